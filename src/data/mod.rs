@@ -1,0 +1,2 @@
+//! Everything between files on disk and a batch of patches: NIfTI, dataset layouts,
+//! preprocessing, augmentation, sampling, loading, the split and synthetic data.

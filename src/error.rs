@@ -1,0 +1,65 @@
+//! The library's error type: every variant says where (op, file, case) and what went wrong.
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An op received tensors whose shapes or arguments do not fit together.
+    #[error("{op}: {msg}")]
+    Shape { op: &'static str, msg: String },
+    /// A value that must be finite was NaN or infinite (a loss, a gradient, a voxel).
+    #[error("{what}: non-finite value ({detail})")]
+    NonFinite { what: String, detail: String },
+    /// A problem with a file: unreadable, corrupt, inconsistent with its case.
+    #[error("{}: {msg}", path.display())]
+    File { path: PathBuf, msg: String },
+    /// A problem with a dataset or a case that is not tied to a single file.
+    #[error("{context}: {msg}")]
+    Data { context: String, msg: String },
+    /// A bad option or configuration value.
+    #[error("invalid {name}: {msg}")]
+    Config { name: String, msg: String },
+    /// A failure inside a backend (device, driver, kernel launch).
+    #[error("{backend}: {msg}")]
+    Backend { backend: &'static str, msg: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn shape(op: &'static str, msg: impl Into<String>) -> Self {
+        Error::Shape {
+            op,
+            msg: msg.into(),
+        }
+    }
+    pub fn file(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::File {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+    pub fn data(context: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Data {
+            context: context.into(),
+            msg: msg.into(),
+        }
+    }
+    pub fn config(name: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Config {
+            name: name.into(),
+            msg: msg.into(),
+        }
+    }
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

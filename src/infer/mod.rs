@@ -1,0 +1,1 @@
+//! Prediction: sliding-window inference with Gaussian weighting, test-time mirroring.

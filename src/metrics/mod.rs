@@ -1,0 +1,1 @@
+//! Segmentation metrics: Dice, HD95, sensitivity, specificity, with the BraTS conventions.

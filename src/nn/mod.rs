@@ -1,0 +1,1 @@
+//! Layers and models built from tensor ops: parameters, conv blocks, the U-Net and the FCN.

@@ -1,0 +1,1 @@
+//! The training loop: planning, the run directory, checkpoints, validation.
