@@ -4,6 +4,7 @@
 //! `cpu` and `cuda`), `tensor_ops` (one folder per op family: forward, backward, kernels,
 //! tests), `autograd` (the tape), `nn` (layers and models), `loss`, `optim`, `data`,
 //! `train`, `infer`, `metrics`, `log`.
+pub mod atomic;
 pub mod autograd;
 pub mod backend;
 pub mod data;

@@ -53,6 +53,8 @@ pub trait BackendBase: Clone + Send + Sync + std::fmt::Debug + 'static {
     fn upload(&self, data: &[Self::E]) -> Result<Self::Storage>;
     fn download(&self, storage: &Self::Storage) -> Result<Vec<Self::E>>;
     fn zeros(&self, len: usize) -> Result<Self::Storage>;
+    /// A new buffer with the same contents.
+    fn copy(&self, storage: &Self::Storage) -> Result<Self::Storage>;
     fn storage_len(storage: &Self::Storage) -> usize;
     /// Waits for queued work (a no-op on the CPU).
     fn synchronize(&self) -> Result<()> {

@@ -1,2 +1,5 @@
 //! Everything between files on disk and a batch of patches: NIfTI, dataset layouts,
 //! preprocessing, augmentation, sampling, loading, the split and synthetic data.
+pub mod volume;
+
+pub use volume::{CaseData, LabelVolume, Volume};

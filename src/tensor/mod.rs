@@ -131,6 +131,15 @@ impl<B: BackendBase> Tensor<B> {
             backend: self.backend.clone(),
         })
     }
+    /// Mutable access to the buffer, for in-place updates (optimiser steps, running
+    /// statistics). A buffer shared with another tensor is copied first.
+    pub fn storage_mut(&mut self) -> Result<&mut B::Storage> {
+        if Arc::get_mut(&mut self.storage).is_none() {
+            let copy = self.backend.copy(&self.storage)?;
+            self.storage = Arc::new(copy);
+        }
+        Ok(Arc::get_mut(&mut self.storage).expect("buffer was just made unique"))
+    }
     /// Whether two tensors share one buffer (a reshape of the other, or a clone).
     pub fn same_storage(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.storage, &other.storage)

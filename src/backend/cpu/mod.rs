@@ -46,6 +46,9 @@ impl<E: Element> BackendBase for CpuBackend<E> {
     fn zeros(&self, len: usize) -> Result<Vec<E>> {
         Ok(vec![E::zero(); len])
     }
+    fn copy(&self, storage: &Vec<E>) -> Result<Vec<E>> {
+        Ok(storage.clone())
+    }
     fn storage_len(storage: &Vec<E>) -> usize {
         storage.len()
     }
