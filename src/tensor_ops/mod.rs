@@ -2,16 +2,51 @@
 //! the CPU kernel (`cpu.rs`), the forward/backward wiring onto the tape (`mod.rs`), tests.
 //! CUDA kernels live in `kernels/<family>.cu` with their launchers in `backend::cuda`.
 pub mod binary;
+pub mod concat;
+pub mod flip;
+pub mod pad;
+pub mod pool;
 pub mod reduce;
+pub mod reshape;
+#[cfg(test)]
+pub(crate) mod test_inputs;
 pub mod unary;
+pub mod upsample;
 
 pub use binary::{add, BinaryKernel, BinaryOp};
+pub use concat::ConcatKernel;
+pub use flip::FlipKernel;
+pub use pad::PadKernel;
+pub use pool::{Pool3dSpec, PoolKernel, PoolPadding};
 pub use reduce::ReduceKernel;
 pub use unary::{UnaryKernel, UnaryOp};
+pub use upsample::UpsampleKernel;
 
 use crate::backend::BackendBase;
 
 /// Every kernel family: what a backend must implement to train and run models.
-pub trait Backend: BackendBase + UnaryKernel + BinaryKernel + ReduceKernel {}
+pub trait Backend:
+    BackendBase
+    + UnaryKernel
+    + BinaryKernel
+    + ReduceKernel
+    + PoolKernel
+    + UpsampleKernel
+    + ConcatKernel
+    + PadKernel
+    + FlipKernel
+{
+}
 
-impl<T> Backend for T where T: BackendBase + UnaryKernel + BinaryKernel + ReduceKernel {}
+impl<T> Backend for T where
+    T: BackendBase
+        + UnaryKernel
+        + BinaryKernel
+        + ReduceKernel
+        + PoolKernel
+        + UpsampleKernel
+        + ConcatKernel
+        + PadKernel
+        + FlipKernel
+{
+}
