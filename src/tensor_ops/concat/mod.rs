@@ -47,7 +47,8 @@ fn concat_layout(shapes: &[&Shape]) -> Result<(Shape, Vec<usize>)> {
         return Err(Error::shape(op, "no tensors to concatenate"));
     };
     let lead = &first.dims()[..first.rank().saturating_sub(1)];
-    let fits = |s: &&Shape| s.rank() == first.rank() && s.rank() > 0 && &s.dims()[..lead.len()] == lead;
+    let fits =
+        |s: &&Shape| s.rank() == first.rank() && s.rank() > 0 && &s.dims()[..lead.len()] == lead;
     if !shapes.iter().all(fits) {
         let listed: Vec<String> = shapes.iter().map(|s| s.to_string()).collect();
         return Err(Error::shape(
@@ -58,10 +59,7 @@ fn concat_layout(shapes: &[&Shape]) -> Result<(Shape, Vec<usize>)> {
             ),
         ));
     }
-    Ok((
-        Shape::new(lead),
-        shapes.iter().map(|s| s.last()).collect(),
-    ))
+    Ok((Shape::new(lead), shapes.iter().map(|s| s.last()).collect()))
 }
 
 fn with_channels(lead: &Shape, channels: usize) -> Shape {
@@ -181,9 +179,11 @@ impl<B: Backend> Var<B> {
     pub fn slice_channels(&self, start: usize, end: usize) -> Result<Var<B>> {
         let range = slice_range(self.shape(), start, end)?;
         let y = slice_channels(self.value(), start, end)?;
-        Ok(Var::from_op("slice_channels", y, &[self], || SliceBackward {
-            range,
-            input_shape: self.shape().clone(),
+        Ok(Var::from_op("slice_channels", y, &[self], || {
+            SliceBackward {
+                range,
+                input_shape: self.shape().clone(),
+            }
         }))
     }
 }
@@ -215,10 +215,7 @@ mod tests {
         );
         let back = y.slice_channels(1, 3).unwrap();
         assert_eq!(back.dims(), b.dims());
-        assert_eq!(
-            back.value().to_vec().unwrap(),
-            b.value().to_vec().unwrap()
-        );
+        assert_eq!(back.value().to_vec().unwrap(), b.value().to_vec().unwrap());
     }
 
     #[test]

@@ -73,7 +73,9 @@ impl<B: Backend> Var<B> {
     pub fn flip3d(&self, axes: [bool; 3]) -> Result<Var<B>> {
         let geometry = Flip3dGeometry::new(self.shape(), axes)?;
         let y = flip3d(self.value(), axes)?;
-        Ok(Var::from_op("flip3d", y, &[self], || FlipBackward { geometry }))
+        Ok(Var::from_op("flip3d", y, &[self], || FlipBackward {
+            geometry,
+        }))
     }
 }
 
@@ -98,12 +100,27 @@ mod tests {
         }
         let x = Var::constant(Tensor::from_host(&Cpu::new(), [1, 2, 2, 2, 2], &data).unwrap());
         let at = |v: &[f32], z: usize, y: usize, x: usize| v[((z * 2 + y) * 2 + x) * 2];
-        let w = x.flip3d([false, false, true]).unwrap().value().to_vec().unwrap();
+        let w = x
+            .flip3d([false, false, true])
+            .unwrap()
+            .value()
+            .to_vec()
+            .unwrap();
         assert_eq!((at(&w, 0, 0, 0), at(&w, 1, 0, 1)), (1.0, 100.0));
         assert_eq!(w[1], -1.0);
-        let h = x.flip3d([false, true, false]).unwrap().value().to_vec().unwrap();
+        let h = x
+            .flip3d([false, true, false])
+            .unwrap()
+            .value()
+            .to_vec()
+            .unwrap();
         assert_eq!((at(&h, 0, 0, 0), at(&h, 1, 1, 0)), (10.0, 100.0));
-        let all = x.flip3d([true, true, true]).unwrap().value().to_vec().unwrap();
+        let all = x
+            .flip3d([true, true, true])
+            .unwrap()
+            .value()
+            .to_vec()
+            .unwrap();
         assert_eq!((at(&all, 0, 0, 0), at(&all, 1, 1, 1)), (111.0, 0.0));
         let none = x.flip3d([false; 3]).unwrap().value().to_vec().unwrap();
         assert_eq!(none, data);
@@ -112,26 +129,28 @@ mod tests {
     #[test]
     fn flipping_twice_is_the_identity() {
         let x = Var::constant(wavy([2, 5, 3, 4, 3]));
-        for axes in [[true, false, false], [false, true, true], [true, true, true]] {
+        for axes in [
+            [true, false, false],
+            [false, true, true],
+            [true, true, true],
+        ] {
             let once = x.flip3d(axes).unwrap();
-            assert_ne!(
-                once.value().to_vec().unwrap(),
-                x.value().to_vec().unwrap()
-            );
+            assert_ne!(once.value().to_vec().unwrap(), x.value().to_vec().unwrap());
             let twice = once.flip3d(axes).unwrap();
-            assert_eq!(
-                twice.value().to_vec().unwrap(),
-                x.value().to_vec().unwrap()
-            );
+            assert_eq!(twice.value().to_vec().unwrap(), x.value().to_vec().unwrap());
         }
     }
 
     #[test]
     fn gradients_of_flips() {
         let x = wavy([2, 5, 3, 4, 3]);
-        for axes in [[true, false, false], [false, true, false], [true, false, true]] {
+        for axes in [
+            [true, false, false],
+            [false, true, false],
+            [true, false, true],
+        ] {
             check_gradients(
-                &[x.clone()],
+                std::slice::from_ref(&x),
                 |v| weighted_sum(&v[0].flip3d(axes)?),
                 1e-6,
                 1e-7,

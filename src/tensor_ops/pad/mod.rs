@@ -115,7 +115,9 @@ impl<B: Backend> Var<B> {
     pub fn pad3d(&self, before: [isize; 3], after: [isize; 3], value: f64) -> Result<Var<B>> {
         let geometry = Pad3dGeometry::new(self.shape(), before, after)?;
         let y = pad3d(self.value(), before, after, value)?;
-        Ok(Var::from_op("pad3d", y, &[self], || PadBackward { geometry }))
+        Ok(Var::from_op("pad3d", y, &[self], || PadBackward {
+            geometry,
+        }))
     }
 }
 
@@ -186,10 +188,7 @@ mod tests {
             .pad3d([-2, 0, -1], [-1, -3, -2], 0.0)
             .unwrap();
         assert_eq!(y.dims(), x.dims());
-        assert_eq!(
-            y.value().to_vec().unwrap(),
-            x.value().to_vec().unwrap()
-        );
+        assert_eq!(y.value().to_vec().unwrap(), x.value().to_vec().unwrap());
     }
 
     #[test]
@@ -201,7 +200,7 @@ mod tests {
             ([-2, 1, 2], [1, -2, -1]),
         ] {
             check_gradients(
-                &[x.clone()],
+                std::slice::from_ref(&x),
                 |v| weighted_sum(&v[0].pad3d(before, after, 0.25)?),
                 1e-6,
                 1e-7,
@@ -214,13 +213,19 @@ mod tests {
     #[test]
     fn bad_arguments_are_errors_naming_the_op_and_shape() {
         let x = var([1, 2, 2, 2, 1], &[0.0; 8]);
-        let err = x.pad3d([0, -1, 0], [0, -1, 0], 0.0).unwrap_err().to_string();
+        let err = x
+            .pad3d([0, -1, 0], [0, -1, 0], 0.0)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("pad3d") && err.contains("[1, 2, 2, 2, 1]"),
             "{err}"
         );
         let flat = var([2, 2, 2], &[0.0; 8]);
         let rank = flat.pad3d([1; 3], [1; 3], 0.0).unwrap_err().to_string();
-        assert!(rank.contains("pad3d") && rank.contains("[2, 2, 2]"), "{rank}");
+        assert!(
+            rank.contains("pad3d") && rank.contains("[2, 2, 2]"),
+            "{rank}"
+        );
     }
 }

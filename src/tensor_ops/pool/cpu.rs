@@ -1,6 +1,6 @@
 //! Forward passes run one task per output row (n, od, oh). Backward passes gather into
-//! one input plane (n, d) per task, visiting the windows that cover it, so no two tasks
-//! write the same gradient cell.
+//! one input plane (n, d) per task from the output planes whose windows cover it, so no
+//! two tasks write the same gradient cell.
 use super::{Pool3dGeometry, PoolKernel};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::Element;
@@ -22,6 +22,39 @@ fn offset(dhw: [usize; 3], c: usize, n: usize, z: usize, y: usize, x: usize) -> 
     (((n * dhw[0] + z) * dhw[1] + y) * dhw[2] + x) * c
 }
 
+/// Each channel's largest value in the window of output cell (oz, oy, ox) of sample `n`,
+/// and where it is: the spatial offset `(z * H + y) * W + x` of the first such cell.
+fn window_max<E: Element>(
+    x: &[E],
+    g: &Pool3dGeometry,
+    n: usize,
+    [oz, oy, ox]: [usize; 3],
+    best: &mut [E],
+    at: &mut [usize],
+) {
+    let c = g.channels;
+    let [_, ih, iw] = g.input;
+    let (z0, z1) = g.window(0, oz);
+    let (y0, y1) = g.window(1, oy);
+    let (x0, x1) = g.window(2, ox);
+    best.copy_from_slice(&x[offset(g.input, c, n, z0, y0, x0)..][..c]);
+    at.fill((z0 * ih + y0) * iw + x0);
+    for z in z0..z1 {
+        for yy in y0..y1 {
+            for xx in x0..x1 {
+                let cell = &x[offset(g.input, c, n, z, yy, xx)..][..c];
+                let pos = (z * ih + yy) * iw + xx;
+                for ((b, a), &v) in best.iter_mut().zip(at.iter_mut()).zip(cell) {
+                    if v > *b {
+                        *b = v;
+                        *a = pos;
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl<E: Element> PoolKernel for CpuBackend<E> {
     fn max_pool3d_forward(&self, x: &Vec<E>, g: Pool3dGeometry) -> Result<Vec<E>> {
         check_len("max_pool3d", "input", x.len(), g.input_shape().numel())?;
@@ -32,30 +65,23 @@ impl<E: Element> PoolKernel for CpuBackend<E> {
             .enumerate()
             .for_each(|(row, out)| {
                 let (n, oz, oy) = (row / (od * oh), row / oh % od, row % oh);
-                let (z0, z1) = g.window(0, oz);
-                let (y0, y1) = g.window(1, oy);
-                for (ox, acc) in out.chunks_exact_mut(c).enumerate() {
-                    let (x0, x1) = g.window(2, ox);
-                    acc.copy_from_slice(&x[offset(g.input, c, n, z0, y0, x0)..][..c]);
-                    for z in z0..z1 {
-                        for yy in y0..y1 {
-                            for xx in x0..x1 {
-                                let cell = &x[offset(g.input, c, n, z, yy, xx)..][..c];
-                                for (a, &v) in acc.iter_mut().zip(cell) {
-                                    if v > *a {
-                                        *a = v;
-                                    }
-                                }
-                            }
-                        }
-                    }
+                let mut at = vec![0; c];
+                for (ox, best) in out.chunks_exact_mut(c).enumerate() {
+                    window_max(x, &g, n, [oz, oy, ox], best, &mut at);
                 }
             });
         Ok(y)
     }
 
+    /// Two passes: the position of every window's maximum (one task per output row), then
+    /// a gather into each input plane from the windows that cover it.
     fn max_pool3d_backward(&self, x: &Vec<E>, dy: &Vec<E>, g: Pool3dGeometry) -> Result<Vec<E>> {
-        check_len("max_pool3d backward", "input", x.len(), g.input_shape().numel())?;
+        check_len(
+            "max_pool3d backward",
+            "input",
+            x.len(),
+            g.input_shape().numel(),
+        )?;
         check_len(
             "max_pool3d backward",
             "gradient",
@@ -63,46 +89,35 @@ impl<E: Element> PoolKernel for CpuBackend<E> {
             g.output_shape().numel(),
         )?;
         let [id, ih, iw] = g.input;
-        let [_, oh, ow] = g.output;
+        let [od, oh, ow] = g.output;
         let c = g.channels;
-        let mut dx = vec![E::zero(); x.len()];
-        dx.par_chunks_mut((ih * iw * c).max(1))
+        let mut winner = vec![0usize; dy.len()];
+        winner
+            .par_chunks_mut((ow * c).max(1))
             .enumerate()
-            .for_each(|(plane, dxp)| {
-                let (n, iz) = (plane / id, plane % id);
+            .for_each(|(row, at)| {
+                let (n, oz, oy) = (row / (od * oh), row / oh % od, row % oh);
                 let mut best = vec![E::zero(); c];
-                // Position (z, y, x) of each channel's maximum in the current window.
-                let mut at = vec![[0usize; 3]; c];
+                for (ox, at) in at.chunks_exact_mut(c).enumerate() {
+                    window_max(x, &g, n, [oz, oy, ox], &mut best, at);
+                }
+            });
+        let plane = ih * iw;
+        let mut dx = vec![E::zero(); x.len()];
+        dx.par_chunks_mut((plane * c).max(1))
+            .enumerate()
+            .for_each(|(p, dxp)| {
+                let (n, iz) = (p / id, p % id);
+                let here = iz * plane..(iz + 1) * plane;
                 let (oz0, oz1) = g.covering(0, iz);
                 for oz in oz0..oz1 {
-                    let (z0, z1) = g.window(0, oz);
-                    for oy in 0..oh {
-                        let (y0, y1) = g.window(1, oy);
-                        for ox in 0..ow {
-                            let (x0, x1) = g.window(2, ox);
-                            best.copy_from_slice(&x[offset(g.input, c, n, z0, y0, x0)..][..c]);
-                            at.fill([z0, y0, x0]);
-                            for z in z0..z1 {
-                                for yy in y0..y1 {
-                                    for xx in x0..x1 {
-                                        let cell = &x[offset(g.input, c, n, z, yy, xx)..][..c];
-                                        for ch in 0..c {
-                                            if cell[ch] > best[ch] {
-                                                best[ch] = cell[ch];
-                                                at[ch] = [z, yy, xx];
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                            let grad = &dy[offset(g.output, c, n, oz, oy, ox)..][..c];
-                            for ch in 0..c {
-                                let [z, yy, xx] = at[ch];
-                                if z == iz {
-                                    let d = &mut dxp[(yy * iw + xx) * c + ch];
-                                    *d = *d + grad[ch];
-                                }
-                            }
+                    let rows =
+                        offset(g.output, c, n, oz, 0, 0)..offset(g.output, c, n, oz + 1, 0, 0);
+                    for (i, (&pos, &grad)) in winner[rows.clone()].iter().zip(&dy[rows]).enumerate()
+                    {
+                        if here.contains(&pos) {
+                            let d = &mut dxp[(pos - here.start) * c + i % c];
+                            *d = *d + grad;
                         }
                     }
                 }

@@ -133,8 +133,7 @@ pub trait PoolKernel: BackendBase {
     ) -> Result<Self::Storage>;
     fn avg_pool3d_forward(&self, x: &Self::Storage, g: Pool3dGeometry) -> Result<Self::Storage>;
     /// dx: each window's gradient divided evenly among its real cells.
-    fn avg_pool3d_backward(&self, dy: &Self::Storage, g: Pool3dGeometry)
-        -> Result<Self::Storage>;
+    fn avg_pool3d_backward(&self, dy: &Self::Storage, g: Pool3dGeometry) -> Result<Self::Storage>;
 }
 
 /// Max pooling of an NDHWC tensor, without recording.
@@ -329,7 +328,7 @@ mod tests {
         let x = distinct([2, 5, 3, 4, 3], 7);
         for s in cases {
             let max = check_gradients(
-                &[x.clone()],
+                std::slice::from_ref(&x),
                 |v| weighted_sum(&v[0].max_pool3d(&s)?),
                 1e-6,
                 1e-7,
@@ -363,7 +362,10 @@ mod tests {
             .avg_pool3d(&spec([2, 2, 2], [0, 2, 2], PoolPadding::Valid))
             .unwrap_err()
             .to_string();
-        assert!(zero_s.contains("avg_pool3d") && zero_s.contains("stride"), "{zero_s}");
+        assert!(
+            zero_s.contains("avg_pool3d") && zero_s.contains("stride"),
+            "{zero_s}"
+        );
         let too_big = x
             .avg_pool3d(&spec([5, 2, 2], [1, 1, 1], PoolPadding::Valid))
             .unwrap_err()

@@ -44,7 +44,10 @@ mod tests {
         assert_eq!(y.dims(), &[6, 4]);
         assert!(y.value().same_storage(x.value()));
         let err = x.reshape([5, 5]).unwrap_err().to_string();
-        assert!(err.contains("reshape") && err.contains("[2, 3, 4]") && err.contains("[5, 5]"), "{err}");
+        assert!(
+            err.contains("reshape") && err.contains("[2, 3, 4]") && err.contains("[5, 5]"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -22,20 +22,16 @@ fn offset(dhw: [usize; 3], c: usize, n: usize, z: usize, y: usize, x: usize) -> 
 }
 
 fn check_multiple(g: &Resample3dGeometry) -> Result<[usize; 3]> {
-    let mut factor = [0; 3];
-    for a in 0..3 {
-        if g.output[a] % g.input[a] != 0 {
-            return Err(Error::shape(
-                "upsample_nearest3d",
-                format!(
-                    "output size {:?} is not a whole multiple of input size {:?}",
-                    g.output, g.input
-                ),
-            ));
-        }
-        factor[a] = g.output[a] / g.input[a];
+    if (0..3).any(|a| !g.output[a].is_multiple_of(g.input[a])) {
+        return Err(Error::shape(
+            "upsample_nearest3d",
+            format!(
+                "output size {:?} is not a whole multiple of input size {:?}",
+                g.output, g.input
+            ),
+        ));
     }
-    Ok(factor)
+    Ok([0, 1, 2].map(|a| g.output[a] / g.input[a]))
 }
 
 /// Per output cell along one axis: both source cells with their weights.
@@ -150,11 +146,7 @@ impl<E: Element> UpsampleKernel for CpuBackend<E> {
         Ok(y)
     }
 
-    fn upsample_trilinear3d_backward(
-        &self,
-        dy: &Vec<E>,
-        g: Resample3dGeometry,
-    ) -> Result<Vec<E>> {
+    fn upsample_trilinear3d_backward(&self, dy: &Vec<E>, g: Resample3dGeometry) -> Result<Vec<E>> {
         check_len(
             "upsample_trilinear3d backward",
             "gradient",

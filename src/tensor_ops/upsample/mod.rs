@@ -179,9 +179,7 @@ mod tests {
         assert_eq!(y.dims(), &[1, 1, 4, 4, 1]);
         assert_eq!(
             y.value().to_vec().unwrap(),
-            vec![
-                1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 3.0, 3.0, 4.0, 4.0
-            ]
+            vec![1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 3.0, 3.0, 4.0, 4.0]
         );
         // Two channels along D: channels stay together.
         let x = var([1, 2, 1, 1, 2], &[1.0, 2.0, 3.0, 4.0]);
@@ -228,10 +226,7 @@ mod tests {
     fn trilinear_to_the_same_size_is_the_identity() {
         let x = Var::constant(wavy([2, 5, 3, 4, 3]));
         let y = x.upsample_trilinear3d([5, 3, 4]).unwrap();
-        assert_eq!(
-            y.value().to_vec().unwrap(),
-            x.value().to_vec().unwrap()
-        );
+        assert_eq!(y.value().to_vec().unwrap(), x.value().to_vec().unwrap());
     }
 
     #[test]
@@ -239,7 +234,7 @@ mod tests {
         let x = wavy([2, 5, 3, 4, 3]);
         for factor in [[2, 1, 3], [1, 2, 2]] {
             check_gradients(
-                &[x.clone()],
+                std::slice::from_ref(&x),
                 |v| weighted_sum(&v[0].upsample_nearest3d(factor)?),
                 1e-6,
                 1e-7,
@@ -250,7 +245,7 @@ mod tests {
         // Larger, exactly doubled, smaller, and mixed per axis.
         for out in [[9, 7, 8], [10, 6, 8], [3, 2, 3], [7, 2, 5]] {
             check_gradients(
-                &[x.clone()],
+                std::slice::from_ref(&x),
                 |v| weighted_sum(&v[0].upsample_trilinear3d(out)?),
                 1e-6,
                 1e-7,
@@ -274,7 +269,10 @@ mod tests {
             "{empty}"
         );
         let flat = var([2, 2, 1], &[1.0, 2.0, 3.0, 4.0]);
-        let rank = flat.upsample_trilinear3d([4, 4, 4]).unwrap_err().to_string();
+        let rank = flat
+            .upsample_trilinear3d([4, 4, 4])
+            .unwrap_err()
+            .to_string();
         assert!(
             rank.contains("upsample_trilinear3d") && rank.contains("[2, 2, 1]"),
             "{rank}"
