@@ -58,6 +58,18 @@ impl Tasks {
     }
 }
 
+/// The geometry the kernels index with: non-empty, whole groups of channels.
+fn check_params(p: &NormParams) -> Result<()> {
+    let groups_fit = p.groups > 0 && p.c.is_multiple_of(p.groups);
+    if !groups_fit || p.numel() == 0 {
+        return Err(Error::shape(
+            "norm",
+            format!("empty input or channels not divisible into groups: {p:?}"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_len(what: &str, len: usize, want: usize, p: &NormParams) -> Result<()> {
     if len != want {
         return Err(Error::shape(
@@ -91,6 +103,7 @@ fn map_rows<E: Element>(out: &mut [E], p: &NormParams, f: impl Fn(usize, usize, 
 
 impl<E: Element> NormKernel for CpuBackend<E> {
     fn norm_stats(&self, x: &Vec<E>, p: &NormParams) -> Result<(Vec<E>, Vec<E>)> {
+        check_params(p)?;
         check_len("x", x.len(), p.numel(), p)?;
         let tasks = Tasks::new(p);
         let c = p.c;
@@ -144,6 +157,7 @@ impl<E: Element> NormKernel for CpuBackend<E> {
         beta: Option<&Vec<E>>,
         p: &NormParams,
     ) -> Result<Vec<E>> {
+        check_params(p)?;
         check_len("x", x.len(), p.numel(), p)?;
         check_len("mean", mean.len(), p.stats_len(), p)?;
         check_len("variance", var.len(), p.stats_len(), p)?;
@@ -189,6 +203,7 @@ impl<E: Element> NormKernel for CpuBackend<E> {
         p: &NormParams,
         needs: [bool; 3],
     ) -> Result<NormGrads<Vec<E>>> {
+        check_params(p)?;
         for (what, len) in [("x", x.len()), ("y", y.len()), ("dy", dy.len())] {
             check_len(what, len, p.numel(), p)?;
         }

@@ -968,5 +968,22 @@ mod tests {
             .to_string();
         assert!(err.contains("LeakyRelu"), "{err}");
         assert!(x.instance_norm(None, None, 0.0, None).is_err());
+        // The kernel checks its geometry itself, for callers that bypass `Var`.
+        let p = NormParams {
+            n: 2,
+            spatial: 30,
+            c: 3,
+            groups: 2,
+            eps: 1e-5,
+            neg_slope: 1.0,
+            kind: NormKind::Group,
+            fixed_stats: false,
+        };
+        let err = Cpu64::new()
+            .norm_stats(x.value().storage(), &p)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("norm") && err.contains("groups: 2"), "{err}");
     }
 }
