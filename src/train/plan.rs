@@ -99,9 +99,12 @@ pub fn plan(data: &DataSummary, device: &PlanDevice) -> Result<Plan> {
     // Start from the median shape (capped), keep the patch inside the smallest case,
     // then shrink the largest axis until the step fits the budget.
     let mut patch = [0; 3];
-    for a in 0..3 {
-        let want = data.median_shape[a].min(cap).min(data.min_shape[a]);
-        patch[a] = if want >= 16 {
+    for (p, (&median, &min)) in patch
+        .iter_mut()
+        .zip(data.median_shape.iter().zip(&data.min_shape))
+    {
+        let want = median.min(cap).min(min);
+        *p = if want >= 16 {
             round_down_to(want, 8)
         } else {
             want
