@@ -174,8 +174,13 @@ impl<B: Backend> Tape<B> {
         }
         let mut by_leaf = HashMap::new();
         for (node, id) in leaves {
+            // A parameter used twice in one pass has two leaf nodes with one id: sum them.
             if let Some(g) = grads.remove(&node) {
-                by_leaf.insert(id, g);
+                let summed = match by_leaf.remove(&id) {
+                    Some(prev) => crate::tensor_ops::add(&prev, &g)?,
+                    None => g,
+                };
+                by_leaf.insert(id, summed);
             }
         }
         Ok(Gradients { by_leaf })

@@ -3,7 +3,10 @@
 //! CUDA kernels live in `kernels/<family>.cu` with their launchers in `backend::cuda`.
 pub mod binary;
 pub mod concat;
+pub mod dropout;
 pub mod flip;
+pub mod matmul;
+pub mod norm;
 pub mod pad;
 pub mod pool;
 pub mod reduce;
@@ -15,7 +18,10 @@ pub mod upsample;
 
 pub use binary::{add, BinaryKernel, BinaryOp};
 pub use concat::ConcatKernel;
+pub use dropout::DropoutKernel;
 pub use flip::FlipKernel;
+pub use matmul::MatmulKernel;
+pub use norm::{update_moving_stats, NormKernel};
 pub use pad::PadKernel;
 pub use pool::{Pool3dSpec, PoolKernel, PoolPadding};
 pub use reduce::ReduceKernel;
@@ -30,6 +36,9 @@ pub trait Backend:
     + UnaryKernel
     + BinaryKernel
     + ReduceKernel
+    + NormKernel
+    + DropoutKernel
+    + MatmulKernel
     + PoolKernel
     + UpsampleKernel
     + ConcatKernel
@@ -43,6 +52,9 @@ impl<T> Backend for T where
         + UnaryKernel
         + BinaryKernel
         + ReduceKernel
+        + NormKernel
+        + DropoutKernel
+        + MatmulKernel
         + PoolKernel
         + UpsampleKernel
         + ConcatKernel

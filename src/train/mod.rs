@@ -1,1 +1,2 @@
 //! The training loop: planning, the run directory, checkpoints, validation.
+pub mod plan;
