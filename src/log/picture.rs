@@ -48,7 +48,7 @@ impl Window {
     }
 
     fn grey(&self, v: f32) -> u8 {
-        if !(self.hi > self.lo) {
+        if self.hi <= self.lo {
             return if v > self.lo { 255 } else { 0 };
         }
         let t = ((v - self.lo) / (self.hi - self.lo)).clamp(0.0, 1.0);
