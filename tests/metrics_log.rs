@@ -4,7 +4,8 @@
 //! EventAccumulator, Python safetensors, nibabel).
 //!
 //! The files stay in `$VOXSEG_INTEROP_DIR`, or `<target>/tmp/interop` when unset:
-//! `run/` (events, checkpoints, metrics), `pred/case_001.nii.gz`, `ref_t1.nii.gz`.
+//! `run/` (events, checkpoints, metrics), `pred/case_001.nii.gz`, `ref_t1.nii.gz`; `run/`
+//! and `pred/` there are replaced on each run.
 use ndarray::{Array3, ShapeBuilder};
 use nifti::NiftiObject;
 use std::collections::BTreeMap;
@@ -73,8 +74,13 @@ fn nifti_header() -> nifti::NiftiHeader {
 fn writes_files_other_tools_read() {
     let root = out_dir();
     let run = root.join("run");
-    let _ = std::fs::remove_dir_all(&root);
+    let pred_dir = root.join("pred");
+    // Only what this test writes is cleared, so that the run holds one event file.
+    for dir in [&run, &pred_dir] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     std::fs::create_dir_all(run.join("checkpoints")).unwrap();
+    std::fs::create_dir_all(&pred_dir).unwrap();
     let (image, truth, pred) = synthetic_case();
 
     // Evaluation report.
@@ -148,8 +154,6 @@ fn writes_files_other_tools_read() {
         .header()
         .clone();
     assert_eq!(ref_header.srow_x, [-1.2, 0.0, 0.0, 90.5]);
-    let pred_dir = root.join("pred");
-    std::fs::create_dir_all(&pred_dir).unwrap();
     let pred_arr = Array3::from_shape_vec(DIMS.f(), pred).unwrap();
     nifti::writer::WriterOptions::new(pred_dir.join("case_001.nii.gz"))
         .reference_header(&ref_header)
