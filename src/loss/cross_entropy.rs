@@ -14,5 +14,8 @@ pub fn cross_entropy<B: Backend>(
     labels: &Tensor<B>,
     class_weights: Option<&[f64]>,
 ) -> Result<Var<B>> {
-    check_finite("cross_entropy", logits.cross_entropy(labels, class_weights)?)
+    check_finite(
+        "cross_entropy",
+        logits.cross_entropy(labels, class_weights)?,
+    )
 }

@@ -71,7 +71,10 @@ pub fn soft_dice<B: Backend>(
     if c <= first {
         return Err(Error::shape(
             "soft_dice",
-            format!("no channel left to score in {} without the background", probs.shape()),
+            format!(
+                "no channel left to score in {} without the background",
+                probs.shape()
+            ),
         ));
     }
     let sums = |v: &Var<B>| {
@@ -92,7 +95,10 @@ pub fn soft_dice<B: Backend>(
         .map(|k| B::E::of(if k >= first { 1.0 } else { 0.0 }))
         .collect::<Vec<_>>();
     let mask = Var::constant(Tensor::from_host(probs.backend(), [c], &scored)?);
-    let mean = dice.mul(&mask)?.sum()?.scale(1.0 / (rows * (c - first)) as f64)?;
+    let mean = dice
+        .mul(&mask)?
+        .sum()?
+        .scale(1.0 / (rows * (c - first)) as f64)?;
     check_finite("soft_dice", mean.scale(-1.0)?.add_scalar(1.0)?)
 }
 
@@ -150,10 +156,16 @@ mod tests {
 
     #[test]
     fn perfect_prediction_scores_zero_and_disjoint_almost_one() {
-        let t = tensor([2, 1, 1, 3, 2], &[1., 0., 1., 1., 0., 0., 0., 1., 1., 0., 0., 1.]);
+        let t = tensor(
+            [2, 1, 1, 3, 2],
+            &[1., 0., 1., 1., 0., 0., 0., 1., 1., 0., 0., 1.],
+        );
         let t = Var::constant(t);
         for batch_dice in [false, true] {
-            let opts = DiceOptions { batch_dice, ..DiceOptions::default() };
+            let opts = DiceOptions {
+                batch_dice,
+                ..DiceOptions::default()
+            };
             assert!(value(soft_dice(&t, &t, &opts)).abs() < 1e-12);
         }
         // Disjoint, one sample, one channel: sums 2 and 1, overlap 0.
@@ -170,12 +182,19 @@ mod tests {
         // Keras: 1 - 2 sum(y p) / (sum y + sum p + 1e-7) = 1 - 3.2 / (3.9 + 1e-7).
         let p = Var::constant(tensor([1, 1, 2, 2, 1], &[0.9, 0.2, 0.7, 0.1]));
         let t = Var::constant(tensor([1, 1, 2, 2, 1], &[1.0, 0.0, 1.0, 0.0]));
-        let opts = DiceOptions { smooth: 1e-7, batch_dice: true, include_background: true };
+        let opts = DiceOptions {
+            smooth: 1e-7,
+            batch_dice: true,
+            include_background: true,
+        };
         let keras = 1.0 - 3.2 / (3.9 + 1e-7);
         let got = value(soft_dice(&p, &t, &opts));
         // Ours also adds the smoothing term to the numerator: s / (3.9 + s) less loss.
         let numerator_term = 1e-7 / (3.9 + 1e-7);
-        assert!((got - (keras - numerator_term)).abs() < 1e-14, "{got} vs {keras}");
+        assert!(
+            (got - (keras - numerator_term)).abs() < 1e-14,
+            "{got} vs {keras}"
+        );
         assert!((got - 0.179_487_17).abs() < 1e-8);
     }
 
@@ -192,10 +211,16 @@ mod tests {
         let all = DiceOptions::default();
         let want = 1.0 - (d00 + d01 + d10 + d11) / 4.0;
         assert!((value(soft_dice(&p, &t, &all)) - want).abs() < 1e-12);
-        let fg = DiceOptions { include_background: false, ..all };
+        let fg = DiceOptions {
+            include_background: false,
+            ..all
+        };
         let want = 1.0 - (d01 + d11) / 2.0;
         assert!((value(soft_dice(&p, &t, &fg)) - want).abs() < 1e-12);
-        let batch = DiceOptions { batch_dice: true, ..all };
+        let batch = DiceOptions {
+            batch_dice: true,
+            ..all
+        };
         let want = 1.0 - (d(2.1, 2.3, 3.0) + d(0.8, 1.7, 1.0)) / 2.0;
         assert!((value(soft_dice(&p, &t, &batch)) - want).abs() < 1e-12);
     }
@@ -204,29 +229,62 @@ mod tests {
     fn bad_options_and_shapes_are_errors() {
         let b = Cpu::new();
         let one = Var::constant(Tensor::zeros(&b, [1, 1, 1, 2, 1]).unwrap());
-        let fg = DiceOptions { include_background: false, ..DiceOptions::default() };
-        assert!(soft_dice(&one, &one, &fg).unwrap_err().to_string().contains("background"));
-        let zero = DiceOptions { smooth: 0.0, ..DiceOptions::default() };
-        assert!(soft_dice(&one, &one, &zero).unwrap_err().to_string().contains("smooth"));
+        let fg = DiceOptions {
+            include_background: false,
+            ..DiceOptions::default()
+        };
+        assert!(soft_dice(&one, &one, &fg)
+            .unwrap_err()
+            .to_string()
+            .contains("background"));
+        let zero = DiceOptions {
+            smooth: 0.0,
+            ..DiceOptions::default()
+        };
+        assert!(soft_dice(&one, &one, &zero)
+            .unwrap_err()
+            .to_string()
+            .contains("smooth"));
         let other = Var::constant(Tensor::zeros(&b, [1, 1, 2, 1, 1]).unwrap());
-        let err = soft_dice(&one, &other, &DiceOptions::default()).unwrap_err().to_string();
-        assert!(err.contains("soft_dice") && err.contains("[1, 1, 2, 1, 1]"), "{err}");
+        let err = soft_dice(&one, &other, &DiceOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("soft_dice") && err.contains("[1, 1, 2, 1, 1]"),
+            "{err}"
+        );
     }
 
     #[test]
     fn dice_ce_adds_the_parts_for_both_target_kinds() {
         let b = Cpu64::new();
-        let x = tensor([1, 1, 2, 2, 3], &[0.3, -1.0, 2.0, 1.1, 0.4, -0.2, -0.7, 0.9, 0.1, 1.5, -1.3, 0.6]);
+        let x = tensor(
+            [1, 1, 2, 2, 3],
+            &[
+                0.3, -1.0, 2.0, 1.1, 0.4, -0.2, -0.7, 0.9, 0.1, 1.5, -1.3, 0.6,
+            ],
+        );
         let xv = Var::constant(x);
         let labels = Tensor::from_host(&b, [1, 1, 2, 2], &[2.0, 0.0, 1.0, 0.0]).unwrap();
         let hot = Var::constant(one_hot(&labels, 3).unwrap());
-        let want = value(dice_loss_from_logits(&xv, &hot, DiceMode::Softmax, &DiceOptions::nnunet(DiceMode::Softmax)))
-            + value(xv.cross_entropy(&labels, None));
+        let want = value(dice_loss_from_logits(
+            &xv,
+            &hot,
+            DiceMode::Softmax,
+            &DiceOptions::nnunet(DiceMode::Softmax),
+        )) + value(xv.cross_entropy(&labels, None));
         assert!((value(dice_ce(&xv, &Target::Classes(labels))) - want).abs() < 1e-12);
-        let regions = tensor([1, 1, 2, 2, 3], &[1., 0., 1., 1., 1., 0., 0., 0., 0., 1., 0., 0.]);
+        let regions = tensor(
+            [1, 1, 2, 2, 3],
+            &[1., 0., 1., 1., 1., 0., 0., 0., 0., 1., 0., 0.],
+        );
         let rv = Var::constant(regions.clone());
-        let want = value(dice_loss_from_logits(&xv, &rv, DiceMode::Sigmoid, &DiceOptions::default()))
-            + value(xv.bce_with_logits(&rv, 1.0, None));
+        let want = value(dice_loss_from_logits(
+            &xv,
+            &rv,
+            DiceMode::Sigmoid,
+            &DiceOptions::default(),
+        )) + value(xv.bce_with_logits(&rv, 1.0, None));
         assert!((value(dice_ce(&xv, &Target::Regions(regions))) - want).abs() < 1e-12);
     }
 
@@ -243,10 +301,14 @@ mod tests {
         let hot = one_hot(&labels, 3).unwrap();
         for batch_dice in [false, true] {
             for include_background in [false, true] {
-                let opts = DiceOptions { smooth: 1e-5, batch_dice, include_background };
+                let opts = DiceOptions {
+                    smooth: 1e-5,
+                    batch_dice,
+                    include_background,
+                };
                 for (mode, t) in [(DiceMode::Sigmoid, &regions), (DiceMode::Softmax, &hot)] {
                     check_gradients(
-                        &[x.clone()],
+                        std::slice::from_ref(&x),
                         |v| dice_loss_from_logits(&v[0], &Var::constant(t.clone()), mode, &opts),
                         1e-6,
                         1e-7,
@@ -256,9 +318,18 @@ mod tests {
                 }
             }
         }
-        for target in [Target::Regions(regions.clone()), Target::Classes(labels.clone())] {
-            check_gradients(&[x.clone()], |v| dice_ce(&v[0], &target), 1e-6, 1e-7, 64)
-                .unwrap_or_else(|e| panic!("{:?}: {e}", target.mode()));
+        for target in [
+            Target::Regions(regions.clone()),
+            Target::Classes(labels.clone()),
+        ] {
+            check_gradients(
+                std::slice::from_ref(&x),
+                |v| dice_ce(&v[0], &target),
+                1e-6,
+                1e-7,
+                64,
+            )
+            .unwrap_or_else(|e| panic!("{:?}: {e}", target.mode()));
         }
     }
 }

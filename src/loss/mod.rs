@@ -44,7 +44,10 @@ mod tests {
     fn check_finite_names_the_loss() {
         let b = Cpu::new();
         let ok = Var::constant(Tensor::scalar(&b, 0.25).unwrap());
-        assert_eq!(check_finite("dice", ok).unwrap().value().item().unwrap(), 0.25);
+        assert_eq!(
+            check_finite("dice", ok).unwrap().value().item().unwrap(),
+            0.25
+        );
         for bad in [f64::NAN, f64::INFINITY] {
             let v = Var::constant(Tensor::scalar(&b, bad).unwrap());
             let err = check_finite("dice_ce", v).unwrap_err();

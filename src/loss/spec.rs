@@ -1,8 +1,8 @@
 //! A loss named in a configuration, e.g. `{"kind": "wbce", "pos_weight": 5.0}`.
 use super::dice::dense_channels;
 use super::{
-    bce_with_logits, cross_entropy, dice_ce, dice_loss_from_logits, mae, mse, ssim3d,
-    DiceOptions, SsimOptions, Target,
+    bce_with_logits, cross_entropy, dice_ce, dice_loss_from_logits, mae, mse, ssim3d, DiceOptions,
+    SsimOptions, Target,
 };
 use crate::autograd::Var;
 use crate::backend::Backend;
@@ -53,7 +53,10 @@ impl LossSpec {
             Target::Regions(t) => Ok(Var::constant(t.clone())),
             Target::Classes(_) => Err(Error::config(
                 "loss",
-                format!("{} needs region/dense target channels, got class indices", self.name()),
+                format!(
+                    "{} needs region/dense target channels, got class indices",
+                    self.name()
+                ),
             )),
         };
         match self {
@@ -93,7 +96,10 @@ mod tests {
     fn serde_names_are_snake_case_with_options() {
         let specs = [
             (LossSpec::DiceCe, r#"{"kind":"dice_ce"}"#),
-            (LossSpec::Wbce { pos_weight: 5.0 }, r#"{"kind":"wbce","pos_weight":5.0}"#),
+            (
+                LossSpec::Wbce { pos_weight: 5.0 },
+                r#"{"kind":"wbce","pos_weight":5.0}"#,
+            ),
             (LossSpec::Ce, r#"{"kind":"ce"}"#),
         ];
         for (spec, json) in specs {
@@ -103,7 +109,10 @@ mod tests {
         let ssim: LossSpec = serde_json::from_str(r#"{"kind":"ssim","data_range":2.0}"#).unwrap();
         assert_eq!(
             ssim,
-            LossSpec::Ssim(SsimOptions { data_range: 2.0, ..SsimOptions::default() })
+            LossSpec::Ssim(SsimOptions {
+                data_range: 2.0,
+                ..SsimOptions::default()
+            })
         );
         assert!(serde_json::from_str::<LossSpec>(r#"{"kind":"focal"}"#).is_err());
     }
@@ -114,14 +123,29 @@ mod tests {
         let x = Var::constant(Tensor::zeros(&b, [1, 1, 1, 2, 3]).unwrap());
         let classes = Target::Classes(Tensor::zeros(&b, [1, 1, 1, 2]).unwrap());
         let regions = Target::Regions(Tensor::zeros(&b, [1, 1, 1, 2, 3]).unwrap());
-        for spec in [LossSpec::Bce, LossSpec::Mse, LossSpec::Mae, LossSpec::Wbce { pos_weight: 2.0 }] {
+        for spec in [
+            LossSpec::Bce,
+            LossSpec::Mse,
+            LossSpec::Mae,
+            LossSpec::Wbce { pos_weight: 2.0 },
+        ] {
             let err = spec.compute(&x, &classes).unwrap_err().to_string();
-            assert!(err.contains(spec.name()) && err.contains("class indices"), "{err}");
+            assert!(
+                err.contains(spec.name()) && err.contains("class indices"),
+                "{err}"
+            );
         }
-        assert!(LossSpec::Ce.compute(&x, &regions).unwrap_err().to_string().contains("ce needs"));
+        assert!(LossSpec::Ce
+            .compute(&x, &regions)
+            .unwrap_err()
+            .to_string()
+            .contains("ce needs"));
         let small = Target::Regions(Tensor::zeros(&b, [1, 1, 1, 2, 2]).unwrap());
         let err = LossSpec::Dice.compute(&x, &small).unwrap_err().to_string();
-        assert!(err.contains("dice") && err.contains("[1, 1, 1, 2, 2]"), "{err}");
+        assert!(
+            err.contains("dice") && err.contains("[1, 1, 1, 2, 2]"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -136,7 +160,10 @@ mod tests {
         let labels: Vec<f64> = (0..n / 2).map(|i| (i % 2) as f64).collect();
         let classes = Target::Classes(Tensor::from_host(&b, [1, 3, 3, 3], &labels).unwrap());
         let ssim = LossSpec::Ssim(SsimOptions {
-            window: SsimWindow::Gaussian { size: 3, sigma: 1.5 },
+            window: SsimWindow::Gaussian {
+                size: 3,
+                sigma: 1.5,
+            },
             ..SsimOptions::default()
         });
         let cases = [
@@ -152,8 +179,14 @@ mod tests {
             (ssim, &regions),
         ];
         for (spec, target) in cases {
-            check_gradients(&[x.clone()], |v| spec.compute(&v[0], target), 1e-6, 1e-6, 54)
-                .unwrap_or_else(|e| panic!("{spec:?}: {e}"));
+            check_gradients(
+                std::slice::from_ref(&x),
+                |v| spec.compute(&v[0], target),
+                1e-6,
+                1e-6,
+                54,
+            )
+            .unwrap_or_else(|e| panic!("{spec:?}: {e}"));
         }
     }
 }

@@ -22,9 +22,15 @@ impl SsimWindow {
             SsimWindow::Uniform { size } => (size, Box::new(|_| 1.0)),
             SsimWindow::Gaussian { size, sigma } => {
                 if !(sigma > 0.0 && sigma.is_finite()) {
-                    return Err(Error::config("ssim window", format!("sigma {sigma} must be positive")));
+                    return Err(Error::config(
+                        "ssim window",
+                        format!("sigma {sigma} must be positive"),
+                    ));
                 }
-                (size, Box::new(move |d: f64| (-d * d / (2.0 * sigma * sigma)).exp()))
+                (
+                    size,
+                    Box::new(move |d: f64| (-d * d / (2.0 * sigma * sigma)).exp()),
+                )
             }
         };
         if size == 0 {
@@ -53,7 +59,10 @@ impl Default for SsimOptions {
     fn default() -> Self {
         Self {
             data_range: 1.0,
-            window: SsimWindow::Gaussian { size: 7, sigma: 1.5 },
+            window: SsimWindow::Gaussian {
+                size: 7,
+                sigma: 1.5,
+            },
             k1: 0.01,
             k2: 0.03,
         }
@@ -66,7 +75,10 @@ impl Default for SsimOptions {
 pub fn ssim3d<B: Backend>(x: &Var<B>, y: &Var<B>, opts: &SsimOptions) -> Result<Var<B>> {
     x.shape().expect_eq(y.shape(), "ssim3d")?;
     if !(opts.data_range > 0.0 && opts.data_range.is_finite()) {
-        return Err(Error::config("ssim data_range", format!("{} must be positive", opts.data_range)));
+        return Err(Error::config(
+            "ssim data_range",
+            format!("{} must be positive", opts.data_range),
+        ));
     }
     let taps = opts.window.taps()?;
     let c1 = (opts.k1 * opts.data_range).powi(2);
@@ -79,8 +91,14 @@ pub fn ssim3d<B: Backend>(x: &Var<B>, y: &Var<B>, opts: &SsimOptions) -> Result<
     let var_x = x.square()?.window_filter(&taps)?.sub(&mx2)?;
     let var_y = y.square()?.window_filter(&taps)?.sub(&my2)?;
     let cov = x.mul(y)?.window_filter(&taps)?.sub(&mxy)?;
-    let luminance = mxy.scale(2.0)?.add_scalar(c1)?.div(&mx2.add(&my2)?.add_scalar(c1)?)?;
-    let structure = cov.scale(2.0)?.add_scalar(c2)?.div(&var_x.add(&var_y)?.add_scalar(c2)?)?;
+    let luminance = mxy
+        .scale(2.0)?
+        .add_scalar(c1)?
+        .div(&mx2.add(&my2)?.add_scalar(c1)?)?;
+    let structure = cov
+        .scale(2.0)?
+        .add_scalar(c2)?
+        .div(&var_x.add(&var_y)?.add_scalar(c2)?)?;
     let ssim = luminance.mul(&structure)?.mean()?;
     check_finite("ssim3d", ssim.scale(-1.0)?.add_scalar(1.0)?)
 }
@@ -94,14 +112,20 @@ mod tests {
 
     fn volume(dims: [usize; 5], phase: f64) -> Tensor<Cpu64> {
         let n: usize = dims.iter().product();
-        let data: Vec<f64> = (0..n).map(|i| 0.5 + 0.4 * (i as f64 * 0.37 + phase).sin()).collect();
+        let data: Vec<f64> = (0..n)
+            .map(|i| 0.5 + 0.4 * (i as f64 * 0.37 + phase).sin())
+            .collect();
         Tensor::from_host(&Cpu64::new(), dims, &data).unwrap()
     }
 
     #[test]
     fn identical_inputs_give_zero_loss() {
         let x = Var::constant(volume([2, 8, 7, 9, 2], 0.0));
-        let l = ssim3d(&x, &x, &SsimOptions::default()).unwrap().value().item().unwrap();
+        let l = ssim3d(&x, &x, &SsimOptions::default())
+            .unwrap()
+            .value()
+            .item()
+            .unwrap();
         assert!(l.abs() < 1e-12, "{l}");
     }
 
@@ -110,7 +134,10 @@ mod tests {
         let b = Cpu64::new();
         let x = Var::constant(Tensor::full(&b, [1, 4, 4, 4, 1], 0.2).unwrap());
         let y = Var::constant(Tensor::full(&b, [1, 4, 4, 4, 1], 0.6).unwrap());
-        let opts = SsimOptions { window: SsimWindow::Uniform { size: 3 }, ..SsimOptions::default() };
+        let opts = SsimOptions {
+            window: SsimWindow::Uniform { size: 3 },
+            ..SsimOptions::default()
+        };
         let l = ssim3d(&x, &y, &opts).unwrap().value().item().unwrap();
         let want = 1.0 - (2.0 * 0.12 + 1e-4) / (0.04 + 0.36 + 1e-4);
         assert!((l - want).abs() < 1e-12, "{l} vs {want}");
@@ -118,22 +145,47 @@ mod tests {
 
     #[test]
     fn gaussian_taps_are_normalised_and_symmetric() {
-        let t = SsimWindow::Gaussian { size: 7, sigma: 1.5 }.taps().unwrap();
+        let t = SsimWindow::Gaussian {
+            size: 7,
+            sigma: 1.5,
+        }
+        .taps()
+        .unwrap();
         assert!((t.iter().sum::<f64>() - 1.0).abs() < 1e-15);
         assert!((t[0] - t[6]).abs() < 1e-15 && t[3] > t[2] && t[2] > t[1]);
         assert!((t[2] / t[3] - (-1.0f64 / 4.5).exp()).abs() < 1e-15);
         assert!(SsimWindow::Uniform { size: 0 }.taps().is_err());
-        assert!(SsimWindow::Gaussian { size: 3, sigma: 0.0 }.taps().is_err());
+        assert!(SsimWindow::Gaussian {
+            size: 3,
+            sigma: 0.0
+        }
+        .taps()
+        .is_err());
     }
 
     #[test]
     fn gradients_for_both_inputs() {
         let x = volume([1, 4, 5, 4, 2], 0.0);
         let y = volume([1, 4, 5, 4, 2], 1.3);
-        for window in [SsimWindow::Uniform { size: 3 }, SsimWindow::Gaussian { size: 3, sigma: 1.0 }] {
-            let opts = SsimOptions { window, ..SsimOptions::default() };
-            check_gradients(&[x.clone(), y.clone()], |v| ssim3d(&v[0], &v[1], &opts), 1e-6, 1e-6, 80)
-                .unwrap_or_else(|e| panic!("{window:?}: {e}"));
+        for window in [
+            SsimWindow::Uniform { size: 3 },
+            SsimWindow::Gaussian {
+                size: 3,
+                sigma: 1.0,
+            },
+        ] {
+            let opts = SsimOptions {
+                window,
+                ..SsimOptions::default()
+            };
+            check_gradients(
+                &[x.clone(), y.clone()],
+                |v| ssim3d(&v[0], &v[1], &opts),
+                1e-6,
+                1e-6,
+                80,
+            )
+            .unwrap_or_else(|e| panic!("{window:?}: {e}"));
         }
     }
 }

@@ -50,7 +50,8 @@ impl<E: Element> BceKernel for CpuBackend<E> {
     ) -> Result<Vec<E>> {
         check(x, t, w, &p)?;
         let group = p.weight_group as usize;
-        let total: f64 = x
+        // Per-chunk partial sums added in chunk order: the same total on any thread count.
+        let partials: Vec<f64> = x
             .par_chunks(PAR_CHUNK)
             .enumerate()
             .map(|(c, xc)| {
@@ -63,8 +64,8 @@ impl<E: Element> BceKernel for CpuBackend<E> {
                 }
                 acc
             })
-            .sum();
-        Ok(vec![E::of(total * p.scale)])
+            .collect();
+        Ok(vec![E::of(partials.iter().sum::<f64>() * p.scale)])
     }
 
     fn bce_backward(

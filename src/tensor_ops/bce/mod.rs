@@ -142,11 +142,13 @@ impl<B: Backend> Var<B> {
         let y = Tensor::from_storage(x.backend(), Shape::scalar(), y)?;
         let mut inputs = vec![self, targets];
         inputs.extend(weight);
-        Ok(Var::from_op("bce_with_logits", y, &inputs, || BceBackward {
-            x: x.clone(),
-            t: t.clone(),
-            w: weight.map(|w| w.value().clone()),
-            params,
+        Ok(Var::from_op("bce_with_logits", y, &inputs, || {
+            BceBackward {
+                x: x.clone(),
+                t: t.clone(),
+                w: weight.map(|w| w.value().clone()),
+                params,
+            }
         }))
     }
 }
@@ -170,22 +172,43 @@ mod tests {
         let x = Var::constant(Tensor::from_host(&b, [4], &xs).unwrap());
         let t = Var::constant(Tensor::from_host(&b, [4], &ts).unwrap());
         for p in [1.0, 3.0] {
-            let got = x.bce_with_logits(&t, p, None).unwrap().value().item().unwrap();
-            let want: f64 = xs.iter().zip(ts).map(|(&x, t)| reference(x, t, p)).sum::<f64>() / 4.0;
+            let got = x
+                .bce_with_logits(&t, p, None)
+                .unwrap()
+                .value()
+                .item()
+                .unwrap();
+            let want: f64 = xs
+                .iter()
+                .zip(ts)
+                .map(|(&x, t)| reference(x, t, p))
+                .sum::<f64>()
+                / 4.0;
             assert!((got - want).abs() < 1e-12, "p {p}: {got} vs {want}");
         }
         let zero = Var::constant(Tensor::zeros(&b, [3]).unwrap());
         let half = Var::constant(Tensor::full(&b, [3], 0.5).unwrap());
-        let l = zero.bce_with_logits(&half, 1.0, None).unwrap().value().item().unwrap();
+        let l = zero
+            .bce_with_logits(&half, 1.0, None)
+            .unwrap()
+            .value()
+            .item()
+            .unwrap();
         assert!((l - std::f64::consts::LN_2).abs() < 1e-15);
     }
 
     #[test]
     fn huge_logits_stay_finite() {
         let b = Cpu::new();
-        let x = Var::constant(Tensor::from_host(&b, [4], &[1e30f32, -1e30, 500.0, -500.0]).unwrap());
+        let x =
+            Var::constant(Tensor::from_host(&b, [4], &[1e30f32, -1e30, 500.0, -500.0]).unwrap());
         let t = Var::constant(Tensor::from_host(&b, [4], &[1.0f32, 0.0, 0.0, 1.0]).unwrap());
-        let l = x.bce_with_logits(&t, 2.0, None).unwrap().value().item().unwrap();
+        let l = x
+            .bce_with_logits(&t, 2.0, None)
+            .unwrap()
+            .value()
+            .item()
+            .unwrap();
         // Two confident right answers (loss 0) and two wrong by 500 (loss 500, 2 * 500).
         assert!((l - 1500.0 / 4.0).abs() < 1e-3, "{l}");
     }
@@ -193,23 +216,43 @@ mod tests {
     #[test]
     fn per_voxel_weights_broadcast_over_channels() {
         let b = Cpu64::new();
-        let x = Var::constant(Tensor::from_host(&b, [1, 1, 1, 2, 2], &[0.5, -1.0, 2.0, 0.1]).unwrap());
-        let t = Var::constant(Tensor::from_host(&b, [1, 1, 1, 2, 2], &[1.0, 0.0, 0.0, 1.0]).unwrap());
+        let x =
+            Var::constant(Tensor::from_host(&b, [1, 1, 1, 2, 2], &[0.5, -1.0, 2.0, 0.1]).unwrap());
+        let t =
+            Var::constant(Tensor::from_host(&b, [1, 1, 1, 2, 2], &[1.0, 0.0, 0.0, 1.0]).unwrap());
         let wv = Var::constant(Tensor::from_host(&b, [1, 1, 1, 2, 1], &[2.0, 0.5]).unwrap());
-        let we = Var::constant(
-            Tensor::from_host(&b, [1, 1, 1, 2, 2], &[2.0, 2.0, 0.5, 0.5]).unwrap(),
-        );
-        let a = x.bce_with_logits(&t, 1.0, Some(&wv)).unwrap().value().item().unwrap();
-        let e = x.bce_with_logits(&t, 1.0, Some(&we)).unwrap().value().item().unwrap();
+        let we =
+            Var::constant(Tensor::from_host(&b, [1, 1, 1, 2, 2], &[2.0, 2.0, 0.5, 0.5]).unwrap());
+        let a = x
+            .bce_with_logits(&t, 1.0, Some(&wv))
+            .unwrap()
+            .value()
+            .item()
+            .unwrap();
+        let e = x
+            .bce_with_logits(&t, 1.0, Some(&we))
+            .unwrap()
+            .value()
+            .item()
+            .unwrap();
         let want = (2.0 * reference(0.5, 1.0, 1.0)
             + 2.0 * reference(-1.0, 0.0, 1.0)
             + 0.5 * reference(2.0, 0.0, 1.0)
             + 0.5 * reference(0.1, 1.0, 1.0))
             / 4.0;
-        assert!((a - want).abs() < 1e-12 && (e - want).abs() < 1e-12, "{a} {e} {want}");
+        assert!(
+            (a - want).abs() < 1e-12 && (e - want).abs() < 1e-12,
+            "{a} {e} {want}"
+        );
         let bad = Var::constant(Tensor::zeros(&b, [1, 1, 1, 1, 2]).unwrap());
-        let err = x.bce_with_logits(&t, 1.0, Some(&bad)).unwrap_err().to_string();
-        assert!(err.contains("[1, 1, 1, 1, 2]") && err.contains("[1, 1, 1, 2, 2]"), "{err}");
+        let err = x
+            .bce_with_logits(&t, 1.0, Some(&bad))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[1, 1, 1, 1, 2]") && err.contains("[1, 1, 1, 2, 2]"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -217,7 +260,9 @@ mod tests {
         let b = Cpu64::new();
         let n = 2 * 2 * 3 * 3;
         let x: Vec<f64> = (0..n).map(|i| (i as f64 * 0.83).sin() * 3.0).collect();
-        let t: Vec<f64> = (0..n).map(|i| ((i as f64 * 0.41).cos() + 1.0) / 2.0).collect();
+        let t: Vec<f64> = (0..n)
+            .map(|i| ((i as f64 * 0.41).cos() + 1.0) / 2.0)
+            .collect();
         let we: Vec<f64> = (0..n).map(|i| 0.5 + (i % 5) as f64 * 0.3).collect();
         let wv: Vec<f64> = (0..n / 3).map(|i| 0.2 + (i % 4) as f64 * 0.7).collect();
         let x = Tensor::from_host(&b, [2, 1, 2, 3, 3], &x).unwrap();
@@ -225,8 +270,14 @@ mod tests {
         let we = Tensor::from_host(&b, [2, 1, 2, 3, 3], &we).unwrap();
         let wv = Tensor::from_host(&b, [2, 1, 2, 3, 1], &wv).unwrap();
         for p in [1.0, 2.5] {
-            check_gradients(&[x.clone(), t.clone()], |v| v[0].bce_with_logits(&v[1], p, None), 1e-6, 1e-7, 64)
-                .unwrap_or_else(|e| panic!("pos_weight {p}: {e}"));
+            check_gradients(
+                &[x.clone(), t.clone()],
+                |v| v[0].bce_with_logits(&v[1], p, None),
+                1e-6,
+                1e-7,
+                64,
+            )
+            .unwrap_or_else(|e| panic!("pos_weight {p}: {e}"));
             for w in [&we, &wv] {
                 check_gradients(
                     &[x.clone(), t.clone(), w.clone()],

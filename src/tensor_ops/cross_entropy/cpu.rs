@@ -16,7 +16,12 @@ fn class_of<E: Element>(op: &'static str, label: E, row: usize, classes: usize) 
     ))
 }
 
-fn check_lengths(logits: usize, labels: usize, weights: Option<usize>, classes: usize) -> Result<()> {
+fn check_lengths(
+    logits: usize,
+    labels: usize,
+    weights: Option<usize>,
+    classes: usize,
+) -> Result<()> {
     if classes == 0 || logits != labels * classes || weights.is_some_and(|w| w != classes) {
         return Err(Error::shape(
             "cross_entropy",
@@ -28,8 +33,15 @@ fn check_lengths(logits: usize, labels: usize, weights: Option<usize>, classes: 
 
 /// log(sum_k exp(row_k)), shifted by the row maximum for stability.
 fn log_sum_exp<E: Element>(row: &[E]) -> f64 {
-    let max = row.iter().map(|v| v.as_f64()).fold(f64::NEG_INFINITY, f64::max);
-    max + row.iter().map(|v| (v.as_f64() - max).exp()).sum::<f64>().ln()
+    let max = row
+        .iter()
+        .map(|v| v.as_f64())
+        .fold(f64::NEG_INFINITY, f64::max);
+    max + row
+        .iter()
+        .map(|v| (v.as_f64() - max).exp())
+        .sum::<f64>()
+        .ln()
 }
 
 /// Rows per rayon task: about `PAR_CHUNK` logits.
@@ -45,9 +57,15 @@ impl<E: Element> CrossEntropyKernel for CpuBackend<E> {
         class_weights: Option<&Vec<E>>,
         classes: usize,
     ) -> Result<(Vec<E>, Vec<E>)> {
-        check_lengths(logits.len(), labels.len(), class_weights.map(Vec::len), classes)?;
+        check_lengths(
+            logits.len(),
+            labels.len(),
+            class_weights.map(Vec::len),
+            classes,
+        )?;
         let rows = rows_per_task(classes);
-        let (loss, total) = logits
+        // Per-chunk partial sums added in chunk order: the same total on any thread count.
+        let partials: Vec<(f64, f64)> = logits
             .par_chunks(rows * classes)
             .zip(labels.par_chunks(rows))
             .enumerate()
@@ -61,7 +79,10 @@ impl<E: Element> CrossEntropyKernel for CpuBackend<E> {
                 }
                 Ok(acc)
             })
-            .try_reduce(|| (0.0, 0.0), |a, b| Ok((a.0 + b.0, a.1 + b.1)))?;
+            .collect::<Result<_>>()?;
+        let (loss, total) = partials
+            .iter()
+            .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
         Ok((vec![E::of(loss / total)], vec![E::of(total)]))
     }
 
@@ -74,18 +95,32 @@ impl<E: Element> CrossEntropyKernel for CpuBackend<E> {
         dy: &Vec<E>,
         classes: usize,
     ) -> Result<Vec<E>> {
-        check_lengths(logits.len(), labels.len(), class_weights.map(Vec::len), classes)?;
+        check_lengths(
+            logits.len(),
+            labels.len(),
+            class_weights.map(Vec::len),
+            classes,
+        )?;
         let (Some(total), Some(dy)) = (total_weight.first(), dy.first()) else {
-            return Err(Error::shape("cross_entropy", "empty total weight or upstream gradient"));
+            return Err(Error::shape(
+                "cross_entropy",
+                "empty total weight or upstream gradient",
+            ));
         };
         let g = dy.as_f64() / total.as_f64();
         let rows = rows_per_task(classes);
         let mut dx = vec![E::zero(); logits.len()];
         dx.par_chunks_mut(rows * classes)
-            .zip(logits.par_chunks(rows * classes).zip(labels.par_chunks(rows)))
+            .zip(
+                logits
+                    .par_chunks(rows * classes)
+                    .zip(labels.par_chunks(rows)),
+            )
             .enumerate()
             .try_for_each(|(c, (dc, (xc, yc)))| -> Result<()> {
-                let it = dc.chunks_exact_mut(classes).zip(xc.chunks_exact(classes).zip(yc));
+                let it = dc
+                    .chunks_exact_mut(classes)
+                    .zip(xc.chunks_exact(classes).zip(yc));
                 for (r, (drow, (row, &label))) in it.enumerate() {
                     let y = class_of("cross_entropy", label, c * rows + r, classes)?;
                     let scale = g * class_weights.map_or(1.0, |w| w[y].as_f64());

@@ -117,7 +117,9 @@ impl<B: Backend> Var<B> {
             Some(w) => Some(Tensor::from_host(
                 be,
                 [classes],
-                &w.iter().map(|&v| crate::backend::Element::of(v)).collect::<Vec<_>>(),
+                &w.iter()
+                    .map(|&v| crate::backend::Element::of(v))
+                    .collect::<Vec<_>>(),
             )?),
             None => None,
         };
@@ -169,7 +171,12 @@ mod tests {
         assert!((plain - (nll0 + nll1) / 2.0).abs() < 1e-12);
         let y = Tensor::from_host(&b, [2], &[0.0, 1.0]).unwrap();
         let nll1 = (1.0 + (-1f64).exp()).ln();
-        let w = x.cross_entropy(&y, Some(&[1.0, 3.0])).unwrap().value().item().unwrap();
+        let w = x
+            .cross_entropy(&y, Some(&[1.0, 3.0]))
+            .unwrap()
+            .value()
+            .item()
+            .unwrap();
         assert!((w - (nll0 + 3.0 * nll1) / 4.0).abs() < 1e-12, "{w}");
     }
 
@@ -180,15 +187,24 @@ mod tests {
         for bad in [3.0f32, -1.0, 1.5, f32::NAN] {
             let y = Tensor::from_host(&b, [1, 1, 1, 2], &[0.0, bad]).unwrap();
             let err = x.cross_entropy(&y, None).unwrap_err().to_string();
-            assert!(err.contains("cross_entropy") && err.contains("label"), "{err}");
+            assert!(
+                err.contains("cross_entropy") && err.contains("label"),
+                "{err}"
+            );
             let err = one_hot(&y, 3).unwrap_err().to_string();
             assert!(err.contains("one_hot"), "{err}");
         }
         let y = Tensor::zeros(&b, [1, 1, 2, 1]).unwrap();
         let err = x.cross_entropy(&y, None).unwrap_err().to_string();
-        assert!(err.contains("[1, 1, 2, 1]") && err.contains("[1, 1, 1, 2, 3]"), "{err}");
+        assert!(
+            err.contains("[1, 1, 2, 1]") && err.contains("[1, 1, 1, 2, 3]"),
+            "{err}"
+        );
         let y = Tensor::zeros(&b, [1, 1, 1, 2]).unwrap();
-        let err = x.cross_entropy(&y, Some(&[1.0, 2.0])).unwrap_err().to_string();
+        let err = x
+            .cross_entropy(&y, Some(&[1.0, 2.0]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("2 class weights for 3 classes"), "{err}");
     }
 
@@ -213,7 +229,7 @@ mod tests {
         let y = Tensor::from_host(&b, [1, 2, 2, 3], &y).unwrap();
         for w in [None, Some([0.2, 1.0, 3.5])] {
             check_gradients(
-                &[x.clone()],
+                std::slice::from_ref(&x),
                 |v| v[0].cross_entropy(&y, w.as_ref().map(|w| &w[..])),
                 1e-6,
                 1e-7,

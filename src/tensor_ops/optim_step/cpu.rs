@@ -54,7 +54,11 @@ impl<E: Element> OptimStepKernel for CpuBackend<E> {
                             let g = decayed(pv, g);
                             let bv = h.momentum * b.as_f64() + g;
                             *b = E::of(bv);
-                            let dir = if h.nesterov != 0 { g + h.momentum * bv } else { bv };
+                            let dir = if h.nesterov != 0 {
+                                g + h.momentum * bv
+                            } else {
+                                bv
+                            };
                             *p = E::of(pv - h.lr * dir);
                         }
                     });
@@ -92,7 +96,8 @@ impl<E: Element> OptimStepKernel for CpuBackend<E> {
                     let vv = h.beta2 * v.as_f64() + (1.0 - h.beta2) * g * g;
                     *m = E::of(mv);
                     *v = E::of(vv);
-                    let step = (mv / h.bias_correction1) / ((vv / h.bias_correction2).sqrt() + h.eps);
+                    let step =
+                        (mv / h.bias_correction1) / ((vv / h.bias_correction2).sqrt() + h.eps);
                     *p = E::of(pv * decay - h.lr * step);
                 }
             });

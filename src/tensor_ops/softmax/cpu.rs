@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use rayon::prelude::*;
 
 fn check_rows(op: &str, len: usize, channels: usize) -> Result<()> {
-    if channels == 0 || len % channels != 0 {
+    if channels == 0 || !len.is_multiple_of(channels) {
         return Err(Error::shape(
             "softmax",
             format!("{op}: {len} elements are not rows of {channels} channels"),

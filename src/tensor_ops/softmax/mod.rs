@@ -41,7 +41,10 @@ pub fn softmax<B: Backend>(op: SoftmaxOp, x: &Tensor<B>) -> Result<Tensor<B>> {
     if x.shape().rank() == 0 || channels == 0 {
         return Err(Error::shape(
             "softmax",
-            format!("{op:?} needs a last axis of at least one element, got shape {}", x.shape()),
+            format!(
+                "{op:?} needs a last axis of at least one element, got shape {}",
+                x.shape()
+            ),
         ));
     }
     let y = x.backend().softmax_forward(op, x.storage(), channels)?;
@@ -61,8 +64,12 @@ impl<B: Backend> BackwardOp<B> for SoftmaxBackward<B> {
         _needs: &[bool],
     ) -> Result<Vec<Option<Tensor<B>>>> {
         let be = self.y.backend();
-        let dx =
-            be.softmax_backward(self.op, self.y.storage(), grad.storage(), self.y.shape().last())?;
+        let dx = be.softmax_backward(
+            self.op,
+            self.y.storage(),
+            grad.storage(),
+            self.y.shape().last(),
+        )?;
         Ok(vec![Some(Tensor::from_storage(
             be,
             self.y.shape().clone(),
@@ -132,12 +139,8 @@ mod tests {
         let w = Tensor::from_host(&b, [1, 2, 1, 3, 4], &w).unwrap();
         for op in [SoftmaxOp::Softmax, SoftmaxOp::LogSoftmax] {
             let report = check_gradients(
-                &[x.clone()],
-                |v| {
-                    v[0].softmax_op(op)?
-                        .mul(&Var::constant(w.clone()))?
-                        .sum()
-                },
+                std::slice::from_ref(&x),
+                |v| v[0].softmax_op(op)?.mul(&Var::constant(w.clone()))?.sum(),
                 1e-6,
                 1e-7,
                 64,

@@ -33,18 +33,20 @@ fn filter_axis<E: Element>(x: &[E], v: AxisView, taps: &[E]) -> Vec<E> {
 fn filter_axis_adjoint<E: Element>(dy: &[E], v: AxisView, taps: &[E]) -> Vec<E> {
     let out_len = v.len + 1 - taps.len();
     let mut dx = vec![E::zero(); v.outer * v.len * v.inner];
-    dx.par_chunks_mut(v.inner).enumerate().for_each(|(row, dr)| {
-        let (o, j) = (row / v.len, row % v.len);
-        for (t, &tap) in taps.iter().enumerate() {
-            if j < t || j - t >= out_len {
-                continue;
+    dx.par_chunks_mut(v.inner)
+        .enumerate()
+        .for_each(|(row, dr)| {
+            let (o, j) = (row / v.len, row % v.len);
+            for (t, &tap) in taps.iter().enumerate() {
+                if j < t || j - t >= out_len {
+                    continue;
+                }
+                let start = (o * out_len + j - t) * v.inner;
+                for (a, &b) in dr.iter_mut().zip(&dy[start..start + v.inner]) {
+                    *a = *a + tap * b;
+                }
             }
-            let start = (o * out_len + j - t) * v.inner;
-            for (a, &b) in dr.iter_mut().zip(&dy[start..start + v.inner]) {
-                *a = *a + tap * b;
-            }
-        }
-    });
+        });
     dx
 }
 
@@ -54,9 +56,21 @@ fn views(dims: [usize; 5], k: usize) -> [AxisView; 3] {
     let [n, d, h, w, c] = dims;
     let (hs, ws) = (h + 1 - k, w + 1 - k);
     [
-        AxisView { outer: n * d * h, len: w, inner: c },
-        AxisView { outer: n * d, len: h, inner: ws * c },
-        AxisView { outer: n, len: d, inner: hs * ws * c },
+        AxisView {
+            outer: n * d * h,
+            len: w,
+            inner: c,
+        },
+        AxisView {
+            outer: n * d,
+            len: h,
+            inner: ws * c,
+        },
+        AxisView {
+            outer: n,
+            len: d,
+            inner: hs * ws * c,
+        },
     ]
 }
 

@@ -58,15 +58,28 @@ impl<B: Backend> Var<B> {
         if k == 0 || dims[1] < k || dims[2] < k || dims[3] < k {
             return Err(Error::shape(
                 "window_filter",
-                format!("a window of {k} taps does not fit inside the spatial axes of {}", self.shape()),
+                format!(
+                    "a window of {k} taps does not fit inside the spatial axes of {}",
+                    self.shape()
+                ),
             ));
         }
-        let out = [dims[0], dims[1] - k + 1, dims[2] - k + 1, dims[3] - k + 1, dims[4]];
-        let y = self.backend().window_filter_forward(self.value().storage(), dims, taps)?;
+        let out = [
+            dims[0],
+            dims[1] - k + 1,
+            dims[2] - k + 1,
+            dims[3] - k + 1,
+            dims[4],
+        ];
+        let y = self
+            .backend()
+            .window_filter_forward(self.value().storage(), dims, taps)?;
         let y = Tensor::from_storage(self.backend(), Shape::new(&out), y)?;
-        Ok(Var::from_op("window_filter", y, &[self], || WindowFilterBackward {
-            dims,
-            taps: taps.to_vec(),
+        Ok(Var::from_op("window_filter", y, &[self], || {
+            WindowFilterBackward {
+                dims,
+                taps: taps.to_vec(),
+            }
         }))
     }
 }
@@ -117,7 +130,10 @@ mod tests {
         let b = Cpu64::new();
         let x = Var::constant(Tensor::zeros(&b, [1, 8, 2, 8, 1]).unwrap());
         let err = x.window_filter(&[1.0; 3]).unwrap_err().to_string();
-        assert!(err.contains("window_filter") && err.contains("[1, 8, 2, 8, 1]"), "{err}");
+        assert!(
+            err.contains("window_filter") && err.contains("[1, 8, 2, 8, 1]"),
+            "{err}"
+        );
     }
 
     #[test]
