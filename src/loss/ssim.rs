@@ -144,6 +144,40 @@ mod tests {
     }
 
     #[test]
+    fn one_window_over_the_whole_volume_uses_global_statistics() {
+        // A 3^3 uniform window on a 3^3 volume has one position: plain means, variances
+        // and covariance over all 27 voxels.
+        let x = volume([1, 3, 3, 3, 1], 0.0);
+        let y = volume([1, 3, 3, 3, 1], 2.1);
+        let (xs, ys) = (x.to_vec().unwrap(), y.to_vec().unwrap());
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / 27.0;
+        let (mx, my) = (mean(&xs), mean(&ys));
+        let vx = xs.iter().map(|a| (a - mx).powi(2)).sum::<f64>() / 27.0;
+        let vy = ys.iter().map(|b| (b - my).powi(2)).sum::<f64>() / 27.0;
+        let cov = xs
+            .iter()
+            .zip(&ys)
+            .map(|(a, b)| (a - mx) * (b - my))
+            .sum::<f64>()
+            / 27.0;
+        let (c1, c2) = (1e-4 * 4.0, 9e-4 * 4.0);
+        let ssim =
+            (2.0 * mx * my + c1) * (2.0 * cov + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2));
+        let opts = SsimOptions {
+            data_range: 2.0,
+            window: SsimWindow::Uniform { size: 3 },
+            ..SsimOptions::default()
+        };
+        let l = ssim3d(&Var::constant(x), &Var::constant(y), &opts)
+            .unwrap()
+            .value()
+            .item()
+            .unwrap();
+        assert!((l - (1.0 - ssim)).abs() < 1e-12, "{l} vs {}", 1.0 - ssim);
+        assert!(ssim < 0.9, "the inputs differ: {ssim}");
+    }
+
+    #[test]
     fn gaussian_taps_are_normalised_and_symmetric() {
         let t = SsimWindow::Gaussian {
             size: 7,

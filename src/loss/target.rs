@@ -4,6 +4,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::tensor::{Shape, Tensor};
 
+#[derive(Clone)]
 pub enum Target<B: Backend> {
     /// One channel per region with 0/1 values, the logits' shape: sigmoid outputs,
     /// overlapping regions (BraTS WT/TC/ET). Regression losses (MSE, MAE, SSIM) read it as
@@ -12,15 +13,6 @@ pub enum Target<B: Backend> {
     /// One class index per voxel, `[N, D, H, W]` stored as floats: softmax outputs over
     /// the logits' K channels, classes exclusive.
     Classes(Tensor<B>),
-}
-
-impl<B: Backend> Clone for Target<B> {
-    fn clone(&self) -> Self {
-        match self {
-            Target::Regions(t) => Target::Regions(t.clone()),
-            Target::Classes(t) => Target::Classes(t.clone()),
-        }
-    }
 }
 
 impl<B: Backend> Target<B> {

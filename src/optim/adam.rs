@@ -158,8 +158,40 @@ impl<B: Backend> LazyAdam<B> {
     }
 }
 
+impl<B: Backend> Adam<B> {
+    fn variant(&self) -> Variant {
+        Variant {
+            l2: self.weight_decay,
+            decoupled_decay: 0.0,
+            lazy: false,
+        }
+    }
+}
+
+impl<B: Backend> AdamW<B> {
+    fn variant(&self) -> Variant {
+        Variant {
+            l2: 0.0,
+            decoupled_decay: self.weight_decay,
+            lazy: false,
+        }
+    }
+}
+
+impl<B: Backend> LazyAdam<B> {
+    fn variant(&self) -> Variant {
+        Variant {
+            l2: 0.0,
+            decoupled_decay: 0.0,
+            lazy: true,
+        }
+    }
+}
+
+/// The `Optimizer` impl of an Adam variant `$ty` named `$kind`: the shared step with the
+/// variant's decay and sparsity.
 macro_rules! adam_optimizer {
-    ($ty:ident, $kind:literal, |$s:ident| $variant:expr) => {
+    ($ty:ident, $kind:literal) => {
         impl<B: Backend> Optimizer<B> for $ty<B> {
             fn step(
                 &mut self,
@@ -167,8 +199,7 @@ macro_rules! adam_optimizer {
                 grads: &Gradients<B>,
                 lr: f64,
             ) -> Result<()> {
-                let $s = &*self;
-                let variant = $variant;
+                let variant = self.variant();
                 adam_family_step(
                     $kind,
                     &mut self.state,
@@ -192,21 +223,9 @@ macro_rules! adam_optimizer {
     };
 }
 
-adam_optimizer!(Adam, "adam", |s| Variant {
-    l2: s.weight_decay,
-    decoupled_decay: 0.0,
-    lazy: false
-});
-adam_optimizer!(AdamW, "adamw", |s| Variant {
-    l2: 0.0,
-    decoupled_decay: s.weight_decay,
-    lazy: false
-});
-adam_optimizer!(LazyAdam, "lazy_adam", |_s| Variant {
-    l2: 0.0,
-    decoupled_decay: 0.0,
-    lazy: true
-});
+adam_optimizer!(Adam, "adam");
+adam_optimizer!(AdamW, "adamw");
+adam_optimizer!(LazyAdam, "lazy_adam");
 
 #[cfg(test)]
 mod tests {

@@ -33,7 +33,7 @@ impl<B: Backend> OptimState<B> {
     /// Checks every gradient and existing slot against its parameter before any update, so
     /// a failing step changes nothing. `slot_names` are this optimiser's per-parameter slots.
     pub fn check(
-        &mut self,
+        &self,
         op: &'static str,
         params: &[&mut Param<B>],
         grads: &Gradients<B>,
