@@ -72,7 +72,8 @@ where
             let err = (analytic[j] - numeric).abs();
             report.max_abs_err = report.max_abs_err.max(err);
             report.checked += 1;
-            if !(err <= tol * (1.0 + numeric.abs())) {
+            // NaN errors fail too.
+            if err.is_nan() || err > tol * (1.0 + numeric.abs()) {
                 return Err(Error::shape(
                     "gradcheck",
                     format!(

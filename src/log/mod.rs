@@ -1,1 +1,11 @@
-//! Run logs: TensorBoard event files, metrics.jsonl, progress output.
+//! Run logs: TensorBoard event files, pictures, metrics.jsonl, progress output.
+pub mod crc32c;
+pub mod jsonl;
+pub mod picture;
+pub mod progress;
+pub mod tensorboard;
+
+pub use jsonl::JsonlWriter;
+pub use picture::{overlay_slices, write_png};
+pub use progress::Progress;
+pub use tensorboard::EventWriter;

@@ -3,21 +3,40 @@
 //! CUDA kernels live in `kernels/<family>.cu` with their launchers in `backend::cuda`.
 pub mod bce;
 pub mod binary;
+pub mod concat;
 pub mod cross_entropy;
+pub mod dropout;
+pub mod flip;
+pub mod matmul;
+pub mod norm;
 pub mod optim_step;
+pub mod pad;
+pub mod pool;
 pub mod reduce;
+pub mod reshape;
 pub mod softmax;
 pub mod ssim;
+#[cfg(test)]
+pub(crate) mod test_inputs;
 pub mod unary;
+pub mod upsample;
 
 pub use bce::BceKernel;
 pub use binary::{add, BinaryKernel, BinaryOp};
+pub use concat::ConcatKernel;
 pub use cross_entropy::{one_hot, CrossEntropyKernel};
+pub use dropout::DropoutKernel;
+pub use flip::FlipKernel;
+pub use matmul::MatmulKernel;
+pub use norm::{update_moving_stats, NormKernel};
 pub use optim_step::OptimStepKernel;
+pub use pad::PadKernel;
+pub use pool::{Pool3dSpec, PoolKernel, PoolPadding};
 pub use reduce::ReduceKernel;
 pub use softmax::{SoftmaxKernel, SoftmaxOp};
 pub use ssim::SsimWindowKernel;
 pub use unary::{UnaryKernel, UnaryOp};
+pub use upsample::UpsampleKernel;
 
 use crate::backend::BackendBase;
 
@@ -27,6 +46,14 @@ pub trait Backend:
     + UnaryKernel
     + BinaryKernel
     + ReduceKernel
+    + NormKernel
+    + DropoutKernel
+    + MatmulKernel
+    + PoolKernel
+    + UpsampleKernel
+    + ConcatKernel
+    + PadKernel
+    + FlipKernel
     + SoftmaxKernel
     + BceKernel
     + CrossEntropyKernel
@@ -40,6 +67,14 @@ impl<T> Backend for T where
         + UnaryKernel
         + BinaryKernel
         + ReduceKernel
+        + NormKernel
+        + DropoutKernel
+        + MatmulKernel
+        + PoolKernel
+        + UpsampleKernel
+        + ConcatKernel
+        + PadKernel
+        + FlipKernel
         + SoftmaxKernel
         + BceKernel
         + CrossEntropyKernel

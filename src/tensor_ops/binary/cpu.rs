@@ -6,7 +6,7 @@ use crate::tensor_ops::reduce::sum_to_cols;
 use rayon::prelude::*;
 
 fn check_lengths(a: usize, b: usize) -> Result<()> {
-    if b == 0 || a % b != 0 {
+    if b == 0 || !a.is_multiple_of(b) {
         return Err(Error::shape(
             "binary",
             format!("right operand of {b} elements does not tile {a}"),

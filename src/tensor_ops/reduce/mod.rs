@@ -162,7 +162,7 @@ mod tests {
         .unwrap();
         for which in 0..4 {
             check_gradients(
-                &[x.clone()],
+                std::slice::from_ref(&x),
                 |v| {
                     let s = match which {
                         0 => v[0].sum()?,

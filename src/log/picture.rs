@@ -1,0 +1,273 @@
+//! Segmentation pictures: three orthogonal slices of a volume with label overlays, as RGB.
+//!
+//! Panels, left to right: axial (z fixed; x across, y up), coronal (y fixed; x across,
+//! z up), sagittal (x fixed; y across, z up), each drawn with the higher index at the top so
+//! that superior and anterior are up for RAS-like volumes. With both a reference and a
+//! prediction, the top row overlays the reference and the bottom row the prediction.
+use crate::atomic;
+use crate::error::{Error, Result};
+use std::path::Path;
+
+/// Overlay colours of labels 1, 2, 3, ... (repeating).
+pub const LABEL_COLOURS: [[u8; 3]; 6] = [
+    [255, 0, 0],
+    [0, 255, 0],
+    [255, 255, 0],
+    [0, 96, 255],
+    [255, 0, 255],
+    [0, 255, 255],
+];
+
+/// The grey level of a voxel under the image's 1st–99th percentile window.
+struct Window {
+    lo: f32,
+    hi: f32,
+}
+
+impl Window {
+    /// Percentiles from at most about a million voxels, sampled at a fixed stride.
+    fn of(image: &[f32]) -> Self {
+        let stride = (image.len() / 1_000_000).max(1);
+        let mut values: Vec<f32> = image
+            .iter()
+            .step_by(stride)
+            .copied()
+            .filter(|v| v.is_finite())
+            .collect();
+        if values.is_empty() {
+            return Self { lo: 0.0, hi: 0.0 };
+        }
+        let mut at = |q: f64| {
+            let k = (q * (values.len() - 1) as f64).round() as usize;
+            *values.select_nth_unstable_by(k, f32::total_cmp).1
+        };
+        Self {
+            lo: at(0.01),
+            hi: at(0.99),
+        }
+    }
+
+    fn grey(&self, v: f32) -> u8 {
+        if self.hi <= self.lo {
+            return if v > self.lo { 255 } else { 0 };
+        }
+        let t = ((v - self.lo) / (self.hi - self.lo)).clamp(0.0, 1.0);
+        if t.is_nan() {
+            0
+        } else {
+            (t * 255.0).round() as u8
+        }
+    }
+}
+
+/// Blends a label colour at one half over the grey level.
+fn blend(grey: u8, label: u8) -> [u8; 3] {
+    if label == 0 {
+        return [grey; 3];
+    }
+    let c = LABEL_COLOURS[(label as usize - 1) % LABEL_COLOURS.len()];
+    c.map(|c| ((grey as u16 + c as u16) / 2) as u8)
+}
+
+/// The rounded centre of mass of the non-zero labels, if any.
+fn label_centre(labels: &[u8], dims: [usize; 3]) -> Option<[usize; 3]> {
+    let mut sum = [0f64; 3];
+    let mut n = 0usize;
+    for (i, _) in labels.iter().enumerate().filter(|(_, &l)| l != 0) {
+        sum[0] += (i % dims[0]) as f64;
+        sum[1] += ((i / dims[0]) % dims[1]) as f64;
+        sum[2] += (i / (dims[0] * dims[1])) as f64;
+        n += 1;
+    }
+    (n > 0).then(|| sum.map(|s| (s / n as f64).round() as usize))
+}
+
+/// Three orthogonal slices through `centre` side by side, grey image windowed to its 1st–99th
+/// percentile, labels overlaid (`truth` on the top row and `pred` below when both are given).
+/// `centre` defaults to the centre of mass of `truth`'s labels, else `pred`'s, else the
+/// volume's centre. Returns (RGB bytes, width, height).
+pub fn overlay_slices(
+    image: &[f32],
+    dims: [usize; 3],
+    pred: Option<&[u8]>,
+    truth: Option<&[u8]>,
+    centre: Option<[usize; 3]>,
+) -> Result<(Vec<u8>, usize, usize)> {
+    let [nx, ny, nz] = dims;
+    let voxels = nx * ny * nz;
+    if voxels == 0 || image.len() != voxels {
+        return Err(Error::shape(
+            "overlay_slices",
+            format!("image of {} voxels for dims {dims:?}", image.len()),
+        ));
+    }
+    for (name, labels) in [("prediction", pred), ("reference", truth)] {
+        if let Some(l) = labels.filter(|l| l.len() != voxels) {
+            return Err(Error::shape(
+                "overlay_slices",
+                format!("{name} of {} voxels for dims {dims:?}", l.len()),
+            ));
+        }
+    }
+    let centre = centre
+        .or_else(|| truth.and_then(|t| label_centre(t, dims)))
+        .or_else(|| pred.and_then(|p| label_centre(p, dims)))
+        .unwrap_or([nx / 2, ny / 2, nz / 2]);
+    if (0..3).any(|a| centre[a] >= dims[a]) {
+        return Err(Error::shape(
+            "overlay_slices",
+            format!("centre {centre:?} outside dims {dims:?}"),
+        ));
+    }
+    let window = Window::of(image);
+    let overlays: Vec<Option<&[u8]>> = match (truth, pred) {
+        (Some(t), Some(p)) => vec![Some(t), Some(p)],
+        (Some(l), None) | (None, Some(l)) => vec![Some(l)],
+        (None, None) => vec![None],
+    };
+    let panel_h = ny.max(nz);
+    let width = nx + nx + ny;
+    let height = panel_h * overlays.len();
+    let mut rgb = vec![0u8; width * height * 3];
+    let index = |x: usize, y: usize, z: usize| (z * ny + y) * nx + x;
+    let [cx, cy, cz] = centre;
+    for (r, labels) in overlays.iter().enumerate() {
+        let mut put = |col: usize, row: usize, voxel: usize| {
+            let label = labels.map_or(0, |l| l[voxel]);
+            let at = ((r * panel_h + row) * width + col) * 3;
+            rgb[at..at + 3].copy_from_slice(&blend(window.grey(image[voxel]), label));
+        };
+        for y in 0..ny {
+            for x in 0..nx {
+                put(x, ny - 1 - y, index(x, y, cz));
+            }
+        }
+        for z in 0..nz {
+            for x in 0..nx {
+                put(nx + x, nz - 1 - z, index(x, cy, z));
+            }
+            for y in 0..ny {
+                put(2 * nx + y, nz - 1 - z, index(cx, y, z));
+            }
+        }
+    }
+    Ok((rgb, width, height))
+}
+
+/// PNG bytes of an 8-bit RGB picture.
+pub fn encode_png(rgb: &[u8], width: usize, height: usize) -> Result<Vec<u8>> {
+    if rgb.len() != width * height * 3 || width == 0 || height == 0 {
+        return Err(Error::shape(
+            "encode_png",
+            format!("{} bytes for a {width}x{height} RGB picture", rgb.len()),
+        ));
+    }
+    let too_big = |_| {
+        Error::shape(
+            "encode_png",
+            format!("{width}x{height} is too large for PNG"),
+        )
+    };
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(
+        &mut out,
+        u32::try_from(width).map_err(too_big)?,
+        u32::try_from(height).map_err(too_big)?,
+    );
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let png_error = |e: png::EncodingError| Error::shape("encode_png", e.to_string());
+    let mut writer = encoder.write_header().map_err(png_error)?;
+    writer.write_image_data(rgb).map_err(png_error)?;
+    writer.finish().map_err(png_error)?;
+    Ok(out)
+}
+
+/// Writes an RGB picture as a PNG file, atomically.
+pub fn write_png(path: &Path, rgb: &[u8], width: usize, height: usize) -> Result<()> {
+    atomic::write_bytes(path, &encode_png(rgb, width, height)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pixel(rgb: &[u8], width: usize, col: usize, row: usize) -> [u8; 3] {
+        let at = (row * width + col) * 3;
+        [rgb[at], rgb[at + 1], rgb[at + 2]]
+    }
+
+    /// dims [5, 4, 3]: background 0, a bright block of 100 (x ≥ 2, z = 1), one voxel of 50
+    /// at (1, 1, 1), reference label 1 at (1, 1, 1), predicted label 2 at (3, 2, 1).
+    fn crafted() -> ([usize; 3], Vec<f32>, Vec<u8>, Vec<u8>) {
+        let dims = [5, 4, 3];
+        let idx = |x: usize, y: usize, z: usize| (z * 4 + y) * 5 + x;
+        let mut image = vec![0f32; 60];
+        for y in 0..4 {
+            for x in 2..5 {
+                image[idx(x, y, 1)] = 100.0;
+            }
+        }
+        image[idx(1, 1, 1)] = 50.0;
+        let mut truth = vec![0u8; 60];
+        truth[idx(1, 1, 1)] = 1;
+        let mut pred = vec![0u8; 60];
+        pred[idx(3, 2, 1)] = 2;
+        (dims, image, truth, pred)
+    }
+
+    #[test]
+    fn slices_and_overlays_land_where_expected() {
+        let (dims, image, truth, pred) = crafted();
+        let (rgb, w, h) = overlay_slices(&image, dims, Some(&pred), Some(&truth), None).unwrap();
+        // Panels 5 + 5 + 4 wide, max(4, 3) high, two rows; the centre is the reference voxel.
+        assert_eq!((w, h), (14, 8));
+        // Axial z = 1, reference row: (1, 1) is label 1 (red) over grey 50 -> 128.
+        assert_eq!(pixel(&rgb, w, 1, 4 - 1 - 1), [191, 64, 64]);
+        // (3, 2) is bright and unlabelled in the reference row, green-blended in the prediction row.
+        assert_eq!(pixel(&rgb, w, 3, 4 - 1 - 2), [255, 255, 255]);
+        assert_eq!(pixel(&rgb, w, 3, 4 + 4 - 1 - 2), [127, 255, 127]);
+        // The prediction row does not show the reference label.
+        assert_eq!(pixel(&rgb, w, 1, 4 + 4 - 1 - 1), [128, 128, 128]);
+        // Coronal y = 1: x = 4, z = 1 is bright; z = 0 is black.
+        assert_eq!(pixel(&rgb, w, 5 + 4, 3 - 1 - 1), [255, 255, 255]);
+        assert_eq!(pixel(&rgb, w, 5 + 4, 3 - 1), [0, 0, 0]);
+        // Sagittal x = 1: y = 1, z = 1 is the reference label.
+        assert_eq!(pixel(&rgb, w, 10 + 1, 3 - 1 - 1), [191, 64, 64]);
+        // Below the 3-high coronal panel is padding.
+        assert_eq!(pixel(&rgb, w, 5 + 4, 3), [0, 0, 0]);
+    }
+
+    #[test]
+    fn explicit_centre_and_single_row() {
+        let (dims, image, _, pred) = crafted();
+        let (rgb, w, h) = overlay_slices(&image, dims, Some(&pred), None, Some([3, 2, 0])).unwrap();
+        assert_eq!((w, h), (14, 4));
+        // Axial z = 0 is all background; the coronal slice y = 2 shows the label at x = 3, z = 1.
+        assert_eq!(pixel(&rgb, w, 3, 4 - 1 - 2), [0, 0, 0]);
+        assert_eq!(pixel(&rgb, w, 5 + 3, 3 - 1 - 1), [127, 255, 127]);
+        let err = overlay_slices(&image, dims, None, None, Some([5, 0, 0])).unwrap_err();
+        assert!(err.to_string().contains("outside"), "{err}");
+        let err = overlay_slices(&image, dims, Some(&[0u8; 3]), None, None).unwrap_err();
+        assert!(err.to_string().contains("prediction of 3 voxels"), "{err}");
+    }
+
+    #[test]
+    fn png_round_trips() {
+        let (dims, image, truth, _) = crafted();
+        let (rgb, w, h) = overlay_slices(&image, dims, None, Some(&truth), None).unwrap();
+        let dir = std::env::temp_dir().join(format!("voxseg-picture-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("slices.png");
+        write_png(&path, &rgb, w, h).unwrap();
+        let file = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+        let mut reader = png::Decoder::new(file).read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert_eq!((info.width, info.height), (w as u32, h as u32));
+        assert_eq!(info.color_type, png::ColorType::Rgb);
+        assert_eq!(&buf[..info.buffer_size()], &rgb[..]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(encode_png(&rgb, w + 1, h).is_err());
+    }
+}

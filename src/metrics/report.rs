@@ -1,0 +1,195 @@
+//! Per-case and mean scores of an evaluation, as JSON, CSV and a terminal table.
+use super::Scores;
+use crate::atomic;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// The scores of every region of one case; in JSON the regions sit beside `case`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CaseScores {
+    pub case: String,
+    #[serde(flatten)]
+    pub regions: BTreeMap<String, Scores>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub cases: Vec<CaseScores>,
+    /// Per region, the mean of each score over the cases that have the region.
+    pub mean: BTreeMap<String, Scores>,
+}
+
+impl EvalReport {
+    pub fn new(cases: Vec<CaseScores>) -> Self {
+        let mut sums: BTreeMap<String, (Scores, usize)> = BTreeMap::new();
+        for (name, s) in cases.iter().flat_map(|c| &c.regions) {
+            let zero = Scores {
+                dice: 0.0,
+                hd95: 0.0,
+                sensitivity: 0.0,
+                specificity: 0.0,
+            };
+            let (sum, n) = sums.entry(name.clone()).or_insert((zero, 0));
+            sum.dice += s.dice;
+            sum.hd95 += s.hd95;
+            sum.sensitivity += s.sensitivity;
+            sum.specificity += s.specificity;
+            *n += 1;
+        }
+        let mean = sums
+            .into_iter()
+            .map(|(name, (s, n))| {
+                let n = n as f64;
+                let m = Scores {
+                    dice: s.dice / n,
+                    hd95: s.hd95 / n,
+                    sensitivity: s.sensitivity / n,
+                    specificity: s.specificity / n,
+                };
+                (name, m)
+            })
+            .collect();
+        Self { cases, mean }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("scores are finite numbers and strings")
+    }
+
+    /// One row per case and region: `case,region,dice,hd95,sensitivity,specificity`.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::from("case,region,dice,hd95,sensitivity,specificity\n");
+        for c in &self.cases {
+            for (region, s) in &c.regions {
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{},{},{}",
+                    csv_field(&c.case),
+                    csv_field(region),
+                    s.dice,
+                    s.hd95,
+                    s.sensitivity,
+                    s.specificity
+                );
+            }
+        }
+        out
+    }
+
+    /// The mean scores per region, aligned for a terminal.
+    pub fn to_table(&self) -> String {
+        let width = self.mean.keys().map(|k| k.len()).max().unwrap_or(0).max(6);
+        let mut out = format!(
+            "{:<width$} {:>6} {:>8} {:>9} {:>11} {:>11}\n",
+            "region", "cases", "Dice", "HD95 mm", "sensitivity", "specificity"
+        );
+        for (region, m) in &self.mean {
+            let n = self
+                .cases
+                .iter()
+                .filter(|c| c.regions.contains_key(region))
+                .count();
+            let _ = writeln!(
+                out,
+                "{region:<width$} {n:>6} {:>8.4} {:>9.2} {:>11.4} {:>11.4}",
+                m.dice, m.hd95, m.sensitivity, m.specificity
+            );
+        }
+        out
+    }
+
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        atomic::write_bytes(path, self.to_json().as_bytes())
+    }
+
+    pub fn write_csv(&self, path: &Path) -> Result<()> {
+        atomic::write_bytes(path, self.to_csv().as_bytes())
+    }
+
+    pub fn read_json(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::file(path, format!("not an evaluation report: {e}")))
+    }
+}
+
+/// Quotes a CSV field when it holds a separator, a quote or a line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scores(dice: f64, hd95: f64) -> Scores {
+        Scores {
+            dice,
+            hd95,
+            sensitivity: 0.5,
+            specificity: 1.0,
+        }
+    }
+
+    fn report() -> EvalReport {
+        let case = |id: &str, wt: Scores, et: Scores| CaseScores {
+            case: id.to_string(),
+            regions: [("WT".to_string(), wt), ("ET".to_string(), et)].into(),
+        };
+        EvalReport::new(vec![
+            case("a", scores(0.8, 2.0), scores(1.0, 0.0)),
+            case("b,2", scores(0.6, 4.0), scores(0.0, 373.12866)),
+        ])
+    }
+
+    #[test]
+    fn mean_is_per_region() {
+        let r = report();
+        assert!((r.mean["WT"].dice - 0.7).abs() < 1e-12);
+        assert_eq!(r.mean["WT"].hd95, 3.0);
+        assert_eq!(r.mean["ET"].dice, 0.5);
+        assert_eq!(r.mean["ET"].hd95, 373.12866 / 2.0);
+    }
+
+    #[test]
+    fn json_has_regions_beside_the_case_and_round_trips() {
+        let r = report();
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["cases"][0]["case"], "a");
+        assert_eq!(v["cases"][0]["WT"]["dice"], 0.8);
+        assert_eq!(v["cases"][1]["ET"]["hd95"], 373.12866);
+        assert_eq!(v["mean"]["WT"]["hd95"], 3.0);
+        let dir = std::env::temp_dir().join(format!("voxseg-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("eval.json");
+        r.write_json(&path).unwrap();
+        assert_eq!(EvalReport::read_json(&path).unwrap(), r);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn csv_has_one_row_per_case_and_region() {
+        let csv = report().to_csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 5);
+        assert_eq!(lines[0], "case,region,dice,hd95,sensitivity,specificity");
+        assert_eq!(lines[1], "a,ET,1,0,0.5,1");
+        assert_eq!(lines[4], "\"b,2\",WT,0.6,4,0.5,1");
+    }
+
+    #[test]
+    fn table_lists_each_region_mean() {
+        let table = report().to_table();
+        let wt = table.lines().find(|l| l.starts_with("WT")).unwrap();
+        let cells: Vec<&str> = wt.split_whitespace().collect();
+        assert_eq!(cells, ["WT", "2", "0.7000", "3.00", "0.5000", "1.0000"]);
+    }
+}

@@ -1,0 +1,329 @@
+use super::{NormGrads, NormKernel, NormParams};
+use crate::backend::cpu::{CpuBackend, PAR_CHUNK};
+use crate::backend::Element;
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+
+/// Count, mean and sum of squared deviations of a set of values; two sets merge exactly
+/// (Chan et al.), so partial results from threads combine without losing accuracy.
+#[derive(Clone, Copy, Default)]
+struct Moments {
+    count: f64,
+    mean: f64,
+    m2: f64,
+}
+
+impl Moments {
+    fn merge(self, o: Moments) -> Moments {
+        if o.count == 0.0 {
+            return self;
+        }
+        if self.count == 0.0 {
+            return o;
+        }
+        let count = self.count + o.count;
+        let delta = o.mean - self.mean;
+        Moments {
+            count,
+            mean: self.mean + delta * o.count / count,
+            m2: self.m2 + o.m2 + delta * delta * self.count * o.count / count,
+        }
+    }
+}
+
+/// The work split: `x` is `[n, spatial, c]`; one task covers `rows` voxels of one example.
+struct Tasks {
+    rows: usize,
+    per_example: usize,
+}
+
+impl Tasks {
+    fn new(p: &NormParams) -> Self {
+        let rows = (PAR_CHUNK / p.c.max(1)).max(1);
+        Self {
+            rows,
+            per_example: p.spatial.div_ceil(rows),
+        }
+    }
+    fn count(&self, p: &NormParams) -> usize {
+        p.n * self.per_example
+    }
+    /// The example of task `t` and its element range in `x`.
+    fn range(&self, t: usize, p: &NormParams) -> (usize, std::ops::Range<usize>) {
+        let ex = t / self.per_example;
+        let first = (t % self.per_example) * self.rows;
+        let last = (first + self.rows).min(p.spatial);
+        let base = ex * p.spatial * p.c;
+        (ex, base + first * p.c..base + last * p.c)
+    }
+}
+
+/// The geometry the kernels index with: non-empty, whole groups of channels.
+fn check_params(p: &NormParams) -> Result<()> {
+    let groups_fit = p.groups > 0 && p.c.is_multiple_of(p.groups);
+    if !groups_fit || p.numel() == 0 {
+        return Err(Error::shape(
+            "norm",
+            format!("empty input or channels not divisible into groups: {p:?}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_len(what: &str, len: usize, want: usize, p: &NormParams) -> Result<()> {
+    if len != want {
+        return Err(Error::shape(
+            "norm",
+            format!("{what} has {len} elements, expected {want} for {p:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `1 / sqrt(var + eps)` for every statistic.
+fn inv_std<E: Element>(var: &[E], eps: f64) -> Vec<f64> {
+    var.iter()
+        .map(|v| 1.0 / (v.as_f64() + eps).sqrt())
+        .collect()
+}
+
+/// Fills `out` row by row (`c` values per voxel), threaded by chunks of rows:
+/// `f(example, index of the row's first element, output row)`.
+fn map_rows<E: Element>(out: &mut [E], p: &NormParams, f: impl Fn(usize, usize, &mut [E]) + Sync) {
+    let rows = (PAR_CHUNK / p.c.max(1)).max(1);
+    out.par_chunks_mut(rows * p.c)
+        .enumerate()
+        .for_each(|(chunk, oc)| {
+            for (r, orow) in oc.chunks_exact_mut(p.c).enumerate() {
+                let row = chunk * rows + r;
+                f(row / p.spatial, row * p.c, orow);
+            }
+        });
+}
+
+impl<E: Element> NormKernel for CpuBackend<E> {
+    fn norm_stats(&self, x: &Vec<E>, p: &NormParams) -> Result<(Vec<E>, Vec<E>)> {
+        check_params(p)?;
+        check_len("x", x.len(), p.numel(), p)?;
+        let tasks = Tasks::new(p);
+        let c = p.c;
+        // Per task and channel: a two-pass mean and spread over the task's rows, which are
+        // in cache for the second pass.
+        let partial: Vec<Vec<Moments>> = (0..tasks.count(p))
+            .into_par_iter()
+            .map(|t| {
+                let (_, range) = tasks.range(t, p);
+                let xs = &x[range];
+                let count = (xs.len() / c) as f64;
+                let mut sum = vec![0.0f64; c];
+                for row in xs.chunks_exact(c) {
+                    for (s, v) in sum.iter_mut().zip(row) {
+                        *s += v.as_f64();
+                    }
+                }
+                let mean: Vec<f64> = sum.iter().map(|s| s / count).collect();
+                let mut m2 = vec![0.0f64; c];
+                for row in xs.chunks_exact(c) {
+                    for ((m, mu), v) in m2.iter_mut().zip(&mean).zip(row) {
+                        let d = v.as_f64() - mu;
+                        *m += d * d;
+                    }
+                }
+                mean.into_iter()
+                    .zip(m2)
+                    .map(|(mean, m2)| Moments { count, mean, m2 })
+                    .collect()
+            })
+            .collect();
+        let mut stats = vec![Moments::default(); p.stats_len()];
+        for (t, moments) in partial.into_iter().enumerate() {
+            let ex = t / tasks.per_example;
+            for (ch, m) in moments.into_iter().enumerate() {
+                let s = p.stat_index(ex, ch);
+                stats[s] = stats[s].merge(m);
+            }
+        }
+        let mean = stats.iter().map(|m| E::of(m.mean)).collect();
+        let var = stats.iter().map(|m| E::of(m.m2 / m.count)).collect();
+        Ok((mean, var))
+    }
+
+    fn norm_forward(
+        &self,
+        x: &Vec<E>,
+        mean: &Vec<E>,
+        var: &Vec<E>,
+        gamma: Option<&Vec<E>>,
+        beta: Option<&Vec<E>>,
+        p: &NormParams,
+    ) -> Result<Vec<E>> {
+        check_params(p)?;
+        check_len("x", x.len(), p.numel(), p)?;
+        check_len("mean", mean.len(), p.stats_len(), p)?;
+        check_len("variance", var.len(), p.stats_len(), p)?;
+        for g in [gamma, beta].into_iter().flatten() {
+            check_len("gamma/beta", g.len(), p.c, p)?;
+        }
+        let rstd = inv_std(var, p.eps);
+        // y = act(x * a + b) with a, b per (example, channel).
+        let mut a = vec![E::zero(); p.n * p.c];
+        let mut b = vec![E::zero(); p.n * p.c];
+        for ex in 0..p.n {
+            for ch in 0..p.c {
+                let s = p.stat_index(ex, ch);
+                let g = gamma.map_or(1.0, |g| g[ch].as_f64());
+                let scale = g * rstd[s];
+                a[ex * p.c + ch] = E::of(scale);
+                b[ex * p.c + ch] =
+                    E::of(beta.map_or(0.0, |b| b[ch].as_f64()) - mean[s].as_f64() * scale);
+            }
+        }
+        let slope = E::of(p.neg_slope);
+        let mut y = vec![E::zero(); x.len()];
+        map_rows(&mut y, p, |ex, at, yrow| {
+            let xrow = &x[at..at + p.c];
+            let a = &a[ex * p.c..(ex + 1) * p.c];
+            let b = &b[ex * p.c..(ex + 1) * p.c];
+            for (((o, &v), &a), &b) in yrow.iter_mut().zip(xrow).zip(a).zip(b) {
+                let z = v * a + b;
+                *o = if z > E::zero() { z } else { z * slope };
+            }
+        });
+        Ok(y)
+    }
+
+    fn norm_backward(
+        &self,
+        x: &Vec<E>,
+        y: &Vec<E>,
+        dy: &Vec<E>,
+        mean: &Vec<E>,
+        var: &Vec<E>,
+        gamma: Option<&Vec<E>>,
+        p: &NormParams,
+        needs: [bool; 3],
+    ) -> Result<NormGrads<Vec<E>>> {
+        check_params(p)?;
+        for (what, len) in [("x", x.len()), ("y", y.len()), ("dy", dy.len())] {
+            check_len(what, len, p.numel(), p)?;
+        }
+        check_len("mean", mean.len(), p.stats_len(), p)?;
+        check_len("variance", var.len(), p.stats_len(), p)?;
+        if let Some(g) = gamma {
+            check_len("gamma", g.len(), p.c, p)?;
+        }
+        let c = p.c;
+        let rstd = inv_std(var, p.eps);
+        let slope = E::of(p.neg_slope);
+        // The gradient at the pre-activation z: y > 0 exactly where z > 0 (slope >= 0).
+        let dz = move |y: E, dy: E| if y > E::zero() { dy } else { dy * slope };
+        let gamma_at = |ch: usize| gamma.map_or(1.0, |g| g[ch].as_f64());
+
+        // Pass 1, per (example, channel): sum of dz and of dz * xhat.
+        let mut sdz = vec![0.0f64; p.n * c];
+        let mut sdzx = vec![0.0f64; p.n * c];
+        if !p.fixed_stats || needs[1] || needs[2] {
+            let tasks = Tasks::new(p);
+            let partial: Vec<Vec<f64>> = (0..tasks.count(p))
+                .into_par_iter()
+                .map(|t| {
+                    let (ex, range) = tasks.range(t, p);
+                    let stat: Vec<usize> = (0..c).map(|ch| p.stat_index(ex, ch)).collect();
+                    let mu: Vec<f64> = stat.iter().map(|&s| mean[s].as_f64()).collect();
+                    let r: Vec<f64> = stat.iter().map(|&s| rstd[s]).collect();
+                    let mut acc = vec![0.0f64; 2 * c];
+                    let (sum_dz, sum_dz_xhat) = acc.split_at_mut(c);
+                    let (xs, ys, dys) = (&x[range.clone()], &y[range.clone()], &dy[range]);
+                    for ((xr, yr), dyr) in xs
+                        .chunks_exact(c)
+                        .zip(ys.chunks_exact(c))
+                        .zip(dys.chunks_exact(c))
+                    {
+                        for ch in 0..c {
+                            let g = dz(yr[ch], dyr[ch]).as_f64();
+                            sum_dz[ch] += g;
+                            sum_dz_xhat[ch] += g * (xr[ch].as_f64() - mu[ch]) * r[ch];
+                        }
+                    }
+                    acc
+                })
+                .collect();
+            for (t, acc) in partial.into_iter().enumerate() {
+                let ex = t / tasks.per_example;
+                for ch in 0..c {
+                    sdz[ex * c + ch] += acc[ch];
+                    sdzx[ex * c + ch] += acc[c + ch];
+                }
+            }
+        }
+        let per_channel = |sums: &[f64]| -> Vec<E> {
+            (0..c)
+                .map(|ch| E::of((0..p.n).map(|ex| sums[ex * c + ch]).sum()))
+                .collect()
+        };
+        let dgamma = needs[1].then(|| per_channel(&sdzx));
+        let dbeta = needs[2].then(|| per_channel(&sdz));
+
+        let dx = needs[0].then(|| {
+            // Per statistic: sums over its elements of dxhat = gamma * dz and of dxhat * xhat.
+            let mut sum_dxhat = vec![0.0f64; p.stats_len()];
+            let mut sum_dxhat_xhat = vec![0.0f64; p.stats_len()];
+            if !p.fixed_stats {
+                for ex in 0..p.n {
+                    for ch in 0..c {
+                        let s = p.stat_index(ex, ch);
+                        sum_dxhat[s] += gamma_at(ch) * sdz[ex * c + ch];
+                        sum_dxhat_xhat[s] += gamma_at(ch) * sdzx[ex * c + ch];
+                    }
+                }
+            }
+            // dx = rstd * (gamma dz - mean(dxhat) - xhat mean(dxhat xhat))
+            //    = k1 dz + k2 (x - mean) + k3, per (example, channel).
+            let m = p.stats_count() as f64;
+            let mut k = vec![E::zero(); 4 * p.n * c];
+            for ex in 0..p.n {
+                for ch in 0..c {
+                    let s = p.stat_index(ex, ch);
+                    let r = rstd[s];
+                    let at = 4 * (ex * c + ch);
+                    k[at] = E::of(r * gamma_at(ch));
+                    k[at + 1] = E::of(-r * r * sum_dxhat_xhat[s] / m);
+                    k[at + 2] = E::of(-r * sum_dxhat[s] / m);
+                    k[at + 3] = mean[s];
+                }
+            }
+            let mut dx = vec![E::zero(); x.len()];
+            map_rows(&mut dx, p, |ex, at, out| {
+                let k = &k[4 * ex * c..4 * (ex + 1) * c];
+                for ((o, kc), i) in out.iter_mut().zip(k.chunks_exact(4)).zip(at..) {
+                    *o = kc[0] * dz(y[i], dy[i]) + kc[1] * (x[i] - kc[3]) + kc[2];
+                }
+            });
+            dx
+        });
+        Ok(NormGrads { dx, dgamma, dbeta })
+    }
+
+    fn norm_update_moving(
+        &self,
+        moving: &mut Vec<E>,
+        batch: &Vec<E>,
+        momentum: f64,
+        correction: f64,
+    ) -> Result<()> {
+        if moving.len() != batch.len() {
+            return Err(Error::shape(
+                "update_moving_stats",
+                format!(
+                    "{} moving values for {} batch values",
+                    moving.len(),
+                    batch.len()
+                ),
+            ));
+        }
+        for (m, b) in moving.iter_mut().zip(batch) {
+            *m = E::of(momentum * m.as_f64() + (1.0 - momentum) * correction * b.as_f64());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,231 @@
+//! Planning, like nnU-Net: from the dataset's median cropped shape and the device, choose
+//! the patch, batch and network width so that a user need not know what fits.
+use crate::error::{Error, Result};
+
+/// What planning needs to know about the data.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DataSummary {
+    /// Median cropped case size (D, H, W) = (z, y, x).
+    pub median_shape: [usize; 3],
+    /// Smallest cropped size per axis over the training cases: a patch never exceeds it.
+    pub min_shape: [usize; 3],
+    pub median_spacing: [f64; 3],
+    pub in_channels: usize,
+    pub out_channels: usize,
+}
+
+/// Where training runs, as planning sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PlanDevice {
+    /// A CPU: plan for a compute budget per training step (GFLOP).
+    Cpu { step_gflop_budget: f64 },
+    /// A GPU with this much free memory (bytes).
+    Gpu { free_bytes: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Plan {
+    pub patch: [usize; 3],
+    pub batch: usize,
+    pub base_features: usize,
+    pub max_features: usize,
+    /// Resolution stages of the U-Net.
+    pub depth: usize,
+    /// Estimated cost of one training step (forward + backward), GFLOP.
+    pub step_gflop: f64,
+    /// Estimated activation memory of one training step, bytes.
+    pub activation_bytes: u64,
+    pub device: String,
+}
+
+/// Stages such that the bottleneck keeps at least 4 voxels per axis (nnU-Net's rule), at most 6.
+pub fn depth_for(patch: [usize; 3]) -> usize {
+    let smallest = *patch.iter().min().unwrap_or(&1);
+    let mut depth = 1;
+    while depth < 6 && smallest >> depth >= 4 {
+        depth += 1;
+    }
+    depth
+}
+
+/// FLOPs and activation bytes of one training step of the default U-Net (two 3x3x3 convs
+/// per stage, transposed-conv upsampling); backward costs about twice the forward.
+pub fn estimate(
+    patch: [usize; 3],
+    batch: usize,
+    base: usize,
+    max: usize,
+    depth: usize,
+    cin: usize,
+    cout: usize,
+) -> (f64, u64) {
+    let feat = |s: usize| (base << s).min(max) as f64;
+    let mut flops = 0.0;
+    let mut act = 0.0;
+    for s in 0..depth {
+        let vox = patch
+            .iter()
+            .map(|&p| (p >> s).max(1) as f64)
+            .product::<f64>()
+            * batch as f64;
+        let ci = if s == 0 { cin as f64 } else { feat(s - 1) };
+        let enc = 2.0 * vox * 27.0 * (ci * feat(s) + feat(s) * feat(s));
+        // conv outputs and norm outputs are kept for backward
+        act += vox * feat(s) * 2.0 * 2.0;
+        flops += enc;
+        if s + 1 < depth {
+            let dec = 2.0 * vox * 27.0 * (2.0 * feat(s) * feat(s) + feat(s) * feat(s))
+                + 2.0 * vox * 8.0 * feat(s + 1) * feat(s) / 8.0;
+            act += vox * feat(s) * 2.0 * 3.0;
+            flops += dec;
+        }
+    }
+    let head = 2.0 * patch.iter().product::<usize>() as f64 * batch as f64 * feat(0) * cout as f64;
+    ((flops + head) * 3.0 / 1e9, (act * 4.0) as u64)
+}
+
+fn round_down_to(v: usize, m: usize) -> usize {
+    (v / m * m).max(m)
+}
+
+pub fn plan(data: &DataSummary, device: &PlanDevice) -> Result<Plan> {
+    if data.min_shape.contains(&0) {
+        return Err(Error::data("plan", "the dataset has an empty case"));
+    }
+    let (cap, base, max, batch, name) = match device {
+        PlanDevice::Gpu { .. } => (128, 32, 320, 2, "gpu"),
+        PlanDevice::Cpu { .. } => (64, 8, 64, 2, "cpu"),
+    };
+    // Start from the median shape (capped), keep the patch inside the smallest case,
+    // then shrink the largest axis until the step fits the budget.
+    let mut patch = [0; 3];
+    for (p, (&median, &min)) in patch
+        .iter_mut()
+        .zip(data.median_shape.iter().zip(&data.min_shape))
+    {
+        let want = median.min(cap).min(min);
+        *p = if want >= 16 {
+            round_down_to(want, 8)
+        } else {
+            want
+        };
+    }
+    loop {
+        let depth = depth_for(patch);
+        let (gflop, bytes) = estimate(
+            patch,
+            batch,
+            base,
+            max,
+            depth,
+            data.in_channels,
+            data.out_channels,
+        );
+        let fits = match device {
+            PlanDevice::Cpu { step_gflop_budget } => gflop <= *step_gflop_budget,
+            // Workspace, weights, optimiser state and the pool's slack: keep activations under 60%.
+            PlanDevice::Gpu { free_bytes } => (bytes as f64) <= 0.6 * *free_bytes as f64,
+        };
+        let largest = (0..3).max_by_key(|&a| patch[a]).unwrap_or(0);
+        if fits || patch[largest] <= 16 {
+            return Ok(Plan {
+                patch,
+                batch,
+                base_features: base,
+                max_features: max,
+                depth,
+                step_gflop: gflop,
+                activation_bytes: bytes,
+                device: name.to_string(),
+            });
+        }
+        patch[largest] -= 8;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn brats_like() -> DataSummary {
+        DataSummary {
+            median_shape: [140, 170, 138],
+            min_shape: [120, 150, 120],
+            median_spacing: [1.0; 3],
+            in_channels: 4,
+            out_channels: 3,
+        }
+    }
+
+    #[test]
+    fn gpu_with_room_gets_nnunet_settings() {
+        let full = DataSummary {
+            min_shape: [130, 150, 130],
+            ..brats_like()
+        };
+        let p = plan(
+            &full,
+            &PlanDevice::Gpu {
+                free_bytes: 80 << 30,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (p.patch, p.batch, p.base_features, p.max_features, p.depth),
+            ([128, 128, 128], 2, 32, 320, 6)
+        );
+        // A smallest case of 120 voxels caps the patch, and 120 / 2^5 < 4 leaves 5 stages.
+        let p = plan(
+            &brats_like(),
+            &PlanDevice::Gpu {
+                free_bytes: 80 << 30,
+            },
+        )
+        .unwrap();
+        assert_eq!((p.patch, p.depth), ([120, 128, 120], 5));
+    }
+
+    #[test]
+    fn small_gpu_and_cpu_get_smaller_patches_within_budget() {
+        let small = plan(
+            &brats_like(),
+            &PlanDevice::Gpu {
+                free_bytes: 2 << 30,
+            },
+        )
+        .unwrap();
+        assert!(small.patch.iter().product::<usize>() < 120 * 128 * 120);
+        assert!(small.activation_bytes as f64 <= 0.6 * (2u64 << 30) as f64);
+        let cpu = plan(
+            &brats_like(),
+            &PlanDevice::Cpu {
+                step_gflop_budget: 20.0,
+            },
+        )
+        .unwrap();
+        assert!(cpu.step_gflop <= 20.0 && cpu.base_features == 8, "{cpu:?}");
+    }
+
+    #[test]
+    fn patch_never_exceeds_the_smallest_case() {
+        let d = DataSummary {
+            median_shape: [40, 50, 60],
+            min_shape: [30, 50, 20],
+            median_spacing: [1.0; 3],
+            in_channels: 1,
+            out_channels: 1,
+        };
+        let p = plan(
+            &d,
+            &PlanDevice::Gpu {
+                free_bytes: 80 << 30,
+            },
+        )
+        .unwrap();
+        assert!(
+            p.patch[0] <= 30 && p.patch[1] <= 50 && p.patch[2] <= 20,
+            "{p:?}"
+        );
+        assert_eq!(depth_for(p.patch), p.depth);
+    }
+}
