@@ -1,30 +1,40 @@
 //! Tensor operations, one folder per family: the kernel trait every backend implements,
 //! the CPU kernel (`cpu.rs`), the forward/backward wiring onto the tape (`mod.rs`), tests.
 //! CUDA kernels live in `kernels/<family>.cu` with their launchers in `backend::cuda`.
+pub mod bce;
 pub mod binary;
 pub mod concat;
+pub mod cross_entropy;
 pub mod dropout;
 pub mod flip;
 pub mod matmul;
 pub mod norm;
+pub mod optim_step;
 pub mod pad;
 pub mod pool;
 pub mod reduce;
 pub mod reshape;
+pub mod softmax;
+pub mod ssim;
 #[cfg(test)]
 pub(crate) mod test_inputs;
 pub mod unary;
 pub mod upsample;
 
+pub use bce::BceKernel;
 pub use binary::{add, BinaryKernel, BinaryOp};
 pub use concat::ConcatKernel;
+pub use cross_entropy::{one_hot, CrossEntropyKernel};
 pub use dropout::DropoutKernel;
 pub use flip::FlipKernel;
 pub use matmul::MatmulKernel;
 pub use norm::{update_moving_stats, NormKernel};
+pub use optim_step::OptimStepKernel;
 pub use pad::PadKernel;
 pub use pool::{Pool3dSpec, PoolKernel, PoolPadding};
 pub use reduce::ReduceKernel;
+pub use softmax::{SoftmaxKernel, SoftmaxOp};
+pub use ssim::SsimWindowKernel;
 pub use unary::{UnaryKernel, UnaryOp};
 pub use upsample::UpsampleKernel;
 
@@ -44,6 +54,11 @@ pub trait Backend:
     + ConcatKernel
     + PadKernel
     + FlipKernel
+    + SoftmaxKernel
+    + BceKernel
+    + CrossEntropyKernel
+    + SsimWindowKernel
+    + OptimStepKernel
 {
 }
 
@@ -60,5 +75,10 @@ impl<T> Backend for T where
         + ConcatKernel
         + PadKernel
         + FlipKernel
+        + SoftmaxKernel
+        + BceKernel
+        + CrossEntropyKernel
+        + SsimWindowKernel
+        + OptimStepKernel
 {
 }
