@@ -17,6 +17,7 @@ use crate::backend::Element;
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 use std::ops::Range;
+use std::sync::Mutex;
 
 /// Target width (taps x channels) of one gathered block: a tile's block stays in L2 while
 /// every column panel of B streams past it.
@@ -180,44 +181,105 @@ fn copy_row<E: Copy>(dst: &mut [E], src: &[E]) {
     }
 }
 
-/// Writes lowered rows `[row0, row0 + m)` at taps `taps` into `dst` (row stride `ld`): tap
-/// `t`'s channels at column `(t - taps.start) * cs`, zeros where it falls outside the
-/// source. Other columns are left as they are.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn gather<E: Element>(
-    low: &Lowering,
-    offsets: &[[isize; 3]],
-    src: &[E],
-    row0: usize,
-    m: usize,
-    taps: Range<usize>,
-    dst: &mut [E],
-    ld: usize,
-) {
-    let cs = low.cs;
-    let [sd, sh, sw] = low.src;
-    let width = taps.len() * cs;
-    let mut cur = GridCursor::new(low.grid, row0);
-    for i in 0..m {
-        let [b, d, h, w] = cur.at;
-        let base = [
-            (d * low.step[0]) as isize + low.offset[0],
-            (h * low.step[1]) as isize + low.offset[1],
-            (w * low.step[2]) as isize + low.offset[2],
-        ];
-        let row = &mut dst[i * ld..i * ld + width];
-        for (t, out) in offsets[taps.clone()].iter().zip(row.chunks_exact_mut(cs)) {
-            let (z, y, x) = (base[0] + t[0], base[1] + t[1], base[2] + t[2]);
-            // A negative coordinate wraps to a huge usize and fails the bound too.
-            if (z as usize) < sd && (y as usize) < sh && (x as usize) < sw {
-                let at = (((b * sd + z as usize) * sh + y as usize) * sw + x as usize) * cs;
-                copy_row(out, &src[at..at + cs]);
-            } else {
-                out.fill(E::zero());
-            }
+/// One contiguous copy of a gathered row whose kernel window lies inside the source:
+/// `len` values from `src` (relative to the window's first voxel) to column `col`.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    src: usize,
+    col: usize,
+    len: usize,
+}
+
+/// Writes blocks of lowered rows: for each tap of a block, the `cs` source channels it
+/// reads (zeros outside the source), side by side.
+struct Gatherer {
+    low: Lowering,
+    /// Each tap's (d, h, w) offset from a row's window corner.
+    offsets: Vec<[isize; 3]>,
+    blocks: Vec<Range<usize>>,
+    /// Per block, the copies of a row whose whole window is inside the source: taps
+    /// adjacent in the source (along w) and in the block merge into one copy.
+    runs: Vec<Vec<Run>>,
+}
+
+impl Gatherer {
+    fn new(low: Lowering) -> Self {
+        let offsets = low.tap_offsets();
+        let blocks = tap_blocks(low.tap_count(), low.cs);
+        let [_, sh, sw] = low.src;
+        let runs = blocks
+            .iter()
+            .map(|blk| {
+                let mut runs: Vec<Run> = Vec::new();
+                for (j, t) in offsets[blk.clone()].iter().enumerate() {
+                    let src = ((t[0] as usize * sh + t[1] as usize) * sw + t[2] as usize) * low.cs;
+                    let col = j * low.cs;
+                    match runs.last_mut() {
+                        Some(r) if r.src + r.len == src && r.col + r.len == col => r.len += low.cs,
+                        _ => runs.push(Run {
+                            src,
+                            col,
+                            len: low.cs,
+                        }),
+                    }
+                }
+                runs
+            })
+            .collect();
+        Self {
+            low,
+            offsets,
+            blocks,
+            runs,
         }
-        cur.advance();
+    }
+
+    /// Columns of block `bi`.
+    fn width(&self, bi: usize) -> usize {
+        self.blocks[bi].len() * self.low.cs
+    }
+
+    /// Writes lowered rows `[row0, row0 + m)` of block `bi` into `dst` (row stride `ld`).
+    /// Columns past the block's width are left as they are.
+    #[inline(always)]
+    fn gather<E: Element>(&self, src: &[E], row0: usize, m: usize, bi: usize, dst: &mut [E], ld: usize) {
+        let low = &self.low;
+        let cs = low.cs;
+        let [sd, sh, sw] = low.src;
+        let width = self.width(bi);
+        let taps = self.blocks[bi].clone();
+        let runs = &self.runs[bi];
+        let mut cur = GridCursor::new(low.grid, row0);
+        for i in 0..m {
+            let [b, d, h, w] = cur.at;
+            let base = [
+                (d * low.step[0]) as isize + low.offset[0],
+                (h * low.step[1]) as isize + low.offset[1],
+                (w * low.step[2]) as isize + low.offset[2],
+            ];
+            let row = &mut dst[i * ld..i * ld + width];
+            let inside = (0..3).all(|a| base[a] >= 0 && base[a] as usize + low.taps[a] <= low.src[a]);
+            if inside {
+                let corner =
+                    (((b * sd + base[0] as usize) * sh + base[1] as usize) * sw + base[2] as usize) * cs;
+                for r in runs {
+                    let from = corner + r.src;
+                    copy_row(&mut row[r.col..r.col + r.len], &src[from..from + r.len]);
+                }
+            } else {
+                for (t, out) in self.offsets[taps.clone()].iter().zip(row.chunks_exact_mut(cs)) {
+                    let (z, y, x) = (base[0] + t[0], base[1] + t[1], base[2] + t[2]);
+                    // A negative coordinate wraps to a huge usize and fails the bound too.
+                    if (z as usize) < sd && (y as usize) < sh && (x as usize) < sw {
+                        let at = (((b * sd + z as usize) * sh + y as usize) * sw + x as usize) * cs;
+                        copy_row(out, &src[at..at + cs]);
+                    } else {
+                        out.fill(E::zero());
+                    }
+                }
+            }
+            cur.advance();
+        }
     }
 }
 
@@ -232,7 +294,8 @@ struct PackedB<E> {
 }
 
 impl<E: Element> PackedB<E> {
-    fn new<P: TileProduct<E>>(k: usize, n: usize, get: impl Fn(usize, usize) -> E) -> Self {
+    /// Packs the `k` rows that `fill_row(r, row)` writes (`n` values each).
+    fn new<P: TileProduct<E>>(k: usize, n: usize, mut fill_row: impl FnMut(usize, &mut [E])) -> Self {
         let n_pad = n.next_multiple_of(P::COLS);
         let mut panels = Vec::new();
         let mut col = 0;
@@ -242,12 +305,12 @@ impl<E: Element> PackedB<E> {
             col += width;
         }
         let mut data = vec![E::zero(); k * n_pad];
-        for &(col, width) in &panels {
-            let panel = &mut data[k * col..k * (col + width)];
-            for (r, row) in panel.chunks_exact_mut(width).enumerate() {
-                for (j, v) in row.iter_mut().enumerate().take(n.saturating_sub(col)) {
-                    *v = get(r, col + j);
-                }
+        let mut row = vec![E::zero(); n_pad];
+        for r in 0..k {
+            fill_row(r, &mut row[..n]);
+            for &(col, width) in &panels {
+                let at = k * col + r * width;
+                data[at..at + width].copy_from_slice(&row[col..col + width]);
             }
         }
         Self {
@@ -296,36 +359,12 @@ impl<E> SharedOut<E> {
 /// One lowered product whose result rows are voxels of the output: row `(b, g)` goes to
 /// voxel `(b, g * out_step + out_phase)` of an output of spatial size `out_dims`.
 struct DataJob<'a, E> {
-    low: Lowering,
-    offsets: Vec<[isize; 3]>,
-    blocks: Vec<Range<usize>>,
+    rows: Gatherer,
     b: PackedB<E>,
     src: &'a [E],
     out_dims: [usize; 3],
     out_step: [usize; 3],
     out_phase: [usize; 3],
-}
-
-impl<'a, E: Element> DataJob<'a, E> {
-    fn new(
-        low: Lowering,
-        b: PackedB<E>,
-        src: &'a [E],
-        out_dims: [usize; 3],
-        out_step: [usize; 3],
-        out_phase: [usize; 3],
-    ) -> Self {
-        Self {
-            offsets: low.tap_offsets(),
-            blocks: tap_blocks(low.tap_count(), low.cs),
-            low,
-            b,
-            src,
-            out_dims,
-            out_step,
-            out_phase,
-        }
-    }
 }
 
 /// One tile of a data product: gather, multiply block by block, write rows (+ bias) out.
@@ -342,16 +381,16 @@ fn data_tile<E: Element, P: TileProduct<E>>(
     bias: Option<&[E]>,
     out: SharedOut<E>,
 ) {
-    let cs = job.low.cs;
+    let cs = job.rows.low.cs;
     let m_pad = m.next_multiple_of(P::ROWS);
     let n_pad = job.b.n_pad;
-    if job.blocks.is_empty() {
+    if job.rows.blocks.is_empty() {
         c[..m * n_pad].fill(E::zero());
     }
-    for (bi, blk) in job.blocks.iter().enumerate() {
-        let kc = blk.len() * cs;
+    for (bi, blk) in job.rows.blocks.iter().enumerate() {
+        let kc = job.rows.width(bi);
         // Rows m..m_pad keep stale values: their results are never written out.
-        gather(&job.low, &job.offsets, job.src, row0, m, blk.clone(), a, kc);
+        job.rows.gather(job.src, row0, m, bi, a, kc);
         for &(col, width) in &job.b.panels {
             let b = job
                 .b
@@ -372,7 +411,7 @@ fn data_tile<E: Element, P: TileProduct<E>>(
         }
     }
     let [od, oh, ow] = job.out_dims;
-    let mut cur = GridCursor::new(job.low.grid, row0);
+    let mut cur = GridCursor::new(job.rows.low.grid, row0);
     for i in 0..m {
         let [b, d, h, w] = cur.at;
         let z = d * job.out_step[0] + job.out_phase[0];
@@ -396,6 +435,8 @@ fn data_tile<E: Element, P: TileProduct<E>>(
 }
 
 /// Runs every tile of every job in parallel, writing `out` (`n_out` values per voxel).
+/// Tasks are ordered by tile, then job, so that the stride phases of one region (which
+/// interleave in the output and read the same source rows) run together.
 fn run_data<E: Element, P: TileProduct<E>>(
     p: P,
     jobs: &[DataJob<E>],
@@ -403,24 +444,23 @@ fn run_data<E: Element, P: TileProduct<E>>(
     bias: Option<&[E]>,
     out: &mut [E],
 ) {
-    let total: usize = jobs.iter().map(|j| j.low.rows()).sum();
-    if total == 0 {
+    let most = jobs.iter().map(|j| j.rows.low.rows()).max().unwrap_or(0);
+    if most == 0 {
         return;
     }
-    let tile = tile_rows(total, DATA_ROWS, P::ROWS);
-    let tasks: Vec<(usize, usize, usize)> = jobs
-        .iter()
-        .enumerate()
-        .flat_map(|(ji, job)| {
-            let rows = job.low.rows();
-            (0..rows)
-                .step_by(tile)
-                .map(move |r0| (ji, r0, tile.min(rows - r0)))
+    let tile = tile_rows(most * jobs.len(), DATA_ROWS, P::ROWS);
+    let tasks: Vec<(usize, usize, usize)> = (0..most)
+        .step_by(tile)
+        .flat_map(|r0| {
+            jobs.iter().enumerate().filter_map(move |(ji, job)| {
+                let rows = job.rows.low.rows();
+                (r0 < rows).then(|| (ji, r0, tile.min(rows - r0)))
+            })
         })
         .collect();
     let kc_max = jobs
         .iter()
-        .flat_map(|j| j.blocks.iter().map(|b| b.len() * j.low.cs))
+        .flat_map(|j| (0..j.rows.blocks.len()).map(|bi| j.rows.width(bi)))
         .max()
         .unwrap_or(0);
     let n_pad = jobs.iter().map(|j| j.b.n_pad).max().unwrap_or(0);
@@ -434,7 +474,10 @@ fn run_data<E: Element, P: TileProduct<E>>(
             )
         },
         |(a, c), &(ji, r0, m)| {
-            p.within(|| data_tile(p, &jobs[ji], r0, m, a, c, n_out, bias, shared))
+            p.within(
+                #[inline(always)]
+                || data_tile(p, &jobs[ji], r0, m, a, c, n_out, bias, shared),
+            )
         },
     );
 }
@@ -447,10 +490,20 @@ fn forward<E: Element, P: TileProduct<E>>(
     g: &ConvGeometry,
     y: &mut [E],
 ) {
-    let low = Lowering::forward(g);
-    let b = PackedB::new::<P>(low.tap_count() * g.cin, g.cout, |r, c| w[r * g.cout + c]);
-    let job = DataJob::new(low, b, x, g.output, [1; 3], [0; 3]);
-    run_data(p, &[job], g.cout, bias, y);
+    let rows = Gatherer::new(Lowering::forward(g));
+    let n = g.cout;
+    let b = PackedB::new::<P>(g.kernel_volume() * g.cin, n, |r, row| {
+        row.copy_from_slice(&w[r * n..(r + 1) * n])
+    });
+    let job = DataJob {
+        rows,
+        b,
+        src: x,
+        out_dims: g.output,
+        out_step: [1; 3],
+        out_phase: [0; 3],
+    };
+    run_data(p, &[job], n, bias, y);
 }
 
 fn backward_data<E: Element, P: TileProduct<E>>(
@@ -472,22 +525,37 @@ fn backward_data<E: Element, P: TileProduct<E>>(
                 if low.rows() == 0 {
                     continue;
                 }
-                let [_, th, tw] = low.taps;
+                // The kernel index of each tap, in the lowering's tap order.
+                let mut tap_kernel = Vec::with_capacity(low.tap_count());
+                for &a in &kidx[0] {
+                    for &b in &kidx[1] {
+                        for &c in &kidx[2] {
+                            tap_kernel.push((a * kh + b) * kw + c);
+                        }
+                    }
+                }
                 // B row (tap, co), column ci = w[kernel index of tap, ci, co].
-                let b = PackedB::new::<P>(low.tap_count() * cout, cin, |r, ci| {
-                    let (t, co) = (r / cout, r % cout);
-                    let (td, th_, tw_) = (t / (th * tw), t / tw % th, t % tw);
-                    let k = (kidx[0][td] * kh + kidx[1][th_]) * kw + kidx[2][tw_];
-                    w[(k * cin + ci) * cout + co]
+                let b = PackedB::new::<P>(low.tap_count() * cout, cin, |r, row| {
+                    let (k, co) = (tap_kernel[r / cout], r % cout);
+                    for (ci, v) in row.iter_mut().enumerate() {
+                        *v = w[(k * cin + ci) * cout + co];
+                    }
                 });
-                jobs.push(DataJob::new(low, b, dy, g.input, g.stride, phase));
+                jobs.push(DataJob {
+                    rows: Gatherer::new(low),
+                    b,
+                    src: dy,
+                    out_dims: g.input,
+                    out_step: g.stride,
+                    out_phase: phase,
+                });
             }
         }
     }
     run_data(p, &jobs, cin, bias, dx);
 }
 
-/// Per-task state of the weight gradient: its partial sum and scratch tiles.
+/// One thread's share of the weight gradient: its partial sum and scratch tiles.
 struct WeightPartial<E> {
     acc: Vec<E>,
     a: Vec<E>,
@@ -501,16 +569,14 @@ fn backward_weight<E: Element, P: TileProduct<E>>(
     g: &ConvGeometry,
     dw: &mut [E],
 ) {
-    let low = Lowering::forward(g);
-    let offsets = low.tap_offsets();
-    let blocks = tap_blocks(low.tap_count(), g.cin);
+    let rows = Gatherer::new(Lowering::forward(g));
     let (cin, n) = (g.cin, g.cout);
     let n_pad = n.next_multiple_of(P::COLS);
+    let blocks = rows.blocks.len();
     // Block `i`'s rows of the partial gradient start at `first_row[i]`, padded to the
     // engine's row multiple (the padding rows collect values that are never read).
-    let padded: Vec<usize> = blocks
-        .iter()
-        .map(|b| (b.len() * cin).next_multiple_of(P::ROWS))
+    let padded: Vec<usize> = (0..blocks)
+        .map(|bi| rows.width(bi).next_multiple_of(P::ROWS))
         .collect();
     let first_row: Vec<usize> = padded
         .iter()
@@ -522,74 +588,74 @@ fn backward_weight<E: Element, P: TileProduct<E>>(
     let acc_rows: usize = padded.iter().sum();
     let kc_max = padded.iter().copied().max().unwrap_or(0);
 
-    let rows = low.rows();
-    let tile = tile_rows(rows, WEIGHT_ROWS, 1);
-    let tiles = rows.div_ceil(tile);
-    // At most about two partial sums per thread.
-    let min_tiles = tiles.div_ceil(2 * rayon::current_num_threads()).max(1);
+    let total = rows.low.rows();
+    let tile = tile_rows(total, WEIGHT_ROWS, 1);
     let copy_dy = n % P::COLS != 0;
-    let partial = (0..tiles)
-        .into_par_iter()
-        .with_min_len(min_tiles)
-        .fold(
-            || WeightPartial {
-                acc: vec![E::zero(); acc_rows * n_pad],
-                a: vec![E::zero(); tile * kc_max],
-                b: if copy_dy {
-                    vec![E::zero(); tile * n_pad]
-                } else {
-                    Vec::new()
-                },
+    // One partial sum per thread, whichever tiles it ends up running.
+    let partials: Vec<Mutex<Option<WeightPartial<E>>>> =
+        (0..rayon::current_num_threads()).map(|_| Mutex::new(None)).collect();
+    (0..total.div_ceil(tile)).into_par_iter().for_each(|ti| {
+        let slot = &partials[rayon::current_thread_index().unwrap_or(0) % partials.len()];
+        let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let s = guard.get_or_insert_with(|| WeightPartial {
+            acc: vec![E::zero(); acc_rows * n_pad],
+            a: vec![E::zero(); tile * kc_max],
+            b: if copy_dy {
+                vec![E::zero(); tile * n_pad]
+            } else {
+                Vec::new()
             },
-            |mut s, ti| {
-                let r0 = ti * tile;
-                let m = tile.min(rows - r0);
-                p.within(|| {
-                    let (b, b_ps) = if copy_dy {
-                        for (dst, src) in s.b.chunks_exact_mut(n_pad).zip(dy[r0 * n..].chunks_exact(n)).take(m) {
-                            copy_row(&mut dst[..n], src);
-                        }
-                        (&s.b[..m * n_pad], n_pad)
-                    } else {
-                        (&dy[r0 * n..(r0 + m) * n], n)
-                    };
-                    for (bi, blk) in blocks.iter().enumerate() {
-                        let kcp = padded[bi];
-                        gather(&low, &offsets, x, r0, m, blk.clone(), &mut s.a, kcp);
-                        p.mul(
-                            kcp,
-                            n_pad,
-                            m,
-                            &s.a[..m * kcp],
-                            1,
-                            kcp,
-                            b,
-                            b_ps,
-                            &mut s.acc[first_row[bi] * n_pad..],
-                            n_pad,
-                            true,
-                        );
-                    }
-                });
-                s
-            },
-        )
-        .map(|s| s.acc)
-        .reduce_with(|mut a, b| {
-            for (x, y) in a.iter_mut().zip(&b) {
-                *x = *x + *y;
-            }
-            a
         });
-    let Some(partial) = partial else {
+        let r0 = ti * tile;
+        let m = tile.min(total - r0);
+        p.within(
+            #[inline(always)]
+            || {
+                let (b, b_ps) = if copy_dy {
+                    let rows_in = dy[r0 * n..(r0 + m) * n].chunks_exact(n);
+                    for (dst, src) in s.b.chunks_exact_mut(n_pad).zip(rows_in) {
+                        copy_row(&mut dst[..n], src);
+                    }
+                    (&s.b[..m * n_pad], n_pad)
+                } else {
+                    (&dy[r0 * n..(r0 + m) * n], n)
+                };
+                for (bi, &kcp) in padded.iter().enumerate() {
+                    rows.gather(x, r0, m, bi, &mut s.a, kcp);
+                    p.mul(
+                        kcp,
+                        n_pad,
+                        m,
+                        &s.a[..m * kcp],
+                        1,
+                        kcp,
+                        b,
+                        b_ps,
+                        &mut s.acc[first_row[bi] * n_pad..],
+                        n_pad,
+                        true,
+                    );
+                }
+            },
+        );
+    });
+    let mut partials = partials
+        .into_iter()
+        .filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()).map(|s| s.acc));
+    let Some(mut sum) = partials.next() else {
         return;
     };
-    for (bi, blk) in blocks.iter().enumerate() {
+    for other in partials {
+        for (a, b) in sum.iter_mut().zip(&other) {
+            *a = *a + *b;
+        }
+    }
+    for (bi, blk) in rows.blocks.iter().enumerate() {
         for (j, t) in blk.clone().enumerate() {
             for ci in 0..cin {
                 let row = first_row[bi] + j * cin + ci;
                 let k = t * cin + ci;
-                dw[k * n..(k + 1) * n].copy_from_slice(&partial[row * n_pad..row * n_pad + n]);
+                dw[k * n..(k + 1) * n].copy_from_slice(&sum[row * n_pad..row * n_pad + n]);
             }
         }
     }
