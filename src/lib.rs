@@ -7,6 +7,7 @@
 pub mod atomic;
 pub mod autograd;
 pub mod backend;
+pub mod bench;
 pub mod data;
 pub mod error;
 pub mod infer;

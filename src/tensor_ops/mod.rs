@@ -4,6 +4,7 @@
 pub mod bce;
 pub mod binary;
 pub mod concat;
+pub mod conv;
 pub mod cross_entropy;
 pub mod dropout;
 pub mod flip;
@@ -24,6 +25,7 @@ pub mod upsample;
 pub use bce::BceKernel;
 pub use binary::{add, BinaryKernel, BinaryOp};
 pub use concat::ConcatKernel;
+pub use conv::Conv3dKernel;
 pub use cross_entropy::{one_hot, CrossEntropyKernel};
 pub use dropout::DropoutKernel;
 pub use flip::FlipKernel;
@@ -46,6 +48,7 @@ pub trait Backend:
     + UnaryKernel
     + BinaryKernel
     + ReduceKernel
+    + Conv3dKernel
     + NormKernel
     + DropoutKernel
     + MatmulKernel
@@ -67,6 +70,7 @@ impl<T> Backend for T where
         + UnaryKernel
         + BinaryKernel
         + ReduceKernel
+        + Conv3dKernel
         + NormKernel
         + DropoutKernel
         + MatmulKernel

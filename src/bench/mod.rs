@@ -1,0 +1,307 @@
+//! Benchmarks of the CPU kernels: named cases, each timed as the median of several runs
+//! after a warm-up and reported as a table or as JSON lines. `voxseg bench --device cpu
+//! [--json] [--filter S]` runs [`cpu_suite`]; `benches/conv.rs` runs the same cases under
+//! criterion.
+use crate::backend::cpu::Cpu;
+use crate::backend::BackendBase;
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use crate::tensor::Shape;
+use crate::tensor_ops::conv::{Conv3dSpec, ConvGeometry, ConvTranspose3dSpec};
+use crate::tensor_ops::Conv3dKernel;
+use std::time::Instant;
+
+/// One measured case.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BenchResult {
+    pub op: String,
+    pub shape: String,
+    /// Median wall time of one run, in milliseconds.
+    pub ms: f64,
+    /// Floating-point operations per second of that median run, in 1e9 (0 when the case
+    /// does not count operations).
+    pub gflops: f64,
+}
+
+/// The timed body of a case, with its inputs already allocated.
+pub type BenchRun = Box<dyn FnMut() -> Result<()>>;
+
+/// A case: its name, the work of one run, and how to allocate its inputs (only done when
+/// the case is selected).
+pub struct BenchCase {
+    pub op: String,
+    pub shape: String,
+    /// Floating-point operations of one run (0 when not meaningful).
+    pub flops: f64,
+    pub prepare: Box<dyn FnOnce() -> Result<BenchRun>>,
+}
+
+impl BenchCase {
+    /// Whether `filter` (a substring of "op shape") selects this case; no filter selects all.
+    pub fn matches(&self, filter: Option<&str>) -> bool {
+        filter.is_none_or(|f| format!("{} {}", self.op, self.shape).contains(f))
+    }
+}
+
+/// Median wall time of `run` in milliseconds: one warm-up run, then at least `min_runs`
+/// and at most `max_runs` timed runs, stopping after `budget_s` seconds once `min_runs` are done.
+pub fn time_median_ms(
+    run: &mut dyn FnMut() -> Result<()>,
+    min_runs: usize,
+    max_runs: usize,
+    budget_s: f64,
+) -> Result<f64> {
+    run()?;
+    let start = Instant::now();
+    let mut times = Vec::with_capacity(max_runs);
+    while times.len() < max_runs.max(1)
+        && (times.len() < min_runs || start.elapsed().as_secs_f64() < budget_s)
+    {
+        let t = Instant::now();
+        run()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let mid = times.len() / 2;
+    Ok(if times.len() % 2 == 1 {
+        times[mid]
+    } else {
+        (times[mid - 1] + times[mid]) / 2.0
+    })
+}
+
+/// Prepares and times one case.
+pub fn run_case(case: BenchCase) -> Result<BenchResult> {
+    let mut run = (case.prepare)()?;
+    let ms = time_median_ms(&mut run, 5, 21, 2.0)?;
+    Ok(BenchResult {
+        op: case.op,
+        shape: case.shape,
+        ms,
+        gflops: if ms > 0.0 {
+            case.flops / (ms * 1e-3) / 1e9
+        } else {
+            0.0
+        },
+    })
+}
+
+fn random_storage(be: &Cpu, shape: &Shape, seed: u64) -> Result<Vec<f32>> {
+    let mut rng = Rng::new(seed);
+    let data: Vec<f32> = (0..shape.numel())
+        .map(|_| rng.uniform_range(-1.0, 1.0) as f32)
+        .collect();
+    be.upload(&data)
+}
+
+/// The three passes of a 3x3x3 'same' convolution, batch 2, `size`^3 voxels.
+fn conv3d_cases(cases: &mut Vec<BenchCase>, size: usize, cin: usize, cout: usize) -> Result<()> {
+    let x = Shape::new(&[2, size, size, size, cin]);
+    let w = Shape::new(&[3, 3, 3, cin, cout]);
+    let g = ConvGeometry::conv3d(&x, &w, &Conv3dSpec::default())?;
+    let shape = format!("n2 {size}^3 {cin}->{cout} k3 same");
+    for pass in Pass::ALL {
+        cases.push(BenchCase {
+            op: format!("conv3d_{}", pass.name()),
+            shape: shape.clone(),
+            flops: g.flops(),
+            prepare: Box::new(move || pass.prepare(g, false)),
+        });
+    }
+    Ok(())
+}
+
+/// The three passes of a 2x2x2 stride-2 transposed convolution, batch 2, `size`^3 input.
+fn conv_transpose3d_cases(
+    cases: &mut Vec<BenchCase>,
+    size: usize,
+    cin: usize,
+    cout: usize,
+) -> Result<()> {
+    let x = Shape::new(&[2, size, size, size, cin]);
+    let w = Shape::new(&[2, 2, 2, cout, cin]);
+    let spec = ConvTranspose3dSpec {
+        stride: [2; 3],
+        padding: [[0, 0]; 3],
+        output_padding: [0; 3],
+    };
+    let g = ConvGeometry::conv_transpose3d(&x, &w, &spec)?;
+    let shape = format!("n2 {size}^3 {cin}->{cout} k2 s2");
+    for pass in Pass::ALL {
+        cases.push(BenchCase {
+            op: format!("conv_transpose3d_{}", pass.name()),
+            shape: shape.clone(),
+            flops: g.flops(),
+            prepare: Box::new(move || pass.prepare(g, true)),
+        });
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Pass {
+    Forward,
+    BackwardData,
+    BackwardWeight,
+}
+
+impl Pass {
+    const ALL: [Pass; 3] = [Pass::Forward, Pass::BackwardData, Pass::BackwardWeight];
+
+    fn name(self) -> &'static str {
+        match self {
+            Pass::Forward => "forward",
+            Pass::BackwardData => "backward_data",
+            Pass::BackwardWeight => "backward_weight",
+        }
+    }
+
+    /// Allocates the inputs of this pass for `g` (of a transposed convolution when
+    /// `transposed`: its x is the geometry's output, its y the geometry's input).
+    fn prepare(self, g: ConvGeometry, transposed: bool) -> Result<BenchRun> {
+        let be = Cpu::new();
+        // Conv input side (x of a convolution, y of a transposed one) and output side.
+        let small = random_storage(&be, &g.input_shape(), 1)?;
+        let large = random_storage(&be, &g.output_shape(), 2)?;
+        let w = random_storage(&be, &g.weight_shape(), 3)?;
+        let run: BenchRun = match (self, transposed) {
+            (Pass::Forward, false) | (Pass::BackwardData, true) => Box::new(move || {
+                be.conv3d_forward(&small, &w, None, &g).map(drop)
+            }),
+            (Pass::BackwardData, false) | (Pass::Forward, true) => Box::new(move || {
+                be.conv3d_backward_data(&large, &w, None, &g).map(drop)
+            }),
+            (Pass::BackwardWeight, _) => Box::new(move || {
+                be.conv3d_backward_weight(&small, &large, &g).map(drop)
+            }),
+        };
+        Ok(run)
+    }
+}
+
+/// Every CPU case, in report order.
+pub fn cpu_cases() -> Result<Vec<BenchCase>> {
+    let mut cases = Vec::new();
+    for (size, cin, cout) in [(64, 32, 32), (32, 64, 64), (16, 128, 128), (8, 256, 256)] {
+        conv3d_cases(&mut cases, size, cin, cout)?;
+    }
+    conv_transpose3d_cases(&mut cases, 32, 64, 32)?;
+    // Further cases (normalisation, activations, losses) are pushed here.
+    Ok(cases)
+}
+
+/// Runs the CPU cases that `filter` selects (all without one).
+pub fn cpu_suite(filter: Option<&str>) -> Result<Vec<BenchResult>> {
+    cpu_cases()?
+        .into_iter()
+        .filter(|c| c.matches(filter))
+        .map(run_case)
+        .collect()
+}
+
+/// The results as an aligned text table.
+pub fn format_table(results: &[BenchResult]) -> String {
+    let op_w = results.iter().map(|r| r.op.len()).max().unwrap_or(0).max(2);
+    let shape_w = results.iter().map(|r| r.shape.len()).max().unwrap_or(0).max(5);
+    let mut out = format!(
+        "{:op_w$}  {:shape_w$}  {:>10}  {:>8}\n",
+        "op", "shape", "ms", "GFLOP/s"
+    );
+    for r in results {
+        out += &format!(
+            "{:op_w$}  {:shape_w$}  {:>10.3}  {:>8.1}\n",
+            r.op, r.shape, r.ms, r.gflops
+        );
+    }
+    out
+}
+
+pub fn print_table(results: &[BenchResult]) {
+    print!("{}", format_table(results));
+}
+
+/// One JSON object per line: `{"op", "shape", "ms", "gflops"}`.
+pub fn json_lines(results: &[BenchResult]) -> Result<String> {
+    let mut out = String::new();
+    for r in results {
+        out += &serde_json::to_string(r).map_err(|e| Error::data("bench", e.to_string()))?;
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+pub fn print_json_lines(results: &[BenchResult]) -> Result<()> {
+    print!("{}", json_lines(results)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor_ops::conv::Padding;
+
+    #[test]
+    fn median_after_one_warm_up() {
+        let mut calls = 0;
+        let mut run = || -> Result<()> {
+            calls += 1;
+            Ok(())
+        };
+        let ms = time_median_ms(&mut run, 4, 4, 10.0).unwrap();
+        assert_eq!(calls, 5);
+        assert!((0.0..10.0).contains(&ms));
+    }
+
+    #[test]
+    fn suite_lists_the_conv_cases_and_filters_them() {
+        let cases = cpu_cases().unwrap();
+        assert_eq!(cases.len(), 15);
+        assert_eq!(cases[0].op, "conv3d_forward");
+        assert_eq!(cases[0].shape, "n2 64^3 32->32 k3 same");
+        // 2 * 2 * 64^3 voxels * 32 * 32 * 27.
+        assert_eq!(cases[0].flops, 2.0 * 2.0 * 262144.0 * 32.0 * 32.0 * 27.0);
+        let t: Vec<_> = cases.iter().filter(|c| c.matches(Some("transpose"))).collect();
+        assert_eq!(t.len(), 3);
+        assert_eq!(t[2].shape, "n2 32^3 64->32 k2 s2");
+        assert_eq!(t[2].flops, 2.0 * 2.0 * 32768.0 * 64.0 * 32.0 * 8.0);
+        assert!(cpu_suite(Some("no such case")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_small_case_runs_and_reports() {
+        let g = ConvGeometry::conv3d(
+            &Shape::new(&[1, 4, 4, 4, 3]),
+            &Shape::new(&[3, 3, 3, 3, 5]),
+            &Conv3dSpec {
+                stride: [1; 3],
+                padding: Padding::Same,
+            },
+        )
+        .unwrap();
+        let case = BenchCase {
+            op: "conv3d_backward_weight".into(),
+            shape: "tiny".into(),
+            flops: g.flops(),
+            prepare: Box::new(move || Pass::BackwardWeight.prepare(g, false)),
+        };
+        let r = run_case(case).unwrap();
+        assert!(r.ms > 0.0 && r.gflops > 0.0, "{r:?}");
+    }
+
+    #[test]
+    fn table_and_json_lines() {
+        let results = vec![BenchResult {
+            op: "conv3d_forward".into(),
+            shape: "n2 8^3 256->256 k3 same".into(),
+            ms: 12.5,
+            gflops: 96.25,
+        }];
+        let table = format_table(&results);
+        assert!(table.starts_with("op"), "{table}");
+        assert!(table.contains("conv3d_forward  n2 8^3 256->256 k3 same      12.500      96.2"), "{table}");
+        assert_eq!(
+            json_lines(&results).unwrap(),
+            "{\"op\":\"conv3d_forward\",\"shape\":\"n2 8^3 256->256 k3 same\",\"ms\":12.5,\"gflops\":96.25}\n"
+        );
+    }
+}

@@ -1,0 +1,896 @@
+//! CPU convolutions as tiled matrix products with bounded scratch memory.
+//!
+//! Every pass is a product whose rows are voxels. Forward: rows are output voxels, each
+//! reading the input at the kernel's taps. Backward-data: the input voxels are split into
+//! stride phases (voxels congruent modulo the stride are reached by the same taps), and
+//! each phase is a forward-like product reading dy. Backward-weight: the forward's lowered
+//! input, transposed, times dy, reduced over voxels. A tile of rows and a block of taps is
+//! gathered into a small scratch matrix (NDHWC keeps each tap's channels contiguous), never
+//! a whole-volume im2col. rayon splits the tiles; backward-weight sums per-task partials.
+use super::geometry::ConvGeometry;
+#[cfg(target_arch = "x86_64")]
+use super::product::Avx512;
+use super::product::{Gemm, TileProduct};
+use super::Conv3dKernel;
+use crate::backend::cpu::CpuBackend;
+use crate::backend::Element;
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+use std::ops::Range;
+use std::sync::Mutex;
+
+/// Target width (taps x channels) of one gathered block: a tile's block stays in L2 while
+/// every column panel of B streams past it.
+const BLOCK_K: usize = 512;
+/// Voxels per tile of forward and backward-data products.
+const DATA_ROWS: usize = 96;
+/// Voxels per tile of the weight gradient (its reduction length per partial product).
+const WEIGHT_ROWS: usize = 192;
+
+/// How the rows of a lowered product read their source tensor `[n, src, cs]`: row
+/// `(b, g)` of the grid `[n, grid]` reads, at tap `t`, source voxel `g * step + offset + t`
+/// (per axis), or zeros where that lies outside the source.
+#[derive(Clone, Copy, Debug)]
+struct Lowering {
+    n: usize,
+    grid: [usize; 3],
+    src: [usize; 3],
+    cs: usize,
+    step: [usize; 3],
+    offset: [isize; 3],
+    taps: [usize; 3],
+}
+
+impl Lowering {
+    /// The convolution's output voxels reading its input.
+    fn forward(g: &ConvGeometry) -> Self {
+        Self {
+            n: g.n,
+            grid: g.output,
+            src: g.input,
+            cs: g.cin,
+            step: g.stride,
+            offset: g.pad_before.map(|p| -(p as isize)),
+            taps: g.kernel,
+        }
+    }
+
+    /// Backward-data's input voxels congruent to `phase` modulo the stride, reading dy.
+    /// Input voxel `i = g * s + r` is reached by kernel index `k` from output `(i + p - k) / s`
+    /// when `k = r + p (mod s)`; with those taps ordered by increasing output coordinate
+    /// the source is `g + offset + t`. Returns the kernel index of each tap, per axis.
+    fn backward_data_phase(g: &ConvGeometry, phase: [usize; 3]) -> (Self, [Vec<usize>; 3]) {
+        let mut low = Self {
+            n: g.n,
+            grid: [0; 3],
+            src: g.output,
+            cs: g.cout,
+            step: [1; 3],
+            offset: [0; 3],
+            taps: [0; 3],
+        };
+        let mut kernel_index: [Vec<usize>; 3] = Default::default();
+        for a in 0..3 {
+            let (r, s, k, p) = (phase[a], g.stride[a], g.kernel[a], g.pad_before[a]);
+            low.grid[a] = if r < g.input[a] {
+                (g.input[a] - r).div_ceil(s)
+            } else {
+                0
+            };
+            let first = (r + p) % s;
+            let taps = if first < k { (k - first).div_ceil(s) } else { 0 };
+            low.taps[a] = taps;
+            low.offset[a] = ((r + p) / s) as isize - taps as isize + 1;
+            kernel_index[a] = (0..taps).map(|t| first + (taps - 1 - t) * s).collect();
+        }
+        (low, kernel_index)
+    }
+
+    fn rows(&self) -> usize {
+        self.n * self.grid.iter().product::<usize>()
+    }
+
+    fn tap_count(&self) -> usize {
+        self.taps.iter().product()
+    }
+
+    /// Each tap's (d, h, w) offset, tap-major in the order of the weight's rows.
+    fn tap_offsets(&self) -> Vec<[isize; 3]> {
+        let [td, th, tw] = self.taps;
+        let mut out = Vec::with_capacity(self.tap_count());
+        for d in 0..td {
+            for h in 0..th {
+                for w in 0..tw {
+                    out.push([d as isize, h as isize, w as isize]);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Walks the `(batch, d, h, w)` coordinates of consecutive rows of a grid.
+struct GridCursor {
+    grid: [usize; 3],
+    at: [usize; 4],
+}
+
+impl GridCursor {
+    fn new(grid: [usize; 3], row: usize) -> Self {
+        let w = row % grid[2];
+        let rest = row / grid[2];
+        let h = rest % grid[1];
+        let rest = rest / grid[1];
+        Self {
+            grid,
+            at: [rest / grid[0], rest % grid[0], h, w],
+        }
+    }
+
+    fn advance(&mut self) {
+        self.at[3] += 1;
+        if self.at[3] == self.grid[2] {
+            self.at[3] = 0;
+            self.at[2] += 1;
+            if self.at[2] == self.grid[1] {
+                self.at[2] = 0;
+                self.at[1] += 1;
+                if self.at[1] == self.grid[0] {
+                    self.at[1] = 0;
+                    self.at[0] += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Splits `taps` taps of `cs` channels into contiguous blocks of about `BLOCK_K` columns.
+fn tap_blocks(taps: usize, cs: usize) -> Vec<Range<usize>> {
+    if taps == 0 {
+        return Vec::new();
+    }
+    let blocks = (taps * cs).div_ceil(BLOCK_K).clamp(1, taps);
+    let per = taps.div_ceil(blocks);
+    (0..taps)
+        .step_by(per)
+        .map(|t| t..(t + per).min(taps))
+        .collect()
+}
+
+/// Rows per tile: at most `max`, a multiple of `multiple`, and small enough that every
+/// thread gets several tiles.
+fn tile_rows(rows: usize, max: usize, multiple: usize) -> usize {
+    let per_task = rows.div_ceil(4 * rayon::current_num_threads());
+    per_task
+        .next_multiple_of(multiple)
+        .clamp(multiple, max.next_multiple_of(multiple))
+}
+
+/// `dst = src`, in 16-element chunks so that the copy is inlined as vector moves rather
+/// than a call (most rows are one tap's channels: tens to hundreds of values).
+#[inline(always)]
+fn copy_row<E: Copy>(dst: &mut [E], src: &[E]) {
+    let mut d = dst.chunks_exact_mut(16);
+    let mut s = src.chunks_exact(16);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let chunk: &[E; 16] = s.try_into().expect("chunks_exact gives 16");
+        d.copy_from_slice(chunk);
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
+    }
+}
+
+/// One contiguous copy of a gathered row whose kernel window lies inside the source:
+/// `len` values from `src` (relative to the window's first voxel) to column `col`.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    src: usize,
+    col: usize,
+    len: usize,
+}
+
+/// Writes blocks of lowered rows: for each tap of a block, the `cs` source channels it
+/// reads (zeros outside the source), side by side.
+struct Gatherer {
+    low: Lowering,
+    /// Each tap's (d, h, w) offset from a row's window corner.
+    offsets: Vec<[isize; 3]>,
+    blocks: Vec<Range<usize>>,
+    /// Per block, the copies of a row whose whole window is inside the source: taps
+    /// adjacent in the source (along w) and in the block merge into one copy.
+    runs: Vec<Vec<Run>>,
+}
+
+impl Gatherer {
+    fn new(low: Lowering) -> Self {
+        let offsets = low.tap_offsets();
+        let blocks = tap_blocks(low.tap_count(), low.cs);
+        let [_, sh, sw] = low.src;
+        let runs = blocks
+            .iter()
+            .map(|blk| {
+                let mut runs: Vec<Run> = Vec::new();
+                for (j, t) in offsets[blk.clone()].iter().enumerate() {
+                    let src = ((t[0] as usize * sh + t[1] as usize) * sw + t[2] as usize) * low.cs;
+                    let col = j * low.cs;
+                    match runs.last_mut() {
+                        Some(r) if r.src + r.len == src && r.col + r.len == col => r.len += low.cs,
+                        _ => runs.push(Run {
+                            src,
+                            col,
+                            len: low.cs,
+                        }),
+                    }
+                }
+                runs
+            })
+            .collect();
+        Self {
+            low,
+            offsets,
+            blocks,
+            runs,
+        }
+    }
+
+    /// Columns of block `bi`.
+    fn width(&self, bi: usize) -> usize {
+        self.blocks[bi].len() * self.low.cs
+    }
+
+    /// Writes lowered rows `[row0, row0 + m)` of block `bi` into `dst` (row stride `ld`).
+    /// Columns past the block's width are left as they are.
+    #[inline(always)]
+    fn gather<E: Element>(&self, src: &[E], row0: usize, m: usize, bi: usize, dst: &mut [E], ld: usize) {
+        let low = &self.low;
+        let cs = low.cs;
+        let [sd, sh, sw] = low.src;
+        let width = self.width(bi);
+        let taps = self.blocks[bi].clone();
+        let runs = &self.runs[bi];
+        let mut cur = GridCursor::new(low.grid, row0);
+        for i in 0..m {
+            let [b, d, h, w] = cur.at;
+            let base = [
+                (d * low.step[0]) as isize + low.offset[0],
+                (h * low.step[1]) as isize + low.offset[1],
+                (w * low.step[2]) as isize + low.offset[2],
+            ];
+            let row = &mut dst[i * ld..i * ld + width];
+            let inside = (0..3).all(|a| base[a] >= 0 && base[a] as usize + low.taps[a] <= low.src[a]);
+            if inside {
+                let corner =
+                    (((b * sd + base[0] as usize) * sh + base[1] as usize) * sw + base[2] as usize) * cs;
+                for r in runs {
+                    let from = corner + r.src;
+                    copy_row(&mut row[r.col..r.col + r.len], &src[from..from + r.len]);
+                }
+            } else {
+                for (t, out) in self.offsets[taps.clone()].iter().zip(row.chunks_exact_mut(cs)) {
+                    let (z, y, x) = (base[0] + t[0], base[1] + t[1], base[2] + t[2]);
+                    // A negative coordinate wraps to a huge usize and fails the bound too.
+                    if (z as usize) < sd && (y as usize) < sh && (x as usize) < sw {
+                        let at = (((b * sd + z as usize) * sh + y as usize) * sw + x as usize) * cs;
+                        copy_row(out, &src[at..at + cs]);
+                    } else {
+                        out.fill(E::zero());
+                    }
+                }
+            }
+            cur.advance();
+        }
+    }
+}
+
+/// A B operand `[k, n]` split into column panels, each stored `[k][width]` contiguously,
+/// columns padded with zeros to the engine's multiple.
+struct PackedB<E> {
+    data: Vec<E>,
+    k: usize,
+    n_pad: usize,
+    /// (first column, width) of each panel.
+    panels: Vec<(usize, usize)>,
+}
+
+impl<E: Element> PackedB<E> {
+    /// Packs the `k` rows that `fill_row(r, row)` writes (`n` values each).
+    fn new<P: TileProduct<E>>(k: usize, n: usize, mut fill_row: impl FnMut(usize, &mut [E])) -> Self {
+        let n_pad = n.next_multiple_of(P::COLS);
+        let mut panels = Vec::new();
+        let mut col = 0;
+        while col < n_pad {
+            let width = P::PANEL.min(n_pad - col);
+            panels.push((col, width));
+            col += width;
+        }
+        let mut data = vec![E::zero(); k * n_pad];
+        let mut row = vec![E::zero(); n_pad];
+        for r in 0..k {
+            fill_row(r, &mut row[..n]);
+            for &(col, width) in &panels {
+                let at = k * col + r * width;
+                data[at..at + width].copy_from_slice(&row[col..col + width]);
+            }
+        }
+        Self {
+            data,
+            k,
+            n_pad,
+            panels,
+        }
+    }
+
+    /// Rows `rows` of the panel starting at column `col` with `width` columns.
+    fn panel_rows(&self, col: usize, width: usize, rows: Range<usize>) -> &[E] {
+        let start = self.k * col;
+        &self.data[start + rows.start * width..start + rows.end * width]
+    }
+}
+
+/// An output buffer that parallel tasks write at disjoint voxels.
+#[derive(Clone, Copy)]
+struct SharedOut<E> {
+    ptr: *mut E,
+    len: usize,
+}
+
+// SAFETY: the pointer comes from a `&mut [E]` that outlives the parallel loop, and tasks
+// only write ranges no other task touches (see `range`).
+unsafe impl<E: Send> Send for SharedOut<E> {}
+unsafe impl<E: Send> Sync for SharedOut<E> {}
+
+impl<E> SharedOut<E> {
+    fn new(buf: &mut [E]) -> Self {
+        Self {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+        }
+    }
+
+    /// SAFETY: no other access to `[start, start + len)` may happen while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn range(&self, start: usize, len: usize) -> &mut [E] {
+        assert!(start + len <= self.len, "output range out of bounds");
+        std::slice::from_raw_parts_mut(self.ptr.add(start), len)
+    }
+}
+
+/// One lowered product whose result rows are voxels of the output: row `(b, g)` goes to
+/// voxel `(b, g * out_step + out_phase)` of an output of spatial size `out_dims`.
+struct DataJob<'a, E> {
+    rows: Gatherer,
+    b: PackedB<E>,
+    src: &'a [E],
+    out_dims: [usize; 3],
+    out_step: [usize; 3],
+    out_phase: [usize; 3],
+}
+
+/// One tile of a data product: gather, multiply block by block, write rows (+ bias) out.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn data_tile<E: Element, P: TileProduct<E>>(
+    p: P,
+    job: &DataJob<E>,
+    row0: usize,
+    m: usize,
+    a: &mut [E],
+    c: &mut [E],
+    n_out: usize,
+    bias: Option<&[E]>,
+    out: SharedOut<E>,
+) {
+    let cs = job.rows.low.cs;
+    let m_pad = m.next_multiple_of(P::ROWS);
+    let n_pad = job.b.n_pad;
+    if job.rows.blocks.is_empty() {
+        c[..m * n_pad].fill(E::zero());
+    }
+    for (bi, blk) in job.rows.blocks.iter().enumerate() {
+        let kc = job.rows.width(bi);
+        // Rows m..m_pad keep stale values: their results are never written out.
+        job.rows.gather(job.src, row0, m, bi, a, kc);
+        for &(col, width) in &job.b.panels {
+            let b = job
+                .b
+                .panel_rows(col, width, blk.start * cs..blk.end * cs);
+            p.mul(
+                m_pad,
+                width,
+                kc,
+                &a[..m_pad * kc],
+                kc,
+                1,
+                b,
+                width,
+                &mut c[col..],
+                n_pad,
+                bi > 0,
+            );
+        }
+    }
+    let [od, oh, ow] = job.out_dims;
+    let mut cur = GridCursor::new(job.rows.low.grid, row0);
+    for i in 0..m {
+        let [b, d, h, w] = cur.at;
+        let z = d * job.out_step[0] + job.out_phase[0];
+        let y = h * job.out_step[1] + job.out_phase[1];
+        let x = w * job.out_step[2] + job.out_phase[2];
+        let voxel = ((b * od + z) * oh + y) * ow + x;
+        // SAFETY: distinct (job, row) pairs map to distinct voxels, and each row belongs to
+        // exactly one task.
+        let dst = unsafe { out.range(voxel * n_out, n_out) };
+        let src = &c[i * n_pad..i * n_pad + n_out];
+        match bias {
+            Some(bias) => {
+                for ((d, s), b) in dst.iter_mut().zip(src).zip(bias) {
+                    *d = *s + *b;
+                }
+            }
+            None => copy_row(dst, src),
+        }
+        cur.advance();
+    }
+}
+
+/// Runs every tile of every job in parallel, writing `out` (`n_out` values per voxel).
+/// Tasks are ordered by tile, then job, so that the stride phases of one region (which
+/// interleave in the output and read the same source rows) run together.
+fn run_data<E: Element, P: TileProduct<E>>(
+    p: P,
+    jobs: &[DataJob<E>],
+    n_out: usize,
+    bias: Option<&[E]>,
+    out: &mut [E],
+) {
+    let most = jobs.iter().map(|j| j.rows.low.rows()).max().unwrap_or(0);
+    if most == 0 {
+        return;
+    }
+    let tile = tile_rows(most * jobs.len(), DATA_ROWS, P::ROWS);
+    let tasks: Vec<(usize, usize, usize)> = (0..most)
+        .step_by(tile)
+        .flat_map(|r0| {
+            jobs.iter().enumerate().filter_map(move |(ji, job)| {
+                let rows = job.rows.low.rows();
+                (r0 < rows).then(|| (ji, r0, tile.min(rows - r0)))
+            })
+        })
+        .collect();
+    let kc_max = jobs
+        .iter()
+        .flat_map(|j| (0..j.rows.blocks.len()).map(|bi| j.rows.width(bi)))
+        .max()
+        .unwrap_or(0);
+    let n_pad = jobs.iter().map(|j| j.b.n_pad).max().unwrap_or(0);
+    let tile_pad = tile.next_multiple_of(P::ROWS);
+    let shared = SharedOut::new(out);
+    tasks.par_iter().for_each_init(
+        || {
+            (
+                vec![E::zero(); tile_pad * kc_max],
+                vec![E::zero(); tile_pad * n_pad],
+            )
+        },
+        |(a, c), &(ji, r0, m)| {
+            p.within(
+                #[inline(always)]
+                || data_tile(p, &jobs[ji], r0, m, a, c, n_out, bias, shared),
+            )
+        },
+    );
+}
+
+fn forward<E: Element, P: TileProduct<E>>(
+    p: P,
+    x: &[E],
+    w: &[E],
+    bias: Option<&[E]>,
+    g: &ConvGeometry,
+    y: &mut [E],
+) {
+    let rows = Gatherer::new(Lowering::forward(g));
+    let n = g.cout;
+    let b = PackedB::new::<P>(g.kernel_volume() * g.cin, n, |r, row| {
+        row.copy_from_slice(&w[r * n..(r + 1) * n])
+    });
+    let job = DataJob {
+        rows,
+        b,
+        src: x,
+        out_dims: g.output,
+        out_step: [1; 3],
+        out_phase: [0; 3],
+    };
+    run_data(p, &[job], n, bias, y);
+}
+
+fn backward_data<E: Element, P: TileProduct<E>>(
+    p: P,
+    dy: &[E],
+    w: &[E],
+    bias: Option<&[E]>,
+    g: &ConvGeometry,
+    dx: &mut [E],
+) {
+    let (cin, cout) = (g.cin, g.cout);
+    let [_, kh, kw] = g.kernel;
+    let mut jobs = Vec::new();
+    for rd in 0..g.stride[0] {
+        for rh in 0..g.stride[1] {
+            for rw in 0..g.stride[2] {
+                let phase = [rd, rh, rw];
+                let (low, kidx) = Lowering::backward_data_phase(g, phase);
+                if low.rows() == 0 {
+                    continue;
+                }
+                // The kernel index of each tap, in the lowering's tap order.
+                let mut tap_kernel = Vec::with_capacity(low.tap_count());
+                for &a in &kidx[0] {
+                    for &b in &kidx[1] {
+                        for &c in &kidx[2] {
+                            tap_kernel.push((a * kh + b) * kw + c);
+                        }
+                    }
+                }
+                // B row (tap, co), column ci = w[kernel index of tap, ci, co].
+                let b = PackedB::new::<P>(low.tap_count() * cout, cin, |r, row| {
+                    let (k, co) = (tap_kernel[r / cout], r % cout);
+                    for (ci, v) in row.iter_mut().enumerate() {
+                        *v = w[(k * cin + ci) * cout + co];
+                    }
+                });
+                jobs.push(DataJob {
+                    rows: Gatherer::new(low),
+                    b,
+                    src: dy,
+                    out_dims: g.input,
+                    out_step: g.stride,
+                    out_phase: phase,
+                });
+            }
+        }
+    }
+    run_data(p, &jobs, cin, bias, dx);
+}
+
+/// One thread's share of the weight gradient: its partial sum and scratch tiles.
+struct WeightPartial<E> {
+    acc: Vec<E>,
+    a: Vec<E>,
+    b: Vec<E>,
+}
+
+fn backward_weight<E: Element, P: TileProduct<E>>(
+    p: P,
+    x: &[E],
+    dy: &[E],
+    g: &ConvGeometry,
+    dw: &mut [E],
+) {
+    let rows = Gatherer::new(Lowering::forward(g));
+    let (cin, n) = (g.cin, g.cout);
+    let n_pad = n.next_multiple_of(P::COLS);
+    let blocks = rows.blocks.len();
+    // Block `i`'s rows of the partial gradient start at `first_row[i]`, padded to the
+    // engine's row multiple (the padding rows collect values that are never read).
+    let padded: Vec<usize> = (0..blocks)
+        .map(|bi| rows.width(bi).next_multiple_of(P::ROWS))
+        .collect();
+    let first_row: Vec<usize> = padded
+        .iter()
+        .scan(0, |acc, &r| {
+            *acc += r;
+            Some(*acc - r)
+        })
+        .collect();
+    let acc_rows: usize = padded.iter().sum();
+    let kc_max = padded.iter().copied().max().unwrap_or(0);
+
+    let total = rows.low.rows();
+    let tile = tile_rows(total, WEIGHT_ROWS, 1);
+    let copy_dy = n % P::COLS != 0;
+    // One partial sum per thread, whichever tiles it ends up running.
+    let partials: Vec<Mutex<Option<WeightPartial<E>>>> =
+        (0..rayon::current_num_threads()).map(|_| Mutex::new(None)).collect();
+    (0..total.div_ceil(tile)).into_par_iter().for_each(|ti| {
+        let slot = &partials[rayon::current_thread_index().unwrap_or(0) % partials.len()];
+        let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let s = guard.get_or_insert_with(|| WeightPartial {
+            acc: vec![E::zero(); acc_rows * n_pad],
+            a: vec![E::zero(); tile * kc_max],
+            b: if copy_dy {
+                vec![E::zero(); tile * n_pad]
+            } else {
+                Vec::new()
+            },
+        });
+        let r0 = ti * tile;
+        let m = tile.min(total - r0);
+        p.within(
+            #[inline(always)]
+            || {
+                let (b, b_ps) = if copy_dy {
+                    let rows_in = dy[r0 * n..(r0 + m) * n].chunks_exact(n);
+                    for (dst, src) in s.b.chunks_exact_mut(n_pad).zip(rows_in) {
+                        copy_row(&mut dst[..n], src);
+                    }
+                    (&s.b[..m * n_pad], n_pad)
+                } else {
+                    (&dy[r0 * n..(r0 + m) * n], n)
+                };
+                for (bi, &kcp) in padded.iter().enumerate() {
+                    rows.gather(x, r0, m, bi, &mut s.a, kcp);
+                    p.mul(
+                        kcp,
+                        n_pad,
+                        m,
+                        &s.a[..m * kcp],
+                        1,
+                        kcp,
+                        b,
+                        b_ps,
+                        &mut s.acc[first_row[bi] * n_pad..],
+                        n_pad,
+                        true,
+                    );
+                }
+            },
+        );
+    });
+    let mut partials = partials
+        .into_iter()
+        .filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()).map(|s| s.acc));
+    let Some(mut sum) = partials.next() else {
+        return;
+    };
+    for other in partials {
+        for (a, b) in sum.iter_mut().zip(&other) {
+            *a = *a + *b;
+        }
+    }
+    for (bi, blk) in rows.blocks.iter().enumerate() {
+        for (j, t) in blk.clone().enumerate() {
+            for ci in 0..cin {
+                let row = first_row[bi] + j * cin + ci;
+                let k = t * cin + ci;
+                dw[k * n..(k + 1) * n].copy_from_slice(&sum[row * n_pad..row * n_pad + n]);
+            }
+        }
+    }
+}
+
+fn check_len(op: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
+    if got != want {
+        return Err(Error::shape(
+            op,
+            format!("{what} has {got} elements, the geometry needs {want}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_geometry<E>(
+    op: &'static str,
+    g: &ConvGeometry,
+    input: (&str, &[E]),
+    other: (&str, &[E], usize),
+    bias: Option<&[E]>,
+) -> Result<()> {
+    g.validate(op)?;
+    check_len(op, input.0, input.1.len(), g.n * g.input_voxels() * g.cin)?;
+    check_len(op, other.0, other.1.len(), other.2)?;
+    if let Some(b) = bias {
+        check_len(op, "bias", b.len(), g.cout)?;
+    }
+    Ok(())
+}
+
+/// The AVX-512 engine when `E` is f32 and the CPU has it.
+#[cfg(target_arch = "x86_64")]
+fn fast_engine<E: Element>() -> Option<Avx512> {
+    if std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>() {
+        Avx512::detect()
+    } else {
+        None
+    }
+}
+
+/// `s` seen as f32; only called where `fast_engine::<E>()` established that E is f32.
+#[cfg(target_arch = "x86_64")]
+fn f32s<E: Element>(s: &[E]) -> &[f32] {
+    bytemuck::cast_slice(s)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn f32s_mut<E: Element>(s: &mut [E]) -> &mut [f32] {
+    bytemuck::cast_slice_mut(s)
+}
+
+impl<E: Element> Conv3dKernel for CpuBackend<E> {
+    fn conv3d_forward(
+        &self,
+        x: &Vec<E>,
+        w: &Vec<E>,
+        bias: Option<&Vec<E>>,
+        g: &ConvGeometry,
+    ) -> Result<Vec<E>> {
+        let wlen = g.kernel_volume() * g.cin * g.cout;
+        let bias = bias.map(|b| b.as_slice());
+        check_geometry("conv3d forward", g, ("x", x), ("w", w, wlen), bias)?;
+        let mut y = vec![E::zero(); g.n * g.output_voxels() * g.cout];
+        #[cfg(target_arch = "x86_64")]
+        if let Some(p) = fast_engine::<E>() {
+            forward(p, f32s(x), f32s(w), bias.map(f32s), g, f32s_mut(&mut y));
+            return Ok(y);
+        }
+        forward(Gemm, x, w, bias, g, &mut y);
+        Ok(y)
+    }
+
+    fn conv3d_backward_data(
+        &self,
+        dy: &Vec<E>,
+        w: &Vec<E>,
+        bias: Option<&Vec<E>>,
+        g: &ConvGeometry,
+    ) -> Result<Vec<E>> {
+        let op = "conv3d backward_data";
+        g.validate(op)?;
+        check_len(op, "dy", dy.len(), g.n * g.output_voxels() * g.cout)?;
+        check_len(op, "w", w.len(), g.kernel_volume() * g.cin * g.cout)?;
+        let bias = bias.map(|b| b.as_slice());
+        if let Some(b) = bias {
+            check_len(op, "bias", b.len(), g.cin)?;
+        }
+        let mut dx = vec![E::zero(); g.n * g.input_voxels() * g.cin];
+        #[cfg(target_arch = "x86_64")]
+        if let Some(p) = fast_engine::<E>() {
+            backward_data(p, f32s(dy), f32s(w), bias.map(f32s), g, f32s_mut(&mut dx));
+            return Ok(dx);
+        }
+        backward_data(Gemm, dy, w, bias, g, &mut dx);
+        Ok(dx)
+    }
+
+    fn conv3d_backward_weight(
+        &self,
+        x: &Vec<E>,
+        dy: &Vec<E>,
+        g: &ConvGeometry,
+    ) -> Result<Vec<E>> {
+        let dylen = g.n * g.output_voxels() * g.cout;
+        check_geometry("conv3d backward_weight", g, ("x", x), ("dy", dy, dylen), None)?;
+        let mut dw = vec![E::zero(); g.kernel_volume() * g.cin * g.cout];
+        #[cfg(target_arch = "x86_64")]
+        if let Some(p) = fast_engine::<E>() {
+            backward_weight(p, f32s(x), f32s(dy), g, f32s_mut(&mut dw));
+            return Ok(dw);
+        }
+        backward_weight(Gemm, x, dy, g, &mut dw);
+        Ok(dw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tap_blocks_cover_all_taps_in_order() {
+        for (taps, cs) in [(27, 32), (27, 256), (1, 4096), (8, 3), (343, 1)] {
+            let blocks = tap_blocks(taps, cs);
+            let flat: Vec<usize> = blocks.iter().flat_map(|b| b.clone()).collect();
+            assert_eq!(flat, (0..taps).collect::<Vec<_>>(), "{taps} x {cs}");
+            assert!(blocks.iter().all(|b| !b.is_empty()));
+        }
+        assert!(tap_blocks(0, 8).is_empty());
+    }
+
+    #[test]
+    fn grid_cursor_walks_rows_in_order() {
+        let grid = [2, 3, 4];
+        let mut cur = GridCursor::new(grid, 5);
+        for row in 5..48 {
+            assert_eq!(cur.at, GridCursor::new(grid, row).at, "row {row}");
+            let [b, d, h, w] = cur.at;
+            assert_eq!(((b * 2 + d) * 3 + h) * 4 + w, row);
+            cur.advance();
+        }
+    }
+
+    /// Every input voxel belongs to exactly one phase, and each phase's taps reach it from
+    /// the output voxels the forward pass maps it into.
+    #[test]
+    fn backward_data_phases_partition_the_input() {
+        let g = ConvGeometry {
+            n: 1,
+            input: [7, 6, 5],
+            cin: 1,
+            output: [3, 3, 2],
+            cout: 1,
+            kernel: [3, 2, 4],
+            stride: [2, 2, 3],
+            pad_before: [0, 1, 2],
+        };
+        let mut seen = vec![0; 7 * 6 * 5];
+        for rd in 0..2 {
+            for rh in 0..2 {
+                for rw in 0..3 {
+                    let phase = [rd, rh, rw];
+                    let (low, kidx) = Lowering::backward_data_phase(&g, phase);
+                    for a in 0..3 {
+                        for (t, &k) in kidx[a].iter().enumerate() {
+                            // Source o = g + offset + t must satisfy o * s - p + k = g * s + r.
+                            for gi in 0..low.grid[a] {
+                                let o = gi as isize + low.offset[a] + t as isize;
+                                let i = gi * g.stride[a] + phase[a];
+                                assert_eq!(
+                                    o * g.stride[a] as isize - g.pad_before[a] as isize
+                                        + k as isize,
+                                    i as isize
+                                );
+                            }
+                        }
+                    }
+                    for gd in 0..low.grid[0] {
+                        for gh in 0..low.grid[1] {
+                            for gw in 0..low.grid[2] {
+                                let (z, y, x) = (gd * 2 + rd, gh * 2 + rh, gw * 3 + rw);
+                                seen[(z * 6 + y) * 5 + x] += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(seen.iter().all(|&c| c == 1));
+    }
+
+    /// The f32 fast path and the generic engine agree (the generic one is what f64 uses).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_and_gemm_engines_agree_where_available() {
+        let Some(fast) = Avx512::detect() else {
+            eprintln!("no AVX-512 on this CPU: the f32 fast path is not exercised");
+            return;
+        };
+        let g = ConvGeometry {
+            n: 2,
+            input: [5, 6, 7],
+            cin: 19,
+            output: [3, 3, 4],
+            cout: 37,
+            kernel: [3, 2, 3],
+            stride: [2, 2, 2],
+            pad_before: [1, 0, 1],
+        };
+        let mut rng = crate::rng::Rng::new(7);
+        let mut values = |n: usize| -> Vec<f32> {
+            (0..n).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect()
+        };
+        let x = values(g.n * g.input_voxels() * g.cin);
+        let w = values(g.kernel_volume() * g.cin * g.cout);
+        let dy = values(g.n * g.output_voxels() * g.cout);
+        let bias = values(g.cout);
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            assert_eq!(a.len(), b.len());
+            for (i, (u, v)) in a.iter().zip(b).enumerate() {
+                assert!((u - v).abs() <= 1e-4 * (1.0 + v.abs()), "{what} {i}: {u} vs {v}");
+            }
+        };
+        let mut y = (vec![0.0; dy.len()], vec![0.0; dy.len()]);
+        forward(fast, &x, &w, Some(&bias), &g, &mut y.0);
+        forward(Gemm, &x, &w, Some(&bias), &g, &mut y.1);
+        close(&y.0, &y.1, "forward");
+        let mut dx = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        backward_data(fast, &dy, &w, None, &g, &mut dx.0);
+        backward_data(Gemm, &dy, &w, None, &g, &mut dx.1);
+        close(&dx.0, &dx.1, "backward_data");
+        let mut dw = (vec![0.0; w.len()], vec![0.0; w.len()]);
+        backward_weight(fast, &x, &dy, &g, &mut dw.0);
+        backward_weight(Gemm, &x, &dy, &g, &mut dw.1);
+        close(&dw.0, &dw.1, "backward_weight");
+    }
+}

@@ -1,0 +1,369 @@
+//! 3D convolution and transposed convolution, NDHWC activations, DHWIO weights.
+//!
+//! The kernel trait has the three passes of a convolution. A transposed convolution is the
+//! same three passes with roles exchanged: its forward is the backward-data of the
+//! convolution it reverses, its input gradient that convolution's forward, and its weight
+//! gradient that convolution's backward-weight with x and dy swapped.
+mod cpu;
+mod geometry;
+mod product;
+
+pub use geometry::{
+    conv3d_output_size, conv_transpose3d_output_size, Conv3dSpec, ConvGeometry,
+    ConvTranspose3dSpec, Padding,
+};
+
+use crate::autograd::{BackwardOp, Var};
+use crate::backend::BackendBase;
+use crate::error::{Error, Result};
+use crate::tensor::{Shape, Tensor};
+use crate::tensor_ops::reduce::{sum_axis1, Axis1};
+use crate::tensor_ops::Backend;
+
+pub trait Conv3dKernel: BackendBase {
+    /// `y [N, D', H', W', Cout] = x [N, D, H, W, Cin] * w [kd, kh, kw, Cin, Cout]`, plus
+    /// `bias [Cout]` on every voxel when given.
+    fn conv3d_forward(
+        &self,
+        x: &Self::Storage,
+        w: &Self::Storage,
+        bias: Option<&Self::Storage>,
+        g: &ConvGeometry,
+    ) -> Result<Self::Storage>;
+    /// The gradient `dx [N, D, H, W, Cin]` of the forward given `dy [N, D', H', W', Cout]`;
+    /// with `bias [Cin]` it is a transposed convolution's forward.
+    fn conv3d_backward_data(
+        &self,
+        dy: &Self::Storage,
+        w: &Self::Storage,
+        bias: Option<&Self::Storage>,
+        g: &ConvGeometry,
+    ) -> Result<Self::Storage>;
+    /// The gradient `dw [kd, kh, kw, Cin, Cout]` of the forward.
+    fn conv3d_backward_weight(
+        &self,
+        x: &Self::Storage,
+        dy: &Self::Storage,
+        g: &ConvGeometry,
+    ) -> Result<Self::Storage>;
+}
+
+fn check_bias<B: Backend>(
+    op: &'static str,
+    bias: Option<&Tensor<B>>,
+    channels: usize,
+) -> Result<()> {
+    match bias {
+        Some(b) if b.dims() != [channels] => Err(Error::shape(
+            op,
+            format!("bias of shape {} for {channels} output channels", b.shape()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `x [N, D, H, W, Cin]` convolved with `w [kd, kh, kw, Cin, Cout]` (+ `bias [Cout]`),
+/// without recording.
+pub fn conv3d<B: Backend>(
+    x: &Tensor<B>,
+    w: &Tensor<B>,
+    bias: Option<&Tensor<B>>,
+    spec: &Conv3dSpec,
+) -> Result<Tensor<B>> {
+    let g = ConvGeometry::conv3d(x.shape(), w.shape(), spec)?;
+    check_bias("conv3d", bias, g.cout)?;
+    let y = x
+        .backend()
+        .conv3d_forward(x.storage(), w.storage(), bias.map(|b| b.storage()), &g)?;
+    Tensor::from_storage(x.backend(), g.output_shape(), y)
+}
+
+/// `x [N, D, H, W, Cin]` transposed-convolved with `w [kd, kh, kw, Cout, Cin]`
+/// (+ `bias [Cout]`), without recording.
+pub fn conv_transpose3d<B: Backend>(
+    x: &Tensor<B>,
+    w: &Tensor<B>,
+    bias: Option<&Tensor<B>>,
+    spec: &ConvTranspose3dSpec,
+) -> Result<Tensor<B>> {
+    let g = ConvGeometry::conv_transpose3d(x.shape(), w.shape(), spec)?;
+    check_bias("conv_transpose3d", bias, g.cin)?;
+    let y = x.backend().conv3d_backward_data(
+        x.storage(),
+        w.storage(),
+        bias.map(|b| b.storage()),
+        &g,
+    )?;
+    Tensor::from_storage(x.backend(), g.input_shape(), y)
+}
+
+/// Saves the input and the weight (each needed for the other's gradient) and the geometry.
+struct ConvBackward<B: Backend> {
+    x: Tensor<B>,
+    w: Tensor<B>,
+    geom: ConvGeometry,
+    transposed: bool,
+}
+
+impl<B: Backend> BackwardOp<B> for ConvBackward<B> {
+    fn backward(
+        self: Box<Self>,
+        grad: &Tensor<B>,
+        needs: &[bool],
+    ) -> Result<Vec<Option<Tensor<B>>>> {
+        let be = grad.backend();
+        let g = &self.geom;
+        let dx = if needs[0] {
+            let s = if self.transposed {
+                be.conv3d_forward(grad.storage(), self.w.storage(), None, g)?
+            } else {
+                be.conv3d_backward_data(grad.storage(), self.w.storage(), None, g)?
+            };
+            Some(Tensor::from_storage(be, self.x.shape().clone(), s)?)
+        } else {
+            None
+        };
+        let dw = if needs[1] {
+            let s = if self.transposed {
+                be.conv3d_backward_weight(grad.storage(), self.x.storage(), g)?
+            } else {
+                be.conv3d_backward_weight(self.x.storage(), grad.storage(), g)?
+            };
+            Some(Tensor::from_storage(be, self.w.shape().clone(), s)?)
+        } else {
+            None
+        };
+        let mut out = vec![dx, dw];
+        if needs.len() > 2 {
+            let db = if needs[2] {
+                let c = grad.shape().last();
+                let view = Axis1 {
+                    outer: 1,
+                    mid: grad.numel() / c,
+                    inner: c,
+                };
+                Some(sum_axis1(grad, view, Shape::new(&[c]))?)
+            } else {
+                None
+            };
+            out.push(db);
+        }
+        Ok(out)
+    }
+}
+
+impl<B: Backend> Var<B> {
+    /// `self [N, D, H, W, Cin]` convolved with `w [kd, kh, kw, Cin, Cout]` (+ `bias [Cout]`):
+    /// `[N, D', H', W', Cout]`.
+    pub fn conv3d(&self, w: &Var<B>, bias: Option<&Var<B>>, spec: &Conv3dSpec) -> Result<Var<B>> {
+        let y = conv3d(self.value(), w.value(), bias.map(|b| b.value()), spec)?;
+        let geom = ConvGeometry::conv3d(self.shape(), w.shape(), spec)?;
+        self.record_conv("conv3d", y, w, bias, geom, false)
+    }
+
+    /// Transposed convolution: `self [N, D, H, W, Cin]`, `w [kd, kh, kw, Cout, Cin]`
+    /// (+ `bias [Cout]`). Output size per axis:
+    /// (in - 1) * stride + k - pad_before - pad_after + output_padding.
+    pub fn conv_transpose3d(
+        &self,
+        w: &Var<B>,
+        bias: Option<&Var<B>>,
+        spec: &ConvTranspose3dSpec,
+    ) -> Result<Var<B>> {
+        let y = conv_transpose3d(self.value(), w.value(), bias.map(|b| b.value()), spec)?;
+        let geom = ConvGeometry::conv_transpose3d(self.shape(), w.shape(), spec)?;
+        self.record_conv("conv_transpose3d", y, w, bias, geom, true)
+    }
+
+    fn record_conv(
+        &self,
+        op: &'static str,
+        y: Tensor<B>,
+        w: &Var<B>,
+        bias: Option<&Var<B>>,
+        geom: ConvGeometry,
+        transposed: bool,
+    ) -> Result<Var<B>> {
+        let mut inputs = vec![self, w];
+        inputs.extend(bias);
+        Ok(Var::from_op(op, y, &inputs, || ConvBackward {
+            x: self.value().clone(),
+            w: w.value().clone(),
+            geom,
+            transposed,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::{Cpu, Cpu64};
+
+    fn var<B: Backend>(b: &B, shape: &[usize], data: &[f64]) -> Var<B> {
+        let data: Vec<f32> = data.iter().map(|&v| v as f32).collect();
+        Var::constant(Tensor::from_f32(b, shape, &data).unwrap())
+    }
+
+    fn zeros(shape: &[usize]) -> Var<Cpu> {
+        Var::constant(Tensor::zeros(&Cpu::new(), shape).unwrap())
+    }
+
+    #[test]
+    fn known_answer_5x5_image_3x3_kernel() {
+        #[rustfmt::skip]
+        let image = [
+            1.0, 1.0, 1.0, 0.0, 0.0,
+            0.0, 1.0, 1.0, 1.0, 0.0,
+            0.0, 0.0, 1.0, 1.0, 1.0,
+            0.0, 0.0, 1.0, 1.0, 0.0,
+            0.0, 1.0, 1.0, 0.0, 0.0,
+        ];
+        let kernel = [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0];
+        let want = [4.0, 3.0, 4.0, 2.0, 4.0, 3.0, 2.0, 3.0, 4.0];
+        let spec = Conv3dSpec {
+            stride: [1; 3],
+            padding: Padding::Valid,
+        };
+        // In f32 (the AVX-512 path where available) and f64 (the generic path).
+        let y = var(&Cpu::new(), &[1, 1, 5, 5, 1], &image)
+            .conv3d(&var(&Cpu::new(), &[1, 3, 3, 1, 1], &kernel), None, &spec)
+            .unwrap();
+        assert_eq!(y.dims(), &[1, 1, 3, 3, 1]);
+        assert_eq!(y.value().to_vec_f64().unwrap(), want);
+        let y = var(&Cpu64::new(), &[1, 1, 5, 5, 1], &image)
+            .conv3d(&var(&Cpu64::new(), &[1, 3, 3, 1, 1], &kernel), None, &spec)
+            .unwrap();
+        assert_eq!(y.value().to_vec_f64().unwrap(), want);
+    }
+
+    #[test]
+    fn bias_is_added_to_every_voxel() {
+        let b = Cpu::new();
+        let x = var(&b, &[1, 1, 1, 2, 1], &[1.0, 2.0]);
+        let w = var(&b, &[1, 1, 1, 1, 2], &[1.0, -1.0]);
+        let bias = var(&b, &[2], &[10.0, 20.0]);
+        let y = x.conv3d(&w, Some(&bias), &Conv3dSpec::default()).unwrap();
+        assert_eq!(y.value().to_vec().unwrap(), vec![11.0, 19.0, 12.0, 18.0]);
+    }
+
+    #[test]
+    fn same_and_valid_output_sizes_follow_keras() {
+        let stride2 = |padding| Conv3dSpec {
+            stride: [2; 3],
+            padding,
+        };
+        // 'same': ceil(in / s); 'valid': floor((in - k) / s) + 1.
+        for (input, k, same, valid) in [
+            ([7, 9, 11], [3, 3, 3], [4, 5, 6], [3, 4, 5]),
+            ([5, 6, 13], [3, 1, 2], [3, 3, 7], [2, 3, 6]),
+            ([3, 1, 4], [3, 1, 3], [2, 1, 2], [1, 1, 1]),
+        ] {
+            assert_eq!(
+                conv3d_output_size(input, k, &stride2(Padding::Same)).unwrap(),
+                same
+            );
+            assert_eq!(
+                conv3d_output_size(input, k, &stride2(Padding::Valid)).unwrap(),
+                valid
+            );
+        }
+        // 'same' pads (out - 1) * s + k - in in total, the smaller half before:
+        // in 7, k 3, s 2: out 4, total 2 -> [1, 1]; in 6, k 4, s 2: out 3, total 2 -> [1, 1];
+        // in 6, k 3, s 2: out 3, total 1 -> [0, 1].
+        let x = zeros(&[1, 7, 6, 6, 1]);
+        let w = zeros(&[3, 4, 3, 1, 1]);
+        let g = ConvGeometry::conv3d(x.shape(), w.shape(), &stride2(Padding::Same)).unwrap();
+        assert_eq!(g.output, [4, 3, 3]);
+        assert_eq!(g.pad_before, [1, 1, 0]);
+        let y = x.conv3d(&w, None, &stride2(Padding::Same)).unwrap();
+        assert_eq!(y.dims(), &[1, 4, 3, 3, 1]);
+        let explicit = Padding::Explicit([[0, 1], [2, 0], [1, 1]]);
+        assert_eq!(
+            conv3d_output_size([7, 6, 6], [3, 4, 3], &stride2(explicit)).unwrap(),
+            [3, 3, 3]
+        );
+    }
+
+    #[test]
+    fn transposed_output_size_and_to_size() {
+        let spec = ConvTranspose3dSpec {
+            stride: [2; 3],
+            padding: [[0, 0]; 3],
+            output_padding: [0; 3],
+        };
+        assert_eq!(
+            conv_transpose3d_output_size([4, 5, 6], [2, 2, 2], &spec).unwrap(),
+            [8, 10, 12]
+        );
+        // Targets below, at and one above the full output (2 * in for k = s = 2).
+        let s = ConvTranspose3dSpec::to_size([2, 2, 3], [2; 3], [4, 5, 6], [7, 10, 14]).unwrap();
+        assert_eq!(s.padding, [[0, 1], [0, 0], [0, 0]]);
+        assert_eq!(s.output_padding, [0, 0, 1]);
+        assert_eq!(
+            conv_transpose3d_output_size([4, 5, 6], [2, 2, 3], &s).unwrap(),
+            [7, 10, 14]
+        );
+        let x = zeros(&[1, 4, 5, 6, 3]);
+        let w = zeros(&[2, 2, 3, 2, 3]);
+        let y = x.conv_transpose3d(&w, None, &s).unwrap();
+        assert_eq!(y.dims(), &[1, 7, 10, 14, 2]);
+        // Two voxels beyond the full output need output padding >= stride.
+        let err = ConvTranspose3dSpec::to_size([2; 3], [2; 3], [4; 3], [10, 8, 8]).unwrap_err();
+        assert!(err.to_string().contains("conv_transpose3d"), "{err}");
+        // Cropping a whole kernel's extent from a side is refused.
+        assert!(ConvTranspose3dSpec::to_size([2; 3], [2; 3], [4; 3], [4, 8, 8]).is_err());
+    }
+
+    #[test]
+    fn errors_name_the_op_and_the_shapes() {
+        let spec = Conv3dSpec::default();
+        let x = zeros(&[1, 4, 4, 4, 3]);
+        let err = x.conv3d(&zeros(&[3, 3, 3, 5, 8]), None, &spec).unwrap_err().to_string();
+        assert!(
+            err.starts_with("conv3d:") && err.contains("[1, 4, 4, 4, 3]") && err.contains("[3, 3, 3, 5, 8]"),
+            "{err}"
+        );
+        let err = zeros(&[4, 4, 4, 3])
+            .conv3d(&zeros(&[3, 3, 3, 3, 8]), None, &spec)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("conv3d:") && err.contains("[4, 4, 4, 3]"), "{err}");
+        let err = x.conv3d(&zeros(&[3, 3, 3, 8]), None, &spec).unwrap_err().to_string();
+        assert!(err.starts_with("conv3d:") && err.contains("[3, 3, 3, 8]"), "{err}");
+        let err = x
+            .conv3d(&zeros(&[5, 3, 3, 3, 8]), None, &Conv3dSpec { stride: [1; 3], padding: Padding::Valid })
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("conv3d:") && err.contains("larger than the padded input"), "{err}");
+        let err = x
+            .conv3d(&zeros(&[3, 3, 3, 3, 8]), None, &Conv3dSpec { stride: [1, 0, 1], padding: Padding::Same })
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("conv3d:") && err.contains("stride"), "{err}");
+        let err = x
+            .conv3d(&zeros(&[3, 3, 3, 3, 8]), Some(&zeros(&[3])), &spec)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("conv3d:") && err.contains("bias"), "{err}");
+        let t = ConvTranspose3dSpec { stride: [2; 3], padding: [[0, 0]; 3], output_padding: [0; 3] };
+        let err = x.conv_transpose3d(&zeros(&[2, 2, 2, 8, 5]), None, &t).unwrap_err().to_string();
+        assert!(err.starts_with("conv_transpose3d:") && err.contains("[2, 2, 2, 8, 5]"), "{err}");
+    }
+
+    #[test]
+    fn kernels_reject_buffers_that_do_not_fit_the_geometry() {
+        let b = Cpu::new();
+        let g = ConvGeometry::conv3d(
+            &Shape::new(&[1, 2, 2, 2, 3]),
+            &Shape::new(&[1, 1, 1, 3, 4]),
+            &Conv3dSpec::default(),
+        )
+        .unwrap();
+        let err = b.conv3d_forward(&vec![0.0; 23], &vec![0.0; 12], None, &g).unwrap_err();
+        assert!(err.to_string().contains("x has 23 elements"), "{err}");
+        let mut zero_stride = g;
+        zero_stride.stride = [1, 0, 1];
+        assert!(b.conv3d_backward_weight(&vec![0.0; 24], &vec![0.0; 32], &zero_stride).is_err());
+    }
+}
