@@ -54,7 +54,7 @@ pub fn load_case(
         let slot = match files.iter().position(|f| f.path() == image.path) {
             Some(i) => i,
             None => {
-                files.push(NiftiFile::open(&image.path)?);
+                files.push(NiftiFile::open(&image.path).map_err(|e| in_case(&case.id, e))?);
                 files.len() - 1
             }
         };
@@ -89,7 +89,7 @@ pub fn load_case(
     let label = match &case.label {
         None => None,
         Some(path) => {
-            let file = NiftiFile::open(path)?;
+            let file = NiftiFile::open(path).map_err(|e| in_case(&case.id, e))?;
             let header = file.header();
             if header.channels != 1 {
                 return Err(Error::file(
@@ -120,6 +120,17 @@ pub fn load_case(
     ))
 }
 
+/// Adds the case to a file error, so a corrupt file names the case it belongs to.
+fn in_case(case: &str, e: Error) -> Error {
+    match e {
+        Error::File { path, msg } => Error::File {
+            path,
+            msg: format!("case {case}: {msg}"),
+        },
+        other => other,
+    }
+}
+
 fn check_same_grid(
     case: &str,
     reference: &NiftiHeaderInfo,
@@ -144,14 +155,23 @@ fn check_same_grid(
         return Err(Error::file(
             path,
             format!(
-                "case {case}: affine {:?} differs from {:?} of {} (largest difference {distance:.4})",
-                header.affine(),
-                reference.affine(),
+                "case {case}: affine {} differs from {} of {} (largest difference {distance:.4})",
+                brief_affine(header),
+                brief_affine(reference),
                 reference_path.display()
             ),
         ));
     }
     Ok(())
+}
+
+/// The top three rows of the affine, 3 decimals: enough to see what differs.
+fn brief_affine(header: &NiftiHeaderInfo) -> String {
+    let rows: Vec<String> = header.affine()[..3]
+        .iter()
+        .map(|r| format!("[{:.3} {:.3} {:.3} {:.3}]", r[0], r[1], r[2], r[3]))
+        .collect();
+    rows.join(" ")
 }
 
 fn handle_non_finite(

@@ -519,11 +519,23 @@ impl VoxelData<'_> {
             VoxelData::Float32(_) => VoxelType::Float32,
         }
     }
+    /// Writes the voxels little-endian, converting in blocks so the (gzip) writer gets
+    /// large writes.
     fn write_le(&self, w: &mut impl Write) -> std::io::Result<()> {
+        const BLOCK: usize = 1 << 16;
+        let mut buf = Vec::with_capacity(BLOCK * 4);
         match self {
             VoxelData::Uint8(d) => w.write_all(d),
-            VoxelData::Int16(d) => d.iter().try_for_each(|v| w.write_all(&v.to_le_bytes())),
-            VoxelData::Float32(d) => d.iter().try_for_each(|v| w.write_all(&v.to_le_bytes())),
+            VoxelData::Int16(d) => d.chunks(BLOCK).try_for_each(|block| {
+                buf.clear();
+                buf.extend(block.iter().flat_map(|v| v.to_le_bytes()));
+                w.write_all(&buf)
+            }),
+            VoxelData::Float32(d) => d.chunks(BLOCK).try_for_each(|block| {
+                buf.clear();
+                buf.extend(block.iter().flat_map(|v| v.to_le_bytes()));
+                w.write_all(&buf)
+            }),
         }
     }
 }
