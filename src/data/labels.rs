@@ -405,7 +405,7 @@ impl TargetSpec {
     pub fn decode(&self, spec: &LabelSpec, probs: &[f32]) -> Result<Vec<u8>> {
         self.validate(spec)?;
         let c = self.channels(spec);
-        if probs.len() % c != 0 {
+        if !probs.len().is_multiple_of(c) {
             return Err(Error::data(
                 "decode",
                 format!(

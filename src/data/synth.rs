@@ -119,12 +119,12 @@ impl SmoothField {
         let cells = (self.n - 1) as f32;
         let mut i0 = [0usize; 3];
         let mut w = [0f32; 3];
-        for a in 0..3 {
-            let t = ((p[a] + 1.0) * 0.5 * cells).clamp(0.0, cells - 1e-4);
+        for ((&pa, ia), wa) in p.iter().zip(&mut i0).zip(&mut w) {
+            let t = ((pa + 1.0) * 0.5 * cells).clamp(0.0, cells - 1e-4);
             let f = t.floor();
-            i0[a] = f as usize;
+            *ia = f as usize;
             let u = t - f;
-            w[a] = u * u * (3.0 - 2.0 * u);
+            *wa = u * u * (3.0 - 2.0 * u);
         }
         let n = self.n;
         let v = |x: usize, y: usize, z: usize| self.values[(z * n + y) * n + x];
@@ -152,12 +152,8 @@ struct Ellipsoid {
 impl Ellipsoid {
     /// Normalised radius: < 1 inside.
     fn rho(&self, p: [f32; 3]) -> f32 {
-        let mut s = 0.0;
-        for a in 0..3 {
-            let d = (p[a] - self.centre[a]) / self.radii[a];
-            s += d * d;
-        }
-        s.sqrt()
+        let d = |a: usize| (p[a] - self.centre[a]) / self.radii[a];
+        (d(0) * d(0) + d(1) * d(1) + d(2) * d(2)).sqrt()
     }
 }
 
@@ -296,10 +292,8 @@ impl CaseModel {
         let texture = 0.67 * self.texture[0].at(p) + 0.33 * self.texture[1].at(p);
         let white = (1.0 - ribbon) * smoothstep(-0.12, 0.12, texture + 0.1) * (1.0 - csf);
         let grey = 1.0 - csf - white;
-        let mut v = [0.0f32; 4];
-        for m in 0..4 {
-            v[m] = csf * CSF[m] + grey * GREY[m] + white * WHITE[m];
-        }
+        let mut v: [f32; 4] =
+            std::array::from_fn(|m| csf * CSF[m] + grey * GREY[m] + white * WHITE[m]);
         let lesion = self
             .lesions
             .iter()
@@ -310,9 +304,9 @@ impl CaseModel {
         let vessel = smoothstep(w, 0.4 * w, self.vessels[0].at(p).abs())
             * smoothstep(w, 0.4 * w, self.vessels[1].at(p).abs())
             * smoothstep(0.03, 0.06, depth);
-        for m in 0..4 {
-            v[m] += lesion * (LESION[m] - v[m]);
-            v[m] += vessel * (VESSEL[m] - v[m]);
+        for ((vm, lesion_m), vessel_m) in v.iter_mut().zip(LESION).zip(VESSEL) {
+            *vm += lesion * (lesion_m - *vm);
+            *vm += vessel * (vessel_m - *vm);
         }
 
         let rho = self
@@ -323,14 +317,10 @@ impl CaseModel {
         let hetero = self.heterogeneity.at(p);
         let label = if rho + 0.18 * self.core_edge.at(p) < 1.0 {
             if rho + 0.15 * self.necrosis_edge.at(p) < self.necrosis_level {
-                for m in 0..4 {
-                    v[m] = NECROTIC_TISSUE[m] * (1.0 + 0.08 * hetero);
-                }
+                v = NECROTIC_TISSUE.map(|t| t * (1.0 + 0.08 * hetero));
                 NECROSIS
             } else {
-                for m in 0..4 {
-                    v[m] = ENHANCING_TISSUE[m];
-                }
+                v = ENHANCING_TISSUE;
                 v[1] *= 1.0 + 0.15 * hetero;
                 ENHANCING
             }
@@ -338,8 +328,8 @@ impl CaseModel {
             let rho_oedema = rho / self.oedema_scale + 0.25 * self.oedema_edge.at(p);
             if rho_oedema < 1.0 && csf < 0.5 {
                 let strength = 0.65 + 0.3 * smoothstep(1.0, 0.6, rho_oedema);
-                for m in 0..4 {
-                    v[m] += strength * (OEDEMA_TISSUE[m] * (1.0 + 0.06 * hetero) - v[m]);
+                for (vm, oedema_m) in v.iter_mut().zip(OEDEMA_TISSUE) {
+                    *vm += strength * (oedema_m * (1.0 + 0.06 * hetero) - *vm);
                 }
                 OEDEMA
             } else {
@@ -396,13 +386,13 @@ pub fn generate_case(size: [usize; 3], seed: u64, index: usize) -> SynthCase {
                 };
                 let i = (z * dims[1] + y) * dims[0] + x;
                 labels[i] = label;
-                for m in 0..4 {
+                for (m, image) in images.iter_mut().enumerate() {
                     let bias = (0.25 * model.bias[m].at(p)).exp();
                     let signal = mean[m] * bias;
                     let (n1, n2) = normal_pair(model.noise_key, i, m as u32);
                     let re = signal + NOISE * n1;
                     let im = NOISE * n2;
-                    images[m][i] = (re * re + im * im).sqrt() * model.scale[m];
+                    image[i] = (re * re + im * im).sqrt() * model.scale[m];
                 }
             }
         }
