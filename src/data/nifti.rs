@@ -240,9 +240,13 @@ impl NiftiHeaderInfo {
     pub fn affine_distance(&self, other: &NiftiHeaderInfo) -> f64 {
         let (a, b) = (self.affine(), other.affine());
         let mut worst = 0.0f64;
-        for i in 0..4 {
-            for j in 0..4 {
-                worst = worst.max((a[i][j] - b[i][j]).abs());
+        for (ra, rb) in a.iter().zip(&b) {
+            for (x, y) in ra.iter().zip(rb) {
+                let d = (x - y).abs();
+                if d.is_nan() {
+                    return f64::INFINITY;
+                }
+                worst = worst.max(d);
             }
         }
         worst
@@ -439,15 +443,6 @@ impl NiftiFile {
             self.header.spacing,
             self.channel(c)?,
         ))
-    }
-
-    /// All channels, channel slowest (the file's order).
-    pub fn all_voxels(&self) -> Result<Vec<f32>> {
-        let mut out = Vec::with_capacity(self.header.voxel_count() * self.header.channels);
-        for c in 0..self.header.channels {
-            out.extend(self.channel(c)?);
-        }
-        Ok(out)
     }
 }
 
@@ -858,10 +853,8 @@ mod tests {
         assert_eq!(f.header().channels, 3);
         assert_eq!(f.scaling(), None);
         assert_eq!(f.channel(1).unwrap(), vec![10.0, 20.0]);
-        assert_eq!(
-            f.all_voxels().unwrap(),
-            vec![1.0, 2.0, 10.0, 20.0, 100.0, 200.0]
-        );
+        assert_eq!(f.channel(0).unwrap(), vec![1.0, 2.0]);
+        assert_eq!(f.channel(2).unwrap(), vec![100.0, 200.0]);
         let err = f.channel(3).unwrap_err().to_string();
         assert!(
             err.contains("four.nii.gz") && err.contains("3 channel"),
@@ -897,6 +890,32 @@ mod tests {
             .to_string();
         assert!(err.contains("2 voxels given"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn random_corruption_gives_errors_not_panics() {
+        let reference = NiftiHeaderInfo::new([4, 3, 2], [1.0; 3]);
+        let mut clean = header_bytes(&reference, 1, VoxelType::Int16, (1.0, 0.0));
+        clean.extend(std::iter::repeat_n(7u8, 48));
+        let mut rng = crate::rng::Rng::new(99);
+        let mut refused = 0;
+        for _ in 0..3000 {
+            let mut bytes = clean.clone();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(bytes.len());
+                bytes[at] = rng.below(256) as u8;
+            }
+            bytes.truncate(bytes.len() - rng.below(8));
+            if let Ok(file) = NiftiFile::parse(Path::new("fuzz.nii"), bytes) {
+                for c in 0..file.header().channels.min(4) {
+                    file.channel(c).unwrap();
+                }
+                file.header().affine();
+            } else {
+                refused += 1;
+            }
+        }
+        assert!(refused > 100, "only {refused} corruptions were refused");
     }
 
     #[test]

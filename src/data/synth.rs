@@ -138,7 +138,7 @@ impl SmoothField {
     }
 }
 
-/// 1 below `edge0`... 0 above `edge1` when edge0 > edge1, a smooth ramp between.
+/// A smooth (Hermite) ramp from 0 at `edge0` to 1 at `edge1`; either edge may be larger.
 fn smoothstep(edge0: f32, edge1: f32, x: f32) -> f32 {
     let t = ((x - edge0) / (edge1 - edge0)).clamp(0.0, 1.0);
     t * t * (3.0 - 2.0 * t)
