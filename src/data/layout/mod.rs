@@ -1,8 +1,9 @@
 //! Dataset layouts: find the cases, their image files per modality and their label files,
 //! and the label convention, from a folder in one of the layouts people use (BraTS 2021,
 //! BraTS 2023+, MSD Task01, nnU-Net v2 raw) or from a voxseg JSON manifest.
-use crate::data::labels::LabelSpec;
+use crate::data::labels::{LabelClass, LabelSpec};
 use crate::error::{Error, Result};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 pub mod brats;
@@ -107,7 +108,7 @@ fn from_json_file(path: &Path) -> Result<Dataset> {
     }
 }
 
-pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
+pub(crate) fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
     serde_json::from_str(&text).map_err(|e| Error::file(path, format!("invalid JSON: {e}")))
@@ -144,6 +145,60 @@ pub(crate) fn require_file(case: &str, path: &Path, what: &str) -> Result<()> {
             format!("case {case}: missing {what} file"),
         ))
     }
+}
+
+/// A `{"0": "a", "1": "b"}` object as (number, name) pairs sorted by number.
+pub(crate) fn numbered_names(json_path: &Path, v: &Value, key: &str) -> Result<Vec<(u64, String)>> {
+    let obj = v.get(key).and_then(|m| m.as_object()).ok_or_else(|| {
+        Error::file(
+            json_path,
+            format!("'{key}' must be an object like {{\"0\": \"name\"}}"),
+        )
+    })?;
+    let mut out = Vec::with_capacity(obj.len());
+    for (k, name) in obj {
+        let n: u64 = k
+            .trim()
+            .parse()
+            .map_err(|_| Error::file(json_path, format!("'{key}': key '{k}' is not a number")))?;
+        let name = name.as_str().ok_or_else(|| {
+            Error::file(
+                json_path,
+                format!("'{key}': value of '{k}' is not a string"),
+            )
+        })?;
+        out.push((n, name.to_string()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Label classes from (file value, name) pairs; the background must be value 0.
+pub(crate) fn classes_from_values(
+    json_path: &Path,
+    values: &[(u64, String)],
+) -> Result<Vec<LabelClass>> {
+    if values.first().map(|(v, _)| *v) != Some(0) {
+        return Err(Error::file(
+            json_path,
+            "labels must include the background as value 0",
+        ));
+    }
+    values
+        .iter()
+        .map(|(v, name)| {
+            let file_value = u8::try_from(*v).map_err(|_| {
+                Error::file(
+                    json_path,
+                    format!("label value {v} does not fit in 0..=255"),
+                )
+            })?;
+            Ok(LabelClass {
+                name: name.clone(),
+                file_value,
+            })
+        })
+        .collect()
 }
 
 /// Alternative spellings of the four BraTS modalities across layouts (lower case).

@@ -1,68 +1,17 @@
 //! Medical Segmentation Decathlon: `dataset.json` with `modality` ({"0": "FLAIR", ...}),
 //! `labels` ({"0": "background", ...}), `training` ([{"image", "label"}]) and `test`
 //! (paths); images are 4D with one channel per modality, labels 3D.
-use super::{is_junk_name, require_file, CaseFiles, Dataset, ImageFile, LayoutKind};
-use crate::data::labels::{LabelClass, LabelSpec};
+use super::{
+    classes_from_values, is_junk_name, numbered_names, require_file, CaseFiles, Dataset, ImageFile,
+    LayoutKind,
+};
+use crate::data::labels::LabelSpec;
 use crate::error::{Error, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// A `{"0": "a", "1": "b"}` object as (number, name) pairs sorted by number.
-pub(crate) fn numbered_names(json_path: &Path, v: &Value, key: &str) -> Result<Vec<(u64, String)>> {
-    let obj = v.get(key).and_then(|m| m.as_object()).ok_or_else(|| {
-        Error::file(
-            json_path,
-            format!("'{key}' must be an object like {{\"0\": \"name\"}}"),
-        )
-    })?;
-    let mut out = Vec::with_capacity(obj.len());
-    for (k, name) in obj {
-        let n: u64 = k
-            .trim()
-            .parse()
-            .map_err(|_| Error::file(json_path, format!("'{key}': key '{k}' is not a number")))?;
-        let name = name.as_str().ok_or_else(|| {
-            Error::file(
-                json_path,
-                format!("'{key}': value of '{k}' is not a string"),
-            )
-        })?;
-        out.push((n, name.to_string()));
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Label classes from (file value, name) pairs; the background must be value 0.
-pub(crate) fn classes_from_values(
-    json_path: &Path,
-    values: &[(u64, String)],
-) -> Result<Vec<LabelClass>> {
-    if values.first().map(|(v, _)| *v) != Some(0) {
-        return Err(Error::file(
-            json_path,
-            "labels must include the background as value 0",
-        ));
-    }
-    values
-        .iter()
-        .map(|(v, name)| {
-            let file_value = u8::try_from(*v).map_err(|_| {
-                Error::file(
-                    json_path,
-                    format!("label value {v} does not fit in 0..=255"),
-                )
-            })?;
-            Ok(LabelClass {
-                name: name.clone(),
-                file_value,
-            })
-        })
-        .collect()
-}
-
 /// The case id of an image path: its file name without .nii.gz / .nii.
-pub(crate) fn case_id(path: &Path) -> String {
+fn case_id(path: &Path) -> String {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

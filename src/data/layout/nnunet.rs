@@ -2,8 +2,10 @@
 //! 0000, 0001, ...), `labelsTr/CASE.nii.gz`, optional `imagesTs/`, and `dataset.json` with
 //! `channel_names`, `labels` (name -> value; a list of values makes a region) and
 //! `file_ending`.
-use super::msd::{classes_from_values, numbered_names};
-use super::{list_dir, require_file, CaseFiles, Dataset, ImageFile, LayoutKind};
+use super::{
+    classes_from_values, list_dir, numbered_names, require_file, CaseFiles, Dataset, ImageFile,
+    LayoutKind,
+};
 use crate::data::labels::LabelSpec;
 use crate::error::{Error, Result};
 use serde_json::Value;
