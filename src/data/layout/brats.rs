@@ -1,0 +1,147 @@
+//! BraTS folders: one folder per case, named like the case, holding one file per modality
+//! and the segmentation. 2021: `CASE/CASE_{t1,t1ce,t2,flair,seg}.nii.gz`, labels 0,1,2,4.
+//! 2023 and later: `CASE/CASE-{t1n,t1c,t2w,t2f,seg}.nii.gz`, enhancing = 3.
+use super::{list_dir, CaseFiles, Dataset, ImageFile, LayoutKind};
+use crate::data::labels::LabelSpec;
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+struct Convention {
+    kind: LayoutKind,
+    separator: char,
+    modalities: [&'static str; 4],
+}
+
+const BRATS2021: Convention = Convention {
+    kind: LayoutKind::Brats2021,
+    separator: '_',
+    modalities: ["t1", "t1ce", "t2", "flair"],
+};
+
+const BRATS2023: Convention = Convention {
+    kind: LayoutKind::Brats2023,
+    separator: '-',
+    modalities: ["t1n", "t1c", "t2w", "t2f"],
+};
+
+impl Convention {
+    /// The case's file for `suffix`, .nii.gz preferred over .nii; None if neither exists.
+    fn find(&self, dir: &Path, id: &str, suffix: &str) -> Option<PathBuf> {
+        ["nii.gz", "nii"]
+            .iter()
+            .map(|ext| dir.join(format!("{id}{}{suffix}.{ext}", self.separator)))
+            .find(|p| p.is_file())
+    }
+
+    fn expected(&self, dir: &Path, id: &str, suffix: &str) -> PathBuf {
+        dir.join(format!("{id}{}{suffix}.nii.gz", self.separator))
+    }
+
+    fn matches(&self, dir: &Path, id: &str) -> bool {
+        self.modalities
+            .iter()
+            .any(|m| self.find(dir, id, m).is_some())
+    }
+}
+
+/// Lists the cases of a BraTS folder; every sub-folder (junk names aside) is a case and
+/// must hold every modality. Labels: all cases or none (a validation/test folder).
+pub fn detect(root: &Path) -> Result<Dataset> {
+    let entries = list_dir(root)?;
+    let case_dirs: Vec<(String, PathBuf)> = entries
+        .iter()
+        .filter(|(_, p)| p.is_dir())
+        .cloned()
+        .collect();
+    if case_dirs.is_empty() {
+        return Err(Error::file(
+            root,
+            if entries.is_empty() {
+                "empty dataset folder: no case folders and no dataset.json".to_string()
+            } else {
+                format!(
+                    "unknown layout: no case folders and no dataset.json (found {})",
+                    preview(&entries)
+                )
+            },
+        ));
+    }
+    let convention = [&BRATS2021, &BRATS2023]
+        .into_iter()
+        .find(|c| case_dirs.iter().any(|(id, dir)| c.matches(dir, id)))
+        .ok_or_else(|| {
+            Error::file(
+                root,
+                format!(
+                    "unknown layout: the folders ({}) hold no BraTS-named files \
+                     (CASE/CASE_t1.nii.gz or CASE/CASE-t1n.nii.gz), and there is no dataset.json",
+                    preview(&case_dirs)
+                ),
+            )
+        })?;
+
+    let mut cases = Vec::with_capacity(case_dirs.len());
+    for (id, dir) in &case_dirs {
+        let mut images = Vec::with_capacity(4);
+        for m in convention.modalities {
+            let path = convention.find(dir, id, m).ok_or_else(|| {
+                Error::file(
+                    convention.expected(dir, id, m),
+                    format!("case {id}: missing {m} image file"),
+                )
+            })?;
+            images.push(ImageFile {
+                modality: m.to_string(),
+                path,
+                channel: None,
+            });
+        }
+        cases.push(CaseFiles {
+            id: id.clone(),
+            images,
+            label: convention.find(dir, id, "seg"),
+        });
+    }
+    let labelled = cases.iter().filter(|c| c.label.is_some()).count();
+    if labelled > 0 && labelled < cases.len() {
+        let (id, dir) = case_dirs
+            .iter()
+            .zip(&cases)
+            .find(|(_, c)| c.label.is_none())
+            .map(|(d, _)| d)
+            .expect("an unlabelled case exists");
+        return Err(Error::file(
+            convention.expected(dir, id, "seg"),
+            format!(
+                "case {id}: missing label file ({} of {} cases have one)",
+                labelled,
+                cases.len()
+            ),
+        ));
+    }
+    Ok(Dataset {
+        layout: convention.kind,
+        root: root.to_path_buf(),
+        modalities: convention
+            .modalities
+            .iter()
+            .map(|m| m.to_string())
+            .collect(),
+        label_spec: match convention.kind {
+            LayoutKind::Brats2021 => LabelSpec::brats2021(),
+            _ => LabelSpec::brats2023(),
+        },
+        cases,
+        test_cases: Vec::new(),
+    })
+}
+
+fn preview(entries: &[(String, PathBuf)]) -> String {
+    let names: Vec<&str> = entries.iter().take(5).map(|(n, _)| n.as_str()).collect();
+    let more = entries.len().saturating_sub(5);
+    if more > 0 {
+        format!("{}, and {more} more", names.join(", "))
+    } else {
+        names.join(", ")
+    }
+}

@@ -1,0 +1,220 @@
+//! The voxseg manifest: a JSON file describing one's own data, for folders that follow no
+//! standard layout. Paths are relative to the manifest's folder (or absolute). See
+//! docs/DATA.md and docs/manifest-example.json.
+use super::{require_file, CaseFiles, Dataset, ImageFile, LayoutKind};
+use crate::data::labels::{LabelClass, LabelSpec};
+use crate::error::{Error, Result};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The value of the manifest's `format` key, by which it is recognised.
+pub const FORMAT: &str = "voxseg-manifest";
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    format: String,
+    version: u32,
+    modalities: Vec<String>,
+    labels: Vec<ManifestLabel>,
+    #[serde(default)]
+    regions: Vec<ManifestRegion>,
+    cases: Vec<ManifestCase>,
+    #[serde(default)]
+    test_cases: Vec<ManifestCase>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestLabel {
+    name: String,
+    value: u8,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestRegion {
+    name: String,
+    labels: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestCase {
+    id: String,
+    images: BTreeMap<String, ManifestImage>,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+/// An image is a path, or a path and the channel of a 4D file.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum ManifestImage {
+    Path(String),
+    Channel { path: String, channel: usize },
+}
+
+pub fn load(json_path: &Path, json: &Value) -> Result<Dataset> {
+    let m: Manifest = serde_json::from_value(json.clone())
+        .map_err(|e| Error::file(json_path, format!("invalid voxseg manifest: {e}")))?;
+    if m.format != FORMAT {
+        return Err(Error::file(
+            json_path,
+            format!("'format' is '{}', expected '{FORMAT}'", m.format),
+        ));
+    }
+    if m.version != 1 {
+        return Err(Error::file(
+            json_path,
+            format!("manifest version {} is not supported (1 is)", m.version),
+        ));
+    }
+    if m.modalities.is_empty() {
+        return Err(Error::file(json_path, "'modalities' is empty"));
+    }
+    let root = json_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut labels = m.labels;
+    labels.sort_by_key(|l| l.value);
+    if labels.first().map(|l| l.value) != Some(0) {
+        return Err(Error::file(
+            json_path,
+            "'labels' must include the background as value 0",
+        ));
+    }
+    let classes: Vec<LabelClass> = labels
+        .iter()
+        .map(|l| LabelClass {
+            name: l.name.clone(),
+            file_value: l.value,
+        })
+        .collect();
+    let mut regions = Vec::with_capacity(m.regions.len());
+    for r in &m.regions {
+        let members = r
+            .labels
+            .iter()
+            .map(|name| {
+                classes
+                    .iter()
+                    .position(|c| &c.name == name)
+                    .map(|i| i as u8)
+                    .ok_or_else(|| {
+                        Error::file(
+                            json_path,
+                            format!("region '{}': unknown label '{name}'", r.name),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<u8>>>()?;
+        regions.push((r.name.clone(), members));
+    }
+    let label_spec =
+        LabelSpec::new(classes, regions).map_err(|e| Error::file(json_path, e.to_string()))?;
+
+    let case_files = |c: &ManifestCase, allow_label: bool| -> Result<CaseFiles> {
+        if let Some(extra) = c.images.keys().find(|k| !m.modalities.contains(k)) {
+            return Err(Error::file(
+                json_path,
+                format!(
+                    "case {}: image '{extra}' is not one of the modalities {:?}",
+                    c.id, m.modalities
+                ),
+            ));
+        }
+        let mut images = Vec::with_capacity(m.modalities.len());
+        for modality in &m.modalities {
+            let (rel, channel) = match c.images.get(modality) {
+                Some(ManifestImage::Path(p)) => (p, None),
+                Some(ManifestImage::Channel { path, channel }) => (path, Some(*channel)),
+                None => {
+                    return Err(Error::file(
+                        json_path,
+                        format!("case {}: no '{modality}' image", c.id),
+                    ))
+                }
+            };
+            let path = resolve(&root, rel);
+            require_file(&c.id, &path, &format!("{modality} image"))?;
+            images.push(ImageFile {
+                modality: modality.clone(),
+                path,
+                channel,
+            });
+        }
+        let label = match (&c.label, allow_label) {
+            (Some(_), false) => {
+                return Err(Error::file(
+                    json_path,
+                    format!("test case {}: test cases carry no label", c.id),
+                ))
+            }
+            (Some(rel), true) => {
+                let path = resolve(&root, rel);
+                require_file(&c.id, &path, "label")?;
+                Some(path)
+            }
+            (None, _) => None,
+        };
+        Ok(CaseFiles {
+            id: c.id.clone(),
+            images,
+            label,
+        })
+    };
+    let cases = m
+        .cases
+        .iter()
+        .map(|c| case_files(c, true))
+        .collect::<Result<Vec<_>>>()?;
+    let test_cases = m
+        .test_cases
+        .iter()
+        .map(|c| case_files(c, false))
+        .collect::<Result<Vec<_>>>()?;
+    let mut ids: Vec<&str> = cases
+        .iter()
+        .chain(&test_cases)
+        .map(|c| c.id.as_str())
+        .collect();
+    ids.sort_unstable();
+    if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Error::file(
+            json_path,
+            format!("case id '{}' appears twice", w[0]),
+        ));
+    }
+    let labelled = cases.iter().filter(|c| c.label.is_some()).count();
+    if labelled > 0 && labelled < cases.len() {
+        let missing = cases
+            .iter()
+            .find(|c| c.label.is_none())
+            .expect("an unlabelled case");
+        return Err(Error::file(
+            json_path,
+            format!(
+                "case {}: missing label ({labelled} of {} cases have one; list unlabelled cases under test_cases)",
+                missing.id,
+                cases.len()
+            ),
+        ));
+    }
+    Ok(Dataset {
+        layout: LayoutKind::Manifest,
+        root,
+        modalities: m.modalities,
+        label_spec,
+        cases,
+        test_cases,
+    })
+}
+
+fn resolve(root: &Path, rel: &str) -> PathBuf {
+    let p = Path::new(rel);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        root.join(p)
+    }
+}

@@ -1,0 +1,326 @@
+//! Dataset layouts: find the cases, their image files per modality and their label files,
+//! and the label convention, from a folder in one of the layouts people use (BraTS 2021,
+//! BraTS 2023+, MSD Task01, nnU-Net v2 raw) or from a voxseg JSON manifest.
+use crate::data::labels::{LabelClass, LabelSpec};
+use crate::error::{Error, Result};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+pub mod brats;
+pub mod manifest;
+pub mod msd;
+pub mod nnunet;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayoutKind {
+    Brats2021,
+    Brats2023,
+    Msd,
+    NnUnet,
+    Manifest,
+}
+
+impl std::fmt::Display for LayoutKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LayoutKind::Brats2021 => "BraTS 2021",
+            LayoutKind::Brats2023 => "BraTS 2023+",
+            LayoutKind::Msd => "MSD",
+            LayoutKind::NnUnet => "nnU-Net v2",
+            LayoutKind::Manifest => "voxseg manifest",
+        })
+    }
+}
+
+/// One image of a case: which modality, which file, and which channel of a 4D file
+/// (None for a 3D file).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageFile {
+    pub modality: String,
+    pub path: PathBuf,
+    pub channel: Option<usize>,
+}
+
+/// The files of one case: one image per modality of the dataset, in the dataset's
+/// modality order, and the label file if there is one.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CaseFiles {
+    pub id: String,
+    pub images: Vec<ImageFile>,
+    pub label: Option<PathBuf>,
+}
+
+/// A dataset found on disk.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Dataset {
+    pub layout: LayoutKind,
+    pub root: PathBuf,
+    /// Modality names as the layout spells them, in channel order.
+    pub modalities: Vec<String>,
+    pub label_spec: LabelSpec,
+    /// The cases to train and validate on (in BraTS folders: every case folder).
+    pub cases: Vec<CaseFiles>,
+    /// Cases the layout lists as test cases, without labels (MSD `test`, nnU-Net
+    /// `imagesTs`); empty for the other layouts.
+    pub test_cases: Vec<CaseFiles>,
+}
+
+/// Finds the layout of `path` and lists its cases. `path` is a dataset folder or a
+/// manifest file. Every listed file is checked to exist; nothing is read beyond JSON.
+pub fn detect(path: &Path) -> Result<Dataset> {
+    if !path.exists() {
+        return Err(Error::file(path, "does not exist"));
+    }
+    let dataset = if path.is_file() {
+        from_json_file(path)?
+    } else if path.join("dataset.json").is_file() {
+        from_json_file(&path.join("dataset.json"))?
+    } else {
+        brats::detect(path)?
+    };
+    if dataset.cases.is_empty() && dataset.test_cases.is_empty() {
+        return Err(Error::data(
+            format!("{} dataset {}", dataset.layout, path.display()),
+            "contains no cases",
+        ));
+    }
+    Ok(dataset)
+}
+
+fn from_json_file(path: &Path) -> Result<Dataset> {
+    let json = read_json(path)?;
+    if json.get("format").and_then(|f| f.as_str()) == Some(manifest::FORMAT) {
+        manifest::load(path, &json)
+    } else if json.get("channel_names").is_some() {
+        nnunet::load(path, &json)
+    } else if json.get("modality").is_some() && json.get("training").is_some() {
+        msd::load(path, &json)
+    } else {
+        Err(Error::file(
+            path,
+            format!(
+                "unknown layout: expected an nnU-Net v2 dataset.json (channel_names), an MSD \
+                 dataset.json (modality, training) or a voxseg manifest (\"format\": \"{}\")",
+                manifest::FORMAT
+            ),
+        ))
+    }
+}
+
+pub(crate) fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| Error::file(path, format!("invalid JSON: {e}")))
+}
+
+/// Names macOS and archivers leave behind (`._x.nii.gz`, `.DS_Store`, `__MACOSX`).
+pub(crate) fn is_junk_name(name: &str) -> bool {
+    name.starts_with('.') || name.starts_with('_')
+}
+
+/// The entries of a folder, sorted by name, without junk names.
+pub(crate) fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::file(dir, format!("cannot list: {e}")))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::file(dir, format!("cannot list: {e}")))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !is_junk_name(&name) {
+            out.push((name, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Checks that a file the layout names exists.
+pub(crate) fn require_file(case: &str, path: &Path, what: &str) -> Result<()> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(Error::file(
+            path,
+            format!("case {case}: missing {what} file"),
+        ))
+    }
+}
+
+/// A `{"0": "a", "1": "b"}` object as (number, name) pairs sorted by number.
+pub(crate) fn numbered_names(json_path: &Path, v: &Value, key: &str) -> Result<Vec<(u64, String)>> {
+    let obj = v.get(key).and_then(|m| m.as_object()).ok_or_else(|| {
+        Error::file(
+            json_path,
+            format!("'{key}' must be an object like {{\"0\": \"name\"}}"),
+        )
+    })?;
+    let mut out = Vec::with_capacity(obj.len());
+    for (k, name) in obj {
+        let n: u64 = k
+            .trim()
+            .parse()
+            .map_err(|_| Error::file(json_path, format!("'{key}': key '{k}' is not a number")))?;
+        let name = name.as_str().ok_or_else(|| {
+            Error::file(
+                json_path,
+                format!("'{key}': value of '{k}' is not a string"),
+            )
+        })?;
+        out.push((n, name.to_string()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Label classes from (file value, name) pairs; the background must be value 0.
+pub(crate) fn classes_from_values(
+    json_path: &Path,
+    values: &[(u64, String)],
+) -> Result<Vec<LabelClass>> {
+    if values.first().map(|(v, _)| *v) != Some(0) {
+        return Err(Error::file(
+            json_path,
+            "labels must include the background as value 0",
+        ));
+    }
+    values
+        .iter()
+        .map(|(v, name)| {
+            let file_value = u8::try_from(*v).map_err(|_| {
+                Error::file(
+                    json_path,
+                    format!("label value {v} does not fit in 0..=255"),
+                )
+            })?;
+            Ok(LabelClass {
+                name: name.clone(),
+                file_value,
+            })
+        })
+        .collect()
+}
+
+/// Alternative spellings of the four BraTS modalities across layouts (lower case).
+const MODALITY_ALIASES: [&[&str]; 4] = [
+    &["t1", "t1n", "t1w", "native t1"],
+    &["t1ce", "t1c", "t1gd", "t1-gd", "t1post", "t1-ce"],
+    &["t2", "t2w"],
+    &["flair", "t2f", "t2-flair", "t2flair"],
+];
+
+impl Dataset {
+    /// Resolves requested modality names to indices into `modalities`, in the requested
+    /// order. Names match case-insensitively, either exactly or as an alias of one of the
+    /// BraTS modalities (t1/t1n/T1w, t1ce/t1c/t1gd, t2/t2w/T2w, flair/t2f/FLAIR).
+    pub fn select_modalities<S: AsRef<str>>(&self, requested: &[S]) -> Result<Vec<usize>> {
+        let mut out: Vec<usize> = Vec::with_capacity(requested.len());
+        for name in requested {
+            let want = name.as_ref().trim().to_ascii_lowercase();
+            let exact = self
+                .modalities
+                .iter()
+                .position(|m| m.to_ascii_lowercase() == want);
+            let aliased = || {
+                let group = MODALITY_ALIASES
+                    .iter()
+                    .find(|g| g.contains(&want.as_str()))?;
+                self.modalities
+                    .iter()
+                    .position(|m| group.contains(&m.to_ascii_lowercase().as_str()))
+            };
+            let index = exact.or_else(aliased).ok_or_else(|| {
+                Error::config(
+                    "modalities",
+                    format!(
+                        "'{}' is not in this {} dataset; it has: {}",
+                        name.as_ref(),
+                        self.layout,
+                        self.modalities.join(", ")
+                    ),
+                )
+            })?;
+            if out.contains(&index) {
+                return Err(Error::config(
+                    "modalities",
+                    format!(
+                        "'{}' selects {} a second time",
+                        name.as_ref(),
+                        self.modalities[index]
+                    ),
+                ));
+            }
+            out.push(index);
+        }
+        if out.is_empty() {
+            return Err(Error::config("modalities", "no modality selected"));
+        }
+        Ok(out)
+    }
+
+    /// All modalities, in the dataset's order.
+    pub fn all_modalities(&self) -> Vec<usize> {
+        (0..self.modalities.len()).collect()
+    }
+
+    /// An error listing the cases without a label file, if any (training needs labels).
+    pub fn require_labels(&self) -> Result<()> {
+        let missing: Vec<&str> = self
+            .cases
+            .iter()
+            .filter(|c| c.label.is_none())
+            .map(|c| c.id.as_str())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::data(
+                format!("dataset {}", self.root.display()),
+                format!(
+                    "{} case(s) have no label file: {}",
+                    missing.len(),
+                    missing.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dataset(modalities: &[&str]) -> Dataset {
+        Dataset {
+            layout: LayoutKind::Msd,
+            root: PathBuf::from("/d"),
+            modalities: modalities.iter().map(|m| m.to_string()).collect(),
+            label_spec: LabelSpec::brats2021(),
+            cases: vec![],
+            test_cases: vec![],
+        }
+    }
+
+    #[test]
+    fn modality_selection_accepts_aliases_in_any_order() {
+        let msd = dataset(&["FLAIR", "T1w", "t1gd", "T2w"]);
+        assert_eq!(
+            msd.select_modalities(&["t1", "t1ce", "t2", "flair"])
+                .unwrap(),
+            vec![1, 2, 3, 0]
+        );
+        assert_eq!(msd.select_modalities(&["T1GD"]).unwrap(), vec![2]);
+        let b23 = dataset(&["t1n", "t1c", "t2w", "t2f"]);
+        assert_eq!(
+            b23.select_modalities(&["FLAIR", "T1ce"]).unwrap(),
+            vec![3, 1]
+        );
+        let err = b23.select_modalities(&["dwi"]).unwrap_err().to_string();
+        assert!(
+            err.contains("dwi") && err.contains("t1n, t1c, t2w, t2f"),
+            "{err}"
+        );
+        assert!(b23.select_modalities(&["t1", "t1n"]).is_err());
+        assert!(b23.select_modalities::<&str>(&[]).is_err());
+    }
+}

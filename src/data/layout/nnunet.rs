@@ -1,0 +1,202 @@
+//! nnU-Net v2 raw datasets: `imagesTr/CASE_XXXX.nii.gz` (one file per channel, XXXX =
+//! 0000, 0001, ...), `labelsTr/CASE.nii.gz`, optional `imagesTs/`, and `dataset.json` with
+//! `channel_names`, `labels` (name -> value; a list of values makes a region) and
+//! `file_ending`.
+use super::{
+    classes_from_values, list_dir, numbered_names, require_file, CaseFiles, Dataset, ImageFile,
+    LayoutKind,
+};
+use crate::data::labels::LabelSpec;
+use crate::error::{Error, Result};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub fn load(json_path: &Path, json: &Value) -> Result<Dataset> {
+    let root = json_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let channels = numbered_names(json_path, json, "channel_names")?;
+    if channels
+        .iter()
+        .enumerate()
+        .any(|(i, (n, _))| *n != i as u64)
+    {
+        return Err(Error::file(
+            json_path,
+            "'channel_names' keys must be 0, 1, 2, ... without gaps",
+        ));
+    }
+    let ending = json
+        .get("file_ending")
+        .and_then(|v| v.as_str())
+        .unwrap_or(".nii.gz");
+    if ending != ".nii.gz" && ending != ".nii" {
+        return Err(Error::file(
+            json_path,
+            format!("file_ending '{ending}' is not supported (only .nii.gz and .nii)"),
+        ));
+    }
+    let label_spec = label_spec(json_path, json)?;
+    let modalities: Vec<String> = channels.iter().map(|(_, n)| n.clone()).collect();
+
+    let cases = list_cases(
+        &root.join("imagesTr"),
+        ending,
+        &modalities,
+        Some(&root.join("labelsTr")),
+    )?;
+    let ts = root.join("imagesTs");
+    let test_cases = if ts.is_dir() {
+        list_cases(&ts, ending, &modalities, None)?
+    } else {
+        Vec::new()
+    };
+    Ok(Dataset {
+        layout: LayoutKind::NnUnet,
+        root,
+        modalities,
+        label_spec,
+        cases,
+        test_cases,
+    })
+}
+
+/// Groups `CASE_XXXX{ending}` files into cases and checks each has every channel (and,
+/// when `labels` is given, its label file).
+fn list_cases(
+    dir: &Path,
+    ending: &str,
+    modalities: &[String],
+    labels: Option<&Path>,
+) -> Result<Vec<CaseFiles>> {
+    if !dir.is_dir() {
+        return Err(Error::file(dir, "missing folder (nnU-Net layout)"));
+    }
+    let mut by_case: BTreeMap<String, BTreeMap<usize, PathBuf>> = BTreeMap::new();
+    for (name, path) in list_dir(dir)? {
+        let Some(stem) = name.strip_suffix(ending) else {
+            continue;
+        };
+        let parsed = stem.rsplit_once('_').and_then(|(case, ch)| {
+            Some((case, ch.parse::<usize>().ok().filter(|_| ch.len() == 4)?))
+        });
+        let Some((case, channel)) = parsed else {
+            return Err(Error::file(
+                path,
+                "name is not CASE_XXXX with a 4-digit channel number",
+            ));
+        };
+        by_case
+            .entry(case.to_string())
+            .or_default()
+            .insert(channel, path);
+    }
+    let mut cases = Vec::with_capacity(by_case.len());
+    for (id, mut files) in by_case {
+        let mut images = Vec::with_capacity(modalities.len());
+        for (c, m) in modalities.iter().enumerate() {
+            let path = files
+                .remove(&c)
+                .unwrap_or_else(|| dir.join(format!("{id}_{c:04}{ending}")));
+            require_file(&id, &path, &format!("{m} (channel {c:04}) image"))?;
+            images.push(ImageFile {
+                modality: m.clone(),
+                path,
+                channel: None,
+            });
+        }
+        if let Some((c, path)) = files.into_iter().next() {
+            return Err(Error::file(
+                path,
+                format!(
+                    "case {id}: channel {c:04} is not in channel_names ({} channels)",
+                    modalities.len()
+                ),
+            ));
+        }
+        let label = match labels {
+            Some(dir) => {
+                let path = dir.join(format!("{id}{ending}"));
+                require_file(&id, &path, "label")?;
+                Some(path)
+            }
+            None => None,
+        };
+        cases.push(CaseFiles { id, images, label });
+    }
+    Ok(cases)
+}
+
+/// Classes from `labels`; list values (nnU-Net's region-based training) become regions,
+/// listed from the largest to the most specific, the order predictions are painted in.
+fn label_spec(json_path: &Path, json: &Value) -> Result<LabelSpec> {
+    let obj = json
+        .get("labels")
+        .and_then(|l| l.as_object())
+        .ok_or_else(|| {
+            Error::file(
+                json_path,
+                "'labels' must be an object like {\"background\": 0}",
+            )
+        })?;
+    let as_value = |name: &str, v: &Value| {
+        v.as_u64().ok_or_else(|| {
+            Error::file(
+                json_path,
+                format!("labels: '{name}' must be a non-negative integer or a list of them"),
+            )
+        })
+    };
+    let mut named: Vec<(u64, String)> = Vec::new();
+    let mut regions: Vec<(String, Vec<u64>)> = Vec::new();
+    let mut region_based = false;
+    for (name, v) in obj {
+        match v {
+            Value::Array(items) => {
+                region_based = true;
+                let values = items
+                    .iter()
+                    .map(|i| as_value(name, i))
+                    .collect::<Result<Vec<_>>>()?;
+                regions.push((name.clone(), values));
+            }
+            _ => {
+                let value = as_value(name, v)?;
+                named.push((value, name.clone()));
+                if value != 0 {
+                    regions.push((name.clone(), vec![value]));
+                }
+            }
+        }
+    }
+    if !region_based {
+        named.sort();
+        return LabelSpec::with_tumour_regions_by_name(classes_from_values(json_path, &named)?);
+    }
+    let mut values: Vec<u64> = regions
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .collect();
+    values.push(0);
+    values.sort_unstable();
+    values.dedup();
+    let pairs: Vec<(u64, String)> = values
+        .iter()
+        .map(|&v| {
+            let name = named.iter().find(|(n, _)| *n == v).map(|(_, s)| s.clone());
+            (v, name.unwrap_or_else(|| format!("label_{v}")))
+        })
+        .collect();
+    let classes = classes_from_values(json_path, &pairs)?;
+    regions.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
+    let regions = regions
+        .into_iter()
+        .map(|(name, vals)| {
+            let idx = vals
+                .iter()
+                .map(|v| values.iter().position(|x| x == v).expect("collected") as u8)
+                .collect();
+            (name, idx)
+        })
+        .collect();
+    LabelSpec::new(classes, regions)
+}

@@ -1,0 +1,947 @@
+//! NIfTI-1 reading and writing (.nii and .nii.gz).
+//!
+//! Reading decompresses the whole file into memory, parses the header with the `nifti`
+//! crate, then checks the declared shape against the bytes that are really there before
+//! converting anything, so a corrupt or truncated file is an `Error::File` naming the file
+//! and the problem, never a panic or a huge allocation. Voxels are converted to f32 with
+//! `scl_slope`/`scl_inter` applied (slope 0 or non-finite = no scaling, as the standard and
+//! nibabel do). The buffer order is the file's: x fastest, then y, z, and the 4th dimension
+//! (channels) slowest, which is exactly `Volume`'s order.
+//!
+//! Writing builds the 348-byte header from a `NiftiHeaderInfo` (the geometry of a
+//! reference image: shape, voxel size, qform and sform with their codes), gzips it with
+//! the data and writes the file atomically.
+use crate::data::volume::Volume;
+use crate::error::{Error, Result};
+use flate2::read::MultiGzDecoder;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+const HEADER_SIZE: usize = 348;
+/// Header plus the 4-byte extension flag: where voxel data starts in files we write.
+const DATA_OFFSET: usize = 352;
+
+/// Voxel data types this reader converts. Complex, RGB and 128-bit floats are refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VoxelType {
+    Uint8,
+    Int8,
+    Uint16,
+    Int16,
+    Uint32,
+    Int32,
+    Uint64,
+    Int64,
+    Float32,
+    Float64,
+}
+
+impl VoxelType {
+    /// The NIfTI-1 `datatype` code.
+    pub fn code(self) -> i16 {
+        match self {
+            VoxelType::Uint8 => 2,
+            VoxelType::Int16 => 4,
+            VoxelType::Int32 => 8,
+            VoxelType::Float32 => 16,
+            VoxelType::Float64 => 64,
+            VoxelType::Int8 => 256,
+            VoxelType::Uint16 => 512,
+            VoxelType::Uint32 => 768,
+            VoxelType::Int64 => 1024,
+            VoxelType::Uint64 => 1280,
+        }
+    }
+
+    /// The type for a NIfTI-1 `datatype` code; a clear message for the ones we refuse.
+    pub fn from_code(code: i16) -> std::result::Result<Self, String> {
+        Ok(match code {
+            2 => VoxelType::Uint8,
+            4 => VoxelType::Int16,
+            8 => VoxelType::Int32,
+            16 => VoxelType::Float32,
+            64 => VoxelType::Float64,
+            256 => VoxelType::Int8,
+            512 => VoxelType::Uint16,
+            768 => VoxelType::Uint32,
+            1024 => VoxelType::Int64,
+            1280 => VoxelType::Uint64,
+            1 => return Err("unsupported datatype 1 (binary)".into()),
+            32 => return Err("unsupported datatype 32 (complex64)".into()),
+            128 => return Err("unsupported datatype 128 (RGB24)".into()),
+            1536 => return Err("unsupported datatype 1536 (float128)".into()),
+            1792 => return Err("unsupported datatype 1792 (complex128)".into()),
+            2048 => return Err("unsupported datatype 2048 (complex256)".into()),
+            2304 => return Err("unsupported datatype 2304 (RGBA32)".into()),
+            other => return Err(format!("unknown datatype code {other}")),
+        })
+    }
+
+    pub fn size_of(self) -> usize {
+        match self {
+            VoxelType::Uint8 | VoxelType::Int8 => 1,
+            VoxelType::Uint16 | VoxelType::Int16 => 2,
+            VoxelType::Uint32 | VoxelType::Int32 | VoxelType::Float32 => 4,
+            VoxelType::Uint64 | VoxelType::Int64 | VoxelType::Float64 => 8,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            VoxelType::Uint8 => "uint8",
+            VoxelType::Int8 => "int8",
+            VoxelType::Uint16 => "uint16",
+            VoxelType::Int16 => "int16",
+            VoxelType::Uint32 => "uint32",
+            VoxelType::Int32 => "int32",
+            VoxelType::Uint64 => "uint64",
+            VoxelType::Int64 => "int64",
+            VoxelType::Float32 => "float32",
+            VoxelType::Float64 => "float64",
+        }
+    }
+}
+
+/// What is kept of a file's header: enough to check that images of a case share a grid
+/// and to write an output on the same grid (shape, voxel size, qform and sform with codes).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NiftiHeaderInfo {
+    /// Sizes along x, y, z.
+    pub dims: [usize; 3],
+    /// Size of the 4th dimension (1 for a 3D image).
+    pub channels: usize,
+    /// Voxel size in mm along x, y, z (|pixdim[1..4]|).
+    pub spacing: [f64; 3],
+    /// `pixdim[0]`: the qform's handedness, -1 or 1.
+    pub qfac: f32,
+    pub qform_code: i16,
+    pub sform_code: i16,
+    /// Quaternion b, c, d of the qform rotation.
+    pub quatern: [f32; 3],
+    /// qform translation (qoffset_x, y, z).
+    pub qoffset: [f32; 3],
+    /// sform rows x, y, z.
+    pub srow: [[f32; 4]; 3],
+    /// Spatial and temporal units (`xyzt_units`).
+    pub xyzt_units: u8,
+    /// The file's voxel type (informational; writers choose their own).
+    pub datatype: VoxelType,
+    /// The file's scaling as read (informational; writers write slope 1, intercept 0).
+    pub scl_slope: f32,
+    pub scl_inter: f32,
+}
+
+impl NiftiHeaderInfo {
+    /// A header for a new image: identity-rotation qform and sform (code 1, scanner
+    /// coordinates) with the given voxel size, origin at voxel (0, 0, 0).
+    pub fn new(dims: [usize; 3], spacing: [f64; 3]) -> Self {
+        let s = spacing.map(|v| v as f32);
+        Self {
+            dims,
+            channels: 1,
+            spacing,
+            qfac: 1.0,
+            qform_code: 1,
+            sform_code: 1,
+            quatern: [0.0; 3],
+            qoffset: [0.0; 3],
+            srow: [
+                [s[0], 0.0, 0.0, 0.0],
+                [0.0, s[1], 0.0, 0.0],
+                [0.0, 0.0, s[2], 0.0],
+            ],
+            xyzt_units: 2,
+            datatype: VoxelType::Float32,
+            scl_slope: 1.0,
+            scl_inter: 0.0,
+        }
+    }
+
+    /// Sets the qform from a unit quaternion (w, b, c, d) with `w >= 0`, a handedness
+    /// (`qfac`, the sign of the z axis) and a translation, and makes the sform equal to it,
+    /// so both transforms describe the same grid.
+    pub fn set_rotation(&mut self, quaternion: [f64; 4], qfac: f32, offset: [f64; 3]) {
+        let [w, b, c, d] = quaternion;
+        let sign = if w < 0.0 { -1.0 } else { 1.0 };
+        self.quatern = [(sign * b) as f32, (sign * c) as f32, (sign * d) as f32];
+        self.qfac = if qfac < 0.0 { -1.0 } else { 1.0 };
+        self.qoffset = offset.map(|v| v as f32);
+        self.qform_code = self.qform_code.max(1);
+        self.sform_code = self.sform_code.max(1);
+        let a = self.qform_affine();
+        for (row, out) in a.iter().take(3).zip(self.srow.iter_mut()) {
+            *out = row.map(|v| v as f32);
+        }
+    }
+
+    /// The voxel-to-world transform the NIfTI standard prefers: the sform when
+    /// `sform_code > 0`, else the qform (which, with `qform_code == 0`, is just the voxel
+    /// size on the diagonal). 4x4, row-major.
+    pub fn affine(&self) -> [[f64; 4]; 4] {
+        if self.sform_code > 0 {
+            self.sform_affine()
+        } else {
+            self.qform_affine()
+        }
+    }
+
+    pub fn sform_affine(&self) -> [[f64; 4]; 4] {
+        let r = |i: usize| self.srow[i].map(|v| v as f64);
+        [r(0), r(1), r(2), [0.0, 0.0, 0.0, 1.0]]
+    }
+
+    /// The qform as a matrix (NIfTI-1 "method 2"); "method 1" when `qform_code == 0`.
+    pub fn qform_affine(&self) -> [[f64; 4]; 4] {
+        let [sx, sy, sz] = self.spacing;
+        if self.qform_code <= 0 {
+            return [
+                [sx, 0.0, 0.0, 0.0],
+                [0.0, sy, 0.0, 0.0],
+                [0.0, 0.0, sz, 0.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ];
+        }
+        let [b, c, d] = self.quatern.map(|v| v as f64);
+        let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
+        let r = [
+            [
+                a * a + b * b - c * c - d * d,
+                2.0 * (b * c - a * d),
+                2.0 * (b * d + a * c),
+            ],
+            [
+                2.0 * (b * c + a * d),
+                a * a + c * c - b * b - d * d,
+                2.0 * (c * d - a * b),
+            ],
+            [
+                2.0 * (b * d - a * c),
+                2.0 * (c * d + a * b),
+                a * a + d * d - b * b - c * c,
+            ],
+        ];
+        let scale = [sx, sy, sz * if self.qfac < 0.0 { -1.0 } else { 1.0 }];
+        let o = self.qoffset.map(|v| v as f64);
+        let mut m = [[0.0; 4]; 4];
+        for i in 0..3 {
+            for j in 0..3 {
+                m[i][j] = r[i][j] * scale[j];
+            }
+            m[i][3] = o[i];
+        }
+        m[3][3] = 1.0;
+        m
+    }
+
+    /// The largest absolute difference between this header's affine and another's.
+    pub fn affine_distance(&self, other: &NiftiHeaderInfo) -> f64 {
+        let (a, b) = (self.affine(), other.affine());
+        let mut worst = 0.0f64;
+        for (ra, rb) in a.iter().zip(&b) {
+            for (x, y) in ra.iter().zip(rb) {
+                let d = (x - y).abs();
+                if d.is_nan() {
+                    return f64::INFINITY;
+                }
+                worst = worst.max(d);
+            }
+        }
+        worst
+    }
+
+    pub fn voxel_count(&self) -> usize {
+        self.dims.iter().product()
+    }
+}
+
+/// A NIfTI file in memory: its header and its (decompressed) voxel bytes, not yet
+/// converted. Converting channel by channel lets a loader take two channels of a 4D file
+/// without converting all of them.
+#[derive(Debug)]
+pub struct NiftiFile {
+    path: PathBuf,
+    header: NiftiHeaderInfo,
+    little_endian: bool,
+    voxel_bytes: Vec<u8>,
+}
+
+fn gunzip(path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len().saturating_mul(4));
+    MultiGzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            let why = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                "the gzip stream ends early (truncated file)".to_string()
+            } else {
+                format!("broken gzip stream ({e})")
+            };
+            Error::file(path, why)
+        })?;
+    Ok(out)
+}
+
+fn sizeof_hdr(bytes: &[u8]) -> Option<(i32, i32)> {
+    let b: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
+    Some((i32::from_le_bytes(b), i32::from_be_bytes(b)))
+}
+
+impl NiftiFile {
+    /// Reads and checks a .nii or .nii.gz file (gzip is recognised by its magic bytes).
+    pub fn open(path: &Path) -> Result<Self> {
+        let raw =
+            std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+        let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+            gunzip(path, &raw)?
+        } else {
+            raw
+        };
+        Self::parse(path, bytes)
+    }
+
+    fn parse(path: &Path, mut bytes: Vec<u8>) -> Result<Self> {
+        let bad = |msg: String| Error::file(path, msg);
+        match sizeof_hdr(&bytes) {
+            None => return Err(bad("file is empty or shorter than a NIfTI header".into())),
+            Some((348, _)) | Some((_, 348)) => {}
+            Some((540, _)) | Some((_, 540)) => {
+                return Err(bad(
+                    "NIfTI-2 files are not supported (convert to NIfTI-1)".into()
+                ))
+            }
+            Some(_) => return Err(bad("not a NIfTI-1 file (header size is not 348)".into())),
+        }
+        if bytes.len() < HEADER_SIZE {
+            return Err(bad(format!(
+                "truncated: {} bytes, shorter than the 348-byte header",
+                bytes.len()
+            )));
+        }
+        let h = ::nifti::NiftiHeader::from_reader(&bytes[..HEADER_SIZE])
+            .map_err(|e| bad(format!("invalid NIfTI header: {e}")))?;
+        if &h.magic != b"n+1\0" {
+            return Err(bad(
+                "a two-file NIfTI (.hdr/.img) or ANALYZE header is not supported; use .nii or .nii.gz"
+                    .into(),
+            ));
+        }
+        let datatype = VoxelType::from_code(h.datatype).map_err(bad)?;
+        let ndim = h.dim[0] as usize;
+        if !(1..=7).contains(&ndim) {
+            return Err(bad(format!("invalid dim[0] = {ndim}")));
+        }
+        let dim: Vec<usize> = (1..=7)
+            .map(|i| if i <= ndim { h.dim[i] as usize } else { 1 })
+            .collect();
+        if let Some(i) = dim[..ndim].iter().position(|&d| d == 0) {
+            return Err(bad(format!("dimension {} has size 0", i + 1)));
+        }
+        if dim[4..].iter().any(|&d| d > 1) {
+            return Err(bad(format!(
+                "{ndim}D images with more than 4 dimensions are not supported (dims {:?})",
+                &dim[..ndim]
+            )));
+        }
+        let offset = h.vox_offset;
+        if !offset.is_finite() || offset < HEADER_SIZE as f32 || offset.fract() != 0.0 {
+            return Err(bad(format!("invalid vox_offset {offset}")));
+        }
+        let offset = offset as usize;
+        let voxels = dim.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        let needed = voxels
+            .and_then(|n| n.checked_mul(datatype.size_of()))
+            .ok_or_else(|| bad(format!("dims {:?} are too large", &dim[..ndim])))?;
+        let available = bytes.len().saturating_sub(offset);
+        if available < needed {
+            return Err(bad(format!(
+                "truncated: header declares {} {} voxels ({needed} bytes from offset {offset}) \
+                 but only {available} bytes follow",
+                dim[..ndim]
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("x"),
+                datatype.name()
+            )));
+        }
+        let spacing = [1usize, 2, 3].map(|i| {
+            let p = h.pixdim[i].abs() as f64;
+            if p.is_finite() && p > 0.0 {
+                p
+            } else {
+                1.0
+            }
+        });
+        let header = NiftiHeaderInfo {
+            dims: [dim[0], dim[1], dim[2]],
+            channels: dim[3],
+            spacing,
+            qfac: if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 },
+            qform_code: h.qform_code,
+            sform_code: h.sform_code,
+            quatern: [h.quatern_b, h.quatern_c, h.quatern_d],
+            qoffset: [h.quatern_x, h.quatern_y, h.quatern_z],
+            srow: [h.srow_x, h.srow_y, h.srow_z],
+            xyzt_units: h.xyzt_units,
+            datatype,
+            scl_slope: h.scl_slope,
+            scl_inter: h.scl_inter,
+        };
+        bytes.truncate(offset + needed);
+        bytes.drain(..offset);
+        Ok(Self {
+            path: path.to_path_buf(),
+            header,
+            little_endian: h.endianness == ::nifti::Endianness::Little,
+            voxel_bytes: bytes,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn header(&self) -> &NiftiHeaderInfo {
+        &self.header
+    }
+
+    /// The (slope, intercept) applied when converting, or None when the file asks for none.
+    pub fn scaling(&self) -> Option<(f32, f32)> {
+        let (s, i) = (self.header.scl_slope, self.header.scl_inter);
+        (s != 0.0 && s.is_finite()).then_some((s, if i.is_finite() { i } else { 0.0 }))
+    }
+
+    /// Channel `c` (the 4th dimension) as f32, scaled, x fastest.
+    pub fn channel(&self, c: usize) -> Result<Vec<f32>> {
+        if c >= self.header.channels {
+            return Err(Error::file(
+                &self.path,
+                format!(
+                    "channel {c} requested but the image has {} channel(s)",
+                    self.header.channels
+                ),
+            ));
+        }
+        let n = self.header.voxel_count();
+        let size = self.header.datatype.size_of();
+        let bytes = &self.voxel_bytes[c * n * size..(c + 1) * n * size];
+        let mut out = convert(bytes, self.header.datatype, self.little_endian);
+        if let Some((slope, inter)) = self.scaling() {
+            for v in &mut out {
+                *v = *v * slope + inter;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Channel `c` as a `Volume`.
+    pub fn volume(&self, c: usize) -> Result<Volume> {
+        Ok(Volume::new(
+            self.header.dims,
+            self.header.spacing,
+            self.channel(c)?,
+        ))
+    }
+}
+
+fn convert(bytes: &[u8], t: VoxelType, little: bool) -> Vec<f32> {
+    macro_rules! conv {
+        ($ty:ty, $n:expr) => {
+            bytes
+                .chunks_exact($n)
+                .map(|c| {
+                    let a: [u8; $n] = c.try_into().expect("chunk size");
+                    (if little {
+                        <$ty>::from_le_bytes(a)
+                    } else {
+                        <$ty>::from_be_bytes(a)
+                    }) as f32
+                })
+                .collect()
+        };
+    }
+    match t {
+        VoxelType::Uint8 => bytes.iter().map(|&b| b as f32).collect(),
+        VoxelType::Int8 => bytes.iter().map(|&b| b as i8 as f32).collect(),
+        VoxelType::Uint16 => conv!(u16, 2),
+        VoxelType::Int16 => conv!(i16, 2),
+        VoxelType::Uint32 => conv!(u32, 4),
+        VoxelType::Int32 => conv!(i32, 4),
+        VoxelType::Uint64 => conv!(u64, 8),
+        VoxelType::Int64 => conv!(i64, 8),
+        VoxelType::Float32 => conv!(f32, 4),
+        VoxelType::Float64 => conv!(f64, 8),
+    }
+}
+
+/// Reads a 3D image (or a 4D image with a single channel) as a `Volume`.
+pub fn read_volume(path: &Path) -> Result<(Volume, NiftiHeaderInfo)> {
+    let file = NiftiFile::open(path)?;
+    if file.header.channels != 1 {
+        return Err(Error::file(
+            path,
+            format!(
+                "expected a 3D image, found a 4D image with {} channels",
+                file.header.channels
+            ),
+        ));
+    }
+    Ok((file.volume(0)?, file.header.clone()))
+}
+
+/// Voxel data to write, x fastest, channel slowest.
+#[derive(Clone, Copy, Debug)]
+pub enum VoxelData<'a> {
+    Uint8(&'a [u8]),
+    Int16(&'a [i16]),
+    Float32(&'a [f32]),
+}
+
+impl VoxelData<'_> {
+    fn len(&self) -> usize {
+        match self {
+            VoxelData::Uint8(d) => d.len(),
+            VoxelData::Int16(d) => d.len(),
+            VoxelData::Float32(d) => d.len(),
+        }
+    }
+    fn voxel_type(&self) -> VoxelType {
+        match self {
+            VoxelData::Uint8(_) => VoxelType::Uint8,
+            VoxelData::Int16(_) => VoxelType::Int16,
+            VoxelData::Float32(_) => VoxelType::Float32,
+        }
+    }
+    /// Writes the voxels little-endian, converting in blocks so the (gzip) writer gets
+    /// large writes.
+    fn write_le(&self, w: &mut impl Write) -> std::io::Result<()> {
+        const BLOCK: usize = 1 << 16;
+        let mut buf = Vec::with_capacity(BLOCK * 4);
+        match self {
+            VoxelData::Uint8(d) => w.write_all(d),
+            VoxelData::Int16(d) => d.chunks(BLOCK).try_for_each(|block| {
+                buf.clear();
+                buf.extend(block.iter().flat_map(|v| v.to_le_bytes()));
+                w.write_all(&buf)
+            }),
+            VoxelData::Float32(d) => d.chunks(BLOCK).try_for_each(|block| {
+                buf.clear();
+                buf.extend(block.iter().flat_map(|v| v.to_le_bytes()));
+                w.write_all(&buf)
+            }),
+        }
+    }
+}
+
+/// The 348-byte NIfTI-1 header (little-endian) for `data` on `reference`'s grid with
+/// `channels` in the 4th dimension, followed by the empty extension flag.
+fn header_bytes(
+    reference: &NiftiHeaderInfo,
+    channels: usize,
+    voxel_type: VoxelType,
+    scaling: (f32, f32),
+) -> Vec<u8> {
+    let mut h = vec![0u8; DATA_OFFSET];
+    let put_i16 =
+        |h: &mut Vec<u8>, at: usize, v: i16| h[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    let put_f32 =
+        |h: &mut Vec<u8>, at: usize, v: f32| h[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    h[0..4].copy_from_slice(&(HEADER_SIZE as i32).to_le_bytes());
+    h[38] = b'r';
+    let ndim = if channels > 1 { 4 } else { 3 };
+    let dims = [
+        ndim,
+        reference.dims[0],
+        reference.dims[1],
+        reference.dims[2],
+        channels,
+        1,
+        1,
+        1,
+    ];
+    for (i, d) in dims.iter().enumerate() {
+        put_i16(&mut h, 40 + 2 * i, *d as i16);
+    }
+    put_i16(&mut h, 70, voxel_type.code());
+    put_i16(&mut h, 72, (voxel_type.size_of() * 8) as i16);
+    let pixdim = [
+        reference.qfac,
+        reference.spacing[0] as f32,
+        reference.spacing[1] as f32,
+        reference.spacing[2] as f32,
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+    ];
+    for (i, p) in pixdim.iter().enumerate() {
+        put_f32(&mut h, 76 + 4 * i, *p);
+    }
+    put_f32(&mut h, 108, DATA_OFFSET as f32);
+    put_f32(&mut h, 112, scaling.0);
+    put_f32(&mut h, 116, scaling.1);
+    h[123] = reference.xyzt_units;
+    let descrip = b"voxseg";
+    h[148..148 + descrip.len()].copy_from_slice(descrip);
+    put_i16(&mut h, 252, reference.qform_code);
+    put_i16(&mut h, 254, reference.sform_code);
+    for (i, v) in reference
+        .quatern
+        .iter()
+        .chain(&reference.qoffset)
+        .enumerate()
+    {
+        put_f32(&mut h, 256 + 4 * i, *v);
+    }
+    for (i, v) in reference.srow.iter().flatten().enumerate() {
+        put_f32(&mut h, 280 + 4 * i, *v);
+    }
+    h[344..348].copy_from_slice(b"n+1\0");
+    h
+}
+
+/// Writes `data` (x fastest, channel slowest) as a gzipped NIfTI-1 file on `reference`'s
+/// grid, atomically. `scaling` is the (slope, intercept) to record; readers compute
+/// `stored * slope + intercept`.
+pub fn write_nifti(
+    path: &Path,
+    reference: &NiftiHeaderInfo,
+    channels: usize,
+    data: VoxelData<'_>,
+    scaling: (f32, f32),
+) -> Result<()> {
+    let expected = reference.voxel_count() * channels;
+    if channels == 0 || data.len() != expected {
+        return Err(Error::file(
+            path,
+            format!(
+                "cannot write: {} voxels given for a {}x{}x{} grid with {channels} channel(s)",
+                data.len(),
+                reference.dims[0],
+                reference.dims[1],
+                reference.dims[2]
+            ),
+        ));
+    }
+    if reference
+        .dims
+        .iter()
+        .chain([&channels])
+        .any(|&d| d > i16::MAX as usize)
+    {
+        return Err(Error::file(path, "cannot write: a dimension exceeds 32767"));
+    }
+    let header = header_bytes(reference, channels, data.voxel_type(), scaling);
+    let gzip = path.extension().is_some_and(|e| e == "gz");
+    crate::atomic::write_with(path, |w| {
+        if gzip {
+            let mut enc = GzEncoder::new(w, Compression::new(3));
+            enc.write_all(&header)?;
+            data.write_le(&mut enc)?;
+            enc.finish()?;
+            Ok(())
+        } else {
+            w.write_all(&header)?;
+            data.write_le(w)
+        }
+    })
+}
+
+/// Writes a label map (file values, x fastest) as uint8 on `reference`'s grid.
+pub fn write_label_map(path: &Path, reference: &NiftiHeaderInfo, values: &[u8]) -> Result<()> {
+    write_nifti(path, reference, 1, VoxelData::Uint8(values), (1.0, 0.0))
+}
+
+/// Writes per-voxel probabilities given channels-last (the engine's NDHWC order, one row
+/// of `channels` values per voxel) as a float32 image whose 4th dimension is the channel.
+pub fn write_probability_map(
+    path: &Path,
+    reference: &NiftiHeaderInfo,
+    channels: usize,
+    channels_last: &[f32],
+) -> Result<()> {
+    let n = reference.voxel_count();
+    if channels == 0 || channels_last.len() != n * channels {
+        return Err(Error::file(
+            path,
+            format!(
+                "cannot write: {} probabilities for {n} voxels x {channels} channels",
+                channels_last.len()
+            ),
+        ));
+    }
+    let mut planar = vec![0.0f32; n * channels];
+    for (v, row) in channels_last.chunks_exact(channels).enumerate() {
+        for (c, p) in row.iter().enumerate() {
+            planar[c * n + v] = *p;
+        }
+    }
+    write_nifti(
+        path,
+        reference,
+        channels,
+        VoxelData::Float32(&planar),
+        (1.0, 0.0),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("voxseg-nifti-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn positional(dims: [usize; 3]) -> Vec<f32> {
+        let mut v = Vec::new();
+        for z in 0..dims[2] {
+            for y in 0..dims[1] {
+                for x in 0..dims[0] {
+                    v.push((x + 100 * y + 10000 * z) as f32);
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn round_trip_keeps_axis_order_checked_by_the_nifti_crate() {
+        let dir = temp_dir("axes");
+        let dims = [5, 4, 3];
+        let mut header = NiftiHeaderInfo::new(dims, [1.0, 1.5, 2.0]);
+        header.set_rotation([0.0, 0.0, 0.0, 1.0], -1.0, [10.0, -20.0, 30.0]);
+        let data = positional(dims);
+        let path = dir.join("p.nii.gz");
+        write_nifti(&path, &header, 1, VoxelData::Float32(&data), (1.0, 0.0)).unwrap();
+
+        let (vol, back) = read_volume(&path).unwrap();
+        assert_eq!(vol.dims, dims);
+        for z in 0..3 {
+            for y in 0..4 {
+                for x in 0..5 {
+                    assert_eq!(vol.at(x, y, z), (x + 100 * y + 10000 * z) as f32);
+                }
+            }
+        }
+        assert_eq!(back.affine(), header.affine());
+        assert_eq!(back.spacing, [1.0, 1.5, 2.0]);
+
+        // An independent reader: the nifti crate's ndarray is indexed [x, y, z].
+        use ::nifti::{IntoNdArray, NiftiObject};
+        let obj = ::nifti::ReaderOptions::new().read_file(&path).unwrap();
+        assert_eq!(obj.header().sform_code, 1);
+        assert_eq!(obj.header().srow_x, [-1.0, 0.0, 0.0, 10.0]);
+        assert_eq!(obj.header().srow_z, [0.0, 0.0, -2.0, 30.0]);
+        let arr = obj.into_volume().into_ndarray::<f32>().unwrap();
+        assert_eq!(arr.shape(), &[5, 4, 3]);
+        assert_eq!(arr[[4, 1, 2]], (4 + 100 + 20000) as f32);
+        assert_eq!(arr[[0, 3, 1]], (300 + 10000) as f32);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn quaternion_for_half_turn_about_z_flips_x_and_y() {
+        let mut h = NiftiHeaderInfo::new([2, 2, 2], [2.0, 3.0, 4.0]);
+        h.sform_code = 0;
+        h.quatern = [0.0, 0.0, 1.0];
+        h.qoffset = [1.0, 2.0, 3.0];
+        let a = h.affine();
+        assert_eq!(a[0], [-2.0, 0.0, 0.0, 1.0]);
+        assert_eq!(a[1], [0.0, -3.0, 0.0, 2.0]);
+        assert_eq!(a[2], [0.0, 0.0, 4.0, 3.0]);
+        h.qform_code = 0;
+        assert_eq!(h.affine()[0], [2.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn every_integer_and_float_type_is_read_with_scaling_and_both_endiannesses() {
+        let dir = temp_dir("types");
+        let values: [i8; 6] = [0, 1, 2, 3, 4, 5];
+        for (t, little) in [
+            VoxelType::Uint8,
+            VoxelType::Int8,
+            VoxelType::Uint16,
+            VoxelType::Int16,
+            VoxelType::Uint32,
+            VoxelType::Int32,
+            VoxelType::Uint64,
+            VoxelType::Int64,
+            VoxelType::Float32,
+            VoxelType::Float64,
+        ]
+        .iter()
+        .flat_map(|t| [(*t, true), (*t, false)])
+        {
+            let reference = NiftiHeaderInfo::new([3, 2, 1], [1.0; 3]);
+            let mut bytes = header_bytes(&reference, 1, t, (2.0, -1.0));
+            let mut voxels = Vec::new();
+            for v in values {
+                macro_rules! put {
+                    ($x:expr) => {
+                        voxels.extend(if little {
+                            $x.to_le_bytes().to_vec()
+                        } else {
+                            $x.to_be_bytes().to_vec()
+                        })
+                    };
+                }
+                match t {
+                    VoxelType::Uint8 => voxels.push(v as u8),
+                    VoxelType::Int8 => voxels.push(v as u8),
+                    VoxelType::Uint16 => put!(v as u16),
+                    VoxelType::Int16 => put!(v as i16),
+                    VoxelType::Uint32 => put!(v as u32),
+                    VoxelType::Int32 => put!(v as i32),
+                    VoxelType::Uint64 => put!(v as u64),
+                    VoxelType::Int64 => put!(v as i64),
+                    VoxelType::Float32 => put!(v as f32),
+                    VoxelType::Float64 => put!(v as f64),
+                }
+            }
+            if !little {
+                swap_header_to_big_endian(&mut bytes);
+            }
+            bytes.extend(voxels);
+            let path = dir.join(format!("{}-{little}.nii", t.name()));
+            std::fs::write(&path, &bytes).unwrap();
+            let file = NiftiFile::open(&path).unwrap();
+            assert_eq!(file.header().datatype, t);
+            assert_eq!(
+                file.channel(0).unwrap(),
+                vec![-1.0, 1.0, 3.0, 5.0, 7.0, 9.0],
+                "{t:?} little={little}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Rewrites the fields `header_bytes` sets in big-endian order.
+    fn swap_header_to_big_endian(h: &mut [u8]) {
+        let mut swap = |at: usize, n: usize| h[at..at + n].reverse();
+        swap(0, 4);
+        for i in 0..8 {
+            swap(40 + 2 * i, 2);
+        }
+        swap(70, 2);
+        swap(72, 2);
+        for i in 0..8 {
+            swap(76 + 4 * i, 4);
+        }
+        for at in [108, 112, 116] {
+            swap(at, 4);
+        }
+        swap(252, 2);
+        swap(254, 2);
+        for i in 0..18 {
+            swap(256 + 4 * i, 4);
+        }
+    }
+
+    #[test]
+    fn slope_zero_means_no_scaling_and_4d_channels_are_slowest() {
+        let dir = temp_dir("4d");
+        let reference = NiftiHeaderInfo::new([2, 1, 1], [1.0; 3]);
+        let data: Vec<i16> = vec![1, 2, 10, 20, 100, 200];
+        let path = dir.join("four.nii.gz");
+        write_nifti(&path, &reference, 3, VoxelData::Int16(&data), (0.0, 5.0)).unwrap();
+        let f = NiftiFile::open(&path).unwrap();
+        assert_eq!(f.header().channels, 3);
+        assert_eq!(f.scaling(), None);
+        assert_eq!(f.channel(1).unwrap(), vec![10.0, 20.0]);
+        assert_eq!(f.channel(0).unwrap(), vec![1.0, 2.0]);
+        assert_eq!(f.channel(2).unwrap(), vec![100.0, 200.0]);
+        let err = f.channel(3).unwrap_err().to_string();
+        assert!(
+            err.contains("four.nii.gz") && err.contains("3 channel"),
+            "{err}"
+        );
+        let err = read_volume(&path).unwrap_err().to_string();
+        assert!(err.contains("4D image with 3 channels"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn probability_maps_are_written_channel_planar_and_labels_as_uint8() {
+        let dir = temp_dir("prob");
+        let reference = NiftiHeaderInfo::new([3, 1, 1], [1.0; 3]);
+        let probs = [0.1, 0.9, 0.2, 0.8, 0.3, 0.7];
+        let path = dir.join("prob.nii.gz");
+        write_probability_map(&path, &reference, 2, &probs).unwrap();
+        let f = NiftiFile::open(&path).unwrap();
+        assert_eq!(f.header().datatype, VoxelType::Float32);
+        assert_eq!(f.channel(0).unwrap(), vec![0.1, 0.2, 0.3]);
+        assert_eq!(f.channel(1).unwrap(), vec![0.9, 0.8, 0.7]);
+
+        let mut int_ref = reference.clone();
+        int_ref.scl_slope = 3.0;
+        let path = dir.join("seg.nii.gz");
+        write_label_map(&path, &int_ref, &[0, 4, 2]).unwrap();
+        let f = NiftiFile::open(&path).unwrap();
+        assert_eq!(f.header().datatype, VoxelType::Uint8);
+        assert_eq!((f.header().scl_slope, f.header().scl_inter), (1.0, 0.0));
+        assert_eq!(f.channel(0).unwrap(), vec![0.0, 4.0, 2.0]);
+        let err = write_label_map(&path, &reference, &[1, 2])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("2 voxels given"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn random_corruption_gives_errors_not_panics() {
+        let reference = NiftiHeaderInfo::new([4, 3, 2], [1.0; 3]);
+        let mut clean = header_bytes(&reference, 1, VoxelType::Int16, (1.0, 0.0));
+        clean.extend(std::iter::repeat_n(7u8, 48));
+        let mut rng = crate::rng::Rng::new(99);
+        let mut refused = 0;
+        for _ in 0..3000 {
+            let mut bytes = clean.clone();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(bytes.len());
+                bytes[at] = rng.below(256) as u8;
+            }
+            bytes.truncate(bytes.len() - rng.below(8));
+            if let Ok(file) = NiftiFile::parse(Path::new("fuzz.nii"), bytes) {
+                for c in 0..file.header().channels.min(4) {
+                    file.channel(c).unwrap();
+                }
+                file.header().affine();
+            } else {
+                refused += 1;
+            }
+        }
+        assert!(refused > 100, "only {refused} corruptions were refused");
+    }
+
+    #[test]
+    fn unsupported_types_and_bad_headers_are_clear_errors() {
+        let dir = temp_dir("bad");
+        let reference = NiftiHeaderInfo::new([2, 2, 2], [1.0; 3]);
+        let mut bytes = header_bytes(&reference, 1, VoxelType::Float32, (1.0, 0.0));
+        bytes[70..72].copy_from_slice(&32i16.to_le_bytes());
+        bytes.extend([0u8; 64]);
+        let path = dir.join("complex.nii");
+        std::fs::write(&path, &bytes).unwrap();
+        let err = NiftiFile::open(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("complex.nii") && err.contains("complex64"),
+            "{err}"
+        );
+
+        let mut bytes = header_bytes(&reference, 1, VoxelType::Uint8, (1.0, 0.0));
+        bytes[0..4].copy_from_slice(&540i32.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let err = NiftiFile::open(&path).unwrap_err().to_string();
+        assert!(err.contains("NIfTI-2"), "{err}");
+
+        std::fs::write(&path, b"").unwrap();
+        let err = NiftiFile::open(&path).unwrap_err().to_string();
+        assert!(err.contains("empty"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

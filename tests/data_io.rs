@@ -1,0 +1,614 @@
+//! Dataset I/O end to end: synthetic datasets in every layout, detected and loaded back
+//! voxel for voxel, and bad input of every kind refused with an error that names the case
+//! and the file.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+use voxseg::data::case::{load_case, NanPolicy};
+use voxseg::data::inspect::inspect_file;
+use voxseg::data::labels::LabelSpec;
+use voxseg::data::layout::{detect, LayoutKind};
+use voxseg::data::nifti::{write_label_map, write_nifti, NiftiFile, VoxelData};
+use voxseg::data::synth::{
+    generate_case, write_dataset, SynthCase, SynthLayout, SynthOptions, SynthStorage, ENHANCING,
+    NECROSIS, OEDEMA,
+};
+
+/// Size as (z, y, x); distinct sizes so a transposition cannot pass.
+const SIZE: [usize; 3] = [12, 14, 16];
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("voxseg-dataio-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn synth(dir: &Path, cases: usize, layout: SynthLayout, storage: SynthStorage) {
+    write_dataset(&SynthOptions {
+        out: dir.to_path_buf(),
+        cases,
+        size: SIZE,
+        seed: 11,
+        layout,
+        storage,
+    })
+    .unwrap();
+}
+
+fn err_text<T: std::fmt::Debug>(r: voxseg::Result<T>) -> String {
+    r.unwrap_err().to_string()
+}
+
+fn assert_mentions(err: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(err.contains(p), "error {err:?} should mention {p:?}");
+    }
+}
+
+fn brats_file(root: &Path, index: usize, suffix: &str) -> PathBuf {
+    let id = format!("SynthBraTS2021_{index:05}");
+    root.join(&id).join(format!("{id}_{suffix}.nii.gz"))
+}
+
+#[test]
+fn synthetic_brats_int16_loads_back_voxel_for_voxel_with_scaling() {
+    let tmp = TempDir::new("brats");
+    synth(&tmp.0, 3, SynthLayout::Brats2021, SynthStorage::Int16);
+    let ds = detect(&tmp.0).unwrap();
+    assert_eq!(ds.layout, LayoutKind::Brats2021);
+    assert_eq!(ds.modalities, ["t1", "t1ce", "t2", "flair"]);
+    assert_eq!(ds.cases.len(), 3);
+    ds.require_labels().unwrap();
+    let all = ds.all_modalities();
+    for (index, case) in ds.cases.iter().enumerate() {
+        let truth = generate_case(SIZE, 11, index);
+        let (data, header) = load_case(&ds, case, &all, NanPolicy::Error).unwrap();
+        assert_eq!(data.id, format!("SynthBraTS2021_{index:05}"));
+        assert_eq!(data.dims(), [16, 14, 12], "x, y, z from a (z, y, x) size");
+        assert_eq!(header.dims, [16, 14, 12]);
+        assert_eq!(header.spacing, [1.0; 3]);
+        let raw = NiftiFile::open(&case.images[0].path).unwrap();
+        let slope = raw.header().scl_slope;
+        assert_eq!(slope, [1.0, 2.0, 0.5][index]);
+        for (m, channel) in data.channels.iter().enumerate() {
+            for (got, want) in channel.data.iter().zip(&truth.images[m]) {
+                assert!((got - want).abs() <= slope / 2.0 + 1e-3, "{got} vs {want}");
+            }
+        }
+        // Background stays exactly 0 through the intercept.
+        assert_eq!(data.channels[0].data[0], 0.0);
+        assert_eq!(data.label.unwrap().data, truth.labels);
+        let a = header.affine();
+        assert!(a[0][0] < -0.9 && a[1][1] < -0.9 && a[0][1] != 0.0, "{a:?}");
+    }
+}
+
+#[test]
+fn synthetic_msd_float32_loads_selected_modalities_in_requested_order() {
+    let tmp = TempDir::new("msd");
+    synth(&tmp.0, 2, SynthLayout::Msd, SynthStorage::Float32);
+    // A macOS resource-fork file beside the real ones is skipped.
+    std::fs::write(tmp.0.join("imagesTr/._SynthBrain_001.nii.gz"), b"junk").unwrap();
+    let ds = detect(&tmp.0).unwrap();
+    assert_eq!(ds.layout, LayoutKind::Msd);
+    assert_eq!(ds.modalities, ["FLAIR", "T1w", "t1gd", "T2w"]);
+    assert_eq!(ds.cases.len(), 2);
+    let regions: Vec<(&str, &[u8])> = ds
+        .label_spec
+        .regions()
+        .iter()
+        .map(|r| (r.name.as_str(), r.classes.as_slice()))
+        .collect();
+    assert_eq!(
+        regions,
+        [
+            ("WT", &[1, 2, 3][..]),
+            ("TC", &[2, 3][..]),
+            ("ET", &[3][..])
+        ]
+    );
+    let selected = ds
+        .select_modalities(&["t1", "t1ce", "t2", "flair"])
+        .unwrap();
+    assert_eq!(selected, [1, 2, 3, 0]);
+    let truth: SynthCase = generate_case(SIZE, 11, 1);
+    let (data, _) = load_case(&ds, &ds.cases[1], &selected, NanPolicy::Error).unwrap();
+    for m in 0..4 {
+        assert_eq!(data.channels[m].data, truth.images[m], "modality {m}");
+    }
+    // MSD numbering: 1 oedema, 2 non-enhancing/necrotic, 3 enhancing.
+    let expected: Vec<u8> = truth
+        .labels
+        .iter()
+        .map(|&c| match c {
+            NECROSIS => 2,
+            OEDEMA => 1,
+            ENHANCING => 3,
+            _ => 0,
+        })
+        .collect();
+    assert_eq!(data.label.unwrap().data, expected);
+    let (two, _) = load_case(&ds, &ds.cases[0], &[2], NanPolicy::Error).unwrap();
+    assert_eq!(two.channels.len(), 1);
+    assert_eq!(two.channels[0].data, generate_case(SIZE, 11, 0).images[1]);
+}
+
+#[test]
+fn loading_and_inspecting_never_modify_input_files() {
+    let tmp = TempDir::new("readonly");
+    synth(&tmp.0, 2, SynthLayout::Brats2021, SynthStorage::Int16);
+    let snapshot = |root: &Path| -> BTreeMap<PathBuf, (Vec<u8>, SystemTime)> {
+        let mut out = BTreeMap::new();
+        for case in std::fs::read_dir(root).unwrap() {
+            for f in std::fs::read_dir(case.unwrap().path()).unwrap() {
+                let p = f.unwrap().path();
+                let meta = std::fs::metadata(&p).unwrap();
+                out.insert(
+                    p.clone(),
+                    (std::fs::read(&p).unwrap(), meta.modified().unwrap()),
+                );
+            }
+        }
+        out
+    };
+    let before = snapshot(&tmp.0);
+    assert_eq!(before.len(), 10);
+    let ds = detect(&tmp.0).unwrap();
+    for case in &ds.cases {
+        load_case(&ds, case, &ds.all_modalities(), NanPolicy::ReplaceWithZero).unwrap();
+        inspect_file(&case.images[0].path).unwrap();
+    }
+    assert_eq!(snapshot(&tmp.0), before);
+}
+
+#[test]
+fn inspect_reports_the_synthetic_grid() {
+    let tmp = TempDir::new("inspect");
+    synth(&tmp.0, 1, SynthLayout::Msd, SynthStorage::Int16);
+    let v = inspect_file(&tmp.0.join("imagesTr/SynthBrain_001.nii.gz")).unwrap();
+    assert_eq!(v["shape"], serde_json::json!([16, 14, 12, 4]));
+    assert_eq!(v["datatype"], "int16");
+    assert_eq!(v["min"], serde_json::json!(0.0));
+    let truth = generate_case(SIZE, 11, 0);
+    let max = truth.images.iter().flatten().fold(0.0f32, |a, &b| a.max(b)) as f64;
+    assert!(
+        (v["max"].as_f64().unwrap() - max).abs() < 0.51,
+        "{} vs {max}",
+        v["max"]
+    );
+    assert_eq!(v["affine"], serde_json::json!(truth.header.affine()));
+}
+
+#[test]
+fn brats_2023_names_and_labels() {
+    let tmp = TempDir::new("brats23");
+    let case = generate_case(SIZE, 3, 0);
+    let id = "BraTS-GLI-00001-000";
+    let dir = tmp.0.join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (m, name) in ["t1n", "t1c", "t2w", "t2f"].iter().enumerate() {
+        let path = dir.join(format!("{id}-{name}.nii.gz"));
+        write_nifti(
+            &path,
+            &case.header,
+            1,
+            VoxelData::Float32(&case.images[m]),
+            (1.0, 0.0),
+        )
+        .unwrap();
+    }
+    let seg = LabelSpec::brats2023().to_file_values(&case.labels).unwrap();
+    assert!(seg.contains(&3) && !seg.contains(&4));
+    write_label_map(&dir.join(format!("{id}-seg.nii.gz")), &case.header, &seg).unwrap();
+    std::fs::create_dir_all(tmp.0.join("__MACOSX")).unwrap();
+    std::fs::write(tmp.0.join(".DS_Store"), b"x").unwrap();
+    let ds = detect(&tmp.0).unwrap();
+    assert_eq!(ds.layout, LayoutKind::Brats2023);
+    assert_eq!(ds.cases.len(), 1);
+    let sel = ds.select_modalities(&["FLAIR", "t1ce"]).unwrap();
+    let (data, _) = load_case(&ds, &ds.cases[0], &sel, NanPolicy::Error).unwrap();
+    assert_eq!(data.channels[0].data, case.images[3]);
+    assert_eq!(data.channels[1].data, case.images[1]);
+    assert_eq!(
+        data.label.unwrap().data,
+        case.labels,
+        "3 is ET in BraTS 2023"
+    );
+}
+
+/// Writes an nnU-Net v2 raw dataset of `n` synthetic cases (plus one test case).
+fn write_nnunet(root: &Path, n: usize, labels: serde_json::Value) {
+    for sub in ["imagesTr", "labelsTr", "imagesTs"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    for i in 0..=n {
+        let case = generate_case(SIZE, 5, i);
+        let (dir, id) = if i < n {
+            ("imagesTr", format!("BRATS_{i:03}"))
+        } else {
+            ("imagesTs", format!("BRATS_{i:03}"))
+        };
+        for m in 0..4 {
+            let path = root.join(dir).join(format!("{id}_{m:04}.nii.gz"));
+            write_nifti(
+                &path,
+                &case.header,
+                1,
+                VoxelData::Float32(&case.images[m]),
+                (1.0, 0.0),
+            )
+            .unwrap();
+        }
+        if i < n {
+            let seg = LabelSpec::brats2021().to_file_values(&case.labels).unwrap();
+            write_label_map(
+                &root.join("labelsTr").join(format!("{id}.nii.gz")),
+                &case.header,
+                &seg,
+            )
+            .unwrap();
+        }
+    }
+    let json = serde_json::json!({
+        "channel_names": {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"},
+        "labels": labels,
+        "numTraining": n,
+        "file_ending": ".nii.gz",
+    });
+    std::fs::write(root.join("dataset.json"), json.to_string()).unwrap();
+}
+
+#[test]
+fn nnunet_v2_raw_with_classes_or_regions() {
+    let tmp = TempDir::new("nnunet");
+    write_nnunet(
+        &tmp.0,
+        2,
+        serde_json::json!({"background": 0, "NCR": 1, "edema": 2, "enhancing tumor": 4}),
+    );
+    let ds = detect(&tmp.0).unwrap();
+    assert_eq!(ds.layout, LayoutKind::NnUnet);
+    assert_eq!(ds.modalities, ["T1", "T1ce", "T2", "FLAIR"]);
+    assert_eq!(ds.cases.len(), 2);
+    assert_eq!(ds.test_cases.len(), 1);
+    assert_eq!(ds.test_cases[0].label, None);
+    assert_eq!(ds.label_spec.file_values(), [0, 1, 2, 4]);
+    assert_eq!(
+        ds.label_spec.regions().len(),
+        3,
+        "tumour names give WT/TC/ET"
+    );
+    let (data, _) = load_case(&ds, &ds.cases[1], &ds.all_modalities(), NanPolicy::Error).unwrap();
+    let truth = generate_case(SIZE, 5, 1);
+    assert_eq!(data.channels[2].data, truth.images[2]);
+    assert_eq!(data.label.unwrap().data, truth.labels);
+
+    let tmp = TempDir::new("nnunet-regions");
+    write_nnunet(
+        &tmp.0,
+        1,
+        serde_json::json!({"background": 0, "whole tumor": [1, 2, 4], "tumor core": [1, 4], "enhancing tumor": 4}),
+    );
+    let ds = detect(&tmp.0).unwrap();
+    let names: Vec<&str> = ds
+        .label_spec
+        .regions()
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(names, ["whole tumor", "tumor core", "enhancing tumor"]);
+    let paints: Vec<u8> = ds.label_spec.regions().iter().map(|r| r.paint).collect();
+    assert_eq!(paints, [2, 1, 3]);
+
+    std::fs::remove_file(tmp.0.join("imagesTr/BRATS_000_0002.nii.gz")).unwrap();
+    let err = err_text(detect(&tmp.0));
+    assert_mentions(&err, &["BRATS_000", "BRATS_000_0002.nii.gz", "missing"]);
+}
+
+#[test]
+fn the_documented_manifest_example_loads() {
+    let tmp = TempDir::new("manifest");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/manifest-example.json");
+    std::fs::copy(&example, tmp.0.join("manifest.json")).unwrap();
+    let a = generate_case(SIZE, 9, 0);
+    let b = generate_case(SIZE, 9, 1);
+    for d in ["patient001", "patient002", "unlabelled"] {
+        std::fs::create_dir_all(tmp.0.join(d)).unwrap();
+    }
+    let write = |rel: &str, case: &SynthCase, data: &[f32], channels: usize| {
+        write_nifti(
+            &tmp.0.join(rel),
+            &case.header,
+            channels,
+            VoxelData::Float32(data),
+            (1.0, 0.0),
+        )
+        .unwrap()
+    };
+    for (m, name) in ["t1", "t1ce", "t2", "flair"].iter().enumerate() {
+        write(&format!("patient001/{name}.nii.gz"), &a, &a.images[m], 1);
+        write(
+            &format!("unlabelled/patient101_{name}.nii.gz"),
+            &a,
+            &a.images[m],
+            1,
+        );
+    }
+    let planar: Vec<f32> = b.images.iter().flatten().copied().collect();
+    write("patient002/all.nii.gz", &b, &planar, 4);
+    let spec = LabelSpec::brats2021();
+    write_label_map(
+        &tmp.0.join("patient001/seg.nii.gz"),
+        &a.header,
+        &spec.to_file_values(&a.labels).unwrap(),
+    )
+    .unwrap();
+    write_label_map(
+        &tmp.0.join("patient002/seg.nii.gz"),
+        &b.header,
+        &spec.to_file_values(&b.labels).unwrap(),
+    )
+    .unwrap();
+
+    let ds = detect(&tmp.0.join("manifest.json")).unwrap();
+    assert_eq!(ds.layout, LayoutKind::Manifest);
+    assert_eq!((ds.cases.len(), ds.test_cases.len()), (2, 1));
+    assert_eq!(ds.label_spec.file_values(), [0, 1, 2, 4]);
+    assert_eq!(ds.label_spec.regions()[1].classes, [1, 3]);
+    let sel = ds.select_modalities(&["flair", "t1"]).unwrap();
+    let (data, _) = load_case(&ds, &ds.cases[1], &sel, NanPolicy::Error).unwrap();
+    assert_eq!(data.channels[0].data, b.images[3]);
+    assert_eq!(data.channels[1].data, b.images[0]);
+    assert_eq!(data.label.unwrap().data, b.labels);
+}
+
+// ---- bad input ----
+
+fn brats_dataset(name: &str, storage: SynthStorage) -> TempDir {
+    let tmp = TempDir::new(name);
+    synth(&tmp.0, 2, SynthLayout::Brats2021, storage);
+    tmp
+}
+
+fn load_first_error(root: &Path, index: usize) -> String {
+    let ds = detect(root).unwrap();
+    err_text(load_case(
+        &ds,
+        &ds.cases[index],
+        &ds.all_modalities(),
+        NanPolicy::Error,
+    ))
+}
+
+#[test]
+fn corrupt_truncated_and_broken_gzip_files_are_named() {
+    let tmp = brats_dataset("corrupt", SynthStorage::Int16);
+    let t2 = brats_file(&tmp.0, 0, "t2");
+    let bytes = std::fs::read(&t2).unwrap();
+
+    let mut corrupt = bytes.clone();
+    let mid = corrupt.len() / 2;
+    corrupt[mid..mid + 64].iter_mut().for_each(|b| *b ^= 0x5a);
+    std::fs::write(&t2, &corrupt).unwrap();
+    let err = load_first_error(&tmp.0, 0);
+    assert_mentions(
+        &err,
+        &[
+            "case SynthBraTS2021_00000",
+            "SynthBraTS2021_00000_t2.nii.gz",
+            "gzip",
+        ],
+    );
+
+    std::fs::write(&t2, &bytes[..bytes.len() / 2]).unwrap();
+    let err = load_first_error(&tmp.0, 0);
+    assert_mentions(
+        &err,
+        &[
+            "case SynthBraTS2021_00000",
+            "SynthBraTS2021_00000_t2.nii.gz",
+            "truncated",
+        ],
+    );
+
+    let mut broken = bytes[..10].to_vec();
+    broken.extend(std::iter::repeat_n(0xffu8, 200));
+    std::fs::write(&t2, &broken).unwrap();
+    let err = load_first_error(&tmp.0, 0);
+    assert_mentions(
+        &err,
+        &[
+            "case SynthBraTS2021_00000",
+            "SynthBraTS2021_00000_t2.nii.gz",
+            "broken gzip",
+        ],
+    );
+
+    // Uncompressed: a truncated voxel block and garbage instead of a header.
+    let plain = NiftiFile::open(&brats_file(&tmp.0, 1, "t1")).unwrap();
+    let reference = plain.header().clone();
+    let nii = tmp.0.join("plain.nii");
+    let values = vec![1i16; reference.voxel_count()];
+    write_nifti(&nii, &reference, 1, VoxelData::Int16(&values), (1.0, 0.0)).unwrap();
+    let full = std::fs::read(&nii).unwrap();
+    std::fs::write(&nii, &full[..full.len() - 10]).unwrap();
+    let err = err_text(NiftiFile::open(&nii));
+    assert_mentions(&err, &["plain.nii", "truncated", "16x14x12 int16"]);
+    std::fs::write(&nii, vec![7u8; 400]).unwrap();
+    let err = err_text(NiftiFile::open(&nii));
+    assert_mentions(&err, &["plain.nii", "not a NIfTI-1 file"]);
+}
+
+#[test]
+fn missing_modality_or_label_files_are_named() {
+    let tmp = brats_dataset("missing", SynthStorage::Int16);
+    let t2 = brats_file(&tmp.0, 1, "t2");
+    let saved = std::fs::read(&t2).unwrap();
+    std::fs::remove_file(&t2).unwrap();
+    let err = err_text(detect(&tmp.0));
+    assert_mentions(
+        &err,
+        &[
+            "SynthBraTS2021_00001",
+            "SynthBraTS2021_00001_t2.nii.gz",
+            "missing t2",
+        ],
+    );
+    std::fs::write(&t2, saved).unwrap();
+
+    std::fs::remove_file(brats_file(&tmp.0, 0, "seg")).unwrap();
+    let err = err_text(detect(&tmp.0));
+    assert_mentions(
+        &err,
+        &[
+            "SynthBraTS2021_00000",
+            "SynthBraTS2021_00000_seg.nii.gz",
+            "missing label",
+        ],
+    );
+    // Without any label it is a test folder: detected, but not trainable.
+    std::fs::remove_file(brats_file(&tmp.0, 1, "seg")).unwrap();
+    let ds = detect(&tmp.0).unwrap();
+    assert!(ds.cases.iter().all(|c| c.label.is_none()));
+    assert_mentions(
+        &err_text(ds.require_labels()),
+        &["SynthBraTS2021_00000", "no label"],
+    );
+}
+
+#[test]
+fn disagreeing_shapes_and_affines_are_named() {
+    let tmp = brats_dataset("grid", SynthStorage::Float32);
+    let flair = brats_file(&tmp.0, 1, "flair");
+    let good = NiftiFile::open(&flair).unwrap();
+    let mut header = good.header().clone();
+    header.dims = [16, 14, 11];
+    let small = vec![0.5f32; header.voxel_count()];
+    write_nifti(&flair, &header, 1, VoxelData::Float32(&small), (1.0, 0.0)).unwrap();
+    let err = load_first_error(&tmp.0, 1);
+    assert_mentions(
+        &err,
+        &[
+            "SynthBraTS2021_00001",
+            "SynthBraTS2021_00001_flair.nii.gz",
+            "shape 16x14x11",
+            "16x14x12",
+            "_t1.nii.gz",
+        ],
+    );
+
+    let mut shifted = good.header().clone();
+    shifted.srow[0][3] += 2.0;
+    let data = good.channel(0).unwrap();
+    write_nifti(&flair, &shifted, 1, VoxelData::Float32(&data), (1.0, 0.0)).unwrap();
+    let err = load_first_error(&tmp.0, 1);
+    assert_mentions(
+        &err,
+        &["SynthBraTS2021_00001", "_flair.nii.gz", "affine", "differs"],
+    );
+
+    let seg = brats_file(&tmp.0, 0, "seg");
+    let labels = vec![0u8; header.voxel_count()];
+    write_label_map(&seg, &header, &labels).unwrap();
+    let err = load_first_error(&tmp.0, 0);
+    assert_mentions(
+        &err,
+        &["SynthBraTS2021_00000", "_seg.nii.gz", "shape 16x14x11"],
+    );
+}
+
+#[test]
+fn nan_voxels_are_refused_or_replaced_by_choice() {
+    let tmp = brats_dataset("nan", SynthStorage::Float32);
+    let t1ce = brats_file(&tmp.0, 0, "t1ce");
+    let file = NiftiFile::open(&t1ce).unwrap();
+    let mut data = file.channel(0).unwrap();
+    data[5] = f32::NAN;
+    data[100] = f32::INFINITY;
+    write_nifti(
+        &t1ce,
+        file.header(),
+        1,
+        VoxelData::Float32(&data),
+        (1.0, 0.0),
+    )
+    .unwrap();
+    let err = load_first_error(&tmp.0, 0);
+    assert_mentions(
+        &err,
+        &[
+            "SynthBraTS2021_00000",
+            "_t1ce.nii.gz",
+            "2 NaN/Inf",
+            "x=5, y=0, z=0",
+        ],
+    );
+    let ds = detect(&tmp.0).unwrap();
+    let (case, _) = load_case(&ds, &ds.cases[0], &[1], NanPolicy::ReplaceWithZero).unwrap();
+    assert_eq!(case.channels[0].data[5], 0.0);
+    assert_eq!(case.channels[0].data[100], 0.0);
+    assert_eq!(case.channels[0].data[6], data[6]);
+}
+
+#[test]
+fn label_values_outside_the_layout_are_named() {
+    let tmp = brats_dataset("labels", SynthStorage::Int16);
+    let seg = brats_file(&tmp.0, 1, "seg");
+    let file = NiftiFile::open(&seg).unwrap();
+    let mut values: Vec<u8> = file.channel(0).unwrap().iter().map(|&v| v as u8).collect();
+    values[7] = 3;
+    write_label_map(&seg, file.header(), &values).unwrap();
+    let err = load_first_error(&tmp.0, 1);
+    assert_mentions(
+        &err,
+        &[
+            "SynthBraTS2021_00001",
+            "_seg.nii.gz",
+            "label value 3",
+            "[0, 1, 2, 4]",
+        ],
+    );
+}
+
+#[test]
+fn empty_and_unknown_folders_are_refused() {
+    let tmp = TempDir::new("empty");
+    assert_mentions(&err_text(detect(&tmp.0)), &["empty dataset folder"]);
+    assert_mentions(
+        &err_text(detect(&tmp.0.join("nope"))),
+        &["nope", "does not exist"],
+    );
+
+    std::fs::write(tmp.0.join("notes.txt"), b"hello").unwrap();
+    std::fs::create_dir_all(tmp.0.join("scans")).unwrap();
+    std::fs::write(tmp.0.join("scans/a.nii.gz"), b"x").unwrap();
+    assert_mentions(&err_text(detect(&tmp.0)), &["unknown layout", "scans"]);
+
+    std::fs::write(tmp.0.join("dataset.json"), br#"{"name": "x"}"#).unwrap();
+    assert_mentions(
+        &err_text(detect(&tmp.0)),
+        &["dataset.json", "unknown layout"],
+    );
+    std::fs::write(tmp.0.join("dataset.json"), b"{not json").unwrap();
+    assert_mentions(&err_text(detect(&tmp.0)), &["dataset.json", "invalid JSON"]);
+
+    let msd = serde_json::json!({
+        "modality": {"0": "FLAIR"},
+        "labels": {"0": "background", "1": "tumour"},
+        "training": [],
+        "test": [],
+    });
+    std::fs::write(tmp.0.join("dataset.json"), msd.to_string()).unwrap();
+    assert_mentions(&err_text(detect(&tmp.0)), &["MSD dataset", "no cases"]);
+}
