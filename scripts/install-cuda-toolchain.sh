@@ -23,6 +23,8 @@ if [[ ! -f "$stamp" || ! -x "$root/bin/nvcc" ]]; then
     # Wheels may drop the executable bits; nvcc needs them on its helpers and cicc.
     chmod +x "$root"/bin/* "$root"/nvvm/bin/* 2>/dev/null || true
     touch "$stamp"
+    # build.rs looks for nvcc only when it reruns; make the next cargo build notice.
+    touch "$repo/build.rs"
 fi
 
 "$root/bin/nvcc" --version >&2

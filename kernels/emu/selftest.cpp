@@ -14,8 +14,9 @@ __global__ void selftest_barrier(float* out) {
 VX_EMU_ENTRY(selftest_barrier, (float* out), (out))
 
 // The same exchange without the barrier. Threads run one at a time between barriers, so
-// each reads its neighbour's slot before the neighbour writes it: zeros everywhere, where
-// the correct exchange gives t + 2. A missing barrier shows up deterministically.
+// all but one read their neighbour's slot before the neighbour writes it (zero, where
+// the correct exchange gives the neighbour's t + 1): a missing barrier shows up
+// deterministically.
 __global__ void selftest_missing_barrier(float* out) {
     __shared__ float s[1024];
     const unsigned t = threadIdx.x;

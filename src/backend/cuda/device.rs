@@ -166,6 +166,10 @@ impl Cuda {
     pub fn ordinal(&self) -> usize {
         self.inner.ordinal
     }
+    /// False when `VOXSEG_POOL=off` disabled the cache.
+    pub fn pool_caching(&self) -> bool {
+        self.inner.pool.caching()
+    }
     pub fn pool_stats(&self) -> PoolStats {
         self.inner.pool.stats()
     }
@@ -300,5 +304,28 @@ impl BackendBase for Cuda {
         self.stream()
             .synchronize()
             .map_err(|e| driver_error("synchronize", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn availability_and_opening_agree_without_panicking() {
+        // On a machine without a driver this must be an explanation, not cudarc's panic.
+        match cuda_available() {
+            Ok(name) => {
+                assert!(!name.is_empty());
+                let cuda = Cuda::new(0).expect("available device opens");
+                assert_eq!(cuda.device_name(), name);
+                assert!(cuda.name().starts_with("cuda:0 ("), "{}", cuda.name());
+            }
+            Err(why) => {
+                assert!(!why.is_empty());
+                let err = Cuda::new(0).expect_err("unavailable device must not open");
+                assert!(matches!(err, Error::Backend { backend: "cuda", .. }), "{err}");
+            }
+        }
     }
 }

@@ -177,7 +177,7 @@ pub fn unary_backward(
 }
 
 fn check_binary(p: &BinaryParams, a: usize, b: usize, dy: usize, out: u64, o: usize) -> EmuResult {
-    if p.nb == 0 || p.n % p.nb != 0 {
+    if p.nb == 0 || !p.n.is_multiple_of(p.nb) {
         return Err(format!("b of {} elements does not tile {}", p.nb, p.n));
     }
     need("a", a, p.n)?;

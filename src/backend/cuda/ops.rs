@@ -146,7 +146,7 @@ impl UnaryKernel for Cuda {
 }
 
 fn check_lengths(a: usize, b: usize) -> Result<()> {
-    if b == 0 || a % b != 0 {
+    if b == 0 || !a.is_multiple_of(b) {
         return Err(Error::shape(
             "binary",
             format!("right operand of {b} elements does not tile {a}"),

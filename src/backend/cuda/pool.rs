@@ -30,12 +30,14 @@ pub struct PoolStats {
 }
 
 /// The element count a request of `len` is served with: powers of two up to 4096
-/// elements, then steps of an eighth of the next power of two (at most 12.5% unused).
+/// elements, then multiples of an eighth of the power of two at or below `len` (so at most
+/// 12.5% unused).
 pub fn size_class(len: usize) -> usize {
     if len <= 4096 {
         return len.max(64).next_power_of_two();
     }
-    let step = len.next_power_of_two() / 8;
+    let floor_pow2 = 1usize << (usize::BITS - 1 - len.leading_zeros());
+    let step = floor_pow2 / 8;
     len.div_ceil(step) * step
 }
 
@@ -260,7 +262,7 @@ mod tests {
         assert_eq!(size_class(0), 64);
         assert_eq!(size_class(100), 128);
         assert_eq!(size_class(4096), 4096);
-        assert_eq!(size_class(4097), 5120);
+        assert_eq!(size_class(4097), 4608);
         assert_eq!(size_class(1 << 20), 1 << 20);
         for len in [5000usize, 123_457, 3_000_001, 134_217_729] {
             let c = size_class(len);
