@@ -324,7 +324,16 @@ mod tests {
             Err(why) => {
                 assert!(!why.is_empty());
                 let err = Cuda::new(0).expect_err("unavailable device must not open");
-                assert!(matches!(err, Error::Backend { backend: "cuda", .. }), "{err}");
+                assert!(
+                    matches!(
+                        err,
+                        Error::Backend {
+                            backend: "cuda",
+                            ..
+                        }
+                    ),
+                    "{err}"
+                );
             }
         }
     }
