@@ -1,8 +1,9 @@
 //! Build script for the CUDA kernels in kernels/.
 //!
-//! 1. With nvcc (from `NVCC`, `CUDA_HOME`/`CUDA_PATH`, `PATH` or the repository's `.cuda/`,
-//!    see scripts/install-cuda-toolchain.sh) every kernels/*.cu is compiled to PTX for
-//!    `VOXSEG_CUDA_ARCH` (default sm_80) into OUT_DIR, and OUT_DIR/kernels_ptx.rs embeds it;
+//! 1. With nvcc (from `NVCC`, `CUDA_HOME`/`CUDA_PATH`, `PATH`, the repository's `.cuda/`
+//!    (scripts/install-cuda-toolchain.sh) or /usr/local/cuda) every kernels/*.cu is
+//!    compiled to PTX for `VOXSEG_CUDA_ARCH` (default sm_80) into OUT_DIR, and
+//!    OUT_DIR/kernels_ptx.rs embeds it;
 //!    the cfg `voxseg_has_ptx` is set. Without nvcc, or when a kernel fails to compile, the
 //!    list is empty and a warning says why: the binary runs on the CPU only. With
 //!    `VOXSEG_REQUIRE_CUDA=1` either case fails the build instead.
@@ -171,8 +172,12 @@ fn find_nvcc(manifest: &Path) -> Option<PathBuf> {
             }
         }
     }
-    let local = manifest.join(".cuda/nvidia/cu13/bin/nvcc");
-    local.is_file().then_some(local)
+    [
+        manifest.join(".cuda/nvidia/cu13/bin/nvcc"),
+        PathBuf::from("/usr/local/cuda/bin/nvcc"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
 }
 
 fn build_harness(manifest: &Path, kernels: &[PathBuf]) {

@@ -634,3 +634,29 @@ fn conv3d_weight_gradient_in_split_partials() {
     let splits = check_conv(s, 40, 8);
     assert_eq!(splits, 4);
 }
+
+#[test]
+fn conv3d_random_geometries() {
+    let mut rng = Rng::new(50);
+    for case in 0..10 {
+        let mut pick = |lo: usize, hi: usize| lo + rng.below(hi - lo + 1);
+        let kernel = [pick(1, 3), pick(1, 3), pick(1, 3)];
+        let stride = [pick(1, 2), pick(1, 2), pick(1, 2)];
+        let pad_before = [0, 1, 2].map(|a| pick(0, kernel[a] - 1));
+        let input = [0, 1, 2].map(|a| pick(kernel[a], 7));
+        // Padding after equals padding before; the output is what fits.
+        let output = [0, 1, 2].map(|a| (input[a] + 2 * pad_before[a] - kernel[a]) / stride[a] + 1);
+        let s = Conv3dShape {
+            n: pick(1, 2),
+            input,
+            cin: pick(1, 20),
+            output,
+            cout: pick(1, 40),
+            kernel,
+            stride,
+            pad_before,
+        };
+        let target = [1, 8, 64][case % 3];
+        check_conv(s, 60 + case as u64, target);
+    }
+}

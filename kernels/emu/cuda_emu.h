@@ -32,6 +32,7 @@
 // - Static __shared__ arrays are not cleared or poisoned between blocks (they keep the
 //   previous block's values, where a GPU has garbage).
 // - Out-of-bounds accesses are not trapped; tests surround buffers with guard values.
+// - Each thread gets a 64 KiB stack: a kernel with large local arrays needs more.
 // - Fast-math intrinsics (__expf, __fdividef, rsqrtf) map to exact host math, so their
 //   reduced precision on the GPU is only seen by the parity tests.
 // - Tensor-core fragments are not provided: a kernel that uses them must wrap them in

@@ -37,6 +37,11 @@ impl RawAlloc for StreamAlloc {
             .map_err(|e| driver_error(&format!("allocating {len} f32"), e))
     }
     fn fill_nan(&self, block: &mut CudaSlice<f32>) -> Result<()> {
+        // The raw driver call below needs the context current on this thread.
+        self.stream
+            .context()
+            .bind_to_thread()
+            .map_err(|e| driver_error("binding the context", e))?;
         let bytes = block.num_bytes();
         let (ptr, _sync) = block.device_ptr_mut(&self.stream);
         // SAFETY: `ptr` is the start of `bytes` bytes owned by `block`, on this stream;
