@@ -1,5 +1,206 @@
-//! Build script: compiles kernels/*.cu to PTX when nvcc is available (see the CUDA issue).
+//! Build script for the CUDA kernels in kernels/.
+//!
+//! 1. With nvcc (from `NVCC`, `CUDA_HOME`/`CUDA_PATH`, `PATH`, the repository's `.cuda/`
+//!    (scripts/install-cuda-toolchain.sh) or /usr/local/cuda) every kernels/*.cu is
+//!    compiled to PTX for `VOXSEG_CUDA_ARCH` (default sm_80) into OUT_DIR, and
+//!    OUT_DIR/kernels_ptx.rs embeds it;
+//!    the cfg `voxseg_has_ptx` is set. Without nvcc, or when a kernel fails to compile, the
+//!    list is empty and a warning says why: the binary runs on the CPU only. With
+//!    `VOXSEG_REQUIRE_CUDA=1` either case fails the build instead.
+//! 2. Always: the same kernels/*.cu are compiled as host C++ against kernels/emu/cuda_emu.h
+//!    into a static library (the CPU execution harness), which src/backend/cuda/emu.rs
+//!    calls so that `cargo test` runs the kernels without a GPU.
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const DEFAULT_ARCH: &str = "sm_80";
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=kernels");
+    for var in [
+        "NVCC",
+        "CUDA_HOME",
+        "CUDA_PATH",
+        "PATH",
+        "VOXSEG_CUDA_ARCH",
+        "VOXSEG_REQUIRE_CUDA",
+    ] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    println!("cargo::rustc-check-cfg=cfg(voxseg_has_ptx)");
+
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let out = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
+    let kernels = kernel_sources(&manifest.join("kernels"));
+
+    build_ptx(&manifest, &out, &kernels);
+    build_harness(&manifest, &kernels);
+}
+
+/// kernels/*.cu, sorted by name.
+fn kernel_sources(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|entry| entry.expect("readable directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cu"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn module_name(cu: &Path) -> String {
+    cu.file_stem()
+        .and_then(|s| s.to_str())
+        .expect("kernel file names are UTF-8")
+        .to_string()
+}
+
+fn require_cuda() -> bool {
+    env::var("VOXSEG_REQUIRE_CUDA").is_ok_and(|v| v == "1")
+}
+
+/// Without PTX: a warning (or, when CUDA is required, a failed build).
+fn no_ptx(out: &Path, why: &str) {
+    if require_cuda() {
+        panic!("VOXSEG_REQUIRE_CUDA=1 but {why}");
+    }
+    println!("cargo:warning=building without CUDA kernels (CPU only): {why}");
+    write_ptx_table(out, &[]);
+}
+
+fn build_ptx(manifest: &Path, out: &Path, kernels: &[PathBuf]) {
+    let Some(nvcc) = find_nvcc(manifest) else {
+        no_ptx(
+            out,
+            "nvcc not found (set NVCC or CUDA_HOME, or run scripts/install-cuda-toolchain.sh)",
+        );
+        return;
+    };
+    let arch = env::var("VOXSEG_CUDA_ARCH").unwrap_or_else(|_| DEFAULT_ARCH.to_string());
+    if !arch
+        .strip_prefix("sm_")
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        panic!("VOXSEG_CUDA_ARCH must look like sm_80, got {arch:?}");
+    }
+    // The PyPI toolchain keeps its headers beside bin/; a system CUDA has them there too.
+    let root = nvcc.parent().and_then(Path::parent).map(Path::to_path_buf);
+    let mut modules = Vec::new();
+    for cu in kernels {
+        let name = module_name(cu);
+        let ptx = out.join(format!("{name}.ptx"));
+        let mut cmd = Command::new(&nvcc);
+        cmd.arg("--ptx")
+            .arg(format!("-arch={arch}"))
+            .arg("-std=c++17")
+            .arg("-lineinfo")
+            .arg("-I")
+            .arg(manifest.join("kernels"));
+        if let Some(root) = &root {
+            for inc in [root.join("include"), root.join("include").join("cccl")] {
+                if inc.is_dir() {
+                    cmd.arg("-I").arg(inc);
+                }
+            }
+        }
+        cmd.arg("-o").arg(&ptx).arg(cu);
+        match cmd.output() {
+            Ok(o) if o.status.success() => modules.push(name),
+            Ok(o) => {
+                let msg = format!(
+                    "nvcc failed on {}: {}",
+                    cu.display(),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                no_ptx(out, &msg);
+                return;
+            }
+            Err(e) => {
+                no_ptx(out, &format!("cannot run {}: {e}", nvcc.display()));
+                return;
+            }
+        }
+    }
+    write_ptx_table(out, &modules);
+    println!("cargo:rustc-cfg=voxseg_has_ptx");
+}
+
+/// OUT_DIR/kernels_ptx.rs: `PTX_MODULES`, (module name, PTX text) per kernel file.
+fn write_ptx_table(out: &Path, modules: &[String]) {
+    let mut src = String::from(
+        "/// (module name, PTX) for each kernels/*.cu, compiled by build.rs; empty when nvcc\n\
+         /// was not available.\n\
+         pub const PTX_MODULES: &[(&str, &str)] = &[\n",
+    );
+    for m in modules {
+        src.push_str(&format!(
+            "    ({m:?}, include_str!(concat!(env!(\"OUT_DIR\"), \"/{m}.ptx\"))),\n"
+        ));
+    }
+    src.push_str("];\n");
+    let path = out.join("kernels_ptx.rs");
+    fs::write(&path, src).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+fn find_nvcc(manifest: &Path) -> Option<PathBuf> {
+    if let Ok(p) = env::var("NVCC") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Some(p);
+        }
+        println!(
+            "cargo:warning=NVCC={} is not a file; looking elsewhere",
+            p.display()
+        );
+    }
+    for var in ["CUDA_HOME", "CUDA_PATH"] {
+        if let Ok(home) = env::var(var) {
+            let p = Path::new(&home).join("bin").join("nvcc");
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    if let Some(path) = env::var_os("PATH") {
+        for dir in env::split_paths(&path) {
+            let p = dir.join("nvcc");
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    [
+        manifest.join(".cuda/nvidia/cu13/bin/nvcc"),
+        PathBuf::from("/usr/local/cuda/bin/nvcc"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
+fn build_harness(manifest: &Path, kernels: &[PathBuf]) {
+    let dir = manifest.join("kernels");
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++20")
+        // The harness is slow at opt-level 0 and the dev profile would give that.
+        .opt_level(2)
+        .include(&dir)
+        .flag("-Wall")
+        .flag("-Wextra")
+        // `#pragma unroll` is for nvcc.
+        .flag("-Wno-unknown-pragmas")
+        // Kernel sources end in .cu; they are plain C++ on this side.
+        .flag("-x")
+        .flag("c++");
+    for f in ["emu/cuda_emu.cpp", "emu/layout.cpp", "emu/selftest.cpp"] {
+        build.file(dir.join(f));
+    }
+    for cu in kernels {
+        build.file(cu);
+    }
+    build.compile("voxseg_cuda_harness");
 }

@@ -1,0 +1,233 @@
+// The fiber scheduler behind cuda_emu.h: one fiber per thread of the running block,
+// switched round-robin at barriers. See the header for the model and its limits.
+#include "cuda_emu.h"
+
+#include <memory>
+#include <string>
+#include <ucontext.h>
+#include <vector>
+
+namespace {
+
+// Kernels keep small register tiles on the stack; 64 KiB leaves a wide margin.
+constexpr size_t kStackBytes = 64 * 1024;
+constexpr unsigned kMaxBlockThreads = 1024;
+constexpr size_t kMaxSharedBytes = 48 * 1024;
+
+struct Barrier {
+    unsigned arrived = 0;
+    unsigned live = 0;
+    unsigned long long generation = 0;
+};
+
+struct Fiber {
+    ucontext_t context;
+    uint3 tid;
+    unsigned warp;
+    bool done;
+};
+
+struct Launch {
+    ucontext_t scheduler;
+    std::vector<Fiber> fibers;
+    Barrier block;
+    std::vector<Barrier> warps;
+    std::vector<unsigned> warp_lanes;
+    std::vector<unsigned long long> slots;  // one shuffle slot per thread
+    std::vector<unsigned char> dynamic_shared;
+    size_t current = 0;
+    unsigned long long progress = 0;
+    void (*body)(void*) = nullptr;
+    void* ctx = nullptr;
+};
+
+thread_local Launch* active = nullptr;
+thread_local std::string last_error;
+thread_local std::vector<std::unique_ptr<char[]>> stacks;
+
+void fail(const std::string& msg) {
+    if (last_error.empty()) last_error = msg;
+}
+
+void yield_to_scheduler() {
+    Launch& l = *active;
+    swapcontext(&l.fibers[l.current].context, &l.scheduler);
+}
+
+void release_if_complete(Barrier& b) {
+    if (b.arrived > 0 && b.arrived == b.live) {
+        b.arrived = 0;
+        ++b.generation;
+    }
+}
+
+void barrier_wait(Barrier& b) {
+    ++b.arrived;
+    ++active->progress;
+    if (b.arrived == b.live) {
+        b.arrived = 0;
+        ++b.generation;
+        return;
+    }
+    unsigned long long gen = b.generation;
+    while (b.generation == gen) yield_to_scheduler();
+}
+
+void fiber_main() {
+    Launch& l = *active;
+    l.body(l.ctx);
+    // Runs on this fiber's stack, then uc_link returns to the scheduler.
+    Fiber& f = l.fibers[l.current];
+    f.done = true;
+    ++l.progress;
+    --l.block.live;
+    release_if_complete(l.block);
+    --l.warps[f.warp].live;
+    release_if_complete(l.warps[f.warp]);
+}
+
+std::string dims(dim3 d) {
+    return "(" + std::to_string(d.x) + ", " + std::to_string(d.y) + ", " + std::to_string(d.z) +
+           ")";
+}
+
+bool check_dims(dim3 grid, dim3 block, size_t shared_bytes) {
+    unsigned long long threads = 1ull * block.x * block.y * block.z;
+    if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 ||
+        grid.z > 65535) {
+        fail("invalid grid " + dims(grid));
+        return false;
+    }
+    if (threads == 0 || threads > kMaxBlockThreads || block.z > 64) {
+        fail("invalid block " + dims(block));
+        return false;
+    }
+    if (shared_bytes > kMaxSharedBytes) {
+        fail("dynamic shared memory of " + std::to_string(shared_bytes) + " bytes");
+        return false;
+    }
+    return true;
+}
+
+// Sets fiber t up to start the kernel body on its own stack.
+__attribute__((noinline)) void prepare(Launch& l, unsigned t) {
+    Fiber& f = l.fibers[t];
+    f.done = false;
+    getcontext(&f.context);
+    f.context.uc_stack.ss_sp = stacks[t].get();
+    f.context.uc_stack.ss_size = kStackBytes;
+    f.context.uc_link = &l.scheduler;
+    makecontext(&f.context, fiber_main, 0);
+}
+
+// Runs fiber t until it waits at a barrier or returns; true when it returned. Kept out of
+// run_block so that no local of the round-robin loop lives across swapcontext.
+__attribute__((noinline)) bool resume(Launch& l, unsigned t) {
+    Fiber& f = l.fibers[t];
+    l.current = t;
+    threadIdx = f.tid;
+    swapcontext(&l.scheduler, &f.context);
+    return f.done;
+}
+
+// Runs every thread of the current block to completion; false on deadlock.
+bool run_block(Launch& l) {
+    unsigned n = unsigned(l.fibers.size());
+    l.block = Barrier{0, n, 0};
+    for (unsigned w = 0; w < l.warps.size(); ++w) l.warps[w] = Barrier{0, l.warp_lanes[w], 0};
+    std::fill(l.dynamic_shared.begin(), l.dynamic_shared.end(), 0xFF);
+    for (unsigned t = 0; t < n; ++t) prepare(l, t);
+    unsigned alive = n;
+    while (alive > 0) {
+        unsigned long long before = l.progress;
+        for (unsigned t = 0; t < n; ++t) {
+            if (!l.fibers[t].done && resume(l, t)) --alive;
+        }
+        if (alive > 0 && l.progress == before) {
+            fail("deadlock in block " + dims(dim3(blockIdx.x, blockIdx.y, blockIdx.z)) + ": " +
+                 std::to_string(alive) +
+                 " threads wait at barriers that cannot complete (a barrier or shuffle in "
+                 "divergent code?)");
+            return false;
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
+extern "C" const char* emu_last_error() { return last_error.c_str(); }
+
+int emu_run(dim3 grid, dim3 block, size_t shared_bytes, void (*body)(void*), void* ctx) {
+    last_error.clear();
+    if (active != nullptr) {
+        fail("kernel launch from inside a kernel");
+        return -1;
+    }
+    if (!check_dims(grid, block, shared_bytes)) return -1;
+    unsigned n = block.x * block.y * block.z;
+    while (stacks.size() < n) stacks.emplace_back(new char[kStackBytes]);
+
+    Launch l;
+    l.body = body;
+    l.ctx = ctx;
+    l.fibers.resize(n);
+    l.slots.assign(n, 0);
+    l.dynamic_shared.resize(shared_bytes);
+    unsigned nwarps = (n + warpSize - 1) / warpSize;
+    l.warps.resize(nwarps);
+    l.warp_lanes.resize(nwarps);
+    for (unsigned w = 0; w < nwarps; ++w) l.warp_lanes[w] = std::min<unsigned>(warpSize, n - w * warpSize);
+    unsigned t = 0;
+    for (unsigned z = 0; z < block.z; ++z)
+        for (unsigned y = 0; y < block.y; ++y)
+            for (unsigned x = 0; x < block.x; ++x, ++t) {
+                l.fibers[t].tid = uint3{x, y, z};
+                l.fibers[t].warp = t / warpSize;
+            }
+
+    active = &l;
+    blockDim = block;
+    gridDim = grid;
+    bool ok = true;
+    for (unsigned z = 0; ok && z < grid.z; ++z)
+        for (unsigned y = 0; ok && y < grid.y; ++y)
+            for (unsigned x = 0; ok && x < grid.x; ++x) {
+                blockIdx = uint3{x, y, z};
+                ok = run_block(l);
+            }
+    active = nullptr;
+    return ok && last_error.empty() ? 0 : -1;
+}
+
+void emu_sync_block() { barrier_wait(active->block); }
+
+void emu_sync_warp() {
+    Launch& l = *active;
+    barrier_wait(l.warps[l.fibers[l.current].warp]);
+}
+
+void emu_warp_exchange(const void* value, void* out, unsigned bytes, unsigned mask, int src_lane) {
+    Launch& l = *active;
+    const Fiber& f = l.fibers[l.current];
+    std::memcpy(out, value, bytes);
+    if (mask != 0xffffffffu) {
+        fail("shuffle with a partial mask is not emulated");
+        return;
+    }
+    if (l.warp_lanes[f.warp] != unsigned(warpSize)) {
+        fail("shuffle in a partial warp (block of " + std::to_string(l.fibers.size()) +
+             " threads)");
+        return;
+    }
+    if (src_lane < 0 || src_lane >= warpSize) {
+        fail("shuffle with a width other than 32 or a source lane out of range");
+        return;
+    }
+    std::memcpy(&l.slots[l.current], value, bytes);
+    barrier_wait(l.warps[f.warp]);
+    std::memcpy(out, &l.slots[f.warp * warpSize + unsigned(src_lane)], bytes);
+    barrier_wait(l.warps[f.warp]);
+}
+
+void* emu_dynamic_shared() { return active->dynamic_shared.data(); }

@@ -1,0 +1,172 @@
+// CPU execution harness: lets kernels/*.cu compile as host C++ and run on the CPU, so the
+// exact kernel source is tested where no GPU is lent (tests/cuda_harness.rs).
+//
+// Model
+// - Blocks run one after another on the calling OS thread. The threads of a block are
+//   fibers (ucontext) on that thread, switched only at __syncthreads(), __syncwarp() and
+//   warp shuffles, round-robin in thread order. So a launch is deterministic, and
+//   concurrent launches from different test threads share nothing.
+// - blockIdx/threadIdx/blockDim/gridDim are thread_local variables the scheduler sets
+//   before resuming each fiber. __shared__ is `static thread_local`: one copy per OS
+//   thread, which all fibers of the running block share; blocks never overlap in time.
+// - __syncthreads() is a barrier over the block's live threads (threads that returned
+//   count as arrived, as on sm_70+). A round in which no thread can move is reported as a
+//   deadlock and the launch fails (e.g. __syncthreads() or a shuffle in divergent code).
+// - __shfl_xor_sync/__shfl_down_sync: each lane posts its value in a per-thread slot, the
+//   warp meets at a barrier, reads its source lane, meets again. Only the full mask over a
+//   full warp of 32 threads is emulated; anything else fails the launch.
+// - atomicAdd goes through std::atomic_ref.
+// - Dynamic shared memory (VX_DYNAMIC_SHARED in common.h, shared_bytes at launch) is a
+//   per-launch buffer refilled with 0xFF bytes (NaN as f32/f64) before every block, so a
+//   read of a value no thread wrote shows up as NaN in the results.
+//
+// What is not emulated faithfully, and how it is covered
+// - Timing, warp divergence cost, occupancy, bank conflicts: not modelled. Covered by
+//   `ptxas -v` (scripts/ptxas-check.sh: registers, spills) and by GPU runs
+//   (scripts/gpu-check.sh).
+// - The memory model: fibers interleave only at barriers, so a missing barrier shows up
+//   deterministically as a wrong result when one thread runs ahead of another, but races
+//   between warps that a GPU would expose only sometimes, missing `volatile`, and
+//   warp-synchronous code without __syncwarp() are not caught. The GPU parity tests
+//   (tests/cuda_parity.rs) cover them.
+// - Static __shared__ arrays are not cleared or poisoned between blocks (they keep the
+//   previous block's values, where a GPU has garbage).
+// - Out-of-bounds accesses are not trapped; tests surround buffers with guard values.
+// - Each thread gets a 64 KiB stack: a kernel with large local arrays needs more.
+// - Fast-math intrinsics (__expf, __fdividef, rsqrtf) map to exact host math, so their
+//   reduced precision on the GPU is only seen by the parity tests.
+// - Tensor-core fragments are not provided: a kernel that uses them must wrap them in
+//   __device__ functions with a host twin in this header.
+#pragma once
+
+#ifdef __CUDACC__
+#error "cuda_emu.h is for host builds of the kernels only"
+#endif
+
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstring>
+#include <math.h>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __grid_constant__
+#define __shared__ static thread_local
+
+struct uint3 {
+    unsigned x, y, z;
+};
+
+struct dim3 {
+    unsigned x, y, z;
+    constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+inline thread_local uint3 threadIdx;
+inline thread_local uint3 blockIdx;
+inline thread_local dim3 blockDim;
+inline thread_local dim3 gridDim;
+constexpr int warpSize = 32;
+
+// Launch dimensions as the Rust side passes them (LaunchDims in src/backend/cuda/launch.rs).
+struct EmuDims {
+    unsigned grid[3];
+    unsigned block[3];
+    unsigned shared_bytes;
+};
+
+// Runs `body` once per thread of every block. Returns 0, or -1 with emu_last_error() set.
+int emu_run(dim3 grid, dim3 block, size_t shared_bytes, void (*body)(void*), void* ctx);
+
+// The launch helper: kernel<<<grid, block, shared_bytes>>>(args...).
+template <class... P, class... A>
+int emu_launch(dim3 grid, dim3 block, size_t shared_bytes, void (*kernel)(P...), A... args) {
+    auto call = [&]() { kernel(args...); };
+    using Call = decltype(call);
+    return emu_run(
+        grid, block, shared_bytes, [](void* c) { (*static_cast<Call*>(c))(); }, &call);
+}
+
+template <class... P, class... A>
+int emu_launch(const EmuDims& d, void (*kernel)(P...), A... args) {
+    return emu_launch(dim3(d.grid[0], d.grid[1], d.grid[2]),
+                      dim3(d.block[0], d.block[1], d.block[2]), d.shared_bytes, kernel, args...);
+}
+
+extern "C" const char* emu_last_error();
+
+void emu_sync_block();
+void emu_sync_warp();
+// Posts `bytes` of `value` for this lane, then copies lane `src_lane`'s value to `out`.
+void emu_warp_exchange(const void* value, void* out, unsigned bytes, unsigned mask, int src_lane);
+void* emu_dynamic_shared();
+
+inline void __syncthreads() { emu_sync_block(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { emu_sync_warp(); }
+
+inline unsigned emu_lane() {
+    return (threadIdx.x + threadIdx.y * blockDim.x + threadIdx.z * blockDim.x * blockDim.y) %
+           warpSize;
+}
+
+template <class T>
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = warpSize) {
+    static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
+    T out;
+    int src = width == warpSize ? int(emu_lane()) ^ lane_mask : -1;
+    emu_warp_exchange(&v, &out, sizeof(T), mask, src);
+    return out;
+}
+
+template <class T>
+T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = warpSize) {
+    static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
+    T out;
+    int lane = int(emu_lane());
+    int src = width != warpSize ? -1 : (lane + int(delta) < warpSize ? lane + int(delta) : lane);
+    emu_warp_exchange(&v, &out, sizeof(T), mask, src);
+    return out;
+}
+
+template <class T>
+T atomicAdd(T* address, T value) {
+    return std::atomic_ref<T>(*address).fetch_add(value, std::memory_order_relaxed);
+}
+
+// Math intrinsics as exact host functions.
+inline float __expf(float x) { return expf(x); }
+inline float __logf(float x) { return logf(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
+inline unsigned __umulhi(unsigned a, unsigned b) {
+    return unsigned((static_cast<unsigned long long>(a) * b) >> 32);
+}
+inline unsigned __float_as_uint(float x) {
+    unsigned u;
+    std::memcpy(&u, &x, sizeof u);
+    return u;
+}
+inline float __uint_as_float(unsigned u) {
+    float x;
+    std::memcpy(&x, &u, sizeof x);
+    return x;
+}
+template <class T>
+T __ldg(const T* p) {
+    return *p;
+}
+
+// CUDA's integer min/max overloads.
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+inline unsigned long long min(unsigned long long a, unsigned long long b) { return a < b ? a : b; }
+inline unsigned long long max(unsigned long long a, unsigned long long b) { return a > b ? a : b; }

@@ -1,0 +1,72 @@
+// Kernels that exercise the harness itself (barriers, shuffles, atomics, dynamic shared
+// memory, error reports), so that a kernel test failing can be trusted to be the kernel.
+// Host-only: nvcc never sees this file.
+#include "../common.h"
+
+// Thread t publishes t + 1, then reads its neighbour's value after the barrier.
+__global__ void selftest_barrier(float* out) {
+    __shared__ float s[1024];
+    const unsigned t = threadIdx.x;
+    s[t] = float(t + 1);
+    __syncthreads();
+    out[blockIdx.x * blockDim.x + t] = s[(t + 1) % blockDim.x];
+}
+VX_EMU_ENTRY(selftest_barrier, (float* out), (out))
+
+// The same exchange without the barrier. Threads run one at a time between barriers, so
+// all but one read their neighbour's slot before the neighbour writes it (zero, where
+// the correct exchange gives the neighbour's t + 1): a missing barrier shows up
+// deterministically.
+__global__ void selftest_missing_barrier(float* out) {
+    __shared__ float s[1024];
+    const unsigned t = threadIdx.x;
+    s[t] = 0.0f;
+    __syncthreads();
+    s[t] = float(t + 1);
+    out[t] = s[(t + 1) % blockDim.x];
+}
+VX_EMU_ENTRY(selftest_missing_barrier, (float* out), (out))
+
+// out[3t..3t+3] = lane ^ 5 via xor (float), lane + 3 via down (int, clamped), and the warp
+// sum of (lane + 1) via an xor butterfly in double.
+__global__ void selftest_shuffle(float* out) {
+    const unsigned t = threadIdx.x;
+    const unsigned lane = t % warpSize;
+    out[3 * t] = __shfl_xor_sync(0xffffffffu, float(lane), 5);
+    out[3 * t + 1] = float(__shfl_down_sync(0xffffffffu, int(lane), 3));
+    double v = lane + 1.0;
+    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    out[3 * t + 2] = float(v);
+}
+VX_EMU_ENTRY(selftest_shuffle, (float* out), (out))
+
+// Every thread of every block adds 1 to out[0] and its index to out[1].
+__global__ void selftest_atomic(float* out) {
+    atomicAdd(&out[0], 1.0f);
+    atomicAdd(&out[1], float(threadIdx.x));
+}
+VX_EMU_ENTRY(selftest_atomic, (float* out), (out))
+
+// out[t] = the poisoned value thread t finds in dynamic shared memory before writing
+// (NaN), then out[n + t] = what its neighbour wrote there after a barrier.
+__global__ void selftest_dynamic_shared(float* out) {
+    VX_DYNAMIC_SHARED(float, s);
+    const unsigned t = threadIdx.x;
+    out[t] = s[t];
+    __syncthreads();
+    s[t] = float(2 * t);
+    __syncthreads();
+    out[blockDim.x + t] = s[(t + 1) % blockDim.x];
+}
+VX_EMU_ENTRY(selftest_dynamic_shared, (float* out), (out))
+
+// Half of a warp waits at a shuffle, the other half at __syncthreads(): neither can
+// complete, which the harness must report rather than hang.
+__global__ void selftest_deadlock(float* out) {
+    const unsigned t = threadIdx.x;
+    if (t % 2 == 0)
+        out[t] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+    else
+        __syncthreads();
+}
+VX_EMU_ENTRY(selftest_deadlock, (float* out), (out))

@@ -1,0 +1,96 @@
+// Parameter structs of every kernel, passed by value as the first kernel argument.
+// Each one is mirrored field for field by a #[repr(C)] struct in src/backend/cuda/params.rs;
+// tests/cuda_harness.rs checks sizes and offsets through vx_param_layout() (emu/layout.cpp).
+// Only fixed-size scalars, ordered so that no implicit padding appears.
+#pragma once
+
+// Launch shapes the Rust plans (src/backend/cuda/launch.rs) assume; the harness tests
+// compare them with the Rust constants through vx_launch_constant().
+constexpr int VX_REDUCE_THREADS = 256;  // threads of a reduction block
+constexpr int VX_CONV_BM = 64;          // conv tile rows (voxels, or (tap, ci) for weights)
+constexpr int VX_CONV_BN = 32;          // conv tile columns (channels)
+constexpr int VX_CONV_BK = 16;          // conv reduction step; split_len is a multiple
+constexpr int VX_CONV_THREADS = 128;    // threads of a conv block
+
+// Element-wise unary op codes (UnaryOp in src/tensor_ops/unary).
+enum UnaryCode {
+    UNARY_RELU = 0,
+    UNARY_LEAKY_RELU = 1,
+    UNARY_ELU = 2,
+    UNARY_SIGMOID = 3,
+    UNARY_TANH = 4,
+    UNARY_EXP = 5,
+    UNARY_LOG = 6,
+    UNARY_NEG = 7,
+    UNARY_ABS = 8,
+    UNARY_SQUARE = 9,
+    UNARY_SQRT = 10,
+    UNARY_SCALE = 11,
+    UNARY_ADD_SCALAR = 12,
+};
+
+struct UnaryParams {
+    unsigned long long n;  // elements
+    int op;                // a UnaryCode
+    float arg;             // the op's constant (slope, alpha, factor, addend), as f32
+};
+
+// Binary op codes (BinaryOp in src/tensor_ops/binary).
+enum BinaryCode {
+    BINARY_ADD = 0,
+    BINARY_SUB = 1,
+    BINARY_MUL = 2,
+    BINARY_DIV = 3,
+};
+
+struct BinaryParams {
+    unsigned long long n;   // elements of a and of the output
+    unsigned long long nb;  // elements of b, which repeats over a (nb divides n)
+    int op;                 // a BinaryCode
+    int pad_;               // keeps the size a multiple of 8 on both sides
+};
+
+// A sum over the middle axis of [outer, mid, inner]. The output columns q = o * inner + i
+// are split into blocks of `cols` columns; grid.y splits `mid` into `splits` slices of
+// `mid_per_split` rows, each writing its own partial: out[(o * splits + s) * inner + i].
+struct ReduceParams {
+    unsigned long long outer;
+    unsigned long long mid;
+    unsigned long long inner;
+    unsigned long long mid_per_split;
+    unsigned int cols;    // columns per block, a power of two <= 32
+    unsigned int splits;  // == gridDim.y
+};
+
+// out[o, m, i] = x[o, i] for the [outer, mid, inner] view.
+struct BroadcastParams {
+    unsigned long long outer;
+    unsigned long long mid;
+    unsigned long long inner;
+};
+
+// out[i] = uniform_at(seed, stream, offset + i), as src/rng.rs computes it.
+struct UniformParams {
+    unsigned long long seed;
+    unsigned long long offset;
+    unsigned long long n;
+    unsigned int stream;
+    unsigned int pad_;
+};
+
+// A 3D convolution, NDHWC activations and [kd, kh, kw, cin, cout] weights.
+// Output voxel o reads input voxel o * stride - pad + k along each axis; reads outside
+// the input are zeros. The output size is given, so 'same' and 'valid' both fit.
+struct Conv3dParams {
+    int n;
+    int in_d, in_h, in_w, cin;
+    int out_d, out_h, out_w, cout;
+    int k_d, k_h, k_w;
+    int stride_d, stride_h, stride_w;
+    int pad_d, pad_h, pad_w;
+    // Backward-weights only: the output voxels are split into `splits` slices of
+    // `split_len` voxels (a multiple of the K tile), one per grid.z, each writing a
+    // partial weight gradient that a second pass sums.
+    int splits;
+    int split_len;
+};

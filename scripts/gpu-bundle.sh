@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Builds, here, what scripts/gpu-check.sh runs on a GPU machine that has no Rust toolchain:
+# the CUDA test binaries and the voxseg binary, with the kernels required, stripped into
+# the git-ignored gpu-bin/ (a few MB) to be carried along. Dev profile unless --release.
+#   scripts/gpu-bundle.sh [--release]
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+profile=()
+if [[ "${1:-}" == "--release" ]]; then
+    profile=(--release)
+fi
+NVCC="${NVCC:-$(scripts/nvcc-path.sh)}"
+export NVCC VOXSEG_REQUIRE_CUDA=1
+
+rm -rf gpu-bin
+mkdir gpu-bin
+# Every artifact with an executable: test binaries become gpu-bin/test-<target>, the
+# binary gpu-bin/voxseg.
+cargo test "${profile[@]}" --no-run --lib --test cuda_parity --test cuda_harness \
+    --message-format=json |
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        name = m["target"]["name"]
+        print(("test-" + name if m["profile"]["test"] else name) + " " + m["executable"])
+' | while read -r name exe; do
+    strip -o "gpu-bin/$name" "$exe"
+done
+ls -la gpu-bin
+du -sh gpu-bin

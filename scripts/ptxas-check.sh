@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Assembles every kernels/*.cu for one architecture (default sm_90, the H100) with
+# `ptxas -v`, prints registers, stack and spills per kernel, and fails if any kernel
+# spills registers to local memory. Usable in CI wherever nvcc is (no GPU needed).
+#   scripts/ptxas-check.sh [sm_XX]
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+arch="${1:-sm_90}"
+nvcc="$("$repo/scripts/nvcc-path.sh")"
+root="$(dirname "$(dirname "$nvcc")")"
+includes=(-I "$repo/kernels")
+for inc in "$root/include" "$root/include/cccl"; do
+    [[ -d "$inc" ]] && includes+=(-I "$inc")
+done
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+printf '%-28s %5s %6s %7s %7s\n' kernel regs stack spill_st spill_ld
+status=0
+for cu in "$repo"/kernels/*.cu; do
+    name="$(basename "$cu" .cu)"
+    if ! "$nvcc" -cubin -arch="$arch" -std=c++17 -Xptxas -v "${includes[@]}" \
+        -o "$work/$name.cubin" "$cu" 2>"$work/$name.log"; then
+        cat "$work/$name.log" >&2
+        exit 1
+    fi
+    # ptxas -v: "Compiling entry function 'k' ...", then "N bytes stack frame, S bytes spill
+    # stores, L bytes spill loads", then "Used R registers, ...".
+    awk -v file="$name" '
+        /Compiling entry function/ { match($0, /'\''[^'\'']+'\''/); kernel = substr($0, RSTART + 1, RLENGTH - 2) }
+        /bytes stack frame/ { stack = $1; st = $5; ld = $9 }
+        /Used [0-9]+ registers/ {
+            for (i = 1; i <= NF; i++) if ($i == "Used") regs = $(i + 1)
+            printf "%-28s %5s %6s %7s %7s\n", kernel, regs, stack, st, ld
+            if (st + 0 > 0 || ld + 0 > 0) bad = 1
+        }
+        END { exit bad }' "$work/$name.log" || status=1
+done
+if [[ $status -ne 0 ]]; then
+    echo "register spills found for $arch" >&2
+fi
+exit $status

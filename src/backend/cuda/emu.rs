@@ -1,0 +1,421 @@
+//! The CPU execution harness: kernels/*.cu compiled as host C++ by build.rs (with
+//! kernels/emu/cuda_emu.h) and run here on host slices, one function per kernel. The
+//! wrappers check that every slice is as long as the parameters say the kernel will index;
+//! within that, memory safety rests on the kernels, which is what the harness tests check.
+//! A launch that the harness rejects (bad dimensions, deadlock, misused shuffle) returns
+//! the harness's message.
+use super::params::{
+    BinaryParams, BroadcastParams, Conv3dParams, LaunchDims, ReduceParams, UnaryParams,
+    UniformParams,
+};
+use std::ffi::{c_char, c_int, c_longlong, CStr, CString};
+
+extern "C" {
+    fn emu_last_error() -> *const c_char;
+    fn vx_param_layout(ty: *const c_char, field: *const c_char) -> c_longlong;
+    fn vx_launch_constant(name: *const c_char) -> c_longlong;
+
+    fn emu_unary_forward(d: *const LaunchDims, p: UnaryParams, x: *const f32, y: *mut f32)
+        -> c_int;
+    fn emu_unary_backward(
+        d: *const LaunchDims,
+        p: UnaryParams,
+        x: *const f32,
+        y: *const f32,
+        dy: *const f32,
+        dx: *mut f32,
+    ) -> c_int;
+    fn emu_binary_forward(
+        d: *const LaunchDims,
+        p: BinaryParams,
+        a: *const f32,
+        b: *const f32,
+        out: *mut f32,
+    ) -> c_int;
+    fn emu_binary_backward_a(
+        d: *const LaunchDims,
+        p: BinaryParams,
+        a: *const f32,
+        b: *const f32,
+        dy: *const f32,
+        da: *mut f32,
+    ) -> c_int;
+    fn emu_binary_backward_b(
+        d: *const LaunchDims,
+        p: BinaryParams,
+        a: *const f32,
+        b: *const f32,
+        dy: *const f32,
+        db: *mut f32,
+    ) -> c_int;
+    fn emu_binary_backward_b_partial(
+        d: *const LaunchDims,
+        r: ReduceParams,
+        p: BinaryParams,
+        a: *const f32,
+        b: *const f32,
+        dy: *const f32,
+        partial: *mut f64,
+    ) -> c_int;
+    fn emu_sum_axis1(d: *const LaunchDims, p: ReduceParams, x: *const f32, out: *mut f32) -> c_int;
+    fn emu_sum_axis1_partial(
+        d: *const LaunchDims,
+        p: ReduceParams,
+        x: *const f32,
+        partial: *mut f64,
+    ) -> c_int;
+    fn emu_sum_axis1_finish(
+        d: *const LaunchDims,
+        p: ReduceParams,
+        partial: *const f64,
+        out: *mut f32,
+    ) -> c_int;
+    fn emu_broadcast_axis1(
+        d: *const LaunchDims,
+        p: BroadcastParams,
+        x: *const f32,
+        out: *mut f32,
+    ) -> c_int;
+    fn emu_uniform_fill(d: *const LaunchDims, p: UniformParams, out: *mut f32) -> c_int;
+    fn emu_conv3d_forward(
+        d: *const LaunchDims,
+        p: Conv3dParams,
+        x: *const f32,
+        w: *const f32,
+        y: *mut f32,
+    ) -> c_int;
+    fn emu_conv3d_backward_data(
+        d: *const LaunchDims,
+        p: Conv3dParams,
+        dy: *const f32,
+        w: *const f32,
+        dx: *mut f32,
+    ) -> c_int;
+    fn emu_conv3d_backward_weights(
+        d: *const LaunchDims,
+        p: Conv3dParams,
+        x: *const f32,
+        dy: *const f32,
+        dw: *mut f32,
+    ) -> c_int;
+
+    fn emu_selftest_barrier(d: *const LaunchDims, out: *mut f32) -> c_int;
+    fn emu_selftest_missing_barrier(d: *const LaunchDims, out: *mut f32) -> c_int;
+    fn emu_selftest_shuffle(d: *const LaunchDims, out: *mut f32) -> c_int;
+    fn emu_selftest_atomic(d: *const LaunchDims, out: *mut f32) -> c_int;
+    fn emu_selftest_dynamic_shared(d: *const LaunchDims, out: *mut f32) -> c_int;
+    fn emu_selftest_deadlock(d: *const LaunchDims, out: *mut f32) -> c_int;
+}
+
+pub type EmuResult = Result<(), String>;
+
+fn status(code: c_int) -> EmuResult {
+    if code == 0 {
+        return Ok(());
+    }
+    // SAFETY: the harness returns a NUL-terminated string owned by this thread, valid
+    // until its next launch on this thread.
+    let msg = unsafe { CStr::from_ptr(emu_last_error()) };
+    Err(msg.to_string_lossy().into_owned())
+}
+
+fn need(what: &str, have: usize, want: u64) -> EmuResult {
+    if (have as u64) < want {
+        return Err(format!(
+            "{what}: {have} elements, the kernel reads or writes {want}"
+        ));
+    }
+    Ok(())
+}
+
+/// Size of a params.h struct (`field` None) or the offset of one of its fields, as the C++
+/// compiler lays them out; None for a name it does not know.
+pub fn param_layout(ty: &str, field: Option<&str>) -> Option<usize> {
+    let ty = CString::new(ty).ok()?;
+    let field = field.map(CString::new).transpose().ok()?;
+    let ptr = field.as_ref().map_or(std::ptr::null(), |f| f.as_ptr());
+    // SAFETY: both pointers are NUL-terminated strings (or null) that outlive the call.
+    let v = unsafe { vx_param_layout(ty.as_ptr(), ptr) };
+    usize::try_from(v).ok()
+}
+
+/// A launch constant from params.h (`VX_CONV_BM`, ...); None for an unknown name.
+pub fn launch_constant(name: &str) -> Option<u32> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: a NUL-terminated string that outlives the call.
+    let v = unsafe { vx_launch_constant(name.as_ptr()) };
+    u32::try_from(v).ok()
+}
+
+pub fn unary_forward(d: &LaunchDims, p: UnaryParams, x: &[f32], y: &mut [f32]) -> EmuResult {
+    need("x", x.len(), p.n)?;
+    need("y", y.len(), p.n)?;
+    // SAFETY: the slices cover the p.n elements the kernel indexes.
+    status(unsafe { emu_unary_forward(d, p, x.as_ptr(), y.as_mut_ptr()) })
+}
+
+pub fn unary_backward(
+    d: &LaunchDims,
+    p: UnaryParams,
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+) -> EmuResult {
+    for (what, len) in [
+        ("x", x.len()),
+        ("y", y.len()),
+        ("dy", dy.len()),
+        ("dx", dx.len()),
+    ] {
+        need(what, len, p.n)?;
+    }
+    // SAFETY: the slices cover the p.n elements the kernel indexes.
+    status(unsafe {
+        emu_unary_backward(d, p, x.as_ptr(), y.as_ptr(), dy.as_ptr(), dx.as_mut_ptr())
+    })
+}
+
+fn check_binary(p: &BinaryParams, a: usize, b: usize, dy: usize, out: u64, o: usize) -> EmuResult {
+    if p.nb == 0 || !p.n.is_multiple_of(p.nb) {
+        return Err(format!("b of {} elements does not tile {}", p.nb, p.n));
+    }
+    need("a", a, p.n)?;
+    need("b", b, p.nb)?;
+    need("dy", dy, p.n)?;
+    need("out", o, out)
+}
+
+pub fn binary_forward(
+    d: &LaunchDims,
+    p: BinaryParams,
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+) -> EmuResult {
+    check_binary(&p, a.len(), b.len(), a.len(), p.n, out.len())?;
+    // SAFETY: lengths checked against the params above.
+    status(unsafe { emu_binary_forward(d, p, a.as_ptr(), b.as_ptr(), out.as_mut_ptr()) })
+}
+
+pub fn binary_backward_a(
+    d: &LaunchDims,
+    p: BinaryParams,
+    a: &[f32],
+    b: &[f32],
+    dy: &[f32],
+    da: &mut [f32],
+) -> EmuResult {
+    check_binary(&p, a.len(), b.len(), dy.len(), p.n, da.len())?;
+    // SAFETY: lengths checked against the params above.
+    status(unsafe {
+        emu_binary_backward_a(d, p, a.as_ptr(), b.as_ptr(), dy.as_ptr(), da.as_mut_ptr())
+    })
+}
+
+pub fn binary_backward_b(
+    d: &LaunchDims,
+    p: BinaryParams,
+    a: &[f32],
+    b: &[f32],
+    dy: &[f32],
+    db: &mut [f32],
+) -> EmuResult {
+    if p.nb != p.n {
+        return Err("binary_backward_b is for an unbroadcast b".into());
+    }
+    check_binary(&p, a.len(), b.len(), dy.len(), p.n, db.len())?;
+    // SAFETY: lengths checked against the params above.
+    status(unsafe {
+        emu_binary_backward_b(d, p, a.as_ptr(), b.as_ptr(), dy.as_ptr(), db.as_mut_ptr())
+    })
+}
+
+fn check_reduce(p: &ReduceParams, input: usize, output: usize) -> EmuResult {
+    need("input", input, p.outer * p.mid * p.inner)?;
+    need("output", output, p.outer * p.splits as u64 * p.inner)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn binary_backward_b_partial(
+    d: &LaunchDims,
+    r: ReduceParams,
+    p: BinaryParams,
+    a: &[f32],
+    b: &[f32],
+    dy: &[f32],
+    partial: &mut [f64],
+) -> EmuResult {
+    if r.outer != 1 || r.mid * r.inner != p.n || r.inner != p.nb {
+        return Err(format!("reduce view {r:?} is not [1, n / nb, nb] of {p:?}"));
+    }
+    check_binary(&p, a.len(), b.len(), dy.len(), 0, 0)?;
+    check_reduce(&r, a.len(), partial.len())?;
+    // SAFETY: lengths checked against the params above.
+    status(unsafe {
+        emu_binary_backward_b_partial(
+            d,
+            r,
+            p,
+            a.as_ptr(),
+            b.as_ptr(),
+            dy.as_ptr(),
+            partial.as_mut_ptr(),
+        )
+    })
+}
+
+pub fn sum_axis1(d: &LaunchDims, p: ReduceParams, x: &[f32], out: &mut [f32]) -> EmuResult {
+    check_reduce(&p, x.len(), out.len())?;
+    // SAFETY: lengths checked against the params above.
+    status(unsafe { emu_sum_axis1(d, p, x.as_ptr(), out.as_mut_ptr()) })
+}
+
+pub fn sum_axis1_partial(
+    d: &LaunchDims,
+    p: ReduceParams,
+    x: &[f32],
+    partial: &mut [f64],
+) -> EmuResult {
+    check_reduce(&p, x.len(), partial.len())?;
+    // SAFETY: lengths checked against the params above.
+    status(unsafe { emu_sum_axis1_partial(d, p, x.as_ptr(), partial.as_mut_ptr()) })
+}
+
+pub fn sum_axis1_finish(
+    d: &LaunchDims,
+    p: ReduceParams,
+    partial: &[f64],
+    out: &mut [f32],
+) -> EmuResult {
+    check_reduce(&p, partial.len(), out.len())?;
+    // SAFETY: lengths checked against the params above.
+    status(unsafe { emu_sum_axis1_finish(d, p, partial.as_ptr(), out.as_mut_ptr()) })
+}
+
+pub fn broadcast_axis1(
+    d: &LaunchDims,
+    p: BroadcastParams,
+    x: &[f32],
+    out: &mut [f32],
+) -> EmuResult {
+    need("x", x.len(), p.outer * p.inner)?;
+    need("out", out.len(), p.outer * p.mid * p.inner)?;
+    // SAFETY: lengths checked against the params above.
+    status(unsafe { emu_broadcast_axis1(d, p, x.as_ptr(), out.as_mut_ptr()) })
+}
+
+pub fn uniform_fill(d: &LaunchDims, p: UniformParams, out: &mut [f32]) -> EmuResult {
+    need("out", out.len(), p.n)?;
+    // SAFETY: the slice covers the p.n elements written.
+    status(unsafe { emu_uniform_fill(d, p, out.as_mut_ptr()) })
+}
+
+fn conv_lengths(p: &Conv3dParams) -> (u64, u64, u64) {
+    (
+        p.input_voxels() as u64 * p.cin as u64,
+        p.weight_len() as u64,
+        p.output_voxels() as u64 * p.cout as u64,
+    )
+}
+
+pub fn conv3d_forward(
+    d: &LaunchDims,
+    p: Conv3dParams,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+) -> EmuResult {
+    let (nx, nw, ny) = conv_lengths(&p);
+    need("x", x.len(), nx)?;
+    need("w", w.len(), nw)?;
+    need("y", y.len(), ny)?;
+    // SAFETY: lengths checked against the params above.
+    status(unsafe { emu_conv3d_forward(d, p, x.as_ptr(), w.as_ptr(), y.as_mut_ptr()) })
+}
+
+pub fn conv3d_backward_data(
+    d: &LaunchDims,
+    p: Conv3dParams,
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+) -> EmuResult {
+    let (nx, nw, ny) = conv_lengths(&p);
+    need("dy", dy.len(), ny)?;
+    need("w", w.len(), nw)?;
+    need("dx", dx.len(), nx)?;
+    // SAFETY: lengths checked against the params above.
+    status(unsafe { emu_conv3d_backward_data(d, p, dy.as_ptr(), w.as_ptr(), dx.as_mut_ptr()) })
+}
+
+/// Writes `p.splits` stacked partial gradients (the gradient itself for one split).
+pub fn conv3d_backward_weights(
+    d: &LaunchDims,
+    p: Conv3dParams,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+) -> EmuResult {
+    let (nx, nw, ny) = conv_lengths(&p);
+    if p.splits < 1 || p.split_len < 0 || d.grid[2] != p.splits as u32 {
+        return Err(format!("splits {} with grid.z {}", p.splits, d.grid[2]));
+    }
+    need("x", x.len(), nx)?;
+    need("dy", dy.len(), ny)?;
+    need("dw", dw.len(), nw * p.splits as u64)?;
+    // SAFETY: lengths checked against the params above (grid.z partials of nw each).
+    status(unsafe { emu_conv3d_backward_weights(d, p, x.as_ptr(), dy.as_ptr(), dw.as_mut_ptr()) })
+}
+
+/// The harness's own test kernels (kernels/emu/selftest.cpp); each writes to `out` as its
+/// comment there says.
+pub mod selftest {
+    use super::*;
+
+    fn threads(d: &LaunchDims) -> u64 {
+        d.grid.iter().chain(&d.block).map(|&v| v as u64).product()
+    }
+
+    /// out[b * blockDim + t] = neighbour's t + 1, exchanged through a barrier.
+    pub fn barrier(d: &LaunchDims, out: &mut [f32]) -> EmuResult {
+        need("out", out.len(), threads(d))?;
+        // SAFETY: one element per launched thread.
+        status(unsafe { emu_selftest_barrier(d, out.as_mut_ptr()) })
+    }
+    /// The same exchange without the barrier (one block).
+    pub fn missing_barrier(d: &LaunchDims, out: &mut [f32]) -> EmuResult {
+        need("out", out.len(), threads(d))?;
+        // SAFETY: one element per launched thread.
+        status(unsafe { emu_selftest_missing_barrier(d, out.as_mut_ptr()) })
+    }
+    /// Three values per thread from xor, down and butterfly shuffles (one block).
+    pub fn shuffle(d: &LaunchDims, out: &mut [f32]) -> EmuResult {
+        need("out", out.len(), 3 * threads(d))?;
+        // SAFETY: three elements per launched thread.
+        status(unsafe { emu_selftest_shuffle(d, out.as_mut_ptr()) })
+    }
+    /// out[0] += 1 and out[1] += threadIdx.x from every thread.
+    pub fn atomic(d: &LaunchDims, out: &mut [f32]) -> EmuResult {
+        need("out", out.len(), 2)?;
+        // SAFETY: two elements.
+        status(unsafe { emu_selftest_atomic(d, out.as_mut_ptr()) })
+    }
+    /// Poisoned then exchanged dynamic shared memory (one block, shared_bytes >= 4 per thread).
+    pub fn dynamic_shared(d: &LaunchDims, out: &mut [f32]) -> EmuResult {
+        need("out", out.len(), 2 * threads(d))?;
+        need(
+            "shared floats",
+            d.shared_bytes as usize / 4,
+            d.block[0] as u64,
+        )?;
+        // SAFETY: two elements per thread; shared memory holds one float per thread.
+        status(unsafe { emu_selftest_dynamic_shared(d, out.as_mut_ptr()) })
+    }
+    /// Shuffle and barrier in divergent code: must fail with a deadlock report.
+    pub fn deadlock(d: &LaunchDims, out: &mut [f32]) -> EmuResult {
+        need("out", out.len(), threads(d))?;
+        // SAFETY: one element per launched thread.
+        status(unsafe { emu_selftest_deadlock(d, out.as_mut_ptr()) })
+    }
+}

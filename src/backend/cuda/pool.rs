@@ -1,0 +1,334 @@
+//! A caching allocator for device buffers. Requests are rounded up to size classes; a freed
+//! buffer goes back to its class's free list and serves the next request of that class,
+//! so after the first training step no new device memory is allocated. `VOXSEG_POOL=off`
+//! bypasses the cache (every buffer allocated and freed exactly), to tell pool bugs from
+//! kernel bugs. Generic over the raw allocator so the bookkeeping is tested without a GPU.
+use crate::error::Result;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Where the pool gets memory from: device allocations of f32 elements.
+pub trait RawAlloc: Send + Sync + 'static {
+    type Block: Send + Sync + 'static;
+    /// A new uninitialised block of `len` f32 elements.
+    fn alloc(&self, len: usize) -> Result<Self::Block>;
+    /// Fills a block with NaN (used to poison buffers in tests).
+    fn fill_nan(&self, block: &mut Self::Block) -> Result<()>;
+}
+
+/// Bytes by state; "allocated" is what live buffers hold (whole size classes), "reserved"
+/// adds the cached free blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PoolStats {
+    pub allocated_bytes: u64,
+    pub reserved_bytes: u64,
+    pub peak_allocated_bytes: u64,
+    pub peak_reserved_bytes: u64,
+    /// Calls to the raw allocator (device allocations).
+    pub device_allocations: u64,
+}
+
+/// The element count a request of `len` is served with: powers of two up to 4096
+/// elements, then multiples of an eighth of the power of two at or below `len` (so at most
+/// 12.5% unused).
+pub fn size_class(len: usize) -> usize {
+    if len <= 4096 {
+        return len.max(64).next_power_of_two();
+    }
+    let floor_pow2 = 1usize << (usize::BITS - 1 - len.leading_zeros());
+    let step = floor_pow2 / 8;
+    len.div_ceil(step) * step
+}
+
+pub struct Pool<A: RawAlloc> {
+    raw: A,
+    caching: bool,
+    poison: AtomicBool,
+    state: Mutex<State<A::Block>>,
+}
+
+struct State<B> {
+    free: HashMap<usize, Vec<B>>,
+    stats: PoolStats,
+}
+
+/// A buffer of `len` elements from the pool; dropping it returns the block to the pool.
+pub struct PoolBlock<A: RawAlloc> {
+    block: Option<A::Block>,
+    len: usize,
+    class: usize,
+    pool: Arc<Pool<A>>,
+}
+
+const F32_BYTES: u64 = 4;
+
+impl<A: RawAlloc> Pool<A> {
+    pub fn new(raw: A, caching: bool) -> Arc<Self> {
+        Arc::new(Self {
+            raw,
+            caching,
+            poison: AtomicBool::new(false),
+            state: Mutex::new(State {
+                free: HashMap::new(),
+                stats: PoolStats::default(),
+            }),
+        })
+    }
+
+    /// Caching unless the environment says `VOXSEG_POOL=off`.
+    pub fn from_env(raw: A) -> Arc<Self> {
+        let off = std::env::var("VOXSEG_POOL").is_ok_and(|v| v.eq_ignore_ascii_case("off"));
+        Self::new(raw, !off)
+    }
+
+    pub fn caching(&self) -> bool {
+        self.caching
+    }
+
+    /// From now on every buffer handed out is NaN-filled first, so that a kernel that
+    /// leaves part of its output unwritten is caught.
+    pub fn set_poison(&self, on: bool) {
+        self.poison.store(on, Ordering::Relaxed);
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        self.lock().stats
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<A::Block>> {
+        // The state stays consistent even if a holder panicked: every update is one step.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A buffer of `len` elements (contents undefined unless poisoning is on).
+    pub fn alloc(self: &Arc<Self>, len: usize) -> Result<PoolBlock<A>> {
+        let class = if self.caching {
+            size_class(len)
+        } else {
+            len.max(1)
+        };
+        let cached = if self.caching {
+            self.lock().free.get_mut(&class).and_then(Vec::pop)
+        } else {
+            None
+        };
+        let mut block = match cached {
+            Some(b) => b,
+            None => self.alloc_raw(class)?,
+        };
+        if self.poison.load(Ordering::Relaxed) {
+            self.raw.fill_nan(&mut block)?;
+        }
+        {
+            let mut st = self.lock();
+            let s = &mut st.stats;
+            s.allocated_bytes += class as u64 * F32_BYTES;
+            s.peak_allocated_bytes = s.peak_allocated_bytes.max(s.allocated_bytes);
+        }
+        Ok(PoolBlock {
+            block: Some(block),
+            len,
+            class,
+            pool: self.clone(),
+        })
+    }
+
+    /// A new block, after freeing the cache once if the device is out of memory.
+    fn alloc_raw(&self, class: usize) -> Result<A::Block> {
+        let block = match self.raw.alloc(class) {
+            Ok(b) => b,
+            Err(first) => {
+                if self.release_cached() == 0 {
+                    return Err(first);
+                }
+                self.raw.alloc(class)?
+            }
+        };
+        let mut st = self.lock();
+        let s = &mut st.stats;
+        s.device_allocations += 1;
+        s.reserved_bytes += class as u64 * F32_BYTES;
+        s.peak_reserved_bytes = s.peak_reserved_bytes.max(s.reserved_bytes);
+        Ok(block)
+    }
+
+    /// Frees every cached block; returns how many bytes were released.
+    pub fn release_cached(&self) -> u64 {
+        let free = std::mem::take(&mut self.lock().free);
+        let bytes: u64 = free
+            .iter()
+            .map(|(class, blocks)| *class as u64 * F32_BYTES * blocks.len() as u64)
+            .sum();
+        drop(free);
+        self.lock().stats.reserved_bytes -= bytes;
+        bytes
+    }
+
+    fn give_back(&self, block: A::Block, class: usize) {
+        let bytes = class as u64 * F32_BYTES;
+        let mut st = self.lock();
+        st.stats.allocated_bytes -= bytes;
+        if self.caching {
+            st.free.entry(class).or_default().push(block);
+        } else {
+            st.stats.reserved_bytes -= bytes;
+            drop(st);
+            drop(block);
+        }
+    }
+}
+
+impl<A: RawAlloc> PoolBlock<A> {
+    /// Elements requested (the block may hold more).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn block(&self) -> &A::Block {
+        self.block.as_ref().expect("present until drop")
+    }
+    pub fn block_mut(&mut self) -> &mut A::Block {
+        self.block.as_mut().expect("present until drop")
+    }
+}
+
+impl<A: RawAlloc> Drop for PoolBlock<A> {
+    fn drop(&mut self) {
+        if let Some(b) = self.block.take() {
+            self.pool.give_back(b, self.class);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Host memory standing in for the device, with an optional capacity in elements.
+    struct HostAlloc {
+        live: Arc<AtomicUsize>,
+        capacity: usize,
+    }
+
+    struct HostBlock {
+        data: Vec<f32>,
+        live: Arc<AtomicUsize>,
+    }
+
+    impl Drop for HostBlock {
+        fn drop(&mut self) {
+            self.live.fetch_sub(self.data.len(), Ordering::Relaxed);
+        }
+    }
+
+    impl RawAlloc for HostAlloc {
+        type Block = HostBlock;
+        fn alloc(&self, len: usize) -> Result<HostBlock> {
+            let before = self.live.fetch_add(len, Ordering::Relaxed);
+            if before + len > self.capacity {
+                self.live.fetch_sub(len, Ordering::Relaxed);
+                return Err(Error::Backend {
+                    backend: "host",
+                    msg: "out of memory".into(),
+                });
+            }
+            Ok(HostBlock {
+                data: vec![0.0; len],
+                live: self.live.clone(),
+            })
+        }
+        fn fill_nan(&self, block: &mut HostBlock) -> Result<()> {
+            block.data.fill(f32::NAN);
+            Ok(())
+        }
+    }
+
+    fn pool(caching: bool, capacity: usize) -> (Arc<Pool<HostAlloc>>, Arc<AtomicUsize>) {
+        let live = Arc::new(AtomicUsize::new(0));
+        let raw = HostAlloc {
+            live: live.clone(),
+            capacity,
+        };
+        (Pool::new(raw, caching), live)
+    }
+
+    #[test]
+    fn size_classes_round_up_by_at_most_an_eighth_above_4096() {
+        assert_eq!(size_class(0), 64);
+        assert_eq!(size_class(100), 128);
+        assert_eq!(size_class(4096), 4096);
+        assert_eq!(size_class(4097), 4608);
+        assert_eq!(size_class(1 << 20), 1 << 20);
+        for len in [5000usize, 123_457, 3_000_001, 134_217_729] {
+            let c = size_class(len);
+            assert!(c >= len && (c - len) * 8 <= len, "{len} -> {c}");
+            assert_eq!(size_class(c), c, "a class is its own class");
+        }
+    }
+
+    #[test]
+    fn freed_blocks_are_reused_and_counted() {
+        let (p, live) = pool(true, usize::MAX);
+        let a = p.alloc(1000).unwrap();
+        let b = p.alloc(3000).unwrap();
+        assert_eq!(a.len(), 1000);
+        assert_eq!(a.block().data.len(), 1024);
+        drop(a);
+        let s = p.stats();
+        assert_eq!(s.allocated_bytes, 4096 * 4);
+        assert_eq!(s.reserved_bytes, (1024 + 4096) * 4);
+        assert_eq!(s.device_allocations, 2);
+        let c = p.alloc(1020).unwrap();
+        assert_eq!(p.stats().device_allocations, 2, "same class: reused");
+        let d = p.alloc(1020).unwrap();
+        assert_eq!(p.stats().device_allocations, 3, "class busy: new block");
+        assert_eq!(p.stats().peak_allocated_bytes, (1024 * 2 + 4096) * 4);
+        drop((b, c, d));
+        assert_eq!(p.stats().allocated_bytes, 0);
+        assert_eq!(live.load(Ordering::Relaxed), 1024 * 2 + 4096);
+        assert_eq!(p.release_cached(), (1024 * 2 + 4096) * 4);
+        assert_eq!(live.load(Ordering::Relaxed), 0);
+        assert_eq!(p.stats().reserved_bytes, 0);
+    }
+
+    #[test]
+    fn without_caching_blocks_are_exact_and_freed() {
+        let (p, live) = pool(false, usize::MAX);
+        let a = p.alloc(1000).unwrap();
+        assert_eq!(a.block().data.len(), 1000);
+        drop(a);
+        assert_eq!(live.load(Ordering::Relaxed), 0);
+        let _b = p.alloc(1000).unwrap();
+        let s = p.stats();
+        assert_eq!((s.device_allocations, s.reserved_bytes), (2, 4000));
+    }
+
+    #[test]
+    fn out_of_memory_frees_the_cache_and_retries() {
+        let (p, live) = pool(true, 8192);
+        drop(p.alloc(4096).unwrap());
+        assert_eq!(live.load(Ordering::Relaxed), 4096);
+        let big = p.alloc(6000).unwrap();
+        assert_eq!(big.block().data.len(), 6144);
+        assert_eq!(
+            live.load(Ordering::Relaxed),
+            6144,
+            "the cached 4096 were freed"
+        );
+        assert!(p.alloc(4096).is_err(), "nothing cached left to free");
+    }
+
+    #[test]
+    fn poisoned_buffers_are_nan() {
+        let (p, _) = pool(true, usize::MAX);
+        drop(p.alloc(10).unwrap());
+        p.set_poison(true);
+        let b = p.alloc(10).unwrap();
+        assert!(b.block().data.iter().all(|v| v.is_nan()));
+    }
+}

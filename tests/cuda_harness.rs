@@ -1,0 +1,662 @@
+//! The CUDA kernels run on the CPU through the execution harness (kernels/emu): the same
+//! kernels/*.cu sources nvcc compiles, checked against the CPU backend (the numerical
+//! reference) or a naive f64 reference, with the launch plans the device uses. Outputs
+//! start as NaN and carry a guard tail that must stay untouched.
+use std::mem::{offset_of, size_of};
+use voxseg::backend::cpu::Cpu;
+use voxseg::backend::cuda::emu::{self, selftest};
+use voxseg::backend::cuda::launch::{self, ConvWeightsPlan, ReducePlan};
+use voxseg::backend::cuda::params::*;
+use voxseg::rng::{uniform_at, Rng};
+use voxseg::tensor_ops::reduce::Axis1;
+use voxseg::tensor_ops::{BinaryKernel, BinaryOp, ReduceKernel, UnaryKernel, UnaryOp};
+
+const GUARD: usize = 37;
+const SENTINEL: f32 = -12345.5;
+
+/// An output buffer of `n` NaNs followed by a guard tail of sentinels.
+fn poisoned(n: usize) -> Vec<f32> {
+    let mut v = vec![f32::NAN; n + GUARD];
+    v[n..].fill(SENTINEL);
+    v
+}
+
+/// The first `n` values, after checking the guard tail was not written.
+fn written(v: &[f32], n: usize) -> &[f32] {
+    assert!(
+        v[n..].iter().all(|&g| g == SENTINEL),
+        "kernel wrote past its {n} outputs"
+    );
+    &v[..n]
+}
+
+fn random(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<f32> {
+    (0..n).map(|_| rng.uniform_range(lo, hi) as f32).collect()
+}
+
+/// Equal values, or both NaN.
+fn same(a: f32, b: f32) -> bool {
+    a == b || (a.is_nan() && b.is_nan())
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let ok = same(g, w) || (g - w).abs() <= rel * w.abs().max(1e-30);
+        assert!(ok, "{what}[{i}]: harness {g:e}, reference {w:e}");
+    }
+}
+
+macro_rules! check_layout {
+    ($c_name:literal, $ty:ty { $($field:ident),* $(,)? }) => {{
+        assert_eq!(
+            emu::param_layout($c_name, None),
+            Some(size_of::<$ty>()),
+            concat!("sizeof ", $c_name)
+        );
+        let mut fields = 0;
+        $(
+            assert_eq!(
+                emu::param_layout($c_name, Some(stringify!($field))),
+                Some(offset_of!($ty, $field)),
+                concat!("offsetof ", $c_name, ".", stringify!($field))
+            );
+            fields += 1;
+        )*
+        assert!(fields > 0);
+    }};
+}
+
+#[test]
+fn param_structs_have_the_cpp_layout() {
+    check_layout!("UnaryParams", UnaryParams { n, op, arg });
+    check_layout!("BinaryParams", BinaryParams { n, nb, op, pad_ });
+    check_layout!(
+        "ReduceParams",
+        ReduceParams {
+            outer,
+            mid,
+            inner,
+            mid_per_split,
+            cols,
+            splits
+        }
+    );
+    check_layout!("BroadcastParams", BroadcastParams { outer, mid, inner });
+    check_layout!(
+        "UniformParams",
+        UniformParams {
+            seed,
+            offset,
+            n,
+            stream,
+            pad_
+        }
+    );
+    check_layout!(
+        "Conv3dParams",
+        Conv3dParams {
+            n,
+            in_d,
+            in_h,
+            in_w,
+            cin,
+            out_d,
+            out_h,
+            out_w,
+            cout,
+            k_d,
+            k_h,
+            k_w,
+            stride_d,
+            stride_h,
+            stride_w,
+            pad_d,
+            pad_h,
+            pad_w,
+            splits,
+            split_len
+        }
+    );
+    check_layout!(
+        "EmuDims",
+        LaunchDims {
+            grid,
+            block,
+            shared_bytes
+        }
+    );
+    assert_eq!(emu::param_layout("NoSuchStruct", None), None);
+    for (name, value) in [
+        ("VX_REDUCE_THREADS", REDUCE_THREADS),
+        ("VX_CONV_BM", CONV_BM),
+        ("VX_CONV_BN", CONV_BN),
+        ("VX_CONV_BK", CONV_BK),
+        ("VX_CONV_THREADS", CONV_THREADS),
+    ] {
+        assert_eq!(emu::launch_constant(name), Some(value), "{name}");
+    }
+}
+
+fn dims(grid: u32, block: u32) -> LaunchDims {
+    LaunchDims::linear([grid, 1, 1], block)
+}
+
+#[test]
+fn harness_barrier_orders_shared_memory() {
+    let d = dims(2, 64);
+    let mut out = vec![0.0; 128];
+    selftest::barrier(&d, &mut out).unwrap();
+    for b in 0..2 {
+        for t in 0..64 {
+            assert_eq!(out[b * 64 + t], ((t + 1) % 64 + 1) as f32);
+        }
+    }
+    let mut out = vec![-1.0; 64];
+    selftest::missing_barrier(&dims(1, 64), &mut out).unwrap();
+    let correct = (0..64)
+        .filter(|&t| out[t] == ((t + 1) % 64 + 1) as f32)
+        .count();
+    assert!(
+        correct <= 1,
+        "without the barrier threads must read unwritten slots: {out:?}"
+    );
+}
+
+#[test]
+fn harness_shuffles_match_cuda_semantics() {
+    let mut out = vec![0.0; 3 * 64];
+    selftest::shuffle(&dims(1, 64), &mut out).unwrap();
+    for t in 0..64usize {
+        let lane = t % 32;
+        assert_eq!(out[3 * t], (lane ^ 5) as f32, "xor, thread {t}");
+        let down = if lane + 3 < 32 { lane + 3 } else { lane };
+        assert_eq!(out[3 * t + 1], down as f32, "down, thread {t}");
+        assert_eq!(out[3 * t + 2], 528.0, "butterfly sum, thread {t}");
+    }
+    let err = selftest::shuffle(&dims(1, 48), &mut out).unwrap_err();
+    assert!(err.contains("partial warp"), "{err}");
+}
+
+#[test]
+fn harness_atomics_and_dynamic_shared_memory() {
+    let mut out = vec![0.0f32; 2];
+    selftest::atomic(&dims(3, 96), &mut out).unwrap();
+    assert_eq!(out, vec![288.0, 3.0 * (95.0 * 96.0 / 2.0)]);
+
+    let d = LaunchDims {
+        shared_bytes: 4 * 64,
+        ..dims(2, 64)
+    };
+    // Both blocks write the same outputs: the second block's show the refilled poison.
+    let mut out = vec![0.0f32; 256];
+    selftest::dynamic_shared(&d, &mut out).unwrap();
+    assert!(
+        out[..64].iter().all(|v| v.is_nan()),
+        "shared memory starts poisoned"
+    );
+    for t in 0..64 {
+        assert_eq!(out[64 + t], (2 * ((t + 1) % 64)) as f32);
+    }
+}
+
+#[test]
+fn harness_reports_deadlocks_and_bad_launches() {
+    let mut out = vec![0.0f32; 1024];
+    let err = selftest::deadlock(&dims(1, 32), &mut out).unwrap_err();
+    assert!(err.contains("deadlock"), "{err}");
+    let err = selftest::barrier(&dims(1, 2048), &mut vec![0.0; 2048]).unwrap_err();
+    assert!(err.contains("invalid block"), "{err}");
+    let bad_grid = LaunchDims::linear([1, 70_000, 1], 32);
+    let err = selftest::atomic(&bad_grid, &mut out).unwrap_err();
+    assert!(err.contains("invalid grid"), "{err}");
+    // The harness recovers: the next launch on this thread works.
+    selftest::barrier(&dims(1, 32), &mut out).unwrap();
+}
+
+const UNARY_OPS: [UnaryOp; 13] = [
+    UnaryOp::Relu,
+    UnaryOp::LeakyRelu(0.01),
+    UnaryOp::Elu(1.3),
+    UnaryOp::Sigmoid,
+    UnaryOp::Tanh,
+    UnaryOp::Exp,
+    UnaryOp::Log,
+    UnaryOp::Neg,
+    UnaryOp::Abs,
+    UnaryOp::Square,
+    UnaryOp::Sqrt,
+    UnaryOp::Scale(-2.5),
+    UnaryOp::AddScalar(0.7),
+];
+
+#[test]
+fn unary_kernels_match_the_cpu_backend() {
+    let cpu = Cpu::new();
+    let mut rng = Rng::new(11);
+    let n = 1500;
+    for op in UNARY_OPS {
+        let positive = matches!(op, UnaryOp::Log | UnaryOp::Sqrt);
+        let mut x = if positive {
+            random(&mut rng, n, 1e-3, 30.0)
+        } else {
+            random(&mut rng, n, -6.0, 6.0)
+        };
+        // Overflow-prone and exact-zero inputs.
+        let specials: &[f32] = if positive {
+            &[1.0, 1e-30, 3e38]
+        } else {
+            &[0.0, -0.0, 100.0, -100.0, 89.0, -104.0, f32::NAN]
+        };
+        x[..specials.len()].copy_from_slice(specials);
+        let p = UnaryParams::new(op, n);
+        // Three blocks for 1500 elements: the grid-stride loop runs twice.
+        let d = launch::elementwise(n, 3);
+        let mut y = poisoned(n);
+        emu::unary_forward(&d, p, &x, &mut y).unwrap();
+        let want = cpu.unary_forward(op, &x).unwrap();
+        assert_close(&format!("{op:?} forward"), written(&y, n), &want, 0.0);
+
+        let dy = random(&mut rng, n, -2.0, 2.0);
+        let mut dx = poisoned(n);
+        emu::unary_backward(&d, p, &x, &want, &dy, &mut dx).unwrap();
+        let want_dx = cpu.unary_backward(op, &x, &want, &dy).unwrap();
+        assert_close(&format!("{op:?} backward"), written(&dx, n), &want_dx, 0.0);
+    }
+}
+
+#[test]
+fn binary_kernels_match_the_cpu_backend_with_broadcast() {
+    let cpu = Cpu::new();
+    let mut rng = Rng::new(12);
+    for (n, nb) in [(1000, 1000), (15_000, 3), (2_870, 7), (513, 1)] {
+        let a = random(&mut rng, n, -3.0, 3.0);
+        // Divisors kept away from zero.
+        let b: Vec<f32> = random(&mut rng, nb, 0.5, 2.0)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| if i % 2 == 0 { v } else { -v })
+            .collect();
+        let dy = random(&mut rng, n, -1.0, 1.0);
+        let d = launch::elementwise(n, 4);
+        for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
+            let what = format!("{op:?} n {n} nb {nb}");
+            let p = BinaryParams::new(op, n, nb);
+            let mut out = poisoned(n);
+            emu::binary_forward(&d, p, &a, &b, &mut out).unwrap();
+            let want = cpu.binary_forward(op, &a, &b).unwrap();
+            assert_close(&what, written(&out, n), &want, 0.0);
+
+            let (want_da, want_db) = cpu.binary_backward(op, &a, &b, &dy, [true, true]).unwrap();
+            let mut da = poisoned(n);
+            emu::binary_backward_a(&d, p, &a, &b, &dy, &mut da).unwrap();
+            assert_close(
+                &format!("{what} da"),
+                written(&da, n),
+                &want_da.unwrap(),
+                0.0,
+            );
+
+            let mut db = poisoned(nb);
+            if nb == n {
+                emu::binary_backward_b(&d, p, &a, &b, &dy, &mut db).unwrap();
+            } else {
+                let view = Axis1 {
+                    outer: 1,
+                    mid: n / nb,
+                    inner: nb,
+                };
+                let plan = ReducePlan::new(view, 8);
+                let mut partial = vec![f64::NAN; plan.partial_len()];
+                emu::binary_backward_b_partial(
+                    &plan.first_dims,
+                    plan.first,
+                    p,
+                    &a,
+                    &b,
+                    &dy,
+                    &mut partial,
+                )
+                .unwrap();
+                emu::sum_axis1_finish(&plan.finish_dims, plan.finish, &partial, &mut db).unwrap();
+            }
+            assert_close(
+                &format!("{what} db"),
+                written(&db, nb),
+                &want_db.unwrap(),
+                1e-6,
+            );
+        }
+    }
+    let split = ReducePlan::new(
+        Axis1 {
+            outer: 1,
+            mid: 5000,
+            inner: 3,
+        },
+        8,
+    );
+    assert_eq!(
+        split.splits(),
+        8,
+        "the broadcast gradient above ran in 8 splits"
+    );
+}
+
+/// Sums through the plan the device uses: one launch, or partials and a finish.
+fn emu_sum(x: &[f32], v: Axis1, target_blocks: u32) -> (Vec<f32>, usize) {
+    let plan = ReducePlan::new(v, target_blocks);
+    let n = v.outer * v.inner;
+    let mut out = poisoned(n);
+    if plan.splits() == 1 {
+        emu::sum_axis1(&plan.first_dims, plan.first, x, &mut out).unwrap();
+    } else {
+        let mut partial = vec![f64::NAN; plan.partial_len()];
+        emu::sum_axis1_partial(&plan.first_dims, plan.first, x, &mut partial).unwrap();
+        emu::sum_axis1_finish(&plan.finish_dims, plan.finish, &partial, &mut out).unwrap();
+    }
+    (written(&out, n).to_vec(), plan.splits())
+}
+
+#[test]
+fn sums_and_broadcasts_match_the_cpu_backend() {
+    let cpu = Cpu::new();
+    let mut rng = Rng::new(13);
+    let views = [
+        (1, 20_000, 1),
+        (1, 3_000, 5),
+        (2, 700, 3),
+        (500, 4, 1),
+        (3, 9, 40),
+        (3, 0, 2),
+    ];
+    let mut split_runs = 0;
+    for (outer, mid, inner) in views {
+        let v = Axis1 { outer, mid, inner };
+        let x = random(&mut rng, v.numel(), -1.0, 1.0);
+        let want = cpu.sum_axis1(&x, v).unwrap();
+        for target in [1, 16] {
+            let (got, splits) = emu_sum(&x, v, target);
+            split_runs += usize::from(splits > 1);
+            assert_close(&format!("sum {v:?} target {target}"), &got, &want, 1e-6);
+        }
+        let small = random(&mut rng, outer * inner, -1.0, 1.0);
+        let p = BroadcastParams {
+            outer: outer as u64,
+            mid: mid as u64,
+            inner: inner as u64,
+        };
+        let n = v.numel();
+        let mut out = poisoned(n);
+        emu::broadcast_axis1(&launch::elementwise(n, 3), p, &small, &mut out).unwrap();
+        let want = cpu.broadcast_axis1(&small, v).unwrap();
+        assert_close(&format!("broadcast {v:?}"), written(&out, n), &want, 0.0);
+    }
+    assert!(
+        split_runs >= 3,
+        "only {split_runs} runs used split partials"
+    );
+}
+
+#[test]
+fn philox_uniform_matches_rng_bit_for_bit() {
+    let cases = [
+        (0u64, 0u32, 0u64),
+        (7, 3, 1_000),
+        (u64::MAX, u32::MAX, 0),
+        (0x1234_5678_9abc_def0, 42, (1u64 << 32) - 150),
+    ];
+    for (seed, stream, offset) in cases {
+        let n = 300;
+        let p = UniformParams {
+            seed,
+            offset,
+            n: n as u64,
+            stream,
+            pad_: 0,
+        };
+        let mut out = poisoned(n);
+        emu::uniform_fill(&launch::elementwise(n, 1), p, &mut out).unwrap();
+        for (i, &v) in written(&out, n).iter().enumerate() {
+            let want = uniform_at(seed, stream, offset + i as u64);
+            assert_eq!(
+                v.to_bits(),
+                want.to_bits(),
+                "seed {seed} stream {stream} index {i}"
+            );
+        }
+    }
+}
+
+/// Calls `f(output voxel, input voxel, tap)` for every pair the convolution connects.
+fn for_each_tap(s: &Conv3dShape, mut f: impl FnMut(usize, usize, usize)) {
+    let [od, oh, ow] = s.output;
+    let [id, ih, iw] = s.input;
+    let [kd, kh, kw] = s.kernel;
+    for n in 0..s.n {
+        for oz in 0..od {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let o = ((n * od + oz) * oh + oy) * ow + ox;
+                    for kz in 0..kd {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iz = (oz * s.stride[0] + kz).checked_sub(s.pad_before[0]);
+                                let iy = (oy * s.stride[1] + ky).checked_sub(s.pad_before[1]);
+                                let ix = (ox * s.stride[2] + kx).checked_sub(s.pad_before[2]);
+                                let (Some(iz), Some(iy), Some(ix)) = (iz, iy, ix) else {
+                                    continue;
+                                };
+                                if iz >= id || iy >= ih || ix >= iw {
+                                    continue;
+                                }
+                                let i = ((n * id + iz) * ih + iy) * iw + ix;
+                                f(o, i, (kz * kh + ky) * kw + kx);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct ConvRef {
+    y: Vec<f64>,
+    dx: Vec<f64>,
+    dw: Vec<f64>,
+}
+
+/// Naive f64 forward, data gradient and weight gradient.
+fn conv_reference(s: &Conv3dShape, x: &[f32], w: &[f32], dy: &[f32]) -> ConvRef {
+    let (ci_n, co_n) = (s.cin, s.cout);
+    let mut r = ConvRef {
+        y: vec![0.0; s.n * s.output.iter().product::<usize>() * co_n],
+        dx: vec![0.0; x.len()],
+        dw: vec![0.0; w.len()],
+    };
+    for_each_tap(s, |o, i, tap| {
+        for ci in 0..ci_n {
+            let xv = x[i * ci_n + ci] as f64;
+            for co in 0..co_n {
+                let wi = (tap * ci_n + ci) * co_n + co;
+                let g = dy[o * co_n + co] as f64;
+                r.y[o * co_n + co] += xv * w[wi] as f64;
+                r.dx[i * ci_n + ci] += g * w[wi] as f64;
+                r.dw[wi] += xv * g;
+            }
+        }
+    });
+    r
+}
+
+/// Largest difference relative to the largest reference magnitude.
+fn rel_err(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| {
+            assert!(g.is_finite(), "non-finite output {g}");
+            (g as f64 - w).abs() / scale
+        })
+        .fold(0.0, f64::max)
+}
+
+fn check_conv(s: Conv3dShape, seed: u64, target_blocks: u32) -> usize {
+    let p = Conv3dParams::new(&s).unwrap();
+    let mut rng = Rng::new(seed);
+    let (nx, nw, ny) = (
+        p.input_voxels() * s.cin,
+        p.weight_len(),
+        p.output_voxels() * s.cout,
+    );
+    let x = random(&mut rng, nx, -1.0, 1.0);
+    let w = random(&mut rng, nw, -1.0, 1.0);
+    let dy = random(&mut rng, ny, -1.0, 1.0);
+    let r = conv_reference(&s, &x, &w, &dy);
+    let tol = 1e-5;
+
+    let mut y = poisoned(ny);
+    emu::conv3d_forward(&launch::conv3d_forward(&p), p, &x, &w, &mut y).unwrap();
+    let e = rel_err(written(&y, ny), &r.y);
+    assert!(e < tol, "forward {s:?}: relative error {e:e}");
+
+    let mut dx = poisoned(nx);
+    emu::conv3d_backward_data(&launch::conv3d_backward_data(&p), p, &dy, &w, &mut dx).unwrap();
+    let e = rel_err(written(&dx, nx), &r.dx);
+    assert!(e < tol, "backward data {s:?}: relative error {e:e}");
+
+    let plan = ConvWeightsPlan::new(&p, target_blocks);
+    let mut ws = poisoned(plan.workspace_len());
+    emu::conv3d_backward_weights(&plan.dims, plan.params, &x, &dy, &mut ws).unwrap();
+    let ws = written(&ws, plan.workspace_len());
+    let dw = match &plan.sum {
+        None => ws.to_vec(),
+        Some(sum) => {
+            let mut dw = poisoned(nw);
+            emu::sum_axis1(&sum.first_dims, sum.first, ws, &mut dw).unwrap();
+            written(&dw, nw).to_vec()
+        }
+    };
+    let e = rel_err(&dw, &r.dw);
+    assert!(e < tol, "backward weights {s:?}: relative error {e:e}");
+    plan.params.splits as usize
+}
+
+#[test]
+fn conv3d_same_padding_small_odd_shape() {
+    let s = Conv3dShape {
+        n: 1,
+        input: [5, 4, 3],
+        cin: 3,
+        output: [5, 4, 3],
+        cout: 2,
+        kernel: [3, 3, 3],
+        stride: [1, 1, 1],
+        pad_before: [1, 1, 1],
+    };
+    assert_eq!(check_conv(s, 21, 8), 1);
+}
+
+#[test]
+fn conv3d_strided_with_more_channels_than_a_tile() {
+    // 72 output voxels (two row tiles), 35 output channels (two column tiles), a patch of
+    // 135 (nine reduction steps, the last partial), stride 2 with 'same' padding.
+    let s = Conv3dShape {
+        n: 2,
+        input: [5, 6, 7],
+        cin: 5,
+        output: [3, 3, 4],
+        cout: 35,
+        kernel: [3, 3, 3],
+        stride: [2, 2, 2],
+        pad_before: [1, 1, 1],
+    };
+    check_conv(s, 22, 8);
+}
+
+#[test]
+fn conv3d_downsampling_pointwise_and_anisotropic_kernels() {
+    let shapes = [
+        // 2x2x2 stride 2 'valid' downsampling.
+        Conv3dShape {
+            n: 1,
+            input: [4, 6, 5],
+            cin: 4,
+            output: [2, 3, 2],
+            cout: 3,
+            kernel: [2, 2, 2],
+            stride: [2, 2, 2],
+            pad_before: [0, 0, 0],
+        },
+        // 1x1x1 output head.
+        Conv3dShape {
+            n: 1,
+            input: [3, 3, 3],
+            cin: 17,
+            output: [3, 3, 3],
+            cout: 3,
+            kernel: [1, 1, 1],
+            stride: [1, 1, 1],
+            pad_before: [0, 0, 0],
+        },
+        // Different kernel, stride and padding per axis.
+        Conv3dShape {
+            n: 2,
+            input: [3, 5, 4],
+            cin: 2,
+            output: [3, 3, 5],
+            cout: 4,
+            kernel: [1, 3, 2],
+            stride: [1, 2, 1],
+            pad_before: [0, 1, 1],
+        },
+    ];
+    for (i, s) in shapes.into_iter().enumerate() {
+        check_conv(s, 30 + i as u64, 8);
+    }
+}
+
+#[test]
+fn conv3d_weight_gradient_in_split_partials() {
+    // 640 output voxels: enough for the plan to split them over grid.z.
+    let s = Conv3dShape {
+        n: 2,
+        input: [8, 8, 5],
+        cin: 3,
+        output: [8, 8, 5],
+        cout: 2,
+        kernel: [3, 3, 3],
+        stride: [1, 1, 1],
+        pad_before: [1, 1, 1],
+    };
+    let splits = check_conv(s, 40, 8);
+    assert_eq!(splits, 4);
+}
+
+#[test]
+fn conv3d_random_geometries() {
+    let mut rng = Rng::new(50);
+    for case in 0..10 {
+        let mut pick = |lo: usize, hi: usize| lo + rng.below(hi - lo + 1);
+        let kernel = [pick(1, 3), pick(1, 3), pick(1, 3)];
+        let stride = [pick(1, 2), pick(1, 2), pick(1, 2)];
+        let pad_before = [0, 1, 2].map(|a| pick(0, kernel[a] - 1));
+        let input = [0, 1, 2].map(|a| pick(kernel[a], 7));
+        // Padding after equals padding before; the output is what fits.
+        let output = [0, 1, 2].map(|a| (input[a] + 2 * pad_before[a] - kernel[a]) / stride[a] + 1);
+        let s = Conv3dShape {
+            n: pick(1, 2),
+            input,
+            cin: pick(1, 20),
+            output,
+            cout: pick(1, 40),
+            kernel,
+            stride,
+            pad_before,
+        };
+        let target = [1, 8, 64][case % 3];
+        check_conv(s, 60 + case as u64, target);
+    }
+}

@@ -1,0 +1,238 @@
+//! The CUDA backend against the CPU backend (the numerical reference) on a real device.
+//! Ignored by default; scripts/gpu-check.sh runs them with `--include-ignored`. Each test
+//! opens the device and fails without one. Inputs are random with a fresh seed per run
+//! (printed on failure), and every buffer the pool hands out is NaN-filled first, so an
+//! output element a kernel forgets to write fails the comparison.
+//!
+//! Error measure: |gpu - cpu| / max(|cpu|, 1) < 1e-5 per element: relative for values
+//! above 1, absolute below (the inputs are O(1), so e.g. elu(x) = a (exp(x) - 1) near 0,
+//! where a 1-ulp difference in exp is large relative to the result, is still judged fairly).
+use std::time::{SystemTime, UNIX_EPOCH};
+use voxseg::backend::cpu::Cpu;
+use voxseg::backend::cuda::Cuda;
+use voxseg::backend::BackendBase;
+use voxseg::rng::{uniform_at, Rng};
+use voxseg::tensor_ops::reduce::Axis1;
+use voxseg::tensor_ops::{BinaryKernel, BinaryOp, ReduceKernel, UnaryKernel, UnaryOp};
+
+const TOL: f32 = 1e-5;
+
+fn device() -> Cuda {
+    let cuda = Cuda::new(0).expect("these tests need a CUDA device");
+    cuda.poison_new_buffers(true);
+    cuda
+}
+
+fn fresh_seed() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as u64
+}
+
+fn random(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<f32> {
+    (0..n).map(|_| rng.uniform_range(lo, hi) as f32).collect()
+}
+
+fn assert_parity(what: &str, seed: u64, gpu: &[f32], cpu: &[f32]) {
+    assert_eq!(gpu.len(), cpu.len(), "{what} (seed {seed}): lengths");
+    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
+        let ok = g == c || (g.is_nan() && c.is_nan()) || (g - c).abs() < TOL * c.abs().max(1.0);
+        assert!(ok, "{what} (seed {seed}) [{i}]: cuda {g:e}, cpu {c:e}");
+    }
+}
+
+const UNARY_OPS: [UnaryOp; 13] = [
+    UnaryOp::Relu,
+    UnaryOp::LeakyRelu(0.01),
+    UnaryOp::Elu(1.3),
+    UnaryOp::Sigmoid,
+    UnaryOp::Tanh,
+    UnaryOp::Exp,
+    UnaryOp::Log,
+    UnaryOp::Neg,
+    UnaryOp::Abs,
+    UnaryOp::Square,
+    UnaryOp::Sqrt,
+    UnaryOp::Scale(-2.5),
+    UnaryOp::AddScalar(0.7),
+];
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn unary_ops_match_cpu() {
+    let (gpu, cpu) = (device(), Cpu::new());
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    // More elements than one wave of threads: the grid-stride loops run several times.
+    let n = (1 << 21) + 123;
+    for op in UNARY_OPS {
+        let mut x = if matches!(op, UnaryOp::Log | UnaryOp::Sqrt) {
+            random(&mut rng, n, 1e-3, 30.0)
+        } else {
+            random(&mut rng, n, -6.0, 6.0)
+        };
+        if !matches!(op, UnaryOp::Log | UnaryOp::Sqrt) {
+            x[..6].copy_from_slice(&[0.0, -0.0, 100.0, -100.0, 89.0, -104.0]);
+        }
+        let y_cpu = cpu.unary_forward(op, &x).unwrap();
+        let xs = gpu.upload(&x).unwrap();
+        let ys = gpu.unary_forward(op, &xs).unwrap();
+        assert_parity(
+            &format!("{op:?}"),
+            seed,
+            &gpu.download(&ys).unwrap(),
+            &y_cpu,
+        );
+
+        let dy = random(&mut rng, n, -2.0, 2.0);
+        let dx_cpu = cpu.unary_backward(op, &x, &y_cpu, &dy).unwrap();
+        let (yc, dys) = (gpu.upload(&y_cpu).unwrap(), gpu.upload(&dy).unwrap());
+        let dx = gpu.unary_backward(op, &xs, &yc, &dys).unwrap();
+        assert_parity(
+            &format!("{op:?} backward"),
+            seed,
+            &gpu.download(&dx).unwrap(),
+            &dx_cpu,
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn binary_ops_with_broadcast_match_cpu() {
+    let (gpu, cpu) = (device(), Cpu::new());
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    // Full, per-channel (32 channels of a 64^3 volume), scalar, odd suffix.
+    for (n, nb) in [
+        (100_003, 100_003),
+        (32 << 18, 32),
+        (65_537, 1),
+        (7 * 3 * 5_000, 21),
+    ] {
+        let a = random(&mut rng, n, -3.0, 3.0);
+        let b: Vec<f32> = random(&mut rng, nb, 0.5, 2.0)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| if i % 2 == 0 { v } else { -v })
+            .collect();
+        let dy = random(&mut rng, n, -1.0, 1.0);
+        let (ga, gb, gdy) = (
+            gpu.upload(&a).unwrap(),
+            gpu.upload(&b).unwrap(),
+            gpu.upload(&dy).unwrap(),
+        );
+        for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
+            let what = format!("{op:?} n {n} nb {nb}");
+            let out = gpu.binary_forward(op, &ga, &gb).unwrap();
+            let want = cpu.binary_forward(op, &a, &b).unwrap();
+            assert_parity(&what, seed, &gpu.download(&out).unwrap(), &want);
+            for needs in [[true, true], [false, true], [true, false]] {
+                let (da, db) = gpu.binary_backward(op, &ga, &gb, &gdy, needs).unwrap();
+                let (wa, wb) = cpu.binary_backward(op, &a, &b, &dy, needs).unwrap();
+                assert_eq!((da.is_some(), db.is_some()), (needs[0], needs[1]));
+                if let (Some(g), Some(c)) = (da, wa) {
+                    assert_parity(&format!("{what} da"), seed, &gpu.download(&g).unwrap(), &c);
+                }
+                if let (Some(g), Some(c)) = (db, wb) {
+                    assert_parity(&format!("{what} db"), seed, &gpu.download(&g).unwrap(), &c);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn sums_and_broadcasts_match_cpu() {
+    let (gpu, cpu) = (device(), Cpu::new());
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    let views = [
+        (1, (1 << 24) + 7, 1),
+        (1, 2 * 64 * 64 * 64, 32),
+        (2, 64 * 64 * 64, 4),
+        (2 * 64 * 64 * 64, 4, 1),
+        (3, 1000, 77),
+        (5, 0, 3),
+    ];
+    for (outer, mid, inner) in views {
+        let v = Axis1 { outer, mid, inner };
+        let x = random(&mut rng, v.numel(), -1.0, 1.0);
+        let got = gpu.sum_axis1(&gpu.upload(&x).unwrap(), v).unwrap();
+        let want = cpu.sum_axis1(&x, v).unwrap();
+        assert_parity(
+            &format!("sum {v:?}"),
+            seed,
+            &gpu.download(&got).unwrap(),
+            &want,
+        );
+
+        let small = random(&mut rng, outer * inner, -1.0, 1.0);
+        let got = gpu
+            .broadcast_axis1(&gpu.upload(&small).unwrap(), v)
+            .unwrap();
+        let want = cpu.broadcast_axis1(&small, v).unwrap();
+        assert_parity(
+            &format!("broadcast {v:?}"),
+            seed,
+            &gpu.download(&got).unwrap(),
+            &want,
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn uniform_fill_is_bit_identical_to_rng() {
+    let gpu = device();
+    let seed = fresh_seed();
+    let offset = (1u64 << 32) - 1000;
+    let n = 1 << 20;
+    let got = gpu
+        .download(&gpu.uniform(seed, 9, offset, n).unwrap())
+        .unwrap();
+    for (i, v) in got.iter().enumerate() {
+        let want = uniform_at(seed, 9, offset + i as u64);
+        assert_eq!(v.to_bits(), want.to_bits(), "seed {seed} index {i}");
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn storage_round_trips_and_the_pool_reuses_blocks() {
+    let gpu = device();
+    let data: Vec<f32> = (0..10_000).map(|i| i as f32 * 0.5).collect();
+    let s = gpu.upload(&data).unwrap();
+    assert_eq!(gpu.download(&s).unwrap(), data);
+    assert_eq!(gpu.download(&gpu.copy(&s).unwrap()).unwrap(), data);
+    assert_eq!(
+        gpu.download(&gpu.zeros(777).unwrap()).unwrap(),
+        vec![0.0; 777]
+    );
+    assert!(gpu.download(&gpu.upload(&[]).unwrap()).unwrap().is_empty());
+    gpu.synchronize().unwrap();
+
+    // Warm up one step's allocations, then repeat it: nothing new with caching on.
+    let step = |g: &Cuda| {
+        let y = g.unary_forward(UnaryOp::Sigmoid, &s).unwrap();
+        let v = Axis1 {
+            outer: 1,
+            mid: 100,
+            inner: 100,
+        };
+        g.sum_axis1(&y, v).unwrap();
+    };
+    step(&gpu);
+    let before = gpu.pool_stats();
+    step(&gpu);
+    let after = gpu.pool_stats();
+    if gpu.pool_caching() {
+        assert_eq!(before.device_allocations, after.device_allocations);
+    } else {
+        assert!(after.device_allocations > before.device_allocations);
+    }
+    assert!(after.peak_allocated_bytes >= after.allocated_bytes);
+    assert!(after.reserved_bytes >= after.allocated_bytes);
+}
