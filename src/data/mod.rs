@@ -2,6 +2,7 @@
 //! preprocessing, augmentation, sampling, loading, the split and synthetic data.
 pub mod grid;
 pub mod preprocess;
+pub mod split;
 pub mod volume;
 
 pub use volume::{CaseData, LabelVolume, Volume};
