@@ -1,5 +1,6 @@
 //! Everything between files on disk and a batch of patches: NIfTI, dataset layouts,
 //! preprocessing, augmentation, sampling, loading, the split and synthetic data.
+pub mod augment;
 pub mod grid;
 pub mod preprocess;
 pub mod split;
