@@ -2,7 +2,10 @@
 //! preprocessing, augmentation, sampling, loading, the split and synthetic data.
 pub mod augment;
 pub mod grid;
+pub mod loader;
+pub mod phantom;
 pub mod preprocess;
+pub mod sampler;
 pub mod split;
 pub mod volume;
 
