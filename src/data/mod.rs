@@ -1,6 +1,7 @@
 //! Everything between files on disk and a batch of patches: NIfTI, dataset layouts,
 //! preprocessing, augmentation, sampling, loading, the split and synthetic data.
 pub mod augment;
+pub mod cache;
 pub mod grid;
 pub mod loader;
 pub mod phantom;
