@@ -61,7 +61,7 @@ impl Default for LoaderOptions {
 /// The generator of batch `index`: depends only on (seed, index).
 fn batch_rng(seed: u64, index: u64) -> Rng {
     let w = philox4x32(
-        [index as u32, (index >> 32) as u32, 0xBA7C_4, 0],
+        [index as u32, (index >> 32) as u32, 0x000B_A7C4, 0],
         [seed as u32, (seed >> 32) as u32],
     );
     Rng::new((w[0] as u64) | ((w[1] as u64) << 32))

@@ -10,7 +10,7 @@ pub fn add_noise(values: &mut [f32], std: f32, seed: u64) {
     let two_pi = std::f32::consts::TAU;
     for (block, chunk) in values.chunks_mut(4).enumerate() {
         let w = philox4x32(
-            [block as u32, (block as u64 >> 32) as u32, 0x401_5E, 0],
+            [block as u32, (block as u64 >> 32) as u32, 0x0004_015E, 0],
             key,
         );
         // Top 24 bits: u1 in (0, 1] so the logarithm is finite, u2 in [0, 1).
