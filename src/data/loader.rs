@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::rng::{philox4x32, Rng};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// A batch of training patches.
@@ -76,9 +76,12 @@ pub fn make_batch(
 ) -> Result<Batch> {
     let channels = sources[0].channels().len();
     let voxels: usize = opts.patch.iter().product();
-    let mut planar = vec![0.0f32; voxels * channels];
-    let mut images = vec![0.0f32; opts.batch_size * voxels * channels];
-    let mut labels = vec![0u8; opts.batch_size * voxels];
+    let mut planar = std::mem::take(&mut scratch.patch);
+    planar.resize(voxels * channels, 0.0);
+    // Every element of both buffers is overwritten below, so recycled ones need no clearing.
+    let (mut images, mut labels) = scratch.spare.take().unwrap_or_default();
+    images.resize(opts.batch_size * voxels * channels, 0.0);
+    labels.resize(opts.batch_size * voxels, 0);
     let rng = batch_rng(opts.seed, index);
     for slot in 0..opts.batch_size {
         let mut rng = rng.fork(slot as u32);
@@ -96,12 +99,13 @@ pub fn make_batch(
         )?;
         // Channel-major to channels fastest.
         let out = &mut images[slot * voxels * channels..(slot + 1) * voxels * channels];
-        for (c, plane) in planar.chunks(voxels).enumerate() {
-            for (dst, &v) in out[c..].iter_mut().step_by(channels).zip(plane) {
-                *dst = v;
+        for (v, px) in out.chunks_exact_mut(channels).enumerate() {
+            for (c, dst) in px.iter_mut().enumerate() {
+                *dst = planar[c * voxels + v];
             }
         }
     }
+    scratch.patch = planar;
     Ok(Batch {
         images,
         labels,
@@ -166,11 +170,14 @@ fn run_worker(
     opts: LoaderOptions,
     w: usize,
     tx: SyncSender<Result<Batch>>,
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
 ) {
     let mut scratch = SampleScratch::default();
     let mut index = opts.first_batch + w as u64;
-    while !stop.load(Ordering::Relaxed) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        if scratch.spare.is_none() {
+            scratch.spare = shared.take_spare();
+        }
         let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             make_batch(&sources, &opts, index, &mut scratch)
         }));
@@ -188,11 +195,31 @@ fn run_worker(
     }
 }
 
+/// State the loader shares with its workers.
+struct Shared {
+    stop: AtomicBool,
+    /// Buffers of consumed batches handed back with `Loader::recycle`.
+    spares: Mutex<Vec<(Vec<f32>, Vec<u8>)>>,
+    max_spares: usize,
+}
+
+impl Shared {
+    fn spares(&self) -> std::sync::MutexGuard<'_, Vec<(Vec<f32>, Vec<u8>)>> {
+        // The lock is held only for a push or a pop, which cannot leave the list broken.
+        self.spares
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+    fn take_spare(&self) -> Option<(Vec<f32>, Vec<u8>)> {
+        self.spares().pop()
+    }
+}
+
 pub struct Loader {
     queues: Vec<Receiver<Result<Batch>>>,
     next: u64,
     first: u64,
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -201,16 +228,20 @@ impl Loader {
     pub fn new(sources: Vec<Arc<dyn PatchSource>>, opts: LoaderOptions) -> Result<Loader> {
         check(&sources, &opts)?;
         let sources: Arc<[Arc<dyn PatchSource>]> = sources.into();
-        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            spares: Mutex::new(Vec::new()),
+            max_spares: opts.workers + opts.queue_depth,
+        });
         let per_queue = opts.queue_depth.div_ceil(opts.workers);
         let mut queues = Vec::with_capacity(opts.workers);
         let mut workers = Vec::with_capacity(opts.workers);
         for w in 0..opts.workers {
             let (tx, rx) = sync_channel(per_queue);
-            let (sources, opts, stop) = (sources.clone(), opts.clone(), stop.clone());
+            let (sources, opts, shared) = (sources.clone(), opts.clone(), shared.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("voxseg-loader-{w}"))
-                .spawn(move || run_worker(sources, opts, w, tx, stop))
+                .spawn(move || run_worker(sources, opts, w, tx, shared))
                 .map_err(|e| Error::io("starting a loader worker", e))?;
             queues.push(rx);
             workers.push(handle);
@@ -219,7 +250,7 @@ impl Loader {
             queues,
             next: opts.first_batch,
             first: opts.first_batch,
-            stop,
+            shared,
             workers,
         })
     }
@@ -243,11 +274,20 @@ impl Loader {
             )),
         }
     }
+
+    /// Hands a consumed batch's buffers back for reuse (optional: call it once the batch has
+    /// been copied to the device). The batch stream does not depend on it.
+    pub fn recycle(&self, batch: Batch) {
+        let mut spares = self.shared.spares();
+        if spares.len() < self.shared.max_spares {
+            spares.push((batch.images, batch.labels));
+        }
+    }
 }
 
 impl Drop for Loader {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::Relaxed);
         // Closing the queues makes any worker blocked on a full queue return.
         self.queues.clear();
         for handle in self.workers.drain(..) {
@@ -259,7 +299,8 @@ impl Drop for Loader {
 
 /// Batches per second the loader delivers at 128^3 patches, batch 2, 4 channels and the full
 /// nnU-Net-default augmentation, from in-memory phantom cases of BraTS's cropped size, with
-/// `workers` threads, timed over `batches` batches after one warm-up batch.
+/// `workers` threads, timed over `batches` batches after one warm-up batch. Each batch is
+/// recycled as a trainer would after uploading it.
 pub fn loader_benchmark(workers: usize, batches: usize, seed: u64) -> Result<f64> {
     if batches == 0 {
         return Err(Error::config("benchmark batches", "must be positive"));
@@ -277,10 +318,12 @@ pub fn loader_benchmark(workers: usize, batches: usize, seed: u64) -> Result<f64
         ..LoaderOptions::default()
     };
     let mut loader = Loader::new(sources, opts)?;
-    loader.next()?;
+    let warm = loader.next()?;
+    loader.recycle(warm);
     let start = std::time::Instant::now();
     for _ in 0..batches {
-        loader.next()?;
+        let batch = loader.next()?;
+        loader.recycle(batch);
     }
     Ok(batches as f64 / start.elapsed().as_secs_f64())
 }
@@ -324,7 +367,16 @@ mod tests {
                 },
             )
             .unwrap();
-            (0..7).map(|_| l.next().unwrap()).collect::<Vec<_>>()
+            (0..7)
+                .map(|_| {
+                    let b = l.next().unwrap();
+                    // Recycling buffers must not change what later batches hold.
+                    if workers == 3 {
+                        l.recycle(b.clone());
+                    }
+                    b
+                })
+                .collect::<Vec<_>>()
         };
         let one = take(1, 0);
         let three = take(3, 0);

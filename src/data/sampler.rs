@@ -172,6 +172,11 @@ pub fn choose_centre(
 #[derive(Default)]
 pub struct SampleScratch {
     blur: Vec<f32>,
+    /// A channel-major patch, for callers that interleave channels afterwards.
+    pub patch: Vec<f32>,
+    /// Image and label buffers of a consumed batch, to fill again instead of allocating
+    /// (fresh large allocations cost a page fault per 4 KiB on first touch).
+    pub spare: Option<(Vec<f32>, Vec<u8>)>,
 }
 
 /// Draws one augmented training patch from `src` into `images` (channel-major: one (d, h, w)
