@@ -1,10 +1,18 @@
 //! Everything between files on disk and a batch of patches: NIfTI, dataset layouts,
 //! preprocessing, augmentation, sampling, loading, the split and synthetic data.
+pub mod augment;
+pub mod cache;
 pub mod case;
+pub mod grid;
 pub mod inspect;
 pub mod labels;
 pub mod layout;
+pub mod loader;
 pub mod nifti;
+pub mod phantom;
+pub mod preprocess;
+pub mod sampler;
+pub mod split;
 pub mod synth;
 pub mod volume;
 

@@ -56,6 +56,26 @@ pub struct LabelVolume {
     pub data: Vec<u8>,
 }
 
+impl LabelVolume {
+    pub fn new(dims: [usize; 3], spacing: [f64; 3], data: Vec<u8>) -> Self {
+        debug_assert_eq!(data.len(), dims.iter().product::<usize>());
+        Self {
+            dims,
+            spacing,
+            data,
+        }
+    }
+    /// Buffer index of voxel (x, y, z).
+    #[inline]
+    pub fn index(&self, x: usize, y: usize, z: usize) -> usize {
+        (z * self.dims[1] + y) * self.dims[0] + x
+    }
+    #[inline]
+    pub fn at(&self, x: usize, y: usize, z: usize) -> u8 {
+        self.data[self.index(x, y, z)]
+    }
+}
+
 /// A case in memory: one volume per selected modality (same grid) and maybe a label map.
 #[derive(Clone, Debug)]
 pub struct CaseData {

@@ -1,0 +1,278 @@
+//! The intensity half of augmentation. Each function changes one channel of one patch in
+//! place (x fastest, `dims` = (x, y, z)); none allocates per voxel.
+use super::super::grid;
+use crate::rng::philox4x32;
+
+/// Adds zero-mean Gaussian noise of standard deviation `std`. The noise of voxel i depends
+/// only on (seed, i): Box-Muller on counter-based Philox words, four normals per call.
+pub fn add_noise(values: &mut [f32], std: f32, seed: u64) {
+    let key = [seed as u32, (seed >> 32) as u32];
+    let two_pi = std::f32::consts::TAU;
+    for (block, chunk) in values.chunks_mut(4).enumerate() {
+        let w = philox4x32(
+            [block as u32, (block as u64 >> 32) as u32, 0x0004_015E, 0],
+            key,
+        );
+        // Top 24 bits: u1 in (0, 1] so the logarithm is finite, u2 in [0, 1).
+        let unit = |x: u32| (x >> 8) as f32 * (1.0 / 16_777_216.0);
+        let mut normals = [0.0f32; 4];
+        for pair in 0..2 {
+            let u1 = 1.0 - unit(w[2 * pair]);
+            let u2 = unit(w[2 * pair + 1]);
+            let r = (-2.0 * u1.ln()).sqrt() * std;
+            let (s, c) = (two_pi * u2).sin_cos();
+            normals[2 * pair] = r * c;
+            normals[2 * pair + 1] = r * s;
+        }
+        for (v, n) in chunk.iter_mut().zip(normals) {
+            *v += n;
+        }
+    }
+}
+
+/// Normalised Gaussian kernel of standard deviation `sigma`, radius ceil(3 sigma).
+fn gaussian_kernel(sigma: f64) -> Vec<f32> {
+    let radius = (3.0 * sigma).ceil().max(1.0) as isize;
+    let raw: Vec<f64> = (-radius..=radius)
+        .map(|t| (-(t * t) as f64 / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let sum: f64 = raw.iter().sum();
+    raw.iter().map(|&v| (v / sum) as f32).collect()
+}
+
+/// Gaussian blur with a separate sigma (in voxels) per axis (x, y, z); borders replicate the
+/// edge voxel. `scratch` is reused between calls.
+pub fn gaussian_blur(
+    values: &mut [f32],
+    dims: [usize; 3],
+    sigma: [f64; 3],
+    scratch: &mut Vec<f32>,
+) {
+    scratch.resize(values.len(), 0.0);
+    for (axis, &s) in sigma.iter().enumerate() {
+        if s <= 0.0 || dims[axis] == 1 {
+            continue;
+        }
+        let kernel = gaussian_kernel(s);
+        blur_axis(values, scratch, dims, axis, &kernel);
+        values.copy_from_slice(scratch);
+    }
+}
+
+/// One 1D convolution pass along `axis`, `src` to `dst`.
+fn blur_axis(src: &[f32], dst: &mut [f32], dims: [usize; 3], axis: usize, kernel: &[f32]) {
+    let radius = (kernel.len() / 2) as isize;
+    let n = dims[axis];
+    let clamp = |i: isize| i.clamp(0, n as isize - 1) as usize;
+    if axis == 0 {
+        for (s, d) in src.chunks(n).zip(dst.chunks_mut(n)) {
+            for (i, out) in d.iter_mut().enumerate() {
+                let i = i as isize;
+                *out = if i >= radius && i + radius < n as isize {
+                    let window = &s[(i - radius) as usize..=(i + radius) as usize];
+                    window.iter().zip(kernel).map(|(&v, &k)| v * k).sum()
+                } else {
+                    kernel
+                        .iter()
+                        .enumerate()
+                        .map(|(t, &k)| k * s[clamp(i + t as isize - radius)])
+                        .sum()
+                };
+            }
+        }
+        return;
+    }
+    // Along y or z, whole rows are combined at once (contiguous, vectorisable).
+    let inner: usize = dims[..axis].iter().product();
+    let outer: usize = dims[axis + 1..].iter().product();
+    for o in 0..outer {
+        let block = o * n * inner;
+        for i in 0..n {
+            let out = &mut dst[block + i * inner..block + (i + 1) * inner];
+            out.fill(0.0);
+            for (t, &k) in kernel.iter().enumerate() {
+                let j = clamp(i as isize + t as isize - radius);
+                let row = &src[block + j * inner..block + (j + 1) * inner];
+                for (d, &v) in out.iter_mut().zip(row) {
+                    *d += k * v;
+                }
+            }
+        }
+    }
+}
+
+/// Multiplies every value by `factor`.
+pub fn scale_brightness(values: &mut [f32], factor: f32) {
+    values.iter_mut().for_each(|v| *v *= factor);
+}
+
+/// Mean, standard deviation, minimum and maximum in one pass (four f64 lanes, so the loop
+/// vectorises; the variance as E[x^2] - mean^2 is fine for normalised intensities).
+struct Moments {
+    mean: f32,
+    std: f32,
+    min: f32,
+    max: f32,
+}
+
+fn moments(values: &[f32]) -> Moments {
+    let mut sum = [0.0f64; 4];
+    let mut sq = [0.0f64; 4];
+    let mut lo = [f32::INFINITY; 4];
+    let mut hi = [f32::NEG_INFINITY; 4];
+    let chunks = values.chunks_exact(4);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..4 {
+            let v = c[l] as f64;
+            sum[l] += v;
+            sq[l] += v * v;
+            lo[l] = lo[l].min(c[l]);
+            hi[l] = hi[l].max(c[l]);
+        }
+    }
+    for &v in tail {
+        sum[0] += v as f64;
+        sq[0] += v as f64 * v as f64;
+        lo[0] = lo[0].min(v);
+        hi[0] = hi[0].max(v);
+    }
+    let n = values.len().max(1) as f64;
+    let mean = sum.iter().sum::<f64>() / n;
+    let var = (sq.iter().sum::<f64>() / n - mean * mean).max(0.0);
+    Moments {
+        mean: mean as f32,
+        std: var.sqrt() as f32,
+        min: lo.iter().copied().fold(f32::INFINITY, f32::min),
+        max: hi.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+    }
+}
+
+/// Stretches values about their mean by `factor`, then clips to the original range.
+pub fn adjust_contrast(values: &mut [f32], factor: f32) {
+    let m = moments(values);
+    values
+        .iter_mut()
+        .for_each(|v| *v = ((*v - m.mean) * factor + m.mean).clamp(m.min, m.max));
+}
+
+/// Simulates a coarser scan: nearest-neighbour downsampling by `zoom` (< 1) then trilinear
+/// upsampling back to `dims`.
+pub fn simulate_low_resolution(values: &mut [f32], dims: [usize; 3], zoom: f64) {
+    let coarse = dims.map(|d| ((d as f64 * zoom).round() as usize).max(1));
+    if coarse == dims {
+        return;
+    }
+    let down = grid::resample_nearest(values, dims, coarse);
+    values.copy_from_slice(&grid::resample_linear(&down, coarse, 1, dims));
+}
+
+/// Entries of the tabulated power curve over [0, 1].
+const GAMMA_TABLE: usize = 16_384;
+
+/// Gamma on values rescaled to [0, 1] (x -> x^gamma), mapped back to the original range, then
+/// shifted and scaled to keep the original mean and std. `inverted` applies it to -x (so it
+/// bends the bright end). The power curve is tabulated and interpolated linearly.
+pub fn gamma(values: &mut [f32], gamma: f64, inverted: bool) {
+    let sign = if inverted { -1.0f32 } else { 1.0 };
+    if inverted {
+        values.iter_mut().for_each(|v| *v = -*v);
+    }
+    let before = moments(values);
+    let range = before.max - before.min;
+    if range > 0.0 {
+        let table: Vec<f32> = (0..=GAMMA_TABLE)
+            .map(|i| (i as f64 / GAMMA_TABLE as f64).powf(gamma) as f32)
+            .collect();
+        let to_index = GAMMA_TABLE as f32 / range;
+        for v in values.iter_mut() {
+            let pos = ((*v - before.min) * to_index).clamp(0.0, GAMMA_TABLE as f32);
+            let i = (pos as usize).min(GAMMA_TABLE - 1);
+            *v = table[i] + (pos - i as f32) * (table[i + 1] - table[i]);
+        }
+        // Back to the original mean and std (and sign) in one affine pass.
+        let after = moments(values);
+        let scale = before.std / (after.std + 1e-8);
+        let shift = before.mean - after.mean * scale;
+        values
+            .iter_mut()
+            .for_each(|v| *v = sign * (*v * scale + shift));
+    } else if inverted {
+        values.iter_mut().for_each(|v| *v = -*v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noise_has_the_requested_std_and_depends_only_on_the_seed() {
+        let mut a = vec![1.0f32; 40_001];
+        add_noise(&mut a, 0.5, 9);
+        let Moments {
+            mean: m, std: s, ..
+        } = moments(&a);
+        assert!(
+            (m - 1.0).abs() < 0.01 && (s - 0.5).abs() < 0.01,
+            "mean {m} std {s}"
+        );
+        let mut b = vec![1.0f32; 40_001];
+        add_noise(&mut b, 0.5, 9);
+        assert_eq!(a, b);
+        add_noise(&mut b, 0.5, 10);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn blur_keeps_constants_and_the_mass_of_an_impulse() {
+        let dims = [9, 8, 7];
+        let mut flat = vec![2.0f32; grid::voxels(dims)];
+        let mut scratch = Vec::new();
+        gaussian_blur(&mut flat, dims, [0.8, 0.6, 1.0], &mut scratch);
+        assert!(flat.iter().all(|&v| (v - 2.0).abs() < 1e-5));
+        let mut impulse = vec![0.0f32; grid::voxels(dims)];
+        let centre = (3 * 8 + 4) * 9 + 4;
+        impulse[centre] = 1.0;
+        gaussian_blur(&mut impulse, dims, [0.8, 0.8, 0.8], &mut scratch);
+        let sum: f32 = impulse.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-5, "{sum}");
+        assert!(impulse[centre] < 0.5 && impulse[centre] > impulse[centre + 1]);
+        assert!(
+            (impulse[centre + 1] - impulse[centre - 1]).abs() < 1e-7,
+            "symmetric"
+        );
+    }
+
+    #[test]
+    fn contrast_brightness_gamma_and_low_res_behave() {
+        let ramp: Vec<f32> = (0..100).map(|v| v as f32 / 10.0).collect();
+        let mut c = ramp.clone();
+        adjust_contrast(&mut c, 1.2);
+        let mc = moments(&c);
+        assert_eq!((mc.min, mc.max), (0.0, 9.9));
+        assert!((c[60] - ((6.0 - 4.95) * 1.2 + 4.95)).abs() < 1e-5);
+        let mut b = ramp.clone();
+        scale_brightness(&mut b, 0.5);
+        assert_eq!(b[10], 0.5);
+        for inverted in [false, true] {
+            let mut g = ramp.clone();
+            gamma(&mut g, 1.5, inverted);
+            let (a, b) = (moments(&ramp), moments(&g));
+            let (m0, s0, m1, s1) = (a.mean, a.std, b.mean, b.std);
+            assert!(
+                (m0 - m1).abs() < 1e-4 && (s0 - s1).abs() < 1e-4,
+                "stats kept"
+            );
+            assert!(g.windows(2).all(|w| w[0] < w[1]), "monotone");
+            // x^1.5 is convex: the middle falls below the straight line; inverted, above it.
+            let mid_below = g[50] < ramp[50];
+            assert_eq!(mid_below, !inverted);
+        }
+        let dims = [8, 8, 1];
+        let mut img: Vec<f32> = (0..64).map(|i| (i % 8) as f32).collect();
+        simulate_low_resolution(&mut img, dims, 0.5);
+        assert!(img.iter().all(|&v| (0.0..=7.0).contains(&v)));
+        assert_ne!(img, (0..64).map(|i| (i % 8) as f32).collect::<Vec<_>>());
+    }
+}

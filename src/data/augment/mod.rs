@@ -1,0 +1,441 @@
+//! Data augmentation for training patches. `AugmentSpec` says which transforms may happen and
+//! how likely each is (nnU-Net's defaults, or `none()`); `AugmentSpec::draw` turns a seeded
+//! generator into an `AugmentPlan`: one spatial map (applied while the patch is extracted, see
+//! `spatial`) and a list of intensity changes applied afterwards, in nnU-Net's order (noise,
+//! blur, brightness, contrast, low resolution, inverted gamma, gamma).
+pub mod intensity;
+pub mod spatial;
+
+pub use spatial::{elastic_field, extract, Displacement, GridView, SpatialTransform};
+
+use crate::rng::Rng;
+use serde::{Deserialize, Serialize};
+
+/// A transform that happens with probability `p` and draws a factor uniformly from `range`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RangeChance {
+    pub p: f64,
+    pub range: [f64; 2],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rotation {
+    pub p: f64,
+    /// Angles about x, y and z, each uniform in +-`max_degrees`.
+    pub max_degrees: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Translation {
+    pub p: f64,
+    /// Whole-voxel shift per axis, uniform in +-`max_voxels`.
+    pub max_voxels: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Elastic {
+    pub p: f64,
+    /// Distance between the control points of the random field, in voxels.
+    pub control_spacing: f64,
+    /// Standard deviation of the control-point displacements, in voxels.
+    pub magnitude: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Noise {
+    pub p: f64,
+    /// The variance is uniform in [0, max_variance], the same for all channels.
+    pub max_variance: f64,
+}
+
+/// A per-channel transform: happens to a sample with `p`, then to each channel with
+/// `p_per_channel`, with its own factor from `range`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChannelChance {
+    pub p: f64,
+    pub p_per_channel: f64,
+    pub range: [f64; 2],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Gamma {
+    pub p: f64,
+    pub p_inverted: f64,
+    /// Half the draws take gamma below 1 (from range[0] to 1), half above (1 to range[1]).
+    pub range: [f64; 2],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AugmentSpec {
+    /// Probability of mirroring each axis.
+    pub mirror_p: f64,
+    pub rotation: Rotation,
+    /// Isotropic scale of the sampled region (above 1 samples a larger region).
+    pub scaling: RangeChance,
+    pub translation: Translation,
+    pub elastic: Elastic,
+    pub noise: Noise,
+    /// Sigma in voxels, drawn per channel and axis.
+    pub blur: ChannelChance,
+    pub brightness: ChannelChance,
+    pub contrast: ChannelChance,
+    /// Zoom factor of the simulated coarse scan.
+    pub low_res: ChannelChance,
+    pub gamma: Gamma,
+}
+
+impl Default for AugmentSpec {
+    /// nnU-Net's 3D defaults.
+    fn default() -> Self {
+        Self {
+            mirror_p: 0.5,
+            rotation: Rotation {
+                p: 0.2,
+                max_degrees: 30.0,
+            },
+            scaling: RangeChance {
+                p: 0.2,
+                range: [0.7, 1.4],
+            },
+            translation: Translation {
+                p: 0.0,
+                max_voxels: 0,
+            },
+            elastic: Elastic {
+                p: 0.0,
+                control_spacing: 24.0,
+                magnitude: 2.0,
+            },
+            noise: Noise {
+                p: 0.1,
+                max_variance: 0.1,
+            },
+            blur: ChannelChance {
+                p: 0.2,
+                p_per_channel: 0.5,
+                range: [0.5, 1.0],
+            },
+            brightness: ChannelChance {
+                p: 0.15,
+                p_per_channel: 1.0,
+                range: [0.75, 1.25],
+            },
+            contrast: ChannelChance {
+                p: 0.15,
+                p_per_channel: 1.0,
+                range: [0.75, 1.25],
+            },
+            low_res: ChannelChance {
+                p: 0.25,
+                p_per_channel: 0.5,
+                range: [0.5, 1.0],
+            },
+            gamma: Gamma {
+                p: 0.3,
+                p_inverted: 0.1,
+                range: [0.7, 1.5],
+            },
+        }
+    }
+}
+
+/// One intensity change to one channel of a patch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum IntensityOp {
+    Noise {
+        channel: usize,
+        std: f32,
+        seed: u64,
+    },
+    Blur {
+        channel: usize,
+        sigma: [f64; 3],
+    },
+    Brightness {
+        channel: usize,
+        factor: f32,
+    },
+    Contrast {
+        channel: usize,
+        factor: f32,
+    },
+    LowRes {
+        channel: usize,
+        zoom: f64,
+    },
+    Gamma {
+        channel: usize,
+        gamma: f64,
+        inverted: bool,
+    },
+}
+
+/// Everything drawn for one sample.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AugmentPlan {
+    pub spatial: SpatialTransform,
+    pub intensity: Vec<IntensityOp>,
+}
+
+impl AugmentSpec {
+    /// No augmentation at all.
+    pub fn none() -> Self {
+        let off = ChannelChance {
+            p: 0.0,
+            p_per_channel: 0.0,
+            range: [1.0, 1.0],
+        };
+        Self {
+            mirror_p: 0.0,
+            rotation: Rotation {
+                p: 0.0,
+                max_degrees: 0.0,
+            },
+            scaling: RangeChance {
+                p: 0.0,
+                range: [1.0, 1.0],
+            },
+            translation: Translation {
+                p: 0.0,
+                max_voxels: 0,
+            },
+            elastic: Elastic {
+                p: 0.0,
+                control_spacing: 24.0,
+                magnitude: 0.0,
+            },
+            noise: Noise {
+                p: 0.0,
+                max_variance: 0.0,
+            },
+            blur: off,
+            brightness: off,
+            contrast: off,
+            low_res: off,
+            gamma: Gamma {
+                p: 0.0,
+                p_inverted: 0.0,
+                range: [1.0, 1.0],
+            },
+        }
+    }
+
+    /// Draws the plan for one sample of `channels` channels and patch size `patch` (x, y, z).
+    /// Every probability is drawn even when it is 0, so changing one setting does not shift
+    /// the random stream of the others.
+    pub fn draw(&self, patch: [usize; 3], channels: usize, rng: &mut Rng) -> AugmentPlan {
+        let mirror = [0, 1, 2].map(|_| rng.bernoulli(self.mirror_p));
+        let rotate = rng.bernoulli(self.rotation.p);
+        let max = self.rotation.max_degrees.to_radians();
+        let angles = [0, 1, 2].map(|_| rng.uniform_range(-max, max));
+        let angles = if rotate { angles } else { [0.0; 3] };
+        let scale = draw_factor(self.scaling.p, self.scaling.range, rng).unwrap_or(1.0);
+        let shift = if rng.bernoulli(self.translation.p) {
+            let m = self.translation.max_voxels;
+            [0, 1, 2].map(|_| rng.below(2 * m + 1) as f64 - m as f64)
+        } else {
+            [0.0; 3]
+        };
+        let mut spatial = SpatialTransform::compose(mirror, scale, angles, shift);
+        if rng.bernoulli(self.elastic.p) {
+            let e = &self.elastic;
+            spatial.displacement = Some(elastic_field(patch, e.control_spacing, e.magnitude, rng));
+        }
+
+        let mut ops = Vec::new();
+        if rng.bernoulli(self.noise.p) {
+            let std = rng.uniform_range(0.0, self.noise.max_variance).sqrt() as f32;
+            ops.extend((0..channels).map(|channel| IntensityOp::Noise {
+                channel,
+                std,
+                seed: rng.next_u64(),
+            }));
+        }
+        ops.extend(draw_per_channel(
+            &self.blur,
+            channels,
+            rng,
+            |channel, [lo, hi], r| IntensityOp::Blur {
+                channel,
+                sigma: [0, 1, 2].map(|_| r.uniform_range(lo, hi)),
+            },
+        ));
+        ops.extend(draw_per_channel(
+            &self.brightness,
+            channels,
+            rng,
+            |channel, [lo, hi], r| IntensityOp::Brightness {
+                channel,
+                factor: r.uniform_range(lo, hi) as f32,
+            },
+        ));
+        ops.extend(draw_per_channel(
+            &self.contrast,
+            channels,
+            rng,
+            |channel, [lo, hi], r| IntensityOp::Contrast {
+                channel,
+                factor: r.uniform_range(lo, hi) as f32,
+            },
+        ));
+        ops.extend(draw_per_channel(
+            &self.low_res,
+            channels,
+            rng,
+            |channel, [lo, hi], r| IntensityOp::LowRes {
+                channel,
+                zoom: r.uniform_range(lo, hi),
+            },
+        ));
+        for (p, inverted) in [(self.gamma.p_inverted, true), (self.gamma.p, false)] {
+            if rng.bernoulli(p) {
+                for channel in 0..channels {
+                    let gamma = draw_gamma(self.gamma.range, rng);
+                    ops.push(IntensityOp::Gamma {
+                        channel,
+                        gamma,
+                        inverted,
+                    });
+                }
+            }
+        }
+        AugmentPlan {
+            spatial,
+            intensity: ops,
+        }
+    }
+}
+
+/// The ops of a per-channel transform: none unless the sample is hit, then one per channel hit.
+fn draw_per_channel(
+    spec: &ChannelChance,
+    channels: usize,
+    rng: &mut Rng,
+    make: impl Fn(usize, [f64; 2], &mut Rng) -> IntensityOp,
+) -> Vec<IntensityOp> {
+    let mut ops = Vec::new();
+    if rng.bernoulli(spec.p) {
+        for channel in 0..channels {
+            if rng.bernoulli(spec.p_per_channel) {
+                ops.push(make(channel, spec.range, rng));
+            }
+        }
+    }
+    ops
+}
+
+/// A factor from `range` with probability `p`.
+fn draw_factor(p: f64, range: [f64; 2], rng: &mut Rng) -> Option<f64> {
+    let hit = rng.bernoulli(p);
+    let v = rng.uniform_range(range[0], range[1]);
+    hit.then_some(v)
+}
+
+fn draw_gamma(range: [f64; 2], rng: &mut Rng) -> f64 {
+    if rng.bernoulli(0.5) && range[0] < 1.0 {
+        rng.uniform_range(range[0], 1.0)
+    } else {
+        rng.uniform_range(range[0].max(1.0), range[1])
+    }
+}
+
+/// Applies the intensity changes to a channel-major patch (`dims` = (x, y, z)).
+pub fn apply_intensity(
+    ops: &[IntensityOp],
+    images: &mut [f32],
+    dims: [usize; 3],
+    scratch: &mut Vec<f32>,
+) {
+    let plane = dims[0] * dims[1] * dims[2];
+    for op in ops {
+        let (IntensityOp::Noise { channel, .. }
+        | IntensityOp::Blur { channel, .. }
+        | IntensityOp::Brightness { channel, .. }
+        | IntensityOp::Contrast { channel, .. }
+        | IntensityOp::LowRes { channel, .. }
+        | IntensityOp::Gamma { channel, .. }) = *op;
+        let values = &mut images[channel * plane..(channel + 1) * plane];
+        match *op {
+            IntensityOp::Noise { std, seed, .. } => intensity::add_noise(values, std, seed),
+            IntensityOp::Blur { sigma, .. } => {
+                intensity::gaussian_blur(values, dims, sigma, scratch)
+            }
+            IntensityOp::Brightness { factor, .. } => intensity::scale_brightness(values, factor),
+            IntensityOp::Contrast { factor, .. } => intensity::adjust_contrast(values, factor),
+            IntensityOp::LowRes { zoom, .. } => {
+                intensity::simulate_low_resolution(values, dims, zoom)
+            }
+            IntensityOp::Gamma {
+                gamma, inverted, ..
+            } => intensity::gamma(values, gamma, inverted),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn none_draws_nothing_and_the_default_draws_at_about_its_rates() {
+        let mut rng = Rng::new(1);
+        for _ in 0..50 {
+            let plan = AugmentSpec::none().draw([8, 8, 8], 2, &mut rng);
+            assert_eq!(plan.spatial, SpatialTransform::identity());
+            assert!(plan.intensity.is_empty());
+        }
+        let spec = AugmentSpec::default();
+        let n = 4000;
+        let (mut mirrored_x, mut rotated, mut gamma_samples) = (0, 0, 0);
+        for _ in 0..n {
+            let plan = spec.draw([8, 8, 8], 2, &mut rng);
+            let m = plan.spatial.matrix;
+            mirrored_x += (m[0][0] < 0.0 && m[1][0] == 0.0) as usize;
+            rotated += (m[1][0] != 0.0) as usize;
+            gamma_samples += plan.intensity.iter().any(|op| {
+                matches!(
+                    op,
+                    IntensityOp::Gamma {
+                        inverted: false,
+                        ..
+                    }
+                )
+            }) as usize;
+        }
+        let rate = |k: usize| k as f64 / n as f64;
+        assert!(
+            (rate(rotated) - 0.2).abs() < 0.03,
+            "rotation {}",
+            rate(rotated)
+        );
+        assert!(
+            (rate(mirrored_x) - 0.5 * 0.8).abs() < 0.03,
+            "mirror {}",
+            rate(mirrored_x)
+        );
+        assert!(
+            (rate(gamma_samples) - 0.3).abs() < 0.03,
+            "gamma {}",
+            rate(gamma_samples)
+        );
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<AugmentSpec>(&json).unwrap(), spec);
+    }
+
+    #[test]
+    fn same_seed_same_plan() {
+        let spec = AugmentSpec {
+            elastic: Elastic {
+                p: 1.0,
+                control_spacing: 4.0,
+                magnitude: 1.0,
+            },
+            ..AugmentSpec::default()
+        };
+        let a = spec.draw([8, 8, 8], 3, &mut Rng::new(5));
+        let b = spec.draw([8, 8, 8], 3, &mut Rng::new(5));
+        assert_eq!(a, b);
+        assert!(a.spatial.displacement.is_some());
+    }
+}

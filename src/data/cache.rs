@@ -1,0 +1,387 @@
+//! The on-disk cache of preprocessed cases, for datasets larger than RAM. Each case is three
+//! raw little-endian arrays and a JSON sidecar:
+//! `<id>.image.f32` (the channels one after another, x fastest), `<id>.label.u8`,
+//! `<id>.fg.u32` (the foreground index, classes one after another) and `<id>.json`;
+//! `cache.json` lists the cases and the spec. Every file is written atomically, the sidecar
+//! after the arrays and the index last, so a listed case is complete. `CachedCase`
+//! memory-maps the arrays: patches are read from the page cache, and only the pages a patch
+//! touches are loaded.
+use super::grid;
+use super::preprocess::{CropBox, PreprocessSpec, PreprocessedCase};
+use super::sampler::{ForegroundIndex, PatchSource};
+use super::volume::{LabelVolume, Volume};
+use crate::atomic::{write_bytes, write_with};
+use crate::error::{Error, Result};
+use memmap2::Mmap;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const INDEX_FILE: &str = "cache.json";
+const FORMAT_VERSION: u32 = 1;
+
+/// What `<id>.json` holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseSidecar {
+    pub id: String,
+    /// Grid size (x, y, z).
+    pub dims: [usize; 3],
+    pub spacing: [f64; 3],
+    pub crop: CropBox,
+    pub channels: usize,
+    pub background_value: f32,
+    pub has_label: bool,
+    /// Number of stored positions of each foreground class (class k + 1 at entry k).
+    pub foreground_counts: Vec<usize>,
+    pub spec: PreprocessSpec,
+}
+
+/// What `cache.json` holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheIndex {
+    pub version: u32,
+    pub spec: PreprocessSpec,
+    pub cases: Vec<String>,
+}
+
+/// A case id becomes part of file names: no separators, no leading dot, not empty.
+fn check_id(id: &str) -> Result<()> {
+    let bad = id.is_empty() || id.starts_with('.') || id.contains(['/', '\\', '\0']);
+    if bad {
+        return Err(Error::data(
+            id,
+            "case id cannot be used as a cache file name",
+        ));
+    }
+    Ok(())
+}
+
+fn case_path(dir: &Path, id: &str, suffix: &str) -> PathBuf {
+    dir.join(format!("{id}.{suffix}"))
+}
+
+fn json_error(path: &Path, e: serde_json::Error) -> Error {
+    Error::file(path, e.to_string())
+}
+
+/// Writes one case's files into `dir` (which must exist).
+pub fn write_cached_case(case: &PreprocessedCase, spec: &PreprocessSpec, dir: &Path) -> Result<()> {
+    check_id(&case.id)?;
+    let dims = case.dims();
+    let n = grid::voxels(dims);
+    if case.channels.iter().any(|c| c.data.len() != n)
+        || case.label.as_ref().is_some_and(|l| l.data.len() != n)
+    {
+        return Err(Error::data(
+            &case.id,
+            format!("channels or label do not match the grid {dims:?}"),
+        ));
+    }
+    write_with(&case_path(dir, &case.id, "image.f32"), |w| {
+        for ch in &case.channels {
+            for v in &ch.data {
+                w.write_all(&v.to_le_bytes())?;
+            }
+        }
+        Ok(())
+    })?;
+    let mut counts = Vec::new();
+    if let Some(label) = &case.label {
+        write_bytes(&case_path(dir, &case.id, "label.u8"), &label.data)?;
+        let fg = ForegroundIndex::from_labels(&label.data)?;
+        counts = fg.classes.iter().map(Vec::len).collect();
+        write_with(&case_path(dir, &case.id, "fg.u32"), |w| {
+            for v in fg.classes.iter().flatten() {
+                w.write_all(&v.to_le_bytes())?;
+            }
+            Ok(())
+        })?;
+    }
+    let sidecar = CaseSidecar {
+        id: case.id.clone(),
+        dims,
+        spacing: case.spacing,
+        crop: case.crop.clone(),
+        channels: case.channels.len(),
+        background_value: case.background_value,
+        has_label: case.label.is_some(),
+        foreground_counts: counts,
+        spec: spec.clone(),
+    };
+    let path = case_path(dir, &case.id, "json");
+    let json = serde_json::to_vec_pretty(&sidecar).map_err(|e| json_error(&path, e))?;
+    write_bytes(&path, &json)
+}
+
+/// Writes every case (preprocessed one at a time by the iterator, so the dataset never has
+/// to fit in memory) and then the index; returns the ids written.
+pub fn write_cache<I>(cases: I, spec: &PreprocessSpec, out_dir: &Path) -> Result<Vec<String>>
+where
+    I: IntoIterator<Item = Result<PreprocessedCase>>,
+{
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| Error::io(format!("creating {}", out_dir.display()), e))?;
+    let mut ids = Vec::new();
+    for case in cases {
+        let case = case?;
+        if ids.contains(&case.id) {
+            return Err(Error::data(&case.id, "case appears twice"));
+        }
+        write_cached_case(&case, spec, out_dir)?;
+        ids.push(case.id);
+    }
+    let index = CacheIndex {
+        version: FORMAT_VERSION,
+        spec: spec.clone(),
+        cases: ids.clone(),
+    };
+    let path = out_dir.join(INDEX_FILE);
+    let json = serde_json::to_vec_pretty(&index).map_err(|e| json_error(&path, e))?;
+    write_bytes(&path, &json)?;
+    Ok(ids)
+}
+
+fn map_file(path: &Path, want_bytes: usize) -> Result<Mmap> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+        .len();
+    if len != want_bytes as u64 {
+        return Err(Error::file(
+            path,
+            format!("{len} bytes, the sidecar implies {want_bytes}"),
+        ));
+    }
+    // SAFETY: cache files are only ever replaced whole by an atomic rename, never modified in
+    // place, so the mapped pages cannot change under us (a rewrite gets a new inode).
+    unsafe { Mmap::map(&file) }.map_err(|e| Error::io(format!("mapping {}", path.display()), e))
+}
+
+/// A cached case, memory-mapped.
+pub struct CachedCase {
+    sidecar: CaseSidecar,
+    image: Mmap,
+    label: Option<Mmap>,
+    foreground: Option<Mmap>,
+}
+
+fn as_words<T: bytemuck::Pod>(bytes: &[u8]) -> &[T] {
+    // Maps start on a page boundary and the sizes were checked on opening.
+    bytemuck::cast_slice(bytes)
+}
+
+impl CachedCase {
+    pub fn open(dir: &Path, id: &str) -> Result<CachedCase> {
+        if cfg!(target_endian = "big") {
+            return Err(Error::data(
+                "cache",
+                "the cache's little-endian arrays are mapped directly; this host is big-endian",
+            ));
+        }
+        check_id(id)?;
+        let path = case_path(dir, id, "json");
+        let bytes = std::fs::read(&path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let sidecar: CaseSidecar =
+            serde_json::from_slice(&bytes).map_err(|e| json_error(&path, e))?;
+        if sidecar.id != id || sidecar.channels == 0 {
+            return Err(Error::file(
+                &path,
+                format!(
+                    "holds case '{}' with {} channels",
+                    sidecar.id, sidecar.channels
+                ),
+            ));
+        }
+        let n = grid::voxels(sidecar.dims);
+        let image = map_file(&case_path(dir, id, "image.f32"), n * sidecar.channels * 4)?;
+        let (label, foreground) = if sidecar.has_label {
+            let fg_total: usize = sidecar.foreground_counts.iter().sum();
+            let fg_path = case_path(dir, id, "fg.u32");
+            // An empty file cannot be mapped; a case without foreground has no positions.
+            let fg = if fg_total > 0 {
+                Some(map_file(&fg_path, fg_total * 4)?)
+            } else {
+                None
+            };
+            (Some(map_file(&case_path(dir, id, "label.u8"), n)?), fg)
+        } else {
+            (None, None)
+        };
+        let case = CachedCase {
+            sidecar,
+            image,
+            label,
+            foreground,
+        };
+        if let Some(bad) = case
+            .foreground()
+            .iter()
+            .flat_map(|c| c.iter())
+            .find(|&&v| v as usize >= n)
+        {
+            return Err(Error::file(
+                case_path(dir, id, "fg.u32"),
+                format!("position {bad} outside {n} voxels"),
+            ));
+        }
+        Ok(case)
+    }
+
+    pub fn sidecar(&self) -> &CaseSidecar {
+        &self.sidecar
+    }
+
+    /// Copies the case into memory.
+    pub fn to_preprocessed(&self) -> PreprocessedCase {
+        let s = &self.sidecar;
+        PreprocessedCase {
+            id: s.id.clone(),
+            channels: self
+                .channels()
+                .into_iter()
+                .map(|c| Volume::new(s.dims, s.spacing, c.to_vec()))
+                .collect(),
+            label: self
+                .label()
+                .map(|l| LabelVolume::new(s.dims, s.spacing, l.to_vec())),
+            crop: s.crop.clone(),
+            spacing: s.spacing,
+            background_value: s.background_value,
+        }
+    }
+}
+
+impl PatchSource for CachedCase {
+    fn id(&self) -> &str {
+        &self.sidecar.id
+    }
+    fn dims(&self) -> [usize; 3] {
+        self.sidecar.dims
+    }
+    fn background_value(&self) -> f32 {
+        self.sidecar.background_value
+    }
+    fn channels(&self) -> Vec<&[f32]> {
+        as_words::<f32>(&self.image)
+            .chunks(grid::voxels(self.sidecar.dims))
+            .collect()
+    }
+    fn label(&self) -> Option<&[u8]> {
+        self.label.as_deref()
+    }
+    fn foreground(&self) -> Vec<&[u32]> {
+        let all: &[u32] = self.foreground.as_deref().map_or(&[], as_words::<u32>);
+        let mut at = 0;
+        self.sidecar
+            .foreground_counts
+            .iter()
+            .map(|&k| {
+                at += k;
+                &all[at - k..at]
+            })
+            .collect()
+    }
+}
+
+/// Opens every case listed in `dir/cache.json`.
+pub fn open_cache(dir: &Path) -> Result<(PreprocessSpec, Vec<CachedCase>)> {
+    let path = dir.join(INDEX_FILE);
+    let bytes =
+        std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let index: CacheIndex = serde_json::from_slice(&bytes).map_err(|e| json_error(&path, e))?;
+    if index.version != FORMAT_VERSION {
+        return Err(Error::file(
+            &path,
+            format!(
+                "cache format {}, this build reads {FORMAT_VERSION}",
+                index.version
+            ),
+        ));
+    }
+    let cases = index
+        .cases
+        .iter()
+        .map(|id| CachedCase::open(dir, id))
+        .collect::<Result<_>>()?;
+    Ok((index.spec, cases))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::augment::AugmentSpec;
+    use crate::data::loader::{make_batch, LoaderOptions};
+    use crate::data::phantom::phantom_case;
+    use crate::data::sampler::{InMemoryCase, SampleScratch};
+    use std::sync::Arc;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("voxseg-cache-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn cache_round_trip_gives_the_same_patches_as_memory() {
+        let dir = temp_dir("round");
+        let cases: Vec<PreprocessedCase> = (0..2)
+            .map(|i| phantom_case(&format!("c{i}"), [18, 14, 12], 3, i))
+            .collect();
+        let spec = PreprocessSpec::default();
+        let ids = write_cache(cases.iter().cloned().map(Ok), &spec, &dir).unwrap();
+        assert_eq!(ids, vec!["c0", "c1"]);
+        let (read_spec, cached) = open_cache(&dir).unwrap();
+        assert_eq!(read_spec, spec);
+        for (c, m) in cached.iter().zip(&cases) {
+            let back = c.to_preprocessed();
+            assert_eq!(back.channels, m.channels);
+            assert_eq!(back.label, m.label);
+            assert_eq!(back.crop, m.crop);
+            let mem = InMemoryCase::new(m.clone()).unwrap();
+            assert_eq!(c.foreground(), mem.foreground());
+        }
+        let in_memory: Vec<Arc<dyn PatchSource>> = cases
+            .into_iter()
+            .map(|c| Arc::new(InMemoryCase::new(c).unwrap()) as _)
+            .collect();
+        let from_disk: Vec<Arc<dyn PatchSource>> =
+            cached.into_iter().map(|c| Arc::new(c) as _).collect();
+        let opts = LoaderOptions {
+            patch: [8, 8, 8],
+            augment: AugmentSpec::default(),
+            seed: 7,
+            ..LoaderOptions::default()
+        };
+        let mut scratch = SampleScratch::default();
+        for index in 0..4 {
+            let a = make_batch(&in_memory, &opts, index, &mut scratch).unwrap();
+            let b = make_batch(&from_disk, &opts, index, &mut scratch).unwrap();
+            assert_eq!(a, b, "batch {index}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn truncated_files_and_bad_ids_are_errors() {
+        let dir = temp_dir("bad");
+        let case = phantom_case("t", [6, 5, 4], 1, 3);
+        write_cache([Ok(case.clone())], &PreprocessSpec::default(), &dir).unwrap();
+        let image = dir.join("t.image.f32");
+        let bytes = std::fs::read(&image).unwrap();
+        std::fs::write(&image, &bytes[..bytes.len() - 4]).unwrap();
+        let err = open_cache(&dir).err().unwrap().to_string();
+        assert!(
+            err.contains("t.image.f32") && err.contains("476 bytes"),
+            "{err}"
+        );
+        let mut evil = case;
+        evil.id = "../escape".into();
+        assert!(write_cache([Ok(evil)], &PreprocessSpec::default(), &dir).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

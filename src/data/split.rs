@@ -1,0 +1,286 @@
+//! The train / validation / test split: made once from a seed (or given as lists), saved to
+//! `split.json`, and on resume read back from it (the file wins over the options).
+//!
+//! Test cases are kept away from training by type: training and validation code takes a
+//! `TrainVal`, which holds only train and validation ids; the test ids come out of a `Split`
+//! only through `Split::test_ids`, which evaluation calls.
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::Path;
+
+/// Fractions of the cases for train, validation and test; they must sum to 1.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SplitFractions {
+    pub train: f64,
+    pub val: f64,
+    pub test: f64,
+}
+
+impl Default for SplitFractions {
+    fn default() -> Self {
+        Self {
+            train: 0.7,
+            val: 0.15,
+            test: 0.15,
+        }
+    }
+}
+
+/// A split of a dataset's case ids into three disjoint lists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Split {
+    train: Vec<String>,
+    val: Vec<String>,
+    test: Vec<String>,
+}
+
+/// The part of a split that training and validation may see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrainVal {
+    train: Vec<String>,
+    val: Vec<String>,
+}
+
+impl TrainVal {
+    pub fn train(&self) -> &[String] {
+        &self.train
+    }
+    pub fn val(&self) -> &[String] {
+        &self.val
+    }
+}
+
+fn check_unique(ids: &[String], what: &str) -> Result<HashSet<String>> {
+    let mut seen = HashSet::with_capacity(ids.len());
+    for id in ids {
+        if !seen.insert(id.clone()) {
+            return Err(Error::data(what, format!("case '{id}' appears twice")));
+        }
+    }
+    Ok(seen)
+}
+
+impl Split {
+    /// A seeded random split of `ids` by `fractions`. The result depends only on the set of
+    /// ids and the seed, not on their order. Every part whose fraction is positive gets at
+    /// least one case when there are enough cases; training always gets at least one.
+    pub fn by_fractions(ids: &[String], fractions: SplitFractions, seed: u64) -> Result<Split> {
+        let f = [fractions.train, fractions.val, fractions.test];
+        if f.iter().any(|&x| !(0.0..=1.0).contains(&x))
+            || (f.iter().sum::<f64>() - 1.0).abs() > 1e-6
+            || f[0] == 0.0
+        {
+            return Err(Error::config(
+                "split fractions",
+                format!("need values in [0, 1] summing to 1 with train > 0, got {f:?}"),
+            ));
+        }
+        check_unique(ids, "split")?;
+        if ids.is_empty() {
+            return Err(Error::data("split", "the dataset has no cases"));
+        }
+        let n = ids.len();
+        let mut sorted = ids.to_vec();
+        sorted.sort();
+        Rng::new(seed).fork(0x5_9117).shuffle(&mut sorted);
+        // Validation and test sizes rounded, raised to 1 where their fraction is positive,
+        // then lowered (test first) while training would be left empty.
+        let mut sizes = [1, 2].map(|p| {
+            let k = (f[p] * n as f64).round() as usize;
+            if f[p] > 0.0 {
+                k.max(1)
+            } else {
+                0
+            }
+        });
+        while sizes[0] + sizes[1] >= n {
+            let p = if sizes[1] > 0 { 1 } else { 0 };
+            sizes[p] -= 1;
+        }
+        let test = sorted.split_off(n - sizes[1]);
+        let val = sorted.split_off(n - sizes[1] - sizes[0]);
+        Ok(Split {
+            train: sorted,
+            val,
+            test,
+        })
+    }
+
+    /// A split from explicit lists, checked against the dataset's ids: disjoint, no unknown
+    /// case, training not empty. Cases of the dataset in no list are left out.
+    pub fn from_lists(
+        train: Vec<String>,
+        val: Vec<String>,
+        test: Vec<String>,
+        dataset: &[String],
+    ) -> Result<Split> {
+        let split = Split { train, val, test };
+        split.check(dataset)?;
+        Ok(split)
+    }
+
+    fn check(&self, dataset: &[String]) -> Result<()> {
+        let known = check_unique(dataset, "dataset")?;
+        let all: Vec<String> = [&self.train, &self.val, &self.test]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        check_unique(&all, "split")?;
+        if let Some(unknown) = all.iter().find(|id| !known.contains(*id)) {
+            return Err(Error::data(
+                "split",
+                format!("case '{unknown}' is not in the dataset"),
+            ));
+        }
+        if self.train.is_empty() {
+            return Err(Error::data("split", "no training cases"));
+        }
+        Ok(())
+    }
+
+    /// What training and validation may see.
+    pub fn train_val(&self) -> TrainVal {
+        TrainVal {
+            train: self.train.clone(),
+            val: self.val.clone(),
+        }
+    }
+
+    /// The held-out test cases, for final evaluation only.
+    pub fn test_ids(&self) -> &[String] {
+        &self.test
+    }
+
+    /// Writes the split as JSON, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::file(path, e.to_string()))?;
+        crate::atomic::write_bytes(path, &json)
+    }
+
+    /// Reads a split written by `save` and checks it against the dataset's ids.
+    pub fn load(path: &Path, dataset: &[String]) -> Result<Split> {
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let split: Split =
+            serde_json::from_slice(&bytes).map_err(|e| Error::file(path, e.to_string()))?;
+        split
+            .check(dataset)
+            .map_err(|e| Error::file(path, e.to_string()))?;
+        Ok(split)
+    }
+
+    /// On resume the existing file wins; otherwise `make` builds the split, which is saved.
+    pub fn load_or_create(
+        path: &Path,
+        dataset: &[String],
+        make: impl FnOnce() -> Result<Split>,
+    ) -> Result<Split> {
+        if path.exists() {
+            return Split::load(path, dataset);
+        }
+        let split = make()?;
+        split.check(dataset)?;
+        split.save(path)?;
+        Ok(split)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("case_{i:03}")).collect()
+    }
+
+    #[test]
+    fn split_is_deterministic_disjoint_and_complete() {
+        let all = ids(40);
+        let a = Split::by_fractions(&all, SplitFractions::default(), 11).unwrap();
+        let mut reversed = all.clone();
+        reversed.reverse();
+        assert_eq!(
+            a,
+            Split::by_fractions(&reversed, SplitFractions::default(), 11).unwrap()
+        );
+        assert_ne!(
+            a,
+            Split::by_fractions(&all, SplitFractions::default(), 12).unwrap()
+        );
+        assert_eq!((a.train.len(), a.val.len(), a.test.len()), (28, 6, 6));
+        let mut union: Vec<String> = [&a.train, &a.val, &a.test]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        union.sort();
+        assert_eq!(union, all, "disjoint and complete");
+        let tv = a.train_val();
+        assert!(tv
+            .train()
+            .iter()
+            .chain(tv.val())
+            .all(|id| !a.test_ids().contains(id)));
+    }
+
+    #[test]
+    fn small_datasets_get_one_case_per_part_and_no_test_when_asked() {
+        let s = Split::by_fractions(&ids(3), SplitFractions::default(), 1).unwrap();
+        assert_eq!((s.train.len(), s.val.len(), s.test.len()), (1, 1, 1));
+        let s = Split::by_fractions(&ids(2), SplitFractions::default(), 1).unwrap();
+        assert_eq!((s.train.len(), s.val.len(), s.test.len()), (1, 1, 0));
+        let s = Split::by_fractions(&ids(1), SplitFractions::default(), 1).unwrap();
+        assert_eq!((s.train.len(), s.val.len(), s.test.len()), (1, 0, 0));
+        let f = SplitFractions {
+            train: 0.8,
+            val: 0.2,
+            test: 0.0,
+        };
+        let s = Split::by_fractions(&ids(10), f, 1).unwrap();
+        assert_eq!((s.train.len(), s.val.len(), s.test.len()), (8, 2, 0));
+        let bad = SplitFractions {
+            train: 0.5,
+            val: 0.2,
+            test: 0.2,
+        };
+        assert!(Split::by_fractions(&ids(10), bad, 1).is_err());
+    }
+
+    #[test]
+    fn split_file_round_trips_wins_on_resume_and_rejects_unknown_cases() {
+        let dir = std::env::temp_dir().join(format!("voxseg-split-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("split.json");
+        let all = ids(10);
+        let first = Split::load_or_create(&path, &all, || {
+            Split::by_fractions(&all, SplitFractions::default(), 5)
+        })
+        .unwrap();
+        assert_eq!(Split::load(&path, &all).unwrap(), first);
+        // Resume with another seed: the file wins.
+        let again = Split::load_or_create(&path, &all, || {
+            Split::by_fractions(&all, SplitFractions::default(), 6)
+        })
+        .unwrap();
+        assert_eq!(again, first);
+        // A listed case missing from the dataset is an error naming it.
+        let fewer: Vec<String> = all
+            .iter()
+            .filter(|id| *id != &first.val[0])
+            .cloned()
+            .collect();
+        let err = Split::load(&path, &fewer).unwrap_err().to_string();
+        assert!(
+            err.contains(&first.val[0]) && err.contains("split.json"),
+            "{err}"
+        );
+        // Explicit lists are checked too.
+        let overlap = Split::from_lists(ids(3), vec!["case_002".into()], vec![], &all);
+        assert!(overlap.is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
