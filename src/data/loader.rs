@@ -74,7 +74,11 @@ pub fn make_batch(
     index: u64,
     scratch: &mut SampleScratch,
 ) -> Result<Batch> {
-    let channels = sources[0].channels().len();
+    let channels = sources
+        .first()
+        .ok_or_else(|| Error::data("make_batch", "no cases to sample from"))?
+        .channels()
+        .len();
     let voxels: usize = opts.patch.iter().product();
     let mut planar = std::mem::take(&mut scratch.patch);
     planar.resize(voxels * channels, 0.0);
