@@ -107,6 +107,15 @@ fn resample_axis_linear(
         })
         .collect();
     let mut out = vec![0.0f32; outer * n_new * inner];
+    if inner == 1 {
+        // Along x of a single-channel grid: one value per tap, no inner slices.
+        for (src, dst) in data.chunks_exact(n).zip(out.chunks_exact_mut(n_new)) {
+            for (v, &(i0, i1, w)) in dst.iter_mut().zip(&taps) {
+                *v = src[i0] + w * (src[i1] - src[i0]);
+            }
+        }
+        return out;
+    }
     for o in 0..outer {
         let src = &data[o * n * inner..(o + 1) * n * inner];
         let dst = &mut out[o * n_new * inner..(o + 1) * n_new * inner];

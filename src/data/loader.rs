@@ -74,7 +74,11 @@ pub fn make_batch(
     index: u64,
     scratch: &mut SampleScratch,
 ) -> Result<Batch> {
-    let channels = sources[0].channels().len();
+    let channels = sources
+        .first()
+        .ok_or_else(|| Error::data("make_batch", "no cases to sample from"))?
+        .channels()
+        .len();
     let voxels: usize = opts.patch.iter().product();
     let mut planar = std::mem::take(&mut scratch.patch);
     planar.resize(voxels * channels, 0.0);
@@ -299,8 +303,8 @@ impl Drop for Loader {
 
 /// Batches per second the loader delivers at 128^3 patches, batch 2, 4 channels and the full
 /// nnU-Net-default augmentation, from in-memory phantom cases of BraTS's cropped size, with
-/// `workers` threads, timed over `batches` batches after one warm-up batch. Each batch is
-/// recycled as a trainer would after uploading it.
+/// `workers` threads, timed over `batches` batches after warm-up batches that fill the queues.
+/// Each batch is recycled as a trainer would after uploading it.
 pub fn loader_benchmark(workers: usize, batches: usize, seed: u64) -> Result<f64> {
     if batches == 0 {
         return Err(Error::config("benchmark batches", "must be positive"));
@@ -317,9 +321,13 @@ pub fn loader_benchmark(workers: usize, batches: usize, seed: u64) -> Result<f64
         seed,
         ..LoaderOptions::default()
     };
+    let warmup = opts.queue_depth + opts.workers;
     let mut loader = Loader::new(sources, opts)?;
-    let warm = loader.next()?;
-    loader.recycle(warm);
+    // Warm-up: the first batches fill the queues and allocate the buffers that are recycled.
+    for _ in 0..warmup {
+        let warm = loader.next()?;
+        loader.recycle(warm);
+    }
     let start = std::time::Instant::now();
     for _ in 0..batches {
         let batch = loader.next()?;

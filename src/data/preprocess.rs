@@ -659,7 +659,7 @@ pub fn paste_back_probs(
     crop: &CropBox,
 ) -> Result<Vec<f32>> {
     check_prediction_len(probs.len(), channels, crop)?;
-    if fill.len() != channels {
+    if channels == 0 || fill.len() != channels {
         return Err(Error::shape(
             "paste_back",
             format!("{} fill values for {channels} channels", fill.len()),

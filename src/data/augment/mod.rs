@@ -221,9 +221,8 @@ impl AugmentSpec {
         }
     }
 
-    /// Draws the plan for one sample of `channels` channels and patch size `patch` (x, y, z).
-    /// Every probability is drawn even when it is 0, so changing one setting does not shift
-    /// the random stream of the others.
+    /// Draws the plan for one sample of `channels` channels and patch size `patch` (x, y, z),
+    /// in a fixed order from `rng`, so the same generator state gives the same plan.
     pub fn draw(&self, patch: [usize; 3], channels: usize, rng: &mut Rng) -> AugmentPlan {
         let mirror = [0, 1, 2].map(|_| rng.bernoulli(self.mirror_p));
         let rotate = rng.bernoulli(self.rotation.p);

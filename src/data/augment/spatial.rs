@@ -7,6 +7,7 @@
 //! patch centre; its source position is `centre + shift + matrix * o + displacement[i]`.
 use super::super::grid;
 use crate::rng::Rng;
+use std::ops::Range;
 
 /// A read-only view of a case grid: channels and label, x fastest.
 pub struct GridView<'a> {
@@ -209,6 +210,10 @@ fn copy_row<T: Copy>(dst: &mut [T], from: &[T], lo: usize, hi: usize, reversed: 
 /// Tile size (x, y, z) of the interpolation loop.
 const TILE: [usize; 3] = [32, 16, 16];
 
+/// Distance from the grid border (voxels) inside which a row's points take the unchecked path;
+/// far larger than the f32 rounding of the coordinates.
+const MARGIN: f64 = 1e-3;
+
 /// Floor as an integer, exact, without the libm call `f32::floor` becomes on baseline x86-64.
 #[inline]
 fn floor_i32(v: f32) -> i32 {
@@ -216,8 +221,123 @@ fn floor_i32(v: f32) -> i32 {
     t - ((t as f32) > v) as i32
 }
 
+/// The positions i in `range` whose source point `start + step * i` has all eight trilinear
+/// corners inside the grid (at least `MARGIN` from its faces), as one run.
+fn interior_run(
+    start: [f32; 3],
+    step: [f32; 3],
+    last: [i32; 3],
+    range: Range<usize>,
+) -> Range<usize> {
+    let empty = range.start..range.start;
+    let (mut lo, mut hi) = (range.start as f64, range.end as f64);
+    for a in 0..3 {
+        let (s, d) = (start[a] as f64, step[a] as f64);
+        let (min, max) = (MARGIN, last[a] as f64 - MARGIN);
+        if max < min {
+            return empty;
+        }
+        if d.abs() < 1e-12 {
+            if s < min || s > max {
+                return empty;
+            }
+            continue;
+        }
+        let (at_min, at_max) = ((min - s) / d, (max - s) / d);
+        let (first, final_) = if d > 0.0 {
+            (at_min, at_max)
+        } else {
+            (at_max, at_min)
+        };
+        lo = lo.max(first.ceil());
+        hi = hi.min(final_.floor() + 1.0);
+    }
+    if hi <= lo {
+        empty
+    } else {
+        lo as usize..hi as usize
+    }
+}
+
+/// Reads one mapped point for all channels and the label.
+struct PointSampler<'a, 'b> {
+    src: &'a GridView<'b>,
+    nx: usize,
+    ny: usize,
+    nxy: usize,
+    last: [i32; 3],
+    plane: usize,
+}
+
+impl PointSampler<'_, '_> {
+    /// A point whose trilinear corners are all inside the grid (so x, y, z >= 0 and
+    /// truncation is the floor).
+    #[inline]
+    fn interior(&self, [x, y, z]: [f32; 3], o: usize, images: &mut [f32], label: &mut [u8]) {
+        let (nx, nxy) = (self.nx, self.nxy);
+        let (ix, iy, iz) = (x as i32 as usize, y as i32 as usize, z as i32 as usize);
+        let (wx, wy, wz) = (x - ix as f32, y - iy as f32, z - iz as f32);
+        let base = (iz * self.ny + iy) * nx + ix;
+        // Nearest for the label: round half up, inside the grid here.
+        let near =
+            base + (wx >= 0.5) as usize + (wy >= 0.5) as usize * nx + (wz >= 0.5) as usize * nxy;
+        label[o] = self.src.label[near];
+        for (c, ch) in self.src.channels.iter().enumerate() {
+            // One bounds check for the 2x2x2 neighbourhood.
+            let cell = &ch[base..base + nxy + nx + 2];
+            let lerp = |a: f32, b: f32, t: f32| a + t * (b - a);
+            let x00 = lerp(cell[0], cell[1], wx);
+            let x10 = lerp(cell[nx], cell[nx + 1], wx);
+            let x01 = lerp(cell[nxy], cell[nxy + 1], wx);
+            let x11 = lerp(cell[nxy + nx], cell[nxy + nx + 1], wx);
+            images[c * self.plane + o] = lerp(lerp(x00, x10, wy), lerp(x01, x11, wy), wz);
+        }
+    }
+
+    /// Any point: corners outside the grid count as background, the label there as 0.
+    fn checked(&self, [x, y, z]: [f32; 3], o: usize, images: &mut [f32], label: &mut [u8]) {
+        let (nx, ny, last, bg) = (self.nx, self.ny, self.last, self.src.background);
+        let (ix, iy, iz) = (floor_i32(x), floor_i32(y), floor_i32(z));
+        let w = [x - ix as f32, y - iy as f32, z - iz as f32];
+        let in_grid = |v: i32, a: usize| v >= 0 && v <= last[a];
+        let r = [
+            ix + (w[0] >= 0.5) as i32,
+            iy + (w[1] >= 0.5) as i32,
+            iz + (w[2] >= 0.5) as i32,
+        ];
+        label[o] = if (0..3).all(|a| in_grid(r[a], a)) {
+            self.src.label[(r[2] as usize * ny + r[1] as usize) * nx + r[0] as usize]
+        } else {
+            0
+        };
+        let far = [ix, iy, iz].iter().zip(last).any(|(&v, l)| v < -1 || v > l);
+        for (c, ch) in self.src.channels.iter().enumerate() {
+            let mut acc = 0.0f32;
+            if !far {
+                for corner in 0..8usize {
+                    let off = [corner & 1, (corner >> 1) & 1, corner >> 2];
+                    let p = [ix + off[0] as i32, iy + off[1] as i32, iz + off[2] as i32];
+                    let weight: f32 = (0..3)
+                        .map(|a| if off[a] == 1 { w[a] } else { 1.0 - w[a] })
+                        .product();
+                    let value = if (0..3).all(|a| in_grid(p[a], a)) {
+                        ch[(p[2] as usize * ny + p[1] as usize) * nx + p[0] as usize]
+                    } else {
+                        bg
+                    };
+                    acc += weight * value;
+                }
+            } else {
+                acc = bg;
+            }
+            images[c * self.plane + o] = acc;
+        }
+    }
+}
+
 /// Trilinear (images) and nearest (label) sampling along the mapped coordinates, row by row:
-/// along a patch row the source position advances by the matrix's first column. Coordinates
+/// along a patch row the source position advances by the matrix's first column, so the part of
+/// a row that is well inside the grid is found once and sampled without checks. Coordinates
 /// are f32 (exact to about 1e-5 voxels at these sizes).
 fn interpolate(
     src: &GridView,
@@ -228,15 +348,17 @@ fn interpolate(
     label: &mut [u8],
 ) {
     let [nx, ny, _] = src.dims;
-    let nxy = nx * ny;
-    let bg = src.background;
     let [pw, ph, pd] = patch;
-    let plane = pw * ph * pd;
+    let sampler = PointSampler {
+        src,
+        nx,
+        ny,
+        nxy: nx * ny,
+        last: src.dims.map(|d| d as i32 - 1),
+        plane: pw * ph * pd,
+    };
     let m = &transform.matrix;
     let step = [0, 1, 2].map(|a| m[a][0] as f32);
-    let chans = &src.channels;
-    // Largest valid index per axis; lower-corner indices must stay below it.
-    let last = src.dims.map(|d| d as i32 - 1);
     let displacement = transform.displacement.as_ref().map(|d| d.field.as_slice());
     // Tiles of the patch, so a rotated tile's source neighbourhood stays in cache.
     let tiles = |n: usize, t: usize| (0..n).step_by(t).map(move |a| a..(a + t).min(n));
@@ -249,71 +371,25 @@ fn interpolate(
                 let row_start =
                     [0, 1, 2].map(|a| (origin[a] + m[a][1] * j as f64 + m[a][2] * k as f64) as f32);
                 let out_row = (k * ph + j) * pw;
-                for i in ti.clone() {
-                    let o = out_row + i;
+                let point = |i: usize| {
                     let t = i as f32;
-                    let mut x = row_start[0] + step[0] * t;
-                    let mut y = row_start[1] + step[1] * t;
-                    let mut z = row_start[2] + step[2] * t;
+                    let mut p = [0, 1, 2].map(|a| row_start[a] + step[a] * t);
                     if let Some(d) = displacement {
-                        x += d[o * 3];
-                        y += d[o * 3 + 1];
-                        z += d[o * 3 + 2];
+                        let o = (out_row + i) * 3;
+                        p = [p[0] + d[o], p[1] + d[o + 1], p[2] + d[o + 2]];
                     }
-                    let (ix, iy, iz) = (floor_i32(x), floor_i32(y), floor_i32(z));
-                    let (wx, wy, wz) = (x - ix as f32, y - iy as f32, z - iz as f32);
-                    // Nearest for the label (round half up); outside the grid it is background.
-                    let (rx, ry, rz) = (
-                        ix + (wx >= 0.5) as i32,
-                        iy + (wy >= 0.5) as i32,
-                        iz + (wz >= 0.5) as i32,
-                    );
-                    let in_grid = |v: i32, a: usize| v >= 0 && v <= last[a];
-                    label[o] = if in_grid(rx, 0) && in_grid(ry, 1) && in_grid(rz, 2) {
-                        src.label[(rz as usize * ny + ry as usize) * nx + rx as usize]
-                    } else {
-                        0
-                    };
-                    let interior = |v: i32, a: usize| v >= 0 && v < last[a];
-                    if interior(ix, 0) && interior(iy, 1) && interior(iz, 2) {
-                        let base = (iz as usize * ny + iy as usize) * nx + ix as usize;
-                        for (c, ch) in chans.iter().enumerate() {
-                            // One bounds check for the 2x2x2 neighbourhood.
-                            let cell = &ch[base..base + nxy + nx + 2];
-                            let lerp = |a: f32, b: f32, t: f32| a + t * (b - a);
-                            let x00 = lerp(cell[0], cell[1], wx);
-                            let x10 = lerp(cell[nx], cell[nx + 1], wx);
-                            let x01 = lerp(cell[nxy], cell[nxy + 1], wx);
-                            let x11 = lerp(cell[nxy + nx], cell[nxy + nx + 1], wx);
-                            images[c * plane + o] =
-                                lerp(lerp(x00, x10, wy), lerp(x01, x11, wy), wz);
-                        }
-                    } else if [ix, iy, iz].iter().zip(last).any(|(&v, l)| v < -1 || v > l) {
-                        for c in 0..chans.len() {
-                            images[c * plane + o] = bg;
-                        }
-                    } else {
-                        // Straddling the border: corners outside the grid count as background.
-                        let w = [wx, wy, wz];
-                        for (c, ch) in chans.iter().enumerate() {
-                            let mut acc = 0.0f32;
-                            for corner in 0..8usize {
-                                let off = [corner & 1, (corner >> 1) & 1, corner >> 2];
-                                let p =
-                                    [ix + off[0] as i32, iy + off[1] as i32, iz + off[2] as i32];
-                                let weight: f32 = (0..3)
-                                    .map(|a| if off[a] == 1 { w[a] } else { 1.0 - w[a] })
-                                    .product();
-                                let value = if (0..3).all(|a| in_grid(p[a], a)) {
-                                    ch[(p[2] as usize * ny + p[1] as usize) * nx + p[0] as usize]
-                                } else {
-                                    bg
-                                };
-                                acc += weight * value;
-                            }
-                            images[c * plane + o] = acc;
-                        }
-                    }
+                    p
+                };
+                // A displaced row is not linear: every point is checked.
+                let run = match displacement {
+                    None => interior_run(row_start, step, sampler.last, ti.clone()),
+                    Some(_) => ti.start..ti.start,
+                };
+                for i in (ti.start..run.start).chain(run.end..ti.end) {
+                    sampler.checked(point(i), out_row + i, images, label);
+                }
+                for i in run {
+                    sampler.interior(point(i), out_row + i, images, label);
                 }
             }
         }
@@ -424,6 +500,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn unchecked_interior_runs_match_checking_every_point() {
+        // A rotated, scaled patch that hangs over two faces of the grid.
+        let t = SpatialTransform::compose([true, false, false], 1.2, [0.4, -0.3, 0.7], [0.0; 3]);
+        let patch = [7, 6, 5];
+        let centre = [1.5, 6.0, 4.0];
+        let (img, lab) = run(&t, centre, patch);
+        let (src, src_lab) = pattern();
+        let view = GridView {
+            dims: [9, 9, 9],
+            channels: vec![&src],
+            label: &src_lab,
+            background: -1.0,
+        };
+        let sampler = PointSampler {
+            src: &view,
+            nx: 9,
+            ny: 9,
+            nxy: 81,
+            last: [8; 3],
+            plane: grid::voxels(patch),
+        };
+        let mut want = vec![0.0; grid::voxels(patch)];
+        let mut want_lab = vec![0; grid::voxels(patch)];
+        let half = patch.map(|p| (p as f64 - 1.0) / 2.0);
+        for o in 0..grid::voxels(patch) {
+            let i = [o % 7, (o / 7) % 6, o / 42];
+            let p = [0, 1, 2].map(|a| {
+                (centre[a]
+                    + (0..3)
+                        .map(|b| t.matrix[a][b] * (i[b] as f64 - half[b]))
+                        .sum::<f64>()) as f32
+            });
+            sampler.checked(p, o, &mut want, &mut want_lab);
+        }
+        assert_eq!(lab, want_lab);
+        for (a, b) in img.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+        }
+        assert!(
+            img.contains(&-1.0) && img.iter().any(|&v| v > 0.0),
+            "covers both cases"
+        );
     }
 
     #[test]
