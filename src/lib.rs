@@ -16,6 +16,7 @@ pub mod loss;
 pub mod metrics;
 pub mod nn;
 pub mod optim;
+pub mod quickstart;
 pub mod rng;
 pub mod tensor;
 pub mod tensor_ops;

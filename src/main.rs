@@ -1,30 +1,12 @@
-//! The `voxseg` command line.
-use clap::{Parser, Subcommand};
+//! The `voxseg` command line: one line of error on failure, a non-zero exit code.
+mod cli;
 
-#[derive(Parser)]
-#[command(
-    name = "voxseg",
-    version,
-    about = "Train 3D U-Nets to segment brain tumours in multi-modal MRI"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+use clap::Parser;
 
-#[derive(Subcommand)]
-enum Command {
-    /// Print the version and the backends this binary was built with.
-    Info,
-}
-
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Info => {
-            println!("voxseg {}", env!("CARGO_PKG_VERSION"));
-            println!("cpu backend: {}", rayon::current_num_threads());
-        }
+fn main() {
+    let args = cli::Cli::parse();
+    if let Err(e) = cli::run(args) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
     }
-    Ok(())
 }

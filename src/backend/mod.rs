@@ -4,6 +4,7 @@
 //! optimisers and the tape are written once against it.
 pub mod cpu;
 pub mod cuda;
+pub mod device;
 
 use crate::error::Result;
 

@@ -4,6 +4,7 @@
 //! `data::LabelVolume`. A region is a set of label values (BraTS WT/TC/ET) or one class.
 pub mod dice;
 pub mod distance;
+pub mod evaluate;
 pub mod report;
 
 pub use dice::Confusion;

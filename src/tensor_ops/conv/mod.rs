@@ -319,36 +319,80 @@ mod tests {
     fn errors_name_the_op_and_the_shapes() {
         let spec = Conv3dSpec::default();
         let x = zeros(&[1, 4, 4, 4, 3]);
-        let err = x.conv3d(&zeros(&[3, 3, 3, 5, 8]), None, &spec).unwrap_err().to_string();
+        let err = x
+            .conv3d(&zeros(&[3, 3, 3, 5, 8]), None, &spec)
+            .unwrap_err()
+            .to_string();
         assert!(
-            err.starts_with("conv3d:") && err.contains("[1, 4, 4, 4, 3]") && err.contains("[3, 3, 3, 5, 8]"),
+            err.starts_with("conv3d:")
+                && err.contains("[1, 4, 4, 4, 3]")
+                && err.contains("[3, 3, 3, 5, 8]"),
             "{err}"
         );
         let err = zeros(&[4, 4, 4, 3])
             .conv3d(&zeros(&[3, 3, 3, 3, 8]), None, &spec)
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("conv3d:") && err.contains("[4, 4, 4, 3]"), "{err}");
-        let err = x.conv3d(&zeros(&[3, 3, 3, 8]), None, &spec).unwrap_err().to_string();
-        assert!(err.starts_with("conv3d:") && err.contains("[3, 3, 3, 8]"), "{err}");
+        assert!(
+            err.starts_with("conv3d:") && err.contains("[4, 4, 4, 3]"),
+            "{err}"
+        );
         let err = x
-            .conv3d(&zeros(&[5, 3, 3, 3, 8]), None, &Conv3dSpec { stride: [1; 3], padding: Padding::Valid })
+            .conv3d(&zeros(&[3, 3, 3, 8]), None, &spec)
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("conv3d:") && err.contains("larger than the padded input"), "{err}");
+        assert!(
+            err.starts_with("conv3d:") && err.contains("[3, 3, 3, 8]"),
+            "{err}"
+        );
         let err = x
-            .conv3d(&zeros(&[3, 3, 3, 3, 8]), None, &Conv3dSpec { stride: [1, 0, 1], padding: Padding::Same })
+            .conv3d(
+                &zeros(&[5, 3, 3, 3, 8]),
+                None,
+                &Conv3dSpec {
+                    stride: [1; 3],
+                    padding: Padding::Valid,
+                },
+            )
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("conv3d:") && err.contains("stride"), "{err}");
+        assert!(
+            err.starts_with("conv3d:") && err.contains("larger than the padded input"),
+            "{err}"
+        );
+        let err = x
+            .conv3d(
+                &zeros(&[3, 3, 3, 3, 8]),
+                None,
+                &Conv3dSpec {
+                    stride: [1, 0, 1],
+                    padding: Padding::Same,
+                },
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("conv3d:") && err.contains("stride"),
+            "{err}"
+        );
         let err = x
             .conv3d(&zeros(&[3, 3, 3, 3, 8]), Some(&zeros(&[3])), &spec)
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("conv3d:") && err.contains("bias"), "{err}");
-        let t = ConvTranspose3dSpec { stride: [2; 3], padding: [[0, 0]; 3], output_padding: [0; 3] };
-        let err = x.conv_transpose3d(&zeros(&[2, 2, 2, 8, 5]), None, &t).unwrap_err().to_string();
-        assert!(err.starts_with("conv_transpose3d:") && err.contains("[2, 2, 2, 8, 5]"), "{err}");
+        let t = ConvTranspose3dSpec {
+            stride: [2; 3],
+            padding: [[0, 0]; 3],
+            output_padding: [0; 3],
+        };
+        let err = x
+            .conv_transpose3d(&zeros(&[2, 2, 2, 8, 5]), None, &t)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("conv_transpose3d:") && err.contains("[2, 2, 2, 8, 5]"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -360,10 +404,14 @@ mod tests {
             &Conv3dSpec::default(),
         )
         .unwrap();
-        let err = b.conv3d_forward(&vec![0.0; 23], &vec![0.0; 12], None, &g).unwrap_err();
+        let err = b
+            .conv3d_forward(&vec![0.0; 23], &vec![0.0; 12], None, &g)
+            .unwrap_err();
         assert!(err.to_string().contains("x has 23 elements"), "{err}");
         let mut zero_stride = g;
         zero_stride.stride = [1, 0, 1];
-        assert!(b.conv3d_backward_weight(&vec![0.0; 24], &vec![0.0; 32], &zero_stride).is_err());
+        assert!(b
+            .conv3d_backward_weight(&vec![0.0; 24], &vec![0.0; 32], &zero_stride)
+            .is_err());
     }
 }

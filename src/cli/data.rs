@@ -1,0 +1,88 @@
+use anyhow::Context;
+use clap::Args as ClapArgs;
+use std::path::PathBuf;
+use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
+
+#[derive(ClapArgs)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+pub fn inspect(a: InspectArgs) -> anyhow::Result<()> {
+    for f in &a.files {
+        let v = voxseg::data::inspect::inspect_file(f)?;
+        println!("{}", serde_json::to_string(&v)?);
+    }
+    Ok(())
+}
+
+#[derive(ClapArgs)]
+pub struct SynthArgs {
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 10)]
+    cases: usize,
+    /// Volume size D,H,W (z, y, x), or one number for a cube.
+    #[arg(long, default_value = "64", value_parser = super::triple)]
+    size: [usize; 3],
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// brats2021 or msd.
+    #[arg(long, default_value = "brats2021")]
+    layout: SynthLayout,
+    /// int16 or float32.
+    #[arg(long, default_value = "int16")]
+    storage: SynthStorage,
+}
+
+pub fn synth(a: SynthArgs) -> anyhow::Result<()> {
+    write_dataset(&SynthOptions {
+        out: a.out.clone(),
+        cases: a.cases,
+        size: a.size,
+        seed: a.seed,
+        layout: a.layout,
+        storage: a.storage,
+    })?;
+    println!("wrote {} cases to {}", a.cases, a.out.display());
+    Ok(())
+}
+
+#[derive(ClapArgs)]
+pub struct PreprocessArgs {
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// Modalities in input order (default: all the dataset has).
+    #[arg(long, value_delimiter = ',')]
+    modalities: Vec<String>,
+    /// Replace NaN/Inf voxels with 0 instead of refusing the case.
+    #[arg(long)]
+    replace_nan: bool,
+}
+
+pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
+    use voxseg::data::case::{load_case, NanPolicy};
+    use voxseg::data::preprocess::{preprocess, PreprocessSpec};
+    let dataset = voxseg::data::layout::detect(&a.data)?;
+    let channels = if a.modalities.is_empty() {
+        dataset.all_modalities()
+    } else {
+        dataset.select_modalities(&a.modalities)?
+    };
+    let nan = if a.replace_nan {
+        NanPolicy::ReplaceWithZero
+    } else {
+        NanPolicy::Error
+    };
+    let spec = PreprocessSpec::default();
+    let cases = dataset.cases.iter().map(|c| {
+        load_case(&dataset, c, &channels, nan).and_then(|(case, _)| preprocess(&case, &spec))
+    });
+    let ids = voxseg::data::cache::write_cache(cases, &spec, &a.out)
+        .with_context(|| format!("writing the cache {}", a.out.display()))?;
+    println!("cached {} cases in {}", ids.len(), a.out.display());
+    Ok(())
+}

@@ -1,0 +1,316 @@
+use clap::Args as ClapArgs;
+use std::path::PathBuf;
+use voxseg::data::labels::TargetSpec;
+use voxseg::nn::layers::NormKind;
+use voxseg::optim::{LrSchedule, OptimizerSpec};
+use voxseg::train::config::ModelKind;
+use voxseg::train::{RunOptions, TrainConfig};
+
+/// Every flag is optional: unset flags keep the config file's value, then the default.
+#[derive(ClapArgs)]
+pub struct Args {
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// A JSON training config; flags override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long)]
+    device: Option<String>,
+    /// Modalities in input order, e.g. t1,t1ce,t2,flair.
+    #[arg(long, value_delimiter = ',')]
+    modalities: Option<Vec<String>>,
+    /// regions, classes, class:NAME or class:N.
+    #[arg(long)]
+    target: Option<TargetSpec>,
+    #[arg(long, value_enum)]
+    model: Option<ModelArg>,
+    /// Width of the first stage.
+    #[arg(long)]
+    features: Option<usize>,
+    #[arg(long)]
+    max_features: Option<usize>,
+    /// Resolution stages of the U-Net (FCN: levels + 1).
+    #[arg(long)]
+    depth: Option<usize>,
+    #[arg(long, value_enum)]
+    norm: Option<NormArg>,
+    /// Turn deep supervision off.
+    #[arg(long)]
+    no_deep_supervision: bool,
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// dice_ce, dice, bce, wbce[:POS_WEIGHT], ce, mse, mae, ssim.
+    #[arg(long)]
+    loss: Option<String>,
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerArg>,
+    #[arg(long)]
+    lr: Option<f64>,
+    /// constant, poly, cosine, step:EVERY:GAMMA, plateau:FACTOR:PATIENCE.
+    #[arg(long)]
+    schedule: Option<String>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    #[arg(long)]
+    l1: Option<f64>,
+    #[arg(long)]
+    l2: Option<f64>,
+    /// Gradient-norm clipping; 0 disables.
+    #[arg(long)]
+    grad_clip: Option<f64>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    iters_per_epoch: Option<usize>,
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Patch D,H,W (or one number for a cube).
+    #[arg(long, value_parser = super::triple)]
+    patch: Option<[usize; 3]>,
+    #[arg(long)]
+    val_every: Option<usize>,
+    /// Stop cleanly after this many minutes, after a last validation.
+    #[arg(long)]
+    time_limit: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Normalise with statistics over the training cases instead of per case.
+    #[arg(long)]
+    dataset_statistics: bool,
+    /// Replace NaN/Inf voxels with 0 instead of refusing the case.
+    #[arg(long)]
+    replace_nan: bool,
+    /// Turn data augmentation off.
+    #[arg(long)]
+    no_augment: bool,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Start over in an --out that holds another run.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ModelArg {
+    Unet,
+    Fcn,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum NormArg {
+    Instance,
+    Batch,
+    None,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OptimizerArg {
+    Sgd,
+    Adam,
+    Adamw,
+    LazyAdam,
+}
+
+fn parse_loss(s: &str) -> anyhow::Result<voxseg::loss::LossSpec> {
+    let (kind, arg) = s.split_once(':').map_or((s, None), |(k, a)| (k, Some(a)));
+    let mut json = serde_json::json!({ "kind": kind });
+    if kind == "wbce" {
+        let w: f64 = arg
+            .unwrap_or("5")
+            .parse()
+            .map_err(|_| anyhow::anyhow!("invalid --loss: '{s}': wbce takes wbce:POS_WEIGHT"))?;
+        json["pos_weight"] = serde_json::json!(w);
+    } else if kind == "ssim" {
+        json = serde_json::to_value(voxseg::loss::LossSpec::Ssim(Default::default()))?;
+    }
+    serde_json::from_value(json).map_err(|_| {
+        anyhow::anyhow!(
+            "invalid --loss: '{s}': expected dice_ce, dice, bce, wbce[:W], ce, mse, mae or ssim"
+        )
+    })
+}
+
+fn parse_schedule(s: &str) -> anyhow::Result<LrSchedule> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let bad = || {
+        anyhow::anyhow!("invalid --schedule: '{s}': expected constant, poly, cosine, step:EVERY:GAMMA or plateau:FACTOR:PATIENCE")
+    };
+    let schedule = match parts.as_slice() {
+        ["constant"] => LrSchedule::Constant,
+        ["poly"] => LrSchedule::nnunet(),
+        ["cosine"] => LrSchedule::Cosine { warmup_epochs: 0 },
+        ["cosine", w] => LrSchedule::Cosine {
+            warmup_epochs: w.parse().map_err(|_| bad())?,
+        },
+        ["step", e, g] => LrSchedule::Step {
+            every: e.parse().map_err(|_| bad())?,
+            gamma: g.parse().map_err(|_| bad())?,
+        },
+        ["plateau", f, p] => LrSchedule::ReduceOnPlateau {
+            factor: f.parse().map_err(|_| bad())?,
+            patience: p.parse().map_err(|_| bad())?,
+            min_lr: 0.0,
+            state: Default::default(),
+        },
+        _ => return Err(bad()),
+    };
+    schedule.validate()?;
+    Ok(schedule)
+}
+
+impl Args {
+    pub fn into_config(self) -> anyhow::Result<(TrainConfig, RunOptions)> {
+        let mut c = match &self.config {
+            Some(p) => TrainConfig::from_file(p)?,
+            None => TrainConfig::default(),
+        };
+        macro_rules! set {
+            ($field:ident) => {
+                if let Some(v) = self.$field {
+                    c.$field = v;
+                }
+            };
+            ($field:ident, some) => {
+                if let Some(v) = self.$field {
+                    c.$field = Some(v);
+                }
+            };
+        }
+        set!(data);
+        set!(out);
+        set!(device);
+        set!(modalities);
+        set!(target);
+        set!(features, some);
+        set!(max_features, some);
+        set!(depth, some);
+        set!(dropout);
+        set!(weight_decay);
+        set!(l1);
+        set!(l2);
+        set!(grad_clip);
+        set!(epochs);
+        set!(iters_per_epoch);
+        set!(batch, some);
+        set!(patch, some);
+        set!(val_every);
+        set!(seed);
+        set!(workers);
+        if let Some(m) = self.model {
+            c.model = match m {
+                ModelArg::Unet => ModelKind::Unet,
+                ModelArg::Fcn => ModelKind::Fcn,
+            };
+        }
+        if let Some(n) = self.norm {
+            c.norm = match n {
+                NormArg::Instance => NormKind::Instance,
+                NormArg::Batch => NormKind::Batch,
+                NormArg::None => NormKind::None,
+            };
+        }
+        if self.no_deep_supervision {
+            c.deep_supervision = false;
+        }
+        if let Some(l) = &self.loss {
+            c.loss = parse_loss(l)?;
+        }
+        if let Some(o) = self.optimizer {
+            c.optimizer = match o {
+                OptimizerArg::Sgd => OptimizerSpec::nnunet_sgd(),
+                OptimizerArg::Adam => OptimizerSpec::keras_adam(),
+                OptimizerArg::Adamw => {
+                    serde_json::from_value(serde_json::json!({"kind": "adamw"}))?
+                }
+                OptimizerArg::LazyAdam => {
+                    serde_json::from_value(serde_json::json!({"kind": "lazy_adam"}))?
+                }
+            };
+            if self.lr.is_none() {
+                c.lr = c.optimizer.default_lr();
+            }
+        }
+        if let Some(lr) = self.lr {
+            c.lr = lr;
+        }
+        if let Some(s) = &self.schedule {
+            c.schedule = parse_schedule(s)?;
+        }
+        if let Some(t) = self.time_limit {
+            c.time_limit_minutes = Some(t);
+        }
+        if self.dataset_statistics {
+            c.dataset_statistics = true;
+        }
+        if self.replace_nan {
+            c.replace_nan = true;
+        }
+        if self.no_augment {
+            c.augment = voxseg::data::augment::AugmentSpec::none();
+        }
+        if c.data.as_os_str().is_empty() && !self.resume {
+            anyhow::bail!("--data is required (a dataset folder or a manifest)");
+        }
+        if c.out.as_os_str().is_empty() {
+            anyhow::bail!("--out is required (the run directory)");
+        }
+        Ok((
+            c,
+            RunOptions {
+                resume: self.resume,
+                force: self.force,
+            },
+        ))
+    }
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let (cfg, opts) = a.into_config()?;
+    let summary = voxseg::train::train(cfg, opts)?;
+    let run = &summary.run.root;
+    println!("run: {}", run.display());
+    println!("device: {}", summary.device);
+    println!(
+        "epochs done: {}, steps: {}",
+        summary.state.epoch, summary.state.step
+    );
+    if let Some(v) = &summary.last_validation {
+        let dice: Vec<String> = v.dice.iter().map(|(k, d)| format!("{k} {d:.3}")).collect();
+        println!(
+            "last validation: loss {:.4}, Dice {}",
+            v.loss,
+            dice.join(", ")
+        );
+    }
+    println!("checkpoints: {}", summary.run.checkpoints().display());
+    println!(
+        "tensorboard: tensorboard --logdir {}",
+        summary.run.tensorboard().display()
+    );
+    Ok(())
+}
+
+#[derive(ClapArgs)]
+pub struct PlanArgs {
+    #[arg(long)]
+    data: PathBuf,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    #[arg(long, value_delimiter = ',')]
+    modalities: Vec<String>,
+    #[arg(long, default_value = "regions")]
+    target: TargetSpec,
+}
+
+pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
+    let plan = voxseg::train::run::plan_for_dataset(&a.data, &a.device, &a.modalities, &a.target)?;
+    println!("{}", serde_json::to_string_pretty(&plan)?);
+    Ok(())
+}

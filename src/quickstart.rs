@@ -1,0 +1,183 @@
+//! The main job on built-in data: write a synthetic BraTS-like dataset, train a small
+//! U-Net on the best device available within a time budget, predict the held-out test
+//! cases, evaluate them and say where everything is.
+use crate::data::split::SplitFractions;
+use crate::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
+use crate::error::{Error, Result};
+use crate::infer::{PredictOptions, Predictor};
+use crate::metrics::evaluate::evaluate;
+use crate::metrics::EvalReport;
+use crate::optim::LrSchedule;
+use crate::train::{RunOptions, TrainConfig};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// The embedded default: small enough for a laptop CPU, hard enough to need a U-Net.
+pub const CASES: usize = 24;
+pub const SIZE: [usize; 3] = [48, 48, 48];
+
+#[derive(Clone, Debug)]
+pub struct QuickstartOptions {
+    pub out: PathBuf,
+    pub minutes: f64,
+    pub device: String,
+    pub seed: u64,
+    pub force: bool,
+}
+
+pub struct QuickstartReport {
+    pub data: PathBuf,
+    pub run: PathBuf,
+    pub predictions: PathBuf,
+    pub evaluation: PathBuf,
+    pub report: EvalReport,
+    pub device: String,
+    pub seconds: f64,
+}
+
+impl QuickstartReport {
+    pub fn summary(&self) -> String {
+        format!(
+            "{}\ndevice: {}\ntime: {:.1} min\ndata: {}\nrun: {}\ntensorboard: tensorboard --logdir {}\npredictions and pictures: {}\nscores: {}",
+            self.report.to_table(),
+            self.device,
+            self.seconds / 60.0,
+            self.data.display(),
+            self.run.display(),
+            self.run.join("tb").display(),
+            self.predictions.display(),
+            self.evaluation.display()
+        )
+    }
+}
+
+/// The training configuration of the quickstart for a time budget in minutes.
+pub fn train_config(
+    data: PathBuf,
+    run: PathBuf,
+    device: &str,
+    seed: u64,
+    train_minutes: f64,
+) -> TrainConfig {
+    TrainConfig {
+        data,
+        out: run,
+        device: device.to_string(),
+        features: Some(8),
+        max_features: Some(64),
+        depth: Some(4),
+        patch: Some([32, 32, 32]),
+        batch: Some(2),
+        optimizer: serde_json::from_value(serde_json::json!({"kind": "adam"}))
+            .expect("a valid optimiser spec"),
+        lr: 3e-3,
+        schedule: LrSchedule::Poly { exponent: 0.9 },
+        epochs: 20,
+        iters_per_epoch: 25,
+        val_every: 4,
+        time_limit_minutes: Some(train_minutes),
+        seed,
+        split: SplitFractions {
+            train: 0.67,
+            val: 0.08,
+            test: 0.25,
+        },
+        ..TrainConfig::default()
+    }
+}
+
+pub fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
+    let start = Instant::now();
+    if opts.minutes.is_nan() || opts.minutes <= 1.0 {
+        return Err(Error::config(
+            "minutes",
+            format!(
+                "{} is too short: the quickstart needs more than 1 minute",
+                opts.minutes
+            ),
+        ));
+    }
+    let data = opts.out.join("data");
+    let run_dir = opts.out.join("run");
+    let predictions = opts.out.join("predictions");
+    if run_dir.exists() && !opts.force {
+        return Err(Error::config(
+            "out",
+            format!(
+                "{} holds an earlier quickstart; use --force to start over",
+                opts.out.display()
+            ),
+        ));
+    }
+    for dir in [&data, &run_dir, &predictions] {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)
+                .map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
+        }
+    }
+    eprintln!(
+        "writing {CASES} synthetic BraTS-like cases of {SIZE:?} voxels to {}",
+        data.display()
+    );
+    write_dataset(&SynthOptions {
+        out: data.clone(),
+        cases: CASES,
+        size: SIZE,
+        seed: opts.seed,
+        layout: SynthLayout::Brats2021,
+        storage: SynthStorage::Int16,
+    })?;
+    // Keep about a tenth of the budget (and half a minute) for prediction and evaluation.
+    let elapsed = start.elapsed().as_secs_f64() / 60.0;
+    let train_minutes = (opts.minutes * 0.9 - 0.5 - elapsed).max(0.5);
+    let cfg = train_config(
+        data.clone(),
+        run_dir.clone(),
+        &opts.device,
+        opts.seed,
+        train_minutes,
+    );
+    let summary = crate::train::train(
+        cfg,
+        RunOptions {
+            resume: false,
+            force: true,
+        },
+    )?;
+
+    std::fs::create_dir_all(&predictions)
+        .map_err(|e| Error::io(format!("creating {}", predictions.display()), e))?;
+    let backend = crate::backend::cpu::Cpu::new();
+    let mut predictor = Predictor::open(&backend, &run_dir, "best")?;
+    let dataset = crate::data::layout::detect(&data)?;
+    let ids: Vec<String> = dataset.cases.iter().map(|c| c.id.clone()).collect();
+    let split = crate::data::split::Split::load(&summary.run.split(), &ids)?;
+    let popts = PredictOptions {
+        checkpoint: "best".into(),
+        overlap: 0.5,
+        tta: false,
+        probabilities: false,
+        png: true,
+        replace_nan: false,
+        batch: 2,
+    };
+    for case in dataset
+        .cases
+        .iter()
+        .filter(|c| split.test_ids().contains(&c.id))
+    {
+        predictor.predict_case(&dataset, case, &predictions, &popts)?;
+    }
+    let report = evaluate(&predictions, &data, Some(split.test_ids()), None)?;
+    let evaluation = opts.out.join("evaluation.json");
+    report.write_json(&evaluation)?;
+    Ok(QuickstartReport {
+        data,
+        run: run_dir,
+        predictions,
+        evaluation,
+        report,
+        device: summary.device,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}

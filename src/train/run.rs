@@ -1,0 +1,952 @@
+//! One training run, start to finish: the run directory, data, planning, the model, the
+//! loop with validation, logs and checkpoints, resuming, time limits and Ctrl-C.
+use super::card::{ModelCard, CARD_FORMAT};
+use super::checkpoint::{load_checkpoint, save_checkpoint};
+use super::config::{ModelKind, TrainConfig};
+use super::plan::{plan, DataSummary, Plan, PlanDevice};
+use crate::autograd::{Gradients, Tape, Var};
+use crate::backend::cpu::Cpu;
+use crate::backend::device::{resolve, Device, DeviceRequest};
+use crate::backend::Backend;
+use crate::data::case::{load_case, NanPolicy};
+use crate::data::labels::{LabelSpec, TargetSpec};
+use crate::data::layout::{detect, Dataset};
+use crate::data::loader::{Batch, Loader, LoaderOptions};
+use crate::data::preprocess::{dataset_stats, preprocess, PreprocessedCase, Statistics};
+use crate::data::sampler::{InMemoryCase, PatchSource};
+use crate::data::split::Split;
+use crate::error::{Error, Result};
+use crate::infer::{interleave_channels, predict_logits, probabilities, SlidingWindow};
+use crate::log::{overlay_slices, EventWriter, JsonlWriter, Progress};
+use crate::loss::{check_finite, Target};
+use crate::metrics::Confusion;
+use crate::nn::fcn::FcnConfig;
+use crate::nn::layers::Activation;
+use crate::nn::unet::{Downsample, UNetConfig, Upsample};
+use crate::nn::{Ctx, Init, Model, ModelSpec, Module};
+use crate::optim::{clip_grad_norm, l1_l2_penalty, LrSchedule, Optimizer};
+use crate::rng::philox4x32;
+use crate::tensor::Tensor;
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Set by Ctrl-C: the loop saves `last` and returns.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Where a run keeps its files.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
+    pub fn split(&self) -> PathBuf {
+        self.root.join("split.json")
+    }
+    pub fn model(&self) -> PathBuf {
+        self.root.join("model.json")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+    pub fn checkpoint(&self, which: &str) -> PathBuf {
+        self.checkpoints().join(format!("{which}.safetensors"))
+    }
+    pub fn tensorboard(&self) -> PathBuf {
+        self.root.join("tb")
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    pub resume: bool,
+    /// Start over in a directory that holds another run.
+    pub force: bool,
+}
+
+/// Where the loop stands; saved in every checkpoint so `--resume` continues exactly.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainState {
+    pub epoch: usize,
+    /// Iterations already done in `epoch`.
+    pub iter: usize,
+    pub step: u64,
+    pub best_score: Option<f64>,
+    pub schedule: Option<LrSchedule>,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Validation {
+    pub loss: f64,
+    /// Dice per region (or class), by name.
+    pub dice: BTreeMap<String, f64>,
+    pub mean_dice: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    pub run: RunDir,
+    pub device: String,
+    pub state: TrainState,
+    pub last_validation: Option<Validation>,
+    pub stopped_early: bool,
+}
+
+/// Trains as `cfg` says on the device it names.
+pub fn train(cfg: TrainConfig, opts: RunOptions) -> Result<TrainSummary> {
+    cfg.validate()?;
+    let device = resolve(cfg.device.parse::<DeviceRequest>()?)?;
+    match &device {
+        Device::Cpu { .. } => train_on(&Cpu::new(), &device, cfg, opts),
+        Device::Cuda { .. } => Err(Error::config(
+            "device",
+            "training on CUDA needs every op family's CUDA kernels, which this build does not have yet; use --device cpu",
+        )),
+    }
+}
+
+/// Refuses to mix runs: a directory holding a run needs `--resume` or `--force`.
+fn prepare_run_dir(cfg: &TrainConfig, opts: RunOptions) -> Result<(RunDir, TrainConfig)> {
+    let run = RunDir {
+        root: cfg.out.clone(),
+    };
+    let has_run = run.config().exists();
+    if opts.resume {
+        if !has_run {
+            return Err(Error::config(
+                "resume",
+                format!("{} holds no run to resume", run.root.display()),
+            ));
+        }
+        let mut saved = TrainConfig::from_file(&run.config())?;
+        // A resumed run keeps its configuration, but may get a new device and time budget.
+        saved.device = cfg.device.clone();
+        saved.time_limit_minutes = cfg.time_limit_minutes;
+        saved.workers = cfg.workers;
+        return Ok((run, saved));
+    }
+    if has_run && !opts.force {
+        return Err(Error::config(
+            "out",
+            format!(
+                "{} already holds a run; use --resume to continue it or --force to start over",
+                run.root.display()
+            ),
+        ));
+    }
+    if has_run {
+        for file in [run.config(), run.split(), run.model(), run.metrics()] {
+            remove_if_present(&file)?;
+        }
+        for dir in [run.checkpoints(), run.tensorboard()] {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
+            }
+        }
+    }
+    Ok((run, cfg.clone()))
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::io(format!("removing {}", path.display()), e))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn create_dir(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).map_err(|e| Error::io(format!("creating {}", path.display()), e))
+}
+
+/// The training data in memory, preprocessed.
+struct Prepared {
+    dataset: Dataset,
+    modalities: Vec<String>,
+    train: Vec<PreprocessedCase>,
+    val: Vec<PreprocessedCase>,
+    preprocess: crate::data::preprocess::PreprocessSpec,
+}
+
+fn load_cases(
+    dataset: &Dataset,
+    ids: &[String],
+    channels: &[usize],
+    nan: NanPolicy,
+) -> Result<Vec<crate::data::CaseData>> {
+    ids.par_iter()
+        .map(|id| {
+            let files = dataset.cases.iter().find(|c| &c.id == id).ok_or_else(|| {
+                Error::data(id.as_str(), "listed in split.json but not in the dataset")
+            })?;
+            load_case(dataset, files, channels, nan).map(|(case, _)| case)
+        })
+        .collect()
+}
+
+fn prepare_data(cfg: &TrainConfig, run: &RunDir) -> Result<(Prepared, Split)> {
+    let dataset = detect(&cfg.data)?;
+    dataset.require_labels()?;
+    cfg.target.validate(&dataset.label_spec)?;
+    let channels = if cfg.modalities.is_empty() {
+        dataset.all_modalities()
+    } else {
+        dataset.select_modalities(&cfg.modalities)?
+    };
+    let modalities: Vec<String> = channels
+        .iter()
+        .map(|&i| dataset.modalities[i].clone())
+        .collect();
+    let ids: Vec<String> = dataset.cases.iter().map(|c| c.id.clone()).collect();
+    if ids.len() < 2 {
+        return Err(Error::data(
+            cfg.data.display().to_string(),
+            format!(
+                "{} case(s): training needs at least 2 (train and validation)",
+                ids.len()
+            ),
+        ));
+    }
+    let split = Split::load_or_create(&run.split(), &ids, || {
+        Split::by_fractions(&ids, cfg.split, cfg.seed)
+    })?;
+    // Only the training and validation ids are handed on: the test cases are never read here.
+    let tv = split.train_val();
+    let nan = if cfg.replace_nan {
+        NanPolicy::ReplaceWithZero
+    } else {
+        NanPolicy::Error
+    };
+    let mut spec = cfg.preprocess.clone();
+    let train_raw = load_cases(&dataset, tv.train(), &channels, nan)?;
+    if cfg.dataset_statistics {
+        spec.statistics = Statistics::PerDataset(dataset_stats(train_raw.iter())?);
+    }
+    let train = train_raw
+        .par_iter()
+        .map(|c| preprocess(c, &spec))
+        .collect::<Result<Vec<_>>>()?;
+    drop(train_raw);
+    let val = load_cases(&dataset, tv.val(), &channels, nan)?
+        .par_iter()
+        .map(|c| preprocess(c, &spec))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((
+        Prepared {
+            dataset,
+            modalities,
+            train,
+            val,
+            preprocess: spec,
+        },
+        split,
+    ))
+}
+
+fn median(mut v: Vec<usize>) -> usize {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+fn summarise(cases: &[PreprocessedCase], in_channels: usize, out_channels: usize) -> DataSummary {
+    let dhw = |c: &PreprocessedCase| {
+        let d = c.dims();
+        [d[2], d[1], d[0]]
+    };
+    let axis = |a: usize| cases.iter().map(|c| dhw(c)[a]).collect::<Vec<_>>();
+    let spacing = cases[0].spacing;
+    DataSummary {
+        median_shape: [median(axis(0)), median(axis(1)), median(axis(2))],
+        min_shape: [0, 1, 2].map(|a| axis(a).into_iter().min().unwrap_or(0)),
+        median_spacing: [spacing[2], spacing[1], spacing[0]],
+        in_channels,
+        out_channels,
+    }
+}
+
+fn plan_device(device: &Device) -> PlanDevice {
+    match device {
+        // About 2 s per step on a 2-core machine with AVX-512 at the conv speeds measured.
+        Device::Cpu { .. } => PlanDevice::Cpu {
+            step_gflop_budget: 12.0 * rayon::current_num_threads() as f64,
+        },
+        Device::Cuda { .. } => PlanDevice::Gpu {
+            free_bytes: 40 << 30,
+        },
+    }
+}
+
+/// Fills the planned values the configuration left open, and checks the patch.
+fn resolve_plan(
+    cfg: &mut TrainConfig,
+    data: &DataSummary,
+    largest: [usize; 3],
+    device: &Device,
+) -> Result<Plan> {
+    let mut p = plan(data, &plan_device(device))?;
+    if let Some(patch) = cfg.patch {
+        // Smaller cases are padded, but a patch larger than every case is a mistake.
+        if (0..3).any(|a| patch[a] > largest[a]) {
+            return Err(Error::config(
+                "patch",
+                format!("{patch:?} is larger than every cropped case (the largest is {largest:?})"),
+            ));
+        }
+        p.patch = patch;
+        p.depth = super::plan::depth_for(patch);
+    }
+    cfg.patch = Some(p.patch);
+    p.batch = *cfg.batch.get_or_insert(p.batch);
+    p.base_features = *cfg.features.get_or_insert(p.base_features);
+    p.max_features = *cfg.max_features.get_or_insert(p.max_features);
+    p.depth = *cfg.depth.get_or_insert(p.depth);
+    Ok(p)
+}
+
+fn model_spec(cfg: &TrainConfig, in_channels: usize, out_channels: usize) -> ModelSpec {
+    let features = cfg.features.unwrap_or(32);
+    match cfg.model {
+        ModelKind::Unet => ModelSpec::Unet(UNetConfig {
+            in_channels,
+            out_channels,
+            base_features: features,
+            max_features: cfg.max_features.unwrap_or(320).max(features),
+            depth: cfg.depth.unwrap_or(5),
+            convs_per_stage: 2,
+            norm: cfg.norm,
+            activation: Activation::LeakyRelu { slope: 0.01 },
+            downsample: Downsample::StridedConv,
+            upsample: Upsample::TransposedConv,
+            deep_supervision: cfg.deep_supervision,
+            dropout: cfg.dropout,
+            init: Init::HeNormal,
+        }),
+        ModelKind::Fcn => ModelSpec::Fcn(FcnConfig {
+            in_channels,
+            out_channels,
+            features,
+            levels: cfg.depth.unwrap_or(3).saturating_sub(1).min(5),
+            blocks_per_level: 2,
+            norm: cfg.norm,
+            activation: Activation::LeakyRelu { slope: 0.01 },
+            dropout: cfg.dropout,
+            init: Init::HeNormal,
+        }),
+    }
+}
+
+/// The label map of a batch at another resolution, by nearest neighbour.
+fn downsample_labels(labels: &[u8], n: usize, from: [usize; 3], to: [usize; 3]) -> Vec<u8> {
+    if from == to {
+        return labels.to_vec();
+    }
+    let pick = |i: usize, a: usize| (i * from[a] / to[a]).min(from[a] - 1);
+    let mut out = Vec::with_capacity(n * to.iter().product::<usize>());
+    for b in 0..n {
+        for z in 0..to[0] {
+            for y in 0..to[1] {
+                for x in 0..to[2] {
+                    out.push(
+                        labels[((b * from[0] + pick(z, 0)) * from[1] + pick(y, 1)) * from[2]
+                            + pick(x, 2)],
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+fn make_target<B: Backend>(
+    backend: &B,
+    target: &TargetSpec,
+    spec: &LabelSpec,
+    labels: &[u8],
+    n: usize,
+    dhw: [usize; 3],
+) -> Result<Target<B>> {
+    let shape = [n, dhw[0], dhw[1], dhw[2]];
+    Ok(match target {
+        TargetSpec::Classes => {
+            let idx: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+            Target::Classes(Tensor::from_f32(backend, shape, &idx)?)
+        }
+        _ => {
+            let k = target.channels(spec);
+            Target::Regions(Tensor::from_f32(
+                backend,
+                [n, dhw[0], dhw[1], dhw[2], k],
+                &target.encode(spec, labels)?,
+            )?)
+        }
+    })
+}
+
+/// Deep-supervision weights: 1/2^i over the outputs, normalised (nnU-Net).
+fn supervision_weights(outputs: usize) -> Vec<f64> {
+    let raw: Vec<f64> = (0..outputs).map(|i| 0.5f64.powi(i as i32)).collect();
+    let sum: f64 = raw.iter().sum();
+    raw.into_iter().map(|w| w / sum).collect()
+}
+
+struct Stepper<'a, B: Backend> {
+    backend: &'a B,
+    cfg: &'a TrainConfig,
+    label_spec: &'a LabelSpec,
+}
+
+impl<B: Backend> Stepper<'_, B> {
+    /// One optimisation step on `batch`; returns the loss and the gradients it applied.
+    fn step(
+        &self,
+        model: &mut Model<B>,
+        opt: &mut dyn Optimizer<B>,
+        batch: &Batch,
+        step: u64,
+        lr: f64,
+    ) -> Result<(f64, Gradients<B>)> {
+        let [d, h, w] = batch.patch;
+        let x = Tensor::from_f32(
+            self.backend,
+            [batch.n, d, h, w, batch.channels],
+            &batch.images,
+        )?;
+        let tape = Tape::new();
+        let w_seed = philox4x32(
+            [step as u32, (step >> 32) as u32, 0xD2, 0],
+            [self.cfg.seed as u32, (self.cfg.seed >> 32) as u32],
+        );
+        let ctx = Ctx::train(
+            tape.clone(),
+            (w_seed[0] as u64) | ((w_seed[1] as u64) << 32),
+        );
+        let outputs = model.forward(&Var::constant(x), &ctx)?;
+        let weights = supervision_weights(outputs.len());
+        let mut total: Option<Var<B>> = None;
+        for (out, wt) in outputs.iter().zip(weights) {
+            let [_, od, oh, ow, _] = out.shape().ndhwc("train")?;
+            let labels = downsample_labels(&batch.labels, batch.n, batch.patch, [od, oh, ow]);
+            let target = make_target(
+                self.backend,
+                &self.cfg.target,
+                self.label_spec,
+                &labels,
+                batch.n,
+                [od, oh, ow],
+            )?;
+            let term = self.cfg.loss.compute(out, &target)?.scale(wt)?;
+            total = Some(match total {
+                Some(t) => t.add(&term)?,
+                None => term,
+            });
+        }
+        let mut loss =
+            total.ok_or_else(|| Error::shape("train", "the model produced no output"))?;
+        if self.cfg.l1 > 0.0 || self.cfg.l2 > 0.0 {
+            let params = model.params();
+            loss = loss.add(&l1_l2_penalty(&params, &tape, self.cfg.l1, self.cfg.l2)?)?;
+        }
+        let loss = check_finite("training loss", loss)?;
+        let value = loss.value().item()?;
+        let mut grads = tape.backward(&loss)?;
+        if self.cfg.grad_clip > 0.0 {
+            clip_grad_norm(&mut grads, self.cfg.grad_clip)?;
+        }
+        let mut params = model.params_mut();
+        opt.step(&mut params, &grads, lr)?;
+        Ok((value, grads))
+    }
+}
+
+/// Regions (or classes) scored in validation, as sets of internal classes.
+pub fn scored_regions(target: &TargetSpec, spec: &LabelSpec) -> Vec<(String, Vec<u8>)> {
+    match target {
+        TargetSpec::Regions => spec
+            .regions()
+            .iter()
+            .map(|r| (r.name.clone(), r.classes.clone()))
+            .collect(),
+        TargetSpec::Classes => spec
+            .classes()
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, c)| (c.name.clone(), vec![i as u8]))
+            .collect(),
+        TargetSpec::Class(_) => {
+            let probe = target.decode(spec, &[1.0]).unwrap_or_default();
+            let class = probe.first().copied().unwrap_or(1);
+            vec![(spec.classes()[class as usize].name.clone(), vec![class])]
+        }
+    }
+}
+
+/// Dice with the BraTS rule for empty masks (both empty: 1).
+fn region_dice(pred: &[u8], truth: &[u8], classes: &[u8]) -> f64 {
+    let p: Vec<bool> = pred.iter().map(|v| classes.contains(v)).collect();
+    let t: Vec<bool> = truth.iter().map(|v| classes.contains(v)).collect();
+    let c = Confusion::count(&p, &t);
+    if c.true_pos + c.false_pos + c.false_neg == 0 {
+        1.0
+    } else {
+        c.dice()
+    }
+}
+
+/// An RGB image with its width and height.
+type Picture = (Vec<u8>, usize, usize);
+
+struct Validator<'a, B: Backend> {
+    backend: &'a B,
+    cfg: &'a TrainConfig,
+    label_spec: &'a LabelSpec,
+    window: SlidingWindow,
+}
+
+impl<B: Backend> Validator<'_, B> {
+    /// Sliding-window prediction of every validation case; Dice per region, the loss over
+    /// whole cases, and a picture of the first case.
+    fn run(
+        &self,
+        model: &mut Model<B>,
+        cases: &[PreprocessedCase],
+    ) -> Result<(Validation, Option<Picture>)> {
+        let regions = scored_regions(&self.cfg.target, self.label_spec);
+        let k = model.spec().out_channels();
+        let mut dice_sums = vec![0.0; regions.len()];
+        let mut loss_sum = 0.0;
+        let mut picture = None;
+        for (i, case) in cases.iter().enumerate() {
+            let label = case
+                .label
+                .as_ref()
+                .ok_or_else(|| Error::data(case.id.as_str(), "validation case has no label"))?;
+            let [x, y, z] = case.dims();
+            let image = interleave_channels(&case.channels)?;
+            let logits = predict_logits(
+                model,
+                self.backend,
+                &image,
+                [z, y, x],
+                case.channels.len(),
+                &self.window,
+            )?;
+            let probs = probabilities(&self.cfg.target, &logits, k);
+            let pred = self.cfg.target.decode(self.label_spec, &probs)?;
+            for (sum, (_, classes)) in dice_sums.iter_mut().zip(&regions) {
+                *sum += region_dice(&pred, &label.data, classes);
+            }
+            let logits_t = Var::constant(Tensor::from_f32(self.backend, [1, z, y, x, k], &logits)?);
+            let target = make_target(
+                self.backend,
+                &self.cfg.target,
+                self.label_spec,
+                &label.data,
+                1,
+                [z, y, x],
+            )?;
+            loss_sum += self.cfg.loss.compute(&logits_t, &target)?.value().item()?;
+            if i == 0 {
+                picture = Some(overlay_slices(
+                    &case.channels[0].data,
+                    case.dims(),
+                    Some(&pred),
+                    Some(&label.data),
+                    None,
+                )?);
+            }
+        }
+        let n = cases.len().max(1) as f64;
+        let dice: BTreeMap<String, f64> = regions
+            .iter()
+            .zip(&dice_sums)
+            .map(|((name, _), s)| (name.clone(), s / n))
+            .collect();
+        let mean_dice = dice.values().sum::<f64>() / dice.len().max(1) as f64;
+        Ok((
+            Validation {
+                loss: loss_sum / n,
+                dice,
+                mean_dice,
+            },
+            picture,
+        ))
+    }
+}
+
+fn save_state<B: Backend>(
+    path: &Path,
+    model: &Model<B>,
+    opt: &dyn Optimizer<B>,
+    state: &TrainState,
+) -> Result<()> {
+    let mut tensors = Vec::new();
+    for (name, t) in model.named_tensors() {
+        tensors.push((format!("model/{name}"), t.dims().to_vec(), t.to_vec_f32()?));
+    }
+    for (name, t) in opt.state() {
+        tensors.push((format!("optim/{name}"), t.dims().to_vec(), t.to_vec_f32()?));
+    }
+    let mut meta = BTreeMap::new();
+    meta.insert("format".to_string(), CARD_FORMAT.to_string());
+    meta.insert(
+        "model".to_string(),
+        serde_json::to_string(&model.spec()).map_err(|e| Error::file(path, e.to_string()))?,
+    );
+    meta.insert(
+        "state".to_string(),
+        serde_json::to_string(state).map_err(|e| Error::file(path, e.to_string()))?,
+    );
+    meta.insert("optimizer".to_string(), opt.kind().to_string());
+    save_checkpoint(path, &tensors, &meta)
+}
+
+/// Loads the model weights of a checkpoint written by training (and, when given, the
+/// optimiser state); returns the training state it recorded.
+pub fn load_state<B: Backend>(
+    path: &Path,
+    backend: &B,
+    model: &mut Model<B>,
+    opt: Option<&mut dyn Optimizer<B>>,
+) -> Result<TrainState> {
+    let (tensors, meta) = load_checkpoint(path)?;
+    let mut weights = Vec::new();
+    let mut optim = Vec::new();
+    for (name, shape, data) in tensors {
+        let t = Tensor::from_f32(backend, crate::Shape::new(&shape), &data)?;
+        if let Some(n) = name.strip_prefix("model/") {
+            weights.push((n.to_string(), t));
+        } else if let Some(n) = name.strip_prefix("optim/") {
+            optim.push((n.to_string(), t));
+        } else {
+            return Err(Error::file(
+                path,
+                format!("tensor '{name}' is neither model/ nor optim/: not a voxseg checkpoint"),
+            ));
+        }
+    }
+    model
+        .load_named_tensors(weights)
+        .map_err(|e| Error::file(path, e.to_string()))?;
+    if let Some(opt) = opt {
+        opt.load_state(optim)
+            .map_err(|e| Error::file(path, e.to_string()))?;
+    }
+    let state = meta
+        .get("state")
+        .ok_or_else(|| Error::file(path, "no training state in the metadata"))?;
+    serde_json::from_str(state)
+        .map_err(|e| Error::file(path, format!("training state unreadable: {e}")))
+}
+
+fn histograms<B: Backend>(
+    tb: &mut EventWriter,
+    model: &Model<B>,
+    grads: &Gradients<B>,
+    step: u64,
+) -> Result<()> {
+    for p in model.params() {
+        tb.add_histogram(&format!("weights/{}", p.name), &p.value.to_vec_f32()?, step)?;
+        if let Some(g) = grads.get(p.id) {
+            tb.add_histogram(&format!("grads/{}", p.name), &g.to_vec_f32()?, step)?;
+        }
+    }
+    Ok(())
+}
+
+fn install_interrupt_handler() {
+    // A second installation (several runs in one process) keeps the first handler.
+    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+}
+
+/// The plan training would use on `device` for this dataset (from up to 16 of its cases).
+pub fn plan_for_dataset(
+    data: &Path,
+    device: &str,
+    modalities: &[String],
+    target: &TargetSpec,
+) -> Result<Plan> {
+    let device = resolve(device.parse::<DeviceRequest>()?)?;
+    let dataset = detect(data)?;
+    target.validate(&dataset.label_spec)?;
+    let channels = if modalities.is_empty() {
+        dataset.all_modalities()
+    } else {
+        dataset.select_modalities(modalities)?
+    };
+    let ids: Vec<String> = dataset
+        .cases
+        .iter()
+        .take(16)
+        .map(|c| c.id.clone())
+        .collect();
+    let spec = crate::data::preprocess::PreprocessSpec::default();
+    let cases = load_cases(&dataset, &ids, &channels, NanPolicy::Error)?
+        .par_iter()
+        .map(|c| preprocess(c, &spec))
+        .collect::<Result<Vec<_>>>()?;
+    if cases.is_empty() {
+        return Err(Error::data(
+            data.display().to_string(),
+            "the dataset has no cases",
+        ));
+    }
+    plan(
+        &summarise(&cases, channels.len(), target.channels(&dataset.label_spec)),
+        &plan_device(&device),
+    )
+}
+
+pub fn train_on<B: Backend>(
+    backend: &B,
+    device: &Device,
+    cfg: TrainConfig,
+    opts: RunOptions,
+) -> Result<TrainSummary> {
+    let started = Instant::now();
+    let (run, mut cfg) = prepare_run_dir(&cfg, opts)?;
+    create_dir(&run.root)?;
+    let (data, _split) = prepare_data(&cfg, &run)?;
+    let label_spec = data.dataset.label_spec.clone();
+    let out_channels = cfg.target.channels(&label_spec);
+    let summary = summarise(&data.train, data.modalities.len(), out_channels);
+    let largest = [2, 1, 0].map(|a| data.train.iter().map(|c| c.dims()[a]).max().unwrap_or(0));
+    let plan = resolve_plan(&mut cfg, &summary, largest, device)?;
+    let spec = model_spec(&cfg, data.modalities.len(), out_channels);
+    cfg.preprocess = data.preprocess.clone();
+    let config_text =
+        serde_json::to_string_pretty(&cfg).map_err(|e| Error::file(run.config(), e.to_string()))?;
+    crate::atomic::write_bytes(&run.config(), config_text.as_bytes())?;
+    let card = ModelCard {
+        format: CARD_FORMAT.into(),
+        model: spec.clone(),
+        modalities: data.modalities.clone(),
+        layout: data.dataset.layout,
+        label_spec: label_spec.clone(),
+        target: cfg.target.clone(),
+        preprocess: data.preprocess.clone(),
+        patch: plan.patch,
+        plan: plan.clone(),
+    };
+    card.save(&run.model())?;
+    create_dir(&run.checkpoints())?;
+
+    let mut model = Model::new(backend, &spec, cfg.seed)?;
+    let mut opt = cfg.optimizer.build::<B>()?;
+    let mut state = TrainState {
+        schedule: Some(cfg.schedule.clone()),
+        ..TrainState::default()
+    };
+    if opts.resume && run.checkpoint("last").exists() {
+        state = load_state(
+            &run.checkpoint("last"),
+            backend,
+            &mut model,
+            Some(opt.as_mut()),
+        )?;
+    }
+    let mut schedule = state
+        .schedule
+        .clone()
+        .unwrap_or_else(|| cfg.schedule.clone());
+    let mut jsonl = JsonlWriter::open(&run.metrics())?;
+    jsonl.truncate_after_step(state.step)?;
+    create_dir(&run.tensorboard())?;
+    let mut tb = EventWriter::create(&run.tensorboard())?;
+
+    let train_cases = data.train.len();
+    let sources: Vec<Arc<dyn PatchSource>> = data
+        .train
+        .into_iter()
+        .map(|c| InMemoryCase::new(c).map(|s| Arc::new(s) as Arc<dyn PatchSource>))
+        .collect::<Result<_>>()?;
+    let batch_size = cfg.batch.unwrap_or(plan.batch);
+    let mut loader = Loader::new(
+        sources,
+        LoaderOptions {
+            batch_size,
+            patch: plan.patch,
+            foreground_fraction: cfg.foreground_fraction,
+            augment: cfg.augment,
+            seed: cfg.seed,
+            workers: cfg.workers,
+            queue_depth: cfg.queue_depth,
+            first_batch: state.step,
+        },
+    )?;
+    let stepper = Stepper {
+        backend,
+        cfg: &cfg,
+        label_spec: &label_spec,
+    };
+    let validator = Validator {
+        backend,
+        cfg: &cfg,
+        label_spec: &label_spec,
+        window: SlidingWindow {
+            patch: plan.patch,
+            overlap: cfg.val_overlap,
+            batch: batch_size,
+            tta: false,
+        },
+    };
+    install_interrupt_handler();
+    INTERRUPTED.store(false, Ordering::SeqCst);
+    let deadline = cfg
+        .time_limit_minutes
+        .map(|m| started + Duration::from_secs_f64(m * 60.0));
+    let total_iters = (cfg.epochs * cfg.iters_per_epoch) as u64;
+    let mut progress = Progress::new(total_iters, state.step, Duration::from_secs(15));
+    progress.println(&format!(
+        "training on {} | {} parameters | patch {:?} batch {} | {} train / {} val cases",
+        device.describe(),
+        model.parameter_count(),
+        plan.patch,
+        batch_size,
+        train_cases,
+        data.val.len()
+    ));
+    let base_seconds = state.seconds;
+    let mut last_validation = None;
+    let mut stopped_early = false;
+    while state.epoch < cfg.epochs {
+        let epoch_start = Instant::now();
+        let lr = schedule.lr(cfg.lr, state.epoch, cfg.epochs);
+        let (mut loss_sum, mut loss_n) = (0.0, 0usize);
+        let mut last_grads = None;
+        while state.iter < cfg.iters_per_epoch {
+            if INTERRUPTED.load(Ordering::SeqCst) || deadline.is_some_and(|d| Instant::now() >= d) {
+                stopped_early = true;
+                break;
+            }
+            let batch = loader.next()?;
+            let (loss, grads) = stepper.step(&mut model, opt.as_mut(), &batch, state.step, lr)?;
+            state.iter += 1;
+            state.step += 1;
+            loss_sum += loss;
+            loss_n += 1;
+            tb.add_scalar("train/loss", loss as f32, state.step)?;
+            progress.update(state.step, loss, batch.n as u64);
+            loader.recycle(batch);
+            last_grads = Some(grads);
+        }
+        let epoch_done = state.iter >= cfg.iters_per_epoch;
+        let train_loss = if loss_n > 0 {
+            loss_sum / loss_n as f64
+        } else {
+            f64::NAN
+        };
+        let patches_per_s =
+            (loss_n * batch_size) as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
+        let due = epoch_done
+            && ((state.epoch + 1).is_multiple_of(cfg.val_every) || state.epoch + 1 == cfg.epochs);
+        if (due || stopped_early) && loss_n > 0 {
+            let (val, picture) = validator.run(&mut model, &data.val)?;
+            schedule.observe(val.loss);
+            tb.add_scalar("val/loss", val.loss as f32, state.step)?;
+            for (name, d) in &val.dice {
+                tb.add_scalar(&format!("val/dice_{name}"), *d as f32, state.step)?;
+            }
+            if let Some((rgb, w, h)) = picture {
+                tb.add_image("val/segmentation", &rgb, w, h, state.step)?;
+            }
+            if let Some(g) = &last_grads {
+                histograms(&mut tb, &model, g, state.step)?;
+            }
+            let mut record = serde_json::json!({
+                "epoch": state.epoch,
+                "step": state.step,
+                "train_loss": train_loss,
+                "val_loss": val.loss,
+                "lr": lr,
+                "seconds": base_seconds + started.elapsed().as_secs_f64(),
+                "patches_per_second": patches_per_s,
+                "val_mean_dice": val.mean_dice,
+            });
+            for (name, d) in &val.dice {
+                record[format!("val_dice_{name}")] = serde_json::json!(d);
+            }
+            jsonl.write(&record)?;
+            progress.println(&format!(
+                "epoch {} step {} train_loss {train_loss:.4} val_loss {:.4} dice {}",
+                state.epoch,
+                state.step,
+                val.loss,
+                val.dice
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+            if state.best_score.is_none_or(|b| val.mean_dice > b) {
+                state.best_score = Some(val.mean_dice);
+                state.seconds = base_seconds + started.elapsed().as_secs_f64();
+                state.schedule = Some(schedule.clone());
+                save_state(
+                    &run.checkpoint("best"),
+                    &model,
+                    opt.as_ref(),
+                    &advance(&state, epoch_done),
+                )?;
+            }
+            last_validation = Some(val);
+        }
+        tb.add_scalar("lr", lr as f32, state.step)?;
+        tb.add_scalar("perf/patches_per_second", patches_per_s as f32, state.step)?;
+        tb.flush()?;
+        state = advance(&state, epoch_done);
+        state.seconds = base_seconds + started.elapsed().as_secs_f64();
+        state.schedule = Some(schedule.clone());
+        save_state(&run.checkpoint("last"), &model, opt.as_ref(), &state)?;
+        if stopped_early {
+            break;
+        }
+    }
+    progress.finish();
+    Ok(TrainSummary {
+        run,
+        device: device.describe(),
+        state,
+        last_validation,
+        stopped_early,
+    })
+}
+
+/// The state after an epoch: the next epoch when it was complete, else where it stopped.
+fn advance(state: &TrainState, epoch_done: bool) -> TrainState {
+    let mut next = state.clone();
+    if epoch_done {
+        next.epoch += 1;
+        next.iter = 0;
+    }
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_downsample_by_nearest_and_weights_halve() {
+        let labels: Vec<u8> = (0..2 * 4 * 4 * 4).map(|i| (i % 5) as u8).collect();
+        let down = downsample_labels(&labels, 2, [4, 4, 4], [2, 2, 2]);
+        assert_eq!(down.len(), 16);
+        assert_eq!(down[1], labels[2]);
+        assert_eq!(down[8], labels[64]);
+        let w = supervision_weights(3);
+        assert!((w[0] - 4.0 / 7.0).abs() < 1e-12 && (w[2] - 1.0 / 7.0).abs() < 1e-12);
+    }
+}
