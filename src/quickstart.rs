@@ -140,8 +140,8 @@ pub fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
     let summary = crate::train::train(
         cfg,
         RunOptions {
-            resume: false,
             force: true,
+            ..RunOptions::default()
         },
     )?;
 

@@ -195,7 +195,9 @@ impl Args {
         set!(l1);
         set!(l2);
         set!(grad_clip);
-        set!(epochs);
+        if let Some(e) = self.epochs {
+            c.epochs = e;
+        }
         set!(iters_per_epoch);
         set!(batch, some);
         set!(patch, some);
@@ -265,6 +267,7 @@ impl Args {
             RunOptions {
                 resume: self.resume,
                 force: self.force,
+                extend_to_epochs: if self.resume { self.epochs } else { None },
             },
         ))
     }

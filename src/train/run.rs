@@ -72,6 +72,8 @@ pub struct RunOptions {
     pub resume: bool,
     /// Start over in a directory that holds another run.
     pub force: bool,
+    /// With `resume`: train up to this many epochs (extends a finished run).
+    pub extend_to_epochs: Option<usize>,
 }
 
 /// Where the loop stands; saved in every checkpoint so `--resume` continues exactly.
@@ -134,6 +136,9 @@ fn prepare_run_dir(cfg: &TrainConfig, opts: RunOptions) -> Result<(RunDir, Train
         saved.device = cfg.device.clone();
         saved.time_limit_minutes = cfg.time_limit_minutes;
         saved.workers = cfg.workers;
+        if let Some(epochs) = opts.extend_to_epochs {
+            saved.epochs = saved.epochs.max(epochs);
+        }
         return Ok((run, saved));
     }
     if has_run && !opts.force {

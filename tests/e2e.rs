@@ -1,0 +1,206 @@
+//! End to end on tiny synthetic data: train (the loss falls), the run's files exist and
+//! parse, resume continues exactly where a run stopped, predict writes NIfTI with the
+//! input's shape, affine and label set, evaluate scores crafted masks by hand, and bad
+//! input gets a clear error.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use voxseg::backend::cpu::Cpu;
+use voxseg::data::labels::LabelSpec;
+use voxseg::data::layout::detect;
+use voxseg::data::nifti::{write_label_map, NiftiFile, NiftiHeaderInfo};
+use voxseg::data::split::Split;
+use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
+use voxseg::infer::{PredictOptions, Predictor};
+use voxseg::metrics::evaluate::evaluate;
+use voxseg::optim::LrSchedule;
+use voxseg::train::checkpoint::load_checkpoint;
+use voxseg::train::{train, RunOptions, TrainConfig};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("voxseg-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn tiny_dataset(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    write_dataset(&SynthOptions { out: data.clone(), cases: 6, size: [24, 24, 24], seed: 3, layout: SynthLayout::Brats2021, storage: SynthStorage::Int16 })
+        .unwrap();
+    data
+}
+
+fn tiny_config(data: &Path, out: &Path, epochs: usize) -> TrainConfig {
+    TrainConfig {
+        data: data.to_path_buf(),
+        out: out.to_path_buf(),
+        device: "cpu".into(),
+        features: Some(4),
+        max_features: Some(8),
+        depth: Some(2),
+        patch: Some([16, 16, 16]),
+        batch: Some(2),
+        optimizer: voxseg::optim::OptimizerSpec::keras_adam(),
+        lr: 1e-2,
+        schedule: LrSchedule::Constant,
+        epochs,
+        iters_per_epoch: 4,
+        val_every: 1,
+        workers: 1,
+        augment: voxseg::data::augment::AugmentSpec::none(),
+        split: voxseg::data::split::SplitFractions { train: 0.5, val: 0.17, test: 0.33 },
+        ..TrainConfig::default()
+    }
+}
+
+fn metrics_lines(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn train_files_resume_predict() {
+    let dir = temp_dir("train");
+    let data = tiny_dataset(&dir);
+    let run = dir.join("run");
+    let summary = train(tiny_config(&data, &run, 3), RunOptions::default()).unwrap();
+    assert_eq!((summary.state.epoch, summary.state.step), (3, 12));
+
+    // The loss falls and every record has the documented keys.
+    let lines = metrics_lines(&run);
+    assert_eq!(lines.len(), 3);
+    for key in ["epoch", "step", "train_loss", "val_loss", "lr", "seconds", "val_dice_WT", "val_dice_TC", "val_dice_ET"] {
+        assert!(lines.iter().all(|l| l.get(key).is_some()), "metrics.jsonl lacks {key}");
+    }
+    let first = lines[0]["train_loss"].as_f64().unwrap();
+    let last = lines[2]["train_loss"].as_f64().unwrap();
+    assert!(last < first, "train loss {first} -> {last}");
+
+    // The run's files exist and parse.
+    for f in ["config.json", "split.json", "model.json"] {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join(f)).unwrap()).unwrap();
+        assert!(v.is_object(), "{f}");
+    }
+    let (tensors, meta) = load_checkpoint(&run.join("checkpoints/last.safetensors")).unwrap();
+    assert!(tensors.iter().any(|(n, _, _)| n == "model/encoder.0.block0.conv.weight"));
+    assert!(tensors.iter().any(|(n, _, _)| n.starts_with("optim/")));
+    assert!(meta.contains_key("state") && meta.contains_key("model"));
+    assert!(run.join("checkpoints/best.safetensors").exists());
+    let events: Vec<_> = std::fs::read_dir(run.join("tb")).unwrap().filter_map(|e| e.ok()).collect();
+    assert!(events.iter().any(|e| e.file_name().to_string_lossy().contains("tfevents")));
+
+    // A run directory that holds a run is refused without --resume or --force.
+    let err = train(tiny_config(&data, &run, 3), RunOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("already holds a run"), "{err}");
+
+    // Resume: 3 epochs then 2 more equal 5 epochs straight through, bit for bit.
+    let resumed = train(tiny_config(&data, &run, 3), RunOptions { resume: true, extend_to_epochs: Some(5), ..RunOptions::default() }).unwrap();
+    assert_eq!((resumed.state.epoch, resumed.state.step), (5, 20));
+    let steps: Vec<u64> = metrics_lines(&run).iter().map(|l| l["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, vec![4, 8, 12, 16, 20]);
+    let straight_dir = dir.join("straight");
+    train(tiny_config(&data, &straight_dir, 5), RunOptions::default()).unwrap();
+    let (a, _) = load_checkpoint(&run.join("checkpoints/last.safetensors")).unwrap();
+    let (b, _) = load_checkpoint(&straight_dir.join("checkpoints/last.safetensors")).unwrap();
+    assert_eq!(a.len(), b.len());
+    for ((na, _, va), (nb, _, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()), "{na} differs after resume");
+    }
+
+    // Predict the test cases: NIfTI with the input's shape, affine and label values.
+    let backend = Cpu::new();
+    let mut predictor = Predictor::open(&backend, &run, "last").unwrap();
+    let dataset = detect(&data).unwrap();
+    let ids: Vec<String> = dataset.cases.iter().map(|c| c.id.clone()).collect();
+    let split = Split::load(&run.join("split.json"), &ids).unwrap();
+    assert!(!split.test_ids().is_empty());
+    let out = dir.join("pred");
+    std::fs::create_dir_all(&out).unwrap();
+    let opts = PredictOptions { checkpoint: "last".into(), overlap: 0.5, tta: true, probabilities: true, png: true, replace_nan: false, batch: 2 };
+    for case in dataset.cases.iter().filter(|c| split.test_ids().contains(&c.id)) {
+        let p = predictor.predict_case(&dataset, case, &out, &opts).unwrap();
+        let written = NiftiFile::open(&p.labels).unwrap();
+        let input = NiftiFile::open(&case.images[0].path).unwrap();
+        assert_eq!(written.header().dims, input.header().dims);
+        assert!(written.header().affine_distance(input.header()) < 1e-4);
+        let values = written.channel(0).unwrap();
+        assert!(values.iter().all(|v| [0.0, 1.0, 2.0, 4.0].contains(v)), "labels outside BraTS 2021's set");
+        assert!(p.probabilities.unwrap().exists() && p.picture.unwrap().exists());
+    }
+    let report = evaluate(&out, &data, Some(split.test_ids()), None).unwrap();
+    assert_eq!(report.cases.len(), split.test_ids().len());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn header() -> NiftiHeaderInfo {
+    NiftiHeaderInfo::new([10, 10, 10], [1.0, 1.0, 2.0])
+}
+
+fn write_mask(path: &Path, boxes: &[([usize; 3], [usize; 3], u8)]) {
+    let mut v = vec![0u8; 1000];
+    for (lo, hi, value) in boxes {
+        for z in lo[2]..hi[2] {
+            for y in lo[1]..hi[1] {
+                for x in lo[0]..hi[0] {
+                    v[(z * 10 + y) * 10 + x] = *value;
+                }
+            }
+        }
+    }
+    write_label_map(path, &header(), &v).unwrap();
+}
+
+#[test]
+fn evaluate_matches_hand_computed_scores() {
+    let dir = temp_dir("eval");
+    let (pred, truth) = (dir.join("pred"), dir.join("truth"));
+    std::fs::create_dir_all(&pred).unwrap();
+    std::fs::create_dir_all(&truth).unwrap();
+    // Case a: truth a 4x4x4 cube of 2 (oedema); prediction the same cube shifted by one
+    // voxel along z (2 mm): Dice 2*48/(64+64) = 0.75; WT HD95 2 mm; TC and ET empty in both.
+    write_mask(&truth.join("a.nii.gz"), &[([2, 2, 2], [6, 6, 6], 2)]);
+    write_mask(&pred.join("a.nii.gz"), &[([2, 2, 3], [6, 6, 7], 2)]);
+    // Case b: truth has enhancing tumour (4), the prediction has none: ET Dice 0, HD95 373.13.
+    write_mask(&truth.join("b.nii.gz"), &[([1, 1, 1], [3, 3, 3], 4)]);
+    write_mask(&pred.join("b.nii.gz"), &[]);
+    let report = evaluate(&pred, &truth, None, Some(&LabelSpec::brats2021())).unwrap();
+    let a = &report.cases[0].regions;
+    assert!((a["WT"].dice - 0.75).abs() < 1e-12, "{:?}", a["WT"]);
+    assert!((a["WT"].hd95 - 2.0).abs() < 1e-9, "{:?}", a["WT"]);
+    assert_eq!((a["TC"].dice, a["TC"].hd95), (1.0, 0.0), "both empty");
+    let b = &report.cases[1].regions;
+    assert_eq!(b["ET"].dice, 0.0);
+    assert!((b["ET"].hd95 - 373.12866).abs() < 1e-9, "one empty");
+    assert!((report.mean["WT"].dice - (0.75 + 0.0) / 2.0).abs() < 1e-12);
+    // A plain folder without a named convention is refused with the fix in the message.
+    let err = evaluate(&pred, &truth, None, None).unwrap_err().to_string();
+    assert!(err.contains("--labels"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn voxseg(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_voxseg")).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn bad_input_gets_one_clear_line() {
+    let dir = temp_dir("cli");
+    let data = tiny_dataset(&dir);
+    let d = data.to_str().unwrap();
+    let out = dir.join("run");
+    let o = out.to_str().unwrap();
+    let (ok, err) = voxseg(&["train", "--data", d, "--out", o, "--bogus"]);
+    assert!(!ok && err.contains("--bogus"), "{err}");
+    let (ok, err) = voxseg(&["train", "--data", d, "--out", o, "--modalities", "t1,dwi"]);
+    assert!(!ok && err.contains("dwi") && err.lines().count() == 1, "{err}");
+    let (ok, err) = voxseg(&["train", "--data", d, "--out", o, "--device", "cpu", "--patch", "64,64,64"]);
+    assert!(!ok && err.contains("patch") && err.contains("larger"), "{err}");
+    let (ok, err) = voxseg(&["train", "--data", d, "--out", o, "--device", "tpu"]);
+    assert!(!ok && err.contains("tpu"), "{err}");
+    let (ok, err) = voxseg(&["train", "--data", d, "--out", o, "--loss", "focal"]);
+    assert!(!ok && err.contains("focal"), "{err}");
+    let (ok, err) = voxseg(&["predict", "--model", o, "--data", d, "--out", o]);
+    assert!(!ok && err.contains("model.json"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
