@@ -2,10 +2,10 @@
 // backend (src/tensor_ops/concat): taking a range out, placing a part into its range of
 // a wider tensor (one launch per part of a concatenation), and placing it among zeros.
 // Pure copies: the results are bit-identical to the CPU's.
-#include "common.h"
+#include "spatial.h"
 
 // part[row, j] = x[row, start + j].
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void VX_SPATIAL_BOUNDS
     channels_slice(const ChannelRange r, const float* __restrict__ x, float* __restrict__ part) {
     const unsigned channels = unsigned(r.channels), start = unsigned(r.start);
     const unsigned width = unsigned(r.end - r.start);
@@ -19,7 +19,7 @@ extern "C" __global__ void __launch_bounds__(256)
 VX_EMU_ENTRY(channels_slice, (const ChannelRange r, const float* x, float* part), (r, x, part))
 
 // out[row, start + j] = part[row, j]; the other channels of out are left as they are.
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void VX_SPATIAL_BOUNDS
     channels_place(const ChannelRange r, const float* __restrict__ part, float* __restrict__ out) {
     const unsigned channels = unsigned(r.channels), start = unsigned(r.start);
     const unsigned width = unsigned(r.end - r.start);
@@ -34,7 +34,7 @@ VX_EMU_ENTRY(channels_place, (const ChannelRange r, const float* part, float* ou
              (r, part, out))
 
 // out[row, ch] = part[row, ch - start] inside the range, 0 outside it.
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void VX_SPATIAL_BOUNDS
     channels_embed(const ChannelRange r, const float* __restrict__ part, float* __restrict__ out) {
     const unsigned channels = unsigned(r.channels), start = unsigned(r.start),
                    end = unsigned(r.end);

@@ -1,9 +1,9 @@
 // Mirroring NDHWC tensors along any of D, H, W, as FlipKernel for the CPU backend
 // (src/tensor_ops/flip): out[n, z, y, x] = in[n, z', y', x'] with i' = size - 1 - i on
 // mirrored axes. A pure copy: bit-identical to the CPU's.
-#include "ndhwc.h"
+#include "spatial.h"
 
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void VX_SPATIAL_BOUNDS
     flip3d(const Flip3dGeometry g, const float* __restrict__ x, float* __restrict__ y) {
     const unsigned c = unsigned(g.channels);
     const unsigned d = unsigned(g.dims[0]), h = unsigned(g.dims[1]), w = unsigned(g.dims[2]);

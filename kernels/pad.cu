@@ -2,9 +2,9 @@
 // backend (src/tensor_ops/pad): output cell (z, y, x) copies input cell
 // (z - before[0], y - before[1], x - before[2]) or, outside the input, takes `fill`.
 // A pure copy: bit-identical to the CPU's.
-#include "ndhwc.h"
+#include "spatial.h"
 
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void VX_SPATIAL_BOUNDS
     pad3d(const Pad3dGeometry g, const float fill, const float* __restrict__ x,
           float* __restrict__ y) {
     const unsigned c = unsigned(g.channels);

@@ -3,9 +3,10 @@
 // never take part; a window's maximum is its first largest cell in (z, y, x) order (a
 // NaN first cell stays the maximum, later NaNs are passed over, as `v > best` does); an
 // average divides by the real cells of its window. The backward passes are gathers: each
-// input element adds the gradients of the windows that cover it, in (oz, oy, ox) order,
-// so no two threads write one element and no atomics are needed.
-#include "ndhwc.h"
+// input element adds the gradients of the windows that cover it, in (oz, oy, ox) order as
+// the CPU does, so no two threads write one element and no atomics are needed.
+
+#include "spatial.h"
 
 // Input cells [lo, hi) along axis a in the window of output cell o (padding excluded).
 struct VxSpan {
@@ -77,7 +78,7 @@ __device__ __forceinline__ VxCell vx_pool_input_cell(const Pool3dGeometry& g, un
                    unsigned(g.channels));
 }
 
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void VX_SPATIAL_BOUNDS
     max_pool3d_forward(const Pool3dGeometry g, const float* __restrict__ x,
                        float* __restrict__ y) {
     const unsigned long long total = vx_pool_outputs(g);
@@ -89,7 +90,7 @@ extern "C" __global__ void __launch_bounds__(256)
 VX_EMU_ENTRY(max_pool3d_forward, (const Pool3dGeometry g, const float* x, float* y), (g, x, y))
 
 // First pass of the max-pool backward: where each window's maximum is, per output element.
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void VX_SPATIAL_BOUNDS
     max_pool3d_argmax(const Pool3dGeometry g, const float* __restrict__ x,
                       unsigned* __restrict__ winner) {
     const unsigned long long total = vx_pool_outputs(g);
@@ -102,7 +103,7 @@ VX_EMU_ENTRY(max_pool3d_argmax, (const Pool3dGeometry g, const float* x, unsigne
              (g, x, winner))
 
 // Second pass: each input element sums dy over the covering windows it won.
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void VX_SPATIAL_BOUNDS
     max_pool3d_backward(const Pool3dGeometry g, const unsigned* __restrict__ winner,
                         const float* __restrict__ dy, float* __restrict__ dx) {
     const unsigned c = unsigned(g.channels);
@@ -137,7 +138,7 @@ __device__ __forceinline__ float vx_inverse_count(VxSpan z, VxSpan y, VxSpan x) 
     return float(1.0 / double(count));
 }
 
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void VX_SPATIAL_BOUNDS
     avg_pool3d_forward(const Pool3dGeometry g, const float* __restrict__ x,
                        float* __restrict__ y) {
     const unsigned c = unsigned(g.channels);
@@ -160,8 +161,25 @@ extern "C" __global__ void __launch_bounds__(256)
 }
 VX_EMU_ENTRY(avg_pool3d_forward, (const Pool3dGeometry g, const float* x, float* y), (g, x, y))
 
-extern "C" __global__ void __launch_bounds__(256)
-    avg_pool3d_backward(const Pool3dGeometry g, const float* __restrict__ dy,
+// First pass of the average-pool backward: each window's gradient times its 1 / count,
+// rounded to f32 as the CPU's `v * scale` is, so the gather below only adds.
+extern "C" __global__ void VX_SPATIAL_BOUNDS
+    avg_pool3d_scale_gradient(const Pool3dGeometry g, const float* __restrict__ dy,
+                              float* __restrict__ scaled) {
+    const unsigned long long total = vx_pool_outputs(g);
+    for (unsigned long long i = vx_thread_index(); i < total; i += vx_thread_stride()) {
+        const unsigned e = unsigned(i);
+        const VxCell o = vx_pool_output_cell(g, e);
+        scaled[e] = dy[e] * vx_inverse_count(vx_pool_window(g, 0, o.z), vx_pool_window(g, 1, o.y),
+                                             vx_pool_window(g, 2, o.x));
+    }
+}
+VX_EMU_ENTRY(avg_pool3d_scale_gradient, (const Pool3dGeometry g, const float* dy, float* scaled),
+             (g, dy, scaled))
+
+// Second pass: each input element sums the scaled gradients of the windows covering it.
+extern "C" __global__ void VX_SPATIAL_BOUNDS
+    avg_pool3d_backward(const Pool3dGeometry g, const float* __restrict__ scaled,
                         float* __restrict__ dx) {
     const unsigned c = unsigned(g.channels);
     const unsigned od = unsigned(g.output[0]), oh = unsigned(g.output[1]),
@@ -174,18 +192,12 @@ extern "C" __global__ void __launch_bounds__(256)
         const VxSpan cy = vx_pool_covering(g, 1, p.y);
         const VxSpan cx = vx_pool_covering(g, 2, p.x);
         float acc = 0.0f;
-        for (unsigned oz = cz.lo; oz < cz.hi; ++oz) {
-            const VxSpan wz = vx_pool_window(g, 0, oz);
-            for (unsigned oy = cy.lo; oy < cy.hi; ++oy) {
-                const VxSpan wy = vx_pool_window(g, 1, oy);
-                for (unsigned ox = cx.lo; ox < cx.hi; ++ox) {
-                    const float scale = vx_inverse_count(wz, wy, vx_pool_window(g, 2, ox));
-                    acc += dy[vx_voxel(p.n, oz, oy, ox, od, oh, ow) * c + p.c] * scale;
-                }
-            }
-        }
+        for (unsigned oz = cz.lo; oz < cz.hi; ++oz)
+            for (unsigned oy = cy.lo; oy < cy.hi; ++oy)
+                for (unsigned ox = cx.lo; ox < cx.hi; ++ox)
+                    acc += scaled[vx_voxel(p.n, oz, oy, ox, od, oh, ow) * c + p.c];
         dx[e] = acc;
     }
 }
-VX_EMU_ENTRY(avg_pool3d_backward, (const Pool3dGeometry g, const float* dy, float* dx),
-             (g, dy, dx))
+VX_EMU_ENTRY(avg_pool3d_backward, (const Pool3dGeometry g, const float* scaled, float* dx),
+             (g, scaled, dx))

@@ -2,11 +2,11 @@
 // tensor viewed as [outer, len, inner], and its adjoint. The launcher runs three passes
 // (W, H, D forward; D, H, W backward) through f32 intermediates, as the CPU backend does,
 // with the taps in the same order.
-#include "common.h"
+#include "spatial.h"
 
 // y[o, i, j] = sum_t taps[t] x[o, i + t, j] for i < len - k + 1.
-extern "C" __global__ void __launch_bounds__(256)
-    window_filter_axis(const WindowAxisParams p, const float* __restrict__ x,
+extern "C" __global__ void VX_SPATIAL_BOUNDS
+    window_filter_axis(const __grid_constant__ WindowAxisParams p, const float* __restrict__ x,
                        float* __restrict__ y) {
     const unsigned out_len = p.len + 1 - p.k;
     const unsigned long long total =
@@ -19,10 +19,7 @@ extern "C" __global__ void __launch_bounds__(256)
         const unsigned at = row - o * out_len;
         const float* src = x + (o * p.len + at) * p.inner + j;
         float acc = 0.0f;
-        // Unrolled to the fixed bound so the taps stay in the parameter space.
-#pragma unroll
-        for (int t = 0; t < VX_WINDOW_MAX_TAPS; ++t)
-            if (unsigned(t) < p.k) acc += p.taps[t] * src[t * p.inner];
+        for (unsigned t = 0; t < p.k; ++t) acc += p.taps[t] * src[t * p.inner];
         y[e] = acc;
     }
 }
@@ -31,8 +28,8 @@ VX_EMU_ENTRY(window_filter_axis, (const WindowAxisParams p, const float* x, floa
 
 // The adjoint for an input of view p: dx[o, i, j] = sum_t taps[t] dy[o, i - t, j] over the
 // i - t that are output positions.
-extern "C" __global__ void __launch_bounds__(256)
-    window_filter_axis_adjoint(const WindowAxisParams p, const float* __restrict__ dy,
+extern "C" __global__ void VX_SPATIAL_BOUNDS
+    window_filter_axis_adjoint(const __grid_constant__ WindowAxisParams p, const float* __restrict__ dy,
                                float* __restrict__ dx) {
     const unsigned out_len = p.len + 1 - p.k;
     const unsigned long long total =
@@ -45,10 +42,8 @@ extern "C" __global__ void __launch_bounds__(256)
         const unsigned at = row - o * p.len;
         const float* src = dy + o * out_len * p.inner + j;
         float acc = 0.0f;
-#pragma unroll
-        for (int t = 0; t < VX_WINDOW_MAX_TAPS; ++t)
-            if (unsigned(t) < p.k && unsigned(t) <= at && at - unsigned(t) < out_len)
-                acc += p.taps[t] * src[(at - t) * p.inner];
+        for (unsigned t = 0; t < p.k; ++t)
+            if (t <= at && at - t < out_len) acc += p.taps[t] * src[(at - t) * p.inner];
         dx[e] = acc;
     }
 }

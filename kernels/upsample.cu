@@ -4,7 +4,7 @@
 // computed in f64 exactly as `linear_taps` does (once per call, into a table). The
 // backward passes are gathers: each input element adds, in output order, the gradients
 // of the output cells that read it.
-#include "ndhwc.h"
+#include "spatial.h"
 
 __device__ __forceinline__ VxCell vx_resample_output_cell(const Resample3dGeometry& g,
                                                           unsigned e) {
@@ -18,7 +18,7 @@ __device__ __forceinline__ VxCell vx_resample_input_cell(const Resample3dGeometr
                    unsigned(g.channels));
 }
 
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void VX_SPATIAL_BOUNDS
     upsample_nearest3d_forward(const Resample3dGeometry g, const float* __restrict__ x,
                                float* __restrict__ y) {
     const unsigned c = unsigned(g.channels);
@@ -36,7 +36,7 @@ extern "C" __global__ void __launch_bounds__(256)
 VX_EMU_ENTRY(upsample_nearest3d_forward, (const Resample3dGeometry g, const float* x, float* y),
              (g, x, y))
 
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void VX_SPATIAL_BOUNDS
     upsample_nearest3d_backward(const Resample3dGeometry g, const float* __restrict__ dy,
                                 float* __restrict__ dx) {
     const unsigned c = unsigned(g.channels);
@@ -65,7 +65,7 @@ VX_EMU_ENTRY(upsample_nearest3d_backward,
 // CPU kernel's E::of does (LinearTap in params_spatial.h). One entry per output cell of D,
 // then H, then W, computed once per call by linear_taps_table (so the f64 division, with
 // its slow-path call, stays out of the loops that read the taps).
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void VX_SPATIAL_BOUNDS
     linear_taps_table(const Resample3dGeometry g, LinearTap* __restrict__ table) {
     const unsigned long long total = g.output[0] + g.output[1] + g.output[2];
     for (unsigned long long i = vx_thread_index(); i < total; i += vx_thread_stride()) {
@@ -95,7 +95,7 @@ extern "C" __global__ void __launch_bounds__(256)
 }
 VX_EMU_ENTRY(linear_taps_table, (const Resample3dGeometry g, LinearTap* table), (g, table))
 
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void VX_SPATIAL_BOUNDS
     upsample_trilinear3d_forward(const Resample3dGeometry g,
                                  const LinearTap* __restrict__ table,
                                  const float* __restrict__ x, float* __restrict__ y) {
@@ -145,7 +145,7 @@ __device__ __forceinline__ unsigned vx_first_reader(const LinearTap* taps, unsig
     return o;
 }
 
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void VX_SPATIAL_BOUNDS
     upsample_trilinear3d_backward(const Resample3dGeometry g,
                                   const LinearTap* __restrict__ table,
                                   const float* __restrict__ dy, float* __restrict__ dx) {

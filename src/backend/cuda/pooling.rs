@@ -1,6 +1,7 @@
 //! `PoolKernel` for `Cuda` (kernels/pool.cu): one thread per output element forward; the
-//! backward passes gather into each input element from the windows that cover it (the
-//! max-pool backward first records each window's winner, as the CPU backend does).
+//! backward passes gather into each input element from the windows that cover it, after a
+//! first pass over the windows: the max-pool backward records each window's winner (as the
+//! CPU backend does), the average-pool backward scales each window's gradient.
 use super::device::{Cuda, CudaStorage};
 use super::launch::elementwise;
 use super::ops::launch;
@@ -76,6 +77,16 @@ impl PoolKernel for Cuda {
         let op = "avg_pool3d backward";
         let (n_in, n_out) = pool_counts(op, &g)?;
         expect_len(op, "gradient", dy.len(), n_out)?;
+        // Each window's gradient over its cell count, then the gather adds them.
+        let mut scaled = self.alloc(n_out)?;
+        let dims = elementwise(n_out, self.max_elementwise_blocks());
+        launch!(
+            self,
+            "pool",
+            "avg_pool3d_scale_gradient",
+            &dims,
+            [&g, dy.block(), scaled.block_mut()]
+        )?;
         let mut dx = self.alloc(n_in)?;
         let dims = elementwise(n_in, self.max_elementwise_blocks());
         launch!(
@@ -83,7 +94,7 @@ impl PoolKernel for Cuda {
             "pool",
             "avg_pool3d_backward",
             &dims,
-            [&g, dy.block(), dx.block_mut()]
+            [&g, scaled.block(), dx.block_mut()]
         )?;
         Ok(dx)
     }

@@ -40,10 +40,16 @@ extern "C" {
         x: *const f32,
         y: *mut f32,
     ) -> c_int;
-    fn emu_avg_pool3d_backward(
+    fn emu_avg_pool3d_scale_gradient(
         d: *const LaunchDims,
         g: Pool3dGeometry,
         dy: *const f32,
+        scaled: *mut f32,
+    ) -> c_int;
+    fn emu_avg_pool3d_backward(
+        d: *const LaunchDims,
+        g: Pool3dGeometry,
+        scaled: *const f32,
         dx: *mut f32,
     ) -> c_int;
     fn emu_upsample_nearest3d_forward(
@@ -169,17 +175,32 @@ pub fn avg_pool3d_forward(d: &LaunchDims, g: Pool3dGeometry, x: &[f32], y: &mut 
     status(unsafe { emu_avg_pool3d_forward(d, g, x.as_ptr(), y.as_mut_ptr()) })
 }
 
-pub fn avg_pool3d_backward(
+/// Each window's gradient times 1 / (its real cells), per output element.
+pub fn avg_pool3d_scale_gradient(
     d: &LaunchDims,
     g: Pool3dGeometry,
     dy: &[f32],
+    scaled: &mut [f32],
+) -> EmuResult {
+    let (_, n_out) = pool(&g)?;
+    need("dy", dy.len(), n_out)?;
+    need("scaled", scaled.len(), n_out)?;
+    // SAFETY: one element per output on both sides; lengths checked.
+    status(unsafe { emu_avg_pool3d_scale_gradient(d, g, dy.as_ptr(), scaled.as_mut_ptr()) })
+}
+
+/// The gather of the scaled gradients into the input.
+pub fn avg_pool3d_backward(
+    d: &LaunchDims,
+    g: Pool3dGeometry,
+    scaled: &[f32],
     dx: &mut [f32],
 ) -> EmuResult {
     let (n_in, n_out) = pool(&g)?;
-    need("dy", dy.len(), n_out)?;
+    need("scaled", scaled.len(), n_out)?;
     need("dx", dx.len(), n_in)?;
     // SAFETY: covering windows lie inside the output; lengths checked.
-    status(unsafe { emu_avg_pool3d_backward(d, g, dy.as_ptr(), dx.as_mut_ptr()) })
+    status(unsafe { emu_avg_pool3d_backward(d, g, scaled.as_ptr(), dx.as_mut_ptr()) })
 }
 
 fn resample(g: &Resample3dGeometry) -> Result<(u64, u64), String> {

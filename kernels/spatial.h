@@ -1,8 +1,14 @@
-// Index helpers shared by the spatial kernels: a flat element index of an NDHWC tensor
-// split into coordinates, and voxel offsets back. 32-bit: the launchers check that every
-// tensor passed to these kernels has fewer than 2^32 elements.
+// Shared by the spatial kernels (pool, upsample, concat, pad, flip, ssim): their launch
+// bounds, and index helpers: a flat element index of an NDHWC tensor split into
+// coordinates, and voxel offsets back. 32-bit: the launchers check that every tensor
+// passed to these kernels has fewer than 2^32 elements.
 #pragma once
 #include "common.h"
+
+// Blocks of 256 threads (launch::elementwise), at least four per SM, which caps registers
+// at 64. With the thread count alone, ptxas for sm_90 picks a tighter cap of its own and
+// spills.
+#define VX_SPATIAL_BOUNDS __launch_bounds__(256, 4)
 
 struct VxCell {
     unsigned n, z, y, x, c;
