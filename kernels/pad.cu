@@ -8,14 +8,15 @@ extern "C" __global__ void VX_SPATIAL_BOUNDS
     pad3d(const Pad3dGeometry g, const float fill, const float* __restrict__ x,
           float* __restrict__ y) {
     const unsigned c = unsigned(g.channels);
-    const int id = int(g.input[0]), ih = int(g.input[1]), iw = int(g.input[2]);
-    const int bz = int(g.before[0]), by = int(g.before[1]), bx = int(g.before[2]);
+    const long long id = (long long)(g.input[0]), ih = (long long)(g.input[1]),
+                    iw = (long long)(g.input[2]);
     const unsigned long long total = vx_numel(g.batch, g.output, g.channels);
     for (unsigned long long i = vx_thread_index(); i < total; i += vx_thread_stride()) {
         const unsigned e = unsigned(i);
         const VxCell o =
             vx_cell(e, unsigned(g.output[0]), unsigned(g.output[1]), unsigned(g.output[2]), c);
-        const int z = int(o.z) - bz, yy = int(o.y) - by, xx = int(o.x) - bx;
+        // Source coordinates in 64 bits: an offset and a coordinate may each be near 2^31.
+        const long long z = o.z - g.before[0], yy = o.y - g.before[1], xx = o.x - g.before[2];
         const bool inside = z >= 0 && z < id && yy >= 0 && yy < ih && xx >= 0 && xx < iw;
         y[e] = inside ? x[vx_voxel(o.n, unsigned(z), unsigned(yy), unsigned(xx), unsigned(id),
                                    unsigned(ih), unsigned(iw)) *

@@ -15,8 +15,7 @@ use voxseg::backend::cuda::emu::{self, spatial};
 use voxseg::backend::cuda::launch;
 use voxseg::backend::cuda::params::LaunchDims;
 use voxseg::backend::cuda::params_spatial::{
-    linear_taps_len, window_passes, LinearTap, WindowAxisParams, LINEAR_TAP_WORDS,
-    WINDOW_MAX_TAPS,
+    linear_taps_len, window_passes, LinearTap, WindowAxisParams, LINEAR_TAP_WORDS, WINDOW_MAX_TAPS,
 };
 use voxseg::rng::Rng;
 use voxseg::tensor_ops::concat::ChannelRange;
@@ -196,9 +195,7 @@ fn pooling_matches_the_cpu_backend_with_ties_and_nans() {
     let mut rng = Rng::new(101);
     let shape = Shape::new(&[2, 5, 7, 6, 3]);
     for (case, (k, s, padding)) in POOL_SPECS.into_iter().enumerate() {
-        let g = spec(k, s, padding)
-            .geometry("max_pool3d", &shape)
-            .unwrap();
+        let g = spec(k, s, padding).geometry("max_pool3d", &shape).unwrap();
         let (n_in, n_out) = (shape.numel(), g.output_shape().numel());
         let what = format!("{k:?} / {s:?} {padding:?}");
         let mut x = coarse(&mut rng, n_in);
@@ -280,7 +277,11 @@ fn nearest_resampling_matches_the_cpu_backend() {
         let mut dx = poisoned(n_in);
         spatial::upsample_nearest3d_backward(&dims(n_in), g, &dy, &mut dx).unwrap();
         let want = cpu.upsample_nearest3d_backward(&dy, g).unwrap();
-        assert_exact(&format!("nearest backward {factor:?}"), written(&dx, n_in), &want);
+        assert_exact(
+            &format!("nearest backward {factor:?}"),
+            written(&dx, n_in),
+            &want,
+        );
     }
     let err = spatial::upsample_nearest3d_forward(
         &dims(1),
@@ -329,7 +330,10 @@ fn trilinear_taps_are_the_cpu_taps_bit_for_bit() {
             for o in 0..output[a] {
                 let (i0, i1, w1) = linear_taps(o, input[a], output[a]);
                 let t = table[at];
-                assert_eq!(t.i0 as usize, i0, "axis {a} cell {o} of {input:?} -> {output:?}");
+                assert_eq!(
+                    t.i0 as usize, i0,
+                    "axis {a} cell {o} of {input:?} -> {output:?}"
+                );
                 assert_eq!(i1, (i0 + 1).min(input[a] - 1));
                 assert_eq!(t.w0.to_bits(), ((1.0 - w1) as f32).to_bits());
                 assert_eq!(t.w1.to_bits(), (w1 as f32).to_bits());
@@ -418,7 +422,11 @@ fn channel_ranges_match_the_cpu_backend() {
         let mut part = poisoned(rows * w);
         spatial::channels_slice(&dims(rows * w), r, &want, &mut part).unwrap();
         let want_part = cpu.slice_channels(&want, r).unwrap();
-        assert_exact(&format!("slice {s}..{e}"), written(&part, rows * w), &want_part);
+        assert_exact(
+            &format!("slice {s}..{e}"),
+            written(&part, rows * w),
+            &want_part,
+        );
 
         let mut full = poisoned(n);
         spatial::channels_embed(&dims(n), r, &want_part, &mut full).unwrap();

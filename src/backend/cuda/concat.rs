@@ -4,9 +4,9 @@ use super::device::{Cuda, CudaStorage};
 use super::launch::elementwise;
 use super::ops::launch;
 use super::params_spatial::{channel_counts, expect_len};
-use cudarc::driver::PushKernelArg;
 use crate::error::{Error, Result};
 use crate::tensor_ops::concat::{ChannelRange, ConcatKernel};
+use cudarc::driver::PushKernelArg;
 
 impl ConcatKernel for Cuda {
     fn concat_channels(

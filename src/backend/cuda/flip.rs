@@ -4,9 +4,9 @@ use super::device::{Cuda, CudaStorage};
 use super::launch::elementwise;
 use super::ops::launch;
 use super::params_spatial::{expect_len, flip_count};
-use cudarc::driver::PushKernelArg;
 use crate::error::Result;
 use crate::tensor_ops::flip::{Flip3dGeometry, FlipKernel};
+use cudarc::driver::PushKernelArg;
 
 impl FlipKernel for Cuda {
     fn flip3d(&self, x: &CudaStorage, g: Flip3dGeometry) -> Result<CudaStorage> {

@@ -29,7 +29,12 @@ macro_rules! launch {
 pub(super) use launch;
 
 impl Cuda {
-    pub(super) fn run(&self, name: &str, dims: &LaunchDims, mut args: LaunchArgs<'_>) -> Result<()> {
+    pub(super) fn run(
+        &self,
+        name: &str,
+        dims: &LaunchDims,
+        mut args: LaunchArgs<'_>,
+    ) -> Result<()> {
         // SAFETY: each launcher passes the arguments in the kernel's order and types, with
         // buffers at least as long as its parameters make the kernel index.
         unsafe { args.launch(config(dims)) }.map_err(|e| driver_error(name, e))?;

@@ -4,9 +4,9 @@ use super::device::{Cuda, CudaStorage};
 use super::launch::elementwise;
 use super::ops::launch;
 use super::params_spatial::{expect_len, pad_counts};
-use cudarc::driver::PushKernelArg;
 use crate::error::Result;
 use crate::tensor_ops::pad::{Pad3dGeometry, PadKernel};
+use cudarc::driver::PushKernelArg;
 
 impl PadKernel for Cuda {
     fn pad3d(&self, x: &CudaStorage, g: Pad3dGeometry, value: f64) -> Result<CudaStorage> {

@@ -138,7 +138,10 @@ fn numel(op: &'static str, batch: usize, dhw: [usize; 3], channels: usize) -> Re
         Some(n) if sizes_fit => Ok(n),
         _ => Err(too_large(
             op,
-            format!("a [{batch}, {}, {}, {}, {channels}] tensor", dhw[0], dhw[1], dhw[2]),
+            format!(
+                "a [{batch}, {}, {}, {}, {channels}] tensor",
+                dhw[0], dhw[1], dhw[2]
+            ),
         )),
     }
 }
@@ -247,7 +250,13 @@ unsafe impl cudarc::driver::DeviceRepr for WindowAxisParams {}
 mod tests {
     use super::*;
 
-    fn pool(input: usize, output: usize, kernel: usize, stride: usize, pad: usize) -> Pool3dGeometry {
+    fn pool(
+        input: usize,
+        output: usize,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Pool3dGeometry {
         Pool3dGeometry {
             batch: 1,
             channels: 2,

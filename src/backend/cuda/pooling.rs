@@ -6,9 +6,9 @@ use super::device::{Cuda, CudaStorage};
 use super::launch::elementwise;
 use super::ops::launch;
 use super::params_spatial::{expect_len, pool_counts};
-use cudarc::driver::PushKernelArg;
 use crate::error::Result;
 use crate::tensor_ops::pool::{Pool3dGeometry, PoolKernel};
+use cudarc::driver::PushKernelArg;
 
 impl PoolKernel for Cuda {
     fn max_pool3d_forward(&self, x: &CudaStorage, g: Pool3dGeometry) -> Result<CudaStorage> {

@@ -5,9 +5,9 @@ use super::device::{Cuda, CudaStorage};
 use super::launch::elementwise;
 use super::ops::launch;
 use super::params_spatial::{window_passes, WindowAxisParams};
-use cudarc::driver::PushKernelArg;
 use crate::error::{Error, Result};
 use crate::tensor_ops::SsimWindowKernel;
+use cudarc::driver::PushKernelArg;
 
 fn expect(what: &str, len: usize, want: usize, dims: [usize; 5], k: usize) -> Result<()> {
     if len != want {

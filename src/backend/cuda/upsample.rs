@@ -7,9 +7,9 @@ use super::ops::launch;
 use super::params_spatial::{
     expect_len, linear_taps_len, nearest_factors, resample_counts, LINEAR_TAP_WORDS,
 };
-use cudarc::driver::PushKernelArg;
 use crate::error::Result;
 use crate::tensor_ops::upsample::{Resample3dGeometry, UpsampleKernel};
+use cudarc::driver::PushKernelArg;
 
 impl Cuda {
     /// The `LinearTap` table of `g`: one entry per output cell of D, H and W.

@@ -128,7 +128,12 @@ fn pool(g: &Pool3dGeometry) -> Result<(u64, u64), String> {
     Ok((i as u64, o as u64))
 }
 
-pub fn max_pool3d_forward(d: &LaunchDims, g: Pool3dGeometry, x: &[f32], y: &mut [f32]) -> EmuResult {
+pub fn max_pool3d_forward(
+    d: &LaunchDims,
+    g: Pool3dGeometry,
+    x: &[f32],
+    y: &mut [f32],
+) -> EmuResult {
     let (n_in, n_out) = pool(&g)?;
     need("x", x.len(), n_in)?;
     need("y", y.len(), n_out)?;
@@ -162,12 +167,15 @@ pub fn max_pool3d_backward(
     need("dy", dy.len(), n_out)?;
     need("dx", dx.len(), n_in)?;
     // SAFETY: the winners are only compared, never used as addresses; lengths checked.
-    status(unsafe {
-        emu_max_pool3d_backward(d, g, winner.as_ptr(), dy.as_ptr(), dx.as_mut_ptr())
-    })
+    status(unsafe { emu_max_pool3d_backward(d, g, winner.as_ptr(), dy.as_ptr(), dx.as_mut_ptr()) })
 }
 
-pub fn avg_pool3d_forward(d: &LaunchDims, g: Pool3dGeometry, x: &[f32], y: &mut [f32]) -> EmuResult {
+pub fn avg_pool3d_forward(
+    d: &LaunchDims,
+    g: Pool3dGeometry,
+    x: &[f32],
+    y: &mut [f32],
+) -> EmuResult {
     let (n_in, n_out) = pool(&g)?;
     need("x", x.len(), n_in)?;
     need("y", y.len(), n_out)?;
@@ -237,7 +245,11 @@ pub fn upsample_nearest3d_backward(
 }
 
 /// Fills the trilinear tap table: one entry per output cell of D, then H, then W.
-pub fn linear_taps_table(d: &LaunchDims, g: Resample3dGeometry, table: &mut [LinearTap]) -> EmuResult {
+pub fn linear_taps_table(
+    d: &LaunchDims,
+    g: Resample3dGeometry,
+    table: &mut [LinearTap],
+) -> EmuResult {
     resample(&g)?;
     need("table", table.len(), linear_taps_len(&g) as u64)?;
     // SAFETY: the table holds an entry per output cell of each axis.
@@ -251,7 +263,10 @@ fn check_table(g: &Resample3dGeometry, table: &[LinearTap]) -> EmuResult {
     for a in 0..3 {
         let axis = &table[start..start + g.output[a]];
         if let Some(t) = axis.iter().find(|t| t.i0 as usize >= g.input[a]) {
-            return Err(format!("tap {t:?} outside axis {a} of {} cells", g.input[a]));
+            return Err(format!(
+                "tap {t:?} outside axis {a} of {} cells",
+                g.input[a]
+            ));
         }
         start += g.output[a];
     }
@@ -348,7 +363,12 @@ fn window(p: &WindowAxisParams) -> EmuResult {
     Ok(())
 }
 
-pub fn window_filter_axis(d: &LaunchDims, p: WindowAxisParams, x: &[f32], y: &mut [f32]) -> EmuResult {
+pub fn window_filter_axis(
+    d: &LaunchDims,
+    p: WindowAxisParams,
+    x: &[f32],
+    y: &mut [f32],
+) -> EmuResult {
     window(&p)?;
     need("x", x.len(), p.input_len() as u64)?;
     need("y", y.len(), p.output_len() as u64)?;
