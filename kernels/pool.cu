@@ -5,7 +5,6 @@
 // average divides by the real cells of its window. The backward passes are gathers: each
 // input element adds the gradients of the windows that cover it, in (oz, oy, ox) order as
 // the CPU does, so no two threads write one element and no atomics are needed.
-
 #include "spatial.h"
 
 // Input cells [lo, hi) along axis a in the window of output cell o (padding excluded).
