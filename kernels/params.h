@@ -94,3 +94,6 @@ struct Conv3dParams {
     int splits;
     int split_len;
 };
+
+// Pooling, resampling, channel ranges, padding, flips and the SSIM window filter.
+#include "params_spatial.h"

@@ -18,6 +18,7 @@ mkdir gpu-bin
 # Every artifact with an executable: test binaries become gpu-bin/test-<target>, the
 # binary gpu-bin/voxseg.
 cargo test "${profile[@]}" --no-run --lib --test cuda_parity --test cuda_harness \
+    --test cuda_parity_ops_b --test cuda_harness_ops_b \
     --message-format=json |
     python3 -c '
 import json, sys

@@ -66,6 +66,46 @@ extern "C" long long vx_param_layout(const char* type, const char* field) {
     VX_FIELD(EmuDims, grid)
     VX_FIELD(EmuDims, block)
     VX_FIELD(EmuDims, shared_bytes)
+    // Spatial kernels (params_spatial.h).
+    VX_SIZE(Pool3dGeometry)
+    VX_FIELD(Pool3dGeometry, batch)
+    VX_FIELD(Pool3dGeometry, channels)
+    VX_FIELD(Pool3dGeometry, input)
+    VX_FIELD(Pool3dGeometry, output)
+    VX_FIELD(Pool3dGeometry, kernel)
+    VX_FIELD(Pool3dGeometry, stride)
+    VX_FIELD(Pool3dGeometry, pad_before)
+    VX_SIZE(Resample3dGeometry)
+    VX_FIELD(Resample3dGeometry, batch)
+    VX_FIELD(Resample3dGeometry, channels)
+    VX_FIELD(Resample3dGeometry, input)
+    VX_FIELD(Resample3dGeometry, output)
+    VX_SIZE(ChannelRange)
+    VX_FIELD(ChannelRange, rows)
+    VX_FIELD(ChannelRange, channels)
+    VX_FIELD(ChannelRange, start)
+    VX_FIELD(ChannelRange, end)
+    VX_SIZE(Pad3dGeometry)
+    VX_FIELD(Pad3dGeometry, batch)
+    VX_FIELD(Pad3dGeometry, channels)
+    VX_FIELD(Pad3dGeometry, input)
+    VX_FIELD(Pad3dGeometry, output)
+    VX_FIELD(Pad3dGeometry, before)
+    VX_SIZE(Flip3dGeometry)
+    VX_FIELD(Flip3dGeometry, batch)
+    VX_FIELD(Flip3dGeometry, channels)
+    VX_FIELD(Flip3dGeometry, dims)
+    VX_FIELD(Flip3dGeometry, mirror)
+    VX_SIZE(LinearTap)
+    VX_FIELD(LinearTap, i0)
+    VX_FIELD(LinearTap, w0)
+    VX_FIELD(LinearTap, w1)
+    VX_SIZE(WindowAxisParams)
+    VX_FIELD(WindowAxisParams, outer)
+    VX_FIELD(WindowAxisParams, len)
+    VX_FIELD(WindowAxisParams, inner)
+    VX_FIELD(WindowAxisParams, k)
+    VX_FIELD(WindowAxisParams, taps)
     return -1;
 }
 
@@ -76,5 +116,6 @@ extern "C" long long vx_launch_constant(const char* name) {
     if (!std::strcmp(name, "VX_CONV_BN")) return VX_CONV_BN;
     if (!std::strcmp(name, "VX_CONV_BK")) return VX_CONV_BK;
     if (!std::strcmp(name, "VX_CONV_THREADS")) return VX_CONV_THREADS;
+    if (!std::strcmp(name, "VX_WINDOW_MAX_TAPS")) return VX_WINDOW_MAX_TAPS;
     return -1;
 }

@@ -419,3 +419,6 @@ pub mod selftest {
         status(unsafe { emu_selftest_deadlock(d, out.as_mut_ptr()) })
     }
 }
+
+/// The spatial kernels (pool, upsample, concat, pad, flip, ssim).
+pub mod spatial;

@@ -8,6 +8,9 @@
 //! - `ops`: `UnaryKernel`, `BinaryKernel`, `ReduceKernel` for `Cuda`, and random fills.
 //! - `emu`: the same kernels compiled for the host (kernels/emu/cuda_emu.h), for tests
 //!   where no GPU is lent.
+//! - `params_spatial`, `pooling`, `upsample`, `concat`, `pad`, `flip`, `ssim`: the spatial
+//!   families (`PoolKernel`, `UpsampleKernel`, `ConcatKernel`, `PadKernel`, `FlipKernel`,
+//!   `SsimWindowKernel`) for `Cuda`.
 mod device;
 pub mod emu;
 pub mod launch;
@@ -15,6 +18,14 @@ mod ops;
 pub mod params;
 pub mod pool;
 mod ptx;
+
+mod concat;
+mod flip;
+mod pad;
+pub mod params_spatial;
+mod pooling;
+mod ssim;
+mod upsample;
 
 pub use device::{cuda_available, Cuda, CudaStorage, StreamAlloc, BUILT_WITH_PTX};
 pub use pool::PoolStats;

@@ -26,9 +26,15 @@ macro_rules! launch {
         $cuda.run($name, $dims, args)
     }};
 }
+pub(super) use launch;
 
 impl Cuda {
-    fn run(&self, name: &str, dims: &LaunchDims, mut args: LaunchArgs<'_>) -> Result<()> {
+    pub(super) fn run(
+        &self,
+        name: &str,
+        dims: &LaunchDims,
+        mut args: LaunchArgs<'_>,
+    ) -> Result<()> {
         // SAFETY: each launcher passes the arguments in the kernel's order and types, with
         // buffers at least as long as its parameters make the kernel index.
         unsafe { args.launch(config(dims)) }.map_err(|e| driver_error(name, e))?;
