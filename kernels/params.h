@@ -94,3 +94,12 @@ struct Conv3dParams {
     int splits;
     int split_len;
 };
+
+// Second wave, cuda-ops-a: one header per family.
+#include "params_norm.h"
+#include "params_dropout.h"
+#include "params_matmul.h"
+#include "params_softmax.h"
+#include "params_bce.h"
+#include "params_cross_entropy.h"
+#include "params_optim_step.h"
