@@ -70,7 +70,11 @@ impl BceKernel for Cuda {
         params: BceParams,
         dy: &CudaStorage,
         needs: [bool; 3],
-    ) -> Result<(Option<CudaStorage>, Option<CudaStorage>, Option<CudaStorage>)> {
+    ) -> Result<(
+        Option<CudaStorage>,
+        Option<CudaStorage>,
+        Option<CudaStorage>,
+    )> {
         check(x.len(), t.len(), w.map(|w| w.len()), &params)?;
         if dy.is_empty() {
             return Err(Error::shape("bce_with_logits", "empty upstream gradient"));

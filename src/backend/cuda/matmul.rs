@@ -42,7 +42,13 @@ impl MatmulKernel for Cuda {
                 "matmul",
                 "matmul_tiled",
                 &plan.dims,
-                [&plan.params, a.block(), b.block(), bias.block(), c.block_mut()]
+                [
+                    &plan.params,
+                    a.block(),
+                    b.block(),
+                    bias.block(),
+                    c.block_mut()
+                ]
             )?,
             Some(sum) => {
                 let mut partial = self.alloc(plan.workspace_len())?;

@@ -41,11 +41,7 @@ impl Cuda {
 }
 
 impl NormKernel for Cuda {
-    fn norm_stats(
-        &self,
-        x: &CudaStorage,
-        p: &NormParams,
-    ) -> Result<(CudaStorage, CudaStorage)> {
+    fn norm_stats(&self, x: &CudaStorage, p: &NormParams) -> Result<(CudaStorage, CudaStorage)> {
         check_params(p)?;
         check_len("x", x.len(), p.numel(), p)?;
         let plan = self.norm_plan(p, false, false);

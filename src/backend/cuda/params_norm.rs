@@ -161,6 +161,6 @@ mod tests {
         );
         assert_eq!(plan.reduce_dims.grid[1], plan.reduce.splits);
         assert_eq!(plan.partial_len(), 2 * 2 * 6 * plan.reduce.splits as usize);
-        assert_eq!(plan.element_dims.grid, [1, 1, 1]);
+        assert_eq!(plan.element_dims.grid, [2, 1, 1], "360 elements");
     }
 }

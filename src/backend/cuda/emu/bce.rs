@@ -42,7 +42,7 @@ extern "C" {
 
 /// Checks the logits and targets against the params.
 fn logits(p: &BceKernelParams, x: &[f32], t: &[f32]) -> EmuResult {
-    if p.weight_group == 0 || p.n % p.weight_group != 0 {
+    if p.weight_group == 0 || !p.n.is_multiple_of(p.weight_group) {
         return Err(format!("{p:?}: weight groups do not tile the logits"));
     }
     need("x", x.len(), p.n)?;
@@ -50,7 +50,12 @@ fn logits(p: &BceKernelParams, x: &[f32], t: &[f32]) -> EmuResult {
 }
 
 /// Checks the logits, targets and (per its flag) the weights; returns the weight pointer.
-fn inputs(p: &BceKernelParams, x: &[f32], t: &[f32], w: Option<&[f32]>) -> Result<*const f32, String> {
+fn inputs(
+    p: &BceKernelParams,
+    x: &[f32],
+    t: &[f32],
+    w: Option<&[f32]>,
+) -> Result<*const f32, String> {
     logits(p, x, t)?;
     match w {
         Some(w) if p.has_weight != 0 => {

@@ -25,7 +25,8 @@ pub fn tiled(
     c: &mut [f32],
 ) -> EmuResult {
     let splits = d.grid[2] as u64;
-    if splits == 0 || p.k_per_split == 0 || (splits - 1).saturating_mul(p.k_per_split) >= p.k.max(1) {
+    if splits == 0 || p.k_per_split == 0 || (splits - 1).saturating_mul(p.k_per_split) >= p.k.max(1)
+    {
         return Err(format!("{p:?} with grid {:?}: empty k slices", d.grid));
     }
     need("a", a.len(), p.m * p.k)?;

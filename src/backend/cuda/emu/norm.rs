@@ -86,7 +86,7 @@ extern "C" {
 }
 
 fn check_params(p: &NormKernelParams) -> EmuResult {
-    if p.cpg == 0 || p.c % p.cpg != 0 {
+    if p.cpg == 0 || !p.c.is_multiple_of(p.cpg) {
         return Err(format!("{p:?}: channels are not whole groups"));
     }
     Ok(())
@@ -96,7 +96,10 @@ fn check_params(p: &NormKernelParams) -> EmuResult {
 fn partial_len(d: &LaunchDims, r: &ReduceParams, p: &NormKernelParams) -> Result<u64, String> {
     check_params(p)?;
     if (r.outer, r.mid, r.inner) != (p.outer, p.mid, p.c) || d.grid[1] > r.splits.max(1) {
-        return Err(format!("reduce view {r:?} with grid {:?} is not {p:?}", d.grid));
+        return Err(format!(
+            "reduce view {r:?} with grid {:?} is not {p:?}",
+            d.grid
+        ));
     }
     Ok(2 * r.outer * r.splits as u64 * r.inner)
 }
@@ -310,7 +313,12 @@ pub fn backward_dx(
     dx: &mut [f32],
 ) -> EmuResult {
     check_params(&p)?;
-    for (what, len) in [("x", x.len()), ("y", y.len()), ("dy", dy.len()), ("dx", dx.len())] {
+    for (what, len) in [
+        ("x", x.len()),
+        ("y", y.len()),
+        ("dy", dy.len()),
+        ("dx", dx.len()),
+    ] {
         need(what, len, p.numel() as u64)?;
     }
     need("coef", coef.len(), 4 * p.pairs() as u64)?;

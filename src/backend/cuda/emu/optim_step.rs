@@ -42,7 +42,9 @@ pub fn sgd(
     status(match buffer {
         Some(b) => {
             need("buffer", b.len(), p.n)?;
-            unsafe { emu_sgd_momentum_step(d, p, param.as_mut_ptr(), b.as_mut_ptr(), grad.as_ptr()) }
+            unsafe {
+                emu_sgd_momentum_step(d, p, param.as_mut_ptr(), b.as_mut_ptr(), grad.as_ptr())
+            }
         }
         None => unsafe { emu_sgd_step(d, p, param.as_mut_ptr(), grad.as_ptr()) },
     })
