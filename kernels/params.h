@@ -97,3 +97,11 @@ struct Conv3dParams {
 
 // Pooling, resampling, channel ranges, padding, flips and the SSIM window filter.
 #include "params_spatial.h"
+// Second wave, cuda-ops-a: one header per family.
+#include "params_norm.h"
+#include "params_dropout.h"
+#include "params_matmul.h"
+#include "params_softmax.h"
+#include "params_bce.h"
+#include "params_cross_entropy.h"
+#include "params_optim_step.h"

@@ -106,6 +106,75 @@ extern "C" long long vx_param_layout(const char* type, const char* field) {
     VX_FIELD(WindowAxisParams, inner)
     VX_FIELD(WindowAxisParams, k)
     VX_FIELD(WindowAxisParams, taps)
+    // Second wave, cuda-ops-a.
+    VX_SIZE(NormKernelParams)
+    VX_FIELD(NormKernelParams, outer)
+    VX_FIELD(NormKernelParams, mid)
+    VX_FIELD(NormKernelParams, c)
+    VX_FIELD(NormKernelParams, cpg)
+    VX_FIELD(NormKernelParams, eps)
+    VX_FIELD(NormKernelParams, neg_slope)
+    VX_FIELD(NormKernelParams, has_gamma)
+    VX_FIELD(NormKernelParams, has_beta)
+    VX_FIELD(NormKernelParams, fixed_stats)
+    VX_SIZE(NormMovingParams)
+    VX_FIELD(NormMovingParams, n)
+    VX_FIELD(NormMovingParams, momentum)
+    VX_FIELD(NormMovingParams, correction)
+    VX_SIZE(DropoutKernelParams)
+    VX_FIELD(DropoutKernelParams, seed)
+    VX_FIELD(DropoutKernelParams, n)
+    VX_FIELD(DropoutKernelParams, channels)
+    VX_FIELD(DropoutKernelParams, example_len)
+    VX_FIELD(DropoutKernelParams, threshold)
+    VX_FIELD(DropoutKernelParams, scale)
+    VX_FIELD(DropoutKernelParams, stream)
+    VX_FIELD(DropoutKernelParams, spatial)
+    VX_SIZE(MatmulKernelParams)
+    VX_FIELD(MatmulKernelParams, m)
+    VX_FIELD(MatmulKernelParams, n)
+    VX_FIELD(MatmulKernelParams, k)
+    VX_FIELD(MatmulKernelParams, k_per_split)
+    VX_FIELD(MatmulKernelParams, trans_a)
+    VX_FIELD(MatmulKernelParams, trans_b)
+    VX_FIELD(MatmulKernelParams, has_bias)
+    VX_FIELD(MatmulKernelParams, pad_)
+    VX_SIZE(SoftmaxKernelParams)
+    VX_FIELD(SoftmaxKernelParams, rows)
+    VX_FIELD(SoftmaxKernelParams, channels)
+    VX_FIELD(SoftmaxKernelParams, log)
+    VX_FIELD(SoftmaxKernelParams, pad_)
+    VX_SIZE(BceKernelParams)
+    VX_FIELD(BceKernelParams, n)
+    VX_FIELD(BceKernelParams, weight_group)
+    VX_FIELD(BceKernelParams, pos_weight)
+    VX_FIELD(BceKernelParams, scale)
+    VX_FIELD(BceKernelParams, has_weight)
+    VX_FIELD(BceKernelParams, pad_)
+    VX_SIZE(CrossEntropyKernelParams)
+    VX_FIELD(CrossEntropyKernelParams, rows)
+    VX_FIELD(CrossEntropyKernelParams, classes)
+    VX_FIELD(CrossEntropyKernelParams, has_weights)
+    VX_FIELD(CrossEntropyKernelParams, pad_)
+    VX_SIZE(SgdKernelParams)
+    VX_FIELD(SgdKernelParams, n)
+    VX_FIELD(SgdKernelParams, lr)
+    VX_FIELD(SgdKernelParams, momentum)
+    VX_FIELD(SgdKernelParams, weight_decay)
+    VX_FIELD(SgdKernelParams, nesterov)
+    VX_FIELD(SgdKernelParams, pad_)
+    VX_SIZE(AdamKernelParams)
+    VX_FIELD(AdamKernelParams, n)
+    VX_FIELD(AdamKernelParams, lr)
+    VX_FIELD(AdamKernelParams, beta1)
+    VX_FIELD(AdamKernelParams, beta2)
+    VX_FIELD(AdamKernelParams, eps)
+    VX_FIELD(AdamKernelParams, l2)
+    VX_FIELD(AdamKernelParams, decoupled_decay)
+    VX_FIELD(AdamKernelParams, bias_correction1)
+    VX_FIELD(AdamKernelParams, bias_correction2)
+    VX_FIELD(AdamKernelParams, lazy)
+    VX_FIELD(AdamKernelParams, pad_)
     return -1;
 }
 
@@ -117,5 +186,11 @@ extern "C" long long vx_launch_constant(const char* name) {
     if (!std::strcmp(name, "VX_CONV_BK")) return VX_CONV_BK;
     if (!std::strcmp(name, "VX_CONV_THREADS")) return VX_CONV_THREADS;
     if (!std::strcmp(name, "VX_WINDOW_MAX_TAPS")) return VX_WINDOW_MAX_TAPS;
+    // Second wave, cuda-ops-a.
+    if (!std::strcmp(name, "VX_MATMUL_BM")) return VX_MATMUL_BM;
+    if (!std::strcmp(name, "VX_MATMUL_BN")) return VX_MATMUL_BN;
+    if (!std::strcmp(name, "VX_MATMUL_BK")) return VX_MATMUL_BK;
+    if (!std::strcmp(name, "VX_MATMUL_THREADS")) return VX_MATMUL_THREADS;
+    if (!std::strcmp(name, "VX_SUM_THREADS")) return VX_SUM_THREADS;
     return -1;
 }

@@ -422,3 +422,12 @@ pub mod selftest {
 
 /// The spatial kernels (pool, upsample, concat, pad, flip, ssim).
 pub mod spatial;
+// Second wave, cuda-ops-a: the harness entry points of norm, dropout, matmul, softmax,
+// bce, cross_entropy and optim_step, one child module per kernel file.
+pub mod bce;
+pub mod cross_entropy;
+pub mod dropout;
+pub mod matmul;
+pub mod norm;
+pub mod optim_step;
+pub mod softmax;

@@ -29,3 +29,24 @@ mod upsample;
 
 pub use device::{cuda_available, Cuda, CudaStorage, StreamAlloc, BUILT_WITH_PTX};
 pub use pool::PoolStats;
+
+// Second wave, cuda-ops-a: norm, dropout, matmul, softmax, bce, cross_entropy and
+// optim_step. `params_<family>`: the mirrors of kernels/params_<family>.h and launch plans;
+// `<family>`: the launchers and `impl <Family>Kernel for Cuda`; `block_sum`: the plan of
+// the loss reductions; `kernel_call`: the checked launch they share.
+mod bce;
+pub mod block_sum;
+mod cross_entropy;
+mod dropout;
+mod kernel_call;
+mod matmul;
+mod norm;
+mod optim_step;
+pub mod params_bce;
+pub mod params_cross_entropy;
+pub mod params_dropout;
+pub mod params_matmul;
+pub mod params_norm;
+pub mod params_optim_step;
+pub mod params_softmax;
+mod softmax;

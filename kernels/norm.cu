@@ -1,0 +1,327 @@
+// Batch and group (instance, layer) normalisation of NDHWC activations, as NormKernel in
+// src/tensor_ops/norm (its cpu.rs is the reference). See params_norm.h for the
+// [outer, mid, c] view and the statistic of each element.
+//
+// Statistics: a two-level reduction in f64. The first pass adds, per column (o, ch) and
+// split of the rows, the shifted sums of (x - shift) and (x - shift)^2, the shift being the
+// first element of the column's statistic (which keeps E[d^2] - E[d]^2 accurate when the
+// mean is large against the spread); the second pass adds a statistic's columns and splits.
+// Forward: per (o, ch) coefficients a, b in f64 (rounded once, as the CPU does), then one
+// pass y = act(x a + b). Backward: a reduction of dz and dz (x - mean) (dz being the
+// gradient at the pre-activation, read off y), the dx coefficients and dgamma, dbeta from
+// it, then one pass dx = k1 dz + k2 (x - mean) + k3.
+#include "common.h"
+
+typedef unsigned long long vx_u64;
+
+// Two sums per column q = (o, i) of the [outer, mid, inner] view over the rows of split
+// blockIdx.y, with the block layout of vx_reduce_axis1 (reduce.h). `load.ref(o, i)` is a
+// per-column constant, `load.add(e, ref, a, b)` adds element e's terms. Writes plane 0 and
+// plane 1 of `partial`, each [outer, splits, inner].
+template <class Load>
+__device__ __forceinline__ void vx_norm_reduce2(const ReduceParams& r, const Load& load,
+                                                double* partial) {
+    const unsigned tid = threadIdx.x;
+    const unsigned cols = r.cols;
+    const unsigned rows = unsigned(VX_REDUCE_THREADS) / cols;
+    const vx_u64 q = static_cast<vx_u64>(blockIdx.x) * cols + tid % cols;
+    const bool active = q < r.outer * r.inner;
+    const vx_u64 o = active ? q / r.inner : 0;
+    const vx_u64 i = active ? q - o * r.inner : 0;
+    const vx_u64 m0 = static_cast<vx_u64>(blockIdx.y) * r.mid_per_split;
+    const vx_u64 m1 = min(r.mid, m0 + r.mid_per_split);
+
+    double a = 0.0, b = 0.0;
+    if (active) {
+        const double ref = load.ref(o, i);
+        const vx_u64 base = o * r.mid * r.inner + i;
+        for (vx_u64 m = m0 + tid / cols; m < m1; m += rows) load.add(base + m * r.inner, ref, a, b);
+    }
+    for (unsigned offset = warpSize / 2; offset >= cols; offset /= 2) {
+        a += __shfl_xor_sync(0xffffffffu, a, offset);
+        b += __shfl_xor_sync(0xffffffffu, b, offset);
+    }
+    __shared__ double warp_sums[2][VX_REDUCE_THREADS / 32][32];
+    const unsigned lane = tid % warpSize;
+    if (lane < cols) {
+        warp_sums[0][tid / warpSize][lane] = a;
+        warp_sums[1][tid / warpSize][lane] = b;
+    }
+    __syncthreads();
+    if (tid < cols && active) {
+        double sa = 0.0, sb = 0.0;
+        for (int w = 0; w < VX_REDUCE_THREADS / warpSize; ++w) {
+            sa += warp_sums[0][w][tid];
+            sb += warp_sums[1][w][tid];
+        }
+        const vx_u64 at = (o * r.splits + blockIdx.y) * r.inner + i;
+        partial[at] = sa;
+        partial[r.outer * r.splits * r.inner + at] = sb;
+    }
+}
+
+// The statistic of channel ch in outer slice o.
+__device__ __forceinline__ vx_u64 vx_norm_stat(const NormKernelParams& p, vx_u64 o, vx_u64 ch) {
+    return o * (p.c / p.cpg) + ch / p.cpg;
+}
+
+// Both planes of column (o, ch) summed over the splits.
+__device__ __forceinline__ void vx_norm_column_totals(const ReduceParams& r, const double* partial,
+                                                      vx_u64 o, vx_u64 ch, double& a, double& b) {
+    const vx_u64 plane = r.outer * r.splits * r.inner;
+    a = 0.0;
+    b = 0.0;
+    for (unsigned s = 0; s < r.splits; ++s) {
+        const vx_u64 at = (o * r.splits + s) * r.inner + ch;
+        a += partial[at];
+        b += partial[plane + at];
+    }
+}
+
+struct VxNormStatsLoad {
+    NormKernelParams p;
+    const float* x;
+    __device__ __forceinline__ double ref(vx_u64 o, vx_u64 i) const {
+        return x[o * p.mid * p.c + (i / p.cpg) * p.cpg];
+    }
+    __device__ __forceinline__ void add(vx_u64 e, double ref, double& a, double& b) const {
+        const double d = static_cast<double>(x[e]) - ref;
+        a += d;
+        b += d * d;
+    }
+};
+
+extern "C" __global__ void __launch_bounds__(VX_REDUCE_THREADS)
+    norm_stats_partial(const ReduceParams r, const NormKernelParams p, const float* __restrict__ x,
+                       double* __restrict__ partial) {
+    vx_norm_reduce2(r, VxNormStatsLoad{p, x}, partial);
+}
+VX_EMU_ENTRY(norm_stats_partial,
+             (const ReduceParams r, const NormKernelParams p, const float* x, double* partial),
+             (r, p, x, partial))
+
+// One thread per statistic: mean and biased variance from the shifted sums.
+extern "C" __global__ void __launch_bounds__(256)
+    norm_stats_finish(const ReduceParams r, const NormKernelParams p,
+                      const double* __restrict__ partial, const float* __restrict__ x,
+                      float* __restrict__ mean, float* __restrict__ var) {
+    const vx_u64 groups = p.c / p.cpg;
+    const double count = static_cast<double>(p.mid) * static_cast<double>(p.cpg);
+    for (vx_u64 s = vx_thread_index(); s < p.outer * groups; s += vx_thread_stride()) {
+        const vx_u64 o = s / groups, first = (s - o * groups) * p.cpg;
+        double sum = 0.0, squares = 0.0;
+        for (vx_u64 ch = first; ch < first + p.cpg; ++ch) {
+            double a, b;
+            vx_norm_column_totals(r, partial, o, ch, a, b);
+            sum += a;
+            squares += b;
+        }
+        const double shift = x[o * p.mid * p.c + first];
+        const double d = sum / count;
+        mean[s] = static_cast<float>(shift + d);
+        var[s] = static_cast<float>(fmax(squares / count - d * d, 0.0));
+    }
+}
+VX_EMU_ENTRY(norm_stats_finish,
+             (const ReduceParams r, const NormKernelParams p, const double* partial,
+              const float* x, float* mean, float* var),
+             (r, p, partial, x, mean, var))
+
+// One thread per (outer slice, channel) k: coef[k] = a = gamma * rstd and
+// coef[outer * c + k] = b = beta - mean * a, so that the forward is y = act(x a + b).
+extern "C" __global__ void __launch_bounds__(256)
+    norm_affine(const NormKernelParams p, const float* __restrict__ mean,
+                const float* __restrict__ var, const float* __restrict__ gamma,
+                const float* __restrict__ beta, float* __restrict__ coef) {
+    const vx_u64 count = p.outer * p.c;
+    for (vx_u64 k = vx_thread_index(); k < count; k += vx_thread_stride()) {
+        const vx_u64 ch = k % p.c;
+        const vx_u64 s = vx_norm_stat(p, k / p.c, ch);
+        const double rstd = 1.0 / sqrt(static_cast<double>(var[s]) + p.eps);
+        const double scale = (p.has_gamma ? static_cast<double>(gamma[ch]) : 1.0) * rstd;
+        const double shift = p.has_beta ? static_cast<double>(beta[ch]) : 0.0;
+        coef[k] = static_cast<float>(scale);
+        coef[count + k] = static_cast<float>(shift - static_cast<double>(mean[s]) * scale);
+    }
+}
+VX_EMU_ENTRY(norm_affine,
+             (const NormKernelParams p, const float* mean, const float* var, const float* gamma,
+              const float* beta, float* coef),
+             (p, mean, var, gamma, beta, coef))
+
+// The (outer slice, channel) coefficient index of element i. Index type I is 32-bit when
+// the element count allows.
+template <class I>
+__device__ __forceinline__ I vx_norm_coef_index(const NormKernelParams& p, I i) {
+    const I c = static_cast<I>(p.c);
+    const I o = p.outer == 1 ? I(0) : i / static_cast<I>(p.mid * p.c);
+    return o * c + i % c;
+}
+
+template <class I>
+__device__ __forceinline__ void vx_norm_apply(const NormKernelParams& p, const float* x,
+                                              const float* coef, float* y) {
+    const I n = static_cast<I>(p.outer * p.mid * p.c);
+    const I planes = static_cast<I>(p.outer * p.c);
+    for (I i = static_cast<I>(vx_thread_index()); i < n; i += static_cast<I>(vx_thread_stride())) {
+        const I k = vx_norm_coef_index(p, i);
+        const float z = x[i] * coef[k] + coef[planes + k];
+        y[i] = z > 0.0f ? z : z * p.neg_slope;
+    }
+}
+
+// Largest element count served with 32-bit indices (the grid stride must not wrap).
+constexpr vx_u64 VX_NORM_MAX_32 = 0x7fffffffull;
+
+// y = act(x a + b): normalisation, affine and activation in one pass.
+extern "C" __global__ void __launch_bounds__(256)
+    norm_apply(const NormKernelParams p, const float* __restrict__ x,
+               const float* __restrict__ coef, float* __restrict__ y) {
+    if (p.outer * p.mid * p.c <= VX_NORM_MAX_32)
+        vx_norm_apply<unsigned>(p, x, coef, y);
+    else
+        vx_norm_apply<vx_u64>(p, x, coef, y);
+}
+VX_EMU_ENTRY(norm_apply, (const NormKernelParams p, const float* x, const float* coef, float* y),
+             (p, x, coef, y))
+
+// The gradient at the pre-activation: y > 0 exactly where it is (neg_slope >= 0).
+__device__ __forceinline__ float vx_norm_dz(const NormKernelParams& p, float y, float dy) {
+    return y > 0.0f ? dy : dy * p.neg_slope;
+}
+
+struct VxNormBackwardLoad {
+    NormKernelParams p;
+    const float* x;
+    const float* y;
+    const float* dy;
+    const float* mean;
+    __device__ __forceinline__ double ref(vx_u64 o, vx_u64 i) const {
+        return mean[vx_norm_stat(p, o, i)];
+    }
+    __device__ __forceinline__ void add(vx_u64 e, double ref, double& a, double& b) const {
+        const double g = vx_norm_dz(p, y[e], dy[e]);
+        a += g;
+        b += g * (static_cast<double>(x[e]) - ref);
+    }
+};
+
+// Backward pass 1: per column, sum dz (plane 0) and sum dz (x - mean) (plane 1).
+extern "C" __global__ void __launch_bounds__(VX_REDUCE_THREADS)
+    norm_backward_partial(const ReduceParams r, const NormKernelParams p,
+                          const float* __restrict__ x, const float* __restrict__ y,
+                          const float* __restrict__ dy, const float* __restrict__ mean,
+                          double* __restrict__ partial) {
+    vx_norm_reduce2(r, VxNormBackwardLoad{p, x, y, dy, mean}, partial);
+}
+VX_EMU_ENTRY(norm_backward_partial,
+             (const ReduceParams r, const NormKernelParams p, const float* x, const float* y,
+              const float* dy, const float* mean, double* partial),
+             (r, p, x, y, dy, mean, partial))
+
+// One thread per statistic: the coefficients of dx = k1 dz + k2 (x - k4) + k3 for each of
+// its (outer slice, channel) pairs k, in planes k1, k2, k3, k4 of outer * c. With fixed
+// statistics only k1 is non-zero and the partials are not read.
+extern "C" __global__ void __launch_bounds__(256)
+    norm_backward_coef(const ReduceParams r, const NormKernelParams p,
+                       const double* __restrict__ partial, const float* __restrict__ mean,
+                       const float* __restrict__ var, const float* __restrict__ gamma,
+                       float* __restrict__ coef) {
+    const vx_u64 groups = p.c / p.cpg, planes = p.outer * p.c;
+    const double count = static_cast<double>(p.mid) * static_cast<double>(p.cpg);
+    for (vx_u64 s = vx_thread_index(); s < p.outer * groups; s += vx_thread_stride()) {
+        const vx_u64 o = s / groups, first = (s - o * groups) * p.cpg;
+        const double rstd = 1.0 / sqrt(static_cast<double>(var[s]) + p.eps);
+        double sum_dxhat = 0.0, sum_dxhat_xhat = 0.0;
+        if (!p.fixed_stats) {
+            for (vx_u64 ch = first; ch < first + p.cpg; ++ch) {
+                const double g = p.has_gamma ? static_cast<double>(gamma[ch]) : 1.0;
+                double sdz, sdzx;
+                vx_norm_column_totals(r, partial, o, ch, sdz, sdzx);
+                sum_dxhat += g * sdz;
+                sum_dxhat_xhat += g * (sdzx * rstd);
+            }
+        }
+        for (vx_u64 ch = first; ch < first + p.cpg; ++ch) {
+            const vx_u64 k = o * p.c + ch;
+            const double g = p.has_gamma ? static_cast<double>(gamma[ch]) : 1.0;
+            coef[k] = static_cast<float>(rstd * g);
+            coef[planes + k] = static_cast<float>(-rstd * rstd * sum_dxhat_xhat / count);
+            coef[2 * planes + k] = static_cast<float>(-rstd * sum_dxhat / count);
+            coef[3 * planes + k] = mean[s];
+        }
+    }
+}
+VX_EMU_ENTRY(norm_backward_coef,
+             (const ReduceParams r, const NormKernelParams p, const double* partial,
+              const float* mean, const float* var, const float* gamma, float* coef),
+             (r, p, partial, mean, var, gamma, coef))
+
+// One thread per channel, over every outer slice: out = dgamma = sum dz xhat, or with
+// `beta` set, out = dbeta = sum dz.
+extern "C" __global__ void __launch_bounds__(256)
+    norm_backward_affine(const ReduceParams r, const NormKernelParams p,
+                         const double* __restrict__ partial, const float* __restrict__ var,
+                         unsigned beta, float* __restrict__ out) {
+    const vx_u64 groups = p.c / p.cpg;
+    for (vx_u64 ch = vx_thread_index(); ch < p.c; ch += vx_thread_stride()) {
+        const vx_u64 group = ch / p.cpg;
+        double sum = 0.0;
+        for (vx_u64 o = 0; o < p.outer; ++o) {
+            double sdz, sdzx;
+            vx_norm_column_totals(r, partial, o, ch, sdz, sdzx);
+            if (beta) {
+                sum += sdz;
+            } else {
+                const double v = static_cast<double>(var[o * groups + group]);
+                sum += sdzx * (1.0 / sqrt(v + p.eps));
+            }
+        }
+        out[ch] = static_cast<float>(sum);
+    }
+}
+VX_EMU_ENTRY(norm_backward_affine,
+             (const ReduceParams r, const NormKernelParams p, const double* partial,
+              const float* var, unsigned beta, float* out),
+             (r, p, partial, var, beta, out))
+
+template <class I>
+__device__ __forceinline__ void vx_norm_dx(const NormKernelParams& p, const float* x,
+                                           const float* y, const float* dy, const float* coef,
+                                           float* dx) {
+    const I n = static_cast<I>(p.outer * p.mid * p.c);
+    const I planes = static_cast<I>(p.outer * p.c);
+    for (I i = static_cast<I>(vx_thread_index()); i < n; i += static_cast<I>(vx_thread_stride())) {
+        const I k = vx_norm_coef_index(p, i);
+        const float g = vx_norm_dz(p, y[i], dy[i]);
+        dx[i] = coef[k] * g + coef[planes + k] * (x[i] - coef[3 * planes + k]) +
+                coef[2 * planes + k];
+    }
+}
+
+// Backward pass 2: dx = k1 dz + k2 (x - k4) + k3.
+extern "C" __global__ void __launch_bounds__(256)
+    norm_backward_dx(const NormKernelParams p, const float* __restrict__ x,
+                     const float* __restrict__ y, const float* __restrict__ dy,
+                     const float* __restrict__ coef, float* __restrict__ dx) {
+    if (p.outer * p.mid * p.c <= VX_NORM_MAX_32)
+        vx_norm_dx<unsigned>(p, x, y, dy, coef, dx);
+    else
+        vx_norm_dx<vx_u64>(p, x, y, dy, coef, dx);
+}
+VX_EMU_ENTRY(norm_backward_dx,
+             (const NormKernelParams p, const float* x, const float* y, const float* dy,
+              const float* coef, float* dx),
+             (p, x, y, dy, coef, dx))
+
+// moving = momentum * moving + (1 - momentum) * correction * batch, in f64, in place.
+extern "C" __global__ void __launch_bounds__(256)
+    norm_update_moving(const NormMovingParams p, float* __restrict__ moving,
+                       const float* __restrict__ batch) {
+    for (vx_u64 i = vx_thread_index(); i < p.n; i += vx_thread_stride())
+        moving[i] = static_cast<float>(p.momentum * static_cast<double>(moving[i]) +
+                                       (1.0 - p.momentum) * p.correction *
+                                           static_cast<double>(batch[i]));
+}
+VX_EMU_ENTRY(norm_update_moving, (const NormMovingParams p, float* moving, const float* batch),
+             (p, moving, batch))

@@ -1,0 +1,265 @@
+//! `NormKernel` for `Cuda` (kernels/norm.cu): statistics by a two-level f64 reduction,
+//! the normalisation with its affine and fused activation in one pass over memory, the
+//! backward in two passes with small per-statistic and per-channel kernels in between.
+//! Shapes are checked as the CPU reference checks them, with the same messages.
+use super::device::{Cuda, CudaStorage};
+use super::kernel_call::call_kernel;
+use super::launch::elementwise;
+use super::params_norm::{NormKernelParams, NormMovingParams, NormPlan};
+use crate::error::{Error, Result};
+use crate::tensor_ops::norm::{NormGrads, NormKernel, NormParams};
+
+fn check_params(p: &NormParams) -> Result<()> {
+    let groups_fit = p.groups > 0 && p.c.is_multiple_of(p.groups);
+    if !groups_fit || p.numel() == 0 {
+        return Err(Error::shape(
+            "norm",
+            format!("empty input or channels not divisible into groups: {p:?}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_len(what: &str, len: usize, want: usize, p: &NormParams) -> Result<()> {
+    if len != want {
+        return Err(Error::shape(
+            "norm",
+            format!("{what} has {len} elements, expected {want} for {p:?}"),
+        ));
+    }
+    Ok(())
+}
+
+impl Cuda {
+    fn norm_plan(&self, p: &NormParams, has_gamma: bool, has_beta: bool) -> NormPlan {
+        NormPlan::new(
+            NormKernelParams::new(p, has_gamma, has_beta),
+            self.target_blocks(),
+            self.max_elementwise_blocks(),
+        )
+    }
+}
+
+impl NormKernel for Cuda {
+    fn norm_stats(&self, x: &CudaStorage, p: &NormParams) -> Result<(CudaStorage, CudaStorage)> {
+        check_params(p)?;
+        check_len("x", x.len(), p.numel(), p)?;
+        let plan = self.norm_plan(p, false, false);
+        // f64 partials in an f32 pool block of twice the length.
+        let mut partial = self.alloc(2 * plan.partial_len())?;
+        call_kernel!(
+            self,
+            "norm",
+            "norm_stats_partial",
+            &plan.reduce_dims,
+            [&plan.reduce, &plan.params, x.block(), partial.block_mut()]
+        )?;
+        let mut mean = self.alloc(p.stats_len())?;
+        let mut var = self.alloc(p.stats_len())?;
+        call_kernel!(
+            self,
+            "norm",
+            "norm_stats_finish",
+            &plan.stats_dims,
+            [
+                &plan.reduce,
+                &plan.params,
+                partial.block(),
+                x.block(),
+                mean.block_mut(),
+                var.block_mut()
+            ]
+        )?;
+        Ok((mean, var))
+    }
+
+    fn norm_forward(
+        &self,
+        x: &CudaStorage,
+        mean: &CudaStorage,
+        var: &CudaStorage,
+        gamma: Option<&CudaStorage>,
+        beta: Option<&CudaStorage>,
+        p: &NormParams,
+    ) -> Result<CudaStorage> {
+        check_params(p)?;
+        check_len("x", x.len(), p.numel(), p)?;
+        check_len("mean", mean.len(), p.stats_len(), p)?;
+        check_len("variance", var.len(), p.stats_len(), p)?;
+        for g in [gamma, beta].into_iter().flatten() {
+            check_len("gamma/beta", g.len(), p.c, p)?;
+        }
+        let plan = self.norm_plan(p, gamma.is_some(), beta.is_some());
+        let mut coef = self.alloc(2 * plan.params.pairs())?;
+        // An absent gamma or beta is not read (its flag is 0); `mean` stands in.
+        call_kernel!(
+            self,
+            "norm",
+            "norm_affine",
+            &plan.pairs_dims,
+            [
+                &plan.params,
+                mean.block(),
+                var.block(),
+                gamma.unwrap_or(mean).block(),
+                beta.unwrap_or(mean).block(),
+                coef.block_mut()
+            ]
+        )?;
+        let mut y = self.alloc(x.len())?;
+        call_kernel!(
+            self,
+            "norm",
+            "norm_apply",
+            &plan.element_dims,
+            [&plan.params, x.block(), coef.block(), y.block_mut()]
+        )?;
+        Ok(y)
+    }
+
+    fn norm_backward(
+        &self,
+        x: &CudaStorage,
+        y: &CudaStorage,
+        dy: &CudaStorage,
+        mean: &CudaStorage,
+        var: &CudaStorage,
+        gamma: Option<&CudaStorage>,
+        p: &NormParams,
+        needs: [bool; 3],
+    ) -> Result<NormGrads<CudaStorage>> {
+        check_params(p)?;
+        for (what, len) in [("x", x.len()), ("y", y.len()), ("dy", dy.len())] {
+            check_len(what, len, p.numel(), p)?;
+        }
+        check_len("mean", mean.len(), p.stats_len(), p)?;
+        check_len("variance", var.len(), p.stats_len(), p)?;
+        if let Some(g) = gamma {
+            check_len("gamma", g.len(), p.c, p)?;
+        }
+        let plan = self.norm_plan(p, gamma.is_some(), false);
+        let affine = needs[1] || needs[2];
+        // Pass 1, per column: sum dz and sum dz (x - mean).
+        let partial = if !p.fixed_stats || affine {
+            let mut partial = self.alloc(2 * plan.partial_len())?;
+            call_kernel!(
+                self,
+                "norm",
+                "norm_backward_partial",
+                &plan.reduce_dims,
+                [
+                    &plan.reduce,
+                    &plan.params,
+                    x.block(),
+                    y.block(),
+                    dy.block(),
+                    mean.block(),
+                    partial.block_mut()
+                ]
+            )?;
+            Some(partial)
+        } else {
+            None
+        };
+
+        // dgamma (beta = 0) and dbeta (beta = 1) per channel, as asked.
+        let affine_grad = |beta: u32| -> Result<Option<CudaStorage>> {
+            let (Some(partial), true) = (&partial, needs[1 + beta as usize]) else {
+                return Ok(None);
+            };
+            let mut out = self.alloc(p.c)?;
+            call_kernel!(
+                self,
+                "norm",
+                "norm_backward_affine",
+                &plan.channel_dims,
+                [
+                    &plan.reduce,
+                    &plan.params,
+                    partial.block(),
+                    var.block(),
+                    &beta,
+                    out.block_mut()
+                ]
+            )?;
+            Ok(Some(out))
+        };
+        let dgamma = affine_grad(0)?;
+        let dbeta = affine_grad(1)?;
+
+        let dx = if needs[0] {
+            let mut coef = self.alloc(4 * plan.params.pairs())?;
+            // Without partials (fixed statistics) the kernel does not read them; an absent
+            // gamma is not read either.
+            call_kernel!(
+                self,
+                "norm",
+                "norm_backward_coef",
+                &plan.stats_dims,
+                [
+                    &plan.reduce,
+                    &plan.params,
+                    partial.as_ref().unwrap_or(x).block(),
+                    mean.block(),
+                    var.block(),
+                    gamma.unwrap_or(mean).block(),
+                    coef.block_mut()
+                ]
+            )?;
+            let mut dx = self.alloc(x.len())?;
+            call_kernel!(
+                self,
+                "norm",
+                "norm_backward_dx",
+                &plan.element_dims,
+                [
+                    &plan.params,
+                    x.block(),
+                    y.block(),
+                    dy.block(),
+                    coef.block(),
+                    dx.block_mut()
+                ]
+            )?;
+            Some(dx)
+        } else {
+            None
+        };
+        Ok(NormGrads { dx, dgamma, dbeta })
+    }
+
+    fn norm_update_moving(
+        &self,
+        moving: &mut CudaStorage,
+        batch: &CudaStorage,
+        momentum: f64,
+        correction: f64,
+    ) -> Result<()> {
+        if moving.len() != batch.len() {
+            return Err(Error::shape(
+                "update_moving_stats",
+                format!(
+                    "{} moving values for {} batch values",
+                    moving.len(),
+                    batch.len()
+                ),
+            ));
+        }
+        let n = moving.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let p = NormMovingParams {
+            n: n as u64,
+            momentum,
+            correction,
+        };
+        call_kernel!(
+            self,
+            "norm",
+            "norm_update_moving",
+            &elementwise(n, self.max_elementwise_blocks()),
+            [&p, moving.block_mut(), batch.block()]
+        )
+    }
+}
