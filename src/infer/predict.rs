@@ -86,9 +86,15 @@ impl<B: Backend> Predictor<B> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "case".into());
-        let id = name
-            .trim_end_matches(".gz")
-            .trim_end_matches(".nii")
+        let stem = name.trim_end_matches(".gz").trim_end_matches(".nii");
+        // `CASE_t1.nii.gz` (BraTS) or `CASE_0000.nii.gz` (nnU-Net) names the case `CASE`.
+        let id = stem
+            .rsplit_once(['_', '-'])
+            .filter(|(_, suffix)| {
+                (suffix.len() == 4 && suffix.chars().all(|c| c.is_ascii_digit()))
+                    || suffix.eq_ignore_ascii_case(&self.card.modalities[0])
+            })
+            .map_or(stem, |(case, _)| case)
             .to_string();
         Ok(Dataset {
             layout: self.card.layout,
