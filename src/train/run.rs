@@ -181,10 +181,62 @@ fn create_dir(path: &Path) -> Result<()> {
 struct Prepared {
     dataset: Dataset,
     modalities: Vec<String>,
-    train: Vec<PreprocessedCase>,
+    /// Training cases as patch sources: in memory, or memory-mapped from a cache.
+    train: Vec<Arc<dyn PatchSource>>,
+    /// Grid (x, y, z) and voxel size of each training case, for planning.
+    train_grids: Vec<([usize; 3], [f64; 3])>,
     val: Vec<PreprocessedCase>,
     preprocess: crate::data::preprocess::PreprocessSpec,
 }
+
+/// The file in a cache folder naming the modalities it holds, in channel order.
+pub const CACHE_MODALITIES: &str = "modalities.json";
+
+fn in_memory(cases: Vec<PreprocessedCase>) -> Result<(Vec<Arc<dyn PatchSource>>, Vec<([usize; 3], [f64; 3])>)> {
+    let grids = cases.iter().map(|c| (c.dims(), c.spacing)).collect();
+    let sources = cases
+        .into_iter()
+        .map(|c| InMemoryCase::new(c).map(|s| Arc::new(s) as Arc<dyn PatchSource>))
+        .collect::<Result<_>>()?;
+    Ok((sources, grids))
+}
+
+/// Training and validation cases from a `voxseg preprocess` cache, checked against the run.
+fn from_cache(dir: &Path, modalities: &[String], train_ids: &[String], val_ids: &[String]) -> Result<Prepared2> {
+    let names_path = dir.join(CACHE_MODALITIES);
+    let names: Vec<String> = serde_json::from_slice(
+        &std::fs::read(&names_path).map_err(|e| Error::io(format!("reading {}", names_path.display()), e))?,
+    )
+    .map_err(|e| Error::file(&names_path, format!("not a modality list: {e}")))?;
+    if names != modalities {
+        return Err(Error::config(
+            "cache",
+            format!("{} holds modalities {names:?}, the run asks for {modalities:?}", dir.display()),
+        ));
+    }
+    let (spec, cases) = crate::data::cache::open_cache(dir)?;
+    let mut by_id: std::collections::HashMap<String, crate::data::cache::CachedCase> =
+        cases.into_iter().map(|c| (c.sidecar().id.clone(), c)).collect();
+    let mut take = |id: &String| {
+        by_id.remove(id).ok_or_else(|| Error::data(id.as_str(), format!("not in the cache {}", dir.display())))
+    };
+    let mut train = Vec::new();
+    let mut grids = Vec::new();
+    for id in train_ids {
+        let c = take(id)?;
+        grids.push((c.sidecar().dims, c.sidecar().spacing));
+        train.push(Arc::new(c) as Arc<dyn PatchSource>);
+    }
+    let val = val_ids.iter().map(|id| take(id).map(|c| c.to_preprocessed())).collect::<Result<_>>()?;
+    Ok((train, grids, val, spec))
+}
+
+type Prepared2 = (
+    Vec<Arc<dyn PatchSource>>,
+    Vec<([usize; 3], [f64; 3])>,
+    Vec<PreprocessedCase>,
+    crate::data::preprocess::PreprocessSpec,
+);
 
 fn load_cases(
     dataset: &Dataset,
@@ -230,35 +282,24 @@ fn prepare_data(cfg: &TrainConfig, run: &RunDir) -> Result<(Prepared, Split)> {
     })?;
     // Only the training and validation ids are handed on: the test cases are never read here.
     let tv = split.train_val();
-    let nan = if cfg.replace_nan {
-        NanPolicy::ReplaceWithZero
-    } else {
-        NanPolicy::Error
-    };
+    if let Some(dir) = &cfg.cache {
+        let (train, train_grids, val, preprocess) = from_cache(dir, &modalities, tv.train(), tv.val())?;
+        return Ok((Prepared { dataset, modalities, train, train_grids, val, preprocess }, split));
+    }
+    let nan = if cfg.replace_nan { NanPolicy::ReplaceWithZero } else { NanPolicy::Error };
     let mut spec = cfg.preprocess.clone();
     let train_raw = load_cases(&dataset, tv.train(), &channels, nan)?;
     if cfg.dataset_statistics {
         spec.statistics = Statistics::PerDataset(dataset_stats(train_raw.iter())?);
     }
-    let train = train_raw
-        .par_iter()
-        .map(|c| preprocess(c, &spec))
-        .collect::<Result<Vec<_>>>()?;
+    let train_cases = train_raw.par_iter().map(|c| preprocess(c, &spec)).collect::<Result<Vec<_>>>()?;
     drop(train_raw);
+    let (train, train_grids) = in_memory(train_cases)?;
     let val = load_cases(&dataset, tv.val(), &channels, nan)?
         .par_iter()
         .map(|c| preprocess(c, &spec))
         .collect::<Result<Vec<_>>>()?;
-    Ok((
-        Prepared {
-            dataset,
-            modalities,
-            train,
-            val,
-            preprocess: spec,
-        },
-        split,
-    ))
+    Ok((Prepared { dataset, modalities, train, train_grids, val, preprocess: spec }, split))
 }
 
 fn median(mut v: Vec<usize>) -> usize {
@@ -266,13 +307,9 @@ fn median(mut v: Vec<usize>) -> usize {
     v[v.len() / 2]
 }
 
-fn summarise(cases: &[PreprocessedCase], in_channels: usize, out_channels: usize) -> DataSummary {
-    let dhw = |c: &PreprocessedCase| {
-        let d = c.dims();
-        [d[2], d[1], d[0]]
-    };
-    let axis = |a: usize| cases.iter().map(|c| dhw(c)[a]).collect::<Vec<_>>();
-    let spacing = cases[0].spacing;
+fn summarise(grids: &[([usize; 3], [f64; 3])], in_channels: usize, out_channels: usize) -> DataSummary {
+    let axis = |a: usize| grids.iter().map(|(d, _)| d[2 - a]).collect::<Vec<_>>();
+    let spacing = grids.first().map_or([1.0; 3], |(_, s)| *s);
     DataSummary {
         median_shape: [median(axis(0)), median(axis(1)), median(axis(2))],
         min_shape: [0, 1, 2].map(|a| axis(a).into_iter().min().unwrap_or(0)),
@@ -710,7 +747,11 @@ pub fn plan_for_dataset(
         ));
     }
     plan(
-        &summarise(&cases, channels.len(), target.channels(&dataset.label_spec)),
+        &summarise(
+            &cases.iter().map(|c| (c.dims(), c.spacing)).collect::<Vec<_>>(),
+            channels.len(),
+            target.channels(&dataset.label_spec),
+        ),
         &plan_device(&device),
     )
 }
@@ -727,8 +768,8 @@ pub fn train_on<B: Backend>(
     let (data, _split) = prepare_data(&cfg, &run)?;
     let label_spec = data.dataset.label_spec.clone();
     let out_channels = cfg.target.channels(&label_spec);
-    let summary = summarise(&data.train, data.modalities.len(), out_channels);
-    let largest = [2, 1, 0].map(|a| data.train.iter().map(|c| c.dims()[a]).max().unwrap_or(0));
+    let summary = summarise(&data.train_grids, data.modalities.len(), out_channels);
+    let largest = [2, 1, 0].map(|a| data.train_grids.iter().map(|(d, _)| d[a]).max().unwrap_or(0));
     let plan = resolve_plan(&mut cfg, &summary, largest, device)?;
     let spec = model_spec(&cfg, data.modalities.len(), out_channels);
     cfg.preprocess = data.preprocess.clone();
@@ -773,11 +814,7 @@ pub fn train_on<B: Backend>(
     let mut tb = EventWriter::create(&run.tensorboard())?;
 
     let train_cases = data.train.len();
-    let sources: Vec<Arc<dyn PatchSource>> = data
-        .train
-        .into_iter()
-        .map(|c| InMemoryCase::new(c).map(|s| Arc::new(s) as Arc<dyn PatchSource>))
-        .collect::<Result<_>>()?;
+    let sources = data.train;
     let batch_size = cfg.batch.unwrap_or(plan.batch);
     let mut loader = Loader::new(
         sources,
