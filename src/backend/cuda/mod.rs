@@ -6,8 +6,12 @@
 //! - `device`: context, stream, module cache, `BackendBase for Cuda`, `cuda_available`.
 //! - `pool`: the caching allocator.
 //! - `ops`: `UnaryKernel`, `BinaryKernel`, `ReduceKernel` for `Cuda`, and random fills.
+//! - `conv_plan`, `conv`: convolution launch plans (f32 and tensor-core kernels) and
+//!   `Conv3dKernel` for `Cuda` with its precision option.
 //! - `emu`: the same kernels compiled for the host (kernels/emu/cuda_emu.h), for tests
 //!   where no GPU is lent.
+mod conv;
+pub mod conv_plan;
 mod device;
 pub mod emu;
 pub mod launch;
@@ -16,5 +20,6 @@ pub mod params;
 pub mod pool;
 mod ptx;
 
+pub use conv_plan::{ConvPrecision, CONV_PRECISION_ENV};
 pub use device::{cuda_available, Cuda, CudaStorage, StreamAlloc, BUILT_WITH_PTX};
 pub use pool::PoolStats;
