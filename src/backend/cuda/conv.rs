@@ -90,6 +90,11 @@ impl Cuda {
         Ok(())
     }
 
+    /// The plan this device runs `pass` of `g` with, at its current precision.
+    pub fn conv_plan(&self, g: &ConvGeometry, pass: ConvPass) -> Result<ConvPlan> {
+        ConvPlan::new(g, pass, self.conv_precision()?, self.target_blocks())
+    }
+
     /// One pass: the launch, then the sum of the partials when the reduction is split.
     fn conv_pass(
         &self,
@@ -99,7 +104,7 @@ impl Cuda {
         b: &CudaStorage,
         bias: Option<&CudaStorage>,
     ) -> Result<CudaStorage> {
-        let plan = ConvPlan::new(g, pass, self.conv_precision()?, self.target_blocks())?;
+        let plan = self.conv_plan(g, pass)?;
         let mut out = self.alloc(plan.workspace_len())?;
         self.launch_conv(&plan, a, b, bias, &mut out)?;
         match plan.partial_sum() {

@@ -8,6 +8,7 @@
 //! - `ops`: `UnaryKernel`, `BinaryKernel`, `ReduceKernel` for `Cuda`, and random fills.
 //! - `conv_plan`, `conv`: convolution launch plans (f32 and tensor-core kernels) and
 //!   `Conv3dKernel` for `Cuda` with its precision option.
+//! - `timing`: device time of enqueued work, between CUDA events.
 //! - `emu`: the same kernels compiled for the host (kernels/emu/cuda_emu.h), for tests
 //!   where no GPU is lent.
 mod conv;
@@ -19,6 +20,7 @@ mod ops;
 pub mod params;
 pub mod pool;
 mod ptx;
+mod timing;
 
 pub use conv_plan::{ConvPrecision, CONV_PRECISION_ENV};
 pub use device::{cuda_available, Cuda, CudaStorage, StreamAlloc, BUILT_WITH_PTX};
