@@ -28,7 +28,7 @@ using VxShallow = VxSimtTile<VX_CONV_SHALLOW_BN, VX_CONV_SHALLOW_BK, 4, 4>;
 // One reduction step of both operands, k-major; rows padded so that stores of one tile
 // column spread over banks.
 template <class T>
-struct VxSimtShared {
+struct alignas(16) VxSimtShared {
     float a[T::BK][T::BM + 4];
     float b[T::BK][T::BN + 4];
 };
