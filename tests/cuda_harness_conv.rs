@@ -353,6 +353,22 @@ fn small_odd_shapes_run_the_f32_kernels() {
 }
 
 #[test]
+fn phases_that_no_tap_reaches_get_only_the_bias() {
+    let mut rng = Rng::new(79);
+    // 1x1x1 stride 2: backward data has 8 phases, 7 of them without taps (zero + bias),
+    // on the f32 kernels and on the tensor cores.
+    let odd = conv([1, 5, 4, 6, 3], [1, 1, 1, 3, 5], 2, Padding::Valid);
+    let quad = conv([1, 5, 4, 6, 4], [1, 1, 1, 4, 8], 2, Padding::Valid);
+    for precision in ConvPrecision::ALL {
+        for g in [&odd, &quad] {
+            for pass in PASSES {
+                check_pass(g, pass, precision, 8, &mut rng);
+            }
+        }
+    }
+}
+
+#[test]
 fn heads_and_tiny_reductions_use_the_narrow_and_shallow_tiles() {
     let mut rng = Rng::new(73);
     // A 1x1x1 head with 3 outputs (its data gradient reduces over 3 channels), and a

@@ -201,6 +201,32 @@ fn convolutions_match_cpu_at_every_precision() {
 
 #[test]
 #[ignore = "needs a CUDA device"]
+fn buffers_that_do_not_fit_the_geometry_are_errors() {
+    let gpu = device();
+    let g = conv([1, 4, 4, 4, 8], [3, 3, 3, 8, 4], 1, 1);
+    let x = gpu.upload(&vec![0.5; 4 * 4 * 4 * 8 - 1]).unwrap();
+    let w = gpu.upload(&vec![0.5; 27 * 8 * 4]).unwrap();
+    let err = match gpu.conv3d_forward(&x, &w, None, &g) {
+        Ok(_) => panic!("a short x must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("conv3d forward") && err.contains("x has 511"),
+        "{err}"
+    );
+    let bias = gpu.upload(&[0.0; 5]).unwrap();
+    let err = match gpu.conv3d_backward_data(&w, &w, Some(&bias), &g) {
+        Ok(_) => panic!("a dy of the weight's length must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("conv3d backward_data") && err.contains("dy has"),
+        "{err}"
+    );
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
 fn tensor_core_rounding_matches_the_harness_bit_for_bit() {
     let gpu = device();
     let seed = fresh_seed();
