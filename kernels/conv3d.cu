@@ -1,374 +1,363 @@
-// 3D convolution, NDHWC activations, [kd, kh, kw, cin, cout] weights, as implicit GEMMs
-// (no im2col buffer): the patch matrix is gathered tile by tile into shared memory.
+// 3D convolution in f32 on the CUDA cores, as implicit GEMMs (conv3d_common.h says how each
+// pass maps onto one): no im2col buffer, the patch matrix is gathered tile by tile into
+// shared memory. One block computes a BM x BN tile of the result with 128 threads, each
+// owning a TM x TN register tile; the reduction runs in steps of BK through shared memory.
+// Any sizes work: loads outside the problem read zeros and stores outside it are skipped.
 //
-//   forward          y[m, co]  = sum_k  X[m, k]  * W[k, co]     m: output voxel, k: (tap, ci)
-//   backward data    dx[v, ci] = sum_k' G[v, k'] * W'[k', ci]   v: input voxel, k': (tap, co)
-//   backward weights dW[k, co] = sum_m  X[m, k]  * dy[m, co]    split over m, partials summed
-//
-// One block computes a BM x BN tile of the result with BM/TM x BN/TN threads, each owning
-// a TM x TN register tile; the reduction runs in steps of BK through shared memory, the
-// next step's global loads issued before the current step's multiply. Any sizes work:
-// loads outside the problem read zeros and stores outside it are skipped.
-#include "common.h"
+// Three tile shapes (params_conv.h): wide (64 x 32, K step 16) for most layers, narrow
+// (64 x 8) for outputs of at most 8 channels, shallow (64 x 32, K step 4) for reductions of
+// at most 4 (tap, channel) pairs, so that small channel counts do not run mostly padding.
+#include "conv3d_common.h"
 
-constexpr int VX_BM = VX_CONV_BM;
-constexpr int VX_BN = VX_CONV_BN;
-constexpr int VX_BK = VX_CONV_BK;
-constexpr int VX_TM = 4;
-constexpr int VX_TN = 4;
-constexpr int VX_A_LOADS = VX_BM * VX_BK / VX_CONV_THREADS;
-constexpr int VX_B_LOADS = VX_BN * VX_BK / VX_CONV_THREADS;
-// Rows padded so that stores of one tile column spread over banks.
-constexpr int VX_A_STRIDE = VX_BM + 4;
-constexpr int VX_B_STRIDE = VX_BN + 4;
-// A coordinate far outside any volume: rows past the problem read only zeros.
-constexpr int VX_OUTSIDE = -(1 << 20);
+template <int BN_, int BK_, int TM_, int TN_>
+struct VxSimtTile {
+    static constexpr int BM = VX_CONV_SIMT_BM, BN = BN_, BK = BK_, TM = TM_, TN = TN_;
+    static constexpr int THREADS = VX_CONV_THREADS;
+    static constexpr int A_LOADS = BM * BK / THREADS;
+    static constexpr int B_LOADS = BN * BK / THREADS;
+    static_assert((BM / TM) * (BN / TN) == THREADS, "one thread per TM x TN register tile");
+    static_assert(A_LOADS * THREADS == BM * BK && B_LOADS * THREADS == BN * BK,
+                  "tiles must split evenly over the threads");
+    static_assert(THREADS % BK == 0 && THREADS % BM == 0 && THREADS % BN == 0,
+                  "loads map threads onto whole tile rows");
+};
+using VxWide = VxSimtTile<VX_CONV_WIDE_BN, VX_CONV_WIDE_BK, 4, 4>;
+using VxNarrow = VxSimtTile<VX_CONV_NARROW_BN, VX_CONV_NARROW_BK, 2, 2>;
+using VxShallow = VxSimtTile<VX_CONV_SHALLOW_BN, VX_CONV_SHALLOW_BK, 4, 4>;
 
-static_assert((VX_BM / VX_TM) * (VX_BN / VX_TN) == VX_CONV_THREADS,
-              "one thread per TM x TN register tile");
-static_assert(VX_BM * VX_BK % VX_CONV_THREADS == 0 && VX_BN * VX_BK % VX_CONV_THREADS == 0,
-              "tiles must split evenly over the threads");
+// One reduction step of both operands, k-major; rows padded so that stores of one tile
+// column spread over banks.
+template <class T>
+struct alignas(16) VxSimtShared {
+    float a[T::BK][T::BM + 4];
+    float b[T::BK][T::BN + 4];
+};
 
-typedef float VxTileA[VX_BK][VX_A_STRIDE];
-typedef float VxTileB[VX_BK][VX_B_STRIDE];
-
-__device__ __forceinline__ bool vx_inside(int z, int y, int x, int d, int h, int w) {
-    return static_cast<unsigned>(z) < static_cast<unsigned>(d) &&
-           static_cast<unsigned>(y) < static_cast<unsigned>(h) &&
-           static_cast<unsigned>(x) < static_cast<unsigned>(w);
-}
-
-// Splits a kernel tap index into (kz, ky, kx).
-__device__ __forceinline__ void vx_split_tap(const Conv3dParams& p, int tap, int& kz, int& ky,
-                                             int& kx) {
-    kx = tap % p.k_w;
-    const int t = tap / p.k_w;
-    ky = t % p.k_h;
-    kz = t / p.k_h;
-}
-
-// Splits a voxel index of an [n, d, h, w] grid into (sample, z, y, x).
-__device__ __forceinline__ void vx_split_voxel(int v, int d, int h, int w, int& nn, int& z,
-                                               int& y, int& x) {
-    x = v % w;
-    int t = v / w;
-    y = t % h;
-    t /= h;
-    z = t % d;
-    nn = t / d;
-}
-
-// acc += As[kk][rows of this thread] x Bs[kk][cols of this thread], over one BK step.
-__device__ __forceinline__ void vx_tile_multiply(const VxTileA& As, const VxTileB& Bs,
-                                                 float (&acc)[VX_TM][VX_TN]) {
-    const int tr = threadIdx.x / (VX_BN / VX_TN);
-    const int tc = threadIdx.x % (VX_BN / VX_TN);
+// acc += A[rows of this thread] x B[cols of this thread], over one BK step.
+template <class T>
+__device__ __forceinline__ void vx_simt_multiply(const VxSimtShared<T>& s,
+                                                 float (&acc)[T::TM][T::TN]) {
+    const int tr = threadIdx.x / (T::BN / T::TN);
+    const int tc = threadIdx.x % (T::BN / T::TN);
 #pragma unroll
-    for (int kk = 0; kk < VX_BK; ++kk) {
-        float a[VX_TM], b[VX_TN];
+    for (int kk = 0; kk < T::BK; ++kk) {
+        float a[T::TM], b[T::TN];
 #pragma unroll
-        for (int i = 0; i < VX_TM; ++i) a[i] = As[kk][tr * VX_TM + i];
+        for (int i = 0; i < T::TM; ++i) a[i] = s.a[kk][tr * T::TM + i];
 #pragma unroll
-        for (int j = 0; j < VX_TN; ++j) b[j] = Bs[kk][tc * VX_TN + j];
+        for (int j = 0; j < T::TN; ++j) b[j] = s.b[kk][tc * T::TN + j];
 #pragma unroll
-        for (int i = 0; i < VX_TM; ++i)
+        for (int i = 0; i < T::TM; ++i)
 #pragma unroll
-            for (int j = 0; j < VX_TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+            for (int j = 0; j < T::TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
     }
 }
 
-// The reduction over [k_begin, k_end) in BK steps. The loader gathers a step into
-// registers (fetch), writes them to the tiles (store) and may stage per-step indices in
-// shared memory (prepare, double-buffered by `buf`) before its fetch.
-template <class Loader>
-__device__ __forceinline__ void vx_gemm_mainloop(Loader& ld, int k_begin, int k_end, VxTileA& As,
-                                                 VxTileB& Bs, float (&acc)[VX_TM][VX_TN]) {
+// Writes the thread's register tile: tile row `row` goes to out[out_row(row) * cols + col],
+// plus bias[col] when there is a bias.
+template <class T, class OutRow>
+__device__ __forceinline__ void vx_simt_store(const float (&acc)[T::TM][T::TN], int rows,
+                                              int cols, OutRow out_row, const float* bias,
+                                              float* out) {
+    const int tr = threadIdx.x / (T::BN / T::TN);
+    const int tc = threadIdx.x % (T::BN / T::TN);
+    const int row0 = blockIdx.x * T::BM + tr * T::TM;
+    const int col0 = blockIdx.y * T::BN + tc * T::TN;
 #pragma unroll
-    for (int i = 0; i < VX_TM; ++i)
-#pragma unroll
-        for (int j = 0; j < VX_TN; ++j) acc[i][j] = 0.0f;
-    ld.prepare(k_begin, 0);
-    __syncthreads();
-    ld.fetch(k_begin, 0);
-    int buf = 0;
-    for (int k0 = k_begin; k0 < k_end; k0 += VX_BK) {
-        ld.store(As, Bs);
-        const bool more = k0 + VX_BK < k_end;
-        if (more) ld.prepare(k0 + VX_BK, buf ^ 1);
-        __syncthreads();
-        if (more) ld.fetch(k0 + VX_BK, buf ^ 1);
-        vx_tile_multiply(As, Bs, acc);
-        __syncthreads();
-        buf ^= 1;
-    }
-}
-
-// Writes the thread's register tile to out[row, col] of a [rows, cols] matrix.
-__device__ __forceinline__ void vx_store_tile(const float (&acc)[VX_TM][VX_TN], float* out,
-                                              int rows, int cols) {
-    const int tr = threadIdx.x / (VX_BN / VX_TN);
-    const int tc = threadIdx.x % (VX_BN / VX_TN);
-    const int row0 = blockIdx.x * VX_BM + tr * VX_TM;
-    const int col0 = blockIdx.y * VX_BN + tc * VX_TN;
-#pragma unroll
-    for (int i = 0; i < VX_TM; ++i) {
+    for (int i = 0; i < T::TM; ++i) {
         const int row = row0 + i;
         if (row >= rows) continue;
+        float* dst = out + static_cast<size_t>(out_row(row)) * cols;
 #pragma unroll
-        for (int j = 0; j < VX_TN; ++j) {
+        for (int j = 0; j < T::TN; ++j) {
             const int col = col0 + j;
-            if (col < cols) out[static_cast<size_t>(row) * cols + col] = acc[i][j];
+            if (col < cols) dst[col] = bias ? acc[i][j] + bias[col] : acc[i][j];
         }
     }
 }
 
 // Forward: A = patches of x (rows: output voxels), B = weights as [K, cout].
-struct VxForwardLoader {
+template <class T>
+struct VxSimtForward {
     const Conv3dParams& p;
     const float* x;
     const float* w;
-    int k_total;
-    // Per loaded row: input voxel index of (sample, 0, 0, 0) and the corner of its window.
-    int row_base[VX_A_LOADS], row_z[VX_A_LOADS], row_y[VX_A_LOADS], row_x[VX_A_LOADS];
-    float a[VX_A_LOADS], b[VX_B_LOADS];
+    VxSimtShared<T>& s;
+    int k_end;
+    VxRow rows[T::A_LOADS];
+    float a[T::A_LOADS], b[T::B_LOADS];
 
-    __device__ __forceinline__ VxForwardLoader(const Conv3dParams& params, const float* x_,
-                                               const float* w_)
-        : p(params), x(x_), w(w_), k_total(params.k_d * params.k_h * params.k_w * params.cin) {
+    __device__ __forceinline__ VxSimtForward(const Conv3dParams& params, const float* x_,
+                                             const float* w_, VxSimtShared<T>& s_, int k_end_)
+        : p(params), x(x_), w(w_), s(s_), k_end(k_end_) {
         const int m_total = p.n * p.out_d * p.out_h * p.out_w;
 #pragma unroll
-        for (int j = 0; j < VX_A_LOADS; ++j) {
-            const int m = blockIdx.x * VX_BM + threadIdx.x / VX_BK + j * (VX_CONV_THREADS / VX_BK);
-            int nn, oz, oy, ox;
-            vx_split_voxel(m, p.out_d, p.out_h, p.out_w, nn, oz, oy, ox);
-            const bool valid = m < m_total;
-            row_base[j] = nn * p.in_d * p.in_h * p.in_w;
-            row_z[j] = valid ? oz * p.stride_d - p.pad_d : VX_OUTSIDE;
-            row_y[j] = oy * p.stride_h - p.pad_h;
-            row_x[j] = ox * p.stride_w - p.pad_w;
+        for (int j = 0; j < T::A_LOADS; ++j) {
+            const int m = blockIdx.x * T::BM + threadIdx.x / T::BK + j * (T::THREADS / T::BK);
+            rows[j] = vx_forward_row(p, m, m_total);
         }
     }
 
     __device__ __forceinline__ void prepare(int, int) {}
 
     __device__ __forceinline__ void fetch(int k0, int) {
-        const int k = k0 + threadIdx.x % VX_BK;
+        const int k = k0 + threadIdx.x % T::BK;
         const int ci = k % p.cin;
         int kz, ky, kx;
-        vx_split_tap(p, k / p.cin, kz, ky, kx);
-        if (k >= k_total) kz = VX_OUTSIDE;
+        vx_split3(k / p.cin, p.k_h, p.k_w, kz, ky, kx);
+        if (k >= k_end) kz = VX_OUTSIDE;
 #pragma unroll
-        for (int j = 0; j < VX_A_LOADS; ++j) {
-            const int iz = row_z[j] + kz, iy = row_y[j] + ky, ix = row_x[j] + kx;
+        for (int j = 0; j < T::A_LOADS; ++j) {
+            const int iz = rows[j].z + kz, iy = rows[j].y + ky, ix = rows[j].x + kx;
             a[j] = vx_inside(iz, iy, ix, p.in_d, p.in_h, p.in_w)
-                       ? x[static_cast<size_t>(row_base[j] + (iz * p.in_h + iy) * p.in_w + ix) *
+                       ? x[static_cast<size_t>(rows[j].base + (iz * p.in_h + iy) * p.in_w + ix) *
                                p.cin +
                            ci]
                        : 0.0f;
         }
-        const int co = blockIdx.y * VX_BN + threadIdx.x % VX_BN;
+        const int co = blockIdx.y * T::BN + threadIdx.x % T::BN;
 #pragma unroll
-        for (int j = 0; j < VX_B_LOADS; ++j) {
-            const int kb = k0 + threadIdx.x / VX_BN + j * (VX_CONV_THREADS / VX_BN);
-            b[j] = kb < k_total && co < p.cout ? w[static_cast<size_t>(kb) * p.cout + co] : 0.0f;
+        for (int j = 0; j < T::B_LOADS; ++j) {
+            const int kb = k0 + threadIdx.x / T::BN + j * (T::THREADS / T::BN);
+            b[j] = kb < k_end && co < p.cout ? w[static_cast<size_t>(kb) * p.cout + co] : 0.0f;
         }
     }
 
-    __device__ __forceinline__ void store(VxTileA& As, VxTileB& Bs) const {
+    __device__ __forceinline__ void store() const {
 #pragma unroll
-        for (int j = 0; j < VX_A_LOADS; ++j)
-            As[threadIdx.x % VX_BK][threadIdx.x / VX_BK + j * (VX_CONV_THREADS / VX_BK)] = a[j];
+        for (int j = 0; j < T::A_LOADS; ++j)
+            s.a[threadIdx.x % T::BK][threadIdx.x / T::BK + j * (T::THREADS / T::BK)] = a[j];
 #pragma unroll
-        for (int j = 0; j < VX_B_LOADS; ++j)
-            Bs[threadIdx.x / VX_BN + j * (VX_CONV_THREADS / VX_BN)][threadIdx.x % VX_BN] = b[j];
+        for (int j = 0; j < T::B_LOADS; ++j)
+            s.b[threadIdx.x / T::BN + j * (T::THREADS / T::BN)][threadIdx.x % T::BN] = b[j];
     }
 };
 
-extern "C" __global__ void __launch_bounds__(VX_CONV_THREADS, 4)
-    conv3d_forward(const __grid_constant__ Conv3dParams p, const float* __restrict__ x,
-                   const float* __restrict__ w, float* __restrict__ y) {
-    __shared__ VxTileA As;
-    __shared__ VxTileB Bs;
-    VxForwardLoader ld(p, x, w);
-    float acc[VX_TM][VX_TN];
-    vx_gemm_mainloop(ld, 0, ld.k_total, As, Bs, acc);
-    vx_store_tile(acc, y, p.n * p.out_d * p.out_h * p.out_w, p.cout);
+template <class T>
+__device__ __forceinline__ void vx_simt_forward(const Conv3dParams& p, const float* x,
+                                                const float* w, const float* bias, float* y) {
+    __shared__ VxSimtShared<T> s;
+    const int k_total = p.k_d * p.k_h * p.k_w * p.cin;
+    int k_begin, k_end;
+    vx_split_range(p, blockIdx.z, k_total, k_begin, k_end);
+    VxSimtForward<T> ld(p, x, w, s, k_end);
+    float acc[T::TM][T::TN] = {};
+    vx_mainloop(ld, k_begin, k_end, T::BK, [&] { vx_simt_multiply<T>(s, acc); });
+    const int rows = p.n * p.out_d * p.out_h * p.out_w;
+    vx_simt_store<T>(
+        acc, rows, p.cout, [](int r) { return r; }, blockIdx.z == 0 ? bias : nullptr,
+        y + static_cast<size_t>(blockIdx.z) * rows * p.cout);
 }
-VX_EMU_ENTRY(conv3d_forward, (const Conv3dParams p, const float* x, const float* w, float* y),
-             (p, x, w, y))
 
-// Backward data: A = dy gathered per input voxel v and (tap, co): the output voxel o with
-// o * stride - pad + tap = v, when it exists. B = W' with W'[(tap, co), ci] = W[tap, ci, co].
-struct VxBackwardDataLoader {
+// Backward data, one stride phase (conv3d_common.h): A = dy gathered per phase voxel and
+// (tap of the phase, co), B = W' with W'[(tap, co), ci] = W[kernel tap, ci, co].
+template <class T>
+struct VxSimtBackwardData {
     const Conv3dParams& p;
+    const VxPhase& ph;
     const float* dy;
     const float* w;
-    int k_total;
-    // Per loaded row: output voxel index of (sample, 0, 0, 0) and v + pad.
-    int row_base[VX_A_LOADS], row_z[VX_A_LOADS], row_y[VX_A_LOADS], row_x[VX_A_LOADS];
-    float a[VX_A_LOADS], b[VX_B_LOADS];
+    VxSimtShared<T>& s;
+    int k_end;
+    VxRow rows[T::A_LOADS];
+    float a[T::A_LOADS], b[T::B_LOADS];
 
-    __device__ __forceinline__ VxBackwardDataLoader(const Conv3dParams& params, const float* dy_,
-                                                    const float* w_)
-        : p(params), dy(dy_), w(w_), k_total(params.k_d * params.k_h * params.k_w * params.cout) {
-        const int v_total = p.n * p.in_d * p.in_h * p.in_w;
+    __device__ __forceinline__ VxSimtBackwardData(const Conv3dParams& params, const VxPhase& phase,
+                                                  const float* dy_, const float* w_,
+                                                  VxSimtShared<T>& s_, int k_end_)
+        : p(params), ph(phase), dy(dy_), w(w_), s(s_), k_end(k_end_) {
+        const int m_total = vx_phase_rows(p, ph);
 #pragma unroll
-        for (int j = 0; j < VX_A_LOADS; ++j) {
-            const int v = blockIdx.x * VX_BM + threadIdx.x / VX_BK + j * (VX_CONV_THREADS / VX_BK);
-            int nn, iz, iy, ix;
-            vx_split_voxel(v, p.in_d, p.in_h, p.in_w, nn, iz, iy, ix);
-            row_base[j] = nn * p.out_d * p.out_h * p.out_w;
-            row_z[j] = v < v_total ? iz + p.pad_d : VX_OUTSIDE;
-            row_y[j] = iy + p.pad_h;
-            row_x[j] = ix + p.pad_w;
+        for (int j = 0; j < T::A_LOADS; ++j) {
+            const int m = blockIdx.x * T::BM + threadIdx.x / T::BK + j * (T::THREADS / T::BK);
+            int unused;
+            rows[j] = vx_phase_row(p, ph, m, m_total, unused);
         }
     }
 
     __device__ __forceinline__ void prepare(int, int) {}
 
-    // One output coordinate from v + pad - tap, or -1 when no output voxel reads v there.
-    __device__ __forceinline__ static int source(int t, int stride, int size) {
-        if (t < 0 || t % stride != 0) return -1;
-        const int o = t / stride;
-        return o < size ? o : -1;
-    }
-
     __device__ __forceinline__ void fetch(int k0, int) {
-        const int k = k0 + threadIdx.x % VX_BK;
+        const int k = k0 + threadIdx.x % T::BK;
         const int co = k % p.cout;
-        const int tap = k / p.cout;
-        int kz, ky, kx;
-        vx_split_tap(p, tap, kz, ky, kx);
-        const bool k_valid = k < k_total;
+        const bool k_valid = k < k_end;
+        // A phase without taps has no valid k (and zero sizes must not be divided by).
+        int tz = VX_OUTSIDE, ty = 0, tx = 0;
+        if (k_valid) vx_split3(k / p.cout, ph.taps[1], ph.taps[2], tz, ty, tx);
 #pragma unroll
-        for (int j = 0; j < VX_A_LOADS; ++j) {
-            const int oz = source(row_z[j] - kz, p.stride_d, p.out_d);
-            const int oy = source(row_y[j] - ky, p.stride_h, p.out_h);
-            const int ox = source(row_x[j] - kx, p.stride_w, p.out_w);
-            a[j] = k_valid && (oz | oy | ox) >= 0
-                       ? dy[static_cast<size_t>(row_base[j] + (oz * p.out_h + oy) * p.out_w + ox) *
+        for (int j = 0; j < T::A_LOADS; ++j) {
+            const int oz = rows[j].z + tz, oy = rows[j].y + ty, ox = rows[j].x + tx;
+            a[j] = vx_inside(oz, oy, ox, p.out_d, p.out_h, p.out_w)
+                       ? dy[static_cast<size_t>(rows[j].base + (oz * p.out_h + oy) * p.out_w +
+                                                ox) *
                                 p.cout +
                             co]
                        : 0.0f;
         }
+        const int tap = k_valid ? vx_phase_kernel_tap(p, ph, tz, ty, tx) : 0;
 #pragma unroll
-        for (int j = 0; j < VX_B_LOADS; ++j) {
-            const int ci = blockIdx.y * VX_BN + threadIdx.x / VX_BK + j * (VX_CONV_THREADS / VX_BK);
+        for (int j = 0; j < T::B_LOADS; ++j) {
+            const int ci =
+                blockIdx.y * T::BN + threadIdx.x / T::BK + j * (T::THREADS / T::BK);
             b[j] = k_valid && ci < p.cin
                        ? w[(static_cast<size_t>(tap) * p.cin + ci) * p.cout + co]
                        : 0.0f;
         }
     }
 
-    __device__ __forceinline__ void store(VxTileA& As, VxTileB& Bs) const {
+    __device__ __forceinline__ void store() const {
 #pragma unroll
-        for (int j = 0; j < VX_A_LOADS; ++j)
-            As[threadIdx.x % VX_BK][threadIdx.x / VX_BK + j * (VX_CONV_THREADS / VX_BK)] = a[j];
+        for (int j = 0; j < T::A_LOADS; ++j)
+            s.a[threadIdx.x % T::BK][threadIdx.x / T::BK + j * (T::THREADS / T::BK)] = a[j];
 #pragma unroll
-        for (int j = 0; j < VX_B_LOADS; ++j)
-            Bs[threadIdx.x % VX_BK][threadIdx.x / VX_BK + j * (VX_CONV_THREADS / VX_BK)] = b[j];
+        for (int j = 0; j < T::B_LOADS; ++j)
+            s.b[threadIdx.x % T::BK][threadIdx.x / T::BK + j * (T::THREADS / T::BK)] = b[j];
     }
 };
 
-extern "C" __global__ void __launch_bounds__(VX_CONV_THREADS, 4)
-    conv3d_backward_data(const __grid_constant__ Conv3dParams p, const float* __restrict__ dy,
-                         const float* __restrict__ w, float* __restrict__ dx) {
-    __shared__ VxTileA As;
-    __shared__ VxTileB Bs;
-    VxBackwardDataLoader ld(p, dy, w);
-    float acc[VX_TM][VX_TN];
-    vx_gemm_mainloop(ld, 0, ld.k_total, As, Bs, acc);
-    vx_store_tile(acc, dx, p.n * p.in_d * p.in_h * p.in_w, p.cin);
+// grid.z runs over (split, phase), phase fastest.
+template <class T>
+__device__ __forceinline__ void vx_simt_backward_data(const Conv3dParams& p, const float* dy,
+                                                      const float* w, const float* bias,
+                                                      float* dx) {
+    __shared__ VxSimtShared<T> s;
+    const int phases = p.stride_d * p.stride_h * p.stride_w;
+    const int split = blockIdx.z / phases;
+    const VxPhase ph = vx_phase(p, blockIdx.z % phases);
+    const int rows = vx_phase_rows(p, ph);
+    if (static_cast<int>(blockIdx.x) * T::BM >= rows) return;
+    const int k_total = ph.taps[0] * ph.taps[1] * ph.taps[2] * p.cout;
+    int k_begin, k_end;
+    vx_split_range(p, split, k_total, k_begin, k_end);
+    VxSimtBackwardData<T> ld(p, ph, dy, w, s, k_end);
+    float acc[T::TM][T::TN] = {};
+    vx_mainloop(ld, k_begin, k_end, T::BK, [&] { vx_simt_multiply<T>(s, acc); });
+    const int voxels = p.n * p.in_d * p.in_h * p.in_w;
+    vx_simt_store<T>(
+        acc, rows, p.cin,
+        [&](int r) {
+            int voxel;
+            vx_phase_row(p, ph, r, rows, voxel);
+            return voxel;
+        },
+        split == 0 ? bias : nullptr, dx + static_cast<size_t>(split) * voxels * p.cin);
 }
-VX_EMU_ENTRY(conv3d_backward_data,
-             (const Conv3dParams p, const float* dy, const float* w, float* dx), (p, dy, w, dx))
-
-// Per-step output-voxel coordinates for the backward-weights loader, shared by the block.
-struct VxVoxelSteps {
-    int base[2][VX_BK], z[2][VX_BK], y[2][VX_BK], x[2][VX_BK];
-};
 
 // Backward weights: rows are (tap, ci), columns cout, the reduction runs over the output
 // voxels m of one split. A[m][(tap, ci)] is the forward patch value, B = dy as [M, cout].
-struct VxBackwardWeightsLoader {
+template <class T>
+struct VxSimtBackwardWeights {
     const Conv3dParams& p;
     const float* x;
     const float* dy;
-    VxVoxelSteps& steps;
+    VxSimtShared<T>& s;
+    VxVoxelSteps<T::BK>& steps;
     int m_end;
     // This thread's fixed row (tap, ci) of the result.
     int ci, kz, ky, kx;
-    float a[VX_A_LOADS], b[VX_B_LOADS];
+    float a[T::A_LOADS], b[T::B_LOADS];
 
-    __device__ __forceinline__ VxBackwardWeightsLoader(const Conv3dParams& params, const float* x_,
-                                                       const float* dy_, VxVoxelSteps& s,
-                                                       int m_end_)
-        : p(params), x(x_), dy(dy_), steps(s), m_end(m_end_) {
-        const int k = blockIdx.x * VX_BM + threadIdx.x % VX_BM;
+    __device__ __forceinline__ VxSimtBackwardWeights(const Conv3dParams& params, const float* x_,
+                                                     const float* dy_, VxSimtShared<T>& s_,
+                                                     VxVoxelSteps<T::BK>& steps_, int m_end_)
+        : p(params), x(x_), dy(dy_), s(s_), steps(steps_), m_end(m_end_) {
+        const int k = blockIdx.x * T::BM + threadIdx.x % T::BM;
         ci = k % p.cin;
-        vx_split_tap(p, k / p.cin, kz, ky, kx);
+        vx_split3(k / p.cin, p.k_h, p.k_w, kz, ky, kx);
         if (k >= p.k_d * p.k_h * p.k_w * p.cin) kz = VX_OUTSIDE;
     }
 
     __device__ __forceinline__ void prepare(int m0, int buf) {
-        const unsigned t = threadIdx.x;
-        if (t >= VX_BK) return;
-        const int m = m0 + t;
-        int nn, oz, oy, ox;
-        vx_split_voxel(m, p.out_d, p.out_h, p.out_w, nn, oz, oy, ox);
-        steps.base[buf][t] = nn * p.in_d * p.in_h * p.in_w;
-        steps.z[buf][t] = m < m_end ? oz * p.stride_d - p.pad_d : VX_OUTSIDE;
-        steps.y[buf][t] = oy * p.stride_h - p.pad_h;
-        steps.x[buf][t] = ox * p.stride_w - p.pad_w;
+        steps.prepare(p, m0, m_end, buf);
     }
 
     __device__ __forceinline__ void fetch(int m0, int buf) {
 #pragma unroll
-        for (int j = 0; j < VX_A_LOADS; ++j) {
-            const int s = threadIdx.x / VX_BM + j * (VX_CONV_THREADS / VX_BM);
-            const int iz = steps.z[buf][s] + kz, iy = steps.y[buf][s] + ky,
-                      ix = steps.x[buf][s] + kx;
+        for (int j = 0; j < T::A_LOADS; ++j) {
+            const VxRow& r = steps.row[buf][threadIdx.x / T::BM + j * (T::THREADS / T::BM)];
+            const int iz = r.z + kz, iy = r.y + ky, ix = r.x + kx;
             a[j] = vx_inside(iz, iy, ix, p.in_d, p.in_h, p.in_w)
-                       ? x[static_cast<size_t>(steps.base[buf][s] + (iz * p.in_h + iy) * p.in_w +
-                                               ix) *
+                       ? x[static_cast<size_t>(r.base + (iz * p.in_h + iy) * p.in_w + ix) *
                                p.cin +
                            ci]
                        : 0.0f;
         }
-        const int co = blockIdx.y * VX_BN + threadIdx.x % VX_BN;
+        const int co = blockIdx.y * T::BN + threadIdx.x % T::BN;
 #pragma unroll
-        for (int j = 0; j < VX_B_LOADS; ++j) {
-            const int m = m0 + threadIdx.x / VX_BN + j * (VX_CONV_THREADS / VX_BN);
+        for (int j = 0; j < T::B_LOADS; ++j) {
+            const int m = m0 + threadIdx.x / T::BN + j * (T::THREADS / T::BN);
             b[j] = m < m_end && co < p.cout ? dy[static_cast<size_t>(m) * p.cout + co] : 0.0f;
         }
     }
 
-    __device__ __forceinline__ void store(VxTileA& As, VxTileB& Bs) const {
+    __device__ __forceinline__ void store() const {
 #pragma unroll
-        for (int j = 0; j < VX_A_LOADS; ++j)
-            As[threadIdx.x / VX_BM + j * (VX_CONV_THREADS / VX_BM)][threadIdx.x % VX_BM] = a[j];
+        for (int j = 0; j < T::A_LOADS; ++j)
+            s.a[threadIdx.x / T::BM + j * (T::THREADS / T::BM)][threadIdx.x % T::BM] = a[j];
 #pragma unroll
-        for (int j = 0; j < VX_B_LOADS; ++j)
-            Bs[threadIdx.x / VX_BN + j * (VX_CONV_THREADS / VX_BN)][threadIdx.x % VX_BN] = b[j];
+        for (int j = 0; j < T::B_LOADS; ++j)
+            s.b[threadIdx.x / T::BN + j * (T::THREADS / T::BN)][threadIdx.x % T::BN] = b[j];
     }
 };
 
-// Writes the partial weight gradient of split blockIdx.z to dw + z * K * cout; with one
-// split that is the gradient itself, otherwise sum_axis1 adds the splits.
-extern "C" __global__ void __launch_bounds__(VX_CONV_THREADS, 4)
-    conv3d_backward_weights(const __grid_constant__ Conv3dParams p, const float* __restrict__ x,
-                            const float* __restrict__ dy, float* __restrict__ dw) {
-    __shared__ VxTileA As;
-    __shared__ VxTileB Bs;
-    __shared__ VxVoxelSteps steps;
+template <class T>
+__device__ __forceinline__ void vx_simt_backward_weights(const Conv3dParams& p, const float* x,
+                                                         const float* dy, const float*,
+                                                         float* dw) {
+    __shared__ VxSimtShared<T> s;
+    __shared__ VxVoxelSteps<T::BK> steps;
     const int m_total = p.n * p.out_d * p.out_h * p.out_w;
-    const int m_begin = blockIdx.z * p.split_len;
-    const int m_end = min(m_total, m_begin + p.split_len);
-    VxBackwardWeightsLoader ld(p, x, dy, steps, m_end);
-    float acc[VX_TM][VX_TN];
-    vx_gemm_mainloop(ld, m_begin, m_end, As, Bs, acc);
+    int m_begin, m_end;
+    vx_split_range(p, blockIdx.z, m_total, m_begin, m_end);
+    VxSimtBackwardWeights<T> ld(p, x, dy, s, steps, m_end);
+    float acc[T::TM][T::TN] = {};
+    vx_mainloop(ld, m_begin, m_end, T::BK, [&] { vx_simt_multiply<T>(s, acc); });
     const int k_total = p.k_d * p.k_h * p.k_w * p.cin;
-    vx_store_tile(acc, dw + static_cast<size_t>(blockIdx.z) * k_total * p.cout, k_total, p.cout);
+    vx_simt_store<T>(
+        acc, k_total, p.cout, [](int r) { return r; }, nullptr,
+        dw + static_cast<size_t>(blockIdx.z) * k_total * p.cout);
 }
-VX_EMU_ENTRY(conv3d_backward_weights,
-             (const Conv3dParams p, const float* x, const float* dy, float* dw), (p, x, dy, dw))
+
+#define VX_CONV_F32(name, pass, Tile)                                                        \
+    extern "C" __global__ void __launch_bounds__(VX_CONV_THREADS, 4)                           \
+        name(const __grid_constant__ Conv3dParams p, const float* __restrict__ a,              \
+             const float* __restrict__ b, const float* __restrict__ bias,                      \
+             float* __restrict__ out) {                                                        \
+        pass<Tile>(p, a, b, bias, out);                                                        \
+    }
+
+VX_CONV_F32(conv3d_fwd_f32_wide, vx_simt_forward, VxWide)
+VX_CONV_F32(conv3d_fwd_f32_narrow, vx_simt_forward, VxNarrow)
+VX_CONV_F32(conv3d_fwd_f32_shallow, vx_simt_forward, VxShallow)
+VX_CONV_F32(conv3d_bwd_data_f32_wide, vx_simt_backward_data, VxWide)
+VX_CONV_F32(conv3d_bwd_data_f32_narrow, vx_simt_backward_data, VxNarrow)
+VX_CONV_F32(conv3d_bwd_data_f32_shallow, vx_simt_backward_data, VxShallow)
+VX_CONV_F32(conv3d_bwd_weight_f32_wide, vx_simt_backward_weights, VxWide)
+VX_CONV_F32(conv3d_bwd_weight_f32_narrow, vx_simt_backward_weights, VxNarrow)
+
+#ifndef __CUDACC__
+#include <cstring>
+
+// The harness entry for every kernel of this file, by name: 0, -1 when the launch failed
+// (emu_last_error() says why), -2 when there is no such kernel.
+extern "C" int emu_conv3d_f32(const char* name, const EmuDims* d, const Conv3dParams p,
+                              const float* a, const float* b, const float* bias, float* out) {
+    using Kernel = void (*)(Conv3dParams, const float*, const float*, const float*, float*);
+    static const struct {
+        const char* name;
+        Kernel kernel;
+    } kernels[] = {
+        {"conv3d_fwd_f32_wide", conv3d_fwd_f32_wide},
+        {"conv3d_fwd_f32_narrow", conv3d_fwd_f32_narrow},
+        {"conv3d_fwd_f32_shallow", conv3d_fwd_f32_shallow},
+        {"conv3d_bwd_data_f32_wide", conv3d_bwd_data_f32_wide},
+        {"conv3d_bwd_data_f32_narrow", conv3d_bwd_data_f32_narrow},
+        {"conv3d_bwd_data_f32_shallow", conv3d_bwd_data_f32_shallow},
+        {"conv3d_bwd_weight_f32_wide", conv3d_bwd_weight_f32_wide},
+        {"conv3d_bwd_weight_f32_narrow", conv3d_bwd_weight_f32_narrow},
+    };
+    for (const auto& k : kernels)
+        if (!std::strcmp(k.name, name)) return emu_launch(*d, k.kernel, p, a, b, bias, out);
+    return -2;
+}
+#endif

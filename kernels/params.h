@@ -7,10 +7,7 @@
 // Launch shapes the Rust plans (src/backend/cuda/launch.rs) assume; the harness tests
 // compare them with the Rust constants through vx_launch_constant().
 constexpr int VX_REDUCE_THREADS = 256;  // threads of a reduction block
-constexpr int VX_CONV_BM = 64;          // conv tile rows (voxels, or (tap, ci) for weights)
-constexpr int VX_CONV_BN = 32;          // conv tile columns (channels)
-constexpr int VX_CONV_BK = 16;          // conv reduction step; split_len is a multiple
-constexpr int VX_CONV_THREADS = 128;    // threads of a conv block
+#include "params_conv.h"
 
 // Element-wise unary op codes (UnaryOp in src/tensor_ops/unary).
 enum UnaryCode {
@@ -88,16 +85,17 @@ struct Conv3dParams {
     int k_d, k_h, k_w;
     int stride_d, stride_h, stride_w;
     int pad_d, pad_h, pad_w;
-    // Backward-weights only: the output voxels are split into `splits` slices of
-    // `split_len` voxels (a multiple of the K tile), one per grid.z, each writing a
-    // partial weight gradient that a second pass sums.
+    // The reduction is split into `splits` slices of `split_len` (a multiple of the
+    // kernel's K step), one per grid.z (times the stride phases for backward data), each
+    // writing a partial result that a second pass sums. The reduction runs over the output
+    // voxels for backward weights and over (tap, channel) for forward and backward data.
     int splits;
     int split_len;
 };
 
 // Pooling, resampling, channel ranges, padding, flips and the SSIM window filter.
 #include "params_spatial.h"
-// Second wave, cuda-ops-a: one header per family.
+// One header per op family.
 #include "params_norm.h"
 #include "params_dropout.h"
 #include "params_matmul.h"

@@ -1,6 +1,11 @@
 //! The main job on built-in data: write a synthetic BraTS-like dataset, train a small
 //! U-Net on the best device available within a time budget, predict the held-out test
 //! cases, evaluate them and say where everything is.
+use crate::backend::cpu::Cpu;
+use crate::backend::cuda::Cuda;
+use crate::backend::device::Device;
+use crate::backend::Backend;
+use crate::data::split::Split;
 use crate::data::split::SplitFractions;
 use crate::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
 use crate::error::{Error, Result};
@@ -9,7 +14,7 @@ use crate::metrics::evaluate::evaluate;
 use crate::metrics::EvalReport;
 use crate::optim::LrSchedule;
 use crate::train::{RunOptions, TrainConfig};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The embedded default: small enough for a laptop CPU, hard enough to need a U-Net.
@@ -147,12 +152,33 @@ pub fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
 
     std::fs::create_dir_all(&predictions)
         .map_err(|e| Error::io(format!("creating {}", predictions.display()), e))?;
-    let backend = crate::backend::cpu::Cpu::new();
-    let mut predictor = Predictor::open(&backend, &run_dir, "best")?;
-    let dataset = crate::data::layout::detect(&data)?;
+    let split = match crate::backend::device::resolve(opts.device.parse()?)? {
+        Device::Cpu { .. } => predict_test(&Cpu::new(), &run_dir, &data, &predictions)?,
+        Device::Cuda { ordinal, .. } => {
+            predict_test(&Cuda::new(ordinal)?, &run_dir, &data, &predictions)?
+        }
+    };
+    let report = evaluate(&predictions, &data, Some(split.test_ids()), None)?;
+    let evaluation = opts.out.join("evaluation.json");
+    report.write_json(&evaluation)?;
+    Ok(QuickstartReport {
+        data,
+        run: run_dir,
+        predictions,
+        evaluation,
+        report,
+        device: summary.device,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Predicts the test cases of the run's split with its best checkpoint (with pictures).
+fn predict_test<B: Backend>(backend: &B, run: &Path, data: &Path, out: &Path) -> Result<Split> {
+    let mut predictor = Predictor::open(backend, run, "best")?;
+    let dataset = crate::data::layout::detect(data)?;
     let ids: Vec<String> = dataset.cases.iter().map(|c| c.id.clone()).collect();
-    let split = crate::data::split::Split::load(&summary.run.split(), &ids)?;
-    let popts = PredictOptions {
+    let split = Split::load(&run.join("split.json"), &ids)?;
+    let opts = PredictOptions {
         checkpoint: "best".into(),
         overlap: 0.5,
         tta: false,
@@ -166,18 +192,7 @@ pub fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
         .iter()
         .filter(|c| split.test_ids().contains(&c.id))
     {
-        predictor.predict_case(&dataset, case, &predictions, &popts)?;
+        predictor.predict_case(&dataset, case, out, &opts)?;
     }
-    let report = evaluate(&predictions, &data, Some(split.test_ids()), None)?;
-    let evaluation = opts.out.join("evaluation.json");
-    report.write_json(&evaluation)?;
-    Ok(QuickstartReport {
-        data,
-        run: run_dir,
-        predictions,
-        evaluation,
-        report,
-        device: summary.device,
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    Ok(split)
 }

@@ -25,8 +25,15 @@ fn temp_dir(name: &str) -> PathBuf {
 
 fn tiny_dataset(dir: &Path) -> PathBuf {
     let data = dir.join("data");
-    write_dataset(&SynthOptions { out: data.clone(), cases: 6, size: [24, 24, 24], seed: 3, layout: SynthLayout::Brats2021, storage: SynthStorage::Int16 })
-        .unwrap();
+    write_dataset(&SynthOptions {
+        out: data.clone(),
+        cases: 6,
+        size: [24, 24, 24],
+        seed: 3,
+        layout: SynthLayout::Brats2021,
+        storage: SynthStorage::Int16,
+    })
+    .unwrap();
     data
 }
 
@@ -48,13 +55,21 @@ fn tiny_config(data: &Path, out: &Path, epochs: usize) -> TrainConfig {
         val_every: 1,
         workers: 1,
         augment: voxseg::data::augment::AugmentSpec::none(),
-        split: voxseg::data::split::SplitFractions { train: 0.5, val: 0.17, test: 0.33 },
+        split: voxseg::data::split::SplitFractions {
+            train: 0.5,
+            val: 0.17,
+            test: 0.33,
+        },
         ..TrainConfig::default()
     }
 }
 
 fn metrics_lines(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
@@ -68,8 +83,21 @@ fn train_files_resume_predict() {
     // The loss falls and every record has the documented keys.
     let lines = metrics_lines(&run);
     assert_eq!(lines.len(), 3);
-    for key in ["epoch", "step", "train_loss", "val_loss", "lr", "seconds", "val_dice_WT", "val_dice_TC", "val_dice_ET"] {
-        assert!(lines.iter().all(|l| l.get(key).is_some()), "metrics.jsonl lacks {key}");
+    for key in [
+        "epoch",
+        "step",
+        "train_loss",
+        "val_loss",
+        "lr",
+        "seconds",
+        "val_dice_WT",
+        "val_dice_TC",
+        "val_dice_ET",
+    ] {
+        assert!(
+            lines.iter().all(|l| l.get(key).is_some()),
+            "metrics.jsonl lacks {key}"
+        );
     }
     let first = lines[0]["train_loss"].as_f64().unwrap();
     let last = lines[2]["train_loss"].as_f64().unwrap();
@@ -77,25 +105,46 @@ fn train_files_resume_predict() {
 
     // The run's files exist and parse.
     for f in ["config.json", "split.json", "model.json"] {
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join(f)).unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run.join(f)).unwrap()).unwrap();
         assert!(v.is_object(), "{f}");
     }
     let (tensors, meta) = load_checkpoint(&run.join("checkpoints/last.safetensors")).unwrap();
-    assert!(tensors.iter().any(|(n, _, _)| n == "model/encoder.0.block0.conv.weight"));
+    assert!(tensors
+        .iter()
+        .any(|(n, _, _)| n == "model/encoder.0.block0.conv.weight"));
     assert!(tensors.iter().any(|(n, _, _)| n.starts_with("optim/")));
     assert!(meta.contains_key("state") && meta.contains_key("model"));
     assert!(run.join("checkpoints/best.safetensors").exists());
-    let events: Vec<_> = std::fs::read_dir(run.join("tb")).unwrap().filter_map(|e| e.ok()).collect();
-    assert!(events.iter().any(|e| e.file_name().to_string_lossy().contains("tfevents")));
+    let events: Vec<_> = std::fs::read_dir(run.join("tb"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .collect();
+    assert!(events
+        .iter()
+        .any(|e| e.file_name().to_string_lossy().contains("tfevents")));
 
     // A run directory that holds a run is refused without --resume or --force.
-    let err = train(tiny_config(&data, &run, 3), RunOptions::default()).unwrap_err().to_string();
+    let err = train(tiny_config(&data, &run, 3), RunOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("already holds a run"), "{err}");
 
     // Resume: 3 epochs then 2 more equal 5 epochs straight through, bit for bit.
-    let resumed = train(tiny_config(&data, &run, 3), RunOptions { resume: true, extend_to_epochs: Some(5), ..RunOptions::default() }).unwrap();
+    let resumed = train(
+        tiny_config(&data, &run, 3),
+        RunOptions {
+            resume: true,
+            extend_to_epochs: Some(5),
+            ..RunOptions::default()
+        },
+    )
+    .unwrap();
     assert_eq!((resumed.state.epoch, resumed.state.step), (5, 20));
-    let steps: Vec<u64> = metrics_lines(&run).iter().map(|l| l["step"].as_u64().unwrap()).collect();
+    let steps: Vec<u64> = metrics_lines(&run)
+        .iter()
+        .map(|l| l["step"].as_u64().unwrap())
+        .collect();
     assert_eq!(steps, vec![4, 8, 12, 16, 20]);
     let straight_dir = dir.join("straight");
     train(tiny_config(&data, &straight_dir, 5), RunOptions::default()).unwrap();
@@ -104,7 +153,10 @@ fn train_files_resume_predict() {
     assert_eq!(a.len(), b.len());
     for ((na, _, va), (nb, _, vb)) in a.iter().zip(&b) {
         assert_eq!(na, nb);
-        assert!(va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()), "{na} differs after resume");
+        assert!(
+            va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{na} differs after resume"
+        );
     }
 
     // Predict the test cases: NIfTI with the input's shape, affine and label values.
@@ -116,15 +168,30 @@ fn train_files_resume_predict() {
     assert!(!split.test_ids().is_empty());
     let out = dir.join("pred");
     std::fs::create_dir_all(&out).unwrap();
-    let opts = PredictOptions { checkpoint: "last".into(), overlap: 0.5, tta: true, probabilities: true, png: true, replace_nan: false, batch: 2 };
-    for case in dataset.cases.iter().filter(|c| split.test_ids().contains(&c.id)) {
+    let opts = PredictOptions {
+        checkpoint: "last".into(),
+        overlap: 0.5,
+        tta: true,
+        probabilities: true,
+        png: true,
+        replace_nan: false,
+        batch: 2,
+    };
+    for case in dataset
+        .cases
+        .iter()
+        .filter(|c| split.test_ids().contains(&c.id))
+    {
         let p = predictor.predict_case(&dataset, case, &out, &opts).unwrap();
         let written = NiftiFile::open(&p.labels).unwrap();
         let input = NiftiFile::open(&case.images[0].path).unwrap();
         assert_eq!(written.header().dims, input.header().dims);
         assert!(written.header().affine_distance(input.header()) < 1e-4);
         let values = written.channel(0).unwrap();
-        assert!(values.iter().all(|v| [0.0, 1.0, 2.0, 4.0].contains(v)), "labels outside BraTS 2021's set");
+        assert!(
+            values.iter().all(|v| [0.0, 1.0, 2.0, 4.0].contains(v)),
+            "labels outside BraTS 2021's set"
+        );
         assert!(p.probabilities.unwrap().exists() && p.picture.unwrap().exists());
     }
     let report = evaluate(&out, &data, Some(split.test_ids()), None).unwrap();
@@ -179,8 +246,14 @@ fn evaluate_matches_hand_computed_scores() {
 }
 
 fn voxseg(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_voxseg")).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_voxseg"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -193,9 +266,17 @@ fn bad_input_gets_one_clear_line() {
     let (ok, err) = voxseg(&["train", "--data", d, "--out", o, "--bogus"]);
     assert!(!ok && err.contains("--bogus"), "{err}");
     let (ok, err) = voxseg(&["train", "--data", d, "--out", o, "--modalities", "t1,dwi"]);
-    assert!(!ok && err.contains("dwi") && err.lines().count() == 1, "{err}");
-    let (ok, err) = voxseg(&["train", "--data", d, "--out", o, "--device", "cpu", "--patch", "64,64,64"]);
-    assert!(!ok && err.contains("patch") && err.contains("larger"), "{err}");
+    assert!(
+        !ok && err.contains("dwi") && err.lines().count() == 1,
+        "{err}"
+    );
+    let (ok, err) = voxseg(&[
+        "train", "--data", d, "--out", o, "--device", "cpu", "--patch", "64,64,64",
+    ]);
+    assert!(
+        !ok && err.contains("patch") && err.contains("larger"),
+        "{err}"
+    );
     let (ok, err) = voxseg(&["train", "--data", d, "--out", o, "--device", "tpu"]);
     assert!(!ok && err.contains("tpu"), "{err}");
     let (ok, err) = voxseg(&["train", "--data", d, "--out", o, "--loss", "focal"]);

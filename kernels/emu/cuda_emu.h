@@ -36,7 +36,7 @@
 // - Fast-math intrinsics (__expf, __fdividef, rsqrtf) map to exact host math, so their
 //   reduced precision on the GPU is only seen by the parity tests.
 // - Tensor-core fragments are not provided: a kernel that uses them must wrap them in
-//   __device__ functions with a host twin in this header.
+//   __device__ functions with a host twin (kernels/mma.h does so for mma.sync).
 #pragma once
 
 #ifdef __CUDACC__

@@ -106,7 +106,6 @@ extern "C" long long vx_param_layout(const char* type, const char* field) {
     VX_FIELD(WindowAxisParams, inner)
     VX_FIELD(WindowAxisParams, k)
     VX_FIELD(WindowAxisParams, taps)
-    // Second wave, cuda-ops-a.
     VX_SIZE(NormKernelParams)
     VX_FIELD(NormKernelParams, outer)
     VX_FIELD(NormKernelParams, mid)
@@ -181,16 +180,21 @@ extern "C" long long vx_param_layout(const char* type, const char* field) {
 // The value of a launch constant from params.h; -1 for an unknown name.
 extern "C" long long vx_launch_constant(const char* name) {
     if (!std::strcmp(name, "VX_REDUCE_THREADS")) return VX_REDUCE_THREADS;
-    if (!std::strcmp(name, "VX_CONV_BM")) return VX_CONV_BM;
-    if (!std::strcmp(name, "VX_CONV_BN")) return VX_CONV_BN;
-    if (!std::strcmp(name, "VX_CONV_BK")) return VX_CONV_BK;
     if (!std::strcmp(name, "VX_CONV_THREADS")) return VX_CONV_THREADS;
     if (!std::strcmp(name, "VX_WINDOW_MAX_TAPS")) return VX_WINDOW_MAX_TAPS;
-    // Second wave, cuda-ops-a.
     if (!std::strcmp(name, "VX_MATMUL_BM")) return VX_MATMUL_BM;
     if (!std::strcmp(name, "VX_MATMUL_BN")) return VX_MATMUL_BN;
     if (!std::strcmp(name, "VX_MATMUL_BK")) return VX_MATMUL_BK;
     if (!std::strcmp(name, "VX_MATMUL_THREADS")) return VX_MATMUL_THREADS;
     if (!std::strcmp(name, "VX_SUM_THREADS")) return VX_SUM_THREADS;
+    if (!std::strcmp(name, "VX_CONV_SIMT_BM")) return VX_CONV_SIMT_BM;
+    if (!std::strcmp(name, "VX_CONV_WIDE_BN")) return VX_CONV_WIDE_BN;
+    if (!std::strcmp(name, "VX_CONV_WIDE_BK")) return VX_CONV_WIDE_BK;
+    if (!std::strcmp(name, "VX_CONV_NARROW_BN")) return VX_CONV_NARROW_BN;
+    if (!std::strcmp(name, "VX_CONV_NARROW_BK")) return VX_CONV_NARROW_BK;
+    if (!std::strcmp(name, "VX_CONV_SHALLOW_BN")) return VX_CONV_SHALLOW_BN;
+    if (!std::strcmp(name, "VX_CONV_SHALLOW_BK")) return VX_CONV_SHALLOW_BK;
+    if (!std::strcmp(name, "VX_CONV_TC_BM")) return VX_CONV_TC_BM;
+    if (!std::strcmp(name, "VX_CONV_TC_BK")) return VX_CONV_TC_BK;
     return -1;
 }

@@ -1,7 +1,9 @@
 //! Benchmarks of the CPU kernels: named cases, each timed as the median of several runs
 //! after a warm-up and reported as a table or as JSON lines. `voxseg bench --device cpu
 //! [--json] [--filter S]` runs [`cpu_suite`]; `benches/conv.rs` runs the same cases under
-//! criterion.
+//! criterion. [`cuda_suite::cuda_suite`] times the CUDA kernels with device events.
+pub mod cuda_suite;
+
 use crate::backend::cpu::Cpu;
 use crate::backend::BackendBase;
 use crate::error::{Error, Result};
@@ -21,6 +23,42 @@ pub struct BenchResult {
     /// Floating-point operations per second of that median run, in 1e9 (0 when the case
     /// does not count operations).
     pub gflops: f64,
+    /// What a device run adds (none for the CPU suite), as further top-level JSON keys.
+    #[serde(flatten)]
+    pub details: Option<BenchDetails>,
+}
+
+/// Keys of a device benchmark line beyond op, shape, ms and gflops, named as
+/// scripts/bench_reference.py names them so that scripts/bench_table.py joins the two.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BenchDetails {
+    /// "voxseg".
+    #[serde(rename = "impl")]
+    pub implementation: String,
+    /// "fp32", "tf32" or "bf16".
+    pub precision: String,
+    /// Floating-point operations of one run.
+    pub flop: f64,
+    /// gflops / 1000.
+    pub tflops: f64,
+    /// "events": device time between CUDA events around each run.
+    pub timing: String,
+    /// Timed runs the median is taken over.
+    pub iters: usize,
+    /// "sweep" or "brats".
+    pub suite: String,
+    /// The network layers of this shape, comma-separated (brats cases).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
+    pub device: String,
+    /// The kernel the launch plan chose.
+    pub kernel: String,
+    /// The pool's peak of allocated bytes so far in the process.
+    pub pool_peak_bytes: u64,
+    /// Device allocations the pool has made so far, and those made during the timed runs
+    /// (0 once the cache is warm).
+    pub pool_device_allocations: u64,
+    pub timed_device_allocations: u64,
 }
 
 /// The timed body of a case, with its inputs already allocated.
@@ -83,6 +121,7 @@ pub fn run_case(case: BenchCase) -> Result<BenchResult> {
         } else {
             0.0
         },
+        details: None,
     })
 }
 
@@ -186,8 +225,55 @@ pub fn cpu_cases() -> Result<Vec<BenchCase>> {
         conv3d_cases(&mut cases, size, cin, cout)?;
     }
     conv_transpose3d_cases(&mut cases, 32, 64, 32)?;
-    // Further cases (normalisation, activations, losses) are pushed here.
+    instance_norm_cases(&mut cases, 64, 32);
     Ok(cases)
+}
+
+/// Instance norm with the fused LeakyReLU(0.01), the block after every conv of the U-Net:
+/// forward alone, and forward + backward through the tape.
+fn instance_norm_cases(cases: &mut Vec<BenchCase>, size: usize, c: usize) {
+    use crate::autograd::{LeafId, Tape, Var};
+    use crate::tensor::Tensor;
+    use crate::tensor_ops::UnaryOp;
+    let shape = format!("2x{size}x{size}x{size}x{c}");
+    for backward in [false, true] {
+        cases.push(BenchCase {
+            op: format!("instnorm_lrelu.{}", if backward { "bwd" } else { "fwd" }),
+            shape: shape.clone(),
+            flops: 0.0,
+            prepare: Box::new(move || {
+                let b = Cpu::new();
+                let shape = Shape::new(&[2, size, size, size, c]);
+                let x = Tensor::from_storage(&b, shape.clone(), random_storage(&b, &shape, 3)?)?;
+                let gamma = Tensor::full(&b, [c], 1.0)?;
+                let beta = Tensor::zeros(&b, [c])?;
+                let act = Some(UnaryOp::LeakyRelu(0.01));
+                let run: BenchRun = Box::new(move || {
+                    if backward {
+                        let tape = Tape::new();
+                        let xv = tape.leaf(x.clone(), LeafId::fresh());
+                        let g = tape.leaf(gamma.clone(), LeafId::fresh());
+                        let y = xv.instance_norm(
+                            Some(&g),
+                            Some(&Var::constant(beta.clone())),
+                            1e-5,
+                            act,
+                        )?;
+                        tape.backward(&y.sum()?)?;
+                    } else {
+                        Var::constant(x.clone()).instance_norm(
+                            Some(&Var::constant(gamma.clone())),
+                            Some(&Var::constant(beta.clone())),
+                            1e-5,
+                            act,
+                        )?;
+                    }
+                    Ok(())
+                });
+                Ok(run)
+            }),
+        });
+    }
 }
 
 /// Runs the CPU cases that `filter` selects (all without one).
@@ -303,6 +389,7 @@ mod tests {
             shape: "n2 8^3 256->256 k3 same".into(),
             ms: 12.5,
             gflops: 96.25,
+            details: None,
         }];
         let table = format_table(&results);
         assert!(table.starts_with("op"), "{table}");

@@ -83,6 +83,11 @@ pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
     });
     let ids = voxseg::data::cache::write_cache(cases, &spec, &a.out)
         .with_context(|| format!("writing the cache {}", a.out.display()))?;
+    let names: Vec<&String> = channels.iter().map(|&i| &dataset.modalities[i]).collect();
+    voxseg::atomic::write_bytes(
+        &a.out.join(voxseg::train::run::CACHE_MODALITIES),
+        serde_json::to_string(&names)?.as_bytes(),
+    )?;
     println!("cached {} cases in {}", ids.len(), a.out.display());
     Ok(())
 }

@@ -2,6 +2,7 @@ use clap::Args as ClapArgs;
 use std::path::PathBuf;
 use voxseg::backend::cpu::Cpu;
 use voxseg::backend::device::{resolve, Device, DeviceRequest};
+use voxseg::backend::Backend;
 use voxseg::data::layout::detect;
 use voxseg::data::split::Split;
 use voxseg::infer::{PredictOptions, Predictor};
@@ -46,12 +47,14 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let device = resolve(a.device.parse::<DeviceRequest>()?)?;
-    let backend = match device {
-        Device::Cpu { .. } => Cpu::new(),
-        Device::Cuda { .. } => anyhow::bail!("prediction on CUDA needs every op family's CUDA kernels, which this build does not have yet; use --device cpu"),
-    };
-    let mut predictor = Predictor::open(&backend, &a.model, &a.checkpoint)?;
+    match resolve(a.device.parse::<DeviceRequest>()?)? {
+        Device::Cpu { .. } => run_on(&Cpu::new(), &a),
+        Device::Cuda { ordinal, .. } => run_on(&voxseg::backend::cuda::Cuda::new(ordinal)?, &a),
+    }
+}
+
+fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
+    let mut predictor = Predictor::open(backend, &a.model, &a.checkpoint)?;
     let opts = PredictOptions {
         checkpoint: a.checkpoint.clone(),
         overlap: a.overlap,

@@ -85,6 +85,9 @@ pub struct Args {
     /// Replace NaN/Inf voxels with 0 instead of refusing the case.
     #[arg(long)]
     replace_nan: bool,
+    /// Stream cases from a `voxseg preprocess` cache instead of loading them into memory.
+    #[arg(long)]
+    cache: Option<PathBuf>,
     /// Turn data augmentation off.
     #[arg(long)]
     no_augment: bool,
@@ -252,6 +255,9 @@ impl Args {
         }
         if self.replace_nan {
             c.replace_nan = true;
+        }
+        if let Some(cache) = self.cache {
+            c.cache = Some(cache);
         }
         if self.no_augment {
             c.augment = voxseg::data::augment::AugmentSpec::none();

@@ -111,10 +111,10 @@ pub fn train(cfg: TrainConfig, opts: RunOptions) -> Result<TrainSummary> {
     let device = resolve(cfg.device.parse::<DeviceRequest>()?)?;
     match &device {
         Device::Cpu { .. } => train_on(&Cpu::new(), &device, cfg, opts),
-        Device::Cuda { .. } => Err(Error::config(
-            "device",
-            "training on CUDA needs every op family's CUDA kernels, which this build does not have yet; use --device cpu",
-        )),
+        Device::Cuda { ordinal, .. } => {
+            let cuda = crate::backend::cuda::Cuda::new(*ordinal)?;
+            train_on(&cuda, &device, cfg, opts)
+        }
     }
 }
 
@@ -189,10 +189,15 @@ struct Prepared {
     preprocess: crate::data::preprocess::PreprocessSpec,
 }
 
+/// Training cases as patch sources.
+type Sources = Vec<Arc<dyn PatchSource>>;
+/// Grid (x, y, z) and voxel size per case.
+type Grids = Vec<([usize; 3], [f64; 3])>;
+
 /// The file in a cache folder naming the modalities it holds, in channel order.
 pub const CACHE_MODALITIES: &str = "modalities.json";
 
-fn in_memory(cases: Vec<PreprocessedCase>) -> Result<(Vec<Arc<dyn PatchSource>>, Vec<([usize; 3], [f64; 3])>)> {
+fn in_memory(cases: Vec<PreprocessedCase>) -> Result<(Sources, Grids)> {
     let grids = cases.iter().map(|c| (c.dims(), c.spacing)).collect();
     let sources = cases
         .into_iter()
@@ -202,23 +207,36 @@ fn in_memory(cases: Vec<PreprocessedCase>) -> Result<(Vec<Arc<dyn PatchSource>>,
 }
 
 /// Training and validation cases from a `voxseg preprocess` cache, checked against the run.
-fn from_cache(dir: &Path, modalities: &[String], train_ids: &[String], val_ids: &[String]) -> Result<Prepared2> {
+fn from_cache(
+    dir: &Path,
+    modalities: &[String],
+    train_ids: &[String],
+    val_ids: &[String],
+) -> Result<CacheParts> {
     let names_path = dir.join(CACHE_MODALITIES);
     let names: Vec<String> = serde_json::from_slice(
-        &std::fs::read(&names_path).map_err(|e| Error::io(format!("reading {}", names_path.display()), e))?,
+        &std::fs::read(&names_path)
+            .map_err(|e| Error::io(format!("reading {}", names_path.display()), e))?,
     )
     .map_err(|e| Error::file(&names_path, format!("not a modality list: {e}")))?;
     if names != modalities {
         return Err(Error::config(
             "cache",
-            format!("{} holds modalities {names:?}, the run asks for {modalities:?}", dir.display()),
+            format!(
+                "{} holds modalities {names:?}, the run asks for {modalities:?}",
+                dir.display()
+            ),
         ));
     }
     let (spec, cases) = crate::data::cache::open_cache(dir)?;
-    let mut by_id: std::collections::HashMap<String, crate::data::cache::CachedCase> =
-        cases.into_iter().map(|c| (c.sidecar().id.clone(), c)).collect();
+    let mut by_id: std::collections::HashMap<String, crate::data::cache::CachedCase> = cases
+        .into_iter()
+        .map(|c| (c.sidecar().id.clone(), c))
+        .collect();
     let mut take = |id: &String| {
-        by_id.remove(id).ok_or_else(|| Error::data(id.as_str(), format!("not in the cache {}", dir.display())))
+        by_id
+            .remove(id)
+            .ok_or_else(|| Error::data(id.as_str(), format!("not in the cache {}", dir.display())))
     };
     let mut train = Vec::new();
     let mut grids = Vec::new();
@@ -227,13 +245,16 @@ fn from_cache(dir: &Path, modalities: &[String], train_ids: &[String], val_ids: 
         grids.push((c.sidecar().dims, c.sidecar().spacing));
         train.push(Arc::new(c) as Arc<dyn PatchSource>);
     }
-    let val = val_ids.iter().map(|id| take(id).map(|c| c.to_preprocessed())).collect::<Result<_>>()?;
+    let val = val_ids
+        .iter()
+        .map(|id| take(id).map(|c| c.to_preprocessed()))
+        .collect::<Result<_>>()?;
     Ok((train, grids, val, spec))
 }
 
-type Prepared2 = (
-    Vec<Arc<dyn PatchSource>>,
-    Vec<([usize; 3], [f64; 3])>,
+type CacheParts = (
+    Sources,
+    Grids,
     Vec<PreprocessedCase>,
     crate::data::preprocess::PreprocessSpec,
 );
@@ -283,23 +304,51 @@ fn prepare_data(cfg: &TrainConfig, run: &RunDir) -> Result<(Prepared, Split)> {
     // Only the training and validation ids are handed on: the test cases are never read here.
     let tv = split.train_val();
     if let Some(dir) = &cfg.cache {
-        let (train, train_grids, val, preprocess) = from_cache(dir, &modalities, tv.train(), tv.val())?;
-        return Ok((Prepared { dataset, modalities, train, train_grids, val, preprocess }, split));
+        let (train, train_grids, val, preprocess) =
+            from_cache(dir, &modalities, tv.train(), tv.val())?;
+        return Ok((
+            Prepared {
+                dataset,
+                modalities,
+                train,
+                train_grids,
+                val,
+                preprocess,
+            },
+            split,
+        ));
     }
-    let nan = if cfg.replace_nan { NanPolicy::ReplaceWithZero } else { NanPolicy::Error };
+    let nan = if cfg.replace_nan {
+        NanPolicy::ReplaceWithZero
+    } else {
+        NanPolicy::Error
+    };
     let mut spec = cfg.preprocess.clone();
     let train_raw = load_cases(&dataset, tv.train(), &channels, nan)?;
     if cfg.dataset_statistics {
         spec.statistics = Statistics::PerDataset(dataset_stats(train_raw.iter())?);
     }
-    let train_cases = train_raw.par_iter().map(|c| preprocess(c, &spec)).collect::<Result<Vec<_>>>()?;
+    let train_cases = train_raw
+        .par_iter()
+        .map(|c| preprocess(c, &spec))
+        .collect::<Result<Vec<_>>>()?;
     drop(train_raw);
     let (train, train_grids) = in_memory(train_cases)?;
     let val = load_cases(&dataset, tv.val(), &channels, nan)?
         .par_iter()
         .map(|c| preprocess(c, &spec))
         .collect::<Result<Vec<_>>>()?;
-    Ok((Prepared { dataset, modalities, train, train_grids, val, preprocess: spec }, split))
+    Ok((
+        Prepared {
+            dataset,
+            modalities,
+            train,
+            train_grids,
+            val,
+            preprocess: spec,
+        },
+        split,
+    ))
 }
 
 fn median(mut v: Vec<usize>) -> usize {
@@ -307,7 +356,11 @@ fn median(mut v: Vec<usize>) -> usize {
     v[v.len() / 2]
 }
 
-fn summarise(grids: &[([usize; 3], [f64; 3])], in_channels: usize, out_channels: usize) -> DataSummary {
+fn summarise(
+    grids: &[([usize; 3], [f64; 3])],
+    in_channels: usize,
+    out_channels: usize,
+) -> DataSummary {
     let axis = |a: usize| grids.iter().map(|(d, _)| d[2 - a]).collect::<Vec<_>>();
     let spacing = grids.first().map_or([1.0; 3], |(_, s)| *s);
     DataSummary {
@@ -748,7 +801,10 @@ pub fn plan_for_dataset(
     }
     plan(
         &summarise(
-            &cases.iter().map(|c| (c.dims(), c.spacing)).collect::<Vec<_>>(),
+            &cases
+                .iter()
+                .map(|c| (c.dims(), c.spacing))
+                .collect::<Vec<_>>(),
             channels.len(),
             target.channels(&dataset.label_spec),
         ),
@@ -769,7 +825,13 @@ pub fn train_on<B: Backend>(
     let label_spec = data.dataset.label_spec.clone();
     let out_channels = cfg.target.channels(&label_spec);
     let summary = summarise(&data.train_grids, data.modalities.len(), out_channels);
-    let largest = [2, 1, 0].map(|a| data.train_grids.iter().map(|(d, _)| d[a]).max().unwrap_or(0));
+    let largest = [2, 1, 0].map(|a| {
+        data.train_grids
+            .iter()
+            .map(|(d, _)| d[a])
+            .max()
+            .unwrap_or(0)
+    });
     let plan = resolve_plan(&mut cfg, &summary, largest, device)?;
     let spec = model_spec(&cfg, data.modalities.len(), out_channels);
     cfg.preprocess = data.preprocess.clone();

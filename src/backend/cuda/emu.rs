@@ -5,8 +5,7 @@
 //! A launch that the harness rejects (bad dimensions, deadlock, misused shuffle) returns
 //! the harness's message.
 use super::params::{
-    BinaryParams, BroadcastParams, Conv3dParams, LaunchDims, ReduceParams, UnaryParams,
-    UniformParams,
+    BinaryParams, BroadcastParams, LaunchDims, ReduceParams, UnaryParams, UniformParams,
 };
 use std::ffi::{c_char, c_int, c_longlong, CStr, CString};
 
@@ -77,27 +76,6 @@ extern "C" {
         out: *mut f32,
     ) -> c_int;
     fn emu_uniform_fill(d: *const LaunchDims, p: UniformParams, out: *mut f32) -> c_int;
-    fn emu_conv3d_forward(
-        d: *const LaunchDims,
-        p: Conv3dParams,
-        x: *const f32,
-        w: *const f32,
-        y: *mut f32,
-    ) -> c_int;
-    fn emu_conv3d_backward_data(
-        d: *const LaunchDims,
-        p: Conv3dParams,
-        dy: *const f32,
-        w: *const f32,
-        dx: *mut f32,
-    ) -> c_int;
-    fn emu_conv3d_backward_weights(
-        d: *const LaunchDims,
-        p: Conv3dParams,
-        x: *const f32,
-        dy: *const f32,
-        dw: *mut f32,
-    ) -> c_int;
 
     fn emu_selftest_barrier(d: *const LaunchDims, out: *mut f32) -> c_int;
     fn emu_selftest_missing_barrier(d: *const LaunchDims, out: *mut f32) -> c_int;
@@ -311,63 +289,6 @@ pub fn uniform_fill(d: &LaunchDims, p: UniformParams, out: &mut [f32]) -> EmuRes
     status(unsafe { emu_uniform_fill(d, p, out.as_mut_ptr()) })
 }
 
-fn conv_lengths(p: &Conv3dParams) -> (u64, u64, u64) {
-    (
-        p.input_voxels() as u64 * p.cin as u64,
-        p.weight_len() as u64,
-        p.output_voxels() as u64 * p.cout as u64,
-    )
-}
-
-pub fn conv3d_forward(
-    d: &LaunchDims,
-    p: Conv3dParams,
-    x: &[f32],
-    w: &[f32],
-    y: &mut [f32],
-) -> EmuResult {
-    let (nx, nw, ny) = conv_lengths(&p);
-    need("x", x.len(), nx)?;
-    need("w", w.len(), nw)?;
-    need("y", y.len(), ny)?;
-    // SAFETY: lengths checked against the params above.
-    status(unsafe { emu_conv3d_forward(d, p, x.as_ptr(), w.as_ptr(), y.as_mut_ptr()) })
-}
-
-pub fn conv3d_backward_data(
-    d: &LaunchDims,
-    p: Conv3dParams,
-    dy: &[f32],
-    w: &[f32],
-    dx: &mut [f32],
-) -> EmuResult {
-    let (nx, nw, ny) = conv_lengths(&p);
-    need("dy", dy.len(), ny)?;
-    need("w", w.len(), nw)?;
-    need("dx", dx.len(), nx)?;
-    // SAFETY: lengths checked against the params above.
-    status(unsafe { emu_conv3d_backward_data(d, p, dy.as_ptr(), w.as_ptr(), dx.as_mut_ptr()) })
-}
-
-/// Writes `p.splits` stacked partial gradients (the gradient itself for one split).
-pub fn conv3d_backward_weights(
-    d: &LaunchDims,
-    p: Conv3dParams,
-    x: &[f32],
-    dy: &[f32],
-    dw: &mut [f32],
-) -> EmuResult {
-    let (nx, nw, ny) = conv_lengths(&p);
-    if p.splits < 1 || p.split_len < 0 || d.grid[2] != p.splits as u32 {
-        return Err(format!("splits {} with grid.z {}", p.splits, d.grid[2]));
-    }
-    need("x", x.len(), nx)?;
-    need("dy", dy.len(), ny)?;
-    need("dw", dw.len(), nw * p.splits as u64)?;
-    // SAFETY: lengths checked against the params above (grid.z partials of nw each).
-    status(unsafe { emu_conv3d_backward_weights(d, p, x.as_ptr(), dy.as_ptr(), dw.as_mut_ptr()) })
-}
-
 /// The harness's own test kernels (kernels/emu/selftest.cpp); each writes to `out` as its
 /// comment there says.
 pub mod selftest {
@@ -420,10 +341,6 @@ pub mod selftest {
     }
 }
 
-/// The spatial kernels (pool, upsample, concat, pad, flip, ssim).
-pub mod spatial;
-// Second wave, cuda-ops-a: the harness entry points of norm, dropout, matmul, softmax,
-// bce, cross_entropy and optim_step, one child module per kernel file.
 pub mod bce;
 pub mod cross_entropy;
 pub mod dropout;
@@ -431,3 +348,148 @@ pub mod matmul;
 pub mod norm;
 pub mod optim_step;
 pub mod softmax;
+/// The spatial kernels (pool, upsample, concat, pad, flip, ssim).
+pub mod spatial;
+/// The convolution kernels (kernels/conv3d.cu, kernels/conv3d_tc.cu) and the tensor-core
+/// probes.
+pub mod conv {
+    use super::{need, status, EmuResult};
+    use crate::backend::cuda::conv_plan::{ConvPlan, ConvPrecision};
+    use crate::backend::cuda::params::{Conv3dParams, LaunchDims};
+    use std::ffi::{c_char, c_int, CString};
+
+    extern "C" {
+        fn emu_conv3d_f32(
+            name: *const c_char,
+            d: *const LaunchDims,
+            p: Conv3dParams,
+            a: *const f32,
+            b: *const f32,
+            bias: *const f32,
+            out: *mut f32,
+        ) -> c_int;
+        fn emu_conv3d_tc(
+            name: *const c_char,
+            d: *const LaunchDims,
+            p: Conv3dParams,
+            a: *const f32,
+            b: *const f32,
+            bias: *const f32,
+            out: *mut f32,
+        ) -> c_int;
+        fn emu_mma_probe_tf32(
+            d: *const LaunchDims,
+            a: *const f32,
+            b: *const f32,
+            c: *const f32,
+            out: *mut f32,
+        ) -> c_int;
+        fn emu_mma_probe_bf16(
+            d: *const LaunchDims,
+            a: *const f32,
+            b: *const f32,
+            c: *const f32,
+            out: *mut f32,
+        ) -> c_int;
+        fn emu_tc_round_probe(
+            d: *const LaunchDims,
+            x: *const f32,
+            n: c_int,
+            tf32: *mut u32,
+            bf16: *mut u32,
+        ) -> c_int;
+    }
+
+    /// Runs the plan's kernel: `a`, `b` and `bias` as `plan.operand_lens()` says (a bias
+    /// only where the pass takes one), `out` of `plan.workspace_len()` elements.
+    pub fn conv3d(
+        plan: &ConvPlan,
+        a: &[f32],
+        b: &[f32],
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+    ) -> EmuResult {
+        let (na, nb, nbias) = plan.operand_lens();
+        need("a", a.len(), na as u64)?;
+        need("b", b.len(), nb as u64)?;
+        need("out", out.len(), plan.workspace_len() as u64)?;
+        let bias = match (bias, nbias) {
+            (None, _) => std::ptr::null(),
+            (Some(v), Some(n)) => {
+                need("bias", v.len(), n as u64)?;
+                v.as_ptr()
+            }
+            (Some(_), None) => return Err("this pass takes no bias".into()),
+        };
+        let name = plan
+            .kernel
+            .name()
+            .ok_or_else(|| format!("no kernel for {:?}", plan.kernel))?;
+        let run = match plan.kernel.module() {
+            "conv3d" => emu_conv3d_f32,
+            _ => emu_conv3d_tc,
+        };
+        let c_name = CString::new(name).map_err(|e| e.to_string())?;
+        // SAFETY: the slices cover what the params make the kernel index (checked above);
+        // a null bias is never read.
+        let code = unsafe {
+            run(
+                c_name.as_ptr(),
+                &plan.dims,
+                plan.params,
+                a.as_ptr(),
+                b.as_ptr(),
+                bias,
+                out.as_mut_ptr(),
+            )
+        };
+        if code == -2 {
+            return Err(format!("the harness has no kernel {name}"));
+        }
+        status(code)
+    }
+
+    /// `out = a b + c` through one emulated mma (`Cuda::mma_probe` on a device).
+    pub fn mma_probe(
+        precision: ConvPrecision,
+        a: &[f32],
+        b: &[f32],
+        c: &[f32],
+        out: &mut [f32],
+    ) -> EmuResult {
+        type Probe = unsafe extern "C" fn(
+            *const LaunchDims,
+            *const f32,
+            *const f32,
+            *const f32,
+            *mut f32,
+        ) -> c_int;
+        let (k, run): (u64, Probe) = match precision {
+            ConvPrecision::Tf32 => (8, emu_mma_probe_tf32),
+            ConvPrecision::Bf16 => (16, emu_mma_probe_bf16),
+            ConvPrecision::F32 => return Err("f32 has no tensor-core mma".into()),
+        };
+        need("a", a.len(), 16 * k)?;
+        need("b", b.len(), k * 8)?;
+        need("c", c.len(), 128)?;
+        need("out", out.len(), 128)?;
+        let d = LaunchDims::linear([1, 1, 1], 32);
+        // SAFETY: lengths checked above.
+        status(unsafe { run(&d, a.as_ptr(), b.as_ptr(), c.as_ptr(), out.as_mut_ptr()) })
+    }
+
+    /// The conversion bits of each `x[i]` (`Cuda::tc_round_probe` on a device).
+    pub fn tc_round_probe(x: &[f32], tf32: &mut [u32], bf16: &mut [u32]) -> EmuResult {
+        let n = c_int::try_from(x.len()).map_err(|e| e.to_string())?;
+        need("tf32", tf32.len(), x.len() as u64)?;
+        need("bf16", bf16.len(), x.len() as u64)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let d = LaunchDims::linear([(n as u32).div_ceil(256), 1, 1], 256);
+        // SAFETY: n elements in each slice, checked above.
+        status(unsafe {
+            emu_tc_round_probe(&d, x.as_ptr(), n, tf32.as_mut_ptr(), bf16.as_mut_ptr())
+        })
+    }
+}

@@ -1,16 +1,11 @@
 //! Launch plans: grid shapes and the parameters that depend on them. Pure functions, used
 //! by the device launchers and by the harness tests alike, so the emulated runs exercise
 //! the same splits and tiles as the GPU.
-use super::params::{
-    Conv3dParams, LaunchDims, ReduceParams, CONV_BK, CONV_BM, CONV_BN, CONV_THREADS,
-    ELEMENTWISE_THREADS, REDUCE_THREADS,
-};
+use super::params::{LaunchDims, ReduceParams, ELEMENTWISE_THREADS, REDUCE_THREADS};
 use crate::tensor_ops::reduce::Axis1;
 
 /// Each reduction thread adds at least this many rows before a split is worth it.
 const MIN_ROWS_PER_THREAD: u64 = 8;
-/// A weight-gradient split covers at least this many reduction steps.
-const MIN_STEPS_PER_SPLIT: u64 = 8;
 const MAX_GRID_YZ: u64 = 65_535;
 
 /// A grid-stride launch over `n` elements with at most `max_blocks` blocks.
@@ -88,81 +83,9 @@ fn reduce_launch(view: Axis1, target_blocks: u32) -> (ReduceParams, LaunchDims) 
     (params, dims)
 }
 
-fn conv_dims(rows: usize, cols: usize, splits: u32) -> LaunchDims {
-    LaunchDims::linear(
-        [
-            rows.div_ceil(CONV_BM as usize) as u32,
-            cols.div_ceil(CONV_BN as usize) as u32,
-            splits,
-        ],
-        CONV_THREADS,
-    )
-}
-
-/// The forward convolution: output voxels x cout.
-pub fn conv3d_forward(p: &Conv3dParams) -> LaunchDims {
-    conv_dims(p.output_voxels(), p.cout as usize, 1)
-}
-
-/// The data gradient: input voxels x cin.
-pub fn conv3d_backward_data(p: &Conv3dParams) -> LaunchDims {
-    conv_dims(p.input_voxels(), p.cin as usize, 1)
-}
-
-/// The weight gradient: (tap, ci) x cout tiles, the output voxels split over grid.z so
-/// that about `target_blocks` blocks run. With more than one split the kernel writes
-/// `splits` partial gradients and `sum` adds them (`sum_axis1` over `[1, splits, K*cout]`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvWeightsPlan {
-    pub params: Conv3dParams,
-    pub dims: LaunchDims,
-    pub sum: Option<ReducePlan>,
-}
-
-impl ConvWeightsPlan {
-    pub fn new(p: &Conv3dParams, target_blocks: u32) -> Self {
-        let voxels = p.output_voxels() as u64;
-        let bk = CONV_BK as u64;
-        let tiles = (p.patch_len() as u64).div_ceil(CONV_BM as u64)
-            * (p.cout as u64).div_ceil(CONV_BN as u64);
-        let useful = voxels.div_ceil(bk * MIN_STEPS_PER_SPLIT).max(1);
-        let splits = (target_blocks as u64)
-            .div_ceil(tiles)
-            .min(useful)
-            .clamp(1, MAX_GRID_YZ);
-        let split_len = voxels.div_ceil(splits).div_ceil(bk) * bk;
-        let splits = voxels.div_ceil(split_len.max(1)).max(1);
-        let params = Conv3dParams {
-            splits: splits as i32,
-            split_len: split_len as i32,
-            ..*p
-        };
-        let sum = (splits > 1).then(|| {
-            ReducePlan::new(
-                Axis1 {
-                    outer: 1,
-                    mid: splits as usize,
-                    inner: p.weight_len(),
-                },
-                1,
-            )
-        });
-        Self {
-            params,
-            dims: conv_dims(p.patch_len(), p.cout as usize, splits as u32),
-            sum,
-        }
-    }
-    /// Length of the buffer the kernel writes: the gradient, or the stacked partials.
-    pub fn workspace_len(&self) -> usize {
-        self.params.weight_len() * self.params.splits as usize
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::cuda::params::Conv3dShape;
 
     fn covers(plan: &ReducePlan, mid: u64) {
         let p = plan.first;
@@ -221,54 +144,5 @@ mod tests {
         assert_eq!(elementwise(0, 64).grid, [1, 1, 1]);
         assert_eq!(elementwise(1000, 64).grid, [4, 1, 1]);
         assert_eq!(elementwise(1 << 30, 64).grid, [64, 1, 1]);
-    }
-
-    #[test]
-    fn weight_gradient_splits_are_whole_steps_and_cover_the_voxels() {
-        let p = Conv3dParams::new(&Conv3dShape {
-            n: 2,
-            input: [64, 64, 64],
-            cin: 32,
-            output: [64, 64, 64],
-            cout: 32,
-            kernel: [3, 3, 3],
-            stride: [1, 1, 1],
-            pad_before: [1, 1, 1],
-        })
-        .unwrap();
-        let plan = ConvWeightsPlan::new(&p, 528);
-        let q = plan.params;
-        assert_eq!(q.split_len % CONV_BK as i32, 0);
-        assert!(q.splits as usize * q.split_len as usize >= p.output_voxels());
-        assert!((q.splits as usize - 1) * (q.split_len as usize) < p.output_voxels());
-        assert_eq!(plan.dims.grid, [14, 1, q.splits as u32]);
-        assert_eq!(plan.sum.unwrap().first.mid, q.splits as u64);
-        let single = ConvWeightsPlan::new(&p, 1);
-        assert_eq!((single.params.splits, single.sum), (1, None));
-    }
-
-    #[test]
-    fn conv_params_reject_what_the_kernels_cannot_index() {
-        let mut s = Conv3dShape {
-            n: 1,
-            input: [5, 4, 3],
-            cin: 3,
-            output: [5, 4, 3],
-            cout: 2,
-            kernel: [3, 3, 3],
-            stride: [1, 1, 1],
-            pad_before: [1, 1, 1],
-        };
-        let p = Conv3dParams::new(&s).unwrap();
-        assert_eq!(
-            (p.output_voxels(), p.patch_len(), p.weight_len()),
-            (60, 81, 162)
-        );
-        s.stride[1] = 0;
-        assert!(Conv3dParams::new(&s).is_err());
-        s.stride[1] = 1;
-        s.input = [2048, 2048, 1024];
-        let e = Conv3dParams::new(&s).unwrap_err().to_string();
-        assert!(e.contains("32-bit"), "{e}");
     }
 }

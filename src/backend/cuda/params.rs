@@ -8,12 +8,6 @@ use crate::tensor_ops::{BinaryOp, UnaryOp};
 pub const REDUCE_THREADS: u32 = 256;
 /// Threads of an element-wise block (the kernels' `__launch_bounds__(256)`).
 pub const ELEMENTWISE_THREADS: u32 = 256;
-/// Conv tile rows, columns and reduction step, and threads per conv block
-/// (`VX_CONV_BM`, `VX_CONV_BN`, `VX_CONV_BK`, `VX_CONV_THREADS`).
-pub const CONV_BM: u32 = 64;
-pub const CONV_BN: u32 = 32;
-pub const CONV_BK: u32 = 16;
-pub const CONV_THREADS: u32 = 128;
 
 /// Grid and block of one launch, and its dynamic shared memory.
 #[repr(C)]

@@ -1,0 +1,233 @@
+//! `Conv3dKernel` for `Cuda`: each pass is one launch of the kernel its plan names
+//! (`conv_plan`), plus a sum over split partials when the plan splits the reduction. Every
+//! launch is checked and reported as `Error::Backend` naming the kernel; buffer lengths are
+//! checked as the CPU backend checks them.
+//!
+//! The arithmetic is chosen per device with [`Cuda::set_conv_precision`], initially from
+//! `VOXSEG_CONV_PRECISION` (f32, tf32 or bf16; f32 when unset).
+use super::conv_plan::{ConvPass, ConvPlan, ConvPrecision};
+use super::device::{driver_error, Cuda, CudaStorage};
+use super::params::LaunchDims;
+use crate::backend::BackendBase;
+use crate::error::{Error, Result};
+use crate::tensor_ops::conv::{Conv3dKernel, ConvGeometry};
+use crate::tensor_ops::ReduceKernel;
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+/// The precision of each device ordinal (every `Cuda` of one ordinal shares a device).
+fn precisions() -> std::sync::MutexGuard<'static, HashMap<usize, ConvPrecision>> {
+    static PRECISIONS: OnceLock<Mutex<HashMap<usize, ConvPrecision>>> = OnceLock::new();
+    PRECISIONS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+fn config(d: &LaunchDims) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (d.grid[0], d.grid[1], d.grid[2]),
+        block_dim: (d.block[0], d.block[1], d.block[2]),
+        shared_mem_bytes: d.shared_bytes,
+    }
+}
+
+fn check_len(op: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
+    if got != want {
+        return Err(Error::shape(
+            op,
+            format!("{what} has {got} elements, the geometry needs {want}"),
+        ));
+    }
+    Ok(())
+}
+
+impl Cuda {
+    /// The arithmetic of this device's convolutions: what `set_conv_precision` set, else
+    /// `VOXSEG_CONV_PRECISION`, else f32. Fails when the variable names no precision.
+    pub fn conv_precision(&self) -> Result<ConvPrecision> {
+        let mut map = precisions();
+        if let Some(p) = map.get(&self.ordinal()) {
+            return Ok(*p);
+        }
+        let p = ConvPrecision::from_env()?.unwrap_or_default();
+        map.insert(self.ordinal(), p);
+        Ok(p)
+    }
+
+    /// Sets the arithmetic of this device's convolutions (every `Cuda` of this ordinal).
+    pub fn set_conv_precision(&self, precision: ConvPrecision) {
+        precisions().insert(self.ordinal(), precision);
+    }
+
+    /// Launches the plan's kernel on (a, b, bias) into `out` (workspace_len elements).
+    fn launch_conv(
+        &self,
+        plan: &ConvPlan,
+        a: &CudaStorage,
+        b: &CudaStorage,
+        bias: Option<&CudaStorage>,
+        out: &mut CudaStorage,
+    ) -> Result<()> {
+        let name = plan.kernel.name().ok_or_else(|| Error::Backend {
+            backend: "cuda",
+            msg: format!("no conv kernel for {:?}", plan.kernel),
+        })?;
+        let f = self.function(plan.kernel.module(), name)?;
+        let null: u64 = 0;
+        let mut args = self.stream().launch_builder(&f);
+        args.arg(&plan.params).arg(a.block()).arg(b.block());
+        match bias {
+            Some(bias) => args.arg(bias.block()),
+            None => args.arg(&null),
+        };
+        args.arg(out.block_mut());
+        // SAFETY: the arguments are the kernel's (params, a, b, bias, out) in order; the
+        // callers checked a, b and bias against the geometry the params describe, and out
+        // holds the plan's workspace_len elements; a null bias is never read.
+        unsafe { args.launch(config(&plan.dims)) }.map_err(|e| driver_error(name, e))?;
+        Ok(())
+    }
+
+    /// The plan this device runs `pass` of `g` with, at its current precision.
+    pub fn conv_plan(&self, g: &ConvGeometry, pass: ConvPass) -> Result<ConvPlan> {
+        ConvPlan::new(g, pass, self.conv_precision()?, self.target_blocks())
+    }
+
+    /// One pass: the launch, then the sum of the partials when the reduction is split.
+    fn conv_pass(
+        &self,
+        g: &ConvGeometry,
+        pass: ConvPass,
+        a: &CudaStorage,
+        b: &CudaStorage,
+        bias: Option<&CudaStorage>,
+    ) -> Result<CudaStorage> {
+        let plan = self.conv_plan(g, pass)?;
+        let mut out = self.alloc(plan.workspace_len())?;
+        self.launch_conv(&plan, a, b, bias, &mut out)?;
+        match plan.partial_sum() {
+            None => Ok(out),
+            Some(view) => self.sum_axis1(&out, view),
+        }
+    }
+
+    /// `out = a b + c` for one warp through one tensor-core mma, `a` 16 x K, `b` K x 8, `c`
+    /// and `out` 16 x 8, all row-major; K = 8 for TF32 and 16 for BF16. Checks the fragment
+    /// layouts and rounding of the tensor-core wrappers (kernels/mma.h) against their
+    /// emulated twins.
+    pub fn mma_probe(
+        &self,
+        precision: ConvPrecision,
+        a: &[f32],
+        b: &[f32],
+        c: &[f32],
+    ) -> Result<Vec<f32>> {
+        let (k, name) = match precision {
+            ConvPrecision::Tf32 => (8, "mma_probe_tf32"),
+            ConvPrecision::Bf16 => (16, "mma_probe_bf16"),
+            ConvPrecision::F32 => {
+                return Err(Error::config("mma_probe", "f32 has no tensor-core mma"));
+            }
+        };
+        if a.len() != 16 * k || b.len() != k * 8 || c.len() != 128 {
+            return Err(Error::shape(
+                "mma_probe",
+                format!(
+                    "a {}, b {}, c {} elements for K = {k}",
+                    a.len(),
+                    b.len(),
+                    c.len()
+                ),
+            ));
+        }
+        let (a, b, c) = (self.upload(a)?, self.upload(b)?, self.upload(c)?);
+        let mut out = self.alloc(128)?;
+        let f = self.function("conv3d_tc", name)?;
+        let mut args = self.stream().launch_builder(&f);
+        args.arg(a.block())
+            .arg(b.block())
+            .arg(c.block())
+            .arg(out.block_mut());
+        let dims = LaunchDims::linear([1, 1, 1], 32);
+        // SAFETY: (a, b, c, out) as the kernel takes them, of the lengths checked above.
+        unsafe { args.launch(config(&dims)) }.map_err(|e| driver_error(name, e))?;
+        self.download(&out)
+    }
+
+    /// The bits of each `x[i]` rounded to TF32 (cvt.rna) and of the BF16 pair
+    /// `(x[i], x[i ^ 1])` (nearest even, `x[i]` in the low half), as the tensor-core
+    /// kernels round their operands.
+    pub fn tc_round_probe(&self, x: &[f32]) -> Result<(Vec<u32>, Vec<u32>)> {
+        let n = i32::try_from(x.len())
+            .map_err(|_| Error::shape("tc_round_probe", format!("{} elements", x.len())))?;
+        let xs = self.upload(x)?;
+        let (mut tf32, mut bf16) = (self.alloc(x.len())?, self.alloc(x.len())?);
+        if n > 0 {
+            let f = self.function("conv3d_tc", "tc_round_probe")?;
+            let mut args = self.stream().launch_builder(&f);
+            args.arg(xs.block())
+                .arg(&n)
+                .arg(tf32.block_mut())
+                .arg(bf16.block_mut());
+            let dims = LaunchDims::linear([(n as u32).div_ceil(256), 1, 1], 256);
+            // SAFETY: (x, n, tf32, bf16) as the kernel takes them; each buffer has n
+            // 32-bit elements.
+            unsafe { args.launch(config(&dims)) }.map_err(|e| driver_error("tc_round_probe", e))?;
+        }
+        let bits = |s: &CudaStorage| -> Result<Vec<u32>> {
+            Ok(self.download(s)?.into_iter().map(f32::to_bits).collect())
+        };
+        Ok((bits(&tf32)?, bits(&bf16)?))
+    }
+}
+
+impl Conv3dKernel for Cuda {
+    fn conv3d_forward(
+        &self,
+        x: &CudaStorage,
+        w: &CudaStorage,
+        bias: Option<&CudaStorage>,
+        g: &ConvGeometry,
+    ) -> Result<CudaStorage> {
+        let op = "conv3d forward";
+        g.validate(op)?;
+        check_len(op, "x", x.len(), g.n * g.input_voxels() * g.cin)?;
+        check_len(op, "w", w.len(), g.kernel_volume() * g.cin * g.cout)?;
+        if let Some(b) = bias {
+            check_len(op, "bias", b.len(), g.cout)?;
+        }
+        self.conv_pass(g, ConvPass::Forward, x, w, bias)
+    }
+
+    fn conv3d_backward_data(
+        &self,
+        dy: &CudaStorage,
+        w: &CudaStorage,
+        bias: Option<&CudaStorage>,
+        g: &ConvGeometry,
+    ) -> Result<CudaStorage> {
+        let op = "conv3d backward_data";
+        g.validate(op)?;
+        check_len(op, "dy", dy.len(), g.n * g.output_voxels() * g.cout)?;
+        check_len(op, "w", w.len(), g.kernel_volume() * g.cin * g.cout)?;
+        if let Some(b) = bias {
+            check_len(op, "bias", b.len(), g.cin)?;
+        }
+        self.conv_pass(g, ConvPass::BackwardData, dy, w, bias)
+    }
+
+    fn conv3d_backward_weight(
+        &self,
+        x: &CudaStorage,
+        dy: &CudaStorage,
+        g: &ConvGeometry,
+    ) -> Result<CudaStorage> {
+        let op = "conv3d backward_weight";
+        g.validate(op)?;
+        check_len(op, "x", x.len(), g.n * g.input_voxels() * g.cin)?;
+        check_len(op, "dy", dy.len(), g.n * g.output_voxels() * g.cout)?;
+        self.conv_pass(g, ConvPass::BackwardWeight, x, dy, None)
+    }
+}

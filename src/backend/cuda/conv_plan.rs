@@ -1,0 +1,528 @@
+//! Launch plans for the convolution kernels (kernels/conv3d.cu on the CUDA cores,
+//! kernels/conv3d_tc.cu on the tensor cores): which kernel runs a pass, its grid and how its
+//! reduction is split. Pure functions, shared by the device launcher (`conv.rs`) and the
+//! harness tests, so that the emulated runs exercise exactly the device's plans.
+//!
+//! - Precision: `F32` runs the CUDA-core kernels; `Tf32` and `Bf16` run the tensor-core
+//!   kernels (operands rounded to TF32 or BF16, f32 accumulation) where every channel count
+//!   is a multiple of 4, and the f32 kernels elsewhere (e.g. a 1x1x1 head with 3 outputs).
+//! - Tiles: f32 uses 64 x 32 tiles, 64 x 8 when the result has at most 8 columns, and a
+//!   K step of 4 instead of 16 when the reduction has at most 4 (tap, channel) pairs; the
+//!   tensor cores use 128 x 64, or 128 x 32 for at most 32 columns.
+//! - Backward data runs one launch over all stride phases (grid.z), each phase a GEMM over
+//!   only the taps that reach its voxels.
+//! - Splits: when the tiles alone give fewer blocks than the device wants, the reduction is
+//!   cut into slices of whole K steps (grid.z) whose partial results a sum adds.
+use super::params::{Conv3dParams, Conv3dShape, LaunchDims};
+use crate::error::{Error, Result};
+use crate::tensor_ops::conv::ConvGeometry;
+use crate::tensor_ops::reduce::Axis1;
+use std::fmt;
+use std::str::FromStr;
+
+/// Threads of every conv block (`VX_CONV_THREADS`).
+pub const CONV_THREADS: u32 = 128;
+/// Rows of the f32 tiles (`VX_CONV_SIMT_BM`).
+pub const CONV_SIMT_BM: u32 = 64;
+/// Columns and K step of the wide, narrow and shallow f32 tiles (`VX_CONV_WIDE_BN`, ...).
+pub const CONV_WIDE_BN: u32 = 32;
+pub const CONV_WIDE_BK: u32 = 16;
+pub const CONV_NARROW_BN: u32 = 8;
+pub const CONV_NARROW_BK: u32 = 16;
+pub const CONV_SHALLOW_BN: u32 = 32;
+pub const CONV_SHALLOW_BK: u32 = 4;
+/// Rows and K step of the tensor-core tiles (`VX_CONV_TC_BM`, `VX_CONV_TC_BK`).
+pub const CONV_TC_BM: u32 = 128;
+pub const CONV_TC_BK: u32 = 32;
+
+/// A split covers at least this many K steps.
+const MIN_STEPS_PER_SPLIT: u64 = 8;
+const MAX_GRID_YZ: u64 = 65_535;
+
+/// The environment variable that sets the initial [`ConvPrecision`] of a `Cuda` device.
+pub const CONV_PRECISION_ENV: &str = "VOXSEG_CONV_PRECISION";
+
+/// The arithmetic of the convolution kernels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ConvPrecision {
+    /// f32 on the CUDA cores.
+    #[default]
+    F32,
+    /// Tensor cores, operands rounded to TF32 (10-bit mantissa), f32 accumulation.
+    Tf32,
+    /// Tensor cores, operands rounded to BF16 (7-bit mantissa), f32 accumulation.
+    Bf16,
+}
+
+impl ConvPrecision {
+    pub const ALL: [ConvPrecision; 3] = [Self::F32, Self::Tf32, Self::Bf16];
+
+    /// The name benchmarks report: "fp32", "tf32" or "bf16" (scripts/bench_reference.py).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "fp32",
+            Self::Tf32 => "tf32",
+            Self::Bf16 => "bf16",
+        }
+    }
+
+    /// The precision `VOXSEG_CONV_PRECISION` names, None when it is unset.
+    pub fn from_env() -> Result<Option<Self>> {
+        match std::env::var(CONV_PRECISION_ENV) {
+            Ok(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|e: Error| Error::config(CONV_PRECISION_ENV, e.to_string())),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(e) => Err(Error::config(CONV_PRECISION_ENV, e.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for ConvPrecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ConvPrecision {
+    type Err = Error;
+    /// "f32"/"fp32", "tf32" or "bf16", in any case.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" => Ok(Self::F32),
+            "tf32" => Ok(Self::Tf32),
+            "bf16" => Ok(Self::Bf16),
+            _ => Err(Error::config(
+                "conv precision",
+                format!("{s:?} is not one of f32, tf32, bf16"),
+            )),
+        }
+    }
+}
+
+/// One of the three passes of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConvPass {
+    Forward,
+    BackwardData,
+    BackwardWeight,
+}
+
+/// The tile shape of a kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConvTile {
+    /// f32, 64 x 32, K step 16.
+    Wide,
+    /// f32, 64 x 8, K step 16: results of at most 8 columns.
+    Narrow,
+    /// f32, 64 x 32, K step 4: reductions of at most 4.
+    Shallow,
+    /// Tensor cores, 128 x 64, K step 32.
+    TcN64,
+    /// Tensor cores, 128 x 32, K step 32.
+    TcN32,
+}
+
+impl ConvTile {
+    /// (rows, columns, K step).
+    pub fn shape(self) -> (u32, u32, u32) {
+        match self {
+            Self::Wide => (CONV_SIMT_BM, CONV_WIDE_BN, CONV_WIDE_BK),
+            Self::Narrow => (CONV_SIMT_BM, CONV_NARROW_BN, CONV_NARROW_BK),
+            Self::Shallow => (CONV_SIMT_BM, CONV_SHALLOW_BN, CONV_SHALLOW_BK),
+            Self::TcN64 => (CONV_TC_BM, 64, CONV_TC_BK),
+            Self::TcN32 => (CONV_TC_BM, 32, CONV_TC_BK),
+        }
+    }
+}
+
+/// A conv kernel: pass, arithmetic and tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvKernel {
+    pub pass: ConvPass,
+    pub precision: ConvPrecision,
+    pub tile: ConvTile,
+}
+
+impl ConvKernel {
+    /// The kernels/*.cu module (file stem) that holds the kernel.
+    pub fn module(&self) -> &'static str {
+        match self.precision {
+            ConvPrecision::F32 => "conv3d",
+            ConvPrecision::Tf32 | ConvPrecision::Bf16 => "conv3d_tc",
+        }
+    }
+
+    /// The kernel's name, or None for a combination that has no kernel (the plans never
+    /// make one).
+    pub fn name(&self) -> Option<&'static str> {
+        use ConvPass::*;
+        use ConvPrecision::*;
+        use ConvTile::*;
+        Some(match (self.pass, self.precision, self.tile) {
+            (Forward, F32, Wide) => "conv3d_fwd_f32_wide",
+            (Forward, F32, Narrow) => "conv3d_fwd_f32_narrow",
+            (Forward, F32, Shallow) => "conv3d_fwd_f32_shallow",
+            (BackwardData, F32, Wide) => "conv3d_bwd_data_f32_wide",
+            (BackwardData, F32, Narrow) => "conv3d_bwd_data_f32_narrow",
+            (BackwardData, F32, Shallow) => "conv3d_bwd_data_f32_shallow",
+            (BackwardWeight, F32, Wide) => "conv3d_bwd_weight_f32_wide",
+            (BackwardWeight, F32, Narrow) => "conv3d_bwd_weight_f32_narrow",
+            (Forward, Tf32, TcN64) => "conv3d_fwd_tf32_n64",
+            (Forward, Tf32, TcN32) => "conv3d_fwd_tf32_n32",
+            (Forward, Bf16, TcN64) => "conv3d_fwd_bf16_n64",
+            (Forward, Bf16, TcN32) => "conv3d_fwd_bf16_n32",
+            (BackwardData, Tf32, TcN64) => "conv3d_bwd_data_tf32_n64",
+            (BackwardData, Tf32, TcN32) => "conv3d_bwd_data_tf32_n32",
+            (BackwardData, Bf16, TcN64) => "conv3d_bwd_data_bf16_n64",
+            (BackwardData, Bf16, TcN32) => "conv3d_bwd_data_bf16_n32",
+            (BackwardWeight, Tf32, TcN64) => "conv3d_bwd_weight_tf32_n64",
+            (BackwardWeight, Tf32, TcN32) => "conv3d_bwd_weight_tf32_n32",
+            (BackwardWeight, Bf16, TcN64) => "conv3d_bwd_weight_bf16_n64",
+            (BackwardWeight, Bf16, TcN32) => "conv3d_bwd_weight_bf16_n32",
+            _ => return None,
+        })
+    }
+}
+
+/// Kernel parameters of a geometry (checks that its sizes fit the kernels' indices).
+pub fn conv_params(g: &ConvGeometry) -> Result<Conv3dParams> {
+    Conv3dParams::new(&Conv3dShape {
+        n: g.n,
+        input: g.input,
+        cin: g.cin,
+        output: g.output,
+        cout: g.cout,
+        kernel: g.kernel,
+        stride: g.stride,
+        pad_before: g.pad_before,
+    })
+}
+
+/// One pass of one convolution: the kernel, its parameters and grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvPlan {
+    pub kernel: ConvKernel,
+    pub params: Conv3dParams,
+    pub dims: LaunchDims,
+    /// Elements of the result (y, dx or dw).
+    pub out_len: usize,
+}
+
+/// The GEMM shape of a pass: rows, columns, the longest reduction, and how many grid.z
+/// slices run side by side before splitting (the stride phases of backward data).
+struct Gemm {
+    rows: u64,
+    cols: u64,
+    depth: u64,
+    layers: u64,
+}
+
+fn gemm(p: &Conv3dParams, pass: ConvPass) -> Gemm {
+    let v = |x: i32| x as u64;
+    match pass {
+        ConvPass::Forward => Gemm {
+            rows: p.output_voxels() as u64,
+            cols: v(p.cout),
+            depth: p.patch_len() as u64,
+            layers: 1,
+        },
+        ConvPass::BackwardData => {
+            // The largest phase: r = 0 has ceil(in / s) voxels per axis; the residue with
+            // first tap 0 has ceil(k / s) taps.
+            let axes = [
+                (p.in_d, p.k_d, p.stride_d),
+                (p.in_h, p.k_h, p.stride_h),
+                (p.in_w, p.k_w, p.stride_w),
+            ];
+            let rows: u64 = axes.iter().map(|&(i, _, s)| v(i).div_ceil(v(s))).product();
+            let taps: u64 = axes.iter().map(|&(_, k, s)| v(k).div_ceil(v(s))).product();
+            Gemm {
+                rows: v(p.n) * rows,
+                cols: v(p.cin),
+                depth: taps * v(p.cout),
+                layers: axes.iter().map(|&(_, _, s)| v(s)).product(),
+            }
+        }
+        ConvPass::BackwardWeight => Gemm {
+            rows: p.patch_len() as u64,
+            cols: v(p.cout),
+            depth: p.output_voxels() as u64,
+            layers: 1,
+        },
+    }
+}
+
+impl ConvPlan {
+    /// The plan for `pass` of the convolution `g` at `precision`, splitting the reduction
+    /// until about `target_blocks` blocks run.
+    pub fn new(
+        g: &ConvGeometry,
+        pass: ConvPass,
+        precision: ConvPrecision,
+        target_blocks: u32,
+    ) -> Result<Self> {
+        let p = conv_params(g)?;
+        let gm = gemm(&p, pass);
+        let tensor_cores = precision != ConvPrecision::F32 && p.cin % 4 == 0 && p.cout % 4 == 0;
+        let tile = if tensor_cores {
+            if gm.cols <= 32 {
+                ConvTile::TcN32
+            } else {
+                ConvTile::TcN64
+            }
+        } else if gm.cols <= CONV_NARROW_BN as u64 {
+            ConvTile::Narrow
+        } else if pass != ConvPass::BackwardWeight && gm.depth <= CONV_SHALLOW_BK as u64 {
+            ConvTile::Shallow
+        } else {
+            ConvTile::Wide
+        };
+        let kernel = ConvKernel {
+            pass,
+            precision: if tensor_cores {
+                precision
+            } else {
+                ConvPrecision::F32
+            },
+            tile,
+        };
+        let (bm, bn, bk) = tile.shape();
+        let (bm, bn, bk) = (bm as u64, bn as u64, bk as u64);
+        let tiles = gm.rows.div_ceil(bm) * gm.cols.div_ceil(bn) * gm.layers;
+        let steps = gm.depth.div_ceil(bk);
+        let useful = (steps / MIN_STEPS_PER_SPLIT).max(1);
+        let max_splits = (MAX_GRID_YZ / gm.layers).max(1);
+        let splits = (target_blocks as u64)
+            .div_ceil(tiles)
+            .min(useful)
+            .clamp(1, max_splits);
+        let split_len = steps.div_ceil(splits) * bk;
+        let splits = gm.depth.div_ceil(split_len).max(1);
+        let grid = [
+            gm.rows.div_ceil(bm),
+            gm.cols.div_ceil(bn),
+            gm.layers * splits,
+        ];
+        if grid[0] > i32::MAX as u64 || grid[1] > MAX_GRID_YZ || grid[2] > MAX_GRID_YZ {
+            return Err(Error::shape(
+                "conv3d (cuda)",
+                format!("{g:?}: grid {grid:?} exceeds the device's limits"),
+            ));
+        }
+        let out_len = match pass {
+            ConvPass::Forward => p.output_voxels() * p.cout as usize,
+            ConvPass::BackwardData => p.input_voxels() * p.cin as usize,
+            ConvPass::BackwardWeight => p.weight_len(),
+        };
+        Ok(Self {
+            kernel,
+            params: Conv3dParams {
+                splits: splits as i32,
+                split_len: split_len as i32,
+                ..p
+            },
+            dims: LaunchDims::linear(grid.map(|v| v as u32), CONV_THREADS),
+            out_len,
+        })
+    }
+
+    pub fn splits(&self) -> usize {
+        self.params.splits as usize
+    }
+
+    /// Length of the buffer the kernel writes: the result, or the stacked partials.
+    pub fn workspace_len(&self) -> usize {
+        self.out_len * self.splits()
+    }
+
+    /// The sum over the stacked partials that gives the result, when the reduction is split.
+    pub fn partial_sum(&self) -> Option<Axis1> {
+        (self.splits() > 1).then(|| Axis1 {
+            outer: 1,
+            mid: self.splits(),
+            inner: self.out_len,
+        })
+    }
+
+    /// Elements of the kernel's operands a and b, and of the bias it takes (None: none).
+    pub fn operand_lens(&self) -> (usize, usize, Option<usize>) {
+        let p = &self.params;
+        let x = p.input_voxels() * p.cin as usize;
+        let dy = p.output_voxels() * p.cout as usize;
+        match self.kernel.pass {
+            ConvPass::Forward => (x, p.weight_len(), Some(p.cout as usize)),
+            ConvPass::BackwardData => (dy, p.weight_len(), Some(p.cin as usize)),
+            ConvPass::BackwardWeight => (x, dy, None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::Shape;
+    use crate::tensor_ops::conv::{Conv3dSpec, ConvTranspose3dSpec, Padding};
+
+    fn conv(x: [usize; 5], w: [usize; 5], stride: usize) -> ConvGeometry {
+        let spec = Conv3dSpec {
+            stride: [stride; 3],
+            padding: Padding::Same,
+        };
+        ConvGeometry::conv3d(&Shape::new(&x), &Shape::new(&w), &spec).unwrap()
+    }
+
+    #[test]
+    fn precision_names_parse_and_print() {
+        for p in ConvPrecision::ALL {
+            assert_eq!(p.name().parse::<ConvPrecision>().unwrap(), p);
+            assert_eq!(p.to_string(), p.name());
+        }
+        assert_eq!("F32".parse::<ConvPrecision>().unwrap(), ConvPrecision::F32);
+        assert_eq!(
+            "BF16".parse::<ConvPrecision>().unwrap(),
+            ConvPrecision::Bf16
+        );
+        let err = "fp16".parse::<ConvPrecision>().unwrap_err().to_string();
+        assert!(err.contains("fp16") && err.contains("tf32"), "{err}");
+    }
+
+    #[test]
+    fn every_plan_names_a_kernel() {
+        let shapes = [
+            ([2, 9, 8, 7, 4], [3, 3, 3, 4, 32], 1),
+            ([1, 8, 8, 8, 32], [1, 1, 1, 32, 3], 1),
+            ([1, 8, 8, 8, 3], [1, 1, 1, 3, 32], 1),
+            ([1, 8, 8, 8, 64], [3, 3, 3, 64, 128], 2),
+            ([1, 4, 4, 4, 5], [2, 2, 2, 5, 7], 2),
+        ];
+        for (x, w, s) in shapes {
+            let g = conv(x, w, s);
+            for pass in [
+                ConvPass::Forward,
+                ConvPass::BackwardData,
+                ConvPass::BackwardWeight,
+            ] {
+                for precision in ConvPrecision::ALL {
+                    for target in [1, 528] {
+                        let plan = ConvPlan::new(&g, pass, precision, target).unwrap();
+                        assert!(plan.kernel.name().is_some(), "{plan:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tiles_follow_the_channel_counts() {
+        let pick = |x, w, pass, precision| {
+            ConvPlan::new(&conv(x, w, 1), pass, precision, 528)
+                .unwrap()
+                .kernel
+        };
+        use ConvPass::*;
+        use ConvPrecision::*;
+        // A 1x1x1 head with 3 outputs: narrow forward and weight gradient, a shallow data
+        // gradient (3 taps x channels), and f32 even when tensor cores were asked for.
+        let (x, w) = ([2, 16, 16, 16, 32], [1, 1, 1, 32, 3]);
+        assert_eq!(pick(x, w, Forward, F32).tile, ConvTile::Narrow);
+        assert_eq!(pick(x, w, BackwardWeight, F32).tile, ConvTile::Narrow);
+        assert_eq!(pick(x, w, BackwardData, F32).tile, ConvTile::Shallow);
+        let head_tf32 = pick(x, w, Forward, Tf32);
+        assert_eq!(
+            (head_tf32.precision, head_tf32.tile),
+            (F32, ConvTile::Narrow)
+        );
+        // The first layer (4 -> 32) and a 64-channel layer on the tensor cores.
+        let first = pick([2, 16, 16, 16, 4], [3, 3, 3, 4, 32], Forward, Bf16);
+        assert_eq!((first.precision, first.tile), (Bf16, ConvTile::TcN32));
+        let wide = pick([2, 8, 8, 8, 64], [3, 3, 3, 64, 64], BackwardData, Tf32);
+        assert_eq!((wide.precision, wide.tile), (Tf32, ConvTile::TcN64));
+        assert_eq!(wide.name(), Some("conv3d_bwd_data_tf32_n64"));
+        assert_eq!(wide.module(), "conv3d_tc");
+        assert_eq!(
+            pick([2, 8, 8, 8, 64], [3, 3, 3, 64, 64], Forward, F32).tile,
+            ConvTile::Wide
+        );
+    }
+
+    #[test]
+    fn backward_data_runs_each_stride_phase_over_its_own_taps() {
+        // Transposed conv 2x2x2 stride 2: 8 phases of one tap each, so a reduction of
+        // cout alone, over an eighth of the voxels.
+        let x = Shape::new(&[2, 8, 8, 8, 64]);
+        let w = Shape::new(&[2, 2, 2, 32, 64]);
+        let spec = ConvTranspose3dSpec {
+            stride: [2; 3],
+            padding: [[0, 0]; 3],
+            output_padding: [0; 3],
+        };
+        let g = ConvGeometry::conv_transpose3d(&x, &w, &spec).unwrap();
+        let plan = ConvPlan::new(&g, ConvPass::BackwardData, ConvPrecision::F32, 1).unwrap();
+        assert_eq!(plan.dims.grid, [(2 * 8 * 8 * 8u32).div_ceil(64), 1, 8]);
+        assert_eq!(plan.splits(), 1);
+        assert_eq!(plan.out_len, 2 * 16 * 16 * 16 * 32);
+        assert_eq!(plan.operand_lens(), (2 * 512 * 64, 8 * 32 * 64, Some(32)));
+    }
+
+    #[test]
+    fn splits_are_whole_steps_and_cover_the_reduction() {
+        // A deep layer: 128 output voxels, 8640-long reductions.
+        let g = conv([2, 4, 4, 4, 320], [3, 3, 3, 320, 320], 1);
+        for precision in ConvPrecision::ALL {
+            for pass in [ConvPass::Forward, ConvPass::BackwardData] {
+                let plan = ConvPlan::new(&g, pass, precision, 528).unwrap();
+                let (_, _, bk) = plan.kernel.tile.shape();
+                let q = plan.params;
+                assert_eq!(q.split_len % bk as i32, 0, "{plan:?}");
+                assert!(q.splits > 1, "{plan:?}");
+                let depth = 27 * 320;
+                assert!(q.splits * q.split_len >= depth && (q.splits - 1) * q.split_len < depth);
+                assert!(q.split_len as u32 >= 8 * bk, "at least 8 steps per split");
+                assert_eq!(plan.workspace_len(), plan.out_len * q.splits as usize);
+                assert_eq!(
+                    plan.partial_sum().unwrap(),
+                    Axis1 {
+                        outer: 1,
+                        mid: q.splits as usize,
+                        inner: plan.out_len
+                    }
+                );
+            }
+        }
+        // Weight gradients split the voxels; a large forward does not split at all.
+        let big = conv([2, 64, 64, 64, 32], [3, 3, 3, 32, 32], 1);
+        let w = ConvPlan::new(&big, ConvPass::BackwardWeight, ConvPrecision::F32, 528).unwrap();
+        assert_eq!(w.params.split_len % CONV_WIDE_BK as i32, 0);
+        assert!(w.splits() as u64 * w.params.split_len as u64 >= 2 * 64 * 64 * 64);
+        assert_eq!(w.dims.grid, [14, 1, w.splits() as u32]);
+        let f = ConvPlan::new(&big, ConvPass::Forward, ConvPrecision::F32, 528).unwrap();
+        assert_eq!((f.splits(), f.partial_sum()), (1, None));
+    }
+
+    #[test]
+    fn params_reject_what_the_kernels_cannot_index() {
+        let mut s = Conv3dShape {
+            n: 1,
+            input: [5, 4, 3],
+            cin: 3,
+            output: [5, 4, 3],
+            cout: 2,
+            kernel: [3, 3, 3],
+            stride: [1, 1, 1],
+            pad_before: [1, 1, 1],
+        };
+        let p = Conv3dParams::new(&s).unwrap();
+        assert_eq!(
+            (p.output_voxels(), p.patch_len(), p.weight_len()),
+            (60, 81, 162)
+        );
+        s.stride[1] = 0;
+        assert!(Conv3dParams::new(&s).is_err());
+        s.stride[1] = 1;
+        s.input = [2048, 2048, 1024];
+        let e = Conv3dParams::new(&s).unwrap_err().to_string();
+        assert!(e.contains("32-bit"), "{e}");
+    }
+}

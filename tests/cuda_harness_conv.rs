@@ -1,0 +1,502 @@
+//! The convolution kernels (kernels/conv3d.cu, kernels/conv3d_tc.cu) run on the CPU through
+//! the execution harness, launched by exactly the plans the device uses (`ConvPlan`, split
+//! partials summed by the reduce kernels), and compared with the CPU backend's
+//! `Conv3dKernel` in f64. Outputs start as NaN and carry a guard tail that must stay
+//! untouched.
+//!
+//! Tolerances, as max |out - ref| / max |ref|: f32 kernels 1e-5; tensor-core kernels 1e-5
+//! against a reference whose inputs were rounded as the kernels round them (TF32 nearest
+//! ties away, BF16 nearest even: only the f32 accumulation differs), and, as the relative
+//! norm ||out - ref|| / ||ref|| against the unrounded reference, TF32 2e-3 and BF16 1e-2
+//! (inputs O(1), reductions of at most ~600 terms).
+use voxseg::backend::cpu::Cpu64;
+use voxseg::backend::cuda::conv_plan::*;
+use voxseg::backend::cuda::emu::{self, conv as emu_conv};
+use voxseg::backend::cuda::launch::ReducePlan;
+use voxseg::rng::Rng;
+use voxseg::tensor::Shape;
+use voxseg::tensor_ops::conv::{Conv3dSpec, ConvGeometry, ConvTranspose3dSpec, Padding};
+use voxseg::tensor_ops::reduce::Axis1;
+use voxseg::tensor_ops::Conv3dKernel;
+
+const GUARD: usize = 37;
+const SENTINEL: f32 = -12345.5;
+
+fn poisoned(n: usize) -> Vec<f32> {
+    let mut v = vec![f32::NAN; n + GUARD];
+    v[n..].fill(SENTINEL);
+    v
+}
+
+fn written(v: &[f32], n: usize) -> &[f32] {
+    assert!(
+        v[n..].iter().all(|&g| g == SENTINEL),
+        "kernel wrote past its {n} outputs"
+    );
+    &v[..n]
+}
+
+fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| rng.uniform_range(-1.0, 1.0) as f32)
+        .collect()
+}
+
+/// TF32 as cvt.rna.tf32.f32 rounds: to 11 significant bits, ties away from zero, computed
+/// by arithmetic (independently of the kernels' bit manipulation).
+fn round_tf32(x: f32) -> f32 {
+    round_significand(x, 10, false)
+}
+
+/// BF16 round to nearest even, to 8 significant bits.
+fn round_bf16(x: f32) -> f32 {
+    round_significand(x, 7, true)
+}
+
+fn round_significand(x: f32, mantissa_bits: i32, ties_even: bool) -> f32 {
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    let v = x.abs() as f64;
+    let e = (v.log2().floor() as i32).max(-126);
+    let ulp = 2f64.powi(e - mantissa_bits);
+    let q = v / ulp;
+    let mut r = q.floor();
+    let frac = q - r;
+    if frac > 0.5 || (frac == 0.5 && (!ties_even || r % 2.0 == 1.0)) {
+        r += 1.0;
+    }
+    ((r * ulp) as f32).copysign(x)
+}
+
+fn rounder(p: ConvPrecision) -> fn(f32) -> f32 {
+    match p {
+        ConvPrecision::F32 => |x| x,
+        ConvPrecision::Tf32 => round_tf32,
+        ConvPrecision::Bf16 => round_bf16,
+    }
+}
+
+fn max_rel(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| {
+            assert!(g.is_finite(), "non-finite output {g}");
+            (g as f64 - w).abs() / scale
+        })
+        .fold(0.0, f64::max)
+}
+
+fn norm_rel(got: &[f32], want: &[f64]) -> f64 {
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        num += (g as f64 - w).powi(2);
+        den += w * w;
+    }
+    (num / den.max(1e-300)).sqrt()
+}
+
+/// Sums the stacked partials through the reduce kernels' own plan.
+fn emu_sum(x: &[f32], v: Axis1) -> Vec<f32> {
+    let plan = ReducePlan::new(v, 4);
+    let n = v.outer * v.inner;
+    let mut out = poisoned(n);
+    if plan.splits() == 1 {
+        emu::sum_axis1(&plan.first_dims, plan.first, x, &mut out).unwrap();
+    } else {
+        let mut partial = vec![f64::NAN; plan.partial_len()];
+        emu::sum_axis1_partial(&plan.first_dims, plan.first, x, &mut partial).unwrap();
+        emu::sum_axis1_finish(&plan.finish_dims, plan.finish, &partial, &mut out).unwrap();
+    }
+    written(&out, n).to_vec()
+}
+
+/// Runs one pass as the device would: the plan's kernel, then the sum of split partials.
+fn run(plan: &ConvPlan, a: &[f32], b: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let n = plan.workspace_len();
+    let mut ws = poisoned(n);
+    emu_conv::conv3d(plan, a, b, bias, &mut ws)
+        .unwrap_or_else(|e| panic!("{:?}: {e}", plan.kernel));
+    let ws = written(&ws, n);
+    match plan.partial_sum() {
+        None => ws.to_vec(),
+        Some(v) => emu_sum(ws, v),
+    }
+}
+
+fn to64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// The CPU backend in f64 on (a, b), each rounded by `round`.
+fn reference(
+    g: &ConvGeometry,
+    pass: ConvPass,
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    round: fn(f32) -> f32,
+) -> Vec<f64> {
+    let cpu = Cpu64::new();
+    let r = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| round(x) as f64).collect() };
+    let (a, b, bias) = (r(a), r(b), bias.map(to64));
+    match pass {
+        ConvPass::Forward => cpu.conv3d_forward(&a, &b, bias.as_ref(), g),
+        ConvPass::BackwardData => cpu.conv3d_backward_data(&a, &b, bias.as_ref(), g),
+        ConvPass::BackwardWeight => cpu.conv3d_backward_weight(&a, &b, g),
+    }
+    .unwrap()
+}
+
+/// What one checked pass ran.
+struct Ran {
+    kernel: ConvKernel,
+    splits: usize,
+}
+
+/// Checks one pass of `g` at `precision` against the CPU backend, with random inputs and
+/// a bias where the pass takes one.
+fn check_pass(
+    g: &ConvGeometry,
+    pass: ConvPass,
+    precision: ConvPrecision,
+    target_blocks: u32,
+    rng: &mut Rng,
+) -> Ran {
+    let plan = ConvPlan::new(g, pass, precision, target_blocks).unwrap();
+    let (na, nb, nbias) = plan.operand_lens();
+    let a = random(rng, na);
+    let b = random(rng, nb);
+    let bias = nbias.map(|n| random(rng, n));
+    let got = run(&plan, &a, &b, bias.as_deref());
+    assert_eq!(got.len(), plan.out_len);
+    let what = format!("{pass:?} {:?} splits {} {g:?}", plan.kernel, plan.splits());
+    let used = plan.kernel.precision;
+    let rounded = reference(g, pass, &a, &b, bias.as_deref(), rounder(used));
+    let e = max_rel(&got, &rounded);
+    assert!(
+        e < 1e-5,
+        "{what}: max relative error {e:e} (inputs rounded as the kernel)"
+    );
+    if used != ConvPrecision::F32 {
+        let exact = reference(g, pass, &a, &b, bias.as_deref(), |x| x);
+        let e = norm_rel(&got, &exact);
+        let tol = if used == ConvPrecision::Tf32 {
+            2e-3
+        } else {
+            1e-2
+        };
+        assert!(
+            e < tol,
+            "{what}: relative norm error {e:e} against f32 inputs"
+        );
+        assert!(
+            e > 1e-6,
+            "{what}: {e:e} from the unrounded result: were the operands rounded?"
+        );
+    }
+    Ran {
+        kernel: plan.kernel,
+        splits: plan.splits(),
+    }
+}
+
+const PASSES: [ConvPass; 3] = [
+    ConvPass::Forward,
+    ConvPass::BackwardData,
+    ConvPass::BackwardWeight,
+];
+
+fn conv(x: [usize; 5], w: [usize; 5], stride: usize, padding: Padding) -> ConvGeometry {
+    let spec = Conv3dSpec {
+        stride: [stride; 3],
+        padding,
+    };
+    ConvGeometry::conv3d(&Shape::new(&x), &Shape::new(&w), &spec).unwrap()
+}
+
+fn transposed(x: [usize; 5], w: [usize; 5], spec: ConvTranspose3dSpec) -> ConvGeometry {
+    ConvGeometry::conv_transpose3d(&Shape::new(&x), &Shape::new(&w), &spec).unwrap()
+}
+
+#[test]
+fn tile_constants_match_params_conv_h() {
+    for (name, value) in [
+        ("VX_CONV_THREADS", CONV_THREADS),
+        ("VX_CONV_SIMT_BM", CONV_SIMT_BM),
+        ("VX_CONV_WIDE_BN", CONV_WIDE_BN),
+        ("VX_CONV_WIDE_BK", CONV_WIDE_BK),
+        ("VX_CONV_NARROW_BN", CONV_NARROW_BN),
+        ("VX_CONV_NARROW_BK", CONV_NARROW_BK),
+        ("VX_CONV_SHALLOW_BN", CONV_SHALLOW_BN),
+        ("VX_CONV_SHALLOW_BK", CONV_SHALLOW_BK),
+        ("VX_CONV_TC_BM", CONV_TC_BM),
+        ("VX_CONV_TC_BK", CONV_TC_BK),
+    ] {
+        assert_eq!(emu::launch_constant(name), Some(value), "{name}");
+    }
+}
+
+#[test]
+fn rounding_is_tf32_nearest_away_and_bf16_nearest_even() {
+    let mut rng = Rng::new(70);
+    let mut x: Vec<f32> = vec![
+        1.0,
+        -1.0,
+        0.0,
+        -0.0,
+        f32::MIN_POSITIVE,
+        3.0e-42,
+        f32::MAX,
+        -f32::MAX,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        // Exactly halfway for TF32 (13 dropped bits 0x1000), just below and above.
+        f32::from_bits(0x3F80_1000),
+        f32::from_bits(0x3F80_0FFF),
+        f32::from_bits(0x3F80_1001),
+        f32::from_bits(0xBF80_3000),
+        // Halfway for BF16 with even and odd kept bits, and just above.
+        f32::from_bits(0x3F80_8000),
+        f32::from_bits(0x3F81_8000),
+        f32::from_bits(0x3F80_8001),
+        f32::from_bits(0xC001_8000),
+    ];
+    x.extend((0..500).map(|i| {
+        let scale = 2f32.powi(i % 60 - 30);
+        rng.uniform_range(-1.0, 1.0) as f32 * scale
+    }));
+    let n = x.len();
+    let (mut tf32, mut bf16) = (vec![0u32; n], vec![0u32; n]);
+    emu_conv::tc_round_probe(&x, &mut tf32, &mut bf16).unwrap();
+    for i in 0..n {
+        assert_eq!(
+            f32::from_bits(tf32[i]).to_bits(),
+            round_tf32(x[i]).to_bits(),
+            "tf32 of {:e} ({:#x})",
+            x[i],
+            x[i].to_bits()
+        );
+        assert_eq!(tf32[i] & 0x1FFF, 0, "tf32 keeps 10 mantissa bits");
+        let pair = [x[i], x[(i ^ 1).min(n - 1)]];
+        for (half, v) in pair.into_iter().enumerate() {
+            let bits = (bf16[i] >> (16 * half)) & 0xFFFF;
+            assert_eq!(
+                f32::from_bits(bits << 16).to_bits(),
+                round_bf16(v).to_bits(),
+                "bf16 of {v:e} ({:#x}), half {half}",
+                v.to_bits()
+            );
+        }
+    }
+    // The ties: away from zero for TF32, to even for BF16.
+    assert_eq!(tf32[10], 0x3F80_2000);
+    assert_eq!(tf32[13], 0xBF80_4000);
+    assert_eq!(bf16[14] & 0xFFFF, 0x3F80);
+    assert_eq!(bf16[15] & 0xFFFF, 0x3F82);
+    assert_eq!(bf16[14] >> 16, 0x3F82, "x[i ^ 1] goes to the high half");
+    assert_eq!(f32::from_bits(tf32[6]), f32::INFINITY, "f32::MAX rounds up");
+}
+
+#[test]
+fn mma_fragments_follow_the_ptx_layouts() {
+    let mut rng = Rng::new(71);
+    for (precision, k) in [(ConvPrecision::Tf32, 8), (ConvPrecision::Bf16, 16)] {
+        let round = rounder(precision);
+        let a = random(&mut rng, 16 * k);
+        let b = random(&mut rng, k * 8);
+        let c = random(&mut rng, 128);
+        let mut out = poisoned(128);
+        emu_conv::mma_probe(precision, &a, &b, &c, &mut out).unwrap();
+        let out = written(&out, 128);
+        for row in 0..16 {
+            for col in 0..8 {
+                let want: f64 = c[row * 8 + col] as f64
+                    + (0..k)
+                        .map(|i| round(a[row * k + i]) as f64 * round(b[i * 8 + col]) as f64)
+                        .sum::<f64>();
+                let got = out[row * 8 + col] as f64;
+                assert!(
+                    (got - want).abs() < 1e-5,
+                    "{precision} D[{row}][{col}]: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn small_odd_shapes_run_the_f32_kernels() {
+    let mut rng = Rng::new(72);
+    // Channel counts that are not multiples of 4 keep every precision on the f32 kernels.
+    let shapes = [
+        conv([1, 5, 4, 3, 3], [3, 3, 3, 3, 2], 1, Padding::Same),
+        conv([2, 5, 6, 7, 5], [3, 3, 3, 5, 35], 2, Padding::Same),
+        conv([1, 4, 6, 5, 3], [2, 2, 2, 3, 3], 2, Padding::Valid),
+        conv(
+            [2, 3, 5, 4, 2],
+            [1, 3, 2, 2, 5],
+            1,
+            Padding::Explicit([[0, 0], [1, 2], [1, 0]]),
+        ),
+    ];
+    for g in &shapes {
+        for pass in PASSES {
+            for precision in ConvPrecision::ALL {
+                let ran = check_pass(g, pass, precision, 8, &mut rng);
+                assert_eq!(ran.kernel.precision, ConvPrecision::F32);
+            }
+        }
+    }
+}
+
+#[test]
+fn phases_that_no_tap_reaches_get_only_the_bias() {
+    let mut rng = Rng::new(79);
+    // 1x1x1 stride 2: backward data has 8 phases, 7 of them without taps (zero + bias),
+    // on the f32 kernels and on the tensor cores.
+    let odd = conv([1, 5, 4, 6, 3], [1, 1, 1, 3, 5], 2, Padding::Valid);
+    let quad = conv([1, 5, 4, 6, 4], [1, 1, 1, 4, 8], 2, Padding::Valid);
+    for precision in ConvPrecision::ALL {
+        for g in [&odd, &quad] {
+            for pass in PASSES {
+                check_pass(g, pass, precision, 8, &mut rng);
+            }
+        }
+    }
+}
+
+#[test]
+fn heads_and_tiny_reductions_use_the_narrow_and_shallow_tiles() {
+    let mut rng = Rng::new(73);
+    // A 1x1x1 head with 3 outputs (its data gradient reduces over 3 channels), and a
+    // 1-channel input under a 1x2x2 kernel (a forward reduction of 4).
+    let head = conv([2, 5, 6, 7, 32], [1, 1, 1, 32, 3], 1, Padding::Same);
+    let thin = conv([1, 6, 5, 4, 1], [1, 2, 2, 1, 12], 1, Padding::Same);
+    let mut tiles = Vec::new();
+    for g in [&head, &thin] {
+        for pass in PASSES {
+            tiles.push(
+                check_pass(g, pass, ConvPrecision::F32, 8, &mut rng)
+                    .kernel
+                    .tile,
+            );
+        }
+    }
+    use ConvTile::*;
+    assert_eq!(tiles, [Narrow, Shallow, Narrow, Shallow, Narrow, Wide]);
+}
+
+#[test]
+fn transposed_convolutions_with_bias() {
+    let mut rng = Rng::new(74);
+    let k2s2 = ConvTranspose3dSpec {
+        stride: [2; 3],
+        padding: [[0, 0]; 3],
+        output_padding: [0; 3],
+    };
+    // k3 s2, cropping one voxel before and after, plus output padding: every phase has a
+    // different number of taps and the last voxels are reached by none.
+    let k3s2 = ConvTranspose3dSpec {
+        stride: [2; 3],
+        padding: [[1, 1], [1, 0], [0, 1]],
+        output_padding: [1, 0, 1],
+    };
+    let cases = [
+        transposed([2, 3, 4, 3, 8], [2, 2, 2, 4, 8], k2s2),
+        transposed([1, 3, 3, 4, 6], [3, 3, 3, 5, 6], k3s2),
+        transposed([1, 4, 3, 3, 8], [3, 3, 3, 12, 8], k3s2),
+    ];
+    for g in &cases {
+        // The transposed forward is backward data (with the bias), its input gradient the
+        // forward, its weight gradient backward weights.
+        for pass in PASSES {
+            for precision in ConvPrecision::ALL {
+                check_pass(g, pass, precision, 8, &mut rng);
+            }
+        }
+    }
+}
+
+#[test]
+fn tensor_core_kernels_on_both_tiles() {
+    let mut rng = Rng::new(75);
+    let cases = [
+        // The first layer's channels: 4 -> 32 (128 x 32 tiles).
+        conv([1, 5, 6, 7, 4], [3, 3, 3, 4, 32], 1, Padding::Same),
+        // Wider outputs, strided: 128 x 64 tiles, partial column tiles.
+        conv([1, 7, 6, 5, 8], [3, 3, 3, 8, 68], 2, Padding::Same),
+    ];
+    let mut tiles = std::collections::HashSet::new();
+    for g in &cases {
+        for pass in PASSES {
+            for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
+                let ran = check_pass(g, pass, precision, 8, &mut rng);
+                assert_eq!(ran.kernel.precision, precision);
+                tiles.insert(ran.kernel.tile);
+            }
+        }
+    }
+    assert!(tiles.contains(&ConvTile::TcN32) && tiles.contains(&ConvTile::TcN64));
+}
+
+#[test]
+fn split_reductions_sum_their_partials() {
+    let mut rng = Rng::new(76);
+    // Long reductions on a single tile: 540 (tap, channel) pairs for the forward, 576
+    // voxels for the weight gradient.
+    let deep = conv([1, 4, 4, 4, 20], [3, 3, 3, 20, 8], 1, Padding::Same);
+    let wide = conv([1, 8, 8, 9, 4], [3, 3, 3, 4, 8], 1, Padding::Same);
+    // Backward data over two stride phases with a split: (split, phase) share grid.z.
+    let spec = Conv3dSpec {
+        stride: [2, 1, 1],
+        padding: Padding::Same,
+    };
+    let phased = ConvGeometry::conv3d(
+        &Shape::new(&[1, 4, 3, 3, 8]),
+        &Shape::new(&[3, 3, 3, 8, 32]),
+        &spec,
+    )
+    .unwrap();
+    for precision in ConvPrecision::ALL {
+        for (g, pass) in [
+            (&deep, ConvPass::Forward),
+            (&wide, ConvPass::BackwardWeight),
+            (&phased, ConvPass::BackwardData),
+        ] {
+            let ran = check_pass(g, pass, precision, 64, &mut rng);
+            assert!(ran.splits > 1, "{pass:?} {precision}: one split");
+            assert_eq!(ran.kernel.precision, precision);
+        }
+    }
+}
+
+#[test]
+fn random_geometries_match_the_cpu_backend() {
+    let mut rng = Rng::new(77);
+    for case in 0..8 {
+        let mut pick = |lo: usize, hi: usize| lo + rng.below(hi - lo + 1);
+        let kernel = [pick(1, 3), pick(1, 3), pick(1, 3)];
+        let stride = [pick(1, 2), pick(1, 2), pick(1, 2)];
+        let pads = [0, 1, 2].map(|a| [pick(0, kernel[a] - 1), pick(0, kernel[a] - 1)]);
+        let input = [0, 1, 2].map(|a| pick(kernel[a], 6));
+        // Half the cases with channels the tensor cores take.
+        let quad = case % 2 == 0;
+        let cin = if quad { 4 * pick(1, 3) } else { pick(1, 9) };
+        let cout = if quad { 4 * pick(1, 10) } else { pick(1, 40) };
+        let spec = Conv3dSpec {
+            stride,
+            padding: Padding::Explicit(pads),
+        };
+        let x = Shape::new(&[pick(1, 2), input[0], input[1], input[2], cin]);
+        let w = Shape::new(&[kernel[0], kernel[1], kernel[2], cin, cout]);
+        let g = ConvGeometry::conv3d(&x, &w, &spec).unwrap();
+        let precision = ConvPrecision::ALL[case % 3];
+        let target = [1, 8, 64][case % 3];
+        for pass in PASSES {
+            check_pass(&g, pass, precision, target, &mut rng);
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The CUDA convolutions on a real device against the CPU backend (in f64) and the
+//! tensor-core wrappers against their harness twins. Ignored by default;
+//! scripts/gpu-check.sh runs them with `--include-ignored`. Each test opens the device and
+//! fails without one. Inputs are random with a fresh seed per run (printed on failure), and
+//! every buffer the pool hands out is NaN-filled first, so an output element a kernel
+//! forgets to write fails the comparison.
+//!
+//! Error measures (max over elements of |gpu - ref| / max |ref|): f32 kernels < 1e-5;
+//! tensor-core kernels < 1e-4 against a reference on inputs rounded as the kernels round
+//! them (the tensor cores' own f32 accumulation order and rounding may differ from the
+//! harness's), and relative norm ||gpu - ref|| / ||ref|| against the unrounded reference
+//! below 2e-3 (TF32) and 1e-2 (BF16). Probes: the rounding is bit-exact with the harness
+//! twin for normal values; mma results within 1e-5 of the twin's.
+//!
+//! The conv precision is per device, so every conv check runs in one test, in sequence.
+use std::time::{SystemTime, UNIX_EPOCH};
+use voxseg::backend::cpu::Cpu64;
+use voxseg::backend::cuda::conv_plan::{ConvPass, ConvPrecision};
+use voxseg::backend::cuda::emu::conv as emu_conv;
+use voxseg::backend::cuda::Cuda;
+use voxseg::backend::BackendBase;
+use voxseg::rng::Rng;
+use voxseg::tensor::Shape;
+use voxseg::tensor_ops::conv::{Conv3dSpec, ConvGeometry, ConvTranspose3dSpec, Padding};
+use voxseg::tensor_ops::Conv3dKernel;
+
+fn device() -> Cuda {
+    let cuda = Cuda::new(0).expect("these tests need a CUDA device");
+    cuda.poison_new_buffers(true);
+    cuda
+}
+
+fn fresh_seed() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as u64
+}
+
+fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| rng.uniform_range(-1.0, 1.0) as f32)
+        .collect()
+}
+
+fn round_with(p: ConvPrecision, v: &[f32]) -> Vec<f64> {
+    let mut tf32 = vec![0u32; v.len()];
+    let mut bf16 = vec![0u32; v.len()];
+    emu_conv::tc_round_probe(v, &mut tf32, &mut bf16).unwrap();
+    match p {
+        ConvPrecision::F32 => v.iter().map(|&x| x as f64).collect(),
+        ConvPrecision::Tf32 => tf32.iter().map(|&b| f32::from_bits(b) as f64).collect(),
+        ConvPrecision::Bf16 => bf16
+            .iter()
+            .map(|&b| f32::from_bits(b << 16) as f64)
+            .collect(),
+    }
+}
+
+fn max_rel(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
+    got.iter()
+        .map(|&g| {
+            assert!(g.is_finite(), "non-finite output {g}");
+            g as f64
+        })
+        .zip(want)
+        .map(|(g, w)| (g - w).abs() / scale)
+        .fold(0.0, f64::max)
+}
+
+fn norm_rel(got: &[f32], want: &[f64]) -> f64 {
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        num += (g as f64 - w).powi(2);
+        den += w * w;
+    }
+    (num / den.max(1e-300)).sqrt()
+}
+
+fn conv(x: [usize; 5], w: [usize; 5], stride: usize, pad: usize) -> ConvGeometry {
+    let spec = Conv3dSpec {
+        stride: [stride; 3],
+        padding: Padding::Explicit([[pad, pad]; 3]),
+    };
+    ConvGeometry::conv3d(&Shape::new(&x), &Shape::new(&w), &spec).unwrap()
+}
+
+fn transposed(x: [usize; 5], w: [usize; 5], spec: ConvTranspose3dSpec) -> ConvGeometry {
+    ConvGeometry::conv_transpose3d(&Shape::new(&x), &Shape::new(&w), &spec).unwrap()
+}
+
+/// Geometries covering every tile and path: the BraTS first layer, a 32-channel layer at
+/// 32^3, a strided downsampling, a deep layer that splits its reductions, the 1x1x1 head,
+/// a 2x2x2 transposed conv and a 3x3x3 stride-2 transposed conv with output padding.
+fn geometries() -> Vec<ConvGeometry> {
+    let k2s2 = ConvTranspose3dSpec {
+        stride: [2; 3],
+        padding: [[0, 0]; 3],
+        output_padding: [0; 3],
+    };
+    let k3s2 = ConvTranspose3dSpec {
+        stride: [2; 3],
+        padding: [[1, 1]; 3],
+        output_padding: [1; 3],
+    };
+    vec![
+        conv([2, 24, 20, 18, 4], [3, 3, 3, 4, 32], 1, 1),
+        conv([2, 32, 32, 32, 32], [3, 3, 3, 32, 32], 1, 1),
+        conv([2, 17, 16, 15, 32], [3, 3, 3, 32, 64], 2, 1),
+        conv([2, 4, 4, 4, 320], [3, 3, 3, 320, 320], 1, 1),
+        conv([2, 20, 21, 22, 32], [1, 1, 1, 32, 3], 1, 0),
+        transposed([2, 9, 8, 7, 64], [2, 2, 2, 32, 64], k2s2),
+        transposed([1, 6, 7, 5, 20], [3, 3, 3, 12, 20], k3s2),
+    ]
+}
+
+const PASSES: [ConvPass; 3] = [
+    ConvPass::Forward,
+    ConvPass::BackwardData,
+    ConvPass::BackwardWeight,
+];
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn convolutions_match_cpu_at_every_precision() {
+    let gpu = device();
+    let cpu = Cpu64::new();
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    let previous = gpu.conv_precision().unwrap();
+    for precision in ConvPrecision::ALL {
+        gpu.set_conv_precision(precision);
+        for g in geometries() {
+            let nx = g.n * g.input_voxels() * g.cin;
+            let ny = g.n * g.output_voxels() * g.cout;
+            let nw = g.kernel_volume() * g.cin * g.cout;
+            for pass in PASSES {
+                let plan = gpu.conv_plan(&g, pass).unwrap();
+                let used = plan.kernel.precision;
+                let what = format!("{pass:?} {:?} {g:?} (seed {seed})", plan.kernel);
+                let (na, nb, nbias) = plan.operand_lens();
+                assert_eq!(
+                    (na, nb),
+                    match pass {
+                        ConvPass::Forward => (nx, nw),
+                        ConvPass::BackwardData => (ny, nw),
+                        ConvPass::BackwardWeight => (nx, ny),
+                    }
+                );
+                let a = random(&mut rng, na);
+                let b = random(&mut rng, nb);
+                let bias = nbias.map(|n| random(&mut rng, n));
+                let (ga, gb) = (gpu.upload(&a).unwrap(), gpu.upload(&b).unwrap());
+                let gbias = bias.as_ref().map(|v| gpu.upload(v).unwrap());
+                let out = match pass {
+                    ConvPass::Forward => gpu.conv3d_forward(&ga, &gb, gbias.as_ref(), &g),
+                    ConvPass::BackwardData => {
+                        gpu.conv3d_backward_data(&ga, &gb, gbias.as_ref(), &g)
+                    }
+                    ConvPass::BackwardWeight => gpu.conv3d_backward_weight(&ga, &gb, &g),
+                }
+                .unwrap();
+                let got = gpu.download(&out).unwrap();
+                let reference = |round: ConvPrecision| -> Vec<f64> {
+                    let (a, b) = (round_with(round, &a), round_with(round, &b));
+                    let bias: Option<Vec<f64>> =
+                        bias.as_ref().map(|v| v.iter().map(|&x| x as f64).collect());
+                    match pass {
+                        ConvPass::Forward => cpu.conv3d_forward(&a, &b, bias.as_ref(), &g),
+                        ConvPass::BackwardData => {
+                            cpu.conv3d_backward_data(&a, &b, bias.as_ref(), &g)
+                        }
+                        ConvPass::BackwardWeight => cpu.conv3d_backward_weight(&a, &b, &g),
+                    }
+                    .unwrap()
+                };
+                let rounded = reference(used);
+                let e = max_rel(&got, &rounded);
+                let tol = if used == ConvPrecision::F32 {
+                    1e-5
+                } else {
+                    1e-4
+                };
+                assert!(e < tol, "{what}: max relative error {e:e}");
+                if used != ConvPrecision::F32 {
+                    let e = norm_rel(&got, &reference(ConvPrecision::F32));
+                    let tol = if used == ConvPrecision::Tf32 {
+                        2e-3
+                    } else {
+                        1e-2
+                    };
+                    assert!(e < tol, "{what}: relative norm error {e:e} to f32 inputs");
+                }
+            }
+        }
+    }
+    gpu.set_conv_precision(previous);
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn buffers_that_do_not_fit_the_geometry_are_errors() {
+    let gpu = device();
+    let g = conv([1, 4, 4, 4, 8], [3, 3, 3, 8, 4], 1, 1);
+    let x = gpu.upload(&vec![0.5; 4 * 4 * 4 * 8 - 1]).unwrap();
+    let w = gpu.upload(&vec![0.5; 27 * 8 * 4]).unwrap();
+    let err = match gpu.conv3d_forward(&x, &w, None, &g) {
+        Ok(_) => panic!("a short x must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("conv3d forward") && err.contains("x has 511"),
+        "{err}"
+    );
+    let bias = gpu.upload(&[0.0; 5]).unwrap();
+    let err = match gpu.conv3d_backward_data(&w, &w, Some(&bias), &g) {
+        Ok(_) => panic!("a dy of the weight's length must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("conv3d backward_data") && err.contains("dy has"),
+        "{err}"
+    );
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn tensor_core_rounding_matches_the_harness_bit_for_bit() {
+    let gpu = device();
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    // Normal values over many binades, plus exact ties for both formats.
+    let mut x: Vec<f32> = (0..100_000)
+        .map(|i| rng.uniform_range(-1.0, 1.0) as f32 * 2f32.powi(i % 80 - 40))
+        .filter(|v| v.is_normal())
+        .collect();
+    x.extend([0.0, -0.0, 1.0, -1.0]);
+    x.extend([0x3F80_1000u32, 0xBF80_3000, 0x3F80_8000, 0x3F81_8000].map(f32::from_bits));
+    let (tf32, bf16) = gpu.tc_round_probe(&x).unwrap();
+    let mut want_tf32 = vec![0u32; x.len()];
+    let mut want_bf16 = vec![0u32; x.len()];
+    emu_conv::tc_round_probe(&x, &mut want_tf32, &mut want_bf16).unwrap();
+    for i in 0..x.len() {
+        assert_eq!(
+            tf32[i],
+            want_tf32[i],
+            "tf32 of {:#x} (seed {seed})",
+            x[i].to_bits()
+        );
+        assert_eq!(
+            bf16[i],
+            want_bf16[i],
+            "bf16 pair at {i}: {:#x} (seed {seed})",
+            x[i].to_bits()
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn tensor_core_fragments_match_the_harness_twin() {
+    let gpu = device();
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    for (precision, k) in [(ConvPrecision::Tf32, 8), (ConvPrecision::Bf16, 16)] {
+        for _ in 0..20 {
+            let a = random(&mut rng, 16 * k);
+            let b = random(&mut rng, k * 8);
+            let c = random(&mut rng, 128);
+            let got = gpu.mma_probe(precision, &a, &b, &c).unwrap();
+            let mut want = vec![f32::NAN; 128];
+            emu_conv::mma_probe(precision, &a, &b, &c, &mut want).unwrap();
+            for i in 0..128 {
+                assert!(
+                    (got[i] - want[i]).abs() <= 1e-5 * want[i].abs().max(1.0),
+                    "{precision} D[{}][{}]: device {} twin {} (seed {seed})",
+                    i / 8,
+                    i % 8,
+                    got[i],
+                    want[i]
+                );
+            }
+        }
+    }
+}
