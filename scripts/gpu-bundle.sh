@@ -18,7 +18,9 @@ mkdir gpu-bin
 # Every artifact with an executable: test binaries become gpu-bin/test-<target>, the
 # binary gpu-bin/voxseg.
 cargo test "${profile[@]}" --no-run --lib --test cuda_parity --test cuda_harness \
+    --test cuda_parity_ops_a --test cuda_harness_ops_a \
     --test cuda_parity_ops_b --test cuda_harness_ops_b \
+    --test cuda_parity_conv --test cuda_harness_conv --test cuda_train \
     --message-format=json |
     python3 -c '
 import json, sys

@@ -1,0 +1,126 @@
+//! Whole training steps on a GPU: the same tiny U-Net step on the CUDA and CPU backends
+//! gives the same loss and gradients, and after the first step a step allocates nothing new
+//! from the device (the caching pool serves every buffer).
+use voxseg::autograd::{Tape, Var};
+use voxseg::backend::cpu::Cpu;
+use voxseg::backend::cuda::Cuda;
+use voxseg::backend::Backend;
+use voxseg::loss::{dice_ce, Target};
+use voxseg::nn::layers::{Activation, NormKind};
+use voxseg::nn::unet::{Downsample, UNetConfig, Upsample};
+use voxseg::nn::{Ctx, Init, Model, ModelSpec, Module};
+use voxseg::optim::{Optimizer, OptimizerSpec};
+use voxseg::rng::Rng;
+use voxseg::Tensor;
+
+fn spec() -> ModelSpec {
+    ModelSpec::Unet(UNetConfig {
+        in_channels: 4,
+        out_channels: 3,
+        base_features: 8,
+        max_features: 32,
+        depth: 3,
+        convs_per_stage: 2,
+        norm: NormKind::Instance,
+        activation: Activation::LeakyRelu { slope: 0.01 },
+        downsample: Downsample::StridedConv,
+        upsample: Upsample::TransposedConv,
+        deep_supervision: true,
+        dropout: 0.1,
+        init: Init::HeNormal,
+    })
+}
+
+fn batch(seed: u64) -> (Vec<f32>, Vec<f32>) {
+    let mut rng = Rng::new(seed);
+    let x = (0..2 * 16 * 16 * 16 * 4)
+        .map(|_| rng.normal() as f32)
+        .collect();
+    let t = (0..2 * 16 * 16 * 16 * 3)
+        .map(|_| (rng.uniform() < 0.3) as u8 as f32)
+        .collect();
+    (x, t)
+}
+
+/// One step: loss, and the gradients by parameter name.
+fn step<B: Backend>(
+    b: &B,
+    model: &mut Model<B>,
+    opt: &mut dyn Optimizer<B>,
+    seed: u64,
+) -> (f64, Vec<(String, Vec<f32>)>) {
+    let (x, t) = batch(seed);
+    let tape = Tape::new();
+    let out = model
+        .forward(
+            &Var::constant(Tensor::from_f32(b, [2, 16, 16, 16, 4], &x).unwrap()),
+            &Ctx::train(tape.clone(), seed),
+        )
+        .unwrap();
+    let target = Target::Regions(Tensor::from_f32(b, [2, 16, 16, 16, 3], &t).unwrap());
+    let loss = dice_ce(&out[0], &target).unwrap();
+    let value = loss.value().item().unwrap();
+    let grads = tape.backward(&loss).unwrap();
+    let named = model
+        .params()
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                grads.get(p.id).unwrap().to_vec_f32().unwrap(),
+            )
+        })
+        .collect();
+    let mut params = model.params_mut();
+    opt.step(&mut params, &grads, 1e-2).unwrap();
+    (value, named)
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn unet_training_step_matches_the_cpu() {
+    let cuda = Cuda::new(0).unwrap();
+    let cpu = Cpu::new();
+    let mut gm = Model::new(&cuda, &spec(), 5).unwrap();
+    let mut cm = Model::new(&cpu, &spec(), 5).unwrap();
+    let mut go = OptimizerSpec::nnunet_sgd().build::<Cuda>().unwrap();
+    let mut co = OptimizerSpec::nnunet_sgd().build::<Cpu>().unwrap();
+    for s in 0..3 {
+        let (gl, gg) = step(&cuda, &mut gm, go.as_mut(), s);
+        let (cl, cg) = step(&cpu, &mut cm, co.as_mut(), s);
+        assert!(
+            (gl - cl).abs() <= 1e-4 * cl.abs().max(1.0),
+            "step {s}: loss {gl} vs {cl}"
+        );
+        for ((name, g), (_, c)) in gg.iter().zip(&cg) {
+            let scale = c.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+            let err = g
+                .iter()
+                .zip(c)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                err <= 1e-3 * scale,
+                "step {s}: gradient of {name} differs by {err} (scale {scale})"
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn after_the_first_step_a_step_allocates_nothing_new() {
+    let cuda = Cuda::new(0).unwrap();
+    let mut model = Model::new(&cuda, &spec(), 1).unwrap();
+    let mut opt = OptimizerSpec::nnunet_sgd().build::<Cuda>().unwrap();
+    step(&cuda, &mut model, opt.as_mut(), 0);
+    step(&cuda, &mut model, opt.as_mut(), 1);
+    let before = cuda.pool_stats().device_allocations;
+    for s in 2..5 {
+        step(&cuda, &mut model, opt.as_mut(), s);
+    }
+    let after = cuda.pool_stats().device_allocations;
+    assert_eq!(
+        after, before,
+        "device allocations after warm-up: {before} -> {after}"
+    );
+}
