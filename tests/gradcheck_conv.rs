@@ -5,9 +5,7 @@ use voxseg::backend::cpu::{Cpu, Cpu64};
 use voxseg::backend::Backend;
 use voxseg::rng::Rng;
 use voxseg::tensor::Tensor;
-use voxseg::tensor_ops::conv::{
-    Conv3dSpec, ConvGeometry, ConvTranspose3dSpec, Padding,
-};
+use voxseg::tensor_ops::conv::{Conv3dSpec, ConvGeometry, ConvTranspose3dSpec, Padding};
 
 fn random(n: usize, rng: &mut Rng) -> Vec<f64> {
     (0..n).map(|_| rng.uniform_range(-1.0, 1.0)).collect()
@@ -20,7 +18,10 @@ fn at(dims: [usize; 3], channels: usize, b: usize, v: [usize; 3], c: usize) -> u
 
 /// Calls `f(b, out voxel, kernel tap, in voxel)` for every pair the convolution connects:
 /// in = out * stride - pad_before + tap, inside the input.
-fn for_each_connection(g: &ConvGeometry, mut f: impl FnMut(usize, [usize; 3], [usize; 3], [usize; 3])) {
+fn for_each_connection(
+    g: &ConvGeometry,
+    mut f: impl FnMut(usize, [usize; 3], [usize; 3], [usize; 3]),
+) {
     for b in 0..g.n {
         for od in 0..g.output[0] {
             for oh in 0..g.output[1] {
@@ -84,11 +85,18 @@ fn run_kernels<B: Backend>(
     dy: &[f64],
 ) -> [Vec<f64>; 3] {
     let up = |v: &[f64]| {
-        let conv: Vec<B::E> = v.iter().map(|&a| <B::E as voxseg::backend::Element>::of(a)).collect();
+        let conv: Vec<B::E> = v
+            .iter()
+            .map(|&a| <B::E as voxseg::backend::Element>::of(a))
+            .collect();
         be.upload(&conv).unwrap()
     };
     let down = |s: &B::Storage| -> Vec<f64> {
-        be.download(s).unwrap().into_iter().map(|v| voxseg::backend::Element::as_f64(v)).collect()
+        be.download(s)
+            .unwrap()
+            .into_iter()
+            .map(voxseg::backend::Element::as_f64)
+            .collect()
     };
     let (xs, ws, dys) = (up(x), up(w), up(dy));
     [
@@ -138,10 +146,17 @@ fn passes_match_direct_loops() {
                 let want = reference(&g, &x, &w, &dy);
                 let f32s = run_kernels(&Cpu::new(), &g, &x, &w, &dy);
                 let f64s = run_kernels(&Cpu64::new(), &g, &x, &w, &dy);
-                for (p, name) in ["forward", "backward_data", "backward_weight"].iter().enumerate() {
-                    let what = format!("{name} f32, kernel {kernel:?} stride {stride:?} {padding:?} {cin}->{cout}");
+                for (p, name) in ["forward", "backward_data", "backward_weight"]
+                    .iter()
+                    .enumerate()
+                {
+                    let what = format!(
+                        "{name} f32, kernel {kernel:?} stride {stride:?} {padding:?} {cin}->{cout}"
+                    );
                     assert_close(&f32s[p], &want[p], 2e-5, &what);
-                    let what = format!("{name} f64, kernel {kernel:?} stride {stride:?} {padding:?} {cin}->{cout}");
+                    let what = format!(
+                        "{name} f64, kernel {kernel:?} stride {stride:?} {padding:?} {cin}->{cout}"
+                    );
                     assert_close(&f64s[p], &want[p], 1e-12, &what);
                 }
             }
@@ -166,7 +181,11 @@ fn transposed_reference(
         for i in 0..d * h * wd {
             let iv = [i / (h * wd), i / wd % h, i % wd];
             for t in 0..kernel.iter().product::<usize>() {
-                let k = [t / (kernel[1] * kernel[2]), t / kernel[2] % kernel[1], t % kernel[2]];
+                let k = [
+                    t / (kernel[1] * kernel[2]),
+                    t / kernel[2] % kernel[1],
+                    t % kernel[2],
+                ];
                 let mut o = [0; 3];
                 let mut inside = true;
                 for a in 0..3 {
@@ -213,7 +232,9 @@ fn transposed_forward_matches_its_definition_and_reaches_target_sizes() {
         let y = Var::constant(Tensor::from_host(&be, x_dims, &to32(&x)).unwrap())
             .conv_transpose3d(
                 &Var::constant(Tensor::from_host(&be, w_dims, &to32(&w)).unwrap()),
-                Some(&Var::constant(Tensor::from_host(&be, [cout], &to32(&bias)).unwrap())),
+                Some(&Var::constant(
+                    Tensor::from_host(&be, [cout], &to32(&bias)).unwrap(),
+                )),
                 &spec,
             )
             .unwrap();
@@ -247,7 +268,11 @@ fn conv3d_gradients() {
         ([3, 3, 3], [1, 1, 1], Padding::Same),
         ([3, 3, 2], [2, 2, 2], Padding::Same),
         ([3, 2, 3], [2, 1, 2], Padding::Valid),
-        ([2, 3, 1], [1, 2, 1], Padding::Explicit([[1, 0], [2, 1], [0, 1]])),
+        (
+            [2, 3, 1],
+            [1, 2, 1],
+            Padding::Explicit([[1, 0], [2, 1], [0, 1]]),
+        ),
     ] {
         let spec = Conv3dSpec { stride, padding };
         let x = tensor64(&[2, 5, 4, 5, 3], &mut rng);

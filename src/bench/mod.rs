@@ -165,15 +165,15 @@ impl Pass {
         let large = random_storage(&be, &g.output_shape(), 2)?;
         let w = random_storage(&be, &g.weight_shape(), 3)?;
         let run: BenchRun = match (self, transposed) {
-            (Pass::Forward, false) | (Pass::BackwardData, true) => Box::new(move || {
-                be.conv3d_forward(&small, &w, None, &g).map(drop)
-            }),
-            (Pass::BackwardData, false) | (Pass::Forward, true) => Box::new(move || {
-                be.conv3d_backward_data(&large, &w, None, &g).map(drop)
-            }),
-            (Pass::BackwardWeight, _) => Box::new(move || {
-                be.conv3d_backward_weight(&small, &large, &g).map(drop)
-            }),
+            (Pass::Forward, false) | (Pass::BackwardData, true) => {
+                Box::new(move || be.conv3d_forward(&small, &w, None, &g).map(drop))
+            }
+            (Pass::BackwardData, false) | (Pass::Forward, true) => {
+                Box::new(move || be.conv3d_backward_data(&large, &w, None, &g).map(drop))
+            }
+            (Pass::BackwardWeight, _) => {
+                Box::new(move || be.conv3d_backward_weight(&small, &large, &g).map(drop))
+            }
         };
         Ok(run)
     }
@@ -202,7 +202,12 @@ pub fn cpu_suite(filter: Option<&str>) -> Result<Vec<BenchResult>> {
 /// The results as an aligned text table.
 pub fn format_table(results: &[BenchResult]) -> String {
     let op_w = results.iter().map(|r| r.op.len()).max().unwrap_or(0).max(2);
-    let shape_w = results.iter().map(|r| r.shape.len()).max().unwrap_or(0).max(5);
+    let shape_w = results
+        .iter()
+        .map(|r| r.shape.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
     let mut out = format!(
         "{:op_w$}  {:shape_w$}  {:>10}  {:>8}\n",
         "op", "shape", "ms", "GFLOP/s"
@@ -260,7 +265,10 @@ mod tests {
         assert_eq!(cases[0].shape, "n2 64^3 32->32 k3 same");
         // 2 * 2 * 64^3 voxels * 32 * 32 * 27.
         assert_eq!(cases[0].flops, 2.0 * 2.0 * 262144.0 * 32.0 * 32.0 * 27.0);
-        let t: Vec<_> = cases.iter().filter(|c| c.matches(Some("transpose"))).collect();
+        let t: Vec<_> = cases
+            .iter()
+            .filter(|c| c.matches(Some("transpose")))
+            .collect();
         assert_eq!(t.len(), 3);
         assert_eq!(t[2].shape, "n2 32^3 64->32 k2 s2");
         assert_eq!(t[2].flops, 2.0 * 2.0 * 32768.0 * 64.0 * 32.0 * 8.0);
@@ -298,7 +306,10 @@ mod tests {
         }];
         let table = format_table(&results);
         assert!(table.starts_with("op"), "{table}");
-        assert!(table.contains("conv3d_forward  n2 8^3 256->256 k3 same      12.500      96.2"), "{table}");
+        assert!(
+            table.contains("conv3d_forward  n2 8^3 256->256 k3 same      12.500      96.2"),
+            "{table}"
+        );
         assert_eq!(
             json_lines(&results).unwrap(),
             "{\"op\":\"conv3d_forward\",\"shape\":\"n2 8^3 256->256 k3 same\",\"ms\":12.5,\"gflops\":96.25}\n"

@@ -14,12 +14,7 @@ pub use unary::{UnaryKernel, UnaryOp};
 use crate::backend::BackendBase;
 
 /// Every kernel family: what a backend must implement to train and run models.
-pub trait Backend:
-    BackendBase + UnaryKernel + BinaryKernel + ReduceKernel + Conv3dKernel
-{
-}
+pub trait Backend: BackendBase + UnaryKernel + BinaryKernel + ReduceKernel + Conv3dKernel {}
 
-impl<T> Backend for T where
-    T: BackendBase + UnaryKernel + BinaryKernel + ReduceKernel + Conv3dKernel
-{
-}
+impl<T> Backend for T where T: BackendBase + UnaryKernel + BinaryKernel + ReduceKernel + Conv3dKernel
+{}

@@ -78,7 +78,11 @@ impl Lowering {
                 0
             };
             let first = (r + p) % s;
-            let taps = if first < k { (k - first).div_ceil(s) } else { 0 };
+            let taps = if first < k {
+                (k - first).div_ceil(s)
+            } else {
+                0
+            };
             low.taps[a] = taps;
             low.offset[a] = ((r + p) / s) as isize - taps as isize + 1;
             kernel_index[a] = (0..taps).map(|t| first + (taps - 1 - t) * s).collect();
@@ -242,7 +246,15 @@ impl Gatherer {
     /// Writes lowered rows `[row0, row0 + m)` of block `bi` into `dst` (row stride `ld`).
     /// Columns past the block's width are left as they are.
     #[inline(always)]
-    fn gather<E: Element>(&self, src: &[E], row0: usize, m: usize, bi: usize, dst: &mut [E], ld: usize) {
+    fn gather<E: Element>(
+        &self,
+        src: &[E],
+        row0: usize,
+        m: usize,
+        bi: usize,
+        dst: &mut [E],
+        ld: usize,
+    ) {
         let low = &self.low;
         let cs = low.cs;
         let [sd, sh, sw] = low.src;
@@ -258,16 +270,21 @@ impl Gatherer {
                 (w * low.step[2]) as isize + low.offset[2],
             ];
             let row = &mut dst[i * ld..i * ld + width];
-            let inside = (0..3).all(|a| base[a] >= 0 && base[a] as usize + low.taps[a] <= low.src[a]);
+            let inside =
+                (0..3).all(|a| base[a] >= 0 && base[a] as usize + low.taps[a] <= low.src[a]);
             if inside {
-                let corner =
-                    (((b * sd + base[0] as usize) * sh + base[1] as usize) * sw + base[2] as usize) * cs;
+                let corner = (((b * sd + base[0] as usize) * sh + base[1] as usize) * sw
+                    + base[2] as usize)
+                    * cs;
                 for r in runs {
                     let from = corner + r.src;
                     copy_row(&mut row[r.col..r.col + r.len], &src[from..from + r.len]);
                 }
             } else {
-                for (t, out) in self.offsets[taps.clone()].iter().zip(row.chunks_exact_mut(cs)) {
+                for (t, out) in self.offsets[taps.clone()]
+                    .iter()
+                    .zip(row.chunks_exact_mut(cs))
+                {
                     let (z, y, x) = (base[0] + t[0], base[1] + t[1], base[2] + t[2]);
                     // A negative coordinate wraps to a huge usize and fails the bound too.
                     if (z as usize) < sd && (y as usize) < sh && (x as usize) < sw {
@@ -295,7 +312,11 @@ struct PackedB<E> {
 
 impl<E: Element> PackedB<E> {
     /// Packs the `k` rows that `fill_row(r, row)` writes (`n` values each).
-    fn new<P: TileProduct<E>>(k: usize, n: usize, mut fill_row: impl FnMut(usize, &mut [E])) -> Self {
+    fn new<P: TileProduct<E>>(
+        k: usize,
+        n: usize,
+        mut fill_row: impl FnMut(usize, &mut [E]),
+    ) -> Self {
         let n_pad = n.next_multiple_of(P::COLS);
         let mut panels = Vec::new();
         let mut col = 0;
@@ -392,9 +413,7 @@ fn data_tile<E: Element, P: TileProduct<E>>(
         // Rows m..m_pad keep stale values: their results are never written out.
         job.rows.gather(job.src, row0, m, bi, a, kc);
         for &(col, width) in &job.b.panels {
-            let b = job
-                .b
-                .panel_rows(col, width, blk.start * cs..blk.end * cs);
+            let b = job.b.panel_rows(col, width, blk.start * cs..blk.end * cs);
             p.mul(
                 m_pad,
                 width,
@@ -590,10 +609,11 @@ fn backward_weight<E: Element, P: TileProduct<E>>(
 
     let total = rows.low.rows();
     let tile = tile_rows(total, WEIGHT_ROWS, 1);
-    let copy_dy = n % P::COLS != 0;
+    let copy_dy = !n.is_multiple_of(P::COLS);
     // One partial sum per thread, whichever tiles it ends up running.
-    let partials: Vec<Mutex<Option<WeightPartial<E>>>> =
-        (0..rayon::current_num_threads()).map(|_| Mutex::new(None)).collect();
+    let partials: Vec<Mutex<Option<WeightPartial<E>>>> = (0..rayon::current_num_threads())
+        .map(|_| Mutex::new(None))
+        .collect();
     (0..total.div_ceil(tile)).into_par_iter().for_each(|ti| {
         let slot = &partials[rayon::current_thread_index().unwrap_or(0) % partials.len()];
         let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
@@ -639,9 +659,11 @@ fn backward_weight<E: Element, P: TileProduct<E>>(
             },
         );
     });
-    let mut partials = partials
-        .into_iter()
-        .filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()).map(|s| s.acc));
+    let mut partials = partials.into_iter().filter_map(|m| {
+        m.into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|s| s.acc)
+    });
     let Some(mut sum) = partials.next() else {
         return;
     };
@@ -754,14 +776,15 @@ impl<E: Element> Conv3dKernel for CpuBackend<E> {
         Ok(dx)
     }
 
-    fn conv3d_backward_weight(
-        &self,
-        x: &Vec<E>,
-        dy: &Vec<E>,
-        g: &ConvGeometry,
-    ) -> Result<Vec<E>> {
+    fn conv3d_backward_weight(&self, x: &Vec<E>, dy: &Vec<E>, g: &ConvGeometry) -> Result<Vec<E>> {
         let dylen = g.n * g.output_voxels() * g.cout;
-        check_geometry("conv3d backward_weight", g, ("x", x), ("dy", dy, dylen), None)?;
+        check_geometry(
+            "conv3d backward_weight",
+            g,
+            ("x", x),
+            ("dy", dy, dylen),
+            None,
+        )?;
         let mut dw = vec![E::zero(); g.kernel_volume() * g.cin * g.cout];
         #[cfg(target_arch = "x86_64")]
         if let Some(p) = fast_engine::<E>() {
@@ -868,7 +891,9 @@ mod tests {
         };
         let mut rng = crate::rng::Rng::new(7);
         let mut values = |n: usize| -> Vec<f32> {
-            (0..n).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect()
+            (0..n)
+                .map(|_| rng.uniform_range(-1.0, 1.0) as f32)
+                .collect()
         };
         let x = values(g.n * g.input_voxels() * g.cin);
         let w = values(g.kernel_volume() * g.cin * g.cout);
@@ -877,7 +902,10 @@ mod tests {
         let close = |a: &[f32], b: &[f32], what: &str| {
             assert_eq!(a.len(), b.len());
             for (i, (u, v)) in a.iter().zip(b).enumerate() {
-                assert!((u - v).abs() <= 1e-4 * (1.0 + v.abs()), "{what} {i}: {u} vs {v}");
+                assert!(
+                    (u - v).abs() <= 1e-4 * (1.0 + v.abs()),
+                    "{what} {i}: {u} vs {v}"
+                );
             }
         };
         let mut y = (vec![0.0; dy.len()], vec![0.0; dy.len()]);

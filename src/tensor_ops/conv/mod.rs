@@ -71,10 +71,19 @@ pub fn conv3d<B: Backend>(
     spec: &Conv3dSpec,
 ) -> Result<Tensor<B>> {
     let g = ConvGeometry::conv3d(x.shape(), w.shape(), spec)?;
+    conv3d_with(&g, x, w, bias)
+}
+
+fn conv3d_with<B: Backend>(
+    g: &ConvGeometry,
+    x: &Tensor<B>,
+    w: &Tensor<B>,
+    bias: Option<&Tensor<B>>,
+) -> Result<Tensor<B>> {
     check_bias("conv3d", bias, g.cout)?;
     let y = x
         .backend()
-        .conv3d_forward(x.storage(), w.storage(), bias.map(|b| b.storage()), &g)?;
+        .conv3d_forward(x.storage(), w.storage(), bias.map(|b| b.storage()), g)?;
     Tensor::from_storage(x.backend(), g.output_shape(), y)
 }
 
@@ -87,13 +96,19 @@ pub fn conv_transpose3d<B: Backend>(
     spec: &ConvTranspose3dSpec,
 ) -> Result<Tensor<B>> {
     let g = ConvGeometry::conv_transpose3d(x.shape(), w.shape(), spec)?;
+    conv_transpose3d_with(&g, x, w, bias)
+}
+
+fn conv_transpose3d_with<B: Backend>(
+    g: &ConvGeometry,
+    x: &Tensor<B>,
+    w: &Tensor<B>,
+    bias: Option<&Tensor<B>>,
+) -> Result<Tensor<B>> {
     check_bias("conv_transpose3d", bias, g.cin)?;
-    let y = x.backend().conv3d_backward_data(
-        x.storage(),
-        w.storage(),
-        bias.map(|b| b.storage()),
-        &g,
-    )?;
+    let y =
+        x.backend()
+            .conv3d_backward_data(x.storage(), w.storage(), bias.map(|b| b.storage()), g)?;
     Tensor::from_storage(x.backend(), g.input_shape(), y)
 }
 
@@ -156,8 +171,8 @@ impl<B: Backend> Var<B> {
     /// `self [N, D, H, W, Cin]` convolved with `w [kd, kh, kw, Cin, Cout]` (+ `bias [Cout]`):
     /// `[N, D', H', W', Cout]`.
     pub fn conv3d(&self, w: &Var<B>, bias: Option<&Var<B>>, spec: &Conv3dSpec) -> Result<Var<B>> {
-        let y = conv3d(self.value(), w.value(), bias.map(|b| b.value()), spec)?;
         let geom = ConvGeometry::conv3d(self.shape(), w.shape(), spec)?;
+        let y = conv3d_with(&geom, self.value(), w.value(), bias.map(|b| b.value()))?;
         self.record_conv("conv3d", y, w, bias, geom, false)
     }
 
@@ -170,8 +185,8 @@ impl<B: Backend> Var<B> {
         bias: Option<&Var<B>>,
         spec: &ConvTranspose3dSpec,
     ) -> Result<Var<B>> {
-        let y = conv_transpose3d(self.value(), w.value(), bias.map(|b| b.value()), spec)?;
         let geom = ConvGeometry::conv_transpose3d(self.shape(), w.shape(), spec)?;
+        let y = conv_transpose3d_with(&geom, self.value(), w.value(), bias.map(|b| b.value()))?;
         self.record_conv("conv_transpose3d", y, w, bias, geom, true)
     }
 
@@ -319,36 +334,80 @@ mod tests {
     fn errors_name_the_op_and_the_shapes() {
         let spec = Conv3dSpec::default();
         let x = zeros(&[1, 4, 4, 4, 3]);
-        let err = x.conv3d(&zeros(&[3, 3, 3, 5, 8]), None, &spec).unwrap_err().to_string();
+        let err = x
+            .conv3d(&zeros(&[3, 3, 3, 5, 8]), None, &spec)
+            .unwrap_err()
+            .to_string();
         assert!(
-            err.starts_with("conv3d:") && err.contains("[1, 4, 4, 4, 3]") && err.contains("[3, 3, 3, 5, 8]"),
+            err.starts_with("conv3d:")
+                && err.contains("[1, 4, 4, 4, 3]")
+                && err.contains("[3, 3, 3, 5, 8]"),
             "{err}"
         );
         let err = zeros(&[4, 4, 4, 3])
             .conv3d(&zeros(&[3, 3, 3, 3, 8]), None, &spec)
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("conv3d:") && err.contains("[4, 4, 4, 3]"), "{err}");
-        let err = x.conv3d(&zeros(&[3, 3, 3, 8]), None, &spec).unwrap_err().to_string();
-        assert!(err.starts_with("conv3d:") && err.contains("[3, 3, 3, 8]"), "{err}");
+        assert!(
+            err.starts_with("conv3d:") && err.contains("[4, 4, 4, 3]"),
+            "{err}"
+        );
         let err = x
-            .conv3d(&zeros(&[5, 3, 3, 3, 8]), None, &Conv3dSpec { stride: [1; 3], padding: Padding::Valid })
+            .conv3d(&zeros(&[3, 3, 3, 8]), None, &spec)
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("conv3d:") && err.contains("larger than the padded input"), "{err}");
+        assert!(
+            err.starts_with("conv3d:") && err.contains("[3, 3, 3, 8]"),
+            "{err}"
+        );
         let err = x
-            .conv3d(&zeros(&[3, 3, 3, 3, 8]), None, &Conv3dSpec { stride: [1, 0, 1], padding: Padding::Same })
+            .conv3d(
+                &zeros(&[5, 3, 3, 3, 8]),
+                None,
+                &Conv3dSpec {
+                    stride: [1; 3],
+                    padding: Padding::Valid,
+                },
+            )
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("conv3d:") && err.contains("stride"), "{err}");
+        assert!(
+            err.starts_with("conv3d:") && err.contains("larger than the padded input"),
+            "{err}"
+        );
+        let err = x
+            .conv3d(
+                &zeros(&[3, 3, 3, 3, 8]),
+                None,
+                &Conv3dSpec {
+                    stride: [1, 0, 1],
+                    padding: Padding::Same,
+                },
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("conv3d:") && err.contains("stride"),
+            "{err}"
+        );
         let err = x
             .conv3d(&zeros(&[3, 3, 3, 3, 8]), Some(&zeros(&[3])), &spec)
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("conv3d:") && err.contains("bias"), "{err}");
-        let t = ConvTranspose3dSpec { stride: [2; 3], padding: [[0, 0]; 3], output_padding: [0; 3] };
-        let err = x.conv_transpose3d(&zeros(&[2, 2, 2, 8, 5]), None, &t).unwrap_err().to_string();
-        assert!(err.starts_with("conv_transpose3d:") && err.contains("[2, 2, 2, 8, 5]"), "{err}");
+        let t = ConvTranspose3dSpec {
+            stride: [2; 3],
+            padding: [[0, 0]; 3],
+            output_padding: [0; 3],
+        };
+        let err = x
+            .conv_transpose3d(&zeros(&[2, 2, 2, 8, 5]), None, &t)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("conv_transpose3d:") && err.contains("[2, 2, 2, 8, 5]"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -360,10 +419,14 @@ mod tests {
             &Conv3dSpec::default(),
         )
         .unwrap();
-        let err = b.conv3d_forward(&vec![0.0; 23], &vec![0.0; 12], None, &g).unwrap_err();
+        let err = b
+            .conv3d_forward(&vec![0.0; 23], &vec![0.0; 12], None, &g)
+            .unwrap_err();
         assert!(err.to_string().contains("x has 23 elements"), "{err}");
         let mut zero_stride = g;
         zero_stride.stride = [1, 0, 1];
-        assert!(b.conv3d_backward_weight(&vec![0.0; 24], &vec![0.0; 32], &zero_stride).is_err());
+        assert!(b
+            .conv3d_backward_weight(&vec![0.0; 24], &vec![0.0; 32], &zero_stride)
+            .is_err());
     }
 }

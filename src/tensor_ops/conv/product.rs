@@ -63,7 +63,10 @@ fn check_ranges(
             (rows - 1) * a_rs + (len - 1) * a_ps < a_len,
             "tile product: A out of range"
         );
-        assert!((len - 1) * b_ps + cols <= b_len, "tile product: B out of range");
+        assert!(
+            (len - 1) * b_ps + cols <= b_len,
+            "tile product: B out of range"
+        );
     }
 }
 
@@ -205,7 +208,11 @@ mod avx512 {
                     *x = _mm512_fmadd_ps(av, *bx, *x);
                 }
             }
-            ap = if ROW_CONTIGUOUS { ap.add(1) } else { ap.add(a_s) };
+            ap = if ROW_CONTIGUOUS {
+                ap.add(1)
+            } else {
+                ap.add(a_s)
+            };
             bp = bp.add(b_ps);
         }
         for (r, row) in acc.iter().enumerate() {
@@ -244,9 +251,27 @@ mod avx512 {
                 };
                 let c_r = c.add(r0 * c_rs + j);
                 if wide {
-                    micro::<2, ROW_CONTIGUOUS>(len, a_r, a_s, b.add(j), b_ps, c_r, c_rs, accumulate);
+                    micro::<2, ROW_CONTIGUOUS>(
+                        len,
+                        a_r,
+                        a_s,
+                        b.add(j),
+                        b_ps,
+                        c_r,
+                        c_rs,
+                        accumulate,
+                    );
                 } else {
-                    micro::<1, ROW_CONTIGUOUS>(len, a_r, a_s, b.add(j), b_ps, c_r, c_rs, accumulate);
+                    micro::<1, ROW_CONTIGUOUS>(
+                        len,
+                        a_r,
+                        a_s,
+                        b.add(j),
+                        b_ps,
+                        c_r,
+                        c_rs,
+                        accumulate,
+                    );
                 }
             }
             j += if wide { 2 * LANES } else { LANES };
@@ -278,7 +303,7 @@ mod avx512 {
             accumulate: bool,
         ) {
             assert!(
-                rows % MR == 0 && cols % LANES == 0,
+                rows.is_multiple_of(MR) && cols.is_multiple_of(LANES),
                 "tile product: {rows} x {cols} is not a multiple of {MR} x {LANES}"
             );
             check_ranges(
@@ -356,7 +381,11 @@ mod tests {
     ) {
         for r in 0..rows {
             for j in 0..cols {
-                let mut s = if accumulate { c[r * c_rs + j] as f64 } else { 0.0 };
+                let mut s = if accumulate {
+                    c[r * c_rs + j] as f64
+                } else {
+                    0.0
+                };
                 for p in 0..len {
                     s += a[r * a_rs + p * a_ps] as f64 * b[p * b_ps + j] as f64;
                 }
@@ -367,7 +396,9 @@ mod tests {
 
     fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut rng = crate::rng::Rng::new(seed);
-        (0..n).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect()
+        (0..n)
+            .map(|_| rng.uniform_range(-1.0, 1.0) as f32)
+            .collect()
     }
 
     fn check_engine<P: TileProduct<f32>>(p: P) {
@@ -377,7 +408,11 @@ mod tests {
             (12, 16, 1, true, true),
             (48, 80, 70, false, false),
         ] {
-            let (a_rs, a_ps) = if row_contiguous { (len + 3, 1) } else { (1, rows + 5) };
+            let (a_rs, a_ps) = if row_contiguous {
+                (len + 3, 1)
+            } else {
+                (1, rows + 5)
+            };
             let a = values((rows - 1) * a_rs + (len - 1) * a_ps + 1, 1);
             let b_ps = cols + 16;
             let b = values((len - 1) * b_ps + cols, 2);
@@ -385,10 +420,17 @@ mod tests {
             let init = values((rows - 1) * c_rs + cols, 3);
             let mut want = init.clone();
             let mut got = init.clone();
-            reference(rows, cols, len, &a, a_rs, a_ps, &b, b_ps, &mut want, c_rs, accumulate);
-            p.mul(rows, cols, len, &a, a_rs, a_ps, &b, b_ps, &mut got, c_rs, accumulate);
+            reference(
+                rows, cols, len, &a, a_rs, a_ps, &b, b_ps, &mut want, c_rs, accumulate,
+            );
+            p.mul(
+                rows, cols, len, &a, a_rs, a_ps, &b, b_ps, &mut got, c_rs, accumulate,
+            );
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "element {i}: {g} vs {w}");
+                assert!(
+                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                    "element {i}: {g} vs {w}"
+                );
             }
         }
     }
