@@ -24,8 +24,9 @@ use std::sync::Mutex;
 const BLOCK_K: usize = 512;
 /// Voxels per tile of forward and backward-data products.
 const DATA_ROWS: usize = 96;
-/// Voxels per tile of the weight gradient (its reduction length per partial product).
-const WEIGHT_ROWS: usize = 192;
+/// Voxels per tile of the weight gradient: the reduction length of each partial product,
+/// long enough that reading and writing the partial gradient per tile stays cheap.
+const WEIGHT_ROWS: usize = 256;
 
 /// How the rows of a lowered product read their source tensor `[n, src, cs]`: row
 /// `(b, g)` of the grid `[n, grid]` reads, at tap `t`, source voxel `g * step + offset + t`
@@ -162,9 +163,9 @@ fn tap_blocks(taps: usize, cs: usize) -> Vec<Range<usize>> {
 }
 
 /// Rows per tile: at most `max`, a multiple of `multiple`, and small enough that every
-/// thread gets several tiles.
-fn tile_rows(rows: usize, max: usize, multiple: usize) -> usize {
-    let per_task = rows.div_ceil(4 * rayon::current_num_threads());
+/// thread gets `per_thread` tiles or more.
+fn tile_rows(rows: usize, max: usize, multiple: usize, per_thread: usize) -> usize {
+    let per_task = rows.div_ceil(per_thread * rayon::current_num_threads());
     per_task
         .next_multiple_of(multiple)
         .clamp(multiple, max.next_multiple_of(multiple))
@@ -467,7 +468,7 @@ fn run_data<E: Element, P: TileProduct<E>>(
     if most == 0 {
         return;
     }
-    let tile = tile_rows(most * jobs.len(), DATA_ROWS, P::ROWS);
+    let tile = tile_rows(most * jobs.len(), DATA_ROWS, P::ROWS, 4);
     let tasks: Vec<(usize, usize, usize)> = (0..most)
         .step_by(tile)
         .flat_map(|r0| {
@@ -608,7 +609,7 @@ fn backward_weight<E: Element, P: TileProduct<E>>(
     let kc_max = padded.iter().copied().max().unwrap_or(0);
 
     let total = rows.low.rows();
-    let tile = tile_rows(total, WEIGHT_ROWS, 1);
+    let tile = tile_rows(total, WEIGHT_ROWS, 1, 2);
     let copy_dy = !n.is_multiple_of(P::COLS);
     // One partial sum per thread, whichever tiles it ends up running.
     let partials: Vec<Mutex<Option<WeightPartial<E>>>> = (0..rayon::current_num_threads())
@@ -659,28 +660,29 @@ fn backward_weight<E: Element, P: TileProduct<E>>(
             },
         );
     });
-    let mut partials = partials.into_iter().filter_map(|m| {
-        m.into_inner()
-            .unwrap_or_else(|e| e.into_inner())
-            .map(|s| s.acc)
-    });
-    let Some(mut sum) = partials.next() else {
-        return;
-    };
-    for other in partials {
-        for (a, b) in sum.iter_mut().zip(&other) {
-            *a = *a + *b;
-        }
-    }
+    let partials: Vec<Vec<E>> = partials
+        .into_iter()
+        .filter_map(|m| {
+            m.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .map(|s| s.acc)
+        })
+        .collect();
+    // Each weight row (tap, ci) sums its row of every partial.
+    let mut partial_row = Vec::with_capacity(g.kernel_volume());
     for (bi, blk) in rows.blocks.iter().enumerate() {
-        for (j, t) in blk.clone().enumerate() {
-            for ci in 0..cin {
-                let row = first_row[bi] + j * cin + ci;
-                let k = t * cin + ci;
-                dw[k * n..(k + 1) * n].copy_from_slice(&sum[row * n_pad..row * n_pad + n]);
+        partial_row.extend((0..blk.len()).map(|j| first_row[bi] + j * cin));
+    }
+    dw.par_chunks_mut(n).enumerate().for_each(|(k, out)| {
+        let row = partial_row[k / cin] + k % cin;
+        let at = row * n_pad;
+        out.fill(E::zero());
+        for p in &partials {
+            for (o, v) in out.iter_mut().zip(&p[at..at + n]) {
+                *o = *o + *v;
             }
         }
-    }
+    });
 }
 
 fn check_len(op: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
