@@ -6,7 +6,7 @@
 //! each phase is a forward-like product reading dy. Backward-weight: the forward's lowered
 //! input, transposed, times dy, reduced over voxels. A tile of rows and a block of taps is
 //! gathered into a small scratch matrix (NDHWC keeps each tap's channels contiguous), never
-//! a whole-volume im2col. rayon splits the tiles; backward-weight sums per-task partials.
+//! a whole-volume im2col. rayon splits the tiles; backward-weight sums per-thread partials.
 use super::geometry::ConvGeometry;
 #[cfg(target_arch = "x86_64")]
 use super::product::Avx512;
