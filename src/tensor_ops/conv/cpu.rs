@@ -717,6 +717,12 @@ fn weight_by_blocks<E: Element, P: TileProduct<E>>(
     });
 }
 
+/// One thread's partial weight gradient (all blocks, padded rows) and its scratch.
+struct ThreadPartial<E> {
+    acc: Vec<E>,
+    scratch: WeightScratch<E>,
+}
+
 /// Tiles of voxels spread over the threads; each thread sums into its own partial `dw`
 /// (all blocks, padded rows), and the partials are added at the end.
 fn weight_by_tiles<E: Element, P: TileProduct<E>>(
@@ -738,18 +744,19 @@ fn weight_by_tiles<E: Element, P: TileProduct<E>>(
         .collect();
     let acc_rows: usize = plan.padded.iter().sum();
     let total = plan.rows.low.rows();
-    let partials: Vec<Mutex<Option<(Vec<E>, WeightScratch<E>)>>> =
-        (0..rayon::current_num_threads())
-            .map(|_| Mutex::new(None))
-            .collect();
+    let partials: Vec<Mutex<Option<ThreadPartial<E>>>> = (0..rayon::current_num_threads())
+        .map(|_| Mutex::new(None))
+        .collect();
     (0..total.div_ceil(plan.tile))
         .into_par_iter()
         .for_each(|ti| {
             // Tile bodies make no rayon calls, so a thread never waits on its own slot.
             let slot = &partials[rayon::current_thread_index().unwrap_or(0) % partials.len()];
             let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
-            let (acc, s) =
-                guard.get_or_insert_with(|| (vec![E::zero(); acc_rows * n_pad], plan.scratch()));
+            let ThreadPartial { acc, scratch: s } = guard.get_or_insert_with(|| ThreadPartial {
+                acc: vec![E::zero(); acc_rows * n_pad],
+                scratch: plan.scratch(),
+            });
             let r0 = ti * plan.tile;
             let m = plan.tile.min(total - r0);
             p.within(
@@ -766,7 +773,7 @@ fn weight_by_tiles<E: Element, P: TileProduct<E>>(
         .filter_map(|m| {
             m.into_inner()
                 .unwrap_or_else(|e| e.into_inner())
-                .map(|(acc, _)| acc)
+                .map(|t| t.acc)
         })
         .collect();
     // Each weight row (tap, ci) sums its row of every partial.
