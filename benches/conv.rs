@@ -8,8 +8,17 @@ fn conv(c: &mut Criterion) {
     for case in voxseg::bench::cpu_cases().expect("bench cases") {
         let name = format!("{} {}", case.op, case.shape);
         group.throughput(Throughput::Elements(case.flops as u64));
-        let mut run = (case.prepare)().expect("prepare bench inputs");
-        group.bench_function(name, |b| b.iter(|| run().expect("bench run")));
+        // Inputs are allocated on the first call only, which criterion makes only for the
+        // cases its filter selects.
+        let mut prepare = Some(case.prepare);
+        let mut run = None;
+        group.bench_function(name, |b| {
+            let run = run.get_or_insert_with(|| {
+                let prepare = prepare.take().expect("prepared once");
+                prepare().expect("prepare bench inputs")
+            });
+            b.iter(|| run().expect("bench run"))
+        });
     }
     group.finish();
 }

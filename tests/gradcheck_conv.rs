@@ -95,7 +95,7 @@ fn run_kernels<B: Backend>(
         be.download(s)
             .unwrap()
             .into_iter()
-            .map(|v| voxseg::backend::Element::as_f64(v))
+            .map(voxseg::backend::Element::as_f64)
             .collect()
     };
     let (xs, ws, dys) = (up(x), up(w), up(dy));

@@ -6,7 +6,7 @@
 //! each phase is a forward-like product reading dy. Backward-weight: the forward's lowered
 //! input, transposed, times dy, reduced over voxels. A tile of rows and a block of taps is
 //! gathered into a small scratch matrix (NDHWC keeps each tap's channels contiguous), never
-//! a whole-volume im2col. rayon splits the tiles; backward-weight sums per-task partials.
+//! a whole-volume im2col. rayon splits the tiles; backward-weight sums per-thread partials.
 use super::geometry::ConvGeometry;
 #[cfg(target_arch = "x86_64")]
 use super::product::Avx512;
@@ -17,15 +17,15 @@ use crate::backend::Element;
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 use std::ops::Range;
-use std::sync::Mutex;
 
 /// Target width (taps x channels) of one gathered block: a tile's block stays in L2 while
 /// every column panel of B streams past it.
 const BLOCK_K: usize = 512;
 /// Voxels per tile of forward and backward-data products.
 const DATA_ROWS: usize = 96;
-/// Voxels per tile of the weight gradient (its reduction length per partial product).
-const WEIGHT_ROWS: usize = 192;
+/// Voxels per tile of the weight gradient: the reduction length of each partial product,
+/// long enough that reading and writing the partial gradient per tile stays cheap.
+const WEIGHT_ROWS: usize = 256;
 
 /// How the rows of a lowered product read their source tensor `[n, src, cs]`: row
 /// `(b, g)` of the grid `[n, grid]` reads, at tap `t`, source voxel `g * step + offset + t`
@@ -162,9 +162,9 @@ fn tap_blocks(taps: usize, cs: usize) -> Vec<Range<usize>> {
 }
 
 /// Rows per tile: at most `max`, a multiple of `multiple`, and small enough that every
-/// thread gets several tiles.
-fn tile_rows(rows: usize, max: usize, multiple: usize) -> usize {
-    let per_task = rows.div_ceil(4 * rayon::current_num_threads());
+/// thread gets `per_thread` tiles or more.
+fn tile_rows(rows: usize, max: usize, multiple: usize, per_thread: usize) -> usize {
+    let per_task = rows.div_ceil(per_thread * rayon::current_num_threads());
     per_task
         .next_multiple_of(multiple)
         .clamp(multiple, max.next_multiple_of(multiple))
@@ -467,7 +467,7 @@ fn run_data<E: Element, P: TileProduct<E>>(
     if most == 0 {
         return;
     }
-    let tile = tile_rows(most * jobs.len(), DATA_ROWS, P::ROWS);
+    let tile = tile_rows(most * jobs.len(), DATA_ROWS, P::ROWS, 4);
     let tasks: Vec<(usize, usize, usize)> = (0..most)
         .step_by(tile)
         .flat_map(|r0| {
@@ -574,11 +574,94 @@ fn backward_data<E: Element, P: TileProduct<E>>(
     run_data(p, &jobs, cin, bias, dx);
 }
 
-/// One thread's share of the weight gradient: its partial sum and scratch tiles.
-struct WeightPartial<E> {
-    acc: Vec<E>,
+/// The weight gradient as products of the lowered input (transposed) and dy, one per tile
+/// of voxels and block of taps: `dw[block rows] += lowered(x)[tile, block]^T * dy[tile]`.
+struct WeightPlan {
+    rows: Gatherer,
+    n: usize,
+    n_pad: usize,
+    /// Rows of each block's product, padded to the engine's row multiple (the padding rows
+    /// collect values that are never read).
+    padded: Vec<usize>,
+    /// Voxels per tile.
+    tile: usize,
+    /// Whether dy rows need copying to a padded width for the engine.
+    copy_dy: bool,
+}
+
+/// Scratch tiles of one task of the weight gradient.
+struct WeightScratch<E> {
     a: Vec<E>,
-    b: Vec<E>,
+    dy: Vec<E>,
+}
+
+impl WeightPlan {
+    /// A plan for `n` output channels whose tiles give each thread `per_thread` or more.
+    fn new<E: Element, P: TileProduct<E>>(rows: Gatherer, n: usize, per_thread: usize) -> Self {
+        let padded = (0..rows.blocks.len())
+            .map(|bi| rows.width(bi).next_multiple_of(P::ROWS))
+            .collect();
+        Self {
+            tile: tile_rows(rows.low.rows(), WEIGHT_ROWS, 1, per_thread),
+            rows,
+            n,
+            n_pad: n.next_multiple_of(P::COLS),
+            padded,
+            copy_dy: !n.is_multiple_of(P::COLS),
+        }
+    }
+
+    fn scratch<E: Element>(&self) -> WeightScratch<E> {
+        let kc_max = self.padded.iter().copied().max().unwrap_or(0);
+        WeightScratch {
+            a: vec![E::zero(); self.tile * kc_max],
+            dy: if self.copy_dy {
+                vec![E::zero(); self.tile * self.n_pad]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Adds the product of voxels `[r0, r0 + m)` at block `bi` to `acc` (row stride n_pad).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn accumulate<E: Element, P: TileProduct<E>>(
+        &self,
+        p: P,
+        x: &[E],
+        dy: &[E],
+        r0: usize,
+        m: usize,
+        bi: usize,
+        s: &mut WeightScratch<E>,
+        acc: &mut [E],
+    ) {
+        let (n, n_pad, kcp) = (self.n, self.n_pad, self.padded[bi]);
+        let (b, b_ps) = if self.copy_dy {
+            let rows_in = dy[r0 * n..(r0 + m) * n].chunks_exact(n);
+            for (dst, src) in s.dy.chunks_exact_mut(n_pad).zip(rows_in) {
+                copy_row(&mut dst[..n], src);
+            }
+            (&s.dy[..m * n_pad], n_pad)
+        } else {
+            (&dy[r0 * n..(r0 + m) * n], n)
+        };
+        self.rows.gather(x, r0, m, bi, &mut s.a, kcp);
+        p.mul(
+            kcp,
+            n_pad,
+            m,
+            &s.a[..m * kcp],
+            1,
+            kcp,
+            b,
+            b_ps,
+            acc,
+            n_pad,
+            true,
+        );
+    }
 }
 
 fn backward_weight<E: Element, P: TileProduct<E>>(
@@ -589,98 +672,111 @@ fn backward_weight<E: Element, P: TileProduct<E>>(
     dw: &mut [E],
 ) {
     let rows = Gatherer::new(Lowering::forward(g));
-    let (cin, n) = (g.cin, g.cout);
-    let n_pad = n.next_multiple_of(P::COLS);
-    let blocks = rows.blocks.len();
-    // Block `i`'s rows of the partial gradient start at `first_row[i]`, padded to the
-    // engine's row multiple (the padding rows collect values that are never read).
-    let padded: Vec<usize> = (0..blocks)
-        .map(|bi| rows.width(bi).next_multiple_of(P::ROWS))
-        .collect();
-    let first_row: Vec<usize> = padded
+    // With enough tap blocks, tasks own blocks of dw and no partial sums are needed;
+    // otherwise tasks take tiles of voxels and each thread keeps a partial dw.
+    if rows.blocks.len() >= 4 * rayon::current_num_threads() {
+        let plan = WeightPlan::new::<E, P>(rows, g.cout, 1);
+        weight_by_blocks(p, &plan, x, dy, g.cin, dw);
+    } else {
+        let plan = WeightPlan::new::<E, P>(rows, g.cout, 2);
+        weight_by_tiles(p, &plan, x, dy, g.cin, dw);
+    }
+}
+
+/// One task per tap block, each summing over every voxel into its own rows of `dw`.
+fn weight_by_blocks<E: Element, P: TileProduct<E>>(
+    p: P,
+    plan: &WeightPlan,
+    x: &[E],
+    dy: &[E],
+    cin: usize,
+    dw: &mut [E],
+) {
+    let (n, n_pad) = (plan.n, plan.n_pad);
+    let total = plan.rows.low.rows();
+    let shared = SharedOut::new(dw);
+    (0..plan.rows.blocks.len()).into_par_iter().for_each(|bi| {
+        let mut s = plan.scratch();
+        let mut acc = vec![E::zero(); plan.padded[bi] * n_pad];
+        p.within(
+            #[inline(always)]
+            || {
+                for r0 in (0..total).step_by(plan.tile) {
+                    let m = plan.tile.min(total - r0);
+                    plan.accumulate(p, x, dy, r0, m, bi, &mut s, &mut acc);
+                }
+            },
+        );
+        let blk = &plan.rows.blocks[bi];
+        // SAFETY: blocks are disjoint tap ranges, so their rows of dw are disjoint.
+        let dst = unsafe { shared.range(blk.start * cin * n, blk.len() * cin * n) };
+        for (out, row) in dst.chunks_exact_mut(n).zip(acc.chunks_exact(n_pad)) {
+            out.copy_from_slice(&row[..n]);
+        }
+    });
+}
+
+/// Tiles of voxels in a fixed number of contiguous groups, one per thread; each group sums
+/// its tiles in order into its own partial `dw` (all blocks, padded rows), and the partials
+/// are added in group order at the end. The grouping depends only on the thread count, never
+/// on which thread steals which tile, so the result is the same from run to run (training
+/// resumes bit for bit).
+fn weight_by_tiles<E: Element, P: TileProduct<E>>(
+    p: P,
+    plan: &WeightPlan,
+    x: &[E],
+    dy: &[E],
+    cin: usize,
+    dw: &mut [E],
+) {
+    let (n, n_pad) = (plan.n, plan.n_pad);
+    let first_row: Vec<usize> = plan
+        .padded
         .iter()
         .scan(0, |acc, &r| {
             *acc += r;
             Some(*acc - r)
         })
         .collect();
-    let acc_rows: usize = padded.iter().sum();
-    let kc_max = padded.iter().copied().max().unwrap_or(0);
-
-    let total = rows.low.rows();
-    let tile = tile_rows(total, WEIGHT_ROWS, 1);
-    let copy_dy = n % P::COLS != 0;
-    // One partial sum per thread, whichever tiles it ends up running.
-    let partials: Vec<Mutex<Option<WeightPartial<E>>>> = (0..rayon::current_num_threads())
-        .map(|_| Mutex::new(None))
-        .collect();
-    (0..total.div_ceil(tile)).into_par_iter().for_each(|ti| {
-        let slot = &partials[rayon::current_thread_index().unwrap_or(0) % partials.len()];
-        let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
-        let s = guard.get_or_insert_with(|| WeightPartial {
-            acc: vec![E::zero(); acc_rows * n_pad],
-            a: vec![E::zero(); tile * kc_max],
-            b: if copy_dy {
-                vec![E::zero(); tile * n_pad]
-            } else {
-                Vec::new()
-            },
-        });
-        let r0 = ti * tile;
-        let m = tile.min(total - r0);
-        p.within(
-            #[inline(always)]
-            || {
-                let (b, b_ps) = if copy_dy {
-                    let rows_in = dy[r0 * n..(r0 + m) * n].chunks_exact(n);
-                    for (dst, src) in s.b.chunks_exact_mut(n_pad).zip(rows_in) {
-                        copy_row(&mut dst[..n], src);
+    let acc_rows: usize = plan.padded.iter().sum();
+    let total = plan.rows.low.rows();
+    let tiles = total.div_ceil(plan.tile);
+    let groups = rayon::current_num_threads().clamp(1, tiles.max(1));
+    let per_group = tiles.div_ceil(groups);
+    let partials: Vec<Vec<E>> = (0..groups)
+        .into_par_iter()
+        .map(|g| {
+            let mut acc = vec![E::zero(); acc_rows * n_pad];
+            let mut s = plan.scratch();
+            p.within(
+                #[inline(always)]
+                || {
+                    for ti in g * per_group..((g + 1) * per_group).min(tiles) {
+                        let r0 = ti * plan.tile;
+                        let m = plan.tile.min(total - r0);
+                        for (bi, &first) in first_row.iter().enumerate() {
+                            plan.accumulate(p, x, dy, r0, m, bi, &mut s, &mut acc[first * n_pad..]);
+                        }
                     }
-                    (&s.b[..m * n_pad], n_pad)
-                } else {
-                    (&dy[r0 * n..(r0 + m) * n], n)
-                };
-                for (bi, &kcp) in padded.iter().enumerate() {
-                    rows.gather(x, r0, m, bi, &mut s.a, kcp);
-                    p.mul(
-                        kcp,
-                        n_pad,
-                        m,
-                        &s.a[..m * kcp],
-                        1,
-                        kcp,
-                        b,
-                        b_ps,
-                        &mut s.acc[first_row[bi] * n_pad..],
-                        n_pad,
-                        true,
-                    );
-                }
-            },
-        );
-    });
-    let mut partials = partials.into_iter().filter_map(|m| {
-        m.into_inner()
-            .unwrap_or_else(|e| e.into_inner())
-            .map(|s| s.acc)
-    });
-    let Some(mut sum) = partials.next() else {
-        return;
-    };
-    for other in partials {
-        for (a, b) in sum.iter_mut().zip(&other) {
-            *a = *a + *b;
-        }
+                },
+            );
+            acc
+        })
+        .collect();
+    // Each weight row (tap, ci) sums its row of every partial.
+    let mut partial_row = Vec::new();
+    for (bi, blk) in plan.rows.blocks.iter().enumerate() {
+        partial_row.extend((0..blk.len()).map(|j| first_row[bi] + j * cin));
     }
-    for (bi, blk) in rows.blocks.iter().enumerate() {
-        for (j, t) in blk.clone().enumerate() {
-            for ci in 0..cin {
-                let row = first_row[bi] + j * cin + ci;
-                let k = t * cin + ci;
-                dw[k * n..(k + 1) * n].copy_from_slice(&sum[row * n_pad..row * n_pad + n]);
+    dw.par_chunks_mut(n).enumerate().for_each(|(k, out)| {
+        let at = (partial_row[k / cin] + k % cin) * n_pad;
+        out.fill(E::zero());
+        for p in &partials {
+            for (o, v) in out.iter_mut().zip(&p[at..at + n]) {
+                *o = *o + *v;
             }
         }
-    }
+    });
 }
 
 fn check_len(op: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
@@ -871,6 +967,67 @@ mod tests {
         assert!(seen.iter().all(|&c| c == 1));
     }
 
+    /// Both ways of splitting the weight gradient give the direct sum, with several tap
+    /// blocks, channel counts off the engines' multiples, and stride and padding.
+    #[test]
+    fn weight_gradient_by_blocks_and_by_tiles_agree_with_direct_sum() {
+        let g = ConvGeometry {
+            n: 2,
+            input: [4, 5, 3],
+            cin: 45,
+            output: [2, 3, 2],
+            cout: 21,
+            kernel: [3, 3, 3],
+            stride: [2, 2, 2],
+            pad_before: [1, 1, 1],
+        };
+        let mut rng = crate::rng::Rng::new(9);
+        let mut values =
+            |n: usize| -> Vec<f64> { (0..n).map(|_| rng.uniform_range(-1.0, 1.0)).collect() };
+        let x = values(g.n * g.input_voxels() * g.cin);
+        let dy = values(g.n * g.output_voxels() * g.cout);
+        let mut want = vec![0.0; g.kernel_volume() * g.cin * g.cout];
+        for b in 0..g.n {
+            for o in 0..g.output_voxels() {
+                let ov = [o / 6, o / 2 % 3, o % 2];
+                for t in 0..27 {
+                    let k = [t / 9, t / 3 % 3, t % 3];
+                    let i: Vec<isize> = (0..3).map(|a| (ov[a] * 2 + k[a]) as isize - 1).collect();
+                    if (0..3).any(|a| i[a] < 0 || i[a] as usize >= g.input[a]) {
+                        continue;
+                    }
+                    let iv = ((b * 4 + i[0] as usize) * 5 + i[1] as usize) * 3 + i[2] as usize;
+                    for ci in 0..g.cin {
+                        for co in 0..g.cout {
+                            want[(t * g.cin + ci) * g.cout + co] +=
+                                x[iv * g.cin + ci] * dy[(b * 12 + o) * g.cout + co];
+                        }
+                    }
+                }
+            }
+        }
+        let rows = Gatherer::new(Lowering::forward(&g));
+        assert!(rows.blocks.len() > 1);
+        let mut by_blocks = vec![0.0; want.len()];
+        let plan = WeightPlan::new::<f64, Gemm>(Gatherer::new(Lowering::forward(&g)), g.cout, 1);
+        weight_by_blocks(Gemm, &plan, &x, &dy, g.cin, &mut by_blocks);
+        let mut by_tiles = vec![0.0; want.len()];
+        let plan = WeightPlan::new::<f64, Gemm>(rows, g.cout, 2);
+        weight_by_tiles(Gemm, &plan, &x, &dy, g.cin, &mut by_tiles);
+        for (i, w) in want.iter().enumerate() {
+            assert!(
+                (by_blocks[i] - w).abs() < 1e-12,
+                "by blocks {i}: {} vs {w}",
+                by_blocks[i]
+            );
+            assert!(
+                (by_tiles[i] - w).abs() < 1e-12,
+                "by tiles {i}: {} vs {w}",
+                by_tiles[i]
+            );
+        }
+    }
+
     /// The f32 fast path and the generic engine agree (the generic one is what f64 uses).
     #[cfg(target_arch = "x86_64")]
     #[test]
@@ -879,46 +1036,66 @@ mod tests {
             eprintln!("no AVX-512 on this CPU: the f32 fast path is not exercised");
             return;
         };
-        let g = ConvGeometry {
-            n: 2,
-            input: [5, 6, 7],
-            cin: 19,
-            output: [3, 3, 4],
-            cout: 37,
-            kernel: [3, 2, 3],
-            stride: [2, 2, 2],
-            pad_before: [1, 0, 1],
-        };
-        let mut rng = crate::rng::Rng::new(7);
-        let mut values = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| rng.uniform_range(-1.0, 1.0) as f32)
-                .collect()
-        };
-        let x = values(g.n * g.input_voxels() * g.cin);
-        let w = values(g.kernel_volume() * g.cin * g.cout);
-        let dy = values(g.n * g.output_voxels() * g.cout);
-        let bias = values(g.cout);
-        let close = |a: &[f32], b: &[f32], what: &str| {
-            assert_eq!(a.len(), b.len());
-            for (i, (u, v)) in a.iter().zip(b).enumerate() {
-                assert!(
-                    (u - v).abs() <= 1e-4 * (1.0 + v.abs()),
-                    "{what} {i}: {u} vs {v}"
-                );
-            }
-        };
-        let mut y = (vec![0.0; dy.len()], vec![0.0; dy.len()]);
-        forward(fast, &x, &w, Some(&bias), &g, &mut y.0);
-        forward(Gemm, &x, &w, Some(&bias), &g, &mut y.1);
-        close(&y.0, &y.1, "forward");
-        let mut dx = (vec![0.0; x.len()], vec![0.0; x.len()]);
-        backward_data(fast, &dy, &w, None, &g, &mut dx.0);
-        backward_data(Gemm, &dy, &w, None, &g, &mut dx.1);
-        close(&dx.0, &dx.1, "backward_data");
-        let mut dw = (vec![0.0; w.len()], vec![0.0; w.len()]);
-        backward_weight(fast, &x, &dy, &g, &mut dw.0);
-        backward_weight(Gemm, &x, &dy, &g, &mut dw.1);
-        close(&dw.0, &dw.1, "backward_weight");
+        // One tap block with odd channel counts; several tap blocks (both weight splits).
+        for g in [
+            ConvGeometry {
+                n: 2,
+                input: [5, 6, 7],
+                cin: 19,
+                output: [3, 3, 4],
+                cout: 37,
+                kernel: [3, 2, 3],
+                stride: [2, 2, 2],
+                pad_before: [1, 0, 1],
+            },
+            ConvGeometry {
+                n: 1,
+                input: [4, 3, 5],
+                cin: 45,
+                output: [4, 3, 5],
+                cout: 48,
+                kernel: [3, 3, 3],
+                stride: [1, 1, 1],
+                pad_before: [1, 1, 1],
+            },
+        ] {
+            let mut rng = crate::rng::Rng::new(7);
+            let mut values = |n: usize| -> Vec<f32> {
+                (0..n)
+                    .map(|_| rng.uniform_range(-1.0, 1.0) as f32)
+                    .collect()
+            };
+            let x = values(g.n * g.input_voxels() * g.cin);
+            let w = values(g.kernel_volume() * g.cin * g.cout);
+            let dy = values(g.n * g.output_voxels() * g.cout);
+            let bias = values(g.cout);
+            let close = |a: &[f32], b: &[f32], what: &str| {
+                assert_eq!(a.len(), b.len());
+                for (i, (u, v)) in a.iter().zip(b).enumerate() {
+                    assert!(
+                        (u - v).abs() <= 1e-4 * (1.0 + v.abs()),
+                        "{what} {i}: {u} vs {v}"
+                    );
+                }
+            };
+            let mut y = (vec![0.0; dy.len()], vec![0.0; dy.len()]);
+            forward(fast, &x, &w, Some(&bias), &g, &mut y.0);
+            forward(Gemm, &x, &w, Some(&bias), &g, &mut y.1);
+            close(&y.0, &y.1, "forward");
+            let mut dx = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            backward_data(fast, &dy, &w, None, &g, &mut dx.0);
+            backward_data(Gemm, &dy, &w, None, &g, &mut dx.1);
+            close(&dx.0, &dx.1, "backward_data");
+            let mut want = vec![0.0; w.len()];
+            backward_weight(Gemm, &x, &dy, &g, &mut want);
+            let rows = || Gatherer::new(Lowering::forward(&g));
+            let mut dw = vec![0.0; w.len()];
+            let plan = WeightPlan::new::<f32, Avx512>(rows(), g.cout, 1);
+            weight_by_blocks(fast, &plan, &x, &dy, g.cin, &mut dw);
+            close(&dw, &want, "backward_weight by blocks");
+            let plan = WeightPlan::new::<f32, Avx512>(rows(), g.cout, 2);
+            weight_by_tiles(fast, &plan, &x, &dy, g.cin, &mut dw);
+            close(&dw, &want, "backward_weight by tiles");
+        }
     }
 }

@@ -71,10 +71,19 @@ pub fn conv3d<B: Backend>(
     spec: &Conv3dSpec,
 ) -> Result<Tensor<B>> {
     let g = ConvGeometry::conv3d(x.shape(), w.shape(), spec)?;
+    conv3d_with(&g, x, w, bias)
+}
+
+fn conv3d_with<B: Backend>(
+    g: &ConvGeometry,
+    x: &Tensor<B>,
+    w: &Tensor<B>,
+    bias: Option<&Tensor<B>>,
+) -> Result<Tensor<B>> {
     check_bias("conv3d", bias, g.cout)?;
     let y = x
         .backend()
-        .conv3d_forward(x.storage(), w.storage(), bias.map(|b| b.storage()), &g)?;
+        .conv3d_forward(x.storage(), w.storage(), bias.map(|b| b.storage()), g)?;
     Tensor::from_storage(x.backend(), g.output_shape(), y)
 }
 
@@ -87,13 +96,19 @@ pub fn conv_transpose3d<B: Backend>(
     spec: &ConvTranspose3dSpec,
 ) -> Result<Tensor<B>> {
     let g = ConvGeometry::conv_transpose3d(x.shape(), w.shape(), spec)?;
+    conv_transpose3d_with(&g, x, w, bias)
+}
+
+fn conv_transpose3d_with<B: Backend>(
+    g: &ConvGeometry,
+    x: &Tensor<B>,
+    w: &Tensor<B>,
+    bias: Option<&Tensor<B>>,
+) -> Result<Tensor<B>> {
     check_bias("conv_transpose3d", bias, g.cin)?;
-    let y = x.backend().conv3d_backward_data(
-        x.storage(),
-        w.storage(),
-        bias.map(|b| b.storage()),
-        &g,
-    )?;
+    let y =
+        x.backend()
+            .conv3d_backward_data(x.storage(), w.storage(), bias.map(|b| b.storage()), g)?;
     Tensor::from_storage(x.backend(), g.input_shape(), y)
 }
 
@@ -156,8 +171,8 @@ impl<B: Backend> Var<B> {
     /// `self [N, D, H, W, Cin]` convolved with `w [kd, kh, kw, Cin, Cout]` (+ `bias [Cout]`):
     /// `[N, D', H', W', Cout]`.
     pub fn conv3d(&self, w: &Var<B>, bias: Option<&Var<B>>, spec: &Conv3dSpec) -> Result<Var<B>> {
-        let y = conv3d(self.value(), w.value(), bias.map(|b| b.value()), spec)?;
         let geom = ConvGeometry::conv3d(self.shape(), w.shape(), spec)?;
+        let y = conv3d_with(&geom, self.value(), w.value(), bias.map(|b| b.value()))?;
         self.record_conv("conv3d", y, w, bias, geom, false)
     }
 
@@ -170,8 +185,8 @@ impl<B: Backend> Var<B> {
         bias: Option<&Var<B>>,
         spec: &ConvTranspose3dSpec,
     ) -> Result<Var<B>> {
-        let y = conv_transpose3d(self.value(), w.value(), bias.map(|b| b.value()), spec)?;
         let geom = ConvGeometry::conv_transpose3d(self.shape(), w.shape(), spec)?;
+        let y = conv_transpose3d_with(&geom, self.value(), w.value(), bias.map(|b| b.value()))?;
         self.record_conv("conv_transpose3d", y, w, bias, geom, true)
     }
 

@@ -303,7 +303,7 @@ mod avx512 {
             accumulate: bool,
         ) {
             assert!(
-                rows % MR == 0 && cols % LANES == 0,
+                rows.is_multiple_of(MR) && cols.is_multiple_of(LANES),
                 "tile product: {rows} x {cols} is not a multiple of {MR} x {LANES}"
             );
             check_ranges(
