@@ -346,7 +346,9 @@ mod tests {
     #[test]
     fn suite_lists_the_conv_cases_and_filters_them() {
         let cases = cpu_cases().unwrap();
-        assert_eq!(cases.len(), 15);
+        // 4 shapes x 3 conv passes, 3 transposed-conv passes, instance norm fwd and bwd.
+        assert_eq!(cases.len(), 17);
+        assert_eq!(cases[16].op, "instnorm_lrelu.bwd");
         assert_eq!(cases[0].op, "conv3d_forward");
         assert_eq!(cases[0].shape, "n2 64^3 32->32 k3 same");
         // 2 * 2 * 64^3 voxels * 32 * 32 * 27.

@@ -24,7 +24,7 @@ enum Command {
     /// Synthetic data, training, prediction and evaluation in one go, on built-in data.
     Quickstart(quickstart::Args),
     /// Train a model on a dataset folder (BraTS, MSD, nnU-Net) or a manifest.
-    Train(train::Args),
+    Train(Box<train::Args>),
     /// Print the plan (patch, batch, network size) training would use.
     Plan(train::PlanArgs),
     /// Segment cases with a trained run.
@@ -46,7 +46,7 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Quickstart(a) => quickstart::run(a),
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
         Command::Plan(a) => train::plan(a),
         Command::Predict(a) => predict::run(a),
         Command::Evaluate(a) => evaluate::run(a),
