@@ -221,9 +221,145 @@ pub fn cuda_suite(
 ) -> Result<Vec<BenchResult>> {
     let previous = cuda.conv_precision()?;
     cuda.set_conv_precision(precision);
-    let results = run_shapes(cuda, filter, precision);
+    let results = run_shapes(cuda, filter, precision).and_then(|mut r| {
+        r.extend(model_cases(cuda, filter, precision)?);
+        Ok(r)
+    });
     cuda.set_conv_precision(previous);
     results
+}
+
+fn details(
+    cuda: &Cuda,
+    precision: ConvPrecision,
+    timed: &Timed,
+    suite: &str,
+    kernel: &str,
+) -> BenchDetails {
+    let pool = cuda.pool_stats();
+    BenchDetails {
+        implementation: "voxseg".into(),
+        precision: precision.name().into(),
+        flop: 0.0,
+        tflops: 0.0,
+        timing: "events".into(),
+        iters: timed.runs,
+        suite: suite.into(),
+        layer: None,
+        device: cuda.device_name().into(),
+        kernel: kernel.into(),
+        pool_peak_bytes: pool.peak_allocated_bytes,
+        pool_device_allocations: pool.device_allocations,
+        timed_device_allocations: timed.device_allocations,
+    }
+}
+
+/// Instance norm + LeakyReLU (the CPU suite's shape, fused kernels) and a whole training
+/// step of the nnU-Net BraTS network (forward with deep supervision, Dice + BCE on 3
+/// regions, backward, clipping at 12, SGD Nesterov), named as the reference names them.
+fn model_cases(
+    cuda: &Cuda,
+    filter: Option<&str>,
+    precision: ConvPrecision,
+) -> Result<Vec<BenchResult>> {
+    use crate::autograd::{LeafId, Tape, Var};
+    use crate::loss::{dice_ce, Target};
+    use crate::nn::unet::UNetConfig;
+    use crate::nn::{Ctx, Model, ModelSpec, Module};
+    use crate::optim::{clip_grad_norm, OptimizerSpec};
+    use crate::tensor::Tensor;
+    use crate::tensor_ops::UnaryOp;
+    let want = |op: &str, shape: &str| filter.is_none_or(|f| format!("{op} {shape}").contains(f));
+    let mut results = Vec::new();
+    let norm_shape = "2x64x64x64x32";
+    for op in ["instnorm_lrelu.fwd", "instnorm_lrelu.bwd"] {
+        if !want(op, norm_shape) {
+            continue;
+        }
+        let dims = [2, 64, 64, 64, 32];
+        let x = Tensor::from_storage(
+            cuda,
+            Shape::new(&dims),
+            cuda.uniform(SEED, 4, 0, dims.iter().product())?,
+        )?;
+        let gamma = Tensor::full(cuda, [32], 1.0)?;
+        let beta = Tensor::zeros(cuda, [32])?;
+        let act = Some(UnaryOp::LeakyRelu(0.01));
+        let backward = op.ends_with("bwd");
+        let mut run = || -> Result<()> {
+            let tape = Tape::new();
+            let xv = if backward {
+                tape.leaf(x.clone(), LeafId::fresh())
+            } else {
+                Var::constant(x.clone())
+            };
+            let y = xv.instance_norm(
+                Some(&Var::constant(gamma.clone())),
+                Some(&Var::constant(beta.clone())),
+                1e-5,
+                act,
+            )?;
+            if backward {
+                tape.backward(&y.sum()?)?;
+            }
+            Ok(())
+        };
+        let timed = time_median(cuda, &mut run)?;
+        results.push(BenchResult {
+            op: op.into(),
+            shape: norm_shape.into(),
+            ms: timed.ms,
+            gflops: 0.0,
+            details: Some(details(cuda, precision, &timed, "sweep", "norm")),
+        });
+    }
+    let step_shape = "2x128x128x128x4 32-64-128-256-320-320";
+    if want("unet_step", step_shape) {
+        let spec = ModelSpec::Unet(UNetConfig::nnunet(BRATS_IN_CHANNELS, BRATS_REGIONS));
+        let mut model = Model::new(cuda, &spec, SEED)?;
+        let mut opt = OptimizerSpec::nnunet_sgd().build::<Cuda>()?;
+        let p = BRATS_PATCH;
+        let x = Tensor::from_storage(
+            cuda,
+            Shape::new(&[BRATS_BATCH, p, p, p, BRATS_IN_CHANNELS]),
+            cuda.uniform(SEED, 5, 0, BRATS_BATCH * p * p * p * BRATS_IN_CHANNELS)?,
+        )?;
+        let mut step = 0u64;
+        let mut run = || -> Result<()> {
+            let tape = Tape::new();
+            let outputs =
+                model.forward(&Var::constant(x.clone()), &Ctx::train(tape.clone(), step))?;
+            let mut loss: Option<Var<Cuda>> = None;
+            for (i, out) in outputs.iter().enumerate() {
+                let t = Tensor::full(
+                    cuda,
+                    out.shape().clone(),
+                    if i % 2 == 0 { 1.0 } else { 0.0 },
+                )?;
+                let term = dice_ce(out, &Target::Regions(t))?.scale(0.5f64.powi(i as i32))?;
+                loss = Some(match loss {
+                    Some(l) => l.add(&term)?,
+                    None => term,
+                });
+            }
+            let loss = loss.ok_or_else(|| Error::shape("unet_step", "no output"))?;
+            let mut grads = tape.backward(&loss)?;
+            clip_grad_norm(&mut grads, 12.0)?;
+            let mut params = model.params_mut();
+            opt.step(&mut params, &grads, 1e-2)?;
+            step += 1;
+            Ok(())
+        };
+        let timed = time_median(cuda, &mut run)?;
+        results.push(BenchResult {
+            op: "unet_step".into(),
+            shape: step_shape.into(),
+            ms: timed.ms,
+            gflops: 0.0,
+            details: Some(details(cuda, precision, &timed, "brats", "model")),
+        });
+    }
+    Ok(results)
 }
 
 fn run_shapes(

@@ -194,7 +194,6 @@ impl Args {
         set!(max_features, some);
         set!(depth, some);
         set!(dropout);
-        set!(weight_decay);
         set!(l1);
         set!(l2);
         set!(grad_clip);
@@ -240,6 +239,9 @@ impl Args {
             if self.lr.is_none() {
                 c.lr = c.optimizer.default_lr();
             }
+        }
+        if let Some(wd) = self.weight_decay {
+            c.optimizer = c.optimizer.with_weight_decay(wd)?;
         }
         if let Some(lr) = self.lr {
             c.lr = lr;

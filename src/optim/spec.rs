@@ -101,6 +101,42 @@ impl OptimizerSpec {
         }
     }
 
+    /// The same optimiser with another weight decay (L2 in the gradient for SGD and Adam,
+    /// decoupled for AdamW); lazy Adam has none and refuses.
+    pub fn with_weight_decay(self, wd: f64) -> crate::error::Result<Self> {
+        Ok(match self {
+            OptimizerSpec::Sgd {
+                momentum, nesterov, ..
+            } => OptimizerSpec::Sgd {
+                momentum,
+                nesterov,
+                weight_decay: wd,
+            },
+            OptimizerSpec::Adam {
+                beta1, beta2, eps, ..
+            } => OptimizerSpec::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay: wd,
+            },
+            OptimizerSpec::AdamW {
+                beta1, beta2, eps, ..
+            } => OptimizerSpec::AdamW {
+                beta1,
+                beta2,
+                eps,
+                weight_decay: wd,
+            },
+            OptimizerSpec::LazyAdam { .. } => {
+                return Err(crate::error::Error::config(
+                    "weight-decay",
+                    "lazy Adam takes no weight decay; use --l2",
+                ))
+            }
+        })
+    }
+
     /// The optimiser, with fresh state; fails on out-of-range coefficients.
     pub fn build<B: Backend>(&self) -> Result<Box<dyn Optimizer<B>>> {
         Ok(match *self {

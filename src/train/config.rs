@@ -41,7 +41,6 @@ pub struct TrainConfig {
     pub optimizer: OptimizerSpec,
     pub lr: f64,
     pub schedule: LrSchedule,
-    pub weight_decay: f64,
     pub l1: f64,
     pub l2: f64,
     /// Gradient-norm clipping (nnU-Net: 12); 0 disables.
@@ -91,7 +90,6 @@ impl Default for TrainConfig {
             optimizer: OptimizerSpec::nnunet_sgd(),
             lr: 1e-2,
             schedule: LrSchedule::Poly { exponent: 0.9 },
-            weight_decay: 3e-5,
             l1: 0.0,
             l2: 0.0,
             grad_clip: 12.0,

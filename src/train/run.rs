@@ -372,16 +372,16 @@ fn summarise(
     }
 }
 
-fn plan_device(device: &Device) -> PlanDevice {
-    match device {
+fn plan_device(device: &Device) -> Result<PlanDevice> {
+    Ok(match device {
         // About 2 s per step on a 2-core machine with AVX-512 at the conv speeds measured.
         Device::Cpu { .. } => PlanDevice::Cpu {
             step_gflop_budget: 12.0 * rayon::current_num_threads() as f64,
         },
-        Device::Cuda { .. } => PlanDevice::Gpu {
-            free_bytes: 40 << 30,
+        Device::Cuda { ordinal, .. } => PlanDevice::Gpu {
+            free_bytes: crate::backend::cuda::Cuda::new(*ordinal)?.free_memory()?,
         },
-    }
+    })
 }
 
 /// Fills the planned values the configuration left open, and checks the patch.
@@ -391,7 +391,7 @@ fn resolve_plan(
     largest: [usize; 3],
     device: &Device,
 ) -> Result<Plan> {
-    let mut p = plan(data, &plan_device(device))?;
+    let mut p = plan(data, &plan_device(device)?)?;
     if let Some(patch) = cfg.patch {
         // Smaller cases are padded, but a patch larger than every case is a mistake.
         if (0..3).any(|a| patch[a] > largest[a]) {
@@ -808,7 +808,7 @@ pub fn plan_for_dataset(
             channels.len(),
             target.channels(&dataset.label_spec),
         ),
-        &plan_device(&device),
+        &plan_device(&device)?,
     )
 }
 

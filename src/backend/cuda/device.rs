@@ -168,6 +168,21 @@ impl Cuda {
     pub fn device_name(&self) -> &str {
         &self.inner.device
     }
+    /// Free device memory in bytes (what planning sizes the patch and batch for), plus what
+    /// this process's pool holds cached and could reuse.
+    pub fn free_memory(&self) -> Result<u64> {
+        let (free, _total) = self
+            .inner
+            .stream
+            .context()
+            .mem_get_info()
+            .map_err(|e| driver_error("free memory", e))?;
+        let cached = self
+            .pool_stats()
+            .reserved_bytes
+            .saturating_sub(self.pool_stats().allocated_bytes);
+        Ok(free as u64 + cached)
+    }
     pub fn ordinal(&self) -> usize {
         self.inner.ordinal
     }
