@@ -957,6 +957,15 @@ pub fn train_on<B: Backend>(
             (loss_n * batch_size) as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
         let due = epoch_done
             && ((state.epoch + 1).is_multiple_of(cfg.val_every) || state.epoch + 1 == cfg.epochs);
+        // One record per epoch; the val_* keys on epochs that were validated.
+        let mut record = serde_json::json!({
+            "epoch": state.epoch,
+            "step": state.step,
+            "train_loss": train_loss,
+            "lr": lr,
+            "seconds": base_seconds + started.elapsed().as_secs_f64(),
+            "patches_per_second": patches_per_s,
+        });
         if (due || stopped_early) && loss_n > 0 {
             let (val, picture) = validator.run(&mut model, &data.val)?;
             schedule.observe(val.loss);
@@ -970,20 +979,11 @@ pub fn train_on<B: Backend>(
             if let Some(g) = &last_grads {
                 histograms(&mut tb, &model, g, state.step)?;
             }
-            let mut record = serde_json::json!({
-                "epoch": state.epoch,
-                "step": state.step,
-                "train_loss": train_loss,
-                "val_loss": val.loss,
-                "lr": lr,
-                "seconds": base_seconds + started.elapsed().as_secs_f64(),
-                "patches_per_second": patches_per_s,
-                "val_mean_dice": val.mean_dice,
-            });
+            record["val_loss"] = serde_json::json!(val.loss);
+            record["val_mean_dice"] = serde_json::json!(val.mean_dice);
             for (name, d) in &val.dice {
                 record[format!("val_dice_{name}")] = serde_json::json!(d);
             }
-            jsonl.write(&record)?;
             progress.println(&format!(
                 "epoch {} step {} train_loss {train_loss:.4} val_loss {:.4} dice {}",
                 state.epoch,
@@ -1007,6 +1007,10 @@ pub fn train_on<B: Backend>(
                 )?;
             }
             last_validation = Some(val);
+        }
+        if loss_n > 0 {
+            record["seconds"] = serde_json::json!(base_seconds + started.elapsed().as_secs_f64());
+            jsonl.write(&record)?;
         }
         tb.add_scalar("lr", lr as f32, state.step)?;
         tb.add_scalar("perf/patches_per_second", patches_per_s as f32, state.step)?;
