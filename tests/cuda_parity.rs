@@ -9,7 +9,7 @@
 //! where a 1-ulp difference in exp is large relative to the result, is still judged fairly).
 mod common;
 
-use common::{assert_within, device, fresh_seed, random, Tolerance, UNARY_OPS};
+use common::{assert_parity_within, device, fresh_seed, random, Tolerance, UNARY_OPS};
 use voxseg::backend::cpu::Cpu;
 use voxseg::backend::cuda::Cuda;
 use voxseg::backend::BackendBase;
@@ -21,13 +21,7 @@ const TOL: f32 = 1e-5;
 
 /// |cuda - cpu| < TOL * max(|cpu|, 1) per element (see the module comment).
 fn assert_parity(what: &str, seed: u64, gpu: &[f32], cpu: &[f32]) {
-    let tol = Tolerance::below(TOL, 1.0);
-    assert_within(
-        &format!("{what} (seed {seed})"),
-        ("cuda", gpu),
-        ("cpu", cpu),
-        tol,
-    );
+    assert_parity_within(what, seed, gpu, cpu, Tolerance::below(TOL, 1.0));
 }
 
 #[test]

@@ -13,7 +13,7 @@
 //! and bad labels must give the CPU's error message.
 mod common;
 
-use common::{device, fresh_seed, largest_magnitude, random, Tolerance};
+use common::{assert_parity_within, device, fresh_seed, largest_magnitude, random, Tolerance};
 use voxseg::backend::cpu::Cpu;
 use voxseg::backend::cuda::Cuda;
 use voxseg::backend::BackendBase;
@@ -32,9 +32,7 @@ const TOL: f32 = 1e-5;
 
 /// |cuda - cpu| <= TOL * max(|cpu|, floor) per element (see the module comment).
 fn assert_within(what: &str, seed: u64, gpu: &[f32], cpu: &[f32], floor: f32) {
-    let tol = Tolerance::at_most(TOL, floor);
-    let what = format!("{what} (seed {seed})");
-    common::assert_within(&what, ("cuda", gpu), ("cpu", cpu), tol);
+    assert_parity_within(what, seed, gpu, cpu, Tolerance::at_most(TOL, floor));
 }
 
 /// Relative error per element.

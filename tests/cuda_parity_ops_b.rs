@@ -10,7 +10,7 @@
 //! must be bit-identical; arithmetic |gpu - cpu| < 1e-5 * max(|cpu|, 1) per element.
 mod common;
 
-use common::{assert_bits, assert_within, device, fresh_seed, random, Tolerance};
+use common::{assert_parity_bits, assert_parity_within, device, fresh_seed, random, Tolerance};
 use voxseg::backend::cpu::Cpu;
 use voxseg::backend::BackendBase;
 use voxseg::rng::Rng;
@@ -28,22 +28,12 @@ const TOL: f32 = 1e-5;
 
 /// Bit-identical, NaNs included.
 fn exact(what: &str, seed: u64, gpu: &[f32], cpu: &[f32]) {
-    assert_bits(
-        &format!("{what} (seed {seed})"),
-        ("cuda", gpu),
-        ("cpu", cpu),
-    );
+    assert_parity_bits(what, seed, gpu, cpu);
 }
 
 /// |cuda - cpu| < TOL * max(|cpu|, 1) per element.
 fn close(what: &str, seed: u64, gpu: &[f32], cpu: &[f32]) {
-    let tol = Tolerance::below(TOL, 1.0);
-    assert_within(
-        &format!("{what} (seed {seed})"),
-        ("cuda", gpu),
-        ("cpu", cpu),
-        tol,
-    );
+    assert_parity_within(what, seed, gpu, cpu, Tolerance::below(TOL, 1.0));
 }
 
 #[test]

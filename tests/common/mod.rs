@@ -129,6 +129,21 @@ pub fn assert_bits(what: &str, (got_name, got): (&str, &[f32]), (want_name, want
     }
 }
 
+/// A device result within `tol` of the CPU's; the failure message names the seed.
+pub fn assert_parity_within(what: &str, seed: u64, gpu: &[f32], cpu: &[f32], tol: Tolerance) {
+    let what = format!("{what} (seed {seed})");
+    assert_within(&what, ("cuda", gpu), ("cpu", cpu), tol);
+}
+
+/// A device result bit-identical to the CPU's (NaN against NaN); the message names the seed.
+pub fn assert_parity_bits(what: &str, seed: u64, gpu: &[f32], cpu: &[f32]) {
+    assert_bits(
+        &format!("{what} (seed {seed})"),
+        ("cuda", gpu),
+        ("cpu", cpu),
+    );
+}
+
 /// The largest |want|, the floor for an output that is a sum of terms of either sign (an
 /// equally exact order of operations leaves an error relative to its terms, not to itself).
 /// An all-zero reference is refused: it would test nothing.
