@@ -2,7 +2,11 @@
 //! kernels/*.cu sources nvcc compiles, checked against the CPU backend (the numerical
 //! reference) or a naive f64 reference, with the launch plans the device uses. Outputs
 //! start as NaN and carry a guard tail that must stay untouched.
-use std::mem::{offset_of, size_of};
+mod common;
+
+use common::{
+    assert_within, check_layout, emu_sum, poisoned, random, written, Tolerance, UNARY_OPS,
+};
 use voxseg::backend::cpu::Cpu;
 use voxseg::backend::cuda::emu::{self, selftest};
 use voxseg::backend::cuda::launch::{self, ReducePlan};
@@ -11,60 +15,11 @@ use voxseg::rng::{uniform_at, Rng};
 use voxseg::tensor_ops::reduce::Axis1;
 use voxseg::tensor_ops::{BinaryKernel, BinaryOp, ReduceKernel, UnaryKernel, UnaryOp};
 
-const GUARD: usize = 37;
-const SENTINEL: f32 = -12345.5;
-
-/// An output buffer of `n` NaNs followed by a guard tail of sentinels.
-fn poisoned(n: usize) -> Vec<f32> {
-    let mut v = vec![f32::NAN; n + GUARD];
-    v[n..].fill(SENTINEL);
-    v
-}
-
-/// The first `n` values, after checking the guard tail was not written.
-fn written(v: &[f32], n: usize) -> &[f32] {
-    assert!(
-        v[n..].iter().all(|&g| g == SENTINEL),
-        "kernel wrote past its {n} outputs"
-    );
-    &v[..n]
-}
-
-fn random(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<f32> {
-    (0..n).map(|_| rng.uniform_range(lo, hi) as f32).collect()
-}
-
-/// Equal values, or both NaN.
-fn same(a: f32, b: f32) -> bool {
-    a == b || (a.is_nan() && b.is_nan())
-}
-
+/// |harness - reference| <= rel * max(|reference|, 1e-30) per element (NaN only where the
+/// reference is NaN).
 fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let ok = same(g, w) || (g - w).abs() <= rel * w.abs().max(1e-30);
-        assert!(ok, "{what}[{i}]: harness {g:e}, reference {w:e}");
-    }
-}
-
-macro_rules! check_layout {
-    ($c_name:literal, $ty:ty { $($field:ident),* $(,)? }) => {{
-        assert_eq!(
-            emu::param_layout($c_name, None),
-            Some(size_of::<$ty>()),
-            concat!("sizeof ", $c_name)
-        );
-        let mut fields = 0;
-        $(
-            assert_eq!(
-                emu::param_layout($c_name, Some(stringify!($field))),
-                Some(offset_of!($ty, $field)),
-                concat!("offsetof ", $c_name, ".", stringify!($field))
-            );
-            fields += 1;
-        )*
-        assert!(fields > 0);
-    }};
+    let tol = Tolerance::at_most(rel, 1e-30);
+    assert_within(what, ("harness", got), ("reference", want), tol);
 }
 
 #[test]
@@ -209,22 +164,6 @@ fn harness_reports_deadlocks_and_bad_launches() {
     selftest::barrier(&dims(1, 32), &mut out).unwrap();
 }
 
-const UNARY_OPS: [UnaryOp; 13] = [
-    UnaryOp::Relu,
-    UnaryOp::LeakyRelu(0.01),
-    UnaryOp::Elu(1.3),
-    UnaryOp::Sigmoid,
-    UnaryOp::Tanh,
-    UnaryOp::Exp,
-    UnaryOp::Log,
-    UnaryOp::Neg,
-    UnaryOp::Abs,
-    UnaryOp::Square,
-    UnaryOp::Sqrt,
-    UnaryOp::Scale(-2.5),
-    UnaryOp::AddScalar(0.7),
-];
-
 #[test]
 fn unary_kernels_match_the_cpu_backend() {
     let cpu = Cpu::new();
@@ -336,21 +275,6 @@ fn binary_kernels_match_the_cpu_backend_with_broadcast() {
         8,
         "the broadcast gradient above ran in 8 splits"
     );
-}
-
-/// Sums through the plan the device uses: one launch, or partials and a finish.
-fn emu_sum(x: &[f32], v: Axis1, target_blocks: u32) -> (Vec<f32>, usize) {
-    let plan = ReducePlan::new(v, target_blocks);
-    let n = v.outer * v.inner;
-    let mut out = poisoned(n);
-    if plan.splits() == 1 {
-        emu::sum_axis1(&plan.first_dims, plan.first, x, &mut out).unwrap();
-    } else {
-        let mut partial = vec![f64::NAN; plan.partial_len()];
-        emu::sum_axis1_partial(&plan.first_dims, plan.first, x, &mut partial).unwrap();
-        emu::sum_axis1_finish(&plan.finish_dims, plan.finish, &partial, &mut out).unwrap();
-    }
-    (written(&out, n).to_vec(), plan.splits())
 }
 
 #[test]

@@ -9,38 +9,16 @@
 //! ties away, BF16 nearest even: only the f32 accumulation differs), and, as the relative
 //! norm ||out - ref|| / ||ref|| against the unrounded reference, TF32 2e-3 and BF16 1e-2
 //! (inputs O(1), reductions of at most ~600 terms).
+mod common;
+
+use common::{emu_sum, max_rel, norm_rel, poisoned, random, written};
 use voxseg::backend::cpu::Cpu64;
 use voxseg::backend::cuda::conv_plan::*;
 use voxseg::backend::cuda::emu::{self, conv as emu_conv};
-use voxseg::backend::cuda::launch::ReducePlan;
 use voxseg::rng::Rng;
 use voxseg::tensor::Shape;
 use voxseg::tensor_ops::conv::{Conv3dSpec, ConvGeometry, ConvTranspose3dSpec, Padding};
-use voxseg::tensor_ops::reduce::Axis1;
 use voxseg::tensor_ops::Conv3dKernel;
-
-const GUARD: usize = 37;
-const SENTINEL: f32 = -12345.5;
-
-fn poisoned(n: usize) -> Vec<f32> {
-    let mut v = vec![f32::NAN; n + GUARD];
-    v[n..].fill(SENTINEL);
-    v
-}
-
-fn written(v: &[f32], n: usize) -> &[f32] {
-    assert!(
-        v[n..].iter().all(|&g| g == SENTINEL),
-        "kernel wrote past its {n} outputs"
-    );
-    &v[..n]
-}
-
-fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|_| rng.uniform_range(-1.0, 1.0) as f32)
-        .collect()
-}
 
 /// TF32 as cvt.rna.tf32.f32 rounds: to 11 significant bits, ties away from zero, computed
 /// by arithmetic (independently of the kernels' bit manipulation).
@@ -77,42 +55,6 @@ fn rounder(p: ConvPrecision) -> fn(f32) -> f32 {
     }
 }
 
-fn max_rel(got: &[f32], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
-    got.iter()
-        .zip(want)
-        .map(|(&g, &w)| {
-            assert!(g.is_finite(), "non-finite output {g}");
-            (g as f64 - w).abs() / scale
-        })
-        .fold(0.0, f64::max)
-}
-
-fn norm_rel(got: &[f32], want: &[f64]) -> f64 {
-    let (mut num, mut den) = (0.0f64, 0.0f64);
-    for (&g, &w) in got.iter().zip(want) {
-        num += (g as f64 - w).powi(2);
-        den += w * w;
-    }
-    (num / den.max(1e-300)).sqrt()
-}
-
-/// Sums the stacked partials through the reduce kernels' own plan.
-fn emu_sum(x: &[f32], v: Axis1) -> Vec<f32> {
-    let plan = ReducePlan::new(v, 4);
-    let n = v.outer * v.inner;
-    let mut out = poisoned(n);
-    if plan.splits() == 1 {
-        emu::sum_axis1(&plan.first_dims, plan.first, x, &mut out).unwrap();
-    } else {
-        let mut partial = vec![f64::NAN; plan.partial_len()];
-        emu::sum_axis1_partial(&plan.first_dims, plan.first, x, &mut partial).unwrap();
-        emu::sum_axis1_finish(&plan.finish_dims, plan.finish, &partial, &mut out).unwrap();
-    }
-    written(&out, n).to_vec()
-}
-
 /// Runs one pass as the device would: the plan's kernel, then the sum of split partials.
 fn run(plan: &ConvPlan, a: &[f32], b: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let n = plan.workspace_len();
@@ -122,7 +64,7 @@ fn run(plan: &ConvPlan, a: &[f32], b: &[f32], bias: Option<&[f32]>) -> Vec<f32> 
     let ws = written(&ws, n);
     match plan.partial_sum() {
         None => ws.to_vec(),
-        Some(v) => emu_sum(ws, v),
+        Some(v) => emu_sum(ws, v, 4).0,
     }
 }
 
@@ -167,9 +109,9 @@ fn check_pass(
 ) -> Ran {
     let plan = ConvPlan::new(g, pass, precision, target_blocks).unwrap();
     let (na, nb, nbias) = plan.operand_lens();
-    let a = random(rng, na);
-    let b = random(rng, nb);
-    let bias = nbias.map(|n| random(rng, n));
+    let a = random(rng, na, -1.0, 1.0);
+    let b = random(rng, nb, -1.0, 1.0);
+    let bias = nbias.map(|n| random(rng, n, -1.0, 1.0));
     let got = run(&plan, &a, &b, bias.as_deref());
     assert_eq!(got.len(), plan.out_len);
     let what = format!("{pass:?} {:?} splits {} {g:?}", plan.kernel, plan.splits());
@@ -305,9 +247,9 @@ fn mma_fragments_follow_the_ptx_layouts() {
     let mut rng = Rng::new(71);
     for (precision, k) in [(ConvPrecision::Tf32, 8), (ConvPrecision::Bf16, 16)] {
         let round = rounder(precision);
-        let a = random(&mut rng, 16 * k);
-        let b = random(&mut rng, k * 8);
-        let c = random(&mut rng, 128);
+        let a = random(&mut rng, 16 * k, -1.0, 1.0);
+        let b = random(&mut rng, k * 8, -1.0, 1.0);
+        let c = random(&mut rng, 128, -1.0, 1.0);
         let mut out = poisoned(128);
         emu_conv::mma_probe(precision, &a, &b, &c, &mut out).unwrap();
         let out = written(&out, 128);

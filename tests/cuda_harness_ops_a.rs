@@ -12,7 +12,9 @@
 //! operations leaves an error relative to its terms rather than to itself (matrix products,
 //! normalisation gradients, the softmax backward, BCE gradients), the floor is the largest
 //! |cpu| of that output. Dropout masks and one-hot encodings must match bit for bit.
-use std::mem::{offset_of, size_of};
+mod common;
+
+use common::{check_layout, guarded, largest_magnitude, poisoned, random, written, Tolerance};
 use voxseg::backend::cpu::Cpu;
 use voxseg::backend::cuda::block_sum::{BlockSumPlan, SUM_THREADS};
 use voxseg::backend::cuda::emu;
@@ -37,43 +39,11 @@ use voxseg::tensor_ops::{
 };
 
 const TOL: f32 = 1e-5;
-const GUARD: usize = 37;
-const SENTINEL: f32 = -12345.5;
 
-/// An output buffer of `n` NaNs followed by a guard tail of sentinels.
-fn poisoned(n: usize) -> Vec<f32> {
-    let mut v = vec![f32::NAN; n + GUARD];
-    v[n..].fill(SENTINEL);
-    v
-}
-
-/// `data` followed by a guard tail (for buffers updated in place).
-fn guarded(data: &[f32]) -> Vec<f32> {
-    let mut v = data.to_vec();
-    v.extend([SENTINEL; GUARD]);
-    v
-}
-
-/// The first `n` values, after checking the guard tail was not written.
-fn written(v: &[f32], n: usize) -> Vec<f32> {
-    assert!(
-        v[n..].iter().all(|&g| g == SENTINEL),
-        "kernel wrote past its {n} outputs"
-    );
-    v[..n].to_vec()
-}
-
-fn random(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<f32> {
-    (0..n).map(|_| rng.uniform_range(lo, hi) as f32).collect()
-}
-
-/// |got - want| <= TOL * max(|want|, floor) everywhere (NaN only where want is NaN).
+/// |harness - cpu| <= TOL * max(|cpu|, floor) everywhere (NaN only where cpu is NaN).
 fn assert_within(what: &str, got: &[f32], want: &[f32], floor: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let ok = g == w || (g.is_nan() && w.is_nan()) || (g - w).abs() <= TOL * w.abs().max(floor);
-        assert!(ok, "{what}[{i}]: harness {g:e}, cpu {w:e}");
-    }
+    let tol = Tolerance::at_most(TOL, floor);
+    common::assert_within(what, ("harness", got), ("cpu", want), tol);
 }
 
 /// Relative error per element.
@@ -83,26 +53,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
 
 /// Error relative to the output's largest magnitude (sums of terms of either sign).
 fn assert_close_scaled(what: &str, got: &[f32], want: &[f32]) {
-    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    assert!(scale > 0.0, "{what}: an all-zero reference tests nothing");
-    assert_within(what, got, want, scale);
-}
-
-macro_rules! check_layout {
-    ($c_name:literal, $ty:ty { $($field:ident),* $(,)? }) => {{
-        assert_eq!(
-            emu::param_layout($c_name, None),
-            Some(size_of::<$ty>()),
-            concat!("sizeof ", $c_name)
-        );
-        $(
-            assert_eq!(
-                emu::param_layout($c_name, Some(stringify!($field))),
-                Some(offset_of!($ty, $field)),
-                concat!("offsetof ", $c_name, ".", stringify!($field))
-            );
-        )*
-    }};
+    assert_within(what, got, want, largest_magnitude(what, want));
 }
 
 #[test]
@@ -241,7 +192,7 @@ fn emu_norm_stats(plan: &NormPlan, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
         &mut var,
     )
     .unwrap();
-    (written(&mean, s), written(&var, s))
+    (written(&mean, s).to_vec(), written(&var, s).to_vec())
 }
 
 fn emu_norm_forward(
@@ -257,7 +208,7 @@ fn emu_norm_forward(
     emu::norm::affine(&plan.pairs_dims, k, mean, var, gamma, beta, &mut coef).unwrap();
     let mut y = poisoned(x.len());
     emu::norm::apply(&plan.element_dims, k, x, &coef, &mut y).unwrap();
-    written(&y, x.len())
+    written(&y, x.len()).to_vec()
 }
 
 type Grads = (Option<Vec<f32>>, Option<Vec<f32>>, Option<Vec<f32>>);
@@ -306,7 +257,7 @@ fn emu_norm_backward(
                 &mut out,
             )
             .unwrap();
-            written(&out, c)
+            written(&out, c).to_vec()
         })
     };
     let (dgamma, dbeta) = (affine_grad(false), affine_grad(true));
@@ -325,7 +276,7 @@ fn emu_norm_backward(
         .unwrap();
         let mut dx = poisoned(x.len());
         emu::norm::backward_dx(&plan.element_dims, k, x, y, dy, &coef, &mut dx).unwrap();
-        written(&dx, x.len())
+        written(&dx, x.len()).to_vec()
     });
     (dx, dgamma, dbeta)
 }
@@ -499,7 +450,7 @@ fn moving_statistics_update_matches_the_cpu_backend() {
         correction,
     };
     emu::norm::update_moving(&launch::elementwise(n, 1), p, &mut got, &batch).unwrap();
-    assert_close("moving", &written(&got, n), &want);
+    assert_close("moving", written(&got, n), &want);
 }
 
 // ---- dropout ----
@@ -560,11 +511,11 @@ fn emu_matmul(
     emu::matmul::tiled(&plan.dims, plan.params, a, b, bias, &mut ws).unwrap();
     let ws = written(&ws, plan.workspace_len());
     let c = match &plan.sum {
-        None => ws,
+        None => ws.to_vec(),
         Some(sum) => {
             let mut c = poisoned(len);
-            emu::sum_axis1(&sum.first_dims, sum.first, &ws, &mut c).unwrap();
-            written(&c, len)
+            emu::sum_axis1(&sum.first_dims, sum.first, ws, &mut c).unwrap();
+            written(&c, len).to_vec()
         }
     };
     (c, plan.splits())
@@ -643,7 +594,7 @@ fn softmax_and_log_softmax_match_the_cpu_backend() {
             let want = cpu.softmax_forward(op, &x, channels).unwrap();
             let mut y = poisoned(n);
             emu::softmax::forward(&d, p, &x, &mut y).unwrap();
-            assert_close(&what, &written(&y, n), &want);
+            assert_close(&what, written(&y, n), &want);
 
             let want_dx = cpu.softmax_backward(op, &want, &dy, channels).unwrap();
             let mut dx = poisoned(n);
@@ -653,7 +604,7 @@ fn softmax_and_log_softmax_match_the_cpu_backend() {
                 // One class: the gradient is exactly zero on both sides.
                 assert!(dx.iter().chain(&want_dx).all(|v| v.abs() < 1e-6), "{what}");
             } else {
-                assert_close_scaled(&format!("{what} backward"), &dx, &want_dx);
+                assert_close_scaled(&format!("{what} backward"), dx, &want_dx);
             }
         }
     }
@@ -721,7 +672,7 @@ fn bce_loss_and_gradients_match_the_cpu_backend() {
                 emu::bce::backward(&d, p, &x, &t, ws, &dy, targets, &mut out).unwrap();
                 assert_close_scaled(
                     &format!("{what} d{}", if targets { "t" } else { "x" }),
-                    &written(&out, n),
+                    written(&out, n),
                     &want,
                 );
             }
@@ -736,7 +687,7 @@ fn bce_loss_and_gradients_match_the_cpu_backend() {
                     &mut dw,
                 )
                 .unwrap();
-                assert_close(&format!("{what} dw"), &written(&dw, w.len()), &want_dw);
+                assert_close(&format!("{what} dw"), written(&dw, w.len()), &want_dw);
             }
         }
     }
@@ -784,8 +735,8 @@ fn cross_entropy_loss_and_gradient_match_the_cpu_backend() {
         )
         .unwrap();
         assert_eq!(bad, [0.0], "{what}: no bad label");
-        assert_close(&format!("{what} loss"), &written(&loss, 1), &want_loss);
-        assert_close(&format!("{what} total"), &written(&total, 1), &want_total);
+        assert_close(&format!("{what} loss"), written(&loss, 1), &want_loss);
+        assert_close(&format!("{what} total"), written(&total, 1), &want_total);
 
         let want_dx = cpu
             .cross_entropy_backward(
@@ -813,7 +764,7 @@ fn cross_entropy_loss_and_gradient_match_the_cpu_backend() {
         assert_eq!(bad, [0.0], "{what}: no bad label");
         assert_close_scaled(
             &format!("{what} dx"),
-            &written(&dx, rows * classes),
+            written(&dx, rows * classes),
             &want_dx,
         );
     }
@@ -909,10 +860,10 @@ fn sgd_steps_match_the_cpu_backend() {
             let p = SgdKernelParams::new(&h, n);
             let buf = buffer.then_some(&mut got_buf[..]);
             emu::optim_step::sgd(&launch::elementwise(n, 2), p, &mut got, buf, &grad).unwrap();
-            assert_close(&format!("{what} step {step}"), &written(&got, n), &want);
+            assert_close(&format!("{what} step {step}"), written(&got, n), &want);
             assert_close(
                 &format!("{what} buffer {step}"),
-                &written(&got_buf, n),
+                written(&got_buf, n),
                 &want_buf,
             );
         }
@@ -974,7 +925,7 @@ fn adam_adamw_and_lazy_adam_steps_match_the_cpu_backend() {
                 ("m", &got[1], &want[1]),
                 ("v", &got[2], &want[2]),
             ] {
-                assert_close(&format!("{what} {name} step {step}"), &written(g, n), w);
+                assert_close(&format!("{what} {name} step {step}"), written(g, n), w);
             }
         }
     }

@@ -9,7 +9,11 @@
 //! average pool's sum-then-scale) must match bit for bit. Kernels that multiply and add
 //! (trilinear, window filter) are held to 1e-5 relative to max(|cpu|, 1): nvcc fuses
 //! their multiply-adds on the device, which the CPU does not.
-use std::mem::{offset_of, size_of};
+mod common;
+
+use common::{
+    assert_bits, assert_within, check_layout, poisoned, random, written, Tolerance, GUARD,
+};
 use voxseg::backend::cpu::Cpu;
 use voxseg::backend::cuda::emu::{self, spatial};
 use voxseg::backend::cuda::launch;
@@ -29,35 +33,13 @@ use voxseg::tensor_ops::{
 };
 use voxseg::Shape;
 
-const GUARD: usize = 37;
-const SENTINEL: f32 = -12345.5;
 /// Blocks per launch: a few, so that every kernel's grid-stride loop runs several rounds.
 const BLOCKS: u32 = 3;
 /// For the kernels that multiply and add (see the module comment).
 const TOL: f32 = 1e-5;
 
-/// An output buffer of `n` NaNs followed by a guard tail of sentinels.
-fn poisoned(n: usize) -> Vec<f32> {
-    let mut v = vec![f32::NAN; n + GUARD];
-    v[n..].fill(SENTINEL);
-    v
-}
-
-/// The first `n` values, after checking the guard tail was not written.
-fn written(v: &[f32], n: usize) -> &[f32] {
-    assert!(
-        v[n..].iter().all(|&g| g == SENTINEL),
-        "kernel wrote past its {n} outputs"
-    );
-    &v[..n]
-}
-
 fn dims(n: usize) -> LaunchDims {
     launch::elementwise(n, BLOCKS)
-}
-
-fn random(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<f32> {
-    (0..n).map(|_| rng.uniform_range(lo, hi) as f32).collect()
 }
 
 /// Values on a coarse grid (multiples of 0.5 in [-2, 2]) so that windows hold ties.
@@ -67,37 +49,13 @@ fn coarse(rng: &mut Rng, n: usize) -> Vec<f32> {
 
 /// Bit-identical, NaNs included.
 fn assert_exact(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let ok = g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan());
-        assert!(ok, "{what}[{i}]: harness {g:e}, cpu {w:e}");
-    }
+    assert_bits(what, ("harness", got), ("cpu", want));
 }
 
 /// |got - want| <= TOL * max(|want|, 1), NaNs matching.
 fn assert_close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let ok = g == w || (g.is_nan() && w.is_nan()) || (g - w).abs() <= TOL * w.abs().max(1.0);
-        assert!(ok, "{what}[{i}]: harness {g:e}, cpu {w:e}");
-    }
-}
-
-macro_rules! check_layout {
-    ($c_name:literal, $ty:ty { $($field:ident),* $(,)? }) => {{
-        assert_eq!(
-            emu::param_layout($c_name, None),
-            Some(size_of::<$ty>()),
-            concat!("sizeof ", $c_name)
-        );
-        $(
-            assert_eq!(
-                emu::param_layout($c_name, Some(stringify!($field))),
-                Some(offset_of!($ty, $field)),
-                concat!("offsetof ", $c_name, ".", stringify!($field))
-            );
-        )*
-    }};
+    let tol = Tolerance::at_most(TOL, 1.0);
+    assert_within(what, ("harness", got), ("cpu", want), tol);
 }
 
 #[test]

@@ -7,7 +7,9 @@
 //! Error measure: |gpu - cpu| / max(|cpu|, 1) < 1e-5 per element: relative for values
 //! above 1, absolute below (the inputs are O(1), so e.g. elu(x) = a (exp(x) - 1) near 0,
 //! where a 1-ulp difference in exp is large relative to the result, is still judged fairly).
-use std::time::{SystemTime, UNIX_EPOCH};
+mod common;
+
+use common::{assert_parity_within, device, fresh_seed, random, Tolerance, UNARY_OPS};
 use voxseg::backend::cpu::Cpu;
 use voxseg::backend::cuda::Cuda;
 use voxseg::backend::BackendBase;
@@ -17,46 +19,10 @@ use voxseg::tensor_ops::{BinaryKernel, BinaryOp, ReduceKernel, UnaryKernel, Unar
 
 const TOL: f32 = 1e-5;
 
-fn device() -> Cuda {
-    let cuda = Cuda::new(0).expect("these tests need a CUDA device");
-    cuda.poison_new_buffers(true);
-    cuda
-}
-
-fn fresh_seed() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos() as u64
-}
-
-fn random(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<f32> {
-    (0..n).map(|_| rng.uniform_range(lo, hi) as f32).collect()
-}
-
+/// |cuda - cpu| < TOL * max(|cpu|, 1) per element (see the module comment).
 fn assert_parity(what: &str, seed: u64, gpu: &[f32], cpu: &[f32]) {
-    assert_eq!(gpu.len(), cpu.len(), "{what} (seed {seed}): lengths");
-    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
-        let ok = g == c || (g.is_nan() && c.is_nan()) || (g - c).abs() < TOL * c.abs().max(1.0);
-        assert!(ok, "{what} (seed {seed}) [{i}]: cuda {g:e}, cpu {c:e}");
-    }
+    assert_parity_within(what, seed, gpu, cpu, Tolerance::below(TOL, 1.0));
 }
-
-const UNARY_OPS: [UnaryOp; 13] = [
-    UnaryOp::Relu,
-    UnaryOp::LeakyRelu(0.01),
-    UnaryOp::Elu(1.3),
-    UnaryOp::Sigmoid,
-    UnaryOp::Tanh,
-    UnaryOp::Exp,
-    UnaryOp::Log,
-    UnaryOp::Neg,
-    UnaryOp::Abs,
-    UnaryOp::Square,
-    UnaryOp::Sqrt,
-    UnaryOp::Scale(-2.5),
-    UnaryOp::AddScalar(0.7),
-];
 
 #[test]
 #[ignore = "needs a CUDA device"]

@@ -13,35 +13,17 @@
 //! twin for normal values; mma results within 1e-5 of the twin's.
 //!
 //! The conv precision is per device, so every conv check runs in one test, in sequence.
-use std::time::{SystemTime, UNIX_EPOCH};
+mod common;
+
+use common::{device, fresh_seed, max_rel, norm_rel, random};
 use voxseg::backend::cpu::Cpu64;
 use voxseg::backend::cuda::conv_plan::{ConvPass, ConvPrecision};
 use voxseg::backend::cuda::emu::conv as emu_conv;
-use voxseg::backend::cuda::Cuda;
 use voxseg::backend::BackendBase;
 use voxseg::rng::Rng;
 use voxseg::tensor::Shape;
 use voxseg::tensor_ops::conv::{Conv3dSpec, ConvGeometry, ConvTranspose3dSpec, Padding};
 use voxseg::tensor_ops::Conv3dKernel;
-
-fn device() -> Cuda {
-    let cuda = Cuda::new(0).expect("these tests need a CUDA device");
-    cuda.poison_new_buffers(true);
-    cuda
-}
-
-fn fresh_seed() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos() as u64
-}
-
-fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|_| rng.uniform_range(-1.0, 1.0) as f32)
-        .collect()
-}
 
 fn round_with(p: ConvPrecision, v: &[f32]) -> Vec<f64> {
     let mut tf32 = vec![0u32; v.len()];
@@ -55,28 +37,6 @@ fn round_with(p: ConvPrecision, v: &[f32]) -> Vec<f64> {
             .map(|&b| f32::from_bits(b << 16) as f64)
             .collect(),
     }
-}
-
-fn max_rel(got: &[f32], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
-    got.iter()
-        .map(|&g| {
-            assert!(g.is_finite(), "non-finite output {g}");
-            g as f64
-        })
-        .zip(want)
-        .map(|(g, w)| (g - w).abs() / scale)
-        .fold(0.0, f64::max)
-}
-
-fn norm_rel(got: &[f32], want: &[f64]) -> f64 {
-    let (mut num, mut den) = (0.0f64, 0.0f64);
-    for (&g, &w) in got.iter().zip(want) {
-        num += (g as f64 - w).powi(2);
-        den += w * w;
-    }
-    (num / den.max(1e-300)).sqrt()
 }
 
 fn conv(x: [usize; 5], w: [usize; 5], stride: usize, pad: usize) -> ConvGeometry {
@@ -149,9 +109,9 @@ fn convolutions_match_cpu_at_every_precision() {
                         ConvPass::BackwardWeight => (nx, ny),
                     }
                 );
-                let a = random(&mut rng, na);
-                let b = random(&mut rng, nb);
-                let bias = nbias.map(|n| random(&mut rng, n));
+                let a = random(&mut rng, na, -1.0, 1.0);
+                let b = random(&mut rng, nb, -1.0, 1.0);
+                let bias = nbias.map(|n| random(&mut rng, n, -1.0, 1.0));
                 let (ga, gb) = (gpu.upload(&a).unwrap(), gpu.upload(&b).unwrap());
                 let gbias = bias.as_ref().map(|v| gpu.upload(v).unwrap());
                 let out = match pass {
@@ -266,9 +226,9 @@ fn tensor_core_fragments_match_the_harness_twin() {
     let mut rng = Rng::new(seed);
     for (precision, k) in [(ConvPrecision::Tf32, 8), (ConvPrecision::Bf16, 16)] {
         for _ in 0..20 {
-            let a = random(&mut rng, 16 * k);
-            let b = random(&mut rng, k * 8);
-            let c = random(&mut rng, 128);
+            let a = random(&mut rng, 16 * k, -1.0, 1.0);
+            let b = random(&mut rng, k * 8, -1.0, 1.0);
+            let c = random(&mut rng, 128, -1.0, 1.0);
             let got = gpu.mma_probe(precision, &a, &b, &c).unwrap();
             let mut want = vec![f32::NAN; 128];
             emu_conv::mma_probe(precision, &a, &b, &c, &mut want).unwrap();

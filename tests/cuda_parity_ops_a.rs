@@ -11,7 +11,9 @@
 //! (matrix products, normalisation outputs and gradients, softmax backward, BCE and
 //! cross-entropy gradients). Dropout masks and one-hot encodings must match bit for bit,
 //! and bad labels must give the CPU's error message.
-use std::time::{SystemTime, UNIX_EPOCH};
+mod common;
+
+use common::{assert_parity_within, device, fresh_seed, largest_magnitude, random, Tolerance};
 use voxseg::backend::cpu::Cpu;
 use voxseg::backend::cuda::Cuda;
 use voxseg::backend::BackendBase;
@@ -28,29 +30,9 @@ use voxseg::tensor_ops::{
 
 const TOL: f32 = 1e-5;
 
-fn device() -> Cuda {
-    let cuda = Cuda::new(0).expect("these tests need a CUDA device");
-    cuda.poison_new_buffers(true);
-    cuda
-}
-
-fn fresh_seed() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos() as u64
-}
-
-fn random(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<f32> {
-    (0..n).map(|_| rng.uniform_range(lo, hi) as f32).collect()
-}
-
+/// |cuda - cpu| <= TOL * max(|cpu|, floor) per element (see the module comment).
 fn assert_within(what: &str, seed: u64, gpu: &[f32], cpu: &[f32], floor: f32) {
-    assert_eq!(gpu.len(), cpu.len(), "{what} (seed {seed}): lengths");
-    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
-        let ok = g == c || (g.is_nan() && c.is_nan()) || (g - c).abs() <= TOL * c.abs().max(floor);
-        assert!(ok, "{what} (seed {seed}) [{i}]: cuda {g:e}, cpu {c:e}");
-    }
+    assert_parity_within(what, seed, gpu, cpu, Tolerance::at_most(TOL, floor));
 }
 
 /// Relative error per element.
@@ -60,9 +42,7 @@ fn assert_parity(what: &str, seed: u64, gpu: &[f32], cpu: &[f32]) {
 
 /// Error relative to the output's largest magnitude.
 fn assert_parity_scaled(what: &str, seed: u64, gpu: &[f32], cpu: &[f32]) {
-    let scale = cpu.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    assert!(scale > 0.0, "{what}: an all-zero reference tests nothing");
-    assert_within(what, seed, gpu, cpu, scale);
+    assert_within(what, seed, gpu, cpu, largest_magnitude(what, cpu));
 }
 
 fn norm_params(dims: [usize; 5], kind: NormKind, groups: usize, neg_slope: f64) -> NormParams {

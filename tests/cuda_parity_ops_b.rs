@@ -8,9 +8,10 @@
 //!
 //! Error measure: copies (max pooling forward, nearest forward, channel ranges, pad, flip)
 //! must be bit-identical; arithmetic |gpu - cpu| < 1e-5 * max(|cpu|, 1) per element.
-use std::time::{SystemTime, UNIX_EPOCH};
+mod common;
+
+use common::{assert_parity_bits, assert_parity_within, device, fresh_seed, random, Tolerance};
 use voxseg::backend::cpu::Cpu;
-use voxseg::backend::cuda::Cuda;
 use voxseg::backend::BackendBase;
 use voxseg::rng::Rng;
 use voxseg::tensor_ops::concat::ChannelRange;
@@ -25,37 +26,14 @@ use voxseg::Shape;
 
 const TOL: f32 = 1e-5;
 
-fn device() -> Cuda {
-    let cuda = Cuda::new(0).expect("these tests need a CUDA device");
-    cuda.poison_new_buffers(true);
-    cuda
-}
-
-fn fresh_seed() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos() as u64
-}
-
-fn random(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<f32> {
-    (0..n).map(|_| rng.uniform_range(lo, hi) as f32).collect()
-}
-
+/// Bit-identical, NaNs included.
 fn exact(what: &str, seed: u64, gpu: &[f32], cpu: &[f32]) {
-    assert_eq!(gpu.len(), cpu.len(), "{what} (seed {seed}): lengths");
-    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
-        let ok = g.to_bits() == c.to_bits() || (g.is_nan() && c.is_nan());
-        assert!(ok, "{what} (seed {seed}) [{i}]: cuda {g:e}, cpu {c:e}");
-    }
+    assert_parity_bits(what, seed, gpu, cpu);
 }
 
+/// |cuda - cpu| < TOL * max(|cpu|, 1) per element.
 fn close(what: &str, seed: u64, gpu: &[f32], cpu: &[f32]) {
-    assert_eq!(gpu.len(), cpu.len(), "{what} (seed {seed}): lengths");
-    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
-        let ok = g == c || (g.is_nan() && c.is_nan()) || (g - c).abs() < TOL * c.abs().max(1.0);
-        assert!(ok, "{what} (seed {seed}) [{i}]: cuda {g:e}, cpu {c:e}");
-    }
+    assert_parity_within(what, seed, gpu, cpu, Tolerance::below(TOL, 1.0));
 }
 
 #[test]

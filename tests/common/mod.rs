@@ -1,0 +1,235 @@
+//! Helpers shared by the CUDA test binaries (tests/cuda_harness*.rs, tests/cuda_parity*.rs):
+//! poisoned outputs with guard tails, random inputs, the device with poisoned buffers, fresh
+//! seeds, and element-wise comparisons whose tolerance each test file states.
+// Each test binary compiles this module and uses only a subset of it.
+#![allow(dead_code)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+use voxseg::backend::cuda::emu;
+use voxseg::backend::cuda::launch::ReducePlan;
+use voxseg::backend::cuda::Cuda;
+use voxseg::rng::Rng;
+use voxseg::tensor_ops::reduce::Axis1;
+use voxseg::tensor_ops::UnaryOp;
+
+/// Length of the sentinel tail after every harness output buffer.
+pub const GUARD: usize = 37;
+/// What the guard tail holds; a kernel that writes past its outputs overwrites it.
+pub const SENTINEL: f32 = -12345.5;
+
+/// An output buffer of `n` NaNs followed by a guard tail of sentinels.
+pub fn poisoned(n: usize) -> Vec<f32> {
+    let mut v = vec![f32::NAN; n + GUARD];
+    v[n..].fill(SENTINEL);
+    v
+}
+
+/// `data` followed by a guard tail (for buffers updated in place).
+pub fn guarded(data: &[f32]) -> Vec<f32> {
+    let mut v = data.to_vec();
+    v.extend([SENTINEL; GUARD]);
+    v
+}
+
+/// The first `n` values, after checking the guard tail was not written.
+pub fn written(v: &[f32], n: usize) -> &[f32] {
+    assert!(
+        v[n..].iter().all(|&g| g == SENTINEL),
+        "kernel wrote past its {n} outputs"
+    );
+    &v[..n]
+}
+
+/// `n` values drawn uniformly from [lo, hi).
+pub fn random(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<f32> {
+    (0..n).map(|_| rng.uniform_range(lo, hi) as f32).collect()
+}
+
+/// Device 0, with every buffer its pool hands out NaN-filled first (an element a kernel
+/// forgets to write then fails the comparison). Fails without a device.
+pub fn device() -> Cuda {
+    let cuda = Cuda::new(0).expect("these tests need a CUDA device");
+    cuda.poison_new_buffers(true);
+    cuda
+}
+
+/// A seed that differs from run to run (the parity tests print it on failure).
+pub fn fresh_seed() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as u64
+}
+
+/// How far an element may be from its reference: |got - want| against
+/// `rel * max(|want|, floor)`, strictly below it or at most it. Equal values and NaN
+/// against NaN always pass.
+#[derive(Clone, Copy, Debug)]
+pub struct Tolerance {
+    pub rel: f32,
+    pub floor: f32,
+    pub strict: bool,
+}
+
+impl Tolerance {
+    /// |got - want| <= rel * max(|want|, floor).
+    pub const fn at_most(rel: f32, floor: f32) -> Self {
+        Self {
+            rel,
+            floor,
+            strict: false,
+        }
+    }
+
+    /// |got - want| < rel * max(|want|, floor).
+    pub const fn below(rel: f32, floor: f32) -> Self {
+        Self {
+            rel,
+            floor,
+            strict: true,
+        }
+    }
+
+    fn admits(self, got: f32, want: f32) -> bool {
+        if got == want || (got.is_nan() && want.is_nan()) {
+            return true;
+        }
+        let (err, bound) = ((got - want).abs(), self.rel * want.abs().max(self.floor));
+        if self.strict {
+            err < bound
+        } else {
+            err <= bound
+        }
+    }
+}
+
+/// Every element of `got` within `tol` of `want`; `got_name` names the side under test
+/// ("harness", "cuda") and `want_name` the reference in the failure message.
+pub fn assert_within(
+    what: &str,
+    (got_name, got): (&str, &[f32]),
+    (want_name, want): (&str, &[f32]),
+    tol: Tolerance,
+) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            tol.admits(g, w),
+            "{what}[{i}]: {got_name} {g:e}, {want_name} {w:e}"
+        );
+    }
+}
+
+/// Bit-identical, or NaN against NaN.
+pub fn assert_bits(what: &str, (got_name, got): (&str, &[f32]), (want_name, want): (&str, &[f32])) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let ok = g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan());
+        assert!(ok, "{what}[{i}]: {got_name} {g:e}, {want_name} {w:e}");
+    }
+}
+
+/// A device result within `tol` of the CPU's; the failure message names the seed.
+pub fn assert_parity_within(what: &str, seed: u64, gpu: &[f32], cpu: &[f32], tol: Tolerance) {
+    let what = format!("{what} (seed {seed})");
+    assert_within(&what, ("cuda", gpu), ("cpu", cpu), tol);
+}
+
+/// A device result bit-identical to the CPU's (NaN against NaN); the message names the seed.
+pub fn assert_parity_bits(what: &str, seed: u64, gpu: &[f32], cpu: &[f32]) {
+    assert_bits(
+        &format!("{what} (seed {seed})"),
+        ("cuda", gpu),
+        ("cpu", cpu),
+    );
+}
+
+/// The largest |want|, the floor for an output that is a sum of terms of either sign (an
+/// equally exact order of operations leaves an error relative to its terms, not to itself).
+/// An all-zero reference is refused: it would test nothing.
+pub fn largest_magnitude(what: &str, want: &[f32]) -> f32 {
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0, "{what}: an all-zero reference tests nothing");
+    scale
+}
+
+/// max over elements of |got - want| / max |want|, asserting every output is finite.
+pub fn max_rel(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| {
+            assert!(g.is_finite(), "non-finite output {g}");
+            (g as f64 - w).abs() / scale
+        })
+        .fold(0.0, f64::max)
+}
+
+/// ||got - want|| / ||want||.
+pub fn norm_rel(got: &[f32], want: &[f64]) -> f64 {
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        num += (g as f64 - w).powi(2);
+        den += w * w;
+    }
+    (num / den.max(1e-300)).sqrt()
+}
+
+/// Sums through the reduce kernels' plan the device uses (one launch, or partials and a
+/// finish) on the harness; returns the sums and the number of splits.
+pub fn emu_sum(x: &[f32], v: Axis1, target_blocks: u32) -> (Vec<f32>, usize) {
+    let plan = ReducePlan::new(v, target_blocks);
+    let n = v.outer * v.inner;
+    let mut out = poisoned(n);
+    if plan.splits() == 1 {
+        emu::sum_axis1(&plan.first_dims, plan.first, x, &mut out).unwrap();
+    } else {
+        let mut partial = vec![f64::NAN; plan.partial_len()];
+        emu::sum_axis1_partial(&plan.first_dims, plan.first, x, &mut partial).unwrap();
+        emu::sum_axis1_finish(&plan.finish_dims, plan.finish, &partial, &mut out).unwrap();
+    }
+    (written(&out, n).to_vec(), plan.splits())
+}
+
+/// Every unary op, with arguments, that the harness and parity tests cover.
+pub const UNARY_OPS: [UnaryOp; 13] = [
+    UnaryOp::Relu,
+    UnaryOp::LeakyRelu(0.01),
+    UnaryOp::Elu(1.3),
+    UnaryOp::Sigmoid,
+    UnaryOp::Tanh,
+    UnaryOp::Exp,
+    UnaryOp::Log,
+    UnaryOp::Neg,
+    UnaryOp::Abs,
+    UnaryOp::Square,
+    UnaryOp::Sqrt,
+    UnaryOp::Scale(-2.5),
+    UnaryOp::AddScalar(0.7),
+];
+
+/// Checks that a Rust parameter struct has the size and field offsets of the C++ struct of
+/// that name the harness compiled.
+#[allow(unused_macros)] // only the harness binaries check layouts
+macro_rules! check_layout {
+    ($c_name:literal, $ty:ty { $($field:ident),* $(,)? }) => {{
+        assert_eq!(
+            voxseg::backend::cuda::emu::param_layout($c_name, None),
+            Some(::std::mem::size_of::<$ty>()),
+            concat!("sizeof ", $c_name)
+        );
+        let mut fields = 0;
+        $(
+            assert_eq!(
+                voxseg::backend::cuda::emu::param_layout($c_name, Some(stringify!($field))),
+                Some(::std::mem::offset_of!($ty, $field)),
+                concat!("offsetof ", $c_name, ".", stringify!($field))
+            );
+            fields += 1;
+        )*
+        assert!(fields > 0);
+    }};
+}
+#[allow(unused_imports)] // as above
+pub(crate) use check_layout;
