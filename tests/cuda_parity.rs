@@ -27,6 +27,7 @@ fn assert_parity(what: &str, seed: u64, gpu: &[f32], cpu: &[f32]) {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn unary_ops_match_cpu() {
+    let _serial = common::serial();
     let (gpu, cpu) = (device(), Cpu::new());
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);
@@ -67,6 +68,7 @@ fn unary_ops_match_cpu() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn binary_ops_with_broadcast_match_cpu() {
+    let _serial = common::serial();
     let (gpu, cpu) = (device(), Cpu::new());
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);
@@ -112,6 +114,7 @@ fn binary_ops_with_broadcast_match_cpu() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn sums_and_broadcasts_match_cpu() {
+    let _serial = common::serial();
     let (gpu, cpu) = (device(), Cpu::new());
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);
@@ -152,6 +155,7 @@ fn sums_and_broadcasts_match_cpu() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn uniform_fill_is_bit_identical_to_rng() {
+    let _serial = common::serial();
     let gpu = device();
     let seed = fresh_seed();
     let offset = (1u64 << 32) - 1000;
@@ -168,6 +172,7 @@ fn uniform_fill_is_bit_identical_to_rng() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn storage_round_trips_and_the_pool_reuses_blocks() {
+    let _serial = common::serial();
     let gpu = device();
     let data: Vec<f32> = (0..10_000).map(|i| i as f32 * 0.5).collect();
     let s = gpu.upload(&data).unwrap();

@@ -278,7 +278,13 @@ fn softmax_matches_cpu() {
             let what = format!("{op:?} {rows}x{channels}");
             let want = cpu.softmax_forward(op, &x, channels).unwrap();
             let got = gpu.softmax_forward(op, &gx, channels).unwrap();
-            assert_parity(&what, seed, &gpu.download(&got).unwrap(), &want);
+            // Log-probabilities are differences of O(10) terms: their error scales with
+            // those terms, not with the (possibly tiny) result.
+            let forward = gpu.download(&got).unwrap();
+            match op {
+                SoftmaxOp::Softmax => assert_parity(&what, seed, &forward, &want),
+                SoftmaxOp::LogSoftmax => assert_parity_scaled(&what, seed, &forward, &want),
+            }
             let want_dx = cpu.softmax_backward(op, &want, &dy, channels).unwrap();
             let got_dx = gpu
                 .softmax_backward(
@@ -517,7 +523,15 @@ fn optimiser_steps_match_cpu() {
             ("v", &got[2], &want[2]),
         ] {
             let what = format!("adam decay {decoupled_decay} lazy {lazy} {name}");
-            assert_parity(&what, seed, &gpu.download(g).unwrap(), w);
+            let got = gpu.download(g).unwrap();
+            if name == "m" {
+                // The first moment sums gradients of both signs: a one-ulp difference in an
+                // O(0.1) intermediate (f64 fused multiply-adds on the device) shows up
+                // relative to the moment's scale, not to a small cancelled entry.
+                assert_parity_scaled(&what, seed, &got, w);
+            } else {
+                assert_parity(&what, seed, &got, w);
+            }
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Whole training steps on a GPU: the same tiny U-Net step on the CUDA and CPU backends
 //! gives the same loss and gradients, and after the first step a step allocates nothing new
 //! from the device (the caching pool serves every buffer).
+mod common;
+
 use voxseg::autograd::{Tape, Var};
 use voxseg::backend::cpu::Cpu;
 use voxseg::backend::cuda::Cuda;
@@ -79,6 +81,7 @@ fn step<B: Backend>(
 #[test]
 #[ignore = "needs a CUDA device"]
 fn unet_training_step_matches_the_cpu() {
+    let _serial = common::serial();
     let cuda = Cuda::new(0).unwrap();
     let cpu = Cpu::new();
     let mut gm = Model::new(&cuda, &spec(), 5).unwrap();
@@ -109,6 +112,7 @@ fn unet_training_step_matches_the_cpu() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn after_the_first_step_a_step_allocates_nothing_new() {
+    let _serial = common::serial();
     let cuda = Cuda::new(0).unwrap();
     let mut model = Model::new(&cuda, &spec(), 1).unwrap();
     let mut opt = OptimizerSpec::nnunet_sgd().build::<Cuda>().unwrap();
