@@ -243,6 +243,16 @@ impl Gatherer {
         self.blocks[bi].len() * self.low.cs
     }
 
+    /// Where lowered rows `[row0, row0 + m)` already lie in the source, contiguous: a
+    /// single tap at offset 0 over a grid equal to the source (a 1x1x1 convolution, or a
+    /// stride phase of a transposed convolution whose kernel equals its stride).
+    fn in_source(&self, row0: usize, m: usize) -> Option<Range<usize>> {
+        let low = &self.low;
+        let identity =
+            low.taps == [1; 3] && low.offset == [0; 3] && low.step == [1; 3] && low.grid == low.src;
+        (identity && row0 + m <= low.rows()).then(|| row0 * low.cs..(row0 + m) * low.cs)
+    }
+
     /// Writes lowered rows `[row0, row0 + m)` of block `bi` into `dst` (row stride `ld`).
     /// Columns past the block's width are left as they are.
     #[inline(always)]
@@ -410,15 +420,21 @@ fn data_tile<E: Element, P: TileProduct<E>>(
     }
     for (bi, blk) in job.rows.blocks.iter().enumerate() {
         let kc = job.rows.width(bi);
-        // Rows m..m_pad keep stale values: their results are never written out.
-        job.rows.gather(job.src, row0, m, bi, a, kc);
+        let a: &[E] = match job.rows.in_source(row0, m_pad) {
+            Some(range) => &job.src[range],
+            None => {
+                // Rows m..m_pad keep stale values: their results are never written out.
+                job.rows.gather(job.src, row0, m, bi, a, kc);
+                &a[..m_pad * kc]
+            }
+        };
         for &(col, width) in &job.b.panels {
             let b = job.b.panel_rows(col, width, blk.start * cs..blk.end * cs);
             p.mul(
                 m_pad,
                 width,
                 kc,
-                &a[..m_pad * kc],
+                a,
                 kc,
                 1,
                 b,
