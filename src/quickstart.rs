@@ -105,14 +105,25 @@ pub fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
     let data = opts.out.join("data");
     let run_dir = opts.out.join("run");
     let predictions = opts.out.join("predictions");
-    if run_dir.exists() && !opts.force {
-        return Err(Error::config(
-            "out",
-            format!(
-                "{} holds an earlier quickstart; use --force to start over",
-                opts.out.display()
-            ),
-        ));
+    // Re-running replaces the quickstart's own files; anything else in the folder is the
+    // user's, and the folder is refused unless --force.
+    const OWN: [&str; 4] = ["data", "run", "predictions", "evaluation.json"];
+    if let Ok(entries) = std::fs::read_dir(&opts.out) {
+        let foreign: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !OWN.contains(&n.as_str()))
+            .collect();
+        if !foreign.is_empty() && !opts.force {
+            return Err(Error::config(
+                "out",
+                format!(
+                    "{} holds files that are not the quickstart's ({}); choose another --out or use --force",
+                    opts.out.display(),
+                    foreign.join(", ")
+                ),
+            ));
+        }
     }
     for dir in [&data, &run_dir, &predictions] {
         if dir.exists() {

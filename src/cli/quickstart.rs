@@ -13,7 +13,7 @@ pub struct Args {
     device: String,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Start over when --out holds an earlier quickstart.
+    /// Use an --out folder that also holds other files (the quickstart's own are replaced).
     #[arg(long)]
     force: bool,
 }
