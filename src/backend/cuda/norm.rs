@@ -9,27 +9,6 @@ use super::params_norm::{NormKernelParams, NormMovingParams, NormPlan};
 use crate::error::{Error, Result};
 use crate::tensor_ops::norm::{NormGrads, NormKernel, NormParams};
 
-fn check_params(p: &NormParams) -> Result<()> {
-    let groups_fit = p.groups > 0 && p.c.is_multiple_of(p.groups);
-    if !groups_fit || p.numel() == 0 {
-        return Err(Error::shape(
-            "norm",
-            format!("empty input or channels not divisible into groups: {p:?}"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_len(what: &str, len: usize, want: usize, p: &NormParams) -> Result<()> {
-    if len != want {
-        return Err(Error::shape(
-            "norm",
-            format!("{what} has {len} elements, expected {want} for {p:?}"),
-        ));
-    }
-    Ok(())
-}
-
 impl Cuda {
     fn norm_plan(&self, p: &NormParams, has_gamma: bool, has_beta: bool) -> NormPlan {
         NormPlan::new(
@@ -42,8 +21,8 @@ impl Cuda {
 
 impl NormKernel for Cuda {
     fn norm_stats(&self, x: &CudaStorage, p: &NormParams) -> Result<(CudaStorage, CudaStorage)> {
-        check_params(p)?;
-        check_len("x", x.len(), p.numel(), p)?;
+        p.validate()?;
+        p.check_len("x", x.len(), p.numel())?;
         let plan = self.norm_plan(p, false, false);
         // f64 partials in an f32 pool block of twice the length.
         let mut partial = self.alloc(2 * plan.partial_len())?;
@@ -82,12 +61,12 @@ impl NormKernel for Cuda {
         beta: Option<&CudaStorage>,
         p: &NormParams,
     ) -> Result<CudaStorage> {
-        check_params(p)?;
-        check_len("x", x.len(), p.numel(), p)?;
-        check_len("mean", mean.len(), p.stats_len(), p)?;
-        check_len("variance", var.len(), p.stats_len(), p)?;
+        p.validate()?;
+        p.check_len("x", x.len(), p.numel())?;
+        p.check_len("mean", mean.len(), p.stats_len())?;
+        p.check_len("variance", var.len(), p.stats_len())?;
         for g in [gamma, beta].into_iter().flatten() {
-            check_len("gamma/beta", g.len(), p.c, p)?;
+            p.check_len("gamma/beta", g.len(), p.c)?;
         }
         let plan = self.norm_plan(p, gamma.is_some(), beta.is_some());
         let mut coef = self.alloc(2 * plan.params.pairs())?;
@@ -128,14 +107,14 @@ impl NormKernel for Cuda {
         p: &NormParams,
         needs: [bool; 3],
     ) -> Result<NormGrads<CudaStorage>> {
-        check_params(p)?;
+        p.validate()?;
         for (what, len) in [("x", x.len()), ("y", y.len()), ("dy", dy.len())] {
-            check_len(what, len, p.numel(), p)?;
+            p.check_len(what, len, p.numel())?;
         }
-        check_len("mean", mean.len(), p.stats_len(), p)?;
-        check_len("variance", var.len(), p.stats_len(), p)?;
+        p.check_len("mean", mean.len(), p.stats_len())?;
+        p.check_len("variance", var.len(), p.stats_len())?;
         if let Some(g) = gamma {
-            check_len("gamma", g.len(), p.c, p)?;
+            p.check_len("gamma", g.len(), p.c)?;
         }
         let plan = self.norm_plan(p, gamma.is_some(), false);
         let affine = needs[1] || needs[2];

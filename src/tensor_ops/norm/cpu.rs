@@ -58,28 +58,6 @@ impl Tasks {
     }
 }
 
-/// The geometry the kernels index with: non-empty, whole groups of channels.
-fn check_params(p: &NormParams) -> Result<()> {
-    let groups_fit = p.groups > 0 && p.c.is_multiple_of(p.groups);
-    if !groups_fit || p.numel() == 0 {
-        return Err(Error::shape(
-            "norm",
-            format!("empty input or channels not divisible into groups: {p:?}"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_len(what: &str, len: usize, want: usize, p: &NormParams) -> Result<()> {
-    if len != want {
-        return Err(Error::shape(
-            "norm",
-            format!("{what} has {len} elements, expected {want} for {p:?}"),
-        ));
-    }
-    Ok(())
-}
-
 /// `1 / sqrt(var + eps)` for every statistic.
 fn inv_std<E: Element>(var: &[E], eps: f64) -> Vec<f64> {
     var.iter()
@@ -103,8 +81,8 @@ fn map_rows<E: Element>(out: &mut [E], p: &NormParams, f: impl Fn(usize, usize, 
 
 impl<E: Element> NormKernel for CpuBackend<E> {
     fn norm_stats(&self, x: &Vec<E>, p: &NormParams) -> Result<(Vec<E>, Vec<E>)> {
-        check_params(p)?;
-        check_len("x", x.len(), p.numel(), p)?;
+        p.validate()?;
+        p.check_len("x", x.len(), p.numel())?;
         let tasks = Tasks::new(p);
         let c = p.c;
         // Per task and channel: a two-pass mean and spread over the task's rows, which are
@@ -157,12 +135,12 @@ impl<E: Element> NormKernel for CpuBackend<E> {
         beta: Option<&Vec<E>>,
         p: &NormParams,
     ) -> Result<Vec<E>> {
-        check_params(p)?;
-        check_len("x", x.len(), p.numel(), p)?;
-        check_len("mean", mean.len(), p.stats_len(), p)?;
-        check_len("variance", var.len(), p.stats_len(), p)?;
+        p.validate()?;
+        p.check_len("x", x.len(), p.numel())?;
+        p.check_len("mean", mean.len(), p.stats_len())?;
+        p.check_len("variance", var.len(), p.stats_len())?;
         for g in [gamma, beta].into_iter().flatten() {
-            check_len("gamma/beta", g.len(), p.c, p)?;
+            p.check_len("gamma/beta", g.len(), p.c)?;
         }
         let rstd = inv_std(var, p.eps);
         // y = act(x * a + b) with a, b per (example, channel).
@@ -203,14 +181,14 @@ impl<E: Element> NormKernel for CpuBackend<E> {
         p: &NormParams,
         needs: [bool; 3],
     ) -> Result<NormGrads<Vec<E>>> {
-        check_params(p)?;
+        p.validate()?;
         for (what, len) in [("x", x.len()), ("y", y.len()), ("dy", dy.len())] {
-            check_len(what, len, p.numel(), p)?;
+            p.check_len(what, len, p.numel())?;
         }
-        check_len("mean", mean.len(), p.stats_len(), p)?;
-        check_len("variance", var.len(), p.stats_len(), p)?;
+        p.check_len("mean", mean.len(), p.stats_len())?;
+        p.check_len("variance", var.len(), p.stats_len())?;
         if let Some(g) = gamma {
-            check_len("gamma", g.len(), p.c, p)?;
+            p.check_len("gamma", g.len(), p.c)?;
         }
         let c = p.c;
         let rstd = inv_std(var, p.eps);

@@ -47,6 +47,27 @@ impl NormParams {
     pub fn numel(&self) -> usize {
         self.n * self.spatial * self.c
     }
+    /// The geometry the kernels index with: non-empty, whole groups of channels.
+    pub fn validate(&self) -> Result<()> {
+        let groups_fit = self.groups > 0 && self.c.is_multiple_of(self.groups);
+        if !groups_fit || self.numel() == 0 {
+            return Err(Error::shape(
+                "norm",
+                format!("empty input or channels not divisible into groups: {self:?}"),
+            ));
+        }
+        Ok(())
+    }
+    /// Fails unless buffer `what` has `want` elements.
+    pub fn check_len(&self, what: &str, len: usize, want: usize) -> Result<()> {
+        if len != want {
+            return Err(Error::shape(
+                "norm",
+                format!("{what} has {len} elements, expected {want} for {self:?}"),
+            ));
+        }
+        Ok(())
+    }
     /// How many means (and variances) there are.
     pub fn stats_len(&self) -> usize {
         match self.kind {
