@@ -18,6 +18,38 @@ fn bias_param<B: Backend>(backend: &B, name: &str, n: usize) -> Result<Param<B>>
     ))
 }
 
+/// A convolution kernel mapping `cin` to `cout` channels, drawn from `init` with fans that
+/// count the kernel volume; stored `[kd, kh, kw, cin, cout]`, or `[kd, kh, kw, cout, cin]`
+/// for a transposed convolution (Keras' layouts).
+fn kernel_param<B: Backend>(
+    backend: &B,
+    name: &str,
+    kernel: [usize; 3],
+    [cin, cout]: [usize; 2],
+    transposed: bool,
+    init: Init,
+    rng: &mut Rng,
+) -> Result<Param<B>> {
+    let kvol: usize = kernel.iter().product();
+    let w = init.sample(kvol * cin * cout, kvol * cin, kvol * cout, rng);
+    let (a, b) = if transposed { (cout, cin) } else { (cin, cout) };
+    let shape = [kernel[0], kernel[1], kernel[2], a, b];
+    Ok(Param::new(
+        format!("{name}.weight"),
+        Tensor::from_f32(backend, shape, &w)?,
+        true,
+    ))
+}
+
+fn optional_bias<B: Backend>(
+    backend: &B,
+    name: &str,
+    n: usize,
+    bias: bool,
+) -> Result<Option<Param<B>>> {
+    bias.then(|| bias_param(backend, name, n)).transpose()
+}
+
 /// 3D convolution, weight `[kd, kh, kw, cin, cout]`.
 pub struct Conv3d<B: Backend> {
     pub weight: Param<B>,
@@ -38,18 +70,8 @@ impl<B: Backend> Conv3d<B> {
         init: Init,
         rng: &mut Rng,
     ) -> Result<Self> {
-        let kvol: usize = kernel.iter().product();
-        let w = init.sample(kvol * cin * cout, kvol * cin, kvol * cout, rng);
-        let weight = Param::new(
-            format!("{name}.weight"),
-            Tensor::from_f32(backend, [kernel[0], kernel[1], kernel[2], cin, cout], &w)?,
-            true,
-        );
-        let bias = if bias {
-            Some(bias_param(backend, name, cout)?)
-        } else {
-            None
-        };
+        let weight = kernel_param(backend, name, kernel, [cin, cout], false, init, rng)?;
+        let bias = optional_bias(backend, name, cout, bias)?;
         Ok(Self { weight, bias, spec })
     }
     pub fn forward(&self, x: &Var<B>, ctx: &Ctx<B>) -> Result<Var<B>> {
@@ -90,18 +112,8 @@ impl<B: Backend> ConvTranspose3d<B> {
         init: Init,
         rng: &mut Rng,
     ) -> Result<Self> {
-        let kvol: usize = kernel.iter().product();
-        let w = init.sample(kvol * cin * cout, kvol * cin, kvol * cout, rng);
-        let weight = Param::new(
-            format!("{name}.weight"),
-            Tensor::from_f32(backend, [kernel[0], kernel[1], kernel[2], cout, cin], &w)?,
-            true,
-        );
-        let bias = if bias {
-            Some(bias_param(backend, name, cout)?)
-        } else {
-            None
-        };
+        let weight = kernel_param(backend, name, kernel, [cin, cout], true, init, rng)?;
+        let bias = optional_bias(backend, name, cout, bias)?;
         Ok(Self {
             weight,
             bias,
@@ -317,11 +329,7 @@ impl<B: Backend> Dense<B> {
             Tensor::from_f32(backend, [fan_in, fan_out], &w)?,
             true,
         );
-        let bias = if bias {
-            Some(bias_param(backend, name, fan_out)?)
-        } else {
-            None
-        };
+        let bias = optional_bias(backend, name, fan_out, bias)?;
         Ok(Self { weight, bias })
     }
     pub fn forward(&self, x: &Var<B>, ctx: &Ctx<B>) -> Result<Var<B>> {
