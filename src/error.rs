@@ -31,6 +31,17 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Fails unless buffer `what` of op `op` has the `want` elements its geometry needs.
+pub fn check_len(op: &'static str, what: &str, len: usize, want: usize) -> Result<()> {
+    if len != want {
+        return Err(Error::shape(
+            op,
+            format!("{what} has {len} elements, the geometry needs {want}"),
+        ));
+    }
+    Ok(())
+}
+
 impl Error {
     pub fn shape(op: &'static str, msg: impl Into<String>) -> Self {
         Error::Shape {

@@ -57,3 +57,15 @@ impl<E: Element> BackendBase for CpuBackend<E> {
 /// Elements per rayon task for simple element-wise loops: large enough to amortise
 /// scheduling, small enough to split a 64^3x32 activation across threads.
 pub const PAR_CHUNK: usize = 1 << 14;
+
+/// Offset of cell (n, z, y, x, 0) in an NDHWC buffer with spatial size `dhw`.
+pub(crate) fn ndhwc_offset(
+    dhw: [usize; 3],
+    c: usize,
+    n: usize,
+    z: usize,
+    y: usize,
+    x: usize,
+) -> usize {
+    (((n * dhw[0] + z) * dhw[1] + y) * dhw[2] + x) * c
+}

@@ -9,7 +9,7 @@ use super::conv_plan::{ConvPass, ConvPlan, ConvPrecision};
 use super::device::{driver_error, Cuda, CudaStorage};
 use super::params::LaunchDims;
 use crate::backend::BackendBase;
-use crate::error::{Error, Result};
+use crate::error::{check_len, Error, Result};
 use crate::tensor_ops::conv::{Conv3dKernel, ConvGeometry};
 use crate::tensor_ops::ReduceKernel;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
@@ -31,16 +31,6 @@ fn config(d: &LaunchDims) -> LaunchConfig {
         block_dim: (d.block[0], d.block[1], d.block[2]),
         shared_mem_bytes: d.shared_bytes,
     }
-}
-
-fn check_len(op: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
-    if got != want {
-        return Err(Error::shape(
-            op,
-            format!("{what} has {got} elements, the geometry needs {want}"),
-        ));
-    }
-    Ok(())
 }
 
 impl Cuda {

@@ -3,6 +3,7 @@
 //! `tensor_ops` are `#[repr(C)]` and travel to the kernels as they are; the checks here
 //! reject what the kernels cannot index (their arithmetic is 32-bit) or would read out of
 //! bounds, for the device launchers and the harness alike.
+pub(super) use crate::error::check_len as expect_len;
 use crate::error::{Error, Result};
 use crate::tensor_ops::concat::ChannelRange;
 use crate::tensor_ops::flip::Flip3dGeometry;
@@ -112,17 +113,6 @@ fn too_large(op: &'static str, what: String) -> Error {
         op,
         format!("{what} exceeds the CUDA kernels' 32-bit indices"),
     )
-}
-
-/// Fails unless `len` is `want`, naming the op and the buffer.
-pub(super) fn expect_len(op: &'static str, what: &str, len: usize, want: usize) -> Result<()> {
-    if len != want {
-        return Err(Error::shape(
-            op,
-            format!("{what} has {len} elements, the geometry needs {want}"),
-        ));
-    }
-    Ok(())
 }
 
 /// `batch * d * h * w * channels` when it and every factor fit the kernels' indices: the

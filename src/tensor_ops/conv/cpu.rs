@@ -14,7 +14,7 @@ use super::product::{Gemm, TileProduct};
 use super::Conv3dKernel;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::Element;
-use crate::error::{Error, Result};
+use crate::error::{check_len, Result};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -793,16 +793,6 @@ fn weight_by_tiles<E: Element, P: TileProduct<E>>(
             }
         }
     });
-}
-
-fn check_len(op: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
-    if got != want {
-        return Err(Error::shape(
-            op,
-            format!("{what} has {got} elements, the geometry needs {want}"),
-        ));
-    }
-    Ok(())
 }
 
 fn check_geometry<E>(

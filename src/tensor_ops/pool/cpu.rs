@@ -2,25 +2,11 @@
 //! one input plane (n, d) per task from the output planes whose windows cover it, so no
 //! two tasks write the same gradient cell.
 use super::{Pool3dGeometry, PoolKernel};
+use crate::backend::cpu::ndhwc_offset as offset;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::Element;
-use crate::error::{Error, Result};
+use crate::error::{check_len, Result};
 use rayon::prelude::*;
-
-fn check_len(op: &'static str, what: &str, len: usize, want: usize) -> Result<()> {
-    if len != want {
-        return Err(Error::shape(
-            op,
-            format!("{what} has {len} elements, the geometry needs {want}"),
-        ));
-    }
-    Ok(())
-}
-
-/// Offset of cell (n, z, y, x, 0) in an NDHWC buffer with spatial size `dhw`.
-fn offset(dhw: [usize; 3], c: usize, n: usize, z: usize, y: usize, x: usize) -> usize {
-    (((n * dhw[0] + z) * dhw[1] + y) * dhw[2] + x) * c
-}
 
 /// Each channel's largest value in the window of output cell (oz, oy, ox) of sample `n`,
 /// and where it is: the spatial offset `(z * H + y) * W + x` of the first such cell.

@@ -1,25 +1,11 @@
 //! Forward passes run one task per output row (n, z, y). Backward passes gather into one
 //! input row per task from the output cells that read it, so writes never collide.
 use super::{linear_taps, Resample3dGeometry, UpsampleKernel};
+use crate::backend::cpu::ndhwc_offset as offset;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::Element;
-use crate::error::{Error, Result};
+use crate::error::{check_len, Error, Result};
 use rayon::prelude::*;
-
-fn check_len(op: &'static str, what: &str, len: usize, want: usize) -> Result<()> {
-    if len != want {
-        return Err(Error::shape(
-            op,
-            format!("{what} has {len} elements, the geometry needs {want}"),
-        ));
-    }
-    Ok(())
-}
-
-/// Offset of cell (n, z, y, x, 0) in an NDHWC buffer with spatial size `dhw`.
-fn offset(dhw: [usize; 3], c: usize, n: usize, z: usize, y: usize, x: usize) -> usize {
-    (((n * dhw[0] + z) * dhw[1] + y) * dhw[2] + x) * c
-}
 
 fn check_multiple(g: &Resample3dGeometry) -> Result<[usize; 3]> {
     if (0..3).any(|a| !g.output[a].is_multiple_of(g.input[a])) {
