@@ -15,12 +15,13 @@ export NVCC VOXSEG_REQUIRE_CUDA=1
 
 rm -rf gpu-bin
 mkdir gpu-bin
-# Every artifact with an executable: test binaries become gpu-bin/test-<target>, the
-# binary gpu-bin/voxseg.
-cargo test "${profile[@]}" --no-run --lib --test cuda_parity --test cuda_harness \
-    --test cuda_parity_ops_a --test cuda_harness_ops_a \
-    --test cuda_parity_ops_b --test cuda_harness_ops_b \
-    --test cuda_parity_conv --test cuda_harness_conv --test cuda_train \
+# The library's tests and every CUDA test target (tests/cuda_*.rs); each artifact with an
+# executable: test binaries become gpu-bin/test-<target>, the binary gpu-bin/voxseg.
+tests=()
+for f in tests/cuda_*.rs; do
+    tests+=(--test "$(basename "$f" .rs)")
+done
+cargo test "${profile[@]}" --no-run --lib "${tests[@]}" \
     --message-format=json |
     python3 -c '
 import json, sys

@@ -17,8 +17,9 @@ step() {
     log "$name: exit $?, $((SECONDS - start)) s"
 }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv >"$out/machine.txt" 2>&1
-for t in cuda_parity cuda_parity_ops_a cuda_parity_ops_b cuda_parity_conv cuda_train; do
-    step 60 "$t" "gpu-bin/test-$t" --include-ignored >>"$out/tests.log" 2>&1
+for bin in gpu-bin/test-cuda_parity* gpu-bin/test-cuda_train; do
+    t="$(basename "$bin")"
+    step 60 "${t#test-}" "$bin" --include-ignored >>"$out/tests.log" 2>&1
 done
 bench() {
     local limit="$1" p="$2" filter="$3"
