@@ -46,7 +46,11 @@ pub fn clip_grad_norm<B: Backend>(grads: &mut Gradients<B>, max_norm: f64) -> Re
 }
 
 /// Every tensor of `taken` times `factor`, in place, in one `scale_multi`.
-fn scale_all<B: Backend>(backend: &B, taken: &mut [(LeafId, Tensor<B>)], factor: f64) -> Result<()> {
+fn scale_all<B: Backend>(
+    backend: &B,
+    taken: &mut [(LeafId, Tensor<B>)],
+    factor: f64,
+) -> Result<()> {
     let mut storages = Vec::with_capacity(taken.len());
     for (_, g) in taken.iter_mut() {
         storages.push(g.storage_mut()?);

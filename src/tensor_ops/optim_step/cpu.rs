@@ -59,64 +59,63 @@ impl<E: Element> OptimStepKernel for CpuBackend<E> {
 
 /// One tensor's SGD update (lengths checked by the caller): the reference arithmetic.
 fn sgd_one<E: Element>(param: &mut [E], momentum_buf: Option<&mut [E]>, grad: &[E], h: SgdHyper) {
-        let decayed = |p: f64, g: E| g.as_f64() + h.weight_decay * p;
-        match momentum_buf {
-            None => {
-                param
-                    .par_chunks_mut(PAR_CHUNK)
-                    .zip(grad.par_chunks(PAR_CHUNK))
-                    .for_each(|(pc, gc)| {
-                        for (p, &g) in pc.iter_mut().zip(gc) {
-                            let pv = p.as_f64();
-                            *p = E::of(pv - h.lr * decayed(pv, g));
-                        }
-                    });
-            }
-            Some(buf) => {
-                param
-                    .par_chunks_mut(PAR_CHUNK)
-                    .zip(buf.par_chunks_mut(PAR_CHUNK))
-                    .zip(grad.par_chunks(PAR_CHUNK))
-                    .for_each(|((pc, bc), gc)| {
-                        for ((p, b), &g) in pc.iter_mut().zip(bc).zip(gc) {
-                            let pv = p.as_f64();
-                            let g = decayed(pv, g);
-                            let bv = h.momentum * b.as_f64() + g;
-                            *b = E::of(bv);
-                            let dir = if h.nesterov != 0 {
-                                g + h.momentum * bv
-                            } else {
-                                bv
-                            };
-                            *p = E::of(pv - h.lr * dir);
-                        }
-                    });
-            }
+    let decayed = |p: f64, g: E| g.as_f64() + h.weight_decay * p;
+    match momentum_buf {
+        None => {
+            param
+                .par_chunks_mut(PAR_CHUNK)
+                .zip(grad.par_chunks(PAR_CHUNK))
+                .for_each(|(pc, gc)| {
+                    for (p, &g) in pc.iter_mut().zip(gc) {
+                        let pv = p.as_f64();
+                        *p = E::of(pv - h.lr * decayed(pv, g));
+                    }
+                });
         }
+        Some(buf) => {
+            param
+                .par_chunks_mut(PAR_CHUNK)
+                .zip(buf.par_chunks_mut(PAR_CHUNK))
+                .zip(grad.par_chunks(PAR_CHUNK))
+                .for_each(|((pc, bc), gc)| {
+                    for ((p, b), &g) in pc.iter_mut().zip(bc).zip(gc) {
+                        let pv = p.as_f64();
+                        let g = decayed(pv, g);
+                        let bv = h.momentum * b.as_f64() + g;
+                        *b = E::of(bv);
+                        let dir = if h.nesterov != 0 {
+                            g + h.momentum * bv
+                        } else {
+                            bv
+                        };
+                        *p = E::of(pv - h.lr * dir);
+                    }
+                });
+        }
+    }
 }
 
 /// One tensor's Adam update (lengths checked by the caller): the reference arithmetic.
 fn adam_one<E: Element>(param: &mut [E], m: &mut [E], v: &mut [E], grad: &[E], h: AdamHyper) {
-        let decay = 1.0 - h.lr * h.decoupled_decay;
-        param
-            .par_chunks_mut(PAR_CHUNK)
-            .zip(m.par_chunks_mut(PAR_CHUNK))
-            .zip(v.par_chunks_mut(PAR_CHUNK))
-            .zip(grad.par_chunks(PAR_CHUNK))
-            .for_each(|(((pc, mc), vc), gc)| {
-                for (((p, m), v), &g) in pc.iter_mut().zip(mc).zip(vc).zip(gc) {
-                    if h.lazy != 0 && g == E::zero() {
-                        continue;
-                    }
-                    let pv = p.as_f64();
-                    let g = g.as_f64() + h.l2 * pv;
-                    let mv = h.beta1 * m.as_f64() + (1.0 - h.beta1) * g;
-                    let vv = h.beta2 * v.as_f64() + (1.0 - h.beta2) * g * g;
-                    *m = E::of(mv);
-                    *v = E::of(vv);
-                    let step =
-                        (mv / h.bias_correction1) / ((vv / h.bias_correction2).sqrt() + h.eps);
-                    *p = E::of(pv * decay - h.lr * step);
+    let decay = 1.0 - h.lr * h.decoupled_decay;
+    param
+        .par_chunks_mut(PAR_CHUNK)
+        .zip(m.par_chunks_mut(PAR_CHUNK))
+        .zip(v.par_chunks_mut(PAR_CHUNK))
+        .zip(grad.par_chunks(PAR_CHUNK))
+        .for_each(|(((pc, mc), vc), gc)| {
+            for (((p, m), v), &g) in pc.iter_mut().zip(mc).zip(vc).zip(gc) {
+                if h.lazy != 0 && g == E::zero() {
+                    continue;
                 }
-            });
+                let pv = p.as_f64();
+                let g = g.as_f64() + h.l2 * pv;
+                let mv = h.beta1 * m.as_f64() + (1.0 - h.beta1) * g;
+                let vv = h.beta2 * v.as_f64() + (1.0 - h.beta2) * g * g;
+                *m = E::of(mv);
+                *v = E::of(vv);
+                let step = (mv / h.bias_correction1) / ((vv / h.bias_correction2).sqrt() + h.eps);
+                *p = E::of(pv * decay - h.lr * step);
+            }
+        });
 }

@@ -223,7 +223,9 @@ mod tests {
         let b = Cpu::new();
         let lens = [1usize, 5, 0, 300];
         let data = |k: usize, n: usize| -> Vec<f32> {
-            (0..n).map(|i| ((i * 7 + k * 3) % 11) as f32 * 0.1 - 0.5).collect()
+            (0..n)
+                .map(|i| ((i * 7 + k * 3) % 11) as f32 * 0.1 - 0.5)
+                .collect()
         };
         let h = AdamHyper {
             lr: 1e-2,
@@ -293,7 +295,10 @@ mod tests {
             ..sgd_hyper()
         };
         let err = b.sgd_step_multi(&mut slots, plain).unwrap_err().to_string();
-        assert!(err.contains("tensor 1: the gradient has 1 elements"), "{err}");
+        assert!(
+            err.contains("tensor 1: the gradient has 1 elements"),
+            "{err}"
+        );
         let err = b
             .sgd_step_multi(&mut slots[..1], sgd_hyper())
             .unwrap_err()

@@ -5,8 +5,7 @@
 use super::{status, EmuResult};
 use crate::backend::cuda::params::LaunchDims;
 use crate::backend::cuda::params_optim_step::{
-    AdamKernelParams, OptimTable, OptimTableParams, OptimTensor, ScaleKernelParams,
-    SgdKernelParams,
+    AdamKernelParams, OptimTable, OptimTableParams, OptimTensor, ScaleKernelParams, SgdKernelParams,
 };
 use crate::tensor_ops::optim_step::{
     check_adam_slots, check_sgd_slots, AdamHyper, AdamSlot, SgdHyper, SgdSlot,
