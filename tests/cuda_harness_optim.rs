@@ -48,7 +48,7 @@ fn sparse_grads(rng: &mut Rng, step: usize) -> Vec<Vec<f32>> {
         .map(|g| {
             g.into_iter()
                 .enumerate()
-                .map(|(i, x)| if (i + step) % 3 == 0 { 0.0 } else { x })
+                .map(|(i, x)| if (i + step).is_multiple_of(3) { 0.0 } else { x })
                 .collect()
         })
         .collect()

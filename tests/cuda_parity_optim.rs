@@ -165,8 +165,13 @@ fn multi_tensor_adam_variants_are_bit_identical_to_the_cpu_and_to_one_tensor_per
             let grads: Vec<Vec<f32>> = random_tensors(&mut rng)
                 .into_iter()
                 .map(|g| {
-                    let zeroed =
-                        |(i, x): (usize, f32)| if (i + t as usize) % 5 == 0 { 0.0 } else { x };
+                    let zeroed = |(i, x): (usize, f32)| {
+                        if (i + t as usize).is_multiple_of(5) {
+                            0.0
+                        } else {
+                            x
+                        }
+                    };
                     g.into_iter().enumerate().map(zeroed).collect()
                 })
                 .collect();
