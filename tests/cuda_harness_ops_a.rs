@@ -1,4 +1,4 @@
-//! The norm, dropout, matmul, softmax, bce, cross-entropy and optimiser-step kernels run on
+//! The norm, dropout, matmul, softmax, bce and cross-entropy kernels run on
 //! the CPU through the execution harness (kernels/emu), checked against the CPU backend
 //! (the numerical reference) on small odd shapes, with the launch plans the device uses and
 //! small block targets so that split reductions and grid-stride loops are exercised.
@@ -25,17 +25,15 @@ use voxseg::backend::cuda::params_cross_entropy::CrossEntropyKernelParams;
 use voxseg::backend::cuda::params_dropout::DropoutKernelParams;
 use voxseg::backend::cuda::params_matmul::*;
 use voxseg::backend::cuda::params_norm::{NormKernelParams, NormMovingParams, NormPlan};
-use voxseg::backend::cuda::params_optim_step::{AdamKernelParams, SgdKernelParams};
 use voxseg::backend::cuda::params_softmax::SoftmaxKernelParams;
 use voxseg::rng::Rng;
 use voxseg::tensor_ops::bce::BceParams;
 use voxseg::tensor_ops::dropout::DropoutParams;
 use voxseg::tensor_ops::matmul::MatmulParams;
 use voxseg::tensor_ops::norm::{NormKind, NormParams};
-use voxseg::tensor_ops::optim_step::{AdamHyper, SgdHyper};
 use voxseg::tensor_ops::{
-    BceKernel, CrossEntropyKernel, DropoutKernel, MatmulKernel, NormKernel, OptimStepKernel,
-    SoftmaxKernel, SoftmaxOp,
+    BceKernel, CrossEntropyKernel, DropoutKernel, MatmulKernel, NormKernel, SoftmaxKernel,
+    SoftmaxOp,
 };
 
 const TOL: f32 = 1e-5;
@@ -132,33 +130,6 @@ fn param_structs_have_the_cpp_layout() {
             rows,
             classes,
             has_weights,
-            pad_
-        }
-    );
-    check_layout!(
-        "SgdKernelParams",
-        SgdKernelParams {
-            n,
-            lr,
-            momentum,
-            weight_decay,
-            nesterov,
-            pad_
-        }
-    );
-    check_layout!(
-        "AdamKernelParams",
-        AdamKernelParams {
-            n,
-            lr,
-            beta1,
-            beta2,
-            eps,
-            l2,
-            decoupled_decay,
-            bias_correction1,
-            bias_correction2,
-            lazy,
             pad_
         }
     );
@@ -825,109 +796,6 @@ fn one_hot_is_exact_and_bad_labels_raise_the_flag() {
         )
         .unwrap();
         assert_eq!(bad, [1.0], "cross-entropy backward, label {wrong}");
-    }
-}
-
-// ---- optimiser steps ----
-
-const STEPS: usize = 3;
-
-#[test]
-fn sgd_steps_match_the_cpu_backend() {
-    let cpu = Cpu::new();
-    let mut rng = Rng::new(16);
-    let n = 777;
-    let start = random(&mut rng, n, -1.0, 1.0);
-    for (momentum, nesterov, weight_decay, buffer) in [
-        (0.0, 0, 0.0, false),
-        (0.0, 0, 3e-5, false),
-        (0.9, 0, 1e-4, true),
-        (0.99, 1, 3e-5, true),
-    ] {
-        let h = SgdHyper {
-            lr: 0.01,
-            momentum,
-            weight_decay,
-            nesterov,
-        };
-        let what = format!("{h:?}");
-        let (mut want, mut want_buf) = (start.clone(), vec![0.0f32; n]);
-        let (mut got, mut got_buf) = (guarded(&start), guarded(&vec![0.0; n]));
-        for step in 0..STEPS {
-            let grad = random(&mut rng, n, -1.0, 1.0);
-            cpu.sgd_step(&mut want, buffer.then_some(&mut want_buf), &grad, h)
-                .unwrap();
-            let p = SgdKernelParams::new(&h, n);
-            let buf = buffer.then_some(&mut got_buf[..]);
-            emu::optim_step::sgd(&launch::elementwise(n, 2), p, &mut got, buf, &grad).unwrap();
-            assert_close(&format!("{what} step {step}"), written(&got, n), &want);
-            assert_close(
-                &format!("{what} buffer {step}"),
-                written(&got_buf, n),
-                &want_buf,
-            );
-        }
-    }
-}
-
-#[test]
-fn adam_adamw_and_lazy_adam_steps_match_the_cpu_backend() {
-    let cpu = Cpu::new();
-    let mut rng = Rng::new(17);
-    let n = 777;
-    let start = random(&mut rng, n, -1.0, 1.0);
-    for (l2, decoupled_decay, lazy) in [
-        (0.0, 0.0, 0),
-        (1e-4, 0.0, 0),
-        (0.0, 0.004, 0),
-        (0.0, 0.0, 1),
-    ] {
-        let what = format!("l2 {l2} decay {decoupled_decay} lazy {lazy}");
-        let mut want = [start.clone(), vec![0.0; n], vec![0.0; n]];
-        let mut got = [
-            guarded(&start),
-            guarded(&vec![0.0; n]),
-            guarded(&vec![0.0; n]),
-        ];
-        for step in 1..=STEPS {
-            let (beta1, beta2) = (0.9f64, 0.999f64);
-            let h = AdamHyper {
-                lr: 1e-3,
-                beta1,
-                beta2,
-                eps: 1e-7,
-                l2,
-                decoupled_decay,
-                bias_correction1: 1.0 - beta1.powi(step as i32),
-                bias_correction2: 1.0 - beta2.powi(step as i32),
-                lazy,
-            };
-            // Every third gradient is exactly zero (LazyAdam leaves those entries alone).
-            let grad: Vec<f32> = random(&mut rng, n, -1.0, 1.0)
-                .into_iter()
-                .enumerate()
-                .map(|(i, g)| if (i + step) % 3 == 0 { 0.0 } else { g })
-                .collect();
-            let [p, m, v] = &mut want;
-            cpu.adam_step(p, m, v, &grad, h).unwrap();
-            let [p, m, v] = &mut got;
-            emu::optim_step::adam(
-                &launch::elementwise(n, 2),
-                AdamKernelParams::new(&h, n),
-                p,
-                m,
-                v,
-                &grad,
-            )
-            .unwrap();
-            for (name, g, w) in [
-                ("param", &got[0], &want[0]),
-                ("m", &got[1], &want[1]),
-                ("v", &got[2], &want[2]),
-            ] {
-                assert_close(&format!("{what} {name} step {step}"), written(g, n), w);
-            }
-        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! The norm, dropout, matmul, softmax, bce, cross-entropy and optimiser-step kernels of
+//! The norm, dropout, matmul, softmax, bce and cross-entropy kernels of
 //! the CUDA backend against the CPU backend (the numerical reference) on a real device, at
 //! training sizes. Ignored by default; scripts/gpu-check.sh runs them with
 //! `--include-ignored`. Each test opens the device and fails without one. Inputs are random
@@ -22,10 +22,9 @@ use voxseg::tensor_ops::bce::BceParams;
 use voxseg::tensor_ops::dropout::DropoutParams;
 use voxseg::tensor_ops::matmul::MatmulParams;
 use voxseg::tensor_ops::norm::{NormKind, NormParams};
-use voxseg::tensor_ops::optim_step::{AdamHyper, SgdHyper};
 use voxseg::tensor_ops::{
-    BceKernel, CrossEntropyKernel, DropoutKernel, MatmulKernel, NormKernel, OptimStepKernel,
-    SoftmaxKernel, SoftmaxOp,
+    BceKernel, CrossEntropyKernel, DropoutKernel, MatmulKernel, NormKernel, SoftmaxKernel,
+    SoftmaxOp,
 };
 
 const TOL: f32 = 1e-5;
@@ -442,96 +441,5 @@ fn error_of<T>(r: voxseg::error::Result<T>) -> String {
     match r {
         Ok(_) => panic!("expected an error"),
         Err(e) => e.to_string(),
-    }
-}
-
-#[test]
-#[ignore = "needs a CUDA device"]
-fn optimiser_steps_match_cpu() {
-    let (gpu, cpu) = (device(), Cpu::new());
-    let seed = fresh_seed();
-    let mut rng = Rng::new(seed);
-    let n = (1 << 20) + 3;
-    let start = random(&mut rng, n, -1.0, 1.0);
-    let grads: Vec<Vec<f32>> = (0..3)
-        .map(|s| {
-            random(&mut rng, n, -1.0, 1.0)
-                .into_iter()
-                .enumerate()
-                .map(|(i, g)| if (i + s) % 5 == 0 { 0.0 } else { g })
-                .collect()
-        })
-        .collect();
-
-    for (momentum, nesterov) in [(0.0, 0), (0.9, 0), (0.99, 1)] {
-        let h = SgdHyper {
-            lr: 0.01,
-            momentum,
-            weight_decay: 3e-5,
-            nesterov,
-        };
-        let buffer = momentum != 0.0;
-        let (mut want, mut want_buf) = (start.clone(), vec![0.0f32; n]);
-        let (mut got, mut got_buf) = (gpu.upload(&start).unwrap(), gpu.zeros(n).unwrap());
-        for g in &grads {
-            cpu.sgd_step(&mut want, buffer.then_some(&mut want_buf), g, h)
-                .unwrap();
-            gpu.sgd_step(
-                &mut got,
-                buffer.then_some(&mut got_buf),
-                &gpu.upload(g).unwrap(),
-                h,
-            )
-            .unwrap();
-        }
-        assert_parity(&format!("{h:?}"), seed, &gpu.download(&got).unwrap(), &want);
-        assert_parity(
-            &format!("{h:?} buffer"),
-            seed,
-            &gpu.download(&got_buf).unwrap(),
-            &want_buf,
-        );
-    }
-
-    for (decoupled_decay, lazy) in [(0.0, 0), (0.004, 0), (0.0, 1)] {
-        let mut want = [start.clone(), vec![0.0; n], vec![0.0; n]];
-        let mut got = [
-            gpu.upload(&start).unwrap(),
-            gpu.zeros(n).unwrap(),
-            gpu.zeros(n).unwrap(),
-        ];
-        for (t, g) in grads.iter().enumerate() {
-            let h = AdamHyper {
-                lr: 1e-3,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-7,
-                l2: 0.0,
-                decoupled_decay,
-                bias_correction1: 1.0 - 0.9f64.powi(t as i32 + 1),
-                bias_correction2: 1.0 - 0.999f64.powi(t as i32 + 1),
-                lazy,
-            };
-            let [p, m, v] = &mut want;
-            cpu.adam_step(p, m, v, g, h).unwrap();
-            let [p, m, v] = &mut got;
-            gpu.adam_step(p, m, v, &gpu.upload(g).unwrap(), h).unwrap();
-        }
-        for (name, g, w) in [
-            ("param", &got[0], &want[0]),
-            ("m", &got[1], &want[1]),
-            ("v", &got[2], &want[2]),
-        ] {
-            let what = format!("adam decay {decoupled_decay} lazy {lazy} {name}");
-            let got = gpu.download(g).unwrap();
-            if name == "m" {
-                // The first moment sums gradients of both signs: a one-ulp difference in an
-                // O(0.1) intermediate (f64 fused multiply-adds on the device) shows up
-                // relative to the moment's scale, not to a small cancelled entry.
-                assert_parity_scaled(&what, seed, &got, w);
-            } else {
-                assert_parity(&what, seed, &got, w);
-            }
-        }
     }
 }

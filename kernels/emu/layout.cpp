@@ -155,15 +155,28 @@ extern "C" long long vx_param_layout(const char* type, const char* field) {
     VX_FIELD(CrossEntropyKernelParams, classes)
     VX_FIELD(CrossEntropyKernelParams, has_weights)
     VX_FIELD(CrossEntropyKernelParams, pad_)
+    VX_SIZE(OptimTensor)
+    VX_FIELD(OptimTensor, param)
+    VX_FIELD(OptimTensor, grad)
+    VX_FIELD(OptimTensor, state0)
+    VX_FIELD(OptimTensor, state1)
+    VX_FIELD(OptimTensor, n)
+    VX_FIELD(OptimTensor, first_chunk)
+    VX_FIELD(OptimTensor, decay)
+    VX_FIELD(OptimTensor, pad_)
+    VX_SIZE(OptimTableParams)
+    VX_FIELD(OptimTableParams, chunk)
+    VX_FIELD(OptimTableParams, tensors)
+    VX_FIELD(OptimTableParams, chunks)
     VX_SIZE(SgdKernelParams)
-    VX_FIELD(SgdKernelParams, n)
+    VX_FIELD(SgdKernelParams, table)
     VX_FIELD(SgdKernelParams, lr)
     VX_FIELD(SgdKernelParams, momentum)
     VX_FIELD(SgdKernelParams, weight_decay)
     VX_FIELD(SgdKernelParams, nesterov)
     VX_FIELD(SgdKernelParams, pad_)
     VX_SIZE(AdamKernelParams)
-    VX_FIELD(AdamKernelParams, n)
+    VX_FIELD(AdamKernelParams, table)
     VX_FIELD(AdamKernelParams, lr)
     VX_FIELD(AdamKernelParams, beta1)
     VX_FIELD(AdamKernelParams, beta2)
@@ -174,6 +187,10 @@ extern "C" long long vx_param_layout(const char* type, const char* field) {
     VX_FIELD(AdamKernelParams, bias_correction2)
     VX_FIELD(AdamKernelParams, lazy)
     VX_FIELD(AdamKernelParams, pad_)
+    VX_SIZE(ScaleKernelParams)
+    VX_FIELD(ScaleKernelParams, table)
+    VX_FIELD(ScaleKernelParams, factor)
+    VX_FIELD(ScaleKernelParams, pad_)
     return -1;
 }
 
@@ -187,6 +204,7 @@ extern "C" long long vx_launch_constant(const char* name) {
     if (!std::strcmp(name, "VX_MATMUL_BK")) return VX_MATMUL_BK;
     if (!std::strcmp(name, "VX_MATMUL_THREADS")) return VX_MATMUL_THREADS;
     if (!std::strcmp(name, "VX_SUM_THREADS")) return VX_SUM_THREADS;
+    if (!std::strcmp(name, "VX_OPTIM_THREADS")) return VX_OPTIM_THREADS;
     if (!std::strcmp(name, "VX_CONV_SIMT_BM")) return VX_CONV_SIMT_BM;
     if (!std::strcmp(name, "VX_CONV_WIDE_BN")) return VX_CONV_WIDE_BN;
     if (!std::strcmp(name, "VX_CONV_WIDE_BK")) return VX_CONV_WIDE_BK;

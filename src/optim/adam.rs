@@ -1,17 +1,17 @@
 //! Adam (L2 term in the gradient), AdamW (decoupled weight decay) and LazyAdam (sparse
-//! updates), sharing one state layout and the fused `adam_step` kernel.
+//! updates), sharing one state layout and the multi-tensor `adam_step_multi` kernel.
 //!
 //! The update is Kingma & Ba's algorithm 1: `p -= lr * m_hat / (sqrt(v_hat) + eps)` with
 //! bias-corrected moments (PyTorch places eps the same way; Keras adds its eps to
 //! `sqrt(v)` before the bias correction, a difference of order eps).
 use super::state::OptimState;
-use super::Optimizer;
+use super::{params_of, with_gradients, Optimizer};
 use crate::autograd::Gradients;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::nn::Param;
 use crate::tensor::Tensor;
-use crate::tensor_ops::optim_step::AdamHyper;
+use crate::tensor_ops::optim_step::{AdamHyper, AdamSlot};
 
 const SLOTS: [&str; 2] = ["exp_avg", "exp_avg_sq"];
 
@@ -61,6 +61,7 @@ struct Variant {
     lazy: bool,
 }
 
+/// All parameters in one multi-tensor update (one launch on a device).
 fn adam_family_step<B: Backend>(
     kind: &'static str,
     state: &mut OptimState<B>,
@@ -73,35 +74,55 @@ fn adam_family_step<B: Backend>(
     super::check_lr(kind, lr)?;
     state.check(kind, params, grads, &SLOTS)?;
     state.begin_step(params.first().map(|p| p.value.backend()))?;
+    let Some(backend) = params.first().map(|p| p.value.backend().clone()) else {
+        return Ok(());
+    };
     let t = state.step as i32;
-    for p in params.iter_mut() {
-        let Some(g) = grads.get(p.id) else { continue };
-        let decays = |rate: f64| if p.decay { rate } else { 0.0 };
-        let hyper = AdamHyper {
-            lr,
-            beta1: betas.beta1,
-            beta2: betas.beta2,
-            eps: betas.eps,
-            l2: decays(variant.l2),
-            decoupled_decay: decays(variant.decoupled_decay),
-            bias_correction1: 1.0 - betas.beta1.powi(t),
-            bias_correction2: 1.0 - betas.beta2.powi(t),
-            lazy: u32::from(variant.lazy),
-        };
-        let mut m = state.take(p, SLOTS[0])?;
-        let mut v = state.take(p, SLOTS[1])?;
-        let backend = p.value.backend().clone();
-        let result = match (m.storage_mut(), v.storage_mut()) {
-            (Ok(ms), Ok(vs)) => {
-                backend.adam_step(p.value.storage_mut()?, ms, vs, g.storage(), hyper)
-            }
-            (Err(e), _) | (_, Err(e)) => Err(e),
-        };
-        state.put(p, SLOTS[0], m);
-        state.put(p, SLOTS[1], v);
-        result?;
+    let hyper = AdamHyper {
+        lr,
+        beta1: betas.beta1,
+        beta2: betas.beta2,
+        eps: betas.eps,
+        l2: variant.l2,
+        decoupled_decay: variant.decoupled_decay,
+        bias_correction1: 1.0 - betas.beta1.powi(t),
+        bias_correction2: 1.0 - betas.beta2.powi(t),
+        lazy: u32::from(variant.lazy),
+    };
+    let mut pairs = with_gradients(params, grads);
+    let mut m = state.take_all(&params_of(&pairs), SLOTS[0])?;
+    let mut v = match state.take_all(&params_of(&pairs), SLOTS[1]) {
+        Ok(v) => v,
+        Err(e) => {
+            state.put_all(&params_of(&pairs), SLOTS[0], m);
+            return Err(e);
+        }
+    };
+    let result = update(&backend, &mut pairs, &mut m, &mut v, hyper);
+    state.put_all(&params_of(&pairs), SLOTS[0], m);
+    state.put_all(&params_of(&pairs), SLOTS[1], v);
+    result
+}
+
+/// One `adam_step_multi` over `pairs` with their moments `m`, `v` (in order).
+fn update<B: Backend>(
+    backend: &B,
+    pairs: &mut [(&mut Param<B>, &Tensor<B>)],
+    m: &mut [Tensor<B>],
+    v: &mut [Tensor<B>],
+    hyper: AdamHyper,
+) -> Result<()> {
+    let mut slots = Vec::with_capacity(pairs.len());
+    for (((p, g), m), v) in pairs.iter_mut().zip(m).zip(v) {
+        slots.push(AdamSlot {
+            param: p.value.storage_mut()?,
+            m: m.storage_mut()?,
+            v: v.storage_mut()?,
+            grad: g.storage(),
+            decay: p.decay,
+        });
     }
-    Ok(())
+    backend.adam_step_multi(&mut slots, hyper)
 }
 
 /// Adam with an optional L2 term added to the gradient (PyTorch's `Adam(weight_decay)`).

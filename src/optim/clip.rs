@@ -1,10 +1,10 @@
-//! Gradient clipping by the global L2 norm.
+//! Gradient clipping by the global L2 norm: one multi-tensor sum of squares (two launches
+//! and one read back on a device) and, when the norm is over the limit, one multi-tensor
+//! scale in place.
 use crate::autograd::{Gradients, LeafId};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::tensor::Shape;
-use crate::tensor_ops::reduce::{sum_axis1, Axis1};
-use crate::tensor_ops::unary::{unary, UnaryOp};
+use crate::tensor::Tensor;
 
 /// Scales every gradient by `max_norm / norm` when the L2 norm of all of them together
 /// exceeds `max_norm` (nnU-Net clips at 12); returns the norm before clipping. A NaN or
@@ -19,18 +19,12 @@ pub fn clip_grad_norm<B: Backend>(grads: &mut Gradients<B>, max_norm: f64) -> Re
     // A fixed order, so the f64 sum does not depend on hash order.
     let mut entries: Vec<_> = grads.iter().collect();
     entries.sort_by_key(|(id, _)| **id);
-    let mut squares = 0.0;
-    for (_, g) in &entries {
-        let sq = unary(UnaryOp::Square, g)?;
-        let view = Axis1 {
-            outer: 1,
-            mid: g.numel(),
-            inner: 1,
-        };
-        squares += sum_axis1(&sq, view, Shape::scalar())?.item()?;
-    }
+    let Some(backend) = entries.first().map(|(_, g)| g.backend().clone()) else {
+        return Ok(0.0);
+    };
+    let storages: Vec<&B::Storage> = entries.iter().map(|(_, g)| g.storage()).collect();
+    let norm = backend.sum_squares_multi(&storages)?.sqrt();
     let ids: Vec<LeafId> = entries.into_iter().map(|(id, _)| *id).collect();
-    let norm = squares.sqrt();
     if !norm.is_finite() {
         return Err(Error::NonFinite {
             what: "gradient norm".into(),
@@ -38,14 +32,30 @@ pub fn clip_grad_norm<B: Backend>(grads: &mut Gradients<B>, max_norm: f64) -> Re
         });
     }
     if norm > max_norm {
-        let coef = max_norm / norm;
-        for id in ids {
-            if let Some(g) = grads.remove(id) {
-                grads.insert(id, unary(UnaryOp::Scale(coef), &g)?);
-            }
+        let mut taken: Vec<(LeafId, Tensor<B>)> = ids
+            .into_iter()
+            .filter_map(|id| Some((id, grads.remove(id)?)))
+            .collect();
+        let result = scale_all(&backend, &mut taken, max_norm / norm);
+        for (id, g) in taken {
+            grads.insert(id, g);
         }
+        result?;
     }
     Ok(norm)
+}
+
+/// Every tensor of `taken` times `factor`, in place, in one `scale_multi`.
+fn scale_all<B: Backend>(
+    backend: &B,
+    taken: &mut [(LeafId, Tensor<B>)],
+    factor: f64,
+) -> Result<()> {
+    let mut storages = Vec::with_capacity(taken.len());
+    for (_, g) in taken.iter_mut() {
+        storages.push(g.storage_mut()?);
+    }
+    backend.scale_multi(&mut storages, factor)
 }
 
 #[cfg(test)]

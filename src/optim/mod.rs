@@ -44,6 +44,25 @@ pub trait Optimizer<B: Backend> {
     fn kind(&self) -> &'static str;
 }
 
+/// The parameters that have a gradient in `grads`, each with it, in order.
+fn with_gradients<'a, B: Backend>(
+    params: &'a mut [&mut Param<B>],
+    grads: &'a Gradients<B>,
+) -> Vec<(&'a mut Param<B>, &'a Tensor<B>)> {
+    params
+        .iter_mut()
+        .filter_map(|p| {
+            let g = grads.get(p.id)?;
+            Some((&mut **p, g))
+        })
+        .collect()
+}
+
+/// The parameters of `with_gradients`'s pairs, for the state's slot lookups.
+fn params_of<'a, B: Backend>(pairs: &'a [(&mut Param<B>, &Tensor<B>)]) -> Vec<&'a Param<B>> {
+    pairs.iter().map(|(p, _)| &**p).collect()
+}
+
 /// Fails unless the learning rate is finite and non-negative.
 fn check_lr(kind: &str, lr: f64) -> Result<()> {
     if !(lr >= 0.0 && lr.is_finite()) {

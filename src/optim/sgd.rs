@@ -1,12 +1,12 @@
 //! Stochastic gradient descent with (Nesterov) momentum, PyTorch semantics.
 use super::state::OptimState;
-use super::Optimizer;
+use super::{params_of, with_gradients, Optimizer};
 use crate::autograd::Gradients;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::nn::Param;
 use crate::tensor::Tensor;
-use crate::tensor_ops::optim_step::SgdHyper;
+use crate::tensor_ops::optim_step::{SgdHyper, SgdSlot};
 
 const MOMENTUM_SLOT: &str = "momentum_buffer";
 
@@ -58,36 +58,33 @@ impl<B: Backend> Sgd<B> {
 }
 
 impl<B: Backend> Optimizer<B> for Sgd<B> {
+    /// All parameters in one multi-tensor update (one launch on a device).
     fn step(&mut self, params: &mut [&mut Param<B>], grads: &Gradients<B>, lr: f64) -> Result<()> {
         super::check_lr("sgd", lr)?;
         let slots = self.slots();
         self.state.check("sgd", params, grads, slots)?;
         self.state
             .begin_step(params.first().map(|p| p.value.backend()))?;
-        for p in params.iter_mut() {
-            let Some(g) = grads.get(p.id) else { continue };
-            let hyper = SgdHyper {
-                lr,
-                momentum: self.momentum,
-                weight_decay: if p.decay { self.weight_decay } else { 0.0 },
-                nesterov: u32::from(self.nesterov),
-            };
-            let backend = p.value.backend().clone();
-            if slots.is_empty() {
-                backend.sgd_step(p.value.storage_mut()?, None, g.storage(), hyper)?;
-            } else {
-                let mut buf = self.state.take(p, MOMENTUM_SLOT)?;
-                let result = backend.sgd_step(
-                    p.value.storage_mut()?,
-                    Some(buf.storage_mut()?),
-                    g.storage(),
-                    hyper,
-                );
-                self.state.put(p, MOMENTUM_SLOT, buf);
-                result?;
-            }
+        let Some(backend) = params.first().map(|p| p.value.backend().clone()) else {
+            return Ok(());
+        };
+        let hyper = SgdHyper {
+            lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            nesterov: u32::from(self.nesterov),
+        };
+        let mut pairs = with_gradients(params, grads);
+        let mut buffers = match slots {
+            [] => Vec::new(),
+            _ => self.state.take_all(&params_of(&pairs), MOMENTUM_SLOT)?,
+        };
+        let result = update(&backend, &mut pairs, &mut buffers, hyper);
+        if !slots.is_empty() {
+            self.state
+                .put_all(&params_of(&pairs), MOMENTUM_SLOT, buffers);
         }
-        Ok(())
+        result
     }
 
     fn state(&self) -> Vec<(String, Tensor<B>)> {
@@ -102,6 +99,27 @@ impl<B: Backend> Optimizer<B> for Sgd<B> {
     fn kind(&self) -> &'static str {
         "sgd"
     }
+}
+
+/// One `sgd_step_multi` over `pairs`, with their momentum buffers when given (in order).
+fn update<B: Backend>(
+    backend: &B,
+    pairs: &mut [(&mut Param<B>, &Tensor<B>)],
+    buffers: &mut [Tensor<B>],
+    hyper: SgdHyper,
+) -> Result<()> {
+    let mut buffers = buffers.iter_mut();
+    let mut slots = Vec::with_capacity(pairs.len());
+    for (p, g) in pairs.iter_mut() {
+        let momentum_buf = buffers.next().map(|b| b.storage_mut()).transpose()?;
+        slots.push(SgdSlot {
+            param: p.value.storage_mut()?,
+            momentum_buf,
+            grad: g.storage(),
+            decay: p.decay,
+        });
+    }
+    backend.sgd_step_multi(&mut slots, hyper)
 }
 
 #[cfg(test)]

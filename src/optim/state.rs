@@ -102,6 +102,28 @@ impl<B: Backend> OptimState<B> {
         self.slots.insert(slot_key(&param.name, slot), value);
     }
 
+    /// The slot `slot` of each of `params`, taken out in order (zeros on first use); on a
+    /// failure the ones already taken go back. Give them back with `put_all`.
+    pub fn take_all(&mut self, params: &[&Param<B>], slot: &str) -> Result<Vec<Tensor<B>>> {
+        let mut taken = Vec::with_capacity(params.len());
+        for p in params {
+            match self.take(p, slot) {
+                Ok(t) => taken.push(t),
+                Err(e) => {
+                    self.put_all(&params[..taken.len()], slot, taken);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    pub fn put_all(&mut self, params: &[&Param<B>], slot: &str, values: Vec<Tensor<B>>) {
+        for (p, v) in params.iter().zip(values) {
+            self.put(p, slot, v);
+        }
+    }
+
     pub fn export(&self) -> Vec<(String, Tensor<B>)> {
         let Some(step) = &self.step_tensor else {
             return Vec::new();
