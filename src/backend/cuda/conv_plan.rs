@@ -269,7 +269,9 @@ pub struct ConvPack {
 }
 
 impl ConvPack {
-    fn new(kind: ConvPackKind, [a, b, c]: [usize; 3], target_blocks: u32) -> Result<Self> {
+    /// The pack of a source `[a, b, c]`, over at most `2 * target_blocks` blocks (a
+    /// grid-stride loop does the rest).
+    pub fn new(kind: ConvPackKind, [a, b, c]: [usize; 3], target_blocks: u32) -> Result<Self> {
         let (kept, padded) = match kind {
             ConvPackKind::Rows => (a * b, c.next_multiple_of(8)),
             ConvPackKind::Transposed => (a * c, b.next_multiple_of(8)),
