@@ -623,6 +623,59 @@ mod tests {
     }
 
     #[test]
+    fn bf16_plans_pack_both_operands_and_pick_tiles_by_idle_columns() {
+        use ConvPass::*;
+        let pick = |cout| {
+            let g = conv([1, 8, 8, 8, 4], [3, 3, 3, 4, cout], 1);
+            ConvPlan::new(&g, Forward, ConvPrecision::Bf16, 528).unwrap()
+        };
+        for (cout, tile) in [
+            (3, ConvTile::TcN32),
+            (32, ConvTile::TcN32),
+            (36, ConvTile::TcN64),
+            (72, ConvTile::TcN128),
+            (256, ConvTile::TcN128),
+            (320, ConvTile::TcN64),
+        ] {
+            let plan = pick(cout);
+            assert_eq!(plan.kernel.tile, tile, "cout {cout}");
+            let (bm, bn, _) = tile.shape();
+            assert_eq!(plan.dims.block[0], tile.threads());
+            assert_eq!(
+                plan.dims.shared_bytes,
+                CONV_BF16_STAGES * (bm + bn) * 32 * 2
+            );
+        }
+        assert_eq!(pick(256).dims.block[0], 256);
+        assert_eq!(pick(256).dims.shared_bytes, 64 * 1024);
+        // Forward on 4 input channels: x packed to 8 channels, w to [cout][tap][8]; the
+        // reduction runs over 27 * 8 padded (tap, channel) pairs.
+        let plan = pick(36);
+        let [a, b] = plan.packs.unwrap();
+        assert_eq!((a.kind, a.packed_len()), (ConvPackKind::Rows, 512 * 8));
+        assert_eq!(
+            (b.kind, b.packed_len()),
+            (ConvPackKind::Transposed, 36 * 27 * 8)
+        );
+        assert_eq!((a.source_len(), b.source_len()), (512 * 4, 27 * 4 * 36));
+        assert_eq!(plan.kernel.name(), Some("conv3d_fwd_bf16_n64"));
+        assert_eq!(plan.kernel.module(), "conv3d_bf16");
+        // Backward data packs dy and w as [cin][tap][cout_p]; backward weights x and dy,
+        // its rows the padded (tap, channel) pairs.
+        let g = conv([1, 8, 8, 8, 4], [3, 3, 3, 4, 12], 1);
+        let data = ConvPlan::new(&g, BackwardData, ConvPrecision::Bf16, 528).unwrap();
+        let [a, b] = data.packs.unwrap();
+        assert_eq!(a.packed_len(), 512 * 16);
+        assert_eq!((b.kind, b.packed_len()), (ConvPackKind::Rows, 4 * 27 * 16));
+        let weight = ConvPlan::new(&g, BackwardWeight, ConvPrecision::Bf16, 1).unwrap();
+        assert_eq!(weight.dims.grid[0], (27u32 * 8).div_ceil(128));
+        assert_eq!(weight.out_len, 27 * 4 * 12);
+        // Other precisions pack nothing.
+        let tf32 = ConvPlan::new(&g, Forward, ConvPrecision::Tf32, 528).unwrap();
+        assert_eq!((tf32.packs, tf32.dims.shared_bytes), (None, 0));
+    }
+
+    #[test]
     fn backward_data_runs_each_stride_phase_over_its_own_taps() {
         // Transposed conv 2x2x2 stride 2: 8 phases of one tap each, so a reduction of
         // cout alone, over an eighth of the voxels.
