@@ -213,7 +213,8 @@ __device__ __forceinline__ void vx_bf_mainloop(Loader& ld, int steps, VxBfAcc<T>
     __syncthreads();
 #pragma unroll
     for (int s = 0; s < T::STAGES - 1; ++s) {
-        if (s < steps) ld.load(s, smem + s * T::STAGE_BYTES, smem + s * T::STAGE_BYTES + T::A_BYTES);
+        unsigned char* stage = smem + s * T::STAGE_BYTES;
+        if (s < steps) ld.load(s, stage, stage + T::A_BYTES);
         vx_cp_async_commit();
     }
     for (int i = 0; i < steps; ++i) {
@@ -523,7 +524,8 @@ struct VxBfBackwardWeights {
     }
 
     __device__ __forceinline__ void begin() {
-        for (int i = threadIdx.x; i < T::STAGES * T::BK; i += T::THREADS) fill(i / T::BK, i % T::BK);
+        for (int i = threadIdx.x; i < T::STAGES * T::BK; i += T::THREADS)
+            fill(i / T::BK, i % T::BK);
     }
 
     // Iteration i has copied step i + STAGES - 1, the last reader of the table of step

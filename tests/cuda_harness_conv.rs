@@ -249,14 +249,14 @@ fn packs_round_pad_and_reorder_their_operands() {
 #[test]
 fn ldmatrix_fragments_follow_the_ptx_layout() {
     // Row r holds (r << 8) | column, so every 16-bit value names its place.
-    let rows: Vec<u16> = (0..256u16).map(|i| (i / 8) << 8 | i % 8).collect();
+    let rows: Vec<u16> = (0..256u16).map(|i| ((i / 8) << 8) | (i % 8)).collect();
     let mut out = vec![0u32; 32 * 14];
     emu_conv::ldmatrix_probe(&rows, &mut out).unwrap();
     // Lane l points at row (5 l + 3) % 32; matrix i is made of the rows lanes 8i..8i+7
     // point at.
     let row_of = |lane: usize| (5 * lane + 3) % 32;
     let elem = |i: usize, r: usize, c: usize| rows[row_of(8 * i + r) * 8 + c] as u32;
-    let pair = |lo: u32, hi: u32| lo | hi << 16;
+    let pair = |lo: u32, hi: u32| lo | (hi << 16);
     for lane in 0..32 {
         let (g, t) = (lane / 4, lane % 4);
         let o = &out[14 * lane..14 * (lane + 1)];

@@ -107,7 +107,7 @@ fn check_every_pass(gpu: &Cuda, geometries: &[ConvGeometry]) {
         let ny = g.n * g.output_voxels() * g.cout;
         let nw = g.kernel_volume() * g.cin * g.cout;
         for pass in PASSES {
-            let plan = gpu.conv_plan(&g, pass).unwrap();
+            let plan = gpu.conv_plan(g, pass).unwrap();
             let used = plan.kernel.precision;
             let what = format!("{pass:?} {:?} {g:?} (seed {seed})", plan.kernel);
             let (na, nb, nbias) = plan.operand_lens();
@@ -125,9 +125,9 @@ fn check_every_pass(gpu: &Cuda, geometries: &[ConvGeometry]) {
             let (ga, gb) = (gpu.upload(&a).unwrap(), gpu.upload(&b).unwrap());
             let gbias = bias.as_ref().map(|v| gpu.upload(v).unwrap());
             let out = match pass {
-                ConvPass::Forward => gpu.conv3d_forward(&ga, &gb, gbias.as_ref(), &g),
-                ConvPass::BackwardData => gpu.conv3d_backward_data(&ga, &gb, gbias.as_ref(), &g),
-                ConvPass::BackwardWeight => gpu.conv3d_backward_weight(&ga, &gb, &g),
+                ConvPass::Forward => gpu.conv3d_forward(&ga, &gb, gbias.as_ref(), g),
+                ConvPass::BackwardData => gpu.conv3d_backward_data(&ga, &gb, gbias.as_ref(), g),
+                ConvPass::BackwardWeight => gpu.conv3d_backward_weight(&ga, &gb, g),
             }
             .unwrap();
             let got = gpu.download(&out).unwrap();
@@ -136,9 +136,9 @@ fn check_every_pass(gpu: &Cuda, geometries: &[ConvGeometry]) {
                 let bias: Option<Vec<f64>> =
                     bias.as_ref().map(|v| v.iter().map(|&x| x as f64).collect());
                 match pass {
-                    ConvPass::Forward => cpu.conv3d_forward(&a, &b, bias.as_ref(), &g),
-                    ConvPass::BackwardData => cpu.conv3d_backward_data(&a, &b, bias.as_ref(), &g),
-                    ConvPass::BackwardWeight => cpu.conv3d_backward_weight(&a, &b, &g),
+                    ConvPass::Forward => cpu.conv3d_forward(&a, &b, bias.as_ref(), g),
+                    ConvPass::BackwardData => cpu.conv3d_backward_data(&a, &b, bias.as_ref(), g),
+                    ConvPass::BackwardWeight => cpu.conv3d_backward_weight(&a, &b, g),
                 }
                 .unwrap()
             };

@@ -208,7 +208,7 @@ impl Cuda {
         // The bf16 bits travel as f32 bit patterns, two per element.
         let words: Vec<f32> = rows
             .chunks(2)
-            .map(|p| f32::from_bits(p[0] as u32 | (p[1] as u32) << 16))
+            .map(|p| f32::from_bits(p[0] as u32 | ((p[1] as u32) << 16)))
             .collect();
         let src = self.upload(&words)?;
         let mut out = self.alloc(32 * 14)?;
