@@ -1,7 +1,8 @@
-// 3D convolution on the tensor cores: the implicit GEMMs of conv3d_common.h with mma.sync
-// (m16n8k8 TF32 or m16n8k16 BF16 operands, f32 accumulation) through the wrappers of
-// mma.h. Inputs stay f32 in memory; they are rounded to TF32 (cvt.rna) or BF16 (nearest
-// even) when a reduction step is written to shared memory.
+// 3D convolution on the tensor cores in TF32: the implicit GEMMs of conv3d_common.h with
+// mma.sync (m16n8k8 TF32 operands, f32 accumulation) through the wrappers of mma.h. Inputs
+// stay f32 in memory; they are rounded to TF32 (cvt.rna) when a reduction step is written
+// to shared memory. (BF16 runs the packed, pipelined kernels of conv3d_bf16.cu; the
+// precision policy below still takes k values in pairs so that the layouts stay general.)
 //
 // For channel counts that are multiples of 4 (the launch plan checks): every global load
 // is 16 bytes, four consecutive channels of one voxel and tap, so a load is wholly inside
@@ -48,24 +49,6 @@ struct VxTf32 {
     __device__ __forceinline__ static void mma(float (&d)[4], const unsigned (&a)[4],
                                                const unsigned (&b)[2]) {
         vx_mma_tf32(d, a, b);
-    }
-};
-
-struct VxBf16 {
-    static constexpr int KW = VX_CONV_TC_BK / 2;
-    static constexpr int PAIR = 2;
-
-    __device__ __forceinline__ static void put_k(unsigned* row, int q, const VxF4& v) {
-        *reinterpret_cast<VxU2*>(row + 2 * q) = VxU2{vx_bf16x2(v.x, v.y), vx_bf16x2(v.z, v.w)};
-    }
-    __device__ __forceinline__ static void put_mn(unsigned* row, int q, const VxF4 (&v)[PAIR]) {
-        *reinterpret_cast<VxU4*>(row + 4 * q) =
-            VxU4{vx_bf16x2(v[0].x, v[1].x), vx_bf16x2(v[0].y, v[1].y), vx_bf16x2(v[0].z, v[1].z),
-                 vx_bf16x2(v[0].w, v[1].w)};
-    }
-    __device__ __forceinline__ static void mma(float (&d)[4], const unsigned (&a)[4],
-                                               const unsigned (&b)[2]) {
-        vx_mma_bf16(d, a, b);
     }
 };
 
@@ -471,16 +454,10 @@ __device__ __forceinline__ void vx_tc_backward_weights(const Conv3dParams& p, co
 
 VX_CONV_TC(conv3d_fwd_tf32_n64, vx_tc_forward, VxTcN64, VxTf32)
 VX_CONV_TC(conv3d_fwd_tf32_n32, vx_tc_forward, VxTcN32, VxTf32)
-VX_CONV_TC(conv3d_fwd_bf16_n64, vx_tc_forward, VxTcN64, VxBf16)
-VX_CONV_TC(conv3d_fwd_bf16_n32, vx_tc_forward, VxTcN32, VxBf16)
 VX_CONV_TC(conv3d_bwd_data_tf32_n64, vx_tc_backward_data, VxTcN64, VxTf32)
 VX_CONV_TC(conv3d_bwd_data_tf32_n32, vx_tc_backward_data, VxTcN32, VxTf32)
-VX_CONV_TC(conv3d_bwd_data_bf16_n64, vx_tc_backward_data, VxTcN64, VxBf16)
-VX_CONV_TC(conv3d_bwd_data_bf16_n32, vx_tc_backward_data, VxTcN32, VxBf16)
 VX_CONV_TC(conv3d_bwd_weight_tf32_n64, vx_tc_backward_weights, VxTcN64, VxTf32)
 VX_CONV_TC(conv3d_bwd_weight_tf32_n32, vx_tc_backward_weights, VxTcN32, VxTf32)
-VX_CONV_TC(conv3d_bwd_weight_bf16_n64, vx_tc_backward_weights, VxTcN64, VxBf16)
-VX_CONV_TC(conv3d_bwd_weight_bf16_n32, vx_tc_backward_weights, VxTcN32, VxBf16)
 
 // Probes of the wrappers for tests: one warp computes out = a b + c through one mma, with the
 // fragments taken from row-major a (16 x K), b (K x 8) and c (16 x 8) by the layouts of
@@ -546,16 +523,10 @@ extern "C" int emu_conv3d_tc(const char* name, const EmuDims* d, const Conv3dPar
     } kernels[] = {
         {"conv3d_fwd_tf32_n64", conv3d_fwd_tf32_n64},
         {"conv3d_fwd_tf32_n32", conv3d_fwd_tf32_n32},
-        {"conv3d_fwd_bf16_n64", conv3d_fwd_bf16_n64},
-        {"conv3d_fwd_bf16_n32", conv3d_fwd_bf16_n32},
         {"conv3d_bwd_data_tf32_n64", conv3d_bwd_data_tf32_n64},
         {"conv3d_bwd_data_tf32_n32", conv3d_bwd_data_tf32_n32},
-        {"conv3d_bwd_data_bf16_n64", conv3d_bwd_data_bf16_n64},
-        {"conv3d_bwd_data_bf16_n32", conv3d_bwd_data_bf16_n32},
         {"conv3d_bwd_weight_tf32_n64", conv3d_bwd_weight_tf32_n64},
         {"conv3d_bwd_weight_tf32_n32", conv3d_bwd_weight_tf32_n32},
-        {"conv3d_bwd_weight_bf16_n64", conv3d_bwd_weight_bf16_n64},
-        {"conv3d_bwd_weight_bf16_n32", conv3d_bwd_weight_bf16_n32},
     };
     for (const auto& k : kernels)
         if (!std::strcmp(k.name, name)) return emu_launch(*d, k.kernel, p, a, b, bias, out);

@@ -1,6 +1,9 @@
 // Tensor-core instructions behind thin wrappers: inline PTX for nvcc (sm_80 and later), and
 // for the CPU harness an emulated twin of each that follows the PTX ISA's fragment layouts
 // (which lane holds which element) and rounds exactly as the conversion instructions do.
+// With them, the two instructions that feed the tensor cores from shared memory:
+// cp.async (16-byte global -> shared copies in commit groups) and ldmatrix (8 x 8 b16
+// matrices from shared memory into fragment registers).
 //
 // Fragments (PTX ISA, "Matrix Fragments for mma.m16n8k8 / m16n8k16"), with
 // g = lane >> 2 and t = lane & 3:
@@ -11,6 +14,13 @@
 //                   in the low half
 //                   B (16 x 8): b0 (2t..2t+1, g), b1 (2t+8..2t+9, g), the lower row low
 //   C / D (16 x 8, f32): c0 (g, 2t), c1 (g, 2t + 1), c2 (g + 8, 2t), c3 (g + 8, 2t + 1)
+//
+// ldmatrix.m8n8.xN.b16 (PTX ISA, "Warp-level matrix load instruction: ldmatrix"): lanes
+// 8i..8i+7 give the row addresses (16 bytes each) of matrix i < N; register i of lane
+// (g, t) receives row g, columns 2t and 2t + 1 of matrix i (the lower column in the low
+// half), or with .trans column g, rows 2t and 2t + 1 (the lower row low). So a [m][k]
+// tile gives A fragments and a [n][k] tile B fragments without .trans, and [k][m] and
+// [k][n] tiles give them with .trans.
 #pragma once
 
 #ifdef __CUDACC__
@@ -46,6 +56,70 @@ __device__ __forceinline__ void vx_mma_bf16(float (&d)[4], const unsigned (&a)[4
         "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// The shared-state-space address of a generic pointer into shared memory.
+__device__ __forceinline__ unsigned vx_shared_address(const void* p) {
+    return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+// Copies 16 bytes from global `src` to shared `dst` asynchronously (cp.async.cg: through
+// L2 only); when !valid nothing is read and `dst` gets zeros (src-size 0). Both addresses
+// are 16-byte aligned.
+__device__ __forceinline__ void vx_cp_async16(void* dst, const void* src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(vx_shared_address(dst)),
+                 "l"(src), "r"(valid ? 16 : 0)
+                 : "memory");
+}
+
+// Closes the group of this thread's copies issued since the previous commit.
+__device__ __forceinline__ void vx_cp_async_commit() {
+    asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+// Waits until at most PENDING of this thread's committed groups are still in flight.
+template <int PENDING>
+__device__ __forceinline__ void vx_cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(PENDING) : "memory");
+}
+
+// ldmatrix of N (1, 2 or 4) matrices, transposed when TRANS; `row` is this lane's row
+// address (see the layout at the top).
+template <int N, bool TRANS>
+__device__ __forceinline__ void vx_ldmatrix(unsigned (&r)[N], const void* row) {
+    static_assert(N == 1 || N == 2 || N == 4, "ldmatrix loads 1, 2 or 4 matrices");
+    const unsigned a = vx_shared_address(row);
+    if constexpr (N == 1 && !TRANS) {
+        asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];"
+                     : "=r"(r[0])
+                     : "r"(a)
+                     : "memory");
+    } else if constexpr (N == 1) {
+        asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];"
+                     : "=r"(r[0])
+                     : "r"(a)
+                     : "memory");
+    } else if constexpr (N == 2 && !TRANS) {
+        asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];"
+                     : "=r"(r[0]), "=r"(r[1])
+                     : "r"(a)
+                     : "memory");
+    } else if constexpr (N == 2) {
+        asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];"
+                     : "=r"(r[0]), "=r"(r[1])
+                     : "r"(a)
+                     : "memory");
+    } else if constexpr (!TRANS) {
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(a)
+                     : "memory");
+    } else {
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(a)
+                     : "memory");
+    }
 }
 
 #else  // The harness twins.
@@ -129,6 +203,56 @@ inline void vx_mma_bf16(float (&d)[4], const unsigned (&a)[4], const unsigned (&
         }
         return acc;
     });
+}
+
+// cp.async as a plain synchronous copy (or zero fill) at issue time; commit and wait do
+// nothing. So the harness checks addresses, zero fills and the ring's slot reuse (a slot
+// overwritten while a warp still reads it shows up), but it cannot show a missing or too
+// weak wait_group: the GPU parity tests cover that.
+inline void vx_cp_async16(void* dst, const void* src, bool valid) {
+    if (valid) {
+        std::memcpy(dst, src, 16);
+    } else {
+        std::memset(dst, 0, 16);
+    }
+}
+inline void vx_cp_async_commit() {}
+template <int PENDING>
+inline void vx_cp_async_wait() {}
+
+namespace vx_ldmatrix_emu {
+
+// Each lane's row address, one slot per lane of every warp of the running block (shared
+// by the block's fibers like vx_mma_emu::posted).
+inline thread_local const unsigned char* rows[32][32];
+
+inline unsigned b16_at(const unsigned char* row, int col) {
+    unsigned short v;
+    std::memcpy(&v, row + 2 * col, sizeof v);
+    return v;
+}
+
+}  // namespace vx_ldmatrix_emu
+
+// Every lane posts its row address, the warp meets, each lane reads its elements of every
+// matrix from the posted rows by the PTX layout, and the warp meets again before the
+// slots can be reused.
+template <int N, bool TRANS>
+inline void vx_ldmatrix(unsigned (&r)[N], const void* row) {
+    static_assert(N == 1 || N == 2 || N == 4, "ldmatrix loads 1, 2 or 4 matrices");
+    using namespace vx_ldmatrix_emu;
+    const unsigned tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    const unsigned char** warp = rows[tid / 32];
+    const int lane = static_cast<int>(tid % 32);
+    warp[lane] = static_cast<const unsigned char*>(row);
+    __syncwarp();
+    const int g = lane >> 2, t = lane & 3;
+    for (int i = 0; i < N; ++i) {
+        const unsigned char* const* m = warp + 8 * i;
+        r[i] = TRANS ? b16_at(m[2 * t], g) | b16_at(m[2 * t + 1], g) << 16
+                     : b16_at(m[g], 2 * t) | b16_at(m[g], 2 * t + 1) << 16;
+    }
+    __syncwarp();
 }
 
 #endif

@@ -1,8 +1,8 @@
-//! The convolution kernels (kernels/conv3d.cu, kernels/conv3d_tc.cu) run on the CPU through
-//! the execution harness, launched by exactly the plans the device uses (`ConvPlan`, split
-//! partials summed by the reduce kernels), and compared with the CPU backend's
-//! `Conv3dKernel` in f64. Outputs start as NaN and carry a guard tail that must stay
-//! untouched.
+//! The convolution kernels (kernels/conv3d.cu, conv3d_tc.cu, conv3d_bf16.cu) run on the CPU
+//! through the execution harness, launched by exactly the plans the device uses
+//! (`ConvPlan`: BF16 operands packed first, split partials summed by the reduce kernels),
+//! and compared with the CPU backend's `Conv3dKernel` in f64. Outputs start as NaN and
+//! carry a guard tail that must stay untouched; packed bf16 buffers start as bf16 NaN.
 //!
 //! Tolerances, as max |out - ref| / max |ref|: f32 kernels 1e-5; tensor-core kernels 1e-5
 //! against a reference whose inputs were rounded as the kernels round them (TF32 nearest
@@ -11,7 +11,7 @@
 //! (inputs O(1), reductions of at most ~600 terms).
 mod common;
 
-use common::{emu_sum, max_rel, norm_rel, poisoned, random, written};
+use common::{check_layout, emu_sum, max_rel, norm_rel, poisoned, random, written};
 use voxseg::backend::cpu::Cpu64;
 use voxseg::backend::cuda::conv_plan::*;
 use voxseg::backend::cuda::emu::{self, conv as emu_conv};
@@ -176,9 +176,117 @@ fn tile_constants_match_params_conv_h() {
         ("VX_CONV_SHALLOW_BK", CONV_SHALLOW_BK),
         ("VX_CONV_TC_BM", CONV_TC_BM),
         ("VX_CONV_TC_BK", CONV_TC_BK),
+        ("VX_CONV_BF16_WIDE_THREADS", CONV_BF16_WIDE_THREADS),
+        ("VX_CONV_BF16_STAGES", CONV_BF16_STAGES),
     ] {
         assert_eq!(emu::launch_constant(name), Some(value), "{name}");
     }
+}
+
+#[test]
+fn pack_params_have_the_cpp_layout() {
+    check_layout!("ConvPackParams", ConvPackParams { a, b, c, padded });
+}
+
+/// The bf16 bits of `x` rounded to nearest even (by arithmetic, see `round_bf16`).
+fn bf16_bits(x: f32) -> u16 {
+    (round_bf16(x).to_bits() >> 16) as u16
+}
+
+#[test]
+fn packs_round_pad_and_reorder_their_operands() {
+    let mut rng = Rng::new(80);
+    const GUARD: u16 = 0xABCD;
+    // (kind, [a, b, c]): activations with 5 (scalar loads), 12 (16-byte loads, padded)
+    // and 16 channels (no padding), over more chunks than one grid holds; backward-data
+    // weights [tap][cin][cout] -> [cin][tap][cout_p]; forward weights -> [cout][tap][cin_p].
+    let cases = [
+        (ConvPackKind::Rows, [700, 1, 5]),
+        (ConvPackKind::Rows, [300, 1, 12]),
+        (ConvPackKind::Rows, [90, 1, 16]),
+        (ConvPackKind::Rows, [5, 3, 5]),
+        (ConvPackKind::Transposed, [3, 12, 7]),
+        (ConvPackKind::Transposed, [2, 4, 33]),
+    ];
+    for (kind, [a, b, c]) in cases {
+        let pack = ConvPack::new(kind, [a, b, c], 1).unwrap();
+        let padded = match kind {
+            ConvPackKind::Rows => c.next_multiple_of(8),
+            ConvPackKind::Transposed => b.next_multiple_of(8),
+        };
+        assert_eq!(pack.params.padded as usize, padded);
+        assert!(
+            pack.dims.grid[0] <= 2,
+            "two blocks at most: a grid-stride loop"
+        );
+        let src = random(&mut rng, a * b * c, -2.0, 2.0);
+        let n = pack.packed_len();
+        let mut dst = vec![0xFFFFu16; n + 8];
+        dst[n..].fill(GUARD);
+        emu_conv::conv3d_pack(&pack, &src, &mut dst).unwrap();
+        assert!(
+            dst[n..].iter().all(|&g| g == GUARD),
+            "{kind:?} wrote past its end"
+        );
+        let at = |ai: usize, bi: usize, ci: usize| src[(ai * b + bi) * c + ci];
+        let want: Vec<u16> = match kind {
+            ConvPackKind::Rows => (0..b)
+                .flat_map(|bi| (0..a).flat_map(move |ai| (0..padded).map(move |ci| (ai, bi, ci))))
+                .map(|(ai, bi, ci)| if ci < c { bf16_bits(at(ai, bi, ci)) } else { 0 })
+                .collect(),
+            ConvPackKind::Transposed => (0..c)
+                .flat_map(|ci| (0..a).flat_map(move |ai| (0..padded).map(move |bi| (ai, bi, ci))))
+                .map(|(ai, bi, ci)| if bi < b { bf16_bits(at(ai, bi, ci)) } else { 0 })
+                .collect(),
+        };
+        assert_eq!(want.len(), n);
+        for (i, (&got, &w)) in dst[..n].iter().zip(&want).enumerate() {
+            assert_eq!(got, w, "{kind:?} [{a}, {b}, {c}]: element {i}");
+        }
+    }
+}
+
+#[test]
+fn ldmatrix_fragments_follow_the_ptx_layout() {
+    // Row r holds (r << 8) | column, so every 16-bit value names its place.
+    let rows: Vec<u16> = (0..256u16).map(|i| ((i / 8) << 8) | (i % 8)).collect();
+    let mut out = vec![0u32; 32 * 14];
+    emu_conv::ldmatrix_probe(&rows, &mut out).unwrap();
+    // Lane l points at row (5 l + 3) % 32; matrix i is made of the rows lanes 8i..8i+7
+    // point at.
+    let row_of = |lane: usize| (5 * lane + 3) % 32;
+    let elem = |i: usize, r: usize, c: usize| rows[row_of(8 * i + r) * 8 + c] as u32;
+    let pair = |lo: u32, hi: u32| lo | (hi << 16);
+    for lane in 0..32 {
+        let (g, t) = (lane / 4, lane % 4);
+        let o = &out[14 * lane..14 * (lane + 1)];
+        let plain = |i| pair(elem(i, g, 2 * t), elem(i, g, 2 * t + 1));
+        let trans = |i| pair(elem(i, 2 * t, g), elem(i, 2 * t + 1, g));
+        let want = [
+            plain(0),
+            plain(0),
+            plain(1),
+            plain(0),
+            plain(1),
+            plain(2),
+            plain(3),
+            trans(0),
+            trans(0),
+            trans(1),
+            trans(0),
+            trans(1),
+            trans(2),
+            trans(3),
+        ];
+        assert_eq!(o, want, "lane {lane}");
+    }
+    // By hand: lane 0 holds row 3 (lane 0's address), columns 0 and 1; transposed, column
+    // 0 of rows 3 and 8 (lanes 0 and 1's addresses). Lane 5 (g 1, t 1), matrix 3: row of
+    // lane 25 (32), columns 2, 3 -> row 0; transposed rows of lanes 26, 27 (5, 10), col 1.
+    assert_eq!(out[0], 0x0301_0300);
+    assert_eq!(out[7], 0x0800_0300);
+    assert_eq!(out[14 * 5 + 6], 0x0003_0002);
+    assert_eq!(out[14 * 5 + 13], 0x0A01_0501);
 }
 
 #[test]
@@ -270,9 +378,10 @@ fn mma_fragments_follow_the_ptx_layouts() {
 }
 
 #[test]
-fn small_odd_shapes_run_the_f32_kernels() {
+fn small_odd_shapes_run_the_f32_kernels_or_bf16() {
     let mut rng = Rng::new(72);
-    // Channel counts that are not multiples of 4 keep every precision on the f32 kernels.
+    // Channel counts that are not multiples of 4 keep f32 and TF32 on the f32 kernels; BF16
+    // pads them.
     let shapes = [
         conv([1, 5, 4, 3, 3], [3, 3, 3, 3, 2], 1, Padding::Same),
         conv([2, 5, 6, 7, 5], [3, 3, 3, 5, 35], 2, Padding::Same),
@@ -288,7 +397,11 @@ fn small_odd_shapes_run_the_f32_kernels() {
         for pass in PASSES {
             for precision in ConvPrecision::ALL {
                 let ran = check_pass(g, pass, precision, 8, &mut rng);
-                assert_eq!(ran.kernel.precision, ConvPrecision::F32);
+                let expect = match precision {
+                    ConvPrecision::Bf16 => ConvPrecision::Bf16,
+                    _ => ConvPrecision::F32,
+                };
+                assert_eq!(ran.kernel.precision, expect);
             }
         }
     }
@@ -440,5 +553,40 @@ fn random_geometries_match_the_cpu_backend() {
         for pass in PASSES {
             check_pass(&g, pass, precision, target, &mut rng);
         }
+    }
+}
+
+#[test]
+fn bf16_kernels_on_padded_channels_every_kernel_shape_and_tile() {
+    let mut rng = Rng::new(81);
+    let k2s2 = ConvTranspose3dSpec {
+        stride: [2; 3],
+        padding: [[0, 0]; 3],
+        output_padding: [0; 3],
+    };
+    let cases = [
+        // cin 4 (padded to 8), cout 36, batch 2: 128 x 64 tiles and a partial one.
+        conv([2, 5, 6, 7, 4], [3, 3, 3, 4, 36], 1, Padding::Same),
+        // 1x1x1 to 130 outputs (three 64-wide tiles); its data gradient reduces over 136.
+        conv([1, 6, 5, 7, 8], [1, 1, 1, 8, 130], 1, Padding::Same),
+        // Anisotropic 3x1x1 to 72 outputs: 128-wide tiles.
+        conv([1, 5, 4, 6, 12], [3, 1, 1, 12, 72], 1, Padding::Same),
+        // Strided 'same' with 40 channels in (steps cross taps) and 3 out.
+        conv([1, 7, 6, 5, 40], [3, 3, 3, 40, 3], 2, Padding::Same),
+        // 'valid', 12 -> 8, batch 2.
+        conv([2, 6, 5, 7, 12], [3, 3, 3, 12, 8], 1, Padding::Valid),
+        // The 2x2x2 stride-2 transposed conv of a decoder: 8 one-tap phases.
+        transposed([2, 3, 4, 3, 8], [2, 2, 2, 36, 8], k2s2),
+    ];
+    let mut tiles = std::collections::HashSet::new();
+    for g in &cases {
+        for pass in PASSES {
+            let ran = check_pass(g, pass, ConvPrecision::Bf16, 8, &mut rng);
+            assert_eq!(ran.kernel.precision, ConvPrecision::Bf16);
+            tiles.insert(ran.kernel.tile);
+        }
+    }
+    for tile in [ConvTile::TcN32, ConvTile::TcN64, ConvTile::TcN128] {
+        assert!(tiles.contains(&tile), "{tile:?} not exercised");
     }
 }

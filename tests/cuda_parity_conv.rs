@@ -12,13 +12,14 @@
 //! below 2e-3 (TF32) and 1e-2 (BF16). Probes: the rounding is bit-exact with the harness
 //! twin for normal values; mma results within 1e-5 of the twin's.
 //!
-//! The conv precision is per device, so every conv check runs in one test, in sequence.
+//! The conv precision is per device, so the tests that set it hold `common::serial()`.
 mod common;
 
-use common::{device, fresh_seed, max_rel, norm_rel, random};
+use common::{device, fresh_seed, max_rel, norm_rel, random, serial};
 use voxseg::backend::cpu::Cpu64;
 use voxseg::backend::cuda::conv_plan::{ConvPass, ConvPrecision};
 use voxseg::backend::cuda::emu::conv as emu_conv;
+use voxseg::backend::cuda::Cuda;
 use voxseg::backend::BackendBase;
 use voxseg::rng::Rng;
 use voxseg::tensor::Shape;
@@ -85,78 +86,174 @@ const PASSES: [ConvPass; 3] = [
 #[test]
 #[ignore = "needs a CUDA device"]
 fn convolutions_match_cpu_at_every_precision() {
+    let _serial = serial();
     let gpu = device();
-    let cpu = Cpu64::new();
-    let seed = fresh_seed();
-    let mut rng = Rng::new(seed);
     let previous = gpu.conv_precision().unwrap();
     for precision in ConvPrecision::ALL {
         gpu.set_conv_precision(precision);
-        for g in geometries() {
-            let nx = g.n * g.input_voxels() * g.cin;
-            let ny = g.n * g.output_voxels() * g.cout;
-            let nw = g.kernel_volume() * g.cin * g.cout;
-            for pass in PASSES {
-                let plan = gpu.conv_plan(&g, pass).unwrap();
-                let used = plan.kernel.precision;
-                let what = format!("{pass:?} {:?} {g:?} (seed {seed})", plan.kernel);
-                let (na, nb, nbias) = plan.operand_lens();
-                assert_eq!(
-                    (na, nb),
-                    match pass {
-                        ConvPass::Forward => (nx, nw),
-                        ConvPass::BackwardData => (ny, nw),
-                        ConvPass::BackwardWeight => (nx, ny),
-                    }
-                );
-                let a = random(&mut rng, na, -1.0, 1.0);
-                let b = random(&mut rng, nb, -1.0, 1.0);
-                let bias = nbias.map(|n| random(&mut rng, n, -1.0, 1.0));
-                let (ga, gb) = (gpu.upload(&a).unwrap(), gpu.upload(&b).unwrap());
-                let gbias = bias.as_ref().map(|v| gpu.upload(v).unwrap());
-                let out = match pass {
-                    ConvPass::Forward => gpu.conv3d_forward(&ga, &gb, gbias.as_ref(), &g),
-                    ConvPass::BackwardData => {
-                        gpu.conv3d_backward_data(&ga, &gb, gbias.as_ref(), &g)
-                    }
-                    ConvPass::BackwardWeight => gpu.conv3d_backward_weight(&ga, &gb, &g),
+        check_every_pass(&gpu, &geometries());
+    }
+    gpu.set_conv_precision(previous);
+}
+
+/// Every pass of every geometry at the device's current precision against the CPU
+/// backend (see the module comment for the measures).
+fn check_every_pass(gpu: &Cuda, geometries: &[ConvGeometry]) {
+    let cpu = Cpu64::new();
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    for g in geometries {
+        let nx = g.n * g.input_voxels() * g.cin;
+        let ny = g.n * g.output_voxels() * g.cout;
+        let nw = g.kernel_volume() * g.cin * g.cout;
+        for pass in PASSES {
+            let plan = gpu.conv_plan(g, pass).unwrap();
+            let used = plan.kernel.precision;
+            let what = format!("{pass:?} {:?} {g:?} (seed {seed})", plan.kernel);
+            let (na, nb, nbias) = plan.operand_lens();
+            assert_eq!(
+                (na, nb),
+                match pass {
+                    ConvPass::Forward => (nx, nw),
+                    ConvPass::BackwardData => (ny, nw),
+                    ConvPass::BackwardWeight => (nx, ny),
                 }
-                .unwrap();
-                let got = gpu.download(&out).unwrap();
-                let reference = |round: ConvPrecision| -> Vec<f64> {
-                    let (a, b) = (round_with(round, &a), round_with(round, &b));
-                    let bias: Option<Vec<f64>> =
-                        bias.as_ref().map(|v| v.iter().map(|&x| x as f64).collect());
-                    match pass {
-                        ConvPass::Forward => cpu.conv3d_forward(&a, &b, bias.as_ref(), &g),
-                        ConvPass::BackwardData => {
-                            cpu.conv3d_backward_data(&a, &b, bias.as_ref(), &g)
-                        }
-                        ConvPass::BackwardWeight => cpu.conv3d_backward_weight(&a, &b, &g),
-                    }
-                    .unwrap()
-                };
-                let rounded = reference(used);
-                let e = max_rel(&got, &rounded);
-                let tol = if used == ConvPrecision::F32 {
-                    1e-5
+            );
+            let a = random(&mut rng, na, -1.0, 1.0);
+            let b = random(&mut rng, nb, -1.0, 1.0);
+            let bias = nbias.map(|n| random(&mut rng, n, -1.0, 1.0));
+            let (ga, gb) = (gpu.upload(&a).unwrap(), gpu.upload(&b).unwrap());
+            let gbias = bias.as_ref().map(|v| gpu.upload(v).unwrap());
+            let out = match pass {
+                ConvPass::Forward => gpu.conv3d_forward(&ga, &gb, gbias.as_ref(), g),
+                ConvPass::BackwardData => gpu.conv3d_backward_data(&ga, &gb, gbias.as_ref(), g),
+                ConvPass::BackwardWeight => gpu.conv3d_backward_weight(&ga, &gb, g),
+            }
+            .unwrap();
+            let got = gpu.download(&out).unwrap();
+            let reference = |round: ConvPrecision| -> Vec<f64> {
+                let (a, b) = (round_with(round, &a), round_with(round, &b));
+                let bias: Option<Vec<f64>> =
+                    bias.as_ref().map(|v| v.iter().map(|&x| x as f64).collect());
+                match pass {
+                    ConvPass::Forward => cpu.conv3d_forward(&a, &b, bias.as_ref(), g),
+                    ConvPass::BackwardData => cpu.conv3d_backward_data(&a, &b, bias.as_ref(), g),
+                    ConvPass::BackwardWeight => cpu.conv3d_backward_weight(&a, &b, g),
+                }
+                .unwrap()
+            };
+            let rounded = reference(used);
+            let e = max_rel(&got, &rounded);
+            let tol = if used == ConvPrecision::F32 {
+                1e-5
+            } else {
+                1e-4
+            };
+            assert!(e < tol, "{what}: max relative error {e:e}");
+            if used != ConvPrecision::F32 {
+                let e = norm_rel(&got, &reference(ConvPrecision::F32));
+                let tol = if used == ConvPrecision::Tf32 {
+                    2e-3
                 } else {
-                    1e-4
+                    1e-2
                 };
-                assert!(e < tol, "{what}: max relative error {e:e}");
-                if used != ConvPrecision::F32 {
-                    let e = norm_rel(&got, &reference(ConvPrecision::F32));
-                    let tol = if used == ConvPrecision::Tf32 {
-                        2e-3
-                    } else {
-                        1e-2
-                    };
-                    assert!(e < tol, "{what}: relative norm error {e:e} to f32 inputs");
-                }
+                assert!(e < tol, "{what}: relative norm error {e:e} to f32 inputs");
             }
         }
     }
+}
+
+fn same(x: [usize; 5], w: [usize; 5], stride: usize) -> ConvGeometry {
+    let spec = Conv3dSpec {
+        stride: [stride; 3],
+        padding: Padding::Same,
+    };
+    ConvGeometry::conv3d(&Shape::new(&x), &Shape::new(&w), &spec).unwrap()
+}
+
+/// The BF16 kernels where the harness tests run them, at sizes where every tile runs
+/// many blocks: channels padded (4, 12, 40 in; 3, 36, 72, 130 out), 3x3x3, 3x1x1 and
+/// 1x1x1 kernels, stride 2 'same', 'valid', the 2x2x2 transposed conv, and a deep layer
+/// whose reductions split.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn bf16_convolutions_on_padded_channels_match_cpu() {
+    let _serial = serial();
+    let gpu = device();
+    let previous = gpu.conv_precision().unwrap();
+    gpu.set_conv_precision(ConvPrecision::Bf16);
+    let k2s2 = ConvTranspose3dSpec {
+        stride: [2; 3],
+        padding: [[0, 0]; 3],
+        output_padding: [0; 3],
+    };
+    let cases = [
+        same([2, 20, 18, 16, 4], [3, 3, 3, 4, 36], 1),
+        same([2, 16, 15, 17, 12], [3, 1, 1, 12, 72], 1),
+        same([2, 13, 12, 14, 40], [3, 3, 3, 40, 3], 2),
+        same([1, 16, 17, 15, 8], [1, 1, 1, 8, 130], 1),
+        conv([2, 10, 11, 12, 12], [3, 3, 3, 12, 8], 1, 0),
+        transposed([2, 8, 7, 9, 64], [2, 2, 2, 36, 64], k2s2),
+        same([1, 6, 6, 6, 64], [3, 3, 3, 64, 256], 1),
+    ];
+    for g in &cases {
+        for pass in PASSES {
+            let plan = gpu.conv_plan(g, pass).unwrap();
+            assert_eq!(plan.kernel.precision, ConvPrecision::Bf16, "{plan:?}");
+        }
+    }
+    check_every_pass(&gpu, &cases);
     gpu.set_conv_precision(previous);
+}
+
+/// BF16 packs its operands into pool buffers: once every size has been seen, repeating
+/// the passes allocates nothing new on the device.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn bf16_passes_allocate_nothing_new_after_the_first() {
+    let _serial = serial();
+    let gpu = Cuda::new(0).unwrap();
+    let previous = gpu.conv_precision().unwrap();
+    gpu.set_conv_precision(ConvPrecision::Bf16);
+    let g = same([2, 12, 12, 12, 4], [3, 3, 3, 4, 32], 1);
+    let x = gpu
+        .upload(&vec![0.5; g.n * g.input_voxels() * g.cin])
+        .unwrap();
+    let dy = gpu
+        .upload(&vec![0.25; g.n * g.output_voxels() * g.cout])
+        .unwrap();
+    let w = gpu
+        .upload(&vec![0.125; g.kernel_volume() * g.cin * g.cout])
+        .unwrap();
+    let passes = || {
+        drop(gpu.conv3d_forward(&x, &w, None, &g).unwrap());
+        drop(gpu.conv3d_backward_data(&dy, &w, None, &g).unwrap());
+        drop(gpu.conv3d_backward_weight(&x, &dy, &g).unwrap());
+    };
+    passes();
+    let before = gpu.pool_stats().device_allocations;
+    for _ in 0..3 {
+        passes();
+    }
+    gpu.synchronize().unwrap();
+    let after = gpu.pool_stats().device_allocations;
+    gpu.set_conv_precision(previous);
+    assert_eq!(after, before, "device allocations after the first passes");
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn ldmatrix_matches_the_harness_twin() {
+    let gpu = device();
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    for _ in 0..10 {
+        let rows: Vec<u16> = (0..256).map(|_| rng.below(1 << 16) as u16).collect();
+        let got = gpu.ldmatrix_probe(&rows).unwrap();
+        let mut want = vec![0u32; 32 * 14];
+        emu_conv::ldmatrix_probe(&rows, &mut want).unwrap();
+        assert_eq!(got, want, "seed {seed}");
+    }
 }
 
 #[test]

@@ -36,7 +36,10 @@
 // - Fast-math intrinsics (__expf, __fdividef, rsqrtf) map to exact host math, so their
 //   reduced precision on the GPU is only seen by the parity tests.
 // - Tensor-core fragments are not provided: a kernel that uses them must wrap them in
-//   __device__ functions with a host twin (kernels/mma.h does so for mma.sync).
+//   __device__ functions with a host twin (kernels/mma.h does so for mma.sync, ldmatrix
+//   and cp.async).
+// - cp.async copies synchronously when issued and its commit/wait do nothing, so a missing
+//   or too weak cp.async.wait_group cannot show here; the GPU parity tests cover it.
 #pragma once
 
 #ifdef __CUDACC__

@@ -62,6 +62,11 @@ extern "C" long long vx_param_layout(const char* type, const char* field) {
     VX_FIELD(Conv3dParams, pad_w)
     VX_FIELD(Conv3dParams, splits)
     VX_FIELD(Conv3dParams, split_len)
+    VX_SIZE(ConvPackParams)
+    VX_FIELD(ConvPackParams, a)
+    VX_FIELD(ConvPackParams, b)
+    VX_FIELD(ConvPackParams, c)
+    VX_FIELD(ConvPackParams, padded)
     VX_SIZE(EmuDims)
     VX_FIELD(EmuDims, grid)
     VX_FIELD(EmuDims, block)
@@ -214,5 +219,7 @@ extern "C" long long vx_launch_constant(const char* name) {
     if (!std::strcmp(name, "VX_CONV_SHALLOW_BK")) return VX_CONV_SHALLOW_BK;
     if (!std::strcmp(name, "VX_CONV_TC_BM")) return VX_CONV_TC_BM;
     if (!std::strcmp(name, "VX_CONV_TC_BK")) return VX_CONV_TC_BK;
+    if (!std::strcmp(name, "VX_CONV_BF16_WIDE_THREADS")) return VX_CONV_BF16_WIDE_THREADS;
+    if (!std::strcmp(name, "VX_CONV_BF16_STAGES")) return VX_CONV_BF16_STAGES;
     return -1;
 }

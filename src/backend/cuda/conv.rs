@@ -1,19 +1,21 @@
 //! `Conv3dKernel` for `Cuda`: each pass is one launch of the kernel its plan names
-//! (`conv_plan`), plus a sum over split partials when the plan splits the reduction. Every
-//! launch is checked and reported as `Error::Backend` naming the kernel; buffer lengths are
-//! checked as the CPU backend checks them.
+//! (`conv_plan`), preceded at BF16 by the two pack launches that convert its operands into
+//! bf16 scratch buffers from the pool, and followed by a sum over split partials when the
+//! plan splits the reduction. Every launch is checked and reported as `Error::Backend`
+//! naming the kernel; buffer lengths are checked as the CPU backend checks them.
 //!
 //! The arithmetic is chosen per device with [`Cuda::set_conv_precision`], initially from
 //! `VOXSEG_CONV_PRECISION` (f32, tf32 or bf16; f32 when unset).
-use super::conv_plan::{ConvPass, ConvPlan, ConvPrecision};
+use super::conv_plan::{ConvPack, ConvPass, ConvPlan, ConvPrecision};
 use super::device::{driver_error, Cuda, CudaStorage};
 use super::params::LaunchDims;
 use crate::backend::BackendBase;
 use crate::error::{check_len, Error, Result};
 use crate::tensor_ops::conv::{Conv3dKernel, ConvGeometry};
 use crate::tensor_ops::ReduceKernel;
-use cudarc::driver::{LaunchConfig, PushKernelArg};
-use std::collections::HashMap;
+use cudarc::driver::sys::CUfunction_attribute_enum;
+use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 
 /// The precision of each device ordinal (every `Cuda` of one ordinal shares a device).
@@ -23,6 +25,29 @@ fn precisions() -> std::sync::MutexGuard<'static, HashMap<usize, ConvPrecision>>
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner())
+}
+
+/// Dynamic shared memory a kernel may use without opting in.
+const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
+
+/// Lets `f` (kernel `name` on device `ordinal`) use `bytes` of dynamic shared memory, once
+/// per kernel and device.
+fn allow_shared(ordinal: usize, name: &'static str, f: &CudaFunction, bytes: u32) -> Result<()> {
+    static ALLOWED: OnceLock<Mutex<HashSet<(usize, &'static str)>>> = OnceLock::new();
+    let mut allowed = ALLOWED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if bytes <= DEFAULT_SHARED_LIMIT || allowed.contains(&(ordinal, name)) {
+        return Ok(());
+    }
+    f.set_attribute(
+        CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        bytes as i32,
+    )
+    .map_err(|e| driver_error(&format!("{name}: {bytes} bytes of shared memory"), e))?;
+    allowed.insert((ordinal, name));
+    Ok(())
 }
 
 fn config(d: &LaunchDims) -> LaunchConfig {
@@ -51,7 +76,8 @@ impl Cuda {
         precisions().insert(self.ordinal(), precision);
     }
 
-    /// Launches the plan's kernel on (a, b, bias) into `out` (workspace_len elements).
+    /// Launches the plan's kernel on (a, b, bias) into `out` (workspace_len elements); at
+    /// BF16, a and b are the packed operands.
     fn launch_conv(
         &self,
         plan: &ConvPlan,
@@ -65,6 +91,7 @@ impl Cuda {
             msg: format!("no conv kernel for {:?}", plan.kernel),
         })?;
         let f = self.function(plan.kernel.module(), name)?;
+        allow_shared(self.ordinal(), name, &f, plan.dims.shared_bytes)?;
         let null: u64 = 0;
         let mut args = self.stream().launch_builder(&f);
         args.arg(&plan.params).arg(a.block()).arg(b.block());
@@ -74,10 +101,27 @@ impl Cuda {
         };
         args.arg(out.block_mut());
         // SAFETY: the arguments are the kernel's (params, a, b, bias, out) in order; the
-        // callers checked a, b and bias against the geometry the params describe, and out
-        // holds the plan's workspace_len elements; a null bias is never read.
+        // callers checked a, b and bias against the geometry the params describe (or a and
+        // b are the plan's packs of such operands), and out holds the plan's workspace_len
+        // elements; a null bias is never read.
         unsafe { args.launch(config(&plan.dims)) }.map_err(|e| driver_error(name, e))?;
         Ok(())
+    }
+
+    /// `src` (the pack's f32 source) converted to bf16 in a new pool buffer.
+    fn pack(&self, pack: &ConvPack, src: &CudaStorage) -> Result<CudaStorage> {
+        check_len(pack.name(), "source", src.len(), pack.source_len())?;
+        // Two bf16 per f32 element of the pool's buffers.
+        let mut dst = self.alloc(pack.packed_len().div_ceil(2))?;
+        let name = pack.name();
+        let f = self.function("conv3d_bf16", name)?;
+        let mut args = self.stream().launch_builder(&f);
+        args.arg(&pack.params).arg(src.block()).arg(dst.block_mut());
+        // SAFETY: (params, src, dst) as the pack kernels take them; src holds the
+        // source_len elements the params describe (checked above) and dst packed_len
+        // bf16 values.
+        unsafe { args.launch(config(&pack.dims)) }.map_err(|e| driver_error(name, e))?;
+        Ok(dst)
     }
 
     /// The plan this device runs `pass` of `g` with, at its current precision.
@@ -96,7 +140,13 @@ impl Cuda {
     ) -> Result<CudaStorage> {
         let plan = self.conv_plan(g, pass)?;
         let mut out = self.alloc(plan.workspace_len())?;
-        self.launch_conv(&plan, a, b, bias, &mut out)?;
+        match &plan.packs {
+            None => self.launch_conv(&plan, a, b, bias, &mut out)?,
+            Some([pack_a, pack_b]) => {
+                let (a, b) = (self.pack(pack_a, a)?, self.pack(pack_b, b)?);
+                self.launch_conv(&plan, &a, &b, bias, &mut out)?;
+            }
+        }
         match plan.partial_sum() {
             None => Ok(out),
             Some(view) => self.sum_axis1(&out, view),
@@ -144,6 +194,31 @@ impl Cuda {
         // SAFETY: (a, b, c, out) as the kernel takes them, of the lengths checked above.
         unsafe { args.launch(config(&dims)) }.map_err(|e| driver_error(name, e))?;
         self.download(&out)
+    }
+
+    /// Each lane's registers from the ldmatrix wrappers (kernels/mma.h) on `rows` (32 rows
+    /// of 8 bf16): 14 per lane, as kernels/conv3d_bf16.cu's ldmatrix_probe lays them out.
+    pub fn ldmatrix_probe(&self, rows: &[u16]) -> Result<Vec<u32>> {
+        if rows.len() != 256 {
+            return Err(Error::shape(
+                "ldmatrix_probe",
+                format!("{} bf16 values, not 32 rows of 8", rows.len()),
+            ));
+        }
+        // The bf16 bits travel as f32 bit patterns, two per element.
+        let words: Vec<f32> = rows
+            .chunks(2)
+            .map(|p| f32::from_bits(p[0] as u32 | ((p[1] as u32) << 16)))
+            .collect();
+        let src = self.upload(&words)?;
+        let mut out = self.alloc(32 * 14)?;
+        let f = self.function("conv3d_bf16", "ldmatrix_probe")?;
+        let mut args = self.stream().launch_builder(&f);
+        args.arg(src.block()).arg(out.block_mut());
+        // SAFETY: (src, out) as the kernel takes them: 512 bytes in, 448 words out.
+        unsafe { args.launch(config(&LaunchDims::linear([1, 1, 1], 32))) }
+            .map_err(|e| driver_error("ldmatrix_probe", e))?;
+        Ok(self.download(&out)?.into_iter().map(f32::to_bits).collect())
     }
 
     /// The bits of each `x[i]` rounded to TF32 (cvt.rna) and of the BF16 pair

@@ -1,14 +1,18 @@
 //! Launch plans for the convolution kernels (kernels/conv3d.cu on the CUDA cores,
-//! kernels/conv3d_tc.cu on the tensor cores): which kernel runs a pass, its grid and how its
-//! reduction is split. Pure functions, shared by the device launcher (`conv.rs`) and the
-//! harness tests, so that the emulated runs exercise exactly the device's plans.
+//! kernels/conv3d_tc.cu and conv3d_bf16.cu on the tensor cores): which kernel runs a pass,
+//! its grid, how its reduction is split and, for BF16, how its operands are packed. Pure
+//! functions, shared by the device launcher (`conv.rs`) and the harness tests, so that the
+//! emulated runs exercise exactly the device's plans.
 //!
-//! - Precision: `F32` runs the CUDA-core kernels; `Tf32` and `Bf16` run the tensor-core
-//!   kernels (operands rounded to TF32 or BF16, f32 accumulation) where every channel count
-//!   is a multiple of 4, and the f32 kernels elsewhere (e.g. a 1x1x1 head with 3 outputs).
+//! - Precision: `F32` runs the CUDA-core kernels; `Tf32` runs the TF32 tensor-core kernels
+//!   (f32 operands rounded as they are read) where every channel count is a multiple of
+//!   4, and the f32 kernels elsewhere (e.g. a 1x1x1 head with 3 outputs); `Bf16` always
+//!   runs the BF16 kernels: both operands are first packed to bf16 with channels padded to
+//!   a multiple of 8 ([`ConvPack`]), then a pipelined kernel reads the packed buffers.
 //! - Tiles: f32 uses 64 x 32 tiles, 64 x 8 when the result has at most 8 columns, and a
-//!   K step of 4 instead of 16 when the reduction has at most 4 (tap, channel) pairs; the
-//!   tensor cores use 128 x 64, or 128 x 32 for at most 32 columns.
+//!   K step of 4 instead of 16 when the reduction has at most 4 (tap, channel) pairs; TF32
+//!   uses 128 x 64, or 128 x 32 for at most 32 columns; BF16 128 x 32 up to 32 columns,
+//!   128 x 64 up to 64, else 128 x 128 unless 128 x 64 wastes fewer columns.
 //! - Backward data runs one launch over all stride phases (grid.z), each phase a GEMM over
 //!   only the taps that reach its voxels.
 //! - Splits: when the tiles alone give fewer blocks than the device wants, the reduction is
@@ -34,6 +38,12 @@ pub const CONV_SHALLOW_BK: u32 = 4;
 /// Rows and K step of the tensor-core tiles (`VX_CONV_TC_BM`, `VX_CONV_TC_BK`).
 pub const CONV_TC_BM: u32 = 128;
 pub const CONV_TC_BK: u32 = 32;
+/// Threads of the 128 x 128 BF16 tile (`VX_CONV_BF16_WIDE_THREADS`).
+pub const CONV_BF16_WIDE_THREADS: u32 = 256;
+/// Stages of the BF16 kernels' shared-memory ring (`VX_CONV_BF16_STAGES`).
+pub const CONV_BF16_STAGES: u32 = 4;
+/// Threads of a pack block.
+const PACK_THREADS: u32 = 256;
 
 /// A split covers at least this many K steps.
 const MIN_STEPS_PER_SPLIT: u64 = 8;
@@ -118,6 +128,8 @@ pub enum ConvTile {
     Narrow,
     /// f32, 64 x 32, K step 4: reductions of at most 4.
     Shallow,
+    /// Tensor cores (BF16 only), 128 x 128, K step 32.
+    TcN128,
     /// Tensor cores, 128 x 64, K step 32.
     TcN64,
     /// Tensor cores, 128 x 32, K step 32.
@@ -131,8 +143,17 @@ impl ConvTile {
             Self::Wide => (CONV_SIMT_BM, CONV_WIDE_BN, CONV_WIDE_BK),
             Self::Narrow => (CONV_SIMT_BM, CONV_NARROW_BN, CONV_NARROW_BK),
             Self::Shallow => (CONV_SIMT_BM, CONV_SHALLOW_BN, CONV_SHALLOW_BK),
+            Self::TcN128 => (CONV_TC_BM, 128, CONV_TC_BK),
             Self::TcN64 => (CONV_TC_BM, 64, CONV_TC_BK),
             Self::TcN32 => (CONV_TC_BM, 32, CONV_TC_BK),
+        }
+    }
+
+    /// Threads of a block.
+    pub fn threads(self) -> u32 {
+        match self {
+            Self::TcN128 => CONV_BF16_WIDE_THREADS,
+            _ => CONV_THREADS,
         }
     }
 }
@@ -150,7 +171,19 @@ impl ConvKernel {
     pub fn module(&self) -> &'static str {
         match self.precision {
             ConvPrecision::F32 => "conv3d",
-            ConvPrecision::Tf32 | ConvPrecision::Bf16 => "conv3d_tc",
+            ConvPrecision::Tf32 => "conv3d_tc",
+            ConvPrecision::Bf16 => "conv3d_bf16",
+        }
+    }
+
+    /// Dynamic shared memory of a launch: the BF16 kernels' ring of bf16 A and B tiles.
+    pub fn shared_bytes(&self) -> u32 {
+        match self.precision {
+            ConvPrecision::Bf16 => {
+                let (bm, bn, bk) = self.tile.shape();
+                CONV_BF16_STAGES * (bm + bn) * bk * 2
+            }
+            _ => 0,
         }
     }
 
@@ -171,14 +204,17 @@ impl ConvKernel {
             (BackwardWeight, F32, Narrow) => "conv3d_bwd_weight_f32_narrow",
             (Forward, Tf32, TcN64) => "conv3d_fwd_tf32_n64",
             (Forward, Tf32, TcN32) => "conv3d_fwd_tf32_n32",
+            (Forward, Bf16, TcN128) => "conv3d_fwd_bf16_n128",
             (Forward, Bf16, TcN64) => "conv3d_fwd_bf16_n64",
             (Forward, Bf16, TcN32) => "conv3d_fwd_bf16_n32",
             (BackwardData, Tf32, TcN64) => "conv3d_bwd_data_tf32_n64",
             (BackwardData, Tf32, TcN32) => "conv3d_bwd_data_tf32_n32",
+            (BackwardData, Bf16, TcN128) => "conv3d_bwd_data_bf16_n128",
             (BackwardData, Bf16, TcN64) => "conv3d_bwd_data_bf16_n64",
             (BackwardData, Bf16, TcN32) => "conv3d_bwd_data_bf16_n32",
             (BackwardWeight, Tf32, TcN64) => "conv3d_bwd_weight_tf32_n64",
             (BackwardWeight, Tf32, TcN32) => "conv3d_bwd_weight_tf32_n32",
+            (BackwardWeight, Bf16, TcN128) => "conv3d_bwd_weight_bf16_n128",
             (BackwardWeight, Bf16, TcN64) => "conv3d_bwd_weight_bf16_n64",
             (BackwardWeight, Bf16, TcN32) => "conv3d_bwd_weight_bf16_n32",
             _ => return None,
@@ -200,7 +236,92 @@ pub fn conv_params(g: &ConvGeometry) -> Result<Conv3dParams> {
     })
 }
 
-/// One pass of one convolution: the kernel, its parameters and grid.
+/// Parameters of a pack kernel (`ConvPackParams` in kernels/params_conv.h): f32 source
+/// `[a][b][c]` to bf16, the padded dimension (c for rows, b for transposed) rounded up to a
+/// multiple of 8.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvPackParams {
+    pub a: i32,
+    pub b: i32,
+    pub c: i32,
+    pub padded: i32,
+}
+
+// SAFETY: #[repr(C)] plain integers, the layout of ConvPackParams (checked by a test).
+unsafe impl cudarc::driver::DeviceRepr for ConvPackParams {}
+
+/// The pack kernels (kernels/conv3d_bf16.cu).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConvPackKind {
+    /// `[b][a][padded]` from `[a][b][c]`: activations (b = 1) and backward-data weights.
+    Rows,
+    /// `[c][a][padded]` from `[a][b][c]`: forward weights.
+    Transposed,
+}
+
+/// The conversion of one f32 operand to the bf16 buffer a BF16 kernel reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvPack {
+    pub kind: ConvPackKind,
+    pub params: ConvPackParams,
+    pub dims: LaunchDims,
+}
+
+impl ConvPack {
+    /// The pack of a source `[a, b, c]`, over at most `2 * target_blocks` blocks (a
+    /// grid-stride loop does the rest).
+    pub fn new(kind: ConvPackKind, [a, b, c]: [usize; 3], target_blocks: u32) -> Result<Self> {
+        let (kept, padded) = match kind {
+            ConvPackKind::Rows => (a * b, c.next_multiple_of(8)),
+            ConvPackKind::Transposed => (a * c, b.next_multiple_of(8)),
+        };
+        let chunks = kept * padded / 8;
+        let fit = |v: usize| i32::try_from(v).ok();
+        let (Some(a), Some(b), Some(c), Some(padded), Some(_)) =
+            (fit(a), fit(b), fit(c), fit(padded), fit(chunks))
+        else {
+            return Err(Error::shape(
+                "conv3d (cuda bf16 pack)",
+                format!("[{a}, {b}, {c}] exceeds the pack kernels' 32-bit chunk indices"),
+            ));
+        };
+        let blocks = chunks
+            .div_ceil(PACK_THREADS as usize)
+            .clamp(1, 2 * target_blocks.max(1) as usize);
+        Ok(Self {
+            kind,
+            params: ConvPackParams { a, b, c, padded },
+            dims: LaunchDims::linear([blocks as u32, 1, 1], PACK_THREADS),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            ConvPackKind::Rows => "conv3d_pack_rows",
+            ConvPackKind::Transposed => "conv3d_pack_transposed",
+        }
+    }
+
+    /// f32 elements of the source.
+    pub fn source_len(&self) -> usize {
+        let p = &self.params;
+        p.a as usize * p.b as usize * p.c as usize
+    }
+
+    /// bf16 elements of the packed buffer.
+    pub fn packed_len(&self) -> usize {
+        let p = &self.params;
+        let kept = match self.kind {
+            ConvPackKind::Rows => p.b,
+            ConvPackKind::Transposed => p.c,
+        };
+        p.a as usize * kept as usize * p.padded as usize
+    }
+}
+
+/// One pass of one convolution: the kernel, its parameters and grid, and for BF16 the
+/// packing of its operands a and b.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvPlan {
     pub kernel: ConvKernel,
@@ -208,6 +329,8 @@ pub struct ConvPlan {
     pub dims: LaunchDims,
     /// Elements of the result (y, dx or dw).
     pub out_len: usize,
+    /// BF16: the packs of a and b, run before the kernel, which reads their outputs.
+    pub packs: Option<[ConvPack; 2]>,
 }
 
 /// The GEMM shape of a pass: rows, columns, the longest reduction, and how many grid.z
@@ -219,13 +342,23 @@ struct Gemm {
     layers: u64,
 }
 
-fn gemm(p: &Conv3dParams, pass: ConvPass) -> Gemm {
+/// The GEMM of a pass; with `padded`, over channels rounded up to a multiple of 8 where
+/// they are part of the reduction or of the weight gradient's rows (the BF16 kernels).
+fn gemm(p: &Conv3dParams, pass: ConvPass, padded: bool) -> Gemm {
     let v = |x: i32| x as u64;
+    let pad = |c: i32| {
+        if padded {
+            v(c).next_multiple_of(8)
+        } else {
+            v(c)
+        }
+    };
+    let taps = v(p.k_d) * v(p.k_h) * v(p.k_w);
     match pass {
         ConvPass::Forward => Gemm {
             rows: p.output_voxels() as u64,
             cols: v(p.cout),
-            depth: p.patch_len() as u64,
+            depth: taps * pad(p.cin),
             layers: 1,
         },
         ConvPass::BackwardData => {
@@ -241,17 +374,47 @@ fn gemm(p: &Conv3dParams, pass: ConvPass) -> Gemm {
             Gemm {
                 rows: v(p.n) * rows,
                 cols: v(p.cin),
-                depth: taps * v(p.cout),
+                depth: taps * pad(p.cout),
                 layers: axes.iter().map(|&(_, _, s)| v(s)).product(),
             }
         }
         ConvPass::BackwardWeight => Gemm {
-            rows: p.patch_len() as u64,
+            rows: taps * pad(p.cin),
             cols: v(p.cout),
             depth: p.output_voxels() as u64,
             layers: 1,
         },
     }
+}
+
+/// The BF16 tile for a result of `cols` columns: the narrowest that holds them up to 64,
+/// beyond that 128 wide unless 64-wide tiles leave fewer columns idle (e.g. 320).
+fn bf16_tile(cols: u64) -> ConvTile {
+    let idle = |bn: u64| cols.next_multiple_of(bn) - cols;
+    if cols <= 32 {
+        ConvTile::TcN32
+    } else if cols <= 64 || idle(64) < idle(128) {
+        ConvTile::TcN64
+    } else {
+        ConvTile::TcN128
+    }
+}
+
+/// The packs of a BF16 pass's operands (a, b); see kernels/conv3d_bf16.cu for the layouts.
+fn packs(g: &ConvGeometry, pass: ConvPass, target_blocks: u32) -> Result<[ConvPack; 2]> {
+    use ConvPackKind::*;
+    let x = [g.n * g.input_voxels(), 1, g.cin];
+    let dy = [g.n * g.output_voxels(), 1, g.cout];
+    let w = [g.kernel_volume(), g.cin, g.cout];
+    let [(ka, a), (kb, b)] = match pass {
+        ConvPass::Forward => [(Rows, x), (Transposed, w)],
+        ConvPass::BackwardData => [(Rows, dy), (Rows, w)],
+        ConvPass::BackwardWeight => [(Rows, x), (Rows, dy)],
+    };
+    Ok([
+        ConvPack::new(ka, a, target_blocks)?,
+        ConvPack::new(kb, b, target_blocks)?,
+    ])
 }
 
 impl ConvPlan {
@@ -264,9 +427,13 @@ impl ConvPlan {
         target_blocks: u32,
     ) -> Result<Self> {
         let p = conv_params(g)?;
-        let gm = gemm(&p, pass);
-        let tensor_cores = precision != ConvPrecision::F32 && p.cin % 4 == 0 && p.cout % 4 == 0;
-        let tile = if tensor_cores {
+        let bf16 = precision == ConvPrecision::Bf16;
+        let gm = gemm(&p, pass, bf16);
+        let tensor_cores =
+            bf16 || (precision == ConvPrecision::Tf32 && p.cin % 4 == 0 && p.cout % 4 == 0);
+        let tile = if bf16 {
+            bf16_tile(gm.cols)
+        } else if tensor_cores {
             if gm.cols <= 32 {
                 ConvTile::TcN32
             } else {
@@ -323,8 +490,16 @@ impl ConvPlan {
                 split_len: split_len as i32,
                 ..p
             },
-            dims: LaunchDims::linear(grid.map(|v| v as u32), CONV_THREADS),
+            dims: LaunchDims {
+                shared_bytes: kernel.shared_bytes(),
+                ..LaunchDims::linear(grid.map(|v| v as u32), tile.threads())
+            },
             out_len,
+            packs: if bf16 {
+                Some(packs(g, pass, target_blocks)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -445,6 +620,59 @@ mod tests {
             pick([2, 8, 8, 8, 64], [3, 3, 3, 64, 64], Forward, F32).tile,
             ConvTile::Wide
         );
+    }
+
+    #[test]
+    fn bf16_plans_pack_both_operands_and_pick_tiles_by_idle_columns() {
+        use ConvPass::*;
+        let pick = |cout| {
+            let g = conv([1, 8, 8, 8, 4], [3, 3, 3, 4, cout], 1);
+            ConvPlan::new(&g, Forward, ConvPrecision::Bf16, 528).unwrap()
+        };
+        for (cout, tile) in [
+            (3, ConvTile::TcN32),
+            (32, ConvTile::TcN32),
+            (36, ConvTile::TcN64),
+            (72, ConvTile::TcN128),
+            (256, ConvTile::TcN128),
+            (320, ConvTile::TcN64),
+        ] {
+            let plan = pick(cout);
+            assert_eq!(plan.kernel.tile, tile, "cout {cout}");
+            let (bm, bn, _) = tile.shape();
+            assert_eq!(plan.dims.block[0], tile.threads());
+            assert_eq!(
+                plan.dims.shared_bytes,
+                CONV_BF16_STAGES * (bm + bn) * 32 * 2
+            );
+        }
+        assert_eq!(pick(256).dims.block[0], 256);
+        assert_eq!(pick(256).dims.shared_bytes, 64 * 1024);
+        // Forward on 4 input channels: x packed to 8 channels, w to [cout][tap][8]; the
+        // reduction runs over 27 * 8 padded (tap, channel) pairs.
+        let plan = pick(36);
+        let [a, b] = plan.packs.unwrap();
+        assert_eq!((a.kind, a.packed_len()), (ConvPackKind::Rows, 512 * 8));
+        assert_eq!(
+            (b.kind, b.packed_len()),
+            (ConvPackKind::Transposed, 36 * 27 * 8)
+        );
+        assert_eq!((a.source_len(), b.source_len()), (512 * 4, 27 * 4 * 36));
+        assert_eq!(plan.kernel.name(), Some("conv3d_fwd_bf16_n64"));
+        assert_eq!(plan.kernel.module(), "conv3d_bf16");
+        // Backward data packs dy and w as [cin][tap][cout_p]; backward weights x and dy,
+        // its rows the padded (tap, channel) pairs.
+        let g = conv([1, 8, 8, 8, 4], [3, 3, 3, 4, 12], 1);
+        let data = ConvPlan::new(&g, BackwardData, ConvPrecision::Bf16, 528).unwrap();
+        let [a, b] = data.packs.unwrap();
+        assert_eq!(a.packed_len(), 512 * 16);
+        assert_eq!((b.kind, b.packed_len()), (ConvPackKind::Rows, 4 * 27 * 16));
+        let weight = ConvPlan::new(&g, BackwardWeight, ConvPrecision::Bf16, 1).unwrap();
+        assert_eq!(weight.dims.grid[0], (27u32 * 8).div_ceil(128));
+        assert_eq!(weight.out_len, 27 * 4 * 12);
+        // Other precisions pack nothing.
+        let tf32 = ConvPlan::new(&g, Forward, ConvPrecision::Tf32, 528).unwrap();
+        assert_eq!((tf32.packs, tf32.dims.shared_bytes), (None, 0));
     }
 
     #[test]

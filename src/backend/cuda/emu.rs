@@ -350,11 +350,13 @@ pub mod optim_step;
 pub mod softmax;
 /// The spatial kernels (pool, upsample, concat, pad, flip, ssim).
 pub mod spatial;
-/// The convolution kernels (kernels/conv3d.cu, kernels/conv3d_tc.cu) and the tensor-core
-/// probes.
+/// The convolution kernels (kernels/conv3d.cu, conv3d_tc.cu, conv3d_bf16.cu) and the
+/// tensor-core probes.
 pub mod conv {
     use super::{need, status, EmuResult};
-    use crate::backend::cuda::conv_plan::{ConvPlan, ConvPrecision};
+    use crate::backend::cuda::conv_plan::{
+        ConvPack, ConvPackKind, ConvPackParams, ConvPlan, ConvPrecision,
+    };
     use crate::backend::cuda::params::{Conv3dParams, LaunchDims};
     use std::ffi::{c_char, c_int, CString};
 
@@ -377,6 +379,28 @@ pub mod conv {
             bias: *const f32,
             out: *mut f32,
         ) -> c_int;
+        fn emu_conv3d_bf16(
+            name: *const c_char,
+            d: *const LaunchDims,
+            p: Conv3dParams,
+            a: *const u16,
+            b: *const u16,
+            bias: *const f32,
+            out: *mut f32,
+        ) -> c_int;
+        fn emu_conv3d_pack_rows(
+            d: *const LaunchDims,
+            p: ConvPackParams,
+            src: *const f32,
+            dst: *mut u16,
+        ) -> c_int;
+        fn emu_conv3d_pack_transposed(
+            d: *const LaunchDims,
+            p: ConvPackParams,
+            src: *const f32,
+            dst: *mut u16,
+        ) -> c_int;
+        fn emu_ldmatrix_probe(d: *const LaunchDims, src: *const u16, out: *mut u32) -> c_int;
         fn emu_mma_probe_tf32(
             d: *const LaunchDims,
             a: *const f32,
@@ -400,8 +424,10 @@ pub mod conv {
         ) -> c_int;
     }
 
-    /// Runs the plan's kernel: `a`, `b` and `bias` as `plan.operand_lens()` says (a bias
-    /// only where the pass takes one), `out` of `plan.workspace_len()` elements.
+    /// Runs the plan's pass: `a`, `b` and `bias` as `plan.operand_lens()` says (a bias
+    /// only where the pass takes one), `out` of `plan.workspace_len()` elements. A BF16
+    /// plan packs a and b first, into buffers filled with bf16 NaN (0xFFFF) beforehand, so
+    /// that a packed element no pack wrote poisons the result.
     pub fn conv3d(
         plan: &ConvPlan,
         a: &[f32],
@@ -409,11 +435,48 @@ pub mod conv {
         bias: Option<&[f32]>,
         out: &mut [f32],
     ) -> EmuResult {
-        let (na, nb, nbias) = plan.operand_lens();
+        let (na, nb, _) = plan.operand_lens();
         need("a", a.len(), na as u64)?;
         need("b", b.len(), nb as u64)?;
+        let Some([pack_a, pack_b]) = &plan.packs else {
+            return launch(plan, a.as_ptr().cast(), b.as_ptr().cast(), bias, out);
+        };
+        let packed = |pack: &ConvPack, src: &[f32]| -> Result<Vec<u16>, String> {
+            let mut dst = vec![0xFFFF; pack.packed_len()];
+            conv3d_pack(pack, src, &mut dst)?;
+            Ok(dst)
+        };
+        let (a16, b16) = (packed(pack_a, a)?, packed(pack_b, b)?);
+        conv3d_packed(plan, &a16, &b16, bias, out)
+    }
+
+    /// Runs a BF16 plan's kernel on operands already packed as `plan.packs` says.
+    pub fn conv3d_packed(
+        plan: &ConvPlan,
+        a: &[u16],
+        b: &[u16],
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+    ) -> EmuResult {
+        let [pack_a, pack_b] = plan
+            .packs
+            .ok_or_else(|| format!("{:?} reads f32 operands", plan.kernel))?;
+        need("packed a", a.len(), pack_a.packed_len() as u64)?;
+        need("packed b", b.len(), pack_b.packed_len() as u64)?;
+        launch(plan, a.as_ptr().cast(), b.as_ptr().cast(), bias, out)
+    }
+
+    /// Launches the plan's kernel on a and b (f32, or bf16 for a BF16 plan) whose lengths
+    /// the caller checked.
+    fn launch(
+        plan: &ConvPlan,
+        a: *const u8,
+        b: *const u8,
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+    ) -> EmuResult {
         need("out", out.len(), plan.workspace_len() as u64)?;
-        let bias = match (bias, nbias) {
+        let bias = match (bias, plan.operand_lens().2) {
             (None, _) => std::ptr::null(),
             (Some(v), Some(n)) => {
                 need("bias", v.len(), n as u64)?;
@@ -425,28 +488,56 @@ pub mod conv {
             .kernel
             .name()
             .ok_or_else(|| format!("no kernel for {:?}", plan.kernel))?;
-        let run = match plan.kernel.module() {
-            "conv3d" => emu_conv3d_f32,
-            _ => emu_conv3d_tc,
-        };
         let c_name = CString::new(name).map_err(|e| e.to_string())?;
-        // SAFETY: the slices cover what the params make the kernel index (checked above);
-        // a null bias is never read.
+        let (name_ptr, dims, p, out_ptr) =
+            (c_name.as_ptr(), &plan.dims, plan.params, out.as_mut_ptr());
+        // SAFETY: the slices behind a, b, bias and out cover what the params make the
+        // kernel index (checked by the callers and above); a null bias is never read.
         let code = unsafe {
-            run(
-                c_name.as_ptr(),
-                &plan.dims,
-                plan.params,
-                a.as_ptr(),
-                b.as_ptr(),
-                bias,
-                out.as_mut_ptr(),
-            )
+            match plan.kernel.module() {
+                "conv3d" => emu_conv3d_f32(name_ptr, dims, p, a.cast(), b.cast(), bias, out_ptr),
+                "conv3d_tc" => emu_conv3d_tc(name_ptr, dims, p, a.cast(), b.cast(), bias, out_ptr),
+                _ => emu_conv3d_bf16(name_ptr, dims, p, a.cast(), b.cast(), bias, out_ptr),
+            }
         };
         if code == -2 {
             return Err(format!("the harness has no kernel {name}"));
         }
         status(code)
+    }
+
+    /// The kernels access bf16 buffers in 16-byte chunks (a Vec's allocation is aligned so
+    /// on the hosts the harness runs on; a sub-slice may not be).
+    fn aligned16(what: &str, p: *const u16) -> EmuResult {
+        if !(p as usize).is_multiple_of(16) {
+            return Err(format!("{what} is not 16-byte aligned"));
+        }
+        Ok(())
+    }
+
+    /// Runs a pack kernel: `src` of `pack.source_len()` f32, `dst` of `pack.packed_len()`
+    /// bf16, 16-byte aligned.
+    pub fn conv3d_pack(pack: &ConvPack, src: &[f32], dst: &mut [u16]) -> EmuResult {
+        need("source", src.len(), pack.source_len() as u64)?;
+        need("packed", dst.len(), pack.packed_len() as u64)?;
+        aligned16("packed", dst.as_ptr())?;
+        let run = match pack.kind {
+            ConvPackKind::Rows => emu_conv3d_pack_rows,
+            ConvPackKind::Transposed => emu_conv3d_pack_transposed,
+        };
+        // SAFETY: lengths checked against the params above.
+        status(unsafe { run(&pack.dims, pack.params, src.as_ptr(), dst.as_mut_ptr()) })
+    }
+
+    /// Each lane's 14 ldmatrix registers on `rows` (32 rows of 8 bf16, 16-byte aligned), as
+    /// `Cuda::ldmatrix_probe` gives them on a device.
+    pub fn ldmatrix_probe(rows: &[u16], out: &mut [u32]) -> EmuResult {
+        need("rows", rows.len(), 256)?;
+        need("out", out.len(), 32 * 14)?;
+        aligned16("rows", rows.as_ptr())?;
+        let d = LaunchDims::linear([1, 1, 1], 32);
+        // SAFETY: lengths and alignment checked above.
+        status(unsafe { emu_ldmatrix_probe(&d, rows.as_ptr(), out.as_mut_ptr()) })
     }
 
     /// `out = a b + c` through one emulated mma (`Cuda::mma_probe` on a device).
