@@ -174,6 +174,13 @@ extern "C" long long vx_param_layout(const char* type, const char* field) {
     VX_FIELD(AdamKernelParams, bias_correction2)
     VX_FIELD(AdamKernelParams, lazy)
     VX_FIELD(AdamKernelParams, pad_)
+    VX_SIZE(DiceKernelParams)
+    VX_FIELD(DiceKernelParams, rows)
+    VX_FIELD(DiceKernelParams, row_voxels)
+    VX_FIELD(DiceKernelParams, channels)
+    VX_FIELD(DiceKernelParams, voxels_per_split)
+    VX_FIELD(DiceKernelParams, splits)
+    VX_FIELD(DiceKernelParams, chunk_channels)
     return -1;
 }
 
@@ -187,6 +194,7 @@ extern "C" long long vx_launch_constant(const char* name) {
     if (!std::strcmp(name, "VX_MATMUL_BK")) return VX_MATMUL_BK;
     if (!std::strcmp(name, "VX_MATMUL_THREADS")) return VX_MATMUL_THREADS;
     if (!std::strcmp(name, "VX_SUM_THREADS")) return VX_SUM_THREADS;
+    if (!std::strcmp(name, "VX_DICE_THREADS")) return VX_DICE_THREADS;
     if (!std::strcmp(name, "VX_CONV_SIMT_BM")) return VX_CONV_SIMT_BM;
     if (!std::strcmp(name, "VX_CONV_WIDE_BN")) return VX_CONV_WIDE_BN;
     if (!std::strcmp(name, "VX_CONV_WIDE_BK")) return VX_CONV_WIDE_BK;

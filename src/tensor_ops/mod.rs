@@ -6,6 +6,7 @@ pub mod binary;
 pub mod concat;
 pub mod conv;
 pub mod cross_entropy;
+pub mod dice_sums;
 pub mod dropout;
 pub mod flip;
 pub mod matmul;
@@ -27,6 +28,7 @@ pub use binary::{add, BinaryKernel, BinaryOp};
 pub use concat::ConcatKernel;
 pub use conv::Conv3dKernel;
 pub use cross_entropy::{one_hot, CrossEntropyKernel};
+pub use dice_sums::DiceSumsKernel;
 pub use dropout::DropoutKernel;
 pub use flip::FlipKernel;
 pub use matmul::MatmulKernel;
@@ -62,6 +64,7 @@ pub trait Backend:
     + CrossEntropyKernel
     + SsimWindowKernel
     + OptimStepKernel
+    + DiceSumsKernel
 {
 }
 
@@ -84,5 +87,6 @@ impl<T> Backend for T where
         + CrossEntropyKernel
         + SsimWindowKernel
         + OptimStepKernel
+    + DiceSumsKernel
 {
 }

@@ -343,6 +343,7 @@ pub mod selftest {
 
 pub mod bce;
 pub mod cross_entropy;
+pub mod dice;
 pub mod dropout;
 pub mod matmul;
 pub mod norm;

@@ -8,7 +8,7 @@
 //!   harness; `kernel_call`: the checked launch.
 //! - One launcher module per op family, each with `impl <Family>Kernel for Cuda`: `ops`
 //!   (unary, binary, reduce, random fills), `conv` (f32 and tensor-core convolution),
-//!   `norm`, `dropout`, `matmul`, `softmax`, `bce`, `cross_entropy`, `optim_step`,
+//!   `norm`, `dropout`, `matmul`, `softmax`, `bce`, `cross_entropy`, `dice`, `optim_step`,
 //!   `pooling`, `upsample`, `concat`, `pad`, `flip`, `ssim`.
 //! - `emu`: the same kernels compiled for the host (kernels/emu/cuda_emu.h), for tests
 //!   where no GPU is lent.
@@ -19,6 +19,7 @@ mod conv;
 pub mod conv_plan;
 mod cross_entropy;
 mod device;
+mod dice;
 mod dropout;
 pub mod emu;
 mod flip;
@@ -32,6 +33,7 @@ mod pad;
 pub mod params;
 pub mod params_bce;
 pub mod params_cross_entropy;
+pub mod params_dice;
 pub mod params_dropout;
 pub mod params_matmul;
 pub mod params_norm;
