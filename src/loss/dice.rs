@@ -321,7 +321,9 @@ mod tests {
 
     fn soft_inputs(dims: [usize; 5]) -> (Tensor<Cpu64>, Tensor<Cpu64>) {
         let n: usize = dims.iter().product();
-        let p: Vec<f64> = (0..n).map(|i| 0.5 + 0.45 * (i as f64 * 0.83).sin()).collect();
+        let p: Vec<f64> = (0..n)
+            .map(|i| 0.5 + 0.45 * (i as f64 * 0.83).sin())
+            .collect();
         let t: Vec<f64> = (0..n).map(|i| f64::from((i * 7 % 11) < 4)).collect();
         (tensor(dims, &p), tensor(dims, &t))
     }
@@ -376,7 +378,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("soft_dice") && err.contains("targets"), "{err}");
+        assert!(
+            err.contains("soft_dice") && err.contains("targets"),
+            "{err}"
+        );
     }
 
     #[test]

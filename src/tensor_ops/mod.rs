@@ -87,6 +87,6 @@ impl<T> Backend for T where
         + CrossEntropyKernel
         + SsimWindowKernel
         + OptimStepKernel
-    + DiceSumsKernel
+        + DiceSumsKernel
 {
 }

@@ -96,8 +96,14 @@ mod tests {
         ] {
             let p = plan(dims, per_sample, target);
             let k = p.params;
-            assert!(k.voxels_per_split * k.splits as u64 >= k.row_voxels, "{p:?}");
-            assert!(k.voxels_per_split * (k.splits as u64 - 1) < k.row_voxels.max(1), "{p:?}");
+            assert!(
+                k.voxels_per_split * k.splits as u64 >= k.row_voxels,
+                "{p:?}"
+            );
+            assert!(
+                k.voxels_per_split * (k.splits as u64 - 1) < k.row_voxels.max(1),
+                "{p:?}"
+            );
             assert_eq!(p.dims.grid[0], k.splits);
             assert!(k.chunk_channels >= 1 && k.chunk_channels <= DICE_THREADS);
         }

@@ -58,7 +58,8 @@ impl<E: Element> DiceSumsKernel for CpuBackend<E> {
                 for (k, o) in out.iter_mut().enumerate() {
                     let i = base + k;
                     let g = 3 * ((i / row_len) * s.c + i % s.c);
-                    *o = E::of(grad[g + SUM_PT].as_f64() * t[i].as_f64() + grad[g + SUM_P].as_f64());
+                    *o =
+                        E::of(grad[g + SUM_PT].as_f64() * t[i].as_f64() + grad[g + SUM_P].as_f64());
                 }
             });
         Ok(dp)

@@ -226,7 +226,10 @@ mod tests {
         let p = Var::constant(Tensor::zeros(&b, [1, 1, 2, 2, 2]).unwrap());
         let other = Tensor::zeros(&b, [1, 1, 2, 2, 1]).unwrap();
         let err = p.dice_sums(&other, true).unwrap_err().to_string();
-        assert!(err.contains("dice_sums") && err.contains("[1, 1, 2, 2, 1]"), "{err}");
+        assert!(
+            err.contains("dice_sums") && err.contains("[1, 1, 2, 2, 1]"),
+            "{err}"
+        );
         let flat = Var::constant(Tensor::zeros(&b, [8]).unwrap());
         let flat_t = Tensor::zeros(&b, [8]).unwrap();
         assert!(flat
@@ -239,6 +242,9 @@ mod tests {
             .dice_sums_backward(&vec![0.0; 8], &vec![0.0; 5], s)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("dice_sums") && err.contains("Some(5)"), "{err}");
+        assert!(
+            err.contains("dice_sums") && err.contains("Some(5)"),
+            "{err}"
+        );
     }
 }

@@ -88,7 +88,5 @@ pub fn backward(
     need("grad", grad.len(), sums(&p))?;
     need("dp", dp.len(), elements(&p))?;
     // SAFETY: lengths and grid checked above.
-    status(unsafe {
-        emu_dice_sums_backward(d, p, target.as_ptr(), grad.as_ptr(), dp.as_mut_ptr())
-    })
+    status(unsafe { emu_dice_sums_backward(d, p, target.as_ptr(), grad.as_ptr(), dp.as_mut_ptr()) })
 }
