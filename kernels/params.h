@@ -104,3 +104,4 @@ struct Conv3dParams {
 #include "params_cross_entropy.h"
 #include "params_optim_step.h"
 #include "params_dice.h"
+#include "params_confusion.h"

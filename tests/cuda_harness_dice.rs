@@ -1,21 +1,29 @@
-//! The fused Dice-sum kernels (kernels/dice.cu) run on the CPU through the execution
-//! harness, checked against the CPU backend on odd shapes, with the launch plan the device
+//! The fused Dice-sum kernels (kernels/dice.cu) and the validation counts
+//! (kernels/confusion.cu) run on the CPU through the execution harness, checked against the
+//! CPU backend on odd shapes. Dice sums: with the launch plan the device
 //! uses and small block targets so that split rows, channel chunks (more than 256
 //! channels) and partial groups (256 not a multiple of C) are exercised. Outputs and the
 //! f64 partials start as NaN and outputs carry a guard tail that must stay untouched.
 //!
 //! Tolerance (f32): |harness - cpu| <= 1e-5 * |cpu| per element. Every sum adds
 //! non-negative terms (p and t in [0, 1]), so the error is relative to the sum itself; the
-//! gradient is one product and one sum per element, the same on both sides.
+//! gradient is one product and one sum per element, the same on both sides. Counts must be
+//! equal.
 mod common;
 
 use common::{check_layout, poisoned, random, written, Tolerance};
 use voxseg::backend::cpu::Cpu;
 use voxseg::backend::cuda::emu;
+use voxseg::backend::cuda::launch;
+use voxseg::backend::cuda::params_confusion::{ConfusionKernelParams, CONFUSION_THREADS};
 use voxseg::backend::cuda::params_dice::{DiceKernelParams, DicePlan, DICE_THREADS};
+use voxseg::metrics::Confusion;
 use voxseg::rng::Rng;
+use voxseg::tensor_ops::confusion::{
+    ConfusionSpec, Decision, MAX_CHANNELS, MAX_CLASSES, MAX_REGIONS,
+};
 use voxseg::tensor_ops::dice_sums::DiceSumsShape;
-use voxseg::tensor_ops::DiceSumsKernel;
+use voxseg::tensor_ops::{ConfusionKernel, DiceSumsKernel};
 
 const TOL: f32 = 1e-5;
 
@@ -42,6 +50,26 @@ fn param_struct_and_threads_match_the_cpp_side() {
         }
     );
     assert_eq!(emu::launch_constant("VX_DICE_THREADS"), Some(DICE_THREADS));
+    check_layout!(
+        "ConfusionKernelParams",
+        ConfusionKernelParams {
+            voxels,
+            region_classes,
+            channels,
+            regions,
+            argmax,
+            pad_,
+            paint
+        }
+    );
+    for (name, value) in [
+        ("VX_CONFUSION_THREADS", CONFUSION_THREADS as usize),
+        ("VX_CONFUSION_MAX_CHANNELS", MAX_CHANNELS),
+        ("VX_CONFUSION_MAX_REGIONS", MAX_REGIONS),
+        ("VX_CONFUSION_MAX_CLASSES", MAX_CLASSES),
+    ] {
+        assert_eq!(emu::launch_constant(name), Some(value as u32), "{name}");
+    }
 }
 
 /// The sums through the device's two launches on the harness; also returns the splits.
@@ -131,4 +159,65 @@ fn the_harness_refuses_a_grid_that_is_not_the_plans() {
     )
     .unwrap_err();
     assert!(err.contains("grid"), "{err}");
+}
+
+/// The counts through the device's launch on the harness, as the launcher assembles them.
+fn emu_confusion(
+    spec: &ConfusionSpec,
+    logits: &[f32],
+    labels: &[f32],
+    blocks: u32,
+) -> Vec<Confusion> {
+    let p = ConfusionKernelParams::new(spec, labels.len());
+    let mut counts = vec![0u64; p.counts_len()];
+    let dims = launch::elementwise(labels.len(), blocks);
+    emu::confusion::region_confusion(&dims, p, logits, labels, &mut counts).unwrap();
+    counts
+        .chunks_exact(3)
+        .map(|c| Confusion {
+            true_pos: c[0],
+            false_pos: c[1],
+            false_neg: c[2],
+            true_neg: labels.len() as u64 - c[0] - c[1] - c[2],
+        })
+        .collect()
+}
+
+#[test]
+fn validation_counts_equal_the_cpu_backend() {
+    let cpu = Cpu::new();
+    let mut rng = Rng::new(31);
+    let voxels = 3 * 5 * 7 * 11;
+    // BraTS regions (WT, TC, ET painting 2, 1, 3) and softmax classes 0..3.
+    let brats = [vec![1, 2, 3], vec![1, 3], vec![3]];
+    let classes = [vec![1], vec![2], vec![3]];
+    for spec in [
+        ConfusionSpec::new(Decision::Paint(vec![2, 1, 3]), 3, &brats).unwrap(),
+        ConfusionSpec::new(Decision::Argmax, 4, &classes).unwrap(),
+        ConfusionSpec::new(Decision::Paint(vec![2]), 1, &[vec![2]]).unwrap(),
+    ] {
+        let mut logits = random(&mut rng, voxels * spec.channels, -4.0, 4.0);
+        // Exact ties and logits of exactly 0 (sigmoid 0.5, not over it) in every 13th row.
+        for row in logits.chunks_exact_mut(spec.channels).step_by(13) {
+            row.fill(0.0);
+        }
+        // Labels 0..3, with a few values that are not classes.
+        let labels: Vec<f32> = (0..voxels)
+            .map(|i| match i % 97 {
+                0 => 2.5,
+                1 => -1.0,
+                _ => (rng.uniform_range(0.0, 4.0) as u32).min(3) as f32,
+            })
+            .collect();
+        let want = cpu.region_confusion(&logits, &labels, &spec).unwrap();
+        assert!(
+            want.iter()
+                .all(|c| c.true_pos > 0 && c.false_pos > 0 && c.false_neg > 0),
+            "{want:?} tests little"
+        );
+        for blocks in [1, 3, 64] {
+            let got = emu_confusion(&spec, &logits, &labels, blocks);
+            assert_eq!(got, want, "{:?}, {blocks} blocks", spec.decision);
+        }
+    }
 }

@@ -1,5 +1,5 @@
-//! The fused Dice sums of the CUDA backend (kernels/dice.cu) against the CPU backend on a
-//! real device, at training sizes. Ignored by default; scripts/gpu-check.sh runs them with
+//! The fused Dice sums (kernels/dice.cu) and the validation counts (kernels/confusion.cu)
+//! of the CUDA backend against the CPU backend on a real device, at training sizes. Ignored by default; scripts/gpu-check.sh runs them with
 //! `--include-ignored`. Each test opens the device and fails without one. Inputs are random
 //! with a fresh seed per run (printed on failure), and every buffer the pool hands out is
 //! NaN-filled first, so an output element a kernel forgets to write fails the comparison.
@@ -7,7 +7,10 @@
 //! Tolerance (f32): |cuda - cpu| < 1e-5 * |cpu| per sum (sums of non-negative terms, so
 //! purely relative), and < 1e-5 * max |cpu| for the gradient and the loss's gradient
 //! (products and sums of terms of either sign). Two runs of the same launch must give the
-//! same bits (no float atomics).
+//! same bits (no float atomics). Counts must be equal; their logits are multiples of 1/8,
+//! so that every tie is exact and every other pair is far apart: the device's expf may
+//! differ from the host's in the last bit, which could flip a decision only within an ulp
+//! of a tie or of 0.5.
 mod common;
 
 use common::{
@@ -20,8 +23,9 @@ use voxseg::backend::{Backend, BackendBase};
 use voxseg::loss::{soft_dice, DiceOptions};
 use voxseg::rng::Rng;
 use voxseg::tensor::Tensor;
+use voxseg::tensor_ops::confusion::{ConfusionSpec, Decision};
 use voxseg::tensor_ops::dice_sums::DiceSumsShape;
-use voxseg::tensor_ops::DiceSumsKernel;
+use voxseg::tensor_ops::{ConfusionKernel, DiceSumsKernel};
 
 const TOL: f32 = 1e-5;
 
@@ -123,5 +127,32 @@ fn soft_dice_loss_and_gradient_match_cpu() {
         let (cl, cd) = soft_dice_on(&cpu, dims, &p, &t, &opts);
         assert_relative(&format!("{what} loss"), seed, &[gl], &[cl]);
         assert_scaled(&format!("{what} gradient"), seed, &gd, &cd);
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn validation_counts_equal_cpu() {
+    let _serial = common::serial();
+    let (gpu, cpu) = (device(), Cpu::new());
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    let voxels = 131 * 157 * 149;
+    let brats = [vec![1, 2, 3], vec![1, 3], vec![3]];
+    let classes = [vec![1], vec![2], vec![3]];
+    for spec in [
+        ConfusionSpec::new(Decision::Paint(vec![2, 1, 3]), 3, &brats).unwrap(),
+        ConfusionSpec::new(Decision::Argmax, 4, &classes).unwrap(),
+    ] {
+        let logits: Vec<f32> = (0..voxels * spec.channels)
+            .map(|_| (rng.uniform_range(-32.0, 33.0).floor() / 8.0) as f32)
+            .collect();
+        let labels: Vec<f32> = (0..voxels)
+            .map(|_| rng.uniform_range(0.0, 4.0).floor() as f32)
+            .collect();
+        let want = cpu.region_confusion(&logits, &labels, &spec).unwrap();
+        let (gl, gt) = (gpu.upload(&logits).unwrap(), gpu.upload(&labels).unwrap());
+        let got = gpu.region_confusion(&gl, &gt, &spec).unwrap();
+        assert_eq!(got, want, "{:?} (seed {seed})", spec.decision);
     }
 }

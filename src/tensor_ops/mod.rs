@@ -4,6 +4,7 @@
 pub mod bce;
 pub mod binary;
 pub mod concat;
+pub mod confusion;
 pub mod conv;
 pub mod cross_entropy;
 pub mod dice_sums;
@@ -26,6 +27,7 @@ pub mod upsample;
 pub use bce::BceKernel;
 pub use binary::{add, BinaryKernel, BinaryOp};
 pub use concat::ConcatKernel;
+pub use confusion::ConfusionKernel;
 pub use conv::Conv3dKernel;
 pub use cross_entropy::{one_hot, CrossEntropyKernel};
 pub use dice_sums::DiceSumsKernel;
@@ -65,6 +67,7 @@ pub trait Backend:
     + SsimWindowKernel
     + OptimStepKernel
     + DiceSumsKernel
+    + ConfusionKernel
 {
 }
 
@@ -88,5 +91,6 @@ impl<T> Backend for T where
         + SsimWindowKernel
         + OptimStepKernel
         + DiceSumsKernel
+        + ConfusionKernel
 {
 }

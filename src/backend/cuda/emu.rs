@@ -342,6 +342,7 @@ pub mod selftest {
 }
 
 pub mod bce;
+pub mod confusion;
 pub mod cross_entropy;
 pub mod dice;
 pub mod dropout;
