@@ -103,3 +103,5 @@ struct Conv3dParams {
 #include "params_bce.h"
 #include "params_cross_entropy.h"
 #include "params_optim_step.h"
+#include "params_dice.h"
+#include "params_confusion.h"

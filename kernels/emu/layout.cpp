@@ -196,6 +196,21 @@ extern "C" long long vx_param_layout(const char* type, const char* field) {
     VX_FIELD(ScaleKernelParams, table)
     VX_FIELD(ScaleKernelParams, factor)
     VX_FIELD(ScaleKernelParams, pad_)
+    VX_SIZE(DiceKernelParams)
+    VX_FIELD(DiceKernelParams, rows)
+    VX_FIELD(DiceKernelParams, row_voxels)
+    VX_FIELD(DiceKernelParams, channels)
+    VX_FIELD(DiceKernelParams, voxels_per_split)
+    VX_FIELD(DiceKernelParams, splits)
+    VX_FIELD(DiceKernelParams, chunk_channels)
+    VX_SIZE(ConfusionKernelParams)
+    VX_FIELD(ConfusionKernelParams, voxels)
+    VX_FIELD(ConfusionKernelParams, region_classes)
+    VX_FIELD(ConfusionKernelParams, channels)
+    VX_FIELD(ConfusionKernelParams, regions)
+    VX_FIELD(ConfusionKernelParams, argmax)
+    VX_FIELD(ConfusionKernelParams, pad_)
+    VX_FIELD(ConfusionKernelParams, paint)
     return -1;
 }
 
@@ -210,6 +225,11 @@ extern "C" long long vx_launch_constant(const char* name) {
     if (!std::strcmp(name, "VX_MATMUL_THREADS")) return VX_MATMUL_THREADS;
     if (!std::strcmp(name, "VX_SUM_THREADS")) return VX_SUM_THREADS;
     if (!std::strcmp(name, "VX_OPTIM_THREADS")) return VX_OPTIM_THREADS;
+    if (!std::strcmp(name, "VX_DICE_THREADS")) return VX_DICE_THREADS;
+    if (!std::strcmp(name, "VX_CONFUSION_THREADS")) return VX_CONFUSION_THREADS;
+    if (!std::strcmp(name, "VX_CONFUSION_MAX_CHANNELS")) return VX_CONFUSION_MAX_CHANNELS;
+    if (!std::strcmp(name, "VX_CONFUSION_MAX_REGIONS")) return VX_CONFUSION_MAX_REGIONS;
+    if (!std::strcmp(name, "VX_CONFUSION_MAX_CLASSES")) return VX_CONFUSION_MAX_CLASSES;
     if (!std::strcmp(name, "VX_CONV_SIMT_BM")) return VX_CONV_SIMT_BM;
     if (!std::strcmp(name, "VX_CONV_WIDE_BN")) return VX_CONV_WIDE_BN;
     if (!std::strcmp(name, "VX_CONV_WIDE_BK")) return VX_CONV_WIDE_BK;

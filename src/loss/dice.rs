@@ -4,6 +4,7 @@ use crate::autograd::Var;
 use crate::backend::{Backend, Element};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+use crate::tensor_ops::dice_sums::{SUM_P, SUM_PT, SUM_T};
 use crate::tensor_ops::one_hot;
 
 /// How logits become probabilities.
@@ -53,18 +54,26 @@ impl DiceOptions {
 }
 
 /// `1 - mean_c (2 sum(p t) + smooth) / (sum p + sum t + smooth)` over the channels (and,
-/// without `batch_dice`, the samples) of NDHWC `probs` and `targets` (same shape).
+/// without `batch_dice`, the samples) of NDHWC `probs` and `targets` (same shape). The
+/// three sums come from one fused pass ([`Var::dice_sums`]); `targets` is a constant (a
+/// tracked one is refused: it would get no gradient).
 pub fn soft_dice<B: Backend>(
     probs: &Var<B>,
     targets: &Var<B>,
     opts: &DiceOptions,
 ) -> Result<Var<B>> {
     probs.shape().expect_eq(targets.shape(), "soft_dice")?;
-    let [n, _, _, _, c] = probs.shape().ndhwc("soft_dice")?;
+    let [_, _, _, _, c] = probs.shape().ndhwc("soft_dice")?;
     if !(opts.smooth > 0.0 && opts.smooth.is_finite()) {
         return Err(Error::config(
             "dice smooth",
             format!("{} (must be positive and finite)", opts.smooth),
+        ));
+    }
+    if targets.is_tracked() {
+        return Err(Error::shape(
+            "soft_dice",
+            "the targets are on the tape, but soft Dice gives them no gradient",
         ));
     }
     let first = usize::from(!opts.include_background);
@@ -77,20 +86,13 @@ pub fn soft_dice<B: Backend>(
             ),
         ));
     }
-    let sums = |v: &Var<B>| {
-        if opts.batch_dice {
-            v.sum_to_channels()
-        } else {
-            v.sum_spatial()
-        }
-    };
-    let overlap = sums(&probs.mul(targets)?)?;
-    let volume = sums(probs)?.add(&sums(targets)?)?;
-    let dice = overlap
+    let sums = probs.dice_sums(targets.value(), !opts.batch_dice)?;
+    let rows = sums.dims()[0];
+    let sum = |k: usize| sums.slice_channels(k, k + 1)?.reshape([rows, c]);
+    let dice = sum(SUM_PT)?
         .scale(2.0)?
         .add_scalar(opts.smooth)?
-        .div(&volume.add_scalar(opts.smooth)?)?;
-    let rows = if opts.batch_dice { 1 } else { n };
+        .div(&sum(SUM_P)?.add(&sum(SUM_T)?)?.add_scalar(opts.smooth)?)?;
     let scored = (0..c)
         .map(|k| B::E::of(if k >= first { 1.0 } else { 0.0 }))
         .collect::<Vec<_>>();
@@ -286,6 +288,100 @@ mod tests {
             &DiceOptions::default(),
         )) + value(xv.bce_with_logits(&rv, 1.0, None));
         assert!((value(dice_ce(&xv, &Target::Regions(regions))) - want).abs() < 1e-12);
+    }
+
+    /// soft_dice as it was composed before the fused sums: mul, per-axis sums, add.
+    fn composed_soft_dice(p: &Var<Cpu64>, t: &Var<Cpu64>, opts: &DiceOptions) -> Result<f64> {
+        let [n, _, _, _, c] = p.shape().ndhwc("composed")?;
+        let sums = |v: &Var<Cpu64>| {
+            if opts.batch_dice {
+                v.sum_to_channels()
+            } else {
+                v.sum_spatial()
+            }
+        };
+        let overlap = sums(&p.mul(t)?)?;
+        let volume = sums(p)?.add(&sums(t)?)?;
+        let dice = overlap
+            .scale(2.0)?
+            .add_scalar(opts.smooth)?
+            .div(&volume.add_scalar(opts.smooth)?)?
+            .value()
+            .to_vec()?;
+        let first = usize::from(!opts.include_background);
+        let rows = if opts.batch_dice { 1 } else { n };
+        let scored: f64 = dice
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % c >= first)
+            .map(|(_, d)| d)
+            .sum();
+        Ok(1.0 - scored / (rows * (c - first)) as f64)
+    }
+
+    fn soft_inputs(dims: [usize; 5]) -> (Tensor<Cpu64>, Tensor<Cpu64>) {
+        let n: usize = dims.iter().product();
+        let p: Vec<f64> = (0..n)
+            .map(|i| 0.5 + 0.45 * (i as f64 * 0.83).sin())
+            .collect();
+        let t: Vec<f64> = (0..n).map(|i| f64::from((i * 7 % 11) < 4)).collect();
+        (tensor(dims, &p), tensor(dims, &t))
+    }
+
+    fn every_option() -> impl Iterator<Item = DiceOptions> {
+        [false, true].into_iter().flat_map(|batch_dice| {
+            [false, true].map(move |include_background| DiceOptions {
+                smooth: 1e-5,
+                batch_dice,
+                include_background,
+            })
+        })
+    }
+
+    #[test]
+    fn fused_sums_give_the_composed_loss() {
+        let (p, t) = soft_inputs([2, 3, 5, 7, 3]);
+        let (p, t) = (Var::constant(p), Var::constant(t));
+        for opts in every_option() {
+            let got = value(soft_dice(&p, &t, &opts));
+            let want = composed_soft_dice(&p, &t, &opts).unwrap();
+            assert!((got - want).abs() < 1e-14, "{opts:?}: {got} vs {want}");
+            assert!(got > 0.05 && got < 0.95, "{opts:?}: {got} tests little");
+        }
+    }
+
+    #[test]
+    fn gradient_of_soft_dice_through_the_fused_sums() {
+        let (p, t) = soft_inputs([2, 2, 1, 3, 3]);
+        let t = Var::constant(t);
+        for opts in every_option() {
+            check_gradients(
+                std::slice::from_ref(&p),
+                |v| soft_dice(&v[0], &t, &opts),
+                1e-6,
+                1e-8,
+                64,
+            )
+            .unwrap_or_else(|e| panic!("{opts:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn tracked_targets_are_refused() {
+        let (p, t) = soft_inputs([1, 1, 1, 2, 2]);
+        let err = check_gradients(
+            &[p, t],
+            |v| soft_dice(&v[0], &v[1], &DiceOptions::default()),
+            1e-6,
+            1e-8,
+            4,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("soft_dice") && err.contains("targets"),
+            "{err}"
+        );
     }
 
     #[test]

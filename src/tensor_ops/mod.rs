@@ -4,8 +4,10 @@
 pub mod bce;
 pub mod binary;
 pub mod concat;
+pub mod confusion;
 pub mod conv;
 pub mod cross_entropy;
+pub mod dice_sums;
 pub mod dropout;
 pub mod flip;
 pub mod matmul;
@@ -25,8 +27,10 @@ pub mod upsample;
 pub use bce::BceKernel;
 pub use binary::{add, BinaryKernel, BinaryOp};
 pub use concat::ConcatKernel;
+pub use confusion::ConfusionKernel;
 pub use conv::Conv3dKernel;
 pub use cross_entropy::{one_hot, CrossEntropyKernel};
+pub use dice_sums::DiceSumsKernel;
 pub use dropout::DropoutKernel;
 pub use flip::FlipKernel;
 pub use matmul::MatmulKernel;
@@ -62,6 +66,8 @@ pub trait Backend:
     + CrossEntropyKernel
     + SsimWindowKernel
     + OptimStepKernel
+    + DiceSumsKernel
+    + ConfusionKernel
 {
 }
 
@@ -84,5 +90,7 @@ impl<T> Backend for T where
         + CrossEntropyKernel
         + SsimWindowKernel
         + OptimStepKernel
+        + DiceSumsKernel
+        + ConfusionKernel
 {
 }

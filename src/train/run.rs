@@ -19,7 +19,6 @@ use crate::error::{Error, Result};
 use crate::infer::{interleave_channels, predict_logits, probabilities, SlidingWindow};
 use crate::log::{overlay_slices, EventWriter, JsonlWriter, Progress};
 use crate::loss::{check_finite, Target};
-use crate::metrics::Confusion;
 use crate::nn::fcn::FcnConfig;
 use crate::nn::layers::Activation;
 use crate::nn::unet::{Downsample, UNetConfig, Upsample};
@@ -27,6 +26,7 @@ use crate::nn::{Ctx, Init, Model, ModelSpec, Module};
 use crate::optim::{clip_grad_norm, l1_l2_penalty, LrSchedule, Optimizer};
 use crate::rng::philox4x32;
 use crate::tensor::Tensor;
+use crate::tensor_ops::confusion::{ConfusionSpec, Decision};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -589,16 +589,30 @@ pub fn scored_regions(target: &TargetSpec, spec: &LabelSpec) -> Vec<(String, Vec
     }
 }
 
-/// Dice with the BraTS rule for empty masks (both empty: 1).
-fn region_dice(pred: &[u8], truth: &[u8], classes: &[u8]) -> f64 {
-    let p: Vec<bool> = pred.iter().map(|v| classes.contains(v)).collect();
-    let t: Vec<bool> = truth.iter().map(|v| classes.contains(v)).collect();
-    let c = Confusion::count(&p, &t);
-    if c.true_pos + c.false_pos + c.false_neg == 0 {
-        1.0
-    } else {
-        c.dice()
-    }
+/// The device-side decision and counts that reproduce `target.decode` on the probabilities
+/// of `k` logit channels, scored over `regions` (see [`scored_regions`]).
+fn confusion_spec(
+    target: &TargetSpec,
+    spec: &LabelSpec,
+    regions: &[(String, Vec<u8>)],
+    k: usize,
+) -> Result<ConfusionSpec> {
+    let decision = match target {
+        TargetSpec::Classes => Decision::Argmax,
+        // Sigmoid channels over 0.5 paint in order: each channel's paint is what decode
+        // gives a voxel where only that channel is on.
+        TargetSpec::Regions | TargetSpec::Class(_) => Decision::Paint(
+            (0..k)
+                .map(|ch| {
+                    let mut row = vec![0.0; k];
+                    row[ch] = 1.0;
+                    Ok(target.decode(spec, &row)?[0])
+                })
+                .collect::<Result<_>>()?,
+        ),
+    };
+    let classes: Vec<Vec<u8>> = regions.iter().map(|(_, c)| c.clone()).collect();
+    ConfusionSpec::new(decision, k, &classes)
 }
 
 /// An RGB image with its width and height.
@@ -621,6 +635,7 @@ impl<B: Backend> Validator<'_, B> {
     ) -> Result<(Validation, Option<Picture>)> {
         let regions = scored_regions(&self.cfg.target, self.label_spec);
         let k = model.spec().out_channels();
+        let confusion = confusion_spec(&self.cfg.target, self.label_spec, &regions, k)?;
         let mut dice_sums = vec![0.0; regions.len()];
         let mut loss_sum = 0.0;
         let mut picture = None;
@@ -639,12 +654,17 @@ impl<B: Backend> Validator<'_, B> {
                 case.channels.len(),
                 &self.window,
             )?;
-            let probs = probabilities(&self.cfg.target, &logits, k);
-            let pred = self.cfg.target.decode(self.label_spec, &probs)?;
-            for (sum, (_, classes)) in dice_sums.iter_mut().zip(&regions) {
-                *sum += region_dice(&pred, &label.data, classes);
+            let logits_t = Tensor::from_f32(self.backend, [1, z, y, x, k], &logits)?;
+            // Decisions and counts on the backend: from a device only the counts return.
+            let classes: Vec<f32> = label.data.iter().map(|&c| f32::from(c)).collect();
+            let classes = Tensor::from_f32(self.backend, [z * y * x], &classes)?;
+            let counts =
+                self.backend
+                    .region_confusion(logits_t.storage(), classes.storage(), &confusion)?;
+            for (sum, c) in dice_sums.iter_mut().zip(&counts) {
+                // Confusion::dice scores both-empty as 1 (the BraTS rule).
+                *sum += c.dice();
             }
-            let logits_t = Var::constant(Tensor::from_f32(self.backend, [1, z, y, x, k], &logits)?);
             let target = make_target(
                 self.backend,
                 &self.cfg.target,
@@ -653,8 +673,15 @@ impl<B: Backend> Validator<'_, B> {
                 1,
                 [z, y, x],
             )?;
-            loss_sum += self.cfg.loss.compute(&logits_t, &target)?.value().item()?;
+            loss_sum += self
+                .cfg
+                .loss
+                .compute(&Var::constant(logits_t), &target)?
+                .value()
+                .item()?;
             if i == 0 {
+                let probs = probabilities(&self.cfg.target, &logits, k);
+                let pred = self.cfg.target.decode(self.label_spec, &probs)?;
                 picture = Some(overlay_slices(
                     &case.channels[0].data,
                     case.dims(),
@@ -1046,6 +1073,46 @@ fn advance(state: &TrainState, epoch_done: bool) -> TrainState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Confusion;
+
+    /// The backend's counts against a host decode of the probabilities, for every kind of
+    /// target: the validator's Dice must not change by moving the decision.
+    #[test]
+    fn backend_counts_equal_host_decode_counts() {
+        use crate::data::labels::ClassRef;
+        use crate::tensor_ops::ConfusionKernel;
+        let spec = LabelSpec::brats2021();
+        let voxels = 2000;
+        let labels: Vec<u8> = (0..voxels).map(|i| ((i * 7 + i / 13) % 4) as u8).collect();
+        let truth: Vec<f32> = labels.iter().map(|&c| f32::from(c)).collect();
+        for target in [
+            TargetSpec::Regions,
+            TargetSpec::Classes,
+            TargetSpec::Class(ClassRef::Index(3)),
+        ] {
+            let k = target.channels(&spec);
+            let mut logits: Vec<f32> = (0..voxels * k)
+                .map(|i| (i as f32 * 0.618).sin() * 3.0)
+                .collect();
+            // Exact ties and zero logits (sigmoid exactly 0.5) in some voxels.
+            for row in logits.chunks_exact_mut(k).step_by(17) {
+                row.fill(0.0);
+            }
+            let regions = scored_regions(&target, &spec);
+            let cs = confusion_spec(&target, &spec, &regions, k).unwrap();
+            let got = Cpu::new().region_confusion(&logits, &truth, &cs).unwrap();
+            let pred = target
+                .decode(&spec, &probabilities(&target, &logits, k))
+                .unwrap();
+            assert_eq!(got.len(), regions.len());
+            for (c, (name, classes)) in got.iter().zip(&regions) {
+                let mask = |v: &[u8]| v.iter().map(|x| classes.contains(x)).collect::<Vec<_>>();
+                let want = Confusion::count(&mask(&pred), &mask(&labels));
+                assert_eq!(*c, want, "{target:?} {name}");
+                assert!(want.true_pos > 0 && want.false_pos + want.false_neg > 0);
+            }
+        }
+    }
 
     #[test]
     fn labels_downsample_by_nearest_and_weights_halve() {

@@ -342,7 +342,9 @@ pub mod selftest {
 }
 
 pub mod bce;
+pub mod confusion;
 pub mod cross_entropy;
+pub mod dice;
 pub mod dropout;
 pub mod matmul;
 pub mod norm;

@@ -8,17 +8,20 @@
 //!   harness; `kernel_call`: the checked launch.
 //! - One launcher module per op family, each with `impl <Family>Kernel for Cuda`: `ops`
 //!   (unary, binary, reduce, random fills), `conv` (f32 and tensor-core convolution),
-//!   `norm`, `dropout`, `matmul`, `softmax`, `bce`, `cross_entropy`, `optim_step`,
-//!   `pooling`, `upsample`, `concat`, `pad`, `flip`, `ssim`.
+//!   `norm`, `dropout`, `matmul`, `softmax`, `bce`, `cross_entropy`, `dice` (fused Dice
+//!   sums), `confusion` (validation counts), `optim_step`, `pooling`, `upsample`, `concat`,
+//!   `pad`, `flip`, `ssim`.
 //! - `emu`: the same kernels compiled for the host (kernels/emu/cuda_emu.h), for tests
 //!   where no GPU is lent.
 mod bce;
 pub mod block_sum;
 mod concat;
+mod confusion;
 mod conv;
 pub mod conv_plan;
 mod cross_entropy;
 mod device;
+mod dice;
 mod dropout;
 pub mod emu;
 mod flip;
@@ -31,7 +34,9 @@ mod optim_step;
 mod pad;
 pub mod params;
 pub mod params_bce;
+pub mod params_confusion;
 pub mod params_cross_entropy;
+pub mod params_dice;
 pub mod params_dropout;
 pub mod params_matmul;
 pub mod params_norm;
