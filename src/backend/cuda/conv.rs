@@ -27,18 +27,16 @@ fn precisions() -> std::sync::MutexGuard<'static, HashMap<usize, ConvPrecision>>
         .unwrap_or_else(|e| e.into_inner())
 }
 
-/// Dynamic shared memory a kernel may use without opting in.
-const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
-
 /// Lets `f` (kernel `name` on device `ordinal`) use `bytes` of dynamic shared memory, once
-/// per kernel and device.
+/// per kernel and device. Without opting in, a kernel's dynamic and static shared memory
+/// together must stay within 48 KiB, so every kernel with dynamic shared memory opts in.
 fn allow_shared(ordinal: usize, name: &'static str, f: &CudaFunction, bytes: u32) -> Result<()> {
     static ALLOWED: OnceLock<Mutex<HashSet<(usize, &'static str)>>> = OnceLock::new();
     let mut allowed = ALLOWED
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if bytes <= DEFAULT_SHARED_LIMIT || allowed.contains(&(ordinal, name)) {
+    if bytes == 0 || allowed.contains(&(ordinal, name)) {
         return Ok(());
     }
     f.set_attribute(

@@ -5,6 +5,7 @@ use super::device::{driver_error, Cuda, CudaStorage};
 use super::launch::{elementwise, ReducePlan};
 use super::params::{BinaryParams, BroadcastParams, LaunchDims, UnaryParams, UniformParams};
 use crate::error::{Error, Result};
+use crate::tensor_ops::binary::check_tiling;
 use crate::tensor_ops::reduce::Axis1;
 use crate::tensor_ops::{BinaryKernel, BinaryOp, ReduceKernel, UnaryKernel, UnaryOp};
 use cudarc::driver::{LaunchArgs, LaunchConfig, PushKernelArg};
@@ -151,16 +152,6 @@ impl UnaryKernel for Cuda {
     }
 }
 
-fn check_lengths(a: usize, b: usize) -> Result<()> {
-    if b == 0 || !a.is_multiple_of(b) {
-        return Err(Error::shape(
-            "binary",
-            format!("right operand of {b} elements does not tile {a}"),
-        ));
-    }
-    Ok(())
-}
-
 impl BinaryKernel for Cuda {
     fn binary_forward(
         &self,
@@ -168,7 +159,7 @@ impl BinaryKernel for Cuda {
         a: &CudaStorage,
         b: &CudaStorage,
     ) -> Result<CudaStorage> {
-        check_lengths(a.len(), b.len())?;
+        check_tiling(a.len(), b.len())?;
         let n = a.len();
         let mut out = self.alloc(n)?;
         if n > 0 {
@@ -193,7 +184,7 @@ impl BinaryKernel for Cuda {
         dy: &CudaStorage,
         needs: [bool; 2],
     ) -> Result<(Option<CudaStorage>, Option<CudaStorage>)> {
-        check_lengths(a.len(), b.len())?;
+        check_tiling(a.len(), b.len())?;
         let (n, nb) = (a.len(), b.len());
         if dy.len() != n {
             return Err(Error::shape(

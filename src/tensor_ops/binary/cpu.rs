@@ -1,23 +1,13 @@
-use super::{BinaryKernel, BinaryOp};
+use super::{check_tiling, BinaryKernel, BinaryOp};
 use crate::backend::cpu::{CpuBackend, PAR_CHUNK};
 use crate::backend::Element;
 use crate::error::{Error, Result};
 use crate::tensor_ops::reduce::sum_to_cols;
 use rayon::prelude::*;
 
-fn check_lengths(a: usize, b: usize) -> Result<()> {
-    if b == 0 || !a.is_multiple_of(b) {
-        return Err(Error::shape(
-            "binary",
-            format!("right operand of {b} elements does not tile {a}"),
-        ));
-    }
-    Ok(())
-}
-
 impl<E: Element> BinaryKernel for CpuBackend<E> {
     fn binary_forward(&self, op: BinaryOp, a: &Vec<E>, b: &Vec<E>) -> Result<Vec<E>> {
-        check_lengths(a.len(), b.len())?;
+        check_tiling(a.len(), b.len())?;
         let nb = b.len();
         let mut y = vec![E::zero(); a.len()];
         y.par_chunks_mut(PAR_CHUNK)
@@ -40,7 +30,7 @@ impl<E: Element> BinaryKernel for CpuBackend<E> {
         dy: &Vec<E>,
         needs: [bool; 2],
     ) -> Result<(Option<Vec<E>>, Option<Vec<E>>)> {
-        check_lengths(a.len(), b.len())?;
+        check_tiling(a.len(), b.len())?;
         let nb = b.len();
         let partial = |want_b: bool| -> Vec<E> {
             let mut g = vec![E::zero(); a.len()];

@@ -59,6 +59,19 @@ pub trait BinaryKernel: BackendBase {
     ) -> Result<(Option<Self::Storage>, Option<Self::Storage>)>;
 }
 
+/// Fails unless `b` elements tile `a` whole (an empty `b` tiles only an empty `a`): the
+/// storage-level check every backend's binary kernels make.
+pub(crate) fn check_tiling(a: usize, b: usize) -> Result<()> {
+    let tiles = if b == 0 { a == 0 } else { a.is_multiple_of(b) };
+    if !tiles {
+        return Err(Error::shape(
+            "binary",
+            format!("right operand of {b} elements does not tile {a}"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_broadcast(op: BinaryOp, a: &Shape, b: &Shape) -> Result<()> {
     let (ad, bd) = (a.dims(), b.dims());
     if bd.len() <= ad.len() && ad[ad.len() - bd.len()..] == *bd {
