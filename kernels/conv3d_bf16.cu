@@ -121,11 +121,14 @@ struct VxBfTile {
     static_assert(WM % 16 == 0 && WN % 16 == 0, "whole mma tiles, B fragments by pairs");
     static_assert(STAGES >= 2, "a ring");
 };
-using VxBfN128 = VxBfTile<2, 4, 64, 32, 2>;
+// Warp tiles of 64 x 64 (128 columns) and 64 x 32: the larger a warp's tile, the fewer
+// shared-memory bytes (ldmatrix, cp.async) per mma, and shared-memory bandwidth is what
+// bounds mma.sync here.
+using VxBfN128 = VxBfTile<2, 2, 64, 64, 2>;
 using VxBfN64 = VxBfTile<2, 2, 64, 32, 4>;
-using VxBfN32 = VxBfTile<4, 1, 32, 32, 4>;
-static_assert(VxBfN128::THREADS == VX_CONV_BF16_WIDE_THREADS, "params_conv.h");
-static_assert(VxBfN64::THREADS == VX_CONV_THREADS && VxBfN32::THREADS == VX_CONV_THREADS,
+using VxBfN32 = VxBfTile<2, 1, 64, 32, 4>;
+static_assert(VxBfN128::THREADS == VX_CONV_THREADS && VxBfN64::THREADS == VX_CONV_THREADS &&
+                  VxBfN32::THREADS == VX_CONV_BF16_NARROW_THREADS,
               "params_conv.h");
 
 // Byte offset of chunk c (16 bytes) of row r in a tile of CHUNKS chunks per row. The chunk

@@ -17,10 +17,10 @@ constexpr int VX_CONV_SHALLOW_BK = 4;
 // Tensor-core tiles: VX_CONV_TC_BM rows, 64 or 32 columns, VX_CONV_TC_BK reduction step.
 constexpr int VX_CONV_TC_BM = 128;
 constexpr int VX_CONV_TC_BK = 32;
-// BF16 kernels (conv3d_bf16.cu): VX_CONV_TC_BM rows, 128 columns (VX_CONV_BF16_WIDE_THREADS
-// threads), 64 or 32 (VX_CONV_THREADS); VX_CONV_TC_BK reduction step; a ring of
+// BF16 kernels (conv3d_bf16.cu): VX_CONV_TC_BM rows, 128 or 64 columns (VX_CONV_THREADS
+// threads) or 32 (VX_CONV_BF16_NARROW_THREADS); VX_CONV_TC_BK reduction step; a ring of
 // VX_CONV_BF16_STAGES shared-memory stages.
-constexpr int VX_CONV_BF16_WIDE_THREADS = 256;
+constexpr int VX_CONV_BF16_NARROW_THREADS = 64;
 constexpr int VX_CONV_BF16_STAGES = 4;
 
 // The BF16 convolutions' operand packing (conv3d_bf16.cu): f32 source [a][b][c] to bf16,

@@ -176,7 +176,7 @@ fn tile_constants_match_params_conv_h() {
         ("VX_CONV_SHALLOW_BK", CONV_SHALLOW_BK),
         ("VX_CONV_TC_BM", CONV_TC_BM),
         ("VX_CONV_TC_BK", CONV_TC_BK),
-        ("VX_CONV_BF16_WIDE_THREADS", CONV_BF16_WIDE_THREADS),
+        ("VX_CONV_BF16_NARROW_THREADS", CONV_BF16_NARROW_THREADS),
         ("VX_CONV_BF16_STAGES", CONV_BF16_STAGES),
     ] {
         assert_eq!(emu::launch_constant(name), Some(value), "{name}");

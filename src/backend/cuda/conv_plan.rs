@@ -38,8 +38,8 @@ pub const CONV_SHALLOW_BK: u32 = 4;
 /// Rows and K step of the tensor-core tiles (`VX_CONV_TC_BM`, `VX_CONV_TC_BK`).
 pub const CONV_TC_BM: u32 = 128;
 pub const CONV_TC_BK: u32 = 32;
-/// Threads of the 128 x 128 BF16 tile (`VX_CONV_BF16_WIDE_THREADS`).
-pub const CONV_BF16_WIDE_THREADS: u32 = 256;
+/// Threads of the 128 x 32 BF16 tile (`VX_CONV_BF16_NARROW_THREADS`): two warps of 64 x 32.
+pub const CONV_BF16_NARROW_THREADS: u32 = 64;
 /// Stages of the BF16 kernels' shared-memory ring (`VX_CONV_BF16_STAGES`).
 pub const CONV_BF16_STAGES: u32 = 4;
 /// Threads of a pack block.
@@ -148,14 +148,6 @@ impl ConvTile {
             Self::TcN32 => (CONV_TC_BM, 32, CONV_TC_BK),
         }
     }
-
-    /// Threads of a block.
-    pub fn threads(self) -> u32 {
-        match self {
-            Self::TcN128 => CONV_BF16_WIDE_THREADS,
-            _ => CONV_THREADS,
-        }
-    }
 }
 
 /// A conv kernel: pass, arithmetic and tile.
@@ -177,6 +169,14 @@ impl ConvKernel {
     }
 
     /// Dynamic shared memory of a launch: the BF16 kernels' ring of bf16 A and B tiles.
+    /// Threads of a block.
+    pub fn threads(&self) -> u32 {
+        match (self.precision, self.tile) {
+            (ConvPrecision::Bf16, ConvTile::TcN32) => CONV_BF16_NARROW_THREADS,
+            _ => CONV_THREADS,
+        }
+    }
+
     pub fn shared_bytes(&self) -> u32 {
         match self.precision {
             ConvPrecision::Bf16 => {
@@ -457,11 +457,16 @@ impl ConvPlan {
         };
         let (bm, bn, bk) = tile.shape();
         let (bm, bn, bk) = (bm as u64, bn as u64, bk as u64);
+        // `target_blocks` counts blocks of CONV_THREADS; wider blocks fill the device with
+        // fewer of them (splitting 512 tiles of 256 threads in two doubled the result's
+        // traffic and cost a partial sum for no added occupancy).
+        let wanted_blocks =
+            target_blocks as u64 * CONV_THREADS as u64 / kernel.threads() as u64;
         let tiles = gm.rows.div_ceil(bm) * gm.cols.div_ceil(bn) * gm.layers;
         let steps = gm.depth.div_ceil(bk);
         let useful = (steps / MIN_STEPS_PER_SPLIT).max(1);
         let max_splits = (MAX_GRID_YZ / gm.layers).max(1);
-        let splits = (target_blocks as u64)
+        let splits = wanted_blocks
             .div_ceil(tiles)
             .min(useful)
             .clamp(1, max_splits);
@@ -492,7 +497,7 @@ impl ConvPlan {
             },
             dims: LaunchDims {
                 shared_bytes: kernel.shared_bytes(),
-                ..LaunchDims::linear(grid.map(|v| v as u32), tile.threads())
+                ..LaunchDims::linear(grid.map(|v| v as u32), kernel.threads())
             },
             out_len,
             packs: if bf16 {
@@ -640,13 +645,14 @@ mod tests {
             let plan = pick(cout);
             assert_eq!(plan.kernel.tile, tile, "cout {cout}");
             let (bm, bn, _) = tile.shape();
-            assert_eq!(plan.dims.block[0], tile.threads());
+            assert_eq!(plan.dims.block[0], plan.kernel.threads());
             assert_eq!(
                 plan.dims.shared_bytes,
                 CONV_BF16_STAGES * (bm + bn) * 32 * 2
             );
         }
-        assert_eq!(pick(256).dims.block[0], 256);
+        assert_eq!(pick(256).dims.block[0], 128);
+        assert_eq!(pick(32).dims.block[0], 64);
         assert_eq!(pick(256).dims.shared_bytes, 64 * 1024);
         // Forward on 4 input channels: x packed to 8 channels, w to [cout][tap][8]; the
         // reduction runs over 27 * 8 padded (tap, channel) pairs.
