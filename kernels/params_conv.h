@@ -17,9 +17,9 @@ constexpr int VX_CONV_SHALLOW_BK = 4;
 // Tensor-core tiles: VX_CONV_TC_BM rows, 64 or 32 columns, VX_CONV_TC_BK reduction step.
 constexpr int VX_CONV_TC_BM = 128;
 constexpr int VX_CONV_TC_BK = 32;
-// BF16 kernels (conv3d_bf16.cu): VX_CONV_TC_BM rows, 128 or 64 columns (VX_CONV_THREADS
-// threads) or 32 (VX_CONV_BF16_NARROW_THREADS); VX_CONV_TC_BK reduction step; a ring of
-// VX_CONV_BF16_STAGES shared-memory stages.
+// BF16 kernels (conv3d_bf16.cu): VX_CONV_TC_BM rows, 128, 64 or 32 columns (VX_CONV_THREADS
+// threads; VX_CONV_BF16_NARROW_THREADS for 32 in backward weights); VX_CONV_TC_BK
+// reduction step; a ring of VX_CONV_BF16_STAGES shared-memory stages.
 constexpr int VX_CONV_BF16_NARROW_THREADS = 64;
 constexpr int VX_CONV_BF16_STAGES = 4;
 

@@ -17,7 +17,10 @@ __device__ __forceinline__ void vx_reduce_axis1(const ReduceParams& p, Load load
     const unsigned rows = unsigned(VX_REDUCE_THREADS) / cols;
     const unsigned long long q = static_cast<unsigned long long>(blockIdx.x) * cols + tid % cols;
     const bool active = q < p.outer * p.inner;
-    const unsigned long long o = active ? q / p.inner : 0;
+    // A 64-bit division per thread is most of the cost of a short reduction over a long
+    // row, and a single outer slice (e.g. the sum of a split convolution's partials) needs
+    // none.
+    const unsigned long long o = active && p.outer > 1 ? q / p.inner : 0;
     const unsigned long long i = active ? q - o * p.inner : 0;
     const unsigned long long m0 = static_cast<unsigned long long>(blockIdx.y) * p.mid_per_split;
     const unsigned long long m1 = min(p.mid, m0 + p.mid_per_split);

@@ -38,7 +38,8 @@ pub const CONV_SHALLOW_BK: u32 = 4;
 /// Rows and K step of the tensor-core tiles (`VX_CONV_TC_BM`, `VX_CONV_TC_BK`).
 pub const CONV_TC_BM: u32 = 128;
 pub const CONV_TC_BK: u32 = 32;
-/// Threads of the 128 x 32 BF16 tile (`VX_CONV_BF16_NARROW_THREADS`): two warps of 64 x 32.
+/// Threads of the 128 x 32 BF16 tile of backward weights (`VX_CONV_BF16_NARROW_THREADS`): two
+/// warps of 64 x 32.
 pub const CONV_BF16_NARROW_THREADS: u32 = 64;
 /// Stages of the BF16 kernels' shared-memory ring (`VX_CONV_BF16_STAGES`).
 pub const CONV_BF16_STAGES: u32 = 4;
@@ -171,8 +172,10 @@ impl ConvKernel {
     /// Dynamic shared memory of a launch: the BF16 kernels' ring of bf16 A and B tiles.
     /// Threads of a block.
     pub fn threads(&self) -> u32 {
-        match (self.precision, self.tile) {
-            (ConvPrecision::Bf16, ConvTile::TcN32) => CONV_BF16_NARROW_THREADS,
+        match (self.pass, self.precision, self.tile) {
+            (ConvPass::BackwardWeight, ConvPrecision::Bf16, ConvTile::TcN32) => {
+                CONV_BF16_NARROW_THREADS
+            }
             _ => CONV_THREADS,
         }
     }
@@ -466,8 +469,9 @@ impl ConvPlan {
         let steps = gm.depth.div_ceil(bk);
         let useful = (steps / MIN_STEPS_PER_SPLIT).max(1);
         let max_splits = (MAX_GRID_YZ / gm.layers).max(1);
-        let splits = wanted_blocks
-            .div_ceil(tiles)
+        // Split only when the tiles fill less than half the device: a split writes every
+        // result once per slice and costs a sum, which a full wave does not repay.
+        let splits = (wanted_blocks / tiles)
             .min(useful)
             .clamp(1, max_splits);
         let split_len = steps.div_ceil(splits) * bk;
@@ -652,7 +656,7 @@ mod tests {
             );
         }
         assert_eq!(pick(256).dims.block[0], 128);
-        assert_eq!(pick(32).dims.block[0], 64);
+        assert_eq!(pick(32).dims.block[0], 128);
         assert_eq!(pick(256).dims.shared_bytes, 64 * 1024);
         // Forward on 4 input channels: x packed to 8 channels, w to [cout][tap][8]; the
         // reduction runs over 27 * 8 padded (tap, channel) pairs.
