@@ -460,20 +460,16 @@ impl ConvPlan {
         };
         let (bm, bn, bk) = tile.shape();
         let (bm, bn, bk) = (bm as u64, bn as u64, bk as u64);
-        // `target_blocks` counts blocks of CONV_THREADS; wider blocks fill the device with
-        // fewer of them (splitting 512 tiles of 256 threads in two doubled the result's
-        // traffic and cost a partial sum for no added occupancy).
-        let wanted_blocks =
-            target_blocks as u64 * CONV_THREADS as u64 / kernel.threads() as u64;
+        // `target_blocks` counts blocks of CONV_THREADS; smaller blocks fill the device only
+        // in greater numbers.
+        let wanted_blocks = target_blocks as u64 * CONV_THREADS as u64 / kernel.threads() as u64;
         let tiles = gm.rows.div_ceil(bm) * gm.cols.div_ceil(bn) * gm.layers;
         let steps = gm.depth.div_ceil(bk);
         let useful = (steps / MIN_STEPS_PER_SPLIT).max(1);
         let max_splits = (MAX_GRID_YZ / gm.layers).max(1);
         // Split only when the tiles fill less than half the device: a split writes every
         // result once per slice and costs a sum, which a full wave does not repay.
-        let splits = (wanted_blocks / tiles)
-            .min(useful)
-            .clamp(1, max_splits);
+        let splits = (wanted_blocks / tiles).min(useful).clamp(1, max_splits);
         let split_len = steps.div_ceil(splits) * bk;
         let splits = gm.depth.div_ceil(split_len).max(1);
         let grid = [
