@@ -1,7 +1,7 @@
 use super::{check_tiling, BinaryKernel, BinaryOp};
 use crate::backend::cpu::{CpuBackend, PAR_CHUNK};
 use crate::backend::Element;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tensor_ops::reduce::sum_to_cols;
 use rayon::prelude::*;
 
