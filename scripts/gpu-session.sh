@@ -4,7 +4,8 @@
 # on the same card, and the quickstart on the GPU. Every step has its own time limit so one
 # slow step cannot eat the lease. Results go to $OUT, at most 8 files: summary.txt (card,
 # steps, test results), tests.log, ours_<precision>.jsonl (fp32, tf32, bf16), ref.jsonl,
-# quickstart.log, errors.log.
+# quickstart.log, errors.log. REF_CASES=none skips the reference and QUICKSTART=0 the
+# quickstart (a quick check: the parity tests and our own benchmarks).
 #   OURS="bf16:conv fp32:unet_step" REF_PRECISIONS=bf16 REF_CASES=conv scripts/gpu-session.sh
 set -u
 out="${OUT:-gpu-session-out}"
@@ -30,9 +31,14 @@ for item in $ours; do
     step 120 "bench $filter $p" gpu-bin/voxseg bench --device cuda --json --precision "$p" \
         --filter "$filter" >>"$out/ours_$p.jsonl" 2>>"$out/errors.log"
 done
-step 240 "reference $ref_precisions $ref_cases" python3 scripts/bench_reference.py --json \
-    --precision "$ref_precisions" --cases "$ref_cases" --warmup 3 --iters 10 \
-    >"$out/ref.jsonl" 2>>"$out/errors.log"
-step 90 "quickstart" gpu-bin/voxseg quickstart --device cuda --out /tmp/qs --force >"$out/quickstart.log" 2>&1
+if [[ "$ref_cases" != none ]]; then
+    step 240 "reference $ref_precisions $ref_cases" python3 scripts/bench_reference.py --json \
+        --precision "$ref_precisions" --cases "$ref_cases" --warmup 3 --iters 10 \
+        >"$out/ref.jsonl" 2>>"$out/errors.log"
+fi
+if [[ "${QUICKSTART:-1}" != 0 ]]; then
+    step 90 "quickstart" gpu-bin/voxseg quickstart --device cuda --out /tmp/qs --force \
+        >"$out/quickstart.log" 2>&1
+fi
 grep -E "test result|FAILED|panicked" "$out/tests.log" | head -40 >>"$out/summary.txt"
 cat "$out/summary.txt"
