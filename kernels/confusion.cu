@@ -43,8 +43,9 @@ __device__ __forceinline__ unsigned vx_label_class(float label) {
     return is_class ? static_cast<unsigned>(label) : VX_CONFUSION_MAX_CLASSES;
 }
 
-__device__ __forceinline__ bool vx_in_region(unsigned long long classes, unsigned cls) {
-    return cls < VX_CONFUSION_MAX_CLASSES && ((classes >> cls) & 1ull);
+__device__ __forceinline__ bool vx_in_region(
+    const unsigned long long (&classes)[VX_CONFUSION_CLASS_WORDS], unsigned cls) {
+    return cls < VX_CONFUSION_MAX_CLASSES && ((classes[cls >> 6] >> (cls & 63)) & 1ull);
 }
 
 // The minimum of 4 blocks per SM is only a hint to ptxas: without it, it spills 16 bytes

@@ -161,17 +161,22 @@ fn the_harness_refuses_a_grid_that_is_not_the_plans() {
     assert!(err.contains("grid"), "{err}");
 }
 
-/// The counts through the device's launch on the harness, as the launcher assembles them.
+/// The counts through the device's launches on the harness (one per MAX_REGIONS regions),
+/// as the launcher assembles them.
 fn emu_confusion(
     spec: &ConfusionSpec,
     logits: &[f32],
     labels: &[f32],
     blocks: u32,
 ) -> Vec<Confusion> {
-    let p = ConfusionKernelParams::new(spec, labels.len());
-    let mut counts = vec![0u64; p.counts_len()];
     let dims = launch::elementwise(labels.len(), blocks);
-    emu::confusion::region_confusion(&dims, p, logits, labels, &mut counts).unwrap();
+    let mut counts = Vec::new();
+    for regions in spec.regions.chunks(MAX_REGIONS) {
+        let p = ConfusionKernelParams::new(spec, regions, labels.len());
+        let mut part = vec![0u64; p.counts_len()];
+        emu::confusion::region_confusion(&dims, p, logits, labels, &mut part).unwrap();
+        counts.extend(part);
+    }
     counts
         .chunks_exact(3)
         .map(|c| Confusion {
@@ -191,22 +196,28 @@ fn validation_counts_equal_the_cpu_backend() {
     // BraTS regions (WT, TC, ET painting 2, 1, 3) and softmax classes 0..3.
     let brats = [vec![1, 2, 3], vec![1, 3], vec![3]];
     let classes = [vec![1], vec![2], vec![3]];
+    // More channels and regions than one launch takes (an argmax has no channel limit).
+    let many: Vec<Vec<u8>> = (1..=MAX_REGIONS as u8 + 2)
+        .map(|c| vec![c, c + 1, c - 1])
+        .collect();
     for spec in [
         ConfusionSpec::new(Decision::Paint(vec![2, 1, 3]), 3, &brats).unwrap(),
         ConfusionSpec::new(Decision::Argmax, 4, &classes).unwrap(),
         ConfusionSpec::new(Decision::Paint(vec![2]), 1, &[vec![2]]).unwrap(),
+        ConfusionSpec::new(Decision::Argmax, MAX_CHANNELS + 4, &many).unwrap(),
     ] {
         let mut logits = random(&mut rng, voxels * spec.channels, -4.0, 4.0);
         // Exact ties and logits of exactly 0 (sigmoid 0.5, not over it) in every 13th row.
         for row in logits.chunks_exact_mut(spec.channels).step_by(13) {
             row.fill(0.0);
         }
-        // Labels 0..3, with a few values that are not classes.
+        // Labels 0..max(channels, 4) - 1, with a few values that are not classes.
+        let top = spec.channels.max(4) as u32;
         let labels: Vec<f32> = (0..voxels)
             .map(|i| match i % 97 {
                 0 => 2.5,
                 1 => -1.0,
-                _ => (rng.uniform_range(0.0, 4.0) as u32).min(3) as f32,
+                _ => (rng.uniform_range(0.0, top as f64) as u32).min(top - 1) as f32,
             })
             .collect();
         let want = cpu.region_confusion(&logits, &labels, &spec).unwrap();
@@ -220,4 +231,33 @@ fn validation_counts_equal_the_cpu_backend() {
             assert_eq!(got, want, "{:?}, {blocks} blocks", spec.decision);
         }
     }
+}
+
+#[test]
+fn classes_beyond_64_are_counted() {
+    // One sigmoid channel painting class 200 against labels 0 / 200 / 255 / 256 (not a class).
+    let spec = ConfusionSpec::new(Decision::Paint(vec![200]), 1, &[vec![200], vec![255]]).unwrap();
+    let logits = [3.0, 3.0, -3.0, -3.0, 3.0, 3.0];
+    let labels = [200.0, 0.0, 200.0, 255.0, 256.0, 255.0];
+    let want = [
+        Confusion {
+            true_pos: 1,
+            false_pos: 3,
+            false_neg: 1,
+            true_neg: 1,
+        },
+        Confusion {
+            true_pos: 0,
+            false_pos: 0,
+            false_neg: 2,
+            true_neg: 4,
+        },
+    ];
+    assert_eq!(
+        Cpu::new()
+            .region_confusion(&logits.to_vec(), &labels.to_vec(), &spec)
+            .unwrap(),
+        want
+    );
+    assert_eq!(emu_confusion(&spec, &logits, &labels, 2), want);
 }

@@ -7,6 +7,7 @@ use super::params_confusion::{ConfusionKernelParams, CONFUSION_THREADS};
 use crate::backend::BackendBase;
 use crate::error::{Error, Result};
 use crate::metrics::Confusion;
+use crate::tensor_ops::confusion::MAX_REGIONS;
 use crate::tensor_ops::confusion::{ConfusionKernel, ConfusionSpec};
 
 /// u64 values stored as pairs of f32 bit patterns (low word first, little-endian device).
@@ -25,7 +26,6 @@ impl ConfusionKernel for Cuda {
         spec: &ConfusionSpec,
     ) -> Result<Vec<Confusion>> {
         let voxels = spec.voxels(logits.len(), labels.len())?;
-        let p = ConfusionKernelParams::new(spec, voxels);
         let dims = elementwise(voxels, self.max_elementwise_blocks());
         // Each block counts into u32 shared counters.
         let per_block = voxels.div_ceil(dims.grid[0] as usize * CONFUSION_THREADS as usize)
@@ -36,18 +36,22 @@ impl ConfusionKernel for Cuda {
                 format!("{voxels} voxels overflow the per-block counters"),
             ));
         }
-        // u64 counts in an f32 block of twice the length, zeroed.
-        let mut counts = self.zeros(2 * p.counts_len())?;
-        if voxels > 0 && p.regions > 0 {
-            call_kernel!(
-                self,
-                "confusion",
-                "region_confusion",
-                &dims,
-                [&p, logits.block(), labels.block(), counts.block_mut()]
-            )?;
+        let mut counts = Vec::with_capacity(3 * spec.regions.len());
+        for regions in spec.regions.chunks(MAX_REGIONS) {
+            let p = ConfusionKernelParams::new(spec, regions, voxels);
+            // u64 counts in an f32 block of twice the length, zeroed.
+            let mut block = self.zeros(2 * p.counts_len())?;
+            if voxels > 0 {
+                call_kernel!(
+                    self,
+                    "confusion",
+                    "region_confusion",
+                    &dims,
+                    [&p, logits.block(), labels.block(), block.block_mut()]
+                )?;
+            }
+            counts.extend(words_to_u64(&self.download(&block)?));
         }
-        let counts = words_to_u64(&self.download(&counts)?);
         Ok(counts
             .chunks_exact(3)
             .map(|c| Confusion {

@@ -1,5 +1,5 @@
 //! Parameters of the validation counts (mirror of kernels/params_confusion.h).
-use crate::tensor_ops::confusion::{ConfusionSpec, Decision, MAX_CHANNELS, MAX_REGIONS};
+use crate::tensor_ops::confusion::{ClassSet, ConfusionSpec, Decision, MAX_CHANNELS, MAX_REGIONS};
 
 /// Threads of a `region_confusion` block (`VX_CONFUSION_THREADS`).
 pub const CONFUSION_THREADS: u32 = 256;
@@ -8,7 +8,7 @@ pub const CONFUSION_THREADS: u32 = 256;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConfusionKernelParams {
     pub voxels: u64,
-    pub region_classes: [u64; MAX_REGIONS],
+    pub region_classes: [ClassSet; MAX_REGIONS],
     pub channels: u32,
     pub regions: u32,
     pub argmax: u32,
@@ -17,10 +17,11 @@ pub struct ConfusionKernelParams {
 }
 
 impl ConfusionKernelParams {
-    /// `spec` over `voxels` voxels; the spec must have passed `ConfusionSpec::check`.
-    pub fn new(spec: &ConfusionSpec, voxels: usize) -> Self {
-        let mut region_classes = [0u64; MAX_REGIONS];
-        region_classes[..spec.regions.len()].copy_from_slice(&spec.regions);
+    /// `spec`'s `regions` (at most MAX_REGIONS of them) over `voxels` voxels; the spec must
+    /// have passed `ConfusionSpec::check`.
+    pub fn new(spec: &ConfusionSpec, regions: &[ClassSet], voxels: usize) -> Self {
+        let mut region_classes = [ClassSet::default(); MAX_REGIONS];
+        region_classes[..regions.len()].copy_from_slice(regions);
         let mut paint = [0u32; MAX_CHANNELS];
         if let Decision::Paint(p) = &spec.decision {
             for (dst, &src) in paint.iter_mut().zip(p) {
@@ -31,7 +32,7 @@ impl ConfusionKernelParams {
             voxels: voxels as u64,
             region_classes,
             channels: spec.channels as u32,
-            regions: spec.regions.len() as u32,
+            regions: regions.len() as u32,
             argmax: (spec.decision == Decision::Argmax).into(),
             pad_: 0,
             paint,

@@ -9,11 +9,23 @@ use crate::backend::BackendBase;
 use crate::error::{Error, Result};
 use crate::metrics::Confusion;
 
-/// Channels and scored regions one launch can take (the device kernel's fixed arrays).
+/// Channels a painting decision can take (the device kernel's paint table); an argmax takes
+/// any number.
 pub const MAX_CHANNELS: usize = 16;
+/// Regions one device launch counts; more take several launches.
 pub const MAX_REGIONS: usize = 16;
-/// Classes a region can name: its classes are a bit mask.
-pub const MAX_CLASSES: usize = 64;
+/// Classes a region can name, every value of a u8 label map: its classes are a bit set of
+/// `CLASS_WORDS` words.
+pub const MAX_CLASSES: usize = 256;
+pub const CLASS_WORDS: usize = MAX_CLASSES / 64;
+
+/// A set of classes, bit `c % 64` of word `c / 64` for class `c`.
+pub type ClassSet = [u64; CLASS_WORDS];
+
+/// Whether `class` is in `set`.
+pub fn in_set(set: &ClassSet, class: u32) -> bool {
+    (class as usize) < MAX_CLASSES && (set[class as usize / 64] >> (class % 64)) & 1 == 1
+}
 
 /// How a voxel's logits become a class.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,8 +43,8 @@ pub struct ConfusionSpec {
     pub decision: Decision,
     /// Logit channels per voxel.
     pub channels: usize,
-    /// Each scored region's classes, bit `c` set for class `c`.
-    pub regions: Vec<u64>,
+    /// Each scored region's classes.
+    pub regions: Vec<ClassSet>,
 }
 
 impl ConfusionSpec {
@@ -41,18 +53,13 @@ impl ConfusionSpec {
         let masks = regions
             .iter()
             .map(|classes| {
-                classes.iter().try_fold(0u64, |m, &c| {
-                    if (c as usize) < MAX_CLASSES {
-                        Ok(m | 1 << c)
-                    } else {
-                        Err(Error::shape(
-                            "region_confusion",
-                            format!("class {c} is beyond the {MAX_CLASSES} a region can name"),
-                        ))
-                    }
-                })
+                let mut set = [0u64; CLASS_WORDS];
+                for &c in classes {
+                    set[c as usize / 64] |= 1 << (c % 64);
+                }
+                set
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect();
         let spec = Self {
             decision,
             channels,
@@ -66,21 +73,15 @@ impl ConfusionSpec {
     pub fn check(&self) -> Result<()> {
         let paints_fit = match &self.decision {
             Decision::Argmax => true,
-            Decision::Paint(p) => p.len() == self.channels,
+            Decision::Paint(p) => p.len() == self.channels && self.channels <= MAX_CHANNELS,
         };
-        if self.channels == 0
-            || self.channels > MAX_CHANNELS
-            || self.regions.len() > MAX_REGIONS
-            || !paints_fit
-        {
+        if self.channels == 0 || !paints_fit {
             return Err(Error::shape(
                 "region_confusion",
                 format!(
-                    "{} channels ({MAX_CHANNELS} at most), {} regions ({MAX_REGIONS} at most), \
-                     decision {:?}",
-                    self.channels,
-                    self.regions.len(),
-                    self.decision
+                    "{} channels with decision {:?} (a painting takes one class per channel, \
+                     {MAX_CHANNELS} channels at most)",
+                    self.channels, self.decision
                 ),
             ));
         }
@@ -137,10 +138,10 @@ pub fn label_class(label: f64) -> Option<u32> {
 }
 
 /// Adds one voxel's outcome to the counts of every region.
-pub fn count_voxel(regions: &[u64], pred: u32, truth: Option<u32>, counts: &mut [Confusion]) {
-    for (mask, c) in regions.iter().zip(counts) {
-        let in_pred = pred < MAX_CLASSES as u32 && (mask >> pred) & 1 == 1;
-        let in_truth = truth.is_some_and(|t| (mask >> t) & 1 == 1);
+pub fn count_voxel(regions: &[ClassSet], pred: u32, truth: Option<u32>, counts: &mut [Confusion]) {
+    for (set, c) in regions.iter().zip(counts) {
+        let in_pred = in_set(set, pred);
+        let in_truth = truth.is_some_and(|t| in_set(set, t));
         match (in_pred, in_truth) {
             (true, true) => c.true_pos += 1,
             (true, false) => c.false_pos += 1,
@@ -220,10 +221,13 @@ mod tests {
 
     #[test]
     fn bad_specs_and_lengths_are_errors() {
-        let big = ConfusionSpec::new(Decision::Argmax, 2, &[vec![64]]).unwrap_err();
-        assert!(big.to_string().contains("class 64"), "{big}");
-        let wide = ConfusionSpec::new(Decision::Argmax, 17, &[]).unwrap_err();
+        let wide = ConfusionSpec::new(Decision::Paint(vec![1; 17]), 17, &[]).unwrap_err();
         assert!(wide.to_string().contains("17 channels"), "{wide}");
+        let none = ConfusionSpec::new(Decision::Argmax, 0, &[]).unwrap_err();
+        assert!(none.to_string().contains("0 channels"), "{none}");
+        // An argmax takes any number of channels, and a region any u8 class.
+        let any = ConfusionSpec::new(Decision::Argmax, 17, &[vec![255]]).unwrap();
+        assert!(in_set(&any.regions[0], 255) && !in_set(&any.regions[0], 254));
         let paints = ConfusionSpec::new(Decision::Paint(vec![1]), 2, &[]).unwrap_err();
         assert!(paints.to_string().contains("region_confusion"), "{paints}");
         let spec = ConfusionSpec::new(Decision::Argmax, 2, &[vec![1]]).unwrap();
