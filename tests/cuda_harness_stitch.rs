@@ -43,7 +43,12 @@ fn param_structs_match_the_cpp_side() {
     );
 }
 
-fn geometry(volume: [usize; 3], patch: [usize; 3], k: usize, starts: &[[usize; 3]]) -> StitchGeometry {
+fn geometry(
+    volume: [usize; 3],
+    patch: [usize; 3],
+    k: usize,
+    starts: &[[usize; 3]],
+) -> StitchGeometry {
     let [d, h, w] = volume;
     let [pd, ph, pw] = patch;
     StitchGeometry::new(
@@ -81,7 +86,8 @@ fn logits_outside_nan(rng: &mut Rng, g: &StitchGeometry) -> Vec<f32> {
 fn accumulation_and_division_match_the_cpu_backend_bit_for_bit() {
     let cpu = Cpu::new();
     let mut rng = Rng::new(41);
-    let cases: [([usize; 3], [usize; 3], usize, Vec<[usize; 3]>); 4] = [
+    // (volume, patch, channels, window starts)
+    let cases = [
         // Overlapping windows touching every border of an odd volume, batched together.
         (
             [7, 9, 5],
@@ -90,7 +96,12 @@ fn accumulation_and_division_match_the_cpu_backend_bit_for_bit() {
             vec![[0, 0, 0], [2, 2, 1], [4, 4, 2], [4, 0, 2], [0, 4, 0]],
         ),
         // Windows larger than the volume on some axes: clipped to it.
-        ([5, 3, 6], [7, 4, 3], 1, vec![[0, 0, 0], [0, 0, 3], [0, 0, 2]]),
+        (
+            [5, 3, 6],
+            [7, 4, 3],
+            1,
+            vec![[0, 0, 0], [0, 0, 3], [0, 0, 2]],
+        ),
         // One window past every far side, one inside, the same window twice.
         (
             [6, 5, 7],
@@ -120,8 +131,15 @@ fn accumulation_and_division_match_the_cpu_backend_bit_for_bit() {
             let (mut acc, mut norm) = (guarded(&acc0), guarded(&norm0));
             for i in 0..starts.len() {
                 let p = StitchParams::new(&g, i).unwrap();
-                emu::stitch::accumulate(&p.dims(max_blocks), p, &logits, &weights, &mut acc, &mut norm)
-                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                emu::stitch::accumulate(
+                    &p.dims(max_blocks),
+                    p,
+                    &logits,
+                    &weights,
+                    &mut acc,
+                    &mut norm,
+                )
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
             }
             common::assert_bits(
                 &format!("acc {what}"),

@@ -174,7 +174,10 @@ pub fn predict_volume<B: Backend>(
     if n != 1 {
         return Err(Error::shape(
             "predict",
-            format!("image {} holds {n} volumes; predict takes one", image.shape()),
+            format!(
+                "image {} holds {n} volumes; predict takes one",
+                image.shape()
+            ),
         ));
     }
     let be = image.backend();
@@ -467,7 +470,10 @@ mod tests {
         let err = predict_logits(&mut model, &b, &[0.0; 10], [2, 2, 2], 2, &opts)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("predict") && err.contains("10 values"), "{err}");
+        assert!(
+            err.contains("predict") && err.contains("10 values"),
+            "{err}"
+        );
         let two = Tensor::zeros(&b, [2, 4, 4, 4, 2]).unwrap();
         let err = predict_volume(&mut model, &two, &opts)
             .unwrap_err()

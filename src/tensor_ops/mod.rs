@@ -95,6 +95,6 @@ impl<T> Backend for T where
         + OptimStepKernel
         + DiceSumsKernel
         + ConfusionKernel
-    + StitchKernel
+        + StitchKernel
 {
 }

@@ -646,11 +646,7 @@ impl<B: Backend> Validator<'_, B> {
                 .ok_or_else(|| Error::data(case.id.as_str(), "validation case has no label"))?;
             let [x, y, z] = case.dims();
             let image = interleave_channels(&case.channels)?;
-            let image = Tensor::from_f32(
-                self.backend,
-                [1, z, y, x, case.channels.len()],
-                &image,
-            )?;
+            let image = Tensor::from_f32(self.backend, [1, z, y, x, case.channels.len()], &image)?;
             // Prediction, decisions and counts on the backend: from a device only the
             // counts and the loss return (and the first case's logits, for its picture).
             let logits_t = predict_volume(model, &image, &self.window)?;

@@ -94,12 +94,23 @@ impl StitchGeometry {
     }
 
     /// The storage-level check every backend makes before touching the buffers.
-    pub fn check_lengths(&self, acc: usize, norm: usize, logits: usize, weights: usize) -> Result<()> {
+    pub fn check_lengths(
+        &self,
+        acc: usize,
+        norm: usize,
+        logits: usize,
+        weights: usize,
+    ) -> Result<()> {
         let op = "accumulate_windows";
         let k = self.channels;
         check_len(op, "acc", acc, self.voxels() * k)?;
         check_len(op, "norm", norm, self.voxels())?;
-        check_len(op, "logits", logits, self.starts.len() * self.window_cells() * k)?;
+        check_len(
+            op,
+            "logits",
+            logits,
+            self.starts.len() * self.window_cells() * k,
+        )?;
         check_len(op, "weights", weights, self.window_cells())
     }
 }
@@ -223,15 +234,21 @@ mod tests {
         let mut norm = tensor([1, 1, 1, 5, 1], &[0.0; 5]);
         let logits = tensor([2, 1, 1, 3, 1], &[1.0, 2.0, 3.0, 10.0, 20.0, 30.0]);
         let weights = tensor([1, 1, 3], &[0.5, 1.0, 0.25]);
-        accumulate_windows(&mut acc, &mut norm, &logits, &weights, &[[0, 0, 0], [0, 0, 2]])
-            .unwrap();
-        assert_eq!(
-            acc.to_vec().unwrap(),
-            vec![0.5, 2.0, 0.75 + 5.0, 20.0, 7.5]
-        );
+        accumulate_windows(
+            &mut acc,
+            &mut norm,
+            &logits,
+            &weights,
+            &[[0, 0, 0], [0, 0, 2]],
+        )
+        .unwrap();
+        assert_eq!(acc.to_vec().unwrap(), vec![0.5, 2.0, 0.75 + 5.0, 20.0, 7.5]);
         assert_eq!(norm.to_vec().unwrap(), vec![0.5, 1.0, 0.75, 1.0, 0.25]);
         let avg = divide_by_weights(acc, &norm).unwrap();
-        assert_eq!(avg.to_vec().unwrap(), vec![1.0, 2.0, 5.75 / 0.75, 20.0, 30.0]);
+        assert_eq!(
+            avg.to_vec().unwrap(),
+            vec![1.0, 2.0, 5.75 / 0.75, 20.0, 30.0]
+        );
     }
 
     #[test]
@@ -243,7 +260,8 @@ mod tests {
         let starts = [[0, 0, 0], [2, 0, 3], [4, 3, 6], [1, 2, 1]];
         let voxels: usize = volume.iter().product();
         let cells: usize = patch.iter().product();
-        let mut draw = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.uniform_range(-2.0, 2.0)).collect() };
+        let mut draw =
+            |n: usize| -> Vec<f64> { (0..n).map(|_| rng.uniform_range(-2.0, 2.0)).collect() };
         let acc0 = draw(voxels * k);
         let norm0: Vec<f64> = draw(voxels).iter().map(|v| v.abs()).collect();
         let logits = draw(starts.len() * cells * k);
