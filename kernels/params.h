@@ -105,3 +105,4 @@ struct Conv3dParams {
 #include "params_optim_step.h"
 #include "params_dice.h"
 #include "params_confusion.h"
+#include "params_stitch.h"

@@ -146,9 +146,14 @@ inline float __logf(float x) { return logf(x); }
 inline float __fdividef(float a, float b) { return a / b; }
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 // A product never fused into a following add; the volatile keeps the host compiler from
-// contracting it too (kernels/optim_step.cu relies on that to round as the CPU does).
+// contracting it too (kernels/optim_step.cu and stitch.cu rely on that to round as the
+// CPU does).
 inline double __dmul_rn(double a, double b) {
     volatile double product = a * b;
+    return product;
+}
+inline float __fmul_rn(float a, float b) {
+    volatile float product = a * b;
     return product;
 }
 inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }

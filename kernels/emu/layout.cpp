@@ -211,6 +211,17 @@ extern "C" long long vx_param_layout(const char* type, const char* field) {
     VX_FIELD(ConfusionKernelParams, argmax)
     VX_FIELD(ConfusionKernelParams, pad_)
     VX_FIELD(ConfusionKernelParams, paint)
+    VX_SIZE(StitchParams)
+    VX_FIELD(StitchParams, volume)
+    VX_FIELD(StitchParams, patch)
+    VX_FIELD(StitchParams, start)
+    VX_FIELD(StitchParams, extent)
+    VX_FIELD(StitchParams, channels)
+    VX_FIELD(StitchParams, window)
+    VX_SIZE(StitchDivideParams)
+    VX_FIELD(StitchDivideParams, voxels)
+    VX_FIELD(StitchDivideParams, channels)
+    VX_FIELD(StitchDivideParams, pad_)
     return -1;
 }
 

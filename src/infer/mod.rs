@@ -5,5 +5,5 @@ pub mod sliding_window;
 mod volume_io;
 
 pub use predict::{PredictOptions, Predicted, Predictor};
-pub use sliding_window::{predict_logits, SlidingWindow};
+pub use sliding_window::{predict_logits, predict_volume, SlidingWindow};
 pub use volume_io::{interleave_channels, probabilities};

@@ -19,6 +19,7 @@ pub mod reduce;
 pub mod reshape;
 pub mod softmax;
 pub mod ssim;
+pub mod stitch;
 #[cfg(test)]
 pub(crate) mod test_inputs;
 pub mod unary;
@@ -41,6 +42,7 @@ pub use pool::{Pool3dSpec, PoolKernel, PoolPadding};
 pub use reduce::ReduceKernel;
 pub use softmax::{SoftmaxKernel, SoftmaxOp};
 pub use ssim::SsimWindowKernel;
+pub use stitch::StitchKernel;
 pub use unary::{UnaryKernel, UnaryOp};
 pub use upsample::UpsampleKernel;
 
@@ -68,6 +70,7 @@ pub trait Backend:
     + OptimStepKernel
     + DiceSumsKernel
     + ConfusionKernel
+    + StitchKernel
 {
 }
 
@@ -92,5 +95,6 @@ impl<T> Backend for T where
         + OptimStepKernel
         + DiceSumsKernel
         + ConfusionKernel
+        + StitchKernel
 {
 }

@@ -16,7 +16,7 @@ use crate::data::preprocess::{dataset_stats, preprocess, PreprocessedCase, Stati
 use crate::data::sampler::{InMemoryCase, PatchSource};
 use crate::data::split::Split;
 use crate::error::{Error, Result};
-use crate::infer::{interleave_channels, predict_logits, probabilities, SlidingWindow};
+use crate::infer::{interleave_channels, predict_volume, probabilities, SlidingWindow};
 use crate::log::{overlay_slices, EventWriter, JsonlWriter, Progress};
 use crate::loss::{check_finite, Target};
 use crate::nn::fcn::FcnConfig;
@@ -646,16 +646,10 @@ impl<B: Backend> Validator<'_, B> {
                 .ok_or_else(|| Error::data(case.id.as_str(), "validation case has no label"))?;
             let [x, y, z] = case.dims();
             let image = interleave_channels(&case.channels)?;
-            let logits = predict_logits(
-                model,
-                self.backend,
-                &image,
-                [z, y, x],
-                case.channels.len(),
-                &self.window,
-            )?;
-            let logits_t = Tensor::from_f32(self.backend, [1, z, y, x, k], &logits)?;
-            // Decisions and counts on the backend: from a device only the counts return.
+            let image = Tensor::from_f32(self.backend, [1, z, y, x, case.channels.len()], &image)?;
+            // Prediction, decisions and counts on the backend: from a device only the
+            // counts and the loss return (and the first case's logits, for its picture).
+            let logits_t = predict_volume(model, &image, &self.window)?;
             let classes: Vec<f32> = label.data.iter().map(|&c| f32::from(c)).collect();
             let classes = Tensor::from_f32(self.backend, [z * y * x], &classes)?;
             let counts =
@@ -676,10 +670,11 @@ impl<B: Backend> Validator<'_, B> {
             loss_sum += self
                 .cfg
                 .loss
-                .compute(&Var::constant(logits_t), &target)?
+                .compute(&Var::constant(logits_t.clone()), &target)?
                 .value()
                 .item()?;
             if i == 0 {
+                let logits = logits_t.to_vec_f32()?;
                 let probs = probabilities(&self.cfg.target, &logits, k);
                 let pred = self.cfg.target.decode(self.label_spec, &probs)?;
                 picture = Some(overlay_slices(

@@ -352,6 +352,8 @@ pub mod optim_step;
 pub mod softmax;
 /// The spatial kernels (pool, upsample, concat, pad, flip, ssim).
 pub mod spatial;
+/// The sliding-window stitching (kernels/stitch.cu).
+pub mod stitch;
 /// The convolution kernels (kernels/conv3d.cu, conv3d_tc.cu, conv3d_bf16.cu) and the
 /// tensor-core probes.
 pub mod conv {

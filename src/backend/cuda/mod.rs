@@ -10,7 +10,7 @@
 //!   (unary, binary, reduce, random fills), `conv` (f32 and tensor-core convolution),
 //!   `norm`, `dropout`, `matmul`, `softmax`, `bce`, `cross_entropy`, `dice` (fused Dice
 //!   sums), `confusion` (validation counts), `optim_step`, `pooling`, `upsample`, `concat`,
-//!   `pad`, `flip`, `ssim`.
+//!   `pad`, `flip`, `ssim`, `stitch` (sliding-window accumulation).
 //! - `emu`: the same kernels compiled for the host (kernels/emu/cuda_emu.h), for tests
 //!   where no GPU is lent.
 mod bce;
@@ -43,11 +43,13 @@ pub mod params_norm;
 pub mod params_optim_step;
 pub mod params_softmax;
 pub mod params_spatial;
+pub mod params_stitch;
 pub mod pool;
 mod pooling;
 mod ptx;
 mod softmax;
 mod ssim;
+mod stitch;
 mod timing;
 mod upsample;
 
