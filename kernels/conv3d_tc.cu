@@ -1,7 +1,7 @@
 // 3D convolution on the tensor cores in TF32: the implicit GEMMs of conv3d_common.h with
 // mma.sync (m16n8k8 TF32 operands, f32 accumulation) through the wrappers of mma.h. Inputs
 // stay f32 in memory; they are rounded to TF32 (cvt.rna) when a reduction step is written
-// to shared memory. (BF16 runs the packed, pipelined kernels of conv3d_bf16.cu; the
+// to shared memory. (BF16 runs the packed, pipelined kernels of conv3d_pipe.cu; the
 // precision policy below still takes k values in pairs so that the layouts stay general.)
 //
 // For channel counts that are multiples of 4 (the launch plan checks): every global load

@@ -1,4 +1,4 @@
-// Tile shapes of the convolution kernels (kernels/conv3d.cu, conv3d_tc.cu, conv3d_bf16.cu),
+// Tile shapes of the convolution kernels (kernels/conv3d.cu, conv3d_tc.cu, conv3d_pipe.cu),
 // which the Rust launch plans (src/backend/cuda/conv_plan.rs) mirror;
 // tests/cuda_harness_conv.rs compares the two through vx_launch_constant().
 #pragma once
@@ -17,13 +17,13 @@ constexpr int VX_CONV_SHALLOW_BK = 4;
 // Tensor-core tiles: VX_CONV_TC_BM rows, 64 or 32 columns, VX_CONV_TC_BK reduction step.
 constexpr int VX_CONV_TC_BM = 128;
 constexpr int VX_CONV_TC_BK = 32;
-// BF16 kernels (conv3d_bf16.cu): VX_CONV_TC_BM rows, 128, 64 or 32 columns (VX_CONV_THREADS
+// BF16 kernels (conv3d_pipe.cu): VX_CONV_TC_BM rows, 128, 64 or 32 columns (VX_CONV_THREADS
 // threads; VX_CONV_BF16_NARROW_THREADS for 32 in backward weights); VX_CONV_TC_BK
 // reduction step; a ring of VX_CONV_BF16_STAGES shared-memory stages.
 constexpr int VX_CONV_BF16_NARROW_THREADS = 64;
 constexpr int VX_CONV_BF16_STAGES = 4;
 
-// The BF16 convolutions' operand packing (conv3d_bf16.cu): f32 source [a][b][c] to bf16,
+// The BF16 convolutions' operand packing (conv3d_pipe.cu): f32 source [a][b][c] to bf16,
 // the padded dimension rounded up to a multiple of 8 with zeros so that every row is whole
 // 16-byte chunks.
 //   conv3d_pack_rows:       dst [b][a][padded], padded >= c (b == 1: a plain row pad)

@@ -1,4 +1,4 @@
-//! The convolution kernels (kernels/conv3d.cu, conv3d_tc.cu, conv3d_bf16.cu) run on the CPU
+//! The convolution kernels (kernels/conv3d.cu, conv3d_tc.cu, conv3d_pipe.cu) run on the CPU
 //! through the execution harness, launched by exactly the plans the device uses
 //! (`ConvPlan`: BF16 operands packed first, split partials summed by the reduce kernels),
 //! and compared with the CPU backend's `Conv3dKernel` in f64. Outputs start as NaN and

@@ -112,7 +112,7 @@ impl Cuda {
         // Two bf16 per f32 element of the pool's buffers.
         let mut dst = self.alloc(pack.packed_len().div_ceil(2))?;
         let name = pack.name();
-        let f = self.function("conv3d_bf16", name)?;
+        let f = self.function("conv3d_pipe", name)?;
         let mut args = self.stream().launch_builder(&f);
         args.arg(&pack.params).arg(src.block()).arg(dst.block_mut());
         // SAFETY: (params, src, dst) as the pack kernels take them; src holds the
@@ -195,7 +195,7 @@ impl Cuda {
     }
 
     /// Each lane's registers from the ldmatrix wrappers (kernels/mma.h) on `rows` (32 rows
-    /// of 8 bf16): 14 per lane, as kernels/conv3d_bf16.cu's ldmatrix_probe lays them out.
+    /// of 8 bf16): 14 per lane, as kernels/conv3d_pipe.cu's ldmatrix_probe lays them out.
     pub fn ldmatrix_probe(&self, rows: &[u16]) -> Result<Vec<u32>> {
         if rows.len() != 256 {
             return Err(Error::shape(
@@ -210,7 +210,7 @@ impl Cuda {
             .collect();
         let src = self.upload(&words)?;
         let mut out = self.alloc(32 * 14)?;
-        let f = self.function("conv3d_bf16", "ldmatrix_probe")?;
+        let f = self.function("conv3d_pipe", "ldmatrix_probe")?;
         let mut args = self.stream().launch_builder(&f);
         args.arg(src.block()).arg(out.block_mut());
         // SAFETY: (src, out) as the kernel takes them: 512 bytes in, 448 words out.

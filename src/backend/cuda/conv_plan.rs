@@ -1,5 +1,5 @@
 //! Launch plans for the convolution kernels (kernels/conv3d.cu on the CUDA cores,
-//! kernels/conv3d_tc.cu and conv3d_bf16.cu on the tensor cores): which kernel runs a pass,
+//! kernels/conv3d_tc.cu and conv3d_pipe.cu on the tensor cores): which kernel runs a pass,
 //! its grid, how its reduction is split and, for BF16, how its operands are packed. Pure
 //! functions, shared by the device launcher (`conv.rs`) and the harness tests, so that the
 //! emulated runs exercise exactly the device's plans.
@@ -165,7 +165,7 @@ impl ConvKernel {
         match self.precision {
             ConvPrecision::F32 => "conv3d",
             ConvPrecision::Tf32 => "conv3d_tc",
-            ConvPrecision::Bf16 => "conv3d_bf16",
+            ConvPrecision::Bf16 => "conv3d_pipe",
         }
     }
 
@@ -254,7 +254,7 @@ pub struct ConvPackParams {
 // SAFETY: #[repr(C)] plain integers, the layout of ConvPackParams (checked by a test).
 unsafe impl cudarc::driver::DeviceRepr for ConvPackParams {}
 
-/// The pack kernels (kernels/conv3d_bf16.cu).
+/// The pack kernels (kernels/conv3d_pipe.cu).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConvPackKind {
     /// `[b][a][padded]` from `[a][b][c]`: activations (b = 1) and backward-data weights.
@@ -403,7 +403,7 @@ fn bf16_tile(cols: u64) -> ConvTile {
     }
 }
 
-/// The packs of a BF16 pass's operands (a, b); see kernels/conv3d_bf16.cu for the layouts.
+/// The packs of a BF16 pass's operands (a, b); see kernels/conv3d_pipe.cu for the layouts.
 fn packs(g: &ConvGeometry, pass: ConvPass, target_blocks: u32) -> Result<[ConvPack; 2]> {
     use ConvPackKind::*;
     let x = [g.n * g.input_voxels(), 1, g.cin];
@@ -665,7 +665,7 @@ mod tests {
         );
         assert_eq!((a.source_len(), b.source_len()), (512 * 4, 27 * 4 * 36));
         assert_eq!(plan.kernel.name(), Some("conv3d_fwd_bf16_n64"));
-        assert_eq!(plan.kernel.module(), "conv3d_bf16");
+        assert_eq!(plan.kernel.module(), "conv3d_pipe");
         // Backward data packs dy and w as [cin][tap][cout_p]; backward weights x and dy,
         // its rows the padded (tap, channel) pairs.
         let g = conv([1, 8, 8, 8, 4], [3, 3, 3, 4, 12], 1);

@@ -352,7 +352,7 @@ pub mod optim_step;
 pub mod softmax;
 /// The spatial kernels (pool, upsample, concat, pad, flip, ssim).
 pub mod spatial;
-/// The convolution kernels (kernels/conv3d.cu, conv3d_tc.cu, conv3d_bf16.cu) and the
+/// The convolution kernels (kernels/conv3d.cu, conv3d_tc.cu, conv3d_pipe.cu) and the
 /// tensor-core probes.
 pub mod conv {
     use super::{need, status, EmuResult};
