@@ -1,35 +1,41 @@
-// 3D convolution in BF16 on the tensor cores: the implicit GEMMs of conv3d_common.h on
-// operands packed to bf16 once per call, fed through a cp.async shared-memory ring.
+// 3D convolution on the tensor cores, in BF16 or TF32: the implicit GEMMs of
+// conv3d_common.h on operands packed once per call, fed through a cp.async shared-memory
+// ring. One set of templates serves both precisions through a precision policy (VxBf16,
+// VxTf32: element bytes, elements per 16-byte chunk, rounding, mma shape).
 //
-// Packing (conv3d_pack_*): f32 -> bf16 (nearest even) with the channel dimension padded by
-// zeros to a multiple of 8, so every row of every operand is whole 16-byte chunks and a
-// chunk is 8 channels of one voxel and one tap (wholly inside or outside the volume):
+// Packing (conv3d_pack_*): f32 -> bf16 (nearest even) or tf32 (cvt.rna, kept in 32 bits)
+// with the channel dimension padded by zeros to whole 16-byte chunks (8 bf16 or 4 tf32),
+// so every row of every operand is whole chunks and a chunk is channels of one voxel and
+// one tap (wholly inside or outside the volume):
 //   forward          a = x  [voxel][cin_p]     b = w as [cout][tap][cin_p]
 //   backward data    a = dy [voxel][cout_p]    b = w as [cin][tap][cout_p]
 //   backward weights a = x  [voxel][cin_p]     b = dy [voxel][cout_p]
 // The GEMM's reduction index runs over the padded channels (their zeros add nothing).
 //
-// Main loops: a block computes a 128 x BN tile (BN = 128 with 8 warps of 64 x 32, 64 with
-// 4 warps of 64 x 32, 32 with 4 warps of 32 x 32) in steps of 32 bf16 of the reduction.
+// Main loops: a block computes a 128 x BN tile (BN = 128 with 4 warps of 64 x 64, 64 with
+// 4 warps of 64 x 32, 32 with 4 warps of 32 x 32, or 2 of 64 x 32 in backward weights) in
+// steps of 64 bytes of reduction per row (32 bf16 or 16 tf32: two mma k steps either way).
 // Every step's tiles arrive by 16-byte cp.async (zero fill for padding and rows past the
-// problem) into a ring of VX_CONV_BF16_STAGES stages in dynamic shared memory, three
-// steps ahead of the mma; one barrier per step. Fragments come from ldmatrix.x4: forward
-// and backward data hold both tiles k-major ([row][k], plain ldmatrix), backward weights
-// mn-major ([k][row], ldmatrix.trans), since there the reduction (voxels) is the slow
-// index of both operands. Tiles are swizzled (the 16-byte chunk index XOR bits of the row)
-// so that the 8 rows of an ldmatrix and the chunks a quarter warp copies hit distinct
-// banks. Accumulation is f32 (mma.m16n8k16); split partials go to their own slices.
+// problem) into a ring of VX_CONV_PIPE_STAGES stages in dynamic shared memory, three
+// steps ahead of the mma; one barrier per step. Forward and backward data hold both tiles
+// k-major ([row][k]) and take fragments with ldmatrix.x4: a b16 8 x 8 matrix is 8 rows of
+// 16 bytes, so at TF32 it is 8 rows x 4 tf32 and a lane's register (row g, b16 columns
+// 2t, 2t+1) is tf32 (g, t), the m16n8k8 .tf32 fragment element (mma.h). Backward weights
+// hold both tiles mn-major ([k][row]), since there the reduction (voxels) is the slow
+// index of both operands: BF16 reads them with ldmatrix.trans; ldmatrix.trans transposes
+// 16-bit elements and cannot serve 32-bit ones, so TF32 reads each fragment register with
+// a 32-bit shared load (the swizzle keeps a warp's 32 loads on 32 banks). Tiles are
+// swizzled (the 16-byte chunk index XOR bits of the row) so that the rows of an ldmatrix,
+// the words of a fragment and the chunks a quarter warp copies hit distinct banks.
+// Accumulation is f32; split partials go to their own slices.
 #include "conv3d_common.h"
 #include "mma.h"
 
 // bf16 values as their bits.
-using VxBf16 = unsigned short;
-
-// Channels padded to whole 16-byte chunks of bf16.
-__device__ __forceinline__ int vx_pad8(int c) { return (c + 7) & ~7; }
+using VxBf16Bits = unsigned short;
 
 // ---------------------------------------------------------------------------------------
-// Packing
+// Precision policies
 
 // Eight f32 as one chunk of bf16, the first in the low half of the first word.
 __device__ __forceinline__ VxU4 vx_bf16_chunk(const float (&v)[8]) {
@@ -37,11 +43,47 @@ __device__ __forceinline__ VxU4 vx_bf16_chunk(const float (&v)[8]) {
                 vx_bf16x2(v[6], v[7])};
 }
 
+struct VxBf16 {
+    using Elem = VxBf16Bits;
+    static constexpr int PER_CHUNK = 8;  // elements per 16-byte chunk
+    static constexpr int MMA_K = 16;     // reduction of one mma (m16n8k16)
+    __device__ __forceinline__ static VxU4 chunk(const float (&v)[PER_CHUNK]) {
+        return vx_bf16_chunk(v);
+    }
+    __device__ __forceinline__ static void mma(float (&d)[4], const unsigned (&a)[4],
+                                               const unsigned (&b)[2]) {
+        vx_mma_bf16(d, a, b);
+    }
+};
+
+struct VxTf32 {
+    using Elem = unsigned;
+    static constexpr int PER_CHUNK = 4;
+    static constexpr int MMA_K = 8;  // m16n8k8
+    __device__ __forceinline__ static VxU4 chunk(const float (&v)[PER_CHUNK]) {
+        return VxU4{vx_tf32(v[0]), vx_tf32(v[1]), vx_tf32(v[2]), vx_tf32(v[3])};
+    }
+    __device__ __forceinline__ static void mma(float (&d)[4], const unsigned (&a)[4],
+                                               const unsigned (&b)[2]) {
+        vx_mma_tf32(d, a, b);
+    }
+};
+
+// Channels padded to whole 16-byte chunks.
+template <class P>
+__device__ __forceinline__ int vx_pad(int c) {
+    return (c + P::PER_CHUNK - 1) / P::PER_CHUNK * P::PER_CHUNK;
+}
+
+// ---------------------------------------------------------------------------------------
+// Packing
+
 // v[j] = row[c0 + j] for c0 + j < c, else 0; 16-byte loads when rows are 16-byte aligned.
-__device__ __forceinline__ void vx_load8(const float* row, int c0, int c, float (&v)[8]) {
+template <int N>
+__device__ __forceinline__ void vx_load_chunk(const float* row, int c0, int c, float (&v)[N]) {
     if (c % 4 == 0) {
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
+        for (int h = 0; h < N / 4; ++h) {
             const VxF4 q = c0 + 4 * h < c ? vx_load4(row + c0 + 4 * h) : VxF4{0, 0, 0, 0};
             v[4 * h] = q.x;
             v[4 * h + 1] = q.y;
@@ -50,162 +92,218 @@ __device__ __forceinline__ void vx_load8(const float* row, int c0, int c, float 
         }
     } else {
 #pragma unroll
-        for (int j = 0; j < 8; ++j) v[j] = c0 + j < c ? row[c0 + j] : 0.0f;
+        for (int j = 0; j < N; ++j) v[j] = c0 + j < c ? row[c0 + j] : 0.0f;
     }
 }
 
 // dst [b][a][padded] from src [a][b][c]: one 16-byte chunk per thread and step.
-extern "C" __global__ void __launch_bounds__(256)
-    conv3d_pack_rows(const ConvPackParams p, const float* __restrict__ src,
-                     VxBf16* __restrict__ dst) {
-    const unsigned quads = static_cast<unsigned>(p.padded) / 8;
-    const unsigned chunks = static_cast<unsigned>(p.a) * static_cast<unsigned>(p.b) * quads;
+template <class P>
+__device__ __forceinline__ void vx_pack_rows(const ConvPackParams& p, const float* src,
+                                             typename P::Elem* dst) {
+    const unsigned chunks_per_row = static_cast<unsigned>(p.padded) / P::PER_CHUNK;
+    const unsigned chunks =
+        static_cast<unsigned>(p.a) * static_cast<unsigned>(p.b) * chunks_per_row;
     for (unsigned i = static_cast<unsigned>(vx_thread_index()); i < chunks;
          i += static_cast<unsigned>(vx_thread_stride())) {
         // The common shapes (b == 1, one chunk per row or no padding) need no division.
-        const unsigned row = quads == 1 ? i : i / quads;
-        const int c0 = 8 * static_cast<int>(i - row * quads);
+        const unsigned row = chunks_per_row == 1 ? i : i / chunks_per_row;
+        const int c0 = P::PER_CHUNK * static_cast<int>(i - row * chunks_per_row);
         unsigned src_row = row;
         if (p.b != 1) {
             const unsigned bi = row / static_cast<unsigned>(p.a);
             src_row = (row - bi * static_cast<unsigned>(p.a)) * static_cast<unsigned>(p.b) + bi;
         }
-        float v[8];
-        vx_load8(src + static_cast<size_t>(src_row) * p.c, c0, p.c, v);
-        *reinterpret_cast<VxU4*>(dst + static_cast<size_t>(row) * p.padded + c0) =
-            vx_bf16_chunk(v);
+        float v[P::PER_CHUNK];
+        vx_load_chunk(src + static_cast<size_t>(src_row) * p.c, c0, p.c, v);
+        *reinterpret_cast<VxU4*>(dst + static_cast<size_t>(row) * p.padded + c0) = P::chunk(v);
     }
 }
 
 // dst [c][a][padded] from src [a][b][c]. Consecutive threads take consecutive c, so the
-// strided gather of a chunk's 8 values of b is coalesced across the warp.
-extern "C" __global__ void __launch_bounds__(256)
-    conv3d_pack_transposed(const ConvPackParams p, const float* __restrict__ src,
-                           VxBf16* __restrict__ dst) {
-    const unsigned quads = static_cast<unsigned>(p.padded) / 8;
+// strided gather of a chunk's values of b is coalesced across the warp.
+template <class P>
+__device__ __forceinline__ void vx_pack_transposed(const ConvPackParams& p, const float* src,
+                                                   typename P::Elem* dst) {
+    const unsigned chunks_per_row = static_cast<unsigned>(p.padded) / P::PER_CHUNK;
     const unsigned c = static_cast<unsigned>(p.c);
-    const unsigned chunks = static_cast<unsigned>(p.a) * quads * c;
+    const unsigned chunks = static_cast<unsigned>(p.a) * chunks_per_row * c;
     for (unsigned i = static_cast<unsigned>(vx_thread_index()); i < chunks;
          i += static_cast<unsigned>(vx_thread_stride())) {
         const unsigned rest = i / c, ci = i - rest * c;
-        const unsigned ai = rest / quads;
-        const int b0 = 8 * static_cast<int>(rest - ai * quads);
+        const unsigned ai = rest / chunks_per_row;
+        const int b0 = P::PER_CHUNK * static_cast<int>(rest - ai * chunks_per_row);
         const float* s = src + static_cast<size_t>(ai) * p.b * p.c + ci;
-        float v[8];
+        float v[P::PER_CHUNK];
 #pragma unroll
-        for (int j = 0; j < 8; ++j)
+        for (int j = 0; j < P::PER_CHUNK; ++j)
             v[j] = b0 + j < p.b ? s[static_cast<size_t>(b0 + j) * p.c] : 0.0f;
-        *reinterpret_cast<VxU4*>(
-            dst + (static_cast<size_t>(ci) * p.a + ai) * p.padded + b0) = vx_bf16_chunk(v);
+        *reinterpret_cast<VxU4*>(dst + (static_cast<size_t>(ci) * p.a + ai) * p.padded + b0) =
+            P::chunk(v);
     }
 }
-VX_EMU_ENTRY(conv3d_pack_rows, (const ConvPackParams p, const float* src, VxBf16* dst),
-             (p, src, dst))
-VX_EMU_ENTRY(conv3d_pack_transposed, (const ConvPackParams p, const float* src, VxBf16* dst),
-             (p, src, dst))
+
+#define VX_CONV_PACK(name, pack, Precision)                                              \
+    extern "C" __global__ void __launch_bounds__(256)                                      \
+        name(const ConvPackParams p, const float* __restrict__ src,                        \
+             Precision::Elem* __restrict__ dst) {                                          \
+        pack<Precision>(p, src, dst);                                                      \
+    }                                                                                      \
+    VX_EMU_ENTRY(name, (const ConvPackParams p, const float* src, Precision::Elem* dst), \
+                 (p, src, dst))
+
+VX_CONV_PACK(conv3d_pack_rows_bf16, vx_pack_rows, VxBf16)
+VX_CONV_PACK(conv3d_pack_transposed_bf16, vx_pack_transposed, VxBf16)
+VX_CONV_PACK(conv3d_pack_rows_tf32, vx_pack_rows, VxTf32)
+VX_CONV_PACK(conv3d_pack_transposed_tf32, vx_pack_transposed, VxTf32)
 
 // ---------------------------------------------------------------------------------------
 // Tiles, shared-memory layout and fragments
 
-template <int WARPS_M_, int WARPS_N_, int WM_, int WN_, int MIN_BLOCKS_>
-struct VxBfTile {
+template <class P, int WARPS_M_, int WARPS_N_, int WM_, int WN_, int MIN_BLOCKS_>
+struct VxPipeTile {
+    using Prec = P;
+    using Elem = typename P::Elem;
     static constexpr int WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, WM = WM_, WN = WN_;
     static constexpr int MIN_BLOCKS = MIN_BLOCKS_;
     static constexpr int THREADS = 32 * WARPS_M * WARPS_N;
-    static constexpr int BM = WARPS_M * WM, BN = WARPS_N * WN, BK = VX_CONV_TC_BK;
+    // A step of the reduction per row: 4 chunks, two mma k steps.
+    static constexpr int BK = VX_CONV_PIPE_STEP_BYTES / static_cast<int>(sizeof(Elem));
+    static constexpr int BM = WARPS_M * WM, BN = WARPS_N * WN;
     static constexpr int MT = WM / 16, NT = WN / 8;  // mma tiles per warp
-    static constexpr int STAGES = VX_CONV_BF16_STAGES;
-    static constexpr int A_BYTES = BM * BK * 2, B_BYTES = BN * BK * 2;
+    static constexpr int STAGES = VX_CONV_PIPE_STAGES;
+    static constexpr int A_BYTES = BM * VX_CONV_PIPE_STEP_BYTES;
+    static constexpr int B_BYTES = BN * VX_CONV_PIPE_STEP_BYTES;
     static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
-    static_assert(BM == VX_CONV_TC_BM && BK == 32, "params_conv.h");
+    static_assert(BM == VX_CONV_TC_BM, "params_conv.h");
+    static_assert(sizeof(Elem) * P::PER_CHUNK == 16 && BK == 4 * P::PER_CHUNK &&
+                      BK == 2 * P::MMA_K,
+                  "k-major rows of 4 chunks, two mma k steps per stage");
     static_assert(WM % 16 == 0 && WN % 16 == 0, "whole mma tiles, B fragments by pairs");
     static_assert(STAGES >= 2, "a ring");
 };
 // Warp tiles of 64 x 64 (128 columns) and 64 x 32: the larger a warp's tile, the fewer
 // shared-memory bytes (ldmatrix, cp.async) per mma, and shared-memory bandwidth is what
 // bounds mma.sync here.
-using VxBfN128 = VxBfTile<2, 2, 64, 64, 2>;
-using VxBfN64 = VxBfTile<2, 2, 64, 32, 4>;
+template <class P>
+using VxPipeN128 = VxPipeTile<P, 2, 2, 64, 64, 2>;
+template <class P>
+using VxPipeN64 = VxPipeTile<P, 2, 2, 64, 32, 4>;
 // 32 columns: four 32 x 32 warps for forward and backward data; two 64 x 32 warps for
-// backward weights, whose transposed fragment loads gain most from the larger warp tile
-// (measured on an H200: the 4-warp tile was faster for the other two passes).
-using VxBfN32 = VxBfTile<4, 1, 32, 32, 4>;
-using VxBfN32Narrow = VxBfTile<2, 1, 64, 32, 4>;
-static_assert(VxBfN128::THREADS == VX_CONV_THREADS && VxBfN64::THREADS == VX_CONV_THREADS &&
-                  VxBfN32::THREADS == VX_CONV_THREADS &&
-                  VxBfN32Narrow::THREADS == VX_CONV_BF16_NARROW_THREADS,
+// backward weights, whose mn-major fragment loads gain most from the larger warp tile
+// (measured on an H200 at BF16: the 4-warp tile was faster for the other two passes).
+template <class P>
+using VxPipeN32 = VxPipeTile<P, 4, 1, 32, 32, 4>;
+template <class P>
+using VxPipeN32Narrow = VxPipeTile<P, 2, 1, 64, 32, 4>;
+static_assert(VxPipeN128<VxBf16>::THREADS == VX_CONV_THREADS &&
+                  VxPipeN64<VxBf16>::THREADS == VX_CONV_THREADS &&
+                  VxPipeN32<VxBf16>::THREADS == VX_CONV_THREADS &&
+                  VxPipeN32Narrow<VxBf16>::THREADS == VX_CONV_PIPE_NARROW_THREADS,
               "params_conv.h");
 
 // Byte offset of chunk c (16 bytes) of row r in a tile of CHUNKS chunks per row. The chunk
 // index is XORed with row bits so that 8 consecutive rows at one logical chunk (what an
 // ldmatrix reads) and 8 consecutive chunks (what a quarter warp copies) land in 8 distinct
-// 16-byte bank groups: bits 1..2 of the row for 64-byte rows (two rows share 128 bytes),
-// bits 0..2 for rows of 128 bytes and more.
+// 16-byte bank groups: bits 1..2 of the row for 64-byte rows (two rows share 128 bytes);
+// for rows of 128 bytes and more, bits 0..2 of the row rotated to 2, 0, 1, so that rows
+// r..r+3 (r a multiple of 4) move an aligned pair of chunks to 4 distinct pairs: the
+// 32-bit loads of a TF32 mn-major fragment (rows t, columns g and g + 8) are then
+// conflict free too.
 template <int CHUNKS>
 __device__ __forceinline__ int vx_swizzle(int r, int c) {
     static_assert(CHUNKS == 4 || CHUNKS % 8 == 0, "64-byte rows or multiples of 128 bytes");
-    const int x = CHUNKS == 4 ? (r >> 1) & 3 : r & 7;
+    const int x = CHUNKS == 4 ? (r >> 1) & 3 : ((r & 3) << 1) | ((r >> 2) & 1);
     return (r * CHUNKS + (c ^ x)) * 16;
 }
 
-// Fragments of tiles stored [row][k] (k-major: 4 chunks per row).
+// Fragments of tiles stored [row][k] (k-major: 4 chunks per row) for mma k step `ks` of a
+// stage (chunks 2 ks, 2 ks + 1), through ldmatrix.x4 at either precision.
 template <class T>
 struct VxKMajorFrags {
-    // A of rows m0..m0+15, k kk..kk+15: matrices (rows 0-7 | 8-15) x (k lo | hi).
+    // A of rows m0..m0+15: matrices (rows 0-7 | 8-15) x (chunk lo | hi).
     __device__ __forceinline__ static void a(unsigned (&f)[4], const unsigned char* tile,
-                                             int m0, int kk, int lane) {
-        vx_ldmatrix<4, false>(
-            f, tile + vx_swizzle<4>(m0 + (lane & 15), kk / 8 + (lane >> 4)));
+                                             int m0, int ks, int lane) {
+        vx_ldmatrix<4, false>(f, tile + vx_swizzle<4>(m0 + (lane & 15), 2 * ks + (lane >> 4)));
     }
     // B of columns n0..n0+15: f[0], f[1] the k halves of columns n0..n0+7, f[2], f[3] of
     // n0+8..n0+15.
     __device__ __forceinline__ static void b(unsigned (&f)[4], const unsigned char* tile,
-                                             int n0, int kk, int lane) {
+                                             int n0, int ks, int lane) {
         const int q = lane >> 3;
         vx_ldmatrix<4, false>(
-            f, tile + vx_swizzle<4>(n0 + (lane & 7) + 8 * (q >> 1), kk / 8 + (q & 1)));
+            f, tile + vx_swizzle<4>(n0 + (lane & 7) + 8 * (q >> 1), 2 * ks + (q & 1)));
     }
 };
 
-// Fragments of tiles stored [k][row] (mn-major: BM / 8 and BN / 8 chunks per row).
+// Fragments of tiles stored [k][row] (mn-major: BM and BN elements per row) for mma k
+// step `ks` (rows ks * MMA_K ..), in the same register order as VxKMajorFrags.
 template <class T>
 struct VxMnMajorFrags {
+    using P = typename T::Prec;
+    static constexpr int A_CHUNKS = T::BM / P::PER_CHUNK, B_CHUNKS = T::BN / P::PER_CHUNK;
+
+    // The 32-bit word of tf32 element e of row r.
+    template <int CHUNKS>
+    __device__ __forceinline__ static unsigned word(const unsigned char* tile, int r, int e) {
+        return *reinterpret_cast<const unsigned*>(tile + vx_swizzle<CHUNKS>(r, e >> 2) +
+                                                  4 * (e & 3));
+    }
+
     __device__ __forceinline__ static void a(unsigned (&f)[4], const unsigned char* tile,
-                                             int m0, int kk, int lane) {
-        const int q = lane >> 3;
-        vx_ldmatrix<4, true>(
-            f, tile + vx_swizzle<T::BM / 8>(kk + (lane & 7) + 8 * (q >> 1), m0 / 8 + (q & 1)));
+                                             int m0, int ks, int lane) {
+        const int kk = ks * P::MMA_K;
+        if constexpr (P::PER_CHUNK == 8) {
+            const int q = lane >> 3;
+            vx_ldmatrix<4, true>(
+                f, tile + vx_swizzle<A_CHUNKS>(kk + (lane & 7) + 8 * (q >> 1), m0 / 8 + (q & 1)));
+        } else {
+            const int g = lane >> 2, t = lane & 3;
+            f[0] = word<A_CHUNKS>(tile, kk + t, m0 + g);
+            f[1] = word<A_CHUNKS>(tile, kk + t, m0 + g + 8);
+            f[2] = word<A_CHUNKS>(tile, kk + t + 4, m0 + g);
+            f[3] = word<A_CHUNKS>(tile, kk + t + 4, m0 + g + 8);
+        }
     }
     __device__ __forceinline__ static void b(unsigned (&f)[4], const unsigned char* tile,
-                                             int n0, int kk, int lane) {
-        const int q = lane >> 3;
-        vx_ldmatrix<4, true>(
-            f, tile + vx_swizzle<T::BN / 8>(kk + (lane & 7) + 8 * (q & 1), n0 / 8 + (q >> 1)));
+                                             int n0, int ks, int lane) {
+        const int kk = ks * P::MMA_K;
+        if constexpr (P::PER_CHUNK == 8) {
+            const int q = lane >> 3;
+            vx_ldmatrix<4, true>(
+                f, tile + vx_swizzle<B_CHUNKS>(kk + (lane & 7) + 8 * (q & 1), n0 / 8 + (q >> 1)));
+        } else {
+            const int g = lane >> 2, t = lane & 3;
+            f[0] = word<B_CHUNKS>(tile, kk + t, n0 + g);
+            f[1] = word<B_CHUNKS>(tile, kk + t + 4, n0 + g);
+            f[2] = word<B_CHUNKS>(tile, kk + t, n0 + g + 8);
+            f[3] = word<B_CHUNKS>(tile, kk + t + 4, n0 + g + 8);
+        }
     }
 };
 
 template <class T>
-using VxBfAcc = float[T::MT][T::NT][4];
+using VxPipeAcc = float[T::MT][T::NT][4];
 
 // acc += A B over one step, each warp its WM x WN part.
 template <class T, class Frags>
-__device__ __forceinline__ void vx_bf_multiply(const unsigned char* a_tile,
-                                               const unsigned char* b_tile, VxBfAcc<T>& acc) {
+__device__ __forceinline__ void vx_pipe_multiply(const unsigned char* a_tile,
+                                                 const unsigned char* b_tile,
+                                                 VxPipeAcc<T>& acc) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int m0 = (warp / T::WARPS_N) * T::WM, n0 = (warp % T::WARPS_N) * T::WN;
 #pragma unroll
-    for (int kk = 0; kk < T::BK; kk += 16) {
+    for (int ks = 0; ks < 2; ++ks) {
         unsigned a[T::MT][4], b[T::NT / 2][4];
 #pragma unroll
-        for (int i = 0; i < T::MT; ++i) Frags::a(a[i], a_tile, m0 + 16 * i, kk, lane);
+        for (int i = 0; i < T::MT; ++i) Frags::a(a[i], a_tile, m0 + 16 * i, ks, lane);
 #pragma unroll
-        for (int j = 0; j < T::NT / 2; ++j) Frags::b(b[j], b_tile, n0 + 16 * j, kk, lane);
+        for (int j = 0; j < T::NT / 2; ++j) Frags::b(b[j], b_tile, n0 + 16 * j, ks, lane);
 #pragma unroll
         for (int i = 0; i < T::MT; ++i)
 #pragma unroll
             for (int j = 0; j < T::NT; ++j) {
                 const unsigned bj[2] = {b[j / 2][2 * (j % 2)], b[j / 2][2 * (j % 2) + 1]};
-                vx_mma_bf16(acc[i][j], a[i], bj);
+                T::Prec::mma(acc[i][j], a[i], bj);
             }
     }
 }
@@ -215,7 +313,7 @@ __device__ __forceinline__ void vx_bf_multiply(const unsigned char* a_tile,
 // first barrier and ahead(i) after the copies of iteration i (both for per-step indices
 // the loader keeps in static shared memory).
 template <class T, class Frags, class Loader>
-__device__ __forceinline__ void vx_bf_mainloop(Loader& ld, int steps, VxBfAcc<T>& acc) {
+__device__ __forceinline__ void vx_pipe_mainloop(Loader& ld, int steps, VxPipeAcc<T>& acc) {
     VX_DYNAMIC_SHARED(unsigned char, smem);
     ld.begin();
     __syncthreads();
@@ -238,7 +336,7 @@ __device__ __forceinline__ void vx_bf_mainloop(Loader& ld, int steps, VxBfAcc<T>
         vx_cp_async_commit();
         ld.ahead(i);
         const unsigned char* stage = smem + (i % T::STAGES) * T::STAGE_BYTES;
-        vx_bf_multiply<T, Frags>(stage, stage + T::A_BYTES, acc);
+        vx_pipe_multiply<T, Frags>(stage, stage + T::A_BYTES, acc);
     }
 }
 
@@ -246,8 +344,8 @@ __device__ __forceinline__ void vx_bf_mainloop(Loader& ld, int steps, VxBfAcc<T>
 // out[out_row(local, r) * cols + col] (skipped when out_row < 0), plus bias[col] when there
 // is a bias.
 template <class T, class OutRow>
-__device__ __forceinline__ void vx_bf_store(const VxBfAcc<T>& acc, int rows, int cols,
-                                            OutRow out_row, const float* bias, float* out) {
+__device__ __forceinline__ void vx_pipe_store(const VxPipeAcc<T>& acc, int rows, int cols,
+                                              OutRow out_row, const float* bias, float* out) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = lane >> 2, t = lane & 3;
     const int local0 = (warp / T::WARPS_N) * T::WM;
@@ -299,7 +397,9 @@ __device__ __forceinline__ void vx_next_tap(int& z, int& y, int& x, int h, int w
 // [cout][tap][cin_p]. Each thread copies chunk column tid % 4 of A_ITERS rows of A and
 // B_ITERS rows of B, so it follows one k position: k = tap * cin_p + ci.
 template <class T>
-struct VxBfForward {
+struct VxPipeForward {
+    using P = typename T::Prec;
+    using E = typename T::Elem;
     static constexpr int A_ITERS = T::BM * 4 / T::THREADS, B_ITERS = T::BN * 4 / T::THREADS;
     static constexpr int ROW_STEP = T::THREADS / 4;
     static_assert(A_ITERS >= 1 && B_ITERS >= 1, "every thread copies");
@@ -308,18 +408,18 @@ struct VxBfForward {
     };
 
     const Conv3dParams& p;
-    const VxBf16* x;
-    const VxBf16* w;
+    const E* x;
+    const E* w;
     Shared& s;
     int cin_p, k_total, k_end;
     int k, ci, kz, ky, kx;
 
-    __device__ __forceinline__ VxBfForward(const Conv3dParams& params, const VxBf16* x_,
-                                           const VxBf16* w_, Shared& s_, int k_begin, int k_end_)
+    __device__ __forceinline__ VxPipeForward(const Conv3dParams& params, const E* x_,
+                                             const E* w_, Shared& s_, int k_begin, int k_end_)
         : p(params), x(x_), w(w_), s(s_), k_end(k_end_) {
-        cin_p = vx_pad8(p.cin);
+        cin_p = vx_pad<P>(p.cin);
         k_total = p.k_d * p.k_h * p.k_w * cin_p;
-        k = k_begin + 8 * (threadIdx.x % 4);
+        k = k_begin + P::PER_CHUNK * (threadIdx.x % 4);
         const int tap = k / cin_p;
         ci = k - tap * cin_p;
         vx_split3(tap, p.k_h, p.k_w, kz, ky, kx);
@@ -342,7 +442,7 @@ struct VxBfForward {
             const VxRow row = s.rows[r];
             const int iz = row.z + kz, iy = row.y + ky, ix = row.x + kx;
             const bool ok = k_ok && vx_inside(iz, iy, ix, p.in_d, p.in_h, p.in_w);
-            const VxBf16* src =
+            const E* src =
                 x + (ok ? static_cast<size_t>(row.base + (iz * p.in_h + iy) * p.in_w + ix) *
                                   cin_p +
                               ci
@@ -354,7 +454,7 @@ struct VxBfForward {
             const int r = threadIdx.x / 4 + j * ROW_STEP;
             const int co = blockIdx.y * T::BN + r;
             const bool ok = k_ok && co < p.cout;
-            const VxBf16* src = w + (ok ? static_cast<size_t>(co) * k_total + k : 0);
+            const E* src = w + (ok ? static_cast<size_t>(co) * k_total + k : 0);
             vx_cp_async16(b_tile + vx_swizzle<4>(r, c), src, ok);
         }
         k += T::BK;
@@ -367,17 +467,18 @@ struct VxBfForward {
 };
 
 template <class T>
-__device__ __forceinline__ void vx_bf_forward(const Conv3dParams& p, const VxBf16* x,
-                                              const VxBf16* w, const float* bias, float* y) {
-    __shared__ typename VxBfForward<T>::Shared s;
-    const int k_total = p.k_d * p.k_h * p.k_w * vx_pad8(p.cin);
+__device__ __forceinline__ void vx_pipe_forward(const Conv3dParams& p, const typename T::Elem* x,
+                                                const typename T::Elem* w, const float* bias,
+                                                float* y) {
+    __shared__ typename VxPipeForward<T>::Shared s;
+    const int k_total = p.k_d * p.k_h * p.k_w * vx_pad<typename T::Prec>(p.cin);
     int k_begin, k_end;
     vx_split_range(p, blockIdx.z, k_total, k_begin, k_end);
-    VxBfForward<T> ld(p, x, w, s, k_begin, k_end);
-    VxBfAcc<T> acc = {};
-    vx_bf_mainloop<T, VxKMajorFrags<T>>(ld, (k_end - k_begin + T::BK - 1) / T::BK, acc);
+    VxPipeForward<T> ld(p, x, w, s, k_begin, k_end);
+    VxPipeAcc<T> acc = {};
+    vx_pipe_mainloop<T, VxKMajorFrags<T>>(ld, (k_end - k_begin + T::BK - 1) / T::BK, acc);
     const int rows = p.n * p.out_d * p.out_h * p.out_w;
-    vx_bf_store<T>(
+    vx_pipe_store<T>(
         acc, rows, p.cout, [](int, int r) { return r; }, blockIdx.z == 0 ? bias : nullptr,
         y + static_cast<size_t>(blockIdx.z) * rows * p.cout);
 }
@@ -387,7 +488,9 @@ __device__ __forceinline__ void vx_bf_forward(const Conv3dParams& p, const VxBf1
 // (tap t of the phase), B[(t, co)][ci] from w packed [cin][tap][cout_p] at the kernel tap
 // of t. The thread follows k = t * cout_p + co as the forward does.
 template <class T>
-struct VxBfBackwardData {
+struct VxPipeBackwardData {
+    using P = typename T::Prec;
+    using E = typename T::Elem;
     static constexpr int A_ITERS = T::BM * 4 / T::THREADS, B_ITERS = T::BN * 4 / T::THREADS;
     static constexpr int ROW_STEP = T::THREADS / 4;
     static_assert(A_ITERS >= 1 && B_ITERS >= 1, "every thread copies");
@@ -398,19 +501,20 @@ struct VxBfBackwardData {
 
     const Conv3dParams& p;
     const VxPhase& ph;
-    const VxBf16* dy;
-    const VxBf16* w;
+    const E* dy;
+    const E* w;
     Shared& s;
     int cout_p, taps, k_end;
     int k, co, tz = 0, ty = 0, tx = 0;
 
-    __device__ __forceinline__ VxBfBackwardData(const Conv3dParams& params, const VxPhase& phase,
-                                                const VxBf16* dy_, const VxBf16* w_, Shared& s_,
-                                                int k_begin, int k_end_)
+    __device__ __forceinline__ VxPipeBackwardData(const Conv3dParams& params,
+                                                  const VxPhase& phase, const E* dy_,
+                                                  const E* w_, Shared& s_, int k_begin,
+                                                  int k_end_)
         : p(params), ph(phase), dy(dy_), w(w_), s(s_), k_end(k_end_) {
-        cout_p = vx_pad8(p.cout);
+        cout_p = vx_pad<P>(p.cout);
         taps = p.k_d * p.k_h * p.k_w;
-        k = k_begin + 8 * (threadIdx.x % 4);
+        k = k_begin + P::PER_CHUNK * (threadIdx.x % 4);
         co = k;
         // A phase without taps has no steps (and its zero sizes must not be divided by).
         if (k < k_end) {
@@ -437,7 +541,7 @@ struct VxBfBackwardData {
             const VxRow row = s.rows[r];
             const int oz = row.z + tz, oy = row.y + ty, ox = row.x + tx;
             const bool ok = k_ok && vx_inside(oz, oy, ox, p.out_d, p.out_h, p.out_w);
-            const VxBf16* src =
+            const E* src =
                 dy + (ok ? static_cast<size_t>(row.base + (oz * p.out_h + oy) * p.out_w + ox) *
                                    cout_p +
                                co
@@ -450,8 +554,7 @@ struct VxBfBackwardData {
             const int r = threadIdx.x / 4 + j * ROW_STEP;
             const int ci = blockIdx.y * T::BN + r;
             const bool ok = k_ok && ci < p.cin;
-            const VxBf16* src =
-                w + (ok ? (static_cast<size_t>(ci) * taps + tap) * cout_p + co : 0);
+            const E* src = w + (ok ? (static_cast<size_t>(ci) * taps + tap) * cout_p + co : 0);
             vx_cp_async16(b_tile + vx_swizzle<4>(r, c), src, ok);
         }
         k += T::BK;
@@ -465,23 +568,24 @@ struct VxBfBackwardData {
 
 // grid.z runs over (split, phase), phase fastest.
 template <class T>
-__device__ __forceinline__ void vx_bf_backward_data(const Conv3dParams& p, const VxBf16* dy,
-                                                    const VxBf16* w, const float* bias,
-                                                    float* dx) {
-    __shared__ typename VxBfBackwardData<T>::Shared s;
+__device__ __forceinline__ void vx_pipe_backward_data(const Conv3dParams& p,
+                                                      const typename T::Elem* dy,
+                                                      const typename T::Elem* w,
+                                                      const float* bias, float* dx) {
+    __shared__ typename VxPipeBackwardData<T>::Shared s;
     const int phases = p.stride_d * p.stride_h * p.stride_w;
     const int split = blockIdx.z / phases;
     const VxPhase ph = vx_phase(p, blockIdx.z % phases);
     const int rows = vx_phase_rows(p, ph);
     if (static_cast<int>(blockIdx.x) * T::BM >= rows) return;
-    const int k_total = ph.taps[0] * ph.taps[1] * ph.taps[2] * vx_pad8(p.cout);
+    const int k_total = ph.taps[0] * ph.taps[1] * ph.taps[2] * vx_pad<typename T::Prec>(p.cout);
     int k_begin, k_end;
     vx_split_range(p, split, k_total, k_begin, k_end);
-    VxBfBackwardData<T> ld(p, ph, dy, w, s, k_begin, k_end);
-    VxBfAcc<T> acc = {};
-    vx_bf_mainloop<T, VxKMajorFrags<T>>(ld, (k_end - k_begin + T::BK - 1) / T::BK, acc);
+    VxPipeBackwardData<T> ld(p, ph, dy, w, s, k_begin, k_end);
+    VxPipeAcc<T> acc = {};
+    vx_pipe_mainloop<T, VxKMajorFrags<T>>(ld, (k_end - k_begin + T::BK - 1) / T::BK, acc);
     const int voxels = p.n * p.in_d * p.in_h * p.in_w;
-    vx_bf_store<T>(
+    vx_pipe_store<T>(
         acc, rows, p.cin, [&](int local, int) { return s.dx_voxel[local]; },
         split == 0 ? bias : nullptr, dx + static_cast<size_t>(split) * voxels * p.cin);
 }
@@ -489,12 +593,15 @@ __device__ __forceinline__ void vx_bf_backward_data(const Conv3dParams& p, const
 // ---------------------------------------------------------------------------------------
 // Backward weights: rows (tap, ci) over the padded channels, columns cout, the reduction
 // over the output voxels m of one split. Both tiles are [m][row]: A from x at m's window
-// plus the row's tap, B from dy. A thread's A chunk column (8 rows: one tap, 8 channels)
-// is fixed for the block; the voxel coordinates of each step's 32 m come from a ring of
-// per-step tables in static shared memory, filled STAGES steps ahead by the first warp.
+// plus the row's tap, B from dy. A thread's A chunk column (one tap, a chunk of channels)
+// is fixed for the block; the voxel coordinates of each step's BK m come from a ring of
+// per-step tables in static shared memory, filled STAGES steps ahead by the first BK
+// threads.
 template <class T>
-struct VxBfBackwardWeights {
-    static constexpr int A_CHUNKS = T::BM / 8, B_CHUNKS = T::BN / 8;
+struct VxPipeBackwardWeights {
+    using P = typename T::Prec;
+    using E = typename T::Elem;
+    static constexpr int A_CHUNKS = T::BM / P::PER_CHUNK, B_CHUNKS = T::BN / P::PER_CHUNK;
     static constexpr int A_ITERS = T::BK * A_CHUNKS / T::THREADS;
     static constexpr int B_ITERS = T::BK * B_CHUNKS / T::THREADS;
     static_assert(A_ITERS >= 1 && B_ITERS >= 1 && T::THREADS % A_CHUNKS == 0 &&
@@ -505,21 +612,21 @@ struct VxBfBackwardWeights {
     };
 
     const Conv3dParams& p;
-    const VxBf16* x;
-    const VxBf16* dy;
+    const E* x;
+    const E* dy;
     Shared& s;
     int cin_p, cout_p, m_begin, m_end;
-    // This thread's A chunk: rows (tap, ci..ci+7), tap = (kz, ky, kx).
+    // This thread's A chunk: rows (tap, ci..ci+PER_CHUNK-1), tap = (kz, ky, kx).
     int ci, kz, ky, kx;
     bool row_ok;
 
-    __device__ __forceinline__ VxBfBackwardWeights(const Conv3dParams& params, const VxBf16* x_,
-                                                   const VxBf16* dy_, Shared& s_, int m_begin_,
-                                                   int m_end_)
+    __device__ __forceinline__ VxPipeBackwardWeights(const Conv3dParams& params, const E* x_,
+                                                     const E* dy_, Shared& s_, int m_begin_,
+                                                     int m_end_)
         : p(params), x(x_), dy(dy_), s(s_), m_begin(m_begin_), m_end(m_end_) {
-        cin_p = vx_pad8(p.cin);
-        cout_p = vx_pad8(p.cout);
-        const int k = blockIdx.x * T::BM + 8 * (threadIdx.x % A_CHUNKS);
+        cin_p = vx_pad<P>(p.cin);
+        cout_p = vx_pad<P>(p.cout);
+        const int k = blockIdx.x * T::BM + P::PER_CHUNK * (threadIdx.x % A_CHUNKS);
         const int tap = k / cin_p;
         ci = k - tap * cin_p;
         row_ok = tap < p.k_d * p.k_h * p.k_w;
@@ -552,7 +659,7 @@ struct VxBfBackwardWeights {
             const VxRow row = rows[r];
             const int iz = row.z + kz, iy = row.y + ky, ix = row.x + kx;
             const bool ok = row_ok && vx_inside(iz, iy, ix, p.in_d, p.in_h, p.in_w);
-            const VxBf16* src =
+            const E* src =
                 x + (ok ? static_cast<size_t>(row.base + (iz * p.in_h + iy) * p.in_w + ix) *
                                   cin_p +
                               ci
@@ -560,32 +667,33 @@ struct VxBfBackwardWeights {
             vx_cp_async16(a_tile + vx_swizzle<A_CHUNKS>(r, ca), src, ok);
         }
         const int cb = threadIdx.x % B_CHUNKS;
-        const int n = blockIdx.y * T::BN + 8 * cb;
+        const int n = blockIdx.y * T::BN + P::PER_CHUNK * cb;
         const int m0 = m_begin + step * T::BK;
 #pragma unroll
         for (int j = 0; j < B_ITERS; ++j) {
             const int r = threadIdx.x / B_CHUNKS + j * (T::THREADS / B_CHUNKS);
             const bool ok = m0 + r < m_end && n < cout_p;
-            const VxBf16* src = dy + (ok ? static_cast<size_t>(m0 + r) * cout_p + n : 0);
+            const E* src = dy + (ok ? static_cast<size_t>(m0 + r) * cout_p + n : 0);
             vx_cp_async16(b_tile + vx_swizzle<B_CHUNKS>(r, cb), src, ok);
         }
     }
 };
 
 template <class T>
-__device__ __forceinline__ void vx_bf_backward_weights(const Conv3dParams& p, const VxBf16* x,
-                                                       const VxBf16* dy, const float*,
-                                                       float* dw) {
-    __shared__ typename VxBfBackwardWeights<T>::Shared s;
+__device__ __forceinline__ void vx_pipe_backward_weights(const Conv3dParams& p,
+                                                         const typename T::Elem* x,
+                                                         const typename T::Elem* dy,
+                                                         const float*, float* dw) {
+    __shared__ typename VxPipeBackwardWeights<T>::Shared s;
     const int m_total = p.n * p.out_d * p.out_h * p.out_w;
     int m_begin, m_end;
     vx_split_range(p, blockIdx.z, m_total, m_begin, m_end);
-    VxBfBackwardWeights<T> ld(p, x, dy, s, m_begin, m_end);
-    VxBfAcc<T> acc = {};
-    vx_bf_mainloop<T, VxMnMajorFrags<T>>(ld, (m_end - m_begin + T::BK - 1) / T::BK, acc);
-    const int cin_p = vx_pad8(p.cin);
+    VxPipeBackwardWeights<T> ld(p, x, dy, s, m_begin, m_end);
+    VxPipeAcc<T> acc = {};
+    vx_pipe_mainloop<T, VxMnMajorFrags<T>>(ld, (m_end - m_begin + T::BK - 1) / T::BK, acc);
+    const int cin_p = vx_pad<typename T::Prec>(p.cin);
     const int taps = p.k_d * p.k_h * p.k_w;
-    vx_bf_store<T>(
+    vx_pipe_store<T>(
         acc, taps * cin_p, p.cout,
         [&](int, int r) {
             const int tap = r / cin_p, c = r - tap * cin_p;
@@ -594,29 +702,41 @@ __device__ __forceinline__ void vx_bf_backward_weights(const Conv3dParams& p, co
         nullptr, dw + static_cast<size_t>(blockIdx.z) * taps * p.cin * p.cout);
 }
 
-#define VX_CONV_BF16(name, pass, Tile)                                                       \
+#define VX_CONV_PIPE(name, pass, Tile)                                                       \
     extern "C" __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS)              \
-        name(const __grid_constant__ Conv3dParams p, const VxBf16* __restrict__ a,             \
-             const VxBf16* __restrict__ b, const float* __restrict__ bias,                     \
+        name(const __grid_constant__ Conv3dParams p, const Tile::Elem* __restrict__ a,         \
+             const Tile::Elem* __restrict__ b, const float* __restrict__ bias,                 \
              float* __restrict__ out) {                                                        \
         pass<Tile>(p, a, b, bias, out);                                                        \
     }
 
-VX_CONV_BF16(conv3d_fwd_bf16_n128, vx_bf_forward, VxBfN128)
-VX_CONV_BF16(conv3d_fwd_bf16_n64, vx_bf_forward, VxBfN64)
-VX_CONV_BF16(conv3d_fwd_bf16_n32, vx_bf_forward, VxBfN32)
-VX_CONV_BF16(conv3d_bwd_data_bf16_n128, vx_bf_backward_data, VxBfN128)
-VX_CONV_BF16(conv3d_bwd_data_bf16_n64, vx_bf_backward_data, VxBfN64)
-VX_CONV_BF16(conv3d_bwd_data_bf16_n32, vx_bf_backward_data, VxBfN32)
-VX_CONV_BF16(conv3d_bwd_weight_bf16_n128, vx_bf_backward_weights, VxBfN128)
-VX_CONV_BF16(conv3d_bwd_weight_bf16_n64, vx_bf_backward_weights, VxBfN64)
-VX_CONV_BF16(conv3d_bwd_weight_bf16_n32, vx_bf_backward_weights, VxBfN32Narrow)
+VX_CONV_PIPE(conv3d_fwd_bf16_n128, vx_pipe_forward, VxPipeN128<VxBf16>)
+VX_CONV_PIPE(conv3d_fwd_bf16_n64, vx_pipe_forward, VxPipeN64<VxBf16>)
+VX_CONV_PIPE(conv3d_fwd_bf16_n32, vx_pipe_forward, VxPipeN32<VxBf16>)
+VX_CONV_PIPE(conv3d_bwd_data_bf16_n128, vx_pipe_backward_data, VxPipeN128<VxBf16>)
+VX_CONV_PIPE(conv3d_bwd_data_bf16_n64, vx_pipe_backward_data, VxPipeN64<VxBf16>)
+VX_CONV_PIPE(conv3d_bwd_data_bf16_n32, vx_pipe_backward_data, VxPipeN32<VxBf16>)
+VX_CONV_PIPE(conv3d_bwd_weight_bf16_n128, vx_pipe_backward_weights, VxPipeN128<VxBf16>)
+VX_CONV_PIPE(conv3d_bwd_weight_bf16_n64, vx_pipe_backward_weights, VxPipeN64<VxBf16>)
+VX_CONV_PIPE(conv3d_bwd_weight_bf16_n32, vx_pipe_backward_weights, VxPipeN32Narrow<VxBf16>)
+VX_CONV_PIPE(conv3d_fwd_tf32_n128, vx_pipe_forward, VxPipeN128<VxTf32>)
+VX_CONV_PIPE(conv3d_fwd_tf32_n64, vx_pipe_forward, VxPipeN64<VxTf32>)
+VX_CONV_PIPE(conv3d_fwd_tf32_n32, vx_pipe_forward, VxPipeN32<VxTf32>)
+VX_CONV_PIPE(conv3d_bwd_data_tf32_n128, vx_pipe_backward_data, VxPipeN128<VxTf32>)
+VX_CONV_PIPE(conv3d_bwd_data_tf32_n64, vx_pipe_backward_data, VxPipeN64<VxTf32>)
+VX_CONV_PIPE(conv3d_bwd_data_tf32_n32, vx_pipe_backward_data, VxPipeN32<VxTf32>)
+VX_CONV_PIPE(conv3d_bwd_weight_tf32_n128, vx_pipe_backward_weights, VxPipeN128<VxTf32>)
+VX_CONV_PIPE(conv3d_bwd_weight_tf32_n64, vx_pipe_backward_weights, VxPipeN64<VxTf32>)
+VX_CONV_PIPE(conv3d_bwd_weight_tf32_n32, vx_pipe_backward_weights, VxPipeN32Narrow<VxTf32>)
 
-// Probe of the ldmatrix wrappers for tests: one warp copies src (32 rows of 8 bf16) to
-// shared memory; lane l points at row (5 l + 3) % 32, and out[14 l ..] receives the
-// registers of .x1, .x2, .x4, then .x1, .x2, .x4 .trans, in that order.
+// ---------------------------------------------------------------------------------------
+// Probes of the wrappers and fragment layouts for tests
+
+// One warp copies src (32 rows of 8 bf16) to shared memory; lane l points at row
+// (5 l + 3) % 32, and out[14 l ..] receives the registers of .x1, .x2, .x4, then .x1, .x2,
+// .x4 .trans, in that order.
 extern "C" __global__ void __launch_bounds__(32)
-    ldmatrix_probe(const VxBf16* __restrict__ src, unsigned* __restrict__ out) {
+    ldmatrix_probe(const VxBf16Bits* __restrict__ src, unsigned* __restrict__ out) {
     __shared__ VxU4 tile[32];
     const int lane = threadIdx.x;
     tile[lane] = reinterpret_cast<const VxU4*>(src)[lane];
@@ -637,21 +757,144 @@ extern "C" __global__ void __launch_bounds__(32)
     for (int i = 0; i < 2; ++i) o[8 + i] = r2[i];
     for (int i = 0; i < 4; ++i) o[10 + i] = r4[i];
 }
-VX_EMU_ENTRY(ldmatrix_probe, (const VxBf16* src, unsigned* out), (src, out))
+VX_EMU_ENTRY(ldmatrix_probe, (const VxBf16Bits* src, unsigned* out), (src, out))
+
+// The fragments the main loops read, through the real tiles, swizzles and fragment
+// helpers of backward weights' 128 x 128 tile: one warp stores a (16 rows m x BK) and b
+// (16 rows n x BK), both row-major in elements, into a stage as k-major tiles and as
+// mn-major tiles, then for each mma k step ks reads A of rows 0..15 and B of columns
+// 0..15 from both. out[32 lane + 16 ks ..]: k-major A (4), B (4), then mn-major A, B.
+template <class P>
+__device__ __forceinline__ void vx_fragment_probe(const typename P::Elem* a,
+                                                  const typename P::Elem* b, unsigned* out) {
+    using T = VxPipeN128<P>;
+    using E = typename P::Elem;
+    constexpr int MN_CHUNKS = T::BM / P::PER_CHUNK;
+    static_assert(T::BM == T::BN, "one mn-major layout for both operands");
+    __shared__ VxU4 k_major[2][16 * 4];
+    __shared__ VxU4 mn_major[2][T::BK * MN_CHUNKS];
+    const int lane = threadIdx.x;
+    for (int i = lane; i < T::BK * MN_CHUNKS; i += 32)
+        mn_major[0][i] = mn_major[1][i] = VxU4{0, 0, 0, 0};
+    __syncwarp();
+    const E* src[2] = {a, b};
+    for (int op = 0; op < 2; ++op)
+        for (int i = lane; i < 16 * T::BK; i += 32) {
+            const int row = i / T::BK, k = i % T::BK;
+            const E v = src[op][i];
+            unsigned char* km = reinterpret_cast<unsigned char*>(k_major[op]);
+            unsigned char* mn = reinterpret_cast<unsigned char*>(mn_major[op]);
+            const int e = k % P::PER_CHUNK, f = row % P::PER_CHUNK;
+            *reinterpret_cast<E*>(km + vx_swizzle<4>(row, k / P::PER_CHUNK) + e * sizeof(E)) =
+                v;
+            *reinterpret_cast<E*>(mn + vx_swizzle<MN_CHUNKS>(k, row / P::PER_CHUNK) +
+                                  f * sizeof(E)) = v;
+        }
+    __syncwarp();
+    using Km = VxKMajorFrags<T>;
+    using Mn = VxMnMajorFrags<T>;
+    for (int ks = 0; ks < 2; ++ks) {
+        unsigned f[4][4];
+        Km::a(f[0], reinterpret_cast<const unsigned char*>(k_major[0]), 0, ks, lane);
+        Km::b(f[1], reinterpret_cast<const unsigned char*>(k_major[1]), 0, ks, lane);
+        Mn::a(f[2], reinterpret_cast<const unsigned char*>(mn_major[0]), 0, ks, lane);
+        Mn::b(f[3], reinterpret_cast<const unsigned char*>(mn_major[1]), 0, ks, lane);
+        for (int i = 0; i < 16; ++i) out[32 * lane + 16 * ks + i] = f[i / 4][i % 4];
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(32)
+    fragment_probe_bf16(const VxBf16Bits* __restrict__ a, const VxBf16Bits* __restrict__ b,
+                        unsigned* __restrict__ out) {
+    vx_fragment_probe<VxBf16>(a, b, out);
+}
+VX_EMU_ENTRY(fragment_probe_bf16, (const VxBf16Bits* a, const VxBf16Bits* b, unsigned* out),
+             (a, b, out))
+
+extern "C" __global__ void __launch_bounds__(32)
+    fragment_probe_tf32(const unsigned* __restrict__ a, const unsigned* __restrict__ b,
+                        unsigned* __restrict__ out) {
+    vx_fragment_probe<VxTf32>(a, b, out);
+}
+VX_EMU_ENTRY(fragment_probe_tf32, (const unsigned* a, const unsigned* b, unsigned* out),
+             (a, b, out))
+
+// One warp computes out = a b + c through one mma, with the fragments taken from
+// row-major a (16 x K), b (K x 8) and c (16 x 8) by the layouts of mma.h; K = 8 for TF32,
+// 16 for BF16.
+extern "C" __global__ void __launch_bounds__(32)
+    mma_probe_tf32(const float* __restrict__ a, const float* __restrict__ b,
+                   const float* __restrict__ c, float* __restrict__ out) {
+    const int g = threadIdx.x >> 2, t = threadIdx.x & 3;
+    const unsigned fa[4] = {vx_tf32(a[g * 8 + t]), vx_tf32(a[(g + 8) * 8 + t]),
+                            vx_tf32(a[g * 8 + t + 4]), vx_tf32(a[(g + 8) * 8 + t + 4])};
+    const unsigned fb[2] = {vx_tf32(b[t * 8 + g]), vx_tf32(b[(t + 4) * 8 + g])};
+    float acc[4];
+    for (int i = 0; i < 4; ++i) acc[i] = c[(g + 8 * (i >> 1)) * 8 + 2 * t + (i & 1)];
+    vx_mma_tf32(acc, fa, fb);
+    for (int i = 0; i < 4; ++i) out[(g + 8 * (i >> 1)) * 8 + 2 * t + (i & 1)] = acc[i];
+}
+VX_EMU_ENTRY(mma_probe_tf32, (const float* a, const float* b, const float* c, float* out),
+             (a, b, c, out))
+
+extern "C" __global__ void __launch_bounds__(32)
+    mma_probe_bf16(const float* __restrict__ a, const float* __restrict__ b,
+                   const float* __restrict__ c, float* __restrict__ out) {
+    const int g = threadIdx.x >> 2, t = threadIdx.x & 3;
+    const unsigned fa[4] = {
+        vx_bf16x2(a[g * 16 + 2 * t], a[g * 16 + 2 * t + 1]),
+        vx_bf16x2(a[(g + 8) * 16 + 2 * t], a[(g + 8) * 16 + 2 * t + 1]),
+        vx_bf16x2(a[g * 16 + 2 * t + 8], a[g * 16 + 2 * t + 9]),
+        vx_bf16x2(a[(g + 8) * 16 + 2 * t + 8], a[(g + 8) * 16 + 2 * t + 9])};
+    const unsigned fb[2] = {vx_bf16x2(b[(2 * t) * 8 + g], b[(2 * t + 1) * 8 + g]),
+                            vx_bf16x2(b[(2 * t + 8) * 8 + g], b[(2 * t + 9) * 8 + g])};
+    float acc[4];
+    for (int i = 0; i < 4; ++i) acc[i] = c[(g + 8 * (i >> 1)) * 8 + 2 * t + (i & 1)];
+    vx_mma_bf16(acc, fa, fb);
+    for (int i = 0; i < 4; ++i) out[(g + 8 * (i >> 1)) * 8 + 2 * t + (i & 1)] = acc[i];
+}
+VX_EMU_ENTRY(mma_probe_bf16, (const float* a, const float* b, const float* c, float* out),
+             (a, b, c, out))
+
+// The conversions on their own: tf32[i] holds the bits of vx_tf32(x[i]) and bf16[i] those
+// of vx_bf16x2(x[i], x[i ^ 1]) (so the pair order is checked too), one thread per element.
+extern "C" __global__ void __launch_bounds__(256)
+    tc_round_probe(const float* __restrict__ x, int n, unsigned* __restrict__ tf32,
+                   unsigned* __restrict__ bf16) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    tf32[i] = vx_tf32(x[i]);
+    bf16[i] = vx_bf16x2(x[i], x[min(i ^ 1, n - 1)]);
+}
+VX_EMU_ENTRY(tc_round_probe, (const float* x, int n, unsigned* tf32, unsigned* bf16),
+             (x, n, tf32, bf16))
 
 #ifndef __CUDACC__
 #include <cstring>
 
-// The harness entry for every BF16 conv kernel of this file, by name: 0, -1 when the
-// launch failed (emu_last_error() says why), -2 when there is no such kernel.
-extern "C" int emu_conv3d_bf16(const char* name, const EmuDims* d, const Conv3dParams p,
-                               const VxBf16* a, const VxBf16* b, const float* bias,
-                               float* out) {
-    using Kernel = void (*)(Conv3dParams, const VxBf16*, const VxBf16*, const float*, float*);
-    static const struct {
-        const char* name;
-        Kernel kernel;
-    } kernels[] = {
+template <class E>
+struct VxEmuConv {
+    const char* name;
+    void (*kernel)(Conv3dParams, const E*, const E*, const float*, float*);
+};
+
+template <class E, size_t N>
+int vx_emu_conv(const VxEmuConv<E> (&kernels)[N], const char* name, const EmuDims* d,
+                const Conv3dParams& p, const void* a, const void* b, const float* bias,
+                float* out) {
+    for (const auto& k : kernels)
+        if (!std::strcmp(k.name, name))
+            return emu_launch(*d, k.kernel, p, static_cast<const E*>(a),
+                              static_cast<const E*>(b), bias, out);
+    return -2;
+}
+
+// The harness entry for every conv kernel of this file, by name, on packed operands (bf16
+// or tf32 as the name says): 0, -1 when the launch failed (emu_last_error() says why), -2
+// when there is no such kernel.
+extern "C" int emu_conv3d_pipe(const char* name, const EmuDims* d, const Conv3dParams p,
+                               const void* a, const void* b, const float* bias, float* out) {
+    static const VxEmuConv<VxBf16Bits> bf16[] = {
         {"conv3d_fwd_bf16_n128", conv3d_fwd_bf16_n128},
         {"conv3d_fwd_bf16_n64", conv3d_fwd_bf16_n64},
         {"conv3d_fwd_bf16_n32", conv3d_fwd_bf16_n32},
@@ -662,8 +905,18 @@ extern "C" int emu_conv3d_bf16(const char* name, const EmuDims* d, const Conv3dP
         {"conv3d_bwd_weight_bf16_n64", conv3d_bwd_weight_bf16_n64},
         {"conv3d_bwd_weight_bf16_n32", conv3d_bwd_weight_bf16_n32},
     };
-    for (const auto& k : kernels)
-        if (!std::strcmp(k.name, name)) return emu_launch(*d, k.kernel, p, a, b, bias, out);
-    return -2;
+    static const VxEmuConv<unsigned> tf32[] = {
+        {"conv3d_fwd_tf32_n128", conv3d_fwd_tf32_n128},
+        {"conv3d_fwd_tf32_n64", conv3d_fwd_tf32_n64},
+        {"conv3d_fwd_tf32_n32", conv3d_fwd_tf32_n32},
+        {"conv3d_bwd_data_tf32_n128", conv3d_bwd_data_tf32_n128},
+        {"conv3d_bwd_data_tf32_n64", conv3d_bwd_data_tf32_n64},
+        {"conv3d_bwd_data_tf32_n32", conv3d_bwd_data_tf32_n32},
+        {"conv3d_bwd_weight_tf32_n128", conv3d_bwd_weight_tf32_n128},
+        {"conv3d_bwd_weight_tf32_n64", conv3d_bwd_weight_tf32_n64},
+        {"conv3d_bwd_weight_tf32_n32", conv3d_bwd_weight_tf32_n32},
+    };
+    const int r = vx_emu_conv(bf16, name, d, p, a, b, bias, out);
+    return r != -2 ? r : vx_emu_conv(tf32, name, d, p, a, b, bias, out);
 }
 #endif
