@@ -1,4 +1,4 @@
-// Shared by the f32 (conv3d.cu) and tensor-core (conv3d_tc.cu) convolution kernels: index
+// Shared by the f32 (conv3d.cu) and tensor-core (conv3d_pipe.cu) convolution kernels: index
 // helpers, the stride phases of backward data, vector types and the reduction main loop.
 //
 // The three passes as GEMMs (NDHWC activations, [kd, kh, kw, cin, cout] weights):

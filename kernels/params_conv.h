@@ -1,4 +1,4 @@
-// Tile shapes of the convolution kernels (kernels/conv3d.cu, conv3d_tc.cu, conv3d_bf16.cu),
+// Tile shapes of the convolution kernels (kernels/conv3d.cu, conv3d_pipe.cu),
 // which the Rust launch plans (src/backend/cuda/conv_plan.rs) mirror;
 // tests/cuda_harness_conv.rs compares the two through vx_launch_constant().
 #pragma once
@@ -14,21 +14,21 @@ constexpr int VX_CONV_NARROW_BN = 8;
 constexpr int VX_CONV_NARROW_BK = 16;
 constexpr int VX_CONV_SHALLOW_BN = 32;
 constexpr int VX_CONV_SHALLOW_BK = 4;
-// Tensor-core tiles: VX_CONV_TC_BM rows, 64 or 32 columns, VX_CONV_TC_BK reduction step.
+// Tensor-core kernels (conv3d_pipe.cu, BF16 and TF32): VX_CONV_TC_BM rows, 128, 64 or 32
+// columns (VX_CONV_THREADS threads; VX_CONV_PIPE_NARROW_THREADS for 32 in backward
+// weights); a reduction step of VX_CONV_PIPE_STEP_BYTES per row (32 bf16 or 16 tf32); a
+// ring of VX_CONV_PIPE_STAGES shared-memory stages.
 constexpr int VX_CONV_TC_BM = 128;
-constexpr int VX_CONV_TC_BK = 32;
-// BF16 kernels (conv3d_bf16.cu): VX_CONV_TC_BM rows, 128, 64 or 32 columns (VX_CONV_THREADS
-// threads; VX_CONV_BF16_NARROW_THREADS for 32 in backward weights); VX_CONV_TC_BK
-// reduction step; a ring of VX_CONV_BF16_STAGES shared-memory stages.
-constexpr int VX_CONV_BF16_NARROW_THREADS = 64;
-constexpr int VX_CONV_BF16_STAGES = 4;
+constexpr int VX_CONV_PIPE_STEP_BYTES = 64;
+constexpr int VX_CONV_PIPE_NARROW_THREADS = 64;
+constexpr int VX_CONV_PIPE_STAGES = 4;
 
-// The BF16 convolutions' operand packing (conv3d_bf16.cu): f32 source [a][b][c] to bf16,
-// the padded dimension rounded up to a multiple of 8 with zeros so that every row is whole
-// 16-byte chunks.
-//   conv3d_pack_rows:       dst [b][a][padded], padded >= c (b == 1: a plain row pad)
-//   conv3d_pack_transposed: dst [c][a][padded], padded >= b
-// The packed length / 8 (the chunk count) fits an int.
+// The tensor-core convolutions' operand packing (conv3d_pipe.cu): f32 source [a][b][c] to
+// bf16 or tf32, the padded dimension rounded up with zeros to whole 16-byte chunks (a
+// multiple of 8 bf16 or 4 tf32).
+//   conv3d_pack_rows_*:       dst [b][a][padded], padded >= c (b == 1: a plain row pad)
+//   conv3d_pack_transposed_*: dst [c][a][padded], padded >= b
+// The chunk count (packed length / elements per chunk) fits an int.
 struct ConvPackParams {
     int a, b, c;
     int padded;

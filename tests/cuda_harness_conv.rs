@@ -1,8 +1,8 @@
-//! The convolution kernels (kernels/conv3d.cu, conv3d_tc.cu, conv3d_bf16.cu) run on the CPU
-//! through the execution harness, launched by exactly the plans the device uses
-//! (`ConvPlan`: BF16 operands packed first, split partials summed by the reduce kernels),
-//! and compared with the CPU backend's `Conv3dKernel` in f64. Outputs start as NaN and
-//! carry a guard tail that must stay untouched; packed bf16 buffers start as bf16 NaN.
+//! The convolution kernels (kernels/conv3d.cu, conv3d_pipe.cu) run on the CPU through the
+//! execution harness, launched by exactly the plans the device uses (`ConvPlan`: TF32 and
+//! BF16 operands packed first, split partials summed by the reduce kernels), and compared
+//! with the CPU backend's `Conv3dKernel` in f64. Outputs start as NaN and carry a guard
+//! tail that must stay untouched; packed buffers start as NaN of their format.
 //!
 //! Tolerances, as max |out - ref| / max |ref|: f32 kernels 1e-5; tensor-core kernels 1e-5
 //! against a reference whose inputs were rounded as the kernels round them (TF32 nearest
@@ -175,9 +175,9 @@ fn tile_constants_match_params_conv_h() {
         ("VX_CONV_SHALLOW_BN", CONV_SHALLOW_BN),
         ("VX_CONV_SHALLOW_BK", CONV_SHALLOW_BK),
         ("VX_CONV_TC_BM", CONV_TC_BM),
-        ("VX_CONV_TC_BK", CONV_TC_BK),
-        ("VX_CONV_BF16_NARROW_THREADS", CONV_BF16_NARROW_THREADS),
-        ("VX_CONV_BF16_STAGES", CONV_BF16_STAGES),
+        ("VX_CONV_PIPE_STEP_BYTES", CONV_PIPE_STEP_BYTES),
+        ("VX_CONV_PIPE_NARROW_THREADS", CONV_PIPE_NARROW_THREADS),
+        ("VX_CONV_PIPE_STAGES", CONV_PIPE_STAGES),
     ] {
         assert_eq!(emu::launch_constant(name), Some(value), "{name}");
     }
@@ -193,57 +193,157 @@ fn bf16_bits(x: f32) -> u16 {
     (round_bf16(x).to_bits() >> 16) as u16
 }
 
-#[test]
-fn packs_round_pad_and_reorder_their_operands() {
-    let mut rng = Rng::new(80);
-    const GUARD: u16 = 0xABCD;
-    // (kind, [a, b, c]): activations with 5 (scalar loads), 12 (16-byte loads, padded)
-    // and 16 channels (no padding), over more chunks than one grid holds; backward-data
-    // weights [tap][cin][cout] -> [cin][tap][cout_p]; forward weights -> [cout][tap][cin_p].
+/// Packs `[a, b, c]` sources of every kind at `precision` and compares every element with
+/// the layout of conv3d_pipe.cu, the rounding by `bits` and zeros in the padding; a guard
+/// after the buffer must stay untouched.
+fn check_packs<E: emu_conv::Packed + PartialEq + std::fmt::Debug>(
+    precision: ConvPrecision,
+    bits: fn(f32) -> E,
+    zero: E,
+    guard: E,
+    rng: &mut Rng,
+) {
+    // (kind, [a, b, c]): activations with 5 (scalar loads), 12 and 6 (16-byte loads or
+    // scalar, padded or not per format) and 16 channels (no padding), over more chunks
+    // than one grid holds; backward-data weights [tap][cin][cout] -> [cin][tap][cout_p];
+    // forward weights -> [cout][tap][cin_p].
     let cases = [
         (ConvPackKind::Rows, [700, 1, 5]),
         (ConvPackKind::Rows, [300, 1, 12]),
+        (ConvPackKind::Rows, [200, 1, 6]),
         (ConvPackKind::Rows, [90, 1, 16]),
         (ConvPackKind::Rows, [5, 3, 5]),
         (ConvPackKind::Transposed, [3, 12, 7]),
         (ConvPackKind::Transposed, [2, 4, 33]),
+        (ConvPackKind::Transposed, [2, 6, 3]),
     ];
     for (kind, [a, b, c]) in cases {
-        let pack = ConvPack::new(kind, [a, b, c], 1).unwrap();
+        let pack = ConvPack::new(kind, precision, [a, b, c], 1).unwrap();
+        let multiple = precision.channel_multiple();
         let padded = match kind {
-            ConvPackKind::Rows => c.next_multiple_of(8),
-            ConvPackKind::Transposed => b.next_multiple_of(8),
+            ConvPackKind::Rows => c.next_multiple_of(multiple),
+            ConvPackKind::Transposed => b.next_multiple_of(multiple),
         };
         assert_eq!(pack.params.padded as usize, padded);
         assert!(
             pack.dims.grid[0] <= 2,
             "two blocks at most: a grid-stride loop"
         );
-        let src = random(&mut rng, a * b * c, -2.0, 2.0);
+        let src = random(rng, a * b * c, -2.0, 2.0);
         let n = pack.packed_len();
-        let mut dst = vec![0xFFFFu16; n + 8];
-        dst[n..].fill(GUARD);
+        let mut dst = vec![E::NAN; n + 8];
+        dst[n..].fill(guard);
         emu_conv::conv3d_pack(&pack, &src, &mut dst).unwrap();
+        let what = format!("{precision} {kind:?} [{a}, {b}, {c}]");
         assert!(
-            dst[n..].iter().all(|&g| g == GUARD),
-            "{kind:?} wrote past its end"
+            dst[n..].iter().all(|&g| g == guard),
+            "{what} wrote past its end"
         );
         let at = |ai: usize, bi: usize, ci: usize| src[(ai * b + bi) * c + ci];
-        let want: Vec<u16> = match kind {
+        let want: Vec<E> = match kind {
             ConvPackKind::Rows => (0..b)
                 .flat_map(|bi| (0..a).flat_map(move |ai| (0..padded).map(move |ci| (ai, bi, ci))))
-                .map(|(ai, bi, ci)| if ci < c { bf16_bits(at(ai, bi, ci)) } else { 0 })
+                .map(|(ai, bi, ci)| if ci < c { bits(at(ai, bi, ci)) } else { zero })
                 .collect(),
             ConvPackKind::Transposed => (0..c)
                 .flat_map(|ci| (0..a).flat_map(move |ai| (0..padded).map(move |bi| (ai, bi, ci))))
-                .map(|(ai, bi, ci)| if bi < b { bf16_bits(at(ai, bi, ci)) } else { 0 })
+                .map(|(ai, bi, ci)| if bi < b { bits(at(ai, bi, ci)) } else { zero })
                 .collect(),
         };
         assert_eq!(want.len(), n);
-        for (i, (&got, &w)) in dst[..n].iter().zip(&want).enumerate() {
-            assert_eq!(got, w, "{kind:?} [{a}, {b}, {c}]: element {i}");
+        for (i, (got, w)) in dst[..n].iter().zip(&want).enumerate() {
+            assert_eq!(got, w, "{what}: element {i}");
         }
     }
+}
+
+#[test]
+fn packs_round_pad_and_reorder_their_operands() {
+    let mut rng = Rng::new(80);
+    check_packs(ConvPrecision::Bf16, bf16_bits, 0u16, 0xABCD, &mut rng);
+    check_packs(
+        ConvPrecision::Tf32,
+        |x| round_tf32(x).to_bits(),
+        0u32,
+        0xABCD_ABCD,
+        &mut rng,
+    );
+    let pack = ConvPack::new(ConvPackKind::Rows, ConvPrecision::Tf32, [4, 1, 4], 1).unwrap();
+    let mut wrong = vec![0u16; 16];
+    let err = emu_conv::conv3d_pack(&pack, &[0.0; 16], &mut wrong).unwrap_err();
+    assert!(err.contains("4-byte"), "{err}");
+}
+
+/// The words of a 16 x K-step operand whose element (row, k) is `code(row, k)`: tf32 one
+/// per word, bf16 two (the lower k low).
+fn probe_words(precision: ConvPrecision, code: impl Fn(u32, u32) -> u32) -> Vec<u32> {
+    match precision {
+        ConvPrecision::Tf32 => (0..256).map(|i| code(i / 16, i % 16)).collect(),
+        _ => (0..256)
+            .map(|i| {
+                let (row, k) = (i / 16, 2 * (i % 16));
+                code(row, k) | code(row, k + 1) << 16
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn main_loop_fragments_follow_the_ptx_mma_layouts() {
+    // Element (row, k) is coded (row << 8 | k) (plus a tag for b), so every register names
+    // the elements it holds. mma.h's layouts, with g = lane / 4, t = lane % 4 and the
+    // step's k offset k0: m16n8k8 tf32 A (g, k0 + t), (g + 8, ..), (g, k0 + t + 4),
+    // (g + 8, ..); B column g at k0 + t, k0 + t + 4 (f[0], f[1]), column 8 + g (f[2],
+    // f[3]); m16n8k16 bf16 the same with pairs of k at 2t and 2t + 8.
+    for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
+        let code_a = |row: u32, k: u32| row << 8 | k;
+        let code_b = |row: u32, k: u32| 0x4000 | row << 8 | k;
+        let a = probe_words(precision, code_a);
+        let b = probe_words(precision, code_b);
+        let mut out = vec![0u32; 32 * 32];
+        emu_conv::fragment_probe(precision, &a, &b, &mut out).unwrap();
+        for lane in 0..32u32 {
+            let (g, t) = (lane / 4, lane % 4);
+            for ks in 0..2u32 {
+                // The register of (row, k0 + 2t or t, + `hi`) of an operand coded by `code`.
+                let (k0, hi) = match precision {
+                    ConvPrecision::Tf32 => (8 * ks + t, 4),
+                    _ => (16 * ks + 2 * t, 8),
+                };
+                let reg = |code: &dyn Fn(u32, u32) -> u32, row: u32, off: u32| {
+                    let k = k0 + off;
+                    match precision {
+                        ConvPrecision::Tf32 => code(row, k),
+                        _ => code(row, k) | code(row, k + 1) << 16,
+                    }
+                };
+                let frag_a = [
+                    reg(&code_a, g, 0),
+                    reg(&code_a, g + 8, 0),
+                    reg(&code_a, g, hi),
+                    reg(&code_a, g + 8, hi),
+                ];
+                let frag_b = [
+                    reg(&code_b, g, 0),
+                    reg(&code_b, g, hi),
+                    reg(&code_b, g + 8, 0),
+                    reg(&code_b, g + 8, hi),
+                ];
+                let base = (32 * lane + 16 * ks) as usize;
+                let got = &out[base..base + 16];
+                let what = format!("{precision} lane {lane} k step {ks}");
+                assert_eq!(got[0..4], frag_a, "{what}: k-major A");
+                assert_eq!(got[4..8], frag_b, "{what}: k-major B");
+                assert_eq!(got[8..12], frag_a, "{what}: mn-major A");
+                assert_eq!(got[12..16], frag_b, "{what}: mn-major B");
+            }
+        }
+    }
+    // By hand, TF32 lane 6 (g 1, t 2), second k step: A (1, 10), (9, 10), (1, 14), (9, 14).
+    let a = probe_words(ConvPrecision::Tf32, |row, k| row << 8 | k);
+    let mut out = vec![0u32; 32 * 32];
+    emu_conv::fragment_probe(ConvPrecision::Tf32, &a, &a, &mut out).unwrap();
+    assert_eq!(out[32 * 6 + 16..32 * 6 + 20], [0x10A, 0x90A, 0x10E, 0x90E]);
 }
 
 #[test]
@@ -378,10 +478,9 @@ fn mma_fragments_follow_the_ptx_layouts() {
 }
 
 #[test]
-fn small_odd_shapes_run_the_f32_kernels_or_bf16() {
+fn small_odd_shapes_on_every_precision() {
     let mut rng = Rng::new(72);
-    // Channel counts that are not multiples of 4 keep f32 and TF32 on the f32 kernels; BF16
-    // pads them.
+    // Channel counts that are not multiples of 4 or 8: the tensor cores pad them.
     let shapes = [
         conv([1, 5, 4, 3, 3], [3, 3, 3, 3, 2], 1, Padding::Same),
         conv([2, 5, 6, 7, 5], [3, 3, 3, 5, 35], 2, Padding::Same),
@@ -397,11 +496,7 @@ fn small_odd_shapes_run_the_f32_kernels_or_bf16() {
         for pass in PASSES {
             for precision in ConvPrecision::ALL {
                 let ran = check_pass(g, pass, precision, 8, &mut rng);
-                let expect = match precision {
-                    ConvPrecision::Bf16 => ConvPrecision::Bf16,
-                    _ => ConvPrecision::F32,
-                };
-                assert_eq!(ran.kernel.precision, expect);
+                assert_eq!(ran.kernel.precision, precision);
             }
         }
     }
@@ -482,7 +577,7 @@ fn tensor_core_kernels_on_both_tiles() {
         // The first layer's channels: 4 -> 32 (128 x 32 tiles).
         conv([1, 5, 6, 7, 4], [3, 3, 3, 4, 32], 1, Padding::Same),
         // Wider outputs, strided: 128 x 64 tiles, partial column tiles.
-        conv([1, 7, 6, 5, 8], [3, 3, 3, 8, 68], 2, Padding::Same),
+        conv([1, 7, 6, 5, 8], [3, 3, 3, 8, 40], 2, Padding::Same),
     ];
     let mut tiles = std::collections::HashSet::new();
     for g in &cases {
@@ -556,18 +651,19 @@ fn random_geometries_match_the_cpu_backend() {
     }
 }
 
-#[test]
-fn bf16_kernels_on_padded_channels_every_kernel_shape_and_tile() {
-    let mut rng = Rng::new(81);
+/// Every pass of geometries with channels the packs pad, at `precision`, until every
+/// (pass, tile) pair has run.
+fn padded_channels_every_kernel_shape_and_tile(precision: ConvPrecision, rng: &mut Rng) {
     let k2s2 = ConvTranspose3dSpec {
         stride: [2; 3],
         padding: [[0, 0]; 3],
         output_padding: [0; 3],
     };
     let cases = [
-        // cin 4 (padded to 8), cout 36, batch 2: 128 x 64 tiles and a partial one.
+        // cin 4 (padded to 8 at BF16), cout 36, batch 2: 128 x 64 tiles and a partial one.
         conv([2, 5, 6, 7, 4], [3, 3, 3, 4, 36], 1, Padding::Same),
-        // 1x1x1 to 130 outputs (three 64-wide tiles); its data gradient reduces over 136.
+        // 1x1x1 to 130 outputs (three 64-wide tiles); its data gradient reduces over 136
+        // (BF16) or 132 (TF32).
         conv([1, 6, 5, 7, 8], [1, 1, 1, 8, 130], 1, Padding::Same),
         // Anisotropic 3x1x1 to 72 outputs: 128-wide tiles.
         conv([1, 5, 4, 6, 12], [3, 1, 1, 12, 72], 1, Padding::Same),
@@ -577,16 +673,33 @@ fn bf16_kernels_on_padded_channels_every_kernel_shape_and_tile() {
         conv([2, 6, 5, 7, 12], [3, 3, 3, 12, 8], 1, Padding::Valid),
         // The 2x2x2 stride-2 transposed conv of a decoder: 8 one-tap phases.
         transposed([2, 3, 4, 3, 8], [2, 2, 2, 36, 8], k2s2),
+        // 72 channels in, 5 out: a 128-wide data gradient over padded output channels.
+        conv([1, 4, 5, 3, 72], [1, 1, 2, 72, 5], 1, Padding::Same),
     ];
-    let mut tiles = std::collections::HashSet::new();
+    let mut kernels = std::collections::HashSet::new();
     for g in &cases {
         for pass in PASSES {
-            let ran = check_pass(g, pass, ConvPrecision::Bf16, 8, &mut rng);
-            assert_eq!(ran.kernel.precision, ConvPrecision::Bf16);
-            tiles.insert(ran.kernel.tile);
+            let ran = check_pass(g, pass, precision, 8, rng);
+            assert_eq!(ran.kernel.precision, precision);
+            kernels.insert((pass, ran.kernel.tile));
         }
     }
-    for tile in [ConvTile::TcN32, ConvTile::TcN64, ConvTile::TcN128] {
-        assert!(tiles.contains(&tile), "{tile:?} not exercised");
+    for pass in PASSES {
+        for tile in [ConvTile::TcN32, ConvTile::TcN64, ConvTile::TcN128] {
+            assert!(
+                kernels.contains(&(pass, tile)),
+                "{precision} {pass:?} {tile:?} not exercised"
+            );
+        }
     }
+}
+
+#[test]
+fn tf32_kernels_on_padded_channels_every_kernel_shape_and_tile() {
+    padded_channels_every_kernel_shape_and_tile(ConvPrecision::Tf32, &mut Rng::new(82));
+}
+
+#[test]
+fn bf16_kernels_on_padded_channels_every_kernel_shape_and_tile() {
+    padded_channels_every_kernel_shape_and_tile(ConvPrecision::Bf16, &mut Rng::new(81));
 }

@@ -171,17 +171,16 @@ fn same(x: [usize; 5], w: [usize; 5], stride: usize) -> ConvGeometry {
     ConvGeometry::conv3d(&Shape::new(&x), &Shape::new(&w), &spec).unwrap()
 }
 
-/// The BF16 kernels where the harness tests run them, at sizes where every tile runs
-/// many blocks: channels padded (4, 12, 40 in; 3, 36, 72, 130 out), 3x3x3, 3x1x1 and
-/// 1x1x1 kernels, stride 2 'same', 'valid', the 2x2x2 transposed conv, and a deep layer
-/// whose reductions split.
+/// The tensor-core kernels (TF32 and BF16) where the harness tests run them, at sizes
+/// where every tile runs many blocks: channels padded (4, 12, 40, 5 in; 3, 36, 72, 130, 7
+/// out), 3x3x3, 3x1x1 and 1x1x1 kernels, stride 2 'same', 'valid', the 2x2x2 transposed
+/// conv, and a deep layer whose reductions split.
 #[test]
 #[ignore = "needs a CUDA device"]
-fn bf16_convolutions_on_padded_channels_match_cpu() {
+fn tensor_core_convolutions_on_padded_channels_match_cpu() {
     let _serial = serial();
     let gpu = device();
     let previous = gpu.conv_precision().unwrap();
-    gpu.set_conv_precision(ConvPrecision::Bf16);
     let k2s2 = ConvTranspose3dSpec {
         stride: [2; 3],
         padding: [[0, 0]; 3],
@@ -195,26 +194,29 @@ fn bf16_convolutions_on_padded_channels_match_cpu() {
         conv([2, 10, 11, 12, 12], [3, 3, 3, 12, 8], 1, 0),
         transposed([2, 8, 7, 9, 64], [2, 2, 2, 36, 64], k2s2),
         same([1, 6, 6, 6, 64], [3, 3, 3, 64, 256], 1),
+        same([2, 14, 13, 15, 5], [3, 3, 3, 5, 7], 1),
     ];
-    for g in &cases {
-        for pass in PASSES {
-            let plan = gpu.conv_plan(g, pass).unwrap();
-            assert_eq!(plan.kernel.precision, ConvPrecision::Bf16, "{plan:?}");
+    for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
+        gpu.set_conv_precision(precision);
+        for g in &cases {
+            for pass in PASSES {
+                let plan = gpu.conv_plan(g, pass).unwrap();
+                assert_eq!(plan.kernel.precision, precision, "{plan:?}");
+            }
         }
+        check_every_pass(&gpu, &cases);
     }
-    check_every_pass(&gpu, &cases);
     gpu.set_conv_precision(previous);
 }
 
-/// BF16 packs its operands into pool buffers: once every size has been seen, repeating
-/// the passes allocates nothing new on the device.
+/// TF32 and BF16 pack their operands into pool buffers: once every size has been seen,
+/// repeating the passes allocates nothing new on the device.
 #[test]
 #[ignore = "needs a CUDA device"]
-fn bf16_passes_allocate_nothing_new_after_the_first() {
+fn tensor_core_passes_allocate_nothing_new_after_the_first() {
     let _serial = serial();
     let gpu = Cuda::new(0).unwrap();
     let previous = gpu.conv_precision().unwrap();
-    gpu.set_conv_precision(ConvPrecision::Bf16);
     let g = same([2, 12, 12, 12, 4], [3, 3, 3, 4, 32], 1);
     let x = gpu
         .upload(&vec![0.5; g.n * g.input_voxels() * g.cin])
@@ -230,15 +232,21 @@ fn bf16_passes_allocate_nothing_new_after_the_first() {
         drop(gpu.conv3d_backward_data(&dy, &w, None, &g).unwrap());
         drop(gpu.conv3d_backward_weight(&x, &dy, &g).unwrap());
     };
-    passes();
-    let before = gpu.pool_stats().device_allocations;
-    for _ in 0..3 {
+    for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
+        gpu.set_conv_precision(precision);
         passes();
+        let before = gpu.pool_stats().device_allocations;
+        for _ in 0..3 {
+            passes();
+        }
+        gpu.synchronize().unwrap();
+        let after = gpu.pool_stats().device_allocations;
+        assert_eq!(
+            after, before,
+            "{precision}: device allocations after the first passes"
+        );
     }
-    gpu.synchronize().unwrap();
-    let after = gpu.pool_stats().device_allocations;
     gpu.set_conv_precision(previous);
-    assert_eq!(after, before, "device allocations after the first passes");
 }
 
 #[test]
@@ -253,6 +261,27 @@ fn ldmatrix_matches_the_harness_twin() {
         let mut want = vec![0u32; 32 * 14];
         emu_conv::ldmatrix_probe(&rows, &mut want).unwrap();
         assert_eq!(got, want, "seed {seed}");
+    }
+}
+
+/// The main loops' fragments (k-major through ldmatrix, mn-major through ldmatrix.trans
+/// at BF16 and 32-bit loads at TF32) on random words, bit for bit as the harness gives
+/// them (whose layout tests/cuda_harness_conv.rs checks against the PTX ISA).
+#[test]
+#[ignore = "needs a CUDA device"]
+fn main_loop_fragments_match_the_harness_twin() {
+    let gpu = device();
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
+        for _ in 0..10 {
+            let mut words = || -> Vec<u32> { (0..256).map(|_| rng.next_u64() as u32).collect() };
+            let (a, b) = (words(), words());
+            let got = gpu.fragment_probe(precision, &a, &b).unwrap();
+            let mut want = vec![0u32; 32 * 32];
+            emu_conv::fragment_probe(precision, &a, &b, &mut want).unwrap();
+            assert_eq!(got, want, "{precision} (seed {seed})");
+        }
     }
 }
 

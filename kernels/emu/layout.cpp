@@ -249,8 +249,8 @@ extern "C" long long vx_launch_constant(const char* name) {
     if (!std::strcmp(name, "VX_CONV_SHALLOW_BN")) return VX_CONV_SHALLOW_BN;
     if (!std::strcmp(name, "VX_CONV_SHALLOW_BK")) return VX_CONV_SHALLOW_BK;
     if (!std::strcmp(name, "VX_CONV_TC_BM")) return VX_CONV_TC_BM;
-    if (!std::strcmp(name, "VX_CONV_TC_BK")) return VX_CONV_TC_BK;
-    if (!std::strcmp(name, "VX_CONV_BF16_NARROW_THREADS")) return VX_CONV_BF16_NARROW_THREADS;
-    if (!std::strcmp(name, "VX_CONV_BF16_STAGES")) return VX_CONV_BF16_STAGES;
+    if (!std::strcmp(name, "VX_CONV_PIPE_STEP_BYTES")) return VX_CONV_PIPE_STEP_BYTES;
+    if (!std::strcmp(name, "VX_CONV_PIPE_NARROW_THREADS")) return VX_CONV_PIPE_NARROW_THREADS;
+    if (!std::strcmp(name, "VX_CONV_PIPE_STAGES")) return VX_CONV_PIPE_STAGES;
     return -1;
 }

@@ -1,7 +1,7 @@
 //! `Conv3dKernel` for `Cuda`: each pass is one launch of the kernel its plan names
-//! (`conv_plan`), preceded at BF16 by the two pack launches that convert its operands into
-//! bf16 scratch buffers from the pool, and followed by a sum over split partials when the
-//! plan splits the reduction. Every launch is checked and reported as `Error::Backend`
+//! (`conv_plan`), preceded on the tensor cores (TF32, BF16) by the two pack launches that
+//! convert its operands into tf32 or bf16 scratch buffers from the pool, and followed by a
+//! sum over split partials when the plan splits the reduction. Every launch is checked and reported as `Error::Backend`
 //! naming the kernel; buffer lengths are checked as the CPU backend checks them.
 //!
 //! The arithmetic is chosen per device with [`Cuda::set_conv_precision`], initially from
@@ -74,8 +74,8 @@ impl Cuda {
         precisions().insert(self.ordinal(), precision);
     }
 
-    /// Launches the plan's kernel on (a, b, bias) into `out` (workspace_len elements); at
-    /// BF16, a and b are the packed operands.
+    /// Launches the plan's kernel on (a, b, bias) into `out` (workspace_len elements); on
+    /// the tensor cores, a and b are the packed operands.
     fn launch_conv(
         &self,
         plan: &ConvPlan,
@@ -106,18 +106,18 @@ impl Cuda {
         Ok(())
     }
 
-    /// `src` (the pack's f32 source) converted to bf16 in a new pool buffer.
+    /// `src` (the pack's f32 source) converted to bf16 or tf32 in a new pool buffer.
     fn pack(&self, pack: &ConvPack, src: &CudaStorage) -> Result<CudaStorage> {
         check_len(pack.name(), "source", src.len(), pack.source_len())?;
-        // Two bf16 per f32 element of the pool's buffers.
-        let mut dst = self.alloc(pack.packed_len().div_ceil(2))?;
+        // The pool's buffers count 4-byte elements: one tf32 or two bf16 each.
+        let mut dst = self.alloc((pack.packed_len() * pack.element_bytes()).div_ceil(4))?;
         let name = pack.name();
-        let f = self.function("conv3d_bf16", name)?;
+        let f = self.function("conv3d_pipe", name)?;
         let mut args = self.stream().launch_builder(&f);
         args.arg(&pack.params).arg(src.block()).arg(dst.block_mut());
         // SAFETY: (params, src, dst) as the pack kernels take them; src holds the
         // source_len elements the params describe (checked above) and dst packed_len
-        // bf16 values.
+        // elements of element_bytes each.
         unsafe { args.launch(config(&pack.dims)) }.map_err(|e| driver_error(name, e))?;
         Ok(dst)
     }
@@ -182,7 +182,7 @@ impl Cuda {
         }
         let (a, b, c) = (self.upload(a)?, self.upload(b)?, self.upload(c)?);
         let mut out = self.alloc(128)?;
-        let f = self.function("conv3d_tc", name)?;
+        let f = self.function("conv3d_pipe", name)?;
         let mut args = self.stream().launch_builder(&f);
         args.arg(a.block())
             .arg(b.block())
@@ -195,7 +195,7 @@ impl Cuda {
     }
 
     /// Each lane's registers from the ldmatrix wrappers (kernels/mma.h) on `rows` (32 rows
-    /// of 8 bf16): 14 per lane, as kernels/conv3d_bf16.cu's ldmatrix_probe lays them out.
+    /// of 8 bf16): 14 per lane, as kernels/conv3d_pipe.cu's ldmatrix_probe lays them out.
     pub fn ldmatrix_probe(&self, rows: &[u16]) -> Result<Vec<u32>> {
         if rows.len() != 256 {
             return Err(Error::shape(
@@ -210,12 +210,55 @@ impl Cuda {
             .collect();
         let src = self.upload(&words)?;
         let mut out = self.alloc(32 * 14)?;
-        let f = self.function("conv3d_bf16", "ldmatrix_probe")?;
+        let f = self.function("conv3d_pipe", "ldmatrix_probe")?;
         let mut args = self.stream().launch_builder(&f);
         args.arg(src.block()).arg(out.block_mut());
         // SAFETY: (src, out) as the kernel takes them: 512 bytes in, 448 words out.
         unsafe { args.launch(config(&LaunchDims::linear([1, 1, 1], 32))) }
             .map_err(|e| driver_error("ldmatrix_probe", e))?;
+        Ok(self.download(&out)?.into_iter().map(f32::to_bits).collect())
+    }
+
+    /// The fragment registers the tensor-core main loops read for one warp (kernels/
+    /// conv3d_pipe.cu's fragment_probe_*): `a` and `b` are 16 rows of one K step (16 tf32
+    /// or 32 bf16 per row) as 32-bit words (two bf16 per word, the lower k low); 32 words
+    /// per lane: for each of the two mma k steps, A and B from the k-major tiles, then A
+    /// and B from the mn-major tiles.
+    pub fn fragment_probe(
+        &self,
+        precision: ConvPrecision,
+        a: &[u32],
+        b: &[u32],
+    ) -> Result<Vec<u32>> {
+        let name = match precision {
+            ConvPrecision::Tf32 => "fragment_probe_tf32",
+            ConvPrecision::Bf16 => "fragment_probe_bf16",
+            ConvPrecision::F32 => {
+                return Err(Error::config(
+                    "fragment_probe",
+                    "f32 has no tensor-core tiles",
+                ));
+            }
+        };
+        if a.len() != 256 || b.len() != 256 {
+            return Err(Error::shape(
+                "fragment_probe",
+                format!(
+                    "a {}, b {} words, not 16 rows of 64 bytes",
+                    a.len(),
+                    b.len()
+                ),
+            ));
+        }
+        let words = |v: &[u32]| -> Vec<f32> { v.iter().map(|&w| f32::from_bits(w)).collect() };
+        let (a, b) = (self.upload(&words(a))?, self.upload(&words(b))?);
+        let mut out = self.alloc(32 * 32)?;
+        let f = self.function("conv3d_pipe", name)?;
+        let mut args = self.stream().launch_builder(&f);
+        args.arg(a.block()).arg(b.block()).arg(out.block_mut());
+        // SAFETY: (a, b, out) as the kernel takes them: 1 KiB each in, 1024 words out.
+        unsafe { args.launch(config(&LaunchDims::linear([1, 1, 1], 32))) }
+            .map_err(|e| driver_error(name, e))?;
         Ok(self.download(&out)?.into_iter().map(f32::to_bits).collect())
     }
 
@@ -228,7 +271,7 @@ impl Cuda {
         let xs = self.upload(x)?;
         let (mut tf32, mut bf16) = (self.alloc(x.len())?, self.alloc(x.len())?);
         if n > 0 {
-            let f = self.function("conv3d_tc", "tc_round_probe")?;
+            let f = self.function("conv3d_pipe", "tc_round_probe")?;
             let mut args = self.stream().launch_builder(&f);
             args.arg(xs.block())
                 .arg(&n)

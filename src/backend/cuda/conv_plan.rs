@@ -1,18 +1,17 @@
 //! Launch plans for the convolution kernels (kernels/conv3d.cu on the CUDA cores,
-//! kernels/conv3d_tc.cu and conv3d_bf16.cu on the tensor cores): which kernel runs a pass,
-//! its grid, how its reduction is split and, for BF16, how its operands are packed. Pure
+//! kernels/conv3d_pipe.cu on the tensor cores): which kernel runs a pass, its grid, how its
+//! reduction is split and, on the tensor cores, how its operands are packed. Pure
 //! functions, shared by the device launcher (`conv.rs`) and the harness tests, so that the
 //! emulated runs exercise exactly the device's plans.
 //!
-//! - Precision: `F32` runs the CUDA-core kernels; `Tf32` runs the TF32 tensor-core kernels
-//!   (f32 operands rounded as they are read) where every channel count is a multiple of
-//!   4, and the f32 kernels elsewhere (e.g. a 1x1x1 head with 3 outputs); `Bf16` always
-//!   runs the BF16 kernels: both operands are first packed to bf16 with channels padded to
-//!   a multiple of 8 ([`ConvPack`]), then a pipelined kernel reads the packed buffers.
+//! - Precision: `F32` runs the CUDA-core kernels; `Tf32` and `Bf16` always run the
+//!   tensor-core kernels: both operands are first packed (rounded to tf32 or bf16, channels
+//!   padded with zeros to whole 16-byte chunks: a multiple of 4 or 8, [`ConvPack`]), then a
+//!   pipelined kernel reads the packed buffers.
 //! - Tiles: f32 uses 64 x 32 tiles, 64 x 8 when the result has at most 8 columns, and a
-//!   K step of 4 instead of 16 when the reduction has at most 4 (tap, channel) pairs; TF32
-//!   uses 128 x 64, or 128 x 32 for at most 32 columns; BF16 128 x 32 up to 32 columns,
-//!   128 x 64 up to 64, else 128 x 128 unless 128 x 64 wastes fewer columns.
+//!   K step of 4 instead of 16 when the reduction has at most 4 (tap, channel) pairs; the
+//!   tensor cores 128 x 32 up to 32 columns, 128 x 64 up to 64, else 128 x 128 unless
+//!   128 x 64 wastes fewer columns, with a K step of 64 bytes per row (32 bf16, 16 tf32).
 //! - Backward data runs one launch over all stride phases (grid.z), each phase a GEMM over
 //!   only the taps that reach its voxels.
 //! - Splits: when the tiles alone give fewer blocks than the device wants, the reduction is
@@ -35,14 +34,16 @@ pub const CONV_NARROW_BN: u32 = 8;
 pub const CONV_NARROW_BK: u32 = 16;
 pub const CONV_SHALLOW_BN: u32 = 32;
 pub const CONV_SHALLOW_BK: u32 = 4;
-/// Rows and K step of the tensor-core tiles (`VX_CONV_TC_BM`, `VX_CONV_TC_BK`).
+/// Rows of the tensor-core tiles (`VX_CONV_TC_BM`).
 pub const CONV_TC_BM: u32 = 128;
-pub const CONV_TC_BK: u32 = 32;
-/// Threads of the 128 x 32 BF16 tile of backward weights (`VX_CONV_BF16_NARROW_THREADS`): two
-/// warps of 64 x 32.
-pub const CONV_BF16_NARROW_THREADS: u32 = 64;
-/// Stages of the BF16 kernels' shared-memory ring (`VX_CONV_BF16_STAGES`).
-pub const CONV_BF16_STAGES: u32 = 4;
+/// Bytes of reduction per tile row and K step of the tensor-core kernels
+/// (`VX_CONV_PIPE_STEP_BYTES`).
+pub const CONV_PIPE_STEP_BYTES: u32 = 64;
+/// Threads of the 128 x 32 tensor-core tile of backward weights
+/// (`VX_CONV_PIPE_NARROW_THREADS`): two warps of 64 x 32.
+pub const CONV_PIPE_NARROW_THREADS: u32 = 64;
+/// Stages of the tensor-core kernels' shared-memory ring (`VX_CONV_PIPE_STAGES`).
+pub const CONV_PIPE_STAGES: u32 = 4;
 /// Threads of a pack block.
 const PACK_THREADS: u32 = 256;
 
@@ -67,6 +68,21 @@ pub enum ConvPrecision {
 
 impl ConvPrecision {
     pub const ALL: [ConvPrecision; 3] = [Self::F32, Self::Tf32, Self::Bf16];
+
+    /// Bytes of one packed operand element on the tensor cores (tf32 is kept in 32 bits);
+    /// None for f32, which packs nothing.
+    pub fn packed_bytes(self) -> Option<usize> {
+        match self {
+            Self::F32 => None,
+            Self::Tf32 => Some(4),
+            Self::Bf16 => Some(2),
+        }
+    }
+
+    /// Channels are padded to a multiple of this (one 16-byte chunk); 1 for f32.
+    pub fn channel_multiple(self) -> usize {
+        self.packed_bytes().map_or(1, |b| 16 / b)
+    }
 
     /// The name benchmarks report: "fp32", "tf32" or "bf16" (scripts/bench_reference.py).
     pub fn name(self) -> &'static str {
@@ -129,26 +145,12 @@ pub enum ConvTile {
     Narrow,
     /// f32, 64 x 32, K step 4: reductions of at most 4.
     Shallow,
-    /// Tensor cores (BF16 only), 128 x 128, K step 32.
+    /// Tensor cores, 128 x 128.
     TcN128,
-    /// Tensor cores, 128 x 64, K step 32.
+    /// Tensor cores, 128 x 64.
     TcN64,
-    /// Tensor cores, 128 x 32, K step 32.
+    /// Tensor cores, 128 x 32.
     TcN32,
-}
-
-impl ConvTile {
-    /// (rows, columns, K step).
-    pub fn shape(self) -> (u32, u32, u32) {
-        match self {
-            Self::Wide => (CONV_SIMT_BM, CONV_WIDE_BN, CONV_WIDE_BK),
-            Self::Narrow => (CONV_SIMT_BM, CONV_NARROW_BN, CONV_NARROW_BK),
-            Self::Shallow => (CONV_SIMT_BM, CONV_SHALLOW_BN, CONV_SHALLOW_BK),
-            Self::TcN128 => (CONV_TC_BM, 128, CONV_TC_BK),
-            Self::TcN64 => (CONV_TC_BM, 64, CONV_TC_BK),
-            Self::TcN32 => (CONV_TC_BM, 32, CONV_TC_BK),
-        }
-    }
 }
 
 /// A conv kernel: pass, arithmetic and tile.
@@ -164,29 +166,47 @@ impl ConvKernel {
     pub fn module(&self) -> &'static str {
         match self.precision {
             ConvPrecision::F32 => "conv3d",
-            ConvPrecision::Tf32 => "conv3d_tc",
-            ConvPrecision::Bf16 => "conv3d_bf16",
+            ConvPrecision::Tf32 | ConvPrecision::Bf16 => "conv3d_pipe",
         }
     }
 
-    /// Dynamic shared memory of a launch: the BF16 kernels' ring of bf16 A and B tiles.
+    /// (rows, columns, K step) of the kernel's tile; the tensor cores' K step is 64 bytes
+    /// of packed elements.
+    pub fn shape(&self) -> (u32, u32, u32) {
+        let tc = |bn: u32| {
+            let bytes = self.precision.packed_bytes().unwrap_or(4) as u32;
+            (CONV_TC_BM, bn, CONV_PIPE_STEP_BYTES / bytes)
+        };
+        match self.tile {
+            ConvTile::Wide => (CONV_SIMT_BM, CONV_WIDE_BN, CONV_WIDE_BK),
+            ConvTile::Narrow => (CONV_SIMT_BM, CONV_NARROW_BN, CONV_NARROW_BK),
+            ConvTile::Shallow => (CONV_SIMT_BM, CONV_SHALLOW_BN, CONV_SHALLOW_BK),
+            ConvTile::TcN128 => tc(128),
+            ConvTile::TcN64 => tc(64),
+            ConvTile::TcN32 => tc(32),
+        }
+    }
+
     /// Threads of a block.
     pub fn threads(&self) -> u32 {
         match (self.pass, self.precision, self.tile) {
-            (ConvPass::BackwardWeight, ConvPrecision::Bf16, ConvTile::TcN32) => {
-                CONV_BF16_NARROW_THREADS
-            }
+            (
+                ConvPass::BackwardWeight,
+                ConvPrecision::Tf32 | ConvPrecision::Bf16,
+                ConvTile::TcN32,
+            ) => CONV_PIPE_NARROW_THREADS,
             _ => CONV_THREADS,
         }
     }
 
+    /// Dynamic shared memory of a launch: the tensor-core kernels' ring of A and B tiles.
     pub fn shared_bytes(&self) -> u32 {
         match self.precision {
-            ConvPrecision::Bf16 => {
-                let (bm, bn, bk) = self.tile.shape();
-                CONV_BF16_STAGES * (bm + bn) * bk * 2
+            ConvPrecision::F32 => 0,
+            ConvPrecision::Tf32 | ConvPrecision::Bf16 => {
+                let (bm, bn, _) = self.shape();
+                CONV_PIPE_STAGES * (bm + bn) * CONV_PIPE_STEP_BYTES
             }
-            _ => 0,
         }
     }
 
@@ -205,16 +225,19 @@ impl ConvKernel {
             (BackwardData, F32, Shallow) => "conv3d_bwd_data_f32_shallow",
             (BackwardWeight, F32, Wide) => "conv3d_bwd_weight_f32_wide",
             (BackwardWeight, F32, Narrow) => "conv3d_bwd_weight_f32_narrow",
+            (Forward, Tf32, TcN128) => "conv3d_fwd_tf32_n128",
             (Forward, Tf32, TcN64) => "conv3d_fwd_tf32_n64",
             (Forward, Tf32, TcN32) => "conv3d_fwd_tf32_n32",
             (Forward, Bf16, TcN128) => "conv3d_fwd_bf16_n128",
             (Forward, Bf16, TcN64) => "conv3d_fwd_bf16_n64",
             (Forward, Bf16, TcN32) => "conv3d_fwd_bf16_n32",
+            (BackwardData, Tf32, TcN128) => "conv3d_bwd_data_tf32_n128",
             (BackwardData, Tf32, TcN64) => "conv3d_bwd_data_tf32_n64",
             (BackwardData, Tf32, TcN32) => "conv3d_bwd_data_tf32_n32",
             (BackwardData, Bf16, TcN128) => "conv3d_bwd_data_bf16_n128",
             (BackwardData, Bf16, TcN64) => "conv3d_bwd_data_bf16_n64",
             (BackwardData, Bf16, TcN32) => "conv3d_bwd_data_bf16_n32",
+            (BackwardWeight, Tf32, TcN128) => "conv3d_bwd_weight_tf32_n128",
             (BackwardWeight, Tf32, TcN64) => "conv3d_bwd_weight_tf32_n64",
             (BackwardWeight, Tf32, TcN32) => "conv3d_bwd_weight_tf32_n32",
             (BackwardWeight, Bf16, TcN128) => "conv3d_bwd_weight_bf16_n128",
@@ -240,8 +263,8 @@ pub fn conv_params(g: &ConvGeometry) -> Result<Conv3dParams> {
 }
 
 /// Parameters of a pack kernel (`ConvPackParams` in kernels/params_conv.h): f32 source
-/// `[a][b][c]` to bf16, the padded dimension (c for rows, b for transposed) rounded up to a
-/// multiple of 8.
+/// `[a][b][c]` to bf16 or tf32, the padded dimension (c for rows, b for transposed) rounded
+/// up to whole 16-byte chunks (a multiple of 8 bf16 or 4 tf32).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvPackParams {
@@ -254,7 +277,7 @@ pub struct ConvPackParams {
 // SAFETY: #[repr(C)] plain integers, the layout of ConvPackParams (checked by a test).
 unsafe impl cudarc::driver::DeviceRepr for ConvPackParams {}
 
-/// The pack kernels (kernels/conv3d_bf16.cu).
+/// The pack kernels (kernels/conv3d_pipe.cu).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConvPackKind {
     /// `[b][a][padded]` from `[a][b][c]`: activations (b = 1) and backward-data weights.
@@ -263,29 +286,44 @@ pub enum ConvPackKind {
     Transposed,
 }
 
-/// The conversion of one f32 operand to the bf16 buffer a BF16 kernel reads.
+/// The conversion of one f32 operand to the packed buffer (bf16 or tf32) a tensor-core
+/// kernel reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvPack {
     pub kind: ConvPackKind,
+    /// `Tf32` or `Bf16`: what the elements are rounded to.
+    pub precision: ConvPrecision,
     pub params: ConvPackParams,
     pub dims: LaunchDims,
 }
 
 impl ConvPack {
-    /// The pack of a source `[a, b, c]`, over at most `2 * target_blocks` blocks (a
-    /// grid-stride loop does the rest).
-    pub fn new(kind: ConvPackKind, [a, b, c]: [usize; 3], target_blocks: u32) -> Result<Self> {
+    /// The pack of a source `[a, b, c]` at `precision` (Tf32 or Bf16), over at most
+    /// `2 * target_blocks` blocks (a grid-stride loop does the rest).
+    pub fn new(
+        kind: ConvPackKind,
+        precision: ConvPrecision,
+        [a, b, c]: [usize; 3],
+        target_blocks: u32,
+    ) -> Result<Self> {
+        if precision.packed_bytes().is_none() {
+            return Err(Error::config(
+                "conv3d (cuda pack)",
+                "f32 operands are not packed",
+            ));
+        }
+        let per_chunk = precision.channel_multiple();
         let (kept, padded) = match kind {
-            ConvPackKind::Rows => (a * b, c.next_multiple_of(8)),
-            ConvPackKind::Transposed => (a * c, b.next_multiple_of(8)),
+            ConvPackKind::Rows => (a * b, c.next_multiple_of(per_chunk)),
+            ConvPackKind::Transposed => (a * c, b.next_multiple_of(per_chunk)),
         };
-        let chunks = kept * padded / 8;
+        let chunks = kept * padded / per_chunk;
         let fit = |v: usize| i32::try_from(v).ok();
         let (Some(a), Some(b), Some(c), Some(padded), Some(_)) =
             (fit(a), fit(b), fit(c), fit(padded), fit(chunks))
         else {
             return Err(Error::shape(
-                "conv3d (cuda bf16 pack)",
+                "conv3d (cuda pack)",
                 format!("[{a}, {b}, {c}] exceeds the pack kernels' 32-bit chunk indices"),
             ));
         };
@@ -294,16 +332,24 @@ impl ConvPack {
             .clamp(1, 2 * target_blocks.max(1) as usize);
         Ok(Self {
             kind,
+            precision,
             params: ConvPackParams { a, b, c, padded },
             dims: LaunchDims::linear([blocks as u32, 1, 1], PACK_THREADS),
         })
     }
 
     pub fn name(&self) -> &'static str {
-        match self.kind {
-            ConvPackKind::Rows => "conv3d_pack_rows",
-            ConvPackKind::Transposed => "conv3d_pack_transposed",
+        match (self.kind, self.precision) {
+            (ConvPackKind::Rows, ConvPrecision::Tf32) => "conv3d_pack_rows_tf32",
+            (ConvPackKind::Transposed, ConvPrecision::Tf32) => "conv3d_pack_transposed_tf32",
+            (ConvPackKind::Rows, _) => "conv3d_pack_rows_bf16",
+            (ConvPackKind::Transposed, _) => "conv3d_pack_transposed_bf16",
         }
+    }
+
+    /// Bytes of one packed element (2 for bf16, 4 for tf32).
+    pub fn element_bytes(&self) -> usize {
+        self.precision.packed_bytes().unwrap_or(4)
     }
 
     /// f32 elements of the source.
@@ -312,7 +358,7 @@ impl ConvPack {
         p.a as usize * p.b as usize * p.c as usize
     }
 
-    /// bf16 elements of the packed buffer.
+    /// Elements of the packed buffer.
     pub fn packed_len(&self) -> usize {
         let p = &self.params;
         let kept = match self.kind {
@@ -323,8 +369,8 @@ impl ConvPack {
     }
 }
 
-/// One pass of one convolution: the kernel, its parameters and grid, and for BF16 the
-/// packing of its operands a and b.
+/// One pass of one convolution: the kernel, its parameters and grid, and on the tensor
+/// cores the packing of its operands a and b.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvPlan {
     pub kernel: ConvKernel,
@@ -332,7 +378,7 @@ pub struct ConvPlan {
     pub dims: LaunchDims,
     /// Elements of the result (y, dx or dw).
     pub out_len: usize,
-    /// BF16: the packs of a and b, run before the kernel, which reads their outputs.
+    /// Tensor cores: the packs of a and b, run before the kernel, which reads their outputs.
     pub packs: Option<[ConvPack; 2]>,
 }
 
@@ -345,17 +391,12 @@ struct Gemm {
     layers: u64,
 }
 
-/// The GEMM of a pass; with `padded`, over channels rounded up to a multiple of 8 where
-/// they are part of the reduction or of the weight gradient's rows (the BF16 kernels).
-fn gemm(p: &Conv3dParams, pass: ConvPass, padded: bool) -> Gemm {
+/// The GEMM of a pass, over channels rounded up to a multiple of `multiple` where they
+/// are part of the reduction or of the weight gradient's rows (the packed channels of the
+/// tensor-core kernels; 1 for f32).
+fn gemm(p: &Conv3dParams, pass: ConvPass, multiple: u64) -> Gemm {
     let v = |x: i32| x as u64;
-    let pad = |c: i32| {
-        if padded {
-            v(c).next_multiple_of(8)
-        } else {
-            v(c)
-        }
-    };
+    let pad = |c: i32| v(c).next_multiple_of(multiple);
     let taps = v(p.k_d) * v(p.k_h) * v(p.k_w);
     match pass {
         ConvPass::Forward => Gemm {
@@ -390,9 +431,9 @@ fn gemm(p: &Conv3dParams, pass: ConvPass, padded: bool) -> Gemm {
     }
 }
 
-/// The BF16 tile for a result of `cols` columns: the narrowest that holds them up to 64,
-/// beyond that 128 wide unless 64-wide tiles leave fewer columns idle (e.g. 320).
-fn bf16_tile(cols: u64) -> ConvTile {
+/// The tensor-core tile for a result of `cols` columns: the narrowest that holds them up
+/// to 64, beyond that 128 wide unless 64-wide tiles leave fewer columns idle (e.g. 320).
+fn tc_tile(cols: u64) -> ConvTile {
     let idle = |bn: u64| cols.next_multiple_of(bn) - cols;
     if cols <= 32 {
         ConvTile::TcN32
@@ -403,8 +444,14 @@ fn bf16_tile(cols: u64) -> ConvTile {
     }
 }
 
-/// The packs of a BF16 pass's operands (a, b); see kernels/conv3d_bf16.cu for the layouts.
-fn packs(g: &ConvGeometry, pass: ConvPass, target_blocks: u32) -> Result<[ConvPack; 2]> {
+/// The packs of a tensor-core pass's operands (a, b); see kernels/conv3d_pipe.cu for the
+/// layouts.
+fn packs(
+    g: &ConvGeometry,
+    pass: ConvPass,
+    precision: ConvPrecision,
+    target_blocks: u32,
+) -> Result<[ConvPack; 2]> {
     use ConvPackKind::*;
     let x = [g.n * g.input_voxels(), 1, g.cin];
     let dy = [g.n * g.output_voxels(), 1, g.cout];
@@ -415,8 +462,8 @@ fn packs(g: &ConvGeometry, pass: ConvPass, target_blocks: u32) -> Result<[ConvPa
         ConvPass::BackwardWeight => [(Rows, x), (Rows, dy)],
     };
     Ok([
-        ConvPack::new(ka, a, target_blocks)?,
-        ConvPack::new(kb, b, target_blocks)?,
+        ConvPack::new(ka, precision, a, target_blocks)?,
+        ConvPack::new(kb, precision, b, target_blocks)?,
     ])
 }
 
@@ -430,18 +477,10 @@ impl ConvPlan {
         target_blocks: u32,
     ) -> Result<Self> {
         let p = conv_params(g)?;
-        let bf16 = precision == ConvPrecision::Bf16;
-        let gm = gemm(&p, pass, bf16);
-        let tensor_cores =
-            bf16 || (precision == ConvPrecision::Tf32 && p.cin % 4 == 0 && p.cout % 4 == 0);
-        let tile = if bf16 {
-            bf16_tile(gm.cols)
-        } else if tensor_cores {
-            if gm.cols <= 32 {
-                ConvTile::TcN32
-            } else {
-                ConvTile::TcN64
-            }
+        let tensor_cores = precision != ConvPrecision::F32;
+        let gm = gemm(&p, pass, precision.channel_multiple() as u64);
+        let tile = if tensor_cores {
+            tc_tile(gm.cols)
         } else if gm.cols <= CONV_NARROW_BN as u64 {
             ConvTile::Narrow
         } else if pass != ConvPass::BackwardWeight && gm.depth <= CONV_SHALLOW_BK as u64 {
@@ -451,14 +490,10 @@ impl ConvPlan {
         };
         let kernel = ConvKernel {
             pass,
-            precision: if tensor_cores {
-                precision
-            } else {
-                ConvPrecision::F32
-            },
+            precision,
             tile,
         };
-        let (bm, bn, bk) = tile.shape();
+        let (bm, bn, bk) = kernel.shape();
         let (bm, bn, bk) = (bm as u64, bn as u64, bk as u64);
         // `target_blocks` counts blocks of CONV_THREADS; smaller blocks fill the device only
         // in greater numbers.
@@ -500,8 +535,8 @@ impl ConvPlan {
                 ..LaunchDims::linear(grid.map(|v| v as u32), kernel.threads())
             },
             out_len,
-            packs: if bf16 {
-                Some(packs(g, pass, target_blocks)?)
+            packs: if tensor_cores {
+                Some(packs(g, pass, precision, target_blocks)?)
             } else {
                 None
             },
@@ -604,23 +639,29 @@ mod tests {
         use ConvPass::*;
         use ConvPrecision::*;
         // A 1x1x1 head with 3 outputs: narrow forward and weight gradient, a shallow data
-        // gradient (3 taps x channels), and f32 even when tensor cores were asked for.
+        // gradient (3 taps x channels) in f32; the tensor cores pad its channels.
         let (x, w) = ([2, 16, 16, 16, 32], [1, 1, 1, 32, 3]);
         assert_eq!(pick(x, w, Forward, F32).tile, ConvTile::Narrow);
         assert_eq!(pick(x, w, BackwardWeight, F32).tile, ConvTile::Narrow);
         assert_eq!(pick(x, w, BackwardData, F32).tile, ConvTile::Shallow);
-        let head_tf32 = pick(x, w, Forward, Tf32);
-        assert_eq!(
-            (head_tf32.precision, head_tf32.tile),
-            (F32, ConvTile::Narrow)
-        );
+        for precision in [Tf32, Bf16] {
+            for pass in [Forward, BackwardData, BackwardWeight] {
+                let head = pick(x, w, pass, precision);
+                assert_eq!((head.precision, head.tile), (precision, ConvTile::TcN32));
+            }
+        }
         // The first layer (4 -> 32) and a 64-channel layer on the tensor cores.
         let first = pick([2, 16, 16, 16, 4], [3, 3, 3, 4, 32], Forward, Bf16);
         assert_eq!((first.precision, first.tile), (Bf16, ConvTile::TcN32));
         let wide = pick([2, 8, 8, 8, 64], [3, 3, 3, 64, 64], BackwardData, Tf32);
         assert_eq!((wide.precision, wide.tile), (Tf32, ConvTile::TcN64));
         assert_eq!(wide.name(), Some("conv3d_bwd_data_tf32_n64"));
-        assert_eq!(wide.module(), "conv3d_tc");
+        assert_eq!(wide.module(), "conv3d_pipe");
+        assert_eq!(wide.shape(), (128, 64, 16), "64 bytes of tf32 per step");
+        let deep = pick([2, 8, 8, 8, 64], [3, 3, 3, 64, 256], Forward, Tf32);
+        assert_eq!(deep.name(), Some("conv3d_fwd_tf32_n128"));
+        let narrow = pick([2, 8, 8, 8, 64], [3, 3, 3, 64, 20], BackwardWeight, Tf32);
+        assert_eq!((narrow.tile, narrow.threads()), (ConvTile::TcN32, 64));
         assert_eq!(
             pick([2, 8, 8, 8, 64], [3, 3, 3, 64, 64], Forward, F32).tile,
             ConvTile::Wide
@@ -628,11 +669,15 @@ mod tests {
     }
 
     #[test]
-    fn bf16_plans_pack_both_operands_and_pick_tiles_by_idle_columns() {
+    fn tensor_core_plans_pack_both_operands_and_pick_tiles_by_idle_columns() {
         use ConvPass::*;
         let pick = |cout| {
             let g = conv([1, 8, 8, 8, 4], [3, 3, 3, 4, cout], 1);
             ConvPlan::new(&g, Forward, ConvPrecision::Bf16, 528).unwrap()
+        };
+        let tf32 = |cout| {
+            let g = conv([1, 8, 8, 8, 4], [3, 3, 3, 4, cout], 1);
+            ConvPlan::new(&g, Forward, ConvPrecision::Tf32, 528).unwrap()
         };
         for (cout, tile) in [
             (3, ConvTile::TcN32),
@@ -642,14 +687,16 @@ mod tests {
             (256, ConvTile::TcN128),
             (320, ConvTile::TcN64),
         ] {
-            let plan = pick(cout);
-            assert_eq!(plan.kernel.tile, tile, "cout {cout}");
-            let (bm, bn, _) = tile.shape();
-            assert_eq!(plan.dims.block[0], plan.kernel.threads());
-            assert_eq!(
-                plan.dims.shared_bytes,
-                CONV_BF16_STAGES * (bm + bn) * 32 * 2
-            );
+            for plan in [pick(cout), tf32(cout)] {
+                assert_eq!(plan.kernel.tile, tile, "cout {cout}");
+                let (bm, bn, bk) = plan.kernel.shape();
+                assert_eq!(plan.dims.block[0], plan.kernel.threads());
+                let bytes = plan.packs.unwrap()[0].element_bytes() as u32;
+                assert_eq!(
+                    plan.dims.shared_bytes,
+                    CONV_PIPE_STAGES * (bm + bn) * bk * bytes
+                );
+            }
         }
         assert_eq!(pick(256).dims.block[0], 128);
         assert_eq!(pick(32).dims.block[0], 128);
@@ -665,7 +712,7 @@ mod tests {
         );
         assert_eq!((a.source_len(), b.source_len()), (512 * 4, 27 * 4 * 36));
         assert_eq!(plan.kernel.name(), Some("conv3d_fwd_bf16_n64"));
-        assert_eq!(plan.kernel.module(), "conv3d_bf16");
+        assert_eq!(plan.kernel.module(), "conv3d_pipe");
         // Backward data packs dy and w as [cin][tap][cout_p]; backward weights x and dy,
         // its rows the padded (tap, channel) pairs.
         let g = conv([1, 8, 8, 8, 4], [3, 3, 3, 4, 12], 1);
@@ -676,9 +723,28 @@ mod tests {
         let weight = ConvPlan::new(&g, BackwardWeight, ConvPrecision::Bf16, 1).unwrap();
         assert_eq!(weight.dims.grid[0], (27u32 * 8).div_ceil(128));
         assert_eq!(weight.out_len, 27 * 4 * 12);
-        // Other precisions pack nothing.
-        let tf32 = ConvPlan::new(&g, Forward, ConvPrecision::Tf32, 528).unwrap();
-        assert_eq!((tf32.packs, tf32.dims.shared_bytes), (None, 0));
+        // TF32 packs the same operands to 4-channel chunks: 4 input channels need no
+        // padding, 12 outputs none either; 5 and 7 channels pad to 8.
+        let [a, b] = tf32(36).packs.unwrap();
+        assert_eq!((a.packed_len(), a.element_bytes()), (512 * 4, 4));
+        assert_eq!(
+            (b.packed_len(), b.name()),
+            (36 * 27 * 4, "conv3d_pack_transposed_tf32")
+        );
+        let odd = conv([1, 8, 8, 8, 5], [3, 3, 3, 5, 7], 1);
+        let data = ConvPlan::new(&odd, BackwardData, ConvPrecision::Tf32, 528).unwrap();
+        let [a, b] = data.packs.unwrap();
+        assert_eq!(
+            (a.packed_len(), a.name()),
+            (512 * 8, "conv3d_pack_rows_tf32")
+        );
+        assert_eq!(b.packed_len(), 5 * 27 * 8);
+        let weight = ConvPlan::new(&odd, BackwardWeight, ConvPrecision::Tf32, 1).unwrap();
+        assert_eq!(weight.dims.grid[0], (27u32 * 8).div_ceil(128));
+        // f32 packs nothing and needs no dynamic shared memory.
+        let f32 = ConvPlan::new(&g, Forward, ConvPrecision::F32, 528).unwrap();
+        assert_eq!((f32.packs, f32.dims.shared_bytes), (None, 0));
+        assert!(ConvPack::new(ConvPackKind::Rows, ConvPrecision::F32, [4, 1, 4], 1).is_err());
     }
 
     #[test]
@@ -707,7 +773,7 @@ mod tests {
         for precision in ConvPrecision::ALL {
             for pass in [ConvPass::Forward, ConvPass::BackwardData] {
                 let plan = ConvPlan::new(&g, pass, precision, 528).unwrap();
-                let (_, _, bk) = plan.kernel.tile.shape();
+                let (_, _, bk) = plan.kernel.shape();
                 let q = plan.params;
                 assert_eq!(q.split_len % bk as i32, 0, "{plan:?}");
                 assert!(q.splits > 1, "{plan:?}");

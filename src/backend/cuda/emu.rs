@@ -354,15 +354,14 @@ pub mod softmax;
 pub mod spatial;
 /// The sliding-window stitching (kernels/stitch.cu).
 pub mod stitch;
-/// The convolution kernels (kernels/conv3d.cu, conv3d_tc.cu, conv3d_bf16.cu) and the
-/// tensor-core probes.
+/// The convolution kernels (kernels/conv3d.cu, conv3d_pipe.cu) and the tensor-core probes.
 pub mod conv {
     use super::{need, status, EmuResult};
     use crate::backend::cuda::conv_plan::{
         ConvPack, ConvPackKind, ConvPackParams, ConvPlan, ConvPrecision,
     };
     use crate::backend::cuda::params::{Conv3dParams, LaunchDims};
-    use std::ffi::{c_char, c_int, CString};
+    use std::ffi::{c_char, c_int, c_void, CString};
 
     extern "C" {
         fn emu_conv3d_f32(
@@ -374,37 +373,52 @@ pub mod conv {
             bias: *const f32,
             out: *mut f32,
         ) -> c_int;
-        fn emu_conv3d_tc(
+        fn emu_conv3d_pipe(
             name: *const c_char,
             d: *const LaunchDims,
             p: Conv3dParams,
-            a: *const f32,
-            b: *const f32,
+            a: *const c_void,
+            b: *const c_void,
             bias: *const f32,
             out: *mut f32,
         ) -> c_int;
-        fn emu_conv3d_bf16(
-            name: *const c_char,
-            d: *const LaunchDims,
-            p: Conv3dParams,
-            a: *const u16,
-            b: *const u16,
-            bias: *const f32,
-            out: *mut f32,
-        ) -> c_int;
-        fn emu_conv3d_pack_rows(
+        fn emu_conv3d_pack_rows_bf16(
             d: *const LaunchDims,
             p: ConvPackParams,
             src: *const f32,
-            dst: *mut u16,
+            dst: *mut c_void,
         ) -> c_int;
-        fn emu_conv3d_pack_transposed(
+        fn emu_conv3d_pack_transposed_bf16(
             d: *const LaunchDims,
             p: ConvPackParams,
             src: *const f32,
-            dst: *mut u16,
+            dst: *mut c_void,
+        ) -> c_int;
+        fn emu_conv3d_pack_rows_tf32(
+            d: *const LaunchDims,
+            p: ConvPackParams,
+            src: *const f32,
+            dst: *mut c_void,
+        ) -> c_int;
+        fn emu_conv3d_pack_transposed_tf32(
+            d: *const LaunchDims,
+            p: ConvPackParams,
+            src: *const f32,
+            dst: *mut c_void,
         ) -> c_int;
         fn emu_ldmatrix_probe(d: *const LaunchDims, src: *const u16, out: *mut u32) -> c_int;
+        fn emu_fragment_probe_bf16(
+            d: *const LaunchDims,
+            a: *const u32,
+            b: *const u32,
+            out: *mut u32,
+        ) -> c_int;
+        fn emu_fragment_probe_tf32(
+            d: *const LaunchDims,
+            a: *const u32,
+            b: *const u32,
+            out: *mut u32,
+        ) -> c_int;
         fn emu_mma_probe_tf32(
             d: *const LaunchDims,
             a: *const f32,
@@ -428,10 +442,25 @@ pub mod conv {
         ) -> c_int;
     }
 
+    /// A packed operand element: bf16 bits (`u16`) or tf32 bits (`u32`).
+    pub trait Packed: Copy {
+        const BYTES: usize;
+        /// A NaN of the format: what packed buffers start as, so that an element no pack
+        /// wrote poisons the result.
+        const NAN: Self;
+    }
+    impl Packed for u16 {
+        const BYTES: usize = 2;
+        const NAN: Self = 0xFFFF;
+    }
+    impl Packed for u32 {
+        const BYTES: usize = 4;
+        const NAN: Self = 0xFFFF_FFFF;
+    }
+
     /// Runs the plan's pass: `a`, `b` and `bias` as `plan.operand_lens()` says (a bias
-    /// only where the pass takes one), `out` of `plan.workspace_len()` elements. A BF16
-    /// plan packs a and b first, into buffers filled with bf16 NaN (0xFFFF) beforehand, so
-    /// that a packed element no pack wrote poisons the result.
+    /// only where the pass takes one), `out` of `plan.workspace_len()` elements. A
+    /// tensor-core plan packs a and b first, into buffers filled with NaN beforehand.
     pub fn conv3d(
         plan: &ConvPlan,
         a: &[f32],
@@ -442,36 +471,57 @@ pub mod conv {
         let (na, nb, _) = plan.operand_lens();
         need("a", a.len(), na as u64)?;
         need("b", b.len(), nb as u64)?;
-        let Some([pack_a, pack_b]) = &plan.packs else {
-            return launch(plan, a.as_ptr().cast(), b.as_ptr().cast(), bias, out);
-        };
-        let packed = |pack: &ConvPack, src: &[f32]| -> Result<Vec<u16>, String> {
-            let mut dst = vec![0xFFFF; pack.packed_len()];
+        match plan.kernel.precision {
+            ConvPrecision::F32 => launch(plan, a.as_ptr().cast(), b.as_ptr().cast(), bias, out),
+            ConvPrecision::Tf32 => packed_pass::<u32>(plan, a, b, bias, out),
+            ConvPrecision::Bf16 => packed_pass::<u16>(plan, a, b, bias, out),
+        }
+    }
+
+    fn packed_pass<E: Packed>(
+        plan: &ConvPlan,
+        a: &[f32],
+        b: &[f32],
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+    ) -> EmuResult {
+        let [pack_a, pack_b] = plan
+            .packs
+            .ok_or_else(|| format!("{:?} packs nothing", plan.kernel))?;
+        let packed = |pack: &ConvPack, src: &[f32]| -> Result<Vec<E>, String> {
+            let mut dst = vec![E::NAN; pack.packed_len()];
             conv3d_pack(pack, src, &mut dst)?;
             Ok(dst)
         };
-        let (a16, b16) = (packed(pack_a, a)?, packed(pack_b, b)?);
-        conv3d_packed(plan, &a16, &b16, bias, out)
+        let (a, b) = (packed(&pack_a, a)?, packed(&pack_b, b)?);
+        conv3d_packed(plan, &a, &b, bias, out)
     }
 
-    /// Runs a BF16 plan's kernel on operands already packed as `plan.packs` says.
-    pub fn conv3d_packed(
+    /// Runs a tensor-core plan's kernel on operands already packed as `plan.packs` says.
+    pub fn conv3d_packed<E: Packed>(
         plan: &ConvPlan,
-        a: &[u16],
-        b: &[u16],
+        a: &[E],
+        b: &[E],
         bias: Option<&[f32]>,
         out: &mut [f32],
     ) -> EmuResult {
         let [pack_a, pack_b] = plan
             .packs
             .ok_or_else(|| format!("{:?} reads f32 operands", plan.kernel))?;
+        if pack_a.element_bytes() != E::BYTES {
+            return Err(format!(
+                "{:?} reads {}-byte elements",
+                plan.kernel,
+                pack_a.element_bytes()
+            ));
+        }
         need("packed a", a.len(), pack_a.packed_len() as u64)?;
         need("packed b", b.len(), pack_b.packed_len() as u64)?;
         launch(plan, a.as_ptr().cast(), b.as_ptr().cast(), bias, out)
     }
 
-    /// Launches the plan's kernel on a and b (f32, or bf16 for a BF16 plan) whose lengths
-    /// the caller checked.
+    /// Launches the plan's kernel on a and b (f32, or packed for a tensor-core plan) whose
+    /// lengths the caller checked.
     fn launch(
         plan: &ConvPlan,
         a: *const u8,
@@ -500,8 +550,7 @@ pub mod conv {
         let code = unsafe {
             match plan.kernel.module() {
                 "conv3d" => emu_conv3d_f32(name_ptr, dims, p, a.cast(), b.cast(), bias, out_ptr),
-                "conv3d_tc" => emu_conv3d_tc(name_ptr, dims, p, a.cast(), b.cast(), bias, out_ptr),
-                _ => emu_conv3d_bf16(name_ptr, dims, p, a.cast(), b.cast(), bias, out_ptr),
+                _ => emu_conv3d_pipe(name_ptr, dims, p, a.cast(), b.cast(), bias, out_ptr),
             }
         };
         if code == -2 {
@@ -510,9 +559,9 @@ pub mod conv {
         status(code)
     }
 
-    /// The kernels access bf16 buffers in 16-byte chunks (a Vec's allocation is aligned so
-    /// on the hosts the harness runs on; a sub-slice may not be).
-    fn aligned16(what: &str, p: *const u16) -> EmuResult {
+    /// The kernels access packed buffers in 16-byte chunks (a Vec's allocation is aligned
+    /// so on the hosts the harness runs on; a sub-slice may not be).
+    fn aligned16<E>(what: &str, p: *const E) -> EmuResult {
         if !(p as usize).is_multiple_of(16) {
             return Err(format!("{what} is not 16-byte aligned"));
         }
@@ -520,17 +569,33 @@ pub mod conv {
     }
 
     /// Runs a pack kernel: `src` of `pack.source_len()` f32, `dst` of `pack.packed_len()`
-    /// bf16, 16-byte aligned.
-    pub fn conv3d_pack(pack: &ConvPack, src: &[f32], dst: &mut [u16]) -> EmuResult {
+    /// elements of the pack's format (`u16` bf16, `u32` tf32), 16-byte aligned.
+    pub fn conv3d_pack<E: Packed>(pack: &ConvPack, src: &[f32], dst: &mut [E]) -> EmuResult {
         need("source", src.len(), pack.source_len() as u64)?;
         need("packed", dst.len(), pack.packed_len() as u64)?;
+        if pack.element_bytes() != E::BYTES {
+            return Err(format!(
+                "{} writes {}-byte elements",
+                pack.name(),
+                pack.element_bytes()
+            ));
+        }
         aligned16("packed", dst.as_ptr())?;
-        let run = match pack.kind {
-            ConvPackKind::Rows => emu_conv3d_pack_rows,
-            ConvPackKind::Transposed => emu_conv3d_pack_transposed,
+        let run = match (pack.kind, pack.precision) {
+            (ConvPackKind::Rows, ConvPrecision::Tf32) => emu_conv3d_pack_rows_tf32,
+            (ConvPackKind::Transposed, ConvPrecision::Tf32) => emu_conv3d_pack_transposed_tf32,
+            (ConvPackKind::Rows, _) => emu_conv3d_pack_rows_bf16,
+            (ConvPackKind::Transposed, _) => emu_conv3d_pack_transposed_bf16,
         };
-        // SAFETY: lengths checked against the params above.
-        status(unsafe { run(&pack.dims, pack.params, src.as_ptr(), dst.as_mut_ptr()) })
+        // SAFETY: lengths and element size checked against the params above.
+        status(unsafe {
+            run(
+                &pack.dims,
+                pack.params,
+                src.as_ptr(),
+                dst.as_mut_ptr().cast(),
+            )
+        })
     }
 
     /// Each lane's 14 ldmatrix registers on `rows` (32 rows of 8 bf16, 16-byte aligned), as
@@ -542,6 +607,27 @@ pub mod conv {
         let d = LaunchDims::linear([1, 1, 1], 32);
         // SAFETY: lengths and alignment checked above.
         status(unsafe { emu_ldmatrix_probe(&d, rows.as_ptr(), out.as_mut_ptr()) })
+    }
+
+    /// The fragment registers of the main loops (`Cuda::fragment_probe` on a device): `a`
+    /// and `b` 16 rows of 64 bytes as words, `out` 32 words per lane.
+    pub fn fragment_probe(
+        precision: ConvPrecision,
+        a: &[u32],
+        b: &[u32],
+        out: &mut [u32],
+    ) -> EmuResult {
+        need("a", a.len(), 256)?;
+        need("b", b.len(), 256)?;
+        need("out", out.len(), 32 * 32)?;
+        let run = match precision {
+            ConvPrecision::Tf32 => emu_fragment_probe_tf32,
+            ConvPrecision::Bf16 => emu_fragment_probe_bf16,
+            ConvPrecision::F32 => return Err("f32 has no tensor-core tiles".into()),
+        };
+        let d = LaunchDims::linear([1, 1, 1], 32);
+        // SAFETY: lengths checked above; the kernels read bf16 as pairs of a word.
+        status(unsafe { run(&d, a.as_ptr(), b.as_ptr(), out.as_mut_ptr()) })
     }
 
     /// `out = a b + c` through one emulated mma (`Cuda::mma_probe` on a device).

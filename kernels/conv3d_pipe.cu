@@ -1,0 +1,922 @@
+// 3D convolution on the tensor cores, in BF16 or TF32: the implicit GEMMs of
+// conv3d_common.h on operands packed once per call, fed through a cp.async shared-memory
+// ring. One set of templates serves both precisions through a precision policy (VxBf16,
+// VxTf32: element bytes, elements per 16-byte chunk, rounding, mma shape).
+//
+// Packing (conv3d_pack_*): f32 -> bf16 (nearest even) or tf32 (cvt.rna, kept in 32 bits)
+// with the channel dimension padded by zeros to whole 16-byte chunks (8 bf16 or 4 tf32),
+// so every row of every operand is whole chunks and a chunk is channels of one voxel and
+// one tap (wholly inside or outside the volume):
+//   forward          a = x  [voxel][cin_p]     b = w as [cout][tap][cin_p]
+//   backward data    a = dy [voxel][cout_p]    b = w as [cin][tap][cout_p]
+//   backward weights a = x  [voxel][cin_p]     b = dy [voxel][cout_p]
+// The GEMM's reduction index runs over the padded channels (their zeros add nothing).
+//
+// Main loops: a block computes a 128 x BN tile (BN = 128 with 4 warps of 64 x 64, 64 with
+// 4 warps of 64 x 32, 32 with 4 warps of 32 x 32, or 2 of 64 x 32 in backward weights) in
+// steps of 64 bytes of reduction per row (32 bf16 or 16 tf32: two mma k steps either way).
+// Every step's tiles arrive by 16-byte cp.async (zero fill for padding and rows past the
+// problem) into a ring of VX_CONV_PIPE_STAGES stages in dynamic shared memory, three
+// steps ahead of the mma; one barrier per step. Forward and backward data hold both tiles
+// k-major ([row][k]) and take fragments with ldmatrix.x4: a b16 8 x 8 matrix is 8 rows of
+// 16 bytes, so at TF32 it is 8 rows x 4 tf32 and a lane's register (row g, b16 columns
+// 2t, 2t+1) is tf32 (g, t), the m16n8k8 .tf32 fragment element (mma.h). Backward weights
+// hold both tiles mn-major ([k][row]), since there the reduction (voxels) is the slow
+// index of both operands: BF16 reads them with ldmatrix.trans; ldmatrix.trans transposes
+// 16-bit elements and cannot serve 32-bit ones, so TF32 reads each fragment register with
+// a 32-bit shared load (the swizzle keeps a warp's 32 loads on 32 banks). Tiles are
+// swizzled (the 16-byte chunk index XOR bits of the row) so that the rows of an ldmatrix,
+// the words of a fragment and the chunks a quarter warp copies hit distinct banks.
+// Accumulation is f32; split partials go to their own slices.
+#include "conv3d_common.h"
+#include "mma.h"
+
+// bf16 values as their bits.
+using VxBf16Bits = unsigned short;
+
+// ---------------------------------------------------------------------------------------
+// Precision policies
+
+// Eight f32 as one chunk of bf16, the first in the low half of the first word.
+__device__ __forceinline__ VxU4 vx_bf16_chunk(const float (&v)[8]) {
+    return VxU4{vx_bf16x2(v[0], v[1]), vx_bf16x2(v[2], v[3]), vx_bf16x2(v[4], v[5]),
+                vx_bf16x2(v[6], v[7])};
+}
+
+struct VxBf16 {
+    using Elem = VxBf16Bits;
+    static constexpr int PER_CHUNK = 8;  // elements per 16-byte chunk
+    static constexpr int MMA_K = 16;     // reduction of one mma (m16n8k16)
+    __device__ __forceinline__ static VxU4 chunk(const float (&v)[PER_CHUNK]) {
+        return vx_bf16_chunk(v);
+    }
+    __device__ __forceinline__ static void mma(float (&d)[4], const unsigned (&a)[4],
+                                               const unsigned (&b)[2]) {
+        vx_mma_bf16(d, a, b);
+    }
+};
+
+struct VxTf32 {
+    using Elem = unsigned;
+    static constexpr int PER_CHUNK = 4;
+    static constexpr int MMA_K = 8;  // m16n8k8
+    __device__ __forceinline__ static VxU4 chunk(const float (&v)[PER_CHUNK]) {
+        return VxU4{vx_tf32(v[0]), vx_tf32(v[1]), vx_tf32(v[2]), vx_tf32(v[3])};
+    }
+    __device__ __forceinline__ static void mma(float (&d)[4], const unsigned (&a)[4],
+                                               const unsigned (&b)[2]) {
+        vx_mma_tf32(d, a, b);
+    }
+};
+
+// Channels padded to whole 16-byte chunks.
+template <class P>
+__device__ __forceinline__ int vx_pad(int c) {
+    return (c + P::PER_CHUNK - 1) / P::PER_CHUNK * P::PER_CHUNK;
+}
+
+// ---------------------------------------------------------------------------------------
+// Packing
+
+// v[j] = row[c0 + j] for c0 + j < c, else 0; 16-byte loads when rows are 16-byte aligned.
+template <int N>
+__device__ __forceinline__ void vx_load_chunk(const float* row, int c0, int c, float (&v)[N]) {
+    if (c % 4 == 0) {
+#pragma unroll
+        for (int h = 0; h < N / 4; ++h) {
+            const VxF4 q = c0 + 4 * h < c ? vx_load4(row + c0 + 4 * h) : VxF4{0, 0, 0, 0};
+            v[4 * h] = q.x;
+            v[4 * h + 1] = q.y;
+            v[4 * h + 2] = q.z;
+            v[4 * h + 3] = q.w;
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < N; ++j) v[j] = c0 + j < c ? row[c0 + j] : 0.0f;
+    }
+}
+
+// dst [b][a][padded] from src [a][b][c]: one 16-byte chunk per thread and step.
+template <class P>
+__device__ __forceinline__ void vx_pack_rows(const ConvPackParams& p, const float* src,
+                                             typename P::Elem* dst) {
+    const unsigned chunks_per_row = static_cast<unsigned>(p.padded) / P::PER_CHUNK;
+    const unsigned chunks =
+        static_cast<unsigned>(p.a) * static_cast<unsigned>(p.b) * chunks_per_row;
+    for (unsigned i = static_cast<unsigned>(vx_thread_index()); i < chunks;
+         i += static_cast<unsigned>(vx_thread_stride())) {
+        // The common shapes (b == 1, one chunk per row or no padding) need no division.
+        const unsigned row = chunks_per_row == 1 ? i : i / chunks_per_row;
+        const int c0 = P::PER_CHUNK * static_cast<int>(i - row * chunks_per_row);
+        unsigned src_row = row;
+        if (p.b != 1) {
+            const unsigned bi = row / static_cast<unsigned>(p.a);
+            src_row = (row - bi * static_cast<unsigned>(p.a)) * static_cast<unsigned>(p.b) + bi;
+        }
+        float v[P::PER_CHUNK];
+        vx_load_chunk(src + static_cast<size_t>(src_row) * p.c, c0, p.c, v);
+        *reinterpret_cast<VxU4*>(dst + static_cast<size_t>(row) * p.padded + c0) = P::chunk(v);
+    }
+}
+
+// dst [c][a][padded] from src [a][b][c]. Consecutive threads take consecutive c, so the
+// strided gather of a chunk's values of b is coalesced across the warp.
+template <class P>
+__device__ __forceinline__ void vx_pack_transposed(const ConvPackParams& p, const float* src,
+                                                   typename P::Elem* dst) {
+    const unsigned chunks_per_row = static_cast<unsigned>(p.padded) / P::PER_CHUNK;
+    const unsigned c = static_cast<unsigned>(p.c);
+    const unsigned chunks = static_cast<unsigned>(p.a) * chunks_per_row * c;
+    for (unsigned i = static_cast<unsigned>(vx_thread_index()); i < chunks;
+         i += static_cast<unsigned>(vx_thread_stride())) {
+        const unsigned rest = i / c, ci = i - rest * c;
+        const unsigned ai = rest / chunks_per_row;
+        const int b0 = P::PER_CHUNK * static_cast<int>(rest - ai * chunks_per_row);
+        const float* s = src + static_cast<size_t>(ai) * p.b * p.c + ci;
+        float v[P::PER_CHUNK];
+#pragma unroll
+        for (int j = 0; j < P::PER_CHUNK; ++j)
+            v[j] = b0 + j < p.b ? s[static_cast<size_t>(b0 + j) * p.c] : 0.0f;
+        *reinterpret_cast<VxU4*>(dst + (static_cast<size_t>(ci) * p.a + ai) * p.padded + b0) =
+            P::chunk(v);
+    }
+}
+
+#define VX_CONV_PACK(name, pack, Precision)                                              \
+    extern "C" __global__ void __launch_bounds__(256)                                      \
+        name(const ConvPackParams p, const float* __restrict__ src,                        \
+             Precision::Elem* __restrict__ dst) {                                          \
+        pack<Precision>(p, src, dst);                                                      \
+    }                                                                                      \
+    VX_EMU_ENTRY(name, (const ConvPackParams p, const float* src, Precision::Elem* dst), \
+                 (p, src, dst))
+
+VX_CONV_PACK(conv3d_pack_rows_bf16, vx_pack_rows, VxBf16)
+VX_CONV_PACK(conv3d_pack_transposed_bf16, vx_pack_transposed, VxBf16)
+VX_CONV_PACK(conv3d_pack_rows_tf32, vx_pack_rows, VxTf32)
+VX_CONV_PACK(conv3d_pack_transposed_tf32, vx_pack_transposed, VxTf32)
+
+// ---------------------------------------------------------------------------------------
+// Tiles, shared-memory layout and fragments
+
+template <class P, int WARPS_M_, int WARPS_N_, int WM_, int WN_, int MIN_BLOCKS_>
+struct VxPipeTile {
+    using Prec = P;
+    using Elem = typename P::Elem;
+    static constexpr int WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, WM = WM_, WN = WN_;
+    static constexpr int MIN_BLOCKS = MIN_BLOCKS_;
+    static constexpr int THREADS = 32 * WARPS_M * WARPS_N;
+    // A step of the reduction per row: 4 chunks, two mma k steps.
+    static constexpr int BK = VX_CONV_PIPE_STEP_BYTES / static_cast<int>(sizeof(Elem));
+    static constexpr int BM = WARPS_M * WM, BN = WARPS_N * WN;
+    static constexpr int MT = WM / 16, NT = WN / 8;  // mma tiles per warp
+    static constexpr int STAGES = VX_CONV_PIPE_STAGES;
+    static constexpr int A_BYTES = BM * VX_CONV_PIPE_STEP_BYTES;
+    static constexpr int B_BYTES = BN * VX_CONV_PIPE_STEP_BYTES;
+    static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
+    static_assert(BM == VX_CONV_TC_BM, "params_conv.h");
+    static_assert(sizeof(Elem) * P::PER_CHUNK == 16 && BK == 4 * P::PER_CHUNK &&
+                      BK == 2 * P::MMA_K,
+                  "k-major rows of 4 chunks, two mma k steps per stage");
+    static_assert(WM % 16 == 0 && WN % 16 == 0, "whole mma tiles, B fragments by pairs");
+    static_assert(STAGES >= 2, "a ring");
+};
+// Warp tiles of 64 x 64 (128 columns) and 64 x 32: the larger a warp's tile, the fewer
+// shared-memory bytes (ldmatrix, cp.async) per mma, and shared-memory bandwidth is what
+// bounds mma.sync here.
+template <class P>
+using VxPipeN128 = VxPipeTile<P, 2, 2, 64, 64, 2>;
+template <class P>
+using VxPipeN64 = VxPipeTile<P, 2, 2, 64, 32, 4>;
+// 32 columns: four 32 x 32 warps for forward and backward data; two 64 x 32 warps for
+// backward weights, whose mn-major fragment loads gain most from the larger warp tile
+// (measured on an H200 at BF16: the 4-warp tile was faster for the other two passes).
+template <class P>
+using VxPipeN32 = VxPipeTile<P, 4, 1, 32, 32, 4>;
+template <class P>
+using VxPipeN32Narrow = VxPipeTile<P, 2, 1, 64, 32, 4>;
+static_assert(VxPipeN128<VxBf16>::THREADS == VX_CONV_THREADS &&
+                  VxPipeN64<VxBf16>::THREADS == VX_CONV_THREADS &&
+                  VxPipeN32<VxBf16>::THREADS == VX_CONV_THREADS &&
+                  VxPipeN32Narrow<VxBf16>::THREADS == VX_CONV_PIPE_NARROW_THREADS,
+              "params_conv.h");
+
+// Byte offset of chunk c (16 bytes) of row r in a tile of CHUNKS chunks per row. The chunk
+// index is XORed with row bits so that 8 consecutive rows at one logical chunk (what an
+// ldmatrix reads) and 8 consecutive chunks (what a quarter warp copies) land in 8 distinct
+// 16-byte bank groups: bits 1..2 of the row for 64-byte rows (two rows share 128 bytes);
+// for rows of 128 bytes and more, bits 0..2 of the row rotated to 2, 0, 1, so that rows
+// r..r+3 (r a multiple of 4) move an aligned pair of chunks to 4 distinct pairs: the
+// 32-bit loads of a TF32 mn-major fragment (rows t, columns g and g + 8) are then
+// conflict free too.
+template <int CHUNKS>
+__device__ __forceinline__ int vx_swizzle(int r, int c) {
+    static_assert(CHUNKS == 4 || CHUNKS % 8 == 0, "64-byte rows or multiples of 128 bytes");
+    const int x = CHUNKS == 4 ? (r >> 1) & 3 : ((r & 3) << 1) | ((r >> 2) & 1);
+    return (r * CHUNKS + (c ^ x)) * 16;
+}
+
+// Fragments of tiles stored [row][k] (k-major: 4 chunks per row) for mma k step `ks` of a
+// stage (chunks 2 ks, 2 ks + 1), through ldmatrix.x4 at either precision.
+template <class T>
+struct VxKMajorFrags {
+    // A of rows m0..m0+15: matrices (rows 0-7 | 8-15) x (chunk lo | hi).
+    __device__ __forceinline__ static void a(unsigned (&f)[4], const unsigned char* tile,
+                                             int m0, int ks, int lane) {
+        vx_ldmatrix<4, false>(f, tile + vx_swizzle<4>(m0 + (lane & 15), 2 * ks + (lane >> 4)));
+    }
+    // B of columns n0..n0+15: f[0], f[1] the k halves of columns n0..n0+7, f[2], f[3] of
+    // n0+8..n0+15.
+    __device__ __forceinline__ static void b(unsigned (&f)[4], const unsigned char* tile,
+                                             int n0, int ks, int lane) {
+        const int q = lane >> 3;
+        vx_ldmatrix<4, false>(
+            f, tile + vx_swizzle<4>(n0 + (lane & 7) + 8 * (q >> 1), 2 * ks + (q & 1)));
+    }
+};
+
+// Fragments of tiles stored [k][row] (mn-major: BM and BN elements per row) for mma k
+// step `ks` (rows ks * MMA_K ..), in the same register order as VxKMajorFrags.
+template <class T>
+struct VxMnMajorFrags {
+    using P = typename T::Prec;
+    static constexpr int A_CHUNKS = T::BM / P::PER_CHUNK, B_CHUNKS = T::BN / P::PER_CHUNK;
+
+    // The 32-bit word of tf32 element e of row r.
+    template <int CHUNKS>
+    __device__ __forceinline__ static unsigned word(const unsigned char* tile, int r, int e) {
+        return *reinterpret_cast<const unsigned*>(tile + vx_swizzle<CHUNKS>(r, e >> 2) +
+                                                  4 * (e & 3));
+    }
+
+    __device__ __forceinline__ static void a(unsigned (&f)[4], const unsigned char* tile,
+                                             int m0, int ks, int lane) {
+        const int kk = ks * P::MMA_K;
+        if constexpr (P::PER_CHUNK == 8) {
+            const int q = lane >> 3;
+            vx_ldmatrix<4, true>(
+                f, tile + vx_swizzle<A_CHUNKS>(kk + (lane & 7) + 8 * (q >> 1), m0 / 8 + (q & 1)));
+        } else {
+            const int g = lane >> 2, t = lane & 3;
+            f[0] = word<A_CHUNKS>(tile, kk + t, m0 + g);
+            f[1] = word<A_CHUNKS>(tile, kk + t, m0 + g + 8);
+            f[2] = word<A_CHUNKS>(tile, kk + t + 4, m0 + g);
+            f[3] = word<A_CHUNKS>(tile, kk + t + 4, m0 + g + 8);
+        }
+    }
+    __device__ __forceinline__ static void b(unsigned (&f)[4], const unsigned char* tile,
+                                             int n0, int ks, int lane) {
+        const int kk = ks * P::MMA_K;
+        if constexpr (P::PER_CHUNK == 8) {
+            const int q = lane >> 3;
+            vx_ldmatrix<4, true>(
+                f, tile + vx_swizzle<B_CHUNKS>(kk + (lane & 7) + 8 * (q & 1), n0 / 8 + (q >> 1)));
+        } else {
+            const int g = lane >> 2, t = lane & 3;
+            f[0] = word<B_CHUNKS>(tile, kk + t, n0 + g);
+            f[1] = word<B_CHUNKS>(tile, kk + t + 4, n0 + g);
+            f[2] = word<B_CHUNKS>(tile, kk + t, n0 + g + 8);
+            f[3] = word<B_CHUNKS>(tile, kk + t + 4, n0 + g + 8);
+        }
+    }
+};
+
+template <class T>
+using VxPipeAcc = float[T::MT][T::NT][4];
+
+// acc += A B over one step, each warp its WM x WN part.
+template <class T, class Frags>
+__device__ __forceinline__ void vx_pipe_multiply(const unsigned char* a_tile,
+                                                 const unsigned char* b_tile,
+                                                 VxPipeAcc<T>& acc) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int m0 = (warp / T::WARPS_N) * T::WM, n0 = (warp % T::WARPS_N) * T::WN;
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+        unsigned a[T::MT][4], b[T::NT / 2][4];
+#pragma unroll
+        for (int i = 0; i < T::MT; ++i) Frags::a(a[i], a_tile, m0 + 16 * i, ks, lane);
+#pragma unroll
+        for (int j = 0; j < T::NT / 2; ++j) Frags::b(b[j], b_tile, n0 + 16 * j, ks, lane);
+#pragma unroll
+        for (int i = 0; i < T::MT; ++i)
+#pragma unroll
+            for (int j = 0; j < T::NT; ++j) {
+                const unsigned bj[2] = {b[j / 2][2 * (j % 2)], b[j / 2][2 * (j % 2) + 1]};
+                T::Prec::mma(acc[i][j], a[i], bj);
+            }
+    }
+}
+
+// The reduction over `steps` steps. The loader issues step s's copies into a stage with
+// load(s, a_tile, b_tile), always for s = 0, 1, 2, ... in order; begin() runs before the
+// first barrier and ahead(i) after the copies of iteration i (both for per-step indices
+// the loader keeps in static shared memory).
+template <class T, class Frags, class Loader>
+__device__ __forceinline__ void vx_pipe_mainloop(Loader& ld, int steps, VxPipeAcc<T>& acc) {
+    VX_DYNAMIC_SHARED(unsigned char, smem);
+    ld.begin();
+    __syncthreads();
+#pragma unroll
+    for (int s = 0; s < T::STAGES - 1; ++s) {
+        unsigned char* stage = smem + s * T::STAGE_BYTES;
+        if (s < steps) ld.load(s, stage, stage + T::A_BYTES);
+        vx_cp_async_commit();
+    }
+    for (int i = 0; i < steps; ++i) {
+        // Step i has landed for this thread; the barrier makes it so for the block and
+        // also retires step i - 1, whose stage the next copies overwrite.
+        vx_cp_async_wait<T::STAGES - 2>();
+        __syncthreads();
+        const int next = i + T::STAGES - 1;
+        if (next < steps) {
+            unsigned char* stage = smem + (next % T::STAGES) * T::STAGE_BYTES;
+            ld.load(next, stage, stage + T::A_BYTES);
+        }
+        vx_cp_async_commit();
+        ld.ahead(i);
+        const unsigned char* stage = smem + (i % T::STAGES) * T::STAGE_BYTES;
+        vx_pipe_multiply<T, Frags>(stage, stage + T::A_BYTES, acc);
+    }
+}
+
+// Writes the accumulators: GEMM row r (block-local `local`) goes to
+// out[out_row(local, r) * cols + col] (skipped when out_row < 0), plus bias[col] when there
+// is a bias.
+template <class T, class OutRow>
+__device__ __forceinline__ void vx_pipe_store(const VxPipeAcc<T>& acc, int rows, int cols,
+                                              OutRow out_row, const float* bias, float* out) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane >> 2, t = lane & 3;
+    const int local0 = (warp / T::WARPS_N) * T::WM;
+    const int col0 = blockIdx.y * T::BN + (warp % T::WARPS_N) * T::WN + 2 * t;
+#pragma unroll
+    for (int i = 0; i < T::MT; ++i) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int local = local0 + 16 * i + g + 8 * h;
+            const int r = blockIdx.x * T::BM + local;
+            if (r >= rows) continue;
+            const int o = out_row(local, r);
+            if (o < 0) continue;
+            float* dst = out + static_cast<size_t>(o) * cols;
+#pragma unroll
+            for (int j = 0; j < T::NT; ++j) {
+                const int c = col0 + 8 * j;
+                if (c >= cols) continue;
+                float v0 = acc[i][j][2 * h], v1 = acc[i][j][2 * h + 1];
+                const bool pair = c + 1 < cols;
+                if (bias) {
+                    v0 += bias[c];
+                    if (pair) v1 += bias[c + 1];
+                }
+                if (pair && cols % 2 == 0) {
+                    *reinterpret_cast<VxF2*>(dst + c) = VxF2{v0, v1};
+                } else {
+                    dst[c] = v0;
+                    if (pair) dst[c + 1] = v1;
+                }
+            }
+        }
+    }
+}
+
+// The next tap of a row-major (d, h, w) tap grid.
+__device__ __forceinline__ void vx_next_tap(int& z, int& y, int& x, int h, int w) {
+    if (++x == w) {
+        x = 0;
+        if (++y == h) {
+            y = 0;
+            ++z;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Forward: A[m][(tap, ci)] = x at output voxel m's window, B[(tap, ci)][co] from w packed
+// [cout][tap][cin_p]. Each thread copies chunk column tid % 4 of A_ITERS rows of A and
+// B_ITERS rows of B, so it follows one k position: k = tap * cin_p + ci.
+template <class T>
+struct VxPipeForward {
+    using P = typename T::Prec;
+    using E = typename T::Elem;
+    static constexpr int A_ITERS = T::BM * 4 / T::THREADS, B_ITERS = T::BN * 4 / T::THREADS;
+    static constexpr int ROW_STEP = T::THREADS / 4;
+    static_assert(A_ITERS >= 1 && B_ITERS >= 1, "every thread copies");
+    struct Shared {
+        VxRow rows[T::BM];
+    };
+
+    const Conv3dParams& p;
+    const E* x;
+    const E* w;
+    Shared& s;
+    int cin_p, k_total, k_end;
+    int k, ci, kz, ky, kx;
+
+    __device__ __forceinline__ VxPipeForward(const Conv3dParams& params, const E* x_,
+                                             const E* w_, Shared& s_, int k_begin, int k_end_)
+        : p(params), x(x_), w(w_), s(s_), k_end(k_end_) {
+        cin_p = vx_pad<P>(p.cin);
+        k_total = p.k_d * p.k_h * p.k_w * cin_p;
+        k = k_begin + P::PER_CHUNK * (threadIdx.x % 4);
+        const int tap = k / cin_p;
+        ci = k - tap * cin_p;
+        vx_split3(tap, p.k_h, p.k_w, kz, ky, kx);
+    }
+
+    __device__ __forceinline__ void begin() {
+        const int m_total = p.n * p.out_d * p.out_h * p.out_w;
+        for (int i = threadIdx.x; i < T::BM; i += T::THREADS)
+            s.rows[i] = vx_forward_row(p, blockIdx.x * T::BM + i, m_total);
+    }
+
+    __device__ __forceinline__ void ahead(int) {}
+
+    __device__ __forceinline__ void load(int, unsigned char* a_tile, unsigned char* b_tile) {
+        const int c = threadIdx.x % 4;
+        const bool k_ok = k < k_end;
+#pragma unroll
+        for (int j = 0; j < A_ITERS; ++j) {
+            const int r = threadIdx.x / 4 + j * ROW_STEP;
+            const VxRow row = s.rows[r];
+            const int iz = row.z + kz, iy = row.y + ky, ix = row.x + kx;
+            const bool ok = k_ok && vx_inside(iz, iy, ix, p.in_d, p.in_h, p.in_w);
+            const E* src =
+                x + (ok ? static_cast<size_t>(row.base + (iz * p.in_h + iy) * p.in_w + ix) *
+                                  cin_p +
+                              ci
+                        : 0);
+            vx_cp_async16(a_tile + vx_swizzle<4>(r, c), src, ok);
+        }
+#pragma unroll
+        for (int j = 0; j < B_ITERS; ++j) {
+            const int r = threadIdx.x / 4 + j * ROW_STEP;
+            const int co = blockIdx.y * T::BN + r;
+            const bool ok = k_ok && co < p.cout;
+            const E* src = w + (ok ? static_cast<size_t>(co) * k_total + k : 0);
+            vx_cp_async16(b_tile + vx_swizzle<4>(r, c), src, ok);
+        }
+        k += T::BK;
+        ci += T::BK;
+        while (ci >= cin_p) {
+            ci -= cin_p;
+            vx_next_tap(kz, ky, kx, p.k_h, p.k_w);
+        }
+    }
+};
+
+template <class T>
+__device__ __forceinline__ void vx_pipe_forward(const Conv3dParams& p, const typename T::Elem* x,
+                                                const typename T::Elem* w, const float* bias,
+                                                float* y) {
+    __shared__ typename VxPipeForward<T>::Shared s;
+    const int k_total = p.k_d * p.k_h * p.k_w * vx_pad<typename T::Prec>(p.cin);
+    int k_begin, k_end;
+    vx_split_range(p, blockIdx.z, k_total, k_begin, k_end);
+    VxPipeForward<T> ld(p, x, w, s, k_begin, k_end);
+    VxPipeAcc<T> acc = {};
+    vx_pipe_mainloop<T, VxKMajorFrags<T>>(ld, (k_end - k_begin + T::BK - 1) / T::BK, acc);
+    const int rows = p.n * p.out_d * p.out_h * p.out_w;
+    vx_pipe_store<T>(
+        acc, rows, p.cout, [](int, int r) { return r; }, blockIdx.z == 0 ? bias : nullptr,
+        y + static_cast<size_t>(blockIdx.z) * rows * p.cout);
+}
+
+// ---------------------------------------------------------------------------------------
+// Backward data, one stride phase: A[v][(t, co)] = dy gathered at phase voxel v's window
+// (tap t of the phase), B[(t, co)][ci] from w packed [cin][tap][cout_p] at the kernel tap
+// of t. The thread follows k = t * cout_p + co as the forward does.
+template <class T>
+struct VxPipeBackwardData {
+    using P = typename T::Prec;
+    using E = typename T::Elem;
+    static constexpr int A_ITERS = T::BM * 4 / T::THREADS, B_ITERS = T::BN * 4 / T::THREADS;
+    static constexpr int ROW_STEP = T::THREADS / 4;
+    static_assert(A_ITERS >= 1 && B_ITERS >= 1, "every thread copies");
+    struct Shared {
+        VxRow rows[T::BM];
+        int dx_voxel[T::BM];
+    };
+
+    const Conv3dParams& p;
+    const VxPhase& ph;
+    const E* dy;
+    const E* w;
+    Shared& s;
+    int cout_p, taps, k_end;
+    int k, co, tz = 0, ty = 0, tx = 0;
+
+    __device__ __forceinline__ VxPipeBackwardData(const Conv3dParams& params,
+                                                  const VxPhase& phase, const E* dy_,
+                                                  const E* w_, Shared& s_, int k_begin,
+                                                  int k_end_)
+        : p(params), ph(phase), dy(dy_), w(w_), s(s_), k_end(k_end_) {
+        cout_p = vx_pad<P>(p.cout);
+        taps = p.k_d * p.k_h * p.k_w;
+        k = k_begin + P::PER_CHUNK * (threadIdx.x % 4);
+        co = k;
+        // A phase without taps has no steps (and its zero sizes must not be divided by).
+        if (k < k_end) {
+            const int t = k / cout_p;
+            co = k - t * cout_p;
+            vx_split3(t, ph.taps[1], ph.taps[2], tz, ty, tx);
+        }
+    }
+
+    __device__ __forceinline__ void begin() {
+        const int m_total = vx_phase_rows(p, ph);
+        for (int i = threadIdx.x; i < T::BM; i += T::THREADS)
+            s.rows[i] = vx_phase_row(p, ph, blockIdx.x * T::BM + i, m_total, s.dx_voxel[i]);
+    }
+
+    __device__ __forceinline__ void ahead(int) {}
+
+    __device__ __forceinline__ void load(int, unsigned char* a_tile, unsigned char* b_tile) {
+        const int c = threadIdx.x % 4;
+        const bool k_ok = k < k_end;
+#pragma unroll
+        for (int j = 0; j < A_ITERS; ++j) {
+            const int r = threadIdx.x / 4 + j * ROW_STEP;
+            const VxRow row = s.rows[r];
+            const int oz = row.z + tz, oy = row.y + ty, ox = row.x + tx;
+            const bool ok = k_ok && vx_inside(oz, oy, ox, p.out_d, p.out_h, p.out_w);
+            const E* src =
+                dy + (ok ? static_cast<size_t>(row.base + (oz * p.out_h + oy) * p.out_w + ox) *
+                                   cout_p +
+                               co
+                         : 0);
+            vx_cp_async16(a_tile + vx_swizzle<4>(r, c), src, ok);
+        }
+        const int tap = k_ok ? vx_phase_kernel_tap(p, ph, tz, ty, tx) : 0;
+#pragma unroll
+        for (int j = 0; j < B_ITERS; ++j) {
+            const int r = threadIdx.x / 4 + j * ROW_STEP;
+            const int ci = blockIdx.y * T::BN + r;
+            const bool ok = k_ok && ci < p.cin;
+            const E* src = w + (ok ? (static_cast<size_t>(ci) * taps + tap) * cout_p + co : 0);
+            vx_cp_async16(b_tile + vx_swizzle<4>(r, c), src, ok);
+        }
+        k += T::BK;
+        co += T::BK;
+        while (co >= cout_p) {
+            co -= cout_p;
+            vx_next_tap(tz, ty, tx, ph.taps[1], ph.taps[2]);
+        }
+    }
+};
+
+// grid.z runs over (split, phase), phase fastest.
+template <class T>
+__device__ __forceinline__ void vx_pipe_backward_data(const Conv3dParams& p,
+                                                      const typename T::Elem* dy,
+                                                      const typename T::Elem* w,
+                                                      const float* bias, float* dx) {
+    __shared__ typename VxPipeBackwardData<T>::Shared s;
+    const int phases = p.stride_d * p.stride_h * p.stride_w;
+    const int split = blockIdx.z / phases;
+    const VxPhase ph = vx_phase(p, blockIdx.z % phases);
+    const int rows = vx_phase_rows(p, ph);
+    if (static_cast<int>(blockIdx.x) * T::BM >= rows) return;
+    const int k_total = ph.taps[0] * ph.taps[1] * ph.taps[2] * vx_pad<typename T::Prec>(p.cout);
+    int k_begin, k_end;
+    vx_split_range(p, split, k_total, k_begin, k_end);
+    VxPipeBackwardData<T> ld(p, ph, dy, w, s, k_begin, k_end);
+    VxPipeAcc<T> acc = {};
+    vx_pipe_mainloop<T, VxKMajorFrags<T>>(ld, (k_end - k_begin + T::BK - 1) / T::BK, acc);
+    const int voxels = p.n * p.in_d * p.in_h * p.in_w;
+    vx_pipe_store<T>(
+        acc, rows, p.cin, [&](int local, int) { return s.dx_voxel[local]; },
+        split == 0 ? bias : nullptr, dx + static_cast<size_t>(split) * voxels * p.cin);
+}
+
+// ---------------------------------------------------------------------------------------
+// Backward weights: rows (tap, ci) over the padded channels, columns cout, the reduction
+// over the output voxels m of one split. Both tiles are [m][row]: A from x at m's window
+// plus the row's tap, B from dy. A thread's A chunk column (one tap, a chunk of channels)
+// is fixed for the block; the voxel coordinates of each step's BK m come from a ring of
+// per-step tables in static shared memory, filled STAGES steps ahead by the first BK
+// threads.
+template <class T>
+struct VxPipeBackwardWeights {
+    using P = typename T::Prec;
+    using E = typename T::Elem;
+    static constexpr int A_CHUNKS = T::BM / P::PER_CHUNK, B_CHUNKS = T::BN / P::PER_CHUNK;
+    static constexpr int A_ITERS = T::BK * A_CHUNKS / T::THREADS;
+    static constexpr int B_ITERS = T::BK * B_CHUNKS / T::THREADS;
+    static_assert(A_ITERS >= 1 && B_ITERS >= 1 && T::THREADS % A_CHUNKS == 0 &&
+                      T::THREADS % B_CHUNKS == 0 && T::THREADS >= T::BK,
+                  "every thread copies whole chunk columns");
+    struct Shared {
+        VxRow rows[T::STAGES][T::BK];
+    };
+
+    const Conv3dParams& p;
+    const E* x;
+    const E* dy;
+    Shared& s;
+    int cin_p, cout_p, m_begin, m_end;
+    // This thread's A chunk: rows (tap, ci..ci+PER_CHUNK-1), tap = (kz, ky, kx).
+    int ci, kz, ky, kx;
+    bool row_ok;
+
+    __device__ __forceinline__ VxPipeBackwardWeights(const Conv3dParams& params, const E* x_,
+                                                     const E* dy_, Shared& s_, int m_begin_,
+                                                     int m_end_)
+        : p(params), x(x_), dy(dy_), s(s_), m_begin(m_begin_), m_end(m_end_) {
+        cin_p = vx_pad<P>(p.cin);
+        cout_p = vx_pad<P>(p.cout);
+        const int k = blockIdx.x * T::BM + P::PER_CHUNK * (threadIdx.x % A_CHUNKS);
+        const int tap = k / cin_p;
+        ci = k - tap * cin_p;
+        row_ok = tap < p.k_d * p.k_h * p.k_w;
+        vx_split3(tap, p.k_h, p.k_w, kz, ky, kx);
+    }
+
+    // The voxel table of step `step` (threads 0..BK-1 of the caller fill it).
+    __device__ __forceinline__ void fill(int step, int lane) {
+        s.rows[step % T::STAGES][lane] = vx_forward_row(p, m_begin + step * T::BK + lane, m_end);
+    }
+
+    __device__ __forceinline__ void begin() {
+        for (int i = threadIdx.x; i < T::STAGES * T::BK; i += T::THREADS)
+            fill(i / T::BK, i % T::BK);
+    }
+
+    // Iteration i has copied step i + STAGES - 1, the last reader of the table of step
+    // i + STAGES's slot; the next iteration's barrier publishes it before it is read.
+    __device__ __forceinline__ void ahead(int i) {
+        if (static_cast<int>(threadIdx.x) < T::BK) fill(i + T::STAGES, threadIdx.x);
+    }
+
+    __device__ __forceinline__ void load(int step, unsigned char* a_tile,
+                                         unsigned char* b_tile) {
+        const VxRow* rows = s.rows[step % T::STAGES];
+        const int ca = threadIdx.x % A_CHUNKS;
+#pragma unroll
+        for (int j = 0; j < A_ITERS; ++j) {
+            const int r = threadIdx.x / A_CHUNKS + j * (T::THREADS / A_CHUNKS);
+            const VxRow row = rows[r];
+            const int iz = row.z + kz, iy = row.y + ky, ix = row.x + kx;
+            const bool ok = row_ok && vx_inside(iz, iy, ix, p.in_d, p.in_h, p.in_w);
+            const E* src =
+                x + (ok ? static_cast<size_t>(row.base + (iz * p.in_h + iy) * p.in_w + ix) *
+                                  cin_p +
+                              ci
+                        : 0);
+            vx_cp_async16(a_tile + vx_swizzle<A_CHUNKS>(r, ca), src, ok);
+        }
+        const int cb = threadIdx.x % B_CHUNKS;
+        const int n = blockIdx.y * T::BN + P::PER_CHUNK * cb;
+        const int m0 = m_begin + step * T::BK;
+#pragma unroll
+        for (int j = 0; j < B_ITERS; ++j) {
+            const int r = threadIdx.x / B_CHUNKS + j * (T::THREADS / B_CHUNKS);
+            const bool ok = m0 + r < m_end && n < cout_p;
+            const E* src = dy + (ok ? static_cast<size_t>(m0 + r) * cout_p + n : 0);
+            vx_cp_async16(b_tile + vx_swizzle<B_CHUNKS>(r, cb), src, ok);
+        }
+    }
+};
+
+template <class T>
+__device__ __forceinline__ void vx_pipe_backward_weights(const Conv3dParams& p,
+                                                         const typename T::Elem* x,
+                                                         const typename T::Elem* dy,
+                                                         const float*, float* dw) {
+    __shared__ typename VxPipeBackwardWeights<T>::Shared s;
+    const int m_total = p.n * p.out_d * p.out_h * p.out_w;
+    int m_begin, m_end;
+    vx_split_range(p, blockIdx.z, m_total, m_begin, m_end);
+    VxPipeBackwardWeights<T> ld(p, x, dy, s, m_begin, m_end);
+    VxPipeAcc<T> acc = {};
+    vx_pipe_mainloop<T, VxMnMajorFrags<T>>(ld, (m_end - m_begin + T::BK - 1) / T::BK, acc);
+    const int cin_p = vx_pad<typename T::Prec>(p.cin);
+    const int taps = p.k_d * p.k_h * p.k_w;
+    vx_pipe_store<T>(
+        acc, taps * cin_p, p.cout,
+        [&](int, int r) {
+            const int tap = r / cin_p, c = r - tap * cin_p;
+            return c < p.cin ? tap * p.cin + c : -1;
+        },
+        nullptr, dw + static_cast<size_t>(blockIdx.z) * taps * p.cin * p.cout);
+}
+
+#define VX_CONV_PIPE(name, pass, Tile)                                                       \
+    extern "C" __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS)              \
+        name(const __grid_constant__ Conv3dParams p, const Tile::Elem* __restrict__ a,         \
+             const Tile::Elem* __restrict__ b, const float* __restrict__ bias,                 \
+             float* __restrict__ out) {                                                        \
+        pass<Tile>(p, a, b, bias, out);                                                        \
+    }
+
+VX_CONV_PIPE(conv3d_fwd_bf16_n128, vx_pipe_forward, VxPipeN128<VxBf16>)
+VX_CONV_PIPE(conv3d_fwd_bf16_n64, vx_pipe_forward, VxPipeN64<VxBf16>)
+VX_CONV_PIPE(conv3d_fwd_bf16_n32, vx_pipe_forward, VxPipeN32<VxBf16>)
+VX_CONV_PIPE(conv3d_bwd_data_bf16_n128, vx_pipe_backward_data, VxPipeN128<VxBf16>)
+VX_CONV_PIPE(conv3d_bwd_data_bf16_n64, vx_pipe_backward_data, VxPipeN64<VxBf16>)
+VX_CONV_PIPE(conv3d_bwd_data_bf16_n32, vx_pipe_backward_data, VxPipeN32<VxBf16>)
+VX_CONV_PIPE(conv3d_bwd_weight_bf16_n128, vx_pipe_backward_weights, VxPipeN128<VxBf16>)
+VX_CONV_PIPE(conv3d_bwd_weight_bf16_n64, vx_pipe_backward_weights, VxPipeN64<VxBf16>)
+VX_CONV_PIPE(conv3d_bwd_weight_bf16_n32, vx_pipe_backward_weights, VxPipeN32Narrow<VxBf16>)
+VX_CONV_PIPE(conv3d_fwd_tf32_n128, vx_pipe_forward, VxPipeN128<VxTf32>)
+VX_CONV_PIPE(conv3d_fwd_tf32_n64, vx_pipe_forward, VxPipeN64<VxTf32>)
+VX_CONV_PIPE(conv3d_fwd_tf32_n32, vx_pipe_forward, VxPipeN32<VxTf32>)
+VX_CONV_PIPE(conv3d_bwd_data_tf32_n128, vx_pipe_backward_data, VxPipeN128<VxTf32>)
+VX_CONV_PIPE(conv3d_bwd_data_tf32_n64, vx_pipe_backward_data, VxPipeN64<VxTf32>)
+VX_CONV_PIPE(conv3d_bwd_data_tf32_n32, vx_pipe_backward_data, VxPipeN32<VxTf32>)
+VX_CONV_PIPE(conv3d_bwd_weight_tf32_n128, vx_pipe_backward_weights, VxPipeN128<VxTf32>)
+VX_CONV_PIPE(conv3d_bwd_weight_tf32_n64, vx_pipe_backward_weights, VxPipeN64<VxTf32>)
+VX_CONV_PIPE(conv3d_bwd_weight_tf32_n32, vx_pipe_backward_weights, VxPipeN32Narrow<VxTf32>)
+
+// ---------------------------------------------------------------------------------------
+// Probes of the wrappers and fragment layouts for tests
+
+// One warp copies src (32 rows of 8 bf16) to shared memory; lane l points at row
+// (5 l + 3) % 32, and out[14 l ..] receives the registers of .x1, .x2, .x4, then .x1, .x2,
+// .x4 .trans, in that order.
+extern "C" __global__ void __launch_bounds__(32)
+    ldmatrix_probe(const VxBf16Bits* __restrict__ src, unsigned* __restrict__ out) {
+    __shared__ VxU4 tile[32];
+    const int lane = threadIdx.x;
+    tile[lane] = reinterpret_cast<const VxU4*>(src)[lane];
+    __syncwarp();
+    const VxU4* row = tile + (5 * lane + 3) % 32;
+    unsigned* o = out + 14 * lane;
+    unsigned r1[1], r2[2], r4[4];
+    vx_ldmatrix<1, false>(r1, row);
+    vx_ldmatrix<2, false>(r2, row);
+    vx_ldmatrix<4, false>(r4, row);
+    o[0] = r1[0];
+    for (int i = 0; i < 2; ++i) o[1 + i] = r2[i];
+    for (int i = 0; i < 4; ++i) o[3 + i] = r4[i];
+    vx_ldmatrix<1, true>(r1, row);
+    vx_ldmatrix<2, true>(r2, row);
+    vx_ldmatrix<4, true>(r4, row);
+    o[7] = r1[0];
+    for (int i = 0; i < 2; ++i) o[8 + i] = r2[i];
+    for (int i = 0; i < 4; ++i) o[10 + i] = r4[i];
+}
+VX_EMU_ENTRY(ldmatrix_probe, (const VxBf16Bits* src, unsigned* out), (src, out))
+
+// The fragments the main loops read, through the real tiles, swizzles and fragment
+// helpers of backward weights' 128 x 128 tile: one warp stores a (16 rows m x BK) and b
+// (16 rows n x BK), both row-major in elements, into a stage as k-major tiles and as
+// mn-major tiles, then for each mma k step ks reads A of rows 0..15 and B of columns
+// 0..15 from both. out[32 lane + 16 ks ..]: k-major A (4), B (4), then mn-major A, B.
+template <class P>
+__device__ __forceinline__ void vx_fragment_probe(const typename P::Elem* a,
+                                                  const typename P::Elem* b, unsigned* out) {
+    using T = VxPipeN128<P>;
+    using E = typename P::Elem;
+    constexpr int MN_CHUNKS = T::BM / P::PER_CHUNK;
+    static_assert(T::BM == T::BN, "one mn-major layout for both operands");
+    __shared__ VxU4 k_major[2][16 * 4];
+    __shared__ VxU4 mn_major[2][T::BK * MN_CHUNKS];
+    const int lane = threadIdx.x;
+    for (int i = lane; i < T::BK * MN_CHUNKS; i += 32)
+        mn_major[0][i] = mn_major[1][i] = VxU4{0, 0, 0, 0};
+    __syncwarp();
+    const E* src[2] = {a, b};
+    for (int op = 0; op < 2; ++op)
+        for (int i = lane; i < 16 * T::BK; i += 32) {
+            const int row = i / T::BK, k = i % T::BK;
+            const E v = src[op][i];
+            unsigned char* km = reinterpret_cast<unsigned char*>(k_major[op]);
+            unsigned char* mn = reinterpret_cast<unsigned char*>(mn_major[op]);
+            const int e = k % P::PER_CHUNK, f = row % P::PER_CHUNK;
+            *reinterpret_cast<E*>(km + vx_swizzle<4>(row, k / P::PER_CHUNK) + e * sizeof(E)) =
+                v;
+            *reinterpret_cast<E*>(mn + vx_swizzle<MN_CHUNKS>(k, row / P::PER_CHUNK) +
+                                  f * sizeof(E)) = v;
+        }
+    __syncwarp();
+    using Km = VxKMajorFrags<T>;
+    using Mn = VxMnMajorFrags<T>;
+    for (int ks = 0; ks < 2; ++ks) {
+        unsigned f[4][4];
+        Km::a(f[0], reinterpret_cast<const unsigned char*>(k_major[0]), 0, ks, lane);
+        Km::b(f[1], reinterpret_cast<const unsigned char*>(k_major[1]), 0, ks, lane);
+        Mn::a(f[2], reinterpret_cast<const unsigned char*>(mn_major[0]), 0, ks, lane);
+        Mn::b(f[3], reinterpret_cast<const unsigned char*>(mn_major[1]), 0, ks, lane);
+        for (int i = 0; i < 16; ++i) out[32 * lane + 16 * ks + i] = f[i / 4][i % 4];
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(32)
+    fragment_probe_bf16(const VxBf16Bits* __restrict__ a, const VxBf16Bits* __restrict__ b,
+                        unsigned* __restrict__ out) {
+    vx_fragment_probe<VxBf16>(a, b, out);
+}
+VX_EMU_ENTRY(fragment_probe_bf16, (const VxBf16Bits* a, const VxBf16Bits* b, unsigned* out),
+             (a, b, out))
+
+extern "C" __global__ void __launch_bounds__(32)
+    fragment_probe_tf32(const unsigned* __restrict__ a, const unsigned* __restrict__ b,
+                        unsigned* __restrict__ out) {
+    vx_fragment_probe<VxTf32>(a, b, out);
+}
+VX_EMU_ENTRY(fragment_probe_tf32, (const unsigned* a, const unsigned* b, unsigned* out),
+             (a, b, out))
+
+// One warp computes out = a b + c through one mma, with the fragments taken from
+// row-major a (16 x K), b (K x 8) and c (16 x 8) by the layouts of mma.h; K = 8 for TF32,
+// 16 for BF16.
+extern "C" __global__ void __launch_bounds__(32)
+    mma_probe_tf32(const float* __restrict__ a, const float* __restrict__ b,
+                   const float* __restrict__ c, float* __restrict__ out) {
+    const int g = threadIdx.x >> 2, t = threadIdx.x & 3;
+    const unsigned fa[4] = {vx_tf32(a[g * 8 + t]), vx_tf32(a[(g + 8) * 8 + t]),
+                            vx_tf32(a[g * 8 + t + 4]), vx_tf32(a[(g + 8) * 8 + t + 4])};
+    const unsigned fb[2] = {vx_tf32(b[t * 8 + g]), vx_tf32(b[(t + 4) * 8 + g])};
+    float acc[4];
+    for (int i = 0; i < 4; ++i) acc[i] = c[(g + 8 * (i >> 1)) * 8 + 2 * t + (i & 1)];
+    vx_mma_tf32(acc, fa, fb);
+    for (int i = 0; i < 4; ++i) out[(g + 8 * (i >> 1)) * 8 + 2 * t + (i & 1)] = acc[i];
+}
+VX_EMU_ENTRY(mma_probe_tf32, (const float* a, const float* b, const float* c, float* out),
+             (a, b, c, out))
+
+extern "C" __global__ void __launch_bounds__(32)
+    mma_probe_bf16(const float* __restrict__ a, const float* __restrict__ b,
+                   const float* __restrict__ c, float* __restrict__ out) {
+    const int g = threadIdx.x >> 2, t = threadIdx.x & 3;
+    const unsigned fa[4] = {
+        vx_bf16x2(a[g * 16 + 2 * t], a[g * 16 + 2 * t + 1]),
+        vx_bf16x2(a[(g + 8) * 16 + 2 * t], a[(g + 8) * 16 + 2 * t + 1]),
+        vx_bf16x2(a[g * 16 + 2 * t + 8], a[g * 16 + 2 * t + 9]),
+        vx_bf16x2(a[(g + 8) * 16 + 2 * t + 8], a[(g + 8) * 16 + 2 * t + 9])};
+    const unsigned fb[2] = {vx_bf16x2(b[(2 * t) * 8 + g], b[(2 * t + 1) * 8 + g]),
+                            vx_bf16x2(b[(2 * t + 8) * 8 + g], b[(2 * t + 9) * 8 + g])};
+    float acc[4];
+    for (int i = 0; i < 4; ++i) acc[i] = c[(g + 8 * (i >> 1)) * 8 + 2 * t + (i & 1)];
+    vx_mma_bf16(acc, fa, fb);
+    for (int i = 0; i < 4; ++i) out[(g + 8 * (i >> 1)) * 8 + 2 * t + (i & 1)] = acc[i];
+}
+VX_EMU_ENTRY(mma_probe_bf16, (const float* a, const float* b, const float* c, float* out),
+             (a, b, c, out))
+
+// The conversions on their own: tf32[i] holds the bits of vx_tf32(x[i]) and bf16[i] those
+// of vx_bf16x2(x[i], x[i ^ 1]) (so the pair order is checked too), one thread per element.
+extern "C" __global__ void __launch_bounds__(256)
+    tc_round_probe(const float* __restrict__ x, int n, unsigned* __restrict__ tf32,
+                   unsigned* __restrict__ bf16) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    tf32[i] = vx_tf32(x[i]);
+    bf16[i] = vx_bf16x2(x[i], x[min(i ^ 1, n - 1)]);
+}
+VX_EMU_ENTRY(tc_round_probe, (const float* x, int n, unsigned* tf32, unsigned* bf16),
+             (x, n, tf32, bf16))
+
+#ifndef __CUDACC__
+#include <cstring>
+
+template <class E>
+struct VxEmuConv {
+    const char* name;
+    void (*kernel)(Conv3dParams, const E*, const E*, const float*, float*);
+};
+
+template <class E, size_t N>
+int vx_emu_conv(const VxEmuConv<E> (&kernels)[N], const char* name, const EmuDims* d,
+                const Conv3dParams& p, const void* a, const void* b, const float* bias,
+                float* out) {
+    for (const auto& k : kernels)
+        if (!std::strcmp(k.name, name))
+            return emu_launch(*d, k.kernel, p, static_cast<const E*>(a),
+                              static_cast<const E*>(b), bias, out);
+    return -2;
+}
+
+// The harness entry for every conv kernel of this file, by name, on packed operands (bf16
+// or tf32 as the name says): 0, -1 when the launch failed (emu_last_error() says why), -2
+// when there is no such kernel.
+extern "C" int emu_conv3d_pipe(const char* name, const EmuDims* d, const Conv3dParams p,
+                               const void* a, const void* b, const float* bias, float* out) {
+    static const VxEmuConv<VxBf16Bits> bf16[] = {
+        {"conv3d_fwd_bf16_n128", conv3d_fwd_bf16_n128},
+        {"conv3d_fwd_bf16_n64", conv3d_fwd_bf16_n64},
+        {"conv3d_fwd_bf16_n32", conv3d_fwd_bf16_n32},
+        {"conv3d_bwd_data_bf16_n128", conv3d_bwd_data_bf16_n128},
+        {"conv3d_bwd_data_bf16_n64", conv3d_bwd_data_bf16_n64},
+        {"conv3d_bwd_data_bf16_n32", conv3d_bwd_data_bf16_n32},
+        {"conv3d_bwd_weight_bf16_n128", conv3d_bwd_weight_bf16_n128},
+        {"conv3d_bwd_weight_bf16_n64", conv3d_bwd_weight_bf16_n64},
+        {"conv3d_bwd_weight_bf16_n32", conv3d_bwd_weight_bf16_n32},
+    };
+    static const VxEmuConv<unsigned> tf32[] = {
+        {"conv3d_fwd_tf32_n128", conv3d_fwd_tf32_n128},
+        {"conv3d_fwd_tf32_n64", conv3d_fwd_tf32_n64},
+        {"conv3d_fwd_tf32_n32", conv3d_fwd_tf32_n32},
+        {"conv3d_bwd_data_tf32_n128", conv3d_bwd_data_tf32_n128},
+        {"conv3d_bwd_data_tf32_n64", conv3d_bwd_data_tf32_n64},
+        {"conv3d_bwd_data_tf32_n32", conv3d_bwd_data_tf32_n32},
+        {"conv3d_bwd_weight_tf32_n128", conv3d_bwd_weight_tf32_n128},
+        {"conv3d_bwd_weight_tf32_n64", conv3d_bwd_weight_tf32_n64},
+        {"conv3d_bwd_weight_tf32_n32", conv3d_bwd_weight_tf32_n32},
+    };
+    const int r = vx_emu_conv(bf16, name, d, p, a, b, bias, out);
+    return r != -2 ? r : vx_emu_conv(tf32, name, d, p, a, b, bias, out);
+}
+#endif
