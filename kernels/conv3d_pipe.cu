@@ -392,6 +392,28 @@ __device__ __forceinline__ void vx_next_tap(int& z, int& y, int& x, int h, int w
     }
 }
 
+// The gathered (k-major) operand of forward and backward data: this thread copies chunk
+// column threadIdx.x % 4 of ITERS rows of the tile, row r reading the packed volume `src`
+// (dims, `stride` elements per voxel) at its window corner plus `tap`, element `c0` of the
+// voxel; zeros outside the volume or past the reduction (!k_ok).
+template <class T, int ITERS, class E>
+__device__ __forceinline__ void vx_gather_rows(unsigned char* tile, const VxRow* rows,
+                                               const E* src, const int (&tap)[3],
+                                               const int (&dims)[3], int stride, int c0,
+                                               bool k_ok) {
+    const int c = threadIdx.x % 4;
+#pragma unroll
+    for (int j = 0; j < ITERS; ++j) {
+        const int r = threadIdx.x / 4 + j * (T::THREADS / 4);
+        const VxRow row = rows[r];
+        const int z = row.z + tap[0], y = row.y + tap[1], x = row.x + tap[2];
+        const bool ok = k_ok && vx_inside(z, y, x, dims[0], dims[1], dims[2]);
+        const size_t voxel =
+            ok ? static_cast<size_t>(row.base + (z * dims[1] + y) * dims[2] + x) : 0;
+        vx_cp_async16(tile + vx_swizzle<4>(r, c), src + (ok ? voxel * stride + c0 : 0), ok);
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Forward: A[m][(tap, ci)] = x at output voxel m's window, B[(tap, ci)][co] from w packed
 // [cout][tap][cin_p]. Each thread copies chunk column tid % 4 of A_ITERS rows of A and
@@ -436,19 +458,8 @@ struct VxPipeForward {
     __device__ __forceinline__ void load(int, unsigned char* a_tile, unsigned char* b_tile) {
         const int c = threadIdx.x % 4;
         const bool k_ok = k < k_end;
-#pragma unroll
-        for (int j = 0; j < A_ITERS; ++j) {
-            const int r = threadIdx.x / 4 + j * ROW_STEP;
-            const VxRow row = s.rows[r];
-            const int iz = row.z + kz, iy = row.y + ky, ix = row.x + kx;
-            const bool ok = k_ok && vx_inside(iz, iy, ix, p.in_d, p.in_h, p.in_w);
-            const E* src =
-                x + (ok ? static_cast<size_t>(row.base + (iz * p.in_h + iy) * p.in_w + ix) *
-                                  cin_p +
-                              ci
-                        : 0);
-            vx_cp_async16(a_tile + vx_swizzle<4>(r, c), src, ok);
-        }
+        vx_gather_rows<T, A_ITERS>(a_tile, s.rows, x, {kz, ky, kx}, {p.in_d, p.in_h, p.in_w},
+                                   cin_p, ci, k_ok);
 #pragma unroll
         for (int j = 0; j < B_ITERS; ++j) {
             const int r = threadIdx.x / 4 + j * ROW_STEP;
@@ -535,19 +546,8 @@ struct VxPipeBackwardData {
     __device__ __forceinline__ void load(int, unsigned char* a_tile, unsigned char* b_tile) {
         const int c = threadIdx.x % 4;
         const bool k_ok = k < k_end;
-#pragma unroll
-        for (int j = 0; j < A_ITERS; ++j) {
-            const int r = threadIdx.x / 4 + j * ROW_STEP;
-            const VxRow row = s.rows[r];
-            const int oz = row.z + tz, oy = row.y + ty, ox = row.x + tx;
-            const bool ok = k_ok && vx_inside(oz, oy, ox, p.out_d, p.out_h, p.out_w);
-            const E* src =
-                dy + (ok ? static_cast<size_t>(row.base + (oz * p.out_h + oy) * p.out_w + ox) *
-                                   cout_p +
-                               co
-                         : 0);
-            vx_cp_async16(a_tile + vx_swizzle<4>(r, c), src, ok);
-        }
+        vx_gather_rows<T, A_ITERS>(a_tile, s.rows, dy, {tz, ty, tx},
+                                   {p.out_d, p.out_h, p.out_w}, cout_p, co, k_ok);
         const int tap = k_ok ? vx_phase_kernel_tap(p, ph, tz, ty, tx) : 0;
 #pragma unroll
         for (int j = 0; j < B_ITERS; ++j) {
