@@ -2,6 +2,7 @@
 //! U-Net on the best device available within a time budget, predict the held-out test
 //! cases, evaluate them and say where everything is.
 use crate::backend::cpu::Cpu;
+use crate::backend::cuda::conv_plan::ConvPrecision;
 use crate::backend::cuda::Cuda;
 use crate::backend::device::Device;
 use crate::backend::Backend;
@@ -26,6 +27,8 @@ pub struct QuickstartOptions {
     pub out: PathBuf,
     pub minutes: f64,
     pub device: String,
+    /// Convolution arithmetic on CUDA (see `TrainConfig::precision`).
+    pub precision: Option<ConvPrecision>,
     pub seed: u64,
     pub force: bool,
 }
@@ -146,13 +149,17 @@ pub fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
     // Keep about a tenth of the budget (and half a minute) for prediction and evaluation.
     let elapsed = start.elapsed().as_secs_f64() / 60.0;
     let train_minutes = (opts.minutes * 0.9 - 0.5 - elapsed).max(0.5);
-    let cfg = train_config(
-        data.clone(),
-        run_dir.clone(),
-        &opts.device,
-        opts.seed,
-        train_minutes,
-    );
+    // Training sets the device's precision; the prediction below runs at it too.
+    let cfg = TrainConfig {
+        precision: opts.precision,
+        ..train_config(
+            data.clone(),
+            run_dir.clone(),
+            &opts.device,
+            opts.seed,
+            train_minutes,
+        )
+    };
     let summary = crate::train::train(
         cfg,
         RunOptions {

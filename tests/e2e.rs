@@ -281,6 +281,8 @@ fn bad_input_gets_one_clear_line() {
     assert!(!ok && err.contains("tpu"), "{err}");
     let (ok, err) = voxseg(&["train", "--data", d, "--out", o, "--loss", "focal"]);
     assert!(!ok && err.contains("focal"), "{err}");
+    let (ok, err) = voxseg(&["train", "--data", d, "--out", o, "--precision", "fp16"]);
+    assert!(!ok && err.contains("fp16") && err.contains("bf16"), "{err}");
     let (ok, err) = voxseg(&["predict", "--model", o, "--data", d, "--out", o]);
     assert!(!ok && err.contains("model.json"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();

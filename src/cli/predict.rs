@@ -1,6 +1,7 @@
 use clap::Args as ClapArgs;
 use std::path::PathBuf;
 use voxseg::backend::cpu::Cpu;
+use voxseg::backend::cuda::conv_plan::ConvPrecision;
 use voxseg::backend::device::{resolve, Device, DeviceRequest};
 use voxseg::backend::Backend;
 use voxseg::data::layout::detect;
@@ -39,6 +40,9 @@ pub struct Args {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Convolution arithmetic on CUDA: fp32, tf32 or bf16 (tensor cores, f32 accumulation).
+    #[arg(long)]
+    precision: Option<ConvPrecision>,
     /// Also write a picture per case.
     #[arg(long)]
     png: bool,
@@ -49,7 +53,13 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     match resolve(a.device.parse::<DeviceRequest>()?)? {
         Device::Cpu { .. } => run_on(&Cpu::new(), &a),
-        Device::Cuda { ordinal, .. } => run_on(&voxseg::backend::cuda::Cuda::new(ordinal)?, &a),
+        Device::Cuda { ordinal, .. } => {
+            let cuda = voxseg::backend::cuda::Cuda::new(ordinal)?;
+            if let Some(p) = a.precision {
+                cuda.set_conv_precision(p);
+            }
+            run_on(&cuda, &a)
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 use clap::Args as ClapArgs;
 use std::path::PathBuf;
+use voxseg::backend::cuda::conv_plan::ConvPrecision;
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -11,6 +12,9 @@ pub struct Args {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Convolution arithmetic on CUDA: fp32, tf32 or bf16 (tensor cores, f32 accumulation).
+    #[arg(long)]
+    precision: Option<ConvPrecision>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Use an --out folder that also holds other files (the quickstart's own are replaced).
@@ -23,6 +27,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         out: a.out,
         minutes: a.minutes,
         device: a.device,
+        precision: a.precision,
         seed: a.seed,
         force: a.force,
     })?;

@@ -1,5 +1,6 @@
 use clap::Args as ClapArgs;
 use std::path::PathBuf;
+use voxseg::backend::cuda::conv_plan::ConvPrecision;
 use voxseg::data::labels::TargetSpec;
 use voxseg::nn::layers::NormKind;
 use voxseg::optim::{LrSchedule, OptimizerSpec};
@@ -19,6 +20,9 @@ pub struct Args {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long)]
     device: Option<String>,
+    /// Convolution arithmetic on CUDA: fp32, tf32 or bf16 (tensor cores, f32 accumulation).
+    #[arg(long)]
+    precision: Option<ConvPrecision>,
     /// Modalities in input order, e.g. t1,t1ce,t2,flair.
     #[arg(long, value_delimiter = ',')]
     modalities: Option<Vec<String>>,
@@ -188,6 +192,7 @@ impl Args {
         set!(data);
         set!(out);
         set!(device);
+        set!(precision, some);
         set!(modalities);
         set!(target);
         set!(features, some);

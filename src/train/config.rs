@@ -1,5 +1,6 @@
 //! The whole resolved configuration of a training run: defaults, then a JSON config file,
 //! then command-line flags (flags win). Written to `config.json` in the run directory.
+use crate::backend::cuda::conv_plan::ConvPrecision;
 use crate::data::augment::AugmentSpec;
 use crate::data::labels::TargetSpec;
 use crate::data::preprocess::PreprocessSpec;
@@ -25,6 +26,9 @@ pub struct TrainConfig {
     pub out: PathBuf,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     pub device: String,
+    /// Convolution arithmetic on a CUDA device (fp32, tf32 or bf16 tensor cores, f32
+    /// accumulation); `None`: `VOXSEG_CONV_PRECISION`, else fp32. The CPU computes in f32.
+    pub precision: Option<ConvPrecision>,
     /// Modalities in input-channel order; empty = all the dataset has, in its order.
     pub modalities: Vec<String>,
     pub target: TargetSpec,
@@ -77,6 +81,7 @@ impl Default for TrainConfig {
             data: PathBuf::new(),
             out: PathBuf::new(),
             device: "auto".into(),
+            precision: None,
             modalities: Vec::new(),
             target: TargetSpec::Regions,
             model: ModelKind::Unet,
@@ -196,5 +201,24 @@ pub fn parse_triple(name: &str, s: &str) -> Result<[usize; 3]> {
             name,
             format!("'{s}' is not D,H,W (positive integers)"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precision_is_optional_and_named_as_the_flags_name_it() {
+        let default: TrainConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(default.precision, None);
+        let bf16: TrainConfig = serde_json::from_str(r#"{"precision": "bf16"}"#).unwrap();
+        assert_eq!(bf16.precision, Some(ConvPrecision::Bf16));
+        let f32: TrainConfig = serde_json::from_str(r#"{"precision": "f32"}"#).unwrap();
+        assert_eq!(f32.precision, Some(ConvPrecision::F32));
+        let json = serde_json::to_string(&bf16).unwrap();
+        assert!(json.contains(r#""precision":"bf16""#), "{json}");
+        let err = serde_json::from_str::<TrainConfig>(r#"{"precision": "fp16"}"#).unwrap_err();
+        assert!(err.to_string().contains("fp16"), "{err}");
     }
 }

@@ -113,6 +113,9 @@ pub fn train(cfg: TrainConfig, opts: RunOptions) -> Result<TrainSummary> {
         Device::Cpu { .. } => train_on(&Cpu::new(), &device, cfg, opts),
         Device::Cuda { ordinal, .. } => {
             let cuda = crate::backend::cuda::Cuda::new(*ordinal)?;
+            if let Some(p) = cfg.precision {
+                cuda.set_conv_precision(p);
+            }
             train_on(&cuda, &device, cfg, opts)
         }
     }
@@ -132,8 +135,10 @@ fn prepare_run_dir(cfg: &TrainConfig, opts: RunOptions) -> Result<(RunDir, Train
             ));
         }
         let mut saved = TrainConfig::from_file(&run.config())?;
-        // A resumed run keeps its configuration, but may get a new device and time budget.
+        // A resumed run keeps its configuration, but may get a new device (and precision)
+        // and time budget.
         saved.device = cfg.device.clone();
+        saved.precision = cfg.precision;
         saved.time_limit_minutes = cfg.time_limit_minutes;
         saved.workers = cfg.workers;
         if let Some(epochs) = opts.extend_to_epochs {

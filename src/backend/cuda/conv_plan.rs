@@ -54,15 +54,20 @@ const MAX_GRID_YZ: u64 = 65_535;
 /// The environment variable that sets the initial [`ConvPrecision`] of a `Cuda` device.
 pub const CONV_PRECISION_ENV: &str = "VOXSEG_CONV_PRECISION";
 
-/// The arithmetic of the convolution kernels.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// The arithmetic of the convolution kernels; in files "fp32" (or "f32"), "tf32", "bf16".
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum ConvPrecision {
     /// f32 on the CUDA cores.
     #[default]
+    #[serde(rename = "fp32", alias = "f32")]
     F32,
     /// Tensor cores, operands rounded to TF32 (10-bit mantissa), f32 accumulation.
+    #[serde(rename = "tf32")]
     Tf32,
     /// Tensor cores, operands rounded to BF16 (7-bit mantissa), f32 accumulation.
+    #[serde(rename = "bf16")]
     Bf16,
 }
 
