@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # One run on a machine with an NVIDIA GPU: checks registers/spills with ptxas, runs the
-# tests including the CUDA parity tests, then the benchmark. Logs go to $OUT (or
-# ./gpu-check-out); the exit status is non-zero if any step failed. Uses the machine's
-# nvcc, or the repository's .cuda/ if it was carried along.
+# tests including the CUDA parity tests, then the benchmarks at fp32, tf32 and bf16. Logs go
+# to $OUT (or ./gpu-check-out), seven files at most: summary.txt, machine.txt, ptxas.log,
+# test.log, bench.log (stderr of the benchmarks) and bench_<precision>.jsonl; the exit status is
+# non-zero if any step failed. Uses the machine's nvcc, or the repository's .cuda/ if it was
+# carried along.
 # - With gpu-bin/ present (scripts/gpu-bundle.sh, for machines without Rust): runs the
-#   prebuilt binaries from it: the CUDA test binaries and `voxseg bench`.
+#   prebuilt binaries from it: the test binaries and `voxseg bench`.
 # - Otherwise builds with cargo (VOXSEG_REQUIRE_CUDA=1, release) and runs every test.
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,11 +23,12 @@ export VOXSEG_CUDA_ARCH="${VOXSEG_CUDA_ARCH:-sm_80}"
 
 { nvidia-smi || echo "nvidia-smi failed"; "$nvcc" --version; cargo --version || true; } >"$out/machine.txt" 2>&1
 
+# run NAME LOG COMMAND...: appends the command's output to LOG and a line to the summary.
 run() {
-    local name="$1"
-    shift
+    local name="$1" log="$2"
+    shift 2
     local start=$SECONDS
-    "$@" >"$out/$name.log" 2>&1
+    "$@" >>"$out/$log" 2>&1
     local rc=$?
     echo "$name: exit $rc, $((SECONDS - start)) s" | tee -a "$out/summary.txt"
     return $rc
@@ -33,22 +36,25 @@ run() {
 
 : >"$out/summary.txt"
 failed=0
-run ptxas scripts/ptxas-check.sh sm_90 || failed=1
+run ptxas ptxas.log scripts/ptxas-check.sh sm_90 || failed=1
 if [[ -d gpu-bin ]]; then
-    : >"$out/test.log"
     for t in gpu-bin/test-*; do
         filter=()
         # The library's own tests: only the CUDA backend's (others may need source files).
         [[ "$t" == gpu-bin/test-voxseg ]] && filter=(backend::cuda)
-        run "$(basename "$t")" "$t" "${filter[@]}" --include-ignored || failed=1
-        cat "$out/$(basename "$t").log" >>"$out/test.log"
+        run "$(basename "$t")" test.log "$t" "${filter[@]}" --include-ignored || failed=1
     done
-    run bench gpu-bin/voxseg bench --device cuda --json || failed=1
+    bench=(gpu-bin/voxseg bench)
 else
-    run test cargo test --release -- --include-ignored || failed=1
-    run bench cargo run --release -- bench --device cuda --json || failed=1
+    run test test.log cargo test --release -- --include-ignored || failed=1
+    bench=(cargo run --release -q -- bench)
 fi
-# The benchmark's JSON is the last line of its log.
-tail -n 1 "$out/bench.log" >"$out/bench.json"
+for p in fp32 tf32 bf16; do
+    start=$SECONDS
+    "${bench[@]}" --device cuda --json --precision "$p" >"$out/bench_$p.jsonl" 2>>"$out/bench.log"
+    rc=$?
+    echo "bench $p: exit $rc, $((SECONDS - start)) s" | tee -a "$out/summary.txt"
+    [[ $rc == 0 ]] || failed=1
+done
 grep -E "^test result|FAILED|panicked" "$out/test.log" >>"$out/summary.txt"
 exit $failed
