@@ -6,6 +6,7 @@ use super::config::{ModelKind, TrainConfig};
 use super::plan::{plan, DataSummary, Plan, PlanDevice};
 use crate::autograd::{Gradients, Tape, Var};
 use crate::backend::cpu::Cpu;
+use crate::backend::cuda::conv_plan::ConvPrecision;
 use crate::backend::device::{resolve, Device, DeviceRequest};
 use crate::backend::Backend;
 use crate::data::case::{load_case, NanPolicy};
@@ -110,7 +111,14 @@ pub fn train(cfg: TrainConfig, opts: RunOptions) -> Result<TrainSummary> {
     cfg.validate()?;
     let device = resolve(cfg.device.parse::<DeviceRequest>()?)?;
     match &device {
-        Device::Cpu { .. } => train_on(&Cpu::new(), &device, cfg, opts),
+        Device::Cpu { .. } => {
+            if let Some(p) = cfg.precision.filter(|&p| p != ConvPrecision::F32) {
+                eprintln!(
+                    "note: precision {p} applies to CUDA convolutions; the CPU computes in f32"
+                );
+            }
+            train_on(&Cpu::new(), &device, cfg, opts)
+        }
         Device::Cuda { ordinal, .. } => {
             let cuda = crate::backend::cuda::Cuda::new(*ordinal)?;
             if let Some(p) = cfg.precision {
