@@ -50,6 +50,34 @@ fn optional_bias<B: Backend>(
     bias.then(|| bias_param(backend, name, n)).transpose()
 }
 
+/// The parameters of a layer with a weight and an optional bias (conv, transposed conv,
+/// dense), weight first.
+fn weight_and_bias<'a, B: Backend>(
+    weight: &'a Param<B>,
+    bias: &'a Option<Param<B>>,
+) -> Vec<&'a Param<B>> {
+    std::iter::once(weight).chain(bias.as_ref()).collect()
+}
+
+fn weight_and_bias_mut<'a, B: Backend>(
+    weight: &'a mut Param<B>,
+    bias: &'a mut Option<Param<B>>,
+) -> Vec<&'a mut Param<B>> {
+    std::iter::once(weight).chain(bias.as_mut()).collect()
+}
+
+/// The weight and the optional bias as variables of the context's tape.
+fn weight_and_bias_vars<B: Backend>(
+    weight: &Param<B>,
+    bias: &Option<Param<B>>,
+    ctx: &Ctx<B>,
+) -> (Var<B>, Option<Var<B>>) {
+    (
+        weight.var(ctx.tape()),
+        bias.as_ref().map(|b| b.var(ctx.tape())),
+    )
+}
+
 /// 3D convolution, weight `[kd, kh, kw, cin, cout]`.
 pub struct Conv3d<B: Backend> {
     pub weight: Param<B>,
@@ -75,19 +103,14 @@ impl<B: Backend> Conv3d<B> {
         Ok(Self { weight, bias, spec })
     }
     pub fn forward(&self, x: &Var<B>, ctx: &Ctx<B>) -> Result<Var<B>> {
-        let w = self.weight.var(ctx.tape());
-        let b = self.bias.as_ref().map(|b| b.var(ctx.tape()));
+        let (w, b) = weight_and_bias_vars(&self.weight, &self.bias, ctx);
         x.conv3d(&w, b.as_ref(), &self.spec)
     }
     pub fn params(&self) -> Vec<&Param<B>> {
-        std::iter::once(&self.weight)
-            .chain(self.bias.as_ref())
-            .collect()
+        weight_and_bias(&self.weight, &self.bias)
     }
     pub fn params_mut(&mut self) -> Vec<&mut Param<B>> {
-        std::iter::once(&mut self.weight)
-            .chain(self.bias.as_mut())
-            .collect()
+        weight_and_bias_mut(&mut self.weight, &mut self.bias)
     }
 }
 
@@ -125,19 +148,14 @@ impl<B: Backend> ConvTranspose3d<B> {
     pub fn forward_to(&self, x: &Var<B>, target: [usize; 3], ctx: &Ctx<B>) -> Result<Var<B>> {
         let [_, d, h, w, _] = x.shape().ndhwc("conv_transpose3d")?;
         let spec = ConvTranspose3dSpec::to_size(self.kernel, self.stride, [d, h, w], target)?;
-        let wv = self.weight.var(ctx.tape());
-        let b = self.bias.as_ref().map(|b| b.var(ctx.tape()));
-        x.conv_transpose3d(&wv, b.as_ref(), &spec)
+        let (w, b) = weight_and_bias_vars(&self.weight, &self.bias, ctx);
+        x.conv_transpose3d(&w, b.as_ref(), &spec)
     }
     pub fn params(&self) -> Vec<&Param<B>> {
-        std::iter::once(&self.weight)
-            .chain(self.bias.as_ref())
-            .collect()
+        weight_and_bias(&self.weight, &self.bias)
     }
     pub fn params_mut(&mut self) -> Vec<&mut Param<B>> {
-        std::iter::once(&mut self.weight)
-            .chain(self.bias.as_mut())
-            .collect()
+        weight_and_bias_mut(&mut self.weight, &mut self.bias)
     }
 }
 
@@ -333,19 +351,14 @@ impl<B: Backend> Dense<B> {
         Ok(Self { weight, bias })
     }
     pub fn forward(&self, x: &Var<B>, ctx: &Ctx<B>) -> Result<Var<B>> {
-        let w = self.weight.var(ctx.tape());
-        let b = self.bias.as_ref().map(|b| b.var(ctx.tape()));
+        let (w, b) = weight_and_bias_vars(&self.weight, &self.bias, ctx);
         x.dense(&w, b.as_ref())
     }
     pub fn params(&self) -> Vec<&Param<B>> {
-        std::iter::once(&self.weight)
-            .chain(self.bias.as_ref())
-            .collect()
+        weight_and_bias(&self.weight, &self.bias)
     }
     pub fn params_mut(&mut self) -> Vec<&mut Param<B>> {
-        std::iter::once(&mut self.weight)
-            .chain(self.bias.as_mut())
-            .collect()
+        weight_and_bias_mut(&mut self.weight, &mut self.bias)
     }
 }
 
