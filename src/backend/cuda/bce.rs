@@ -35,8 +35,7 @@ impl BceKernel for Cuda {
         check(x.len(), t.len(), w.map(|w| w.len()), &params)?;
         let p = BceKernelParams::new(&params, x.len(), w.is_some());
         let plan = BlockSumPlan::new(x.len(), self.max_elementwise_blocks());
-        // f64 partials in an f32 pool block of twice the length.
-        let mut partial = self.alloc(2 * plan.blocks as usize)?;
+        let mut partial = self.alloc_f64(plan.blocks as usize)?;
         // Without weights the kernel does not read any (has_weight 0); `x` stands in.
         call_kernel!(
             self,

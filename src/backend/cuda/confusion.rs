@@ -10,14 +10,6 @@ use crate::metrics::Confusion;
 use crate::tensor_ops::confusion::MAX_REGIONS;
 use crate::tensor_ops::confusion::{ConfusionKernel, ConfusionSpec};
 
-/// u64 values stored as pairs of f32 bit patterns (low word first, little-endian device).
-fn words_to_u64(words: &[f32]) -> Vec<u64> {
-    words
-        .chunks_exact(2)
-        .map(|w| u64::from(w[0].to_bits()) | u64::from(w[1].to_bits()) << 32)
-        .collect()
-}
-
 impl ConfusionKernel for Cuda {
     fn region_confusion(
         &self,
@@ -50,7 +42,7 @@ impl ConfusionKernel for Cuda {
                     [&p, logits.block(), labels.block(), block.block_mut()]
                 )?;
             }
-            counts.extend(words_to_u64(&self.download(&block)?));
+            counts.extend(self.download_pod::<u64>(&block)?);
         }
         Ok(counts
             .chunks_exact(3)

@@ -220,6 +220,17 @@ impl Cuda {
         self.inner.pool.alloc(len)
     }
 
+    /// `len` 8-byte values (f64 partials, u64 counts) of scratch, as a pool block of
+    /// 2 * len f32 (blocks are whole device allocations, so 8-byte aligned).
+    pub(super) fn alloc_f64(&self, len: usize) -> Result<CudaStorage> {
+        self.alloc(2 * len)
+    }
+
+    /// A block of 8-byte values (see `alloc_f64`) read back as `T` (f64 or u64).
+    pub(super) fn download_pod<T: bytemuck::Pod>(&self, storage: &CudaStorage) -> Result<Vec<T>> {
+        Ok(bytemuck::pod_collect_to_vec(&self.download(storage)?))
+    }
+
     /// The kernel `name` of module `module` (kernels/<module>.cu), loaded once.
     pub(super) fn function(
         &self,

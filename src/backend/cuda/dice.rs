@@ -25,8 +25,7 @@ impl DiceSumsKernel for Cuda {
             return Ok(out);
         }
         let plan = self.dice_plan(shape)?;
-        // f64 partials in an f32 pool block of twice the length.
-        let mut partial = self.alloc(2 * plan.partial_len())?;
+        let mut partial = self.alloc_f64(plan.partial_len())?;
         call_kernel!(
             self,
             "dice",

@@ -24,8 +24,7 @@ impl NormKernel for Cuda {
         p.validate()?;
         p.check_len("x", x.len(), p.numel())?;
         let plan = self.norm_plan(p, false, false);
-        // f64 partials in an f32 pool block of twice the length.
-        let mut partial = self.alloc(2 * plan.partial_len())?;
+        let mut partial = self.alloc_f64(plan.partial_len())?;
         call_kernel!(
             self,
             "norm",
@@ -120,7 +119,7 @@ impl NormKernel for Cuda {
         let affine = needs[1] || needs[2];
         // Pass 1, per column: sum dz and sum dz (x - mean).
         let partial = if !p.fixed_stats || affine {
-            let mut partial = self.alloc(2 * plan.partial_len())?;
+            let mut partial = self.alloc_f64(plan.partial_len())?;
             call_kernel!(
                 self,
                 "norm",

@@ -42,12 +42,6 @@ impl Cuda {
         Ok(())
     }
 
-    /// `len` f64 values of scratch, as a pool block of 2 * len f32 (blocks are whole
-    /// device allocations, so 8-byte aligned).
-    fn alloc_f64(&self, len: usize) -> Result<CudaStorage> {
-        self.alloc(2 * len)
-    }
-
     /// out[i] = `crate::rng::uniform_at(seed, stream, offset + i)`, bit for bit.
     pub fn uniform(&self, seed: u64, stream: u32, offset: u64, len: usize) -> Result<CudaStorage> {
         let mut out = self.alloc(len)?;

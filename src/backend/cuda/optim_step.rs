@@ -112,8 +112,7 @@ impl OptimStepKernel for Cuda {
         }
         let p = table.params()?;
         let entries = self.upload_table(&table)?;
-        // f64 partials and total in f32 pool blocks of twice the length.
-        let mut partial = self.alloc(2 * p.chunks as usize)?;
+        let mut partial = self.alloc_f64(p.chunks as usize)?;
         call_kernel!(
             self,
             "optim_step",
@@ -121,7 +120,7 @@ impl OptimStepKernel for Cuda {
             &table.dims(),
             [&p, entries.block(), partial.block_mut()]
         )?;
-        let mut total = self.alloc(2)?;
+        let mut total = self.alloc_f64(1)?;
         call_kernel!(
             self,
             "optim_step",
@@ -129,8 +128,7 @@ impl OptimStepKernel for Cuda {
             &OptimTable::finish_dims(),
             [&p, partial.block(), total.block_mut()]
         )?;
-        let words = self.download(&total)?;
-        Ok(bytemuck::pod_read_unaligned(bytemuck::cast_slice(&words)))
+        Ok(self.download_pod::<f64>(&total)?[0])
     }
 
     fn scale_multi(&self, tensors: &mut [&mut CudaStorage], factor: f64) -> Result<()> {
