@@ -1,0 +1,320 @@
+// The parts of the tensor-core convolutions that do not depend on how a tile is multiplied,
+// shared by the mma.sync kernels (conv3d_pipe.cu, sm_80 and later) and the wgmma kernels
+// (conv3d_wgmma.cu, sm_90a): the precision policies, the k-major operand loaders of
+// forward and backward data, and the store of the accumulators.
+//
+// A tile type T gives: Prec (VxBf16 or VxTf32), Elem, THREADS, BM, BN, BK (elements of
+// one reduction step per row), ROW_CHUNKS (16-byte chunks of one step per row: BK /
+// PER_CHUNK), k_major_offset(r, c) (byte offset of chunk c of row r in a k-major tile),
+// and the accumulator shape WARPS_M, WARPS_N, WM, WN, MT = WM / 16, NT = WN / 8, with
+// warp w holding rows (w / WARPS_N) * WM .. and columns (w % WARPS_N) * WN .. in the
+// m16n8 accumulator layout of mma.h (wgmma's m64nN accumulators of a warpgroup are that
+// layout with WM = 16 per warp).
+//
+// T::KMajorLoop runs the reduction over k-major tiles: T::KMajorLoop::template run<T>(ld,
+// steps, acc), the loader ld issuing step s's copies with load(s, a_tile, b_tile) for
+// s = 0, 1, ... in order, begin() before the first barrier and ahead(i) after the copies
+// of iteration i.
+#pragma once
+#include "conv3d_common.h"
+#include "mma.h"
+
+// bf16 values as their bits.
+using VxBf16Bits = unsigned short;
+
+// ---------------------------------------------------------------------------------------
+// Precision policies
+
+// Eight f32 as one chunk of bf16, the first in the low half of the first word.
+__device__ __forceinline__ VxU4 vx_bf16_chunk(const float (&v)[8]) {
+    return VxU4{vx_bf16x2(v[0], v[1]), vx_bf16x2(v[2], v[3]), vx_bf16x2(v[4], v[5]),
+                vx_bf16x2(v[6], v[7])};
+}
+
+struct VxBf16 {
+    using Elem = VxBf16Bits;
+    static constexpr int PER_CHUNK = 8;  // elements per 16-byte chunk
+    static constexpr int MMA_K = 16;     // reduction of one mma (m16n8k16)
+    __device__ __forceinline__ static VxU4 chunk(const float (&v)[PER_CHUNK]) {
+        return vx_bf16_chunk(v);
+    }
+    __device__ __forceinline__ static void mma(float (&d)[4], const unsigned (&a)[4],
+                                               const unsigned (&b)[2]) {
+        vx_mma_bf16(d, a, b);
+    }
+};
+
+struct VxTf32 {
+    using Elem = unsigned;
+    static constexpr int PER_CHUNK = 4;
+    static constexpr int MMA_K = 8;  // m16n8k8
+    __device__ __forceinline__ static VxU4 chunk(const float (&v)[PER_CHUNK]) {
+        return VxU4{vx_tf32(v[0]), vx_tf32(v[1]), vx_tf32(v[2]), vx_tf32(v[3])};
+    }
+    __device__ __forceinline__ static void mma(float (&d)[4], const unsigned (&a)[4],
+                                               const unsigned (&b)[2]) {
+        vx_mma_tf32(d, a, b);
+    }
+};
+
+// Channels padded to whole 16-byte chunks.
+template <class P>
+__device__ __forceinline__ int vx_pad(int c) {
+    return (c + P::PER_CHUNK - 1) / P::PER_CHUNK * P::PER_CHUNK;
+}
+
+template <class T>
+using VxPipeAcc = float[T::MT][T::NT][4];
+
+// Writes the accumulators: GEMM row r (block-local `local`) goes to
+// out[out_row(local, r) * cols + col] (skipped when out_row < 0), plus bias[col] when there
+// is a bias.
+template <class T, class OutRow>
+__device__ __forceinline__ void vx_pipe_store(const VxPipeAcc<T>& acc, int rows, int cols,
+                                              OutRow out_row, const float* bias, float* out) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane >> 2, t = lane & 3;
+    const int local0 = (warp / T::WARPS_N) * T::WM;
+    const int col0 = blockIdx.y * T::BN + (warp % T::WARPS_N) * T::WN + 2 * t;
+#pragma unroll
+    for (int i = 0; i < T::MT; ++i) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int local = local0 + 16 * i + g + 8 * h;
+            const int r = blockIdx.x * T::BM + local;
+            if (r >= rows) continue;
+            const int o = out_row(local, r);
+            if (o < 0) continue;
+            float* dst = out + static_cast<size_t>(o) * cols;
+#pragma unroll
+            for (int j = 0; j < T::NT; ++j) {
+                const int c = col0 + 8 * j;
+                if (c >= cols) continue;
+                float v0 = acc[i][j][2 * h], v1 = acc[i][j][2 * h + 1];
+                const bool pair = c + 1 < cols;
+                if (bias) {
+                    v0 += bias[c];
+                    if (pair) v1 += bias[c + 1];
+                }
+                if (pair && cols % 2 == 0) {
+                    *reinterpret_cast<VxF2*>(dst + c) = VxF2{v0, v1};
+                } else {
+                    dst[c] = v0;
+                    if (pair) dst[c + 1] = v1;
+                }
+            }
+        }
+    }
+}
+
+// The next tap of a row-major (d, h, w) tap grid.
+__device__ __forceinline__ void vx_next_tap(int& z, int& y, int& x, int h, int w) {
+    if (++x == w) {
+        x = 0;
+        if (++y == h) {
+            y = 0;
+            ++z;
+        }
+    }
+}
+
+// The gathered (k-major) operand of forward and backward data: this thread copies chunk
+// column threadIdx.x % ROW_CHUNKS of ITERS rows of the tile, row r reading the packed volume `src`
+// (dims, `stride` elements per voxel) at its window corner plus `tap`, element `c0` of the
+// voxel; zeros outside the volume or past the reduction (!k_ok).
+template <class T, int ITERS, class E>
+__device__ __forceinline__ void vx_gather_rows(unsigned char* tile, const VxRow* rows,
+                                               const E* src, const int (&tap)[3],
+                                               const int (&dims)[3], int stride, int c0,
+                                               bool k_ok) {
+    const int c = threadIdx.x % T::ROW_CHUNKS;
+#pragma unroll
+    for (int j = 0; j < ITERS; ++j) {
+        const int r = threadIdx.x / T::ROW_CHUNKS + j * (T::THREADS / T::ROW_CHUNKS);
+        const VxRow row = rows[r];
+        const int z = row.z + tap[0], y = row.y + tap[1], x = row.x + tap[2];
+        const bool ok = k_ok && vx_inside(z, y, x, dims[0], dims[1], dims[2]);
+        const size_t voxel =
+            ok ? static_cast<size_t>(row.base + (z * dims[1] + y) * dims[2] + x) : 0;
+        vx_cp_async16(tile + T::k_major_offset(r, c), src + (ok ? voxel * stride + c0 : 0), ok);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Forward: A[m][(tap, ci)] = x at output voxel m's window, B[(tap, ci)][co] from w packed
+// [cout][tap][cin_p]. Each thread copies chunk column tid % ROW_CHUNKS of A_ITERS rows of A and
+// B_ITERS rows of B, so it follows one k position: k = tap * cin_p + ci.
+template <class T>
+struct VxPipeForward {
+    using P = typename T::Prec;
+    using E = typename T::Elem;
+    static constexpr int A_ITERS = T::BM * T::ROW_CHUNKS / T::THREADS;
+    static constexpr int B_ITERS = T::BN * T::ROW_CHUNKS / T::THREADS;
+    static constexpr int ROW_STEP = T::THREADS / T::ROW_CHUNKS;
+    static_assert(A_ITERS >= 1 && B_ITERS >= 1, "every thread copies");
+    struct Shared {
+        VxRow rows[T::BM];
+    };
+
+    const Conv3dParams& p;
+    const E* x;
+    const E* w;
+    Shared& s;
+    int cin_p, k_total, k_end;
+    int k, ci, kz, ky, kx;
+
+    __device__ __forceinline__ VxPipeForward(const Conv3dParams& params, const E* x_,
+                                             const E* w_, Shared& s_, int k_begin, int k_end_)
+        : p(params), x(x_), w(w_), s(s_), k_end(k_end_) {
+        cin_p = vx_pad<P>(p.cin);
+        k_total = p.k_d * p.k_h * p.k_w * cin_p;
+        k = k_begin + P::PER_CHUNK * (threadIdx.x % T::ROW_CHUNKS);
+        const int tap = k / cin_p;
+        ci = k - tap * cin_p;
+        vx_split3(tap, p.k_h, p.k_w, kz, ky, kx);
+    }
+
+    __device__ __forceinline__ void begin() {
+        const int m_total = p.n * p.out_d * p.out_h * p.out_w;
+        for (int i = threadIdx.x; i < T::BM; i += T::THREADS)
+            s.rows[i] = vx_forward_row(p, blockIdx.x * T::BM + i, m_total);
+    }
+
+    __device__ __forceinline__ void ahead(int) {}
+
+    __device__ __forceinline__ void load(int, unsigned char* a_tile, unsigned char* b_tile) {
+        const int c = threadIdx.x % T::ROW_CHUNKS;
+        const bool k_ok = k < k_end;
+        vx_gather_rows<T, A_ITERS>(a_tile, s.rows, x, {kz, ky, kx}, {p.in_d, p.in_h, p.in_w},
+                                   cin_p, ci, k_ok);
+#pragma unroll
+        for (int j = 0; j < B_ITERS; ++j) {
+            const int r = threadIdx.x / T::ROW_CHUNKS + j * ROW_STEP;
+            const int co = blockIdx.y * T::BN + r;
+            const bool ok = k_ok && co < p.cout;
+            const E* src = w + (ok ? static_cast<size_t>(co) * k_total + k : 0);
+            vx_cp_async16(b_tile + T::k_major_offset(r, c), src, ok);
+        }
+        k += T::BK;
+        ci += T::BK;
+        while (ci >= cin_p) {
+            ci -= cin_p;
+            vx_next_tap(kz, ky, kx, p.k_h, p.k_w);
+        }
+    }
+};
+
+template <class T>
+__device__ __forceinline__ void vx_pipe_forward(const Conv3dParams& p, const typename T::Elem* x,
+                                                const typename T::Elem* w, const float* bias,
+                                                float* y) {
+    __shared__ typename VxPipeForward<T>::Shared s;
+    const int k_total = p.k_d * p.k_h * p.k_w * vx_pad<typename T::Prec>(p.cin);
+    int k_begin, k_end;
+    vx_split_range(p, blockIdx.z, k_total, k_begin, k_end);
+    VxPipeForward<T> ld(p, x, w, s, k_begin, k_end);
+    VxPipeAcc<T> acc = {};
+    T::KMajorLoop::template run<T>(ld, (k_end - k_begin + T::BK - 1) / T::BK, acc);
+    const int rows = p.n * p.out_d * p.out_h * p.out_w;
+    vx_pipe_store<T>(
+        acc, rows, p.cout, [](int, int r) { return r; }, blockIdx.z == 0 ? bias : nullptr,
+        y + static_cast<size_t>(blockIdx.z) * rows * p.cout);
+}
+
+// ---------------------------------------------------------------------------------------
+// Backward data, one stride phase: A[v][(t, co)] = dy gathered at phase voxel v's window
+// (tap t of the phase), B[(t, co)][ci] from w packed [cin][tap][cout_p] at the kernel tap
+// of t. The thread follows k = t * cout_p + co as the forward does.
+template <class T>
+struct VxPipeBackwardData {
+    using P = typename T::Prec;
+    using E = typename T::Elem;
+    static constexpr int A_ITERS = T::BM * T::ROW_CHUNKS / T::THREADS;
+    static constexpr int B_ITERS = T::BN * T::ROW_CHUNKS / T::THREADS;
+    static constexpr int ROW_STEP = T::THREADS / T::ROW_CHUNKS;
+    static_assert(A_ITERS >= 1 && B_ITERS >= 1, "every thread copies");
+    struct Shared {
+        VxRow rows[T::BM];
+        int dx_voxel[T::BM];
+    };
+
+    const Conv3dParams& p;
+    const VxPhase& ph;
+    const E* dy;
+    const E* w;
+    Shared& s;
+    int cout_p, taps, k_end;
+    int k, co, tz = 0, ty = 0, tx = 0;
+
+    __device__ __forceinline__ VxPipeBackwardData(const Conv3dParams& params,
+                                                  const VxPhase& phase, const E* dy_,
+                                                  const E* w_, Shared& s_, int k_begin,
+                                                  int k_end_)
+        : p(params), ph(phase), dy(dy_), w(w_), s(s_), k_end(k_end_) {
+        cout_p = vx_pad<P>(p.cout);
+        taps = p.k_d * p.k_h * p.k_w;
+        k = k_begin + P::PER_CHUNK * (threadIdx.x % T::ROW_CHUNKS);
+        co = k;
+        // A phase without taps has no steps (and its zero sizes must not be divided by).
+        if (k < k_end) {
+            const int t = k / cout_p;
+            co = k - t * cout_p;
+            vx_split3(t, ph.taps[1], ph.taps[2], tz, ty, tx);
+        }
+    }
+
+    __device__ __forceinline__ void begin() {
+        const int m_total = vx_phase_rows(p, ph);
+        for (int i = threadIdx.x; i < T::BM; i += T::THREADS)
+            s.rows[i] = vx_phase_row(p, ph, blockIdx.x * T::BM + i, m_total, s.dx_voxel[i]);
+    }
+
+    __device__ __forceinline__ void ahead(int) {}
+
+    __device__ __forceinline__ void load(int, unsigned char* a_tile, unsigned char* b_tile) {
+        const int c = threadIdx.x % T::ROW_CHUNKS;
+        const bool k_ok = k < k_end;
+        vx_gather_rows<T, A_ITERS>(a_tile, s.rows, dy, {tz, ty, tx},
+                                   {p.out_d, p.out_h, p.out_w}, cout_p, co, k_ok);
+        const int tap = k_ok ? vx_phase_kernel_tap(p, ph, tz, ty, tx) : 0;
+#pragma unroll
+        for (int j = 0; j < B_ITERS; ++j) {
+            const int r = threadIdx.x / T::ROW_CHUNKS + j * ROW_STEP;
+            const int ci = blockIdx.y * T::BN + r;
+            const bool ok = k_ok && ci < p.cin;
+            const E* src = w + (ok ? (static_cast<size_t>(ci) * taps + tap) * cout_p + co : 0);
+            vx_cp_async16(b_tile + T::k_major_offset(r, c), src, ok);
+        }
+        k += T::BK;
+        co += T::BK;
+        while (co >= cout_p) {
+            co -= cout_p;
+            vx_next_tap(tz, ty, tx, ph.taps[1], ph.taps[2]);
+        }
+    }
+};
+
+// grid.z runs over (split, phase), phase fastest.
+template <class T>
+__device__ __forceinline__ void vx_pipe_backward_data(const Conv3dParams& p,
+                                                      const typename T::Elem* dy,
+                                                      const typename T::Elem* w,
+                                                      const float* bias, float* dx) {
+    __shared__ typename VxPipeBackwardData<T>::Shared s;
+    const int phases = p.stride_d * p.stride_h * p.stride_w;
+    const int split = blockIdx.z / phases;
+    const VxPhase ph = vx_phase(p, blockIdx.z % phases);
+    const int rows = vx_phase_rows(p, ph);
+    if (static_cast<int>(blockIdx.x) * T::BM >= rows) return;
+    const int k_total = ph.taps[0] * ph.taps[1] * ph.taps[2] * vx_pad<typename T::Prec>(p.cout);
+    int k_begin, k_end;
+    vx_split_range(p, split, k_total, k_begin, k_end);
+    VxPipeBackwardData<T> ld(p, ph, dy, w, s, k_begin, k_end);
+    VxPipeAcc<T> acc = {};
+    T::KMajorLoop::template run<T>(ld, (k_end - k_begin + T::BK - 1) / T::BK, acc);
+    const int voxels = p.n * p.in_d * p.in_h * p.in_w;
+    vx_pipe_store<T>(
+        acc, rows, p.cin, [&](int local, int) { return s.dx_voxel[local]; },
+        split == 0 ? bias : nullptr, dx + static_cast<size_t>(split) * voxels * p.cin);
+}
+
