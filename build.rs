@@ -2,7 +2,9 @@
 //!
 //! 1. With nvcc (from `NVCC`, `CUDA_HOME`/`CUDA_PATH`, `PATH`, the repository's `.cuda/`
 //!    (scripts/install-cuda-toolchain.sh) or /usr/local/cuda) every kernels/*.cu is
-//!    compiled to PTX for `VOXSEG_CUDA_ARCH` (default sm_80) into OUT_DIR, and
+//!    compiled to PTX for `VOXSEG_CUDA_ARCH` (default sm_80), or for the architecture its
+//!    first line names (`// voxseg-arch: sm_90a`: code for one GPU generation only), into
+//!    OUT_DIR, and
 //!    OUT_DIR/kernels_ptx.rs embeds it;
 //!    the cfg `voxseg_has_ptx` is set. Without nvcc, or when a kernel fails to compile, the
 //!    list is empty and a warning says why: the binary runs on the CPU only. With
@@ -92,9 +94,10 @@ fn build_ptx(manifest: &Path, out: &Path, kernels: &[PathBuf]) {
     for cu in kernels {
         let name = module_name(cu);
         let ptx = out.join(format!("{name}.ptx"));
+        let file_arch = arch_line(cu).unwrap_or_else(|| arch.clone());
         let mut cmd = Command::new(&nvcc);
         cmd.arg("--ptx")
-            .arg(format!("-arch={arch}"))
+            .arg(format!("-arch={file_arch}"))
             .arg("-std=c++17")
             .arg("-lineinfo")
             .arg("-I")
@@ -126,6 +129,23 @@ fn build_ptx(manifest: &Path, out: &Path, kernels: &[PathBuf]) {
     }
     write_ptx_table(out, &modules);
     println!("cargo:rustc-cfg=voxseg_has_ptx");
+}
+
+/// The architecture a kernel file's first line names (`// voxseg-arch: sm_90a`), if any.
+fn arch_line(cu: &Path) -> Option<String> {
+    let text =
+        fs::read_to_string(cu).unwrap_or_else(|e| panic!("cannot read {}: {e}", cu.display()));
+    let arch = text.lines().next()?.strip_prefix("// voxseg-arch:")?.trim();
+    if !arch
+        .strip_prefix("sm_")
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        panic!(
+            "{}: voxseg-arch must look like sm_90a, got {arch:?}",
+            cu.display()
+        );
+    }
+    Some(arch.to_string())
 }
 
 /// OUT_DIR/kernels_ptx.rs: `PTX_MODULES`, (module name, PTX text) per kernel file.

@@ -5,8 +5,10 @@
 # slow step cannot eat the lease. Results go to $OUT, at most 8 files: summary.txt (card,
 # steps, test results), tests.log, ours_<precision>.jsonl (fp32, tf32, bf16), ref.jsonl,
 # quickstart.log, errors.log. REF_CASES=none skips the reference and QUICKSTART=0 the
-# quickstart (a quick check: the parity tests and our own benchmarks).
-#   OURS="bf16:conv fp32:unet_step" REF_PRECISIONS=bf16 REF_CASES=conv scripts/gpu-session.sh
+# quickstart (a quick check: the parity tests and our own benchmarks). An OURS item
+# "<precision>+wgmma:<filter>" runs with the Hopper wgmma kernels (VOXSEG_WGMMA=1) into
+# ours_<precision>_wgmma.jsonl (mind the 8 files: drop a precision or the quickstart).
+#   OURS="bf16:conv bf16+wgmma:conv" REF_PRECISIONS=bf16 REF_CASES=conv scripts/gpu-session.sh
 set -u
 out="${OUT:-gpu-session-out}"
 mkdir -p "$out"
@@ -24,12 +26,16 @@ step() {
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$out/summary.txt" 2>&1
 for bin in gpu-bin/test-cuda_parity* gpu-bin/test-cuda_train; do
     t="$(basename "$bin")"
-    step 120 "${t#test-}" "$bin" --include-ignored >>"$out/tests.log" 2>&1
+    step 180 "${t#test-}" "$bin" --include-ignored >>"$out/tests.log" 2>&1
 done
 for item in $ours; do
-    p="${item%%:*}" filter="${item#*:}"
-    step 120 "bench $filter $p" gpu-bin/voxseg bench --device cuda --json --precision "$p" \
-        --filter "$filter" >>"$out/ours_$p.jsonl" 2>>"$out/errors.log"
+    p="${item%%:*}" filter="${item#*:}" wgmma=0 file="ours_${item%%:*}"
+    if [[ "$p" == *+wgmma ]]; then
+        p="${p%+wgmma}" wgmma=1 file="ours_${p}_wgmma"
+    fi
+    step 120 "bench $filter $p wgmma=$wgmma" env VOXSEG_WGMMA="$wgmma" gpu-bin/voxseg bench \
+        --device cuda --json --precision "$p" --filter "$filter" \
+        >>"$out/$file.jsonl" 2>>"$out/errors.log"
 done
 if [[ "$ref_cases" != none ]]; then
     step 240 "reference $ref_precisions $ref_cases" python3 scripts/bench_reference.py --json \

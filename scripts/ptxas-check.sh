@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Assembles every kernels/*.cu for one architecture (default sm_90, the H100) with
-# `ptxas -v`, prints registers, stack and spills per kernel, and fails if any kernel
-# spills registers to local memory. Usable in CI wherever nvcc is (no GPU needed).
+# Assembles every kernels/*.cu for one architecture (default sm_90, the H100), or for the
+# one its first line names (`// voxseg-arch: sm_90a`), with `ptxas -v`, prints registers,
+# stack and spills per kernel, and fails if any kernel spills registers to local memory
+# or if ptxas serialises wgmma instructions (its "wgmma.mma_async instructions are
+# serialized" advice: the tensor cores would then wait for every instruction). Usable in
+# CI wherever nvcc is (no GPU needed).
 #   scripts/ptxas-check.sh [sm_XX]
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,7 +22,8 @@ printf '%-28s %5s %6s %7s %7s\n' kernel regs stack spill_st spill_ld
 status=0
 for cu in "$repo"/kernels/*.cu; do
     name="$(basename "$cu" .cu)"
-    if ! "$nvcc" -cubin -arch="$arch" -std=c++17 -Xptxas -v "${includes[@]}" \
+    file_arch="$(head -n 1 "$cu" | sed -n 's|^// voxseg-arch: *||p')"
+    if ! "$nvcc" -cubin -arch="${file_arch:-$arch}" -std=c++17 -Xptxas -v "${includes[@]}" \
         -o "$work/$name.cubin" "$cu" 2>"$work/$name.log"; then
         cat "$work/$name.log" >&2
         exit 1
@@ -35,8 +39,12 @@ for cu in "$repo"/kernels/*.cu; do
             if (st + 0 > 0 || ld + 0 > 0) bad = 1
         }
         END { exit bad }' "$work/$name.log" || status=1
+    if grep -i "wgmma.*serializ" "$work/$name.log" >&2; then
+        echo "$name: ptxas serialises wgmma" >&2
+        status=1
+    fi
 done
 if [[ $status -ne 0 ]]; then
-    echo "register spills found for $arch" >&2
+    echo "register spills or serialised wgmma found for $arch" >&2
 fi
 exit $status

@@ -104,10 +104,10 @@ fn check_pass(
     g: &ConvGeometry,
     pass: ConvPass,
     precision: ConvPrecision,
-    target_blocks: u32,
+    target: ConvTarget,
     rng: &mut Rng,
 ) -> Ran {
-    let plan = ConvPlan::new(g, pass, precision, target_blocks).unwrap();
+    let plan = ConvPlan::new(g, pass, precision, target).unwrap();
     let (na, nb, nbias) = plan.operand_lens();
     let a = random(rng, na, -1.0, 1.0);
     let b = random(rng, nb, -1.0, 1.0);
@@ -178,6 +178,11 @@ fn tile_constants_match_params_conv_h() {
         ("VX_CONV_PIPE_STEP_BYTES", CONV_PIPE_STEP_BYTES),
         ("VX_CONV_PIPE_NARROW_THREADS", CONV_PIPE_NARROW_THREADS),
         ("VX_CONV_PIPE_STAGES", CONV_PIPE_STAGES),
+        ("VX_CONV_WGMMA_THREADS", CONV_WGMMA_THREADS),
+        ("VX_CONV_WGMMA_STEP_BYTES", CONV_WGMMA_STEP_BYTES),
+        ("VX_CONV_WGMMA_STAGES_N128", CONV_WGMMA_STAGES_N128),
+        ("VX_CONV_WGMMA_STAGES_N64", CONV_WGMMA_STAGES_N64),
+        ("VX_CONV_WGMMA_ALIGN", CONV_WGMMA_ALIGN),
     ] {
         assert_eq!(emu::launch_constant(name), Some(value), "{name}");
     }
@@ -450,6 +455,34 @@ fn rounding_is_tf32_nearest_away_and_bf16_nearest_even() {
     assert_eq!(f32::from_bits(tf32[6]), f32::INFINITY, "f32::MAX rounds up");
 }
 
+/// A (64 x k) B (128 x k)^T of the inputs rounded as `precision` rounds, in f64.
+fn wgmma_reference(precision: ConvPrecision, a: &[f32], b: &[f32], k: usize) -> Vec<f64> {
+    let round = rounder(precision);
+    let mut out = vec![0.0; 64 * 128];
+    for row in 0..64 {
+        for col in 0..128 {
+            out[row * 128 + col] = (0..k)
+                .map(|i| round(a[row * k + i]) as f64 * round(b[col * k + i]) as f64)
+                .sum();
+        }
+    }
+    out
+}
+
+#[test]
+fn wgmma_reads_swizzled_tiles_and_writes_the_accumulator_layout() {
+    let mut rng = Rng::new(85);
+    for (precision, k) in [(ConvPrecision::Tf32, 8), (ConvPrecision::Bf16, 16)] {
+        let a = random(&mut rng, 64 * k, -1.0, 1.0);
+        let b = random(&mut rng, 128 * k, -1.0, 1.0);
+        let mut out = poisoned(64 * 128);
+        emu_conv::wgmma_probe(precision, &a, &b, &mut out).unwrap();
+        let out = written(&out, 64 * 128);
+        let e = max_rel(out, &wgmma_reference(precision, &a, &b, k));
+        assert!(e < 1e-6, "{precision}: max relative error {e:e}");
+    }
+}
+
 #[test]
 fn mma_fragments_follow_the_ptx_layouts() {
     let mut rng = Rng::new(71);
@@ -495,7 +528,7 @@ fn small_odd_shapes_on_every_precision() {
     for g in &shapes {
         for pass in PASSES {
             for precision in ConvPrecision::ALL {
-                let ran = check_pass(g, pass, precision, 8, &mut rng);
+                let ran = check_pass(g, pass, precision, ConvTarget::new(8), &mut rng);
                 assert_eq!(ran.kernel.precision, precision);
             }
         }
@@ -512,7 +545,7 @@ fn phases_that_no_tap_reaches_get_only_the_bias() {
     for precision in ConvPrecision::ALL {
         for g in [&odd, &quad] {
             for pass in PASSES {
-                check_pass(g, pass, precision, 8, &mut rng);
+                check_pass(g, pass, precision, ConvTarget::new(8), &mut rng);
             }
         }
     }
@@ -529,7 +562,7 @@ fn heads_and_tiny_reductions_use_the_narrow_and_shallow_tiles() {
     for g in [&head, &thin] {
         for pass in PASSES {
             tiles.push(
-                check_pass(g, pass, ConvPrecision::F32, 8, &mut rng)
+                check_pass(g, pass, ConvPrecision::F32, ConvTarget::new(8), &mut rng)
                     .kernel
                     .tile,
             );
@@ -564,7 +597,7 @@ fn transposed_convolutions_with_bias() {
         // forward, its weight gradient backward weights.
         for pass in PASSES {
             for precision in ConvPrecision::ALL {
-                check_pass(g, pass, precision, 8, &mut rng);
+                check_pass(g, pass, precision, ConvTarget::new(8), &mut rng);
             }
         }
     }
@@ -583,7 +616,7 @@ fn tensor_core_kernels_on_both_tiles() {
     for g in &cases {
         for pass in PASSES {
             for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
-                let ran = check_pass(g, pass, precision, 8, &mut rng);
+                let ran = check_pass(g, pass, precision, ConvTarget::new(8), &mut rng);
                 assert_eq!(ran.kernel.precision, precision);
                 tiles.insert(ran.kernel.tile);
             }
@@ -616,7 +649,7 @@ fn split_reductions_sum_their_partials() {
             (&wide, ConvPass::BackwardWeight),
             (&phased, ConvPass::BackwardData),
         ] {
-            let ran = check_pass(g, pass, precision, 64, &mut rng);
+            let ran = check_pass(g, pass, precision, ConvTarget::new(64), &mut rng);
             assert!(ran.splits > 1, "{pass:?} {precision}: one split");
             assert_eq!(ran.kernel.precision, precision);
         }
@@ -646,14 +679,18 @@ fn random_geometries_match_the_cpu_backend() {
         let precision = ConvPrecision::ALL[case % 3];
         let target = [1, 8, 64][case % 3];
         for pass in PASSES {
-            check_pass(&g, pass, precision, target, &mut rng);
+            check_pass(&g, pass, precision, ConvTarget::new(target), &mut rng);
         }
     }
 }
 
-/// Every pass of geometries with channels the packs pad, at `precision`, until every
-/// (pass, tile) pair has run.
-fn padded_channels_every_kernel_shape_and_tile(precision: ConvPrecision, rng: &mut Rng) {
+/// Every pass of geometries with channels the packs pad, at `precision`, with or without
+/// the wgmma kernels, until every (pass, tile) pair of the target has run.
+fn padded_channels_every_kernel_shape_and_tile(
+    precision: ConvPrecision,
+    wgmma: bool,
+    rng: &mut Rng,
+) {
     let k2s2 = ConvTranspose3dSpec {
         stride: [2; 3],
         padding: [[0, 0]; 3],
@@ -679,13 +716,19 @@ fn padded_channels_every_kernel_shape_and_tile(precision: ConvPrecision, rng: &m
     let mut kernels = std::collections::HashSet::new();
     for g in &cases {
         for pass in PASSES {
-            let ran = check_pass(g, pass, precision, 8, rng);
+            let target = ConvTarget::new(8).with_wgmma(wgmma);
+            let ran = check_pass(g, pass, precision, target, rng);
             assert_eq!(ran.kernel.precision, precision);
             kernels.insert((pass, ran.kernel.tile));
         }
     }
     for pass in PASSES {
-        for tile in [ConvTile::TcN32, ConvTile::TcN64, ConvTile::TcN128] {
+        let wide = if wgmma && pass != ConvPass::BackwardWeight {
+            [ConvTile::WgN64, ConvTile::WgN128]
+        } else {
+            [ConvTile::TcN64, ConvTile::TcN128]
+        };
+        for tile in [ConvTile::TcN32, wide[0], wide[1]] {
             assert!(
                 kernels.contains(&(pass, tile)),
                 "{precision} {pass:?} {tile:?} not exercised"
@@ -696,10 +739,20 @@ fn padded_channels_every_kernel_shape_and_tile(precision: ConvPrecision, rng: &m
 
 #[test]
 fn tf32_kernels_on_padded_channels_every_kernel_shape_and_tile() {
-    padded_channels_every_kernel_shape_and_tile(ConvPrecision::Tf32, &mut Rng::new(82));
+    padded_channels_every_kernel_shape_and_tile(ConvPrecision::Tf32, false, &mut Rng::new(82));
+}
+
+#[test]
+fn tf32_wgmma_kernels_on_padded_channels_every_kernel_shape_and_tile() {
+    padded_channels_every_kernel_shape_and_tile(ConvPrecision::Tf32, true, &mut Rng::new(84));
+}
+
+#[test]
+fn bf16_wgmma_kernels_on_padded_channels_every_kernel_shape_and_tile() {
+    padded_channels_every_kernel_shape_and_tile(ConvPrecision::Bf16, true, &mut Rng::new(83));
 }
 
 #[test]
 fn bf16_kernels_on_padded_channels_every_kernel_shape_and_tile() {
-    padded_channels_every_kernel_shape_and_tile(ConvPrecision::Bf16, &mut Rng::new(81));
+    padded_channels_every_kernel_shape_and_tile(ConvPrecision::Bf16, false, &mut Rng::new(81));
 }

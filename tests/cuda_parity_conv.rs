@@ -90,10 +90,10 @@ fn convolutions_match_cpu_at_every_precision() {
     let gpu = device();
     let previous = gpu.conv_precision().unwrap();
     for precision in ConvPrecision::ALL {
-        gpu.set_conv_precision(precision);
+        gpu.set_conv_precision(precision).unwrap();
         check_every_pass(&gpu, &geometries());
     }
-    gpu.set_conv_precision(previous);
+    gpu.set_conv_precision(previous).unwrap();
 }
 
 /// Every pass of every geometry at the device's current precision against the CPU
@@ -181,12 +181,27 @@ fn tensor_core_convolutions_on_padded_channels_match_cpu() {
     let _serial = serial();
     let gpu = device();
     let previous = gpu.conv_precision().unwrap();
+    for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
+        gpu.set_conv_precision(precision).unwrap();
+        for g in &padded_cases() {
+            for pass in PASSES {
+                let plan = gpu.conv_plan(g, pass).unwrap();
+                assert_eq!(plan.kernel.precision, precision, "{plan:?}");
+            }
+        }
+        check_every_pass(&gpu, &padded_cases());
+    }
+    gpu.set_conv_precision(previous).unwrap();
+}
+
+/// The geometries of `tensor_core_convolutions_on_padded_channels_match_cpu`.
+fn padded_cases() -> Vec<ConvGeometry> {
     let k2s2 = ConvTranspose3dSpec {
         stride: [2; 3],
         padding: [[0, 0]; 3],
         output_padding: [0; 3],
     };
-    let cases = [
+    vec![
         same([2, 20, 18, 16, 4], [3, 3, 3, 4, 36], 1),
         same([2, 16, 15, 17, 12], [3, 1, 1, 12, 72], 1),
         same([2, 13, 12, 14, 40], [3, 3, 3, 40, 3], 2),
@@ -195,18 +210,64 @@ fn tensor_core_convolutions_on_padded_channels_match_cpu() {
         transposed([2, 8, 7, 9, 64], [2, 2, 2, 36, 64], k2s2),
         same([1, 6, 6, 6, 64], [3, 3, 3, 64, 256], 1),
         same([2, 14, 13, 15, 5], [3, 3, 3, 5, 7], 1),
-    ];
+    ]
+}
+
+/// The Hopper wgmma kernels (forward and backward data on 64- and 128-wide tiles) on the
+/// padded-channel cases, a strided downsampling and a deep layer whose reductions split;
+/// fails on a device that cannot run them (every GPU this project is lent is an H100 or
+/// H200).
+#[test]
+#[ignore = "needs a CUDA device"]
+fn wgmma_convolutions_match_cpu() {
+    let _serial = serial();
+    let gpu = device();
+    let previous = (gpu.conv_precision().unwrap(), gpu.wgmma().unwrap());
+    gpu.set_wgmma(true).unwrap();
+    let mut cases = padded_cases();
+    cases.extend([
+        conv([2, 17, 16, 15, 32], [3, 3, 3, 32, 64], 2, 1),
+        conv([2, 4, 4, 4, 320], [3, 3, 3, 320, 320], 1, 1),
+    ]);
     for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
-        gpu.set_conv_precision(precision);
-        for g in &cases {
-            for pass in PASSES {
-                let plan = gpu.conv_plan(g, pass).unwrap();
-                assert_eq!(plan.kernel.precision, precision, "{plan:?}");
-            }
-        }
+        gpu.set_conv_precision(precision).unwrap();
+        let wgmma_plans = cases
+            .iter()
+            .flat_map(|g| PASSES.map(|pass| gpu.conv_plan(g, pass).unwrap()))
+            .filter(|plan| plan.kernel.module() == "conv3d_wgmma")
+            .count();
+        assert!(wgmma_plans >= 8, "{precision}: {wgmma_plans} wgmma plans");
         check_every_pass(&gpu, &cases);
     }
-    gpu.set_conv_precision(previous);
+    gpu.set_conv_precision(previous.0).unwrap();
+    gpu.set_wgmma(previous.1).unwrap();
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn wgmma_matches_the_harness_twin() {
+    let gpu = device();
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    for (precision, k) in [(ConvPrecision::Tf32, 8), (ConvPrecision::Bf16, 16)] {
+        for _ in 0..5 {
+            let a = random(&mut rng, 64 * k, -1.0, 1.0);
+            let b = random(&mut rng, 128 * k, -1.0, 1.0);
+            let got = gpu.wgmma_probe(precision, &a, &b).unwrap();
+            let mut want = vec![f32::NAN; 64 * 128];
+            emu_conv::wgmma_probe(precision, &a, &b, &mut want).unwrap();
+            for i in 0..64 * 128 {
+                assert!(
+                    (got[i] - want[i]).abs() <= 1e-5 * want[i].abs().max(1.0),
+                    "{precision} D[{}][{}]: device {} twin {} (seed {seed})",
+                    i / 128,
+                    i % 128,
+                    got[i],
+                    want[i]
+                );
+            }
+        }
+    }
 }
 
 /// TF32 and BF16 pack their operands into pool buffers: once every size has been seen,
@@ -233,7 +294,7 @@ fn tensor_core_passes_allocate_nothing_new_after_the_first() {
         drop(gpu.conv3d_backward_weight(&x, &dy, &g).unwrap());
     };
     for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
-        gpu.set_conv_precision(precision);
+        gpu.set_conv_precision(precision).unwrap();
         passes();
         let before = gpu.pool_stats().device_allocations;
         for _ in 0..3 {
@@ -246,7 +307,7 @@ fn tensor_core_passes_allocate_nothing_new_after_the_first() {
             "{precision}: device allocations after the first passes"
         );
     }
-    gpu.set_conv_precision(previous);
+    gpu.set_conv_precision(previous).unwrap();
 }
 
 #[test]

@@ -233,3 +233,7 @@ void emu_warp_exchange(const void* value, void* out, unsigned bytes, unsigned ma
 }
 
 void* emu_dynamic_shared() { return active->dynamic_shared.data(); }
+
+size_t emu_dynamic_shared_bytes() { return active->dynamic_shared.size(); }
+
+void emu_fail(const char* msg) { fail(msg); }

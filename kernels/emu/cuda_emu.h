@@ -107,6 +107,10 @@ void emu_sync_warp();
 // Posts `bytes` of `value` for this lane, then copies lane `src_lane`'s value to `out`.
 void emu_warp_exchange(const void* value, void* out, unsigned bytes, unsigned mask, int src_lane);
 void* emu_dynamic_shared();
+size_t emu_dynamic_shared_bytes();
+// Fails the running launch with `msg` (for emulated instructions given what they cannot
+// model); the thread goes on, and the launch returns -1 when it ends.
+void emu_fail(const char* msg);
 
 inline void __syncthreads() { emu_sync_block(); }
 inline void __syncwarp(unsigned = 0xffffffffu) { emu_sync_warp(); }

@@ -252,5 +252,10 @@ extern "C" long long vx_launch_constant(const char* name) {
     if (!std::strcmp(name, "VX_CONV_PIPE_STEP_BYTES")) return VX_CONV_PIPE_STEP_BYTES;
     if (!std::strcmp(name, "VX_CONV_PIPE_NARROW_THREADS")) return VX_CONV_PIPE_NARROW_THREADS;
     if (!std::strcmp(name, "VX_CONV_PIPE_STAGES")) return VX_CONV_PIPE_STAGES;
+    if (!std::strcmp(name, "VX_CONV_WGMMA_THREADS")) return VX_CONV_WGMMA_THREADS;
+    if (!std::strcmp(name, "VX_CONV_WGMMA_STEP_BYTES")) return VX_CONV_WGMMA_STEP_BYTES;
+    if (!std::strcmp(name, "VX_CONV_WGMMA_STAGES_N128")) return VX_CONV_WGMMA_STAGES_N128;
+    if (!std::strcmp(name, "VX_CONV_WGMMA_STAGES_N64")) return VX_CONV_WGMMA_STAGES_N64;
+    if (!std::strcmp(name, "VX_CONV_WGMMA_ALIGN")) return VX_CONV_WGMMA_ALIGN;
     return -1;
 }

@@ -5,10 +5,16 @@
 //! naming the kernel; buffer lengths are checked as the CPU backend checks them.
 //!
 //! The arithmetic is chosen per device with [`Cuda::set_conv_precision`], initially from
-//! `VOXSEG_CONV_PRECISION` (f32, tf32 or bf16; f32 when unset).
-use super::conv_plan::{ConvPack, ConvPass, ConvPlan, ConvPrecision};
+//! `VOXSEG_CONV_PRECISION` (f32, tf32 or bf16; f32 when unset). On compute capability 9.0
+//! (H100, H200) the sm_90a wgmma kernels can run forward and backward data at TF32/BF16:
+//! [`Cuda::set_wgmma`], initially `VOXSEG_WGMMA=1` (off when unset, until they have passed
+//! the parity tests on a GPU).
+use super::conv_plan::{
+    ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, WGMMA_PROBE_SHARED_BYTES,
+};
 use super::device::{driver_error, Cuda, CudaStorage};
 use super::params::LaunchDims;
+use super::ptx::PTX_MODULES;
 use crate::backend::BackendBase;
 use crate::error::{check_len, Error, Result};
 use crate::tensor_ops::conv::{Conv3dKernel, ConvGeometry};
@@ -18,13 +24,38 @@ use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 
-/// The precision of each device ordinal (every `Cuda` of one ordinal shares a device).
-fn precisions() -> std::sync::MutexGuard<'static, HashMap<usize, ConvPrecision>> {
-    static PRECISIONS: OnceLock<Mutex<HashMap<usize, ConvPrecision>>> = OnceLock::new();
-    PRECISIONS
+/// The environment variable that turns the wgmma kernels on (`1` or `on`) or off.
+pub const WGMMA_ENV: &str = "VOXSEG_WGMMA";
+
+/// A device's convolution settings (every `Cuda` of one ordinal shares a device).
+#[derive(Clone, Copy)]
+struct ConvSettings {
+    precision: ConvPrecision,
+    wgmma: bool,
+}
+
+fn settings() -> std::sync::MutexGuard<'static, HashMap<usize, ConvSettings>> {
+    static SETTINGS: OnceLock<Mutex<HashMap<usize, ConvSettings>>> = OnceLock::new();
+    SETTINGS
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner())
+}
+
+/// `VOXSEG_WGMMA`: Some(true) for 1/on, Some(false) for 0/off, None when unset.
+fn wgmma_from_env() -> Result<Option<bool>> {
+    match std::env::var(WGMMA_ENV) {
+        Ok(v) => match v.to_ascii_lowercase().as_str() {
+            "1" | "on" => Ok(Some(true)),
+            "0" | "off" => Ok(Some(false)),
+            _ => Err(Error::config(
+                WGMMA_ENV,
+                format!("{v:?} is not one of 1, on, 0, off"),
+            )),
+        },
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(e) => Err(Error::config(WGMMA_ENV, e.to_string())),
+    }
 }
 
 /// Lets `f` (kernel `name` on device `ordinal`) use `bytes` of dynamic shared memory, once
@@ -60,18 +91,72 @@ impl Cuda {
     /// The arithmetic of this device's convolutions: what `set_conv_precision` set, else
     /// `VOXSEG_CONV_PRECISION`, else f32. Fails when the variable names no precision.
     pub fn conv_precision(&self) -> Result<ConvPrecision> {
-        let mut map = precisions();
-        if let Some(p) = map.get(&self.ordinal()) {
-            return Ok(*p);
-        }
-        let p = ConvPrecision::from_env()?.unwrap_or_default();
-        map.insert(self.ordinal(), p);
-        Ok(p)
+        Ok(self.conv_settings()?.precision)
     }
 
     /// Sets the arithmetic of this device's convolutions (every `Cuda` of this ordinal).
-    pub fn set_conv_precision(&self, precision: ConvPrecision) {
-        precisions().insert(self.ordinal(), precision);
+    pub fn set_conv_precision(&self, precision: ConvPrecision) -> Result<()> {
+        let s = self.conv_settings()?;
+        settings().insert(self.ordinal(), ConvSettings { precision, ..s });
+        Ok(())
+    }
+
+    /// Whether the device can run the wgmma kernels: compute capability 9.0 (sm_90a code
+    /// runs on nothing else) and kernels/conv3d_wgmma.cu built.
+    pub fn supports_wgmma(&self) -> bool {
+        self.compute_capability() == (9, 0)
+            && PTX_MODULES.iter().any(|(name, _)| *name == "conv3d_wgmma")
+    }
+
+    /// Whether forward and backward data at TF32/BF16 run the wgmma kernels: what
+    /// `set_wgmma` set, else `VOXSEG_WGMMA` on a device that supports them, else off.
+    pub fn wgmma(&self) -> Result<bool> {
+        Ok(self.conv_settings()?.wgmma)
+    }
+
+    /// Turns the wgmma kernels on or off for this device; fails, naming the device, to turn
+    /// them on where they cannot run.
+    pub fn set_wgmma(&self, on: bool) -> Result<()> {
+        if on && !self.supports_wgmma() {
+            return Err(self.no_wgmma());
+        }
+        let s = self.conv_settings()?;
+        settings().insert(self.ordinal(), ConvSettings { wgmma: on, ..s });
+        Ok(())
+    }
+
+    fn no_wgmma(&self) -> Error {
+        let (major, minor) = self.compute_capability();
+        Error::config(
+            WGMMA_ENV,
+            format!(
+                "the wgmma kernels need compute capability 9.0 and a build with nvcc; {} is \
+                 {major}.{minor}{}",
+                self.device_name(),
+                if cfg!(voxseg_has_ptx) {
+                    ""
+                } else {
+                    " and this build has no PTX"
+                }
+            ),
+        )
+    }
+
+    /// This device's settings, initialised from the environment on first use.
+    fn conv_settings(&self) -> Result<ConvSettings> {
+        let mut map = settings();
+        if let Some(s) = map.get(&self.ordinal()) {
+            return Ok(*s);
+        }
+        let precision = ConvPrecision::from_env()?.unwrap_or_default();
+        let wgmma = match wgmma_from_env()? {
+            Some(true) if !self.supports_wgmma() => return Err(self.no_wgmma()),
+            Some(on) => on,
+            None => false,
+        };
+        let s = ConvSettings { precision, wgmma };
+        map.insert(self.ordinal(), s);
+        Ok(s)
     }
 
     /// Launches the plan's kernel on (a, b, bias) into `out` (workspace_len elements); on
@@ -124,7 +209,9 @@ impl Cuda {
 
     /// The plan this device runs `pass` of `g` with, at its current precision.
     pub fn conv_plan(&self, g: &ConvGeometry, pass: ConvPass) -> Result<ConvPlan> {
-        ConvPlan::new(g, pass, self.conv_precision()?, self.target_blocks())
+        let s = self.conv_settings()?;
+        let target = ConvTarget::new(self.target_blocks()).with_wgmma(s.wgmma);
+        ConvPlan::new(g, pass, s.precision, target)
     }
 
     /// One pass: the launch, then the sum of the partials when the reduction is split.
@@ -190,6 +277,41 @@ impl Cuda {
             .arg(out.block_mut());
         let dims = LaunchDims::linear([1, 1, 1], 32);
         // SAFETY: (a, b, c, out) as the kernel takes them, of the lengths checked above.
+        unsafe { args.launch(config(&dims)) }.map_err(|e| driver_error(name, e))?;
+        self.download(&out)
+    }
+
+    /// `out` (64 x 128) = `a` (64 x K) `b` (128 x K)^T through one wgmma from swizzled
+    /// shared tiles (kernels/conv3d_wgmma.cu's wgmma_probe), K = 16 for BF16 and 8 for
+    /// TF32, all row-major; the inputs are rounded by the kernel. Checks the descriptors,
+    /// the 128-byte swizzle and the accumulator layout against their emulated twins.
+    pub fn wgmma_probe(&self, precision: ConvPrecision, a: &[f32], b: &[f32]) -> Result<Vec<f32>> {
+        if !self.supports_wgmma() {
+            return Err(self.no_wgmma());
+        }
+        let (k, name) = match precision {
+            ConvPrecision::Tf32 => (8, "wgmma_probe_tf32"),
+            ConvPrecision::Bf16 => (16, "wgmma_probe_bf16"),
+            ConvPrecision::F32 => return Err(Error::config("wgmma_probe", "f32 has no wgmma")),
+        };
+        if a.len() != 64 * k || b.len() != 128 * k {
+            return Err(Error::shape(
+                "wgmma_probe",
+                format!("a {}, b {} elements for K = {k}", a.len(), b.len()),
+            ));
+        }
+        let (a, b) = (self.upload(a)?, self.upload(b)?);
+        let mut out = self.alloc(64 * 128)?;
+        let f = self.function("conv3d_wgmma", name)?;
+        let dims = LaunchDims {
+            shared_bytes: WGMMA_PROBE_SHARED_BYTES,
+            ..LaunchDims::linear([1, 1, 1], 128)
+        };
+        allow_shared(self.ordinal(), name, &f, dims.shared_bytes)?;
+        let mut args = self.stream().launch_builder(&f);
+        args.arg(a.block()).arg(b.block()).arg(out.block_mut());
+        // SAFETY: (a, b, out) as the kernel takes them, of the lengths checked above, with
+        // the shared memory it asks for.
         unsafe { args.launch(config(&dims)) }.map_err(|e| driver_error(name, e))?;
         self.download(&out)
     }

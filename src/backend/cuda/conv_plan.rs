@@ -12,6 +12,10 @@
 //!   K step of 4 instead of 16 when the reduction has at most 4 (tap, channel) pairs; the
 //!   tensor cores 128 x 32 up to 32 columns, 128 x 64 up to 64, else 128 x 128 unless
 //!   128 x 64 wastes fewer columns, with a K step of 64 bytes per row (32 bf16, 16 tf32).
+//! - Hopper (`ConvTarget::wgmma`): forward and backward data on 128 x 128 and 128 x 64
+//!   tiles run the sm_90a kernels of kernels/conv3d_wgmma.cu (two warpgroups, `wgmma` from
+//!   128-byte-swizzled shared tiles, a K step of 128 bytes per row) instead of mma.sync;
+//!   backward weights and 32-column tiles keep the mma.sync kernels.
 //! - Backward data runs one launch over all stride phases (grid.z), each phase a GEMM over
 //!   only the taps that reach its voxels.
 //! - Splits: when the tiles alone give fewer blocks than the device wants, the reduction is
@@ -44,6 +48,21 @@ pub const CONV_PIPE_STEP_BYTES: u32 = 64;
 pub const CONV_PIPE_NARROW_THREADS: u32 = 64;
 /// Stages of the tensor-core kernels' shared-memory ring (`VX_CONV_PIPE_STAGES`).
 pub const CONV_PIPE_STAGES: u32 = 4;
+/// Threads of the Hopper wgmma tiles (`VX_CONV_WGMMA_THREADS`): two warpgroups.
+pub const CONV_WGMMA_THREADS: u32 = 256;
+/// Bytes of reduction per tile row and K step of the wgmma kernels
+/// (`VX_CONV_WGMMA_STEP_BYTES`): one row of the 128-byte swizzle.
+pub const CONV_WGMMA_STEP_BYTES: u32 = 128;
+/// Stages of the wgmma kernels' ring for 128 and 64 columns (`VX_CONV_WGMMA_STAGES_N128`,
+/// `VX_CONV_WGMMA_STAGES_N64`).
+pub const CONV_WGMMA_STAGES_N128: u32 = 3;
+pub const CONV_WGMMA_STAGES_N64: u32 = 4;
+/// Dynamic shared memory the wgmma kernels reserve to start their ring at a 1024-byte
+/// boundary (`VX_CONV_WGMMA_ALIGN`).
+pub const CONV_WGMMA_ALIGN: u32 = 1024;
+/// Dynamic shared memory of the wgmma probe (kernels/conv3d_wgmma.cu): the alignment slack
+/// and tiles of 64 and 128 rows of 128 bytes.
+pub const WGMMA_PROBE_SHARED_BYTES: u32 = CONV_WGMMA_ALIGN + (64 + 128) * CONV_WGMMA_STEP_BYTES;
 /// Threads of a pack block.
 const PACK_THREADS: u32 = 256;
 
@@ -156,6 +175,10 @@ pub enum ConvTile {
     TcN64,
     /// Tensor cores, 128 x 32.
     TcN32,
+    /// Hopper wgmma, 128 x 128.
+    WgN128,
+    /// Hopper wgmma, 128 x 64.
+    WgN64,
 }
 
 /// A conv kernel: pass, arithmetic and tile.
@@ -169,19 +192,19 @@ pub struct ConvKernel {
 impl ConvKernel {
     /// The kernels/*.cu module (file stem) that holds the kernel.
     pub fn module(&self) -> &'static str {
-        match self.precision {
-            ConvPrecision::F32 => "conv3d",
-            ConvPrecision::Tf32 | ConvPrecision::Bf16 => "conv3d_pipe",
+        match (self.precision, self.tile) {
+            (ConvPrecision::F32, _) => "conv3d",
+            (_, ConvTile::WgN128 | ConvTile::WgN64) => "conv3d_wgmma",
+            _ => "conv3d_pipe",
         }
     }
 
     /// (rows, columns, K step) of the kernel's tile; the tensor cores' K step is 64 bytes
     /// of packed elements.
     pub fn shape(&self) -> (u32, u32, u32) {
-        let tc = |bn: u32| {
-            let bytes = self.precision.packed_bytes().unwrap_or(4) as u32;
-            (CONV_TC_BM, bn, CONV_PIPE_STEP_BYTES / bytes)
-        };
+        let bytes = self.precision.packed_bytes().unwrap_or(4) as u32;
+        let tc = |bn: u32| (CONV_TC_BM, bn, CONV_PIPE_STEP_BYTES / bytes);
+        let wg = |bn: u32| (CONV_TC_BM, bn, CONV_WGMMA_STEP_BYTES / bytes);
         match self.tile {
             ConvTile::Wide => (CONV_SIMT_BM, CONV_WIDE_BN, CONV_WIDE_BK),
             ConvTile::Narrow => (CONV_SIMT_BM, CONV_NARROW_BN, CONV_NARROW_BK),
@@ -189,6 +212,8 @@ impl ConvKernel {
             ConvTile::TcN128 => tc(128),
             ConvTile::TcN64 => tc(64),
             ConvTile::TcN32 => tc(32),
+            ConvTile::WgN128 => wg(128),
+            ConvTile::WgN64 => wg(64),
         }
     }
 
@@ -200,18 +225,24 @@ impl ConvKernel {
                 ConvPrecision::Tf32 | ConvPrecision::Bf16,
                 ConvTile::TcN32,
             ) => CONV_PIPE_NARROW_THREADS,
+            (_, _, ConvTile::WgN128 | ConvTile::WgN64) => CONV_WGMMA_THREADS,
             _ => CONV_THREADS,
         }
     }
 
-    /// Dynamic shared memory of a launch: the tensor-core kernels' ring of A and B tiles.
+    /// Dynamic shared memory of a launch: the tensor-core kernels' ring of A and B tiles
+    /// (for wgmma, plus the slack that aligns it).
     pub fn shared_bytes(&self) -> u32 {
-        match self.precision {
-            ConvPrecision::F32 => 0,
-            ConvPrecision::Tf32 | ConvPrecision::Bf16 => {
-                let (bm, bn, _) = self.shape();
-                CONV_PIPE_STAGES * (bm + bn) * CONV_PIPE_STEP_BYTES
+        let (bm, bn, _) = self.shape();
+        match (self.precision, self.tile) {
+            (ConvPrecision::F32, _) => 0,
+            (_, ConvTile::WgN128) => {
+                CONV_WGMMA_STAGES_N128 * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN
             }
+            (_, ConvTile::WgN64) => {
+                CONV_WGMMA_STAGES_N64 * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN
+            }
+            _ => CONV_PIPE_STAGES * (bm + bn) * CONV_PIPE_STEP_BYTES,
         }
     }
 
@@ -248,6 +279,14 @@ impl ConvKernel {
             (BackwardWeight, Bf16, TcN128) => "conv3d_bwd_weight_bf16_n128",
             (BackwardWeight, Bf16, TcN64) => "conv3d_bwd_weight_bf16_n64",
             (BackwardWeight, Bf16, TcN32) => "conv3d_bwd_weight_bf16_n32",
+            (Forward, Tf32, WgN128) => "conv3d_fwd_tf32_wg128",
+            (Forward, Tf32, WgN64) => "conv3d_fwd_tf32_wg64",
+            (Forward, Bf16, WgN128) => "conv3d_fwd_bf16_wg128",
+            (Forward, Bf16, WgN64) => "conv3d_fwd_bf16_wg64",
+            (BackwardData, Tf32, WgN128) => "conv3d_bwd_data_tf32_wg128",
+            (BackwardData, Tf32, WgN64) => "conv3d_bwd_data_tf32_wg64",
+            (BackwardData, Bf16, WgN128) => "conv3d_bwd_data_bf16_wg128",
+            (BackwardData, Bf16, WgN64) => "conv3d_bwd_data_bf16_wg64",
             _ => return None,
         })
     }
@@ -387,6 +426,29 @@ pub struct ConvPlan {
     pub packs: Option<[ConvPack; 2]>,
 }
 
+/// What a plan knows of its device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvTarget {
+    /// Blocks of `CONV_THREADS` that fill the device (splits aim at about this many).
+    pub blocks: u32,
+    /// The device runs the sm_90a wgmma kernels (kernels/conv3d_wgmma.cu).
+    pub wgmma: bool,
+}
+
+impl ConvTarget {
+    /// A device filled by `blocks` blocks, without wgmma.
+    pub fn new(blocks: u32) -> Self {
+        Self {
+            blocks,
+            wgmma: false,
+        }
+    }
+
+    pub fn with_wgmma(self, wgmma: bool) -> Self {
+        Self { wgmma, ..self }
+    }
+}
+
 /// The GEMM shape of a pass: rows, columns, the longest reduction, and how many grid.z
 /// slices run side by side before splitting (the stride phases of backward data).
 struct Gemm {
@@ -473,19 +535,25 @@ fn packs(
 }
 
 impl ConvPlan {
-    /// The plan for `pass` of the convolution `g` at `precision`, splitting the reduction
-    /// until about `target_blocks` blocks run.
+    /// The plan for `pass` of the convolution `g` at `precision` on `target`, splitting the
+    /// reduction until about `target.blocks` blocks run.
     pub fn new(
         g: &ConvGeometry,
         pass: ConvPass,
         precision: ConvPrecision,
-        target_blocks: u32,
+        target: ConvTarget,
     ) -> Result<Self> {
+        let target_blocks = target.blocks;
         let p = conv_params(g)?;
         let tensor_cores = precision != ConvPrecision::F32;
         let gm = gemm(&p, pass, precision.channel_multiple() as u64);
         let tile = if tensor_cores {
-            tc_tile(gm.cols)
+            match tc_tile(gm.cols) {
+                _ if !target.wgmma || pass == ConvPass::BackwardWeight => tc_tile(gm.cols),
+                ConvTile::TcN128 => ConvTile::WgN128,
+                ConvTile::TcN64 => ConvTile::WgN64,
+                narrow => narrow,
+            }
         } else if gm.cols <= CONV_NARROW_BN as u64 {
             ConvTile::Narrow
         } else if pass != ConvPass::BackwardWeight && gm.depth <= CONV_SHALLOW_BK as u64 {
@@ -626,7 +694,8 @@ mod tests {
             ] {
                 for precision in ConvPrecision::ALL {
                     for target in [1, 528] {
-                        let plan = ConvPlan::new(&g, pass, precision, target).unwrap();
+                        let plan =
+                            ConvPlan::new(&g, pass, precision, ConvTarget::new(target)).unwrap();
                         assert!(plan.kernel.name().is_some(), "{plan:?}");
                     }
                 }
@@ -637,7 +706,7 @@ mod tests {
     #[test]
     fn tiles_follow_the_channel_counts() {
         let pick = |x, w, pass, precision| {
-            ConvPlan::new(&conv(x, w, 1), pass, precision, 528)
+            ConvPlan::new(&conv(x, w, 1), pass, precision, ConvTarget::new(528))
                 .unwrap()
                 .kernel
         };
@@ -674,15 +743,73 @@ mod tests {
     }
 
     #[test]
+    fn wgmma_targets_run_forward_and_backward_data_on_wgmma_tiles() {
+        use ConvPass::*;
+        use ConvPrecision::*;
+        let hopper = ConvTarget::new(528).with_wgmma(true);
+        let plan =
+            |x, w, pass, precision| ConvPlan::new(&conv(x, w, 1), pass, precision, hopper).unwrap();
+        let fwd = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 256], Forward, Bf16);
+        assert_eq!(fwd.kernel.name(), Some("conv3d_fwd_bf16_wg128"));
+        assert_eq!(fwd.kernel.module(), "conv3d_wgmma");
+        assert_eq!(
+            fwd.kernel.shape(),
+            (128, 128, 64),
+            "128 bytes of bf16 per step"
+        );
+        assert_eq!((fwd.dims.block[0], fwd.kernel.threads()), (256, 256));
+        let data = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 40], BackwardData, Tf32);
+        assert_eq!(data.kernel.name(), Some("conv3d_bwd_data_tf32_wg64"));
+        assert_eq!(
+            data.kernel.shape(),
+            (128, 64, 32),
+            "128 bytes of tf32 per step"
+        );
+        // Backward weights, 32-column tiles and f32 keep their kernels.
+        let weight = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 256], BackwardWeight, Bf16);
+        assert_eq!(weight.kernel.tile, ConvTile::TcN128);
+        let narrow = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 20], Forward, Bf16);
+        assert_eq!(narrow.kernel.tile, ConvTile::TcN32);
+        let f32 = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 256], Forward, F32);
+        assert_eq!(f32.kernel.tile, ConvTile::Wide);
+        // Two blocks per SM: the ring, its alignment slack and the loaders' static tables
+        // (under 3 KiB) within an H100 SM's 228 KiB, each block within the 227 KiB opt-in.
+        for tile in [ConvTile::WgN128, ConvTile::WgN64] {
+            let k = ConvKernel {
+                pass: Forward,
+                precision: Bf16,
+                tile,
+            };
+            let bytes = k.shared_bytes();
+            assert_eq!(bytes % 1024, 0);
+            assert!(2 * (bytes + 3 * 1024) <= 228 * 1024, "{tile:?}: {bytes}");
+        }
+        // A split counts blocks of 256 threads: half as many fill the device.
+        let deep = plan([2, 4, 4, 4, 320], [3, 3, 3, 320, 320], Forward, Bf16);
+        let sync = ConvPlan::new(
+            &conv([2, 4, 4, 4, 320], [3, 3, 3, 320, 320], 1),
+            Forward,
+            Bf16,
+            ConvTarget::new(528),
+        )
+        .unwrap();
+        assert_eq!(deep.kernel.tile, ConvTile::WgN64);
+        assert!(
+            deep.splits() > 1 && deep.splits() <= sync.splits(),
+            "{deep:?}"
+        );
+    }
+
+    #[test]
     fn tensor_core_plans_pack_both_operands_and_pick_tiles_by_idle_columns() {
         use ConvPass::*;
         let pick = |cout| {
             let g = conv([1, 8, 8, 8, 4], [3, 3, 3, 4, cout], 1);
-            ConvPlan::new(&g, Forward, ConvPrecision::Bf16, 528).unwrap()
+            ConvPlan::new(&g, Forward, ConvPrecision::Bf16, ConvTarget::new(528)).unwrap()
         };
         let tf32 = |cout| {
             let g = conv([1, 8, 8, 8, 4], [3, 3, 3, 4, cout], 1);
-            ConvPlan::new(&g, Forward, ConvPrecision::Tf32, 528).unwrap()
+            ConvPlan::new(&g, Forward, ConvPrecision::Tf32, ConvTarget::new(528)).unwrap()
         };
         for (cout, tile) in [
             (3, ConvTile::TcN32),
@@ -721,11 +848,13 @@ mod tests {
         // Backward data packs dy and w as [cin][tap][cout_p]; backward weights x and dy,
         // its rows the padded (tap, channel) pairs.
         let g = conv([1, 8, 8, 8, 4], [3, 3, 3, 4, 12], 1);
-        let data = ConvPlan::new(&g, BackwardData, ConvPrecision::Bf16, 528).unwrap();
+        let data =
+            ConvPlan::new(&g, BackwardData, ConvPrecision::Bf16, ConvTarget::new(528)).unwrap();
         let [a, b] = data.packs.unwrap();
         assert_eq!(a.packed_len(), 512 * 16);
         assert_eq!((b.kind, b.packed_len()), (ConvPackKind::Rows, 4 * 27 * 16));
-        let weight = ConvPlan::new(&g, BackwardWeight, ConvPrecision::Bf16, 1).unwrap();
+        let weight =
+            ConvPlan::new(&g, BackwardWeight, ConvPrecision::Bf16, ConvTarget::new(1)).unwrap();
         assert_eq!(weight.dims.grid[0], (27u32 * 8).div_ceil(128));
         assert_eq!(weight.out_len, 27 * 4 * 12);
         // TF32 packs the same operands to 4-channel chunks: 4 input channels need no
@@ -737,17 +866,29 @@ mod tests {
             (36 * 27 * 4, "conv3d_pack_transposed_tf32")
         );
         let odd = conv([1, 8, 8, 8, 5], [3, 3, 3, 5, 7], 1);
-        let data = ConvPlan::new(&odd, BackwardData, ConvPrecision::Tf32, 528).unwrap();
+        let data = ConvPlan::new(
+            &odd,
+            BackwardData,
+            ConvPrecision::Tf32,
+            ConvTarget::new(528),
+        )
+        .unwrap();
         let [a, b] = data.packs.unwrap();
         assert_eq!(
             (a.packed_len(), a.name()),
             (512 * 8, "conv3d_pack_rows_tf32")
         );
         assert_eq!(b.packed_len(), 5 * 27 * 8);
-        let weight = ConvPlan::new(&odd, BackwardWeight, ConvPrecision::Tf32, 1).unwrap();
+        let weight = ConvPlan::new(
+            &odd,
+            BackwardWeight,
+            ConvPrecision::Tf32,
+            ConvTarget::new(1),
+        )
+        .unwrap();
         assert_eq!(weight.dims.grid[0], (27u32 * 8).div_ceil(128));
         // f32 packs nothing and needs no dynamic shared memory.
-        let f32 = ConvPlan::new(&g, Forward, ConvPrecision::F32, 528).unwrap();
+        let f32 = ConvPlan::new(&g, Forward, ConvPrecision::F32, ConvTarget::new(528)).unwrap();
         assert_eq!((f32.packs, f32.dims.shared_bytes), (None, 0));
         assert!(ConvPack::new(ConvPackKind::Rows, ConvPrecision::F32, [4, 1, 4], 1).is_err());
     }
@@ -764,7 +905,13 @@ mod tests {
             output_padding: [0; 3],
         };
         let g = ConvGeometry::conv_transpose3d(&x, &w, &spec).unwrap();
-        let plan = ConvPlan::new(&g, ConvPass::BackwardData, ConvPrecision::F32, 1).unwrap();
+        let plan = ConvPlan::new(
+            &g,
+            ConvPass::BackwardData,
+            ConvPrecision::F32,
+            ConvTarget::new(1),
+        )
+        .unwrap();
         assert_eq!(plan.dims.grid, [(2 * 8 * 8 * 8u32).div_ceil(64), 1, 8]);
         assert_eq!(plan.splits(), 1);
         assert_eq!(plan.out_len, 2 * 16 * 16 * 16 * 32);
@@ -777,7 +924,7 @@ mod tests {
         let g = conv([2, 4, 4, 4, 320], [3, 3, 3, 320, 320], 1);
         for precision in ConvPrecision::ALL {
             for pass in [ConvPass::Forward, ConvPass::BackwardData] {
-                let plan = ConvPlan::new(&g, pass, precision, 528).unwrap();
+                let plan = ConvPlan::new(&g, pass, precision, ConvTarget::new(528)).unwrap();
                 let (_, _, bk) = plan.kernel.shape();
                 let q = plan.params;
                 assert_eq!(q.split_len % bk as i32, 0, "{plan:?}");
@@ -798,11 +945,23 @@ mod tests {
         }
         // Weight gradients split the voxels; a large forward does not split at all.
         let big = conv([2, 64, 64, 64, 32], [3, 3, 3, 32, 32], 1);
-        let w = ConvPlan::new(&big, ConvPass::BackwardWeight, ConvPrecision::F32, 528).unwrap();
+        let w = ConvPlan::new(
+            &big,
+            ConvPass::BackwardWeight,
+            ConvPrecision::F32,
+            ConvTarget::new(528),
+        )
+        .unwrap();
         assert_eq!(w.params.split_len % CONV_WIDE_BK as i32, 0);
         assert!(w.splits() as u64 * w.params.split_len as u64 >= 2 * 64 * 64 * 64);
         assert_eq!(w.dims.grid, [14, 1, w.splits() as u32]);
-        let f = ConvPlan::new(&big, ConvPass::Forward, ConvPrecision::F32, 528).unwrap();
+        let f = ConvPlan::new(
+            &big,
+            ConvPass::Forward,
+            ConvPrecision::F32,
+            ConvTarget::new(528),
+        )
+        .unwrap();
         assert_eq!((f.splits(), f.partial_sum()), (1, None));
     }
 

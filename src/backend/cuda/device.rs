@@ -186,6 +186,10 @@ impl Cuda {
     pub fn ordinal(&self) -> usize {
         self.inner.ordinal
     }
+    /// (major, minor), e.g. (9, 0) for an H100.
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.inner.compute_capability
+    }
     /// False when `VOXSEG_POOL=off` disabled the cache.
     pub fn pool_caching(&self) -> bool {
         self.inner.pool.caching()

@@ -354,11 +354,12 @@ pub mod softmax;
 pub mod spatial;
 /// The sliding-window stitching (kernels/stitch.cu).
 pub mod stitch;
-/// The convolution kernels (kernels/conv3d.cu, conv3d_pipe.cu) and the tensor-core probes.
+/// The convolution kernels (kernels/conv3d.cu, conv3d_pipe.cu, conv3d_wgmma.cu) and the
+/// tensor-core probes.
 pub mod conv {
     use super::{need, status, EmuResult};
     use crate::backend::cuda::conv_plan::{
-        ConvPack, ConvPackKind, ConvPackParams, ConvPlan, ConvPrecision,
+        ConvPack, ConvPackKind, ConvPackParams, ConvPlan, ConvPrecision, WGMMA_PROBE_SHARED_BYTES,
     };
     use crate::backend::cuda::params::{Conv3dParams, LaunchDims};
     use std::ffi::{c_char, c_int, c_void, CString};
@@ -371,6 +372,27 @@ pub mod conv {
             a: *const f32,
             b: *const f32,
             bias: *const f32,
+            out: *mut f32,
+        ) -> c_int;
+        fn emu_conv3d_wgmma(
+            name: *const c_char,
+            d: *const LaunchDims,
+            p: Conv3dParams,
+            a: *const c_void,
+            b: *const c_void,
+            bias: *const f32,
+            out: *mut f32,
+        ) -> c_int;
+        fn emu_wgmma_probe_bf16(
+            d: *const LaunchDims,
+            a: *const f32,
+            b: *const f32,
+            out: *mut f32,
+        ) -> c_int;
+        fn emu_wgmma_probe_tf32(
+            d: *const LaunchDims,
+            a: *const f32,
+            b: *const f32,
             out: *mut f32,
         ) -> c_int;
         fn emu_conv3d_pipe(
@@ -550,6 +572,9 @@ pub mod conv {
         let code = unsafe {
             match plan.kernel.module() {
                 "conv3d" => emu_conv3d_f32(name_ptr, dims, p, a.cast(), b.cast(), bias, out_ptr),
+                "conv3d_wgmma" => {
+                    emu_conv3d_wgmma(name_ptr, dims, p, a.cast(), b.cast(), bias, out_ptr)
+                }
                 _ => emu_conv3d_pipe(name_ptr, dims, p, a.cast(), b.cast(), bias, out_ptr),
             }
         };
@@ -658,6 +683,34 @@ pub mod conv {
         // SAFETY: lengths checked above.
         status(unsafe { run(&d, a.as_ptr(), b.as_ptr(), c.as_ptr(), out.as_mut_ptr()) })
     }
+
+    /// `out` (64 x 128) = `a` (64 x K) `b` (128 x K)^T through one emulated wgmma from
+    /// swizzled shared tiles, K = 16 (BF16) or 8 (TF32), all row-major f32 (rounded by the
+    /// kernel); `Cuda::wgmma_probe` on a device.
+    pub fn wgmma_probe(
+        precision: ConvPrecision,
+        a: &[f32],
+        b: &[f32],
+        out: &mut [f32],
+    ) -> EmuResult {
+        let (k, run): (u64, WgmmaProbe) = match precision {
+            ConvPrecision::Tf32 => (8, emu_wgmma_probe_tf32),
+            ConvPrecision::Bf16 => (16, emu_wgmma_probe_bf16),
+            ConvPrecision::F32 => return Err("f32 has no wgmma".into()),
+        };
+        need("a", a.len(), 64 * k)?;
+        need("b", b.len(), 128 * k)?;
+        need("out", out.len(), 64 * 128)?;
+        let d = LaunchDims {
+            shared_bytes: WGMMA_PROBE_SHARED_BYTES,
+            ..LaunchDims::linear([1, 1, 1], 128)
+        };
+        // SAFETY: lengths checked above.
+        status(unsafe { run(&d, a.as_ptr(), b.as_ptr(), out.as_mut_ptr()) })
+    }
+
+    type WgmmaProbe =
+        unsafe extern "C" fn(*const LaunchDims, *const f32, *const f32, *mut f32) -> c_int;
 
     /// The conversion bits of each `x[i]` (`Cuda::tc_round_probe` on a device).
     pub fn tc_round_probe(x: &[f32], tf32: &mut [u32], bf16: &mut [u32]) -> EmuResult {

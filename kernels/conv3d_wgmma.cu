@@ -1,0 +1,226 @@
+// voxseg-arch: sm_90a
+// 3D convolution forward and backward data on Hopper's warpgroup tensor-core instructions
+// (wgmma, kernels/wgmma.h), in BF16 or TF32: the loaders, packed operands and store of the
+// mma.sync kernels (conv3d_pipe.h; packs from conv3d_pipe.cu), with tiles laid out for
+// wgmma. Built for sm_90a only (the first line tells build.rs and ptxas-check.sh), so it
+// loads on compute capability 9.0 devices and nowhere else.
+//
+// A block of two warpgroups computes a 128 x BN tile (BN = 128 or 64): warpgroup w rows
+// 64 w .. 64 w + 63, all BN columns, one wgmma per K step of 16 bf16 / 8 tf32, four per
+// reduction step of 128 bytes per row. Both tiles are k-major with rows of 128 bytes in
+// the 128-byte swizzle (chunk c of row r at chunk c ^ (r % 8)), in a ring of STAGES stages
+// that starts at a 1024-byte boundary of the shared window, filled by 16-byte cp.async
+// STAGES - 1 steps ahead. Per step: this thread's copies land (cp.async.wait_group), are
+// made visible to the tensor cores (fence.proxy.async) and to the block (barrier), the
+// next step's copies issue, then the wgmmas, which complete (wait_group 0) before the next
+// barrier lets any thread overwrite their stage.
+#include "conv3d_pipe.h"
+#include "wgmma.h"
+
+struct VxWgmmaKMajorLoop;
+
+template <class P, int BN_, int STAGES_>
+struct VxWgmmaTile {
+    using Prec = P;
+    using Elem = typename P::Elem;
+    using KMajorLoop = VxWgmmaKMajorLoop;
+    static constexpr int WARPGROUPS = 2;
+    static constexpr int THREADS = 128 * WARPGROUPS;
+    // The accumulators as conv3d_pipe.h stores them: each warp 16 rows of m16n8 tiles.
+    static constexpr int WARPS_M = 4 * WARPGROUPS, WARPS_N = 1, WM = 16, WN = BN_;
+    static constexpr int BM = WARPS_M * WM, BN = BN_;
+    static constexpr int MT = 1, NT = BN / 8;
+    static constexpr int ROW_BYTES = VX_CONV_WGMMA_STEP_BYTES;
+    static constexpr int ROW_CHUNKS = ROW_BYTES / 16;
+    static constexpr int BK = ROW_BYTES / static_cast<int>(sizeof(Elem));
+    static constexpr int K_STEPS = BK / P::MMA_K;  // wgmmas per step
+    static constexpr int STAGES = STAGES_;
+    // Two blocks per SM: 16 warps to hide the gathers' latency, at most 128 registers.
+    static constexpr int MIN_BLOCKS = 2;
+    static constexpr int A_BYTES = BM * ROW_BYTES, B_BYTES = BN * ROW_BYTES;
+    static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
+    static_assert(BM == VX_CONV_TC_BM && THREADS == VX_CONV_WGMMA_THREADS, "params_conv.h");
+    static_assert(ROW_BYTES == 128 && STAGE_BYTES % VX_WGMMA_ATOM_BYTES == 0 &&
+                      A_BYTES % VX_WGMMA_ATOM_BYTES == 0,
+                  "128-byte swizzle rows; every tile and warpgroup slice at an atom boundary");
+    static_assert(VX_CONV_WGMMA_ALIGN == VX_WGMMA_ATOM_BYTES, "params_conv.h");
+
+    // Chunk c of row r: the 128-byte swizzle, given that the tile starts at an atom.
+    __device__ __forceinline__ static int k_major_offset(int r, int c) {
+        return r * ROW_BYTES + ((c ^ (r & 7)) << 4);
+    }
+};
+
+template <class P>
+using VxWgmmaN128 = VxWgmmaTile<P, 128, VX_CONV_WGMMA_STAGES_N128>;
+template <class P>
+using VxWgmmaN64 = VxWgmmaTile<P, 64, VX_CONV_WGMMA_STAGES_N64>;
+
+// One warpgroup's wgmma over one K step: A from its 64 rows, B from all BN rows.
+template <class T>
+__device__ __forceinline__ void vx_wgmma_step(float (&d)[T::BN / 2], unsigned a, unsigned b) {
+    if constexpr (T::Prec::PER_CHUNK == 8) {
+        vx_wgmma_bf16<T::BN>(d, vx_wgmma_desc(a), vx_wgmma_desc(b));
+    } else {
+        vx_wgmma_tf32<T::BN>(d, vx_wgmma_desc(a), vx_wgmma_desc(b));
+    }
+}
+
+// Dynamic shared memory from its first 1024-byte boundary (VX_CONV_WGMMA_ALIGN bytes are
+// reserved for the skip).
+__device__ __forceinline__ unsigned char* vx_wgmma_shared() {
+    VX_DYNAMIC_SHARED(unsigned char, raw);
+    const unsigned misalign = vx_shared_address(raw) % VX_WGMMA_ATOM_BYTES;
+    return raw + (misalign ? VX_WGMMA_ATOM_BYTES - misalign : 0);
+}
+
+struct VxWgmmaKMajorLoop {
+    template <class T, class Loader>
+    __device__ __forceinline__ static void run(Loader& ld, int steps, VxPipeAcc<T>& acc) {
+        unsigned char* smem = vx_wgmma_shared();
+        // The warp-major accumulator array is, per thread, the wgmma D fragment.
+        float(&d)[T::BN / 2] = reinterpret_cast<float(&)[T::BN / 2]>(acc[0]);
+        const unsigned a_slice = (threadIdx.x / 128) * (T::A_BYTES / T::WARPGROUPS);
+        ld.begin();
+        __syncthreads();
+#pragma unroll
+        for (int s = 0; s < T::STAGES - 1; ++s) {
+            unsigned char* stage = smem + s * T::STAGE_BYTES;
+            if (s < steps) ld.load(s, stage, stage + T::A_BYTES);
+            vx_cp_async_commit();
+        }
+        for (int i = 0; i < steps; ++i) {
+            vx_cp_async_wait<T::STAGES - 2>();
+            vx_fence_proxy_async_shared();
+            // Step i is in shared memory for the whole block, and every warpgroup's wgmmas
+            // of step i - 1 have completed: its stage can be refilled.
+            __syncthreads();
+            const int next = i + T::STAGES - 1;
+            if (next < steps) {
+                unsigned char* stage = smem + (next % T::STAGES) * T::STAGE_BYTES;
+                ld.load(next, stage, stage + T::A_BYTES);
+            }
+            vx_cp_async_commit();
+            ld.ahead(i);
+            const unsigned char* stage = smem + (i % T::STAGES) * T::STAGE_BYTES;
+            const unsigned a = vx_shared_address(stage) + a_slice;
+            const unsigned b = vx_shared_address(stage + T::A_BYTES);
+            vx_wgmma_hold(d);
+            vx_wgmma_fence();
+#pragma unroll
+            for (int k = 0; k < T::K_STEPS; ++k) vx_wgmma_step<T>(d, a + 32 * k, b + 32 * k);
+            vx_wgmma_commit();
+            vx_wgmma_wait<0>();
+            vx_wgmma_hold(d);
+        }
+    }
+};
+
+#define VX_CONV_WGMMA(name, pass, Tile)                                                      \
+    extern "C" __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS)                              \
+        name(const __grid_constant__ Conv3dParams p, const Tile::Elem* __restrict__ a,         \
+             const Tile::Elem* __restrict__ b, const float* __restrict__ bias,                 \
+             float* __restrict__ out) {                                                        \
+        pass<Tile>(p, a, b, bias, out);                                                        \
+    }
+
+VX_CONV_WGMMA(conv3d_fwd_bf16_wg128, vx_pipe_forward, VxWgmmaN128<VxBf16>)
+VX_CONV_WGMMA(conv3d_fwd_bf16_wg64, vx_pipe_forward, VxWgmmaN64<VxBf16>)
+VX_CONV_WGMMA(conv3d_bwd_data_bf16_wg128, vx_pipe_backward_data, VxWgmmaN128<VxBf16>)
+VX_CONV_WGMMA(conv3d_bwd_data_bf16_wg64, vx_pipe_backward_data, VxWgmmaN64<VxBf16>)
+VX_CONV_WGMMA(conv3d_fwd_tf32_wg128, vx_pipe_forward, VxWgmmaN128<VxTf32>)
+VX_CONV_WGMMA(conv3d_fwd_tf32_wg64, vx_pipe_forward, VxWgmmaN64<VxTf32>)
+VX_CONV_WGMMA(conv3d_bwd_data_tf32_wg128, vx_pipe_backward_data, VxWgmmaN128<VxTf32>)
+VX_CONV_WGMMA(conv3d_bwd_data_tf32_wg64, vx_pipe_backward_data, VxWgmmaN64<VxTf32>)
+
+// One warpgroup computes out (64 x 128, row-major) = a b^T through one wgmma: a (64 x K)
+// and b (128 x K) row-major f32, rounded here to P's format, K = 16 bf16 or 8 tf32, stored
+// k-major in the 128-byte swizzle from a 1024-byte boundary of dynamic shared memory
+// (reserve 1024 + 64 * 128 + 128 * 128 bytes). Checks descriptors, swizzle and the D
+// fragment layout against the harness on a GPU.
+template <class P>
+__device__ __forceinline__ void vx_wgmma_probe(const float* a, const float* b, float* out) {
+    using T = VxWgmmaN128<P>;
+    constexpr int K = P::MMA_K, BYTES = static_cast<int>(sizeof(typename P::Elem));
+    unsigned char* a_tile = vx_wgmma_shared();
+    unsigned char* b_tile = a_tile + 64 * T::ROW_BYTES;
+    for (int i = threadIdx.x; i < (64 + 128) * K; i += 128) {
+        const bool in_a = i < 64 * K;
+        const int row = (in_a ? i : i - 64 * K) / K, k = i % K;
+        const float v = in_a ? a[row * K + k] : b[row * K + k];
+        unsigned char* at = (in_a ? a_tile : b_tile) + T::k_major_offset(row, k * BYTES / 16) +
+                            k * BYTES % 16;
+        if constexpr (BYTES == 4) {
+            *reinterpret_cast<unsigned*>(at) = vx_tf32(v);
+        } else {
+            *reinterpret_cast<VxBf16Bits*>(at) = static_cast<VxBf16Bits>(vx_bf16x2(v, 0.0f));
+        }
+    }
+    vx_fence_proxy_async_shared();
+    __syncthreads();
+    float d[64] = {};
+    vx_wgmma_hold(d);
+    vx_wgmma_fence();
+    vx_wgmma_step<T>(d, vx_shared_address(a_tile), vx_shared_address(b_tile));
+    vx_wgmma_commit();
+    vx_wgmma_wait<0>();
+    vx_wgmma_hold(d);
+    const int warp = threadIdx.x / 32, g = (threadIdx.x % 32) >> 2, t = threadIdx.x & 3;
+#pragma unroll
+    for (int i = 0; i < 64; ++i)
+        out[(16 * warp + g + 8 * ((i % 4) / 2)) * 128 + 8 * (i / 4) + 2 * t + i % 2] = d[i];
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+    wgmma_probe_bf16(const float* __restrict__ a, const float* __restrict__ b,
+                     float* __restrict__ out) {
+    vx_wgmma_probe<VxBf16>(a, b, out);
+}
+VX_EMU_ENTRY(wgmma_probe_bf16, (const float* a, const float* b, float* out), (a, b, out))
+
+extern "C" __global__ void __launch_bounds__(128)
+    wgmma_probe_tf32(const float* __restrict__ a, const float* __restrict__ b,
+                     float* __restrict__ out) {
+    vx_wgmma_probe<VxTf32>(a, b, out);
+}
+VX_EMU_ENTRY(wgmma_probe_tf32, (const float* a, const float* b, float* out), (a, b, out))
+
+#ifndef __CUDACC__
+#include <cstring>
+
+// The harness entry for every conv kernel of this file, by name, on packed operands: 0, -1
+// when the launch failed (emu_last_error() says why), -2 when there is no such kernel.
+extern "C" int emu_conv3d_wgmma(const char* name, const EmuDims* d, const Conv3dParams p,
+                                const void* a, const void* b, const float* bias, float* out) {
+    using Bf16 = void (*)(Conv3dParams, const VxBf16Bits*, const VxBf16Bits*, const float*,
+                          float*);
+    using Tf32 = void (*)(Conv3dParams, const unsigned*, const unsigned*, const float*, float*);
+    static const struct {
+        const char* name;
+        Bf16 kernel;
+    } bf16[] = {
+        {"conv3d_fwd_bf16_wg128", conv3d_fwd_bf16_wg128},
+        {"conv3d_fwd_bf16_wg64", conv3d_fwd_bf16_wg64},
+        {"conv3d_bwd_data_bf16_wg128", conv3d_bwd_data_bf16_wg128},
+        {"conv3d_bwd_data_bf16_wg64", conv3d_bwd_data_bf16_wg64},
+    };
+    static const struct {
+        const char* name;
+        Tf32 kernel;
+    } tf32[] = {
+        {"conv3d_fwd_tf32_wg128", conv3d_fwd_tf32_wg128},
+        {"conv3d_fwd_tf32_wg64", conv3d_fwd_tf32_wg64},
+        {"conv3d_bwd_data_tf32_wg128", conv3d_bwd_data_tf32_wg128},
+        {"conv3d_bwd_data_tf32_wg64", conv3d_bwd_data_tf32_wg64},
+    };
+    for (const auto& k : bf16)
+        if (!std::strcmp(k.name, name))
+            return emu_launch(*d, k.kernel, p, static_cast<const VxBf16Bits*>(a),
+                              static_cast<const VxBf16Bits*>(b), bias, out);
+    for (const auto& k : tf32)
+        if (!std::strcmp(k.name, name))
+            return emu_launch(*d, k.kernel, p, static_cast<const unsigned*>(a),
+                              static_cast<const unsigned*>(b), bias, out);
+    return -2;
+}
+#endif
