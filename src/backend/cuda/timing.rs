@@ -5,7 +5,9 @@
 use super::device::{driver_error, Cuda};
 use crate::backend::BackendBase;
 use crate::error::{Error, Result};
-use cudarc::driver::sys::{CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::sys::{
+    CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptureMode, CUstreamCaptureStatus,
+};
 use cudarc::driver::{CudaGraph, CudaStream, DriverError};
 use std::sync::Arc;
 
@@ -155,7 +157,19 @@ impl<'a> Capture<'a> {
     fn end(&mut self) -> std::result::Result<Option<CudaGraph>, DriverError> {
         self.open = false;
         self.cuda.set_capturing(false);
-        self.cuda.stream().end_capture(CUgraphInstantiate_flags(0))
+        let stream = self.cuda.stream();
+        let flags = CUgraphInstantiate_flags(0);
+        let ended = stream.end_capture(flags);
+        // cudarc first reports (and clears) an error an earlier drop stored, without
+        // ending the capture: end it then, discarding the graph.
+        if ended.is_err()
+            && stream
+                .capture_status()
+                .is_ok_and(|s| s != CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE)
+        {
+            drop(stream.end_capture(flags));
+        }
+        ended
     }
 }
 
