@@ -16,6 +16,11 @@ convs, PyTorch's own kernels for norms, PyTorch as a whole for the step), ratio 
 reference ms (below 1: voxseg is faster). Where ours carries no rate of its own it is derived
 from the reference's (the same work in both: rate * ref ms / ours ms). The last row of a
 table is the geometric mean of its ratios.
+
+A line with `"timing": "graph"` gives `ms` per call from CUDA graph replays and its eager
+time as `ms_eager`; where a side's lines in a table carry `ms_eager`, an "eager ms" column
+shows it. A ratio of a graph time to an eager one (older lines, or a case one side could not
+capture) is marked with * and explained under the table.
 """
 
 import argparse
@@ -96,11 +101,20 @@ def section(family, cases, ours, ref, precisions):
     has_layer = any(ref.get(c + (p,), {}).get("layer") for c in cases for p in precisions)
     head = ["case"] + (["layers"] if has_layer else [])
     align = ["---"] + (["---"] if has_layer else [])
+    # Per precision: whether ours / the reference carry eager times beside graph times.
+    eager_cols = {
+        p: tuple(any("ms_eager" in side.get(c + (p,), {}) for c in cases) for side in (ours, ref))
+        for p in precisions
+    }
     for p in precisions:
-        head += [f"{p} ours ms", f"{p} ours {unit}" if unit else f"{p} ours rate", f"{p} {theirs} ms", f"{p} ratio"]
-        align += ["---:"] * 4
+        ours_eager, ref_eager = eager_cols[p]
+        head += [f"{p} ours ms"] + ([f"{p} ours eager ms"] if ours_eager else [])
+        head += [f"{p} ours {unit}" if unit else f"{p} ours rate", f"{p} {theirs} ms"]
+        head += ([f"{p} {theirs} eager ms"] if ref_eager else []) + [f"{p} ratio"]
+        align += ["---:"] * (4 + ours_eager + ref_eager)
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     ratios = {p: [] for p in precisions}
+    mixed = False
     for op, shape in cases:
         layer = next((ref[(op, shape, p)].get("layer") for p in precisions if (op, shape, p) in ref), None)
         cells = [f"`{op}` {shape}"] + ([layer or ""] if has_layer else [])
@@ -112,17 +126,38 @@ def section(family, cases, ours, ref, precisions):
             if o_rate is None and o_ms and r and rate_of(r, family) is not None:
                 o_rate = rate_of(r, family) * r_ms / o_ms
             ratio = o_ms / r_ms if o_ms and r_ms else None
+            ratio_cell = fmt(ratio, 3)
             if ratio is not None:
                 ratios[p].append(ratio)
-            cells += [fmt(o_ms), fmt(o_rate, 3), fmt(r_ms), fmt(ratio, 3)]
+                if is_graph(o) != is_graph(r):
+                    ratio_cell += "*"
+                    mixed = True
+            ours_eager, ref_eager = eager_cols[p]
+            cells += [fmt(o_ms)] + ([fmt(eager_ms(o))] if ours_eager else [])
+            cells += [fmt(o_rate, 3), fmt(r_ms)] + ([fmt(eager_ms(r))] if ref_eager else [])
+            cells.append(ratio_cell)
         lines.append("| " + " | ".join(cells) + " |")
     if any(len(v) > 1 for v in ratios.values()):
         cells = ["geometric mean"] + ([""] if has_layer else [])
         for p in precisions:
             gm = math.exp(sum(map(math.log, ratios[p])) / len(ratios[p])) if ratios[p] else None
-            cells += ["", "", "", f"**{fmt(gm, 3)}**" if gm is not None else "–"]
+            cells += [""] * (3 + sum(eager_cols[p])) + [f"**{fmt(gm, 3)}**" if gm is not None else "–"]
         lines.append("| " + " | ".join(cells) + " |")
+    if mixed:
+        lines += [
+            "",
+            "\\* one side timed from CUDA graph replays (no launch overhead), the other eagerly "
+            "(launch overhead included): not like with like.",
+        ]
     return lines
+
+
+def is_graph(row):
+    return bool(row) and row.get("timing") == "graph"
+
+
+def eager_ms(row):
+    return float(row["ms_eager"]) if row and "ms_eager" in row else None
 
 
 def devices(rows):
@@ -161,8 +196,10 @@ def main(argv=None):
         "",
         f"Measured {args.date}, voxseg commit `{args.commit}`"
         + (f", {'; '.join(versions)}" if versions else "")
-        + ". Both on this card in one device call; median per case; ratio = ours ms / "
-        "reference ms (cuDNN for convs, PyTorch for the rest; below 1: voxseg is faster). "
+        + ". Both on this card in one device call; median per case; ms per call from CUDA "
+        "graph replays where a line's timing is graph (eager ms: launch overhead included); "
+        "ratio = ours ms / reference ms (cuDNN for convs, PyTorch for the rest; below 1: "
+        "voxseg is faster). "
         "Conv FLOP = 2·N·V·Cin·Cout·k³ for every direction "
         "(V = voxels of the strided side); norm bytes = each activation tensor read or "
         "written once.",

@@ -19,7 +19,7 @@ use common::{device, fresh_seed, max_rel, norm_rel, random, serial};
 use voxseg::backend::cpu::Cpu64;
 use voxseg::backend::cuda::conv_plan::{ConvPass, ConvPrecision};
 use voxseg::backend::cuda::emu::conv as emu_conv;
-use voxseg::backend::cuda::Cuda;
+use voxseg::backend::cuda::{graph_reps, Cuda};
 use voxseg::backend::BackendBase;
 use voxseg::rng::Rng;
 use voxseg::tensor::Shape;
@@ -169,6 +169,67 @@ fn same(x: [usize; 5], w: [usize; 5], stride: usize) -> ConvGeometry {
         padding: Padding::Same,
     };
     ConvGeometry::conv3d(&Shape::new(&x), &Shape::new(&w), &spec).unwrap()
+}
+
+/// The benchmark's graph timing (`voxseg bench --device cuda`) of a small TF32 conv (two
+/// packs, the conv, maybe a partial sum): its calls are captured without a device
+/// allocation, the replays give a positive per-call time not above the eager one by more
+/// than half, and the conv still computes the same afterwards. Calls that copy from the
+/// host or synchronize are not captured: the timing says why and the stream stays usable.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn graph_timing_captures_a_conv_and_falls_back_cleanly() {
+    let _serial = serial();
+    let gpu = Cuda::new(0).unwrap();
+    let previous = gpu.conv_precision().unwrap();
+    gpu.set_conv_precision(ConvPrecision::Tf32);
+    let g = same([2, 16, 16, 16, 32], [3, 3, 3, 32, 32], 1);
+    let x = gpu
+        .uniform(7, 1, 0, g.n * g.input_voxels() * g.cin)
+        .unwrap();
+    let w = gpu
+        .uniform(7, 2, 0, g.kernel_volume() * g.cin * g.cout)
+        .unwrap();
+    let forward = || gpu.download(&gpu.conv3d_forward(&x, &w, None, &g).unwrap());
+    let before_timing = forward().unwrap();
+    let mut run = || gpu.conv3d_forward(&x, &w, None, &g).map(drop);
+    run().unwrap();
+    let mut eager: Vec<f64> = (0..9).map(|_| gpu.time_ms(&mut run).unwrap()).collect();
+    eager.sort_by(f64::total_cmp);
+    let eager_ms = eager[4];
+    let reps = graph_reps(eager_ms);
+    let allocations = gpu.pool_stats().device_allocations;
+    let mut per_call = gpu
+        .time_graph_ms(&mut run, reps, 9)
+        .unwrap()
+        .unwrap_or_else(|why| panic!("the conv was not captured: {why}"));
+    assert_eq!(
+        gpu.pool_stats().device_allocations,
+        allocations,
+        "device allocations during the capture or the replays"
+    );
+    assert_eq!(per_call.len(), 9);
+    per_call.sort_by(f64::total_cmp);
+    let graph_ms = per_call[4];
+    assert!(
+        graph_ms > 0.0 && graph_ms <= 1.5 * eager_ms,
+        "graph {graph_ms} ms per call ({reps} per replay), eager {eager_ms} ms"
+    );
+    assert_eq!(
+        forward().unwrap(),
+        before_timing,
+        "the conv after the timing"
+    );
+
+    let mut uploads = || gpu.upload(&[1.0, 2.0]).map(drop);
+    uploads().unwrap();
+    let why = gpu.time_graph_ms(&mut uploads, 3, 5).unwrap().unwrap_err();
+    assert!(why.contains("upload"), "{why}");
+    let mut synchronizes = || gpu.synchronize();
+    let why = gpu.time_graph_ms(&mut synchronizes, 3, 5).unwrap();
+    assert!(why.is_err(), "a synchronization was captured: {why:?}");
+    assert_eq!(forward().unwrap(), before_timing, "after failed captures");
+    gpu.set_conv_precision(previous);
 }
 
 /// The tensor-core kernels (TF32 and BF16) where the harness tests run them, at sizes

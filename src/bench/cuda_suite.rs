@@ -13,13 +13,25 @@
 //! in the reference). Convs pad k / 2 on both sides, as the reference's PyTorch padding.
 //!
 //! Timing: inputs filled on the device (uniform random), two warm-up runs (module loading
-//! and the pool's first allocations happen there), then runs each bracketed by CUDA events
-//! on the stream, at least 5 and at most 30 within 0.5 s of device time; the median is
-//! reported. Each run includes its output's pool allocation and, for split reductions, the
-//! partial sum. Between shapes the pool's cache is released.
+//! and the pool's first allocations happen there), then eager runs each bracketed by CUDA
+//! events on the stream, at least 5 and at most 30 within 0.5 s of device time, and their
+//! median. The GPU idles at each start event, so an eager run also counts the host's
+//! launches (4-5 per tensor-core convolution: two packs, the conv, the partial sum), which
+//! dominate small cases. The op cases (convolutions, instance norm forward) are therefore
+//! timed as scripts/bench_reference.py times cuDNN: `graph_reps` calls (enough for about
+//! 2 ms, at most 50) captured into one CUDA graph, one untimed replay, then replays between
+//! events (as many as the 0.5 s budget allows, 5 to 30); `ms` is the median replay time /
+//! `graph_reps`, with `timing` "graph" and the eager median as `ms_eager`. A case whose
+//! calls cannot be captured (with `VOXSEG_POOL=off` every call allocates) keeps the eager
+//! figure, `timing` "events", with a note on stderr. The instance norm backward runs the
+//! tape, whose backward uploads the loss's seed gradient from the host, which a graph
+//! cannot replay: it and the training step are always eager ("events"). Each run includes
+//! its pool allocations (served by the cache after warm-up) and, for split reductions, the
+//! partial sum. Between shapes the pool's cache is released. Figures measured before graph
+//! timing (BENCHMARKS.md up to 2026-11-26) are eager, launch overhead included.
 use super::{BenchDetails, BenchResult};
 use crate::backend::cuda::conv_plan::{ConvPass, ConvPrecision};
-use crate::backend::cuda::Cuda;
+use crate::backend::cuda::{graph_reps, Cuda};
 use crate::backend::BackendBase;
 use crate::error::{Error, Result};
 use crate::tensor::Shape;
@@ -242,7 +254,9 @@ fn details(
         precision: precision.name().into(),
         flop: 0.0,
         tflops: 0.0,
-        timing: "events".into(),
+        timing: timed.timing.into(),
+        ms_eager: timed.ms_eager,
+        graph_reps: timed.graph_reps,
         iters: timed.runs,
         suite: suite.into(),
         layer: None,
@@ -286,6 +300,12 @@ fn model_cases(
         let beta = Tensor::zeros(cuda, [32])?;
         let act = Some(UnaryOp::LeakyRelu(0.01));
         let backward = op.ends_with("bwd");
+        // The tape's backward uploads the seed gradient (a host copy): not capturable.
+        let timing = if backward {
+            Timing::Eager
+        } else {
+            Timing::Graph
+        };
         let mut run = || -> Result<()> {
             let tape = Tape::new();
             let xv = if backward {
@@ -304,7 +324,7 @@ fn model_cases(
             }
             Ok(())
         };
-        let timed = time_median(cuda, &mut run)?;
+        let timed = time_case(cuda, &format!("{op} {norm_shape}"), timing, &mut run)?;
         results.push(BenchResult {
             op: op.into(),
             shape: norm_shape.into(),
@@ -394,30 +414,21 @@ fn run_shapes(
                 }
                 .map(drop)
             };
-            let timed = time_median(cuda, &mut run)?;
+            let op = format!("{}.{}", shape.family(), direction.name());
+            let timed = time_case(cuda, &format!("{op} {key}"), Timing::Graph, &mut run)?;
             let kernel = cuda.conv_plan(&g, pass)?.kernel.name().unwrap_or("?");
             let flop = g.flops();
             let gflops = flop / timed.ms / 1e6;
-            let pool = cuda.pool_stats();
             results.push(BenchResult {
-                op: format!("{}.{}", shape.family(), direction.name()),
+                op,
                 shape: key.clone(),
                 ms: timed.ms,
                 gflops,
                 details: Some(BenchDetails {
-                    implementation: "voxseg".into(),
-                    precision: precision.name().into(),
                     flop,
                     tflops: gflops / 1e3,
-                    timing: "events".into(),
-                    iters: timed.runs,
-                    suite: shape.suite.into(),
                     layer: (!shape.layers.is_empty()).then(|| shape.layers.join(",")),
-                    device: cuda.device_name().into(),
-                    kernel: kernel.into(),
-                    pool_peak_bytes: pool.peak_allocated_bytes,
-                    pool_device_allocations: pool.device_allocations,
-                    timed_device_allocations: timed.device_allocations,
+                    ..details(cuda, precision, &timed, shape.suite, kernel)
                 }),
             });
         }
@@ -428,10 +439,79 @@ fn run_shapes(
     Ok(results)
 }
 
+/// Whether a case is also timed from a CUDA graph (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timing {
+    Eager,
+    Graph,
+}
+
 struct Timed {
+    /// The reported time of one call.
     ms: f64,
+    /// Timed samples: eager runs or graph replays.
     runs: usize,
     device_allocations: u64,
+    /// "events" (eager) or "graph".
+    timing: &'static str,
+    /// With graph timing: the eager median and the calls per graph.
+    ms_eager: Option<f64>,
+    graph_reps: Option<usize>,
+}
+
+/// The median of `times` (not empty), which must be positive.
+fn positive_median(times: &mut [f64]) -> Result<f64> {
+    times.sort_by(f64::total_cmp);
+    let mid = times.len() / 2;
+    let ms = match times.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => times[mid],
+        _ => (times[mid - 1] + times[mid]) / 2.0,
+    };
+    if ms.is_nan() || ms <= 0.0 {
+        return Err(Error::Backend {
+            backend: "cuda",
+            msg: format!("benchmark timed {ms} ms"),
+        });
+    }
+    Ok(ms)
+}
+
+/// Timed graph replays for a replay of about `replay_ms`: as many as fit in the budget,
+/// MIN_RUNS to MAX_RUNS.
+fn graph_replays(replay_ms: f64) -> usize {
+    ((BUDGET_MS / replay_ms.max(1e-3)).floor() as usize).clamp(MIN_RUNS, MAX_RUNS)
+}
+
+/// The eager median of `run` (case `name`), then with `Timing::Graph` the median per-call
+/// time of graph replays; when the calls cannot be captured, a note on stderr and the
+/// eager figures.
+fn time_case(
+    cuda: &Cuda,
+    name: &str,
+    timing: Timing,
+    run: &mut dyn FnMut() -> Result<()>,
+) -> Result<Timed> {
+    let eager = time_median(cuda, run)?;
+    if timing == Timing::Eager {
+        return Ok(eager);
+    }
+    let reps = graph_reps(eager.ms);
+    let replays = graph_replays(eager.ms * reps as f64);
+    match cuda.time_graph_ms(run, reps, replays)? {
+        Ok(mut per_call) => Ok(Timed {
+            ms: positive_median(&mut per_call)?,
+            runs: per_call.len(),
+            timing: "graph",
+            ms_eager: Some(eager.ms),
+            graph_reps: Some(reps),
+            ..eager
+        }),
+        Err(why) => {
+            eprintln!("  {name}: graph capture failed ({why}); eager timing kept");
+            Ok(eager)
+        }
+    }
 }
 
 /// The median device time of `run` after the warm-up, and the pool's new device
@@ -449,23 +529,13 @@ fn time_median(cuda: &Cuda, run: &mut dyn FnMut() -> Result<()>) -> Result<Timed
         total += ms;
         times.push(ms);
     }
-    times.sort_by(f64::total_cmp);
-    let mid = times.len() / 2;
-    let ms = if times.len() % 2 == 1 {
-        times[mid]
-    } else {
-        (times[mid - 1] + times[mid]) / 2.0
-    };
-    if ms <= 0.0 {
-        return Err(Error::Backend {
-            backend: "cuda",
-            msg: format!("benchmark timed {ms} ms"),
-        });
-    }
     Ok(Timed {
-        ms,
+        ms: positive_median(&mut times)?,
         runs: times.len(),
         device_allocations: cuda.pool_stats().device_allocations - before,
+        timing: "events",
+        ms_eager: None,
+        graph_reps: None,
     })
 }
 
@@ -529,8 +599,7 @@ mod tests {
         assert_eq!(names, ["fwd", "bwd_data", "bwd_weight"]);
     }
 
-    #[test]
-    fn device_lines_carry_the_reference_keys() {
+    fn line(timing: &str, ms_eager: Option<f64>, graph_reps: Option<usize>) -> serde_json::Value {
         let r = BenchResult {
             op: "conv3d.fwd".into(),
             shape: "2x64x64x64x32->32 k3s1".into(),
@@ -541,7 +610,9 @@ mod tests {
                 precision: "tf32".into(),
                 flop: 6e9,
                 tflops: 3.0,
-                timing: "events".into(),
+                timing: timing.into(),
+                ms_eager,
+                graph_reps,
                 iters: 30,
                 suite: "sweep".into(),
                 layer: None,
@@ -552,8 +623,12 @@ mod tests {
                 timed_device_allocations: 0,
             }),
         };
-        let line: serde_json::Value =
-            serde_json::from_str(super::super::json_lines(&[r]).unwrap().trim()).unwrap();
+        serde_json::from_str(super::super::json_lines(&[r]).unwrap().trim()).unwrap()
+    }
+
+    #[test]
+    fn device_lines_carry_the_reference_keys() {
+        let eager = line("events", None, None);
         for key in [
             "op",
             "shape",
@@ -563,10 +638,45 @@ mod tests {
             "precision",
             "impl",
             "flop",
+            "timing",
+            "iters",
         ] {
-            assert!(line.get(key).is_some(), "{key} missing from {line}");
+            assert!(eager.get(key).is_some(), "{key} missing from {eager}");
         }
-        assert_eq!(line["precision"], "tf32");
-        assert!(line.get("layer").is_none());
+        assert_eq!(eager["precision"], "tf32");
+        assert_eq!(eager["timing"], "events");
+        for absent in ["layer", "ms_eager", "graph_reps"] {
+            assert!(eager.get(absent).is_none(), "{absent} in {eager}");
+        }
+        let graph = line("graph", Some(2.75), Some(7));
+        assert_eq!(graph["timing"], "graph");
+        assert_eq!(graph["ms"], 2.0);
+        assert_eq!(graph["ms_eager"], 2.75);
+        assert_eq!(graph["graph_reps"], 7);
+        let keys = |v: &serde_json::Value| v.as_object().unwrap().len();
+        assert_eq!(keys(&graph), keys(&eager) + 2, "the old keys all stay");
+    }
+
+    #[test]
+    fn medians_must_be_positive() {
+        assert_eq!(positive_median(&mut [3.0, 1.0, 2.0]).unwrap(), 2.0);
+        assert_eq!(positive_median(&mut [4.0, 1.0, 2.0, 3.0]).unwrap(), 2.5);
+        assert!(positive_median(&mut [0.0, 0.0, 1.0]).is_err());
+        assert!(positive_median(&mut []).is_err());
+        assert!(positive_median(&mut [f64::NAN]).is_err());
+    }
+
+    #[test]
+    fn graph_reps_and_replays_follow_the_eager_time() {
+        // A 0.03 ms conv: 67 calls would fill 2 ms, 50 are captured; 333 replays of
+        // 1.5 ms would fit in the 0.5 s budget, 30 are timed.
+        let reps = graph_reps(0.03);
+        assert_eq!(reps, 50);
+        assert_eq!(graph_replays(0.03 * reps as f64), MAX_RUNS);
+        // A 40 ms case: one call per graph, 12 replays fit in 0.5 s.
+        assert_eq!(graph_reps(40.0), 1);
+        assert_eq!(graph_replays(40.0), 12);
+        assert_eq!(graph_replays(400.0), MIN_RUNS);
+        assert_eq!(graph_replays(0.0), MAX_RUNS);
     }
 }

@@ -1,7 +1,8 @@
 //! Benchmarks of the CPU kernels: named cases, each timed as the median of several runs
 //! after a warm-up and reported as a table or as JSON lines. `voxseg bench --device cpu
 //! [--json] [--filter S]` runs [`cpu_suite`]; `benches/conv.rs` runs the same cases under
-//! criterion. [`cuda_suite::cuda_suite`] times the CUDA kernels with device events.
+//! criterion. [`cuda_suite::cuda_suite`] times the CUDA kernels with device events (and
+//! CUDA graph replays).
 pub mod cuda_suite;
 
 use crate::backend::cpu::Cpu;
@@ -41,9 +42,17 @@ pub struct BenchDetails {
     pub flop: f64,
     /// gflops / 1000.
     pub tflops: f64,
-    /// "events": device time between CUDA events around each run.
+    /// "graph": per call, from replays of a CUDA graph of `graph_reps` captured calls
+    /// (no host launch overhead, as the reference times cuDNN); "events": device time
+    /// between CUDA events around each eager run (the host's launches included).
     pub timing: String,
-    /// Timed runs the median is taken over.
+    /// With "graph": the eager median ("events" timing) of the same case.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ms_eager: Option<f64>,
+    /// With "graph": the calls captured into the graph (a replay's time / this = ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graph_reps: Option<usize>,
+    /// Timed samples the median is taken over (eager runs or graph replays).
     pub iters: usize,
     /// "sweep" or "brats".
     pub suite: String,

@@ -1,6 +1,6 @@
 //! The device: a CUDA context and stream (cudarc, driver API loaded at run time), the PTX
 //! modules embedded by build.rs loaded once per process and device, and the buffer pool.
-use super::pool::{Pool, PoolBlock, PoolStats, RawAlloc};
+use super::pool::{Pool, PoolBlock, PoolHold, PoolStats, RawAlloc};
 use super::ptx::PTX_MODULES;
 use crate::backend::BackendBase;
 use crate::error::{Error, Result};
@@ -8,6 +8,7 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtrMut, DriverError,
 };
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Whether build.rs compiled the kernels (nvcc was found).
@@ -92,6 +93,8 @@ struct Inner {
     sm_count: u32,
     stream: Arc<CudaStream>,
     pool: Arc<Pool<StreamAlloc>>,
+    /// A graph capture of `stream` is in progress (timing): host copies are refused.
+    capturing: AtomicBool,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     functions: Mutex<HashMap<&'static str, CudaFunction>>,
 }
@@ -136,7 +139,8 @@ impl Cuda {
             .map_err(|e| driver_error(&format!("opening device {ordinal}"), e))?;
         // One stream orders every kernel, copy and free, so cross-stream events are not
         // needed; without them each allocation saves two event creations.
-        // SAFETY: no other stream is ever created on this context.
+        // SAFETY: the stream created below is the only one this backend uses on this
+        // context (the context's legacy default stream is never used).
         unsafe { ctx.disable_event_tracking() };
         let device = ctx.name().map_err(|e| driver_error("device name", e))?;
         let compute_capability = ctx
@@ -147,7 +151,11 @@ impl Cuda {
                 cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
             )
             .map_err(|e| driver_error("SM count", e))? as u32;
-        let stream = ctx.default_stream();
+        // A stream of our own rather than the legacy default stream, which CUDA cannot
+        // capture into a graph (benchmark timing captures it).
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| driver_error("creating a stream", e))?;
         let pool = Pool::from_env(StreamAlloc {
             stream: stream.clone(),
         });
@@ -159,6 +167,7 @@ impl Cuda {
                 sm_count: sm_count.max(1),
                 stream,
                 pool,
+                capturing: AtomicBool::new(false),
                 modules: Mutex::new(HashMap::new()),
                 functions: Mutex::new(HashMap::new()),
             }),
@@ -209,6 +218,28 @@ impl Cuda {
 
     pub(super) fn stream(&self) -> &Arc<CudaStream> {
         &self.inner.stream
+    }
+
+    /// Marks a graph capture of the stream as begun or ended. While one is in progress,
+    /// uploads and downloads fail: a captured copy from or to pageable host memory would
+    /// replay against a host buffer freed long before.
+    pub(super) fn set_capturing(&self, on: bool) {
+        self.inner.capturing.store(on, Ordering::SeqCst);
+    }
+
+    fn refuse_while_capturing(&self, what: &str) -> Result<()> {
+        if self.inner.capturing.load(Ordering::SeqCst) {
+            return Err(Error::Backend {
+                backend: "cuda",
+                msg: format!("{what} from or to the host during a graph capture"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Keeps the pool from allocating device memory or freeing its cache until dropped.
+    pub(super) fn hold_pool(&self) -> PoolHold<StreamAlloc> {
+        self.inner.pool.hold()
     }
 
     /// Blocks to aim for in split reductions: a few per SM.
@@ -294,6 +325,7 @@ impl BackendBase for Cuda {
         )
     }
     fn upload(&self, data: &[f32]) -> Result<CudaStorage> {
+        self.refuse_while_capturing("upload")?;
         let mut s = self.alloc(data.len())?;
         if !data.is_empty() {
             self.stream()
@@ -303,6 +335,7 @@ impl BackendBase for Cuda {
         Ok(s)
     }
     fn download(&self, storage: &CudaStorage) -> Result<Vec<f32>> {
+        self.refuse_while_capturing("download")?;
         if storage.is_empty() {
             return Ok(Vec::new());
         }

@@ -2,7 +2,8 @@
 //! by build.rs, one Rust launcher per kernel with its `#[repr(C)]` parameter struct.
 //!
 //! - `device`: context, stream, module cache, `BackendBase for Cuda`, `cuda_available`.
-//! - `pool`: the caching allocator; `timing`: device time between CUDA events.
+//! - `pool`: the caching allocator; `timing`: device time between CUDA events, of eager
+//!   calls or of replays of a CUDA graph that captured them.
 //! - `params*`: the parameter structs, mirrors of kernels/params*.h (layouts checked by a
 //!   test); `launch`, `block_sum`, `conv_plan`: launch plans shared by the device and the
 //!   harness; `kernel_call`: the checked launch.
@@ -56,3 +57,4 @@ mod upsample;
 pub use conv_plan::{ConvPrecision, CONV_PRECISION_ENV};
 pub use device::{cuda_available, Cuda, CudaStorage, StreamAlloc, BUILT_WITH_PTX};
 pub use pool::PoolStats;
+pub use timing::graph_reps;

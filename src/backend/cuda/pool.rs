@@ -2,10 +2,12 @@
 //! buffer goes back to its class's free list and serves the next request of that class,
 //! so after the first training step no new device memory is allocated. `VOXSEG_POOL=off`
 //! bypasses the cache (every buffer allocated and freed exactly), to tell pool bugs from
-//! kernel bugs. Generic over the raw allocator so the bookkeeping is tested without a GPU.
-use crate::error::Result;
+//! kernel bugs. While a [`PoolHold`] lives (a captured CUDA graph refers to cached blocks),
+//! the pool neither allocates device memory nor frees its cache. Generic over the raw
+//! allocator so the bookkeeping is tested without a GPU.
+use crate::error::{Error, Result};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Where the pool gets memory from: device allocations of f32 elements.
@@ -45,6 +47,8 @@ pub struct Pool<A: RawAlloc> {
     raw: A,
     caching: bool,
     poison: AtomicBool,
+    /// Live [`PoolHold`]s.
+    holds: AtomicUsize,
     state: Mutex<State<A::Block>>,
 }
 
@@ -69,6 +73,7 @@ impl<A: RawAlloc> Pool<A> {
             raw,
             caching,
             poison: AtomicBool::new(false),
+            holds: AtomicUsize::new(0),
             state: Mutex::new(State {
                 free: HashMap::new(),
                 stats: PoolStats::default(),
@@ -96,6 +101,18 @@ impl<A: RawAlloc> Pool<A> {
         self.lock().stats
     }
 
+    /// Until the returned hold drops, a request the cache cannot serve fails instead of
+    /// allocating device memory, and `release_cached` frees nothing: the blocks handed out
+    /// and returned meanwhile stay this pool's, at the same addresses.
+    pub fn hold(self: &Arc<Self>) -> PoolHold<A> {
+        self.holds.fetch_add(1, Ordering::SeqCst);
+        PoolHold { pool: self.clone() }
+    }
+
+    fn held(&self) -> bool {
+        self.holds.load(Ordering::SeqCst) > 0
+    }
+
     fn lock(&self) -> MutexGuard<'_, State<A::Block>> {
         // The state stays consistent even if a holder panicked: every update is one step.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -115,6 +132,15 @@ impl<A: RawAlloc> Pool<A> {
         };
         let mut block = match cached {
             Some(b) => b,
+            None if self.held() => {
+                return Err(Error::Backend {
+                    backend: "pool",
+                    msg: format!(
+                        "{len} elements: no cached block of {class} and the pool is held \
+                         (no device allocation while a captured graph uses its blocks)"
+                    ),
+                });
+            }
             None => self.alloc_raw(class)?,
         };
         if self.poison.load(Ordering::Relaxed) {
@@ -153,8 +179,11 @@ impl<A: RawAlloc> Pool<A> {
         Ok(block)
     }
 
-    /// Frees every cached block; returns how many bytes were released.
+    /// Frees every cached block; returns how many bytes were released (none while held).
     pub fn release_cached(&self) -> u64 {
+        if self.held() {
+            return 0;
+        }
         let free = std::mem::take(&mut self.lock().free);
         let bytes: u64 = free
             .iter()
@@ -176,6 +205,17 @@ impl<A: RawAlloc> Pool<A> {
             drop(st);
             drop(block);
         }
+    }
+}
+
+/// See [`Pool::hold`]; releases the hold when dropped.
+pub struct PoolHold<A: RawAlloc> {
+    pool: Arc<Pool<A>>,
+}
+
+impl<A: RawAlloc> Drop for PoolHold<A> {
+    fn drop(&mut self) {
+        self.pool.holds.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -321,6 +361,44 @@ mod tests {
             "the cached 4096 were freed"
         );
         assert!(p.alloc(4096).is_err(), "nothing cached left to free");
+    }
+
+    #[test]
+    fn a_held_pool_serves_only_from_its_cache_and_keeps_it() {
+        let (p, live) = pool(true, usize::MAX);
+        drop((p.alloc(1000).unwrap(), p.alloc(5000).unwrap()));
+        let hold = p.hold();
+        let a = p.alloc(1020).unwrap();
+        let b = p.alloc(5000).unwrap();
+        let Err(err) = p.alloc(1020) else {
+            panic!("class busy and no allocation allowed, yet a block came back");
+        };
+        assert!(err.to_string().contains("held"), "{err}");
+        assert!(p.alloc(100_000).is_err(), "a new class is refused too");
+        drop((a, b));
+        assert_eq!(p.release_cached(), 0, "nothing freed while held");
+        assert_eq!(live.load(Ordering::Relaxed), 1024 + 5120);
+        let again = p.alloc(1000).unwrap();
+        assert_eq!(p.stats().device_allocations, 2);
+        drop((again, hold));
+        let first = p.alloc(1020).unwrap();
+        assert_eq!(p.stats().device_allocations, 2, "served by the cache");
+        let second = p.alloc(1020).unwrap();
+        assert_eq!(
+            p.stats().device_allocations,
+            3,
+            "allocates again once released"
+        );
+        drop((first, second));
+        assert_eq!(p.release_cached(), (2 * 1024 + 5120) * 4);
+    }
+
+    #[test]
+    fn without_caching_a_held_pool_refuses_every_request() {
+        let (p, live) = pool(false, usize::MAX);
+        let _hold = p.hold();
+        assert!(p.alloc(10).is_err());
+        assert_eq!(live.load(Ordering::Relaxed), 0);
     }
 
     #[test]
