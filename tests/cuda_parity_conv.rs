@@ -182,7 +182,7 @@ fn graph_timing_captures_a_conv_and_falls_back_cleanly() {
     let _serial = serial();
     let gpu = Cuda::new(0).unwrap();
     let previous = gpu.conv_precision().unwrap();
-    gpu.set_conv_precision(ConvPrecision::Tf32);
+    gpu.set_conv_precision(ConvPrecision::Tf32).unwrap();
     let g = same([2, 16, 16, 16, 32], [3, 3, 3, 32, 32], 1);
     let x = gpu
         .uniform(7, 1, 0, g.n * g.input_voxels() * g.cin)
@@ -229,7 +229,7 @@ fn graph_timing_captures_a_conv_and_falls_back_cleanly() {
     let why = gpu.time_graph_ms(&mut synchronizes, 3, 5).unwrap();
     assert!(why.is_err(), "a synchronization was captured: {why:?}");
     assert_eq!(forward().unwrap(), before_timing, "after failed captures");
-    gpu.set_conv_precision(previous);
+    gpu.set_conv_precision(previous).unwrap();
 }
 
 /// The tensor-core kernels (TF32 and BF16) where the harness tests run them, at sizes
