@@ -132,10 +132,12 @@ __device__ __forceinline__ int vx_swizzle(int r, int c) {
 
 
 struct VxSyncKMajorLoop;
+struct VxSyncMnMajorLoop;
 
 template <class P, int WARPS_M_, int WARPS_N_, int WM_, int WN_, int MIN_BLOCKS_>
 struct VxPipeTile {
     using KMajorLoop = VxSyncKMajorLoop;
+    using MnMajorLoop = VxSyncMnMajorLoop;
     using Prec = P;
     using Elem = typename P::Elem;
     static constexpr int WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, WM = WM_, WN = WN_;
@@ -149,6 +151,10 @@ struct VxPipeTile {
     static constexpr int ROW_CHUNKS = 4;
     __device__ __forceinline__ static int k_major_offset(int r, int c) {
         return vx_swizzle<4>(r, c);
+    }
+    template <int CHUNKS>
+    __device__ __forceinline__ static int mn_major_offset(int r, int c) {
+        return vx_swizzle<CHUNKS>(r, c);
     }
     static constexpr int A_BYTES = BM * VX_CONV_PIPE_STEP_BYTES;
     static constexpr int B_BYTES = BN * VX_CONV_PIPE_STEP_BYTES;
@@ -301,125 +307,19 @@ __device__ __forceinline__ void vx_pipe_mainloop(Loader& ld, int steps, VxPipeAc
     }
 }
 
-// The main loop of forward and backward data on the mma.sync tiles.
+// The main loops of the mma.sync tiles: forward and backward data, backward weights.
 struct VxSyncKMajorLoop {
     template <class T, class Loader>
     __device__ __forceinline__ static void run(Loader& ld, int steps, VxPipeAcc<T>& acc) {
         vx_pipe_mainloop<T, VxKMajorFrags<T>>(ld, steps, acc);
     }
 };
-
-// ---------------------------------------------------------------------------------------
-// Backward weights: rows (tap, ci) over the padded channels, columns cout, the reduction
-// over the output voxels m of one split. Both tiles are [m][row]: A from x at m's window
-// plus the row's tap, B from dy. A thread's A chunk column (one tap, a chunk of channels)
-// is fixed for the block; the voxel coordinates of each step's BK m come from a ring of
-// per-step tables in static shared memory, filled STAGES steps ahead by the first BK
-// threads.
-template <class T>
-struct VxPipeBackwardWeights {
-    using P = typename T::Prec;
-    using E = typename T::Elem;
-    static constexpr int A_CHUNKS = T::BM / P::PER_CHUNK, B_CHUNKS = T::BN / P::PER_CHUNK;
-    static constexpr int A_ITERS = T::BK * A_CHUNKS / T::THREADS;
-    static constexpr int B_ITERS = T::BK * B_CHUNKS / T::THREADS;
-    static_assert(A_ITERS >= 1 && B_ITERS >= 1 && T::THREADS % A_CHUNKS == 0 &&
-                      T::THREADS % B_CHUNKS == 0 && T::THREADS >= T::BK,
-                  "every thread copies whole chunk columns");
-    struct Shared {
-        VxRow rows[T::STAGES][T::BK];
-    };
-
-    const Conv3dParams& p;
-    const E* x;
-    const E* dy;
-    Shared& s;
-    int cin_p, cout_p, m_begin, m_end;
-    // This thread's A chunk: rows (tap, ci..ci+PER_CHUNK-1), tap = (kz, ky, kx).
-    int ci, kz, ky, kx;
-    bool row_ok;
-
-    __device__ __forceinline__ VxPipeBackwardWeights(const Conv3dParams& params, const E* x_,
-                                                     const E* dy_, Shared& s_, int m_begin_,
-                                                     int m_end_)
-        : p(params), x(x_), dy(dy_), s(s_), m_begin(m_begin_), m_end(m_end_) {
-        cin_p = vx_pad<P>(p.cin);
-        cout_p = vx_pad<P>(p.cout);
-        const int k = blockIdx.x * T::BM + P::PER_CHUNK * (threadIdx.x % A_CHUNKS);
-        const int tap = k / cin_p;
-        ci = k - tap * cin_p;
-        row_ok = tap < p.k_d * p.k_h * p.k_w;
-        vx_split3(tap, p.k_h, p.k_w, kz, ky, kx);
-    }
-
-    // The voxel table of step `step` (threads 0..BK-1 of the caller fill it).
-    __device__ __forceinline__ void fill(int step, int lane) {
-        s.rows[step % T::STAGES][lane] = vx_forward_row(p, m_begin + step * T::BK + lane, m_end);
-    }
-
-    __device__ __forceinline__ void begin() {
-        for (int i = threadIdx.x; i < T::STAGES * T::BK; i += T::THREADS)
-            fill(i / T::BK, i % T::BK);
-    }
-
-    // Iteration i has copied step i + STAGES - 1, the last reader of the table of step
-    // i + STAGES's slot; the next iteration's barrier publishes it before it is read.
-    __device__ __forceinline__ void ahead(int i) {
-        if (static_cast<int>(threadIdx.x) < T::BK) fill(i + T::STAGES, threadIdx.x);
-    }
-
-    __device__ __forceinline__ void load(int step, unsigned char* a_tile,
-                                         unsigned char* b_tile) {
-        const VxRow* rows = s.rows[step % T::STAGES];
-        const int ca = threadIdx.x % A_CHUNKS;
-#pragma unroll
-        for (int j = 0; j < A_ITERS; ++j) {
-            const int r = threadIdx.x / A_CHUNKS + j * (T::THREADS / A_CHUNKS);
-            const VxRow row = rows[r];
-            const int iz = row.z + kz, iy = row.y + ky, ix = row.x + kx;
-            const bool ok = row_ok && vx_inside(iz, iy, ix, p.in_d, p.in_h, p.in_w);
-            const E* src =
-                x + (ok ? static_cast<size_t>(row.base + (iz * p.in_h + iy) * p.in_w + ix) *
-                                  cin_p +
-                              ci
-                        : 0);
-            vx_cp_async16(a_tile + vx_swizzle<A_CHUNKS>(r, ca), src, ok);
-        }
-        const int cb = threadIdx.x % B_CHUNKS;
-        const int n = blockIdx.y * T::BN + P::PER_CHUNK * cb;
-        const int m0 = m_begin + step * T::BK;
-#pragma unroll
-        for (int j = 0; j < B_ITERS; ++j) {
-            const int r = threadIdx.x / B_CHUNKS + j * (T::THREADS / B_CHUNKS);
-            const bool ok = m0 + r < m_end && n < cout_p;
-            const E* src = dy + (ok ? static_cast<size_t>(m0 + r) * cout_p + n : 0);
-            vx_cp_async16(b_tile + vx_swizzle<B_CHUNKS>(r, cb), src, ok);
-        }
+struct VxSyncMnMajorLoop {
+    template <class T, class Loader>
+    __device__ __forceinline__ static void run(Loader& ld, int steps, VxPipeAcc<T>& acc) {
+        vx_pipe_mainloop<T, VxMnMajorFrags<T>>(ld, steps, acc);
     }
 };
-
-template <class T>
-__device__ __forceinline__ void vx_pipe_backward_weights(const Conv3dParams& p,
-                                                         const typename T::Elem* x,
-                                                         const typename T::Elem* dy,
-                                                         const float*, float* dw) {
-    __shared__ typename VxPipeBackwardWeights<T>::Shared s;
-    const int m_total = p.n * p.out_d * p.out_h * p.out_w;
-    int m_begin, m_end;
-    vx_split_range(p, blockIdx.z, m_total, m_begin, m_end);
-    VxPipeBackwardWeights<T> ld(p, x, dy, s, m_begin, m_end);
-    VxPipeAcc<T> acc = {};
-    vx_pipe_mainloop<T, VxMnMajorFrags<T>>(ld, (m_end - m_begin + T::BK - 1) / T::BK, acc);
-    const int cin_p = vx_pad<typename T::Prec>(p.cin);
-    const int taps = p.k_d * p.k_h * p.k_w;
-    vx_pipe_store<T>(
-        acc, taps * cin_p, p.cout,
-        [&](int, int r) {
-            const int tap = r / cin_p, c = r - tap * cin_p;
-            return c < p.cin ? tap * p.cin + c : -1;
-        },
-        nullptr, dw + static_cast<size_t>(blockIdx.z) * taps * p.cin * p.cout);
-}
 
 #define VX_CONV_PIPE(name, pass, Tile)                                                       \
     extern "C" __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS)              \
