@@ -1,14 +1,18 @@
 // voxseg-arch: sm_90a
-// 3D convolution forward and backward data on Hopper's warpgroup tensor-core instructions
-// (wgmma, kernels/wgmma.h), in BF16 or TF32: the loaders, packed operands and store of the
-// mma.sync kernels (conv3d_pipe.h; packs from conv3d_pipe.cu), with tiles laid out for
-// wgmma. Built for sm_90a only (the first line tells build.rs and ptxas-check.sh), so it
+// 3D convolution on Hopper's warpgroup tensor-core instructions (wgmma, kernels/wgmma.h):
+// forward and backward data in BF16 or TF32, backward weights in BF16 (its tiles are
+// mn-major, which wgmma reads only for 16-bit types). The loaders, packed operands and
+// store are those of the mma.sync kernels (conv3d_pipe.h; packs from conv3d_pipe.cu), with
+// tiles laid out for wgmma. Built for sm_90a only (the first line tells build.rs and ptxas-check.sh), so it
 // loads on compute capability 9.0 devices and nowhere else.
 //
 // A block of two warpgroups computes a 128 x BN tile (BN = 128 or 64): warpgroup w rows
 // 64 w .. 64 w + 63, all BN columns, one wgmma per K step of 16 bf16 / 8 tf32, four per
-// reduction step of 128 bytes per row. Both tiles are k-major with rows of 128 bytes in
-// the 128-byte swizzle (chunk c of row r at chunk c ^ (r % 8)), in a ring of STAGES stages
+// reduction step of 128 bytes per row. Tiles are in the 128-byte swizzle (chunk c of a
+// 128-byte row r at chunk c ^ (r % 8)): k-major in forward and backward data (a row is 64
+// bf16 / 32 tf32 of the reduction), mn-major in backward weights (a row is 64 rows or
+// columns of the result at one voxel of the reduction, the BK voxel rows of each block of
+// 64 following each other), in a ring of STAGES stages
 // that starts at a 1024-byte boundary of the shared window, filled by 16-byte cp.async
 // STAGES - 1 steps ahead. Per step: this thread's copies land (cp.async.wait_group), are
 // made visible to the tensor cores (fence.proxy.async) and to the block (barrier), the
@@ -17,13 +21,15 @@
 #include "conv3d_pipe.h"
 #include "wgmma.h"
 
-struct VxWgmmaKMajorLoop;
+template <bool MN_MAJOR>
+struct VxWgmmaLoop;
 
 template <class P, int BN_, int STAGES_>
 struct VxWgmmaTile {
     using Prec = P;
     using Elem = typename P::Elem;
-    using KMajorLoop = VxWgmmaKMajorLoop;
+    using KMajorLoop = VxWgmmaLoop<false>;
+    using MnMajorLoop = VxWgmmaLoop<true>;
     static constexpr int WARPGROUPS = 2;
     static constexpr int THREADS = 128 * WARPGROUPS;
     // The accumulators as conv3d_pipe.h stores them: each warp 16 rows of m16n8 tiles.
@@ -49,6 +55,13 @@ struct VxWgmmaTile {
     __device__ __forceinline__ static int k_major_offset(int r, int c) {
         return r * ROW_BYTES + ((c ^ (r & 7)) << 4);
     }
+    // Chunk c (of CHUNKS along the rows or columns) of k row r: blocks of 8 chunks (64
+    // elements), each BK rows of 128 bytes.
+    static constexpr int MN_BLOCK_BYTES = BK * ROW_BYTES;
+    template <int CHUNKS>
+    __device__ __forceinline__ static int mn_major_offset(int r, int c) {
+        return (c >> 3) * MN_BLOCK_BYTES + k_major_offset(r, c & 7);
+    }
 };
 
 template <class P>
@@ -56,13 +69,27 @@ using VxWgmmaN128 = VxWgmmaTile<P, 128, VX_CONV_WGMMA_STAGES_N128>;
 template <class P>
 using VxWgmmaN64 = VxWgmmaTile<P, 64, VX_CONV_WGMMA_STAGES_N64>;
 
-// One warpgroup's wgmma over one K step: A from its 64 rows, B from all BN rows.
-template <class T>
-__device__ __forceinline__ void vx_wgmma_step(float (&d)[T::BN / 2], unsigned a, unsigned b) {
-    if constexpr (T::Prec::PER_CHUNK == 8) {
-        vx_wgmma_bf16<T::BN>(d, vx_wgmma_desc(a), vx_wgmma_desc(b));
+// One warpgroup's wgmma over K step k of a stage whose A and B tiles start at shared
+// addresses a and b: A from the warpgroup's 64 rows, B from all BN columns.
+template <class T, bool MN_MAJOR>
+__device__ __forceinline__ void vx_wgmma_step(float (&d)[T::BN / 2], unsigned a, unsigned b,
+                                              int k) {
+    const unsigned wg = threadIdx.x / 128;
+    if constexpr (MN_MAJOR) {
+        static_assert(T::Prec::PER_CHUNK == 8, "wgmma reads mn-major tiles of 16-bit types only");
+        constexpr unsigned K_STEP_BYTES = 2 * VX_WGMMA_ATOM_BYTES;  // 16 rows
+        const unsigned ak = a + wg * T::MN_BLOCK_BYTES + k * K_STEP_BYTES;
+        vx_wgmma_bf16<T::BN, true>(d, vx_wgmma_desc_mn(ak, T::MN_BLOCK_BYTES),
+                                   vx_wgmma_desc_mn(b + k * K_STEP_BYTES, T::MN_BLOCK_BYTES));
     } else {
-        vx_wgmma_tf32<T::BN>(d, vx_wgmma_desc(a), vx_wgmma_desc(b));
+        constexpr unsigned K_STEP_BYTES = 32;
+        const unsigned ak = a + wg * (T::A_BYTES / T::WARPGROUPS) + k * K_STEP_BYTES;
+        const unsigned long long bk = vx_wgmma_desc_k(b + k * K_STEP_BYTES);
+        if constexpr (T::Prec::PER_CHUNK == 8) {
+            vx_wgmma_bf16<T::BN, false>(d, vx_wgmma_desc_k(ak), bk);
+        } else {
+            vx_wgmma_tf32<T::BN>(d, vx_wgmma_desc_k(ak), bk);
+        }
     }
 }
 
@@ -74,13 +101,13 @@ __device__ __forceinline__ unsigned char* vx_wgmma_shared() {
     return raw + (misalign ? VX_WGMMA_ATOM_BYTES - misalign : 0);
 }
 
-struct VxWgmmaKMajorLoop {
+template <bool MN_MAJOR>
+struct VxWgmmaLoop {
     template <class T, class Loader>
     __device__ __forceinline__ static void run(Loader& ld, int steps, VxPipeAcc<T>& acc) {
         unsigned char* smem = vx_wgmma_shared();
         // The warp-major accumulator array is, per thread, the wgmma D fragment.
         float(&d)[T::BN / 2] = reinterpret_cast<float(&)[T::BN / 2]>(acc[0]);
-        const unsigned a_slice = (threadIdx.x / 128) * (T::A_BYTES / T::WARPGROUPS);
         ld.begin();
         __syncthreads();
 #pragma unroll
@@ -103,12 +130,12 @@ struct VxWgmmaKMajorLoop {
             vx_cp_async_commit();
             ld.ahead(i);
             const unsigned char* stage = smem + (i % T::STAGES) * T::STAGE_BYTES;
-            const unsigned a = vx_shared_address(stage) + a_slice;
+            const unsigned a = vx_shared_address(stage);
             const unsigned b = vx_shared_address(stage + T::A_BYTES);
             vx_wgmma_hold(d);
             vx_wgmma_fence();
 #pragma unroll
-            for (int k = 0; k < T::K_STEPS; ++k) vx_wgmma_step<T>(d, a + 32 * k, b + 32 * k);
+            for (int k = 0; k < T::K_STEPS; ++k) vx_wgmma_step<T, MN_MAJOR>(d, a, b, k);
             vx_wgmma_commit();
             vx_wgmma_wait<0>();
             vx_wgmma_hold(d);
@@ -128,6 +155,8 @@ VX_CONV_WGMMA(conv3d_fwd_bf16_wg128, vx_pipe_forward, VxWgmmaN128<VxBf16>)
 VX_CONV_WGMMA(conv3d_fwd_bf16_wg64, vx_pipe_forward, VxWgmmaN64<VxBf16>)
 VX_CONV_WGMMA(conv3d_bwd_data_bf16_wg128, vx_pipe_backward_data, VxWgmmaN128<VxBf16>)
 VX_CONV_WGMMA(conv3d_bwd_data_bf16_wg64, vx_pipe_backward_data, VxWgmmaN64<VxBf16>)
+VX_CONV_WGMMA(conv3d_bwd_weight_bf16_wg128, vx_pipe_backward_weights, VxWgmmaN128<VxBf16>)
+VX_CONV_WGMMA(conv3d_bwd_weight_bf16_wg64, vx_pipe_backward_weights, VxWgmmaN64<VxBf16>)
 VX_CONV_WGMMA(conv3d_fwd_tf32_wg128, vx_pipe_forward, VxWgmmaN128<VxTf32>)
 VX_CONV_WGMMA(conv3d_fwd_tf32_wg64, vx_pipe_forward, VxWgmmaN64<VxTf32>)
 VX_CONV_WGMMA(conv3d_bwd_data_tf32_wg128, vx_pipe_backward_data, VxWgmmaN128<VxTf32>)
@@ -135,21 +164,25 @@ VX_CONV_WGMMA(conv3d_bwd_data_tf32_wg64, vx_pipe_backward_data, VxWgmmaN64<VxTf3
 
 // One warpgroup computes out (64 x 128, row-major) = a b^T through one wgmma: a (64 x K)
 // and b (128 x K) row-major f32, rounded here to P's format, K = 16 bf16 or 8 tf32, stored
-// k-major in the 128-byte swizzle from a 1024-byte boundary of dynamic shared memory
-// (reserve 1024 + 64 * 128 + 128 * 128 bytes). Checks descriptors, swizzle and the D
-// fragment layout against the harness on a GPU.
-template <class P>
+// in the layouts of the 128 x 128 tiles (k-major, or mn-major when MN_MAJOR) from a
+// 1024-byte boundary of dynamic shared memory (reserve 1024 + 64 * 128 + 128 * 128
+// bytes). Checks descriptors, swizzles and the D fragment layout against the harness on a
+// GPU.
+template <class P, bool MN_MAJOR>
 __device__ __forceinline__ void vx_wgmma_probe(const float* a, const float* b, float* out) {
     using T = VxWgmmaN128<P>;
     constexpr int K = P::MMA_K, BYTES = static_cast<int>(sizeof(typename P::Elem));
+    constexpr int A_TILE = 64 * T::ROW_BYTES;
+    static_assert(!MN_MAJOR || A_TILE == T::MN_BLOCK_BYTES, "one block of 64 rows of A");
     unsigned char* a_tile = vx_wgmma_shared();
-    unsigned char* b_tile = a_tile + 64 * T::ROW_BYTES;
+    unsigned char* b_tile = a_tile + A_TILE;
     for (int i = threadIdx.x; i < (64 + 128) * K; i += 128) {
         const bool in_a = i < 64 * K;
         const int row = (in_a ? i : i - 64 * K) / K, k = i % K;
         const float v = in_a ? a[row * K + k] : b[row * K + k];
-        unsigned char* at = (in_a ? a_tile : b_tile) + T::k_major_offset(row, k * BYTES / 16) +
-                            k * BYTES % 16;
+        const int offset = MN_MAJOR ? T::template mn_major_offset<16>(k, row / 8) + row % 8 * BYTES
+                                    : T::k_major_offset(row, k * BYTES / 16) + k * BYTES % 16;
+        unsigned char* at = (in_a ? a_tile : b_tile) + offset;
         if constexpr (BYTES == 4) {
             *reinterpret_cast<unsigned*>(at) = vx_tf32(v);
         } else {
@@ -161,7 +194,7 @@ __device__ __forceinline__ void vx_wgmma_probe(const float* a, const float* b, f
     float d[64] = {};
     vx_wgmma_hold(d);
     vx_wgmma_fence();
-    vx_wgmma_step<T>(d, vx_shared_address(a_tile), vx_shared_address(b_tile));
+    vx_wgmma_step<T, MN_MAJOR>(d, vx_shared_address(a_tile), vx_shared_address(b_tile), 0);
     vx_wgmma_commit();
     vx_wgmma_wait<0>();
     vx_wgmma_hold(d);
@@ -171,19 +204,17 @@ __device__ __forceinline__ void vx_wgmma_probe(const float* a, const float* b, f
         out[(16 * warp + g + 8 * ((i % 4) / 2)) * 128 + 8 * (i / 4) + 2 * t + i % 2] = d[i];
 }
 
-extern "C" __global__ void __launch_bounds__(128)
-    wgmma_probe_bf16(const float* __restrict__ a, const float* __restrict__ b,
-                     float* __restrict__ out) {
-    vx_wgmma_probe<VxBf16>(a, b, out);
-}
-VX_EMU_ENTRY(wgmma_probe_bf16, (const float* a, const float* b, float* out), (a, b, out))
+#define VX_WGMMA_PROBE(name, Precision, mn_major)                                          \
+    extern "C" __global__ void __launch_bounds__(128)                                        \
+        name(const float* __restrict__ a, const float* __restrict__ b,                       \
+             float* __restrict__ out) {                                                      \
+        vx_wgmma_probe<Precision, mn_major>(a, b, out);                                      \
+    }                                                                                        \
+    VX_EMU_ENTRY(name, (const float* a, const float* b, float* out), (a, b, out))
 
-extern "C" __global__ void __launch_bounds__(128)
-    wgmma_probe_tf32(const float* __restrict__ a, const float* __restrict__ b,
-                     float* __restrict__ out) {
-    vx_wgmma_probe<VxTf32>(a, b, out);
-}
-VX_EMU_ENTRY(wgmma_probe_tf32, (const float* a, const float* b, float* out), (a, b, out))
+VX_WGMMA_PROBE(wgmma_probe_bf16, VxBf16, false)
+VX_WGMMA_PROBE(wgmma_probe_tf32, VxTf32, false)
+VX_WGMMA_PROBE(wgmma_probe_bf16_mn, VxBf16, true)
 
 #ifndef __CUDACC__
 #include <cstring>
@@ -203,6 +234,8 @@ extern "C" int emu_conv3d_wgmma(const char* name, const EmuDims* d, const Conv3d
         {"conv3d_fwd_bf16_wg64", conv3d_fwd_bf16_wg64},
         {"conv3d_bwd_data_bf16_wg128", conv3d_bwd_data_bf16_wg128},
         {"conv3d_bwd_data_bf16_wg64", conv3d_bwd_data_bf16_wg64},
+        {"conv3d_bwd_weight_bf16_wg128", conv3d_bwd_weight_bf16_wg128},
+        {"conv3d_bwd_weight_bf16_wg64", conv3d_bwd_weight_bf16_wg64},
     };
     static const struct {
         const char* name;

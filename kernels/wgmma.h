@@ -4,14 +4,17 @@
 // wgmma.mma_async (PTX ISA, "Asynchronous Warpgroup Level Matrix Multiply-Accumulate"):
 // the 128 threads of a warpgroup (4 consecutive warps, the first a multiple of 4) compute
 // D (64 x N, f32 in registers) += A (64 x K) B (K x N), K = 16 for bf16 and 8 for tf32,
-// both operands read from shared memory through 64-bit matrix descriptors. Only one
-// layout is used here: both operands K-major (rows of A and columns of B with K
-// contiguous, as [row][k] tiles) in the 128-byte swizzle:
-//   - a tile row is 128 bytes of K; 8 rows form a 1024-byte atom whose byte address bits
-//     [4:6] (the 16-byte chunk) are XORed with bits [7:9] (the row in the atom), taken from
-//     the shared-memory address itself, so atoms start at 1024-byte boundaries;
-//   - atoms follow each other along M (or N) every SBO = 1024 bytes; LBO is unused;
-//   - the k-th K step of 16 bf16 / 8 tf32 (32 bytes) starts 32 k bytes into row 0.
+// both operands read from shared memory through 64-bit matrix descriptors, always in the
+// 128-byte swizzle: rows of 128 bytes, 8 rows to a 1024-byte atom whose byte address bits
+// [4:6] (the 16-byte chunk) are XORed with bits [7:9] (the row in the atom), taken from the
+// shared-memory address itself, so atoms start at 1024-byte boundaries. Two layouts:
+//   - K-major (rows of A and columns of B with K contiguous, [row][k] tiles; bf16 and
+//     tf32): a row is 128 bytes of K; atoms follow each other along M (or N) every
+//     SBO = 1024 bytes (LBO unused); the k-th K step of 16 bf16 / 8 tf32 (32 bytes) starts
+//     32 k bytes into row 0.
+//   - MN-major (imm-trans = 1, bf16 only; [k][mn] tiles): a row is 64 elements of M (or N)
+//     at one k; blocks of 64 along MN follow each other every LBO bytes, groups of 8 k rows
+//     every SBO = 1024 bytes, so the k-th K step of 16 starts 2048 k bytes in.
 // Descriptor: bits 0-13 start address >> 4, 16-29 LBO >> 4, 32-45 SBO >> 4, 49-51 base
 // offset (0: atoms aligned), 62-63 swizzle (1: 128 bytes).
 // D fragments: warp w of the warpgroup holds rows 16 w + g and 16 w + g + 8 (g = lane / 4,
@@ -29,13 +32,26 @@
 // Bytes of one 128-byte-swizzle atom: 8 rows of 128 bytes.
 constexpr unsigned VX_WGMMA_ATOM_BYTES = 1024;
 
-// The descriptor of a K-major, 128-byte-swizzled operand whose row 0 (of its 8-row atom)
-// starts at shared address `address` (+ 32 bytes per K step).
-__device__ __forceinline__ unsigned long long vx_wgmma_desc(unsigned address) {
+// The descriptor of a 128-byte-swizzled operand at shared address `address` with the
+// given LBO (SBO is always one atom).
+__device__ __forceinline__ unsigned long long vx_wgmma_desc(unsigned address, unsigned lbo) {
     return static_cast<unsigned long long>((address & 0x3FFFF) >> 4) |
-           static_cast<unsigned long long>(1) << 16 |
+           static_cast<unsigned long long>((lbo & 0x3FFFF) >> 4) << 16 |
            static_cast<unsigned long long>(VX_WGMMA_ATOM_BYTES >> 4) << 32 |
            static_cast<unsigned long long>(1) << 62;
+}
+
+// A K-major operand whose row 0 (of its 8-row atom) is at `address` (+ 32 bytes per K
+// step); LBO is unused there and set to 16 bytes.
+__device__ __forceinline__ unsigned long long vx_wgmma_desc_k(unsigned address) {
+    return vx_wgmma_desc(address, 16);
+}
+
+// An MN-major operand whose k row 0 is at `address` (+ 2048 bytes per K step), its blocks
+// of 64 along MN `block_bytes` apart.
+__device__ __forceinline__ unsigned long long vx_wgmma_desc_mn(unsigned address,
+                                                               unsigned block_bytes) {
+    return vx_wgmma_desc(address, block_bytes);
 }
 
 #ifdef __CUDACC__
@@ -62,8 +78,8 @@ __device__ __forceinline__ void vx_wgmma_hold(float (&d)[R]) {
 }
 
 // d += A B for one warpgroup: A 64 x 16 bf16 (descriptor a), B 16 x N (descriptor b), both
-// K-major.
-template <int N>
+// K-major, or both MN-major.
+template <int N, bool MN_MAJOR>
 __device__ __forceinline__ void vx_wgmma_bf16(float (&d)[N / 2], unsigned long long a,
                                               unsigned long long b);
 // d += A B with A 64 x 8 tf32, B 8 x N, both K-major (the only layout tf32 has).
@@ -72,7 +88,7 @@ __device__ __forceinline__ void vx_wgmma_tf32(float (&d)[N / 2], unsigned long l
                                               unsigned long long b);
 
 template <>
-__device__ __forceinline__ void vx_wgmma_bf16<128>(float (&d)[64], unsigned long long a,
+__device__ __forceinline__ void vx_wgmma_bf16<128, false>(float (&d)[64], unsigned long long a,
                                             unsigned long long b) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
@@ -91,13 +107,47 @@ __device__ __forceinline__ void vx_wgmma_bf16<128>(float (&d)[64], unsigned long
 }
 
 template <>
-__device__ __forceinline__ void vx_wgmma_bf16<64>(float (&d)[32], unsigned long long a,
+__device__ __forceinline__ void vx_wgmma_bf16<64, false>(float (&d)[32], unsigned long long a,
                                             unsigned long long b) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
         "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
         "%32, %33, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "l"(a), "l"(b), "r"(1));
+}
+
+template <>
+__device__ __forceinline__ void vx_wgmma_bf16<128, true>(float (&d)[64], unsigned long long a,
+                                            unsigned long long b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+        "%64, %65, p, 1, 1, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(a), "l"(b), "r"(1));
+}
+
+template <>
+__device__ __forceinline__ void vx_wgmma_bf16<64, true>(float (&d)[32], unsigned long long a,
+                                            unsigned long long b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+        "%32, %33, p, 1, 1, 1, 1;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
           "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
           "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
@@ -148,21 +198,26 @@ namespace vx_wgmma_emu {
 // kernels' alignment of their ring is exercised.
 constexpr unsigned SHARED_ORIGIN = 0x410;
 
-// The value of element k < K of K-major row `row` of the operand described by `desc`, or
-// NaN (and a failed launch) for a descriptor this emulation does not model.
-template <int K, int ELEM_BYTES>
+// The value of element k < K of row `row` (of M or N) of the operand described by `desc`,
+// K-major or MN-major, or NaN (and a failed launch) for a descriptor this emulation does
+// not model.
+template <int K, int ELEM_BYTES, bool MN_MAJOR>
 inline float element(unsigned long long desc, int row, int k) {
     const unsigned start = static_cast<unsigned>(desc & 0x3FFF) << 4;
+    const unsigned lbo = static_cast<unsigned>((desc >> 16) & 0x3FFF) << 4;
     const unsigned sbo = static_cast<unsigned>((desc >> 32) & 0x3FFF) << 4;
     const unsigned base_offset = static_cast<unsigned>((desc >> 49) & 7);
     const unsigned swizzle = static_cast<unsigned>(desc >> 62);
-    if (swizzle != 1 || base_offset != 0 || ((start >> 7) & 7) != 0 ||
-        (start & 127) + K * ELEM_BYTES > 128) {
-        emu_fail("wgmma: only K-major operands in the 128-byte swizzle, K steps inside the "
-                 "rows of 8-row atoms at 1024-byte boundaries, are emulated");
+    const bool modelled = MN_MAJOR ? start % VX_WGMMA_ATOM_BYTES == 0
+                                   : ((start >> 7) & 7) == 0 && (start & 127) + K * ELEM_BYTES <= 128;
+    if (swizzle != 1 || base_offset != 0 || !modelled) {
+        emu_fail("wgmma: only operands in the 128-byte swizzle from 8-row atoms at 1024-byte "
+                 "boundaries (K-major: K steps inside the rows) are emulated");
         return NAN;
     }
-    const unsigned logical = start + (row / 8) * sbo + (row % 8) * 128 + k * ELEM_BYTES;
+    const unsigned logical =
+        MN_MAJOR ? start + (row / 64) * lbo + (k / 8) * sbo + (k % 8) * 128 + (row % 64) * ELEM_BYTES
+                 : start + (row / 8) * sbo + (row % 8) * 128 + k * ELEM_BYTES;
     const unsigned physical = logical ^ (((logical >> 7) & 7) << 4);
     const size_t offset = physical - SHARED_ORIGIN;
     if (physical < SHARED_ORIGIN || offset + ELEM_BYTES > emu_dynamic_shared_bytes()) {
@@ -182,7 +237,7 @@ inline float element(unsigned long long desc, int row, int k) {
 }
 
 // This thread's accumulators += A B by the D fragment layout, K elements of ELEM_BYTES.
-template <int N, int K, int ELEM_BYTES>
+template <int N, int K, int ELEM_BYTES, bool MN_MAJOR>
 inline void run(float (&d)[N / 2], unsigned long long a, unsigned long long b) {
     const unsigned tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
     if (blockDim.x * blockDim.y * blockDim.z % 128 != 0) {
@@ -196,8 +251,8 @@ inline void run(float (&d)[N / 2], unsigned long long a, unsigned long long b) {
         const int col = 8 * (i / 4) + 2 * t + i % 2;
         float acc = d[i];
         for (int k = 0; k < K; ++k)
-            acc = fmaf(element<K, ELEM_BYTES>(a, row, k), element<K, ELEM_BYTES>(b, col, k),
-                       acc);
+            acc = fmaf(element<K, ELEM_BYTES, MN_MAJOR>(a, row, k),
+                       element<K, ELEM_BYTES, MN_MAJOR>(b, col, k), acc);
         d[i] = acc;
     }
 }
@@ -220,13 +275,13 @@ inline void vx_wgmma_wait() {}
 template <int R>
 inline void vx_wgmma_hold(float (&)[R]) {}
 
-template <int N>
+template <int N, bool MN_MAJOR>
 inline void vx_wgmma_bf16(float (&d)[N / 2], unsigned long long a, unsigned long long b) {
-    vx_wgmma_emu::run<N, 16, 2>(d, a, b);
+    vx_wgmma_emu::run<N, 16, 2, MN_MAJOR>(d, a, b);
 }
 template <int N>
 inline void vx_wgmma_tf32(float (&d)[N / 2], unsigned long long a, unsigned long long b) {
-    vx_wgmma_emu::run<N, 8, 4>(d, a, b);
+    vx_wgmma_emu::run<N, 8, 4, false>(d, a, b);
 }
 
 #endif

@@ -472,15 +472,31 @@ fn wgmma_reference(precision: ConvPrecision, a: &[f32], b: &[f32], k: usize) -> 
 #[test]
 fn wgmma_reads_swizzled_tiles_and_writes_the_accumulator_layout() {
     let mut rng = Rng::new(85);
-    for (precision, k) in [(ConvPrecision::Tf32, 8), (ConvPrecision::Bf16, 16)] {
+    for (precision, mn_major, k) in [
+        (ConvPrecision::Tf32, false, 8),
+        (ConvPrecision::Bf16, false, 16),
+        (ConvPrecision::Bf16, true, 16),
+    ] {
         let a = random(&mut rng, 64 * k, -1.0, 1.0);
         let b = random(&mut rng, 128 * k, -1.0, 1.0);
         let mut out = poisoned(64 * 128);
-        emu_conv::wgmma_probe(precision, &a, &b, &mut out).unwrap();
+        emu_conv::wgmma_probe(precision, mn_major, &a, &b, &mut out).unwrap();
         let out = written(&out, 64 * 128);
         let e = max_rel(out, &wgmma_reference(precision, &a, &b, k));
-        assert!(e < 1e-6, "{precision}: max relative error {e:e}");
+        assert!(
+            e < 1e-6,
+            "{precision} mn-major {mn_major}: max relative error {e:e}"
+        );
     }
+    let mut out = poisoned(64 * 128);
+    let tf32_mn = emu_conv::wgmma_probe(
+        ConvPrecision::Tf32,
+        true,
+        &[0.0; 512],
+        &[0.0; 1024],
+        &mut out,
+    );
+    assert!(tf32_mn.is_err(), "wgmma has no mn-major tf32");
 }
 
 #[test]
@@ -723,7 +739,8 @@ fn padded_channels_every_kernel_shape_and_tile(
         }
     }
     for pass in PASSES {
-        let wide = if wgmma && pass != ConvPass::BackwardWeight {
+        let mn_major_tf32 = pass == ConvPass::BackwardWeight && precision == ConvPrecision::Tf32;
+        let wide = if wgmma && !mn_major_tf32 {
             [ConvTile::WgN64, ConvTile::WgN128]
         } else {
             [ConvTile::TcN64, ConvTile::TcN128]

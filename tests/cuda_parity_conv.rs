@@ -274,7 +274,7 @@ fn padded_cases() -> Vec<ConvGeometry> {
     ]
 }
 
-/// The Hopper wgmma kernels (forward and backward data on 64- and 128-wide tiles) on the
+/// The Hopper wgmma kernels (64- and 128-wide tiles; backward weights in BF16) on the
 /// padded-channel cases, a strided downsampling and a deep layer whose reductions split;
 /// fails on a device that cannot run them (every GPU this project is lent is an H100 or
 /// H200).
@@ -310,17 +310,21 @@ fn wgmma_matches_the_harness_twin() {
     let gpu = device();
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);
-    for (precision, k) in [(ConvPrecision::Tf32, 8), (ConvPrecision::Bf16, 16)] {
+    for (precision, mn_major, k) in [
+        (ConvPrecision::Tf32, false, 8),
+        (ConvPrecision::Bf16, false, 16),
+        (ConvPrecision::Bf16, true, 16),
+    ] {
         for _ in 0..5 {
             let a = random(&mut rng, 64 * k, -1.0, 1.0);
             let b = random(&mut rng, 128 * k, -1.0, 1.0);
-            let got = gpu.wgmma_probe(precision, &a, &b).unwrap();
+            let got = gpu.wgmma_probe(precision, mn_major, &a, &b).unwrap();
             let mut want = vec![f32::NAN; 64 * 128];
-            emu_conv::wgmma_probe(precision, &a, &b, &mut want).unwrap();
+            emu_conv::wgmma_probe(precision, mn_major, &a, &b, &mut want).unwrap();
             for i in 0..64 * 128 {
                 assert!(
                     (got[i] - want[i]).abs() <= 1e-5 * want[i].abs().max(1.0),
-                    "{precision} D[{}][{}]: device {} twin {} (seed {seed})",
+                    "{precision} mn-major {mn_major} D[{}][{}]: device {} twin {} (seed {seed})",
                     i / 128,
                     i % 128,
                     got[i],

@@ -282,17 +282,30 @@ impl Cuda {
     }
 
     /// `out` (64 x 128) = `a` (64 x K) `b` (128 x K)^T through one wgmma from swizzled
-    /// shared tiles (kernels/conv3d_wgmma.cu's wgmma_probe), K = 16 for BF16 and 8 for
-    /// TF32, all row-major; the inputs are rounded by the kernel. Checks the descriptors,
-    /// the 128-byte swizzle and the accumulator layout against their emulated twins.
-    pub fn wgmma_probe(&self, precision: ConvPrecision, a: &[f32], b: &[f32]) -> Result<Vec<f32>> {
+    /// shared tiles, k-major or (BF16 only) mn-major (kernels/conv3d_wgmma.cu's
+    /// wgmma_probe_*), K = 16 for BF16 and 8 for TF32, all row-major; the inputs are
+    /// rounded by the kernel. Checks the descriptors, the 128-byte swizzle and the
+    /// accumulator layout against their emulated twins.
+    pub fn wgmma_probe(
+        &self,
+        precision: ConvPrecision,
+        mn_major: bool,
+        a: &[f32],
+        b: &[f32],
+    ) -> Result<Vec<f32>> {
         if !self.supports_wgmma() {
             return Err(self.no_wgmma());
         }
-        let (k, name) = match precision {
-            ConvPrecision::Tf32 => (8, "wgmma_probe_tf32"),
-            ConvPrecision::Bf16 => (16, "wgmma_probe_bf16"),
-            ConvPrecision::F32 => return Err(Error::config("wgmma_probe", "f32 has no wgmma")),
+        let (k, name) = match (precision, mn_major) {
+            (ConvPrecision::Tf32, false) => (8, "wgmma_probe_tf32"),
+            (ConvPrecision::Bf16, false) => (16, "wgmma_probe_bf16"),
+            (ConvPrecision::Bf16, true) => (16, "wgmma_probe_bf16_mn"),
+            _ => {
+                return Err(Error::config(
+                    "wgmma_probe",
+                    format!("no {precision} probe (mn-major: {mn_major})"),
+                ))
+            }
         };
         if a.len() != 64 * k || b.len() != 128 * k {
             return Err(Error::shape(

@@ -395,6 +395,12 @@ pub mod conv {
             b: *const f32,
             out: *mut f32,
         ) -> c_int;
+        fn emu_wgmma_probe_bf16_mn(
+            d: *const LaunchDims,
+            a: *const f32,
+            b: *const f32,
+            out: *mut f32,
+        ) -> c_int;
         fn emu_conv3d_pipe(
             name: *const c_char,
             d: *const LaunchDims,
@@ -685,18 +691,20 @@ pub mod conv {
     }
 
     /// `out` (64 x 128) = `a` (64 x K) `b` (128 x K)^T through one emulated wgmma from
-    /// swizzled shared tiles, K = 16 (BF16) or 8 (TF32), all row-major f32 (rounded by the
-    /// kernel); `Cuda::wgmma_probe` on a device.
+    /// swizzled shared tiles, k-major or (BF16 only) mn-major, K = 16 (BF16) or 8 (TF32),
+    /// all row-major f32 (rounded by the kernel); `Cuda::wgmma_probe` on a device.
     pub fn wgmma_probe(
         precision: ConvPrecision,
+        mn_major: bool,
         a: &[f32],
         b: &[f32],
         out: &mut [f32],
     ) -> EmuResult {
-        let (k, run): (u64, WgmmaProbe) = match precision {
-            ConvPrecision::Tf32 => (8, emu_wgmma_probe_tf32),
-            ConvPrecision::Bf16 => (16, emu_wgmma_probe_bf16),
-            ConvPrecision::F32 => return Err("f32 has no wgmma".into()),
+        let (k, run): (u64, WgmmaProbe) = match (precision, mn_major) {
+            (ConvPrecision::Tf32, false) => (8, emu_wgmma_probe_tf32),
+            (ConvPrecision::Bf16, false) => (16, emu_wgmma_probe_bf16),
+            (ConvPrecision::Bf16, true) => (16, emu_wgmma_probe_bf16_mn),
+            _ => return Err(format!("no {precision} wgmma probe (mn-major: {mn_major})")),
         };
         need("a", a.len(), 64 * k)?;
         need("b", b.len(), 128 * k)?;
