@@ -321,32 +321,24 @@ struct VxSyncMnMajorLoop {
     }
 };
 
-#define VX_CONV_PIPE(name, pass, Tile)                                                       \
-    extern "C" __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS)              \
-        name(const __grid_constant__ Conv3dParams p, const Tile::Elem* __restrict__ a,         \
-             const Tile::Elem* __restrict__ b, const float* __restrict__ bias,                 \
-             float* __restrict__ out) {                                                        \
-        pass<Tile>(p, a, b, bias, out);                                                        \
-    }
-
-VX_CONV_PIPE(conv3d_fwd_bf16_n128, vx_pipe_forward, VxPipeN128<VxBf16>)
-VX_CONV_PIPE(conv3d_fwd_bf16_n64, vx_pipe_forward, VxPipeN64<VxBf16>)
-VX_CONV_PIPE(conv3d_fwd_bf16_n32, vx_pipe_forward, VxPipeN32<VxBf16>)
-VX_CONV_PIPE(conv3d_bwd_data_bf16_n128, vx_pipe_backward_data, VxPipeN128<VxBf16>)
-VX_CONV_PIPE(conv3d_bwd_data_bf16_n64, vx_pipe_backward_data, VxPipeN64<VxBf16>)
-VX_CONV_PIPE(conv3d_bwd_data_bf16_n32, vx_pipe_backward_data, VxPipeN32<VxBf16>)
-VX_CONV_PIPE(conv3d_bwd_weight_bf16_n128, vx_pipe_backward_weights, VxPipeN128<VxBf16>)
-VX_CONV_PIPE(conv3d_bwd_weight_bf16_n64, vx_pipe_backward_weights, VxPipeN64<VxBf16>)
-VX_CONV_PIPE(conv3d_bwd_weight_bf16_n32, vx_pipe_backward_weights, VxPipeN32Narrow<VxBf16>)
-VX_CONV_PIPE(conv3d_fwd_tf32_n128, vx_pipe_forward, VxPipeN128<VxTf32>)
-VX_CONV_PIPE(conv3d_fwd_tf32_n64, vx_pipe_forward, VxPipeN64<VxTf32>)
-VX_CONV_PIPE(conv3d_fwd_tf32_n32, vx_pipe_forward, VxPipeN32<VxTf32>)
-VX_CONV_PIPE(conv3d_bwd_data_tf32_n128, vx_pipe_backward_data, VxPipeN128<VxTf32>)
-VX_CONV_PIPE(conv3d_bwd_data_tf32_n64, vx_pipe_backward_data, VxPipeN64<VxTf32>)
-VX_CONV_PIPE(conv3d_bwd_data_tf32_n32, vx_pipe_backward_data, VxPipeN32<VxTf32>)
-VX_CONV_PIPE(conv3d_bwd_weight_tf32_n128, vx_pipe_backward_weights, VxPipeN128<VxTf32>)
-VX_CONV_PIPE(conv3d_bwd_weight_tf32_n64, vx_pipe_backward_weights, VxPipeN64<VxTf32>)
-VX_CONV_PIPE(conv3d_bwd_weight_tf32_n32, vx_pipe_backward_weights, VxPipeN32Narrow<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_fwd_bf16_n128, vx_pipe_forward, VxPipeN128<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_fwd_bf16_n64, vx_pipe_forward, VxPipeN64<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_fwd_bf16_n32, vx_pipe_forward, VxPipeN32<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_n128, vx_pipe_backward_data, VxPipeN128<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_n64, vx_pipe_backward_data, VxPipeN64<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_n32, vx_pipe_backward_data, VxPipeN32<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_n128, vx_pipe_backward_weights, VxPipeN128<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_n64, vx_pipe_backward_weights, VxPipeN64<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_n32, vx_pipe_backward_weights, VxPipeN32Narrow<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_fwd_tf32_n128, vx_pipe_forward, VxPipeN128<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_fwd_tf32_n64, vx_pipe_forward, VxPipeN64<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_fwd_tf32_n32, vx_pipe_forward, VxPipeN32<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_n128, vx_pipe_backward_data, VxPipeN128<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_n64, vx_pipe_backward_data, VxPipeN64<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_n32, vx_pipe_backward_data, VxPipeN32<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_bwd_weight_tf32_n128, vx_pipe_backward_weights, VxPipeN128<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_bwd_weight_tf32_n64, vx_pipe_backward_weights, VxPipeN64<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_bwd_weight_tf32_n32, vx_pipe_backward_weights, VxPipeN32Narrow<VxTf32>)
 
 // ---------------------------------------------------------------------------------------
 // Probes of the wrappers and fragment layouts for tests

@@ -431,3 +431,14 @@ __device__ __forceinline__ void vx_pipe_backward_weights(const Conv3dParams& p,
         },
         nullptr, dw + static_cast<size_t>(blockIdx.z) * taps * p.cin * p.cout);
 }
+
+// A tensor-core convolution kernel: pass `pass` (vx_pipe_forward, vx_pipe_backward_data,
+// vx_pipe_backward_weights) on tile `Tile`, taking (params, a, b, bias, out) as every conv
+// kernel does (conv3d_common.h).
+#define VX_CONV_TC_KERNEL(name, pass, Tile)                                                  \
+    extern "C" __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS)              \
+        name(const __grid_constant__ Conv3dParams p, const Tile::Elem* __restrict__ a,         \
+             const Tile::Elem* __restrict__ b, const float* __restrict__ bias,                 \
+             float* __restrict__ out) {                                                        \
+        pass<Tile>(p, a, b, bias, out);                                                        \
+    }

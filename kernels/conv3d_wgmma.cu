@@ -143,24 +143,16 @@ struct VxWgmmaLoop {
     }
 };
 
-#define VX_CONV_WGMMA(name, pass, Tile)                                                      \
-    extern "C" __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS)                              \
-        name(const __grid_constant__ Conv3dParams p, const Tile::Elem* __restrict__ a,         \
-             const Tile::Elem* __restrict__ b, const float* __restrict__ bias,                 \
-             float* __restrict__ out) {                                                        \
-        pass<Tile>(p, a, b, bias, out);                                                        \
-    }
-
-VX_CONV_WGMMA(conv3d_fwd_bf16_wg128, vx_pipe_forward, VxWgmmaN128<VxBf16>)
-VX_CONV_WGMMA(conv3d_fwd_bf16_wg64, vx_pipe_forward, VxWgmmaN64<VxBf16>)
-VX_CONV_WGMMA(conv3d_bwd_data_bf16_wg128, vx_pipe_backward_data, VxWgmmaN128<VxBf16>)
-VX_CONV_WGMMA(conv3d_bwd_data_bf16_wg64, vx_pipe_backward_data, VxWgmmaN64<VxBf16>)
-VX_CONV_WGMMA(conv3d_bwd_weight_bf16_wg128, vx_pipe_backward_weights, VxWgmmaN128<VxBf16>)
-VX_CONV_WGMMA(conv3d_bwd_weight_bf16_wg64, vx_pipe_backward_weights, VxWgmmaN64<VxBf16>)
-VX_CONV_WGMMA(conv3d_fwd_tf32_wg128, vx_pipe_forward, VxWgmmaN128<VxTf32>)
-VX_CONV_WGMMA(conv3d_fwd_tf32_wg64, vx_pipe_forward, VxWgmmaN64<VxTf32>)
-VX_CONV_WGMMA(conv3d_bwd_data_tf32_wg128, vx_pipe_backward_data, VxWgmmaN128<VxTf32>)
-VX_CONV_WGMMA(conv3d_bwd_data_tf32_wg64, vx_pipe_backward_data, VxWgmmaN64<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg128, vx_pipe_forward, VxWgmmaN128<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg64, vx_pipe_forward, VxWgmmaN64<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_wg128, vx_pipe_backward_data, VxWgmmaN128<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_wg64, vx_pipe_backward_data, VxWgmmaN64<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_wg128, vx_pipe_backward_weights, VxWgmmaN128<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_wg64, vx_pipe_backward_weights, VxWgmmaN64<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg128, vx_pipe_forward, VxWgmmaN128<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg64, vx_pipe_forward, VxWgmmaN64<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_wg128, vx_pipe_backward_data, VxWgmmaN128<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_wg64, vx_pipe_backward_data, VxWgmmaN64<VxTf32>)
 
 // One warpgroup computes out (64 x 128, row-major) = a b^T through one wgmma: a (64 x K)
 // and b (128 x K) row-major f32, rounded here to P's format, K = 16 bf16 or 8 tf32, stored
