@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds, here, what scripts/gpu-check.sh runs on a GPU machine that has no Rust toolchain:
 # the CUDA test binaries and the voxseg binary, with the kernels required, stripped into
-# the git-ignored gpu-bin/ (a few MB) to be carried along. Dev profile unless --release.
+# the git-ignored gpu-bin/, and gpu-bin.tar.gz, the same compressed (each binary embeds
+# the PTX text: about 90 MB unpacked, 22 MB packed), which is what to carry to the GPU
+# machine (the device tool carries 64 MiB at most); gpu-check.sh and gpu-session.sh
+# unpack it there. Dev profile unless --release.
 #   scripts/gpu-bundle.sh [--release]
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,5 +36,6 @@ for line in sys.stdin:
 ' | while read -r name exe; do
     strip -o "gpu-bin/$name" "$exe"
 done
+tar -czf gpu-bin.tar.gz gpu-bin
 ls -la gpu-bin
-du -sh gpu-bin
+du -sh gpu-bin gpu-bin.tar.gz

@@ -5,16 +5,20 @@
 # capability 9.0 device. Logs go to $OUT (or ./gpu-check-out), seven files at most:
 # summary.txt, machine.txt, ptxas.log, test.log, bench.log (stderr of the benchmarks),
 # bench.jsonl and bench_wgmma.jsonl (one JSON line per case; scripts/bench_table.py reads
-# the precision from each); the exit status is non-zero if any step failed. Uses the machine's nvcc, or the repository's .cuda/ if it was
-# carried along.
-# - With gpu-bin/ present (scripts/gpu-bundle.sh, for machines without Rust): runs the
-#   prebuilt binaries from it: the test binaries and `voxseg bench`.
+# the precision from each); the exit status is non-zero if any step failed. Uses the
+# machine's nvcc, or the repository's .cuda/ if it was carried along.
+# - With gpu-bin/ or gpu-bin.tar.gz present (scripts/gpu-bundle.sh, for machines without
+#   Rust): runs the prebuilt binaries from it: the test binaries and `voxseg bench`.
 # - Otherwise builds with cargo (VOXSEG_REQUIRE_CUDA=1, release) and runs every test.
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${OUT:-$repo/gpu-check-out}"
 mkdir -p "$out"
 cd "$repo"
+# The bundle travels packed (scripts/gpu-bundle.sh).
+if [[ ! -d gpu-bin && -f gpu-bin.tar.gz ]]; then
+    tar -xzf gpu-bin.tar.gz
+fi
 
 if ! nvcc="$(scripts/nvcc-path.sh)"; then
     echo "gpu-check: no nvcc" | tee "$out/summary.txt"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One short, bounded GPU session with prebuilt binaries (scripts/gpu-bundle.sh --release,
-# carried as gpu-bin/): the CUDA parity tests, our benchmarks, the PyTorch/cuDNN reference
+# carried as gpu-bin.tar.gz or gpu-bin/): the CUDA parity tests, our benchmarks, the PyTorch/cuDNN reference
 # on the same card, and the quickstart on the GPU. Every step has its own time limit so one
 # slow step cannot eat the lease. Results go to $OUT, at most 8 files: summary.txt (card,
 # steps, test results), tests.log, ours_<precision>.jsonl (fp32, tf32, bf16), ref.jsonl,
@@ -10,6 +10,10 @@
 # ours_<precision>_wgmma.jsonl (mind the 8 files: drop a precision or the quickstart).
 #   OURS="bf16:conv bf16+wgmma:conv" REF_PRECISIONS=bf16 REF_CASES=conv scripts/gpu-session.sh
 set -u
+# The bundle travels packed (scripts/gpu-bundle.sh).
+if [[ ! -d gpu-bin && -f gpu-bin.tar.gz ]]; then
+    tar -xzf gpu-bin.tar.gz
+fi
 out="${OUT:-gpu-session-out}"
 mkdir -p "$out"
 ours="${OURS:-fp32:conv tf32:conv bf16:conv fp32:unet_step bf16:unet_step fp32:instnorm}"
