@@ -1,7 +1,7 @@
 // The parts of the tensor-core convolutions that do not depend on how a tile is multiplied,
 // shared by the mma.sync kernels (conv3d_pipe.cu, sm_80 and later) and the wgmma kernels
-// (conv3d_wgmma.cu, sm_90a): the precision policies, the k-major operand loaders of
-// forward and backward data, and the store of the accumulators.
+// (conv3d_wgmma.cu, sm_90a): the precision policies, the operand loaders of the three
+// passes, the store of the accumulators and the kernel definition.
 //
 // A tile type T gives: Prec (VxBf16 or VxTf32), Elem, THREADS, BM, BN, BK (elements of
 // one reduction step per row), ROW_CHUNKS (16-byte chunks of one step per row: BK /
@@ -373,8 +373,9 @@ struct VxPipeBackwardWeights {
             fill(i / T::BK, i % T::BK);
     }
 
-    // Iteration i has copied step i + STAGES - 1, the last reader of the table of step
-    // i + STAGES's slot; the next iteration's barrier publishes it before it is read.
+    // Step i + STAGES takes the slot of step i's table, last read when step i was loaded
+    // (iteration i - STAGES + 1 or the prologue), before this iteration's barrier; the next
+    // iteration's barrier publishes the new table before step i + STAGES is loaded.
     __device__ __forceinline__ void ahead(int i) {
         if (static_cast<int>(threadIdx.x) < T::BK) fill(i + T::STAGES, threadIdx.x);
     }

@@ -3,8 +3,8 @@
 // forward and backward data in BF16 or TF32, backward weights in BF16 (its tiles are
 // mn-major, which wgmma reads only for 16-bit types). The loaders, packed operands and
 // store are those of the mma.sync kernels (conv3d_pipe.h; packs from conv3d_pipe.cu), with
-// tiles laid out for wgmma. Built for sm_90a only (the first line tells build.rs and ptxas-check.sh), so it
-// loads on compute capability 9.0 devices and nowhere else.
+// tiles laid out for wgmma. Built for sm_90a only (the first line tells build.rs and
+// ptxas-check.sh), so it loads on compute capability 9.0 devices and nowhere else.
 //
 // A block of two warpgroups computes a 128 x BN tile (BN = 128 or 64): warpgroup w rows
 // 64 w .. 64 w + 63, all BN columns, one wgmma per K step of 16 bf16 / 8 tf32, four per
@@ -12,11 +12,11 @@
 // 128-byte row r at chunk c ^ (r % 8)): k-major in forward and backward data (a row is 64
 // bf16 / 32 tf32 of the reduction), mn-major in backward weights (a row is 64 rows or
 // columns of the result at one voxel of the reduction, the BK voxel rows of each block of
-// 64 following each other), in a ring of STAGES stages
-// that starts at a 1024-byte boundary of the shared window, filled by 16-byte cp.async
-// STAGES - 1 steps ahead. Per step: this thread's copies land (cp.async.wait_group), are
-// made visible to the tensor cores (fence.proxy.async) and to the block (barrier), the
-// next step's copies issue, then the wgmmas, which complete (wait_group 0) before the next
+// 64 following each other), in a ring of STAGES stages that starts at a 1024-byte boundary
+// of the shared window, filled by 16-byte cp.async STAGES - 1 steps ahead. Per step: this
+// thread's copies land (cp.async.wait_group), are made visible to the tensor cores
+// (fence.proxy.async) and to the block (barrier), the wgmmas issue, the copies of step
+// + STAGES - 1 issue while they run, and the wgmmas complete (wait_group 0) before the next
 // barrier lets any thread overwrite their stage.
 #include "conv3d_pipe.h"
 #include "wgmma.h"
@@ -122,13 +122,6 @@ struct VxWgmmaLoop {
             // Step i is in shared memory for the whole block, and every warpgroup's wgmmas
             // of step i - 1 have completed: its stage can be refilled.
             __syncthreads();
-            const int next = i + T::STAGES - 1;
-            if (next < steps) {
-                unsigned char* stage = smem + (next % T::STAGES) * T::STAGE_BYTES;
-                ld.load(next, stage, stage + T::A_BYTES);
-            }
-            vx_cp_async_commit();
-            ld.ahead(i);
             const unsigned char* stage = smem + (i % T::STAGES) * T::STAGE_BYTES;
             const unsigned a = vx_shared_address(stage);
             const unsigned b = vx_shared_address(stage + T::A_BYTES);
@@ -137,6 +130,15 @@ struct VxWgmmaLoop {
 #pragma unroll
             for (int k = 0; k < T::K_STEPS; ++k) vx_wgmma_step<T, MN_MAJOR>(d, a, b, k);
             vx_wgmma_commit();
+            // The copies of a later step (into step i - 1's stage) issue while the tensor
+            // cores work.
+            const int next = i + T::STAGES - 1;
+            if (next < steps) {
+                unsigned char* next_stage = smem + (next % T::STAGES) * T::STAGE_BYTES;
+                ld.load(next, next_stage, next_stage + T::A_BYTES);
+            }
+            vx_cp_async_commit();
+            ld.ahead(i);
             vx_wgmma_wait<0>();
             vx_wgmma_hold(d);
         }
@@ -154,26 +156,27 @@ VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg64, vx_pipe_forward, VxWgmmaN64<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_wg128, vx_pipe_backward_data, VxWgmmaN128<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_wg64, vx_pipe_backward_data, VxWgmmaN64<VxTf32>)
 
-// One warpgroup computes out (64 x 128, row-major) = a b^T through one wgmma: a (64 x K)
-// and b (128 x K) row-major f32, rounded here to P's format, K = 16 bf16 or 8 tf32, stored
-// in the layouts of the 128 x 128 tiles (k-major, or mn-major when MN_MAJOR) from a
-// 1024-byte boundary of dynamic shared memory (reserve 1024 + 64 * 128 + 128 * 128
-// bytes). Checks descriptors, swizzles and the D fragment layout against the harness on a
-// GPU.
-template <class P, bool MN_MAJOR>
+// One block of tile T computes out (128 x BN, row-major) = a b^T over one reduction step:
+// a (128 x BK) and b (BN x BK) row-major f32, rounded here to T's format, stored in one
+// stage k-major (or mn-major when MN_MAJOR) from a 1024-byte boundary of dynamic shared
+// memory (reserve 1024 + 256 * 128 bytes), multiplied by both warpgroups' K_STEPS wgmmas as
+// the main loop issues them, and stored as the kernels store. Checks descriptors, swizzles,
+// K advances, warpgroup slices and the D fragment layout against the harness on a GPU.
+template <class T, bool MN_MAJOR>
 __device__ __forceinline__ void vx_wgmma_probe(const float* a, const float* b, float* out) {
-    using T = VxWgmmaN128<P>;
-    constexpr int K = P::MMA_K, BYTES = static_cast<int>(sizeof(typename P::Elem));
-    constexpr int A_TILE = 64 * T::ROW_BYTES;
-    static_assert(!MN_MAJOR || A_TILE == T::MN_BLOCK_BYTES, "one block of 64 rows of A");
+    constexpr int BYTES = static_cast<int>(sizeof(typename T::Elem)), K = T::BK;
     unsigned char* a_tile = vx_wgmma_shared();
-    unsigned char* b_tile = a_tile + A_TILE;
-    for (int i = threadIdx.x; i < (64 + 128) * K; i += 128) {
-        const bool in_a = i < 64 * K;
-        const int row = (in_a ? i : i - 64 * K) / K, k = i % K;
+    unsigned char* b_tile = a_tile + T::A_BYTES;
+    for (int i = threadIdx.x; i < (T::BM + T::BN) * K; i += T::THREADS) {
+        const bool in_a = i < T::BM * K;
+        const int row = (in_a ? i : i - T::BM * K) / K, k = i % K;
         const float v = in_a ? a[row * K + k] : b[row * K + k];
-        const int offset = MN_MAJOR ? T::template mn_major_offset<16>(k, row / 8) + row % 8 * BYTES
-                                    : T::k_major_offset(row, k * BYTES / 16) + k * BYTES % 16;
+        int offset = T::k_major_offset(row, k * BYTES / 16) + k * BYTES % 16;
+        if constexpr (MN_MAJOR) {
+            offset = (in_a ? T::template mn_major_offset<T::BM / 8>(k, row / 8)
+                           : T::template mn_major_offset<T::BN / 8>(k, row / 8)) +
+                     row % 8 * BYTES;
+        }
         unsigned char* at = (in_a ? a_tile : b_tile) + offset;
         if constexpr (BYTES == 4) {
             *reinterpret_cast<unsigned*>(at) = vx_tf32(v);
@@ -183,30 +186,33 @@ __device__ __forceinline__ void vx_wgmma_probe(const float* a, const float* b, f
     }
     vx_fence_proxy_async_shared();
     __syncthreads();
-    float d[64] = {};
+    VxPipeAcc<T> acc = {};
+    float(&d)[T::BN / 2] = reinterpret_cast<float(&)[T::BN / 2]>(acc[0]);
     vx_wgmma_hold(d);
     vx_wgmma_fence();
-    vx_wgmma_step<T, MN_MAJOR>(d, vx_shared_address(a_tile), vx_shared_address(b_tile), 0);
+    const unsigned sa = vx_shared_address(a_tile), sb = vx_shared_address(b_tile);
+#pragma unroll
+    for (int k = 0; k < T::K_STEPS; ++k) vx_wgmma_step<T, MN_MAJOR>(d, sa, sb, k);
     vx_wgmma_commit();
     vx_wgmma_wait<0>();
     vx_wgmma_hold(d);
-    const int warp = threadIdx.x / 32, g = (threadIdx.x % 32) >> 2, t = threadIdx.x & 3;
-#pragma unroll
-    for (int i = 0; i < 64; ++i)
-        out[(16 * warp + g + 8 * ((i % 4) / 2)) * 128 + 8 * (i / 4) + 2 * t + i % 2] = d[i];
+    vx_pipe_store<T>(acc, T::BM, T::BN, [](int, int r) { return r; }, nullptr, out);
 }
 
-#define VX_WGMMA_PROBE(name, Precision, mn_major)                                          \
-    extern "C" __global__ void __launch_bounds__(128)                                        \
+#define VX_WGMMA_PROBE(name, Tile, mn_major)                                               \
+    extern "C" __global__ void __launch_bounds__(Tile::THREADS)                              \
         name(const float* __restrict__ a, const float* __restrict__ b,                       \
              float* __restrict__ out) {                                                      \
-        vx_wgmma_probe<Precision, mn_major>(a, b, out);                                      \
+        vx_wgmma_probe<Tile, mn_major>(a, b, out);                                           \
     }                                                                                        \
     VX_EMU_ENTRY(name, (const float* a, const float* b, float* out), (a, b, out))
 
-VX_WGMMA_PROBE(wgmma_probe_bf16, VxBf16, false)
-VX_WGMMA_PROBE(wgmma_probe_tf32, VxTf32, false)
-VX_WGMMA_PROBE(wgmma_probe_bf16_mn, VxBf16, true)
+VX_WGMMA_PROBE(wgmma_probe_bf16_n128, VxWgmmaN128<VxBf16>, false)
+VX_WGMMA_PROBE(wgmma_probe_bf16_n64, VxWgmmaN64<VxBf16>, false)
+VX_WGMMA_PROBE(wgmma_probe_tf32_n128, VxWgmmaN128<VxTf32>, false)
+VX_WGMMA_PROBE(wgmma_probe_tf32_n64, VxWgmmaN64<VxTf32>, false)
+VX_WGMMA_PROBE(wgmma_probe_bf16_mn_n128, VxWgmmaN128<VxBf16>, true)
+VX_WGMMA_PROBE(wgmma_probe_bf16_mn_n64, VxWgmmaN64<VxBf16>, true)
 
 #ifndef __CUDACC__
 #include <cstring>

@@ -22,7 +22,7 @@ constexpr int VX_CONV_TC_BM = 128;
 constexpr int VX_CONV_PIPE_STEP_BYTES = 64;
 constexpr int VX_CONV_PIPE_NARROW_THREADS = 64;
 constexpr int VX_CONV_PIPE_STAGES = 4;
-// Hopper wgmma kernels (conv3d_wgmma.cu, sm_90a; forward and backward data): VX_CONV_TC_BM
+// Hopper wgmma kernels (conv3d_wgmma.cu, sm_90a; all but TF32 backward weights): VX_CONV_TC_BM
 // rows by 128 or 64 columns, two warpgroups (VX_CONV_WGMMA_THREADS), a reduction step of
 // VX_CONV_WGMMA_STEP_BYTES per row (the 128-byte swizzle's row: 64 bf16 or 32 tf32), a ring
 // of VX_CONV_WGMMA_STAGES_N128 or _N64 stages (two blocks fit an SM's shared memory either

@@ -455,13 +455,14 @@ fn rounding_is_tf32_nearest_away_and_bf16_nearest_even() {
     assert_eq!(f32::from_bits(tf32[6]), f32::INFINITY, "f32::MAX rounds up");
 }
 
-/// A (64 x k) B (128 x k)^T of the inputs rounded as `precision` rounds, in f64.
-fn wgmma_reference(precision: ConvPrecision, a: &[f32], b: &[f32], k: usize) -> Vec<f64> {
+/// A (128 x k) B (n x k)^T of the inputs rounded as `precision` rounds, in f64.
+fn wgmma_reference(precision: ConvPrecision, a: &[f32], b: &[f32], n: usize) -> Vec<f64> {
     let round = rounder(precision);
-    let mut out = vec![0.0; 64 * 128];
-    for row in 0..64 {
-        for col in 0..128 {
-            out[row * 128 + col] = (0..k)
+    let k = a.len() / 128;
+    let mut out = vec![0.0; 128 * n];
+    for row in 0..128 {
+        for col in 0..n {
+            out[row * n + col] = (0..k)
                 .map(|i| round(a[row * k + i]) as f64 * round(b[col * k + i]) as f64)
                 .sum();
         }
@@ -469,31 +470,38 @@ fn wgmma_reference(precision: ConvPrecision, a: &[f32], b: &[f32], k: usize) -> 
     out
 }
 
+/// The (precision, mn-major) pairs the wgmma kernels use.
+const WGMMA_LAYOUTS: [(ConvPrecision, bool); 3] = [
+    (ConvPrecision::Tf32, false),
+    (ConvPrecision::Bf16, false),
+    (ConvPrecision::Bf16, true),
+];
+
 #[test]
 fn wgmma_reads_swizzled_tiles_and_writes_the_accumulator_layout() {
     let mut rng = Rng::new(85);
-    for (precision, mn_major, k) in [
-        (ConvPrecision::Tf32, false, 8),
-        (ConvPrecision::Bf16, false, 16),
-        (ConvPrecision::Bf16, true, 16),
-    ] {
-        let a = random(&mut rng, 64 * k, -1.0, 1.0);
-        let b = random(&mut rng, 128 * k, -1.0, 1.0);
-        let mut out = poisoned(64 * 128);
-        emu_conv::wgmma_probe(precision, mn_major, &a, &b, &mut out).unwrap();
-        let out = written(&out, 64 * 128);
-        let e = max_rel(out, &wgmma_reference(precision, &a, &b, k));
-        assert!(
-            e < 1e-6,
-            "{precision} mn-major {mn_major}: max relative error {e:e}"
-        );
+    for (precision, mn_major) in WGMMA_LAYOUTS {
+        for n in [128, 64] {
+            let k = wgmma_probe_depth(precision);
+            let a = random(&mut rng, 128 * k, -1.0, 1.0);
+            let b = random(&mut rng, n * k, -1.0, 1.0);
+            let mut out = poisoned(128 * n);
+            emu_conv::wgmma_probe(precision, mn_major, n, &a, &b, &mut out).unwrap();
+            let out = written(&out, 128 * n);
+            let e = max_rel(out, &wgmma_reference(precision, &a, &b, n));
+            assert!(
+                e < 1e-6,
+                "{precision} mn-major {mn_major} n {n}: max relative error {e:e}"
+            );
+        }
     }
-    let mut out = poisoned(64 * 128);
+    let mut out = poisoned(128 * 128);
     let tf32_mn = emu_conv::wgmma_probe(
         ConvPrecision::Tf32,
         true,
-        &[0.0; 512],
-        &[0.0; 1024],
+        128,
+        &[0.0; 4096],
+        &[0.0; 4096],
         &mut out,
     );
     assert!(tf32_mn.is_err(), "wgmma has no mn-major tf32");

@@ -17,7 +17,7 @@ mod common;
 
 use common::{device, fresh_seed, max_rel, norm_rel, random, serial};
 use voxseg::backend::cpu::Cpu64;
-use voxseg::backend::cuda::conv_plan::{ConvPass, ConvPrecision};
+use voxseg::backend::cuda::conv_plan::{wgmma_probe_depth, ConvPass, ConvPrecision};
 use voxseg::backend::cuda::emu::conv as emu_conv;
 use voxseg::backend::cuda::{graph_reps, Cuda};
 use voxseg::backend::BackendBase;
@@ -90,10 +90,10 @@ fn convolutions_match_cpu_at_every_precision() {
     let gpu = device();
     let previous = gpu.conv_precision().unwrap();
     for precision in ConvPrecision::ALL {
-        gpu.set_conv_precision(precision).unwrap();
+        gpu.set_conv_precision(precision);
         check_every_pass(&gpu, &geometries());
     }
-    gpu.set_conv_precision(previous).unwrap();
+    gpu.set_conv_precision(previous);
 }
 
 /// Every pass of every geometry at the device's current precision against the CPU
@@ -182,7 +182,7 @@ fn graph_timing_captures_a_conv_and_falls_back_cleanly() {
     let _serial = serial();
     let gpu = Cuda::new(0).unwrap();
     let previous = gpu.conv_precision().unwrap();
-    gpu.set_conv_precision(ConvPrecision::Tf32).unwrap();
+    gpu.set_conv_precision(ConvPrecision::Tf32);
     let g = same([2, 16, 16, 16, 32], [3, 3, 3, 32, 32], 1);
     let x = gpu
         .uniform(7, 1, 0, g.n * g.input_voxels() * g.cin)
@@ -229,7 +229,7 @@ fn graph_timing_captures_a_conv_and_falls_back_cleanly() {
     let why = gpu.time_graph_ms(&mut synchronizes, 3, 5).unwrap();
     assert!(why.is_err(), "a synchronization was captured: {why:?}");
     assert_eq!(forward().unwrap(), before_timing, "after failed captures");
-    gpu.set_conv_precision(previous).unwrap();
+    gpu.set_conv_precision(previous);
 }
 
 /// The tensor-core kernels (TF32 and BF16) where the harness tests run them, at sizes
@@ -243,7 +243,7 @@ fn tensor_core_convolutions_on_padded_channels_match_cpu() {
     let gpu = device();
     let previous = gpu.conv_precision().unwrap();
     for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
-        gpu.set_conv_precision(precision).unwrap();
+        gpu.set_conv_precision(precision);
         for g in &padded_cases() {
             for pass in PASSES {
                 let plan = gpu.conv_plan(g, pass).unwrap();
@@ -252,7 +252,7 @@ fn tensor_core_convolutions_on_padded_channels_match_cpu() {
         }
         check_every_pass(&gpu, &padded_cases());
     }
-    gpu.set_conv_precision(previous).unwrap();
+    gpu.set_conv_precision(previous);
 }
 
 /// The geometries of `tensor_core_convolutions_on_padded_channels_match_cpu`.
@@ -291,7 +291,7 @@ fn wgmma_convolutions_match_cpu() {
         conv([2, 4, 4, 4, 320], [3, 3, 3, 320, 320], 1, 1),
     ]);
     for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
-        gpu.set_conv_precision(precision).unwrap();
+        gpu.set_conv_precision(precision);
         let wgmma_plans = cases
             .iter()
             .flat_map(|g| PASSES.map(|pass| gpu.conv_plan(g, pass).unwrap()))
@@ -300,7 +300,7 @@ fn wgmma_convolutions_match_cpu() {
         assert!(wgmma_plans >= 8, "{precision}: {wgmma_plans} wgmma plans");
         check_every_pass(&gpu, &cases);
     }
-    gpu.set_conv_precision(previous.0).unwrap();
+    gpu.set_conv_precision(previous.0);
     gpu.set_wgmma(previous.1).unwrap();
 }
 
@@ -310,23 +310,25 @@ fn wgmma_matches_the_harness_twin() {
     let gpu = device();
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);
-    for (precision, mn_major, k) in [
-        (ConvPrecision::Tf32, false, 8),
-        (ConvPrecision::Bf16, false, 16),
-        (ConvPrecision::Bf16, true, 16),
+    for (precision, mn_major) in [
+        (ConvPrecision::Tf32, false),
+        (ConvPrecision::Bf16, false),
+        (ConvPrecision::Bf16, true),
     ] {
-        for _ in 0..5 {
-            let a = random(&mut rng, 64 * k, -1.0, 1.0);
-            let b = random(&mut rng, 128 * k, -1.0, 1.0);
-            let got = gpu.wgmma_probe(precision, mn_major, &a, &b).unwrap();
-            let mut want = vec![f32::NAN; 64 * 128];
-            emu_conv::wgmma_probe(precision, mn_major, &a, &b, &mut want).unwrap();
-            for i in 0..64 * 128 {
+        for n in [128, 64] {
+            let k = wgmma_probe_depth(precision);
+            let a = random(&mut rng, 128 * k, -1.0, 1.0);
+            let b = random(&mut rng, n * k, -1.0, 1.0);
+            let got = gpu.wgmma_probe(precision, mn_major, n, &a, &b).unwrap();
+            let mut want = vec![f32::NAN; 128 * n];
+            emu_conv::wgmma_probe(precision, mn_major, n, &a, &b, &mut want).unwrap();
+            for i in 0..128 * n {
                 assert!(
                     (got[i] - want[i]).abs() <= 1e-5 * want[i].abs().max(1.0),
-                    "{precision} mn-major {mn_major} D[{}][{}]: device {} twin {} (seed {seed})",
-                    i / 128,
-                    i % 128,
+                    "{precision} mn-major {mn_major} n {n} D[{}][{}]: device {} twin {} \
+                     (seed {seed})",
+                    i / n,
+                    i % n,
                     got[i],
                     want[i]
                 );
@@ -359,7 +361,7 @@ fn tensor_core_passes_allocate_nothing_new_after_the_first() {
         drop(gpu.conv3d_backward_weight(&x, &dy, &g).unwrap());
     };
     for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
-        gpu.set_conv_precision(precision).unwrap();
+        gpu.set_conv_precision(precision);
         passes();
         let before = gpu.pool_stats().device_allocations;
         for _ in 0..3 {
@@ -372,7 +374,7 @@ fn tensor_core_passes_allocate_nothing_new_after_the_first() {
             "{precision}: device allocations after the first passes"
         );
     }
-    gpu.set_conv_precision(previous).unwrap();
+    gpu.set_conv_precision(previous);
 }
 
 #[test]

@@ -232,12 +232,12 @@ pub fn cuda_suite(
     precision: ConvPrecision,
 ) -> Result<Vec<BenchResult>> {
     let previous = cuda.conv_precision()?;
-    cuda.set_conv_precision(precision)?;
+    cuda.set_conv_precision(precision);
     let results = run_shapes(cuda, filter, precision).and_then(|mut r| {
         r.extend(model_cases(cuda, filter, precision)?);
         Ok(r)
     });
-    cuda.set_conv_precision(previous)?;
+    cuda.set_conv_precision(previous);
     results
 }
 

@@ -56,7 +56,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Device::Cuda { ordinal, .. } => {
             let cuda = voxseg::backend::cuda::Cuda::new(ordinal)?;
             if let Some(p) = a.precision {
-                cuda.set_conv_precision(p)?;
+                cuda.set_conv_precision(p);
             }
             run_on(&cuda, &a)
         }

@@ -122,7 +122,7 @@ pub fn train(cfg: TrainConfig, opts: RunOptions) -> Result<TrainSummary> {
         Device::Cuda { ordinal, .. } => {
             let cuda = crate::backend::cuda::Cuda::new(*ordinal)?;
             if let Some(p) = cfg.precision {
-                cuda.set_conv_precision(p)?;
+                cuda.set_conv_precision(p);
             }
             train_on(&cuda, &device, cfg, opts)
         }

@@ -6,11 +6,12 @@
 //!
 //! The arithmetic is chosen per device with [`Cuda::set_conv_precision`], initially from
 //! `VOXSEG_CONV_PRECISION` (f32, tf32 or bf16; f32 when unset). On compute capability 9.0
-//! (H100, H200) the sm_90a wgmma kernels can run forward and backward data at TF32/BF16:
-//! [`Cuda::set_wgmma`], initially `VOXSEG_WGMMA=1` (off when unset, until they have passed
-//! the parity tests on a GPU).
+//! (H100, H200) the sm_90a wgmma kernels can run the TF32/BF16 passes (all but TF32
+//! backward weights): [`Cuda::set_wgmma`], initially `VOXSEG_WGMMA=1` (off when unset, until
+//! they have passed the parity tests on a GPU).
 use super::conv_plan::{
-    ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, WGMMA_PROBE_SHARED_BYTES,
+    wgmma_probe_depth, ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, CONV_WGMMA_THREADS,
+    WGMMA_PROBE_SHARED_BYTES,
 };
 use super::device::{driver_error, Cuda, CudaStorage};
 use super::params::LaunchDims;
@@ -28,7 +29,7 @@ use std::sync::{Mutex, OnceLock};
 pub const WGMMA_ENV: &str = "VOXSEG_WGMMA";
 
 /// A device's convolution settings (every `Cuda` of one ordinal shares a device).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct ConvSettings {
     precision: ConvPrecision,
     wgmma: bool,
@@ -94,11 +95,11 @@ impl Cuda {
         Ok(self.conv_settings()?.precision)
     }
 
-    /// Sets the arithmetic of this device's convolutions (every `Cuda` of this ordinal).
-    pub fn set_conv_precision(&self, precision: ConvPrecision) -> Result<()> {
-        let s = self.conv_settings()?;
+    /// Sets the arithmetic of this device's convolutions (every `Cuda` of this ordinal),
+    /// whatever the environment says.
+    pub fn set_conv_precision(&self, precision: ConvPrecision) {
+        let s = self.conv_settings().unwrap_or_default();
         settings().insert(self.ordinal(), ConvSettings { precision, ..s });
-        Ok(())
     }
 
     /// Whether the device can run the wgmma kernels: compute capability 9.0 (sm_90a code
@@ -108,37 +109,35 @@ impl Cuda {
             && PTX_MODULES.iter().any(|(name, _)| *name == "conv3d_wgmma")
     }
 
-    /// Whether forward and backward data at TF32/BF16 run the wgmma kernels: what
-    /// `set_wgmma` set, else `VOXSEG_WGMMA` on a device that supports them, else off.
+    /// Whether the TF32/BF16 passes run the wgmma kernels: what `set_wgmma` set, else
+    /// `VOXSEG_WGMMA` on a device that supports them (elsewhere it is ignored with a
+    /// warning), else off.
     pub fn wgmma(&self) -> Result<bool> {
         Ok(self.conv_settings()?.wgmma)
     }
 
-    /// Turns the wgmma kernels on or off for this device; fails, naming the device, to turn
-    /// them on where they cannot run.
+    /// Turns the wgmma kernels on or off for this device, whatever the environment says;
+    /// fails, naming the device, to turn them on where they cannot run.
     pub fn set_wgmma(&self, on: bool) -> Result<()> {
         if on && !self.supports_wgmma() {
-            return Err(self.no_wgmma());
+            return Err(Error::config(WGMMA_ENV, self.why_no_wgmma()));
         }
-        let s = self.conv_settings()?;
+        let s = self.conv_settings().unwrap_or_default();
         settings().insert(self.ordinal(), ConvSettings { wgmma: on, ..s });
         Ok(())
     }
 
-    fn no_wgmma(&self) -> Error {
+    fn why_no_wgmma(&self) -> String {
         let (major, minor) = self.compute_capability();
-        Error::config(
-            WGMMA_ENV,
-            format!(
-                "the wgmma kernels need compute capability 9.0 and a build with nvcc; {} is \
-                 {major}.{minor}{}",
-                self.device_name(),
-                if cfg!(voxseg_has_ptx) {
-                    ""
-                } else {
-                    " and this build has no PTX"
-                }
-            ),
+        format!(
+            "the wgmma kernels need compute capability 9.0 and a build with nvcc; {} is \
+             {major}.{minor}{}",
+            self.device_name(),
+            if cfg!(voxseg_has_ptx) {
+                ""
+            } else {
+                " and this build has no PTX"
+            }
         )
     }
 
@@ -150,7 +149,10 @@ impl Cuda {
         }
         let precision = ConvPrecision::from_env()?.unwrap_or_default();
         let wgmma = match wgmma_from_env()? {
-            Some(true) if !self.supports_wgmma() => return Err(self.no_wgmma()),
+            Some(true) if !self.supports_wgmma() => {
+                eprintln!("{WGMMA_ENV}=1 ignored: {}", self.why_no_wgmma());
+                false
+            }
             Some(on) => on,
             None => false,
         };
@@ -281,44 +283,49 @@ impl Cuda {
         self.download(&out)
     }
 
-    /// `out` (64 x 128) = `a` (64 x K) `b` (128 x K)^T through one wgmma from swizzled
-    /// shared tiles, k-major or (BF16 only) mn-major (kernels/conv3d_wgmma.cu's
-    /// wgmma_probe_*), K = 16 for BF16 and 8 for TF32, all row-major; the inputs are
-    /// rounded by the kernel. Checks the descriptors, the 128-byte swizzle and the
-    /// accumulator layout against their emulated twins.
+    /// `out` (128 x n) = `a` (128 x BK) `b` (n x BK)^T over one reduction step of the wgmma
+    /// tiles (kernels/conv3d_wgmma.cu's wgmma_probe_*: n = 128 or 64, BK = 64 bf16 or 32
+    /// tf32, k-major or, at BF16, mn-major), all row-major; the inputs are rounded by the
+    /// kernel. Checks the descriptors, the 128-byte swizzle, the K advances, the
+    /// warpgroups' slices and the accumulator layout against their emulated twins.
     pub fn wgmma_probe(
         &self,
         precision: ConvPrecision,
         mn_major: bool,
+        n: usize,
         a: &[f32],
         b: &[f32],
     ) -> Result<Vec<f32>> {
         if !self.supports_wgmma() {
-            return Err(self.no_wgmma());
+            return Err(Error::config("wgmma_probe", self.why_no_wgmma()));
         }
-        let (k, name) = match (precision, mn_major) {
-            (ConvPrecision::Tf32, false) => (8, "wgmma_probe_tf32"),
-            (ConvPrecision::Bf16, false) => (16, "wgmma_probe_bf16"),
-            (ConvPrecision::Bf16, true) => (16, "wgmma_probe_bf16_mn"),
+        let name = match (precision, mn_major, n) {
+            (ConvPrecision::Bf16, false, 128) => "wgmma_probe_bf16_n128",
+            (ConvPrecision::Bf16, false, 64) => "wgmma_probe_bf16_n64",
+            (ConvPrecision::Tf32, false, 128) => "wgmma_probe_tf32_n128",
+            (ConvPrecision::Tf32, false, 64) => "wgmma_probe_tf32_n64",
+            (ConvPrecision::Bf16, true, 128) => "wgmma_probe_bf16_mn_n128",
+            (ConvPrecision::Bf16, true, 64) => "wgmma_probe_bf16_mn_n64",
             _ => {
                 return Err(Error::config(
                     "wgmma_probe",
-                    format!("no {precision} probe (mn-major: {mn_major})"),
+                    format!("no {precision} probe with {n} columns (mn-major: {mn_major})"),
                 ))
             }
         };
-        if a.len() != 64 * k || b.len() != 128 * k {
+        let k = wgmma_probe_depth(precision);
+        if a.len() != 128 * k || b.len() != n * k {
             return Err(Error::shape(
                 "wgmma_probe",
-                format!("a {}, b {} elements for K = {k}", a.len(), b.len()),
+                format!("a {}, b {} elements for K = {k}, n = {n}", a.len(), b.len()),
             ));
         }
         let (a, b) = (self.upload(a)?, self.upload(b)?);
-        let mut out = self.alloc(64 * 128)?;
+        let mut out = self.alloc(128 * n)?;
         let f = self.function("conv3d_wgmma", name)?;
         let dims = LaunchDims {
             shared_bytes: WGMMA_PROBE_SHARED_BYTES,
-            ..LaunchDims::linear([1, 1, 1], 128)
+            ..LaunchDims::linear([1, 1, 1], CONV_WGMMA_THREADS)
         };
         allow_shared(self.ordinal(), name, &f, dims.shared_bytes)?;
         let mut args = self.stream().launch_builder(&f);

@@ -359,7 +359,8 @@ pub mod stitch;
 pub mod conv {
     use super::{need, status, EmuResult};
     use crate::backend::cuda::conv_plan::{
-        ConvPack, ConvPackKind, ConvPackParams, ConvPlan, ConvPrecision, WGMMA_PROBE_SHARED_BYTES,
+        wgmma_probe_depth, ConvPack, ConvPackKind, ConvPackParams, ConvPlan, ConvPrecision,
+        CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
     };
     use crate::backend::cuda::params::{Conv3dParams, LaunchDims};
     use std::ffi::{c_char, c_int, c_void, CString};
@@ -383,19 +384,37 @@ pub mod conv {
             bias: *const f32,
             out: *mut f32,
         ) -> c_int;
-        fn emu_wgmma_probe_bf16(
+        fn emu_wgmma_probe_bf16_n128(
             d: *const LaunchDims,
             a: *const f32,
             b: *const f32,
             out: *mut f32,
         ) -> c_int;
-        fn emu_wgmma_probe_tf32(
+        fn emu_wgmma_probe_bf16_n64(
             d: *const LaunchDims,
             a: *const f32,
             b: *const f32,
             out: *mut f32,
         ) -> c_int;
-        fn emu_wgmma_probe_bf16_mn(
+        fn emu_wgmma_probe_tf32_n128(
+            d: *const LaunchDims,
+            a: *const f32,
+            b: *const f32,
+            out: *mut f32,
+        ) -> c_int;
+        fn emu_wgmma_probe_tf32_n64(
+            d: *const LaunchDims,
+            a: *const f32,
+            b: *const f32,
+            out: *mut f32,
+        ) -> c_int;
+        fn emu_wgmma_probe_bf16_mn_n128(
+            d: *const LaunchDims,
+            a: *const f32,
+            b: *const f32,
+            out: *mut f32,
+        ) -> c_int;
+        fn emu_wgmma_probe_bf16_mn_n64(
             d: *const LaunchDims,
             a: *const f32,
             b: *const f32,
@@ -690,28 +709,37 @@ pub mod conv {
         status(unsafe { run(&d, a.as_ptr(), b.as_ptr(), c.as_ptr(), out.as_mut_ptr()) })
     }
 
-    /// `out` (64 x 128) = `a` (64 x K) `b` (128 x K)^T through one emulated wgmma from
-    /// swizzled shared tiles, k-major or (BF16 only) mn-major, K = 16 (BF16) or 8 (TF32),
-    /// all row-major f32 (rounded by the kernel); `Cuda::wgmma_probe` on a device.
+    /// `out` (128 x n) = `a` (128 x BK) `b` (n x BK)^T over one reduction step of the
+    /// wgmma tiles (n = 128 or 64; BK = 64 bf16 or 32 tf32), k-major or (BF16 only)
+    /// mn-major, all row-major f32 (rounded by the kernel); `Cuda::wgmma_probe` on a device.
     pub fn wgmma_probe(
         precision: ConvPrecision,
         mn_major: bool,
+        n: usize,
         a: &[f32],
         b: &[f32],
         out: &mut [f32],
     ) -> EmuResult {
-        let (k, run): (u64, WgmmaProbe) = match (precision, mn_major) {
-            (ConvPrecision::Tf32, false) => (8, emu_wgmma_probe_tf32),
-            (ConvPrecision::Bf16, false) => (16, emu_wgmma_probe_bf16),
-            (ConvPrecision::Bf16, true) => (16, emu_wgmma_probe_bf16_mn),
-            _ => return Err(format!("no {precision} wgmma probe (mn-major: {mn_major})")),
+        let run: WgmmaProbe = match (precision, mn_major, n) {
+            (ConvPrecision::Bf16, false, 128) => emu_wgmma_probe_bf16_n128,
+            (ConvPrecision::Bf16, false, 64) => emu_wgmma_probe_bf16_n64,
+            (ConvPrecision::Tf32, false, 128) => emu_wgmma_probe_tf32_n128,
+            (ConvPrecision::Tf32, false, 64) => emu_wgmma_probe_tf32_n64,
+            (ConvPrecision::Bf16, true, 128) => emu_wgmma_probe_bf16_mn_n128,
+            (ConvPrecision::Bf16, true, 64) => emu_wgmma_probe_bf16_mn_n64,
+            _ => {
+                return Err(format!(
+                    "no {precision} wgmma probe with {n} columns (mn-major: {mn_major})"
+                ))
+            }
         };
-        need("a", a.len(), 64 * k)?;
-        need("b", b.len(), 128 * k)?;
-        need("out", out.len(), 64 * 128)?;
+        let k = wgmma_probe_depth(precision) as u64;
+        need("a", a.len(), 128 * k)?;
+        need("b", b.len(), n as u64 * k)?;
+        need("out", out.len(), 128 * n as u64)?;
         let d = LaunchDims {
             shared_bytes: WGMMA_PROBE_SHARED_BYTES,
-            ..LaunchDims::linear([1, 1, 1], 128)
+            ..LaunchDims::linear([1, 1, 1], CONV_WGMMA_THREADS)
         };
         // SAFETY: lengths checked above.
         status(unsafe { run(&d, a.as_ptr(), b.as_ptr(), out.as_mut_ptr()) })
