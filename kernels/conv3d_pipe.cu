@@ -282,14 +282,7 @@ __device__ __forceinline__ void vx_pipe_multiply(const unsigned char* a_tile,
 template <class T, class Frags, class Loader>
 __device__ __forceinline__ void vx_pipe_mainloop(Loader& ld, int steps, VxPipeAcc<T>& acc) {
     VX_DYNAMIC_SHARED(unsigned char, smem);
-    ld.begin();
-    __syncthreads();
-#pragma unroll
-    for (int s = 0; s < T::STAGES - 1; ++s) {
-        unsigned char* stage = smem + s * T::STAGE_BYTES;
-        if (s < steps) ld.load(s, stage, stage + T::A_BYTES);
-        vx_cp_async_commit();
-    }
+    vx_ring_prologue<T>(ld, smem, steps);
     for (int i = 0; i < steps; ++i) {
         // Step i has landed for this thread; the barrier makes it so for the block and
         // also retires step i - 1, whose stage the next copies overwrite.

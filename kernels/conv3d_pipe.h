@@ -68,6 +68,21 @@ __device__ __forceinline__ int vx_pad(int c) {
 template <class T>
 using VxPipeAcc = float[T::MT][T::NT][4];
 
+// The start of a main loop over the ring of stages at `ring`: the loader's begin(), a
+// barrier, then the copies of the first STAGES - 1 steps, one commit group each (empty past
+// the last step, so that the loop's wait_group counts stay right).
+template <class T, class Loader>
+__device__ __forceinline__ void vx_ring_prologue(Loader& ld, unsigned char* ring, int steps) {
+    ld.begin();
+    __syncthreads();
+#pragma unroll
+    for (int s = 0; s < T::STAGES - 1; ++s) {
+        unsigned char* stage = ring + s * T::STAGE_BYTES;
+        if (s < steps) ld.load(s, stage, stage + T::A_BYTES);
+        vx_cp_async_commit();
+    }
+}
+
 // Writes the accumulators: GEMM row r (block-local `local`) goes to
 // out[out_row(local, r) * cols + col] (skipped when out_row < 0), plus bias[col] when there
 // is a bias.

@@ -108,14 +108,7 @@ struct VxWgmmaLoop {
         unsigned char* smem = vx_wgmma_shared();
         // The warp-major accumulator array is, per thread, the wgmma D fragment.
         float(&d)[T::BN / 2] = reinterpret_cast<float(&)[T::BN / 2]>(acc[0]);
-        ld.begin();
-        __syncthreads();
-#pragma unroll
-        for (int s = 0; s < T::STAGES - 1; ++s) {
-            unsigned char* stage = smem + s * T::STAGE_BYTES;
-            if (s < steps) ld.load(s, stage, stage + T::A_BYTES);
-            vx_cp_async_commit();
-        }
+        vx_ring_prologue<T>(ld, smem, steps);
         for (int i = 0; i < steps; ++i) {
             vx_cp_async_wait<T::STAGES - 2>();
             vx_fence_proxy_async_shared();
