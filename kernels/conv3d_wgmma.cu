@@ -1,12 +1,13 @@
 // voxseg-arch: sm_90a
 // 3D convolution on Hopper's warpgroup tensor-core instructions (wgmma, kernels/wgmma.h):
-// forward and backward data in BF16 or TF32, backward weights in BF16 (its tiles are
-// mn-major, which wgmma reads only for 16-bit types). The loaders, packed operands and
+// forward and backward data in BF16 or TF32, backward weights in BF16 on 128 or 64 columns
+// (its tiles are mn-major, which wgmma reads only for 16-bit types and blocks of 64). The loaders, packed operands and
 // store are those of the mma.sync kernels (conv3d_pipe.h; packs from conv3d_pipe.cu), with
 // tiles laid out for wgmma. Built for sm_90a only (the first line tells build.rs and
 // ptxas-check.sh), so it loads on compute capability 9.0 devices and nowhere else.
 //
-// A block of two warpgroups computes a 128 x BN tile (BN = 128 or 64): warpgroup w rows
+// A block of two warpgroups computes a 128 x BN tile (BN = 128, 64, or 32 in forward and
+// backward data): warpgroup w rows
 // 64 w .. 64 w + 63, all BN columns, one wgmma per K step of 16 bf16 / 8 tf32, four per
 // reduction step of 128 bytes per row. Tiles are in the 128-byte swizzle (chunk c of a
 // 128-byte row r at chunk c ^ (r % 8)): k-major in forward and backward data (a row is 64
@@ -68,6 +69,10 @@ template <class P>
 using VxWgmmaN128 = VxWgmmaTile<P, 128, VX_CONV_WGMMA_STAGES_N128>;
 template <class P>
 using VxWgmmaN64 = VxWgmmaTile<P, 64, VX_CONV_WGMMA_STAGES_N64>;
+// 32 columns (the 32-channel layers at full resolution), k-major only: an mn-major block
+// is 64 wide.
+template <class P>
+using VxWgmmaN32 = VxWgmmaTile<P, 32, VX_CONV_WGMMA_STAGES_N32>;
 
 // One warpgroup's wgmma over K step k of a stage whose A and B tiles start at shared
 // addresses a and b: A from the warpgroup's 64 rows, B from all BN columns.
@@ -142,12 +147,16 @@ VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg128, vx_pipe_forward, VxWgmmaN128<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg64, vx_pipe_forward, VxWgmmaN64<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_wg128, vx_pipe_backward_data, VxWgmmaN128<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_wg64, vx_pipe_backward_data, VxWgmmaN64<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg32, vx_pipe_forward, VxWgmmaN32<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_wg32, vx_pipe_backward_data, VxWgmmaN32<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_wg128, vx_pipe_backward_weights, VxWgmmaN128<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_wg64, vx_pipe_backward_weights, VxWgmmaN64<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg128, vx_pipe_forward, VxWgmmaN128<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg64, vx_pipe_forward, VxWgmmaN64<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_wg128, vx_pipe_backward_data, VxWgmmaN128<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_wg64, vx_pipe_backward_data, VxWgmmaN64<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg32, vx_pipe_forward, VxWgmmaN32<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_wg32, vx_pipe_backward_data, VxWgmmaN32<VxTf32>)
 
 // One block of tile T computes out (128 x BN, row-major) = a b^T over one reduction step:
 // a (128 x BK) and b (BN x BK) row-major f32, rounded here to T's format, stored in one
@@ -202,8 +211,10 @@ __device__ __forceinline__ void vx_wgmma_probe(const float* a, const float* b, f
 
 VX_WGMMA_PROBE(wgmma_probe_bf16_n128, VxWgmmaN128<VxBf16>, false)
 VX_WGMMA_PROBE(wgmma_probe_bf16_n64, VxWgmmaN64<VxBf16>, false)
+VX_WGMMA_PROBE(wgmma_probe_bf16_n32, VxWgmmaN32<VxBf16>, false)
 VX_WGMMA_PROBE(wgmma_probe_tf32_n128, VxWgmmaN128<VxTf32>, false)
 VX_WGMMA_PROBE(wgmma_probe_tf32_n64, VxWgmmaN64<VxTf32>, false)
+VX_WGMMA_PROBE(wgmma_probe_tf32_n32, VxWgmmaN32<VxTf32>, false)
 VX_WGMMA_PROBE(wgmma_probe_bf16_mn_n128, VxWgmmaN128<VxBf16>, true)
 VX_WGMMA_PROBE(wgmma_probe_bf16_mn_n64, VxWgmmaN64<VxBf16>, true)
 
@@ -225,6 +236,8 @@ extern "C" int emu_conv3d_wgmma(const char* name, const EmuDims* d, const Conv3d
         {"conv3d_fwd_bf16_wg64", conv3d_fwd_bf16_wg64},
         {"conv3d_bwd_data_bf16_wg128", conv3d_bwd_data_bf16_wg128},
         {"conv3d_bwd_data_bf16_wg64", conv3d_bwd_data_bf16_wg64},
+        {"conv3d_fwd_bf16_wg32", conv3d_fwd_bf16_wg32},
+        {"conv3d_bwd_data_bf16_wg32", conv3d_bwd_data_bf16_wg32},
         {"conv3d_bwd_weight_bf16_wg128", conv3d_bwd_weight_bf16_wg128},
         {"conv3d_bwd_weight_bf16_wg64", conv3d_bwd_weight_bf16_wg64},
     };
@@ -236,6 +249,8 @@ extern "C" int emu_conv3d_wgmma(const char* name, const EmuDims* d, const Conv3d
         {"conv3d_fwd_tf32_wg64", conv3d_fwd_tf32_wg64},
         {"conv3d_bwd_data_tf32_wg128", conv3d_bwd_data_tf32_wg128},
         {"conv3d_bwd_data_tf32_wg64", conv3d_bwd_data_tf32_wg64},
+        {"conv3d_fwd_tf32_wg32", conv3d_fwd_tf32_wg32},
+        {"conv3d_bwd_data_tf32_wg32", conv3d_bwd_data_tf32_wg32},
     };
     for (const auto& k : bf16)
         if (!std::strcmp(k.name, name))

@@ -22,17 +22,18 @@ constexpr int VX_CONV_TC_BM = 128;
 constexpr int VX_CONV_PIPE_STEP_BYTES = 64;
 constexpr int VX_CONV_PIPE_NARROW_THREADS = 64;
 constexpr int VX_CONV_PIPE_STAGES = 4;
-// Hopper wgmma kernels (conv3d_wgmma.cu, sm_90a; all but TF32 backward weights): VX_CONV_TC_BM
-// rows by 128 or 64 columns, two warpgroups (VX_CONV_WGMMA_THREADS), a reduction step of
-// VX_CONV_WGMMA_STEP_BYTES per row (the 128-byte swizzle's row: 64 bf16 or 32 tf32), a ring
-// of VX_CONV_WGMMA_STAGES_N128 or _N64 stages (two blocks fit an SM's shared memory either
-// way) that starts at a 1024-byte boundary of the shared window (the swizzle repeats every
+// Hopper wgmma kernels (conv3d_wgmma.cu, sm_90a; all but TF32 backward weights and
+// backward weights into 32 columns): VX_CONV_TC_BM rows by 128, 64 or 32 columns, two
+// warpgroups (VX_CONV_WGMMA_THREADS), a reduction step of VX_CONV_WGMMA_STEP_BYTES per row
+// (the 128-byte swizzle's row: 64 bf16 or 32 tf32), a ring of VX_CONV_WGMMA_STAGES_N128,
+// _N64 or _N32 stages (two blocks fit an SM's shared memory each way) that starts at a 1024-byte boundary of the shared window (the swizzle repeats every
 // 8 rows of 128 bytes), VX_CONV_WGMMA_ALIGN bytes of dynamic shared memory being reserved
 // for that.
 constexpr int VX_CONV_WGMMA_THREADS = 256;
 constexpr int VX_CONV_WGMMA_STEP_BYTES = 128;
 constexpr int VX_CONV_WGMMA_STAGES_N128 = 3;
 constexpr int VX_CONV_WGMMA_STAGES_N64 = 4;
+constexpr int VX_CONV_WGMMA_STAGES_N32 = 5;
 constexpr int VX_CONV_WGMMA_ALIGN = 1024;
 
 // The tensor-core convolutions' operand packing (conv3d_pipe.cu): f32 source [a][b][c] to

@@ -182,6 +182,7 @@ fn tile_constants_match_params_conv_h() {
         ("VX_CONV_WGMMA_STEP_BYTES", CONV_WGMMA_STEP_BYTES),
         ("VX_CONV_WGMMA_STAGES_N128", CONV_WGMMA_STAGES_N128),
         ("VX_CONV_WGMMA_STAGES_N64", CONV_WGMMA_STAGES_N64),
+        ("VX_CONV_WGMMA_STAGES_N32", CONV_WGMMA_STAGES_N32),
         ("VX_CONV_WGMMA_ALIGN", CONV_WGMMA_ALIGN),
     ] {
         assert_eq!(emu::launch_constant(name), Some(value), "{name}");
@@ -481,7 +482,8 @@ const WGMMA_LAYOUTS: [(ConvPrecision, bool); 3] = [
 fn wgmma_reads_swizzled_tiles_and_writes_the_accumulator_layout() {
     let mut rng = Rng::new(85);
     for (precision, mn_major) in WGMMA_LAYOUTS {
-        for n in [128, 64] {
+        let widths: &[usize] = if mn_major { &[128, 64] } else { &[128, 64, 32] };
+        for &n in widths {
             let k = wgmma_probe_depth(precision);
             let a = random(&mut rng, 128 * k, -1.0, 1.0);
             let b = random(&mut rng, n * k, -1.0, 1.0);
@@ -747,13 +749,15 @@ fn padded_channels_every_kernel_shape_and_tile(
         }
     }
     for pass in PASSES {
-        let mn_major_tf32 = pass == ConvPass::BackwardWeight && precision == ConvPrecision::Tf32;
-        let wide = if wgmma && !mn_major_tf32 {
-            [ConvTile::WgN64, ConvTile::WgN128]
-        } else {
-            [ConvTile::TcN64, ConvTile::TcN128]
+        let mn_major = pass == ConvPass::BackwardWeight;
+        let tiles = match (wgmma, mn_major, precision) {
+            (false, _, _) | (true, true, ConvPrecision::Tf32) => {
+                [ConvTile::TcN32, ConvTile::TcN64, ConvTile::TcN128]
+            }
+            (true, true, _) => [ConvTile::TcN32, ConvTile::WgN64, ConvTile::WgN128],
+            (true, false, _) => [ConvTile::WgN32, ConvTile::WgN64, ConvTile::WgN128],
         };
-        for tile in [ConvTile::TcN32, wide[0], wide[1]] {
+        for tile in tiles {
             assert!(
                 kernels.contains(&(pass, tile)),
                 "{precision} {pass:?} {tile:?} not exercised"

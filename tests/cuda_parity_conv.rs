@@ -315,7 +315,8 @@ fn wgmma_matches_the_harness_twin() {
         (ConvPrecision::Bf16, false),
         (ConvPrecision::Bf16, true),
     ] {
-        for n in [128, 64] {
+        let widths: &[usize] = if mn_major { &[128, 64] } else { &[128, 64, 32] };
+        for &n in widths {
             let k = wgmma_probe_depth(precision);
             let a = random(&mut rng, 128 * k, -1.0, 1.0);
             let b = random(&mut rng, n * k, -1.0, 1.0);

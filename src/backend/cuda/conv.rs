@@ -6,8 +6,8 @@
 //!
 //! The arithmetic is chosen per device with [`Cuda::set_conv_precision`], initially from
 //! `VOXSEG_CONV_PRECISION` (f32, tf32 or bf16; f32 when unset). On compute capability 9.0
-//! (H100, H200) the sm_90a wgmma kernels can run the TF32/BF16 passes (all but TF32
-//! backward weights): [`Cuda::set_wgmma`], initially `VOXSEG_WGMMA=1` (off when unset, until
+//! (H100, H200) the sm_90a wgmma kernels can run the TF32/BF16 passes (all but backward
+//! weights at TF32 or into 32 channels): [`Cuda::set_wgmma`], initially `VOXSEG_WGMMA=1` (off when unset, until
 //! they have passed the parity tests on a GPU).
 use super::conv_plan::{
     wgmma_probe_depth, ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, CONV_WGMMA_THREADS,
@@ -284,8 +284,8 @@ impl Cuda {
     }
 
     /// `out` (128 x n) = `a` (128 x BK) `b` (n x BK)^T over one reduction step of the wgmma
-    /// tiles (kernels/conv3d_wgmma.cu's wgmma_probe_*: n = 128 or 64, BK = 64 bf16 or 32
-    /// tf32, k-major or, at BF16, mn-major), all row-major; the inputs are rounded by the
+    /// tiles (kernels/conv3d_wgmma.cu's wgmma_probe_*: n = 128, 64 or, k-major, 32; BK = 64
+    /// bf16 or 32 tf32; k-major or, at BF16, mn-major), all row-major; the inputs are rounded by the
     /// kernel. Checks the descriptors, the 128-byte swizzle, the K advances, the
     /// warpgroups' slices and the accumulator layout against their emulated twins.
     pub fn wgmma_probe(
@@ -302,8 +302,10 @@ impl Cuda {
         let name = match (precision, mn_major, n) {
             (ConvPrecision::Bf16, false, 128) => "wgmma_probe_bf16_n128",
             (ConvPrecision::Bf16, false, 64) => "wgmma_probe_bf16_n64",
+            (ConvPrecision::Bf16, false, 32) => "wgmma_probe_bf16_n32",
             (ConvPrecision::Tf32, false, 128) => "wgmma_probe_tf32_n128",
             (ConvPrecision::Tf32, false, 64) => "wgmma_probe_tf32_n64",
+            (ConvPrecision::Tf32, false, 32) => "wgmma_probe_tf32_n32",
             (ConvPrecision::Bf16, true, 128) => "wgmma_probe_bf16_mn_n128",
             (ConvPrecision::Bf16, true, 64) => "wgmma_probe_bf16_mn_n64",
             _ => {

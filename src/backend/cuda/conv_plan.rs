@@ -12,10 +12,11 @@
 //!   K step of 4 instead of 16 when the reduction has at most 4 (tap, channel) pairs; the
 //!   tensor cores 128 x 32 up to 32 columns, 128 x 64 up to 64, else 128 x 128 unless
 //!   128 x 64 wastes fewer columns, with a K step of 64 bytes per row (32 bf16, 16 tf32).
-//! - Hopper (`ConvTarget::wgmma`): 128 x 128 and 128 x 64 tiles run the sm_90a kernels of
+//! - Hopper (`ConvTarget::wgmma`): the tensor-core tiles run the sm_90a kernels of
 //!   kernels/conv3d_wgmma.cu (two warpgroups, `wgmma` from 128-byte-swizzled shared tiles,
-//!   a K step of 128 bytes per row) instead of mma.sync, except TF32 backward weights
-//!   (wgmma reads its mn-major tiles only in 16-bit types); 32-column tiles keep mma.sync.
+//!   a K step of 128 bytes per row) instead of mma.sync, except in backward weights at
+//!   TF32 or into 32 columns (wgmma reads its mn-major tiles only in 16-bit types and
+//!   blocks of 64).
 //! - Backward data runs one launch over all stride phases (grid.z), each phase a GEMM over
 //!   only the taps that reach its voxels.
 //! - Splits: when the tiles alone give fewer blocks than the device wants, the reduction is
@@ -57,6 +58,8 @@ pub const CONV_WGMMA_STEP_BYTES: u32 = 128;
 /// `VX_CONV_WGMMA_STAGES_N64`).
 pub const CONV_WGMMA_STAGES_N128: u32 = 3;
 pub const CONV_WGMMA_STAGES_N64: u32 = 4;
+/// Stages of the wgmma kernels' ring for 32 columns (`VX_CONV_WGMMA_STAGES_N32`).
+pub const CONV_WGMMA_STAGES_N32: u32 = 5;
 /// Dynamic shared memory the wgmma kernels reserve to start their ring at a 1024-byte
 /// boundary (`VX_CONV_WGMMA_ALIGN`).
 pub const CONV_WGMMA_ALIGN: u32 = 1024;
@@ -185,6 +188,8 @@ pub enum ConvTile {
     WgN128,
     /// Hopper wgmma, 128 x 64.
     WgN64,
+    /// Hopper wgmma, 128 x 32 (forward and backward data).
+    WgN32,
 }
 
 /// A conv kernel: pass, arithmetic and tile.
@@ -200,7 +205,7 @@ impl ConvKernel {
     pub fn module(&self) -> &'static str {
         match (self.precision, self.tile) {
             (ConvPrecision::F32, _) => "conv3d",
-            (_, ConvTile::WgN128 | ConvTile::WgN64) => "conv3d_wgmma",
+            (_, ConvTile::WgN128 | ConvTile::WgN64 | ConvTile::WgN32) => "conv3d_wgmma",
             _ => "conv3d_pipe",
         }
     }
@@ -220,6 +225,7 @@ impl ConvKernel {
             ConvTile::TcN32 => tc(32),
             ConvTile::WgN128 => wg(128),
             ConvTile::WgN64 => wg(64),
+            ConvTile::WgN32 => wg(32),
         }
     }
 
@@ -231,7 +237,7 @@ impl ConvKernel {
                 ConvPrecision::Tf32 | ConvPrecision::Bf16,
                 ConvTile::TcN32,
             ) => CONV_PIPE_NARROW_THREADS,
-            (_, _, ConvTile::WgN128 | ConvTile::WgN64) => CONV_WGMMA_THREADS,
+            (_, _, ConvTile::WgN128 | ConvTile::WgN64 | ConvTile::WgN32) => CONV_WGMMA_THREADS,
             _ => CONV_THREADS,
         }
     }
@@ -247,6 +253,9 @@ impl ConvKernel {
             }
             (_, ConvTile::WgN64) => {
                 CONV_WGMMA_STAGES_N64 * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN
+            }
+            (_, ConvTile::WgN32) => {
+                CONV_WGMMA_STAGES_N32 * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN
             }
             _ => CONV_PIPE_STAGES * (bm + bn) * CONV_PIPE_STEP_BYTES,
         }
@@ -293,6 +302,10 @@ impl ConvKernel {
             (BackwardData, Tf32, WgN64) => "conv3d_bwd_data_tf32_wg64",
             (BackwardData, Bf16, WgN128) => "conv3d_bwd_data_bf16_wg128",
             (BackwardData, Bf16, WgN64) => "conv3d_bwd_data_bf16_wg64",
+            (Forward, Tf32, WgN32) => "conv3d_fwd_tf32_wg32",
+            (Forward, Bf16, WgN32) => "conv3d_fwd_bf16_wg32",
+            (BackwardData, Tf32, WgN32) => "conv3d_bwd_data_tf32_wg32",
+            (BackwardData, Bf16, WgN32) => "conv3d_bwd_data_bf16_wg32",
             (BackwardWeight, Bf16, WgN128) => "conv3d_bwd_weight_bf16_wg128",
             (BackwardWeight, Bf16, WgN64) => "conv3d_bwd_weight_bf16_wg64",
             _ => return None,
@@ -556,14 +569,15 @@ impl ConvPlan {
         let tensor_cores = precision != ConvPrecision::F32;
         let gm = gemm(&p, pass, precision.channel_multiple() as u64);
         let tile = if tensor_cores {
-            // wgmma reads backward weights' mn-major tiles only in 16-bit types.
-            let mn_major_tf32 =
-                pass == ConvPass::BackwardWeight && precision == ConvPrecision::Tf32;
+            // wgmma reads backward weights' mn-major tiles only in 16-bit types and in blocks
+            // of 64 columns.
+            let mn_major = pass == ConvPass::BackwardWeight;
             match tc_tile(gm.cols) {
-                _ if !target.wgmma || mn_major_tf32 => tc_tile(gm.cols),
+                t if !target.wgmma || (mn_major && precision == ConvPrecision::Tf32) => t,
                 ConvTile::TcN128 => ConvTile::WgN128,
                 ConvTile::TcN64 => ConvTile::WgN64,
-                narrow => narrow,
+                ConvTile::TcN32 if !mn_major => ConvTile::WgN32,
+                t => t,
             }
         } else if gm.cols <= CONV_NARROW_BN as u64 {
             ConvTile::Narrow
@@ -778,17 +792,19 @@ mod tests {
         );
         let weight = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 256], BackwardWeight, Bf16);
         assert_eq!(weight.kernel.name(), Some("conv3d_bwd_weight_bf16_wg128"));
-        // TF32 backward weights, 32-column tiles and f32 keep their kernels.
+        // TF32 backward weights, 32-column backward weights and f32 keep their kernels.
         let weight = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 256], BackwardWeight, Tf32);
         assert_eq!(weight.kernel.tile, ConvTile::TcN128);
         let narrow = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 20], Forward, Bf16);
+        assert_eq!(narrow.kernel.name(), Some("conv3d_fwd_bf16_wg32"));
+        let narrow = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 20], BackwardWeight, Bf16);
         assert_eq!(narrow.kernel.tile, ConvTile::TcN32);
         let f32 = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 256], Forward, F32);
         assert_eq!(f32.kernel.tile, ConvTile::Wide);
         // Two blocks per SM: the ring, its alignment slack, the loaders' static tables (at
         // most 4 KiB) and the 1 KiB the system reserves per block within an H100 SM's
         // 228 KiB.
-        for tile in [ConvTile::WgN128, ConvTile::WgN64] {
+        for tile in [ConvTile::WgN128, ConvTile::WgN64, ConvTile::WgN32] {
             let k = ConvKernel {
                 pass: Forward,
                 precision: Bf16,

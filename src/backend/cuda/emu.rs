@@ -390,6 +390,18 @@ pub mod conv {
             b: *const f32,
             out: *mut f32,
         ) -> c_int;
+        fn emu_wgmma_probe_bf16_n32(
+            d: *const LaunchDims,
+            a: *const f32,
+            b: *const f32,
+            out: *mut f32,
+        ) -> c_int;
+        fn emu_wgmma_probe_tf32_n32(
+            d: *const LaunchDims,
+            a: *const f32,
+            b: *const f32,
+            out: *mut f32,
+        ) -> c_int;
         fn emu_wgmma_probe_bf16_n64(
             d: *const LaunchDims,
             a: *const f32,
@@ -710,8 +722,8 @@ pub mod conv {
     }
 
     /// `out` (128 x n) = `a` (128 x BK) `b` (n x BK)^T over one reduction step of the
-    /// wgmma tiles (n = 128 or 64; BK = 64 bf16 or 32 tf32), k-major or (BF16 only)
-    /// mn-major, all row-major f32 (rounded by the kernel); `Cuda::wgmma_probe` on a device.
+    /// wgmma tiles (n = 128, 64 or, k-major, 32; BK = 64 bf16 or 32 tf32), k-major or (BF16
+    /// only) mn-major, all row-major f32 (rounded by the kernel); `Cuda::wgmma_probe` on a device.
     pub fn wgmma_probe(
         precision: ConvPrecision,
         mn_major: bool,
@@ -723,8 +735,10 @@ pub mod conv {
         let run: WgmmaProbe = match (precision, mn_major, n) {
             (ConvPrecision::Bf16, false, 128) => emu_wgmma_probe_bf16_n128,
             (ConvPrecision::Bf16, false, 64) => emu_wgmma_probe_bf16_n64,
+            (ConvPrecision::Bf16, false, 32) => emu_wgmma_probe_bf16_n32,
             (ConvPrecision::Tf32, false, 128) => emu_wgmma_probe_tf32_n128,
             (ConvPrecision::Tf32, false, 64) => emu_wgmma_probe_tf32_n64,
+            (ConvPrecision::Tf32, false, 32) => emu_wgmma_probe_tf32_n32,
             (ConvPrecision::Bf16, true, 128) => emu_wgmma_probe_bf16_mn_n128,
             (ConvPrecision::Bf16, true, 64) => emu_wgmma_probe_bf16_mn_n64,
             _ => {
