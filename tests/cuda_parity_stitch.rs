@@ -18,9 +18,7 @@ use voxseg::backend::cpu::Cpu;
 use voxseg::backend::Backend;
 use voxseg::infer::sliding_window::{predict_volume, window_starts};
 use voxseg::infer::SlidingWindow;
-use voxseg::nn::layers::{Activation, NormKind};
-use voxseg::nn::unet::{Downsample, UNetConfig, Upsample};
-use voxseg::nn::{Init, Model, ModelSpec};
+use voxseg::nn::{Model, ModelSpec};
 use voxseg::rng::Rng;
 use voxseg::tensor_ops::stitch::{accumulate_windows, divide_by_weights};
 use voxseg::Tensor;
@@ -125,21 +123,7 @@ fn stitching_equals_cpu_bit_for_bit() {
 }
 
 fn unet() -> ModelSpec {
-    ModelSpec::Unet(UNetConfig {
-        in_channels: 4,
-        out_channels: 3,
-        base_features: 8,
-        max_features: 32,
-        depth: 3,
-        convs_per_stage: 2,
-        norm: NormKind::Instance,
-        activation: Activation::LeakyRelu { slope: 0.01 },
-        downsample: Downsample::StridedConv,
-        upsample: Upsample::TransposedConv,
-        deep_supervision: false,
-        dropout: 0.0,
-        init: Init::HeNormal,
-    })
+    ModelSpec::Unet(common::small_unet())
 }
 
 #[test]

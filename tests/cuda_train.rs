@@ -8,28 +8,17 @@ use voxseg::backend::cpu::Cpu;
 use voxseg::backend::cuda::Cuda;
 use voxseg::backend::Backend;
 use voxseg::loss::{dice_ce, Target};
-use voxseg::nn::layers::{Activation, NormKind};
-use voxseg::nn::unet::{Downsample, UNetConfig, Upsample};
-use voxseg::nn::{Ctx, Init, Model, ModelSpec, Module};
+use voxseg::nn::unet::UNetConfig;
+use voxseg::nn::{Ctx, Model, ModelSpec, Module};
 use voxseg::optim::{Optimizer, OptimizerSpec};
 use voxseg::rng::Rng;
 use voxseg::Tensor;
 
 fn spec() -> ModelSpec {
     ModelSpec::Unet(UNetConfig {
-        in_channels: 4,
-        out_channels: 3,
-        base_features: 8,
-        max_features: 32,
-        depth: 3,
-        convs_per_stage: 2,
-        norm: NormKind::Instance,
-        activation: Activation::LeakyRelu { slope: 0.01 },
-        downsample: Downsample::StridedConv,
-        upsample: Upsample::TransposedConv,
         deep_supervision: true,
         dropout: 0.1,
-        init: Init::HeNormal,
+        ..common::small_unet()
     })
 }
 

@@ -1,6 +1,6 @@
 //! Helpers shared by the CUDA test binaries (tests/cuda_harness*.rs, tests/cuda_parity*.rs):
 //! poisoned outputs with guard tails, random inputs, the device with poisoned buffers, fresh
-//! seeds, and element-wise comparisons whose tolerance each test file states.
+//! seeds, element-wise comparisons whose tolerance each test file states, and a small U-Net.
 // Each test binary compiles this module and uses only a subset of it.
 #![allow(dead_code)]
 
@@ -8,6 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use voxseg::backend::cuda::emu;
 use voxseg::backend::cuda::launch::ReducePlan;
 use voxseg::backend::cuda::Cuda;
+use voxseg::nn::layers::{Activation, NormKind};
+use voxseg::nn::unet::{Downsample, UNetConfig, Upsample};
+use voxseg::nn::Init;
 use voxseg::rng::Rng;
 use voxseg::tensor_ops::reduce::Axis1;
 use voxseg::tensor_ops::UnaryOp;
@@ -241,3 +244,23 @@ macro_rules! check_layout {
 }
 #[allow(unused_imports)] // as above
 pub(crate) use check_layout;
+
+/// A 3-level U-Net of 8 to 32 features on 4 modalities and 3 regions (instance norm,
+/// LeakyReLU, strided and transposed convs), without deep supervision or dropout.
+pub fn small_unet() -> UNetConfig {
+    UNetConfig {
+        in_channels: 4,
+        out_channels: 3,
+        base_features: 8,
+        max_features: 32,
+        depth: 3,
+        convs_per_stage: 2,
+        norm: NormKind::Instance,
+        activation: Activation::LeakyRelu { slope: 0.01 },
+        downsample: Downsample::StridedConv,
+        upsample: Upsample::TransposedConv,
+        deep_supervision: false,
+        dropout: 0.0,
+        init: Init::HeNormal,
+    }
+}
