@@ -287,3 +287,91 @@ fn bad_input_gets_one_clear_line() {
     assert!(!ok && err.contains("model.json"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn training_from_a_cache_matches_memory_and_refuses_other_preprocessing() {
+    let dir = temp_dir("cache");
+    let data = tiny_dataset(&dir);
+    let cache = dir.join("cache");
+    let (ok, err) = voxseg(&[
+        "preprocess",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        cache.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+
+    let from_memory = train(
+        tiny_config(&data, &dir.join("memory"), 1),
+        RunOptions::default(),
+    )
+    .unwrap()
+    .last_validation
+    .unwrap();
+    let cached_config = |name: &str| TrainConfig {
+        cache: Some(cache.clone()),
+        ..tiny_config(&data, &dir.join(name), 1)
+    };
+    let from_cache = train(cached_config("cached"), RunOptions::default())
+        .unwrap()
+        .last_validation
+        .unwrap();
+    assert_eq!(from_cache.loss, from_memory.loss);
+
+    // Settings the cache was not made with are refused, not silently replaced by its own.
+    let mut min_max = cached_config("min-max");
+    min_max.preprocess.intensity = voxseg::data::preprocess::Intensity::MinMax;
+    let err = train(min_max, RunOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("z_score") && err.contains("min_max") && err.contains("--config"),
+        "{err}"
+    );
+    let mut per_dataset = cached_config("per-dataset");
+    per_dataset.dataset_statistics = true;
+    let err = train(per_dataset, RunOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--dataset-statistics"), "{err}");
+
+    // `preprocess --config` follows the config's settings, which training then accepts.
+    let config = dir.join("min-max.json");
+    std::fs::write(
+        &config,
+        r#"{"preprocess": {"intensity": {"kind": "min_max"}}}"#,
+    )
+    .unwrap();
+    let min_max_cache = dir.join("cache-min-max");
+    let (ok, err) = voxseg(&[
+        "preprocess",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        min_max_cache.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let mut min_max = cached_config("min-max-cached");
+    min_max.cache = Some(min_max_cache.clone());
+    min_max.preprocess.intensity = voxseg::data::preprocess::Intensity::MinMax;
+    train(min_max, RunOptions::default()).unwrap();
+
+    std::fs::write(&config, r#"{"dataset_statistics": true}"#).unwrap();
+    let (ok, err) = voxseg(&[
+        "preprocess",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        dir.join("cache-per-dataset").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("min-max.json") && err.contains("dataset_statistics"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

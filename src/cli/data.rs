@@ -51,11 +51,17 @@ pub fn synth(a: SynthArgs) -> anyhow::Result<()> {
 
 #[derive(ClapArgs)]
 pub struct PreprocessArgs {
+    /// Dataset: a BraTS, MSD or nnU-Net folder, or a JSON manifest.
     #[arg(long)]
     data: PathBuf,
+    /// Cache folder to write (train with `--cache` pointing at it).
     #[arg(long)]
     out: PathBuf,
-    /// Modalities in input order (default: all the dataset has).
+    /// A training config whose `preprocess` settings (and modalities) the cache follows;
+    /// without it, the default: crop to the brain, z-score per case.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Modalities in input order (default: the config's, else all the dataset has).
     #[arg(long, value_delimiter = ',')]
     modalities: Vec<String>,
     /// Replace NaN/Inf voxels with 0 instead of refusing the case.
@@ -66,18 +72,34 @@ pub struct PreprocessArgs {
 pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
     use voxseg::data::case::{load_case, NanPolicy};
     use voxseg::data::preprocess::{preprocess, PreprocessSpec};
+    let config = a
+        .config
+        .as_deref()
+        .map(voxseg::train::TrainConfig::from_file)
+        .transpose()?;
+    if let (Some(path), Some(true)) = (&a.config, config.as_ref().map(|c| c.dataset_statistics)) {
+        anyhow::bail!(
+            "{}: dataset_statistics: per-dataset statistics come from the training cases alone, \
+             which a cache of the whole dataset cannot know; train without --cache instead",
+            path.display()
+        );
+    }
     let dataset = voxseg::data::layout::detect(&a.data)?;
-    let channels = if a.modalities.is_empty() {
+    let wanted = match (&config, a.modalities.is_empty()) {
+        (Some(c), true) => c.modalities.clone(),
+        _ => a.modalities.clone(),
+    };
+    let channels = if wanted.is_empty() {
         dataset.all_modalities()
     } else {
-        dataset.select_modalities(&a.modalities)?
+        dataset.select_modalities(&wanted)?
     };
-    let nan = if a.replace_nan {
+    let nan = if a.replace_nan || config.as_ref().is_some_and(|c| c.replace_nan) {
         NanPolicy::ReplaceWithZero
     } else {
         NanPolicy::Error
     };
-    let spec = PreprocessSpec::default();
+    let spec = config.map_or_else(PreprocessSpec::default, |c| c.preprocess);
     let cases = dataset.cases.iter().map(|c| {
         load_case(&dataset, c, &channels, nan).and_then(|(case, _)| preprocess(&case, &spec))
     });

@@ -10,8 +10,10 @@ use voxseg::train::{RunOptions, TrainConfig};
 /// Every flag is optional: unset flags keep the config file's value, then the default.
 #[derive(ClapArgs)]
 pub struct Args {
+    /// Dataset: a BraTS, MSD or nnU-Net folder, or a JSON manifest.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Run folder: config, split, checkpoints, metrics and TensorBoard logs.
     #[arg(long)]
     out: Option<PathBuf>,
     /// A JSON training config; flags override its values.
@@ -26,61 +28,76 @@ pub struct Args {
     /// Modalities in input order, e.g. t1,t1ce,t2,flair.
     #[arg(long, value_delimiter = ',')]
     modalities: Option<Vec<String>>,
-    /// regions, classes, class:NAME or class:N.
+    /// regions, classes, class:NAME or class:N [default: regions (BraTS WT, TC, ET)].
     #[arg(long)]
     target: Option<TargetSpec>,
+    /// Network [default: unet].
     #[arg(long, value_enum)]
     model: Option<ModelArg>,
-    /// Width of the first stage.
+    /// Width of the first stage [default: from `voxseg plan`: 32 on a GPU, 8 on a CPU].
     #[arg(long)]
     features: Option<usize>,
+    /// Widest stage [default: from `voxseg plan`: 320 on a GPU, 64 on a CPU].
     #[arg(long)]
     max_features: Option<usize>,
-    /// Resolution stages of the U-Net (FCN: levels + 1).
+    /// Resolution stages of the U-Net (FCN: levels + 1) [default: from the patch, as nnU-Net].
     #[arg(long)]
     depth: Option<usize>,
+    /// Normalisation after each convolution [default: instance].
     #[arg(long, value_enum)]
     norm: Option<NormArg>,
     /// Turn deep supervision off.
     #[arg(long)]
     no_deep_supervision: bool,
+    /// Dropout probability after each block's convolutions [default: 0].
     #[arg(long)]
     dropout: Option<f64>,
-    /// dice_ce, dice, bce, wbce[:POS_WEIGHT], ce, mse, mae, ssim.
+    /// dice_ce, dice, bce, wbce[:POS_WEIGHT], ce, mse, mae, ssim [default: dice_ce].
     #[arg(long)]
     loss: Option<String>,
+    /// [default: sgd, Nesterov momentum 0.99, nnU-Net's recipe].
     #[arg(long, value_enum)]
     optimizer: Option<OptimizerArg>,
+    /// Initial learning rate [default: 0.01].
     #[arg(long)]
     lr: Option<f64>,
-    /// constant, poly, cosine, step:EVERY:GAMMA, plateau:FACTOR:PATIENCE.
+    /// constant, poly, cosine, step:EVERY:GAMMA, plateau:FACTOR:PATIENCE [default: poly].
     #[arg(long)]
     schedule: Option<String>,
+    /// Decoupled weight decay (SGD, AdamW) [default: 3e-5].
     #[arg(long)]
     weight_decay: Option<f64>,
+    /// L1 penalty on the weights, added to the loss [default: 0].
     #[arg(long)]
     l1: Option<f64>,
+    /// L2 penalty on the weights, added to the loss [default: 0].
     #[arg(long)]
     l2: Option<f64>,
-    /// Gradient-norm clipping; 0 disables.
+    /// Gradient-norm clipping; 0 disables [default: 12].
     #[arg(long)]
     grad_clip: Option<f64>,
+    /// [default: 50].
     #[arg(long)]
     epochs: Option<usize>,
+    /// Training steps per epoch [default: 250].
     #[arg(long)]
     iters_per_epoch: Option<usize>,
+    /// Patches per step [default: from `voxseg plan`].
     #[arg(long)]
     batch: Option<usize>,
-    /// Patch D,H,W (or one number for a cube).
+    /// Patch D,H,W (or one number for a cube) [default: from `voxseg plan`].
     #[arg(long, value_parser = super::triple)]
     patch: Option<[usize; 3]>,
+    /// Validate every this many epochs [default: 1].
     #[arg(long)]
     val_every: Option<usize>,
     /// Stop cleanly after this many minutes, after a last validation.
     #[arg(long)]
     time_limit: Option<f64>,
+    /// Seed of the split, initialisation, sampling and augmentation [default: 42].
     #[arg(long)]
     seed: Option<u64>,
+    /// Data-loading threads [default: 2].
     #[arg(long)]
     workers: Option<usize>,
     /// Normalise with statistics over the training cases instead of per case.

@@ -265,6 +265,42 @@ fn from_cache(
     Ok((train, grids, val, spec))
 }
 
+/// A cache holds cases already preprocessed: the run's own preprocessing settings must be
+/// the ones the cache was made with, or the run would silently train on something else.
+fn check_cache_preprocessing(
+    cfg: &TrainConfig,
+    dir: &Path,
+    cached: &crate::data::preprocess::PreprocessSpec,
+) -> Result<()> {
+    if cfg.dataset_statistics {
+        return Err(Error::config(
+            "cache",
+            format!(
+                "{} holds cases already normalised; per-dataset statistics \
+                 (--dataset-statistics) are computed from the training cases themselves: \
+                 drop --cache or --dataset-statistics",
+                dir.display()
+            ),
+        ));
+    }
+    if cached != &cfg.preprocess {
+        let json = |s: &crate::data::preprocess::PreprocessSpec| {
+            serde_json::to_string(s).unwrap_or_else(|e| e.to_string())
+        };
+        return Err(Error::config(
+            "cache",
+            format!(
+                "{} was preprocessed with {}, the run asks for {}: make the cache with \
+                 `voxseg preprocess --config` and the run's config, or train without --cache",
+                dir.display(),
+                json(cached),
+                json(&cfg.preprocess)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 type CacheParts = (
     Sources,
     Grids,
@@ -319,6 +355,7 @@ fn prepare_data(cfg: &TrainConfig, run: &RunDir) -> Result<(Prepared, Split)> {
     if let Some(dir) = &cfg.cache {
         let (train, train_grids, val, preprocess) =
             from_cache(dir, &modalities, tv.train(), tv.val())?;
+        check_cache_preprocessing(cfg, dir, &preprocess)?;
         return Ok((
             Prepared {
                 dataset,
