@@ -79,6 +79,64 @@ fn map_rows<E: Element>(out: &mut [E], p: &NormParams, f: impl Fn(usize, usize, 
         });
 }
 
+/// `y = leaky(x * a + b)` over one row. A function of its own: its slices are known not to
+/// overlap, the slope is a value, and the select has no branch, so the loop vectorises.
+#[inline(always)]
+fn affine_leaky<E: Element>(y: &mut [E], x: &[E], a: &[E], b: &[E], slope: E) {
+    for (((o, &v), &a), &b) in y.iter_mut().zip(x).zip(a).zip(b) {
+        let z = v * a + b;
+        *o = z * if z > E::zero() { E::one() } else { slope };
+    }
+}
+
+/// One row's share of the backward sums: `sum_dz += dz` and `sum_dz_x += dz (x - mean)`,
+/// where dz is the gradient at the pre-activation (y > 0 exactly where it is, slope >= 0).
+#[inline(always)]
+fn sum_gradient_row<E: Element>(
+    sum_dz: &mut [f64],
+    sum_dz_x: &mut [f64],
+    x: &[E],
+    y: &[E],
+    dy: &[E],
+    mean: &[f64],
+    slope: E,
+) {
+    let c = sum_dz.len();
+    let (sum_dz_x, x, y, dy, mean) = (&mut sum_dz_x[..c], &x[..c], &y[..c], &dy[..c], &mean[..c]);
+    for ch in 0..c {
+        let g = (dy[ch] * if y[ch] > E::zero() { E::one() } else { slope }).as_f64();
+        sum_dz[ch] += g;
+        sum_dz_x[ch] += g * (x[ch].as_f64() - mean[ch]);
+    }
+}
+
+/// dx = dz k.dz + (x - k.mean) k.centred + k.constant, per (example, channel).
+struct DxCoefficients<E> {
+    dz: Vec<E>,
+    centred: Vec<E>,
+    constant: Vec<E>,
+    mean: Vec<E>,
+}
+
+impl<E: Element> DxCoefficients<E> {
+    #[inline(always)]
+    fn row(&self, ex: usize, out: &mut [E], x: &[E], y: &[E], dy: &[E], slope: E) {
+        let c = out.len();
+        let at = ex * c..(ex + 1) * c;
+        let (kd, kc, k0, mu) = (
+            &self.dz[at.clone()],
+            &self.centred[at.clone()],
+            &self.constant[at.clone()],
+            &self.mean[at],
+        );
+        let (x, y, dy) = (&x[..c], &y[..c], &dy[..c]);
+        for i in 0..c {
+            let dz = dy[i] * if y[i] > E::zero() { E::one() } else { slope };
+            out[i] = kd[i] * dz + kc[i] * (x[i] - mu[i]) + k0[i];
+        }
+    }
+}
+
 impl<E: Element> NormKernel for CpuBackend<E> {
     fn norm_stats(&self, x: &Vec<E>, p: &NormParams) -> Result<(Vec<E>, Vec<E>)> {
         p.validate()?;
@@ -159,13 +217,14 @@ impl<E: Element> NormKernel for CpuBackend<E> {
         let slope = E::of(p.neg_slope);
         let mut y = vec![E::zero(); x.len()];
         map_rows(&mut y, p, |ex, at, yrow| {
-            let xrow = &x[at..at + p.c];
-            let a = &a[ex * p.c..(ex + 1) * p.c];
-            let b = &b[ex * p.c..(ex + 1) * p.c];
-            for (((o, &v), &a), &b) in yrow.iter_mut().zip(xrow).zip(a).zip(b) {
-                let z = v * a + b;
-                *o = if z > E::zero() { z } else { z * slope };
-            }
+            let c = yrow.len();
+            affine_leaky(
+                yrow,
+                &x[at..at + c],
+                &a[ex * c..][..c],
+                &b[ex * c..][..c],
+                slope,
+            );
         });
         Ok(y)
     }
@@ -193,8 +252,6 @@ impl<E: Element> NormKernel for CpuBackend<E> {
         let c = p.c;
         let rstd = inv_std(var, p.eps);
         let slope = E::of(p.neg_slope);
-        // The gradient at the pre-activation z: y > 0 exactly where z > 0 (slope >= 0).
-        let dz = move |y: E, dy: E| if y > E::zero() { dy } else { dy * slope };
         let gamma_at = |ch: usize| gamma.map_or(1.0, |g| g[ch].as_f64());
 
         // Pass 1, per (example, channel): sum of dz and of dz * xhat.
@@ -217,11 +274,11 @@ impl<E: Element> NormKernel for CpuBackend<E> {
                         .zip(ys.chunks_exact(c))
                         .zip(dys.chunks_exact(c))
                     {
-                        for ch in 0..c {
-                            let g = dz(yr[ch], dyr[ch]).as_f64();
-                            sum_dz[ch] += g;
-                            sum_dz_xhat[ch] += g * (xr[ch].as_f64() - mu[ch]) * r[ch];
-                        }
+                        sum_gradient_row(sum_dz, sum_dz_xhat, xr, yr, dyr, &mu, slope);
+                    }
+                    // sum dz xhat = rstd * sum dz (x - mean)
+                    for (s, r) in sum_dz_xhat.iter_mut().zip(&r) {
+                        *s *= r;
                     }
                     acc
                 })
@@ -258,24 +315,27 @@ impl<E: Element> NormKernel for CpuBackend<E> {
             // dx = rstd * (gamma dz - mean(dxhat) - xhat mean(dxhat xhat))
             //    = k1 dz + k2 (x - mean) + k3, per (example, channel).
             let m = p.stats_count() as f64;
-            let mut k = vec![E::zero(); 4 * p.n * c];
+            let mut k = DxCoefficients {
+                dz: vec![E::zero(); p.n * c],
+                centred: vec![E::zero(); p.n * c],
+                constant: vec![E::zero(); p.n * c],
+                mean: vec![E::zero(); p.n * c],
+            };
             for ex in 0..p.n {
                 for ch in 0..c {
                     let s = p.stat_index(ex, ch);
                     let r = rstd[s];
-                    let at = 4 * (ex * c + ch);
-                    k[at] = E::of(r * gamma_at(ch));
-                    k[at + 1] = E::of(-r * r * sum_dxhat_xhat[s] / m);
-                    k[at + 2] = E::of(-r * sum_dxhat[s] / m);
-                    k[at + 3] = mean[s];
+                    let at = ex * c + ch;
+                    k.dz[at] = E::of(r * gamma_at(ch));
+                    k.centred[at] = E::of(-r * r * sum_dxhat_xhat[s] / m);
+                    k.constant[at] = E::of(-r * sum_dxhat[s] / m);
+                    k.mean[at] = mean[s];
                 }
             }
             let mut dx = vec![E::zero(); x.len()];
             map_rows(&mut dx, p, |ex, at, out| {
-                let k = &k[4 * ex * c..4 * (ex + 1) * c];
-                for ((o, kc), i) in out.iter_mut().zip(k.chunks_exact(4)).zip(at..) {
-                    *o = kc[0] * dz(y[i], dy[i]) + kc[1] * (x[i] - kc[3]) + kc[2];
-                }
+                let row = at..at + out.len();
+                k.row(ex, out, &x[row.clone()], &y[row.clone()], &dy[row], slope);
             });
             dx
         });
