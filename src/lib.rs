@@ -10,6 +10,7 @@ pub mod backend;
 pub mod bench;
 pub mod data;
 pub mod error;
+pub mod huge_pages;
 pub mod infer;
 pub mod log;
 pub mod loss;

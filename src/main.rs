@@ -3,6 +3,9 @@ mod cli;
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOC: voxseg::huge_pages::HugePageAlloc = voxseg::huge_pages::HugePageAlloc;
+
 fn main() {
     let args = cli::Cli::parse();
     if let Err(e) = cli::run(args) {
