@@ -1,5 +1,6 @@
 //! Subcommands; each file holds one command's flags and its call into the library.
 mod bench;
+mod check;
 mod data;
 mod evaluate;
 mod predict;
@@ -35,6 +36,8 @@ enum Command {
     Inspect(data::InspectArgs),
     /// Write a synthetic BraTS-like dataset.
     Synth(data::SynthArgs),
+    /// Read and validate every case of a dataset; report every problem, not only the first.
+    Check(check::Args),
     /// Preprocess a dataset into a memory-mapped cache for data larger than RAM.
     Preprocess(data::PreprocessArgs),
     /// Time the kernels (and the data loader) on a device.
@@ -52,6 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Evaluate(a) => evaluate::run(a),
         Command::Inspect(a) => data::inspect(a),
         Command::Synth(a) => data::synth(a),
+        Command::Check(a) => check::run(a),
         Command::Preprocess(a) => data::preprocess(a),
         Command::Bench(a) => bench::run(a),
         Command::Info => {

@@ -3,6 +3,7 @@
 pub mod augment;
 pub mod cache;
 pub mod case;
+pub mod check;
 pub mod grid;
 pub mod inspect;
 pub mod labels;

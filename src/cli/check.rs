@@ -1,0 +1,36 @@
+use clap::Args as ClapArgs;
+use std::path::PathBuf;
+use voxseg::data::check::check_dataset;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// Dataset: a BraTS, MSD or nnU-Net folder, or a JSON manifest.
+    #[arg(long)]
+    data: PathBuf,
+    /// Modalities to check, e.g. t1,t1ce,t2,flair (default: all the dataset has).
+    #[arg(long, value_delimiter = ',')]
+    modalities: Vec<String>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let dataset = voxseg::data::layout::detect(&a.data)?;
+    let channels = if a.modalities.is_empty() {
+        dataset.all_modalities()
+    } else {
+        dataset.select_modalities(&a.modalities)?
+    };
+    let names: Vec<String> = channels
+        .iter()
+        .map(|&i| dataset.modalities[i].clone())
+        .collect();
+    let check = check_dataset(&dataset, &channels);
+    println!("{}", check.report(&dataset, &names));
+    if check.problems() > 0 {
+        anyhow::bail!(
+            "{}: {} case(s) would be refused by training or prediction",
+            a.data.display(),
+            check.problems()
+        );
+    }
+    Ok(())
+}

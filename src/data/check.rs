@@ -1,0 +1,193 @@
+//! A dataset's integrity check, like nnU-Net's `--verify_dataset_integrity`: every case is
+//! read and validated as training would read it, and every case's problem is reported
+//! rather than only the first one met.
+use super::case::{load_case, NanPolicy};
+use super::layout::Dataset;
+use rayon::prelude::*;
+
+/// What reading one case found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CaseCheck {
+    pub id: String,
+    pub labelled: bool,
+    /// Size along x, y, z, when the case could be read.
+    pub dims: Option<[usize; 3]>,
+    /// Voxel size in mm along x, y, z, when the case could be read.
+    pub spacing: Option<[f64; 3]>,
+    /// Why training would refuse the case.
+    pub problem: Option<String>,
+    /// What does not stop training but is probably a mistake.
+    pub warnings: Vec<String>,
+}
+
+/// Every case of a dataset, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatasetCheck {
+    pub cases: Vec<CaseCheck>,
+}
+
+impl DatasetCheck {
+    pub fn problems(&self) -> usize {
+        self.cases.iter().filter(|c| c.problem.is_some()).count()
+    }
+
+    /// The report: what the dataset holds, then one line per problem and per warning.
+    pub fn report(&self, dataset: &Dataset, modalities: &[String]) -> String {
+        let labelled = self.cases.iter().filter(|c| c.labelled).count();
+        let mut out = format!(
+            "{} dataset {}: modalities {}; label values {:?}; {} labelled case(s), {} without labels\n",
+            dataset.layout,
+            dataset.root.display(),
+            modalities.join(", "),
+            dataset.label_spec.file_values(),
+            labelled,
+            self.cases.len() - labelled,
+        );
+        let read: Vec<&CaseCheck> = self.cases.iter().filter(|c| c.dims.is_some()).collect();
+        if !read.is_empty() {
+            let range = |f: &dyn Fn(&CaseCheck) -> [f64; 3]| {
+                let mut lo = [f64::INFINITY; 3];
+                let mut hi = [f64::NEG_INFINITY; 3];
+                for c in &read {
+                    let v = f(c);
+                    for a in 0..3 {
+                        lo[a] = lo[a].min(v[a]);
+                        hi[a] = hi[a].max(v[a]);
+                    }
+                }
+                let show = |v: [f64; 3]| format!("{}x{}x{}", v[0], v[1], v[2]);
+                if lo == hi {
+                    show(lo)
+                } else {
+                    format!("{} to {}", show(lo), show(hi))
+                }
+            };
+            out += &format!(
+                "size (x, y, z) {}; spacing {} mm\n",
+                range(&|c| c.dims.unwrap_or_default().map(|d| d as f64)),
+                range(&|c| c.spacing.unwrap_or_default()),
+            );
+        }
+        for c in &self.cases {
+            if let Some(p) = &c.problem {
+                out += &format!("problem: {p}\n");
+            }
+            for w in &c.warnings {
+                out += &format!("warning: case {}: {w}\n", c.id);
+            }
+        }
+        out += &format!(
+            "{} case(s) checked: {} readable, {} with a problem",
+            self.cases.len(),
+            self.cases.len() - self.problems(),
+            self.problems()
+        );
+        out
+    }
+}
+
+/// Reads every case (labelled and unlabelled) with the modalities `modalities` (indices into
+/// `dataset.modalities`), as training and prediction read them: NaN or infinite voxels,
+/// unreadable files, shape and affine mismatches and label values outside the layout's
+/// convention are problems; an empty label map or an image that is constant is a warning.
+pub fn check_dataset(dataset: &Dataset, modalities: &[usize]) -> DatasetCheck {
+    let all: Vec<_> = dataset.cases.iter().chain(&dataset.test_cases).collect();
+    let cases = all
+        .par_iter()
+        .map(|files| {
+            let mut check = CaseCheck {
+                id: files.id.clone(),
+                labelled: files.label.is_some(),
+                dims: None,
+                spacing: None,
+                problem: None,
+                warnings: Vec::new(),
+            };
+            match load_case(dataset, files, modalities, NanPolicy::Error) {
+                Err(e) => check.problem = Some(e.to_string()),
+                Ok((case, _)) => {
+                    check.dims = Some(case.dims());
+                    check.spacing = Some(case.spacing());
+                    for (volume, &m) in case.channels.iter().zip(modalities) {
+                        let first = volume.data.first().copied().unwrap_or(0.0);
+                        if volume.data.iter().all(|&v| v == first) {
+                            check.warnings.push(format!(
+                                "the {} image is constant ({first})",
+                                dataset.modalities[m]
+                            ));
+                        }
+                    }
+                    if let Some(label) = &case.label {
+                        if label.data.iter().all(|&c| c == 0) {
+                            check
+                                .warnings
+                                .push("the label map has no foreground".into());
+                        }
+                    }
+                }
+            }
+            check
+        })
+        .collect();
+    DatasetCheck { cases }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::layout::detect;
+    use crate::data::nifti::{write_label_map, NiftiFile};
+    use crate::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
+
+    #[test]
+    fn every_bad_case_is_reported_and_good_ones_pass() {
+        let dir = std::env::temp_dir().join(format!("voxseg-check-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        write_dataset(&SynthOptions {
+            out: dir.clone(),
+            cases: 4,
+            size: [16, 16, 16],
+            seed: 1,
+            layout: SynthLayout::Brats2021,
+            storage: SynthStorage::Int16,
+        })
+        .unwrap();
+        let dataset = detect(&dir).unwrap();
+        let modalities = dataset.all_modalities();
+        let clean = check_dataset(&dataset, &modalities);
+        assert_eq!(clean.cases.len(), 4);
+        assert_eq!(clean.problems(), 0);
+        assert!(clean.cases.iter().all(|c| c.dims == Some([16, 16, 16])));
+
+        // Case 1: a label value BraTS 2021 does not use. Case 2: a truncated image. Case 3:
+        // an empty label map (a warning only).
+        let label_of = |i: usize| dataset.cases[i].label.clone().unwrap();
+        let grid = |i: usize| NiftiFile::open(&label_of(i)).unwrap().header().clone();
+        let mut bad = vec![0u8; 16 * 16 * 16];
+        bad[5] = 3;
+        write_label_map(&label_of(1), &grid(1), &bad).unwrap();
+        let image = dataset.cases[2].images[0].path.clone();
+        let bytes = std::fs::read(&image).unwrap();
+        std::fs::write(&image, &bytes[..bytes.len() / 2]).unwrap();
+        write_label_map(&label_of(3), &grid(3), &vec![0u8; 16 * 16 * 16]).unwrap();
+
+        let checked = check_dataset(&dataset, &modalities);
+        assert_eq!(checked.problems(), 2, "{:?}", checked.cases);
+        let problem = |i: usize| checked.cases[i].problem.clone().unwrap_or_default();
+        assert!(problem(1).contains('3'), "{}", problem(1));
+        assert!(problem(2).contains(&dataset.cases[2].id), "{}", problem(2));
+        assert!(checked.cases[0].problem.is_none() && checked.cases[3].problem.is_none());
+        assert_eq!(
+            checked.cases[3].warnings,
+            vec!["the label map has no foreground"]
+        );
+        let names: Vec<String> = dataset.modalities.clone();
+        let report = checked.report(&dataset, &names);
+        assert!(
+            report.ends_with("4 case(s) checked: 2 readable, 2 with a problem"),
+            "{report}"
+        );
+        assert_eq!(report.matches("problem: ").count(), 2, "{report}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
