@@ -109,6 +109,48 @@ impl Split {
         })
     }
 
+    /// Fold `fold` of `folds`-fold cross-validation: the test cases are those of
+    /// `by_fractions(ids, fractions, seed)`, the same for every fold; the other cases are
+    /// shuffled once by the seed and dealt into `folds` parts, and fold k validates on part k
+    /// and trains on the rest (nnU-Net's 5-fold scheme, with a test set kept apart).
+    pub fn fold(
+        ids: &[String],
+        fractions: SplitFractions,
+        seed: u64,
+        folds: usize,
+        fold: usize,
+    ) -> Result<Split> {
+        if folds < 2 || fold >= folds {
+            return Err(Error::config(
+                "fold",
+                format!("fold {fold} of {folds}: need at least 2 folds and 0 <= fold < folds"),
+            ));
+        }
+        let held_out = Split::by_fractions(ids, fractions, seed)?;
+        let mut rest: Vec<String> = held_out.train.into_iter().chain(held_out.val).collect();
+        if rest.len() < folds {
+            return Err(Error::data(
+                "split",
+                format!(
+                    "{} cases outside the test set cannot make {folds} folds",
+                    rest.len()
+                ),
+            ));
+        }
+        rest.sort();
+        Rng::new(seed).fork(0xF01D).shuffle(&mut rest);
+        let (train, val) = rest
+            .into_iter()
+            .enumerate()
+            .partition::<Vec<_>, _>(|(i, _)| i % folds != fold);
+        let ids_of = |v: Vec<(usize, String)>| v.into_iter().map(|(_, id)| id).collect();
+        Ok(Split {
+            train: ids_of(train),
+            val: ids_of(val),
+            test: held_out.test,
+        })
+    }
+
     /// A split from explicit lists, checked against the dataset's ids: disjoint, no unknown
     /// case, training not empty. Cases of the dataset in no list are left out.
     pub fn from_lists(
@@ -225,6 +267,43 @@ mod tests {
             .iter()
             .chain(tv.val())
             .all(|id| !a.test_ids().contains(id)));
+    }
+
+    #[test]
+    fn folds_share_the_test_set_and_validate_on_each_case_once() {
+        let all = ids(23);
+        let f = SplitFractions::default();
+        let folds: Vec<Split> = (0..5)
+            .map(|k| Split::fold(&all, f, 7, 5, k).unwrap())
+            .collect();
+        let held_out = Split::by_fractions(&all, f, 7).unwrap();
+        let mut validated: Vec<String> = Vec::new();
+        for s in &folds {
+            assert_eq!(s.test, held_out.test);
+            assert_eq!(s.train.len() + s.val.len() + s.test.len(), 23);
+            assert!(s.val.len() == 4 || s.val.len() == 3, "{}", s.val.len());
+            assert!(s
+                .val
+                .iter()
+                .all(|id| !s.train.contains(id) && !s.test.contains(id)));
+            validated.extend(s.val.iter().cloned());
+        }
+        validated.sort();
+        let mut outside_test: Vec<String> = held_out
+            .train
+            .iter()
+            .chain(&held_out.val)
+            .cloned()
+            .collect();
+        outside_test.sort();
+        assert_eq!(
+            validated, outside_test,
+            "each non-test case validated exactly once"
+        );
+        assert_eq!(folds[2], Split::fold(&all, f, 7, 5, 2).unwrap());
+        assert!(Split::fold(&all, f, 7, 5, 5).is_err());
+        assert!(Split::fold(&all, f, 7, 1, 0).is_err());
+        assert!(Split::fold(&ids(4), f, 7, 5, 0).is_err());
     }
 
     #[test]
