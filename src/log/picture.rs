@@ -154,6 +154,32 @@ pub fn overlay_slices(
     Ok((rgb, width, height))
 }
 
+/// `overlay_slices` as a finished picture: scaled up when small, each row titled
+/// ("reference", "prediction") and a legend naming the colour of each class. `classes` are
+/// the class names by label value, background first.
+pub fn captioned_overlay(
+    image: &[f32],
+    dims: [usize; 3],
+    pred: Option<&[u8]>,
+    truth: Option<&[u8]>,
+    classes: &[String],
+) -> Result<(Vec<u8>, usize, usize)> {
+    let (rgb, width, height) = overlay_slices(image, dims, pred, truth, None)?;
+    let titles: Vec<&str> = [(truth, "reference"), (pred, "prediction")]
+        .into_iter()
+        .filter_map(|(labels, title)| labels.map(|_| title))
+        .collect();
+    let legend: Vec<([u8; 3], String)> = classes
+        .iter()
+        .skip(1)
+        .enumerate()
+        .map(|(i, name)| (LABEL_COLOURS[i % LABEL_COLOURS.len()], name.clone()))
+        .collect();
+    Ok(super::caption::caption(
+        &rgb, width, height, &titles, &legend,
+    ))
+}
+
 /// PNG bytes of an 8-bit RGB picture.
 pub fn encode_png(rgb: &[u8], width: usize, height: usize) -> Result<Vec<u8>> {
     if rgb.len() != width * height * 3 || width == 0 || height == 0 {
@@ -250,6 +276,27 @@ mod tests {
         assert!(err.to_string().contains("outside"), "{err}");
         let err = overlay_slices(&image, dims, Some(&[0u8; 3]), None, None).unwrap_err();
         assert!(err.to_string().contains("prediction of 3 voxels"), "{err}");
+    }
+
+    #[test]
+    fn captioned_pictures_title_the_rows_they_show() {
+        let (dims, image, truth, pred) = crafted();
+        let classes = ["background", "NCR", "ED"].map(String::from);
+        let (rgb, w, h) =
+            captioned_overlay(&image, dims, Some(&pred), Some(&truth), &classes).unwrap();
+        let (plain, pw, ph) =
+            overlay_slices(&image, dims, Some(&pred), Some(&truth), None).unwrap();
+        let (_, w1, h1) = captioned_overlay(&image, dims, Some(&pred), None, &classes).unwrap();
+        // Two titled rows against one, both scaled by the same factor.
+        assert!(h > 2 * ph && h1 < h && w1 == w, "{w}x{h} vs {w1}x{h1}");
+        assert!(w >= pw);
+        assert_eq!(rgb.len(), w * h * 3);
+        // The legend's first swatch is label 1's colour.
+        assert!(rgb.chunks_exact(3).any(|p| p == LABEL_COLOURS[0]));
+        assert!(
+            plain.chunks_exact(3).all(|p| p != LABEL_COLOURS[0]),
+            "only blended in the slices"
+        );
     }
 
     #[test]
