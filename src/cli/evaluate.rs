@@ -1,7 +1,8 @@
-use clap::Args as ClapArgs;
-use std::path::PathBuf;
+use clap::{Args as ClapArgs, ValueEnum};
+use std::path::{Path, PathBuf};
 use voxseg::data::labels::LabelSpec;
-use voxseg::metrics::evaluate::evaluate;
+use voxseg::metrics::evaluate::{evaluate_reference, few, EvalOptions, Missing, Reference};
+use voxseg::train::card::ModelCard;
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -11,22 +12,68 @@ pub struct Args {
     /// The reference: a dataset folder, or a folder of CASE.nii.gz label maps.
     #[arg(long)]
     truth: PathBuf,
+    /// The run that made the predictions: they are read in its model's label convention
+    /// (model.json) and scored region by region (WT, TC, ET) against the reference's.
+    #[arg(long, value_name = "RUN")]
+    model: Option<PathBuf>,
     /// A run's split.json, to score only one subset of it (with --subset).
     #[arg(long)]
     split: Option<PathBuf>,
-    /// test, val or train.
-    #[arg(long, default_value = "test")]
+    /// The subset of --split to score.
+    #[arg(long, default_value = "test", requires = "split", value_parser = ["test", "val", "train"])]
     subset: String,
     /// Label convention of a plain --truth folder: brats2021 or brats2023.
     #[arg(long)]
     labels: Option<String>,
+    /// Reference cases without a prediction: skip them (the default without --split, with a
+    /// warning), score them as empty predictions (Dice 0, HD95 373.13, as BraTS does) or
+    /// refuse (the default with --split).
+    #[arg(long, value_enum)]
+    missing: Option<MissingArg>,
     /// Write the scores as JSON (.json) or CSV (.csv).
     #[arg(long)]
     out: Option<PathBuf>,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum MissingArg {
+    Skip,
+    Empty,
+    Error,
+}
+
+/// The report format of `--out`, checked before any scoring.
+enum OutFormat {
+    Json,
+    Csv,
+}
+
+fn check_out(out: &Path) -> anyhow::Result<OutFormat> {
+    let format = match out.extension().and_then(|e| e.to_str()) {
+        Some("json") => OutFormat::Json,
+        Some("csv") => OutFormat::Csv,
+        _ => anyhow::bail!(
+            "invalid --out: '{}': use a .json or .csv file",
+            out.display()
+        ),
+    };
+    if out.is_dir() {
+        anyhow::bail!("invalid --out: '{}' is a folder, not a file", out.display());
+    }
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent.filter(|p| !p.is_dir()) {
+        anyhow::bail!(
+            "invalid --out: '{}': folder {} does not exist",
+            out.display(),
+            parent.display()
+        );
+    }
+    Ok(format)
+}
+
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let spec = match a.labels.as_deref() {
+    let format = a.out.as_deref().map(check_out).transpose()?;
+    let labels = match a.labels.as_deref() {
         None => None,
         Some("brats2021") => Some(LabelSpec::brats2021()),
         Some("brats2023") => Some(LabelSpec::brats2023()),
@@ -34,33 +81,77 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             anyhow::bail!("invalid --labels: '{other}': expected brats2021 or brats2023")
         }
     };
-    let subset = match &a.split {
-        Some(path) => {
-            let v: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(path)
-                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
-            )
-            .map_err(|e| anyhow::anyhow!("{}: not a split file: {e}", path.display()))?;
-            let ids = v[a.subset.as_str()]
-                .as_array()
-                .ok_or_else(|| anyhow::anyhow!("{}: no '{}' list", path.display(), a.subset))?
-                .iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect::<Vec<_>>();
-            Some(ids)
-        }
+    let model_spec = match &a.model {
         None => None,
+        Some(run) => {
+            let card = run.join("model.json");
+            if !card.is_file() {
+                anyhow::bail!(
+                    "invalid --model: {} is not a run directory (no model.json)",
+                    run.display()
+                );
+            }
+            Some(ModelCard::load(&card)?.label_spec)
+        }
     };
-    let report = evaluate(&a.pred, &a.truth, subset.as_deref(), spec.as_ref())?;
+    let reference = Reference::open(&a.truth, labels.as_ref().or(model_spec.as_ref()))?;
+    if let Some(l) = labels
+        .as_ref()
+        .filter(|l| reference.is_dataset() && l != &reference.spec())
+    {
+        anyhow::bail!(
+            "invalid --labels: {} is a dataset with its own label convention (values {:?}), \
+             not {:?}; --labels is for a plain folder of label maps",
+            a.truth.display(),
+            reference.spec().file_values(),
+            l.file_values()
+        );
+    }
+    let cases = a
+        .split
+        .as_deref()
+        .map(|split| reference.split_subset(split, &a.subset))
+        .transpose()?;
+    let missing = match (a.missing, cases.is_some()) {
+        (Some(MissingArg::Skip), _) | (None, false) => Missing::Skip,
+        (Some(MissingArg::Empty), _) => Missing::Empty,
+        (Some(MissingArg::Error), _) | (None, true) => Missing::Error,
+    };
+    let report = evaluate_reference(
+        &a.pred,
+        &reference,
+        &EvalOptions {
+            cases: cases.as_deref(),
+            pred_spec: model_spec.as_ref(),
+            missing,
+        },
+    )?;
+    if !report.missing.is_empty() {
+        let total = cases
+            .as_ref()
+            .map_or_else(|| reference.ids().count(), |c| c.len());
+        let what = format!(
+            "{} of the {total} labelled reference cases in {} have no prediction in {} ({})",
+            report.missing.len(),
+            a.truth.display(),
+            a.pred.display(),
+            few(&report.missing)
+        );
+        if report.missing_scored_as_empty {
+            eprintln!("note: {what}; they are scored as empty predictions");
+        } else {
+            eprintln!(
+                "warning: {what}; they are not scored. To score one subset of a run pass \
+                 --split RUN/split.json --subset test; to count them as failures pass \
+                 --missing empty"
+            );
+        }
+    }
     print!("{}", report.to_table());
-    if let Some(out) = &a.out {
-        match out.extension().and_then(|e| e.to_str()) {
-            Some("json") => report.write_json(out)?,
-            Some("csv") => report.write_csv(out)?,
-            _ => anyhow::bail!(
-                "invalid --out: '{}': use a .json or .csv file",
-                out.display()
-            ),
+    if let (Some(out), Some(format)) = (&a.out, format) {
+        match format {
+            OutFormat::Json => report.write_json(out)?,
+            OutFormat::Csv => report.write_csv(out)?,
         }
         println!("scores written to {}", out.display());
     }

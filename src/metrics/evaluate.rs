@@ -1,10 +1,15 @@
 //! `evaluate`: scores a folder of predicted label maps against the reference labels, per
-//! case and region, in the label convention of the reference.
-use super::{score_case, CaseScores, EvalReport, Region};
+//! case and region. Each side is read in its own label convention and its values are
+//! checked against it, as training checks its labels; regions are matched by name, so a
+//! prediction in one convention (BraTS 2021, ET = 4) can be scored on a reference in
+//! another (BraTS 2023, ET = 3).
+use super::{score_case_across, CaseScores, EvalReport, Region};
 use crate::data::labels::LabelSpec;
 use crate::data::layout::detect;
 use crate::data::nifti::read_volume;
+use crate::data::split::Split;
 use crate::error::{Error, Result};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The regions (or, without regions, the foreground classes) of a label convention, as
@@ -30,19 +35,87 @@ pub fn regions_of(spec: &LabelSpec) -> Vec<Region> {
         .collect()
 }
 
-fn read_labels(path: &Path) -> Result<(Vec<u8>, [usize; 3], [f64; 3])> {
-    let (vol, _) = read_volume(path)?;
-    let mut out = Vec::with_capacity(vol.data.len());
-    for &v in &vol.data {
-        if !(0.0..=255.0).contains(&v) || v.fract() != 0.0 {
-            return Err(Error::file(
-                path,
-                format!("value {v} is not a label (integers 0..255)"),
-            ));
-        }
-        out.push(v as u8);
+/// Pairs each region of the reference's convention with the region of the same name
+/// (case-insensitive) in the prediction's, as (prediction, reference). A region that only
+/// one convention has is an error naming it.
+pub fn match_regions(pred: &LabelSpec, truth: &LabelSpec) -> Result<Vec<(Region, Region)>> {
+    let (p, t) = (regions_of(pred), regions_of(truth));
+    let names = |rs: &[Region]| rs.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+    let unmatched = |from: &[Region], to: &[Region]| {
+        from.iter()
+            .find(|r| !to.iter().any(|o| o.name.eq_ignore_ascii_case(&r.name)))
+            .map(|r| r.name.clone())
+    };
+    if let Some(name) = unmatched(&t, &p) {
+        return Err(Error::config(
+            "label conventions",
+            format!(
+                "the reference's region '{name}' does not exist in the prediction's convention \
+                 (regions {:?}); the two cannot be compared",
+                names(&p)
+            ),
+        ));
     }
-    Ok((out, vol.dims, vol.spacing))
+    if let Some(name) = unmatched(&p, &t) {
+        return Err(Error::config(
+            "label conventions",
+            format!(
+                "the prediction's region '{name}' does not exist in the reference's convention \
+                 (regions {:?}); the two cannot be compared",
+                names(&t)
+            ),
+        ));
+    }
+    Ok(t.into_iter()
+        .map(|tr| {
+            let pr = p
+                .iter()
+                .find(|r| r.name.eq_ignore_ascii_case(&tr.name))
+                .expect("every reference region was matched above")
+                .clone();
+            (pr, tr)
+        })
+        .collect())
+}
+
+/// Reads a label map and checks every value against `spec`, as training does: a value
+/// outside the convention is an error naming the file, the value, its (x, y, z) and the
+/// allowed values; `whose` names the convention, `hint` (may be empty) says how to fix it.
+fn read_labels(
+    path: &Path,
+    spec: &LabelSpec,
+    whose: &str,
+    hint: &str,
+) -> Result<(Vec<u8>, [usize; 3], [f64; 3])> {
+    let (vol, _) = read_volume(path)?;
+    if let Some(first) = vol
+        .data
+        .iter()
+        .position(|&v| spec.class_of_value(v).is_none())
+    {
+        let others = vol.data[first + 1..]
+            .iter()
+            .filter(|&&v| spec.class_of_value(v).is_none())
+            .count();
+        let d = vol.dims;
+        let (x, y, z) = (first % d[0], first / d[0] % d[1], first / (d[0] * d[1]));
+        let more = if others > 0 {
+            format!(" ({others} more voxel(s) outside them)")
+        } else {
+            String::new()
+        };
+        return Err(Error::file(
+            path,
+            format!(
+                "label value {} at (x={x}, y={y}, z={z}) is not one of the values {:?} of \
+                 {whose}{more}{hint}",
+                vol.data[first],
+                spec.file_values()
+            ),
+        ));
+    }
+    let values = vol.data.iter().map(|&v| v as u8).collect();
+    Ok((values, vol.dims, vol.spacing))
 }
 
 fn case_id(path: &Path) -> Option<String> {
@@ -53,90 +126,272 @@ fn case_id(path: &Path) -> Option<String> {
     (!id.ends_with("_probabilities") && !name.starts_with('.')).then(|| id.to_string())
 }
 
+/// The reference of an evaluation: its label convention and the label file of every
+/// labelled case.
+#[derive(Clone, Debug)]
+pub struct Reference {
+    root: PathBuf,
+    spec: LabelSpec,
+    labels: BTreeMap<String, PathBuf>,
+    is_dataset: bool,
+}
+
+impl Reference {
+    /// `truth` is a dataset folder or manifest (its labels and convention are used, and
+    /// `folder_spec` is ignored) or a folder of `CASE.nii.gz` label maps in the convention
+    /// `folder_spec`.
+    pub fn open(truth: &Path, folder_spec: Option<&LabelSpec>) -> Result<Self> {
+        if let Ok(d) = detect(truth) {
+            let labels = d
+                .cases
+                .iter()
+                .filter_map(|c| c.label.clone().map(|l| (c.id.clone(), l)))
+                .collect();
+            return Ok(Self {
+                root: truth.to_path_buf(),
+                spec: d.label_spec,
+                labels,
+                is_dataset: true,
+            });
+        }
+        let spec = folder_spec.cloned().ok_or_else(|| {
+            Error::config(
+                "truth",
+                format!(
+                    "{} is not a dataset folder; name the label convention with --labels \
+                     (brats2021, brats2023) or --model RUN",
+                    truth.display()
+                ),
+            )
+        })?;
+        let labels = std::fs::read_dir(truth)
+            .map_err(|e| Error::io(format!("listing {}", truth.display()), e))?
+            .filter_map(|e| {
+                let path = e.ok()?.path();
+                case_id(&path).map(|id| (id, path))
+            })
+            .collect();
+        Ok(Self {
+            root: truth.to_path_buf(),
+            spec,
+            labels,
+            is_dataset: false,
+        })
+    }
+
+    pub fn spec(&self) -> &LabelSpec {
+        &self.spec
+    }
+
+    /// Whether the reference is a dataset (with its own convention), not a plain folder.
+    pub fn is_dataset(&self) -> bool {
+        self.is_dataset
+    }
+
+    /// The ids of the labelled cases, sorted.
+    pub fn ids(&self) -> impl Iterator<Item = &String> {
+        self.labels.keys()
+    }
+
+    /// The ids of one subset (`train`, `val` or `test`) of a run's `split.json`, checked
+    /// to be cases of this reference.
+    pub fn split_subset(&self, split: &Path, subset: &str) -> Result<Vec<String>> {
+        let bytes = std::fs::read(split)
+            .map_err(|e| Error::io(format!("reading {}", split.display()), e))?;
+        let parsed: Split = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::file(split, format!("not a split file: {e}")))?;
+        let ids = match subset {
+            "test" => parsed.test_ids().to_vec(),
+            "val" => parsed.train_val().val().to_vec(),
+            "train" => parsed.train_val().train().to_vec(),
+            other => {
+                return Err(Error::config(
+                    "subset",
+                    format!("'{other}': expected test, val or train"),
+                ))
+            }
+        };
+        let unknown: Vec<&String> = ids
+            .iter()
+            .filter(|id| !self.labels.contains_key(*id))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(Error::file(
+                split,
+                format!(
+                    "{} of the {} '{subset}' cases are not labelled cases of {} ({}); the \
+                     split is from another dataset's run",
+                    unknown.len(),
+                    ids.len(),
+                    self.root.display(),
+                    few(&unknown)
+                ),
+            ));
+        }
+        Ok(ids)
+    }
+}
+
+/// Up to five ids, then how many more.
+pub fn few<S: AsRef<str>>(ids: &[S]) -> String {
+    let shown: Vec<&str> = ids.iter().take(5).map(|s| s.as_ref()).collect();
+    match ids.len().saturating_sub(5) {
+        0 => shown.join(", "),
+        more => format!("{}, and {more} more", shown.join(", ")),
+    }
+}
+
+/// What to do with a reference case that has no prediction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// Refuse to score.
+    Error,
+    /// Leave it out of the scores; the report lists it.
+    Skip,
+    /// Score it as an all-background prediction: Dice 0 and HD95 `LEGACY_EMPTY_HD95` in every
+    /// region the reference has (the BraTS convention), 1 and 0 in the others.
+    Empty,
+}
+
+/// How to evaluate.
+#[derive(Clone, Copy, Debug)]
+pub struct EvalOptions<'a> {
+    /// Score only these cases (a split's subset); None: every prediction.
+    pub cases: Option<&'a [String]>,
+    /// The predictions' label convention (a model's); None: the reference's.
+    pub pred_spec: Option<&'a LabelSpec>,
+    /// What to do with reference cases (of `cases`, or all labelled ones) lacking a
+    /// prediction.
+    pub missing: Missing,
+}
+
 /// Scores every `CASE.nii.gz` in `pred` (or only `cases`) against the reference: `truth`
 /// is a dataset folder (its labels and label convention are used) or a folder of
-/// `CASE.nii.gz` label maps, for which `spec` gives the convention.
+/// `CASE.nii.gz` label maps, for which `spec` gives the convention. With `cases`, a case
+/// without a prediction is an error; without, it is left out and listed in the report.
 pub fn evaluate(
     pred: &Path,
     truth: &Path,
     cases: Option<&[String]>,
     spec: Option<&LabelSpec>,
 ) -> Result<EvalReport> {
-    let dataset = detect(truth).ok();
-    let spec = match (&dataset, spec) {
-        (Some(d), _) => d.label_spec.clone(),
-        (None, Some(s)) => s.clone(),
-        (None, None) => {
-            return Err(Error::config(
-                "truth",
-                format!("{} is not a dataset folder; name the label convention with --labels (brats2021, brats2023) or --model RUN", truth.display()),
-            ))
-        }
+    let missing = if cases.is_some() {
+        Missing::Error
+    } else {
+        Missing::Skip
     };
-    let truth_of = |id: &str| -> Result<PathBuf> {
-        match &dataset {
-            Some(d) => d
-                .cases
-                .iter()
-                .find(|c| c.id == id)
-                .and_then(|c| c.label.clone())
-                .ok_or_else(|| {
-                    Error::data(id, format!("no reference label in {}", truth.display()))
-                }),
-            None => {
-                let p = truth.join(format!("{id}.nii.gz"));
-                if p.exists() {
-                    Ok(p)
-                } else {
-                    Err(Error::data(
-                        id,
-                        format!("no reference label {}", p.display()),
-                    ))
-                }
-            }
-        }
+    evaluate_reference(
+        pred,
+        &Reference::open(truth, spec)?,
+        &EvalOptions {
+            cases,
+            pred_spec: None,
+            missing,
+        },
+    )
+}
+
+/// Scores the predictions in `pred` against `reference` as `opts` says.
+pub fn evaluate_reference(
+    pred: &Path,
+    reference: &Reference,
+    opts: &EvalOptions,
+) -> Result<EvalReport> {
+    let truth_spec = &reference.spec;
+    let pred_spec = opts.pred_spec.unwrap_or(truth_spec);
+    let regions = match_regions(pred_spec, truth_spec)?;
+    let pairs: Vec<(&Region, &Region)> = regions.iter().map(|(p, t)| (p, t)).collect();
+    let (pred_whose, pred_hint) = if opts.pred_spec.is_some() {
+        ("the model's label convention", "")
+    } else {
+        (
+            "the reference's label convention",
+            "; if the predictions come from a model trained on another convention, pass \
+             --model RUN",
+        )
     };
-    let mut ids: Vec<String> = std::fs::read_dir(pred)
+    let (truth_whose, truth_hint) = if reference.is_dataset {
+        ("the dataset's label convention", "")
+    } else {
+        (
+            "the convention named for the reference",
+            "; name the reference's convention with --labels",
+        )
+    };
+
+    let mut found: Vec<String> = std::fs::read_dir(pred)
         .map_err(|e| Error::io(format!("listing {}", pred.display()), e))?
         .filter_map(|e| e.ok().and_then(|e| case_id(&e.path())))
         .collect();
-    ids.sort();
-    if let Some(wanted) = cases {
-        for w in wanted {
-            if !ids.contains(w) {
+    found.sort();
+    let wanted: Vec<String> = match opts.cases {
+        Some(cases) => cases.to_vec(),
+        None => {
+            if let Some(extra) = found.iter().find(|id| !reference.labels.contains_key(*id)) {
                 return Err(Error::data(
-                    w.as_str(),
-                    format!("no prediction {}/{w}.nii.gz", pred.display()),
+                    extra.as_str(),
+                    format!("no reference label in {}", reference.root.display()),
                 ));
             }
+            reference.labels.keys().cloned().collect()
         }
-        ids.retain(|id| wanted.contains(id));
+    };
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|id| found.binary_search(id).is_err())
+        .cloned()
+        .collect();
+    if !missing.is_empty() && opts.missing == Missing::Error {
+        return Err(Error::data(
+            pred.display().to_string(),
+            format!(
+                "{} of the {} cases to score have no prediction CASE.nii.gz ({})",
+                missing.len(),
+                wanted.len(),
+                few(&missing)
+            ),
+        ));
     }
-    if ids.is_empty() {
+    let mut to_score = wanted;
+    to_score.sort();
+    if opts.missing == Missing::Skip {
+        to_score.retain(|id| !missing.contains(id));
+    }
+    if to_score.is_empty() {
         return Err(Error::data(
             pred.display().to_string(),
             "no predictions (CASE.nii.gz) to evaluate",
         ));
     }
-    let regions = regions_of(&spec);
-    let scores: Vec<CaseScores> = ids
+    let background = pred_spec.classes()[0].file_value;
+    let scores: Vec<CaseScores> = to_score
         .iter()
         .map(|id| {
-            let pred_path = pred.join(format!("{id}.nii.gz"));
-            let truth_path = truth_of(id)?;
-            let (p, pdims, _) = read_labels(&pred_path)?;
-            let (t, tdims, spacing) = read_labels(&truth_path)?;
-            if pdims != tdims {
-                return Err(Error::file(
-                    &pred_path,
-                    format!(
-                        "size {pdims:?} differs from the reference's {tdims:?} ({})",
-                        truth_path.display()
-                    ),
-                ));
-            }
-            score_case(id, &p, &t, tdims, spacing, &regions)
+            let truth_path = reference.labels.get(id).ok_or_else(|| {
+                Error::data(
+                    id.as_str(),
+                    format!("no reference label in {}", reference.root.display()),
+                )
+            })?;
+            let (t, tdims, spacing) = read_labels(truth_path, truth_spec, truth_whose, truth_hint)?;
+            let p = if missing.contains(id) {
+                vec![background; t.len()]
+            } else {
+                let pred_path = pred.join(format!("{id}.nii.gz"));
+                let (p, pdims, _) = read_labels(&pred_path, pred_spec, pred_whose, pred_hint)?;
+                if pdims != tdims {
+                    return Err(Error::file(
+                        &pred_path,
+                        format!(
+                            "size {pdims:?} differs from the reference's {tdims:?} ({})",
+                            truth_path.display()
+                        ),
+                    ));
+                }
+                p
+            };
+            score_case_across(id, &p, &t, tdims, spacing, &pairs)
         })
         .collect::<Result<_>>()?;
-    Ok(EvalReport::new(scores))
+    Ok(EvalReport::new(scores).with_missing(missing, opts.missing == Missing::Empty))
 }

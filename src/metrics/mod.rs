@@ -75,6 +75,21 @@ pub fn score_case(
     spacing: [f64; 3],
     regions: &[Region],
 ) -> Result<CaseScores> {
+    let pairs: Vec<(&Region, &Region)> = regions.iter().map(|r| (r, r)).collect();
+    score_case_across(case, pred, truth, dims, spacing, &pairs)
+}
+
+/// Scores one case whose prediction and reference use different label conventions: each
+/// pair is one region as the prediction's file values and as the reference's, scored under
+/// the reference's name.
+pub fn score_case_across(
+    case: &str,
+    pred: &[u8],
+    truth: &[u8],
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    regions: &[(&Region, &Region)],
+) -> Result<CaseScores> {
     let voxels: usize = dims.iter().product();
     if pred.len() != voxels || truth.len() != voxels {
         return Err(Error::data(
@@ -94,9 +109,9 @@ pub fn score_case(
     }
     let regions = regions
         .iter()
-        .map(|r| {
-            let scores = score_masks(&r.mask(pred), &r.mask(truth), dims, spacing);
-            (r.name.clone(), scores)
+        .map(|(p, t)| {
+            let scores = score_masks(&p.mask(pred), &t.mask(truth), dims, spacing);
+            (t.name.clone(), scores)
         })
         .collect();
     Ok(CaseScores {

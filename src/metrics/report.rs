@@ -17,9 +17,17 @@ pub struct CaseScores {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
+    /// The scored cases, sorted by id.
     pub cases: Vec<CaseScores>,
     /// Per region, the mean of each score over the cases that have the region.
     pub mean: BTreeMap<String, Scores>,
+    /// Reference cases that had no prediction, sorted.
+    #[serde(default)]
+    pub missing: Vec<String>,
+    /// Whether the missing cases were scored as empty predictions (then they are in `cases`
+    /// and `mean`) rather than left out.
+    #[serde(default)]
+    pub missing_scored_as_empty: bool,
 }
 
 impl EvalReport {
@@ -52,29 +60,61 @@ impl EvalReport {
                 (name, m)
             })
             .collect();
-        Self { cases, mean }
+        Self {
+            cases,
+            mean,
+            missing: Vec::new(),
+            missing_scored_as_empty: false,
+        }
+    }
+
+    /// Records the reference cases that had no prediction and whether `cases` holds them
+    /// scored as empty predictions.
+    pub fn with_missing(mut self, missing: Vec<String>, scored_as_empty: bool) -> Self {
+        self.missing = missing;
+        self.missing_scored_as_empty = scored_as_empty;
+        self
     }
 
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("scores are finite numbers and strings")
     }
 
-    /// One row per case and region: `case,region,dice,hd95,sensitivity,specificity`.
+    /// One row per case and region:
+    /// `case,region,dice,hd95,sensitivity,specificity,prediction`, where `prediction` is
+    /// `found` or `missing`; a missing case that was not scored has empty scores.
     pub fn to_csv(&self) -> String {
-        let mut out = String::from("case,region,dice,hd95,sensitivity,specificity\n");
+        let mut out = String::from("case,region,dice,hd95,sensitivity,specificity,prediction\n");
+        let mut rows: Vec<(&str, &str, Option<&Scores>)> = Vec::new();
         for c in &self.cases {
             for (region, s) in &c.regions {
-                let _ = writeln!(
-                    out,
-                    "{},{},{},{},{},{}",
-                    csv_field(&c.case),
-                    csv_field(region),
-                    s.dice,
-                    s.hd95,
-                    s.sensitivity,
-                    s.specificity
-                );
+                rows.push((&c.case, region, Some(s)));
             }
+        }
+        if !self.missing_scored_as_empty {
+            for case in &self.missing {
+                for region in self.mean.keys() {
+                    rows.push((case, region, None));
+                }
+            }
+            rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        }
+        for (case, region, scores) in rows {
+            let found = if self.missing.iter().any(|m| m == case) {
+                "missing"
+            } else {
+                "found"
+            };
+            let scores = scores.map_or_else(
+                || ",,,".to_string(),
+                |s| format!("{},{},{},{}", s.dice, s.hd95, s.sensitivity, s.specificity),
+            );
+            let _ = writeln!(
+                out,
+                "{},{},{scores},{found}",
+                csv_field(case),
+                csv_field(region)
+            );
         }
         out
     }
@@ -180,9 +220,31 @@ mod tests {
         let csv = report().to_csv();
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 5);
-        assert_eq!(lines[0], "case,region,dice,hd95,sensitivity,specificity");
-        assert_eq!(lines[1], "a,ET,1,0,0.5,1");
-        assert_eq!(lines[4], "\"b,2\",WT,0.6,4,0.5,1");
+        assert_eq!(
+            lines[0],
+            "case,region,dice,hd95,sensitivity,specificity,prediction"
+        );
+        assert_eq!(lines[1], "a,ET,1,0,0.5,1,found");
+        assert_eq!(lines[4], "\"b,2\",WT,0.6,4,0.5,1,found");
+    }
+
+    #[test]
+    fn missing_cases_are_listed_in_json_and_csv() {
+        let skipped = report().with_missing(vec!["a0".into()], false);
+        let v: serde_json::Value = serde_json::from_str(&skipped.to_json()).unwrap();
+        assert_eq!(v["missing"], serde_json::json!(["a0"]));
+        assert_eq!(v["missing_scored_as_empty"], false);
+        let csv = skipped.to_csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 7, "{csv}");
+        assert_eq!(lines[3], "a0,ET,,,,,missing");
+        assert_eq!(lines[4], "a0,WT,,,,,missing");
+        // Scored as empty: the case is among the scored ones and marked missing.
+        let scored = report().with_missing(vec!["b,2".into()], true);
+        let csv = scored.to_csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 5, "{csv}");
+        assert_eq!(lines[3], "\"b,2\",ET,0,373.12866,0.5,1,missing");
     }
 
     #[test]

@@ -1,0 +1,491 @@
+//! `voxseg evaluate` on tiny crafted label maps and synthetic datasets: reference cases
+//! without a prediction are reported (or scored as empty, or refused with --split), label
+//! values are checked against each side's convention, `--model RUN` scores a prediction in
+//! the model's convention by region name against the reference's, and bad `--out`,
+//! `--subset` and `--split` are refused before any scoring.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use voxseg::data::labels::{LabelClass, LabelSpec, TargetSpec};
+use voxseg::data::layout::{detect, LayoutKind};
+use voxseg::data::nifti::{write_label_map, NiftiFile, NiftiHeaderInfo};
+use voxseg::data::preprocess::PreprocessSpec;
+use voxseg::data::split::Split;
+use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
+use voxseg::metrics::EvalReport;
+use voxseg::nn::unet::UNetConfig;
+use voxseg::nn::ModelSpec;
+use voxseg::train::card::{ModelCard, CARD_FORMAT};
+use voxseg::train::plan::Plan;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("voxseg-evaluate-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the binary: (success, stdout, stderr).
+fn voxseg(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_voxseg"))
+        .args(args.iter().map(|a| a.as_ref()))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn synth(dir: &Path, layout: SynthLayout, cases: usize) -> PathBuf {
+    let data = dir.join("data");
+    write_dataset(&SynthOptions {
+        out: data.clone(),
+        cases,
+        size: [16, 16, 16],
+        seed: 5,
+        layout,
+        storage: SynthStorage::Int16,
+    })
+    .unwrap();
+    data
+}
+
+/// The dataset's labelled cases as (id, label file).
+fn labelled(data: &Path) -> Vec<(String, PathBuf)> {
+    detect(data)
+        .unwrap()
+        .cases
+        .into_iter()
+        .map(|c| (c.id, c.label.unwrap()))
+        .collect()
+}
+
+/// Writes `label` to `out` with every value mapped through `map` (old, new).
+fn copy_mapped(label: &Path, out: &Path, map: &[(u8, u8)]) {
+    let file = NiftiFile::open(label).unwrap();
+    let values: Vec<u8> = file
+        .channel(0)
+        .unwrap()
+        .iter()
+        .map(|&v| {
+            let v = v as u8;
+            map.iter().find(|(from, _)| *from == v).map_or(v, |m| m.1)
+        })
+        .collect();
+    write_label_map(out, file.header(), &values).unwrap();
+}
+
+/// A 10x10x10 label map (spacing 1, 1, 2 mm) of boxes [lo, hi) of one value each.
+fn write_mask(path: &Path, boxes: &[([usize; 3], [usize; 3], u8)]) {
+    let mut v = vec![0u8; 1000];
+    for (lo, hi, value) in boxes {
+        for z in lo[2]..hi[2] {
+            for y in lo[1]..hi[1] {
+                for x in lo[0]..hi[0] {
+                    v[(z * 10 + y) * 10 + x] = *value;
+                }
+            }
+        }
+    }
+    let header = NiftiHeaderInfo::new([10, 10, 10], [1.0, 1.0, 2.0]);
+    write_label_map(path, &header, &v).unwrap();
+}
+
+/// A run directory holding only a model card with this label convention.
+fn run_with_labels(dir: &Path, name: &str, spec: LabelSpec) -> PathBuf {
+    let run = dir.join(name);
+    std::fs::create_dir_all(&run).unwrap();
+    let regions = spec.regions().len().max(1);
+    let unet = UNetConfig::nnunet(4, regions);
+    ModelCard {
+        format: CARD_FORMAT.into(),
+        plan: Plan {
+            patch: [16; 3],
+            batch: 1,
+            base_features: unet.base_features,
+            max_features: unet.max_features,
+            depth: unet.depth,
+            step_gflop: 1.0,
+            activation_bytes: 1,
+            device: "cpu".into(),
+        },
+        model: ModelSpec::Unet(unet),
+        modalities: ["t1", "t1ce", "t2", "flair"].map(String::from).to_vec(),
+        layout: LayoutKind::Brats2021,
+        label_spec: spec,
+        target: TargetSpec::Regions,
+        preprocess: PreprocessSpec::default(),
+        patch: [16; 3],
+    }
+    .save(&run.join("model.json"))
+    .unwrap();
+    run
+}
+
+#[test]
+fn missing_predictions_are_warned_listed_scored_empty_or_refused() {
+    let dir = temp_dir("missing");
+    let data = synth(&dir, SynthLayout::Brats2021, 3);
+    let cases = labelled(&data);
+    let pred = dir.join("pred");
+    std::fs::create_dir_all(&pred).unwrap();
+    // Perfect predictions for all but the last case.
+    for (id, label) in &cases[..2] {
+        std::fs::copy(label, pred.join(format!("{id}.nii.gz"))).unwrap();
+    }
+    let absent = &cases[2].0;
+
+    let json = dir.join("scores.json");
+    let (ok, stdout, stderr) = voxseg(&[
+        &"evaluate",
+        &"--pred",
+        &pred,
+        &"--truth",
+        &data,
+        &"--out",
+        &json,
+    ]);
+    assert!(ok, "{stderr}");
+    let warning = stderr.lines().find(|l| l.starts_with("warning:")).unwrap();
+    assert!(
+        warning.contains("1 of the 3")
+            && warning.contains(absent.as_str())
+            && warning.contains("--split RUN/split.json --subset test"),
+        "{stderr}"
+    );
+    let wt = stdout.lines().find(|l| l.starts_with("WT")).unwrap();
+    assert_eq!(wt.split_whitespace().nth(1), Some("2"), "{stdout}");
+    let report = EvalReport::read_json(&json).unwrap();
+    assert_eq!(report.missing, vec![absent.clone()]);
+    assert!(!report.missing_scored_as_empty);
+    assert_eq!(report.cases.len(), 2);
+    assert_eq!(report.mean["WT"].dice, 1.0);
+
+    // --missing empty scores the absent case as an all-background prediction: Dice 0 and
+    // HD95 373.13 in every region its reference has; CSV marks it.
+    let csv = dir.join("scores.csv");
+    let (ok, _, stderr) = voxseg(&[
+        &"evaluate",
+        &"--pred",
+        &pred,
+        &"--truth",
+        &data,
+        &"--missing",
+        &"empty",
+        &"--out",
+        &csv,
+    ]);
+    assert!(ok && stderr.contains("scored as empty"), "{stderr}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{absent},WT,")))
+        .unwrap();
+    assert_eq!(row, format!("{absent},WT,0,373.12866,0,1,missing"));
+    assert_eq!(
+        text.lines().filter(|l| l.ends_with(",found")).count(),
+        6,
+        "{text}"
+    );
+
+    // With --split the absent case of the subset is an error, unless --missing says
+    // otherwise.
+    let split = dir.join("split.json");
+    let ids: Vec<String> = cases.iter().map(|c| c.0.clone()).collect();
+    Split::from_lists(vec![ids[0].clone()], vec![], ids[1..].to_vec(), &ids)
+        .unwrap()
+        .save(&split)
+        .unwrap();
+    let (ok, _, stderr) = voxseg(&[
+        &"evaluate",
+        &"--pred",
+        &pred,
+        &"--truth",
+        &data,
+        &"--split",
+        &split,
+    ]);
+    assert!(
+        !ok && stderr.contains("1 of the 2") && stderr.contains(absent.as_str()),
+        "{stderr}"
+    );
+    let (ok, stdout, stderr) = voxseg(&[
+        &"evaluate",
+        &"--pred",
+        &pred,
+        &"--truth",
+        &data,
+        &"--split",
+        &split,
+        &"--missing",
+        &"empty",
+    ]);
+    assert!(ok, "{stderr}");
+    let wt = stdout.lines().find(|l| l.starts_with("WT")).unwrap();
+    assert_eq!(
+        wt.split_whitespace().take(3).collect::<Vec<_>>(),
+        ["WT", "2", "0.5000"],
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn label_values_outside_the_convention_are_errors_naming_file_value_and_place() {
+    let dir = temp_dir("values");
+    let (pred, truth) = (dir.join("pred"), dir.join("truth"));
+    std::fs::create_dir_all(&pred).unwrap();
+    std::fs::create_dir_all(&truth).unwrap();
+    write_mask(&truth.join("a.nii.gz"), &[([2, 3, 4], [5, 5, 5], 4)]);
+    // ET written as 3 (BraTS 2023's habit) on BraTS 2021 truth: the first 3 is at (2, 3, 4).
+    write_mask(&pred.join("a.nii.gz"), &[([2, 3, 4], [5, 5, 5], 3)]);
+    let (ok, stdout, stderr) = voxseg(&[
+        &"evaluate",
+        &"--pred",
+        &pred,
+        &"--truth",
+        &truth,
+        &"--labels",
+        &"brats2021",
+    ]);
+    assert!(!ok && stdout.is_empty(), "{stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    for want in [
+        pred.join("a.nii.gz").display().to_string().as_str(),
+        "label value 3 at (x=2, y=3, z=4)",
+        "[0, 1, 2, 4]",
+        "5 more voxel(s)",
+        "--model RUN",
+    ] {
+        assert!(stderr.contains(want), "{want} not in {stderr}");
+    }
+
+    // A reference value outside the named convention is refused too.
+    write_mask(&pred.join("a.nii.gz"), &[]);
+    write_mask(&truth.join("a.nii.gz"), &[([0, 0, 1], [1, 1, 2], 7)]);
+    let (ok, _, stderr) = voxseg(&[
+        &"evaluate",
+        &"--pred",
+        &pred,
+        &"--truth",
+        &truth,
+        &"--labels",
+        &"brats2021",
+    ]);
+    assert!(
+        !ok && stderr.contains(&truth.join("a.nii.gz").display().to_string())
+            && stderr.contains("label value 7 at (x=0, y=0, z=1)")
+            && stderr.contains("--labels"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn model_convention_is_scored_by_region_name_against_the_reference() {
+    let dir = temp_dir("model");
+    let run21 = run_with_labels(&dir, "run21", LabelSpec::brats2021());
+
+    // MSD truth (1 oedema, 2 non-enhancing, 3 enhancing) and perfect predictions written in
+    // the BraTS 2021 convention (2 oedema, 1 core, 4 enhancing).
+    let data = synth(&dir, SynthLayout::Msd, 2);
+    let pred = dir.join("pred");
+    std::fs::create_dir_all(&pred).unwrap();
+    for (id, label) in labelled(&data) {
+        copy_mapped(
+            &label,
+            &pred.join(format!("{id}.nii.gz")),
+            &[(1, 2), (2, 1), (3, 4)],
+        );
+    }
+    // Without --model the 4s are outside MSD's values, and the message says what to pass.
+    let (ok, _, stderr) = voxseg(&[&"evaluate", &"--pred", &pred, &"--truth", &data]);
+    assert!(
+        !ok && stderr.contains("label value 4") && stderr.contains("--model RUN"),
+        "{stderr}"
+    );
+    let out = dir.join("msd.json");
+    let (ok, _, stderr) = voxseg(&[
+        &"evaluate",
+        &"--pred",
+        &pred,
+        &"--truth",
+        &data,
+        &"--model",
+        &run21,
+        &"--out",
+        &out,
+    ]);
+    assert!(ok, "{stderr}");
+    let report = EvalReport::read_json(&out).unwrap();
+    assert_eq!(report.cases.len(), 2);
+    for region in ["WT", "TC", "ET"] {
+        assert_eq!(report.mean[region].dice, 1.0, "{region}: {:?}", report.mean);
+    }
+
+    // BraTS 2023 truth (ET = 3) in a plain folder, a BraTS 2021 prediction (ET = 4). The
+    // reference's convention comes from --labels; without --model, 4 is read as 2023's
+    // resection cavity, in no region.
+    let (p23, t23) = (dir.join("p23"), dir.join("t23"));
+    std::fs::create_dir_all(&p23).unwrap();
+    std::fs::create_dir_all(&t23).unwrap();
+    write_mask(
+        &t23.join("a.nii.gz"),
+        &[([1, 1, 1], [7, 7, 7], 2), ([2, 2, 2], [4, 4, 4], 3)],
+    );
+    write_mask(
+        &p23.join("a.nii.gz"),
+        &[([1, 1, 1], [7, 7, 7], 2), ([2, 2, 2], [4, 4, 4], 4)],
+    );
+    let out = dir.join("b23.json");
+    let args = |model: bool| {
+        let mut a: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"evaluate",
+            &"--pred",
+            &p23,
+            &"--truth",
+            &t23,
+            &"--labels",
+            &"brats2023",
+            &"--out",
+            &out,
+        ];
+        if model {
+            a.extend([&"--model" as &dyn AsRef<std::ffi::OsStr>, &run21]);
+        }
+        voxseg(&a)
+    };
+    let (ok, _, stderr) = args(false);
+    assert!(ok, "{stderr}");
+    assert_eq!(EvalReport::read_json(&out).unwrap().mean["ET"].dice, 0.0);
+    let (ok, _, stderr) = args(true);
+    assert!(ok, "{stderr}");
+    let mean = EvalReport::read_json(&out).unwrap().mean;
+    assert_eq!(
+        (mean["WT"].dice, mean["TC"].dice, mean["ET"].dice),
+        (1.0, 1.0, 1.0)
+    );
+
+    // A model whose convention lacks the reference's regions cannot be compared.
+    let liver = LabelSpec::new(
+        ["background", "liver", "tumour"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| LabelClass {
+                name: n.to_string(),
+                file_value: i as u8,
+            })
+            .collect(),
+        vec![],
+    )
+    .unwrap();
+    let run_liver = run_with_labels(&dir, "runliver", liver);
+    let (ok, _, stderr) = voxseg(&[
+        &"evaluate",
+        &"--pred",
+        &p23,
+        &"--truth",
+        &t23,
+        &"--labels",
+        &"brats2023",
+        &"--model",
+        &run_liver,
+    ]);
+    assert!(
+        !ok && stderr.contains("region 'WT' does not exist"),
+        "{stderr}"
+    );
+    // --model must be a run; with a plain folder and no --labels it gives the convention.
+    let (ok, _, stderr) = voxseg(&[
+        &"evaluate",
+        &"--pred",
+        &p23,
+        &"--truth",
+        &t23,
+        &"--model",
+        &dir,
+    ]);
+    assert!(!ok && stderr.contains("not a run directory"), "{stderr}");
+    let (ok, _, stderr) = voxseg(&[
+        &"evaluate",
+        &"--pred",
+        &p23,
+        &"--truth",
+        &pred,
+        &"--model",
+        &run21,
+    ]);
+    assert!(!ok && stderr.contains("no reference label"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_out_subset_and_split_are_refused_before_scoring() {
+    let dir = temp_dir("flags");
+    let data = synth(&dir, SynthLayout::Brats2021, 2);
+    let cases = labelled(&data);
+    let pred = dir.join("pred");
+    std::fs::create_dir_all(&pred).unwrap();
+    for (id, label) in &cases {
+        std::fs::copy(label, pred.join(format!("{id}.nii.gz"))).unwrap();
+    }
+    let run = |extra: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut a: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&"evaluate", &"--pred", &pred, &"--truth", &data];
+        a.extend_from_slice(extra);
+        voxseg(&a)
+    };
+    // --out is checked first: nothing is scored or printed.
+    let (ok, stdout, stderr) = run(&[&"--out", &dir.join("ev.txt")]);
+    assert!(
+        !ok && stdout.is_empty() && stderr.contains(".json or .csv"),
+        "{stderr}"
+    );
+    let nowhere = dir.join("no/dir/x.json");
+    let (ok, stdout, stderr) = run(&[&"--out", &nowhere]);
+    assert!(
+        !ok && stdout.is_empty() && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    let folder = dir.join("folder.json");
+    std::fs::create_dir_all(&folder).unwrap();
+    let (ok, _, stderr) = run(&[&"--out", &folder]);
+    assert!(!ok && stderr.contains("is a folder"), "{stderr}");
+
+    // --subset needs --split.
+    let (ok, _, stderr) = run(&[&"--subset", &"val"]);
+    assert!(!ok && stderr.contains("--split"), "{stderr}");
+
+    // A split of another dataset's cases says so.
+    let other: Vec<String> = ["SynthBrain_003", "SynthBrain_004"]
+        .map(String::from)
+        .to_vec();
+    let split = dir.join("split.json");
+    Split::from_lists(
+        vec![other[0].clone()],
+        vec![],
+        vec![other[1].clone()],
+        &other,
+    )
+    .unwrap()
+    .save(&split)
+    .unwrap();
+    let (ok, stdout, stderr) = run(&[&"--split", &split]);
+    assert!(
+        !ok && stdout.is_empty()
+            && stderr.contains("another dataset")
+            && stderr.contains("SynthBrain_004"),
+        "{stderr}"
+    );
+
+    // --labels naming another convention than the dataset's is refused, not ignored.
+    let (ok, _, stderr) = run(&[&"--labels", &"brats2023"]);
+    assert!(
+        !ok && stderr.contains("--labels is for a plain folder"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = run(&[&"--labels", &"brats2021"]);
+    assert!(ok, "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
