@@ -86,7 +86,11 @@ pub struct Predictor<B: Backend> {
 
 /// Refuses a checkpoint whose recorded model card differs from the run's `model.json`;
 /// returns a warning for a checkpoint that records none (written before voxseg stored it).
-fn check_checkpoint_identity(path: &Path, dir: &RunDir, card: &ModelCard) -> Result<Option<String>> {
+fn check_checkpoint_identity(
+    path: &Path,
+    dir: &RunDir,
+    card: &ModelCard,
+) -> Result<Option<String>> {
     let meta = read_checkpoint_metadata(path)?;
     let Some(json) = meta.get(CHECKPOINT_IDENTITY_KEY) else {
         return Ok(Some(format!(
@@ -97,7 +101,10 @@ fn check_checkpoint_identity(path: &Path, dir: &RunDir, card: &ModelCard) -> Res
         )));
     };
     let trained = serde_json::from_str(json).map_err(|e| {
-        Error::file(path, format!("unreadable {CHECKPOINT_IDENTITY_KEY} metadata: {e}"))
+        Error::file(
+            path,
+            format!("unreadable {CHECKPOINT_IDENTITY_KEY} metadata: {e}"),
+        )
     })?;
     let differences = card.identity().differences(&trained);
     if differences.is_empty() {
@@ -127,7 +134,8 @@ fn named_slot(stem: &str, modalities: &[String]) -> Option<usize> {
     let (_, last) = stem.rsplit_once(['_', '-', '.'])?;
     let last = last.to_ascii_lowercase();
     if last.len() == 4 && last.chars().all(|c| c.is_ascii_digit()) {
-        return last.parse().ok();
+        // A number past the model's inputs is part of the case id, not a channel.
+        return last.parse().ok().filter(|&c| c < modalities.len());
     }
     modalities.iter().position(|m| {
         let m = m.to_ascii_lowercase();
@@ -153,7 +161,10 @@ fn image_stem(path: &Path) -> String {
 /// The case id a file name stands for: its stem without a part that names a modality.
 fn case_id_of(path: &Path, modalities: &[String]) -> String {
     let stem = image_stem(path);
-    match (named_slot(&stem, modalities), stem.rsplit_once(['_', '-', '.'])) {
+    match (
+        named_slot(&stem, modalities),
+        stem.rsplit_once(['_', '-', '.']),
+    ) {
         (Some(_), Some((case, _))) if !case.is_empty() => case.to_string(),
         _ => stem,
     }
@@ -264,15 +275,13 @@ impl<B: Backend> Predictor<B> {
         for (slot, file) in files.iter().enumerate() {
             let named = named_slot(&image_stem(file), modalities);
             if let Some(named) = named.filter(|&n| n != slot) {
-                let says = modalities
-                    .get(named)
-                    .map_or_else(|| format!("channel {named:04}"), |m| m.clone());
                 warnings.push(format!(
-                    "warning: {} is given as input {} ({}) but its name says {says}; the model \
+                    "warning: {} is given as input {} ({}) but its name says {}; the model \
                      takes {} in this order",
                     file.display(),
                     slot + 1,
                     modalities[slot],
+                    modalities[named],
                     modalities.join(", ")
                 ));
             }
@@ -438,5 +447,39 @@ impl<B: Backend> Predictor<B> {
         read()
             .map_err(|e| eprintln!("warning: reference not drawn in {}.png: {e}", case.id))
             .ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|m| m.to_string()).collect()
+    }
+
+    #[test]
+    fn file_names_give_the_modality_slot_and_the_case_id() {
+        let brats = names(&["t1", "t1ce", "t2", "flair"]);
+        let msd = names(&["FLAIR", "T1w", "t1gd", "T2w"]);
+        assert_eq!(named_slot("Case_7_t1ce", &brats), Some(1));
+        assert_eq!(named_slot("Case_7_t1", &brats), Some(0));
+        assert_eq!(named_slot("sub-01_T1w", &brats), Some(0));
+        assert_eq!(named_slot("BraTS-GLI-00001-000-t2f", &msd), Some(0));
+        assert_eq!(named_slot("BRATS_001_0002", &msd), Some(2));
+        assert_eq!(named_slot("patient_2019", &msd), None);
+        assert_eq!(named_slot("brain", &msd), None);
+        let id = |p: &str, m: &[String]| case_id_of(Path::new(p), m);
+        assert_eq!(id("/d/BRATS_001_0000.nii.gz", &msd), "BRATS_001");
+        assert_eq!(
+            id("x/SynthBraTS2021_00002_flair.nii.gz", &brats),
+            "SynthBraTS2021_00002"
+        );
+        assert_eq!(
+            id("x/BraTS-GLI-00001-000-t1c.nii.gz", &brats),
+            "BraTS-GLI-00001-000"
+        );
+        assert_eq!(id("brain.nii", &brats), "brain");
+        assert_eq!(id("x/_t1.nii.gz", &brats), "_t1");
     }
 }

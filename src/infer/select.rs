@@ -147,9 +147,15 @@ mod tests {
         assert_eq!(ids(&pick(&dataset, "val").unwrap()), ["c"]);
         assert_eq!(ids(&pick(&dataset, "train").unwrap()), ["a", "b"]);
         assert_eq!(ids(&pick(&dataset, "unlabelled").unwrap()), ["u"]);
-        assert_eq!(ids(&pick(&dataset, "ALL").unwrap()), ["a", "b", "c", "d", "u"]);
+        assert_eq!(
+            ids(&pick(&dataset, "ALL").unwrap()),
+            ["a", "b", "c", "d", "u"]
+        );
         let err = "fold0".parse::<PredictSplit>().unwrap_err().to_string();
-        assert!(err.contains("'fold0'") && err.contains("unlabelled"), "{err}");
+        assert!(
+            err.contains("'fold0'") && err.contains("unlabelled"),
+            "{err}"
+        );
 
         dataset.test_cases.push(case("a", false));
         let err = pick(&dataset, "all").unwrap_err().to_string();

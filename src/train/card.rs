@@ -116,3 +116,56 @@ impl CheckpointIdentity {
 fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::fcn::FcnConfig;
+    use crate::nn::layers::{Activation, NormKind};
+    use crate::nn::Init;
+
+    fn identity() -> CheckpointIdentity {
+        CheckpointIdentity {
+            modalities: vec!["t1".into(), "flair".into()],
+            label_spec: LabelSpec::brats2021(),
+            target: TargetSpec::Regions,
+            model: ModelSpec::Fcn(FcnConfig {
+                in_channels: 2,
+                out_channels: 3,
+                features: 4,
+                levels: 1,
+                blocks_per_level: 1,
+                norm: NormKind::Instance,
+                activation: Activation::LeakyRelu { slope: 0.01 },
+                dropout: 0.0,
+                init: Init::HeNormal,
+            }),
+        }
+    }
+
+    #[test]
+    fn identities_name_each_difference_and_survive_json() {
+        let run = identity();
+        let back: CheckpointIdentity =
+            serde_json::from_str(&serde_json::to_string(&run).unwrap()).unwrap();
+        assert!(run.differences(&back).is_empty());
+        let mut other = identity();
+        other.label_spec = LabelSpec::brats2023();
+        other.target = TargetSpec::Classes;
+        let found = run.differences(&other);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(
+            found[0],
+            (
+                "labels".to_string(),
+                "[NCR=1, ED=2, ET=4]".to_string(),
+                "[NCR=1, ED=2, ET=3, RC=4]".to_string()
+            )
+        );
+        assert_eq!(found[1].0, "target");
+        assert_eq!(
+            (found[1].1.as_str(), found[1].2.as_str()),
+            ("\"regions\"", "\"classes\"")
+        );
+    }
+}

@@ -115,7 +115,8 @@ const MAX_HEADER_BYTES: u64 = 100_000_000;
 pub fn read_checkpoint_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
     use std::io::Read;
     let read_err = |e| Error::io(format!("reading checkpoint {}", path.display()), e);
-    let corrupt = |msg: String| Error::file(path, format!("not a valid safetensors checkpoint: {msg}"));
+    let corrupt =
+        |msg: String| Error::file(path, format!("not a valid safetensors checkpoint: {msg}"));
     let mut file = std::fs::File::open(path).map_err(read_err)?;
     let mut len = [0u8; 8];
     file.read_exact(&mut len)
@@ -199,7 +200,10 @@ mod tests {
         );
         std::fs::write(&path, b"garbage").unwrap();
         let err = read_checkpoint_metadata(&path).unwrap_err().to_string();
-        assert!(err.contains("c.safetensors") && err.contains("shorter"), "{err}");
+        assert!(
+            err.contains("c.safetensors") && err.contains("shorter"),
+            "{err}"
+        );
         assert!(load_checkpoint(&path)
             .unwrap_err()
             .to_string()
