@@ -5,8 +5,7 @@ use voxseg::backend::cuda::conv_plan::ConvPrecision;
 use voxseg::backend::device::{resolve, Device, DeviceRequest};
 use voxseg::backend::Backend;
 use voxseg::data::layout::detect;
-use voxseg::data::split::Split;
-use voxseg::infer::{PredictOptions, Predictor};
+use voxseg::infer::{select_cases, OutputFiles, PredictOptions, PredictSplit, Predictor};
 use voxseg::train::RunDir;
 
 #[derive(ClapArgs)]
@@ -20,12 +19,18 @@ pub struct Args {
     /// One case given as files, one per modality in the model's order.
     #[arg(long, num_args = 1..)]
     input: Vec<PathBuf>,
+    /// Folder for the predictions (`CASE.nii.gz`, in the model's label convention).
     #[arg(long)]
     out: PathBuf,
+    /// Overwrite prediction files that already exist in --out.
+    #[arg(long)]
+    force: bool,
     /// best, last or a checkpoint path.
     #[arg(long, default_value = "best")]
     checkpoint: String,
-    /// With --data: test, val or all (test and val come from the run's split.json).
+    /// With --data: test (the run's held-out cases plus the dataset's unlabelled ones:
+    /// nnU-Net imagesTs, MSD test, manifest test_cases), val, train (from the run's
+    /// split.json), unlabelled (only those) or all.
     #[arg(long, default_value = "test")]
     split: String,
     /// Fraction of a patch shared by neighbouring windows.
@@ -34,7 +39,8 @@ pub struct Args {
     /// Average over all mirrorings of the input.
     #[arg(long)]
     tta: bool,
-    /// Also write the per-voxel probabilities.
+    /// Also write the per-voxel probabilities (CASE_probabilities.nii.gz, one 4th-dimension
+    /// channel per output; CASE_probabilities.json names them in order).
     #[arg(long)]
     probabilities: bool,
     /// auto, cpu, cuda or cuda:N.
@@ -64,6 +70,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 }
 
 fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
+    let split: PredictSplit = a.split.parse()?;
+    if a.out.exists() && !a.out.is_dir() {
+        anyhow::bail!("--out {} is a file, not a folder", a.out.display());
+    }
     let mut predictor = Predictor::open(backend, &a.model, &a.checkpoint)?;
     let opts = PredictOptions {
         checkpoint: a.checkpoint.clone(),
@@ -74,46 +84,52 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
         replace_nan: a.replace_nan,
         batch: 2,
     };
-    std::fs::create_dir_all(&a.out)
-        .map_err(|e| anyhow::anyhow!("creating {}: {e}", a.out.display()))?;
+    predictor.window(&opts)?;
     let (dataset, cases) = if let Some(data) = &a.data {
         let dataset = detect(data)?;
-        let ids: Vec<String> = dataset.cases.iter().map(|c| c.id.clone()).collect();
-        let wanted: Vec<String> = match a.split.as_str() {
-            "all" => ids.clone(),
-            which @ ("test" | "val") => {
-                let split = Split::load(
-                    &RunDir {
-                        root: a.model.clone(),
-                    }
-                    .split(),
-                    &ids,
-                )?;
-                if which == "test" {
-                    split.test_ids().to_vec()
-                } else {
-                    split.train_val().val().to_vec()
-                }
-            }
-            other => anyhow::bail!("invalid --split: '{other}': expected test, val or all"),
+        let run = RunDir {
+            root: a.model.clone(),
         };
-        let cases: Vec<_> = dataset
-            .cases
-            .iter()
-            .filter(|c| wanted.contains(&c.id))
-            .cloned()
-            .collect();
+        let cases = select_cases(&dataset, &run, split)?;
+        if let Some(warning) = predictor.convention_warning(&dataset, &a.model) {
+            eprintln!("{warning}");
+        }
         (dataset, cases)
     } else if !a.input.is_empty() {
         let dataset = predictor.files_as_dataset(&a.input)?;
+        for warning in predictor.input_name_warnings(&a.input) {
+            eprintln!("{warning}");
+        }
         let cases = dataset.cases.clone();
         (dataset, cases)
     } else {
         anyhow::bail!("give --data DIR or --input FILE...");
     };
-    if cases.is_empty() {
-        anyhow::bail!("no cases to predict (split '{}')", a.split);
+    if !a.force {
+        let existing: Vec<PathBuf> = cases
+            .iter()
+            .flat_map(|c| {
+                OutputFiles::new(&c.id, &a.out, &opts)
+                    .all()
+                    .into_iter()
+                    .filter(|p| p.exists())
+                    .map(PathBuf::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if let Some(first) = existing.first() {
+            let more = match existing.len() {
+                1 => String::new(),
+                n => format!(" (and {} more of the outputs)", n - 1),
+            };
+            anyhow::bail!(
+                "{} already exists{more}; pass --force to overwrite",
+                first.display()
+            );
+        }
     }
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", a.out.display()))?;
     for case in &cases {
         let p = predictor.predict_case(&dataset, case, &a.out, &opts)?;
         println!("{}: {}", p.case, p.labels.display());

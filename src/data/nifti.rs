@@ -612,6 +612,19 @@ pub fn write_nifti(
     data: VoxelData<'_>,
     scaling: (f32, f32),
 ) -> Result<()> {
+    write_nifti_described(path, reference, channels, data, scaling, "voxseg")
+}
+
+/// `write_nifti` with `descrip` (at most 79 bytes are kept) in the header's description
+/// field, which viewers and `fslhd` show.
+fn write_nifti_described(
+    path: &Path,
+    reference: &NiftiHeaderInfo,
+    channels: usize,
+    data: VoxelData<'_>,
+    scaling: (f32, f32),
+    descrip: &str,
+) -> Result<()> {
     let expected = reference.voxel_count() * channels;
     if channels == 0 || data.len() != expected {
         return Err(Error::file(
@@ -633,7 +646,10 @@ pub fn write_nifti(
     {
         return Err(Error::file(path, "cannot write: a dimension exceeds 32767"));
     }
-    let header = header_bytes(reference, channels, data.voxel_type(), scaling);
+    let mut header = header_bytes(reference, channels, data.voxel_type(), scaling);
+    let descrip = &descrip.as_bytes()[..descrip.len().min(79)];
+    header[148..228].fill(0);
+    header[148..148 + descrip.len()].copy_from_slice(descrip);
     let gzip = path.extension().is_some_and(|e| e == "gz");
     crate::atomic::write_with(path, |w| {
         if gzip {
@@ -655,12 +671,14 @@ pub fn write_label_map(path: &Path, reference: &NiftiHeaderInfo, values: &[u8]) 
 }
 
 /// Writes per-voxel probabilities given channels-last (the engine's NDHWC order, one row
-/// of `channels` values per voxel) as a float32 image whose 4th dimension is the channel.
+/// of `channels` values per voxel) as a float32 image whose 4th dimension is the channel;
+/// `descrip` (e.g. the channel order) goes into the header's description field.
 pub fn write_probability_map(
     path: &Path,
     reference: &NiftiHeaderInfo,
     channels: usize,
     channels_last: &[f32],
+    descrip: &str,
 ) -> Result<()> {
     let n = reference.voxel_count();
     if channels == 0 || channels_last.len() != n * channels {
@@ -678,12 +696,13 @@ pub fn write_probability_map(
             planar[c * n + v] = *p;
         }
     }
-    write_nifti(
+    write_nifti_described(
         path,
         reference,
         channels,
         VoxelData::Float32(&planar),
         (1.0, 0.0),
+        descrip,
     )
 }
 
@@ -871,7 +890,7 @@ mod tests {
         let reference = NiftiHeaderInfo::new([3, 1, 1], [1.0; 3]);
         let probs = [0.1, 0.9, 0.2, 0.8, 0.3, 0.7];
         let path = dir.join("prob.nii.gz");
-        write_probability_map(&path, &reference, 2, &probs).unwrap();
+        write_probability_map(&path, &reference, 2, &probs, "channels: a,b").unwrap();
         let f = NiftiFile::open(&path).unwrap();
         assert_eq!(f.header().datatype, VoxelType::Float32);
         assert_eq!(f.channel(0).unwrap(), vec![0.1, 0.2, 0.3]);

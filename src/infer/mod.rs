@@ -1,9 +1,12 @@
 //! Prediction: sliding-window inference with Gaussian weighting, test-time mirroring,
-//! the conversions between volumes, tensors and probabilities, and `predict` on cases.
+//! the conversions between volumes, tensors and probabilities, which cases `--split`
+//! selects, and `predict` on cases.
 pub mod predict;
+pub mod select;
 pub mod sliding_window;
 mod volume_io;
 
-pub use predict::{PredictOptions, Predicted, Predictor};
+pub use predict::{OutputFiles, PredictOptions, Predicted, Predictor};
+pub use select::{select_cases, PredictSplit};
 pub use sliding_window::{predict_logits, predict_volume, SlidingWindow};
 pub use volume_io::{interleave_channels, probabilities};

@@ -2,15 +2,20 @@
 //! modalities, preprocessed as in training, predicted window by window, turned into labels
 //! (nnU-Net's region painting or argmax), pasted back into its full volume and written in
 //! the label convention of the layout the model was trained on, with the input's header.
+//! Reference labels are never needed: a case is predicted from its images alone.
 use super::{interleave_channels, predict_logits, probabilities, SlidingWindow};
 use crate::backend::Backend;
 use crate::data::case::{load_case, NanPolicy};
-use crate::data::layout::{CaseFiles, Dataset, ImageFile};
-use crate::data::nifti::{write_label_map, write_probability_map};
+use crate::data::labels::TargetSpec;
+use crate::data::layout::{CaseFiles, Dataset, ImageFile, MODALITY_ALIASES};
+use crate::data::nifti::{write_label_map, write_probability_map, NiftiFile};
 use crate::data::preprocess::{paste_back_labels, paste_back_probs, preprocess};
+use crate::data::volume::CaseData;
 use crate::error::{Error, Result};
 use crate::log::{overlay_slices, write_png};
 use crate::nn::Model;
+use crate::train::card::{describe_labels, CHECKPOINT_IDENTITY_KEY};
+use crate::train::checkpoint::read_checkpoint_metadata;
 use crate::train::run::{load_state, RunDir};
 use crate::train::ModelCard;
 use std::path::{Path, PathBuf};
@@ -37,6 +42,41 @@ pub struct Predicted {
     pub picture: Option<PathBuf>,
 }
 
+/// The files `predict_case` writes for one case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputFiles {
+    /// `CASE.nii.gz`.
+    pub labels: PathBuf,
+    /// `CASE_probabilities.nii.gz` and its sidecar `CASE_probabilities.json`.
+    pub probabilities: Option<(PathBuf, PathBuf)>,
+    /// `CASE.png`.
+    pub picture: Option<PathBuf>,
+}
+
+impl OutputFiles {
+    pub fn new(case: &str, out: &Path, opts: &PredictOptions) -> Self {
+        OutputFiles {
+            labels: out.join(format!("{case}.nii.gz")),
+            probabilities: opts.probabilities.then(|| {
+                (
+                    out.join(format!("{case}_probabilities.nii.gz")),
+                    out.join(format!("{case}_probabilities.json")),
+                )
+            }),
+            picture: opts.png.then(|| out.join(format!("{case}.png"))),
+        }
+    }
+
+    pub fn all(&self) -> Vec<&Path> {
+        let mut all = vec![self.labels.as_path()];
+        if let Some((image, sidecar)) = &self.probabilities {
+            all.extend([image.as_path(), sidecar.as_path()]);
+        }
+        all.extend(self.picture.as_deref());
+        all
+    }
+}
+
 /// A trained model ready to predict.
 pub struct Predictor<B: Backend> {
     pub card: ModelCard,
@@ -44,11 +84,127 @@ pub struct Predictor<B: Backend> {
     backend: B,
 }
 
+/// Refuses a checkpoint whose recorded model card differs from the run's `model.json`;
+/// returns a warning for a checkpoint that records none (written before voxseg stored it).
+fn check_checkpoint_identity(
+    path: &Path,
+    dir: &RunDir,
+    card: &ModelCard,
+) -> Result<Option<String>> {
+    let meta = read_checkpoint_metadata(path)?;
+    let Some(json) = meta.get(CHECKPOINT_IDENTITY_KEY) else {
+        return Ok(Some(format!(
+            "warning: checkpoint {} does not record which model card it was trained with \
+             (an older checkpoint); it is used because its tensor shapes fit {}",
+            path.display(),
+            dir.model().display()
+        )));
+    };
+    let trained = serde_json::from_str(json).map_err(|e| {
+        Error::file(
+            path,
+            format!("unreadable {CHECKPOINT_IDENTITY_KEY} metadata: {e}"),
+        )
+    })?;
+    let differences = card.identity().differences(&trained);
+    if differences.is_empty() {
+        return Ok(None);
+    }
+    let what: Vec<String> = differences
+        .iter()
+        .map(|(field, run, checkpoint)| {
+            format!("{field} {checkpoint}, the run's model.json says {run}")
+        })
+        .collect();
+    Err(Error::file(
+        path,
+        format!(
+            "this checkpoint belongs to another run: it was trained with {}; use a checkpoint \
+             of {} or that run's folder as --model",
+            what.join("; "),
+            dir.root.display()
+        ),
+    ))
+}
+
+/// The model's input slot a file name names by its last `_`/`-`/`.` separated part: a
+/// modality name or one of its aliases (`CASE_flair`, `CASE-t2f`), or nnU-Net's 4-digit
+/// channel number (`CASE_0003`).
+fn named_slot(stem: &str, modalities: &[String]) -> Option<usize> {
+    let (_, last) = stem.rsplit_once(['_', '-', '.'])?;
+    let last = last.to_ascii_lowercase();
+    if last.len() == 4 && last.chars().all(|c| c.is_ascii_digit()) {
+        // A number past the model's inputs is part of the case id, not a channel.
+        return last.parse().ok().filter(|&c| c < modalities.len());
+    }
+    modalities.iter().position(|m| {
+        let m = m.to_ascii_lowercase();
+        m == last
+            || MODALITY_ALIASES
+                .iter()
+                .any(|g| g.contains(&m.as_str()) && g.contains(&last.as_str()))
+    })
+}
+
+/// A file's name without its folder and `.nii.gz` / `.nii`.
+fn image_stem(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "case".into());
+    name.strip_suffix(".nii.gz")
+        .or_else(|| name.strip_suffix(".nii"))
+        .unwrap_or(&name)
+        .to_string()
+}
+
+/// The case id a file name stands for: its stem without a part that names a modality.
+fn case_id_of(path: &Path, modalities: &[String]) -> String {
+    let stem = image_stem(path);
+    match (
+        named_slot(&stem, modalities),
+        stem.rsplit_once(['_', '-', '.']),
+    ) {
+        (Some(_), Some((case, _))) if !case.is_empty() => case.to_string(),
+        _ => stem,
+    }
+}
+
+/// Channel names in the order the probabilities file stores them.
+fn output_channel_names(card: &ModelCard) -> Vec<String> {
+    match &card.target {
+        TargetSpec::Regions => card
+            .label_spec
+            .regions()
+            .iter()
+            .map(|r| r.name.clone())
+            .collect(),
+        TargetSpec::Classes => card
+            .label_spec
+            .classes()
+            .iter()
+            .map(|c| c.name.clone())
+            .collect(),
+        TargetSpec::Class(_) => crate::train::run::scored_regions(&card.target, &card.label_spec)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect(),
+    }
+}
+
 impl<B: Backend> Predictor<B> {
+    /// Loads `run`'s model card and a checkpoint (`best`, `last` or a path), refusing a
+    /// checkpoint trained with another card (modalities, labels, target, network).
     pub fn open(backend: &B, run: &Path, checkpoint: &str) -> Result<Self> {
         let dir = RunDir {
             root: run.to_path_buf(),
         };
+        if !dir.model().is_file() {
+            return Err(Error::config(
+                "model",
+                format!("{} is not a voxseg run (no model.json)", run.display()),
+            ));
+        }
         let card = ModelCard::load(&dir.model())?;
         let path = match checkpoint {
             "best" | "last" => dir.checkpoint(checkpoint),
@@ -60,8 +216,12 @@ impl<B: Backend> Predictor<B> {
                 "checkpoint not found (has the run finished an epoch?)",
             ));
         }
+        let warning = check_checkpoint_identity(&path, &dir, &card)?;
         let mut model = Model::new(backend, &card.model, 0)?;
         load_state(&path, backend, &mut model, None)?;
+        if let Some(w) = warning {
+            eprintln!("{w}");
+        }
         Ok(Self {
             card,
             model,
@@ -82,20 +242,8 @@ impl<B: Backend> Predictor<B> {
                 ),
             ));
         }
-        let name = files[0]
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "case".into());
-        let stem = name.trim_end_matches(".gz").trim_end_matches(".nii");
         // `CASE_t1.nii.gz` (BraTS) or `CASE_0000.nii.gz` (nnU-Net) names the case `CASE`.
-        let id = stem
-            .rsplit_once(['_', '-'])
-            .filter(|(_, suffix)| {
-                (suffix.len() == 4 && suffix.chars().all(|c| c.is_ascii_digit()))
-                    || suffix.eq_ignore_ascii_case(&self.card.modalities[0])
-            })
-            .map_or(stem, |(case, _)| case)
-            .to_string();
+        let id = case_id_of(&files[0], &self.card.modalities);
         Ok(Dataset {
             layout: self.card.layout,
             root: files[0].parent().map(Path::to_path_buf).unwrap_or_default(),
@@ -118,7 +266,74 @@ impl<B: Backend> Predictor<B> {
         })
     }
 
-    /// Predicts one case of `dataset` and writes its files into `out`.
+    /// Warnings for loose input files whose names suggest another order than the model's:
+    /// a file named for one modality given in another's slot, or files naming different
+    /// cases.
+    pub fn input_name_warnings(&self, files: &[PathBuf]) -> Vec<String> {
+        let modalities = &self.card.modalities;
+        let mut warnings = Vec::new();
+        for (slot, file) in files.iter().enumerate() {
+            let named = named_slot(&image_stem(file), modalities);
+            if let Some(named) = named.filter(|&n| n != slot) {
+                warnings.push(format!(
+                    "warning: {} is given as input {} ({}) but its name says {}; the model \
+                     takes {} in this order",
+                    file.display(),
+                    slot + 1,
+                    modalities[slot],
+                    modalities[named],
+                    modalities.join(", ")
+                ));
+            }
+        }
+        let mut ids: Vec<String> = files.iter().map(|f| case_id_of(f, modalities)).collect();
+        ids.dedup();
+        if ids.len() > 1 {
+            warnings.push(format!(
+                "warning: the --input files name different cases ({}); the output is named {}",
+                ids.join(", "),
+                ids[0]
+            ));
+        }
+        warnings
+    }
+
+    /// A warning when `dataset`'s label convention is not the model's: predictions are
+    /// written in the model's convention, which `voxseg evaluate --model RUN` reads.
+    pub fn convention_warning(&self, dataset: &Dataset, run: &Path) -> Option<String> {
+        let model = &self.card.label_spec;
+        let data = &dataset.label_spec;
+        if model.classes() == data.classes() {
+            return None;
+        }
+        Some(format!(
+            "warning: {} uses {} labels ({}), the model writes its own {} labels ({}); score \
+             these predictions with `voxseg evaluate --model {}`, which reads them in the \
+             model's convention",
+            dataset.root.display(),
+            dataset.layout,
+            describe_labels(data),
+            self.card.layout,
+            describe_labels(model),
+            run.display()
+        ))
+    }
+
+    /// The sliding window `predict_case` uses with `opts`, checked.
+    pub fn window(&self, opts: &PredictOptions) -> Result<SlidingWindow> {
+        let window = SlidingWindow {
+            patch: self.card.patch,
+            overlap: opts.overlap,
+            batch: opts.batch,
+            tta: opts.tta,
+        };
+        window.validate()?;
+        Ok(window)
+    }
+
+    /// Predicts one case of `dataset` from its images and writes its files into `out`
+    /// (see [`OutputFiles`]). The case's reference label is not needed; with `opts.png` it
+    /// is drawn when it is readable and in the model's convention.
     pub fn predict_case(
         &mut self,
         dataset: &Dataset,
@@ -132,16 +347,16 @@ impl<B: Backend> Predictor<B> {
         } else {
             NanPolicy::Error
         };
-        let (data, header) = load_case(dataset, case, &channels, nan)?;
+        let images_only = CaseFiles {
+            label: None,
+            ..case.clone()
+        };
+        let (data, header) = load_case(dataset, &images_only, &channels, nan)?;
         let prep = preprocess(&data, &self.card.preprocess)?;
         let [x, y, z] = prep.dims();
         let image = interleave_channels(&prep.channels)?;
-        let window = SlidingWindow {
-            patch: self.card.patch,
-            overlap: opts.overlap,
-            batch: opts.batch,
-            tta: opts.tta,
-        };
+        let window = self.window(opts)?;
+        let files = OutputFiles::new(&case.id, out, opts);
         let k = self.card.model.out_channels();
         let logits = predict_logits(
             &mut self.model,
@@ -155,42 +370,116 @@ impl<B: Backend> Predictor<B> {
         let classes = self.card.target.decode(&self.card.label_spec, &probs)?;
         let full = paste_back_labels(&classes, &prep.crop)?;
         let values = self.card.label_spec.to_file_values(&full.data)?;
-        let labels_path = out.join(format!("{}.nii.gz", case.id));
-        write_label_map(&labels_path, &header, &values)?;
-        let probabilities = if opts.probabilities {
+        write_label_map(&files.labels, &header, &values)?;
+        if let Some((image, sidecar)) = &files.probabilities {
             let fill: Vec<f32> = match self.card.target {
-                crate::data::labels::TargetSpec::Classes => {
-                    (0..k).map(|c| if c == 0 { 1.0 } else { 0.0 }).collect()
-                }
+                TargetSpec::Classes => (0..k).map(|c| if c == 0 { 1.0 } else { 0.0 }).collect(),
                 _ => vec![0.0; k],
             };
             let full_probs = paste_back_probs(&probs, k, &fill, &prep.crop)?;
-            let path = out.join(format!("{}_probabilities.nii.gz", case.id));
-            write_probability_map(&path, &header, k, &full_probs)?;
-            Some(path)
-        } else {
-            None
-        };
-        let picture = if opts.png {
-            let truth = data.label.as_ref().map(|l| l.data.as_slice());
+            let names = output_channel_names(&self.card);
+            let activation = match self.card.target {
+                TargetSpec::Classes => "softmax",
+                _ => "sigmoid",
+            };
+            let descrip = format!("voxseg {activation} channels: {}", names.join(","));
+            write_probability_map(image, &header, k, &full_probs, &descrip)?;
+            let about = serde_json::json!({
+                "image": image.file_name().map(|n| n.to_string_lossy()),
+                "channels": names,
+                "activation": activation,
+                "target": self.card.target,
+                "note": "channel c of the image's 4th dimension is the probability of channels[c]",
+            });
+            let text = serde_json::to_string_pretty(&about)
+                .map_err(|e| Error::file(sidecar, e.to_string()))?;
+            crate::atomic::write_bytes(sidecar, text.as_bytes())?;
+        }
+        if let Some(path) = &files.picture {
+            let truth = self.readable_reference(dataset, case, &data);
             let (rgb, w, h) = overlay_slices(
                 &data.channels[0].data,
                 data.dims(),
                 Some(&full.data),
-                truth,
+                truth.as_deref(),
                 None,
             )?;
-            let path = out.join(format!("{}.png", case.id));
-            write_png(&path, &rgb, w, h)?;
-            Some(path)
-        } else {
-            None
-        };
+            write_png(path, &rgb, w, h)?;
+        }
         Ok(Predicted {
             case: case.id.clone(),
-            labels: labels_path,
-            probabilities,
-            picture,
+            labels: files.labels,
+            probabilities: files.probabilities.map(|(image, _)| image),
+            picture: files.picture,
         })
+    }
+
+    /// The case's reference label as internal classes, for the picture only: `None` when
+    /// there is none, when its convention is not the model's (the colours would lie), or
+    /// with a warning when it cannot be read (a bad reference must not stop prediction).
+    fn readable_reference(
+        &self,
+        dataset: &Dataset,
+        case: &CaseFiles,
+        data: &CaseData,
+    ) -> Option<Vec<u8>> {
+        let path = case.label.as_ref()?;
+        if dataset.label_spec.classes() != self.card.label_spec.classes() {
+            return None;
+        }
+        let read = || -> Result<Vec<u8>> {
+            let file = NiftiFile::open(path)?;
+            if file.header().dims != data.dims() || file.header().channels != 1 {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "is {:?} x {} channel(s), the images are {:?}",
+                        file.header().dims,
+                        file.header().channels,
+                        data.dims()
+                    ),
+                ));
+            }
+            dataset
+                .label_spec
+                .to_classes(&file.channel(0)?, &case.id, path)
+        };
+        read()
+            .map_err(|e| eprintln!("warning: reference not drawn in {}.png: {e}", case.id))
+            .ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|m| m.to_string()).collect()
+    }
+
+    #[test]
+    fn file_names_give_the_modality_slot_and_the_case_id() {
+        let brats = names(&["t1", "t1ce", "t2", "flair"]);
+        let msd = names(&["FLAIR", "T1w", "t1gd", "T2w"]);
+        assert_eq!(named_slot("Case_7_t1ce", &brats), Some(1));
+        assert_eq!(named_slot("Case_7_t1", &brats), Some(0));
+        assert_eq!(named_slot("sub-01_T1w", &brats), Some(0));
+        assert_eq!(named_slot("BraTS-GLI-00001-000-t2f", &msd), Some(0));
+        assert_eq!(named_slot("BRATS_001_0002", &msd), Some(2));
+        assert_eq!(named_slot("patient_2019", &msd), None);
+        assert_eq!(named_slot("brain", &msd), None);
+        let id = |p: &str, m: &[String]| case_id_of(Path::new(p), m);
+        assert_eq!(id("/d/BRATS_001_0000.nii.gz", &msd), "BRATS_001");
+        assert_eq!(
+            id("x/SynthBraTS2021_00002_flair.nii.gz", &brats),
+            "SynthBraTS2021_00002"
+        );
+        assert_eq!(
+            id("x/BraTS-GLI-00001-000-t1c.nii.gz", &brats),
+            "BraTS-GLI-00001-000"
+        );
+        assert_eq!(id("brain.nii", &brats), "brain");
+        assert_eq!(id("x/_t1.nii.gz", &brats), "_t1");
     }
 }

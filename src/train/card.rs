@@ -46,3 +46,126 @@ impl ModelCard {
         Ok(card)
     }
 }
+
+/// The checkpoint metadata key holding the [`CheckpointIdentity`] of the run that wrote it.
+pub const CHECKPOINT_IDENTITY_KEY: &str = "voxseg_card";
+
+/// What a checkpoint's weights mean: the parts of the model card that must agree for its
+/// outputs to be read correctly. Training stores it (as JSON) in every checkpoint, so a
+/// checkpoint given to another run's `model.json` is refused instead of producing
+/// plausible-looking nonsense (other modality order, other label values).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CheckpointIdentity {
+    pub modalities: Vec<String>,
+    pub label_spec: LabelSpec,
+    pub target: TargetSpec,
+    pub model: ModelSpec,
+}
+
+impl ModelCard {
+    pub fn identity(&self) -> CheckpointIdentity {
+        CheckpointIdentity {
+            modalities: self.modalities.clone(),
+            label_spec: self.label_spec.clone(),
+            target: self.target.clone(),
+            model: self.model.clone(),
+        }
+    }
+}
+
+/// A label convention in a line: `NCR=1, ED=2, ET=4`.
+pub fn describe_labels(spec: &LabelSpec) -> String {
+    spec.classes()
+        .iter()
+        .skip(1)
+        .map(|c| format!("{}={}", c.name, c.file_value))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl CheckpointIdentity {
+    /// Each field that differs as (what, this side's value, the other side's value);
+    /// empty when the two agree.
+    pub fn differences(&self, other: &CheckpointIdentity) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        if self.modalities != other.modalities {
+            out.push((
+                "modalities".into(),
+                format!("[{}]", self.modalities.join(", ")),
+                format!("[{}]", other.modalities.join(", ")),
+            ));
+        }
+        if self.label_spec != other.label_spec {
+            out.push((
+                "labels".into(),
+                format!("[{}]", describe_labels(&self.label_spec)),
+                format!("[{}]", describe_labels(&other.label_spec)),
+            ));
+        }
+        if self.target != other.target {
+            out.push(("target".into(), json(&self.target), json(&other.target)));
+        }
+        if self.model != other.model {
+            out.push(("network".into(), json(&self.model), json(&other.model)));
+        }
+        out
+    }
+}
+
+/// Compact JSON of a spec, for messages (these types always serialise).
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::fcn::FcnConfig;
+    use crate::nn::layers::{Activation, NormKind};
+    use crate::nn::Init;
+
+    fn identity() -> CheckpointIdentity {
+        CheckpointIdentity {
+            modalities: vec!["t1".into(), "flair".into()],
+            label_spec: LabelSpec::brats2021(),
+            target: TargetSpec::Regions,
+            model: ModelSpec::Fcn(FcnConfig {
+                in_channels: 2,
+                out_channels: 3,
+                features: 4,
+                levels: 1,
+                blocks_per_level: 1,
+                norm: NormKind::Instance,
+                activation: Activation::LeakyRelu { slope: 0.01 },
+                dropout: 0.0,
+                init: Init::HeNormal,
+            }),
+        }
+    }
+
+    #[test]
+    fn identities_name_each_difference_and_survive_json() {
+        let run = identity();
+        let back: CheckpointIdentity =
+            serde_json::from_str(&serde_json::to_string(&run).unwrap()).unwrap();
+        assert!(run.differences(&back).is_empty());
+        let mut other = identity();
+        other.label_spec = LabelSpec::brats2023();
+        other.target = TargetSpec::Classes;
+        let found = run.differences(&other);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(
+            found[0],
+            (
+                "labels".to_string(),
+                "[NCR=1, ED=2, ET=4]".to_string(),
+                "[NCR=1, ED=2, ET=3, RC=4]".to_string()
+            )
+        );
+        assert_eq!(found[1].0, "target");
+        assert_eq!(
+            (found[1].1.as_str(), found[1].2.as_str()),
+            ("\"regions\"", "\"classes\"")
+        );
+    }
+}

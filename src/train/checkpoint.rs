@@ -107,6 +107,36 @@ pub fn load_checkpoint(path: &Path) -> Result<(Vec<NamedTensor>, BTreeMap<String
     Ok((tensors, metadata))
 }
 
+/// Largest header `read_checkpoint_metadata` accepts (the safetensors format's own limit).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Reads only the metadata of a checkpoint (its JSON header), not the tensors: cheap even
+/// for a large checkpoint, so it can be checked before the weights are loaded.
+pub fn read_checkpoint_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    use std::io::Read;
+    let read_err = |e| Error::io(format!("reading checkpoint {}", path.display()), e);
+    let corrupt =
+        |msg: String| Error::file(path, format!("not a valid safetensors checkpoint: {msg}"));
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .map_err(|_| corrupt("shorter than its 8-byte header length".into()))?;
+    let len = u64::from_le_bytes(len);
+    if len > MAX_HEADER_BYTES {
+        return Err(corrupt(format!("header length {len} is implausible")));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header)
+        .map_err(|_| corrupt(format!("truncated inside its {len}-byte header")))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| corrupt(format!("header: {e}")))?;
+    match json.get("__metadata__") {
+        None | Some(serde_json::Value::Null) => Ok(BTreeMap::new()),
+        Some(meta) => serde_json::from_value(meta.clone())
+            .map_err(|e| corrupt(format!("metadata is not a string map: {e}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +175,7 @@ mod tests {
         want.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(back, want);
         assert_eq!(back_meta, meta);
+        assert_eq!(read_checkpoint_metadata(&path).unwrap(), meta);
         // The bytes are F32 little-endian at the offsets the header states.
         let bytes = std::fs::read(&path).unwrap();
         let file = SafeTensors::deserialize(&bytes).unwrap();
@@ -168,6 +199,11 @@ mod tests {
             "{err}"
         );
         std::fs::write(&path, b"garbage").unwrap();
+        let err = read_checkpoint_metadata(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("c.safetensors") && err.contains("shorter"),
+            "{err}"
+        );
         assert!(load_checkpoint(&path)
             .unwrap_err()
             .to_string()

@@ -1,6 +1,6 @@
 //! One training run, start to finish: the run directory, data, planning, the model, the
 //! loop with validation, logs and checkpoints, resuming, time limits and Ctrl-C.
-use super::card::{ModelCard, CARD_FORMAT};
+use super::card::{ModelCard, CARD_FORMAT, CHECKPOINT_IDENTITY_KEY};
 use super::checkpoint::{load_checkpoint, save_checkpoint};
 use super::config::{ModelKind, TrainConfig};
 use super::plan::{plan, DataSummary, Plan, PlanDevice};
@@ -756,6 +756,7 @@ impl<B: Backend> Validator<'_, B> {
 
 fn save_state<B: Backend>(
     path: &Path,
+    card: &ModelCard,
     model: &Model<B>,
     opt: &dyn Optimizer<B>,
     state: &TrainState,
@@ -778,6 +779,10 @@ fn save_state<B: Backend>(
         serde_json::to_string(state).map_err(|e| Error::file(path, e.to_string()))?,
     );
     meta.insert("optimizer".to_string(), opt.kind().to_string());
+    meta.insert(
+        CHECKPOINT_IDENTITY_KEY.to_string(),
+        serde_json::to_string(&card.identity()).map_err(|e| Error::file(path, e.to_string()))?,
+    );
     save_checkpoint(path, &tensors, &meta)
 }
 
@@ -1073,6 +1078,7 @@ pub fn train_on<B: Backend>(
                 state.schedule = Some(schedule.clone());
                 save_state(
                     &run.checkpoint("best"),
+                    &card,
                     &model,
                     opt.as_ref(),
                     &advance(&state, epoch_done),
@@ -1090,7 +1096,7 @@ pub fn train_on<B: Backend>(
         state = advance(&state, epoch_done);
         state.seconds = base_seconds + started.elapsed().as_secs_f64();
         state.schedule = Some(schedule.clone());
-        save_state(&run.checkpoint("last"), &model, opt.as_ref(), &state)?;
+        save_state(&run.checkpoint("last"), &card, &model, opt.as_ref(), &state)?;
         if stopped_early {
             break;
         }

@@ -202,7 +202,7 @@ pub(crate) fn classes_from_values(
 }
 
 /// Alternative spellings of the four BraTS modalities across layouts (lower case).
-const MODALITY_ALIASES: [&[&str]; 4] = [
+pub(crate) const MODALITY_ALIASES: [&[&str]; 4] = [
     &["t1", "t1n", "t1w", "native t1"],
     &["t1ce", "t1c", "t1gd", "t1-gd", "t1post", "t1-ce"],
     &["t2", "t2w"],

@@ -1,0 +1,493 @@
+//! `voxseg predict` on tiny synthetic data, with one small model trained once for the file:
+//! which cases each --split predicts (unlabelled test cases included), that reference
+//! labels are not read, that existing outputs are refused before anything is predicted,
+//! that a failed check leaves no --out behind, that another run's checkpoint is refused,
+//! that --input names are checked, that the probabilities record their channel order, and
+//! the label-convention warning.
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use voxseg::data::nifti::{write_label_map, NiftiFile};
+use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
+use voxseg::optim::LrSchedule;
+use voxseg::train::checkpoint::{load_checkpoint, save_checkpoint};
+use voxseg::train::{train, RunOptions, TrainConfig};
+
+/// An MSD dataset of 5 labelled cases and 1 unlabelled (`test`) case, a BraTS 2021
+/// dataset, and a run trained on the MSD one.
+struct Fixture {
+    root: PathBuf,
+    msd: PathBuf,
+    brats: PathBuf,
+    run: PathBuf,
+}
+
+const UNLABELLED: &str = "SynthBrain_006";
+
+fn synth(out: &Path, layout: SynthLayout, cases: usize) {
+    write_dataset(&SynthOptions {
+        out: out.to_path_buf(),
+        cases,
+        size: [24, 24, 24],
+        seed: 5,
+        layout,
+        storage: SynthStorage::Int16,
+    })
+    .unwrap();
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let root = std::env::temp_dir().join(format!("voxseg-cli-predict-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let msd = root.join("msd");
+        synth(&msd, SynthLayout::Msd, 6);
+        // The sixth case becomes an unlabelled test case, as in MSD's imagesTs.
+        let json_path = msd.join("dataset.json");
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+        json["training"].as_array_mut().unwrap().pop();
+        std::fs::create_dir_all(msd.join("imagesTs")).unwrap();
+        std::fs::rename(
+            msd.join(format!("imagesTr/{UNLABELLED}.nii.gz")),
+            msd.join(format!("imagesTs/{UNLABELLED}.nii.gz")),
+        )
+        .unwrap();
+        json["test"] = serde_json::json!([format!("./imagesTs/{UNLABELLED}.nii.gz")]);
+        std::fs::write(&json_path, serde_json::to_vec(&json).unwrap()).unwrap();
+        let brats = root.join("brats");
+        synth(&brats, SynthLayout::Brats2021, 1);
+
+        let run = root.join("run");
+        let cfg = TrainConfig {
+            data: msd.clone(),
+            out: run.clone(),
+            device: "cpu".into(),
+            features: Some(4),
+            max_features: Some(8),
+            depth: Some(2),
+            patch: Some([16, 16, 16]),
+            batch: Some(1),
+            optimizer: voxseg::optim::OptimizerSpec::keras_adam(),
+            lr: 1e-2,
+            schedule: LrSchedule::Constant,
+            epochs: 1,
+            iters_per_epoch: 1,
+            val_every: 1,
+            workers: 1,
+            augment: voxseg::data::augment::AugmentSpec::none(),
+            split: voxseg::data::split::SplitFractions {
+                train: 0.4,
+                val: 0.2,
+                test: 0.4,
+            },
+            ..TrainConfig::default()
+        };
+        train(cfg, RunOptions::default()).unwrap();
+        Fixture {
+            root,
+            msd,
+            brats,
+            run,
+        }
+    })
+}
+
+/// A fresh folder for one test's outputs (it does not exist yet).
+fn out_dir(name: &str) -> PathBuf {
+    let dir = fixture().root.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+struct Outcome {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn voxseg(args: &[&str]) -> Outcome {
+    let out = Command::new(env!("CARGO_BIN_EXE_voxseg"))
+        .args(args)
+        .output()
+        .unwrap();
+    Outcome {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `predict --model RUN --device cpu --out OUT` plus `extra`.
+fn predict(run: &Path, out: &Path, extra: &[&str]) -> Outcome {
+    let mut args = vec![
+        "predict",
+        "--model",
+        s(run),
+        "--device",
+        "cpu",
+        "--out",
+        s(out),
+    ];
+    args.extend_from_slice(extra);
+    voxseg(&args)
+}
+
+/// The case ids of the label maps in `out`, sorted.
+fn predicted(out: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(out)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".nii.gz")
+                .filter(|id| !id.ends_with("_probabilities"))
+                .map(String::from)
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn split_ids(part: &str) -> Vec<String> {
+    let split: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture().run.join("split.json")).unwrap()).unwrap();
+    split[part]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// Copies a folder tree (small test data only).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn splits_include_the_unlabelled_test_cases() {
+    let f = fixture();
+    let test = split_ids("test");
+    assert!(!test.is_empty() && !test.contains(&UNLABELLED.to_string()));
+    let cases: [(&str, Vec<String>); 4] = [
+        ("test", sorted([test, vec![UNLABELLED.into()]].concat())),
+        ("unlabelled", vec![UNLABELLED.into()]),
+        ("train", sorted(split_ids("train"))),
+        (
+            "all",
+            (1..=6).map(|i| format!("SynthBrain_{i:03}")).collect(),
+        ),
+    ];
+    for (split, want) in cases {
+        let out = out_dir(&format!("split-{split}"));
+        let r = predict(&f.run, &out, &["--data", s(&f.msd), "--split", split]);
+        assert!(r.ok, "--split {split}: {}", r.stderr);
+        assert_eq!(predicted(&out), want, "--split {split}");
+        assert_eq!(r.stdout.lines().count(), want.len(), "{}", r.stdout);
+    }
+    let r = predict(
+        &f.run,
+        &out_dir("split-bad"),
+        &["--data", s(&f.msd), "--split", "fold0"],
+    );
+    assert!(
+        !r.ok && r.stderr.contains("unlabelled") && r.stderr.contains("fold0"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn reference_labels_are_not_read() {
+    let f = fixture();
+    let data = out_dir("badlabel-data");
+    copy_tree(&f.msd, &data);
+    // A label file with value 7, which MSD's convention (0..3) does not have.
+    let label = data.join("labelsTr/SynthBrain_001.nii.gz");
+    let header = NiftiFile::open(&label).unwrap().header().clone();
+    let mut values = vec![0u8; header.voxel_count()];
+    values[100] = 7;
+    write_label_map(&label, &header, &values).unwrap();
+    let out = out_dir("badlabel-pred");
+    let r = predict(&f.run, &out, &["--data", s(&data), "--split", "all"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(predicted(&out).len(), 6);
+    // The picture then shows the prediction only, with a warning naming the file.
+    let out = out_dir("badlabel-png");
+    let r = predict(
+        &f.run,
+        &out,
+        &["--data", s(&data), "--split", "all", "--png"],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert!(out.join("SynthBrain_001.png").exists());
+    assert!(
+        r.stderr
+            .contains("reference not drawn in SynthBrain_001.png")
+            && r.stderr.contains("label value 7"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn existing_outputs_are_refused_before_any_case_is_predicted() {
+    let f = fixture();
+    let out = out_dir("overwrite");
+    std::fs::create_dir_all(&out).unwrap();
+    let truth = out.join(format!("{UNLABELLED}.nii.gz"));
+    std::fs::write(&truth, b"reference labels").unwrap();
+    let r = predict(&f.run, &out, &["--data", s(&f.msd), "--split", "all"]);
+    assert!(!r.ok, "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains(&format!("{UNLABELLED}.nii.gz already exists"))
+            && r.stderr.contains("--force")
+            && r.stderr.lines().count() == 1,
+        "{}",
+        r.stderr
+    );
+    assert_eq!(std::fs::read(&truth).unwrap(), b"reference labels");
+    assert_eq!(predicted(&out), [UNLABELLED], "no case was predicted");
+
+    // A probabilities file counts too.
+    std::fs::remove_file(&truth).unwrap();
+    let probs = out.join(format!("{UNLABELLED}_probabilities.nii.gz"));
+    std::fs::write(&probs, b"old").unwrap();
+    let args = [
+        "--data",
+        s(&f.msd),
+        "--split",
+        "unlabelled",
+        "--probabilities",
+    ];
+    let r = predict(&f.run, &out, &args);
+    assert!(
+        !r.ok && r.stderr.contains("_probabilities.nii.gz already exists"),
+        "{}",
+        r.stderr
+    );
+    let r = predict(&f.run, &out, &[&args[..], &["--force"]].concat());
+    assert!(r.ok, "{}", r.stderr);
+    assert_ne!(std::fs::read(&probs).unwrap(), b"old");
+    assert!(truth.exists());
+}
+
+#[test]
+fn failed_checks_leave_no_out_folder_and_say_what_is_wrong() {
+    let f = fixture();
+    let out = out_dir("never");
+    let absent = f.root.join("absent");
+    let cases: [(&[&str], &str); 3] = [
+        (&["--data", s(&f.msd), "--split", "nope"], "nope"),
+        (&["--data", s(&f.msd), "--overlap", "1.5"], "overlap"),
+        (&["--data", s(&absent)], "does not exist"),
+    ];
+    for (extra, says) in cases {
+        let r = predict(&f.run, &out, extra);
+        assert!(!r.ok && r.stderr.contains(says), "{extra:?}: {}", r.stderr);
+        assert!(!out.exists(), "{extra:?} left {} behind", out.display());
+    }
+    let r = predict(&f.msd, &out, &["--data", s(&f.msd)]);
+    assert!(
+        !r.ok
+            && r.stderr.contains(&format!(
+                "{} is not a voxseg run (no model.json)",
+                f.msd.display()
+            ))
+            && r.stderr.lines().count() == 1,
+        "{}",
+        r.stderr
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_checkpoint_of_another_run_is_refused_and_an_old_one_warned_about() {
+    let f = fixture();
+    let other = out_dir("other-run");
+    copy_tree(&f.run, &other);
+    let card_path = other.join("model.json");
+    let mut card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&card_path).unwrap()).unwrap();
+    card["modalities"] = serde_json::json!(["T1w", "t1gd", "T2w", "FLAIR"]);
+    std::fs::write(&card_path, serde_json::to_vec(&card).unwrap()).unwrap();
+    let checkpoint = f.run.join("checkpoints/last.safetensors");
+    let out = out_dir("other-pred");
+    let r = predict(
+        &other,
+        &out,
+        &[
+            "--data",
+            s(&f.msd),
+            "--checkpoint",
+            s(&checkpoint),
+            "--split",
+            "unlabelled",
+        ],
+    );
+    assert!(!r.ok, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("last.safetensors")
+            && r.stderr.contains("modalities [FLAIR, T1w, t1gd, T2w]")
+            && r.stderr.contains("model.json says [T1w, t1gd, T2w, FLAIR]")
+            && r.stderr.lines().count() == 1,
+        "{}",
+        r.stderr
+    );
+    assert!(!out.exists());
+
+    // A checkpoint without the record (older voxseg) loads, with a warning.
+    let (tensors, mut meta) = load_checkpoint(&checkpoint).unwrap();
+    assert!(meta.contains_key("voxseg_card"));
+    meta.remove("voxseg_card");
+    let old = other.join("old.safetensors");
+    save_checkpoint(&old, &tensors, &meta).unwrap();
+    let r = predict(
+        &f.run,
+        &out,
+        &[
+            "--data",
+            s(&f.msd),
+            "--checkpoint",
+            s(&old),
+            "--split",
+            "unlabelled",
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("old.safetensors") && r.stderr.contains("older checkpoint"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn input_files_in_the_wrong_order_are_warned_about_and_named_by_case() {
+    let f = fixture();
+    let case = "SynthBraTS2021_00000";
+    let file = |m: &str| f.brats.join(case).join(format!("{case}_{m}.nii.gz"));
+    // The model (MSD) takes FLAIR, T1w, t1gd, T2w; BraTS order puts t1 first.
+    let brats_order: Vec<PathBuf> = ["t1", "t1ce", "t2", "flair"].map(file).to_vec();
+    let out = out_dir("input-wrong");
+    let mut args = vec!["--input"];
+    args.extend(brats_order.iter().map(|p| s(p)));
+    let r = predict(&f.run, &out, &args);
+    assert!(r.ok, "{}", r.stderr);
+    let warnings: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("warning"))
+        .collect();
+    assert_eq!(warnings.len(), 4, "{}", r.stderr);
+    assert!(
+        warnings[0].contains(&format!("{case}_t1.nii.gz is given as input 1 (FLAIR)"))
+            && warnings[0].contains("its name says T1w"),
+        "{}",
+        warnings[0]
+    );
+    assert_eq!(predicted(&out), [case]);
+
+    let model_order: Vec<PathBuf> = ["flair", "t1", "t1ce", "t2"].map(file).to_vec();
+    let out = out_dir("input-right");
+    let mut args = vec!["--input"];
+    args.extend(model_order.iter().map(|p| s(p)));
+    let r = predict(&f.run, &out, &args);
+    assert!(r.ok && !r.stderr.contains("warning"), "{}", r.stderr);
+    assert_eq!(predicted(&out), [case]);
+}
+
+/// The header's 80-byte description field of a gzipped NIfTI file.
+fn nifti_descrip(path: &Path) -> String {
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_end(&mut bytes)
+        .unwrap();
+    String::from_utf8_lossy(&bytes[148..228])
+        .trim_end_matches('\0')
+        .to_string()
+}
+
+#[test]
+fn probabilities_record_their_channel_order() {
+    let f = fixture();
+    let out = out_dir("probs");
+    let r = predict(
+        &f.run,
+        &out,
+        &[
+            "--data",
+            s(&f.msd),
+            "--split",
+            "unlabelled",
+            "--probabilities",
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let image = out.join(format!("{UNLABELLED}_probabilities.nii.gz"));
+    assert_eq!(NiftiFile::open(&image).unwrap().header().channels, 3);
+    assert_eq!(nifti_descrip(&image), "voxseg sigmoid channels: WT,TC,ET");
+    let sidecar: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join(format!("{UNLABELLED}_probabilities.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sidecar["channels"], serde_json::json!(["WT", "TC", "ET"]));
+    assert_eq!(sidecar["activation"], "sigmoid");
+    assert_eq!(
+        sidecar["image"],
+        format!("{UNLABELLED}_probabilities.nii.gz")
+    );
+}
+
+#[test]
+fn another_label_convention_gets_one_warning_line() {
+    let f = fixture();
+    let out = out_dir("convention");
+    let r = predict(&f.run, &out, &["--data", s(&f.brats), "--split", "all"]);
+    assert!(r.ok, "{}", r.stderr);
+    let warnings: Vec<&str> = r.stderr.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{}", r.stderr);
+    assert!(
+        warnings[0].contains("BraTS 2021 labels (NCR=1, ED=2, ET=4)")
+            && warnings[0]
+                .contains("MSD labels (edema=1, non-enhancing tumor=2, enhancing tumour=3)")
+            && warnings[0].contains(&format!("voxseg evaluate --model {}", f.run.display())),
+        "{}",
+        warnings[0]
+    );
+    // Written in the model's (MSD) convention: values within 0..3.
+    let written = NiftiFile::open(&out.join("SynthBraTS2021_00000.nii.gz")).unwrap();
+    assert!(written
+        .channel(0)
+        .unwrap()
+        .iter()
+        .all(|v| [0.0, 1.0, 2.0, 3.0].contains(v)));
+    let r = predict(
+        &f.run,
+        &out_dir("same-convention"),
+        &["--data", s(&f.msd), "--split", "unlabelled"],
+    );
+    assert!(r.ok && !r.stderr.contains("warning"), "{}", r.stderr);
+}
