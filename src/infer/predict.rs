@@ -12,7 +12,7 @@ use crate::data::nifti::{write_label_map, write_probability_map, NiftiFile};
 use crate::data::preprocess::{paste_back_labels, paste_back_probs, preprocess};
 use crate::data::volume::CaseData;
 use crate::error::{Error, Result};
-use crate::log::{overlay_slices, write_png};
+use crate::log::{captioned_overlay, write_png};
 use crate::nn::Model;
 use crate::train::card::{describe_labels, CHECKPOINT_IDENTITY_KEY};
 use crate::train::checkpoint::read_checkpoint_metadata;
@@ -397,12 +397,19 @@ impl<B: Backend> Predictor<B> {
         }
         if let Some(path) = &files.picture {
             let truth = self.readable_reference(dataset, case, &data);
-            let (rgb, w, h) = overlay_slices(
+            let classes: Vec<String> = self
+                .card
+                .label_spec
+                .classes()
+                .iter()
+                .map(|c| c.name.clone())
+                .collect();
+            let (rgb, w, h) = captioned_overlay(
                 &data.channels[0].data,
                 data.dims(),
                 Some(&full.data),
                 truth.as_deref(),
-                None,
+                &classes,
             )?;
             write_png(path, &rgb, w, h)?;
         }
