@@ -84,6 +84,56 @@ pub fn estimate(
     ((flops + head) * 3.0 / 1e9, (act * 4.0) as u64)
 }
 
+/// The smallest patch side that allows `depth` stages under [`depth_for`]'s rule.
+pub fn min_side_for_depth(depth: usize) -> usize {
+    4 << depth.saturating_sub(1)
+}
+
+/// Weights of the default U-Net (two 3x3x3 convolutions per stage, transposed-conv
+/// upsampling, 1x1x1 heads at every decoder level); norms and biases are left out.
+pub fn unet_parameters(base: usize, max: usize, depth: usize, cin: usize, cout: usize) -> u64 {
+    let feat = |s: usize| (base << s).min(max) as u64;
+    let mut n = 0;
+    for s in 0..depth {
+        let ci = if s == 0 { cin as u64 } else { feat(s - 1) };
+        n += 27 * (ci * feat(s) + feat(s) * feat(s));
+        if s + 1 < depth {
+            n += 8 * feat(s + 1) * feat(s) + 27 * 3 * feat(s) * feat(s) + feat(s) * cout as u64;
+        }
+    }
+    if depth == 1 {
+        n += feat(0) * cout as u64;
+    }
+    n
+}
+
+/// Memory one training step holds at its peak, about, in bytes: the activations kept for
+/// backward, the weights with their gradients and `optimizer_slots` state tensors each, and
+/// `queued_batches` batches of images and labels in the loader.
+pub fn step_memory_bytes(
+    p: &Plan,
+    cin: usize,
+    cout: usize,
+    optimizer_slots: usize,
+    queued_batches: usize,
+) -> u64 {
+    let (_, activations) = estimate(
+        p.patch,
+        p.batch,
+        p.base_features,
+        p.max_features,
+        p.depth,
+        cin,
+        cout,
+    );
+    let weights = unet_parameters(p.base_features, p.max_features, p.depth, cin, cout)
+        * 4
+        * (2 + optimizer_slots as u64);
+    let voxels = p.patch.iter().product::<usize>() as f64 * p.batch as f64;
+    let batches = voxels * (4.0 * cin as f64 + 1.0) * queued_batches as f64;
+    (activations as f64 + weights as f64 + batches).min(u64::MAX as f64) as u64
+}
+
 fn round_down_to(v: usize, m: usize) -> usize {
     (v / m * m).max(m)
 }
