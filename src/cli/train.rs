@@ -17,7 +17,8 @@ pub struct Args {
     /// Run folder: config, split, checkpoints, metrics and TensorBoard logs.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// A JSON training config; flags override its values.
+    /// A JSON training config (its relative paths are taken from its folder); flags
+    /// override its values.
     #[arg(long)]
     config: Option<PathBuf>,
     /// auto, cpu, cuda or cuda:N.
@@ -342,10 +343,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     println!("run: {}", run.display());
     println!("device: {}", summary.device);
-    println!(
-        "epochs done: {done}/{total}, steps: {}",
-        summary.state.step
-    );
+    println!("epochs done: {done}/{total}, steps: {}", summary.state.step);
     if let Some(v) = &summary.last_validation {
         let dice: Vec<String> = v.dice.iter().map(|(k, d)| format!("{k} {d:.3}")).collect();
         println!(

@@ -148,7 +148,8 @@ impl TrainConfig {
     pub fn from_file_with_keys(path: &Path) -> Result<(Self, Vec<String>)> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        let bad = |e: serde_json::Error| Error::file(path, format!("not a valid training config: {e}"));
+        let bad =
+            |e: serde_json::Error| Error::file(path, format!("not a valid training config: {e}"));
         let value: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
         let keys = value
             .as_object()
@@ -209,9 +210,16 @@ impl TrainConfig {
                 );
             }
         }
-        for (name, v) in [("l1", self.l1), ("l2", self.l2), ("grad-clip", self.grad_clip)] {
+        for (name, v) in [
+            ("l1", self.l1),
+            ("l2", self.l2),
+            ("grad-clip", self.grad_clip),
+        ] {
             if !(v >= 0.0 && v.is_finite()) {
-                return bad(name, format!("{v}: must be a finite number >= 0 (0 turns it off)"));
+                return bad(
+                    name,
+                    format!("{v}: must be a finite number >= 0 (0 turns it off)"),
+                );
             }
         }
         if let LossSpec::Wbce { pos_weight } = self.loss {
@@ -224,7 +232,10 @@ impl TrainConfig {
         }
         self.validate_loss_target()?;
         if self.features == Some(0) || self.max_features == Some(0) {
-            return bad("features", "--features and --max-features must be at least 1".into());
+            return bad(
+                "features",
+                "--features and --max-features must be at least 1".into(),
+            );
         }
         if let (Some(f), Some(m)) = (self.features, self.max_features) {
             if m < f {
@@ -281,7 +292,11 @@ impl TrainConfig {
                 "ce scores one class per voxel and needs class targets: use --target classes \
                  (or --loss dice_ce, which works with region targets)",
             )),
-            LossSpec::Bce | LossSpec::Wbce { .. } | LossSpec::Mse | LossSpec::Mae | LossSpec::Ssim(_)
+            LossSpec::Bce
+            | LossSpec::Wbce { .. }
+            | LossSpec::Mse
+            | LossSpec::Mae
+            | LossSpec::Ssim(_)
                 if classes =>
             {
                 Err(Error::config(

@@ -257,6 +257,34 @@ mod tests {
     }
 
     #[test]
+    fn parameter_estimate_is_close_to_the_built_unet() {
+        use crate::nn::unet::UNetConfig;
+        use crate::nn::{Model, ModelSpec};
+        for (base, max, depth) in [(4, 8, 1), (4, 16, 3), (8, 32, 4)] {
+            let spec = ModelSpec::Unet(UNetConfig {
+                in_channels: 4,
+                out_channels: 3,
+                base_features: base,
+                max_features: max,
+                depth,
+                ..UNetConfig::nnunet(4, 3)
+            });
+            let built = Model::new(&crate::backend::cpu::Cpu::new(), &spec, 1)
+                .unwrap()
+                .parameter_count() as f64;
+            let estimated = unet_parameters(base, max, depth, 4, 3) as f64;
+            // Norm scales, biases and the deepest auxiliary head are left out.
+            assert!(
+                (estimated - built).abs() <= 0.05 * built,
+                "{base}/{max}/{depth}: estimated {estimated}, built {built}"
+            );
+        }
+        assert_eq!(min_side_for_depth(1), 4);
+        assert_eq!(depth_for([16; 3]), 3);
+        assert_eq!(min_side_for_depth(3), 16);
+    }
+
+    #[test]
     fn patch_never_exceeds_the_smallest_case() {
         let d = DataSummary {
             median_shape: [40, 50, 60],

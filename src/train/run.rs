@@ -247,9 +247,11 @@ fn flag_name(key: &str) -> String {
     }
 }
 
+/// A setting's value as a user writes it: strings bare, `{"kind": K}` as K.
 fn show(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(o) if o.len() == 1 && o.contains_key("kind") => show(&o["kind"]),
         other => other.to_string(),
     }
 }
@@ -268,8 +270,7 @@ fn same_json(a: &serde_json::Value, b: &serde_json::Value) -> bool {
         }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len()
-                && x
-                    .iter()
+                && x.iter()
                     .all(|(k, a)| y.get(k).is_some_and(|b| same_json(a, b)))
         }
         _ => a == b,
@@ -772,7 +773,10 @@ fn resolve_plan(
     p.batch = *cfg.batch.get_or_insert(p.batch);
     p.base_features = *cfg.features.get_or_insert(p.base_features);
     // A planned widest stage never narrows an explicit first stage.
-    p.max_features = cfg.max_features.unwrap_or(p.max_features).max(p.base_features);
+    p.max_features = cfg
+        .max_features
+        .unwrap_or(p.max_features)
+        .max(p.base_features);
     cfg.max_features = Some(p.max_features);
     p.depth = *cfg.depth.get_or_insert(p.depth);
     (p.step_gflop, p.activation_bytes) = estimate(
@@ -797,7 +801,13 @@ fn available_memory() -> Option<u64> {
 
 /// On the CPU, refuses a step that would not fit in the machine's available memory, before
 /// the model or the loader allocate anything (a GPU run fails cleanly on its own).
-fn check_memory(cfg: &TrainConfig, p: &Plan, device: &Device, cin: usize, cout: usize) -> Result<()> {
+fn check_memory(
+    cfg: &TrainConfig,
+    p: &Plan,
+    device: &Device,
+    cin: usize,
+    cout: usize,
+) -> Result<()> {
     let (Device::Cpu { .. }, Some(available)) = (device, available_memory()) else {
         return Ok(());
     };
