@@ -368,12 +368,13 @@ fn ctrl_c_exits_130_and_the_resumed_epoch_has_one_row_over_all_its_steps() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The handler is in place once the header is printed; SIGINT as Ctrl-C sends it.
+    // After the first step's progress line the handler is in place and the epoch has begun;
+    // SIGINT is what Ctrl-C sends.
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
-    while !line.starts_with("training on") {
+    while !line.starts_with("iter 1/") {
         line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "no header");
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no progress line");
     }
     let pid = libc::pid_t::try_from(child.id()).unwrap();
     // SAFETY: kill has no memory effects; pid is our own child, which has not been reaped.
