@@ -5,6 +5,7 @@ use voxseg::data::labels::TargetSpec;
 use voxseg::nn::layers::NormKind;
 use voxseg::optim::{LrSchedule, OptimizerSpec};
 use voxseg::train::config::ModelKind;
+use voxseg::train::run::Ending;
 use voxseg::train::{RunOptions, TrainConfig};
 
 /// Every flag is optional: unset flags keep the config file's value, then the default.
@@ -16,7 +17,8 @@ pub struct Args {
     /// Run folder: config, split, checkpoints, metrics and TensorBoard logs.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// A JSON training config; flags override its values.
+    /// A JSON training config (its relative paths are taken from its folder); flags
+    /// override its values.
     #[arg(long)]
     config: Option<PathBuf>,
     /// auto, cpu, cuda or cuda:N.
@@ -91,7 +93,8 @@ pub struct Args {
     /// Validate every this many epochs [default: 1].
     #[arg(long)]
     val_every: Option<usize>,
-    /// Stop cleanly after this many minutes, after a last validation.
+    /// Stop cleanly after this many minutes (positive), after a last validation; on
+    /// --resume a new budget for this invocation [default: none, or the run's].
     #[arg(long)]
     time_limit: Option<f64>,
     /// Seed of the split, initialisation, sampling and augmentation [default: 42].
@@ -112,7 +115,8 @@ pub struct Args {
     /// Turn data augmentation off.
     #[arg(long)]
     no_augment: bool,
-    /// Continue the run in --out from its last checkpoint.
+    /// Continue the run in --out from its last checkpoint, with its config.json; only
+    /// --epochs, --time-limit, --workers, --val-every, --device and --precision may change.
     #[arg(long)]
     resume: bool,
     /// Start over in an --out that holds another run.
@@ -189,20 +193,26 @@ fn parse_schedule(s: &str) -> anyhow::Result<LrSchedule> {
 }
 
 impl Args {
+    /// The configuration (defaults, then the --config file, then the flags) and the run
+    /// options; on --resume the options name every setting the user set, which the run's
+    /// saved configuration is checked against.
     pub fn into_config(self) -> anyhow::Result<(TrainConfig, RunOptions)> {
-        let mut c = match &self.config {
-            Some(p) => TrainConfig::from_file(p)?,
-            None => TrainConfig::default(),
+        let (mut c, mut requested) = match &self.config {
+            Some(p) => TrainConfig::from_file_with_keys(p)?,
+            None => (TrainConfig::default(), Vec::new()),
         };
+        let mut asked = |key: &str| requested.push(key.to_string());
         macro_rules! set {
             ($field:ident) => {
                 if let Some(v) = self.$field {
                     c.$field = v;
+                    asked(stringify!($field));
                 }
             };
             ($field:ident, some) => {
                 if let Some(v) = self.$field {
                     c.$field = Some(v);
+                    asked(stringify!($field));
                 }
             };
         }
@@ -219,9 +229,7 @@ impl Args {
         set!(l1);
         set!(l2);
         set!(grad_clip);
-        if let Some(e) = self.epochs {
-            c.epochs = e;
-        }
+        set!(epochs);
         set!(iters_per_epoch);
         set!(batch, some);
         set!(patch, some);
@@ -233,6 +241,7 @@ impl Args {
                 ModelArg::Unet => ModelKind::Unet,
                 ModelArg::Fcn => ModelKind::Fcn,
             };
+            asked("model");
         }
         if let Some(n) = self.norm {
             c.norm = match n {
@@ -240,12 +249,15 @@ impl Args {
                 NormArg::Batch => NormKind::Batch,
                 NormArg::None => NormKind::None,
             };
+            asked("norm");
         }
         if self.no_deep_supervision {
             c.deep_supervision = false;
+            asked("deep_supervision");
         }
         if let Some(l) = &self.loss {
             c.loss = parse_loss(l)?;
+            asked("loss");
         }
         if let Some(o) = self.optimizer {
             c.optimizer = match o {
@@ -258,33 +270,42 @@ impl Args {
                     serde_json::from_value(serde_json::json!({"kind": "lazy_adam"}))?
                 }
             };
+            asked("optimizer");
             if self.lr.is_none() {
                 c.lr = c.optimizer.default_lr();
             }
         }
         if let Some(wd) = self.weight_decay {
             c.optimizer = c.optimizer.with_weight_decay(wd)?;
+            asked("optimizer");
         }
         if let Some(lr) = self.lr {
             c.lr = lr;
+            asked("lr");
         }
         if let Some(s) = &self.schedule {
             c.schedule = parse_schedule(s)?;
+            asked("schedule");
         }
         if let Some(t) = self.time_limit {
             c.time_limit_minutes = Some(t);
+            asked("time_limit_minutes");
         }
         if self.dataset_statistics {
             c.dataset_statistics = true;
+            asked("dataset_statistics");
         }
         if self.replace_nan {
             c.replace_nan = true;
+            asked("replace_nan");
         }
         if let Some(cache) = self.cache {
             c.cache = Some(cache);
+            asked("cache");
         }
         if self.no_augment {
             c.augment = voxseg::data::augment::AugmentSpec::none();
+            asked("augment");
         }
         if c.data.as_os_str().is_empty() && !self.resume {
             anyhow::bail!("--data is required (a dataset folder or a manifest)");
@@ -297,7 +318,8 @@ impl Args {
             RunOptions {
                 resume: self.resume,
                 force: self.force,
-                extend_to_epochs: if self.resume { self.epochs } else { None },
+                extend_to_epochs: None,
+                requested,
             },
         ))
     }
@@ -307,12 +329,21 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (cfg, opts) = a.into_config()?;
     let summary = voxseg::train::train(cfg, opts)?;
     let run = &summary.run.root;
+    let (done, total) = (summary.state.epoch, summary.epochs);
+    if summary.ending == Ending::AlreadyComplete {
+        if !summary.resume_changes.is_empty() {
+            println!("changed: {}", summary.resume_changes.join(", "));
+        }
+        println!(
+            "{} is already complete ({done}/{total} epochs): raise --epochs to continue",
+            run.display()
+        );
+        print_best(&summary);
+        return Ok(());
+    }
     println!("run: {}", run.display());
     println!("device: {}", summary.device);
-    println!(
-        "epochs done: {}, steps: {}",
-        summary.state.epoch, summary.state.step
-    );
+    println!("epochs done: {done}/{total}, steps: {}", summary.state.step);
     if let Some(v) = &summary.last_validation {
         let dice: Vec<String> = v.dice.iter().map(|(k, d)| format!("{k} {d:.3}")).collect();
         println!(
@@ -321,29 +352,95 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             dice.join(", ")
         );
     }
+    print_best(&summary);
     println!("checkpoints: {}", summary.run.checkpoints().display());
     println!(
         "tensorboard: tensorboard --logdir {}",
         summary.run.tensorboard().display()
     );
+    let resume = format!("voxseg train --out {} --resume", run.display());
+    match summary.ending {
+        Ending::Interrupted => {
+            println!(
+                "interrupted at epoch {done}, step {} (saved in {}); continue with: {resume}",
+                summary.state.step,
+                summary.run.checkpoint("last").display()
+            );
+            // 128 + SIGINT, as a shell reports a command Ctrl-C stopped.
+            std::process::exit(130);
+        }
+        Ending::TimeLimit => println!(
+            "stopped by the time limit at epoch {done}, step {}; continue with: {resume} \
+             [--time-limit MIN]",
+            summary.state.step
+        ),
+        Ending::Finished | Ending::AlreadyComplete => {}
+    }
     Ok(())
+}
+
+/// Which checkpoint is "best" and why: `predict` uses it unless told otherwise.
+fn print_best(summary: &voxseg::train::TrainSummary) {
+    match (summary.state.best_epoch, summary.state.best_score) {
+        (Some(epoch), Some(dice)) => println!(
+            "best: {} (epoch {epoch}: the highest mean validation Dice, {dice:.4}; predict uses it)",
+            summary.run.checkpoint("best").display()
+        ),
+        (None, Some(dice)) => println!(
+            "best: {} (the highest mean validation Dice, {dice:.4}; predict uses it)",
+            summary.run.checkpoint("best").display()
+        ),
+        _ => println!("best: none yet (no validation has run)"),
+    }
 }
 
 #[derive(ClapArgs)]
 pub struct PlanArgs {
+    /// Dataset: a BraTS, MSD or nnU-Net folder, or a JSON manifest.
     #[arg(long)]
-    data: PathBuf,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    data: Option<PathBuf>,
+    /// A JSON training config (as for train); flags override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// auto, cpu, cuda or cuda:N [default: auto].
+    #[arg(long)]
+    device: Option<String>,
     #[arg(long, value_delimiter = ',')]
-    modalities: Vec<String>,
-    #[arg(long, default_value = "regions")]
-    target: TargetSpec,
+    modalities: Option<Vec<String>>,
+    /// regions, classes, class:NAME or class:N [default: regions].
+    #[arg(long)]
+    target: Option<TargetSpec>,
+    /// The seed of the split train would make: the plan comes from its training cases
+    /// [default: 42, as train].
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
+/// Prints the plan `train` with the same data, config, seed and device would use.
 pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
-    let plan = voxseg::train::run::plan_for_dataset(&a.data, &a.device, &a.modalities, &a.target)?;
+    let mut c = match &a.config {
+        Some(p) => TrainConfig::from_file(p)?,
+        None => TrainConfig::default(),
+    };
+    if let Some(d) = a.data {
+        c.data = d;
+    }
+    if let Some(d) = a.device {
+        c.device = d;
+    }
+    if let Some(m) = a.modalities {
+        c.modalities = m;
+    }
+    if let Some(t) = a.target {
+        c.target = t;
+    }
+    if let Some(s) = a.seed {
+        c.seed = s;
+    }
+    if c.data.as_os_str().is_empty() {
+        anyhow::bail!("--data is required (a dataset folder or a manifest)");
+    }
+    let plan = voxseg::train::run::plan_for_config(&c)?;
     println!("{}", serde_json::to_string_pretty(&plan)?);
     Ok(())
 }

@@ -56,7 +56,8 @@ pub struct TrainConfig {
     /// Patch (D, H, W); `None` = planned.
     pub patch: Option<[usize; 3]>,
     pub val_every: usize,
-    /// Stop cleanly after this many minutes (after a last validation).
+    /// Stop cleanly after this many minutes of this invocation (after a last validation);
+    /// positive and at most [`MAX_TIME_LIMIT_MINUTES`].
     pub time_limit_minutes: Option<f64>,
     pub seed: u64,
     pub workers: usize,
@@ -119,9 +120,57 @@ impl Default for TrainConfig {
     }
 }
 
+/// The longest `--time-limit`: about 190 years, far below what a `Duration` or an `Instant`
+/// can hold, so no later conversion can overflow.
+pub const MAX_TIME_LIMIT_MINUTES: f64 = 1e8;
+
+/// The settings a resumed run may change: they decide how long and where the rest of the run
+/// goes, not what it computes. Every other setting is fixed by the run's `config.json`.
+pub const RESUMABLE_SETTINGS: [&str; 7] = [
+    "epochs",
+    "time_limit_minutes",
+    "workers",
+    "queue_depth",
+    "val_every",
+    "device",
+    "precision",
+];
+
 impl TrainConfig {
     /// Reads a JSON config; unknown keys are refused so a typo does not go unnoticed.
+    /// Relative `data`, `out` and `cache` paths are taken from the file's folder, as a
+    /// manifest's paths are.
     pub fn from_file(path: &Path) -> Result<Self> {
+        Self::from_file_with_keys(path).map(|(c, _)| c)
+    }
+
+    /// [`Self::from_file`], and the names of the settings the file sets.
+    pub fn from_file_with_keys(path: &Path) -> Result<(Self, Vec<String>)> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let bad =
+            |e: serde_json::Error| Error::file(path, format!("not a valid training config: {e}"));
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
+        let keys = value
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        let mut cfg: TrainConfig = serde_json::from_value(value).map_err(bad)?;
+        let folder = path.parent().unwrap_or(Path::new(""));
+        for p in [&mut cfg.data, &mut cfg.out]
+            .into_iter()
+            .chain(cfg.cache.as_mut())
+        {
+            if !p.as_os_str().is_empty() && p.is_relative() {
+                *p = folder.join(&*p);
+            }
+        }
+        Ok((cfg, keys))
+    }
+
+    /// Reads a run's own `config.json` as written, without resolving paths: a run records
+    /// them absolute (older runs: relative to where they were started).
+    pub fn from_run_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         serde_json::from_str(&text)
@@ -150,6 +199,57 @@ impl TrainConfig {
                 return bad("patch", format!("{p:?} has a zero size"));
             }
         }
+        if let Some(t) = self.time_limit_minutes {
+            if !(t > 0.0 && t <= MAX_TIME_LIMIT_MINUTES) {
+                return bad(
+                    "time-limit",
+                    format!(
+                        "{t}: must be a positive finite number of minutes \
+                         (at most {MAX_TIME_LIMIT_MINUTES:e}); leave it out for no limit"
+                    ),
+                );
+            }
+        }
+        for (name, v) in [
+            ("l1", self.l1),
+            ("l2", self.l2),
+            ("grad-clip", self.grad_clip),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return bad(
+                    name,
+                    format!("{v}: must be a finite number >= 0 (0 turns it off)"),
+                );
+            }
+        }
+        if let LossSpec::Wbce { pos_weight } = self.loss {
+            if !(pos_weight > 0.0 && pos_weight.is_finite()) {
+                return bad(
+                    "loss",
+                    format!("wbce:{pos_weight}: the positive weight must be a positive number"),
+                );
+            }
+        }
+        self.validate_loss_target()?;
+        if self.features == Some(0) || self.max_features == Some(0) {
+            return bad(
+                "features",
+                "--features and --max-features must be at least 1".into(),
+            );
+        }
+        if let (Some(f), Some(m)) = (self.features, self.max_features) {
+            if m < f {
+                return bad(
+                    "max-features",
+                    format!("{m} is below --features {f}: the widest stage cannot be narrower than the first"),
+                );
+            }
+        }
+        if let Some(d) = self.depth {
+            if !(1..=8).contains(&d) {
+                return bad("depth", format!("{d}: must be between 1 and 8"));
+            }
+        }
         let fr = [self.split.train, self.split.val, self.split.test];
         if fr.iter().any(|f| !(0.0..=1.0).contains(f))
             || (fr.iter().sum::<f64>() - 1.0).abs() > 1e-6
@@ -159,7 +259,7 @@ impl TrainConfig {
                 format!("{fr:?} must be three fractions summing to 1"),
             );
         }
-        if self.val_overlap < 0.0 || self.val_overlap >= 1.0 {
+        if !(0.0..1.0).contains(&self.val_overlap) {
             return bad(
                 "val-overlap",
                 format!("{} is not in [0, 1)", self.val_overlap),
@@ -181,6 +281,35 @@ impl TrainConfig {
             );
         }
         Ok(())
+    }
+
+    /// CE scores one class per voxel; the BCE family, MSE, MAE and SSIM score channels.
+    fn validate_loss_target(&self) -> Result<()> {
+        let classes = self.target == TargetSpec::Classes;
+        match &self.loss {
+            LossSpec::Ce if !classes => Err(Error::config(
+                "loss",
+                "ce scores one class per voxel and needs class targets: use --target classes \
+                 (or --loss dice_ce, which works with region targets)",
+            )),
+            LossSpec::Bce
+            | LossSpec::Wbce { .. }
+            | LossSpec::Mse
+            | LossSpec::Mae
+            | LossSpec::Ssim(_)
+                if classes =>
+            {
+                Err(Error::config(
+                    "loss",
+                    format!(
+                        "{} scores channels and needs region targets: use --target regions \
+                         or class:NAME (or --loss ce / dice_ce with --target classes)",
+                        self.loss.name()
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

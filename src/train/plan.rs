@@ -84,6 +84,56 @@ pub fn estimate(
     ((flops + head) * 3.0 / 1e9, (act * 4.0) as u64)
 }
 
+/// The smallest patch side that allows `depth` stages under [`depth_for`]'s rule.
+pub fn min_side_for_depth(depth: usize) -> usize {
+    4 << depth.saturating_sub(1)
+}
+
+/// Weights of the default U-Net (two 3x3x3 convolutions per stage, transposed-conv
+/// upsampling, 1x1x1 heads at every decoder level); norms and biases are left out.
+pub fn unet_parameters(base: usize, max: usize, depth: usize, cin: usize, cout: usize) -> u64 {
+    let feat = |s: usize| (base << s).min(max) as u64;
+    let mut n = 0;
+    for s in 0..depth {
+        let ci = if s == 0 { cin as u64 } else { feat(s - 1) };
+        n += 27 * (ci * feat(s) + feat(s) * feat(s));
+        if s + 1 < depth {
+            n += 8 * feat(s + 1) * feat(s) + 27 * 3 * feat(s) * feat(s) + feat(s) * cout as u64;
+        }
+    }
+    if depth == 1 {
+        n += feat(0) * cout as u64;
+    }
+    n
+}
+
+/// Memory one training step holds at its peak, about, in bytes: the activations kept for
+/// backward, the weights with their gradients and `optimizer_slots` state tensors each, and
+/// `queued_batches` batches of images and labels in the loader.
+pub fn step_memory_bytes(
+    p: &Plan,
+    cin: usize,
+    cout: usize,
+    optimizer_slots: usize,
+    queued_batches: usize,
+) -> u64 {
+    let (_, activations) = estimate(
+        p.patch,
+        p.batch,
+        p.base_features,
+        p.max_features,
+        p.depth,
+        cin,
+        cout,
+    );
+    let weights = unet_parameters(p.base_features, p.max_features, p.depth, cin, cout)
+        * 4
+        * (2 + optimizer_slots as u64);
+    let voxels = p.patch.iter().product::<usize>() as f64 * p.batch as f64;
+    let batches = voxels * (4.0 * cin as f64 + 1.0) * queued_batches as f64;
+    (activations as f64 + weights as f64 + batches).min(u64::MAX as f64) as u64
+}
+
 fn round_down_to(v: usize, m: usize) -> usize {
     (v / m * m).max(m)
 }
@@ -204,6 +254,34 @@ mod tests {
         )
         .unwrap();
         assert!(cpu.step_gflop <= 20.0 && cpu.base_features == 8, "{cpu:?}");
+    }
+
+    #[test]
+    fn parameter_estimate_is_close_to_the_built_unet() {
+        use crate::nn::unet::UNetConfig;
+        use crate::nn::{Model, ModelSpec};
+        for (base, max, depth) in [(4, 8, 1), (4, 16, 3), (8, 32, 4)] {
+            let spec = ModelSpec::Unet(UNetConfig {
+                in_channels: 4,
+                out_channels: 3,
+                base_features: base,
+                max_features: max,
+                depth,
+                ..UNetConfig::nnunet(4, 3)
+            });
+            let built = Model::new(&crate::backend::cpu::Cpu::new(), &spec, 1)
+                .unwrap()
+                .parameter_count() as f64;
+            let estimated = unet_parameters(base, max, depth, 4, 3) as f64;
+            // Norm scales, biases and the deepest auxiliary head are left out.
+            assert!(
+                (estimated - built).abs() <= 0.05 * built,
+                "{base}/{max}/{depth}: estimated {estimated}, built {built}"
+            );
+        }
+        assert_eq!(min_side_for_depth(1), 4);
+        assert_eq!(depth_for([16; 3]), 3);
+        assert_eq!(min_side_for_depth(3), 16);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! loop with validation, logs and checkpoints, resuming, time limits and Ctrl-C.
 use super::card::{ModelCard, CARD_FORMAT, CHECKPOINT_IDENTITY_KEY};
 use super::checkpoint::{load_checkpoint, save_checkpoint};
-use super::config::{ModelKind, TrainConfig};
-use super::plan::{plan, DataSummary, Plan, PlanDevice};
+use super::config::{ModelKind, TrainConfig, RESUMABLE_SETTINGS};
+use super::plan::{depth_for, estimate, plan, step_memory_bytes, DataSummary, Plan, PlanDevice};
 use crate::autograd::{Gradients, Tape, Var};
 use crate::backend::cpu::Cpu;
 use crate::backend::cuda::conv_plan::ConvPrecision;
@@ -68,25 +68,53 @@ impl RunDir {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RunOptions {
+    /// Continue the run in `out`: its `config.json` is the configuration (see `requested`).
     pub resume: bool,
     /// Start over in a directory that holds another run.
     pub force: bool,
-    /// With `resume`: train up to this many epochs (extends a finished run).
+    /// With `resume`: train to this many epochs (raises or lowers the run's count; below the
+    /// epochs already done is an error). Takes precedence over a requested `epochs`.
     pub extend_to_epochs: Option<usize>,
+    /// With `resume`: the settings the caller set, as `TrainConfig` field names (the CLI
+    /// passes its flags and its `--config` file's keys). Those in
+    /// [`RESUMABLE_SETTINGS`] are applied; any other whose value differs from the run's is
+    /// refused; settings not named keep the run's values.
+    pub requested: Vec<String>,
 }
 
 /// Where the loop stands; saved in every checkpoint so `--resume` continues exactly.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct TrainState {
     pub epoch: usize,
     /// Iterations already done in `epoch`.
     pub iter: usize,
     pub step: u64,
+    /// The highest mean validation Dice so far: the `best` checkpoint's.
     pub best_score: Option<f64>,
+    /// The epoch whose validation gave `best_score`.
+    pub best_epoch: Option<usize>,
     pub schedule: Option<LrSchedule>,
     pub seconds: f64,
+    /// Sum and count of the training losses of the `iter` steps done in `epoch`, so that an
+    /// epoch resumed part-way reports the mean over all its steps.
+    pub epoch_loss_sum: f64,
+    pub epoch_loss_steps: usize,
+}
+
+/// How a call to [`train`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Every epoch is done.
+    Finished,
+    /// A resumed run had already done every epoch: nothing was trained.
+    AlreadyComplete,
+    /// The time limit stopped it; `--resume` continues.
+    TimeLimit,
+    /// Ctrl-C stopped it; `--resume` continues.
+    Interrupted,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -102,38 +130,68 @@ pub struct TrainSummary {
     pub run: RunDir,
     pub device: String,
     pub state: TrainState,
+    /// The run's epoch count.
+    pub epochs: usize,
     pub last_validation: Option<Validation>,
-    pub stopped_early: bool,
+    pub ending: Ending,
+    /// On resume: the resumable settings that changed, as "name old -> new".
+    pub resume_changes: Vec<String>,
 }
 
-/// Trains as `cfg` says on the device it names.
+/// Trains as `cfg` says on the device it names (on resume: as the run's `config.json` says,
+/// with the settings `opts.requested` may change). Every check runs before anything is
+/// written to the run directory.
 pub fn train(cfg: TrainConfig, opts: RunOptions) -> Result<TrainSummary> {
-    cfg.validate()?;
-    let device = resolve(cfg.device.parse::<DeviceRequest>()?)?;
+    if !opts.resume {
+        cfg.validate()?;
+    }
+    let start = prepare_run_dir(&cfg, &opts)?;
+    start.cfg.validate()?;
+    let device = resolve(start.cfg.device.parse::<DeviceRequest>()?)?;
     match &device {
         Device::Cpu { .. } => {
-            if let Some(p) = cfg.precision.filter(|&p| p != ConvPrecision::F32) {
+            if let Some(p) = start.cfg.precision.filter(|&p| p != ConvPrecision::F32) {
                 eprintln!(
                     "note: precision {p} applies to CUDA convolutions; the CPU computes in f32"
                 );
             }
-            train_on(&Cpu::new(), &device, cfg, opts)
+            train_on(&Cpu::new(), &device, start)
         }
         Device::Cuda { ordinal, .. } => {
             let cuda = crate::backend::cuda::Cuda::new(*ordinal)?;
-            if let Some(p) = cfg.precision {
+            if let Some(p) = start.cfg.precision {
                 cuda.set_conv_precision(p);
             }
-            train_on(&cuda, &device, cfg, opts)
+            train_on(&cuda, &device, start)
         }
     }
 }
 
+/// The run directory and the configuration a call trains with, before anything is written.
+struct RunStart {
+    run: RunDir,
+    cfg: TrainConfig,
+    /// On resume: the state in `last`, when there is one.
+    resumed: Option<TrainState>,
+    /// On resume: the resumable settings that changed, as "name old -> new".
+    changes: Vec<String>,
+    /// `--force` over an existing run: its files go once every check has passed.
+    replace: bool,
+    /// Continuing the run: its `split.json` holds the split.
+    resume: bool,
+}
+
 /// Refuses to mix runs: a directory holding a run needs `--resume` or `--force`.
-fn prepare_run_dir(cfg: &TrainConfig, opts: RunOptions) -> Result<(RunDir, TrainConfig)> {
+fn prepare_run_dir(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunStart> {
     let run = RunDir {
         root: cfg.out.clone(),
     };
+    if opts.resume && opts.force {
+        return Err(Error::config(
+            "resume",
+            "--resume continues the run and --force deletes it to start over: pass one of them",
+        ));
+    }
     let has_run = run.config().exists();
     if opts.resume {
         if !has_run {
@@ -142,17 +200,23 @@ fn prepare_run_dir(cfg: &TrainConfig, opts: RunOptions) -> Result<(RunDir, Train
                 format!("{} holds no run to resume", run.root.display()),
             ));
         }
-        let mut saved = TrainConfig::from_file(&run.config())?;
-        // A resumed run keeps its configuration, but may get a new device (and precision)
-        // and time budget.
-        saved.device = cfg.device.clone();
-        saved.precision = cfg.precision;
-        saved.time_limit_minutes = cfg.time_limit_minutes;
-        saved.workers = cfg.workers;
-        if let Some(epochs) = opts.extend_to_epochs {
-            saved.epochs = saved.epochs.max(epochs);
-        }
-        return Ok((run, saved));
+        let saved = TrainConfig::from_run_file(&run.config())?;
+        let last = run.checkpoint("last");
+        let resumed = if last.exists() {
+            Some(read_state(&last)?)
+        } else {
+            None
+        };
+        let done = resumed.as_ref().map_or(0, |s| s.epoch);
+        let (cfg, changes) = resume_config(&run, saved, cfg, opts, done)?;
+        return Ok(RunStart {
+            run,
+            cfg,
+            resumed,
+            changes,
+            replace: false,
+            resume: true,
+        });
     }
     if has_run && !opts.force {
         return Err(Error::config(
@@ -163,18 +227,219 @@ fn prepare_run_dir(cfg: &TrainConfig, opts: RunOptions) -> Result<(RunDir, Train
             ),
         ));
     }
-    if has_run {
-        for file in [run.config(), run.split(), run.model(), run.metrics()] {
-            remove_if_present(&file)?;
+    Ok(RunStart {
+        run,
+        cfg: cfg.clone(),
+        resumed: None,
+        changes: Vec::new(),
+        replace: has_run,
+        resume: false,
+    })
+}
+
+/// The flag that sets a configuration key.
+fn flag_name(key: &str) -> String {
+    match key {
+        "time_limit_minutes" => "--time-limit".into(),
+        "deep_supervision" => "--no-deep-supervision".into(),
+        "augment" => "--no-augment".into(),
+        _ => format!("--{}", key.replace('_', "-")),
+    }
+}
+
+/// A setting's value as a user writes it: strings bare, `{"kind": K}` as K.
+fn show(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(o) if o.len() == 1 && o.contains_key("kind") => show(&o["kind"]),
+        other => other.to_string(),
+    }
+}
+
+/// Equal settings, with floats equal to 12 digits (a value read back from JSON may differ
+/// in its last bit from the same value parsed from a flag).
+fn same_json(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) => x == y || (x - y).abs() <= 1e-12 * x.abs().max(y.abs()),
+            _ => x == y,
+        },
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_json(a, b))
         }
-        for dir in [run.checkpoints(), run.tensorboard()] {
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir)
-                    .map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
-            }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, a)| y.get(k).is_some_and(|b| same_json(a, b)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Whether a requested setting equals the run's: paths compare absolute, modality names
+/// without case.
+fn same_setting(key: &str, run: &serde_json::Value, asked: &serde_json::Value) -> bool {
+    let absolute = |v: &serde_json::Value| {
+        v.as_str()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| PathBuf::from(p)))
+    };
+    match key {
+        "data" | "cache" if run.is_string() && asked.is_string() => {
+            absolute(run) == absolute(asked)
+        }
+        "modalities" => {
+            let lower = |v: &serde_json::Value| {
+                v.as_array().map(|a| {
+                    a.iter()
+                        .map(|m| m.as_str().unwrap_or_default().to_lowercase())
+                        .collect::<Vec<_>>()
+                })
+            };
+            lower(run) == lower(asked)
+        }
+        _ => same_json(run, asked),
+    }
+}
+
+/// The configuration of a resumed run: the saved one, with the resumable settings the caller
+/// asked for; a request to change any other setting is refused, naming each.
+fn resume_config(
+    run: &RunDir,
+    saved: TrainConfig,
+    asked: &TrainConfig,
+    opts: &RunOptions,
+    epochs_done: usize,
+) -> Result<(TrainConfig, Vec<String>)> {
+    let encode = |c: &TrainConfig| {
+        serde_json::to_value(c).map_err(|e| Error::file(run.config(), e.to_string()))
+    };
+    let (run_json, asked_json) = (encode(&saved)?, encode(asked)?);
+    let null = serde_json::Value::Null;
+    let mut differ = Vec::new();
+    let mut keys: Vec<&String> = opts.requested.iter().collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let (was, now) = (
+            run_json.get(key).unwrap_or(&null),
+            asked_json.get(key).unwrap_or(&null),
+        );
+        // `out` is where the run is; a null asks for the planned value, which the run has.
+        if key == "out" || RESUMABLE_SETTINGS.contains(&key.as_str()) || now.is_null() {
+            continue;
+        }
+        if !same_setting(key, was, now) {
+            differ.push(format!(
+                "{} {} (the run has {})",
+                flag_name(key),
+                show(now),
+                show(was)
+            ));
         }
     }
-    Ok((run, cfg.clone()))
+    if !differ.is_empty() {
+        return Err(Error::config(
+            "resume",
+            format!(
+                "{} cannot change mid-run: {}; resume without them, or start over with --force \
+                 instead of --resume",
+                run.root.display(),
+                differ.join(", ")
+            ),
+        ));
+    }
+    let mut cfg = saved.clone();
+    cfg.out = asked.out.clone();
+    let asks = |key: &str| opts.requested.iter().any(|k| k == key);
+    if asks("time_limit_minutes") {
+        cfg.time_limit_minutes = asked.time_limit_minutes;
+    }
+    if asks("workers") {
+        cfg.workers = asked.workers;
+    }
+    if asks("queue_depth") {
+        cfg.queue_depth = asked.queue_depth;
+    }
+    if asks("val_every") {
+        cfg.val_every = asked.val_every;
+    }
+    if asks("device") {
+        cfg.device = asked.device.clone();
+    }
+    if asks("precision") {
+        cfg.precision = asked.precision;
+    }
+    if let Some(epochs) = opts
+        .extend_to_epochs
+        .or_else(|| asks("epochs").then_some(asked.epochs))
+    {
+        if epochs < epochs_done {
+            return Err(Error::config(
+                "epochs",
+                format!(
+                    "{epochs} is below the {epochs_done} epochs {} has done: pass --epochs {epochs_done} or more",
+                    run.root.display()
+                ),
+            ));
+        }
+        cfg.epochs = epochs;
+    }
+    let new_json = encode(&cfg)?;
+    let changes = RESUMABLE_SETTINGS
+        .iter()
+        .filter(|k| !same_json(&run_json[**k], &new_json[**k]))
+        .map(|k| {
+            format!(
+                "{} {} -> {}",
+                flag_name(k),
+                show(&run_json[*k]),
+                show(&new_json[*k])
+            )
+        })
+        .collect();
+    Ok((cfg, changes))
+}
+
+/// The training state in a checkpoint's metadata, read from its header alone.
+fn read_state(path: &Path) -> Result<TrainState> {
+    use std::io::Read;
+    let bad = |msg: String| Error::file(path, format!("not a voxseg checkpoint: {msg}"));
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| Error::io(format!("reading checkpoint {}", path.display()), e))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .map_err(|e| bad(format!("no header ({e})")))?;
+    let len = u64::from_le_bytes(len);
+    // safetensors' own limit on a header.
+    if len > 100_000_000 {
+        return Err(bad(format!("a header of {len} bytes")));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| bad(format!("a truncated header ({e})")))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
+    let state = header
+        .get("__metadata__")
+        .and_then(|m| m.get("state"))
+        .and_then(|s| s.as_str())
+        .ok_or_else(|| bad("no training state in the metadata".into()))?;
+    serde_json::from_str(state).map_err(|e| bad(format!("training state unreadable: {e}")))
+}
+
+/// Removes the files of the run `--force` replaces.
+fn remove_run(run: &RunDir) -> Result<()> {
+    for file in [run.config(), run.split(), run.model(), run.metrics()] {
+        remove_if_present(&file)?;
+    }
+    for dir in [run.checkpoints(), run.tensorboard()] {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
+        }
+    }
+    Ok(())
 }
 
 fn remove_if_present(path: &Path) -> Result<()> {
@@ -324,7 +589,8 @@ fn load_cases(
         .collect()
 }
 
-fn prepare_data(cfg: &TrainConfig, run: &RunDir) -> Result<(Prepared, Split)> {
+/// The labelled dataset, the channels the run reads and their modality names.
+fn open_dataset(cfg: &TrainConfig) -> Result<(Dataset, Vec<usize>, Vec<String>)> {
     let dataset = detect(&cfg.data)?;
     dataset.require_labels()?;
     cfg.target.validate(&dataset.label_spec)?;
@@ -333,10 +599,15 @@ fn prepare_data(cfg: &TrainConfig, run: &RunDir) -> Result<(Prepared, Split)> {
     } else {
         dataset.select_modalities(&cfg.modalities)?
     };
-    let modalities: Vec<String> = channels
+    let modalities = channels
         .iter()
         .map(|&i| dataset.modalities[i].clone())
         .collect();
+    Ok((dataset, channels, modalities))
+}
+
+/// The split of a new run (from the seed and fractions), or a resumed run's `split.json`.
+fn run_split(cfg: &TrainConfig, dataset: &Dataset, saved: Option<&Path>) -> Result<Split> {
     let ids: Vec<String> = dataset.cases.iter().map(|c| c.id.clone()).collect();
     if ids.len() < 2 {
         return Err(Error::data(
@@ -347,9 +618,17 @@ fn prepare_data(cfg: &TrainConfig, run: &RunDir) -> Result<(Prepared, Split)> {
             ),
         ));
     }
-    let split = Split::load_or_create(&run.split(), &ids, || {
-        Split::by_fractions(&ids, cfg.split, cfg.seed)
-    })?;
+    match saved.filter(|p| p.exists()) {
+        Some(path) => Split::load(path, &ids),
+        None => Split::by_fractions(&ids, cfg.split, cfg.seed),
+    }
+}
+
+/// Reads and prepares the training and validation cases; the split is written later, with
+/// the rest of the run's files.
+fn prepare_data(cfg: &TrainConfig, saved_split: Option<&Path>) -> Result<(Prepared, Split)> {
+    let (dataset, channels, modalities) = open_dataset(cfg)?;
+    let split = run_split(cfg, &dataset, saved_split)?;
     // Only the training and validation ids are handed on: the test cases are never read here.
     let tv = split.train_val();
     if let Some(dir) = &cfg.cache {
@@ -434,14 +713,22 @@ fn plan_device(device: &Device) -> Result<PlanDevice> {
     })
 }
 
-/// Fills the planned values the configuration left open, and checks the patch.
+/// The largest cropped size (D, H, W) over the training cases.
+fn largest_grid(grids: &[([usize; 3], [f64; 3])]) -> [usize; 3] {
+    [2, 1, 0].map(|a| grids.iter().map(|(d, _)| d[a]).max().unwrap_or(0))
+}
+
+/// Fills the planned values the configuration left open, and checks the patch and depth.
+/// Returns the plan and, when the patch leaves the U-Net shallower than planned, a note
+/// that says so.
 fn resolve_plan(
     cfg: &mut TrainConfig,
     data: &DataSummary,
     largest: [usize; 3],
     device: &Device,
-) -> Result<Plan> {
+) -> Result<(Plan, Option<String>)> {
     let mut p = plan(data, &plan_device(device)?)?;
+    let planned_depth = p.depth;
     if let Some(patch) = cfg.patch {
         // Smaller cases are padded, but a patch larger than every case is a mistake.
         if (0..3).any(|a| patch[a] > largest[a]) {
@@ -451,14 +738,99 @@ fn resolve_plan(
             ));
         }
         p.patch = patch;
-        p.depth = super::plan::depth_for(patch);
+        p.depth = depth_for(patch);
+    }
+    let fits = p.depth;
+    let mut note = None;
+    match cfg.depth {
+        Some(d) if cfg.model == ModelKind::Unet && d > fits => {
+            return Err(Error::config(
+                "depth",
+                format!(
+                    "{d} does not fit the patch {:?}: each stage halves it and the deepest needs \
+                     at least 4 voxels per axis, so it allows depth {fits}; use --patch >= {} \
+                     for depth {d}, or a lower --depth",
+                    p.patch,
+                    super::plan::min_side_for_depth(d)
+                ),
+            ));
+        }
+        None if fits < planned_depth => {
+            let downsamplings = match fits - 1 {
+                0 => "no downsampling".to_string(),
+                1 => "1 downsampling".to_string(),
+                n => format!("{n} downsamplings"),
+            };
+            note = Some(format!(
+                "depth {fits}: a patch of {:?} allows {downsamplings}; use --patch >= {} for depth {planned_depth}",
+                p.patch,
+                super::plan::min_side_for_depth(planned_depth)
+            ));
+        }
+        _ => {}
     }
     cfg.patch = Some(p.patch);
     p.batch = *cfg.batch.get_or_insert(p.batch);
     p.base_features = *cfg.features.get_or_insert(p.base_features);
-    p.max_features = *cfg.max_features.get_or_insert(p.max_features);
+    // A planned widest stage never narrows an explicit first stage.
+    p.max_features = cfg
+        .max_features
+        .unwrap_or(p.max_features)
+        .max(p.base_features);
+    cfg.max_features = Some(p.max_features);
     p.depth = *cfg.depth.get_or_insert(p.depth);
-    Ok(p)
+    (p.step_gflop, p.activation_bytes) = estimate(
+        p.patch,
+        p.batch,
+        p.base_features,
+        p.max_features,
+        p.depth,
+        data.in_channels,
+        data.out_channels,
+    );
+    Ok((p, note))
+}
+
+/// Free memory as Linux counts it (`MemAvailable`), in bytes; `None` elsewhere.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// On the CPU, refuses a step that would not fit in the machine's available memory, before
+/// the model or the loader allocate anything (a GPU run fails cleanly on its own).
+fn check_memory(
+    cfg: &TrainConfig,
+    p: &Plan,
+    device: &Device,
+    cin: usize,
+    cout: usize,
+) -> Result<()> {
+    let (Device::Cpu { .. }, Some(available)) = (device, available_memory()) else {
+        return Ok(());
+    };
+    let slots = match cfg.optimizer {
+        crate::optim::OptimizerSpec::Sgd { .. } => 1,
+        _ => 2,
+    };
+    let need = step_memory_bytes(p, cin, cout, slots, cfg.queue_depth + cfg.workers + 1);
+    if need > available {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        return Err(Error::config(
+            "batch",
+            format!(
+                "batch {}, patch {:?} need about {:.1} GiB; this machine has {:.1} GiB available: \
+                 lower --batch or --patch",
+                p.batch,
+                p.patch,
+                gib(need),
+                gib(available)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn model_spec(cfg: &TrainConfig, in_channels: usize, out_channels: usize) -> ModelSpec {
@@ -844,76 +1216,104 @@ fn install_interrupt_handler() {
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
 }
 
-/// The plan training would use on `device` for this dataset (from up to 16 of its cases).
-pub fn plan_for_dataset(
-    data: &Path,
-    device: &str,
-    modalities: &[String],
-    target: &TargetSpec,
-) -> Result<Plan> {
-    let device = resolve(device.parse::<DeviceRequest>()?)?;
-    let dataset = detect(data)?;
-    target.validate(&dataset.label_spec)?;
-    let channels = if modalities.is_empty() {
-        dataset.all_modalities()
+/// The plan a new run with `cfg` would use: planned, as training plans, from the cropped
+/// training cases of the split it would make (its seed and fractions), with the values
+/// `cfg` sets filled in.
+pub fn plan_for_config(cfg: &TrainConfig) -> Result<Plan> {
+    cfg.validate()?;
+    let device = resolve(cfg.device.parse::<DeviceRequest>()?)?;
+    let (dataset, channels, _) = open_dataset(cfg)?;
+    let split = run_split(cfg, &dataset, None)?;
+    let nan = if cfg.replace_nan {
+        NanPolicy::ReplaceWithZero
     } else {
-        dataset.select_modalities(modalities)?
+        NanPolicy::Error
     };
-    let ids: Vec<String> = dataset
-        .cases
-        .iter()
-        .take(16)
-        .map(|c| c.id.clone())
-        .collect();
-    let spec = crate::data::preprocess::PreprocessSpec::default();
-    let cases = load_cases(&dataset, &ids, &channels, NanPolicy::Error)?
+    // One case at a time: only the cropped size and the voxel size are kept.
+    let grids = split
+        .train_val()
+        .train()
         .par_iter()
-        .map(|c| preprocess(c, &spec))
+        .map(|id| {
+            let case = load_cases(&dataset, std::slice::from_ref(id), &channels, nan)?;
+            let c = preprocess(&case[0], &cfg.preprocess)?;
+            Ok((c.dims(), c.spacing))
+        })
         .collect::<Result<Vec<_>>>()?;
-    if cases.is_empty() {
-        return Err(Error::data(
-            data.display().to_string(),
-            "the dataset has no cases",
-        ));
-    }
-    plan(
-        &summarise(
-            &cases
-                .iter()
-                .map(|c| (c.dims(), c.spacing))
-                .collect::<Vec<_>>(),
-            channels.len(),
-            target.channels(&dataset.label_spec),
-        ),
-        &plan_device(&device)?,
-    )
+    let summary = summarise(
+        &grids,
+        channels.len(),
+        cfg.target.channels(&dataset.label_spec),
+    );
+    let mut cfg = cfg.clone();
+    resolve_plan(&mut cfg, &summary, largest_grid(&grids), &device).map(|(p, _)| p)
 }
 
-pub fn train_on<B: Backend>(
-    backend: &B,
-    device: &Device,
-    cfg: TrainConfig,
-    opts: RunOptions,
-) -> Result<TrainSummary> {
+/// The run's configuration as `config.json` records it: paths absolute (so that `--resume`
+/// works from any folder), the modalities and the device resolved.
+fn recorded_config(cfg: &TrainConfig, modalities: &[String], device: &Device) -> TrainConfig {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut rec = cfg.clone();
+    rec.data = absolute(&cfg.data);
+    rec.out = absolute(&cfg.out);
+    rec.cache = cfg.cache.as_deref().map(absolute);
+    rec.modalities = modalities.to_vec();
+    rec.device = match device {
+        Device::Cpu { .. } => "cpu".into(),
+        Device::Cuda { ordinal, .. } => format!("cuda:{ordinal}"),
+    };
+    rec
+}
+
+fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result<TrainSummary> {
     let started = Instant::now();
-    let (run, mut cfg) = prepare_run_dir(&cfg, opts)?;
-    create_dir(&run.root)?;
-    let (data, _split) = prepare_data(&cfg, &run)?;
+    let RunStart {
+        run,
+        mut cfg,
+        resumed,
+        changes,
+        replace,
+        resume,
+    } = start;
+    let from_checkpoint = resumed.is_some();
+    let mut state = resumed.unwrap_or_else(|| TrainState {
+        schedule: Some(cfg.schedule.clone()),
+        ..TrainState::default()
+    });
+    if state.epoch >= cfg.epochs {
+        return Ok(TrainSummary {
+            run,
+            device: device.describe(),
+            epochs: cfg.epochs,
+            state,
+            last_validation: None,
+            ending: Ending::AlreadyComplete,
+            resume_changes: changes,
+        });
+    }
+    let saved_split = resume.then(|| run.split());
+    let (data, split) = prepare_data(&cfg, saved_split.as_deref())?;
     let label_spec = data.dataset.label_spec.clone();
     let out_channels = cfg.target.channels(&label_spec);
-    let summary = summarise(&data.train_grids, data.modalities.len(), out_channels);
-    let largest = [2, 1, 0].map(|a| {
-        data.train_grids
-            .iter()
-            .map(|(d, _)| d[a])
-            .max()
-            .unwrap_or(0)
-    });
-    let plan = resolve_plan(&mut cfg, &summary, largest, device)?;
-    let spec = model_spec(&cfg, data.modalities.len(), out_channels);
+    let in_channels = data.modalities.len();
+    let summary = summarise(&data.train_grids, in_channels, out_channels);
+    let (plan, depth_note) =
+        resolve_plan(&mut cfg, &summary, largest_grid(&data.train_grids), device)?;
+    check_memory(&cfg, &plan, device, in_channels, out_channels)?;
+    let spec = model_spec(&cfg, in_channels, out_channels);
     cfg.preprocess = data.preprocess.clone();
-    let config_text =
-        serde_json::to_string_pretty(&cfg).map_err(|e| Error::file(run.config(), e.to_string()))?;
+
+    // Every check has passed: the run's files are written from here on.
+    if replace {
+        remove_run(&run)?;
+    }
+    create_dir(&run.root)?;
+    if !run.split().exists() {
+        split.save(&run.split())?;
+    }
+    let recorded = recorded_config(&cfg, &data.modalities, device);
+    let config_text = serde_json::to_string_pretty(&recorded)
+        .map_err(|e| Error::file(run.config(), e.to_string()))?;
     crate::atomic::write_bytes(&run.config(), config_text.as_bytes())?;
     let card = ModelCard {
         format: CARD_FORMAT.into(),
@@ -931,11 +1331,7 @@ pub fn train_on<B: Backend>(
 
     let mut model = Model::new(backend, &spec, cfg.seed)?;
     let mut opt = cfg.optimizer.build::<B>()?;
-    let mut state = TrainState {
-        schedule: Some(cfg.schedule.clone()),
-        ..TrainState::default()
-    };
-    if opts.resume && run.checkpoint("last").exists() {
+    if from_checkpoint {
         state = load_state(
             &run.checkpoint("last"),
             backend,
@@ -948,13 +1344,15 @@ pub fn train_on<B: Backend>(
         .clone()
         .unwrap_or_else(|| cfg.schedule.clone());
     let mut jsonl = JsonlWriter::open(&run.metrics())?;
-    jsonl.truncate_after_step(state.step)?;
+    // Rows after the last checkpoint go, and so does the row of an epoch it stopped part-way
+    // through: the resumed epoch writes one row for all its steps.
+    jsonl.truncate_after_step(state.step - state.iter as u64)?;
     create_dir(&run.tensorboard())?;
     let mut tb = EventWriter::create(&run.tensorboard())?;
 
     let train_cases = data.train.len();
     let sources = data.train;
-    let batch_size = cfg.batch.unwrap_or(plan.batch);
+    let batch_size = plan.batch;
     let mut loader = Loader::new(
         sources,
         LoaderOptions {
@@ -986,55 +1384,80 @@ pub fn train_on<B: Backend>(
     };
     install_interrupt_handler();
     INTERRUPTED.store(false, Ordering::SeqCst);
-    let deadline = cfg
-        .time_limit_minutes
-        .map(|m| started + Duration::from_secs_f64(m * 60.0));
+    // Validated to fit; a limit that still does not fit an Instant is no limit.
+    let deadline = cfg.time_limit_minutes.and_then(|m| {
+        Duration::try_from_secs_f64(m * 60.0)
+            .ok()
+            .and_then(|d| started.checked_add(d))
+    });
     let total_iters = (cfg.epochs * cfg.iters_per_epoch) as u64;
     let mut progress = Progress::new(total_iters, state.step, Duration::from_secs(15));
+    if resume {
+        let applied = if changes.is_empty() {
+            String::new()
+        } else {
+            format!("; changed: {}", changes.join(", "))
+        };
+        progress.println(&format!(
+            "resuming {} at epoch {}, step {}{applied}",
+            run.root.display(),
+            state.epoch,
+            state.step
+        ));
+    }
     progress.println(&format!(
-        "training on {} | {} parameters | patch {:?} batch {} | {} train / {} val cases",
+        "training on {} | {} parameters | patch {:?} batch {} | {} train / {} val cases{}",
         device.describe(),
         model.parameter_count(),
         plan.patch,
         batch_size,
         train_cases,
-        data.val.len()
+        data.val.len(),
+        depth_note.map_or(String::new(), |n| format!(" | {n}"))
     ));
     let base_seconds = state.seconds;
     let mut last_validation = None;
-    let mut stopped_early = false;
+    let mut ending = Ending::Finished;
     while state.epoch < cfg.epochs {
         let epoch_start = Instant::now();
         let lr = schedule.lr(cfg.lr, state.epoch, cfg.epochs);
-        let (mut loss_sum, mut loss_n) = (0.0, 0usize);
+        // Steps of this epoch in this call; the loss sum covers the epoch's earlier steps too.
+        let mut steps_now = 0usize;
         let mut last_grads = None;
         while state.iter < cfg.iters_per_epoch {
-            if INTERRUPTED.load(Ordering::SeqCst) || deadline.is_some_and(|d| Instant::now() >= d) {
-                stopped_early = true;
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                ending = Ending::Interrupted;
+                break;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                ending = Ending::TimeLimit;
                 break;
             }
             let batch = loader.next()?;
             let (loss, grads) = stepper.step(&mut model, opt.as_mut(), &batch, state.step, lr)?;
             state.iter += 1;
             state.step += 1;
-            loss_sum += loss;
-            loss_n += 1;
+            state.epoch_loss_sum += loss;
+            state.epoch_loss_steps += 1;
+            steps_now += 1;
             tb.add_scalar("train/loss", loss as f32, state.step)?;
             progress.update(state.step, loss, batch.n as u64);
             loader.recycle(batch);
             last_grads = Some(grads);
         }
+        let stopped = ending != Ending::Finished;
         let epoch_done = state.iter >= cfg.iters_per_epoch;
-        let train_loss = if loss_n > 0 {
-            loss_sum / loss_n as f64
+        let train_loss = if state.epoch_loss_steps > 0 {
+            state.epoch_loss_sum / state.epoch_loss_steps as f64
         } else {
             f64::NAN
         };
         let patches_per_s =
-            (loss_n * batch_size) as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
+            (steps_now * batch_size) as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
         let due = epoch_done
             && ((state.epoch + 1).is_multiple_of(cfg.val_every) || state.epoch + 1 == cfg.epochs);
-        // One record per epoch; the val_* keys on epochs that were validated.
+        // One record per epoch; the val_* keys on epochs that were validated. An epoch cut
+        // short is marked partial (a resume replaces its row).
         let mut record = serde_json::json!({
             "epoch": state.epoch,
             "step": state.step,
@@ -1043,7 +1466,10 @@ pub fn train_on<B: Backend>(
             "seconds": base_seconds + started.elapsed().as_secs_f64(),
             "patches_per_second": patches_per_s,
         });
-        if (due || stopped_early) && loss_n > 0 {
+        if !epoch_done {
+            record["partial"] = serde_json::json!(true);
+        }
+        if (due || stopped) && steps_now > 0 {
             let (val, picture) = validator.run(&mut model, &data.val)?;
             schedule.observe(val.loss);
             tb.add_scalar("val/loss", val.loss as f32, state.step)?;
@@ -1074,6 +1500,7 @@ pub fn train_on<B: Backend>(
             ));
             if state.best_score.is_none_or(|b| val.mean_dice > b) {
                 state.best_score = Some(val.mean_dice);
+                state.best_epoch = Some(state.epoch);
                 state.seconds = base_seconds + started.elapsed().as_secs_f64();
                 state.schedule = Some(schedule.clone());
                 save_state(
@@ -1086,7 +1513,7 @@ pub fn train_on<B: Backend>(
             }
             last_validation = Some(val);
         }
-        if loss_n > 0 {
+        if steps_now > 0 {
             record["seconds"] = serde_json::json!(base_seconds + started.elapsed().as_secs_f64());
             jsonl.write(&record)?;
         }
@@ -1097,7 +1524,7 @@ pub fn train_on<B: Backend>(
         state.seconds = base_seconds + started.elapsed().as_secs_f64();
         state.schedule = Some(schedule.clone());
         save_state(&run.checkpoint("last"), &card, &model, opt.as_ref(), &state)?;
-        if stopped_early {
+        if stopped {
             break;
         }
     }
@@ -1105,9 +1532,11 @@ pub fn train_on<B: Backend>(
     Ok(TrainSummary {
         run,
         device: device.describe(),
+        epochs: cfg.epochs,
         state,
         last_validation,
-        stopped_early,
+        ending,
+        resume_changes: changes,
     })
 }
 
@@ -1117,6 +1546,8 @@ fn advance(state: &TrainState, epoch_done: bool) -> TrainState {
     if epoch_done {
         next.epoch += 1;
         next.iter = 0;
+        next.epoch_loss_sum = 0.0;
+        next.epoch_loss_steps = 0;
     }
     next
 }

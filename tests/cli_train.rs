@@ -1,0 +1,422 @@
+//! `voxseg train` and `voxseg plan` as a user meets them, on tiny synthetic data: bad values
+//! are refused before anything is written, a resumed run keeps its configuration, Ctrl-C
+//! exits 130 with a way to continue and no duplicate metrics, memory and depth are checked,
+//! and `plan` prints the plan `train` uses.
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("voxseg-cli-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn dataset(dir: &Path, size: usize, seed: u64) -> PathBuf {
+    let data = dir.join("data");
+    write_dataset(&SynthOptions {
+        out: data.clone(),
+        cases: 6,
+        size: [size; 3],
+        seed,
+        layout: SynthLayout::Brats2021,
+        storage: SynthStorage::Int16,
+    })
+    .unwrap();
+    data
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn voxseg_in(cwd: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_voxseg"))
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A small, fast run: 4 features, batch 1, Adam at a constant rate.
+const SMALL: [&str; 16] = [
+    "--device",
+    "cpu",
+    "--features",
+    "4",
+    "--max-features",
+    "8",
+    "--batch",
+    "1",
+    "--workers",
+    "1",
+    "--no-augment",
+    "--optimizer",
+    "adam",
+    "--schedule",
+    "constant",
+    "--lr=0.001",
+];
+
+fn train_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["train", "--data", data, "--out", out];
+    args.extend(SMALL);
+    args.extend(extra);
+    args
+}
+
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn assert_refused(r: &Run, words: &[&str]) {
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    for w in words {
+        assert!(r.stderr.contains(w), "no '{w}' in: {}", r.stderr);
+    }
+}
+
+#[test]
+fn bad_values_are_refused_before_anything_is_written() {
+    let dir = temp_dir("bad");
+    let data = dataset(&dir, 16, 3);
+    let d = data.to_str().unwrap();
+    let out = dir.join("run");
+    let o = out.to_str().unwrap();
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--time-limit=-1"], &["time-limit", "-1", "positive"]),
+        (&["--time-limit", "nan"], &["time-limit", "NaN"]),
+        (&["--time-limit", "inf"], &["time-limit", "inf"]),
+        (&["--time-limit", "1e300"], &["time-limit", "at most"]),
+        (&["--time-limit", "0"], &["time-limit", "positive"]),
+        (&["--l1=-1"], &["invalid l1", ">= 0"]),
+        (&["--l2=-0.5"], &["invalid l2", ">= 0"]),
+        (&["--grad-clip=-1"], &["grad-clip", "0 turns it off"]),
+        (&["--grad-clip", "nan"], &["grad-clip"]),
+        (&["--loss", "wbce:0"], &["wbce:0", "positive"]),
+        (&["--loss", "wbce:-2"], &["wbce:-2"]),
+        (
+            &["--features", "8", "--max-features", "4"],
+            &["max-features", "4 is below --features 8"],
+        ),
+        (&["--dropout", "1"], &["dropout", "[0, 1)"]),
+        (&["--dropout=-0.1"], &["dropout"]),
+        (&["--loss", "ce"], &["ce", "use --target classes"]),
+        (
+            &["--loss", "bce", "--target", "classes"],
+            &["bce", "use --target regions"],
+        ),
+    ];
+    for (flags, words) in cases {
+        let mut args = vec!["train", "--data", d, "--out", o, "--device", "cpu"];
+        args.extend(*flags);
+        let r = voxseg_in(&dir, &args);
+        assert_refused(&r, words);
+        assert!(!out.exists(), "{flags:?} left {o} behind");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_step_larger_than_memory_is_refused_before_allocating() {
+    let dir = temp_dir("memory");
+    let data = dataset(&dir, 24, 3);
+    let out = dir.join("run");
+    let r = voxseg_in(
+        &dir,
+        &[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--batch",
+            "10000000",
+            "--patch",
+            "16",
+        ],
+    );
+    assert_refused(
+        &r,
+        &[
+            "batch 10000000, patch [16, 16, 16] need about",
+            "GiB available",
+            "lower --batch",
+        ],
+    );
+    assert!(!out.exists(), "the refused run left files");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_patch_that_makes_the_unet_shallow_says_so_and_a_depth_that_does_not_fit_is_refused() {
+    let dir = temp_dir("depth");
+    let data = dataset(&dir, 24, 3);
+    let d = data.to_str().unwrap();
+    let shallow = dir.join("shallow");
+    let mut args = train_args(d, shallow.to_str().unwrap(), &["--epochs", "1"]);
+    args.extend(["--iters-per-epoch", "1", "--patch", "7"]);
+    let r = voxseg_in(&dir, &args);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "depth 1: a patch of [7, 7, 7] allows no downsampling; use --patch >= 16 for depth 3"
+        ),
+        "{}",
+        r.stderr
+    );
+    let model: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(shallow.join("model.json")).unwrap()).unwrap();
+    assert_eq!(model["plan"]["depth"], 1);
+
+    let deep = dir.join("deep");
+    let mut args = train_args(d, deep.to_str().unwrap(), &["--patch", "8", "--depth", "3"]);
+    args.extend(["--epochs", "1"]);
+    let r = voxseg_in(&dir, &args);
+    assert_refused(
+        &r,
+        &[
+            "depth",
+            "3 does not fit the patch [8, 8, 8]",
+            "allows depth 2",
+            "--patch >= 16",
+        ],
+    );
+    assert!(!deep.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn plan_prints_the_plan_train_uses() {
+    let dir = temp_dir("plan");
+    // Synthetic seed 1 at 32^3: splits with seeds 0 and 1 give different median shapes.
+    dataset(&dir, 32, 1);
+    // A config in its own folder names the data relative to itself; both commands run
+    // from elsewhere.
+    let conf_dir = dir.join("conf");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let config = conf_dir.join("small.json");
+    std::fs::write(
+        &config,
+        r#"{"data": "../data", "device": "cpu", "features": 4, "max_features": 8,
+            "epochs": 1, "iters_per_epoch": 1, "workers": 1}"#,
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let elsewhere = std::env::temp_dir();
+    let mut plans = Vec::new();
+    for seed in ["0", "1"] {
+        let r = voxseg_in(&elsewhere, &["plan", "--config", c, "--seed", seed]);
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        let planned: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let run = dir.join(format!("run{seed}"));
+        let r = voxseg_in(
+            &elsewhere,
+            &[
+                "train",
+                "--config",
+                c,
+                "--seed",
+                seed,
+                "--out",
+                run.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        let model: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run.join("model.json")).unwrap()).unwrap();
+        assert_eq!(planned, model["plan"], "seed {seed}");
+        assert_eq!(planned["base_features"], 4);
+        plans.push(planned["patch"].clone());
+    }
+    assert_ne!(plans[0], plans[1], "the seed should matter on this data");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn resume_keeps_the_runs_settings_and_says_what_changed() {
+    let dir = temp_dir("resume");
+    dataset(&dir, 24, 3);
+    let out = dir.join("run");
+    let o = out.to_str().unwrap();
+    // Started with a relative --data; resumed below from another folder.
+    let mut args = train_args("data", "run", &["--epochs", "1", "--iters-per-epoch", "2"]);
+    args.extend(["--seed", "5", "--patch", "16"]);
+    let r = voxseg_in(&dir, &args);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout.contains(
+            "best: run/checkpoints/best.safetensors (epoch 0: the highest mean validation Dice"
+        ),
+        "{}",
+        r.stdout
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["data"], dir.join("data").to_str().unwrap());
+    assert_eq!(
+        config["modalities"],
+        serde_json::json!(["t1", "t1ce", "t2", "flair"])
+    );
+    assert_eq!(config["device"], "cpu");
+
+    let elsewhere = std::env::temp_dir();
+    let resume = |extra: &[&str]| {
+        let mut args = vec!["train", "--out", o, "--resume"];
+        args.extend(extra);
+        voxseg_in(&elsewhere, &args)
+    };
+    assert_refused(&resume(&["--force"]), &["--resume", "--force", "pass one"]);
+    let r = resume(&[
+        "--features",
+        "16",
+        "--loss",
+        "bce",
+        "--data",
+        "/elsewhere",
+        "--seed",
+        "5",
+    ]);
+    assert_refused(
+        &r,
+        &[
+            "cannot change mid-run",
+            "--features 16 (the run has 4)",
+            "--loss bce (the run has dice_ce)",
+            "--data /elsewhere (the run has ",
+            "--force",
+        ],
+    );
+    assert!(!r.stderr.contains("--seed"), "{}", r.stderr);
+    let other = dir.join("other.json");
+    std::fs::write(&other, r#"{"lr": 0.5}"#).unwrap();
+    assert_refused(
+        &resume(&["--config", other.to_str().unwrap()]),
+        &["--lr 0.5 (the run has 0.001)"],
+    );
+    assert_refused(&resume(&["--time-limit=-1"]), &["time-limit", "positive"]);
+
+    // Unchanged settings may be repeated; resumable ones are applied and printed.
+    let data = dir.join("data");
+    let r = resume(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--features",
+        "4",
+        "--epochs",
+        "2",
+    ]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("changed: --epochs 1 -> 2"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stdout.contains("epochs done: 2/2, steps: 4"),
+        "{}",
+        r.stdout
+    );
+    let epochs: Vec<_> = metrics(&out).iter().map(|l| l["epoch"].clone()).collect();
+    assert_eq!(epochs, [0, 1]);
+
+    // A finished run trains nothing; fewer epochs than done is an error.
+    let r = resume(&[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("is already complete (2/2 epochs): raise --epochs to continue"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(metrics(&out).len(), 2);
+    assert_refused(
+        &resume(&["--epochs", "1"]),
+        &["1 is below the 2 epochs", "--epochs 2"],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ctrl_c_exits_130_and_the_resumed_epoch_has_one_row_over_all_its_steps() {
+    let dir = temp_dir("interrupt");
+    let data = dataset(&dir, 24, 3);
+    let d = data.to_str().unwrap();
+    let schedule = ["--epochs", "2", "--iters-per-epoch", "100", "--patch", "16"];
+    let run = dir.join("run");
+    let o = run.to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_voxseg"))
+        .args(train_args(d, o, &schedule))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // After the first step's progress line the handler is in place and the epoch has begun;
+    // SIGINT is what Ctrl-C sends.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("iter 1/") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no progress line");
+    }
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill has no memory effects; pid is our own child, which has not been reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("interrupted at epoch 0, step "), "{stdout}");
+    assert!(
+        stdout.contains(&format!("continue with: voxseg train --out {o} --resume")),
+        "{stdout}"
+    );
+    let rows = metrics(&run);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["partial"], true);
+    assert!(rows[0]["step"].as_u64().unwrap() < 100);
+
+    let r = voxseg_in(&dir, &["train", "--out", o, "--resume"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let straight = dir.join("straight");
+    let r = voxseg_in(&dir, &train_args(d, straight.to_str().unwrap(), &schedule));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let (resumed, straight) = (metrics(&run), metrics(&straight));
+    let key = |rows: &[serde_json::Value]| -> Vec<(u64, u64, bool)> {
+        rows.iter()
+            .map(|l| {
+                let (e, s) = (l["epoch"].as_u64().unwrap(), l["step"].as_u64().unwrap());
+                (e, s, l.get("partial").is_some())
+            })
+            .collect()
+    };
+    assert_eq!(key(&resumed), [(0, 100, false), (1, 200, false)]);
+    assert_eq!(key(&resumed), key(&straight));
+    for (a, b) in resumed.iter().zip(&straight) {
+        let (a, b) = (
+            a["train_loss"].as_f64().unwrap(),
+            b["train_loss"].as_f64().unwrap(),
+        );
+        assert!(
+            (a - b).abs() <= 1e-12 * b.abs(),
+            "train_loss {a} after resume, {b} straight"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
