@@ -466,5 +466,4 @@ mod tests {
         let row = table.lines().nth(1).unwrap();
         assert!(row.ends_with("1.500         -"), "{row:?}");
     }
-
 }

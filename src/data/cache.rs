@@ -514,7 +514,12 @@ mod tests {
     fn truncated_files_and_bad_ids_are_errors() {
         let dir = temp_dir("bad");
         let case = phantom_case("t", [6, 5, 4], 1, 3);
-        write_cache([Ok((case.clone(), vec![]))], &PreprocessSpec::default(), &dir).unwrap();
+        write_cache(
+            [Ok((case.clone(), vec![]))],
+            &PreprocessSpec::default(),
+            &dir,
+        )
+        .unwrap();
         let image = dir.join("t.image.f32");
         let bytes = std::fs::read(&image).unwrap();
         std::fs::write(&image, &bytes[..bytes.len() - 4]).unwrap();
@@ -540,7 +545,12 @@ mod tests {
         assert_eq!(recorded.bytes, 6);
         let cache = dir.join("cache");
         let case = phantom_case("c0", [6, 5, 4], 1, 3);
-        write_cache([Ok((case, vec![recorded]))], &PreprocessSpec::default(), &cache).unwrap();
+        write_cache(
+            [Ok((case, vec![recorded]))],
+            &PreprocessSpec::default(),
+            &cache,
+        )
+        .unwrap();
         open_cache(&cache).unwrap();
 
         let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
@@ -579,11 +589,13 @@ mod tests {
         write_cache([Ok((case, vec![]))], &PreprocessSpec::default(), &dir).unwrap();
         std::fs::write(dir.join("notes.txt"), b"mine").unwrap();
         let err = make_room(&dir, false).unwrap_err().to_string();
-        assert!(err.contains("not empty") && err.contains("--force"), "{err}");
+        assert!(
+            err.contains("not empty") && err.contains("--force"),
+            "{err}"
+        );
         make_room(&dir, true).unwrap();
         let left = crate::data::out_dir::entries("--out", &dir).unwrap();
         assert_eq!(left, ["notes.txt"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
-
 }

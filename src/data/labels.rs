@@ -488,14 +488,24 @@ mod tests {
             "WT paints ED, TC paints NCR, ET paints ET"
         );
         let classes = s21
-            .to_classes(&[0.0, 1.0, 2.0, 4.0], [4, 1, 1], "c", Path::new("seg.nii.gz"))
+            .to_classes(
+                &[0.0, 1.0, 2.0, 4.0],
+                [4, 1, 1],
+                "c",
+                Path::new("seg.nii.gz"),
+            )
             .unwrap();
         assert_eq!(classes, vec![0, 1, 2, 3]);
         assert_eq!(s21.to_file_values(&classes).unwrap(), vec![0, 1, 2, 4]);
         let mut values = vec![0.0; 2 * 3 * 4];
         values[2 * 3 + 2 + 1] = 3.0;
         let err = s21
-            .to_classes(&values, [2, 3, 4], "BraTS2021_00001", Path::new("x_seg.nii.gz"))
+            .to_classes(
+                &values,
+                [2, 3, 4],
+                "BraTS2021_00001",
+                Path::new("x_seg.nii.gz"),
+            )
             .unwrap_err()
             .to_string();
         assert!(
@@ -660,5 +670,4 @@ mod tests {
         );
         assert!(!err("class:9").contains("file value"));
     }
-
 }

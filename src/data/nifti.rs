@@ -306,11 +306,14 @@ impl NiftiFile {
         let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
             gunzip(path, &raw)?
         } else {
-            if !matches!(sizeof_hdr(&raw), None | Some((348 | 540, _)) | Some((_, 348 | 540))) {
+            if !matches!(
+                sizeof_hdr(&raw),
+                None | Some((348 | 540, _)) | Some((_, 348 | 540))
+            ) {
                 return Err(Error::file(
                     path,
                     format!(
-                        "neither gzip-compressed nor a NIfTI file (it starts with {})",
+                        "not a NIfTI-1 file and not gzip-compressed (it starts with {})",
                         shown_bytes(&raw[..raw.len().min(8)])
                     ),
                 ));
@@ -1021,7 +1024,7 @@ mod tests {
 
         let err = open(b"hello, this is a text file and not an image\n");
         assert!(
-            err.contains("neither gzip-compressed nor a NIfTI file")
+            err.contains("not a NIfTI-1 file and not gzip-compressed")
                 && err.contains("\"hello, t\""),
             "{err}"
         );
@@ -1029,7 +1032,10 @@ mod tests {
         let mut magic = clean();
         magic[344..348].copy_from_slice(b"xy\x01\0");
         let err = open(&magic);
-        assert!(err.contains(r#"bad magic "xy\x01\x00" at byte 344"#), "{err}");
+        assert!(
+            err.contains(r#"bad magic "xy\x01\x00" at byte 344"#),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

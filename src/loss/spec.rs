@@ -86,7 +86,6 @@ impl LossSpec {
     }
 }
 
-
 impl serde::Serialize for LossSpec {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         LossSpec::serialize(self, s)

@@ -133,7 +133,6 @@ impl LrSchedule {
     }
 }
 
-
 impl serde::Serialize for LrSchedule {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         LrSchedule::serialize(self, s)

@@ -166,7 +166,6 @@ impl OptimizerSpec {
     }
 }
 
-
 impl serde::Serialize for OptimizerSpec {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         OptimizerSpec::serialize(self, s)
