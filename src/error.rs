@@ -21,11 +21,13 @@ pub enum Error {
     /// A failure inside a backend (device, driver, kernel launch).
     #[error("{backend}: {msg}")]
     Backend { backend: &'static str, msg: String },
-    #[error("{context}: {source}")]
+    /// An operating-system error. The OS reason is part of the message and deliberately
+    /// not a `source()`: `{:#}` (anyhow) prints a source after the message, which would
+    /// show it twice.
+    #[error("{context}: {reason}")]
     Io {
         context: String,
-        #[source]
-        source: std::io::Error,
+        reason: std::io::Error,
     },
 }
 
@@ -70,7 +72,22 @@ impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
-            source,
+            reason: source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_os_error_is_printed_once_through_anyhow() {
+        let os = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let reason = os.to_string();
+        let e = anyhow::Error::from(Error::io("reading x.json", os));
+        let shown = format!("{e:#}");
+        assert_eq!(shown, format!("reading x.json: {reason}"));
+        assert_eq!(shown.matches(&reason).count(), 1, "{shown}");
     }
 }

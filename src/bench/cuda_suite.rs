@@ -268,6 +268,23 @@ fn details(
     }
 }
 
+const NORM_SHAPE: &str = "2x64x64x64x32";
+const NORM_OPS: [&str; 2] = ["instnorm_lrelu.fwd", "instnorm_lrelu.bwd"];
+const STEP_SHAPE: &str = "2x128x128x128x4 32-64-128-256-320-320";
+
+/// Every case of the suite as "op shape", the text `--filter` is matched against.
+pub fn cuda_case_names() -> Vec<String> {
+    let mut names = Vec::new();
+    for shape in cuda_conv_shapes() {
+        for d in Direction::ALL {
+            names.push(format!("{}.{} {}", shape.family(), d.name(), shape.key()));
+        }
+    }
+    names.extend(NORM_OPS.map(|op| format!("{op} {NORM_SHAPE}")));
+    names.push(format!("unet_step {STEP_SHAPE}"));
+    names
+}
+
 /// Instance norm + LeakyReLU (the CPU suite's shape, fused kernels) and a whole training
 /// step of the nnU-Net BraTS network (forward with deep supervision, Dice + BCE on 3
 /// regions, backward, clipping at 12, SGD Nesterov), named as the reference names them.
@@ -285,8 +302,8 @@ fn model_cases(
     use crate::tensor_ops::UnaryOp;
     let want = |op: &str, shape: &str| filter.is_none_or(|f| format!("{op} {shape}").contains(f));
     let mut results = Vec::new();
-    let norm_shape = "2x64x64x64x32";
-    for op in ["instnorm_lrelu.fwd", "instnorm_lrelu.bwd"] {
+    let norm_shape = NORM_SHAPE;
+    for op in NORM_OPS {
         if !want(op, norm_shape) {
             continue;
         }
@@ -333,7 +350,7 @@ fn model_cases(
             details: Some(details(cuda, precision, &timed, "sweep", "norm")),
         });
     }
-    let step_shape = "2x128x128x128x4 32-64-128-256-320-320";
+    let step_shape = STEP_SHAPE;
     if want("unet_step", step_shape) {
         let spec = ModelSpec::Unet(UNetConfig::nnunet(BRATS_IN_CHANNELS, BRATS_REGIONS));
         let mut model = Model::new(cuda, &spec, SEED)?;

@@ -285,6 +285,27 @@ fn instance_norm_cases(cases: &mut Vec<BenchCase>, size: usize, c: usize) {
     }
 }
 
+/// Fails when `filter` selects none of `names` ("op shape" of each case), listing the ops.
+pub fn check_filter(filter: &str, names: &[String]) -> Result<()> {
+    if names.iter().any(|n| n.contains(filter)) {
+        return Ok(());
+    }
+    let mut ops: Vec<&str> = Vec::new();
+    for n in names {
+        let op = n.split_once(' ').map_or(n.as_str(), |(op, _)| op);
+        if !ops.contains(&op) {
+            ops.push(op);
+        }
+    }
+    Err(Error::config(
+        "--filter",
+        format!(
+            "'{filter}' matches no case (it is looked for in \"op shape\"); the ops are {}",
+            ops.join(", ")
+        ),
+    ))
+}
+
 /// Runs the CPU cases that `filter` selects (all without one).
 pub fn cpu_suite(filter: Option<&str>) -> Result<Vec<BenchResult>> {
     cpu_cases()?
@@ -308,9 +329,15 @@ pub fn format_table(results: &[BenchResult]) -> String {
         "op", "shape", "ms", "GFLOP/s"
     );
     for r in results {
+        // Memory-bound cases count no operations: a dash, not a rate of 0.
+        let rate = if r.gflops > 0.0 {
+            format!("{:.1}", r.gflops)
+        } else {
+            "-".into()
+        };
         out += &format!(
-            "{:op_w$}  {:shape_w$}  {:>10.3}  {:>8.1}\n",
-            r.op, r.shape, r.ms, r.gflops
+            "{:op_w$}  {:shape_w$}  {:>10.3}  {rate:>8}\n",
+            r.op, r.shape, r.ms
         );
     }
     out
@@ -412,5 +439,31 @@ mod tests {
             json_lines(&results).unwrap(),
             "{\"op\":\"conv3d_forward\",\"shape\":\"n2 8^3 256->256 k3 same\",\"ms\":12.5,\"gflops\":96.25}\n"
         );
+    }
+
+    #[test]
+    fn a_filter_that_selects_nothing_lists_the_ops_and_a_dash_replaces_no_rate() {
+        let names = [
+            "conv3d_forward n2 8^3".to_string(),
+            "instnorm_lrelu.fwd 2x8".into(),
+            "conv3d_forward n2 16^3".into(),
+        ];
+        check_filter("16^3", &names).unwrap();
+        let err = check_filter("zzzz", &names).unwrap_err().to_string();
+        assert!(
+            err.contains("'zzzz' matches no case")
+                && err.ends_with("the ops are conv3d_forward, instnorm_lrelu.fwd"),
+            "{err}"
+        );
+        let memory_bound = BenchResult {
+            op: "instnorm_lrelu.fwd".into(),
+            shape: "2x8".into(),
+            ms: 1.5,
+            gflops: 0.0,
+            details: None,
+        };
+        let table = format_table(&[memory_bound]);
+        let row = table.lines().nth(1).unwrap();
+        assert!(row.ends_with("1.500         -"), "{row:?}");
     }
 }

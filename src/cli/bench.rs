@@ -1,6 +1,6 @@
 use clap::Args as ClapArgs;
 use voxseg::backend::cuda::{ConvPrecision, Cuda};
-use voxseg::bench::{cuda_suite::cuda_suite, BenchResult};
+use voxseg::bench::{check_filter, cuda_suite::cuda_suite, BenchResult};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -10,7 +10,10 @@ pub struct Args {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
-    /// Only cases whose op or shape contains this text.
+    /// Only cases whose "op shape" contains this text. The ops: conv3d_forward,
+    /// conv3d_backward_data, conv3d_backward_weight, conv_transpose3d_*, instnorm_lrelu.fwd,
+    /// instnorm_lrelu.bwd and loader.batch on the CPU; conv3d.fwd, conv3d.bwd_data,
+    /// conv3d.bwd_weight, conv3d_transpose.*, instnorm_lrelu.* and unet_step on CUDA.
     #[arg(long)]
     filter: Option<String>,
     /// Convolution precision on CUDA: fp32, tf32 or bf16.
@@ -18,13 +21,16 @@ pub struct Args {
     precision: String,
 }
 
+const LOADER_OP: &str = "loader.batch";
+const LOADER_SHAPE: &str = "2x128x128x128x4 nnunet-augmentation 2 workers";
+
 /// The data loader at nnU-Net's BraTS size: 128^3 patches, batch 2, 4 modalities, the
 /// default augmentation, 2 workers; reported as milliseconds per batch.
 fn loader_case() -> anyhow::Result<BenchResult> {
     let per_second = voxseg::data::loader::loader_benchmark(2, 40, 7)?;
     Ok(BenchResult {
-        op: "loader.batch".into(),
-        shape: "2x128x128x128x4 nnunet-augmentation 2 workers".into(),
+        op: LOADER_OP.into(),
+        shape: LOADER_SHAPE.into(),
         ms: 1000.0 / per_second,
         gflops: 0.0,
         details: None,
@@ -33,10 +39,25 @@ fn loader_case() -> anyhow::Result<BenchResult> {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let filter = a.filter.as_deref();
+    let precision: ConvPrecision = a.precision.parse()?;
     let results = match a.device.as_str() {
         "cpu" => {
+            let mut names: Vec<String> = voxseg::bench::cpu_cases()?
+                .iter()
+                .map(|c| format!("{} {}", c.op, c.shape))
+                .collect();
+            names.push(format!("{LOADER_OP} {LOADER_SHAPE}"));
+            if precision != ConvPrecision::F32 {
+                eprintln!(
+                    "note: --precision {precision} applies to CUDA convolutions only; \
+                     the CPU cases run in fp32"
+                );
+            }
+            if let Some(f) = filter {
+                check_filter(f, &names)?;
+            }
             let mut r = voxseg::bench::cpu_suite(filter)?;
-            if filter.is_none_or(|f| "loader.batch".contains(f)) {
+            if filter.is_none_or(|f| names.last().is_some_and(|n| n.contains(f))) {
                 r.push(loader_case()?);
             }
             r
@@ -48,7 +69,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     .map_err(|_| anyhow::anyhow!("invalid --device: '{d}'"))?,
                 None => 0,
             };
-            let precision: ConvPrecision = a.precision.parse()?;
+            if let Some(f) = filter {
+                check_filter(f, &voxseg::bench::cuda_suite::cuda_case_names())?;
+            }
             let cuda = Cuda::new(ordinal)?;
             cuda_suite(&cuda, filter, precision)?
         }

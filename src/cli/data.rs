@@ -9,10 +9,21 @@ pub struct InspectArgs {
     files: Vec<PathBuf>,
 }
 
+/// One JSON line per readable file; an unreadable one is reported on stderr and the
+/// others are still inspected, the exit code telling at the end whether any failed.
 pub fn inspect(a: InspectArgs) -> anyhow::Result<()> {
+    let mut failed = 0;
     for f in &a.files {
-        let v = voxseg::data::inspect::inspect_file(f)?;
-        println!("{}", serde_json::to_string(&v)?);
+        match voxseg::data::inspect::inspect_file(f) {
+            Ok(v) => println!("{}", serde_json::to_string(&v)?),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} file(s) could not be read", a.files.len());
     }
     Ok(())
 }
@@ -34,9 +45,14 @@ pub struct SynthArgs {
     /// int16 or float32.
     #[arg(long, default_value = "int16")]
     storage: SynthStorage,
+    /// Replace the dataset in a non-empty --out (its dataset.json and folders of NIfTI
+    /// files); anything else there is still refused.
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn synth(a: SynthArgs) -> anyhow::Result<()> {
+    voxseg::data::synth::make_room(&a.out, a.force)?;
     write_dataset(&SynthOptions {
         out: a.out.clone(),
         cases: a.cases,
@@ -45,7 +61,7 @@ pub fn synth(a: SynthArgs) -> anyhow::Result<()> {
         layout: a.layout,
         storage: a.storage,
     })?;
-    println!("wrote {} cases to {}", a.cases, a.out.display());
+    say!("wrote {} cases to {}", a.cases, a.out.display());
     Ok(())
 }
 
@@ -67,6 +83,9 @@ pub struct PreprocessArgs {
     /// Replace NaN/Inf voxels with 0 instead of refusing the case.
     #[arg(long)]
     replace_nan: bool,
+    /// Write into a non-empty --out, replacing a cache already there.
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
@@ -85,6 +104,7 @@ pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
         );
     }
     let dataset = voxseg::data::layout::detect(&a.data)?;
+    voxseg::data::cache::make_room(&a.out, a.force)?;
     let wanted = match (&config, a.modalities.is_empty()) {
         (Some(c), true) => c.modalities.clone(),
         _ => a.modalities.clone(),
@@ -101,7 +121,10 @@ pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
     };
     let spec = config.map_or_else(PreprocessSpec::default, |c| c.preprocess);
     let cases = dataset.cases.iter().map(|c| {
-        load_case(&dataset, c, &channels, nan).and_then(|(case, _)| preprocess(&case, &spec))
+        // Fingerprinted before reading: a file changed meanwhile then fails the check later.
+        let sources = voxseg::data::cache::case_sources(c, &channels)?;
+        let (case, _) = load_case(&dataset, c, &channels, nan)?;
+        Ok((preprocess(&case, &spec)?, sources))
     });
     let ids = voxseg::data::cache::write_cache(cases, &spec, &a.out)
         .with_context(|| format!("writing the cache {}", a.out.display()))?;
@@ -110,6 +133,6 @@ pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
         &a.out.join(voxseg::train::run::CACHE_MODALITIES),
         serde_json::to_string(&names)?.as_bytes(),
     )?;
-    println!("cached {} cases in {}", ids.len(), a.out.display());
+    say!("cached {} cases in {}", ids.len(), a.out.display());
     Ok(())
 }

@@ -2,11 +2,14 @@
 //! raw little-endian arrays and a JSON sidecar:
 //! `<id>.image.f32` (the channels one after another, x fastest), `<id>.label.u8`,
 //! `<id>.fg.u32` (the foreground index, classes one after another) and `<id>.json`;
-//! `cache.json` lists the cases and the spec. Every file is written atomically, the sidecar
+//! `cache.json` lists the cases, the spec and a fingerprint (path, size, modification time)
+//! of each case's source files, so a cache whose sources changed is refused rather than
+//! silently trained on. Every file is written atomically, the sidecar
 //! after the arrays and the index last, so a listed case is complete. `CachedCase`
 //! memory-maps the arrays: patches are read from the page cache, and only the pages a patch
 //! touches are loaded.
 use super::grid;
+use super::layout::CaseFiles;
 use super::preprocess::{CropBox, PreprocessSpec, PreprocessedCase};
 use super::sampler::{ForegroundIndex, PatchSource};
 use super::volume::{LabelVolume, Volume};
@@ -14,8 +17,10 @@ use crate::atomic::{write_bytes, write_with};
 use crate::error::{Error, Result};
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
 
 const INDEX_FILE: &str = "cache.json";
 const FORMAT_VERSION: u32 = 1;
@@ -44,6 +49,139 @@ pub struct CacheIndex {
     pub version: u32,
     pub spec: PreprocessSpec,
     pub cases: Vec<String>,
+    /// The source files of each case as they were when it was read; None in caches made
+    /// before fingerprints were recorded (read with a warning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<BTreeMap<String, Vec<SourceFile>>>,
+}
+
+/// A source file as it was when preprocessed: a change in size or modification time
+/// means the cache no longer shows the file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceFile {
+    /// Absolute, so the check does not depend on the folder training runs in.
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// Nanoseconds since the Unix epoch.
+    pub modified_ns: u64,
+}
+
+impl SourceFile {
+    /// The fingerprint of `path` as it is now.
+    pub fn of(path: &Path) -> Result<SourceFile> {
+        let reading = |e| Error::io(format!("reading {}", path.display()), e);
+        let path = std::fs::canonicalize(path).map_err(reading)?;
+        let meta = std::fs::metadata(&path).map_err(reading)?;
+        let modified = meta.modified().map_err(reading)?;
+        Ok(SourceFile {
+            modified_ns: modified
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+            bytes: meta.len(),
+            path,
+        })
+    }
+}
+
+/// The source files a cached case is made from: the image files of the selected
+/// `channels` (a 4D file once) and the label file.
+pub fn case_sources(case: &CaseFiles, channels: &[usize]) -> Result<Vec<SourceFile>> {
+    let mut paths: Vec<&Path> = Vec::new();
+    for &c in channels {
+        if let Some(image) = case.images.get(c) {
+            if !paths.contains(&image.path.as_path()) {
+                paths.push(&image.path);
+            }
+        }
+    }
+    paths.extend(case.label.as_deref());
+    paths.into_iter().map(SourceFile::of).collect()
+}
+
+/// Fails, naming the file, when a recorded source of a case changed or vanished.
+fn check_sources(index_path: &Path, index: &CacheIndex) -> Result<()> {
+    let Some(sources) = &index.sources else {
+        eprintln!(
+            "warning: {}: the cache records no fingerprints of its source files (an older \
+             voxseg made it), so changed sources go unnoticed; rerun `voxseg preprocess` to add them",
+            index_path.display()
+        );
+        return Ok(());
+    };
+    let rerun = "rerun `voxseg preprocess` to rebuild the cache";
+    for id in &index.cases {
+        for recorded in sources.get(id).into_iter().flatten() {
+            let p = recorded.path.display();
+            let now = match SourceFile::of(&recorded.path) {
+                Ok(now) => now,
+                Err(_) if !recorded.path.exists() => {
+                    return Err(Error::file(
+                        index_path,
+                        format!("case {id}: source {p} no longer exists; {rerun}"),
+                    ))
+                }
+                Err(e) => return Err(e),
+            };
+            if now.bytes != recorded.bytes || now.modified_ns != recorded.modified_ns {
+                return Err(Error::file(
+                    index_path,
+                    format!(
+                        "case {id}: source {p} changed since the cache was made \
+                         ({} -> {} bytes, modified {} -> {} ns after the epoch); {rerun}",
+                        recorded.bytes, now.bytes, recorded.modified_ns, now.modified_ns
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Gets `dir` ready for `write_cache`: a missing or empty folder is used as it is; a
+/// non-empty one is refused unless `force`, and then a cache in it is removed first (its
+/// index, modality list and the files of the cases it lists), so an interrupted rewrite
+/// never leaves an old index over new case files. Other files in `dir` are left alone.
+pub fn make_room(dir: &Path, force: bool) -> Result<()> {
+    let names = super::out_dir::entries("--out", dir)?;
+    if names.is_empty() {
+        return Ok(());
+    }
+    if !force {
+        return Err(super::out_dir::not_empty(
+            "--out",
+            dir,
+            &names,
+            "the cache in it",
+        ));
+    }
+    let index = dir.join(INDEX_FILE);
+    let listed: Vec<String> = std::fs::read(&index)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|v| {
+            v.get("cases")?.as_array().map(|ids| {
+                ids.iter()
+                    .filter_map(|id| id.as_str().map(str::to_string))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    let mut files = vec![index, dir.join(crate::train::run::CACHE_MODALITIES)];
+    for id in listed.iter().filter(|id| check_id(id).is_ok()) {
+        for suffix in ["image.f32", "label.u8", "fg.u32", "json"] {
+            files.push(case_path(dir, id, suffix));
+        }
+    }
+    for f in files {
+        match std::fs::remove_file(&f) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(format!("removing {}", f.display()), e))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A case id becomes part of file names: no separators, no leading dot, not empty.
@@ -116,26 +254,30 @@ pub fn write_cached_case(case: &PreprocessedCase, spec: &PreprocessSpec, dir: &P
 }
 
 /// Writes every case (preprocessed one at a time by the iterator, so the dataset never has
-/// to fit in memory) and then the index; returns the ids written.
+/// to fit in memory) and then the index with each case's source fingerprints (taken by
+/// the caller before it read the files); returns the ids written.
 pub fn write_cache<I>(cases: I, spec: &PreprocessSpec, out_dir: &Path) -> Result<Vec<String>>
 where
-    I: IntoIterator<Item = Result<PreprocessedCase>>,
+    I: IntoIterator<Item = Result<(PreprocessedCase, Vec<SourceFile>)>>,
 {
     std::fs::create_dir_all(out_dir)
         .map_err(|e| Error::io(format!("creating {}", out_dir.display()), e))?;
     let mut ids = Vec::new();
+    let mut sources = BTreeMap::new();
     for case in cases {
-        let case = case?;
+        let (case, files) = case?;
         if ids.contains(&case.id) {
             return Err(Error::data(&case.id, "case appears twice"));
         }
         write_cached_case(&case, spec, out_dir)?;
+        sources.insert(case.id.clone(), files);
         ids.push(case.id);
     }
     let index = CacheIndex {
         version: FORMAT_VERSION,
         spec: spec.clone(),
         cases: ids.clone(),
+        sources: Some(sources),
     };
     let path = out_dir.join(INDEX_FILE);
     let json = serde_json::to_vec_pretty(&index).map_err(|e| json_error(&path, e))?;
@@ -288,7 +430,8 @@ impl PatchSource for CachedCase {
     }
 }
 
-/// Opens every case listed in `dir/cache.json`.
+/// Opens every case listed in `dir/cache.json`, after checking that their source files
+/// are as they were when the cache was made.
 pub fn open_cache(dir: &Path) -> Result<(PreprocessSpec, Vec<CachedCase>)> {
     let path = dir.join(INDEX_FILE);
     let bytes =
@@ -303,6 +446,7 @@ pub fn open_cache(dir: &Path) -> Result<(PreprocessSpec, Vec<CachedCase>)> {
             ),
         ));
     }
+    check_sources(&path, &index)?;
     let cases = index
         .cases
         .iter()
@@ -333,7 +477,7 @@ mod tests {
             .map(|i| phantom_case(&format!("c{i}"), [18, 14, 12], 3, i))
             .collect();
         let spec = PreprocessSpec::default();
-        let ids = write_cache(cases.iter().cloned().map(Ok), &spec, &dir).unwrap();
+        let ids = write_cache(cases.iter().map(|c| Ok((c.clone(), vec![]))), &spec, &dir).unwrap();
         assert_eq!(ids, vec!["c0", "c1"]);
         let (read_spec, cached) = open_cache(&dir).unwrap();
         assert_eq!(read_spec, spec);
@@ -370,7 +514,12 @@ mod tests {
     fn truncated_files_and_bad_ids_are_errors() {
         let dir = temp_dir("bad");
         let case = phantom_case("t", [6, 5, 4], 1, 3);
-        write_cache([Ok(case.clone())], &PreprocessSpec::default(), &dir).unwrap();
+        write_cache(
+            [Ok((case.clone(), vec![]))],
+            &PreprocessSpec::default(),
+            &dir,
+        )
+        .unwrap();
         let image = dir.join("t.image.f32");
         let bytes = std::fs::read(&image).unwrap();
         std::fs::write(&image, &bytes[..bytes.len() - 4]).unwrap();
@@ -381,7 +530,72 @@ mod tests {
         );
         let mut evil = case;
         evil.id = "../escape".into();
-        assert!(write_cache([Ok(evil)], &PreprocessSpec::default(), &dir).is_err());
+        assert!(write_cache([Ok((evil, vec![]))], &PreprocessSpec::default(), &dir).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn changed_or_vanished_sources_are_refused_and_old_caches_still_open() {
+        let dir = temp_dir("sources");
+        std::fs::create_dir_all(&dir).unwrap();
+        let source = dir.join("seg.nii.gz");
+        std::fs::write(&source, b"labels").unwrap();
+        let recorded = SourceFile::of(&source).unwrap();
+        assert!(recorded.path.is_absolute());
+        assert_eq!(recorded.bytes, 6);
+        let cache = dir.join("cache");
+        let case = phantom_case("c0", [6, 5, 4], 1, 3);
+        write_cache(
+            [Ok((case, vec![recorded]))],
+            &PreprocessSpec::default(),
+            &cache,
+        )
+        .unwrap();
+        open_cache(&cache).unwrap();
+
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&source)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let err = open_cache(&cache).err().unwrap().to_string();
+        assert!(
+            err.contains("case c0: source")
+                && err.contains("seg.nii.gz changed since the cache was made")
+                && err.contains("rerun `voxseg preprocess`"),
+            "{err}"
+        );
+        std::fs::remove_file(&source).unwrap();
+        let err = open_cache(&cache).err().unwrap().to_string();
+        assert!(err.contains("seg.nii.gz no longer exists"), "{err}");
+
+        // A cache written before fingerprints existed has no "sources": still readable.
+        let index_path = cache.join(INDEX_FILE);
+        let mut index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+        index.as_object_mut().unwrap().remove("sources");
+        std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+        assert_eq!(open_cache(&cache).unwrap().1.len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn make_room_needs_force_and_then_removes_only_the_old_cache() {
+        let dir = temp_dir("room");
+        make_room(&dir, false).unwrap();
+        let case = phantom_case("c0", [6, 5, 4], 1, 3);
+        write_cache([Ok((case, vec![]))], &PreprocessSpec::default(), &dir).unwrap();
+        std::fs::write(dir.join("notes.txt"), b"mine").unwrap();
+        let err = make_room(&dir, false).unwrap_err().to_string();
+        assert!(
+            err.contains("not empty") && err.contains("--force"),
+            "{err}"
+        );
+        make_room(&dir, true).unwrap();
+        let left = crate::data::out_dir::entries("--out", &dir).unwrap();
+        assert_eq!(left, ["notes.txt"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -81,7 +81,7 @@ pub fn load_case(
             }
             Some((grid, first)) => check_same_grid(&case.id, grid, first, header, &image.path)?,
         }
-        let mut data = file.channel(channel)?;
+        let mut data = file.channel(channel).map_err(|e| in_case(&case.id, e))?;
         handle_non_finite(&case.id, &image.path, &mut data, header.dims, nan_policy)?;
         channels.push(Volume::new(header.dims, header.spacing, data));
     }
@@ -102,7 +102,9 @@ pub fn load_case(
             }
             check_same_grid(&case.id, &grid, first, header, path)?;
             let values = file.channel(0)?;
-            let classes = dataset.label_spec.to_classes(&values, &case.id, path)?;
+            let classes = dataset
+                .label_spec
+                .to_classes(&values, header.dims, &case.id, path)?;
             Some(LabelVolume {
                 dims: header.dims,
                 spacing: header.spacing,
@@ -185,16 +187,12 @@ fn handle_non_finite(
         return Ok(());
     };
     let count = data.iter().filter(|v| !v.is_finite()).count();
-    let (x, y, z) = (
-        first % dims[0],
-        first / dims[0] % dims[1],
-        first / (dims[0] * dims[1]),
-    );
+    let at = crate::data::grid::position_text(first, dims);
     match policy {
         NanPolicy::Error => Err(Error::file(
             path,
             format!(
-                "case {case}: {count} NaN/Inf voxel(s), the first at (x={x}, y={y}, z={z}); \
+                "case {case}: {count} NaN/Inf voxel(s), the first at {at}; \
                  the replace-with-zero option loads the case with them set to 0"
             ),
         )),

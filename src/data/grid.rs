@@ -7,6 +7,17 @@ pub fn voxels(dims: [usize; 3]) -> usize {
     dims[0] * dims[1] * dims[2]
 }
 
+/// The position (x, y, z) of the voxel at `index` of a grid, written as error messages
+/// show it: "(x=1, y=2, z=3)".
+pub fn position_text(index: usize, dims: [usize; 3]) -> String {
+    let (x, y, z) = (
+        index % dims[0],
+        index / dims[0] % dims[1],
+        index / (dims[0] * dims[1]),
+    );
+    format!("(x={x}, y={y}, z={z})")
+}
+
 /// The block `[start, end)` of a grid.
 pub fn crop<T: Copy>(data: &[T], dims: [usize; 3], start: [usize; 3], end: [usize; 3]) -> Vec<T> {
     crop_interleaved(data, dims, 1, start, end)

@@ -229,9 +229,16 @@ impl LabelSpec {
         self.class_of_value[value as usize]
     }
 
-    /// Maps the values of a label file (`path`, of case `case`) to internal classes; a
-    /// value outside the spec is an error naming the case, the file and the value.
-    pub fn to_classes(&self, values: &[f32], case: &str, path: &Path) -> Result<Vec<u8>> {
+    /// Maps the values of a label file (`path`, of case `case`, grid `dims` (x, y, z)) to
+    /// internal classes; a value outside the spec is an error naming the case, the file,
+    /// the value and its position.
+    pub fn to_classes(
+        &self,
+        values: &[f32],
+        dims: [usize; 3],
+        case: &str,
+        path: &Path,
+    ) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(values.len());
         for (i, &v) in values.iter().enumerate() {
             match self.class_of_value(v) {
@@ -240,8 +247,9 @@ impl LabelSpec {
                     return Err(Error::file(
                         path,
                         format!(
-                            "case {case}: label value {v} at voxel index {i} is not one of \
+                            "case {case}: label value {v} at {} is not one of \
                              this layout's values {:?}",
+                            crate::data::grid::position_text(i, dims),
                             self.file_values()
                         ),
                     ))
@@ -346,10 +354,31 @@ impl TargetSpec {
                 .skip(1)
                 .map(|(i, c)| format!("{i}={}", c.name))
                 .collect();
+            let shown = match r {
+                ClassRef::Index(i) => i.to_string(),
+                ClassRef::Name(n) => format!("'{n}'"),
+            };
+            // Users often give a label file's value (BraTS's ET is 4 in files, class 3).
+            let file_value_hint = match r {
+                ClassRef::Index(i) => spec
+                    .classes
+                    .iter()
+                    .enumerate()
+                    .skip(1)
+                    .find(|(_, c)| c.file_value as usize == *i)
+                    .map(|(k, c)| {
+                        format!(
+                            "; file value {i} is class {k} ({0}): use class:{k} or class:{0}",
+                            c.name
+                        )
+                    })
+                    .unwrap_or_default(),
+                ClassRef::Name(_) => String::new(),
+            };
             Error::config(
                 "target",
                 format!(
-                    "class {r:?} is not a foreground class; the classes are {}",
+                    "class {shown} is not a foreground class; the classes are {}{file_value_hint}",
                     names.join(", ")
                 ),
             )
@@ -459,21 +488,35 @@ mod tests {
             "WT paints ED, TC paints NCR, ET paints ET"
         );
         let classes = s21
-            .to_classes(&[0.0, 1.0, 2.0, 4.0], "c", Path::new("seg.nii.gz"))
+            .to_classes(
+                &[0.0, 1.0, 2.0, 4.0],
+                [4, 1, 1],
+                "c",
+                Path::new("seg.nii.gz"),
+            )
             .unwrap();
         assert_eq!(classes, vec![0, 1, 2, 3]);
         assert_eq!(s21.to_file_values(&classes).unwrap(), vec![0, 1, 2, 4]);
+        let mut values = vec![0.0; 2 * 3 * 4];
+        values[2 * 3 + 2 + 1] = 3.0;
         let err = s21
-            .to_classes(&[0.0, 3.0], "BraTS2021_00001", Path::new("x_seg.nii.gz"))
+            .to_classes(
+                &values,
+                [2, 3, 4],
+                "BraTS2021_00001",
+                Path::new("x_seg.nii.gz"),
+            )
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("BraTS2021_00001")
                 && err.contains("x_seg.nii.gz")
-                && err.contains("value 3"),
+                && err.contains("value 3 at (x=1, y=1, z=1)"),
             "{err}"
         );
-        assert!(s21.to_classes(&[1.5], "c", Path::new("s")).is_err());
+        assert!(s21
+            .to_classes(&[1.5], [1, 1, 1], "c", Path::new("s"))
+            .is_err());
 
         let s23 = LabelSpec::brats2023();
         assert_eq!(s23.class_of_value(3.0), Some(3));
@@ -601,5 +644,30 @@ mod tests {
             serde_json::to_string(&TargetSpec::Regions).unwrap(),
             r#""regions""#
         );
+    }
+
+    #[test]
+    fn an_unknown_target_class_is_named_plainly_with_the_file_value_hint() {
+        let spec = LabelSpec::brats2021();
+        let err = |t: &str| {
+            t.parse::<TargetSpec>()
+                .unwrap()
+                .validate(&spec)
+                .unwrap_err()
+                .to_string()
+        };
+        let four = err("class:4");
+        assert!(
+            four.contains("class 4 is not a foreground class")
+                && four.contains("file value 4 is class 3 (ET): use class:3 or class:ET")
+                && !four.contains("Index"),
+            "{four}"
+        );
+        let foo = err("class:foo");
+        assert!(
+            foo.contains("class 'foo' is not a foreground class") && !foo.contains("Name("),
+            "{foo}"
+        );
+        assert!(!err("class:9").contains("file value"));
     }
 }

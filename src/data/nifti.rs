@@ -283,6 +283,16 @@ fn gunzip(path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Bytes as a quoted string with non-printable bytes escaped, e.g. `"ab\x00\x01"`.
+fn shown_bytes(bytes: &[u8]) -> String {
+    let escaped: String = bytes
+        .iter()
+        .flat_map(|&b| std::ascii::escape_default(b))
+        .map(char::from)
+        .collect();
+    format!("\"{escaped}\"")
+}
+
 fn sizeof_hdr(bytes: &[u8]) -> Option<(i32, i32)> {
     let b: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
     Some((i32::from_le_bytes(b), i32::from_be_bytes(b)))
@@ -296,6 +306,18 @@ impl NiftiFile {
         let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
             gunzip(path, &raw)?
         } else {
+            if !matches!(
+                sizeof_hdr(&raw),
+                None | Some((348 | 540, _)) | Some((_, 348 | 540))
+            ) {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "not a NIfTI-1 file and not gzip-compressed (it starts with {})",
+                        shown_bytes(&raw[..raw.len().min(8)])
+                    ),
+                ));
+            }
             raw
         };
         Self::parse(path, bytes)
@@ -311,7 +333,11 @@ impl NiftiFile {
                     "NIfTI-2 files are not supported (convert to NIfTI-1)".into()
                 ))
             }
-            Some(_) => return Err(bad("not a NIfTI-1 file (header size is not 348)".into())),
+            Some((size, _)) => {
+                return Err(bad(format!(
+                    "not a NIfTI-1 file: the header size (sizeof_hdr) is {size}, not 348"
+                )))
+            }
         }
         if bytes.len() < HEADER_SIZE {
             return Err(bad(format!(
@@ -319,18 +345,37 @@ impl NiftiFile {
                 bytes.len()
             )));
         }
+        match &bytes[344..348] {
+            b"n+1\0" => {}
+            b"ni1\0" => {
+                return Err(bad(
+                    "a two-file NIfTI (.hdr/.img) header is not supported; use .nii or .nii.gz"
+                        .into(),
+                ))
+            }
+            magic => {
+                return Err(bad(format!(
+                    "bad magic {} at byte 344 (a NIfTI-1 file has \"n+1\\0\")",
+                    shown_bytes(magic)
+                )))
+            }
+        }
         let h = ::nifti::NiftiHeader::from_reader(&bytes[..HEADER_SIZE])
             .map_err(|e| bad(format!("invalid NIfTI header: {e}")))?;
-        if &h.magic != b"n+1\0" {
-            return Err(bad(
-                "a two-file NIfTI (.hdr/.img) or ANALYZE header is not supported; use .nii or .nii.gz"
-                    .into(),
-            ));
-        }
         let datatype = VoxelType::from_code(h.datatype).map_err(bad)?;
-        let ndim = h.dim[0] as usize;
+        // The header's dims are signed 16-bit numbers; the reader hands them over unsigned.
+        let signed = h.dim.map(|d| d as i16);
+        let ndim = signed[0];
         if !(1..=7).contains(&ndim) {
             return Err(bad(format!("invalid dim[0] = {ndim}")));
+        }
+        let ndim = ndim as usize;
+        if let Some(i) = (1..=ndim).find(|&i| signed[i] < 0) {
+            return Err(bad(format!(
+                "dimension {i} has the negative size {} (dims {:?})",
+                signed[i],
+                &signed[1..=ndim]
+            )));
         }
         let dim: Vec<usize> = (1..=7)
             .map(|i| if i <= ndim { h.dim[i] as usize } else { 1 })
@@ -961,6 +1006,55 @@ mod tests {
         std::fs::write(&path, b"").unwrap();
         let err = NiftiFile::open(&path).unwrap_err().to_string();
         assert!(err.contains("empty"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn header_errors_show_the_values_found() {
+        let dir = temp_dir("values");
+        let reference = NiftiHeaderInfo::new([2, 2, 2], [1.0; 3]);
+        let clean = || {
+            let mut b = header_bytes(&reference, 1, VoxelType::Uint8, (1.0, 0.0));
+            b.extend([0u8; 64]);
+            b
+        };
+        let path = dir.join("x.nii");
+        let open = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).unwrap();
+            NiftiFile::open(&path).unwrap_err().to_string()
+        };
+
+        let mut negative = clean();
+        negative[42..44].copy_from_slice(&(-32i16).to_le_bytes());
+        let err = open(&negative);
+        assert!(
+            err.contains("dimension 1 has the negative size -32") && !err.contains("65504"),
+            "{err}"
+        );
+
+        let mut size = clean();
+        size[0..4].copy_from_slice(&500i32.to_le_bytes());
+        let gz = dir.join("size.nii.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&size).unwrap();
+        std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+        let err = NiftiFile::open(&gz).unwrap_err().to_string();
+        assert!(err.contains("sizeof_hdr) is 500, not 348"), "{err}");
+
+        let err = open(b"hello, this is a text file and not an image\n");
+        assert!(
+            err.contains("not a NIfTI-1 file and not gzip-compressed")
+                && err.contains("\"hello, t\""),
+            "{err}"
+        );
+
+        let mut magic = clean();
+        magic[344..348].copy_from_slice(b"xy\x01\0");
+        let err = open(&magic);
+        assert!(
+            err.contains(r#"bad magic "xy\x01\x00" at byte 344"#),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -452,6 +452,89 @@ fn create_dir(path: &Path) -> Result<()> {
     std::fs::create_dir_all(path).map_err(|e| Error::io(format!("creating {}", path.display()), e))
 }
 
+/// Gets `out` ready for `write_dataset`: a missing or empty folder is used as it is; a
+/// non-empty one is refused unless `force`, and then only a dataset is replaced: its
+/// `dataset.json` and folders holding nothing but NIfTI files (case folders, `imagesTr`,
+/// `labelsTr`, ...) are removed, so the new dataset is never mixed with the old one. Any
+/// other entry is refused even with `force`: nothing but an old dataset is ever deleted.
+pub fn make_room(out: &Path, force: bool) -> Result<()> {
+    let names = super::out_dir::entries("--out", out)?;
+    if names.is_empty() {
+        return Ok(());
+    }
+    if !force {
+        return Err(super::out_dir::not_empty(
+            "--out",
+            out,
+            &names,
+            "the dataset in it",
+        ));
+    }
+    let mut removals = Vec::new();
+    for name in &names {
+        let path = out.join(name);
+        let part = dataset_part(&path)?.ok_or_else(|| {
+            Error::config(
+                "--out",
+                format!(
+                    "{} is not part of a dataset (a dataset.json or a folder of NIfTI files);                      --force replaces only a dataset: move it away or choose another --out",
+                    path.display()
+                ),
+            )
+        })?;
+        removals.push((path, part));
+    }
+    for (path, part) in removals {
+        match part {
+            DatasetPart::Json => remove(&path, |p| std::fs::remove_file(p))?,
+            DatasetPart::Folder(files) => {
+                for f in files {
+                    remove(&f, |p| std::fs::remove_file(p))?;
+                }
+                remove(&path, |p| std::fs::remove_dir(p))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove(path: &Path, how: fn(&Path) -> std::io::Result<()>) -> Result<()> {
+    how(path).map_err(|e| Error::io(format!("removing {}", path.display()), e))
+}
+
+/// An entry of a dataset folder that `make_room` may remove.
+enum DatasetPart {
+    Json,
+    /// A real folder (not a link) of plain `.nii`/`.nii.gz` files, which it lists.
+    Folder(Vec<PathBuf>),
+}
+
+/// What `path` is as part of a dataset; None when it is not one.
+fn dataset_part(path: &Path) -> Result<Option<DatasetPart>> {
+    let reading = |e| Error::io(format!("reading {}", path.display()), e);
+    let meta = std::fs::symlink_metadata(path).map_err(reading)?;
+    if meta.is_file() {
+        return Ok(path
+            .file_name()
+            .is_some_and(|n| n == "dataset.json")
+            .then_some(DatasetPart::Json));
+    }
+    if !meta.is_dir() {
+        return Ok(None);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(reading)? {
+        let entry = entry.map_err(reading)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let plain = entry.file_type().map_err(reading)?.is_file();
+        if !plain || !(name.ends_with(".nii") || name.ends_with(".nii.gz")) {
+            return Ok(None);
+        }
+        files.push(entry.path());
+    }
+    Ok(Some(DatasetPart::Folder(files)))
+}
+
 /// Writes a synthetic dataset in the chosen layout (see `SynthLayout`).
 pub fn write_dataset(opts: &SynthOptions) -> Result<()> {
     if opts.cases == 0 {

@@ -8,8 +8,10 @@ use crate::autograd::Var;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 
+// `remote = "Self"`: the derived code becomes inherent functions, which the `Serialize`
+// and `Deserialize` impls below call; those accept a plain string as `{"kind": ...}`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(remote = "Self", tag = "kind", rename_all = "snake_case")]
 pub enum LossSpec {
     /// Dice + CE (class targets) or Dice + BCE (region targets), nnU-Net's default.
     DiceCe,
@@ -84,6 +86,23 @@ impl LossSpec {
     }
 }
 
+impl serde::Serialize for LossSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        LossSpec::serialize(self, s)
+    }
+}
+
+/// `"name"` in a configuration is short for `{"kind": "name"}`.
+impl<'de> serde::Deserialize<'de> for LossSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let value = match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(kind) => serde_json::json!({ "kind": kind }),
+            other => other,
+        };
+        LossSpec::deserialize(value).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +134,22 @@ mod tests {
             })
         );
         assert!(serde_json::from_str::<LossSpec>(r#"{"kind":"focal"}"#).is_err());
+    }
+
+    #[test]
+    fn a_plain_string_is_short_for_the_kind() {
+        assert_eq!(
+            serde_json::from_str::<LossSpec>(r#""dice""#).unwrap(),
+            LossSpec::Dice
+        );
+        let err = serde_json::from_str::<LossSpec>(r#""focal""#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `focal`"), "{err}");
+        let err = serde_json::from_str::<LossSpec>(r#""wbce""#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pos_weight"), "{err}");
     }
 
     #[test]

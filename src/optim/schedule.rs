@@ -4,8 +4,10 @@ use crate::error::{Error, Result};
 /// How the learning rate follows the epoch. `lr(base_lr, epoch, max_epochs)` gives the rate
 /// for `epoch` (counted from 0); `reduce_on_plateau` also needs `observe(val_loss)` once per
 /// validation and carries its state, so a checkpoint of the schedule resumes it exactly.
+// `remote = "Self"`: the derived code becomes inherent functions, which the `Serialize`
+// and `Deserialize` impls below call; those accept a plain string as `{"kind": ...}`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(remote = "Self", tag = "kind", rename_all = "snake_case")]
 pub enum LrSchedule {
     Constant,
     /// `base * gamma^(epoch / every)` (integer division).
@@ -131,6 +133,23 @@ impl LrSchedule {
     }
 }
 
+impl serde::Serialize for LrSchedule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        LrSchedule::serialize(self, s)
+    }
+}
+
+/// `"name"` in a configuration is short for `{"kind": "name"}`.
+impl<'de> serde::Deserialize<'de> for LrSchedule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let value = match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(kind) => serde_json::json!({ "kind": kind }),
+            other => other,
+        };
+        LrSchedule::deserialize(value).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +165,20 @@ mod tests {
         assert!(close(s.lr(1e-2, 500, 1000), 1e-2 * 0.5f64.powf(0.9)));
         assert!(close(s.lr(1e-2, 500, 1000), 0.005_358_867_312_681_466));
         assert_eq!(s.lr(1e-2, 1000, 1000), 0.0);
+    }
+
+    #[test]
+    fn a_plain_string_is_short_for_the_kind() {
+        let poly: LrSchedule = serde_json::from_str(r#""poly""#).unwrap();
+        assert_eq!(poly, LrSchedule::nnunet());
+        assert_eq!(
+            serde_json::from_str::<LrSchedule>(r#""constant""#).unwrap(),
+            LrSchedule::Constant
+        );
+        assert_eq!(
+            serde_json::to_string(&LrSchedule::Constant).unwrap(),
+            r#"{"kind":"constant"}"#
+        );
     }
 
     #[test]

@@ -4,8 +4,10 @@ use super::{Adam, AdamW, LazyAdam, Optimizer, Sgd};
 use crate::backend::Backend;
 use crate::error::Result;
 
+// `remote = "Self"`: the derived code becomes inherent functions, which the `Serialize`
+// and `Deserialize` impls below call; those accept a plain string as `{"kind": ...}`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(remote = "Self", tag = "kind", rename_all = "snake_case")]
 pub enum OptimizerSpec {
     /// Defaults from nnU-Net: momentum 0.99, Nesterov, weight decay 3e-5 (lr 1e-2).
     Sgd {
@@ -164,10 +166,39 @@ impl OptimizerSpec {
     }
 }
 
+impl serde::Serialize for OptimizerSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        OptimizerSpec::serialize(self, s)
+    }
+}
+
+/// `"name"` in a configuration is short for `{"kind": "name"}`.
+impl<'de> serde::Deserialize<'de> for OptimizerSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let value = match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(kind) => serde_json::json!({ "kind": kind }),
+            other => other,
+        };
+        OptimizerSpec::deserialize(value).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::cpu::Cpu;
+
+    #[test]
+    fn a_plain_string_is_short_for_the_kind_with_defaults() {
+        let adam: OptimizerSpec = serde_json::from_str(r#""adam""#).unwrap();
+        let full: OptimizerSpec = serde_json::from_str(r#"{"kind":"adam"}"#).unwrap();
+        assert_eq!(adam, full);
+        assert!(matches!(adam, OptimizerSpec::Adam { eps, .. } if eps == 1e-7));
+        assert_eq!(
+            serde_json::to_string(&adam).unwrap(),
+            serde_json::to_string(&full).unwrap()
+        );
+    }
 
     #[test]
     fn defaults_fill_omitted_fields() {

@@ -155,7 +155,7 @@ impl FromStr for ConvPrecision {
             "bf16" => Ok(Self::Bf16),
             _ => Err(Error::config(
                 "conv precision",
-                format!("{s:?} is not one of f32, tf32, bf16"),
+                format!("{s:?} is not one of fp32, tf32, bf16"),
             )),
         }
     }

@@ -1,0 +1,454 @@
+//! The command line's small promises: a closed stdout, output folders that are not
+//! silently mixed, a cache that notices changed sources, and error messages that name the
+//! problem in the user's terms.
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("voxseg-cli-misc-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn synth(out: &Path, cases: usize, layout: SynthLayout) {
+    write_dataset(&SynthOptions {
+        out: out.to_path_buf(),
+        cases,
+        size: [16, 16, 16],
+        seed: 1,
+        layout,
+        storage: SynthStorage::Int16,
+    })
+    .unwrap();
+}
+
+/// Runs the binary; (success, stdout, stderr).
+fn voxseg<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_voxseg"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn sorted_entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn t1_files(data: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| {
+            let id = p.file_name().unwrap().to_string_lossy().into_owned();
+            p.join(format!("{id}_t1.nii.gz"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_closed_stdout_ends_inspect_quietly_and_synth_still_writes_everything() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = temp_dir("pipe");
+    let data = dir.join("data");
+    synth(&data, 2, SynthLayout::Brats2021);
+    // Enough files that inspect is still printing when the reader goes away.
+    let files: Vec<PathBuf> = std::iter::repeat_n(t1_files(&data), 200)
+        .flatten()
+        .collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_voxseg"))
+        .arg("inspect")
+        .args(&files)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    const SIGPIPE: i32 = 13; // the same on every Linux architecture
+    assert_eq!(out.status.signal(), Some(SIGPIPE), "{:?}", out.status);
+
+    // A command that writes files keeps going when its stdout is closed.
+    let more = dir.join("more");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_voxseg"))
+        .args(["synth", "--size", "16", "--cases", "3", "--out"])
+        .arg(&more)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    assert_eq!(sorted_entries(&more).len(), 3);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn synth_refuses_a_non_empty_out_and_force_replaces_only_a_dataset() {
+    let dir = temp_dir("synth");
+    let data = dir.join("b21");
+    synth(&data, 3, SynthLayout::Brats2021);
+    let before = sorted_entries(&data);
+    let (ok, _, err) = voxseg(&[
+        "synth",
+        "--size",
+        "16",
+        "--cases",
+        "2",
+        "--seed",
+        "9",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("is not empty") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(sorted_entries(&data), before);
+
+    let (ok, _, err) = voxseg(&[
+        "synth",
+        "--size",
+        "16",
+        "--cases",
+        "2",
+        "--out",
+        data.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        sorted_entries(&data),
+        ["SynthBraTS2021_00000", "SynthBraTS2021_00001"]
+    );
+
+    // BraTS over MSD with --force: the MSD files go, nothing is mixed.
+    let msd = dir.join("msd");
+    synth(&msd, 3, SynthLayout::Msd);
+    let (ok, _, err) = voxseg(&[
+        "synth",
+        "--size",
+        "16",
+        "--cases",
+        "1",
+        "--out",
+        msd.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(sorted_entries(&msd), ["SynthBraTS2021_00000"]);
+
+    // Anything that is not part of a dataset is never deleted, even with --force.
+    std::fs::write(data.join("notes.txt"), b"mine").unwrap();
+    let (ok, _, err) = voxseg(&[
+        "synth",
+        "--size",
+        "16",
+        "--cases",
+        "1",
+        "--out",
+        data.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(
+        !ok && err.contains("notes.txt is not part of a dataset"),
+        "{err}"
+    );
+    assert_eq!(sorted_entries(&data).len(), 3);
+
+    let file = dir.join("afile");
+    std::fs::write(&file, b"").unwrap();
+    let (ok, _, err) = voxseg(&["synth", "--size", "16", "--out", file.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("afile is a file, not a folder"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A copy of a synthetic BraTS dataset, so its files can be changed.
+fn preprocessed(dir: &Path) -> (PathBuf, PathBuf) {
+    let data = dir.join("data");
+    synth(&data, 3, SynthLayout::Brats2021);
+    let cache = dir.join("cache");
+    let (ok, _, err) = voxseg(&[
+        "preprocess",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        cache.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    (data, cache)
+}
+
+#[test]
+fn preprocess_refuses_a_non_empty_out_unless_forced() {
+    let dir = temp_dir("preprocess");
+    let (data, cache) = preprocessed(&dir);
+    let before = sorted_entries(&data);
+    for out in [&data, &cache] {
+        let (ok, _, err) = voxseg(&[
+            "preprocess",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            !ok && err.contains("is not empty") && err.contains("--force"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        sorted_entries(&data),
+        before,
+        "the dataset was written into"
+    );
+    let (ok, _, err) = voxseg(&[
+        "preprocess",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        cache.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(ok, "{err}");
+    let file = dir.join("afile");
+    std::fs::write(&file, b"").unwrap();
+    let (ok, _, err) = voxseg(&[
+        "preprocess",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("afile is a file, not a folder"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn train_from_cache(data: &Path, cache: &Path, out: &Path) -> (bool, String) {
+    let (ok, _, err) = voxseg(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--features",
+        "4",
+        "--patch",
+        "16",
+        "--epochs",
+        "1",
+        "--iters-per-epoch",
+        "1",
+    ]);
+    (ok, err)
+}
+
+#[test]
+fn training_refuses_a_cache_whose_sources_changed_or_vanished() {
+    let dir = temp_dir("stale");
+    let (data, cache) = preprocessed(&dir);
+    let seg = data
+        .join("SynthBraTS2021_00001")
+        .join("SynthBraTS2021_00001_seg.nii.gz");
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let (ok, err) = train_from_cache(&data, &cache, &dir.join("run1"));
+    assert!(
+        !ok && err.contains("SynthBraTS2021_00001_seg.nii.gz changed since the cache was made")
+            && err.contains("rerun `voxseg preprocess`"),
+        "{err}"
+    );
+    // The dataset moved: the cache's sources are gone from where it read them.
+    let moved = dir.join("moved");
+    std::fs::rename(&data, &moved).unwrap();
+    let (ok, err) = train_from_cache(&moved, &cache, &dir.join("run2"));
+    assert!(
+        !ok && err.contains(".nii.gz no longer exists")
+            && err.contains("rerun `voxseg preprocess`"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn inspect_reports_every_file_and_fails_at_the_end() {
+    let dir = temp_dir("inspect");
+    let data = dir.join("data");
+    synth(&data, 2, SynthLayout::Brats2021);
+    let good = t1_files(&data);
+    let bad = dir.join("notes.nii.gz");
+    std::fs::write(&bad, b"not an image at all\n").unwrap();
+    let (ok, out, err) = voxseg(&[
+        "inspect",
+        good[0].to_str().unwrap(),
+        bad.to_str().unwrap(),
+        good[1].to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(
+        err.contains("notes.nii.gz: not a NIfTI-1 file and not gzip-compressed")
+            && err.contains("1 of 3 file(s) could not be read"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn negative_flag_values_reach_the_real_checks() {
+    let dir = temp_dir("negative");
+    let data = dir.join("data");
+    synth(&data, 2, SynthLayout::Brats2021);
+    let out = dir.join("run");
+    let (ok, _, err) = voxseg(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--lr",
+        "-1",
+    ]);
+    assert!(!ok && err.contains("invalid lr: -1"), "{err}");
+    let (ok, _, err) = voxseg(&[
+        "predict",
+        "--model",
+        out.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        dir.join("pred").to_str().unwrap(),
+        "--overlap",
+        "-0.1",
+    ]);
+    assert!(!ok && !err.contains("unexpected argument"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn messages_use_the_users_terms_and_say_an_os_error_once() {
+    let dir = temp_dir("messages");
+    let missing = dir.join("nonexist.json");
+    let (ok, _, err) = voxseg(&[
+        "train",
+        "--config",
+        missing.to_str().unwrap(),
+        "--out",
+        dir.join("run").to_str().unwrap(),
+    ]);
+    let reason = std::io::Error::from(std::io::ErrorKind::NotFound).to_string();
+    assert!(!ok && err.contains("nonexist.json"), "{err}");
+    assert_eq!(err.matches("os error 2").count(), 1, "{err} ({reason})");
+
+    let (ok, _, err) = voxseg(&["bench", "--precision", "foo"]);
+    assert!(!ok && err.contains("not one of fp32, tf32, bf16"), "{err}");
+
+    // A plain string in a config is short for {"kind": ...}.
+    let config = dir.join("config.json");
+    std::fs::write(
+        &config,
+        r#"{"loss": "dice", "optimizer": "adam", "schedule": "constant"}"#,
+    )
+    .unwrap();
+    let cfg = voxseg::train::TrainConfig::from_file(&config).unwrap();
+    assert_eq!(cfg.loss, voxseg::loss::LossSpec::Dice);
+    assert_eq!(cfg.schedule, voxseg::optim::LrSchedule::Constant);
+    assert!(matches!(
+        cfg.optimizer,
+        voxseg::optim::OptimizerSpec::Adam { .. }
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_channel_the_image_lacks_is_reported_with_its_case() {
+    use voxseg::data::case::{load_case, NanPolicy};
+    use voxseg::data::labels::LabelSpec;
+    use voxseg::data::layout::{CaseFiles, Dataset, ImageFile, LayoutKind};
+    let dir = temp_dir("channel");
+    let data = dir.join("data");
+    synth(&data, 1, SynthLayout::Brats2021);
+    let image = t1_files(&data).remove(0);
+    let dataset = Dataset {
+        layout: LayoutKind::Manifest,
+        root: dir.clone(),
+        modalities: vec!["t1".into()],
+        label_spec: LabelSpec::brats2021(),
+        cases: vec![CaseFiles {
+            id: "case_a".into(),
+            images: vec![ImageFile {
+                modality: "t1".into(),
+                path: image,
+                channel: Some(9),
+            }],
+            label: None,
+        }],
+        test_cases: Vec::new(),
+    };
+    let err = load_case(&dataset, &dataset.cases[0], &[0], NanPolicy::Error)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("case case_a: channel 9 requested but the image has 1 channel(s)"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bench_names_the_ops_when_a_filter_matches_nothing_and_notes_cpu_precision() {
+    let (ok, out, err) = voxseg(&["bench", "--filter", "zzzz", "--precision", "bf16"]);
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(
+        err.contains("'zzzz' matches no case")
+            && err.contains("conv3d_forward")
+            && err.contains("loader.batch"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--precision bf16 applies to CUDA convolutions only"),
+        "{err}"
+    );
+}
