@@ -449,7 +449,7 @@ impl<B: Backend> Predictor<B> {
             }
             dataset
                 .label_spec
-                .to_classes(&file.channel(0)?, &case.id, path)
+                .to_classes(&file.channel(0)?, file.header().dims, &case.id, path)
         };
         read()
             .map_err(|e| eprintln!("warning: reference not drawn in {}.png: {e}", case.id))
