@@ -420,3 +420,52 @@ fn ctrl_c_exits_130_and_the_resumed_epoch_has_one_row_over_all_its_steps() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn folds_and_split_files_choose_the_split() {
+    use voxseg::data::split::{Split, SplitFractions};
+    let dir = temp_dir("folds");
+    let data = dataset(&dir, 24, 2);
+    let d = data.to_str().unwrap();
+    let ids: Vec<String> = (0..6).map(|i| format!("SynthBraTS2021_{i:05}")).collect();
+    let quick = ["--epochs", "1", "--iters-per-epoch", "1", "--patch", "16"];
+    let split_of = |run: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(run.join("split.json")).unwrap()).unwrap()
+    };
+
+    let run = dir.join("fold1");
+    let mut args = train_args(d, run.to_str().unwrap(), &quick);
+    args.extend(["--fold", "1", "--folds", "3", "--seed", "4"]);
+    let r = voxseg_in(&dir, &args);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let expected = Split::fold(&ids, SplitFractions::default(), 4, 3, 1).unwrap();
+    assert_eq!(split_of(&run), serde_json::to_value(&expected).unwrap());
+
+    let file = dir.join("my-split.json");
+    let mine = serde_json::json!({
+        "train": [&ids[0], &ids[1], &ids[2]],
+        "val": [&ids[3]],
+        "test": [&ids[4], &ids[5]],
+    });
+    std::fs::write(&file, mine.to_string()).unwrap();
+    let run = dir.join("given");
+    let mut args = train_args(d, run.to_str().unwrap(), &quick);
+    args.extend(["--split-file", file.to_str().unwrap()]);
+    let r = voxseg_in(&dir, &args);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(split_of(&run), mine);
+
+    for (extra, message) in [
+        (vec!["--fold", "3", "--folds", "3"], "fold 3 of 3"),
+        (vec!["--fold", "0", "--split-file", "x.json"], "not both"),
+    ] {
+        let out = dir.join("refused");
+        let mut args = train_args(d, out.to_str().unwrap(), &quick);
+        args.extend(extra);
+        let r = voxseg_in(&dir, &args);
+        assert_eq!(r.code, Some(1), "{}", r.stderr);
+        assert!(r.stderr.contains(message), "{}", r.stderr);
+        assert!(!out.exists());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

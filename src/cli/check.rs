@@ -24,7 +24,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .map(|&i| dataset.modalities[i].clone())
         .collect();
     let check = check_dataset(&dataset, &channels);
-    println!("{}", check.report(&dataset, &names));
+    say!("{}", check.report(&dataset, &names));
     if check.problems() > 0 {
         anyhow::bail!(
             "{}: {} case(s) would be refused by training or prediction",

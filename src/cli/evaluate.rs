@@ -147,13 +147,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             );
         }
     }
-    print!("{}", report.to_table());
+    say!("{}", report.to_table().trim_end_matches('\n'));
     if let (Some(out), Some(format)) = (&a.out, format) {
         match format {
             OutFormat::Json => report.write_json(out)?,
             OutFormat::Csv => report.write_csv(out)?,
         }
-        println!("scores written to {}", out.display());
+        say!("scores written to {}", out.display());
     }
     Ok(())
 }

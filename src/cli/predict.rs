@@ -132,7 +132,7 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("creating {}: {e}", a.out.display()))?;
     for case in &cases {
         let p = predictor.predict_case(&dataset, case, &a.out, &opts)?;
-        println!("{}: {}", p.case, p.labels.display());
+        say!("{}: {}", p.case, p.labels.display());
     }
     Ok(())
 }

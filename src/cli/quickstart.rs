@@ -31,6 +31,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         seed: a.seed,
         force: a.force,
     })?;
-    println!("{}", report.summary());
+    say!("{}", report.summary());
     Ok(())
 }

@@ -112,6 +112,17 @@ pub struct Args {
     /// Stream cases from a `voxseg preprocess` cache instead of loading them into memory.
     #[arg(long)]
     cache: Option<PathBuf>,
+    /// Train fold K (from 0) of k-fold cross-validation over the cases outside the test set
+    /// (which every fold shares), nnU-Net style.
+    #[arg(long)]
+    fold: Option<usize>,
+    /// Number of cross-validation folds [default: 5].
+    #[arg(long, requires = "fold")]
+    folds: Option<usize>,
+    /// Use this split (JSON lists "train", "val", "test" of case ids, as a run's split.json)
+    /// instead of making one.
+    #[arg(long)]
+    split_file: Option<PathBuf>,
     /// Turn data augmentation off.
     #[arg(long)]
     no_augment: bool,
@@ -303,6 +314,17 @@ impl Args {
             c.cache = Some(cache);
             asked("cache");
         }
+        if let Some(index) = self.fold {
+            c.folds = Some(voxseg::train::config::Folds {
+                count: self.folds.unwrap_or(5),
+                index,
+            });
+            asked("folds");
+        }
+        if let Some(path) = self.split_file {
+            c.split_file = Some(path);
+            asked("split_file");
+        }
         if self.no_augment {
             c.augment = voxseg::data::augment::AugmentSpec::none();
             asked("augment");
@@ -332,36 +354,36 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (done, total) = (summary.state.epoch, summary.epochs);
     if summary.ending == Ending::AlreadyComplete {
         if !summary.resume_changes.is_empty() {
-            println!("changed: {}", summary.resume_changes.join(", "));
+            say!("changed: {}", summary.resume_changes.join(", "));
         }
-        println!(
+        say!(
             "{} is already complete ({done}/{total} epochs): raise --epochs to continue",
             run.display()
         );
         print_best(&summary);
         return Ok(());
     }
-    println!("run: {}", run.display());
-    println!("device: {}", summary.device);
-    println!("epochs done: {done}/{total}, steps: {}", summary.state.step);
+    say!("run: {}", run.display());
+    say!("device: {}", summary.device);
+    say!("epochs done: {done}/{total}, steps: {}", summary.state.step);
     if let Some(v) = &summary.last_validation {
         let dice: Vec<String> = v.dice.iter().map(|(k, d)| format!("{k} {d:.3}")).collect();
-        println!(
+        say!(
             "last validation: loss {:.4}, Dice {}",
             v.loss,
             dice.join(", ")
         );
     }
     print_best(&summary);
-    println!("checkpoints: {}", summary.run.checkpoints().display());
-    println!(
+    say!("checkpoints: {}", summary.run.checkpoints().display());
+    say!(
         "tensorboard: tensorboard --logdir {}",
         summary.run.tensorboard().display()
     );
     let resume = format!("voxseg train --out {} --resume", run.display());
     match summary.ending {
         Ending::Interrupted => {
-            println!(
+            say!(
                 "interrupted at epoch {done}, step {} (saved in {}); continue with: {resume}",
                 summary.state.step,
                 summary.run.checkpoint("last").display()
@@ -369,7 +391,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             // 128 + SIGINT, as a shell reports a command Ctrl-C stopped.
             std::process::exit(130);
         }
-        Ending::TimeLimit => println!(
+        Ending::TimeLimit => say!(
             "stopped by the time limit at epoch {done}, step {}; continue with: {resume} \
              [--time-limit MIN]",
             summary.state.step
@@ -382,15 +404,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 /// Which checkpoint is "best" and why: `predict` uses it unless told otherwise.
 fn print_best(summary: &voxseg::train::TrainSummary) {
     match (summary.state.best_epoch, summary.state.best_score) {
-        (Some(epoch), Some(dice)) => println!(
+        (Some(epoch), Some(dice)) => say!(
             "best: {} (epoch {epoch}: the highest mean validation Dice, {dice:.4}; predict uses it)",
             summary.run.checkpoint("best").display()
         ),
-        (None, Some(dice)) => println!(
+        (None, Some(dice)) => say!(
             "best: {} (the highest mean validation Dice, {dice:.4}; predict uses it)",
             summary.run.checkpoint("best").display()
         ),
-        _ => println!("best: none yet (no validation has run)"),
+        _ => say!("best: none yet (no validation has run)"),
     }
 }
 
@@ -441,6 +463,6 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
         anyhow::bail!("--data is required (a dataset folder or a manifest)");
     }
     let plan = voxseg::train::run::plan_for_config(&c)?;
-    println!("{}", serde_json::to_string_pretty(&plan)?);
+    say!("{}", serde_json::to_string_pretty(&plan)?);
     Ok(())
 }

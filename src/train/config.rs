@@ -19,6 +19,15 @@ pub enum ModelKind {
     Fcn,
 }
 
+/// Which fold of k-fold cross-validation a run trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Folds {
+    pub count: usize,
+    /// From 0.
+    pub index: usize,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
@@ -72,6 +81,12 @@ pub struct TrainConfig {
     /// A preprocessed, memory-mapped cache (`voxseg preprocess`) to stream cases from.
     pub cache: Option<PathBuf>,
     pub split: SplitFractions,
+    /// Cross-validation: train one fold (`Split::fold`: the test set of `split`, the other
+    /// cases dealt into `count` folds); `None`: one split by the fractions.
+    pub folds: Option<Folds>,
+    /// A split file (`{"train": [..], "val": [..], "test": [..]}` of case ids, as a run's
+    /// `split.json`) to use instead of making a split.
+    pub split_file: Option<PathBuf>,
     /// Sliding-window overlap for validation.
     pub val_overlap: f64,
 }
@@ -115,6 +130,8 @@ impl Default for TrainConfig {
             replace_nan: false,
             cache: None,
             split: SplitFractions::default(),
+            folds: None,
+            split_file: None,
             val_overlap: 0.5,
         }
     }
@@ -160,6 +177,7 @@ impl TrainConfig {
         for p in [&mut cfg.data, &mut cfg.out]
             .into_iter()
             .chain(cfg.cache.as_mut())
+            .chain(cfg.split_file.as_mut())
         {
             if !p.as_os_str().is_empty() && p.is_relative() {
                 *p = folder.join(&*p);
@@ -179,6 +197,25 @@ impl TrainConfig {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |name: &str, msg: String| Err(Error::config(name, msg));
+        if let Some(f) = self.folds {
+            if f.count < 2 || f.index >= f.count {
+                return bad(
+                    "fold",
+                    format!(
+                        "fold {} of {}: need at least 2 folds and a fold from 0 to {}",
+                        f.index,
+                        f.count,
+                        f.count.max(1) - 1
+                    ),
+                );
+            }
+            if self.split_file.is_some() {
+                return bad(
+                    "fold",
+                    "a split file fixes the split: give --fold or --split-file, not both".into(),
+                );
+            }
+        }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad("lr", format!("{} must be a positive number", self.lr));
         }

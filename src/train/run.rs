@@ -18,7 +18,7 @@ use crate::data::sampler::{InMemoryCase, PatchSource};
 use crate::data::split::Split;
 use crate::error::{Error, Result};
 use crate::infer::{interleave_channels, predict_volume, probabilities, SlidingWindow};
-use crate::log::{overlay_slices, EventWriter, JsonlWriter, Progress};
+use crate::log::{captioned_overlay, EventWriter, JsonlWriter, Progress};
 use crate::loss::{check_finite, Target};
 use crate::nn::fcn::FcnConfig;
 use crate::nn::layers::Activation;
@@ -285,7 +285,7 @@ fn same_setting(key: &str, run: &serde_json::Value, asked: &serde_json::Value) -
             .map(|p| std::path::absolute(p).unwrap_or_else(|_| PathBuf::from(p)))
     };
     match key {
-        "data" | "cache" if run.is_string() && asked.is_string() => {
+        "data" | "cache" | "split_file" if run.is_string() && asked.is_string() => {
             absolute(run) == absolute(asked)
         }
         "modalities" => {
@@ -606,7 +606,8 @@ fn open_dataset(cfg: &TrainConfig) -> Result<(Dataset, Vec<usize>, Vec<String>)>
     Ok((dataset, channels, modalities))
 }
 
-/// The split of a new run (from the seed and fractions), or a resumed run's `split.json`.
+/// The split of a new run (a split file, a cross-validation fold, or the seed and fractions),
+/// or a resumed run's `split.json`.
 fn run_split(cfg: &TrainConfig, dataset: &Dataset, saved: Option<&Path>) -> Result<Split> {
     let ids: Vec<String> = dataset.cases.iter().map(|c| c.id.clone()).collect();
     if ids.len() < 2 {
@@ -618,9 +619,14 @@ fn run_split(cfg: &TrainConfig, dataset: &Dataset, saved: Option<&Path>) -> Resu
             ),
         ));
     }
-    match saved.filter(|p| p.exists()) {
-        Some(path) => Split::load(path, &ids),
-        None => Split::by_fractions(&ids, cfg.split, cfg.seed),
+    match (
+        saved.filter(|p| p.exists()),
+        cfg.split_file.as_deref(),
+        cfg.folds,
+    ) {
+        (Some(path), _, _) | (None, Some(path), _) => Split::load(path, &ids),
+        (None, None, Some(f)) => Split::fold(&ids, cfg.split, cfg.seed, f.count, f.index),
+        (None, None, None) => Split::by_fractions(&ids, cfg.split, cfg.seed),
     }
 }
 
@@ -1099,12 +1105,18 @@ impl<B: Backend> Validator<'_, B> {
                 let logits = logits_t.to_vec_f32()?;
                 let probs = probabilities(&self.cfg.target, &logits, k);
                 let pred = self.cfg.target.decode(self.label_spec, &probs)?;
-                picture = Some(overlay_slices(
+                let classes: Vec<String> = self
+                    .label_spec
+                    .classes()
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .collect();
+                picture = Some(captioned_overlay(
                     &case.channels[0].data,
                     case.dims(),
                     Some(&pred),
                     Some(&label.data),
-                    None,
+                    &classes,
                 )?);
             }
         }
@@ -1257,6 +1269,7 @@ fn recorded_config(cfg: &TrainConfig, modalities: &[String], device: &Device) ->
     rec.data = absolute(&cfg.data);
     rec.out = absolute(&cfg.out);
     rec.cache = cfg.cache.as_deref().map(absolute);
+    rec.split_file = cfg.split_file.as_deref().map(absolute);
     rec.modalities = modalities.to_vec();
     rec.device = match device {
         Device::Cpu { .. } => "cpu".into(),
