@@ -477,7 +477,8 @@ pub fn make_room(out: &Path, force: bool) -> Result<()> {
             Error::config(
                 "--out",
                 format!(
-                    "{} is not part of a dataset (a dataset.json or a folder of NIfTI files);                      --force replaces only a dataset: move it away or choose another --out",
+                    "{} is not part of a dataset (a dataset.json or a folder of NIfTI files); \
+                     --force replaces only a dataset: move it away or choose another --out",
                     path.display()
                 ),
             )
