@@ -10,9 +10,10 @@ use voxseg::train::RunDir;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// The run directory of a trained model.
-    #[arg(long)]
-    model: PathBuf,
+    /// The run directory of a trained model; several (e.g. the folds of a cross-validation,
+    /// `--model run0 run1 ...`) predict as an ensemble that averages their probabilities.
+    #[arg(long, required = true, num_args = 1..)]
+    model: Vec<PathBuf>,
     /// A dataset folder (cases chosen by --split).
     #[arg(long, conflicts_with = "input")]
     data: Option<PathBuf>,
@@ -74,7 +75,10 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
     if a.out.exists() && !a.out.is_dir() {
         anyhow::bail!("--out {} is a file, not a folder", a.out.display());
     }
-    let mut predictor = Predictor::open(backend, &a.model, &a.checkpoint)?;
+    let mut predictor = Predictor::open(backend, &a.model[0], &a.checkpoint)?;
+    for run in &a.model[1..] {
+        predictor.add_model(run, &a.checkpoint)?;
+    }
     let opts = PredictOptions {
         checkpoint: a.checkpoint.clone(),
         overlap: a.overlap,
@@ -87,11 +91,16 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
     predictor.window(&opts)?;
     let (dataset, cases) = if let Some(data) = &a.data {
         let dataset = detect(data)?;
-        let run = RunDir {
-            root: a.model.clone(),
-        };
-        let cases = select_cases(&dataset, &run, split)?;
-        if let Some(warning) = predictor.convention_warning(&dataset, &a.model) {
+        let runs: Vec<RunDir> = a
+            .model
+            .iter()
+            .map(|root| RunDir { root: root.clone() })
+            .collect();
+        let cases = select_cases(&dataset, &runs[0], split)?;
+        if runs.len() > 1 {
+            check_ensemble_split(&dataset, &runs, split)?;
+        }
+        if let Some(warning) = predictor.convention_warning(&dataset, &a.model[0]) {
             eprintln!("{warning}");
         }
         (dataset, cases)
@@ -135,4 +144,37 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
         say!("{}: {}", p.case, p.labels.display());
     }
     Ok(())
+}
+
+/// An ensemble predicts cases that no member trained or validated on: `test` only when
+/// every run holds out the same test cases (the folds of one cross-validation do), never
+/// `val` or `train`, which differ from fold to fold.
+fn check_ensemble_split(
+    dataset: &voxseg::data::layout::Dataset,
+    runs: &[RunDir],
+    split: PredictSplit,
+) -> anyhow::Result<()> {
+    match split {
+        PredictSplit::Val | PredictSplit::Train => anyhow::bail!(
+            "invalid --split: the {} models of an ensemble each train and validate on other \
+             cases; use test, unlabelled or all",
+            runs.len()
+        ),
+        PredictSplit::Test => {
+            let first = select_cases(dataset, &runs[0], split)?;
+            for run in &runs[1..] {
+                if select_cases(dataset, run, split)? != first {
+                    anyhow::bail!(
+                        "invalid --split test: {} holds out other test cases than {}, so some \
+                         models trained on cases the ensemble would predict; train the runs \
+                         as folds of one split (--fold) or use --split all or unlabelled",
+                        run.root.display(),
+                        runs[0].root.display()
+                    );
+                }
+            }
+            Ok(())
+        }
+        PredictSplit::Unlabelled | PredictSplit::All => Ok(()),
+    }
 }

@@ -627,28 +627,6 @@ fn check_prediction_len(len: usize, per_voxel: usize, crop: &CropBox) -> Result<
     Ok(())
 }
 
-/// A label map predicted on the preprocessed grid (x fastest), put back into the original
-/// volume: padding removed, resampled back (nearest), background 0 outside the crop.
-pub fn paste_back_labels(pred: &[u8], crop: &CropBox) -> Result<LabelVolume> {
-    check_prediction_len(pred.len(), 1, crop)?;
-    let end = [0, 1, 2].map(|a| crop.pad_before[a] + crop.resampled_dims[a]);
-    let unpadded = grid::crop(pred, crop.grid_dims, crop.pad_before, end);
-    let cropped = grid::resample_nearest(&unpadded, crop.resampled_dims, crop.cropped_dims());
-    let mut out = vec![0u8; grid::voxels(crop.original_dims)];
-    grid::place(
-        &cropped,
-        crop.cropped_dims(),
-        &mut out,
-        crop.original_dims,
-        crop.start,
-    );
-    Ok(LabelVolume::new(
-        crop.original_dims,
-        crop.original_spacing,
-        out,
-    ))
-}
-
 /// Per-voxel probabilities (`channels` per voxel, channels fastest, voxels x fastest) predicted
 /// on the preprocessed grid, put back into the original volume: padding removed, resampled back
 /// (trilinear), `fill` (one value per channel) outside the crop.
@@ -689,6 +667,22 @@ pub fn paste_back_probs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A label map on the preprocessed grid put back as prediction does it: one-hot
+    /// probabilities pasted back (background outside the crop), then the likeliest class.
+    fn paste_back_labels(labels: &[u8], classes: usize, crop: &CropBox) -> Result<Vec<u8>> {
+        let one_hot: Vec<f32> = labels
+            .iter()
+            .flat_map(|&l| (0..classes).map(move |c| if c == l as usize { 1.0 } else { 0.0 }))
+            .collect();
+        let mut fill = vec![0.0; classes];
+        fill[0] = 1.0;
+        let probs = paste_back_probs(&one_hot, classes, &fill, crop)?;
+        Ok(probs
+            .chunks_exact(classes)
+            .map(|p| (0..classes).fold(0, |best, c| if p[c] > p[best] { c } else { best }) as u8)
+            .collect())
+    }
 
     /// A 10x8x6 case: a "brain" box [2,8)x[1,7)x[1,5) with channel 0 = 1 + x + 2y + 3z and
     /// channel 1 = 5 (flat), a label blob inside it, zeros elsewhere.
@@ -912,8 +906,8 @@ mod tests {
         assert_eq!(label.at(5, 1, 5), 1);
         assert_eq!(label.at(0, 1, 5), 0);
         // Paste back with resampling restores the original label here (integer factors).
-        let back = paste_back_labels(&label.data, &p.crop).unwrap();
-        assert_eq!(back.data, case.label.unwrap().data);
+        let back = paste_back_labels(&label.data, 3, &p.crop).unwrap();
+        assert_eq!(back, case.label.unwrap().data);
     }
 
     #[test]
@@ -927,10 +921,8 @@ mod tests {
         assert_eq!(p.dims(), [7, 9, 8]);
         assert_eq!(p.crop.pad_before, [0, 1, 2]);
         let label = p.label.as_ref().unwrap();
-        let back = paste_back_labels(&label.data, &p.crop).unwrap();
-        assert_eq!(back.dims, [10, 8, 6]);
-        assert_eq!(back.spacing, [1.0, 1.0, 2.0]);
-        assert_eq!(back.data, case.label.as_ref().unwrap().data);
+        let back = paste_back_labels(&label.data, 3, &p.crop).unwrap();
+        assert_eq!(back, case.label.as_ref().unwrap().data);
         // Probabilities: two channels (p, 1 - p) with p = label / 2, fill (0, 1) outside.
         let probs: Vec<f32> = label
             .data
@@ -945,7 +937,7 @@ mod tests {
                 [l as f32 / 2.0, 1.0 - l as f32 / 2.0]
             );
         }
-        assert!(paste_back_labels(&label.data[1..], &p.crop).is_err());
+        assert!(paste_back_labels(&label.data[1..], 3, &p.crop).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::data::case::{load_case, NanPolicy};
 use crate::data::labels::TargetSpec;
 use crate::data::layout::{CaseFiles, Dataset, ImageFile, MODALITY_ALIASES};
 use crate::data::nifti::{write_label_map, write_probability_map, NiftiFile};
-use crate::data::preprocess::{paste_back_labels, paste_back_probs, preprocess};
+use crate::data::preprocess::{paste_back_probs, preprocess};
 use crate::data::volume::CaseData;
 use crate::error::{Error, Result};
 use crate::log::{captioned_overlay, write_png};
@@ -77,11 +77,51 @@ impl OutputFiles {
     }
 }
 
-/// A trained model ready to predict.
+/// A trained model ready to predict, or an ensemble of them (e.g. the folds of a
+/// cross-validation) whose probabilities are averaged.
 pub struct Predictor<B: Backend> {
+    /// The first model's card: its modalities, labels and target are every member's.
     pub card: ModelCard,
-    model: Model<B>,
+    members: Vec<Member<B>>,
     backend: B,
+}
+
+/// One model of the ensemble, with its own patch and preprocessing.
+struct Member<B: Backend> {
+    card: ModelCard,
+    model: Model<B>,
+}
+
+/// Loads `run`'s model card and a checkpoint (`best`, `last` or a path), refusing a
+/// checkpoint trained with another card (modalities, labels, target, network).
+fn open_member<B: Backend>(backend: &B, run: &Path, checkpoint: &str) -> Result<Member<B>> {
+    let dir = RunDir {
+        root: run.to_path_buf(),
+    };
+    if !dir.model().is_file() {
+        return Err(Error::config(
+            "model",
+            format!("{} is not a voxseg run (no model.json)", run.display()),
+        ));
+    }
+    let card = ModelCard::load(&dir.model())?;
+    let path = match checkpoint {
+        "best" | "last" => dir.checkpoint(checkpoint),
+        other => PathBuf::from(other),
+    };
+    if !path.exists() {
+        return Err(Error::file(
+            &path,
+            "checkpoint not found (has the run finished an epoch?)",
+        ));
+    }
+    let warning = check_checkpoint_identity(&path, &dir, &card)?;
+    let mut model = Model::new(backend, &card.model, 0)?;
+    load_state(&path, backend, &mut model, None)?;
+    if let Some(w) = warning {
+        eprintln!("{w}");
+    }
+    Ok(Member { card, model })
 }
 
 /// Refuses a checkpoint whose recorded model card differs from the run's `model.json`;
@@ -192,41 +232,70 @@ fn output_channel_names(card: &ModelCard) -> Vec<String> {
     }
 }
 
+fn window_for(card: &ModelCard, opts: &PredictOptions) -> Result<SlidingWindow> {
+    let window = SlidingWindow {
+        patch: card.patch,
+        overlap: opts.overlap,
+        batch: opts.batch,
+        tta: opts.tta,
+    };
+    window.validate()?;
+    Ok(window)
+}
+
 impl<B: Backend> Predictor<B> {
     /// Loads `run`'s model card and a checkpoint (`best`, `last` or a path), refusing a
     /// checkpoint trained with another card (modalities, labels, target, network).
     pub fn open(backend: &B, run: &Path, checkpoint: &str) -> Result<Self> {
-        let dir = RunDir {
-            root: run.to_path_buf(),
-        };
-        if !dir.model().is_file() {
-            return Err(Error::config(
-                "model",
-                format!("{} is not a voxseg run (no model.json)", run.display()),
-            ));
-        }
-        let card = ModelCard::load(&dir.model())?;
-        let path = match checkpoint {
-            "best" | "last" => dir.checkpoint(checkpoint),
-            other => PathBuf::from(other),
-        };
-        if !path.exists() {
-            return Err(Error::file(
-                &path,
-                "checkpoint not found (has the run finished an epoch?)",
-            ));
-        }
-        let warning = check_checkpoint_identity(&path, &dir, &card)?;
-        let mut model = Model::new(backend, &card.model, 0)?;
-        load_state(&path, backend, &mut model, None)?;
-        if let Some(w) = warning {
-            eprintln!("{w}");
-        }
+        let first = open_member(backend, run, checkpoint)?;
         Ok(Self {
-            card,
-            model,
+            card: first.card.clone(),
+            members: vec![first],
             backend: backend.clone(),
         })
+    }
+
+    /// Adds another run's model to the ensemble. It must read the same modalities in the
+    /// same order and output the same labels and target; its patch and preprocessing may
+    /// differ (each model sees the case as it was trained to).
+    pub fn add_model(&mut self, run: &Path, checkpoint: &str) -> Result<()> {
+        let member = open_member(&self.backend, run, checkpoint)?;
+        let (ours, theirs) = (&self.card, &member.card);
+        let differs = if theirs.modalities != ours.modalities {
+            Some(format!(
+                "modalities {:?}, the first model's are {:?}",
+                theirs.modalities, ours.modalities
+            ))
+        } else if theirs.label_spec != ours.label_spec {
+            Some(format!(
+                "labels {}, the first model's are {}",
+                describe_labels(&theirs.label_spec),
+                describe_labels(&ours.label_spec)
+            ))
+        } else if theirs.target != ours.target {
+            Some(format!(
+                "target {:?}, the first model's is {:?}",
+                theirs.target, ours.target
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = differs {
+            return Err(Error::config(
+                "model",
+                format!(
+                    "{} cannot join the ensemble: it was trained with {why}",
+                    run.display()
+                ),
+            ));
+        }
+        self.members.push(member);
+        Ok(())
+    }
+
+    /// How many models predict together.
+    pub fn models(&self) -> usize {
+        self.members.len()
     }
 
     /// A dataset made of loose files, one per modality in the model's input order.
@@ -319,16 +388,9 @@ impl<B: Backend> Predictor<B> {
         ))
     }
 
-    /// The sliding window `predict_case` uses with `opts`, checked.
+    /// The sliding window `predict_case` uses with `opts` (for the first model), checked.
     pub fn window(&self, opts: &PredictOptions) -> Result<SlidingWindow> {
-        let window = SlidingWindow {
-            patch: self.card.patch,
-            overlap: opts.overlap,
-            batch: opts.batch,
-            tta: opts.tta,
-        };
-        window.validate()?;
-        Ok(window)
+        window_for(&self.card, opts)
     }
 
     /// Predicts one case of `dataset` from its images and writes its files into `out`
@@ -352,31 +414,41 @@ impl<B: Backend> Predictor<B> {
             ..case.clone()
         };
         let (data, header) = load_case(dataset, &images_only, &channels, nan)?;
-        let prep = preprocess(&data, &self.card.preprocess)?;
-        let [x, y, z] = prep.dims();
-        let image = interleave_channels(&prep.channels)?;
-        let window = self.window(opts)?;
         let files = OutputFiles::new(&case.id, out, opts);
         let k = self.card.model.out_channels();
-        let logits = predict_logits(
-            &mut self.model,
-            &self.backend,
-            &image,
-            [z, y, x],
-            prep.channels.len(),
-            &window,
-        )?;
-        let probs = probabilities(&self.card.target, &logits, k);
-        let classes = self.card.target.decode(&self.card.label_spec, &probs)?;
-        let full = paste_back_labels(&classes, &prep.crop)?;
-        let values = self.card.label_spec.to_file_values(&full.data)?;
+        // Outside the brain crop: background (for classes, certainly class 0).
+        let fill: Vec<f32> = match self.card.target {
+            TargetSpec::Classes => (0..k).map(|c| if c == 0 { 1.0 } else { 0.0 }).collect(),
+            _ => vec![0.0; k],
+        };
+        // Each model's probabilities on the case's own grid, averaged.
+        let share = 1.0 / self.members.len() as f32;
+        let mut full_probs = vec![0f32; data.dims().iter().product::<usize>() * k];
+        for member in &mut self.members {
+            let prep = preprocess(&data, &member.card.preprocess)?;
+            let [x, y, z] = prep.dims();
+            let image = interleave_channels(&prep.channels)?;
+            let logits = predict_logits(
+                &mut member.model,
+                &self.backend,
+                &image,
+                [z, y, x],
+                prep.channels.len(),
+                &window_for(&member.card, opts)?,
+            )?;
+            let probs = probabilities(&member.card.target, &logits, k);
+            let pasted = paste_back_probs(&probs, k, &fill, &prep.crop)?;
+            for (mean, p) in full_probs.iter_mut().zip(pasted) {
+                *mean += p * share;
+            }
+        }
+        let full = self
+            .card
+            .target
+            .decode(&self.card.label_spec, &full_probs)?;
+        let values = self.card.label_spec.to_file_values(&full)?;
         write_label_map(&files.labels, &header, &values)?;
         if let Some((image, sidecar)) = &files.probabilities {
-            let fill: Vec<f32> = match self.card.target {
-                TargetSpec::Classes => (0..k).map(|c| if c == 0 { 1.0 } else { 0.0 }).collect(),
-                _ => vec![0.0; k],
-            };
-            let full_probs = paste_back_probs(&probs, k, &fill, &prep.crop)?;
             let names = output_channel_names(&self.card);
             let activation = match self.card.target {
                 TargetSpec::Classes => "softmax",
@@ -407,7 +479,7 @@ impl<B: Backend> Predictor<B> {
             let (rgb, w, h) = captioned_overlay(
                 &data.channels[0].data,
                 data.dims(),
-                Some(&full.data),
+                Some(&full),
                 truth.as_deref(),
                 &classes,
             )?;
