@@ -491,3 +491,37 @@ fn another_label_convention_gets_one_warning_line() {
     );
     assert!(r.ok && !r.stderr.contains("warning"), "{}", r.stderr);
 }
+
+#[test]
+fn one_4d_input_file_gives_every_modality_as_the_dataset_does() {
+    let f = fixture();
+    let image = f.msd.join(format!("imagesTs/{UNLABELLED}.nii.gz"));
+    let from_file = out_dir("input-4d");
+    let r = predict(&f.run, &from_file, &["--input", s(&image)]);
+    assert!(r.ok, "{}", r.stderr);
+    let from_data = out_dir("input-4d-data");
+    let r = predict(
+        &f.run,
+        &from_data,
+        &["--data", s(&f.msd), "--split", "unlabelled"],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let labels = |dir: &Path| {
+        NiftiFile::open(&dir.join(format!("{UNLABELLED}.nii.gz")))
+            .unwrap()
+            .channel(0)
+            .unwrap()
+    };
+    assert_eq!(labels(&from_file), labels(&from_data));
+    // Two files for a four-modality model: neither one per modality nor one 4D file.
+    let r = predict(
+        &f.run,
+        &out_dir("input-two"),
+        &["--input", s(&image), s(&image)],
+    );
+    assert!(
+        !r.ok && r.stderr.contains("2 files given") && r.stderr.contains("one 4D file"),
+        "{}",
+        r.stderr
+    );
+}

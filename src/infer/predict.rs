@@ -299,14 +299,18 @@ impl<B: Backend> Predictor<B> {
     }
 
     /// A dataset made of loose files, one per modality in the model's input order.
+    /// One 4D file holding every modality in the model's order (MSD's images) is read
+    /// channel by channel.
     pub fn files_as_dataset(&self, files: &[PathBuf]) -> Result<Dataset> {
-        if files.len() != self.card.modalities.len() {
+        let n = self.card.modalities.len();
+        let one_4d = files.len() == 1 && n > 1;
+        if files.len() != n && !one_4d {
             return Err(Error::config(
                 "input",
                 format!(
-                    "{} files given; the model takes {} modalities in this order: {}",
+                    "{} files given; the model takes {n} modalities in this order: {}; give \
+                     one file per modality, or one 4D file holding them in that order",
                     files.len(),
-                    self.card.modalities.len(),
                     self.card.modalities.join(", ")
                 ),
             ));
@@ -320,13 +324,15 @@ impl<B: Backend> Predictor<B> {
             label_spec: self.card.label_spec.clone(),
             cases: vec![CaseFiles {
                 id,
-                images: files
+                images: self
+                    .card
+                    .modalities
                     .iter()
-                    .zip(&self.card.modalities)
-                    .map(|(p, m)| ImageFile {
+                    .enumerate()
+                    .map(|(i, m)| ImageFile {
                         modality: m.clone(),
-                        path: p.clone(),
-                        channel: None,
+                        path: files[if one_4d { 0 } else { i }].clone(),
+                        channel: one_4d.then_some(i),
                     })
                     .collect(),
                 label: None,
