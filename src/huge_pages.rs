@@ -7,8 +7,11 @@
 //! "always" in /sys/kernel/mm/transparent_hugepage/enabled); elsewhere it is a no-op.
 use std::alloc::{GlobalAlloc, Layout, System};
 
-/// Blocks of at least this many bytes are advised.
-const ADVISE_FROM: usize = 4 << 20;
+/// Blocks of at least this many bytes are advised: above glibc's largest mmap threshold
+/// (32 MiB on 64-bit), where it maps every block on its own, so the advice covers whole
+/// private mappings and never splits the heap's (smaller blocks are reused from the heap
+/// and seldom fault anyway).
+const ADVISE_FROM: usize = (32 << 20) + 1;
 
 pub struct HugePageAlloc;
 
