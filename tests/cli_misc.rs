@@ -1,9 +1,9 @@
 //! The command line's small promises: a closed stdout, output folders that are not
 //! silently mixed, a cache that notices changed sources, and error messages that name the
 //! problem in the user's terms.
-use std::io::{BufRead, BufReader};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -38,6 +38,24 @@ fn voxseg<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String, String) {
     )
 }
 
+/// Every file under `dir` (relative path -> bytes), to show a folder is untouched.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                files.insert(path.strip_prefix(dir).unwrap().to_path_buf(), bytes);
+            }
+        }
+    }
+    files
+}
+
 fn sorted_entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -64,7 +82,9 @@ fn t1_files(data: &Path) -> Vec<PathBuf> {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_closed_stdout_ends_inspect_quietly_and_synth_still_writes_everything() {
+    use std::io::{BufRead, BufReader};
     use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
     let dir = temp_dir("pipe");
     let data = dir.join("data");
     synth(&data, 2, SynthLayout::Brats2021);
@@ -106,7 +126,7 @@ fn a_closed_stdout_ends_inspect_quietly_and_synth_still_writes_everything() {
         out.status.success() && !stderr.contains("panicked"),
         "{stderr}"
     );
-    assert_eq!(sorted_entries(&more).len(), 3);
+    assert_eq!(sorted_entries(&more).len(), 4, "three cases and the marker");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -146,7 +166,11 @@ fn synth_refuses_a_non_empty_out_and_force_replaces_only_a_dataset() {
     assert!(ok, "{err}");
     assert_eq!(
         sorted_entries(&data),
-        ["SynthBraTS2021_00000", "SynthBraTS2021_00001"]
+        [
+            ".voxseg-synth",
+            "SynthBraTS2021_00000",
+            "SynthBraTS2021_00001"
+        ]
     );
 
     // BraTS over MSD with --force: the MSD files go, nothing is mixed.
@@ -163,7 +187,10 @@ fn synth_refuses_a_non_empty_out_and_force_replaces_only_a_dataset() {
         "--force",
     ]);
     assert!(ok, "{err}");
-    assert_eq!(sorted_entries(&msd), ["SynthBraTS2021_00000"]);
+    assert_eq!(
+        sorted_entries(&msd),
+        [".voxseg-synth", "SynthBraTS2021_00000"]
+    );
 
     // Anything that is not part of a dataset is never deleted, even with --force.
     std::fs::write(data.join("notes.txt"), b"mine").unwrap();
@@ -181,7 +208,7 @@ fn synth_refuses_a_non_empty_out_and_force_replaces_only_a_dataset() {
         !ok && err.contains("notes.txt is not part of a dataset"),
         "{err}"
     );
-    assert_eq!(sorted_entries(&data).len(), 3);
+    assert_eq!(sorted_entries(&data).len(), 4);
 
     let file = dir.join("afile");
     std::fs::write(&file, b"").unwrap();
@@ -190,6 +217,46 @@ fn synth_refuses_a_non_empty_out_and_force_replaces_only_a_dataset() {
         !ok && err.contains("afile is a file, not a folder"),
         "{err}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn synth_force(out: &Path, extra: &[&str]) -> (bool, String) {
+    let mut args = vec!["synth", "--force", "--out"];
+    args.push(out.to_str().unwrap());
+    args.extend_from_slice(extra);
+    let (ok, _, err) = voxseg(&args);
+    (ok, err)
+}
+
+#[test]
+fn synth_force_replaces_only_its_own_datasets_and_only_after_the_checks() {
+    let dir = temp_dir("synth-own");
+    // Hand-made datasets (synth's files without its marker), as a real BraTS or MSD folder.
+    for layout in [SynthLayout::Brats2021, SynthLayout::Msd] {
+        let real = dir.join(format!("{layout:?}"));
+        synth(&real, 2, layout);
+        // (Ignoring a missing marker keeps the test meaningful on a build that writes none.)
+        let _ = std::fs::remove_file(real.join(".voxseg-synth"));
+        let before = snapshot(&real);
+        let (ok, err) = synth_force(&real, &["--size", "16", "--cases", "1"]);
+        assert!(
+            !ok && err.contains("is not a dataset written by `voxseg synth`"),
+            "{err}"
+        );
+        assert_eq!(snapshot(&real), before, "{layout:?} was modified");
+    }
+    // Bad options are refused before the old dataset is touched.
+    let own = dir.join("own");
+    synth(&own, 2, SynthLayout::Msd);
+    let before = snapshot(&own);
+    for (bad, says) in [
+        (["--cases", "0", "--size", "16"], "invalid cases"),
+        (["--cases", "1", "--size", "4"], "invalid size"),
+    ] {
+        let (ok, err) = synth_force(&own, &bad);
+        assert!(!ok && err.contains(says), "{err}");
+        assert_eq!(snapshot(&own), before, "{bad:?} deleted the dataset");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -209,50 +276,132 @@ fn preprocessed(dir: &Path) -> (PathBuf, PathBuf) {
     (data, cache)
 }
 
+fn preprocess(data: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
+    let mut args = vec!["preprocess", "--data", data.to_str().unwrap()];
+    args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    let (ok, _, err) = voxseg(&args);
+    (ok, err)
+}
+
 #[test]
 fn preprocess_refuses_a_non_empty_out_unless_forced() {
     let dir = temp_dir("preprocess");
     let (data, cache) = preprocessed(&dir);
-    let before = sorted_entries(&data);
-    for out in [&data, &cache] {
-        let (ok, _, err) = voxseg(&[
-            "preprocess",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert!(
-            !ok && err.contains("is not empty") && err.contains("--force"),
-            "{err}"
-        );
-    }
-    assert_eq!(
-        sorted_entries(&data),
-        before,
-        "the dataset was written into"
+    let (ok, err) = preprocess(&data, &cache, &[]);
+    assert!(
+        !ok && err.contains("is not empty") && err.contains("--force"),
+        "{err}"
     );
-    let (ok, _, err) = voxseg(&[
-        "preprocess",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        cache.to_str().unwrap(),
-        "--force",
-    ]);
+    let (ok, err) = preprocess(&data, &cache, &["--force"]);
     assert!(ok, "{err}");
     let file = dir.join("afile");
     std::fs::write(&file, b"").unwrap();
-    let (ok, _, err) = voxseg(&[
-        "preprocess",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        file.to_str().unwrap(),
-    ]);
+    let (ok, err) = preprocess(&data, &file, &[]);
     assert!(
         !ok && err.contains("afile is a file, not a folder"),
         "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn preprocess_force_never_writes_into_the_data_nor_replaces_what_is_not_a_complete_cache() {
+    let dir = temp_dir("preprocess-force");
+    let (data, cache) = preprocessed(&dir);
+    let data_before = snapshot(&data);
+    for (out, says) in [
+        (data.clone(), "is the same folder as --data"),
+        (data.join("SynthBraTS2021_00000"), "is inside --data"),
+        (data.join("cache"), "is inside --data"),
+    ] {
+        let (ok, err) = preprocess(&data, &out, &["--force"]);
+        assert!(!ok && err.contains(says), "{}: {err}", out.display());
+    }
+    assert_eq!(snapshot(&data), data_before, "the dataset was written into");
+
+    // A bad modality, then a case that fails to load halfway: the old cache stays whole.
+    let cache_before = snapshot(&cache);
+    let (ok, err) = preprocess(&data, &cache, &["--force", "--modalities", "t1,pd"]);
+    assert!(!ok && err.contains("pd"), "{err}");
+    let last = t1_files(&data).pop().unwrap();
+    let bytes = std::fs::read(&last).unwrap();
+    std::fs::write(&last, &bytes[..bytes.len() / 2]).unwrap();
+    let (ok, err) = preprocess(&data, &cache, &["--force"]);
+    assert!(
+        !ok && err.contains("SynthBraTS2021_00002_t1.nii.gz"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&cache), cache_before, "the old cache was changed");
+    assert_eq!(
+        sorted_entries(&dir),
+        ["cache", "data"],
+        "a temporary folder was left"
+    );
+
+    // A folder that is not a cache is never emptied, even when it has a modalities.json.
+    let other = dir.join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("modalities.json"), b"[\"t1\"]").unwrap();
+    std::fs::write(other.join("cache.json"), b"{\"not\": \"a cache\"}").unwrap();
+    let other_before = snapshot(&other);
+    let (ok, err) = preprocess(&data, &other, &["--force"]);
+    assert!(!ok && err.contains("is not a voxseg cache"), "{err}");
+    assert_eq!(snapshot(&other), other_before);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn predict_refuses_an_out_inside_the_data_before_writing_anything() {
+    let dir = temp_dir("predict-out");
+    let data = dir.join("msd");
+    synth(&data, 2, SynthLayout::Msd);
+    let before = snapshot(&data);
+    let (ok, _, err) = voxseg(&[
+        "predict",
+        "--model",
+        dir.join("no-run").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        data.join("labelsTr").to_str().unwrap(),
+        "--force",
+        "--device",
+        "cpu",
+    ]);
+    assert!(!ok && err.contains("labelsTr is inside --data"), "{err}");
+    assert_eq!(snapshot(&data), before);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn check_replace_nan_accepts_cases_that_training_with_it_accepts() {
+    use voxseg::data::nifti::{write_nifti, NiftiFile, VoxelData};
+    let dir = temp_dir("check-nan");
+    let data = dir.join("data");
+    write_dataset(&SynthOptions {
+        out: data.clone(),
+        cases: 2,
+        size: [16, 16, 16],
+        seed: 1,
+        layout: SynthLayout::Brats2021,
+        storage: SynthStorage::Float32,
+    })
+    .unwrap();
+    let image = t1_files(&data).remove(0);
+    let file = NiftiFile::open(&image).unwrap();
+    let mut voxels = file.channel(0).unwrap();
+    voxels[3] = f32::NAN;
+    let header = file.header().clone();
+    write_nifti(&image, &header, 1, VoxelData::Float32(&voxels), (1.0, 0.0)).unwrap();
+    let (ok, _, err) = voxseg(&["check", "--data", data.to_str().unwrap()]);
+    assert!(!ok && err.contains("1 case(s) would be refused"), "{err}");
+    let (ok, out, err) = voxseg(&["check", "--data", data.to_str().unwrap(), "--replace-nan"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains("replaced 1 NaN/Inf voxel(s) with 0")
+            && out.contains("2 case(s) checked: 2 readable, 0 with a problem"),
+        "{out}{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

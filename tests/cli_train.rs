@@ -376,9 +376,10 @@ fn ctrl_c_exits_130_and_the_resumed_epoch_has_one_row_over_all_its_steps() {
         line.clear();
         assert!(stderr.read_line(&mut line).unwrap() > 0, "no progress line");
     }
-    let pid = libc::pid_t::try_from(child.id()).unwrap();
-    // SAFETY: kill has no memory effects; pid is our own child, which has not been reaped.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    // Our own child, not yet reaped, so the pid is still its.
+    let pid = child.id().to_string();
+    let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(sent.success(), "kill -INT {pid}: {sent}");
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(130), "{stdout}");

@@ -150,8 +150,10 @@ fn loading_and_inspecting_never_modify_input_files() {
     synth(&tmp.0, 2, SynthLayout::Brats2021, SynthStorage::Int16);
     let snapshot = |root: &Path| -> BTreeMap<PathBuf, (Vec<u8>, SystemTime)> {
         let mut out = BTreeMap::new();
-        for case in std::fs::read_dir(root).unwrap() {
-            for f in std::fs::read_dir(case.unwrap().path()).unwrap() {
+        // The case folders (the root also holds synth's .voxseg-synth marker).
+        let cases = std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path());
+        for case in cases.filter(|p| p.is_dir()) {
+            for f in std::fs::read_dir(case).unwrap() {
                 let p = f.unwrap().path();
                 let meta = std::fs::metadata(&p).unwrap();
                 out.insert(

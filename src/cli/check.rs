@@ -1,5 +1,6 @@
 use clap::Args as ClapArgs;
 use std::path::PathBuf;
+use voxseg::data::case::NanPolicy;
 use voxseg::data::check::check_dataset;
 
 #[derive(ClapArgs)]
@@ -10,6 +11,9 @@ pub struct Args {
     /// Modalities to check, e.g. t1,t1ce,t2,flair (default: all the dataset has).
     #[arg(long, value_delimiter = ',')]
     modalities: Vec<String>,
+    /// Check as `train --replace-nan` reads: NaN/Inf voxels are then a warning, not a problem.
+    #[arg(long)]
+    replace_nan: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -23,13 +27,23 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .iter()
         .map(|&i| dataset.modalities[i].clone())
         .collect();
-    let check = check_dataset(&dataset, &channels);
+    let nan = if a.replace_nan {
+        NanPolicy::ReplaceWithZero
+    } else {
+        NanPolicy::Error
+    };
+    let check = check_dataset(&dataset, &channels, nan);
     say!("{}", check.report(&dataset, &names));
     if check.problems() > 0 {
         anyhow::bail!(
-            "{}: {} case(s) would be refused by training or prediction",
+            "{}: {} case(s) would be refused by training or prediction{}",
             a.data.display(),
-            check.problems()
+            check.problems(),
+            if a.replace_nan {
+                " with --replace-nan"
+            } else {
+                ""
+            }
         );
     }
     Ok(())

@@ -1,4 +1,3 @@
-use anyhow::Context;
 use clap::Args as ClapArgs;
 use std::path::PathBuf;
 use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
@@ -45,22 +44,25 @@ pub struct SynthArgs {
     /// int16 or float32.
     #[arg(long, default_value = "int16")]
     storage: SynthStorage,
-    /// Replace the dataset in a non-empty --out (its dataset.json and folders of NIfTI
-    /// files); anything else there is still refused.
+    /// Replace the dataset in a non-empty --out, only one that `voxseg synth` wrote (it
+    /// holds a .voxseg-synth file): its dataset.json and folders of NIfTI files; anything
+    /// else there is still refused.
     #[arg(long)]
     force: bool,
 }
 
 pub fn synth(a: SynthArgs) -> anyhow::Result<()> {
-    voxseg::data::synth::make_room(&a.out, a.force)?;
-    write_dataset(&SynthOptions {
+    let opts = SynthOptions {
         out: a.out.clone(),
         cases: a.cases,
         size: a.size,
         seed: a.seed,
         layout: a.layout,
         storage: a.storage,
-    })?;
+    };
+    opts.validate()?;
+    voxseg::data::synth::make_room(&a.out, a.force)?;
+    write_dataset(&opts)?;
     say!("wrote {} cases to {}", a.cases, a.out.display());
     Ok(())
 }
@@ -83,7 +85,8 @@ pub struct PreprocessArgs {
     /// Replace NaN/Inf voxels with 0 instead of refusing the case.
     #[arg(long)]
     replace_nan: bool,
-    /// Write into a non-empty --out, replacing a cache already there.
+    /// Replace the cache in a non-empty --out (only a folder holding a voxseg cache and
+    /// nothing else); the new cache is built beside it and swapped in once complete.
     #[arg(long)]
     force: bool,
 }
@@ -104,7 +107,7 @@ pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
         );
     }
     let dataset = voxseg::data::layout::detect(&a.data)?;
-    voxseg::data::cache::make_room(&a.out, a.force)?;
+    voxseg::data::out_dir::refuse_inside("--out", &a.out, "--data", &a.data)?;
     let wanted = match (&config, a.modalities.is_empty()) {
         (Some(c), true) => c.modalities.clone(),
         _ => a.modalities.clone(),
@@ -120,19 +123,22 @@ pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
         NanPolicy::Error
     };
     let spec = config.map_or_else(PreprocessSpec::default, |c| c.preprocess);
+    let names: Vec<&String> = channels.iter().map(|&i| &dataset.modalities[i]).collect();
     let cases = dataset.cases.iter().map(|c| {
         // Fingerprinted before reading: a file changed meanwhile then fails the check later.
         let sources = voxseg::data::cache::case_sources(c, &channels)?;
         let (case, _) = load_case(&dataset, c, &channels, nan)?;
         Ok((preprocess(&case, &spec)?, sources))
     });
-    let ids = voxseg::data::cache::write_cache(cases, &spec, &a.out)
-        .with_context(|| format!("writing the cache {}", a.out.display()))?;
-    let names: Vec<&String> = channels.iter().map(|&i| &dataset.modalities[i]).collect();
-    voxseg::atomic::write_bytes(
-        &a.out.join(voxseg::train::run::CACHE_MODALITIES),
-        serde_json::to_string(&names)?.as_bytes(),
-    )?;
+    let ids = voxseg::data::cache::replace_cache(&a.out, a.force, |dir| {
+        let ids = voxseg::data::cache::write_cache(cases, &spec, dir)?;
+        let names = serde_json::to_string(&names).expect("strings serialise");
+        voxseg::atomic::write_bytes(
+            &dir.join(voxseg::train::run::CACHE_MODALITIES),
+            names.as_bytes(),
+        )?;
+        Ok(ids)
+    })?;
     say!("cached {} cases in {}", ids.len(), a.out.display());
     Ok(())
 }

@@ -75,6 +75,10 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
     if a.out.exists() && !a.out.is_dir() {
         anyhow::bail!("--out {} is a file, not a folder", a.out.display());
     }
+    if let Some(data) = &a.data {
+        // MSD predictions are named like the label files of labelsTr: never write among them.
+        voxseg::data::out_dir::refuse_inside("--out", &a.out, "--data", data)?;
+    }
     let mut predictor = Predictor::open(backend, &a.model[0], &a.checkpoint)?;
     for run in &a.model[1..] {
         predictor.add_model(run, &a.checkpoint)?;

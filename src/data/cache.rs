@@ -138,50 +138,141 @@ fn check_sources(index_path: &Path, index: &CacheIndex) -> Result<()> {
     Ok(())
 }
 
-/// Gets `dir` ready for `write_cache`: a missing or empty folder is used as it is; a
-/// non-empty one is refused unless `force`, and then a cache in it is removed first (its
-/// index, modality list and the files of the cases it lists), so an interrupted rewrite
-/// never leaves an old index over new case files. Other files in `dir` are left alone.
-pub fn make_room(dir: &Path, force: bool) -> Result<()> {
-    let names = super::out_dir::entries("--out", dir)?;
+/// Builds a cache for the folder `out` with `build` (which writes into the folder it is
+/// given) beside it, and only once `build` succeeded puts it in place, by renames: a
+/// failing case or an interrupted run leaves `out` as it was. A missing or empty `out` is
+/// used as it is; a non-empty one is refused unless `force`, and even then it must hold a
+/// cache and nothing else (a `cache.json` that reads as a cache index, the modality list
+/// and the files of the cases it lists): no other folder is ever replaced.
+pub fn replace_cache<T>(
+    out: &Path,
+    force: bool,
+    build: impl FnOnce(&Path) -> Result<T>,
+) -> Result<T> {
+    old_cache_files(out, force)?;
+    let (parent, name) = parent_and_name(out)?;
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+    let pid = std::process::id();
+    let fresh = parent.join(format!(".{name}.new-{pid}"));
+    std::fs::create_dir(&fresh)
+        .map_err(|e| Error::io(format!("creating {}", fresh.display()), e))?;
+    let built = build(&fresh).and_then(|value| {
+        // Checked again: the folder may have changed while the cache was built.
+        let old = old_cache_files(out, force)?;
+        swap_in(
+            &fresh,
+            &parent.join(&name),
+            &parent.join(format!(".{name}.old-{pid}")),
+            old,
+        )?;
+        Ok(value)
+    });
+    if built.is_err() {
+        // Only this process's own temporary folder, which holds nothing but what it wrote.
+        let _ = std::fs::remove_dir_all(&fresh);
+    }
+    built
+}
+
+/// `out`'s parent folder and name, with links and `.`/`..` resolved where `out` exists, so
+/// the temporary folders are its siblings on the same file system.
+fn parent_and_name(out: &Path) -> Result<(PathBuf, String)> {
+    let resolved = match std::fs::canonicalize(out) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::path::absolute(out)
+            .map_err(|e| Error::io(format!("resolving {}", out.display()), e))?,
+        Err(e) => return Err(Error::io(format!("resolving {}", out.display()), e)),
+    };
+    match (resolved.parent(), resolved.file_name()) {
+        (Some(parent), Some(name)) => {
+            Ok((parent.to_path_buf(), name.to_string_lossy().into_owned()))
+        }
+        _ => Err(Error::config(
+            "--out",
+            format!("{}: name a folder (not / or ..)", out.display()),
+        )),
+    }
+}
+
+/// Moves the finished cache `fresh` to `out`, moving an old cache (its `files`) aside to
+/// `aside` first and deleting those files only after the new one is in place.
+fn swap_in(fresh: &Path, out: &Path, aside: &Path, old: Option<Vec<String>>) -> Result<()> {
+    let rename = |from: &Path, to: &Path| {
+        std::fs::rename(from, to)
+            .map_err(|e| Error::io(format!("moving {} to {}", from.display(), to.display()), e))
+    };
+    let Some(files) = old else {
+        // An empty folder (or none): remove_dir fails rather than delete anything else.
+        if out.exists() {
+            std::fs::remove_dir(out)
+                .map_err(|e| Error::io(format!("replacing {}", out.display()), e))?;
+        }
+        return rename(fresh, out);
+    };
+    rename(out, aside)?;
+    if let Err(e) = rename(fresh, out) {
+        let _ = std::fs::rename(aside, out);
+        return Err(e);
+    }
+    for name in files {
+        let f = aside.join(name);
+        std::fs::remove_file(&f).map_err(|e| Error::io(format!("removing {}", f.display()), e))?;
+    }
+    std::fs::remove_dir(aside).map_err(|e| Error::io(format!("removing {}", aside.display()), e))
+}
+
+/// What `replace_cache` would delete in `out`: None when it is missing or empty, else the
+/// names of the old cache's files, refusing when not `force` or when `out` holds anything
+/// but a cache.
+fn old_cache_files(out: &Path, force: bool) -> Result<Option<Vec<String>>> {
+    let names = super::out_dir::entries("--out", out)?;
     if names.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     if !force {
         return Err(super::out_dir::not_empty(
             "--out",
-            dir,
+            out,
             &names,
             "the cache in it",
         ));
     }
-    let index = dir.join(INDEX_FILE);
-    let listed: Vec<String> = std::fs::read(&index)
+    let only_a_cache = "--force replaces only a cache made by `voxseg preprocess`: move it \
+                        away or choose another --out";
+    let index_path = out.join(INDEX_FILE);
+    let index = std::fs::read(&index_path)
         .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .and_then(|v| {
-            v.get("cases")?.as_array().map(|ids| {
-                ids.iter()
-                    .filter_map(|id| id.as_str().map(str::to_string))
-                    .collect()
-            })
-        })
-        .unwrap_or_default();
-    let mut files = vec![index, dir.join(crate::train::run::CACHE_MODALITIES)];
-    for id in listed.iter().filter(|id| check_id(id).is_ok()) {
+        .and_then(|bytes| serde_json::from_slice::<CacheIndex>(&bytes).ok())
+        .ok_or_else(|| {
+            Error::config(
+                "--out",
+                format!(
+                    "{} is not a voxseg cache (it has no {INDEX_FILE} that reads as one); {only_a_cache}",
+                    out.display()
+                ),
+            )
+        })?;
+    let mut owned = vec![
+        INDEX_FILE.to_string(),
+        crate::train::run::CACHE_MODALITIES.into(),
+    ];
+    for id in index.cases.iter().filter(|id| check_id(id).is_ok()) {
         for suffix in ["image.f32", "label.u8", "fg.u32", "json"] {
-            files.push(case_path(dir, id, suffix));
+            owned.push(format!("{id}.{suffix}"));
         }
     }
-    for f in files {
-        match std::fs::remove_file(&f) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::io(format!("removing {}", f.display()), e))
-            }
-            _ => {}
-        }
+    if let Some(other) = names.iter().find(|n| !owned.contains(n)) {
+        return Err(Error::config(
+            "--out",
+            format!(
+                "{} is not part of the cache in {}; {only_a_cache}",
+                out.join(other).display(),
+                out.display()
+            ),
+        ));
     }
-    Ok(())
+    Ok(Some(names))
 }
 
 /// A case id becomes part of file names: no separators, no leading dot, not empty.
@@ -582,20 +673,81 @@ mod tests {
     }
 
     #[test]
-    fn make_room_needs_force_and_then_removes_only_the_old_cache() {
+    fn replace_cache_needs_force_keeps_the_old_cache_on_failure_and_replaces_only_a_cache() {
         let dir = temp_dir("room");
-        make_room(&dir, false).unwrap();
-        let case = phantom_case("c0", [6, 5, 4], 1, 3);
-        write_cache([Ok((case, vec![]))], &PreprocessSpec::default(), &dir).unwrap();
-        std::fs::write(dir.join("notes.txt"), b"mine").unwrap();
-        let err = make_room(&dir, false).unwrap_err().to_string();
+        let cache = dir.join("cache");
+        let spec = PreprocessSpec::default();
+        let write = |ids: &[&str]| {
+            let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+            move |d: &Path| {
+                let cases = ids
+                    .iter()
+                    .map(|id| Ok((phantom_case(id, [6, 5, 4], 1, 3), vec![])));
+                write_cache(cases, &PreprocessSpec::default(), d)
+            }
+        };
+        replace_cache(&cache, false, write(&["c0", "c1"])).unwrap();
+        let err = replace_cache(&cache, false, write(&["c2"]))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("not empty") && err.contains("--force"),
             "{err}"
         );
-        make_room(&dir, true).unwrap();
-        let left = crate::data::out_dir::entries("--out", &dir).unwrap();
-        assert_eq!(left, ["notes.txt"]);
+
+        // A build that fails leaves the old cache whole and no temporary folder behind.
+        let failed = replace_cache(&cache, true, |d| {
+            write_cache(
+                [Ok((phantom_case("c9", [6, 5, 4], 1, 3), vec![]))],
+                &spec,
+                d,
+            )?;
+            Err::<(), _>(Error::data("c10", "unreadable"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(open_cache(&cache).unwrap().1.len(), 2);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+
+        replace_cache(&cache, true, write(&["c2"])).unwrap();
+        let ids: Vec<String> = open_cache(&cache)
+            .unwrap()
+            .1
+            .iter()
+            .map(|c| c.sidecar().id.clone())
+            .collect();
+        assert_eq!(ids, ["c2"]);
+        let left = crate::data::out_dir::entries("--out", &cache).unwrap();
+        assert_eq!(
+            left,
+            [
+                "c2.fg.u32",
+                "c2.image.f32",
+                "c2.json",
+                "c2.label.u8",
+                "cache.json"
+            ]
+        );
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+
+        // Anything that is not the cache's own is never deleted, nor a folder without one.
+        std::fs::write(cache.join("notes.txt"), b"mine").unwrap();
+        let err = replace_cache(&cache, true, write(&["c3"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("notes.txt is not part of the cache"), "{err}");
+        std::fs::remove_file(cache.join(INDEX_FILE)).unwrap();
+        std::fs::remove_file(cache.join("notes.txt")).unwrap();
+        let err = replace_cache(&cache, true, write(&["c3"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not a voxseg cache"), "{err}");
+        assert_eq!(
+            crate::data::out_dir::entries("--out", &cache)
+                .unwrap()
+                .len(),
+            4
+        );
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

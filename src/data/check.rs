@@ -87,10 +87,12 @@ impl DatasetCheck {
 }
 
 /// Reads every case (labelled and unlabelled) with the modalities `modalities` (indices into
-/// `dataset.modalities`), as training and prediction read them: NaN or infinite voxels,
-/// unreadable files, shape and affine mismatches and label values outside the layout's
-/// convention are problems; an empty label map or an image that is constant is a warning.
-pub fn check_dataset(dataset: &Dataset, modalities: &[usize]) -> DatasetCheck {
+/// `dataset.modalities`), as training and prediction read them with the NaN policy `nan`:
+/// unreadable files, shape and affine mismatches, label values outside the layout's
+/// convention and (with `NanPolicy::Error`) NaN or infinite voxels are problems; an empty
+/// label map or an image that is constant is a warning. With `NanPolicy::ReplaceWithZero`
+/// the loader warns of replaced voxels on stderr, as it does in training.
+pub fn check_dataset(dataset: &Dataset, modalities: &[usize], nan: NanPolicy) -> DatasetCheck {
     let all: Vec<_> = dataset.cases.iter().chain(&dataset.test_cases).collect();
     let cases = all
         .par_iter()
@@ -103,7 +105,7 @@ pub fn check_dataset(dataset: &Dataset, modalities: &[usize]) -> DatasetCheck {
                 problem: None,
                 warnings: Vec::new(),
             };
-            match load_case(dataset, files, modalities, NanPolicy::Error) {
+            match load_case(dataset, files, modalities, nan) {
                 Err(e) => check.problem = Some(e.to_string()),
                 Ok((case, _)) => {
                     check.dims = Some(case.dims());
@@ -154,7 +156,7 @@ mod tests {
         .unwrap();
         let dataset = detect(&dir).unwrap();
         let modalities = dataset.all_modalities();
-        let clean = check_dataset(&dataset, &modalities);
+        let clean = check_dataset(&dataset, &modalities, NanPolicy::Error);
         assert_eq!(clean.cases.len(), 4);
         assert_eq!(clean.problems(), 0);
         assert!(clean.cases.iter().all(|c| c.dims == Some([16, 16, 16])));
@@ -171,10 +173,14 @@ mod tests {
         std::fs::write(&image, &bytes[..bytes.len() / 2]).unwrap();
         write_label_map(&label_of(3), &grid(3), &vec![0u8; 16 * 16 * 16]).unwrap();
 
-        let checked = check_dataset(&dataset, &modalities);
+        let checked = check_dataset(&dataset, &modalities, NanPolicy::Error);
         assert_eq!(checked.problems(), 2, "{:?}", checked.cases);
         let problem = |i: usize| checked.cases[i].problem.clone().unwrap_or_default();
-        assert!(problem(1).contains('3'), "{}", problem(1));
+        assert!(
+            problem(1).contains("label value 3 at (x=5, y=0, z=0)"),
+            "{}",
+            problem(1)
+        );
         assert!(problem(2).contains(&dataset.cases[2].id), "{}", problem(2));
         assert!(checked.cases[0].problem.is_none() && checked.cases[3].problem.is_none());
         assert_eq!(
@@ -188,6 +194,38 @@ mod tests {
             "{report}"
         );
         assert_eq!(report.matches("problem: ").count(), 2, "{report}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn nan_voxels_are_a_problem_unless_replaced_as_train_replace_nan_does() {
+        use crate::data::nifti::{write_nifti, VoxelData};
+        let dir = std::env::temp_dir().join(format!("voxseg-check-nan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        write_dataset(&SynthOptions {
+            out: dir.clone(),
+            cases: 2,
+            size: [16, 16, 16],
+            seed: 2,
+            layout: SynthLayout::Brats2021,
+            storage: SynthStorage::Float32,
+        })
+        .unwrap();
+        let dataset = detect(&dir).unwrap();
+        let image = dataset.cases[1].images[0].path.clone();
+        let file = NiftiFile::open(&image).unwrap();
+        let mut voxels = file.channel(0).unwrap();
+        voxels[7] = f32::NAN;
+        let header = file.header().clone();
+        write_nifti(&image, &header, 1, VoxelData::Float32(&voxels), (1.0, 0.0)).unwrap();
+        let modalities = dataset.all_modalities();
+        let strict = check_dataset(&dataset, &modalities, NanPolicy::Error);
+        assert_eq!(strict.problems(), 1, "{:?}", strict.cases);
+        let problem = strict.cases[1].problem.clone().unwrap();
+        assert!(problem.contains("1 NaN/Inf voxel(s)"), "{problem}");
+        let replaced = check_dataset(&dataset, &modalities, NanPolicy::ReplaceWithZero);
+        assert_eq!(replaced.problems(), 0, "{:?}", replaced.cases);
+        assert_eq!(replaced.cases[1].dims, Some([16, 16, 16]));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -452,11 +452,16 @@ fn create_dir(path: &Path) -> Result<()> {
     std::fs::create_dir_all(path).map_err(|e| Error::io(format!("creating {}", path.display()), e))
 }
 
+/// The file `write_dataset` puts at the root of every dataset it writes, before any case:
+/// `make_room` replaces only a folder that has it, so a real dataset is never deleted.
+pub const SYNTH_MARKER: &str = ".voxseg-synth";
+
 /// Gets `out` ready for `write_dataset`: a missing or empty folder is used as it is; a
-/// non-empty one is refused unless `force`, and then only a dataset is replaced: its
-/// `dataset.json` and folders holding nothing but NIfTI files (case folders, `imagesTr`,
-/// `labelsTr`, ...) are removed, so the new dataset is never mixed with the old one. Any
-/// other entry is refused even with `force`: nothing but an old dataset is ever deleted.
+/// non-empty one is refused unless `force`, and then only a dataset that `write_dataset`
+/// wrote (it holds `SYNTH_MARKER`) is replaced: its `dataset.json` and folders holding
+/// nothing but NIfTI files (case folders, `imagesTr`, `labelsTr`) are removed, the marker
+/// last, so the new dataset is never mixed with the old one. Any other entry is refused
+/// even with `force`: nothing but what synth writes is ever deleted.
 pub fn make_room(out: &Path, force: bool) -> Result<()> {
     let names = super::out_dir::entries("--out", out)?;
     if names.is_empty() {
@@ -470,8 +475,12 @@ pub fn make_room(out: &Path, force: bool) -> Result<()> {
             "the dataset in it",
         ));
     }
+    let marker = out.join(SYNTH_MARKER);
+    if !is_marker(&marker)? {
+        return Err(not_synth(out));
+    }
     let mut removals = Vec::new();
-    for name in &names {
+    for name in names.iter().filter(|&n| n != SYNTH_MARKER) {
         let path = out.join(name);
         let part = dataset_part(&path)?.ok_or_else(|| {
             Error::config(
@@ -496,7 +505,27 @@ pub fn make_room(out: &Path, force: bool) -> Result<()> {
             }
         }
     }
-    Ok(())
+    remove(&marker, |p| std::fs::remove_file(p))
+}
+
+/// Whether `path` is a plain file (a marker), not a link or a folder.
+fn is_marker(path: &Path) -> Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => Ok(meta.is_file()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+fn not_synth(out: &Path) -> Error {
+    Error::config(
+        "--out",
+        format!(
+            "{} is not a dataset written by `voxseg synth` (it has no {SYNTH_MARKER}), so \
+             --force does not replace it: move it away or choose another --out",
+            out.display()
+        ),
+    )
 }
 
 fn remove(path: &Path, how: fn(&Path) -> std::io::Result<()>) -> Result<()> {
@@ -536,18 +565,37 @@ fn dataset_part(path: &Path) -> Result<Option<DatasetPart>> {
     Ok(Some(DatasetPart::Folder(files)))
 }
 
-/// Writes a synthetic dataset in the chosen layout (see `SynthLayout`).
-pub fn write_dataset(opts: &SynthOptions) -> Result<()> {
-    if opts.cases == 0 {
-        return Err(Error::config("cases", "must be at least 1"));
+impl SynthOptions {
+    /// Checks the options without touching the disk, so a caller can refuse bad ones
+    /// before `make_room` deletes anything.
+    pub fn validate(&self) -> Result<()> {
+        if self.cases == 0 {
+            return Err(Error::config("cases", "must be at least 1"));
+        }
+        if self.size.iter().any(|&s| !(8..=512).contains(&s)) {
+            return Err(Error::config(
+                "size",
+                format!("{:?}: each size must be in 8..=512", self.size),
+            ));
+        }
+        Ok(())
     }
-    if opts.size.iter().any(|&s| !(8..=512).contains(&s)) {
-        return Err(Error::config(
-            "size",
-            format!("{:?}: each size must be in 8..=512", opts.size),
-        ));
+}
+
+/// Writes a synthetic dataset in the chosen layout (see `SynthLayout`) into `opts.out`,
+/// which must be missing, empty or an earlier synthetic dataset (`make_room` empties one),
+/// so the marker never lands in a folder of someone else's files.
+pub fn write_dataset(opts: &SynthOptions) -> Result<()> {
+    opts.validate()?;
+    let names = super::out_dir::entries("--out", &opts.out)?;
+    if !names.is_empty() && !is_marker(&opts.out.join(SYNTH_MARKER))? {
+        return Err(not_synth(&opts.out));
     }
     create_dir(&opts.out)?;
+    crate::atomic::write_bytes(
+        &opts.out.join(SYNTH_MARKER),
+        b"written by voxseg synth; `voxseg synth --force` may replace this folder\n",
+    )?;
     if opts.layout == SynthLayout::Msd {
         create_dir(&opts.out.join("imagesTr"))?;
         create_dir(&opts.out.join("labelsTr"))?;
