@@ -489,3 +489,85 @@ fn bad_out_subset_and_split_are_refused_before_scoring() {
     assert!(ok, "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn predictions_of_unlabelled_test_cases_are_left_out_with_a_warning() {
+    let dir = temp_dir("unlabelled");
+    let data = synth(&dir, SynthLayout::Msd, 3);
+    let cases = labelled(&data);
+    // The last case becomes an unlabelled test case, as MSD lists imagesTs.
+    let json_path = data.join("dataset.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let test_entry = json["training"].as_array_mut().unwrap().pop().unwrap();
+    json["test"] = serde_json::json!([test_entry["image"]]);
+    std::fs::write(&json_path, json.to_string()).unwrap();
+    let pred = dir.join("pred");
+    std::fs::create_dir_all(&pred).unwrap();
+    // What `predict --split test` writes: every case's prediction, the test case's too.
+    for (id, label) in &cases {
+        std::fs::copy(label, pred.join(format!("{id}.nii.gz"))).unwrap();
+    }
+    let out = dir.join("scores.json");
+    let (ok, _, stderr) = voxseg(&[
+        &"evaluate",
+        &"--pred",
+        &pred,
+        &"--truth",
+        &data,
+        &"--out",
+        &out,
+    ]);
+    assert!(ok, "{stderr}");
+    let test_id = &cases[2].0;
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "warning: 1 predictions in {} are of cases {} lists as unlabelled test cases ({test_id})",
+            pred.display(),
+            data.display()
+        )),
+        "{stderr}"
+    );
+    let report: EvalReport = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let scored: Vec<&str> = report.cases.iter().map(|c| c.case.as_str()).collect();
+    assert_eq!(scored, [cases[0].0.as_str(), cases[1].0.as_str()]);
+    assert!(report.missing.is_empty());
+
+    // A prediction of a case the dataset does not list at all is still an error.
+    std::fs::copy(&cases[0].1, pred.join("stranger.nii.gz")).unwrap();
+    let (ok, _, stderr) = voxseg(&[&"evaluate", &"--pred", &pred, &"--truth", &data]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("stranger") && stderr.contains("no reference label"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_broken_dataset_reports_why_not_that_it_is_no_dataset() {
+    let dir = temp_dir("broken");
+    let data = synth(&dir, SynthLayout::Msd, 2);
+    let pred = dir.join("pred");
+    std::fs::create_dir_all(&pred).unwrap();
+    for (id, label) in labelled(&data) {
+        std::fs::copy(label, pred.join(format!("{id}.nii.gz"))).unwrap();
+    }
+    std::fs::write(data.join("dataset.json"), "{ not json").unwrap();
+    for labels in [None, Some("brats2021")] {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&"evaluate", &"--pred", &pred, &"--truth", &data];
+        if let Some(l) = &labels {
+            args.extend([&"--labels" as &dyn AsRef<std::ffi::OsStr>, l]);
+        }
+        let (ok, _, stderr) = voxseg(&args);
+        assert!(!ok);
+        assert!(
+            stderr.contains("dataset.json") && stderr.contains("invalid JSON"),
+            "{labels:?}: {stderr}"
+        );
+        assert!(!stderr.contains("not a dataset folder"), "{stderr}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

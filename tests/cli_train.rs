@@ -156,12 +156,41 @@ fn a_step_larger_than_memory_is_refused_before_allocating() {
     assert_refused(
         &r,
         &[
-            "batch 10000000, patch [16, 16, 16] need about",
+            "batch 10000000, patch [16, 16, 16] and widths",
             "GiB available",
             "lower --batch",
         ],
     );
     assert!(!out.exists(), "the refused run left files");
+    // Widths whose weight counts overflow 64-bit integers: refused, not a panic.
+    for model in ["unet", "fcn"] {
+        let r = voxseg_in(
+            &dir,
+            &[
+                "train",
+                "--data",
+                data.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--device",
+                "cpu",
+                "--model",
+                model,
+                "--features",
+                "10000000000",
+                "--patch",
+                "16",
+            ],
+        );
+        assert_refused(
+            &r,
+            &[
+                "widths 10000000000 to 10000000000 need about",
+                "lower --batch, --patch or --features",
+            ],
+        );
+        assert!(!out.exists(), "the refused run left files");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -312,6 +341,31 @@ fn resume_keeps_the_runs_settings_and_says_what_changed() {
         &["--lr 0.5 (the run has 0.001)"],
     );
     assert_refused(&resume(&["--time-limit=-1"]), &["time-limit", "positive"]);
+    // Each refusal names the flag (or config key) that sets the setting, readably.
+    let r = resume(&[
+        "--weight-decay",
+        "0.1",
+        "--fold",
+        "1",
+        "--no-deep-supervision",
+    ]);
+    assert_refused(
+        &r,
+        &[
+            "--weight-decay 0.1 (the run has 0",
+            "--fold 1 --folds 5 (the run has no folds)",
+            "--no-deep-supervision (the run has it on)",
+        ],
+    );
+    assert!(!r.stderr.contains("--optimizer"), "{}", r.stderr);
+    let preprocess = dir.join("preprocess.json");
+    std::fs::write(&preprocess, r#"{"preprocess": {"crop_to_nonzero": false}}"#).unwrap();
+    let r = resume(&["--config", preprocess.to_str().unwrap()]);
+    assert_refused(
+        &r,
+        &["the config's preprocess crop_to_nonzero false (the run has crop_to_nonzero true)"],
+    );
+    assert!(!r.stderr.contains("--preprocess"), "{}", r.stderr);
 
     // Unchanged settings may be repeated; resumable ones are applied and printed.
     let data = dir.join("data");
@@ -347,6 +401,16 @@ fn resume_keeps_the_runs_settings_and_says_what_changed() {
         r.stdout
     );
     assert_eq!(metrics(&out).len(), 2);
+    // Nothing is trained, so nothing is said to have changed.
+    let r = resume(&["--workers", "2"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stdout.contains("is already complete"), "{}", r.stdout);
+    assert!(
+        !r.stdout.contains("changed") && !r.stderr.contains("changed"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
     assert_refused(
         &resume(&["--epochs", "1"]),
         &["1 is below the 2 epochs", "--epochs 2"],
@@ -442,6 +506,18 @@ fn folds_and_split_files_choose_the_split() {
     let expected = Split::fold(&ids, SplitFractions::default(), 4, 3, 1).unwrap();
     assert_eq!(split_of(&run), serde_json::to_value(&expected).unwrap());
 
+    // --fold alone keeps the config's fold count.
+    let config = dir.join("three-folds.json");
+    std::fs::write(&config, r#"{"folds": {"count": 3, "index": 0}, "seed": 4}"#).unwrap();
+    let run = dir.join("fold1-config");
+    let mut args = train_args(d, run.to_str().unwrap(), &quick);
+    args.extend(["--config", config.to_str().unwrap(), "--fold", "1"]);
+    let r = voxseg_in(&dir, &args);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(split_of(&run), serde_json::to_value(&expected).unwrap());
+    let five = Split::fold(&ids, SplitFractions::default(), 4, 5, 1).unwrap();
+    assert_ne!(expected, five, "the fold count should matter on this data");
+
     let file = dir.join("my-split.json");
     let mine = serde_json::json!({
         "train": [&ids[0], &ids[1], &ids[2]],
@@ -467,6 +543,85 @@ fn folds_and_split_files_choose_the_split() {
         assert_eq!(r.code, Some(1), "{}", r.stderr);
         assert!(r.stderr.contains(message), "{}", r.stderr);
         assert!(!out.exists());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_new_run_writes_its_own_split_over_a_stale_one() {
+    use voxseg::data::split::{Split, SplitFractions};
+    let dir = temp_dir("stale-split");
+    let data = dataset(&dir, 24, 2);
+    let d = data.to_str().unwrap();
+    let ids: Vec<String> = (0..6).map(|i| format!("SynthBraTS2021_{i:05}")).collect();
+    let split_of = |run: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(run.join("split.json")).unwrap()).unwrap()
+    };
+    let by_seed = |seed: u64| {
+        serde_json::to_value(Split::by_fractions(&ids, SplitFractions::default(), seed).unwrap())
+            .unwrap()
+    };
+    assert!(by_seed(1) != by_seed(2) && by_seed(2) != by_seed(3));
+    let run = dir.join("run");
+    let o = run.to_str().unwrap();
+    let quick = ["--epochs", "1", "--iters-per-epoch", "1", "--patch", "16"];
+    for (seed, extra) in [("1", None), ("2", Some("--force"))] {
+        let mut args = train_args(d, o, &quick);
+        args.extend(["--seed", seed]);
+        args.extend(extra);
+        let r = voxseg_in(&dir, &args);
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+    }
+    assert_eq!(split_of(&run), by_seed(2));
+    // A split.json left without its run (an older voxseg wrote it first) is replaced too.
+    std::fs::remove_file(run.join("config.json")).unwrap();
+    let mut args = train_args(d, o, &quick);
+    args.extend(["--seed", "3"]);
+    let r = voxseg_in(&dir, &args);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(split_of(&run), by_seed(3));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn explicit_widths_win_over_planned_ones() {
+    let dir = temp_dir("widths");
+    let data = dataset(&dir, 24, 2);
+    let d = data.to_str().unwrap();
+    let quick = [
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--iters-per-epoch",
+        "1",
+        "--patch",
+        "16",
+        "--batch",
+        "1",
+        "--workers",
+        "1",
+    ];
+    // The CPU plan is 8 to 64: each explicit bound moves the other only as far as it must.
+    for (flags, widths) in [
+        (["--max-features", "4"], (4, 4)),
+        (["--features", "2"], (2, 64)),
+    ] {
+        let run = dir.join(flags[0].trim_start_matches('-'));
+        let mut args = vec!["train", "--data", d, "--out", run.to_str().unwrap()];
+        args.extend(quick);
+        args.extend(flags);
+        let r = voxseg_in(&dir, &args);
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        let model: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run.join("model.json")).unwrap()).unwrap();
+        let unet = &model["model"];
+        assert_eq!(
+            (&unet["base_features"], &unet["max_features"]),
+            (&widths.0.into(), &widths.1.into()),
+            "{flags:?}: {model}"
+        );
+        assert_eq!(model["plan"]["max_features"], widths.1, "{flags:?}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

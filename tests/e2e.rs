@@ -132,10 +132,10 @@ fn train_files_resume_predict() {
 
     // Resume: 3 epochs then 2 more equal 5 epochs straight through, bit for bit.
     let resumed = train(
-        tiny_config(&data, &run, 3),
+        tiny_config(&data, &run, 5),
         RunOptions {
             resume: true,
-            extend_to_epochs: Some(5),
+            requested: vec!["epochs".into()],
             ..RunOptions::default()
         },
     )

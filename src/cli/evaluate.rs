@@ -117,6 +117,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         (Some(MissingArg::Empty), _) => Missing::Empty,
         (Some(MissingArg::Error), _) | (None, true) => Missing::Error,
     };
+    if cases.is_none() {
+        let unlabelled = reference.unlabelled_predictions(&a.pred)?;
+        if !unlabelled.is_empty() {
+            eprintln!(
+                "warning: {} predictions in {} are of cases {} lists as unlabelled test cases \
+                 ({}); they are not scored",
+                unlabelled.len(),
+                a.pred.display(),
+                a.truth.display(),
+                few(&unlabelled)
+            );
+        }
+    }
     let report = evaluate_reference(
         &a.pred,
         &reference,

@@ -116,7 +116,7 @@ pub struct Args {
     /// (which every fold shares), nnU-Net style.
     #[arg(long)]
     fold: Option<usize>,
-    /// Number of cross-validation folds [default: 5].
+    /// Number of cross-validation folds [default: the config's, else 5].
     #[arg(long, requires = "fold")]
     folds: Option<usize>,
     /// Use this split (JSON lists "train", "val", "test" of case ids, as a run's split.json)
@@ -288,7 +288,9 @@ impl Args {
         }
         if let Some(wd) = self.weight_decay {
             c.optimizer = c.optimizer.with_weight_decay(wd)?;
-            asked("optimizer");
+            // Its own key: on resume only the decay is compared, not the optimiser it was
+            // applied to here (the default one, unless --optimizer or the config names one).
+            asked("weight_decay");
         }
         if let Some(lr) = self.lr {
             c.lr = lr;
@@ -316,7 +318,7 @@ impl Args {
         }
         if let Some(index) = self.fold {
             c.folds = Some(voxseg::train::config::Folds {
-                count: self.folds.unwrap_or(5),
+                count: self.folds.or(c.folds.map(|f| f.count)).unwrap_or(5),
                 index,
             });
             asked("folds");
@@ -340,7 +342,6 @@ impl Args {
             RunOptions {
                 resume: self.resume,
                 force: self.force,
-                extend_to_epochs: None,
                 requested,
             },
         ))
@@ -353,9 +354,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let run = &summary.run.root;
     let (done, total) = (summary.state.epoch, summary.epochs);
     if summary.ending == Ending::AlreadyComplete {
-        if !summary.resume_changes.is_empty() {
-            say!("changed: {}", summary.resume_changes.join(", "));
-        }
         say!(
             "{} is already complete ({done}/{total} epochs): raise --epochs to continue",
             run.display()

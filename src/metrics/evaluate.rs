@@ -5,11 +5,11 @@
 //! another (BraTS 2023, ET = 3).
 use super::{score_case_across, CaseScores, EvalReport, Region};
 use crate::data::labels::LabelSpec;
-use crate::data::layout::detect;
+use crate::data::layout::{detect, is_junk_name};
 use crate::data::nifti::read_volume;
 use crate::data::split::Split;
 use crate::error::{Error, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The regions (or, without regions, the foreground classes) of a label convention, as
@@ -133,26 +133,56 @@ pub struct Reference {
     root: PathBuf,
     spec: LabelSpec,
     labels: BTreeMap<String, PathBuf>,
+    /// Cases the dataset lists without a label (its test cases): `predict --split test`
+    /// predicts them too, and they have nothing to be scored against.
+    unlabelled: BTreeSet<String>,
     is_dataset: bool,
+}
+
+/// Whether `path` is meant as a dataset rather than a plain folder of label maps: a
+/// manifest file, a folder with a `dataset.json`, or a folder of case folders.
+fn looks_like_dataset(path: &Path) -> bool {
+    if path.is_file() || path.join("dataset.json").exists() {
+        return true;
+    }
+    std::fs::read_dir(path).is_ok_and(|entries| {
+        entries
+            .filter_map(|e| e.ok())
+            .any(|e| !is_junk_name(&e.file_name().to_string_lossy()) && e.path().is_dir())
+    })
 }
 
 impl Reference {
     /// `truth` is a dataset folder or manifest (its labels and convention are used, and
     /// `folder_spec` is ignored) or a folder of `CASE.nii.gz` label maps in the convention
     /// `folder_spec`.
+    /// A folder that looks like a dataset but is not one (an unparsable `dataset.json`, a
+    /// missing file) is an error: detection's own.
     pub fn open(truth: &Path, folder_spec: Option<&LabelSpec>) -> Result<Self> {
-        if let Ok(d) = detect(truth) {
-            let labels = d
-                .cases
-                .iter()
-                .filter_map(|c| c.label.clone().map(|l| (c.id.clone(), l)))
-                .collect();
-            return Ok(Self {
-                root: truth.to_path_buf(),
-                spec: d.label_spec,
-                labels,
-                is_dataset: true,
-            });
+        match detect(truth) {
+            Ok(d) => {
+                let labels = d
+                    .cases
+                    .iter()
+                    .filter_map(|c| c.label.clone().map(|l| (c.id.clone(), l)))
+                    .collect();
+                let unlabelled = d
+                    .cases
+                    .iter()
+                    .filter(|c| c.label.is_none())
+                    .chain(&d.test_cases)
+                    .map(|c| c.id.clone())
+                    .collect();
+                return Ok(Self {
+                    root: truth.to_path_buf(),
+                    spec: d.label_spec,
+                    labels,
+                    unlabelled,
+                    is_dataset: true,
+                });
+            }
+            Err(e) if looks_like_dataset(truth) => return Err(e),
+            Err(_) => {}
         }
         let spec = folder_spec.cloned().ok_or_else(|| {
             Error::config(
@@ -175,6 +205,7 @@ impl Reference {
             root: truth.to_path_buf(),
             spec,
             labels,
+            unlabelled: BTreeSet::new(),
             is_dataset: false,
         })
     }
@@ -191,6 +222,15 @@ impl Reference {
     /// The ids of the labelled cases, sorted.
     pub fn ids(&self) -> impl Iterator<Item = &String> {
         self.labels.keys()
+    }
+
+    /// The predictions in `pred` of cases the dataset lists without a label (its test
+    /// cases), sorted: evaluation without a case list leaves them out.
+    pub fn unlabelled_predictions(&self, pred: &Path) -> Result<Vec<String>> {
+        Ok(predicted_ids(pred)?
+            .into_iter()
+            .filter(|id| self.unlabelled.contains(id))
+            .collect())
     }
 
     /// The ids of one subset (`train`, `val` or `test`) of a run's `split.json`, checked
@@ -291,7 +331,20 @@ pub fn evaluate(
     )
 }
 
-/// Scores the predictions in `pred` against `reference` as `opts` says.
+/// The case ids of the predictions (`CASE.nii.gz`) in `pred`, sorted.
+fn predicted_ids(pred: &Path) -> Result<Vec<String>> {
+    let mut found: Vec<String> = std::fs::read_dir(pred)
+        .map_err(|e| Error::io(format!("listing {}", pred.display()), e))?
+        .filter_map(|e| e.ok().and_then(|e| case_id(&e.path())))
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+/// Scores the predictions in `pred` against `reference` as `opts` says. Without
+/// `opts.cases`, predictions of the dataset's unlabelled cases are left out (see
+/// [`Reference::unlabelled_predictions`]) and any other prediction without a reference
+/// label is an error.
 pub fn evaluate_reference(
     pred: &Path,
     reference: &Reference,
@@ -319,15 +372,13 @@ pub fn evaluate_reference(
         )
     };
 
-    let mut found: Vec<String> = std::fs::read_dir(pred)
-        .map_err(|e| Error::io(format!("listing {}", pred.display()), e))?
-        .filter_map(|e| e.ok().and_then(|e| case_id(&e.path())))
-        .collect();
-    found.sort();
+    let found = predicted_ids(pred)?;
     let wanted: Vec<String> = match opts.cases {
         Some(cases) => cases.to_vec(),
         None => {
-            if let Some(extra) = found.iter().find(|id| !reference.labels.contains_key(*id)) {
+            if let Some(extra) = found.iter().find(|id| {
+                !reference.labels.contains_key(*id) && !reference.unlabelled.contains(*id)
+            }) {
                 return Err(Error::data(
                     extra.as_str(),
                     format!("no reference label in {}", reference.root.display()),

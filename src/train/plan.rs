@@ -1,6 +1,8 @@
 //! Planning, like nnU-Net: from the dataset's median cropped shape and the device, choose
 //! the patch, batch and network width so that a user need not know what fits.
 use crate::error::{Error, Result};
+use crate::nn::fcn::FcnConfig;
+use crate::nn::ModelSpec;
 
 /// What planning needs to know about the data.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -48,6 +50,12 @@ pub fn depth_for(patch: [usize; 3]) -> usize {
     depth
 }
 
+/// Width of stage `s`: `base` doubled `s` times, at most `max`; in f64 so that no width
+/// (an absurd `--features` included) can overflow.
+fn stage_width(base: usize, max: usize, s: usize) -> f64 {
+    (base as f64 * 2f64.powi(s as i32)).min(max as f64)
+}
+
 /// FLOPs and activation bytes of one training step of the default U-Net (two 3x3x3 convs
 /// per stage, transposed-conv upsampling); backward costs about twice the forward.
 pub fn estimate(
@@ -59,7 +67,7 @@ pub fn estimate(
     cin: usize,
     cout: usize,
 ) -> (f64, u64) {
-    let feat = |s: usize| (base << s).min(max) as f64;
+    let feat = |s: usize| stage_width(base, max, s);
     let mut flops = 0.0;
     let mut act = 0.0;
     for s in 0..depth {
@@ -80,7 +88,11 @@ pub fn estimate(
             flops += dec;
         }
     }
-    let head = 2.0 * patch.iter().product::<usize>() as f64 * batch as f64 * feat(0) * cout as f64;
+    let head = 2.0
+        * patch.iter().map(|&s| s as f64).product::<f64>()
+        * batch as f64
+        * feat(0)
+        * cout as f64;
     ((flops + head) * 3.0 / 1e9, (act * 4.0) as u64)
 }
 
@@ -91,32 +103,69 @@ pub fn min_side_for_depth(depth: usize) -> usize {
 
 /// Weights of the default U-Net (two 3x3x3 convolutions per stage, transposed-conv
 /// upsampling, 1x1x1 heads at every decoder level); norms and biases are left out.
-pub fn unet_parameters(base: usize, max: usize, depth: usize, cin: usize, cout: usize) -> u64 {
-    let feat = |s: usize| (base << s).min(max) as u64;
-    let mut n = 0;
+pub fn unet_parameters(base: usize, max: usize, depth: usize, cin: usize, cout: usize) -> f64 {
+    let feat = |s: usize| stage_width(base, max, s);
+    let (cin, cout) = (cin as f64, cout as f64);
+    let mut n = 0.0;
     for s in 0..depth {
-        let ci = if s == 0 { cin as u64 } else { feat(s - 1) };
-        n += 27 * (ci * feat(s) + feat(s) * feat(s));
+        let ci = if s == 0 { cin } else { feat(s - 1) };
+        n += 27.0 * (ci * feat(s) + feat(s) * feat(s));
         if s + 1 < depth {
-            n += 8 * feat(s + 1) * feat(s) + 27 * 3 * feat(s) * feat(s) + feat(s) * cout as u64;
+            n += 8.0 * feat(s + 1) * feat(s) + 27.0 * 3.0 * feat(s) * feat(s) + feat(s) * cout;
         }
     }
     if depth == 1 {
-        n += feat(0) * cout as u64;
+        n += feat(0) * cout;
     }
     n
 }
 
-/// Memory one training step holds at its peak, about, in bytes: the activations kept for
-/// backward, the weights with their gradients and `optimizer_slots` state tensors each, and
-/// `queued_batches` batches of images and labels in the loader.
+/// Weights of an FCN (3x3x3 convolution blocks per level, one transposed convolution back
+/// to full resolution, a 1x1x1 head); norms and biases are left out.
+pub fn fcn_parameters(c: &FcnConfig) -> f64 {
+    let width = |l: usize| c.features as f64 * 2f64.powi(l as i32);
+    let blocks = c.blocks_per_level as f64;
+    let mut n = 0.0;
+    let mut cin = c.in_channels as f64;
+    for l in 0..=c.levels {
+        n += 27.0 * (cin * width(l) + (blocks - 1.0) * width(l) * width(l));
+        cin = width(l);
+    }
+    let head_in = if c.levels > 0 {
+        n += cin * width(0) * 8f64.powi(c.levels as i32);
+        width(0)
+    } else {
+        cin
+    };
+    n + head_in * c.out_channels as f64
+}
+
+/// Weights of the model `spec` describes, about (see [`unet_parameters`],
+/// [`fcn_parameters`]), without building it.
+pub fn model_parameters(spec: &ModelSpec) -> f64 {
+    match spec {
+        ModelSpec::Unet(u) => unet_parameters(
+            u.base_features,
+            u.max_features,
+            u.depth,
+            u.in_channels,
+            u.out_channels,
+        ),
+        ModelSpec::Fcn(f) => fcn_parameters(f),
+    }
+}
+
+/// Memory one training step of `spec` holds at its peak, about, in bytes: the activations
+/// kept for backward (the U-Net's estimate, for either model), the weights with their
+/// gradients and `optimizer_slots` state tensors each, and `queued_batches` batches of
+/// images and labels in the loader. In f64, saturating at `u64::MAX`.
 pub fn step_memory_bytes(
     p: &Plan,
-    cin: usize,
-    cout: usize,
+    spec: &ModelSpec,
     optimizer_slots: usize,
     queued_batches: usize,
 ) -> u64 {
+    let (cin, cout) = (spec.in_channels(), spec.out_channels());
     let (_, activations) = estimate(
         p.patch,
         p.batch,
@@ -126,12 +175,10 @@ pub fn step_memory_bytes(
         cin,
         cout,
     );
-    let weights = unet_parameters(p.base_features, p.max_features, p.depth, cin, cout)
-        * 4
-        * (2 + optimizer_slots as u64);
-    let voxels = p.patch.iter().product::<usize>() as f64 * p.batch as f64;
+    let weights = model_parameters(spec) * 4.0 * (2.0 + optimizer_slots as f64);
+    let voxels = p.patch.iter().map(|&s| s as f64).product::<f64>() * p.batch as f64;
     let batches = voxels * (4.0 * cin as f64 + 1.0) * queued_batches as f64;
-    (activations as f64 + weights as f64 + batches).min(u64::MAX as f64) as u64
+    (activations as f64 + weights + batches).min(u64::MAX as f64) as u64
 }
 
 fn round_down_to(v: usize, m: usize) -> usize {
@@ -272,7 +319,7 @@ mod tests {
             let built = Model::new(&crate::backend::cpu::Cpu::new(), &spec, 1)
                 .unwrap()
                 .parameter_count() as f64;
-            let estimated = unet_parameters(base, max, depth, 4, 3) as f64;
+            let estimated = unet_parameters(base, max, depth, 4, 3);
             // Norm scales, biases and the deepest auxiliary head are left out.
             assert!(
                 (estimated - built).abs() <= 0.05 * built,
@@ -282,6 +329,53 @@ mod tests {
         assert_eq!(min_side_for_depth(1), 4);
         assert_eq!(depth_for([16; 3]), 3);
         assert_eq!(min_side_for_depth(3), 16);
+    }
+
+    #[test]
+    fn fcn_parameters_match_the_built_fcn_and_huge_widths_saturate() {
+        use crate::nn::fcn::FcnConfig;
+        use crate::nn::layers::{Activation, NormKind};
+        use crate::nn::{Init, Model, ModelSpec};
+        for levels in [0, 2] {
+            let spec = ModelSpec::Fcn(FcnConfig {
+                in_channels: 4,
+                out_channels: 3,
+                features: 4,
+                levels,
+                blocks_per_level: 2,
+                norm: NormKind::Instance,
+                activation: Activation::LeakyRelu { slope: 0.01 },
+                dropout: 0.0,
+                init: Init::HeNormal,
+            });
+            let built = Model::new(&crate::backend::cpu::Cpu::new(), &spec, 1)
+                .unwrap()
+                .parameter_count() as f64;
+            let estimated = model_parameters(&spec);
+            // Norm scales and biases are left out.
+            assert!(
+                (estimated - built).abs() <= 0.05 * built,
+                "levels {levels}: estimated {estimated}, built {built}"
+            );
+        }
+        let huge = 10_000_000_000;
+        let p = Plan {
+            patch: [16; 3],
+            batch: 2,
+            base_features: huge,
+            max_features: huge,
+            depth: 5,
+            step_gflop: 0.0,
+            activation_bytes: 0,
+            device: "cpu".into(),
+        };
+        let spec = ModelSpec::Unet(crate::nn::unet::UNetConfig {
+            base_features: huge,
+            max_features: huge,
+            depth: 5,
+            ..crate::nn::unet::UNetConfig::nnunet(4, 3)
+        });
+        assert_eq!(step_memory_bytes(&p, &spec, 2, 7), u64::MAX);
     }
 
     #[test]

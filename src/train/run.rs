@@ -74,13 +74,12 @@ pub struct RunOptions {
     pub resume: bool,
     /// Start over in a directory that holds another run.
     pub force: bool,
-    /// With `resume`: train to this many epochs (raises or lowers the run's count; below the
-    /// epochs already done is an error). Takes precedence over a requested `epochs`.
-    pub extend_to_epochs: Option<usize>,
     /// With `resume`: the settings the caller set, as `TrainConfig` field names (the CLI
-    /// passes its flags and its `--config` file's keys). Those in
-    /// [`RESUMABLE_SETTINGS`] are applied; any other whose value differs from the run's is
-    /// refused; settings not named keep the run's values.
+    /// passes its flags and its `--config` file's keys), and `weight_decay` for the weight
+    /// decay of the optimiser alone. Those in [`RESUMABLE_SETTINGS`] are applied (`epochs`
+    /// raises or lowers the run's count; below the epochs already done is an error); any
+    /// other whose value differs from the run's is refused; settings not named keep the
+    /// run's values.
     pub requested: Vec<String>,
 }
 
@@ -134,7 +133,8 @@ pub struct TrainSummary {
     pub epochs: usize,
     pub last_validation: Option<Validation>,
     pub ending: Ending,
-    /// On resume: the resumable settings that changed, as "name old -> new".
+    /// On resume: the resumable settings that changed for the epochs this call trained, as
+    /// "name old -> new"; empty when nothing was trained.
     pub resume_changes: Vec<String>,
 }
 
@@ -237,22 +237,131 @@ fn prepare_run_dir(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunStart> {
     })
 }
 
-/// The flag that sets a configuration key.
+/// How a user sets a configuration key: its flag, or the config file for the keys that
+/// have none.
 fn flag_name(key: &str) -> String {
     match key {
         "time_limit_minutes" => "--time-limit".into(),
         "deep_supervision" => "--no-deep-supervision".into(),
         "augment" => "--no-augment".into(),
+        "folds" => "--fold/--folds".into(),
+        "queue_depth" | "foreground_fraction" | "preprocess" | "split" | "val_overlap" => {
+            format!("the config's {key}")
+        }
         _ => format!("--{}", key.replace('_', "-")),
     }
 }
 
-/// A setting's value as a user writes it: strings bare, `{"kind": K}` as K.
+/// A setting's value as a user writes it: strings bare, lists comma-separated, `null` as
+/// none, `{"kind": K, ..}` as K and its other fields, other objects as their fields.
 fn show(v: &serde_json::Value) -> String {
+    use serde_json::Value;
     match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Object(o) if o.len() == 1 && o.contains_key("kind") => show(&o["kind"]),
+        Value::Null => "none".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(show).collect::<Vec<_>>().join(","),
+        Value::Object(o) => {
+            let fields = o
+                .iter()
+                .filter(|(k, _)| *k != "kind")
+                .map(|(k, v)| match v {
+                    Value::Object(_) => format!("{k} ({})", show(v)),
+                    _ => format!("{k} {}", show(v)),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            match (o.get("kind"), fields.is_empty()) {
+                (Some(kind), true) => show(kind),
+                (Some(kind), false) => format!("{} ({fields})", show(kind)),
+                (None, _) => fields,
+            }
+        }
         other => other.to_string(),
+    }
+}
+
+/// Two objects reduced to the fields in which they differ (a `kind` stays, to name what
+/// they are); anything else as it is.
+fn differing(
+    was: &serde_json::Value,
+    now: &serde_json::Value,
+) -> (serde_json::Value, serde_json::Value) {
+    use serde_json::{Map, Value};
+    let (Value::Object(a), Value::Object(b)) = (was, now) else {
+        return (was.clone(), now.clone());
+    };
+    if a.get("kind") != b.get("kind") {
+        let kind = |o: &Map<String, Value>| o.get("kind").cloned().unwrap_or(Value::Null);
+        return (kind(a), kind(b));
+    }
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let (mut x, mut y) = (Map::new(), Map::new());
+    for k in keys {
+        let (va, vb) = (a.get(k), b.get(k));
+        let same = match (va, vb) {
+            (Some(va), Some(vb)) => same_json(va, vb),
+            _ => false,
+        };
+        if k == "kind" || !same {
+            let (da, db) = differing(va.unwrap_or(&Value::Null), vb.unwrap_or(&Value::Null));
+            x.insert(k.clone(), da);
+            y.insert(k.clone(), db);
+        }
+    }
+    (Value::Object(x), Value::Object(y))
+}
+
+/// A refused change of `key`, as the user asked for it and as the run has it.
+fn refusal(key: &str, was: &serde_json::Value, now: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let on_off = |v: &Value| {
+        if v.as_bool() == Some(true) {
+            "on"
+        } else {
+            "off"
+        }
+    };
+    match (key, now) {
+        ("folds", Value::Object(f)) => {
+            let fold = |v: &Value| match (v.get("index"), v.get("count")) {
+                (Some(i), Some(n)) => format!("fold {i} of {n}"),
+                _ => "no folds".into(),
+            };
+            format!(
+                "--fold {} --folds {} (the run has {})",
+                f.get("index").unwrap_or(&Value::Null),
+                f.get("count").unwrap_or(&Value::Null),
+                fold(was)
+            )
+        }
+        ("augment", _)
+            if serde_json::to_value(crate::data::augment::AugmentSpec::none())
+                .ok()
+                .as_ref()
+                == Some(now) =>
+        {
+            "--no-augment (the run augments its patches)".into()
+        }
+        ("deep_supervision", Value::Bool(false))
+        | ("dataset_statistics" | "replace_nan", Value::Bool(true)) => {
+            format!("{} (the run has it {})", flag_name(key), on_off(was))
+        }
+        (_, Value::Bool(b)) => format!(
+            "the config's {key} {} (the run has it {})",
+            if *b { "on" } else { "off" },
+            on_off(was)
+        ),
+        _ => {
+            let (was, now) = differing(was, now);
+            format!(
+                "{} {} (the run has {})",
+                flag_name(key),
+                show(&now),
+                show(&was)
+            )
+        }
     }
 }
 
@@ -302,6 +411,28 @@ fn same_setting(key: &str, run: &serde_json::Value, asked: &serde_json::Value) -
     }
 }
 
+/// The run's value of a requested setting and the value asked for. `weight_decay` is the
+/// optimiser's; when it is requested, `optimizer` is compared without it.
+fn setting_pair(
+    key: &str,
+    run: &serde_json::Value,
+    asked: &serde_json::Value,
+    requested: &[String],
+) -> (serde_json::Value, serde_json::Value) {
+    let get = |v: &serde_json::Value| match key {
+        "weight_decay" => v["optimizer"]["weight_decay"].clone(),
+        "optimizer" if requested.iter().any(|k| k == "weight_decay") => {
+            let mut o = v["optimizer"].clone();
+            if let Some(o) = o.as_object_mut() {
+                o.remove("weight_decay");
+            }
+            o
+        }
+        _ => v.get(key).cloned().unwrap_or_default(),
+    };
+    (get(run), get(asked))
+}
+
 /// The configuration of a resumed run: the saved one, with the resumable settings the caller
 /// asked for; a request to change any other setting is refused, naming each.
 fn resume_config(
@@ -315,27 +446,18 @@ fn resume_config(
         serde_json::to_value(c).map_err(|e| Error::file(run.config(), e.to_string()))
     };
     let (run_json, asked_json) = (encode(&saved)?, encode(asked)?);
-    let null = serde_json::Value::Null;
     let mut differ = Vec::new();
     let mut keys: Vec<&String> = opts.requested.iter().collect();
     keys.sort();
     keys.dedup();
     for key in keys {
-        let (was, now) = (
-            run_json.get(key).unwrap_or(&null),
-            asked_json.get(key).unwrap_or(&null),
-        );
+        let (was, now) = setting_pair(key, &run_json, &asked_json, &opts.requested);
         // `out` is where the run is; a null asks for the planned value, which the run has.
         if key == "out" || RESUMABLE_SETTINGS.contains(&key.as_str()) || now.is_null() {
             continue;
         }
-        if !same_setting(key, was, now) {
-            differ.push(format!(
-                "{} {} (the run has {})",
-                flag_name(key),
-                show(now),
-                show(was)
-            ));
+        if !same_setting(key, &was, &now) {
+            differ.push(refusal(key, &was, &now));
         }
     }
     if !differ.is_empty() {
@@ -370,10 +492,8 @@ fn resume_config(
     if asks("precision") {
         cfg.precision = asked.precision;
     }
-    if let Some(epochs) = opts
-        .extend_to_epochs
-        .or_else(|| asks("epochs").then_some(asked.epochs))
-    {
+    if asks("epochs") {
+        let epochs = asked.epochs;
         if epochs < epochs_done {
             return Err(Error::config(
                 "epochs",
@@ -777,8 +897,13 @@ fn resolve_plan(
     }
     cfg.patch = Some(p.patch);
     p.batch = *cfg.batch.get_or_insert(p.batch);
+    // Explicit widths win over planned ones: a planned first stage never exceeds an
+    // explicit widest one, and a planned widest stage never narrows an explicit first
+    // one (`validate` refuses an explicit pair that disagrees).
+    if let Some(max) = cfg.max_features {
+        p.base_features = p.base_features.min(max);
+    }
     p.base_features = *cfg.features.get_or_insert(p.base_features);
-    // A planned widest stage never narrows an explicit first stage.
     p.max_features = cfg
         .max_features
         .unwrap_or(p.max_features)
@@ -806,14 +931,10 @@ fn available_memory() -> Option<u64> {
 }
 
 /// On the CPU, refuses a step that would not fit in the machine's available memory, before
-/// the model or the loader allocate anything (a GPU run fails cleanly on its own).
-fn check_memory(
-    cfg: &TrainConfig,
-    p: &Plan,
-    device: &Device,
-    cin: usize,
-    cout: usize,
-) -> Result<()> {
+/// the model or the loader allocate anything (a GPU run fails cleanly on its own). It runs
+/// once the cases are loaded (planning needs their sizes), so the memory they take is
+/// already out of what is available.
+fn check_memory(cfg: &TrainConfig, p: &Plan, spec: &ModelSpec, device: &Device) -> Result<()> {
     let (Device::Cpu { .. }, Some(available)) = (device, available_memory()) else {
         return Ok(());
     };
@@ -821,16 +942,22 @@ fn check_memory(
         crate::optim::OptimizerSpec::Sgd { .. } => 1,
         _ => 2,
     };
-    let need = step_memory_bytes(p, cin, cout, slots, cfg.queue_depth + cfg.workers + 1);
+    let queued = cfg
+        .queue_depth
+        .saturating_add(cfg.workers)
+        .saturating_add(1);
+    let need = step_memory_bytes(p, spec, slots, queued);
     if need > available {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         return Err(Error::config(
             "batch",
             format!(
-                "batch {}, patch {:?} need about {:.1} GiB; this machine has {:.1} GiB available: \
-                 lower --batch or --patch",
+                "batch {}, patch {:?} and widths {} to {} need about {:.1} GiB; this machine has \
+                 {:.1} GiB available: lower --batch, --patch or --features",
                 p.batch,
                 p.patch,
+                p.base_features,
+                p.max_features,
                 gib(need),
                 gib(available)
             ),
@@ -1301,7 +1428,7 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
             state,
             last_validation: None,
             ending: Ending::AlreadyComplete,
-            resume_changes: changes,
+            resume_changes: Vec::new(),
         });
     }
     let saved_split = resume.then(|| run.split());
@@ -1312,8 +1439,8 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
     let summary = summarise(&data.train_grids, in_channels, out_channels);
     let (plan, depth_note) =
         resolve_plan(&mut cfg, &summary, largest_grid(&data.train_grids), device)?;
-    check_memory(&cfg, &plan, device, in_channels, out_channels)?;
     let spec = model_spec(&cfg, in_channels, out_channels);
+    check_memory(&cfg, &plan, &spec, device)?;
     cfg.preprocess = data.preprocess.clone();
 
     // Every check has passed: the run's files are written from here on.
@@ -1321,7 +1448,9 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
         remove_run(&run)?;
     }
     create_dir(&run.root)?;
-    if !run.split().exists() {
+    // A new run's split is the one it trains on, whatever file an older run left; a
+    // resumed run read its own (or, if it had none, made the same one again).
+    if !resume || !run.split().exists() {
         split.save(&run.split())?;
     }
     let recorded = recorded_config(&cfg, &data.modalities, device);
