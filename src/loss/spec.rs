@@ -86,22 +86,7 @@ impl LossSpec {
     }
 }
 
-impl serde::Serialize for LossSpec {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        LossSpec::serialize(self, s)
-    }
-}
-
-/// `"name"` in a configuration is short for `{"kind": "name"}`.
-impl<'de> serde::Deserialize<'de> for LossSpec {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let value = match serde_json::Value::deserialize(d)? {
-            serde_json::Value::String(kind) => serde_json::json!({ "kind": kind }),
-            other => other,
-        };
-        LossSpec::deserialize(value).map_err(serde::de::Error::custom)
-    }
-}
+serde_kind_shorthand!(LossSpec);
 
 #[cfg(test)]
 mod tests {

@@ -133,22 +133,7 @@ impl LrSchedule {
     }
 }
 
-impl serde::Serialize for LrSchedule {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        LrSchedule::serialize(self, s)
-    }
-}
-
-/// `"name"` in a configuration is short for `{"kind": "name"}`.
-impl<'de> serde::Deserialize<'de> for LrSchedule {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let value = match serde_json::Value::deserialize(d)? {
-            serde_json::Value::String(kind) => serde_json::json!({ "kind": kind }),
-            other => other,
-        };
-        LrSchedule::deserialize(value).map_err(serde::de::Error::custom)
-    }
-}
+serde_kind_shorthand!(LrSchedule);
 
 #[cfg(test)]
 mod tests {

@@ -166,22 +166,7 @@ impl OptimizerSpec {
     }
 }
 
-impl serde::Serialize for OptimizerSpec {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        OptimizerSpec::serialize(self, s)
-    }
-}
-
-/// `"name"` in a configuration is short for `{"kind": "name"}`.
-impl<'de> serde::Deserialize<'de> for OptimizerSpec {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let value = match serde_json::Value::deserialize(d)? {
-            serde_json::Value::String(kind) => serde_json::json!({ "kind": kind }),
-            other => other,
-        };
-        OptimizerSpec::deserialize(value).map_err(serde::de::Error::custom)
-    }
-}
+serde_kind_shorthand!(OptimizerSpec);
 
 #[cfg(test)]
 mod tests {

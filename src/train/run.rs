@@ -523,27 +523,10 @@ fn resume_config(
 
 /// The training state in a checkpoint's metadata, read from its header alone.
 fn read_state(path: &Path) -> Result<TrainState> {
-    use std::io::Read;
     let bad = |msg: String| Error::file(path, format!("not a voxseg checkpoint: {msg}"));
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| Error::io(format!("reading checkpoint {}", path.display()), e))?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len)
-        .map_err(|e| bad(format!("no header ({e})")))?;
-    let len = u64::from_le_bytes(len);
-    // safetensors' own limit on a header.
-    if len > 100_000_000 {
-        return Err(bad(format!("a header of {len} bytes")));
-    }
-    let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header)
-        .map_err(|e| bad(format!("a truncated header ({e})")))?;
-    let header: serde_json::Value =
-        serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
-    let state = header
-        .get("__metadata__")
-        .and_then(|m| m.get("state"))
-        .and_then(|s| s.as_str())
+    let metadata = crate::train::checkpoint::read_checkpoint_metadata(path)?;
+    let state = metadata
+        .get("state")
         .ok_or_else(|| bad("no training state in the metadata".into()))?;
     serde_json::from_str(state).map_err(|e| bad(format!("training state unreadable: {e}")))
 }
