@@ -40,7 +40,9 @@ fn synth(out: &Path, layout: SynthLayout, cases: usize) {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let root = std::env::temp_dir().join(format!("voxseg-cli-predict-{}", std::process::id()));
+        // Under cargo's scratch folder for integration tests: a static fixture is never
+        // dropped, so it must not pile up in the system's temporary folder.
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-predict-fixture");
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
         let msd = root.join("msd");
