@@ -444,5 +444,8 @@ pub fn evaluate_reference(
             score_case_across(id, &p, &t, tdims, spacing, &pairs)
         })
         .collect::<Result<_>>()?;
-    Ok(EvalReport::new(scores).with_missing(missing, opts.missing == Missing::Empty))
+    let order = pairs.iter().map(|(_, t)| t.name.clone()).collect();
+    Ok(EvalReport::new(scores)
+        .with_missing(missing, opts.missing == Missing::Empty)
+        .with_region_order(order))
 }

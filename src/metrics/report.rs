@@ -28,6 +28,10 @@ pub struct EvalReport {
     /// and `mean`) rather than left out.
     #[serde(default)]
     pub missing_scored_as_empty: bool,
+    /// The order the table lists regions in (the label convention's: WT, TC, ET for
+    /// BraTS); regions not in it follow by name.
+    #[serde(skip)]
+    pub region_order: Vec<String>,
 }
 
 impl EvalReport {
@@ -65,7 +69,14 @@ impl EvalReport {
             mean,
             missing: Vec::new(),
             missing_scored_as_empty: false,
+            region_order: Vec::new(),
         }
+    }
+
+    /// Lists the regions in the table in `order`.
+    pub fn with_region_order(mut self, order: Vec<String>) -> Self {
+        self.region_order = order;
+        self
     }
 
     /// Records the reference cases that had no prediction and whether `cases` holds them
@@ -126,7 +137,13 @@ impl EvalReport {
             "{:<width$} {:>6} {:>8} {:>9} {:>11} {:>11}\n",
             "region", "cases", "Dice", "HD95 mm", "sensitivity", "specificity"
         );
-        for (region, m) in &self.mean {
+        let listed = self
+            .region_order
+            .iter()
+            .filter(|r| self.mean.contains_key(*r));
+        let rest = self.mean.keys().filter(|r| !self.region_order.contains(r));
+        for region in listed.chain(rest) {
+            let m = &self.mean[region];
             let n = self
                 .cases
                 .iter()
@@ -188,6 +205,24 @@ mod tests {
             case("a", scores(0.8, 2.0), scores(1.0, 0.0)),
             case("b,2", scores(0.6, 4.0), scores(0.0, 373.12866)),
         ])
+    }
+
+    #[test]
+    fn the_table_lists_regions_in_the_conventions_order() {
+        let first_column = |r: &EvalReport| -> Vec<String> {
+            r.to_table()
+                .lines()
+                .skip(1)
+                .map(|l| l.split_whitespace().next().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            first_column(&report()),
+            ["ET", "WT"],
+            "by name without an order"
+        );
+        let ordered = report().with_region_order(vec!["WT".into(), "TC".into(), "ET".into()]);
+        assert_eq!(first_column(&ordered), ["WT", "ET"]);
     }
 
     #[test]

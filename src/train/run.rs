@@ -119,8 +119,8 @@ pub enum Ending {
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Validation {
     pub loss: f64,
-    /// Dice per region (or class), by name.
-    pub dice: BTreeMap<String, f64>,
+    /// Dice per region (or class), by name, in the label convention's order.
+    pub dice: Vec<(String, f64)>,
     pub mean_dice: f64,
 }
 
@@ -1231,12 +1231,12 @@ impl<B: Backend> Validator<'_, B> {
             }
         }
         let n = cases.len().max(1) as f64;
-        let dice: BTreeMap<String, f64> = regions
+        let dice: Vec<(String, f64)> = regions
             .iter()
             .zip(&dice_sums)
             .map(|((name, _), s)| (name.clone(), s / n))
             .collect();
-        let mean_dice = dice.values().sum::<f64>() / dice.len().max(1) as f64;
+        let mean_dice = dice.iter().map(|(_, d)| d).sum::<f64>() / dice.len().max(1) as f64;
         Ok((
             Validation {
                 loss: loss_sum / n,
