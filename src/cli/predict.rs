@@ -72,9 +72,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 
 fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
     let split: PredictSplit = a.split.parse()?;
-    if a.out.exists() && !a.out.is_dir() {
-        anyhow::bail!("--out {} is a file, not a folder", a.out.display());
-    }
+    voxseg::data::out_dir::entries("--out", &a.out)?;
     if let Some(data) = &a.data {
         // MSD predictions are named like the label files of labelsTr: never write among them.
         voxseg::data::out_dir::refuse_inside("--out", &a.out, "--data", data)?;
@@ -102,7 +100,7 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
             .collect();
         let cases = select_cases(&dataset, &runs[0], split)?;
         if runs.len() > 1 {
-            check_ensemble_split(&dataset, &runs, split)?;
+            check_ensemble_split(&dataset, &runs, split, &cases)?;
         }
         if let Some(warning) = predictor.convention_warning(&dataset, &a.model[0]) {
             eprintln!("{warning}");
@@ -157,6 +155,7 @@ fn check_ensemble_split(
     dataset: &voxseg::data::layout::Dataset,
     runs: &[RunDir],
     split: PredictSplit,
+    first: &[voxseg::data::layout::CaseFiles],
 ) -> anyhow::Result<()> {
     match split {
         PredictSplit::Val | PredictSplit::Train => anyhow::bail!(
@@ -165,7 +164,6 @@ fn check_ensemble_split(
             runs.len()
         ),
         PredictSplit::Test => {
-            let first = select_cases(dataset, &runs[0], split)?;
             for run in &runs[1..] {
                 if select_cases(dataset, run, split)? != first {
                     anyhow::bail!(

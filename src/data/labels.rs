@@ -200,6 +200,11 @@ impl LabelSpec {
         &self.classes
     }
 
+    /// The class names by internal index, background first.
+    pub fn class_names(&self) -> Vec<String> {
+        self.classes.iter().map(|c| c.name.clone()).collect()
+    }
+
     pub fn regions(&self) -> &[Region] {
         &self.regions
     }

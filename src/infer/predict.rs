@@ -219,12 +219,7 @@ fn output_channel_names(card: &ModelCard) -> Vec<String> {
             .iter()
             .map(|r| r.name.clone())
             .collect(),
-        TargetSpec::Classes => card
-            .label_spec
-            .classes()
-            .iter()
-            .map(|c| c.name.clone())
-            .collect(),
+        TargetSpec::Classes => card.label_spec.class_names(),
         TargetSpec::Class(_) => crate::train::run::scored_regions(&card.target, &card.label_spec)
             .into_iter()
             .map(|(name, _)| name)
@@ -475,13 +470,7 @@ impl<B: Backend> Predictor<B> {
         }
         if let Some(path) = &files.picture {
             let truth = self.readable_reference(dataset, case, &data);
-            let classes: Vec<String> = self
-                .card
-                .label_spec
-                .classes()
-                .iter()
-                .map(|c| c.name.clone())
-                .collect();
+            let classes = self.card.label_spec.class_names();
             let (rgb, w, h) = captioned_overlay(
                 &data.channels[0].data,
                 data.dims(),

@@ -1215,12 +1215,7 @@ impl<B: Backend> Validator<'_, B> {
                 let logits = logits_t.to_vec_f32()?;
                 let probs = probabilities(&self.cfg.target, &logits, k);
                 let pred = self.cfg.target.decode(self.label_spec, &probs)?;
-                let classes: Vec<String> = self
-                    .label_spec
-                    .classes()
-                    .iter()
-                    .map(|c| c.name.clone())
-                    .collect();
+                let classes = self.label_spec.class_names();
                 picture = Some(captioned_overlay(
                     &case.channels[0].data,
                     case.dims(),
