@@ -4,7 +4,7 @@ mod cli;
 use clap::Parser;
 
 #[global_allocator]
-static ALLOC: voxseg::huge_pages::HugePageAlloc = voxseg::huge_pages::HugePageAlloc;
+static ALLOC: voxseg::large_blocks::LargeBlockAlloc = voxseg::large_blocks::LargeBlockAlloc::new();
 
 fn main() {
     let args = cli::Cli::parse();
