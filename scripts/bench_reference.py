@@ -14,6 +14,8 @@ numpy, triton. The script needs torch alone. It was run end to end here only on 
 
     python3 scripts/bench_reference.py --device cuda --json > ref.jsonl
     python3 scripts/bench_reference.py --device cpu --small --json   # does it run?
+    python3 scripts/bench_reference.py --device cpu --cpu-suite --precision fp32 --warmup 1 --iters 5 --json
+                                     # PyTorch's CPU (oneDNN) on `voxseg bench --device cpu`'s shapes
 
 Output lines (the contract `voxseg bench` follows so that the two can be joined):
   op        conv3d.fwd | conv3d.bwd_data | conv3d.bwd_weight
@@ -80,6 +82,8 @@ CL3D = torch.channels_last_3d
 # The nnU-Net BraTS 3d_fullres network (shared/REFERENCE.md).
 BRATS = {"batch": 2, "patch": 128, "in_channels": 4, "widths": (32, 64, 128, 256, 320, 320), "regions": 3}
 BRATS_SMALL = {"batch": 2, "patch": 32, "in_channels": 4, "widths": (4, 8, 16, 32, 40), "regions": 3}
+# The training step of `voxseg bench --device cpu` (src/bench/mod.rs `cpu_step`).
+CPU_STEP = {"batch": 2, "patch": 64, "in_channels": 4, "widths": (16, 32, 64, 128, 256), "regions": 3}
 # (D, H, W, Cin, Cout) of the 3x3x3 'same' conv sweep, batch 2.
 CONV_SWEEP = ((64, 64, 64, 32, 32), (32, 32, 32, 64, 64), (16, 16, 16, 128, 128), (8, 8, 8, 256, 256))
 CONV_SWEEP_SMALL = ((16, 16, 16, 8, 8), (8, 8, 8, 16, 16), (4, 4, 4, 32, 32), (2, 2, 2, 64, 64))
@@ -519,8 +523,10 @@ def run_step(cfg, timer, device, precision, layout, op):
 # ---------------------------------------------------------------- driver
 
 
-def build_cases(groups, small):
-    cfg = BRATS_SMALL if small else BRATS
+def build_cases(groups, small, cpu_suite=False):
+    """The cases and the step's network. `cpu_suite`: the shapes of `voxseg bench --device
+    cpu` (the sweeps and its smaller step; none of the BraTS layers)."""
+    cfg = CPU_STEP if cpu_suite else BRATS_SMALL if small else BRATS
     cases = []
     if "conv" in groups:
         for d, h, w, cin, cout in CONV_SWEEP_SMALL if small else CONV_SWEEP:
@@ -530,6 +536,8 @@ def build_cases(groups, small):
     if "norm" in groups:
         for d, h, w, c in NORM_SWEEP_SMALL if small else NORM_SWEEP:
             cases.append(NormCase(SWEEP_BATCH, (d, h, w), c, "sweep"))
+    if cpu_suite:
+        return cfg, cases
     brats_convs, brats_norms = brats_layer_cases(cfg)
     seen = {(getattr(c, "family", "norm"), c.shape) for c in cases}
     if "conv" in groups:
@@ -559,6 +567,11 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true", help="JSON lines on stdout (else a text table)")
     ap.add_argument("--small", action="store_true", help="tiny shapes, to check the script on a CPU")
     ap.add_argument("--no-graph", action="store_true", help="time op cases eagerly, no CUDA graph")
+    ap.add_argument(
+        "--cpu-suite",
+        action="store_true",
+        help="the shapes of `voxseg bench --device cpu`: the sweeps and a 2x64^3, 16-256 step",
+    )
     args = ap.parse_args(argv)
 
     precisions = parse_list(args.precision, PRECISIONS, "precision")
@@ -583,7 +596,9 @@ def main(argv=None):
     }
     print(f"bench_reference: {json.dumps(meta)}", file=sys.stderr)
 
-    cfg, cases = build_cases(groups, args.small)
+    if args.cpu_suite and args.small:
+        raise SystemExit("bench_reference: --cpu-suite and --small are different shape sets; pick one")
+    cfg, cases = build_cases(groups, args.small, args.cpu_suite)
     timer = Timer(device, args.warmup, args.iters, use_graph=not args.no_graph)
     rows = []
 

@@ -592,7 +592,7 @@ fn bench_names_the_ops_when_a_filter_matches_nothing_and_notes_cpu_precision() {
     assert!(!ok && out.is_empty(), "{out}");
     assert!(
         err.contains("'zzzz' matches no case")
-            && err.contains("conv3d_forward")
+            && err.contains("conv3d.fwd")
             && err.contains("loader.batch"),
         "{err}"
     );

@@ -29,6 +29,7 @@
 //! its pool allocations (served by the cache after warm-up) and, for split reductions, the
 //! partial sum. Between shapes the pool's cache is released. Figures measured before graph
 //! timing (BENCHMARKS.md up to 2026-11-26) are eager, launch overhead included.
+use super::step::{step_runner, StepShape};
 use super::{BenchDetails, BenchResult};
 use crate::backend::cuda::conv_plan::{ConvPass, ConvPrecision};
 use crate::backend::cuda::{graph_reps, Cuda};
@@ -270,7 +271,19 @@ fn details(
 
 const NORM_SHAPE: &str = "2x64x64x64x32";
 const NORM_OPS: [&str; 2] = ["instnorm_lrelu.fwd", "instnorm_lrelu.bwd"];
-const STEP_SHAPE: &str = "2x128x128x128x4 32-64-128-256-320-320";
+
+/// The nnU-Net BraTS network's training step.
+fn brats_step() -> StepShape {
+    StepShape {
+        batch: BRATS_BATCH,
+        patch: BRATS_PATCH,
+        in_channels: BRATS_IN_CHANNELS,
+        regions: BRATS_REGIONS,
+        base_features: BRATS_WIDTHS[0],
+        max_features: BRATS_WIDTHS[BRATS_WIDTHS.len() - 1],
+        depth: BRATS_WIDTHS.len(),
+    }
+}
 
 /// Every case of the suite as "op shape", the text `--filter` is matched against.
 pub fn cuda_case_names() -> Vec<String> {
@@ -281,7 +294,7 @@ pub fn cuda_case_names() -> Vec<String> {
         }
     }
     names.extend(NORM_OPS.map(|op| format!("{op} {NORM_SHAPE}")));
-    names.push(format!("unet_step {STEP_SHAPE}"));
+    names.push(format!("unet_step {}", brats_step().name()));
     names
 }
 
@@ -294,10 +307,6 @@ fn model_cases(
     precision: ConvPrecision,
 ) -> Result<Vec<BenchResult>> {
     use crate::autograd::{LeafId, Tape, Var};
-    use crate::loss::{dice_ce, Target};
-    use crate::nn::unet::UNetConfig;
-    use crate::nn::{Ctx, Model, ModelSpec, Module};
-    use crate::optim::{clip_grad_norm, OptimizerSpec};
     use crate::tensor::Tensor;
     use crate::tensor_ops::UnaryOp;
     let want = |op: &str, shape: &str| filter.is_none_or(|f| format!("{op} {shape}").contains(f));
@@ -350,43 +359,16 @@ fn model_cases(
             details: Some(details(cuda, precision, &timed, "sweep", "norm")),
         });
     }
-    let step_shape = STEP_SHAPE;
-    if want("unet_step", step_shape) {
-        let spec = ModelSpec::Unet(UNetConfig::nnunet(BRATS_IN_CHANNELS, BRATS_REGIONS));
-        let mut model = Model::new(cuda, &spec, SEED)?;
-        let mut opt = OptimizerSpec::nnunet_sgd().build::<Cuda>()?;
-        let p = BRATS_PATCH;
+    let step = brats_step();
+    let step_shape = step.name();
+    if want("unet_step", &step_shape) {
         let x = Tensor::from_storage(
             cuda,
-            Shape::new(&[BRATS_BATCH, p, p, p, BRATS_IN_CHANNELS]),
-            cuda.uniform(SEED, 5, 0, BRATS_BATCH * p * p * p * BRATS_IN_CHANNELS)?,
+            Shape::new(&step.input_dims()),
+            cuda.uniform(SEED, 5, 0, step.input_dims().iter().product())?,
         )?;
-        let mut step = 0u64;
-        let mut run = || -> Result<()> {
-            let tape = Tape::new();
-            let outputs =
-                model.forward(&Var::constant(x.clone()), &Ctx::train(tape.clone(), step))?;
-            let mut loss: Option<Var<Cuda>> = None;
-            for (i, out) in outputs.iter().enumerate() {
-                let t = Tensor::full(
-                    cuda,
-                    out.shape().clone(),
-                    if i % 2 == 0 { 1.0 } else { 0.0 },
-                )?;
-                let term = dice_ce(out, &Target::Regions(t))?.scale(0.5f64.powi(i as i32))?;
-                loss = Some(match loss {
-                    Some(l) => l.add(&term)?,
-                    None => term,
-                });
-            }
-            let loss = loss.ok_or_else(|| Error::shape("unet_step", "no output"))?;
-            let mut grads = tape.backward(&loss)?;
-            clip_grad_norm(&mut grads, 12.0)?;
-            let mut params = model.params_mut();
-            opt.step(&mut params, &grads, 1e-2)?;
-            step += 1;
-            Ok(())
-        };
+        let mut train = step_runner(cuda, &step, x, SEED)?;
+        let mut run = || train().map(|_| ());
         let timed = time_median(cuda, &mut run)?;
         results.push(BenchResult {
             op: "unet_step".into(),

@@ -4,6 +4,7 @@
 //! criterion. [`cuda_suite::cuda_suite`] times the CUDA kernels with device events (and
 //! CUDA graph replays).
 pub mod cuda_suite;
+pub mod step;
 
 use crate::backend::cpu::Cpu;
 use crate::backend::BackendBase;
@@ -147,10 +148,10 @@ fn conv3d_cases(cases: &mut Vec<BenchCase>, size: usize, cin: usize, cout: usize
     let x = Shape::new(&[2, size, size, size, cin]);
     let w = Shape::new(&[3, 3, 3, cin, cout]);
     let g = ConvGeometry::conv3d(&x, &w, &Conv3dSpec::default())?;
-    let shape = format!("n2 {size}^3 {cin}->{cout} k3 same");
+    let shape = format!("2x{size}x{size}x{size}x{cin}->{cout} k3s1");
     for pass in Pass::ALL {
         cases.push(BenchCase {
-            op: format!("conv3d_{}", pass.name()),
+            op: format!("conv3d.{}", pass.name()),
             shape: shape.clone(),
             flops: g.flops(),
             prepare: Box::new(move || pass.prepare(g, false)),
@@ -174,10 +175,10 @@ fn conv_transpose3d_cases(
         output_padding: [0; 3],
     };
     let g = ConvGeometry::conv_transpose3d(&x, &w, &spec)?;
-    let shape = format!("n2 {size}^3 {cin}->{cout} k2 s2");
+    let shape = format!("2x{size}x{size}x{size}x{cin}->{cout} k2s2");
     for pass in Pass::ALL {
         cases.push(BenchCase {
-            op: format!("conv_transpose3d_{}", pass.name()),
+            op: format!("conv3d_transpose.{}", pass.name()),
             shape: shape.clone(),
             flops: g.flops(),
             prepare: Box::new(move || pass.prepare(g, true)),
@@ -198,9 +199,9 @@ impl Pass {
 
     fn name(self) -> &'static str {
         match self {
-            Pass::Forward => "forward",
-            Pass::BackwardData => "backward_data",
-            Pass::BackwardWeight => "backward_weight",
+            Pass::Forward => "fwd",
+            Pass::BackwardData => "bwd_data",
+            Pass::BackwardWeight => "bwd_weight",
         }
     }
 
@@ -235,7 +236,43 @@ pub fn cpu_cases() -> Result<Vec<BenchCase>> {
     }
     conv_transpose3d_cases(&mut cases, 32, 64, 32)?;
     instance_norm_cases(&mut cases, 64, 32);
+    cases.push(unet_step_case(cpu_step()));
     Ok(cases)
+}
+
+/// The training step the CPU suite times: nnU-Net's recipe at a size a CPU trains at
+/// (batch 2, 64^3, 4 modalities, 5 stages of 16 to 256 features).
+pub fn cpu_step() -> step::StepShape {
+    step::StepShape {
+        batch: 2,
+        patch: 64,
+        in_channels: 4,
+        regions: 3,
+        base_features: 16,
+        max_features: 256,
+        depth: 5,
+    }
+}
+
+/// A whole U-Net training step (see [`step`]).
+fn unet_step_case(shape: step::StepShape) -> BenchCase {
+    BenchCase {
+        op: "unet_step".into(),
+        shape: shape.name(),
+        flops: 0.0,
+        prepare: Box::new(move || {
+            let b = Cpu::new();
+            let dims = Shape::new(&shape.input_dims());
+            let x = crate::tensor::Tensor::from_storage(
+                &b,
+                dims.clone(),
+                random_storage(&b, &dims, 5)?,
+            )?;
+            let mut train = step::step_runner(&b, &shape, x, 5)?;
+            let run: BenchRun = Box::new(move || train().map(|_| ()));
+            Ok(run)
+        }),
+    }
 }
 
 /// Instance norm with the fused LeakyReLU(0.01), the block after every conv of the U-Net:
@@ -382,11 +419,14 @@ mod tests {
     #[test]
     fn suite_lists_the_conv_cases_and_filters_them() {
         let cases = cpu_cases().unwrap();
-        // 4 shapes x 3 conv passes, 3 transposed-conv passes, instance norm fwd and bwd.
-        assert_eq!(cases.len(), 17);
+        // 4 shapes x 3 conv passes, 3 transposed-conv passes, instance norm fwd and bwd,
+        // the training step.
+        assert_eq!(cases.len(), 18);
         assert_eq!(cases[16].op, "instnorm_lrelu.bwd");
-        assert_eq!(cases[0].op, "conv3d_forward");
-        assert_eq!(cases[0].shape, "n2 64^3 32->32 k3 same");
+        assert_eq!(cases[17].op, "unet_step");
+        assert_eq!(cases[17].shape, "2x64x64x64x4 16-32-64-128-256");
+        assert_eq!(cases[0].op, "conv3d.fwd");
+        assert_eq!(cases[0].shape, "2x64x64x64x32->32 k3s1");
         // 2 * 2 * 64^3 voxels * 32 * 32 * 27.
         assert_eq!(cases[0].flops, 2.0 * 2.0 * 262144.0 * 32.0 * 32.0 * 27.0);
         let t: Vec<_> = cases
@@ -394,7 +434,8 @@ mod tests {
             .filter(|c| c.matches(Some("transpose")))
             .collect();
         assert_eq!(t.len(), 3);
-        assert_eq!(t[2].shape, "n2 32^3 64->32 k2 s2");
+        assert_eq!(t[2].op, "conv3d_transpose.bwd_weight");
+        assert_eq!(t[2].shape, "2x32x32x32x64->32 k2s2");
         assert_eq!(t[2].flops, 2.0 * 2.0 * 32768.0 * 64.0 * 32.0 * 8.0);
         assert!(cpu_suite(Some("no such case")).unwrap().is_empty());
     }
@@ -411,7 +452,7 @@ mod tests {
         )
         .unwrap();
         let case = BenchCase {
-            op: "conv3d_backward_weight".into(),
+            op: "conv3d.bwd_weight".into(),
             shape: "tiny".into(),
             flops: g.flops(),
             prepare: Box::new(move || Pass::BackwardWeight.prepare(g, false)),
@@ -423,8 +464,8 @@ mod tests {
     #[test]
     fn table_and_json_lines() {
         let results = vec![BenchResult {
-            op: "conv3d_forward".into(),
-            shape: "n2 8^3 256->256 k3 same".into(),
+            op: "conv3d.fwd".into(),
+            shape: "2x8x8x8x256->256 k3s1".into(),
             ms: 12.5,
             gflops: 96.25,
             details: None,
@@ -432,27 +473,27 @@ mod tests {
         let table = format_table(&results);
         assert!(table.starts_with("op"), "{table}");
         assert!(
-            table.contains("conv3d_forward  n2 8^3 256->256 k3 same      12.500      96.2"),
+            table.contains("conv3d.fwd  2x8x8x8x256->256 k3s1      12.500      96.2"),
             "{table}"
         );
         assert_eq!(
             json_lines(&results).unwrap(),
-            "{\"op\":\"conv3d_forward\",\"shape\":\"n2 8^3 256->256 k3 same\",\"ms\":12.5,\"gflops\":96.25}\n"
+            "{\"op\":\"conv3d.fwd\",\"shape\":\"2x8x8x8x256->256 k3s1\",\"ms\":12.5,\"gflops\":96.25}\n"
         );
     }
 
     #[test]
     fn a_filter_that_selects_nothing_lists_the_ops_and_a_dash_replaces_no_rate() {
         let names = [
-            "conv3d_forward n2 8^3".to_string(),
+            "conv3d.fwd 2x8x8x8x256".to_string(),
             "instnorm_lrelu.fwd 2x8".into(),
-            "conv3d_forward n2 16^3".into(),
+            "conv3d.fwd 2x16x16x16x128".into(),
         ];
-        check_filter("16^3", &names).unwrap();
+        check_filter("2x16x16", &names).unwrap();
         let err = check_filter("zzzz", &names).unwrap_err().to_string();
         assert!(
             err.contains("'zzzz' matches no case")
-                && err.ends_with("the ops are conv3d_forward, instnorm_lrelu.fwd"),
+                && err.ends_with("the ops are conv3d.fwd, instnorm_lrelu.fwd"),
             "{err}"
         );
         let memory_bound = BenchResult {

@@ -10,10 +10,10 @@ pub struct Args {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
-    /// Only cases whose "op shape" contains this text. The ops: conv3d_forward,
-    /// conv3d_backward_data, conv3d_backward_weight, conv_transpose3d_*, instnorm_lrelu.fwd,
-    /// instnorm_lrelu.bwd and loader.batch on the CPU; conv3d.fwd, conv3d.bwd_data,
-    /// conv3d.bwd_weight, conv3d_transpose.*, instnorm_lrelu.* and unet_step on CUDA.
+    /// Only cases whose "op shape" contains this text. The ops: conv3d.fwd, conv3d.bwd_data,
+    /// conv3d.bwd_weight, conv3d_transpose.* (fwd, bwd_data, bwd_weight), instnorm_lrelu.fwd,
+    /// instnorm_lrelu.bwd and unet_step on both devices, and loader.batch on the CPU; shapes
+    /// are named as scripts/bench_reference.py names them, e.g. "2x64x64x64x32->32 k3s1".
     #[arg(long)]
     filter: Option<String>,
     /// Convolution precision on CUDA: fp32, tf32 or bf16.
