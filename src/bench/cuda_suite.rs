@@ -372,7 +372,7 @@ fn model_cases(
         let timed = time_median(cuda, &mut run)?;
         results.push(BenchResult {
             op: "unet_step".into(),
-            shape: step_shape.into(),
+            shape: step_shape,
             ms: timed.ms,
             gflops: 0.0,
             details: Some(details(cuda, precision, &timed, "brats", "model")),
