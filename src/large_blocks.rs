@@ -184,6 +184,11 @@ impl LargeBlockAlloc {
             c.evict_to_fit(&mut evicted);
         }
         evicted.unmap();
+        if let Some(p) = map(len) {
+            return Some((p, true));
+        }
+        // Out of address space or memory: give back everything cached and try once more.
+        while self.release_cached() {}
         match map(len) {
             Some(p) => Some((p, true)),
             None => {
@@ -191,6 +196,19 @@ impl LargeBlockAlloc {
                 None
             }
         }
+    }
+
+    /// Unmaps up to a batch of the oldest cached blocks; false when none was left.
+    fn release_cached(&self) -> bool {
+        let mut evicted = Evicted::new();
+        {
+            let mut c = self.lock();
+            while c.count > 0 && evicted.count < EVICT_BATCH {
+                c.evict_oldest(&mut evicted);
+            }
+        }
+        evicted.unmap();
+        evicted.count > 0
     }
 
     fn give_back(&self, addr: usize, len: usize) {
