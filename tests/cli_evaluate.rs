@@ -542,3 +542,51 @@ fn a_broken_dataset_reports_why_not_that_it_is_no_dataset() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn json_and_csv_list_brats_regions_in_the_conventions_order() {
+    let dir = temp_dir("order");
+    let data = dataset(&dir, SynthLayout::Brats2021, 2);
+    let pred = dir.join("pred");
+    std::fs::create_dir_all(&pred).unwrap();
+    for (id, label) in labelled(&data) {
+        std::fs::copy(label, pred.join(format!("{id}.nii.gz"))).unwrap();
+    }
+    for name in ["scores.json", "scores.csv"] {
+        let out = dir.join(name);
+        let Outcome { ok, stderr, .. } = voxseg(&[
+            &"evaluate" as Arg,
+            &"--pred",
+            &pred,
+            &"--truth",
+            &data,
+            &"--out",
+            &out,
+        ]);
+        assert!(ok, "{stderr}");
+    }
+    // JSON: every case and the mean name WT, then TC, then ET.
+    let json = std::fs::read_to_string(dir.join("scores.json")).unwrap();
+    let sections: Vec<usize> = json
+        .match_indices("\"case\"")
+        .chain(json.match_indices("\"mean\""))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(sections.len(), 3, "{json}");
+    for start in sections {
+        let at = |key: &str| start + json[start..].find(key).unwrap();
+        assert!(
+            at("\"WT\"") < at("\"TC\"") && at("\"TC\"") < at("\"ET\""),
+            "{json}"
+        );
+    }
+    // CSV: each case's rows are WT, TC, ET.
+    let csv = std::fs::read_to_string(dir.join("scores.csv")).unwrap();
+    let regions: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap())
+        .collect();
+    assert_eq!(regions, ["WT", "TC", "ET", "WT", "TC", "ET"], "{csv}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
