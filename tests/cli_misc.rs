@@ -419,7 +419,7 @@ fn train_from_cache(data: &Path, cache: &Path, out: &Path) -> (bool, String) {
         "--features",
         "4",
         "--patch",
-        "16",
+        "8",
         "--epochs",
         "1",
         "--iters-per-epoch",
@@ -429,12 +429,20 @@ fn train_from_cache(data: &Path, cache: &Path, out: &Path) -> (bool, String) {
 }
 
 #[test]
-fn training_refuses_a_cache_whose_sources_changed_or_vanished() {
+fn a_cache_moved_with_its_dataset_still_trains_and_refuses_changed_sources_or_another_dataset() {
     let dir = temp_dir("stale");
     let (data, cache) = preprocessed(&dir);
-    let seg = data
-        .join("SynthBraTS2021_00001")
-        .join("SynthBraTS2021_00001_seg.nii.gz");
+    // `mv data data2; mv cache cache2`: the cache records its sources relative to the
+    // dataset folder, so it still fits the moved dataset.
+    let (moved, moved_cache) = (dir.join("data2"), dir.join("cache2"));
+    std::fs::rename(&data, &moved).unwrap();
+    std::fs::rename(&cache, &moved_cache).unwrap();
+    let (data, cache) = (moved, moved_cache);
+    let (ok, err) = train_from_cache(&data, &cache, &dir.join("run0"));
+    assert!(ok, "{err}");
+
+    let case = data.join("SynthBraTS2021_00001");
+    let seg = case.join("SynthBraTS2021_00001_seg.nii.gz");
     let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
     std::fs::File::options()
         .write(true)
@@ -448,12 +456,12 @@ fn training_refuses_a_cache_whose_sources_changed_or_vanished() {
             && err.contains("rerun `voxseg preprocess`"),
         "{err}"
     );
-    // The dataset moved: the cache's sources are gone from where it read them.
-    let moved = dir.join("moved");
-    std::fs::rename(&data, &moved).unwrap();
-    let (ok, err) = train_from_cache(&moved, &cache, &dir.join("run2"));
+    // Another dataset with the same case names is not the one the cache was made from.
+    let other = dir.join("other");
+    cli_common::synth(&other, SynthLayout::Brats2021, 3, 16, 2);
+    let (ok, err) = train_from_cache(&other, &cache, &dir.join("run2"));
     assert!(
-        !ok && err.contains(".nii.gz no longer exists")
+        !ok && err.contains("changed since the cache was made")
             && err.contains("rerun `voxseg preprocess`"),
         "{err}"
     );
