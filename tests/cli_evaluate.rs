@@ -4,50 +4,25 @@
 //! the model's convention by region name against the reference's, and bad `--out`,
 //! `--subset` and `--split` are refused before any scoring.
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use voxseg::data::labels::{LabelClass, LabelSpec, TargetSpec};
 use voxseg::data::layout::{detect, LayoutKind};
-use voxseg::data::nifti::{write_label_map, NiftiFile, NiftiHeaderInfo};
+use voxseg::data::nifti::{write_label_map, NiftiFile};
 use voxseg::data::preprocess::PreprocessSpec;
 use voxseg::data::split::Split;
-use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
+use voxseg::data::synth::SynthLayout;
 use voxseg::metrics::EvalReport;
 use voxseg::nn::unet::UNetConfig;
 use voxseg::nn::ModelSpec;
 use voxseg::train::card::{ModelCard, CARD_FORMAT};
 use voxseg::train::plan::Plan;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("voxseg-evaluate-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod cli_common;
 
-/// Runs the binary: (success, stdout, stderr).
-fn voxseg(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_voxseg"))
-        .args(args.iter().map(|a| a.as_ref()))
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use cli_common::{synth, temp_dir, voxseg, write_mask, Arg, Outcome};
 
-fn synth(dir: &Path, layout: SynthLayout, cases: usize) -> PathBuf {
+fn dataset(dir: &Path, layout: SynthLayout, cases: usize) -> PathBuf {
     let data = dir.join("data");
-    write_dataset(&SynthOptions {
-        out: data.clone(),
-        cases,
-        size: [16, 16, 16],
-        seed: 5,
-        layout,
-        storage: SynthStorage::Int16,
-    })
-    .unwrap();
+    synth(&data, layout, cases, 16, 5);
     data
 }
 
@@ -74,22 +49,6 @@ fn copy_mapped(label: &Path, out: &Path, map: &[(u8, u8)]) {
         })
         .collect();
     write_label_map(out, file.header(), &values).unwrap();
-}
-
-/// A 10x10x10 label map (spacing 1, 1, 2 mm) of boxes [lo, hi) of one value each.
-fn write_mask(path: &Path, boxes: &[([usize; 3], [usize; 3], u8)]) {
-    let mut v = vec![0u8; 1000];
-    for (lo, hi, value) in boxes {
-        for z in lo[2]..hi[2] {
-            for y in lo[1]..hi[1] {
-                for x in lo[0]..hi[0] {
-                    v[(z * 10 + y) * 10 + x] = *value;
-                }
-            }
-        }
-    }
-    let header = NiftiHeaderInfo::new([10, 10, 10], [1.0, 1.0, 2.0]);
-    write_label_map(path, &header, &v).unwrap();
 }
 
 /// A run directory holding only a model card with this label convention.
@@ -126,7 +85,7 @@ fn run_with_labels(dir: &Path, name: &str, spec: LabelSpec) -> PathBuf {
 #[test]
 fn missing_predictions_are_warned_listed_scored_empty_or_refused() {
     let dir = temp_dir("missing");
-    let data = synth(&dir, SynthLayout::Brats2021, 3);
+    let data = dataset(&dir, SynthLayout::Brats2021, 3);
     let cases = labelled(&data);
     let pred = dir.join("pred");
     std::fs::create_dir_all(&pred).unwrap();
@@ -137,8 +96,10 @@ fn missing_predictions_are_warned_listed_scored_empty_or_refused() {
     let absent = &cases[2].0;
 
     let json = dir.join("scores.json");
-    let (ok, stdout, stderr) = voxseg(&[
-        &"evaluate",
+    let Outcome {
+        ok, stdout, stderr, ..
+    } = voxseg(&[
+        &"evaluate" as Arg,
         &"--pred",
         &pred,
         &"--truth",
@@ -165,8 +126,8 @@ fn missing_predictions_are_warned_listed_scored_empty_or_refused() {
     // --missing empty scores the absent case as an all-background prediction: Dice 0 and
     // HD95 373.13 in every region its reference has; CSV marks it.
     let csv = dir.join("scores.csv");
-    let (ok, _, stderr) = voxseg(&[
-        &"evaluate",
+    let Outcome { ok, stderr, .. } = voxseg(&[
+        &"evaluate" as Arg,
         &"--pred",
         &pred,
         &"--truth",
@@ -197,8 +158,8 @@ fn missing_predictions_are_warned_listed_scored_empty_or_refused() {
         .unwrap()
         .save(&split)
         .unwrap();
-    let (ok, _, stderr) = voxseg(&[
-        &"evaluate",
+    let Outcome { ok, stderr, .. } = voxseg(&[
+        &"evaluate" as Arg,
         &"--pred",
         &pred,
         &"--truth",
@@ -210,8 +171,10 @@ fn missing_predictions_are_warned_listed_scored_empty_or_refused() {
         !ok && stderr.contains("1 of the 2") && stderr.contains(absent.as_str()),
         "{stderr}"
     );
-    let (ok, stdout, stderr) = voxseg(&[
-        &"evaluate",
+    let Outcome {
+        ok, stdout, stderr, ..
+    } = voxseg(&[
+        &"evaluate" as Arg,
         &"--pred",
         &pred,
         &"--truth",
@@ -240,8 +203,10 @@ fn label_values_outside_the_convention_are_errors_naming_file_value_and_place() 
     write_mask(&truth.join("a.nii.gz"), &[([2, 3, 4], [5, 5, 5], 4)]);
     // ET written as 3 (BraTS 2023's habit) on BraTS 2021 truth: the first 3 is at (2, 3, 4).
     write_mask(&pred.join("a.nii.gz"), &[([2, 3, 4], [5, 5, 5], 3)]);
-    let (ok, stdout, stderr) = voxseg(&[
-        &"evaluate",
+    let Outcome {
+        ok, stdout, stderr, ..
+    } = voxseg(&[
+        &"evaluate" as Arg,
         &"--pred",
         &pred,
         &"--truth",
@@ -264,8 +229,8 @@ fn label_values_outside_the_convention_are_errors_naming_file_value_and_place() 
     // A reference value outside the named convention is refused too.
     write_mask(&pred.join("a.nii.gz"), &[]);
     write_mask(&truth.join("a.nii.gz"), &[([0, 0, 1], [1, 1, 2], 7)]);
-    let (ok, _, stderr) = voxseg(&[
-        &"evaluate",
+    let Outcome { ok, stderr, .. } = voxseg(&[
+        &"evaluate" as Arg,
         &"--pred",
         &pred,
         &"--truth",
@@ -289,7 +254,7 @@ fn model_convention_is_scored_by_region_name_against_the_reference() {
 
     // MSD truth (1 oedema, 2 non-enhancing, 3 enhancing) and perfect predictions written in
     // the BraTS 2021 convention (2 oedema, 1 core, 4 enhancing).
-    let data = synth(&dir, SynthLayout::Msd, 2);
+    let data = dataset(&dir, SynthLayout::Msd, 2);
     let pred = dir.join("pred");
     std::fs::create_dir_all(&pred).unwrap();
     for (id, label) in labelled(&data) {
@@ -300,14 +265,15 @@ fn model_convention_is_scored_by_region_name_against_the_reference() {
         );
     }
     // Without --model the 4s are outside MSD's values, and the message says what to pass.
-    let (ok, _, stderr) = voxseg(&[&"evaluate", &"--pred", &pred, &"--truth", &data]);
+    let Outcome { ok, stderr, .. } =
+        voxseg(&[&"evaluate" as Arg, &"--pred", &pred, &"--truth", &data]);
     assert!(
         !ok && stderr.contains("label value 4") && stderr.contains("--model RUN"),
         "{stderr}"
     );
     let out = dir.join("msd.json");
-    let (ok, _, stderr) = voxseg(&[
-        &"evaluate",
+    let Outcome { ok, stderr, .. } = voxseg(&[
+        &"evaluate" as Arg,
         &"--pred",
         &pred,
         &"--truth",
@@ -340,7 +306,7 @@ fn model_convention_is_scored_by_region_name_against_the_reference() {
     );
     let out = dir.join("b23.json");
     let args = |model: bool| {
-        let mut a: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        let mut a: Vec<Arg> = vec![
             &"evaluate",
             &"--pred",
             &p23,
@@ -352,14 +318,14 @@ fn model_convention_is_scored_by_region_name_against_the_reference() {
             &out,
         ];
         if model {
-            a.extend([&"--model" as &dyn AsRef<std::ffi::OsStr>, &run21]);
+            a.extend([&"--model" as Arg, &run21]);
         }
         voxseg(&a)
     };
-    let (ok, _, stderr) = args(false);
+    let Outcome { ok, stderr, .. } = args(false);
     assert!(ok, "{stderr}");
     assert_eq!(EvalReport::read_json(&out).unwrap().mean["ET"].dice, 0.0);
-    let (ok, _, stderr) = args(true);
+    let Outcome { ok, stderr, .. } = args(true);
     assert!(ok, "{stderr}");
     let mean = EvalReport::read_json(&out).unwrap().mean;
     assert_eq!(
@@ -381,8 +347,8 @@ fn model_convention_is_scored_by_region_name_against_the_reference() {
     )
     .unwrap();
     let run_liver = run_with_labels(&dir, "runliver", liver);
-    let (ok, _, stderr) = voxseg(&[
-        &"evaluate",
+    let Outcome { ok, stderr, .. } = voxseg(&[
+        &"evaluate" as Arg,
         &"--pred",
         &p23,
         &"--truth",
@@ -397,8 +363,8 @@ fn model_convention_is_scored_by_region_name_against_the_reference() {
         "{stderr}"
     );
     // --model must be a run; with a plain folder and no --labels it gives the convention.
-    let (ok, _, stderr) = voxseg(&[
-        &"evaluate",
+    let Outcome { ok, stderr, .. } = voxseg(&[
+        &"evaluate" as Arg,
         &"--pred",
         &p23,
         &"--truth",
@@ -407,8 +373,8 @@ fn model_convention_is_scored_by_region_name_against_the_reference() {
         &dir,
     ]);
     assert!(!ok && stderr.contains("not a run directory"), "{stderr}");
-    let (ok, _, stderr) = voxseg(&[
-        &"evaluate",
+    let Outcome { ok, stderr, .. } = voxseg(&[
+        &"evaluate" as Arg,
         &"--pred",
         &p23,
         &"--truth",
@@ -423,38 +389,41 @@ fn model_convention_is_scored_by_region_name_against_the_reference() {
 #[test]
 fn bad_out_subset_and_split_are_refused_before_scoring() {
     let dir = temp_dir("flags");
-    let data = synth(&dir, SynthLayout::Brats2021, 2);
+    let data = dataset(&dir, SynthLayout::Brats2021, 2);
     let cases = labelled(&data);
     let pred = dir.join("pred");
     std::fs::create_dir_all(&pred).unwrap();
     for (id, label) in &cases {
         std::fs::copy(label, pred.join(format!("{id}.nii.gz"))).unwrap();
     }
-    let run = |extra: &[&dyn AsRef<std::ffi::OsStr>]| {
-        let mut a: Vec<&dyn AsRef<std::ffi::OsStr>> =
-            vec![&"evaluate", &"--pred", &pred, &"--truth", &data];
+    let run = |extra: &[Arg]| {
+        let mut a: Vec<Arg> = vec![&"evaluate", &"--pred", &pred, &"--truth", &data];
         a.extend_from_slice(extra);
         voxseg(&a)
     };
     // --out is checked first: nothing is scored or printed.
-    let (ok, stdout, stderr) = run(&[&"--out", &dir.join("ev.txt")]);
+    let Outcome {
+        ok, stdout, stderr, ..
+    } = run(&[&"--out", &dir.join("ev.txt")]);
     assert!(
         !ok && stdout.is_empty() && stderr.contains(".json or .csv"),
         "{stderr}"
     );
     let nowhere = dir.join("no/dir/x.json");
-    let (ok, stdout, stderr) = run(&[&"--out", &nowhere]);
+    let Outcome {
+        ok, stdout, stderr, ..
+    } = run(&[&"--out", &nowhere]);
     assert!(
         !ok && stdout.is_empty() && stderr.contains("does not exist"),
         "{stderr}"
     );
     let folder = dir.join("folder.json");
     std::fs::create_dir_all(&folder).unwrap();
-    let (ok, _, stderr) = run(&[&"--out", &folder]);
+    let Outcome { ok, stderr, .. } = run(&[&"--out", &folder]);
     assert!(!ok && stderr.contains("is a folder"), "{stderr}");
 
     // --subset needs --split.
-    let (ok, _, stderr) = run(&[&"--subset", &"val"]);
+    let Outcome { ok, stderr, .. } = run(&[&"--subset", &"val"]);
     assert!(!ok && stderr.contains("--split"), "{stderr}");
 
     // A split of another dataset's cases says so.
@@ -471,7 +440,9 @@ fn bad_out_subset_and_split_are_refused_before_scoring() {
     .unwrap()
     .save(&split)
     .unwrap();
-    let (ok, stdout, stderr) = run(&[&"--split", &split]);
+    let Outcome {
+        ok, stdout, stderr, ..
+    } = run(&[&"--split", &split]);
     assert!(
         !ok && stdout.is_empty()
             && stderr.contains("another dataset")
@@ -480,12 +451,12 @@ fn bad_out_subset_and_split_are_refused_before_scoring() {
     );
 
     // --labels naming another convention than the dataset's is refused, not ignored.
-    let (ok, _, stderr) = run(&[&"--labels", &"brats2023"]);
+    let Outcome { ok, stderr, .. } = run(&[&"--labels", &"brats2023"]);
     assert!(
         !ok && stderr.contains("--labels is for a plain folder"),
         "{stderr}"
     );
-    let (ok, _, stderr) = run(&[&"--labels", &"brats2021"]);
+    let Outcome { ok, stderr, .. } = run(&[&"--labels", &"brats2021"]);
     assert!(ok, "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -493,7 +464,7 @@ fn bad_out_subset_and_split_are_refused_before_scoring() {
 #[test]
 fn predictions_of_unlabelled_test_cases_are_left_out_with_a_warning() {
     let dir = temp_dir("unlabelled");
-    let data = synth(&dir, SynthLayout::Msd, 3);
+    let data = dataset(&dir, SynthLayout::Msd, 3);
     let cases = labelled(&data);
     // The last case becomes an unlabelled test case, as MSD lists imagesTs.
     let json_path = data.join("dataset.json");
@@ -509,8 +480,8 @@ fn predictions_of_unlabelled_test_cases_are_left_out_with_a_warning() {
         std::fs::copy(label, pred.join(format!("{id}.nii.gz"))).unwrap();
     }
     let out = dir.join("scores.json");
-    let (ok, _, stderr) = voxseg(&[
-        &"evaluate",
+    let Outcome { ok, stderr, .. } = voxseg(&[
+        &"evaluate" as Arg,
         &"--pred",
         &pred,
         &"--truth",
@@ -536,7 +507,8 @@ fn predictions_of_unlabelled_test_cases_are_left_out_with_a_warning() {
 
     // A prediction of a case the dataset does not list at all is still an error.
     std::fs::copy(&cases[0].1, pred.join("stranger.nii.gz")).unwrap();
-    let (ok, _, stderr) = voxseg(&[&"evaluate", &"--pred", &pred, &"--truth", &data]);
+    let Outcome { ok, stderr, .. } =
+        voxseg(&[&"evaluate" as Arg, &"--pred", &pred, &"--truth", &data]);
     assert!(!ok);
     assert!(
         stderr.contains("stranger") && stderr.contains("no reference label"),
@@ -548,7 +520,7 @@ fn predictions_of_unlabelled_test_cases_are_left_out_with_a_warning() {
 #[test]
 fn a_broken_dataset_reports_why_not_that_it_is_no_dataset() {
     let dir = temp_dir("broken");
-    let data = synth(&dir, SynthLayout::Msd, 2);
+    let data = dataset(&dir, SynthLayout::Msd, 2);
     let pred = dir.join("pred");
     std::fs::create_dir_all(&pred).unwrap();
     for (id, label) in labelled(&data) {
@@ -556,12 +528,11 @@ fn a_broken_dataset_reports_why_not_that_it_is_no_dataset() {
     }
     std::fs::write(data.join("dataset.json"), "{ not json").unwrap();
     for labels in [None, Some("brats2021")] {
-        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
-            vec![&"evaluate", &"--pred", &pred, &"--truth", &data];
+        let mut args: Vec<Arg> = vec![&"evaluate", &"--pred", &pred, &"--truth", &data];
         if let Some(l) = &labels {
-            args.extend([&"--labels" as &dyn AsRef<std::ffi::OsStr>, l]);
+            args.extend([&"--labels" as Arg, l]);
         }
-        let (ok, _, stderr) = voxseg(&args);
+        let Outcome { ok, stderr, .. } = voxseg(&args);
         assert!(!ok);
         assert!(
             stderr.contains("dataset.json") && stderr.contains("invalid JSON"),
@@ -569,5 +540,53 @@ fn a_broken_dataset_reports_why_not_that_it_is_no_dataset() {
         );
         assert!(!stderr.contains("not a dataset folder"), "{stderr}");
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn json_and_csv_list_brats_regions_in_the_conventions_order() {
+    let dir = temp_dir("order");
+    let data = dataset(&dir, SynthLayout::Brats2021, 2);
+    let pred = dir.join("pred");
+    std::fs::create_dir_all(&pred).unwrap();
+    for (id, label) in labelled(&data) {
+        std::fs::copy(label, pred.join(format!("{id}.nii.gz"))).unwrap();
+    }
+    for name in ["scores.json", "scores.csv"] {
+        let out = dir.join(name);
+        let Outcome { ok, stderr, .. } = voxseg(&[
+            &"evaluate" as Arg,
+            &"--pred",
+            &pred,
+            &"--truth",
+            &data,
+            &"--out",
+            &out,
+        ]);
+        assert!(ok, "{stderr}");
+    }
+    // JSON: every case and the mean name WT, then TC, then ET.
+    let json = std::fs::read_to_string(dir.join("scores.json")).unwrap();
+    let sections: Vec<usize> = json
+        .match_indices("\"case\"")
+        .chain(json.match_indices("\"mean\""))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(sections.len(), 3, "{json}");
+    for start in sections {
+        let at = |key: &str| start + json[start..].find(key).unwrap();
+        assert!(
+            at("\"WT\"") < at("\"TC\"") && at("\"TC\"") < at("\"ET\""),
+            "{json}"
+        );
+    }
+    // CSV: each case's rows are WT, TC, ET.
+    let csv = std::fs::read_to_string(dir.join("scores.csv")).unwrap();
+    let regions: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap())
+        .collect();
+    assert_eq!(regions, ["WT", "TC", "ET", "WT", "TC", "ET"], "{csv}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

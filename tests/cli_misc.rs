@@ -6,36 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("voxseg-cli-misc-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod cli_common;
+
+use cli_common::{preprocess, temp_dir, voxseg, Outcome};
 
 fn synth(out: &Path, cases: usize, layout: SynthLayout) {
-    write_dataset(&SynthOptions {
-        out: out.to_path_buf(),
-        cases,
-        size: [16, 16, 16],
-        seed: 1,
-        layout,
-        storage: SynthStorage::Int16,
-    })
-    .unwrap();
-}
-
-/// Runs the binary; (success, stdout, stderr).
-fn voxseg<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_voxseg"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    cli_common::synth(out, layout, cases, 16, 1);
 }
 
 /// Every file under `dir` (relative path -> bytes), to show a folder is untouched.
@@ -136,7 +112,9 @@ fn synth_refuses_a_non_empty_out_and_force_replaces_only_a_dataset() {
     let data = dir.join("b21");
     synth(&data, 3, SynthLayout::Brats2021);
     let before = sorted_entries(&data);
-    let (ok, _, err) = voxseg(&[
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&[
         "synth",
         "--size",
         "16",
@@ -153,7 +131,9 @@ fn synth_refuses_a_non_empty_out_and_force_replaces_only_a_dataset() {
     );
     assert_eq!(sorted_entries(&data), before);
 
-    let (ok, _, err) = voxseg(&[
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&[
         "synth",
         "--size",
         "16",
@@ -176,7 +156,9 @@ fn synth_refuses_a_non_empty_out_and_force_replaces_only_a_dataset() {
     // BraTS over MSD with --force: the MSD files go, nothing is mixed.
     let msd = dir.join("msd");
     synth(&msd, 3, SynthLayout::Msd);
-    let (ok, _, err) = voxseg(&[
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&[
         "synth",
         "--size",
         "16",
@@ -194,7 +176,9 @@ fn synth_refuses_a_non_empty_out_and_force_replaces_only_a_dataset() {
 
     // Anything that is not part of a dataset is never deleted, even with --force.
     std::fs::write(data.join("notes.txt"), b"mine").unwrap();
-    let (ok, _, err) = voxseg(&[
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&[
         "synth",
         "--size",
         "16",
@@ -212,7 +196,9 @@ fn synth_refuses_a_non_empty_out_and_force_replaces_only_a_dataset() {
 
     let file = dir.join("afile");
     std::fs::write(&file, b"").unwrap();
-    let (ok, _, err) = voxseg(&["synth", "--size", "16", "--out", file.to_str().unwrap()]);
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&["synth", "--size", "16", "--out", file.to_str().unwrap()]);
     assert!(
         !ok && err.contains("afile is a file, not a folder"),
         "{err}"
@@ -224,7 +210,9 @@ fn synth_force(out: &Path, extra: &[&str]) -> (bool, String) {
     let mut args = vec!["synth", "--force", "--out"];
     args.push(out.to_str().unwrap());
     args.extend_from_slice(extra);
-    let (ok, _, err) = voxseg(&args);
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&args);
     (ok, err)
 }
 
@@ -265,39 +253,31 @@ fn preprocessed(dir: &Path) -> (PathBuf, PathBuf) {
     let data = dir.join("data");
     synth(&data, 3, SynthLayout::Brats2021);
     let cache = dir.join("cache");
-    let (ok, _, err) = voxseg(&[
-        "preprocess",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        cache.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    let out = preprocess(&data, &cache, &[]);
+    assert!(out.ok, "{}", out.stderr);
     (data, cache)
-}
-
-fn preprocess(data: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
-    let mut args = vec!["preprocess", "--data", data.to_str().unwrap()];
-    args.extend_from_slice(&["--out", out.to_str().unwrap()]);
-    args.extend_from_slice(extra);
-    let (ok, _, err) = voxseg(&args);
-    (ok, err)
 }
 
 #[test]
 fn preprocess_refuses_a_non_empty_out_unless_forced() {
     let dir = temp_dir("preprocess");
     let (data, cache) = preprocessed(&dir);
-    let (ok, err) = preprocess(&data, &cache, &[]);
+    let Outcome {
+        ok, stderr: err, ..
+    } = preprocess(&data, &cache, &[]);
     assert!(
         !ok && err.contains("is not empty") && err.contains("--force"),
         "{err}"
     );
-    let (ok, err) = preprocess(&data, &cache, &["--force"]);
+    let Outcome {
+        ok, stderr: err, ..
+    } = preprocess(&data, &cache, &["--force"]);
     assert!(ok, "{err}");
     let file = dir.join("afile");
     std::fs::write(&file, b"").unwrap();
-    let (ok, err) = preprocess(&data, &file, &[]);
+    let Outcome {
+        ok, stderr: err, ..
+    } = preprocess(&data, &file, &[]);
     assert!(
         !ok && err.contains("afile is a file, not a folder"),
         "{err}"
@@ -315,19 +295,25 @@ fn preprocess_force_never_writes_into_the_data_nor_replaces_what_is_not_a_comple
         (data.join("SynthBraTS2021_00000"), "is inside --data"),
         (data.join("cache"), "is inside --data"),
     ] {
-        let (ok, err) = preprocess(&data, &out, &["--force"]);
+        let Outcome {
+            ok, stderr: err, ..
+        } = preprocess(&data, &out, &["--force"]);
         assert!(!ok && err.contains(says), "{}: {err}", out.display());
     }
     assert_eq!(snapshot(&data), data_before, "the dataset was written into");
 
     // A bad modality, then a case that fails to load halfway: the old cache stays whole.
     let cache_before = snapshot(&cache);
-    let (ok, err) = preprocess(&data, &cache, &["--force", "--modalities", "t1,pd"]);
+    let Outcome {
+        ok, stderr: err, ..
+    } = preprocess(&data, &cache, &["--force", "--modalities", "t1,pd"]);
     assert!(!ok && err.contains("pd"), "{err}");
     let last = t1_files(&data).pop().unwrap();
     let bytes = std::fs::read(&last).unwrap();
     std::fs::write(&last, &bytes[..bytes.len() / 2]).unwrap();
-    let (ok, err) = preprocess(&data, &cache, &["--force"]);
+    let Outcome {
+        ok, stderr: err, ..
+    } = preprocess(&data, &cache, &["--force"]);
     assert!(
         !ok && err.contains("SynthBraTS2021_00002_t1.nii.gz"),
         "{err}"
@@ -345,7 +331,9 @@ fn preprocess_force_never_writes_into_the_data_nor_replaces_what_is_not_a_comple
     std::fs::write(other.join("modalities.json"), b"[\"t1\"]").unwrap();
     std::fs::write(other.join("cache.json"), b"{\"not\": \"a cache\"}").unwrap();
     let other_before = snapshot(&other);
-    let (ok, err) = preprocess(&data, &other, &["--force"]);
+    let Outcome {
+        ok, stderr: err, ..
+    } = preprocess(&data, &other, &["--force"]);
     assert!(!ok && err.contains("is not a voxseg cache"), "{err}");
     assert_eq!(snapshot(&other), other_before);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -357,7 +345,9 @@ fn predict_refuses_an_out_inside_the_data_before_writing_anything() {
     let data = dir.join("msd");
     synth(&data, 2, SynthLayout::Msd);
     let before = snapshot(&data);
-    let (ok, _, err) = voxseg(&[
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&[
         "predict",
         "--model",
         dir.join("no-run").to_str().unwrap(),
@@ -394,9 +384,16 @@ fn check_replace_nan_accepts_cases_that_training_with_it_accepts() {
     voxels[3] = f32::NAN;
     let header = file.header().clone();
     write_nifti(&image, &header, 1, VoxelData::Float32(&voxels), (1.0, 0.0)).unwrap();
-    let (ok, _, err) = voxseg(&["check", "--data", data.to_str().unwrap()]);
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&["check", "--data", data.to_str().unwrap()]);
     assert!(!ok && err.contains("1 case(s) would be refused"), "{err}");
-    let (ok, out, err) = voxseg(&["check", "--data", data.to_str().unwrap(), "--replace-nan"]);
+    let Outcome {
+        ok,
+        stdout: out,
+        stderr: err,
+        ..
+    } = voxseg(&["check", "--data", data.to_str().unwrap(), "--replace-nan"]);
     assert!(ok, "{out}{err}");
     assert!(
         err.contains("replaced 1 NaN/Inf voxel(s) with 0")
@@ -407,7 +404,9 @@ fn check_replace_nan_accepts_cases_that_training_with_it_accepts() {
 }
 
 fn train_from_cache(data: &Path, cache: &Path, out: &Path) -> (bool, String) {
-    let (ok, _, err) = voxseg(&[
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&[
         "train",
         "--data",
         data.to_str().unwrap(),
@@ -420,7 +419,7 @@ fn train_from_cache(data: &Path, cache: &Path, out: &Path) -> (bool, String) {
         "--features",
         "4",
         "--patch",
-        "16",
+        "8",
         "--epochs",
         "1",
         "--iters-per-epoch",
@@ -430,12 +429,20 @@ fn train_from_cache(data: &Path, cache: &Path, out: &Path) -> (bool, String) {
 }
 
 #[test]
-fn training_refuses_a_cache_whose_sources_changed_or_vanished() {
+fn a_cache_moved_with_its_dataset_still_trains_and_refuses_changed_sources_or_another_dataset() {
     let dir = temp_dir("stale");
     let (data, cache) = preprocessed(&dir);
-    let seg = data
-        .join("SynthBraTS2021_00001")
-        .join("SynthBraTS2021_00001_seg.nii.gz");
+    // `mv data data2; mv cache cache2`: the cache records its sources relative to the
+    // dataset folder, so it still fits the moved dataset.
+    let (moved, moved_cache) = (dir.join("data2"), dir.join("cache2"));
+    std::fs::rename(&data, &moved).unwrap();
+    std::fs::rename(&cache, &moved_cache).unwrap();
+    let (data, cache) = (moved, moved_cache);
+    let (ok, err) = train_from_cache(&data, &cache, &dir.join("run0"));
+    assert!(ok, "{err}");
+
+    let case = data.join("SynthBraTS2021_00001");
+    let seg = case.join("SynthBraTS2021_00001_seg.nii.gz");
     let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
     std::fs::File::options()
         .write(true)
@@ -449,12 +456,12 @@ fn training_refuses_a_cache_whose_sources_changed_or_vanished() {
             && err.contains("rerun `voxseg preprocess`"),
         "{err}"
     );
-    // The dataset moved: the cache's sources are gone from where it read them.
-    let moved = dir.join("moved");
-    std::fs::rename(&data, &moved).unwrap();
-    let (ok, err) = train_from_cache(&moved, &cache, &dir.join("run2"));
+    // Another dataset with the same case names is not the one the cache was made from.
+    let other = dir.join("other");
+    cli_common::synth(&other, SynthLayout::Brats2021, 3, 16, 2);
+    let (ok, err) = train_from_cache(&other, &cache, &dir.join("run2"));
     assert!(
-        !ok && err.contains(".nii.gz no longer exists")
+        !ok && err.contains("changed since the cache was made")
             && err.contains("rerun `voxseg preprocess`"),
         "{err}"
     );
@@ -469,7 +476,12 @@ fn inspect_reports_every_file_and_fails_at_the_end() {
     let good = t1_files(&data);
     let bad = dir.join("notes.nii.gz");
     std::fs::write(&bad, b"not an image at all\n").unwrap();
-    let (ok, out, err) = voxseg(&[
+    let Outcome {
+        ok,
+        stdout: out,
+        stderr: err,
+        ..
+    } = voxseg(&[
         "inspect",
         good[0].to_str().unwrap(),
         bad.to_str().unwrap(),
@@ -491,7 +503,9 @@ fn negative_flag_values_reach_the_real_checks() {
     let data = dir.join("data");
     synth(&data, 2, SynthLayout::Brats2021);
     let out = dir.join("run");
-    let (ok, _, err) = voxseg(&[
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&[
         "train",
         "--data",
         data.to_str().unwrap(),
@@ -501,7 +515,9 @@ fn negative_flag_values_reach_the_real_checks() {
         "-1",
     ]);
     assert!(!ok && err.contains("invalid lr: -1"), "{err}");
-    let (ok, _, err) = voxseg(&[
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&[
         "predict",
         "--model",
         out.to_str().unwrap(),
@@ -520,7 +536,9 @@ fn negative_flag_values_reach_the_real_checks() {
 fn messages_use_the_users_terms_and_say_an_os_error_once() {
     let dir = temp_dir("messages");
     let missing = dir.join("nonexist.json");
-    let (ok, _, err) = voxseg(&[
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&[
         "train",
         "--config",
         missing.to_str().unwrap(),
@@ -531,7 +549,9 @@ fn messages_use_the_users_terms_and_say_an_os_error_once() {
     assert!(!ok && err.contains("nonexist.json"), "{err}");
     assert_eq!(err.matches("os error 2").count(), 1, "{err} ({reason})");
 
-    let (ok, _, err) = voxseg(&["bench", "--precision", "foo"]);
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&["bench", "--precision", "foo"]);
     assert!(!ok && err.contains("not one of fp32, tf32, bf16"), "{err}");
 
     // A plain string in a config is short for {"kind": ...}.
@@ -588,7 +608,12 @@ fn a_channel_the_image_lacks_is_reported_with_its_case() {
 
 #[test]
 fn bench_names_the_ops_when_a_filter_matches_nothing_and_notes_cpu_precision() {
-    let (ok, out, err) = voxseg(&["bench", "--filter", "zzzz", "--precision", "bf16"]);
+    let Outcome {
+        ok,
+        stdout: out,
+        stderr: err,
+        ..
+    } = voxseg(&["bench", "--filter", "zzzz", "--precision", "bf16"]);
     assert!(!ok && out.is_empty(), "{out}");
     assert!(
         err.contains("'zzzz' matches no case")

@@ -6,13 +6,15 @@
 //! the label-convention warning.
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use voxseg::data::nifti::{write_label_map, NiftiFile};
-use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
-use voxseg::optim::LrSchedule;
+use voxseg::data::synth::SynthLayout;
 use voxseg::train::checkpoint::{load_checkpoint, save_checkpoint};
 use voxseg::train::{train, RunOptions, TrainConfig};
+
+mod cli_common;
+
+use cli_common::{s, small_config, synth, voxseg, Outcome};
 
 /// An MSD dataset of 5 labelled cases and 1 unlabelled (`test`) case, a BraTS 2021
 /// dataset, and a run trained on the MSD one.
@@ -25,18 +27,6 @@ struct Fixture {
 
 const UNLABELLED: &str = "SynthBrain_006";
 
-fn synth(out: &Path, layout: SynthLayout, cases: usize) {
-    write_dataset(&SynthOptions {
-        out: out.to_path_buf(),
-        cases,
-        size: [24, 24, 24],
-        seed: 5,
-        layout,
-        storage: SynthStorage::Int16,
-    })
-    .unwrap();
-}
-
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
@@ -46,7 +36,7 @@ fn fixture() -> &'static Fixture {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
         let msd = root.join("msd");
-        synth(&msd, SynthLayout::Msd, 6);
+        synth(&msd, SynthLayout::Msd, 6, 24, 5);
         // The sixth case becomes an unlabelled test case, as in MSD's imagesTs.
         let json_path = msd.join("dataset.json");
         let mut json: serde_json::Value =
@@ -61,32 +51,17 @@ fn fixture() -> &'static Fixture {
         json["test"] = serde_json::json!([format!("./imagesTs/{UNLABELLED}.nii.gz")]);
         std::fs::write(&json_path, serde_json::to_vec(&json).unwrap()).unwrap();
         let brats = root.join("brats");
-        synth(&brats, SynthLayout::Brats2021, 1);
+        synth(&brats, SynthLayout::Brats2021, 1, 24, 5);
 
         let run = root.join("run");
         let cfg = TrainConfig {
-            data: msd.clone(),
-            out: run.clone(),
-            device: "cpu".into(),
-            features: Some(4),
-            max_features: Some(8),
-            depth: Some(2),
-            patch: Some([16, 16, 16]),
-            batch: Some(1),
-            optimizer: voxseg::optim::OptimizerSpec::keras_adam(),
-            lr: 1e-2,
-            schedule: LrSchedule::Constant,
-            epochs: 1,
-            iters_per_epoch: 1,
             val_every: 1,
-            workers: 1,
-            augment: voxseg::data::augment::AugmentSpec::none(),
             split: voxseg::data::split::SplitFractions {
                 train: 0.4,
                 val: 0.2,
                 test: 0.4,
             },
-            ..TrainConfig::default()
+            ..small_config(&msd, &run)
         };
         train(cfg, RunOptions::default()).unwrap();
         Fixture {
@@ -103,28 +78,6 @@ fn out_dir(name: &str) -> PathBuf {
     let dir = fixture().root.join(name);
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-struct Outcome {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn voxseg(args: &[&str]) -> Outcome {
-    let out = Command::new(env!("CARGO_BIN_EXE_voxseg"))
-        .args(args)
-        .output()
-        .unwrap();
-    Outcome {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// `predict --model RUN --device cpu --out OUT` plus `extra`.

@@ -5,46 +5,16 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
+use voxseg::data::synth::SynthLayout;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("voxseg-cli-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod cli_common;
+
+use cli_common::{metrics, synth, temp_dir, voxseg_in, Outcome};
 
 fn dataset(dir: &Path, size: usize, seed: u64) -> PathBuf {
     let data = dir.join("data");
-    write_dataset(&SynthOptions {
-        out: data.clone(),
-        cases: 6,
-        size: [size; 3],
-        seed,
-        layout: SynthLayout::Brats2021,
-        storage: SynthStorage::Int16,
-    })
-    .unwrap();
+    synth(&data, SynthLayout::Brats2021, 6, size, seed);
     data
-}
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn voxseg_in(cwd: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_voxseg"))
-        .current_dir(cwd)
-        .args(args)
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 /// A small, fast run: 4 features, batch 1, Adam at a constant rate.
@@ -74,15 +44,7 @@ fn train_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str
     args
 }
 
-fn metrics(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn assert_refused(r: &Run, words: &[&str]) {
+fn assert_refused(r: &Outcome, words: &[&str]) {
     assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
     assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
     for w in words {

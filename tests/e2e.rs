@@ -3,73 +3,40 @@
 //! input's shape, affine and label set, evaluate scores crafted masks by hand, and bad
 //! input gets a clear error.
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use voxseg::backend::cpu::Cpu;
 use voxseg::data::labels::LabelSpec;
 use voxseg::data::layout::detect;
-use voxseg::data::nifti::{write_label_map, NiftiFile, NiftiHeaderInfo};
+use voxseg::data::nifti::NiftiFile;
 use voxseg::data::split::Split;
-use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
+use voxseg::data::synth::SynthLayout;
 use voxseg::infer::{PredictOptions, Predictor};
 use voxseg::metrics::evaluate::evaluate;
-use voxseg::optim::LrSchedule;
 use voxseg::train::checkpoint::load_checkpoint;
 use voxseg::train::{train, RunOptions, TrainConfig};
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("voxseg-e2e-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod cli_common;
+
+use cli_common::{metrics, preprocess, small_config, synth, temp_dir, voxseg, write_mask, Outcome};
 
 fn tiny_dataset(dir: &Path) -> PathBuf {
     let data = dir.join("data");
-    write_dataset(&SynthOptions {
-        out: data.clone(),
-        cases: 6,
-        size: [24, 24, 24],
-        seed: 3,
-        layout: SynthLayout::Brats2021,
-        storage: SynthStorage::Int16,
-    })
-    .unwrap();
+    synth(&data, SynthLayout::Brats2021, 6, 24, 3);
     data
 }
 
 fn tiny_config(data: &Path, out: &Path, epochs: usize) -> TrainConfig {
     TrainConfig {
-        data: data.to_path_buf(),
-        out: out.to_path_buf(),
-        device: "cpu".into(),
-        features: Some(4),
-        max_features: Some(8),
-        depth: Some(2),
-        patch: Some([16, 16, 16]),
         batch: Some(2),
-        optimizer: voxseg::optim::OptimizerSpec::keras_adam(),
-        lr: 1e-2,
-        schedule: LrSchedule::Constant,
         epochs,
         iters_per_epoch: 4,
         val_every: 1,
-        workers: 1,
-        augment: voxseg::data::augment::AugmentSpec::none(),
         split: voxseg::data::split::SplitFractions {
             train: 0.5,
             val: 0.17,
             test: 0.33,
         },
-        ..TrainConfig::default()
+        ..small_config(data, out)
     }
-}
-
-fn metrics_lines(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]
@@ -81,7 +48,7 @@ fn train_files_resume_predict() {
     assert_eq!((summary.state.epoch, summary.state.step), (3, 12));
 
     // The loss falls and every record has the documented keys.
-    let lines = metrics_lines(&run);
+    let lines = metrics(&run);
     assert_eq!(lines.len(), 3);
     for key in [
         "epoch",
@@ -141,7 +108,7 @@ fn train_files_resume_predict() {
     )
     .unwrap();
     assert_eq!((resumed.state.epoch, resumed.state.step), (5, 20));
-    let steps: Vec<u64> = metrics_lines(&run)
+    let steps: Vec<u64> = metrics(&run)
         .iter()
         .map(|l| l["step"].as_u64().unwrap())
         .collect();
@@ -199,24 +166,6 @@ fn train_files_resume_predict() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-fn header() -> NiftiHeaderInfo {
-    NiftiHeaderInfo::new([10, 10, 10], [1.0, 1.0, 2.0])
-}
-
-fn write_mask(path: &Path, boxes: &[([usize; 3], [usize; 3], u8)]) {
-    let mut v = vec![0u8; 1000];
-    for (lo, hi, value) in boxes {
-        for z in lo[2]..hi[2] {
-            for y in lo[1]..hi[1] {
-                for x in lo[0]..hi[0] {
-                    v[(z * 10 + y) * 10 + x] = *value;
-                }
-            }
-        }
-    }
-    write_label_map(path, &header(), &v).unwrap();
-}
-
 #[test]
 fn evaluate_matches_hand_computed_scores() {
     let dir = temp_dir("eval");
@@ -245,17 +194,6 @@ fn evaluate_matches_hand_computed_scores() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-fn voxseg(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_voxseg"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn bad_input_gets_one_clear_line() {
     let dir = temp_dir("cli");
@@ -263,27 +201,41 @@ fn bad_input_gets_one_clear_line() {
     let d = data.to_str().unwrap();
     let out = dir.join("run");
     let o = out.to_str().unwrap();
-    let (ok, err) = voxseg(&["train", "--data", d, "--out", o, "--bogus"]);
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&["train", "--data", d, "--out", o, "--bogus"]);
     assert!(!ok && err.contains("--bogus"), "{err}");
-    let (ok, err) = voxseg(&["train", "--data", d, "--out", o, "--modalities", "t1,dwi"]);
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&["train", "--data", d, "--out", o, "--modalities", "t1,dwi"]);
     assert!(
         !ok && err.contains("dwi") && err.lines().count() == 1,
         "{err}"
     );
-    let (ok, err) = voxseg(&[
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&[
         "train", "--data", d, "--out", o, "--device", "cpu", "--patch", "64,64,64",
     ]);
     assert!(
         !ok && err.contains("patch") && err.contains("larger"),
         "{err}"
     );
-    let (ok, err) = voxseg(&["train", "--data", d, "--out", o, "--device", "tpu"]);
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&["train", "--data", d, "--out", o, "--device", "tpu"]);
     assert!(!ok && err.contains("tpu"), "{err}");
-    let (ok, err) = voxseg(&["train", "--data", d, "--out", o, "--loss", "focal"]);
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&["train", "--data", d, "--out", o, "--loss", "focal"]);
     assert!(!ok && err.contains("focal"), "{err}");
-    let (ok, err) = voxseg(&["train", "--data", d, "--out", o, "--precision", "fp16"]);
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&["train", "--data", d, "--out", o, "--precision", "fp16"]);
     assert!(!ok && err.contains("fp16") && err.contains("bf16"), "{err}");
-    let (ok, err) = voxseg(&["predict", "--model", o, "--data", d, "--out", o]);
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&["predict", "--model", o, "--data", d, "--out", o]);
     assert!(!ok && err.contains("model.json"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -293,14 +245,8 @@ fn training_from_a_cache_matches_memory_and_refuses_other_preprocessing() {
     let dir = temp_dir("cache");
     let data = tiny_dataset(&dir);
     let cache = dir.join("cache");
-    let (ok, err) = voxseg(&[
-        "preprocess",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        cache.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    let out = preprocess(&data, &cache, &[]);
+    assert!(out.ok, "{}", out.stderr);
 
     let from_memory = train(
         tiny_config(&data, &dir.join("memory"), 1),
@@ -344,7 +290,9 @@ fn training_from_a_cache_matches_memory_and_refuses_other_preprocessing() {
     )
     .unwrap();
     let min_max_cache = dir.join("cache-min-max");
-    let (ok, err) = voxseg(&[
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&[
         "preprocess",
         "--data",
         data.to_str().unwrap(),
@@ -360,7 +308,9 @@ fn training_from_a_cache_matches_memory_and_refuses_other_preprocessing() {
     train(min_max, RunOptions::default()).unwrap();
 
     std::fs::write(&config, r#"{"dataset_statistics": true}"#).unwrap();
-    let (ok, err) = voxseg(&[
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&[
         "preprocess",
         "--data",
         data.to_str().unwrap(),

@@ -2,43 +2,21 @@
 //! ensemble whose probabilities are the mean of each model's, on the test cases they all
 //! hold out; runs that cannot be averaged or cases a member trained on are refused.
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use voxseg::data::nifti::NiftiFile;
-use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
+use voxseg::data::synth::SynthLayout;
 use voxseg::train::config::Folds;
 use voxseg::train::{train, RunOptions, TrainConfig};
 
-fn voxseg(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_voxseg"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod cli_common;
+
+use cli_common::{small_config, synth, temp_dir, voxseg, Outcome};
 
 fn fold_run(data: &Path, out: &Path, index: usize, modalities: &[&str]) {
     let cfg = TrainConfig {
-        data: data.to_path_buf(),
-        out: out.to_path_buf(),
-        device: "cpu".into(),
         modalities: modalities.iter().map(|m| m.to_string()).collect(),
-        features: Some(4),
-        max_features: Some(8),
-        depth: Some(2),
-        patch: Some([16, 16, 16]),
-        batch: Some(1),
-        optimizer: voxseg::optim::OptimizerSpec::keras_adam(),
-        lr: 1e-2,
-        schedule: voxseg::optim::LrSchedule::Constant,
-        epochs: 1,
         iters_per_epoch: 2,
-        workers: 1,
-        augment: voxseg::data::augment::AugmentSpec::none(),
         folds: Some(Folds { count: 3, index }),
-        ..TrainConfig::default()
+        ..small_config(data, out)
     };
     train(cfg, RunOptions::default()).unwrap();
 }
@@ -50,18 +28,9 @@ fn probabilities(folder: &Path, case: &str) -> Vec<f32> {
 
 #[test]
 fn folds_average_their_probabilities_on_the_shared_test_cases() {
-    let dir = std::env::temp_dir().join(format!("voxseg-ensemble-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = temp_dir("folds");
     let data = dir.join("data");
-    write_dataset(&SynthOptions {
-        out: data.clone(),
-        cases: 8,
-        size: [24, 24, 24],
-        seed: 5,
-        layout: SynthLayout::Brats2021,
-        storage: SynthStorage::Int16,
-    })
-    .unwrap();
+    synth(&data, SynthLayout::Brats2021, 8, 24, 5);
     let all = ["t1", "t1ce", "t2", "flair"];
     let runs: Vec<PathBuf> = (0..2).map(|k| dir.join(format!("fold{k}"))).collect();
     for (k, run) in runs.iter().enumerate() {
@@ -83,14 +52,18 @@ fn folds_average_their_probabilities_on_the_shared_test_cases() {
             .map(String::from),
         );
         args.extend(["--probabilities", "--device", "cpu"].map(String::from));
-        voxseg(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        voxseg(&args)
     };
     let outs: Vec<PathBuf> = ["alone0", "alone1", "both"].map(|n| dir.join(n)).into();
     for (k, run) in runs.iter().enumerate() {
-        let (ok, err) = predict(&[run], &outs[k], "test");
+        let Outcome {
+            ok, stderr: err, ..
+        } = predict(&[run], &outs[k], "test");
         assert!(ok, "{err}");
     }
-    let (ok, err) = predict(&[&runs[0], &runs[1]], &outs[2], "test");
+    let Outcome {
+        ok, stderr: err, ..
+    } = predict(&[&runs[0], &runs[1]], &outs[2], "test");
     assert!(ok, "{err}");
     let split: serde_json::Value =
         serde_json::from_slice(&std::fs::read(runs[0].join("split.json")).unwrap()).unwrap();
@@ -107,12 +80,16 @@ fn folds_average_their_probabilities_on_the_shared_test_cases() {
     }
 
     // Each fold validated on other cases: an ensemble must not predict them.
-    let (ok, err) = predict(&[&runs[0], &runs[1]], &dir.join("val"), "val");
+    let Outcome {
+        ok, stderr: err, ..
+    } = predict(&[&runs[0], &runs[1]], &dir.join("val"), "val");
     assert!(!ok && err.contains("invalid --split"), "{err}");
     // A model that reads other modalities cannot be averaged with these.
     let other = dir.join("t1-only");
     fold_run(&data, &other, 2, &["t1"]);
-    let (ok, err) = predict(&[&runs[0], &other], &dir.join("mixed"), "all");
+    let Outcome {
+        ok, stderr: err, ..
+    } = predict(&[&runs[0], &other], &dir.join("mixed"), "all");
     assert!(
         !ok && err.contains("cannot join the ensemble") && err.contains("modalities"),
         "{err}"

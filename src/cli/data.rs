@@ -126,7 +126,7 @@ pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
     let names: Vec<&String> = channels.iter().map(|&i| &dataset.modalities[i]).collect();
     let cases = dataset.cases.iter().map(|c| {
         // Fingerprinted before reading: a file changed meanwhile then fails the check later.
-        let sources = voxseg::data::cache::case_sources(c, &channels)?;
+        let sources = voxseg::data::cache::case_sources(&dataset.root, c, &channels)?;
         let (case, _) = load_case(&dataset, c, &channels, nan)?;
         Ok((preprocess(&case, &spec)?, sources))
     });

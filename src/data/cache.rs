@@ -2,9 +2,10 @@
 //! raw little-endian arrays and a JSON sidecar:
 //! `<id>.image.f32` (the channels one after another, x fastest), `<id>.label.u8`,
 //! `<id>.fg.u32` (the foreground index, classes one after another) and `<id>.json`;
-//! `cache.json` lists the cases, the spec and a fingerprint (path, size, modification time)
-//! of each case's source files, so a cache whose sources changed is refused rather than
-//! silently trained on. Every file is written atomically, the sidecar
+//! `cache.json` lists the cases, the spec and a fingerprint (path relative to the dataset
+//! folder, size, modification time) of each case's source files, so a cache whose sources
+//! changed, or that is used with another dataset, is refused rather than silently trained
+//! on, while a dataset moved together with its cache still opens it. Every file is written atomically, the sidecar
 //! after the arrays and the index last, so a listed case is complete. `CachedCase`
 //! memory-maps the arrays: patches are read from the page cache, and only the pages a patch
 //! touches are loaded.
@@ -60,7 +61,9 @@ pub struct CacheIndex {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceFile {
-    /// Absolute, so the check does not depend on the folder training runs in.
+    /// Relative to the dataset folder, so that the dataset can move (with its cache or not)
+    /// and the check still finds the file; absolute for a file outside the dataset folder
+    /// (a manifest may name one) and in caches older voxseg builds made.
     pub path: PathBuf,
     pub bytes: u64,
     /// Nanoseconds since the Unix epoch.
@@ -68,25 +71,36 @@ pub struct SourceFile {
 }
 
 impl SourceFile {
-    /// The fingerprint of `path` as it is now.
-    pub fn of(path: &Path) -> Result<SourceFile> {
+    /// The fingerprint of `path`, a file of the dataset in the folder `root`, as it is now.
+    pub fn of(root: &Path, path: &Path) -> Result<SourceFile> {
         let reading = |e| Error::io(format!("reading {}", path.display()), e);
-        let path = std::fs::canonicalize(path).map_err(reading)?;
-        let meta = std::fs::metadata(&path).map_err(reading)?;
+        let meta = std::fs::metadata(path).map_err(reading)?;
         let modified = meta.modified().map_err(reading)?;
+        let recorded = match path.strip_prefix(root) {
+            Ok(relative) => relative.to_path_buf(),
+            Err(_) => {
+                let absolute = std::fs::canonicalize(path).map_err(reading)?;
+                match std::fs::canonicalize(root)
+                    .map(|r| absolute.strip_prefix(r).map(Path::to_path_buf))
+                {
+                    Ok(Ok(relative)) => relative,
+                    _ => absolute,
+                }
+            }
+        };
         Ok(SourceFile {
             modified_ns: modified
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64),
             bytes: meta.len(),
-            path,
+            path: recorded,
         })
     }
 }
 
-/// The source files a cached case is made from: the image files of the selected
-/// `channels` (a 4D file once) and the label file.
-pub fn case_sources(case: &CaseFiles, channels: &[usize]) -> Result<Vec<SourceFile>> {
+/// The source files a cached case of the dataset in `root` is made from: the image files of
+/// the selected `channels` (a 4D file once) and the label file.
+pub fn case_sources(root: &Path, case: &CaseFiles, channels: &[usize]) -> Result<Vec<SourceFile>> {
     let mut paths: Vec<&Path> = Vec::new();
     for &c in channels {
         if let Some(image) = case.images.get(c) {
@@ -96,11 +110,12 @@ pub fn case_sources(case: &CaseFiles, channels: &[usize]) -> Result<Vec<SourceFi
         }
     }
     paths.extend(case.label.as_deref());
-    paths.into_iter().map(SourceFile::of).collect()
+    paths.into_iter().map(|p| SourceFile::of(root, p)).collect()
 }
 
-/// Fails, naming the file, when a recorded source of a case changed or vanished.
-fn check_sources(index_path: &Path, index: &CacheIndex) -> Result<()> {
+/// Fails, naming the file, when a recorded source of a case changed or vanished; relative
+/// paths are read in the dataset folder `root`.
+fn check_sources(index_path: &Path, index: &CacheIndex, root: &Path) -> Result<()> {
     let Some(sources) = &index.sources else {
         eprintln!(
             "warning: {}: the cache records no fingerprints of its source files (an older \
@@ -112,10 +127,12 @@ fn check_sources(index_path: &Path, index: &CacheIndex) -> Result<()> {
     let rerun = "rerun `voxseg preprocess` to rebuild the cache";
     for id in &index.cases {
         for recorded in sources.get(id).into_iter().flatten() {
-            let p = recorded.path.display();
-            let now = match SourceFile::of(&recorded.path) {
+            // An absolute path (outside the dataset, or an older cache) stays as it is.
+            let path = root.join(&recorded.path);
+            let p = path.display();
+            let now = match SourceFile::of(root, &path) {
                 Ok(now) => now,
-                Err(_) if !recorded.path.exists() => {
+                Err(_) if !path.exists() => {
                     return Err(Error::file(
                         index_path,
                         format!("case {id}: source {p} no longer exists; {rerun}"),
@@ -521,9 +538,9 @@ impl PatchSource for CachedCase {
     }
 }
 
-/// Opens every case listed in `dir/cache.json`, after checking that their source files
-/// are as they were when the cache was made.
-pub fn open_cache(dir: &Path) -> Result<(PreprocessSpec, Vec<CachedCase>)> {
+/// Opens every case listed in `dir/cache.json`, after checking that their source files, in
+/// the dataset folder `data`, are as they were when the cache was made.
+pub fn open_cache(dir: &Path, data: &Path) -> Result<(PreprocessSpec, Vec<CachedCase>)> {
     let path = dir.join(INDEX_FILE);
     let bytes =
         std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
@@ -537,7 +554,7 @@ pub fn open_cache(dir: &Path) -> Result<(PreprocessSpec, Vec<CachedCase>)> {
             ),
         ));
     }
-    check_sources(&path, &index)?;
+    check_sources(&path, &index, data)?;
     let cases = index
         .cases
         .iter()
@@ -570,7 +587,7 @@ mod tests {
         let spec = PreprocessSpec::default();
         let ids = write_cache(cases.iter().map(|c| Ok((c.clone(), vec![]))), &spec, &dir).unwrap();
         assert_eq!(ids, vec!["c0", "c1"]);
-        let (read_spec, cached) = open_cache(&dir).unwrap();
+        let (read_spec, cached) = open_cache(&dir, &dir).unwrap();
         assert_eq!(read_spec, spec);
         for (c, m) in cached.iter().zip(&cases) {
             let back = c.to_preprocessed();
@@ -614,7 +631,7 @@ mod tests {
         let image = dir.join("t.image.f32");
         let bytes = std::fs::read(&image).unwrap();
         std::fs::write(&image, &bytes[..bytes.len() - 4]).unwrap();
-        let err = open_cache(&dir).err().unwrap().to_string();
+        let err = open_cache(&dir, &dir).err().unwrap().to_string();
         assert!(
             err.contains("t.image.f32") && err.contains("476 bytes"),
             "{err}"
@@ -628,11 +645,12 @@ mod tests {
     #[test]
     fn changed_or_vanished_sources_are_refused_and_old_caches_still_open() {
         let dir = temp_dir("sources");
-        std::fs::create_dir_all(&dir).unwrap();
-        let source = dir.join("seg.nii.gz");
+        let data = dir.join("data");
+        std::fs::create_dir_all(data.join("c0")).unwrap();
+        let source = data.join("c0").join("seg.nii.gz");
         std::fs::write(&source, b"labels").unwrap();
-        let recorded = SourceFile::of(&source).unwrap();
-        assert!(recorded.path.is_absolute());
+        let recorded = SourceFile::of(&data, &source).unwrap();
+        assert_eq!(recorded.path, Path::new("c0").join("seg.nii.gz"));
         assert_eq!(recorded.bytes, 6);
         let cache = dir.join("cache");
         let case = phantom_case("c0", [6, 5, 4], 1, 3);
@@ -642,7 +660,20 @@ mod tests {
             &cache,
         )
         .unwrap();
-        open_cache(&cache).unwrap();
+        open_cache(&cache, &data).unwrap();
+
+        // The dataset and its cache moved together: the sources are found in the new place.
+        let (moved, moved_cache) = (dir.join("data2"), dir.join("cache2"));
+        std::fs::rename(&data, &moved).unwrap();
+        std::fs::rename(&cache, &moved_cache).unwrap();
+        let (data, cache) = (moved, moved_cache);
+        let source = data.join("c0").join("seg.nii.gz");
+        open_cache(&cache, &data).unwrap();
+        // Another dataset folder without the file is refused.
+        let other = dir.join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        let err = open_cache(&cache, &other).err().unwrap().to_string();
+        assert!(err.contains("seg.nii.gz no longer exists"), "{err}");
 
         let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
         std::fs::File::options()
@@ -651,24 +682,31 @@ mod tests {
             .unwrap()
             .set_modified(old)
             .unwrap();
-        let err = open_cache(&cache).err().unwrap().to_string();
+        let err = open_cache(&cache, &data).err().unwrap().to_string();
         assert!(
             err.contains("case c0: source")
                 && err.contains("seg.nii.gz changed since the cache was made")
                 && err.contains("rerun `voxseg preprocess`"),
             "{err}"
         );
-        std::fs::remove_file(&source).unwrap();
-        let err = open_cache(&cache).err().unwrap().to_string();
-        assert!(err.contains("seg.nii.gz no longer exists"), "{err}");
 
-        // A cache written before fingerprints existed has no "sources": still readable.
+        // A cache older builds made records absolute paths: still checked where they point.
         let index_path = cache.join(INDEX_FILE);
         let mut index: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+        let absolute = std::fs::canonicalize(&source).unwrap();
+        index["sources"]["c0"][0]["path"] = serde_json::json!(absolute);
+        std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+        let err = open_cache(&cache, &other).err().unwrap().to_string();
+        assert!(err.contains("seg.nii.gz changed since the cache"), "{err}");
+        std::fs::remove_file(&source).unwrap();
+        let err = open_cache(&cache, &data).err().unwrap().to_string();
+        assert!(err.contains("seg.nii.gz no longer exists"), "{err}");
+
+        // A cache written before fingerprints existed has no "sources": still readable.
         index.as_object_mut().unwrap().remove("sources");
         std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
-        assert_eq!(open_cache(&cache).unwrap().1.len(), 1);
+        assert_eq!(open_cache(&cache, &data).unwrap().1.len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -705,11 +743,11 @@ mod tests {
             Err::<(), _>(Error::data("c10", "unreadable"))
         });
         assert!(failed.is_err());
-        assert_eq!(open_cache(&cache).unwrap().1.len(), 2);
+        assert_eq!(open_cache(&cache, &dir).unwrap().1.len(), 2);
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
 
         replace_cache(&cache, true, write(&["c2"])).unwrap();
-        let ids: Vec<String> = open_cache(&cache)
+        let ids: Vec<String> = open_cache(&cache, &dir)
             .unwrap()
             .1
             .iter()

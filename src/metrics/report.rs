@@ -2,6 +2,7 @@
 use super::Scores;
 use crate::atomic;
 use crate::error::{Error, Result};
+use serde::ser::{SerializeMap, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,7 +16,9 @@ pub struct CaseScores {
     pub regions: BTreeMap<String, Scores>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// In JSON, `mean` and each case list their regions in `region_order` (see
+/// [`EvalReport::regions_in_order`]), as the table and the CSV do.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct EvalReport {
     /// The scored cases, sorted by id.
     pub cases: Vec<CaseScores>,
@@ -28,9 +31,10 @@ pub struct EvalReport {
     /// and `mean`) rather than left out.
     #[serde(default)]
     pub missing_scored_as_empty: bool,
-    /// The order the table lists regions in (the label convention's: WT, TC, ET for
-    /// BraTS); regions not in it follow by name.
-    #[serde(skip)]
+    /// The order the table, the CSV and the JSON list regions in (the label convention's:
+    /// WT, TC, ET for BraTS); regions not in it follow by name. Recorded in the JSON, so a
+    /// report read back writes its regions in the same order.
+    #[serde(default)]
     pub region_order: Vec<String>,
 }
 
@@ -73,7 +77,7 @@ impl EvalReport {
         }
     }
 
-    /// Lists the regions in the table in `order`.
+    /// Lists the regions in the table, the CSV and the JSON in `order`.
     pub fn with_region_order(mut self, order: Vec<String>) -> Self {
         self.region_order = order;
         self
@@ -87,6 +91,22 @@ impl EvalReport {
         self
     }
 
+    /// The entries of `regions` (the mean or a case's scores): those `region_order` names
+    /// first, in its order, then the others by name.
+    pub fn regions_in_order<'a, V>(
+        &self,
+        regions: &'a BTreeMap<String, V>,
+    ) -> Vec<(&'a String, &'a V)> {
+        let listed = self
+            .region_order
+            .iter()
+            .filter_map(|r| regions.get_key_value(r));
+        let rest = regions
+            .iter()
+            .filter(|(r, _)| !self.region_order.contains(r));
+        listed.chain(rest).collect()
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("scores are finite numbers and strings")
     }
@@ -98,17 +118,18 @@ impl EvalReport {
         let mut out = String::from("case,region,dice,hd95,sensitivity,specificity,prediction\n");
         let mut rows: Vec<(&str, &str, Option<&Scores>)> = Vec::new();
         for c in &self.cases {
-            for (region, s) in &c.regions {
+            for (region, s) in self.regions_in_order(&c.regions) {
                 rows.push((&c.case, region, Some(s)));
             }
         }
         if !self.missing_scored_as_empty {
             for case in &self.missing {
-                for region in self.mean.keys() {
+                for (region, _) in self.regions_in_order(&self.mean) {
                     rows.push((case, region, None));
                 }
             }
-            rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            // Stable: each case's regions stay in the report's order.
+            rows.sort_by(|a, b| a.0.cmp(b.0));
         }
         for (case, region, scores) in rows {
             let found = if self.missing.iter().any(|m| m == case) {
@@ -137,13 +158,7 @@ impl EvalReport {
             "{:<width$} {:>6} {:>8} {:>9} {:>11} {:>11}\n",
             "region", "cases", "Dice", "HD95 mm", "sensitivity", "specificity"
         );
-        let listed = self
-            .region_order
-            .iter()
-            .filter(|r| self.mean.contains_key(*r));
-        let rest = self.mean.keys().filter(|r| !self.region_order.contains(r));
-        for region in listed.chain(rest) {
-            let m = &self.mean[region];
+        for (region, m) in self.regions_in_order(&self.mean) {
             let n = self
                 .cases
                 .iter()
@@ -171,6 +186,59 @@ impl EvalReport {
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         serde_json::from_str(&text)
             .map_err(|e| Error::file(path, format!("not an evaluation report: {e}")))
+    }
+}
+
+/// Written by hand so that the regions keep the convention's order: the maps are
+/// `BTreeMap`s (sorted by name), and serde_json's `preserve_order` would change every map of
+/// the crate, and still not reorder a `BTreeMap`.
+impl Serialize for EvalReport {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let cases: Vec<OrderedCase> = self
+            .cases
+            .iter()
+            .map(|c| OrderedCase {
+                case: &c.case,
+                regions: self.regions_in_order(&c.regions),
+            })
+            .collect();
+        let mut s = serializer.serialize_struct("EvalReport", 5)?;
+        s.serialize_field("cases", &cases)?;
+        s.serialize_field("mean", &OrderedRegions(self.regions_in_order(&self.mean)))?;
+        s.serialize_field("missing", &self.missing)?;
+        s.serialize_field("missing_scored_as_empty", &self.missing_scored_as_empty)?;
+        s.serialize_field("region_order", &self.region_order)?;
+        s.end()
+    }
+}
+
+/// Regions and their scores, serialised as a map in this order.
+struct OrderedRegions<'a>(Vec<(&'a String, &'a Scores)>);
+
+impl Serialize for OrderedRegions<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (region, scores) in &self.0 {
+            map.serialize_entry(region, scores)?;
+        }
+        map.end()
+    }
+}
+
+/// One case as [`CaseScores`] serialises it (regions beside `case`), regions in order.
+struct OrderedCase<'a> {
+    case: &'a str,
+    regions: Vec<(&'a String, &'a Scores)>,
+}
+
+impl Serialize for OrderedCase<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.regions.len() + 1))?;
+        map.serialize_entry("case", self.case)?;
+        for (region, scores) in &self.regions {
+            map.serialize_entry(region, scores)?;
+        }
+        map.end()
     }
 }
 
@@ -223,6 +291,32 @@ mod tests {
         );
         let ordered = report().with_region_order(vec!["WT".into(), "TC".into(), "ET".into()]);
         assert_eq!(first_column(&ordered), ["WT", "ET"]);
+    }
+
+    #[test]
+    fn json_and_csv_list_regions_in_the_conventions_order() {
+        let ordered = report()
+            .with_region_order(vec!["WT".into(), "TC".into(), "ET".into()])
+            .with_missing(vec!["a0".into()], false);
+        let json = ordered.to_json();
+        let at = |from: usize, key: &str| from + json[from..].find(key).unwrap();
+        for section in ["\"mean\"", "\"case\": \"a\"", "\"case\": \"b,2\""] {
+            let start = at(0, section);
+            assert!(
+                at(start, "\"WT\"") < at(start, "\"ET\""),
+                "{section}: {json}"
+            );
+        }
+        assert_eq!(serde_json::from_str::<EvalReport>(&json).unwrap(), ordered);
+        let csv = ordered.to_csv();
+        let regions: Vec<&str> = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.rsplit(',').nth(5).unwrap())
+            .collect();
+        assert_eq!(regions, ["WT", "ET", "WT", "ET", "WT", "ET"], "{csv}");
+        let cases: Vec<&str> = csv.lines().skip(1).map(|l| &l[..2]).collect();
+        assert_eq!(cases, ["a,", "a,", "a0", "a0", "\"b", "\"b"], "{csv}");
     }
 
     #[test]

@@ -191,3 +191,84 @@ impl<B: Backend> Fcn<B> {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autograd::Tape;
+    use crate::backend::cpu::Cpu;
+    use crate::nn::ModelSpec;
+    use crate::tensor::Tensor;
+    use crate::train::plan::{
+        estimate, fcn_activation_bytes, model_parameters, step_memory_bytes, Plan,
+    };
+
+    /// The estimate against the elements the real layers output in a training forward,
+    /// counted layer by layer: exact (tolerance 0), odd sizes included.
+    #[test]
+    fn activation_estimate_counts_the_real_layer_outputs_and_is_not_the_unets() {
+        let config = FcnConfig {
+            in_channels: 2,
+            out_channels: 3,
+            features: 4,
+            levels: 2,
+            blocks_per_level: 2,
+            norm: NormKind::Instance,
+            activation: Activation::LeakyRelu { slope: 0.01 },
+            dropout: 0.0,
+            init: Init::HeNormal,
+        };
+        let (patch, batch) = ([9, 12, 10], 2);
+        let b = Cpu::new();
+        let mut fcn = Fcn::new(&b, config.clone(), 1).unwrap();
+        let shape = [batch, patch[0], patch[1], patch[2], 2];
+        let x = Tensor::from_f32(&b, shape, &vec![0.5; shape.iter().product()]).unwrap();
+        let ctx = Ctx::train(Tape::new(), 0);
+        let pool = Pool3dSpec {
+            kernel: [2; 3],
+            stride: [2; 3],
+            padding: PoolPadding::Same,
+        };
+        let mut y = Var::constant(x);
+        let mut counted = 0;
+        for (l, blocks) in fcn.levels.iter_mut().enumerate() {
+            if l > 0 {
+                y = y.max_pool3d(&pool).unwrap();
+                counted += y.shape().numel();
+            }
+            for block in blocks {
+                let conv = block.conv.forward(&y, &ctx).unwrap();
+                y = block.norm.forward(&conv, &ctx).unwrap();
+                counted += conv.shape().numel() + y.shape().numel();
+            }
+        }
+        let up = fcn.up.as_ref().unwrap();
+        y = up.forward_to(&y, patch, &ctx).unwrap();
+        counted += y.shape().numel();
+        counted += fcn.head.forward(&y, &ctx).unwrap().shape().numel();
+        let estimated = fcn_activation_bytes(&config, patch, batch);
+        assert_eq!(estimated, 4 * counted as u64);
+
+        let (_, unet) = estimate(patch, batch, 4, 16, 3, 2, 3);
+        assert_ne!(estimated, unet);
+        let plan = Plan {
+            patch,
+            batch,
+            base_features: 4,
+            max_features: 16,
+            depth: 3,
+            step_gflop: 0.0,
+            activation_bytes: 0,
+            device: "cpu".into(),
+        };
+        // The memory check counts these activations, plus weights, gradients and two
+        // optimiser slots (4 bytes each) and no queued batches.
+        let spec = ModelSpec::Fcn(config);
+        let step = step_memory_bytes(&plan, &spec, 2, 0);
+        let weights = model_parameters(&spec) * 4.0 * 4.0;
+        assert!(
+            ((step - estimated) as f64 - weights).abs() <= 1.0,
+            "{step} {estimated} {weights}"
+        );
+    }
+}

@@ -140,6 +140,34 @@ pub fn fcn_parameters(c: &FcnConfig) -> f64 {
     n + head_in * c.out_channels as f64
 }
 
+/// Activation bytes (f32) one training step of the FCN `c` keeps for backward, from its
+/// layer shapes: at each level, the pooled input (levels after the first; max pooling with
+/// "same" padding rounds sizes up), each block's convolution and normalisation outputs (and
+/// its dropout output when dropout is on), then the upsampled features and the logits at
+/// full resolution.
+pub fn fcn_activation_bytes(c: &FcnConfig, patch: [usize; 3], batch: usize) -> u64 {
+    let width = |l: usize| c.features as f64 * 2f64.powi(l as i32);
+    let per_block = if c.dropout > 0.0 { 3.0 } else { 2.0 };
+    let full = patch.iter().map(|&s| s as f64).product::<f64>() * batch as f64;
+    let mut dims = patch;
+    let mut act = 0.0;
+    for l in 0..=c.levels {
+        if l > 0 {
+            dims = dims.map(|s| s.div_ceil(2));
+        }
+        let vox = dims.iter().map(|&s| s as f64).product::<f64>() * batch as f64;
+        if l > 0 {
+            act += vox * width(l - 1);
+        }
+        act += vox * width(l) * per_block * c.blocks_per_level as f64;
+    }
+    if c.levels > 0 {
+        act += full * width(0);
+    }
+    act += full * c.out_channels as f64;
+    (act * 4.0).min(u64::MAX as f64) as u64
+}
+
 /// Weights of the model `spec` describes, about (see [`unet_parameters`],
 /// [`fcn_parameters`]), without building it.
 pub fn model_parameters(spec: &ModelSpec) -> f64 {
@@ -156,7 +184,8 @@ pub fn model_parameters(spec: &ModelSpec) -> f64 {
 }
 
 /// Memory one training step of `spec` holds at its peak, about, in bytes: the activations
-/// kept for backward (the U-Net's estimate, for either model), the weights with their
+/// kept for backward ([`estimate`] for the U-Net, [`fcn_activation_bytes`] for the FCN),
+/// the weights with their
 /// gradients and `optimizer_slots` state tensors each, and `queued_batches` batches of
 /// images and labels in the loader. In f64, saturating at `u64::MAX`.
 pub fn step_memory_bytes(
@@ -166,15 +195,21 @@ pub fn step_memory_bytes(
     queued_batches: usize,
 ) -> u64 {
     let (cin, cout) = (spec.in_channels(), spec.out_channels());
-    let (_, activations) = estimate(
-        p.patch,
-        p.batch,
-        p.base_features,
-        p.max_features,
-        p.depth,
-        cin,
-        cout,
-    );
+    let activations = match spec {
+        ModelSpec::Unet(_) => {
+            estimate(
+                p.patch,
+                p.batch,
+                p.base_features,
+                p.max_features,
+                p.depth,
+                cin,
+                cout,
+            )
+            .1
+        }
+        ModelSpec::Fcn(f) => fcn_activation_bytes(f, p.patch, p.batch),
+    };
     let weights = model_parameters(spec) * 4.0 * (2.0 + optimizer_slots as f64);
     let voxels = p.patch.iter().map(|&s| s as f64).product::<f64>() * p.batch as f64;
     let batches = voxels * (4.0 * cin as f64 + 1.0) * queued_batches as f64;

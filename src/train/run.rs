@@ -587,9 +587,11 @@ fn in_memory(cases: Vec<PreprocessedCase>) -> Result<(Sources, Grids)> {
     Ok((sources, grids))
 }
 
-/// Training and validation cases from a `voxseg preprocess` cache, checked against the run.
+/// Training and validation cases from a `voxseg preprocess` cache of the dataset in the
+/// folder `data`, checked against the run.
 fn from_cache(
     dir: &Path,
+    data: &Path,
     modalities: &[String],
     train_ids: &[String],
     val_ids: &[String],
@@ -609,7 +611,7 @@ fn from_cache(
             ),
         ));
     }
-    let (spec, cases) = crate::data::cache::open_cache(dir)?;
+    let (spec, cases) = crate::data::cache::open_cache(dir, data)?;
     let mut by_id: std::collections::HashMap<String, crate::data::cache::CachedCase> = cases
         .into_iter()
         .map(|c| (c.sidecar().id.clone(), c))
@@ -742,7 +744,7 @@ fn prepare_data(cfg: &TrainConfig, saved_split: Option<&Path>) -> Result<(Prepar
     let tv = split.train_val();
     if let Some(dir) = &cfg.cache {
         let (train, train_grids, val, preprocess) =
-            from_cache(dir, &modalities, tv.train(), tv.val())?;
+            from_cache(dir, &dataset.root, &modalities, tv.train(), tv.val())?;
         check_cache_preprocessing(cfg, dir, &preprocess)?;
         return Ok((
             Prepared {

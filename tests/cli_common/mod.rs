@@ -1,0 +1,136 @@
+//! Helpers shared by the command-line integration tests (tests/cli_*.rs, tests/e2e.rs,
+//! tests/ensemble.rs): running the binary, temporary folders, synthetic datasets, a small
+//! training configuration, crafted label maps and reading a run's files back.
+// Each test binary compiles this module and uses only a subset of it.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use voxseg::data::nifti::{write_label_map, NiftiHeaderInfo};
+use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
+use voxseg::optim::LrSchedule;
+use voxseg::train::TrainConfig;
+
+/// A fresh, empty folder under the system's temporary folder, named after the test binary,
+/// `name` and this process.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "voxseg-{}-{name}-{}",
+        env!("CARGO_CRATE_NAME"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// What a run of the binary did.
+pub struct Outcome {
+    /// The exit code; None when a signal ended the process.
+    pub code: Option<i32>,
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// An argument list that mixes strings and paths: `&[&"evaluate" as Arg, &path]`.
+pub type Arg<'a> = &'a dyn AsRef<OsStr>;
+
+/// Runs the binary with `args` in this process's folder.
+pub fn voxseg<S: AsRef<OsStr>>(args: &[S]) -> Outcome {
+    outcome(Command::new(env!("CARGO_BIN_EXE_voxseg")).args(args))
+}
+
+/// Runs the binary with `args` in the folder `cwd`.
+pub fn voxseg_in<S: AsRef<OsStr>>(cwd: &Path, args: &[S]) -> Outcome {
+    outcome(
+        Command::new(env!("CARGO_BIN_EXE_voxseg"))
+            .current_dir(cwd)
+            .args(args),
+    )
+}
+
+fn outcome(command: &mut Command) -> Outcome {
+    let out = command.output().unwrap();
+    Outcome {
+        code: out.status.code(),
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `voxseg preprocess --data DATA --out OUT` plus `extra`.
+pub fn preprocess(data: &Path, out: &Path, extra: &[&str]) -> Outcome {
+    let mut args = vec!["preprocess", "--data", s(data), "--out", s(out)];
+    args.extend_from_slice(extra);
+    voxseg(&args)
+}
+
+/// A path as a `&str` argument.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Writes a synthetic dataset of `cases` cubes of side `size`, int16-stored, to `out`.
+pub fn synth(out: &Path, layout: SynthLayout, cases: usize, size: usize, seed: u64) {
+    write_dataset(&SynthOptions {
+        out: out.to_path_buf(),
+        cases,
+        size: [size; 3],
+        seed,
+        layout,
+        storage: SynthStorage::Int16,
+    })
+    .unwrap();
+}
+
+/// A small, fast CPU run: widths 4 to 8, depth 2, 16^3 patches, batch 1, Adam at a
+/// constant 1e-2, no augmentation, one epoch of one step on one worker. Tests change what
+/// they need with `TrainConfig { .., ..small_config(data, out) }`.
+pub fn small_config(data: &Path, out: &Path) -> TrainConfig {
+    TrainConfig {
+        data: data.to_path_buf(),
+        out: out.to_path_buf(),
+        device: "cpu".into(),
+        features: Some(4),
+        max_features: Some(8),
+        depth: Some(2),
+        patch: Some([16, 16, 16]),
+        batch: Some(1),
+        optimizer: voxseg::optim::OptimizerSpec::keras_adam(),
+        lr: 1e-2,
+        schedule: LrSchedule::Constant,
+        epochs: 1,
+        iters_per_epoch: 1,
+        workers: 1,
+        augment: voxseg::data::augment::AugmentSpec::none(),
+        ..TrainConfig::default()
+    }
+}
+
+/// The rows of a run's `metrics.jsonl`.
+pub fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A 10x10x10 label map (spacing 1, 1, 2 mm) of boxes [lo, hi) of one value each.
+pub fn write_mask(path: &Path, boxes: &[([usize; 3], [usize; 3], u8)]) {
+    let mut v = vec![0u8; 1000];
+    for (lo, hi, value) in boxes {
+        for z in lo[2]..hi[2] {
+            for y in lo[1]..hi[1] {
+                for x in lo[0]..hi[0] {
+                    v[(z * 10 + y) * 10 + x] = *value;
+                }
+            }
+        }
+    }
+    let header = NiftiHeaderInfo::new([10, 10, 10], [1.0, 1.0, 2.0]);
+    write_label_map(path, &header, &v).unwrap();
+}
