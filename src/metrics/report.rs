@@ -1,5 +1,5 @@
 //! Per-case and mean scores of an evaluation, as JSON, CSV and a terminal table.
-use super::Scores;
+use super::{EmptyHd95Used, Scores};
 use crate::atomic;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,9 @@ pub struct EvalReport {
     /// and `mean`) rather than left out.
     #[serde(default)]
     pub missing_scored_as_empty: bool,
+    /// The HD95 given where exactly one of prediction and reference is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_hd95: Option<EmptyHd95Used>,
     /// The order the table lists regions in (the label convention's: WT, TC, ET for
     /// BraTS); regions not in it follow by name.
     #[serde(skip)]
@@ -69,8 +72,15 @@ impl EvalReport {
             mean,
             missing: Vec::new(),
             missing_scored_as_empty: false,
+            empty_hd95: None,
             region_order: Vec::new(),
         }
+    }
+
+    /// Records the empty-mask HD95 rule and the value it gave each case.
+    pub fn with_empty_hd95(mut self, used: EmptyHd95Used) -> Self {
+        self.empty_hd95 = Some(used);
+        self
     }
 
     /// Lists the regions in the table in `order`.
