@@ -178,9 +178,10 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
             Err(e) => {
                 // With --force the case's earlier outputs go too: the folder must not offer
                 // another run's labels for a case this run could not predict.
-                let earlier = match a.force {
-                    true => remove_existing(&OutputFiles::every(&case.id, &a.out).all())?,
-                    false => Vec::new(),
+                let earlier = if a.force {
+                    remove_existing(&OutputFiles::every(&case.id, &a.out).all())?
+                } else {
+                    Vec::new()
                 };
                 // A device or write failure is not the case's: the next case would fail too.
                 let stops = a.fail_fast || matches!(e, Error::Backend { .. } | Error::Io { .. });
