@@ -6,10 +6,10 @@ use voxseg::train::card::ModelCard;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// Folder of predicted CASE.nii.gz label maps.
+    /// Folder of predicted CASE.nii.gz (or CASE.nii) label maps, on the reference's grid.
     #[arg(long)]
     pred: PathBuf,
-    /// The reference: a dataset folder, or a folder of CASE.nii.gz label maps.
+    /// The reference: a dataset folder, or a folder of CASE.nii.gz (or CASE.nii) label maps.
     #[arg(long)]
     truth: PathBuf,
     /// The run that made the predictions: they are read in its model's label convention
@@ -26,8 +26,8 @@ pub struct Args {
     #[arg(long)]
     labels: Option<String>,
     /// Reference cases without a prediction: skip them (the default without --split, with a
-    /// warning), score them as empty predictions (Dice 0, HD95 373.13, as BraTS does) or
-    /// refuse (the default with --split).
+    /// warning), score them as empty predictions (Dice 0, HD95 373.13 for BraTS labels as
+    /// BraTS does, else the reference image's diagonal) or refuse (the default with --split).
     #[arg(long, value_enum)]
     missing: Option<MissingArg>,
     /// Write the scores as JSON (.json) or CSV (.csv).

@@ -1,11 +1,13 @@
 use clap::Args as ClapArgs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use voxseg::backend::cpu::Cpu;
 use voxseg::backend::cuda::conv_plan::ConvPrecision;
 use voxseg::backend::device::{resolve, Device, DeviceRequest};
 use voxseg::backend::Backend;
 use voxseg::data::layout::detect;
+use voxseg::error::Error;
 use voxseg::infer::{select_cases, OutputFiles, PredictOptions, PredictSplit, Predictor};
+use voxseg::metrics::evaluate::few;
 use voxseg::train::RunDir;
 
 #[derive(ClapArgs)]
@@ -23,9 +25,16 @@ pub struct Args {
     /// Folder for the predictions (`CASE.nii.gz`, in the model's label convention).
     #[arg(long)]
     out: PathBuf,
-    /// Overwrite prediction files that already exist in --out.
+    /// Overwrite prediction files that already exist in --out, and remove a predicted
+    /// case's earlier outputs that this run does not write (CASE_probabilities.* without
+    /// --probabilities, CASE.png without --png; all of a case that fails).
     #[arg(long)]
     force: bool,
+    /// Stop at the first case that cannot be predicted. By default the other cases are
+    /// still predicted, each failure is reported as it happens, and the command fails at
+    /// the end naming them.
+    #[arg(long)]
+    fail_fast: bool,
     /// best, last or a checkpoint path.
     #[arg(long, default_value = "best")]
     checkpoint: String,
@@ -117,10 +126,12 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
         anyhow::bail!("give --data DIR or --input FILE...");
     };
     if !a.force {
+        // Any output of a case counts, also one this run would not write: it would sit
+        // beside the new labels as if it belonged to them.
         let existing: Vec<PathBuf> = cases
             .iter()
             .flat_map(|c| {
-                OutputFiles::new(&c.id, &a.out, &opts)
+                OutputFiles::every(&c.id, &a.out)
                     .all()
                     .into_iter()
                     .filter(|p| p.exists())
@@ -133,19 +144,94 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
                 1 => String::new(),
                 n => format!(" (and {} more of the outputs)", n - 1),
             };
+            let stale = cases
+                .iter()
+                .flat_map(|c| OutputFiles::not_written(&c.id, &a.out, &opts))
+                .filter(|p| p.exists())
+                .count();
+            let removes = match stale {
+                0 => String::new(),
+                n => format!(
+                    " ({n} of them this run does not write; --force removes those, so the \
+                     folder holds only this run's outputs)"
+                ),
+            };
             anyhow::bail!(
-                "{} already exists{more}; pass --force to overwrite",
+                "{} already exists{more}; pass --force to overwrite{removes}",
                 first.display()
             );
         }
     }
     std::fs::create_dir_all(&a.out)
         .map_err(|e| anyhow::anyhow!("creating {}: {e}", a.out.display()))?;
+    let mut failed: Vec<&str> = Vec::new();
+    let mut removed: Vec<PathBuf> = Vec::new();
     for case in &cases {
-        let p = predictor.predict_case(&dataset, case, &a.out, &opts)?;
-        say!("{}: {}", p.case, p.labels.display());
+        match predictor.predict_case(&dataset, case, &a.out, &opts) {
+            Ok(p) => {
+                say!("{}: {}", p.case, p.labels.display());
+                if a.force {
+                    let stale = OutputFiles::not_written(&case.id, &a.out, &opts);
+                    removed.extend(remove_existing(&stale)?);
+                }
+            }
+            Err(e) => {
+                // With --force the case's earlier outputs go too: the folder must not offer
+                // another run's labels for a case this run could not predict.
+                let earlier = if a.force {
+                    remove_existing(&OutputFiles::every(&case.id, &a.out).all())?
+                } else {
+                    Vec::new()
+                };
+                // A device or write failure is not the case's: the next case would fail too.
+                let stops = a.fail_fast || matches!(e, Error::Backend { .. } | Error::Io { .. });
+                if stops {
+                    return Err(e.into());
+                }
+                let gone = match earlier.len() {
+                    0 => String::new(),
+                    n => format!(" (its {n} earlier output file(s) were removed)"),
+                };
+                eprintln!("error: case {} not predicted{gone}: {e}", case.id);
+                failed.push(&case.id);
+            }
+        }
+    }
+    if !removed.is_empty() {
+        let names: Vec<String> = removed
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        eprintln!(
+            "note: removed {} earlier output file(s) in {} that this run does not write ({}), \
+             so the folder holds only this run's outputs",
+            removed.len(),
+            a.out.display(),
+            few(&names)
+        );
+    }
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "{} of the {} cases could not be predicted ({}); the other {} were written to {}",
+            failed.len(),
+            cases.len(),
+            few(&failed),
+            cases.len() - failed.len(),
+            a.out.display()
+        );
     }
     Ok(())
+}
+
+/// Removes those of `paths` that exist; returns them.
+fn remove_existing<P: AsRef<Path>>(paths: &[P]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for path in paths.iter().map(AsRef::as_ref).filter(|p| p.exists()) {
+        std::fs::remove_file(path)
+            .map_err(|e| anyhow::anyhow!("removing the earlier output {}: {e}", path.display()))?;
+        removed.push(path.to_path_buf());
+    }
+    Ok(removed)
 }
 
 /// An ensemble predicts cases that no member trained or validated on: `test` only when

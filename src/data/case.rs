@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// Largest difference, in affine entries (mm for the translation), below which two files
 /// count as sharing a grid: float noise from converters, not a different placement.
-const AFFINE_TOLERANCE: f64 = 1e-3;
+pub const AFFINE_TOLERANCE: f64 = 1e-3;
 
 /// What to do with NaN or infinite voxels in an image.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -55,16 +55,38 @@ pub struct OutputFiles {
 
 impl OutputFiles {
     pub fn new(case: &str, out: &Path, opts: &PredictOptions) -> Self {
+        Self::with(case, out, opts.probabilities, opts.png)
+    }
+
+    fn with(case: &str, out: &Path, probabilities: bool, picture: bool) -> Self {
         OutputFiles {
             labels: out.join(format!("{case}.nii.gz")),
-            probabilities: opts.probabilities.then(|| {
+            probabilities: probabilities.then(|| {
                 (
                     out.join(format!("{case}_probabilities.nii.gz")),
                     out.join(format!("{case}_probabilities.json")),
                 )
             }),
-            picture: opts.png.then(|| out.join(format!("{case}.png"))),
+            picture: picture.then(|| out.join(format!("{case}.png"))),
         }
+    }
+
+    /// Every file a predict run may write for `case`, whatever its options.
+    pub fn every(case: &str, out: &Path) -> Self {
+        Self::with(case, out, true, true)
+    }
+
+    /// The files of `case` that some predict run writes but a run with `opts` does not
+    /// (probabilities without `--probabilities`, the picture without `--png`): an earlier
+    /// run's, which would otherwise sit beside this run's labels as if they belonged to them.
+    pub fn not_written(case: &str, out: &Path, opts: &PredictOptions) -> Vec<PathBuf> {
+        let written = Self::new(case, out, opts);
+        Self::every(case, out)
+            .all()
+            .into_iter()
+            .filter(|p| !written.all().contains(p))
+            .map(Path::to_path_buf)
+            .collect()
     }
 
     pub fn all(&self) -> Vec<&Path> {
@@ -530,6 +552,37 @@ mod tests {
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|m| m.to_string()).collect()
+    }
+
+    #[test]
+    fn outputs_not_written_are_the_other_options_files() {
+        let opts = |probabilities, png| PredictOptions {
+            checkpoint: "best".into(),
+            overlap: 0.5,
+            tta: false,
+            probabilities,
+            png,
+            replace_nan: false,
+            batch: 1,
+        };
+        let out = Path::new("o");
+        let names = |paths: Vec<PathBuf>| -> Vec<String> {
+            paths.iter().map(|p| p.display().to_string()).collect()
+        };
+        assert_eq!(
+            names(OutputFiles::not_written("c1", out, &opts(false, false))),
+            [
+                "o/c1_probabilities.nii.gz",
+                "o/c1_probabilities.json",
+                "o/c1.png"
+            ]
+        );
+        assert_eq!(
+            names(OutputFiles::not_written("c1", out, &opts(true, false))),
+            ["o/c1.png"]
+        );
+        assert!(OutputFiles::not_written("c1", out, &opts(true, true)).is_empty());
+        assert_eq!(OutputFiles::every("c1", out).all().len(), 4);
     }
 
     #[test]

@@ -4,8 +4,10 @@
 use crate::data::layout::{CaseFiles, Dataset};
 use crate::data::split::Split;
 use crate::error::{Error, Result};
+use crate::metrics::evaluate::few;
 use crate::train::run::RunDir;
 use std::collections::HashSet;
+use std::path::Path;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PredictSplit {
@@ -67,7 +69,9 @@ pub fn select_cases(
             return Ok(Vec::new());
         }
         let ids: Vec<String> = dataset.cases.iter().map(|c| c.id.clone()).collect();
-        let wanted = pick(&Split::load(&run.split(), &ids)?);
+        let split = Split::load(&run.split(), &ids)
+            .map_err(|e| from_another_dataset(e, &run.split(), dataset, &ids))?;
+        let wanted = pick(&split);
         Ok(dataset
             .cases
             .iter()
@@ -98,6 +102,43 @@ pub fn select_cases(
         ));
     }
     Ok(cases)
+}
+
+/// Turns a split file error into one that says what to do when the run's split names
+/// cases the dataset lacks (the run was trained on another dataset); other errors pass.
+fn from_another_dataset(e: Error, path: &Path, dataset: &Dataset, ids: &[String]) -> Error {
+    let Some(split) = std::fs::read(path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Split>(&bytes).ok())
+    else {
+        return e;
+    };
+    let listed: Vec<String> = [
+        split.train_val().train(),
+        split.train_val().val(),
+        split.test_ids(),
+    ]
+    .concat();
+    let foreign: Vec<&str> = listed
+        .iter()
+        .filter(|id| !ids.contains(id))
+        .map(|id| id.as_str())
+        .collect();
+    if foreign.is_empty() {
+        return e;
+    }
+    Error::file(
+        path,
+        format!(
+            "{} of the run's {} cases are not cases of {} ({}): the run was trained on \
+             another dataset, so its test/val/train split does not apply; use --split all \
+             (every case) or --split unlabelled (the dataset's unlabelled cases)",
+            foreign.len(),
+            listed.len(),
+            dataset.root.display(),
+            few(&foreign)
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -163,6 +204,16 @@ mod tests {
         dataset.test_cases.clear();
         let err = pick(&dataset, "unlabelled").unwrap_err().to_string();
         assert!(err.contains("no unlabelled"), "{err}");
+
+        // Another dataset: the run's split names cases it lacks, and the fix is named.
+        dataset.cases = vec![case("a", true), case("x", true)];
+        let err = pick(&dataset, "test").unwrap_err().to_string();
+        assert!(
+            err.contains("3 of the run's 4 cases are not cases of /d (b, c, d)")
+                && err.contains("--split all")
+                && err.contains("--split unlabelled"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -3,10 +3,11 @@
 //! checked against it, as training checks its labels; regions are matched by name, so a
 //! prediction in one convention (BraTS 2021, ET = 4) can be scored on a reference in
 //! another (BraTS 2023, ET = 3).
-use super::{score_case_across, CaseScores, EvalReport, Region};
+use super::{score_case_across, CaseScores, EmptyHd95, EmptyHd95Used, EvalReport, Region};
+use crate::data::case::AFFINE_TOLERANCE;
 use crate::data::labels::LabelSpec;
 use crate::data::layout::{detect, is_junk_name};
-use crate::data::nifti::read_volume;
+use crate::data::nifti::{read_volume, NiftiHeaderInfo};
 use crate::data::split::Split;
 use crate::error::{Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -81,13 +82,14 @@ pub fn match_regions(pred: &LabelSpec, truth: &LabelSpec) -> Result<Vec<(Region,
 /// Reads a label map and checks every value against `spec`, as training does: a value
 /// outside the convention is an error naming the file, the value, its (x, y, z) and the
 /// allowed values; `whose` names the convention, `hint` (may be empty) says how to fix it.
+/// Returns the values and the file's header (its grid).
 fn read_labels(
     path: &Path,
     spec: &LabelSpec,
     whose: &str,
     hint: &str,
-) -> Result<(Vec<u8>, [usize; 3], [f64; 3])> {
-    let (vol, _) = read_volume(path)?;
+) -> Result<(Vec<u8>, NiftiHeaderInfo)> {
+    let (vol, header) = read_volume(path)?;
     if let Some(first) = vol
         .data
         .iter()
@@ -115,7 +117,100 @@ fn read_labels(
         ));
     }
     let values = vol.data.iter().map(|&v| v as u8).collect();
-    Ok((values, vol.dims, vol.spacing))
+    Ok((values, header))
+}
+
+/// What makes a prediction's grid differ from its reference's, in words ("x and y axes are
+/// mirrored; origin ... differs ..."), or None when they share the grid: the same size
+/// and affines within `AFFINE_TOLERANCE`, the tolerance training and `check` allow between
+/// an image and its label.
+fn grid_difference(pred: &NiftiHeaderInfo, truth: &NiftiHeaderInfo) -> Option<String> {
+    let triple = |v: [f64; 3]| format!("{:.3}x{:.3}x{:.3}", v[0], v[1], v[2]);
+    if pred.dims != truth.dims {
+        let size = |d: [usize; 3]| format!("{}x{}x{}", d[0], d[1], d[2]);
+        return Some(format!(
+            "size {} differs from the reference's {}",
+            size(pred.dims),
+            size(truth.dims)
+        ));
+    }
+    if pred.affine_distance(truth) <= AFFINE_TOLERANCE {
+        return None;
+    }
+    let (a, b) = (pred.affine(), truth.affine());
+    let column = |m: &[[f64; 4]; 4], j: usize| [m[0][j], m[1][j], m[2][j]];
+    let norm = |v: [f64; 3]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let close = |u: [f64; 3], v: [f64; 3]| (0..3).all(|i| (u[i] - v[i]).abs() <= AFFINE_TOLERANCE);
+    let mut what = Vec::new();
+    let (sizes_a, sizes_b) = (
+        [0, 1, 2].map(|j| norm(column(&a, j))),
+        [0, 1, 2].map(|j| norm(column(&b, j))),
+    );
+    if !close(sizes_a, sizes_b) {
+        what.push(format!(
+            "voxel size {} mm differs from the reference's {} mm",
+            triple(sizes_a),
+            triple(sizes_b)
+        ));
+    }
+    let direction = |m: &[[f64; 4]; 4], j: usize, size: f64| column(m, j).map(|v| v / size);
+    let (mut mirrored, mut turned) = (Vec::new(), false);
+    for (j, axis) in ["x", "y", "z"].into_iter().enumerate() {
+        let (da, db) = (direction(&a, j, sizes_a[j]), direction(&b, j, sizes_b[j]));
+        if close(da, db.map(|v| -v)) {
+            mirrored.push(axis);
+        } else if !close(da, db) {
+            turned = true;
+        }
+    }
+    if turned {
+        what.push("the axes point in other directions (another orientation)".to_string());
+    } else if !mirrored.is_empty() {
+        let (last, rest) = mirrored.split_last().expect("not empty");
+        let axes = if rest.is_empty() {
+            format!("the {last} axis is")
+        } else {
+            format!("the {} and {last} axes are", rest.join(", "))
+        };
+        what.push(format!("{axes} mirrored"));
+    }
+    let (origin_a, origin_b) = ([a[0][3], a[1][3], a[2][3]], [b[0][3], b[1][3], b[2][3]]);
+    if !close(origin_a, origin_b) {
+        let point = |o: [f64; 3]| format!("({:.3}, {:.3}, {:.3})", o[0], o[1], o[2]);
+        what.push(format!(
+            "origin {} mm differs from the reference's {} mm",
+            point(origin_a),
+            point(origin_b)
+        ));
+    }
+    if what.is_empty() {
+        what.push("the affines differ".to_string());
+    }
+    Some(what.join("; "))
+}
+
+/// The label maps in `dir` (`CASE.nii.gz` or `CASE.nii`) by case id. One case with both
+/// endings is an error: which of the two to score would be a guess.
+fn label_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
+    let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let Some(id) = case_id(&path) else { continue };
+        if let Some(other) = found.insert(id.clone(), path.clone()) {
+            let mut both = [other, path].map(|p| p.display().to_string());
+            both.sort();
+            return Err(Error::data(
+                dir.display().to_string(),
+                format!(
+                    "{} and {} are both case {id}; which one to use is ambiguous: keep one of \
+                     them in the folder",
+                    both[0], both[1]
+                ),
+            ));
+        }
+    }
+    Ok(found)
 }
 
 fn case_id(path: &Path) -> Option<String> {
@@ -154,7 +249,7 @@ fn looks_like_dataset(path: &Path) -> bool {
 
 impl Reference {
     /// `truth` is a dataset folder or manifest (its labels and convention are used, and
-    /// `folder_spec` is ignored) or a folder of `CASE.nii.gz` label maps in the convention
+    /// `folder_spec` is ignored) or a folder of `CASE.nii.gz` (or `.nii`) label maps in the convention
     /// `folder_spec`.
     /// A folder that looks like a dataset but is not one (an unparsable `dataset.json`, a
     /// missing file) is an error: detection's own.
@@ -194,13 +289,7 @@ impl Reference {
                 ),
             )
         })?;
-        let labels = std::fs::read_dir(truth)
-            .map_err(|e| Error::io(format!("listing {}", truth.display()), e))?
-            .filter_map(|e| {
-                let path = e.ok()?.path();
-                case_id(&path).map(|id| (id, path))
-            })
-            .collect();
+        let labels = label_files(truth)?;
         Ok(Self {
             root: truth.to_path_buf(),
             spec,
@@ -227,8 +316,8 @@ impl Reference {
     /// The predictions in `pred` of cases the dataset lists without a label (its test
     /// cases), sorted: evaluation without a case list leaves them out.
     pub fn unlabelled_predictions(&self, pred: &Path) -> Result<Vec<String>> {
-        Ok(predicted_ids(pred)?
-            .into_iter()
+        Ok(label_files(pred)?
+            .into_keys()
             .filter(|id| self.unlabelled.contains(id))
             .collect())
     }
@@ -288,9 +377,20 @@ pub enum Missing {
     Error,
     /// Leave it out of the scores; the report lists it.
     Skip,
-    /// Score it as an all-background prediction: Dice 0 and HD95 `LEGACY_EMPTY_HD95` in every
-    /// region the reference has (the BraTS convention), 1 and 0 in the others.
+    /// Score it as an all-background prediction: Dice 0 and the empty-mask HD95 (see
+    /// [`empty_hd95_rule`]) in every region the reference has, 1 and 0 in the others.
     Empty,
+}
+
+/// The empty-mask HD95 for a reference in `spec`: BraTS's fixed 373.13 mm for the BraTS
+/// conventions (their challenge's rule), else the reference image's diagonal, since a fixed
+/// BraTS-sized penalty would dwarf every real distance on a small image.
+pub fn empty_hd95_rule(spec: &LabelSpec) -> EmptyHd95 {
+    if *spec == LabelSpec::brats2021() || *spec == LabelSpec::brats2023() {
+        EmptyHd95::Brats
+    } else {
+        EmptyHd95::ImageDiagonal
+    }
 }
 
 /// How to evaluate.
@@ -305,7 +405,7 @@ pub struct EvalOptions<'a> {
     pub missing: Missing,
 }
 
-/// Scores every `CASE.nii.gz` in `pred` (or only `cases`) against the reference: `truth`
+/// Scores every `CASE.nii.gz` (or `CASE.nii`) in `pred` (or only `cases`) against the reference: `truth`
 /// is a dataset folder (its labels and label convention are used) or a folder of
 /// `CASE.nii.gz` label maps, for which `spec` gives the convention. With `cases`, a case
 /// without a prediction is an error; without, it is left out and listed in the report.
@@ -329,16 +429,6 @@ pub fn evaluate(
             missing,
         },
     )
-}
-
-/// The case ids of the predictions (`CASE.nii.gz`) in `pred`, sorted.
-fn predicted_ids(pred: &Path) -> Result<Vec<String>> {
-    let mut found: Vec<String> = std::fs::read_dir(pred)
-        .map_err(|e| Error::io(format!("listing {}", pred.display()), e))?
-        .filter_map(|e| e.ok().and_then(|e| case_id(&e.path())))
-        .collect();
-    found.sort();
-    Ok(found)
 }
 
 /// Scores the predictions in `pred` against `reference` as `opts` says. Without
@@ -372,11 +462,11 @@ pub fn evaluate_reference(
         )
     };
 
-    let found = predicted_ids(pred)?;
+    let found = label_files(pred)?;
     let wanted: Vec<String> = match opts.cases {
         Some(cases) => cases.to_vec(),
         None => {
-            if let Some(extra) = found.iter().find(|id| {
+            if let Some(extra) = found.keys().find(|id| {
                 !reference.labels.contains_key(*id) && !reference.unlabelled.contains(*id)
             }) {
                 return Err(Error::data(
@@ -389,14 +479,14 @@ pub fn evaluate_reference(
     };
     let missing: Vec<String> = wanted
         .iter()
-        .filter(|id| found.binary_search(id).is_err())
+        .filter(|id| !found.contains_key(*id))
         .cloned()
         .collect();
     if !missing.is_empty() && opts.missing == Missing::Error {
         return Err(Error::data(
             pred.display().to_string(),
             format!(
-                "{} of the {} cases to score have no prediction CASE.nii.gz ({})",
+                "{} of the {} cases to score have no prediction CASE.nii.gz or CASE.nii ({})",
                 missing.len(),
                 wanted.len(),
                 few(&missing)
@@ -411,10 +501,12 @@ pub fn evaluate_reference(
     if to_score.is_empty() {
         return Err(Error::data(
             pred.display().to_string(),
-            "no predictions (CASE.nii.gz) to evaluate",
+            "no predictions (CASE.nii.gz or CASE.nii) to evaluate",
         ));
     }
     let background = pred_spec.classes()[0].file_value;
+    let rule = empty_hd95_rule(truth_spec);
+    let mut empty_hd95 = BTreeMap::new();
     let scores: Vec<CaseScores> = to_score
         .iter()
         .map(|id| {
@@ -424,28 +516,138 @@ pub fn evaluate_reference(
                     format!("no reference label in {}", reference.root.display()),
                 )
             })?;
-            let (t, tdims, spacing) = read_labels(truth_path, truth_spec, truth_whose, truth_hint)?;
-            let p = if missing.contains(id) {
-                vec![background; t.len()]
-            } else {
-                let pred_path = pred.join(format!("{id}.nii.gz"));
-                let (p, pdims, _) = read_labels(&pred_path, pred_spec, pred_whose, pred_hint)?;
-                if pdims != tdims {
-                    return Err(Error::file(
-                        &pred_path,
-                        format!(
-                            "size {pdims:?} differs from the reference's {tdims:?} ({})",
-                            truth_path.display()
-                        ),
-                    ));
+            let (t, grid) = read_labels(truth_path, truth_spec, truth_whose, truth_hint)?;
+            let p = match found.get(id) {
+                None => vec![background; t.len()],
+                Some(pred_path) => {
+                    let (p, pred_grid) = read_labels(pred_path, pred_spec, pred_whose, pred_hint)?;
+                    if let Some(what) = grid_difference(&pred_grid, &grid) {
+                        return Err(Error::file(
+                            pred_path,
+                            format!(
+                                "not on the grid of its reference {}: {what}; a prediction \
+                                 must keep the reference's voxel grid and affine (undo any \
+                                 reorientation or resampling before scoring)",
+                                truth_path.display()
+                            ),
+                        ));
+                    }
+                    p
                 }
-                p
             };
-            score_case_across(id, &p, &t, tdims, spacing, &pairs)
+            let empty = rule.mm(grid.dims, grid.spacing);
+            empty_hd95.insert(id.clone(), empty);
+            score_case_across(id, &p, &t, grid.dims, grid.spacing, empty, &pairs)
         })
         .collect::<Result<_>>()?;
     let order = pairs.iter().map(|(_, t)| t.name.clone()).collect();
     Ok(EvalReport::new(scores)
         .with_missing(missing, opts.missing == Missing::Empty)
+        .with_empty_hd95(EmptyHd95Used {
+            rule,
+            mm: empty_hd95,
+        })
         .with_region_order(order))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 4x4x4 grid of 1 x 1 x 2 mm with this sform (rows x, y, z).
+    fn grid(srow: [[f32; 4]; 3]) -> NiftiHeaderInfo {
+        let mut h = NiftiHeaderInfo::new([4, 4, 4], [1.0, 1.0, 2.0]);
+        h.srow = srow;
+        h
+    }
+
+    const PLAIN: [[f32; 4]; 3] = [
+        [1.0, 0.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0, 0.0],
+        [0.0, 0.0, 2.0, 0.0],
+    ];
+
+    #[test]
+    fn grid_differences_are_named() {
+        let truth = grid(PLAIN);
+        let mut noise = PLAIN;
+        noise[0][3] = 1e-4;
+        assert_eq!(grid_difference(&grid(noise), &truth), None);
+        let mirrored = grid([
+            [-1.0, 0.0, 0.0, 0.0],
+            [0.0, -1.0, 0.0, 0.0],
+            [0.0, 0.0, 2.0, 0.0],
+        ]);
+        assert_eq!(
+            grid_difference(&mirrored, &truth).as_deref(),
+            Some("the x and y axes are mirrored")
+        );
+        let mut flipped_z = PLAIN;
+        flipped_z[2] = [0.0, 0.0, -2.0, 6.0];
+        assert_eq!(
+            grid_difference(&grid(flipped_z), &truth).as_deref(),
+            Some(
+                "the z axis is mirrored; origin (0.000, 0.000, 6.000) mm differs from the \
+                 reference's (0.000, 0.000, 0.000) mm"
+            )
+        );
+        let swapped = grid([
+            [0.0, 1.0, 0.0, 0.0],
+            [1.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 2.0, 0.0],
+        ]);
+        assert_eq!(
+            grid_difference(&swapped, &truth).as_deref(),
+            Some("the axes point in other directions (another orientation)")
+        );
+        let mut coarser = PLAIN;
+        coarser[2][2] = 3.0;
+        assert_eq!(
+            grid_difference(&grid(coarser), &truth).as_deref(),
+            Some(
+                "voxel size 1.000x1.000x3.000 mm differs from the reference's 1.000x1.000x2.000 mm"
+            )
+        );
+        let mut larger = truth.clone();
+        larger.dims = [4, 4, 5];
+        assert_eq!(
+            grid_difference(&larger, &truth).as_deref(),
+            Some("size 4x4x5 differs from the reference's 4x4x4")
+        );
+    }
+
+    #[test]
+    fn label_files_take_either_ending_and_refuse_both_for_one_case() {
+        let dir = std::env::temp_dir().join(format!("voxseg-label-files-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in [
+            "a.nii",
+            "b.nii.gz",
+            "b_probabilities.nii.gz",
+            ".c.nii.gz",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.join(name), b"").unwrap();
+        }
+        let found = label_files(&dir).unwrap();
+        assert_eq!(
+            found.into_iter().collect::<Vec<_>>(),
+            [
+                ("a".into(), dir.join("a.nii")),
+                ("b".into(), dir.join("b.nii.gz"))
+            ]
+        );
+        std::fs::write(dir.join("a.nii.gz"), b"").unwrap();
+        let err = label_files(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "{} and {}",
+                dir.join("a.nii").display(),
+                dir.join("a.nii.gz").display()
+            )) && err.contains("both case a"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

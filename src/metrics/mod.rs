@@ -17,6 +17,38 @@ use serde::{Deserialize, Serialize};
 /// sqrt(240² + 240² + 155²), as the legacy BraTS scoring (and nnU-Net) uses.
 pub const LEGACY_EMPTY_HD95: f64 = 373.12866;
 
+/// The HD95 of a region where exactly one of prediction and reference is empty (there is
+/// no surface to measure from), a penalty as large as the image allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmptyHd95 {
+    /// `LEGACY_EMPTY_HD95` on every image: the BraTS challenge's rule, for its data.
+    Brats,
+    /// The diagonal of the reference image's extent in mm (size times voxel size per
+    /// axis): the largest distance two voxels of that image can have.
+    ImageDiagonal,
+}
+
+impl EmptyHd95 {
+    /// The value in mm for an image of `dims` voxels of `spacing` mm.
+    pub fn mm(self, dims: [usize; 3], spacing: [f64; 3]) -> f64 {
+        match self {
+            EmptyHd95::Brats => LEGACY_EMPTY_HD95,
+            EmptyHd95::ImageDiagonal => (0..3)
+                .map(|i| (dims[i] as f64 * spacing[i]).powi(2))
+                .sum::<f64>()
+                .sqrt(),
+        }
+    }
+}
+
+/// The empty-mask HD95 an evaluation used: the rule and its value for each case.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EmptyHd95Used {
+    pub rule: EmptyHd95,
+    pub mm: std::collections::BTreeMap<String, f64>,
+}
+
 /// A named set of label values scored as one foreground mask.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Region {
@@ -47,8 +79,14 @@ pub struct Scores {
 }
 
 /// Scores a predicted mask against a reference mask. Both empty: Dice 1, HD95 0; exactly
-/// one empty: Dice 0, HD95 `LEGACY_EMPTY_HD95`.
-pub fn score_masks(pred: &[bool], truth: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Scores {
+/// one empty: Dice 0, HD95 `empty_hd95` (mm).
+pub fn score_masks(
+    pred: &[bool],
+    truth: &[bool],
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    empty_hd95: f64,
+) -> Scores {
     let c = Confusion::count(pred, truth);
     let pred_empty = c.true_pos + c.false_pos == 0;
     let truth_empty = c.true_pos + c.false_neg == 0;
@@ -56,7 +94,7 @@ pub fn score_masks(pred: &[bool], truth: &[bool], dims: [usize; 3], spacing: [f6
         (true, true) => 0.0,
         (false, false) => distance::hd95(pred, truth, dims, spacing)
             .expect("both masks are non-empty, so both have surface voxels"),
-        _ => LEGACY_EMPTY_HD95,
+        _ => empty_hd95,
     };
     Scores {
         dice: c.dice(),
@@ -66,7 +104,8 @@ pub fn score_masks(pred: &[bool], truth: &[bool], dims: [usize; 3], spacing: [f6
     }
 }
 
-/// Scores every region of one case. `pred` and `truth` are label maps on the same grid.
+/// Scores every region of one case, with BraTS's `LEGACY_EMPTY_HD95` for a region where
+/// exactly one mask is empty. `pred` and `truth` are label maps on the same grid.
 pub fn score_case(
     case: &str,
     pred: &[u8],
@@ -76,18 +115,19 @@ pub fn score_case(
     regions: &[Region],
 ) -> Result<CaseScores> {
     let pairs: Vec<(&Region, &Region)> = regions.iter().map(|r| (r, r)).collect();
-    score_case_across(case, pred, truth, dims, spacing, &pairs)
+    score_case_across(case, pred, truth, dims, spacing, LEGACY_EMPTY_HD95, &pairs)
 }
 
 /// Scores one case whose prediction and reference use different label conventions: each
 /// pair is one region as the prediction's file values and as the reference's, scored under
-/// the reference's name.
+/// the reference's name. `empty_hd95` (mm) is the HD95 where exactly one mask is empty.
 pub fn score_case_across(
     case: &str,
     pred: &[u8],
     truth: &[u8],
     dims: [usize; 3],
     spacing: [f64; 3],
+    empty_hd95: f64,
     regions: &[(&Region, &Region)],
 ) -> Result<CaseScores> {
     let voxels: usize = dims.iter().product();
@@ -110,7 +150,7 @@ pub fn score_case_across(
     let regions = regions
         .iter()
         .map(|(p, t)| {
-            let scores = score_masks(&p.mask(pred), &t.mask(truth), dims, spacing);
+            let scores = score_masks(&p.mask(pred), &t.mask(truth), dims, spacing, empty_hd95);
             (t.name.clone(), scores)
         })
         .collect();
@@ -161,6 +201,22 @@ mod tests {
         );
         let none = c.regions["none"];
         assert_eq!((none.dice, none.hd95), (1.0, 0.0));
+    }
+
+    #[test]
+    fn the_empty_mask_hd95_is_bratss_or_the_image_diagonal() {
+        assert_eq!(
+            EmptyHd95::Brats.mm([30, 26, 10], [1.0, 1.0, 5.0]),
+            LEGACY_EMPTY_HD95
+        );
+        // 30 x 26 x 50 mm: sqrt(900 + 676 + 2500).
+        let diagonal = EmptyHd95::ImageDiagonal.mm([30, 26, 10], [1.0, 1.0, 5.0]);
+        assert!((diagonal - 4076f64.sqrt()).abs() < 1e-12, "{diagonal}");
+        let (empty, full) = ([false; 8], [true; 8]);
+        let s = score_masks(&empty, &full, [2, 2, 2], [1.0; 3], diagonal);
+        assert_eq!((s.dice, s.hd95), (0.0, diagonal));
+        let s = score_masks(&full, &empty, [2, 2, 2], [1.0; 3], 7.5);
+        assert_eq!((s.dice, s.hd95), (0.0, 7.5));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Per-case and mean scores of an evaluation, as JSON, CSV and a terminal table.
-use super::Scores;
+use super::{EmptyHd95Used, Scores};
 use crate::atomic;
 use crate::error::{Error, Result};
 use serde::ser::{SerializeMap, SerializeStruct, Serializer};
@@ -31,6 +31,9 @@ pub struct EvalReport {
     /// and `mean`) rather than left out.
     #[serde(default)]
     pub missing_scored_as_empty: bool,
+    /// The HD95 given where exactly one of prediction and reference is empty.
+    #[serde(default)]
+    pub empty_hd95: Option<EmptyHd95Used>,
     /// The order the table, the CSV and the JSON list regions in (the label convention's:
     /// WT, TC, ET for BraTS); regions not in it follow by name. Recorded in the JSON, so a
     /// report read back writes its regions in the same order.
@@ -73,8 +76,15 @@ impl EvalReport {
             mean,
             missing: Vec::new(),
             missing_scored_as_empty: false,
+            empty_hd95: None,
             region_order: Vec::new(),
         }
+    }
+
+    /// Records the empty-mask HD95 rule and the value it gave each case.
+    pub fn with_empty_hd95(mut self, used: EmptyHd95Used) -> Self {
+        self.empty_hd95 = Some(used);
+        self
     }
 
     /// Lists the regions in the table, the CSV and the JSON in `order`.
@@ -202,11 +212,17 @@ impl Serialize for EvalReport {
                 regions: self.regions_in_order(&c.regions),
             })
             .collect();
-        let mut s = serializer.serialize_struct("EvalReport", 5)?;
+        let fields = 5 + usize::from(self.empty_hd95.is_some());
+        let mut s = serializer.serialize_struct("EvalReport", fields)?;
         s.serialize_field("cases", &cases)?;
         s.serialize_field("mean", &OrderedRegions(self.regions_in_order(&self.mean)))?;
         s.serialize_field("missing", &self.missing)?;
         s.serialize_field("missing_scored_as_empty", &self.missing_scored_as_empty)?;
+        if let Some(used) = &self.empty_hd95 {
+            s.serialize_field("empty_hd95", used)?;
+        } else {
+            s.skip_field("empty_hd95")?;
+        }
         s.serialize_field("region_order", &self.region_order)?;
         s.end()
     }
