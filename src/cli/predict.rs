@@ -77,6 +77,7 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
         // MSD predictions are named like the label files of labelsTr: never write among them.
         voxseg::data::out_dir::refuse_inside("--out", &a.out, "--data", data)?;
     }
+    refuse_repeated_models(&a.model)?;
     let mut predictor = Predictor::open(backend, &a.model[0], &a.checkpoint)?;
     for run in &a.model[1..] {
         predictor.add_model(run, &a.checkpoint)?;
@@ -144,6 +145,24 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
     for case in &cases {
         let p = predictor.predict_case(&dataset, case, &a.out, &opts)?;
         say!("{}: {}", p.case, p.labels.display());
+    }
+    Ok(())
+}
+
+/// The same run twice in an ensemble would count its vote twice: refused, comparing the
+/// folders as the file system resolves them (`run`, `./run/`, a link to it).
+fn refuse_repeated_models(models: &[PathBuf]) -> anyhow::Result<()> {
+    let mut seen: Vec<(PathBuf, &PathBuf)> = Vec::new();
+    for model in models {
+        let real = std::fs::canonicalize(model).unwrap_or_else(|_| model.clone());
+        if let Some((_, first)) = seen.iter().find(|(r, _)| *r == real) {
+            anyhow::bail!(
+                "invalid --model: {} and {} are the same run; give each run of the ensemble once",
+                first.display(),
+                model.display()
+            );
+        }
+        seen.push((real, model));
     }
     Ok(())
 }
