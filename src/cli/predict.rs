@@ -86,6 +86,7 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
         // MSD predictions are named like the label files of labelsTr: never write among them.
         voxseg::data::out_dir::refuse_inside("--out", &a.out, "--data", data)?;
     }
+    refuse_repeated_models(&a.model)?;
     let mut predictor = Predictor::open(backend, &a.model[0], &a.checkpoint)?;
     for run in &a.model[1..] {
         predictor.add_model(run, &a.checkpoint)?;
@@ -232,6 +233,24 @@ fn remove_existing<P: AsRef<Path>>(paths: &[P]) -> anyhow::Result<Vec<PathBuf>> 
         removed.push(path.to_path_buf());
     }
     Ok(removed)
+}
+
+/// The same run twice in an ensemble would count its vote twice: refused, comparing the
+/// folders as the file system resolves them (`run`, `./run/`, a link to it).
+fn refuse_repeated_models(models: &[PathBuf]) -> anyhow::Result<()> {
+    let mut seen: Vec<(PathBuf, &PathBuf)> = Vec::new();
+    for model in models {
+        let real = std::fs::canonicalize(model).unwrap_or_else(|_| model.clone());
+        if let Some((_, first)) = seen.iter().find(|(r, _)| *r == real) {
+            anyhow::bail!(
+                "invalid --model: {} and {} are the same run; give each run of the ensemble once",
+                first.display(),
+                model.display()
+            );
+        }
+        seen.push((real, model));
+    }
+    Ok(())
 }
 
 /// An ensemble predicts cases that no member trained or validated on: `test` only when

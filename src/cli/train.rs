@@ -30,7 +30,8 @@ pub struct Args {
     /// Modalities in input order, e.g. t1,t1ce,t2,flair.
     #[arg(long, value_delimiter = ',')]
     modalities: Option<Vec<String>>,
-    /// regions, classes, class:NAME or class:N [default: regions (BraTS WT, TC, ET)].
+    /// regions, classes, class:NAME or class:N [default: regions (BraTS WT, TC, ET), or
+    /// classes for a dataset without regions].
     #[arg(long)]
     target: Option<TargetSpec>,
     /// Network [default: unet].
@@ -334,6 +335,9 @@ impl Args {
         if c.data.as_os_str().is_empty() && !self.resume {
             anyhow::bail!("--data is required (a dataset folder or a manifest)");
         }
+        if !self.resume && !requested.iter().any(|k| k == "target") {
+            default_target(&mut c);
+        }
         if c.out.as_os_str().is_empty() {
             anyhow::bail!("--out is required (the run directory)");
         }
@@ -399,11 +403,32 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Without a target from the user, a dataset that defines no regions trains `classes`
+/// (the default `regions` is BraTS's). A dataset that cannot be read is left to training,
+/// which reports it after the checks that come first.
+fn default_target(c: &mut TrainConfig) {
+    let Ok(dataset) = voxseg::data::layout::detect(&c.data) else {
+        return;
+    };
+    if dataset.label_spec.regions().is_empty() {
+        c.target = TargetSpec::Classes;
+        eprintln!(
+            "note: {} defines no regions: target classes (a softmax over all its classes); \
+             pass --target to choose another",
+            c.data.display()
+        );
+    }
+}
+
 /// Which checkpoint is "best" and why: `predict` uses it unless told otherwise.
 fn print_best(summary: &voxseg::train::TrainSummary) {
     match (summary.state.best_epoch, summary.state.best_score) {
         (Some(epoch), Some(dice)) => say!(
             "best: {} (epoch {epoch}: the highest mean validation Dice, {dice:.4}; predict uses it)",
+            summary.run.checkpoint("best").display()
+        ),
+        (Some(epoch), None) => say!(
+            "best: {} (no validation cases: a copy of last, from epoch {epoch}; predict uses it)",
             summary.run.checkpoint("best").display()
         ),
         (None, Some(dice)) => say!(
@@ -427,21 +452,26 @@ pub struct PlanArgs {
     device: Option<String>,
     #[arg(long, value_delimiter = ',')]
     modalities: Option<Vec<String>>,
-    /// regions, classes, class:NAME or class:N [default: regions].
+    /// regions, classes, class:NAME or class:N [default: regions, or classes for a dataset
+    /// without regions].
     #[arg(long)]
     target: Option<TargetSpec>,
-    /// The seed of the split train would make: the plan comes from its training cases
-    /// [default: 42, as train].
+    /// The seed of the split train would make: the plan comes from the cases outside its
+    /// test set, the same for every --fold [default: 42, as train].
     #[arg(long)]
     seed: Option<u64>,
+    /// Plan from this split file's train and val cases, as train --split-file does.
+    #[arg(long)]
+    split_file: Option<PathBuf>,
 }
 
 /// Prints the plan `train` with the same data, config, seed and device would use.
 pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
-    let mut c = match &a.config {
-        Some(p) => TrainConfig::from_file(p)?,
-        None => TrainConfig::default(),
+    let (mut c, keys) = match &a.config {
+        Some(p) => TrainConfig::from_file_with_keys(p)?,
+        None => (TrainConfig::default(), Vec::new()),
     };
+    let target_given = a.target.is_some() || keys.iter().any(|k| k == "target");
     if let Some(d) = a.data {
         c.data = d;
     }
@@ -457,8 +487,14 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
     if let Some(s) = a.seed {
         c.seed = s;
     }
+    if let Some(path) = a.split_file {
+        c.split_file = Some(path);
+    }
     if c.data.as_os_str().is_empty() {
         anyhow::bail!("--data is required (a dataset folder or a manifest)");
+    }
+    if !target_given {
+        default_target(&mut c);
     }
     let plan = voxseg::train::run::plan_for_config(&c)?;
     say!("{}", serde_json::to_string_pretty(&plan)?);

@@ -324,6 +324,18 @@ impl std::str::FromStr for TargetSpec {
     }
 }
 
+/// As a user writes it (`--target`): `regions`, `classes`, `class:NAME` or `class:N`.
+impl std::fmt::Display for TargetSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetSpec::Regions => f.write_str("regions"),
+            TargetSpec::Classes => f.write_str("classes"),
+            TargetSpec::Class(ClassRef::Name(name)) => write!(f, "class:{name}"),
+            TargetSpec::Class(ClassRef::Index(i)) => write!(f, "class:{i}"),
+        }
+    }
+}
+
 impl TargetSpec {
     /// Number of output channels.
     pub fn channels(&self, spec: &LabelSpec) -> usize {
@@ -632,6 +644,14 @@ mod tests {
             .is_err());
         assert!("softmax".parse::<TargetSpec>().is_err());
         assert!(TargetSpec::Classes.encode(&s, &[7]).is_err());
+    }
+
+    #[test]
+    fn targets_print_as_the_flag_spells_them() {
+        for text in ["regions", "classes", "class:tumor", "class:2"] {
+            let target: TargetSpec = text.parse().unwrap();
+            assert_eq!(target.to_string(), text);
+        }
     }
 
     #[test]

@@ -280,8 +280,9 @@ impl<B: Backend> Predictor<B> {
         let (ours, theirs) = (&self.card, &member.card);
         let differs = if theirs.modalities != ours.modalities {
             Some(format!(
-                "modalities {:?}, the first model's are {:?}",
-                theirs.modalities, ours.modalities
+                "modalities {}, the first model's are {}",
+                theirs.modalities.join(","),
+                ours.modalities.join(",")
             ))
         } else if theirs.label_spec != ours.label_spec {
             Some(format!(
@@ -291,7 +292,7 @@ impl<B: Backend> Predictor<B> {
             ))
         } else if theirs.target != ours.target {
             Some(format!(
-                "target {:?}, the first model's is {:?}",
+                "target {}, the first model's is {}",
                 theirs.target, ours.target
             ))
         } else {

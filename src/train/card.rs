@@ -103,7 +103,11 @@ impl CheckpointIdentity {
             ));
         }
         if self.target != other.target {
-            out.push(("target".into(), json(&self.target), json(&other.target)));
+            out.push((
+                "target".into(),
+                self.target.to_string(),
+                other.target.to_string(),
+            ));
         }
         if self.model != other.model {
             out.push(("network".into(), json(&self.model), json(&other.model)));
@@ -165,7 +169,7 @@ mod tests {
         assert_eq!(found[1].0, "target");
         assert_eq!(
             (found[1].1.as_str(), found[1].2.as_str()),
-            ("\"regions\"", "\"classes\"")
+            ("regions", "classes")
         );
     }
 }

@@ -93,7 +93,8 @@ pub struct TrainState {
     pub step: u64,
     /// The highest mean validation Dice so far: the `best` checkpoint's.
     pub best_score: Option<f64>,
-    /// The epoch whose validation gave `best_score`.
+    /// The epoch whose validation gave `best_score`; without validation cases (no score),
+    /// the last epoch trained, whose weights `best` then holds as `last` does.
     pub best_epoch: Option<usize>,
     pub schedule: Option<LrSchedule>,
     pub seconds: f64,
@@ -147,7 +148,14 @@ pub fn train(cfg: TrainConfig, opts: RunOptions) -> Result<TrainSummary> {
     }
     let start = prepare_run_dir(&cfg, &opts)?;
     start.cfg.validate()?;
-    let device = resolve(start.cfg.device.parse::<DeviceRequest>()?)?;
+    crate::data::out_dir::refuse_inside("--out", &start.run.root, "--data", &start.cfg.data)?;
+    let mut device = resolve(start.cfg.device.parse::<DeviceRequest>()?)?;
+    if let (true, Device::Cpu { why }) = (
+        start.resume && !opts.requested.iter().any(|k| k == "device"),
+        &mut device,
+    ) {
+        *why = "as the run's config.json records".into();
+    }
     match &device {
         Device::Cpu { .. } => {
             if let Some(p) = start.cfg.precision.filter(|&p| p != ConvPrecision::F32) {
@@ -218,6 +226,7 @@ fn prepare_run_dir(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunStart> {
             resume: true,
         });
     }
+    refuse_dataset_as_out(&run.root)?;
     if has_run && !opts.force {
         return Err(Error::config(
             "out",
@@ -235,6 +244,27 @@ fn prepare_run_dir(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunStart> {
         replace: has_run,
         resume: false,
     })
+}
+
+/// Refuses an `--out` folder that holds a dataset: a run's files (and `--force`'s removal of
+/// an older run's) would land among its cases and make it unreadable.
+fn refuse_dataset_as_out(out: &Path) -> Result<()> {
+    if !out.is_dir() {
+        return Ok(());
+    }
+    match detect(out) {
+        Ok(dataset) => Err(Error::config(
+            "--out",
+            format!(
+                "{} is a dataset ({} layout, {} cases), not a run folder: the run's files would \
+                 be mixed with its cases; choose a new or empty folder",
+                out.display(),
+                dataset.layout,
+                dataset.cases.len() + dataset.test_cases.len()
+            ),
+        )),
+        Err(_) => Ok(()),
+    }
 }
 
 /// How a user sets a configuration key: its flag, or the config file for the keys that
@@ -1106,6 +1136,29 @@ impl<B: Backend> Stepper<'_, B> {
     }
 }
 
+/// The names of the scored regions when no validation case holds a voxel of any of them
+/// (each case's Dice is then 1 for an empty prediction and 0 for any other), else none.
+fn without_foreground(
+    val: &[PreprocessedCase],
+    target: &TargetSpec,
+    spec: &LabelSpec,
+) -> Option<String> {
+    let regions = scored_regions(target, spec);
+    let foreground = |c: &u8| regions.iter().any(|(_, classes)| classes.contains(c));
+    let empty = val.iter().all(|case| {
+        case.label
+            .as_ref()
+            .is_none_or(|l| !l.data.iter().any(foreground))
+    });
+    empty.then(|| {
+        regions
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>()
+            .join("/")
+    })
+}
+
 /// Regions (or classes) scored in validation, as sets of internal classes.
 pub fn scored_regions(target: &TargetSpec, spec: &LabelSpec) -> Vec<(String, Vec<u8>)> {
     match target {
@@ -1336,8 +1389,9 @@ fn install_interrupt_handler() {
 }
 
 /// The plan a new run with `cfg` would use: planned, as training plans, from the cropped
-/// training cases of the split it would make (its seed and fractions), with the values
-/// `cfg` sets filled in.
+/// cases outside the test set of the split it would make (its seed and fractions, or its
+/// split file; every fold of a cross-validation has the same), with the values `cfg` sets
+/// filled in.
 pub fn plan_for_config(cfg: &TrainConfig) -> Result<Plan> {
     cfg.validate()?;
     let device = resolve(cfg.device.parse::<DeviceRequest>()?)?;
@@ -1348,10 +1402,15 @@ pub fn plan_for_config(cfg: &TrainConfig) -> Result<Plan> {
     } else {
         NanPolicy::Error
     };
-    // One case at a time: only the cropped size and the voxel size are kept.
-    let grids = split
-        .train_val()
+    // One case at a time: only the cropped size and the voxel size are kept. Planned, as
+    // training plans, from every case outside the test set.
+    let tv = split.train_val();
+    let grids = tv
         .train()
+        .iter()
+        .chain(tv.val())
+        .cloned()
+        .collect::<Vec<String>>()
         .par_iter()
         .map(|id| {
             let case = load_cases(&dataset, std::slice::from_ref(id), &channels, nan)?;
@@ -1416,12 +1475,27 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
     let label_spec = data.dataset.label_spec.clone();
     let out_channels = cfg.target.channels(&label_spec);
     let in_channels = data.modalities.len();
-    let summary = summarise(&data.train_grids, in_channels, out_channels);
-    let (plan, depth_note) =
-        resolve_plan(&mut cfg, &summary, largest_grid(&data.train_grids), device)?;
+    // Planned from every case outside the test set, so that the folds of one
+    // cross-validation (and `plan`) agree on the patch and the network.
+    let grids: Grids = data
+        .train_grids
+        .iter()
+        .cloned()
+        .chain(data.val.iter().map(|c| (c.dims(), c.spacing)))
+        .collect();
+    let summary = summarise(&grids, in_channels, out_channels);
+    let (plan, depth_note) = resolve_plan(&mut cfg, &summary, largest_grid(&grids), device)?;
     let spec = model_spec(&cfg, in_channels, out_channels);
     check_memory(&cfg, &plan, &spec, device)?;
     cfg.preprocess = data.preprocess.clone();
+    let validates = !data.val.is_empty();
+    if !validates && matches!(cfg.schedule, LrSchedule::ReduceOnPlateau { .. }) {
+        return Err(Error::config(
+            "schedule",
+            "plateau lowers the rate when the validation loss stalls, and the split has no \
+             validation cases: use poly, cosine or step, or give the split validation cases",
+        ));
+    }
 
     // Every check has passed: the run's files are written from here on.
     if replace {
@@ -1527,6 +1601,20 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
             state.step
         ));
     }
+    if !validates {
+        eprintln!(
+            "note: the split has no validation cases: no validation runs, and checkpoints/best \
+             is a copy of last (predict's default); to select the best epoch, give the split \
+             validation cases (a \"val\" list in --split-file, the config's split.val, or --fold)"
+        );
+    } else if let Some(names) = without_foreground(&data.val, &cfg.target, &label_spec) {
+        eprintln!(
+            "warning: the {} validation case(s) hold no {names} voxel: their Dice is 1 only for \
+             an empty prediction, so `best` favours a model that predicts nothing; give the \
+             split validation cases with foreground, or predict with --checkpoint last",
+            data.val.len()
+        );
+    }
     progress.println(&format!(
         "training on {} | {} parameters | patch {:?} batch {} | {} train / {} val cases{}",
         device.describe(),
@@ -1591,7 +1679,16 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
         if !epoch_done {
             record["partial"] = serde_json::json!(true);
         }
-        if (due || stopped) && steps_now > 0 {
+        if (due || stopped) && steps_now > 0 && !validates {
+            if let Some(g) = &last_grads {
+                histograms(&mut tb, &model, g, state.step)?;
+            }
+            progress.println(&format!(
+                "epoch {} step {} train_loss {train_loss:.4}",
+                state.epoch, state.step
+            ));
+        }
+        if (due || stopped) && steps_now > 0 && validates {
             let (val, picture) = validator.run(&mut model, &data.val)?;
             schedule.observe(val.loss);
             tb.add_scalar("val/loss", val.loss as f32, state.step)?;
@@ -1642,10 +1739,20 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
         tb.add_scalar("lr", lr as f32, state.step)?;
         tb.add_scalar("perf/patches_per_second", patches_per_s as f32, state.step)?;
         tb.flush()?;
+        if !validates && steps_now > 0 {
+            state.best_epoch = Some(state.epoch);
+        }
         state = advance(&state, epoch_done);
         state.seconds = base_seconds + started.elapsed().as_secs_f64();
         state.schedule = Some(schedule.clone());
         save_state(&run.checkpoint("last"), &card, &model, opt.as_ref(), &state)?;
+        if !validates {
+            // Byte for byte the same file: without validation there is nothing to choose.
+            let last = run.checkpoint("last");
+            let bytes = std::fs::read(&last)
+                .map_err(|e| Error::io(format!("reading {}", last.display()), e))?;
+            crate::atomic::write_bytes(&run.checkpoint("best"), &bytes)?;
+        }
         if stopped {
             break;
         }

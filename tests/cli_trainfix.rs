@@ -1,0 +1,430 @@
+//! Training edge cases of the second user review, through the `voxseg` binary on tiny
+//! synthetic data: a split without validation cases, an `--out` inside or onto a dataset,
+//! one plan for every fold, `classes` for a dataset without regions, validation cases
+//! without foreground, the device line on resume, and ensemble refusals in the user's words.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("voxseg-cli-trainfix-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Six synthetic BraTS 2021 cases of `size`^3 in `dir/data`.
+fn dataset(dir: &Path, size: usize, seed: u64) -> PathBuf {
+    let data = dir.join("data");
+    write_dataset(&SynthOptions {
+        out: data.clone(),
+        cases: 6,
+        size: [size; 3],
+        seed,
+        layout: SynthLayout::Brats2021,
+        storage: SynthStorage::Int16,
+    })
+    .unwrap();
+    data
+}
+
+fn id(i: usize) -> String {
+    format!("SynthBraTS2021_{i:05}")
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn voxseg(cwd: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_voxseg"))
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn assert_ok(r: &Run) {
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+}
+
+fn assert_refused(r: &Run, words: &[&str]) {
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    for w in words {
+        assert!(r.stderr.contains(w), "no '{w}' in: {}", r.stderr);
+    }
+}
+
+/// A small, fast run of one epoch of two steps.
+fn train_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "train",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--features",
+        "4",
+        "--max-features",
+        "8",
+        "--batch",
+        "1",
+        "--workers",
+        "1",
+        "--no-augment",
+        "--optimizer",
+        "adam",
+        "--lr=0.001",
+        "--epochs",
+        "1",
+        "--iters-per-epoch",
+        "2",
+    ];
+    args.extend(extra);
+    args
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Whether any TensorBoard event file of the run holds `needle` (a tag name).
+fn tensorboard_holds(run: &Path, needle: &str) -> bool {
+    std::fs::read_dir(run.join("tb")).unwrap().any(|e| {
+        let bytes = std::fs::read(e.unwrap().path()).unwrap();
+        bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+    })
+}
+
+#[test]
+fn a_split_without_validation_cases_trains_without_made_up_scores() {
+    let dir = temp_dir("noval");
+    let data = dataset(&dir, 16, 3);
+    let d = data.to_str().unwrap();
+    let file = dir.join("noval.json");
+    let split = serde_json::json!({"train": [id(0), id(1)], "val": [], "test": [id(4)]});
+    std::fs::write(&file, split.to_string()).unwrap();
+    let f = file.to_str().unwrap();
+    let config = dir.join("no-val-fraction.json");
+    std::fs::write(
+        &config,
+        r#"{"split": {"train": 0.85, "val": 0.0, "test": 0.15}}"#,
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    for (name, extra, epochs) in [
+        ("file", ["--split-file", f], "2"),
+        ("fractions", ["--config", c], "1"),
+    ] {
+        let run = dir.join(name);
+        let mut args = train_args(d, run.to_str().unwrap(), &extra);
+        let at = args.iter().position(|a| *a == "--epochs").unwrap();
+        args[at + 1] = epochs;
+        let r = voxseg(&dir, &args);
+        assert_ok(&r);
+        assert!(
+            r.stderr.contains("no validation cases") && r.stderr.contains("--split-file"),
+            "{}",
+            r.stderr
+        );
+        assert!(r.stderr.contains(" / 0 val cases"), "{}", r.stderr);
+        for text in [&r.stdout, &r.stderr] {
+            assert!(
+                !text.contains("val_loss") && !text.contains("dice") && !text.contains("Dice"),
+                "{text}"
+            );
+        }
+        assert!(
+            r.stdout.contains("best: ") && r.stdout.contains("no validation cases: a copy of last"),
+            "{}",
+            r.stdout
+        );
+        let rows = metrics(&run);
+        assert!(!rows.is_empty());
+        for row in &rows {
+            let keys: Vec<&String> = row.as_object().unwrap().keys().collect();
+            assert!(keys.iter().all(|k| !k.starts_with("val")), "{row}");
+        }
+        assert!(tensorboard_holds(&run, "train/loss"));
+        assert!(!tensorboard_holds(&run, "val/"));
+        let checkpoint = |which: &str| {
+            std::fs::read(run.join("checkpoints").join(format!("{which}.safetensors"))).unwrap()
+        };
+        assert!(checkpoint("best") == checkpoint("last"), "{name}");
+    }
+    // A plateau schedule watches the validation loss: refused before anything is written.
+    let run = dir.join("plateau");
+    let r = voxseg(
+        &dir,
+        &train_args(
+            d,
+            run.to_str().unwrap(),
+            &["--split-file", f, "--schedule", "plateau:0.5:2"],
+        ),
+    );
+    assert_refused(&r, &["schedule", "plateau", "no validation cases"]);
+    assert!(!run.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The dataset's files, with their contents, in a stable order.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                files.push((p, bytes));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn train_refuses_an_out_inside_the_data_or_onto_another_dataset() {
+    let dir = temp_dir("out");
+    let data = dataset(&dir, 16, 3);
+    let d = data.to_str().unwrap();
+    let copy = dir.join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for (path, bytes) in snapshot(&data) {
+        let to = copy.join(path.strip_prefix(&data).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::write(to, bytes).unwrap();
+    }
+    let (before, copy_before) = (snapshot(&data), snapshot(&copy));
+    let inside = data.join("run1");
+    let r = voxseg(&dir, &train_args(d, inside.to_str().unwrap(), &[]));
+    assert_refused(&r, &["--out", "inside --data", "outside"]);
+    for force in [None, Some("--force")] {
+        let r = voxseg(&dir, &train_args(d, "copy", force.as_slice()));
+        assert_refused(&r, &["--out", "copy is a dataset", "new or empty folder"]);
+    }
+    assert!(snapshot(&data) == before && snapshot(&copy) == copy_before);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_fold_and_plan_use_one_plan() {
+    let dir = temp_dir("plan");
+    // At 18^3, synthetic seed 0 and split seed 1, each fold's training cases alone give
+    // another patch: [14,15,14], [13,14,13], [13,14,13] against [14,14,14] for the split's.
+    let data = dataset(&dir, 18, 0);
+    let d = data.to_str().unwrap();
+    let plan = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["plan", "--data", d, "--device", "cpu", "--seed", "1"];
+        args.extend(extra);
+        let r = voxseg(&dir, &args);
+        assert_ok(&r);
+        serde_json::from_str(&r.stdout).unwrap()
+    };
+    let shared = plan(&[]);
+    for fold in ["0", "1", "2"] {
+        let run = dir.join(format!("fold{fold}"));
+        let extra = ["--fold", fold, "--folds", "3", "--seed", "1"];
+        let r = voxseg(&dir, &train_args(d, run.to_str().unwrap(), &extra));
+        assert_ok(&r);
+        // Training was given its widths and batch; the patch and depth are the plan's.
+        let planned = &json(&run.join("model.json"))["plan"];
+        for key in ["patch", "depth"] {
+            assert_eq!(planned[key], shared[key], "fold {fold}: {key}");
+        }
+    }
+    // A split file plans from its own train and val cases, in `plan` as in `train`.
+    let file = dir.join("split.json");
+    let split =
+        serde_json::json!({"train": [id(0), id(1)], "val": [id(2)], "test": [id(3), id(4), id(5)]});
+    std::fs::write(&file, split.to_string()).unwrap();
+    let f = file.to_str().unwrap();
+    let from_file = plan(&["--split-file", f]);
+    let run = dir.join("given");
+    let r = voxseg(
+        &dir,
+        &train_args(d, run.to_str().unwrap(), &["--split-file", f]),
+    );
+    assert_ok(&r);
+    assert_eq!(
+        json(&run.join("model.json"))["plan"]["patch"],
+        from_file["patch"]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A voxseg manifest over the synthetic cases with their labels named as classes only (a
+/// liver-like task): no regions.
+fn manifest_without_regions(dir: &Path, data: &Path) -> PathBuf {
+    let cases: Vec<serde_json::Value> = (0..6)
+        .map(|i| {
+            let case = data.join(id(i));
+            let file = |m: &str| case.join(format!("{}_{m}.nii.gz", id(i)));
+            serde_json::json!({
+                "id": id(i),
+                "images": {"t1": file("t1"), "flair": file("flair")},
+                "label": file("seg"),
+            })
+        })
+        .collect();
+    let manifest = serde_json::json!({
+        "format": "voxseg-manifest",
+        "version": 1,
+        "modalities": ["t1", "flair"],
+        "labels": [
+            {"name": "background", "value": 0},
+            {"name": "core", "value": 1},
+            {"name": "rim", "value": 2},
+            {"name": "spot", "value": 4},
+        ],
+        "cases": cases,
+    });
+    let path = dir.join("manifest.json");
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn a_dataset_without_regions_trains_classes_unless_told_otherwise() {
+    let dir = temp_dir("target");
+    let data = dataset(&dir, 16, 3);
+    let manifest = manifest_without_regions(&dir, &data);
+    let m = manifest.to_str().unwrap();
+    let run = dir.join("run");
+    let r = voxseg(&dir, &train_args(m, run.to_str().unwrap(), &[]));
+    assert_ok(&r);
+    assert!(
+        r.stderr.contains("defines no regions: target classes"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(json(&run.join("config.json"))["target"], "classes");
+    let r = voxseg(&dir, &["plan", "--data", m, "--device", "cpu"]);
+    assert_ok(&r);
+    assert!(r.stderr.contains("defines no regions"), "{}", r.stderr);
+    // An explicit target is kept (and still checked); BraTS keeps its regions.
+    let r = voxseg(&dir, &train_args(m, "other", &["--target", "regions"]));
+    assert_refused(&r, &["no regions"]);
+    let run = dir.join("brats");
+    let r = voxseg(
+        &dir,
+        &train_args(data.to_str().unwrap(), run.to_str().unwrap(), &[]),
+    );
+    assert_ok(&r);
+    assert!(!r.stderr.contains("no regions"), "{}", r.stderr);
+    assert_eq!(json(&run.join("config.json"))["target"], "regions");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn validation_cases_without_foreground_are_warned_about() {
+    use voxseg::data::nifti::{read_volume, write_label_map};
+    let dir = temp_dir("empty-val");
+    let data = dataset(&dir, 16, 3);
+    let d = data.to_str().unwrap();
+    let file = dir.join("split.json");
+    let split = serde_json::json!({"train": [id(0), id(1)], "val": [id(2)], "test": []});
+    std::fs::write(&file, split.to_string()).unwrap();
+    let f = file.to_str().unwrap();
+    let run = dir.join("with-foreground");
+    let r = voxseg(
+        &dir,
+        &train_args(d, run.to_str().unwrap(), &["--split-file", f]),
+    );
+    assert_ok(&r);
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+    let seg = data.join(id(2)).join(format!("{}_seg.nii.gz", id(2)));
+    let (volume, header) = read_volume(&seg).unwrap();
+    assert!(volume.data.iter().any(|&v| v != 0.0));
+    write_label_map(&seg, &header, &vec![0; volume.data.len()]).unwrap();
+    let run = dir.join("without");
+    let r = voxseg(
+        &dir,
+        &train_args(d, run.to_str().unwrap(), &["--split-file", f]),
+    );
+    assert_ok(&r);
+    assert!(
+        r.stderr
+            .contains("warning: the 1 validation case(s) hold no WT/TC/ET voxel")
+            && r.stderr.contains("--checkpoint last"),
+        "{}",
+        r.stderr
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn resume_names_the_runs_device_unless_one_is_asked_for() {
+    let dir = temp_dir("resume-device");
+    let data = dataset(&dir, 16, 3);
+    let run = dir.join("run");
+    let o = run.to_str().unwrap();
+    assert_ok(&voxseg(&dir, &train_args(data.to_str().unwrap(), o, &[])));
+    let r = voxseg(&dir, &["train", "--out", o, "--resume", "--epochs", "2"]);
+    assert_ok(&r);
+    assert!(
+        r.stdout.contains("device: cpu (") && r.stdout.contains("as the run's config.json records"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("requested"), "{}", r.stdout);
+    let r = voxseg(
+        &dir,
+        &[
+            "train", "--out", o, "--resume", "--epochs", "3", "--device", "cpu",
+        ],
+    );
+    assert_ok(&r);
+    assert!(r.stdout.contains("): requested"), "{}", r.stdout);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ensembles_name_targets_as_flags_and_refuse_a_run_given_twice() {
+    let dir = temp_dir("ensemble");
+    let data = dataset(&dir, 16, 3);
+    let d = data.to_str().unwrap();
+    let runs = [("regions", "regions"), ("et", "class:et")];
+    for (name, target) in runs {
+        let r = voxseg(&dir, &train_args(d, name, &["--target", target]));
+        assert_ok(&r);
+    }
+    let predict = |models: &[&str]| {
+        let mut args = vec!["predict", "--model"];
+        args.extend(models);
+        args.extend(["--data", d, "--out", "preds", "--device", "cpu"]);
+        voxseg(&dir, &args)
+    };
+    let r = predict(&["regions", "et"]);
+    assert_refused(
+        &r,
+        &["trained with target class:et, the first model's is regions"],
+    );
+    assert!(!r.stderr.contains("Class("), "{}", r.stderr);
+    let r = predict(&["regions", "./regions/"]);
+    assert_refused(&r, &["--model", "regions and ./regions/ are the same run"]);
+    assert!(!dir.join("preds").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
