@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 const INDEX_FILE: &str = "cache.json";
-const FORMAT_VERSION: u32 = 1;
+/// 2: the brain mask fills holes, so a case with exact zeros inside the object preprocesses
+/// differently from a format-1 cache.
+const FORMAT_VERSION: u32 = 2;
 
 /// What `<id>.json` holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -532,7 +534,8 @@ pub fn open_cache(dir: &Path) -> Result<(PreprocessSpec, Vec<CachedCase>)> {
         return Err(Error::file(
             &path,
             format!(
-                "cache format {}, this build reads {FORMAT_VERSION}",
+                "cache format {}, this build reads {FORMAT_VERSION}; rerun `voxseg preprocess` \
+                 with --force to rebuild the cache",
                 index.version
             ),
         ));

