@@ -124,3 +124,109 @@ fn exact_zeros_inside_the_object_are_normalised_as_tissue() {
     assert!(tissue.abs() < 1.0, "{tissue}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A small, fast training run on the CPU.
+const SMALL: [&str; 14] = [
+    "--device",
+    "cpu",
+    "--features",
+    "4",
+    "--max-features",
+    "8",
+    "--batch",
+    "1",
+    "--epochs",
+    "1",
+    "--iters-per-epoch",
+    "1",
+    "--no-augment",
+    "--target=classes",
+];
+
+fn brats_file(data: &Path, case: usize, suffix: &str) -> PathBuf {
+    let id = format!("SynthBraTS2021_{case:05}");
+    data.join(&id).join(format!("{id}_{suffix}.nii.gz"))
+}
+
+#[test]
+fn check_reports_every_missing_file_and_needs_only_the_selected_modalities() {
+    let dir = temp_dir("missing");
+    let data = dir.join("data");
+    synth(&data, 4, SynthLayout::Brats2021);
+    let t2 = brats_file(&data, 1, "t2");
+    let flair = brats_file(&data, 3, "flair");
+    std::fs::remove_file(&t2).unwrap();
+    std::fs::remove_file(&flair).unwrap();
+
+    let (ok, out, err) = voxseg(&["check", "--data", s(&data)]);
+    assert!(!ok, "{out}{err}");
+    for (file, what) in [
+        (&t2, "missing t2 image file"),
+        (&flair, "missing flair image file"),
+    ] {
+        assert!(
+            out.contains(&format!("problem: {}: case", file.display())) && out.contains(what),
+            "{out}"
+        );
+    }
+    assert!(
+        out.ends_with("4 case(s) checked: 2 readable, 2 with a problem\n"),
+        "{out}"
+    );
+
+    let (ok, out, err) = voxseg(&["check", "--data", s(&data), "--modalities", "t1,t1ce"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("4 case(s) checked: 4 readable, 0 with a problem"),
+        "{out}"
+    );
+    let (ok, out, _) = voxseg(&["check", "--data", s(&data), "--modalities", "t1,t2"]);
+    assert!(
+        !ok && out.contains("_t2.nii.gz") && !out.contains("_flair.nii.gz"),
+        "{out}"
+    );
+
+    // Training without --modalities names both files in one line; with t1,t1ce it trains.
+    let run = dir.join("run");
+    let mut args = vec!["train", "--data", s(&data), "--out", s(&run)];
+    args.extend(SMALL);
+    let (ok, _, err) = voxseg(&args);
+    assert!(!ok && err.trim().lines().count() == 1, "{err}");
+    assert!(
+        err.contains("2 files are missing")
+            && err.contains(&t2.display().to_string())
+            && err.contains(&flair.display().to_string())
+            && err.contains("voxseg check"),
+        "{err}"
+    );
+    args.extend(["--modalities", "t1,t1ce"]);
+    let (ok, out, err) = voxseg(&args);
+    assert!(ok, "{out}{err}");
+    assert!(run.join("checkpoints/last.safetensors").is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn check_reports_every_missing_file_of_a_manifest() {
+    let dir = temp_dir("missing-manifest");
+    let (manifest, _) = ct_manifest(&dir);
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let cases = json["cases"].as_array_mut().unwrap();
+    cases.push(
+        serde_json::json!({"id": "c1", "images": {"ct": "c1.nii.gz"}, "label": "c0_seg.nii.gz"}),
+    );
+    cases.push(
+        serde_json::json!({"id": "c2", "images": {"ct": "c0.nii.gz"}, "label": "c2_seg.nii.gz"}),
+    );
+    std::fs::write(&manifest, serde_json::to_vec(&json).unwrap()).unwrap();
+    let (ok, out, _) = voxseg(&["check", "--data", s(&manifest)]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("c1.nii.gz: case c1: missing ct image file")
+            && out.contains("c2_seg.nii.gz: case c2: missing label file")
+            && out.contains("3 case(s) checked: 1 readable, 2 with a problem"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

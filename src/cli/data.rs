@@ -106,17 +106,18 @@ pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
             path.display()
         );
     }
-    let dataset = voxseg::data::layout::detect(&a.data)?;
+    let listing = voxseg::data::layout::list(&a.data)?;
     voxseg::data::out_dir::refuse_inside("--out", &a.out, "--data", &a.data)?;
     let wanted = match (&config, a.modalities.is_empty()) {
         (Some(c), true) => c.modalities.clone(),
         _ => a.modalities.clone(),
     };
     let channels = if wanted.is_empty() {
-        dataset.all_modalities()
+        listing.dataset.all_modalities()
     } else {
-        dataset.select_modalities(&wanted)?
+        listing.dataset.select_modalities(&wanted)?
     };
+    let dataset = listing.require(&channels)?;
     let nan = if a.replace_nan || config.as_ref().is_some_and(|c| c.replace_nan) {
         NanPolicy::ReplaceWithZero
     } else {

@@ -11,7 +11,7 @@ use crate::backend::device::{resolve, Device, DeviceRequest};
 use crate::backend::Backend;
 use crate::data::case::{load_case, NanPolicy};
 use crate::data::labels::{LabelSpec, TargetSpec};
-use crate::data::layout::{detect, Dataset};
+use crate::data::layout::{list, Dataset};
 use crate::data::loader::{Batch, Loader, LoaderOptions};
 use crate::data::preprocess::{dataset_stats, preprocess, PreprocessedCase, Statistics};
 use crate::data::sampler::{InMemoryCase, PatchSource};
@@ -694,14 +694,15 @@ fn load_cases(
 
 /// The labelled dataset, the channels the run reads and their modality names.
 fn open_dataset(cfg: &TrainConfig) -> Result<(Dataset, Vec<usize>, Vec<String>)> {
-    let dataset = detect(&cfg.data)?;
+    let listing = list(&cfg.data)?;
+    let channels = if cfg.modalities.is_empty() {
+        listing.dataset.all_modalities()
+    } else {
+        listing.dataset.select_modalities(&cfg.modalities)?
+    };
+    let dataset = listing.require(&channels)?;
     dataset.require_labels()?;
     cfg.target.validate(&dataset.label_spec)?;
-    let channels = if cfg.modalities.is_empty() {
-        dataset.all_modalities()
-    } else {
-        dataset.select_modalities(&cfg.modalities)?
-    };
     let modalities = channels
         .iter()
         .map(|&i| dataset.modalities[i].clone())

@@ -3,8 +3,8 @@
 //! `channel_names`, `labels` (name -> value; a list of values makes a region) and
 //! `file_ending`.
 use super::{
-    classes_from_values, list_dir, numbered_names, require_file, CaseFiles, Dataset, ImageFile,
-    LayoutKind,
+    classes_from_values, list_dir, note_missing, numbered_names, CaseFiles, Dataset, ImageFile,
+    LayoutKind, Listing, MissingFile, Provides,
 };
 use crate::data::labels::LabelSpec;
 use crate::error::{Error, Result};
@@ -12,7 +12,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub fn load(json_path: &Path, json: &Value) -> Result<Dataset> {
+pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
     let root = json_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let channels = numbered_names(json_path, json, "channel_names")?;
     if channels
@@ -38,35 +38,39 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Dataset> {
     let label_spec = label_spec(json_path, json)?;
     let modalities: Vec<String> = channels.iter().map(|(_, n)| n.clone()).collect();
 
+    let mut missing = Vec::new();
     let cases = list_cases(
         &root.join("imagesTr"),
         ending,
         &modalities,
         Some(&root.join("labelsTr")),
+        &mut missing,
     )?;
     let ts = root.join("imagesTs");
     let test_cases = if ts.is_dir() {
-        list_cases(&ts, ending, &modalities, None)?
+        list_cases(&ts, ending, &modalities, None, &mut missing)?
     } else {
         Vec::new()
     };
-    Ok(Dataset {
+    let dataset = Dataset {
         layout: LayoutKind::NnUnet,
         root,
         modalities,
         label_spec,
         cases,
         test_cases,
-    })
+    };
+    Ok(Listing { dataset, missing })
 }
 
-/// Groups `CASE_XXXX{ending}` files into cases and checks each has every channel (and,
-/// when `labels` is given, its label file).
+/// Groups `CASE_XXXX{ending}` files into cases; a channel (and, when `labels` is given,
+/// a label file) that a case lacks goes into `missing`.
 fn list_cases(
     dir: &Path,
     ending: &str,
     modalities: &[String],
     labels: Option<&Path>,
+    missing: &mut Vec<MissingFile>,
 ) -> Result<Vec<CaseFiles>> {
     if !dir.is_dir() {
         return Err(Error::file(dir, "missing folder (nnU-Net layout)"));
@@ -97,7 +101,13 @@ fn list_cases(
             let path = files
                 .remove(&c)
                 .unwrap_or_else(|| dir.join(format!("{id}_{c:04}{ending}")));
-            require_file(&id, &path, &format!("{m} (channel {c:04}) image"))?;
+            note_missing(
+                missing,
+                &id,
+                &path,
+                &format!("{m} (channel {c:04}) image file"),
+                Provides::Channel(c),
+            );
             images.push(ImageFile {
                 modality: m.clone(),
                 path,
@@ -116,7 +126,7 @@ fn list_cases(
         let label = match labels {
             Some(dir) => {
                 let path = dir.join(format!("{id}{ending}"));
-                require_file(&id, &path, "label")?;
+                note_missing(missing, &id, &path, "label file", Provides::Label);
                 Some(path)
             }
             None => None,
