@@ -230,3 +230,65 @@ fn check_reports_every_missing_file_of_a_manifest() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn split_files_note_unused_cases_and_accept_nnunet_folds_with_fold() {
+    let dir = temp_dir("splits");
+    let data = dir.join("data");
+    synth(&data, 6, SynthLayout::Brats2021);
+    let ids: Vec<String> = (0..6).map(|i| format!("SynthBraTS2021_{i:05}")).collect();
+    let train = |out: &str, extra: &[&str]| {
+        let run = dir.join(out);
+        let mut args = vec!["train", "--data", s(&data), "--out", s(&run)];
+        args.extend(SMALL);
+        args.extend(extra);
+        let (ok, _, err) = voxseg(&args);
+        (ok, err, run)
+    };
+    let split_of = |run: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(run.join("split.json")).unwrap()).unwrap()
+    };
+
+    let partial = dir.join("partial.json");
+    let lists = serde_json::json!({"train": &ids[..2], "val": [&ids[2]], "test": [&ids[3]]});
+    std::fs::write(&partial, lists.to_string()).unwrap();
+    let (ok, err, run) = train("partial", &["--split-file", s(&partial)]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(
+            "partial.json: 2 labelled case(s) are in none of its lists and go unused: \
+             SynthBraTS2021_00004, SynthBraTS2021_00005"
+        ),
+        "{err}"
+    );
+    assert_eq!(split_of(&run), lists);
+
+    let nnunet = dir.join("splits_final.json");
+    let folds = serde_json::json!([
+        {"train": &ids[..4], "val": &ids[4..]},
+        {"train": &ids[2..], "val": &ids[..2]},
+    ]);
+    std::fs::write(&nnunet, folds.to_string()).unwrap();
+    let (ok, err, run) = train("no-fold", &["--split-file", s(&nnunet)]);
+    assert!(!ok && !run.exists(), "{err}");
+    assert!(
+        err.contains("splits_final.json: holds 2 folds") && err.contains("--fold K (0 to 1)"),
+        "{err}"
+    );
+    let (ok, err, run) = train("fold1", &["--split-file", s(&nnunet), "--fold", "1"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("fold 1: 4 train / 2 val cases; the test set is empty"),
+        "{err}"
+    );
+    assert_eq!(
+        split_of(&run),
+        serde_json::json!({"train": &ids[2..], "val": &ids[..2], "test": []})
+    );
+    let (ok, err, run) = train("fold2", &["--split-file", s(&nnunet), "--fold", "2"]);
+    assert!(
+        !ok && !run.exists() && err.contains("--fold 2: the file holds 2 fold(s)"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

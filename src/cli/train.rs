@@ -120,7 +120,8 @@ pub struct Args {
     #[arg(long, requires = "fold")]
     folds: Option<usize>,
     /// Use this split (JSON lists "train", "val", "test" of case ids, as a run's split.json)
-    /// instead of making one.
+    /// instead of making one; with --fold K, nnU-Net's splits_final.json (a list of
+    /// {"train", "val"}), entry K (the test set is then empty).
     #[arg(long)]
     split_file: Option<PathBuf>,
     /// Turn data augmentation off.

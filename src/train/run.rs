@@ -728,7 +728,16 @@ fn run_split(cfg: &TrainConfig, dataset: &Dataset, saved: Option<&Path>) -> Resu
         cfg.split_file.as_deref(),
         cfg.folds,
     ) {
-        (Some(path), _, _) | (None, Some(path), _) => Split::load(path, &ids),
+        (Some(path), _, _) => Split::load(path, &ids),
+        (None, Some(path), fold) => {
+            let fold = fold.map(|f| f.index);
+            let (split, notes) =
+                Split::from_split_file(path, &ids, fold, dataset.test_cases.len())?;
+            for note in notes {
+                eprintln!("note: {note}");
+            }
+            Ok(split)
+        }
         (None, None, Some(f)) => Split::fold(&ids, cfg.split, cfg.seed, f.count, f.index),
         (None, None, None) => Split::by_fractions(&ids, cfg.split, cfg.seed),
     }
