@@ -292,3 +292,67 @@ fn split_files_note_unused_cases_and_accept_nnunet_folds_with_fold() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A one-channel nnU-Net v2 raw dataset of `cases` 8^3 cases with `dataset.json`'s
+/// `numTraining` and `file_ending` as given (the files are always .nii.gz).
+fn nnunet_dataset(root: &Path, cases: usize, num_training: usize, ending: &str) {
+    let header = NiftiHeaderInfo::new([8, 8, 8], [1.0; 3]);
+    let image: Vec<f32> = (0..512).map(|i| 1.0 + (i % 13) as f32).collect();
+    let label: Vec<u8> = (0..512).map(|i| u8::from(i % 8 > 4)).collect();
+    std::fs::create_dir_all(root.join("imagesTr")).unwrap();
+    std::fs::create_dir_all(root.join("labelsTr")).unwrap();
+    for c in 0..cases {
+        let id = format!("case_{c:03}");
+        let path = root.join(format!("imagesTr/{id}_0000.nii.gz"));
+        write_nifti(&path, &header, 1, VoxelData::Float32(&image), (1.0, 0.0)).unwrap();
+        write_label_map(&root.join(format!("labelsTr/{id}.nii.gz")), &header, &label).unwrap();
+    }
+    let json = serde_json::json!({
+        "channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1},
+        "numTraining": num_training, "file_ending": ending,
+    });
+    std::fs::write(root.join("dataset.json"), json.to_string()).unwrap();
+}
+
+#[test]
+fn nnunet_layout_names_orphan_labels_a_wrong_count_and_a_wrong_file_ending() {
+    let dir = temp_dir("nnunet");
+    let good = dir.join("Dataset001_Good");
+    nnunet_dataset(&good, 3, 3, ".nii.gz");
+    let (ok, out, err) = voxseg(&["check", "--data", s(&good)]);
+    assert!(ok && !err.contains("warning"), "{out}{err}");
+
+    // A label whose case has no image.
+    std::fs::copy(
+        good.join("labelsTr/case_000.nii.gz"),
+        good.join("labelsTr/orphan.nii.gz"),
+    )
+    .unwrap();
+    let (ok, out, err) = voxseg(&["check", "--data", s(&good)]);
+    assert!(!ok, "{out}{err}");
+    assert!(
+        out.contains(
+            "orphan_0000.nii.gz: case orphan: missing CT (channel 0000) image file \
+             (labelsTr holds a label for this case, imagesTr no image)"
+        ),
+        "{out}"
+    );
+    // numTraining is 3, and there are now 4 cases.
+    assert!(
+        err.contains("numTraining is 3, but imagesTr and labelsTr hold 4 case(s)"),
+        "{err}"
+    );
+
+    let nii = dir.join("Dataset002_Ending");
+    nnunet_dataset(&nii, 2, 2, ".nii");
+    let (ok, _, err) = voxseg(&["check", "--data", s(&nii)]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(
+            "imagesTr: holds 2 .nii.gz file(s) but dataset.json's file_ending is \".nii\"; \
+             set \"file_ending\": \".nii.gz\""
+        ),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -46,6 +46,16 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
         Some(&root.join("labelsTr")),
         &mut missing,
     )?;
+    if let Some(n) = json.get("numTraining").and_then(|v| v.as_u64()) {
+        if n != cases.len() as u64 {
+            eprintln!(
+                "warning: {}: numTraining is {n}, but imagesTr and labelsTr hold {} case(s); \
+                 the cases found are used",
+                json_path.display(),
+                cases.len()
+            );
+        }
+    }
     let ts = root.join("imagesTs");
     let test_cases = if ts.is_dir() {
         list_cases(&ts, ending, &modalities, None, &mut missing)?
@@ -64,7 +74,8 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
 }
 
 /// Groups `CASE_XXXX{ending}` files into cases; a channel (and, when `labels` is given,
-/// a label file) that a case lacks goes into `missing`.
+/// a label file) that a case lacks goes into `missing`, and so do the images of a label
+/// file whose case has none.
 fn list_cases(
     dir: &Path,
     ending: &str,
@@ -75,9 +86,12 @@ fn list_cases(
     if !dir.is_dir() {
         return Err(Error::file(dir, "missing folder (nnU-Net layout)"));
     }
+    let other_ending = if ending == ".nii" { ".nii.gz" } else { ".nii" };
+    let mut other_files = 0;
     let mut by_case: BTreeMap<String, BTreeMap<usize, PathBuf>> = BTreeMap::new();
     for (name, path) in list_dir(dir)? {
         let Some(stem) = name.strip_suffix(ending) else {
+            other_files += usize::from(name.ends_with(other_ending));
             continue;
         };
         let parsed = stem.rsplit_once('_').and_then(|(case, ch)| {
@@ -94,9 +108,31 @@ fn list_cases(
             .or_default()
             .insert(channel, path);
     }
+    if by_case.is_empty() && other_files > 0 {
+        return Err(Error::file(
+            dir,
+            format!(
+                "holds {other_files} {other_ending} file(s) but dataset.json's file_ending is \
+                 \"{ending}\"; set \"file_ending\": \"{other_ending}\""
+            ),
+        ));
+    }
+    if let Some(labels) = labels.filter(|l| l.is_dir()) {
+        for (name, _) in list_dir(labels)? {
+            if let Some(id) = name.strip_suffix(ending) {
+                by_case.entry(id.to_string()).or_default();
+            }
+        }
+    }
     let mut cases = Vec::with_capacity(by_case.len());
     for (id, mut files) in by_case {
         let mut images = Vec::with_capacity(modalities.len());
+        // A case known only from its label file has none of its images.
+        let label_only = if files.is_empty() {
+            " (labelsTr holds a label for this case, imagesTr no image)"
+        } else {
+            ""
+        };
         for (c, m) in modalities.iter().enumerate() {
             let path = files
                 .remove(&c)
@@ -105,7 +141,7 @@ fn list_cases(
                 missing,
                 &id,
                 &path,
-                &format!("{m} (channel {c:04}) image file"),
+                &format!("{m} (channel {c:04}) image file{label_only}"),
                 Provides::Channel(c),
             );
             images.push(ImageFile {
