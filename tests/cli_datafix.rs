@@ -47,8 +47,8 @@ const CT: [usize; 3] = [16, 16, 16];
 
 /// A one-modality "CT" manifest: tissue of about 400 in [2, 14)^3, zero outside it, and a
 /// block [6, 10)^3 of exactly 0 inside the tissue, which is the labelled structure.
-fn ct_manifest(dir: &Path) -> (PathBuf, Vec<f32>) {
-    let header = NiftiHeaderInfo::new(CT, [1.0; 3]);
+fn ct_manifest(dir: &Path, spacing: [f64; 3]) -> (PathBuf, Vec<f32>) {
+    let header = NiftiHeaderInfo::new(CT, spacing);
     let mut image = vec![0.0f32; CT.iter().product()];
     let mut label = vec![0u8; image.len()];
     for z in 2..14 {
@@ -87,7 +87,7 @@ fn ct_manifest(dir: &Path) -> (PathBuf, Vec<f32>) {
 #[test]
 fn exact_zeros_inside_the_object_are_normalised_as_tissue() {
     let dir = temp_dir("ct");
-    let (manifest, raw) = ct_manifest(&dir);
+    let (manifest, raw) = ct_manifest(&dir, [1.0; 3]);
     let cache = dir.join("cache");
     let (ok, _, err) = voxseg(&["preprocess", "--data", s(&manifest), "--out", s(&cache)]);
     assert!(ok, "{err}");
@@ -209,7 +209,7 @@ fn check_reports_every_missing_file_and_needs_only_the_selected_modalities() {
 #[test]
 fn check_reports_every_missing_file_of_a_manifest() {
     let dir = temp_dir("missing-manifest");
-    let (manifest, _) = ct_manifest(&dir);
+    let (manifest, _) = ct_manifest(&dir, [1.0; 3]);
     let mut json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
     let cases = json["cases"].as_array_mut().unwrap();
@@ -352,6 +352,112 @@ fn nnunet_layout_names_orphan_labels_a_wrong_count_and_a_wrong_file_ending() {
             "imagesTr: holds 2 .nii.gz file(s) but dataset.json's file_ending is \".nii\"; \
              set \"file_ending\": \".nii.gz\""
         ),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_flag_and_argument_of_every_subcommand_has_help() {
+    let (ok, top, _) = voxseg(&["--help"]);
+    assert!(ok);
+    let commands: Vec<&str> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.contains(&"synth") && commands.len() >= 10, "{top}");
+    let mut bare = Vec::new();
+    for command in &commands {
+        let (ok, help, err) = voxseg(&[command, "--help"]);
+        assert!(ok, "{err}");
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            // An entry is "  -x, --name <V>  text", "      --name <V>  text" or "  <ARG>  text",
+            // its text on the same line or, in the long layout, indented on the next.
+            let entry = line.starts_with("  -") || line.starts_with("      --");
+            let argument = line.starts_with("  <");
+            if !(entry || argument) {
+                continue;
+            }
+            let mut words = line.trim().split("  ").filter(|w| !w.trim().is_empty());
+            words.next();
+            let same_line = words.next().is_some_and(|t| !t.trim().starts_with('['));
+            let next_line = lines
+                .get(i + 1)
+                .is_some_and(|n| n.starts_with("          ") && !n.trim().is_empty());
+            if !same_line && !next_line {
+                bare.push(format!("{command}: {}", line.trim()));
+            }
+        }
+    }
+    assert!(bare.is_empty(), "without help: {bare:#?}");
+}
+
+#[test]
+fn check_names_replace_nan_and_prints_spacings_as_written() {
+    let dir = temp_dir("nan-spacing");
+    let (manifest, mut image) = ct_manifest(&dir, [0.8, 0.8, 3.0]);
+    let (ok, out, err) = voxseg(&["check", "--data", s(&manifest)]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("spacing 0.8x0.8x3 mm"), "{out}");
+    image[40] = f32::NAN;
+    let header = NiftiHeaderInfo::new(CT, [0.8, 0.8, 3.0]);
+    write_nifti(
+        &dir.join("c0.nii.gz"),
+        &header,
+        1,
+        VoxelData::Float32(&image),
+        (1.0, 0.0),
+    )
+    .unwrap();
+    let (ok, out, _) = voxseg(&["check", "--data", s(&manifest)]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("1 NaN/Inf voxel(s), the first at (x=8, y=2, z=0); pass --replace-nan"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_stale_cache_names_the_modification_times_as_dates() {
+    let dir = temp_dir("stale");
+    let (manifest, _) = ct_manifest(&dir, [1.0; 3]);
+    // Training needs two cases: a second one from the same files.
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let first = json["cases"][0].clone();
+    let mut second = first.clone();
+    second["id"] = "c1".into();
+    json["cases"] = serde_json::json!([first, second]);
+    std::fs::write(&manifest, json.to_string()).unwrap();
+    let cache = dir.join("cache");
+    let (ok, _, err) = voxseg(&["preprocess", "--data", s(&manifest), "--out", s(&cache)]);
+    assert!(ok, "{err}");
+    // 2001-09-09T01:46:40Z, the same size.
+    let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(dir.join("c0.nii.gz"))
+        .unwrap()
+        .set_modified(then)
+        .unwrap();
+    let run = dir.join("run");
+    let mut args = vec!["train", "--data", s(&manifest), "--out", s(&run)];
+    args.extend(["--cache", s(&cache)]);
+    args.extend(SMALL);
+    let (ok, _, err) = voxseg(&args);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("c0.nii.gz changed since the cache was made (modified 2001-09-09T01:46:40.000Z, the cache recorded 20"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("after the epoch") && !err.contains("bytes"),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();

@@ -53,6 +53,7 @@ pub struct Args {
     /// Also write a picture per case.
     #[arg(long)]
     png: bool,
+    /// Read NaN/Inf voxels as 0 (with a warning) instead of refusing the case.
     #[arg(long)]
     replace_nan: bool,
 }

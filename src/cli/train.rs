@@ -426,6 +426,7 @@ pub struct PlanArgs {
     /// auto, cpu, cuda or cuda:N [default: auto].
     #[arg(long)]
     device: Option<String>,
+    /// Modalities in input order, e.g. t1,t1ce,t2,flair [default: all the dataset has].
     #[arg(long, value_delimiter = ',')]
     modalities: Option<Vec<String>>,
     /// regions, classes, class:NAME or class:N [default: regions].

@@ -55,7 +55,12 @@ impl DatasetCheck {
                         hi[a] = hi[a].max(v[a]);
                     }
                 }
-                let show = |v: [f64; 3]| format!("{}x{}x{}", v[0], v[1], v[2]);
+                // Spacings come from the header's f32 pixdim: printed at f32 precision, 0.8
+                // reads 0.8, not 0.800000011920929.
+                let show = |v: [f64; 3]| {
+                    let [x, y, z] = v.map(|a| a as f32);
+                    format!("{x}x{y}x{z}")
+                };
                 if lo == hi {
                     show(lo)
                 } else {
