@@ -496,7 +496,10 @@ fn folds_and_split_files_choose_the_split() {
 
     for (extra, message) in [
         (vec!["--fold", "3", "--folds", "3"], "fold 3 of 3"),
-        (vec!["--fold", "0", "--split-file", "x.json"], "not both"),
+        (
+            vec!["--fold", "0", "--split-file", file.to_str().unwrap()],
+            "not both",
+        ),
     ] {
         let out = dir.join("refused");
         let mut args = train_args(d, out.to_str().unwrap(), &quick);

@@ -17,7 +17,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let dataset = voxseg::data::layout::detect(&a.data)?;
+    let listing = voxseg::data::layout::list(&a.data)?;
+    let dataset = &listing.dataset;
     let channels = if a.modalities.is_empty() {
         dataset.all_modalities()
     } else {
@@ -32,8 +33,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     } else {
         NanPolicy::Error
     };
-    let check = check_dataset(&dataset, &channels, nan);
-    say!("{}", check.report(&dataset, &names));
+    let check = check_dataset(&listing, &channels, nan);
+    say!("{}", check.report(dataset, &names));
     if check.problems() > 0 {
         anyhow::bail!(
             "{}: {} case(s) would be refused by training or prediction{}",

@@ -4,6 +4,7 @@ use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage
 
 #[derive(ClapArgs)]
 pub struct InspectArgs {
+    /// NIfTI files (.nii or .nii.gz), one JSON line each.
     #[arg(required = true)]
     files: Vec<PathBuf>,
 }
@@ -29,13 +30,16 @@ pub fn inspect(a: InspectArgs) -> anyhow::Result<()> {
 
 #[derive(ClapArgs)]
 pub struct SynthArgs {
+    /// Folder to write the dataset into (created; a non-empty one needs --force).
     #[arg(long)]
     out: PathBuf,
+    /// Number of cases.
     #[arg(long, default_value_t = 10)]
     cases: usize,
     /// Volume size D,H,W (z, y, x), or one number for a cube.
     #[arg(long, default_value = "64", value_parser = super::triple)]
     size: [usize; 3],
+    /// Seed the cases are drawn from: the same seed gives the same dataset.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// brats2021 or msd.
@@ -106,17 +110,18 @@ pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
             path.display()
         );
     }
-    let dataset = voxseg::data::layout::detect(&a.data)?;
+    let listing = voxseg::data::layout::list(&a.data)?;
     voxseg::data::out_dir::refuse_inside("--out", &a.out, "--data", &a.data)?;
     let wanted = match (&config, a.modalities.is_empty()) {
         (Some(c), true) => c.modalities.clone(),
         _ => a.modalities.clone(),
     };
     let channels = if wanted.is_empty() {
-        dataset.all_modalities()
+        listing.dataset.all_modalities()
     } else {
-        dataset.select_modalities(&wanted)?
+        listing.dataset.select_modalities(&wanted)?
     };
+    let dataset = listing.require(&channels)?;
     let nan = if a.replace_nan || config.as_ref().is_some_and(|c| c.replace_nan) {
         NanPolicy::ReplaceWithZero
     } else {

@@ -4,7 +4,7 @@ use voxseg::backend::cpu::Cpu;
 use voxseg::backend::cuda::conv_plan::ConvPrecision;
 use voxseg::backend::device::{resolve, Device, DeviceRequest};
 use voxseg::backend::Backend;
-use voxseg::data::layout::detect;
+use voxseg::data::layout::list;
 use voxseg::error::Error;
 use voxseg::infer::{select_cases, OutputFiles, PredictOptions, PredictSplit, Predictor};
 use voxseg::metrics::evaluate::few;
@@ -62,6 +62,7 @@ pub struct Args {
     /// Also write a picture per case.
     #[arg(long)]
     png: bool,
+    /// Read NaN/Inf voxels as 0 (with a warning) instead of refusing the case.
     #[arg(long)]
     replace_nan: bool,
 }
@@ -102,7 +103,12 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
     };
     predictor.window(&opts)?;
     let (dataset, cases) = if let Some(data) = &a.data {
-        let dataset = detect(data)?;
+        // Only the model's modalities must exist (a dataset may lack one it does not use).
+        let listing = list(data)?;
+        let channels = listing
+            .dataset
+            .select_modalities(&predictor.card.modalities)?;
+        let dataset = listing.require(&channels)?;
         let runs: Vec<RunDir> = a
             .model
             .iter()

@@ -4,6 +4,7 @@ use voxseg::backend::cuda::conv_plan::ConvPrecision;
 
 #[derive(ClapArgs)]
 pub struct Args {
+    /// Folder for everything it makes: the synthetic data, the run, predictions and scores.
     #[arg(long, default_value = "voxseg-quickstart")]
     out: PathBuf,
     /// Time budget for the whole job.
@@ -15,6 +16,7 @@ pub struct Args {
     /// Convolution arithmetic on CUDA: fp32, tf32 or bf16 (tensor cores, f32 accumulation).
     #[arg(long)]
     precision: Option<ConvPrecision>,
+    /// Seed of the synthetic data and of the training run.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Use an --out folder that also holds other files (the quickstart's own are replaced).

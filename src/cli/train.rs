@@ -121,7 +121,8 @@ pub struct Args {
     #[arg(long, requires = "fold")]
     folds: Option<usize>,
     /// Use this split (JSON lists "train", "val", "test" of case ids, as a run's split.json)
-    /// instead of making one.
+    /// instead of making one; with --fold K, nnU-Net's splits_final.json (a list of
+    /// {"train", "val"}), entry K (the test set is then empty).
     #[arg(long)]
     split_file: Option<PathBuf>,
     /// Turn data augmentation off.
@@ -450,6 +451,7 @@ pub struct PlanArgs {
     /// auto, cpu, cuda or cuda:N [default: auto].
     #[arg(long)]
     device: Option<String>,
+    /// Modalities in input order, e.g. t1,t1ce,t2,flair [default: all the dataset has].
     #[arg(long, value_delimiter = ',')]
     modalities: Option<Vec<String>>,
     /// regions, classes, class:NAME or class:N [default: regions, or classes for a dataset

@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 const INDEX_FILE: &str = "cache.json";
-const FORMAT_VERSION: u32 = 1;
+/// 2: the brain mask fills holes, so a case with exact zeros inside the object preprocesses
+/// differently from a format-1 cache.
+const FORMAT_VERSION: u32 = 2;
 
 /// What `<id>.json` holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -140,19 +142,58 @@ fn check_sources(index_path: &Path, index: &CacheIndex, root: &Path) -> Result<(
                 }
                 Err(e) => return Err(e),
             };
-            if now.bytes != recorded.bytes || now.modified_ns != recorded.modified_ns {
+            let mut changes = Vec::new();
+            if now.bytes != recorded.bytes {
+                changes.push(format!("{} -> {} bytes", recorded.bytes, now.bytes));
+            }
+            if now.modified_ns != recorded.modified_ns {
+                changes.push(format!(
+                    "modified {}, the cache recorded {}",
+                    utc_time(now.modified_ns),
+                    utc_time(recorded.modified_ns)
+                ));
+            }
+            if !changes.is_empty() {
                 return Err(Error::file(
                     index_path,
                     format!(
-                        "case {id}: source {p} changed since the cache was made \
-                         ({} -> {} bytes, modified {} -> {} ns after the epoch); {rerun}",
-                        recorded.bytes, now.bytes, recorded.modified_ns, now.modified_ns
+                        "case {id}: source {p} changed since the cache was made ({}); {rerun}",
+                        changes.join("; ")
                     ),
                 ));
             }
         }
     }
     Ok(())
+}
+
+/// Nanoseconds after the Unix epoch as an RFC 3339 UTC time to the millisecond, e.g.
+/// `2026-11-26T07:22:30.834Z`.
+fn utc_time(ns: u64) -> String {
+    let secs = ns / 1_000_000_000;
+    let millis = ns % 1_000_000_000 / 1_000_000;
+    let (days, in_day) = (secs / 86_400, secs % 86_400);
+    // The proleptic Gregorian date of a day count: shift the epoch to 0000-03-01 so a
+    // leap day ends each 4-, 100- and 400-year cycle, then read off era, year and month.
+    let shifted = days + 719_468;
+    let (era, day_of_era) = (shifted / 146_097, shifted % 146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = era * 400 + year_of_era + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        in_day / 3_600,
+        in_day % 3_600 / 60,
+        in_day % 60
+    )
 }
 
 /// Builds a cache for the folder `out` with `build` (which writes into the folder it is
@@ -549,7 +590,8 @@ pub fn open_cache(dir: &Path, data: &Path) -> Result<(PreprocessSpec, Vec<Cached
         return Err(Error::file(
             &path,
             format!(
-                "cache format {}, this build reads {FORMAT_VERSION}",
+                "cache format {}, this build reads {FORMAT_VERSION}; rerun `voxseg preprocess` \
+                 with --force to rebuild the cache",
                 index.version
             ),
         ));
@@ -571,6 +613,35 @@ mod tests {
     use crate::data::phantom::phantom_case;
     use crate::data::sampler::{InMemoryCase, SampleScratch};
     use std::sync::Arc;
+
+    #[test]
+    fn modification_times_read_as_utc_dates() {
+        assert_eq!(utc_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            utc_time(951_782_400_000_000_000),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            utc_time(1_704_067_199_000_000_000),
+            "2023-12-31T23:59:59.000Z"
+        );
+        assert_eq!(
+            utc_time(1_704_067_200_000_000_000),
+            "2024-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            utc_time(1_709_251_199_999_999_999),
+            "2024-02-29T23:59:59.999Z"
+        );
+        assert_eq!(
+            utc_time(1_795_677_750_834_668_205),
+            "2026-11-26T07:22:30.834Z"
+        );
+        assert_eq!(
+            utc_time(1_700_000_000_123_456_789),
+            "2023-11-14T22:13:20.123Z"
+        );
+    }
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("voxseg-cache-{name}-{}", std::process::id()));

@@ -192,8 +192,8 @@ fn handle_non_finite(
         NanPolicy::Error => Err(Error::file(
             path,
             format!(
-                "case {case}: {count} NaN/Inf voxel(s), the first at {at}; \
-                 the replace-with-zero option loads the case with them set to 0"
+                "case {case}: {count} NaN/Inf voxel(s), the first at {at}; pass \
+                 --replace-nan (in a config, \"replace_nan\": true) to read them as 0"
             ),
         )),
         NanPolicy::ReplaceWithZero => {

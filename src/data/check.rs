@@ -2,7 +2,7 @@
 //! read and validated as training would read it, and every case's problem is reported
 //! rather than only the first one met.
 use super::case::{load_case, NanPolicy};
-use super::layout::Dataset;
+use super::layout::{Dataset, Listing};
 use rayon::prelude::*;
 
 /// What reading one case found.
@@ -55,7 +55,12 @@ impl DatasetCheck {
                         hi[a] = hi[a].max(v[a]);
                     }
                 }
-                let show = |v: [f64; 3]| format!("{}x{}x{}", v[0], v[1], v[2]);
+                // Spacings come from the header's f32 pixdim: printed at f32 precision, 0.8
+                // reads 0.8, not 0.800000011920929.
+                let show = |v: [f64; 3]| {
+                    let [x, y, z] = v.map(|a| a as f32);
+                    format!("{x}x{y}x{z}")
+                };
                 if lo == hi {
                     show(lo)
                 } else {
@@ -88,11 +93,13 @@ impl DatasetCheck {
 
 /// Reads every case (labelled and unlabelled) with the modalities `modalities` (indices into
 /// `dataset.modalities`), as training and prediction read them with the NaN policy `nan`:
-/// unreadable files, shape and affine mismatches, label values outside the layout's
-/// convention and (with `NanPolicy::Error`) NaN or infinite voxels are problems; an empty
-/// label map or an image that is constant is a warning. With `NanPolicy::ReplaceWithZero`
-/// the loader warns of replaced voxels on stderr, as it does in training.
-pub fn check_dataset(dataset: &Dataset, modalities: &[usize], nan: NanPolicy) -> DatasetCheck {
+/// missing files (every one, of the selected modalities and the labels), unreadable files,
+/// shape and affine mismatches, label values outside the layout's convention and (with
+/// `NanPolicy::Error`) NaN or infinite voxels are problems; an empty label map or an image
+/// that is constant is a warning. With `NanPolicy::ReplaceWithZero` the loader warns of
+/// replaced voxels on stderr, as it does in training.
+pub fn check_dataset(listing: &Listing, modalities: &[usize], nan: NanPolicy) -> DatasetCheck {
+    let dataset = &listing.dataset;
     let all: Vec<_> = dataset.cases.iter().chain(&dataset.test_cases).collect();
     let cases = all
         .par_iter()
@@ -105,6 +112,14 @@ pub fn check_dataset(dataset: &Dataset, modalities: &[usize], nan: NanPolicy) ->
                 problem: None,
                 warnings: Vec::new(),
             };
+            let missing: Vec<String> = listing
+                .missing_for(&files.id, modalities)
+                .map(|m| m.to_error().to_string())
+                .collect();
+            if !missing.is_empty() {
+                check.problem = Some(missing.join("; "));
+                return check;
+            }
             match load_case(dataset, files, modalities, nan) {
                 Err(e) => check.problem = Some(e.to_string()),
                 Ok((case, _)) => {
@@ -137,7 +152,7 @@ pub fn check_dataset(dataset: &Dataset, modalities: &[usize], nan: NanPolicy) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::layout::detect;
+    use crate::data::layout::list;
     use crate::data::nifti::{write_label_map, NiftiFile};
     use crate::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
 
@@ -154,9 +169,10 @@ mod tests {
             storage: SynthStorage::Int16,
         })
         .unwrap();
-        let dataset = detect(&dir).unwrap();
+        let listing = list(&dir).unwrap();
+        let dataset = listing.dataset.clone();
         let modalities = dataset.all_modalities();
-        let clean = check_dataset(&dataset, &modalities, NanPolicy::Error);
+        let clean = check_dataset(&listing, &modalities, NanPolicy::Error);
         assert_eq!(clean.cases.len(), 4);
         assert_eq!(clean.problems(), 0);
         assert!(clean.cases.iter().all(|c| c.dims == Some([16, 16, 16])));
@@ -173,7 +189,7 @@ mod tests {
         std::fs::write(&image, &bytes[..bytes.len() / 2]).unwrap();
         write_label_map(&label_of(3), &grid(3), &vec![0u8; 16 * 16 * 16]).unwrap();
 
-        let checked = check_dataset(&dataset, &modalities, NanPolicy::Error);
+        let checked = check_dataset(&listing, &modalities, NanPolicy::Error);
         assert_eq!(checked.problems(), 2, "{:?}", checked.cases);
         let problem = |i: usize| checked.cases[i].problem.clone().unwrap_or_default();
         assert!(
@@ -211,19 +227,19 @@ mod tests {
             storage: SynthStorage::Float32,
         })
         .unwrap();
-        let dataset = detect(&dir).unwrap();
-        let image = dataset.cases[1].images[0].path.clone();
+        let listing = list(&dir).unwrap();
+        let image = listing.dataset.cases[1].images[0].path.clone();
         let file = NiftiFile::open(&image).unwrap();
         let mut voxels = file.channel(0).unwrap();
         voxels[7] = f32::NAN;
         let header = file.header().clone();
         write_nifti(&image, &header, 1, VoxelData::Float32(&voxels), (1.0, 0.0)).unwrap();
-        let modalities = dataset.all_modalities();
-        let strict = check_dataset(&dataset, &modalities, NanPolicy::Error);
+        let modalities = listing.dataset.all_modalities();
+        let strict = check_dataset(&listing, &modalities, NanPolicy::Error);
         assert_eq!(strict.problems(), 1, "{:?}", strict.cases);
         let problem = strict.cases[1].problem.clone().unwrap();
         assert!(problem.contains("1 NaN/Inf voxel(s)"), "{problem}");
-        let replaced = check_dataset(&dataset, &modalities, NanPolicy::ReplaceWithZero);
+        let replaced = check_dataset(&listing, &modalities, NanPolicy::ReplaceWithZero);
         assert_eq!(replaced.problems(), 0, "{:?}", replaced.cases);
         assert_eq!(replaced.cases[1].dims, Some([16, 16, 16]));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -372,7 +372,9 @@ fn check_case(case: &CaseData) -> Result<()> {
     Ok(())
 }
 
-/// Voxels that are non-zero in any channel.
+/// Voxels that are non-zero in any channel, with holes filled (as nnU-Net's
+/// `create_nonzero_mask` does): an exact zero inside the object, such as water at 0 HU in CT,
+/// is tissue to normalise like its surroundings, not background.
 pub fn brain_mask(channels: &[Volume]) -> Vec<bool> {
     let mut mask = vec![false; channels[0].len()];
     for ch in channels {
@@ -380,7 +382,57 @@ pub fn brain_mask(channels: &[Volume]) -> Vec<bool> {
             *m |= v != 0.0;
         }
     }
+    fill_holes(&mut mask, channels[0].dims);
     mask
+}
+
+/// 3D binary hole filling: every false voxel that no 6-connected path of false voxels joins
+/// to the border of the volume becomes true.
+pub fn fill_holes(mask: &mut [bool], dims: [usize; 3]) {
+    let [nx, ny, nz] = dims;
+    let mut outside = vec![false; mask.len()];
+    let mut stack: Vec<usize> = Vec::new();
+    let visit = |i: usize, outside: &mut [bool], stack: &mut Vec<usize>| {
+        if !mask[i] && !outside[i] {
+            outside[i] = true;
+            stack.push(i);
+        }
+    };
+    for z in 0..nz {
+        for y in 0..ny {
+            for x in 0..nx {
+                let on_border =
+                    x == 0 || y == 0 || z == 0 || x + 1 == nx || y + 1 == ny || z + 1 == nz;
+                if on_border {
+                    visit(x + nx * (y + ny * z), &mut outside, &mut stack);
+                }
+            }
+        }
+    }
+    while let Some(i) = stack.pop() {
+        let (x, y, z) = (i % nx, (i / nx) % ny, i / (nx * ny));
+        if x > 0 {
+            visit(i - 1, &mut outside, &mut stack);
+        }
+        if x + 1 < nx {
+            visit(i + 1, &mut outside, &mut stack);
+        }
+        if y > 0 {
+            visit(i - nx, &mut outside, &mut stack);
+        }
+        if y + 1 < ny {
+            visit(i + nx, &mut outside, &mut stack);
+        }
+        if z > 0 {
+            visit(i - nx * ny, &mut outside, &mut stack);
+        }
+        if z + 1 < nz {
+            visit(i + nx * ny, &mut outside, &mut stack);
+        }
+    }
+    for (m, o) in mask.iter_mut().zip(outside) {
+        *m = !o;
+    }
 }
 
 /// Bounding box `[start, end)` of the true voxels, or `None` when there are none.
@@ -757,6 +809,97 @@ mod tests {
             .filter(|(_, &m)| !m)
             .all(|(&v, _)| v == -3.0));
         assert_eq!(inside.len(), 6 * 6 * 4);
+    }
+
+    /// A 7x7x7 mask with a hollow 5x5x5 cube shell at [1, 6) whose 3x3x3 inside is false.
+    fn hollow_cube() -> Vec<bool> {
+        let mut mask = vec![false; 343];
+        for z in 1..6 {
+            for y in 1..6 {
+                for x in 1..6 {
+                    let inner = [x, y, z].iter().all(|&c| (2..5).contains(&c));
+                    mask[x + 7 * (y + 7 * z)] = !inner;
+                }
+            }
+        }
+        mask
+    }
+
+    #[test]
+    fn fill_holes_fills_an_enclosed_cavity() {
+        let mut mask = hollow_cube();
+        fill_holes(&mut mask, [7, 7, 7]);
+        for z in 0..7 {
+            for y in 0..7 {
+                for x in 0..7 {
+                    let inside = [x, y, z].iter().all(|&c| (1..6).contains(&c));
+                    assert_eq!(mask[x + 7 * (y + 7 * z)], inside, "({x}, {y}, {z})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fill_holes_keeps_a_cavity_that_reaches_the_border() {
+        // A channel from the cavity along -x through the shell to the border at x = 0.
+        let mut mask = hollow_cube();
+        mask[1 + 7 * (3 + 7 * 3)] = false;
+        let before = mask.clone();
+        fill_holes(&mut mask, [7, 7, 7]);
+        assert_eq!(mask, before);
+        // Touching the open channel only diagonally (not 6-connected) is still a hole.
+        let mut diagonal = hollow_cube();
+        diagonal[3 + 7 * (3 + 7 * 3)] = true;
+        diagonal[2 + 7 * (2 + 7 * 2)] = false;
+        diagonal[1 + 7 * (1 + 7)] = false;
+        fill_holes(&mut diagonal, [7, 7, 7]);
+        assert!(diagonal[2 + 7 * (2 + 7 * 2)]);
+        assert!(!diagonal[1 + 7 * (1 + 7)]);
+    }
+
+    #[test]
+    fn skull_stripped_brains_keep_the_plain_nonzero_mask() {
+        // BraTS-like data is zero only outside the brain, so filling holes changes nothing.
+        for index in 0..3 {
+            let synth = crate::data::synth::generate_case([20, 24, 22], 7, index);
+            let channels: Vec<Volume> = synth
+                .images
+                .iter()
+                .map(|img| Volume::new(synth.dims, [1.0; 3], img.clone()))
+                .collect();
+            let nonzero: Vec<bool> = (0..synth.labels.len())
+                .map(|i| synth.images.iter().any(|img| img[i] != 0.0))
+                .collect();
+            assert!(nonzero.iter().any(|&m| m) && nonzero.iter().any(|&m| !m));
+            assert_eq!(brain_mask(&channels), nonzero, "case {index}");
+        }
+    }
+
+    #[test]
+    fn an_interior_zero_is_normalised_like_tissue() {
+        // The brain box of box_case with one voxel at exactly 0 in every channel.
+        let mut case = box_case();
+        let hole = case.channels[0].index(4, 3, 2);
+        for ch in case.channels.iter_mut() {
+            ch.data[hole] = 0.0;
+        }
+        let mask = brain_mask(&case.channels);
+        assert!(mask[hole]);
+        assert_eq!(mask.iter().filter(|&&m| m).count(), 6 * 6 * 4);
+        let p = preprocess(&case, &PreprocessSpec::default()).unwrap();
+        let raw: Vec<f32> = case.channels[0]
+            .data
+            .iter()
+            .zip(&mask)
+            .filter(|(_, &m)| m)
+            .map(|(&v, _)| v)
+            .collect();
+        let (m, s) = mean_std(&raw);
+        let want = ((0.0 - m) / s) as f32;
+        // The hole at (4, 3, 2) is (2, 2, 1) in the crop starting at (2, 1, 1).
+        let got = p.channels[0].at(2, 2, 1);
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        assert!(got < -1.5, "the hole is far below the tissue mean: {got}");
     }
 
     #[test]

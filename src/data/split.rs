@@ -37,6 +37,14 @@ pub struct Split {
     test: Vec<String>,
 }
 
+/// One fold of nnU-Net's `splits_final.json`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FoldLists {
+    train: Vec<String>,
+    val: Vec<String>,
+}
+
 /// The part of a split that training and validation may see.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrainVal {
@@ -215,6 +223,116 @@ impl Split {
         Ok(split)
     }
 
+    /// The split a `--split-file` gives: our `{"train", "val", "test"}` lists, or with
+    /// `fold` entry `fold` of nnU-Net's `splits_final.json` (a list of `{"train", "val"}`),
+    /// whose test set is empty. `unlabelled` is how many unlabelled cases the dataset has
+    /// (they are what `predict --split test` predicts then). Also returns notes for the
+    /// user: labelled cases no list names (unused), and what a fold's test set is.
+    pub fn from_split_file(
+        path: &Path,
+        dataset: &[String],
+        fold: Option<usize>,
+        unlabelled: usize,
+    ) -> Result<(Split, Vec<String>)> {
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| Error::file(path, e.to_string()))?;
+        let mut notes = Vec::new();
+        let split = match (value, fold) {
+            (serde_json::Value::Array(folds), None) => {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "holds {} folds (nnU-Net's splits_final.json): choose one with --fold K \
+                         (0 to {})",
+                        folds.len(),
+                        folds.len().max(1) - 1
+                    ),
+                ))
+            }
+            (serde_json::Value::Array(mut folds), Some(k)) => {
+                if k >= folds.len() {
+                    return Err(Error::file(
+                        path,
+                        format!(
+                            "--fold {k}: the file holds {} fold(s), 0 to {}",
+                            folds.len(),
+                            folds.len().max(1) - 1
+                        ),
+                    ));
+                }
+                let lists: FoldLists = serde_json::from_value(folds.swap_remove(k))
+                    .map_err(|e| Error::file(path, format!("fold {k}: {e}")))?;
+                let test = if unlabelled > 0 {
+                    format!(
+                        "the test set holds no labelled case; `predict --split test` predicts \
+                         the dataset's {unlabelled} unlabelled case(s)"
+                    )
+                } else {
+                    "the test set is empty (nnU-Net's folds hold train and validation cases \
+                     only)"
+                        .to_string()
+                };
+                notes.push(format!(
+                    "{}: fold {k}: {} train / {} val cases; {test}",
+                    path.display(),
+                    lists.train.len(),
+                    lists.val.len()
+                ));
+                Split {
+                    train: lists.train,
+                    val: lists.val,
+                    test: Vec::new(),
+                }
+            }
+            (value @ serde_json::Value::Object(_), None) => {
+                serde_json::from_value(value).map_err(|e| Error::file(path, e.to_string()))?
+            }
+            (serde_json::Value::Object(_), Some(_)) => {
+                return Err(Error::file(
+                    path,
+                    "holds one split (train, val and test lists), so there is no fold to \
+                     choose: give --fold or --split-file, not both (--fold picks an entry of \
+                     nnU-Net's splits_final.json, a list of {\"train\", \"val\"})",
+                ))
+            }
+            (_, _) => {
+                return Err(Error::file(
+                    path,
+                    "expected {\"train\": [..], \"val\": [..], \"test\": [..]} or nnU-Net's \
+                     splits_final.json (a list of {\"train\", \"val\"})",
+                ))
+            }
+        };
+        split
+            .check(dataset)
+            .map_err(|e| Error::file(path, e.to_string()))?;
+        let listed: HashSet<&String> = [&split.train, &split.val, &split.test]
+            .into_iter()
+            .flatten()
+            .collect();
+        let unused: Vec<&str> = dataset
+            .iter()
+            .filter(|id| !listed.contains(id))
+            .map(String::as_str)
+            .collect();
+        if !unused.is_empty() {
+            const SHOWN: usize = 5;
+            let more = match unused.len().saturating_sub(SHOWN) {
+                0 => String::new(),
+                n => format!(" and {n} more"),
+            };
+            notes.push(format!(
+                "{}: {} labelled case(s) are in none of its lists and go unused: {}{more}",
+                path.display(),
+                unused.len(),
+                unused[..unused.len().min(SHOWN)].join(", ")
+            ));
+        }
+        Ok((split, notes))
+    }
+
     /// On resume the existing file wins; otherwise `make` builds the split, which is saved.
     pub fn load_or_create(
         path: &Path,
@@ -327,6 +445,81 @@ mod tests {
             test: 0.2,
         };
         assert!(Split::by_fractions(&ids(10), bad, 1).is_err());
+    }
+
+    #[test]
+    fn split_files_name_unused_cases_and_read_nnunet_folds() {
+        let dir = std::env::temp_dir().join(format!("voxseg-split-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let all = ids(8);
+        let write = |name: &str, json: serde_json::Value| {
+            let path = dir.join(name);
+            std::fs::write(&path, json.to_string()).unwrap();
+            path
+        };
+        let partial = write(
+            "partial.json",
+            serde_json::json!({"train": &all[..4], "val": [&all[4]], "test": [&all[5]]}),
+        );
+        let (split, notes) = Split::from_split_file(&partial, &all, None, 0).unwrap();
+        assert_eq!(
+            (split.train.len(), split.val.len(), split.test.len()),
+            (4, 1, 1)
+        );
+        assert_eq!(notes.len(), 1);
+        assert!(
+            notes[0].ends_with(
+                "2 labelled case(s) are in none of its lists and go unused: case_006, case_007"
+            ),
+            "{}",
+            notes[0]
+        );
+        let err = Split::from_split_file(&partial, &all, Some(0), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not both") && err.contains("splits_final.json"),
+            "{err}"
+        );
+
+        let folds = write(
+            "splits_final.json",
+            serde_json::json!([
+                {"train": &all[..6], "val": &all[6..]},
+                {"train": &all[2..], "val": &all[..2]},
+            ]),
+        );
+        let err = Split::from_split_file(&folds, &all, None, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("holds 2 folds") && err.contains("--fold K (0 to 1)"),
+            "{err}"
+        );
+        let (split, notes) = Split::from_split_file(&folds, &all, Some(1), 0).unwrap();
+        assert_eq!(split.train, all[2..].to_vec());
+        assert_eq!(split.val, all[..2].to_vec());
+        assert!(split.test.is_empty());
+        assert_eq!(notes.len(), 1, "every case is listed: {notes:?}");
+        assert!(notes[0].contains("fold 1: 6 train / 2 val cases; the test set is empty"));
+        let (_, notes) = Split::from_split_file(&folds, &all, Some(0), 3).unwrap();
+        assert!(
+            notes[0].contains("the dataset's 3 unlabelled case(s)"),
+            "{notes:?}"
+        );
+        let err = Split::from_split_file(&folds, &all, Some(2), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--fold 2: the file holds 2 fold(s)"), "{err}");
+        let typo = write(
+            "typo.json",
+            serde_json::json!([{"train": &all[..2], "valid": []}]),
+        );
+        let err = Split::from_split_file(&typo, &all, Some(0), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fold 0: unknown field `valid`"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -85,7 +85,8 @@ pub struct TrainConfig {
     /// cases dealt into `count` folds); `None`: one split by the fractions.
     pub folds: Option<Folds>,
     /// A split file (`{"train": [..], "val": [..], "test": [..]}` of case ids, as a run's
-    /// `split.json`) to use instead of making a split.
+    /// `split.json`) to use instead of making a split; or, with `folds`, nnU-Net's
+    /// `splits_final.json` (a list of `{"train", "val"}`), whose entry `folds.index` is used.
     pub split_file: Option<PathBuf>,
     /// Sliding-window overlap for validation.
     pub val_overlap: f64,
@@ -198,7 +199,8 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |name: &str, msg: String| Err(Error::config(name, msg));
         if let Some(f) = self.folds {
-            if f.count < 2 || f.index >= f.count {
+            // With a split file, the file's list of folds decides which indices exist.
+            if self.split_file.is_none() && (f.count < 2 || f.index >= f.count) {
                 return bad(
                     "fold",
                     format!(
@@ -207,12 +209,6 @@ impl TrainConfig {
                         f.count,
                         f.count.max(1) - 1
                     ),
-                );
-            }
-            if self.split_file.is_some() {
-                return bad(
-                    "fold",
-                    "a split file fixes the split: give --fold or --split-file, not both".into(),
                 );
             }
         }

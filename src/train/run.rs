@@ -11,7 +11,7 @@ use crate::backend::device::{resolve, Device, DeviceRequest};
 use crate::backend::Backend;
 use crate::data::case::{load_case, NanPolicy};
 use crate::data::labels::{LabelSpec, TargetSpec};
-use crate::data::layout::{detect, Dataset};
+use crate::data::layout::{list, Dataset};
 use crate::data::loader::{Batch, Loader, LoaderOptions};
 use crate::data::preprocess::{dataset_stats, preprocess, PreprocessedCase, Statistics};
 use crate::data::sampler::{InMemoryCase, PatchSource};
@@ -252,8 +252,8 @@ fn refuse_dataset_as_out(out: &Path) -> Result<()> {
     if !out.is_dir() {
         return Ok(());
     }
-    match detect(out) {
-        Ok(dataset) => Err(Error::config(
+    match list(out) {
+        Ok(crate::data::layout::Listing { dataset, .. }) => Err(Error::config(
             "--out",
             format!(
                 "{} is a dataset ({} layout, {} cases), not a run folder: the run's files would \
@@ -726,14 +726,15 @@ fn load_cases(
 
 /// The labelled dataset, the channels the run reads and their modality names.
 fn open_dataset(cfg: &TrainConfig) -> Result<(Dataset, Vec<usize>, Vec<String>)> {
-    let dataset = detect(&cfg.data)?;
+    let listing = list(&cfg.data)?;
+    let channels = if cfg.modalities.is_empty() {
+        listing.dataset.all_modalities()
+    } else {
+        listing.dataset.select_modalities(&cfg.modalities)?
+    };
+    let dataset = listing.require(&channels)?;
     dataset.require_labels()?;
     cfg.target.validate(&dataset.label_spec)?;
-    let channels = if cfg.modalities.is_empty() {
-        dataset.all_modalities()
-    } else {
-        dataset.select_modalities(&cfg.modalities)?
-    };
     let modalities = channels
         .iter()
         .map(|&i| dataset.modalities[i].clone())
@@ -759,7 +760,16 @@ fn run_split(cfg: &TrainConfig, dataset: &Dataset, saved: Option<&Path>) -> Resu
         cfg.split_file.as_deref(),
         cfg.folds,
     ) {
-        (Some(path), _, _) | (None, Some(path), _) => Split::load(path, &ids),
+        (Some(path), _, _) => Split::load(path, &ids),
+        (None, Some(path), fold) => {
+            let fold = fold.map(|f| f.index);
+            let (split, notes) =
+                Split::from_split_file(path, &ids, fold, dataset.test_cases.len())?;
+            for note in notes {
+                eprintln!("note: {note}");
+            }
+            Ok(split)
+        }
         (None, None, Some(f)) => Split::fold(&ids, cfg.split, cfg.seed, f.count, f.index),
         (None, None, None) => Split::by_fractions(&ids, cfg.split, cfg.seed),
     }

@@ -1,7 +1,7 @@
 //! BraTS folders: one folder per case, named like the case, holding one file per modality
 //! and the segmentation. 2021: `CASE/CASE_{t1,t1ce,t2,flair,seg}.nii.gz`, labels 0,1,2,4.
 //! 2023 and later: `CASE/CASE-{t1n,t1c,t2w,t2f,seg}.nii.gz`, enhancing = 3.
-use super::{list_dir, CaseFiles, Dataset, ImageFile, LayoutKind};
+use super::{list_dir, CaseFiles, Dataset, ImageFile, LayoutKind, Listing, MissingFile, Provides};
 use crate::data::labels::LabelSpec;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -45,8 +45,10 @@ impl Convention {
 }
 
 /// Lists the cases of a BraTS folder; every sub-folder (junk names aside) is a case and
-/// must hold every modality. Labels: all cases or none (a validation/test folder).
-pub fn detect(root: &Path) -> Result<Dataset> {
+/// must hold every modality (a missing one is listed in `Listing::missing`). Labels: all
+/// cases or none (a validation/test folder); where only some cases lack one, theirs are
+/// missing too.
+pub fn detect(root: &Path) -> Result<Listing> {
     let entries = list_dir(root)?;
     let case_dirs: Vec<(String, PathBuf)> = entries
         .iter()
@@ -81,15 +83,20 @@ pub fn detect(root: &Path) -> Result<Dataset> {
         })?;
 
     let mut cases = Vec::with_capacity(case_dirs.len());
+    let mut missing = Vec::new();
     for (id, dir) in &case_dirs {
         let mut images = Vec::with_capacity(4);
-        for m in convention.modalities {
-            let path = convention.find(dir, id, m).ok_or_else(|| {
-                Error::file(
-                    convention.expected(dir, id, m),
-                    format!("case {id}: missing {m} image file"),
-                )
-            })?;
+        for (c, m) in convention.modalities.iter().enumerate() {
+            let path = convention.find(dir, id, m).unwrap_or_else(|| {
+                let expected = convention.expected(dir, id, m);
+                missing.push(MissingFile {
+                    case: id.clone(),
+                    path: expected.clone(),
+                    what: format!("{m} image file"),
+                    provides: Provides::Channel(c),
+                });
+                expected
+            });
             images.push(ImageFile {
                 modality: m.to_string(),
                 path,
@@ -104,22 +111,23 @@ pub fn detect(root: &Path) -> Result<Dataset> {
     }
     let labelled = cases.iter().filter(|c| c.label.is_some()).count();
     if labelled > 0 && labelled < cases.len() {
-        let (id, dir) = case_dirs
-            .iter()
-            .zip(&cases)
-            .find(|(_, c)| c.label.is_none())
-            .map(|(d, _)| d)
-            .expect("an unlabelled case exists");
-        return Err(Error::file(
-            convention.expected(dir, id, "seg"),
-            format!(
-                "case {id}: missing label file ({} of {} cases have one)",
-                labelled,
-                cases.len()
-            ),
-        ));
+        for ((id, dir), case) in case_dirs.iter().zip(cases.iter_mut()) {
+            if case.label.is_none() {
+                let expected = convention.expected(dir, id, "seg");
+                missing.push(MissingFile {
+                    case: id.clone(),
+                    path: expected.clone(),
+                    what: format!(
+                        "label file ({labelled} of {} cases have one)",
+                        case_dirs.len()
+                    ),
+                    provides: Provides::Label,
+                });
+                case.label = Some(expected);
+            }
+        }
     }
-    Ok(Dataset {
+    let dataset = Dataset {
         layout: convention.kind,
         root: root.to_path_buf(),
         modalities: convention
@@ -133,7 +141,8 @@ pub fn detect(root: &Path) -> Result<Dataset> {
         },
         cases,
         test_cases: Vec::new(),
-    })
+    };
+    Ok(Listing { dataset, missing })
 }
 
 fn preview(entries: &[(String, PathBuf)]) -> String {

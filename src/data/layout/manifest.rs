@@ -1,7 +1,7 @@
 //! The voxseg manifest: a JSON file describing one's own data, for folders that follow no
 //! standard layout. Paths are relative to the manifest's folder (or absolute). See
 //! docs/DATA.md and docs/manifest-example.json.
-use super::{require_file, CaseFiles, Dataset, ImageFile, LayoutKind};
+use super::{note_missing, CaseFiles, Dataset, ImageFile, LayoutKind, Listing, Provides};
 use crate::data::labels::{LabelClass, LabelSpec};
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -56,7 +56,7 @@ enum ManifestImage {
     Channel { path: String, channel: usize },
 }
 
-pub fn load(json_path: &Path, json: &Value) -> Result<Dataset> {
+pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
     let m: Manifest = serde_json::from_value(json.clone())
         .map_err(|e| Error::file(json_path, format!("invalid voxseg manifest: {e}")))?;
     if m.format != FORMAT {
@@ -113,7 +113,8 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Dataset> {
     let label_spec =
         LabelSpec::new(classes, regions).map_err(|e| Error::file(json_path, e.to_string()))?;
 
-    let case_files = |c: &ManifestCase, allow_label: bool| -> Result<CaseFiles> {
+    let mut missing = Vec::new();
+    let mut case_files = |c: &ManifestCase, allow_label: bool| -> Result<CaseFiles> {
         if let Some(extra) = c.images.keys().find(|k| !m.modalities.contains(k)) {
             return Err(Error::file(
                 json_path,
@@ -124,7 +125,7 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Dataset> {
             ));
         }
         let mut images = Vec::with_capacity(m.modalities.len());
-        for modality in &m.modalities {
+        for (index, modality) in m.modalities.iter().enumerate() {
             let (rel, channel) = match c.images.get(modality) {
                 Some(ManifestImage::Path(p)) => (p, None),
                 Some(ManifestImage::Channel { path, channel }) => (path, Some(*channel)),
@@ -136,7 +137,13 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Dataset> {
                 }
             };
             let path = resolve(&root, rel);
-            require_file(&c.id, &path, &format!("{modality} image"))?;
+            note_missing(
+                &mut missing,
+                &c.id,
+                &path,
+                &format!("{modality} image file"),
+                Provides::Channel(index),
+            );
             images.push(ImageFile {
                 modality: modality.clone(),
                 path,
@@ -152,7 +159,7 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Dataset> {
             }
             (Some(rel), true) => {
                 let path = resolve(&root, rel);
-                require_file(&c.id, &path, "label")?;
+                note_missing(&mut missing, &c.id, &path, "label file", Provides::Label);
                 Some(path)
             }
             (None, _) => None,
@@ -200,14 +207,15 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Dataset> {
             ),
         ));
     }
-    Ok(Dataset {
+    let dataset = Dataset {
         layout: LayoutKind::Manifest,
         root,
         modalities: m.modalities,
         label_spec,
         cases,
         test_cases,
-    })
+    };
+    Ok(Listing { dataset, missing })
 }
 
 fn resolve(root: &Path, rel: &str) -> PathBuf {

@@ -66,29 +66,157 @@ pub struct Dataset {
     pub test_cases: Vec<CaseFiles>,
 }
 
-/// Finds the layout of `path` and lists its cases. `path` is a dataset folder or a
-/// manifest file. Every listed file is checked to exist; nothing is read beyond JSON.
+/// What a file the layout names provides to its case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provides {
+    /// The image of one modality (an index into `Dataset::modalities`).
+    Channel(usize),
+    /// Every modality (a 4D image holding them all).
+    AllChannels,
+    Label,
+}
+
+/// A file the layout names that does not exist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MissingFile {
+    pub case: String,
+    pub path: PathBuf,
+    /// What the file is, e.g. "t2 image file" or "label file".
+    pub what: String,
+    pub provides: Provides,
+}
+
+impl MissingFile {
+    /// Whether reading the modalities `channels` (and the labels) needs this file.
+    pub fn needed_for(&self, channels: &[usize]) -> bool {
+        match self.provides {
+            Provides::Channel(c) => channels.contains(&c),
+            Provides::AllChannels | Provides::Label => true,
+        }
+    }
+
+    pub fn to_error(&self) -> Error {
+        Error::file(
+            &self.path,
+            format!("case {}: missing {}", self.case, self.what),
+        )
+    }
+}
+
+/// A dataset as its layout lists it, with the files it names that do not exist, so a
+/// command can report all of them and need only those of the modalities it reads.
+#[derive(Clone, Debug)]
+pub struct Listing {
+    pub dataset: Dataset,
+    pub missing: Vec<MissingFile>,
+}
+
+impl Listing {
+    /// The missing files of case `id` that reading `channels` needs.
+    pub fn missing_for<'a>(
+        &'a self,
+        id: &'a str,
+        channels: &'a [usize],
+    ) -> impl Iterator<Item = &'a MissingFile> + 'a {
+        self.missing
+            .iter()
+            .filter(move |m| m.case == id && m.needed_for(channels))
+    }
+
+    /// The dataset, when every file needed to read `channels` and the labels exists; else
+    /// an error naming the missing files (all of them counted, the first few named).
+    pub fn require(self, channels: &[usize]) -> Result<Dataset> {
+        let needed: Vec<&MissingFile> = self
+            .missing
+            .iter()
+            .filter(|m| m.needed_for(channels))
+            .collect();
+        match needed.as_slice() {
+            [] => Ok(self.dataset),
+            [one] => Err(one.to_error()),
+            many => {
+                const SHOWN: usize = 4;
+                let named: Vec<String> = many
+                    .iter()
+                    .take(SHOWN)
+                    .map(|m| format!("{} (case {}, {})", m.path.display(), m.case, m.what))
+                    .collect();
+                let more = match many.len().saturating_sub(SHOWN) {
+                    0 => String::new(),
+                    n => format!(" and {n} more"),
+                };
+                Err(Error::data(
+                    format!(
+                        "{} dataset {}",
+                        self.dataset.layout,
+                        self.dataset.root.display()
+                    ),
+                    format!(
+                        "{} files are missing: {}{more}; `voxseg check --data {}` lists them all",
+                        many.len(),
+                        named.join(", "),
+                        self.dataset.root.display()
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// `require` with every modality of the dataset.
+    pub fn require_all(self) -> Result<Dataset> {
+        let all = self.dataset.all_modalities();
+        self.require(&all)
+    }
+}
+
+/// Records `path` as missing unless it is a file.
+pub(crate) fn note_missing(
+    missing: &mut Vec<MissingFile>,
+    case: &str,
+    path: &Path,
+    what: &str,
+    provides: Provides,
+) {
+    if !path.is_file() {
+        missing.push(MissingFile {
+            case: case.to_string(),
+            path: path.to_path_buf(),
+            what: what.to_string(),
+            provides,
+        });
+    }
+}
+
+/// Finds the layout of `path` and lists its cases, every file they need checked to exist.
+/// `path` is a dataset folder or a manifest file; nothing is read beyond JSON.
 pub fn detect(path: &Path) -> Result<Dataset> {
+    list(path)?.require_all()
+}
+
+/// Finds the layout of `path` and lists its cases, with the files it names that do not
+/// exist (see `Listing::require`).
+pub fn list(path: &Path) -> Result<Listing> {
     if !path.exists() {
         return Err(Error::file(path, "does not exist"));
     }
-    let dataset = if path.is_file() {
+    let listing = if path.is_file() {
         from_json_file(path)?
     } else if path.join("dataset.json").is_file() {
         from_json_file(&path.join("dataset.json"))?
     } else {
         brats::detect(path)?
     };
+    let dataset = &listing.dataset;
     if dataset.cases.is_empty() && dataset.test_cases.is_empty() {
         return Err(Error::data(
             format!("{} dataset {}", dataset.layout, path.display()),
             "contains no cases",
         ));
     }
-    Ok(dataset)
+    Ok(listing)
 }
 
-fn from_json_file(path: &Path) -> Result<Dataset> {
+fn from_json_file(path: &Path) -> Result<Listing> {
     let json = read_json(path)?;
     if json.get("format").and_then(|f| f.as_str()) == Some(manifest::FORMAT) {
         manifest::load(path, &json)
@@ -133,18 +261,6 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     }
     out.sort();
     Ok(out)
-}
-
-/// Checks that a file the layout names exists.
-pub(crate) fn require_file(case: &str, path: &Path, what: &str) -> Result<()> {
-    if path.is_file() {
-        Ok(())
-    } else {
-        Err(Error::file(
-            path,
-            format!("case {case}: missing {what} file"),
-        ))
-    }
 }
 
 /// A `{"0": "a", "1": "b"}` object as (number, name) pairs sorted by number.

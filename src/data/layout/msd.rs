@@ -2,8 +2,8 @@
 //! `labels` ({"0": "background", ...}), `training` ([{"image", "label"}]) and `test`
 //! (paths); images are 4D with one channel per modality, labels 3D.
 use super::{
-    classes_from_values, is_junk_name, numbered_names, require_file, CaseFiles, Dataset, ImageFile,
-    LayoutKind,
+    classes_from_values, is_junk_name, note_missing, numbered_names, CaseFiles, Dataset, ImageFile,
+    LayoutKind, Listing, Provides,
 };
 use crate::data::labels::LabelSpec;
 use crate::error::{Error, Result};
@@ -26,7 +26,7 @@ fn resolve(root: &Path, rel: &str) -> PathBuf {
     root.join(rel.trim_start_matches("./"))
 }
 
-pub fn load(json_path: &Path, json: &Value) -> Result<Dataset> {
+pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
     let root = json_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let modalities = numbered_names(json_path, json, "modality")?;
     if modalities
@@ -41,16 +41,17 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Dataset> {
     }
     let classes = classes_from_values(json_path, &numbered_names(json_path, json, "labels")?)?;
     let label_spec = LabelSpec::with_tumour_regions_by_name(classes)?;
-    let images_of = |id: &str, image: PathBuf| -> Result<Vec<ImageFile>> {
-        require_file(id, &image, "image")?;
-        Ok(modalities
+    let mut missing = Vec::new();
+    let images_of = |id: &str, image: PathBuf, missing: &mut Vec<_>| -> Vec<ImageFile> {
+        note_missing(missing, id, &image, "image file", Provides::AllChannels);
+        modalities
             .iter()
             .map(|(i, name)| ImageFile {
                 modality: name.clone(),
                 path: image.clone(),
                 channel: Some(*i as usize),
             })
-            .collect())
+            .collect()
     };
     let list = |key: &str| -> Result<Vec<Value>> {
         match json.get(key) {
@@ -76,9 +77,9 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Dataset> {
         }
         let id = case_id(&image);
         let label = resolve(&root, field("label")?);
-        require_file(&id, &label, "label")?;
+        note_missing(&mut missing, &id, &label, "label file", Provides::Label);
         cases.push(CaseFiles {
-            images: images_of(&id, image)?,
+            images: images_of(&id, image, &mut missing),
             id,
             label: Some(label),
         });
@@ -97,19 +98,20 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Dataset> {
         }
         let id = case_id(&image);
         test_cases.push(CaseFiles {
-            images: images_of(&id, image)?,
+            images: images_of(&id, image, &mut missing),
             id,
             label: None,
         });
     }
-    Ok(Dataset {
+    let dataset = Dataset {
         layout: LayoutKind::Msd,
         root,
         modalities: modalities.into_iter().map(|(_, n)| n).collect(),
         label_spec,
         cases,
         test_cases,
-    })
+    };
+    Ok(Listing { dataset, missing })
 }
 
 fn is_junk(path: &Path) -> bool {

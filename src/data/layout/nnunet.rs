@@ -3,8 +3,8 @@
 //! `channel_names`, `labels` (name -> value; a list of values makes a region) and
 //! `file_ending`.
 use super::{
-    classes_from_values, list_dir, numbered_names, require_file, CaseFiles, Dataset, ImageFile,
-    LayoutKind,
+    classes_from_values, list_dir, note_missing, numbered_names, CaseFiles, Dataset, ImageFile,
+    LayoutKind, Listing, MissingFile, Provides,
 };
 use crate::data::labels::LabelSpec;
 use crate::error::{Error, Result};
@@ -12,7 +12,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub fn load(json_path: &Path, json: &Value) -> Result<Dataset> {
+pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
     let root = json_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let channels = numbered_names(json_path, json, "channel_names")?;
     if channels
@@ -38,42 +38,60 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Dataset> {
     let label_spec = label_spec(json_path, json)?;
     let modalities: Vec<String> = channels.iter().map(|(_, n)| n.clone()).collect();
 
+    let mut missing = Vec::new();
     let cases = list_cases(
         &root.join("imagesTr"),
         ending,
         &modalities,
         Some(&root.join("labelsTr")),
+        &mut missing,
     )?;
+    if let Some(n) = json.get("numTraining").and_then(|v| v.as_u64()) {
+        if n != cases.len() as u64 {
+            eprintln!(
+                "warning: {}: numTraining is {n}, but imagesTr and labelsTr hold {} case(s); \
+                 the cases found are used",
+                json_path.display(),
+                cases.len()
+            );
+        }
+    }
     let ts = root.join("imagesTs");
     let test_cases = if ts.is_dir() {
-        list_cases(&ts, ending, &modalities, None)?
+        list_cases(&ts, ending, &modalities, None, &mut missing)?
     } else {
         Vec::new()
     };
-    Ok(Dataset {
+    let dataset = Dataset {
         layout: LayoutKind::NnUnet,
         root,
         modalities,
         label_spec,
         cases,
         test_cases,
-    })
+    };
+    Ok(Listing { dataset, missing })
 }
 
-/// Groups `CASE_XXXX{ending}` files into cases and checks each has every channel (and,
-/// when `labels` is given, its label file).
+/// Groups `CASE_XXXX{ending}` files into cases; a channel (and, when `labels` is given,
+/// a label file) that a case lacks goes into `missing`, and so do the images of a label
+/// file whose case has none.
 fn list_cases(
     dir: &Path,
     ending: &str,
     modalities: &[String],
     labels: Option<&Path>,
+    missing: &mut Vec<MissingFile>,
 ) -> Result<Vec<CaseFiles>> {
     if !dir.is_dir() {
         return Err(Error::file(dir, "missing folder (nnU-Net layout)"));
     }
+    let other_ending = if ending == ".nii" { ".nii.gz" } else { ".nii" };
+    let mut other_files = 0;
     let mut by_case: BTreeMap<String, BTreeMap<usize, PathBuf>> = BTreeMap::new();
     for (name, path) in list_dir(dir)? {
         let Some(stem) = name.strip_suffix(ending) else {
+            other_files += usize::from(name.ends_with(other_ending));
             continue;
         };
         let parsed = stem.rsplit_once('_').and_then(|(case, ch)| {
@@ -90,14 +108,42 @@ fn list_cases(
             .or_default()
             .insert(channel, path);
     }
+    if by_case.is_empty() && other_files > 0 {
+        return Err(Error::file(
+            dir,
+            format!(
+                "holds {other_files} {other_ending} file(s) but dataset.json's file_ending is \
+                 \"{ending}\"; set \"file_ending\": \"{other_ending}\""
+            ),
+        ));
+    }
+    if let Some(labels) = labels.filter(|l| l.is_dir()) {
+        for (name, _) in list_dir(labels)? {
+            if let Some(id) = name.strip_suffix(ending) {
+                by_case.entry(id.to_string()).or_default();
+            }
+        }
+    }
     let mut cases = Vec::with_capacity(by_case.len());
     for (id, mut files) in by_case {
         let mut images = Vec::with_capacity(modalities.len());
+        // A case known only from its label file has none of its images.
+        let label_only = if files.is_empty() {
+            " (labelsTr holds a label for this case, imagesTr no image)"
+        } else {
+            ""
+        };
         for (c, m) in modalities.iter().enumerate() {
             let path = files
                 .remove(&c)
                 .unwrap_or_else(|| dir.join(format!("{id}_{c:04}{ending}")));
-            require_file(&id, &path, &format!("{m} (channel {c:04}) image"))?;
+            note_missing(
+                missing,
+                &id,
+                &path,
+                &format!("{m} (channel {c:04}) image file{label_only}"),
+                Provides::Channel(c),
+            );
             images.push(ImageFile {
                 modality: m.clone(),
                 path,
@@ -116,7 +162,7 @@ fn list_cases(
         let label = match labels {
             Some(dir) => {
                 let path = dir.join(format!("{id}{ending}"));
-                require_file(&id, &path, "label")?;
+                note_missing(missing, &id, &path, "label file", Provides::Label);
                 Some(path)
             }
             None => None,
