@@ -121,7 +121,7 @@ fn a_split_without_validation_cases_trains_without_made_up_scores() {
     let data = dataset(&dir, 16, 3);
     let d = data.to_str().unwrap();
     let file = dir.join("noval.json");
-    let split = serde_json::json!({"train": [id(0), id(1)], "val": [], "test": [id(4)]});
+    let split = serde_json::json!({"train": [id(0), id(1)], "val": [], "test": [id(2), id(3), id(4), id(5)]});
     std::fs::write(&file, split.to_string()).unwrap();
     let f = file.to_str().unwrap();
     let config = dir.join("no-val-fraction.json");
