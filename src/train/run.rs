@@ -3,7 +3,10 @@
 use super::card::{ModelCard, CARD_FORMAT, CHECKPOINT_IDENTITY_KEY};
 use super::checkpoint::{load_checkpoint, save_checkpoint};
 use super::config::{ModelKind, TrainConfig, RESUMABLE_SETTINGS};
-use super::plan::{depth_for, estimate, plan, step_memory_bytes, DataSummary, Plan, PlanDevice};
+use super::plan::{
+    estimate, min_patch_for_depth, plan, stages_for, step_memory_bytes, DataSummary, Plan,
+    PlanDevice,
+};
 use crate::autograd::{Gradients, Tape, Var};
 use crate::backend::cpu::Cpu;
 use crate::backend::cuda::conv_plan::ConvPrecision;
@@ -22,7 +25,7 @@ use crate::log::{captioned_overlay, EventWriter, JsonlWriter, Progress};
 use crate::loss::{check_finite, Target};
 use crate::nn::fcn::FcnConfig;
 use crate::nn::layers::Activation;
-use crate::nn::unet::{Downsample, UNetConfig, Upsample};
+use crate::nn::unet::{Downsample, Stages, UNetConfig, Upsample};
 use crate::nn::{Ctx, Init, Model, ModelSpec, Module};
 use crate::optim::{clip_grad_norm, l1_l2_penalty, LrSchedule, Optimizer};
 use crate::rng::philox4x32;
@@ -800,11 +803,15 @@ fn summarise(
     out_channels: usize,
 ) -> DataSummary {
     let axis = |a: usize| grids.iter().map(|(d, _)| d[2 - a]).collect::<Vec<_>>();
-    let spacing = grids.first().map_or([1.0; 3], |(_, s)| *s);
+    let spacing = |a: usize| {
+        let mut v: Vec<f64> = grids.iter().map(|(_, s)| s[2 - a]).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(1.0)
+    };
     DataSummary {
         median_shape: [median(axis(0)), median(axis(1)), median(axis(2))],
         min_shape: [0, 1, 2].map(|a| axis(a).into_iter().min().unwrap_or(0)),
-        median_spacing: [spacing[2], spacing[1], spacing[0]],
+        median_spacing: [spacing(0), spacing(1), spacing(2)],
         in_channels,
         out_channels,
     }
@@ -838,6 +845,7 @@ fn resolve_plan(
 ) -> Result<(Plan, Option<String>)> {
     let mut p = plan(data, &plan_device(device)?)?;
     let planned_depth = p.depth;
+    let mut stages = p.stages();
     if let Some(patch) = cfg.patch {
         // Smaller cases are padded, but a patch larger than every case is a mistake.
         if (0..3).any(|a| patch[a] > largest[a]) {
@@ -847,20 +855,24 @@ fn resolve_plan(
             ));
         }
         p.patch = patch;
-        p.depth = depth_for(patch);
+        stages = stages_for(patch, data.median_spacing);
     }
-    let fits = p.depth;
+    let fits = stages.depth();
+    let min_patch = |d: usize| match min_patch_for_depth(d, data.median_spacing) {
+        [a, b, c] if a == b && b == c => a.to_string(),
+        [a, b, c] => format!("{a},{b},{c}"),
+    };
     let mut note = None;
     match cfg.depth {
         Some(d) if cfg.model == ModelKind::Unet && d > fits => {
             return Err(Error::config(
                 "depth",
                 format!(
-                    "{d} does not fit the patch {:?}: each stage halves it and the deepest needs \
-                     at least 4 voxels per axis, so it allows depth {fits}; use --patch >= {} \
-                     for depth {d}, or a lower --depth",
+                    "{d} does not fit the patch {:?}: each downsampling halves the axes it pools \
+                     and the deepest stage needs at least 4 voxels on them, so it allows depth \
+                     {fits}; use --patch >= {} for depth {d}, or a lower --depth",
                     p.patch,
-                    super::plan::min_side_for_depth(d)
+                    min_patch(d)
                 ),
             ));
         }
@@ -873,11 +885,18 @@ fn resolve_plan(
             note = Some(format!(
                 "depth {fits}: a patch of {:?} allows {downsamplings}; use --patch >= {} for depth {planned_depth}",
                 p.patch,
-                super::plan::min_side_for_depth(planned_depth)
+                min_patch(planned_depth)
             ));
         }
         _ => {}
     }
+    stages = match cfg.depth {
+        Some(d) if d <= fits => stages.truncated(d),
+        // Only the FCN gets here; it halves every axis at each level.
+        Some(d) => Stages::isotropic(d),
+        None => stages,
+    };
+    p.set_stages(&stages);
     cfg.patch = Some(p.patch);
     p.batch = *cfg.batch.get_or_insert(p.batch);
     // Explicit widths win over planned ones: a planned first stage never exceeds an
@@ -896,11 +915,7 @@ fn resolve_plan(
     (p.step_gflop, p.activation_bytes) = estimate(
         p.patch,
         p.batch,
-        p.base_features,
-        p.max_features,
-        p.depth,
-        data.in_channels,
-        data.out_channels,
+        &p.unet(data.in_channels, data.out_channels),
     );
     Ok((p, note))
 }
@@ -949,7 +964,7 @@ fn check_memory(cfg: &TrainConfig, p: &Plan, spec: &ModelSpec, device: &Device) 
     Ok(())
 }
 
-fn model_spec(cfg: &TrainConfig, in_channels: usize, out_channels: usize) -> ModelSpec {
+fn model_spec(cfg: &TrainConfig, p: &Plan, in_channels: usize, out_channels: usize) -> ModelSpec {
     let features = cfg.features.unwrap_or(32);
     match cfg.model {
         ModelKind::Unet => ModelSpec::Unet(UNetConfig {
@@ -966,6 +981,8 @@ fn model_spec(cfg: &TrainConfig, in_channels: usize, out_channels: usize) -> Mod
             deep_supervision: cfg.deep_supervision,
             dropout: cfg.dropout,
             init: Init::HeNormal,
+            strides: p.strides.clone(),
+            kernels: p.kernels.clone(),
         }),
         ModelKind::Fcn => ModelSpec::Fcn(FcnConfig {
             in_channels,
@@ -1417,7 +1434,7 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
     let summary = summarise(&data.train_grids, in_channels, out_channels);
     let (plan, depth_note) =
         resolve_plan(&mut cfg, &summary, largest_grid(&data.train_grids), device)?;
-    let spec = model_spec(&cfg, in_channels, out_channels);
+    let spec = model_spec(&cfg, &plan, in_channels, out_channels);
     check_memory(&cfg, &plan, &spec, device)?;
     cfg.preprocess = data.preprocess.clone();
 
