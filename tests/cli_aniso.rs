@@ -40,10 +40,17 @@ fn dataset(dir: &Path, cases: usize, dims: [usize; 3], spacing: [f64; 3]) -> Pat
             }
         }
         let (img, seg) = (format!("c{c}.nii.gz"), format!("c{c}_seg.nii.gz"));
-        write_nifti(&data.join(&img), &header, 1, VoxelData::Float32(&image), (1.0, 0.0))
-            .unwrap();
+        write_nifti(
+            &data.join(&img),
+            &header,
+            1,
+            VoxelData::Float32(&image),
+            (1.0, 0.0),
+        )
+        .unwrap();
         write_label_map(&data.join(&seg), &header, &label).unwrap();
-        entries.push(serde_json::json!({"id": format!("c{c}"), "images": {"mr": img}, "label": seg}));
+        entries
+            .push(serde_json::json!({"id": format!("c{c}"), "images": {"mr": img}, "label": seg}));
     }
     let manifest = serde_json::json!({
         "format": "voxseg-manifest",
@@ -72,7 +79,9 @@ fn voxseg(args: &[&str]) -> (String, String) {
 
 fn plan(manifest: &Path) -> serde_json::Value {
     let m = manifest.to_str().unwrap();
-    let args = ["plan", "--data", m, "--target", "classes", "--device", "cpu"];
+    let args = [
+        "plan", "--data", m, "--target", "classes", "--device", "cpu",
+    ];
     serde_json::from_str(&voxseg(&args).0).unwrap()
 }
 
@@ -84,7 +93,12 @@ fn stages(v: &serde_json::Value) -> Vec<[usize; 3]> {
 fn a_thin_slab_plans_per_axis_pooling_and_a_single_slice_plans_a_2d_network() {
     let dir = temp_dir("plan");
     // 32x32x10 voxels of 1x1x5 mm: z is kept until x and y reach 4 mm.
-    let p = plan(&dataset(&dir.join("slab"), 3, [32, 32, 10], [1.0, 1.0, 5.0]));
+    let p = plan(&dataset(
+        &dir.join("slab"),
+        3,
+        [32, 32, 10],
+        [1.0, 1.0, 5.0],
+    ));
     assert_eq!(p["patch"], serde_json::json!([10, 32, 32]), "{p}");
     assert_eq!(p["depth"], 4, "{p}");
     assert_eq!(
@@ -98,7 +112,10 @@ fn a_thin_slab_plans_per_axis_pooling_and_a_single_slice_plans_a_2d_network() {
     // One slice of 32x32: z is never pooled nor convolved across.
     let p = plan(&dataset(&dir.join("flat"), 3, [32, 32, 1], [1.0, 1.0, 1.0]));
     assert_eq!(p["depth"], 4, "{p}");
-    assert_eq!(stages(&p["strides"]), [[1, 1, 1], [1, 2, 2], [1, 2, 2], [1, 2, 2]]);
+    assert_eq!(
+        stages(&p["strides"]),
+        [[1, 1, 1], [1, 2, 2], [1, 2, 2], [1, 2, 2]]
+    );
     assert_eq!(stages(&p["kernels"]), [[1, 3, 3]; 4]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -121,10 +138,7 @@ fn an_anisotropic_unet_trains_and_predicts_on_the_original_grid() {
     let model = &card["model"];
     assert_eq!(model["depth"], 3, "{model}");
     assert_eq!(stages(&model["strides"]), [[1, 1, 1], [1, 2, 2], [1, 2, 2]]);
-    assert_eq!(
-        stages(&model["kernels"]),
-        [[1, 3, 3], [1, 3, 3], [3, 3, 3]]
-    );
+    assert_eq!(stages(&model["kernels"]), [[1, 3, 3], [1, 3, 3], [3, 3, 3]]);
     assert_eq!(card["plan"]["strides"], model["strides"]);
 
     let out = dir.join("pred");
@@ -139,5 +153,30 @@ fn an_anisotropic_unet_trains_and_predicts_on_the_original_grid() {
         assert_eq!(pred.header().dims, [26, 20, 9]);
         assert_eq!(pred.header().spacing, [0.8f32 as f64, 0.8f32 as f64, 4.0]);
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_resumed_run_keeps_the_stages_of_its_checkpoint() {
+    // A run trained while the planner pooled every axis together (here: isotropic voxels),
+    // resumed once its data plan per-axis pooling (the same voxels, now 1x1x5 mm).
+    let dir = temp_dir("resume");
+    let manifest = dataset(&dir, 3, [16, 16, 16], [1.0, 1.0, 1.0]);
+    let (m, run) = (manifest.to_str().unwrap(), dir.join("run"));
+    let r = run.to_str().unwrap();
+    #[rustfmt::skip]
+    voxseg(&[
+        "train", "--data", m, "--out", r, "--target", "classes", "--device", "cpu",
+        "--features", "4", "--max-features", "8", "--batch", "1", "--workers", "1",
+        "--epochs", "1", "--iters-per-epoch", "1", "--no-augment",
+    ]);
+    let isotropic = std::fs::read(run.join("model.json")).unwrap();
+    assert!(!String::from_utf8_lossy(&isotropic).contains("strides"));
+    dataset(&dir, 3, [16, 16, 16], [1.0, 1.0, 5.0]);
+    let p = plan(&manifest);
+    assert!(p["strides"].is_array(), "{p}");
+    voxseg(&["train", "--out", r, "--resume", "--epochs", "2"]);
+    let card = String::from_utf8(std::fs::read(run.join("model.json")).unwrap()).unwrap();
+    assert!(!card.contains("strides"), "{card}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

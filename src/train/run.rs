@@ -920,6 +920,20 @@ fn resolve_plan(
     Ok((p, note))
 }
 
+/// A resumed run keeps the U-Net stages its checkpoints were written with: a run started
+/// before per-axis pooling was planned has isotropic ones whatever its data's spacing.
+fn keep_checkpoint_stages(p: &mut Plan, model_card: &Path) {
+    if let Ok(ModelCard {
+        model: ModelSpec::Unet(net),
+        ..
+    }) = ModelCard::load(model_card)
+    {
+        if net.depth == p.depth {
+            p.set_stages(&net.stages());
+        }
+    }
+}
+
 /// Free memory as Linux counts it (`MemAvailable`), in bytes; `None` elsewhere.
 fn available_memory() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -1432,8 +1446,11 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
     let out_channels = cfg.target.channels(&label_spec);
     let in_channels = data.modalities.len();
     let summary = summarise(&data.train_grids, in_channels, out_channels);
-    let (plan, depth_note) =
+    let (mut plan, depth_note) =
         resolve_plan(&mut cfg, &summary, largest_grid(&data.train_grids), device)?;
+    if from_checkpoint {
+        keep_checkpoint_stages(&mut plan, &run.model());
+    }
     let spec = model_spec(&cfg, &plan, in_channels, out_channels);
     check_memory(&cfg, &plan, &spec, device)?;
     cfg.preprocess = data.preprocess.clone();
