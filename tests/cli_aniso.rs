@@ -146,13 +146,34 @@ fn an_anisotropic_unet_trains_and_predicts_on_the_original_grid() {
     #[rustfmt::skip]
     voxseg(&[
         "predict", "--model", r, "--data", m, "--out", o, "--split", "all", "--device", "cpu",
-        "--checkpoint", "last",
+        "--checkpoint", "last", "--png",
     ]);
     for c in 0..4 {
         let pred = NiftiFile::open(&out.join(format!("c{c}.nii.gz"))).unwrap();
         assert_eq!(pred.header().dims, [26, 20, 9]);
         assert_eq!(pred.header().spacing, [0.8f32 as f64, 0.8f32 as f64, 4.0]);
     }
+    // The picture's panels have square pixels in mm: its 9 slices of 4 mm span 45 rows of
+    // 0.8 mm (the in-plane panels 20), so it is the size the library draws for this spacing.
+    let file = std::io::BufReader::new(std::fs::File::open(out.join("c0.png")).unwrap());
+    let info = png::Decoder::new(file).read_info().unwrap().info().clone();
+    let size = |spacing: [f64; 3]| {
+        let voxels = 26 * 20 * 9;
+        let labels = vec![0u8; voxels];
+        let classes = ["background", "lesion"].map(String::from);
+        let (_, w, h) = voxseg::log::captioned_overlay(
+            &vec![0.0; voxels],
+            [26, 20, 9],
+            spacing,
+            Some(&labels),
+            Some(&labels),
+            &classes,
+        )
+        .unwrap();
+        (w as u32, h as u32)
+    };
+    assert_eq!((info.width, info.height), size([0.8, 0.8, 4.0]));
+    assert_ne!(size([0.8, 0.8, 4.0]), size([1.0; 3]));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -1250,6 +1250,7 @@ impl<B: Backend> Validator<'_, B> {
                 picture = Some(captioned_overlay(
                     &case.channels[0].data,
                     case.dims(),
+                    case.spacing,
                     Some(&pred),
                     Some(&label.data),
                     &classes,
