@@ -201,3 +201,61 @@ fn a_resumed_run_keeps_the_stages_of_its_checkpoint() {
     assert!(!card.contains("strides"), "{card}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn check_warns_of_cases_in_another_orientation_and_spacing() {
+    let dir = temp_dir("check");
+    let manifest = dataset(&dir, 3, [16, 16, 16], [1.0, 1.0, 5.0]);
+    let m = manifest.to_str().unwrap();
+    let (same, _) = voxseg(&["check", "--data", m]);
+    assert!(!same.contains("warning"), "{same}");
+    // Case c2 stored with x and z swapped: its x axis runs superior in 5 mm steps.
+    let mut header = NiftiHeaderInfo::new([16, 16, 16], [5.0, 1.0, 1.0]);
+    header.qform_code = 0;
+    header.srow = [
+        [0.0, 0.0, 1.0, 0.0],
+        [0.0, 1.0, 0.0, 0.0],
+        [5.0, 0.0, 0.0, 0.0],
+    ];
+    let image: Vec<f32> = (0..16 * 16 * 16).map(|i| 100.0 + (i % 7) as f32).collect();
+    let label: Vec<u8> = (0..16 * 16 * 16).map(|i| (i % 5 == 0) as u8).collect();
+    let data = manifest.parent().unwrap();
+    write_nifti(
+        &data.join("c2.nii.gz"),
+        &header,
+        1,
+        VoxelData::Float32(&image),
+        (1.0, 0.0),
+    )
+    .unwrap();
+    write_label_map(&data.join("c2_seg.nii.gz"), &header, &label).unwrap();
+    let (mixed, _) = voxseg(&["check", "--data", m]);
+    let warnings: Vec<&str> = mixed.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 2, "{mixed}");
+    assert!(
+        warnings[0].contains("orientation") && warnings[0].contains("2 RAS (c0, c1), 1 SAR (c2)")
+    );
+    assert!(warnings[1].contains("from 1x1x5 mm (c0, c1) to 5x1x1 mm (c2)"));
+    assert!(warnings[1].contains("target_spacing"));
+    // Training warns with the same lines (over its training and validation cases).
+    let split = dir.join("split.json");
+    std::fs::write(
+        &split,
+        r#"{"train": ["c0", "c2"], "val": ["c1"], "test": []}"#,
+    )
+    .unwrap();
+    let run = dir.join("run");
+    #[rustfmt::skip]
+    let (_, stderr) = voxseg(&[
+        "train", "--data", m, "--out", run.to_str().unwrap(), "--target", "classes",
+        "--device", "cpu", "--features", "4", "--max-features", "8", "--batch", "1",
+        "--workers", "1", "--epochs", "1", "--iters-per-epoch", "1", "--no-augment",
+        "--split-file", split.to_str().unwrap(),
+    ]);
+    let trained: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning"))
+        .collect();
+    assert_eq!(trained, warnings, "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

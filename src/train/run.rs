@@ -13,12 +13,15 @@ use crate::backend::cuda::conv_plan::ConvPrecision;
 use crate::backend::device::{resolve, Device, DeviceRequest};
 use crate::backend::Backend;
 use crate::data::case::{load_case, NanPolicy};
+use crate::data::check::{grid_warnings, orientation};
 use crate::data::labels::{LabelSpec, TargetSpec};
 use crate::data::layout::{detect, Dataset};
 use crate::data::loader::{Batch, Loader, LoaderOptions};
+use crate::data::nifti::NiftiHeaderInfo;
 use crate::data::preprocess::{dataset_stats, preprocess, PreprocessedCase, Statistics};
 use crate::data::sampler::{InMemoryCase, PatchSource};
 use crate::data::split::Split;
+use crate::data::CaseData;
 use crate::error::{Error, Result};
 use crate::infer::{interleave_channels, predict_volume, probabilities, SlidingWindow};
 use crate::log::{captioned_overlay, EventWriter, JsonlWriter, Progress};
@@ -684,15 +687,40 @@ fn load_cases(
     ids: &[String],
     channels: &[usize],
     nan: NanPolicy,
-) -> Result<Vec<crate::data::CaseData>> {
+) -> Result<Vec<(crate::data::CaseData, NiftiHeaderInfo)>> {
     ids.par_iter()
         .map(|id| {
             let files = dataset.cases.iter().find(|c| &c.id == id).ok_or_else(|| {
                 Error::data(id.as_str(), "listed in split.json but not in the dataset")
             })?;
-            load_case(dataset, files, channels, nan).map(|(case, _)| case)
+            load_case(dataset, files, channels, nan)
         })
         .collect()
+}
+
+/// (id, orientation, spacing) of loaded cases, for [`grid_warnings`].
+fn grids_of(
+    ids: &[String],
+    cases: &[(CaseData, NiftiHeaderInfo)],
+) -> Vec<(String, String, [f64; 3])> {
+    ids.iter()
+        .zip(cases)
+        .map(|(id, (case, header))| (id.clone(), orientation(&header.affine()), case.spacing()))
+        .collect()
+}
+
+/// Warns (one line each) when the cases differ in orientation or, unless they are resampled
+/// to one spacing, in spacing.
+fn warn_of_mixed_grids(grids: &[(String, String, [f64; 3])], resampled: bool) {
+    let grids: Vec<(&str, &str, [f64; 3])> = grids
+        .iter()
+        .map(|(id, code, spacing)| (id.as_str(), code.as_str(), *spacing))
+        .collect();
+    for w in grid_warnings(&grids) {
+        if !(resampled && w.contains("target_spacing")) {
+            eprintln!("warning: {w}");
+        }
+    }
 }
 
 /// The labelled dataset, the channels the run reads and their modality names.
@@ -765,7 +793,9 @@ fn prepare_data(cfg: &TrainConfig, saved_split: Option<&Path>) -> Result<(Prepar
         NanPolicy::Error
     };
     let mut spec = cfg.preprocess.clone();
-    let train_raw = load_cases(&dataset, tv.train(), &channels, nan)?;
+    let train_loaded = load_cases(&dataset, tv.train(), &channels, nan)?;
+    let mut grids = grids_of(tv.train(), &train_loaded);
+    let train_raw: Vec<CaseData> = train_loaded.into_iter().map(|(c, _)| c).collect();
     if cfg.dataset_statistics {
         spec.statistics = Statistics::PerDataset(dataset_stats(train_raw.iter())?);
     }
@@ -775,10 +805,13 @@ fn prepare_data(cfg: &TrainConfig, saved_split: Option<&Path>) -> Result<(Prepar
         .collect::<Result<Vec<_>>>()?;
     drop(train_raw);
     let (train, train_grids) = in_memory(train_cases)?;
-    let val = load_cases(&dataset, tv.val(), &channels, nan)?
+    let val_raw = load_cases(&dataset, tv.val(), &channels, nan)?;
+    let val = val_raw
         .par_iter()
-        .map(|c| preprocess(c, &spec))
+        .map(|(c, _)| preprocess(c, &spec))
         .collect::<Result<Vec<_>>>()?;
+    grids.extend(grids_of(tv.val(), &val_raw));
+    warn_of_mixed_grids(&grids, spec.target_spacing.is_some());
     Ok((
         Prepared {
             dataset,
@@ -1385,7 +1418,7 @@ pub fn plan_for_config(cfg: &TrainConfig) -> Result<Plan> {
         .par_iter()
         .map(|id| {
             let case = load_cases(&dataset, std::slice::from_ref(id), &channels, nan)?;
-            let c = preprocess(&case[0], &cfg.preprocess)?;
+            let c = preprocess(&case[0].0, &cfg.preprocess)?;
             Ok((c.dims(), c.spacing))
         })
         .collect::<Result<Vec<_>>>()?;
