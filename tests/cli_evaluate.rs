@@ -65,6 +65,8 @@ fn run_with_labels(dir: &Path, name: &str, spec: LabelSpec) -> PathBuf {
             base_features: unet.base_features,
             max_features: unet.max_features,
             depth: unet.depth,
+            strides: Vec::new(),
+            kernels: Vec::new(),
             step_gflop: 1.0,
             activation_bytes: 1,
             device: "cpu".into(),

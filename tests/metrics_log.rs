@@ -112,7 +112,8 @@ fn writes_files_other_tools_read() {
             .add_scalar(&format!("val/dice_{region}"), s.dice as f32, 5)
             .unwrap();
     }
-    let (rgb, w, h) = overlay_slices(&image, DIMS, Some(&pred), Some(&truth), None).unwrap();
+    let (rgb, w, h) =
+        overlay_slices(&image, DIMS, [1.0; 3], Some(&pred), Some(&truth), None).unwrap();
     assert_eq!((w, h), (12 + 12 + 10, 2 * 10));
     events.add_image("val/overlay", &rgb, w, h, 5).unwrap();
     write_png(&run.join("overlay.png"), &rgb, w, h).unwrap();

@@ -28,6 +28,8 @@ fn small_unet(norm: NormKind, deep_supervision: bool) -> UNetConfig {
         deep_supervision,
         dropout: 0.0,
         init: Init::HeNormal,
+        strides: Vec::new(),
+        kernels: Vec::new(),
     }
 }
 

@@ -14,6 +14,8 @@ pub struct CaseCheck {
     pub dims: Option<[usize; 3]>,
     /// Voxel size in mm along x, y, z, when the case could be read.
     pub spacing: Option<[f64; 3]>,
+    /// Where its voxel axes point (see [`orientation`]), when the case could be read.
+    pub orientation: Option<String>,
     /// Why training would refuse the case.
     pub problem: Option<String>,
     /// What does not stop training but is probably a mistake.
@@ -72,6 +74,13 @@ impl DatasetCheck {
                 range(&|c| c.dims.unwrap_or_default().map(|d| d as f64)),
                 range(&|c| c.spacing.unwrap_or_default()),
             );
+            let grids: Vec<(&str, &str, [f64; 3])> = read
+                .iter()
+                .filter_map(|c| Some((c.id.as_str(), c.orientation.as_deref()?, c.spacing?)))
+                .collect();
+            for w in grid_warnings(&grids) {
+                out += &format!("warning: {w}\n");
+            }
         }
         for c in &self.cases {
             if let Some(p) = &c.problem {
@@ -89,6 +98,95 @@ impl DatasetCheck {
         );
         out
     }
+}
+
+/// The world direction each voxel axis (x, y, z) mostly points along, in RAS+ letters:
+/// "RAS" for an identity affine, "LPS" for a DICOM-like one, "SRA" when the axes are permuted.
+pub fn orientation(affine: &[[f64; 4]; 4]) -> String {
+    const LETTERS: [[char; 2]; 3] = [['R', 'L'], ['A', 'P'], ['S', 'I']];
+    (0..3)
+        .map(|axis| {
+            let column = [0, 1, 2].map(|w| affine[w][axis]);
+            let world = (0..3)
+                .max_by(|&a, &b| column[a].abs().total_cmp(&column[b].abs()))
+                .unwrap_or(axis);
+            LETTERS[world][(column[world] < 0.0) as usize]
+        })
+        .collect()
+}
+
+/// A few case ids, for messages.
+fn examples(ids: &[&str]) -> String {
+    let shown = ids.iter().take(3).copied().collect::<Vec<_>>().join(", ");
+    if ids.len() > 3 {
+        format!("{shown}, ...")
+    } else {
+        shown
+    }
+}
+
+/// A spacing for messages, without f32 noise.
+fn show_spacing(s: [f64; 3]) -> String {
+    let mm = |v: f64| format!("{}", (v * 1000.0).round() / 1000.0);
+    format!("{}x{}x{}", mm(s[0]), mm(s[1]), mm(s[2]))
+}
+
+/// One-line warnings when `cases` (id, orientation, spacing x, y, z) differ in orientation,
+/// or in spacing by more than 10% on an axis; none when they agree. voxseg neither reorients
+/// nor (unless asked) resamples, so such cases reach the network on different grids.
+pub fn grid_warnings(cases: &[(&str, &str, [f64; 3])]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for &(id, code, _) in cases {
+        match groups.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, ids)) => ids.push(id),
+            None => groups.push((code, vec![id])),
+        }
+    }
+    if groups.len() > 1 {
+        groups.sort_by_key(|(_, ids)| std::cmp::Reverse(ids.len()));
+        let listed = groups
+            .iter()
+            .map(|(code, ids)| format!("{} {code} ({})", ids.len(), examples(ids)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.push(format!(
+            "cases differ in orientation (voxel axes x, y, z point along): {listed}; voxseg \
+             does not reorient, so the network sees their axes swapped or flipped: reorient \
+             them to one orientation first"
+        ));
+    }
+    // By voxel volume, then axis by axis, so that the pair named does not depend on the
+    // cases' order.
+    let key = |s: [f64; 3]| [s.iter().product::<f64>(), s[0], s[1], s[2]];
+    let order = |a: &&(&str, &str, [f64; 3]), b: &&(&str, &str, [f64; 3])| {
+        let (ka, kb) = (key(a.2), key(b.2));
+        (0..4)
+            .map(|i| ka[i].total_cmp(&kb[i]))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    };
+    let finest = cases.iter().min_by(order);
+    let coarsest = cases.iter().max_by(order);
+    let differs = (0..3).any(|a| {
+        let lo = cases.iter().map(|c| c.2[a]).fold(f64::INFINITY, f64::min);
+        let hi = cases.iter().map(|c| c.2[a]).fold(0.0, f64::max);
+        hi > 1.1 * lo
+    });
+    if let (true, Some(finest), Some(coarsest)) = (differs, finest, coarsest) {
+        let with = |s: [f64; 3]| {
+            let ids: Vec<&str> = cases.iter().filter(|c| c.2 == s).map(|c| c.0).collect();
+            format!("{} mm ({})", show_spacing(s), examples(&ids))
+        };
+        out.push(format!(
+            "voxel spacings differ by more than 10% across cases, from {} to {}; the network \
+             sees each case on its own grid: set \"preprocess\": {{\"target_spacing\": [x, y, z]}} \
+             in a --config file to resample them to one spacing (docs/CONFIG.md)",
+            with(finest.2),
+            with(coarsest.2)
+        ));
+    }
+    out
 }
 
 /// Reads every case (labelled and unlabelled) with the modalities `modalities` (indices into
@@ -109,6 +207,7 @@ pub fn check_dataset(listing: &Listing, modalities: &[usize], nan: NanPolicy) ->
                 labelled: files.label.is_some(),
                 dims: None,
                 spacing: None,
+                orientation: None,
                 problem: None,
                 warnings: Vec::new(),
             };
@@ -122,9 +221,10 @@ pub fn check_dataset(listing: &Listing, modalities: &[usize], nan: NanPolicy) ->
             }
             match load_case(dataset, files, modalities, nan) {
                 Err(e) => check.problem = Some(e.to_string()),
-                Ok((case, _)) => {
+                Ok((case, header)) => {
                     check.dims = Some(case.dims());
                     check.spacing = Some(case.spacing());
+                    check.orientation = Some(orientation(&header.affine()));
                     for (volume, &m) in case.channels.iter().zip(modalities) {
                         let first = volume.data.first().copied().unwrap_or(0.0);
                         if volume.data.iter().all(|&v| v == first) {
@@ -243,5 +343,36 @@ mod tests {
         assert_eq!(replaced.problems(), 0, "{:?}", replaced.cases);
         assert_eq!(replaced.cases[1].dims, Some([16, 16, 16]));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn mixed_orientations_and_spacings_are_named_in_one_line_each() {
+        let mut affine = [[0.0; 4]; 4];
+        (affine[0][0], affine[1][1], affine[2][2]) = (1.0, 1.0, 5.0);
+        assert_eq!(orientation(&affine), "RAS");
+        let mut swapped = [[0.0; 4]; 4];
+        // x along superior, z along right, y along posterior.
+        (swapped[2][0], swapped[1][1], swapped[0][2]) = (1.0, -1.0, 5.0);
+        assert_eq!(orientation(&swapped), "SPR");
+        let same = [
+            ("a", "RAS", [1.0, 1.0, 5.0]),
+            ("b", "RAS", [1.05, 1.0, 5.0]),
+        ];
+        assert!(grid_warnings(&same).is_empty());
+        let mixed = [
+            ("a", "RAS", [1.0, 1.0, 5.0]),
+            ("b", "RAS", [1.0, 1.0, 5.0]),
+            ("c", "SAR", [5.0, 1.0, 1.0]),
+        ];
+        let w = grid_warnings(&mixed);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("orientation") && w[0].contains("2 RAS (a, b), 1 SAR (c)"));
+        assert!(
+            w[1].contains("from 1x1x5 mm (a, b) to 5x1x1 mm (c)"),
+            "{}",
+            w[1]
+        );
+        assert!(w[1].contains("target_spacing"));
+        assert!(w.iter().all(|l| !l.contains('\n')));
     }
 }

@@ -497,6 +497,7 @@ impl<B: Backend> Predictor<B> {
             let (rgb, w, h) = captioned_overlay(
                 &data.channels[0].data,
                 data.dims(),
+                data.spacing(),
                 Some(&full),
                 truth.as_deref(),
                 &classes,

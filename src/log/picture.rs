@@ -4,6 +4,9 @@
 //! z up), sagittal (x fixed; y across, z up), each drawn with the higher index at the top so
 //! that superior and anterior are up for RAS-like volumes. With both a reference and a
 //! prediction, the top row overlays the reference and the bottom row the prediction.
+//! Pixels are square in millimetres: an axis with coarser voxels than the finest axis is
+//! stretched (nearest neighbour), so that 1x1x5 mm coronal and sagittal views are not
+//! squashed.
 use crate::atomic;
 use crate::error::{Error, Result};
 use std::path::Path;
@@ -82,13 +85,34 @@ fn label_centre(labels: &[u8], dims: [usize; 3]) -> Option<[usize; 3]> {
     (n > 0).then(|| sum.map(|s| (s / n as f64).round() as usize))
 }
 
+/// Pixels per axis (x, y, z) when each pixel spans the finest spacing: an axis of `dims[a]`
+/// voxels of `spacing[a]` mm covers `dims[a] * spacing[a] / finest` pixels, at least one.
+/// A spacing that is not a positive number counts as the finest.
+fn pixels_per_axis(dims: [usize; 3], spacing: [f64; 3]) -> [usize; 3] {
+    let spacing = spacing.map(|s| if s.is_finite() && s > 0.0 { s } else { 0.0 });
+    let finest = spacing
+        .iter()
+        .copied()
+        .filter(|&s| s > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    [0, 1, 2].map(|a| {
+        if spacing[a] == 0.0 || !finest.is_finite() {
+            dims[a]
+        } else {
+            ((dims[a] as f64 * spacing[a] / finest).round() as usize).max(dims[a])
+        }
+    })
+}
+
 /// Three orthogonal slices through `centre` side by side, grey image windowed to its 1st–99th
-/// percentile, labels overlaid (`truth` on the top row and `pred` below when both are given).
-/// `centre` defaults to the centre of mass of `truth`'s labels, else `pred`'s, else the
-/// volume's centre. Returns (RGB bytes, width, height).
+/// percentile, labels overlaid (`truth` on the top row and `pred` below when both are given),
+/// with square pixels for voxels of `spacing` mm (x, y, z). `centre` defaults to the centre
+/// of mass of `truth`'s labels, else `pred`'s, else the volume's centre. Returns (RGB bytes,
+/// width, height).
 pub fn overlay_slices(
     image: &[f32],
     dims: [usize; 3],
+    spacing: [f64; 3],
     pred: Option<&[u8]>,
     truth: Option<&[u8]>,
     centre: Option<[usize; 3]>,
@@ -125,8 +149,11 @@ pub fn overlay_slices(
         (Some(l), None) | (None, Some(l)) => vec![Some(l)],
         (None, None) => vec![None],
     };
-    let panel_h = ny.max(nz);
-    let width = nx + nx + ny;
+    let [px, py, pz] = pixels_per_axis(dims, spacing);
+    // The voxel index along axis `a` that pixel `p` of `pixels` shows (nearest neighbour).
+    let voxel_at = |p: usize, pixels: usize, a: usize| (p * dims[a] / pixels).min(dims[a] - 1);
+    let panel_h = py.max(pz);
+    let width = px + px + py;
     let height = panel_h * overlays.len();
     let mut rgb = vec![0u8; width * height * 3];
     let index = |x: usize, y: usize, z: usize| (z * ny + y) * nx + x;
@@ -137,17 +164,19 @@ pub fn overlay_slices(
             let at = ((r * panel_h + row) * width + col) * 3;
             rgb[at..at + 3].copy_from_slice(&blend(window.grey(image[voxel]), label));
         };
-        for y in 0..ny {
-            for x in 0..nx {
-                put(x, ny - 1 - y, index(x, y, cz));
+        for j in 0..py {
+            let y = voxel_at(j, py, 1);
+            for i in 0..px {
+                put(i, py - 1 - j, index(voxel_at(i, px, 0), y, cz));
             }
         }
-        for z in 0..nz {
-            for x in 0..nx {
-                put(nx + x, nz - 1 - z, index(x, cy, z));
+        for k in 0..pz {
+            let z = voxel_at(k, pz, 2);
+            for i in 0..px {
+                put(px + i, pz - 1 - k, index(voxel_at(i, px, 0), cy, z));
             }
-            for y in 0..ny {
-                put(2 * nx + y, nz - 1 - z, index(cx, y, z));
+            for j in 0..py {
+                put(2 * px + j, pz - 1 - k, index(cx, voxel_at(j, py, 1), z));
             }
         }
     }
@@ -160,11 +189,12 @@ pub fn overlay_slices(
 pub fn captioned_overlay(
     image: &[f32],
     dims: [usize; 3],
+    spacing: [f64; 3],
     pred: Option<&[u8]>,
     truth: Option<&[u8]>,
     classes: &[String],
 ) -> Result<(Vec<u8>, usize, usize)> {
-    let (rgb, width, height) = overlay_slices(image, dims, pred, truth, None)?;
+    let (rgb, width, height) = overlay_slices(image, dims, spacing, pred, truth, None)?;
     let titles: Vec<&str> = [(truth, "reference"), (pred, "prediction")]
         .into_iter()
         .filter_map(|(labels, title)| labels.map(|_| title))
@@ -218,6 +248,8 @@ pub fn write_png(path: &Path, rgb: &[u8], width: usize, height: usize) -> Result
 mod tests {
     use super::*;
 
+    const ISO: [f64; 3] = [1.0; 3];
+
     fn pixel(rgb: &[u8], width: usize, col: usize, row: usize) -> [u8; 3] {
         let at = (row * width + col) * 3;
         [rgb[at], rgb[at + 1], rgb[at + 2]]
@@ -245,7 +277,8 @@ mod tests {
     #[test]
     fn slices_and_overlays_land_where_expected() {
         let (dims, image, truth, pred) = crafted();
-        let (rgb, w, h) = overlay_slices(&image, dims, Some(&pred), Some(&truth), None).unwrap();
+        let (rgb, w, h) =
+            overlay_slices(&image, dims, ISO, Some(&pred), Some(&truth), None).unwrap();
         // Panels 5 + 5 + 4 wide, max(4, 3) high, two rows; the centre is the reference voxel.
         assert_eq!((w, h), (14, 8));
         // Axial z = 1, reference row: (1, 1) is label 1 (red) over grey 50 -> 128.
@@ -267,14 +300,15 @@ mod tests {
     #[test]
     fn explicit_centre_and_single_row() {
         let (dims, image, _, pred) = crafted();
-        let (rgb, w, h) = overlay_slices(&image, dims, Some(&pred), None, Some([3, 2, 0])).unwrap();
+        let (rgb, w, h) =
+            overlay_slices(&image, dims, ISO, Some(&pred), None, Some([3, 2, 0])).unwrap();
         assert_eq!((w, h), (14, 4));
         // Axial z = 0 is all background; the coronal slice y = 2 shows the label at x = 3, z = 1.
         assert_eq!(pixel(&rgb, w, 3, 4 - 1 - 2), [0, 0, 0]);
         assert_eq!(pixel(&rgb, w, 5 + 3, 3 - 1 - 1), [127, 255, 127]);
-        let err = overlay_slices(&image, dims, None, None, Some([5, 0, 0])).unwrap_err();
+        let err = overlay_slices(&image, dims, ISO, None, None, Some([5, 0, 0])).unwrap_err();
         assert!(err.to_string().contains("outside"), "{err}");
-        let err = overlay_slices(&image, dims, Some(&[0u8; 3]), None, None).unwrap_err();
+        let err = overlay_slices(&image, dims, ISO, Some(&[0u8; 3]), None, None).unwrap_err();
         assert!(err.to_string().contains("prediction of 3 voxels"), "{err}");
     }
 
@@ -283,10 +317,11 @@ mod tests {
         let (dims, image, truth, pred) = crafted();
         let classes = ["background", "NCR", "ED"].map(String::from);
         let (rgb, w, h) =
-            captioned_overlay(&image, dims, Some(&pred), Some(&truth), &classes).unwrap();
+            captioned_overlay(&image, dims, ISO, Some(&pred), Some(&truth), &classes).unwrap();
         let (plain, pw, ph) =
-            overlay_slices(&image, dims, Some(&pred), Some(&truth), None).unwrap();
-        let (_, w1, h1) = captioned_overlay(&image, dims, Some(&pred), None, &classes).unwrap();
+            overlay_slices(&image, dims, ISO, Some(&pred), Some(&truth), None).unwrap();
+        let (_, w1, h1) =
+            captioned_overlay(&image, dims, ISO, Some(&pred), None, &classes).unwrap();
         // Two titled rows against one, both scaled by the same factor.
         assert!(h > 2 * ph && h1 < h && w1 == w, "{w}x{h} vs {w1}x{h1}");
         assert!(w >= pw);
@@ -302,7 +337,7 @@ mod tests {
     #[test]
     fn png_round_trips() {
         let (dims, image, truth, _) = crafted();
-        let (rgb, w, h) = overlay_slices(&image, dims, None, Some(&truth), None).unwrap();
+        let (rgb, w, h) = overlay_slices(&image, dims, ISO, None, Some(&truth), None).unwrap();
         let dir = std::env::temp_dir().join(format!("voxseg-picture-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("slices.png");
@@ -316,5 +351,33 @@ mod tests {
         assert_eq!(&buf[..info.buffer_size()], &rgb[..]);
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(encode_png(&rgb, w + 1, h).is_err());
+    }
+
+    #[test]
+    fn coarse_axes_are_stretched_to_square_pixels() {
+        let (dims, image, truth, _) = crafted();
+        let plain = overlay_slices(&image, dims, ISO, None, Some(&truth), None).unwrap();
+        // Uniform voxels of any size draw as before.
+        let uniform = overlay_slices(&image, dims, [2.5; 3], None, Some(&truth), None).unwrap();
+        assert_eq!(plain, uniform);
+        // 1x1x5 mm: the 3 slices become 15 rows in the coronal and sagittal panels, which set
+        // the height; the panels' widths (x, x, y) are unchanged.
+        let (rgb, w, h) =
+            overlay_slices(&image, dims, [1.0, 1.0, 5.0], None, Some(&truth), None).unwrap();
+        assert_eq!((w, h), (14, 15));
+        // Coronal y = 1, x = 4: z = 1 (bright) spans rows 5..10 from the bottom, z = 0 and
+        // z = 2 (black) the 5 rows below and above; the axial panel (4 rows) is padded below.
+        for row in 0..15 {
+            let bright = (5..10).contains(&(14 - row));
+            let want = if bright { [255; 3] } else { [0; 3] };
+            assert_eq!(pixel(&rgb, w, 5 + 4, row), want, "row {row}");
+        }
+        assert_eq!(pixel(&rgb, w, 4, 3), [255; 3]);
+        assert_eq!(pixel(&rgb, w, 4, 4), [0; 3]);
+        // 2x1x1 mm: x is stretched twice in the axial and coronal panels.
+        let (_, w, h) =
+            overlay_slices(&image, dims, [2.0, 1.0, 1.0], None, Some(&truth), None).unwrap();
+        assert_eq!((w, h), (10 + 10 + 4, 4));
+        assert_eq!(pixels_per_axis(dims, [1.0, f64::NAN, 0.0]), dims);
     }
 }

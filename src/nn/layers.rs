@@ -376,7 +376,8 @@ impl<B: Backend> ConvBlock<B> {
         name: &str,
         cin: usize,
         cout: usize,
-        stride: usize,
+        kernel: [usize; 3],
+        stride: [usize; 3],
         norm: NormKind,
         act: Activation,
         dropout: f64,
@@ -384,7 +385,7 @@ impl<B: Backend> ConvBlock<B> {
         rng: &mut Rng,
     ) -> Result<Self> {
         let spec = Conv3dSpec {
-            stride: [stride; 3],
+            stride,
             ..Conv3dSpec::default()
         };
         // A bias before a normalisation is cancelled by its mean subtraction.
@@ -394,7 +395,7 @@ impl<B: Backend> ConvBlock<B> {
             &format!("{name}.conv"),
             cin,
             cout,
-            [3, 3, 3],
+            kernel,
             spec,
             bias,
             init,

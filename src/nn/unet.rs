@@ -43,6 +43,75 @@ pub struct UNetConfig {
     /// Dropout probability after each conv block (0 disables).
     pub dropout: f64,
     pub init: Init,
+    /// Per stage, (D, H, W): the stride of the downsampling into the stage (stage 0's is
+    /// [1, 1, 1]); the transposed convolution back up mirrors it. Empty: 2 on every axis
+    /// (the isotropic network, and that of model files written before per-axis pooling).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub strides: Vec<[usize; 3]>,
+    /// Per stage, (D, H, W): the kernel of its convolutions, in the encoder and the decoder.
+    /// Empty: 3x3x3 everywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernels: Vec<[usize; 3]>,
+}
+
+/// The per-stage shape of a U-Net, (D, H, W) per stage: the stride of the downsampling
+/// into the stage (stage 0's is [1, 1, 1]) and the kernel of its convolutions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stages {
+    pub strides: Vec<[usize; 3]>,
+    pub kernels: Vec<[usize; 3]>,
+}
+
+impl Stages {
+    /// `depth` stages, each after the first downsampled by 2 on every axis, 3x3x3 kernels.
+    pub fn isotropic(depth: usize) -> Self {
+        Self {
+            strides: (0..depth)
+                .map(|s| if s == 0 { [1; 3] } else { [2; 3] })
+                .collect(),
+            kernels: vec![[3; 3]; depth],
+        }
+    }
+    pub fn depth(&self) -> usize {
+        self.strides.len()
+    }
+    /// The first `depth` stages.
+    pub fn truncated(mut self, depth: usize) -> Self {
+        self.strides.truncate(depth);
+        self.kernels.truncate(depth);
+        self
+    }
+    /// The lists as configuration files store them: empty where they are the isotropic
+    /// network's, so that such files read as they did before per-axis pooling.
+    pub fn stored(&self) -> (Vec<[usize; 3]>, Vec<[usize; 3]>) {
+        let iso = Self::isotropic(self.depth());
+        let keep = |list: &Vec<[usize; 3]>, iso: &Vec<[usize; 3]>| {
+            if list == iso {
+                Vec::new()
+            } else {
+                list.clone()
+            }
+        };
+        (
+            keep(&self.strides, &iso.strides),
+            keep(&self.kernels, &iso.kernels),
+        )
+    }
+    /// The stages that `depth` and the stored lists (see [`Stages::stored`]) describe.
+    pub fn from_stored(depth: usize, strides: &[[usize; 3]], kernels: &[[usize; 3]]) -> Self {
+        let iso = Self::isotropic(depth);
+        let pick = |list: &[[usize; 3]], iso: Vec<[usize; 3]>| {
+            if list.is_empty() {
+                iso
+            } else {
+                list.to_vec()
+            }
+        };
+        Self {
+            strides: pick(strides, iso.strides),
+            kernels: pick(kernels, iso.kernels),
+        }
+    }
 }
 
 impl UNetConfig {
@@ -62,7 +131,30 @@ impl UNetConfig {
             deep_supervision: true,
             dropout: 0.0,
             init: Init::HeNormal,
+            strides: Vec::new(),
+            kernels: Vec::new(),
         }
+    }
+    /// This configuration with `stages` (and their depth).
+    pub fn with_stages(mut self, stages: &Stages) -> Self {
+        self.depth = stages.depth();
+        (self.strides, self.kernels) = stages.stored();
+        self
+    }
+    pub fn stages(&self) -> Stages {
+        Stages::from_stored(self.depth, &self.strides, &self.kernels)
+    }
+    /// The downsampling stride into stage `s` (D, H, W).
+    pub fn stride(&self, s: usize) -> [usize; 3] {
+        match self.strides.get(s) {
+            Some(&st) => st,
+            None if s == 0 => [1; 3],
+            None => [2; 3],
+        }
+    }
+    /// The convolution kernel of stage `s` (D, H, W).
+    pub fn kernel(&self, s: usize) -> [usize; 3] {
+        self.kernels.get(s).copied().unwrap_or([3; 3])
     }
     pub fn features(&self, stage: usize) -> usize {
         (self.base_features << stage).min(self.max_features)
@@ -80,6 +172,24 @@ impl UNetConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout must be in [0, 1)");
+        }
+        for (name, list) in [("strides", &self.strides), ("kernels", &self.kernels)] {
+            if !list.is_empty() && list.len() != self.depth {
+                return Err(Error::config(
+                    "unet",
+                    format!(
+                        "{name} lists {} stages, the depth is {}",
+                        list.len(),
+                        self.depth
+                    ),
+                ));
+            }
+        }
+        if self.strides.iter().flatten().any(|&s| s == 0) || self.stride(0) != [1; 3] {
+            return bad("strides must be positive and the first stage's must be [1, 1, 1]");
+        }
+        if self.kernels.iter().flatten().any(|&k| k % 2 == 0) {
+            return bad("kernel sizes must be odd");
         }
         Ok(())
     }
@@ -120,7 +230,8 @@ fn stage<B: Backend>(
     cfg: &UNetConfig,
     cin: usize,
     cout: usize,
-    first_stride: usize,
+    kernel: [usize; 3],
+    first_stride: [usize; 3],
     rng: &mut Rng,
 ) -> Result<Stage<B>> {
     let blocks = (0..cfg.convs_per_stage)
@@ -128,13 +239,14 @@ fn stage<B: Backend>(
             let (ci, stride) = if i == 0 {
                 (cin, first_stride)
             } else {
-                (cout, 1)
+                (cout, [1; 3])
             };
             ConvBlock::new(
                 backend,
                 &format!("{name}.block{i}"),
                 ci,
                 cout,
+                kernel,
                 stride,
                 cfg.norm,
                 cfg.activation,
@@ -175,13 +287,14 @@ impl<B: Backend> UNet<B> {
             } else {
                 cfg.features(s - 1)
             };
-            let stride = if s > 0 && strided { 2 } else { 1 };
+            let stride = if strided { cfg.stride(s) } else { [1; 3] };
             encoder.push(stage(
                 backend,
                 &format!("encoder.{s}"),
                 cfg,
                 cin,
                 cfg.features(s),
+                cfg.kernel(s),
                 stride,
                 &mut rng,
             )?);
@@ -197,8 +310,8 @@ impl<B: Backend> UNet<B> {
                     &format!("up.{s}"),
                     wide,
                     narrow,
-                    [2; 3],
-                    [2; 3],
+                    cfg.stride(s + 1),
+                    cfg.stride(s + 1),
                     false,
                     cfg.init,
                     &mut rng,
@@ -218,7 +331,8 @@ impl<B: Backend> UNet<B> {
                 cfg,
                 2 * narrow,
                 narrow,
-                1,
+                cfg.kernel(s),
+                [1; 3],
                 &mut rng,
             )?);
             if s == 0 || (cfg.deep_supervision && s + 2 < cfg.depth) {
@@ -252,7 +366,7 @@ impl<B: Backend> UNet<B> {
     }
 
     /// Logits at full resolution first, then (with deep supervision, in training) the
-    /// lower-resolution outputs, each half the size of the one before.
+    /// lower-resolution outputs, each downsampled by the next stage's strides.
     pub fn forward(&mut self, x: &Var<B>, ctx: &Ctx<B>) -> Result<Vec<Var<B>>> {
         let [_, _, _, _, c] = x.shape().ndhwc("unet")?;
         if c != self.config.in_channels {
@@ -264,16 +378,16 @@ impl<B: Backend> UNet<B> {
                 ),
             ));
         }
-        let pool = Pool3dSpec {
-            kernel: [2; 3],
-            stride: [2; 3],
-            padding: PoolPadding::Same,
-        };
         let mut skips = Vec::new();
         let mut h = x.clone();
         for (s, st) in self.encoder.iter_mut().enumerate() {
             if s > 0 && self.config.downsample == Downsample::MaxPool {
-                h = h.max_pool3d(&pool)?;
+                let stride = self.config.stride(s);
+                h = h.max_pool3d(&Pool3dSpec {
+                    kernel: stride,
+                    stride,
+                    padding: PoolPadding::Same,
+                })?;
             }
             h = st.forward(&h, ctx)?;
             skips.push(h.clone());
@@ -354,5 +468,166 @@ impl<B: Backend> UNet<B> {
             .chain(self.decoder.iter_mut())
             .flat_map(|st| st.blocks.iter_mut().flat_map(|b| b.norm.buffers_mut()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autograd::{check_gradients, Tape};
+    use crate::backend::cpu::{Cpu, Cpu64};
+    use crate::tensor::Tensor;
+    use std::cell::RefCell;
+
+    /// 3 stages: z kept at the first downsampling and pooled at the second, kernels 1 on z
+    /// in the first stage (as planned for 1x1x2.5 mm data).
+    fn anisotropic(norm: NormKind) -> UNetConfig {
+        UNetConfig {
+            base_features: 2,
+            max_features: 4,
+            depth: 3,
+            norm,
+            ..UNetConfig::nnunet(1, 2)
+        }
+        .with_stages(&Stages {
+            strides: vec![[1, 1, 1], [1, 2, 2], [2, 2, 2]],
+            kernels: vec![[1, 3, 3], [3, 3, 3], [3, 3, 3]],
+        })
+    }
+
+    fn input<B: Backend>(b: &B, dims: [usize; 5], seed: u64) -> Tensor<B> {
+        let mut rng = Rng::new(seed);
+        let v: Vec<f32> = (0..dims.iter().product::<usize>())
+            .map(|_| rng.normal() as f32)
+            .collect();
+        Tensor::from_f32(b, dims, &v).unwrap()
+    }
+
+    #[test]
+    fn per_axis_strides_shape_the_weights_and_the_outputs() {
+        let b = Cpu::new();
+        let mut stages = anisotropic(NormKind::Instance).stages();
+        stages.strides.push([2, 2, 2]);
+        stages.kernels.push([3, 3, 3]);
+        let cfg = anisotropic(NormKind::Instance).with_stages(&stages);
+        let mut net = UNet::new(&b, cfg, 3).unwrap();
+        let shape = |name: &str| {
+            let p = net.params().into_iter().find(|p| p.name == name).unwrap();
+            p.value.dims().to_vec()
+        };
+        assert_eq!(shape("encoder.0.block0.conv.weight"), [1, 3, 3, 1, 2]);
+        assert_eq!(shape("encoder.1.block0.conv.weight"), [3, 3, 3, 2, 4]);
+        assert_eq!(shape("up.0.weight"), [1, 2, 2, 2, 4]);
+        assert_eq!(shape("up.1.weight"), [2, 2, 2, 4, 4]);
+        assert_eq!(shape("decoder.0.block1.conv.weight"), [1, 3, 3, 2, 2]);
+        let x = Var::constant(input(&b, [1, 6, 12, 10, 1], 1));
+        let outs = net.forward(&x, &Ctx::train(Tape::new(), 0)).unwrap();
+        let dims: Vec<Vec<usize>> = outs.iter().map(|o| o.dims().to_vec()).collect();
+        // The auxiliary output of stage 1 keeps z: only H and W were downsampled into it
+        // (like nnU-Net, the output of the stage above the bottleneck is not supervised).
+        assert_eq!(dims, [vec![1, 6, 12, 10, 2], vec![1, 6, 6, 5, 2]]);
+    }
+
+    #[test]
+    fn kernels_of_one_on_an_unpooled_axis_keep_its_slices_apart() {
+        // Without a norm (instance norm pools statistics over all slices) and with z never
+        // pooled and kernel 1 on z, each z slice is segmented on its own, as by a 2D U-Net.
+        let b = Cpu::new();
+        let cfg = anisotropic(NormKind::None).with_stages(&Stages {
+            strides: vec![[1, 1, 1], [1, 2, 2], [1, 2, 2]],
+            kernels: vec![[1, 3, 3]; 3],
+        });
+        let mut net = UNet::new(&b, cfg, 5).unwrap();
+        let x = input(&b, [1, 2, 8, 8, 1], 2);
+        let mut v = x.to_vec().unwrap();
+        for e in &mut v[64..] {
+            *e += 1.0;
+        }
+        let changed = Tensor::from_f32(&b, [1, 2, 8, 8, 1], &v).unwrap();
+        let run = |net: &mut UNet<Cpu>, t: Tensor<Cpu>| {
+            net.forward(&Var::constant(t), &Ctx::eval()).unwrap()[0]
+                .value()
+                .to_vec()
+                .unwrap()
+        };
+        let (a, c) = (run(&mut net, x), run(&mut net, changed));
+        // Slice z = 0 (the first 8 * 8 * 2 logits) is untouched, slice z = 1 changes.
+        assert_eq!(a[..128], c[..128]);
+        assert!(a[128..].iter().zip(&c[128..]).any(|(p, q)| p != q));
+    }
+
+    #[test]
+    fn input_gradient_through_an_anisotropic_unet_matches_central_differences_f64() {
+        let b = Cpu64::new();
+        for downsample in [Downsample::StridedConv, Downsample::MaxPool] {
+            let cfg = UNetConfig {
+                downsample,
+                ..anisotropic(NormKind::Instance)
+            };
+            let net = RefCell::new(UNet::new(&b, cfg, 9).unwrap());
+            let mut rng = Rng::new(4);
+            let x: Vec<f64> = (0..3 * 5 * 4).map(|_| rng.normal()).collect();
+            let x = Tensor::from_host(&b, [1, 3, 5, 4, 1], &x).unwrap();
+            let report = check_gradients(
+                &[x],
+                |v| {
+                    let out = net.borrow_mut().forward(&v[0], &Ctx::eval())?;
+                    out[0].square()?.mean()
+                },
+                1e-6,
+                1e-5,
+                60,
+            )
+            .unwrap();
+            assert_eq!(report.checked, 60, "{downsample:?}");
+        }
+    }
+
+    #[test]
+    fn isotropic_stages_are_stored_empty_and_old_files_read_as_isotropic() {
+        let cfg = UNetConfig::nnunet(4, 3).with_stages(&Stages::isotropic(4));
+        assert!(cfg.depth == 4 && cfg.strides.is_empty() && cfg.kernels.is_empty());
+        assert_eq!(cfg.stages(), Stages::isotropic(4));
+        let text = serde_json::to_string(&cfg).unwrap();
+        assert!(
+            !text.contains("strides") && !text.contains("kernels"),
+            "{text}"
+        );
+        let back: UNetConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (back.stride(0), back.stride(3), back.kernel(2)),
+            ([1; 3], [2; 3], [3; 3])
+        );
+        let aniso = anisotropic(NormKind::Instance);
+        let text = serde_json::to_string(&aniso).unwrap();
+        assert!(
+            text.contains("\"strides\":[[1,1,1],[1,2,2],[2,2,2]]"),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<UNetConfig>(&text).unwrap(), aniso);
+        let shallower = aniso.stages().truncated(2);
+        assert_eq!(shallower.stored().0, vec![[1, 1, 1], [1, 2, 2]]);
+        assert_eq!(Stages::isotropic(5).truncated(3).stored(), (vec![], vec![]));
+    }
+
+    #[test]
+    fn bad_strides_and_kernels_are_refused() {
+        let base = anisotropic(NormKind::Instance);
+        let msg = |c: UNetConfig| c.validate().unwrap_err().to_string();
+        let short = UNetConfig {
+            strides: vec![[1; 3], [2; 3]],
+            ..base.clone()
+        };
+        assert!(msg(short).contains("strides lists 2 stages, the depth is 3"));
+        let first = UNetConfig {
+            strides: vec![[2; 3]; 3],
+            ..base.clone()
+        };
+        assert!(msg(first).contains("first stage's must be [1, 1, 1]"));
+        let even = UNetConfig {
+            kernels: vec![[2, 3, 3]; 3],
+            ..base
+        };
+        assert!(msg(even).contains("odd"));
     }
 }

@@ -2,6 +2,7 @@
 //! the patch, batch and network width so that a user need not know what fits.
 use crate::error::{Error, Result};
 use crate::nn::fcn::FcnConfig;
+use crate::nn::unet::{Stages, UNetConfig};
 use crate::nn::ModelSpec;
 
 /// What planning needs to know about the data.
@@ -33,6 +34,14 @@ pub struct Plan {
     pub max_features: usize,
     /// Resolution stages of the U-Net.
     pub depth: usize,
+    /// Per-stage downsampling strides (D, H, W), as [`UNetConfig::strides`] stores them
+    /// (empty: 2 on every axis).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub strides: Vec<[usize; 3]>,
+    /// Per-stage convolution kernels (D, H, W), as [`UNetConfig::kernels`] stores them
+    /// (empty: 3x3x3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernels: Vec<[usize; 3]>,
     /// Estimated cost of one training step (forward + backward), GFLOP.
     pub step_gflop: f64,
     /// Estimated activation memory of one training step, bytes.
@@ -40,14 +49,109 @@ pub struct Plan {
     pub device: String,
 }
 
-/// Stages such that the bottleneck keeps at least 4 voxels per axis (nnU-Net's rule), at most 6.
-pub fn depth_for(patch: [usize; 3]) -> usize {
-    let smallest = *patch.iter().min().unwrap_or(&1);
-    let mut depth = 1;
-    while depth < 6 && smallest >> depth >= 4 {
-        depth += 1;
+impl Plan {
+    /// The U-Net stages this plan holds.
+    pub fn stages(&self) -> Stages {
+        Stages::from_stored(self.depth, &self.strides, &self.kernels)
     }
-    depth
+    pub fn set_stages(&mut self, stages: &Stages) {
+        self.depth = stages.depth();
+        (self.strides, self.kernels) = stages.stored();
+    }
+    /// nnU-Net's U-Net with this plan's widths and stages.
+    pub fn unet(&self, in_channels: usize, out_channels: usize) -> UNetConfig {
+        UNetConfig {
+            base_features: self.base_features,
+            max_features: self.max_features,
+            ..UNetConfig::nnunet(in_channels, out_channels)
+        }
+        .with_stages(&self.stages())
+    }
+}
+
+/// The most resolution stages planned (nnU-Net's in 3D).
+const MAX_STAGES: usize = 6;
+/// The smallest edge a pooled axis keeps at the deepest stage (nnU-Net's).
+const MIN_EDGE: usize = 4;
+
+/// The U-Net's stages for `patch` (D, H, W) of data at `spacing` mm (D, H, W), by nnU-Net's
+/// rule: at each downsampling, of the axes that keep at least 4 voxels when halved, those
+/// whose current spacing is under twice the finest of them are halved (a lone axis only
+/// while it has 12 voxels); the others keep stride 1, and their spacing catches up as the
+/// finer axes' doubles. A stage's kernel is 3 on an axis once its spacing is under twice
+/// the finest, 1 before (and on an axis of one voxel). At most 6 stages.
+/// Isotropic data halves every axis together, as long as the smallest allows.
+pub fn stages_for(patch: [usize; 3], spacing: [f64; 3]) -> Stages {
+    stages_up_to(patch, spacing, MAX_STAGES)
+}
+
+fn stages_up_to(patch: [usize; 3], spacing: [f64; 3], max_stages: usize) -> Stages {
+    // A missing or nonsensical spacing plans as isotropic.
+    let mut spacing = spacing.map(|s| if s.is_finite() && s > 0.0 { s } else { 1.0 });
+    let mut size = patch;
+    let mut kernel = [1; 3];
+    let mut stages = Stages {
+        strides: vec![[1; 3]],
+        kernels: Vec::new(),
+    };
+    loop {
+        let finest = spacing.iter().copied().fold(f64::INFINITY, f64::min);
+        for a in 0..3 {
+            if spacing[a] < 2.0 * finest && size[a] > 1 {
+                kernel[a] = 3;
+            }
+        }
+        stages.kernels.push(kernel);
+        if stages.depth() >= max_stages {
+            return stages;
+        }
+        let fits: Vec<usize> = (0..3).filter(|&a| size[a] / 2 >= MIN_EDGE).collect();
+        let finest_fit = fits
+            .iter()
+            .map(|&a| spacing[a])
+            .fold(f64::INFINITY, f64::min);
+        let pooled: Vec<usize> = fits
+            .into_iter()
+            .filter(|&a| spacing[a] < 2.0 * finest_fit)
+            .collect();
+        match pooled[..] {
+            [] => return stages,
+            [a] if size[a] < 3 * MIN_EDGE => return stages,
+            _ => {}
+        }
+        let mut stride = [1; 3];
+        for a in pooled {
+            stride[a] = 2;
+            size[a] /= 2;
+            spacing[a] *= 2.0;
+        }
+        stages.strides.push(stride);
+    }
+}
+
+/// The smallest patch (D, H, W) that allows `depth` stages under [`stages_for`]'s rule for
+/// data at `spacing`: 4 voxels times 2 per downsampling on each pooled axis.
+pub fn min_patch_for_depth(depth: usize, spacing: [f64; 3]) -> [usize; 3] {
+    // With room on every axis, only the spacings decide which axes are pooled.
+    let unbounded = stages_up_to([1 << 30; 3], spacing, depth.max(1));
+    let mut patch = [0, 1, 2].map(|a| {
+        let pools = unbounded.strides.iter().filter(|s| s[a] > 1).count() as u32;
+        if pools == 0 {
+            1
+        } else {
+            MIN_EDGE * 2usize.pow(pools)
+        }
+    });
+    // A lone pooled axis needs more room (see `stages_for`): grow the pooled axes until
+    // the depth fits.
+    while stages_for(patch, spacing).depth() < depth.min(MAX_STAGES) {
+        for (p, pooled) in patch.iter_mut().zip(0..3) {
+            if unbounded.strides.iter().any(|s| s[pooled] > 1) {
+                *p *= 2;
+            }
+        }
+    }
+    patch
 }
 
 /// Width of stage `s`: `base` doubled `s` times, at most `max`; in f64 so that no width
@@ -56,34 +160,35 @@ fn stage_width(base: usize, max: usize, s: usize) -> f64 {
     (base as f64 * 2f64.powi(s as i32)).min(max as f64)
 }
 
-/// FLOPs and activation bytes of one training step of the default U-Net (two 3x3x3 convs
-/// per stage, transposed-conv upsampling); backward costs about twice the forward.
-pub fn estimate(
-    patch: [usize; 3],
-    batch: usize,
-    base: usize,
-    max: usize,
-    depth: usize,
-    cin: usize,
-    cout: usize,
-) -> (f64, u64) {
+/// FLOPs and activation bytes of one training step of `net` (two convolutions per stage,
+/// transposed-conv upsampling) on `batch` patches of `patch`; backward costs about twice
+/// the forward.
+pub fn estimate(patch: [usize; 3], batch: usize, net: &UNetConfig) -> (f64, u64) {
+    let (base, max, depth) = (net.base_features, net.max_features, net.depth);
+    let (cin, cout) = (net.in_channels, net.out_channels);
     let feat = |s: usize| stage_width(base, max, s);
+    let volume = |v: [usize; 3]| v.iter().product::<usize>() as f64;
     let mut flops = 0.0;
     let mut act = 0.0;
+    let mut reduction = [1usize; 3];
     for s in 0..depth {
-        let vox = patch
-            .iter()
-            .map(|&p| (p >> s).max(1) as f64)
+        for (r, st) in reduction.iter_mut().zip(net.stride(s)) {
+            *r = r.saturating_mul(st);
+        }
+        let vox = (0..3)
+            .map(|a| (patch[a] / reduction[a]).max(1) as f64)
             .product::<f64>()
             * batch as f64;
+        let taps = volume(net.kernel(s));
         let ci = if s == 0 { cin as f64 } else { feat(s - 1) };
-        let enc = 2.0 * vox * 27.0 * (ci * feat(s) + feat(s) * feat(s));
+        let enc = 2.0 * vox * taps * (ci * feat(s) + feat(s) * feat(s));
         // conv outputs and norm outputs are kept for backward
         act += vox * feat(s) * 2.0 * 2.0;
         flops += enc;
         if s + 1 < depth {
-            let dec = 2.0 * vox * 27.0 * (2.0 * feat(s) * feat(s) + feat(s) * feat(s))
-                + 2.0 * vox * 8.0 * feat(s + 1) * feat(s) / 8.0;
+            let up = volume(net.stride(s + 1));
+            let dec = 2.0 * vox * taps * (2.0 * feat(s) * feat(s) + feat(s) * feat(s))
+                + 2.0 * vox * up * feat(s + 1) * feat(s) / up;
             act += vox * feat(s) * 2.0 * 3.0;
             flops += dec;
         }
@@ -96,25 +201,24 @@ pub fn estimate(
     ((flops + head) * 3.0 / 1e9, (act * 4.0) as u64)
 }
 
-/// The smallest patch side that allows `depth` stages under [`depth_for`]'s rule.
-pub fn min_side_for_depth(depth: usize) -> usize {
-    4 << depth.saturating_sub(1)
-}
-
-/// Weights of the default U-Net (two 3x3x3 convolutions per stage, transposed-conv
-/// upsampling, 1x1x1 heads at every decoder level); norms and biases are left out.
-pub fn unet_parameters(base: usize, max: usize, depth: usize, cin: usize, cout: usize) -> f64 {
-    let feat = |s: usize| stage_width(base, max, s);
-    let (cin, cout) = (cin as f64, cout as f64);
+/// Weights of `net` (two convolutions per stage, transposed-conv upsampling, 1x1x1 heads
+/// at every decoder level); norms and biases are left out.
+pub fn unet_parameters(net: &UNetConfig) -> f64 {
+    let feat = |s: usize| stage_width(net.base_features, net.max_features, s);
+    let volume = |v: [usize; 3]| v.iter().product::<usize>() as f64;
+    let (cin, cout) = (net.in_channels as f64, net.out_channels as f64);
     let mut n = 0.0;
-    for s in 0..depth {
+    for s in 0..net.depth {
+        let taps = volume(net.kernel(s));
         let ci = if s == 0 { cin } else { feat(s - 1) };
-        n += 27.0 * (ci * feat(s) + feat(s) * feat(s));
-        if s + 1 < depth {
-            n += 8.0 * feat(s + 1) * feat(s) + 27.0 * 3.0 * feat(s) * feat(s) + feat(s) * cout;
+        n += taps * (ci * feat(s) + feat(s) * feat(s));
+        if s + 1 < net.depth {
+            n += volume(net.stride(s + 1)) * feat(s + 1) * feat(s)
+                + taps * 3.0 * feat(s) * feat(s)
+                + feat(s) * cout;
         }
     }
-    if depth == 1 {
+    if net.depth == 1 {
         n += feat(0) * cout;
     }
     n
@@ -172,13 +276,7 @@ pub fn fcn_activation_bytes(c: &FcnConfig, patch: [usize; 3], batch: usize) -> u
 /// [`fcn_parameters`]), without building it.
 pub fn model_parameters(spec: &ModelSpec) -> f64 {
     match spec {
-        ModelSpec::Unet(u) => unet_parameters(
-            u.base_features,
-            u.max_features,
-            u.depth,
-            u.in_channels,
-            u.out_channels,
-        ),
+        ModelSpec::Unet(u) => unet_parameters(u),
         ModelSpec::Fcn(f) => fcn_parameters(f),
     }
 }
@@ -196,18 +294,7 @@ pub fn step_memory_bytes(
 ) -> u64 {
     let (cin, cout) = (spec.in_channels(), spec.out_channels());
     let activations = match spec {
-        ModelSpec::Unet(_) => {
-            estimate(
-                p.patch,
-                p.batch,
-                p.base_features,
-                p.max_features,
-                p.depth,
-                cin,
-                cout,
-            )
-            .1
-        }
+        ModelSpec::Unet(_) => estimate(p.patch, p.batch, &p.unet(cin, cout)).1,
         ModelSpec::Fcn(f) => fcn_activation_bytes(f, p.patch, p.batch),
     };
     let weights = model_parameters(spec) * 4.0 * (2.0 + optimizer_slots as f64);
@@ -243,16 +330,14 @@ pub fn plan(data: &DataSummary, device: &PlanDevice) -> Result<Plan> {
         };
     }
     loop {
-        let depth = depth_for(patch);
-        let (gflop, bytes) = estimate(
-            patch,
-            batch,
-            base,
-            max,
-            depth,
-            data.in_channels,
-            data.out_channels,
-        );
+        let stages = stages_for(patch, data.median_spacing);
+        let net = UNetConfig {
+            base_features: base,
+            max_features: max,
+            ..UNetConfig::nnunet(data.in_channels, data.out_channels)
+        }
+        .with_stages(&stages);
+        let (gflop, bytes) = estimate(patch, batch, &net);
         let fits = match device {
             PlanDevice::Cpu { step_gflop_budget } => gflop <= *step_gflop_budget,
             // Workspace, weights, optimiser state and the pool's slack: keep activations under 60%.
@@ -265,7 +350,9 @@ pub fn plan(data: &DataSummary, device: &PlanDevice) -> Result<Plan> {
                 batch,
                 base_features: base,
                 max_features: max,
-                depth,
+                depth: net.depth,
+                strides: net.strides,
+                kernels: net.kernels,
                 step_gflop: gflop,
                 activation_bytes: bytes,
                 device: name.to_string(),
@@ -340,30 +427,36 @@ mod tests {
 
     #[test]
     fn parameter_estimate_is_close_to_the_built_unet() {
-        use crate::nn::unet::UNetConfig;
         use crate::nn::{Model, ModelSpec};
-        for (base, max, depth) in [(4, 8, 1), (4, 16, 3), (8, 32, 4)] {
-            let spec = ModelSpec::Unet(UNetConfig {
-                in_channels: 4,
-                out_channels: 3,
+        let thin = stages_for([1, 32, 32], [1.0; 3]);
+        let coarse_z = stages_for([10, 32, 32], [5.0, 1.0, 1.0]);
+        for (base, max, stages) in [
+            (4, 8, Stages::isotropic(1)),
+            (4, 16, Stages::isotropic(3)),
+            (8, 32, Stages::isotropic(4)),
+            (4, 16, thin),
+            (8, 32, coarse_z),
+        ] {
+            let net = UNetConfig {
                 base_features: base,
                 max_features: max,
-                depth,
                 ..UNetConfig::nnunet(4, 3)
-            });
-            let built = Model::new(&crate::backend::cpu::Cpu::new(), &spec, 1)
+            }
+            .with_stages(&stages);
+            let depth = net.depth;
+            let estimated = unet_parameters(&net);
+            let built = Model::new(&crate::backend::cpu::Cpu::new(), &ModelSpec::Unet(net), 1)
                 .unwrap()
                 .parameter_count() as f64;
-            let estimated = unet_parameters(base, max, depth, 4, 3);
             // Norm scales, biases and the deepest auxiliary head are left out.
             assert!(
                 (estimated - built).abs() <= 0.05 * built,
                 "{base}/{max}/{depth}: estimated {estimated}, built {built}"
             );
         }
-        assert_eq!(min_side_for_depth(1), 4);
-        assert_eq!(depth_for([16; 3]), 3);
-        assert_eq!(min_side_for_depth(3), 16);
+        assert_eq!(min_patch_for_depth(2, [1.0; 3]), [8; 3]);
+        assert_eq!(stages_for([16; 3], [1.0; 3]).depth(), 3);
+        assert_eq!(min_patch_for_depth(3, [1.0; 3]), [16; 3]);
     }
 
     #[test]
@@ -400,6 +493,8 @@ mod tests {
             base_features: huge,
             max_features: huge,
             depth: 5,
+            strides: Vec::new(),
+            kernels: Vec::new(),
             step_gflop: 0.0,
             activation_bytes: 0,
             device: "cpu".into(),
@@ -433,6 +528,113 @@ mod tests {
             p.patch[0] <= 30 && p.patch[1] <= 50 && p.patch[2] <= 20,
             "{p:?}"
         );
-        assert_eq!(depth_for(p.patch), p.depth);
+        assert_eq!(stages_for(p.patch, d.median_spacing).depth(), p.depth);
+    }
+
+    fn cpu() -> PlanDevice {
+        PlanDevice::Cpu {
+            step_gflop_budget: 24.0,
+        }
+    }
+
+    #[test]
+    fn coarse_z_is_kept_at_the_first_stages_and_pooled_once_comparable() {
+        // 32x32x10 voxels of 1x1x5 mm: halving x and y twice brings them to 4 mm, within 2x
+        // of z's 5 mm, so z is pooled from the third downsampling on.
+        let d = DataSummary {
+            median_shape: [10, 32, 32],
+            min_shape: [10, 32, 32],
+            median_spacing: [5.0, 1.0, 1.0],
+            in_channels: 1,
+            out_channels: 2,
+        };
+        let p = plan(&d, &cpu()).unwrap();
+        assert_eq!(p.patch, [10, 32, 32]);
+        assert_eq!(p.depth, 4);
+        assert_eq!(p.strides, [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2]]);
+        assert_eq!(p.kernels, [[1, 3, 3], [1, 3, 3], [3, 3, 3], [3, 3, 3]]);
+        assert_eq!(p.unet(1, 2).stages(), p.stages());
+        // The smallest patch for 4 stages at this spacing: z is pooled once.
+        assert_eq!(min_patch_for_depth(4, d.median_spacing), [8, 32, 32]);
+        assert_eq!(stages_for([8, 32, 32], d.median_spacing).depth(), 4);
+    }
+
+    #[test]
+    fn a_single_slice_plans_a_2d_network() {
+        for spacing in [[1.0; 3], [5.0, 0.8, 0.8]] {
+            let d = DataSummary {
+                median_shape: [1, 32, 32],
+                min_shape: [1, 32, 32],
+                median_spacing: spacing,
+                in_channels: 1,
+                out_channels: 2,
+            };
+            let p = plan(&d, &cpu()).unwrap();
+            assert_eq!((p.patch, p.depth), ([1, 32, 32], 4), "{spacing:?}");
+            assert_eq!(p.strides, [[1, 1, 1], [1, 2, 2], [1, 2, 2], [1, 2, 2]]);
+            assert_eq!(p.kernels, [[1, 3, 3]; 4]);
+        }
+        // A lone axis is pooled only while it has 12 voxels (nnU-Net's rule).
+        assert_eq!(
+            stages_for([1, 1, 24], [1.0; 3]).strides,
+            [[1, 1, 1], [1, 1, 2], [1, 1, 2]]
+        );
+        assert_eq!(stages_for([1, 1, 11], [1.0; 3]).depth(), 1);
+    }
+
+    /// The planner before per-axis pooling: every axis halved together while the smallest
+    /// keeps 4 voxels.
+    fn isotropic_depth(patch: [usize; 3]) -> usize {
+        let smallest = *patch.iter().min().unwrap();
+        (1..6).take_while(|d| smallest >> d >= 4).count() + 1
+    }
+
+    #[test]
+    fn isotropic_data_plans_the_network_it_planned_before() {
+        let mut devices = vec![cpu()];
+        devices.extend((0..8).map(|t| PlanDevice::Cpu {
+            step_gflop_budget: 12.0 * (1 << t) as f64,
+        }));
+        devices.extend((0..8).map(|g| PlanDevice::Gpu {
+            free_bytes: (1u64 << g) << 30,
+        }));
+        let shapes = [
+            brats_like(),
+            DataSummary {
+                min_shape: [130, 150, 130],
+                ..brats_like()
+            },
+            DataSummary {
+                median_shape: [24, 24, 24],
+                min_shape: [20, 24, 22],
+                ..brats_like()
+            },
+        ];
+        for d in &shapes {
+            for device in &devices {
+                let p = plan(d, device).unwrap();
+                assert_eq!(p.stages(), Stages::isotropic(p.depth), "{device:?}: {p:?}");
+                assert!(p.strides.is_empty() && p.kernels.is_empty());
+                assert_eq!(p.depth, isotropic_depth(p.patch), "{device:?}: {p:?}");
+            }
+        }
+        // Every cubic patch too (but a single voxel, whose kernels are now 1x1x1), and the
+        // estimate of an isotropic network is unchanged.
+        for side in 2..=160 {
+            let stages = stages_for([side; 3], [1.0; 3]);
+            assert_eq!(
+                stages,
+                Stages::isotropic(isotropic_depth([side; 3])),
+                "{side}"
+            );
+        }
+        let net = UNetConfig {
+            base_features: 32,
+            max_features: 320,
+            ..UNetConfig::nnunet(4, 3)
+        };
+        let (gflop, bytes) = estimate([128; 3], 2, &net);
+        // The values of the isotropic-only estimate this one replaced, to the last bit.
+        assert_eq!((gflop, bytes), (5792.814071808, 7_144_079_360));
     }
 }

@@ -3,26 +3,32 @@
 use super::card::{ModelCard, CARD_FORMAT, CHECKPOINT_IDENTITY_KEY};
 use super::checkpoint::{load_checkpoint, save_checkpoint};
 use super::config::{ModelKind, TrainConfig, RESUMABLE_SETTINGS};
-use super::plan::{depth_for, estimate, plan, step_memory_bytes, DataSummary, Plan, PlanDevice};
+use super::plan::{
+    estimate, min_patch_for_depth, plan, stages_for, step_memory_bytes, DataSummary, Plan,
+    PlanDevice,
+};
 use crate::autograd::{Gradients, Tape, Var};
 use crate::backend::cpu::Cpu;
 use crate::backend::cuda::conv_plan::ConvPrecision;
 use crate::backend::device::{resolve, Device, DeviceRequest};
 use crate::backend::Backend;
 use crate::data::case::{load_case, NanPolicy};
+use crate::data::check::{grid_warnings, orientation};
 use crate::data::labels::{LabelSpec, TargetSpec};
 use crate::data::layout::{list, Dataset};
 use crate::data::loader::{Batch, Loader, LoaderOptions};
+use crate::data::nifti::NiftiHeaderInfo;
 use crate::data::preprocess::{dataset_stats, preprocess, PreprocessedCase, Statistics};
 use crate::data::sampler::{InMemoryCase, PatchSource};
 use crate::data::split::Split;
+use crate::data::CaseData;
 use crate::error::{Error, Result};
 use crate::infer::{interleave_channels, predict_volume, probabilities, SlidingWindow};
 use crate::log::{captioned_overlay, EventWriter, JsonlWriter, Progress};
 use crate::loss::{check_finite, Target};
 use crate::nn::fcn::FcnConfig;
 use crate::nn::layers::Activation;
-use crate::nn::unet::{Downsample, UNetConfig, Upsample};
+use crate::nn::unet::{Downsample, Stages, UNetConfig, Upsample};
 use crate::nn::{Ctx, Init, Model, ModelSpec, Module};
 use crate::optim::{clip_grad_norm, l1_l2_penalty, LrSchedule, Optimizer};
 use crate::rng::philox4x32;
@@ -713,15 +719,40 @@ fn load_cases(
     ids: &[String],
     channels: &[usize],
     nan: NanPolicy,
-) -> Result<Vec<crate::data::CaseData>> {
+) -> Result<Vec<(crate::data::CaseData, NiftiHeaderInfo)>> {
     ids.par_iter()
         .map(|id| {
             let files = dataset.cases.iter().find(|c| &c.id == id).ok_or_else(|| {
                 Error::data(id.as_str(), "listed in split.json but not in the dataset")
             })?;
-            load_case(dataset, files, channels, nan).map(|(case, _)| case)
+            load_case(dataset, files, channels, nan)
         })
         .collect()
+}
+
+/// (id, orientation, spacing) of loaded cases, for [`grid_warnings`].
+fn grids_of(
+    ids: &[String],
+    cases: &[(CaseData, NiftiHeaderInfo)],
+) -> Vec<(String, String, [f64; 3])> {
+    ids.iter()
+        .zip(cases)
+        .map(|(id, (case, header))| (id.clone(), orientation(&header.affine()), case.spacing()))
+        .collect()
+}
+
+/// Warns (one line each) when the cases differ in orientation or, unless they are resampled
+/// to one spacing, in spacing.
+fn warn_of_mixed_grids(grids: &[(String, String, [f64; 3])], resampled: bool) {
+    let grids: Vec<(&str, &str, [f64; 3])> = grids
+        .iter()
+        .map(|(id, code, spacing)| (id.as_str(), code.as_str(), *spacing))
+        .collect();
+    for w in grid_warnings(&grids) {
+        if !(resampled && w.contains("target_spacing")) {
+            eprintln!("warning: {w}");
+        }
+    }
 }
 
 /// The labelled dataset, the channels the run reads and their modality names.
@@ -804,7 +835,9 @@ fn prepare_data(cfg: &TrainConfig, saved_split: Option<&Path>) -> Result<(Prepar
         NanPolicy::Error
     };
     let mut spec = cfg.preprocess.clone();
-    let train_raw = load_cases(&dataset, tv.train(), &channels, nan)?;
+    let train_loaded = load_cases(&dataset, tv.train(), &channels, nan)?;
+    let mut grids = grids_of(tv.train(), &train_loaded);
+    let train_raw: Vec<CaseData> = train_loaded.into_iter().map(|(c, _)| c).collect();
     if cfg.dataset_statistics {
         spec.statistics = Statistics::PerDataset(dataset_stats(train_raw.iter())?);
     }
@@ -814,10 +847,13 @@ fn prepare_data(cfg: &TrainConfig, saved_split: Option<&Path>) -> Result<(Prepar
         .collect::<Result<Vec<_>>>()?;
     drop(train_raw);
     let (train, train_grids) = in_memory(train_cases)?;
-    let val = load_cases(&dataset, tv.val(), &channels, nan)?
+    let val_raw = load_cases(&dataset, tv.val(), &channels, nan)?;
+    let val = val_raw
         .par_iter()
-        .map(|c| preprocess(c, &spec))
+        .map(|(c, _)| preprocess(c, &spec))
         .collect::<Result<Vec<_>>>()?;
+    grids.extend(grids_of(tv.val(), &val_raw));
+    warn_of_mixed_grids(&grids, spec.target_spacing.is_some());
     Ok((
         Prepared {
             dataset,
@@ -842,11 +878,15 @@ fn summarise(
     out_channels: usize,
 ) -> DataSummary {
     let axis = |a: usize| grids.iter().map(|(d, _)| d[2 - a]).collect::<Vec<_>>();
-    let spacing = grids.first().map_or([1.0; 3], |(_, s)| *s);
+    let spacing = |a: usize| {
+        let mut v: Vec<f64> = grids.iter().map(|(_, s)| s[2 - a]).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(1.0)
+    };
     DataSummary {
         median_shape: [median(axis(0)), median(axis(1)), median(axis(2))],
         min_shape: [0, 1, 2].map(|a| axis(a).into_iter().min().unwrap_or(0)),
-        median_spacing: [spacing[2], spacing[1], spacing[0]],
+        median_spacing: [spacing(0), spacing(1), spacing(2)],
         in_channels,
         out_channels,
     }
@@ -880,6 +920,7 @@ fn resolve_plan(
 ) -> Result<(Plan, Option<String>)> {
     let mut p = plan(data, &plan_device(device)?)?;
     let planned_depth = p.depth;
+    let mut stages = p.stages();
     if let Some(patch) = cfg.patch {
         // Smaller cases are padded, but a patch larger than every case is a mistake.
         if (0..3).any(|a| patch[a] > largest[a]) {
@@ -889,20 +930,24 @@ fn resolve_plan(
             ));
         }
         p.patch = patch;
-        p.depth = depth_for(patch);
+        stages = stages_for(patch, data.median_spacing);
     }
-    let fits = p.depth;
+    let fits = stages.depth();
+    let min_patch = |d: usize| match min_patch_for_depth(d, data.median_spacing) {
+        [a, b, c] if a == b && b == c => a.to_string(),
+        [a, b, c] => format!("{a},{b},{c}"),
+    };
     let mut note = None;
     match cfg.depth {
         Some(d) if cfg.model == ModelKind::Unet && d > fits => {
             return Err(Error::config(
                 "depth",
                 format!(
-                    "{d} does not fit the patch {:?}: each stage halves it and the deepest needs \
-                     at least 4 voxels per axis, so it allows depth {fits}; use --patch >= {} \
-                     for depth {d}, or a lower --depth",
+                    "{d} does not fit the patch {:?}: each downsampling halves the axes it pools \
+                     and the deepest stage needs at least 4 voxels on them, so it allows depth \
+                     {fits}; use --patch >= {} for depth {d}, or a lower --depth",
                     p.patch,
-                    super::plan::min_side_for_depth(d)
+                    min_patch(d)
                 ),
             ));
         }
@@ -915,11 +960,18 @@ fn resolve_plan(
             note = Some(format!(
                 "depth {fits}: a patch of {:?} allows {downsamplings}; use --patch >= {} for depth {planned_depth}",
                 p.patch,
-                super::plan::min_side_for_depth(planned_depth)
+                min_patch(planned_depth)
             ));
         }
         _ => {}
     }
+    stages = match cfg.depth {
+        Some(d) if d <= fits => stages.truncated(d),
+        // Only the FCN gets here; it halves every axis at each level.
+        Some(d) => Stages::isotropic(d),
+        None => stages,
+    };
+    p.set_stages(&stages);
     cfg.patch = Some(p.patch);
     p.batch = *cfg.batch.get_or_insert(p.batch);
     // Explicit widths win over planned ones: a planned first stage never exceeds an
@@ -938,13 +990,23 @@ fn resolve_plan(
     (p.step_gflop, p.activation_bytes) = estimate(
         p.patch,
         p.batch,
-        p.base_features,
-        p.max_features,
-        p.depth,
-        data.in_channels,
-        data.out_channels,
+        &p.unet(data.in_channels, data.out_channels),
     );
     Ok((p, note))
+}
+
+/// A resumed run keeps the U-Net stages its checkpoints were written with: a run started
+/// before per-axis pooling was planned has isotropic ones whatever its data's spacing.
+fn keep_checkpoint_stages(p: &mut Plan, model_card: &Path) {
+    if let Ok(ModelCard {
+        model: ModelSpec::Unet(net),
+        ..
+    }) = ModelCard::load(model_card)
+    {
+        if net.depth == p.depth {
+            p.set_stages(&net.stages());
+        }
+    }
 }
 
 /// Free memory as Linux counts it (`MemAvailable`), in bytes; `None` elsewhere.
@@ -991,7 +1053,7 @@ fn check_memory(cfg: &TrainConfig, p: &Plan, spec: &ModelSpec, device: &Device) 
     Ok(())
 }
 
-fn model_spec(cfg: &TrainConfig, in_channels: usize, out_channels: usize) -> ModelSpec {
+fn model_spec(cfg: &TrainConfig, p: &Plan, in_channels: usize, out_channels: usize) -> ModelSpec {
     let features = cfg.features.unwrap_or(32);
     match cfg.model {
         ModelKind::Unet => ModelSpec::Unet(UNetConfig {
@@ -1008,6 +1070,8 @@ fn model_spec(cfg: &TrainConfig, in_channels: usize, out_channels: usize) -> Mod
             deep_supervision: cfg.deep_supervision,
             dropout: cfg.dropout,
             init: Init::HeNormal,
+            strides: p.strides.clone(),
+            kernels: p.kernels.clone(),
         }),
         ModelKind::Fcn => ModelSpec::Fcn(FcnConfig {
             in_channels,
@@ -1284,6 +1348,7 @@ impl<B: Backend> Validator<'_, B> {
                 picture = Some(captioned_overlay(
                     &case.channels[0].data,
                     case.dims(),
+                    case.spacing,
                     Some(&pred),
                     Some(&label.data),
                     &classes,
@@ -1424,7 +1489,7 @@ pub fn plan_for_config(cfg: &TrainConfig) -> Result<Plan> {
         .par_iter()
         .map(|id| {
             let case = load_cases(&dataset, std::slice::from_ref(id), &channels, nan)?;
-            let c = preprocess(&case[0], &cfg.preprocess)?;
+            let c = preprocess(&case[0].0, &cfg.preprocess)?;
             Ok((c.dims(), c.spacing))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -1494,8 +1559,11 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
         .chain(data.val.iter().map(|c| (c.dims(), c.spacing)))
         .collect();
     let summary = summarise(&grids, in_channels, out_channels);
-    let (plan, depth_note) = resolve_plan(&mut cfg, &summary, largest_grid(&grids), device)?;
-    let spec = model_spec(&cfg, in_channels, out_channels);
+    let (mut plan, depth_note) = resolve_plan(&mut cfg, &summary, largest_grid(&grids), device)?;
+    if from_checkpoint {
+        keep_checkpoint_stages(&mut plan, &run.model());
+    }
+    let spec = model_spec(&cfg, &plan, in_channels, out_channels);
     check_memory(&cfg, &plan, &spec, device)?;
     cfg.preprocess = data.preprocess.clone();
     let validates = !data.val.is_empty();

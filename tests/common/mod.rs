@@ -262,5 +262,7 @@ pub fn small_unet() -> UNetConfig {
         deep_supervision: false,
         dropout: 0.0,
         init: Init::HeNormal,
+        strides: Vec::new(),
+        kernels: Vec::new(),
     }
 }
