@@ -1,8 +1,10 @@
 //! `voxseg evaluate` on tiny crafted label maps and synthetic datasets: reference cases
 //! without a prediction are reported (or scored as empty, or refused with --split), label
 //! values are checked against each side's convention, `--model RUN` scores a prediction in
-//! the model's convention by region name against the reference's, and bad `--out`,
-//! `--subset` and `--split` are refused before any scoring.
+//! the model's convention by region name against the reference's, bad `--out`, `--subset`
+//! and `--split` are refused before any scoring, a prediction on another grid than its
+//! reference is refused saying what differs, `CASE.nii` predictions are read (a case with
+//! both endings is refused), and non-BraTS data get the image diagonal as the empty-mask HD95.
 use std::path::{Path, PathBuf};
 use voxseg::data::labels::{LabelClass, LabelSpec, TargetSpec};
 use voxseg::data::layout::{detect, LayoutKind};
@@ -18,7 +20,9 @@ use voxseg::train::plan::Plan;
 
 mod cli_common;
 
-use cli_common::{synth, temp_dir, voxseg, write_mask, Arg, Outcome};
+use cli_common::{
+    mask_grid, read_json, s, synth, temp_dir, voxseg, write_mask, write_mask_on, Arg, Outcome,
+};
 
 fn dataset(dir: &Path, layout: SynthLayout, cases: usize) -> PathBuf {
     let data = dir.join("data");
@@ -590,5 +594,130 @@ fn json_and_csv_list_brats_regions_in_the_conventions_order() {
         .map(|l| l.split(',').nth(1).unwrap())
         .collect();
     assert_eq!(regions, ["WT", "TC", "ET", "WT", "TC", "ET"], "{csv}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A block of ED (2) for `write_mask`: x in [1, 5), y in [3, 7), z in [2, 6).
+const ED_BLOCK: [([usize; 3], [usize; 3], u8); 1] = [([1, 3, 2], [5, 7, 6], 2)];
+
+/// `voxseg evaluate --pred PRED --truth TRUTH` plus `extra`.
+fn evaluate(pred: &Path, truth: &Path, extra: &[&str]) -> Outcome {
+    let mut args = vec!["evaluate", "--pred", s(pred), "--truth", s(truth)];
+    args.extend_from_slice(extra);
+    voxseg(&args)
+}
+
+#[test]
+fn a_prediction_on_a_mirrored_grid_is_refused_saying_what_differs() {
+    let dir = temp_dir("mirrored");
+    let (pred, truth) = (dir.join("pred"), dir.join("truth"));
+    std::fs::create_dir_all(&pred).unwrap();
+    std::fs::create_dir_all(&truth).unwrap();
+    write_mask(&truth.join("a.nii.gz"), &ED_BLOCK);
+    // The same voxels, but x and y run the other way in space (180 degrees about z).
+    let mut mirrored = mask_grid();
+    mirrored.set_rotation([0.0, 0.0, 0.0, 1.0], 1.0, [0.0; 3]);
+    write_mask_on(&pred.join("a.nii.gz"), &mirrored, &ED_BLOCK);
+    let r = evaluate(&pred, &truth, &["--labels", "brats2021"]);
+    assert!(!r.ok, "a mirrored prediction was scored: {}", r.stdout);
+    let want = format!(
+        "error: {}: not on the grid of its reference {}: the x and y axes are mirrored;",
+        pred.join("a.nii.gz").display(),
+        truth.join("a.nii.gz").display()
+    );
+    assert!(
+        r.stderr.starts_with(&want) && r.stderr.lines().count() == 1,
+        "{}",
+        r.stderr
+    );
+    // Float noise below the image/label tolerance of training is the same grid.
+    let mut noisy = mask_grid();
+    noisy.srow[0][3] = 2e-4;
+    write_mask_on(&pred.join("a.nii.gz"), &noisy, &ED_BLOCK);
+    let r = evaluate(&pred, &truth, &["--labels", "brats2021"]);
+    assert!(r.ok, "{}", r.stderr);
+    let wt = r.stdout.lines().find(|l| l.starts_with("WT")).unwrap();
+    assert_eq!(wt.split_whitespace().nth(2), Some("1.0000"), "{}", r.stdout);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn nii_predictions_are_read_and_both_endings_for_one_case_are_refused() {
+    let dir = temp_dir("endings");
+    let (pred, truth) = (dir.join("pred"), dir.join("truth"));
+    std::fs::create_dir_all(&pred).unwrap();
+    std::fs::create_dir_all(&truth).unwrap();
+    write_mask(&truth.join("a.nii.gz"), &ED_BLOCK);
+    write_mask(&truth.join("b.nii"), &ED_BLOCK);
+    write_mask(&pred.join("a.nii"), &ED_BLOCK);
+    write_label_map(&pred.join("b.nii.gz"), &mask_grid(), &[0; 1000]).unwrap();
+    let json = dir.join("scores.json");
+    let r = evaluate(&pred, &truth, &["--labels", "brats2021", "--out", s(&json)]);
+    assert!(r.ok, "{}", r.stderr);
+    let v = read_json(&json);
+    assert_eq!(v["cases"][0]["case"], "a");
+    assert_eq!(v["cases"][0]["WT"]["dice"], 1.0);
+    // b's prediction is empty: Dice 0 and, for a BraTS convention, BraTS's 373.13 mm.
+    assert_eq!(v["cases"][1]["WT"]["dice"], 0.0);
+    assert_eq!(v["cases"][1]["WT"]["hd95"], 373.12866);
+    assert_eq!(v["empty_hd95"]["rule"], "brats");
+    assert_eq!(v["empty_hd95"]["mm"]["b"], 373.12866);
+
+    write_mask(&pred.join("a.nii.gz"), &ED_BLOCK);
+    let r = evaluate(&pred, &truth, &["--labels", "brats2021"]);
+    assert!(!r.ok, "{}", r.stdout);
+    let both = format!(
+        "{} and {} are both case a",
+        pred.join("a.nii").display(),
+        pred.join("a.nii.gz").display()
+    );
+    assert!(
+        r.stderr.contains(&both) && r.stderr.lines().count() == 1,
+        "{}",
+        r.stderr
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn empty_masks_on_non_brats_data_get_the_image_diagonal_as_hd95() {
+    let dir = temp_dir("diagonal");
+    let data = dataset(&dir, SynthLayout::Msd, 2);
+    let pred = dir.join("pred");
+    std::fs::create_dir_all(&pred).unwrap();
+    let mut diagonals = Vec::new();
+    for case in detect(&data).unwrap().cases {
+        let label = NiftiFile::open(case.label.as_ref().unwrap()).unwrap();
+        let h = label.header();
+        let empty = vec![0u8; h.voxel_count()];
+        write_label_map(&pred.join(format!("{}.nii.gz", case.id)), h, &empty).unwrap();
+        let diagonal = (0..3)
+            .map(|i| (h.dims[i] as f64 * h.spacing[i]).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        diagonals.push((case.id, diagonal));
+    }
+    let json = dir.join("scores.json");
+    let r = evaluate(&pred, &data, &["--out", s(&json)]);
+    assert!(r.ok, "{}", r.stderr);
+    let v = read_json(&json);
+    assert_eq!(v["empty_hd95"]["rule"], "image_diagonal");
+    let mut penalised = 0;
+    for (i, (id, diagonal)) in diagonals.iter().enumerate() {
+        let used = v["empty_hd95"]["mm"][id].as_f64().unwrap();
+        assert!((used - diagonal).abs() < 1e-9, "{id}: {used} vs {diagonal}");
+        let case = v["cases"][i].as_object().unwrap();
+        for (region, scores) in case.iter().filter(|(k, _)| *k != "case") {
+            let (dice, hd95) = (scores["dice"].as_f64(), scores["hd95"].as_f64());
+            if dice == Some(0.0) {
+                assert_eq!(hd95, Some(used), "{id} {region}");
+                penalised += 1;
+            } else {
+                assert_eq!((dice, hd95), (Some(1.0), Some(0.0)), "{id} {region}");
+            }
+        }
+    }
+    assert!(penalised > 0, "no region had a reference to miss: {v}");
+    assert!(diagonals[0].1 < 100.0, "{diagonals:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,6 +1,6 @@
 //! The command line's small promises: a closed stdout, output folders that are not
-//! silently mixed, a cache that notices changed sources, and error messages that name the
-//! problem in the user's terms.
+//! silently mixed, a cache that notices changed sources, error messages that name the
+//! problem in the user's terms, and help text for every flag and argument.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,7 +8,7 @@ use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage
 
 mod cli_common;
 
-use cli_common::{preprocess, temp_dir, voxseg, Outcome};
+use cli_common::{preprocess, sorted_entries, temp_dir, voxseg, Outcome};
 
 fn synth(out: &Path, cases: usize, layout: SynthLayout) {
     cli_common::synth(out, layout, cases, 16, 1);
@@ -30,15 +30,6 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         }
     }
     files
-}
-
-fn sorted_entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 fn t1_files(data: &Path) -> Vec<PathBuf> {
@@ -625,4 +616,51 @@ fn bench_names_the_ops_when_a_filter_matches_nothing_and_notes_cpu_precision() {
         err.contains("--precision bf16 applies to CUDA convolutions only"),
         "{err}"
     );
+}
+
+#[test]
+fn every_flag_and_argument_of_every_subcommand_has_help() {
+    let Outcome {
+        ok, stdout: top, ..
+    } = voxseg(&["--help"]);
+    assert!(ok);
+    let commands: Vec<&str> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.contains(&"synth") && commands.len() >= 10, "{top}");
+    let mut bare = Vec::new();
+    for command in &commands {
+        let Outcome {
+            ok,
+            stdout: help,
+            stderr: err,
+            ..
+        } = voxseg(&[command, "--help"]);
+        assert!(ok, "{err}");
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            // An entry is "  -x, --name <V>  text", "      --name <V>  text" or "  <ARG>  text",
+            // its text on the same line or, in the long layout, indented on the next.
+            let entry = line.starts_with("  -") || line.starts_with("      --");
+            let argument = line.starts_with("  <");
+            if !(entry || argument) {
+                continue;
+            }
+            let mut words = line.trim().split("  ").filter(|w| !w.trim().is_empty());
+            words.next();
+            let same_line = words.next().is_some_and(|t| !t.trim().starts_with('['));
+            let next_line = lines
+                .get(i + 1)
+                .is_some_and(|n| n.starts_with("          ") && !n.trim().is_empty());
+            if !same_line && !next_line {
+                bare.push(format!("{command}: {}", line.trim()));
+            }
+        }
+    }
+    assert!(bare.is_empty(), "without help: {bare:#?}");
 }

@@ -14,7 +14,7 @@ use voxseg::train::{train, RunOptions, TrainConfig};
 
 mod cli_common;
 
-use cli_common::{s, small_config, synth, voxseg, Outcome};
+use cli_common::{copy_tree, fixture_dir, s, small_config, synth, voxseg, Outcome};
 
 /// An MSD dataset of 5 labelled cases and 1 unlabelled (`test`) case, a BraTS 2021
 /// dataset, and a run trained on the MSD one.
@@ -30,11 +30,7 @@ const UNLABELLED: &str = "SynthBrain_006";
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        // Under cargo's scratch folder for integration tests: a static fixture is never
-        // dropped, so it must not pile up in the system's temporary folder.
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-predict-fixture");
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
+        let root = fixture_dir("cli-predict-fixture");
         let msd = root.join("msd");
         synth(&msd, SynthLayout::Msd, 6, 24, 5);
         // The sixth case becomes an unlabelled test case, as in MSD's imagesTs.
@@ -124,20 +120,6 @@ fn split_ids(part: &str) -> Vec<String> {
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
-}
-
-/// Copies a folder tree (small test data only).
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 #[test]

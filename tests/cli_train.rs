@@ -3,19 +3,12 @@
 //! exits 130 with a way to continue and no duplicate metrics, memory and depth are checked,
 //! and `plan` prints the plan `train` uses.
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use voxseg::data::synth::SynthLayout;
 
 mod cli_common;
 
-use cli_common::{metrics, synth, temp_dir, voxseg_in, Outcome};
-
-fn dataset(dir: &Path, size: usize, seed: u64) -> PathBuf {
-    let data = dir.join("data");
-    synth(&data, SynthLayout::Brats2021, 6, size, seed);
-    data
-}
+use cli_common::{assert_refused, brats_dataset, metrics, temp_dir, voxseg_in};
 
 /// A small, fast run: 4 features, batch 1, Adam at a constant rate.
 const SMALL: [&str; 16] = [
@@ -44,18 +37,10 @@ fn train_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str
     args
 }
 
-fn assert_refused(r: &Outcome, words: &[&str]) {
-    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
-    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
-    for w in words {
-        assert!(r.stderr.contains(w), "no '{w}' in: {}", r.stderr);
-    }
-}
-
 #[test]
 fn bad_values_are_refused_before_anything_is_written() {
     let dir = temp_dir("bad");
-    let data = dataset(&dir, 16, 3);
+    let data = brats_dataset(&dir, 16, 3);
     let d = data.to_str().unwrap();
     let out = dir.join("run");
     let o = out.to_str().unwrap();
@@ -97,7 +82,7 @@ fn bad_values_are_refused_before_anything_is_written() {
 #[test]
 fn a_step_larger_than_memory_is_refused_before_allocating() {
     let dir = temp_dir("memory");
-    let data = dataset(&dir, 24, 3);
+    let data = brats_dataset(&dir, 24, 3);
     let out = dir.join("run");
     let r = voxseg_in(
         &dir,
@@ -159,7 +144,7 @@ fn a_step_larger_than_memory_is_refused_before_allocating() {
 #[test]
 fn a_patch_that_makes_the_unet_shallow_says_so_and_a_depth_that_does_not_fit_is_refused() {
     let dir = temp_dir("depth");
-    let data = dataset(&dir, 24, 3);
+    let data = brats_dataset(&dir, 24, 3);
     let d = data.to_str().unwrap();
     let shallow = dir.join("shallow");
     let mut args = train_args(d, shallow.to_str().unwrap(), &["--epochs", "1"]);
@@ -198,7 +183,7 @@ fn a_patch_that_makes_the_unet_shallow_says_so_and_a_depth_that_does_not_fit_is_
 fn plan_prints_the_plan_train_uses() {
     let dir = temp_dir("plan");
     // Synthetic seed 1 at 32^3: splits with seeds 0 and 1 give different median shapes.
-    dataset(&dir, 32, 1);
+    brats_dataset(&dir, 32, 1);
     // A config in its own folder names the data relative to itself; both commands run
     // from elsewhere.
     let conf_dir = dir.join("conf");
@@ -244,7 +229,7 @@ fn plan_prints_the_plan_train_uses() {
 #[test]
 fn resume_keeps_the_runs_settings_and_says_what_changed() {
     let dir = temp_dir("resume");
-    dataset(&dir, 24, 3);
+    brats_dataset(&dir, 24, 3);
     let out = dir.join("run");
     let o = out.to_str().unwrap();
     // Started with a relative --data; resumed below from another folder.
@@ -383,7 +368,7 @@ fn resume_keeps_the_runs_settings_and_says_what_changed() {
 #[test]
 fn ctrl_c_exits_130_and_the_resumed_epoch_has_one_row_over_all_its_steps() {
     let dir = temp_dir("interrupt");
-    let data = dataset(&dir, 24, 3);
+    let data = brats_dataset(&dir, 24, 3);
     let d = data.to_str().unwrap();
     let schedule = ["--epochs", "2", "--iters-per-epoch", "100", "--patch", "16"];
     let run = dir.join("run");
@@ -452,7 +437,7 @@ fn ctrl_c_exits_130_and_the_resumed_epoch_has_one_row_over_all_its_steps() {
 fn folds_and_split_files_choose_the_split() {
     use voxseg::data::split::{Split, SplitFractions};
     let dir = temp_dir("folds");
-    let data = dataset(&dir, 24, 2);
+    let data = brats_dataset(&dir, 24, 2);
     let d = data.to_str().unwrap();
     let ids: Vec<String> = (0..6).map(|i| format!("SynthBraTS2021_{i:05}")).collect();
     let quick = ["--epochs", "1", "--iters-per-epoch", "1", "--patch", "16"];
@@ -516,7 +501,7 @@ fn folds_and_split_files_choose_the_split() {
 fn a_new_run_writes_its_own_split_over_a_stale_one() {
     use voxseg::data::split::{Split, SplitFractions};
     let dir = temp_dir("stale-split");
-    let data = dataset(&dir, 24, 2);
+    let data = brats_dataset(&dir, 24, 2);
     let d = data.to_str().unwrap();
     let ids: Vec<String> = (0..6).map(|i| format!("SynthBraTS2021_{i:05}")).collect();
     let split_of = |run: &Path| -> serde_json::Value {
@@ -551,7 +536,7 @@ fn a_new_run_writes_its_own_split_over_a_stale_one() {
 #[test]
 fn explicit_widths_win_over_planned_ones() {
     let dir = temp_dir("widths");
-    let data = dataset(&dir, 24, 2);
+    let data = brats_dataset(&dir, 24, 2);
     let d = data.to_str().unwrap();
     let quick = [
         "--device",

@@ -1,6 +1,7 @@
 //! Helpers shared by the command-line integration tests (tests/cli_*.rs, tests/e2e.rs,
-//! tests/ensemble.rs): running the binary, temporary folders, synthetic datasets, a small
-//! training configuration, crafted label maps and reading a run's files back.
+//! tests/ensemble.rs): running the binary and checking how it ended, temporary folders,
+//! synthetic datasets, a small training configuration, crafted label maps and reading a
+//! run's files back.
 // Each test binary compiles this module and uses only a subset of it.
 #![allow(dead_code)]
 
@@ -20,6 +21,15 @@ pub fn temp_dir(name: &str) -> PathBuf {
         env!("CARGO_CRATE_NAME"),
         std::process::id()
     ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A fresh, empty folder under cargo's scratch folder for integration tests, for a static
+/// fixture: it is never dropped, so it must not pile up in the system's temporary folder.
+pub fn fixture_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -61,6 +71,15 @@ fn outcome(command: &mut Command) -> Outcome {
     }
 }
 
+/// The command was refused: exit code 1 and one line on stderr holding every one of `words`.
+pub fn assert_refused(r: &Outcome, words: &[&str]) {
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    for w in words {
+        assert!(r.stderr.contains(w), "no '{w}' in: {}", r.stderr);
+    }
+}
+
 /// `voxseg preprocess --data DATA --out OUT` plus `extra`.
 pub fn preprocess(data: &Path, out: &Path, extra: &[&str]) -> Outcome {
     let mut args = vec!["preprocess", "--data", s(data), "--out", s(out)];
@@ -84,6 +103,47 @@ pub fn synth(out: &Path, layout: SynthLayout, cases: usize, size: usize, seed: u
         storage: SynthStorage::Int16,
     })
     .unwrap();
+}
+
+/// Six synthetic BraTS 2021 cases of `size`^3 in `dir/data`.
+pub fn brats_dataset(dir: &Path, size: usize, seed: u64) -> PathBuf {
+    let data = dir.join("data");
+    synth(&data, SynthLayout::Brats2021, 6, size, seed);
+    data
+}
+
+/// The id of the synthetic BraTS 2021 case `index`.
+pub fn brats_id(index: usize) -> String {
+    format!("SynthBraTS2021_{index:05}")
+}
+
+/// Copies a folder tree (small test data only).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The names of the entries of `dir`, sorted.
+pub fn sorted_entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A JSON file's contents.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
 /// A small, fast CPU run: widths 4 to 8, depth 2, 16^3 patches, batch 1, Adam at a
@@ -119,8 +179,22 @@ pub fn metrics(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The grid of `write_mask`: 10x10x10 voxels of 1 x 1 x 2 mm.
+pub fn mask_grid() -> NiftiHeaderInfo {
+    NiftiHeaderInfo::new([10, 10, 10], [1.0, 1.0, 2.0])
+}
+
 /// A 10x10x10 label map (spacing 1, 1, 2 mm) of boxes [lo, hi) of one value each.
 pub fn write_mask(path: &Path, boxes: &[([usize; 3], [usize; 3], u8)]) {
+    write_mask_on(path, &mask_grid(), boxes);
+}
+
+/// `write_mask` on another 10x10x10 grid than `mask_grid`.
+pub fn write_mask_on(
+    path: &Path,
+    header: &NiftiHeaderInfo,
+    boxes: &[([usize; 3], [usize; 3], u8)],
+) {
     let mut v = vec![0u8; 1000];
     for (lo, hi, value) in boxes {
         for z in lo[2]..hi[2] {
@@ -131,6 +205,5 @@ pub fn write_mask(path: &Path, boxes: &[([usize; 3], [usize; 3], u8)]) {
             }
         }
     }
-    let header = NiftiHeaderInfo::new([10, 10, 10], [1.0, 1.0, 2.0]);
-    write_label_map(path, &header, &v).unwrap();
+    write_label_map(path, header, &v).unwrap();
 }

@@ -1,67 +1,17 @@
-//! Training edge cases of the second user review, through the `voxseg` binary on tiny
-//! synthetic data: a split without validation cases, an `--out` inside or onto a dataset,
-//! one plan for every fold, `classes` for a dataset without regions, validation cases
-//! without foreground, the device line on resume, and ensemble refusals in the user's words.
+//! How `voxseg train` sets a run up, through the binary on tiny synthetic data: a split
+//! without validation cases, an `--out` inside or onto a dataset, one plan for every fold,
+//! `classes` for a dataset without regions, validation cases without foreground, the device
+//! line on resume, and ensemble refusals in the user's words.
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("voxseg-cli-trainfix-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod cli_common;
 
-/// Six synthetic BraTS 2021 cases of `size`^3 in `dir/data`.
-fn dataset(dir: &Path, size: usize, seed: u64) -> PathBuf {
-    let data = dir.join("data");
-    write_dataset(&SynthOptions {
-        out: data.clone(),
-        cases: 6,
-        size: [size; 3],
-        seed,
-        layout: SynthLayout::Brats2021,
-        storage: SynthStorage::Int16,
-    })
-    .unwrap();
-    data
-}
+use cli_common::{
+    assert_refused, brats_dataset, brats_id, metrics, read_json, temp_dir, voxseg_in, Outcome,
+};
 
-fn id(i: usize) -> String {
-    format!("SynthBraTS2021_{i:05}")
-}
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn voxseg(cwd: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_voxseg"))
-        .current_dir(cwd)
-        .args(args)
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn assert_ok(r: &Run) {
+fn assert_ok(r: &Outcome) {
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
-}
-
-fn assert_refused(r: &Run, words: &[&str]) {
-    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
-    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
-    for w in words {
-        assert!(r.stderr.contains(w), "no '{w}' in: {}", r.stderr);
-    }
 }
 
 /// A small, fast run of one epoch of two steps.
@@ -95,18 +45,6 @@ fn train_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str
     args
 }
 
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn metrics(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// Whether any TensorBoard event file of the run holds `needle` (a tag name).
 fn tensorboard_holds(run: &Path, needle: &str) -> bool {
     std::fs::read_dir(run.join("tb")).unwrap().any(|e| {
@@ -118,10 +56,14 @@ fn tensorboard_holds(run: &Path, needle: &str) -> bool {
 #[test]
 fn a_split_without_validation_cases_trains_without_made_up_scores() {
     let dir = temp_dir("noval");
-    let data = dataset(&dir, 16, 3);
+    let data = brats_dataset(&dir, 16, 3);
     let d = data.to_str().unwrap();
     let file = dir.join("noval.json");
-    let split = serde_json::json!({"train": [id(0), id(1)], "val": [], "test": [id(2), id(3), id(4), id(5)]});
+    let split = serde_json::json!({
+        "train": [brats_id(0), brats_id(1)],
+        "val": [],
+        "test": [brats_id(2), brats_id(3), brats_id(4), brats_id(5)],
+    });
     std::fs::write(&file, split.to_string()).unwrap();
     let f = file.to_str().unwrap();
     let config = dir.join("no-val-fraction.json");
@@ -139,7 +81,7 @@ fn a_split_without_validation_cases_trains_without_made_up_scores() {
         let mut args = train_args(d, run.to_str().unwrap(), &extra);
         let at = args.iter().position(|a| *a == "--epochs").unwrap();
         args[at + 1] = epochs;
-        let r = voxseg(&dir, &args);
+        let r = voxseg_in(&dir, &args);
         assert_ok(&r);
         assert!(
             r.stderr.contains("no validation cases") && r.stderr.contains("--split-file"),
@@ -173,7 +115,7 @@ fn a_split_without_validation_cases_trains_without_made_up_scores() {
     }
     // A plateau schedule watches the validation loss: refused before anything is written.
     let run = dir.join("plateau");
-    let r = voxseg(
+    let r = voxseg_in(
         &dir,
         &train_args(
             d,
@@ -208,7 +150,7 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 #[test]
 fn train_refuses_an_out_inside_the_data_or_onto_another_dataset() {
     let dir = temp_dir("out");
-    let data = dataset(&dir, 16, 3);
+    let data = brats_dataset(&dir, 16, 3);
     let d = data.to_str().unwrap();
     let copy = dir.join("copy");
     std::fs::create_dir_all(&copy).unwrap();
@@ -219,10 +161,10 @@ fn train_refuses_an_out_inside_the_data_or_onto_another_dataset() {
     }
     let (before, copy_before) = (snapshot(&data), snapshot(&copy));
     let inside = data.join("run1");
-    let r = voxseg(&dir, &train_args(d, inside.to_str().unwrap(), &[]));
+    let r = voxseg_in(&dir, &train_args(d, inside.to_str().unwrap(), &[]));
     assert_refused(&r, &["--out", "inside --data", "outside"]);
     for force in [None, Some("--force")] {
-        let r = voxseg(&dir, &train_args(d, "copy", force.as_slice()));
+        let r = voxseg_in(&dir, &train_args(d, "copy", force.as_slice()));
         assert_refused(&r, &["--out", "copy is a dataset", "new or empty folder"]);
     }
     assert!(snapshot(&data) == before && snapshot(&copy) == copy_before);
@@ -234,12 +176,12 @@ fn every_fold_and_plan_use_one_plan() {
     let dir = temp_dir("plan");
     // At 18^3, synthetic seed 0 and split seed 1, each fold's training cases alone give
     // another patch: [14,15,14], [13,14,13], [13,14,13] against [14,14,14] for the split's.
-    let data = dataset(&dir, 18, 0);
+    let data = brats_dataset(&dir, 18, 0);
     let d = data.to_str().unwrap();
     let plan = |extra: &[&str]| -> serde_json::Value {
         let mut args = vec!["plan", "--data", d, "--device", "cpu", "--seed", "1"];
         args.extend(extra);
-        let r = voxseg(&dir, &args);
+        let r = voxseg_in(&dir, &args);
         assert_ok(&r);
         serde_json::from_str(&r.stdout).unwrap()
     };
@@ -247,29 +189,32 @@ fn every_fold_and_plan_use_one_plan() {
     for fold in ["0", "1", "2"] {
         let run = dir.join(format!("fold{fold}"));
         let extra = ["--fold", fold, "--folds", "3", "--seed", "1"];
-        let r = voxseg(&dir, &train_args(d, run.to_str().unwrap(), &extra));
+        let r = voxseg_in(&dir, &train_args(d, run.to_str().unwrap(), &extra));
         assert_ok(&r);
         // Training was given its widths and batch; the patch and depth are the plan's.
-        let planned = &json(&run.join("model.json"))["plan"];
+        let planned = &read_json(&run.join("model.json"))["plan"];
         for key in ["patch", "depth"] {
             assert_eq!(planned[key], shared[key], "fold {fold}: {key}");
         }
     }
     // A split file plans from its own train and val cases, in `plan` as in `train`.
     let file = dir.join("split.json");
-    let split =
-        serde_json::json!({"train": [id(0), id(1)], "val": [id(2)], "test": [id(3), id(4), id(5)]});
+    let split = serde_json::json!({
+        "train": [brats_id(0), brats_id(1)],
+        "val": [brats_id(2)],
+        "test": [brats_id(3), brats_id(4), brats_id(5)],
+    });
     std::fs::write(&file, split.to_string()).unwrap();
     let f = file.to_str().unwrap();
     let from_file = plan(&["--split-file", f]);
     let run = dir.join("given");
-    let r = voxseg(
+    let r = voxseg_in(
         &dir,
         &train_args(d, run.to_str().unwrap(), &["--split-file", f]),
     );
     assert_ok(&r);
     assert_eq!(
-        json(&run.join("model.json"))["plan"]["patch"],
+        read_json(&run.join("model.json"))["plan"]["patch"],
         from_file["patch"]
     );
     std::fs::remove_dir_all(&dir).unwrap();
@@ -280,10 +225,10 @@ fn every_fold_and_plan_use_one_plan() {
 fn manifest_without_regions(dir: &Path, data: &Path) -> PathBuf {
     let cases: Vec<serde_json::Value> = (0..6)
         .map(|i| {
-            let case = data.join(id(i));
-            let file = |m: &str| case.join(format!("{}_{m}.nii.gz", id(i)));
+            let case = data.join(brats_id(i));
+            let file = |m: &str| case.join(format!("{}_{m}.nii.gz", brats_id(i)));
             serde_json::json!({
-                "id": id(i),
+                "id": brats_id(i),
                 "images": {"t1": file("t1"), "flair": file("flair")},
                 "label": file("seg"),
             })
@@ -309,32 +254,32 @@ fn manifest_without_regions(dir: &Path, data: &Path) -> PathBuf {
 #[test]
 fn a_dataset_without_regions_trains_classes_unless_told_otherwise() {
     let dir = temp_dir("target");
-    let data = dataset(&dir, 16, 3);
+    let data = brats_dataset(&dir, 16, 3);
     let manifest = manifest_without_regions(&dir, &data);
     let m = manifest.to_str().unwrap();
     let run = dir.join("run");
-    let r = voxseg(&dir, &train_args(m, run.to_str().unwrap(), &[]));
+    let r = voxseg_in(&dir, &train_args(m, run.to_str().unwrap(), &[]));
     assert_ok(&r);
     assert!(
         r.stderr.contains("defines no regions: target classes"),
         "{}",
         r.stderr
     );
-    assert_eq!(json(&run.join("config.json"))["target"], "classes");
-    let r = voxseg(&dir, &["plan", "--data", m, "--device", "cpu"]);
+    assert_eq!(read_json(&run.join("config.json"))["target"], "classes");
+    let r = voxseg_in(&dir, &["plan", "--data", m, "--device", "cpu"]);
     assert_ok(&r);
     assert!(r.stderr.contains("defines no regions"), "{}", r.stderr);
     // An explicit target is kept (and still checked); BraTS keeps its regions.
-    let r = voxseg(&dir, &train_args(m, "other", &["--target", "regions"]));
+    let r = voxseg_in(&dir, &train_args(m, "other", &["--target", "regions"]));
     assert_refused(&r, &["no regions"]);
     let run = dir.join("brats");
-    let r = voxseg(
+    let r = voxseg_in(
         &dir,
         &train_args(data.to_str().unwrap(), run.to_str().unwrap(), &[]),
     );
     assert_ok(&r);
     assert!(!r.stderr.contains("no regions"), "{}", r.stderr);
-    assert_eq!(json(&run.join("config.json"))["target"], "regions");
+    assert_eq!(read_json(&run.join("config.json"))["target"], "regions");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -342,25 +287,28 @@ fn a_dataset_without_regions_trains_classes_unless_told_otherwise() {
 fn validation_cases_without_foreground_are_warned_about() {
     use voxseg::data::nifti::{read_volume, write_label_map};
     let dir = temp_dir("empty-val");
-    let data = dataset(&dir, 16, 3);
+    let data = brats_dataset(&dir, 16, 3);
     let d = data.to_str().unwrap();
     let file = dir.join("split.json");
-    let split = serde_json::json!({"train": [id(0), id(1)], "val": [id(2)], "test": []});
+    let split =
+        serde_json::json!({"train": [brats_id(0), brats_id(1)], "val": [brats_id(2)], "test": []});
     std::fs::write(&file, split.to_string()).unwrap();
     let f = file.to_str().unwrap();
     let run = dir.join("with-foreground");
-    let r = voxseg(
+    let r = voxseg_in(
         &dir,
         &train_args(d, run.to_str().unwrap(), &["--split-file", f]),
     );
     assert_ok(&r);
     assert!(!r.stderr.contains("warning"), "{}", r.stderr);
-    let seg = data.join(id(2)).join(format!("{}_seg.nii.gz", id(2)));
+    let seg = data
+        .join(brats_id(2))
+        .join(format!("{}_seg.nii.gz", brats_id(2)));
     let (volume, header) = read_volume(&seg).unwrap();
     assert!(volume.data.iter().any(|&v| v != 0.0));
     write_label_map(&seg, &header, &vec![0; volume.data.len()]).unwrap();
     let run = dir.join("without");
-    let r = voxseg(
+    let r = voxseg_in(
         &dir,
         &train_args(d, run.to_str().unwrap(), &["--split-file", f]),
     );
@@ -378,11 +326,14 @@ fn validation_cases_without_foreground_are_warned_about() {
 #[test]
 fn resume_names_the_runs_device_unless_one_is_asked_for() {
     let dir = temp_dir("resume-device");
-    let data = dataset(&dir, 16, 3);
+    let data = brats_dataset(&dir, 16, 3);
     let run = dir.join("run");
     let o = run.to_str().unwrap();
-    assert_ok(&voxseg(&dir, &train_args(data.to_str().unwrap(), o, &[])));
-    let r = voxseg(&dir, &["train", "--out", o, "--resume", "--epochs", "2"]);
+    assert_ok(&voxseg_in(
+        &dir,
+        &train_args(data.to_str().unwrap(), o, &[]),
+    ));
+    let r = voxseg_in(&dir, &["train", "--out", o, "--resume", "--epochs", "2"]);
     assert_ok(&r);
     assert!(
         r.stdout.contains("device: cpu (") && r.stdout.contains("as the run's config.json records"),
@@ -390,7 +341,7 @@ fn resume_names_the_runs_device_unless_one_is_asked_for() {
         r.stdout
     );
     assert!(!r.stdout.contains("requested"), "{}", r.stdout);
-    let r = voxseg(
+    let r = voxseg_in(
         &dir,
         &[
             "train", "--out", o, "--resume", "--epochs", "3", "--device", "cpu",
@@ -404,18 +355,18 @@ fn resume_names_the_runs_device_unless_one_is_asked_for() {
 #[test]
 fn ensembles_name_targets_as_flags_and_refuse_a_run_given_twice() {
     let dir = temp_dir("ensemble");
-    let data = dataset(&dir, 16, 3);
+    let data = brats_dataset(&dir, 16, 3);
     let d = data.to_str().unwrap();
     let runs = [("regions", "regions"), ("et", "class:et")];
     for (name, target) in runs {
-        let r = voxseg(&dir, &train_args(d, name, &["--target", target]));
+        let r = voxseg_in(&dir, &train_args(d, name, &["--target", target]));
         assert_ok(&r);
     }
     let predict = |models: &[&str]| {
         let mut args = vec!["predict", "--model"];
         args.extend(models);
         args.extend(["--data", d, "--out", "preds", "--device", "cpu"]);
-        voxseg(&dir, &args)
+        voxseg_in(&dir, &args)
     };
     let r = predict(&["regions", "et"]);
     assert_refused(

@@ -1,47 +1,15 @@
-//! Data-handling fixes seen from the command line: exact zeros inside the object are
-//! normalised as tissue, `check` reports every missing file and needs only the selected
-//! modalities, split files (ours and nnU-Net's `splits_final.json`), nnU-Net raw layout
-//! checks, and messages and help texts in the user's terms.
+//! What `check`, `preprocess` and `train` make of the data they are given, through the
+//! binary: exact zeros inside the object are normalised as tissue, `check` reports every
+//! missing file and needs only the selected modalities, split files (ours and nnU-Net's
+//! `splits_final.json`), nnU-Net raw layout checks, NaN voxels and spacings as written, and
+//! a stale cache named by its modification times.
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use voxseg::data::nifti::{write_label_map, write_nifti, NiftiHeaderInfo, VoxelData};
-use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
+use voxseg::data::synth::SynthLayout;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("voxseg-datafix-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod cli_common;
 
-fn synth(out: &Path, cases: usize, layout: SynthLayout) {
-    write_dataset(&SynthOptions {
-        out: out.to_path_buf(),
-        cases,
-        size: [16, 16, 16],
-        seed: 3,
-        layout,
-        storage: SynthStorage::Int16,
-    })
-    .unwrap();
-}
-
-/// Runs the binary; (success, stdout, stderr).
-fn voxseg<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_voxseg"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use cli_common::{brats_id, preprocess, read_json, s, synth, temp_dir, voxseg, Outcome};
 
 const CT: [usize; 3] = [16, 16, 16];
 
@@ -89,10 +57,11 @@ fn exact_zeros_inside_the_object_are_normalised_as_tissue() {
     let dir = temp_dir("ct");
     let (manifest, raw) = ct_manifest(&dir, [1.0; 3]);
     let cache = dir.join("cache");
-    let (ok, _, err) = voxseg(&["preprocess", "--data", s(&manifest), "--out", s(&cache)]);
+    let Outcome {
+        ok, stderr: err, ..
+    } = preprocess(&manifest, &cache, &[]);
     assert!(ok, "{err}");
-    let sidecar: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(cache.join("c0.json")).unwrap()).unwrap();
+    let sidecar = read_json(&cache.join("c0.json"));
     assert_eq!(sidecar["crop"]["start"], serde_json::json!([2, 2, 2]));
     assert_eq!(sidecar["dims"], serde_json::json!([12, 12, 12]));
     let bytes = std::fs::read(cache.join("c0.image.f32")).unwrap();
@@ -144,7 +113,7 @@ const SMALL: [&str; 14] = [
 ];
 
 fn brats_file(data: &Path, case: usize, suffix: &str) -> PathBuf {
-    let id = format!("SynthBraTS2021_{case:05}");
+    let id = brats_id(case);
     data.join(&id).join(format!("{id}_{suffix}.nii.gz"))
 }
 
@@ -152,13 +121,18 @@ fn brats_file(data: &Path, case: usize, suffix: &str) -> PathBuf {
 fn check_reports_every_missing_file_and_needs_only_the_selected_modalities() {
     let dir = temp_dir("missing");
     let data = dir.join("data");
-    synth(&data, 4, SynthLayout::Brats2021);
+    synth(&data, SynthLayout::Brats2021, 4, 16, 3);
     let t2 = brats_file(&data, 1, "t2");
     let flair = brats_file(&data, 3, "flair");
     std::fs::remove_file(&t2).unwrap();
     std::fs::remove_file(&flair).unwrap();
 
-    let (ok, out, err) = voxseg(&["check", "--data", s(&data)]);
+    let Outcome {
+        ok,
+        stdout: out,
+        stderr: err,
+        ..
+    } = voxseg(&["check", "--data", s(&data)]);
     assert!(!ok, "{out}{err}");
     for (file, what) in [
         (&t2, "missing t2 image file"),
@@ -174,13 +148,20 @@ fn check_reports_every_missing_file_and_needs_only_the_selected_modalities() {
         "{out}"
     );
 
-    let (ok, out, err) = voxseg(&["check", "--data", s(&data), "--modalities", "t1,t1ce"]);
+    let Outcome {
+        ok,
+        stdout: out,
+        stderr: err,
+        ..
+    } = voxseg(&["check", "--data", s(&data), "--modalities", "t1,t1ce"]);
     assert!(ok, "{out}{err}");
     assert!(
         out.contains("4 case(s) checked: 4 readable, 0 with a problem"),
         "{out}"
     );
-    let (ok, out, _) = voxseg(&["check", "--data", s(&data), "--modalities", "t1,t2"]);
+    let Outcome {
+        ok, stdout: out, ..
+    } = voxseg(&["check", "--data", s(&data), "--modalities", "t1,t2"]);
     assert!(
         !ok && out.contains("_t2.nii.gz") && !out.contains("_flair.nii.gz"),
         "{out}"
@@ -190,7 +171,9 @@ fn check_reports_every_missing_file_and_needs_only_the_selected_modalities() {
     let run = dir.join("run");
     let mut args = vec!["train", "--data", s(&data), "--out", s(&run)];
     args.extend(SMALL);
-    let (ok, _, err) = voxseg(&args);
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&args);
     assert!(!ok && err.trim().lines().count() == 1, "{err}");
     assert!(
         err.contains("2 files are missing")
@@ -200,7 +183,12 @@ fn check_reports_every_missing_file_and_needs_only_the_selected_modalities() {
         "{err}"
     );
     args.extend(["--modalities", "t1,t1ce"]);
-    let (ok, out, err) = voxseg(&args);
+    let Outcome {
+        ok,
+        stdout: out,
+        stderr: err,
+        ..
+    } = voxseg(&args);
     assert!(ok, "{out}{err}");
     assert!(run.join("checkpoints/last.safetensors").is_file());
     std::fs::remove_dir_all(&dir).unwrap();
@@ -210,8 +198,7 @@ fn check_reports_every_missing_file_and_needs_only_the_selected_modalities() {
 fn check_reports_every_missing_file_of_a_manifest() {
     let dir = temp_dir("missing-manifest");
     let (manifest, _) = ct_manifest(&dir, [1.0; 3]);
-    let mut json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let mut json = read_json(&manifest);
     let cases = json["cases"].as_array_mut().unwrap();
     cases.push(
         serde_json::json!({"id": "c1", "images": {"ct": "c1.nii.gz"}, "label": "c0_seg.nii.gz"}),
@@ -220,7 +207,9 @@ fn check_reports_every_missing_file_of_a_manifest() {
         serde_json::json!({"id": "c2", "images": {"ct": "c0.nii.gz"}, "label": "c2_seg.nii.gz"}),
     );
     std::fs::write(&manifest, serde_json::to_vec(&json).unwrap()).unwrap();
-    let (ok, out, _) = voxseg(&["check", "--data", s(&manifest)]);
+    let Outcome {
+        ok, stdout: out, ..
+    } = voxseg(&["check", "--data", s(&manifest)]);
     assert!(!ok, "{out}");
     assert!(
         out.contains("c1.nii.gz: case c1: missing ct image file")
@@ -235,19 +224,19 @@ fn check_reports_every_missing_file_of_a_manifest() {
 fn split_files_note_unused_cases_and_accept_nnunet_folds_with_fold() {
     let dir = temp_dir("splits");
     let data = dir.join("data");
-    synth(&data, 6, SynthLayout::Brats2021);
-    let ids: Vec<String> = (0..6).map(|i| format!("SynthBraTS2021_{i:05}")).collect();
+    synth(&data, SynthLayout::Brats2021, 6, 16, 3);
+    let ids: Vec<String> = (0..6).map(brats_id).collect();
     let train = |out: &str, extra: &[&str]| {
         let run = dir.join(out);
         let mut args = vec!["train", "--data", s(&data), "--out", s(&run)];
         args.extend(SMALL);
         args.extend(extra);
-        let (ok, _, err) = voxseg(&args);
+        let Outcome {
+            ok, stderr: err, ..
+        } = voxseg(&args);
         (ok, err, run)
     };
-    let split_of = |run: &Path| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(run.join("split.json")).unwrap()).unwrap()
-    };
+    let split_of = |run: &Path| read_json(&run.join("split.json"));
 
     let partial = dir.join("partial.json");
     let lists = serde_json::json!({"train": &ids[..2], "val": [&ids[2]], "test": [&ids[3]]});
@@ -319,7 +308,12 @@ fn nnunet_layout_names_orphan_labels_a_wrong_count_and_a_wrong_file_ending() {
     let dir = temp_dir("nnunet");
     let good = dir.join("Dataset001_Good");
     nnunet_dataset(&good, 3, 3, ".nii.gz");
-    let (ok, out, err) = voxseg(&["check", "--data", s(&good)]);
+    let Outcome {
+        ok,
+        stdout: out,
+        stderr: err,
+        ..
+    } = voxseg(&["check", "--data", s(&good)]);
     assert!(ok && !err.contains("warning"), "{out}{err}");
 
     // A label whose case has no image.
@@ -328,7 +322,12 @@ fn nnunet_layout_names_orphan_labels_a_wrong_count_and_a_wrong_file_ending() {
         good.join("labelsTr/orphan.nii.gz"),
     )
     .unwrap();
-    let (ok, out, err) = voxseg(&["check", "--data", s(&good)]);
+    let Outcome {
+        ok,
+        stdout: out,
+        stderr: err,
+        ..
+    } = voxseg(&["check", "--data", s(&good)]);
     assert!(!ok, "{out}{err}");
     assert!(
         out.contains(
@@ -345,7 +344,9 @@ fn nnunet_layout_names_orphan_labels_a_wrong_count_and_a_wrong_file_ending() {
 
     let nii = dir.join("Dataset002_Ending");
     nnunet_dataset(&nii, 2, 2, ".nii");
-    let (ok, _, err) = voxseg(&["check", "--data", s(&nii)]);
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&["check", "--data", s(&nii)]);
     assert!(!ok, "{err}");
     assert!(
         err.contains(
@@ -358,50 +359,15 @@ fn nnunet_layout_names_orphan_labels_a_wrong_count_and_a_wrong_file_ending() {
 }
 
 #[test]
-fn every_flag_and_argument_of_every_subcommand_has_help() {
-    let (ok, top, _) = voxseg(&["--help"]);
-    assert!(ok);
-    let commands: Vec<&str> = top
-        .lines()
-        .skip_while(|l| !l.starts_with("Commands:"))
-        .skip(1)
-        .take_while(|l| !l.is_empty())
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|c| *c != "help")
-        .collect();
-    assert!(commands.contains(&"synth") && commands.len() >= 10, "{top}");
-    let mut bare = Vec::new();
-    for command in &commands {
-        let (ok, help, err) = voxseg(&[command, "--help"]);
-        assert!(ok, "{err}");
-        let lines: Vec<&str> = help.lines().collect();
-        for (i, line) in lines.iter().enumerate() {
-            // An entry is "  -x, --name <V>  text", "      --name <V>  text" or "  <ARG>  text",
-            // its text on the same line or, in the long layout, indented on the next.
-            let entry = line.starts_with("  -") || line.starts_with("      --");
-            let argument = line.starts_with("  <");
-            if !(entry || argument) {
-                continue;
-            }
-            let mut words = line.trim().split("  ").filter(|w| !w.trim().is_empty());
-            words.next();
-            let same_line = words.next().is_some_and(|t| !t.trim().starts_with('['));
-            let next_line = lines
-                .get(i + 1)
-                .is_some_and(|n| n.starts_with("          ") && !n.trim().is_empty());
-            if !same_line && !next_line {
-                bare.push(format!("{command}: {}", line.trim()));
-            }
-        }
-    }
-    assert!(bare.is_empty(), "without help: {bare:#?}");
-}
-
-#[test]
 fn check_names_replace_nan_and_prints_spacings_as_written() {
     let dir = temp_dir("nan-spacing");
     let (manifest, mut image) = ct_manifest(&dir, [0.8, 0.8, 3.0]);
-    let (ok, out, err) = voxseg(&["check", "--data", s(&manifest)]);
+    let Outcome {
+        ok,
+        stdout: out,
+        stderr: err,
+        ..
+    } = voxseg(&["check", "--data", s(&manifest)]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("spacing 0.8x0.8x3 mm"), "{out}");
     image[40] = f32::NAN;
@@ -414,7 +380,9 @@ fn check_names_replace_nan_and_prints_spacings_as_written() {
         (1.0, 0.0),
     )
     .unwrap();
-    let (ok, out, _) = voxseg(&["check", "--data", s(&manifest)]);
+    let Outcome {
+        ok, stdout: out, ..
+    } = voxseg(&["check", "--data", s(&manifest)]);
     assert!(!ok, "{out}");
     assert!(
         out.contains("1 NaN/Inf voxel(s), the first at (x=8, y=2, z=0); pass --replace-nan"),
@@ -428,15 +396,16 @@ fn a_stale_cache_names_the_modification_times_as_dates() {
     let dir = temp_dir("stale");
     let (manifest, _) = ct_manifest(&dir, [1.0; 3]);
     // Training needs two cases: a second one from the same files.
-    let mut json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let mut json = read_json(&manifest);
     let first = json["cases"][0].clone();
     let mut second = first.clone();
     second["id"] = "c1".into();
     json["cases"] = serde_json::json!([first, second]);
     std::fs::write(&manifest, json.to_string()).unwrap();
     let cache = dir.join("cache");
-    let (ok, _, err) = voxseg(&["preprocess", "--data", s(&manifest), "--out", s(&cache)]);
+    let Outcome {
+        ok, stderr: err, ..
+    } = preprocess(&manifest, &cache, &[]);
     assert!(ok, "{err}");
     // 2001-09-09T01:46:40Z, the same size.
     let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
@@ -450,7 +419,9 @@ fn a_stale_cache_names_the_modification_times_as_dates() {
     let mut args = vec!["train", "--data", s(&manifest), "--out", s(&run)];
     args.extend(["--cache", s(&cache)]);
     args.extend(SMALL);
-    let (ok, _, err) = voxseg(&args);
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&args);
     assert!(!ok, "{err}");
     assert!(
         err.contains("c0.nii.gz changed since the cache was made (modified 2001-09-09T01:46:40.000Z, the cache recorded 20"),
