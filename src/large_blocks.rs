@@ -5,7 +5,10 @@
 //! mapping that the kernel faults in and clears page by page: about a sixth of a CPU training
 //! step went to `clear_page`. Here blocks of `LARGE` bytes or more get their own mapping
 //! (2 MiB aligned, advised `MADV_HUGEPAGE`), and a freed one is kept and handed out again for
-//! the next request of the same rounded size, already faulted in.
+//! the next request of the same rounded size: as it is, already faulted in, where the caller
+//! will write it (a copy, a collected result); with its pages dropped, where the caller asked
+//! for zeros, so that the kernel clears them in the threads that first write them rather
+//! than one memset on the allocating thread (which measured slower than no cache at all).
 //!
 //! The cache never lets the process hold more than its own high-water mark of live large
 //! blocks: before a new mapping would exceed it, the oldest cached blocks are unmapped, so
@@ -237,8 +240,7 @@ impl LargeBlockAlloc {
         match self.take_block(mapping_len(layout.size())) {
             Some((p, fresh)) => {
                 if zeroed && !fresh {
-                    // SAFETY: the block is at least layout.size() bytes and now ours alone.
-                    unsafe { p.write_bytes(0, layout.size()) };
+                    clear(p, mapping_len(layout.size()));
                 }
                 p
             }
@@ -295,6 +297,19 @@ fn map(len: usize) -> Option<*mut u8> {
         // Only a hint: where THP is off the pages are still 4 KiB and correct.
         libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
         Some(aligned as *mut u8)
+    }
+}
+
+/// Makes a cached block read as zeros by dropping its pages: they fault back in, zeroed by
+/// the kernel, in whichever threads touch them first. A memset here would clear the whole
+/// block on one thread before a parallel kernel gets to write it.
+fn clear(p: *mut u8, len: usize) {
+    // SAFETY: (p, len) is a whole private anonymous mapping of ours that the caller now owns;
+    // MADV_DONTNEED on such a mapping makes every page read as zero afterwards.
+    let done = unsafe { libc::madvise(p.cast(), len, libc::MADV_DONTNEED) };
+    if done != 0 {
+        // SAFETY: as above; the fallback when the kernel refuses the advice.
+        unsafe { p.write_bytes(0, len) };
     }
 }
 
