@@ -47,7 +47,7 @@ struct Cache {
     high_water: usize,
 }
 
-/// At most this many blocks are unmapped by one call (the rest stay cached until the next).
+/// At most this many blocks are unmapped per lock (unmapping happens with the lock released).
 const EVICT_BATCH: usize = 16;
 
 /// Blocks taken out of the cache to be unmapped once the lock is released.
@@ -97,15 +97,17 @@ impl Cache {
         self.count -= 1;
     }
 
-    /// Removes the oldest blocks until `live + cached` fits under the high-water mark (or
-    /// the batch is full).
-    fn evict_to_fit(&mut self, evicted: &mut Evicted) {
-        while self.live + self.cached > self.high_water
-            && self.count > 0
-            && evicted.count < EVICT_BATCH
-        {
+    /// Removes the oldest blocks until `live + cached` fits under the high-water mark or the
+    /// batch is full; true when it still does not fit and blocks are left to evict.
+    fn evict_to_fit(&mut self, evicted: &mut Evicted) -> bool {
+        while self.over_high_water() && evicted.count < EVICT_BATCH {
             self.evict_oldest(evicted);
         }
+        self.over_high_water()
+    }
+
+    fn over_high_water(&self) -> bool {
+        self.live + self.cached > self.high_water && self.count > 0
     }
 
     fn evict_oldest(&mut self, evicted: &mut Evicted) {
@@ -177,16 +179,23 @@ impl LargeBlockAlloc {
     /// from the kernel (and so already zero).
     fn take_block(&self, len: usize) -> Option<(*mut u8, bool)> {
         let mut evicted = Evicted::new();
-        {
+        let mut over = {
             let mut c = self.lock();
             if let Some(addr) = c.take(len) {
                 return Some((addr as *mut u8, false));
             }
             c.live += len;
             c.high_water = c.high_water.max(c.live);
-            c.evict_to_fit(&mut evicted);
-        }
+            c.evict_to_fit(&mut evicted)
+        };
         evicted.unmap();
+        // One batch may not be enough (many small cached blocks, one large request): keep
+        // unmapping until the footprint is back under the high-water mark.
+        while over {
+            let mut evicted = Evicted::new();
+            over = self.lock().evict_to_fit(&mut evicted);
+            evicted.unmap();
+        }
         if let Some(p) = map(len) {
             return Some((p, true));
         }
@@ -432,6 +441,35 @@ mod tests {
             assert_eq!(d, b, "the 16 MiB block survived and is reused");
             alloc.dealloc(c, layout(30 * MIB));
             alloc.dealloc(d, layout(16 * MIB));
+        }
+    }
+
+    #[test]
+    fn a_large_request_evicts_more_than_one_batch_of_small_cached_blocks() {
+        let alloc = LargeBlockAlloc::new();
+        let small = layout(4 * MIB);
+        let n = EVICT_BATCH + 4;
+        // SAFETY: as above.
+        unsafe {
+            let blocks: Vec<*mut u8> = (0..n).map(|_| alloc.alloc(small)).collect();
+            assert!(blocks.iter().all(|p| !p.is_null()));
+            for &p in &blocks {
+                alloc.dealloc(p, small);
+            }
+            let big = layout(n * 4 * MIB);
+            let p = alloc.alloc(big);
+            assert!(!p.is_null());
+            let s = alloc.stats();
+            assert_eq!(
+                (s.live_bytes, s.high_water_bytes),
+                (n * 4 * MIB, n * 4 * MIB)
+            );
+            assert_eq!(
+                (s.cached_blocks, s.cached_bytes),
+                (0, 0),
+                "every small block goes, not just one batch"
+            );
+            alloc.dealloc(p, big);
         }
     }
 

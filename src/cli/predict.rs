@@ -132,6 +132,14 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
     } else {
         anyhow::bail!("give --data DIR or --input FILE...");
     };
+    if let Some(input) = OutputFiles::over_input(&cases, &a.out) {
+        anyhow::bail!(
+            "invalid --out: {} would be replaced by a prediction written to {}; choose another \
+             --out",
+            input.display(),
+            a.out.display()
+        );
+    }
     if !a.force {
         // Any output of a case counts, also one this run would not write: it would sit
         // beside the new labels as if it belonged to them.

@@ -89,6 +89,28 @@ impl OutputFiles {
             .collect()
     }
 
+    /// The first input image of `cases` that one of their outputs in `out` would replace
+    /// (e.g. a 4D `--input brain.nii.gz` predicted into its own folder as `brain.nii.gz`),
+    /// compared as the file system resolves them. `--force` would overwrite it, or delete it
+    /// when the case fails, so predict refuses such an `--out`.
+    pub fn over_input(cases: &[CaseFiles], out: &Path) -> Option<PathBuf> {
+        let resolved = |p: &Path| -> Option<PathBuf> {
+            let dir = std::fs::canonicalize(p.parent()?).ok()?;
+            Some(dir.join(p.file_name()?))
+        };
+        cases.iter().find_map(|case| {
+            let outputs: Vec<PathBuf> = Self::every(&case.id, out)
+                .all()
+                .into_iter()
+                .filter_map(resolved)
+                .collect();
+            case.images
+                .iter()
+                .find(|img| resolved(&img.path).is_some_and(|r| outputs.contains(&r)))
+                .map(|img| img.path.clone())
+        })
+    }
+
     pub fn all(&self) -> Vec<&Path> {
         let mut all = vec![self.labels.as_path()];
         if let Some((image, sidecar)) = &self.probabilities {
@@ -554,6 +576,32 @@ mod tests {
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|m| m.to_string()).collect()
+    }
+
+    #[test]
+    fn an_output_that_would_replace_an_input_image_is_found() {
+        let dir = std::env::temp_dir().join(format!("voxseg-over-input-{}", std::process::id()));
+        let other = dir.join("predictions");
+        std::fs::create_dir_all(&other).unwrap();
+        let input = dir.join("brain.nii.gz");
+        std::fs::write(&input, b"image").unwrap();
+        let case = CaseFiles {
+            id: "brain".into(),
+            images: vec![ImageFile {
+                modality: "flair".into(),
+                path: input.clone(),
+                channel: Some(0),
+            }],
+            label: None,
+        };
+        let cases = [case];
+        assert_eq!(OutputFiles::over_input(&cases, &dir), Some(input));
+        // The same folder spelled another way.
+        let dotted = other.join("..");
+        assert!(OutputFiles::over_input(&cases, &dotted).is_some());
+        assert_eq!(OutputFiles::over_input(&cases, &other), None);
+        assert_eq!(OutputFiles::over_input(&cases, &dir.join("missing")), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
