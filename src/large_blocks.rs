@@ -179,14 +179,15 @@ impl LargeBlockAlloc {
     /// from the kernel (and so already zero).
     fn take_block(&self, len: usize) -> Option<(*mut u8, bool)> {
         let mut evicted = Evicted::new();
-        let mut over = {
+        let (mut over, high_before) = {
             let mut c = self.lock();
             if let Some(addr) = c.take(len) {
                 return Some((addr as *mut u8, false));
             }
+            let before = c.high_water;
             c.live += len;
-            c.high_water = c.high_water.max(c.live);
-            c.evict_to_fit(&mut evicted)
+            c.high_water = before.max(c.live);
+            (c.evict_to_fit(&mut evicted), before)
         };
         evicted.unmap();
         // One batch may not be enough (many small cached blocks, one large request): keep
@@ -204,7 +205,10 @@ impl LargeBlockAlloc {
         match map(len) {
             Some(p) => Some((p, true)),
             None => {
-                self.lock().live -= len;
+                // The request never became live, so the peak it raised was never reached.
+                let mut c = self.lock();
+                c.live -= len;
+                c.high_water = high_before.max(c.live);
                 None
             }
         }
@@ -441,6 +445,22 @@ mod tests {
             assert_eq!(d, b, "the 16 MiB block survived and is reused");
             alloc.dealloc(c, layout(30 * MIB));
             alloc.dealloc(d, layout(16 * MIB));
+        }
+    }
+
+    #[test]
+    fn a_mapping_the_system_refuses_returns_null_and_leaves_the_peak_alone() {
+        let alloc = LargeBlockAlloc::new();
+        // SAFETY: as above; the refused request returns null and is never used.
+        unsafe {
+            let a = alloc.alloc(layout(8 * MIB));
+            alloc.dealloc(a, layout(8 * MIB));
+            // 128 TiB, the whole user address space of x86-64 without 5-level paging (and
+            // more than mmap hands out without a hint where it has it): never mapped.
+            let huge = layout(1 << 47);
+            assert!(alloc.alloc(huge).is_null());
+            let s = alloc.stats();
+            assert_eq!((s.live_bytes, s.high_water_bytes), (0, 8 * MIB));
         }
     }
 
