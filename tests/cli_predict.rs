@@ -166,6 +166,8 @@ fn reference_labels_are_not_read() {
     let mut values = vec![0u8; header.voxel_count()];
     values[100] = 7;
     write_label_map(&label, &header, &values).unwrap();
+    // And a case whose label file is gone altogether: prediction reads images only.
+    std::fs::remove_file(data.join("labelsTr/SynthBrain_002.nii.gz")).unwrap();
     let out = out_dir("badlabel-pred");
     let r = predict(&f.run, &out, &["--data", s(&data), "--split", "all"]);
     assert!(r.ok, "{}", r.stderr);

@@ -103,12 +103,13 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
     };
     predictor.window(&opts)?;
     let (dataset, cases) = if let Some(data) = &a.data {
-        // Only the model's modalities must exist (a dataset may lack one it does not use).
+        // Only the model's modalities must exist (a dataset may lack one it does not use),
+        // and no label: prediction never reads them.
         let listing = list(data)?;
         let channels = listing
             .dataset
             .select_modalities(&predictor.card.modalities)?;
-        let dataset = listing.require(&channels)?;
+        let dataset = listing.require_images(&channels)?;
         let runs: Vec<RunDir> = a
             .model
             .iter()

@@ -87,11 +87,13 @@ pub struct MissingFile {
 }
 
 impl MissingFile {
-    /// Whether reading the modalities `channels` (and the labels) needs this file.
-    pub fn needed_for(&self, channels: &[usize]) -> bool {
+    /// Whether reading the modalities `channels` (and the labels, with `labels`) needs this
+    /// file.
+    pub fn needed_for(&self, channels: &[usize], labels: bool) -> bool {
         match self.provides {
             Provides::Channel(c) => channels.contains(&c),
-            Provides::AllChannels | Provides::Label => true,
+            Provides::AllChannels => true,
+            Provides::Label => labels,
         }
     }
 
@@ -120,16 +122,26 @@ impl Listing {
     ) -> impl Iterator<Item = &'a MissingFile> + 'a {
         self.missing
             .iter()
-            .filter(move |m| m.case == id && m.needed_for(channels))
+            .filter(move |m| m.case == id && m.needed_for(channels, true))
     }
 
     /// The dataset, when every file needed to read `channels` and the labels exists; else
     /// an error naming the missing files (all of them counted, the first few named).
     pub fn require(self, channels: &[usize]) -> Result<Dataset> {
+        self.require_files(channels, true)
+    }
+
+    /// As [`Listing::require`], for a reader of images only (prediction): a missing label
+    /// file is no obstacle.
+    pub fn require_images(self, channels: &[usize]) -> Result<Dataset> {
+        self.require_files(channels, false)
+    }
+
+    fn require_files(self, channels: &[usize], labels: bool) -> Result<Dataset> {
         let needed: Vec<&MissingFile> = self
             .missing
             .iter()
-            .filter(|m| m.needed_for(channels))
+            .filter(|m| m.needed_for(channels, labels))
             .collect();
         match needed.as_slice() {
             [] => Ok(self.dataset),
