@@ -240,6 +240,14 @@ impl Split {
             serde_json::from_slice(&bytes).map_err(|e| Error::file(path, e.to_string()))?;
         let mut notes = Vec::new();
         let split = match (value, fold) {
+            (serde_json::Value::Array(folds), _) if folds.is_empty() => {
+                return Err(Error::file(
+                    path,
+                    "is an empty list: nnU-Net's splits_final.json holds one {\"train\", \"val\"} \
+                     entry per fold"
+                        .to_string(),
+                ))
+            }
             (serde_json::Value::Array(folds), None) => {
                 return Err(Error::file(
                     path,
@@ -247,7 +255,7 @@ impl Split {
                         "holds {} folds (nnU-Net's splits_final.json): choose one with --fold K \
                          (0 to {})",
                         folds.len(),
-                        folds.len().max(1) - 1
+                        folds.len() - 1
                     ),
                 ))
             }
@@ -258,7 +266,7 @@ impl Split {
                         format!(
                             "--fold {k}: the file holds {} fold(s), 0 to {}",
                             folds.len(),
-                            folds.len().max(1) - 1
+                            folds.len() - 1
                         ),
                     ));
                 }
@@ -496,6 +504,13 @@ mod tests {
             err.contains("holds 2 folds") && err.contains("--fold K (0 to 1)"),
             "{err}"
         );
+        let empty = write("empty_splits.json", serde_json::json!([]));
+        for fold in [None, Some(0)] {
+            let err = Split::from_split_file(&empty, &all, fold, 0)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("is an empty list"), "{err}");
+        }
         let (split, notes) = Split::from_split_file(&folds, &all, Some(1), 0).unwrap();
         assert_eq!(split.train, all[2..].to_vec());
         assert_eq!(split.val, all[..2].to_vec());
