@@ -468,6 +468,38 @@ fn bad_out_subset_and_split_are_refused_before_scoring() {
 }
 
 #[test]
+fn a_reference_dataset_missing_an_image_is_still_scored_from_its_labels() {
+    let dir = temp_dir("no-image");
+    let data = dataset(&dir, SynthLayout::Msd, 3);
+    let cases = labelled(&data);
+    std::fs::remove_file(data.join(format!("imagesTr/{}.nii.gz", cases[0].0))).unwrap();
+    let pred = dir.join("pred");
+    std::fs::create_dir_all(&pred).unwrap();
+    for (id, label) in &cases {
+        std::fs::copy(label, pred.join(format!("{id}.nii.gz"))).unwrap();
+    }
+    let out = dir.join("scores.json");
+    let Outcome { ok, stderr, .. } = voxseg(&[
+        &"evaluate" as Arg,
+        &"--pred",
+        &pred,
+        &"--truth",
+        &data,
+        &"--out",
+        &out,
+    ]);
+    assert!(ok, "{stderr}");
+    let report: EvalReport = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(report.cases.len(), 3);
+    // A missing label is still an error: it is what evaluation reads.
+    std::fs::remove_file(&cases[1].1).unwrap();
+    let Outcome { ok, stderr, .. } =
+        voxseg(&[&"evaluate" as Arg, &"--pred", &pred, &"--truth", &data]);
+    assert!(!ok && stderr.contains(&cases[1].0), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn predictions_of_unlabelled_test_cases_are_left_out_with_a_warning() {
     let dir = temp_dir("unlabelled");
     let data = dataset(&dir, SynthLayout::Msd, 3);

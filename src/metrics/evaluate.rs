@@ -6,7 +6,7 @@
 use super::{score_case_across, CaseScores, EmptyHd95, EmptyHd95Used, EvalReport, Region};
 use crate::data::case::AFFINE_TOLERANCE;
 use crate::data::labels::LabelSpec;
-use crate::data::layout::{detect, is_junk_name};
+use crate::data::layout::{is_junk_name, list};
 use crate::data::nifti::{read_volume, NiftiHeaderInfo};
 use crate::data::split::Split;
 use crate::error::{Error, Result};
@@ -252,9 +252,10 @@ impl Reference {
     /// `folder_spec` is ignored) or a folder of `CASE.nii.gz` (or `.nii`) label maps in the convention
     /// `folder_spec`.
     /// A folder that looks like a dataset but is not one (an unparsable `dataset.json`, a
-    /// missing file) is an error: detection's own.
+    /// missing label file) is an error: the layout's own. Missing images are no obstacle.
     pub fn open(truth: &Path, folder_spec: Option<&LabelSpec>) -> Result<Self> {
-        match detect(truth) {
+        // Only the labels are read: a dataset missing an image can still be scored.
+        match list(truth).and_then(|l| l.require_labels()) {
             Ok(d) => {
                 let labels = d
                     .cases

@@ -128,21 +128,23 @@ impl Listing {
     /// The dataset, when every file needed to read `channels` and the labels exists; else
     /// an error naming the missing files (all of them counted, the first few named).
     pub fn require(self, channels: &[usize]) -> Result<Dataset> {
-        self.require_files(channels, true)
+        self.require_files(|m| m.needed_for(channels, true))
     }
 
     /// As [`Listing::require`], for a reader of images only (prediction): a missing label
     /// file is no obstacle.
     pub fn require_images(self, channels: &[usize]) -> Result<Dataset> {
-        self.require_files(channels, false)
+        self.require_files(|m| m.needed_for(channels, false))
     }
 
-    fn require_files(self, channels: &[usize], labels: bool) -> Result<Dataset> {
-        let needed: Vec<&MissingFile> = self
-            .missing
-            .iter()
-            .filter(|m| m.needed_for(channels, labels))
-            .collect();
+    /// As [`Listing::require`], for a reader of labels only (evaluation): missing images
+    /// are no obstacle.
+    pub fn require_labels(self) -> Result<Dataset> {
+        self.require_files(|m| matches!(m.provides, Provides::Label))
+    }
+
+    fn require_files(self, needed: impl Fn(&MissingFile) -> bool) -> Result<Dataset> {
+        let needed: Vec<&MissingFile> = self.missing.iter().filter(|m| needed(m)).collect();
         match needed.as_slice() {
             [] => Ok(self.dataset),
             [one] => Err(one.to_error()),
