@@ -403,6 +403,19 @@ fn ctrl_c_exits_130_and_the_resumed_epoch_has_one_row_over_all_its_steps() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["partial"], true);
     assert!(rows[0]["step"].as_u64().unwrap() < 100);
+    // The cut-short epoch was not validated, so no best checkpoint exists yet, and
+    // predict says what to do instead.
+    assert!(rows[0].get("val_loss").is_none(), "{rows:?}");
+    assert!(!run.join("checkpoints/best.safetensors").exists());
+    let r = voxseg_in(
+        &dir,
+        &["predict", "--model", o, "--data", d, "--out", "never"],
+    );
+    assert!(
+        r.code == Some(1) && r.stderr.contains("predict with --checkpoint last"),
+        "{}",
+        r.stderr
+    );
 
     let r = voxseg_in(&dir, &["train", "--out", o, "--resume"]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);

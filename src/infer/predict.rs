@@ -154,10 +154,13 @@ fn open_member<B: Backend>(backend: &B, run: &Path, checkpoint: &str) -> Result<
         other => PathBuf::from(other),
     };
     if !path.exists() {
-        return Err(Error::file(
-            &path,
-            "checkpoint not found (has the run finished an epoch?)",
-        ));
+        let hint = if checkpoint == "best" && dir.checkpoint("last").exists() {
+            "checkpoint not found: no epoch has been validated yet; predict with --checkpoint \
+             last, or train further (--resume)"
+        } else {
+            "checkpoint not found (has the run finished an epoch?)"
+        };
+        return Err(Error::file(&path, hint));
     }
     let warning = check_checkpoint_identity(&path, &dir, &card)?;
     let mut model = Model::new(backend, &card.model, 0)?;

@@ -1766,7 +1766,10 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
                 state.epoch, state.step
             ));
         }
-        if (due || stopped) && steps_now > 0 && validates {
+        // An epoch cut short is not validated: the resumed epoch validates at its end, as an
+        // uninterrupted run does, so a plateau schedule and the best checkpoint see the same
+        // losses either way (and Ctrl-C does not wait for a sliding-window pass).
+        if due && steps_now > 0 && validates {
             let (val, picture) = validator.run(&mut model, &data.val)?;
             schedule.observe(val.loss);
             tb.add_scalar("val/loss", val.loss as f32, state.step)?;
