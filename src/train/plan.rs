@@ -272,6 +272,36 @@ pub fn fcn_activation_bytes(c: &FcnConfig, patch: [usize; 3], batch: usize) -> u
     (act * 4.0).min(u64::MAX as f64) as u64
 }
 
+/// GFLOP of one FCN training step (forward and the two backward products of every
+/// convolution, as [`estimate`] counts the U-Net's): the 3x3x3 blocks of each level, the
+/// single transposed convolution back to full resolution and the 1x1x1 head.
+pub fn fcn_step_gflop(c: &FcnConfig, patch: [usize; 3], batch: usize) -> f64 {
+    let width = |l: usize| c.features as f64 * 2f64.powi(l as i32);
+    let full = patch.iter().map(|&s| s as f64).product::<f64>() * batch as f64;
+    let mut dims = patch;
+    let mut flops = 0.0;
+    let mut cin = c.in_channels as f64;
+    let mut vox = full;
+    for l in 0..=c.levels {
+        if l > 0 {
+            dims = dims.map(|s| s.div_ceil(2));
+        }
+        vox = dims.iter().map(|&s| s as f64).product::<f64>() * batch as f64;
+        let w = width(l);
+        flops += 2.0 * vox * 27.0 * (cin * w + (c.blocks_per_level as f64 - 1.0) * w * w);
+        cin = w;
+    }
+    let head_in = if c.levels > 0 {
+        // Kernel = stride = 2^levels: each low-resolution voxel feeds 8^levels outputs.
+        flops += 2.0 * vox * cin * width(0) * 8f64.powi(c.levels as i32);
+        width(0)
+    } else {
+        cin
+    };
+    flops += 2.0 * full * head_in * c.out_channels as f64;
+    3.0 * flops / 1e9
+}
+
 /// Weights of the model `spec` describes, about (see [`unet_parameters`],
 /// [`fcn_parameters`]), without building it.
 pub fn model_parameters(spec: &ModelSpec) -> f64 {
@@ -457,6 +487,33 @@ mod tests {
         assert_eq!(min_patch_for_depth(2, [1.0; 3]), [8; 3]);
         assert_eq!(stages_for([16; 3], [1.0; 3]).depth(), 3);
         assert_eq!(min_patch_for_depth(3, [1.0; 3]), [16; 3]);
+    }
+
+    #[test]
+    fn fcn_step_gflop_counts_every_convolution_three_times() {
+        use crate::nn::layers::{Activation, NormKind};
+        use crate::nn::Init;
+        let fcn = |levels, features, cin| FcnConfig {
+            in_channels: cin,
+            out_channels: if levels == 0 { 2 } else { 1 },
+            features,
+            levels,
+            blocks_per_level: 1,
+            norm: NormKind::Instance,
+            activation: Activation::Relu,
+            dropout: 0.0,
+            init: Init::HeNormal,
+        };
+        // 4^3 voxels, 2 -> 3 channels, 3x3x3; a 1x1x1 head 3 -> 2.
+        let flat = 2.0 * 64.0 * 27.0 * 6.0 + 2.0 * 64.0 * 3.0 * 2.0;
+        assert!((fcn_step_gflop(&fcn(0, 3, 2), [4; 3], 1) - 3.0 * flat / 1e9).abs() < 1e-15);
+        // One level: 1 -> 2 at 4^3, 2 -> 4 at 2^3, a 4 -> 2 transposed conv of kernel 2
+        // (8 outputs per input voxel), a 2 -> 1 head.
+        let pooled = 2.0 * 64.0 * 27.0 * 2.0
+            + 2.0 * 8.0 * 27.0 * 8.0
+            + 2.0 * 8.0 * 4.0 * 2.0 * 8.0
+            + 2.0 * 64.0 * 2.0;
+        assert!((fcn_step_gflop(&fcn(1, 2, 1), [4; 3], 1) - 3.0 * pooled / 1e9).abs() < 1e-15);
     }
 
     #[test]

@@ -4,8 +4,8 @@ use super::card::{ModelCard, CARD_FORMAT, CHECKPOINT_IDENTITY_KEY};
 use super::checkpoint::{load_checkpoint, save_checkpoint};
 use super::config::{ModelKind, TrainConfig, RESUMABLE_SETTINGS};
 use super::plan::{
-    estimate, min_patch_for_depth, plan, stages_for, step_memory_bytes, DataSummary, Plan,
-    PlanDevice,
+    estimate, fcn_activation_bytes, fcn_step_gflop, min_patch_for_depth, plan, stages_for,
+    step_memory_bytes, DataSummary, Plan, PlanDevice,
 };
 use crate::autograd::{Gradients, Tape, Var};
 use crate::backend::cpu::Cpu;
@@ -987,11 +987,14 @@ fn resolve_plan(
         .max(p.base_features);
     cfg.max_features = Some(p.max_features);
     p.depth = *cfg.depth.get_or_insert(p.depth);
-    (p.step_gflop, p.activation_bytes) = estimate(
-        p.patch,
-        p.batch,
-        &p.unet(data.in_channels, data.out_channels),
-    );
+    (p.step_gflop, p.activation_bytes) =
+        match model_spec(cfg, &p, data.in_channels, data.out_channels) {
+            ModelSpec::Unet(u) => estimate(p.patch, p.batch, &u),
+            ModelSpec::Fcn(f) => (
+                fcn_step_gflop(&f, p.patch, p.batch),
+                fcn_activation_bytes(&f, p.patch, p.batch),
+            ),
+        };
     Ok((p, note))
 }
 
