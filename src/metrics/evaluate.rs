@@ -99,8 +99,7 @@ fn read_labels(
             .iter()
             .filter(|&&v| spec.class_of_value(v).is_none())
             .count();
-        let d = vol.dims;
-        let (x, y, z) = (first % d[0], first / d[0] % d[1], first / (d[0] * d[1]));
+        let at = crate::data::grid::position_text(first, vol.dims);
         let more = if others > 0 {
             format!(" ({others} more voxel(s) outside them)")
         } else {
@@ -109,8 +108,7 @@ fn read_labels(
         return Err(Error::file(
             path,
             format!(
-                "label value {} at (x={x}, y={y}, z={z}) is not one of the values {:?} of \
-                 {whose}{more}{hint}",
+                "label value {} at {at} is not one of the values {:?} of {whose}{more}{hint}",
                 vol.data[first],
                 spec.file_values()
             ),
