@@ -302,6 +302,18 @@ pub fn fcn_step_gflop(c: &FcnConfig, patch: [usize; 3], batch: usize) -> f64 {
     3.0 * flops / 1e9
 }
 
+/// GFLOP of one training step of `spec` and the activation bytes it keeps for backward
+/// ([`estimate`] for the U-Net, [`fcn_step_gflop`] and [`fcn_activation_bytes`] for the FCN).
+pub fn model_estimate(spec: &ModelSpec, patch: [usize; 3], batch: usize) -> (f64, u64) {
+    match spec {
+        ModelSpec::Unet(u) => estimate(patch, batch, u),
+        ModelSpec::Fcn(f) => (
+            fcn_step_gflop(f, patch, batch),
+            fcn_activation_bytes(f, patch, batch),
+        ),
+    }
+}
+
 /// Weights of the model `spec` describes, about (see [`unet_parameters`],
 /// [`fcn_parameters`]), without building it.
 pub fn model_parameters(spec: &ModelSpec) -> f64 {
@@ -322,11 +334,8 @@ pub fn step_memory_bytes(
     optimizer_slots: usize,
     queued_batches: usize,
 ) -> u64 {
-    let (cin, cout) = (spec.in_channels(), spec.out_channels());
-    let activations = match spec {
-        ModelSpec::Unet(_) => estimate(p.patch, p.batch, &p.unet(cin, cout)).1,
-        ModelSpec::Fcn(f) => fcn_activation_bytes(f, p.patch, p.batch),
-    };
+    let cin = spec.in_channels();
+    let activations = model_estimate(spec, p.patch, p.batch).1;
     let weights = model_parameters(spec) * 4.0 * (2.0 + optimizer_slots as f64);
     let voxels = p.patch.iter().map(|&s| s as f64).product::<f64>() * p.batch as f64;
     let batches = voxels * (4.0 * cin as f64 + 1.0) * queued_batches as f64;

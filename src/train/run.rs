@@ -4,8 +4,8 @@ use super::card::{ModelCard, CARD_FORMAT, CHECKPOINT_IDENTITY_KEY};
 use super::checkpoint::{load_checkpoint, save_checkpoint};
 use super::config::{ModelKind, TrainConfig, RESUMABLE_SETTINGS};
 use super::plan::{
-    estimate, fcn_activation_bytes, fcn_step_gflop, min_patch_for_depth, plan, stages_for,
-    step_memory_bytes, DataSummary, Plan, PlanDevice,
+    min_patch_for_depth, model_estimate, plan, stages_for, step_memory_bytes, DataSummary, Plan,
+    PlanDevice,
 };
 use crate::autograd::{Gradients, Tape, Var};
 use crate::backend::cpu::Cpu;
@@ -987,29 +987,26 @@ fn resolve_plan(
         .max(p.base_features);
     cfg.max_features = Some(p.max_features);
     p.depth = *cfg.depth.get_or_insert(p.depth);
-    (p.step_gflop, p.activation_bytes) =
-        match model_spec(cfg, &p, data.in_channels, data.out_channels) {
-            ModelSpec::Unet(u) => estimate(p.patch, p.batch, &u),
-            ModelSpec::Fcn(f) => (
-                fcn_step_gflop(&f, p.patch, p.batch),
-                fcn_activation_bytes(&f, p.patch, p.batch),
-            ),
-        };
+    let spec = model_spec(cfg, &p, data.in_channels, data.out_channels);
+    (p.step_gflop, p.activation_bytes) = model_estimate(&spec, p.patch, p.batch);
     Ok((p, note))
 }
 
 /// A resumed run keeps the U-Net stages its checkpoints were written with: a run started
 /// before per-axis pooling was planned has isotropic ones whatever its data's spacing.
-fn keep_checkpoint_stages(p: &mut Plan, model_card: &Path) {
+/// Returns whether the stages changed (the plan's estimates are then stale).
+fn keep_checkpoint_stages(p: &mut Plan, model_card: &Path) -> bool {
     if let Ok(ModelCard {
         model: ModelSpec::Unet(net),
         ..
     }) = ModelCard::load(model_card)
     {
-        if net.depth == p.depth {
+        if net.depth == p.depth && net.stages() != p.stages() {
             p.set_stages(&net.stages());
+            return true;
         }
     }
+    false
 }
 
 /// Free memory as Linux counts it (`MemAvailable`), in bytes; `None` elsewhere.
@@ -1563,10 +1560,11 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
         .collect();
     let summary = summarise(&grids, in_channels, out_channels);
     let (mut plan, depth_note) = resolve_plan(&mut cfg, &summary, largest_grid(&grids), device)?;
-    if from_checkpoint {
-        keep_checkpoint_stages(&mut plan, &run.model());
-    }
+    let kept_stages = from_checkpoint && keep_checkpoint_stages(&mut plan, &run.model());
     let spec = model_spec(&cfg, &plan, in_channels, out_channels);
+    if kept_stages {
+        (plan.step_gflop, plan.activation_bytes) = model_estimate(&spec, plan.patch, plan.batch);
+    }
     check_memory(&cfg, &plan, &spec, device)?;
     cfg.preprocess = data.preprocess.clone();
     let validates = !data.val.is_empty();
