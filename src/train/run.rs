@@ -1758,19 +1758,22 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
         if !epoch_done {
             record["partial"] = serde_json::json!(true);
         }
-        if (due || stopped) && steps_now > 0 && !validates {
+        let reports = (due || stopped) && steps_now > 0;
+        if reports {
             if let Some(g) = &last_grads {
                 histograms(&mut tb, &model, g, state.step)?;
             }
+        }
+        // An epoch cut short is not validated: the resumed epoch validates at its end, as an
+        // uninterrupted run does, so a plateau schedule and the best checkpoint see the same
+        // losses either way (and Ctrl-C does not wait for a sliding-window pass).
+        if reports && !(due && validates) {
             progress.println(&format!(
                 "epoch {} step {} train_loss {train_loss:.4}",
                 state.epoch, state.step
             ));
         }
-        // An epoch cut short is not validated: the resumed epoch validates at its end, as an
-        // uninterrupted run does, so a plateau schedule and the best checkpoint see the same
-        // losses either way (and Ctrl-C does not wait for a sliding-window pass).
-        if due && steps_now > 0 && validates {
+        if reports && due && validates {
             let (val, picture) = validator.run(&mut model, &data.val)?;
             schedule.observe(val.loss);
             tb.add_scalar("val/loss", val.loss as f32, state.step)?;
@@ -1779,9 +1782,6 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
             }
             if let Some((rgb, w, h)) = picture {
                 tb.add_image("val/segmentation", &rgb, w, h, state.step)?;
-            }
-            if let Some(g) = &last_grads {
-                histograms(&mut tb, &model, g, state.step)?;
             }
             record["val_loss"] = serde_json::json!(val.loss);
             record["val_mean_dice"] = serde_json::json!(val.mean_dice);
