@@ -1,4 +1,5 @@
 //! Loading one case: the selected modalities and the label, checked against each other.
+use crate::data::labels::LabelSpec;
 use crate::data::layout::{CaseFiles, Dataset};
 use crate::data::nifti::{NiftiFile, NiftiHeaderInfo};
 use crate::data::volume::{CaseData, LabelVolume, Volume};
@@ -88,29 +89,13 @@ pub fn load_case(
     let (grid, first) = reference.expect("at least one modality was loaded");
     let label = match &case.label {
         None => None,
-        Some(path) => {
-            let file = NiftiFile::open(path).map_err(|e| in_case(&case.id, e))?;
-            let header = file.header();
-            if header.channels != 1 {
-                return Err(Error::file(
-                    path,
-                    format!(
-                        "case {}: the label is 4D with {} channels; a 3D label map was expected",
-                        case.id, header.channels
-                    ),
-                ));
-            }
-            check_same_grid(&case.id, &grid, first, header, path)?;
-            let values = file.channel(0)?;
-            let classes = dataset
-                .label_spec
-                .to_classes(&values, header.dims, &case.id, path)?;
-            Some(LabelVolume {
-                dims: header.dims,
-                spacing: header.spacing,
-                data: classes,
-            })
-        }
+        Some(path) => Some(load_label(
+            &dataset.label_spec,
+            &case.id,
+            path,
+            &grid,
+            first,
+        )?),
     };
     Ok((
         CaseData {
@@ -120,6 +105,35 @@ pub fn load_case(
         },
         grid,
     ))
+}
+
+/// The label map of case `case` at `path` as class indices, checked to be 3D and on the
+/// images' grid (`grid`, read from `grid_path`).
+pub fn load_label(
+    spec: &LabelSpec,
+    case: &str,
+    path: &Path,
+    grid: &NiftiHeaderInfo,
+    grid_path: &Path,
+) -> Result<LabelVolume> {
+    let file = NiftiFile::open(path).map_err(|e| in_case(case, e))?;
+    let header = file.header();
+    if header.channels != 1 {
+        return Err(Error::file(
+            path,
+            format!(
+                "case {case}: the label is 4D with {} channels; a 3D label map was expected",
+                header.channels
+            ),
+        ));
+    }
+    check_same_grid(case, grid, grid_path, header, path)?;
+    let values = file.channel(0)?;
+    Ok(LabelVolume {
+        dims: header.dims,
+        spacing: header.spacing,
+        data: spec.to_classes(&values, header.dims, case, path)?,
+    })
 }
 
 /// Adds the case to a file error, so a corrupt file names the case it belongs to.

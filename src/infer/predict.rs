@@ -5,12 +5,11 @@
 //! Reference labels are never needed: a case is predicted from its images alone.
 use super::{interleave_channels, predict_logits, probabilities, SlidingWindow};
 use crate::backend::Backend;
-use crate::data::case::{load_case, NanPolicy};
+use crate::data::case::{load_case, load_label, NanPolicy};
 use crate::data::labels::TargetSpec;
 use crate::data::layout::{CaseFiles, Dataset, ImageFile, MODALITY_ALIASES};
-use crate::data::nifti::{write_label_map, write_probability_map, NiftiFile};
+use crate::data::nifti::{write_label_map, write_probability_map, NiftiHeaderInfo};
 use crate::data::preprocess::{paste_back_probs, preprocess};
-use crate::data::volume::CaseData;
 use crate::error::{Error, Result};
 use crate::log::{captioned_overlay, write_png};
 use crate::nn::Model;
@@ -517,7 +516,7 @@ impl<B: Backend> Predictor<B> {
             crate::atomic::write_bytes(sidecar, text.as_bytes())?;
         }
         if let Some(path) = &files.picture {
-            let truth = self.readable_reference(dataset, case, &data);
+            let truth = self.readable_reference(dataset, case, &header, &channels);
             let classes = self.card.label_spec.class_names();
             let (rgb, w, h) = captioned_overlay(
                 &data.channels[0].data,
@@ -544,30 +543,16 @@ impl<B: Backend> Predictor<B> {
         &self,
         dataset: &Dataset,
         case: &CaseFiles,
-        data: &CaseData,
+        grid: &NiftiHeaderInfo,
+        channels: &[usize],
     ) -> Option<Vec<u8>> {
         let path = case.label.as_ref()?;
         if dataset.label_spec.classes() != self.card.label_spec.classes() {
             return None;
         }
-        let read = || -> Result<Vec<u8>> {
-            let file = NiftiFile::open(path)?;
-            if file.header().dims != data.dims() || file.header().channels != 1 {
-                return Err(Error::file(
-                    path,
-                    format!(
-                        "is {:?} x {} channel(s), the images are {:?}",
-                        file.header().dims,
-                        file.header().channels,
-                        data.dims()
-                    ),
-                ));
-            }
-            dataset
-                .label_spec
-                .to_classes(&file.channel(0)?, file.header().dims, &case.id, path)
-        };
-        read()
+        let grid_path = &case.images[channels[0]].path;
+        load_label(&dataset.label_spec, &case.id, path, grid, grid_path)
+            .map(|label| label.data)
             .map_err(|e| eprintln!("warning: reference not drawn in {}.png: {e}", case.id))
             .ok()
     }
