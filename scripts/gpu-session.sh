@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # One short, bounded GPU session with prebuilt binaries (scripts/gpu-bundle.sh --release,
-# carried as gpu-bin.tar.gz or gpu-bin/): the CUDA parity tests, our benchmarks, the PyTorch/cuDNN reference
-# on the same card, and the quickstart on the GPU. Every step has its own time limit so one
-# slow step cannot eat the lease. Results go to $OUT, at most 8 files: summary.txt (card,
-# steps, test results), tests.log, ours_<precision>.jsonl (fp32, tf32, bf16), ref.jsonl,
-# quickstart.log, errors.log. REF_CASES=none skips the reference and QUICKSTART=0 the
-# quickstart (a quick check: the parity tests and our own benchmarks). An OURS item
+# carried as gpu-bin.tar.gz or gpu-bin/): the CUDA parity tests (all test binaries at once:
+# they check values, not time), then, one at a time, our benchmarks, the PyTorch/cuDNN
+# reference on the same card, and the quickstart on the GPU. Every step has its own time
+# limit, clamped to what is left of DEADLINE seconds (default 540) for the whole script, so
+# one slow step cannot eat the lease. Results go to $OUT, at most 8 files: summary.txt
+# (card, steps, test results), tests.log (with the quickstart's output), errors.log,
+# ref.jsonl and ours_<precision>[_wgmma].jsonl (one per OURS precision). REF_CASES=none
+# skips the reference and QUICKSTART=0 the quickstart; REF_STEP=<precisions> adds, last, the
+# reference's training step (slow: cuDNN searches per layer) to ref.jsonl. An OURS item
 # "<precision>+wgmma:<filter>" runs with the Hopper wgmma kernels (VOXSEG_WGMMA=1) into
-# ours_<precision>_wgmma.jsonl (mind the 8 files: drop a precision or the quickstart).
+# ours_<precision>_wgmma.jsonl, "<precision>:<filter>" with them off (VOXSEG_WGMMA=0).
 #   OURS="bf16:conv bf16+wgmma:conv" REF_PRECISIONS=bf16 REF_CASES=conv scripts/gpu-session.sh
 set -u
 # The bundle travels packed (scripts/gpu-bundle.sh).
@@ -16,21 +19,45 @@ if [[ ! -d gpu-bin && -f gpu-bin.tar.gz ]]; then
 fi
 out="${OUT:-gpu-session-out}"
 mkdir -p "$out"
+deadline="${DEADLINE:-540}"
 ours="${OURS:-fp32:conv tf32:conv bf16:conv fp32:unet_step bf16:unet_step fp32:instnorm}"
 ref_precisions="${REF_PRECISIONS:-fp32,tf32,bf16}"
 ref_cases="${REF_CASES:-conv,norm}"
 log() { echo "$*" | tee -a "$out/summary.txt"; }
+# step LIMIT NAME COMMAND...: runs COMMAND under min(LIMIT, time left), or skips it.
 step() {
     local limit="$1" name="$2"
     shift 2
+    local left=$((deadline - SECONDS))
+    if ((left < 15)); then
+        log "$name: skipped, ${left} s left"
+        return
+    fi
+    ((limit > left)) && limit=$left
     local start=$SECONDS
     timeout "$limit" "$@"
-    log "$name: exit $?, $((SECONDS - start)) s"
+    log "$name: exit $?, $((SECONDS - start)) s (limit $limit)"
 }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$out/summary.txt" 2>&1
-for bin in gpu-bin/test-cuda_parity* gpu-bin/test-cuda_train; do
-    t="$(basename "$bin")"
-    step 180 "${t#test-}" "$bin" --include-ignored >>"$out/tests.log" 2>&1
+nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader >"$out/summary.txt" 2>&1
+tests_dir="$(mktemp -d)"
+run_tests() {
+    local pids=() bin
+    for bin in gpu-bin/test-cuda_parity* gpu-bin/test-cuda_train; do
+        "$bin" --include-ignored >"$tests_dir/$(basename "$bin").log" 2>&1 &
+        pids+=($!)
+    done
+    local failed=0 pid
+    for pid in "${pids[@]}"; do
+        wait "$pid" || failed=1
+    done
+    return $failed
+}
+export -f run_tests
+export tests_dir
+step "${TEST_LIMIT:-180}" "tests (all binaries at once)" bash -c run_tests
+for f in "$tests_dir"/*.log; do
+    echo "=== $(basename "$f" .log)" >>"$out/tests.log"
+    cat "$f" >>"$out/tests.log"
 done
 for item in $ours; do
     p="${item%%:*}" filter="${item#*:}" wgmma=0 file="ours_${item%%:*}"
@@ -47,8 +74,14 @@ if [[ "$ref_cases" != none ]]; then
         >"$out/ref.jsonl" 2>>"$out/errors.log"
 fi
 if [[ "${QUICKSTART:-1}" != 0 ]]; then
+    echo "=== quickstart" >>"$out/tests.log"
     step 90 "quickstart" gpu-bin/voxseg quickstart --device cuda --out /tmp/qs --force \
-        >"$out/quickstart.log" 2>&1
+        >>"$out/tests.log" 2>&1
 fi
-grep -E "test result|FAILED|panicked" "$out/tests.log" | head -40 >>"$out/summary.txt"
+if [[ -n "${REF_STEP:-}" ]]; then
+    step 240 "reference step $REF_STEP" python3 scripts/bench_reference.py --json \
+        --precision "$REF_STEP" --cases step --warmup 3 --iters 10 \
+        >>"$out/ref.jsonl" 2>>"$out/errors.log"
+fi
+grep -E "^=== |test result|FAILED|panicked" "$out/tests.log" | head -60 >>"$out/summary.txt"
 cat "$out/summary.txt"
