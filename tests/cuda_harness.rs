@@ -288,6 +288,8 @@ fn sums_and_broadcasts_match_the_cpu_backend() {
         (500, 4, 1),
         (3, 9, 40),
         (3, 0, 2),
+        // Enough outputs for the column sum however long the rows.
+        (2, 30, 200),
     ];
     let mut split_runs = 0;
     for (outer, mid, inner) in views {

@@ -6,7 +6,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 use voxseg::backend::cuda::emu;
-use voxseg::backend::cuda::launch::ReducePlan;
+use voxseg::backend::cuda::launch::{column_sum, ReducePlan};
 use voxseg::backend::cuda::Cuda;
 use voxseg::nn::layers::{Activation, NormKind};
 use voxseg::nn::unet::{Downsample, UNetConfig, Upsample};
@@ -187,12 +187,18 @@ pub fn norm_rel(got: &[f32], want: &[f64]) -> f64 {
     (num / den.max(1e-300)).sqrt()
 }
 
-/// Sums through the reduce kernels' plan the device uses (one launch, or partials and a
-/// finish) on the harness; returns the sums and the number of splits.
+/// Sums on the harness as the device does (`sum_into`): a thread per output where that
+/// suits the view (`target_blocks` standing for the device's grid-stride blocks too), else
+/// the block reduction's plan (one launch, or partials and a finish); returns the sums and
+/// the number of splits (1 for the column sum).
 pub fn emu_sum(x: &[f32], v: Axis1, target_blocks: u32) -> (Vec<f32>, usize) {
-    let plan = ReducePlan::new(v, target_blocks);
     let n = v.outer * v.inner;
     let mut out = poisoned(n);
+    if let Some((p, dims)) = column_sum(v, target_blocks) {
+        emu::sum_axis1_columns(&dims, p, x, &mut out).unwrap();
+        return (written(&out, n).to_vec(), 1);
+    }
+    let plan = ReducePlan::new(v, target_blocks);
     if plan.splits() == 1 {
         emu::sum_axis1(&plan.first_dims, plan.first, x, &mut out).unwrap();
     } else {

@@ -57,6 +57,12 @@ extern "C" {
         partial: *mut f64,
     ) -> c_int;
     fn emu_sum_axis1(d: *const LaunchDims, p: ReduceParams, x: *const f32, out: *mut f32) -> c_int;
+    fn emu_sum_axis1_columns(
+        d: *const LaunchDims,
+        p: ReduceParams,
+        x: *const f32,
+        out: *mut f32,
+    ) -> c_int;
     fn emu_sum_axis1_partial(
         d: *const LaunchDims,
         p: ReduceParams,
@@ -247,6 +253,12 @@ pub fn sum_axis1(d: &LaunchDims, p: ReduceParams, x: &[f32], out: &mut [f32]) ->
     check_reduce(&p, x.len(), out.len())?;
     // SAFETY: lengths checked against the params above.
     status(unsafe { emu_sum_axis1(d, p, x.as_ptr(), out.as_mut_ptr()) })
+}
+
+pub fn sum_axis1_columns(d: &LaunchDims, p: ReduceParams, x: &[f32], out: &mut [f32]) -> EmuResult {
+    check_reduce(&p, x.len(), out.len())?;
+    // SAFETY: lengths checked against the params above.
+    status(unsafe { emu_sum_axis1_columns(d, p, x.as_ptr(), out.as_mut_ptr()) })
 }
 
 pub fn sum_axis1_partial(

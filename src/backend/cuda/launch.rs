@@ -16,6 +16,30 @@ pub fn elementwise(n: usize, max_blocks: u32) -> LaunchDims {
     LaunchDims::linear([blocks as u32, 1, 1], ELEMENTWISE_THREADS)
 }
 
+/// Middle axes up to this long are summed one thread per output whatever the outputs'
+/// count: e.g. the partials of a split convolution.
+const COLUMN_SUM_MAX_MID: usize = 16;
+
+/// The launch of `sum_axis1_columns` (one thread per output, rows added in order, at most
+/// `max_blocks` blocks) where it suits `view`: a short middle axis, or outputs that fill a
+/// wave of those blocks. None where the block reduction ([`ReducePlan`]) is needed: few
+/// outputs over long rows.
+pub fn column_sum(view: Axis1, max_blocks: u32) -> Option<(ReduceParams, LaunchDims)> {
+    let outputs = view.outer * view.inner;
+    let wave = max_blocks as usize * ELEMENTWISE_THREADS as usize;
+    (view.mid <= COLUMN_SUM_MAX_MID || outputs >= wave).then(|| {
+        let params = ReduceParams {
+            outer: view.outer as u64,
+            mid: view.mid as u64,
+            inner: view.inner as u64,
+            mid_per_split: view.mid as u64,
+            cols: 1,
+            splits: 1,
+        };
+        (params, elementwise(outputs, max_blocks))
+    })
+}
+
 /// A sum over the middle of `view`: a first launch that writes `splits` partials per
 /// output (the result itself when there is one split) and the launch that adds them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,6 +161,26 @@ mod tests {
             "short rows: many columns per block, no split"
         );
         assert_eq!(per_voxel.first_dims.grid[0], 1 << 17);
+    }
+
+    #[test]
+    fn column_sums_take_short_columns_and_outputs_that_fill_the_device() {
+        let view = |outer, mid, inner| Axis1 { outer, mid, inner };
+        let (p, dims) = column_sum(view(1, 3, 1 << 21), 1056).unwrap();
+        assert_eq!((p.outer, p.mid, p.inner, p.splits), (1, 3, 1 << 21, 1));
+        assert_eq!(dims.grid, [1056, 1, 1]);
+        assert!(column_sum(view(1 << 22, 4, 1), 1056).is_some());
+        assert!(
+            column_sum(view(2, 1 << 20, 1 << 20), 1056).is_some(),
+            "a wave of outputs"
+        );
+        assert!(
+            column_sum(view(3, 1000, 77), 1056).is_none(),
+            "few outputs, long rows"
+        );
+        assert!(column_sum(view(1, 1 << 27, 1), 1056).is_none());
+        let (empty, dims) = column_sum(view(5, 0, 3), 1056).unwrap();
+        assert_eq!((empty.mid, dims.grid), (0, [1, 1, 1]));
     }
 
     #[test]

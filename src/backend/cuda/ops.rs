@@ -2,7 +2,7 @@
 //! `ReduceKernel` for `Cuda`, plus counter-based random fills. Every launch is checked and
 //! reported as `Error::Backend` naming the kernel; shapes are checked like the CPU does.
 use super::device::{driver_error, Cuda, CudaStorage};
-use super::launch::{elementwise, ReducePlan};
+use super::launch::{column_sum, elementwise, ReducePlan};
 use super::params::{BinaryParams, BroadcastParams, LaunchDims, UnaryParams, UniformParams};
 use crate::error::{Error, Result};
 use crate::tensor_ops::binary::check_tiling;
@@ -59,8 +59,18 @@ impl Cuda {
         Ok(out)
     }
 
-    /// Sums `x` over the middle of `v` into `out`: one launch, or partials and a finish.
+    /// Sums `x` over the middle of `v` into `out`: a thread per output where that suits the
+    /// view, else the block reduction (one launch, or partials and a finish).
     fn sum_into(&self, x: &CudaStorage, v: Axis1, out: &mut CudaStorage) -> Result<()> {
+        if let Some((p, dims)) = column_sum(v, self.max_elementwise_blocks()) {
+            return launch!(
+                self,
+                "reduce",
+                "sum_axis1_columns",
+                &dims,
+                [&p, x.block(), out.block_mut()]
+            );
+        }
         let plan = ReducePlan::new(v, self.target_blocks());
         if plan.splits() == 1 {
             return launch!(
