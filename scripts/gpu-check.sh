@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # One run on a machine with an NVIDIA GPU: checks registers/spills with ptxas, runs the
-# tests including the CUDA parity tests, then the benchmarks at fp32, tf32 and bf16, and at
-# tf32 and bf16 again with the Hopper wgmma kernels (VOXSEG_WGMMA=1) on a compute
-# capability 9.0 device. Logs go to $OUT (or ./gpu-check-out), seven files at most:
-# summary.txt, machine.txt, ptxas.log, test.log, bench.log (stderr of the benchmarks),
-# bench.jsonl and bench_wgmma.jsonl (one JSON line per case; scripts/bench_table.py reads
+# tests including the CUDA parity tests, then the benchmarks at fp32, tf32 and bf16 (on a
+# compute capability 9.0 device with the Hopper wgmma kernels, the default there), and there
+# tf32 and bf16 again on the mma.sync kernels (VOXSEG_WGMMA=0). Logs go to $OUT (or
+# ./gpu-check-out), seven files at most: summary.txt, machine.txt, ptxas.log, test.log,
+# bench.log (stderr of the benchmarks), bench.jsonl and bench_mma.jsonl (one JSON line per
+# case; scripts/bench_table.py reads
 # the precision from each); the exit status is non-zero if any step failed. Uses the
 # machine's nvcc, or the repository's .cuda/ if it was carried along.
 # - With gpu-bin/ or gpu-bin.tar.gz present (scripts/gpu-bundle.sh, for machines without
@@ -58,17 +59,17 @@ fi
 hopper=0
 [[ "$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1)" == 9.0 ]] &&
     hopper=1
-for p in fp32 tf32 bf16 tf32+wgmma bf16+wgmma; do
-    wgmma=0 file=bench.jsonl
-    if [[ "$p" == *+wgmma ]]; then
+for p in fp32 tf32 bf16 tf32+mma bf16+mma; do
+    wgmma=() file=bench.jsonl
+    if [[ "$p" == *+mma ]]; then
         [[ $hopper == 1 ]] || continue
-        p="${p%+wgmma}" wgmma=1 file=bench_wgmma.jsonl
+        p="${p%+mma}" wgmma=(VOXSEG_WGMMA=0) file=bench_mma.jsonl
     fi
     start=$SECONDS
-    VOXSEG_WGMMA=$wgmma "${bench[@]}" --device cuda --json --precision "$p" \
+    env "${wgmma[@]}" "${bench[@]}" --device cuda --json --precision "$p" \
         >>"$out/$file" 2>>"$out/bench.log"
     rc=$?
-    echo "bench $p wgmma=$wgmma: exit $rc, $((SECONDS - start)) s" | tee -a "$out/summary.txt"
+    echo "bench $p ${wgmma[*]}: exit $rc, $((SECONDS - start)) s" | tee -a "$out/summary.txt"
     [[ $rc == 0 ]] || failed=1
 done
 grep -E "^test result|FAILED|panicked" "$out/test.log" >>"$out/summary.txt"

@@ -9,8 +9,9 @@
 # ref.jsonl and ours_<precision>[_wgmma].jsonl (one per OURS precision). REF_CASES=none
 # skips the reference and QUICKSTART=0 the quickstart; REF_STEP=<precisions> adds, last, the
 # reference's training step (slow: cuDNN searches per layer) to ref.jsonl. An OURS item
-# "<precision>+wgmma:<filter>" runs with the Hopper wgmma kernels (VOXSEG_WGMMA=1) into
-# ours_<precision>_wgmma.jsonl, "<precision>:<filter>" with them off (VOXSEG_WGMMA=0).
+# "<precision>:<filter>" runs the defaults into ours_<precision>.jsonl;
+# "<precision>+wgmma:<filter>" forces the Hopper wgmma kernels on (VOXSEG_WGMMA=1) into
+# ours_<precision>_wgmma.jsonl, "<precision>+mma:<filter>" off into ours_<precision>_mma.jsonl.
 #   OURS="bf16:conv bf16+wgmma:conv" REF_PRECISIONS=bf16 REF_CASES=conv scripts/gpu-session.sh
 set -u
 # The bundle travels packed (scripts/gpu-bundle.sh).
@@ -60,11 +61,12 @@ for f in "$tests_dir"/*.log; do
     cat "$f" >>"$out/tests.log"
 done
 for item in $ours; do
-    p="${item%%:*}" filter="${item#*:}" wgmma=0 file="ours_${item%%:*}"
-    if [[ "$p" == *+wgmma ]]; then
-        p="${p%+wgmma}" wgmma=1 file="ours_${p}_wgmma"
-    fi
-    step 120 "bench $filter $p wgmma=$wgmma" env VOXSEG_WGMMA="$wgmma" gpu-bin/voxseg bench \
+    p="${item%%:*}" filter="${item#*:}" wgmma=() file="ours_${item%%:*}"
+    case "$p" in
+    *+wgmma) p="${p%+wgmma}" wgmma=(VOXSEG_WGMMA=1) file="ours_${p}_wgmma" ;;
+    *+mma) p="${p%+mma}" wgmma=(VOXSEG_WGMMA=0) file="ours_${p}_mma" ;;
+    esac
+    step 120 "bench $filter $p ${wgmma[*]}" env "${wgmma[@]}" gpu-bin/voxseg bench \
         --device cuda --json --precision "$p" --filter "$filter" \
         >>"$out/$file.jsonl" 2>>"$out/errors.log"
 done

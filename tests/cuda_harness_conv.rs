@@ -738,6 +738,9 @@ fn padded_channels_every_kernel_shape_and_tile(
         transposed([2, 3, 4, 3, 8], [2, 2, 2, 36, 8], k2s2),
         // 72 channels in, 5 out: a 128-wide data gradient over padded output channels.
         conv([1, 4, 5, 3, 72], [1, 1, 2, 72, 5], 1, Padding::Same),
+        // 1x1x1, 30 -> 20: both results into 32 columns over a reduction of one step, the
+        // only 32-column passes that the plan puts on wgmma.
+        conv([1, 5, 4, 6, 30], [1, 1, 1, 30, 20], 1, Padding::Same),
     ];
     let mut kernels = std::collections::HashSet::new();
     for g in &cases {

