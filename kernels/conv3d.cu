@@ -106,14 +106,12 @@ struct VxSimtForward {
         int kz, ky, kx;
         vx_split3(k / p.cin, p.k_h, p.k_w, kz, ky, kx);
         if (k >= k_end) kz = VX_OUTSIDE;
+        const int tap_offset = vx_tap_offset(kz, ky, kx, p.in_h, p.in_w);
 #pragma unroll
         for (int j = 0; j < T::A_LOADS; ++j) {
-            const int iz = rows[j].z + kz, iy = rows[j].y + ky, ix = rows[j].x + kx;
-            a[j] = vx_inside(iz, iy, ix, p.in_d, p.in_h, p.in_w)
-                       ? x[static_cast<size_t>(rows[j].base + (iz * p.in_h + iy) * p.in_w + ix) *
-                               p.cin +
-                           ci]
-                       : 0.0f;
+            const int voxel =
+                vx_tap_voxel(rows[j], kz, ky, kx, tap_offset, p.in_d, p.in_h, p.in_w);
+            a[j] = voxel >= 0 ? x[static_cast<long long>(voxel) * p.cin + ci] : 0.0f;
         }
         const int co = blockIdx.y * T::BN + threadIdx.x % T::BN;
 #pragma unroll
@@ -184,15 +182,12 @@ struct VxSimtBackwardData {
         // A phase without taps has no valid k (and zero sizes must not be divided by).
         int tz = VX_OUTSIDE, ty = 0, tx = 0;
         if (k_valid) vx_split3(k / p.cout, ph.taps[1], ph.taps[2], tz, ty, tx);
+        const int tap_offset = vx_tap_offset(tz, ty, tx, p.out_h, p.out_w);
 #pragma unroll
         for (int j = 0; j < T::A_LOADS; ++j) {
-            const int oz = rows[j].z + tz, oy = rows[j].y + ty, ox = rows[j].x + tx;
-            a[j] = vx_inside(oz, oy, ox, p.out_d, p.out_h, p.out_w)
-                       ? dy[static_cast<size_t>(rows[j].base + (oz * p.out_h + oy) * p.out_w +
-                                                ox) *
-                                p.cout +
-                            co]
-                       : 0.0f;
+            const int voxel =
+                vx_tap_voxel(rows[j], tz, ty, tx, tap_offset, p.out_d, p.out_h, p.out_w);
+            a[j] = voxel >= 0 ? dy[static_cast<long long>(voxel) * p.cout + co] : 0.0f;
         }
         const int tap = k_valid ? vx_phase_kernel_tap(p, ph, tz, ty, tx) : 0;
 #pragma unroll
@@ -272,15 +267,12 @@ struct VxSimtBackwardWeights {
     }
 
     __device__ __forceinline__ void fetch(int m0, int buf) {
+        const int tap_offset = vx_tap_offset(kz, ky, kx, p.in_h, p.in_w);
 #pragma unroll
         for (int j = 0; j < T::A_LOADS; ++j) {
             const VxRow& r = steps.row[buf][threadIdx.x / T::BM + j * (T::THREADS / T::BM)];
-            const int iz = r.z + kz, iy = r.y + ky, ix = r.x + kx;
-            a[j] = vx_inside(iz, iy, ix, p.in_d, p.in_h, p.in_w)
-                       ? x[static_cast<size_t>(r.base + (iz * p.in_h + iy) * p.in_w + ix) *
-                               p.cin +
-                           ci]
-                       : 0.0f;
+            const int voxel = vx_tap_voxel(r, kz, ky, kx, tap_offset, p.in_d, p.in_h, p.in_w);
+            a[j] = voxel >= 0 ? x[static_cast<long long>(voxel) * p.cin + ci] : 0.0f;
         }
         const int co = blockIdx.y * T::BN + threadIdx.x % T::BN;
 #pragma unroll

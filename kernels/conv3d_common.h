@@ -37,6 +37,18 @@ struct alignas(8) VxU2 {
 };
 #endif
 
+// base + a * b with a and b unsigned 32-bit: one wide multiply-add. Written out in PTX
+// because from C++ the compiler widens a selected operand first and multiplies in 64 bits.
+__device__ __forceinline__ const char* vx_mad_wide(unsigned a, unsigned b, const char* base) {
+#ifdef __CUDACC__
+    const char* r;
+    asm("mad.wide.u32 %0, %1, %2, %3;" : "=l"(r) : "r"(a), "r"(b), "l"(base));
+    return r;
+#else
+    return base + static_cast<unsigned long long>(a) * b;
+#endif
+}
+
 // Four consecutive floats at p, which must be 16-byte aligned.
 __device__ __forceinline__ VxF4 vx_load4(const float* p) {
     return *reinterpret_cast<const VxF4*>(p);
@@ -66,11 +78,45 @@ __device__ __forceinline__ void vx_split_voxel(int v, int d, int h, int w, int& 
 }
 
 // The first row of a voxel's window and its coordinates: forward rows read the input at
-// corner + tap, with corner = output voxel * stride - pad.
+// corner + tap, with corner = output voxel * stride - pad. `corner` is the corner's linear
+// voxel index in the source ((sample * d + z) * h + y) * w + x, which may lie outside the
+// volume: tap (tz, ty, tx) then reads voxel corner + vx_tap_offset(..), one addition per row
+// rather than a multiply-add chain (the gathers' address arithmetic is most of their
+// instructions).
 struct alignas(16) VxRow {
-    int base;  // voxel index of (sample, 0, 0, 0) in the source
+    int corner;
     int z, y, x;
 };
+
+// The linear offset of tap (tz, ty, tx) in a volume of rows of h x w voxels; computed in
+// unsigned arithmetic because an invalid tap's tz is VX_OUTSIDE (the offset is then unused).
+__device__ __forceinline__ int vx_tap_offset(int tz, int ty, int tx, int h, int w) {
+    const unsigned plane = static_cast<unsigned>(tz) * static_cast<unsigned>(h) +
+                           static_cast<unsigned>(ty);
+    return static_cast<int>(plane * static_cast<unsigned>(w) + static_cast<unsigned>(tx));
+}
+
+// The source voxel that `row` reads at tap (tz, ty, tx), whose linear offset is
+// `tap_offset`, in a (d, h, w) volume; -1 where that lies outside (padding).
+__device__ __forceinline__ int vx_tap_voxel(const VxRow& row, int tz, int ty, int tx,
+                                            int tap_offset, int d, int h, int w) {
+    return vx_inside(row.z + tz, row.y + ty, row.x + tx, d, h, w) ? row.corner + tap_offset
+                                                                   : -1;
+}
+
+// A row of a (sample, z, y, x) corner in a (d, h, w) volume; rows past the GEMM's end
+// (!valid) are outside at every tap. The corner is computed in unsigned arithmetic: it fits
+// an int for every valid row, and an invalid row's (its sample past the last) is never read.
+__device__ __forceinline__ VxRow vx_row(int nn, int z, int y, int x, int d, int h, int w,
+                                        bool valid) {
+    using U = unsigned;
+    VxRow row;
+    row.corner = static_cast<int>(((U(nn) * U(d) + U(z)) * U(h) + U(y)) * U(w) + U(x));
+    row.z = valid ? z : VX_OUTSIDE;
+    row.y = y;
+    row.x = x;
+    return row;
+}
 
 // Backward data, stride phase r (per axis): input voxels i = g * stride + r, g over the
 // phase grid, are reached only by kernel indices k = first + j' * stride. With the phase's
@@ -117,24 +163,16 @@ __device__ __forceinline__ VxRow vx_phase_row(const Conv3dParams& p, const VxPha
     dx_voxel = ((nn * p.in_d + gz * p.stride_d + ph.r[0]) * p.in_h + gy * p.stride_h + ph.r[1]) *
                    p.in_w +
                gx * p.stride_w + ph.r[2];
-    VxRow row;
-    row.base = nn * p.out_d * p.out_h * p.out_w;
-    row.z = m < rows ? gz + ph.lo[0] : VX_OUTSIDE;
-    row.y = gy + ph.lo[1];
-    row.x = gx + ph.lo[2];
-    return row;
+    return vx_row(nn, gz + ph.lo[0], gy + ph.lo[1], gx + ph.lo[2], p.out_d, p.out_h, p.out_w,
+                  m < rows);
 }
 
 // Row m of the forward: output voxel m's window corner in x.
 __device__ __forceinline__ VxRow vx_forward_row(const Conv3dParams& p, int m, int rows) {
     int nn, oz, oy, ox;
     vx_split_voxel(m, p.out_d, p.out_h, p.out_w, nn, oz, oy, ox);
-    VxRow row;
-    row.base = nn * p.in_d * p.in_h * p.in_w;
-    row.z = m < rows ? oz * p.stride_d - p.pad_d : VX_OUTSIDE;
-    row.y = oy * p.stride_h - p.pad_h;
-    row.x = ox * p.stride_w - p.pad_w;
-    return row;
+    return vx_row(nn, oz * p.stride_d - p.pad_d, oy * p.stride_h - p.pad_h,
+                  ox * p.stride_w - p.pad_w, p.in_d, p.in_h, p.in_w, m < rows);
 }
 
 // The kernel index (kd, kh, kw) of tap (tz, ty, tx) of a phase.

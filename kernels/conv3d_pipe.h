@@ -69,14 +69,15 @@ template <class T>
 using VxPipeAcc = float[T::MT][T::NT][4];
 
 // The start of a main loop over the ring of stages at `ring`: the loader's begin(), a
-// barrier, then the copies of the first STAGES - 1 steps, one commit group each (empty past
-// the last step, so that the loop's wait_group counts stay right).
-template <class T, class Loader>
+// barrier, then the copies of the first AHEAD steps (STAGES - 1 unless the loop keeps more
+// stages in use), one commit group each (empty past the last step, so that the loop's
+// wait_group counts stay right).
+template <class T, int AHEAD = T::STAGES - 1, class Loader>
 __device__ __forceinline__ void vx_ring_prologue(Loader& ld, unsigned char* ring, int steps) {
     ld.begin();
     __syncthreads();
 #pragma unroll
-    for (int s = 0; s < T::STAGES - 1; ++s) {
+    for (int s = 0; s < AHEAD; ++s) {
         unsigned char* stage = ring + s * T::STAGE_BYTES;
         if (s < steps) ld.load(s, stage, stage + T::A_BYTES);
         vx_cp_async_commit();
@@ -138,22 +139,33 @@ __device__ __forceinline__ void vx_next_tap(int& z, int& y, int& x, int h, int w
 // The gathered (k-major) operand of forward and backward data: this thread copies chunk
 // column threadIdx.x % ROW_CHUNKS of ITERS rows of the tile, row r reading the packed volume `src`
 // (dims, `stride` elements per voxel) at its window corner plus `tap`, element `c0` of the
-// voxel; zeros outside the volume or past the reduction (!k_ok).
+// voxel; zeros outside the volume or past the reduction (!k_ok). A row costs its bounds
+// test, one addition and one wide multiply-add for the address (see VxRow); its place in
+// the tile is the first row's plus whole swizzle periods (both families' k-major swizzles
+// repeat every 8 rows, and a thread's rows are ROW_STEP apart).
 template <class T, int ITERS, class E>
 __device__ __forceinline__ void vx_gather_rows(unsigned char* tile, const VxRow* rows,
                                                const E* src, const int (&tap)[3],
                                                const int (&dims)[3], int stride, int c0,
                                                bool k_ok) {
+    constexpr int ROW_STEP = T::THREADS / T::ROW_CHUNKS;
+    static_assert(ROW_STEP % 8 == 0, "a thread's rows sit at one phase of the swizzle");
     const int c = threadIdx.x % T::ROW_CHUNKS;
+    const int r0 = threadIdx.x / T::ROW_CHUNKS;
+    unsigned char* dst = tile + T::k_major_offset(r0, c);
+    const int tap_offset = vx_tap_offset(tap[0], tap[1], tap[2], dims[1], dims[2]);
+    // Byte addresses: voxel times the voxel's bytes plus the base is one wide multiply-add.
+    const char* src_c0 = reinterpret_cast<const char*>(src + c0);
+    const unsigned voxel_bytes = static_cast<unsigned>(stride) * sizeof(E);
 #pragma unroll
     for (int j = 0; j < ITERS; ++j) {
-        const int r = threadIdx.x / T::ROW_CHUNKS + j * (T::THREADS / T::ROW_CHUNKS);
-        const VxRow row = rows[r];
-        const int z = row.z + tap[0], y = row.y + tap[1], x = row.x + tap[2];
-        const bool ok = k_ok && vx_inside(z, y, x, dims[0], dims[1], dims[2]);
-        const size_t voxel =
-            ok ? static_cast<size_t>(row.base + (z * dims[1] + y) * dims[2] + x) : 0;
-        vx_cp_async16(tile + T::k_major_offset(r, c), src + (ok ? voxel * stride + c0 : 0), ok);
+        const VxRow& row = rows[r0 + j * ROW_STEP];
+        // `&`, not `&&`: no branch per row.
+        const bool ok = k_ok & vx_inside(row.z + tap[0], row.y + tap[1], row.x + tap[2],
+                                         dims[0], dims[1], dims[2]);
+        const unsigned voxel = ok ? static_cast<unsigned>(row.corner + tap_offset) : 0u;
+        vx_cp_async16(dst + j * ROW_STEP * T::ROW_CHUNKS * 16,
+                      vx_mad_wide(voxel, voxel_bytes, src_c0), ok);
     }
 }
 
@@ -389,8 +401,8 @@ struct VxPipeBackwardWeights {
     }
 
     // Step i + STAGES takes the slot of step i's table, last read when step i was loaded
-    // (iteration i - STAGES + 1 or the prologue), before this iteration's barrier; the next
-    // iteration's barrier publishes the new table before step i + STAGES is loaded.
+    // (at least one iteration earlier, or in the prologue), before this iteration's barrier;
+    // the next iteration's barrier publishes the new table before step i + STAGES is loaded.
     __device__ __forceinline__ void ahead(int i) {
         if (static_cast<int>(threadIdx.x) < T::BK) fill(i + T::STAGES, threadIdx.x);
     }
@@ -402,14 +414,11 @@ struct VxPipeBackwardWeights {
 #pragma unroll
         for (int j = 0; j < A_ITERS; ++j) {
             const int r = threadIdx.x / A_CHUNKS + j * (T::THREADS / A_CHUNKS);
-            const VxRow row = rows[r];
-            const int iz = row.z + kz, iy = row.y + ky, ix = row.x + kx;
-            const bool ok = row_ok && vx_inside(iz, iy, ix, p.in_d, p.in_h, p.in_w);
-            const E* src =
-                x + (ok ? static_cast<size_t>(row.base + (iz * p.in_h + iy) * p.in_w + ix) *
-                                  cin_p +
-                              ci
-                        : 0);
+            const int voxel = vx_tap_voxel(rows[r], kz, ky, kx,
+                                           vx_tap_offset(kz, ky, kx, p.in_h, p.in_w), p.in_d,
+                                           p.in_h, p.in_w);
+            const bool ok = row_ok && voxel >= 0;
+            const E* src = x + (static_cast<long long>(ok ? voxel : 0) * cin_p + ci);
             vx_cp_async16(a_tile + T::template mn_major_offset<A_CHUNKS>(r, ca), src, ok);
         }
         const int cb = threadIdx.x % B_CHUNKS;

@@ -14,18 +14,22 @@
 // bf16 / 32 tf32 of the reduction), mn-major in backward weights (a row is 64 rows or
 // columns of the result at one voxel of the reduction, the BK voxel rows of each block of
 // 64 following each other), in a ring of STAGES stages that starts at a 1024-byte boundary
-// of the shared window, filled by 16-byte cp.async STAGES - 1 steps ahead. Per step: this
-// thread's copies land (cp.async.wait_group), are made visible to the tensor cores
-// (fence.proxy.async) and to the block (barrier), the wgmmas issue, the copies of step
-// + STAGES - 1 issue while they run, and the wgmmas complete (wait_group 0) before the next
-// barrier lets any thread overwrite their stage.
+// of the shared window, filled by 16-byte cp.async STAGES - 2 steps ahead. Per step i:
+// this thread's copies of step i land (cp.async.wait_group), are made visible to the tensor
+// cores (fence.proxy.async) and to the block (barrier), step i's wgmmas issue behind step
+// i - 1's, which may still run, the copies of step i + STAGES - 2 issue into the stage of
+// step i - 2, and step i - 1's wgmmas complete (wait_group 1) before the next barrier lets
+// any thread overwrite their stage. The tensor cores thus always have the next step queued
+// while the block waits at a barrier or issues its copies: with a step of the previous
+// design (wait_group 0 before each barrier, two blocks per SM) they were busy about half the
+// time on an H100 (Nsight Compute, 2026-11-26).
 #include "conv3d_pipe.h"
 #include "wgmma.h"
 
 template <bool MN_MAJOR>
 struct VxWgmmaLoop;
 
-template <class P, int BN_, int STAGES_>
+template <class P, int BN_, int STAGES_, int MIN_BLOCKS_>
 struct VxWgmmaTile {
     using Prec = P;
     using Elem = typename P::Elem;
@@ -42,8 +46,10 @@ struct VxWgmmaTile {
     static constexpr int BK = ROW_BYTES / static_cast<int>(sizeof(Elem));
     static constexpr int K_STEPS = BK / P::MMA_K;  // wgmmas per step
     static constexpr int STAGES = STAGES_;
-    // Two blocks per SM: 16 warps to hide the gathers' latency, at most 128 registers.
-    static constexpr int MIN_BLOCKS = 2;
+    static_assert(STAGES >= 3, "a stage in the tensor cores' hands, one being copied, one ahead");
+    // Blocks per SM: one for the rings of 64 and 128 columns, two (at most 128 registers)
+    // for 32 columns, whose shallow reductions mostly store.
+    static constexpr int MIN_BLOCKS = MIN_BLOCKS_;
     static constexpr int A_BYTES = BM * ROW_BYTES, B_BYTES = BN * ROW_BYTES;
     static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
     static_assert(BM == VX_CONV_TC_BM && THREADS == VX_CONV_WGMMA_THREADS, "params_conv.h");
@@ -66,13 +72,13 @@ struct VxWgmmaTile {
 };
 
 template <class P>
-using VxWgmmaN128 = VxWgmmaTile<P, 128, VX_CONV_WGMMA_STAGES_N128>;
+using VxWgmmaN128 = VxWgmmaTile<P, 128, VX_CONV_WGMMA_STAGES_N128, 1>;
 template <class P>
-using VxWgmmaN64 = VxWgmmaTile<P, 64, VX_CONV_WGMMA_STAGES_N64>;
-// 32 columns (the 32-channel layers at full resolution), k-major only: an mn-major block
-// is 64 wide.
+using VxWgmmaN64 = VxWgmmaTile<P, 64, VX_CONV_WGMMA_STAGES_N64, 1>;
+// 32 columns (a first layer's forward over few input channels), k-major only: an mn-major
+// block is 64 wide.
 template <class P>
-using VxWgmmaN32 = VxWgmmaTile<P, 32, VX_CONV_WGMMA_STAGES_N32>;
+using VxWgmmaN32 = VxWgmmaTile<P, 32, VX_CONV_WGMMA_STAGES_N32, 2>;
 
 // One warpgroup's wgmma over K step k of a stage whose A and B tiles start at shared
 // addresses a and b: A from the warpgroup's 64 rows, B from all BN columns.
@@ -113,33 +119,37 @@ struct VxWgmmaLoop {
         unsigned char* smem = vx_wgmma_shared();
         // The warp-major accumulator array is, per thread, the wgmma D fragment.
         float(&d)[T::BN / 2] = reinterpret_cast<float(&)[T::BN / 2]>(acc[0]);
-        vx_ring_prologue<T>(ld, smem, steps);
+        constexpr int AHEAD = T::STAGES - 2;
+        vx_ring_prologue<T, AHEAD>(ld, smem, steps);
+        // Nothing but the wgmmas touches the accumulators until the last wait: a hold (an
+        // asm that defines them) while one is in flight would make ptxas serialize them.
+        vx_wgmma_hold(d);
         for (int i = 0; i < steps; ++i) {
-            vx_cp_async_wait<T::STAGES - 2>();
+            vx_cp_async_wait<AHEAD - 1>();
             vx_fence_proxy_async_shared();
             // Step i is in shared memory for the whole block, and every warpgroup's wgmmas
-            // of step i - 1 have completed: its stage can be refilled.
+            // of step i - 2 have completed: their stage can be refilled.
             __syncthreads();
             const unsigned char* stage = smem + (i % T::STAGES) * T::STAGE_BYTES;
             const unsigned a = vx_shared_address(stage);
             const unsigned b = vx_shared_address(stage + T::A_BYTES);
-            vx_wgmma_hold(d);
             vx_wgmma_fence();
 #pragma unroll
             for (int k = 0; k < T::K_STEPS; ++k) vx_wgmma_step<T, MN_MAJOR>(d, a, b, k);
             vx_wgmma_commit();
-            // The copies of a later step (into step i - 1's stage) issue while the tensor
+            // The copies of a later step (into step i - 2's stage) issue while the tensor
             // cores work.
-            const int next = i + T::STAGES - 1;
+            const int next = i + AHEAD;
             if (next < steps) {
                 unsigned char* next_stage = smem + (next % T::STAGES) * T::STAGE_BYTES;
                 ld.load(next, next_stage, next_stage + T::A_BYTES);
             }
             vx_cp_async_commit();
             ld.ahead(i);
-            vx_wgmma_wait<0>();
-            vx_wgmma_hold(d);
+            vx_wgmma_wait<1>();
         }
+        vx_wgmma_wait<0>();
+        vx_wgmma_hold(d);
     }
 };
 

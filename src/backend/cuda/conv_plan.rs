@@ -55,9 +55,9 @@ pub const CONV_WGMMA_THREADS: u32 = 256;
 /// (`VX_CONV_WGMMA_STEP_BYTES`): one row of the 128-byte swizzle.
 pub const CONV_WGMMA_STEP_BYTES: u32 = 128;
 /// Stages of the wgmma kernels' ring for 128 and 64 columns (`VX_CONV_WGMMA_STAGES_N128`,
-/// `VX_CONV_WGMMA_STAGES_N64`).
-pub const CONV_WGMMA_STAGES_N128: u32 = 3;
-pub const CONV_WGMMA_STAGES_N64: u32 = 4;
+/// `VX_CONV_WGMMA_STAGES_N64`): one block per SM.
+pub const CONV_WGMMA_STAGES_N128: u32 = 5;
+pub const CONV_WGMMA_STAGES_N64: u32 = 6;
 /// Stages of the wgmma kernels' ring for 32 columns (`VX_CONV_WGMMA_STAGES_N32`).
 pub const CONV_WGMMA_STAGES_N32: u32 = 5;
 /// Dynamic shared memory the wgmma kernels reserve to start their ring at a 1024-byte
@@ -241,6 +241,16 @@ impl ConvKernel {
             ) => CONV_PIPE_NARROW_THREADS,
             (_, _, ConvTile::WgN128 | ConvTile::WgN64 | ConvTile::WgN32) => CONV_WGMMA_THREADS,
             _ => CONV_THREADS,
+        }
+    }
+
+    /// Threads of this kernel that an SM runs at once, at most the 4 blocks of CONV_THREADS
+    /// per SM that `ConvTarget::blocks` counts: the wgmma kernels of 64 and 128 columns hold
+    /// one block per SM (their rings take most of its shared memory).
+    fn resident_threads_per_sm(&self) -> u32 {
+        match self.tile {
+            ConvTile::WgN128 | ConvTile::WgN64 => CONV_WGMMA_THREADS,
+            _ => 4 * CONV_THREADS,
         }
     }
 
@@ -598,9 +608,10 @@ impl ConvPlan {
         };
         let (bm, bn, bk) = kernel.shape();
         let (bm, bn, bk) = (bm as u64, bn as u64, bk as u64);
-        // `target_blocks` counts blocks of CONV_THREADS; smaller blocks fill the device only
-        // in greater numbers.
-        let wanted_blocks = target_blocks as u64 * CONV_THREADS as u64 / kernel.threads() as u64;
+        // `target_blocks` counts 4 blocks of CONV_THREADS per SM; a kernel fills an SM with
+        // as many of its own blocks as the SM holds at once.
+        let wanted_blocks = target_blocks as u64 * kernel.resident_threads_per_sm() as u64
+            / (4 * kernel.threads()) as u64;
         let tiles = gm.rows.div_ceil(bm) * gm.cols.div_ceil(bn) * gm.layers;
         let steps = gm.depth.div_ceil(bk);
         let useful = (steps / MIN_STEPS_PER_SPLIT).max(1);
@@ -821,10 +832,14 @@ mod tests {
         assert_eq!(narrow.kernel.tile, ConvTile::TcN32);
         let f32 = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 256], Forward, F32);
         assert_eq!(f32.kernel.tile, ConvTile::Wide);
-        // Two blocks per SM: the ring, its alignment slack, the loaders' static tables (at
-        // most 4 KiB) and the 1 KiB the system reserves per block within an H100 SM's
-        // 228 KiB.
-        for tile in [ConvTile::WgN128, ConvTile::WgN64, ConvTile::WgN32] {
+        // Blocks per SM (one at 128 and 64 columns, two at 32): the ring, its alignment
+        // slack, the loaders' static tables (at most 6 KiB) and the 1 KiB the system
+        // reserves per block within an H100 SM's 228 KiB, of which a block may have 227.
+        for (tile, blocks, resident) in [
+            (ConvTile::WgN128, 1, 256),
+            (ConvTile::WgN64, 1, 256),
+            (ConvTile::WgN32, 2, 512),
+        ] {
             let k = ConvKernel {
                 pass: Forward,
                 precision: Bf16,
@@ -832,9 +847,14 @@ mod tests {
             };
             let bytes = k.shared_bytes();
             assert_eq!(bytes % 1024, 0);
-            assert!(2 * (bytes + 5 * 1024) <= 228 * 1024, "{tile:?}: {bytes}");
+            assert!(bytes + 6 * 1024 <= 227 * 1024, "{tile:?}: {bytes}");
+            assert!(
+                blocks * (bytes + 7 * 1024) <= 228 * 1024,
+                "{tile:?}: {bytes}"
+            );
+            assert_eq!(k.resident_threads_per_sm(), resident, "{tile:?}");
         }
-        // A split counts blocks of 256 threads: half as many fill the device.
+        // A split counts blocks of 256 threads, one per SM: a quarter as many fill the device.
         let deep = plan([2, 4, 4, 4, 320], [3, 3, 3, 320, 320], Forward, Bf16);
         let sync = ConvPlan::new(
             &conv([2, 4, 4, 4, 320], [3, 3, 3, 320, 320], 1),
