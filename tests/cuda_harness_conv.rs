@@ -728,16 +728,16 @@ fn padded_channels_every_kernel_shape_and_tile(
         // 1x1x1 to 130 outputs (three 64-wide tiles); its data gradient reduces over 136
         // (BF16) or 132 (TF32).
         conv([1, 6, 5, 7, 8], [1, 1, 1, 8, 130], 1, Padding::Same),
-        // Anisotropic 3x1x1 to 72 outputs: 128-wide tiles.
-        conv([1, 5, 4, 6, 12], [3, 1, 1, 12, 72], 1, Padding::Same),
+        // Anisotropic 3x1x1, 40 -> 72: 128-wide tiles over more than one step.
+        conv([1, 5, 4, 6, 40], [3, 1, 1, 40, 72], 1, Padding::Same),
         // Strided 'same' with 40 channels in (steps cross taps) and 3 out.
         conv([1, 7, 6, 5, 40], [3, 3, 3, 40, 3], 2, Padding::Same),
         // 'valid', 12 -> 8, batch 2.
         conv([2, 6, 5, 7, 12], [3, 3, 3, 12, 8], 1, Padding::Valid),
         // The 2x2x2 stride-2 transposed conv of a decoder: 8 one-tap phases.
         transposed([2, 3, 4, 3, 8], [2, 2, 2, 36, 8], k2s2),
-        // 72 channels in, 5 out: a 128-wide data gradient over padded output channels.
-        conv([1, 4, 5, 3, 72], [1, 1, 2, 72, 5], 1, Padding::Same),
+        // 72 channels in, 36 out: a 128-wide data gradient over padded output channels.
+        conv([1, 4, 5, 3, 72], [1, 1, 2, 72, 36], 1, Padding::Same),
         // 1x1x1, 30 -> 20: both results into 32 columns over a reduction of one step, the
         // only 32-column passes that the plan puts on wgmma.
         conv([1, 5, 4, 6, 30], [1, 1, 1, 30, 20], 1, Padding::Same),
@@ -745,7 +745,9 @@ fn padded_channels_every_kernel_shape_and_tile(
     let mut kernels = std::collections::HashSet::new();
     for g in &cases {
         for pass in PASSES {
-            let target = ConvTarget::new(8).with_wgmma(wgmma);
+            // wgmma: an H100's 132 SMs, on which these small grids put 64-column tiles on
+            // wgmma (below one tile per SM).
+            let target = ConvTarget::new(if wgmma { 528 } else { 8 }).with_wgmma(wgmma);
             let ran = check_pass(g, pass, precision, target, rng);
             assert_eq!(ran.kernel.precision, precision);
             kernels.insert((pass, ran.kernel.tile));

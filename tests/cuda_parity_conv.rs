@@ -311,6 +311,7 @@ fn wgmma_convolutions_match_cpu() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn wgmma_matches_the_harness_twin() {
+    let _serial = serial();
     let gpu = device();
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);
@@ -385,6 +386,7 @@ fn tensor_core_passes_allocate_nothing_new_after_the_first() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn ldmatrix_matches_the_harness_twin() {
+    let _serial = serial();
     let gpu = device();
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);
@@ -403,6 +405,7 @@ fn ldmatrix_matches_the_harness_twin() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn main_loop_fragments_match_the_harness_twin() {
+    let _serial = serial();
     let gpu = device();
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);
@@ -421,6 +424,7 @@ fn main_loop_fragments_match_the_harness_twin() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn buffers_that_do_not_fit_the_geometry_are_errors() {
+    let _serial = serial();
     let gpu = device();
     let g = conv([1, 4, 4, 4, 8], [3, 3, 3, 8, 4], 1, 1);
     let x = gpu.upload(&vec![0.5; 4 * 4 * 4 * 8 - 1]).unwrap();
@@ -447,6 +451,7 @@ fn buffers_that_do_not_fit_the_geometry_are_errors() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn tensor_core_rounding_matches_the_harness_bit_for_bit() {
+    let _serial = serial();
     let gpu = device();
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);
@@ -480,6 +485,7 @@ fn tensor_core_rounding_matches_the_harness_bit_for_bit() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn tensor_core_fragments_match_the_harness_twin() {
+    let _serial = serial();
     let gpu = device();
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);

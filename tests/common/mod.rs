@@ -48,16 +48,17 @@ pub fn random(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<f32> {
     (0..n).map(|_| rng.uniform_range(lo, hi) as f32).collect()
 }
 
-/// Device 0, with every buffer its pool hands out NaN-filled first (an element a kernel
-/// forgets to write then fails the comparison). Fails without a device.
 /// Serialises the tests of one binary that use the device: the process shares one `Cuda`
-/// (and its pool) per device, so a test counting the pool's allocations must not run beside
-/// another test that allocates.
+/// (its pool and its stream) per device, so a test counting the pool's allocations must not
+/// run beside another test that allocates, nor any test beside one that captures a CUDA
+/// graph on that stream (an upload or download there fails the other test).
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Device 0, with every buffer its pool hands out NaN-filled first (an element a kernel
+/// forgets to write then fails the comparison). Fails without a device.
 pub fn device() -> Cuda {
     let cuda = Cuda::new(0).expect("these tests need a CUDA device");
     cuda.poison_new_buffers(true);

@@ -6,10 +6,10 @@
 //!
 //! The arithmetic is chosen per device with [`Cuda::set_conv_precision`], initially from
 //! `VOXSEG_CONV_PRECISION` (f32, tf32 or bf16; f32 when unset). On compute capability 9.0
-//! (H100, H200) the sm_90a wgmma kernels run the TF32/BF16 passes (all but backward weights
-//! at TF32 or into 32 channels, and most passes into 32 columns, where the plan keeps
-//! mma.sync): [`Cuda::set_wgmma`], initially on there unless `VOXSEG_WGMMA=0` (they passed
-//! the parity tests on an H100 on 2026-11-26 and measured 15% faster than mma.sync).
+//! (H100, H200) the sm_90a wgmma kernels run the TF32/BF16 passes where the plan measured
+//! them faster than mma.sync (most of them; see `ConvPlan::new`): [`Cuda::set_wgmma`],
+//! initially on there unless `VOXSEG_WGMMA=0`. They passed the parity tests on an H100 on
+//! 2026-11-26.
 use super::conv_plan::{
     wgmma_probe_depth, ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, CONV_WGMMA_THREADS,
     WGMMA_PROBE_SHARED_BYTES,

@@ -480,6 +480,11 @@ impl ConvTarget {
     pub fn with_wgmma(self, wgmma: bool) -> Self {
         Self { wgmma, ..self }
     }
+
+    /// The device's SMs (`blocks` counts 4 blocks of CONV_THREADS per SM).
+    pub fn sms(self) -> u32 {
+        (self.blocks / 4).max(1)
+    }
 }
 
 /// The GEMM shape of a pass: rows, columns, the longest reduction, and how many grid.z
@@ -582,16 +587,25 @@ impl ConvPlan {
         let gm = gemm(&p, pass, precision.channel_multiple() as u64);
         let tile = if tensor_cores {
             // wgmma reads backward weights' mn-major tiles only in 16-bit types and in blocks
-            // of 64 columns. Into 32 columns the mma.sync kernels measured 5-25% faster on
-            // an H100 (2026-11-26) except over the shallowest reductions (a first layer's few
-            // input channels), where the wgmma kernel was 13% faster.
+            // of 64 columns. Where the wgmma kernels run is what an H100 measured
+            // (2026-11-26, BENCHMARKS.md), against mma.sync on each case:
+            // - 128 columns: wgmma, 0.4-0.94x the time, except over a single step (1.0-1.2x);
+            // - 64 columns: wgmma where its tiles fill less than one per SM (0.72-0.97x;
+            //   with one block per SM its step is bound by issuing the copies, and on a
+            //   full grid mma.sync's two blocks per SM hide that better: 1.05-1.5x);
+            // - 32 columns: mma.sync, 5-25% faster, except over reductions of at most 4
+            //   steps (a first layer's few input channels), where wgmma was 13% faster.
             let mn_major = pass == ConvPass::BackwardWeight;
-            let shallow = gm.depth <= WGMMA_N32_MAX_STEPS * wgmma_probe_depth(precision) as u64;
+            let step = wgmma_probe_depth(precision) as u64;
+            let wgmma_n64_tiles =
+                gm.rows.div_ceil(CONV_TC_BM as u64) * gm.cols.div_ceil(64) * gm.layers;
             match tc_tile(gm.cols) {
                 t if !target.wgmma || (mn_major && precision == ConvPrecision::Tf32) => t,
-                ConvTile::TcN128 => ConvTile::WgN128,
-                ConvTile::TcN64 => ConvTile::WgN64,
-                ConvTile::TcN32 if !mn_major && shallow => ConvTile::WgN32,
+                ConvTile::TcN128 if gm.depth > step => ConvTile::WgN128,
+                ConvTile::TcN64 if wgmma_n64_tiles < target.sms() as u64 => ConvTile::WgN64,
+                ConvTile::TcN32 if !mn_major && gm.depth <= WGMMA_N32_MAX_STEPS * step => {
+                    ConvTile::WgN32
+                }
                 t => t,
             }
         } else if gm.cols <= CONV_NARROW_BN as u64 {
@@ -811,6 +825,14 @@ mod tests {
         // TF32 backward weights, 32-column backward weights and f32 keep their kernels.
         let weight = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 256], BackwardWeight, Tf32);
         assert_eq!(weight.kernel.tile, ConvTile::TcN128);
+        // 128 columns over a single step, and 64 columns whose tiles fill the 132 SMs, stay
+        // on mma.sync; 64 columns on fewer tiles run wgmma.
+        let head = plan([2, 8, 8, 8, 64], [1, 1, 1, 64, 128], Forward, Bf16);
+        assert_eq!(head.kernel.tile, ConvTile::TcN128);
+        let full = plan([2, 32, 32, 32, 64], [3, 3, 3, 64, 64], Forward, Bf16);
+        assert_eq!(full.kernel.tile, ConvTile::TcN64, "512 tiles");
+        let few = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 64], Forward, Bf16);
+        assert_eq!(few.kernel.tile, ConvTile::WgN64, "8 tiles");
         // Into 32 columns, wgmma only over a reduction of at most 4 steps (a first layer).
         let narrow = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 20], Forward, Bf16);
         assert_eq!(narrow.kernel.name(), Some("conv3d_fwd_bf16_n32"));
