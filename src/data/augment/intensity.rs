@@ -208,9 +208,18 @@ pub fn adjust_contrast(values: &mut [f32], factor: f32) {
 }
 
 /// Simulates a coarser scan: nearest-neighbour downsampling by `zoom` (< 1) then trilinear
-/// upsampling back to `dims`.
-pub fn simulate_low_resolution(values: &mut [f32], dims: [usize; 3], zoom: f64) {
-    let coarse = dims.map(|d| ((d as f64 * zoom).round() as usize).max(1));
+/// upsampling back to `dims`; axis `keep`, if any, keeps its resolution (the slice axis of
+/// an anisotropic patch, already the coarse one).
+pub fn simulate_low_resolution(
+    values: &mut [f32],
+    dims: [usize; 3],
+    zoom: f64,
+    keep: Option<usize>,
+) {
+    let mut coarse = dims.map(|d| ((d as f64 * zoom).round() as usize).max(1));
+    if let Some(axis) = keep {
+        coarse[axis] = dims[axis];
+    }
     if coarse == dims {
         return;
     }
@@ -342,8 +351,18 @@ mod tests {
         }
         let dims = [8, 8, 1];
         let mut img: Vec<f32> = (0..64).map(|i| (i % 8) as f32).collect();
-        simulate_low_resolution(&mut img, dims, 0.5);
+        simulate_low_resolution(&mut img, dims, 0.5, None);
         assert!(img.iter().all(|&v| (0.0..=7.0).contains(&v)));
         assert_ne!(img, (0..64).map(|i| (i % 8) as f32).collect::<Vec<_>>());
+        // Kept at its resolution, an axis keeps its detail: a volume that varies only along
+        // x comes back exactly when x is kept, and blurred when it is not.
+        let dims = [8, 6, 4];
+        let along_x: Vec<f32> = (0..8 * 6 * 4).map(|i| ((i % 8) * (i % 8)) as f32).collect();
+        let mut kept = along_x.clone();
+        simulate_low_resolution(&mut kept, dims, 0.5, Some(0));
+        assert_eq!(kept, along_x);
+        let mut all = along_x.clone();
+        simulate_low_resolution(&mut all, dims, 0.5, None);
+        assert_ne!(all, along_x);
     }
 }

@@ -3,6 +3,11 @@
 //! generator into an `AugmentPlan`: one spatial map (applied while the patch is extracted, see
 //! `spatial`) and a list of intensity changes applied afterwards, in nnU-Net's order (noise,
 //! blur, brightness, contrast, low resolution, inverted gamma, gamma).
+//!
+//! A patch much shorter along one axis than along the others (anisotropic data: a few thick
+//! slices) is augmented in-plane, as nnU-Net's "dummy 2D" augmentation does: rotation only
+//! about that axis (up to +-180 degrees by default), scaling only across it, and simulated low
+//! resolution leaving it alone.
 pub mod intensity;
 pub mod spatial;
 
@@ -10,6 +15,18 @@ pub use spatial::{elastic_field, extract, Displacement, GridView, SpatialTransfo
 
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
+
+/// A patch whose longest side is more than this many times its shortest is augmented
+/// in-plane (nnU-Net's threshold).
+pub const ANISOTROPY_THRESHOLD: f64 = 3.0;
+
+/// The axis of `patch` (x, y, z) across which it is augmented in-plane: its shortest, when the
+/// longest is more than ANISOTROPY_THRESHOLD times longer; None for patches closer to a cube.
+pub fn slice_axis(patch: [usize; 3]) -> Option<usize> {
+    let (axis, &shortest) = patch.iter().enumerate().min_by_key(|&(_, &d)| d)?;
+    let longest = *patch.iter().max()?;
+    (longest as f64 > ANISOTROPY_THRESHOLD * shortest as f64).then_some(axis)
+}
 
 /// A transform that happens with probability `p` and draws a factor uniformly from `range`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -71,7 +88,11 @@ pub struct AugmentSpec {
     /// Probability of mirroring each axis.
     pub mirror_p: f64,
     pub rotation: Rotation,
-    /// Isotropic scale of the sampled region (above 1 samples a larger region).
+    /// The rotation of a patch augmented in-plane (see `slice_axis`): about its slice axis
+    /// only.
+    pub in_plane_rotation: Rotation,
+    /// Isotropic scale of the sampled region (above 1 samples a larger region); in-plane
+    /// patches are not scaled across their slice axis.
     pub scaling: RangeChance,
     pub translation: Translation,
     pub elastic: Elastic,
@@ -93,6 +114,10 @@ impl Default for AugmentSpec {
             rotation: Rotation {
                 p: 0.2,
                 max_degrees: 30.0,
+            },
+            in_plane_rotation: Rotation {
+                p: 0.2,
+                max_degrees: 180.0,
             },
             scaling: RangeChance {
                 p: 0.2,
@@ -163,6 +188,8 @@ pub enum IntensityOp {
     LowRes {
         channel: usize,
         zoom: f64,
+        /// The slice axis of an in-plane patch, left at its resolution.
+        keep: Option<usize>,
     },
     Gamma {
         channel: usize,
@@ -189,6 +216,10 @@ impl AugmentSpec {
         Self {
             mirror_p: 0.0,
             rotation: Rotation {
+                p: 0.0,
+                max_degrees: 0.0,
+            },
+            in_plane_rotation: Rotation {
                 p: 0.0,
                 max_degrees: 0.0,
             },
@@ -224,12 +255,25 @@ impl AugmentSpec {
     /// Draws the plan for one sample of `channels` channels and patch size `patch` (x, y, z),
     /// in a fixed order from `rng`, so the same generator state gives the same plan.
     pub fn draw(&self, patch: [usize; 3], channels: usize, rng: &mut Rng) -> AugmentPlan {
+        // In-plane patches draw the same numbers from `rng`, so a cube-like patch's plan does
+        // not depend on this branch.
+        let slice = slice_axis(patch);
+        let across = |axis: usize| slice.is_none_or(|s| s != axis);
         let mirror = [0, 1, 2].map(|_| rng.bernoulli(self.mirror_p));
-        let rotate = rng.bernoulli(self.rotation.p);
-        let max = self.rotation.max_degrees.to_radians();
+        let rotation = match slice {
+            Some(_) => self.in_plane_rotation,
+            None => self.rotation,
+        };
+        let rotate = rng.bernoulli(rotation.p);
+        let max = rotation.max_degrees.to_radians();
         let angles = [0, 1, 2].map(|_| rng.uniform_range(-max, max));
-        let angles = if rotate { angles } else { [0.0; 3] };
+        let angles = match slice {
+            _ if !rotate => [0.0; 3],
+            Some(axis) => [0, 1, 2].map(|a| if a == axis { angles[a] } else { 0.0 }),
+            None => angles,
+        };
         let scale = draw_factor(self.scaling.p, self.scaling.range, rng).unwrap_or(1.0);
+        let scale = [0, 1, 2].map(|a| if across(a) { scale } else { 1.0 });
         let shift = if rng.bernoulli(self.translation.p) {
             let m = self.translation.max_voxels;
             [0, 1, 2].map(|_| rng.below(2 * m + 1) as f64 - m as f64)
@@ -285,6 +329,7 @@ impl AugmentSpec {
             |channel, [lo, hi], r| IntensityOp::LowRes {
                 channel,
                 zoom: r.uniform_range(lo, hi),
+                keep: slice,
             },
         ));
         for (p, inverted) in [(self.gamma.p_inverted, true), (self.gamma.p, false)] {
@@ -362,8 +407,8 @@ pub fn apply_intensity(
             }
             IntensityOp::Brightness { factor, .. } => intensity::scale_brightness(values, factor),
             IntensityOp::Contrast { factor, .. } => intensity::adjust_contrast(values, factor),
-            IntensityOp::LowRes { zoom, .. } => {
-                intensity::simulate_low_resolution(values, dims, zoom)
+            IntensityOp::LowRes { zoom, keep, .. } => {
+                intensity::simulate_low_resolution(values, dims, zoom, keep)
             }
             IntensityOp::Gamma {
                 gamma, inverted, ..
@@ -420,6 +465,72 @@ mod tests {
         );
         let json = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<AugmentSpec>(&json).unwrap(), spec);
+    }
+
+    #[test]
+    fn patches_much_shorter_along_one_axis_are_augmented_in_plane() {
+        assert_eq!(slice_axis([160, 160, 40]), Some(2));
+        assert_eq!(slice_axis([20, 80, 64]), Some(0));
+        assert_eq!(slice_axis([96, 96, 32]), None, "3 times is not more than 3");
+        assert_eq!(slice_axis([128, 128, 128]), None);
+        let spec = AugmentSpec {
+            in_plane_rotation: Rotation {
+                p: 1.0,
+                max_degrees: 180.0,
+            },
+            scaling: RangeChance {
+                p: 1.0,
+                range: [0.7, 1.4],
+            },
+            low_res: ChannelChance {
+                p: 1.0,
+                p_per_channel: 1.0,
+                range: [0.5, 0.9],
+            },
+            ..AugmentSpec::default()
+        };
+        let mut rng = Rng::new(3);
+        let mut beyond_34_degrees = 0;
+        for _ in 0..200 {
+            let plan = spec.draw([64, 16, 64], 1, &mut rng);
+            let m = plan.spatial.matrix;
+            // The slice axis (y) maps onto itself, unscaled; x and z only mix in-plane.
+            assert_eq!(m[1][1].abs(), 1.0, "{m:?}");
+            for a in [0, 2] {
+                assert_eq!((m[1][a], m[a][1]), (0.0, 0.0), "{m:?}");
+            }
+            let in_plane_scale = (m[0][0] * m[2][2] - m[0][2] * m[2][0]).abs().sqrt();
+            assert!((0.7 - 1e-9..=1.4 + 1e-9).contains(&in_plane_scale), "{m:?}");
+            // The angle folded into [0, 90] degrees by mirroring: beyond 34 degrees for
+            // about 62% of angles uniform in +-180, never for +-30.
+            beyond_34_degrees += (m[2][0].abs().atan2(m[0][0].abs()) > 0.6) as usize;
+            assert!(plan.intensity.iter().all(|op| match op {
+                IntensityOp::LowRes { keep, .. } => *keep == Some(1),
+                _ => true,
+            }));
+        }
+        assert!(
+            (90..160).contains(&beyond_34_degrees),
+            "{beyond_34_degrees} of 200 beyond 34 degrees"
+        );
+        // A cube-like patch draws what it drew before in-plane patches existed: whatever the
+        // in-plane rotation says, the same generator state gives the same plan.
+        let wider = AugmentSpec {
+            in_plane_rotation: Rotation {
+                p: 1.0,
+                max_degrees: 90.0,
+            },
+            ..AugmentSpec::default()
+        };
+        for seed in 0..20 {
+            let cube = [16, 16, 16];
+            let plan = AugmentSpec::default().draw(cube, 2, &mut Rng::new(seed));
+            assert_eq!(wider.draw(cube, 2, &mut Rng::new(seed)), plan);
+            assert!(plan
+                .intensity
+                .iter()
+                .all(|op| !matches!(op, IntensityOp::LowRes { keep: Some(_), .. })));
+        }
     }
 
     #[test]

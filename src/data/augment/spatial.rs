@@ -52,10 +52,10 @@ impl SpatialTransform {
         }
     }
 
-    /// Mirror the axes flagged in `mirror`, scale by `scale`, then rotate by `angles` radians
-    /// about x, then y, then z (right-handed); `shift` moves the centre.
-    pub fn compose(mirror: [bool; 3], scale: f64, angles: [f64; 3], shift: [f64; 3]) -> Self {
-        let m = |a: usize| if mirror[a] { -scale } else { scale };
+    /// Mirror the axes flagged in `mirror`, scale each axis by `scale`, then rotate by
+    /// `angles` radians about x, then y, then z (right-handed); `shift` moves the centre.
+    pub fn compose(mirror: [bool; 3], scale: [f64; 3], angles: [f64; 3], shift: [f64; 3]) -> Self {
+        let m = |a: usize| if mirror[a] { -scale[a] } else { scale[a] };
         let mirror_scale = [[m(0), 0.0, 0.0], [0.0, m(1), 0.0], [0.0, 0.0, m(2)]];
         let (sx, cx) = angles[0].sin_cos();
         let (sy, cy) = angles[1].sin_cos();
@@ -449,7 +449,7 @@ mod tests {
         let patch = [5, 5, 5];
         let (plain, plain_lab) = run(&SpatialTransform::identity(), centre, patch);
         let (flipped, _) = run(
-            &SpatialTransform::compose([false, true, false], 1.0, [0.0; 3], [0.0; 3]),
+            &SpatialTransform::compose([false, true, false], [1.0; 3], [0.0; 3], [0.0; 3]),
             centre,
             patch,
         );
@@ -470,7 +470,7 @@ mod tests {
             };
             let mut out = vec![0.0; 125];
             let mut lab = vec![0; 125];
-            let t = SpatialTransform::compose([false, true, false], 1.0, [0.0; 3], [0.0; 3]);
+            let t = SpatialTransform::compose([false, true, false], [1.0; 3], [0.0; 3], [0.0; 3]);
             extract(&view, [2.0; 3], &t, patch, &mut out, &mut lab);
             (out, lab)
         };
@@ -482,7 +482,7 @@ mod tests {
     #[test]
     fn rotation_by_90_degrees_about_z_is_a_known_permutation() {
         // Rotating by +90 deg about z maps offset (ox, oy, oz) to source offset (-oy, ox, oz).
-        let t = SpatialTransform::compose([false; 3], 1.0, [0.0, 0.0, FRAC_PI_2], [0.0; 3]);
+        let t = SpatialTransform::compose([false; 3], [1.0; 3], [0.0, 0.0, FRAC_PI_2], [0.0; 3]);
         let (img, lab) = run(&t, [4.0; 3], [5, 5, 3]);
         for k in 0..3 {
             for j in 0..5 {
@@ -505,7 +505,8 @@ mod tests {
     #[test]
     fn unchecked_interior_runs_match_checking_every_point() {
         // A rotated, scaled patch that hangs over two faces of the grid.
-        let t = SpatialTransform::compose([true, false, false], 1.2, [0.4, -0.3, 0.7], [0.0; 3]);
+        let t =
+            SpatialTransform::compose([true, false, false], [1.2; 3], [0.4, -0.3, 0.7], [0.0; 3]);
         let patch = [7, 6, 5];
         let centre = [1.5, 6.0, 4.0];
         let (img, lab) = run(&t, centre, patch);
@@ -550,8 +551,12 @@ mod tests {
     #[test]
     fn rotated_and_deformed_labels_keep_only_input_values() {
         let mut rng = Rng::new(3);
-        let mut t =
-            SpatialTransform::compose([true, false, true], 1.3, [0.3, -0.4, 0.5], [1.0, 0.0, -2.0]);
+        let mut t = SpatialTransform::compose(
+            [true, false, true],
+            [1.3; 3],
+            [0.3, -0.4, 0.5],
+            [1.0, 0.0, -2.0],
+        );
         t.displacement = Some(elastic_field([6, 6, 6], 3.0, 1.5, &mut rng));
         let (img, lab) = run(&t, [4.0; 3], [6, 6, 6]);
         assert!(lab.iter().all(|&v| v < 4));
@@ -559,7 +564,7 @@ mod tests {
             .iter()
             .all(|v| v.is_finite() && (-1.0..=888.0).contains(v)));
         // A scale of 0.5 samples half-voxel steps: a linear ramp stays linear.
-        let half = SpatialTransform::compose([false; 3], 0.5, [0.0; 3], [0.0; 3]);
+        let half = SpatialTransform::compose([false; 3], [0.5; 3], [0.0; 3], [0.0; 3]);
         let (img, _) = run(&half, [4.0; 3], [3, 1, 1]);
         assert_eq!(img, vec![443.5, 444.0, 444.5]);
     }
