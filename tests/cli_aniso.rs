@@ -209,12 +209,13 @@ fn check_warns_of_cases_in_another_orientation_and_spacing() {
     let m = manifest.to_str().unwrap();
     let (same, _) = voxseg(&["check", "--data", m]);
     assert!(!same.contains("warning"), "{same}");
-    // Case c2 stored with x and z swapped: its x axis runs superior in 5 mm steps.
-    let mut header = NiftiHeaderInfo::new([16, 16, 16], [5.0, 1.0, 1.0]);
+    // Case c2 stored with x and z swapped: its x axis runs superior in 5 mm steps; its
+    // y axis has 2 mm voxels where the others have 1.
+    let mut header = NiftiHeaderInfo::new([16, 16, 16], [5.0, 2.0, 1.0]);
     header.qform_code = 0;
     header.srow = [
         [0.0, 0.0, 1.0, 0.0],
-        [0.0, 1.0, 0.0, 0.0],
+        [0.0, 2.0, 0.0, 0.0],
         [5.0, 0.0, 0.0, 0.0],
     ];
     let image: Vec<f32> = (0..16 * 16 * 16).map(|i| 100.0 + (i % 7) as f32).collect();
@@ -235,9 +236,16 @@ fn check_warns_of_cases_in_another_orientation_and_spacing() {
     assert!(
         warnings[0].contains("orientation") && warnings[0].contains("2 RAS (c0, c1), 1 SAR (c2)")
     );
-    assert!(warnings[1].contains("from 1x1x5 mm (c0, c1) to 5x1x1 mm (c2)"));
+    // Spacings are compared as training sees them, in the most common orientation.
+    assert!(
+        warnings[1].contains("(axes as in RAS), from 1x1x5 mm (c0, c1) to 1x2x5 mm (c2)"),
+        "{}",
+        warnings[1]
+    );
     assert!(warnings[1].contains("target_spacing"));
-    // Training warns with the same lines (over its training and validation cases).
+    // Training warns of the spacings with the same line (over its training and validation
+    // cases), and notes the orientation it reorients to: its training cases tie, so the
+    // first's.
     let split = dir.join("split.json");
     std::fs::write(
         &split,
@@ -256,6 +264,10 @@ fn check_warns_of_cases_in_another_orientation_and_spacing() {
         .lines()
         .filter(|l| l.starts_with("warning"))
         .collect();
-    assert_eq!(trained, warnings, "{stderr}");
+    assert_eq!(trained, &warnings[1..], "{stderr}");
+    assert!(
+        stderr.contains("note: cases differ in orientation") && stderr.contains("trains in RAS"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -129,11 +129,21 @@ pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
     };
     let spec = config.map_or_else(PreprocessSpec::default, |c| c.preprocess);
     let names: Vec<&String> = channels.iter().map(|&i| &dataset.modalities[i]).collect();
+    let stored = std::sync::Mutex::new(std::collections::BTreeSet::new());
     let cases = dataset.cases.iter().map(|c| {
         // Fingerprinted before reading: a file changed meanwhile then fails the check later.
         let sources = voxseg::data::cache::case_sources(&dataset.root, c, &channels)?;
-        let (case, _) = load_case(&dataset, c, &channels, nan)?;
-        Ok((preprocess(&case, &spec)?, sources))
+        let (case, header) = load_case(&dataset, c, &channels, nan)?;
+        let code = voxseg::data::orient::orientation(&header.affine());
+        stored
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(code);
+        let moved = voxseg::data::orient::reorient(&case, &header, spec.orientation.as_deref())?;
+        Ok((
+            preprocess(moved.as_ref().map_or(&case, |(m, _)| m), &spec)?,
+            sources,
+        ))
     });
     let ids = voxseg::data::cache::replace_cache(&a.out, a.force, |dir| {
         let ids = voxseg::data::cache::write_cache(cases, &spec, dir)?;
@@ -145,5 +155,15 @@ pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
         Ok(ids)
     })?;
     say!("cached {} cases in {}", ids.len(), a.out.display());
+    let stored = stored.into_inner().unwrap_or_else(|e| e.into_inner());
+    if spec.orientation.is_none() && stored.len() > 1 {
+        eprintln!(
+            "warning: the cases are stored in {} orientations ({}) and the cache keeps each as \
+             stored: name one with \"preprocess\": {{\"orientation\": \"RAS\"}} in --config \
+             (training without --cache reorients them itself)",
+            stored.len(),
+            stored.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
     Ok(())
 }

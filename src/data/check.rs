@@ -3,6 +3,7 @@
 //! rather than only the first one met.
 use super::case::{load_case, NanPolicy};
 use super::layout::{Dataset, Listing};
+use super::orient::{majority, orientation, AxisMap};
 use rayon::prelude::*;
 
 /// What reading one case found.
@@ -100,21 +101,6 @@ impl DatasetCheck {
     }
 }
 
-/// The world direction each voxel axis (x, y, z) mostly points along, in RAS+ letters:
-/// "RAS" for an identity affine, "LPS" for a DICOM-like one, "SRA" when the axes are permuted.
-pub fn orientation(affine: &[[f64; 4]; 4]) -> String {
-    const LETTERS: [[char; 2]; 3] = [['R', 'L'], ['A', 'P'], ['S', 'I']];
-    (0..3)
-        .map(|axis| {
-            let column = [0, 1, 2].map(|w| affine[w][axis]);
-            let world = (0..3)
-                .max_by(|&a, &b| column[a].abs().total_cmp(&column[b].abs()))
-                .unwrap_or(axis);
-            LETTERS[world][(column[world] < 0.0) as usize]
-        })
-        .collect()
-}
-
 /// A few case ids, for messages.
 fn examples(ids: &[&str]) -> String {
     let shown = ids.iter().take(3).copied().collect::<Vec<_>>().join(", ");
@@ -131,10 +117,29 @@ fn show_spacing(s: [f64; 3]) -> String {
     format!("{}x{}x{}", mm(s[0]), mm(s[1]), mm(s[2]))
 }
 
-/// One-line warnings when `cases` (id, orientation, spacing x, y, z) differ in orientation,
-/// or in spacing by more than 10% on an axis; none when they agree. voxseg neither reorients
-/// nor (unless asked) resamples, so such cases reach the network on different grids.
-pub fn grid_warnings(cases: &[(&str, &str, [f64; 3])]) -> Vec<String> {
+/// How the line of [`grid_warnings`] about orientations starts.
+pub const ORIENTATIONS_DIFFER: &str = "cases differ in orientation";
+
+/// One-line warnings when `cases` (id, orientation, spacing x, y, z as stored) differ in
+/// orientation (training reorients them to one), or in spacing by more than 10% on an axis
+/// once they share an orientation (unless asked, voxseg does not resample, so such cases
+/// reach the network on different grids); none when they agree.
+pub fn grid_warnings(stored: &[(&str, &str, [f64; 3])]) -> Vec<String> {
+    let codes: Vec<String> = stored.iter().map(|c| c.1.to_string()).collect();
+    let frame = majority(&codes);
+    // Spacings in one orientation, as training sees them (a code that cannot be mapped,
+    // an oblique grid, keeps its own axes).
+    let cases: Vec<(&str, &str, [f64; 3])> = stored
+        .iter()
+        .map(|&(id, code, spacing)| {
+            let map = frame.as_deref().map(|to| AxisMap::between(code, to));
+            match map {
+                Some(Ok(map)) => (id, code, map.axes(spacing)),
+                _ => (id, code, spacing),
+            }
+        })
+        .collect();
+    let cases = &cases[..];
     let mut out = Vec::new();
     let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
     for &(id, code, _) in cases {
@@ -151,9 +156,11 @@ pub fn grid_warnings(cases: &[(&str, &str, [f64; 3])]) -> Vec<String> {
             .collect::<Vec<_>>()
             .join(", ");
         out.push(format!(
-            "cases differ in orientation (voxel axes x, y, z point along): {listed}; voxseg \
-             does not reorient, so the network sees their axes swapped or flipped: reorient \
-             them to one orientation first"
+            "{ORIENTATIONS_DIFFER} (voxel axes x, y, z point along): {listed}; training \
+             reorients every case to one orientation, the training cases' most common unless \
+             \"preprocess\": {{\"orientation\": \"RAS\"}} in a --config file names one \
+             (docs/CONFIG.md), and prediction writes each result back in its input's \
+             orientation"
         ));
     }
     // By voxel volume, then axis by axis, so that the pair named does not depend on the
@@ -178,10 +185,14 @@ pub fn grid_warnings(cases: &[(&str, &str, [f64; 3])]) -> Vec<String> {
             let ids: Vec<&str> = cases.iter().filter(|c| c.2 == s).map(|c| c.0).collect();
             format!("{} mm ({})", show_spacing(s), examples(&ids))
         };
+        let axes = match &frame {
+            Some(code) if codes.iter().any(|c| c != code) => format!(" (axes as in {code})"),
+            _ => String::new(),
+        };
         out.push(format!(
-            "voxel spacings differ by more than 10% across cases, from {} to {}; the network \
-             sees each case on its own grid: set \"preprocess\": {{\"target_spacing\": [x, y, z]}} \
-             in a --config file to resample them to one spacing (docs/CONFIG.md)",
+            "voxel spacings differ by more than 10% across cases{axes}, from {} to {}; the \
+             network sees each case on its own grid: set \"preprocess\": {{\"target_spacing\": \
+             [x, y, z]}} in a --config file to resample them to one spacing (docs/CONFIG.md)",
             with(finest.2),
             with(coarsest.2)
         ));
@@ -359,16 +370,26 @@ mod tests {
             ("b", "RAS", [1.05, 1.0, 5.0]),
         ];
         assert!(grid_warnings(&same).is_empty());
+        // c stores the same grid with x and z swapped: once reoriented its voxels are the
+        // others', so only the orientation is named.
         let mixed = [
             ("a", "RAS", [1.0, 1.0, 5.0]),
             ("b", "RAS", [1.0, 1.0, 5.0]),
             ("c", "SAR", [5.0, 1.0, 1.0]),
         ];
         let w = grid_warnings(&mixed);
-        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("orientation") && w[0].contains("2 RAS (a, b), 1 SAR (c)"));
+        // d's voxels are coarser along y, as the others' axes run.
+        let coarser = [
+            ("a", "RAS", [1.0, 1.0, 5.0]),
+            ("b", "RAS", [1.0, 1.0, 5.0]),
+            ("d", "SAR", [5.0, 2.0, 1.0]),
+        ];
+        let w = grid_warnings(&coarser);
+        assert_eq!(w.len(), 2, "{w:?}");
         assert!(
-            w[1].contains("from 1x1x5 mm (a, b) to 5x1x1 mm (c)"),
+            w[1].contains("(axes as in RAS), from 1x1x5 mm (a, b) to 1x2x5 mm (d)"),
             "{}",
             w[1]
         );

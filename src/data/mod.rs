@@ -10,6 +10,7 @@ pub mod labels;
 pub mod layout;
 pub mod loader;
 pub mod nifti;
+pub mod orient;
 pub mod out_dir;
 pub mod phantom;
 pub mod preprocess;

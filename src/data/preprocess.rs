@@ -61,6 +61,10 @@ pub struct PreprocessSpec {
     pub target_spacing: Option<[f64; 3]>,
     /// Smallest grid as (d, h, w) = (z, y, x); smaller grids are padded with background.
     pub min_size: Option<[usize; 3]>,
+    /// The orientation (three RAS+ letters, e.g. "RAS") every case is reoriented to before
+    /// the steps above, and each prediction back from; None keeps each case as stored
+    /// (training then records the most common orientation when its cases differ).
+    pub orientation: Option<String>,
 }
 
 impl Default for PreprocessSpec {
@@ -73,6 +77,7 @@ impl Default for PreprocessSpec {
             background_value: 0.0,
             target_spacing: None,
             min_size: None,
+            orientation: None,
         }
     }
 }
@@ -543,6 +548,9 @@ fn check_spec(spec: &PreprocessSpec, channels: usize) -> Result<()> {
                 format!("{t:?} is not positive"),
             ));
         }
+    }
+    if let Some(code) = &spec.orientation {
+        crate::data::orient::check_orientation(code)?;
     }
     if let Statistics::PerDataset(ds) = &spec.statistics {
         if ds.channels.len() != channels {

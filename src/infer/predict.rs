@@ -9,6 +9,7 @@ use crate::data::case::{load_case, load_label, NanPolicy};
 use crate::data::labels::TargetSpec;
 use crate::data::layout::{CaseFiles, Dataset, ImageFile, MODALITY_ALIASES};
 use crate::data::nifti::{write_label_map, write_probability_map, NiftiHeaderInfo};
+use crate::data::orient::reorient;
 use crate::data::preprocess::{paste_back_probs, preprocess};
 use crate::error::{Error, Result};
 use crate::log::{captioned_overlay, write_png};
@@ -473,7 +474,16 @@ impl<B: Backend> Predictor<B> {
         let share = 1.0 / self.members.len() as f32;
         let mut full_probs = vec![0f32; data.dims().iter().product::<usize>() * k];
         for member in &mut self.members {
-            let prep = preprocess(&data, &member.card.preprocess)?;
+            // In the member's training orientation, and its probabilities back from it.
+            let moved = reorient(
+                &data,
+                &header,
+                member.card.preprocess.orientation.as_deref(),
+            )?;
+            let prep = preprocess(
+                moved.as_ref().map_or(&data, |(m, _)| m),
+                &member.card.preprocess,
+            )?;
             let [x, y, z] = prep.dims();
             let image = interleave_channels(&prep.channels)?;
             let logits = predict_logits(
@@ -486,6 +496,10 @@ impl<B: Backend> Predictor<B> {
             )?;
             let probs = probabilities(&member.card.target, &logits, k);
             let pasted = paste_back_probs(&probs, k, &fill, &prep.crop)?;
+            let pasted = match &moved {
+                Some((m, map)) => map.inverse().apply(m.dims(), k, &pasted),
+                None => pasted,
+            };
             for (mean, p) in full_probs.iter_mut().zip(pasted) {
                 *mean += p * share;
             }

@@ -13,11 +13,12 @@ use crate::backend::cuda::conv_plan::ConvPrecision;
 use crate::backend::device::{resolve, Device, DeviceRequest};
 use crate::backend::Backend;
 use crate::data::case::{load_case, NanPolicy};
-use crate::data::check::{grid_warnings, orientation};
+use crate::data::check::{grid_warnings, ORIENTATIONS_DIFFER};
 use crate::data::labels::{LabelSpec, TargetSpec};
 use crate::data::layout::{list, Dataset};
 use crate::data::loader::{Batch, Loader, LoaderOptions};
 use crate::data::nifti::NiftiHeaderInfo;
+use crate::data::orient::{orientation, reorient, training_orientation};
 use crate::data::preprocess::{dataset_stats, preprocess, PreprocessedCase, Statistics};
 use crate::data::sampler::{InMemoryCase, PatchSource};
 use crate::data::split::Split;
@@ -741,16 +742,24 @@ fn grids_of(
         .collect()
 }
 
-/// Warns (one line each) when the cases differ in orientation or, unless they are resampled
-/// to one spacing, in spacing.
-fn warn_of_mixed_grids(grids: &[(String, String, [f64; 3])], resampled: bool) {
+/// Warns (one line each) when the cases differ in spacing, unless they are resampled to
+/// one, and notes that they are reoriented to `orientation` when they differ in that.
+fn warn_of_mixed_grids(
+    grids: &[(String, String, [f64; 3])],
+    resampled: bool,
+    orientation: Option<&str>,
+) {
     let grids: Vec<(&str, &str, [f64; 3])> = grids
         .iter()
         .map(|(id, code, spacing)| (id.as_str(), code.as_str(), *spacing))
         .collect();
     for w in grid_warnings(&grids) {
-        if !(resampled && w.contains("target_spacing")) {
-            eprintln!("warning: {w}");
+        match orientation {
+            Some(code) if w.starts_with(ORIENTATIONS_DIFFER) => {
+                eprintln!("note: {w}; this run trains in {code}")
+            }
+            _ if resampled && w.contains("target_spacing") => {}
+            _ => eprintln!("warning: {w}"),
         }
     }
 }
@@ -837,7 +846,16 @@ fn prepare_data(cfg: &TrainConfig, saved_split: Option<&Path>) -> Result<(Prepar
     let mut spec = cfg.preprocess.clone();
     let train_loaded = load_cases(&dataset, tv.train(), &channels, nan)?;
     let mut grids = grids_of(tv.train(), &train_loaded);
-    let train_raw: Vec<CaseData> = train_loaded.into_iter().map(|(c, _)| c).collect();
+    let codes: Vec<String> = grids.iter().map(|(_, code, _)| code.clone()).collect();
+    let requested = cfg.preprocess.orientation.as_deref();
+    spec.orientation = training_orientation(&codes, &[], requested);
+    let train_raw = train_loaded
+        .into_par_iter()
+        .map(|(case, header)| {
+            let moved = reorient(&case, &header, spec.orientation.as_deref())?;
+            Ok(moved.map_or(case, |(moved, _)| moved))
+        })
+        .collect::<Result<Vec<CaseData>>>()?;
     if cfg.dataset_statistics {
         spec.statistics = Statistics::PerDataset(dataset_stats(train_raw.iter())?);
     }
@@ -848,12 +866,22 @@ fn prepare_data(cfg: &TrainConfig, saved_split: Option<&Path>) -> Result<(Prepar
     drop(train_raw);
     let (train, train_grids) = in_memory(train_cases)?;
     let val_raw = load_cases(&dataset, tv.val(), &channels, nan)?;
+    let val_grids = grids_of(tv.val(), &val_raw);
+    let val_codes: Vec<String> = val_grids.iter().map(|(_, code, _)| code.clone()).collect();
+    spec.orientation = training_orientation(&codes, &val_codes, requested);
     let val = val_raw
-        .par_iter()
-        .map(|(c, _)| preprocess(c, &spec))
+        .into_par_iter()
+        .map(|(case, header)| {
+            let moved = reorient(&case, &header, spec.orientation.as_deref())?;
+            preprocess(moved.as_ref().map_or(&case, |(moved, _)| moved), &spec)
+        })
         .collect::<Result<Vec<_>>>()?;
-    grids.extend(grids_of(tv.val(), &val_raw));
-    warn_of_mixed_grids(&grids, spec.target_spacing.is_some());
+    grids.extend(val_grids);
+    warn_of_mixed_grids(
+        &grids,
+        spec.target_spacing.is_some(),
+        spec.orientation.as_deref(),
+    );
     Ok((
         Prepared {
             dataset,
@@ -1477,22 +1505,32 @@ pub fn plan_for_config(cfg: &TrainConfig) -> Result<Plan> {
     } else {
         NanPolicy::Error
     };
-    // One case at a time: only the cropped size and the voxel size are kept. Planned, as
-    // training plans, from every case outside the test set.
+    // One case at a time: only the cropped size, the voxel size and the orientation are
+    // kept. Planned, as training plans, from every case outside the test set, in the
+    // orientation training would choose: when that is not the cases' own, a second pass.
     let tv = split.train_val();
-    let grids = tv
-        .train()
-        .iter()
-        .chain(tv.val())
-        .cloned()
-        .collect::<Vec<String>>()
-        .par_iter()
-        .map(|id| {
-            let case = load_cases(&dataset, std::slice::from_ref(id), &channels, nan)?;
-            let c = preprocess(&case[0].0, &cfg.preprocess)?;
-            Ok((c.dims(), c.spacing))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let ids: Vec<String> = tv.train().iter().chain(tv.val()).cloned().collect();
+    let grids_in = |orientation: Option<&str>| {
+        ids.par_iter()
+            .map(|id| {
+                let mut case = load_cases(&dataset, std::slice::from_ref(id), &channels, nan)?;
+                let (case, header) = case.remove(0);
+                let code = crate::data::orient::orientation(&header.affine());
+                let moved = reorient(&case, &header, orientation)?;
+                let c = preprocess(moved.as_ref().map_or(&case, |(m, _)| m), &cfg.preprocess)?;
+                Ok(((c.dims(), c.spacing), code))
+            })
+            .collect::<Result<Vec<_>>>()
+    };
+    let requested = cfg.preprocess.orientation.as_deref();
+    let mut planned = grids_in(requested)?;
+    let codes: Vec<String> = planned.iter().map(|(_, code)| code.clone()).collect();
+    let (train_codes, val_codes) = codes.split_at(tv.train().len());
+    let chosen = training_orientation(train_codes, val_codes, requested);
+    if chosen.as_deref() != requested {
+        planned = grids_in(chosen.as_deref())?;
+    }
+    let grids: Vec<([usize; 3], [f64; 3])> = planned.into_iter().map(|(g, _)| g).collect();
     let summary = summarise(
         &grids,
         channels.len(),
