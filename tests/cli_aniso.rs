@@ -1,6 +1,9 @@
 //! Anisotropic and thin data through the CLI: `plan` pools a coarse axis only once the
 //! finer ones have caught up (and a single slice like a 2D image), and a U-Net with such
 //! per-axis strides trains and predicts on the original grid.
+mod cli_common;
+
+use cli_common::{write_lesion_case, write_lesion_manifest};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use voxseg::data::nifti::{write_label_map, write_nifti, NiftiFile, NiftiHeaderInfo, VoxelData};
@@ -39,29 +42,15 @@ fn dataset(dir: &Path, cases: usize, dims: [usize; 3], spacing: [f64; 3]) -> Pat
                 }
             }
         }
-        let (img, seg) = (format!("c{c}.nii.gz"), format!("c{c}_seg.nii.gz"));
-        write_nifti(
-            &data.join(&img),
+        entries.push(write_lesion_case(
+            &data,
+            &format!("c{c}"),
             &header,
-            1,
-            VoxelData::Float32(&image),
-            (1.0, 0.0),
-        )
-        .unwrap();
-        write_label_map(&data.join(&seg), &header, &label).unwrap();
-        entries
-            .push(serde_json::json!({"id": format!("c{c}"), "images": {"mr": img}, "label": seg}));
+            &image,
+            &label,
+        ));
     }
-    let manifest = serde_json::json!({
-        "format": "voxseg-manifest",
-        "version": 1,
-        "modalities": ["mr"],
-        "labels": [{"name": "background", "value": 0}, {"name": "lesion", "value": 1}],
-        "cases": entries,
-    });
-    let path = data.join("manifest.json");
-    std::fs::write(&path, manifest.to_string()).unwrap();
-    path
+    write_lesion_manifest(&data, entries)
 }
 
 fn voxseg(args: &[&str]) -> (String, String) {

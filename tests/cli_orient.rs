@@ -2,17 +2,14 @@
 //! training cases' most common orientation and records it, and prediction writes each result
 //! back on its input's own grid, so a case stored with its axes permuted and flipped gets
 //! the same segmentation, in its own layout, as the case it was made from.
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use voxseg::data::nifti::{write_label_map, write_nifti, NiftiFile, NiftiHeaderInfo, VoxelData};
-use voxseg::data::orient::{orientation, AxisMap};
+mod cli_common;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("voxseg-cli-orient-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use cli_common::{
+    read_json, s, temp_dir, voxseg, write_lesion_case, write_lesion_manifest, Outcome,
+};
+use std::path::{Path, PathBuf};
+use voxseg::data::nifti::{NiftiFile, NiftiHeaderInfo};
+use voxseg::data::orient::{orientation, AxisMap};
 
 const DIMS: [usize; 3] = [14, 12, 10];
 const SPACING: [f64; 3] = [1.0, 1.5, 2.0];
@@ -67,73 +64,52 @@ fn dataset(dir: &Path, stored: &str) -> PathBuf {
         let map = AxisMap::between("RAS", code).unwrap();
         let header = header_for(&map);
         assert_eq!(orientation(&header.affine()), code);
-        let (img, seg) = (format!("c{c}.nii.gz"), format!("c{c}_seg.nii.gz"));
-        let image = map.apply(DIMS, 1, &image);
-        write_nifti(
-            &data.join(&img),
-            &header,
-            1,
-            VoxelData::Float32(&image),
-            (1.0, 0.0),
-        )
-        .unwrap();
-        write_label_map(&data.join(&seg), &header, &map.apply(DIMS, 1, &label)).unwrap();
-        entries
-            .push(serde_json::json!({"id": format!("c{c}"), "images": {"mr": img}, "label": seg}));
+        let id = format!("c{c}");
+        let (image, label) = (map.apply(DIMS, 1, &image), map.apply(DIMS, 1, &label));
+        entries.push(write_lesion_case(&data, &id, &header, &image, &label));
     }
-    let manifest = serde_json::json!({
-        "format": "voxseg-manifest",
-        "version": 1,
-        "modalities": ["mr"],
-        "labels": [{"name": "background", "value": 0}, {"name": "lesion", "value": 1}],
-        "cases": entries,
-    });
-    std::fs::write(data.join("manifest.json"), manifest.to_string()).unwrap();
     let split = serde_json::json!({"train": ["c0", "c1", "c2"], "val": [], "test": []});
     std::fs::write(dir.join("split.json"), split.to_string()).unwrap();
-    data.join("manifest.json")
+    write_lesion_manifest(&data, entries)
 }
 
-fn voxseg(args: &[&str]) -> (String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_voxseg"))
-        .args(args)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(out.status.success(), "voxseg {args:?}:\n{stdout}{stderr}");
-    (stdout, stderr)
+/// Trains a tiny CPU model for `iters` steps on the manifest's three cases (all training
+/// cases, per `split.json`); returns the run folder and what training printed.
+fn train(dir: &Path, manifest: &Path, iters: &str) -> (PathBuf, Outcome) {
+    let run = dir.join("run");
+    let split = dir.join("split.json");
+    #[rustfmt::skip]
+    let r = voxseg(&[
+        "train", "--data", s(manifest), "--out", s(&run), "--target", "classes",
+        "--device", "cpu", "--split-file", s(&split), "--features", "4",
+        "--max-features", "8", "--batch", "1", "--workers", "1", "--epochs", "1",
+        "--iters-per-epoch", iters, "--no-augment",
+    ]);
+    assert!(r.ok, "{}{}", r.stdout, r.stderr);
+    (run, r)
 }
 
 #[test]
 fn a_case_stored_in_another_orientation_is_trained_and_predicted_as_its_twin() {
     let dir = temp_dir("twin");
     let manifest = dataset(&dir, "PSL");
-    let (m, run) = (manifest.to_str().unwrap(), dir.join("run"));
-    let (r, split) = (run.to_str().unwrap(), dir.join("split.json"));
-    #[rustfmt::skip]
-    let (_, stderr) = voxseg(&[
-        "train", "--data", m, "--out", r, "--target", "classes", "--device", "cpu",
-        "--split-file", split.to_str().unwrap(), "--features", "4", "--max-features", "8",
-        "--batch", "1", "--workers", "1", "--epochs", "1", "--iters-per-epoch", "2",
-        "--no-augment",
-    ]);
+    let (run, trained) = train(&dir, &manifest, "2");
     assert!(
-        stderr.contains("cases differ in orientation") && stderr.contains("this run trains in RAS"),
-        "{stderr}"
+        trained.stderr.contains("cases differ in orientation")
+            && trained.stderr.contains("this run trains in RAS"),
+        "{}",
+        trained.stderr
     );
-    let card: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run.join("model.json")).unwrap()).unwrap();
+    let card = read_json(&run.join("model.json"));
     assert_eq!(card["preprocess"]["orientation"], "RAS", "{card}");
 
     let out = dir.join("pred");
     #[rustfmt::skip]
-    voxseg(&[
-        "predict", "--model", r, "--data", m, "--out", out.to_str().unwrap(), "--split", "all",
-        "--device", "cpu", "--checkpoint", "last",
+    let predicted = voxseg(&[
+        "predict", "--model", s(&run), "--data", s(&manifest), "--out", s(&out),
+        "--split", "all", "--device", "cpu", "--checkpoint", "last",
     ]);
+    assert!(predicted.ok, "{}{}", predicted.stdout, predicted.stderr);
     let read = |c: usize| NiftiFile::open(&out.join(format!("c{c}.nii.gz"))).unwrap();
     let input = NiftiFile::open(&manifest.with_file_name("c2.nii.gz")).unwrap();
     let (twin, original) = (read(2), read(0));
@@ -157,18 +133,13 @@ fn a_case_stored_in_another_orientation_is_trained_and_predicted_as_its_twin() {
 fn cases_that_share_an_orientation_are_left_as_stored() {
     let dir = temp_dir("same");
     let manifest = dataset(&dir, "RAS");
-    let (m, run) = (manifest.to_str().unwrap(), dir.join("run"));
-    let (r, split) = (run.to_str().unwrap(), dir.join("split.json"));
-    #[rustfmt::skip]
-    let (_, stderr) = voxseg(&[
-        "train", "--data", m, "--out", r, "--target", "classes", "--device", "cpu",
-        "--split-file", split.to_str().unwrap(), "--features", "4", "--max-features", "8",
-        "--batch", "1", "--workers", "1", "--epochs", "1", "--iters-per-epoch", "1",
-        "--no-augment",
-    ]);
-    assert!(!stderr.contains("orientation"), "{stderr}");
-    let card: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run.join("model.json")).unwrap()).unwrap();
+    let (run, trained) = train(&dir, &manifest, "1");
+    assert!(
+        !trained.stderr.contains("orientation"),
+        "{}",
+        trained.stderr
+    );
+    let card = read_json(&run.join("model.json"));
     assert_eq!(
         card["preprocess"]["orientation"],
         serde_json::Value::Null,

@@ -207,3 +207,40 @@ pub fn write_mask_on(
     }
     write_label_map(path, header, &v).unwrap();
 }
+
+/// Writes case `id`'s image (one modality, "mr") and label (background 0, lesion 1) as
+/// `<id>.nii.gz` and `<id>_seg.nii.gz` on `header` into `data`, returning its manifest
+/// entry for [`write_lesion_manifest`].
+pub fn write_lesion_case(
+    data: &Path,
+    id: &str,
+    header: &NiftiHeaderInfo,
+    image: &[f32],
+    label: &[u8],
+) -> serde_json::Value {
+    let (img, seg) = (format!("{id}.nii.gz"), format!("{id}_seg.nii.gz"));
+    voxseg::data::nifti::write_nifti(
+        &data.join(&img),
+        header,
+        1,
+        voxseg::data::nifti::VoxelData::Float32(image),
+        (1.0, 0.0),
+    )
+    .unwrap();
+    write_label_map(&data.join(&seg), header, label).unwrap();
+    serde_json::json!({"id": id, "images": {"mr": img}, "label": seg})
+}
+
+/// The manifest of the cases `write_lesion_case` wrote into `data`; returns its path.
+pub fn write_lesion_manifest(data: &Path, entries: Vec<serde_json::Value>) -> PathBuf {
+    let manifest = serde_json::json!({
+        "format": "voxseg-manifest",
+        "version": 1,
+        "modalities": ["mr"],
+        "labels": [{"name": "background", "value": 0}, {"name": "lesion", "value": 1}],
+        "cases": entries,
+    });
+    let path = data.join("manifest.json");
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    path
+}
