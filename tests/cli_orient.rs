@@ -130,7 +130,7 @@ fn a_case_stored_in_another_orientation_is_trained_and_predicted_as_its_twin() {
 }
 
 #[test]
-fn cases_that_share_an_orientation_are_left_as_stored() {
+fn cases_that_share_an_orientation_are_left_as_stored_and_it_is_recorded() {
     let dir = temp_dir("same");
     let manifest = dataset(&dir, "RAS");
     let (run, trained) = train(&dir, &manifest, "1");
@@ -139,11 +139,48 @@ fn cases_that_share_an_orientation_are_left_as_stored() {
         "{}",
         trained.stderr
     );
+    // Recorded all the same: prediction brings an input stored otherwise to it.
     let card = read_json(&run.join("model.json"));
-    assert_eq!(
-        card["preprocess"]["orientation"],
-        serde_json::Value::Null,
-        "{card}"
-    );
+    assert_eq!(card["preprocess"]["orientation"], "RAS", "{card}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn resuming_keeps_the_orientation_the_run_recorded_or_its_absence() {
+    let dir = temp_dir("resume");
+    let manifest = dataset(&dir, "PSL");
+    // The config the run started from leaves the orientation open: resuming with it again
+    // is not a change, though the run recorded the orientation it chose.
+    let config = dir.join("config.json");
+    std::fs::write(&config, r#"{"preprocess": {"background_value": 0.0}}"#).unwrap();
+    let (run, split) = (dir.join("run"), dir.join("split.json"));
+    let train = |extra: &[&str]| {
+        #[rustfmt::skip]
+        let mut args = vec![
+            "train", "--data", s(&manifest), "--out", s(&run), "--config", s(&config),
+            "--target", "classes", "--device", "cpu", "--split-file", s(&split),
+            "--features", "4", "--max-features", "8", "--batch", "1", "--workers", "1",
+            "--iters-per-epoch", "1", "--no-augment",
+        ];
+        args.extend_from_slice(extra);
+        let r = voxseg(&args);
+        assert!(r.ok, "{}{}", r.stdout, r.stderr);
+    };
+    train(&["--epochs", "1"]);
+    train(&["--resume", "--epochs", "2"]);
+    let orientation_of =
+        |file: &str| read_json(&run.join(file))["preprocess"]["orientation"].clone();
+    assert_eq!(orientation_of("model.json"), "RAS");
+    // A run whose config.json predates recorded orientations resumes with its cases as
+    // stored, as it started.
+    let mut saved = read_json(&run.join("config.json"));
+    saved["preprocess"]
+        .as_object_mut()
+        .unwrap()
+        .remove("orientation");
+    std::fs::write(run.join("config.json"), saved.to_string()).unwrap();
+    let r = voxseg(&["train", "--out", s(&run), "--resume", "--epochs", "3"]);
+    assert!(r.ok, "{}{}", r.stdout, r.stderr);
+    assert_eq!(orientation_of("model.json"), serde_json::Value::Null);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -79,7 +79,7 @@ impl DatasetCheck {
                 .iter()
                 .filter_map(|c| Some((c.id.as_str(), c.orientation.as_deref()?, c.spacing?)))
                 .collect();
-            for w in grid_warnings(&grids) {
+            for w in grid_warnings(&grids, None) {
                 out += &format!("warning: {w}\n");
             }
         }
@@ -122,11 +122,12 @@ pub const ORIENTATIONS_DIFFER: &str = "cases differ in orientation";
 
 /// One-line warnings when `cases` (id, orientation, spacing x, y, z as stored) differ in
 /// orientation (training reorients them to one), or in spacing by more than 10% on an axis
-/// once they share an orientation (unless asked, voxseg does not resample, so such cases
-/// reach the network on different grids); none when they agree.
-pub fn grid_warnings(stored: &[(&str, &str, [f64; 3])]) -> Vec<String> {
+/// once they share an orientation, `frame` (the one training uses; the most common without
+/// one): unless asked, voxseg does not resample, so such cases reach the network on
+/// different grids. None when they agree.
+pub fn grid_warnings(stored: &[(&str, &str, [f64; 3])], frame: Option<&str>) -> Vec<String> {
     let codes: Vec<String> = stored.iter().map(|c| c.1.to_string()).collect();
-    let frame = majority(&codes);
+    let frame = frame.map(str::to_string).or_else(|| majority(&codes));
     // Spacings in one orientation, as training sees them (a code that cannot be mapped,
     // an oblique grid, keeps its own axes).
     let cases: Vec<(&str, &str, [f64; 3])> = stored
@@ -157,7 +158,7 @@ pub fn grid_warnings(stored: &[(&str, &str, [f64; 3])]) -> Vec<String> {
             .join(", ");
         out.push(format!(
             "{ORIENTATIONS_DIFFER} (voxel axes x, y, z point along): {listed}; training \
-             reorients every case to one orientation, the training cases' most common unless \
+             reorients every case to one orientation, the most common unless \
              \"preprocess\": {{\"orientation\": \"RAS\"}} in a --config file names one \
              (docs/CONFIG.md), and prediction writes each result back in its input's \
              orientation"
@@ -369,7 +370,7 @@ mod tests {
             ("a", "RAS", [1.0, 1.0, 5.0]),
             ("b", "RAS", [1.05, 1.0, 5.0]),
         ];
-        assert!(grid_warnings(&same).is_empty());
+        assert!(grid_warnings(&same, None).is_empty());
         // c stores the same grid with x and z swapped: once reoriented its voxels are the
         // others', so only the orientation is named.
         let mixed = [
@@ -377,7 +378,7 @@ mod tests {
             ("b", "RAS", [1.0, 1.0, 5.0]),
             ("c", "SAR", [5.0, 1.0, 1.0]),
         ];
-        let w = grid_warnings(&mixed);
+        let w = grid_warnings(&mixed, None);
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("orientation") && w[0].contains("2 RAS (a, b), 1 SAR (c)"));
         // d's voxels are coarser along y, as the others' axes run.
@@ -386,7 +387,7 @@ mod tests {
             ("b", "RAS", [1.0, 1.0, 5.0]),
             ("d", "SAR", [5.0, 2.0, 1.0]),
         ];
-        let w = grid_warnings(&coarser);
+        let w = grid_warnings(&coarser, None);
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(
             w[1].contains("(axes as in RAS), from 1x1x5 mm (a, b) to 1x2x5 mm (d)"),

@@ -20,19 +20,33 @@ fn world_axis(letter: char) -> Option<(usize, bool)> {
     }
 }
 
-/// The world direction each voxel axis (x, y, z) mostly points along, in RAS+ letters:
+/// The world direction each voxel axis (x, y, z) points along most closely, in RAS+ letters:
 /// "RAS" for an identity affine, "LPS" for a DICOM-like one, "SRA" when the axes are permuted.
+/// Each world axis goes to one voxel axis, the closest pairs first (as nibabel's
+/// `io_orientation`), so an oblique grid gets a valid code too.
 pub fn orientation(affine: &[[f64; 4]; 4]) -> String {
     const LETTERS: [[char; 2]; 3] = [['R', 'L'], ['A', 'P'], ['S', 'I']];
-    (0..3)
-        .map(|axis| {
-            let column = [0, 1, 2].map(|w| affine[w][axis]);
-            let world = (0..3)
-                .max_by(|&a, &b| column[a].abs().total_cmp(&column[b].abs()))
-                .unwrap_or(axis);
-            LETTERS[world][(column[world] < 0.0) as usize]
-        })
-        .collect()
+    // Direction cosines: each voxel axis's column scaled to unit length.
+    let cosine = |world: usize, axis: usize| {
+        let norm = (0..3).map(|w| affine[w][axis].powi(2)).sum::<f64>().sqrt();
+        if norm > 0.0 {
+            affine[world][axis] / norm
+        } else {
+            (world == axis) as u8 as f64
+        }
+    };
+    let mut letters = [' '; 3];
+    let (mut world_free, mut axis_free) = ([true; 3], [true; 3]);
+    for _ in 0..3 {
+        let (world, axis) = (0..3)
+            .flat_map(|w| (0..3).map(move |a| (w, a)))
+            .filter(|&(w, a)| world_free[w] && axis_free[a])
+            .max_by(|&(w1, a1), &(w2, a2)| cosine(w1, a1).abs().total_cmp(&cosine(w2, a2).abs()))
+            .expect("a free pair remains while letters are missing");
+        letters[axis] = LETTERS[world][(cosine(world, axis) < 0.0) as usize];
+        (world_free[world], axis_free[axis]) = (false, false);
+    }
+    letters.iter().collect()
 }
 
 /// Each axis's world axis and sign for a three-letter code naming each world axis once.
@@ -184,33 +198,23 @@ pub fn reorient(
     Ok((!map.is_identity()).then(|| (map.apply_case(case), map)))
 }
 
-/// The orientation to train in, from the orientations of the training and validation
-/// cases: `requested` if given; else, when the training cases differ, the most common of
-/// theirs; else, when a validation case differs from them, theirs; None when all agree (the
-/// cases stay as stored). Without `val` (not read yet) it is what the training cases need,
-/// and adding `val` later changes nothing for them.
-pub fn training_orientation(
-    train: &[String],
-    val: &[String],
-    requested: Option<&str>,
-) -> Option<String> {
-    if let Some(code) = requested {
-        return Some(code.to_string());
-    }
-    let first = train.first()?;
-    if train.iter().any(|c| c != first) {
-        majority(train)
-    } else {
-        val.iter().any(|c| c != first).then(|| first.clone())
-    }
+/// The orientation to train in: `requested` if given, else the most common of `codes`, the
+/// orientations of the training and validation cases (the same cases for every fold of a
+/// cross-validation, so every fold trains in the same orientation). Recorded with the
+/// model even where every case agrees, so that prediction brings any input stored
+/// otherwise to it.
+pub fn training_orientation(codes: &[String], requested: Option<&str>) -> Option<String> {
+    requested.map(str::to_string).or_else(|| majority(codes))
 }
 
-/// The orientation most of `codes` share (the first of them on a tie); None for no codes.
+/// The orientation most of `codes` share (the alphabetically first of them on a tie, so the
+/// order of the codes does not matter); None for no codes.
 pub fn majority(codes: &[String]) -> Option<String> {
     let mut best: Option<(&String, usize)> = None;
     for code in codes {
         let count = codes.iter().filter(|c| *c == code).count();
-        if best.is_none_or(|(_, n)| count > n) {
+        let better = best.is_none_or(|(b, n)| count > n || (count == n && code < b));
+        if better {
             best = Some((code, count));
         }
     }
@@ -256,10 +260,22 @@ mod tests {
             Some("RAS".to_string())
         );
         assert_eq!(
-            majority(&["LPS".into(), "RAS".into()]),
-            Some("LPS".to_string())
+            majority(&["RAS".into(), "LPS".into()]),
+            Some("LPS".to_string()),
+            "a tie goes to the alphabetically first"
         );
         assert_eq!(majority(&[]), None);
+        // An oblique grid (45 degrees about z, then about x): each world axis still goes to
+        // one voxel axis, where the largest component of each column alone would say "ASS".
+        let h = std::f64::consts::FRAC_1_SQRT_2;
+        let oblique = [
+            [h, -0.5, 0.5, 0.0],
+            [h, 0.5, -0.5, 0.0],
+            [0.0, h, h, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        let code = orientation(&oblique);
+        assert!(check_orientation(&code).is_ok(), "{code}");
     }
 
     /// Stepping along each axis of the reoriented volume moves toward that axis's letter in
@@ -296,26 +312,14 @@ mod tests {
     }
 
     #[test]
-    fn training_reorients_only_datasets_that_differ() {
+    fn training_takes_the_most_common_orientation_and_reorients_what_differs() {
         let codes = |v: &[&str]| v.iter().map(|c| c.to_string()).collect::<Vec<_>>();
-        let chosen = |train: &[&str], val: &[&str], requested| {
-            training_orientation(&codes(train), &codes(val), requested)
-        };
-        assert_eq!(chosen(&["LPS", "LPS"], &["LPS"], None), None);
-        assert_eq!(chosen(&[], &[], None), None);
-        assert_eq!(
-            chosen(&["LPS", "RAS", "RAS"], &[], None).as_deref(),
-            Some("RAS")
-        );
-        assert_eq!(
-            chosen(&["LPS", "RAS", "RAS"], &["LPS"], None).as_deref(),
-            Some("RAS")
-        );
-        assert_eq!(
-            chosen(&["LPS", "LPS"], &["RAS"], None).as_deref(),
-            Some("LPS")
-        );
-        assert_eq!(chosen(&["LPS"], &[], Some("RAS")).as_deref(), Some("RAS"));
+        let chosen = |all: &[&str], requested| training_orientation(&codes(all), requested);
+        assert_eq!(chosen(&["LPS", "LPS"], None).as_deref(), Some("LPS"));
+        assert_eq!(chosen(&[], None), None);
+        assert_eq!(chosen(&["RAS", "LPS", "RAS"], None).as_deref(), Some("RAS"));
+        assert_eq!(chosen(&["RAS", "LPS"], None).as_deref(), Some("LPS"));
+        assert_eq!(chosen(&["LPS"], Some("RAS")).as_deref(), Some("RAS"));
         let header = NiftiHeaderInfo::new([3, 2, 1], [1.0, 1.0, 1.0]);
         let case = CaseData {
             id: "c".into(),

@@ -63,7 +63,7 @@ pub struct PreprocessSpec {
     pub min_size: Option<[usize; 3]>,
     /// The orientation (three RAS+ letters, e.g. "RAS") every case is reoriented to before
     /// the steps above, and each prediction back from; None keeps each case as stored
-    /// (training then records the most common orientation when its cases differ).
+    /// (training then records the most common orientation of its cases).
     pub orientation: Option<String>,
 }
 

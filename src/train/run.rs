@@ -467,7 +467,22 @@ fn setting_pair(
         }
         _ => v.get(key).cloned().unwrap_or_default(),
     };
-    (get(run), get(asked))
+    let (run, mut asked) = (get(run), get(asked));
+    // What training filled in (the orientation it chose, per-dataset statistics from
+    // `dataset_statistics`) is not a change where the request leaves it open.
+    if let ("preprocess", Some(a), Some(r)) = (key, asked.as_object_mut(), run.as_object()) {
+        for (field, open) in [
+            ("orientation", serde_json::Value::Null),
+            ("statistics", "per_case".into()),
+        ] {
+            if a.get(field).is_none_or(|v| *v == open) {
+                if let Some(v) = r.get(field) {
+                    a.insert(field.to_string(), v.clone());
+                }
+            }
+        }
+    }
+    (run, asked)
 }
 
 /// The configuration of a resumed run: the saved one, with the resumable settings the caller
@@ -753,7 +768,7 @@ fn warn_of_mixed_grids(
         .iter()
         .map(|(id, code, spacing)| (id.as_str(), code.as_str(), *spacing))
         .collect();
-    for w in grid_warnings(&grids) {
+    for w in grid_warnings(&grids, orientation) {
         match orientation {
             Some(code) if w.starts_with(ORIENTATIONS_DIFFER) => {
                 eprintln!("note: {w}; this run trains in {code}")
@@ -844,11 +859,23 @@ fn prepare_data(cfg: &TrainConfig, saved_split: Option<&Path>) -> Result<(Prepar
         NanPolicy::Error
     };
     let mut spec = cfg.preprocess.clone();
+    // The orientation comes from the training and validation cases together (the same for
+    // every fold), so the validation cases are read first and kept until the end. A run
+    // resumed from a config.json of before orientations were recorded keeps its cases as
+    // stored, as it started.
+    let val_loaded = load_cases(&dataset, tv.val(), &channels, nan)?;
     let train_loaded = load_cases(&dataset, tv.train(), &channels, nan)?;
     let mut grids = grids_of(tv.train(), &train_loaded);
-    let codes: Vec<String> = grids.iter().map(|(_, code, _)| code.clone()).collect();
+    let val_grids = grids_of(tv.val(), &val_loaded);
+    let codes: Vec<String> = grids
+        .iter()
+        .chain(&val_grids)
+        .map(|(_, code, _)| code.clone())
+        .collect();
     let requested = cfg.preprocess.orientation.as_deref();
-    spec.orientation = training_orientation(&codes, &[], requested);
+    if saved_split.is_none() || requested.is_some() {
+        spec.orientation = training_orientation(&codes, requested);
+    }
     let train_raw = train_loaded
         .into_par_iter()
         .map(|(case, header)| {
@@ -865,11 +892,7 @@ fn prepare_data(cfg: &TrainConfig, saved_split: Option<&Path>) -> Result<(Prepar
         .collect::<Result<Vec<_>>>()?;
     drop(train_raw);
     let (train, train_grids) = in_memory(train_cases)?;
-    let val_raw = load_cases(&dataset, tv.val(), &channels, nan)?;
-    let val_grids = grids_of(tv.val(), &val_raw);
-    let val_codes: Vec<String> = val_grids.iter().map(|(_, code, _)| code.clone()).collect();
-    spec.orientation = training_orientation(&codes, &val_codes, requested);
-    let val = val_raw
+    let val = val_loaded
         .into_par_iter()
         .map(|(case, header)| {
             let moved = reorient(&case, &header, spec.orientation.as_deref())?;
@@ -1525,9 +1548,8 @@ pub fn plan_for_config(cfg: &TrainConfig) -> Result<Plan> {
     let requested = cfg.preprocess.orientation.as_deref();
     let mut planned = grids_in(requested)?;
     let codes: Vec<String> = planned.iter().map(|(_, code)| code.clone()).collect();
-    let (train_codes, val_codes) = codes.split_at(tv.train().len());
-    let chosen = training_orientation(train_codes, val_codes, requested);
-    if chosen.as_deref() != requested {
+    let chosen = training_orientation(&codes, requested);
+    if requested.is_none() && codes.iter().any(|c| Some(c) != chosen.as_ref()) {
         planned = grids_in(chosen.as_deref())?;
     }
     let grids: Vec<([usize; 3], [f64; 3])> = planned.into_iter().map(|(g, _)| g).collect();

@@ -189,13 +189,14 @@ pub fn norm_rel(got: &[f32], want: &[f64]) -> f64 {
 }
 
 /// Sums on the harness as the device does (`sum_into`): a thread per output where that
-/// suits the view (`target_blocks` standing for the device's grid-stride blocks too), else
-/// the block reduction's plan (one launch, or partials and a finish); returns the sums and
-/// the number of splits (1 for the column sum).
+/// suits the view (at most twice `target_blocks` blocks, as the device's grid-stride
+/// launches have twice its reduction target), else the block reduction's plan (one launch,
+/// or partials and a finish); returns the sums and the number of splits (1 for the column
+/// sum).
 pub fn emu_sum(x: &[f32], v: Axis1, target_blocks: u32) -> (Vec<f32>, usize) {
     let n = v.outer * v.inner;
     let mut out = poisoned(n);
-    if let Some((p, dims)) = column_sum(v, target_blocks) {
+    if let Some((p, dims)) = column_sum(v, 2 * target_blocks) {
         emu::sum_axis1_columns(&dims, p, x, &mut out).unwrap();
         return (written(&out, n).to_vec(), 1);
     }

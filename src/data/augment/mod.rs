@@ -20,12 +20,15 @@ use serde::{Deserialize, Serialize};
 /// in-plane (nnU-Net's threshold).
 pub const ANISOTROPY_THRESHOLD: f64 = 3.0;
 
-/// The axis of `patch` (x, y, z) across which it is augmented in-plane: its shortest, when the
-/// longest is more than ANISOTROPY_THRESHOLD times longer; None for patches closer to a cube.
+/// The axis of `patch` (x, y, z) across which it is augmented in-plane: its shortest, when
+/// both other sides are more than ANISOTROPY_THRESHOLD times longer (a slab of few slices);
+/// None for patches closer to a cube, and for pencils, which have no plane to rotate in.
 pub fn slice_axis(patch: [usize; 3]) -> Option<usize> {
     let (axis, &shortest) = patch.iter().enumerate().min_by_key(|&(_, &d)| d)?;
-    let longest = *patch.iter().max()?;
-    (longest as f64 > ANISOTROPY_THRESHOLD * shortest as f64).then_some(axis)
+    let slab = (0..3)
+        .filter(|&a| a != axis)
+        .all(|a| patch[a] as f64 > ANISOTROPY_THRESHOLD * shortest as f64);
+    slab.then_some(axis)
 }
 
 /// A transform that happens with probability `p` and draws a factor uniformly from `range`.
@@ -89,8 +92,10 @@ pub struct AugmentSpec {
     pub mirror_p: f64,
     pub rotation: Rotation,
     /// The rotation of a patch augmented in-plane (see `slice_axis`): about its slice axis
-    /// only.
-    pub in_plane_rotation: Rotation,
+    /// only. None augments every patch in 3D (as configurations from before it did, which
+    /// read as None).
+    #[serde(default)]
+    pub in_plane_rotation: Option<Rotation>,
     /// Isotropic scale of the sampled region (above 1 samples a larger region); in-plane
     /// patches are not scaled across their slice axis.
     pub scaling: RangeChance,
@@ -115,10 +120,10 @@ impl Default for AugmentSpec {
                 p: 0.2,
                 max_degrees: 30.0,
             },
-            in_plane_rotation: Rotation {
+            in_plane_rotation: Some(Rotation {
                 p: 0.2,
                 max_degrees: 180.0,
-            },
+            }),
             scaling: RangeChance {
                 p: 0.2,
                 range: [0.7, 1.4],
@@ -219,10 +224,7 @@ impl AugmentSpec {
                 p: 0.0,
                 max_degrees: 0.0,
             },
-            in_plane_rotation: Rotation {
-                p: 0.0,
-                max_degrees: 0.0,
-            },
+            in_plane_rotation: None,
             scaling: RangeChance {
                 p: 0.0,
                 range: [1.0, 1.0],
@@ -257,12 +259,12 @@ impl AugmentSpec {
     pub fn draw(&self, patch: [usize; 3], channels: usize, rng: &mut Rng) -> AugmentPlan {
         // In-plane patches draw the same numbers from `rng`, so a cube-like patch's plan does
         // not depend on this branch.
-        let slice = slice_axis(patch);
+        let slice = self.in_plane_rotation.and_then(|_| slice_axis(patch));
         let across = |axis: usize| slice.is_none_or(|s| s != axis);
         let mirror = [0, 1, 2].map(|_| rng.bernoulli(self.mirror_p));
-        let rotation = match slice {
-            Some(_) => self.in_plane_rotation,
-            None => self.rotation,
+        let rotation = match (slice, self.in_plane_rotation) {
+            (Some(_), Some(in_plane)) => in_plane,
+            _ => self.rotation,
         };
         let rotate = rng.bernoulli(rotation.p);
         let max = rotation.max_degrees.to_radians();
@@ -473,11 +475,12 @@ mod tests {
         assert_eq!(slice_axis([20, 80, 64]), Some(0));
         assert_eq!(slice_axis([96, 96, 32]), None, "3 times is not more than 3");
         assert_eq!(slice_axis([128, 128, 128]), None);
+        assert_eq!(slice_axis([16, 16, 64]), None, "a pencil");
         let spec = AugmentSpec {
-            in_plane_rotation: Rotation {
+            in_plane_rotation: Some(Rotation {
                 p: 1.0,
                 max_degrees: 180.0,
-            },
+            }),
             scaling: RangeChance {
                 p: 1.0,
                 range: [0.7, 1.4],
@@ -513,13 +516,25 @@ mod tests {
             (90..160).contains(&beyond_34_degrees),
             "{beyond_34_degrees} of 200 beyond 34 degrees"
         );
+        // A configuration from before in-plane augmentation reads as none: 3D for every patch.
+        let mut old = serde_json::to_value(AugmentSpec::default()).unwrap();
+        old.as_object_mut().unwrap().remove("in_plane_rotation");
+        let old: AugmentSpec = serde_json::from_value(old).unwrap();
+        assert_eq!(old.in_plane_rotation, None);
+        assert_eq!(
+            old,
+            AugmentSpec {
+                in_plane_rotation: None,
+                ..AugmentSpec::default()
+            }
+        );
         // A cube-like patch draws what it drew before in-plane patches existed: whatever the
         // in-plane rotation says, the same generator state gives the same plan.
         let wider = AugmentSpec {
-            in_plane_rotation: Rotation {
+            in_plane_rotation: Some(Rotation {
                 p: 1.0,
                 max_degrees: 90.0,
-            },
+            }),
             ..AugmentSpec::default()
         };
         for seed in 0..20 {
