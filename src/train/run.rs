@@ -1533,13 +1533,13 @@ pub fn plan_for_config(cfg: &TrainConfig) -> Result<Plan> {
     // orientation training would choose: when that is not the cases' own, a second pass.
     let tv = split.train_val();
     let ids: Vec<String> = tv.train().iter().chain(tv.val()).cloned().collect();
-    let grids_in = |orientation: Option<&str>| {
+    let grids_in = |target: Option<&str>| {
         ids.par_iter()
             .map(|id| {
                 let mut case = load_cases(&dataset, std::slice::from_ref(id), &channels, nan)?;
                 let (case, header) = case.remove(0);
-                let code = crate::data::orient::orientation(&header.affine());
-                let moved = reorient(&case, &header, orientation)?;
+                let code = orientation(&header.affine());
+                let moved = reorient(&case, &header, target)?;
                 let c = preprocess(moved.as_ref().map_or(&case, |(m, _)| m), &cfg.preprocess)?;
                 Ok(((c.dims(), c.spacing), code))
             })
