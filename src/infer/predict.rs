@@ -9,8 +9,8 @@ use crate::data::case::{load_case, load_label, NanPolicy};
 use crate::data::labels::TargetSpec;
 use crate::data::layout::{CaseFiles, Dataset, ImageFile, MODALITY_ALIASES};
 use crate::data::nifti::{write_label_map, write_probability_map, NiftiHeaderInfo};
-use crate::data::orient::reorient;
-use crate::data::preprocess::{paste_back_probs, preprocess};
+use crate::data::orient::{reorient, AxisMap};
+use crate::data::preprocess::{paste_back_probs, preprocess, PreprocessSpec, PreprocessedCase};
 use crate::error::{Error, Result};
 use crate::log::{captioned_overlay, write_png};
 use crate::nn::Model;
@@ -285,6 +285,16 @@ fn window_for(card: &ModelCard, opts: &PredictOptions) -> Result<SlidingWindow> 
     Ok(window)
 }
 
+/// One case preprocessed as `spec` says, for every ensemble member trained so: the grid,
+/// its channels interleaved for the network, and (where the case was reoriented) the grid
+/// it was reoriented from with the map back.
+struct SharedCase {
+    spec: PreprocessSpec,
+    prep: PreprocessedCase,
+    image: Vec<f32>,
+    back: Option<([usize; 3], AxisMap)>,
+}
+
 impl<B: Backend> Predictor<B> {
     /// Loads `run`'s model card and a checkpoint (`best`, `last` or a path), refusing a
     /// checkpoint trained with another card (modalities, labels, target, network).
@@ -473,31 +483,38 @@ impl<B: Backend> Predictor<B> {
         // Each model's probabilities on the case's own grid, averaged.
         let share = 1.0 / self.members.len() as f32;
         let mut full_probs = vec![0f32; data.dims().iter().product::<usize>() * k];
+        // Members preprocessed alike (the folds of a cross-validation without per-dataset
+        // statistics) share the preprocessed case.
+        let mut shared: Option<SharedCase> = None;
         for member in &mut self.members {
-            // In the member's training orientation, and its probabilities back from it.
-            let moved = reorient(
-                &data,
-                &header,
-                member.card.preprocess.orientation.as_deref(),
-            )?;
-            let prep = preprocess(
-                moved.as_ref().map_or(&data, |(m, _)| m),
-                &member.card.preprocess,
-            )?;
+            let spec = &member.card.preprocess;
+            if shared.as_ref().is_none_or(|s| s.spec != *spec) {
+                // In the member's training orientation; its probabilities go back from it.
+                let moved = reorient(&data, &header, spec.orientation.as_deref())?;
+                let prep = preprocess(moved.as_ref().map_or(&data, |(m, _)| m), spec)?;
+                shared = Some(SharedCase {
+                    spec: spec.clone(),
+                    image: interleave_channels(&prep.channels)?,
+                    back: moved.map(|(m, map)| (m.dims(), map.inverse())),
+                    prep,
+                });
+            }
+            let SharedCase {
+                prep, image, back, ..
+            } = shared.as_ref().expect("prepared above");
             let [x, y, z] = prep.dims();
-            let image = interleave_channels(&prep.channels)?;
             let logits = predict_logits(
                 &mut member.model,
                 &self.backend,
-                &image,
+                image,
                 [z, y, x],
                 prep.channels.len(),
                 &window_for(&member.card, opts)?,
             )?;
             let probs = probabilities(&member.card.target, &logits, k);
             let pasted = paste_back_probs(&probs, k, &fill, &prep.crop)?;
-            let pasted = match &moved {
-                Some((m, map)) => map.inverse().apply(m.dims(), k, &pasted),
+            let pasted = match back {
+                Some((dims, inverse)) => inverse.apply(*dims, k, &pasted),
                 None => pasted,
             };
             for (mean, p) in full_probs.iter_mut().zip(pasted) {
