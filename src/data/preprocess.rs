@@ -236,13 +236,7 @@ impl StatsAccumulator {
         }
         let mask = brain_mask(&case.channels);
         for (acc, ch) in self.channels.iter_mut().zip(&case.channels) {
-            let values: Vec<f32> = ch
-                .data
-                .iter()
-                .zip(&mask)
-                .filter(|(_, &m)| m)
-                .map(|(&v, _)| v)
-                .collect();
+            let values = inside_mask(&ch.data, &mask);
             if values.is_empty() {
                 continue;
             }
@@ -458,6 +452,16 @@ fn mask_bounds(mask: &[bool], dims: [usize; 3]) -> Option<([usize; 3], [usize; 3
     (end[0] > 0).then_some((start, end))
 }
 
+/// The values of `values` where `mask` is set, in order.
+fn inside_mask(values: &[f32], mask: &[bool]) -> Vec<f32> {
+    values
+        .iter()
+        .zip(mask)
+        .filter(|(_, &m)| m)
+        .map(|(&v, _)| v)
+        .collect()
+}
+
 /// Normalises one channel's values in place; voxels outside `mask` become `background`.
 fn normalise(
     values: &mut [f32],
@@ -469,15 +473,8 @@ fn normalise(
         spec.intensity,
         Intensity::PercentileClip { .. } | Intensity::HistogramEqualisation
     );
-    let stats_of = |vals: &[f32], with_q: bool| {
-        let mut inside: Vec<f32> = vals
-            .iter()
-            .zip(mask)
-            .filter(|(_, &m)| m)
-            .map(|(&v, _)| v)
-            .collect();
-        ChannelStats::of_values(&mut inside, with_q)
-    };
+    let stats_of =
+        |vals: &[f32], with_q: bool| ChannelStats::of_values(&mut inside_mask(vals, mask), with_q);
     let case_stats;
     let stats = match dataset {
         Some(s) => s,
@@ -801,13 +798,7 @@ mod tests {
         };
         let full = preprocess(&case, &spec).unwrap();
         let mask = brain_mask(&case.channels);
-        let inside: Vec<f32> = full.channels[0]
-            .data
-            .iter()
-            .zip(&mask)
-            .filter(|(_, &m)| m)
-            .map(|(&v, _)| v)
-            .collect();
+        let inside = inside_mask(&full.channels[0].data, &mask);
         let (m, s) = mean_std(&inside);
         assert!(m.abs() < 1e-5 && (s - 1.0).abs() < 1e-5, "mean {m} std {s}");
         assert!(full.channels[0]
@@ -895,13 +886,7 @@ mod tests {
         assert!(mask[hole]);
         assert_eq!(mask.iter().filter(|&&m| m).count(), 6 * 6 * 4);
         let p = preprocess(&case, &PreprocessSpec::default()).unwrap();
-        let raw: Vec<f32> = case.channels[0]
-            .data
-            .iter()
-            .zip(&mask)
-            .filter(|(_, &m)| m)
-            .map(|(&v, _)| v)
-            .collect();
+        let raw = inside_mask(&case.channels[0].data, &mask);
         let (m, s) = mean_std(&raw);
         let want = ((0.0 - m) / s) as f32;
         // The hole at (4, 3, 2) is (2, 2, 1) in the crop starting at (2, 1, 1).
