@@ -3,10 +3,10 @@
 //! per-axis strides trains and predicts on the original grid.
 mod cli_common;
 
-use cli_common::{write_lesion_case, write_lesion_manifest};
+use cli_common::{train_tiny, write_lesion_case, write_lesion_manifest};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use voxseg::data::nifti::{write_label_map, write_nifti, NiftiFile, NiftiHeaderInfo, VoxelData};
+use voxseg::data::nifti::{NiftiFile, NiftiHeaderInfo};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("voxseg-cli-aniso-{name}-{}", std::process::id()));
@@ -116,12 +116,11 @@ fn an_anisotropic_unet_trains_and_predicts_on_the_original_grid() {
     let manifest = dataset(&dir, 4, [26, 20, 9], [0.8, 0.8, 4.0]);
     let (m, run) = (manifest.to_str().unwrap(), dir.join("run"));
     let r = run.to_str().unwrap();
-    #[rustfmt::skip]
-    voxseg(&[
-        "train", "--data", m, "--out", r, "--target", "classes", "--device", "cpu",
-        "--features", "4", "--max-features", "8", "--batch", "1", "--workers", "1",
-        "--epochs", "1", "--iters-per-epoch", "2", "--no-augment",
-    ]);
+    train_tiny(
+        &manifest,
+        &run,
+        &["--epochs", "1", "--iters-per-epoch", "2"],
+    );
     let card: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("model.json")).unwrap()).unwrap();
     let model = &card["model"];
@@ -172,14 +171,13 @@ fn a_resumed_run_keeps_the_stages_of_its_checkpoint() {
     // resumed once its data plan per-axis pooling (the same voxels, now 1x1x5 mm).
     let dir = temp_dir("resume");
     let manifest = dataset(&dir, 3, [16, 16, 16], [1.0, 1.0, 1.0]);
-    let (m, run) = (manifest.to_str().unwrap(), dir.join("run"));
+    let run = dir.join("run");
     let r = run.to_str().unwrap();
-    #[rustfmt::skip]
-    voxseg(&[
-        "train", "--data", m, "--out", r, "--target", "classes", "--device", "cpu",
-        "--features", "4", "--max-features", "8", "--batch", "1", "--workers", "1",
-        "--epochs", "1", "--iters-per-epoch", "1", "--no-augment",
-    ]);
+    train_tiny(
+        &manifest,
+        &run,
+        &["--epochs", "1", "--iters-per-epoch", "1"],
+    );
     let isotropic = std::fs::read(run.join("model.json")).unwrap();
     assert!(!String::from_utf8_lossy(&isotropic).contains("strides"));
     dataset(&dir, 3, [16, 16, 16], [1.0, 1.0, 5.0]);
@@ -209,16 +207,7 @@ fn check_warns_of_cases_in_another_orientation_and_spacing() {
     ];
     let image: Vec<f32> = (0..16 * 16 * 16).map(|i| 100.0 + (i % 7) as f32).collect();
     let label: Vec<u8> = (0..16 * 16 * 16).map(|i| (i % 5 == 0) as u8).collect();
-    let data = manifest.parent().unwrap();
-    write_nifti(
-        &data.join("c2.nii.gz"),
-        &header,
-        1,
-        VoxelData::Float32(&image),
-        (1.0, 0.0),
-    )
-    .unwrap();
-    write_label_map(&data.join("c2_seg.nii.gz"), &header, &label).unwrap();
+    write_lesion_case(manifest.parent().unwrap(), "c2", &header, &image, &label);
     let (mixed, _) = voxseg(&["check", "--data", m]);
     let warnings: Vec<&str> = mixed.lines().filter(|l| l.contains("warning")).collect();
     assert_eq!(warnings.len(), 2, "{mixed}");
@@ -233,22 +222,18 @@ fn check_warns_of_cases_in_another_orientation_and_spacing() {
     );
     assert!(warnings[1].contains("target_spacing"));
     // Training warns of the spacings with the same line (over its training and validation
-    // cases), and notes the orientation it reorients to: its training cases tie, so the
-    // first's.
+    // cases), and notes the orientation it reorients to: the most common of those cases.
     let split = dir.join("split.json");
     std::fs::write(
         &split,
         r#"{"train": ["c0", "c2"], "val": ["c1"], "test": []}"#,
     )
     .unwrap();
-    let run = dir.join("run");
     #[rustfmt::skip]
-    let (_, stderr) = voxseg(&[
-        "train", "--data", m, "--out", run.to_str().unwrap(), "--target", "classes",
-        "--device", "cpu", "--features", "4", "--max-features", "8", "--batch", "1",
-        "--workers", "1", "--epochs", "1", "--iters-per-epoch", "1", "--no-augment",
-        "--split-file", split.to_str().unwrap(),
-    ]);
+    let stderr = train_tiny(&manifest, &dir.join("run"), &[
+        "--epochs", "1", "--iters-per-epoch", "1", "--split-file", split.to_str().unwrap(),
+    ])
+    .stderr;
     let trained: Vec<&str> = stderr
         .lines()
         .filter(|l| l.starts_with("warning"))

@@ -5,7 +5,7 @@
 mod cli_common;
 
 use cli_common::{
-    read_json, s, temp_dir, voxseg, write_lesion_case, write_lesion_manifest, Outcome,
+    read_json, s, temp_dir, train_tiny, voxseg, write_lesion_case, write_lesion_manifest, Outcome,
 };
 use std::path::{Path, PathBuf};
 use voxseg::data::nifti::{NiftiFile, NiftiHeaderInfo};
@@ -79,13 +79,9 @@ fn train(dir: &Path, manifest: &Path, iters: &str) -> (PathBuf, Outcome) {
     let run = dir.join("run");
     let split = dir.join("split.json");
     #[rustfmt::skip]
-    let r = voxseg(&[
-        "train", "--data", s(manifest), "--out", s(&run), "--target", "classes",
-        "--device", "cpu", "--split-file", s(&split), "--features", "4",
-        "--max-features", "8", "--batch", "1", "--workers", "1", "--epochs", "1",
-        "--iters-per-epoch", iters, "--no-augment",
+    let r = train_tiny(manifest, &run, &[
+        "--split-file", s(&split), "--epochs", "1", "--iters-per-epoch", iters,
     ]);
-    assert!(r.ok, "{}{}", r.stdout, r.stderr);
     (run, r)
 }
 
@@ -157,14 +153,10 @@ fn resuming_keeps_the_orientation_the_run_recorded_or_its_absence() {
     let train = |extra: &[&str]| {
         #[rustfmt::skip]
         let mut args = vec![
-            "train", "--data", s(&manifest), "--out", s(&run), "--config", s(&config),
-            "--target", "classes", "--device", "cpu", "--split-file", s(&split),
-            "--features", "4", "--max-features", "8", "--batch", "1", "--workers", "1",
-            "--iters-per-epoch", "1", "--no-augment",
+            "--config", s(&config), "--split-file", s(&split), "--iters-per-epoch", "1",
         ];
         args.extend_from_slice(extra);
-        let r = voxseg(&args);
-        assert!(r.ok, "{}{}", r.stdout, r.stderr);
+        train_tiny(&manifest, &run, &args);
     };
     train(&["--epochs", "1"]);
     train(&["--resume", "--epochs", "2"]);

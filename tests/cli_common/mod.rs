@@ -244,3 +244,19 @@ pub fn write_lesion_manifest(data: &Path, entries: Vec<serde_json::Value>) -> Pa
     std::fs::write(&path, manifest.to_string()).unwrap();
     path
 }
+
+/// `voxseg train` of a tiny network (4 to 8 features, batch 1, one worker, no augmentation,
+/// target classes) on the CPU, from `data` into `run`, plus `extra` (epochs, iterations,
+/// split file, ...); it must succeed.
+pub fn train_tiny(data: &Path, run: &Path, extra: &[&str]) -> Outcome {
+    #[rustfmt::skip]
+    let mut args = vec![
+        "train", "--data", s(data), "--out", s(run), "--target", "classes", "--device", "cpu",
+        "--features", "4", "--max-features", "8", "--batch", "1", "--workers", "1",
+        "--no-augment",
+    ];
+    args.extend_from_slice(extra);
+    let r = voxseg(&args);
+    assert!(r.ok, "voxseg {args:?}:\n{}{}", r.stdout, r.stderr);
+    r
+}
