@@ -7,7 +7,7 @@
 // ptxas-check.sh), so it loads on compute capability 9.0 devices and nowhere else.
 //
 // A block of two warpgroups computes a 128 x BN tile (BN = 128, 64, or 32 in forward and
-// backward data): warpgroup w rows
+// backward data; 64 also as a pair of blocks per SM with a shorter ring): warpgroup w rows
 // 64 w .. 64 w + 63, all BN columns, one wgmma per K step of 16 bf16 / 8 tf32, four per
 // reduction step of 128 bytes per row. Tiles are in the 128-byte swizzle (chunk c of a
 // 128-byte row r at chunk c ^ (r % 8)): k-major in forward and backward data (a row is 64
@@ -48,7 +48,7 @@ struct VxWgmmaTile {
     static constexpr int STAGES = STAGES_;
     static_assert(STAGES >= 3, "a stage in the tensor cores' hands, one being copied, one ahead");
     // Blocks per SM: one for the rings of 64 and 128 columns, two (at most 128 registers)
-    // for 32 columns, whose shallow reductions mostly store.
+    // for 32 columns, whose shallow reductions mostly store, and for the 64-column pair.
     static constexpr int MIN_BLOCKS = MIN_BLOCKS_;
     static constexpr int A_BYTES = BM * ROW_BYTES, B_BYTES = BN * ROW_BYTES;
     static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
@@ -75,6 +75,10 @@ template <class P>
 using VxWgmmaN128 = VxWgmmaTile<P, 128, VX_CONV_WGMMA_STAGES_N128, 1>;
 template <class P>
 using VxWgmmaN64 = VxWgmmaTile<P, 64, VX_CONV_WGMMA_STAGES_N64, 1>;
+// 64 columns, two blocks per SM (a shorter ring, at most 128 registers): on a grid of many
+// tiles one block issues its copies while the other's wgmmas run.
+template <class P>
+using VxWgmmaN64Pair = VxWgmmaTile<P, 64, VX_CONV_WGMMA_STAGES_N64_PAIR, 2>;
 // 32 columns (a first layer's forward over few input channels), k-major only: an mn-major
 // block is 64 wide.
 template <class P>
@@ -161,12 +165,17 @@ VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg32, vx_pipe_forward, VxWgmmaN32<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_wg32, vx_pipe_backward_data, VxWgmmaN32<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_wg128, vx_pipe_backward_weights, VxWgmmaN128<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_wg64, vx_pipe_backward_weights, VxWgmmaN64<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg64x2, vx_pipe_forward, VxWgmmaN64Pair<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_wg64x2, vx_pipe_backward_data, VxWgmmaN64Pair<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_wg64x2, vx_pipe_backward_weights, VxWgmmaN64Pair<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg128, vx_pipe_forward, VxWgmmaN128<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg64, vx_pipe_forward, VxWgmmaN64<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_wg128, vx_pipe_backward_data, VxWgmmaN128<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_wg64, vx_pipe_backward_data, VxWgmmaN64<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg32, vx_pipe_forward, VxWgmmaN32<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_wg32, vx_pipe_backward_data, VxWgmmaN32<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg64x2, vx_pipe_forward, VxWgmmaN64Pair<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_wg64x2, vx_pipe_backward_data, VxWgmmaN64Pair<VxTf32>)
 
 // One block of tile T computes out (128 x BN, row-major) = a b^T over one reduction step:
 // a (128 x BK) and b (BN x BK) row-major f32, rounded here to T's format, stored in one
@@ -250,6 +259,9 @@ extern "C" int emu_conv3d_wgmma(const char* name, const EmuDims* d, const Conv3d
         {"conv3d_bwd_data_bf16_wg32", conv3d_bwd_data_bf16_wg32},
         {"conv3d_bwd_weight_bf16_wg128", conv3d_bwd_weight_bf16_wg128},
         {"conv3d_bwd_weight_bf16_wg64", conv3d_bwd_weight_bf16_wg64},
+        {"conv3d_fwd_bf16_wg64x2", conv3d_fwd_bf16_wg64x2},
+        {"conv3d_bwd_data_bf16_wg64x2", conv3d_bwd_data_bf16_wg64x2},
+        {"conv3d_bwd_weight_bf16_wg64x2", conv3d_bwd_weight_bf16_wg64x2},
     };
     static const struct {
         const char* name;
@@ -261,6 +273,8 @@ extern "C" int emu_conv3d_wgmma(const char* name, const EmuDims* d, const Conv3d
         {"conv3d_bwd_data_tf32_wg64", conv3d_bwd_data_tf32_wg64},
         {"conv3d_fwd_tf32_wg32", conv3d_fwd_tf32_wg32},
         {"conv3d_bwd_data_tf32_wg32", conv3d_bwd_data_tf32_wg32},
+        {"conv3d_fwd_tf32_wg64x2", conv3d_fwd_tf32_wg64x2},
+        {"conv3d_bwd_data_tf32_wg64x2", conv3d_bwd_data_tf32_wg64x2},
     };
     for (const auto& k : bf16)
         if (!std::strcmp(k.name, name))

@@ -26,7 +26,8 @@ constexpr int VX_CONV_PIPE_STAGES = 4;
 // backward weights into 32 columns): VX_CONV_TC_BM rows by 128, 64 or 32 columns, two
 // warpgroups (VX_CONV_WGMMA_THREADS), a reduction step of VX_CONV_WGMMA_STEP_BYTES per row
 // (the 128-byte swizzle's row: 64 bf16 or 32 tf32), a ring of VX_CONV_WGMMA_STAGES_N128,
-// _N64 or _N32 stages (one block per SM at 128 and 64 columns, two at 32) that starts at a
+// _N64 or _N32 stages (one block per SM at 128 and 64 columns, two at 32; _N64_PAIR for
+// the 64-column tile that runs two blocks per SM) that starts at a
 // 1024-byte boundary of the shared window (the swizzle repeats every 8 rows of 128 bytes),
 // VX_CONV_WGMMA_ALIGN bytes of dynamic shared memory being reserved for that.
 constexpr int VX_CONV_WGMMA_THREADS = 256;
@@ -34,6 +35,7 @@ constexpr int VX_CONV_WGMMA_STEP_BYTES = 128;
 constexpr int VX_CONV_WGMMA_STAGES_N128 = 5;
 constexpr int VX_CONV_WGMMA_STAGES_N64 = 6;
 constexpr int VX_CONV_WGMMA_STAGES_N32 = 5;
+constexpr int VX_CONV_WGMMA_STAGES_N64_PAIR = 4;
 constexpr int VX_CONV_WGMMA_ALIGN = 1024;
 
 // The tensor-core convolutions' operand packing (conv3d_pipe.cu): f32 source [a][b][c] to

@@ -10,8 +10,11 @@
 # skips the reference and QUICKSTART=0 the quickstart; REF_STEP=<precisions> adds, last, the
 # reference's training step (slow: cuDNN searches per layer) to ref.jsonl. An OURS item
 # "<precision>:<filter>" runs the defaults into ours_<precision>.jsonl;
-# "<precision>+wgmma:<filter>" forces the Hopper wgmma kernels on (VOXSEG_WGMMA=1) into
-# ours_<precision>_wgmma.jsonl, "<precision>+mma:<filter>" off into ours_<precision>_mma.jsonl.
+# variants follow the precision, each also named in the file: "+wgmma" forces the Hopper
+# wgmma kernels on (VOXSEG_WGMMA=1), "+mma" off, "+percall" packs the tensor-core operands
+# on every call (VOXSEG_PACK_CACHE=off), "+pairs" puts full grids of 64 columns on the
+# pair of wgmma blocks per SM (VOXSEG_WGMMA_PAIRS=1), e.g. "bf16+mma+percall:conv" into
+# ours_bf16_mma_percall.jsonl.
 #   OURS="bf16:conv bf16+wgmma:conv" REF_PRECISIONS=bf16 REF_CASES=conv scripts/gpu-session.sh
 set -u
 # The bundle travels packed (scripts/gpu-bundle.sh).
@@ -61,12 +64,19 @@ for f in "$tests_dir"/*.log; do
     cat "$f" >>"$out/tests.log"
 done
 for item in $ours; do
-    p="${item%%:*}" filter="${item#*:}" wgmma=() file="ours_${item%%:*}"
-    case "$p" in
-    *+wgmma) p="${p%+wgmma}" wgmma=(VOXSEG_WGMMA=1) file="ours_${p}_wgmma" ;;
-    *+mma) p="${p%+mma}" wgmma=(VOXSEG_WGMMA=0) file="ours_${p}_mma" ;;
-    esac
-    step 120 "bench $filter $p ${wgmma[*]}" env "${wgmma[@]}" gpu-bin/voxseg bench \
+    IFS=+ read -r p variants <<<"${item%%:*}"
+    filter="${item#*:}" vars=() file="ours_$p"
+    for v in ${variants//+/ }; do
+        case "$v" in
+        wgmma) vars+=(VOXSEG_WGMMA=1) ;;
+        mma) vars+=(VOXSEG_WGMMA=0) ;;
+        percall) vars+=(VOXSEG_PACK_CACHE=off) ;;
+        pairs) vars+=(VOXSEG_WGMMA_PAIRS=1) ;;
+        *) log "unknown variant $v in $item" && continue 2 ;;
+        esac
+        file+="_$v"
+    done
+    step 120 "bench $filter $p ${vars[*]}" env "${vars[@]}" gpu-bin/voxseg bench \
         --device cuda --json --precision "$p" --filter "$filter" \
         >>"$out/$file.jsonl" 2>>"$out/errors.log"
 done

@@ -183,6 +183,7 @@ fn tile_constants_match_params_conv_h() {
         ("VX_CONV_WGMMA_STAGES_N128", CONV_WGMMA_STAGES_N128),
         ("VX_CONV_WGMMA_STAGES_N64", CONV_WGMMA_STAGES_N64),
         ("VX_CONV_WGMMA_STAGES_N32", CONV_WGMMA_STAGES_N32),
+        ("VX_CONV_WGMMA_STAGES_N64_PAIR", CONV_WGMMA_STAGES_N64_PAIR),
         ("VX_CONV_WGMMA_ALIGN", CONV_WGMMA_ALIGN),
     ] {
         assert_eq!(emu::launch_constant(name), Some(value), "{name}");
@@ -710,11 +711,23 @@ fn random_geometries_match_the_cpu_backend() {
     }
 }
 
-/// Every pass of geometries with channels the packs pad, at `precision`, with or without
-/// the wgmma kernels, until every (pass, tile) pair of the target has run.
+/// Which kernels the padded-channel cases run on.
+#[derive(Clone, Copy, PartialEq)]
+enum Kernels {
+    MmaSync,
+    /// wgmma on an H100's 132 SMs, where these small grids put 64-column tiles on the
+    /// single-block wgmma tile (below one tile per SM).
+    Wgmma,
+    /// wgmma on a target of 2 SMs with the pair of 64-column blocks asked for: every
+    /// 64-column result of more than one tile runs the pair.
+    WgmmaPairs,
+}
+
+/// Every pass of geometries with channels the packs pad, at `precision`, on `kernels`,
+/// until every (pass, tile) pair of the target has run.
 fn padded_channels_every_kernel_shape_and_tile(
     precision: ConvPrecision,
-    wgmma: bool,
+    kernels: Kernels,
     rng: &mut Rng,
 ) {
     let k2s2 = ConvTranspose3dSpec {
@@ -742,29 +755,36 @@ fn padded_channels_every_kernel_shape_and_tile(
         // only 32-column passes that the plan puts on wgmma.
         conv([1, 5, 4, 6, 30], [1, 1, 1, 30, 20], 1, Padding::Same),
     ];
-    let mut kernels = std::collections::HashSet::new();
+    let target = match kernels {
+        Kernels::MmaSync => ConvTarget::new(8),
+        Kernels::Wgmma => ConvTarget::new(528).with_wgmma(true),
+        Kernels::WgmmaPairs => ConvTarget::new(8).with_wgmma(true).with_wgmma_pairs(true),
+    };
+    let mut ran_tiles = std::collections::HashSet::new();
     for g in &cases {
         for pass in PASSES {
-            // wgmma: an H100's 132 SMs, on which these small grids put 64-column tiles on
-            // wgmma (below one tile per SM).
-            let target = ConvTarget::new(if wgmma { 528 } else { 8 }).with_wgmma(wgmma);
             let ran = check_pass(g, pass, precision, target, rng);
             assert_eq!(ran.kernel.precision, precision);
-            kernels.insert((pass, ran.kernel.tile));
+            ran_tiles.insert((pass, ran.kernel.tile));
         }
     }
+    let n64 = match kernels {
+        Kernels::MmaSync => ConvTile::TcN64,
+        Kernels::Wgmma => ConvTile::WgN64,
+        Kernels::WgmmaPairs => ConvTile::WgN64Pair,
+    };
     for pass in PASSES {
         let mn_major = pass == ConvPass::BackwardWeight;
-        let tiles = match (wgmma, mn_major, precision) {
-            (false, _, _) | (true, true, ConvPrecision::Tf32) => {
+        let tiles = match (kernels, mn_major, precision) {
+            (Kernels::MmaSync, _, _) | (_, true, ConvPrecision::Tf32) => {
                 [ConvTile::TcN32, ConvTile::TcN64, ConvTile::TcN128]
             }
-            (true, true, _) => [ConvTile::TcN32, ConvTile::WgN64, ConvTile::WgN128],
-            (true, false, _) => [ConvTile::WgN32, ConvTile::WgN64, ConvTile::WgN128],
+            (_, true, _) => [ConvTile::TcN32, n64, ConvTile::WgN128],
+            (_, false, _) => [ConvTile::WgN32, n64, ConvTile::WgN128],
         };
         for tile in tiles {
             assert!(
-                kernels.contains(&(pass, tile)),
+                ran_tiles.contains(&(pass, tile)),
                 "{precision} {pass:?} {tile:?} not exercised"
             );
         }
@@ -773,20 +793,54 @@ fn padded_channels_every_kernel_shape_and_tile(
 
 #[test]
 fn tf32_kernels_on_padded_channels_every_kernel_shape_and_tile() {
-    padded_channels_every_kernel_shape_and_tile(ConvPrecision::Tf32, false, &mut Rng::new(82));
+    padded_channels_every_kernel_shape_and_tile(
+        ConvPrecision::Tf32,
+        Kernels::MmaSync,
+        &mut Rng::new(82),
+    );
 }
 
 #[test]
 fn tf32_wgmma_kernels_on_padded_channels_every_kernel_shape_and_tile() {
-    padded_channels_every_kernel_shape_and_tile(ConvPrecision::Tf32, true, &mut Rng::new(84));
+    padded_channels_every_kernel_shape_and_tile(
+        ConvPrecision::Tf32,
+        Kernels::Wgmma,
+        &mut Rng::new(84),
+    );
 }
 
 #[test]
 fn bf16_wgmma_kernels_on_padded_channels_every_kernel_shape_and_tile() {
-    padded_channels_every_kernel_shape_and_tile(ConvPrecision::Bf16, true, &mut Rng::new(83));
+    padded_channels_every_kernel_shape_and_tile(
+        ConvPrecision::Bf16,
+        Kernels::Wgmma,
+        &mut Rng::new(83),
+    );
+}
+
+#[test]
+fn tf32_wgmma_pair_kernels_on_padded_channels_every_kernel_shape_and_tile() {
+    padded_channels_every_kernel_shape_and_tile(
+        ConvPrecision::Tf32,
+        Kernels::WgmmaPairs,
+        &mut Rng::new(86),
+    );
+}
+
+#[test]
+fn bf16_wgmma_pair_kernels_on_padded_channels_every_kernel_shape_and_tile() {
+    padded_channels_every_kernel_shape_and_tile(
+        ConvPrecision::Bf16,
+        Kernels::WgmmaPairs,
+        &mut Rng::new(85),
+    );
 }
 
 #[test]
 fn bf16_kernels_on_padded_channels_every_kernel_shape_and_tile() {
-    padded_channels_every_kernel_shape_and_tile(ConvPrecision::Bf16, false, &mut Rng::new(81));
+    padded_channels_every_kernel_shape_and_tile(
+        ConvPrecision::Bf16,
+        Kernels::MmaSync,
+        &mut Rng::new(81),
+    );
 }

@@ -17,13 +17,14 @@ mod common;
 
 use common::{device, fresh_seed, max_rel, norm_rel, random, serial};
 use voxseg::backend::cpu::Cpu64;
-use voxseg::backend::cuda::conv_plan::{wgmma_probe_depth, ConvPass, ConvPrecision};
+use voxseg::backend::cuda::conv_plan::{wgmma_probe_depth, ConvPass, ConvPrecision, ConvTile};
 use voxseg::backend::cuda::emu::conv as emu_conv;
 use voxseg::backend::cuda::{graph_reps, Cuda};
 use voxseg::backend::BackendBase;
 use voxseg::rng::Rng;
 use voxseg::tensor::Shape;
 use voxseg::tensor_ops::conv::{Conv3dSpec, ConvGeometry, ConvTranspose3dSpec, Padding};
+use voxseg::tensor_ops::optim_step::{OptimStepKernel, SgdHyper, SgdSlot};
 use voxseg::tensor_ops::Conv3dKernel;
 
 fn round_with(p: ConvPrecision, v: &[f32]) -> Vec<f64> {
@@ -343,6 +344,38 @@ fn wgmma_matches_the_harness_twin() {
     }
 }
 
+/// The pair of 64-column wgmma blocks per SM (`VOXSEG_WGMMA_PAIRS`), on grids of at least
+/// one tile per SM: forward and backward data of a 64-channel layer at 24^3 (216 tiles),
+/// and backward weights of 640 channels into 64 (135 tiles of 27 x 640 rows).
+#[test]
+#[ignore = "needs a CUDA device"]
+fn wgmma_pair_convolutions_match_cpu() {
+    let _serial = serial();
+    let gpu = device();
+    let previous = (
+        gpu.conv_precision().unwrap(),
+        gpu.wgmma().unwrap(),
+        gpu.wgmma_pairs().unwrap(),
+    );
+    gpu.set_wgmma(true).unwrap();
+    gpu.set_wgmma_pairs(true);
+    let layer = conv([2, 24, 24, 24, 64], [3, 3, 3, 64, 64], 1, 1);
+    let wide = conv([1, 6, 6, 6, 640], [3, 3, 3, 640, 64], 1, 1);
+    for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
+        gpu.set_conv_precision(precision);
+        let tile = |g: &ConvGeometry, pass| gpu.conv_plan(g, pass).unwrap().kernel.tile;
+        assert_eq!(tile(&layer, ConvPass::Forward), ConvTile::WgN64Pair);
+        assert_eq!(tile(&layer, ConvPass::BackwardData), ConvTile::WgN64Pair);
+        if precision == ConvPrecision::Bf16 {
+            assert_eq!(tile(&wide, ConvPass::BackwardWeight), ConvTile::WgN64Pair);
+        }
+        check_every_pass(&gpu, &[layer, wide]);
+    }
+    gpu.set_wgmma_pairs(previous.2);
+    gpu.set_conv_precision(previous.0);
+    gpu.set_wgmma(previous.1).unwrap();
+}
+
 /// TF32 and BF16 pack their operands into pool buffers: once every size has been seen,
 /// repeating the passes allocates nothing new on the device.
 #[test]
@@ -381,6 +414,81 @@ fn tensor_core_passes_allocate_nothing_new_after_the_first() {
         );
     }
     gpu.set_conv_precision(previous);
+}
+
+/// The packs kept beside an operand (src/backend/cuda/storage.rs): forward and backward
+/// weights share x's, backward data and backward weights share dy's, each pass computes
+/// exactly what it computes with keeping off, and an in-place update of the weights (an
+/// SGD step) drops their packs, so the next forward reads the new weights.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn kept_packs_serve_later_passes_and_go_with_writes() {
+    let _serial = serial();
+    let gpu = device();
+    let previous = (gpu.conv_precision().unwrap(), gpu.pack_cache().unwrap());
+    let g = conv([2, 12, 10, 9, 32], [3, 3, 3, 32, 64], 1, 1);
+    let mut rng = Rng::new(fresh_seed());
+    let x = random(&mut rng, g.n * g.input_voxels() * g.cin, -1.0, 1.0);
+    let dy = random(&mut rng, g.n * g.output_voxels() * g.cout, -1.0, 1.0);
+    let w = random(&mut rng, g.kernel_volume() * g.cin * g.cout, -1.0, 1.0);
+    let step = random(&mut rng, w.len(), -1.0, 1.0);
+    for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
+        gpu.set_conv_precision(precision);
+        // Forward, backward weights, backward data, an SGD step on w, forward again.
+        let run = |keep: bool| -> (Vec<Vec<f32>>, [usize; 3]) {
+            gpu.set_pack_cache(keep);
+            let (gx, gdy) = (gpu.upload(&x).unwrap(), gpu.upload(&dy).unwrap());
+            let mut gw = gpu.upload(&w).unwrap();
+            let y = gpu.conv3d_forward(&gx, &gw, None, &g).unwrap();
+            let dw = gpu.conv3d_backward_weight(&gx, &gdy, &g).unwrap();
+            let dx = gpu.conv3d_backward_data(&gdy, &gw, None, &g).unwrap();
+            let kept = [
+                gpu.kept_packs(&gx),
+                gpu.kept_packs(&gdy),
+                gpu.kept_packs(&gw),
+            ];
+            let grad = gpu.upload(&step).unwrap();
+            let hyper = SgdHyper {
+                lr: 0.5,
+                momentum: 0.0,
+                weight_decay: 0.0,
+                nesterov: 0,
+            };
+            let mut slots = [SgdSlot {
+                param: &mut gw,
+                momentum_buf: None,
+                grad: &grad,
+                decay: false,
+            }];
+            gpu.sgd_step_multi(&mut slots, hyper).unwrap();
+            assert_eq!(
+                gpu.kept_packs(&gw),
+                0,
+                "{precision}: w's packs after its update"
+            );
+            let y_after = gpu.conv3d_forward(&gx, &gw, None, &g).unwrap();
+            let outputs = [y, dw, dx, y_after].map(|o| gpu.download(&o).unwrap());
+            (outputs.to_vec(), kept)
+        };
+        let (kept_outputs, kept) = run(true);
+        // x and dy: one pack each, read twice; w: packed differently by forward and
+        // backward data.
+        assert_eq!(kept, [1, 1, 2], "{precision}: packs kept beside x, dy, w");
+        let (fresh_outputs, none) = run(false);
+        assert_eq!(none, [0, 0, 0], "{precision}: packs kept with keeping off");
+        for (i, name) in ["y", "dw", "dx", "y after the step"].iter().enumerate() {
+            assert_eq!(
+                kept_outputs[i], fresh_outputs[i],
+                "{precision}: {name} with kept packs"
+            );
+        }
+        assert_ne!(
+            kept_outputs[0], kept_outputs[3],
+            "{precision}: the step changed nothing"
+        );
+    }
+    gpu.set_conv_precision(previous.0);
+    gpu.set_pack_cache(previous.1);
 }
 
 #[test]

@@ -257,6 +257,7 @@ extern "C" long long vx_launch_constant(const char* name) {
     if (!std::strcmp(name, "VX_CONV_WGMMA_STAGES_N128")) return VX_CONV_WGMMA_STAGES_N128;
     if (!std::strcmp(name, "VX_CONV_WGMMA_STAGES_N64")) return VX_CONV_WGMMA_STAGES_N64;
     if (!std::strcmp(name, "VX_CONV_WGMMA_STAGES_N32")) return VX_CONV_WGMMA_STAGES_N32;
+    if (!std::strcmp(name, "VX_CONV_WGMMA_STAGES_N64_PAIR")) return VX_CONV_WGMMA_STAGES_N64_PAIR;
     if (!std::strcmp(name, "VX_CONV_WGMMA_ALIGN")) return VX_CONV_WGMMA_ALIGN;
     return -1;
 }

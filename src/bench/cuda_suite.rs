@@ -263,6 +263,7 @@ fn details(
         layer: None,
         device: cuda.device_name().into(),
         kernel: kernel.into(),
+        packs: None,
         pool_peak_bytes: pool.peak_allocated_bytes,
         pool_device_allocations: pool.device_allocations,
         timed_device_allocations: timed.device_allocations,
@@ -427,6 +428,14 @@ fn run_shapes(
                     flop,
                     tflops: gflops / 1e3,
                     layer: (!shape.layers.is_empty()).then(|| shape.layers.join(",")),
+                    packs: (precision != ConvPrecision::F32).then(|| {
+                        if cuda.pack_cache().unwrap_or(true) {
+                            "kept"
+                        } else {
+                            "per call"
+                        }
+                        .into()
+                    }),
                     ..details(cuda, precision, &timed, shape.suite, kernel)
                 }),
             });
@@ -617,6 +626,7 @@ mod tests {
                 layer: None,
                 device: "NVIDIA H100".into(),
                 kernel: "conv3d_fwd_tf32_n32".into(),
+                packs: Some("kept".into()),
                 pool_peak_bytes: 1 << 30,
                 pool_device_allocations: 12,
                 timed_device_allocations: 0,

@@ -63,6 +63,12 @@ pub struct BenchDetails {
     pub device: String,
     /// The kernel the launch plan chose.
     pub kernel: String,
+    /// Tensor-core convolutions: "kept" when the operands' bf16/tf32 packs are made by the
+    /// warm-up and kept beside them, so the timed calls read operands already converted, as
+    /// cuDNN's bf16 cases read bf16 tensors; "per call" when every call packs its operands
+    /// (`VOXSEG_PACK_CACHE=off`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packs: Option<String>,
     /// The pool's peak of allocated bytes so far in the process.
     pub pool_peak_bytes: u64,
     /// Device allocations the pool has made so far, and those made during the timed runs

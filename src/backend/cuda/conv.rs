@@ -24,16 +24,36 @@ use crate::tensor_ops::ReduceKernel;
 use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The environment variable that turns the wgmma kernels on (`1` or `on`) or off.
 pub const WGMMA_ENV: &str = "VOXSEG_WGMMA";
 
+/// The environment variable that puts 64-column results on full grids on the wgmma pair of
+/// blocks per SM (`1` or `on`) instead of mma.sync; off unless set, as it is not yet measured.
+pub const WGMMA_PAIRS_ENV: &str = "VOXSEG_WGMMA_PAIRS";
+
+/// The environment variable that turns keeping operand packs off (`0` or `off`).
+pub const PACK_CACHE_ENV: &str = "VOXSEG_PACK_CACHE";
+
 /// A device's convolution settings (every `Cuda` of one ordinal shares a device).
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct ConvSettings {
     precision: ConvPrecision,
     wgmma: bool,
+    wgmma_pairs: bool,
+    cache_packs: bool,
+}
+
+impl Default for ConvSettings {
+    fn default() -> Self {
+        Self {
+            precision: ConvPrecision::default(),
+            wgmma: false,
+            wgmma_pairs: false,
+            cache_packs: true,
+        }
+    }
 }
 
 fn settings() -> std::sync::MutexGuard<'static, HashMap<usize, ConvSettings>> {
@@ -44,19 +64,20 @@ fn settings() -> std::sync::MutexGuard<'static, HashMap<usize, ConvSettings>> {
         .unwrap_or_else(|e| e.into_inner())
 }
 
-/// `VOXSEG_WGMMA`: Some(true) for 1/on, Some(false) for 0/off, None when unset.
-fn wgmma_from_env() -> Result<Option<bool>> {
-    match std::env::var(WGMMA_ENV) {
+/// A switch in the environment: Some(true) for 1/on, Some(false) for 0/off, None when
+/// unset.
+fn switch_from_env(name: &str) -> Result<Option<bool>> {
+    match std::env::var(name) {
         Ok(v) => match v.to_ascii_lowercase().as_str() {
             "1" | "on" => Ok(Some(true)),
             "0" | "off" => Ok(Some(false)),
             _ => Err(Error::config(
-                WGMMA_ENV,
+                name,
                 format!("{v:?} is not one of 1, on, 0, off"),
             )),
         },
         Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(e) => Err(Error::config(WGMMA_ENV, e.to_string())),
+        Err(e) => Err(Error::config(name, e.to_string())),
     }
 }
 
@@ -149,7 +170,7 @@ impl Cuda {
             return Ok(*s);
         }
         let precision = ConvPrecision::from_env()?.unwrap_or_default();
-        let wgmma = match wgmma_from_env()? {
+        let wgmma = match switch_from_env(WGMMA_ENV)? {
             Some(true) if !self.supports_wgmma() => {
                 eprintln!("{WGMMA_ENV}=1 ignored: {}", self.why_no_wgmma());
                 false
@@ -157,7 +178,14 @@ impl Cuda {
             Some(on) => on,
             None => self.supports_wgmma(),
         };
-        let s = ConvSettings { precision, wgmma };
+        let wgmma_pairs = switch_from_env(WGMMA_PAIRS_ENV)?.unwrap_or(false);
+        let cache_packs = switch_from_env(PACK_CACHE_ENV)?.unwrap_or(true);
+        let s = ConvSettings {
+            precision,
+            wgmma,
+            wgmma_pairs,
+            cache_packs,
+        };
         map.insert(self.ordinal(), s);
         Ok(s)
     }
@@ -210,10 +238,64 @@ impl Cuda {
         Ok(dst)
     }
 
+    /// `src` packed as `pack` says: the pack kept beside `src` when there is one (see
+    /// `storage`), else a new one, kept there unless pack caching is off.
+    fn packed(&self, pack: &ConvPack, src: &CudaStorage) -> Result<Arc<CudaStorage>> {
+        if !self.conv_settings()?.cache_packs {
+            return Ok(Arc::new(self.pack(pack, src)?));
+        }
+        src.packs()
+            .get_or_try_insert(*pack, || self.pack(pack, src))
+    }
+
+    /// How many packs are kept beside `storage` (a test's view of the cache).
+    pub fn kept_packs(&self, storage: &CudaStorage) -> usize {
+        storage.packs().count()
+    }
+
+    /// Whether 64-column results on full grids run the wgmma pair (where wgmma is on): what
+    /// `set_wgmma_pairs` set, else `VOXSEG_WGMMA_PAIRS` (off unless `1` or `on`).
+    pub fn wgmma_pairs(&self) -> Result<bool> {
+        Ok(self.conv_settings()?.wgmma_pairs)
+    }
+
+    /// Puts 64-column results on full grids on the wgmma pair (where wgmma is on) or not,
+    /// whatever `VOXSEG_WGMMA_PAIRS` says.
+    pub fn set_wgmma_pairs(&self, on: bool) {
+        let s = self.conv_settings().unwrap_or_default();
+        settings().insert(
+            self.ordinal(),
+            ConvSettings {
+                wgmma_pairs: on,
+                ..s
+            },
+        );
+    }
+
+    /// Whether convolutions keep their operands' packs beside them (see `storage`): what
+    /// `set_pack_cache` set, else `VOXSEG_PACK_CACHE` (on unless `0` or `off`).
+    pub fn pack_cache(&self) -> Result<bool> {
+        Ok(self.conv_settings()?.cache_packs)
+    }
+
+    /// Turns keeping packs on or off for this device, whatever the environment says.
+    pub fn set_pack_cache(&self, on: bool) {
+        let s = self.conv_settings().unwrap_or_default();
+        settings().insert(
+            self.ordinal(),
+            ConvSettings {
+                cache_packs: on,
+                ..s
+            },
+        );
+    }
+
     /// The plan this device runs `pass` of `g` with, at its current precision.
     pub fn conv_plan(&self, g: &ConvGeometry, pass: ConvPass) -> Result<ConvPlan> {
         let s = self.conv_settings()?;
-        let target = ConvTarget::new(self.target_blocks()).with_wgmma(s.wgmma);
+        let target = ConvTarget::new(self.target_blocks())
+            .with_wgmma(s.wgmma)
+            .with_wgmma_pairs(s.wgmma_pairs);
         ConvPlan::new(g, pass, s.precision, target)
     }
 
@@ -231,7 +313,7 @@ impl Cuda {
         match &plan.packs {
             None => self.launch_conv(&plan, a, b, bias, &mut out)?,
             Some([pack_a, pack_b]) => {
-                let (a, b) = (self.pack(pack_a, a)?, self.pack(pack_b, b)?);
+                let (a, b) = (self.packed(pack_a, a)?, self.packed(pack_b, b)?);
                 self.launch_conv(&plan, &a, &b, bias, &mut out)?;
             }
         }

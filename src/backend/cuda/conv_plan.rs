@@ -60,6 +60,9 @@ pub const CONV_WGMMA_STAGES_N128: u32 = 5;
 pub const CONV_WGMMA_STAGES_N64: u32 = 6;
 /// Stages of the wgmma kernels' ring for 32 columns (`VX_CONV_WGMMA_STAGES_N32`).
 pub const CONV_WGMMA_STAGES_N32: u32 = 5;
+/// Stages of the 64-column wgmma tile that runs two blocks per SM
+/// (`VX_CONV_WGMMA_STAGES_N64_PAIR`).
+pub const CONV_WGMMA_STAGES_N64_PAIR: u32 = 4;
 /// Dynamic shared memory the wgmma kernels reserve to start their ring at a 1024-byte
 /// boundary (`VX_CONV_WGMMA_ALIGN`).
 pub const CONV_WGMMA_ALIGN: u32 = 1024;
@@ -192,6 +195,8 @@ pub enum ConvTile {
     WgN64,
     /// Hopper wgmma, 128 x 32 (forward and backward data).
     WgN32,
+    /// Hopper wgmma, 128 x 64, two blocks per SM with a shorter ring.
+    WgN64Pair,
 }
 
 /// A conv kernel: pass, arithmetic and tile.
@@ -207,7 +212,9 @@ impl ConvKernel {
     pub fn module(&self) -> &'static str {
         match (self.precision, self.tile) {
             (ConvPrecision::F32, _) => "conv3d",
-            (_, ConvTile::WgN128 | ConvTile::WgN64 | ConvTile::WgN32) => "conv3d_wgmma",
+            (_, ConvTile::WgN128 | ConvTile::WgN64 | ConvTile::WgN32 | ConvTile::WgN64Pair) => {
+                "conv3d_wgmma"
+            }
             _ => "conv3d_pipe",
         }
     }
@@ -226,7 +233,7 @@ impl ConvKernel {
             ConvTile::TcN64 => tc(64),
             ConvTile::TcN32 => tc(32),
             ConvTile::WgN128 => wg(128),
-            ConvTile::WgN64 => wg(64),
+            ConvTile::WgN64 | ConvTile::WgN64Pair => wg(64),
             ConvTile::WgN32 => wg(32),
         }
     }
@@ -239,14 +246,16 @@ impl ConvKernel {
                 ConvPrecision::Tf32 | ConvPrecision::Bf16,
                 ConvTile::TcN32,
             ) => CONV_PIPE_NARROW_THREADS,
-            (_, _, ConvTile::WgN128 | ConvTile::WgN64 | ConvTile::WgN32) => CONV_WGMMA_THREADS,
+            (_, _, ConvTile::WgN128 | ConvTile::WgN64 | ConvTile::WgN32 | ConvTile::WgN64Pair) => {
+                CONV_WGMMA_THREADS
+            }
             _ => CONV_THREADS,
         }
     }
 
     /// Threads of this kernel that an SM runs at once, at most the 4 blocks of CONV_THREADS
     /// per SM that `ConvTarget::blocks` counts: the wgmma kernels of 64 and 128 columns hold
-    /// one block per SM (their rings take most of its shared memory).
+    /// one block per SM (their rings take most of its shared memory), the pair two.
     fn resident_threads_per_sm(&self) -> u32 {
         match self.tile {
             ConvTile::WgN128 | ConvTile::WgN64 => CONV_WGMMA_THREADS,
@@ -268,6 +277,9 @@ impl ConvKernel {
             }
             (_, ConvTile::WgN32) => {
                 CONV_WGMMA_STAGES_N32 * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN
+            }
+            (_, ConvTile::WgN64Pair) => {
+                CONV_WGMMA_STAGES_N64_PAIR * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN
             }
             _ => CONV_PIPE_STAGES * (bm + bn) * CONV_PIPE_STEP_BYTES,
         }
@@ -320,6 +332,11 @@ impl ConvKernel {
             (BackwardData, Bf16, WgN32) => "conv3d_bwd_data_bf16_wg32",
             (BackwardWeight, Bf16, WgN128) => "conv3d_bwd_weight_bf16_wg128",
             (BackwardWeight, Bf16, WgN64) => "conv3d_bwd_weight_bf16_wg64",
+            (Forward, Tf32, WgN64Pair) => "conv3d_fwd_tf32_wg64x2",
+            (Forward, Bf16, WgN64Pair) => "conv3d_fwd_bf16_wg64x2",
+            (BackwardData, Tf32, WgN64Pair) => "conv3d_bwd_data_tf32_wg64x2",
+            (BackwardData, Bf16, WgN64Pair) => "conv3d_bwd_data_bf16_wg64x2",
+            (BackwardWeight, Bf16, WgN64Pair) => "conv3d_bwd_weight_bf16_wg64x2",
             _ => return None,
         })
     }
@@ -466,6 +483,9 @@ pub struct ConvTarget {
     pub blocks: u32,
     /// The device runs the sm_90a wgmma kernels (kernels/conv3d_wgmma.cu).
     pub wgmma: bool,
+    /// 64-column results on grids of at least one tile per SM run the wgmma pair
+    /// (`ConvTile::WgN64Pair`) instead of mma.sync.
+    pub wgmma_pairs: bool,
 }
 
 impl ConvTarget {
@@ -474,11 +494,19 @@ impl ConvTarget {
         Self {
             blocks,
             wgmma: false,
+            wgmma_pairs: false,
         }
     }
 
     pub fn with_wgmma(self, wgmma: bool) -> Self {
         Self { wgmma, ..self }
+    }
+
+    pub fn with_wgmma_pairs(self, wgmma_pairs: bool) -> Self {
+        Self {
+            wgmma_pairs,
+            ..self
+        }
     }
 
     /// The device's SMs (`blocks` counts 4 blocks of CONV_THREADS per SM).
@@ -592,7 +620,9 @@ impl ConvPlan {
             // - 128 columns: wgmma, 0.4-0.94x the time, except over a single step (1.0-1.2x);
             // - 64 columns: wgmma where its tiles fill less than one per SM (0.72-0.97x;
             //   with one block per SM its step is bound by issuing the copies, and on a
-            //   full grid mma.sync's two blocks per SM hide that better: 1.05-1.5x);
+            //   full grid mma.sync's two blocks per SM hide that better: 1.05-1.5x); there
+            //   the wgmma pair of blocks per SM runs instead when the target asks for it
+            //   (`VOXSEG_WGMMA_PAIRS=1`, not yet measured);
             // - 32 columns: mma.sync, 5-25% faster, except over reductions of at most 4
             //   steps (a first layer's few input channels), where wgmma was 13% faster.
             let mn_major = pass == ConvPass::BackwardWeight;
@@ -603,6 +633,7 @@ impl ConvPlan {
                 t if !target.wgmma || (mn_major && precision == ConvPrecision::Tf32) => t,
                 ConvTile::TcN128 if gm.depth > step => ConvTile::WgN128,
                 ConvTile::TcN64 if wgmma_n64_tiles < target.sms() as u64 => ConvTile::WgN64,
+                ConvTile::TcN64 if target.wgmma_pairs => ConvTile::WgN64Pair,
                 ConvTile::TcN32 if !mn_major && gm.depth <= WGMMA_N32_MAX_STEPS * step => {
                     ConvTile::WgN32
                 }
@@ -833,6 +864,38 @@ mod tests {
         assert_eq!(full.kernel.tile, ConvTile::TcN64, "512 tiles");
         let few = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 64], Forward, Bf16);
         assert_eq!(few.kernel.tile, ConvTile::WgN64, "8 tiles");
+        // Asked for, the pair of 64-column blocks takes the full grids, every pass at BF16
+        // and all but backward weights at TF32; the smaller grids keep the single block.
+        let pairs = hopper.with_wgmma_pairs(true);
+        let paired = |pass, precision, cin, dhw| {
+            let g = conv([2, dhw, dhw, dhw, cin], [3, 3, 3, cin, 64], 1);
+            ConvPlan::new(&g, pass, precision, pairs).unwrap().kernel
+        };
+        // Forward and backward data: 512 tiles of 32^3 voxels; backward weights: 135 tiles
+        // of 27 x 640 rows.
+        for (pass, precision, cin, dhw, name) in [
+            (Forward, Bf16, 64, 32, "conv3d_fwd_bf16_wg64x2"),
+            (BackwardData, Bf16, 64, 32, "conv3d_bwd_data_bf16_wg64x2"),
+            (
+                BackwardWeight,
+                Bf16,
+                640,
+                8,
+                "conv3d_bwd_weight_bf16_wg64x2",
+            ),
+            (Forward, Tf32, 64, 32, "conv3d_fwd_tf32_wg64x2"),
+            (BackwardData, Tf32, 64, 32, "conv3d_bwd_data_tf32_wg64x2"),
+        ] {
+            let k = paired(pass, precision, cin, dhw);
+            assert_eq!(k.name(), Some(name));
+            assert_eq!(k.threads(), 256);
+            assert_eq!(
+                k.shape(),
+                (128, 64, 128 / precision.packed_bytes().unwrap() as u32)
+            );
+        }
+        assert_eq!(paired(BackwardWeight, Tf32, 640, 8).tile, ConvTile::TcN64);
+        assert_eq!(paired(Forward, Bf16, 64, 8).tile, ConvTile::WgN64);
         // Into 32 columns, wgmma only over a reduction of at most 4 steps (a first layer).
         let narrow = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 20], Forward, Bf16);
         assert_eq!(narrow.kernel.name(), Some("conv3d_fwd_bf16_n32"));
@@ -861,6 +924,7 @@ mod tests {
             (ConvTile::WgN128, 1, 256),
             (ConvTile::WgN64, 1, 256),
             (ConvTile::WgN32, 2, 512),
+            (ConvTile::WgN64Pair, 2, 512),
         ] {
             let k = ConvKernel {
                 pass: Forward,

@@ -1,7 +1,8 @@
 //! The device: a CUDA context and stream (cudarc, driver API loaded at run time), the PTX
 //! modules embedded by build.rs loaded once per process and device, and the buffer pool.
-use super::pool::{Pool, PoolBlock, PoolHold, PoolStats, RawAlloc};
+use super::pool::{Pool, PoolHold, PoolStats, RawAlloc};
 use super::ptx::PTX_MODULES;
+pub use super::storage::CudaStorage;
 use crate::backend::BackendBase;
 use crate::error::{Error, Result};
 use cudarc::driver::{
@@ -13,9 +14,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 /// Whether build.rs compiled the kernels (nvcc was found).
 pub const BUILT_WITH_PTX: bool = cfg!(voxseg_has_ptx);
-
-/// A device buffer of f32: a pool block and the element count in use.
-pub type CudaStorage = PoolBlock<StreamAlloc>;
 
 pub(super) fn driver_error(what: &str, e: DriverError) -> Error {
     Error::Backend {
@@ -252,7 +250,7 @@ impl Cuda {
     }
 
     pub(super) fn alloc(&self, len: usize) -> Result<CudaStorage> {
-        self.inner.pool.alloc(len)
+        Ok(CudaStorage::new(self.inner.pool.alloc(len)?))
     }
 
     /// `len` 8-byte values (f64 partials, u64 counts) of scratch, as a pool block of

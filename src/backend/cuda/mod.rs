@@ -2,7 +2,8 @@
 //! by build.rs, one Rust launcher per kernel with its `#[repr(C)]` parameter struct.
 //!
 //! - `device`: context, stream, module cache, `BackendBase for Cuda`, `cuda_available`.
-//! - `pool`: the caching allocator; `timing`: device time between CUDA events, of eager
+//! - `pool`: the caching allocator; `storage`: the buffer, with the operand conversions
+//!   the convolutions keep beside it; `timing`: device time between CUDA events, of eager
 //!   calls or of replays of a CUDA graph that captured them.
 //! - `params*`: the parameter structs, mirrors of kernels/params*.h (layouts checked by a
 //!   test); `launch`, `block_sum`, `conv_plan`: launch plans shared by the device and the
@@ -51,6 +52,7 @@ mod ptx;
 mod softmax;
 mod ssim;
 mod stitch;
+mod storage;
 mod timing;
 mod upsample;
 
