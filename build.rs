@@ -4,7 +4,9 @@
 //!    (scripts/install-cuda-toolchain.sh) or /usr/local/cuda) every kernels/*.cu is
 //!    compiled to PTX for `VOXSEG_CUDA_ARCH` (default sm_80), or for the architecture its
 //!    first line names (`// voxseg-arch: sm_90a`: code for one GPU generation only), into
-//!    OUT_DIR, and
+//!    OUT_DIR, and once more per variant its leading comment names
+//!    (`// voxseg-variant: l1 VX_GATHER_L1`: the module `<name>_l1`, built with
+//!    `-DVX_GATHER_L1`), and
 //!    OUT_DIR/kernels_ptx.rs embeds it;
 //!    the cfg `voxseg_has_ptx` is set. Without nvcc, or when a kernel fails to compile, the
 //!    list is empty and a warning says why: the binary runs on the CPU only. With
@@ -91,8 +93,16 @@ fn build_ptx(manifest: &Path, out: &Path, kernels: &[PathBuf]) {
     // The PyPI toolchain keeps its headers beside bin/; a system CUDA has them there too.
     let root = nvcc.parent().and_then(Path::parent).map(Path::to_path_buf);
     let mut modules = Vec::new();
-    for cu in kernels {
-        let name = module_name(cu);
+    let builds = kernels.iter().flat_map(|cu| {
+        let plain = (module_name(cu), None);
+        let variants = variant_lines(cu)
+            .into_iter()
+            .map(|(suffix, define)| (format!("{}_{suffix}", module_name(cu)), Some(define)));
+        std::iter::once(plain)
+            .chain(variants)
+            .map(move |(name, define)| (cu, name, define))
+    });
+    for (cu, name, define) in builds {
         let ptx = out.join(format!("{name}.ptx"));
         let file_arch = arch_line(cu).unwrap_or_else(|| arch.clone());
         let mut cmd = Command::new(&nvcc);
@@ -108,6 +118,9 @@ fn build_ptx(manifest: &Path, out: &Path, kernels: &[PathBuf]) {
                     cmd.arg("-I").arg(inc);
                 }
             }
+        }
+        if let Some(define) = define {
+            cmd.arg(format!("-D{define}"));
         }
         cmd.arg("-o").arg(&ptx).arg(cu);
         match cmd.output() {
@@ -146,6 +159,30 @@ fn arch_line(cu: &Path) -> Option<String> {
         );
     }
     Some(arch.to_string())
+}
+
+/// The variants a kernel file's leading comment lines name, each as
+/// `// voxseg-variant: <suffix> <macro>`: (suffix, macro to define).
+fn variant_lines(cu: &Path) -> Vec<(String, String)> {
+    let text =
+        fs::read_to_string(cu).unwrap_or_else(|e| panic!("cannot read {}: {e}", cu.display()));
+    text.lines()
+        .take_while(|l| l.starts_with("//"))
+        .filter_map(|l| l.strip_prefix("// voxseg-variant:"))
+        .map(|rest| {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let word_ok = |w: &str| w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            match words[..] {
+                [suffix, define] if word_ok(suffix) && word_ok(define) => {
+                    (suffix.to_string(), define.to_string())
+                }
+                _ => panic!(
+                    "{}: voxseg-variant must look like `l1 VX_GATHER_L1`, got {rest:?}",
+                    cu.display()
+                ),
+            }
+        })
+        .collect()
 }
 
 /// OUT_DIR/kernels_ptx.rs: `PTX_MODULES`, (module name, PTX text) per kernel file.

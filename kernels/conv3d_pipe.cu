@@ -1,3 +1,4 @@
+// voxseg-variant: l1 VX_GATHER_L1
 // 3D convolution on the tensor cores, in BF16 or TF32: the implicit GEMMs of
 // conv3d_common.h on operands packed once per call, fed through a cp.async shared-memory
 // ring. One set of templates serves both precisions through a precision policy (VxBf16,

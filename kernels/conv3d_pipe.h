@@ -164,8 +164,8 @@ __device__ __forceinline__ void vx_gather_rows(unsigned char* tile, const VxRow*
         const bool ok = k_ok & vx_inside(row.z + tap[0], row.y + tap[1], row.x + tap[2],
                                          dims[0], dims[1], dims[2]);
         const unsigned voxel = ok ? static_cast<unsigned>(row.corner + tap_offset) : 0u;
-        vx_cp_async16(dst + j * ROW_STEP * T::ROW_CHUNKS * 16,
-                      vx_mad_wide(voxel, voxel_bytes, src_c0), ok);
+        vx_cp_async16_activation(dst + j * ROW_STEP * T::ROW_CHUNKS * 16,
+                                 vx_mad_wide(voxel, voxel_bytes, src_c0), ok);
     }
 }
 
@@ -419,7 +419,8 @@ struct VxPipeBackwardWeights {
                                            p.in_h, p.in_w);
             const bool ok = row_ok && voxel >= 0;
             const E* src = x + (static_cast<long long>(ok ? voxel : 0) * cin_p + ci);
-            vx_cp_async16(a_tile + T::template mn_major_offset<A_CHUNKS>(r, ca), src, ok);
+            vx_cp_async16_activation(a_tile + T::template mn_major_offset<A_CHUNKS>(r, ca), src,
+                                     ok);
         }
         const int cb = threadIdx.x % B_CHUNKS;
         const int n = blockIdx.y * T::BN + P::PER_CHUNK * cb;

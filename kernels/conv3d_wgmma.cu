@@ -1,4 +1,5 @@
 // voxseg-arch: sm_90a
+// voxseg-variant: l1 VX_GATHER_L1
 // 3D convolution on Hopper's warpgroup tensor-core instructions (wgmma, kernels/wgmma.h):
 // forward and backward data in BF16 or TF32, backward weights in BF16 on 128 or 64 columns
 // (its tiles are mn-major, which wgmma reads only for 16-bit types and blocks of 64). The loaders, packed operands and

@@ -72,6 +72,20 @@ __device__ __forceinline__ void vx_cp_async16(void* dst, const void* src, bool v
                  : "memory");
 }
 
+// As vx_cp_async16, for the gathered activations of a convolution, which the next taps
+// read again (their windows overlap): in the build variant that defines VX_GATHER_L1
+// (the modules `<name>_l1`, see build.rs) through L1 as well (cp.async.ca), so those reads
+// may hit it instead of L2.
+__device__ __forceinline__ void vx_cp_async16_activation(void* dst, const void* src, bool valid) {
+#ifdef VX_GATHER_L1
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;" ::"r"(vx_shared_address(dst)),
+                 "l"(src), "r"(valid ? 16 : 0)
+                 : "memory");
+#else
+    vx_cp_async16(dst, src, valid);
+#endif
+}
+
 // Closes the group of this thread's copies issued since the previous commit.
 __device__ __forceinline__ void vx_cp_async_commit() {
     asm volatile("cp.async.commit_group;" ::: "memory");
@@ -215,6 +229,9 @@ inline void vx_cp_async16(void* dst, const void* src, bool valid) {
     } else {
         std::memset(dst, 0, 16);
     }
+}
+inline void vx_cp_async16_activation(void* dst, const void* src, bool valid) {
+    vx_cp_async16(dst, src, valid);
 }
 inline void vx_cp_async_commit() {}
 template <int PENDING>

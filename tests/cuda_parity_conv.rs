@@ -376,6 +376,36 @@ fn wgmma_pair_convolutions_match_cpu() {
     gpu.set_wgmma(previous.1).unwrap();
 }
 
+/// The build variant whose activation gathers also go through L1 (`VOXSEG_GATHER_L1`):
+/// every pass of every geometry on mma.sync and, where the device runs them, on wgmma.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn l1_gather_variant_matches_cpu() {
+    let _serial = serial();
+    let gpu = device();
+    let previous = (
+        gpu.conv_precision().unwrap(),
+        gpu.wgmma().unwrap(),
+        gpu.gather_l1().unwrap(),
+    );
+    gpu.set_gather_l1(true);
+    let families = if gpu.supports_wgmma() {
+        vec![false, true]
+    } else {
+        vec![false]
+    };
+    for wgmma in families {
+        gpu.set_wgmma(wgmma).unwrap();
+        for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
+            gpu.set_conv_precision(precision);
+            check_every_pass(&gpu, &geometries());
+        }
+    }
+    gpu.set_gather_l1(previous.2);
+    gpu.set_conv_precision(previous.0);
+    gpu.set_wgmma(previous.1).unwrap();
+}
+
 /// TF32 and BF16 pack their operands into pool buffers: once every size has been seen,
 /// repeating the passes allocates nothing new on the device.
 #[test]

@@ -33,6 +33,11 @@ pub const WGMMA_ENV: &str = "VOXSEG_WGMMA";
 /// blocks per SM (`1` or `on`) instead of mma.sync; off unless set, as it is not yet measured.
 pub const WGMMA_PAIRS_ENV: &str = "VOXSEG_WGMMA_PAIRS";
 
+/// The environment variable that runs the tensor-core convolutions from the build variant
+/// whose activation gathers also go through L1 (`1` or `on`; kernels/mma.h,
+/// `vx_cp_async16_activation`); off unless set, as it is not yet measured.
+pub const GATHER_L1_ENV: &str = "VOXSEG_GATHER_L1";
+
 /// The environment variable that turns keeping operand packs off (`0` or `off`).
 pub const PACK_CACHE_ENV: &str = "VOXSEG_PACK_CACHE";
 
@@ -42,6 +47,7 @@ struct ConvSettings {
     precision: ConvPrecision,
     wgmma: bool,
     wgmma_pairs: bool,
+    gather_l1: bool,
     cache_packs: bool,
 }
 
@@ -51,6 +57,7 @@ impl Default for ConvSettings {
             precision: ConvPrecision::default(),
             wgmma: false,
             wgmma_pairs: false,
+            gather_l1: false,
             cache_packs: true,
         }
     }
@@ -84,13 +91,20 @@ fn switch_from_env(name: &str) -> Result<Option<bool>> {
 /// Lets `f` (kernel `name` on device `ordinal`) use `bytes` of dynamic shared memory, once
 /// per kernel and device. Without opting in, a kernel's dynamic and static shared memory
 /// together must stay within 48 KiB, so every kernel with dynamic shared memory opts in.
-fn allow_shared(ordinal: usize, name: &'static str, f: &CudaFunction, bytes: u32) -> Result<()> {
-    static ALLOWED: OnceLock<Mutex<HashSet<(usize, &'static str)>>> = OnceLock::new();
+fn allow_shared(
+    ordinal: usize,
+    module: &'static str,
+    name: &'static str,
+    f: &CudaFunction,
+    bytes: u32,
+) -> Result<()> {
+    type Kernel = (usize, &'static str, &'static str);
+    static ALLOWED: OnceLock<Mutex<HashSet<Kernel>>> = OnceLock::new();
     let mut allowed = ALLOWED
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if bytes == 0 || allowed.contains(&(ordinal, name)) {
+    if bytes == 0 || allowed.contains(&(ordinal, module, name)) {
         return Ok(());
     }
     f.set_attribute(
@@ -98,8 +112,18 @@ fn allow_shared(ordinal: usize, name: &'static str, f: &CudaFunction, bytes: u32
         bytes as i32,
     )
     .map_err(|e| driver_error(&format!("{name}: {bytes} bytes of shared memory"), e))?;
-    allowed.insert((ordinal, name));
+    allowed.insert((ordinal, module, name));
     Ok(())
+}
+
+/// The build variant of a tensor-core conv module whose activation gathers go through L1
+/// (build.rs, `voxseg-variant: l1`); other modules have none.
+fn l1_variant(module: &'static str) -> &'static str {
+    match module {
+        "conv3d_pipe" => "conv3d_pipe_l1",
+        "conv3d_wgmma" => "conv3d_wgmma_l1",
+        other => other,
+    }
 }
 
 fn config(d: &LaunchDims) -> LaunchConfig {
@@ -179,11 +203,13 @@ impl Cuda {
             None => self.supports_wgmma(),
         };
         let wgmma_pairs = switch_from_env(WGMMA_PAIRS_ENV)?.unwrap_or(false);
+        let gather_l1 = switch_from_env(GATHER_L1_ENV)?.unwrap_or(false);
         let cache_packs = switch_from_env(PACK_CACHE_ENV)?.unwrap_or(true);
         let s = ConvSettings {
             precision,
             wgmma,
             wgmma_pairs,
+            gather_l1,
             cache_packs,
         };
         map.insert(self.ordinal(), s);
@@ -204,8 +230,14 @@ impl Cuda {
             backend: "cuda",
             msg: format!("no conv kernel for {:?}", plan.kernel),
         })?;
-        let f = self.function(plan.kernel.module(), name)?;
-        allow_shared(self.ordinal(), name, &f, plan.dims.shared_bytes)?;
+        let module = plan.kernel.module();
+        let module = if self.conv_settings()?.gather_l1 {
+            l1_variant(module)
+        } else {
+            module
+        };
+        let f = self.function(module, name)?;
+        allow_shared(self.ordinal(), module, name, &f, plan.dims.shared_bytes)?;
         let null: u64 = 0;
         let mut args = self.stream().launch_builder(&f);
         args.arg(&plan.params).arg(a.block()).arg(b.block());
@@ -270,6 +302,20 @@ impl Cuda {
                 ..s
             },
         );
+    }
+
+    /// Whether the tensor-core convolutions run the build variant whose activation gathers
+    /// go through L1: what `set_gather_l1` set, else `VOXSEG_GATHER_L1` (off unless `1` or
+    /// `on`).
+    pub fn gather_l1(&self) -> Result<bool> {
+        Ok(self.conv_settings()?.gather_l1)
+    }
+
+    /// Runs the tensor-core convolutions from the L1 build variant or not, whatever
+    /// `VOXSEG_GATHER_L1` says.
+    pub fn set_gather_l1(&self, on: bool) {
+        let s = self.conv_settings().unwrap_or_default();
+        settings().insert(self.ordinal(), ConvSettings { gather_l1: on, ..s });
     }
 
     /// Whether convolutions keep their operands' packs beside them (see `storage`): what
@@ -412,7 +458,7 @@ impl Cuda {
             shared_bytes: WGMMA_PROBE_SHARED_BYTES,
             ..LaunchDims::linear([1, 1, 1], CONV_WGMMA_THREADS)
         };
-        allow_shared(self.ordinal(), name, &f, dims.shared_bytes)?;
+        allow_shared(self.ordinal(), "conv3d_wgmma", name, &f, dims.shared_bytes)?;
         let mut args = self.stream().launch_builder(&f);
         args.arg(a.block()).arg(b.block()).arg(out.block_mut());
         // SAFETY: (a, b, out) as the kernel takes them, of the lengths checked above, with
@@ -562,5 +608,36 @@ impl Conv3dKernel for Cuda {
         check_len(op, "x", x.len(), g.n * g.input_voxels() * g.cin)?;
         check_len(op, "dy", dy.len(), g.n * g.output_voxels() * g.cout)?;
         self.conv_pass(g, ConvPass::BackwardWeight, x, dy, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// build.rs builds the L1 variant of each tensor-core conv module beside it, and only
+    /// the variant's activation gathers go through L1 (cp.async.ca).
+    #[test]
+    fn l1_variants_are_built_beside_their_modules() {
+        let ptx = |name: &str| {
+            PTX_MODULES
+                .iter()
+                .find(|(m, _)| *m == name)
+                .map(|(_, p)| *p)
+        };
+        for module in ["conv3d_pipe", "conv3d_wgmma"] {
+            let variant = l1_variant(module);
+            assert_eq!(variant, format!("{module}_l1"));
+            assert_eq!(ptx(module).is_some(), ptx(variant).is_some(), "{module}");
+            if let (Some(plain), Some(l1)) = (ptx(module), ptx(variant)) {
+                assert!(!plain.contains("cp.async.ca"), "{module}");
+                assert!(l1.contains("cp.async.ca"), "{variant}");
+            }
+        }
+        assert_eq!(l1_variant("conv3d"), "conv3d");
+        assert_eq!(
+            crate::backend::cuda::BUILT_WITH_PTX,
+            ptx("conv3d_pipe").is_some()
+        );
     }
 }

@@ -94,7 +94,8 @@ struct Inner {
     /// A graph capture of `stream` is in progress (timing): host copies are refused.
     capturing: AtomicBool,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
-    functions: Mutex<HashMap<&'static str, CudaFunction>>,
+    /// By (module, kernel): a build variant's module holds kernels of the same names.
+    functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
 }
 
 /// The CUDA backend (f32). Cheap to clone: every clone shares one context, stream, module
@@ -270,18 +271,20 @@ impl Cuda {
         module: &'static str,
         name: &'static str,
     ) -> Result<CudaFunction> {
-        if let Some(f) = self.lock_functions().get(name) {
+        if let Some(f) = self.lock_functions().get(&(module, name)) {
             return Ok(f.clone());
         }
         let m = self.module(module)?;
         let f = m
             .load_function(name)
             .map_err(|e| driver_error(&format!("loading kernel {name} from {module}.ptx"), e))?;
-        self.lock_functions().insert(name, f.clone());
+        self.lock_functions().insert((module, name), f.clone());
         Ok(f)
     }
 
-    fn lock_functions(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, CudaFunction>> {
+    fn lock_functions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(&'static str, &'static str), CudaFunction>> {
         self.inner
             .functions
             .lock()
