@@ -176,3 +176,53 @@ fn resuming_keeps_the_orientation_the_run_recorded_or_its_absence() {
     assert_eq!(orientation_of("model.json"), serde_json::Value::Null);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A cache made without a named orientation keeps each case as stored: training from one
+/// whose cases differ in orientation is refused, naming the orientations and the fix;
+/// remade in one orientation, it trains.
+#[test]
+fn training_refuses_a_cache_of_mixed_orientations() {
+    let dir = temp_dir("cache");
+    let manifest = dataset(&dir, "PSL");
+    let split = dir.join("split.json");
+    let mixed = dir.join("mixed");
+    let made = voxseg(&["preprocess", "--data", s(&manifest), "--out", s(&mixed)]);
+    assert!(made.ok, "{}", made.stderr);
+    assert!(made.stderr.contains("2 orientations"), "{}", made.stderr);
+    let sidecar = read_json(&mixed.join("c2.json"));
+    assert_eq!(sidecar["orientation"], "PSL", "{sidecar}");
+    let run = dir.join("run");
+    #[rustfmt::skip]
+    let refused = voxseg(&[
+        "train", "--data", s(&manifest), "--out", s(&run), "--cache", s(&mixed),
+        "--split-file", s(&split), "--target", "classes", "--device", "cpu",
+        "--epochs", "1", "--iters-per-epoch", "1",
+    ]);
+    assert!(!refused.ok, "{}", refused.stdout);
+    for part in [
+        "PSL (1)",
+        "RAS (2)",
+        "\"orientation\": \"RAS\"",
+        "without --cache",
+    ] {
+        assert!(refused.stderr.contains(part), "{part}: {}", refused.stderr);
+    }
+
+    let config = dir.join("ras.json");
+    std::fs::write(&config, r#"{"preprocess": {"orientation": "RAS"}}"#).unwrap();
+    let ras = dir.join("ras");
+    #[rustfmt::skip]
+    let made = voxseg(&[
+        "preprocess", "--data", s(&manifest), "--out", s(&ras), "--config", s(&config),
+    ]);
+    assert!(made.ok, "{}", made.stderr);
+    assert_eq!(read_json(&ras.join("c2.json"))["orientation"], "RAS");
+    #[rustfmt::skip]
+    train_tiny(&manifest, &run, &[
+        "--cache", s(&ras), "--config", s(&config), "--split-file", s(&split),
+        "--epochs", "1", "--iters-per-epoch", "1",
+    ]);
+    let card = read_json(&run.join("model.json"));
+    assert_eq!(card["preprocess"]["orientation"], "RAS", "{card}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -138,12 +138,15 @@ pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
         stored
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(code);
+            .insert(code.clone());
         let moved = voxseg::data::orient::reorient(&case, &header, spec.orientation.as_deref())?;
-        Ok((
-            preprocess(moved.as_ref().map_or(&case, |(m, _)| m), &spec)?,
+        // Reoriented to the spec's orientation when it names one, else as stored.
+        let cached_code = spec.orientation.clone().unwrap_or(code);
+        Ok(voxseg::data::cache::CacheEntry {
+            case: preprocess(moved.as_ref().map_or(&case, |(m, _)| m), &spec)?,
             sources,
-        ))
+            orientation: Some(cached_code),
+        })
     });
     let ids = voxseg::data::cache::replace_cache(&a.out, a.force, |dir| {
         let ids = voxseg::data::cache::write_cache(cases, &spec, dir)?;
@@ -159,8 +162,8 @@ pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
     if spec.orientation.is_none() && stored.len() > 1 {
         eprintln!(
             "warning: the cases are stored in {} orientations ({}) and the cache keeps each as \
-             stored: name one with \"preprocess\": {{\"orientation\": \"RAS\"}} in --config \
-             (training without --cache reorients them itself)",
+             stored, so training refuses it: name one with \"preprocess\": {{\"orientation\": \
+             \"RAS\"}} in --config (training without --cache reorients them itself)",
             stored.len(),
             stored.into_iter().collect::<Vec<_>>().join(", ")
         );

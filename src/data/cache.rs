@@ -43,6 +43,18 @@ pub struct CaseSidecar {
     /// Number of stored positions of each foreground class (class k + 1 at entry k).
     pub foreground_counts: Vec<usize>,
     pub spec: PreprocessSpec,
+    /// The orientation code of the grid as cached (after any reorientation the spec asks
+    /// for); None in caches made before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orientation: Option<String>,
+}
+
+/// One case for `write_cache`: preprocessed, with its source fingerprints and the
+/// orientation code of its preprocessed grid.
+pub struct CacheEntry {
+    pub case: PreprocessedCase,
+    pub sources: Vec<SourceFile>,
+    pub orientation: Option<String>,
 }
 
 /// What `cache.json` holds.
@@ -354,7 +366,12 @@ fn json_error(path: &Path, e: serde_json::Error) -> Error {
 }
 
 /// Writes one case's files into `dir` (which must exist).
-pub fn write_cached_case(case: &PreprocessedCase, spec: &PreprocessSpec, dir: &Path) -> Result<()> {
+pub fn write_cached_case(
+    case: &PreprocessedCase,
+    orientation: Option<&str>,
+    spec: &PreprocessSpec,
+    dir: &Path,
+) -> Result<()> {
     check_id(&case.id)?;
     let dims = case.dims();
     let n = grid::voxels(dims);
@@ -396,6 +413,7 @@ pub fn write_cached_case(case: &PreprocessedCase, spec: &PreprocessSpec, dir: &P
         has_label: case.label.is_some(),
         foreground_counts: counts,
         spec: spec.clone(),
+        orientation: orientation.map(str::to_string),
     };
     let path = case_path(dir, &case.id, "json");
     let json = serde_json::to_vec_pretty(&sidecar).map_err(|e| json_error(&path, e))?;
@@ -407,18 +425,22 @@ pub fn write_cached_case(case: &PreprocessedCase, spec: &PreprocessSpec, dir: &P
 /// the caller before it read the files); returns the ids written.
 pub fn write_cache<I>(cases: I, spec: &PreprocessSpec, out_dir: &Path) -> Result<Vec<String>>
 where
-    I: IntoIterator<Item = Result<(PreprocessedCase, Vec<SourceFile>)>>,
+    I: IntoIterator<Item = Result<CacheEntry>>,
 {
     std::fs::create_dir_all(out_dir)
         .map_err(|e| Error::io(format!("creating {}", out_dir.display()), e))?;
     let mut ids = Vec::new();
     let mut sources = BTreeMap::new();
-    for case in cases {
-        let (case, files) = case?;
+    for entry in cases {
+        let CacheEntry {
+            case,
+            sources: files,
+            orientation,
+        } = entry?;
         if ids.contains(&case.id) {
             return Err(Error::data(&case.id, "case appears twice"));
         }
-        write_cached_case(&case, spec, out_dir)?;
+        write_cached_case(&case, orientation.as_deref(), spec, out_dir)?;
         sources.insert(case.id.clone(), files);
         ids.push(case.id);
     }
@@ -614,6 +636,15 @@ mod tests {
     use crate::data::sampler::{InMemoryCase, SampleScratch};
     use std::sync::Arc;
 
+    /// A case to cache in RAS, with these source fingerprints.
+    fn entry(case: PreprocessedCase, sources: Vec<SourceFile>) -> CacheEntry {
+        CacheEntry {
+            case,
+            sources,
+            orientation: Some("RAS".into()),
+        }
+    }
+
     #[test]
     fn modification_times_read_as_utc_dates() {
         assert_eq!(utc_time(0), "1970-01-01T00:00:00.000Z");
@@ -656,7 +687,12 @@ mod tests {
             .map(|i| phantom_case(&format!("c{i}"), [18, 14, 12], 3, i))
             .collect();
         let spec = PreprocessSpec::default();
-        let ids = write_cache(cases.iter().map(|c| Ok((c.clone(), vec![]))), &spec, &dir).unwrap();
+        let ids = write_cache(
+            cases.iter().map(|c| Ok(entry(c.clone(), vec![]))),
+            &spec,
+            &dir,
+        )
+        .unwrap();
         assert_eq!(ids, vec!["c0", "c1"]);
         let (read_spec, cached) = open_cache(&dir, &dir).unwrap();
         assert_eq!(read_spec, spec);
@@ -694,7 +730,7 @@ mod tests {
         let dir = temp_dir("bad");
         let case = phantom_case("t", [6, 5, 4], 1, 3);
         write_cache(
-            [Ok((case.clone(), vec![]))],
+            [Ok(entry(case.clone(), vec![]))],
             &PreprocessSpec::default(),
             &dir,
         )
@@ -709,7 +745,7 @@ mod tests {
         );
         let mut evil = case;
         evil.id = "../escape".into();
-        assert!(write_cache([Ok((evil, vec![]))], &PreprocessSpec::default(), &dir).is_err());
+        assert!(write_cache([Ok(entry(evil, vec![]))], &PreprocessSpec::default(), &dir).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -726,7 +762,7 @@ mod tests {
         let cache = dir.join("cache");
         let case = phantom_case("c0", [6, 5, 4], 1, 3);
         write_cache(
-            [Ok((case, vec![recorded]))],
+            [Ok(entry(case, vec![recorded]))],
             &PreprocessSpec::default(),
             &cache,
         )
@@ -791,7 +827,7 @@ mod tests {
             move |d: &Path| {
                 let cases = ids
                     .iter()
-                    .map(|id| Ok((phantom_case(id, [6, 5, 4], 1, 3), vec![])));
+                    .map(|id| Ok(entry(phantom_case(id, [6, 5, 4], 1, 3), vec![])));
                 write_cache(cases, &PreprocessSpec::default(), d)
             }
         };
@@ -807,7 +843,7 @@ mod tests {
         // A build that fails leaves the old cache whole and no temporary folder behind.
         let failed = replace_cache(&cache, true, |d| {
             write_cache(
-                [Ok((phantom_case("c9", [6, 5, 4], 1, 3), vec![]))],
+                [Ok(entry(phantom_case("c9", [6, 5, 4], 1, 3), vec![]))],
                 &spec,
                 d,
             )?;

@@ -673,18 +673,63 @@ fn from_cache(
             .remove(id)
             .ok_or_else(|| Error::data(id.as_str(), format!("not in the cache {}", dir.display())))
     };
-    let mut train = Vec::new();
-    let mut grids = Vec::new();
-    for id in train_ids {
-        let c = take(id)?;
-        grids.push((c.sidecar().dims, c.sidecar().spacing));
-        train.push(Arc::new(c) as Arc<dyn PatchSource>);
-    }
-    let val = val_ids
+    let train_cached = train_ids
         .iter()
-        .map(|id| take(id).map(|c| c.to_preprocessed()))
-        .collect::<Result<_>>()?;
+        .map(&mut take)
+        .collect::<Result<Vec<_>>>()?;
+    let val_cached = val_ids.iter().map(&mut take).collect::<Result<Vec<_>>>()?;
+    if spec.orientation.is_none() {
+        refuse_mixed_orientations(dir, train_cached.iter().chain(&val_cached))?;
+    }
+    let grids = train_cached
+        .iter()
+        .map(|c| (c.sidecar().dims, c.sidecar().spacing))
+        .collect();
+    let train = train_cached
+        .into_iter()
+        .map(|c| Arc::new(c) as Arc<dyn PatchSource>)
+        .collect();
+    let val = val_cached.iter().map(|c| c.to_preprocessed()).collect();
     Ok((train, grids, val, spec))
+}
+
+/// A cache made without a named orientation keeps each case as stored; cases stored in
+/// different orientations would be trained on together with their axes mixed (training
+/// without a cache reorients them itself). Caches from before orientations were recorded
+/// cannot be checked.
+fn refuse_mixed_orientations<'a>(
+    dir: &Path,
+    cases: impl Iterator<Item = &'a crate::data::cache::CachedCase>,
+) -> Result<()> {
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for case in cases {
+        if let Some(code) = case.sidecar().orientation.as_deref() {
+            *counts.entry(code).or_default() += 1;
+        }
+    }
+    if counts.len() > 1 {
+        let found: Vec<String> = counts
+            .iter()
+            .map(|(code, n)| format!("{code} ({n})"))
+            .collect();
+        // The most common, the alphabetically first on a tie, as training would choose.
+        let most = counts
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map_or("", |(code, _)| *code);
+        return Err(Error::config(
+            "cache",
+            format!(
+                "{} keeps its cases as stored, in orientations {}: training on them together \
+                 would mix their axes. Remake it with \"preprocess\": {{\"orientation\": \
+                 \"{most}\"}} in the --config of `voxseg preprocess` and of the run, or train \
+                 without --cache (it then reorients the cases itself)",
+                dir.display(),
+                found.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A cache holds cases already preprocessed: the run's own preprocessing settings must be
