@@ -7,10 +7,12 @@
 // first element of the column's statistic (which keeps E[d^2] - E[d]^2 accurate when the
 // mean is large against the spread); the second pass adds a statistic's columns and splits.
 // Forward: per (o, ch) coefficients a, b in f64 (rounded once, as the CPU does), then one
-// pass y = act(x a + b). Backward: a reduction of dz and dz (x - mean) (dz being the
+// pass y = act(x a + b), which may also write y packed for a tensor-core convolution.
+// Backward: a reduction of dz and dz (x - mean) (dz being the
 // gradient at the pre-activation, read off y), the dx coefficients and dgamma, dbeta from
 // it, then one pass dx = k1 dz + k2 (x - mean) + k3.
 #include "common.h"
+#include "conv3d_pipe.h"
 
 typedef unsigned long long vx_u64;
 
@@ -184,6 +186,54 @@ extern "C" __global__ void __launch_bounds__(256)
 }
 VX_EMU_ENTRY(norm_apply, (const NormKernelParams p, const float* x, const float* coef, float* y),
              (p, x, coef, y))
+
+// norm_apply that also writes y as the tensor-core convolutions pack an operand of c
+// channels, c a whole number of 16-byte chunks (conv3d_pack_rows_bf16/_tf32 on [voxels][1][c]
+// write the same bits), so a convolution reading y finds its pack made. One thread per
+// chunk: PER_CHUNK channels of one voxel.
+template <class P, class I>
+__device__ __forceinline__ void vx_norm_apply_packed(const NormKernelParams& p, const float* x,
+                                                     const float* coef, float* y,
+                                                     VxU4* packed) {
+    const I chunks = static_cast<I>(p.outer * p.mid * p.c) / P::PER_CHUNK;
+    const I planes = static_cast<I>(p.outer * p.c);
+    for (I i = static_cast<I>(vx_thread_index()); i < chunks;
+         i += static_cast<I>(vx_thread_stride())) {
+        const I e0 = i * P::PER_CHUNK;
+        const I k0 = vx_norm_coef_index(p, e0);
+        float v[P::PER_CHUNK];
+#pragma unroll
+        for (int j = 0; j < P::PER_CHUNK; j += 4) {
+            const VxF4 in = *reinterpret_cast<const VxF4*>(x + e0 + j);
+            const float xs[4] = {in.x, in.y, in.z, in.w};
+#pragma unroll
+            for (int t = 0; t < 4; ++t) {
+                const float z = xs[t] * coef[k0 + j + t] + coef[planes + k0 + j + t];
+                v[j + t] = z > 0.0f ? z : z * p.neg_slope;
+            }
+            *reinterpret_cast<VxF4*>(y + e0 + j) = VxF4{v[j], v[j + 1], v[j + 2], v[j + 3]};
+        }
+        packed[i] = P::chunk(v);
+    }
+}
+
+#define VX_NORM_APPLY_PACKED(name, Precision)                                              \
+    extern "C" __global__ void __launch_bounds__(256)                                      \
+        name(const NormKernelParams p, const float* __restrict__ x,                        \
+             const float* __restrict__ coef, float* __restrict__ y,                        \
+             VxU4* __restrict__ packed) {                                                  \
+        if (p.outer * p.mid * p.c <= VX_NORM_MAX_32)                                       \
+            vx_norm_apply_packed<Precision, unsigned>(p, x, coef, y, packed);              \
+        else                                                                               \
+            vx_norm_apply_packed<Precision, vx_u64>(p, x, coef, y, packed);                \
+    }                                                                                      \
+    VX_EMU_ENTRY(name,                                                                     \
+                 (const NormKernelParams p, const float* x, const float* coef, float* y,   \
+                  VxU4* packed),                                                           \
+                 (p, x, coef, y, packed))
+
+VX_NORM_APPLY_PACKED(norm_apply_bf16_pack, VxBf16)
+VX_NORM_APPLY_PACKED(norm_apply_tf32_pack, VxTf32)
 
 // The gradient at the pre-activation: y > 0 exactly where it is (neg_slope >= 0).
 __device__ __forceinline__ float vx_norm_dz(const NormKernelParams& p, float y, float dy) {

@@ -368,6 +368,117 @@ fn instance_group_and_layer_norm_match_the_cpu_backend() {
     assert!(splits > 1, "{splits} splits");
 }
 
+/// The normalisation that also writes its output packed for a tensor-core convolution:
+/// y bit for bit as `norm_apply` writes it, and the pack bit for bit as the convolution's
+/// own pack kernel makes it from y; channel counts that are not whole chunks get no pack.
+#[test]
+fn norm_apply_writes_the_convolutions_pack_of_its_output() {
+    use voxseg::backend::cuda::conv_plan::ConvPrecision;
+    use voxseg::backend::cuda::params_norm::norm_output_pack;
+    let mut rng = Rng::new(11);
+    for (dims, kind, precision) in [
+        ([2, 3, 4, 5, 16], NormKind::Group, ConvPrecision::Bf16),
+        ([2, 3, 4, 5, 12], NormKind::Group, ConvPrecision::Tf32),
+        ([1, 5, 3, 7, 8], NormKind::Batch, ConvPrecision::Bf16),
+    ] {
+        let groups = if kind == NormKind::Batch { 1 } else { dims[4] };
+        let p = NormParams {
+            neg_slope: 0.01,
+            ..norm_params(dims, kind, groups)
+        };
+        let n = p.numel();
+        let c = dims[4];
+        let x = random(&mut rng, n, -2.0, 2.0);
+        let plan = NormPlan::new(NormKernelParams::new(&p, true, true), 8, 3);
+        let k = plan.params;
+        let (mean, var) = emu_norm_stats(&plan, &x);
+        let gamma = random(&mut rng, c, 0.5, 1.5);
+        let beta = random(&mut rng, c, -0.5, 0.5);
+        let want_y = emu_norm_forward(&plan, &x, &mean, &var, Some(&gamma), Some(&beta));
+        let mut coef = vec![f32::NAN; 2 * k.pairs()];
+        emu::norm::affine(
+            &plan.pairs_dims,
+            k,
+            &mean,
+            &var,
+            Some(&gamma),
+            Some(&beta),
+            &mut coef,
+        )
+        .unwrap();
+        let pack = norm_output_pack(&k, precision, 528).unwrap();
+        let what = format!("{dims:?} {precision}");
+        let mut y = poisoned(n);
+        match precision {
+            ConvPrecision::Tf32 => {
+                let mut packed = vec![u32::MAX; pack.packed_len()];
+                emu::norm::apply_packed(
+                    &plan.element_dims,
+                    k,
+                    &pack,
+                    &x,
+                    &coef,
+                    &mut y,
+                    &mut packed,
+                )
+                .unwrap();
+                let mut want = vec![0u32; pack.packed_len()];
+                emu::conv::conv3d_pack(&pack, &want_y, &mut want).unwrap();
+                assert!(
+                    packed == want,
+                    "{what}: the pack differs from conv3d_pack's"
+                );
+            }
+            _ => {
+                let mut packed = vec![u16::MAX; pack.packed_len()];
+                emu::norm::apply_packed(
+                    &plan.element_dims,
+                    k,
+                    &pack,
+                    &x,
+                    &coef,
+                    &mut y,
+                    &mut packed,
+                )
+                .unwrap();
+                let mut want = vec![0u16; pack.packed_len()];
+                emu::conv::conv3d_pack(&pack, &want_y, &mut want).unwrap();
+                assert!(
+                    packed == want,
+                    "{what}: the pack differs from conv3d_pack's"
+                );
+            }
+        }
+        let differ = written(&y, n)
+            .iter()
+            .zip(&want_y)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(differ, 0, "{what}: elements of y unlike norm_apply's");
+    }
+    // 12 channels are three tf32 chunks but one and a half bf16 ones; f32 packs nothing.
+    let k = NormKernelParams::new(
+        &norm_params([1, 2, 2, 2, 12], NormKind::Batch, 1),
+        false,
+        false,
+    );
+    assert!(norm_output_pack(&k, ConvPrecision::Bf16, 8).is_none());
+    assert!(norm_output_pack(&k, ConvPrecision::F32, 8).is_none());
+    let pack = norm_output_pack(&k, ConvPrecision::Tf32, 8).unwrap();
+    let mut packed = vec![0u16; 12 * 8];
+    let err = emu::norm::apply_packed(
+        &launch::elementwise(96, 1),
+        k,
+        &pack,
+        &[0.0; 96],
+        &[0.0; 24],
+        &mut [0.0; 96],
+        &mut packed,
+    )
+    .unwrap_err();
+    assert!(err.contains("4-byte"), "{err}");
+}
+
 #[test]
 fn eval_mode_with_fixed_statistics_matches_the_cpu_backend() {
     let cpu = Cpu::new();

@@ -24,6 +24,7 @@ use voxseg::backend::BackendBase;
 use voxseg::rng::Rng;
 use voxseg::tensor::Shape;
 use voxseg::tensor_ops::conv::{Conv3dSpec, ConvGeometry, ConvTranspose3dSpec, Padding};
+use voxseg::tensor_ops::norm::{NormKernel, NormKind, NormParams};
 use voxseg::tensor_ops::optim_step::{OptimStepKernel, SgdHyper, SgdSlot};
 use voxseg::tensor_ops::Conv3dKernel;
 
@@ -342,6 +343,61 @@ fn wgmma_matches_the_harness_twin() {
             }
         }
     }
+}
+
+/// Instance norm + LeakyReLU on the tensor-core path writes its output packed beside it
+/// (kernels/norm.cu), the convolution reading that output uses the pack instead of making
+/// one, and both compute bit for bit what they compute with keeping off (the conv's own
+/// pack kernel then packs the same output).
+#[test]
+#[ignore = "needs a CUDA device"]
+fn a_norms_output_carries_the_pack_its_convolution_reads() {
+    let _serial = serial();
+    let gpu = device();
+    let previous = (gpu.conv_precision().unwrap(), gpu.pack_cache().unwrap());
+    let g = conv([2, 10, 9, 8, 32], [3, 3, 3, 32, 32], 1, 1);
+    let p = NormParams {
+        n: g.n,
+        spatial: g.input_voxels(),
+        c: g.cin,
+        groups: g.cin,
+        eps: 1e-5,
+        neg_slope: 0.01,
+        kind: NormKind::Group,
+        fixed_stats: false,
+    };
+    let mut rng = Rng::new(fresh_seed());
+    let x = random(&mut rng, p.numel(), -2.0, 2.0);
+    let w = random(&mut rng, g.kernel_volume() * g.cin * g.cout, -1.0, 1.0);
+    for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
+        gpu.set_conv_precision(precision);
+        let run = |keep: bool| -> (Vec<f32>, Vec<f32>, [usize; 2]) {
+            gpu.set_pack_cache(keep);
+            let (gx, gw) = (gpu.upload(&x).unwrap(), gpu.upload(&w).unwrap());
+            let (mean, var) = gpu.norm_stats(&gx, &p).unwrap();
+            let y = gpu.norm_forward(&gx, &mean, &var, None, None, &p).unwrap();
+            let made = gpu.kept_packs(&y);
+            let out = gpu.conv3d_forward(&y, &gw, None, &g).unwrap();
+            let after = gpu.kept_packs(&y);
+            (
+                gpu.download(&y).unwrap(),
+                gpu.download(&out).unwrap(),
+                [made, after],
+            )
+        };
+        let (y, out, kept) = run(true);
+        assert_eq!(
+            kept,
+            [1, 1],
+            "{precision}: packs beside y after the norm, the conv"
+        );
+        let (y_off, out_off, none) = run(false);
+        assert_eq!(none, [0, 0], "{precision}");
+        assert_eq!(y, y_off, "{precision}: y");
+        assert_eq!(out, out_off, "{precision}: the conv of y");
+    }
+    gpu.set_conv_precision(previous.0);
+    gpu.set_pack_cache(previous.1);
 }
 
 /// The pair of 64-column wgmma blocks per SM (`VOXSEG_WGMMA_PAIRS`), on grids of at least

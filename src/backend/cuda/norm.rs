@@ -1,11 +1,15 @@
 //! `NormKernel` for `Cuda` (kernels/norm.cu): statistics by a two-level f64 reduction,
 //! the normalisation with its affine and fused activation in one pass over memory, the
 //! backward in two passes with small per-statistic and per-channel kernels in between.
+//! Where the convolutions run on the tensor cores, the normalisation also writes its output
+//! packed for them and keeps the pack beside it (`storage`), so the convolution that reads
+//! it next packs nothing.
 //! Shapes are checked as the CPU reference checks them, with the same messages.
+use super::conv_plan::{ConvPack, ConvPrecision};
 use super::device::{Cuda, CudaStorage};
 use super::kernel_call::call_kernel;
 use super::launch::elementwise;
-use super::params_norm::{NormKernelParams, NormMovingParams, NormPlan};
+use super::params_norm::{norm_output_pack, NormKernelParams, NormMovingParams, NormPlan};
 use crate::error::{Error, Result};
 use crate::tensor_ops::norm::{NormGrads, NormKernel, NormParams};
 
@@ -16,6 +20,22 @@ impl Cuda {
             self.target_blocks(),
             self.max_elementwise_blocks(),
         )
+    }
+}
+
+impl Cuda {
+    /// The pack the next convolution would make of a norm's output, for the norm to write
+    /// alongside: where the convolutions run on the tensor cores and keep their packs
+    /// (see `storage`).
+    fn output_pack(&self, p: &NormKernelParams) -> Result<Option<ConvPack>> {
+        if !self.pack_cache()? {
+            return Ok(None);
+        }
+        Ok(norm_output_pack(
+            p,
+            self.conv_precision()?,
+            self.target_blocks(),
+        ))
     }
 }
 
@@ -85,13 +105,39 @@ impl NormKernel for Cuda {
             ]
         )?;
         let mut y = self.alloc(x.len())?;
-        call_kernel!(
-            self,
-            "norm",
-            "norm_apply",
-            &plan.element_dims,
-            [&plan.params, x.block(), coef.block(), y.block_mut()]
-        )?;
+        match self.output_pack(&plan.params)? {
+            None => call_kernel!(
+                self,
+                "norm",
+                "norm_apply",
+                &plan.element_dims,
+                [&plan.params, x.block(), coef.block(), y.block_mut()]
+            )?,
+            Some(pack) => {
+                // The pool's buffers count 4-byte elements: one tf32 or two bf16 each.
+                let mut packed =
+                    self.alloc((pack.packed_len() * pack.element_bytes()).div_ceil(4))?;
+                let (x, coef, params) = (x.block(), coef.block(), &plan.params);
+                match pack.precision {
+                    ConvPrecision::Tf32 => call_kernel!(
+                        self,
+                        "norm",
+                        "norm_apply_tf32_pack",
+                        &plan.element_dims,
+                        [params, x, coef, y.block_mut(), packed.block_mut()]
+                    )?,
+                    _ => call_kernel!(
+                        self,
+                        "norm",
+                        "norm_apply_bf16_pack",
+                        &plan.element_dims,
+                        [params, x, coef, y.block_mut(), packed.block_mut()]
+                    )?,
+                }
+                y.packs()
+                    .get_or_try_insert(pack, || Ok::<_, Error>(packed))?;
+            }
+        }
         Ok(y)
     }
 

@@ -1,5 +1,6 @@
 //! Parameters of the normalisation kernels (mirrors of kernels/params_norm.h) and their
 //! launch plan, shared by the device launchers (norm.rs) and the harness tests.
+use super::conv_plan::{ConvPack, ConvPackKind, ConvPrecision};
 use super::launch::{elementwise, ReducePlan};
 use super::params::{LaunchDims, ReduceParams};
 use crate::tensor_ops::norm::{NormKind, NormParams};
@@ -22,6 +23,24 @@ pub struct NormKernelParams {
     pub has_gamma: u32,
     pub has_beta: u32,
     pub fixed_stats: u32,
+}
+
+/// The pack a tensor-core convolution at `precision` makes of a norm's output (rows of `c`
+/// channels, `conv_plan::ConvPack` of kind Rows) when the norm can write it alongside
+/// (kernels/norm.cu, `norm_apply_*_pack`): `c` a whole number of 16-byte chunks, so that
+/// the pack is y's bits converted with no padding. None otherwise, and for f32.
+pub fn norm_output_pack(
+    p: &NormKernelParams,
+    precision: ConvPrecision,
+    target_blocks: u32,
+) -> Option<ConvPack> {
+    let c = p.c as usize;
+    let whole_chunks =
+        precision != ConvPrecision::F32 && c.is_multiple_of(precision.channel_multiple());
+    let rows = (p.outer * p.mid) as usize;
+    whole_chunks
+        .then(|| ConvPack::new(ConvPackKind::Rows, precision, [rows, 1, c], target_blocks).ok())
+        .flatten()
 }
 
 impl NormKernelParams {

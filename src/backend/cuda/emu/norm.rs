@@ -1,9 +1,11 @@
 //! Harness entry points of kernels/norm.cu. Every wrapper checks that the slices cover
 //! what the parameters make the kernel index, that the reduction view is the
 //! normalisation's and that optional inputs match their flags.
+use super::conv::Packed;
 use super::{need, status, EmuResult};
+use crate::backend::cuda::conv_plan::{ConvPack, ConvPrecision};
 use crate::backend::cuda::params::{LaunchDims, ReduceParams};
-use crate::backend::cuda::params_norm::{NormKernelParams, NormMovingParams};
+use crate::backend::cuda::params_norm::{norm_output_pack, NormKernelParams, NormMovingParams};
 use std::ffi::c_int;
 
 extern "C" {
@@ -38,6 +40,22 @@ extern "C" {
         x: *const f32,
         coef: *const f32,
         y: *mut f32,
+    ) -> c_int;
+    fn emu_norm_apply_bf16_pack(
+        d: *const LaunchDims,
+        p: NormKernelParams,
+        x: *const f32,
+        coef: *const f32,
+        y: *mut f32,
+        packed: *mut u16,
+    ) -> c_int;
+    fn emu_norm_apply_tf32_pack(
+        d: *const LaunchDims,
+        p: NormKernelParams,
+        x: *const f32,
+        coef: *const f32,
+        y: *mut f32,
+        packed: *mut u32,
     ) -> c_int;
     fn emu_norm_backward_partial(
         d: *const LaunchDims,
@@ -200,6 +218,57 @@ pub fn apply(
     need("y", y.len(), p.numel() as u64)?;
     // SAFETY: lengths checked against the params above.
     status(unsafe { emu_norm_apply(d, p, x.as_ptr(), coef.as_ptr(), y.as_mut_ptr()) })
+}
+
+/// `apply`, writing y also as `pack` packs it (`u16` bf16 or `u32` tf32 elements); x, y and
+/// `packed` 16-byte aligned, as the kernel reads and writes them in 16-byte pieces.
+pub fn apply_packed<E: Packed>(
+    d: &LaunchDims,
+    p: NormKernelParams,
+    pack: &ConvPack,
+    x: &[f32],
+    coef: &[f32],
+    y: &mut [f32],
+    packed: &mut [E],
+) -> EmuResult {
+    check_params(&p)?;
+    need("x", x.len(), p.numel() as u64)?;
+    need("coef", coef.len(), 2 * p.pairs() as u64)?;
+    need("y", y.len(), p.numel() as u64)?;
+    if norm_output_pack(&p, pack.precision, 1)
+        .as_ref()
+        .map(|k| (k.kind, k.params))
+        != Some((pack.kind, pack.params))
+    {
+        return Err(format!("{pack:?} is not the pack of this norm's output"));
+    }
+    need("packed", packed.len(), pack.packed_len() as u64)?;
+    if pack.element_bytes() != E::BYTES {
+        return Err(format!(
+            "{} writes {}-byte elements",
+            pack.name(),
+            pack.element_bytes()
+        ));
+    }
+    for (what, at) in [
+        ("x", x.as_ptr() as usize),
+        ("y", y.as_ptr() as usize),
+        ("packed", packed.as_ptr() as usize),
+    ] {
+        if !at.is_multiple_of(16) {
+            return Err(format!("{what} is not 16-byte aligned"));
+        }
+    }
+    let (x, coef, y) = (x.as_ptr(), coef.as_ptr(), y.as_mut_ptr());
+    // SAFETY: lengths, element size and alignment checked above.
+    status(unsafe {
+        match pack.precision {
+            ConvPrecision::Tf32 => {
+                emu_norm_apply_tf32_pack(d, p, x, coef, y, packed.as_mut_ptr().cast())
+            }
+            _ => emu_norm_apply_bf16_pack(d, p, x, coef, y, packed.as_mut_ptr().cast()),
+        }
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
