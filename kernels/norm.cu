@@ -349,6 +349,60 @@ __device__ __forceinline__ void vx_norm_dx(const NormKernelParams& p, const floa
     }
 }
 
+// vx_norm_dx that also writes dx packed as norm_apply_*_pack writes y: dx is the gradient
+// at the output of the convolution before the norm, which that convolution's backward
+// passes read packed.
+template <class P, class I>
+__device__ __forceinline__ void vx_norm_dx_packed(const NormKernelParams& p, const float* x,
+                                                  const float* y, const float* dy,
+                                                  const float* coef, float* dx, VxU4* packed) {
+    const I chunks = static_cast<I>(p.outer * p.mid * p.c) / P::PER_CHUNK;
+    const I planes = static_cast<I>(p.outer * p.c);
+    for (I i = static_cast<I>(vx_thread_index()); i < chunks;
+         i += static_cast<I>(vx_thread_stride())) {
+        const I e0 = i * P::PER_CHUNK;
+        const I k0 = vx_norm_coef_index(p, e0);
+        float v[P::PER_CHUNK];
+#pragma unroll
+        for (int j = 0; j < P::PER_CHUNK; j += 4) {
+            const VxF4 x4 = *reinterpret_cast<const VxF4*>(x + e0 + j);
+            const VxF4 y4 = *reinterpret_cast<const VxF4*>(y + e0 + j);
+            const VxF4 d4 = *reinterpret_cast<const VxF4*>(dy + e0 + j);
+            const float xs[4] = {x4.x, x4.y, x4.z, x4.w};
+            const float ys[4] = {y4.x, y4.y, y4.z, y4.w};
+            const float ds[4] = {d4.x, d4.y, d4.z, d4.w};
+#pragma unroll
+            for (int t = 0; t < 4; ++t) {
+                const I k = k0 + j + t;
+                const float g = vx_norm_dz(p, ys[t], ds[t]);
+                v[j + t] = coef[k] * g + coef[planes + k] * (xs[t] - coef[3 * planes + k]) +
+                           coef[2 * planes + k];
+            }
+            *reinterpret_cast<VxF4*>(dx + e0 + j) = VxF4{v[j], v[j + 1], v[j + 2], v[j + 3]};
+        }
+        packed[i] = P::chunk(v);
+    }
+}
+
+#define VX_NORM_DX_PACKED(name, Precision)                                                 \
+    extern "C" __global__ void __launch_bounds__(256)                                      \
+        name(const NormKernelParams p, const float* __restrict__ x,                        \
+             const float* __restrict__ y, const float* __restrict__ dy,                    \
+             const float* __restrict__ coef, float* __restrict__ dx,                       \
+             VxU4* __restrict__ packed) {                                                  \
+        if (p.outer * p.mid * p.c <= VX_NORM_MAX_32)                                       \
+            vx_norm_dx_packed<Precision, unsigned>(p, x, y, dy, coef, dx, packed);         \
+        else                                                                               \
+            vx_norm_dx_packed<Precision, vx_u64>(p, x, y, dy, coef, dx, packed);           \
+    }                                                                                      \
+    VX_EMU_ENTRY(name,                                                                     \
+                 (const NormKernelParams p, const float* x, const float* y, const float* dy, \
+                  const float* coef, float* dx, VxU4* packed),                             \
+                 (p, x, y, dy, coef, dx, packed))
+
+VX_NORM_DX_PACKED(norm_backward_dx_bf16_pack, VxBf16)
+VX_NORM_DX_PACKED(norm_backward_dx_tf32_pack, VxTf32)
+
 // Backward pass 2: dx = k1 dz + k2 (x - k4) + k3.
 extern "C" __global__ void __launch_bounds__(256)
     norm_backward_dx(const NormKernelParams p, const float* __restrict__ x,

@@ -368,13 +368,90 @@ fn instance_group_and_layer_norm_match_the_cpu_backend() {
     assert!(splits > 1, "{splits} splits");
 }
 
-/// The normalisation that also writes its output packed for a tensor-core convolution:
-/// y bit for bit as `norm_apply` writes it, and the pack bit for bit as the convolution's
-/// own pack kernel makes it from y; channel counts that are not whole chunks get no pack.
+/// Whether `f32` buffers hold the same bits.
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// The norm kernels that also write an activation packed for a tensor-core convolution,
+/// in elements `E` of `pack`'s format: y (forward) and dx (backward) bit for bit as
+/// `norm_apply` and `norm_backward_dx` write them, and each pack bit for bit as the
+/// convolution's own pack kernel makes it from that activation.
+fn check_norm_packs<E: emu::conv::Packed + PartialEq + std::fmt::Debug>(
+    p: &NormParams,
+    pack: &voxseg::backend::cuda::conv_plan::ConvPack,
+    nan: E,
+    rng: &mut Rng,
+) {
+    let plan = NormPlan::new(NormKernelParams::new(p, true, true), 8, 3);
+    let k = plan.params;
+    let n = p.numel();
+    let what = format!("{p:?} {}", pack.precision);
+    let [x, y, dy] = [(); 3].map(|_| random(rng, n, -2.0, 2.0));
+    let coef = random(rng, 4 * k.pairs(), -1.5, 1.5);
+    let packed_of = |v: &[f32]| {
+        let mut want = vec![nan; pack.packed_len()];
+        emu::conv::conv3d_pack(pack, v, &mut want).unwrap();
+        want
+    };
+
+    let mut want_y = poisoned(n);
+    emu::norm::apply(
+        &plan.element_dims,
+        k,
+        &x,
+        &coef[..2 * k.pairs()],
+        &mut want_y,
+    )
+    .unwrap();
+    let mut got_y = poisoned(n);
+    let mut packed = vec![nan; pack.packed_len()];
+    emu::norm::apply_packed(
+        &plan.element_dims,
+        k,
+        pack,
+        &x,
+        &coef[..2 * k.pairs()],
+        &mut got_y,
+        &mut packed,
+    )
+    .unwrap();
+    assert!(
+        same_bits(written(&got_y, n), written(&want_y, n)),
+        "{what}: y"
+    );
+    assert!(packed == packed_of(written(&want_y, n)), "{what}: y's pack");
+
+    let mut want_dx = poisoned(n);
+    emu::norm::backward_dx(&plan.element_dims, k, &x, &y, &dy, &coef, &mut want_dx).unwrap();
+    let mut got_dx = poisoned(n);
+    let mut packed = vec![nan; pack.packed_len()];
+    emu::norm::backward_dx_packed(
+        &plan.element_dims,
+        k,
+        pack,
+        &x,
+        &y,
+        &dy,
+        &coef,
+        &mut got_dx,
+        &mut packed,
+    )
+    .unwrap();
+    assert!(
+        same_bits(written(&got_dx, n), written(&want_dx, n)),
+        "{what}: dx"
+    );
+    assert!(
+        packed == packed_of(written(&want_dx, n)),
+        "{what}: dx's pack"
+    );
+}
+
 #[test]
-fn norm_apply_writes_the_convolutions_pack_of_its_output() {
+fn norms_write_the_convolutions_packs_of_their_activations() {
     use voxseg::backend::cuda::conv_plan::ConvPrecision;
-    use voxseg::backend::cuda::params_norm::norm_output_pack;
+    use voxseg::backend::cuda::params_norm::norm_pack;
     let mut rng = Rng::new(11);
     for (dims, kind, precision) in [
         ([2, 3, 4, 5, 16], NormKind::Group, ConvPrecision::Bf16),
@@ -386,75 +463,12 @@ fn norm_apply_writes_the_convolutions_pack_of_its_output() {
             neg_slope: 0.01,
             ..norm_params(dims, kind, groups)
         };
-        let n = p.numel();
-        let c = dims[4];
-        let x = random(&mut rng, n, -2.0, 2.0);
-        let plan = NormPlan::new(NormKernelParams::new(&p, true, true), 8, 3);
-        let k = plan.params;
-        let (mean, var) = emu_norm_stats(&plan, &x);
-        let gamma = random(&mut rng, c, 0.5, 1.5);
-        let beta = random(&mut rng, c, -0.5, 0.5);
-        let want_y = emu_norm_forward(&plan, &x, &mean, &var, Some(&gamma), Some(&beta));
-        let mut coef = vec![f32::NAN; 2 * k.pairs()];
-        emu::norm::affine(
-            &plan.pairs_dims,
-            k,
-            &mean,
-            &var,
-            Some(&gamma),
-            Some(&beta),
-            &mut coef,
-        )
-        .unwrap();
-        let pack = norm_output_pack(&k, precision, 528).unwrap();
-        let what = format!("{dims:?} {precision}");
-        let mut y = poisoned(n);
+        let k = NormKernelParams::new(&p, true, true);
+        let pack = norm_pack(&k, precision, 528).unwrap();
         match precision {
-            ConvPrecision::Tf32 => {
-                let mut packed = vec![u32::MAX; pack.packed_len()];
-                emu::norm::apply_packed(
-                    &plan.element_dims,
-                    k,
-                    &pack,
-                    &x,
-                    &coef,
-                    &mut y,
-                    &mut packed,
-                )
-                .unwrap();
-                let mut want = vec![0u32; pack.packed_len()];
-                emu::conv::conv3d_pack(&pack, &want_y, &mut want).unwrap();
-                assert!(
-                    packed == want,
-                    "{what}: the pack differs from conv3d_pack's"
-                );
-            }
-            _ => {
-                let mut packed = vec![u16::MAX; pack.packed_len()];
-                emu::norm::apply_packed(
-                    &plan.element_dims,
-                    k,
-                    &pack,
-                    &x,
-                    &coef,
-                    &mut y,
-                    &mut packed,
-                )
-                .unwrap();
-                let mut want = vec![0u16; pack.packed_len()];
-                emu::conv::conv3d_pack(&pack, &want_y, &mut want).unwrap();
-                assert!(
-                    packed == want,
-                    "{what}: the pack differs from conv3d_pack's"
-                );
-            }
+            ConvPrecision::Tf32 => check_norm_packs(&p, &pack, u32::MAX, &mut rng),
+            _ => check_norm_packs(&p, &pack, u16::MAX, &mut rng),
         }
-        let differ = written(&y, n)
-            .iter()
-            .zip(&want_y)
-            .filter(|(a, b)| a.to_bits() != b.to_bits())
-            .count();
-        assert_eq!(differ, 0, "{what}: elements of y unlike norm_apply's");
     }
     // 12 channels are three tf32 chunks but one and a half bf16 ones; f32 packs nothing.
     let k = NormKernelParams::new(
@@ -462,9 +476,9 @@ fn norm_apply_writes_the_convolutions_pack_of_its_output() {
         false,
         false,
     );
-    assert!(norm_output_pack(&k, ConvPrecision::Bf16, 8).is_none());
-    assert!(norm_output_pack(&k, ConvPrecision::F32, 8).is_none());
-    let pack = norm_output_pack(&k, ConvPrecision::Tf32, 8).unwrap();
+    assert!(norm_pack(&k, ConvPrecision::Bf16, 8).is_none());
+    assert!(norm_pack(&k, ConvPrecision::F32, 8).is_none());
+    let pack = norm_pack(&k, ConvPrecision::Tf32, 8).unwrap();
     let mut packed = vec![0u16; 12 * 8];
     let err = emu::norm::apply_packed(
         &launch::elementwise(96, 1),

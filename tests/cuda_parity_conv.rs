@@ -345,13 +345,14 @@ fn wgmma_matches_the_harness_twin() {
     }
 }
 
-/// Instance norm + LeakyReLU on the tensor-core path writes its output packed beside it
-/// (kernels/norm.cu), the convolution reading that output uses the pack instead of making
-/// one, and both compute bit for bit what they compute with keeping off (the conv's own
-/// pack kernel then packs the same output).
+/// Instance norm + LeakyReLU on the tensor-core path writes its activations packed beside
+/// them (kernels/norm.cu): its output, which the next convolution reads forward, and its
+/// input's gradient, the previous convolution's dy, which that convolution's backward data
+/// reads. The convolutions use those packs instead of making their own, and everything is
+/// bit for bit what it is with keeping off (the convs' own pack kernels then pack them).
 #[test]
 #[ignore = "needs a CUDA device"]
-fn a_norms_output_carries_the_pack_its_convolution_reads() {
+fn a_norms_activations_carry_the_packs_their_convolutions_read() {
     let _serial = serial();
     let gpu = device();
     let previous = (gpu.conv_precision().unwrap(), gpu.pack_cache().unwrap());
@@ -368,33 +369,41 @@ fn a_norms_output_carries_the_pack_its_convolution_reads() {
     };
     let mut rng = Rng::new(fresh_seed());
     let x = random(&mut rng, p.numel(), -2.0, 2.0);
+    let dy = random(&mut rng, p.numel(), -1.0, 1.0);
     let w = random(&mut rng, g.kernel_volume() * g.cin * g.cout, -1.0, 1.0);
     for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
         gpu.set_conv_precision(precision);
-        let run = |keep: bool| -> (Vec<f32>, Vec<f32>, [usize; 2]) {
+        let run = |keep: bool| -> (Vec<Vec<f32>>, [usize; 4]) {
             gpu.set_pack_cache(keep);
-            let (gx, gw) = (gpu.upload(&x).unwrap(), gpu.upload(&w).unwrap());
+            let [gx, gdy, gw] = [&x, &dy, &w].map(|v| gpu.upload(v).unwrap());
             let (mean, var) = gpu.norm_stats(&gx, &p).unwrap();
             let y = gpu.norm_forward(&gx, &mean, &var, None, None, &p).unwrap();
-            let made = gpu.kept_packs(&y);
+            let y_packs = gpu.kept_packs(&y);
             let out = gpu.conv3d_forward(&y, &gw, None, &g).unwrap();
-            let after = gpu.kept_packs(&y);
-            (
-                gpu.download(&y).unwrap(),
-                gpu.download(&out).unwrap(),
-                [made, after],
-            )
+            let grads = gpu
+                .norm_backward(&gx, &y, &gdy, &mean, &var, None, &p, [true, false, false])
+                .unwrap();
+            let dx = grads.dx.unwrap();
+            let dx_packs = gpu.kept_packs(&dx);
+            let back = gpu.conv3d_backward_data(&dx, &gw, None, &g).unwrap();
+            let kept = [y_packs, gpu.kept_packs(&y), dx_packs, gpu.kept_packs(&dx)];
+            let values = [&y, &out, &dx, &back].map(|s| gpu.download(s).unwrap());
+            (values.to_vec(), kept)
         };
-        let (y, out, kept) = run(true);
+        let (kept_values, kept) = run(true);
         assert_eq!(
             kept,
-            [1, 1],
-            "{precision}: packs beside y after the norm, the conv"
+            [1, 1, 1, 1],
+            "{precision}: packs beside y and dx, after the norm and after the conv"
         );
-        let (y_off, out_off, none) = run(false);
-        assert_eq!(none, [0, 0], "{precision}");
-        assert_eq!(y, y_off, "{precision}: y");
-        assert_eq!(out, out_off, "{precision}: the conv of y");
+        let (fresh_values, none) = run(false);
+        assert_eq!(none, [0; 4], "{precision}");
+        for (i, name) in ["y", "conv of y", "dx", "backward data of dx"]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(kept_values[i], fresh_values[i], "{precision}: {name}");
+        }
     }
     gpu.set_conv_precision(previous.0);
     gpu.set_pack_cache(previous.1);

@@ -254,11 +254,16 @@ impl Cuda {
         Ok(())
     }
 
+    /// A pool buffer for `pack`'s output.
+    pub(super) fn alloc_pack(&self, pack: &ConvPack) -> Result<CudaStorage> {
+        // The pool's buffers count 4-byte elements: one tf32 or two bf16 each.
+        self.alloc((pack.packed_len() * pack.element_bytes()).div_ceil(4))
+    }
+
     /// `src` (the pack's f32 source) converted to bf16 or tf32 in a new pool buffer.
     fn pack(&self, pack: &ConvPack, src: &CudaStorage) -> Result<CudaStorage> {
         check_len(pack.name(), "source", src.len(), pack.source_len())?;
-        // The pool's buffers count 4-byte elements: one tf32 or two bf16 each.
-        let mut dst = self.alloc((pack.packed_len() * pack.element_bytes()).div_ceil(4))?;
+        let mut dst = self.alloc_pack(pack)?;
         let name = pack.name();
         let f = self.function("conv3d_pipe", name)?;
         let mut args = self.stream().launch_builder(&f);

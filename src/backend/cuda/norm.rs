@@ -9,7 +9,7 @@ use super::conv_plan::{ConvPack, ConvPrecision};
 use super::device::{Cuda, CudaStorage};
 use super::kernel_call::call_kernel;
 use super::launch::elementwise;
-use super::params_norm::{norm_output_pack, NormKernelParams, NormMovingParams, NormPlan};
+use super::params_norm::{norm_pack, NormKernelParams, NormMovingParams, NormPlan};
 use crate::error::{Error, Result};
 use crate::tensor_ops::norm::{NormGrads, NormKernel, NormParams};
 
@@ -24,18 +24,14 @@ impl Cuda {
 }
 
 impl Cuda {
-    /// The pack the next convolution would make of a norm's output, for the norm to write
-    /// alongside: where the convolutions run on the tensor cores and keep their packs
-    /// (see `storage`).
-    fn output_pack(&self, p: &NormKernelParams) -> Result<Option<ConvPack>> {
+    /// The pack a convolution would make of an activation this norm writes (its output, its
+    /// input's gradient), for the norm to write alongside: where the convolutions run on
+    /// the tensor cores and keep their packs (see `storage`).
+    fn activation_pack(&self, p: &NormKernelParams) -> Result<Option<ConvPack>> {
         if !self.pack_cache()? {
             return Ok(None);
         }
-        Ok(norm_output_pack(
-            p,
-            self.conv_precision()?,
-            self.target_blocks(),
-        ))
+        Ok(norm_pack(p, self.conv_precision()?, self.target_blocks()))
     }
 }
 
@@ -105,7 +101,7 @@ impl NormKernel for Cuda {
             ]
         )?;
         let mut y = self.alloc(x.len())?;
-        match self.output_pack(&plan.params)? {
+        match self.activation_pack(&plan.params)? {
             None => call_kernel!(
                 self,
                 "norm",
@@ -114,9 +110,7 @@ impl NormKernel for Cuda {
                 [&plan.params, x.block(), coef.block(), y.block_mut()]
             )?,
             Some(pack) => {
-                // The pool's buffers count 4-byte elements: one tf32 or two bf16 each.
-                let mut packed =
-                    self.alloc((pack.packed_len() * pack.element_bytes()).div_ceil(4))?;
+                let mut packed = self.alloc_pack(&pack)?;
                 let (x, coef, params) = (x.block(), coef.block(), &plan.params);
                 match pack.precision {
                     ConvPrecision::Tf32 => call_kernel!(
@@ -231,20 +225,38 @@ impl NormKernel for Cuda {
                 ]
             )?;
             let mut dx = self.alloc(x.len())?;
-            call_kernel!(
-                self,
-                "norm",
-                "norm_backward_dx",
-                &plan.element_dims,
-                [
-                    &plan.params,
-                    x.block(),
-                    y.block(),
-                    dy.block(),
-                    coef.block(),
-                    dx.block_mut()
-                ]
-            )?;
+            let params = &plan.params;
+            let (x, y, dy, coef) = (x.block(), y.block(), dy.block(), coef.block());
+            match self.activation_pack(params)? {
+                None => call_kernel!(
+                    self,
+                    "norm",
+                    "norm_backward_dx",
+                    &plan.element_dims,
+                    [params, x, y, dy, coef, dx.block_mut()]
+                )?,
+                Some(pack) => {
+                    let mut packed = self.alloc_pack(&pack)?;
+                    match pack.precision {
+                        ConvPrecision::Tf32 => call_kernel!(
+                            self,
+                            "norm",
+                            "norm_backward_dx_tf32_pack",
+                            &plan.element_dims,
+                            [params, x, y, dy, coef, dx.block_mut(), packed.block_mut()]
+                        )?,
+                        _ => call_kernel!(
+                            self,
+                            "norm",
+                            "norm_backward_dx_bf16_pack",
+                            &plan.element_dims,
+                            [params, x, y, dy, coef, dx.block_mut(), packed.block_mut()]
+                        )?,
+                    }
+                    dx.packs()
+                        .get_or_try_insert(pack, || Ok::<_, Error>(packed))?;
+                }
+            }
             Some(dx)
         } else {
             None

@@ -25,11 +25,13 @@ pub struct NormKernelParams {
     pub fixed_stats: u32,
 }
 
-/// The pack a tensor-core convolution at `precision` makes of a norm's output (rows of `c`
-/// channels, `conv_plan::ConvPack` of kind Rows) when the norm can write it alongside
-/// (kernels/norm.cu, `norm_apply_*_pack`): `c` a whole number of 16-byte chunks, so that
-/// the pack is y's bits converted with no padding. None otherwise, and for f32.
-pub fn norm_output_pack(
+/// The pack a tensor-core convolution at `precision` makes of an activation a norm writes
+/// (rows of `c` channels, `conv_plan::ConvPack` of kind Rows): its output, the next
+/// convolution's input, or its input's gradient, the previous convolution's dy. The norm
+/// writes it alongside (kernels/norm.cu, `norm_apply_*_pack`, `norm_backward_dx_*_pack`)
+/// when `c` is a whole number of 16-byte chunks, so that the pack is the activation's bits
+/// converted with no padding. None otherwise, and for f32.
+pub fn norm_pack(
     p: &NormKernelParams,
     precision: ConvPrecision,
     target_blocks: u32,

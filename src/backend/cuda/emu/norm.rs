@@ -5,7 +5,7 @@ use super::conv::Packed;
 use super::{need, status, EmuResult};
 use crate::backend::cuda::conv_plan::{ConvPack, ConvPrecision};
 use crate::backend::cuda::params::{LaunchDims, ReduceParams};
-use crate::backend::cuda::params_norm::{norm_output_pack, NormKernelParams, NormMovingParams};
+use crate::backend::cuda::params_norm::{norm_pack, NormKernelParams, NormMovingParams};
 use std::ffi::c_int;
 
 extern "C" {
@@ -55,6 +55,26 @@ extern "C" {
         x: *const f32,
         coef: *const f32,
         y: *mut f32,
+        packed: *mut u32,
+    ) -> c_int;
+    fn emu_norm_backward_dx_bf16_pack(
+        d: *const LaunchDims,
+        p: NormKernelParams,
+        x: *const f32,
+        y: *const f32,
+        dy: *const f32,
+        coef: *const f32,
+        dx: *mut f32,
+        packed: *mut u16,
+    ) -> c_int;
+    fn emu_norm_backward_dx_tf32_pack(
+        d: *const LaunchDims,
+        p: NormKernelParams,
+        x: *const f32,
+        y: *const f32,
+        dy: *const f32,
+        coef: *const f32,
+        dx: *mut f32,
         packed: *mut u32,
     ) -> c_int;
     fn emu_norm_backward_partial(
@@ -220,8 +240,43 @@ pub fn apply(
     status(unsafe { emu_norm_apply(d, p, x.as_ptr(), coef.as_ptr(), y.as_mut_ptr()) })
 }
 
-/// `apply`, writing y also as `pack` packs it (`u16` bf16 or `u32` tf32 elements); x, y and
-/// `packed` 16-byte aligned, as the kernel reads and writes them in 16-byte pieces.
+/// That `pack` is the norm's (`norm_pack`), `packed` holds it in elements of its format, and
+/// the f32 buffers the kernel reads and writes in 16-byte pieces and `packed` are 16-byte
+/// aligned.
+fn check_pack<E: Packed>(
+    p: &NormKernelParams,
+    pack: &ConvPack,
+    packed: &[E],
+    f32s: &[(&str, *const f32)],
+) -> EmuResult {
+    if norm_pack(p, pack.precision, 1).map(|k| (k.kind, k.params)) != Some((pack.kind, pack.params))
+    {
+        return Err(format!(
+            "{pack:?} is not the pack of this norm's activations"
+        ));
+    }
+    need("packed", packed.len(), pack.packed_len() as u64)?;
+    if pack.element_bytes() != E::BYTES {
+        return Err(format!(
+            "{} writes {}-byte elements",
+            pack.name(),
+            pack.element_bytes()
+        ));
+    }
+    let packed_at = ("packed", packed.as_ptr() as usize);
+    for (what, at) in f32s
+        .iter()
+        .map(|&(w, p)| (w, p as usize))
+        .chain([packed_at])
+    {
+        if !at.is_multiple_of(16) {
+            return Err(format!("{what} is not 16-byte aligned"));
+        }
+    }
+    Ok(())
+}
+
+/// `apply`, writing y also as `pack` packs it (`u16` bf16 or `u32` tf32 elements).
 pub fn apply_packed<E: Packed>(
     d: &LaunchDims,
     p: NormKernelParams,
@@ -235,38 +290,61 @@ pub fn apply_packed<E: Packed>(
     need("x", x.len(), p.numel() as u64)?;
     need("coef", coef.len(), 2 * p.pairs() as u64)?;
     need("y", y.len(), p.numel() as u64)?;
-    if norm_output_pack(&p, pack.precision, 1)
-        .as_ref()
-        .map(|k| (k.kind, k.params))
-        != Some((pack.kind, pack.params))
-    {
-        return Err(format!("{pack:?} is not the pack of this norm's output"));
-    }
-    need("packed", packed.len(), pack.packed_len() as u64)?;
-    if pack.element_bytes() != E::BYTES {
-        return Err(format!(
-            "{} writes {}-byte elements",
-            pack.name(),
-            pack.element_bytes()
-        ));
-    }
-    for (what, at) in [
-        ("x", x.as_ptr() as usize),
-        ("y", y.as_ptr() as usize),
-        ("packed", packed.as_ptr() as usize),
-    ] {
-        if !at.is_multiple_of(16) {
-            return Err(format!("{what} is not 16-byte aligned"));
+    check_pack(&p, pack, packed, &[("x", x.as_ptr()), ("y", y.as_ptr())])?;
+    let (x, coef, y, out) = (
+        x.as_ptr(),
+        coef.as_ptr(),
+        y.as_mut_ptr(),
+        packed.as_mut_ptr(),
+    );
+    // SAFETY: lengths, element size and alignment checked above.
+    status(unsafe {
+        match pack.precision {
+            ConvPrecision::Tf32 => emu_norm_apply_tf32_pack(d, p, x, coef, y, out.cast()),
+            _ => emu_norm_apply_bf16_pack(d, p, x, coef, y, out.cast()),
         }
+    })
+}
+
+/// `backward_dx`, writing dx also as `pack` packs it (`u16` bf16 or `u32` tf32 elements).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_dx_packed<E: Packed>(
+    d: &LaunchDims,
+    p: NormKernelParams,
+    pack: &ConvPack,
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    coef: &[f32],
+    dx: &mut [f32],
+    packed: &mut [E],
+) -> EmuResult {
+    check_params(&p)?;
+    for (what, len) in [
+        ("x", x.len()),
+        ("y", y.len()),
+        ("dy", dy.len()),
+        ("dx", dx.len()),
+    ] {
+        need(what, len, p.numel() as u64)?;
     }
-    let (x, coef, y) = (x.as_ptr(), coef.as_ptr(), y.as_mut_ptr());
+    need("coef", coef.len(), 4 * p.pairs() as u64)?;
+    let f32s = [
+        ("x", x.as_ptr()),
+        ("y", y.as_ptr()),
+        ("dy", dy.as_ptr()),
+        ("dx", dx.as_ptr()),
+    ];
+    check_pack(&p, pack, packed, &f32s)?;
+    let (x, y, dy, coef) = (x.as_ptr(), y.as_ptr(), dy.as_ptr(), coef.as_ptr());
+    let (dx, out) = (dx.as_mut_ptr(), packed.as_mut_ptr());
     // SAFETY: lengths, element size and alignment checked above.
     status(unsafe {
         match pack.precision {
             ConvPrecision::Tf32 => {
-                emu_norm_apply_tf32_pack(d, p, x, coef, y, packed.as_mut_ptr().cast())
+                emu_norm_backward_dx_tf32_pack(d, p, x, y, dy, coef, dx, out.cast())
             }
-            _ => emu_norm_apply_bf16_pack(d, p, x, coef, y, packed.as_mut_ptr().cast()),
+            _ => emu_norm_backward_dx_bf16_pack(d, p, x, y, dy, coef, dx, out.cast()),
         }
     })
 }
