@@ -4,9 +4,10 @@
 # they check values, not time), then, one at a time, our benchmarks, the PyTorch/cuDNN
 # reference on the same card, and the quickstart on the GPU. Every step has its own time
 # limit, clamped to what is left of DEADLINE seconds (default 540) for the whole script, so
-# one slow step cannot eat the lease. Results go to $OUT, at most 8 files: summary.txt
-# (card, steps, test results), tests.log (with the quickstart's output), errors.log,
-# ref.jsonl and ours_<precision>[_wgmma].jsonl (one per OURS precision). REF_CASES=none
+# one slow step cannot eat the lease. Results go to $OUT in five files (the device tool
+# brings back at most 8): summary.txt (card, steps, test results), tests.log (with the
+# quickstart's output), errors.log, ref.jsonl and ours.tar, which holds one
+# ours_<precision>[_<variant>...].jsonl per OURS item name. REF_CASES=none
 # skips the reference and QUICKSTART=0 the quickstart; REF_STEP=<precisions> adds, last, the
 # reference's training step (slow: cuDNN searches per layer) to ref.jsonl. An OURS item
 # "<precision>:<filter>" runs the defaults into ours_<precision>.jsonl;
@@ -45,6 +46,7 @@ step() {
 }
 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader >"$out/summary.txt" 2>&1
 tests_dir="$(mktemp -d)"
+ours_dir="$(mktemp -d)"
 run_tests() {
     local pids=() bin
     for bin in gpu-bin/test-cuda_parity* gpu-bin/test-cuda_train; do
@@ -80,8 +82,9 @@ for item in $ours; do
     done
     step 120 "bench $filter $p ${vars[*]}" env "${vars[@]}" gpu-bin/voxseg bench \
         --device cuda --json --precision "$p" --filter "$filter" \
-        >>"$out/$file.jsonl" 2>>"$out/errors.log"
+        >>"$ours_dir/$file.jsonl" 2>>"$out/errors.log"
 done
+tar -cf "$out/ours.tar" -C "$ours_dir" .
 if [[ "$ref_cases" != none ]]; then
     step 240 "reference $ref_precisions $ref_cases" python3 scripts/bench_reference.py --json \
         --precision "$ref_precisions" --cases "$ref_cases" --warmup 3 --iters 10 \

@@ -3,7 +3,8 @@
 # one its first line names (`// voxseg-arch: sm_90a`), with `ptxas -v`, prints registers,
 # stack and spills per kernel, and fails if any kernel spills registers to local memory
 # or if ptxas serialises wgmma instructions (its "wgmma.mma_async instructions are
-# serialized" advice: the tensor cores would then wait for every instruction). Usable in
+# serialized" advice: the tensor cores would then wait for every instruction), build
+# variants included. Usable in
 # CI wherever nvcc is (no GPU needed).
 #   scripts/ptxas-check.sh [sm_XX]
 set -euo pipefail
@@ -20,11 +21,20 @@ trap 'rm -rf "$work"' EXIT
 
 printf '%-28s %5s %6s %7s %7s\n' kernel regs stack spill_st spill_ld
 status=0
+# Each kernel file, and each build variant its leading comment names
+# (`// voxseg-variant: <suffix> <MACRO>`, see build.rs) with -D<MACRO>.
+builds=()
 for cu in "$repo"/kernels/*.cu; do
-    name="$(basename "$cu" .cu)"
+    builds+=("$cu:$(basename "$cu" .cu):")
+    while read -r suffix macro; do
+        builds+=("$cu:$(basename "$cu" .cu)_$suffix:$macro")
+    done < <(sed -n '/^\/\//!q; s|^// voxseg-variant: *||p' "$cu")
+done
+for build in "${builds[@]}"; do
+    IFS=: read -r cu name macro <<<"$build"
     file_arch="$(head -n 1 "$cu" | sed -n 's|^// voxseg-arch: *||p')"
     if ! "$nvcc" -cubin -arch="${file_arch:-$arch}" -std=c++17 -Xptxas -v "${includes[@]}" \
-        -o "$work/$name.cubin" "$cu" 2>"$work/$name.log"; then
+        ${macro:+-D"$macro"} -o "$work/$name.cubin" "$cu" 2>"$work/$name.log"; then
         cat "$work/$name.log" >&2
         exit 1
     fi

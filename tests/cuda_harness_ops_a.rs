@@ -457,6 +457,8 @@ fn norms_write_the_convolutions_packs_of_their_activations() {
         ([2, 3, 4, 5, 16], NormKind::Group, ConvPrecision::Bf16),
         ([2, 3, 4, 5, 12], NormKind::Group, ConvPrecision::Tf32),
         ([1, 5, 3, 7, 8], NormKind::Batch, ConvPrecision::Bf16),
+        // 2048 chunks over the plan's 768 threads: the grid-stride loop.
+        ([2, 8, 8, 8, 16], NormKind::Group, ConvPrecision::Bf16),
     ] {
         let groups = if kind == NormKind::Batch { 1 } else { dims[4] };
         let p = NormParams {

@@ -162,8 +162,9 @@ pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
     if spec.orientation.is_none() && stored.len() > 1 {
         eprintln!(
             "warning: the cases are stored in {} orientations ({}) and the cache keeps each as \
-             stored, so training refuses it: name one with \"preprocess\": {{\"orientation\": \
-             \"RAS\"}} in --config (training without --cache reorients them itself)",
+             stored, so training refuses it wherever its training and validation cases differ: \
+             name one with \"preprocess\": {{\"orientation\": \"RAS\"}} in --config \
+             (training without --cache reorients them itself)",
             stored.len(),
             stored.into_iter().collect::<Vec<_>>().join(", ")
         );

@@ -988,15 +988,20 @@ fn summarise(
     }
 }
 
-fn plan_device(device: &Device) -> Result<PlanDevice> {
+fn plan_device(device: &Device, precision: Option<ConvPrecision>) -> Result<PlanDevice> {
     Ok(match device {
         // About 2 s per step on a 2-core machine with AVX-512 at the conv speeds measured.
         Device::Cpu { .. } => PlanDevice::Cpu {
             step_gflop_budget: 12.0 * rayon::current_num_threads() as f64,
         },
-        Device::Cuda { ordinal, .. } => PlanDevice::Gpu {
-            free_bytes: crate::backend::cuda::Cuda::new(*ordinal)?.free_memory()?,
-        },
+        Device::Cuda { ordinal, .. } => {
+            let cuda = crate::backend::cuda::Cuda::new(*ordinal)?;
+            let precision = precision.map_or_else(|| cuda.conv_precision(), Ok)?;
+            PlanDevice::Gpu {
+                free_bytes: cuda.free_memory()?,
+                packed_bytes: precision.packed_bytes().unwrap_or(0) as u32,
+            }
+        }
     })
 }
 
@@ -1014,7 +1019,7 @@ fn resolve_plan(
     largest: [usize; 3],
     device: &Device,
 ) -> Result<(Plan, Option<String>)> {
-    let mut p = plan(data, &plan_device(device)?)?;
+    let mut p = plan(data, &plan_device(device, cfg.precision)?)?;
     let planned_depth = p.depth;
     let mut stages = p.stages();
     if let Some(patch) = cfg.patch {

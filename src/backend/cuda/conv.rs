@@ -276,10 +276,18 @@ impl Cuda {
     }
 
     /// `src` packed as `pack` says: the pack kept beside `src` when there is one (see
-    /// `storage`), else a new one, kept there unless pack caching is off.
+    /// `storage`), else a new one, kept there unless pack caching is off or a graph capture
+    /// is in progress (a pack made then is written only when the graph replays, and not at
+    /// all if the capture fails).
     fn packed(&self, pack: &ConvPack, src: &CudaStorage) -> Result<Arc<CudaStorage>> {
         if !self.conv_settings()?.cache_packs {
             return Ok(Arc::new(self.pack(pack, src)?));
+        }
+        if self.capturing() {
+            return match src.packs().get(pack) {
+                Some(kept) => Ok(kept),
+                None => Ok(Arc::new(self.pack(pack, src)?)),
+            };
         }
         src.packs()
             .get_or_try_insert(*pack, || self.pack(pack, src))

@@ -226,8 +226,13 @@ impl Cuda {
         self.inner.capturing.store(on, Ordering::SeqCst);
     }
 
+    /// A graph capture of the stream is in progress: kernels are recorded, not run.
+    pub(super) fn capturing(&self) -> bool {
+        self.inner.capturing.load(Ordering::SeqCst)
+    }
+
     fn refuse_while_capturing(&self, what: &str) -> Result<()> {
-        if self.inner.capturing.load(Ordering::SeqCst) {
+        if self.capturing() {
             return Err(Error::Backend {
                 backend: "cuda",
                 msg: format!("{what} from or to the host during a graph capture"),

@@ -27,11 +27,23 @@ impl Cuda {
     /// The pack a convolution would make of an activation this norm writes (its output, its
     /// input's gradient), for the norm to write alongside: where the convolutions run on
     /// the tensor cores and keep their packs (see `storage`).
+    /// None while a graph capture is in progress (see `packed` in conv.rs).
     fn activation_pack(&self, p: &NormKernelParams) -> Result<Option<ConvPack>> {
-        if !self.pack_cache()? {
+        if !self.pack_cache()? || self.capturing() {
             return Ok(None);
         }
         Ok(norm_pack(p, self.conv_precision()?, self.target_blocks()))
+    }
+
+    /// `activation_pack` with a buffer for it; None, leaving the convolution to pack for
+    /// itself, when there is no pack or no memory for one.
+    fn activation_pack_buffer(
+        &self,
+        p: &NormKernelParams,
+    ) -> Result<Option<(ConvPack, CudaStorage)>> {
+        Ok(self
+            .activation_pack(p)?
+            .and_then(|pack| Some((pack, self.alloc_pack(&pack).ok()?))))
     }
 }
 
@@ -101,7 +113,7 @@ impl NormKernel for Cuda {
             ]
         )?;
         let mut y = self.alloc(x.len())?;
-        match self.activation_pack(&plan.params)? {
+        match self.activation_pack_buffer(&plan.params)? {
             None => call_kernel!(
                 self,
                 "norm",
@@ -109,8 +121,7 @@ impl NormKernel for Cuda {
                 &plan.element_dims,
                 [&plan.params, x.block(), coef.block(), y.block_mut()]
             )?,
-            Some(pack) => {
-                let mut packed = self.alloc_pack(&pack)?;
+            Some((pack, mut packed)) => {
                 let (x, coef, params) = (x.block(), coef.block(), &plan.params);
                 match pack.precision {
                     ConvPrecision::Tf32 => call_kernel!(
@@ -227,7 +238,7 @@ impl NormKernel for Cuda {
             let mut dx = self.alloc(x.len())?;
             let params = &plan.params;
             let (x, y, dy, coef) = (x.block(), y.block(), dy.block(), coef.block());
-            match self.activation_pack(params)? {
+            match self.activation_pack_buffer(params)? {
                 None => call_kernel!(
                     self,
                     "norm",
@@ -235,8 +246,7 @@ impl NormKernel for Cuda {
                     &plan.element_dims,
                     [params, x, y, dy, coef, dx.block_mut()]
                 )?,
-                Some(pack) => {
-                    let mut packed = self.alloc_pack(&pack)?;
+                Some((pack, mut packed)) => {
                     match pack.precision {
                         ConvPrecision::Tf32 => call_kernel!(
                             self,

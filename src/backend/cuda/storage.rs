@@ -76,6 +76,14 @@ impl<K: PartialEq, V> Derived<K, V> {
         Ok(v)
     }
 
+    /// The value under `key`, if any.
+    pub fn get(&self, key: &K) -> Option<Arc<V>> {
+        self.lock()
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
     pub fn count(&self) -> usize {
         self.lock().len()
     }
@@ -112,6 +120,8 @@ mod tests {
         let again = get(&d, (1, 7)).unwrap();
         assert!(Arc::ptr_eq(&first, &again));
         assert_eq!(*get(&d, (2, 7)).unwrap(), vec![7; 3]);
+        assert!(Arc::ptr_eq(&d.get(&(1, 7)).unwrap(), &first));
+        assert!(d.get(&(3, 7)).is_none());
         assert_eq!((d.count(), made.get()), (2, 2));
         d.clear();
         assert_eq!(d.count(), 0);
