@@ -226,3 +226,33 @@ fn training_refuses_a_cache_of_mixed_orientations() {
     assert_eq!(card["preprocess"]["orientation"], "RAS", "{card}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Training from a cache whose cases were kept as stored, all in one orientation, records
+/// that orientation as training without the cache does, and resumes from the same cache.
+#[test]
+fn training_from_a_cache_records_the_orientation_its_cases_share() {
+    let dir = temp_dir("shared");
+    let manifest = dataset(&dir, "RAS");
+    let (split, cache, run) = (dir.join("split.json"), dir.join("cache"), dir.join("run"));
+    let made = voxseg(&["preprocess", "--data", s(&manifest), "--out", s(&cache)]);
+    assert!(made.ok, "{}", made.stderr);
+    assert_eq!(
+        read_json(&cache.join("cache.json"))["spec"]["orientation"],
+        serde_json::Value::Null
+    );
+    let train = |extra: &[&str]| {
+        #[rustfmt::skip]
+        let mut args = vec![
+            "--cache", s(&cache), "--split-file", s(&split), "--iters-per-epoch", "1",
+        ];
+        args.extend_from_slice(extra);
+        train_tiny(&manifest, &run, &args);
+    };
+    train(&["--epochs", "1"]);
+    for file in ["model.json", "config.json"] {
+        let recorded = read_json(&run.join(file))["preprocess"]["orientation"].clone();
+        assert_eq!(recorded, "RAS", "{file}");
+    }
+    train(&["--resume", "--epochs", "2"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

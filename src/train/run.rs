@@ -678,9 +678,11 @@ fn from_cache(
         .map(&mut take)
         .collect::<Result<Vec<_>>>()?;
     let val_cached = val_ids.iter().map(&mut take).collect::<Result<Vec<_>>>()?;
-    if spec.orientation.is_none() {
-        refuse_mixed_orientations(dir, train_cached.iter().chain(&val_cached))?;
-    }
+    let cases_orientation = if spec.orientation.is_none() {
+        cases_orientation(dir, train_cached.iter().chain(&val_cached))?
+    } else {
+        None
+    };
     let grids = train_cached
         .iter()
         .map(|c| (c.sidecar().dims, c.sidecar().spacing))
@@ -690,21 +692,23 @@ fn from_cache(
         .map(|c| Arc::new(c) as Arc<dyn PatchSource>)
         .collect();
     let val = val_cached.iter().map(|c| c.to_preprocessed()).collect();
-    Ok((train, grids, val, spec))
+    Ok((train, grids, val, spec, cases_orientation))
 }
 
-/// A cache made without a named orientation keeps each case as stored; cases stored in
-/// different orientations would be trained on together with their axes mixed (training
-/// without a cache reorients them itself). Caches from before orientations were recorded
-/// cannot be checked.
-fn refuse_mixed_orientations<'a>(
+/// The orientation of cases a cache made without a named one kept as stored: the one they
+/// share, or an error when they differ, as they would be trained on together with their
+/// axes mixed (training without a cache reorients them itself). None when a case's is not
+/// recorded (caches from before orientations were).
+fn cases_orientation<'a>(
     dir: &Path,
     cases: impl Iterator<Item = &'a crate::data::cache::CachedCase>,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    let mut unrecorded = false;
     for case in cases {
-        if let Some(code) = case.sidecar().orientation.as_deref() {
-            *counts.entry(code).or_default() += 1;
+        match case.sidecar().orientation.as_deref() {
+            Some(code) => *counts.entry(code).or_default() += 1,
+            None => unrecorded = true,
         }
     }
     if counts.len() > 1 {
@@ -729,15 +733,19 @@ fn refuse_mixed_orientations<'a>(
             ),
         ));
     }
-    Ok(())
+    let shared = counts.into_keys().next().filter(|_| !unrecorded);
+    Ok(shared.map(str::to_string))
 }
 
 /// A cache holds cases already preprocessed: the run's own preprocessing settings must be
 /// the ones the cache was made with, or the run would silently train on something else.
+/// `cached` is the cache's own preprocessing, `recorded` the same with the orientation its
+/// cases share filled in: a run resumed after recording it asks for `recorded`.
 fn check_cache_preprocessing(
     cfg: &TrainConfig,
     dir: &Path,
     cached: &crate::data::preprocess::PreprocessSpec,
+    recorded: &crate::data::preprocess::PreprocessSpec,
 ) -> Result<()> {
     if cfg.dataset_statistics {
         return Err(Error::config(
@@ -750,7 +758,7 @@ fn check_cache_preprocessing(
             ),
         ));
     }
-    if cached != &cfg.preprocess {
+    if cached != &cfg.preprocess && recorded != &cfg.preprocess {
         let json = |s: &crate::data::preprocess::PreprocessSpec| {
             serde_json::to_string(s).unwrap_or_else(|e| e.to_string())
         };
@@ -768,11 +776,14 @@ fn check_cache_preprocessing(
     Ok(())
 }
 
+/// The training cases, their grids, the validation cases, the cache's preprocessing and,
+/// when it names no orientation, the one its cases share.
 type CacheParts = (
     Sources,
     Grids,
     Vec<PreprocessedCase>,
     crate::data::preprocess::PreprocessSpec,
+    Option<String>,
 );
 
 fn load_cases(
@@ -883,9 +894,15 @@ fn prepare_data(cfg: &TrainConfig, saved_split: Option<&Path>) -> Result<(Prepar
     // Only the training and validation ids are handed on: the test cases are never read here.
     let tv = split.train_val();
     if let Some(dir) = &cfg.cache {
-        let (train, train_grids, val, preprocess) =
+        let (train, train_grids, val, stored, cases_orientation) =
             from_cache(dir, &dataset.root, &modalities, tv.train(), tv.val())?;
-        check_cache_preprocessing(cfg, dir, &preprocess)?;
+        // Cases kept as stored, all in one orientation: the run records it, as training
+        // without the cache does, so that prediction brings inputs stored otherwise to it.
+        let preprocess = crate::data::preprocess::PreprocessSpec {
+            orientation: stored.orientation.clone().or(cases_orientation),
+            ..stored.clone()
+        };
+        check_cache_preprocessing(cfg, dir, &stored, &preprocess)?;
         return Ok((
             Prepared {
                 dataset,
