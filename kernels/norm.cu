@@ -187,16 +187,16 @@ extern "C" __global__ void __launch_bounds__(256)
 VX_EMU_ENTRY(norm_apply, (const NormKernelParams p, const float* x, const float* coef, float* y),
              (p, x, coef, y))
 
-// norm_apply that also writes y as the tensor-core convolutions pack an operand of c
-// channels, c a whole number of 16-byte chunks (conv3d_pack_rows_bf16/_tf32 on [voxels][1][c]
-// write the same bits), so a convolution reading y finds its pack made. One thread per
+// Walks the 16-byte chunks of an activation of c channels, c a whole number of chunks,
+// that a norm kernel writes: `four(e, k, v)` gives elements e .. e + 3 (coefficient indices
+// k .. k + 3); they are stored to `out` and, converted as the tensor-core convolutions pack
+// an operand (conv3d_pack_rows_bf16/_tf32 on [voxels][1][c] write the same bits), to
+// `packed`, so a convolution reading the activation finds its pack made. One thread per
 // chunk: PER_CHUNK channels of one voxel.
-template <class P, class I>
-__device__ __forceinline__ void vx_norm_apply_packed(const NormKernelParams& p, const float* x,
-                                                     const float* coef, float* y,
-                                                     VxU4* packed) {
+template <class P, class I, class Four>
+__device__ __forceinline__ void vx_norm_write_packed(const NormKernelParams& p, float* out,
+                                                     VxU4* packed, Four four) {
     const I chunks = static_cast<I>(p.outer * p.mid * p.c) / P::PER_CHUNK;
-    const I planes = static_cast<I>(p.outer * p.c);
     for (I i = static_cast<I>(vx_thread_index()); i < chunks;
          i += static_cast<I>(vx_thread_stride())) {
         const I e0 = i * P::PER_CHUNK;
@@ -204,17 +204,38 @@ __device__ __forceinline__ void vx_norm_apply_packed(const NormKernelParams& p, 
         float v[P::PER_CHUNK];
 #pragma unroll
         for (int j = 0; j < P::PER_CHUNK; j += 4) {
-            const VxF4 in = *reinterpret_cast<const VxF4*>(x + e0 + j);
-            const float xs[4] = {in.x, in.y, in.z, in.w};
-#pragma unroll
-            for (int t = 0; t < 4; ++t) {
-                const float z = xs[t] * coef[k0 + j + t] + coef[planes + k0 + j + t];
-                v[j + t] = z > 0.0f ? z : z * p.neg_slope;
-            }
-            *reinterpret_cast<VxF4*>(y + e0 + j) = VxF4{v[j], v[j + 1], v[j + 2], v[j + 3]};
+            float(&q)[4] = *reinterpret_cast<float(*)[4]>(v + j);
+            four(e0 + j, k0 + j, q);
+            *reinterpret_cast<VxF4*>(out + e0 + j) = VxF4{q[0], q[1], q[2], q[3]};
         }
         packed[i] = P::chunk(v);
     }
+}
+
+// Four consecutive floats from 16-byte aligned `at`.
+__device__ __forceinline__ void vx_load4(const float* at, float (&v)[4]) {
+    const VxF4 f = *reinterpret_cast<const VxF4*>(at);
+    v[0] = f.x;
+    v[1] = f.y;
+    v[2] = f.z;
+    v[3] = f.w;
+}
+
+// norm_apply that also writes y packed (vx_norm_write_packed).
+template <class P, class I>
+__device__ __forceinline__ void vx_norm_apply_packed(const NormKernelParams& p, const float* x,
+                                                     const float* coef, float* y,
+                                                     VxU4* packed) {
+    const I planes = static_cast<I>(p.outer * p.c);
+    vx_norm_write_packed<P, I>(p, y, packed, [&](I e, I k, float(&v)[4]) {
+        float xs[4];
+        vx_load4(x + e, xs);
+#pragma unroll
+        for (int t = 0; t < 4; ++t) {
+            const float z = xs[t] * coef[k + t] + coef[planes + k + t];
+            v[t] = z > 0.0f ? z : z * p.neg_slope;
+        }
+    });
 }
 
 #define VX_NORM_APPLY_PACKED(name, Precision)                                              \
@@ -349,39 +370,26 @@ __device__ __forceinline__ void vx_norm_dx(const NormKernelParams& p, const floa
     }
 }
 
-// vx_norm_dx that also writes dx packed as norm_apply_*_pack writes y: dx is the gradient
-// at the output of the convolution before the norm, which that convolution's backward
-// passes read packed.
+// vx_norm_dx that also writes dx packed (vx_norm_write_packed): dx is the gradient at the
+// output of the convolution before the norm, which that convolution's backward passes read
+// packed.
 template <class P, class I>
 __device__ __forceinline__ void vx_norm_dx_packed(const NormKernelParams& p, const float* x,
                                                   const float* y, const float* dy,
                                                   const float* coef, float* dx, VxU4* packed) {
-    const I chunks = static_cast<I>(p.outer * p.mid * p.c) / P::PER_CHUNK;
     const I planes = static_cast<I>(p.outer * p.c);
-    for (I i = static_cast<I>(vx_thread_index()); i < chunks;
-         i += static_cast<I>(vx_thread_stride())) {
-        const I e0 = i * P::PER_CHUNK;
-        const I k0 = vx_norm_coef_index(p, e0);
-        float v[P::PER_CHUNK];
+    vx_norm_write_packed<P, I>(p, dx, packed, [&](I e, I k, float(&v)[4]) {
+        float xs[4], ys[4], ds[4];
+        vx_load4(x + e, xs);
+        vx_load4(y + e, ys);
+        vx_load4(dy + e, ds);
 #pragma unroll
-        for (int j = 0; j < P::PER_CHUNK; j += 4) {
-            const VxF4 x4 = *reinterpret_cast<const VxF4*>(x + e0 + j);
-            const VxF4 y4 = *reinterpret_cast<const VxF4*>(y + e0 + j);
-            const VxF4 d4 = *reinterpret_cast<const VxF4*>(dy + e0 + j);
-            const float xs[4] = {x4.x, x4.y, x4.z, x4.w};
-            const float ys[4] = {y4.x, y4.y, y4.z, y4.w};
-            const float ds[4] = {d4.x, d4.y, d4.z, d4.w};
-#pragma unroll
-            for (int t = 0; t < 4; ++t) {
-                const I k = k0 + j + t;
-                const float g = vx_norm_dz(p, ys[t], ds[t]);
-                v[j + t] = coef[k] * g + coef[planes + k] * (xs[t] - coef[3 * planes + k]) +
-                           coef[2 * planes + k];
-            }
-            *reinterpret_cast<VxF4*>(dx + e0 + j) = VxF4{v[j], v[j + 1], v[j + 2], v[j + 3]};
+        for (int t = 0; t < 4; ++t) {
+            const float g = vx_norm_dz(p, ys[t], ds[t]);
+            v[t] = coef[k + t] * g + coef[planes + k + t] * (xs[t] - coef[3 * planes + k + t]) +
+                   coef[2 * planes + k + t];
         }
-        packed[i] = P::chunk(v);
-    }
+    });
 }
 
 #define VX_NORM_DX_PACKED(name, Precision)                                                 \

@@ -144,8 +144,7 @@ impl Cuda {
     /// Sets the arithmetic of this device's convolutions (every `Cuda` of this ordinal),
     /// whatever the environment says.
     pub fn set_conv_precision(&self, precision: ConvPrecision) {
-        let s = self.conv_settings().unwrap_or_default();
-        settings().insert(self.ordinal(), ConvSettings { precision, ..s });
+        self.update_conv_settings(|s| s.precision = precision);
     }
 
     /// Whether the device can run the wgmma kernels: compute capability 9.0 (sm_90a code
@@ -168,8 +167,7 @@ impl Cuda {
         if on && !self.supports_wgmma() {
             return Err(Error::config(WGMMA_ENV, self.why_no_wgmma()));
         }
-        let s = self.conv_settings().unwrap_or_default();
-        settings().insert(self.ordinal(), ConvSettings { wgmma: on, ..s });
+        self.update_conv_settings(|s| s.wgmma = on);
         Ok(())
     }
 
@@ -185,6 +183,14 @@ impl Cuda {
                 " and this build has no PTX"
             }
         )
+    }
+
+    /// Changes this device's settings (every `Cuda` of this ordinal), starting from what
+    /// they are.
+    fn update_conv_settings(&self, change: impl FnOnce(&mut ConvSettings)) {
+        let mut s = self.conv_settings().unwrap_or_default();
+        change(&mut s);
+        settings().insert(self.ordinal(), s);
     }
 
     /// This device's settings, initialised from the environment on first use.
@@ -307,14 +313,7 @@ impl Cuda {
     /// Puts 64-column results on full grids on the wgmma pair (where wgmma is on) or not,
     /// whatever `VOXSEG_WGMMA_PAIRS` says.
     pub fn set_wgmma_pairs(&self, on: bool) {
-        let s = self.conv_settings().unwrap_or_default();
-        settings().insert(
-            self.ordinal(),
-            ConvSettings {
-                wgmma_pairs: on,
-                ..s
-            },
-        );
+        self.update_conv_settings(|s| s.wgmma_pairs = on);
     }
 
     /// Whether the tensor-core convolutions run the build variant whose activation gathers
@@ -327,8 +326,7 @@ impl Cuda {
     /// Runs the tensor-core convolutions from the L1 build variant or not, whatever
     /// `VOXSEG_GATHER_L1` says.
     pub fn set_gather_l1(&self, on: bool) {
-        let s = self.conv_settings().unwrap_or_default();
-        settings().insert(self.ordinal(), ConvSettings { gather_l1: on, ..s });
+        self.update_conv_settings(|s| s.gather_l1 = on);
     }
 
     /// Whether convolutions keep their operands' packs beside them (see `storage`): what
@@ -339,14 +337,7 @@ impl Cuda {
 
     /// Turns keeping packs on or off for this device, whatever the environment says.
     pub fn set_pack_cache(&self, on: bool) {
-        let s = self.conv_settings().unwrap_or_default();
-        settings().insert(
-            self.ordinal(),
-            ConvSettings {
-                cache_packs: on,
-                ..s
-            },
-        );
+        self.update_conv_settings(|s| s.cache_packs = on);
     }
 
     /// The plan this device runs `pass` of `g` with, at its current precision.

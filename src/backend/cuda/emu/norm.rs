@@ -225,6 +225,23 @@ pub fn affine(
     })
 }
 
+/// The lengths `apply` and `apply_packed` need.
+fn check_apply(p: &NormKernelParams, x: &[f32], coef: &[f32], y: &[f32]) -> EmuResult {
+    check_params(p)?;
+    need("x", x.len(), p.numel() as u64)?;
+    need("coef", coef.len(), 2 * p.pairs() as u64)?;
+    need("y", y.len(), p.numel() as u64)
+}
+
+/// The lengths `backward_dx` and `backward_dx_packed` need: x, y, dy and dx, and coef.
+fn check_dx(p: &NormKernelParams, elements: [&[f32]; 4], coef: &[f32]) -> EmuResult {
+    check_params(p)?;
+    for (what, v) in ["x", "y", "dy", "dx"].into_iter().zip(elements) {
+        need(what, v.len(), p.numel() as u64)?;
+    }
+    need("coef", coef.len(), 4 * p.pairs() as u64)
+}
+
 pub fn apply(
     d: &LaunchDims,
     p: NormKernelParams,
@@ -232,10 +249,7 @@ pub fn apply(
     coef: &[f32],
     y: &mut [f32],
 ) -> EmuResult {
-    check_params(&p)?;
-    need("x", x.len(), p.numel() as u64)?;
-    need("coef", coef.len(), 2 * p.pairs() as u64)?;
-    need("y", y.len(), p.numel() as u64)?;
+    check_apply(&p, x, coef, y)?;
     // SAFETY: lengths checked against the params above.
     status(unsafe { emu_norm_apply(d, p, x.as_ptr(), coef.as_ptr(), y.as_mut_ptr()) })
 }
@@ -286,10 +300,7 @@ pub fn apply_packed<E: Packed>(
     y: &mut [f32],
     packed: &mut [E],
 ) -> EmuResult {
-    check_params(&p)?;
-    need("x", x.len(), p.numel() as u64)?;
-    need("coef", coef.len(), 2 * p.pairs() as u64)?;
-    need("y", y.len(), p.numel() as u64)?;
+    check_apply(&p, x, coef, y)?;
     check_pack(&p, pack, packed, &[("x", x.as_ptr()), ("y", y.as_ptr())])?;
     let (x, coef, y, out) = (
         x.as_ptr(),
@@ -319,16 +330,7 @@ pub fn backward_dx_packed<E: Packed>(
     dx: &mut [f32],
     packed: &mut [E],
 ) -> EmuResult {
-    check_params(&p)?;
-    for (what, len) in [
-        ("x", x.len()),
-        ("y", y.len()),
-        ("dy", dy.len()),
-        ("dx", dx.len()),
-    ] {
-        need(what, len, p.numel() as u64)?;
-    }
-    need("coef", coef.len(), 4 * p.pairs() as u64)?;
+    check_dx(&p, [x, y, dy, dx], coef)?;
     let f32s = [
         ("x", x.as_ptr()),
         ("y", y.as_ptr()),
@@ -459,16 +461,7 @@ pub fn backward_dx(
     coef: &[f32],
     dx: &mut [f32],
 ) -> EmuResult {
-    check_params(&p)?;
-    for (what, len) in [
-        ("x", x.len()),
-        ("y", y.len()),
-        ("dy", dy.len()),
-        ("dx", dx.len()),
-    ] {
-        need(what, len, p.numel() as u64)?;
-    }
-    need("coef", coef.len(), 4 * p.pairs() as u64)?;
+    check_dx(&p, [x, y, dy, dx], coef)?;
     // SAFETY: lengths checked against the params above.
     status(unsafe {
         emu_norm_backward_dx(
