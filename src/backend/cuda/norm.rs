@@ -2,8 +2,9 @@
 //! the normalisation with its affine and fused activation in one pass over memory, the
 //! backward in two passes with small per-statistic and per-channel kernels in between.
 //! Where the convolutions run on the tensor cores, the normalisation also writes its output
-//! packed for them and keeps the pack beside it (`storage`), so the convolution that reads
-//! it next packs nothing.
+//! (the next convolution's x) and its input's gradient (the previous convolution's dy)
+//! packed for them, and keeps each pack beside its buffer (`storage`), so the convolutions
+//! reading them pack nothing.
 //! Shapes are checked as the CPU reference checks them, with the same messages.
 use super::conv_plan::{ConvPack, ConvPrecision};
 use super::device::{Cuda, CudaStorage};
@@ -21,9 +22,7 @@ impl Cuda {
             self.max_elementwise_blocks(),
         )
     }
-}
 
-impl Cuda {
     /// The pack a convolution would make of an activation this norm writes (its output, its
     /// input's gradient), for the norm to write alongside: where the convolutions run on
     /// the tensor cores and keep their packs (see `storage`).

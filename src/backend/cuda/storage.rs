@@ -6,7 +6,8 @@
 //! and the weight gradient read x, the data and the weight gradients read dy. Kept beside
 //! the buffer, a pack is made once instead of twice, and a benchmark that repeats one pass
 //! times the convolution on operands already in bf16, as cuDNN's bf16 cases are timed. The
-//! buffer's contents change only through `block_mut`, which drops every conversion, and the
+//! norms write the packs of the activations they produce themselves (norm.rs). The buffer's
+//! contents change only through `block_mut`, which drops every conversion, and the
 //! conversions are returned to the pool with the buffer.
 use super::device::StreamAlloc;
 use super::pool::PoolBlock;
