@@ -1,8 +1,10 @@
 //! `Conv3dKernel` for `Cuda`: each pass is one launch of the kernel its plan names
-//! (`conv_plan`), preceded on the tensor cores (TF32, BF16) by the two pack launches that
-//! convert its operands into tf32 or bf16 scratch buffers from the pool, and followed by a
-//! sum over split partials when the plan splits the reduction. Every launch is checked and reported as `Error::Backend`
-//! naming the kernel; buffer lengths are checked as the CPU backend checks them.
+//! (`conv_plan`), followed by a sum over split partials when the plan splits the reduction.
+//! On the tensor cores (TF32, BF16) it reads its operands packed: the packs kept beside them
+//! (`storage`), else packs that a pack launch makes into pool buffers and, unless
+//! `VOXSEG_PACK_CACHE=off`, keeps there. Every launch is checked and reported as
+//! `Error::Backend` naming the kernel; buffer lengths are checked as the CPU backend checks
+//! them.
 //!
 //! The arithmetic is chosen per device with [`Cuda::set_conv_precision`], initially from
 //! `VOXSEG_CONV_PRECISION` (f32, tf32 or bf16; f32 when unset). On compute capability 9.0
