@@ -211,6 +211,12 @@ impl Cuda {
             None => self.supports_wgmma(),
         };
         let wgmma_pairs = switch_from_env(WGMMA_PAIRS_ENV)?.unwrap_or(false);
+        if wgmma_pairs && !wgmma {
+            eprintln!(
+                "{WGMMA_PAIRS_ENV}=1 has no effect: the wgmma kernels are off on {}",
+                self.device_name()
+            );
+        }
         let gather_l1 = switch_from_env(GATHER_L1_ENV)?.unwrap_or(false);
         let cache_packs = switch_from_env(PACK_CACHE_ENV)?.unwrap_or(true);
         let s = ConvSettings {
