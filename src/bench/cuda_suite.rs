@@ -388,6 +388,7 @@ fn run_shapes(
     precision: ConvPrecision,
 ) -> Result<Vec<BenchResult>> {
     let mut results = Vec::new();
+    let packs_kept = cuda.pack_cache()?;
     for shape in cuda_conv_shapes() {
         let key = shape.key();
         let selected: Vec<Direction> = Direction::ALL
@@ -428,14 +429,8 @@ fn run_shapes(
                     flop,
                     tflops: gflops / 1e3,
                     layer: (!shape.layers.is_empty()).then(|| shape.layers.join(",")),
-                    packs: (precision != ConvPrecision::F32).then(|| {
-                        if cuda.pack_cache().unwrap_or(true) {
-                            "kept"
-                        } else {
-                            "per call"
-                        }
-                        .into()
-                    }),
+                    packs: (precision != ConvPrecision::F32)
+                        .then(|| if packs_kept { "kept" } else { "per call" }.into()),
                     ..details(cuda, precision, &timed, shape.suite, kernel)
                 }),
             });

@@ -145,7 +145,7 @@ pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
         Ok(voxseg::data::cache::CacheEntry {
             case: preprocess(moved.as_ref().map_or(&case, |(m, _)| m), &spec)?,
             sources,
-            orientation: Some(cached_code),
+            orientation: cached_code,
         })
     });
     let ids = voxseg::data::cache::replace_cache(&a.out, a.force, |dir| {

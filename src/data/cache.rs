@@ -54,7 +54,7 @@ pub struct CaseSidecar {
 pub struct CacheEntry {
     pub case: PreprocessedCase,
     pub sources: Vec<SourceFile>,
-    pub orientation: Option<String>,
+    pub orientation: String,
 }
 
 /// What `cache.json` holds.
@@ -368,7 +368,7 @@ fn json_error(path: &Path, e: serde_json::Error) -> Error {
 /// Writes one case's files into `dir` (which must exist).
 pub fn write_cached_case(
     case: &PreprocessedCase,
-    orientation: Option<&str>,
+    orientation: &str,
     spec: &PreprocessSpec,
     dir: &Path,
 ) -> Result<()> {
@@ -413,7 +413,7 @@ pub fn write_cached_case(
         has_label: case.label.is_some(),
         foreground_counts: counts,
         spec: spec.clone(),
-        orientation: orientation.map(str::to_string),
+        orientation: Some(orientation.to_string()),
     };
     let path = case_path(dir, &case.id, "json");
     let json = serde_json::to_vec_pretty(&sidecar).map_err(|e| json_error(&path, e))?;
@@ -440,7 +440,7 @@ where
         if ids.contains(&case.id) {
             return Err(Error::data(&case.id, "case appears twice"));
         }
-        write_cached_case(&case, orientation.as_deref(), spec, out_dir)?;
+        write_cached_case(&case, &orientation, spec, out_dir)?;
         sources.insert(case.id.clone(), files);
         ids.push(case.id);
     }
@@ -641,7 +641,7 @@ mod tests {
         CacheEntry {
             case,
             sources,
-            orientation: Some("RAS".into()),
+            orientation: "RAS".into(),
         }
     }
 

@@ -18,7 +18,7 @@ use crate::data::labels::{LabelSpec, TargetSpec};
 use crate::data::layout::{list, Dataset};
 use crate::data::loader::{Batch, Loader, LoaderOptions};
 use crate::data::nifti::NiftiHeaderInfo;
-use crate::data::orient::{orientation, reorient, training_orientation};
+use crate::data::orient::{majority, orientation, reorient, training_orientation};
 use crate::data::preprocess::{dataset_stats, preprocess, PreprocessedCase, Statistics};
 use crate::data::sampler::{InMemoryCase, PatchSource};
 use crate::data::split::Split;
@@ -703,24 +703,25 @@ fn cases_orientation<'a>(
     dir: &Path,
     cases: impl Iterator<Item = &'a crate::data::cache::CachedCase>,
 ) -> Result<Option<String>> {
-    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    let mut codes = Vec::new();
     let mut unrecorded = false;
     for case in cases {
-        match case.sidecar().orientation.as_deref() {
-            Some(code) => *counts.entry(code).or_default() += 1,
+        match &case.sidecar().orientation {
+            Some(code) => codes.push(code.clone()),
             None => unrecorded = true,
         }
+    }
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for code in &codes {
+        *counts.entry(code).or_default() += 1;
     }
     if counts.len() > 1 {
         let found: Vec<String> = counts
             .iter()
             .map(|(code, n)| format!("{code} ({n})"))
             .collect();
-        // The most common, the alphabetically first on a tie, as training would choose.
-        let most = counts
-            .iter()
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-            .map_or("", |(code, _)| *code);
+        // The orientation training without the cache would choose.
+        let most = majority(&codes).unwrap_or_default();
         return Err(Error::config(
             "cache",
             format!(
@@ -733,8 +734,7 @@ fn cases_orientation<'a>(
             ),
         ));
     }
-    let shared = counts.into_keys().next().filter(|_| !unrecorded);
-    Ok(shared.map(str::to_string))
+    Ok(codes.into_iter().next().filter(|_| !unrecorded))
 }
 
 /// A cache holds cases already preprocessed: the run's own preprocessing settings must be
