@@ -212,9 +212,9 @@ __device__ __forceinline__ void vx_norm_write_packed(const NormKernelParams& p, 
     }
 }
 
-// Four consecutive floats from 16-byte aligned `at`.
-__device__ __forceinline__ void vx_load4(const float* at, float (&v)[4]) {
-    const VxF4 f = *reinterpret_cast<const VxF4*>(at);
+// vx_load4 (conv3d_common.h) as an array, for arithmetic indexed by lane.
+__device__ __forceinline__ void vx_load4_lanes(const float* at, float (&v)[4]) {
+    const VxF4 f = vx_load4(at);
     v[0] = f.x;
     v[1] = f.y;
     v[2] = f.z;
@@ -229,7 +229,7 @@ __device__ __forceinline__ void vx_norm_apply_packed(const NormKernelParams& p, 
     const I planes = static_cast<I>(p.outer * p.c);
     vx_norm_write_packed<P, I>(p, y, packed, [&](I e, I k, float(&v)[4]) {
         float xs[4];
-        vx_load4(x + e, xs);
+        vx_load4_lanes(x + e, xs);
 #pragma unroll
         for (int t = 0; t < 4; ++t) {
             const float z = xs[t] * coef[k + t] + coef[planes + k + t];
@@ -380,9 +380,9 @@ __device__ __forceinline__ void vx_norm_dx_packed(const NormKernelParams& p, con
     const I planes = static_cast<I>(p.outer * p.c);
     vx_norm_write_packed<P, I>(p, dx, packed, [&](I e, I k, float(&v)[4]) {
         float xs[4], ys[4], ds[4];
-        vx_load4(x + e, xs);
-        vx_load4(y + e, ys);
-        vx_load4(dy + e, ds);
+        vx_load4_lanes(x + e, xs);
+        vx_load4_lanes(y + e, ys);
+        vx_load4_lanes(dy + e, ds);
 #pragma unroll
         for (int t = 0; t < 4; ++t) {
             const float g = vx_norm_dz(p, ys[t], ds[t]);
