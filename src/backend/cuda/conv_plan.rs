@@ -199,6 +199,16 @@ pub enum ConvTile {
     WgN64Pair,
 }
 
+impl ConvTile {
+    /// A Hopper wgmma tile (kernels/conv3d_wgmma.cu).
+    pub fn is_wgmma(self) -> bool {
+        matches!(
+            self,
+            Self::WgN128 | Self::WgN64 | Self::WgN32 | Self::WgN64Pair
+        )
+    }
+}
+
 /// A conv kernel: pass, arithmetic and tile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConvKernel {
@@ -212,9 +222,7 @@ impl ConvKernel {
     pub fn module(&self) -> &'static str {
         match (self.precision, self.tile) {
             (ConvPrecision::F32, _) => "conv3d",
-            (_, ConvTile::WgN128 | ConvTile::WgN64 | ConvTile::WgN32 | ConvTile::WgN64Pair) => {
-                "conv3d_wgmma"
-            }
+            (_, tile) if tile.is_wgmma() => "conv3d_wgmma",
             _ => "conv3d_pipe",
         }
     }
@@ -246,9 +254,7 @@ impl ConvKernel {
                 ConvPrecision::Tf32 | ConvPrecision::Bf16,
                 ConvTile::TcN32,
             ) => CONV_PIPE_NARROW_THREADS,
-            (_, _, ConvTile::WgN128 | ConvTile::WgN64 | ConvTile::WgN32 | ConvTile::WgN64Pair) => {
-                CONV_WGMMA_THREADS
-            }
+            (_, _, tile) if tile.is_wgmma() => CONV_WGMMA_THREADS,
             _ => CONV_THREADS,
         }
     }
