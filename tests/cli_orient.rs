@@ -73,16 +73,24 @@ fn dataset(dir: &Path, stored: &str) -> PathBuf {
     write_lesion_manifest(&data, entries)
 }
 
-/// Trains a tiny CPU model for `iters` steps on the manifest's three cases (all training
-/// cases, per `split.json`); returns the run folder and what training printed.
-fn train(dir: &Path, manifest: &Path, iters: &str) -> (PathBuf, Outcome) {
-    let run = dir.join("run");
-    let split = dir.join("split.json");
-    #[rustfmt::skip]
-    let r = train_tiny(manifest, &run, &[
-        "--split-file", s(&split), "--epochs", "1", "--iters-per-epoch", iters,
-    ]);
+/// Trains a tiny CPU model into `dir/run` on the manifest's three cases (all training
+/// cases, per `dir/split.json`), with `extra` flags; returns the run folder and what
+/// training printed.
+fn train_with(dir: &Path, manifest: &Path, extra: &[&str]) -> (PathBuf, Outcome) {
+    let (run, split) = (dir.join("run"), dir.join("split.json"));
+    let mut args = vec!["--split-file", s(&split)];
+    args.extend_from_slice(extra);
+    let r = train_tiny(manifest, &run, &args);
     (run, r)
+}
+
+/// `train_with` for one epoch of `iters` steps.
+fn train(dir: &Path, manifest: &Path, iters: &str) -> (PathBuf, Outcome) {
+    train_with(
+        dir,
+        manifest,
+        &["--epochs", "1", "--iters-per-epoch", iters],
+    )
 }
 
 #[test]
@@ -149,14 +157,10 @@ fn resuming_keeps_the_orientation_the_run_recorded_or_its_absence() {
     // is not a change, though the run recorded the orientation it chose.
     let config = dir.join("config.json");
     std::fs::write(&config, r#"{"preprocess": {"background_value": 0.0}}"#).unwrap();
-    let (run, split) = (dir.join("run"), dir.join("split.json"));
+    let run = dir.join("run");
     let train = |extra: &[&str]| {
-        #[rustfmt::skip]
-        let mut args = vec![
-            "--config", s(&config), "--split-file", s(&split), "--iters-per-epoch", "1",
-        ];
-        args.extend_from_slice(extra);
-        train_tiny(&manifest, &run, &args);
+        let flags = ["--config", s(&config), "--iters-per-epoch", "1"];
+        train_with(&dir, &manifest, &[&flags, extra].concat())
     };
     train(&["--epochs", "1"]);
     train(&["--resume", "--epochs", "2"]);
@@ -233,7 +237,7 @@ fn training_refuses_a_cache_of_mixed_orientations() {
 fn training_from_a_cache_records_the_orientation_its_cases_share() {
     let dir = temp_dir("shared");
     let manifest = dataset(&dir, "RAS");
-    let (split, cache, run) = (dir.join("split.json"), dir.join("cache"), dir.join("run"));
+    let cache = dir.join("cache");
     let made = voxseg(&["preprocess", "--data", s(&manifest), "--out", s(&cache)]);
     assert!(made.ok, "{}", made.stderr);
     assert_eq!(
@@ -241,14 +245,10 @@ fn training_from_a_cache_records_the_orientation_its_cases_share() {
         serde_json::Value::Null
     );
     let train = |extra: &[&str]| {
-        #[rustfmt::skip]
-        let mut args = vec![
-            "--cache", s(&cache), "--split-file", s(&split), "--iters-per-epoch", "1",
-        ];
-        args.extend_from_slice(extra);
-        train_tiny(&manifest, &run, &args);
+        let flags = ["--cache", s(&cache), "--iters-per-epoch", "1"];
+        train_with(&dir, &manifest, &[&flags, extra].concat()).0
     };
-    train(&["--epochs", "1"]);
+    let run = train(&["--epochs", "1"]);
     for file in ["model.json", "config.json"] {
         let recorded = read_json(&run.join(file))["preprocess"]["orientation"].clone();
         assert_eq!(recorded, "RAS", "{file}");
