@@ -65,6 +65,24 @@ __device__ __forceinline__ int vx_pad(int c) {
     return (c + P::PER_CHUNK - 1) / P::PER_CHUNK * P::PER_CHUNK;
 }
 
+// v[j] = row[c0 + j] for c0 + j < c, else 0; 16-byte loads when rows are 16-byte aligned.
+template <int N>
+__device__ __forceinline__ void vx_load_chunk(const float* row, int c0, int c, float (&v)[N]) {
+    if (c % 4 == 0) {
+#pragma unroll
+        for (int h = 0; h < N / 4; ++h) {
+            const VxF4 q = c0 + 4 * h < c ? vx_load4(row + c0 + 4 * h) : VxF4{0, 0, 0, 0};
+            v[4 * h] = q.x;
+            v[4 * h + 1] = q.y;
+            v[4 * h + 2] = q.z;
+            v[4 * h + 3] = q.w;
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < N; ++j) v[j] = c0 + j < c ? row[c0 + j] : 0.0f;
+    }
+}
+
 template <class T>
 using VxPipeAcc = float[T::MT][T::NT][4];
 
@@ -468,3 +486,27 @@ __device__ __forceinline__ void vx_pipe_backward_weights(const Conv3dParams& p,
              float* __restrict__ out) {                                                        \
         pass<Tile>(p, a, b, bias, out);                                                        \
     }
+
+#ifndef __CUDACC__
+#include <cstring>
+
+// A conv kernel of the harness and its name.
+template <class E>
+struct VxEmuConv {
+    const char* name;
+    void (*kernel)(Conv3dParams, const E*, const E*, const float*, float*);
+};
+
+// Launches the kernel called `name` among `kernels` on packed operands: 0, -1 when the
+// launch failed (emu_last_error() says why), -2 when there is no such kernel.
+template <class E, size_t N>
+int vx_emu_conv(const VxEmuConv<E> (&kernels)[N], const char* name, const EmuDims* d,
+                const Conv3dParams& p, const void* a, const void* b, const float* bias,
+                float* out) {
+    for (const auto& k : kernels)
+        if (!std::strcmp(k.name, name))
+            return emu_launch(*d, k.kernel, p, static_cast<const E*>(a),
+                              static_cast<const E*>(b), bias, out);
+    return -2;
+}
+#endif

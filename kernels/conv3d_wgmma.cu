@@ -239,19 +239,11 @@ VX_WGMMA_PROBE(wgmma_probe_bf16_mn_n128, VxWgmmaN128<VxBf16>, true)
 VX_WGMMA_PROBE(wgmma_probe_bf16_mn_n64, VxWgmmaN64<VxBf16>, true)
 
 #ifndef __CUDACC__
-#include <cstring>
-
-// The harness entry for every conv kernel of this file, by name, on packed operands: 0, -1
-// when the launch failed (emu_last_error() says why), -2 when there is no such kernel.
+// The harness entry for every conv kernel of this file, by name, on packed operands (as
+// emu_conv3d_pipe).
 extern "C" int emu_conv3d_wgmma(const char* name, const EmuDims* d, const Conv3dParams p,
                                 const void* a, const void* b, const float* bias, float* out) {
-    using Bf16 = void (*)(Conv3dParams, const VxBf16Bits*, const VxBf16Bits*, const float*,
-                          float*);
-    using Tf32 = void (*)(Conv3dParams, const unsigned*, const unsigned*, const float*, float*);
-    static const struct {
-        const char* name;
-        Bf16 kernel;
-    } bf16[] = {
+    static const VxEmuConv<VxBf16Bits> bf16[] = {
         {"conv3d_fwd_bf16_wg128", conv3d_fwd_bf16_wg128},
         {"conv3d_fwd_bf16_wg64", conv3d_fwd_bf16_wg64},
         {"conv3d_bwd_data_bf16_wg128", conv3d_bwd_data_bf16_wg128},
@@ -264,10 +256,7 @@ extern "C" int emu_conv3d_wgmma(const char* name, const EmuDims* d, const Conv3d
         {"conv3d_bwd_data_bf16_wg64x2", conv3d_bwd_data_bf16_wg64x2},
         {"conv3d_bwd_weight_bf16_wg64x2", conv3d_bwd_weight_bf16_wg64x2},
     };
-    static const struct {
-        const char* name;
-        Tf32 kernel;
-    } tf32[] = {
+    static const VxEmuConv<unsigned> tf32[] = {
         {"conv3d_fwd_tf32_wg128", conv3d_fwd_tf32_wg128},
         {"conv3d_fwd_tf32_wg64", conv3d_fwd_tf32_wg64},
         {"conv3d_bwd_data_tf32_wg128", conv3d_bwd_data_tf32_wg128},
@@ -277,14 +266,7 @@ extern "C" int emu_conv3d_wgmma(const char* name, const EmuDims* d, const Conv3d
         {"conv3d_fwd_tf32_wg64x2", conv3d_fwd_tf32_wg64x2},
         {"conv3d_bwd_data_tf32_wg64x2", conv3d_bwd_data_tf32_wg64x2},
     };
-    for (const auto& k : bf16)
-        if (!std::strcmp(k.name, name))
-            return emu_launch(*d, k.kernel, p, static_cast<const VxBf16Bits*>(a),
-                              static_cast<const VxBf16Bits*>(b), bias, out);
-    for (const auto& k : tf32)
-        if (!std::strcmp(k.name, name))
-            return emu_launch(*d, k.kernel, p, static_cast<const unsigned*>(a),
-                              static_cast<const unsigned*>(b), bias, out);
-    return -2;
+    const int r = vx_emu_conv(bf16, name, d, p, a, b, bias, out);
+    return r != -2 ? r : vx_emu_conv(tf32, name, d, p, a, b, bias, out);
 }
 #endif
