@@ -38,6 +38,16 @@ constexpr int VX_CONV_WGMMA_STAGES_N32 = 5;
 constexpr int VX_CONV_WGMMA_STAGES_N64_PAIR = 4;
 constexpr int VX_CONV_WGMMA_ALIGN = 1024;
 
+// Halo kernels (conv3d_halo.cu, mma.sync, stride 1, forward and backward data): the
+// 128-row tiles of VX_CONV_THREADS threads by 128, 64 or 32 columns, whose stage holds one
+// A tile of VX_CONV_HALO_ROWS rows (the block's rows and the k_w - 1 after them, k_w at
+// most VX_CONV_HALO_MAX_KW) and the B tiles of the k_w taps along w, 64 bytes of reduction
+// per row; rings of VX_CONV_HALO_STAGES_N128, _N64, _N32 stages.
+constexpr int VX_CONV_HALO_ROWS = VX_CONV_TC_BM + 8;
+constexpr int VX_CONV_HALO_MAX_KW = 3;
+constexpr int VX_CONV_HALO_STAGES_N128 = 3;
+constexpr int VX_CONV_HALO_STAGES_N64 = 4;
+constexpr int VX_CONV_HALO_STAGES_N32 = 4;
 // The tensor-core convolutions' operand packing (conv3d_pipe.cu): f32 source [a][b][c] to
 // bf16 or tf32, the padded dimension rounded up with zeros to whole 16-byte chunks (a
 // multiple of 8 bf16 or 4 tf32).
@@ -47,4 +57,16 @@ constexpr int VX_CONV_WGMMA_ALIGN = 1024;
 struct ConvPackParams {
     int a, b, c;
     int padded;
+};
+
+// The halo kernels' bordered pack (conv3d_halo.cu): f32 activations [n][d][h][w][c] to
+// bf16 or tf32 [n][out_d][out_h][out_w][padded], voxel (z, y, x) of the result holding the
+// source voxel (z - before_d, y - before_h, x - before_w) and zeros where that is outside
+// the source (before may be negative: the source is cropped), channels padded with zeros
+// to whole 16-byte chunks. The chunk count fits an int.
+struct ConvBorderPackParams {
+    int n, d, h, w, c;
+    int padded;
+    int before_d, before_h, before_w;
+    int out_d, out_h, out_w;
 };

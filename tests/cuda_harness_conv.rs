@@ -185,6 +185,11 @@ fn tile_constants_match_params_conv_h() {
         ("VX_CONV_WGMMA_STAGES_N32", CONV_WGMMA_STAGES_N32),
         ("VX_CONV_WGMMA_STAGES_N64_PAIR", CONV_WGMMA_STAGES_N64_PAIR),
         ("VX_CONV_WGMMA_ALIGN", CONV_WGMMA_ALIGN),
+        ("VX_CONV_HALO_ROWS", CONV_HALO_ROWS),
+        ("VX_CONV_HALO_MAX_KW", CONV_HALO_MAX_KW),
+        ("VX_CONV_HALO_STAGES_N128", CONV_HALO_STAGES_N128),
+        ("VX_CONV_HALO_STAGES_N64", CONV_HALO_STAGES_N64),
+        ("VX_CONV_HALO_STAGES_N32", CONV_HALO_STAGES_N32),
     ] {
         assert_eq!(emu::launch_constant(name), Some(value), "{name}");
     }
@@ -193,6 +198,23 @@ fn tile_constants_match_params_conv_h() {
 #[test]
 fn pack_params_have_the_cpp_layout() {
     check_layout!("ConvPackParams", ConvPackParams { a, b, c, padded });
+    check_layout!(
+        "ConvBorderPackParams",
+        ConvBorderPackParams {
+            n,
+            d,
+            h,
+            w,
+            c,
+            padded,
+            before_d,
+            before_h,
+            before_w,
+            out_d,
+            out_h,
+            out_w
+        }
+    );
 }
 
 /// The bf16 bits of `x` rounded to nearest even (by arithmetic, see `round_bf16`).
@@ -213,7 +235,16 @@ fn check_packs<E: emu_conv::Packed + PartialEq + std::fmt::Debug>(
     // (kind, [a, b, c]): activations with 5 (scalar loads), 12 and 6 (16-byte loads or
     // scalar, padded or not per format) and 16 channels (no padding), over more chunks
     // than one grid holds; backward-data weights [tap][cin][cout] -> [cin][tap][cout_p];
-    // forward weights -> [cout][tap][cin_p].
+    // forward weights -> [cout][tap][cin_p]; activations inside zero borders (the halo
+    // kernels' operand), one cropped (a negative offset), one over a grid-stride loop.
+    let bordered = |n: i32, source: [i32; 3], before, dims| {
+        ConvPackKind::Bordered(ConvBorder {
+            n,
+            source,
+            before,
+            dims,
+        })
+    };
     let cases = [
         (ConvPackKind::Rows, [700, 1, 5]),
         (ConvPackKind::Rows, [300, 1, 12]),
@@ -223,12 +254,15 @@ fn check_packs<E: emu_conv::Packed + PartialEq + std::fmt::Debug>(
         (ConvPackKind::Transposed, [3, 12, 7]),
         (ConvPackKind::Transposed, [2, 4, 33]),
         (ConvPackKind::Transposed, [2, 6, 3]),
+        (bordered(2, [3, 4, 5], [1, 2, 0], [5, 7, 6]), [120, 1, 5]),
+        (bordered(1, [4, 3, 6], [-1, 1, 2], [3, 5, 9]), [72, 1, 12]),
+        (bordered(2, [6, 6, 6], [1, 1, 1], [8, 8, 8]), [432, 1, 16]),
     ];
     for (kind, [a, b, c]) in cases {
         let pack = ConvPack::new(kind, precision, [a, b, c], 1).unwrap();
         let multiple = precision.channel_multiple();
         let padded = match kind {
-            ConvPackKind::Rows => c.next_multiple_of(multiple),
+            ConvPackKind::Rows | ConvPackKind::Bordered(_) => c.next_multiple_of(multiple),
             ConvPackKind::Transposed => b.next_multiple_of(multiple),
         };
         assert_eq!(pack.params.padded as usize, padded);
@@ -256,6 +290,33 @@ fn check_packs<E: emu_conv::Packed + PartialEq + std::fmt::Debug>(
                 .flat_map(|ci| (0..a).flat_map(move |ai| (0..padded).map(move |bi| (ai, bi, ci))))
                 .map(|(ai, bi, ci)| if bi < b { bits(at(ai, bi, ci)) } else { zero })
                 .collect(),
+            ConvPackKind::Bordered(border) => {
+                let [d, h, w] = border.source;
+                let [od, oh, ow] = border.dims;
+                let mut want = Vec::new();
+                for nn in 0..border.n {
+                    for z in 0..od {
+                        for y in 0..oh {
+                            for x in 0..ow {
+                                let [bd, bh, bw] = border.before;
+                                let (sz, sy, sx) = (z - bd, y - bh, x - bw);
+                                let inside = (0..d).contains(&sz)
+                                    && (0..h).contains(&sy)
+                                    && (0..w).contains(&sx);
+                                let voxel = (((nn * d + sz) * h + sy) * w + sx) as usize;
+                                want.extend((0..padded).map(|ci| {
+                                    if inside && ci < c {
+                                        bits(src[voxel * c + ci])
+                                    } else {
+                                        zero
+                                    }
+                                }));
+                            }
+                        }
+                    }
+                }
+                want
+            }
         };
         assert_eq!(want.len(), n);
         for (i, (got, w)) in dst[..n].iter().zip(&want).enumerate() {
@@ -843,4 +904,60 @@ fn bf16_kernels_on_padded_channels_every_kernel_shape_and_tile() {
         Kernels::MmaSync,
         &mut Rng::new(81),
     );
+}
+
+/// The halo kernels (kernels/conv3d_halo.cu) on every tile and both passes they run:
+/// 'same' and 'valid' windows, anisotropic and even kernels (k_w of 1, 2 and 3), channel
+/// counts that end a step part way, batches whose blocks end inside a sample.
+fn halo_kernels_on_every_tile(precision: ConvPrecision, rng: &mut Rng) {
+    let cases = [
+        // 12 -> 36: 64 columns forward, 32 in backward data; one plane per sample.
+        conv([2, 1, 21, 23, 12], [3, 3, 3, 12, 36], 1, Padding::Same),
+        // 'valid', 8 -> 72: 128 columns forward; backward data borders dy by 2.
+        conv([1, 3, 24, 26, 8], [3, 3, 3, 8, 72], 1, Padding::Valid),
+        // 1x3x3, 72 -> 16: 128 columns in backward data, 72 channels per tap forward.
+        conv([2, 1, 22, 22, 72], [1, 3, 3, 72, 16], 1, Padding::Same),
+        // 1x3x3, 40 -> 64: steps that end part way through a tap's channels.
+        conv([1, 2, 20, 30, 40], [1, 3, 3, 40, 64], 1, Padding::Same),
+        // 2x2x2 'same': the window's padding is all after.
+        conv([1, 3, 24, 24, 8], [2, 2, 2, 8, 20], 1, Padding::Same),
+        // 3x3x1: nothing to reuse along w.
+        conv([1, 3, 20, 24, 16], [3, 3, 1, 16, 24], 1, Padding::Same),
+    ];
+    let target = ConvTarget::new(8).with_halo(true);
+    let mut ran_tiles = std::collections::HashSet::new();
+    for g in &cases {
+        for pass in [ConvPass::Forward, ConvPass::BackwardData] {
+            let ran = check_pass(g, pass, precision, target, rng);
+            assert!(
+                ran.kernel.tile.is_halo(),
+                "{pass:?} {g:?} ran {:?}",
+                ran.kernel
+            );
+            ran_tiles.insert((pass, ran.kernel.tile));
+        }
+        let weights = ConvPlan::new(g, ConvPass::BackwardWeight, precision, target).unwrap();
+        assert!(
+            !weights.kernel.tile.is_halo(),
+            "backward weights have no halo kernel"
+        );
+    }
+    for pass in [ConvPass::Forward, ConvPass::BackwardData] {
+        for tile in [ConvTile::HaloN32, ConvTile::HaloN64, ConvTile::HaloN128] {
+            assert!(
+                ran_tiles.contains(&(pass, tile)),
+                "{precision} {pass:?} {tile:?} not exercised"
+            );
+        }
+    }
+}
+
+#[test]
+fn bf16_halo_kernels_on_every_tile() {
+    halo_kernels_on_every_tile(ConvPrecision::Bf16, &mut Rng::new(87));
+}
+
+#[test]
+fn tf32_halo_kernels_on_every_tile() {
+    halo_kernels_on_every_tile(ConvPrecision::Tf32, &mut Rng::new(88));
 }

@@ -471,6 +471,42 @@ fn l1_gather_variant_matches_cpu() {
     gpu.set_wgmma(previous.1).unwrap();
 }
 
+/// The halo kernels (`VOXSEG_CONV_HALO`) on grids that fill an H100's resident blocks:
+/// 64, 32 and 128 columns forward, 64 and 32 in backward data, from operands packed inside
+/// zero borders; mma.sync elsewhere (wgmma off, so that the 128 columns run the halo too).
+#[test]
+#[ignore = "needs a CUDA device"]
+fn halo_convolutions_match_cpu() {
+    let _serial = serial();
+    let gpu = device();
+    let previous = (
+        gpu.conv_precision().unwrap(),
+        gpu.wgmma().unwrap(),
+        gpu.halo().unwrap(),
+    );
+    gpu.set_wgmma(false).unwrap();
+    gpu.set_halo(true);
+    let g64 = conv([2, 16, 40, 40, 64], [3, 3, 3, 64, 64], 1, 1);
+    let g32 = conv([2, 16, 40, 40, 32], [3, 3, 3, 32, 32], 1, 1);
+    let g128 = conv([2, 16, 40, 40, 24], [3, 3, 3, 24, 128], 1, 1);
+    for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
+        gpu.set_conv_precision(precision);
+        let tile = |g: &ConvGeometry, pass| gpu.conv_plan(g, pass).unwrap().kernel.tile;
+        for (g, forward, backward_data) in [
+            (&g64, ConvTile::HaloN64, ConvTile::HaloN64),
+            (&g32, ConvTile::HaloN32, ConvTile::HaloN32),
+            (&g128, ConvTile::HaloN128, ConvTile::HaloN32),
+        ] {
+            assert_eq!(tile(g, ConvPass::Forward), forward, "{g:?}");
+            assert_eq!(tile(g, ConvPass::BackwardData), backward_data, "{g:?}");
+        }
+        check_every_pass(&gpu, &[g64, g32, g128]);
+    }
+    gpu.set_halo(previous.2);
+    gpu.set_conv_precision(previous.0);
+    gpu.set_wgmma(previous.1).unwrap();
+}
+
 /// TF32 and BF16 pack their operands into pool buffers: once every size has been seen,
 /// repeating the passes allocates nothing new on the device.
 #[test]

@@ -67,6 +67,19 @@ extern "C" long long vx_param_layout(const char* type, const char* field) {
     VX_FIELD(ConvPackParams, b)
     VX_FIELD(ConvPackParams, c)
     VX_FIELD(ConvPackParams, padded)
+    VX_SIZE(ConvBorderPackParams)
+    VX_FIELD(ConvBorderPackParams, n)
+    VX_FIELD(ConvBorderPackParams, d)
+    VX_FIELD(ConvBorderPackParams, h)
+    VX_FIELD(ConvBorderPackParams, w)
+    VX_FIELD(ConvBorderPackParams, c)
+    VX_FIELD(ConvBorderPackParams, padded)
+    VX_FIELD(ConvBorderPackParams, before_d)
+    VX_FIELD(ConvBorderPackParams, before_h)
+    VX_FIELD(ConvBorderPackParams, before_w)
+    VX_FIELD(ConvBorderPackParams, out_d)
+    VX_FIELD(ConvBorderPackParams, out_h)
+    VX_FIELD(ConvBorderPackParams, out_w)
     VX_SIZE(EmuDims)
     VX_FIELD(EmuDims, grid)
     VX_FIELD(EmuDims, block)
@@ -258,6 +271,11 @@ extern "C" long long vx_launch_constant(const char* name) {
     if (!std::strcmp(name, "VX_CONV_WGMMA_STAGES_N64")) return VX_CONV_WGMMA_STAGES_N64;
     if (!std::strcmp(name, "VX_CONV_WGMMA_STAGES_N32")) return VX_CONV_WGMMA_STAGES_N32;
     if (!std::strcmp(name, "VX_CONV_WGMMA_STAGES_N64_PAIR")) return VX_CONV_WGMMA_STAGES_N64_PAIR;
+    if (!std::strcmp(name, "VX_CONV_HALO_ROWS")) return VX_CONV_HALO_ROWS;
+    if (!std::strcmp(name, "VX_CONV_HALO_MAX_KW")) return VX_CONV_HALO_MAX_KW;
+    if (!std::strcmp(name, "VX_CONV_HALO_STAGES_N128")) return VX_CONV_HALO_STAGES_N128;
+    if (!std::strcmp(name, "VX_CONV_HALO_STAGES_N64")) return VX_CONV_HALO_STAGES_N64;
+    if (!std::strcmp(name, "VX_CONV_HALO_STAGES_N32")) return VX_CONV_HALO_STAGES_N32;
     if (!std::strcmp(name, "VX_CONV_WGMMA_ALIGN")) return VX_CONV_WGMMA_ALIGN;
     return -1;
 }

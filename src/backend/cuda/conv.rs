@@ -40,6 +40,11 @@ pub const WGMMA_PAIRS_ENV: &str = "VOXSEG_WGMMA_PAIRS";
 /// `vx_cp_async16_activation`); off unless set, as it is not yet measured.
 pub const GATHER_L1_ENV: &str = "VOXSEG_GATHER_L1";
 
+/// The environment variable that runs stride-1 forward and backward-data passes on the halo
+/// kernels (`1` or `on`; kernels/conv3d_halo.cu) where the plan allows; off unless set, as
+/// they are not yet measured.
+pub const HALO_ENV: &str = "VOXSEG_CONV_HALO";
+
 /// The environment variable that turns keeping operand packs off (`0` or `off`).
 pub const PACK_CACHE_ENV: &str = "VOXSEG_PACK_CACHE";
 
@@ -50,6 +55,7 @@ struct ConvSettings {
     wgmma: bool,
     wgmma_pairs: bool,
     gather_l1: bool,
+    halo: bool,
     cache_packs: bool,
 }
 
@@ -60,6 +66,7 @@ impl Default for ConvSettings {
             wgmma: false,
             wgmma_pairs: false,
             gather_l1: false,
+            halo: false,
             cache_packs: true,
         }
     }
@@ -218,12 +225,14 @@ impl Cuda {
             );
         }
         let gather_l1 = switch_from_env(GATHER_L1_ENV)?.unwrap_or(false);
+        let halo = switch_from_env(HALO_ENV)?.unwrap_or(false);
         let cache_packs = switch_from_env(PACK_CACHE_ENV)?.unwrap_or(true);
         let s = ConvSettings {
             precision,
             wgmma,
             wgmma_pairs,
             gather_l1,
+            halo,
             cache_packs,
         };
         map.insert(self.ordinal(), s);
@@ -279,12 +288,17 @@ impl Cuda {
         check_len(pack.name(), "source", src.len(), pack.source_len())?;
         let mut dst = self.alloc_pack(pack)?;
         let name = pack.name();
-        let f = self.function("conv3d_pipe", name)?;
+        let f = self.function(pack.module(), name)?;
+        let border = pack.border_params();
         let mut args = self.stream().launch_builder(&f);
-        args.arg(&pack.params).arg(src.block()).arg(dst.block_mut());
-        // SAFETY: (params, src, dst) as the pack kernels take them; src holds the
-        // source_len elements the params describe (checked above) and dst packed_len
-        // elements of element_bytes each.
+        match &border {
+            Some(border) => args.arg(border),
+            None => args.arg(&pack.params),
+        };
+        args.arg(src.block()).arg(dst.block_mut());
+        // SAFETY: (params, src, dst) as the pack kernels take them (the bordered kernel its
+        // own params); src holds the source_len elements the params describe (checked
+        // above) and dst packed_len elements of element_bytes each.
         unsafe { args.launch(config(&pack.dims)) }.map_err(|e| driver_error(name, e))?;
         Ok(dst)
     }
@@ -337,6 +351,18 @@ impl Cuda {
         self.update_conv_settings(|s| s.gather_l1 = on);
     }
 
+    /// Whether stride-1 forward and backward-data passes run on the halo kernels where the
+    /// plan allows: what `set_halo` set, else `VOXSEG_CONV_HALO` (off unless `1` or `on`).
+    pub fn halo(&self) -> Result<bool> {
+        Ok(self.conv_settings()?.halo)
+    }
+
+    /// Runs stride-1 forward and backward-data passes on the halo kernels (where the plan
+    /// allows) or not, whatever `VOXSEG_CONV_HALO` says.
+    pub fn set_halo(&self, on: bool) {
+        self.update_conv_settings(|s| s.halo = on);
+    }
+
     /// Whether convolutions keep their operands' packs beside them (see `storage`): what
     /// `set_pack_cache` set, else `VOXSEG_PACK_CACHE` (on unless `0` or `off`).
     pub fn pack_cache(&self) -> Result<bool> {
@@ -353,7 +379,8 @@ impl Cuda {
         let s = self.conv_settings()?;
         let target = ConvTarget::new(self.target_blocks())
             .with_wgmma(s.wgmma)
-            .with_wgmma_pairs(s.wgmma_pairs);
+            .with_wgmma_pairs(s.wgmma_pairs)
+            .with_halo(s.halo);
         ConvPlan::new(g, pass, s.precision, target)
     }
 

@@ -17,6 +17,10 @@
 //!   a K step of 128 bytes per row) instead of mma.sync, except in backward weights at
 //!   TF32 or into 32 columns (wgmma reads its mn-major tiles only in 16-bit types and
 //!   blocks of 64).
+//! - Halo (`ConvTarget::halo`, not yet measured on a GPU, so off unless asked for): a
+//!   stride-1 forward or backward-data pass whose plan is mma.sync and whose grid fills the
+//!   device runs the kernels of kernels/conv3d_halo.cu instead, which copy each tap row's
+//!   input window once for the taps along w, from an operand packed with zero borders.
 //! - Backward data runs one launch over all stride phases (grid.z), each phase a GEMM over
 //!   only the taps that reach its voxels.
 //! - Splits: when the tiles alone give fewer blocks than the device wants, the reduction is
@@ -66,6 +70,16 @@ pub const CONV_WGMMA_STAGES_N64_PAIR: u32 = 4;
 /// Dynamic shared memory the wgmma kernels reserve to start their ring at a 1024-byte
 /// boundary (`VX_CONV_WGMMA_ALIGN`).
 pub const CONV_WGMMA_ALIGN: u32 = 1024;
+/// Rows of a halo kernel's A tile (`VX_CONV_HALO_ROWS`): the block's rows and the taps
+/// along w after them.
+pub const CONV_HALO_ROWS: u32 = CONV_TC_BM + 8;
+/// The widest kernel along w the halo kernels take (`VX_CONV_HALO_MAX_KW`).
+pub const CONV_HALO_MAX_KW: u32 = 3;
+/// Stages of the halo kernels' rings (`VX_CONV_HALO_STAGES_N128`, `_N64`, `_N32`): two
+/// blocks per SM at 128 and 64 columns, three at 32.
+pub const CONV_HALO_STAGES_N128: u32 = 3;
+pub const CONV_HALO_STAGES_N64: u32 = 4;
+pub const CONV_HALO_STAGES_N32: u32 = 4;
 /// Dynamic shared memory of the wgmma probes (kernels/conv3d_wgmma.cu): the alignment
 /// slack and one stage of the widest tile (128 + 128 rows of 128 bytes).
 pub const WGMMA_PROBE_SHARED_BYTES: u32 =
@@ -197,6 +211,12 @@ pub enum ConvTile {
     WgN32,
     /// Hopper wgmma, 128 x 64, two blocks per SM with a shorter ring.
     WgN64Pair,
+    /// mma.sync reusing the input window along w (kernels/conv3d_halo.cu), 128 x 128.
+    HaloN128,
+    /// The same, 128 x 64.
+    HaloN64,
+    /// The same, 128 x 32.
+    HaloN32,
 }
 
 impl ConvTile {
@@ -206,6 +226,11 @@ impl ConvTile {
             self,
             Self::WgN128 | Self::WgN64 | Self::WgN32 | Self::WgN64Pair
         )
+    }
+
+    /// A halo tile (kernels/conv3d_halo.cu).
+    pub fn is_halo(self) -> bool {
+        matches!(self, Self::HaloN128 | Self::HaloN64 | Self::HaloN32)
     }
 }
 
@@ -223,6 +248,7 @@ impl ConvKernel {
         match (self.precision, self.tile) {
             (ConvPrecision::F32, _) => "conv3d",
             (_, tile) if tile.is_wgmma() => "conv3d_wgmma",
+            (_, tile) if tile.is_halo() => "conv3d_halo",
             _ => "conv3d_pipe",
         }
     }
@@ -237,9 +263,9 @@ impl ConvKernel {
             ConvTile::Wide => (CONV_SIMT_BM, CONV_WIDE_BN, CONV_WIDE_BK),
             ConvTile::Narrow => (CONV_SIMT_BM, CONV_NARROW_BN, CONV_NARROW_BK),
             ConvTile::Shallow => (CONV_SIMT_BM, CONV_SHALLOW_BN, CONV_SHALLOW_BK),
-            ConvTile::TcN128 => tc(128),
-            ConvTile::TcN64 => tc(64),
-            ConvTile::TcN32 => tc(32),
+            ConvTile::TcN128 | ConvTile::HaloN128 => tc(128),
+            ConvTile::TcN64 | ConvTile::HaloN64 => tc(64),
+            ConvTile::TcN32 | ConvTile::HaloN32 => tc(32),
             ConvTile::WgN128 => wg(128),
             ConvTile::WgN64 | ConvTile::WgN64Pair => wg(64),
             ConvTile::WgN32 => wg(32),
@@ -261,10 +287,13 @@ impl ConvKernel {
 
     /// Threads of this kernel that an SM runs at once, at most the 4 blocks of CONV_THREADS
     /// per SM that `ConvTarget::blocks` counts: the wgmma kernels of 64 and 128 columns hold
-    /// one block per SM (their rings take most of its shared memory), the pair two.
+    /// one block per SM (their rings take most of its shared memory), the pair two; the
+    /// halo kernels two, three at 32 columns.
     fn resident_threads_per_sm(&self) -> u32 {
         match self.tile {
             ConvTile::WgN128 | ConvTile::WgN64 => CONV_WGMMA_THREADS,
+            ConvTile::HaloN128 | ConvTile::HaloN64 => 2 * CONV_THREADS,
+            ConvTile::HaloN32 => 3 * CONV_THREADS,
             _ => 4 * CONV_THREADS,
         }
     }
@@ -286,6 +315,14 @@ impl ConvKernel {
             }
             (_, ConvTile::WgN64Pair) => {
                 CONV_WGMMA_STAGES_N64_PAIR * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN
+            }
+            (_, ConvTile::HaloN128 | ConvTile::HaloN64 | ConvTile::HaloN32) => {
+                let stages = match self.tile {
+                    ConvTile::HaloN128 => CONV_HALO_STAGES_N128,
+                    ConvTile::HaloN64 => CONV_HALO_STAGES_N64,
+                    _ => CONV_HALO_STAGES_N32,
+                };
+                stages * (CONV_HALO_ROWS + CONV_HALO_MAX_KW * bn) * CONV_PIPE_STEP_BYTES
             }
             _ => CONV_PIPE_STAGES * (bm + bn) * CONV_PIPE_STEP_BYTES,
         }
@@ -343,6 +380,18 @@ impl ConvKernel {
             (BackwardData, Tf32, WgN64Pair) => "conv3d_bwd_data_tf32_wg64x2",
             (BackwardData, Bf16, WgN64Pair) => "conv3d_bwd_data_bf16_wg64x2",
             (BackwardWeight, Bf16, WgN64Pair) => "conv3d_bwd_weight_bf16_wg64x2",
+            (Forward, Bf16, HaloN128) => "conv3d_fwd_bf16_halo128",
+            (Forward, Bf16, HaloN64) => "conv3d_fwd_bf16_halo64",
+            (Forward, Bf16, HaloN32) => "conv3d_fwd_bf16_halo32",
+            (BackwardData, Bf16, HaloN128) => "conv3d_bwd_data_bf16_halo128",
+            (BackwardData, Bf16, HaloN64) => "conv3d_bwd_data_bf16_halo64",
+            (BackwardData, Bf16, HaloN32) => "conv3d_bwd_data_bf16_halo32",
+            (Forward, Tf32, HaloN128) => "conv3d_fwd_tf32_halo128",
+            (Forward, Tf32, HaloN64) => "conv3d_fwd_tf32_halo64",
+            (Forward, Tf32, HaloN32) => "conv3d_fwd_tf32_halo32",
+            (BackwardData, Tf32, HaloN128) => "conv3d_bwd_data_tf32_halo128",
+            (BackwardData, Tf32, HaloN64) => "conv3d_bwd_data_tf32_halo64",
+            (BackwardData, Tf32, HaloN32) => "conv3d_bwd_data_tf32_halo32",
             _ => return None,
         })
     }
@@ -377,13 +426,49 @@ pub struct ConvPackParams {
 // SAFETY: #[repr(C)] plain integers, the layout of ConvPackParams (checked by a test).
 unsafe impl cudarc::driver::DeviceRepr for ConvPackParams {}
 
-/// The pack kernels (kernels/conv3d_pipe.cu).
+/// Parameters of a bordered pack kernel (`ConvBorderPackParams` in kernels/params_conv.h):
+/// f32 activations `[n][d][h][w][c]` to `[n][out_d][out_h][out_w][padded]`, voxel
+/// (z, y, x) holding source voxel (z - before_d, ..) and zeros outside the source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvBorderPackParams {
+    pub n: i32,
+    pub d: i32,
+    pub h: i32,
+    pub w: i32,
+    pub c: i32,
+    pub padded: i32,
+    pub before_d: i32,
+    pub before_h: i32,
+    pub before_w: i32,
+    pub out_d: i32,
+    pub out_h: i32,
+    pub out_w: i32,
+}
+
+// SAFETY: #[repr(C)] plain integers, the layout of ConvBorderPackParams (checked by a test).
+unsafe impl cudarc::driver::DeviceRepr for ConvBorderPackParams {}
+
+/// Where a bordered pack puts its source: `n` samples of `source` voxels (d, h, w), at
+/// offset `before` (negative crops) in volumes of `dims` voxels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvBorder {
+    pub n: i32,
+    pub source: [i32; 3],
+    pub before: [i32; 3],
+    pub dims: [i32; 3],
+}
+
+/// The pack kernels (kernels/conv3d_pipe.cu; bordered: kernels/conv3d_halo.cu).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConvPackKind {
     /// `[b][a][padded]` from `[a][b][c]`: activations (b = 1) and backward-data weights.
     Rows,
     /// `[c][a][padded]` from `[a][b][c]`: forward weights.
     Transposed,
+    /// Activations `[a = voxels][b = 1][c]` placed inside zero borders: the halo kernels'
+    /// A operand.
+    Bordered(ConvBorder),
 }
 
 /// The conversion of one f32 operand to the packed buffer (bf16 or tf32) a tensor-core
@@ -416,6 +501,17 @@ impl ConvPack {
         let (kept, padded) = match kind {
             ConvPackKind::Rows => (a * b, c.next_multiple_of(per_chunk)),
             ConvPackKind::Transposed => (a * c, b.next_multiple_of(per_chunk)),
+            ConvPackKind::Bordered(border) => {
+                let [d, h, w] = border.source.map(|v| v as usize);
+                if b != 1 || a != border.n as usize * d * h * w {
+                    return Err(Error::shape(
+                        "conv3d (cuda pack)",
+                        format!("{border:?} does not describe a source of [{a}, {b}, {c}]"),
+                    ));
+                }
+                let dims: usize = border.dims.iter().map(|&v| v as usize).product();
+                (border.n as usize * dims, c.next_multiple_of(per_chunk))
+            }
         };
         let chunks = kept * padded / per_chunk;
         let fit = |v: usize| i32::try_from(v).ok();
@@ -442,9 +538,44 @@ impl ConvPack {
         match (self.kind, self.precision) {
             (ConvPackKind::Rows, ConvPrecision::Tf32) => "conv3d_pack_rows_tf32",
             (ConvPackKind::Transposed, ConvPrecision::Tf32) => "conv3d_pack_transposed_tf32",
+            (ConvPackKind::Bordered(_), ConvPrecision::Tf32) => "conv3d_pack_bordered_tf32",
             (ConvPackKind::Rows, _) => "conv3d_pack_rows_bf16",
             (ConvPackKind::Transposed, _) => "conv3d_pack_transposed_bf16",
+            (ConvPackKind::Bordered(_), _) => "conv3d_pack_bordered_bf16",
         }
+    }
+
+    /// The kernels/*.cu module (file stem) of the pack kernel.
+    pub fn module(&self) -> &'static str {
+        match self.kind {
+            ConvPackKind::Bordered(_) => "conv3d_halo",
+            _ => "conv3d_pipe",
+        }
+    }
+
+    /// The bordered pack kernel's parameters (None for the other kinds, which take
+    /// `params`).
+    pub fn border_params(&self) -> Option<ConvBorderPackParams> {
+        let ConvPackKind::Bordered(b) = self.kind else {
+            return None;
+        };
+        let [d, h, w] = b.source;
+        let [before_d, before_h, before_w] = b.before;
+        let [out_d, out_h, out_w] = b.dims;
+        Some(ConvBorderPackParams {
+            n: b.n,
+            d,
+            h,
+            w,
+            c: self.params.c,
+            padded: self.params.padded,
+            before_d,
+            before_h,
+            before_w,
+            out_d,
+            out_h,
+            out_w,
+        })
     }
 
     /// Bytes of one packed element (2 for bf16, 4 for tf32).
@@ -461,11 +592,14 @@ impl ConvPack {
     /// Elements of the packed buffer.
     pub fn packed_len(&self) -> usize {
         let p = &self.params;
-        let kept = match self.kind {
-            ConvPackKind::Rows => p.b,
-            ConvPackKind::Transposed => p.c,
+        let rows = match self.kind {
+            ConvPackKind::Rows => p.a as usize * p.b as usize,
+            ConvPackKind::Transposed => p.a as usize * p.c as usize,
+            ConvPackKind::Bordered(b) => {
+                b.n as usize * b.dims.iter().map(|&v| v as usize).product::<usize>()
+            }
         };
-        p.a as usize * kept as usize * p.padded as usize
+        rows * p.padded as usize
     }
 }
 
@@ -492,6 +626,9 @@ pub struct ConvTarget {
     /// 64-column results on grids of at least one tile per SM run the wgmma pair
     /// (`ConvTile::WgN64Pair`) instead of mma.sync.
     pub wgmma_pairs: bool,
+    /// Stride-1 forward and backward-data passes that would run on mma.sync run the halo
+    /// kernels (kernels/conv3d_halo.cu) where their grid fills the device.
+    pub halo: bool,
 }
 
 impl ConvTarget {
@@ -501,6 +638,7 @@ impl ConvTarget {
             blocks,
             wgmma: false,
             wgmma_pairs: false,
+            halo: false,
         }
     }
 
@@ -513,6 +651,10 @@ impl ConvTarget {
             wgmma_pairs,
             ..self
         }
+    }
+
+    pub fn with_halo(self, halo: bool) -> Self {
+        Self { halo, ..self }
     }
 
     /// The device's SMs (`blocks` counts 4 blocks of CONV_THREADS per SM).
@@ -570,6 +712,15 @@ fn gemm(p: &Conv3dParams, pass: ConvPass, multiple: u64) -> Gemm {
     }
 }
 
+/// Elements of a pass's result (y, dx or dw).
+fn result_len(p: &Conv3dParams, pass: ConvPass) -> usize {
+    match pass {
+        ConvPass::Forward => p.output_voxels() * p.cout as usize,
+        ConvPass::BackwardData => p.input_voxels() * p.cin as usize,
+        ConvPass::BackwardWeight => p.weight_len(),
+    }
+}
+
 /// The tensor-core tile for a result of `cols` columns: the narrowest that holds them up
 /// to 64, beyond that 128 wide unless 64-wide tiles leave fewer columns idle (e.g. 320).
 fn tc_tile(cols: u64) -> ConvTile {
@@ -583,21 +734,81 @@ fn tc_tile(cols: u64) -> ConvTile {
     }
 }
 
+/// A pass as the halo kernels see it (kernels/conv3d_halo.cu): a stride-1 convolution of
+/// A bordered into volumes of `result + k - 1` voxels per axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct HaloGeometry {
+    /// Voxels of the result (y, or dx) per axis.
+    result: [i32; 3],
+    /// Where A (x, or dy) sits in its bordered volumes.
+    border: ConvBorder,
+}
+
+impl HaloGeometry {
+    /// None where the halo kernels do not run the pass: backward weights, a stride other
+    /// than 1, kernels wider than `CONV_HALO_MAX_KW` along w, or volumes past 32-bit
+    /// row indices.
+    fn new(p: &Conv3dParams, pass: ConvPass) -> Option<Self> {
+        let k = [p.k_d, p.k_h, p.k_w];
+        let pad = [p.pad_d, p.pad_h, p.pad_w];
+        let input = [p.in_d, p.in_h, p.in_w];
+        let output = [p.out_d, p.out_h, p.out_w];
+        if [p.stride_d, p.stride_h, p.stride_w] != [1, 1, 1] || p.k_w as u32 > CONV_HALO_MAX_KW {
+            return None;
+        }
+        let (result, source, before) = match pass {
+            ConvPass::Forward => (output, input, pad),
+            ConvPass::BackwardData => (input, output, [0, 1, 2].map(|i| k[i] - 1 - pad[i])),
+            ConvPass::BackwardWeight => return None,
+        };
+        let dims = [0, 1, 2].map(|i| result[i] + k[i] - 1);
+        let rows = dims.iter().fold(p.n as u64, |acc, &v| acc * v as u64);
+        (rows + 2 * CONV_TC_BM as u64 <= i32::MAX as u64).then_some(Self {
+            result,
+            border: ConvBorder {
+                n: p.n,
+                source,
+                before,
+                dims,
+            },
+        })
+    }
+
+    /// Rows of the bordered grid that one sample's blocks cover: its planes z < result.
+    fn rows_per_sample(&self) -> u64 {
+        let [_, h, w] = self.border.dims;
+        self.result[0] as u64 * h as u64 * w as u64
+    }
+
+    /// Rows computed per result voxel: the border columns and rows of each plane are
+    /// computed and dropped.
+    fn overhead(&self) -> f64 {
+        let [_, h, w] = self.border.dims;
+        (h as f64 * w as f64) / (self.result[1] as f64 * self.result[2] as f64)
+    }
+}
+
+/// The halo kernels run a pass only where their planes' borders cost at most this share
+/// of extra rows (e.g. 1.13 at 32 x 32, 1.27 at 16 x 16 with a 3 x 3 window).
+const HALO_MAX_OVERHEAD: f64 = 1.2;
+
 /// The packs of a tensor-core pass's operands (a, b); see kernels/conv3d_pipe.cu for the
-/// layouts.
+/// layouts, and kernels/conv3d_halo.cu for a halo pass's bordered a (`halo`).
 fn packs(
     g: &ConvGeometry,
     pass: ConvPass,
     precision: ConvPrecision,
     target_blocks: u32,
+    halo: Option<&HaloGeometry>,
 ) -> Result<[ConvPack; 2]> {
     use ConvPackKind::*;
     let x = [g.n * g.input_voxels(), 1, g.cin];
     let dy = [g.n * g.output_voxels(), 1, g.cout];
     let w = [g.kernel_volume(), g.cin, g.cout];
+    let activation = halo.map_or(Rows, |h| Bordered(h.border));
     let [(ka, a), (kb, b)] = match pass {
-        ConvPass::Forward => [(Rows, x), (Transposed, w)],
-        ConvPass::BackwardData => [(Rows, dy), (Rows, w)],
+        ConvPass::Forward => [(activation, x), (Transposed, w)],
+        ConvPass::BackwardData => [(activation, dy), (Rows, w)],
         ConvPass::BackwardWeight => [(Rows, x), (Rows, dy)],
     };
     Ok([
@@ -652,6 +863,9 @@ impl ConvPlan {
         } else {
             ConvTile::Wide
         };
+        if let Some(plan) = Self::halo(g, &p, pass, precision, tile, target)? {
+            return Ok(plan);
+        }
         let kernel = ConvKernel {
             pass,
             precision,
@@ -683,11 +897,6 @@ impl ConvPlan {
                 format!("{g:?}: grid {grid:?} exceeds the device's limits"),
             ));
         }
-        let out_len = match pass {
-            ConvPass::Forward => p.output_voxels() * p.cout as usize,
-            ConvPass::BackwardData => p.input_voxels() * p.cin as usize,
-            ConvPass::BackwardWeight => p.weight_len(),
-        };
         Ok(Self {
             kernel,
             params: Conv3dParams {
@@ -699,13 +908,67 @@ impl ConvPlan {
                 shared_bytes: kernel.shared_bytes(),
                 ..LaunchDims::linear(grid.map(|v| v as u32), kernel.threads())
             },
-            out_len,
+            out_len: result_len(&p, pass),
             packs: if tensor_cores {
-                Some(packs(g, pass, precision, target_blocks)?)
+                Some(packs(g, pass, precision, target_blocks, None)?)
             } else {
                 None
             },
         })
+    }
+
+    /// The halo plan of a pass that would run on the mma.sync `tile`, where the target asks
+    /// for the halo kernels, they run the pass (`HaloGeometry::new`) at most
+    /// `HALO_MAX_OVERHEAD` extra rows, and its grid fills the device's resident blocks
+    /// without a split (the halo kernels have none).
+    fn halo(
+        g: &ConvGeometry,
+        p: &Conv3dParams,
+        pass: ConvPass,
+        precision: ConvPrecision,
+        tile: ConvTile,
+        target: ConvTarget,
+    ) -> Result<Option<Self>> {
+        let tile = match tile {
+            ConvTile::TcN128 => ConvTile::HaloN128,
+            ConvTile::TcN64 => ConvTile::HaloN64,
+            ConvTile::TcN32 => ConvTile::HaloN32,
+            _ => return Ok(None),
+        };
+        let halo = HaloGeometry::new(p, pass).filter(|h| h.overhead() <= HALO_MAX_OVERHEAD);
+        let (true, Some(halo)) = (target.halo, halo) else {
+            return Ok(None);
+        };
+        let kernel = ConvKernel {
+            pass,
+            precision,
+            tile,
+        };
+        let (bm, bn, _) = kernel.shape();
+        let gm = gemm(p, pass, precision.channel_multiple() as u64);
+        let grid = [
+            p.n as u64 * halo.rows_per_sample().div_ceil(bm as u64),
+            gm.cols.div_ceil(bn as u64),
+            1,
+        ];
+        let resident = (target.sms() * kernel.resident_threads_per_sm() / kernel.threads()) as u64;
+        if grid[0] * grid[1] < resident || grid[1] > MAX_GRID_YZ {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            kernel,
+            params: Conv3dParams {
+                splits: 1,
+                split_len: gm.depth as i32,
+                ..*p
+            },
+            dims: LaunchDims {
+                shared_bytes: kernel.shared_bytes(),
+                ..LaunchDims::linear(grid.map(|v| v as u32), kernel.threads())
+            },
+            out_len: result_len(p, pass),
+            packs: Some(packs(g, pass, precision, target.blocks, Some(&halo))?),
+        }))
     }
 
     pub fn splits(&self) -> usize {
@@ -751,6 +1014,65 @@ mod tests {
             padding: Padding::Same,
         };
         ConvGeometry::conv3d(&Shape::new(&x), &Shape::new(&w), &spec).unwrap()
+    }
+
+    /// The H100's 132 SMs, as `Cuda::target_blocks` counts them.
+    const H100: u32 = 4 * 132;
+
+    #[test]
+    fn halo_kernels_take_full_stride_one_grids_that_would_run_on_mma_sync() {
+        use ConvPass::*;
+        let bf16 = ConvPrecision::Bf16;
+        let halo = ConvTarget::new(H100).with_halo(true);
+        let tile = |g: &ConvGeometry, pass, target| {
+            ConvPlan::new(g, pass, bf16, target).unwrap().kernel.tile
+        };
+        // nnU-Net's 64^3 x 64 layer: both passes on the 64-column halo tile, one launch
+        // over the bordered grid's planes z < 64 (66 x 66 rows each), x packed bordered.
+        let g = conv([2, 64, 64, 64, 64], [3, 3, 3, 64, 64], 1);
+        for pass in [Forward, BackwardData] {
+            let plan = ConvPlan::new(&g, pass, bf16, halo).unwrap();
+            assert_eq!(plan.kernel.tile, ConvTile::HaloN64);
+            assert_eq!(plan.kernel.module(), "conv3d_halo");
+            assert_eq!(plan.dims.grid, [2 * (64 * 66 * 66u32).div_ceil(128), 1, 1]);
+            assert_eq!(plan.splits(), 1);
+            let [a, _] = plan.packs.unwrap();
+            let ConvPackKind::Bordered(border) = a.kind else {
+                panic!("{:?}", a.kind)
+            };
+            assert_eq!(border.dims, [66; 3]);
+            assert_eq!(border.before, [1; 3]);
+            assert_eq!(a.packed_len(), 2 * 66 * 66 * 66 * 64);
+            assert_eq!(a.name(), "conv3d_pack_bordered_bf16");
+        }
+        assert_eq!(tile(&g, BackwardWeight, halo), ConvTile::TcN64);
+        assert_eq!(tile(&g, Forward, ConvTarget::new(H100)), ConvTile::TcN64);
+        // Where wgmma runs (128 columns), it stays; where mma.sync would, the halo runs.
+        let wide = conv([2, 32, 32, 32, 128], [3, 3, 3, 128, 128], 1);
+        assert_eq!(
+            tile(&wide, Forward, halo.with_wgmma(true)),
+            ConvTile::WgN128
+        );
+        assert_eq!(tile(&wide, Forward, halo), ConvTile::HaloN128);
+        let g32 = conv([2, 128, 128, 128, 32], [3, 3, 3, 32, 32], 1);
+        assert_eq!(
+            tile(&g32, Forward, halo.with_wgmma(true)),
+            ConvTile::HaloN32
+        );
+        // Not: strides, kernels wider than 3 along w, planes whose borders cost over 20%
+        // (16 x 16), grids short of the device's resident blocks.
+        let strided = conv([2, 64, 64, 64, 32], [3, 3, 3, 32, 64], 2);
+        assert_eq!(tile(&strided, Forward, halo), ConvTile::TcN64);
+        let wide_w = conv([2, 64, 64, 64, 64], [1, 1, 5, 64, 64], 1);
+        assert_eq!(tile(&wide_w, Forward, halo), ConvTile::TcN64);
+        let small_planes = conv([2, 16, 16, 16, 64], [3, 3, 3, 64, 64], 1);
+        assert_eq!(tile(&small_planes, Forward, halo), ConvTile::TcN64);
+        let few = conv([1, 4, 24, 24, 64], [3, 3, 3, 64, 64], 1);
+        assert_eq!(tile(&few, Forward, halo), ConvTile::TcN64);
+        assert_eq!(
+            tile(&few, Forward, ConvTarget::new(8).with_halo(true)),
+            ConvTile::HaloN64
+        );
     }
 
     #[test]

@@ -371,8 +371,8 @@ pub mod stitch;
 pub mod conv {
     use super::{need, status, EmuResult};
     use crate::backend::cuda::conv_plan::{
-        wgmma_probe_depth, ConvPack, ConvPackKind, ConvPackParams, ConvPlan, ConvPrecision,
-        CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
+        wgmma_probe_depth, ConvBorderPackParams, ConvPack, ConvPackKind, ConvPackParams, ConvPlan,
+        ConvPrecision, CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
     };
     use crate::backend::cuda::params::{Conv3dParams, LaunchDims};
     use std::ffi::{c_char, c_int, c_void, CString};
@@ -452,6 +452,27 @@ pub mod conv {
             b: *const c_void,
             bias: *const f32,
             out: *mut f32,
+        ) -> c_int;
+        fn emu_conv3d_halo(
+            name: *const c_char,
+            d: *const LaunchDims,
+            p: Conv3dParams,
+            a: *const c_void,
+            b: *const c_void,
+            bias: *const f32,
+            out: *mut f32,
+        ) -> c_int;
+        fn emu_conv3d_pack_bordered_bf16(
+            d: *const LaunchDims,
+            p: ConvBorderPackParams,
+            src: *const f32,
+            dst: *mut c_void,
+        ) -> c_int;
+        fn emu_conv3d_pack_bordered_tf32(
+            d: *const LaunchDims,
+            p: ConvBorderPackParams,
+            src: *const f32,
+            dst: *mut c_void,
         ) -> c_int;
         fn emu_conv3d_pack_rows_bf16(
             d: *const LaunchDims,
@@ -624,6 +645,9 @@ pub mod conv {
                 "conv3d_wgmma" => {
                     emu_conv3d_wgmma(name_ptr, dims, p, a.cast(), b.cast(), bias, out_ptr)
                 }
+                "conv3d_halo" => {
+                    emu_conv3d_halo(name_ptr, dims, p, a.cast(), b.cast(), bias, out_ptr)
+                }
                 _ => emu_conv3d_pipe(name_ptr, dims, p, a.cast(), b.cast(), bias, out_ptr),
             }
         };
@@ -655,20 +679,27 @@ pub mod conv {
             ));
         }
         aligned16("packed", dst.as_ptr())?;
-        let run = match (pack.kind, pack.precision) {
-            (ConvPackKind::Rows, ConvPrecision::Tf32) => emu_conv3d_pack_rows_tf32,
-            (ConvPackKind::Transposed, ConvPrecision::Tf32) => emu_conv3d_pack_transposed_tf32,
-            (ConvPackKind::Rows, _) => emu_conv3d_pack_rows_bf16,
-            (ConvPackKind::Transposed, _) => emu_conv3d_pack_transposed_bf16,
-        };
-        // SAFETY: lengths and element size checked against the params above.
+        let tf32 = pack.precision == ConvPrecision::Tf32;
+        let (src, dst) = (src.as_ptr(), dst.as_mut_ptr().cast());
+        // SAFETY: lengths and element size checked against the pack above, whose params
+        // (the bordered kernel: its border params) describe the source and packed buffer.
         status(unsafe {
-            run(
-                &pack.dims,
-                pack.params,
-                src.as_ptr(),
-                dst.as_mut_ptr().cast(),
-            )
+            if let Some(border) = pack.border_params() {
+                let run = if tf32 {
+                    emu_conv3d_pack_bordered_tf32
+                } else {
+                    emu_conv3d_pack_bordered_bf16
+                };
+                run(&pack.dims, border, src, dst)
+            } else {
+                let run = match (pack.kind == ConvPackKind::Transposed, tf32) {
+                    (true, true) => emu_conv3d_pack_transposed_tf32,
+                    (true, false) => emu_conv3d_pack_transposed_bf16,
+                    (false, true) => emu_conv3d_pack_rows_tf32,
+                    (false, false) => emu_conv3d_pack_rows_bf16,
+                };
+                run(&pack.dims, pack.params, src, dst)
+            }
         })
     }
 
