@@ -1,6 +1,6 @@
 // Stride-1 convolution on the tensor cores (mma.sync, BF16 or TF32) with the input window
-// reused across the taps along w: forward, and backward data as the forward convolution of
-// dy with the kernel flipped.
+// reused across the taps along w: forward, backward data as the forward convolution of dy
+// with the kernel flipped, and backward weights.
 //
 // Why: the gathering kernels (conv3d_pipe.cu) copy a fresh 128-row A tile for every tap,
 // although the three taps along w read the same rows one voxel apart, and each copied row
@@ -25,6 +25,14 @@
 // chunks = ceil(red / (64 bytes)): A holds rows 0 .. 128 + k_w - 2 of it, B the k_w taps'
 // [col][64 bytes] tiles. No split: the plans run these kernels only on grids that fill
 // the device.
+//
+// Backward weights: dw[tap][ci][co] = sum over the rows r of the bordered grid of
+// x[r + (kz a_h + ky) a_w + kx][ci] dy[r][co], with x bordered as forward and dy packed
+// into the same grid at offset 0 (zeros on the border rows, which so add nothing). A
+// block takes one tap row (kz, ky) and a block of CI channels: its rows are (kx, ci), one
+// warp row per kx. A step copies BK + k_w - 1 consecutive rows of x (mn-major, [r][ci])
+// and BK rows of dy ([r][co]) once; the warps of tap kx read x's fragments kx rows
+// further. The reduction over the rows is split across grid.z as the other kernels'.
 #include "conv3d_sync.h"
 
 // ---------------------------------------------------------------------------------------
@@ -254,6 +262,154 @@ VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_halo128, vx_halo_backward_data, VxHaloN12
 VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_halo64, vx_halo_backward_data, VxHaloN64<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_halo32, vx_halo_backward_data, VxHaloN32<VxTf32>)
 
+// ---------------------------------------------------------------------------------------
+// Backward weights
+
+// Rows: CI channels of each of VX_CONV_HALO_MAX_KW taps (warp row kx holds tap kx; BM is
+// CI, the width of the A tile); columns: WARPS_N warps of WN.
+template <class P, int CI, int WARPS_N_, int WN_, int MIN_BLOCKS_>
+struct VxHaloWeightsTile {
+    using Prec = P;
+    using Elem = typename P::Elem;
+    static constexpr int WARPS_M = VX_CONV_HALO_MAX_KW, WARPS_N = WARPS_N_, WM = CI, WN = WN_;
+    static constexpr int MIN_BLOCKS = MIN_BLOCKS_;
+    static constexpr int THREADS = 32 * WARPS_M * WARPS_N;
+    static constexpr int BK = VX_CONV_PIPE_STEP_BYTES / static_cast<int>(sizeof(Elem));
+    static constexpr int BM = CI, BN = WARPS_N * WN;
+    static constexpr int MT = WM / 16, NT = WN / 8;
+    static constexpr int STAGES = VX_CONV_HALO_WEIGHT_STAGES;
+    static constexpr int A_ROWS = BK + VX_CONV_HALO_WEIGHT_EXTRA_ROWS;
+    static constexpr int A_BYTES = A_ROWS * BM * static_cast<int>(sizeof(Elem));
+    static constexpr int B_BYTES = BK * BN * static_cast<int>(sizeof(Elem));
+    static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
+    template <int CHUNKS>
+    __device__ __forceinline__ static int mn_major_offset(int r, int c) {
+        return vx_swizzle<CHUNKS>(r, c);
+    }
+    static_assert(VX_CONV_HALO_WEIGHT_EXTRA_ROWS >= VX_CONV_HALO_MAX_KW - 1, "room for taps");
+    static_assert(BK == 2 * P::MMA_K && WM % 16 == 0 && WN % 16 == 0, "as VxPipeTile");
+};
+template <class P>
+using VxHaloWeights32x32 = VxHaloWeightsTile<P, 32, 1, 32, 4>;
+template <class P>
+using VxHaloWeights64x32 = VxHaloWeightsTile<P, 64, 1, 32, 4>;
+template <class P>
+using VxHaloWeights64x64 = VxHaloWeightsTile<P, 64, 2, 32, 2>;
+template <class P>
+using VxHaloWeights64x128 = VxHaloWeightsTile<P, 64, 2, 64, 1>;
+
+// Each step copies rows m0 + tap_offset .. + BK + k_w - 2 of x (channels ci0 .. ci0 + CI)
+// and rows m0 .. m0 + BK - 1 of dy (the block's columns), m0 = m_begin + step * BK.
+template <class T>
+struct VxHaloWeightsLoader {
+    using P = typename T::Prec;
+    using E = typename T::Elem;
+    static constexpr int A_CHUNKS = T::BM / P::PER_CHUNK, B_CHUNKS = T::BN / P::PER_CHUNK;
+
+    const E* x;
+    const E* dy;
+    int cin_p, cout_p, k_w;
+    unsigned rows;   // voxels of the bordered volumes
+    int tap_offset;  // the block's tap row (kz, ky) in the bordered grid
+    int ci0;
+    int m_begin, m_end;
+
+    __device__ __forceinline__ void begin() {}
+    __device__ __forceinline__ void ahead(int) {}
+
+    __device__ __forceinline__ void load(int step, unsigned char* a_tile, unsigned char* b_tile) {
+        const int m0 = m_begin + step * T::BK;
+        const int a_chunks = (T::BK + k_w - 1) * A_CHUNKS;
+        for (int i = threadIdx.x; i < a_chunks; i += T::THREADS) {
+            const int r = i / A_CHUNKS, c = i % A_CHUNKS;
+            const unsigned v = static_cast<unsigned>(m0 + tap_offset + r);
+            const int ci = ci0 + c * P::PER_CHUNK;
+            const bool ok = v < rows && ci < cin_p;
+            const E* src = x + (ok ? static_cast<size_t>(v) * cin_p + ci : 0);
+            vx_cp_async16(a_tile + T::template mn_major_offset<A_CHUNKS>(r, c), src, ok);
+        }
+        for (int i = threadIdx.x; i < T::BK * B_CHUNKS; i += T::THREADS) {
+            const int r = i / B_CHUNKS, c = i % B_CHUNKS;
+            const int m = m0 + r, co = blockIdx.y * T::BN + c * P::PER_CHUNK;
+            const bool ok = m < m_end && co < cout_p;
+            const E* src = dy + (ok ? static_cast<size_t>(m) * cout_p + co : 0);
+            vx_cp_async16(b_tile + T::template mn_major_offset<B_CHUNKS>(r, c), src, ok);
+        }
+    }
+};
+
+// grid.x runs over (tap row, channel block), channel blocks fastest; grid.y over cout;
+// grid.z over the splits of the rows.
+template <class T>
+__device__ __forceinline__ void vx_halo_backward_weights(const Conv3dParams& p,
+                                                         const typename T::Elem* x,
+                                                         const typename T::Elem* dy,
+                                                         const float*, float* dw) {
+    using P = typename T::Prec;
+    const int cin_p = vx_pad<P>(p.cin), cout_p = vx_pad<P>(p.cout);
+    const int a_h = p.out_h + p.k_h - 1, a_w = p.out_w + p.k_w - 1;
+    const int rows = p.n * (p.out_d + p.k_d - 1) * a_h * a_w;
+    const int ci_blocks = (cin_p + T::BM - 1) / T::BM;
+    const int tap_row = blockIdx.x / ci_blocks;
+    const int ci0 = (blockIdx.x - tap_row * ci_blocks) * T::BM;
+    const int kz = tap_row / p.k_h, ky = tap_row - kz * p.k_h;
+    int m_begin, m_end;
+    vx_split_range(p, blockIdx.z, rows, m_begin, m_end);
+    VxHaloWeightsLoader<T> ld{x,    dy,  cin_p,   cout_p, p.k_w, static_cast<unsigned>(rows),
+                              (kz * a_h + ky) * a_w, ci0, m_begin, m_end};
+    VxPipeAcc<T> acc = {};
+    const int k_w = p.k_w;
+    vx_sync_ring<T>(ld, (m_end - m_begin + T::BK - 1) / T::BK, [&](const unsigned char* stage) {
+        using Frags = VxMnMajorFrags<T>;
+        const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+        const int kx = warp / T::WARPS_N, n0 = (warp % T::WARPS_N) * T::WN;
+        if (kx >= k_w) return;
+#pragma unroll
+        for (int ks = 0; ks < 2; ++ks) {
+            unsigned a[T::MT][4], b[T::NT / 2][4];
+#pragma unroll
+            for (int i = 0; i < T::MT; ++i) Frags::a(a[i], stage, 16 * i, ks, lane, kx);
+#pragma unroll
+            for (int j = 0; j < T::NT / 2; ++j)
+                Frags::b(b[j], stage + T::A_BYTES, n0 + 16 * j, ks, lane);
+#pragma unroll
+            for (int i = 0; i < T::MT; ++i)
+#pragma unroll
+                for (int j = 0; j < T::NT; ++j) {
+                    const unsigned bj[2] = {b[j / 2][2 * (j % 2)], b[j / 2][2 * (j % 2) + 1]};
+                    P::mma(acc[i][j], a[i], bj);
+                }
+        }
+    });
+    const int taps = p.k_d * p.k_h * p.k_w;
+    // Every local row passes the store's row test; out_row maps (kx, ci) to dw's rows.
+    vx_pipe_store<T>(
+        acc, (gridDim.x + T::WARPS_M) * T::BM, p.cout,
+        [&](int local, int) {
+            const int kx = local / T::BM, ci = ci0 + local - kx * T::BM;
+            if (kx >= p.k_w || ci >= p.cin) return -1;
+            return (tap_row * p.k_w + kx) * p.cin + ci;
+        },
+        nullptr, dw + static_cast<size_t>(blockIdx.z) * taps * p.cin * p.cout);
+}
+
+VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_halo32x32, vx_halo_backward_weights,
+                  VxHaloWeights32x32<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_halo64x32, vx_halo_backward_weights,
+                  VxHaloWeights64x32<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_halo64x64, vx_halo_backward_weights,
+                  VxHaloWeights64x64<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_halo64x128, vx_halo_backward_weights,
+                  VxHaloWeights64x128<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_weight_tf32_halo32x32, vx_halo_backward_weights,
+                  VxHaloWeights32x32<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_bwd_weight_tf32_halo64x32, vx_halo_backward_weights,
+                  VxHaloWeights64x32<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_bwd_weight_tf32_halo64x64, vx_halo_backward_weights,
+                  VxHaloWeights64x64<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_bwd_weight_tf32_halo64x128, vx_halo_backward_weights,
+                  VxHaloWeights64x128<VxTf32>)
+
 #ifndef __CUDACC__
 // The harness entry for every conv kernel of this file, by name, on packed operands (as
 // emu_conv3d_pipe).
@@ -266,6 +422,10 @@ extern "C" int emu_conv3d_halo(const char* name, const EmuDims* d, const Conv3dP
         {"conv3d_bwd_data_bf16_halo128", conv3d_bwd_data_bf16_halo128},
         {"conv3d_bwd_data_bf16_halo64", conv3d_bwd_data_bf16_halo64},
         {"conv3d_bwd_data_bf16_halo32", conv3d_bwd_data_bf16_halo32},
+        {"conv3d_bwd_weight_bf16_halo32x32", conv3d_bwd_weight_bf16_halo32x32},
+        {"conv3d_bwd_weight_bf16_halo64x32", conv3d_bwd_weight_bf16_halo64x32},
+        {"conv3d_bwd_weight_bf16_halo64x64", conv3d_bwd_weight_bf16_halo64x64},
+        {"conv3d_bwd_weight_bf16_halo64x128", conv3d_bwd_weight_bf16_halo64x128},
     };
     static const VxEmuConv<unsigned> tf32[] = {
         {"conv3d_fwd_tf32_halo128", conv3d_fwd_tf32_halo128},
@@ -274,6 +434,10 @@ extern "C" int emu_conv3d_halo(const char* name, const EmuDims* d, const Conv3dP
         {"conv3d_bwd_data_tf32_halo128", conv3d_bwd_data_tf32_halo128},
         {"conv3d_bwd_data_tf32_halo64", conv3d_bwd_data_tf32_halo64},
         {"conv3d_bwd_data_tf32_halo32", conv3d_bwd_data_tf32_halo32},
+        {"conv3d_bwd_weight_tf32_halo32x32", conv3d_bwd_weight_tf32_halo32x32},
+        {"conv3d_bwd_weight_tf32_halo64x32", conv3d_bwd_weight_tf32_halo64x32},
+        {"conv3d_bwd_weight_tf32_halo64x64", conv3d_bwd_weight_tf32_halo64x64},
+        {"conv3d_bwd_weight_tf32_halo64x128", conv3d_bwd_weight_tf32_halo64x128},
     };
     const int r = vx_emu_conv(bf16, name, d, p, a, b, bias, out);
     return r != -2 ? r : vx_emu_conv(tf32, name, d, p, a, b, bias, out);

@@ -96,7 +96,8 @@ struct VxKMajorFrags {
 };
 
 // Fragments of tiles stored [k][row] (mn-major: BM and BN elements per row) for mma k
-// step `ks` (rows ks * MMA_K ..), in the same register order as VxKMajorFrags.
+// step `ks` (rows ks * MMA_K ..), in the same register order as VxKMajorFrags; A's k rows
+// may start `k_shift` rows further (the halo kernels' taps along w).
 template <class T>
 struct VxMnMajorFrags {
     using P = typename T::Prec;
@@ -110,8 +111,8 @@ struct VxMnMajorFrags {
     }
 
     __device__ __forceinline__ static void a(unsigned (&f)[4], const unsigned char* tile,
-                                             int m0, int ks, int lane) {
-        const int kk = ks * P::MMA_K;
+                                             int m0, int ks, int lane, int k_shift = 0) {
+        const int kk = ks * P::MMA_K + k_shift;
         if constexpr (P::PER_CHUNK == 8) {
             const int q = lane >> 3;
             vx_ldmatrix<4, true>(

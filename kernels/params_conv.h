@@ -48,6 +48,12 @@ constexpr int VX_CONV_HALO_MAX_KW = 3;
 constexpr int VX_CONV_HALO_STAGES_N128 = 3;
 constexpr int VX_CONV_HALO_STAGES_N64 = 4;
 constexpr int VX_CONV_HALO_STAGES_N32 = 4;
+// Backward weights on the halo (conv3d_halo.cu): a block's rows are the channels
+// VX_CONV_HALO_MAX_KW taps along w, one warp row per tap; its A tile holds the step's
+// reduction rows (64 bytes of elements: 32 bf16 or 16 tf32 voxels) and
+// VX_CONV_HALO_WEIGHT_EXTRA_ROWS more; a ring of VX_CONV_HALO_WEIGHT_STAGES stages.
+constexpr int VX_CONV_HALO_WEIGHT_EXTRA_ROWS = 8;
+constexpr int VX_CONV_HALO_WEIGHT_STAGES = 4;
 // The tensor-core convolutions' operand packing (conv3d_pipe.cu): f32 source [a][b][c] to
 // bf16 or tf32, the padded dimension rounded up with zeros to whole 16-byte chunks (a
 // multiple of 8 bf16 or 4 tf32).

@@ -15,10 +15,9 @@
 # wgmma kernels on (VOXSEG_WGMMA=1), "+mma" off, "+percall" packs the tensor-core operands
 # on every call (VOXSEG_PACK_CACHE=off), "+pairs" puts full grids of 64 columns on the
 # pair of wgmma blocks per SM (VOXSEG_WGMMA_PAIRS=1), "+l1" runs the build variant whose
-# activation gathers go through L1 (VOXSEG_GATHER_L1=1), "+halo" runs stride-1 forward and
-# backward data on the halo kernels where the plan allows (VOXSEG_CONV_HALO=1), e.g.
-# "bf16+mma+percall:conv" into
-# ours_bf16_mma_percall.jsonl.
+# activation gathers go through L1 (VOXSEG_GATHER_L1=1), "+halo" runs stride-1 passes on
+# the halo kernels where the plan allows (VOXSEG_CONV_HALO=1), e.g. "bf16+mma+percall:conv"
+# into ours_bf16_mma_percall.jsonl.
 #   OURS="bf16:conv bf16+wgmma:conv" REF_PRECISIONS=bf16 REF_CASES=conv scripts/gpu-session.sh
 set -u
 # The bundle travels packed (scripts/gpu-bundle.sh).

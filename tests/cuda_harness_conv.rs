@@ -190,6 +190,11 @@ fn tile_constants_match_params_conv_h() {
         ("VX_CONV_HALO_STAGES_N128", CONV_HALO_STAGES_N128),
         ("VX_CONV_HALO_STAGES_N64", CONV_HALO_STAGES_N64),
         ("VX_CONV_HALO_STAGES_N32", CONV_HALO_STAGES_N32),
+        (
+            "VX_CONV_HALO_WEIGHT_EXTRA_ROWS",
+            CONV_HALO_WEIGHT_EXTRA_ROWS,
+        ),
+        ("VX_CONV_HALO_WEIGHT_STAGES", CONV_HALO_WEIGHT_STAGES),
     ] {
         assert_eq!(emu::launch_constant(name), Some(value), "{name}");
     }
@@ -906,9 +911,9 @@ fn bf16_kernels_on_padded_channels_every_kernel_shape_and_tile() {
     );
 }
 
-/// The halo kernels (kernels/conv3d_halo.cu) on every tile and both passes they run:
-/// 'same' and 'valid' windows, anisotropic and even kernels (k_w of 1, 2 and 3), channel
-/// counts that end a step part way, batches whose blocks end inside a sample.
+/// The halo kernels (kernels/conv3d_halo.cu) on every tile of every pass: 'same' and
+/// 'valid' windows, anisotropic and even kernels (k_w of 1, 2 and 3), channel counts that
+/// end a step or a channel block part way, batches whose blocks end inside a sample.
 fn halo_kernels_on_every_tile(precision: ConvPrecision, rng: &mut Rng) {
     let cases = [
         // 12 -> 36: 64 columns forward, 32 in backward data; one plane per sample.
@@ -936,20 +941,49 @@ fn halo_kernels_on_every_tile(precision: ConvPrecision, rng: &mut Rng) {
             );
             ran_tiles.insert((pass, ran.kernel.tile));
         }
-        let weights = ConvPlan::new(g, ConvPass::BackwardWeight, precision, target).unwrap();
+    }
+    // Backward weights reduces over the whole bordered volumes, so its cases keep the
+    // borders small with windows of 1 along some axes.
+    let weight_cases = [
+        // 1x1x3, 40 -> 36: 64 channels per tap, 64 columns.
+        conv([2, 2, 3, 12, 40], [1, 1, 3, 40, 36], 1, Padding::Same),
+        // 1x3x3 'valid', 16 -> 20: 32 x 32, a split reduction.
+        conv([1, 1, 24, 24, 16], [1, 3, 3, 16, 20], 1, Padding::Valid),
+        // 72 -> 128: two channel blocks, the second part zeros; 128 columns.
+        conv([1, 1, 22, 22, 72], [1, 3, 3, 72, 128], 1, Padding::Same),
+        // 48 -> 24: 64 channels per tap into 32 columns.
+        conv([1, 2, 4, 12, 48], [1, 1, 3, 48, 24], 1, Padding::Same),
+        // 1x1x2 'same': two taps along w, the third warp row idle.
+        conv([1, 2, 3, 15, 8], [1, 1, 2, 8, 16], 1, Padding::Same),
+        // 3x1x3: tap rows along d.
+        conv([1, 22, 1, 22, 8], [3, 1, 3, 8, 8], 1, Padding::Same),
+    ];
+    let mut ran_splits = false;
+    for g in &weight_cases {
+        let ran = check_pass(g, ConvPass::BackwardWeight, precision, target, rng);
+        assert!(ran.kernel.tile.is_halo(), "{g:?} ran {:?}", ran.kernel);
+        ran_splits |= ran.splits > 1;
+        ran_tiles.insert((ConvPass::BackwardWeight, ran.kernel.tile));
+    }
+    let expected = [
+        (ConvPass::Forward, ConvTile::HaloN32),
+        (ConvPass::Forward, ConvTile::HaloN64),
+        (ConvPass::Forward, ConvTile::HaloN128),
+        (ConvPass::BackwardData, ConvTile::HaloN32),
+        (ConvPass::BackwardData, ConvTile::HaloN64),
+        (ConvPass::BackwardData, ConvTile::HaloN128),
+        (ConvPass::BackwardWeight, ConvTile::HaloWeight32x32),
+        (ConvPass::BackwardWeight, ConvTile::HaloWeight64x32),
+        (ConvPass::BackwardWeight, ConvTile::HaloWeight64x64),
+        (ConvPass::BackwardWeight, ConvTile::HaloWeight64x128),
+    ];
+    for (pass, tile) in expected {
         assert!(
-            !weights.kernel.tile.is_halo(),
-            "backward weights have no halo kernel"
+            ran_tiles.contains(&(pass, tile)),
+            "{precision} {pass:?} {tile:?} not exercised"
         );
     }
-    for pass in [ConvPass::Forward, ConvPass::BackwardData] {
-        for tile in [ConvTile::HaloN32, ConvTile::HaloN64, ConvTile::HaloN128] {
-            assert!(
-                ran_tiles.contains(&(pass, tile)),
-                "{precision} {pass:?} {tile:?} not exercised"
-            );
-        }
-    }
+    assert!(ran_splits, "no split backward-weights reduction");
 }
 
 #[test]

@@ -40,9 +40,9 @@ pub const WGMMA_PAIRS_ENV: &str = "VOXSEG_WGMMA_PAIRS";
 /// `vx_cp_async16_activation`); off unless set, as it is not yet measured.
 pub const GATHER_L1_ENV: &str = "VOXSEG_GATHER_L1";
 
-/// The environment variable that runs stride-1 forward and backward-data passes on the halo
-/// kernels (`1` or `on`; kernels/conv3d_halo.cu) where the plan allows; off unless set, as
-/// they are not yet measured.
+/// The environment variable that runs stride-1 convolution passes on the halo kernels (`1`
+/// or `on`; kernels/conv3d_halo.cu) where the plan allows; off unless set, as they are not
+/// yet measured.
 pub const HALO_ENV: &str = "VOXSEG_CONV_HALO";
 
 /// The environment variable that turns keeping operand packs off (`0` or `off`).
@@ -351,13 +351,13 @@ impl Cuda {
         self.update_conv_settings(|s| s.gather_l1 = on);
     }
 
-    /// Whether stride-1 forward and backward-data passes run on the halo kernels where the
+    /// Whether stride-1 convolution passes run on the halo kernels where the
     /// plan allows: what `set_halo` set, else `VOXSEG_CONV_HALO` (off unless `1` or `on`).
     pub fn halo(&self) -> Result<bool> {
         Ok(self.conv_settings()?.halo)
     }
 
-    /// Runs stride-1 forward and backward-data passes on the halo kernels (where the plan
+    /// Runs stride-1 convolution passes on the halo kernels (where the plan
     /// allows) or not, whatever `VOXSEG_CONV_HALO` says.
     pub fn set_halo(&self, on: bool) {
         self.update_conv_settings(|s| s.halo = on);

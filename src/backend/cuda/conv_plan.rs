@@ -18,9 +18,10 @@
 //!   TF32 or into 32 columns (wgmma reads its mn-major tiles only in 16-bit types and
 //!   blocks of 64).
 //! - Halo (`ConvTarget::halo`, not yet measured on a GPU, so off unless asked for): a
-//!   stride-1 forward or backward-data pass whose plan is mma.sync and whose grid fills the
-//!   device runs the kernels of kernels/conv3d_halo.cu instead, which copy each tap row's
-//!   input window once for the taps along w, from an operand packed with zero borders.
+//!   stride-1 pass whose plan is mma.sync runs the kernels of kernels/conv3d_halo.cu
+//!   instead, which copy each tap row's input window once for the taps along w, from
+//!   operands packed with zero borders: forward and backward data where the grid fills
+//!   the device, backward weights (k_w of 2 or 3) split as the others.
 //! - Backward data runs one launch over all stride phases (grid.z), each phase a GEMM over
 //!   only the taps that reach its voxels.
 //! - Splits: when the tiles alone give fewer blocks than the device wants, the reduction is
@@ -80,6 +81,11 @@ pub const CONV_HALO_MAX_KW: u32 = 3;
 pub const CONV_HALO_STAGES_N128: u32 = 3;
 pub const CONV_HALO_STAGES_N64: u32 = 4;
 pub const CONV_HALO_STAGES_N32: u32 = 4;
+/// Rows of a backward-weights halo kernel's A tile past its step's rows
+/// (`VX_CONV_HALO_WEIGHT_EXTRA_ROWS`), and stages of its ring
+/// (`VX_CONV_HALO_WEIGHT_STAGES`).
+pub const CONV_HALO_WEIGHT_EXTRA_ROWS: u32 = 8;
+pub const CONV_HALO_WEIGHT_STAGES: u32 = 4;
 /// Dynamic shared memory of the wgmma probes (kernels/conv3d_wgmma.cu): the alignment
 /// slack and one stage of the widest tile (128 + 128 rows of 128 bytes).
 pub const WGMMA_PROBE_SHARED_BYTES: u32 =
@@ -217,6 +223,14 @@ pub enum ConvTile {
     HaloN64,
     /// The same, 128 x 32.
     HaloN32,
+    /// Backward weights on the halo: 32 channels of each of 3 taps along w, 32 columns.
+    HaloWeight32x32,
+    /// 64 channels of each of 3 taps along w, 32 columns.
+    HaloWeight64x32,
+    /// 64 channels of each of 3 taps along w, 64 columns.
+    HaloWeight64x64,
+    /// 64 channels of each of 3 taps along w, 128 columns.
+    HaloWeight64x128,
 }
 
 impl ConvTile {
@@ -230,7 +244,16 @@ impl ConvTile {
 
     /// A halo tile (kernels/conv3d_halo.cu).
     pub fn is_halo(self) -> bool {
-        matches!(self, Self::HaloN128 | Self::HaloN64 | Self::HaloN32)
+        matches!(
+            self,
+            Self::HaloN128
+                | Self::HaloN64
+                | Self::HaloN32
+                | Self::HaloWeight32x32
+                | Self::HaloWeight64x32
+                | Self::HaloWeight64x64
+                | Self::HaloWeight64x128
+        )
     }
 }
 
@@ -254,10 +277,11 @@ impl ConvKernel {
     }
 
     /// (rows, columns, K step) of the kernel's tile; the tensor cores' K step is 64 bytes
-    /// of packed elements.
+    /// of packed elements. A backward-weights halo tile's rows are its channels per tap.
     pub fn shape(&self) -> (u32, u32, u32) {
         let bytes = self.precision.packed_bytes().unwrap_or(4) as u32;
         let tc = |bn: u32| (CONV_TC_BM, bn, CONV_PIPE_STEP_BYTES / bytes);
+        let halo_weight = |ci: u32, bn: u32| (ci, bn, CONV_PIPE_STEP_BYTES / bytes);
         let wg = |bn: u32| (CONV_TC_BM, bn, CONV_WGMMA_STEP_BYTES / bytes);
         match self.tile {
             ConvTile::Wide => (CONV_SIMT_BM, CONV_WIDE_BN, CONV_WIDE_BK),
@@ -269,6 +293,10 @@ impl ConvKernel {
             ConvTile::WgN128 => wg(128),
             ConvTile::WgN64 | ConvTile::WgN64Pair => wg(64),
             ConvTile::WgN32 => wg(32),
+            ConvTile::HaloWeight32x32 => halo_weight(32, 32),
+            ConvTile::HaloWeight64x32 => halo_weight(64, 32),
+            ConvTile::HaloWeight64x64 => halo_weight(64, 64),
+            ConvTile::HaloWeight64x128 => halo_weight(64, 128),
         }
     }
 
@@ -281,6 +309,8 @@ impl ConvKernel {
                 ConvTile::TcN32,
             ) => CONV_PIPE_NARROW_THREADS,
             (_, _, tile) if tile.is_wgmma() => CONV_WGMMA_THREADS,
+            (_, _, ConvTile::HaloWeight32x32 | ConvTile::HaloWeight64x32) => 3 * 32,
+            (_, _, ConvTile::HaloWeight64x64 | ConvTile::HaloWeight64x128) => 3 * 64,
             _ => CONV_THREADS,
         }
     }
@@ -294,6 +324,9 @@ impl ConvKernel {
             ConvTile::WgN128 | ConvTile::WgN64 => CONV_WGMMA_THREADS,
             ConvTile::HaloN128 | ConvTile::HaloN64 => 2 * CONV_THREADS,
             ConvTile::HaloN32 => 3 * CONV_THREADS,
+            // As many blocks as their registers allow (ptxas, sm_90).
+            ConvTile::HaloWeight64x32 | ConvTile::HaloWeight64x64 => 384,
+            ConvTile::HaloWeight64x128 => 192,
             _ => 4 * CONV_THREADS,
         }
     }
@@ -323,6 +356,11 @@ impl ConvKernel {
                     _ => CONV_HALO_STAGES_N32,
                 };
                 stages * (CONV_HALO_ROWS + CONV_HALO_MAX_KW * bn) * CONV_PIPE_STEP_BYTES
+            }
+            (precision, tile) if tile.is_halo() => {
+                let bytes = precision.packed_bytes().unwrap_or(4) as u32;
+                let a = (CONV_PIPE_STEP_BYTES + CONV_HALO_WEIGHT_EXTRA_ROWS * bytes) * bm;
+                CONV_HALO_WEIGHT_STAGES * (a + CONV_PIPE_STEP_BYTES * bn)
             }
             _ => CONV_PIPE_STAGES * (bm + bn) * CONV_PIPE_STEP_BYTES,
         }
@@ -392,6 +430,14 @@ impl ConvKernel {
             (BackwardData, Tf32, HaloN128) => "conv3d_bwd_data_tf32_halo128",
             (BackwardData, Tf32, HaloN64) => "conv3d_bwd_data_tf32_halo64",
             (BackwardData, Tf32, HaloN32) => "conv3d_bwd_data_tf32_halo32",
+            (BackwardWeight, Bf16, HaloWeight32x32) => "conv3d_bwd_weight_bf16_halo32x32",
+            (BackwardWeight, Bf16, HaloWeight64x32) => "conv3d_bwd_weight_bf16_halo64x32",
+            (BackwardWeight, Bf16, HaloWeight64x64) => "conv3d_bwd_weight_bf16_halo64x64",
+            (BackwardWeight, Bf16, HaloWeight64x128) => "conv3d_bwd_weight_bf16_halo64x128",
+            (BackwardWeight, Tf32, HaloWeight32x32) => "conv3d_bwd_weight_tf32_halo32x32",
+            (BackwardWeight, Tf32, HaloWeight64x32) => "conv3d_bwd_weight_tf32_halo64x32",
+            (BackwardWeight, Tf32, HaloWeight64x64) => "conv3d_bwd_weight_tf32_halo64x64",
+            (BackwardWeight, Tf32, HaloWeight64x128) => "conv3d_bwd_weight_tf32_halo64x128",
             _ => return None,
         })
     }
@@ -626,8 +672,8 @@ pub struct ConvTarget {
     /// 64-column results on grids of at least one tile per SM run the wgmma pair
     /// (`ConvTile::WgN64Pair`) instead of mma.sync.
     pub wgmma_pairs: bool,
-    /// Stride-1 forward and backward-data passes that would run on mma.sync run the halo
-    /// kernels (kernels/conv3d_halo.cu) where their grid fills the device.
+    /// Stride-1 passes that would run on mma.sync run the halo kernels
+    /// (kernels/conv3d_halo.cu) where the plan allows (`ConvPlan::halo`).
     pub halo: bool,
 }
 
@@ -712,6 +758,29 @@ fn gemm(p: &Conv3dParams, pass: ConvPass, multiple: u64) -> Gemm {
     }
 }
 
+/// (splits, elements per split) of a reduction of `depth` in steps of `bk` for `tiles`
+/// tiles of `kernel`: split only when the tiles fill less than half the device (a split
+/// writes every result once per slice and costs a sum, which a full wave does not repay),
+/// into slices of at least `MIN_STEPS_PER_SPLIT` steps.
+fn split_reduction(
+    kernel: &ConvKernel,
+    target_blocks: u32,
+    tiles: u64,
+    depth: u64,
+    bk: u64,
+    max_splits: u64,
+) -> (u64, u64) {
+    // `target_blocks` counts 4 blocks of CONV_THREADS per SM; a kernel fills an SM with
+    // as many of its own blocks as the SM holds at once.
+    let wanted_blocks = target_blocks as u64 * kernel.resident_threads_per_sm() as u64
+        / (4 * kernel.threads()) as u64;
+    let steps = depth.div_ceil(bk);
+    let useful = (steps / MIN_STEPS_PER_SPLIT).max(1);
+    let splits = (wanted_blocks / tiles).min(useful).clamp(1, max_splits);
+    let split_len = steps.div_ceil(splits) * bk;
+    (depth.div_ceil(split_len).max(1), split_len)
+}
+
 /// Elements of a pass's result (y, dx or dw).
 fn result_len(p: &Conv3dParams, pass: ConvPass) -> usize {
     match pass {
@@ -738,16 +807,16 @@ fn tc_tile(cols: u64) -> ConvTile {
 /// A bordered into volumes of `result + k - 1` voxels per axis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct HaloGeometry {
-    /// Voxels of the result (y, or dx) per axis.
+    /// Voxels of the result (y, or dx; y for backward weights) per axis.
     result: [i32; 3],
-    /// Where A (x, or dy) sits in its bordered volumes.
+    /// Where A (x, or dy in backward data) sits in its bordered volumes.
     border: ConvBorder,
 }
 
 impl HaloGeometry {
-    /// None where the halo kernels do not run the pass: backward weights, a stride other
-    /// than 1, kernels wider than `CONV_HALO_MAX_KW` along w, or volumes past 32-bit
-    /// row indices.
+    /// None where the halo kernels do not run the pass: a stride other than 1, kernels
+    /// wider than `CONV_HALO_MAX_KW` along w (or narrower than 2 in backward weights, whose
+    /// halo kernels have a warp row per tap), or volumes past 32-bit row indices.
     fn new(p: &Conv3dParams, pass: ConvPass) -> Option<Self> {
         let k = [p.k_d, p.k_h, p.k_w];
         let pad = [p.pad_d, p.pad_h, p.pad_w];
@@ -759,7 +828,8 @@ impl HaloGeometry {
         let (result, source, before) = match pass {
             ConvPass::Forward => (output, input, pad),
             ConvPass::BackwardData => (input, output, [0, 1, 2].map(|i| k[i] - 1 - pad[i])),
-            ConvPass::BackwardWeight => return None,
+            ConvPass::BackwardWeight if p.k_w < 2 => return None,
+            ConvPass::BackwardWeight => (output, input, pad),
         };
         let dims = [0, 1, 2].map(|i| result[i] + k[i] - 1);
         let rows = dims.iter().fold(p.n as u64, |acc, &v| acc * v as u64);
@@ -780,11 +850,34 @@ impl HaloGeometry {
         self.result[0] as u64 * h as u64 * w as u64
     }
 
-    /// Rows computed per result voxel: the border columns and rows of each plane are
-    /// computed and dropped.
-    fn overhead(&self) -> f64 {
-        let [_, h, w] = self.border.dims;
-        (h as f64 * w as f64) / (self.result[1] as f64 * self.result[2] as f64)
+    /// Rows computed per result voxel: forward and backward data compute and drop the
+    /// border columns and rows of each plane; backward weights reduces over the whole
+    /// bordered volumes.
+    fn overhead(&self, pass: ConvPass) -> f64 {
+        let [d, h, w] = self.border.dims.map(|v| v as f64);
+        let [rd, rh, rw] = self.result.map(|v| v as f64);
+        match pass {
+            ConvPass::BackwardWeight => (d * h * w) / (rd * rh * rw),
+            _ => (h * w) / (rh * rw),
+        }
+    }
+
+    /// Backward weights' dy in the bordered grid: the result's voxels at offset 0, zeros on
+    /// the border rows.
+    fn result_border(&self) -> ConvBorder {
+        ConvBorder {
+            source: self.result,
+            before: [0; 3],
+            ..self.border
+        }
+    }
+
+    /// Rows of all the bordered volumes.
+    fn rows(&self) -> u64 {
+        self.border
+            .dims
+            .iter()
+            .fold(self.border.n as u64, |acc, &v| acc * v as u64)
     }
 }
 
@@ -806,10 +899,11 @@ fn packs(
     let dy = [g.n * g.output_voxels(), 1, g.cout];
     let w = [g.kernel_volume(), g.cin, g.cout];
     let activation = halo.map_or(Rows, |h| Bordered(h.border));
+    let result = halo.map_or(Rows, |h| Bordered(h.result_border()));
     let [(ka, a), (kb, b)] = match pass {
         ConvPass::Forward => [(activation, x), (Transposed, w)],
         ConvPass::BackwardData => [(activation, dy), (Rows, w)],
-        ConvPass::BackwardWeight => [(Rows, x), (Rows, dy)],
+        ConvPass::BackwardWeight => [(activation, x), (result, dy)],
     };
     Ok([
         ConvPack::new(ka, precision, a, target_blocks)?,
@@ -873,19 +967,10 @@ impl ConvPlan {
         };
         let (bm, bn, bk) = kernel.shape();
         let (bm, bn, bk) = (bm as u64, bn as u64, bk as u64);
-        // `target_blocks` counts 4 blocks of CONV_THREADS per SM; a kernel fills an SM with
-        // as many of its own blocks as the SM holds at once.
-        let wanted_blocks = target_blocks as u64 * kernel.resident_threads_per_sm() as u64
-            / (4 * kernel.threads()) as u64;
         let tiles = gm.rows.div_ceil(bm) * gm.cols.div_ceil(bn) * gm.layers;
-        let steps = gm.depth.div_ceil(bk);
-        let useful = (steps / MIN_STEPS_PER_SPLIT).max(1);
         let max_splits = (MAX_GRID_YZ / gm.layers).max(1);
-        // Split only when the tiles fill less than half the device: a split writes every
-        // result once per slice and costs a sum, which a full wave does not repay.
-        let splits = (wanted_blocks / tiles).min(useful).clamp(1, max_splits);
-        let split_len = steps.div_ceil(splits) * bk;
-        let splits = gm.depth.div_ceil(split_len).max(1);
+        let (splits, split_len) =
+            split_reduction(&kernel, target_blocks, tiles, gm.depth, bk, max_splits);
         let grid = [
             gm.rows.div_ceil(bm),
             gm.cols.div_ceil(bn),
@@ -919,8 +1004,9 @@ impl ConvPlan {
 
     /// The halo plan of a pass that would run on the mma.sync `tile`, where the target asks
     /// for the halo kernels, they run the pass (`HaloGeometry::new`) at most
-    /// `HALO_MAX_OVERHEAD` extra rows, and its grid fills the device's resident blocks
-    /// without a split (the halo kernels have none).
+    /// `HALO_MAX_OVERHEAD` extra rows, and, for forward and backward data, its grid fills
+    /// the device's resident blocks without a split (those kernels have none; backward
+    /// weights splits its reduction as the other kernels do).
     fn halo(
         g: &ConvGeometry,
         p: &Conv3dParams,
@@ -929,13 +1015,21 @@ impl ConvPlan {
         tile: ConvTile,
         target: ConvTarget,
     ) -> Result<Option<Self>> {
-        let tile = match tile {
-            ConvTile::TcN128 => ConvTile::HaloN128,
-            ConvTile::TcN64 => ConvTile::HaloN64,
-            ConvTile::TcN32 => ConvTile::HaloN32,
+        let multiple = precision.channel_multiple() as u64;
+        let gm = gemm(p, pass, multiple);
+        let tile = match (pass, tile) {
+            (ConvPass::BackwardWeight, ConvTile::TcN32) if p.cin as u64 <= 32 => {
+                ConvTile::HaloWeight32x32
+            }
+            (ConvPass::BackwardWeight, ConvTile::TcN32) => ConvTile::HaloWeight64x32,
+            (ConvPass::BackwardWeight, ConvTile::TcN64) => ConvTile::HaloWeight64x64,
+            (ConvPass::BackwardWeight, ConvTile::TcN128) => ConvTile::HaloWeight64x128,
+            (_, ConvTile::TcN128) => ConvTile::HaloN128,
+            (_, ConvTile::TcN64) => ConvTile::HaloN64,
+            (_, ConvTile::TcN32) => ConvTile::HaloN32,
             _ => return Ok(None),
         };
-        let halo = HaloGeometry::new(p, pass).filter(|h| h.overhead() <= HALO_MAX_OVERHEAD);
+        let halo = HaloGeometry::new(p, pass).filter(|h| h.overhead(pass) <= HALO_MAX_OVERHEAD);
         let (true, Some(halo)) = (target.halo, halo) else {
             return Ok(None);
         };
@@ -944,22 +1038,42 @@ impl ConvPlan {
             precision,
             tile,
         };
-        let (bm, bn, _) = kernel.shape();
-        let gm = gemm(p, pass, precision.channel_multiple() as u64);
-        let grid = [
-            p.n as u64 * halo.rows_per_sample().div_ceil(bm as u64),
-            gm.cols.div_ceil(bn as u64),
-            1,
-        ];
-        let resident = (target.sms() * kernel.resident_threads_per_sm() / kernel.threads()) as u64;
-        if grid[0] * grid[1] < resident || grid[1] > MAX_GRID_YZ {
+        let (bm, bn, bk) = kernel.shape();
+        let (bm, bn, bk) = (bm as u64, bn as u64, bk as u64);
+        let (grid, splits, split_len) = if pass == ConvPass::BackwardWeight {
+            let tap_rows = p.k_d as u64 * p.k_h as u64;
+            let tiles = tap_rows * (p.cin as u64).next_multiple_of(multiple).div_ceil(bm);
+            let tiles = [tiles, gm.cols.div_ceil(bn)];
+            let (splits, split_len) = split_reduction(
+                &kernel,
+                target.blocks,
+                tiles[0] * tiles[1],
+                halo.rows(),
+                bk,
+                MAX_GRID_YZ,
+            );
+            ([tiles[0], tiles[1], splits], splits, split_len)
+        } else {
+            let grid = [
+                p.n as u64 * halo.rows_per_sample().div_ceil(bm),
+                gm.cols.div_ceil(bn),
+                1,
+            ];
+            let resident =
+                (target.sms() * kernel.resident_threads_per_sm() / kernel.threads()) as u64;
+            if grid[0] * grid[1] < resident {
+                return Ok(None);
+            }
+            (grid, 1, gm.depth)
+        };
+        if grid[0] > i32::MAX as u64 || grid[1] > MAX_GRID_YZ || grid[2] > MAX_GRID_YZ {
             return Ok(None);
         }
         Ok(Some(Self {
             kernel,
             params: Conv3dParams {
-                splits: 1,
-                split_len: gm.depth as i32,
+                splits: splits as i32,
+                split_len: split_len as i32,
                 ..*p
             },
             dims: LaunchDims {
@@ -1045,8 +1159,22 @@ mod tests {
             assert_eq!(a.packed_len(), 2 * 66 * 66 * 66 * 64);
             assert_eq!(a.name(), "conv3d_pack_bordered_bf16");
         }
-        assert_eq!(tile(&g, BackwardWeight, halo), ConvTile::TcN64);
         assert_eq!(tile(&g, Forward, ConvTarget::new(H100)), ConvTile::TcN64);
+        // Backward weights: one block per tap row (kz, ky) and channel block, the
+        // reduction over both samples' bordered volumes split across grid.z; dy packed into
+        // the same grid at offset 0.
+        let plan = ConvPlan::new(&g, BackwardWeight, bf16, halo).unwrap();
+        assert_eq!(plan.kernel.tile, ConvTile::HaloWeight64x64);
+        assert_eq!(plan.dims.grid[..2], [9, 1]);
+        assert!(plan.splits() > 1);
+        let rows = 2 * 66 * 66 * 66;
+        assert!(plan.params.split_len as usize * plan.splits() >= rows);
+        let [x, dy] = plan.packs.unwrap();
+        assert_eq!(x.packed_len(), rows * 64);
+        let ConvPackKind::Bordered(border) = dy.kind else {
+            panic!("{:?}", dy.kind)
+        };
+        assert_eq!((border.before, border.dims), ([0; 3], [66; 3]));
         // Where wgmma runs (128 columns), it stays; where mma.sync would, the halo runs.
         let wide = conv([2, 32, 32, 32, 128], [3, 3, 3, 128, 128], 1);
         assert_eq!(
@@ -1059,6 +1187,23 @@ mod tests {
             tile(&g32, Forward, halo.with_wgmma(true)),
             ConvTile::HaloN32
         );
+        assert_eq!(tile(&g32, BackwardWeight, halo), ConvTile::HaloWeight32x32);
+        let g64_32 = conv([2, 128, 128, 128, 64], [3, 3, 3, 64, 32], 1);
+        assert_eq!(
+            tile(&g64_32, BackwardWeight, halo),
+            ConvTile::HaloWeight64x32
+        );
+        // 32^3 with a 3^3 window: the bordered volume is 1.1995 times the result's.
+        assert_eq!(
+            tile(&wide, BackwardWeight, halo),
+            ConvTile::HaloWeight64x128
+        );
+        assert_eq!(
+            tile(&wide, BackwardWeight, halo.with_wgmma(true)),
+            ConvTile::WgN128
+        );
+        let head = conv([2, 64, 64, 64, 32], [1, 1, 1, 32, 3], 1);
+        assert_eq!(tile(&head, BackwardWeight, halo), ConvTile::TcN32);
         // Not: strides, kernels wider than 3 along w, planes whose borders cost over 20%
         // (16 x 16), grids short of the device's resident blocks.
         let strided = conv([2, 64, 64, 64, 32], [3, 3, 3, 32, 64], 2);
