@@ -79,27 +79,16 @@ VX_CONV_BORDER_PACK(conv3d_pack_bordered_tf32, VxTf32)
 // Tiles
 
 template <class P, int WARPS_M_, int WARPS_N_, int WM_, int WN_, int STAGES_, int MIN_BLOCKS_>
-struct VxHaloTile {
-    using Prec = P;
-    using Elem = typename P::Elem;
-    static constexpr int WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, WM = WM_, WN = WN_;
-    static constexpr int MIN_BLOCKS = MIN_BLOCKS_;
-    static constexpr int THREADS = 32 * WARPS_M * WARPS_N;
-    static constexpr int BK = VX_CONV_PIPE_STEP_BYTES / static_cast<int>(sizeof(Elem));
-    static constexpr int BM = WARPS_M * WM, BN = WARPS_N * WN;
-    static constexpr int MT = WM / 16, NT = WN / 8;
+struct VxHaloTile : VxSyncWarps<P, WARPS_M_, WARPS_N_, WM_, WN_, MIN_BLOCKS_> {
+    static constexpr int BM = WARPS_M_ * WM_, BN = WARPS_N_ * WN_;
     static constexpr int STAGES = STAGES_;
-    static constexpr int ROW_CHUNKS = 4;
     static constexpr int A_BYTES = VX_CONV_HALO_ROWS * VX_CONV_PIPE_STEP_BYTES;
     static constexpr int TAP_BYTES = BN * VX_CONV_PIPE_STEP_BYTES;
     static constexpr int B_BYTES = VX_CONV_HALO_MAX_KW * TAP_BYTES;
     static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
-    __device__ __forceinline__ static int k_major_offset(int r, int c) {
-        return vx_swizzle<ROW_CHUNKS>(r, c);
-    }
-    static_assert(BM == VX_CONV_TC_BM && THREADS == VX_CONV_THREADS, "params_conv.h");
+    static_assert(BM == VX_CONV_TC_BM && 32 * WARPS_M_ * WARPS_N_ == VX_CONV_THREADS,
+                  "params_conv.h");
     static_assert(VX_CONV_HALO_ROWS >= BM + VX_CONV_HALO_MAX_KW - 1, "room for the halo");
-    static_assert(BK == 2 * P::MMA_K && WM % 16 == 0 && WN % 16 == 0, "as VxPipeTile");
 };
 template <class P>
 using VxHaloN128 = VxHaloTile<P, 2, 2, 64, 64, VX_CONV_HALO_STAGES_N128, 2>;
@@ -268,26 +257,16 @@ VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_halo32, vx_halo_backward_data, VxHaloN32<
 // Rows: CI channels of each of VX_CONV_HALO_MAX_KW taps (warp row kx holds tap kx; BM is
 // CI, the width of the A tile); columns: WARPS_N warps of WN.
 template <class P, int CI, int WARPS_N_, int WN_, int MIN_BLOCKS_>
-struct VxHaloWeightsTile {
-    using Prec = P;
-    using Elem = typename P::Elem;
-    static constexpr int WARPS_M = VX_CONV_HALO_MAX_KW, WARPS_N = WARPS_N_, WM = CI, WN = WN_;
-    static constexpr int MIN_BLOCKS = MIN_BLOCKS_;
-    static constexpr int THREADS = 32 * WARPS_M * WARPS_N;
-    static constexpr int BK = VX_CONV_PIPE_STEP_BYTES / static_cast<int>(sizeof(Elem));
-    static constexpr int BM = CI, BN = WARPS_N * WN;
-    static constexpr int MT = WM / 16, NT = WN / 8;
+struct VxHaloWeightsTile : VxSyncWarps<P, VX_CONV_HALO_MAX_KW, WARPS_N_, CI, WN_, MIN_BLOCKS_> {
+    using Warps = VxSyncWarps<P, VX_CONV_HALO_MAX_KW, WARPS_N_, CI, WN_, MIN_BLOCKS_>;
+    static constexpr int BM = CI, BN = WARPS_N_ * WN_;
     static constexpr int STAGES = VX_CONV_HALO_WEIGHT_STAGES;
-    static constexpr int A_ROWS = BK + VX_CONV_HALO_WEIGHT_EXTRA_ROWS;
-    static constexpr int A_BYTES = A_ROWS * BM * static_cast<int>(sizeof(Elem));
-    static constexpr int B_BYTES = BK * BN * static_cast<int>(sizeof(Elem));
+    static constexpr int ELEM_BYTES = static_cast<int>(sizeof(typename P::Elem));
+    static constexpr int A_ROWS = Warps::BK + VX_CONV_HALO_WEIGHT_EXTRA_ROWS;
+    static constexpr int A_BYTES = A_ROWS * BM * ELEM_BYTES;
+    static constexpr int B_BYTES = Warps::BK * BN * ELEM_BYTES;
     static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
-    template <int CHUNKS>
-    __device__ __forceinline__ static int mn_major_offset(int r, int c) {
-        return vx_swizzle<CHUNKS>(r, c);
-    }
     static_assert(VX_CONV_HALO_WEIGHT_EXTRA_ROWS >= VX_CONV_HALO_MAX_KW - 1, "room for taps");
-    static_assert(BK == 2 * P::MMA_K && WM % 16 == 0 && WN % 16 == 0, "as VxPipeTile");
 };
 template <class P>
 using VxHaloWeights32x32 = VxHaloWeightsTile<P, 32, 1, 32, 4>;
@@ -364,22 +343,12 @@ __device__ __forceinline__ void vx_halo_backward_weights(const Conv3dParams& p,
         const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
         const int kx = warp / T::WARPS_N, n0 = (warp % T::WARPS_N) * T::WN;
         if (kx >= k_w) return;
-#pragma unroll
-        for (int ks = 0; ks < 2; ++ks) {
-            unsigned a[T::MT][4], b[T::NT / 2][4];
-#pragma unroll
-            for (int i = 0; i < T::MT; ++i) Frags::a(a[i], stage, 16 * i, ks, lane, kx);
-#pragma unroll
-            for (int j = 0; j < T::NT / 2; ++j)
-                Frags::b(b[j], stage + T::A_BYTES, n0 + 16 * j, ks, lane);
-#pragma unroll
-            for (int i = 0; i < T::MT; ++i)
-#pragma unroll
-                for (int j = 0; j < T::NT; ++j) {
-                    const unsigned bj[2] = {b[j / 2][2 * (j % 2)], b[j / 2][2 * (j % 2) + 1]};
-                    P::mma(acc[i][j], a[i], bj);
-                }
-        }
+        vx_sync_multiply<T>(
+            acc,
+            [&](unsigned (&f)[4], int i, int ks) { Frags::a(f, stage, 16 * i, ks, lane, kx); },
+            [&](unsigned (&f)[4], int j, int ks) {
+                Frags::b(f, stage + T::A_BYTES, n0 + 16 * j, ks, lane);
+            });
     });
     const int taps = p.k_d * p.k_h * p.k_w;
     // Every local row passes the store's row test; out_row maps (kx, ci) to dw's rows.

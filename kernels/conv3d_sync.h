@@ -20,40 +20,47 @@ __device__ __forceinline__ int vx_swizzle(int r, int c) {
     return (r * CHUNKS + (c ^ x)) * 16;
 }
 
-
-struct VxSyncKMajorLoop;
-struct VxSyncMnMajorLoop;
-
+// The warps of an mma.sync tile: WARPS_M x WARPS_N warps of WM x WN results each, in the
+// m16n8 accumulator layout, over reduction steps of VX_CONV_PIPE_STEP_BYTES per row (4
+// chunks, two mma k steps), the swizzled offsets of k-major and mn-major tiles.
 template <class P, int WARPS_M_, int WARPS_N_, int WM_, int WN_, int MIN_BLOCKS_>
-struct VxPipeTile {
-    using KMajorLoop = VxSyncKMajorLoop;
-    using MnMajorLoop = VxSyncMnMajorLoop;
+struct VxSyncWarps {
     using Prec = P;
     using Elem = typename P::Elem;
     static constexpr int WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, WM = WM_, WN = WN_;
     static constexpr int MIN_BLOCKS = MIN_BLOCKS_;
     static constexpr int THREADS = 32 * WARPS_M * WARPS_N;
-    // A step of the reduction per row: 4 chunks, two mma k steps.
     static constexpr int BK = VX_CONV_PIPE_STEP_BYTES / static_cast<int>(sizeof(Elem));
-    static constexpr int BM = WARPS_M * WM, BN = WARPS_N * WN;
     static constexpr int MT = WM / 16, NT = WN / 8;  // mma tiles per warp
-    static constexpr int STAGES = VX_CONV_PIPE_STAGES;
     static constexpr int ROW_CHUNKS = 4;
     __device__ __forceinline__ static int k_major_offset(int r, int c) {
-        return vx_swizzle<4>(r, c);
+        return vx_swizzle<ROW_CHUNKS>(r, c);
     }
     template <int CHUNKS>
     __device__ __forceinline__ static int mn_major_offset(int r, int c) {
         return vx_swizzle<CHUNKS>(r, c);
     }
+    static_assert(sizeof(Elem) * P::PER_CHUNK == 16 && BK == ROW_CHUNKS * P::PER_CHUNK &&
+                      BK == 2 * P::MMA_K,
+                  "k-major rows of 4 chunks, two mma k steps per stage");
+    static_assert(WM % 16 == 0 && WN % 16 == 0, "whole mma tiles, B fragments by pairs");
+};
+
+struct VxSyncKMajorLoop;
+struct VxSyncMnMajorLoop;
+
+// The gathering kernels' tile (conv3d_pipe.cu): BM x BN results, one A and one B tile of
+// a step per stage.
+template <class P, int WARPS_M_, int WARPS_N_, int WM_, int WN_, int MIN_BLOCKS_>
+struct VxPipeTile : VxSyncWarps<P, WARPS_M_, WARPS_N_, WM_, WN_, MIN_BLOCKS_> {
+    using KMajorLoop = VxSyncKMajorLoop;
+    using MnMajorLoop = VxSyncMnMajorLoop;
+    static constexpr int BM = WARPS_M_ * WM_, BN = WARPS_N_ * WN_;
+    static constexpr int STAGES = VX_CONV_PIPE_STAGES;
     static constexpr int A_BYTES = BM * VX_CONV_PIPE_STEP_BYTES;
     static constexpr int B_BYTES = BN * VX_CONV_PIPE_STEP_BYTES;
     static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
     static_assert(BM == VX_CONV_TC_BM, "params_conv.h");
-    static_assert(sizeof(Elem) * P::PER_CHUNK == 16 && BK == 4 * P::PER_CHUNK &&
-                      BK == 2 * P::MMA_K,
-                  "k-major rows of 4 chunks, two mma k steps per stage");
-    static_assert(WM % 16 == 0 && WN % 16 == 0, "whole mma tiles, B fragments by pairs");
     static_assert(STAGES >= 2, "a ring");
 };
 // Warp tiles of 64 x 64 (128 columns) and 64 x 32: the larger a warp's tile, the fewer
@@ -142,21 +149,19 @@ struct VxMnMajorFrags {
     }
 };
 
-// acc += A B over one step, each warp its WM x WN part, reading A's rows `a_shift` rows
-// further into the A tile (the halo kernels' taps along w).
-template <class T, class Frags>
-__device__ __forceinline__ void vx_pipe_multiply(const unsigned char* a_tile,
-                                                 const unsigned char* b_tile,
-                                                 VxPipeAcc<T>& acc, int a_shift = 0) {
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int m0 = (warp / T::WARPS_N) * T::WM + a_shift, n0 = (warp % T::WARPS_N) * T::WN;
+// acc += A B over one step for this warp's WM x WN part: a_frag(f, i, ks) fetches the A
+// fragment of the warp's mma row i (rows 16 i ..) at mma k step ks, b_frag(f, j, ks) the
+// B fragments of its columns 16 j .. 16 j + 15.
+template <class T, class AFrag, class BFrag>
+__device__ __forceinline__ void vx_sync_multiply(VxPipeAcc<T>& acc, AFrag a_frag,
+                                                 BFrag b_frag) {
 #pragma unroll
     for (int ks = 0; ks < 2; ++ks) {
         unsigned a[T::MT][4], b[T::NT / 2][4];
 #pragma unroll
-        for (int i = 0; i < T::MT; ++i) Frags::a(a[i], a_tile, m0 + 16 * i, ks, lane);
+        for (int i = 0; i < T::MT; ++i) a_frag(a[i], i, ks);
 #pragma unroll
-        for (int j = 0; j < T::NT / 2; ++j) Frags::b(b[j], b_tile, n0 + 16 * j, ks, lane);
+        for (int j = 0; j < T::NT / 2; ++j) b_frag(b[j], j, ks);
 #pragma unroll
         for (int i = 0; i < T::MT; ++i)
 #pragma unroll
@@ -165,6 +170,20 @@ __device__ __forceinline__ void vx_pipe_multiply(const unsigned char* a_tile,
                 T::Prec::mma(acc[i][j], a[i], bj);
             }
     }
+}
+
+// acc += A B over one step, each warp its WM x WN part, reading A's rows `a_shift` rows
+// further into the A tile (the halo kernels' taps along w).
+template <class T, class Frags>
+__device__ __forceinline__ void vx_pipe_multiply(const unsigned char* a_tile,
+                                                 const unsigned char* b_tile,
+                                                 VxPipeAcc<T>& acc, int a_shift = 0) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int m0 = (warp / T::WARPS_N) * T::WM + a_shift, n0 = (warp % T::WARPS_N) * T::WN;
+    vx_sync_multiply<T>(
+        acc,
+        [&](unsigned (&f)[4], int i, int ks) { Frags::a(f, a_tile, m0 + 16 * i, ks, lane); },
+        [&](unsigned (&f)[4], int j, int ks) { Frags::b(f, b_tile, n0 + 16 * j, ks, lane); });
 }
 
 // The reduction over `steps` steps, `multiply(stage)` consuming each stage of the ring.
