@@ -817,9 +817,11 @@ fn padded_channels_every_kernel_shape_and_tile(
         transposed([2, 3, 4, 3, 8], [2, 2, 2, 36, 8], k2s2),
         // 72 channels in, 36 out: a 128-wide data gradient over padded output channels.
         conv([1, 4, 5, 3, 72], [1, 1, 2, 72, 36], 1, Padding::Same),
-        // 1x1x1, 30 -> 20: both results into 32 columns over a reduction of one step, the
-        // only 32-column passes that the plan puts on wgmma.
+        // 1x1x1, 30 -> 20: both results into 32 columns over a reduction of one step.
         conv([1, 5, 4, 6, 30], [1, 1, 1, 30, 20], 1, Padding::Same),
+        // 1x3x3, 12 -> 12: both results into 32 columns over 9 taps of 16 bf16 or 12 tf32
+        // (3 or 4 wgmma steps), the 32-column passes that the plan puts on wgmma.
+        conv([1, 5, 4, 6, 12], [1, 3, 3, 12, 12], 1, Padding::Same),
     ];
     let target = match kernels {
         Kernels::MmaSync => ConvTarget::new(8),

@@ -98,8 +98,13 @@ pub fn wgmma_probe_depth(precision: ConvPrecision) -> usize {
 /// Threads of a pack block.
 const PACK_THREADS: u32 = 256;
 
-/// Reductions of at most this many wgmma steps run their 32-column results on wgmma.
+/// Reductions of more than WGMMA_N32_MIN_STEPS and at most WGMMA_N32_MAX_STEPS wgmma steps
+/// run their 32-column results on wgmma.
+const WGMMA_N32_MIN_STEPS: u64 = 2;
 const WGMMA_N32_MAX_STEPS: u64 = 4;
+/// Backward weights into 64 columns runs wgmma only over reductions of at most this many
+/// wgmma steps.
+const WGMMA_N64_WEIGHT_MAX_STEPS: u64 = 16;
 /// A split covers at least this many K steps.
 const MIN_STEPS_PER_SPLIT: u64 = 8;
 const MAX_GRID_YZ: u64 = 65_535;
@@ -781,6 +786,11 @@ fn split_reduction(
     (depth.div_ceil(split_len).max(1), split_len)
 }
 
+/// Whether a grid fits the device's limits (and the kernels' int block indices).
+fn fits_grid(grid: [u64; 3]) -> bool {
+    grid[0] <= i32::MAX as u64 && grid[1] <= MAX_GRID_YZ && grid[2] <= MAX_GRID_YZ
+}
+
 /// Elements of a pass's result (y, dx or dw).
 fn result_len(p: &Conv3dParams, pass: ConvPass) -> usize {
     match pass {
@@ -931,23 +941,29 @@ impl ConvPlan {
             // - 128 columns: wgmma, 0.4-0.94x the time, except over a single step (1.0-1.2x);
             // - 64 columns: wgmma where its tiles fill less than one per SM (0.72-0.97x;
             //   with one block per SM its step is bound by issuing the copies, and on a
-            //   full grid mma.sync's two blocks per SM hide that better: 1.05-1.5x); there
-            //   the wgmma pair of blocks per SM runs instead when the target asks for it
+            //   full grid mma.sync's two blocks per SM hide that better: 1.05-1.5x), but
+            //   for backward weights only over short reductions (1024 voxels: 0.79x; the
+            //   split reductions over 64^3 and more voxels: 1.09-1.47x); on full grids the
+            //   wgmma pair of blocks per SM runs instead when the target asks for it
             //   (`VOXSEG_WGMMA_PAIRS=1`, not yet measured);
-            // - 32 columns: mma.sync, 5-25% faster, except over reductions of at most 4
-            //   steps (a first layer's few input channels), where wgmma was 13% faster.
+            // - 32 columns: mma.sync, 5-25% faster, except over reductions of 3 or 4 steps
+            //   (a first layer's 27 taps of few input channels), where wgmma was 13%
+            //   faster; over 1 or 2 (heads, a transposed convolution's one-tap phases)
+            //   mma.sync was 2-33% faster.
             let mn_major = pass == ConvPass::BackwardWeight;
             let step = wgmma_probe_depth(precision) as u64;
             let wgmma_n64_tiles =
                 gm.rows.div_ceil(CONV_TC_BM as u64) * gm.cols.div_ceil(64) * gm.layers;
+            let long_weights = mn_major && gm.depth > WGMMA_N64_WEIGHT_MAX_STEPS * step;
+            let n32_steps = WGMMA_N32_MIN_STEPS * step + 1..=WGMMA_N32_MAX_STEPS * step;
             match tc_tile(gm.cols) {
                 t if !target.wgmma || (mn_major && precision == ConvPrecision::Tf32) => t,
                 ConvTile::TcN128 if gm.depth > step => ConvTile::WgN128,
-                ConvTile::TcN64 if wgmma_n64_tiles < target.sms() as u64 => ConvTile::WgN64,
-                ConvTile::TcN64 if target.wgmma_pairs => ConvTile::WgN64Pair,
-                ConvTile::TcN32 if !mn_major && gm.depth <= WGMMA_N32_MAX_STEPS * step => {
-                    ConvTile::WgN32
+                ConvTile::TcN64 if wgmma_n64_tiles < target.sms() as u64 && !long_weights => {
+                    ConvTile::WgN64
                 }
+                ConvTile::TcN64 if target.wgmma_pairs => ConvTile::WgN64Pair,
+                ConvTile::TcN32 if !mn_major && n32_steps.contains(&gm.depth) => ConvTile::WgN32,
                 t => t,
             }
         } else if gm.cols <= CONV_NARROW_BN as u64 {
@@ -976,30 +992,43 @@ impl ConvPlan {
             gm.cols.div_ceil(bn),
             gm.layers * splits,
         ];
-        if grid[0] > i32::MAX as u64 || grid[1] > MAX_GRID_YZ || grid[2] > MAX_GRID_YZ {
+        if !fits_grid(grid) {
             return Err(Error::shape(
                 "conv3d (cuda)",
                 format!("{g:?}: grid {grid:?} exceeds the device's limits"),
             ));
         }
-        Ok(Self {
+        let packs = if tensor_cores {
+            Some(packs(g, pass, precision, target_blocks, None)?)
+        } else {
+            None
+        };
+        Ok(Self::launch(kernel, &p, grid, [splits, split_len], packs))
+    }
+
+    /// The plan of `kernel` on `p` over `grid`, its reduction cut into `splits` slices of
+    /// `split_len`.
+    fn launch(
+        kernel: ConvKernel,
+        p: &Conv3dParams,
+        grid: [u64; 3],
+        [splits, split_len]: [u64; 2],
+        packs: Option<[ConvPack; 2]>,
+    ) -> Self {
+        Self {
             kernel,
             params: Conv3dParams {
                 splits: splits as i32,
                 split_len: split_len as i32,
-                ..p
+                ..*p
             },
             dims: LaunchDims {
                 shared_bytes: kernel.shared_bytes(),
                 ..LaunchDims::linear(grid.map(|v| v as u32), kernel.threads())
             },
-            out_len: result_len(&p, pass),
-            packs: if tensor_cores {
-                Some(packs(g, pass, precision, target_blocks, None)?)
-            } else {
-                None
-            },
-        })
+            out_len: result_len(p, kernel.pass),
+            packs,
+        }
     }
 
     /// The halo plan of a pass that would run on the mma.sync `tile`, where the target asks
@@ -1066,23 +1095,17 @@ impl ConvPlan {
             }
             (grid, 1, gm.depth)
         };
-        if grid[0] > i32::MAX as u64 || grid[1] > MAX_GRID_YZ || grid[2] > MAX_GRID_YZ {
+        if !fits_grid(grid) {
             return Ok(None);
         }
-        Ok(Some(Self {
+        let packs = packs(g, pass, precision, target.blocks, Some(&halo))?;
+        Ok(Some(Self::launch(
             kernel,
-            params: Conv3dParams {
-                splits: splits as i32,
-                split_len: split_len as i32,
-                ..*p
-            },
-            dims: LaunchDims {
-                shared_bytes: kernel.shared_bytes(),
-                ..LaunchDims::linear(grid.map(|v| v as u32), kernel.threads())
-            },
-            out_len: result_len(p, pass),
-            packs: Some(packs(g, pass, precision, target.blocks, Some(&halo))?),
-        }))
+            p,
+            grid,
+            [splits, split_len],
+            Some(packs),
+        )))
     }
 
     pub fn splits(&self) -> usize {
@@ -1337,6 +1360,12 @@ mod tests {
         assert_eq!(full.kernel.tile, ConvTile::TcN64, "512 tiles");
         let few = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 64], Forward, Bf16);
         assert_eq!(few.kernel.tile, ConvTile::WgN64, "8 tiles");
+        // Backward weights into 64 columns: wgmma over at most 16 steps of 64 voxels,
+        // mma.sync over the long split reductions.
+        let short = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 64], BackwardWeight, Bf16);
+        assert_eq!(short.kernel.tile, ConvTile::WgN64, "1024 voxels");
+        let long = plan([2, 16, 16, 16, 64], [3, 3, 3, 64, 64], BackwardWeight, Bf16);
+        assert_eq!(long.kernel.tile, ConvTile::TcN64, "8192 voxels");
         // Asked for, the pair of 64-column blocks takes the full grids, every pass at BF16
         // and all but backward weights at TF32; the smaller grids keep the single block.
         let pairs = hopper.with_wgmma_pairs(true);
@@ -1369,9 +1398,18 @@ mod tests {
         }
         assert_eq!(paired(BackwardWeight, Tf32, 640, 8).tile, ConvTile::TcN64);
         assert_eq!(paired(Forward, Bf16, 64, 8).tile, ConvTile::WgN64);
-        // Into 32 columns, wgmma only over a reduction of at most 4 steps (a first layer).
+        // Into 32 columns, wgmma only over a reduction of 3 or 4 steps (a first layer), not
+        // 1 or 2 (heads) or more.
         let narrow = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 20], Forward, Bf16);
         assert_eq!(narrow.kernel.name(), Some("conv3d_fwd_bf16_n32"));
+        for cin in [32, 128] {
+            let head = plan([2, 8, 8, 8, cin], [1, 1, 1, cin, 3], Forward, Bf16);
+            assert_eq!(
+                head.kernel.tile,
+                ConvTile::TcN32,
+                "a head of {cin} channels"
+            );
+        }
         for (cin, precision, name) in [
             (4, Bf16, "conv3d_fwd_bf16_wg32"),
             (4, Tf32, "conv3d_fwd_tf32_wg32"),
