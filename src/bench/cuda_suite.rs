@@ -103,6 +103,11 @@ impl ConvBenchShape {
         }
     }
 
+    /// The op of `direction`: "conv3d.fwd", "conv3d_transpose.bwd_weight", ...
+    fn op(&self, direction: Direction) -> String {
+        format!("{}.{}", self.family(), direction.name())
+    }
+
     /// "NxDxHxWxCin->Cout kKsS".
     pub fn key(&self) -> String {
         let (n, s) = (self.n, self.size);
@@ -291,7 +296,7 @@ pub fn cuda_case_names() -> Vec<String> {
     let mut names = Vec::new();
     for shape in cuda_conv_shapes() {
         for d in Direction::ALL {
-            names.push(format!("{}.{} {}", shape.family(), d.name(), shape.key()));
+            names.push(format!("{} {}", shape.op(d), shape.key()));
         }
     }
     names.extend(NORM_OPS.map(|op| format!("{op} {NORM_SHAPE}")));
@@ -394,8 +399,7 @@ fn run_shapes(
         let selected: Vec<Direction> = Direction::ALL
             .into_iter()
             .filter(|d| {
-                let name = format!("{}.{} {key}", shape.family(), d.name());
-                filter.is_none_or(|f| name.contains(f))
+                filter.is_none_or(|f| format!("{} {key}", shape.op(*d)).contains(f))
             })
             .collect();
         if selected.is_empty() {
@@ -415,7 +419,7 @@ fn run_shapes(
                 }
                 .map(drop)
             };
-            let op = format!("{}.{}", shape.family(), direction.name());
+            let op = shape.op(direction);
             let timed = time_case(cuda, &format!("{op} {key}"), Timing::Graph, &mut run)?;
             let kernel = cuda.conv_plan(&g, pass)?.kernel.name().unwrap_or("?");
             let flop = g.flops();
