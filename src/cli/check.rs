@@ -19,11 +19,7 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let listing = voxseg::data::layout::list(&a.data)?;
     let dataset = &listing.dataset;
-    let channels = if a.modalities.is_empty() {
-        dataset.all_modalities()
-    } else {
-        dataset.select_modalities(&a.modalities)?
-    };
+    let channels = dataset.modalities_or_all(&a.modalities)?;
     let names: Vec<String> = channels
         .iter()
         .map(|&i| dataset.modalities[i].clone())

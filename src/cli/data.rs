@@ -116,11 +116,7 @@ pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
         (Some(c), true) => c.modalities.clone(),
         _ => a.modalities.clone(),
     };
-    let channels = if wanted.is_empty() {
-        listing.dataset.all_modalities()
-    } else {
-        listing.dataset.select_modalities(&wanted)?
-    };
+    let channels = listing.dataset.modalities_or_all(&wanted)?;
     let dataset = listing.require(&channels)?;
     let nan = if a.replace_nan || config.as_ref().is_some_and(|c| c.replace_nan) {
         NanPolicy::ReplaceWithZero

@@ -838,11 +838,7 @@ fn warn_of_mixed_grids(
 /// The labelled dataset, the channels the run reads and their modality names.
 fn open_dataset(cfg: &TrainConfig) -> Result<(Dataset, Vec<usize>, Vec<String>)> {
     let listing = list(&cfg.data)?;
-    let channels = if cfg.modalities.is_empty() {
-        listing.dataset.all_modalities()
-    } else {
-        listing.dataset.select_modalities(&cfg.modalities)?
-    };
+    let channels = listing.dataset.modalities_or_all(&cfg.modalities)?;
     let dataset = listing.require(&channels)?;
     dataset.require_labels()?;
     cfg.target.validate(&dataset.label_spec)?;

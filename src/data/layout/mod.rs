@@ -393,6 +393,15 @@ impl Dataset {
         (0..self.modalities.len()).collect()
     }
 
+    /// The requested modalities (`select_modalities`), or all of them when none is named.
+    pub fn modalities_or_all<S: AsRef<str>>(&self, requested: &[S]) -> Result<Vec<usize>> {
+        if requested.is_empty() {
+            Ok(self.all_modalities())
+        } else {
+            self.select_modalities(requested)
+        }
+    }
+
     /// An error listing the cases without a label file, if any (training needs labels).
     pub fn require_labels(&self) -> Result<()> {
         let missing: Vec<&str> = self
@@ -452,5 +461,8 @@ mod tests {
         );
         assert!(b23.select_modalities(&["t1", "t1n"]).is_err());
         assert!(b23.select_modalities::<&str>(&[]).is_err());
+        assert_eq!(b23.modalities_or_all::<&str>(&[]).unwrap(), vec![0, 1, 2, 3]);
+        assert_eq!(b23.modalities_or_all(&["t2"]).unwrap(), vec![2]);
+        assert!(b23.modalities_or_all(&["dwi"]).is_err());
     }
 }
