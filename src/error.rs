@@ -33,6 +33,15 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Up to five names (case ids, files) for a message, then how many more.
+pub fn few<S: AsRef<str>>(names: &[S]) -> String {
+    let shown: Vec<&str> = names.iter().take(5).map(|s| s.as_ref()).collect();
+    match names.len().saturating_sub(5) {
+        0 => shown.join(", "),
+        more => format!("{}, and {more} more", shown.join(", ")),
+    }
+}
+
 /// Fails unless buffer `what` of op `op` has the `want` elements its geometry needs.
 pub fn check_len(op: &'static str, what: &str, len: usize, want: usize) -> Result<()> {
     if len != want {

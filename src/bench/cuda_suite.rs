@@ -398,9 +398,7 @@ fn run_shapes(
         let key = shape.key();
         let selected: Vec<Direction> = Direction::ALL
             .into_iter()
-            .filter(|d| {
-                filter.is_none_or(|f| format!("{} {key}", shape.op(*d)).contains(f))
-            })
+            .filter(|d| filter.is_none_or(|f| format!("{} {key}", shape.op(*d)).contains(f)))
             .collect();
         if selected.is_empty() {
             continue;

@@ -1,7 +1,8 @@
 use clap::{Args as ClapArgs, ValueEnum};
 use std::path::{Path, PathBuf};
 use voxseg::data::labels::LabelSpec;
-use voxseg::metrics::evaluate::{evaluate_reference, few, EvalOptions, Missing, Reference};
+use voxseg::error::few;
+use voxseg::metrics::evaluate::{evaluate_reference, EvalOptions, Missing, Reference};
 use voxseg::train::card::ModelCard;
 
 #[derive(ClapArgs)]

@@ -5,9 +5,9 @@ use voxseg::backend::cuda::conv_plan::ConvPrecision;
 use voxseg::backend::device::{resolve, Device, DeviceRequest};
 use voxseg::backend::Backend;
 use voxseg::data::layout::list;
+use voxseg::error::few;
 use voxseg::error::Error;
 use voxseg::infer::{select_cases, OutputFiles, PredictOptions, PredictSplit, Predictor};
-use voxseg::metrics::evaluate::few;
 use voxseg::train::RunDir;
 
 #[derive(ClapArgs)]

@@ -4,6 +4,7 @@
 use super::case::{load_case, NanPolicy};
 use super::layout::{Dataset, Listing};
 use super::orient::{majority, orientation, AxisMap};
+use crate::error::few;
 use rayon::prelude::*;
 
 /// What reading one case found.
@@ -101,16 +102,6 @@ impl DatasetCheck {
     }
 }
 
-/// A few case ids, for messages.
-fn examples(ids: &[&str]) -> String {
-    let shown = ids.iter().take(3).copied().collect::<Vec<_>>().join(", ");
-    if ids.len() > 3 {
-        format!("{shown}, ...")
-    } else {
-        shown
-    }
-}
-
 /// A spacing for messages, without f32 noise.
 fn show_spacing(s: [f64; 3]) -> String {
     let mm = |v: f64| format!("{}", (v * 1000.0).round() / 1000.0);
@@ -153,7 +144,7 @@ pub fn grid_warnings(stored: &[(&str, &str, [f64; 3])], frame: Option<&str>) -> 
         groups.sort_by_key(|(_, ids)| std::cmp::Reverse(ids.len()));
         let listed = groups
             .iter()
-            .map(|(code, ids)| format!("{} {code} ({})", ids.len(), examples(ids)))
+            .map(|(code, ids)| format!("{} {code} ({})", ids.len(), few(ids)))
             .collect::<Vec<_>>()
             .join(", ");
         out.push(format!(
@@ -184,7 +175,7 @@ pub fn grid_warnings(stored: &[(&str, &str, [f64; 3])], frame: Option<&str>) -> 
     if let (true, Some(finest), Some(coarsest)) = (differs, finest, coarsest) {
         let with = |s: [f64; 3]| {
             let ids: Vec<&str> = cases.iter().filter(|c| c.2 == s).map(|c| c.0).collect();
-            format!("{} mm ({})", show_spacing(s), examples(&ids))
+            format!("{} mm ({})", show_spacing(s), few(&ids))
         };
         let axes = match &frame {
             Some(code) if codes.iter().any(|c| c != code) => format!(" (axes as in {code})"),

@@ -3,8 +3,8 @@
 //! manifest `test_cases`), which are test data by definition.
 use crate::data::layout::{CaseFiles, Dataset};
 use crate::data::split::Split;
+use crate::error::few;
 use crate::error::{Error, Result};
-use crate::metrics::evaluate::few;
 use crate::train::run::RunDir;
 use std::collections::HashSet;
 use std::path::Path;

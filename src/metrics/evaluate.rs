@@ -9,7 +9,7 @@ use crate::data::labels::LabelSpec;
 use crate::data::layout::{is_junk_name, list};
 use crate::data::nifti::{read_volume, NiftiHeaderInfo};
 use crate::data::split::Split;
-use crate::error::{Error, Result};
+use crate::error::{few, Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -357,15 +357,6 @@ impl Reference {
             ));
         }
         Ok(ids)
-    }
-}
-
-/// Up to five ids, then how many more.
-pub fn few<S: AsRef<str>>(ids: &[S]) -> String {
-    let shown: Vec<&str> = ids.iter().take(5).map(|s| s.as_ref()).collect();
-    match ids.len().saturating_sub(5) {
-        0 => shown.join(", "),
-        more => format!("{}, and {more} more", shown.join(", ")),
     }
 }
 

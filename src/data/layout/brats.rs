@@ -3,7 +3,7 @@
 //! 2023 and later: `CASE/CASE-{t1n,t1c,t2w,t2f,seg}.nii.gz`, enhancing = 3.
 use super::{list_dir, CaseFiles, Dataset, ImageFile, LayoutKind, Listing, MissingFile, Provides};
 use crate::data::labels::LabelSpec;
-use crate::error::{Error, Result};
+use crate::error::{few, Error, Result};
 use std::path::{Path, PathBuf};
 
 struct Convention {
@@ -146,11 +146,6 @@ pub fn detect(root: &Path) -> Result<Listing> {
 }
 
 fn preview(entries: &[(String, PathBuf)]) -> String {
-    let names: Vec<&str> = entries.iter().take(5).map(|(n, _)| n.as_str()).collect();
-    let more = entries.len().saturating_sub(5);
-    if more > 0 {
-        format!("{}, and {more} more", names.join(", "))
-    } else {
-        names.join(", ")
-    }
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    few(&names)
 }

@@ -461,7 +461,10 @@ mod tests {
         );
         assert!(b23.select_modalities(&["t1", "t1n"]).is_err());
         assert!(b23.select_modalities::<&str>(&[]).is_err());
-        assert_eq!(b23.modalities_or_all::<&str>(&[]).unwrap(), vec![0, 1, 2, 3]);
+        assert_eq!(
+            b23.modalities_or_all::<&str>(&[]).unwrap(),
+            vec![0, 1, 2, 3]
+        );
         assert_eq!(b23.modalities_or_all(&["t2"]).unwrap(), vec![2]);
         assert!(b23.modalities_or_all(&["dwi"]).is_err());
     }
