@@ -504,7 +504,7 @@ fn disagreeing_shapes_and_affines_are_named() {
         &[
             "SynthBraTS2021_00001",
             "SynthBraTS2021_00001_flair.nii.gz",
-            "shape 16x14x11",
+            "size 16x14x11",
             "16x14x12",
             "_t1.nii.gz",
         ],
@@ -517,7 +517,12 @@ fn disagreeing_shapes_and_affines_are_named() {
     let err = load_first_error(&tmp.0, 1);
     assert_mentions(
         &err,
-        &["SynthBraTS2021_00001", "_flair.nii.gz", "affine", "differs"],
+        &[
+            "SynthBraTS2021_00001",
+            "_flair.nii.gz",
+            "origin (",
+            "mm differs from the reference's (",
+        ],
     );
 
     let seg = brats_file(&tmp.0, 0, "seg");
@@ -526,7 +531,7 @@ fn disagreeing_shapes_and_affines_are_named() {
     let err = load_first_error(&tmp.0, 0);
     assert_mentions(
         &err,
-        &["SynthBraTS2021_00000", "_seg.nii.gz", "shape 16x14x11"],
+        &["SynthBraTS2021_00000", "_seg.nii.gz", "size 16x14x11"],
     );
 }
 

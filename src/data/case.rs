@@ -154,40 +154,85 @@ fn check_same_grid(
     header: &NiftiHeaderInfo,
     path: &Path,
 ) -> Result<()> {
-    let shape = |d: [usize; 3]| format!("{}x{}x{}", d[0], d[1], d[2]);
-    if header.dims != reference.dims {
-        return Err(Error::file(
+    match grid_difference(header, reference) {
+        None => Ok(()),
+        Some(what) => Err(Error::file(
             path,
             format!(
-                "case {case}: shape {} differs from {} of {}",
-                shape(header.dims),
-                shape(reference.dims),
+                "case {case}: {what} (the reference is {})",
                 reference_path.display()
             ),
-        ));
+        )),
     }
-    let distance = header.affine_distance(reference);
-    if distance > AFFINE_TOLERANCE {
-        return Err(Error::file(
-            path,
-            format!(
-                "case {case}: affine {} differs from {} of {} (largest difference {distance:.4})",
-                brief_affine(header),
-                brief_affine(reference),
-                reference_path.display()
-            ),
-        ));
-    }
-    Ok(())
 }
 
-/// The top three rows of the affine, 3 decimals: enough to see what differs.
-fn brief_affine(header: &NiftiHeaderInfo) -> String {
-    let rows: Vec<String> = header.affine()[..3]
-        .iter()
-        .map(|r| format!("[{:.3} {:.3} {:.3} {:.3}]", r[0], r[1], r[2], r[3]))
-        .collect();
-    rows.join(" ")
+/// What makes a volume's grid differ from its reference's, in words ("x and y axes are
+/// mirrored; origin ... differs ..."), or None when they share the grid: the same size
+/// and affines within `AFFINE_TOLERANCE`. Training and `check` hold a case's files to
+/// its first modality's grid, evaluation a prediction to its reference label's.
+pub fn grid_difference(pred: &NiftiHeaderInfo, truth: &NiftiHeaderInfo) -> Option<String> {
+    let triple = |v: [f64; 3]| format!("{:.3}x{:.3}x{:.3}", v[0], v[1], v[2]);
+    if pred.dims != truth.dims {
+        let size = |d: [usize; 3]| format!("{}x{}x{}", d[0], d[1], d[2]);
+        return Some(format!(
+            "size {} differs from the reference's {}",
+            size(pred.dims),
+            size(truth.dims)
+        ));
+    }
+    if pred.affine_distance(truth) <= AFFINE_TOLERANCE {
+        return None;
+    }
+    let (a, b) = (pred.affine(), truth.affine());
+    let column = |m: &[[f64; 4]; 4], j: usize| [m[0][j], m[1][j], m[2][j]];
+    let norm = |v: [f64; 3]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let close = |u: [f64; 3], v: [f64; 3]| (0..3).all(|i| (u[i] - v[i]).abs() <= AFFINE_TOLERANCE);
+    let mut what = Vec::new();
+    let (sizes_a, sizes_b) = (
+        [0, 1, 2].map(|j| norm(column(&a, j))),
+        [0, 1, 2].map(|j| norm(column(&b, j))),
+    );
+    if !close(sizes_a, sizes_b) {
+        what.push(format!(
+            "voxel size {} mm differs from the reference's {} mm",
+            triple(sizes_a),
+            triple(sizes_b)
+        ));
+    }
+    let direction = |m: &[[f64; 4]; 4], j: usize, size: f64| column(m, j).map(|v| v / size);
+    let (mut mirrored, mut turned) = (Vec::new(), false);
+    for (j, axis) in ["x", "y", "z"].into_iter().enumerate() {
+        let (da, db) = (direction(&a, j, sizes_a[j]), direction(&b, j, sizes_b[j]));
+        if close(da, db.map(|v| -v)) {
+            mirrored.push(axis);
+        } else if !close(da, db) {
+            turned = true;
+        }
+    }
+    if turned {
+        what.push("the axes point in other directions (another orientation)".to_string());
+    } else if !mirrored.is_empty() {
+        let (last, rest) = mirrored.split_last().expect("not empty");
+        let axes = if rest.is_empty() {
+            format!("the {last} axis is")
+        } else {
+            format!("the {} and {last} axes are", rest.join(", "))
+        };
+        what.push(format!("{axes} mirrored"));
+    }
+    let (origin_a, origin_b) = ([a[0][3], a[1][3], a[2][3]], [b[0][3], b[1][3], b[2][3]]);
+    if !close(origin_a, origin_b) {
+        let point = |o: [f64; 3]| format!("({:.3}, {:.3}, {:.3})", o[0], o[1], o[2]);
+        what.push(format!(
+            "origin {} mm differs from the reference's {} mm",
+            point(origin_a),
+            point(origin_b)
+        ));
+    }
+    if what.is_empty() {
+        what.push("the affines differ".to_string());
+    }
+    Some(what.join("; "))
 }
 
 fn handle_non_finite(

@@ -4,7 +4,7 @@
 //! prediction in one convention (BraTS 2021, ET = 4) can be scored on a reference in
 //! another (BraTS 2023, ET = 3).
 use super::{score_case_across, CaseScores, EmptyHd95, EmptyHd95Used, EvalReport, Region};
-use crate::data::case::AFFINE_TOLERANCE;
+use crate::data::case::grid_difference;
 use crate::data::labels::LabelSpec;
 use crate::data::layout::{is_junk_name, list};
 use crate::data::nifti::{read_volume, NiftiHeaderInfo};
@@ -116,75 +116,6 @@ fn read_labels(
     }
     let values = vol.data.iter().map(|&v| v as u8).collect();
     Ok((values, header))
-}
-
-/// What makes a prediction's grid differ from its reference's, in words ("x and y axes are
-/// mirrored; origin ... differs ..."), or None when they share the grid: the same size
-/// and affines within `AFFINE_TOLERANCE`, the tolerance training and `check` allow between
-/// an image and its label.
-fn grid_difference(pred: &NiftiHeaderInfo, truth: &NiftiHeaderInfo) -> Option<String> {
-    let triple = |v: [f64; 3]| format!("{:.3}x{:.3}x{:.3}", v[0], v[1], v[2]);
-    if pred.dims != truth.dims {
-        let size = |d: [usize; 3]| format!("{}x{}x{}", d[0], d[1], d[2]);
-        return Some(format!(
-            "size {} differs from the reference's {}",
-            size(pred.dims),
-            size(truth.dims)
-        ));
-    }
-    if pred.affine_distance(truth) <= AFFINE_TOLERANCE {
-        return None;
-    }
-    let (a, b) = (pred.affine(), truth.affine());
-    let column = |m: &[[f64; 4]; 4], j: usize| [m[0][j], m[1][j], m[2][j]];
-    let norm = |v: [f64; 3]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
-    let close = |u: [f64; 3], v: [f64; 3]| (0..3).all(|i| (u[i] - v[i]).abs() <= AFFINE_TOLERANCE);
-    let mut what = Vec::new();
-    let (sizes_a, sizes_b) = (
-        [0, 1, 2].map(|j| norm(column(&a, j))),
-        [0, 1, 2].map(|j| norm(column(&b, j))),
-    );
-    if !close(sizes_a, sizes_b) {
-        what.push(format!(
-            "voxel size {} mm differs from the reference's {} mm",
-            triple(sizes_a),
-            triple(sizes_b)
-        ));
-    }
-    let direction = |m: &[[f64; 4]; 4], j: usize, size: f64| column(m, j).map(|v| v / size);
-    let (mut mirrored, mut turned) = (Vec::new(), false);
-    for (j, axis) in ["x", "y", "z"].into_iter().enumerate() {
-        let (da, db) = (direction(&a, j, sizes_a[j]), direction(&b, j, sizes_b[j]));
-        if close(da, db.map(|v| -v)) {
-            mirrored.push(axis);
-        } else if !close(da, db) {
-            turned = true;
-        }
-    }
-    if turned {
-        what.push("the axes point in other directions (another orientation)".to_string());
-    } else if !mirrored.is_empty() {
-        let (last, rest) = mirrored.split_last().expect("not empty");
-        let axes = if rest.is_empty() {
-            format!("the {last} axis is")
-        } else {
-            format!("the {} and {last} axes are", rest.join(", "))
-        };
-        what.push(format!("{axes} mirrored"));
-    }
-    let (origin_a, origin_b) = ([a[0][3], a[1][3], a[2][3]], [b[0][3], b[1][3], b[2][3]]);
-    if !close(origin_a, origin_b) {
-        let point = |o: [f64; 3]| format!("({:.3}, {:.3}, {:.3})", o[0], o[1], o[2]);
-        what.push(format!(
-            "origin {} mm differs from the reference's {} mm",
-            point(origin_a),
-            point(origin_b)
-        ));
-    }
-    if what.is_empty() {
-        what.push("the affines differ".to_string());
-    }
-    Some(what.join("; "))
 }
 
 /// The label maps in `dir` (`CASE.nii.gz` or `CASE.nii`) by case id. One case with both
