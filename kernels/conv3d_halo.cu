@@ -238,19 +238,6 @@ __device__ __forceinline__ void vx_halo_backward_data(const Conv3dParams& p,
     vx_halo_pass<T>(p, true, dy, w, bias, dx);
 }
 
-VX_CONV_TC_KERNEL(conv3d_fwd_bf16_halo128, vx_halo_forward, VxHaloN128<VxBf16>)
-VX_CONV_TC_KERNEL(conv3d_fwd_bf16_halo64, vx_halo_forward, VxHaloN64<VxBf16>)
-VX_CONV_TC_KERNEL(conv3d_fwd_bf16_halo32, vx_halo_forward, VxHaloN32<VxBf16>)
-VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_halo128, vx_halo_backward_data, VxHaloN128<VxBf16>)
-VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_halo64, vx_halo_backward_data, VxHaloN64<VxBf16>)
-VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_halo32, vx_halo_backward_data, VxHaloN32<VxBf16>)
-VX_CONV_TC_KERNEL(conv3d_fwd_tf32_halo128, vx_halo_forward, VxHaloN128<VxTf32>)
-VX_CONV_TC_KERNEL(conv3d_fwd_tf32_halo64, vx_halo_forward, VxHaloN64<VxTf32>)
-VX_CONV_TC_KERNEL(conv3d_fwd_tf32_halo32, vx_halo_forward, VxHaloN32<VxTf32>)
-VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_halo128, vx_halo_backward_data, VxHaloN128<VxTf32>)
-VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_halo64, vx_halo_backward_data, VxHaloN64<VxTf32>)
-VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_halo32, vx_halo_backward_data, VxHaloN32<VxTf32>)
-
 // ---------------------------------------------------------------------------------------
 // Backward weights
 
@@ -362,53 +349,53 @@ __device__ __forceinline__ void vx_halo_backward_weights(const Conv3dParams& p,
         nullptr, dw + static_cast<size_t>(blockIdx.z) * taps * p.cin * p.cout);
 }
 
-VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_halo32x32, vx_halo_backward_weights,
-                  VxHaloWeights32x32<VxBf16>)
-VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_halo64x32, vx_halo_backward_weights,
-                  VxHaloWeights64x32<VxBf16>)
-VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_halo64x64, vx_halo_backward_weights,
-                  VxHaloWeights64x64<VxBf16>)
-VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_halo64x128, vx_halo_backward_weights,
-                  VxHaloWeights64x128<VxBf16>)
-VX_CONV_TC_KERNEL(conv3d_bwd_weight_tf32_halo32x32, vx_halo_backward_weights,
-                  VxHaloWeights32x32<VxTf32>)
-VX_CONV_TC_KERNEL(conv3d_bwd_weight_tf32_halo64x32, vx_halo_backward_weights,
-                  VxHaloWeights64x32<VxTf32>)
-VX_CONV_TC_KERNEL(conv3d_bwd_weight_tf32_halo64x64, vx_halo_backward_weights,
-                  VxHaloWeights64x64<VxTf32>)
-VX_CONV_TC_KERNEL(conv3d_bwd_weight_tf32_halo64x128, vx_halo_backward_weights,
-                  VxHaloWeights64x128<VxTf32>)
+// Every kernel of this file: (name, pass, tile).
+#define VX_HALO_KERNELS(X)                                                                   \
+    X(conv3d_fwd_bf16_halo128, vx_halo_forward, VxHaloN128<VxBf16>)                          \
+    X(conv3d_fwd_bf16_halo64, vx_halo_forward, VxHaloN64<VxBf16>)                            \
+    X(conv3d_fwd_bf16_halo32, vx_halo_forward, VxHaloN32<VxBf16>)                            \
+    X(conv3d_bwd_data_bf16_halo128, vx_halo_backward_data, VxHaloN128<VxBf16>)               \
+    X(conv3d_bwd_data_bf16_halo64, vx_halo_backward_data, VxHaloN64<VxBf16>)                 \
+    X(conv3d_bwd_data_bf16_halo32, vx_halo_backward_data, VxHaloN32<VxBf16>)                 \
+    X(conv3d_fwd_tf32_halo128, vx_halo_forward, VxHaloN128<VxTf32>)                          \
+    X(conv3d_fwd_tf32_halo64, vx_halo_forward, VxHaloN64<VxTf32>)                            \
+    X(conv3d_fwd_tf32_halo32, vx_halo_forward, VxHaloN32<VxTf32>)                            \
+    X(conv3d_bwd_data_tf32_halo128, vx_halo_backward_data, VxHaloN128<VxTf32>)               \
+    X(conv3d_bwd_data_tf32_halo64, vx_halo_backward_data, VxHaloN64<VxTf32>)                 \
+    X(conv3d_bwd_data_tf32_halo32, vx_halo_backward_data, VxHaloN32<VxTf32>)                 \
+    X(conv3d_bwd_weight_bf16_halo32x32, vx_halo_backward_weights, VxHaloWeights32x32<VxBf16>) \
+    X(conv3d_bwd_weight_bf16_halo64x32, vx_halo_backward_weights, VxHaloWeights64x32<VxBf16>) \
+    X(conv3d_bwd_weight_bf16_halo64x64, vx_halo_backward_weights, VxHaloWeights64x64<VxBf16>) \
+    X(conv3d_bwd_weight_bf16_halo64x128, vx_halo_backward_weights,                           \
+      VxHaloWeights64x128<VxBf16>)                                                           \
+    X(conv3d_bwd_weight_tf32_halo32x32, vx_halo_backward_weights, VxHaloWeights32x32<VxTf32>) \
+    X(conv3d_bwd_weight_tf32_halo64x32, vx_halo_backward_weights, VxHaloWeights64x32<VxTf32>) \
+    X(conv3d_bwd_weight_tf32_halo64x64, vx_halo_backward_weights, VxHaloWeights64x64<VxTf32>) \
+    X(conv3d_bwd_weight_tf32_halo64x128, vx_halo_backward_weights, VxHaloWeights64x128<VxTf32>)
+
+VX_HALO_KERNELS(VX_CONV_TC_KERNEL)
 
 #ifndef __CUDACC__
 // The harness entry for every conv kernel of this file, by name, on packed operands (as
 // emu_conv3d_pipe).
 extern "C" int emu_conv3d_halo(const char* name, const EmuDims* d, const Conv3dParams p,
                                const void* a, const void* b, const float* bias, float* out) {
-    static const VxEmuConv<VxBf16Bits> bf16[] = {
-        {"conv3d_fwd_bf16_halo128", conv3d_fwd_bf16_halo128},
-        {"conv3d_fwd_bf16_halo64", conv3d_fwd_bf16_halo64},
-        {"conv3d_fwd_bf16_halo32", conv3d_fwd_bf16_halo32},
-        {"conv3d_bwd_data_bf16_halo128", conv3d_bwd_data_bf16_halo128},
-        {"conv3d_bwd_data_bf16_halo64", conv3d_bwd_data_bf16_halo64},
-        {"conv3d_bwd_data_bf16_halo32", conv3d_bwd_data_bf16_halo32},
-        {"conv3d_bwd_weight_bf16_halo32x32", conv3d_bwd_weight_bf16_halo32x32},
-        {"conv3d_bwd_weight_bf16_halo64x32", conv3d_bwd_weight_bf16_halo64x32},
-        {"conv3d_bwd_weight_bf16_halo64x64", conv3d_bwd_weight_bf16_halo64x64},
-        {"conv3d_bwd_weight_bf16_halo64x128", conv3d_bwd_weight_bf16_halo64x128},
-    };
-    static const VxEmuConv<unsigned> tf32[] = {
-        {"conv3d_fwd_tf32_halo128", conv3d_fwd_tf32_halo128},
-        {"conv3d_fwd_tf32_halo64", conv3d_fwd_tf32_halo64},
-        {"conv3d_fwd_tf32_halo32", conv3d_fwd_tf32_halo32},
-        {"conv3d_bwd_data_tf32_halo128", conv3d_bwd_data_tf32_halo128},
-        {"conv3d_bwd_data_tf32_halo64", conv3d_bwd_data_tf32_halo64},
-        {"conv3d_bwd_data_tf32_halo32", conv3d_bwd_data_tf32_halo32},
-        {"conv3d_bwd_weight_tf32_halo32x32", conv3d_bwd_weight_tf32_halo32x32},
-        {"conv3d_bwd_weight_tf32_halo64x32", conv3d_bwd_weight_tf32_halo64x32},
-        {"conv3d_bwd_weight_tf32_halo64x64", conv3d_bwd_weight_tf32_halo64x64},
-        {"conv3d_bwd_weight_tf32_halo64x128", conv3d_bwd_weight_tf32_halo64x128},
-    };
-    const int r = vx_emu_conv(bf16, name, d, p, a, b, bias, out);
-    return r != -2 ? r : vx_emu_conv(tf32, name, d, p, a, b, bias, out);
+#define VX_HALO_EMU_LAUNCH(kernel, pass, Tile)                                              \
+    if (!std::strcmp(name, #kernel))                                                         \
+        return emu_launch(*d, kernel, p, static_cast<const Tile::Elem*>(a),                  \
+                          static_cast<const Tile::Elem*>(b), bias, out);
+    VX_HALO_KERNELS(VX_HALO_EMU_LAUNCH)
+#undef VX_HALO_EMU_LAUNCH
+    return -2;
+}
+
+// The dynamic shared memory the kernel called `name` uses (its ring), -1 for no such
+// kernel: what the plans must give its launches.
+extern "C" long long emu_conv3d_halo_shared_bytes(const char* name) {
+#define VX_HALO_SHARED_BYTES(kernel, pass, Tile) \
+    if (!std::strcmp(name, #kernel)) return Tile::STAGES * Tile::STAGE_BYTES;
+    VX_HALO_KERNELS(VX_HALO_SHARED_BYTES)
+#undef VX_HALO_SHARED_BYTES
+    return -1;
 }
 #endif

@@ -43,8 +43,8 @@ constexpr int VX_CONV_WGMMA_ALIGN = 1024;
 // A tile of VX_CONV_HALO_ROWS rows (the block's rows and the k_w - 1 after them, k_w at
 // most VX_CONV_HALO_MAX_KW) and the B tiles of the k_w taps along w, 64 bytes of reduction
 // per row; rings of VX_CONV_HALO_STAGES_N128, _N64, _N32 stages.
-constexpr int VX_CONV_HALO_ROWS = VX_CONV_TC_BM + 8;
 constexpr int VX_CONV_HALO_MAX_KW = 3;
+constexpr int VX_CONV_HALO_ROWS = VX_CONV_TC_BM + VX_CONV_HALO_MAX_KW - 1;
 constexpr int VX_CONV_HALO_STAGES_N128 = 3;
 constexpr int VX_CONV_HALO_STAGES_N64 = 4;
 constexpr int VX_CONV_HALO_STAGES_N32 = 4;

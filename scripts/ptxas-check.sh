@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Assembles every kernels/*.cu for one architecture (default sm_90, the H100), or for the
 # one its first line names (`// voxseg-arch: sm_90a`), with `ptxas -v`, prints registers,
-# stack and spills per kernel, and fails if any kernel spills registers to local memory
-# or if ptxas serialises wgmma instructions (its "wgmma.mma_async instructions are
+# stack and spills per kernel, and fails if any kernel spills registers to local memory or
+# has a stack frame (local arrays, or a helper or lambda that was not inlined) or if
+# ptxas serialises wgmma instructions (its "wgmma.mma_async instructions are
 # serialized" advice: the tensor cores would then wait for every instruction), build
 # variants included. Usable in
 # CI wherever nvcc is (no GPU needed).
@@ -46,7 +47,7 @@ for build in "${builds[@]}"; do
         /Used [0-9]+ registers/ {
             for (i = 1; i <= NF; i++) if ($i == "Used") regs = $(i + 1)
             printf "%-28s %5s %6s %7s %7s\n", kernel, regs, stack, st, ld
-            if (st + 0 > 0 || ld + 0 > 0) bad = 1
+            if (st + 0 > 0 || ld + 0 > 0 || stack + 0 > 0) bad = 1
         }
         END { exit bad }' "$work/$name.log" || status=1
     if grep -i "wgmma.*serializ" "$work/$name.log" >&2; then
@@ -55,6 +56,6 @@ for build in "${builds[@]}"; do
     fi
 done
 if [[ $status -ne 0 ]]; then
-    echo "register spills or serialised wgmma found for $arch" >&2
+    echo "register spills, stack frames or serialised wgmma found for $arch" >&2
 fi
 exit $status

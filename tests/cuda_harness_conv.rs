@@ -200,6 +200,42 @@ fn tile_constants_match_params_conv_h() {
     }
 }
 
+/// Every halo kernel's launch gets the shared memory its tile's ring takes (the harness
+/// would not trap a ring larger than its launch).
+#[test]
+fn halo_launches_get_their_rings_shared_memory() {
+    let tiles = [
+        ConvTile::HaloN128,
+        ConvTile::HaloN64,
+        ConvTile::HaloN32,
+        ConvTile::HaloWeight32x32,
+        ConvTile::HaloWeight64x32,
+        ConvTile::HaloWeight64x64,
+        ConvTile::HaloWeight64x128,
+    ];
+    let mut checked = 0;
+    for tile in tiles {
+        for pass in PASSES {
+            for precision in [ConvPrecision::Bf16, ConvPrecision::Tf32] {
+                let kernel = ConvKernel {
+                    pass,
+                    precision,
+                    tile,
+                };
+                let Some(name) = kernel.name() else { continue };
+                assert_eq!(
+                    Some(kernel.shared_bytes()),
+                    emu_conv::halo_shared_bytes(name),
+                    "{name}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 20);
+    assert_eq!(emu_conv::halo_shared_bytes("conv3d_fwd_bf16_n64"), None);
+}
+
 #[test]
 fn pack_params_have_the_cpp_layout() {
     check_layout!("ConvPackParams", ConvPackParams { a, b, c, padded });
@@ -928,10 +964,33 @@ fn halo_kernels_on_every_tile(precision: ConvPrecision, rng: &mut Rng) {
         conv([1, 2, 20, 30, 40], [1, 3, 3, 40, 64], 1, Padding::Same),
         // 2x2x2 'same': the window's padding is all after.
         conv([1, 3, 24, 24, 8], [2, 2, 2, 8, 20], 1, Padding::Same),
-        // 3x3x1: nothing to reuse along w.
-        conv([1, 3, 20, 24, 16], [3, 3, 1, 16, 24], 1, Padding::Same),
+        // Explicit padding, asymmetric and past k - 1 before d: backward data crops dy's
+        // first plane off its bordered volume.
+        conv(
+            [1, 2, 22, 22, 8],
+            [3, 3, 3, 8, 16],
+            1,
+            Padding::Explicit([[3, 0], [0, 2], [2, 1]]),
+        ),
+        // A stride-1 transposed convolution that crops 3 voxels off each end along d: its
+        // forward is backward data whose dy border is -1 there.
+        transposed(
+            [1, 8, 24, 24, 8],
+            [3, 3, 3, 16, 8],
+            ConvTranspose3dSpec {
+                stride: [1; 3],
+                padding: [[3, 3], [1, 1], [1, 1]],
+                output_padding: [0; 3],
+            },
+        ),
     ];
     let target = ConvTarget::new(8).with_halo(true);
+    // Nothing to reuse along w: a 3x3x1 window keeps the gathering kernels.
+    let narrow = conv([1, 3, 20, 24, 16], [3, 3, 1, 16, 24], 1, Padding::Same);
+    for pass in PASSES {
+        let plan = ConvPlan::new(&narrow, pass, precision, target).unwrap();
+        assert!(!plan.kernel.tile.is_halo(), "{pass:?} {:?}", plan.kernel);
+    }
     let mut ran_tiles = std::collections::HashSet::new();
     for g in &cases {
         for pass in [ConvPass::Forward, ConvPass::BackwardData] {
@@ -959,6 +1018,13 @@ fn halo_kernels_on_every_tile(precision: ConvPrecision, rng: &mut Rng) {
         conv([1, 2, 3, 15, 8], [1, 1, 2, 8, 16], 1, Padding::Same),
         // 3x1x3: tap rows along d.
         conv([1, 22, 1, 22, 8], [3, 1, 3, 8, 8], 1, Padding::Same),
+        // 1x3x3 with explicit padding past k - 1 before h and all after w.
+        conv(
+            [1, 2, 22, 22, 8],
+            [1, 3, 3, 8, 16],
+            1,
+            Padding::Explicit([[0, 0], [3, 0], [0, 2]]),
+        ),
     ];
     let mut ran_splits = false;
     for g in &weight_cases {

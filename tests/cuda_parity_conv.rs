@@ -472,9 +472,9 @@ fn l1_gather_variant_matches_cpu() {
 }
 
 /// The halo kernels (`VOXSEG_CONV_HALO`) on grids that fill an H100's resident blocks:
-/// 64, 32 and 128 columns forward, 64 and 32 in backward data, every backward-weights tile
-/// but 64 x 32, from operands packed inside zero borders (wgmma off, so that the 128
-/// columns run the halo too).
+/// 64, 32 and 128 columns forward, 64 and 32 in backward data, every backward-weights tile,
+/// from operands packed inside zero borders (wgmma off, so that the 128 columns run the
+/// halo too).
 #[test]
 #[ignore = "needs a CUDA device"]
 fn halo_convolutions_match_cpu() {
@@ -490,6 +490,7 @@ fn halo_convolutions_match_cpu() {
     let g64 = conv([2, 24, 40, 40, 64], [3, 3, 3, 64, 64], 1, 1);
     let g32 = conv([2, 24, 40, 40, 32], [3, 3, 3, 32, 32], 1, 1);
     let g128 = conv([2, 24, 40, 40, 24], [3, 3, 3, 24, 128], 1, 1);
+    let g64_32 = conv([2, 24, 40, 40, 64], [3, 3, 3, 64, 32], 1, 1);
     for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
         gpu.set_conv_precision(precision);
         let tile = |g: &ConvGeometry, pass| gpu.conv_plan(g, pass).unwrap().kernel.tile;
@@ -518,12 +519,20 @@ fn halo_convolutions_match_cpu() {
                     ConvTile::HaloWeight64x128,
                 ],
             ),
+            (
+                &g64_32,
+                [
+                    ConvTile::HaloN32,
+                    ConvTile::HaloN64,
+                    ConvTile::HaloWeight64x32,
+                ],
+            ),
         ] {
             for (pass, want) in PASSES.into_iter().zip(tiles) {
                 assert_eq!(tile(g, pass), want, "{pass:?} {g:?}");
             }
         }
-        check_every_pass(&gpu, &[g64, g32, g128]);
+        check_every_pass(&gpu, &[g64, g32, g128, g64_32]);
     }
     gpu.set_halo(previous.2);
     gpu.set_conv_precision(previous.0);

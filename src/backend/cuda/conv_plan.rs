@@ -71,11 +71,11 @@ pub const CONV_WGMMA_STAGES_N64_PAIR: u32 = 4;
 /// Dynamic shared memory the wgmma kernels reserve to start their ring at a 1024-byte
 /// boundary (`VX_CONV_WGMMA_ALIGN`).
 pub const CONV_WGMMA_ALIGN: u32 = 1024;
-/// Rows of a halo kernel's A tile (`VX_CONV_HALO_ROWS`): the block's rows and the taps
-/// along w after them.
-pub const CONV_HALO_ROWS: u32 = CONV_TC_BM + 8;
 /// The widest kernel along w the halo kernels take (`VX_CONV_HALO_MAX_KW`).
 pub const CONV_HALO_MAX_KW: u32 = 3;
+/// Rows of a halo kernel's A tile (`VX_CONV_HALO_ROWS`): the block's rows and the taps
+/// along w after them.
+pub const CONV_HALO_ROWS: u32 = CONV_TC_BM + CONV_HALO_MAX_KW - 1;
 /// Stages of the halo kernels' rings (`VX_CONV_HALO_STAGES_N128`, `_N64`, `_N32`): two
 /// blocks per SM at 128 and 64 columns, three at 32.
 pub const CONV_HALO_STAGES_N128: u32 = 3;
@@ -329,7 +329,8 @@ impl ConvKernel {
             ConvTile::WgN128 | ConvTile::WgN64 => CONV_WGMMA_THREADS,
             ConvTile::HaloN128 | ConvTile::HaloN64 => 2 * CONV_THREADS,
             ConvTile::HaloN32 => 3 * CONV_THREADS,
-            // As many blocks as their registers allow (ptxas, sm_90).
+            // As many blocks as their registers allow (ptxas, sm_90; tf32 needs the most).
+            ConvTile::HaloWeight32x32 => 5 * 96,
             ConvTile::HaloWeight64x32 | ConvTile::HaloWeight64x64 => 384,
             ConvTile::HaloWeight64x128 => 192,
             _ => 4 * CONV_THREADS,
@@ -824,26 +825,29 @@ struct HaloGeometry {
 }
 
 impl HaloGeometry {
-    /// None where the halo kernels do not run the pass: a stride other than 1, kernels
-    /// wider than `CONV_HALO_MAX_KW` along w (or narrower than 2 in backward weights, whose
-    /// halo kernels have a warp row per tap), or volumes past 32-bit row indices.
+    /// None where the halo kernels do not run the pass: a stride other than 1, a kernel
+    /// narrower than 2 along w (nothing to reuse) or wider than `CONV_HALO_MAX_KW`, or rows
+    /// the kernels' 32-bit indices cannot reach (a block reads up to a tap row's span and a
+    /// tile past the last row).
     fn new(p: &Conv3dParams, pass: ConvPass) -> Option<Self> {
         let k = [p.k_d, p.k_h, p.k_w];
         let pad = [p.pad_d, p.pad_h, p.pad_w];
         let input = [p.in_d, p.in_h, p.in_w];
         let output = [p.out_d, p.out_h, p.out_w];
-        if [p.stride_d, p.stride_h, p.stride_w] != [1, 1, 1] || p.k_w as u32 > CONV_HALO_MAX_KW {
+        if [p.stride_d, p.stride_h, p.stride_w] != [1, 1, 1]
+            || !(2..=CONV_HALO_MAX_KW as i32).contains(&p.k_w)
+        {
             return None;
         }
         let (result, source, before) = match pass {
-            ConvPass::Forward => (output, input, pad),
+            ConvPass::Forward | ConvPass::BackwardWeight => (output, input, pad),
             ConvPass::BackwardData => (input, output, [0, 1, 2].map(|i| k[i] - 1 - pad[i])),
-            ConvPass::BackwardWeight if p.k_w < 2 => return None,
-            ConvPass::BackwardWeight => (output, input, pad),
         };
         let dims = [0, 1, 2].map(|i| result[i] + k[i] - 1);
         let rows = dims.iter().fold(p.n as u64, |acc, &v| acc * v as u64);
-        (rows + 2 * CONV_TC_BM as u64 <= i32::MAX as u64).then_some(Self {
+        let [_, h, w] = dims.map(|v| v as u64);
+        let tap_span = k[0] as u64 * h * w + k[1] as u64 * w;
+        (rows + tap_span + 2 * CONV_TC_BM as u64 <= i32::MAX as u64).then_some(Self {
             result,
             border: ConvBorder {
                 n: p.n,
@@ -962,7 +966,9 @@ impl ConvPlan {
                 ConvTile::TcN64 if wgmma_n64_tiles < target.sms() as u64 && !long_weights => {
                     ConvTile::WgN64
                 }
-                ConvTile::TcN64 if target.wgmma_pairs => ConvTile::WgN64Pair,
+                ConvTile::TcN64 if target.wgmma_pairs && wgmma_n64_tiles >= target.sms() as u64 => {
+                    ConvTile::WgN64Pair
+                }
                 ConvTile::TcN32 if !mn_major && n32_steps.contains(&gm.depth) => ConvTile::WgN32,
                 t => t,
             }
@@ -1098,7 +1104,11 @@ impl ConvPlan {
         if !fits_grid(grid) {
             return Ok(None);
         }
-        let packs = packs(g, pass, precision, target.blocks, Some(&halo))?;
+        // The bordered pack is larger than the plain one: past its kernel's 32-bit indices
+        // the pass keeps the gathering kernels.
+        let Ok(packs) = packs(g, pass, precision, target.blocks, Some(&halo)) else {
+            return Ok(None);
+        };
         Ok(Some(Self::launch(
             kernel,
             p,
@@ -1198,6 +1208,16 @@ mod tests {
             panic!("{:?}", dy.kind)
         };
         assert_eq!((border.before, border.dims), ([0; 3], [66; 3]));
+        let forward = ConvPlan::new(&g, Forward, bf16, halo).unwrap();
+        assert_eq!(
+            forward.packs.unwrap()[0],
+            x,
+            "backward weights reads forward's x pack"
+        );
+        // A pack past the pack kernels' 32-bit chunk indices keeps the gathering kernels:
+        // 644^3 x 64 bf16 packs plainly in 2.14e9 chunks, bordered in 2.16e9.
+        let huge = conv([1, 644, 644, 644, 64], [3, 3, 3, 64, 64], 1);
+        assert_eq!(tile(&huge, Forward, halo), ConvTile::TcN64);
         // Where wgmma runs (128 columns), it stays; where mma.sync would, the halo runs.
         let wide = conv([2, 32, 32, 32, 128], [3, 3, 3, 128, 128], 1);
         assert_eq!(
@@ -1226,7 +1246,9 @@ mod tests {
             ConvTile::WgN128
         );
         let head = conv([2, 64, 64, 64, 32], [1, 1, 1, 32, 3], 1);
-        assert_eq!(tile(&head, BackwardWeight, halo), ConvTile::TcN32);
+        for pass in [Forward, BackwardData, BackwardWeight] {
+            assert_eq!(tile(&head, pass, halo), ConvTile::TcN32, "{pass:?}");
+        }
         // Not: strides, kernels wider than 3 along w, planes whose borders cost over 20%
         // (16 x 16), grids short of the device's resident blocks.
         let strided = conv([2, 64, 64, 64, 32], [3, 3, 3, 32, 64], 2);

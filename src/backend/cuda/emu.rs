@@ -375,7 +375,7 @@ pub mod conv {
         ConvPrecision, CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
     };
     use crate::backend::cuda::params::{Conv3dParams, LaunchDims};
-    use std::ffi::{c_char, c_int, c_void, CString};
+    use std::ffi::{c_char, c_int, c_longlong, c_void, CString};
 
     extern "C" {
         fn emu_conv3d_f32(
@@ -462,6 +462,7 @@ pub mod conv {
             bias: *const f32,
             out: *mut f32,
         ) -> c_int;
+        fn emu_conv3d_halo_shared_bytes(name: *const c_char) -> c_longlong;
         fn emu_conv3d_pack_bordered_bf16(
             d: *const LaunchDims,
             p: ConvBorderPackParams,
@@ -655,6 +656,15 @@ pub mod conv {
             return Err(format!("the harness has no kernel {name}"));
         }
         status(code)
+    }
+
+    /// The dynamic shared memory the halo kernel `name` (kernels/conv3d_halo.cu) uses, from
+    /// its tile's own constants; None for no such kernel.
+    pub fn halo_shared_bytes(name: &str) -> Option<u32> {
+        let name = CString::new(name).ok()?;
+        // SAFETY: a NUL-terminated string that outlives the call.
+        let bytes = unsafe { emu_conv3d_halo_shared_bytes(name.as_ptr()) };
+        u32::try_from(bytes).ok()
     }
 
     /// The kernels access packed buffers in 16-byte chunks (a Vec's allocation is aligned
