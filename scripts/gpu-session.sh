@@ -9,7 +9,8 @@
 # quickstart's output), errors.log, ref.jsonl and ours.tar, which holds one
 # ours_<precision>[_<variant>...].jsonl per OURS item name. REF_CASES=none
 # skips the reference and QUICKSTART=0 the quickstart; REF_STEP=<precisions> adds, last, the
-# reference's training step (slow: cuDNN searches per layer) to ref.jsonl. An OURS item
+# reference's training step (slow: cuDNN searches per layer) to ref.jsonl; SANITIZE=<test
+# filter> reruns those conv parity tests under compute-sanitizer (below). An OURS item
 # "<precision>:<filter>" runs the defaults into ours_<precision>.jsonl;
 # variants follow the precision, each also named in the file: "+wgmma" forces the Hopper
 # wgmma kernels on (VOXSEG_WGMMA=1), "+mma" off, "+percall" packs the tensor-core operands
@@ -63,6 +64,17 @@ run_tests() {
 export -f run_tests
 export tests_dir
 step "${TEST_LIMIT:-180}" "tests (all binaries at once)" bash -c run_tests
+# SANITIZE="<filter>" runs the cuda_parity_conv tests it selects once more under each of
+# compute-sanitizer's memcheck and racecheck (out-of-bounds reads that feed only results
+# no test compares, shared-memory races), each into its own log.
+if [[ -n "${SANITIZE:-}" ]]; then
+    for tool in memcheck racecheck; do
+        step "${SANITIZE_LIMIT:-90}" "compute-sanitizer $tool ($SANITIZE)" \
+            bash -c "compute-sanitizer --tool $tool --error-exitcode 1 \
+                gpu-bin/test-cuda_parity_conv --include-ignored $SANITIZE \
+                >'$tests_dir/sanitizer_$tool.log' 2>&1"
+    done
+fi
 for f in "$tests_dir"/*.log; do
     echo "=== $(basename "$f" .log)" >>"$out/tests.log"
     cat "$f" >>"$out/tests.log"
