@@ -27,8 +27,11 @@
 // the device.
 //
 // Backward weights: dw[tap][ci][co] = sum over the rows r of the bordered grid of
-// x[r + (kz a_h + ky) a_w + kx][ci] dy[r][co], with x bordered as forward and dy packed
-// into the same grid at offset 0 (zeros on the border rows, which so add nothing). A
+// x[r - s + (kz a_h + ky) a_w + kx][ci] dy[r][co], with x bordered as forward and dy
+// packed into the same grid as backward data places it, at (k - 1 - pad) per axis, whose
+// linear offset is s (zeros on the border rows, which so add nothing; the rows before s
+// are all border, so x's negative rows there read as zeros). Where in == out ('same')
+// both passes read one pack of dy. A
 // block takes one tap row (kz, ky) and a block of CI channels: its rows are (kx, ci), one
 // warp row per kx. A step copies BK + k_w - 1 consecutive rows of x (mn-major, [r][ci])
 // and BK rows of dy ([r][co]) once; the warps of tap kx read x's fragments kx rows
@@ -276,7 +279,7 @@ struct VxHaloWeightsLoader {
     const E* dy;
     int cin_p, cout_p, k_w;
     unsigned rows;   // voxels of the bordered volumes
-    int tap_offset;  // the block's tap row (kz, ky) in the bordered grid
+    int tap_offset;  // x's row for dy's row 0 at the block's tap row (kz, ky); may be < 0
     int ci0;
     int m_begin, m_end;
 
@@ -288,6 +291,7 @@ struct VxHaloWeightsLoader {
         const int a_chunks = (T::BK + k_w - 1) * A_CHUNKS;
         for (int i = threadIdx.x; i < a_chunks; i += T::THREADS) {
             const int r = i / A_CHUNKS, c = i % A_CHUNKS;
+            // A negative row wraps past `rows` and reads as zero.
             const unsigned v = static_cast<unsigned>(m0 + tap_offset + r);
             const int ci = ci0 + c * P::PER_CHUNK;
             const bool ok = v < rows && ci < cin_p;
@@ -319,10 +323,12 @@ __device__ __forceinline__ void vx_halo_backward_weights(const Conv3dParams& p,
     const int tap_row = blockIdx.x / ci_blocks;
     const int ci0 = (blockIdx.x - tap_row * ci_blocks) * T::BM;
     const int kz = tap_row / p.k_h, ky = tap_row - kz * p.k_h;
+    const int dy_offset =
+        ((p.k_d - 1 - p.pad_d) * a_h + p.k_h - 1 - p.pad_h) * a_w + p.k_w - 1 - p.pad_w;
     int m_begin, m_end;
     vx_split_range(p, blockIdx.z, rows, m_begin, m_end);
     VxHaloWeightsLoader<T> ld{x,    dy,  cin_p,   cout_p, p.k_w, static_cast<unsigned>(rows),
-                              (kz * a_h + ky) * a_w, ci0, m_begin, m_end};
+                              (kz * a_h + ky) * a_w - dy_offset, ci0, m_begin, m_end};
     VxPipeAcc<T> acc = {};
     const int k_w = p.k_w;
     vx_sync_ring<T>(ld, (m_end - m_begin + T::BK - 1) / T::BK, [&](const unsigned char* stage) {

@@ -822,6 +822,8 @@ struct HaloGeometry {
     result: [i32; 3],
     /// Where A (x, or dy in backward data) sits in its bordered volumes.
     border: ConvBorder,
+    /// Where backward data places dy in its bordered volumes: k - 1 - pad_before.
+    flipped_before: [i32; 3],
 }
 
 impl HaloGeometry {
@@ -839,9 +841,10 @@ impl HaloGeometry {
         {
             return None;
         }
+        let flipped_before = [0, 1, 2].map(|i| k[i] - 1 - pad[i]);
         let (result, source, before) = match pass {
             ConvPass::Forward | ConvPass::BackwardWeight => (output, input, pad),
-            ConvPass::BackwardData => (input, output, [0, 1, 2].map(|i| k[i] - 1 - pad[i])),
+            ConvPass::BackwardData => (input, output, flipped_before),
         };
         let dims = [0, 1, 2].map(|i| result[i] + k[i] - 1);
         let rows = dims.iter().fold(p.n as u64, |acc, &v| acc * v as u64);
@@ -855,6 +858,7 @@ impl HaloGeometry {
                 before,
                 dims,
             },
+            flipped_before,
         })
     }
 
@@ -876,12 +880,13 @@ impl HaloGeometry {
         }
     }
 
-    /// Backward weights' dy in the bordered grid: the result's voxels at offset 0, zeros on
-    /// the border rows.
+    /// Backward weights' dy in the bordered grid (zeros on the border rows) where backward
+    /// data places it, so that where both grids agree (in == out: 'same') the two passes
+    /// share one pack.
     fn result_border(&self) -> ConvBorder {
         ConvBorder {
             source: self.result,
-            before: [0; 3],
+            before: self.flipped_before,
             ..self.border
         }
     }
@@ -1195,7 +1200,7 @@ mod tests {
         assert_eq!(tile(&g, Forward, ConvTarget::new(H100)), ConvTile::TcN64);
         // Backward weights: one block per tap row (kz, ky) and channel block, the
         // reduction over both samples' bordered volumes split across grid.z; dy packed into
-        // the same grid at offset 0.
+        // the same grid as backward data packs it.
         let plan = ConvPlan::new(&g, BackwardWeight, bf16, halo).unwrap();
         assert_eq!(plan.kernel.tile, ConvTile::HaloWeight64x64);
         assert_eq!(plan.dims.grid[..2], [9, 1]);
@@ -1207,7 +1212,13 @@ mod tests {
         let ConvPackKind::Bordered(border) = dy.kind else {
             panic!("{:?}", dy.kind)
         };
-        assert_eq!((border.before, border.dims), ([0; 3], [66; 3]));
+        assert_eq!((border.before, border.dims), ([1; 3], [66; 3]));
+        let data = ConvPlan::new(&g, BackwardData, bf16, halo).unwrap();
+        assert_eq!(
+            data.packs.unwrap()[0],
+            dy,
+            "backward weights reads backward data's dy"
+        );
         let forward = ConvPlan::new(&g, Forward, bf16, halo).unwrap();
         assert_eq!(
             forward.packs.unwrap()[0],
