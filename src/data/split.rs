@@ -37,6 +37,33 @@ pub struct Split {
     test: Vec<String>,
 }
 
+/// One of a split's three lists; "train", "val" or "test" in flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subset {
+    Train,
+    Val,
+    Test,
+}
+
+impl Subset {
+    pub const ALL: [Subset; 3] = [Subset::Train, Subset::Val, Subset::Test];
+}
+
+impl std::str::FromStr for Subset {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "train" => Ok(Subset::Train),
+            "val" => Ok(Subset::Val),
+            "test" => Ok(Subset::Test),
+            _ => Err(Error::config(
+                "subset",
+                format!("'{s}': expected test, val or train"),
+            )),
+        }
+    }
+}
+
 /// One fold of nnU-Net's `splits_final.json`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -205,6 +232,15 @@ impl Split {
         &self.test
     }
 
+    /// The ids of one subset, for prediction and evaluation once training is done.
+    pub fn subset(&self, subset: Subset) -> &[String] {
+        match subset {
+            Subset::Train => &self.train,
+            Subset::Val => &self.val,
+            Subset::Test => &self.test,
+        }
+    }
+
     /// Writes the split as JSON, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).map_err(|e| Error::file(path, e.to_string()))?;
@@ -363,6 +399,25 @@ mod tests {
 
     fn ids(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("case_{i:03}")).collect()
+    }
+
+    #[test]
+    fn subsets_are_named_and_give_their_lists() {
+        let split = Split::by_fractions(&ids(20), SplitFractions::default(), 3).unwrap();
+        assert_eq!(split.subset("TEST".parse().unwrap()), split.test_ids());
+        assert_eq!(
+            split.subset("val".parse().unwrap()),
+            split.train_val().val()
+        );
+        assert_eq!(
+            split.subset("train".parse().unwrap()),
+            split.train_val().train()
+        );
+        let err = "dev".parse::<Subset>().unwrap_err().to_string();
+        assert!(
+            err.contains("'dev'") && err.contains("test, val or train"),
+            "{err}"
+        );
     }
 
     #[test]

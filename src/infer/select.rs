@@ -2,7 +2,7 @@
 //! `split.json`, and the dataset's unlabelled cases (nnU-Net `imagesTs`, MSD `test`,
 //! manifest `test_cases`), which are test data by definition.
 use crate::data::layout::{CaseFiles, Dataset};
-use crate::data::split::Split;
+use crate::data::split::{Split, Subset};
 use crate::error::few;
 use crate::error::{Error, Result};
 use crate::train::run::RunDir;
@@ -64,14 +64,14 @@ pub fn select_cases(
             ),
         ));
     }
-    let from_split = |pick: fn(&Split) -> Vec<String>| -> Result<Vec<CaseFiles>> {
+    let from_split = |subset: Subset| -> Result<Vec<CaseFiles>> {
         if dataset.cases.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<String> = dataset.cases.iter().map(|c| c.id.clone()).collect();
         let split = Split::load(&run.split(), &ids)
             .map_err(|e| from_another_dataset(e, &run.split(), dataset, &ids))?;
-        let wanted = pick(&split);
+        let wanted = split.subset(subset);
         Ok(dataset
             .cases
             .iter()
@@ -82,12 +82,12 @@ pub fn select_cases(
     let unlabelled = dataset.test_cases.clone();
     let cases = match split {
         PredictSplit::Test => {
-            let mut held_out = from_split(|s| s.test_ids().to_vec())?;
+            let mut held_out = from_split(Subset::Test)?;
             held_out.extend(unlabelled);
             held_out
         }
-        PredictSplit::Val => from_split(|s| s.train_val().val().to_vec())?,
-        PredictSplit::Train => from_split(|s| s.train_val().train().to_vec())?,
+        PredictSplit::Val => from_split(Subset::Val)?,
+        PredictSplit::Train => from_split(Subset::Train)?,
         PredictSplit::Unlabelled => unlabelled,
         PredictSplit::All => dataset.cases.iter().cloned().chain(unlabelled).collect(),
     };
@@ -113,12 +113,7 @@ fn from_another_dataset(e: Error, path: &Path, dataset: &Dataset, ids: &[String]
     else {
         return e;
     };
-    let listed: Vec<String> = [
-        split.train_val().train(),
-        split.train_val().val(),
-        split.test_ids(),
-    ]
-    .concat();
+    let listed: Vec<String> = Subset::ALL.map(|s| split.subset(s)).concat();
     let foreign: Vec<&str> = listed
         .iter()
         .filter(|id| !ids.contains(id))

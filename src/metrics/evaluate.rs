@@ -8,7 +8,7 @@ use crate::data::case::grid_difference;
 use crate::data::labels::LabelSpec;
 use crate::data::layout::{is_junk_name, list};
 use crate::data::nifti::{read_volume, NiftiHeaderInfo};
-use crate::data::split::Split;
+use crate::data::split::{Split, Subset};
 use crate::error::{few, Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -259,17 +259,7 @@ impl Reference {
             .map_err(|e| Error::io(format!("reading {}", split.display()), e))?;
         let parsed: Split = serde_json::from_slice(&bytes)
             .map_err(|e| Error::file(split, format!("not a split file: {e}")))?;
-        let ids = match subset {
-            "test" => parsed.test_ids().to_vec(),
-            "val" => parsed.train_val().val().to_vec(),
-            "train" => parsed.train_val().train().to_vec(),
-            other => {
-                return Err(Error::config(
-                    "subset",
-                    format!("'{other}': expected test, val or train"),
-                ))
-            }
-        };
+        let ids = parsed.subset(subset.parse::<Subset>()?).to_vec();
         let unknown: Vec<&String> = ids
             .iter()
             .filter(|id| !self.labels.contains_key(*id))
