@@ -949,9 +949,10 @@ fn bf16_kernels_on_padded_channels_every_kernel_shape_and_tile() {
     );
 }
 
-/// The halo kernels (kernels/conv3d_halo.cu) on every tile of every pass: 'same' and
-/// 'valid' windows, anisotropic and even kernels (k_w of 1, 2 and 3), channel counts that
-/// end a step or a channel block part way, batches whose blocks end inside a sample.
+/// The halo kernels (kernels/conv3d_halo.cu) on every tile of every pass: 'same', 'valid'
+/// and explicit windows, anisotropic and even kernels (k_w of 2 and 3; at 1 the gathering
+/// kernels keep the pass), a cropping transposed convolution, channel counts that end a
+/// step or a channel block part way, batches whose blocks end inside a sample.
 fn halo_kernels_on_every_tile(precision: ConvPrecision, rng: &mut Rng) {
     let cases = [
         // 12 -> 36: 64 columns forward, 32 in backward data; one plane per sample.
