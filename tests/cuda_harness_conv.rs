@@ -957,27 +957,27 @@ fn halo_kernels_on_every_tile(precision: ConvPrecision, rng: &mut Rng) {
     let cases = [
         // 12 -> 36: 64 columns forward, 32 in backward data; one plane per sample.
         conv([2, 1, 21, 23, 12], [3, 3, 3, 12, 36], 1, Padding::Same),
-        // 'valid', 8 -> 72: 128 columns forward; backward data borders dy by 2.
-        conv([1, 3, 24, 26, 8], [3, 3, 3, 8, 72], 1, Padding::Valid),
+        // 'valid', 16 -> 72: 128 columns forward; backward data borders dy by 2.
+        conv([1, 3, 24, 26, 16], [3, 3, 3, 16, 72], 1, Padding::Valid),
         // 1x3x3, 72 -> 16: 128 columns in backward data, 72 channels per tap forward.
         conv([2, 1, 22, 22, 72], [1, 3, 3, 72, 16], 1, Padding::Same),
         // 1x3x3, 40 -> 64: steps that end part way through a tap's channels.
         conv([1, 2, 20, 30, 40], [1, 3, 3, 40, 64], 1, Padding::Same),
         // 2x2x2 'same': the window's padding is all after.
-        conv([1, 3, 24, 24, 8], [2, 2, 2, 8, 20], 1, Padding::Same),
+        conv([1, 3, 24, 24, 16], [2, 2, 2, 16, 20], 1, Padding::Same),
         // Explicit padding, asymmetric and past k - 1 before d: backward data crops dy's
         // first plane off its bordered volume.
         conv(
-            [1, 2, 22, 22, 8],
-            [3, 3, 3, 8, 16],
+            [1, 2, 22, 22, 16],
+            [3, 3, 3, 16, 16],
             1,
             Padding::Explicit([[3, 0], [0, 2], [2, 1]]),
         ),
         // A stride-1 transposed convolution that crops 3 voxels off each end along d: its
         // forward is backward data whose dy border is -1 there.
         transposed(
-            [1, 8, 24, 24, 8],
-            [3, 3, 3, 16, 8],
+            [1, 8, 24, 24, 16],
+            [3, 3, 3, 16, 16],
             ConvTranspose3dSpec {
                 stride: [1; 3],
                 padding: [[3, 3], [1, 1], [1, 1]],
@@ -1016,13 +1016,13 @@ fn halo_kernels_on_every_tile(precision: ConvPrecision, rng: &mut Rng) {
         // 48 -> 24: 64 channels per tap into 32 columns.
         conv([1, 2, 4, 12, 48], [1, 1, 3, 48, 24], 1, Padding::Same),
         // 1x1x2 'same': two taps along w, the third warp row idle.
-        conv([1, 2, 3, 15, 8], [1, 1, 2, 8, 16], 1, Padding::Same),
+        conv([1, 2, 3, 15, 16], [1, 1, 2, 16, 16], 1, Padding::Same),
         // 3x1x3: tap rows along d.
-        conv([1, 22, 1, 22, 8], [3, 1, 3, 8, 8], 1, Padding::Same),
+        conv([1, 22, 1, 22, 16], [3, 1, 3, 16, 8], 1, Padding::Same),
         // 1x3x3 with explicit padding past k - 1 before h and all after w.
         conv(
-            [1, 2, 22, 22, 8],
-            [1, 3, 3, 8, 16],
+            [1, 2, 22, 22, 16],
+            [1, 3, 3, 16, 16],
             1,
             Padding::Explicit([[0, 0], [3, 0], [0, 2]]),
         ),

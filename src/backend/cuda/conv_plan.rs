@@ -1080,6 +1080,18 @@ impl ConvPlan {
         };
         let (bm, bn, bk) = kernel.shape();
         let (bm, bn, bk) = (bm as u64, bn as u64, bk as u64);
+        // At most half of what the tiles hold may be padding: the channels of a tap in a
+        // reduction step (forward, backward data), or in a block's rows (backward weights).
+        // A first layer's 4 channels padded to 8 would fill a quarter of either.
+        let (channels, held) = match pass {
+            ConvPass::Forward => (p.cin, bk),
+            ConvPass::BackwardData => (p.cout, bk),
+            ConvPass::BackwardWeight => (p.cin, bm),
+        };
+        let channels = (channels as u64).next_multiple_of(multiple);
+        if channels.next_multiple_of(held) > 2 * channels {
+            return Ok(None);
+        }
         let (grid, splits, split_len) = if pass == ConvPass::BackwardWeight {
             let tap_rows = p.k_d as u64 * p.k_h as u64;
             let tiles = tap_rows * (p.cin as u64).next_multiple_of(multiple).div_ceil(bm);
@@ -1260,6 +1272,13 @@ mod tests {
         for pass in [Forward, BackwardData, BackwardWeight] {
             assert_eq!(tile(&head, pass, halo), ConvTile::TcN32, "{pass:?}");
         }
+        // A first layer's 4 channels (8 packed) would fill a quarter of a step's or a
+        // block's channels: forward and backward weights keep the gathering kernels;
+        // backward data reduces over the 32 outputs.
+        let first = conv([2, 128, 128, 128, 4], [3, 3, 3, 4, 32], 1);
+        assert_eq!(tile(&first, Forward, halo), ConvTile::TcN32);
+        assert_eq!(tile(&first, BackwardWeight, halo), ConvTile::TcN32);
+        assert_eq!(tile(&first, BackwardData, halo), ConvTile::HaloN32);
         // Not: strides, kernels wider than 3 along w, planes whose borders cost over 20%
         // (16 x 16), grids short of the device's resident blocks.
         let strided = conv([2, 64, 64, 64, 32], [3, 3, 3, 32, 64], 2);
