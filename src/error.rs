@@ -91,6 +91,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn few_shows_five_names_then_how_many_more() {
+        assert_eq!(few::<&str>(&[]), "");
+        assert_eq!(few(&["a", "b", "c", "d", "e"]), "a, b, c, d, e");
+        assert_eq!(
+            few(&["a", "b", "c", "d", "e", "f", "g"]),
+            "a, b, c, d, e, and 2 more"
+        );
+    }
+
+    #[test]
     fn an_os_error_is_printed_once_through_anyhow() {
         let os = std::io::Error::from(std::io::ErrorKind::NotFound);
         let reason = os.to_string();

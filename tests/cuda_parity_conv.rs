@@ -42,6 +42,45 @@ fn round_with(p: ConvPrecision, v: &[f32]) -> Vec<f64> {
     }
 }
 
+/// The device's convolution settings as a test found them, put back when the test ends,
+/// whether it passes or panics, so that one test's switches never reach the next.
+struct RestoreSettings<'a> {
+    gpu: &'a Cuda,
+    precision: ConvPrecision,
+    wgmma: bool,
+    wgmma_pairs: bool,
+    gather_l1: bool,
+    halo: bool,
+    pack_cache: bool,
+}
+
+impl<'a> RestoreSettings<'a> {
+    fn new(gpu: &'a Cuda) -> Self {
+        Self {
+            gpu,
+            precision: gpu.conv_precision().unwrap(),
+            wgmma: gpu.wgmma().unwrap(),
+            wgmma_pairs: gpu.wgmma_pairs().unwrap(),
+            gather_l1: gpu.gather_l1().unwrap(),
+            halo: gpu.halo().unwrap(),
+            pack_cache: gpu.pack_cache().unwrap(),
+        }
+    }
+}
+
+impl Drop for RestoreSettings<'_> {
+    fn drop(&mut self) {
+        let gpu = self.gpu;
+        gpu.set_conv_precision(self.precision);
+        // Restoring a value the device had cannot fail; a panic here would abort.
+        let _ = gpu.set_wgmma(self.wgmma);
+        gpu.set_wgmma_pairs(self.wgmma_pairs);
+        gpu.set_gather_l1(self.gather_l1);
+        gpu.set_halo(self.halo);
+        gpu.set_pack_cache(self.pack_cache);
+    }
+}
+
 fn conv(x: [usize; 5], w: [usize; 5], stride: usize, pad: usize) -> ConvGeometry {
     let spec = Conv3dSpec {
         stride: [stride; 3],
@@ -90,12 +129,11 @@ const PASSES: [ConvPass; 3] = [
 fn convolutions_match_cpu_at_every_precision() {
     let _serial = serial();
     let gpu = device();
-    let previous = gpu.conv_precision().unwrap();
+    let _restore = RestoreSettings::new(&gpu);
     for precision in ConvPrecision::ALL {
         gpu.set_conv_precision(precision);
         check_every_pass(&gpu, &geometries());
     }
-    gpu.set_conv_precision(previous);
 }
 
 /// Every pass of every geometry at the device's current precision against the CPU
@@ -183,7 +221,7 @@ fn same(x: [usize; 5], w: [usize; 5], stride: usize) -> ConvGeometry {
 fn graph_timing_captures_a_conv_and_falls_back_cleanly() {
     let _serial = serial();
     let gpu = Cuda::new(0).unwrap();
-    let previous = gpu.conv_precision().unwrap();
+    let _restore = RestoreSettings::new(&gpu);
     gpu.set_conv_precision(ConvPrecision::Tf32);
     let g = same([2, 16, 16, 16, 32], [3, 3, 3, 32, 32], 1);
     let x = gpu
@@ -231,7 +269,6 @@ fn graph_timing_captures_a_conv_and_falls_back_cleanly() {
     let why = gpu.time_graph_ms(&mut synchronizes, 3, 5).unwrap();
     assert!(why.is_err(), "a synchronization was captured: {why:?}");
     assert_eq!(forward().unwrap(), before_timing, "after failed captures");
-    gpu.set_conv_precision(previous);
 }
 
 /// The mma.sync tensor-core kernels (TF32 and BF16) where the harness tests run them, at sizes
@@ -243,7 +280,7 @@ fn graph_timing_captures_a_conv_and_falls_back_cleanly() {
 fn tensor_core_convolutions_on_padded_channels_match_cpu() {
     let _serial = serial();
     let gpu = device();
-    let previous = (gpu.conv_precision().unwrap(), gpu.wgmma().unwrap());
+    let _restore = RestoreSettings::new(&gpu);
     // The mma.sync kernels, which a Hopper device otherwise runs only into 32 columns
     // (wgmma_convolutions_match_cpu runs these cases on wgmma).
     gpu.set_wgmma(false).unwrap();
@@ -257,8 +294,6 @@ fn tensor_core_convolutions_on_padded_channels_match_cpu() {
         }
         check_every_pass(&gpu, &padded_cases());
     }
-    gpu.set_conv_precision(previous.0);
-    gpu.set_wgmma(previous.1).unwrap();
 }
 
 /// The geometries of `tensor_core_convolutions_on_padded_channels_match_cpu`.
@@ -289,7 +324,7 @@ fn padded_cases() -> Vec<ConvGeometry> {
 fn wgmma_convolutions_match_cpu() {
     let _serial = serial();
     let gpu = device();
-    let previous = (gpu.conv_precision().unwrap(), gpu.wgmma().unwrap());
+    let _restore = RestoreSettings::new(&gpu);
     gpu.set_wgmma(true).unwrap();
     let mut cases = padded_cases();
     cases.extend([
@@ -306,8 +341,6 @@ fn wgmma_convolutions_match_cpu() {
         assert!(wgmma_plans >= 8, "{precision}: {wgmma_plans} wgmma plans");
         check_every_pass(&gpu, &cases);
     }
-    gpu.set_conv_precision(previous.0);
-    gpu.set_wgmma(previous.1).unwrap();
 }
 
 #[test]
@@ -355,7 +388,7 @@ fn wgmma_matches_the_harness_twin() {
 fn a_norms_activations_carry_the_packs_their_convolutions_read() {
     let _serial = serial();
     let gpu = device();
-    let previous = (gpu.conv_precision().unwrap(), gpu.pack_cache().unwrap());
+    let _restore = RestoreSettings::new(&gpu);
     let g = conv([2, 10, 9, 8, 32], [3, 3, 3, 32, 32], 1, 1);
     let p = NormParams {
         n: g.n,
@@ -405,8 +438,6 @@ fn a_norms_activations_carry_the_packs_their_convolutions_read() {
             assert_eq!(kept_values[i], fresh_values[i], "{precision}: {name}");
         }
     }
-    gpu.set_conv_precision(previous.0);
-    gpu.set_pack_cache(previous.1);
 }
 
 /// The pair of 64-column wgmma blocks per SM (`VOXSEG_WGMMA_PAIRS`), on grids of at least
@@ -417,11 +448,7 @@ fn a_norms_activations_carry_the_packs_their_convolutions_read() {
 fn wgmma_pair_convolutions_match_cpu() {
     let _serial = serial();
     let gpu = device();
-    let previous = (
-        gpu.conv_precision().unwrap(),
-        gpu.wgmma().unwrap(),
-        gpu.wgmma_pairs().unwrap(),
-    );
+    let _restore = RestoreSettings::new(&gpu);
     gpu.set_wgmma(true).unwrap();
     gpu.set_wgmma_pairs(true);
     let layer = conv([2, 24, 24, 24, 64], [3, 3, 3, 64, 64], 1, 1);
@@ -436,9 +463,6 @@ fn wgmma_pair_convolutions_match_cpu() {
         }
         check_every_pass(&gpu, &[layer, wide]);
     }
-    gpu.set_wgmma_pairs(previous.2);
-    gpu.set_conv_precision(previous.0);
-    gpu.set_wgmma(previous.1).unwrap();
 }
 
 /// The build variant whose activation gathers also go through L1 (`VOXSEG_GATHER_L1`):
@@ -448,11 +472,7 @@ fn wgmma_pair_convolutions_match_cpu() {
 fn l1_gather_variant_matches_cpu() {
     let _serial = serial();
     let gpu = device();
-    let previous = (
-        gpu.conv_precision().unwrap(),
-        gpu.wgmma().unwrap(),
-        gpu.gather_l1().unwrap(),
-    );
+    let _restore = RestoreSettings::new(&gpu);
     gpu.set_gather_l1(true);
     let families = if gpu.supports_wgmma() {
         vec![false, true]
@@ -466,9 +486,6 @@ fn l1_gather_variant_matches_cpu() {
             check_every_pass(&gpu, &geometries());
         }
     }
-    gpu.set_gather_l1(previous.2);
-    gpu.set_conv_precision(previous.0);
-    gpu.set_wgmma(previous.1).unwrap();
 }
 
 /// The halo kernels (`VOXSEG_CONV_HALO`) on grids that fill an H100's resident blocks:
@@ -480,11 +497,7 @@ fn l1_gather_variant_matches_cpu() {
 fn halo_convolutions_match_cpu() {
     let _serial = serial();
     let gpu = device();
-    let previous = (
-        gpu.conv_precision().unwrap(),
-        gpu.wgmma().unwrap(),
-        gpu.halo().unwrap(),
-    );
+    let _restore = RestoreSettings::new(&gpu);
     gpu.set_wgmma(false).unwrap();
     gpu.set_halo(true);
     let g64 = conv([2, 24, 40, 40, 64], [3, 3, 3, 64, 64], 1, 1);
@@ -534,9 +547,6 @@ fn halo_convolutions_match_cpu() {
         }
         check_every_pass(&gpu, &[g64, g32, g128, g64_32]);
     }
-    gpu.set_halo(previous.2);
-    gpu.set_conv_precision(previous.0);
-    gpu.set_wgmma(previous.1).unwrap();
 }
 
 /// TF32 and BF16 pack their operands into pool buffers: once every size has been seen,
@@ -546,7 +556,7 @@ fn halo_convolutions_match_cpu() {
 fn tensor_core_passes_allocate_nothing_new_after_the_first() {
     let _serial = serial();
     let gpu = Cuda::new(0).unwrap();
-    let previous = gpu.conv_precision().unwrap();
+    let _restore = RestoreSettings::new(&gpu);
     let g = same([2, 12, 12, 12, 4], [3, 3, 3, 4, 32], 1);
     let x = gpu
         .upload(&vec![0.5; g.n * g.input_voxels() * g.cin])
@@ -576,7 +586,6 @@ fn tensor_core_passes_allocate_nothing_new_after_the_first() {
             "{precision}: device allocations after the first passes"
         );
     }
-    gpu.set_conv_precision(previous);
 }
 
 /// The packs kept beside an operand (src/backend/cuda/storage.rs): forward and backward
@@ -588,7 +597,7 @@ fn tensor_core_passes_allocate_nothing_new_after_the_first() {
 fn kept_packs_serve_later_passes_and_go_with_writes() {
     let _serial = serial();
     let gpu = device();
-    let previous = (gpu.conv_precision().unwrap(), gpu.pack_cache().unwrap());
+    let _restore = RestoreSettings::new(&gpu);
     let g = conv([2, 12, 10, 9, 32], [3, 3, 3, 32, 64], 1, 1);
     let mut rng = Rng::new(fresh_seed());
     let x = random(&mut rng, g.n * g.input_voxels() * g.cin, -1.0, 1.0);
@@ -650,8 +659,6 @@ fn kept_packs_serve_later_passes_and_go_with_writes() {
             "{precision}: the step changed nothing"
         );
     }
-    gpu.set_conv_precision(previous.0);
-    gpu.set_pack_cache(previous.1);
 }
 
 #[test]

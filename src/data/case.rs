@@ -230,7 +230,10 @@ pub fn grid_difference(pred: &NiftiHeaderInfo, truth: &NiftiHeaderInfo) -> Optio
         ));
     }
     if what.is_empty() {
-        what.push("the affines differ".to_string());
+        what.push(format!(
+            "the affines differ by up to {:.4}",
+            pred.affine_distance(truth)
+        ));
     }
     Some(what.join("; "))
 }

@@ -4,7 +4,7 @@
 //! Test cases are kept away from training by type: training and validation code takes a
 //! `TrainVal`, which holds only train and validation ids; the test ids come out of a `Split`
 //! only through `Split::test_ids`, which evaluation calls.
-use crate::error::{Error, Result};
+use crate::error::{few, Error, Result};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -362,16 +362,11 @@ impl Split {
             .map(String::as_str)
             .collect();
         if !unused.is_empty() {
-            const SHOWN: usize = 5;
-            let more = match unused.len().saturating_sub(SHOWN) {
-                0 => String::new(),
-                n => format!(" and {n} more"),
-            };
             notes.push(format!(
-                "{}: {} labelled case(s) are in none of its lists and go unused: {}{more}",
+                "{}: {} labelled case(s) are in none of its lists and go unused: {}",
                 path.display(),
                 unused.len(),
-                unused[..unused.len().min(SHOWN)].join(", ")
+                few(&unused)
             ));
         }
         Ok((split, notes))

@@ -519,6 +519,22 @@ mod tests {
                 "voxel size 1.000x1.000x3.000 mm differs from the reference's 1.000x1.000x2.000 mm"
             )
         );
+        // 5 mm voxels turned by 0.5 mrad: each direction within the tolerance, the affine
+        // not.
+        let coarse = grid([
+            [5.0, 0.0, 0.0, 0.0],
+            [0.0, 5.0, 0.0, 0.0],
+            [0.0, 0.0, 2.0, 0.0],
+        ]);
+        let turned = grid([
+            [5.0, 0.0025, 0.0, 0.0],
+            [-0.0025, 5.0, 0.0, 0.0],
+            [0.0, 0.0, 2.0, 0.0],
+        ]);
+        assert_eq!(
+            grid_difference(&turned, &coarse).as_deref(),
+            Some("the affines differ by up to 0.0025")
+        );
         let mut larger = truth.clone();
         larger.dims = [4, 4, 5];
         assert_eq!(

@@ -20,8 +20,10 @@
 //! - Halo (`ConvTarget::halo`, not yet measured on a GPU, so off unless asked for): a
 //!   stride-1 pass whose plan is mma.sync runs the kernels of kernels/conv3d_halo.cu
 //!   instead, which copy each tap row's input window once for the taps along w, from
-//!   operands packed with zero borders: forward and backward data where the grid fills
-//!   the device, backward weights (k_w of 2 or 3) split as the others.
+//!   operands packed with zero borders: where k_w is 2 or 3, the borders add at most 20%
+//!   rows, a tap's channels fill at least half of a step (or of a backward-weights
+//!   block's rows) and, for forward and backward data, the grid fills the device;
+//!   backward weights splits as the others.
 //! - Backward data runs one launch over all stride phases (grid.z), each phase a GEMM over
 //!   only the taps that reach its voxels.
 //! - Splits: when the tiles alone give fewer blocks than the device wants, the reduction is
@@ -102,9 +104,10 @@ const PACK_THREADS: u32 = 256;
 /// run their 32-column results on wgmma.
 const WGMMA_N32_MIN_STEPS: u64 = 2;
 const WGMMA_N32_MAX_STEPS: u64 = 4;
-/// Backward weights into 64 columns runs wgmma only over reductions of at most this many
-/// wgmma steps.
+/// Backward weights into 64 columns over more than this many wgmma steps runs wgmma only
+/// on fewer than WGMMA_N64_WEIGHT_LONG_MAX_TILES tiles.
 const WGMMA_N64_WEIGHT_MAX_STEPS: u64 = 16;
+const WGMMA_N64_WEIGHT_LONG_MAX_TILES: u64 = 4;
 /// A split covers at least this many K steps.
 const MIN_STEPS_PER_SPLIT: u64 = 8;
 const MAX_GRID_YZ: u64 = 65_535;
@@ -950,20 +953,26 @@ impl ConvPlan {
             // - 128 columns: wgmma, 0.4-0.94x the time, except over a single step (1.0-1.2x);
             // - 64 columns: wgmma where its tiles fill less than one per SM (0.72-0.97x;
             //   with one block per SM its step is bound by issuing the copies, and on a
-            //   full grid mma.sync's two blocks per SM hide that better: 1.05-1.5x), but
-            //   for backward weights only over short reductions (1024 voxels: 0.79x; the
-            //   split reductions over 64^3 and more voxels: 1.09-1.47x); on full grids the
-            //   wgmma pair of blocks per SM runs instead when the target asks for it
-            //   (`VOXSEG_WGMMA_PAIRS=1`, not yet measured);
-            // - 32 columns: mma.sync, 5-25% faster, except over reductions of 3 or 4 steps
-            //   (a first layer's 27 taps of few input channels), where wgmma was 13%
-            //   faster; over 1 or 2 (heads, a transposed convolution's one-tap phases)
-            //   mma.sync was 2-33% faster.
+            //   full grid mma.sync's two blocks per SM hide that better: 1.05-1.5x); but
+            //   backward weights over more than 16 steps (65536 voxels and more) only on
+            //   fewer than 4 tiles: there the split reductions on 7-27 tiles took 1.09-1.47x
+            //   mma.sync's time, the two-tile ones (transposed 2x2x2 convolutions into 32
+            //   channels) 0.82-0.97x, and the short ones on 80-100 tiles 0.79-0.88x. On
+            //   full grids the wgmma pair of blocks per SM runs instead when the target
+            //   asks for it (`VOXSEG_WGMMA_PAIRS=1`, not yet measured);
+            // - 32 columns: mma.sync, 5-25% faster, except over reductions of more than 2
+            //   and at most 4 wgmma steps, where wgmma was 13-17% faster (a first layer's
+            //   27 taps of few channels, a 256-channel head); over 1 or 2 steps (heads of
+            //   at most 128 channels, a transposed convolution's one-tap phases) mma.sync
+            //   was 2-33% faster. These step counts were measured at bf16 only; a tf32
+            //   step holds half as many channels.
             let mn_major = pass == ConvPass::BackwardWeight;
             let step = wgmma_probe_depth(precision) as u64;
             let wgmma_n64_tiles =
                 gm.rows.div_ceil(CONV_TC_BM as u64) * gm.cols.div_ceil(64) * gm.layers;
-            let long_weights = mn_major && gm.depth > WGMMA_N64_WEIGHT_MAX_STEPS * step;
+            let long_weights = mn_major
+                && gm.depth > WGMMA_N64_WEIGHT_MAX_STEPS * step
+                && wgmma_n64_tiles >= WGMMA_N64_WEIGHT_LONG_MAX_TILES;
             let n32_steps = WGMMA_N32_MIN_STEPS * step + 1..=WGMMA_N32_MAX_STEPS * step;
             match tc_tile(gm.cols) {
                 t if !target.wgmma || (mn_major && precision == ConvPrecision::Tf32) => t,
@@ -1417,7 +1426,13 @@ mod tests {
         let short = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 64], BackwardWeight, Bf16);
         assert_eq!(short.kernel.tile, ConvTile::WgN64, "1024 voxels");
         let long = plan([2, 16, 16, 16, 64], [3, 3, 3, 64, 64], BackwardWeight, Bf16);
-        assert_eq!(long.kernel.tile, ConvTile::TcN64, "8192 voxels");
+        assert_eq!(long.kernel.tile, ConvTile::TcN64, "8192 voxels on 14 tiles");
+        let two_tiles = plan([2, 16, 16, 16, 32], [2, 2, 2, 32, 64], BackwardWeight, Bf16);
+        assert_eq!(
+            two_tiles.kernel.tile,
+            ConvTile::WgN64,
+            "8192 voxels on 2 tiles"
+        );
         // Asked for, the pair of 64-column blocks takes the full grids, every pass at BF16
         // and all but backward weights at TF32; the smaller grids keep the single block.
         let pairs = hopper.with_wgmma_pairs(true);
@@ -1449,6 +1464,9 @@ mod tests {
             );
         }
         assert_eq!(paired(BackwardWeight, Tf32, 640, 8).tile, ConvTile::TcN64);
+        // A long backward-weights reduction on 14 tiles: neither the single block nor,
+        // short of a full grid, the pair.
+        assert_eq!(paired(BackwardWeight, Bf16, 64, 16).tile, ConvTile::TcN64);
         assert_eq!(paired(Forward, Bf16, 64, 8).tile, ConvTile::WgN64);
         // Into 32 columns, wgmma only over a reduction of 3 or 4 steps (a first layer), not
         // 1 or 2 (heads) or more.
