@@ -31,11 +31,11 @@
 // packed into the same grid as backward data places it, at (k - 1 - pad) per axis, whose
 // linear offset is s (zeros on the border rows, which so add nothing; the rows before s
 // are all border, so x's negative rows there read as zeros). Where in == out ('same')
-// both passes read one pack of dy. A
-// block takes one tap row (kz, ky) and a block of CI channels: its rows are (kx, ci), one
-// warp row per kx. A step copies BK + k_w - 1 consecutive rows of x (mn-major, [r][ci])
-// and BK rows of dy ([r][co]) once; the warps of tap kx read x's fragments kx rows
-// further. The reduction over the rows is split across grid.z as the other kernels'.
+// both passes read one pack of dy. A block takes one tap row (kz, ky) and a block of CI
+// channels: its rows are (kx, ci), one warp row per kx. A step copies BK + k_w - 1
+// consecutive rows of x (mn-major, [r][ci]) and BK rows of dy ([r][co]) once; the warps
+// of tap kx read x's fragments kx rows further. The reduction over the rows is split
+// across grid.z as the other kernels'.
 #include "conv3d_sync.h"
 
 // ---------------------------------------------------------------------------------------
