@@ -11,7 +11,9 @@
 //! (H100, H200) the sm_90a wgmma kernels run the TF32/BF16 passes where the plan measured
 //! them faster than mma.sync (most of them; see `ConvPlan::new`): [`Cuda::set_wgmma`],
 //! initially on there unless `VOXSEG_WGMMA=0`. They passed the parity tests on an H100 on
-//! 2026-11-26.
+//! 2026-11-26. Three kernel experiments wait for a GPU to measure them, each off unless
+//! its switch is on: the wgmma pair (`VOXSEG_WGMMA_PAIRS`), the L1 gathers
+//! (`VOXSEG_GATHER_L1`) and the halo kernels (`VOXSEG_CONV_HALO`, kernels/conv3d_halo.cu).
 use super::conv_plan::{
     wgmma_probe_depth, ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, CONV_WGMMA_THREADS,
     WGMMA_PROBE_SHARED_BYTES,
