@@ -489,9 +489,8 @@ fn l1_gather_variant_matches_cpu() {
 }
 
 /// The halo kernels (`VOXSEG_CONV_HALO`) on grids that fill an H100's resident blocks:
-/// 64, 32 and 128 columns forward, 64 and 32 in backward data, every backward-weights tile,
-/// from operands packed inside zero borders (wgmma off, so that the 128 columns run the
-/// halo too).
+/// every tile of every pass, from operands packed inside zero borders (wgmma off, so that
+/// the 128 columns run the halo too).
 #[test]
 #[ignore = "needs a CUDA device"]
 fn halo_convolutions_match_cpu() {
@@ -504,6 +503,7 @@ fn halo_convolutions_match_cpu() {
     let g32 = conv([2, 24, 40, 40, 32], [3, 3, 3, 32, 32], 1, 1);
     let g128 = conv([2, 24, 40, 40, 24], [3, 3, 3, 24, 128], 1, 1);
     let g64_32 = conv([2, 24, 40, 40, 64], [3, 3, 3, 64, 32], 1, 1);
+    let g128_32 = conv([2, 24, 40, 40, 128], [3, 3, 3, 128, 32], 1, 1);
     for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
         gpu.set_conv_precision(precision);
         let tile = |g: &ConvGeometry, pass| gpu.conv_plan(g, pass).unwrap().kernel.tile;
@@ -540,12 +540,20 @@ fn halo_convolutions_match_cpu() {
                     ConvTile::HaloWeight64x32,
                 ],
             ),
+            (
+                &g128_32,
+                [
+                    ConvTile::HaloN32,
+                    ConvTile::HaloN128,
+                    ConvTile::HaloWeight64x32,
+                ],
+            ),
         ] {
             for (pass, want) in PASSES.into_iter().zip(tiles) {
                 assert_eq!(tile(g, pass), want, "{pass:?} {g:?}");
             }
         }
-        check_every_pass(&gpu, &[g64, g32, g128, g64_32]);
+        check_every_pass(&gpu, &[g64, g32, g128, g64_32, g128_32]);
     }
 }
 

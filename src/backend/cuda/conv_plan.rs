@@ -1268,6 +1268,16 @@ mod tests {
             tile(&g64_32, BackwardWeight, halo),
             ConvTile::HaloWeight64x32
         );
+        // The GPU parity test's case for the 128-column backward-data tile.
+        let g128_32 = conv([2, 24, 40, 40, 128], [3, 3, 3, 128, 32], 1);
+        assert_eq!(
+            [Forward, BackwardData, BackwardWeight].map(|pass| tile(&g128_32, pass, halo)),
+            [
+                ConvTile::HaloN32,
+                ConvTile::HaloN128,
+                ConvTile::HaloWeight64x32
+            ]
+        );
         // 32^3 with a 3^3 window: the bordered volume is 1.1995 times the result's.
         assert_eq!(
             tile(&wide, BackwardWeight, halo),
