@@ -514,6 +514,13 @@ pub struct ConvBorder {
     pub dims: [i32; 3],
 }
 
+impl ConvBorder {
+    /// Voxels of the source, and of the bordered volumes, over all samples.
+    fn voxels(&self) -> [usize; 2] {
+        [self.source, self.dims].map(|d| d.iter().fold(self.n as usize, |acc, &v| acc * v as usize))
+    }
+}
+
 /// The pack kernels (kernels/conv3d_pipe.cu; bordered: kernels/conv3d_halo.cu).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConvPackKind {
@@ -557,15 +564,14 @@ impl ConvPack {
             ConvPackKind::Rows => (a * b, c.next_multiple_of(per_chunk)),
             ConvPackKind::Transposed => (a * c, b.next_multiple_of(per_chunk)),
             ConvPackKind::Bordered(border) => {
-                let [d, h, w] = border.source.map(|v| v as usize);
-                if b != 1 || a != border.n as usize * d * h * w {
+                let [source, bordered] = border.voxels();
+                if b != 1 || a != source {
                     return Err(Error::shape(
                         "conv3d (cuda pack)",
                         format!("{border:?} does not describe a source of [{a}, {b}, {c}]"),
                     ));
                 }
-                let dims: usize = border.dims.iter().map(|&v| v as usize).product();
-                (border.n as usize * dims, c.next_multiple_of(per_chunk))
+                (bordered, c.next_multiple_of(per_chunk))
             }
         };
         let chunks = kept * padded / per_chunk;
@@ -650,9 +656,7 @@ impl ConvPack {
         let rows = match self.kind {
             ConvPackKind::Rows => p.a as usize * p.b as usize,
             ConvPackKind::Transposed => p.a as usize * p.c as usize,
-            ConvPackKind::Bordered(b) => {
-                b.n as usize * b.dims.iter().map(|&v| v as usize).product::<usize>()
-            }
+            ConvPackKind::Bordered(border) => border.voxels()[1],
         };
         rows * p.padded as usize
     }
@@ -850,10 +854,7 @@ impl HaloGeometry {
             ConvPass::BackwardData => (input, output, flipped_before),
         };
         let dims = [0, 1, 2].map(|i| result[i] + k[i] - 1);
-        let rows = dims.iter().fold(p.n as u64, |acc, &v| acc * v as u64);
-        let [_, h, w] = dims.map(|v| v as u64);
-        let tap_span = k[0] as u64 * h * w + k[1] as u64 * w;
-        (rows + tap_span + 2 * CONV_TC_BM as u64 <= i32::MAX as u64).then_some(Self {
+        let halo = Self {
             result,
             border: ConvBorder {
                 n: p.n,
@@ -862,7 +863,10 @@ impl HaloGeometry {
                 dims,
             },
             flipped_before,
-        })
+        };
+        let [_, h, w] = dims.map(|v| v as u64);
+        let tap_span = k[0] as u64 * h * w + k[1] as u64 * w;
+        (halo.rows() + tap_span + 2 * CONV_TC_BM as u64 <= i32::MAX as u64).then_some(halo)
     }
 
     /// Rows of the bordered grid that one sample's blocks cover: its planes z < result.
@@ -896,10 +900,7 @@ impl HaloGeometry {
 
     /// Rows of all the bordered volumes.
     fn rows(&self) -> u64 {
-        self.border
-            .dims
-            .iter()
-            .fold(self.border.n as u64, |acc, &v| acc * v as u64)
+        self.border.voxels()[1] as u64
     }
 }
 
