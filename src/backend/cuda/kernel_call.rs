@@ -20,13 +20,15 @@ pub(super) fn launch(name: &str, dims: &LaunchDims, mut args: LaunchArgs<'_>) ->
     Ok(())
 }
 
-/// Launches kernel `$name` of kernels/`$module`.cu on `$dims` with the arguments listed.
+/// Launches kernel `$name` (a `&'static str`) of kernels/`$module`.cu on `$dims` with the
+/// arguments listed.
 macro_rules! call_kernel {
-    ($cuda:expr, $module:literal, $name:literal, $dims:expr, [$($arg:expr),+ $(,)?]) => {{
-        let f = $cuda.function($module, $name)?;
+    ($cuda:expr, $module:literal, $name:expr, $dims:expr, [$($arg:expr),+ $(,)?]) => {{
+        let name: &'static str = $name;
+        let f = $cuda.function($module, name)?;
         let mut args = $cuda.stream().launch_builder(&f);
         $(cudarc::driver::PushKernelArg::arg(&mut args, $arg);)+
-        $crate::backend::cuda::kernel_call::launch($name, $dims, args)
+        $crate::backend::cuda::kernel_call::launch(name, $dims, args)
     }};
 }
 pub(super) use call_kernel;

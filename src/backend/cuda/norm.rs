@@ -121,23 +121,23 @@ impl NormKernel for Cuda {
                 [&plan.params, x.block(), coef.block(), y.block_mut()]
             )?,
             Some((pack, mut packed)) => {
-                let (x, coef, params) = (x.block(), coef.block(), &plan.params);
-                match pack.precision {
-                    ConvPrecision::Tf32 => call_kernel!(
-                        self,
-                        "norm",
-                        "norm_apply_tf32_pack",
-                        &plan.element_dims,
-                        [params, x, coef, y.block_mut(), packed.block_mut()]
-                    )?,
-                    _ => call_kernel!(
-                        self,
-                        "norm",
-                        "norm_apply_bf16_pack",
-                        &plan.element_dims,
-                        [params, x, coef, y.block_mut(), packed.block_mut()]
-                    )?,
-                }
+                let name = match pack.precision {
+                    ConvPrecision::Tf32 => "norm_apply_tf32_pack",
+                    _ => "norm_apply_bf16_pack",
+                };
+                call_kernel!(
+                    self,
+                    "norm",
+                    name,
+                    &plan.element_dims,
+                    [
+                        &plan.params,
+                        x.block(),
+                        coef.block(),
+                        y.block_mut(),
+                        packed.block_mut()
+                    ]
+                )?;
                 y.packs()
                     .get_or_try_insert(pack, || Ok::<_, Error>(packed))?;
             }
@@ -246,22 +246,17 @@ impl NormKernel for Cuda {
                     [params, x, y, dy, coef, dx.block_mut()]
                 )?,
                 Some((pack, mut packed)) => {
-                    match pack.precision {
-                        ConvPrecision::Tf32 => call_kernel!(
-                            self,
-                            "norm",
-                            "norm_backward_dx_tf32_pack",
-                            &plan.element_dims,
-                            [params, x, y, dy, coef, dx.block_mut(), packed.block_mut()]
-                        )?,
-                        _ => call_kernel!(
-                            self,
-                            "norm",
-                            "norm_backward_dx_bf16_pack",
-                            &plan.element_dims,
-                            [params, x, y, dy, coef, dx.block_mut(), packed.block_mut()]
-                        )?,
-                    }
+                    let name = match pack.precision {
+                        ConvPrecision::Tf32 => "norm_backward_dx_tf32_pack",
+                        _ => "norm_backward_dx_bf16_pack",
+                    };
+                    call_kernel!(
+                        self,
+                        "norm",
+                        name,
+                        &plan.element_dims,
+                        [params, x, y, dy, coef, dx.block_mut(), packed.block_mut()]
+                    )?;
                     dx.packs()
                         .get_or_try_insert(pack, || Ok::<_, Error>(packed))?;
                 }
