@@ -669,18 +669,17 @@ pub mod conv {
 
     /// The kernels access packed buffers in 16-byte chunks (a Vec's allocation is aligned
     /// so on the hosts the harness runs on; a sub-slice may not be).
-    fn aligned16<E>(what: &str, p: *const E) -> EmuResult {
+    pub(super) fn aligned16<E>(what: &str, p: *const E) -> EmuResult {
         if !(p as usize).is_multiple_of(16) {
             return Err(format!("{what} is not 16-byte aligned"));
         }
         Ok(())
     }
 
-    /// Runs a pack kernel: `src` of `pack.source_len()` f32, `dst` of `pack.packed_len()`
-    /// elements of the pack's format (`u16` bf16, `u32` tf32), 16-byte aligned.
-    pub fn conv3d_pack<E: Packed>(pack: &ConvPack, src: &[f32], dst: &mut [E]) -> EmuResult {
-        need("source", src.len(), pack.source_len() as u64)?;
-        need("packed", dst.len(), pack.packed_len() as u64)?;
+    /// That `packed` holds `pack` (`packed_len` elements of its format, 16-byte aligned),
+    /// for a kernel that writes it.
+    pub(super) fn check_packed<E: Packed>(pack: &ConvPack, packed: &[E]) -> EmuResult {
+        need("packed", packed.len(), pack.packed_len() as u64)?;
         if pack.element_bytes() != E::BYTES {
             return Err(format!(
                 "{} writes {}-byte elements",
@@ -688,7 +687,14 @@ pub mod conv {
                 pack.element_bytes()
             ));
         }
-        aligned16("packed", dst.as_ptr())?;
+        aligned16("packed", packed.as_ptr())
+    }
+
+    /// Runs a pack kernel: `src` of `pack.source_len()` f32, `dst` of `pack.packed_len()`
+    /// elements of the pack's format (`u16` bf16, `u32` tf32), 16-byte aligned.
+    pub fn conv3d_pack<E: Packed>(pack: &ConvPack, src: &[f32], dst: &mut [E]) -> EmuResult {
+        need("source", src.len(), pack.source_len() as u64)?;
+        check_packed(pack, dst)?;
         let tf32 = pack.precision == ConvPrecision::Tf32;
         let (src, dst) = (src.as_ptr(), dst.as_mut_ptr().cast());
         // SAFETY: lengths and element size checked against the pack above, whose params

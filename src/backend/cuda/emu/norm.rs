@@ -1,7 +1,7 @@
 //! Harness entry points of kernels/norm.cu. Every wrapper checks that the slices cover
 //! what the parameters make the kernel index, that the reduction view is the
 //! normalisation's and that optional inputs match their flags.
-use super::conv::Packed;
+use super::conv::{aligned16, check_packed, Packed};
 use super::{need, status, EmuResult};
 use crate::backend::cuda::conv_plan::{ConvPack, ConvPrecision};
 use crate::backend::cuda::params::{LaunchDims, ReduceParams};
@@ -269,25 +269,8 @@ fn check_pack<E: Packed>(
             "{pack:?} is not the pack of this norm's activations"
         ));
     }
-    need("packed", packed.len(), pack.packed_len() as u64)?;
-    if pack.element_bytes() != E::BYTES {
-        return Err(format!(
-            "{} writes {}-byte elements",
-            pack.name(),
-            pack.element_bytes()
-        ));
-    }
-    let packed_at = ("packed", packed.as_ptr() as usize);
-    for (what, at) in f32s
-        .iter()
-        .map(|&(w, p)| (w, p as usize))
-        .chain([packed_at])
-    {
-        if !at.is_multiple_of(16) {
-            return Err(format!("{what} is not 16-byte aligned"));
-        }
-    }
-    Ok(())
+    check_packed(pack, packed)?;
+    f32s.iter().try_for_each(|&(what, at)| aligned16(what, at))
 }
 
 /// `apply`, writing y also as `pack` packs it (`u16` bf16 or `u32` tf32 elements).
