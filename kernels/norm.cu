@@ -160,16 +160,21 @@ __device__ __forceinline__ I vx_norm_coef_index(const NormKernelParams& p, I i) 
     return o * c + i % c;
 }
 
+// y = act(x a + b) of one element whose coefficients a, b are at k and planes + k.
+template <class I>
+__device__ __forceinline__ float vx_norm_y(const NormKernelParams& p, const float* coef,
+                                           I planes, I k, float x) {
+    const float z = x * coef[k] + coef[planes + k];
+    return z > 0.0f ? z : z * p.neg_slope;
+}
+
 template <class I>
 __device__ __forceinline__ void vx_norm_apply(const NormKernelParams& p, const float* x,
                                               const float* coef, float* y) {
     const I n = static_cast<I>(p.outer * p.mid * p.c);
     const I planes = static_cast<I>(p.outer * p.c);
-    for (I i = static_cast<I>(vx_thread_index()); i < n; i += static_cast<I>(vx_thread_stride())) {
-        const I k = vx_norm_coef_index(p, i);
-        const float z = x[i] * coef[k] + coef[planes + k];
-        y[i] = z > 0.0f ? z : z * p.neg_slope;
-    }
+    for (I i = static_cast<I>(vx_thread_index()); i < n; i += static_cast<I>(vx_thread_stride()))
+        y[i] = vx_norm_y(p, coef, planes, vx_norm_coef_index(p, i), x[i]);
 }
 
 // Largest element count served with 32-bit indices (the grid stride must not wrap).
@@ -231,10 +236,7 @@ __device__ __forceinline__ void vx_norm_apply_packed(const NormKernelParams& p, 
         float xs[4];
         vx_load4_lanes(x + e, xs);
 #pragma unroll
-        for (int t = 0; t < 4; ++t) {
-            const float z = xs[t] * coef[k + t] + coef[planes + k + t];
-            v[t] = z > 0.0f ? z : z * p.neg_slope;
-        }
+        for (int t = 0; t < 4; ++t) v[t] = vx_norm_y(p, coef, planes, k + t, xs[t]);
     });
 }
 
@@ -356,18 +358,22 @@ VX_EMU_ENTRY(norm_backward_affine,
               const float* var, unsigned beta, float* out),
              (r, p, partial, var, beta, out))
 
+// dx = k1 dz + k2 (x - k4) + k3 of one element, coefficient kj at k + (j - 1) planes.
+template <class I>
+__device__ __forceinline__ float vx_norm_dx_value(const NormKernelParams& p, const float* coef,
+                                                  I planes, I k, float x, float y, float dy) {
+    const float g = vx_norm_dz(p, y, dy);
+    return coef[k] * g + coef[planes + k] * (x - coef[3 * planes + k]) + coef[2 * planes + k];
+}
+
 template <class I>
 __device__ __forceinline__ void vx_norm_dx(const NormKernelParams& p, const float* x,
                                            const float* y, const float* dy, const float* coef,
                                            float* dx) {
     const I n = static_cast<I>(p.outer * p.mid * p.c);
     const I planes = static_cast<I>(p.outer * p.c);
-    for (I i = static_cast<I>(vx_thread_index()); i < n; i += static_cast<I>(vx_thread_stride())) {
-        const I k = vx_norm_coef_index(p, i);
-        const float g = vx_norm_dz(p, y[i], dy[i]);
-        dx[i] = coef[k] * g + coef[planes + k] * (x[i] - coef[3 * planes + k]) +
-                coef[2 * planes + k];
-    }
+    for (I i = static_cast<I>(vx_thread_index()); i < n; i += static_cast<I>(vx_thread_stride()))
+        dx[i] = vx_norm_dx_value(p, coef, planes, vx_norm_coef_index(p, i), x[i], y[i], dy[i]);
 }
 
 // vx_norm_dx that also writes dx packed (vx_norm_write_packed): dx is the gradient at the
@@ -384,11 +390,8 @@ __device__ __forceinline__ void vx_norm_dx_packed(const NormKernelParams& p, con
         vx_load4_lanes(y + e, ys);
         vx_load4_lanes(dy + e, ds);
 #pragma unroll
-        for (int t = 0; t < 4; ++t) {
-            const float g = vx_norm_dz(p, ys[t], ds[t]);
-            v[t] = coef[k + t] * g + coef[planes + k + t] * (xs[t] - coef[3 * planes + k + t]) +
-                   coef[2 * planes + k + t];
-        }
+        for (int t = 0; t < 4; ++t)
+            v[t] = vx_norm_dx_value(p, coef, planes, k + t, xs[t], ys[t], ds[t]);
     });
 }
 
