@@ -4,13 +4,13 @@
 # they check values, not time), then, one at a time, our benchmarks, the PyTorch/cuDNN
 # reference on the same card, and the quickstart on the GPU. Every step has its own time
 # limit, clamped to what is left of DEADLINE seconds (default 540) for the whole script, so
-# one slow step cannot eat the lease. Results go to $OUT in five files (the device tool
-# brings back at most 8): summary.txt (card, steps, test results), tests.log (with the
-# quickstart's output), errors.log, ref.jsonl and ours.tar, which holds one
-# ours_<precision>[_<variant>...].jsonl per OURS item name. REF_CASES=none
+# one slow step cannot eat the lease. Results go to $OUT in at most seven files (the device
+# tool brings back 8): summary.txt (card, steps, test results), tests.log (with the
+# quickstart's output), errors.log, ref.jsonl, ours.tar, which holds one
+# ours_<precision>[_<variant>...].jsonl per OURS item name, and the sanitizer's logs. REF_CASES=none
 # skips the reference and QUICKSTART=0 the quickstart; REF_STEP=<precisions> adds, last, the
 # reference's training step (slow: cuDNN searches per layer) to ref.jsonl; SANITIZE=<test
-# filter> reruns those conv parity tests under compute-sanitizer (below). An OURS item
+# filter> reruns those conv parity tests under compute-sanitizer, last (below). An OURS item
 # "<precision>:<filter>" runs the defaults into ours_<precision>.jsonl;
 # variants follow the precision, each also named in the file: "+wgmma" forces the Hopper
 # wgmma kernels on (VOXSEG_WGMMA=1), "+mma" off, "+percall" packs the tensor-core operands
@@ -64,23 +64,6 @@ run_tests() {
 export -f run_tests
 export tests_dir
 step "${TEST_LIMIT:-180}" "tests (all binaries at once)" bash -c run_tests
-# SANITIZE="<filter>" runs the cuda_parity_conv tests it selects once more under each of
-# compute-sanitizer's memcheck and racecheck (out-of-bounds reads that feed only results
-# no test compares, shared-memory races), each into its own log, with the caching pool off
-# (VOXSEG_POOL=off): a pool block may be larger than asked for, and a read past the end
-# would stay inside its allocation, where memcheck cannot see it.
-if [[ -n "${SANITIZE:-}" ]]; then
-    if ! command -v compute-sanitizer >/dev/null; then
-        log "compute-sanitizer: not on this machine, SANITIZE skipped"
-    else
-        for tool in memcheck racecheck; do
-            step "${SANITIZE_LIMIT:-90}" "compute-sanitizer $tool ($SANITIZE)" \
-                bash -c "VOXSEG_POOL=off compute-sanitizer --tool $tool --error-exitcode 1 \
-                    gpu-bin/test-cuda_parity_conv --include-ignored $SANITIZE \
-                    >'$tests_dir/sanitizer_$tool.log' 2>&1"
-        done
-    fi
-fi
 for f in "$tests_dir"/*.log; do
     echo "=== $(basename "$f" .log)" >>"$out/tests.log"
     cat "$f" >>"$out/tests.log"
@@ -120,5 +103,27 @@ if [[ -n "${REF_STEP:-}" ]]; then
         --precision "$REF_STEP" --cases step --warmup 3 --iters 10 \
         >>"$out/ref.jsonl" 2>>"$out/errors.log"
 fi
+# SANITIZE="<filter>" runs, last (the timings decide more, and it takes what time is left),
+# the cuda_parity_conv tests it selects once more under each of compute-sanitizer's memcheck
+# and racecheck (out-of-bounds reads that feed only results no test compares, shared-memory
+# races), each into $OUT/sanitizer_<tool>.log (its first 4 MB), with the caching pool off
+# (VOXSEG_POOL=off): a pool block may be larger than asked for, and a read past the end
+# would stay inside its allocation, where memcheck cannot see it.
+if [[ -n "${SANITIZE:-}" ]]; then
+    if ! command -v compute-sanitizer >/dev/null; then
+        log "compute-sanitizer: not on this machine, SANITIZE skipped"
+    else
+        for tool in memcheck racecheck; do
+            step "${SANITIZE_LIMIT:-90}" "compute-sanitizer $tool ($SANITIZE)" \
+                bash -c "VOXSEG_POOL=off compute-sanitizer --tool $tool --error-exitcode 1 \
+                    gpu-bin/test-cuda_parity_conv --include-ignored $SANITIZE \
+                    >'$tests_dir/sanitizer_$tool.log' 2>&1"
+            head -c 4000000 "$tests_dir/sanitizer_$tool.log" >"$out/sanitizer_$tool.log"
+        done
+    fi
+fi
+for f in "$out"/sanitizer_*.log; do
+    [[ -f "$f" ]] && tail -5 "$f" >>"$out/tests.log"
+done
 grep -E "^=== |test result|FAILED|panicked|ERROR SUMMARY" "$out/tests.log" | head -60 >>"$out/summary.txt"
 cat "$out/summary.txt"
