@@ -14,11 +14,13 @@
 # "<precision>:<filter>" runs the defaults into ours_<precision>.jsonl;
 # variants follow the precision, each also named in the file: "+wgmma" forces the Hopper
 # wgmma kernels on (VOXSEG_WGMMA=1), "+mma" off, "+percall" packs the tensor-core operands
-# on every call (VOXSEG_PACK_CACHE=off), "+pairs" puts full grids of 64 columns on the
-# pair of wgmma blocks per SM (VOXSEG_WGMMA_PAIRS=1), "+l1" runs the build variant whose
-# activation gathers go through L1 (VOXSEG_GATHER_L1=1), "+halo" runs stride-1 passes on
-# the halo kernels where the plan allows (VOXSEG_CONV_HALO=1), e.g. "bf16+mma+percall:conv"
-# into ours_bf16_mma_percall.jsonl.
+# on every call (VOXSEG_PACK_CACHE=off), "+nopairs" keeps full grids of 64 columns off
+# the pair of wgmma blocks per SM (VOXSEG_WGMMA_PAIRS=0), "+l1" runs every tensor-core
+# pass from the build variant whose activation gathers go through L1
+# (VOXSEG_GATHER_L1=all), "+nol1" none (=off), "+halo" runs every stride-1 pass the plan
+# allows on the halo kernels (VOXSEG_CONV_HALO=all), "+nohalo" none (=off); without them
+# each runs where an H100 measured it faster. E.g. "bf16+mma+percall:conv" into
+# ours_bf16_mma_percall.jsonl.
 #   OURS="bf16:conv bf16+wgmma:conv" REF_PRECISIONS=bf16 REF_CASES=conv scripts/gpu-session.sh
 set -u
 # The bundle travels packed (scripts/gpu-bundle.sh).
@@ -49,9 +51,19 @@ step() {
 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader >"$out/summary.txt" 2>&1
 tests_dir="$(mktemp -d)"
 ours_dir="$(mktemp -d)"
+# The convolution tests share one lock (each changes the device's settings) and spend
+# most of their time on the f64 CPU reference: each runs in its own process, side by side,
+# instead of one after another in one (over 170 s on an H100 with 16 CPU cores).
 run_tests() {
-    local pids=() bin
+    local pids=() bin name
     for bin in gpu-bin/test-cuda_parity* gpu-bin/test-cuda_train; do
+        if [[ "$bin" == */test-cuda_parity_conv ]]; then
+            for name in $("$bin" --list --format terse --include-ignored | sed -n 's/: test$//p'); do
+                "$bin" --include-ignored --exact "$name" >"$tests_dir/$(basename "$bin")-$name.log" 2>&1 &
+                pids+=($!)
+            done
+            continue
+        fi
         "$bin" --include-ignored >"$tests_dir/$(basename "$bin").log" 2>&1 &
         pids+=($!)
     done
@@ -76,9 +88,11 @@ for item in $ours; do
         wgmma) vars+=(VOXSEG_WGMMA=1) ;;
         mma) vars+=(VOXSEG_WGMMA=0) ;;
         percall) vars+=(VOXSEG_PACK_CACHE=off) ;;
-        pairs) vars+=(VOXSEG_WGMMA_PAIRS=1) ;;
-        l1) vars+=(VOXSEG_GATHER_L1=1) ;;
-        halo) vars+=(VOXSEG_CONV_HALO=1) ;;
+        nopairs) vars+=(VOXSEG_WGMMA_PAIRS=0) ;;
+        l1) vars+=(VOXSEG_GATHER_L1=all) ;;
+        nol1) vars+=(VOXSEG_GATHER_L1=off) ;;
+        halo) vars+=(VOXSEG_CONV_HALO=all) ;;
+        nohalo) vars+=(VOXSEG_CONV_HALO=off) ;;
         *) log "unknown variant $v in $item" && continue 2 ;;
         esac
         file+="_$v"

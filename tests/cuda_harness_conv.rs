@@ -847,6 +847,9 @@ fn padded_channels_every_kernel_shape_and_tile(
         conv([1, 5, 4, 6, 40], [3, 1, 1, 40, 72], 1, Padding::Same),
         // Strided 'same' with 40 channels in (steps cross taps) and 3 out.
         conv([1, 7, 6, 5, 40], [3, 3, 3, 40, 3], 2, Padding::Same),
+        // 40 -> 24 over 210 voxels: a 64-column data gradient on two tiles over 27 taps of
+        // 24 channels (the wgmma pair takes reductions of more than two steps).
+        conv([1, 7, 6, 5, 40], [3, 3, 3, 40, 24], 1, Padding::Same),
         // 'valid', 12 -> 8, batch 2.
         conv([2, 6, 5, 7, 12], [3, 3, 3, 12, 8], 1, Padding::Valid),
         // The 2x2x2 stride-2 transposed conv of a decoder: 8 one-tap phases.
@@ -985,7 +988,7 @@ fn halo_kernels_on_every_tile(precision: ConvPrecision, rng: &mut Rng) {
             },
         ),
     ];
-    let target = ConvTarget::new(8).with_halo(true);
+    let target = ConvTarget::new(8).with_halo(Reach::All);
     // Nothing to reuse along w: a 3x3x1 window keeps the gathering kernels.
     let narrow = conv([1, 3, 20, 24, 16], [3, 3, 1, 16, 24], 1, Padding::Same);
     for pass in PASSES {

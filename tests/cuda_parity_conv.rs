@@ -17,7 +17,9 @@ mod common;
 
 use common::{device, fresh_seed, max_rel, norm_rel, random, serial};
 use voxseg::backend::cpu::Cpu64;
-use voxseg::backend::cuda::conv_plan::{wgmma_probe_depth, ConvPass, ConvPrecision, ConvTile};
+use voxseg::backend::cuda::conv_plan::{
+    wgmma_probe_depth, ConvPass, ConvPlan, ConvPrecision, ConvTarget, ConvTile, Reach,
+};
 use voxseg::backend::cuda::emu::conv as emu_conv;
 use voxseg::backend::cuda::{graph_reps, Cuda};
 use voxseg::backend::BackendBase;
@@ -49,8 +51,8 @@ struct RestoreSettings<'a> {
     precision: ConvPrecision,
     wgmma: bool,
     wgmma_pairs: bool,
-    gather_l1: bool,
-    halo: bool,
+    gather_l1: Reach,
+    halo: Reach,
     pack_cache: bool,
 }
 
@@ -473,7 +475,7 @@ fn l1_gather_variant_matches_cpu() {
     let _serial = serial();
     let gpu = device();
     let _restore = RestoreSettings::new(&gpu);
-    gpu.set_gather_l1(true);
+    gpu.set_gather_l1(Reach::All);
     let families = if gpu.supports_wgmma() {
         vec![false, true]
     } else {
@@ -488,6 +490,54 @@ fn l1_gather_variant_matches_cpu() {
     }
 }
 
+/// Geometries whose passes run every halo tile on an H100 (132 SMs) with wgmma off, at
+/// TF32 and BF16, with the tiles of forward, backward data and backward weights. 40 input
+/// channels fill 40 of a 128-column backward-weights block's 64 rows (24 would fill under
+/// half, and keep the gathering kernel).
+fn halo_cases() -> [(ConvGeometry, [ConvTile; 3]); 5] {
+    use ConvTile::*;
+    [
+        (
+            conv([2, 24, 40, 40, 64], [3, 3, 3, 64, 64], 1, 1),
+            [HaloN64, HaloN64, HaloWeight64x64],
+        ),
+        (
+            conv([2, 24, 40, 40, 32], [3, 3, 3, 32, 32], 1, 1),
+            [HaloN32, HaloN32, HaloWeight32x32],
+        ),
+        (
+            conv([2, 24, 40, 40, 40], [3, 3, 3, 40, 128], 1, 1),
+            [HaloN128, HaloN64, HaloWeight64x128],
+        ),
+        (
+            conv([2, 24, 40, 40, 64], [3, 3, 3, 64, 32], 1, 1),
+            [HaloN32, HaloN64, HaloWeight64x32],
+        ),
+        (
+            conv([2, 24, 40, 40, 128], [3, 3, 3, 128, 32], 1, 1),
+            [HaloN32, HaloN128, HaloWeight64x32],
+        ),
+    ]
+}
+
+/// The plan of an H100 takes the halo tiles `halo_cases` names, so that the GPU test below
+/// runs each of them (checked here, without a device, as the GPU planner plans).
+#[test]
+fn halo_cases_plan_their_tiles_on_an_h100() {
+    let h100 = ConvTarget::new(4 * 132).with_halo(Reach::All);
+    for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
+        for (g, tiles) in halo_cases() {
+            for (pass, want) in PASSES.into_iter().zip(tiles) {
+                let tile = ConvPlan::new(&g, pass, precision, h100)
+                    .unwrap()
+                    .kernel
+                    .tile;
+                assert_eq!(tile, want, "{precision} {pass:?} {g:?}");
+            }
+        }
+    }
+}
+
 /// The halo kernels (`VOXSEG_CONV_HALO`) on grids that fill an H100's resident blocks:
 /// every tile of every pass, from operands packed inside zero borders (wgmma off, so that
 /// the 128 columns run the halo too).
@@ -498,62 +548,17 @@ fn halo_convolutions_match_cpu() {
     let gpu = device();
     let _restore = RestoreSettings::new(&gpu);
     gpu.set_wgmma(false).unwrap();
-    gpu.set_halo(true);
-    let g64 = conv([2, 24, 40, 40, 64], [3, 3, 3, 64, 64], 1, 1);
-    let g32 = conv([2, 24, 40, 40, 32], [3, 3, 3, 32, 32], 1, 1);
-    let g128 = conv([2, 24, 40, 40, 24], [3, 3, 3, 24, 128], 1, 1);
-    let g64_32 = conv([2, 24, 40, 40, 64], [3, 3, 3, 64, 32], 1, 1);
-    let g128_32 = conv([2, 24, 40, 40, 128], [3, 3, 3, 128, 32], 1, 1);
+    gpu.set_halo(Reach::All);
+    let cases = halo_cases();
     for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
         gpu.set_conv_precision(precision);
-        let tile = |g: &ConvGeometry, pass| gpu.conv_plan(g, pass).unwrap().kernel.tile;
-        for (g, tiles) in [
-            (
-                &g64,
-                [
-                    ConvTile::HaloN64,
-                    ConvTile::HaloN64,
-                    ConvTile::HaloWeight64x64,
-                ],
-            ),
-            (
-                &g32,
-                [
-                    ConvTile::HaloN32,
-                    ConvTile::HaloN32,
-                    ConvTile::HaloWeight32x32,
-                ],
-            ),
-            (
-                &g128,
-                [
-                    ConvTile::HaloN128,
-                    ConvTile::HaloN32,
-                    ConvTile::HaloWeight64x128,
-                ],
-            ),
-            (
-                &g64_32,
-                [
-                    ConvTile::HaloN32,
-                    ConvTile::HaloN64,
-                    ConvTile::HaloWeight64x32,
-                ],
-            ),
-            (
-                &g128_32,
-                [
-                    ConvTile::HaloN32,
-                    ConvTile::HaloN128,
-                    ConvTile::HaloWeight64x32,
-                ],
-            ),
-        ] {
+        for (g, tiles) in &cases {
             for (pass, want) in PASSES.into_iter().zip(tiles) {
-                assert_eq!(tile(g, pass), want, "{pass:?} {g:?}");
+                let tile = gpu.conv_plan(g, pass).unwrap().kernel.tile;
+                assert_eq!(tile, *want, "{pass:?} {g:?}");
             }
         }
-        check_every_pass(&gpu, &[g64, g32, g128, g64_32, g128_32]);
+        check_every_pass(&gpu, &cases.map(|(g, _)| g));
     }
 }
 

@@ -11,12 +11,13 @@
 //! (H100, H200) the sm_90a wgmma kernels run the TF32/BF16 passes where the plan measured
 //! them faster than mma.sync (most of them; see `ConvPlan::new`): [`Cuda::set_wgmma`],
 //! initially on there unless `VOXSEG_WGMMA=0`. They passed the parity tests on an H100 on
-//! 2026-11-26. Three kernel experiments wait for a GPU to measure them, each off unless
-//! its switch is on: the wgmma pair (`VOXSEG_WGMMA_PAIRS`), the L1 gathers
+//! 2026-11-26. Three more choices run where an H100 measured them faster (2026-11-26), each
+//! with its switch: the wgmma pair on full 64-column grids (`VOXSEG_WGMMA_PAIRS`, on unless
+//! `0`), and, with a [`Reach`] each (off, measured, all), the L1 gathers
 //! (`VOXSEG_GATHER_L1`) and the halo kernels (`VOXSEG_CONV_HALO`, kernels/conv3d_halo.cu).
 use super::conv_plan::{
-    wgmma_probe_depth, ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, CONV_WGMMA_THREADS,
-    WGMMA_PROBE_SHARED_BYTES,
+    wgmma_probe_depth, ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, Reach,
+    CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
 };
 use super::device::{driver_error, Cuda, CudaStorage};
 use super::params::LaunchDims;
@@ -33,18 +34,18 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// The environment variable that turns the wgmma kernels on (`1` or `on`) or off.
 pub const WGMMA_ENV: &str = "VOXSEG_WGMMA";
 
-/// The environment variable that puts 64-column results on full grids on the wgmma pair of
-/// blocks per SM (`1` or `on`) instead of mma.sync; off unless set, as it is not yet measured.
+/// The environment variable that keeps 64-column results on full grids off the wgmma pair
+/// of blocks per SM (`0` or `off`; on by default where wgmma runs).
 pub const WGMMA_PAIRS_ENV: &str = "VOXSEG_WGMMA_PAIRS";
 
-/// The environment variable that runs the tensor-core convolutions from the build variant
-/// whose activation gathers also go through L1 (`1` or `on`; kernels/mma.h,
-/// `vx_cp_async16_activation`); off unless set, as it is not yet measured.
+/// The environment variable that sets the [`Reach`] of the tensor-core kernels' build
+/// variant whose activation gathers also go through L1 (kernels/mma.h,
+/// `vx_cp_async16_activation`): `off`, `measured` (the default) or `all`.
 pub const GATHER_L1_ENV: &str = "VOXSEG_GATHER_L1";
 
-/// The environment variable that runs stride-1 convolution passes on the halo kernels (`1`
-/// or `on`; kernels/conv3d_halo.cu) where the plan allows; off unless set, as they are not
-/// yet measured.
+/// The environment variable that sets the [`Reach`] of the halo kernels
+/// (kernels/conv3d_halo.cu) over stride-1 passes: `off`, `measured` (the default: into at
+/// most 32 columns) or `all`.
 pub const HALO_ENV: &str = "VOXSEG_CONV_HALO";
 
 /// The environment variable that turns keeping operand packs off (`0` or `off`).
@@ -56,8 +57,8 @@ struct ConvSettings {
     precision: ConvPrecision,
     wgmma: bool,
     wgmma_pairs: bool,
-    gather_l1: bool,
-    halo: bool,
+    gather_l1: Reach,
+    halo: Reach,
     cache_packs: bool,
 }
 
@@ -66,9 +67,9 @@ impl Default for ConvSettings {
         Self {
             precision: ConvPrecision::default(),
             wgmma: false,
-            wgmma_pairs: false,
-            gather_l1: false,
-            halo: false,
+            wgmma_pairs: true,
+            gather_l1: Reach::default(),
+            halo: Reach::default(),
             cache_packs: true,
         }
     }
@@ -95,6 +96,17 @@ fn switch_from_env(name: &str) -> Result<Option<bool>> {
             )),
         },
         Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(e) => Err(Error::config(name, e.to_string())),
+    }
+}
+
+/// The [`Reach`] that environment variable `name` sets; the default when unset.
+fn reach_from_env(name: &str) -> Result<Reach> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .map_err(|e: Error| Error::config(name, e.to_string())),
+        Err(std::env::VarError::NotPresent) => Ok(Reach::default()),
         Err(e) => Err(Error::config(name, e.to_string())),
     }
 }
@@ -219,15 +231,16 @@ impl Cuda {
             Some(on) => on,
             None => self.supports_wgmma(),
         };
-        let wgmma_pairs = switch_from_env(WGMMA_PAIRS_ENV)?.unwrap_or(false);
-        if wgmma_pairs && !wgmma {
+        let pairs_asked = switch_from_env(WGMMA_PAIRS_ENV)?;
+        let wgmma_pairs = pairs_asked.unwrap_or(true);
+        if pairs_asked == Some(true) && !wgmma {
             eprintln!(
                 "{WGMMA_PAIRS_ENV}=1 has no effect: the wgmma kernels are off on {}",
                 self.device_name()
             );
         }
-        let gather_l1 = switch_from_env(GATHER_L1_ENV)?.unwrap_or(false);
-        let halo = switch_from_env(HALO_ENV)?.unwrap_or(false);
+        let gather_l1 = reach_from_env(GATHER_L1_ENV)?;
+        let halo = reach_from_env(HALO_ENV)?;
         let cache_packs = switch_from_env(PACK_CACHE_ENV)?.unwrap_or(true);
         let s = ConvSettings {
             precision,
@@ -256,7 +269,7 @@ impl Cuda {
             msg: format!("no conv kernel for {:?}", plan.kernel),
         })?;
         let module = plan.kernel.module();
-        let module = if self.conv_settings()?.gather_l1 {
+        let module = if plan.gather_l1 {
             l1_variant(module)
         } else {
             module
@@ -329,7 +342,7 @@ impl Cuda {
     }
 
     /// Whether 64-column results on full grids run the wgmma pair (where wgmma is on): what
-    /// `set_wgmma_pairs` set, else `VOXSEG_WGMMA_PAIRS` (off unless `1` or `on`).
+    /// `set_wgmma_pairs` set, else `VOXSEG_WGMMA_PAIRS` (on unless `0` or `off`).
     pub fn wgmma_pairs(&self) -> Result<bool> {
         Ok(self.conv_settings()?.wgmma_pairs)
     }
@@ -340,29 +353,28 @@ impl Cuda {
         self.update_conv_settings(|s| s.wgmma_pairs = on);
     }
 
-    /// Whether the tensor-core convolutions run the build variant whose activation gathers
-    /// go through L1: what `set_gather_l1` set, else `VOXSEG_GATHER_L1` (off unless `1` or
-    /// `on`).
-    pub fn gather_l1(&self) -> Result<bool> {
+    /// Where the tensor-core convolutions run the build variant whose activation gathers go
+    /// through L1: what `set_gather_l1` set, else `VOXSEG_GATHER_L1` (measured by default).
+    pub fn gather_l1(&self) -> Result<Reach> {
         Ok(self.conv_settings()?.gather_l1)
     }
 
-    /// Runs the tensor-core convolutions from the L1 build variant or not, whatever
+    /// Sets where the tensor-core convolutions run the L1 build variant, whatever
     /// `VOXSEG_GATHER_L1` says.
-    pub fn set_gather_l1(&self, on: bool) {
-        self.update_conv_settings(|s| s.gather_l1 = on);
+    pub fn set_gather_l1(&self, reach: Reach) {
+        self.update_conv_settings(|s| s.gather_l1 = reach);
     }
 
-    /// Whether stride-1 convolution passes run on the halo kernels where the
-    /// plan allows: what `set_halo` set, else `VOXSEG_CONV_HALO` (off unless `1` or `on`).
-    pub fn halo(&self) -> Result<bool> {
+    /// Where stride-1 convolution passes run on the halo kernels (as far as the plan
+    /// allows): what `set_halo` set, else `VOXSEG_CONV_HALO` (measured by default).
+    pub fn halo(&self) -> Result<Reach> {
         Ok(self.conv_settings()?.halo)
     }
 
-    /// Runs stride-1 convolution passes on the halo kernels (where the plan
-    /// allows) or not, whatever `VOXSEG_CONV_HALO` says.
-    pub fn set_halo(&self, on: bool) {
-        self.update_conv_settings(|s| s.halo = on);
+    /// Sets where stride-1 convolution passes run on the halo kernels, whatever
+    /// `VOXSEG_CONV_HALO` says.
+    pub fn set_halo(&self, reach: Reach) {
+        self.update_conv_settings(|s| s.halo = reach);
     }
 
     /// Whether convolutions keep their operands' packs beside them (see `storage`): what
@@ -382,7 +394,8 @@ impl Cuda {
         let target = ConvTarget::new(self.target_blocks())
             .with_wgmma(s.wgmma)
             .with_wgmma_pairs(s.wgmma_pairs)
-            .with_halo(s.halo);
+            .with_halo(s.halo)
+            .with_gather_l1(s.gather_l1);
         ConvPlan::new(g, pass, s.precision, target)
     }
 

@@ -17,13 +17,16 @@
 //!   a K step of 128 bytes per row) instead of mma.sync, except in backward weights at
 //!   TF32 or into 32 columns (wgmma reads its mn-major tiles only in 16-bit types and
 //!   blocks of 64).
-//! - Halo (`ConvTarget::halo`, not yet measured on a GPU, so off unless asked for): a
-//!   stride-1 pass whose plan is mma.sync runs the kernels of kernels/conv3d_halo.cu
-//!   instead, which copy each tap row's input window once for the taps along w, from
-//!   operands packed with zero borders: where k_w is 2 or 3, the borders add at most 20%
-//!   rows, a tap's channels fill at least half of a step (or of a backward-weights
-//!   block's rows) and, for forward and backward data, the grid fills the device;
-//!   backward weights splits as the others.
+//! - Halo (`ConvTarget::halo`): a stride-1 pass whose plan is mma.sync runs the kernels
+//!   of kernels/conv3d_halo.cu instead, which copy each tap row's input window once for the
+//!   taps along w, from operands packed with zero borders: where k_w is 2 or 3, the borders
+//!   add at most 20% rows, a tap's channels fill at least half of a step (or of a
+//!   backward-weights block's rows) and, for forward and backward data, the grid fills the
+//!   device; backward weights splits as the others. By default only into 32 columns, where
+//!   an H100 measured them faster ([`Reach::Measured`]).
+//! - L1 gathers (`ConvTarget::gather_l1`): the build variant of the tensor-core modules
+//!   whose activation gathers go through L1, by default where a tap's channels fit one
+//!   16-byte chunk and several taps read overlapping windows (a first layer).
 //! - Backward data runs one launch over all stride phases (grid.z), each phase a GEMM over
 //!   only the taps that reach its voxels.
 //! - Splits: when the tiles alone give fewer blocks than the device wants, the reduction is
@@ -108,6 +111,8 @@ const WGMMA_N32_MAX_STEPS: u64 = 4;
 /// on fewer than WGMMA_N64_WEIGHT_LONG_MAX_TILES tiles.
 const WGMMA_N64_WEIGHT_MAX_STEPS: u64 = 16;
 const WGMMA_N64_WEIGHT_LONG_MAX_TILES: u64 = 4;
+/// The wgmma pair runs full 64-column grids over more than this many wgmma steps.
+const WGMMA_PAIR_MIN_STEPS: u64 = 2;
 /// A split covers at least this many K steps.
 const MIN_STEPS_PER_SPLIT: u64 = 8;
 const MAX_GRID_YZ: u64 = 65_535;
@@ -673,6 +678,37 @@ pub struct ConvPlan {
     pub out_len: usize,
     /// Tensor cores: the packs of a and b, run before the kernel, which reads their outputs.
     pub packs: Option<[ConvPack; 2]>,
+    /// The kernel runs from its module's build variant whose activation gathers go through
+    /// L1 (`<module>_l1`).
+    pub gather_l1: bool,
+}
+
+/// Where the plan runs an optional kernel family or build variant (the halo kernels, the
+/// L1 gathers): nowhere, where an H100 measured it faster than the alternative (the
+/// default), or wherever it can run. Parsed from `off` (or `0`), `measured`, `all` (or `1`,
+/// `on`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reach {
+    Off,
+    #[default]
+    Measured,
+    All,
+}
+
+impl FromStr for Reach {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "0" | "off" => Ok(Self::Off),
+            "measured" => Ok(Self::Measured),
+            "1" | "on" | "all" => Ok(Self::All),
+            _ => Err(Error::config(
+                "kernel reach",
+                format!("{s:?} is not one of off, measured, all (0, 1, on)"),
+            )),
+        }
+    }
 }
 
 /// What a plan knows of its device.
@@ -686,8 +722,11 @@ pub struct ConvTarget {
     /// (`ConvTile::WgN64Pair`) instead of mma.sync.
     pub wgmma_pairs: bool,
     /// Stride-1 passes that would run on mma.sync run the halo kernels
-    /// (kernels/conv3d_halo.cu) where the plan allows (`ConvPlan::halo`).
-    pub halo: bool,
+    /// (kernels/conv3d_halo.cu) where the plan allows (`ConvPlan::halo`), within this reach.
+    pub halo: Reach,
+    /// The tensor-core kernels run from their L1-gathering build variant within this
+    /// reach (`gathers_through_l1`).
+    pub gather_l1: Reach,
 }
 
 impl ConvTarget {
@@ -697,7 +736,8 @@ impl ConvTarget {
             blocks,
             wgmma: false,
             wgmma_pairs: false,
-            halo: false,
+            halo: Reach::Off,
+            gather_l1: Reach::Off,
         }
     }
 
@@ -712,8 +752,12 @@ impl ConvTarget {
         }
     }
 
-    pub fn with_halo(self, halo: bool) -> Self {
+    pub fn with_halo(self, halo: Reach) -> Self {
         Self { halo, ..self }
+    }
+
+    pub fn with_gather_l1(self, gather_l1: Reach) -> Self {
+        Self { gather_l1, ..self }
     }
 
     /// The device's SMs (`blocks` counts 4 blocks of CONV_THREADS per SM).
@@ -934,6 +978,30 @@ fn packs(
     ])
 }
 
+/// Whether a tensor-core pass runs from the build variant whose activation gathers go
+/// through L1, within `reach`. Measured (bf16, an H100, 2026-11-26): where a tap's gathered
+/// channels fit one 16-byte chunk and several taps read overlapping windows, L1 serves the
+/// neighbours' rows (the BraTS first layer: forward 0.71x, backward weights 0.93x the time);
+/// elsewhere it was up to 1.3x slower.
+fn gathers_through_l1(
+    p: &Conv3dParams,
+    pass: ConvPass,
+    precision: ConvPrecision,
+    reach: Reach,
+) -> bool {
+    let gathered = match pass {
+        ConvPass::Forward | ConvPass::BackwardWeight => p.cin,
+        ConvPass::BackwardData => p.cout,
+    };
+    match reach {
+        Reach::Off => false,
+        Reach::Measured => {
+            gathered <= precision.channel_multiple() as i32 && p.k_d * p.k_h * p.k_w > 1
+        }
+        Reach::All => true,
+    }
+}
+
 impl ConvPlan {
     /// The plan for `pass` of the convolution `g` at `precision` on `target`, splitting the
     /// reduction until about `target.blocks` blocks run.
@@ -959,8 +1027,9 @@ impl ConvPlan {
             //   fewer than 4 tiles: there the split reductions on 7-27 tiles took 1.09-1.47x
             //   mma.sync's time, the two-tile ones (transposed 2x2x2 convolutions into 32
             //   channels) 0.82-0.97x, and the short ones on 80-100 tiles 0.79-0.88x. On
-            //   full grids the wgmma pair of blocks per SM runs instead when the target
-            //   asks for it (`VOXSEG_WGMMA_PAIRS=1`, not yet measured);
+            //   full grids the wgmma pair of blocks per SM (a 4-stage ring each), where the
+            //   target has it, over more than 2 steps: 0.83-0.98x mma.sync's time; over 1
+            //   or 2 (a head's backward data, 4^3 and 8^3 backward weights) 1.02-1.07x;
             // - 32 columns: mma.sync, 5-25% faster, except over reductions of more than 2
             //   and at most 4 wgmma steps, where wgmma was 13-17% faster (a first layer's
             //   27 taps of few channels, a 256-channel head); over 1 or 2 steps (heads of
@@ -981,7 +1050,11 @@ impl ConvPlan {
                 ConvTile::TcN64 if wgmma_n64_tiles < target.sms() as u64 && !long_weights => {
                     ConvTile::WgN64
                 }
-                ConvTile::TcN64 if target.wgmma_pairs && wgmma_n64_tiles >= target.sms() as u64 => {
+                ConvTile::TcN64
+                    if target.wgmma_pairs
+                        && wgmma_n64_tiles >= target.sms() as u64
+                        && gm.depth > WGMMA_PAIR_MIN_STEPS * step =>
+                {
                     ConvTile::WgN64Pair
                 }
                 ConvTile::TcN32 if !mn_major && n32_steps.contains(&gm.depth) => ConvTile::WgN32,
@@ -1024,7 +1097,11 @@ impl ConvPlan {
         } else {
             None
         };
-        Ok(Self::launch(kernel, &p, grid, [splits, split_len], packs))
+        let gather_l1 = tensor_cores && gathers_through_l1(&p, pass, precision, target.gather_l1);
+        Ok(Self {
+            gather_l1,
+            ..Self::launch(kernel, &p, grid, [splits, split_len], packs)
+        })
     }
 
     /// The plan of `kernel` on `p` over `grid`, its reduction cut into `splits` slices of
@@ -1049,11 +1126,12 @@ impl ConvPlan {
             },
             out_len: result_len(p, kernel.pass),
             packs,
+            gather_l1: false,
         }
     }
 
-    /// The halo plan of a pass that would run on the mma.sync `tile`, where the target asks
-    /// for the halo kernels, they run the pass (`HaloGeometry::new`) at most
+    /// The halo plan of a pass that would run on the mma.sync `tile`, where the target's
+    /// halo reach takes its halo tile, the halo kernels run the pass (`HaloGeometry::new`) at most
     /// `HALO_MAX_OVERHEAD` extra rows, and, for forward and backward data, its grid fills
     /// the device's resident blocks without a split (those kernels have none; backward
     /// weights splits its reduction as the other kernels do).
@@ -1080,15 +1158,22 @@ impl ConvPlan {
             _ => return Ok(None),
         };
         let halo = HaloGeometry::new(p, pass).filter(|h| h.overhead(pass) <= HALO_MAX_OVERHEAD);
-        let (true, Some(halo)) = (target.halo, halo) else {
-            return Ok(None);
-        };
         let kernel = ConvKernel {
             pass,
             precision,
             tile,
         };
         let (bm, bn, bk) = kernel.shape();
+        // An H100 measured the 32-column tiles at 0.54-0.92x the gathering kernels' time,
+        // the wider ones at 1.06-1.8x (bf16 and tf32, 2026-11-26, BENCHMARKS.md).
+        let reached = match target.halo {
+            Reach::Off => false,
+            Reach::Measured => bn <= 32,
+            Reach::All => true,
+        };
+        let (true, Some(halo)) = (reached, halo) else {
+            return Ok(None);
+        };
         let (bm, bn, bk) = (bm as u64, bn as u64, bk as u64);
         // At most half of what the tiles hold may be padding: the channels of a tap in a
         // reduction step (forward, backward data), or in a block's rows (backward weights).
@@ -1197,7 +1282,7 @@ mod tests {
     fn halo_kernels_take_full_stride_one_grids_that_would_run_on_mma_sync() {
         use ConvPass::*;
         let bf16 = ConvPrecision::Bf16;
-        let halo = ConvTarget::new(H100).with_halo(true);
+        let halo = ConvTarget::new(H100).with_halo(Reach::All);
         let tile = |g: &ConvGeometry, pass, target| {
             ConvPlan::new(g, pass, bf16, target).unwrap().kernel.tile
         };
@@ -1310,8 +1395,115 @@ mod tests {
         let few = conv([1, 4, 24, 24, 64], [3, 3, 3, 64, 64], 1);
         assert_eq!(tile(&few, Forward, halo), ConvTile::TcN64);
         assert_eq!(
-            tile(&few, Forward, ConvTarget::new(8).with_halo(true)),
+            tile(&few, Forward, ConvTarget::new(8).with_halo(Reach::All)),
             ConvTile::HaloN64
+        );
+    }
+
+    #[test]
+    fn measured_reaches_take_the_narrow_halo_tiles_and_first_layer_l1_gathers() {
+        use ConvPass::*;
+        let bf16 = ConvPrecision::Bf16;
+        let measured = ConvTarget::new(H100)
+            .with_wgmma(true)
+            .with_halo(Reach::Measured)
+            .with_gather_l1(Reach::Measured);
+        let plan = |x, w, pass, target| ConvPlan::new(&conv(x, w, 1), pass, bf16, target).unwrap();
+        // The halo: into 32 columns, every pass of nnU-Net's 128^3 x 32 layers and the
+        // decoder's 64 -> 32; 64 columns keep the gathering kernels, which the `All` reach
+        // gives up.
+        for (x, w, tiles) in [
+            (
+                [2, 128, 128, 128, 32],
+                [3, 3, 3, 32, 32],
+                [
+                    ConvTile::HaloN32,
+                    ConvTile::HaloN32,
+                    ConvTile::HaloWeight32x32,
+                ],
+            ),
+            (
+                [2, 128, 128, 128, 64],
+                [3, 3, 3, 64, 32],
+                [
+                    ConvTile::HaloN32,
+                    ConvTile::TcN64,
+                    ConvTile::HaloWeight64x32,
+                ],
+            ),
+        ] {
+            let planned = [Forward, BackwardData, BackwardWeight]
+                .map(|pass| plan(x, w, pass, measured).kernel.tile);
+            assert_eq!(planned, tiles, "{x:?} {w:?}");
+        }
+        let g64 = ([2, 64, 64, 64, 64], [3, 3, 3, 64, 64]);
+        let mma = measured.with_wgmma(false);
+        assert_eq!(
+            plan(g64.0, g64.1, Forward, mma).kernel.tile,
+            ConvTile::TcN64
+        );
+        let all = mma.with_halo(Reach::All);
+        assert_eq!(
+            plan(g64.0, g64.1, Forward, all).kernel.tile,
+            ConvTile::HaloN64
+        );
+        let off = measured.with_halo(Reach::Off);
+        let g32 = ([2, 128, 128, 128, 32], [3, 3, 3, 32, 32]);
+        assert_eq!(
+            plan(g32.0, g32.1, Forward, off).kernel.tile,
+            ConvTile::TcN32
+        );
+        // L1 gathers: a first layer's forward and backward weights gather 4 channels (one
+        // 16-byte chunk) over 27 overlapping taps; its backward data gathers 32, a head's
+        // 3 over a single tap.
+        let first = ([2, 128, 128, 128, 4], [3, 3, 3, 4, 32]);
+        let l1 = |x, w, pass, target| plan(x, w, pass, target).gather_l1;
+        assert!(l1(first.0, first.1, Forward, measured));
+        assert!(l1(first.0, first.1, BackwardWeight, measured));
+        assert!(!l1(first.0, first.1, BackwardData, measured));
+        let head = ([2, 64, 64, 64, 64], [1, 1, 1, 64, 3]);
+        assert!(!l1(head.0, head.1, BackwardData, measured));
+        assert!(!l1(g32.0, g32.1, Forward, off));
+        assert!(!l1(
+            first.0,
+            first.1,
+            Forward,
+            measured.with_gather_l1(Reach::Off)
+        ));
+        assert!(l1(
+            g64.0,
+            g64.1,
+            Forward,
+            measured.with_gather_l1(Reach::All)
+        ));
+        let f32 = ConvPlan::new(
+            &conv(first.0, first.1, 1),
+            Forward,
+            ConvPrecision::F32,
+            measured,
+        );
+        assert!(
+            !f32.unwrap().gather_l1,
+            "the CUDA-core kernels have no L1 variant"
+        );
+    }
+
+    #[test]
+    fn reaches_parse_from_their_names() {
+        for (text, reach) in [
+            ("off", Reach::Off),
+            ("0", Reach::Off),
+            ("Measured", Reach::Measured),
+            ("all", Reach::All),
+            ("1", Reach::All),
+            ("ON", Reach::All),
+        ] {
+            assert_eq!(text.parse::<Reach>().unwrap(), reach, "{text}");
+        }
+        let err = "some".parse::<Reach>().unwrap_err().to_string();
+        assert!(
+            err.contains("\"some\"") && err.contains("measured"),
+            "{err}"
         );
     }
 
@@ -1479,6 +1671,14 @@ mod tests {
         // short of a full grid, the pair.
         assert_eq!(paired(BackwardWeight, Bf16, 64, 16).tile, ConvTile::TcN64);
         assert_eq!(paired(Forward, Bf16, 64, 8).tile, ConvTile::WgN64);
+        // Full grids over at most two steps keep mma.sync: a head's data gradient (3
+        // outputs, 8 packed), backward weights over 2 x 4^3 voxels.
+        let head = conv([2, 32, 32, 32, 64], [1, 1, 1, 64, 3], 1);
+        let head = ConvPlan::new(&head, BackwardData, Bf16, pairs).unwrap();
+        assert_eq!(head.kernel.tile, ConvTile::TcN64);
+        let deep = conv([2, 4, 4, 4, 320], [3, 3, 3, 320, 320], 1);
+        let deep = ConvPlan::new(&deep, BackwardWeight, Bf16, pairs).unwrap();
+        assert_eq!(deep.kernel.tile, ConvTile::TcN64);
         // Into 32 columns, wgmma only over a reduction of 3 or 4 steps (a first layer), not
         // 1 or 2 (heads) or more.
         let narrow = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 20], Forward, Bf16);
