@@ -491,32 +491,19 @@ fn l1_gather_variant_matches_cpu() {
 }
 
 /// Geometries whose passes run every halo tile on an H100 (132 SMs) with wgmma off, at
-/// TF32 and BF16, with the tiles of forward, backward data and backward weights. 40 input
-/// channels fill 40 of a 128-column backward-weights block's 64 rows (24 would fill under
-/// half, and keep the gathering kernel).
+/// TF32 and BF16, with the tiles of forward, backward data and backward weights. The
+/// volume is about the smallest whose forward and backward data grids fill the device and
+/// whose borders add at most 20%; the channels are the fewest that fill half of a step or
+/// of a backward-weights block (16 and 40), to keep the f64 CPU reference short.
 fn halo_cases() -> [(ConvGeometry, [ConvTile; 3]); 5] {
     use ConvTile::*;
+    let halo = |cin, cout| conv([2, 24, 40, 40, cin], [3, 3, 3, cin, cout], 1, 1);
     [
-        (
-            conv([2, 24, 40, 40, 64], [3, 3, 3, 64, 64], 1, 1),
-            [HaloN64, HaloN64, HaloWeight64x64],
-        ),
-        (
-            conv([2, 24, 40, 40, 32], [3, 3, 3, 32, 32], 1, 1),
-            [HaloN32, HaloN32, HaloWeight32x32],
-        ),
-        (
-            conv([2, 24, 40, 40, 40], [3, 3, 3, 40, 128], 1, 1),
-            [HaloN128, HaloN64, HaloWeight64x128],
-        ),
-        (
-            conv([2, 24, 40, 40, 64], [3, 3, 3, 64, 32], 1, 1),
-            [HaloN32, HaloN64, HaloWeight64x32],
-        ),
-        (
-            conv([2, 24, 40, 40, 128], [3, 3, 3, 128, 32], 1, 1),
-            [HaloN32, HaloN128, HaloWeight64x32],
-        ),
+        (halo(40, 40), [HaloN64, HaloN64, HaloWeight64x64]),
+        (halo(16, 16), [HaloN32, HaloN32, HaloWeight32x32]),
+        (halo(40, 72), [HaloN128, HaloN64, HaloWeight64x128]),
+        (halo(40, 16), [HaloN32, HaloN64, HaloWeight64x32]),
+        (halo(72, 16), [HaloN32, HaloN128, HaloWeight64x32]),
     ]
 }
 
@@ -563,10 +550,15 @@ fn halo_convolutions_match_cpu() {
 }
 
 /// TF32 and BF16 pack their operands into pool buffers: once every size has been seen,
-/// repeating the passes allocates nothing new on the device.
+/// repeating the passes allocates nothing new on the device. Two rounds see them: the
+/// first keeps the packs of x, dy and w, which live on, and a pack may take the block a
+/// result of the same size class freed earlier in the round (at TF32, dy's pack takes
+/// y's), so the second round allocates that result once more (an H100 counted 12 against
+/// 11 after one round, 2026-11-26). A training step drops its activations, and their packs
+/// with them, so each step repeats the first's allocations from the pool (cuda_train.rs).
 #[test]
 #[ignore = "needs a CUDA device"]
-fn tensor_core_passes_allocate_nothing_new_after_the_first() {
+fn tensor_core_passes_allocate_nothing_new_once_warm() {
     let _serial = serial();
     let gpu = Cuda::new(0).unwrap();
     let _restore = RestoreSettings::new(&gpu);
@@ -588,6 +580,7 @@ fn tensor_core_passes_allocate_nothing_new_after_the_first() {
     for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
         gpu.set_conv_precision(precision);
         passes();
+        passes();
         let before = gpu.pool_stats().device_allocations;
         for _ in 0..3 {
             passes();
@@ -596,7 +589,7 @@ fn tensor_core_passes_allocate_nothing_new_after_the_first() {
         let after = gpu.pool_stats().device_allocations;
         assert_eq!(
             after, before,
-            "{precision}: device allocations after the first passes"
+            "{precision}: device allocations after two rounds of passes"
         );
     }
 }
