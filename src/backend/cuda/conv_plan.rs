@@ -1028,7 +1028,7 @@ impl ConvPlan {
             //   mma.sync's time, the two-tile ones (transposed 2x2x2 convolutions into 32
             //   channels) 0.82-0.97x, and the short ones on 80-100 tiles 0.79-0.88x. On
             //   full grids the wgmma pair of blocks per SM (a 4-stage ring each), where the
-            //   target has it, over more than 2 steps: 0.83-0.98x mma.sync's time; over 1
+            //   target has it, over more than 2 steps: 0.87-0.98x mma.sync's time; over 1
             //   or 2 (a head's backward data, 4^3 and 8^3 backward weights) 1.02-1.07x;
             // - 32 columns: mma.sync, 5-25% faster, except over reductions of more than 2
             //   and at most 4 wgmma steps, where wgmma was 13-17% faster (a first layer's
@@ -1164,8 +1164,9 @@ impl ConvPlan {
             tile,
         };
         let (bm, bn, bk) = kernel.shape();
-        // An H100 measured the 32-column tiles at 0.54-0.92x the gathering kernels' time,
-        // the wider ones at 1.06-1.8x (bf16 and tf32, 2026-11-26, BENCHMARKS.md).
+        // An H100 measured the 32-column tiles at 0.54-0.96x the gathering kernels' time,
+        // the wider ones at 1.05-1.8x but for backward weights of 64^3 x 64 (0.92-0.94x;
+        // bf16 and tf32, 2026-11-26, BENCHMARKS.md).
         let reached = match target.halo {
             Reach::Off => false,
             Reach::Measured => bn <= 32,
