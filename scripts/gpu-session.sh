@@ -18,8 +18,9 @@
 # the pair of wgmma blocks per SM (VOXSEG_WGMMA_PAIRS=0), "+l1" runs every tensor-core
 # pass from the build variant whose activation gathers go through L1
 # (VOXSEG_GATHER_L1=all), "+nol1" none (=off), "+halo" runs every stride-1 pass the plan
-# allows on the halo kernels (VOXSEG_CONV_HALO=all), "+nohalo" none (=off); without them
-# each runs where an H100 measured it faster. E.g. "bf16+mma+percall:conv" into
+# allows on the halo kernels (VOXSEG_CONV_HALO=all), "+nohalo" none (=off), "+pairs" the
+# pair where the plan allows (the default); without them each runs where an H100 measured
+# it faster (so "+l1" leaves the halo's passes on the halo, which has no L1 build). E.g. "bf16+mma+percall:conv" into
 # ours_bf16_mma_percall.jsonl.
 #   OURS="bf16:conv bf16+wgmma:conv" REF_PRECISIONS=bf16 REF_CASES=conv scripts/gpu-session.sh
 set -u
@@ -55,10 +56,16 @@ ours_dir="$(mktemp -d)"
 # most of their time on the f64 CPU reference: each runs in its own process, side by side,
 # instead of one after another in one (over 170 s on an H100 with 16 CPU cores).
 run_tests() {
-    local pids=() bin name
+    local pids=() bin name failed=0
     for bin in gpu-bin/test-cuda_parity* gpu-bin/test-cuda_train; do
         if [[ "$bin" == */test-cuda_parity_conv ]]; then
-            for name in $("$bin" --list --format terse --include-ignored | sed -n 's/: test$//p'); do
+            local names
+            names=$("$bin" --list --format terse --include-ignored | sed -n 's/: test$//p')
+            if [[ -z "$names" ]]; then
+                echo "$bin listed no tests" >"$tests_dir/$(basename "$bin").log"
+                failed=1
+            fi
+            for name in $names; do
                 "$bin" --include-ignored --exact "$name" >"$tests_dir/$(basename "$bin")-$name.log" 2>&1 &
                 pids+=($!)
             done
@@ -67,7 +74,7 @@ run_tests() {
         "$bin" --include-ignored >"$tests_dir/$(basename "$bin").log" 2>&1 &
         pids+=($!)
     done
-    local failed=0 pid
+    local pid
     for pid in "${pids[@]}"; do
         wait "$pid" || failed=1
     done
@@ -88,6 +95,7 @@ for item in $ours; do
         wgmma) vars+=(VOXSEG_WGMMA=1) ;;
         mma) vars+=(VOXSEG_WGMMA=0) ;;
         percall) vars+=(VOXSEG_PACK_CACHE=off) ;;
+        pairs) vars+=(VOXSEG_WGMMA_PAIRS=1) ;;
         nopairs) vars+=(VOXSEG_WGMMA_PAIRS=0) ;;
         l1) vars+=(VOXSEG_GATHER_L1=all) ;;
         nol1) vars+=(VOXSEG_GATHER_L1=off) ;;
@@ -132,12 +140,17 @@ if [[ -n "${SANITIZE:-}" ]]; then
                 bash -c "VOXSEG_POOL=off compute-sanitizer --tool $tool --error-exitcode 1 \
                     gpu-bin/test-cuda_parity_conv --include-ignored $SANITIZE \
                     >'$tests_dir/sanitizer_$tool.log' 2>&1"
-            head -c 4000000 "$tests_dir/sanitizer_$tool.log" >"$out/sanitizer_$tool.log"
+            if [[ -f "$tests_dir/sanitizer_$tool.log" ]]; then
+                head -c 4000000 "$tests_dir/sanitizer_$tool.log" >"$out/sanitizer_$tool.log"
+            fi
         done
     fi
 fi
 for f in "$out"/sanitizer_*.log; do
-    [[ -f "$f" ]] && tail -5 "$f" >>"$out/tests.log"
+    if [[ -f "$f" ]]; then
+        echo "=== $(basename "$f" .log) (its last lines)" >>"$out/tests.log"
+        tail -5 "$f" >>"$out/tests.log"
+    fi
 done
-grep -E "^=== |test result|FAILED|panicked|ERROR SUMMARY" "$out/tests.log" | head -60 >>"$out/summary.txt"
+grep -E "^=== |test result|FAILED|panicked|ERROR SUMMARY|listed no tests" "$out/tests.log" | head -120 >>"$out/summary.txt"
 cat "$out/summary.txt"

@@ -419,7 +419,14 @@ fn run_shapes(
             };
             let op = shape.op(direction);
             let timed = time_case(cuda, &format!("{op} {key}"), Timing::Graph, &mut run)?;
-            let kernel = cuda.conv_plan(&g, pass)?.kernel.name().unwrap_or("?");
+            // The L1 build variant runs the same kernel names: the label says which ran.
+            let plan = cuda.conv_plan(&g, pass)?;
+            let name = plan.kernel.name().unwrap_or("?");
+            let kernel = if plan.gather_l1 {
+                format!("{name}+l1")
+            } else {
+                name.to_string()
+            };
             let flop = g.flops();
             let gflops = flop / timed.ms / 1e6;
             results.push(BenchResult {
@@ -433,7 +440,7 @@ fn run_shapes(
                     layer: (!shape.layers.is_empty()).then(|| shape.layers.join(",")),
                     packs: (precision != ConvPrecision::F32)
                         .then(|| if packs_kept { "kept" } else { "per call" }.into()),
-                    ..details(cuda, precision, &timed, shape.suite, kernel)
+                    ..details(cuda, precision, &timed, shape.suite, &kernel)
                 }),
             });
         }

@@ -141,14 +141,6 @@ fn allow_shared(
 
 /// The build variant of a tensor-core conv module whose activation gathers go through L1
 /// (build.rs, `voxseg-variant: l1`); other modules have none.
-fn l1_variant(module: &'static str) -> &'static str {
-    match module {
-        "conv3d_pipe" => "conv3d_pipe_l1",
-        "conv3d_wgmma" => "conv3d_wgmma_l1",
-        other => other,
-    }
-}
-
 fn config(d: &LaunchDims) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (d.grid[0], d.grid[1], d.grid[2]),
@@ -268,12 +260,7 @@ impl Cuda {
             backend: "cuda",
             msg: format!("no conv kernel for {:?}", plan.kernel),
         })?;
-        let module = plan.kernel.module();
-        let module = if plan.gather_l1 {
-            l1_variant(module)
-        } else {
-            module
-        };
+        let module = plan.module();
         let f = self.function(module, name)?;
         allow_shared(self.ordinal(), module, name, &f, plan.dims.shared_bytes)?;
         let null: u64 = 0;
@@ -667,6 +654,7 @@ impl Conv3dKernel for Cuda {
 
 #[cfg(test)]
 mod tests {
+    use super::super::conv_plan::l1_variant;
     use super::*;
 
     /// build.rs builds the L1 variant of each tensor-core conv module beside it, and only

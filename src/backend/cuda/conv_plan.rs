@@ -718,8 +718,9 @@ pub struct ConvTarget {
     pub blocks: u32,
     /// The device runs the sm_90a wgmma kernels (kernels/conv3d_wgmma.cu).
     pub wgmma: bool,
-    /// 64-column results on grids of at least one tile per SM run the wgmma pair
-    /// (`ConvTile::WgN64Pair`) instead of mma.sync.
+    /// 64-column results on grids of at least one tile per SM, over more than
+    /// `WGMMA_PAIR_MIN_STEPS` wgmma steps, run the wgmma pair (`ConvTile::WgN64Pair`)
+    /// instead of mma.sync.
     pub wgmma_pairs: bool,
     /// Stride-1 passes that would run on mma.sync run the halo kernels
     /// (kernels/conv3d_halo.cu) where the plan allows (`ConvPlan::halo`), within this reach.
@@ -978,11 +979,21 @@ fn packs(
     ])
 }
 
+/// The build variant of `module` whose activation gathers go through L1 (`<module>_l1`,
+/// built from the kernel file's `voxseg-variant` line); a module without one is itself.
+pub fn l1_variant(module: &'static str) -> &'static str {
+    match module {
+        "conv3d_pipe" => "conv3d_pipe_l1",
+        "conv3d_wgmma" => "conv3d_wgmma_l1",
+        other => other,
+    }
+}
+
 /// Whether a tensor-core pass runs from the build variant whose activation gathers go
 /// through L1, within `reach`. Measured (bf16, an H100, 2026-11-26): where a tap's gathered
-/// channels fit one 16-byte chunk and several taps read overlapping windows, L1 serves the
-/// neighbours' rows (the BraTS first layer: forward 0.71x, backward weights 0.93x the time);
-/// elsewhere it was up to 1.3x slower.
+/// channels fit one 16-byte chunk and neighbouring taps read overlapping windows (a kernel
+/// wider than its stride along some axis), L1 serves the neighbours' rows (the BraTS first
+/// layer: forward 0.71x, backward weights 0.93x the time); elsewhere 0.94-1.29x.
 fn gathers_through_l1(
     p: &Conv3dParams,
     pass: ConvPass,
@@ -996,13 +1007,23 @@ fn gathers_through_l1(
     match reach {
         Reach::Off => false,
         Reach::Measured => {
-            gathered <= precision.channel_multiple() as i32 && p.k_d * p.k_h * p.k_w > 1
+            let overlapping = p.k_d > p.stride_d || p.k_h > p.stride_h || p.k_w > p.stride_w;
+            gathered <= precision.channel_multiple() as i32 && overlapping
         }
         Reach::All => true,
     }
 }
 
 impl ConvPlan {
+    /// The module whose kernel runs the pass: the kernel's, or its L1 variant.
+    pub fn module(&self) -> &'static str {
+        if self.gather_l1 {
+            l1_variant(self.kernel.module())
+        } else {
+            self.kernel.module()
+        }
+    }
+
     /// The plan for `pass` of the convolution `g` at `precision` on `target`, splitting the
     /// reduction until about `target.blocks` blocks run.
     pub fn new(
@@ -1165,7 +1186,7 @@ impl ConvPlan {
         };
         let (bm, bn, bk) = kernel.shape();
         // An H100 measured the 32-column tiles at 0.54-0.96x the gathering kernels' time,
-        // the wider ones at 1.05-1.8x but for backward weights of 64^3 x 64 (0.92-0.94x;
+        // the wider ones at 1.05-1.8x but for backward weights into 64 columns at 64^3 (0.92-1.0x;
         // bf16 and tf32, 2026-11-26, BENCHMARKS.md).
         let reached = match target.halo {
             Reach::Off => false,
@@ -1405,14 +1426,16 @@ mod tests {
     fn measured_reaches_take_the_narrow_halo_tiles_and_first_layer_l1_gathers() {
         use ConvPass::*;
         let bf16 = ConvPrecision::Bf16;
+        // An H100's defaults (`Cuda`'s settings).
         let measured = ConvTarget::new(H100)
             .with_wgmma(true)
+            .with_wgmma_pairs(true)
             .with_halo(Reach::Measured)
             .with_gather_l1(Reach::Measured);
         let plan = |x, w, pass, target| ConvPlan::new(&conv(x, w, 1), pass, bf16, target).unwrap();
         // The halo: into 32 columns, every pass of nnU-Net's 128^3 x 32 layers and the
-        // decoder's 64 -> 32; 64 columns keep the gathering kernels, which the `All` reach
-        // gives up.
+        // decoder's 64 -> 32 (whose data gradient, into 64 columns, runs the wgmma pair);
+        // with mma.sync, 64 columns keep the gathering kernels unless the reach is `All`.
         for (x, w, tiles) in [
             (
                 [2, 128, 128, 128, 32],
@@ -1428,7 +1451,7 @@ mod tests {
                 [3, 3, 3, 64, 32],
                 [
                     ConvTile::HaloN32,
-                    ConvTile::TcN64,
+                    ConvTile::WgN64Pair,
                     ConvTile::HaloWeight64x32,
                 ],
             ),
@@ -1460,7 +1483,15 @@ mod tests {
         let first = ([2, 128, 128, 128, 4], [3, 3, 3, 4, 32]);
         let l1 = |x, w, pass, target| plan(x, w, pass, target).gather_l1;
         assert!(l1(first.0, first.1, Forward, measured));
+        assert_eq!(
+            plan(first.0, first.1, Forward, measured).module(),
+            "conv3d_wgmma_l1"
+        );
         assert!(l1(first.0, first.1, BackwardWeight, measured));
+        // A 2x2x2 stride-2 downsampling of 4 channels: its taps' windows do not overlap.
+        let strided = conv([2, 64, 64, 64, 4], [2, 2, 2, 4, 32], 2);
+        let strided = ConvPlan::new(&strided, Forward, bf16, measured).unwrap();
+        assert!(!strided.gather_l1);
         assert!(!l1(first.0, first.1, BackwardData, measured));
         let head = ([2, 64, 64, 64, 64], [1, 1, 1, 64, 3]);
         assert!(!l1(head.0, head.1, BackwardData, measured));
