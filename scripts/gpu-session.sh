@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One short, bounded GPU session with prebuilt binaries (scripts/gpu-bundle.sh --release,
-# carried as gpu-bin.tar.gz or gpu-bin/): the CUDA parity tests (all test binaries at once:
-# they check values, not time), then, one at a time, our benchmarks, the PyTorch/cuDNN
+# carried as gpu-bin.tar.gz or gpu-bin/): every kernel module compiled by the driver once
+# (JIT_LIMIT), the CUDA parity tests (all test binaries at once, each conv test in its own
+# process: they check values, not time), then, one at a time, our benchmarks, the PyTorch/cuDNN
 # reference on the same card, and the quickstart on the GPU. Every step has its own time
 # limit, clamped to what is left of DEADLINE seconds (default 540) for the whole script, so
 # one slow step cannot eat the lease. Results go to $OUT in at most seven files (the device
@@ -82,6 +83,15 @@ run_tests() {
 }
 export -f run_tests
 export tests_dir
+# The driver compiles each PTX module when a process first loads it (the halo, pipe and
+# wgmma modules are 3-5 MB of PTX each) and caches the result on disk: one process loads
+# every module first, so that the tests and benchmarks after it start compiled instead of
+# each compiling the same modules side by side. The cache must hold them all.
+export CUDA_CACHE_MAXSIZE=4294967296
+step "${JIT_LIMIT:-150}" "every module compiles and loads (the driver's cache)" \
+    bash -c "gpu-bin/test-cuda_parity --include-ignored --exact every_kernel_module_loads \
+        >'$tests_dir/every_kernel_module_loads.log' 2>&1 &&
+        grep -q '1 passed' '$tests_dir/every_kernel_module_loads.log'"
 step "${TEST_LIMIT:-180}" "tests (all binaries at once)" bash -c run_tests
 for f in "$tests_dir"/*.log; do
     echo "=== $(basename "$f" .log)" >>"$out/tests.log"

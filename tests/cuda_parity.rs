@@ -11,13 +11,32 @@ mod common;
 
 use common::{assert_parity_within, device, fresh_seed, random, Tolerance, UNARY_OPS};
 use voxseg::backend::cpu::Cpu;
-use voxseg::backend::cuda::Cuda;
+use voxseg::backend::cuda::{targets_sm90a, Cuda, PTX_MODULES};
 use voxseg::backend::BackendBase;
 use voxseg::rng::{uniform_at, Rng};
 use voxseg::tensor_ops::reduce::Axis1;
 use voxseg::tensor_ops::{BinaryKernel, BinaryOp, ReduceKernel, UnaryKernel, UnaryOp};
 
 const TOL: f32 = 1e-5;
+
+/// Every embedded module this device can run compiles (the driver's JIT) and loads: all on
+/// compute capability 9.0, elsewhere all but the sm_90a ones. scripts/gpu-session.sh runs
+/// this first, alone, so that the tests after it find the modules in the driver's cache.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn every_kernel_module_loads() {
+    let gpu = device();
+    let loaded = gpu.load_every_module().unwrap();
+    let runnable: Vec<&str> = PTX_MODULES
+        .iter()
+        .filter(|(_, ptx)| gpu.compute_capability() == (9, 0) || !targets_sm90a(ptx))
+        .map(|(name, _)| *name)
+        .collect();
+    assert_eq!(loaded, runnable);
+    for module in ["conv3d_pipe", "conv3d_halo", "norm", "optim_step"] {
+        assert!(loaded.contains(&module), "{module} not among {loaded:?}");
+    }
+}
 
 /// |cuda - cpu| < TOL * max(|cpu|, 1) per element (see the module comment).
 fn assert_parity(what: &str, seed: u64, gpu: &[f32], cpu: &[f32]) {

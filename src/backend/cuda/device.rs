@@ -296,6 +296,23 @@ impl Cuda {
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Loads every embedded module this device can run (the sm_90a ones only on compute
+    /// capability 9.0) and returns their names. The driver compiles a module's PTX for the
+    /// device when it is first loaded, and keeps the result in its cache
+    /// (`CUDA_CACHE_PATH`): loading all at once fails early for a module the driver cannot
+    /// compile, and lets processes started after it find them compiled.
+    pub fn load_every_module(&self) -> Result<Vec<&'static str>> {
+        let hopper = self.compute_capability() == (9, 0);
+        let mut loaded = Vec::new();
+        for &(name, ptx) in PTX_MODULES {
+            if hopper || !targets_sm90a(ptx) {
+                self.module(name)?;
+                loaded.push(name);
+            }
+        }
+        Ok(loaded)
+    }
+
     fn module(&self, module: &'static str) -> Result<Arc<CudaModule>> {
         let mut modules = self.inner.modules.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = modules.get(module) {
@@ -381,6 +398,14 @@ impl BackendBase for Cuda {
     }
 }
 
+/// Whether PTX text targets sm_90a (its `.target` line), code that runs on compute
+/// capability 9.0 only (kernels whose first line says `// voxseg-arch: sm_90a`).
+pub fn targets_sm90a(ptx: &str) -> bool {
+    ptx.lines()
+        .find_map(|line| line.trim().strip_prefix(".target "))
+        .is_some_and(|target| target.split(',').next().map(str::trim) == Some("sm_90a"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,5 +435,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_wgmma_modules_alone_target_sm90a() {
+        let hopper_only: Vec<&str> = PTX_MODULES
+            .iter()
+            .filter(|(_, ptx)| targets_sm90a(ptx))
+            .map(|(name, _)| *name)
+            .collect();
+        let expected: &[&str] = if PTX_MODULES.is_empty() {
+            &[]
+        } else {
+            &["conv3d_wgmma", "conv3d_wgmma_l1"]
+        };
+        assert_eq!(hopper_only, expected);
+        assert!(targets_sm90a("//\n.version 9.0\n.target sm_90a\n"));
+        assert!(!targets_sm90a(".version 9.0\n.target sm_80\n"));
+        assert!(!targets_sm90a(".target sm_90\n"));
     }
 }

@@ -57,6 +57,7 @@ mod timing;
 mod upsample;
 
 pub use conv_plan::{ConvPrecision, CONV_PRECISION_ENV};
-pub use device::{cuda_available, Cuda, CudaStorage, StreamAlloc, BUILT_WITH_PTX};
+pub use device::{cuda_available, targets_sm90a, Cuda, CudaStorage, StreamAlloc, BUILT_WITH_PTX};
 pub use pool::PoolStats;
+pub use ptx::PTX_MODULES;
 pub use timing::graph_reps;
