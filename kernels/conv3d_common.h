@@ -167,12 +167,35 @@ __device__ __forceinline__ VxRow vx_phase_row(const Conv3dParams& p, const VxPha
                   m < rows);
 }
 
+// The forward row of output voxel (nn, oz, oy, ox): its window corner in x.
+__device__ __forceinline__ VxRow vx_forward_row_at(const Conv3dParams& p, int nn, int oz, int oy,
+                                                   int ox, bool valid) {
+    return vx_row(nn, oz * p.stride_d - p.pad_d, oy * p.stride_h - p.pad_h,
+                  ox * p.stride_w - p.pad_w, p.in_d, p.in_h, p.in_w, valid);
+}
+
 // Row m of the forward: output voxel m's window corner in x.
 __device__ __forceinline__ VxRow vx_forward_row(const Conv3dParams& p, int m, int rows) {
     int nn, oz, oy, ox;
     vx_split_voxel(m, p.out_d, p.out_h, p.out_w, nn, oz, oy, ox);
-    return vx_row(nn, oz * p.stride_d - p.pad_d, oy * p.stride_h - p.pad_h,
-                  ox * p.stride_w - p.pad_w, p.in_d, p.in_h, p.in_w, m < rows);
+    return vx_forward_row_at(p, nn, oz, oy, ox, m < rows);
+}
+
+// Adds (dn, dz, dy, dx), a step split into the [n, d, h, w] grid's radices (dz < d,
+// dy < h, dx < w), to the voxel (nn, z, y, x) with carries: a few compares instead of the
+// divisions that split a voxel index.
+__device__ __forceinline__ void vx_advance_voxel(int& nn, int& z, int& y, int& x, int dn, int dz,
+                                                 int dy, int dx, int d, int h, int w) {
+    x += dx;
+    int carry = x >= w;
+    x -= carry ? w : 0;
+    y += dy + carry;
+    carry = y >= h;
+    y -= carry ? h : 0;
+    z += dz + carry;
+    carry = z >= d;
+    z -= carry ? d : 0;
+    nn += dn + carry;
 }
 
 // The kernel index (kd, kh, kw) of tap (tz, ty, tx) of a phase.

@@ -371,7 +371,10 @@ __device__ __forceinline__ void vx_pipe_backward_data(const Conv3dParams& p,
 // plus the row's tap, B from dy. A thread's A chunk column (one tap, a chunk of channels)
 // is fixed for the block; the voxel coordinates of each step's BK m come from a ring of
 // per-step tables in static shared memory, filled STAGES steps ahead by the first BK
-// threads.
+// threads. Each of those keeps the output voxel it fills next (in shared memory: registers
+// are short in the mma.sync tiles) and adds BK to it per step (vx_advance_voxel): the
+// divisions that split a voxel index would cost its warp about as many instructions as its
+// share of the step's copies, and every warp waits for the slowest at the step's barrier.
 template <class T>
 struct VxPipeBackwardWeights {
     using P = typename T::Prec;
@@ -384,6 +387,10 @@ struct VxPipeBackwardWeights {
                   "every thread copies whole chunk columns");
     struct Shared {
         VxRow rows[T::STAGES][T::BK];
+        // Per filling thread: the output voxel m of the row it fills next, and m split into
+        // (sample, z, y, x); then BK split the same way.
+        int next[5][T::BK];
+        int step[4];
     };
 
     const Conv3dParams& p;
@@ -408,27 +415,50 @@ struct VxPipeBackwardWeights {
         vx_split3(tap, p.k_h, p.k_w, kz, ky, kx);
     }
 
-    // The voxel table of step `step` (threads 0..BK-1 of the caller fill it).
-    __device__ __forceinline__ void fill(int step, int lane) {
-        s.rows[step % T::STAGES][lane] = vx_forward_row(p, m_begin + step * T::BK + lane, m_end);
-    }
-
+    // The tables of the first STAGES steps, and where ahead() goes on: step STAGES.
     __device__ __forceinline__ void begin() {
         for (int i = threadIdx.x; i < T::STAGES * T::BK; i += T::THREADS)
-            fill(i / T::BK, i % T::BK);
+            s.rows[i / T::BK][i % T::BK] = vx_forward_row(p, m_begin + i, m_end);
+        const int lane = static_cast<int>(threadIdx.x);
+        if (lane < T::BK) {
+            const int m = m_begin + T::STAGES * T::BK + lane;
+            s.next[0][lane] = m;
+            vx_split_voxel(m, p.out_d, p.out_h, p.out_w, s.next[1][lane], s.next[2][lane],
+                           s.next[3][lane], s.next[4][lane]);
+        }
+        if (lane == 0) vx_split_voxel(T::BK, p.out_d, p.out_h, p.out_w, s.step[0], s.step[1],
+                                      s.step[2], s.step[3]);
     }
 
     // Step i + STAGES takes the slot of step i's table, last read when step i was loaded
     // (at least one iteration earlier, or in the prologue), before this iteration's barrier;
     // the next iteration's barrier publishes the new table before step i + STAGES is loaded.
+    // Called once per step, in order (a thread's own entries of `next`, and `step`, written
+    // before the prologue's barrier), so this thread's next voxel is step i + STAGES's.
     __device__ __forceinline__ void ahead(int i) {
-        if (static_cast<int>(threadIdx.x) < T::BK) fill(i + T::STAGES, threadIdx.x);
+        const int lane = static_cast<int>(threadIdx.x);
+        if (lane < T::BK) {
+            const int m = s.next[0][lane];
+            int nn = s.next[1][lane], z = s.next[2][lane], y = s.next[3][lane],
+                x = s.next[4][lane];
+            s.rows[(i + T::STAGES) % T::STAGES][lane] = vx_forward_row_at(p, nn, z, y, x, m < m_end);
+            vx_advance_voxel(nn, z, y, x, s.step[0], s.step[1], s.step[2], s.step[3], p.out_d,
+                             p.out_h, p.out_w);
+            s.next[0][lane] = m + T::BK;
+            s.next[1][lane] = nn;
+            s.next[2][lane] = z;
+            s.next[3][lane] = y;
+            s.next[4][lane] = x;
+        }
     }
 
     __device__ __forceinline__ void load(int step, unsigned char* a_tile,
                                          unsigned char* b_tile) {
         const VxRow* rows = s.rows[step % T::STAGES];
         const int ca = threadIdx.x % A_CHUNKS;
+        // Byte addresses: voxel times the voxel's bytes plus the base is one wide multiply-add.
+        const char* src_ci = reinterpret_cast<const char*>(x + ci);
+        const unsigned voxel_bytes = static_cast<unsigned>(cin_p) * sizeof(E);
 #pragma unroll
         for (int j = 0; j < A_ITERS; ++j) {
             const int r = threadIdx.x / A_CHUNKS + j * (T::THREADS / A_CHUNKS);
@@ -436,8 +466,9 @@ struct VxPipeBackwardWeights {
                                            vx_tap_offset(kz, ky, kx, p.in_h, p.in_w), p.in_d,
                                            p.in_h, p.in_w);
             const bool ok = row_ok && voxel >= 0;
-            const E* src = x + (static_cast<long long>(ok ? voxel : 0) * cin_p + ci);
-            vx_cp_async16_activation(a_tile + T::template mn_major_offset<A_CHUNKS>(r, ca), src,
+            vx_cp_async16_activation(a_tile + T::template mn_major_offset<A_CHUNKS>(r, ca),
+                                     vx_mad_wide(ok ? static_cast<unsigned>(voxel) : 0u,
+                                                 voxel_bytes, src_ci),
                                      ok);
         }
         const int cb = threadIdx.x % B_CHUNKS;

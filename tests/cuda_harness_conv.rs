@@ -850,6 +850,10 @@ fn padded_channels_every_kernel_shape_and_tile(
         // 40 -> 24 over 210 voxels: a 64-column data gradient on two tiles over 27 taps of
         // 24 channels (the wgmma pair takes reductions of more than two steps).
         conv([1, 7, 6, 5, 40], [3, 3, 3, 40, 24], 1, Padding::Same),
+        // 3 samples of 5 x 6 x 7: backward weights reduces over 630 voxels in 10-40 steps,
+        // each step's voxels crossing rows, planes and samples (the loader advances its
+        // voxel tables by a step instead of dividing).
+        conv([3, 5, 6, 7, 8], [3, 3, 3, 8, 16], 1, Padding::Same),
         // 'valid', 12 -> 8, batch 2.
         conv([2, 6, 5, 7, 12], [3, 3, 3, 12, 8], 1, Padding::Valid),
         // The 2x2x2 stride-2 transposed conv of a decoder: 8 one-tap phases.
