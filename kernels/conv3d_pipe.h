@@ -441,7 +441,8 @@ struct VxPipeBackwardWeights {
             const int m = s.next[0][lane];
             int nn = s.next[1][lane], z = s.next[2][lane], y = s.next[3][lane],
                 x = s.next[4][lane];
-            s.rows[(i + T::STAGES) % T::STAGES][lane] = vx_forward_row_at(p, nn, z, y, x, m < m_end);
+            s.rows[(i + T::STAGES) % T::STAGES][lane] =
+                vx_forward_row_at(p, nn, z, y, x, m < m_end);
             vx_advance_voxel(nn, z, y, x, s.step[0], s.step[1], s.step[2], s.step[3], p.out_d,
                              p.out_h, p.out_w);
             s.next[0][lane] = m + T::BK;

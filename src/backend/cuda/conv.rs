@@ -139,8 +139,6 @@ fn allow_shared(
     Ok(())
 }
 
-/// The build variant of a tensor-core conv module whose activation gathers go through L1
-/// (build.rs, `voxseg-variant: l1`); other modules have none.
 fn config(d: &LaunchDims) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (d.grid[0], d.grid[1], d.grid[2]),
