@@ -2,18 +2,18 @@
 # One short, bounded GPU session with prebuilt binaries (scripts/gpu-bundle.sh --release,
 # carried as gpu-bin.tar.gz or gpu-bin/): every kernel module compiled by the driver once
 # (JIT_LIMIT), the CUDA parity tests (all test binaries at once, each conv test in its own
-# process: they check values, not time), then, one at a time, our benchmarks, the PyTorch/cuDNN
-# reference on the same card, and the quickstart on the GPU. Every step has its own time
-# limit, clamped to what is left of DEADLINE seconds (default 540) for the whole script, so
-# one slow step cannot eat the lease. Results go to $OUT in at most seven files (the device
-# tool brings back 8): summary.txt (card, steps, test results), tests.log (with the
-# quickstart's output), errors.log, ref.jsonl, ours.tar, which holds one
-# ours_<precision>[_<variant>...].jsonl per OURS item name, and the sanitizer's logs. REF_CASES=none
-# skips the reference and QUICKSTART=0 the quickstart; REF_STEP=<precisions> adds, last, the
-# reference's training step (slow: cuDNN searches per layer) to ref.jsonl; SANITIZE=<test
-# filter> reruns those conv parity tests under compute-sanitizer, last (below). An OURS item
-# "<precision>:<filter>" runs the defaults into ours_<precision>.jsonl;
-# variants follow the precision, each also named in the file: "+wgmma" forces the Hopper
+# process: they check values, not time), then, one at a time, our benchmarks, the
+# PyTorch/cuDNN reference on the same card, and the quickstart on the GPU. Every step has
+# its own time limit, clamped to what is left of DEADLINE seconds (default 540) for the
+# whole script, so one slow step cannot eat the lease. Results go to $OUT in at most seven
+# files (the device tool brings back 8): summary.txt (card, steps, test results), tests.log
+# (with the quickstart's output), errors.log, ref.jsonl, ours.tar, which holds one
+# ours_<precision>[_<variant>...].jsonl per OURS item name, and the sanitizer's logs.
+# REF_CASES=none skips the reference and QUICKSTART=0 the quickstart; REF_STEP=<precisions>
+# adds, last, the reference's training step (slow: cuDNN searches per layer) to ref.jsonl;
+# SANITIZE=<test filter> reruns those conv parity tests under compute-sanitizer, last
+# (below). An OURS item "<precision>:<filter>" runs the defaults into
+# ours_<precision>.jsonl; variants follow the precision, each also named in the file: "+wgmma" forces the Hopper
 # wgmma kernels on (VOXSEG_WGMMA=1), "+mma" off, "+percall" packs the tensor-core operands
 # on every call (VOXSEG_PACK_CACHE=off), "+nopairs" keeps full grids of 64 columns off
 # the pair of wgmma blocks per SM (VOXSEG_WGMMA_PAIRS=0), "+l1" runs every tensor-core
@@ -21,8 +21,8 @@
 # (VOXSEG_GATHER_L1=all), "+nol1" none (=off), "+halo" runs every stride-1 pass the plan
 # allows on the halo kernels (VOXSEG_CONV_HALO=all), "+nohalo" none (=off), "+pairs" the
 # pair where the plan allows (the default); without them each runs where an H100 measured
-# it faster (so "+l1" leaves the halo's passes on the halo, which has no L1 build). E.g. "bf16+mma+percall:conv" into
-# ours_bf16_mma_percall.jsonl.
+# it faster (so "+l1" leaves the halo's passes on the halo, which has no L1 build). E.g.
+# "bf16+mma+percall:conv" into ours_bf16_mma_percall.jsonl.
 #   OURS="bf16:conv bf16+wgmma:conv" REF_PRECISIONS=bf16 REF_CASES=conv scripts/gpu-session.sh
 set -u
 # The bundle travels packed (scripts/gpu-bundle.sh).
@@ -53,9 +53,9 @@ step() {
 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader >"$out/summary.txt" 2>&1
 tests_dir="$(mktemp -d)"
 ours_dir="$(mktemp -d)"
-# The convolution tests share one lock (each changes the device's settings) and spend
-# most of their time on the f64 CPU reference: each runs in its own process, side by side,
-# instead of one after another in one (over 170 s on an H100 with 16 CPU cores).
+# The convolution tests share one lock (each changes the device's settings): each runs in
+# its own process, side by side, instead of one after another in one (over 170 s on an
+# H100 in 2026-11-26's call 4).
 run_tests() {
     local pids=() bin name failed=0
     for bin in gpu-bin/test-cuda_parity* gpu-bin/test-cuda_train; do
@@ -150,17 +150,14 @@ if [[ -n "${SANITIZE:-}" ]]; then
                 bash -c "VOXSEG_POOL=off compute-sanitizer --tool $tool --error-exitcode 1 \
                     gpu-bin/test-cuda_parity_conv --include-ignored $SANITIZE \
                     >'$tests_dir/sanitizer_$tool.log' 2>&1"
-            if [[ -f "$tests_dir/sanitizer_$tool.log" ]]; then
-                head -c 4000000 "$tests_dir/sanitizer_$tool.log" >"$out/sanitizer_$tool.log"
+            tool_log="$tests_dir/sanitizer_$tool.log"
+            if [[ -f "$tool_log" ]]; then
+                head -c 4000000 "$tool_log" >"$out/sanitizer_$tool.log"
+                echo "=== sanitizer_$tool (its last lines)" >>"$out/tests.log"
+                tail -5 "$tool_log" >>"$out/tests.log"
             fi
         done
     fi
 fi
-for f in "$out"/sanitizer_*.log; do
-    if [[ -f "$f" ]]; then
-        echo "=== $(basename "$f" .log) (its last lines)" >>"$out/tests.log"
-        tail -5 "$f" >>"$out/tests.log"
-    fi
-done
 grep -E "^=== |test result|FAILED|panicked|ERROR SUMMARY|listed no tests" "$out/tests.log" | head -120 >>"$out/summary.txt"
 cat "$out/summary.txt"

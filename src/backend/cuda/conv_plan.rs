@@ -989,6 +989,15 @@ pub fn l1_variant(module: &'static str) -> &'static str {
     }
 }
 
+/// The channels of each tap that a pass gathers from its activation: x's in forward and
+/// backward weights, dy's in backward data.
+fn gathered_channels(p: &Conv3dParams, pass: ConvPass) -> i32 {
+    match pass {
+        ConvPass::Forward | ConvPass::BackwardWeight => p.cin,
+        ConvPass::BackwardData => p.cout,
+    }
+}
+
 /// Whether a tensor-core pass runs from the build variant whose activation gathers go
 /// through L1, within `reach`. Measured (bf16, an H100, 2026-11-26): where a tap's gathered
 /// channels fit one 16-byte chunk and neighbouring taps read overlapping windows (a kernel
@@ -1000,10 +1009,7 @@ fn gathers_through_l1(
     precision: ConvPrecision,
     reach: Reach,
 ) -> bool {
-    let gathered = match pass {
-        ConvPass::Forward | ConvPass::BackwardWeight => p.cin,
-        ConvPass::BackwardData => p.cout,
-    };
+    let gathered = gathered_channels(p, pass);
     match reach {
         Reach::Off => false,
         Reach::Measured => {
@@ -1200,12 +1206,12 @@ impl ConvPlan {
         // At most half of what the tiles hold may be padding: the channels of a tap in a
         // reduction step (forward, backward data), or in a block's rows (backward weights).
         // A first layer's 4 channels padded to 8 would fill a quarter of either.
-        let (channels, held) = match pass {
-            ConvPass::Forward => (p.cin, bk),
-            ConvPass::BackwardData => (p.cout, bk),
-            ConvPass::BackwardWeight => (p.cin, bm),
+        let held = if pass == ConvPass::BackwardWeight {
+            bm
+        } else {
+            bk
         };
-        let channels = (channels as u64).next_multiple_of(multiple);
+        let channels = (gathered_channels(p, pass) as u64).next_multiple_of(multiple);
         if channels.next_multiple_of(held) > 2 * channels {
             return Ok(None);
         }
