@@ -8,35 +8,36 @@
 // ptxas-check.sh), so it loads on compute capability 9.0 devices and nowhere else.
 //
 // A block of two warpgroups computes a 128 x BN tile (BN = 128, 64, or 32 in forward and
-// backward data; 64 also as a pair of blocks per SM with a shorter ring): warpgroup w rows
-// 64 w .. 64 w + 63, all BN columns, one wgmma per K step of 16 bf16 / 8 tf32, four per
-// reduction step of 128 bytes per row. Tiles are in the 128-byte swizzle (chunk c of a
-// 128-byte row r at chunk c ^ (r % 8)): k-major in forward and backward data (a row is 64
-// bf16 / 32 tf32 of the reduction), mn-major in backward weights (a row is 64 rows or
-// columns of the result at one voxel of the reduction, the BK voxel rows of each block of
-// 64 following each other), in a ring of STAGES stages that starts at a 1024-byte boundary
-// of the shared window, filled by 16-byte cp.async STAGES - 2 steps ahead. Per step i:
-// this thread's copies of step i land (cp.async.wait_group), are made visible to the tensor
-// cores (fence.proxy.async) and to the block (barrier), step i's wgmmas issue behind step
-// i - 1's, which may still run, the copies of step i + STAGES - 2 issue into the stage of
-// step i - 2, and step i - 1's wgmmas complete (wait_group 1) before the next barrier lets
-// any thread overwrite their stage. The tensor cores thus always have the next step queued
-// while the block waits at a barrier or issues its copies: with a step of the previous
-// design (wait_group 0 before each barrier, two blocks per SM) they were busy about half the
-// time on an H100 (Nsight Compute, 2026-11-26).
+// backward data; 64 also as a pair of blocks per SM with a shorter ring), a block of four a
+// 256 x 128 tile: warpgroup w rows 64 w .. 64 w + 63, all BN columns, one wgmma per K step
+// of 16 bf16 / 8 tf32, four per reduction step of 128 bytes per row. Tiles are in the
+// 128-byte swizzle (chunk c of a 128-byte row r at chunk c ^ (r % 8)): k-major in forward
+// and backward data (a row is 64 bf16 / 32 tf32 of the reduction), mn-major in backward
+// weights (a row is 64 rows or columns of the result at one voxel of the reduction, the BK
+// voxel rows of each block of 64 following each other), in a ring of STAGES stages that
+// starts at a 1024-byte boundary of the shared window, filled by 16-byte cp.async
+// STAGES - 2 steps ahead. Per step i: this thread's copies of step i land
+// (cp.async.wait_group), are made visible to the tensor cores (fence.proxy.async) and to
+// the block (barrier), step i's wgmmas issue behind step i - 1's, which may still run, the
+// copies of step i + STAGES - 2 issue into the stage of step i - 2, and step i - 1's wgmmas
+// complete (wait_group 1) before the next barrier lets any thread overwrite their stage.
+// The tensor cores thus always have the next step queued while the block waits at a barrier
+// or issues its copies: with a step of the previous design (wait_group 0 before each
+// barrier, two blocks per SM) they were busy about half the time on an H100 (Nsight
+// Compute, 2026-11-26).
 #include "conv3d_pipe.h"
 #include "wgmma.h"
 
 template <bool MN_MAJOR>
 struct VxWgmmaLoop;
 
-template <class P, int BN_, int STAGES_, int MIN_BLOCKS_>
+template <class P, int BN_, int STAGES_, int MIN_BLOCKS_, int WARPGROUPS_ = 2>
 struct VxWgmmaTile {
     using Prec = P;
     using Elem = typename P::Elem;
     using KMajorLoop = VxWgmmaLoop<false>;
     using MnMajorLoop = VxWgmmaLoop<true>;
-    static constexpr int WARPGROUPS = 2;
+    static constexpr int WARPGROUPS = WARPGROUPS_;
     static constexpr int THREADS = 128 * WARPGROUPS;
     // The accumulators as conv3d_pipe.h stores them: each warp 16 rows of m16n8 tiles.
     static constexpr int WARPS_M = 4 * WARPGROUPS, WARPS_N = 1, WM = 16, WN = BN_;
@@ -53,7 +54,9 @@ struct VxWgmmaTile {
     static constexpr int MIN_BLOCKS = MIN_BLOCKS_;
     static constexpr int A_BYTES = BM * ROW_BYTES, B_BYTES = BN * ROW_BYTES;
     static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
-    static_assert(BM == VX_CONV_TC_BM && THREADS == VX_CONV_WGMMA_THREADS, "params_conv.h");
+    static_assert((BM == VX_CONV_TC_BM && THREADS == VX_CONV_WGMMA_THREADS) ||
+                      (BM == VX_CONV_WGMMA_M256_BM && THREADS == VX_CONV_WGMMA_M256_THREADS),
+                  "params_conv.h");
     static_assert(ROW_BYTES == 128 && STAGE_BYTES % VX_WGMMA_ATOM_BYTES == 0 &&
                       A_BYTES % VX_WGMMA_ATOM_BYTES == 0,
                   "128-byte swizzle rows; every tile and warpgroup slice at an atom boundary");
@@ -80,6 +83,11 @@ using VxWgmmaN64 = VxWgmmaTile<P, 64, VX_CONV_WGMMA_STAGES_N64, 1>;
 // tiles one block issues its copies while the other's wgmmas run.
 template <class P>
 using VxWgmmaN64Pair = VxWgmmaTile<P, 64, VX_CONV_WGMMA_STAGES_N64_PAIR, 2>;
+// 256 rows by 128 columns, four warpgroups: a step copies 48 KB for twice the 128 x 128
+// tile's work, so a quarter less shared-memory filling and L2 traffic per multiply-add;
+// the accumulators stay 64 registers per thread, within the 128 that 512 threads allow.
+template <class P>
+using VxWgmmaM256 = VxWgmmaTile<P, 128, VX_CONV_WGMMA_STAGES_M256, 1, 4>;
 // 32 columns (a first layer's forward over few input channels), k-major only: an mn-major
 // block is 64 wide.
 template <class P>
@@ -169,6 +177,9 @@ VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_wg64, vx_pipe_backward_weights, VxWgmma
 VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg64x2, vx_pipe_forward, VxWgmmaN64Pair<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_wg64x2, vx_pipe_backward_data, VxWgmmaN64Pair<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_wg64x2, vx_pipe_backward_weights, VxWgmmaN64Pair<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg256, vx_pipe_forward, VxWgmmaM256<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_wg256, vx_pipe_backward_data, VxWgmmaM256<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_wg256, vx_pipe_backward_weights, VxWgmmaM256<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg128, vx_pipe_forward, VxWgmmaN128<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg64, vx_pipe_forward, VxWgmmaN64<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_wg128, vx_pipe_backward_data, VxWgmmaN128<VxTf32>)
@@ -177,6 +188,8 @@ VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg32, vx_pipe_forward, VxWgmmaN32<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_wg32, vx_pipe_backward_data, VxWgmmaN32<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg64x2, vx_pipe_forward, VxWgmmaN64Pair<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_wg64x2, vx_pipe_backward_data, VxWgmmaN64Pair<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg256, vx_pipe_forward, VxWgmmaM256<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_wg256, vx_pipe_backward_data, VxWgmmaM256<VxTf32>)
 
 // One block of tile T computes out (128 x BN, row-major) = a b^T over one reduction step:
 // a (128 x BK) and b (BN x BK) row-major f32, rounded here to T's format, stored in one
@@ -255,6 +268,9 @@ extern "C" int emu_conv3d_wgmma(const char* name, const EmuDims* d, const Conv3d
         {"conv3d_fwd_bf16_wg64x2", conv3d_fwd_bf16_wg64x2},
         {"conv3d_bwd_data_bf16_wg64x2", conv3d_bwd_data_bf16_wg64x2},
         {"conv3d_bwd_weight_bf16_wg64x2", conv3d_bwd_weight_bf16_wg64x2},
+        {"conv3d_fwd_bf16_wg256", conv3d_fwd_bf16_wg256},
+        {"conv3d_bwd_data_bf16_wg256", conv3d_bwd_data_bf16_wg256},
+        {"conv3d_bwd_weight_bf16_wg256", conv3d_bwd_weight_bf16_wg256},
     };
     static const VxEmuConv<unsigned> tf32[] = {
         {"conv3d_fwd_tf32_wg128", conv3d_fwd_tf32_wg128},
@@ -265,6 +281,8 @@ extern "C" int emu_conv3d_wgmma(const char* name, const EmuDims* d, const Conv3d
         {"conv3d_bwd_data_tf32_wg32", conv3d_bwd_data_tf32_wg32},
         {"conv3d_fwd_tf32_wg64x2", conv3d_fwd_tf32_wg64x2},
         {"conv3d_bwd_data_tf32_wg64x2", conv3d_bwd_data_tf32_wg64x2},
+        {"conv3d_fwd_tf32_wg256", conv3d_fwd_tf32_wg256},
+        {"conv3d_bwd_data_tf32_wg256", conv3d_bwd_data_tf32_wg256},
     };
     const int r = vx_emu_conv(bf16, name, d, p, a, b, bias, out);
     return r != -2 ? r : vx_emu_conv(tf32, name, d, p, a, b, bias, out);

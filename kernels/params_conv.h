@@ -37,6 +37,11 @@ constexpr int VX_CONV_WGMMA_STAGES_N64 = 6;
 constexpr int VX_CONV_WGMMA_STAGES_N32 = 5;
 constexpr int VX_CONV_WGMMA_STAGES_N64_PAIR = 4;
 constexpr int VX_CONV_WGMMA_ALIGN = 1024;
+// The 256 x 128 wgmma tile: VX_CONV_WGMMA_M256_BM rows, four warpgroups
+// (VX_CONV_WGMMA_M256_THREADS), one block per SM, a ring of VX_CONV_WGMMA_STAGES_M256.
+constexpr int VX_CONV_WGMMA_M256_BM = 256;
+constexpr int VX_CONV_WGMMA_M256_THREADS = 512;
+constexpr int VX_CONV_WGMMA_STAGES_M256 = 4;
 
 // Halo kernels (conv3d_halo.cu, mma.sync, stride 1, forward and backward data): the
 // 128-row tiles of VX_CONV_THREADS threads by 128, 64 or 32 columns, whose stage holds one

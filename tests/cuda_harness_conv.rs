@@ -184,6 +184,9 @@ fn tile_constants_match_params_conv_h() {
         ("VX_CONV_WGMMA_STAGES_N64", CONV_WGMMA_STAGES_N64),
         ("VX_CONV_WGMMA_STAGES_N32", CONV_WGMMA_STAGES_N32),
         ("VX_CONV_WGMMA_STAGES_N64_PAIR", CONV_WGMMA_STAGES_N64_PAIR),
+        ("VX_CONV_WGMMA_M256_BM", CONV_WGMMA_M256_BM),
+        ("VX_CONV_WGMMA_M256_THREADS", CONV_WGMMA_M256_THREADS),
+        ("VX_CONV_WGMMA_STAGES_M256", CONV_WGMMA_STAGES_M256),
         ("VX_CONV_WGMMA_ALIGN", CONV_WGMMA_ALIGN),
         ("VX_CONV_HALO_ROWS", CONV_HALO_ROWS),
         ("VX_CONV_HALO_MAX_KW", CONV_HALO_MAX_KW),
@@ -823,6 +826,9 @@ enum Kernels {
     /// wgmma on a target of 2 SMs with the pair of 64-column blocks asked for: every
     /// 64-column result of more than one tile runs the pair.
     WgmmaPairs,
+    /// wgmma on an H100's 132 SMs with the 256-row tile asked for: it takes every pass
+    /// that would run the 128 x 128 wgmma tile.
+    WgmmaM256,
 }
 
 /// Every pass of geometries with channels the packs pad, at `precision`, on `kernels`,
@@ -870,6 +876,7 @@ fn padded_channels_every_kernel_shape_and_tile(
         Kernels::MmaSync => ConvTarget::new(8),
         Kernels::Wgmma => ConvTarget::new(528).with_wgmma(true),
         Kernels::WgmmaPairs => ConvTarget::new(8).with_wgmma(true).with_wgmma_pairs(true),
+        Kernels::WgmmaM256 => ConvTarget::new(528).with_wgmma(true).with_wgmma_m256(true),
     };
     let mut ran_tiles = std::collections::HashSet::new();
     for g in &cases {
@@ -881,8 +888,12 @@ fn padded_channels_every_kernel_shape_and_tile(
     }
     let n64 = match kernels {
         Kernels::MmaSync => ConvTile::TcN64,
-        Kernels::Wgmma => ConvTile::WgN64,
+        Kernels::Wgmma | Kernels::WgmmaM256 => ConvTile::WgN64,
         Kernels::WgmmaPairs => ConvTile::WgN64Pair,
+    };
+    let n128 = match kernels {
+        Kernels::WgmmaM256 => ConvTile::WgM256,
+        _ => ConvTile::WgN128,
     };
     for pass in PASSES {
         let mn_major = pass == ConvPass::BackwardWeight;
@@ -890,8 +901,8 @@ fn padded_channels_every_kernel_shape_and_tile(
             (Kernels::MmaSync, _, _) | (_, true, ConvPrecision::Tf32) => {
                 [ConvTile::TcN32, ConvTile::TcN64, ConvTile::TcN128]
             }
-            (_, true, _) => [ConvTile::TcN32, n64, ConvTile::WgN128],
-            (_, false, _) => [ConvTile::WgN32, n64, ConvTile::WgN128],
+            (_, true, _) => [ConvTile::TcN32, n64, n128],
+            (_, false, _) => [ConvTile::WgN32, n64, n128],
         };
         for tile in tiles {
             assert!(
@@ -945,6 +956,56 @@ fn bf16_wgmma_pair_kernels_on_padded_channels_every_kernel_shape_and_tile() {
         Kernels::WgmmaPairs,
         &mut Rng::new(85),
     );
+}
+
+#[test]
+fn tf32_wgmma_m256_kernels_on_padded_channels_every_kernel_shape_and_tile() {
+    padded_channels_every_kernel_shape_and_tile(
+        ConvPrecision::Tf32,
+        Kernels::WgmmaM256,
+        &mut Rng::new(88),
+    );
+}
+
+#[test]
+fn bf16_wgmma_m256_kernels_on_padded_channels_every_kernel_shape_and_tile() {
+    padded_channels_every_kernel_shape_and_tile(
+        ConvPrecision::Bf16,
+        Kernels::WgmmaM256,
+        &mut Rng::new(87),
+    );
+}
+
+/// The 256-row wgmma tile over more than one block of rows, the last one partial, so that
+/// every warpgroup's rows are written: 72 -> 72 over 2 x 5 x 6 x 7 (420 rows forward and
+/// backward data, 27 x 72 backward weights), and a strided 72 -> 120.
+fn wgmma_m256_tiles_over_several_row_blocks(precision: ConvPrecision, rng: &mut Rng) {
+    let cases = [
+        conv([2, 5, 6, 7, 72], [3, 3, 3, 72, 72], 1, Padding::Same),
+        conv([2, 13, 12, 13, 72], [3, 3, 3, 72, 120], 2, Padding::Same),
+    ];
+    let target = ConvTarget::new(528).with_wgmma(true).with_wgmma_m256(true);
+    for g in &cases {
+        for pass in PASSES {
+            let plan = ConvPlan::new(g, pass, precision, target).unwrap();
+            let on_m256 = pass != ConvPass::BackwardWeight || precision == ConvPrecision::Bf16;
+            if on_m256 {
+                assert_eq!(plan.kernel.tile, ConvTile::WgM256, "{pass:?} {g:?}");
+                assert!(plan.dims.grid[0] >= 2, "{pass:?} {g:?}: {:?}", plan.dims);
+            }
+            check_pass(g, pass, precision, target, rng);
+        }
+    }
+}
+
+#[test]
+fn bf16_wgmma_m256_tiles_over_several_row_blocks() {
+    wgmma_m256_tiles_over_several_row_blocks(ConvPrecision::Bf16, &mut Rng::new(89));
+}
+
+#[test]
+fn tf32_wgmma_m256_tiles_over_several_row_blocks() {
+    wgmma_m256_tiles_over_several_row_blocks(ConvPrecision::Tf32, &mut Rng::new(90));
 }
 
 #[test]

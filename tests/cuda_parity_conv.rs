@@ -51,6 +51,7 @@ struct RestoreSettings<'a> {
     precision: ConvPrecision,
     wgmma: bool,
     wgmma_pairs: bool,
+    wgmma_m256: bool,
     gather_l1: Reach,
     halo: Reach,
     pack_cache: bool,
@@ -63,6 +64,7 @@ impl<'a> RestoreSettings<'a> {
             precision: gpu.conv_precision().unwrap(),
             wgmma: gpu.wgmma().unwrap(),
             wgmma_pairs: gpu.wgmma_pairs().unwrap(),
+            wgmma_m256: gpu.wgmma_m256().unwrap(),
             gather_l1: gpu.gather_l1().unwrap(),
             halo: gpu.halo().unwrap(),
             pack_cache: gpu.pack_cache().unwrap(),
@@ -77,6 +79,7 @@ impl Drop for RestoreSettings<'_> {
         // Restoring a value the device had cannot fail; a panic here would abort.
         let _ = gpu.set_wgmma(self.wgmma);
         gpu.set_wgmma_pairs(self.wgmma_pairs);
+        gpu.set_wgmma_m256(self.wgmma_m256);
         gpu.set_gather_l1(self.gather_l1);
         gpu.set_halo(self.halo);
         gpu.set_pack_cache(self.pack_cache);
@@ -464,6 +467,33 @@ fn wgmma_pair_convolutions_match_cpu() {
             assert_eq!(tile(&wide, ConvPass::BackwardWeight), ConvTile::WgN64Pair);
         }
         check_every_pass(&gpu, &[layer, wide]);
+    }
+}
+
+/// The 256 x 128 wgmma tile (`VOXSEG_WGMMA_M256`): every pass of a 128-channel layer at
+/// 12^3 (14 blocks of 256 rows in each pass), and of a strided 72 -> 120 whose last block
+/// of rows is partial; backward weights at TF32 stays on mma.sync.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn wgmma_m256_convolutions_match_cpu() {
+    let _serial = serial();
+    let gpu = device();
+    let _restore = RestoreSettings::new(&gpu);
+    gpu.set_wgmma(true).unwrap();
+    gpu.set_wgmma_m256(true);
+    let layer = conv([2, 12, 12, 12, 128], [3, 3, 3, 128, 128], 1, 1);
+    let strided = conv([1, 11, 10, 9, 72], [3, 3, 3, 72, 120], 2, 1);
+    for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
+        gpu.set_conv_precision(precision);
+        for g in [&layer, &strided] {
+            for pass in PASSES {
+                let plan = gpu.conv_plan(g, pass).unwrap();
+                if pass != ConvPass::BackwardWeight || precision == ConvPrecision::Bf16 {
+                    assert_eq!(plan.kernel.tile, ConvTile::WgM256, "{precision} {pass:?}");
+                }
+            }
+        }
+        check_every_pass(&gpu, &[layer, strided]);
     }
 }
 

@@ -15,6 +15,7 @@
 //! with its switch: the wgmma pair on full 64-column grids (`VOXSEG_WGMMA_PAIRS`, on unless
 //! `0`), and, with a [`Reach`] each (off, measured, all), the L1 gathers
 //! (`VOXSEG_GATHER_L1`) and the halo kernels (`VOXSEG_CONV_HALO`, kernels/conv3d_halo.cu).
+//! The 256 x 128 wgmma tile (`VOXSEG_WGMMA_M256`) is off until a GPU has timed it.
 use super::conv_plan::{
     wgmma_probe_depth, ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, Reach,
     CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
@@ -38,6 +39,10 @@ pub const WGMMA_ENV: &str = "VOXSEG_WGMMA";
 /// of blocks per SM (`0` or `off`; on by default where wgmma runs).
 pub const WGMMA_PAIRS_ENV: &str = "VOXSEG_WGMMA_PAIRS";
 
+/// The environment variable that runs the 128 x 128 wgmma tiles as 256 x 128 (`1` or `on`;
+/// off by default: not yet timed on a GPU).
+pub const WGMMA_M256_ENV: &str = "VOXSEG_WGMMA_M256";
+
 /// The environment variable that sets the [`Reach`] of the tensor-core kernels' build
 /// variant whose activation gathers also go through L1 (kernels/mma.h,
 /// `vx_cp_async16_activation`): `off`, `measured` (the default) or `all`.
@@ -57,6 +62,7 @@ struct ConvSettings {
     precision: ConvPrecision,
     wgmma: bool,
     wgmma_pairs: bool,
+    wgmma_m256: bool,
     gather_l1: Reach,
     halo: Reach,
     cache_packs: bool,
@@ -68,6 +74,7 @@ impl Default for ConvSettings {
             precision: ConvPrecision::default(),
             wgmma: false,
             wgmma_pairs: true,
+            wgmma_m256: false,
             gather_l1: Reach::default(),
             halo: Reach::default(),
             cache_packs: true,
@@ -229,6 +236,13 @@ impl Cuda {
                 self.device_name()
             );
         }
+        let wgmma_m256 = switch_from_env(WGMMA_M256_ENV)?.unwrap_or(false);
+        if wgmma_m256 && !wgmma {
+            eprintln!(
+                "{WGMMA_M256_ENV}=1 has no effect: the wgmma kernels are off on {}",
+                self.device_name()
+            );
+        }
         let gather_l1 = reach_from_env(GATHER_L1_ENV)?;
         let halo = reach_from_env(HALO_ENV)?;
         let cache_packs = switch_from_env(PACK_CACHE_ENV)?.unwrap_or(true);
@@ -236,6 +250,7 @@ impl Cuda {
             precision,
             wgmma,
             wgmma_pairs,
+            wgmma_m256,
             gather_l1,
             halo,
             cache_packs,
@@ -338,6 +353,18 @@ impl Cuda {
         self.update_conv_settings(|s| s.wgmma_pairs = on);
     }
 
+    /// Whether the 128 x 128 wgmma tiles run as 256 x 128 (where wgmma is on): what
+    /// `set_wgmma_m256` set, else `VOXSEG_WGMMA_M256` (off unless `1` or `on`).
+    pub fn wgmma_m256(&self) -> Result<bool> {
+        Ok(self.conv_settings()?.wgmma_m256)
+    }
+
+    /// Runs the 128 x 128 wgmma tiles as 256 x 128 (where wgmma is on) or not, whatever
+    /// `VOXSEG_WGMMA_M256` says.
+    pub fn set_wgmma_m256(&self, on: bool) {
+        self.update_conv_settings(|s| s.wgmma_m256 = on);
+    }
+
     /// Where the tensor-core convolutions run the build variant whose activation gathers go
     /// through L1: what `set_gather_l1` set, else `VOXSEG_GATHER_L1` (measured by default).
     pub fn gather_l1(&self) -> Result<Reach> {
@@ -379,6 +406,7 @@ impl Cuda {
         let target = ConvTarget::new(self.target_blocks())
             .with_wgmma(s.wgmma)
             .with_wgmma_pairs(s.wgmma_pairs)
+            .with_wgmma_m256(s.wgmma_m256)
             .with_halo(s.halo)
             .with_gather_l1(s.gather_l1);
         ConvPlan::new(g, pass, s.precision, target)

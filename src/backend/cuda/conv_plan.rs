@@ -16,7 +16,8 @@
 //!   kernels/conv3d_wgmma.cu (two warpgroups, `wgmma` from 128-byte-swizzled shared tiles,
 //!   a K step of 128 bytes per row) instead of mma.sync, except in backward weights at
 //!   TF32 or into 32 columns (wgmma reads its mn-major tiles only in 16-bit types and
-//!   blocks of 64).
+//!   blocks of 64). `ConvTarget::wgmma_m256` runs the 128 x 128 wgmma tiles as 256 x 128
+//!   over four warpgroups (off by default until a GPU has timed it).
 //! - Halo (`ConvTarget::halo`): a stride-1 pass whose plan is mma.sync runs the kernels
 //!   of kernels/conv3d_halo.cu instead, which copy each tap row's input window once for the
 //!   taps along w, from operands packed with zero borders: where k_w is 2 or 3, the borders
@@ -73,6 +74,11 @@ pub const CONV_WGMMA_STAGES_N32: u32 = 5;
 /// Stages of the 64-column wgmma tile that runs two blocks per SM
 /// (`VX_CONV_WGMMA_STAGES_N64_PAIR`).
 pub const CONV_WGMMA_STAGES_N64_PAIR: u32 = 4;
+/// Rows, threads (four warpgroups) and ring stages of the 256 x 128 wgmma tile
+/// (`VX_CONV_WGMMA_M256_BM`, `_THREADS`, `VX_CONV_WGMMA_STAGES_M256`): one block per SM.
+pub const CONV_WGMMA_M256_BM: u32 = 256;
+pub const CONV_WGMMA_M256_THREADS: u32 = 512;
+pub const CONV_WGMMA_STAGES_M256: u32 = 4;
 /// Dynamic shared memory the wgmma kernels reserve to start their ring at a 1024-byte
 /// boundary (`VX_CONV_WGMMA_ALIGN`).
 pub const CONV_WGMMA_ALIGN: u32 = 1024;
@@ -230,6 +236,8 @@ pub enum ConvTile {
     WgN32,
     /// Hopper wgmma, 128 x 64, two blocks per SM with a shorter ring.
     WgN64Pair,
+    /// Hopper wgmma, 256 x 128: four warpgroups.
+    WgM256,
     /// mma.sync reusing the input window along w (kernels/conv3d_halo.cu), 128 x 128.
     HaloN128,
     /// The same, 128 x 64.
@@ -251,7 +259,7 @@ impl ConvTile {
     pub fn is_wgmma(self) -> bool {
         matches!(
             self,
-            Self::WgN128 | Self::WgN64 | Self::WgN32 | Self::WgN64Pair
+            Self::WgN128 | Self::WgN64 | Self::WgN32 | Self::WgN64Pair | Self::WgM256
         )
     }
 
@@ -306,6 +314,7 @@ impl ConvKernel {
             ConvTile::WgN128 => wg(128),
             ConvTile::WgN64 | ConvTile::WgN64Pair => wg(64),
             ConvTile::WgN32 => wg(32),
+            ConvTile::WgM256 => (CONV_WGMMA_M256_BM, 128, wg(128).2),
             ConvTile::HaloWeight32x32 => halo_weight(32, 32),
             ConvTile::HaloWeight64x32 => halo_weight(64, 32),
             ConvTile::HaloWeight64x64 => halo_weight(64, 64),
@@ -321,6 +330,7 @@ impl ConvKernel {
                 ConvPrecision::Tf32 | ConvPrecision::Bf16,
                 ConvTile::TcN32,
             ) => CONV_PIPE_NARROW_THREADS,
+            (_, _, ConvTile::WgM256) => CONV_WGMMA_M256_THREADS,
             (_, _, tile) if tile.is_wgmma() => CONV_WGMMA_THREADS,
             (_, _, ConvTile::HaloWeight32x32 | ConvTile::HaloWeight64x32) => 3 * 32,
             (_, _, ConvTile::HaloWeight64x64 | ConvTile::HaloWeight64x128) => 3 * 64,
@@ -335,6 +345,7 @@ impl ConvKernel {
     fn resident_threads_per_sm(&self) -> u32 {
         match self.tile {
             ConvTile::WgN128 | ConvTile::WgN64 => CONV_WGMMA_THREADS,
+            ConvTile::WgM256 => CONV_WGMMA_M256_THREADS,
             ConvTile::HaloN128 | ConvTile::HaloN64 => 2 * CONV_THREADS,
             ConvTile::HaloN32 => 3 * CONV_THREADS,
             // As many blocks as their registers allow (ptxas, sm_90; tf32 needs the most).
@@ -362,6 +373,9 @@ impl ConvKernel {
             }
             (_, ConvTile::WgN64Pair) => {
                 CONV_WGMMA_STAGES_N64_PAIR * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN
+            }
+            (_, ConvTile::WgM256) => {
+                CONV_WGMMA_STAGES_M256 * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN
             }
             (_, ConvTile::HaloN128 | ConvTile::HaloN64 | ConvTile::HaloN32) => {
                 let stages = match self.tile {
@@ -432,6 +446,11 @@ impl ConvKernel {
             (BackwardData, Tf32, WgN64Pair) => "conv3d_bwd_data_tf32_wg64x2",
             (BackwardData, Bf16, WgN64Pair) => "conv3d_bwd_data_bf16_wg64x2",
             (BackwardWeight, Bf16, WgN64Pair) => "conv3d_bwd_weight_bf16_wg64x2",
+            (Forward, Tf32, WgM256) => "conv3d_fwd_tf32_wg256",
+            (Forward, Bf16, WgM256) => "conv3d_fwd_bf16_wg256",
+            (BackwardData, Tf32, WgM256) => "conv3d_bwd_data_tf32_wg256",
+            (BackwardData, Bf16, WgM256) => "conv3d_bwd_data_bf16_wg256",
+            (BackwardWeight, Bf16, WgM256) => "conv3d_bwd_weight_bf16_wg256",
             (Forward, Bf16, HaloN128) => "conv3d_fwd_bf16_halo128",
             (Forward, Bf16, HaloN64) => "conv3d_fwd_bf16_halo64",
             (Forward, Bf16, HaloN32) => "conv3d_fwd_bf16_halo32",
@@ -722,6 +741,8 @@ pub struct ConvTarget {
     /// `WGMMA_PAIR_MIN_STEPS` wgmma steps, run the wgmma pair (`ConvTile::WgN64Pair`)
     /// instead of mma.sync.
     pub wgmma_pairs: bool,
+    /// The 128 x 128 wgmma tiles run as 256 x 128 (`ConvTile::WgM256`).
+    pub wgmma_m256: bool,
     /// Stride-1 passes that would run on mma.sync run the halo kernels
     /// (kernels/conv3d_halo.cu) where the plan allows (`ConvPlan::halo`), within this reach.
     pub halo: Reach,
@@ -737,6 +758,7 @@ impl ConvTarget {
             blocks,
             wgmma: false,
             wgmma_pairs: false,
+            wgmma_m256: false,
             halo: Reach::Off,
             gather_l1: Reach::Off,
         }
@@ -751,6 +773,10 @@ impl ConvTarget {
             wgmma_pairs,
             ..self
         }
+    }
+
+    pub fn with_wgmma_m256(self, wgmma_m256: bool) -> Self {
+        Self { wgmma_m256, ..self }
     }
 
     pub fn with_halo(self, halo: Reach) -> Self {
@@ -1073,6 +1099,7 @@ impl ConvPlan {
             let n32_steps = WGMMA_N32_MIN_STEPS * step + 1..=WGMMA_N32_MAX_STEPS * step;
             match tc_tile(gm.cols) {
                 t if !target.wgmma || (mn_major && precision == ConvPrecision::Tf32) => t,
+                ConvTile::TcN128 if gm.depth > step && target.wgmma_m256 => ConvTile::WgM256,
                 ConvTile::TcN128 if gm.depth > step => ConvTile::WgN128,
                 ConvTile::TcN64 if wgmma_n64_tiles < target.sms() as u64 && !long_weights => {
                     ConvTile::WgN64
@@ -1755,6 +1782,7 @@ mod tests {
             (ConvTile::WgN64, 1, 256),
             (ConvTile::WgN32, 2, 512),
             (ConvTile::WgN64Pair, 2, 512),
+            (ConvTile::WgM256, 1, 512),
         ] {
             let k = ConvKernel {
                 pass: Forward,
