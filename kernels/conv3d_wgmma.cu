@@ -93,26 +93,41 @@ using VxWgmmaM256 = VxWgmmaTile<P, 128, VX_CONV_WGMMA_STAGES_M256, 1, 4>;
 template <class P>
 using VxWgmmaN32 = VxWgmmaTile<P, 32, VX_CONV_WGMMA_STAGES_N32, 2>;
 
-// One warpgroup's wgmma over K step k of a stage whose A and B tiles start at shared
-// addresses a and b: A from the warpgroup's 64 rows, B from all BN columns.
+// The low words of one warpgroup's descriptors of a stage whose A and B tiles start at
+// shared addresses a and b: A from the warpgroup's 64 rows, B from all BN columns, at K
+// step 0 (vx_wgmma_step adds the steps).
 template <class T, bool MN_MAJOR>
-__device__ __forceinline__ void vx_wgmma_step(float (&d)[T::BN / 2], unsigned a, unsigned b,
-                                              int k) {
+__device__ __forceinline__ void vx_wgmma_stage_descs(unsigned a, unsigned b, unsigned& a_low,
+                                                     unsigned& b_low) {
     const unsigned wg = threadIdx.x / 128;
     if constexpr (MN_MAJOR) {
-        static_assert(T::Prec::PER_CHUNK == 8, "wgmma reads mn-major tiles of 16-bit types only");
-        constexpr unsigned K_STEP_BYTES = 2 * VX_WGMMA_ATOM_BYTES;  // 16 rows
-        const unsigned ak = a + wg * T::MN_BLOCK_BYTES + k * K_STEP_BYTES;
-        vx_wgmma_bf16<T::BN, true>(d, vx_wgmma_desc_mn(ak, T::MN_BLOCK_BYTES),
-                                   vx_wgmma_desc_mn(b + k * K_STEP_BYTES, T::MN_BLOCK_BYTES));
+        a_low = vx_wgmma_desc_low(a + wg * T::MN_BLOCK_BYTES, T::MN_BLOCK_BYTES);
+        b_low = vx_wgmma_desc_low(b, T::MN_BLOCK_BYTES);
     } else {
-        constexpr unsigned K_STEP_BYTES = 32;
-        const unsigned ak = a + wg * (T::A_BYTES / T::WARPGROUPS) + k * K_STEP_BYTES;
-        const unsigned long long bk = vx_wgmma_desc_k(b + k * K_STEP_BYTES);
+        a_low = vx_wgmma_desc_low(a + wg * (T::A_BYTES / T::WARPGROUPS), 16);
+        b_low = vx_wgmma_desc_low(b, 16);
+    }
+}
+
+// One warpgroup's wgmma over K step k of the stage whose descriptors' low words are a_low
+// and b_low (vx_wgmma_stage_descs): a K step is 32 bytes into the rows of a K-major tile,
+// 16 rows of 128 bytes down an MN-major one.
+template <class T, bool MN_MAJOR>
+__device__ __forceinline__ void vx_wgmma_step(float (&d)[T::BN / 2], unsigned a_low,
+                                              unsigned b_low, int k) {
+    if constexpr (MN_MAJOR) {
+        static_assert(T::Prec::PER_CHUNK == 8, "wgmma reads mn-major tiles of 16-bit types only");
+        constexpr unsigned K_STEP = 2 * VX_WGMMA_ATOM_BYTES >> 4;
+        vx_wgmma_bf16<T::BN, true>(d, vx_wgmma_desc_of(a_low + k * K_STEP),
+                                   vx_wgmma_desc_of(b_low + k * K_STEP));
+    } else {
+        constexpr unsigned K_STEP = 32 >> 4;
+        const unsigned long long ad = vx_wgmma_desc_of(a_low + k * K_STEP);
+        const unsigned long long bd = vx_wgmma_desc_of(b_low + k * K_STEP);
         if constexpr (T::Prec::PER_CHUNK == 8) {
-            vx_wgmma_bf16<T::BN, false>(d, vx_wgmma_desc_k(ak), bk);
+            vx_wgmma_bf16<T::BN, false>(d, ad, bd);
         } else {
-            vx_wgmma_tf32<T::BN>(d, vx_wgmma_desc_k(ak), bk);
+            vx_wgmma_tf32<T::BN>(d, ad, bd);
         }
     }
 }
@@ -137,28 +152,35 @@ struct VxWgmmaLoop {
         // Nothing but the wgmmas touches the accumulators until the last wait: a hold (an
         // asm that defines them) while one is in flight would make ptxas serialize them.
         vx_wgmma_hold(d);
+        // The descriptors of stage 0; stage s's are s * STAGE_BYTES further. The stages of
+        // step i and of step i + AHEAD run round the ring without a division.
+        unsigned a_low0, b_low0;
+        const unsigned ring = vx_shared_address(smem);
+        vx_wgmma_stage_descs<T, MN_MAJOR>(ring, ring + T::A_BYTES, a_low0, b_low0);
+        int stage = 0, next_stage = AHEAD;
         for (int i = 0; i < steps; ++i) {
             vx_cp_async_wait<AHEAD - 1>();
             vx_fence_proxy_async_shared();
             // Step i is in shared memory for the whole block, and every warpgroup's wgmmas
             // of step i - 2 have completed: their stage can be refilled.
             __syncthreads();
-            const unsigned char* stage = smem + (i % T::STAGES) * T::STAGE_BYTES;
-            const unsigned a = vx_shared_address(stage);
-            const unsigned b = vx_shared_address(stage + T::A_BYTES);
+            const unsigned offset = stage * (T::STAGE_BYTES >> 4);
             vx_wgmma_fence();
 #pragma unroll
-            for (int k = 0; k < T::K_STEPS; ++k) vx_wgmma_step<T, MN_MAJOR>(d, a, b, k);
+            for (int k = 0; k < T::K_STEPS; ++k)
+                vx_wgmma_step<T, MN_MAJOR>(d, a_low0 + offset, b_low0 + offset, k);
             vx_wgmma_commit();
             // The copies of a later step (into step i - 2's stage) issue while the tensor
             // cores work.
             const int next = i + AHEAD;
             if (next < steps) {
-                unsigned char* next_stage = smem + (next % T::STAGES) * T::STAGE_BYTES;
-                ld.load(next, next_stage, next_stage + T::A_BYTES);
+                unsigned char* tiles = smem + next_stage * T::STAGE_BYTES;
+                ld.load(next, tiles, tiles + T::A_BYTES);
             }
             vx_cp_async_commit();
             ld.ahead(i);
+            stage = stage + 1 == T::STAGES ? 0 : stage + 1;
+            next_stage = next_stage + 1 == T::STAGES ? 0 : next_stage + 1;
             vx_wgmma_wait<1>();
         }
         vx_wgmma_wait<0>();
@@ -225,9 +247,11 @@ __device__ __forceinline__ void vx_wgmma_probe(const float* a, const float* b, f
     float(&d)[T::BN / 2] = reinterpret_cast<float(&)[T::BN / 2]>(acc[0]);
     vx_wgmma_hold(d);
     vx_wgmma_fence();
-    const unsigned sa = vx_shared_address(a_tile), sb = vx_shared_address(b_tile);
+    unsigned a_low, b_low;
+    vx_wgmma_stage_descs<T, MN_MAJOR>(vx_shared_address(a_tile), vx_shared_address(b_tile),
+                                      a_low, b_low);
 #pragma unroll
-    for (int k = 0; k < T::K_STEPS; ++k) vx_wgmma_step<T, MN_MAJOR>(d, sa, sb, k);
+    for (int k = 0; k < T::K_STEPS; ++k) vx_wgmma_step<T, MN_MAJOR>(d, a_low, b_low, k);
     vx_wgmma_commit();
     vx_wgmma_wait<0>();
     vx_wgmma_hold(d);

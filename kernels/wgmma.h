@@ -32,26 +32,20 @@
 // Bytes of one 128-byte-swizzle atom: 8 rows of 128 bytes.
 constexpr unsigned VX_WGMMA_ATOM_BYTES = 1024;
 
-// The descriptor of a 128-byte-swizzled operand at shared address `address` with the
-// given LBO (SBO is always one atom).
-__device__ __forceinline__ unsigned long long vx_wgmma_desc(unsigned address, unsigned lbo) {
-    return static_cast<unsigned long long>((address & 0x3FFFF) >> 4) |
-           static_cast<unsigned long long>((lbo & 0x3FFFF) >> 4) << 16 |
-           static_cast<unsigned long long>(VX_WGMMA_ATOM_BYTES >> 4) << 32 |
-           static_cast<unsigned long long>(1) << 62;
+// The high word of every descriptor: SBO one atom, the 128-byte swizzle.
+constexpr unsigned VX_WGMMA_DESC_HIGH = (VX_WGMMA_ATOM_BYTES >> 4) | 1u << 30;
+
+// The low word of the descriptor of a 128-byte-swizzled operand at shared address
+// `address` with the given LBO. Operands `offset` bytes further on have the low word plus
+// offset >> 4: shared addresses stay below 256 KB, so the 14-bit address field never
+// carries into the LBO.
+__device__ __forceinline__ unsigned vx_wgmma_desc_low(unsigned address, unsigned lbo) {
+    return ((address & 0x3FFFF) >> 4) | ((lbo & 0x3FFFF) >> 4) << 16;
 }
 
-// A K-major operand whose row 0 (of its 8-row atom) is at `address` (+ 32 bytes per K
-// step); LBO is unused there and set to 16 bytes.
-__device__ __forceinline__ unsigned long long vx_wgmma_desc_k(unsigned address) {
-    return vx_wgmma_desc(address, 16);
-}
-
-// An MN-major operand whose k row 0 is at `address` (+ 2048 bytes per K step), its blocks
-// of 64 along MN `block_bytes` apart.
-__device__ __forceinline__ unsigned long long vx_wgmma_desc_mn(unsigned address,
-                                                               unsigned block_bytes) {
-    return vx_wgmma_desc(address, block_bytes);
+// The descriptor whose low word is `low`.
+__device__ __forceinline__ unsigned long long vx_wgmma_desc_of(unsigned low) {
+    return static_cast<unsigned long long>(VX_WGMMA_DESC_HIGH) << 32 | low;
 }
 
 #ifdef __CUDACC__
