@@ -158,8 +158,8 @@ __device__ __forceinline__ void vx_next_tap(int& z, int& y, int& x, int h, int w
 // column threadIdx.x % ROW_CHUNKS of ITERS rows of the tile, row r reading the packed volume `src`
 // (dims, `stride` elements per voxel) at its window corner plus `tap`, element `c0` of the
 // voxel; zeros outside the volume or past the reduction (!k_ok). A row costs its bounds
-// test, one addition and one wide multiply-add for the address (see VxRow); its place in
-// the tile is the first row's plus whole swizzle periods (both families' k-major swizzles
+// test, one addition and one wide multiply-add for the address (see VxRow; a copy that is
+// not ok reads nothing, so its address is left as it falls); its place in the tile is the first row's plus whole swizzle periods (both families' k-major swizzles
 // repeat every 8 rows, and a thread's rows are ROW_STEP apart).
 template <class T, int ITERS, class E>
 __device__ __forceinline__ void vx_gather_rows(unsigned char* tile, const VxRow* rows,
@@ -181,16 +181,19 @@ __device__ __forceinline__ void vx_gather_rows(unsigned char* tile, const VxRow*
         // `&`, not `&&`: no branch per row.
         const bool ok = k_ok & vx_inside(row.z + tap[0], row.y + tap[1], row.x + tap[2],
                                          dims[0], dims[1], dims[2]);
-        const unsigned voxel = ok ? static_cast<unsigned>(row.corner + tap_offset) : 0u;
-        vx_cp_async16_activation(dst + j * ROW_STEP * T::ROW_CHUNKS * 16,
-                                 vx_mad_wide(voxel, voxel_bytes, src_c0), ok);
+        vx_cp_async16_activation(
+            dst + j * ROW_STEP * T::ROW_CHUNKS * 16,
+            vx_mad_wide(static_cast<unsigned>(row.corner + tap_offset), voxel_bytes, src_c0),
+            ok);
     }
 }
 
 // ---------------------------------------------------------------------------------------
 // Forward: A[m][(tap, ci)] = x at output voxel m's window, B[(tap, ci)][co] from w packed
 // [cout][tap][cin_p]. Each thread copies chunk column tid % ROW_CHUNKS of A_ITERS rows of A and
-// B_ITERS rows of B, so it follows one k position: k = tap * cin_p + ci.
+// B_ITERS rows of B, so it follows one k position: k = tap * cin_p + ci. Its B rows are
+// ROW_STEP output channels apart, one wide multiply-add each from its first row's chunk,
+// which moves on by a step per load.
 template <class T>
 struct VxPipeForward {
     using P = typename T::Prec;
@@ -205,20 +208,27 @@ struct VxPipeForward {
 
     const Conv3dParams& p;
     const E* x;
-    const E* w;
     Shared& s;
-    int cin_p, k_total, k_end;
+    int cin_p, k_end;
     int k, ci, kz, ky, kx;
+    // B: this thread's chunk in its first row (channel co0) at k, the bytes between rows.
+    const char* w_chunk;
+    unsigned w_row_bytes;
+    int co0;
 
     __device__ __forceinline__ VxPipeForward(const Conv3dParams& params, const E* x_,
-                                             const E* w_, Shared& s_, int k_begin, int k_end_)
-        : p(params), x(x_), w(w_), s(s_), k_end(k_end_) {
+                                             const E* w, Shared& s_, int k_begin, int k_end_)
+        : p(params), x(x_), s(s_), k_end(k_end_) {
         cin_p = vx_pad<P>(p.cin);
-        k_total = p.k_d * p.k_h * p.k_w * cin_p;
+        const int k_total = p.k_d * p.k_h * p.k_w * cin_p;
         k = k_begin + P::PER_CHUNK * (threadIdx.x % T::ROW_CHUNKS);
         const int tap = k / cin_p;
         ci = k - tap * cin_p;
         vx_split3(tap, p.k_h, p.k_w, kz, ky, kx);
+        co0 = blockIdx.y * T::BN + threadIdx.x / T::ROW_CHUNKS;
+        w_row_bytes = static_cast<unsigned>(k_total) * sizeof(E);
+        w_chunk = vx_mad_wide(static_cast<unsigned>(co0), w_row_bytes,
+                              reinterpret_cast<const char*>(w + k));
     }
 
     __device__ __forceinline__ void begin() {
@@ -234,14 +244,15 @@ struct VxPipeForward {
         const bool k_ok = k < k_end;
         vx_gather_rows<T, A_ITERS>(a_tile, s.rows, x, {kz, ky, kx}, {p.in_d, p.in_h, p.in_w},
                                    cin_p, ci, k_ok);
+        // A copy that is not ok reads nothing (src-size 0), wherever its address points.
 #pragma unroll
         for (int j = 0; j < B_ITERS; ++j) {
             const int r = threadIdx.x / T::ROW_CHUNKS + j * ROW_STEP;
-            const int co = blockIdx.y * T::BN + r;
-            const bool ok = k_ok && co < p.cout;
-            const E* src = w + (ok ? static_cast<size_t>(co) * k_total + k : 0);
-            vx_cp_async16(b_tile + T::k_major_offset(r, c), src, ok);
+            vx_cp_async16(b_tile + T::k_major_offset(r, c),
+                          vx_mad_wide(j * ROW_STEP, w_row_bytes, w_chunk),
+                          k_ok & (co0 + j * ROW_STEP < p.cout));
         }
+        w_chunk += T::BK * sizeof(E);
         k += T::BK;
         ci += T::BK;
         while (ci >= cin_p) {
@@ -271,7 +282,8 @@ __device__ __forceinline__ void vx_pipe_forward(const Conv3dParams& p, const typ
 // ---------------------------------------------------------------------------------------
 // Backward data, one stride phase: A[v][(t, co)] = dy gathered at phase voxel v's window
 // (tap t of the phase), B[(t, co)][ci] from w packed [cin][tap][cout_p] at the kernel tap
-// of t. The thread follows k = t * cout_p + co as the forward does.
+// of t. The thread follows k = t * cout_p + co as the forward does; its B rows are ROW_STEP
+// input channels apart, one wide multiply-add each from its first row's chunk.
 template <class T>
 struct VxPipeBackwardData {
     using P = typename T::Prec;
@@ -288,18 +300,25 @@ struct VxPipeBackwardData {
     const Conv3dParams& p;
     const VxPhase& ph;
     const E* dy;
-    const E* w;
     Shared& s;
-    int cout_p, taps, k_end;
+    int cout_p, k_end;
     int k, co, tz = 0, ty = 0, tx = 0;
+    // B: the start of this thread's first row (input channel ci0), the bytes between rows.
+    const char* w_row;
+    unsigned w_row_bytes;
+    int ci0;
 
     __device__ __forceinline__ VxPipeBackwardData(const Conv3dParams& params,
                                                   const VxPhase& phase, const E* dy_,
-                                                  const E* w_, Shared& s_, int k_begin,
+                                                  const E* w, Shared& s_, int k_begin,
                                                   int k_end_)
-        : p(params), ph(phase), dy(dy_), w(w_), s(s_), k_end(k_end_) {
+        : p(params), ph(phase), dy(dy_), s(s_), k_end(k_end_) {
         cout_p = vx_pad<P>(p.cout);
-        taps = p.k_d * p.k_h * p.k_w;
+        const int taps = p.k_d * p.k_h * p.k_w;
+        ci0 = blockIdx.y * T::BN + threadIdx.x / T::ROW_CHUNKS;
+        w_row_bytes = static_cast<unsigned>(taps * cout_p) * sizeof(E);
+        w_row = vx_mad_wide(static_cast<unsigned>(ci0), w_row_bytes,
+                            reinterpret_cast<const char*>(w));
         k = k_begin + P::PER_CHUNK * (threadIdx.x % T::ROW_CHUNKS);
         co = k;
         // A phase without taps has no steps (and its zero sizes must not be divided by).
@@ -324,13 +343,15 @@ struct VxPipeBackwardData {
         vx_gather_rows<T, A_ITERS>(a_tile, s.rows, dy, {tz, ty, tx},
                                    {p.out_d, p.out_h, p.out_w}, cout_p, co, k_ok);
         const int tap = k_ok ? vx_phase_kernel_tap(p, ph, tz, ty, tx) : 0;
+        // A copy that is not ok reads nothing (src-size 0), wherever its address points.
+        const char* w_chunk =
+            vx_mad_wide(static_cast<unsigned>(tap * cout_p + co), sizeof(E), w_row);
 #pragma unroll
         for (int j = 0; j < B_ITERS; ++j) {
             const int r = threadIdx.x / T::ROW_CHUNKS + j * ROW_STEP;
-            const int ci = blockIdx.y * T::BN + r;
-            const bool ok = k_ok && ci < p.cin;
-            const E* src = w + (ok ? (static_cast<size_t>(ci) * taps + tap) * cout_p + co : 0);
-            vx_cp_async16(b_tile + T::k_major_offset(r, c), src, ok);
+            vx_cp_async16(b_tile + T::k_major_offset(r, c),
+                          vx_mad_wide(j * ROW_STEP, w_row_bytes, w_chunk),
+                          k_ok & (ci0 + j * ROW_STEP < p.cin));
         }
         k += T::BK;
         co += T::BK;
@@ -394,25 +415,44 @@ struct VxPipeBackwardWeights {
     };
 
     const Conv3dParams& p;
-    const E* x;
-    const E* dy;
     Shared& s;
-    int cin_p, cout_p, m_begin, m_end;
-    // This thread's A chunk: rows (tap, ci..ci+PER_CHUNK-1), tap = (kz, ky, kx).
-    int ci, kz, ky, kx;
+    int m_begin, m_end;
+    // This thread's A chunk: rows (tap, ci..ci+PER_CHUNK-1), tap = (kz, ky, kx) at
+    // tap_offset voxels from a row's corner, read from x_chunk + voxel * x_voxel_bytes.
+    int kz, ky, kx, tap_offset;
     bool row_ok;
+    const char* x_chunk;
+    unsigned x_voxel_bytes;
+    // The slot of the next load's voxel table in s.rows.
+    int table = 0;
+    // B: this thread's chunk of dy in its first row of the next step to load, the bytes
+    // between voxels, the rows from that first one to the end of the reduction, and
+    // whether its columns are inside cout_p.
+    const char* dy_chunk;
+    unsigned dy_voxel_bytes;
+    int rows_left;
+    bool col_ok;
 
-    __device__ __forceinline__ VxPipeBackwardWeights(const Conv3dParams& params, const E* x_,
-                                                     const E* dy_, Shared& s_, int m_begin_,
+    __device__ __forceinline__ VxPipeBackwardWeights(const Conv3dParams& params, const E* x,
+                                                     const E* dy, Shared& s_, int m_begin_,
                                                      int m_end_)
-        : p(params), x(x_), dy(dy_), s(s_), m_begin(m_begin_), m_end(m_end_) {
-        cin_p = vx_pad<P>(p.cin);
-        cout_p = vx_pad<P>(p.cout);
+        : p(params), s(s_), m_begin(m_begin_), m_end(m_end_) {
+        const int cin_p = vx_pad<P>(p.cin);
+        const int cout_p = vx_pad<P>(p.cout);
         const int k = blockIdx.x * T::BM + P::PER_CHUNK * (threadIdx.x % A_CHUNKS);
         const int tap = k / cin_p;
-        ci = k - tap * cin_p;
         row_ok = tap < p.k_d * p.k_h * p.k_w;
         vx_split3(tap, p.k_h, p.k_w, kz, ky, kx);
+        tap_offset = vx_tap_offset(kz, ky, kx, p.in_h, p.in_w);
+        x_chunk = reinterpret_cast<const char*>(x + (k - tap * cin_p));
+        x_voxel_bytes = static_cast<unsigned>(cin_p) * sizeof(E);
+        const int n = blockIdx.y * T::BN + P::PER_CHUNK * (threadIdx.x % B_CHUNKS);
+        const int m = m_begin + threadIdx.x / B_CHUNKS;
+        col_ok = n < cout_p;
+        rows_left = m_end - m;
+        dy_voxel_bytes = static_cast<unsigned>(cout_p) * sizeof(E);
+        dy_chunk = vx_mad_wide(static_cast<unsigned>(m), dy_voxel_bytes,
+                               reinterpret_cast<const char*>(dy + (col_ok ? n : 0)));
     }
 
     // The tables of the first STAGES steps, and where ahead() goes on: step STAGES.
@@ -453,35 +493,35 @@ struct VxPipeBackwardWeights {
         }
     }
 
-    __device__ __forceinline__ void load(int step, unsigned char* a_tile,
-                                         unsigned char* b_tile) {
-        const VxRow* rows = s.rows[step % T::STAGES];
+    // Loads come in step order, one each: `table`, dy_chunk and rows_left are this step's.
+    // A copy that is not ok reads nothing (src-size 0), wherever its address points.
+    __device__ __forceinline__ void load(int, unsigned char* a_tile, unsigned char* b_tile) {
+        const VxRow* rows = s.rows[table];
+        table = table + 1 == T::STAGES ? 0 : table + 1;
         const int ca = threadIdx.x % A_CHUNKS;
-        // Byte addresses: voxel times the voxel's bytes plus the base is one wide multiply-add.
-        const char* src_ci = reinterpret_cast<const char*>(x + ci);
-        const unsigned voxel_bytes = static_cast<unsigned>(cin_p) * sizeof(E);
 #pragma unroll
         for (int j = 0; j < A_ITERS; ++j) {
             const int r = threadIdx.x / A_CHUNKS + j * (T::THREADS / A_CHUNKS);
-            const int voxel = vx_tap_voxel(rows[r], kz, ky, kx,
-                                           vx_tap_offset(kz, ky, kx, p.in_h, p.in_w), p.in_d,
-                                           p.in_h, p.in_w);
-            const bool ok = row_ok && voxel >= 0;
-            vx_cp_async16_activation(a_tile + T::template mn_major_offset<A_CHUNKS>(r, ca),
-                                     vx_mad_wide(ok ? static_cast<unsigned>(voxel) : 0u,
-                                                 voxel_bytes, src_ci),
-                                     ok);
+            const VxRow& row = rows[r];
+            const bool ok = row_ok & vx_inside(row.z + kz, row.y + ky, row.x + kx, p.in_d,
+                                               p.in_h, p.in_w);
+            vx_cp_async16_activation(
+                a_tile + T::template mn_major_offset<A_CHUNKS>(r, ca),
+                vx_mad_wide(static_cast<unsigned>(row.corner + tap_offset), x_voxel_bytes,
+                            x_chunk),
+                ok);
         }
         const int cb = threadIdx.x % B_CHUNKS;
-        const int n = blockIdx.y * T::BN + P::PER_CHUNK * cb;
-        const int m0 = m_begin + step * T::BK;
+        constexpr int B_ROW_STEP = T::THREADS / B_CHUNKS;
 #pragma unroll
         for (int j = 0; j < B_ITERS; ++j) {
-            const int r = threadIdx.x / B_CHUNKS + j * (T::THREADS / B_CHUNKS);
-            const bool ok = m0 + r < m_end && n < cout_p;
-            const E* src = dy + (ok ? static_cast<size_t>(m0 + r) * cout_p + n : 0);
-            vx_cp_async16(b_tile + T::template mn_major_offset<B_CHUNKS>(r, cb), src, ok);
+            const int r = threadIdx.x / B_CHUNKS + j * B_ROW_STEP;
+            vx_cp_async16(b_tile + T::template mn_major_offset<B_CHUNKS>(r, cb),
+                          vx_mad_wide(j * B_ROW_STEP, dy_voxel_bytes, dy_chunk),
+                          col_ok & (rows_left > j * B_ROW_STEP));
         }
+        dy_chunk = vx_mad_wide(T::BK, dy_voxel_bytes, dy_chunk);
+        rows_left -= T::BK;
     }
 };
 
