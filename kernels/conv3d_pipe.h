@@ -425,20 +425,13 @@ struct VxPipeBackwardWeights {
     unsigned x_voxel_bytes;
     // The slot of the next load's voxel table in s.rows.
     int table = 0;
-    // B: this thread's chunk of dy in its first row of the next step to load, the bytes
-    // between voxels, the rows from that first one to the end of the reduction, and
-    // whether its columns are inside cout_p.
-    const char* dy_chunk;
-    unsigned dy_voxel_bytes;
-    int rows_left;
-    bool col_ok;
+    const E* dy;
 
     __device__ __forceinline__ VxPipeBackwardWeights(const Conv3dParams& params, const E* x,
-                                                     const E* dy, Shared& s_, int m_begin_,
+                                                     const E* dy_, Shared& s_, int m_begin_,
                                                      int m_end_)
-        : p(params), s(s_), m_begin(m_begin_), m_end(m_end_) {
+        : p(params), s(s_), m_begin(m_begin_), m_end(m_end_), dy(dy_) {
         const int cin_p = vx_pad<P>(p.cin);
-        const int cout_p = vx_pad<P>(p.cout);
         const int k = blockIdx.x * T::BM + P::PER_CHUNK * (threadIdx.x % A_CHUNKS);
         const int tap = k / cin_p;
         row_ok = tap < p.k_d * p.k_h * p.k_w;
@@ -446,13 +439,6 @@ struct VxPipeBackwardWeights {
         tap_offset = vx_tap_offset(kz, ky, kx, p.in_h, p.in_w);
         x_chunk = reinterpret_cast<const char*>(x + (k - tap * cin_p));
         x_voxel_bytes = static_cast<unsigned>(cin_p) * sizeof(E);
-        const int n = blockIdx.y * T::BN + P::PER_CHUNK * (threadIdx.x % B_CHUNKS);
-        const int m = m_begin + threadIdx.x / B_CHUNKS;
-        col_ok = n < cout_p;
-        rows_left = m_end - m;
-        dy_voxel_bytes = static_cast<unsigned>(cout_p) * sizeof(E);
-        dy_chunk = vx_mad_wide(static_cast<unsigned>(m), dy_voxel_bytes,
-                               reinterpret_cast<const char*>(dy + (col_ok ? n : 0)));
     }
 
     // The tables of the first STAGES steps, and where ahead() goes on: step STAGES.
@@ -493,9 +479,10 @@ struct VxPipeBackwardWeights {
         }
     }
 
-    // Loads come in step order, one each: `table`, dy_chunk and rows_left are this step's.
+    // Loads come in step order, one each: `table` is this step's.
     // A copy that is not ok reads nothing (src-size 0), wherever its address points.
-    __device__ __forceinline__ void load(int, unsigned char* a_tile, unsigned char* b_tile) {
+    __device__ __forceinline__ void load(int step, unsigned char* a_tile,
+                                         unsigned char* b_tile) {
         const VxRow* rows = s.rows[table];
         table = table + 1 == T::STAGES ? 0 : table + 1;
         const int ca = threadIdx.x % A_CHUNKS;
@@ -512,16 +499,17 @@ struct VxPipeBackwardWeights {
                 ok);
         }
         const int cb = threadIdx.x % B_CHUNKS;
-        constexpr int B_ROW_STEP = T::THREADS / B_CHUNKS;
+        const int n = blockIdx.y * T::BN + P::PER_CHUNK * cb;
+        const int cout_p = vx_pad<P>(p.cout);
+        const int m0 = m_begin + step * T::BK;
+        const char* dy_n = reinterpret_cast<const char*>(dy + n);
 #pragma unroll
         for (int j = 0; j < B_ITERS; ++j) {
-            const int r = threadIdx.x / B_CHUNKS + j * B_ROW_STEP;
+            const int r = threadIdx.x / B_CHUNKS + j * (T::THREADS / B_CHUNKS);
             vx_cp_async16(b_tile + T::template mn_major_offset<B_CHUNKS>(r, cb),
-                          vx_mad_wide(j * B_ROW_STEP, dy_voxel_bytes, dy_chunk),
-                          col_ok & (rows_left > j * B_ROW_STEP));
+                          vx_mad_wide(m0 + r, cout_p * sizeof(E), dy_n),
+                          (m0 + r < m_end) & (n < cout_p));
         }
-        dy_chunk = vx_mad_wide(T::BK, dy_voxel_bytes, dy_chunk);
-        rows_left -= T::BK;
     }
 };
 
