@@ -175,16 +175,36 @@ __device__ __forceinline__ void vx_gather_rows(unsigned char* tile, const VxRow*
     // Byte addresses: voxel times the voxel's bytes plus the base is one wide multiply-add.
     const char* src_c0 = reinterpret_cast<const char*>(src + c0);
     const unsigned voxel_bytes = static_cast<unsigned>(stride) * sizeof(E);
+    // Tiles with registers to spare compute every row's address before the first copy:
+    // ptxas then puts its filler before the copies once rather than before each (an
+    // H100's SASS has three never-executed LDS ahead of a cp.async that follows a shared
+    // load). The mma.sync tiles are at their register cap and copy row by row.
+    if constexpr (T::GATHER_BATCHED) {
+        const char* from[ITERS];
+        bool ok[ITERS];
 #pragma unroll
-    for (int j = 0; j < ITERS; ++j) {
-        const VxRow& row = rows[r0 + j * ROW_STEP];
-        // `&`, not `&&`: no branch per row.
-        const bool ok = k_ok & vx_inside(row.z + tap[0], row.y + tap[1], row.x + tap[2],
-                                         dims[0], dims[1], dims[2]);
-        vx_cp_async16_activation(
-            dst + j * ROW_STEP * T::ROW_CHUNKS * 16,
-            vx_mad_wide(static_cast<unsigned>(row.corner + tap_offset), voxel_bytes, src_c0),
-            ok);
+        for (int j = 0; j < ITERS; ++j) {
+            const VxRow& row = rows[r0 + j * ROW_STEP];
+            // `&`, not `&&`: no branch per row.
+            ok[j] = k_ok & vx_inside(row.z + tap[0], row.y + tap[1], row.x + tap[2], dims[0],
+                                     dims[1], dims[2]);
+            from[j] =
+                vx_mad_wide(static_cast<unsigned>(row.corner + tap_offset), voxel_bytes, src_c0);
+        }
+#pragma unroll
+        for (int j = 0; j < ITERS; ++j)
+            vx_cp_async16_activation(dst + j * ROW_STEP * T::ROW_CHUNKS * 16, from[j], ok[j]);
+    } else {
+#pragma unroll
+        for (int j = 0; j < ITERS; ++j) {
+            const VxRow& row = rows[r0 + j * ROW_STEP];
+            const bool ok = k_ok & vx_inside(row.z + tap[0], row.y + tap[1], row.x + tap[2],
+                                             dims[0], dims[1], dims[2]);
+            vx_cp_async16_activation(
+                dst + j * ROW_STEP * T::ROW_CHUNKS * 16,
+                vx_mad_wide(static_cast<unsigned>(row.corner + tap_offset), voxel_bytes, src_c0),
+                ok);
+        }
     }
 }
 
@@ -486,17 +506,28 @@ struct VxPipeBackwardWeights {
         const VxRow* rows = s.rows[table];
         table = table + 1 == T::STAGES ? 0 : table + 1;
         const int ca = threadIdx.x % A_CHUNKS;
+        // As vx_gather_rows: every address first where the tile has registers to spare.
+        const char* from[A_ITERS];
+        bool ok[A_ITERS];
 #pragma unroll
         for (int j = 0; j < A_ITERS; ++j) {
             const int r = threadIdx.x / A_CHUNKS + j * (T::THREADS / A_CHUNKS);
             const VxRow& row = rows[r];
-            const bool ok = row_ok & vx_inside(row.z + kz, row.y + ky, row.x + kx, p.in_d,
-                                               p.in_h, p.in_w);
-            vx_cp_async16_activation(
-                a_tile + T::template mn_major_offset<A_CHUNKS>(r, ca),
-                vx_mad_wide(static_cast<unsigned>(row.corner + tap_offset), x_voxel_bytes,
-                            x_chunk),
-                ok);
+            ok[j] = row_ok & vx_inside(row.z + kz, row.y + ky, row.x + kx, p.in_d, p.in_h,
+                                       p.in_w);
+            from[j] = vx_mad_wide(static_cast<unsigned>(row.corner + tap_offset), x_voxel_bytes,
+                                  x_chunk);
+            if constexpr (!T::GATHER_BATCHED)
+                vx_cp_async16_activation(a_tile + T::template mn_major_offset<A_CHUNKS>(r, ca),
+                                         from[j], ok[j]);
+        }
+        if constexpr (T::GATHER_BATCHED) {
+#pragma unroll
+            for (int j = 0; j < A_ITERS; ++j) {
+                const int r = threadIdx.x / A_CHUNKS + j * (T::THREADS / A_CHUNKS);
+                vx_cp_async16_activation(a_tile + T::template mn_major_offset<A_CHUNKS>(r, ca),
+                                         from[j], ok[j]);
+            }
         }
         const int cb = threadIdx.x % B_CHUNKS;
         const int n = blockIdx.y * T::BN + P::PER_CHUNK * cb;

@@ -52,6 +52,8 @@ struct VxWgmmaTile {
     // Blocks per SM: one for the rings of 64 and 128 columns, two (at most 128 registers)
     // for 32 columns, whose shallow reductions mostly store, and for the 64-column pair.
     static constexpr int MIN_BLOCKS = MIN_BLOCKS_;
+    // The gathers compute every row's address before copying (vx_gather_rows).
+    static constexpr bool GATHER_BATCHED = true;
     static constexpr int A_BYTES = BM * ROW_BYTES, B_BYTES = BN * ROW_BYTES;
     static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
     static_assert((BM == VX_CONV_TC_BM && THREADS == VX_CONV_WGMMA_THREADS) ||
