@@ -155,11 +155,12 @@ __device__ __forceinline__ void vx_next_tap(int& z, int& y, int& x, int h, int w
 }
 
 // The gathered (k-major) operand of forward and backward data: this thread copies chunk
-// column threadIdx.x % ROW_CHUNKS of ITERS rows of the tile, row r reading the packed volume `src`
-// (dims, `stride` elements per voxel) at its window corner plus `tap`, element `c0` of the
-// voxel; zeros outside the volume or past the reduction (!k_ok). A row costs its bounds
-// test, one addition and one wide multiply-add for the address (see VxRow; a copy that is
-// not ok reads nothing, so its address is left as it falls); its place in the tile is the first row's plus whole swizzle periods (both families' k-major swizzles
+// column threadIdx.x % ROW_CHUNKS of ITERS rows of the tile, row r reading the packed
+// volume `src` (dims, `stride` elements per voxel) at its window corner plus `tap`, element
+// `c0` of the voxel; zeros outside the volume or past the reduction (!k_ok). A row costs
+// its bounds test, one addition and one wide multiply-add for the address (see VxRow; a
+// copy that is not ok reads nothing, so its address is left as it falls); its place in the
+// tile is the first row's plus whole swizzle periods (both families' k-major swizzles
 // repeat every 8 rows, and a thread's rows are ROW_STEP apart).
 template <class T, int ITERS, class E>
 __device__ __forceinline__ void vx_gather_rows(unsigned char* tile, const VxRow* rows,
@@ -179,7 +180,7 @@ __device__ __forceinline__ void vx_gather_rows(unsigned char* tile, const VxRow*
     // ptxas then puts its filler before the copies once rather than before each (an
     // H100's SASS has three never-executed LDS ahead of a cp.async that follows a shared
     // load). The mma.sync tiles are at their register cap and copy row by row.
-    if constexpr (T::GATHER_BATCHED) {
+    if constexpr (T::SPARE_REGISTERS) {
         const char* from[ITERS];
         bool ok[ITERS];
 #pragma unroll
@@ -412,10 +413,11 @@ __device__ __forceinline__ void vx_pipe_backward_data(const Conv3dParams& p,
 // plus the row's tap, B from dy. A thread's A chunk column (one tap, a chunk of channels)
 // is fixed for the block; the voxel coordinates of each step's BK m come from a ring of
 // per-step tables in static shared memory, filled STAGES steps ahead by the first BK
-// threads. Each of those keeps the output voxel it fills next (in shared memory: registers
-// are short in the mma.sync tiles) and adds BK to it per step (vx_advance_voxel): the
-// divisions that split a voxel index would cost its warp about as many instructions as its
-// share of the step's copies, and every warp waits for the slowest at the step's barrier.
+// threads. Each of those keeps the output voxel it fills next (in registers where the tile
+// has them to spare, else in shared memory) and adds BK to it per step (vx_advance_voxel):
+// the divisions that split a voxel index would cost its warp about as many instructions as
+// its share of the step's copies, and every warp waits for the slowest at the step's
+// barrier.
 template <class T>
 struct VxPipeBackwardWeights {
     using P = typename T::Prec;
@@ -445,6 +447,8 @@ struct VxPipeBackwardWeights {
     unsigned x_voxel_bytes;
     // The slot of the next load's voxel table in s.rows.
     int table = 0;
+    // A filling thread's next voxel m and its (sample, z, y, x), where T::SPARE_REGISTERS.
+    int next_m, next_n, next_z, next_y, next_x;
     const E* dy;
 
     __device__ __forceinline__ VxPipeBackwardWeights(const Conv3dParams& params, const E* x,
@@ -468,9 +472,9 @@ struct VxPipeBackwardWeights {
         const int lane = static_cast<int>(threadIdx.x);
         if (lane < T::BK) {
             const int m = m_begin + T::STAGES * T::BK + lane;
-            s.next[0][lane] = m;
-            vx_split_voxel(m, p.out_d, p.out_h, p.out_w, s.next[1][lane], s.next[2][lane],
-                           s.next[3][lane], s.next[4][lane]);
+            int nn, z, y, x;
+            vx_split_voxel(m, p.out_d, p.out_h, p.out_w, nn, z, y, x);
+            keep_next(lane, m, nn, z, y, x);
         }
         if (lane == 0) vx_split_voxel(T::BK, p.out_d, p.out_h, p.out_w, s.step[0], s.step[1],
                                       s.step[2], s.step[3]);
@@ -484,18 +488,28 @@ struct VxPipeBackwardWeights {
     __device__ __forceinline__ void ahead(int i) {
         const int lane = static_cast<int>(threadIdx.x);
         if (lane < T::BK) {
-            const int m = s.next[0][lane];
-            int nn = s.next[1][lane], z = s.next[2][lane], y = s.next[3][lane],
-                x = s.next[4][lane];
+            int m, nn, z, y, x;
+            if constexpr (T::SPARE_REGISTERS) {
+                m = next_m, nn = next_n, z = next_z, y = next_y, x = next_x;
+            } else {
+                m = s.next[0][lane], nn = s.next[1][lane], z = s.next[2][lane],
+                y = s.next[3][lane], x = s.next[4][lane];
+            }
             s.rows[(i + T::STAGES) % T::STAGES][lane] =
                 vx_forward_row_at(p, nn, z, y, x, m < m_end);
             vx_advance_voxel(nn, z, y, x, s.step[0], s.step[1], s.step[2], s.step[3], p.out_d,
                              p.out_h, p.out_w);
-            s.next[0][lane] = m + T::BK;
-            s.next[1][lane] = nn;
-            s.next[2][lane] = z;
-            s.next[3][lane] = y;
-            s.next[4][lane] = x;
+            keep_next(lane, m + T::BK, nn, z, y, x);
+        }
+    }
+
+    // Keeps a filling thread's next voxel.
+    __device__ __forceinline__ void keep_next(int lane, int m, int nn, int z, int y, int x) {
+        if constexpr (T::SPARE_REGISTERS) {
+            next_m = m, next_n = nn, next_z = z, next_y = y, next_x = x;
+        } else {
+            s.next[0][lane] = m, s.next[1][lane] = nn, s.next[2][lane] = z;
+            s.next[3][lane] = y, s.next[4][lane] = x;
         }
     }
 
@@ -517,11 +531,11 @@ struct VxPipeBackwardWeights {
                                        p.in_w);
             from[j] = vx_mad_wide(static_cast<unsigned>(row.corner + tap_offset), x_voxel_bytes,
                                   x_chunk);
-            if constexpr (!T::GATHER_BATCHED)
+            if constexpr (!T::SPARE_REGISTERS)
                 vx_cp_async16_activation(a_tile + T::template mn_major_offset<A_CHUNKS>(r, ca),
                                          from[j], ok[j]);
         }
-        if constexpr (T::GATHER_BATCHED) {
+        if constexpr (T::SPARE_REGISTERS) {
 #pragma unroll
             for (int j = 0; j < A_ITERS; ++j) {
                 const int r = threadIdx.x / A_CHUNKS + j * (T::THREADS / A_CHUNKS);

@@ -33,8 +33,9 @@ struct VxSyncWarps {
     static constexpr int BK = VX_CONV_PIPE_STEP_BYTES / static_cast<int>(sizeof(Elem));
     static constexpr int MT = WM / 16, NT = WN / 8;  // mma tiles per warp
     static constexpr int ROW_CHUNKS = 4;
-    // The gathers copy row by row (vx_gather_rows): these tiles are at their register cap.
-    static constexpr bool GATHER_BATCHED = false;
+    // These tiles are at their register cap: the loaders keep the least per thread
+    // (vx_gather_rows, VxPipeBackwardWeights).
+    static constexpr bool SPARE_REGISTERS = false;
     __device__ __forceinline__ static int k_major_offset(int r, int c) {
         return vx_swizzle<ROW_CHUNKS>(r, c);
     }

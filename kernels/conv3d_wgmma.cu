@@ -2,10 +2,11 @@
 // voxseg-variant: l1 VX_GATHER_L1
 // 3D convolution on Hopper's warpgroup tensor-core instructions (wgmma, kernels/wgmma.h):
 // forward and backward data in BF16 or TF32, backward weights in BF16 on 128 or 64 columns
-// (its tiles are mn-major, which wgmma reads only for 16-bit types and blocks of 64). The loaders, packed operands and
-// store are those of the mma.sync kernels (conv3d_pipe.h; packs from conv3d_pipe.cu), with
-// tiles laid out for wgmma. Built for sm_90a only (the first line tells build.rs and
-// ptxas-check.sh), so it loads on compute capability 9.0 devices and nowhere else.
+// (its tiles are mn-major, which wgmma reads only for 16-bit types and blocks of 64). The
+// loaders, packed operands and store are those of the mma.sync kernels (conv3d_pipe.h;
+// packs from conv3d_pipe.cu), with tiles laid out for wgmma. Built for sm_90a only (the
+// first line tells build.rs and ptxas-check.sh), so it loads on compute capability 9.0
+// devices and nowhere else.
 //
 // A block of two warpgroups computes a 128 x BN tile (BN = 128, 64, or 32 in forward and
 // backward data; 64 also as a pair of blocks per SM with a shorter ring), a block of four a
@@ -52,8 +53,9 @@ struct VxWgmmaTile {
     // Blocks per SM: one for the rings of 64 and 128 columns, two (at most 128 registers)
     // for 32 columns, whose shallow reductions mostly store, and for the 64-column pair.
     static constexpr int MIN_BLOCKS = MIN_BLOCKS_;
-    // The gathers compute every row's address before copying (vx_gather_rows).
-    static constexpr bool GATHER_BATCHED = true;
+    // Well under the register cap: the loaders may keep more per thread (vx_gather_rows,
+    // VxPipeBackwardWeights).
+    static constexpr bool SPARE_REGISTERS = true;
     static constexpr int A_BYTES = BM * ROW_BYTES, B_BYTES = BN * ROW_BYTES;
     static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
     static_assert((BM == VX_CONV_TC_BM && THREADS == VX_CONV_WGMMA_THREADS) ||
