@@ -103,7 +103,9 @@ using VxWgmmaN32 = VxWgmmaTile<P, 32, VX_CONV_WGMMA_STAGES_N32, 2>;
 template <class T, bool MN_MAJOR>
 __device__ __forceinline__ void vx_wgmma_stage_descs(unsigned a, unsigned b, unsigned& a_low,
                                                      unsigned& b_low) {
-    const unsigned wg = threadIdx.x / 128;
+    // Lane 0's warpgroup, which is every lane's: the compiler then knows it is the same
+    // across the warp and keeps A's descriptors in uniform registers, as wgmma takes them.
+    const unsigned wg = __shfl_sync(0xffffffffu, threadIdx.x / 128, 0);
     if constexpr (MN_MAJOR) {
         a_low = vx_wgmma_desc_low(a + wg * T::MN_BLOCK_BYTES, T::MN_BLOCK_BYTES);
         b_low = vx_wgmma_desc_low(b, T::MN_BLOCK_BYTES);

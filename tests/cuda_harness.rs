@@ -115,14 +115,19 @@ fn harness_barrier_orders_shared_memory() {
 
 #[test]
 fn harness_shuffles_match_cuda_semantics() {
-    let mut out = vec![0.0; 3 * 64];
+    let mut out = vec![0.0; 4 * 64];
     selftest::shuffle(&dims(1, 64), &mut out).unwrap();
     for t in 0..64usize {
         let lane = t % 32;
-        assert_eq!(out[3 * t], (lane ^ 5) as f32, "xor, thread {t}");
+        assert_eq!(out[4 * t], (lane ^ 5) as f32, "xor, thread {t}");
         let down = if lane + 3 < 32 { lane + 3 } else { lane };
-        assert_eq!(out[3 * t + 1], down as f32, "down, thread {t}");
-        assert_eq!(out[3 * t + 2], 528.0, "butterfly sum, thread {t}");
+        assert_eq!(out[4 * t + 1], down as f32, "down, thread {t}");
+        assert_eq!(out[4 * t + 2], 528.0, "butterfly sum, thread {t}");
+        assert_eq!(
+            out[4 * t + 3],
+            (t - lane + 7) as f32,
+            "broadcast, thread {t}"
+        );
     }
     let err = selftest::shuffle(&dims(1, 48), &mut out).unwrap_err();
     assert!(err.contains("partial warp"), "{err}");

@@ -12,9 +12,10 @@
 // - __syncthreads() is a barrier over the block's live threads (threads that returned
 //   count as arrived, as on sm_70+). A round in which no thread can move is reported as a
 //   deadlock and the launch fails (e.g. __syncthreads() or a shuffle in divergent code).
-// - __shfl_xor_sync/__shfl_down_sync: each lane posts its value in a per-thread slot, the
-//   warp meets at a barrier, reads its source lane, meets again. Only the full mask over a
-//   full warp of 32 threads is emulated; anything else fails the launch.
+// - __shfl_sync/__shfl_xor_sync/__shfl_down_sync: each lane posts its value in a
+//   per-thread slot, the warp meets at a barrier, reads its source lane, meets again. Only
+//   the full mask over a full warp of 32 threads is emulated; anything else fails the
+//   launch.
 // - atomicAdd goes through std::atomic_ref.
 // - Dynamic shared memory (VX_DYNAMIC_SHARED in common.h, shared_bytes at launch) is a
 //   per-launch buffer refilled with 0xFF bytes (NaN as f32/f64) before every block, so a
@@ -125,6 +126,15 @@ T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = warpSize) {
     static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
     T out;
     int src = width == warpSize ? int(emu_lane()) ^ lane_mask : -1;
+    emu_warp_exchange(&v, &out, sizeof(T), mask, src);
+    return out;
+}
+
+template <class T>
+T __shfl_sync(unsigned mask, T v, int src_lane, int width = warpSize) {
+    static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
+    T out;
+    int src = width == warpSize && src_lane >= 0 && src_lane < warpSize ? src_lane : -1;
     emu_warp_exchange(&v, &out, sizeof(T), mask, src);
     return out;
 }

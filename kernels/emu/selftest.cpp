@@ -27,16 +27,18 @@ __global__ void selftest_missing_barrier(float* out) {
 }
 VX_EMU_ENTRY(selftest_missing_barrier, (float* out), (out))
 
-// out[3t..3t+3] = lane ^ 5 via xor (float), lane + 3 via down (int, clamped), and the warp
-// sum of (lane + 1) via an xor butterfly in double.
+// out[4t..4t+4] = lane ^ 5 via xor (float), lane + 3 via down (int, clamped), the warp
+// sum of (lane + 1) via an xor butterfly in double, and lane 7's thread index via a
+// broadcast (unsigned).
 __global__ void selftest_shuffle(float* out) {
     const unsigned t = threadIdx.x;
     const unsigned lane = t % warpSize;
-    out[3 * t] = __shfl_xor_sync(0xffffffffu, float(lane), 5);
-    out[3 * t + 1] = float(__shfl_down_sync(0xffffffffu, int(lane), 3));
+    out[4 * t] = __shfl_xor_sync(0xffffffffu, float(lane), 5);
+    out[4 * t + 1] = float(__shfl_down_sync(0xffffffffu, int(lane), 3));
     double v = lane + 1.0;
     for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    out[3 * t + 2] = float(v);
+    out[4 * t + 2] = float(v);
+    out[4 * t + 3] = float(__shfl_sync(0xffffffffu, t, 7));
 }
 VX_EMU_ENTRY(selftest_shuffle, (float* out), (out))
 

@@ -322,10 +322,10 @@ pub mod selftest {
         // SAFETY: one element per launched thread.
         status(unsafe { emu_selftest_missing_barrier(d, out.as_mut_ptr()) })
     }
-    /// Three values per thread from xor, down and butterfly shuffles (one block).
+    /// Four values per thread from xor, down, butterfly and broadcast shuffles (one block).
     pub fn shuffle(d: &LaunchDims, out: &mut [f32]) -> EmuResult {
-        need("out", out.len(), 3 * threads(d))?;
-        // SAFETY: three elements per launched thread.
+        need("out", out.len(), 4 * threads(d))?;
+        // SAFETY: four elements per launched thread.
         status(unsafe { emu_selftest_shuffle(d, out.as_mut_ptr()) })
     }
     /// out[0] += 1 and out[1] += threadIdx.x from every thread.
