@@ -154,14 +154,20 @@ __device__ __forceinline__ void vx_next_tap(int& z, int& y, int& x, int h, int w
     }
 }
 
+// The voxel a gathered row reads at the tap `tap_offset` voxels from its corner, or voxel 0
+// for a copy that reads nothing (!ok): outside the volume the index may be negative, and
+// its address would then lie far outside any buffer.
+__device__ __forceinline__ unsigned vx_gathered_voxel(bool ok, int corner, int tap_offset) {
+    return ok ? static_cast<unsigned>(corner + tap_offset) : 0u;
+}
+
 // The gathered (k-major) operand of forward and backward data: this thread copies chunk
 // column threadIdx.x % ROW_CHUNKS of ITERS rows of the tile, row r reading the packed
 // volume `src` (dims, `stride` elements per voxel) at its window corner plus `tap`, element
 // `c0` of the voxel; zeros outside the volume or past the reduction (!k_ok). A row costs
-// its bounds test, one addition and one wide multiply-add for the address (see VxRow; a
-// copy that is not ok reads nothing, so its address is left as it falls); its place in the
-// tile is the first row's plus whole swizzle periods (both families' k-major swizzles
-// repeat every 8 rows, and a thread's rows are ROW_STEP apart).
+// its bounds test, one addition and one wide multiply-add for the address (see VxRow); its
+// place in the tile is the first row's plus whole swizzle periods (both families' k-major
+// swizzles repeat every 8 rows, and a thread's rows are ROW_STEP apart).
 template <class T, int ITERS, class E>
 __device__ __forceinline__ void vx_gather_rows(unsigned char* tile, const VxRow* rows,
                                                const E* src, const int (&tap)[3],
@@ -189,8 +195,8 @@ __device__ __forceinline__ void vx_gather_rows(unsigned char* tile, const VxRow*
             // `&`, not `&&`: no branch per row.
             ok[j] = k_ok & vx_inside(row.z + tap[0], row.y + tap[1], row.x + tap[2], dims[0],
                                      dims[1], dims[2]);
-            from[j] =
-                vx_mad_wide(static_cast<unsigned>(row.corner + tap_offset), voxel_bytes, src_c0);
+            from[j] = vx_mad_wide(vx_gathered_voxel(ok[j], row.corner, tap_offset), voxel_bytes,
+                                  src_c0);
         }
 #pragma unroll
         for (int j = 0; j < ITERS; ++j)
@@ -203,7 +209,7 @@ __device__ __forceinline__ void vx_gather_rows(unsigned char* tile, const VxRow*
                                              dims[0], dims[1], dims[2]);
             vx_cp_async16_activation(
                 dst + j * ROW_STEP * T::ROW_CHUNKS * 16,
-                vx_mad_wide(static_cast<unsigned>(row.corner + tap_offset), voxel_bytes, src_c0),
+                vx_mad_wide(vx_gathered_voxel(ok, row.corner, tap_offset), voxel_bytes, src_c0),
                 ok);
         }
     }
@@ -529,8 +535,8 @@ struct VxPipeBackwardWeights {
             const VxRow& row = rows[r];
             ok[j] = row_ok & vx_inside(row.z + kz, row.y + ky, row.x + kx, p.in_d, p.in_h,
                                        p.in_w);
-            from[j] = vx_mad_wide(static_cast<unsigned>(row.corner + tap_offset), x_voxel_bytes,
-                                  x_chunk);
+            from[j] = vx_mad_wide(vx_gathered_voxel(ok[j], row.corner, tap_offset),
+                                  x_voxel_bytes, x_chunk);
             if constexpr (!T::SPARE_REGISTERS)
                 vx_cp_async16_activation(a_tile + T::template mn_major_offset<A_CHUNKS>(r, ca),
                                          from[j], ok[j]);
