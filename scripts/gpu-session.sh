@@ -13,17 +13,17 @@
 # adds, last, the reference's training step (slow: cuDNN searches per layer) to ref.jsonl;
 # SANITIZE=<test filter> reruns those conv parity tests under compute-sanitizer, last
 # (below). An OURS item "<precision>:<filter>" runs the defaults into
-# ours_<precision>.jsonl; variants follow the precision, each also named in the file: "+wgmma" forces the Hopper
-# wgmma kernels on (VOXSEG_WGMMA=1), "+mma" off, "+percall" packs the tensor-core operands
-# on every call (VOXSEG_PACK_CACHE=off), "+nopairs" keeps full grids of 64 columns off
-# the pair of wgmma blocks per SM (VOXSEG_WGMMA_PAIRS=0), "+l1" runs every tensor-core
-# pass from the build variant whose activation gathers go through L1
-# (VOXSEG_GATHER_L1=all), "+nol1" none (=off), "+halo" runs every stride-1 pass the plan
-# allows on the halo kernels (VOXSEG_CONV_HALO=all), "+nohalo" none (=off), "+pairs" the
-# pair where the plan allows (the default), "+m256" runs the 128 x 128 wgmma tiles as
-# 256 x 128 (VOXSEG_WGMMA_M256=1; off by default until timed); without them each runs where an H100 measured
-# it faster (so "+l1" leaves the halo's passes on the halo, which has no L1 build). E.g.
-# "bf16+mma+percall:conv" into ours_bf16_mma_percall.jsonl.
+# ours_<precision>.jsonl; variants follow the precision, each also named in the file:
+# "+wgmma" forces the Hopper wgmma kernels on (VOXSEG_WGMMA=1), "+mma" off, "+percall"
+# packs the tensor-core operands on every call (VOXSEG_PACK_CACHE=off), "+nopairs" keeps
+# full grids of 64 columns off the pair of wgmma blocks per SM (VOXSEG_WGMMA_PAIRS=0),
+# "+l1" runs every tensor-core pass from the build variant whose activation gathers go
+# through L1 (VOXSEG_GATHER_L1=all), "+nol1" none (=off), "+halo" runs every stride-1 pass
+# the plan allows on the halo kernels (VOXSEG_CONV_HALO=all), "+nohalo" none (=off),
+# "+pairs" the pair where the plan allows (the default), "+m256" runs the 128 x 128 wgmma
+# tiles as 256 x 128 (VOXSEG_WGMMA_M256=1; off by default until timed); without them each
+# runs where an H100 measured it faster (so "+l1" leaves the halo's passes on the halo,
+# which has no L1 build). E.g. "bf16+mma+percall:conv" into ours_bf16_mma_percall.jsonl.
 #   OURS="bf16:conv bf16+wgmma:conv" REF_PRECISIONS=bf16 REF_CASES=conv scripts/gpu-session.sh
 set -u
 # The bundle travels packed (scripts/gpu-bundle.sh).

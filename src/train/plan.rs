@@ -465,8 +465,8 @@ mod tests {
     }
 
     /// The pool peaks an H100 measured for the BraTS step (BENCHMARKS.md, 2026-11-26,
-    /// `pool_peak_bytes` of `unet_step` with the default kernels) are within the model, by
-    /// at most 3%, and the planned step keeps them within the planned share.
+    /// `pool_peak_bytes` of `unet_step` with the default kernels) are below the model, by
+    /// at most 3%.
     #[test]
     fn gpu_peak_model_covers_the_measured_pool_peaks() {
         let net = UNetConfig {
