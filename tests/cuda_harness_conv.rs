@@ -998,6 +998,31 @@ fn wgmma_m256_tiles_over_several_row_blocks(precision: ConvPrecision, rng: &mut 
     }
 }
 
+/// Backward weights into 64 columns over a long reduction on several tiles, which the
+/// measured rule keeps on mma.sync, on wgmma where `VOXSEG_WGMMA_N64_WEIGHTS=all` puts it:
+/// 27 x 24 rows (6 tiles) over 1320 voxels (21 steps of 64).
+#[test]
+fn long_64_column_backward_weights_on_wgmma() {
+    let g = conv([1, 11, 10, 12, 24], [3, 3, 3, 24, 40], 1, Padding::Same);
+    let hopper = ConvTarget::new(528).with_wgmma(true);
+    let tile = |target| {
+        ConvPlan::new(&g, ConvPass::BackwardWeight, ConvPrecision::Bf16, target)
+            .unwrap()
+            .kernel
+            .tile
+    };
+    assert_eq!(tile(hopper), ConvTile::TcN64);
+    let all = hopper.with_wgmma_n64_weights(Reach::All);
+    assert_eq!(tile(all), ConvTile::WgN64);
+    check_pass(
+        &g,
+        ConvPass::BackwardWeight,
+        ConvPrecision::Bf16,
+        all,
+        &mut Rng::new(91),
+    );
+}
+
 #[test]
 fn bf16_wgmma_m256_tiles_over_several_row_blocks() {
     wgmma_m256_tiles_over_several_row_blocks(ConvPrecision::Bf16, &mut Rng::new(89));

@@ -15,7 +15,9 @@
 //! with its switch: the wgmma pair on full 64-column grids (`VOXSEG_WGMMA_PAIRS`, on unless
 //! `0`), and, with a [`Reach`] each (off, measured, all), the L1 gathers
 //! (`VOXSEG_GATHER_L1`) and the halo kernels (`VOXSEG_CONV_HALO`, kernels/conv3d_halo.cu).
-//! The 256 x 128 wgmma tile (`VOXSEG_WGMMA_M256`) is off until a GPU has timed it.
+//! The 256 x 128 wgmma tile (`VOXSEG_WGMMA_M256`) is off until a GPU has timed it;
+//! `VOXSEG_WGMMA_N64_WEIGHTS` (a [`Reach`]) moves 64-column backward weights between
+//! mma.sync and wgmma.
 use super::conv_plan::{
     wgmma_probe_depth, ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, Reach,
     CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
@@ -43,6 +45,11 @@ pub const WGMMA_PAIRS_ENV: &str = "VOXSEG_WGMMA_PAIRS";
 /// off by default: not yet timed on a GPU).
 pub const WGMMA_M256_ENV: &str = "VOXSEG_WGMMA_M256";
 
+/// The environment variable that sets the [`Reach`] of wgmma over backward weights into 64
+/// columns: `off` (mma.sync), `measured` (the default: short reductions, few tiles, full
+/// grids as the pair) or `all`.
+pub const WGMMA_N64_WEIGHTS_ENV: &str = "VOXSEG_WGMMA_N64_WEIGHTS";
+
 /// The environment variable that sets the [`Reach`] of the tensor-core kernels' build
 /// variant whose activation gathers also go through L1 (kernels/mma.h,
 /// `vx_cp_async16_activation`): `off`, `measured` (the default) or `all`.
@@ -63,6 +70,7 @@ struct ConvSettings {
     wgmma: bool,
     wgmma_pairs: bool,
     wgmma_m256: bool,
+    wgmma_n64_weights: Reach,
     gather_l1: Reach,
     halo: Reach,
     cache_packs: bool,
@@ -75,6 +83,7 @@ impl Default for ConvSettings {
             wgmma: false,
             wgmma_pairs: true,
             wgmma_m256: false,
+            wgmma_n64_weights: Reach::default(),
             gather_l1: Reach::default(),
             halo: Reach::default(),
             cache_packs: true,
@@ -243,6 +252,7 @@ impl Cuda {
                 self.device_name()
             );
         }
+        let wgmma_n64_weights = reach_from_env(WGMMA_N64_WEIGHTS_ENV)?;
         let gather_l1 = reach_from_env(GATHER_L1_ENV)?;
         let halo = reach_from_env(HALO_ENV)?;
         let cache_packs = switch_from_env(PACK_CACHE_ENV)?.unwrap_or(true);
@@ -251,6 +261,7 @@ impl Cuda {
             wgmma,
             wgmma_pairs,
             wgmma_m256,
+            wgmma_n64_weights,
             gather_l1,
             halo,
             cache_packs,
@@ -365,6 +376,18 @@ impl Cuda {
         self.update_conv_settings(|s| s.wgmma_m256 = on);
     }
 
+    /// Where backward weights into 64 columns runs wgmma (where wgmma is on): what
+    /// `set_wgmma_n64_weights` set, else `VOXSEG_WGMMA_N64_WEIGHTS` (measured by default).
+    pub fn wgmma_n64_weights(&self) -> Result<Reach> {
+        Ok(self.conv_settings()?.wgmma_n64_weights)
+    }
+
+    /// Sets where backward weights into 64 columns runs wgmma, whatever
+    /// `VOXSEG_WGMMA_N64_WEIGHTS` says.
+    pub fn set_wgmma_n64_weights(&self, reach: Reach) {
+        self.update_conv_settings(|s| s.wgmma_n64_weights = reach);
+    }
+
     /// Where the tensor-core convolutions run the build variant whose activation gathers go
     /// through L1: what `set_gather_l1` set, else `VOXSEG_GATHER_L1` (measured by default).
     pub fn gather_l1(&self) -> Result<Reach> {
@@ -407,6 +430,7 @@ impl Cuda {
             .with_wgmma(s.wgmma)
             .with_wgmma_pairs(s.wgmma_pairs)
             .with_wgmma_m256(s.wgmma_m256)
+            .with_wgmma_n64_weights(s.wgmma_n64_weights)
             .with_halo(s.halo)
             .with_gather_l1(s.gather_l1);
         ConvPlan::new(g, pass, s.precision, target)

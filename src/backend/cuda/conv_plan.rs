@@ -743,6 +743,10 @@ pub struct ConvTarget {
     pub wgmma_pairs: bool,
     /// The 128 x 128 wgmma tiles run as 256 x 128 (`ConvTile::WgM256`).
     pub wgmma_m256: bool,
+    /// Backward weights into 64 columns runs wgmma within this reach: measured, over at
+    /// most `WGMMA_N64_WEIGHT_MAX_STEPS` steps or on fewer than
+    /// `WGMMA_N64_WEIGHT_LONG_MAX_TILES` tiles, and on full grids as the pair.
+    pub wgmma_n64_weights: Reach,
     /// Stride-1 passes that would run on mma.sync run the halo kernels
     /// (kernels/conv3d_halo.cu) where the plan allows (`ConvPlan::halo`), within this reach.
     pub halo: Reach,
@@ -759,6 +763,7 @@ impl ConvTarget {
             wgmma: false,
             wgmma_pairs: false,
             wgmma_m256: false,
+            wgmma_n64_weights: Reach::Measured,
             halo: Reach::Off,
             gather_l1: Reach::Off,
         }
@@ -777,6 +782,13 @@ impl ConvTarget {
 
     pub fn with_wgmma_m256(self, wgmma_m256: bool) -> Self {
         Self { wgmma_m256, ..self }
+    }
+
+    pub fn with_wgmma_n64_weights(self, wgmma_n64_weights: Reach) -> Self {
+        Self {
+            wgmma_n64_weights,
+            ..self
+        }
     }
 
     pub fn with_halo(self, halo: Reach) -> Self {
@@ -1096,18 +1108,27 @@ impl ConvPlan {
             let long_weights = mn_major
                 && gm.depth > WGMMA_N64_WEIGHT_MAX_STEPS * step
                 && wgmma_n64_tiles >= WGMMA_N64_WEIGHT_LONG_MAX_TILES;
+            // Where 64-column backward weights may run wgmma (the rule above is
+            // `Reach::Measured`).
+            let n64_weights = match target.wgmma_n64_weights {
+                _ if !mn_major => true,
+                Reach::Off => false,
+                Reach::Measured => !long_weights,
+                Reach::All => true,
+            };
             let n32_steps = WGMMA_N32_MIN_STEPS * step + 1..=WGMMA_N32_MAX_STEPS * step;
             match tc_tile(gm.cols) {
                 t if !target.wgmma || (mn_major && precision == ConvPrecision::Tf32) => t,
                 ConvTile::TcN128 if gm.depth > step && target.wgmma_m256 => ConvTile::WgM256,
                 ConvTile::TcN128 if gm.depth > step => ConvTile::WgN128,
-                ConvTile::TcN64 if wgmma_n64_tiles < target.sms() as u64 && !long_weights => {
+                ConvTile::TcN64 if wgmma_n64_tiles < target.sms() as u64 && n64_weights => {
                     ConvTile::WgN64
                 }
                 ConvTile::TcN64
                     if target.wgmma_pairs
                         && wgmma_n64_tiles >= target.sms() as u64
-                        && gm.depth > WGMMA_PAIR_MIN_STEPS * step =>
+                        && gm.depth > WGMMA_PAIR_MIN_STEPS * step
+                        && (!mn_major || target.wgmma_n64_weights != Reach::Off) =>
                 {
                     ConvTile::WgN64Pair
                 }
@@ -1700,6 +1721,28 @@ mod tests {
             two_tiles.kernel.tile,
             ConvTile::WgN64,
             "8192 voxels on 2 tiles"
+        );
+        // Within reach `all` the long ones run wgmma too; within `off` none does.
+        let reach = |r, g: &ConvGeometry| {
+            let target = hopper.with_wgmma_n64_weights(r);
+            ConvPlan::new(g, BackwardWeight, Bf16, target)
+                .unwrap()
+                .kernel
+                .tile
+        };
+        let long_g = conv([2, 16, 16, 16, 64], [3, 3, 3, 64, 64], 1);
+        let short_g = conv([2, 8, 8, 8, 64], [3, 3, 3, 64, 64], 1);
+        assert_eq!(reach(Reach::All, &long_g), ConvTile::WgN64);
+        assert_eq!(reach(Reach::Off, &short_g), ConvTile::TcN64);
+        let wide_g = conv([1, 6, 6, 6, 640], [3, 3, 3, 640, 64], 1);
+        let pairs_off = hopper
+            .with_wgmma_pairs(true)
+            .with_wgmma_n64_weights(Reach::Off);
+        let wide = ConvPlan::new(&wide_g, BackwardWeight, Bf16, pairs_off).unwrap();
+        assert_eq!(
+            wide.kernel.tile,
+            ConvTile::TcN64,
+            "135 tiles, pairs asked for"
         );
         // Asked for, the pair of 64-column blocks takes the full grids, every pass at BF16
         // and all but backward weights at TF32; the smaller grids keep the single block.
