@@ -91,7 +91,7 @@ using VxWgmmaN64Pair = VxWgmmaTile<P, 64, VX_CONV_WGMMA_STAGES_N64_PAIR, 2>;
 // tile's work, so a quarter less shared-memory filling and L2 traffic per multiply-add;
 // the accumulators stay 64 registers per thread, within the 128 that 512 threads allow.
 template <class P>
-using VxWgmmaM256 = VxWgmmaTile<P, 128, VX_CONV_WGMMA_STAGES_M256, 1, 4>;
+using VxWgmmaM256 = VxWgmmaTile<P, VX_CONV_WGMMA_M256_BN, VX_CONV_WGMMA_STAGES_M256, 1, 4>;
 // 32 columns (a first layer's forward over few input channels), k-major only: an mn-major
 // block is 64 wide.
 template <class P>

@@ -37,9 +37,11 @@ constexpr int VX_CONV_WGMMA_STAGES_N64 = 6;
 constexpr int VX_CONV_WGMMA_STAGES_N32 = 5;
 constexpr int VX_CONV_WGMMA_STAGES_N64_PAIR = 4;
 constexpr int VX_CONV_WGMMA_ALIGN = 1024;
-// The 256 x 128 wgmma tile: VX_CONV_WGMMA_M256_BM rows, four warpgroups
-// (VX_CONV_WGMMA_M256_THREADS), one block per SM, a ring of VX_CONV_WGMMA_STAGES_M256.
+// The 256 x 128 wgmma tile: VX_CONV_WGMMA_M256_BM rows by VX_CONV_WGMMA_M256_BN columns,
+// four warpgroups (VX_CONV_WGMMA_M256_THREADS), one block per SM, a ring of
+// VX_CONV_WGMMA_STAGES_M256.
 constexpr int VX_CONV_WGMMA_M256_BM = 256;
+constexpr int VX_CONV_WGMMA_M256_BN = 128;
 constexpr int VX_CONV_WGMMA_M256_THREADS = 512;
 constexpr int VX_CONV_WGMMA_STAGES_M256 = 4;
 

@@ -185,6 +185,7 @@ fn tile_constants_match_params_conv_h() {
         ("VX_CONV_WGMMA_STAGES_N32", CONV_WGMMA_STAGES_N32),
         ("VX_CONV_WGMMA_STAGES_N64_PAIR", CONV_WGMMA_STAGES_N64_PAIR),
         ("VX_CONV_WGMMA_M256_BM", CONV_WGMMA_M256_BM),
+        ("VX_CONV_WGMMA_M256_BN", CONV_WGMMA_M256_BN),
         ("VX_CONV_WGMMA_M256_THREADS", CONV_WGMMA_M256_THREADS),
         ("VX_CONV_WGMMA_STAGES_M256", CONV_WGMMA_STAGES_M256),
         ("VX_CONV_WGMMA_ALIGN", CONV_WGMMA_ALIGN),
@@ -826,9 +827,6 @@ enum Kernels {
     /// wgmma on a target of 2 SMs with the pair of 64-column blocks asked for: every
     /// 64-column result of more than one tile runs the pair.
     WgmmaPairs,
-    /// wgmma on an H100's 132 SMs with the 256-row tile asked for: it takes every pass
-    /// that would run the 128 x 128 wgmma tile.
-    WgmmaM256,
 }
 
 /// Every pass of geometries with channels the packs pad, at `precision`, on `kernels`,
@@ -876,7 +874,6 @@ fn padded_channels_every_kernel_shape_and_tile(
         Kernels::MmaSync => ConvTarget::new(8),
         Kernels::Wgmma => ConvTarget::new(528).with_wgmma(true),
         Kernels::WgmmaPairs => ConvTarget::new(8).with_wgmma(true).with_wgmma_pairs(true),
-        Kernels::WgmmaM256 => ConvTarget::new(528).with_wgmma(true).with_wgmma_m256(true),
     };
     let mut ran_tiles = std::collections::HashSet::new();
     for g in &cases {
@@ -888,12 +885,8 @@ fn padded_channels_every_kernel_shape_and_tile(
     }
     let n64 = match kernels {
         Kernels::MmaSync => ConvTile::TcN64,
-        Kernels::Wgmma | Kernels::WgmmaM256 => ConvTile::WgN64,
+        Kernels::Wgmma => ConvTile::WgN64,
         Kernels::WgmmaPairs => ConvTile::WgN64Pair,
-    };
-    let n128 = match kernels {
-        Kernels::WgmmaM256 => ConvTile::WgM256,
-        _ => ConvTile::WgN128,
     };
     for pass in PASSES {
         let mn_major = pass == ConvPass::BackwardWeight;
@@ -901,8 +894,8 @@ fn padded_channels_every_kernel_shape_and_tile(
             (Kernels::MmaSync, _, _) | (_, true, ConvPrecision::Tf32) => {
                 [ConvTile::TcN32, ConvTile::TcN64, ConvTile::TcN128]
             }
-            (_, true, _) => [ConvTile::TcN32, n64, n128],
-            (_, false, _) => [ConvTile::WgN32, n64, n128],
+            (_, true, _) => [ConvTile::TcN32, n64, ConvTile::WgN128],
+            (_, false, _) => [ConvTile::WgN32, n64, ConvTile::WgN128],
         };
         for tile in tiles {
             assert!(
@@ -958,27 +951,10 @@ fn bf16_wgmma_pair_kernels_on_padded_channels_every_kernel_shape_and_tile() {
     );
 }
 
-#[test]
-fn tf32_wgmma_m256_kernels_on_padded_channels_every_kernel_shape_and_tile() {
-    padded_channels_every_kernel_shape_and_tile(
-        ConvPrecision::Tf32,
-        Kernels::WgmmaM256,
-        &mut Rng::new(88),
-    );
-}
-
-#[test]
-fn bf16_wgmma_m256_kernels_on_padded_channels_every_kernel_shape_and_tile() {
-    padded_channels_every_kernel_shape_and_tile(
-        ConvPrecision::Bf16,
-        Kernels::WgmmaM256,
-        &mut Rng::new(87),
-    );
-}
-
 /// The 256-row wgmma tile over more than one block of rows, the last one partial, so that
 /// every warpgroup's rows are written: 72 -> 72 over 2 x 5 x 6 x 7 (420 rows forward and
-/// backward data, 27 x 72 backward weights), and a strided 72 -> 120.
+/// backward data, 27 x 72 backward weights), and a strided 72 -> 120. Results of at most
+/// 128 rows keep the 128-row tile.
 fn wgmma_m256_tiles_over_several_row_blocks(precision: ConvPrecision, rng: &mut Rng) {
     let cases = [
         conv([2, 5, 6, 7, 72], [3, 3, 3, 72, 72], 1, Padding::Same),
@@ -996,6 +972,9 @@ fn wgmma_m256_tiles_over_several_row_blocks(precision: ConvPrecision, rng: &mut 
             check_pass(g, pass, precision, target, rng);
         }
     }
+    let small = conv([1, 4, 5, 6, 72], [3, 3, 3, 72, 72], 1, Padding::Same);
+    let plan = ConvPlan::new(&small, ConvPass::Forward, precision, target).unwrap();
+    assert_eq!(plan.kernel.tile, ConvTile::WgN128, "120 rows");
 }
 
 /// Backward weights into 64 columns over a long reduction on several tiles, which the

@@ -52,6 +52,7 @@ struct RestoreSettings<'a> {
     wgmma: bool,
     wgmma_pairs: bool,
     wgmma_m256: bool,
+    wgmma_n64_weights: Reach,
     gather_l1: Reach,
     halo: Reach,
     pack_cache: bool,
@@ -65,6 +66,7 @@ impl<'a> RestoreSettings<'a> {
             wgmma: gpu.wgmma().unwrap(),
             wgmma_pairs: gpu.wgmma_pairs().unwrap(),
             wgmma_m256: gpu.wgmma_m256().unwrap(),
+            wgmma_n64_weights: gpu.wgmma_n64_weights().unwrap(),
             gather_l1: gpu.gather_l1().unwrap(),
             halo: gpu.halo().unwrap(),
             pack_cache: gpu.pack_cache().unwrap(),
@@ -80,6 +82,7 @@ impl Drop for RestoreSettings<'_> {
         let _ = gpu.set_wgmma(self.wgmma);
         gpu.set_wgmma_pairs(self.wgmma_pairs);
         gpu.set_wgmma_m256(self.wgmma_m256);
+        gpu.set_wgmma_n64_weights(self.wgmma_n64_weights);
         gpu.set_gather_l1(self.gather_l1);
         gpu.set_halo(self.halo);
         gpu.set_pack_cache(self.pack_cache);

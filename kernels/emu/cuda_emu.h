@@ -134,7 +134,8 @@ template <class T>
 T __shfl_sync(unsigned mask, T v, int src_lane, int width = warpSize) {
     static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
     T out;
-    int src = width == warpSize && src_lane >= 0 && src_lane < warpSize ? src_lane : -1;
+    // A lane past the warp reads lane src_lane modulo the width, as on a GPU.
+    int src = width == warpSize ? int(unsigned(src_lane) % unsigned(warpSize)) : -1;
     emu_warp_exchange(&v, &out, sizeof(T), mask, src);
     return out;
 }

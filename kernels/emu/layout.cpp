@@ -272,6 +272,7 @@ extern "C" long long vx_launch_constant(const char* name) {
     if (!std::strcmp(name, "VX_CONV_WGMMA_STAGES_N32")) return VX_CONV_WGMMA_STAGES_N32;
     if (!std::strcmp(name, "VX_CONV_WGMMA_STAGES_N64_PAIR")) return VX_CONV_WGMMA_STAGES_N64_PAIR;
     if (!std::strcmp(name, "VX_CONV_WGMMA_M256_BM")) return VX_CONV_WGMMA_M256_BM;
+    if (!std::strcmp(name, "VX_CONV_WGMMA_M256_BN")) return VX_CONV_WGMMA_M256_BN;
     if (!std::strcmp(name, "VX_CONV_WGMMA_M256_THREADS")) return VX_CONV_WGMMA_M256_THREADS;
     if (!std::strcmp(name, "VX_CONV_WGMMA_STAGES_M256")) return VX_CONV_WGMMA_STAGES_M256;
     if (!std::strcmp(name, "VX_CONV_HALO_ROWS")) return VX_CONV_HALO_ROWS;

@@ -29,7 +29,7 @@ VX_EMU_ENTRY(selftest_missing_barrier, (float* out), (out))
 
 // out[4t..4t+4] = lane ^ 5 via xor (float), lane + 3 via down (int, clamped), the warp
 // sum of (lane + 1) via an xor butterfly in double, and lane 7's thread index via a
-// broadcast (unsigned).
+// broadcast from lane 39, which wraps to 7 (unsigned).
 __global__ void selftest_shuffle(float* out) {
     const unsigned t = threadIdx.x;
     const unsigned lane = t % warpSize;
@@ -38,7 +38,7 @@ __global__ void selftest_shuffle(float* out) {
     double v = lane + 1.0;
     for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
     out[4 * t + 2] = float(v);
-    out[4 * t + 3] = float(__shfl_sync(0xffffffffu, t, 7));
+    out[4 * t + 3] = float(__shfl_sync(0xffffffffu, t, 39));
 }
 VX_EMU_ENTRY(selftest_shuffle, (float* out), (out))
 

@@ -47,7 +47,7 @@ pub const WGMMA_M256_ENV: &str = "VOXSEG_WGMMA_M256";
 
 /// The environment variable that sets the [`Reach`] of wgmma over backward weights into 64
 /// columns: `off` (mma.sync), `measured` (the default: short reductions, few tiles, full
-/// grids as the pair) or `all`.
+/// grids as the pair) or `all` (long reductions on many tiles too).
 pub const WGMMA_N64_WEIGHTS_ENV: &str = "VOXSEG_WGMMA_N64_WEIGHTS";
 
 /// The environment variable that sets the [`Reach`] of the tensor-core kernels' build

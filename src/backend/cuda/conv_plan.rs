@@ -74,9 +74,11 @@ pub const CONV_WGMMA_STAGES_N32: u32 = 5;
 /// Stages of the 64-column wgmma tile that runs two blocks per SM
 /// (`VX_CONV_WGMMA_STAGES_N64_PAIR`).
 pub const CONV_WGMMA_STAGES_N64_PAIR: u32 = 4;
-/// Rows, threads (four warpgroups) and ring stages of the 256 x 128 wgmma tile
-/// (`VX_CONV_WGMMA_M256_BM`, `_THREADS`, `VX_CONV_WGMMA_STAGES_M256`): one block per SM.
+/// Rows, columns, threads (four warpgroups) and ring stages of the 256 x 128 wgmma tile
+/// (`VX_CONV_WGMMA_M256_BM`, `_BN`, `_THREADS`, `VX_CONV_WGMMA_STAGES_M256`): one block
+/// per SM.
 pub const CONV_WGMMA_M256_BM: u32 = 256;
+pub const CONV_WGMMA_M256_BN: u32 = 128;
 pub const CONV_WGMMA_M256_THREADS: u32 = 512;
 pub const CONV_WGMMA_STAGES_M256: u32 = 4;
 /// Dynamic shared memory the wgmma kernels reserve to start their ring at a 1024-byte
@@ -314,7 +316,7 @@ impl ConvKernel {
             ConvTile::WgN128 => wg(128),
             ConvTile::WgN64 | ConvTile::WgN64Pair => wg(64),
             ConvTile::WgN32 => wg(32),
-            ConvTile::WgM256 => (CONV_WGMMA_M256_BM, 128, wg(128).2),
+            ConvTile::WgM256 => (CONV_WGMMA_M256_BM, CONV_WGMMA_M256_BN, wg(128).2),
             ConvTile::HaloWeight32x32 => halo_weight(32, 32),
             ConvTile::HaloWeight64x32 => halo_weight(64, 32),
             ConvTile::HaloWeight64x64 => halo_weight(64, 64),
@@ -488,6 +490,31 @@ pub fn conv_params(g: &ConvGeometry) -> Result<Conv3dParams> {
         stride: g.stride,
         pad_before: g.pad_before,
     })
+}
+
+/// Checks that the tensor-core loaders' byte strides fit their 32-bit multiply-adds
+/// (kernels/conv3d_pipe.h): a packed weight row (taps x padded channels, for either side)
+/// and a packed voxel.
+fn check_packed_strides(g: &ConvGeometry, precision: ConvPrecision) -> Result<()> {
+    let Some(bytes) = precision.packed_bytes() else {
+        return Ok(());
+    };
+    let multiple = precision.channel_multiple();
+    let taps: usize = g.kernel.iter().product();
+    let widest = g.cin.max(g.cout).next_multiple_of(multiple);
+    let row_bytes = (taps as u64)
+        .saturating_mul(widest as u64)
+        .saturating_mul(bytes as u64);
+    if row_bytes > u32::MAX as u64 {
+        return Err(Error::shape(
+            "conv3d (cuda)",
+            format!(
+                "{g:?}: a {precision} weight row of {row_bytes} bytes exceeds the tensor-core \
+                 kernels' 32-bit strides; use --precision fp32 for this layer"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Parameters of a pack kernel (`ConvPackParams` in kernels/params_conv.h): f32 source
@@ -741,11 +768,13 @@ pub struct ConvTarget {
     /// `WGMMA_PAIR_MIN_STEPS` wgmma steps, run the wgmma pair (`ConvTile::WgN64Pair`)
     /// instead of mma.sync.
     pub wgmma_pairs: bool,
-    /// The 128 x 128 wgmma tiles run as 256 x 128 (`ConvTile::WgM256`).
+    /// The 128 x 128 wgmma tiles of results of more than 128 rows run as 256 x 128
+    /// (`ConvTile::WgM256`).
     pub wgmma_m256: bool,
     /// Backward weights into 64 columns runs wgmma within this reach: measured, over at
     /// most `WGMMA_N64_WEIGHT_MAX_STEPS` steps or on fewer than
-    /// `WGMMA_N64_WEIGHT_LONG_MAX_TILES` tiles, and on full grids as the pair.
+    /// `WGMMA_N64_WEIGHT_LONG_MAX_TILES` tiles, and on full grids as the pair; all, the
+    /// long reductions on many tiles too (where the other 64-column rules allow wgmma).
     pub wgmma_n64_weights: Reach,
     /// Stride-1 passes that would run on mma.sync run the halo kernels
     /// (kernels/conv3d_halo.cu) where the plan allows (`ConvPlan::halo`), within this reach.
@@ -1078,6 +1107,7 @@ impl ConvPlan {
     ) -> Result<Self> {
         let target_blocks = target.blocks;
         let p = conv_params(g)?;
+        check_packed_strides(g, precision)?;
         let tensor_cores = precision != ConvPrecision::F32;
         let gm = gemm(&p, pass, precision.channel_multiple() as u64);
         let tile = if tensor_cores {
@@ -1119,7 +1149,11 @@ impl ConvPlan {
             let n32_steps = WGMMA_N32_MIN_STEPS * step + 1..=WGMMA_N32_MAX_STEPS * step;
             match tc_tile(gm.cols) {
                 t if !target.wgmma || (mn_major && precision == ConvPrecision::Tf32) => t,
-                ConvTile::TcN128 if gm.depth > step && target.wgmma_m256 => ConvTile::WgM256,
+                ConvTile::TcN128
+                    if gm.depth > step && target.wgmma_m256 && gm.rows > CONV_TC_BM as u64 =>
+                {
+                    ConvTile::WgM256
+                }
                 ConvTile::TcN128 if gm.depth > step => ConvTile::WgN128,
                 ConvTile::TcN64 if wgmma_n64_tiles < target.sms() as u64 && n64_weights => {
                     ConvTile::WgN64
@@ -1353,6 +1387,30 @@ mod tests {
 
     /// The H100's 132 SMs, as `Cuda::target_blocks` counts them.
     const H100: u32 = 4 * 132;
+
+    /// A packed weight row must fit the loaders' 32-bit strides: at TF32 a 3x3x3 kernel
+    /// over 39 768 212 channels (4 294 966 896 bytes a row) passes that check, over
+    /// 39 768 215 (padded to 39 768 216: 4 294 967 328 bytes) it does not, though both pass
+    /// the params' 32-bit element counts (other limits, such as the grid's, may still
+    /// refuse such a layer).
+    #[test]
+    fn packed_weight_rows_beyond_32_bit_strides_are_refused() {
+        let target = ConvTarget::new(528);
+        let g = |cin| conv([1, 4, 4, 4, cin], [3, 3, 3, cin, 2], 1);
+        for pass in [
+            ConvPass::Forward,
+            ConvPass::BackwardData,
+            ConvPass::BackwardWeight,
+        ] {
+            let refused = |cin, precision| match ConvPlan::new(&g(cin), pass, precision, target) {
+                Ok(_) => false,
+                Err(e) => e.to_string().contains("32-bit strides"),
+            };
+            assert!(!refused(39_768_212, ConvPrecision::Tf32), "{pass:?}");
+            assert!(refused(39_768_215, ConvPrecision::Tf32), "{pass:?}");
+            assert!(!refused(39_768_215, ConvPrecision::F32), "{pass:?}");
+        }
+    }
 
     #[test]
     fn halo_kernels_take_full_stride_one_grids_that_would_run_on_mma_sync() {
