@@ -237,21 +237,19 @@ impl Cuda {
             Some(on) => on,
             None => self.supports_wgmma(),
         };
-        let pairs_asked = switch_from_env(WGMMA_PAIRS_ENV)?;
-        let wgmma_pairs = pairs_asked.unwrap_or(true);
-        if pairs_asked == Some(true) && !wgmma {
-            eprintln!(
-                "{WGMMA_PAIRS_ENV}=1 has no effect: the wgmma kernels are off on {}",
-                self.device_name()
-            );
-        }
-        let wgmma_m256 = switch_from_env(WGMMA_M256_ENV)?.unwrap_or(false);
-        if wgmma_m256 && !wgmma {
-            eprintln!(
-                "{WGMMA_M256_ENV}=1 has no effect: the wgmma kernels are off on {}",
-                self.device_name()
-            );
-        }
+        // A wgmma switch turned on where wgmma is off: said once, as the settings are made.
+        let wgmma_switch = |name: &str, default: bool| -> Result<bool> {
+            let asked = switch_from_env(name)?;
+            if asked == Some(true) && !wgmma {
+                eprintln!(
+                    "{name}=1 has no effect: the wgmma kernels are off on {}",
+                    self.device_name()
+                );
+            }
+            Ok(asked.unwrap_or(default))
+        };
+        let wgmma_pairs = wgmma_switch(WGMMA_PAIRS_ENV, true)?;
+        let wgmma_m256 = wgmma_switch(WGMMA_M256_ENV, false)?;
         let wgmma_n64_weights = reach_from_env(WGMMA_N64_WEIGHTS_ENV)?;
         let gather_l1 = reach_from_env(GATHER_L1_ENV)?;
         let halo = reach_from_env(HALO_ENV)?;

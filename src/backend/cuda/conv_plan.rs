@@ -741,6 +741,18 @@ pub enum Reach {
     All,
 }
 
+impl Reach {
+    /// Whether a case runs the family: never, where `measured` (the measured rule holds
+    /// for it), or always.
+    pub fn admits(self, measured: bool) -> bool {
+        match self {
+            Self::Off => false,
+            Self::Measured => measured,
+            Self::All => true,
+        }
+    }
+}
+
 impl FromStr for Reach {
     type Err = Error;
 
@@ -1076,15 +1088,8 @@ fn gathers_through_l1(
     precision: ConvPrecision,
     reach: Reach,
 ) -> bool {
-    let gathered = gathered_channels(p, pass);
-    match reach {
-        Reach::Off => false,
-        Reach::Measured => {
-            let overlapping = p.k_d > p.stride_d || p.k_h > p.stride_h || p.k_w > p.stride_w;
-            gathered <= precision.channel_multiple() as i32 && overlapping
-        }
-        Reach::All => true,
-    }
+    let overlapping = p.k_d > p.stride_d || p.k_h > p.stride_h || p.k_w > p.stride_w;
+    reach.admits(gathered_channels(p, pass) <= precision.channel_multiple() as i32 && overlapping)
 }
 
 impl ConvPlan {
@@ -1140,12 +1145,7 @@ impl ConvPlan {
                 && wgmma_n64_tiles >= WGMMA_N64_WEIGHT_LONG_MAX_TILES;
             // Where 64-column backward weights may run wgmma (the rule above is
             // `Reach::Measured`).
-            let n64_weights = match target.wgmma_n64_weights {
-                _ if !mn_major => true,
-                Reach::Off => false,
-                Reach::Measured => !long_weights,
-                Reach::All => true,
-            };
+            let n64_weights = !mn_major || target.wgmma_n64_weights.admits(!long_weights);
             let n32_steps = WGMMA_N32_MIN_STEPS * step + 1..=WGMMA_N32_MAX_STEPS * step;
             match tc_tile(gm.cols) {
                 t if !target.wgmma || (mn_major && precision == ConvPrecision::Tf32) => t,
@@ -1276,12 +1276,7 @@ impl ConvPlan {
         // An H100 measured the 32-column tiles at 0.54-0.96x the gathering kernels' time,
         // the wider ones at 1.05-1.8x but for backward weights into 64 columns at 64^3 (0.92-1.0x;
         // bf16 and tf32, 2026-11-26, BENCHMARKS.md).
-        let reached = match target.halo {
-            Reach::Off => false,
-            Reach::Measured => bn <= 32,
-            Reach::All => true,
-        };
-        let (true, Some(halo)) = (reached, halo) else {
+        let (true, Some(halo)) = (target.halo.admits(bn <= 32), halo) else {
             return Ok(None);
         };
         let (bm, bn, bk) = (bm as u64, bn as u64, bk as u64);
