@@ -186,32 +186,23 @@ __device__ __forceinline__ void vx_gather_rows(unsigned char* tile, const VxRow*
     // ptxas then puts its filler before the copies once rather than before each (an
     // H100's SASS has three never-executed LDS ahead of a cp.async that follows a shared
     // load). The mma.sync tiles are at their register cap and copy row by row.
-    if constexpr (T::SPARE_REGISTERS) {
-        const char* from[ITERS];
-        bool ok[ITERS];
+    const char* from[ITERS];
+    bool ok[ITERS];
 #pragma unroll
-        for (int j = 0; j < ITERS; ++j) {
-            const VxRow& row = rows[r0 + j * ROW_STEP];
-            // `&`, not `&&`: no branch per row.
-            ok[j] = k_ok & vx_inside(row.z + tap[0], row.y + tap[1], row.x + tap[2], dims[0],
-                                     dims[1], dims[2]);
-            from[j] = vx_mad_wide(vx_gathered_voxel(ok[j], row.corner, tap_offset), voxel_bytes,
-                                  src_c0);
-        }
+    for (int j = 0; j < ITERS; ++j) {
+        const VxRow& row = rows[r0 + j * ROW_STEP];
+        // `&`, not `&&`: no branch per row.
+        ok[j] = k_ok & vx_inside(row.z + tap[0], row.y + tap[1], row.x + tap[2], dims[0],
+                                 dims[1], dims[2]);
+        from[j] =
+            vx_mad_wide(vx_gathered_voxel(ok[j], row.corner, tap_offset), voxel_bytes, src_c0);
+        if constexpr (!T::SPARE_REGISTERS)
+            vx_cp_async16_activation(dst + j * ROW_STEP * T::ROW_CHUNKS * 16, from[j], ok[j]);
+    }
+    if constexpr (T::SPARE_REGISTERS) {
 #pragma unroll
         for (int j = 0; j < ITERS; ++j)
             vx_cp_async16_activation(dst + j * ROW_STEP * T::ROW_CHUNKS * 16, from[j], ok[j]);
-    } else {
-#pragma unroll
-        for (int j = 0; j < ITERS; ++j) {
-            const VxRow& row = rows[r0 + j * ROW_STEP];
-            const bool ok = k_ok & vx_inside(row.z + tap[0], row.y + tap[1], row.x + tap[2],
-                                             dims[0], dims[1], dims[2]);
-            vx_cp_async16_activation(
-                dst + j * ROW_STEP * T::ROW_CHUNKS * 16,
-                vx_mad_wide(vx_gathered_voxel(ok, row.corner, tap_offset), voxel_bytes, src_c0),
-                ok);
-        }
     }
 }
 
@@ -501,7 +492,7 @@ struct VxPipeBackwardWeights {
                 m = s.next[0][lane], nn = s.next[1][lane], z = s.next[2][lane],
                 y = s.next[3][lane], x = s.next[4][lane];
             }
-            s.rows[(i + T::STAGES) % T::STAGES][lane] =
+            s.rows[i % T::STAGES][lane] =
                 vx_forward_row_at(p, nn, z, y, x, m < m_end);
             vx_advance_voxel(nn, z, y, x, s.step[0], s.step[1], s.step[2], s.step[3], p.out_d,
                              p.out_h, p.out_w);
