@@ -220,11 +220,12 @@ inline void vx_mma_bf16(float (&d)[4], const unsigned (&a)[4], const unsigned (&
 }
 
 // cp.async as a plain synchronous copy (or zero fill) at issue time; commit and wait do
-// nothing. So the harness checks addresses, zero fills and the ring's slot reuse (a slot
-// overwritten while a warp still reads it shows up), but it cannot show a missing or too
-// weak wait_group: the GPU parity tests cover that.
+// nothing. So the harness checks addresses (a read outside the launch's buffers fails it),
+// zero fills and the ring's slot reuse (a slot overwritten while a warp still reads it
+// shows up), but it cannot show a missing or too weak wait_group: the GPU parity tests
+// cover that.
 inline void vx_cp_async16(void* dst, const void* src, bool valid) {
-    if (valid) {
+    if (valid && emu_check_global_read(src, 16)) {
         std::memcpy(dst, src, 16);
     } else {
         std::memset(dst, 0, 16);

@@ -170,6 +170,25 @@ fn harness_reports_deadlocks_and_bad_launches() {
 }
 
 #[test]
+fn harness_traps_async_copies_outside_the_launch_buffers() {
+    let d = dims(1, 64);
+    let src: Vec<f32> = (0..256).map(|i| i as f32 * 0.5).collect();
+    let mut out = vec![f32::NAN; 256];
+    selftest::global_read(&d, &src, Some(256), &mut out).unwrap();
+    assert_eq!(out, src);
+    // Thread 62's copy, src[248..252], is the first to leave the 250 registered elements.
+    let err = selftest::global_read(&d, &src, Some(250), &mut out).unwrap_err();
+    assert!(
+        err.contains("thread 62") && err.contains("at byte 992 of registered buffer 0"),
+        "{err}"
+    );
+    assert!(err.contains("which has 1000 bytes"), "{err}");
+    // A launch whose wrapper registered nothing fails rather than go unchecked.
+    let err = selftest::global_read(&d, &src, None, &mut out).unwrap_err();
+    assert!(err.contains("registered no global buffers"), "{err}");
+}
+
+#[test]
 fn unary_kernels_match_the_cpu_backend() {
     let cpu = Cpu::new();
     let mut rng = Rng::new(11);

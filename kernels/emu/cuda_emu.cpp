@@ -2,6 +2,7 @@
 // switched round-robin at barriers. See the header for the model and its limits.
 #include "cuda_emu.h"
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <ucontext.h>
@@ -46,6 +47,11 @@ struct Launch {
 thread_local Launch* active = nullptr;
 thread_local std::string last_error;
 thread_local std::vector<std::unique_ptr<char[]>> stacks;
+
+struct GlobalBuffer {
+    uintptr_t begin, end;
+};
+thread_local std::vector<GlobalBuffer> global_reads;
 
 void fail(const std::string& msg) {
     if (last_error.empty()) last_error = msg;
@@ -237,3 +243,34 @@ void* emu_dynamic_shared() { return active->dynamic_shared.data(); }
 size_t emu_dynamic_shared_bytes() { return active->dynamic_shared.size(); }
 
 void emu_fail(const char* msg) { fail(msg); }
+
+extern "C" void emu_allow_global_read(const void* base, size_t bytes) {
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(base);
+    global_reads.push_back(GlobalBuffer{begin, begin + bytes});
+}
+
+extern "C" void emu_clear_global_reads() { global_reads.clear(); }
+
+bool emu_check_global_read(const void* src, size_t bytes) {
+    if (global_reads.empty()) {
+        fail("an async copy in a launch whose wrapper registered no global buffers");
+        return false;
+    }
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(src);
+    const GlobalBuffer* below = nullptr;  // the buffer that starts last at or before src
+    for (const GlobalBuffer& b : global_reads) {
+        if (begin >= b.begin && begin <= b.end && bytes <= b.end - begin) return true;
+        if (begin >= b.begin && (below == nullptr || b.begin > below->begin)) below = &b;
+    }
+    std::string msg = "an async copy of " + std::to_string(bytes) + " bytes in block " +
+                      dims(dim3(blockIdx.x, blockIdx.y, blockIdx.z)) + ", thread " +
+                      std::to_string(active != nullptr ? active->current : 0) + ", reads ";
+    if (below != nullptr)
+        msg += "at byte " + std::to_string(begin - below->begin) + " of registered buffer " +
+               std::to_string(below - global_reads.data()) + ", which has " +
+               std::to_string(below->end - below->begin) + " bytes";
+    else
+        msg += "before every registered buffer";
+    fail(msg);
+    return false;
+}

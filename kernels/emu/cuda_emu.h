@@ -32,7 +32,12 @@
 //   (tests/cuda_parity.rs) cover them.
 // - Static __shared__ arrays are not cleared or poisoned between blocks (they keep the
 //   previous block's values, where a GPU has garbage).
-// - Out-of-bounds accesses are not trapped; tests surround buffers with guard values.
+// - Out-of-bounds accesses are trapped only for async copies (cp.async, kernels/mma.h):
+//   a copy that reads must lie inside a global buffer the launch's wrapper registered
+//   (emu_allow_global_read), so a stray read whose value the kernel discards, which no
+//   value check can see and which can fault on a GPU, fails the launch. A copy with
+//   src-size 0 reads nothing and is not checked. Plain loads and stores are not trapped;
+//   tests surround buffers with guard values.
 // - Each thread gets a 64 KiB stack: a kernel with large local arrays needs more.
 // - Fast-math intrinsics (__expf, __fdividef, rsqrtf) map to exact host math, so their
 //   reduced precision on the GPU is only seen by the parity tests.
@@ -109,6 +114,14 @@ void emu_sync_warp();
 void emu_warp_exchange(const void* value, void* out, unsigned bytes, unsigned mask, int src_lane);
 void* emu_dynamic_shared();
 size_t emu_dynamic_shared_bytes();
+// The global buffers this OS thread's next launches may read through async copies, until
+// emu_clear_global_reads(). The Rust wrappers of the kernels that copy asynchronously
+// register their operands; an async copy in a launch that registered none fails it.
+extern "C" void emu_allow_global_read(const void* base, size_t bytes);
+extern "C" void emu_clear_global_reads();
+// Whether [src, src + bytes) lies inside one registered buffer; fails the running launch
+// when it does not.
+bool emu_check_global_read(const void* src, size_t bytes);
 // Fails the running launch with `msg` (for emulated instructions given what they cannot
 // model); the thread goes on, and the launch returns -1 when it ends.
 void emu_fail(const char* msg);

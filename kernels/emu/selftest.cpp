@@ -2,6 +2,7 @@
 // memory, error reports), so that a kernel test failing can be trusted to be the kernel.
 // Host-only: nvcc never sees this file.
 #include "../common.h"
+#include "../mma.h"
 
 // Thread t publishes t + 1, then reads its neighbour's value after the barrier.
 __global__ void selftest_barrier(float* out) {
@@ -72,3 +73,16 @@ __global__ void selftest_deadlock(float* out) {
         __syncthreads();
 }
 VX_EMU_ENTRY(selftest_deadlock, (float* out), (out))
+
+// Thread t copies src[4t..4t+4] into shared memory by an async copy, and a zero fill from
+// far past src that reads nothing, then out[4t..4t+4] = the copy: the harness must trap
+// the first copy where it leaves the registered buffers, and never the second.
+__global__ void selftest_global_read(const float* src, float* out) {
+    __shared__ float tile[1024][4];
+    const unsigned t = threadIdx.x;
+    const uintptr_t far = reinterpret_cast<uintptr_t>(src) + (uintptr_t(1) << 40);
+    vx_cp_async16(tile[t], reinterpret_cast<const void*>(far), false);
+    vx_cp_async16(tile[t], src + 4 * t, true);
+    for (int i = 0; i < 4; ++i) out[4 * t + i] = tile[t][i];
+}
+VX_EMU_ENTRY(selftest_global_read, (const float* src, float* out), (src, out))

@@ -7,7 +7,7 @@
 use super::params::{
     BinaryParams, BroadcastParams, LaunchDims, ReduceParams, UnaryParams, UniformParams,
 };
-use std::ffi::{c_char, c_int, c_longlong, CStr, CString};
+use std::ffi::{c_char, c_int, c_longlong, c_void, CStr, CString};
 
 extern "C" {
     fn emu_last_error() -> *const c_char;
@@ -89,6 +89,34 @@ extern "C" {
     fn emu_selftest_atomic(d: *const LaunchDims, out: *mut f32) -> c_int;
     fn emu_selftest_dynamic_shared(d: *const LaunchDims, out: *mut f32) -> c_int;
     fn emu_selftest_deadlock(d: *const LaunchDims, out: *mut f32) -> c_int;
+    fn emu_selftest_global_read(d: *const LaunchDims, src: *const f32, out: *mut f32) -> c_int;
+    fn emu_allow_global_read(base: *const c_void, bytes: usize);
+    fn emu_clear_global_reads();
+}
+
+/// The global buffers this thread's launches may read through async copies while it lives;
+/// the harness fails a launch whose async copy reads anywhere else (cuda_emu.h).
+struct GlobalReads;
+
+impl GlobalReads {
+    fn allow(buffers: &[(*const c_void, usize)]) -> Self {
+        // SAFETY: the harness only records the ranges; it reads through them during the
+        // launches of this guard's lifetime, which the callers' borrows outlive.
+        unsafe {
+            emu_clear_global_reads();
+            for &(base, bytes) in buffers {
+                emu_allow_global_read(base, bytes);
+            }
+        }
+        GlobalReads
+    }
+}
+
+impl Drop for GlobalReads {
+    fn drop(&mut self) {
+        // SAFETY: clears this thread's list; no pointer is read.
+        unsafe { emu_clear_global_reads() }
+    }
 }
 
 pub type EmuResult = Result<(), String>;
@@ -351,6 +379,26 @@ pub mod selftest {
         // SAFETY: one element per launched thread.
         status(unsafe { emu_selftest_deadlock(d, out.as_mut_ptr()) })
     }
+    /// out[4t..4t+4] = src[4t..4t+4] through async copies (one block), with only
+    /// `src[..readable]` registered as readable (None: nothing registered). A copy outside
+    /// the registered elements must fail the launch.
+    pub fn global_read(
+        d: &LaunchDims,
+        src: &[f32],
+        readable: Option<usize>,
+        out: &mut [f32],
+    ) -> EmuResult {
+        need("src", src.len(), 4 * threads(d))?;
+        need("out", out.len(), 4 * threads(d))?;
+        let readable = readable.map(|n| &src[..n.min(src.len())]);
+        let buffers: Vec<_> = readable
+            .iter()
+            .map(|r| (r.as_ptr().cast(), 4 * r.len()))
+            .collect();
+        let _reads = GlobalReads::allow(&buffers);
+        // SAFETY: four elements per launched thread in both slices.
+        status(unsafe { emu_selftest_global_read(d, src.as_ptr(), out.as_mut_ptr()) })
+    }
 }
 
 pub mod bce;
@@ -369,7 +417,7 @@ pub mod stitch;
 /// The convolution kernels (kernels/conv3d.cu, conv3d_pipe.cu, conv3d_wgmma.cu) and the
 /// tensor-core probes.
 pub mod conv {
-    use super::{need, status, EmuResult};
+    use super::{need, status, EmuResult, GlobalReads};
     use crate::backend::cuda::conv_plan::{
         wgmma_probe_depth, ConvBorderPackParams, ConvPack, ConvPackKind, ConvPackParams, ConvPlan,
         ConvPrecision, CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
@@ -565,7 +613,13 @@ pub mod conv {
         need("a", a.len(), na as u64)?;
         need("b", b.len(), nb as u64)?;
         match plan.kernel.precision {
-            ConvPrecision::F32 => launch(plan, a.as_ptr().cast(), b.as_ptr().cast(), bias, out),
+            ConvPrecision::F32 => launch(
+                plan,
+                (a.as_ptr().cast(), 4 * na),
+                (b.as_ptr().cast(), 4 * nb),
+                bias,
+                out,
+            ),
             ConvPrecision::Tf32 => packed_pass::<u32>(plan, a, b, bias, out),
             ConvPrecision::Bf16 => packed_pass::<u16>(plan, a, b, bias, out),
         }
@@ -610,15 +664,22 @@ pub mod conv {
         }
         need("packed a", a.len(), pack_a.packed_len() as u64)?;
         need("packed b", b.len(), pack_b.packed_len() as u64)?;
-        launch(plan, a.as_ptr().cast(), b.as_ptr().cast(), bias, out)
+        launch(
+            plan,
+            (a.as_ptr().cast(), pack_a.packed_len() * E::BYTES),
+            (b.as_ptr().cast(), pack_b.packed_len() * E::BYTES),
+            bias,
+            out,
+        )
     }
 
-    /// Launches the plan's kernel on a and b (f32, or packed for a tensor-core plan) whose
-    /// lengths the caller checked.
+    /// Launches the plan's kernel on a and b (f32, or packed for a tensor-core plan), each
+    /// with the bytes the plan makes it read, which the caller checked the slices hold.
+    /// Those bytes are all the launch's async copies may read.
     fn launch(
         plan: &ConvPlan,
-        a: *const u8,
-        b: *const u8,
+        (a, a_bytes): (*const u8, usize),
+        (b, b_bytes): (*const u8, usize),
         bias: Option<&[f32]>,
         out: &mut [f32],
     ) -> EmuResult {
@@ -638,6 +699,7 @@ pub mod conv {
         let c_name = CString::new(name).map_err(|e| e.to_string())?;
         let (name_ptr, dims, p, out_ptr) =
             (c_name.as_ptr(), &plan.dims, plan.params, out.as_mut_ptr());
+        let _reads = GlobalReads::allow(&[(a.cast(), a_bytes), (b.cast(), b_bytes)]);
         // SAFETY: the slices behind a, b, bias and out cover what the params make the
         // kernel index (checked by the callers and above); a null bias is never read.
         let code = unsafe {
