@@ -26,6 +26,16 @@
 #define VX_DYNAMIC_SHARED(T, name) T* name = static_cast<T*>(emu_dynamic_shared())
 #endif
 
+// VX_EMU_EXPECT(cond, msg): a contract the kernel's code relies on but does not check on a
+// GPU, where checking would cost instructions; the harness fails the launch with msg when
+// cond is false. Nothing for nvcc.
+#ifdef __CUDACC__
+#define VX_EMU_EXPECT(cond, msg)
+#else
+#define VX_EMU_EXPECT(cond, msg) \
+    if (!(cond)) emu_fail(msg)
+#endif
+
 // Position of this thread in a one-dimensional grid-stride loop.
 __device__ __forceinline__ unsigned long long vx_thread_index() {
     return static_cast<unsigned long long>(blockIdx.x) * blockDim.x + threadIdx.x;

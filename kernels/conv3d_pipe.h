@@ -514,6 +514,8 @@ struct VxPipeBackwardWeights {
     // A copy that is not ok reads nothing (src-size 0), wherever its address points.
     __device__ __forceinline__ void load(int step, unsigned char* a_tile,
                                          unsigned char* b_tile) {
+        VX_EMU_EXPECT(table == step % T::STAGES,
+                      "backward weights: a load out of step order read another step's table");
         const VxRow* rows = s.rows[table];
         table = table + 1 == T::STAGES ? 0 : table + 1;
         const int ca = threadIdx.x % A_CHUNKS;
