@@ -6,7 +6,9 @@
 # packs, convolution, partial sum), with the sections that say where time goes (speed of
 # light, occupancy, launch, warp stalls; SECTIONS adds more, e.g. "--section
 # ComputeWorkloadAnalysis"). Clocks are left as they
-# are (--clock-control none). Reports go to $OUT/ncu_<precision>[_wgmma].txt.
+# are (--clock-control none). WGMMA=1 or 0 forces the Hopper wgmma kernels on or off;
+# unset, the plan picks as it does by default. Reports go to
+# $OUT/ncu_<precision>[_wgmma|_mma].txt.
 #   PRECISION=bf16 WGMMA=1 CASES="conv3d.fwd 2x16x16x16x256->256 k3s1" scripts/gpu-profile.sh
 set -u
 if [[ ! -d gpu-bin && -f gpu-bin.tar.gz ]]; then
@@ -14,8 +16,12 @@ if [[ ! -d gpu-bin && -f gpu-bin.tar.gz ]]; then
 fi
 out="${OUT:-gpu-profile-out}"
 mkdir -p "$out"
-precision="${PRECISION:-bf16}" wgmma="${WGMMA:-0}"
-file="$out/ncu_${precision}$([[ "$wgmma" == 1 ]] && echo _wgmma).txt"
+precision="${PRECISION:-bf16}" wgmma="${WGMMA:-}"
+case "$wgmma" in
+1) file="$out/ncu_${precision}_wgmma.txt" ;;
+0) file="$out/ncu_${precision}_mma.txt" ;;
+*) file="$out/ncu_${precision}.txt" ;;
+esac
 deadline="${DEADLINE:-300}"
 IFS=';' read -r -a cases <<<"${CASES:?CASES names the bench cases}"
 for case in "${cases[@]}"; do
@@ -24,9 +30,9 @@ for case in "${cases[@]}"; do
         echo "skipped (${left} s left): $case" | tee -a "$file"
         continue
     fi
-    echo "===== $case (precision $precision, wgmma $wgmma)" >>"$file"
+    echo "===== $case (precision $precision, wgmma ${wgmma:-as planned})" >>"$file"
     start=$SECONDS
-    VOXSEG_WGMMA="$wgmma" timeout "$((left < 90 ? left : 90))" ncu --clock-control none \
+    env ${wgmma:+VOXSEG_WGMMA="$wgmma"} timeout "$((left < 90 ? left : 90))" ncu --clock-control none \
         --launch-skip "${SKIP:-16}" --launch-count "${KERNELS:-8}" \
         --section SpeedOfLight --section Occupancy --section LaunchStats \
         --section WarpStateStats ${SECTIONS:-} \

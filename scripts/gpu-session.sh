@@ -5,14 +5,17 @@
 # process: they check values, not time), then, one at a time, our benchmarks, the
 # PyTorch/cuDNN reference on the same card, and the quickstart on the GPU. Every step has
 # its own time limit, clamped to what is left of DEADLINE seconds (default 540) for the
-# whole script, so one slow step cannot eat the lease. Results go to $OUT in at most seven
-# files (the device tool brings back 8): summary.txt (card, steps, test results), tests.log
+# whole script, so one slow step cannot eat the lease. Results go to $OUT in at most eight
+# files (all the device tool brings back): summary.txt (card, steps, test results), tests.log
 # (with the quickstart's output), errors.log, ref.jsonl, ours.tar, which holds one
 # ours_<precision>[_<variant>...].jsonl per OURS item name, and the sanitizer's logs.
 # REF_CASES=none skips the reference and QUICKSTART=0 the quickstart; REF_STEP=<precisions>
 # adds, last, the reference's training step (slow: cuDNN searches per layer) to ref.jsonl;
 # SANITIZE=<test filter> reruns those conv parity tests under compute-sanitizer, last
-# (below). An OURS item "<precision>:<filter>" runs the defaults into
+# (below); PROFILE=<bench case> runs Nsight Compute on that case's kernels at
+# PROFILE_PRECISION (default bf16) with the plan's defaults, before the sanitizer, into
+# $OUT/ncu_<precision>.txt (scripts/gpu-profile.sh's sections plus SourceCounters: the SASS
+# lines where the warps stall most). An OURS item "<precision>:<filter>" runs the defaults into
 # ours_<precision>.jsonl; variants follow the precision, each also named in the file:
 # "+wgmma" forces the Hopper wgmma kernels on (VOXSEG_WGMMA=1), "+mma" off, "+percall"
 # packs the tensor-core operands on every call (VOXSEG_PACK_CACHE=off), "+nopairs" keeps
@@ -140,6 +143,16 @@ if [[ -n "${REF_STEP:-}" ]]; then
     step 240 "reference step $REF_STEP" python3 scripts/bench_reference.py --json \
         --precision "$REF_STEP" --cases step --warmup 3 --iters 10 \
         >>"$out/ref.jsonl" 2>>"$out/errors.log"
+fi
+if [[ -n "${PROFILE:-}" ]]; then
+    if ! command -v ncu >/dev/null; then
+        log "ncu: not on this machine, PROFILE skipped"
+    else
+        profile_limit="${PROFILE_LIMIT:-90}"
+        step "$profile_limit" "ncu $PROFILE" env OUT="$out" CASES="$PROFILE" \
+            PRECISION="${PROFILE_PRECISION:-bf16}" DEADLINE="$profile_limit" \
+            SECTIONS="--section SourceCounters" scripts/gpu-profile.sh
+    fi
 fi
 # SANITIZE="<filter>" runs, last (the timings decide more, and it takes what time is left),
 # the cuda_parity_conv tests it selects once more under each of compute-sanitizer's memcheck
