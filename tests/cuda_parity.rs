@@ -130,6 +130,38 @@ fn binary_ops_with_broadcast_match_cpu() {
     }
 }
 
+/// (outer, mid, inner) views of the sums below: on an H100 (132 SMs) they take each of
+/// the reduce module's paths (checked without a device below).
+const SUM_VIEWS: [(usize, usize, usize); 7] = [
+    (1, (1 << 24) + 7, 1),
+    (1, 2 * 64 * 64 * 64, 32),
+    (2, 64 * 64 * 64, 4),
+    (2 * 64 * 64 * 64, 4, 1),
+    (3, 1000, 77),
+    (1, 40, 100_000),
+    (5, 0, 3),
+];
+
+#[test]
+fn sum_views_take_every_path_on_an_h100() {
+    use voxseg::backend::cuda::launch::{column_sum, ReducePlan};
+    let (elementwise_blocks, target_blocks) = (8 * 132, 4 * 132);
+    let path = |&(outer, mid, inner): &(usize, usize, usize)| {
+        let v = Axis1 { outer, mid, inner };
+        if column_sum(v, elementwise_blocks).is_some() {
+            "sum_axis1_columns"
+        } else if ReducePlan::new(v, target_blocks).splits() == 1 {
+            "sum_axis1"
+        } else {
+            "sum_axis1_partial"
+        }
+    };
+    let taken: Vec<_> = SUM_VIEWS.iter().map(path).collect();
+    for kernel in ["sum_axis1_columns", "sum_axis1", "sum_axis1_partial"] {
+        assert!(taken.contains(&kernel), "no view takes {kernel}: {taken:?}");
+    }
+}
+
 #[test]
 #[ignore = "needs a CUDA device"]
 fn sums_and_broadcasts_match_cpu() {
@@ -137,15 +169,7 @@ fn sums_and_broadcasts_match_cpu() {
     let (gpu, cpu) = (device(), Cpu::new());
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);
-    let views = [
-        (1, (1 << 24) + 7, 1),
-        (1, 2 * 64 * 64 * 64, 32),
-        (2, 64 * 64 * 64, 4),
-        (2 * 64 * 64 * 64, 4, 1),
-        (3, 1000, 77),
-        (5, 0, 3),
-    ];
-    for (outer, mid, inner) in views {
+    for (outer, mid, inner) in SUM_VIEWS {
         let v = Axis1 { outer, mid, inner };
         let x = random(&mut rng, v.numel(), -1.0, 1.0);
         let got = gpu.sum_axis1(&gpu.upload(&x).unwrap(), v).unwrap();

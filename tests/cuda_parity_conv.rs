@@ -584,6 +584,87 @@ fn halo_convolutions_match_cpu() {
     }
 }
 
+/// Kernels that the other GPU tests' geometries never reach (an audit of 2026-11-26 ran
+/// the planner on each): per case, the precision, whether wgmma is on, the geometry, and
+/// the kernel its forward, backward data or backward weights must run (None: any).
+fn rare_kernel_cases() -> Vec<(ConvPrecision, bool, ConvGeometry, [Option<&'static str>; 3])> {
+    use ConvPrecision::*;
+    // A reduction of 4 (one tap of 4 channels) into 16 channels: the shallow f32 tile.
+    let shallow = conv([2, 10, 9, 8, 4], [1, 1, 1, 4, 16], 1, 0);
+    // The data gradient into 128 channels on mma.sync.
+    let wide = conv([2, 8, 7, 6, 128], [3, 3, 3, 128, 8], 1, 1);
+    // Into 16 channels over 27 taps of 4 (tf32-padded) channels: wgmma's 32-column tile.
+    let narrow = conv([2, 9, 8, 7, 16], [3, 3, 3, 16, 4], 1, 1);
+    vec![
+        (
+            F32,
+            false,
+            shallow,
+            [Some("conv3d_fwd_f32_shallow"), None, None],
+        ),
+        (
+            Tf32,
+            false,
+            wide,
+            [None, Some("conv3d_bwd_data_tf32_n128"), None],
+        ),
+        (
+            Bf16,
+            false,
+            wide,
+            [None, Some("conv3d_bwd_data_bf16_n128"), None],
+        ),
+        (
+            Tf32,
+            true,
+            narrow,
+            [None, Some("conv3d_bwd_data_tf32_wg32"), None],
+        ),
+    ]
+}
+
+/// The plan of an H100 (the default reaches, with wgmma on or off as each case says)
+/// takes the kernels `rare_kernel_cases` names, so that the GPU test below runs them.
+#[test]
+fn rare_kernel_cases_plan_their_kernels_on_an_h100() {
+    for (precision, wgmma, g, names) in rare_kernel_cases() {
+        let h100 = ConvTarget::new(4 * 132)
+            .with_wgmma(wgmma)
+            .with_halo(Reach::Measured)
+            .with_gather_l1(Reach::Measured);
+        for (pass, want) in PASSES.into_iter().zip(names) {
+            let Some(want) = want else { continue };
+            let plan = ConvPlan::new(&g, pass, precision, h100).unwrap();
+            assert_eq!(plan.kernel.name(), Some(want), "{precision} {pass:?} {g:?}");
+        }
+    }
+}
+
+/// Every pass of the `rare_kernel_cases` against the CPU backend, each on the kernel the
+/// case names.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn rare_kernels_match_cpu() {
+    let _serial = serial();
+    let gpu = device();
+    let _restore = RestoreSettings::new(&gpu);
+    for (precision, wgmma, g, names) in rare_kernel_cases() {
+        if wgmma && !gpu.supports_wgmma() {
+            eprintln!("{precision} {g:?}: no wgmma on this device, not run");
+            continue;
+        }
+        gpu.set_wgmma(wgmma).unwrap();
+        gpu.set_conv_precision(precision);
+        for (pass, want) in PASSES.into_iter().zip(names) {
+            if let Some(want) = want {
+                let plan = gpu.conv_plan(&g, pass).unwrap();
+                assert_eq!(plan.kernel.name(), Some(want), "{precision} {pass:?} {g:?}");
+            }
+        }
+        check_every_pass(&gpu, &[g]);
+    }
+}
+
 /// TF32 and BF16 pack their operands into pool buffers: once every size has been seen,
 /// repeating the passes allocates nothing new on the device. Two rounds see them: the
 /// first keeps the packs of x, dy and w, which live on, and a pack may take the block a
