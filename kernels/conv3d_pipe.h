@@ -104,11 +104,14 @@ __device__ __forceinline__ void vx_ring_prologue(Loader& ld, unsigned char* ring
 
 // Writes the accumulators: GEMM row r (block-local `local`) goes to
 // out[out_row(local, r) * cols + col] (skipped when out_row < 0), plus bias[col] when there
-// is a bias.
+// is a bias. The threads that multiply store (T::mma_thread() is this thread's index among
+// them, negative for one that only copies).
 template <class T, class OutRow>
 __device__ __forceinline__ void vx_pipe_store(const VxPipeAcc<T>& acc, int rows, int cols,
                                               OutRow out_row, const float* bias, float* out) {
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int tid = T::mma_thread();
+    if (tid < 0) return;
+    const int warp = tid / 32, lane = tid % 32;
     const int g = lane >> 2, t = lane & 3;
     const int local0 = (warp / T::WARPS_N) * T::WM;
     const int col0 = blockIdx.y * T::BN + (warp % T::WARPS_N) * T::WN + 2 * t;
@@ -173,7 +176,7 @@ __device__ __forceinline__ void vx_gather_rows(unsigned char* tile, const VxRow*
                                                const E* src, const int (&tap)[3],
                                                const int (&dims)[3], int stride, int c0,
                                                bool k_ok) {
-    constexpr int ROW_STEP = T::THREADS / T::ROW_CHUNKS;
+    constexpr int ROW_STEP = T::LOAD_THREADS / T::ROW_CHUNKS;
     static_assert(ROW_STEP % 8 == 0, "a thread's rows sit at one phase of the swizzle");
     const int c = threadIdx.x % T::ROW_CHUNKS;
     const int r0 = threadIdx.x / T::ROW_CHUNKS;
@@ -214,11 +217,13 @@ __device__ __forceinline__ void vx_gather_rows(unsigned char* tile, const VxRow*
 // which moves on by a step per load.
 template <class T>
 struct VxPipeForward {
+    // No per-step tables in shared memory (see VxPipeBackwardWeights).
+    static constexpr bool STEP_TABLES = false;
     using P = typename T::Prec;
     using E = typename T::Elem;
-    static constexpr int A_ITERS = T::BM * T::ROW_CHUNKS / T::THREADS;
-    static constexpr int B_ITERS = T::BN * T::ROW_CHUNKS / T::THREADS;
-    static constexpr int ROW_STEP = T::THREADS / T::ROW_CHUNKS;
+    static constexpr int A_ITERS = T::BM * T::ROW_CHUNKS / T::LOAD_THREADS;
+    static constexpr int B_ITERS = T::BN * T::ROW_CHUNKS / T::LOAD_THREADS;
+    static constexpr int ROW_STEP = T::LOAD_THREADS / T::ROW_CHUNKS;
     static_assert(A_ITERS >= 1 && B_ITERS >= 1, "every thread copies");
     struct Shared {
         VxRow rows[T::BM];
@@ -251,7 +256,7 @@ struct VxPipeForward {
 
     __device__ __forceinline__ void begin() {
         const int m_total = p.n * p.out_d * p.out_h * p.out_w;
-        for (int i = threadIdx.x; i < T::BM; i += T::THREADS)
+        for (int i = threadIdx.x; i < T::BM; i += T::LOAD_THREADS)
             s.rows[i] = vx_forward_row(p, blockIdx.x * T::BM + i, m_total);
     }
 
@@ -304,11 +309,13 @@ __device__ __forceinline__ void vx_pipe_forward(const Conv3dParams& p, const typ
 // input channels apart, one wide multiply-add each from its first row's chunk.
 template <class T>
 struct VxPipeBackwardData {
+    // No per-step tables in shared memory (see VxPipeBackwardWeights).
+    static constexpr bool STEP_TABLES = false;
     using P = typename T::Prec;
     using E = typename T::Elem;
-    static constexpr int A_ITERS = T::BM * T::ROW_CHUNKS / T::THREADS;
-    static constexpr int B_ITERS = T::BN * T::ROW_CHUNKS / T::THREADS;
-    static constexpr int ROW_STEP = T::THREADS / T::ROW_CHUNKS;
+    static constexpr int A_ITERS = T::BM * T::ROW_CHUNKS / T::LOAD_THREADS;
+    static constexpr int B_ITERS = T::BN * T::ROW_CHUNKS / T::LOAD_THREADS;
+    static constexpr int ROW_STEP = T::LOAD_THREADS / T::ROW_CHUNKS;
     static_assert(A_ITERS >= 1 && B_ITERS >= 1, "every thread copies");
     struct Shared {
         VxRow rows[T::BM];
@@ -349,7 +356,7 @@ struct VxPipeBackwardData {
 
     __device__ __forceinline__ void begin() {
         const int m_total = vx_phase_rows(p, ph);
-        for (int i = threadIdx.x; i < T::BM; i += T::THREADS)
+        for (int i = threadIdx.x; i < T::BM; i += T::LOAD_THREADS)
             s.rows[i] = vx_phase_row(p, ph, blockIdx.x * T::BM + i, m_total, s.dx_voxel[i]);
     }
 
@@ -417,13 +424,16 @@ __device__ __forceinline__ void vx_pipe_backward_data(const Conv3dParams& p,
 // barrier.
 template <class T>
 struct VxPipeBackwardWeights {
+    // ahead() writes the voxel tables that later loads of every loading thread read:
+    // the loading threads must meet between steps.
+    static constexpr bool STEP_TABLES = true;
     using P = typename T::Prec;
     using E = typename T::Elem;
     static constexpr int A_CHUNKS = T::BM / P::PER_CHUNK, B_CHUNKS = T::BN / P::PER_CHUNK;
-    static constexpr int A_ITERS = T::BK * A_CHUNKS / T::THREADS;
-    static constexpr int B_ITERS = T::BK * B_CHUNKS / T::THREADS;
-    static_assert(A_ITERS >= 1 && B_ITERS >= 1 && T::THREADS % A_CHUNKS == 0 &&
-                      T::THREADS % B_CHUNKS == 0 && T::THREADS >= T::BK,
+    static constexpr int A_ITERS = T::BK * A_CHUNKS / T::LOAD_THREADS;
+    static constexpr int B_ITERS = T::BK * B_CHUNKS / T::LOAD_THREADS;
+    static_assert(A_ITERS >= 1 && B_ITERS >= 1 && T::LOAD_THREADS % A_CHUNKS == 0 &&
+                      T::LOAD_THREADS % B_CHUNKS == 0 && T::LOAD_THREADS >= T::BK,
                   "every thread copies whole chunk columns");
     struct Shared {
         VxRow rows[T::STAGES][T::BK];
@@ -464,7 +474,7 @@ struct VxPipeBackwardWeights {
 
     // The tables of the first STAGES steps, and where ahead() goes on: step STAGES.
     __device__ __forceinline__ void begin() {
-        for (int i = threadIdx.x; i < T::STAGES * T::BK; i += T::THREADS)
+        for (int i = threadIdx.x; i < T::STAGES * T::BK; i += T::LOAD_THREADS)
             s.rows[i / T::BK][i % T::BK] = vx_forward_row(p, m_begin + i, m_end);
         const int lane = static_cast<int>(threadIdx.x);
         if (lane < T::BK) {
@@ -524,7 +534,7 @@ struct VxPipeBackwardWeights {
         bool ok[A_ITERS];
 #pragma unroll
         for (int j = 0; j < A_ITERS; ++j) {
-            const int r = threadIdx.x / A_CHUNKS + j * (T::THREADS / A_CHUNKS);
+            const int r = threadIdx.x / A_CHUNKS + j * (T::LOAD_THREADS / A_CHUNKS);
             const VxRow& row = rows[r];
             ok[j] = row_ok & vx_inside(row.z + kz, row.y + ky, row.x + kx, p.in_d, p.in_h,
                                        p.in_w);
@@ -537,7 +547,7 @@ struct VxPipeBackwardWeights {
         if constexpr (T::SPARE_REGISTERS) {
 #pragma unroll
             for (int j = 0; j < A_ITERS; ++j) {
-                const int r = threadIdx.x / A_CHUNKS + j * (T::THREADS / A_CHUNKS);
+                const int r = threadIdx.x / A_CHUNKS + j * (T::LOAD_THREADS / A_CHUNKS);
                 vx_cp_async16_activation(a_tile + T::template mn_major_offset<A_CHUNKS>(r, ca),
                                          from[j], ok[j]);
             }
@@ -549,7 +559,7 @@ struct VxPipeBackwardWeights {
         const char* dy_n = reinterpret_cast<const char*>(dy + n);
 #pragma unroll
         for (int j = 0; j < B_ITERS; ++j) {
-            const int r = threadIdx.x / B_CHUNKS + j * (T::THREADS / B_CHUNKS);
+            const int r = threadIdx.x / B_CHUNKS + j * (T::LOAD_THREADS / B_CHUNKS);
             vx_cp_async16(b_tile + T::template mn_major_offset<B_CHUNKS>(r, cb),
                           vx_mad_wide(m0 + r, cout_p * sizeof(E), dy_n),
                           (m0 + r < m_end) & (n < cout_p));

@@ -30,6 +30,9 @@ struct VxSyncWarps {
     static constexpr int WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, WM = WM_, WN = WN_;
     static constexpr int MIN_BLOCKS = MIN_BLOCKS_;
     static constexpr int THREADS = 32 * WARPS_M * WARPS_N;
+    // Every thread copies and multiplies (conv3d_pipe.h).
+    static constexpr int LOAD_THREADS = THREADS;
+    __device__ __forceinline__ static int mma_thread() { return threadIdx.x; }
     static constexpr int BK = VX_CONV_PIPE_STEP_BYTES / static_cast<int>(sizeof(Elem));
     static constexpr int MT = WM / 16, NT = WN / 8;  // mma tiles per warp
     static constexpr int ROW_CHUNKS = 4;

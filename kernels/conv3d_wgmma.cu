@@ -27,10 +27,13 @@
 // barrier, two blocks per SM) they were busy about half the time on an H100 (Nsight
 // Compute, 2026-11-26).
 #include "conv3d_pipe.h"
+#include "mbarrier.h"
 #include "wgmma.h"
 
 template <bool MN_MAJOR>
 struct VxWgmmaLoop;
+template <bool MN_MAJOR>
+struct VxWgmmaWsLoop;
 
 template <class P, int BN_, int STAGES_, int MIN_BLOCKS_, int WARPGROUPS_ = 2>
 struct VxWgmmaTile {
@@ -40,6 +43,9 @@ struct VxWgmmaTile {
     using MnMajorLoop = VxWgmmaLoop<true>;
     static constexpr int WARPGROUPS = WARPGROUPS_;
     static constexpr int THREADS = 128 * WARPGROUPS;
+    // Every thread copies and multiplies (conv3d_pipe.h), but in VxWgmmaWs.
+    static constexpr int LOAD_THREADS = THREADS;
+    __device__ __forceinline__ static int mma_thread() { return threadIdx.x; }
     // The accumulators as conv3d_pipe.h stores them: each warp 16 rows of m16n8 tiles.
     static constexpr int WARPS_M = 4 * WARPGROUPS, WARPS_N = 1, WM = 16, WN = BN_;
     static constexpr int BM = WARPS_M * WM, BN = BN_;
@@ -92,20 +98,40 @@ using VxWgmmaN64Pair = VxWgmmaTile<P, 64, VX_CONV_WGMMA_STAGES_N64_PAIR, 2>;
 // the accumulators stay 64 registers per thread, within the 128 that 512 threads allow.
 template <class P>
 using VxWgmmaM256 = VxWgmmaTile<P, VX_CONV_WGMMA_M256_BN, VX_CONV_WGMMA_STAGES_M256, 1, 4>;
+// 128 x 128 as VxWgmmaN128, warp-specialized: a third warpgroup (threads 0-127) only copies
+// and the other two only multiply, handing each stage over by a pair of mbarriers
+// (VxWgmmaWsLoop). No warp waits at a block-wide barrier per step, and the warps that
+// issue the wgmmas issue no copies.
+template <class P>
+struct VxWgmmaWs : VxWgmmaN128<P> {
+    using KMajorLoop = VxWgmmaWsLoop<false>;
+    using MnMajorLoop = VxWgmmaWsLoop<true>;
+    static constexpr int LOAD_THREADS = 128;
+    static constexpr int THREADS = LOAD_THREADS + VxWgmmaN128<P>::THREADS;
+    static_assert(THREADS == VX_CONV_WGMMA_WS_THREADS, "params_conv.h");
+    __device__ __forceinline__ static int mma_thread() {
+        return static_cast<int>(threadIdx.x) - LOAD_THREADS;
+    }
+};
 // 32 columns (a first layer's forward over few input channels), k-major only: an mn-major
 // block is 64 wide.
 template <class P>
 using VxWgmmaN32 = VxWgmmaTile<P, 32, VX_CONV_WGMMA_STAGES_N32, 2>;
 
-// The low words of one warpgroup's descriptors of a stage whose A and B tiles start at
+// This thread's warpgroup among those that multiply, as lane 0 has it, which is every
+// lane's: the compiler then knows it is the same across the warp and keeps A's descriptors
+// in uniform registers, as wgmma takes them.
+template <class T>
+__device__ __forceinline__ unsigned vx_wgmma_group() {
+    return __shfl_sync(0xffffffffu, static_cast<unsigned>(T::mma_thread()) / 128, 0);
+}
+
+// The low words of warpgroup wg's descriptors of a stage whose A and B tiles start at
 // shared addresses a and b: A from the warpgroup's 64 rows, B from all BN columns, at K
 // step 0 (vx_wgmma_step adds the steps).
 template <class T, bool MN_MAJOR>
-__device__ __forceinline__ void vx_wgmma_stage_descs(unsigned a, unsigned b, unsigned& a_low,
-                                                     unsigned& b_low) {
-    // Lane 0's warpgroup, which is every lane's: the compiler then knows it is the same
-    // across the warp and keeps A's descriptors in uniform registers, as wgmma takes them.
-    const unsigned wg = __shfl_sync(0xffffffffu, threadIdx.x / 128, 0);
+__device__ __forceinline__ void vx_wgmma_stage_descs(unsigned wg, unsigned a, unsigned b,
+                                                     unsigned& a_low, unsigned& b_low) {
     if constexpr (MN_MAJOR) {
         a_low = vx_wgmma_desc_low(a + wg * T::MN_BLOCK_BYTES, T::MN_BLOCK_BYTES);
         b_low = vx_wgmma_desc_low(b, T::MN_BLOCK_BYTES);
@@ -162,7 +188,8 @@ struct VxWgmmaLoop {
         // step i and of step i + AHEAD run round the ring without a division.
         unsigned a_low0, b_low0;
         const unsigned ring = vx_shared_address(smem);
-        vx_wgmma_stage_descs<T, MN_MAJOR>(ring, ring + T::A_BYTES, a_low0, b_low0);
+        vx_wgmma_stage_descs<T, MN_MAJOR>(vx_wgmma_group<T>(), ring, ring + T::A_BYTES, a_low0,
+                                          b_low0);
         int stage = 0, next_stage = AHEAD;
         for (int i = 0; i < steps; ++i) {
             vx_cp_async_wait<AHEAD - 1>();
@@ -194,6 +221,105 @@ struct VxWgmmaLoop {
     }
 };
 
+// The warp-specialized main loop (VxWgmmaWs). Per stage, `full` completes when every
+// copying thread's copies of the stage's step have landed and been fenced for the tensor
+// cores, and `empty` when every multiplying thread has seen the step's wgmmas complete.
+// A copying thread keeps LAG steps of copies in flight before it publishes the oldest
+// (cp.async.wait_group, fence.proxy.async, arrive), and waits for a stage's `empty` before
+// refilling it; a multiplying thread waits for `full`, issues the step's wgmmas behind the
+// previous step's, and releases the previous step's stage once those have completed
+// (wait_group 1).
+template <bool MN_MAJOR>
+struct VxWgmmaWsLoop {
+    static constexpr int LAG = 2;
+
+    template <class T, class Loader>
+    __device__ __forceinline__ static void run(Loader& ld, int steps, VxPipeAcc<T>& acc) {
+        static_assert(T::STAGES > LAG + 1, "a refill waits for a step LAG + 1 back at most");
+        __shared__ unsigned long long full[T::STAGES], empty[T::STAGES];
+        unsigned char* smem = vx_wgmma_shared();
+        const bool copies = T::mma_thread() < 0;
+        if (copies) ld.begin();
+        if (threadIdx.x == 0) {
+            for (int s = 0; s < T::STAGES; ++s) {
+                vx_mbar_init(&full[s], T::LOAD_THREADS);
+                vx_mbar_init(&empty[s], T::THREADS - T::LOAD_THREADS);
+            }
+        }
+        __syncthreads();
+        if (copies) {
+            produce<T>(ld, steps, smem, full, empty);
+        } else {
+            consume<T>(steps, smem, full, empty, acc);
+        }
+    }
+
+    template <class T, class Loader>
+    __device__ __forceinline__ static void produce(Loader& ld, int steps, unsigned char* smem,
+                                                   unsigned long long* full,
+                                                   unsigned long long* empty) {
+        // The stage of step s and the parity of s / STAGES; the stage of step s - LAG.
+        int stage = 0, published = 0;
+        unsigned lap = 0;
+        for (int s = 0; s < steps; ++s) {
+            // Step s - STAGES's wgmmas have completed (passes at once in the first lap).
+            vx_mbar_wait(&empty[stage], lap ^ 1);
+            // The tables ahead(s - 2) wrote are published; ahead(s - 1) may overwrite
+            // the one load(s - 1) read.
+            if constexpr (Loader::STEP_TABLES) vx_named_barrier(1, T::LOAD_THREADS);
+            unsigned char* tiles = smem + stage * T::STAGE_BYTES;
+            ld.load(s, tiles, tiles + T::A_BYTES);
+            vx_cp_async_commit();
+            if (s > 0) ld.ahead(s - 1);
+            if (s >= LAG) {
+                vx_cp_async_wait<LAG>();
+                vx_fence_proxy_async_shared();
+                vx_mbar_arrive(&full[published]);
+                published = published + 1 == T::STAGES ? 0 : published + 1;
+            }
+            stage = stage + 1 == T::STAGES ? 0 : stage + 1;
+            lap ^= stage == 0;
+        }
+        vx_cp_async_wait<0>();
+        vx_fence_proxy_async_shared();
+        for (int s = steps < LAG ? 0 : steps - LAG; s < steps; ++s) {
+            vx_mbar_arrive(&full[published]);
+            published = published + 1 == T::STAGES ? 0 : published + 1;
+        }
+    }
+
+    template <class T>
+    __device__ __forceinline__ static void consume(int steps, unsigned char* smem,
+                                                   unsigned long long* full,
+                                                   unsigned long long* empty,
+                                                   VxPipeAcc<T>& acc) {
+        float(&d)[T::BN / 2] = reinterpret_cast<float(&)[T::BN / 2]>(acc[0]);
+        vx_wgmma_hold(d);
+        unsigned a_low0, b_low0;
+        const unsigned ring = vx_shared_address(smem);
+        vx_wgmma_stage_descs<T, MN_MAJOR>(vx_wgmma_group<T>(), ring, ring + T::A_BYTES, a_low0,
+                                          b_low0);
+        int stage = 0, previous = 0;
+        unsigned lap = 0;
+        for (int i = 0; i < steps; ++i) {
+            vx_mbar_wait(&full[stage], lap);
+            const unsigned offset = stage * (T::STAGE_BYTES >> 4);
+            vx_wgmma_fence();
+#pragma unroll
+            for (int k = 0; k < T::K_STEPS; ++k)
+                vx_wgmma_step<T, MN_MAJOR>(d, a_low0 + offset, b_low0 + offset, k);
+            vx_wgmma_commit();
+            vx_wgmma_wait<1>();
+            if (i > 0) vx_mbar_arrive(&empty[previous]);
+            previous = stage;
+            stage = stage + 1 == T::STAGES ? 0 : stage + 1;
+            lap ^= stage == 0;
+        }
+        vx_wgmma_wait<0>();
+        vx_wgmma_hold(d);
+    }
+};
+
 VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg128, vx_pipe_forward, VxWgmmaN128<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg64, vx_pipe_forward, VxWgmmaN64<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_wg128, vx_pipe_backward_data, VxWgmmaN128<VxBf16>)
@@ -208,6 +334,9 @@ VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_wg64x2, vx_pipe_backward_weights, VxWgm
 VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg256, vx_pipe_forward, VxWgmmaM256<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_wg256, vx_pipe_backward_data, VxWgmmaM256<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_wg256, vx_pipe_backward_weights, VxWgmmaM256<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_fwd_bf16_ws, vx_pipe_forward, VxWgmmaWs<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_ws, vx_pipe_backward_data, VxWgmmaWs<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_ws, vx_pipe_backward_weights, VxWgmmaWs<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg128, vx_pipe_forward, VxWgmmaN128<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg64, vx_pipe_forward, VxWgmmaN64<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_wg128, vx_pipe_backward_data, VxWgmmaN128<VxTf32>)
@@ -218,6 +347,8 @@ VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg64x2, vx_pipe_forward, VxWgmmaN64Pair<VxTf32
 VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_wg64x2, vx_pipe_backward_data, VxWgmmaN64Pair<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg256, vx_pipe_forward, VxWgmmaM256<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_wg256, vx_pipe_backward_data, VxWgmmaM256<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_fwd_tf32_ws, vx_pipe_forward, VxWgmmaWs<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_ws, vx_pipe_backward_data, VxWgmmaWs<VxTf32>)
 
 // One block of tile T computes out (128 x BN, row-major) = a b^T over one reduction step:
 // a (128 x BK) and b (BN x BK) row-major f32, rounded here to T's format, stored in one
@@ -254,8 +385,8 @@ __device__ __forceinline__ void vx_wgmma_probe(const float* a, const float* b, f
     vx_wgmma_hold(d);
     vx_wgmma_fence();
     unsigned a_low, b_low;
-    vx_wgmma_stage_descs<T, MN_MAJOR>(vx_shared_address(a_tile), vx_shared_address(b_tile),
-                                      a_low, b_low);
+    vx_wgmma_stage_descs<T, MN_MAJOR>(vx_wgmma_group<T>(), vx_shared_address(a_tile),
+                                      vx_shared_address(b_tile), a_low, b_low);
 #pragma unroll
     for (int k = 0; k < T::K_STEPS; ++k) vx_wgmma_step<T, MN_MAJOR>(d, a_low, b_low, k);
     vx_wgmma_commit();
@@ -301,6 +432,9 @@ extern "C" int emu_conv3d_wgmma(const char* name, const EmuDims* d, const Conv3d
         {"conv3d_fwd_bf16_wg256", conv3d_fwd_bf16_wg256},
         {"conv3d_bwd_data_bf16_wg256", conv3d_bwd_data_bf16_wg256},
         {"conv3d_bwd_weight_bf16_wg256", conv3d_bwd_weight_bf16_wg256},
+        {"conv3d_fwd_bf16_ws", conv3d_fwd_bf16_ws},
+        {"conv3d_bwd_data_bf16_ws", conv3d_bwd_data_bf16_ws},
+        {"conv3d_bwd_weight_bf16_ws", conv3d_bwd_weight_bf16_ws},
     };
     static const VxEmuConv<unsigned> tf32[] = {
         {"conv3d_fwd_tf32_wg128", conv3d_fwd_tf32_wg128},
@@ -313,6 +447,8 @@ extern "C" int emu_conv3d_wgmma(const char* name, const EmuDims* d, const Conv3d
         {"conv3d_bwd_data_tf32_wg64x2", conv3d_bwd_data_tf32_wg64x2},
         {"conv3d_fwd_tf32_wg256", conv3d_fwd_tf32_wg256},
         {"conv3d_bwd_data_tf32_wg256", conv3d_bwd_data_tf32_wg256},
+        {"conv3d_fwd_tf32_ws", conv3d_fwd_tf32_ws},
+        {"conv3d_bwd_data_tf32_ws", conv3d_bwd_data_tf32_ws},
     };
     const int r = vx_emu_conv(bf16, name, d, p, a, b, bias, out);
     return r != -2 ? r : vx_emu_conv(tf32, name, d, p, a, b, bias, out);

@@ -188,6 +188,7 @@ fn tile_constants_match_params_conv_h() {
         ("VX_CONV_WGMMA_M256_BN", CONV_WGMMA_M256_BN),
         ("VX_CONV_WGMMA_M256_THREADS", CONV_WGMMA_M256_THREADS),
         ("VX_CONV_WGMMA_STAGES_M256", CONV_WGMMA_STAGES_M256),
+        ("VX_CONV_WGMMA_WS_THREADS", CONV_WGMMA_WS_THREADS),
         ("VX_CONV_WGMMA_ALIGN", CONV_WGMMA_ALIGN),
         ("VX_CONV_HALO_ROWS", CONV_HALO_ROWS),
         ("VX_CONV_HALO_MAX_KW", CONV_HALO_MAX_KW),
@@ -1000,6 +1001,43 @@ fn long_64_column_backward_weights_on_wgmma() {
         all,
         &mut Rng::new(91),
     );
+}
+
+/// The warp-specialized 128 x 128 wgmma tile on every pass: a layer over several row
+/// blocks, the last one partial, a strided one, and a 1x1x1 one whose reductions take no
+/// more steps than the copying threads keep in flight (2) and fewer than the ring holds;
+/// with the 256-row tile also on, results of more than 128 rows take that tile.
+fn wgmma_ws_tiles(precision: ConvPrecision, rng: &mut Rng) {
+    let cases = [
+        conv([2, 5, 6, 7, 72], [3, 3, 3, 72, 72], 1, Padding::Same),
+        conv([2, 13, 12, 13, 72], [3, 3, 3, 72, 120], 2, Padding::Same),
+        conv([1, 4, 5, 6, 72], [1, 1, 1, 72, 96], 1, Padding::Same),
+    ];
+    let target = ConvTarget::new(528).with_wgmma(true).with_wgmma_ws(true);
+    for g in &cases {
+        for pass in PASSES {
+            let plan = ConvPlan::new(g, pass, precision, target).unwrap();
+            let on_ws = pass != ConvPass::BackwardWeight || precision == ConvPrecision::Bf16;
+            if on_ws && plan.kernel.tile != ConvTile::WgWs {
+                // Only a reduction of a single step keeps a non-wgmma tile.
+                assert!(g.kernel_volume() == 1, "{pass:?} {g:?}: {:?}", plan.kernel);
+            }
+            check_pass(g, pass, precision, target, rng);
+        }
+    }
+    let both = target.with_wgmma_m256(true);
+    let plan = ConvPlan::new(&cases[0], ConvPass::Forward, precision, both).unwrap();
+    assert_eq!(plan.kernel.tile, ConvTile::WgM256);
+}
+
+#[test]
+fn bf16_wgmma_ws_tiles() {
+    wgmma_ws_tiles(ConvPrecision::Bf16, &mut Rng::new(92));
+}
+
+#[test]
+fn tf32_wgmma_ws_tiles() {
+    wgmma_ws_tiles(ConvPrecision::Tf32, &mut Rng::new(93));
 }
 
 #[test]

@@ -52,6 +52,7 @@ struct RestoreSettings<'a> {
     wgmma: bool,
     wgmma_pairs: bool,
     wgmma_m256: bool,
+    wgmma_ws: bool,
     wgmma_n64_weights: Reach,
     gather_l1: Reach,
     halo: Reach,
@@ -66,6 +67,7 @@ impl<'a> RestoreSettings<'a> {
             wgmma: gpu.wgmma().unwrap(),
             wgmma_pairs: gpu.wgmma_pairs().unwrap(),
             wgmma_m256: gpu.wgmma_m256().unwrap(),
+            wgmma_ws: gpu.wgmma_ws().unwrap(),
             wgmma_n64_weights: gpu.wgmma_n64_weights().unwrap(),
             gather_l1: gpu.gather_l1().unwrap(),
             halo: gpu.halo().unwrap(),
@@ -82,6 +84,7 @@ impl Drop for RestoreSettings<'_> {
         let _ = gpu.set_wgmma(self.wgmma);
         gpu.set_wgmma_pairs(self.wgmma_pairs);
         gpu.set_wgmma_m256(self.wgmma_m256);
+        gpu.set_wgmma_ws(self.wgmma_ws);
         gpu.set_wgmma_n64_weights(self.wgmma_n64_weights);
         gpu.set_gather_l1(self.gather_l1);
         gpu.set_halo(self.halo);
@@ -493,6 +496,33 @@ fn wgmma_m256_convolutions_match_cpu() {
                 let plan = gpu.conv_plan(g, pass).unwrap();
                 if pass != ConvPass::BackwardWeight || precision == ConvPrecision::Bf16 {
                     assert_eq!(plan.kernel.tile, ConvTile::WgM256, "{precision} {pass:?}");
+                }
+            }
+        }
+        check_every_pass(&gpu, &[layer, strided]);
+    }
+}
+
+/// The warp-specialized 128 x 128 wgmma tile (`VOXSEG_WGMMA_WS`) on every pass it takes:
+/// its mbarrier hand-over, and the fences and waits the harness cannot check (it copies
+/// and multiplies when they are issued).
+#[test]
+#[ignore = "needs a CUDA device"]
+fn wgmma_ws_convolutions_match_cpu() {
+    let _serial = serial();
+    let gpu = device();
+    let _restore = RestoreSettings::new(&gpu);
+    gpu.set_wgmma(true).unwrap();
+    gpu.set_wgmma_ws(true);
+    let layer = conv([2, 12, 12, 12, 128], [3, 3, 3, 128, 128], 1, 1);
+    let strided = conv([1, 11, 10, 9, 72], [3, 3, 3, 72, 120], 2, 1);
+    for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
+        gpu.set_conv_precision(precision);
+        for g in [&layer, &strided] {
+            for pass in PASSES {
+                let plan = gpu.conv_plan(g, pass).unwrap();
+                if pass != ConvPass::BackwardWeight || precision == ConvPrecision::Bf16 {
+                    assert_eq!(plan.kernel.tile, ConvTile::WgWs, "{precision} {pass:?}");
                 }
             }
         }

@@ -35,6 +35,7 @@ struct Launch {
     std::vector<Fiber> fibers;
     Barrier block;
     std::vector<Barrier> warps;
+    Barrier named[16];  // bar.sync ids; id 0 is __syncthreads
     std::vector<unsigned> warp_lanes;
     std::vector<unsigned long long> slots;  // one shuffle slot per thread
     std::vector<unsigned char> dynamic_shared;
@@ -143,6 +144,7 @@ bool run_block(Launch& l) {
     unsigned n = unsigned(l.fibers.size());
     l.block = Barrier{0, n, 0};
     for (unsigned w = 0; w < l.warps.size(); ++w) l.warps[w] = Barrier{0, l.warp_lanes[w], 0};
+    for (Barrier& b : l.named) b = Barrier{};
     std::fill(l.dynamic_shared.begin(), l.dynamic_shared.end(), 0xFF);
     for (unsigned t = 0; t < n; ++t) prepare(l, t);
     unsigned alive = n;
@@ -154,8 +156,8 @@ bool run_block(Launch& l) {
         if (alive > 0 && l.progress == before) {
             fail("deadlock in block " + dims(dim3(blockIdx.x, blockIdx.y, blockIdx.z)) + ": " +
                  std::to_string(alive) +
-                 " threads wait at barriers that cannot complete (a barrier or shuffle in "
-                 "divergent code?)");
+                 " threads wait at barriers or mbarriers that cannot complete (a barrier or "
+                 "shuffle in divergent code? an mbarrier phase that never comes?)");
             return false;
         }
     }
@@ -237,6 +239,27 @@ void emu_warp_exchange(const void* value, void* out, unsigned bytes, unsigned ma
     std::memcpy(out, &l.slots[f.warp * warpSize + unsigned(src_lane)], bytes);
     barrier_wait(l.warps[f.warp]);
 }
+
+void emu_named_barrier(unsigned id, unsigned threads) {
+    Launch& l = *active;
+    if (id == 0 || id >= 16 || threads == 0 || threads % warpSize != 0 ||
+        threads > l.fibers.size()) {
+        fail("named barrier " + std::to_string(id) + " for " + std::to_string(threads) +
+             " threads in a block of " + std::to_string(l.fibers.size()));
+        return;
+    }
+    Barrier& b = l.named[id];
+    if (b.arrived == 0) b.live = threads;
+    if (b.live != threads) {
+        fail("named barrier " + std::to_string(id) + " used with two thread counts");
+        return;
+    }
+    barrier_wait(b);
+}
+
+void emu_yield() { yield_to_scheduler(); }
+
+void emu_progress() { ++active->progress; }
 
 void* emu_dynamic_shared() { return active->dynamic_shared.data(); }
 

@@ -46,6 +46,11 @@
 //   and cp.async).
 // - cp.async copies synchronously when issued and its commit/wait do nothing, so a missing
 //   or too weak cp.async.wait_group cannot show here; the GPU parity tests cover it.
+// - mbarriers (kernels/mbarrier.h) are a count and a phase in their 8 bytes of shared
+//   memory; a thread waiting for a phase yields to the block's other threads until it
+//   completes, so a producer that overwrites a stage its consumers have not released, or a
+//   consumer that reads one not yet filled, shows up as a wrong result or a deadlock. Named
+//   barriers (bar.sync id, count) meet `count` threads.
 #pragma once
 
 #ifdef __CUDACC__
@@ -110,6 +115,12 @@ extern "C" const char* emu_last_error();
 
 void emu_sync_block();
 void emu_sync_warp();
+// Waits until `threads` threads of the block have reached named barrier `id` (1..15).
+void emu_named_barrier(unsigned id, unsigned threads);
+// Lets the block's other threads run (a thread spinning on a condition they will change).
+void emu_yield();
+// Counts as progress for the deadlock check (an mbarrier arrival or completed wait).
+void emu_progress();
 // Posts `bytes` of `value` for this lane, then copies lane `src_lane`'s value to `out`.
 void emu_warp_exchange(const void* value, void* out, unsigned bytes, unsigned mask, int src_lane);
 void* emu_dynamic_shared();

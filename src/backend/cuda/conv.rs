@@ -15,7 +15,8 @@
 //! with its switch: the wgmma pair on full 64-column grids (`VOXSEG_WGMMA_PAIRS`, on unless
 //! `0`), and, with a [`Reach`] each (off, measured, all), the L1 gathers
 //! (`VOXSEG_GATHER_L1`) and the halo kernels (`VOXSEG_CONV_HALO`, kernels/conv3d_halo.cu).
-//! The 256 x 128 wgmma tile (`VOXSEG_WGMMA_M256`) is off until a GPU has timed it;
+//! The 256 x 128 wgmma tile (`VOXSEG_WGMMA_M256`) and the warp-specialized 128 x 128 tile
+//! (`VOXSEG_WGMMA_WS`) are off until a GPU has timed them;
 //! `VOXSEG_WGMMA_N64_WEIGHTS` (a [`Reach`]) moves 64-column backward weights between
 //! mma.sync and wgmma.
 use super::conv_plan::{
@@ -45,6 +46,10 @@ pub const WGMMA_PAIRS_ENV: &str = "VOXSEG_WGMMA_PAIRS";
 /// off by default: not yet timed on a GPU).
 pub const WGMMA_M256_ENV: &str = "VOXSEG_WGMMA_M256";
 
+/// The environment variable that runs the 128 x 128 wgmma tiles that stay 128 x 128
+/// warp-specialized (`1` or `on`; off by default: not yet timed on a GPU).
+pub const WGMMA_WS_ENV: &str = "VOXSEG_WGMMA_WS";
+
 /// The environment variable that sets the [`Reach`] of wgmma over backward weights into 64
 /// columns: `off` (mma.sync), `measured` (the default: short reductions, few tiles, full
 /// grids as the pair) or `all` (long reductions on many tiles too).
@@ -70,6 +75,7 @@ struct ConvSettings {
     wgmma: bool,
     wgmma_pairs: bool,
     wgmma_m256: bool,
+    wgmma_ws: bool,
     wgmma_n64_weights: Reach,
     gather_l1: Reach,
     halo: Reach,
@@ -83,6 +89,7 @@ impl Default for ConvSettings {
             wgmma: false,
             wgmma_pairs: true,
             wgmma_m256: false,
+            wgmma_ws: false,
             wgmma_n64_weights: Reach::default(),
             gather_l1: Reach::default(),
             halo: Reach::default(),
@@ -250,6 +257,7 @@ impl Cuda {
         };
         let wgmma_pairs = wgmma_switch(WGMMA_PAIRS_ENV, true)?;
         let wgmma_m256 = wgmma_switch(WGMMA_M256_ENV, false)?;
+        let wgmma_ws = wgmma_switch(WGMMA_WS_ENV, false)?;
         let wgmma_n64_weights = reach_from_env(WGMMA_N64_WEIGHTS_ENV)?;
         let gather_l1 = reach_from_env(GATHER_L1_ENV)?;
         let halo = reach_from_env(HALO_ENV)?;
@@ -259,6 +267,7 @@ impl Cuda {
             wgmma,
             wgmma_pairs,
             wgmma_m256,
+            wgmma_ws,
             wgmma_n64_weights,
             gather_l1,
             halo,
@@ -374,6 +383,19 @@ impl Cuda {
         self.update_conv_settings(|s| s.wgmma_m256 = on);
     }
 
+    /// Whether the 128 x 128 wgmma tiles that stay 128 x 128 run warp-specialized (where
+    /// wgmma is on): what `set_wgmma_ws` set, else `VOXSEG_WGMMA_WS` (off unless `1` or
+    /// `on`).
+    pub fn wgmma_ws(&self) -> Result<bool> {
+        Ok(self.conv_settings()?.wgmma_ws)
+    }
+
+    /// Runs the 128 x 128 wgmma tiles warp-specialized (where wgmma is on) or not, whatever
+    /// `VOXSEG_WGMMA_WS` says.
+    pub fn set_wgmma_ws(&self, on: bool) {
+        self.update_conv_settings(|s| s.wgmma_ws = on);
+    }
+
     /// Where backward weights into 64 columns runs wgmma (where wgmma is on): what
     /// `set_wgmma_n64_weights` set, else `VOXSEG_WGMMA_N64_WEIGHTS` (measured by default).
     pub fn wgmma_n64_weights(&self) -> Result<Reach> {
@@ -428,6 +450,7 @@ impl Cuda {
             .with_wgmma(s.wgmma)
             .with_wgmma_pairs(s.wgmma_pairs)
             .with_wgmma_m256(s.wgmma_m256)
+            .with_wgmma_ws(s.wgmma_ws)
             .with_wgmma_n64_weights(s.wgmma_n64_weights)
             .with_halo(s.halo)
             .with_gather_l1(s.gather_l1);

@@ -81,6 +81,9 @@ pub const CONV_WGMMA_M256_BM: u32 = 256;
 pub const CONV_WGMMA_M256_BN: u32 = 128;
 pub const CONV_WGMMA_M256_THREADS: u32 = 512;
 pub const CONV_WGMMA_STAGES_M256: u32 = 4;
+/// Threads of the warp-specialized 128 x 128 wgmma tile (`VX_CONV_WGMMA_WS_THREADS`): a
+/// warpgroup that copies and the two that multiply.
+pub const CONV_WGMMA_WS_THREADS: u32 = 384;
 /// Dynamic shared memory the wgmma kernels reserve to start their ring at a 1024-byte
 /// boundary (`VX_CONV_WGMMA_ALIGN`).
 pub const CONV_WGMMA_ALIGN: u32 = 1024;
@@ -240,6 +243,8 @@ pub enum ConvTile {
     WgN64Pair,
     /// Hopper wgmma, 256 x 128: four warpgroups.
     WgM256,
+    /// Hopper wgmma, 128 x 128, warp-specialized: one warpgroup copies, two multiply.
+    WgWs,
     /// mma.sync reusing the input window along w (kernels/conv3d_halo.cu), 128 x 128.
     HaloN128,
     /// The same, 128 x 64.
@@ -261,7 +266,7 @@ impl ConvTile {
     pub fn is_wgmma(self) -> bool {
         matches!(
             self,
-            Self::WgN128 | Self::WgN64 | Self::WgN32 | Self::WgN64Pair | Self::WgM256
+            Self::WgN128 | Self::WgN64 | Self::WgN32 | Self::WgN64Pair | Self::WgM256 | Self::WgWs
         )
     }
 
@@ -313,7 +318,7 @@ impl ConvKernel {
             ConvTile::TcN128 | ConvTile::HaloN128 => tc(128),
             ConvTile::TcN64 | ConvTile::HaloN64 => tc(64),
             ConvTile::TcN32 | ConvTile::HaloN32 => tc(32),
-            ConvTile::WgN128 => wg(128),
+            ConvTile::WgN128 | ConvTile::WgWs => wg(128),
             ConvTile::WgN64 | ConvTile::WgN64Pair => wg(64),
             ConvTile::WgN32 => wg(32),
             ConvTile::WgM256 => (CONV_WGMMA_M256_BM, CONV_WGMMA_M256_BN, wg(128).2),
@@ -333,6 +338,7 @@ impl ConvKernel {
                 ConvTile::TcN32,
             ) => CONV_PIPE_NARROW_THREADS,
             (_, _, ConvTile::WgM256) => CONV_WGMMA_M256_THREADS,
+            (_, _, ConvTile::WgWs) => CONV_WGMMA_WS_THREADS,
             (_, _, tile) if tile.is_wgmma() => CONV_WGMMA_THREADS,
             (_, _, ConvTile::HaloWeight32x32 | ConvTile::HaloWeight64x32) => 3 * 32,
             (_, _, ConvTile::HaloWeight64x64 | ConvTile::HaloWeight64x128) => 3 * 64,
@@ -348,6 +354,7 @@ impl ConvKernel {
         match self.tile {
             ConvTile::WgN128 | ConvTile::WgN64 => CONV_WGMMA_THREADS,
             ConvTile::WgM256 => CONV_WGMMA_M256_THREADS,
+            ConvTile::WgWs => CONV_WGMMA_WS_THREADS,
             ConvTile::HaloN128 | ConvTile::HaloN64 => 2 * CONV_THREADS,
             ConvTile::HaloN32 => 3 * CONV_THREADS,
             // As many blocks as their registers allow (ptxas, sm_90; tf32 needs the most).
@@ -364,7 +371,7 @@ impl ConvKernel {
         let (bm, bn, _) = self.shape();
         match (self.precision, self.tile) {
             (ConvPrecision::F32, _) => 0,
-            (_, ConvTile::WgN128) => {
+            (_, ConvTile::WgN128 | ConvTile::WgWs) => {
                 CONV_WGMMA_STAGES_N128 * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN
             }
             (_, ConvTile::WgN64) => {
@@ -453,6 +460,11 @@ impl ConvKernel {
             (BackwardData, Tf32, WgM256) => "conv3d_bwd_data_tf32_wg256",
             (BackwardData, Bf16, WgM256) => "conv3d_bwd_data_bf16_wg256",
             (BackwardWeight, Bf16, WgM256) => "conv3d_bwd_weight_bf16_wg256",
+            (Forward, Tf32, WgWs) => "conv3d_fwd_tf32_ws",
+            (Forward, Bf16, WgWs) => "conv3d_fwd_bf16_ws",
+            (BackwardData, Tf32, WgWs) => "conv3d_bwd_data_tf32_ws",
+            (BackwardData, Bf16, WgWs) => "conv3d_bwd_data_bf16_ws",
+            (BackwardWeight, Bf16, WgWs) => "conv3d_bwd_weight_bf16_ws",
             (Forward, Bf16, HaloN128) => "conv3d_fwd_bf16_halo128",
             (Forward, Bf16, HaloN64) => "conv3d_fwd_bf16_halo64",
             (Forward, Bf16, HaloN32) => "conv3d_fwd_bf16_halo32",
@@ -783,6 +795,9 @@ pub struct ConvTarget {
     /// The 128 x 128 wgmma tiles of results of more than 128 rows run as 256 x 128
     /// (`ConvTile::WgM256`).
     pub wgmma_m256: bool,
+    /// The 128 x 128 wgmma tiles that stay 128 x 128 run warp-specialized
+    /// (`ConvTile::WgWs`).
+    pub wgmma_ws: bool,
     /// Backward weights into 64 columns runs wgmma within this reach: measured, over at
     /// most `WGMMA_N64_WEIGHT_MAX_STEPS` steps or on fewer than
     /// `WGMMA_N64_WEIGHT_LONG_MAX_TILES` tiles, and on full grids as the pair; all, the
@@ -804,6 +819,7 @@ impl ConvTarget {
             wgmma: false,
             wgmma_pairs: false,
             wgmma_m256: false,
+            wgmma_ws: false,
             wgmma_n64_weights: Reach::Measured,
             halo: Reach::Off,
             gather_l1: Reach::Off,
@@ -823,6 +839,10 @@ impl ConvTarget {
 
     pub fn with_wgmma_m256(self, wgmma_m256: bool) -> Self {
         Self { wgmma_m256, ..self }
+    }
+
+    pub fn with_wgmma_ws(self, wgmma_ws: bool) -> Self {
+        Self { wgmma_ws, ..self }
     }
 
     pub fn with_wgmma_n64_weights(self, wgmma_n64_weights: Reach) -> Self {
@@ -1154,6 +1174,7 @@ impl ConvPlan {
                 {
                     ConvTile::WgM256
                 }
+                ConvTile::TcN128 if gm.depth > step && target.wgmma_ws => ConvTile::WgWs,
                 ConvTile::TcN128 if gm.depth > step => ConvTile::WgN128,
                 ConvTile::TcN64 if wgmma_n64_tiles < target.sms() as u64 && n64_weights => {
                     ConvTile::WgN64
@@ -1879,6 +1900,7 @@ mod tests {
             (ConvTile::WgN32, 2, 512),
             (ConvTile::WgN64Pair, 2, 512),
             (ConvTile::WgM256, 1, 512),
+            (ConvTile::WgWs, 1, 384),
         ] {
             let k = ConvKernel {
                 pass: Forward,

@@ -1,0 +1,85 @@
+// Shared-memory barriers that hand a stage of a ring from the threads that fill it to the
+// threads that read it and back (mbarrier, sm_90 for try_wait), and named barriers that
+// meet a subset of a block's warps (bar.sync id, count). Each has a harness twin
+// (kernels/emu/cuda_emu.h says how they are emulated).
+//
+// An mbarrier completes a phase when `count` arrivals have been made since the last one;
+// its phase parity starts at 0. A thread waits for the phase of parity `parity` to
+// complete: for the n-th completion (n = 0, 1, ...) it waits with parity n % 2.
+#pragma once
+
+#ifdef __CUDACC__
+
+__device__ __forceinline__ void vx_mbar_init(unsigned long long* bar, unsigned count) {
+    const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(bar));
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(addr), "r"(count) : "memory");
+}
+
+// Arrives with release semantics at CTA scope: this thread's earlier writes (and, after a
+// proxy fence, its completed async copies) are visible to a thread whose wait sees the
+// phase complete.
+__device__ __forceinline__ void vx_mbar_arrive(unsigned long long* bar) {
+    const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(bar));
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(addr) : "memory");
+}
+
+__device__ __forceinline__ bool vx_mbar_try_wait(unsigned long long* bar, unsigned parity) {
+    const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(bar));
+    unsigned done;
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(addr), "r"(parity)
+        : "memory");
+    return done != 0;
+}
+
+// Meets `threads` threads (whole warps) of the block at barrier `id` (1..15; 0 is
+// __syncthreads'), ordering their shared-memory accesses as __syncthreads does.
+__device__ __forceinline__ void vx_named_barrier(unsigned id, unsigned threads) {
+    asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+
+#else  // The harness twins: the low word counts arrivals (16 bits expected, 16 arrived), the
+       // high word is the phase.
+
+inline void vx_mbar_init(unsigned long long* bar, unsigned count) {
+    unsigned* w = reinterpret_cast<unsigned*>(bar);
+    if (count == 0 || count > 0xFFFF) emu_fail("mbarrier count out of range");
+    w[0] = count & 0xFFFF;
+    w[1] = 0;
+}
+
+inline void vx_mbar_arrive(unsigned long long* bar) {
+    unsigned* w = reinterpret_cast<unsigned*>(bar);
+    const unsigned expected = w[0] & 0xFFFF, arrived = (w[0] >> 16) + 1;
+    if (expected == 0) emu_fail("arrival at an mbarrier that was never initialised");
+    if (arrived >= expected) {
+        w[0] = expected;
+        ++w[1];
+    } else {
+        w[0] = expected | arrived << 16;
+    }
+    emu_progress();
+}
+
+inline bool vx_mbar_try_wait(unsigned long long* bar, unsigned parity) {
+    const unsigned* w = reinterpret_cast<const unsigned*>(bar);
+    return (w[1] & 1u) != parity;
+}
+
+inline void vx_named_barrier(unsigned id, unsigned threads) { emu_named_barrier(id, threads); }
+
+#endif
+
+// Waits until the phase of parity `parity` of `bar` has completed.
+__device__ __forceinline__ void vx_mbar_wait(unsigned long long* bar, unsigned parity) {
+#ifdef __CUDACC__
+    while (!vx_mbar_try_wait(bar, parity)) {
+    }
+#else
+    while (!vx_mbar_try_wait(bar, parity)) emu_yield();
+    emu_progress();
+#endif
+}
