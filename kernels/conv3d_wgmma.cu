@@ -43,7 +43,7 @@ struct VxWgmmaTile {
     using MnMajorLoop = VxWgmmaLoop<true>;
     static constexpr int WARPGROUPS = WARPGROUPS_;
     static constexpr int THREADS = 128 * WARPGROUPS;
-    // Every thread copies and multiplies (conv3d_pipe.h), but in VxWgmmaWs.
+    // Every thread copies and multiplies (conv3d_pipe.h), but in VxWgmmaWsOf.
     static constexpr int LOAD_THREADS = THREADS;
     __device__ __forceinline__ static int mma_thread() { return threadIdx.x; }
     // The accumulators as conv3d_pipe.h stores them: each warp 16 rows of m16n8 tiles.
@@ -98,21 +98,27 @@ using VxWgmmaN64Pair = VxWgmmaTile<P, 64, VX_CONV_WGMMA_STAGES_N64_PAIR, 2>;
 // the accumulators stay 64 registers per thread, within the 128 that 512 threads allow.
 template <class P>
 using VxWgmmaM256 = VxWgmmaTile<P, VX_CONV_WGMMA_M256_BN, VX_CONV_WGMMA_STAGES_M256, 1, 4>;
-// 128 x 128 as VxWgmmaN128, warp-specialized: a third warpgroup (threads 0-127) only copies
-// and the other two only multiply, handing each stage over by a pair of mbarriers
-// (VxWgmmaWsLoop). No warp waits at a block-wide barrier per step, and the warps that
-// issue the wgmmas issue no copies.
-template <class P>
-struct VxWgmmaWs : VxWgmmaN128<P> {
+// A two-warpgroup tile (128 x 128 or 128 x 64, its ring and one block per SM),
+// warp-specialized: LOADERS more warpgroups (the first threads) only copy and the other two
+// only multiply, handing each stage over by a pair of mbarriers (VxWgmmaWsLoop). No warp
+// waits at a block-wide barrier per step, and the warps that issue the wgmmas issue no
+// copies. The 64-column tile has two copying warpgroups: its step's tensor-core work is
+// half the 128-column one's, for three quarters of the copies.
+template <class Base, int LOADERS, int THREADS_>
+struct VxWgmmaWsOf : Base {
     using KMajorLoop = VxWgmmaWsLoop<false>;
     using MnMajorLoop = VxWgmmaWsLoop<true>;
-    static constexpr int LOAD_THREADS = 128;
-    static constexpr int THREADS = LOAD_THREADS + VxWgmmaN128<P>::THREADS;
-    static_assert(THREADS == VX_CONV_WGMMA_WS_THREADS, "params_conv.h");
+    static constexpr int LOAD_THREADS = 128 * LOADERS;
+    static constexpr int THREADS = LOAD_THREADS + Base::THREADS;
+    static_assert(THREADS == THREADS_ && Base::MIN_BLOCKS == 1, "params_conv.h");
     __device__ __forceinline__ static int mma_thread() {
         return static_cast<int>(threadIdx.x) - LOAD_THREADS;
     }
 };
+template <class P>
+using VxWgmmaWs128 = VxWgmmaWsOf<VxWgmmaN128<P>, 1, VX_CONV_WGMMA_WS128_THREADS>;
+template <class P>
+using VxWgmmaWs64 = VxWgmmaWsOf<VxWgmmaN64<P>, 2, VX_CONV_WGMMA_WS64_THREADS>;
 // 32 columns (a first layer's forward over few input channels), k-major only: an mn-major
 // block is 64 wide.
 template <class P>
@@ -221,7 +227,7 @@ struct VxWgmmaLoop {
     }
 };
 
-// The warp-specialized main loop (VxWgmmaWs). Per stage, `full` completes when every
+// The warp-specialized main loop (VxWgmmaWsOf). Per stage, `full` completes when every
 // copying thread's copies of the stage's step have landed and been fenced for the tensor
 // cores, and `empty` when every multiplying thread has seen the step's wgmmas complete.
 // A copying thread keeps LAG steps of copies in flight before it publishes the oldest
@@ -334,9 +340,12 @@ VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_wg64x2, vx_pipe_backward_weights, VxWgm
 VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg256, vx_pipe_forward, VxWgmmaM256<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_wg256, vx_pipe_backward_data, VxWgmmaM256<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_wg256, vx_pipe_backward_weights, VxWgmmaM256<VxBf16>)
-VX_CONV_TC_KERNEL(conv3d_fwd_bf16_ws, vx_pipe_forward, VxWgmmaWs<VxBf16>)
-VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_ws, vx_pipe_backward_data, VxWgmmaWs<VxBf16>)
-VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_ws, vx_pipe_backward_weights, VxWgmmaWs<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_fwd_bf16_ws128, vx_pipe_forward, VxWgmmaWs128<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_ws128, vx_pipe_backward_data, VxWgmmaWs128<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_ws128, vx_pipe_backward_weights, VxWgmmaWs128<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_fwd_bf16_ws64, vx_pipe_forward, VxWgmmaWs64<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_bf16_ws64, vx_pipe_backward_data, VxWgmmaWs64<VxBf16>)
+VX_CONV_TC_KERNEL(conv3d_bwd_weight_bf16_ws64, vx_pipe_backward_weights, VxWgmmaWs64<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg128, vx_pipe_forward, VxWgmmaN128<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg64, vx_pipe_forward, VxWgmmaN64<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_wg128, vx_pipe_backward_data, VxWgmmaN128<VxTf32>)
@@ -347,8 +356,10 @@ VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg64x2, vx_pipe_forward, VxWgmmaN64Pair<VxTf32
 VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_wg64x2, vx_pipe_backward_data, VxWgmmaN64Pair<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_fwd_tf32_wg256, vx_pipe_forward, VxWgmmaM256<VxTf32>)
 VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_wg256, vx_pipe_backward_data, VxWgmmaM256<VxTf32>)
-VX_CONV_TC_KERNEL(conv3d_fwd_tf32_ws, vx_pipe_forward, VxWgmmaWs<VxTf32>)
-VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_ws, vx_pipe_backward_data, VxWgmmaWs<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_fwd_tf32_ws128, vx_pipe_forward, VxWgmmaWs128<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_ws128, vx_pipe_backward_data, VxWgmmaWs128<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_fwd_tf32_ws64, vx_pipe_forward, VxWgmmaWs64<VxTf32>)
+VX_CONV_TC_KERNEL(conv3d_bwd_data_tf32_ws64, vx_pipe_backward_data, VxWgmmaWs64<VxTf32>)
 
 // One block of tile T computes out (128 x BN, row-major) = a b^T over one reduction step:
 // a (128 x BK) and b (BN x BK) row-major f32, rounded here to T's format, stored in one
@@ -432,9 +443,12 @@ extern "C" int emu_conv3d_wgmma(const char* name, const EmuDims* d, const Conv3d
         {"conv3d_fwd_bf16_wg256", conv3d_fwd_bf16_wg256},
         {"conv3d_bwd_data_bf16_wg256", conv3d_bwd_data_bf16_wg256},
         {"conv3d_bwd_weight_bf16_wg256", conv3d_bwd_weight_bf16_wg256},
-        {"conv3d_fwd_bf16_ws", conv3d_fwd_bf16_ws},
-        {"conv3d_bwd_data_bf16_ws", conv3d_bwd_data_bf16_ws},
-        {"conv3d_bwd_weight_bf16_ws", conv3d_bwd_weight_bf16_ws},
+        {"conv3d_fwd_bf16_ws128", conv3d_fwd_bf16_ws128},
+        {"conv3d_bwd_data_bf16_ws128", conv3d_bwd_data_bf16_ws128},
+        {"conv3d_bwd_weight_bf16_ws128", conv3d_bwd_weight_bf16_ws128},
+        {"conv3d_fwd_bf16_ws64", conv3d_fwd_bf16_ws64},
+        {"conv3d_bwd_data_bf16_ws64", conv3d_bwd_data_bf16_ws64},
+        {"conv3d_bwd_weight_bf16_ws64", conv3d_bwd_weight_bf16_ws64},
     };
     static const VxEmuConv<unsigned> tf32[] = {
         {"conv3d_fwd_tf32_wg128", conv3d_fwd_tf32_wg128},
@@ -447,8 +461,10 @@ extern "C" int emu_conv3d_wgmma(const char* name, const EmuDims* d, const Conv3d
         {"conv3d_bwd_data_tf32_wg64x2", conv3d_bwd_data_tf32_wg64x2},
         {"conv3d_fwd_tf32_wg256", conv3d_fwd_tf32_wg256},
         {"conv3d_bwd_data_tf32_wg256", conv3d_bwd_data_tf32_wg256},
-        {"conv3d_fwd_tf32_ws", conv3d_fwd_tf32_ws},
-        {"conv3d_bwd_data_tf32_ws", conv3d_bwd_data_tf32_ws},
+        {"conv3d_fwd_tf32_ws128", conv3d_fwd_tf32_ws128},
+        {"conv3d_bwd_data_tf32_ws128", conv3d_bwd_data_tf32_ws128},
+        {"conv3d_fwd_tf32_ws64", conv3d_fwd_tf32_ws64},
+        {"conv3d_bwd_data_tf32_ws64", conv3d_bwd_data_tf32_ws64},
     };
     const int r = vx_emu_conv(bf16, name, d, p, a, b, bias, out);
     return r != -2 ? r : vx_emu_conv(tf32, name, d, p, a, b, bias, out);

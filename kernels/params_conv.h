@@ -37,9 +37,11 @@ constexpr int VX_CONV_WGMMA_STAGES_N64 = 6;
 constexpr int VX_CONV_WGMMA_STAGES_N32 = 5;
 constexpr int VX_CONV_WGMMA_STAGES_N64_PAIR = 4;
 constexpr int VX_CONV_WGMMA_ALIGN = 1024;
-// The warp-specialized 128 x 128 wgmma tile: one warpgroup that copies and the two of
-// VX_CONV_WGMMA_THREADS that multiply, the ring of VX_CONV_WGMMA_STAGES_N128.
-constexpr int VX_CONV_WGMMA_WS_THREADS = 384;
+// The warp-specialized wgmma tiles, 128 x 128 and 128 x 64: one or two warpgroups that
+// copy and the two of VX_CONV_WGMMA_THREADS that multiply, the rings of
+// VX_CONV_WGMMA_STAGES_N128 and _N64.
+constexpr int VX_CONV_WGMMA_WS128_THREADS = 384;
+constexpr int VX_CONV_WGMMA_WS64_THREADS = 512;
 // The 256 x 128 wgmma tile: VX_CONV_WGMMA_M256_BM rows by VX_CONV_WGMMA_M256_BN columns,
 // four warpgroups (VX_CONV_WGMMA_M256_THREADS), one block per SM, a ring of
 // VX_CONV_WGMMA_STAGES_M256.

@@ -188,7 +188,8 @@ fn tile_constants_match_params_conv_h() {
         ("VX_CONV_WGMMA_M256_BN", CONV_WGMMA_M256_BN),
         ("VX_CONV_WGMMA_M256_THREADS", CONV_WGMMA_M256_THREADS),
         ("VX_CONV_WGMMA_STAGES_M256", CONV_WGMMA_STAGES_M256),
-        ("VX_CONV_WGMMA_WS_THREADS", CONV_WGMMA_WS_THREADS),
+        ("VX_CONV_WGMMA_WS128_THREADS", CONV_WGMMA_WS128_THREADS),
+        ("VX_CONV_WGMMA_WS64_THREADS", CONV_WGMMA_WS64_THREADS),
         ("VX_CONV_WGMMA_ALIGN", CONV_WGMMA_ALIGN),
         ("VX_CONV_HALO_ROWS", CONV_HALO_ROWS),
         ("VX_CONV_HALO_MAX_KW", CONV_HALO_MAX_KW),
@@ -1003,30 +1004,50 @@ fn long_64_column_backward_weights_on_wgmma() {
     );
 }
 
-/// The warp-specialized 128 x 128 wgmma tile on every pass: a layer over several row
-/// blocks, the last one partial, a strided one, and a 1x1x1 one whose reductions take no
-/// more steps than the copying threads keep in flight (2) and fewer than the ring holds;
-/// with the 256-row tile also on, results of more than 128 rows take that tile.
+/// The warp-specialized wgmma tiles on every pass: per case the tile of forward, backward
+/// data and backward weights (None: not warp-specialized, a single-step reduction or
+/// tf32's backward weights). A layer over several row blocks, the last one partial; a
+/// strided one; 40 -> 64 channels on the 64-column tile; and a 1x1x1 one whose reductions
+/// take no more steps than the copying threads keep in flight (2). With the 256-row tile
+/// also on, results of more than 128 rows take that tile.
 fn wgmma_ws_tiles(precision: ConvPrecision, rng: &mut Rng) {
+    use ConvTile::{WgWs128, WgWs64};
+    let bf16 = precision == ConvPrecision::Bf16;
+    let weights = |tile: ConvTile| bf16.then_some(tile);
     let cases = [
-        conv([2, 5, 6, 7, 72], [3, 3, 3, 72, 72], 1, Padding::Same),
-        conv([2, 13, 12, 13, 72], [3, 3, 3, 72, 120], 2, Padding::Same),
-        conv([1, 4, 5, 6, 72], [1, 1, 1, 72, 96], 1, Padding::Same),
+        (
+            conv([2, 5, 6, 7, 72], [3, 3, 3, 72, 72], 1, Padding::Same),
+            [Some(WgWs128), Some(WgWs128), weights(WgWs128)],
+        ),
+        (
+            conv([2, 13, 12, 13, 72], [3, 3, 3, 72, 120], 2, Padding::Same),
+            [Some(WgWs128), Some(WgWs128), weights(WgWs128)],
+        ),
+        (
+            conv([2, 5, 6, 7, 40], [3, 3, 3, 40, 64], 1, Padding::Same),
+            [Some(WgWs64), Some(WgWs64), weights(WgWs64)],
+        ),
+        (
+            conv([1, 4, 5, 6, 72], [1, 1, 1, 72, 96], 1, Padding::Same),
+            [Some(WgWs128), Some(WgWs128), weights(WgWs128)],
+        ),
     ];
     let target = ConvTarget::new(528).with_wgmma(true).with_wgmma_ws(true);
-    for g in &cases {
-        for pass in PASSES {
-            let plan = ConvPlan::new(g, pass, precision, target).unwrap();
-            let on_ws = pass != ConvPass::BackwardWeight || precision == ConvPrecision::Bf16;
-            if on_ws && plan.kernel.tile != ConvTile::WgWs {
-                // Only a reduction of a single step keeps a non-wgmma tile.
-                assert!(g.kernel_volume() == 1, "{pass:?} {g:?}: {:?}", plan.kernel);
+    for (g, tiles) in &cases {
+        for (pass, want) in PASSES.into_iter().zip(tiles) {
+            let tile = ConvPlan::new(g, pass, precision, target)
+                .unwrap()
+                .kernel
+                .tile;
+            match want {
+                Some(want) => assert_eq!(tile, *want, "{pass:?} {g:?}"),
+                None => assert!(!matches!(tile, WgWs128 | WgWs64), "{pass:?} {g:?}"),
             }
             check_pass(g, pass, precision, target, rng);
         }
     }
     let both = target.with_wgmma_m256(true);
-    let plan = ConvPlan::new(&cases[0], ConvPass::Forward, precision, both).unwrap();
+    let plan = ConvPlan::new(&cases[0].0, ConvPass::Forward, precision, both).unwrap();
     assert_eq!(plan.kernel.tile, ConvTile::WgM256);
 }
 

@@ -503,9 +503,50 @@ fn wgmma_m256_convolutions_match_cpu() {
     }
 }
 
-/// The warp-specialized 128 x 128 wgmma tile (`VOXSEG_WGMMA_WS`) on every pass it takes:
-/// its mbarrier hand-over, and the fences and waits the harness cannot check (it copies
-/// and multiplies when they are issued).
+/// Geometries and the warp-specialized tile each pass takes (but tf32's backward weights,
+/// which has no wgmma kernel): a layer of 128 channels, a strided one, and 40 -> 64 over a
+/// reduction of 7 steps (long ones into 64 columns stay on mma.sync).
+fn wgmma_ws_cases() -> [(ConvGeometry, ConvTile); 3] {
+    [
+        (
+            conv([2, 12, 12, 12, 128], [3, 3, 3, 128, 128], 1, 1),
+            ConvTile::WgWs128,
+        ),
+        (
+            conv([1, 11, 10, 9, 72], [3, 3, 3, 72, 120], 2, 1),
+            ConvTile::WgWs128,
+        ),
+        (
+            conv([2, 5, 6, 7, 40], [3, 3, 3, 40, 64], 1, 1),
+            ConvTile::WgWs64,
+        ),
+    ]
+}
+
+/// An H100's plan (wgmma and its warp-specialized tiles on) takes the tiles
+/// `wgmma_ws_cases` names, so that the GPU test below runs each of them.
+#[test]
+fn wgmma_ws_cases_plan_their_tiles_on_an_h100() {
+    let h100 = ConvTarget::new(4 * 132)
+        .with_wgmma(true)
+        .with_wgmma_pairs(true)
+        .with_wgmma_ws(true);
+    for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
+        for (g, tile) in wgmma_ws_cases() {
+            for pass in PASSES {
+                if pass == ConvPass::BackwardWeight && precision == ConvPrecision::Tf32 {
+                    continue;
+                }
+                let plan = ConvPlan::new(&g, pass, precision, h100).unwrap();
+                assert_eq!(plan.kernel.tile, tile, "{precision} {pass:?} {g:?}");
+            }
+        }
+    }
+}
+
+/// The warp-specialized wgmma tiles (`VOXSEG_WGMMA_WS`, 128 and 64 columns) on every pass
+/// they take: their mbarrier hand-over, and the fences and waits the harness cannot check
+/// (it copies and multiplies when they are issued).
 #[test]
 #[ignore = "needs a CUDA device"]
 fn wgmma_ws_convolutions_match_cpu() {
@@ -514,19 +555,18 @@ fn wgmma_ws_convolutions_match_cpu() {
     let _restore = RestoreSettings::new(&gpu);
     gpu.set_wgmma(true).unwrap();
     gpu.set_wgmma_ws(true);
-    let layer = conv([2, 12, 12, 12, 128], [3, 3, 3, 128, 128], 1, 1);
-    let strided = conv([1, 11, 10, 9, 72], [3, 3, 3, 72, 120], 2, 1);
+    let cases = wgmma_ws_cases();
     for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
         gpu.set_conv_precision(precision);
-        for g in [&layer, &strided] {
+        for (g, tile) in &cases {
             for pass in PASSES {
                 let plan = gpu.conv_plan(g, pass).unwrap();
                 if pass != ConvPass::BackwardWeight || precision == ConvPrecision::Bf16 {
-                    assert_eq!(plan.kernel.tile, ConvTile::WgWs, "{precision} {pass:?}");
+                    assert_eq!(plan.kernel.tile, *tile, "{precision} {pass:?} {g:?}");
                 }
             }
         }
-        check_every_pass(&gpu, &[layer, strided]);
+        check_every_pass(&gpu, &cases.map(|(g, _)| g));
     }
 }
 

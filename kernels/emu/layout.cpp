@@ -275,7 +275,8 @@ extern "C" long long vx_launch_constant(const char* name) {
     if (!std::strcmp(name, "VX_CONV_WGMMA_M256_BN")) return VX_CONV_WGMMA_M256_BN;
     if (!std::strcmp(name, "VX_CONV_WGMMA_M256_THREADS")) return VX_CONV_WGMMA_M256_THREADS;
     if (!std::strcmp(name, "VX_CONV_WGMMA_STAGES_M256")) return VX_CONV_WGMMA_STAGES_M256;
-    if (!std::strcmp(name, "VX_CONV_WGMMA_WS_THREADS")) return VX_CONV_WGMMA_WS_THREADS;
+    if (!std::strcmp(name, "VX_CONV_WGMMA_WS128_THREADS")) return VX_CONV_WGMMA_WS128_THREADS;
+    if (!std::strcmp(name, "VX_CONV_WGMMA_WS64_THREADS")) return VX_CONV_WGMMA_WS64_THREADS;
     if (!std::strcmp(name, "VX_CONV_HALO_ROWS")) return VX_CONV_HALO_ROWS;
     if (!std::strcmp(name, "VX_CONV_HALO_MAX_KW")) return VX_CONV_HALO_MAX_KW;
     if (!std::strcmp(name, "VX_CONV_HALO_STAGES_N128")) return VX_CONV_HALO_STAGES_N128;

@@ -15,7 +15,7 @@
 //! with its switch: the wgmma pair on full 64-column grids (`VOXSEG_WGMMA_PAIRS`, on unless
 //! `0`), and, with a [`Reach`] each (off, measured, all), the L1 gathers
 //! (`VOXSEG_GATHER_L1`) and the halo kernels (`VOXSEG_CONV_HALO`, kernels/conv3d_halo.cu).
-//! The 256 x 128 wgmma tile (`VOXSEG_WGMMA_M256`) and the warp-specialized 128 x 128 tile
+//! The 256 x 128 wgmma tile (`VOXSEG_WGMMA_M256`) and the warp-specialized tiles
 //! (`VOXSEG_WGMMA_WS`) are off until a GPU has timed them;
 //! `VOXSEG_WGMMA_N64_WEIGHTS` (a [`Reach`]) moves 64-column backward weights between
 //! mma.sync and wgmma.
@@ -46,8 +46,9 @@ pub const WGMMA_PAIRS_ENV: &str = "VOXSEG_WGMMA_PAIRS";
 /// off by default: not yet timed on a GPU).
 pub const WGMMA_M256_ENV: &str = "VOXSEG_WGMMA_M256";
 
-/// The environment variable that runs the 128 x 128 wgmma tiles that stay 128 x 128
-/// warp-specialized (`1` or `on`; off by default: not yet timed on a GPU).
+/// The environment variable that runs the two-warpgroup wgmma tiles (128 x 128 that stay
+/// so, 128 x 64 and its pair) warp-specialized (`1` or `on`; off by default: not yet timed
+/// on a GPU).
 pub const WGMMA_WS_ENV: &str = "VOXSEG_WGMMA_WS";
 
 /// The environment variable that sets the [`Reach`] of wgmma over backward weights into 64
@@ -383,15 +384,14 @@ impl Cuda {
         self.update_conv_settings(|s| s.wgmma_m256 = on);
     }
 
-    /// Whether the 128 x 128 wgmma tiles that stay 128 x 128 run warp-specialized (where
-    /// wgmma is on): what `set_wgmma_ws` set, else `VOXSEG_WGMMA_WS` (off unless `1` or
-    /// `on`).
+    /// Whether the two-warpgroup wgmma tiles run warp-specialized (where wgmma is on): what
+    /// `set_wgmma_ws` set, else `VOXSEG_WGMMA_WS` (off unless `1` or `on`).
     pub fn wgmma_ws(&self) -> Result<bool> {
         Ok(self.conv_settings()?.wgmma_ws)
     }
 
-    /// Runs the 128 x 128 wgmma tiles warp-specialized (where wgmma is on) or not, whatever
-    /// `VOXSEG_WGMMA_WS` says.
+    /// Runs the two-warpgroup wgmma tiles warp-specialized (where wgmma is on) or not,
+    /// whatever `VOXSEG_WGMMA_WS` says.
     pub fn set_wgmma_ws(&self, on: bool) {
         self.update_conv_settings(|s| s.wgmma_ws = on);
     }

@@ -81,9 +81,10 @@ pub const CONV_WGMMA_M256_BM: u32 = 256;
 pub const CONV_WGMMA_M256_BN: u32 = 128;
 pub const CONV_WGMMA_M256_THREADS: u32 = 512;
 pub const CONV_WGMMA_STAGES_M256: u32 = 4;
-/// Threads of the warp-specialized 128 x 128 wgmma tile (`VX_CONV_WGMMA_WS_THREADS`): a
-/// warpgroup that copies and the two that multiply.
-pub const CONV_WGMMA_WS_THREADS: u32 = 384;
+/// Threads of the warp-specialized wgmma tiles (`VX_CONV_WGMMA_WS128_THREADS`, `_WS64_`):
+/// one (128 columns) or two (64) warpgroups that copy and the two that multiply.
+pub const CONV_WGMMA_WS128_THREADS: u32 = 384;
+pub const CONV_WGMMA_WS64_THREADS: u32 = 512;
 /// Dynamic shared memory the wgmma kernels reserve to start their ring at a 1024-byte
 /// boundary (`VX_CONV_WGMMA_ALIGN`).
 pub const CONV_WGMMA_ALIGN: u32 = 1024;
@@ -244,7 +245,9 @@ pub enum ConvTile {
     /// Hopper wgmma, 256 x 128: four warpgroups.
     WgM256,
     /// Hopper wgmma, 128 x 128, warp-specialized: one warpgroup copies, two multiply.
-    WgWs,
+    WgWs128,
+    /// The same, 128 x 64.
+    WgWs64,
     /// mma.sync reusing the input window along w (kernels/conv3d_halo.cu), 128 x 128.
     HaloN128,
     /// The same, 128 x 64.
@@ -266,7 +269,13 @@ impl ConvTile {
     pub fn is_wgmma(self) -> bool {
         matches!(
             self,
-            Self::WgN128 | Self::WgN64 | Self::WgN32 | Self::WgN64Pair | Self::WgM256 | Self::WgWs
+            Self::WgN128
+                | Self::WgN64
+                | Self::WgN32
+                | Self::WgN64Pair
+                | Self::WgM256
+                | Self::WgWs128
+                | Self::WgWs64
         )
     }
 
@@ -318,8 +327,8 @@ impl ConvKernel {
             ConvTile::TcN128 | ConvTile::HaloN128 => tc(128),
             ConvTile::TcN64 | ConvTile::HaloN64 => tc(64),
             ConvTile::TcN32 | ConvTile::HaloN32 => tc(32),
-            ConvTile::WgN128 | ConvTile::WgWs => wg(128),
-            ConvTile::WgN64 | ConvTile::WgN64Pair => wg(64),
+            ConvTile::WgN128 | ConvTile::WgWs128 => wg(128),
+            ConvTile::WgN64 | ConvTile::WgN64Pair | ConvTile::WgWs64 => wg(64),
             ConvTile::WgN32 => wg(32),
             ConvTile::WgM256 => (CONV_WGMMA_M256_BM, CONV_WGMMA_M256_BN, wg(128).2),
             ConvTile::HaloWeight32x32 => halo_weight(32, 32),
@@ -338,7 +347,8 @@ impl ConvKernel {
                 ConvTile::TcN32,
             ) => CONV_PIPE_NARROW_THREADS,
             (_, _, ConvTile::WgM256) => CONV_WGMMA_M256_THREADS,
-            (_, _, ConvTile::WgWs) => CONV_WGMMA_WS_THREADS,
+            (_, _, ConvTile::WgWs128) => CONV_WGMMA_WS128_THREADS,
+            (_, _, ConvTile::WgWs64) => CONV_WGMMA_WS64_THREADS,
             (_, _, tile) if tile.is_wgmma() => CONV_WGMMA_THREADS,
             (_, _, ConvTile::HaloWeight32x32 | ConvTile::HaloWeight64x32) => 3 * 32,
             (_, _, ConvTile::HaloWeight64x64 | ConvTile::HaloWeight64x128) => 3 * 64,
@@ -354,7 +364,8 @@ impl ConvKernel {
         match self.tile {
             ConvTile::WgN128 | ConvTile::WgN64 => CONV_WGMMA_THREADS,
             ConvTile::WgM256 => CONV_WGMMA_M256_THREADS,
-            ConvTile::WgWs => CONV_WGMMA_WS_THREADS,
+            ConvTile::WgWs128 => CONV_WGMMA_WS128_THREADS,
+            ConvTile::WgWs64 => CONV_WGMMA_WS64_THREADS,
             ConvTile::HaloN128 | ConvTile::HaloN64 => 2 * CONV_THREADS,
             ConvTile::HaloN32 => 3 * CONV_THREADS,
             // As many blocks as their registers allow (ptxas, sm_90; tf32 needs the most).
@@ -371,10 +382,10 @@ impl ConvKernel {
         let (bm, bn, _) = self.shape();
         match (self.precision, self.tile) {
             (ConvPrecision::F32, _) => 0,
-            (_, ConvTile::WgN128 | ConvTile::WgWs) => {
+            (_, ConvTile::WgN128 | ConvTile::WgWs128) => {
                 CONV_WGMMA_STAGES_N128 * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN
             }
-            (_, ConvTile::WgN64) => {
+            (_, ConvTile::WgN64 | ConvTile::WgWs64) => {
                 CONV_WGMMA_STAGES_N64 * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN
             }
             (_, ConvTile::WgN32) => {
@@ -460,11 +471,16 @@ impl ConvKernel {
             (BackwardData, Tf32, WgM256) => "conv3d_bwd_data_tf32_wg256",
             (BackwardData, Bf16, WgM256) => "conv3d_bwd_data_bf16_wg256",
             (BackwardWeight, Bf16, WgM256) => "conv3d_bwd_weight_bf16_wg256",
-            (Forward, Tf32, WgWs) => "conv3d_fwd_tf32_ws",
-            (Forward, Bf16, WgWs) => "conv3d_fwd_bf16_ws",
-            (BackwardData, Tf32, WgWs) => "conv3d_bwd_data_tf32_ws",
-            (BackwardData, Bf16, WgWs) => "conv3d_bwd_data_bf16_ws",
-            (BackwardWeight, Bf16, WgWs) => "conv3d_bwd_weight_bf16_ws",
+            (Forward, Tf32, WgWs128) => "conv3d_fwd_tf32_ws128",
+            (Forward, Bf16, WgWs128) => "conv3d_fwd_bf16_ws128",
+            (BackwardData, Tf32, WgWs128) => "conv3d_bwd_data_tf32_ws128",
+            (BackwardData, Bf16, WgWs128) => "conv3d_bwd_data_bf16_ws128",
+            (BackwardWeight, Bf16, WgWs128) => "conv3d_bwd_weight_bf16_ws128",
+            (Forward, Tf32, WgWs64) => "conv3d_fwd_tf32_ws64",
+            (Forward, Bf16, WgWs64) => "conv3d_fwd_bf16_ws64",
+            (BackwardData, Tf32, WgWs64) => "conv3d_bwd_data_tf32_ws64",
+            (BackwardData, Bf16, WgWs64) => "conv3d_bwd_data_bf16_ws64",
+            (BackwardWeight, Bf16, WgWs64) => "conv3d_bwd_weight_bf16_ws64",
             (Forward, Bf16, HaloN128) => "conv3d_fwd_bf16_halo128",
             (Forward, Bf16, HaloN64) => "conv3d_fwd_bf16_halo64",
             (Forward, Bf16, HaloN32) => "conv3d_fwd_bf16_halo32",
@@ -795,8 +811,8 @@ pub struct ConvTarget {
     /// The 128 x 128 wgmma tiles of results of more than 128 rows run as 256 x 128
     /// (`ConvTile::WgM256`).
     pub wgmma_m256: bool,
-    /// The 128 x 128 wgmma tiles that stay 128 x 128 run warp-specialized
-    /// (`ConvTile::WgWs`).
+    /// The wgmma tiles of 128 x 128 (that stay so) and 128 x 64 (the pair too) run
+    /// warp-specialized (`ConvTile::WgWs128`, `WgWs64`).
     pub wgmma_ws: bool,
     /// Backward weights into 64 columns runs wgmma within this reach: measured, over at
     /// most `WGMMA_N64_WEIGHT_MAX_STEPS` steps or on fewer than
@@ -1167,14 +1183,13 @@ impl ConvPlan {
             // `Reach::Measured`).
             let n64_weights = !mn_major || target.wgmma_n64_weights.admits(!long_weights);
             let n32_steps = WGMMA_N32_MIN_STEPS * step + 1..=WGMMA_N32_MAX_STEPS * step;
-            match tc_tile(gm.cols) {
+            let wgmma = match tc_tile(gm.cols) {
                 t if !target.wgmma || (mn_major && precision == ConvPrecision::Tf32) => t,
                 ConvTile::TcN128
                     if gm.depth > step && target.wgmma_m256 && gm.rows > CONV_TC_BM as u64 =>
                 {
                     ConvTile::WgM256
                 }
-                ConvTile::TcN128 if gm.depth > step && target.wgmma_ws => ConvTile::WgWs,
                 ConvTile::TcN128 if gm.depth > step => ConvTile::WgN128,
                 ConvTile::TcN64 if wgmma_n64_tiles < target.sms() as u64 && n64_weights => {
                     ConvTile::WgN64
@@ -1188,6 +1203,13 @@ impl ConvPlan {
                     ConvTile::WgN64Pair
                 }
                 ConvTile::TcN32 if !mn_major && n32_steps.contains(&gm.depth) => ConvTile::WgN32,
+                t => t,
+            };
+            // The warp-specialized tiles take the two-warpgroup wgmma tiles' places, the
+            // pair's too (not yet timed: `ConvTarget::wgmma_ws`).
+            match wgmma {
+                ConvTile::WgN128 if target.wgmma_ws => ConvTile::WgWs128,
+                ConvTile::WgN64 | ConvTile::WgN64Pair if target.wgmma_ws => ConvTile::WgWs64,
                 t => t,
             }
         } else if gm.cols <= CONV_NARROW_BN as u64 {
@@ -1900,7 +1922,8 @@ mod tests {
             (ConvTile::WgN32, 2, 512),
             (ConvTile::WgN64Pair, 2, 512),
             (ConvTile::WgM256, 1, 512),
-            (ConvTile::WgWs, 1, 384),
+            (ConvTile::WgWs128, 1, 384),
+            (ConvTile::WgWs64, 1, 512),
         ] {
             let k = ConvKernel {
                 pass: Forward,
