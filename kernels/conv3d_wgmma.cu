@@ -241,7 +241,9 @@ struct VxWgmmaWsLoop {
 
     template <class T, class Loader>
     __device__ __forceinline__ static void run(Loader& ld, int steps, VxPipeAcc<T>& acc) {
-        static_assert(T::STAGES > LAG + 1, "a refill waits for a step LAG + 1 back at most");
+        // Refilling for step s waits for step s - STAGES + 1 to be multiplied, which the
+        // copying warps published at step s - STAGES + 1 + LAG: before s.
+        static_assert(T::STAGES > LAG + 1, "the copying warps would wait for themselves");
         __shared__ unsigned long long full[T::STAGES], empty[T::STAGES];
         unsigned char* smem = vx_wgmma_shared();
         const bool copies = T::mma_thread() < 0;
