@@ -33,7 +33,9 @@
 #define VX_EMU_EXPECT(cond, msg)
 #else
 #define VX_EMU_EXPECT(cond, msg) \
-    if (!(cond)) emu_fail(msg)
+    do {                         \
+        if (!(cond)) emu_fail(msg); \
+    } while (0)
 #endif
 
 // Position of this thread in a one-dimensional grid-stride loop.

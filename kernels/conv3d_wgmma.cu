@@ -229,21 +229,24 @@ struct VxWgmmaLoop {
 
 // The warp-specialized main loop (VxWgmmaWsOf). Per stage, `full` completes when every
 // copying thread's copies of the stage's step have landed and been fenced for the tensor
-// cores, and `empty` when every multiplying thread has seen the step's wgmmas complete.
+// cores, and `empty` when every multiplying warp has seen the step's wgmmas complete.
 // A copying thread keeps LAG steps of copies in flight before it publishes the oldest
 // (cp.async.wait_group, fence.proxy.async, arrive), and waits for a stage's `empty` before
-// refilling it; a multiplying thread waits for `full`, issues the step's wgmmas behind the
+// refilling it; a multiplying warp waits for `full`, issues the step's wgmmas behind the
 // previous step's, and releases the previous step's stage once those have completed
-// (wait_group 1).
+// (wait_group 1, which the warpgroup passes together; lane 0 arrives).
 template <bool MN_MAJOR>
 struct VxWgmmaWsLoop {
-    static constexpr int LAG = 2;
+    // Refilling for step s waits for step s - STAGES + 1 to be multiplied, which the copying
+    // warps published at step s - STAGES + 1 + LAG: LAG = STAGES - 3 leaves the multiplying
+    // warps one published step beyond the one they need (STAGES - 2 would deadlock-free
+    // leave none), and 3 (128 columns) or 4 (64) steps of copies in flight per thread.
+    template <class T>
+    static constexpr int LAG = T::STAGES - 3;
 
     template <class T, class Loader>
     __device__ __forceinline__ static void run(Loader& ld, int steps, VxPipeAcc<T>& acc) {
-        // Refilling for step s waits for step s - STAGES + 1 to be multiplied, which the
-        // copying warps published at step s - STAGES + 1 + LAG: before s.
-        static_assert(T::STAGES > LAG + 1, "the copying warps would wait for themselves");
+        static_assert(LAG<T> >= 2, "a ring of at least 5 stages");
         __shared__ unsigned long long full[T::STAGES], empty[T::STAGES];
         unsigned char* smem = vx_wgmma_shared();
         const bool copies = T::mma_thread() < 0;
@@ -251,7 +254,7 @@ struct VxWgmmaWsLoop {
         if (threadIdx.x == 0) {
             for (int s = 0; s < T::STAGES; ++s) {
                 vx_mbar_init(&full[s], T::LOAD_THREADS);
-                vx_mbar_init(&empty[s], T::THREADS - T::LOAD_THREADS);
+                vx_mbar_init(&empty[s], (T::THREADS - T::LOAD_THREADS) / 32);
             }
         }
         __syncthreads();
@@ -279,8 +282,8 @@ struct VxWgmmaWsLoop {
             ld.load(s, tiles, tiles + T::A_BYTES);
             vx_cp_async_commit();
             if (s > 0) ld.ahead(s - 1);
-            if (s >= LAG) {
-                vx_cp_async_wait<LAG>();
+            if (s >= LAG<T>) {
+                vx_cp_async_wait<LAG<T>>();
                 vx_fence_proxy_async_shared();
                 vx_mbar_arrive(&full[published]);
                 published = published + 1 == T::STAGES ? 0 : published + 1;
@@ -290,7 +293,7 @@ struct VxWgmmaWsLoop {
         }
         vx_cp_async_wait<0>();
         vx_fence_proxy_async_shared();
-        for (int s = steps < LAG ? 0 : steps - LAG; s < steps; ++s) {
+        for (int s = steps < LAG<T> ? 0 : steps - LAG<T>; s < steps; ++s) {
             vx_mbar_arrive(&full[published]);
             published = published + 1 == T::STAGES ? 0 : published + 1;
         }
@@ -309,6 +312,7 @@ struct VxWgmmaWsLoop {
                                           b_low0);
         int stage = 0, previous = 0;
         unsigned lap = 0;
+        const bool signals = threadIdx.x % 32 == 0;
         for (int i = 0; i < steps; ++i) {
             vx_mbar_wait(&full[stage], lap);
             const unsigned offset = stage * (T::STAGE_BYTES >> 4);
@@ -318,7 +322,7 @@ struct VxWgmmaWsLoop {
                 vx_wgmma_step<T, MN_MAJOR>(d, a_low0 + offset, b_low0 + offset, k);
             vx_wgmma_commit();
             vx_wgmma_wait<1>();
-            if (i > 0) vx_mbar_arrive(&empty[previous]);
+            if (i > 0 && signals) vx_mbar_arrive(&empty[previous]);
             previous = stage;
             stage = stage + 1 == T::STAGES ? 0 : stage + 1;
             lap ^= stage == 0;

@@ -66,6 +66,7 @@ inline void vx_mbar_arrive(unsigned long long* bar) {
 
 inline bool vx_mbar_try_wait(unsigned long long* bar, unsigned parity) {
     const unsigned* w = reinterpret_cast<const unsigned*>(bar);
+    if ((w[0] & 0xFFFF) == 0) emu_fail("wait at an mbarrier that was never initialised");
     return (w[1] & 1u) != parity;
 }
 

@@ -1008,8 +1008,8 @@ fn long_64_column_backward_weights_on_wgmma() {
 /// data and backward weights (None: not warp-specialized, a single-step reduction or
 /// tf32's backward weights). A layer over several row blocks, the last one partial; a
 /// strided one; 40 -> 64 channels on the 64-column tile; and a 1x1x1 one whose reductions
-/// take no more steps than the copying threads keep in flight (2). With the 256-row tile
-/// also on, results of more than 128 rows take that tile.
+/// take 2 steps at bf16 (3 at tf32), fewer than the copying threads keep in flight. With
+/// the 256-row tile also on, results of more than 128 rows take that tile.
 fn wgmma_ws_tiles(precision: ConvPrecision, rng: &mut Rng) {
     use ConvTile::{WgWs128, WgWs64};
     let bf16 = precision == ConvPrecision::Bf16;

@@ -555,6 +555,11 @@ fn wgmma_ws_convolutions_match_cpu() {
     let _restore = RestoreSettings::new(&gpu);
     gpu.set_wgmma(true).unwrap();
     gpu.set_wgmma_ws(true);
+    // The settings wgmma_ws_cases_plan_their_tiles_on_an_h100 plans with, whatever the
+    // environment says.
+    gpu.set_wgmma_pairs(true);
+    gpu.set_wgmma_m256(false);
+    gpu.set_wgmma_n64_weights(Reach::Measured);
     let cases = wgmma_ws_cases();
     for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
         gpu.set_conv_precision(precision);

@@ -49,7 +49,10 @@
 // - mbarriers (kernels/mbarrier.h) are a count and a phase in their 8 bytes of shared
 //   memory; a thread waiting for a phase yields to the block's other threads until it
 //   completes, so a producer that overwrites a stage its consumers have not released, or a
-//   consumer that reads one not yet filled, shows up as a wrong result or a deadlock. Named
+//   consumer that reads one not yet filled, shows up as a wrong result or a deadlock. As
+//   copies and wgmmas complete when issued, an arrival made too early within its step (a
+//   stage released before wgmma.wait_group, one published before cp.async.wait_group) or
+//   a missing fence.proxy.async cannot show here; the GPU parity tests cover them. Named
 //   barriers (bar.sync id, count) meet `count` threads.
 #pragma once
 

@@ -1914,7 +1914,7 @@ mod tests {
         let f32 = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 256], Forward, F32);
         assert_eq!(f32.kernel.tile, ConvTile::Wide);
         // Blocks per SM (one at 128 and 64 columns, two at 32): the ring, its alignment
-        // slack, the loaders' static tables (at most 6 KiB) and the 1 KiB the system
+        // slack, the loaders' static tables (ptxas: at most 7.4 KiB) and the 1 KiB the system
         // reserves per block within an H100 SM's 228 KiB, of which a block may have 227.
         for (tile, blocks, resident) in [
             (ConvTile::WgN128, 1, 256),
@@ -1932,9 +1932,9 @@ mod tests {
             };
             let bytes = k.shared_bytes();
             assert_eq!(bytes % 1024, 0);
-            assert!(bytes + 6 * 1024 <= 227 * 1024, "{tile:?}: {bytes}");
+            assert!(bytes + 8 * 1024 <= 227 * 1024, "{tile:?}: {bytes}");
             assert!(
-                blocks * (bytes + 7 * 1024) <= 228 * 1024,
+                blocks * (bytes + 9 * 1024) <= 228 * 1024,
                 "{tile:?}: {bytes}"
             );
             assert_eq!(k.resident_threads_per_sm(), resident, "{tile:?}");

@@ -95,8 +95,10 @@ extern "C" {
 }
 
 /// The global buffers this thread's launches may read through async copies while it lives;
-/// the harness fails a launch whose async copy reads anywhere else (cuda_emu.h).
-struct GlobalReads;
+/// the harness fails a launch whose async copy reads anywhere else (cuda_emu.h). The list is
+/// the OS thread's, so a guard stays on its thread (not `Send`), and guards do not nest:
+/// a new one replaces the list.
+struct GlobalReads(std::marker::PhantomData<*const ()>);
 
 impl GlobalReads {
     fn allow(buffers: &[(*const c_void, usize)]) -> Self {
@@ -108,7 +110,7 @@ impl GlobalReads {
                 emu_allow_global_read(base, bytes);
             }
         }
-        GlobalReads
+        GlobalReads(std::marker::PhantomData)
     }
 }
 
