@@ -170,6 +170,19 @@ __device__ __forceinline__ void vx_wgmma_step(float (&d)[T::BN / 2], unsigned a_
     }
 }
 
+// One warpgroup's wgmmas over the whole reduction step held in ring stage `stage`, whose
+// descriptors are stage 0's (a_low0, b_low0) plus the stage's offset, as one commit group.
+template <class T, bool MN_MAJOR>
+__device__ __forceinline__ void vx_wgmma_stage(float (&d)[T::BN / 2], unsigned a_low0,
+                                               unsigned b_low0, int stage) {
+    const unsigned offset = stage * (T::STAGE_BYTES >> 4);
+    vx_wgmma_fence();
+#pragma unroll
+    for (int k = 0; k < T::K_STEPS; ++k)
+        vx_wgmma_step<T, MN_MAJOR>(d, a_low0 + offset, b_low0 + offset, k);
+    vx_wgmma_commit();
+}
+
 // Dynamic shared memory from its first 1024-byte boundary (VX_CONV_WGMMA_ALIGN bytes are
 // reserved for the skip).
 __device__ __forceinline__ unsigned char* vx_wgmma_shared() {
@@ -203,12 +216,7 @@ struct VxWgmmaLoop {
             // Step i is in shared memory for the whole block, and every warpgroup's wgmmas
             // of step i - 2 have completed: their stage can be refilled.
             __syncthreads();
-            const unsigned offset = stage * (T::STAGE_BYTES >> 4);
-            vx_wgmma_fence();
-#pragma unroll
-            for (int k = 0; k < T::K_STEPS; ++k)
-                vx_wgmma_step<T, MN_MAJOR>(d, a_low0 + offset, b_low0 + offset, k);
-            vx_wgmma_commit();
+            vx_wgmma_stage<T, MN_MAJOR>(d, a_low0, b_low0, stage);
             // The copies of a later step (into step i - 2's stage) issue while the tensor
             // cores work.
             const int next = i + AHEAD;
@@ -315,12 +323,7 @@ struct VxWgmmaWsLoop {
         const bool signals = threadIdx.x % 32 == 0;
         for (int i = 0; i < steps; ++i) {
             vx_mbar_wait(&full[stage], lap);
-            const unsigned offset = stage * (T::STAGE_BYTES >> 4);
-            vx_wgmma_fence();
-#pragma unroll
-            for (int k = 0; k < T::K_STEPS; ++k)
-                vx_wgmma_step<T, MN_MAJOR>(d, a_low0 + offset, b_low0 + offset, k);
-            vx_wgmma_commit();
+            vx_wgmma_stage<T, MN_MAJOR>(d, a_low0, b_low0, stage);
             vx_wgmma_wait<1>();
             if (i > 0 && signals) vx_mbar_arrive(&empty[previous]);
             previous = stage;
