@@ -17,7 +17,9 @@
 //!   a K step of 128 bytes per row) instead of mma.sync, except in backward weights at
 //!   TF32 or into 32 columns (wgmma reads its mn-major tiles only in 16-bit types and
 //!   blocks of 64). `ConvTarget::wgmma_m256` runs the 128 x 128 wgmma tiles as 256 x 128
-//!   over four warpgroups (off by default until a GPU has timed it).
+//!   over four warpgroups, and `ConvTarget::wgmma_ws` the other 128 x 128 and 128 x 64
+//!   ones warp-specialized (one or two warpgroups copy, two multiply); both are off by
+//!   default until a GPU has timed them.
 //! - Halo (`ConvTarget::halo`): a stride-1 pass whose plan is mma.sync runs the kernels
 //!   of kernels/conv3d_halo.cu instead, which copy each tap row's input window once for the
 //!   taps along w, from operands packed with zero borders: where k_w is 2 or 3, the borders
