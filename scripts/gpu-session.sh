@@ -74,8 +74,10 @@ run_tests() {
                 echo "$bin listed no tests" >"$tests_dir/$(basename "$bin").log"
                 failed=1
             fi
+            # --nocapture: a test that outlasts the limit still shows which pass it was in.
             for name in $names; do
-                "$bin" --include-ignored --exact "$name" >"$tests_dir/$(basename "$bin")-$name.log" 2>&1 &
+                "$bin" --include-ignored --exact --nocapture "$name" \
+                    >"$tests_dir/$(basename "$bin")-$name.log" 2>&1 &
                 pids+=($!)
             done
             continue
@@ -170,7 +172,7 @@ if [[ -n "${SANITIZE:-}" ]]; then
         for tool in memcheck racecheck; do
             step "${SANITIZE_LIMIT:-90}" "compute-sanitizer $tool ($SANITIZE)" \
                 bash -c "VOXSEG_POOL=off compute-sanitizer --tool $tool --error-exitcode 1 \
-                    gpu-bin/test-cuda_parity_conv --include-ignored $SANITIZE \
+                    gpu-bin/test-cuda_parity_conv --include-ignored --nocapture $SANITIZE \
                     >'$tests_dir/sanitizer_$tool.log' 2>&1"
             tool_log="$tests_dir/sanitizer_$tool.log"
             if [[ -f "$tool_log" ]]; then

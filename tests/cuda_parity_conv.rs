@@ -175,6 +175,10 @@ fn check_every_pass(gpu: &Cuda, geometries: &[ConvGeometry]) {
             let bias = nbias.map(|n| random(&mut rng, n, -1.0, 1.0));
             let (ga, gb) = (gpu.upload(&a).unwrap(), gpu.upload(&b).unwrap());
             let gbias = bias.as_ref().map(|v| gpu.upload(v).unwrap());
+            // Where the time goes, for a run that outlasts its limit (gpu-session.sh runs
+            // these tests with --nocapture): the pass is named before it starts.
+            eprintln!("{what}: started");
+            let started = std::time::Instant::now();
             let out = match pass {
                 ConvPass::Forward => gpu.conv3d_forward(&ga, &gb, gbias.as_ref(), g),
                 ConvPass::BackwardData => gpu.conv3d_backward_data(&ga, &gb, gbias.as_ref(), g),
@@ -182,6 +186,7 @@ fn check_every_pass(gpu: &Cuda, geometries: &[ConvGeometry]) {
             }
             .unwrap();
             let got = gpu.download(&out).unwrap();
+            let on_gpu = started.elapsed();
             let reference = |round: ConvPrecision| -> Vec<f64> {
                 let (a, b) = (round_with(round, &a), round_with(round, &b));
                 let bias: Option<Vec<f64>> =
@@ -210,6 +215,11 @@ fn check_every_pass(gpu: &Cuda, geometries: &[ConvGeometry]) {
                 };
                 assert!(e < tol, "{what}: relative norm error {e:e} to f32 inputs");
             }
+            eprintln!(
+                "{what}: passed, {:.3} s on the device (first launches compile), {:.3} s in all",
+                on_gpu.as_secs_f64(),
+                started.elapsed().as_secs_f64()
+            );
         }
     }
 }
