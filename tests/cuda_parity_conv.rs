@@ -92,6 +92,18 @@ impl Drop for RestoreSettings<'_> {
     }
 }
 
+/// Sets the device's plan switches to those of `target`, whatever the environment says, so
+/// that a GPU test runs the tiles a device-free test found `target`'s plans to take.
+fn plan_like(gpu: &Cuda, target: ConvTarget) {
+    gpu.set_wgmma(target.wgmma).unwrap();
+    gpu.set_wgmma_pairs(target.wgmma_pairs);
+    gpu.set_wgmma_m256(target.wgmma_m256);
+    gpu.set_wgmma_ws(target.wgmma_ws);
+    gpu.set_wgmma_n64_weights(target.wgmma_n64_weights);
+    gpu.set_halo(target.halo);
+    gpu.set_gather_l1(target.gather_l1);
+}
+
 fn conv(x: [usize; 5], w: [usize; 5], stride: usize, pad: usize) -> ConvGeometry {
     let spec = Conv3dSpec {
         stride: [stride; 3],
@@ -533,14 +545,19 @@ fn wgmma_ws_cases() -> [(ConvGeometry, ConvTile); 3] {
     ]
 }
 
+/// An H100 (132 SMs) with wgmma, the pair and the warp-specialized tiles on.
+fn wgmma_ws_target() -> ConvTarget {
+    ConvTarget::new(4 * 132)
+        .with_wgmma(true)
+        .with_wgmma_pairs(true)
+        .with_wgmma_ws(true)
+}
+
 /// An H100's plan (wgmma and its warp-specialized tiles on) takes the tiles
 /// `wgmma_ws_cases` names, so that the GPU test below runs each of them.
 #[test]
 fn wgmma_ws_cases_plan_their_tiles_on_an_h100() {
-    let h100 = ConvTarget::new(4 * 132)
-        .with_wgmma(true)
-        .with_wgmma_pairs(true)
-        .with_wgmma_ws(true);
+    let h100 = wgmma_ws_target();
     for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
         for (g, tile) in wgmma_ws_cases() {
             for pass in PASSES {
@@ -563,13 +580,7 @@ fn wgmma_ws_convolutions_match_cpu() {
     let _serial = serial();
     let gpu = device();
     let _restore = RestoreSettings::new(&gpu);
-    gpu.set_wgmma(true).unwrap();
-    gpu.set_wgmma_ws(true);
-    // The settings wgmma_ws_cases_plan_their_tiles_on_an_h100 plans with, whatever the
-    // environment says.
-    gpu.set_wgmma_pairs(true);
-    gpu.set_wgmma_m256(false);
-    gpu.set_wgmma_n64_weights(Reach::Measured);
+    plan_like(&gpu, wgmma_ws_target());
     let cases = wgmma_ws_cases();
     for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
         gpu.set_conv_precision(precision);
@@ -708,15 +719,20 @@ fn rare_kernel_cases() -> Vec<(ConvPrecision, bool, ConvGeometry, [Option<&'stat
     ]
 }
 
+/// An H100 (132 SMs) with the default reaches, wgmma on or off.
+fn rare_kernel_target(wgmma: bool) -> ConvTarget {
+    ConvTarget::new(4 * 132)
+        .with_wgmma(wgmma)
+        .with_halo(Reach::Measured)
+        .with_gather_l1(Reach::Measured)
+}
+
 /// The plan of an H100 (the default reaches, with wgmma on or off as each case says)
 /// takes the kernels `rare_kernel_cases` names, so that the GPU test below runs them.
 #[test]
 fn rare_kernel_cases_plan_their_kernels_on_an_h100() {
     for (precision, wgmma, g, names) in rare_kernel_cases() {
-        let h100 = ConvTarget::new(4 * 132)
-            .with_wgmma(wgmma)
-            .with_halo(Reach::Measured)
-            .with_gather_l1(Reach::Measured);
+        let h100 = rare_kernel_target(wgmma);
         for (pass, want) in PASSES.into_iter().zip(names) {
             let Some(want) = want else { continue };
             let plan = ConvPlan::new(&g, pass, precision, h100).unwrap();
@@ -738,13 +754,8 @@ fn rare_kernels_match_cpu() {
             eprintln!("{precision} {g:?}: no wgmma on this device, not run");
             continue;
         }
-        gpu.set_wgmma(wgmma).unwrap();
+        plan_like(&gpu, rare_kernel_target(wgmma));
         gpu.set_conv_precision(precision);
-        // The reaches rare_kernel_cases_plan_their_kernels_on_an_h100 plans with, whatever
-        // the environment says.
-        gpu.set_halo(Reach::Measured);
-        gpu.set_gather_l1(Reach::Measured);
-        gpu.set_wgmma_ws(false);
         for (pass, want) in PASSES.into_iter().zip(names) {
             if let Some(want) = want {
                 let plan = gpu.conv_plan(&g, pass).unwrap();
