@@ -567,6 +567,22 @@ struct VxPipeBackwardWeights {
     }
 };
 
+// Writes backward weights' accumulators, rows (tap, padded channel), into this split's
+// partial of dw [tap][cin][cout].
+template <class T>
+__device__ __forceinline__ void vx_pipe_store_weights(const VxPipeAcc<T>& acc,
+                                                      const Conv3dParams& p, float* dw) {
+    const int cin_p = vx_pad<typename T::Prec>(p.cin);
+    const int taps = p.k_d * p.k_h * p.k_w;
+    vx_pipe_store<T>(
+        acc, taps * cin_p, p.cout,
+        [&](int, int r) {
+            const int tap = r / cin_p, c = r - tap * cin_p;
+            return c < p.cin ? tap * p.cin + c : -1;
+        },
+        nullptr, dw + static_cast<size_t>(blockIdx.z) * taps * p.cin * p.cout);
+}
+
 template <class T>
 __device__ __forceinline__ void vx_pipe_backward_weights(const Conv3dParams& p,
                                                          const typename T::Elem* x,
@@ -579,15 +595,7 @@ __device__ __forceinline__ void vx_pipe_backward_weights(const Conv3dParams& p,
     VxPipeBackwardWeights<T> ld(p, x, dy, s, m_begin, m_end);
     VxPipeAcc<T> acc = {};
     T::MnMajorLoop::template run<T>(ld, (m_end - m_begin + T::BK - 1) / T::BK, acc);
-    const int cin_p = vx_pad<typename T::Prec>(p.cin);
-    const int taps = p.k_d * p.k_h * p.k_w;
-    vx_pipe_store<T>(
-        acc, taps * cin_p, p.cout,
-        [&](int, int r) {
-            const int tap = r / cin_p, c = r - tap * cin_p;
-            return c < p.cin ? tap * p.cin + c : -1;
-        },
-        nullptr, dw + static_cast<size_t>(blockIdx.z) * taps * p.cin * p.cout);
+    vx_pipe_store_weights<T>(acc, p, dw);
 }
 
 // A tensor-core convolution kernel: pass `pass` (vx_pipe_forward, vx_pipe_backward_data,

@@ -28,12 +28,14 @@
 // Compute, 2026-11-26).
 #include "conv3d_pipe.h"
 #include "mbarrier.h"
+#include "tma.h"
 #include "wgmma.h"
 
 template <bool MN_MAJOR>
 struct VxWgmmaLoop;
 template <bool MN_MAJOR>
 struct VxWgmmaWsLoop;
+struct VxWgmmaTmaLoop;
 
 template <class P, int BN_, int STAGES_, int MIN_BLOCKS_, int WARPGROUPS_ = 2>
 struct VxWgmmaTile {
@@ -235,6 +237,36 @@ struct VxWgmmaLoop {
     }
 };
 
+// The multiplying warps' loop of the warp-specialized tiles: per step, wait for the
+// stage's `full`, issue its wgmmas behind the previous step's, and once those have completed
+// (wait_group 1, which the warpgroup passes together) release the previous step's stage on
+// its `empty` (lane 0 of each warp arrives).
+template <class T, bool MN_MAJOR>
+__device__ __forceinline__ void vx_wgmma_consume(int steps, unsigned char* smem,
+                                                 unsigned long long* full,
+                                                 unsigned long long* empty, VxPipeAcc<T>& acc) {
+    float(&d)[T::BN / 2] = reinterpret_cast<float(&)[T::BN / 2]>(acc[0]);
+    vx_wgmma_hold(d);
+    unsigned a_low0, b_low0;
+    const unsigned ring = vx_shared_address(smem);
+    vx_wgmma_stage_descs<T, MN_MAJOR>(vx_wgmma_group<T>(), ring, ring + T::A_BYTES, a_low0,
+                                      b_low0);
+    int stage = 0, previous = 0;
+    unsigned lap = 0;
+    const bool signals = threadIdx.x % 32 == 0;
+    for (int i = 0; i < steps; ++i) {
+        vx_mbar_wait(&full[stage], lap);
+        vx_wgmma_stage<T, MN_MAJOR>(d, a_low0, b_low0, stage);
+        vx_wgmma_wait<1>();
+        if (i > 0 && signals) vx_mbar_arrive(&empty[previous]);
+        previous = stage;
+        stage = stage + 1 == T::STAGES ? 0 : stage + 1;
+        lap ^= stage == 0;
+    }
+    vx_wgmma_wait<0>();
+    vx_wgmma_hold(d);
+}
+
 // The warp-specialized main loop (VxWgmmaWsOf). Per stage, `full` completes when every
 // copying thread's copies of the stage's step have landed and been fenced for the tensor
 // cores, and `empty` when every multiplying warp has seen the step's wgmmas complete.
@@ -269,7 +301,7 @@ struct VxWgmmaWsLoop {
         if (copies) {
             produce<T>(ld, steps, smem, full, empty);
         } else {
-            consume<T>(steps, smem, full, empty, acc);
+            vx_wgmma_consume<T, MN_MAJOR>(steps, smem, full, empty, acc);
         }
     }
 
@@ -306,34 +338,156 @@ struct VxWgmmaWsLoop {
             published = published + 1 == T::STAGES ? 0 : published + 1;
         }
     }
+};
 
-    template <class T>
-    __device__ __forceinline__ static void consume(int steps, unsigned char* smem,
-                                                   unsigned long long* full,
-                                                   unsigned long long* empty,
-                                                   VxPipeAcc<T>& acc) {
-        float(&d)[T::BN / 2] = reinterpret_cast<float(&)[T::BN / 2]>(acc[0]);
-        vx_wgmma_hold(d);
-        unsigned a_low0, b_low0;
-        const unsigned ring = vx_shared_address(smem);
-        vx_wgmma_stage_descs<T, MN_MAJOR>(vx_wgmma_group<T>(), ring, ring + T::A_BYTES, a_low0,
-                                          b_low0);
-        int stage = 0, previous = 0;
-        unsigned lap = 0;
-        const bool signals = threadIdx.x % 32 == 0;
-        for (int i = 0; i < steps; ++i) {
-            vx_mbar_wait(&full[stage], lap);
-            vx_wgmma_stage<T, MN_MAJOR>(d, a_low0, b_low0, stage);
-            vx_wgmma_wait<1>();
-            if (i > 0 && signals) vx_mbar_arrive(&empty[previous]);
-            previous = stage;
-            stage = stage + 1 == T::STAGES ? 0 : stage + 1;
-            lap ^= stage == 0;
-        }
-        vx_wgmma_wait<0>();
-        vx_wgmma_hold(d);
+// A two-warpgroup tile (128 x 128 or 128 x 64, its ring and one block per SM) whose stages
+// the tensor memory accelerator fills: one more warpgroup, after the two that multiply, of
+// which one thread waits for each stage's `empty`, arms its `full` with the stage's bytes
+// and issues the step's box copies (VxWgmmaTmaLoop). A whole warpgroup, not a warp, so
+// the block stays whole warpgroups; its other threads have nothing to do.
+template <class Base>
+struct VxWgmmaTmaOf : Base {
+    using MnMajorLoop = VxWgmmaTmaLoop;
+    static constexpr int THREADS = Base::THREADS + 128;
+    static_assert(THREADS == VX_CONV_WGMMA_TMA_THREADS && Base::MIN_BLOCKS == 1,
+                  "params_conv.h");
+    __device__ __forceinline__ static int mma_thread() {
+        const int tid = static_cast<int>(threadIdx.x);
+        return tid < Base::THREADS ? tid : -1;
     }
 };
+template <class P>
+using VxWgmmaTma128 = VxWgmmaTmaOf<VxWgmmaN128<P>>;
+template <class P>
+using VxWgmmaTma64 = VxWgmmaTmaOf<VxWgmmaN64<P>>;
+
+// The main loop of VxWgmmaTmaOf over mn-major tiles: stage s's `full` completes when its
+// one arrival (the copying thread's, which armed it with the stage's bytes) and the bytes
+// of the step's boxes are in; its `empty` as VxWgmmaWsLoop's.
+struct VxWgmmaTmaLoop {
+    template <class T, class Loader>
+    __device__ __forceinline__ static void run(Loader& ld, int steps, VxPipeAcc<T>& acc) {
+        __shared__ unsigned long long full[T::STAGES], empty[T::STAGES];
+        unsigned char* smem = vx_wgmma_shared();
+        if (threadIdx.x == 0) {
+            for (int s = 0; s < T::STAGES; ++s) {
+                vx_mbar_init(&full[s], 1);
+                vx_mbar_init(&empty[s], T::WARPGROUPS * 4);
+            }
+            vx_fence_mbarrier_init();
+        }
+        __syncthreads();
+        if (T::mma_thread() >= 0) {
+            vx_wgmma_consume<T, true>(steps, smem, full, empty, acc);
+        } else if (threadIdx.x == T::THREADS - 128) {
+            int stage = 0;
+            unsigned lap = 0;
+            for (int s = 0; s < steps; ++s) {
+                // Step s - STAGES's wgmmas have completed (passes at once in the first lap).
+                vx_mbar_wait(&empty[stage], lap ^ 1);
+                vx_mbar_arrive_expect_tx(&full[stage], T::STAGE_BYTES);
+                unsigned char* tiles = smem + stage * T::STAGE_BYTES;
+                ld.load(tiles, tiles + T::A_BYTES, &full[stage]);
+                stage = stage + 1 == T::STAGES ? 0 : stage + 1;
+                lap ^= stage == 0;
+            }
+        }
+    }
+};
+
+// Backward weights' operands as boxes (Conv3dTmaParams): step s is box s of the split, A's
+// 64-row blocks (one tap, 64 of its padded channels, the taps past the last reading
+// nothing: channel cin_p is outside x) from x at the box's window corner plus the tap, B's
+// 64-column blocks from dy at the box. Each box lands as one mn-major block of the tile (64
+// elements by 64 voxel rows of 128 bytes, in the 128-byte swizzle), its voxels in the same
+// order in both.
+template <class T>
+struct VxTmaBackwardWeights {
+    static constexpr int A_BOXES = T::BM / 64, B_BOXES = T::BN / 64;
+    static_assert(T::MN_BLOCK_BYTES == 64 * 128 && T::BK == 64,
+                  "a box is one mn-major block of 64 voxels by 64 bf16");
+    const Conv3dTmaParams& tp;
+    // x's coordinates of block j relative to a box's output corner (times the strides).
+    int a_c[A_BOXES], a_z[A_BOXES], a_y[A_BOXES], a_x[A_BOXES];
+    int b_c0;
+    // The output corner of the next box, in boxes: sample n, (z, y, x).
+    int n, z, y, x;
+
+    __device__ __forceinline__ VxTmaBackwardWeights(const Conv3dTmaParams& tp_, int box)
+        : tp(tp_) {
+        const Conv3dParams& p = tp.conv;
+        const int cin_p = vx_pad<typename T::Prec>(p.cin);
+        const int taps = p.k_d * p.k_h * p.k_w;
+#pragma unroll
+        for (int j = 0; j < A_BOXES; ++j) {
+            const int row = blockIdx.x * T::BM + 64 * j;
+            const int tap = row / cin_p;
+            int kz, ky, kx;
+            vx_split3(tap, p.k_h, p.k_w, kz, ky, kx);
+            a_c[j] = tap < taps ? row - tap * cin_p : cin_p;
+            a_z[j] = kz - p.pad_d;
+            a_y[j] = ky - p.pad_h;
+            a_x[j] = kx - p.pad_w;
+        }
+        b_c0 = blockIdx.y * T::BN;
+        const int per_sample = tp.boxes_d * tp.boxes_h * tp.boxes_w;
+        n = box / per_sample;
+        int rest = box - n * per_sample;
+        z = rest / (tp.boxes_h * tp.boxes_w);
+        rest -= z * tp.boxes_h * tp.boxes_w;
+        y = rest / tp.boxes_w;
+        x = rest - y * tp.boxes_w;
+    }
+
+    // The next step's boxes into a_tile and b_tile, completing on `full`; then the box after.
+    __device__ __forceinline__ void load(unsigned char* a_tile, unsigned char* b_tile,
+                                         unsigned long long* full) {
+        const Conv3dParams& p = tp.conv;
+        const int oz = z * tp.box_d, oy = y * tp.box_h, ox = x * tp.box_w;
+#pragma unroll
+        for (int j = 0; j < A_BOXES; ++j)
+            vx_tma_load_5d(a_tile + j * T::MN_BLOCK_BYTES, &tp.x, a_c[j],
+                           ox * p.stride_w + a_x[j], oy * p.stride_h + a_y[j],
+                           oz * p.stride_d + a_z[j], n, full);
+#pragma unroll
+        for (int j = 0; j < B_BOXES; ++j)
+            vx_tma_load_5d(b_tile + j * T::MN_BLOCK_BYTES, &tp.dy, b_c0 + 64 * j, ox, oy, oz, n,
+                           full);
+        if (++x == tp.boxes_w) {
+            x = 0;
+            if (++y == tp.boxes_h) {
+                y = 0;
+                if (++z == tp.boxes_d) {
+                    z = 0;
+                    ++n;
+                }
+            }
+        }
+    }
+};
+
+template <class T>
+__device__ __forceinline__ void vx_tma_backward_weights(const Conv3dTmaParams& tp, float* dw) {
+    const Conv3dParams& p = tp.conv;
+    const int boxes = p.n * tp.boxes_d * tp.boxes_h * tp.boxes_w;
+    const int per_split = p.split_len / T::BK;
+    const int begin = blockIdx.z * per_split;
+    const int end = begin + per_split < boxes ? begin + per_split : boxes;
+    VxTmaBackwardWeights<T> ld(tp, begin);
+    VxPipeAcc<T> acc = {};
+    T::MnMajorLoop::template run<T>(ld, end - begin, acc);
+    vx_pipe_store_weights<T>(acc, p, dw);
+}
+
+// A backward-weights kernel on the tensor memory accelerator: (params, dw partials).
+#define VX_CONV_TMA_KERNEL(name, Tile)                                                       \
+    extern "C" __global__ void __launch_bounds__(Tile::THREADS, 1)                           \
+        name(const __grid_constant__ Conv3dTmaParams p, float* __restrict__ out) {           \
+        vx_tma_backward_weights<Tile>(p, out);                                               \
+    }
+
+VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma128, VxWgmmaTma128<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma64, VxWgmmaTma64<VxBf16>)
 
 VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg128, vx_pipe_forward, VxWgmmaN128<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg64, vx_pipe_forward, VxWgmmaN64<VxBf16>)
@@ -477,5 +631,66 @@ extern "C" int emu_conv3d_wgmma(const char* name, const EmuDims* d, const Conv3d
     };
     const int r = vx_emu_conv(bf16, name, d, p, a, b, bias, out);
     return r != -2 ? r : vx_emu_conv(tf32, name, d, p, a, b, bias, out);
+}
+
+// The harness entry of the tensor-memory-accelerator kernels, by name: the maps in `p` from
+// emu_tensor_map_encode_tiled over the packed operands. 0, -1 (emu_last_error()), or -2 for
+// no such kernel.
+extern "C" int emu_conv3d_tma(const char* name, const EmuDims* d, const Conv3dTmaParams* p,
+                              float* out) {
+    static const struct {
+        const char* name;
+        void (*kernel)(Conv3dTmaParams, float*);
+    } kernels[] = {
+        {"conv3d_bwd_weight_bf16_tma128", conv3d_bwd_weight_bf16_tma128},
+        {"conv3d_bwd_weight_bf16_tma64", conv3d_bwd_weight_bf16_tma64},
+    };
+    for (const auto& k : kernels)
+        if (!std::strcmp(k.name, name)) return emu_launch(*d, k.kernel, *p, out);
+    return -2;
+}
+
+// cuTensorMapEncodeTiled for the harness (the same arguments, the driver's enum values):
+// checks what the driver's documentation requires, and what the harness's copies model
+// (no interleave; the 128-byte swizzle only on rows of exactly 128 bytes; zero fill), then
+// keeps the arguments in `map` for vx_tma_load_5d. 0, or 1 (CUDA_ERROR_INVALID_VALUE).
+extern "C" int emu_tensor_map_encode_tiled(VxTensorMap* map, int data_type, unsigned rank,
+                                           const void* address, const unsigned long long* dims,
+                                           const unsigned long long* strides,
+                                           const unsigned* box, const unsigned* element_strides,
+                                           int interleave, int swizzle, int l2_promotion,
+                                           int oob_fill) {
+    // Element bytes of CU_TENSOR_MAP_DATA_TYPE_UINT8 .. TFLOAT32_FTZ.
+    static const unsigned char elem_bytes[] = {1, 2, 4, 4, 8, 8, 2, 4, 8, 2, 4, 4, 4};
+    vx_tma_emu::Map m = {};
+    const auto at = reinterpret_cast<unsigned long long>(address);
+    bool ok = reinterpret_cast<unsigned long long>(map) % 64 == 0 && data_type >= 0 &&
+              data_type < 13 && rank >= 1 && rank <= 5 && at % 16 == 0 && interleave == 0 &&
+              (swizzle == 0 || swizzle == vx_tma_emu::SWIZZLE_128B) && l2_promotion >= 0 &&
+              l2_promotion <= 3 && oob_fill == 0;
+    if (!ok) return 1;
+    m.mark = vx_tma_emu::MARK;
+    m.rank = static_cast<unsigned char>(rank);
+    m.elem_bytes = elem_bytes[data_type];
+    m.swizzle = static_cast<unsigned char>(swizzle);
+    m.base = static_cast<const unsigned char*>(address);
+    for (unsigned i = 0; i < 5; ++i) {
+        const bool used = i < rank;
+        m.dims[i] = used ? dims[i] : 1;
+        m.box[i] = static_cast<unsigned short>(used ? box[i] : 1);
+        m.element_strides[i] = static_cast<unsigned char>(used ? element_strides[i] : 1);
+        ok = ok && m.dims[i] >= 1 && m.dims[i] <= (1ull << 32) && m.box[i] >= 1 &&
+             m.box[i] <= 256 && m.element_strides[i] >= 1 && m.element_strides[i] <= 8;
+        if (i >= 1) {
+            m.strides[i - 1] = used ? strides[i - 1] : 0;
+            ok = ok && (!used || (strides[i - 1] % 16 == 0 && strides[i - 1] < (1ull << 40)));
+        }
+    }
+    const unsigned inner = m.box[0] * m.elem_bytes;
+    ok = ok && inner % 16 == 0 && (swizzle == 0 || inner == 128);
+    if (!ok) return 1;
+    std::memset(map, 0, sizeof *map);
+    std::memcpy(map, &m, sizeof m);
+    return 0;
 }
 #endif

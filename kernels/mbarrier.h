@@ -42,32 +42,62 @@ __device__ __forceinline__ void vx_named_barrier(unsigned id, unsigned threads) 
 }
 
 #else  // The harness twins: the low word counts arrivals (16 bits expected, 16 arrived), the
-       // high word is the phase.
+       // high word holds the phase parity (bit 0) and the pending transaction bytes
+       // (signed, the other 31 bits).
+
+namespace vx_mbar_emu {
+
+struct State {
+    unsigned expected, arrived;
+    int tx;
+    unsigned parity;
+};
+
+inline State load(const unsigned long long* bar) {
+    unsigned w[2];
+    std::memcpy(w, bar, sizeof w);
+    return {w[0] & 0xFFFF, w[0] >> 16, static_cast<int>(w[1]) >> 1, w[1] & 1};
+}
+
+// Stores `s`, completing the phase when every arrival is in and no transaction byte is
+// pending.
+inline void store(unsigned long long* bar, State s) {
+    if (s.arrived == s.expected && s.tx == 0) {
+        s.arrived = 0;
+        s.parity ^= 1;
+    }
+    const unsigned w[2] = {s.expected | s.arrived << 16, static_cast<unsigned>(s.tx) << 1 | s.parity};
+    std::memcpy(bar, w, sizeof w);
+}
+
+inline State initialised(const unsigned long long* bar, const char* what) {
+    const State s = load(bar);
+    if (s.expected == 0) emu_fail(what);
+    return s;
+}
+
+}  // namespace vx_mbar_emu
 
 inline void vx_mbar_init(unsigned long long* bar, unsigned count) {
-    unsigned* w = reinterpret_cast<unsigned*>(bar);
     if (count == 0 || count > 0xFFFF) emu_fail("mbarrier count out of range");
-    w[0] = count & 0xFFFF;
-    w[1] = 0;
+    const unsigned w[2] = {count & 0xFFFF, 0};
+    std::memcpy(bar, w, sizeof w);
 }
 
 inline void vx_mbar_arrive(unsigned long long* bar) {
-    unsigned* w = reinterpret_cast<unsigned*>(bar);
-    const unsigned expected = w[0] & 0xFFFF, arrived = (w[0] >> 16) + 1;
-    if (expected == 0) emu_fail("arrival at an mbarrier that was never initialised");
-    if (arrived >= expected) {
-        w[0] = expected;
-        ++w[1];
-    } else {
-        w[0] = expected | arrived << 16;
-    }
+    vx_mbar_emu::State s =
+        vx_mbar_emu::initialised(bar, "arrival at an mbarrier that was never initialised");
+    if (s.expected == 0) return;
+    if (s.arrived == s.expected) emu_fail("an arrival beyond an mbarrier's count");
+    ++s.arrived;
+    vx_mbar_emu::store(bar, s);
     emu_progress();
 }
 
 inline bool vx_mbar_try_wait(unsigned long long* bar, unsigned parity) {
-    const unsigned* w = reinterpret_cast<const unsigned*>(bar);
-    if ((w[0] & 0xFFFF) == 0) emu_fail("wait at an mbarrier that was never initialised");
-    return (w[1] & 1u) != parity;
+    const vx_mbar_emu::State s =
+        vx_mbar_emu::initialised(bar, "wait at an mbarrier that was never initialised");
+    return s.parity != parity;
 }
 
 inline void vx_named_barrier(unsigned id, unsigned threads) { emu_named_barrier(id, threads); }

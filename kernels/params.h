@@ -93,6 +93,28 @@ struct Conv3dParams {
     int split_len;
 };
 
+// A tensor map of the tensor memory accelerator (CUtensorMap): 128 opaque bytes at a
+// 64-byte boundary, written by the driver (cuTensorMapEncodeTiled) or, for the harness, by
+// emu_tensor_map_encode_tiled (kernels/conv3d_wgmma.cu).
+struct alignas(64) VxTensorMap {
+    unsigned long long words[16];
+};
+
+// Backward weights on the tensor memory accelerator (conv3d_wgmma.cu, *_tma*): tensor maps
+// over the packed x [n][in_d][in_h][in_w][cin_p] and dy [n][out_d][out_h][out_w][cout_p]
+// (dimensions innermost first: channels, w, h, d, n), whose boxes are 64 channels of
+// box_d x box_h x box_w output voxels (x's taken every stride voxels). A reduction step is
+// one box; boxes_d x boxes_h x boxes_w of them tile a sample's output, and each split of
+// the reduction takes conv.split_len / 64 of the samples' boxes in order.
+struct Conv3dTmaParams {
+    VxTensorMap x;
+    VxTensorMap dy;
+    Conv3dParams conv;
+    int box_d, box_h, box_w;
+    int boxes_d, boxes_h, boxes_w;
+    int pad_[6];  // to the maps' 64-byte alignment
+};
+
 // Pooling, resampling, channel ranges, padding, flips and the SSIM window filter.
 #include "params_spatial.h"
 // One header per op family.

@@ -26,7 +26,9 @@
 # "+pairs" the pair where the plan allows (the default), "+m256" runs the 128 x 128 wgmma
 # tiles as 256 x 128 (VOXSEG_WGMMA_M256=1; off by default until timed), "+ws" runs the
 # 128 x 128 tiles that stay so and the 128 x 64 ones (the pair too) warp-specialized
-# (VOXSEG_WGMMA_WS=1; off until timed), "+n64w" runs every
+# (VOXSEG_WGMMA_WS=1; off until timed), "+tma" runs bf16 backward weights on the tiles the
+# tensor memory accelerator fills where the plan allows (VOXSEG_WGMMA_TMA=1; off until
+# timed), "+n64w" runs every
 # 64-column backward weights on wgmma (VOXSEG_WGMMA_N64_WEIGHTS=all), "+non64w" none
 # (=off); without them each runs where an H100 measured it faster (so "+l1" leaves the
 # halo's passes on the halo, which has no L1 build). E.g. "bf16+mma+percall:conv" into
@@ -119,6 +121,7 @@ for item in $ours; do
         nopairs) vars+=(VOXSEG_WGMMA_PAIRS=0) ;;
         m256) vars+=(VOXSEG_WGMMA_M256=1) ;;
         ws) vars+=(VOXSEG_WGMMA_WS=1) ;;
+        tma) vars+=(VOXSEG_WGMMA_TMA=1) ;;
         n64w) vars+=(VOXSEG_WGMMA_N64_WEIGHTS=all) ;;
         non64w) vars+=(VOXSEG_WGMMA_N64_WEIGHTS=off) ;;
         l1) vars+=(VOXSEG_GATHER_L1=all) ;;

@@ -73,6 +73,22 @@ fn param_structs_have_the_cpp_layout() {
             split_len
         }
     );
+    check_layout!("VxTensorMap", TensorMap { words });
+    check_layout!(
+        "Conv3dTmaParams",
+        Conv3dTmaParams {
+            x,
+            dy,
+            conv,
+            box_d,
+            box_h,
+            box_w,
+            boxes_d,
+            boxes_h,
+            boxes_w,
+            pad_
+        }
+    );
     check_layout!(
         "EmuDims",
         LaunchDims {

@@ -1061,6 +1061,93 @@ fn tf32_wgmma_ws_tiles() {
     wgmma_ws_tiles(ConvPrecision::Tf32, &mut Rng::new(93));
 }
 
+/// bf16 backward weights on the tiles the tensor memory accelerator fills (`WgTma128`,
+/// `WgTma64`): boxes that overhang the output (w 7 in boxes 8 wide), 'same' windows that
+/// start outside x, a block of taps past the last (27 x 64 rows end half way through a
+/// 128-row block), dy boxes that read past cout (72, 40 and 200 columns), a strided layer (x's
+/// boxes taken every other voxel), a 'valid' one, a 1x1x1 one and a reduction split in two.
+/// Channels that do not pad to 64, and boxes that would overhang by more than a quarter,
+/// keep the other kernels.
+#[test]
+fn bf16_wgmma_tma_backward_weights() {
+    use ConvTile::{WgTma128, WgTma64};
+    let mut rng = Rng::new(94);
+    let target = ConvTarget::new(528).with_wgmma(true).with_wgmma_tma(true);
+    let cases = [
+        (
+            conv([2, 6, 8, 7, 64], [3, 3, 3, 64, 72], 1, Padding::Same),
+            WgTma128,
+            1,
+        ),
+        (
+            conv([1, 8, 8, 16, 64], [3, 3, 3, 64, 64], 1, Padding::Same),
+            WgTma64,
+            2,
+        ),
+        (
+            conv([1, 8, 8, 8, 128], [3, 3, 3, 128, 40], 2, Padding::Same),
+            WgTma64,
+            1,
+        ),
+        (
+            conv([1, 6, 10, 10, 64], [3, 3, 3, 64, 64], 1, Padding::Valid),
+            WgTma64,
+            1,
+        ),
+        (
+            conv([2, 4, 8, 8, 64], [1, 1, 1, 64, 200], 1, Padding::Same),
+            WgTma128,
+            1,
+        ),
+    ];
+    for (g, tile, splits) in &cases {
+        let plan = ConvPlan::new(g, ConvPass::BackwardWeight, ConvPrecision::Bf16, target).unwrap();
+        assert_eq!(plan.kernel.tile, *tile, "{g:?}");
+        assert!(plan.tma.is_some(), "{g:?}");
+        let ran = check_pass(
+            g,
+            ConvPass::BackwardWeight,
+            ConvPrecision::Bf16,
+            target,
+            &mut rng,
+        );
+        assert_eq!(ran.splits, *splits, "{g:?}");
+    }
+    let first = ConvPlan::new(
+        &cases[0].0,
+        ConvPass::BackwardWeight,
+        ConvPrecision::Bf16,
+        target,
+    );
+    let boxes = first.unwrap().tma.unwrap();
+    assert!(boxes.padded_voxels(2) > 2 * 6 * 8 * 7, "{boxes:?} overhang");
+    let other = |g: &ConvGeometry| {
+        let plan = ConvPlan::new(g, ConvPass::BackwardWeight, ConvPrecision::Bf16, target).unwrap();
+        (plan.kernel.tile, plan.tma)
+    };
+    // 72 input channels pad to 72: a 64-row block would hold two taps.
+    let (tile, tma) = other(&conv([2, 4, 8, 8, 72], [3, 3, 3, 72, 72], 1, Padding::Same));
+    assert!(
+        tma.is_none() && !matches!(tile, WgTma128 | WgTma64),
+        "{tile:?}"
+    );
+    // 5 x 6 x 7 voxels: the least overhanging boxes (1 x 8 x 8) cover 320, 1.52x.
+    let (tile, tma) = other(&conv([2, 5, 6, 7, 64], [3, 3, 3, 64, 64], 1, Padding::Same));
+    assert!(
+        tma.is_none() && !matches!(tile, WgTma128 | WgTma64),
+        "{tile:?}"
+    );
+    // Forward, backward data and tf32 never take them.
+    for (pass, precision) in [
+        (ConvPass::Forward, ConvPrecision::Bf16),
+        (ConvPass::BackwardData, ConvPrecision::Bf16),
+        (ConvPass::BackwardWeight, ConvPrecision::Tf32),
+    ] {
+        let plan = ConvPlan::new(&cases[0].0, pass, precision, target).unwrap();
+        assert!(plan.tma.is_none(), "{pass:?} {precision:?}");
+    }
+}
+
 #[test]
 fn bf16_wgmma_m256_tiles_over_several_row_blocks() {
     wgmma_m256_tiles_over_several_row_blocks(ConvPrecision::Bf16, &mut Rng::new(89));

@@ -53,6 +53,7 @@ struct RestoreSettings<'a> {
     wgmma_pairs: bool,
     wgmma_m256: bool,
     wgmma_ws: bool,
+    wgmma_tma: bool,
     wgmma_n64_weights: Reach,
     gather_l1: Reach,
     halo: Reach,
@@ -68,6 +69,7 @@ impl<'a> RestoreSettings<'a> {
             wgmma_pairs: gpu.wgmma_pairs().unwrap(),
             wgmma_m256: gpu.wgmma_m256().unwrap(),
             wgmma_ws: gpu.wgmma_ws().unwrap(),
+            wgmma_tma: gpu.wgmma_tma().unwrap(),
             wgmma_n64_weights: gpu.wgmma_n64_weights().unwrap(),
             gather_l1: gpu.gather_l1().unwrap(),
             halo: gpu.halo().unwrap(),
@@ -85,6 +87,7 @@ impl Drop for RestoreSettings<'_> {
         gpu.set_wgmma_pairs(self.wgmma_pairs);
         gpu.set_wgmma_m256(self.wgmma_m256);
         gpu.set_wgmma_ws(self.wgmma_ws);
+        gpu.set_wgmma_tma(self.wgmma_tma);
         gpu.set_wgmma_n64_weights(self.wgmma_n64_weights);
         gpu.set_gather_l1(self.gather_l1);
         gpu.set_halo(self.halo);
@@ -99,6 +102,7 @@ fn plan_like(gpu: &Cuda, target: ConvTarget) {
     gpu.set_wgmma_pairs(target.wgmma_pairs);
     gpu.set_wgmma_m256(target.wgmma_m256);
     gpu.set_wgmma_ws(target.wgmma_ws);
+    gpu.set_wgmma_tma(target.wgmma_tma);
     gpu.set_wgmma_n64_weights(target.wgmma_n64_weights);
     gpu.set_halo(target.halo);
     gpu.set_gather_l1(target.gather_l1);
@@ -594,6 +598,71 @@ fn wgmma_ws_convolutions_match_cpu() {
         }
         check_every_pass(&gpu, &cases.map(|(g, _)| g));
     }
+}
+
+/// Geometries whose bf16 backward weights the tensor memory accelerator's tiles take, and
+/// the tile: a deep layer (128 -> 128 at 16^3), a strided one into 320 columns (64-wide
+/// tiles), boxes that overhang the output (w 7 in boxes 8 wide) into 72 columns (dy's
+/// boxes read past cout), and a 'valid' one.
+fn wgmma_tma_cases() -> [(ConvGeometry, ConvTile); 4] {
+    [
+        (
+            conv([2, 16, 16, 16, 128], [3, 3, 3, 128, 128], 1, 1),
+            ConvTile::WgTma128,
+        ),
+        (
+            conv([1, 8, 8, 8, 256], [3, 3, 3, 256, 320], 2, 1),
+            ConvTile::WgTma64,
+        ),
+        (
+            conv([2, 6, 8, 7, 64], [3, 3, 3, 64, 72], 1, 1),
+            ConvTile::WgTma128,
+        ),
+        (
+            conv([1, 10, 10, 10, 64], [3, 3, 3, 64, 64], 1, 0),
+            ConvTile::WgTma64,
+        ),
+    ]
+}
+
+/// An H100 (132 SMs) with wgmma, the pair and the tensor memory accelerator's tiles on.
+fn wgmma_tma_target() -> ConvTarget {
+    ConvTarget::new(4 * 132)
+        .with_wgmma(true)
+        .with_wgmma_pairs(true)
+        .with_wgmma_tma(true)
+}
+
+/// An H100's plan (wgmma and the tensor memory accelerator's tiles on) takes the tiles
+/// `wgmma_tma_cases` names for bf16 backward weights, so that the GPU test below runs them.
+#[test]
+fn wgmma_tma_cases_plan_their_tiles_on_an_h100() {
+    for (g, tile) in wgmma_tma_cases() {
+        let pass = ConvPass::BackwardWeight;
+        let plan = ConvPlan::new(&g, pass, ConvPrecision::Bf16, wgmma_tma_target()).unwrap();
+        assert_eq!(plan.kernel.tile, tile, "{g:?}");
+        assert!(plan.tma.is_some(), "{g:?}");
+    }
+}
+
+/// bf16 backward weights on the tensor memory accelerator (`VOXSEG_WGMMA_TMA`): the tensor
+/// maps the driver encodes from our arguments, their boxes, zero fill and swizzle, and the
+/// mbarriers' transaction bytes, which the harness only emulates; every pass of each case
+/// runs (forward and backward data on their usual kernels).
+#[test]
+#[ignore = "needs a CUDA device"]
+fn wgmma_tma_backward_weights_match_cpu() {
+    let _serial = serial();
+    let gpu = device();
+    let _restore = RestoreSettings::new(&gpu);
+    plan_like(&gpu, wgmma_tma_target());
+    gpu.set_conv_precision(ConvPrecision::Bf16);
+    let cases = wgmma_tma_cases();
+    for (g, tile) in &cases {
+        let plan = gpu.conv_plan(g, ConvPass::BackwardWeight).unwrap();
+        assert_eq!(plan.kernel.tile, *tile, "{g:?}");
+    }
+    check_every_pass(&gpu, &cases.map(|(g, _)| g));
 }
 
 /// The build variant whose activation gathers also go through L1 (`VOXSEG_GATHER_L1`):

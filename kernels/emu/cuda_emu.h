@@ -54,6 +54,14 @@
 //   stage released before wgmma.wait_group, one published before cp.async.wait_group) or
 //   a missing fence.proxy.async cannot show here; the GPU parity tests cover them. Named
 //   barriers (bar.sync id, count) meet `count` threads.
+// - Tensor memory accelerator copies (kernels/tma.h) read their box from a tensor map the
+//   harness encoded (emu_tensor_map_encode_tiled: the driver's documented checks, but only
+//   5-dimensional tiles, no interleave, zero fill, and the 128-byte swizzle on rows of 128
+//   bytes), place each 16-byte chunk by the swizzle of its shared-state address, and
+//   complete their bytes on the mbarrier at issue; a copy that completes more bytes than
+//   its phase was armed with fails the launch (on a GPU the phase would complete early).
+//   Whether the driver encodes the same arguments into the same boxes is for the GPU
+//   parity tests.
 #pragma once
 
 #ifdef __CUDACC__

@@ -41,6 +41,19 @@ extern "C" long long vx_param_layout(const char* type, const char* field) {
     VX_FIELD(UniformParams, n)
     VX_FIELD(UniformParams, stream)
     VX_FIELD(UniformParams, pad_)
+    VX_SIZE(VxTensorMap)
+    VX_FIELD(VxTensorMap, words)
+    VX_SIZE(Conv3dTmaParams)
+    VX_FIELD(Conv3dTmaParams, x)
+    VX_FIELD(Conv3dTmaParams, dy)
+    VX_FIELD(Conv3dTmaParams, conv)
+    VX_FIELD(Conv3dTmaParams, box_d)
+    VX_FIELD(Conv3dTmaParams, box_h)
+    VX_FIELD(Conv3dTmaParams, box_w)
+    VX_FIELD(Conv3dTmaParams, boxes_d)
+    VX_FIELD(Conv3dTmaParams, boxes_h)
+    VX_FIELD(Conv3dTmaParams, boxes_w)
+    VX_FIELD(Conv3dTmaParams, pad_)
     VX_SIZE(Conv3dParams)
     VX_FIELD(Conv3dParams, n)
     VX_FIELD(Conv3dParams, in_d)
@@ -277,6 +290,7 @@ extern "C" long long vx_launch_constant(const char* name) {
     if (!std::strcmp(name, "VX_CONV_WGMMA_STAGES_M256")) return VX_CONV_WGMMA_STAGES_M256;
     if (!std::strcmp(name, "VX_CONV_WGMMA_WS128_THREADS")) return VX_CONV_WGMMA_WS128_THREADS;
     if (!std::strcmp(name, "VX_CONV_WGMMA_WS64_THREADS")) return VX_CONV_WGMMA_WS64_THREADS;
+    if (!std::strcmp(name, "VX_CONV_WGMMA_TMA_THREADS")) return VX_CONV_WGMMA_TMA_THREADS;
     if (!std::strcmp(name, "VX_CONV_HALO_ROWS")) return VX_CONV_HALO_ROWS;
     if (!std::strcmp(name, "VX_CONV_HALO_MAX_KW")) return VX_CONV_HALO_MAX_KW;
     if (!std::strcmp(name, "VX_CONV_HALO_STAGES_N128")) return VX_CONV_HALO_STAGES_N128;

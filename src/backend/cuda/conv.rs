@@ -15,23 +15,25 @@
 //! with its switch: the wgmma pair on full 64-column grids (`VOXSEG_WGMMA_PAIRS`, on unless
 //! `0`), and, with a [`Reach`] each (off, measured, all), the L1 gathers
 //! (`VOXSEG_GATHER_L1`) and the halo kernels (`VOXSEG_CONV_HALO`, kernels/conv3d_halo.cu).
-//! The 256 x 128 wgmma tile (`VOXSEG_WGMMA_M256`) and the warp-specialized tiles
-//! (`VOXSEG_WGMMA_WS`) are off until a GPU has timed them;
+//! The 256 x 128 wgmma tile (`VOXSEG_WGMMA_M256`), the warp-specialized tiles
+//! (`VOXSEG_WGMMA_WS`) and bf16 backward weights on the tensor memory accelerator
+//! (`VOXSEG_WGMMA_TMA`) are off until a GPU has timed them;
 //! `VOXSEG_WGMMA_N64_WEIGHTS` (a [`Reach`]) moves 64-column backward weights between
 //! mma.sync and wgmma.
 use super::conv_plan::{
     wgmma_probe_depth, ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, Reach,
     CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
 };
+use super::conv_tma::{tma_params, TiledMap};
 use super::device::{driver_error, Cuda, CudaStorage};
-use super::params::LaunchDims;
+use super::params::{LaunchDims, TensorMap};
 use super::ptx::PTX_MODULES;
 use crate::backend::BackendBase;
 use crate::error::{check_len, Error, Result};
 use crate::tensor_ops::conv::{Conv3dKernel, ConvGeometry};
 use crate::tensor_ops::ReduceKernel;
-use cudarc::driver::sys::CUfunction_attribute_enum;
-use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use cudarc::driver::sys::{self, CUfunction_attribute_enum};
+use cudarc::driver::{CudaFunction, DevicePtr, LaunchConfig, PushKernelArg};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -51,6 +53,11 @@ pub const WGMMA_M256_ENV: &str = "VOXSEG_WGMMA_M256";
 /// on a GPU).
 pub const WGMMA_WS_ENV: &str = "VOXSEG_WGMMA_WS";
 
+/// The environment variable that runs bf16 backward weights on the wgmma tiles the tensor
+/// memory accelerator fills, where the plan allows (`1` or `on`; off by default: not yet
+/// run on a GPU).
+pub const WGMMA_TMA_ENV: &str = "VOXSEG_WGMMA_TMA";
+
 /// The environment variable that sets the [`Reach`] of wgmma over backward weights into 64
 /// columns: `off` (mma.sync), `measured` (the default: short reductions, few tiles, full
 /// grids as the pair) or `all` (long reductions on many tiles too).
@@ -69,6 +76,42 @@ pub const HALO_ENV: &str = "VOXSEG_CONV_HALO";
 /// The environment variable that turns keeping operand packs off (`0` or `off`).
 pub const PACK_CACHE_ENV: &str = "VOXSEG_PACK_CACHE";
 
+/// `map` over the packed operand at device address `at`, as the driver encodes it for the
+/// tensor memory accelerator (bf16, the 128-byte swizzle, zero fill); `kernel` names the
+/// launch in an error.
+fn encode_tiled(map: &TiledMap, at: sys::CUdeviceptr, kernel: &str) -> Result<TensorMap> {
+    let mut encoded = std::mem::MaybeUninit::<sys::CUtensorMap>::uninit();
+    // SAFETY: the arrays hold the rank's 5 dimensions (4 strides) and outlive the call,
+    // which writes the 128-byte map; `at` is a live pool allocation on this device.
+    let status = unsafe {
+        sys::cuTensorMapEncodeTiled(
+            encoded.as_mut_ptr(),
+            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+            5,
+            at as *mut std::ffi::c_void,
+            map.dims.as_ptr(),
+            map.strides.as_ptr(),
+            map.box_dims.as_ptr(),
+            map.element_strides.as_ptr(),
+            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+    };
+    if status != sys::CUresult::CUDA_SUCCESS {
+        return Err(Error::Backend {
+            backend: "cuda",
+            msg: format!("{kernel}: cuTensorMapEncodeTiled refused {map:?}: {status:?}"),
+        });
+    }
+    // SAFETY: the driver wrote the map on success.
+    let encoded = unsafe { encoded.assume_init() };
+    Ok(TensorMap {
+        words: encoded.opaque,
+    })
+}
+
 /// A device's convolution settings (every `Cuda` of one ordinal shares a device).
 #[derive(Clone, Copy)]
 struct ConvSettings {
@@ -77,6 +120,7 @@ struct ConvSettings {
     wgmma_pairs: bool,
     wgmma_m256: bool,
     wgmma_ws: bool,
+    wgmma_tma: bool,
     wgmma_n64_weights: Reach,
     gather_l1: Reach,
     halo: Reach,
@@ -91,6 +135,7 @@ impl Default for ConvSettings {
             wgmma_pairs: true,
             wgmma_m256: false,
             wgmma_ws: false,
+            wgmma_tma: false,
             wgmma_n64_weights: Reach::default(),
             gather_l1: Reach::default(),
             halo: Reach::default(),
@@ -259,6 +304,7 @@ impl Cuda {
         let wgmma_pairs = wgmma_switch(WGMMA_PAIRS_ENV, true)?;
         let wgmma_m256 = wgmma_switch(WGMMA_M256_ENV, false)?;
         let wgmma_ws = wgmma_switch(WGMMA_WS_ENV, false)?;
+        let wgmma_tma = wgmma_switch(WGMMA_TMA_ENV, false)?;
         let wgmma_n64_weights = reach_from_env(WGMMA_N64_WEIGHTS_ENV)?;
         let gather_l1 = reach_from_env(GATHER_L1_ENV)?;
         let halo = reach_from_env(HALO_ENV)?;
@@ -269,6 +315,7 @@ impl Cuda {
             wgmma_pairs,
             wgmma_m256,
             wgmma_ws,
+            wgmma_tma,
             wgmma_n64_weights,
             gather_l1,
             halo,
@@ -295,6 +342,24 @@ impl Cuda {
         let module = plan.module();
         let f = self.function(module, name)?;
         allow_shared(self.ordinal(), module, name, &f, plan.dims.shared_bytes)?;
+        if let Some(boxes) = &plan.tma {
+            let [x_map, dy_map] = TiledMap::backward_weights(&plan.params, boxes);
+            let (x, _x_read) = a.block().device_ptr(self.stream());
+            let (dy, _dy_read) = b.block().device_ptr(self.stream());
+            let params = tma_params(
+                &plan.params,
+                boxes,
+                encode_tiled(&x_map, x, name)?,
+                encode_tiled(&dy_map, dy, name)?,
+            );
+            let mut args = self.stream().launch_builder(&f);
+            args.arg(&params).arg(out.block_mut());
+            // SAFETY: the kernel takes (params, out); the maps describe the plan's packs of
+            // x and dy, which a and b are (the callers checked their sources against the
+            // geometry), and out holds the plan's workspace_len elements.
+            unsafe { args.launch(config(&plan.dims)) }.map_err(|e| driver_error(name, e))?;
+            return Ok(());
+        }
         let null: u64 = 0;
         let mut args = self.stream().launch_builder(&f);
         args.arg(&plan.params).arg(a.block()).arg(b.block());
@@ -396,6 +461,19 @@ impl Cuda {
         self.update_conv_settings(|s| s.wgmma_ws = on);
     }
 
+    /// Whether bf16 backward weights runs on the tiles the tensor memory accelerator fills
+    /// (where wgmma is on and the plan allows): what `set_wgmma_tma` set, else
+    /// `VOXSEG_WGMMA_TMA` (off unless `1` or `on`).
+    pub fn wgmma_tma(&self) -> Result<bool> {
+        Ok(self.conv_settings()?.wgmma_tma)
+    }
+
+    /// Runs bf16 backward weights on the tensor memory accelerator's tiles (where wgmma is
+    /// on and the plan allows) or not, whatever `VOXSEG_WGMMA_TMA` says.
+    pub fn set_wgmma_tma(&self, on: bool) {
+        self.update_conv_settings(|s| s.wgmma_tma = on);
+    }
+
     /// Where backward weights into 64 columns runs wgmma (where wgmma is on): what
     /// `set_wgmma_n64_weights` set, else `VOXSEG_WGMMA_N64_WEIGHTS` (measured by default).
     pub fn wgmma_n64_weights(&self) -> Result<Reach> {
@@ -451,6 +529,7 @@ impl Cuda {
             .with_wgmma_pairs(s.wgmma_pairs)
             .with_wgmma_m256(s.wgmma_m256)
             .with_wgmma_ws(s.wgmma_ws)
+            .with_wgmma_tma(s.wgmma_tma)
             .with_wgmma_n64_weights(s.wgmma_n64_weights)
             .with_halo(s.halo)
             .with_gather_l1(s.gather_l1);

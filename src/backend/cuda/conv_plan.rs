@@ -18,8 +18,10 @@
 //!   TF32 or into 32 columns (wgmma reads its mn-major tiles only in 16-bit types and
 //!   blocks of 64). `ConvTarget::wgmma_m256` runs the 128 x 128 wgmma tiles as 256 x 128
 //!   over four warpgroups, and `ConvTarget::wgmma_ws` the other 128 x 128 and 128 x 64
-//!   ones warp-specialized (one or two warpgroups copy, two multiply); both are off by
-//!   default until a GPU has timed them.
+//!   ones warp-specialized (one or two warpgroups copy, two multiply), and
+//!   `ConvTarget::wgmma_tma` bf16 backward weights on tiles that the tensor memory
+//!   accelerator fills from one thread, box by box of output voxels (`conv_tma`); all three
+//!   are off by default until a GPU has timed them.
 //! - Halo (`ConvTarget::halo`): a stride-1 pass whose plan is mma.sync runs the kernels
 //!   of kernels/conv3d_halo.cu instead, which copy each tap row's input window once for the
 //!   taps along w, from operands packed with zero borders: where k_w is 2 or 3, the borders
@@ -34,6 +36,7 @@
 //!   only the taps that reach its voxels.
 //! - Splits: when the tiles alone give fewer blocks than the device wants, the reduction is
 //!   cut into slices of whole K steps (grid.z) whose partial results a sum adds.
+use super::conv_tma::ConvTmaBoxes;
 use super::params::{Conv3dParams, Conv3dShape, LaunchDims};
 use crate::error::{Error, Result};
 use crate::tensor_ops::conv::ConvGeometry;
@@ -87,6 +90,9 @@ pub const CONV_WGMMA_STAGES_M256: u32 = 4;
 /// one (128 columns) or two (64) warpgroups that copy and the two that multiply.
 pub const CONV_WGMMA_WS128_THREADS: u32 = 384;
 pub const CONV_WGMMA_WS64_THREADS: u32 = 512;
+/// Threads of the wgmma tiles that the tensor memory accelerator fills
+/// (`VX_CONV_WGMMA_TMA_THREADS`): the two warpgroups that multiply and one that copies.
+pub const CONV_WGMMA_TMA_THREADS: u32 = 384;
 /// Dynamic shared memory the wgmma kernels reserve to start their ring at a 1024-byte
 /// boundary (`VX_CONV_WGMMA_ALIGN`).
 pub const CONV_WGMMA_ALIGN: u32 = 1024;
@@ -127,6 +133,11 @@ const WGMMA_N64_WEIGHT_MAX_STEPS: u64 = 16;
 const WGMMA_N64_WEIGHT_LONG_MAX_TILES: u64 = 4;
 /// The wgmma pair runs full 64-column grids over more than this many wgmma steps.
 const WGMMA_PAIR_MIN_STEPS: u64 = 2;
+/// The tensor-memory-accelerator tiles take a pass whose input channels pad to whole
+/// blocks of this many rows (one tap each) and whose boxes overhang its output by at most
+/// this factor.
+const TMA_BLOCK_ROWS: u64 = 64;
+const TMA_MAX_OVERHANG: f64 = 1.25;
 /// A split covers at least this many K steps.
 const MIN_STEPS_PER_SPLIT: u64 = 8;
 const MAX_GRID_YZ: u64 = 65_535;
@@ -250,6 +261,11 @@ pub enum ConvTile {
     WgWs128,
     /// The same, 128 x 64.
     WgWs64,
+    /// Hopper wgmma, 128 x 128, its stages filled by the tensor memory accelerator
+    /// (backward weights, bf16).
+    WgTma128,
+    /// The same, 128 x 64.
+    WgTma64,
     /// mma.sync reusing the input window along w (kernels/conv3d_halo.cu), 128 x 128.
     HaloN128,
     /// The same, 128 x 64.
@@ -278,6 +294,8 @@ impl ConvTile {
                 | Self::WgM256
                 | Self::WgWs128
                 | Self::WgWs64
+                | Self::WgTma128
+                | Self::WgTma64
         )
     }
 
@@ -329,8 +347,8 @@ impl ConvKernel {
             ConvTile::TcN128 | ConvTile::HaloN128 => tc(128),
             ConvTile::TcN64 | ConvTile::HaloN64 => tc(64),
             ConvTile::TcN32 | ConvTile::HaloN32 => tc(32),
-            ConvTile::WgN128 | ConvTile::WgWs128 => wg(128),
-            ConvTile::WgN64 | ConvTile::WgN64Pair | ConvTile::WgWs64 => wg(64),
+            ConvTile::WgN128 | ConvTile::WgWs128 | ConvTile::WgTma128 => wg(128),
+            ConvTile::WgN64 | ConvTile::WgN64Pair | ConvTile::WgWs64 | ConvTile::WgTma64 => wg(64),
             ConvTile::WgN32 => wg(32),
             ConvTile::WgM256 => (CONV_WGMMA_M256_BM, CONV_WGMMA_M256_BN, wg(128).2),
             ConvTile::HaloWeight32x32 => halo_weight(32, 32),
@@ -351,6 +369,7 @@ impl ConvKernel {
             (_, _, ConvTile::WgM256) => CONV_WGMMA_M256_THREADS,
             (_, _, ConvTile::WgWs128) => CONV_WGMMA_WS128_THREADS,
             (_, _, ConvTile::WgWs64) => CONV_WGMMA_WS64_THREADS,
+            (_, _, ConvTile::WgTma128 | ConvTile::WgTma64) => CONV_WGMMA_TMA_THREADS,
             (_, _, tile) if tile.is_wgmma() => CONV_WGMMA_THREADS,
             (_, _, ConvTile::HaloWeight32x32 | ConvTile::HaloWeight64x32) => 3 * 32,
             (_, _, ConvTile::HaloWeight64x64 | ConvTile::HaloWeight64x128) => 3 * 64,
@@ -368,6 +387,7 @@ impl ConvKernel {
             ConvTile::WgM256 => CONV_WGMMA_M256_THREADS,
             ConvTile::WgWs128 => CONV_WGMMA_WS128_THREADS,
             ConvTile::WgWs64 => CONV_WGMMA_WS64_THREADS,
+            ConvTile::WgTma128 | ConvTile::WgTma64 => CONV_WGMMA_TMA_THREADS,
             ConvTile::HaloN128 | ConvTile::HaloN64 => 2 * CONV_THREADS,
             ConvTile::HaloN32 => 3 * CONV_THREADS,
             // As many blocks as their registers allow (ptxas, sm_90; tf32 needs the most).
@@ -384,10 +404,10 @@ impl ConvKernel {
         let (bm, bn, _) = self.shape();
         match (self.precision, self.tile) {
             (ConvPrecision::F32, _) => 0,
-            (_, ConvTile::WgN128 | ConvTile::WgWs128) => {
+            (_, ConvTile::WgN128 | ConvTile::WgWs128 | ConvTile::WgTma128) => {
                 CONV_WGMMA_STAGES_N128 * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN
             }
-            (_, ConvTile::WgN64 | ConvTile::WgWs64) => {
+            (_, ConvTile::WgN64 | ConvTile::WgWs64 | ConvTile::WgTma64) => {
                 CONV_WGMMA_STAGES_N64 * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN
             }
             (_, ConvTile::WgN32) => {
@@ -483,6 +503,8 @@ impl ConvKernel {
             (BackwardData, Tf32, WgWs64) => "conv3d_bwd_data_tf32_ws64",
             (BackwardData, Bf16, WgWs64) => "conv3d_bwd_data_bf16_ws64",
             (BackwardWeight, Bf16, WgWs64) => "conv3d_bwd_weight_bf16_ws64",
+            (BackwardWeight, Bf16, WgTma128) => "conv3d_bwd_weight_bf16_tma128",
+            (BackwardWeight, Bf16, WgTma64) => "conv3d_bwd_weight_bf16_tma64",
             (Forward, Bf16, HaloN128) => "conv3d_fwd_bf16_halo128",
             (Forward, Bf16, HaloN64) => "conv3d_fwd_bf16_halo64",
             (Forward, Bf16, HaloN32) => "conv3d_fwd_bf16_halo32",
@@ -757,6 +779,9 @@ pub struct ConvPlan {
     /// The kernel runs from its module's build variant whose activation gathers go through
     /// L1 (`<module>_l1`).
     pub gather_l1: bool,
+    /// The kernel reads its packed operands through tensor maps whose boxes tile the
+    /// output so (`ConvTile::WgTma128`, `WgTma64`; kernels/params.h, Conv3dTmaParams).
+    pub tma: Option<ConvTmaBoxes>,
 }
 
 /// Where the plan runs an optional kernel family or build variant (the halo kernels, the
@@ -816,6 +841,11 @@ pub struct ConvTarget {
     /// The wgmma tiles of 128 x 128 (that stay so) and 128 x 64 (the pair too) run
     /// warp-specialized (`ConvTile::WgWs128`, `WgWs64`).
     pub wgmma_ws: bool,
+    /// bf16 backward weights into more than 32 columns, over input channels padded to a
+    /// multiple of 64, runs on the tiles the tensor memory accelerator fills
+    /// (`ConvTile::WgTma128`, `WgTma64`) where its boxes overhang the output by at most
+    /// `TMA_MAX_OVERHANG`.
+    pub wgmma_tma: bool,
     /// Backward weights into 64 columns runs wgmma within this reach: measured, over at
     /// most `WGMMA_N64_WEIGHT_MAX_STEPS` steps or on fewer than
     /// `WGMMA_N64_WEIGHT_LONG_MAX_TILES` tiles, and on full grids as the pair; all, the
@@ -838,6 +868,7 @@ impl ConvTarget {
             wgmma_pairs: false,
             wgmma_m256: false,
             wgmma_ws: false,
+            wgmma_tma: false,
             wgmma_n64_weights: Reach::Measured,
             halo: Reach::Off,
             gather_l1: Reach::Off,
@@ -861,6 +892,10 @@ impl ConvTarget {
 
     pub fn with_wgmma_ws(self, wgmma_ws: bool) -> Self {
         Self { wgmma_ws, ..self }
+    }
+
+    pub fn with_wgmma_tma(self, wgmma_tma: bool) -> Self {
+        Self { wgmma_tma, ..self }
     }
 
     pub fn with_wgmma_n64_weights(self, wgmma_n64_weights: Reach) -> Self {
@@ -1152,6 +1187,9 @@ impl ConvPlan {
         let p = conv_params(g)?;
         check_packed_strides(g, precision)?;
         let tensor_cores = precision != ConvPrecision::F32;
+        if let Some(plan) = Self::tma(g, &p, pass, precision, target)? {
+            return Ok(plan);
+        }
         let gm = gemm(&p, pass, precision.channel_multiple() as u64);
         let tile = if tensor_cores {
             // wgmma reads backward weights' mn-major tiles only in 16-bit types and in blocks
@@ -1281,6 +1319,7 @@ impl ConvPlan {
             out_len: result_len(p, kernel.pass),
             packs,
             gather_l1: false,
+            tma: None,
         }
     }
 
@@ -1378,6 +1417,62 @@ impl ConvPlan {
             [splits, split_len],
             Some(packs),
         )))
+    }
+
+    /// The plan of a bf16 backward-weights pass on the tiles the tensor memory accelerator
+    /// fills, where the target has them on (`ConvTarget::wgmma_tma`) and they take it.
+    fn tma(
+        g: &ConvGeometry,
+        p: &Conv3dParams,
+        pass: ConvPass,
+        precision: ConvPrecision,
+        target: ConvTarget,
+    ) -> Result<Option<Self>> {
+        let bf16_weights = pass == ConvPass::BackwardWeight && precision == ConvPrecision::Bf16;
+        if !(bf16_weights && target.wgmma && target.wgmma_tma) {
+            return Ok(None);
+        }
+        let gm = gemm(p, pass, precision.channel_multiple() as u64);
+        let cin_p = (p.cin as u64).next_multiple_of(precision.channel_multiple() as u64);
+        let tile = match tc_tile(gm.cols) {
+            ConvTile::TcN128 => ConvTile::WgTma128,
+            ConvTile::TcN64 => ConvTile::WgTma64,
+            _ => return Ok(None),
+        };
+        let Some(boxes) = ConvTmaBoxes::new(p) else {
+            return Ok(None);
+        };
+        let depth = boxes.padded_voxels(p.n);
+        if !cin_p.is_multiple_of(TMA_BLOCK_ROWS)
+            || depth as f64 > TMA_MAX_OVERHANG * gm.depth as f64
+        {
+            return Ok(None);
+        }
+        let kernel = ConvKernel {
+            pass,
+            precision,
+            tile,
+        };
+        let (bm, bn, bk) = kernel.shape();
+        let (bm, bn, bk) = (bm as u64, bn as u64, bk as u64);
+        let tiles = [gm.rows.div_ceil(bm), gm.cols.div_ceil(bn)];
+        let (splits, split_len) = split_reduction(
+            &kernel,
+            target.blocks,
+            tiles[0] * tiles[1],
+            depth,
+            bk,
+            MAX_GRID_YZ,
+        );
+        let grid = [tiles[0], tiles[1], splits];
+        if !fits_grid(grid) || depth > i32::MAX as u64 {
+            return Ok(None);
+        }
+        let packs = packs(g, pass, precision, target.blocks, None)?;
+        Ok(Some(Self {
+            tma: Some(boxes),
+            ..Self::launch(kernel, p, grid, [splits, split_len], Some(packs))
+        }))
     }
 
     pub fn splits(&self) -> usize {

@@ -424,7 +424,10 @@ pub mod conv {
         wgmma_probe_depth, ConvBorderPackParams, ConvPack, ConvPackKind, ConvPackParams, ConvPlan,
         ConvPrecision, CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
     };
-    use crate::backend::cuda::params::{Conv3dParams, LaunchDims};
+    use crate::backend::cuda::conv_tma::{
+        tma_params, TiledMap, TMA_DATA_TYPE_BF16, TMA_L2_PROMOTION_128B, TMA_SWIZZLE_128B,
+    };
+    use crate::backend::cuda::params::{Conv3dParams, Conv3dTmaParams, LaunchDims, TensorMap};
     use std::ffi::{c_char, c_int, c_longlong, c_void, CString};
 
     extern "C" {
@@ -493,6 +496,27 @@ pub mod conv {
             a: *const f32,
             b: *const f32,
             out: *mut f32,
+        ) -> c_int;
+        fn emu_conv3d_tma(
+            name: *const c_char,
+            d: *const LaunchDims,
+            p: *const Conv3dTmaParams,
+            out: *mut f32,
+        ) -> c_int;
+        #[allow(clippy::too_many_arguments)] // cuTensorMapEncodeTiled's
+        fn emu_tensor_map_encode_tiled(
+            map: *mut TensorMap,
+            data_type: c_int,
+            rank: u32,
+            address: *const c_void,
+            dims: *const u64,
+            strides: *const u64,
+            box_dims: *const u32,
+            element_strides: *const u32,
+            interleave: c_int,
+            swizzle: c_int,
+            l2_promotion: c_int,
+            oob_fill: c_int,
         ) -> c_int;
         fn emu_conv3d_pipe(
             name: *const c_char,
@@ -702,6 +726,22 @@ pub mod conv {
         let (name_ptr, dims, p, out_ptr) =
             (c_name.as_ptr(), &plan.dims, plan.params, out.as_mut_ptr());
         let _reads = GlobalReads::allow(&[(a.cast(), a_bytes), (b.cast(), b_bytes)]);
+        if let Some(boxes) = &plan.tma {
+            let [x_map, dy_map] = TiledMap::backward_weights(&plan.params, boxes);
+            let params = tma_params(
+                &plan.params,
+                boxes,
+                encode_tiled(&x_map, a)?,
+                encode_tiled(&dy_map, b)?,
+            );
+            // SAFETY: the maps describe packed x and dy, which a and b hold (the callers
+            // checked their lengths against the plan's packs); out holds workspace_len.
+            let code = unsafe { emu_conv3d_tma(name_ptr, dims, &params, out_ptr) };
+            if code == -2 {
+                return Err(format!("the harness has no kernel {name}"));
+            }
+            return status(code);
+        }
         // SAFETY: the slices behind a, b, bias and out cover what the params make the
         // kernel index (checked by the callers and above); a null bias is never read.
         let code = unsafe {
@@ -720,6 +760,34 @@ pub mod conv {
             return Err(format!("the harness has no kernel {name}"));
         }
         status(code)
+    }
+
+    /// `map` over the packed operand at `at`, as the harness's twin of
+    /// `cuTensorMapEncodeTiled` encodes it (the arguments the device launcher passes).
+    pub fn encode_tiled(map: &TiledMap, at: *const u8) -> Result<TensorMap, String> {
+        let mut encoded = TensorMap::default();
+        // SAFETY: the arrays hold the rank's 5 dimensions (4 strides) and outlive the call,
+        // which writes the 128-byte, 64-byte-aligned map.
+        let code = unsafe {
+            emu_tensor_map_encode_tiled(
+                &mut encoded,
+                TMA_DATA_TYPE_BF16,
+                5,
+                at.cast(),
+                map.dims.as_ptr(),
+                map.strides.as_ptr(),
+                map.box_dims.as_ptr(),
+                map.element_strides.as_ptr(),
+                0,
+                TMA_SWIZZLE_128B,
+                TMA_L2_PROMOTION_128B,
+                0,
+            )
+        };
+        if code != 0 {
+            return Err(format!("the harness refused the tensor map {map:?}"));
+        }
+        Ok(encoded)
     }
 
     /// The dynamic shared memory the halo kernel `name` (kernels/conv3d_halo.cu) uses, from

@@ -21,6 +21,7 @@ mod concat;
 mod confusion;
 mod conv;
 pub mod conv_plan;
+pub mod conv_tma;
 mod cross_entropy;
 mod device;
 mod dice;

@@ -144,6 +144,31 @@ pub struct Conv3dParams {
     pub split_len: i32,
 }
 
+/// A tensor map of the tensor memory accelerator (`CUtensorMap`): 128 opaque bytes that the
+/// driver's `cuTensorMapEncodeTiled` (or the harness's twin) writes.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TensorMap {
+    pub words: [u64; 16],
+}
+
+/// Backward weights on the tensor memory accelerator (kernels/params.h says how the maps
+/// and boxes tile the reduction).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv3dTmaParams {
+    pub x: TensorMap,
+    pub dy: TensorMap,
+    pub conv: Conv3dParams,
+    pub box_d: i32,
+    pub box_h: i32,
+    pub box_w: i32,
+    pub boxes_d: i32,
+    pub boxes_h: i32,
+    pub boxes_w: i32,
+    pub pad_: [i32; 6],
+}
+
 /// The sizes of a 3D convolution, NDHWC, weights `[kd, kh, kw, cin, cout]`; spatial
 /// triples are (d, h, w).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -234,3 +259,4 @@ unsafe impl cudarc::driver::DeviceRepr for ReduceParams {}
 unsafe impl cudarc::driver::DeviceRepr for BroadcastParams {}
 unsafe impl cudarc::driver::DeviceRepr for UniformParams {}
 unsafe impl cudarc::driver::DeviceRepr for Conv3dParams {}
+unsafe impl cudarc::driver::DeviceRepr for Conv3dTmaParams {}
