@@ -340,26 +340,29 @@ struct VxWgmmaWsLoop {
     }
 };
 
-// A two-warpgroup tile (128 x 128 or 128 x 64, its ring and one block per SM) whose stages
-// the tensor memory accelerator fills: one more warpgroup, after the two that multiply, of
-// which one thread waits for each stage's `empty`, arms its `full` with the stage's bytes
-// and issues the step's box copies (VxWgmmaTmaLoop). A whole warpgroup, not a warp, so
-// the block stays whole warpgroups; its other threads have nothing to do.
-template <class Base>
+// A wgmma tile (128 x 128, 128 x 64 or 256 x 128, its ring and one block per SM) whose
+// stages the tensor memory accelerator fills: one more warpgroup, after those that
+// multiply, of which one thread waits for each stage's `empty`, arms its `full` with the
+// stage's bytes and issues the step's box copies (VxWgmmaTmaLoop). A whole warpgroup, not
+// a warp, so the block stays whole warpgroups; its other threads have nothing to do.
+template <class Base, int THREADS_>
 struct VxWgmmaTmaOf : Base {
     using MnMajorLoop = VxWgmmaTmaLoop;
     static constexpr int THREADS = Base::THREADS + 128;
-    static_assert(THREADS == VX_CONV_WGMMA_TMA_THREADS && Base::MIN_BLOCKS == 1,
-                  "params_conv.h");
+    static_assert(THREADS == THREADS_ && Base::MIN_BLOCKS == 1, "params_conv.h");
     __device__ __forceinline__ static int mma_thread() {
         const int tid = static_cast<int>(threadIdx.x);
         return tid < Base::THREADS ? tid : -1;
     }
 };
 template <class P>
-using VxWgmmaTma128 = VxWgmmaTmaOf<VxWgmmaN128<P>>;
+using VxWgmmaTma128 = VxWgmmaTmaOf<VxWgmmaN128<P>, VX_CONV_WGMMA_TMA_THREADS>;
 template <class P>
-using VxWgmmaTma64 = VxWgmmaTmaOf<VxWgmmaN64<P>>;
+using VxWgmmaTma64 = VxWgmmaTmaOf<VxWgmmaN64<P>, VX_CONV_WGMMA_TMA_THREADS>;
+// Four warpgroups of 64 rows multiply, as VxWgmmaM256: with the copies off their warps,
+// 640 threads leave each at most 96 registers, and its accumulators take 64.
+template <class P>
+using VxWgmmaTma256 = VxWgmmaTmaOf<VxWgmmaM256<P>, VX_CONV_WGMMA_TMA256_THREADS>;
 
 // The main loop of VxWgmmaTmaOf over mn-major tiles: stage s's `full` completes when its
 // one arrival (the copying thread's, which armed it with the stage's bytes) and the bytes
@@ -488,6 +491,7 @@ __device__ __forceinline__ void vx_tma_backward_weights(const Conv3dTmaParams& t
 
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma128, VxWgmmaTma128<VxBf16>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma64, VxWgmmaTma64<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma256, VxWgmmaTma256<VxBf16>)
 
 VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg128, vx_pipe_forward, VxWgmmaN128<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg64, vx_pipe_forward, VxWgmmaN64<VxBf16>)
@@ -644,6 +648,7 @@ extern "C" int emu_conv3d_tma(const char* name, const EmuDims* d, const Conv3dTm
     } kernels[] = {
         {"conv3d_bwd_weight_bf16_tma128", conv3d_bwd_weight_bf16_tma128},
         {"conv3d_bwd_weight_bf16_tma64", conv3d_bwd_weight_bf16_tma64},
+        {"conv3d_bwd_weight_bf16_tma256", conv3d_bwd_weight_bf16_tma256},
     };
     for (const auto& k : kernels)
         if (!std::strcmp(k.name, name)) return emu_launch(*d, k.kernel, *p, out);

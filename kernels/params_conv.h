@@ -44,8 +44,9 @@ constexpr int VX_CONV_WGMMA_WS128_THREADS = 384;
 constexpr int VX_CONV_WGMMA_WS64_THREADS = 512;
 // The wgmma tiles of 128 x 128 and 128 x 64 whose stages the tensor memory accelerator
 // fills (backward weights, bf16): the two warpgroups that multiply and one more, one of
-// whose threads issues the copies.
+// whose threads issues the copies; the 256 x 128 one, four that multiply and one more.
 constexpr int VX_CONV_WGMMA_TMA_THREADS = 384;
+constexpr int VX_CONV_WGMMA_TMA256_THREADS = 640;
 // The 256 x 128 wgmma tile: VX_CONV_WGMMA_M256_BM rows by VX_CONV_WGMMA_M256_BN columns,
 // four warpgroups (VX_CONV_WGMMA_M256_THREADS), one block per SM, a ring of
 // VX_CONV_WGMMA_STAGES_M256.

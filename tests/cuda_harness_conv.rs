@@ -190,6 +190,8 @@ fn tile_constants_match_params_conv_h() {
         ("VX_CONV_WGMMA_STAGES_M256", CONV_WGMMA_STAGES_M256),
         ("VX_CONV_WGMMA_WS128_THREADS", CONV_WGMMA_WS128_THREADS),
         ("VX_CONV_WGMMA_WS64_THREADS", CONV_WGMMA_WS64_THREADS),
+        ("VX_CONV_WGMMA_TMA_THREADS", CONV_WGMMA_TMA_THREADS),
+        ("VX_CONV_WGMMA_TMA256_THREADS", CONV_WGMMA_TMA256_THREADS),
         ("VX_CONV_WGMMA_ALIGN", CONV_WGMMA_ALIGN),
         ("VX_CONV_HALO_ROWS", CONV_HALO_ROWS),
         ("VX_CONV_HALO_MAX_KW", CONV_HALO_MAX_KW),
@@ -1112,6 +1114,27 @@ fn bf16_wgmma_tma_backward_weights() {
             &mut rng,
         );
         assert_eq!(ran.splits, *splits, "{g:?}");
+    }
+    // With the 256-row tiles on, 128-column tiles of more than 128 rows take WgTma256;
+    // 27 x 64 rows end three quarters of the way through the last 256-row block.
+    let m256 = target.with_wgmma_m256(true);
+    for (g, splits) in [(&cases[0].0, 1), (&cases[4].0, 1)] {
+        let plan = ConvPlan::new(g, ConvPass::BackwardWeight, ConvPrecision::Bf16, m256);
+        let tile = plan.unwrap().kernel.tile;
+        let want = if g.kernel_volume() > 1 {
+            ConvTile::WgTma256
+        } else {
+            WgTma128
+        };
+        assert_eq!(tile, want, "{g:?}");
+        let ran = check_pass(
+            g,
+            ConvPass::BackwardWeight,
+            ConvPrecision::Bf16,
+            m256,
+            &mut rng,
+        );
+        assert_eq!(ran.splits, splits, "{g:?}");
     }
     let first = ConvPlan::new(
         &cases[0].0,

@@ -643,9 +643,14 @@ fn wgmma_tma_cases_plan_their_tiles_on_an_h100() {
         assert_eq!(plan.kernel.tile, tile, "{g:?}");
         assert!(plan.tma.is_some(), "{g:?}");
     }
+    let m256 = wgmma_tma_target().with_wgmma_m256(true);
+    let deep = &wgmma_tma_cases()[0].0;
+    let plan = ConvPlan::new(deep, ConvPass::BackwardWeight, ConvPrecision::Bf16, m256).unwrap();
+    assert_eq!(plan.kernel.tile, ConvTile::WgTma256);
 }
 
-/// bf16 backward weights on the tensor memory accelerator (`VOXSEG_WGMMA_TMA`): the tensor
+/// bf16 backward weights on the tensor memory accelerator (`VOXSEG_WGMMA_TMA`, then also
+/// `VOXSEG_WGMMA_M256` for the 256 x 128 tile on the deep case): the tensor
 /// maps the driver encodes from our arguments, their boxes, zero fill and swizzle, and the
 /// mbarriers' transaction bytes, which the harness only emulates; every pass of each case
 /// runs (forward and backward data on their usual kernels).
@@ -663,6 +668,12 @@ fn wgmma_tma_backward_weights_match_cpu() {
         assert_eq!(plan.kernel.tile, *tile, "{g:?}");
     }
     check_every_pass(&gpu, &cases.map(|(g, _)| g));
+    // The 256 x 128 tile, four warpgroups multiplying.
+    gpu.set_wgmma_m256(true);
+    let deep = cases[0].0;
+    let plan = gpu.conv_plan(&deep, ConvPass::BackwardWeight).unwrap();
+    assert_eq!(plan.kernel.tile, ConvTile::WgTma256);
+    check_every_pass(&gpu, &[deep]);
 }
 
 /// The build variant whose activation gathers also go through L1 (`VOXSEG_GATHER_L1`):

@@ -91,8 +91,10 @@ pub const CONV_WGMMA_STAGES_M256: u32 = 4;
 pub const CONV_WGMMA_WS128_THREADS: u32 = 384;
 pub const CONV_WGMMA_WS64_THREADS: u32 = 512;
 /// Threads of the wgmma tiles that the tensor memory accelerator fills
-/// (`VX_CONV_WGMMA_TMA_THREADS`): the two warpgroups that multiply and one that copies.
+/// (`VX_CONV_WGMMA_TMA_THREADS`, `_TMA256_`): the two (256 x 128: four) warpgroups that
+/// multiply and one that copies.
 pub const CONV_WGMMA_TMA_THREADS: u32 = 384;
+pub const CONV_WGMMA_TMA256_THREADS: u32 = 640;
 /// Dynamic shared memory the wgmma kernels reserve to start their ring at a 1024-byte
 /// boundary (`VX_CONV_WGMMA_ALIGN`).
 pub const CONV_WGMMA_ALIGN: u32 = 1024;
@@ -266,6 +268,8 @@ pub enum ConvTile {
     WgTma128,
     /// The same, 128 x 64.
     WgTma64,
+    /// The same, 256 x 128 (four warpgroups multiply).
+    WgTma256,
     /// mma.sync reusing the input window along w (kernels/conv3d_halo.cu), 128 x 128.
     HaloN128,
     /// The same, 128 x 64.
@@ -296,6 +300,7 @@ impl ConvTile {
                 | Self::WgWs64
                 | Self::WgTma128
                 | Self::WgTma64
+                | Self::WgTma256
         )
     }
 
@@ -350,7 +355,9 @@ impl ConvKernel {
             ConvTile::WgN128 | ConvTile::WgWs128 | ConvTile::WgTma128 => wg(128),
             ConvTile::WgN64 | ConvTile::WgN64Pair | ConvTile::WgWs64 | ConvTile::WgTma64 => wg(64),
             ConvTile::WgN32 => wg(32),
-            ConvTile::WgM256 => (CONV_WGMMA_M256_BM, CONV_WGMMA_M256_BN, wg(128).2),
+            ConvTile::WgM256 | ConvTile::WgTma256 => {
+                (CONV_WGMMA_M256_BM, CONV_WGMMA_M256_BN, wg(128).2)
+            }
             ConvTile::HaloWeight32x32 => halo_weight(32, 32),
             ConvTile::HaloWeight64x32 => halo_weight(64, 32),
             ConvTile::HaloWeight64x64 => halo_weight(64, 64),
@@ -370,6 +377,7 @@ impl ConvKernel {
             (_, _, ConvTile::WgWs128) => CONV_WGMMA_WS128_THREADS,
             (_, _, ConvTile::WgWs64) => CONV_WGMMA_WS64_THREADS,
             (_, _, ConvTile::WgTma128 | ConvTile::WgTma64) => CONV_WGMMA_TMA_THREADS,
+            (_, _, ConvTile::WgTma256) => CONV_WGMMA_TMA256_THREADS,
             (_, _, tile) if tile.is_wgmma() => CONV_WGMMA_THREADS,
             (_, _, ConvTile::HaloWeight32x32 | ConvTile::HaloWeight64x32) => 3 * 32,
             (_, _, ConvTile::HaloWeight64x64 | ConvTile::HaloWeight64x128) => 3 * 64,
@@ -388,6 +396,7 @@ impl ConvKernel {
             ConvTile::WgWs128 => CONV_WGMMA_WS128_THREADS,
             ConvTile::WgWs64 => CONV_WGMMA_WS64_THREADS,
             ConvTile::WgTma128 | ConvTile::WgTma64 => CONV_WGMMA_TMA_THREADS,
+            ConvTile::WgTma256 => CONV_WGMMA_TMA256_THREADS,
             ConvTile::HaloN128 | ConvTile::HaloN64 => 2 * CONV_THREADS,
             ConvTile::HaloN32 => 3 * CONV_THREADS,
             // As many blocks as their registers allow (ptxas, sm_90; tf32 needs the most).
@@ -416,7 +425,7 @@ impl ConvKernel {
             (_, ConvTile::WgN64Pair) => {
                 CONV_WGMMA_STAGES_N64_PAIR * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN
             }
-            (_, ConvTile::WgM256) => {
+            (_, ConvTile::WgM256 | ConvTile::WgTma256) => {
                 CONV_WGMMA_STAGES_M256 * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN
             }
             (_, ConvTile::HaloN128 | ConvTile::HaloN64 | ConvTile::HaloN32) => {
@@ -505,6 +514,7 @@ impl ConvKernel {
             (BackwardWeight, Bf16, WgWs64) => "conv3d_bwd_weight_bf16_ws64",
             (BackwardWeight, Bf16, WgTma128) => "conv3d_bwd_weight_bf16_tma128",
             (BackwardWeight, Bf16, WgTma64) => "conv3d_bwd_weight_bf16_tma64",
+            (BackwardWeight, Bf16, WgTma256) => "conv3d_bwd_weight_bf16_tma256",
             (Forward, Bf16, HaloN128) => "conv3d_fwd_bf16_halo128",
             (Forward, Bf16, HaloN64) => "conv3d_fwd_bf16_halo64",
             (Forward, Bf16, HaloN32) => "conv3d_fwd_bf16_halo32",
@@ -843,8 +853,8 @@ pub struct ConvTarget {
     pub wgmma_ws: bool,
     /// bf16 backward weights into more than 32 columns, over input channels padded to a
     /// multiple of 64, runs on the tiles the tensor memory accelerator fills
-    /// (`ConvTile::WgTma128`, `WgTma64`) where its boxes overhang the output by at most
-    /// `TMA_MAX_OVERHANG`.
+    /// (`ConvTile::WgTma128`, `WgTma64`; `WgTma256` for 128 x 128 tiles where `wgmma_m256`
+    /// is on too) where its boxes overhang the output by at most `TMA_MAX_OVERHANG`.
     pub wgmma_tma: bool,
     /// Backward weights into 64 columns runs wgmma within this reach: measured, over at
     /// most `WGMMA_N64_WEIGHT_MAX_STEPS` steps or on fewer than
@@ -1435,6 +1445,9 @@ impl ConvPlan {
         let gm = gemm(p, pass, precision.channel_multiple() as u64);
         let cin_p = (p.cin as u64).next_multiple_of(precision.channel_multiple() as u64);
         let tile = match tc_tile(gm.cols) {
+            ConvTile::TcN128 if target.wgmma_m256 && gm.rows > CONV_TC_BM as u64 => {
+                ConvTile::WgTma256
+            }
             ConvTile::TcN128 => ConvTile::WgTma128,
             ConvTile::TcN64 => ConvTile::WgTma64,
             _ => return Ok(None),
