@@ -35,6 +35,7 @@ template <bool MN_MAJOR>
 struct VxWgmmaLoop;
 template <bool MN_MAJOR>
 struct VxWgmmaWsLoop;
+template <bool MN_MAJOR>
 struct VxWgmmaTmaLoop;
 
 template <class P, int BN_, int STAGES_, int MIN_BLOCKS_, int WARPGROUPS_ = 2>
@@ -347,7 +348,8 @@ struct VxWgmmaWsLoop {
 // a warp, so the block stays whole warpgroups; its other threads have nothing to do.
 template <class Base, int THREADS_>
 struct VxWgmmaTmaOf : Base {
-    using MnMajorLoop = VxWgmmaTmaLoop;
+    using KMajorLoop = VxWgmmaTmaLoop<false>;
+    using MnMajorLoop = VxWgmmaTmaLoop<true>;
     static constexpr int THREADS = Base::THREADS + 128;
     static_assert(THREADS == THREADS_ && Base::MIN_BLOCKS == 1, "params_conv.h");
     __device__ __forceinline__ static int mma_thread() {
@@ -364,9 +366,10 @@ using VxWgmmaTma64 = VxWgmmaTmaOf<VxWgmmaN64<P>, VX_CONV_WGMMA_TMA_THREADS>;
 template <class P>
 using VxWgmmaTma256 = VxWgmmaTmaOf<VxWgmmaM256<P>, VX_CONV_WGMMA_TMA256_THREADS>;
 
-// The main loop of VxWgmmaTmaOf over mn-major tiles: stage s's `full` completes when its
-// one arrival (the copying thread's, which armed it with the stage's bytes) and the bytes
-// of the step's boxes are in; its `empty` as VxWgmmaWsLoop's.
+// The main loop of VxWgmmaTmaOf: stage s's `full` completes when its one arrival (the
+// copying thread's, which armed it with the stage's bytes) and the bytes of the step's
+// boxes are in; its `empty` as VxWgmmaWsLoop's.
+template <bool MN_MAJOR>
 struct VxWgmmaTmaLoop {
     template <class T, class Loader>
     __device__ __forceinline__ static void run(Loader& ld, int steps, VxPipeAcc<T>& acc) {
@@ -381,7 +384,7 @@ struct VxWgmmaTmaLoop {
         }
         __syncthreads();
         if (T::mma_thread() >= 0) {
-            vx_wgmma_consume<T, true>(steps, smem, full, empty, acc);
+            vx_wgmma_consume<T, MN_MAJOR>(steps, smem, full, empty, acc);
         } else if (threadIdx.x == T::THREADS - 128) {
             int stage = 0;
             unsigned lap = 0;
@@ -397,6 +400,89 @@ struct VxWgmmaTmaLoop {
         }
     }
 };
+
+// Box `box` of the boxes that tile the samples' outputs (Conv3dTmaParams), in order: its
+// sample and its place (z, y, x) in boxes.
+__device__ __forceinline__ void vx_tma_box_of(const Conv3dTmaParams& tp, int box, int& n,
+                                              int& z, int& y, int& x) {
+    const int per_sample = tp.boxes_d * tp.boxes_h * tp.boxes_w;
+    n = box / per_sample;
+    int rest = box - n * per_sample;
+    z = rest / (tp.boxes_h * tp.boxes_w);
+    rest -= z * tp.boxes_h * tp.boxes_w;
+    y = rest / tp.boxes_w;
+    x = rest - y * tp.boxes_w;
+}
+
+// The forward's operands as boxes (Conv3dTmaParams): the block's rows are one box of BM
+// output voxels (box_d x box_h x box_w), step s is reduction step s of the split: tap t
+// and BK of its padded channels, A the box's windows at t (x, taken every stride voxels;
+// zeros outside x), B the BN output channels' weights at those (tap, channel) columns
+// (packed [cout][tap][cin_p] as a [cout][taps * cin_p] tensor; zeros past cout). Both
+// land as k-major tiles in the 128-byte swizzle, A's rows in the box's voxel order.
+template <class T>
+struct VxTmaForward {
+    const Conv3dTmaParams& tp;
+    int chunks, cin_p;
+    // The next step's tap (z, y, x) and channel chunk.
+    int kz, ky, kx, chunk;
+    // The block's box: sample n, x's window corner of its first voxel.
+    int n, iz, iy, ix;
+
+    __device__ __forceinline__ VxTmaForward(const Conv3dTmaParams& tp_, int step)
+        : tp(tp_) {
+        const Conv3dParams& p = tp.conv;
+        cin_p = vx_pad<typename T::Prec>(p.cin);
+        chunks = cin_p / T::BK;
+        const int tap = step / chunks;
+        chunk = step - tap * chunks;
+        vx_split3(tap, p.k_h, p.k_w, kz, ky, kx);
+        int bz, by, bx;
+        vx_tma_box_of(tp, blockIdx.x, n, bz, by, bx);
+        iz = bz * tp.box_d * p.stride_d - p.pad_d;
+        iy = by * tp.box_h * p.stride_h - p.pad_h;
+        ix = bx * tp.box_w * p.stride_w - p.pad_w;
+    }
+
+    __device__ __forceinline__ void load(unsigned char* a_tile, unsigned char* b_tile,
+                                         unsigned long long* full) {
+        const Conv3dParams& p = tp.conv;
+        const int c0 = chunk * T::BK;
+        vx_tma_load_5d(a_tile, &tp.a, c0, ix + kx, iy + ky, iz + kz, n, full);
+        const int tap = (kz * p.k_h + ky) * p.k_w + kx;
+        vx_tma_load_5d(b_tile, &tp.b, tap * cin_p + c0, blockIdx.y * T::BN, 0, 0, 0, full);
+        if (++chunk == chunks) {
+            chunk = 0;
+            vx_next_tap(kz, ky, kx, p.k_h, p.k_w);
+        }
+    }
+};
+
+template <class T>
+__device__ __forceinline__ void vx_tma_forward(const Conv3dTmaParams& tp, const float* bias,
+                                               float* y) {
+    const Conv3dParams& p = tp.conv;
+    const int k_total = p.k_d * p.k_h * p.k_w * vx_pad<typename T::Prec>(p.cin);
+    int k_begin, k_end;
+    vx_split_range(p, blockIdx.z, k_total, k_begin, k_end);
+    VxTmaForward<T> ld(tp, k_begin / T::BK);
+    VxPipeAcc<T> acc = {};
+    T::KMajorLoop::template run<T>(ld, (k_end - k_begin) / T::BK, acc);
+    // Row `local` of the block is voxel local of its box; none past the output.
+    int n, bz, by, bx;
+    vx_tma_box_of(tp, blockIdx.x, n, bz, by, bx);
+    const int voxels = p.n * p.out_d * p.out_h * p.out_w;
+    vx_pipe_store<T>(
+        acc, static_cast<int>(gridDim.x) * T::BM, p.cout,
+        [&](int local, int) {
+            const int x = bx * tp.box_w + local % tp.box_w;
+            const int y = by * tp.box_h + local / tp.box_w % tp.box_h;
+            const int z = bz * tp.box_d + local / (tp.box_w * tp.box_h);
+            const bool inside = z < p.out_d && y < p.out_h && x < p.out_w;
+            return inside ? ((n * p.out_d + z) * p.out_h + y) * p.out_w + x : -1;
+        },
+        blockIdx.z == 0 ? bias : nullptr, y + static_cast<size_t>(blockIdx.z) * voxels * p.cout);
+}
 
 // Backward weights' operands as boxes (Conv3dTmaParams): step s is box s of the split, A's
 // 64-row blocks (one tap, 64 of its padded channels, the taps past the last reading
@@ -433,13 +519,7 @@ struct VxTmaBackwardWeights {
             a_x[j] = kx - p.pad_w;
         }
         b_c0 = blockIdx.y * T::BN;
-        const int per_sample = tp.boxes_d * tp.boxes_h * tp.boxes_w;
-        n = box / per_sample;
-        int rest = box - n * per_sample;
-        z = rest / (tp.boxes_h * tp.boxes_w);
-        rest -= z * tp.boxes_h * tp.boxes_w;
-        y = rest / tp.boxes_w;
-        x = rest - y * tp.boxes_w;
+        vx_tma_box_of(tp, box, n, z, y, x);
     }
 
     // The next step's boxes into a_tile and b_tile, completing on `full`; then the box after.
@@ -449,12 +529,12 @@ struct VxTmaBackwardWeights {
         const int oz = z * tp.box_d, oy = y * tp.box_h, ox = x * tp.box_w;
 #pragma unroll
         for (int j = 0; j < A_BOXES; ++j)
-            vx_tma_load_5d(a_tile + j * T::MN_BLOCK_BYTES, &tp.x, a_c[j],
+            vx_tma_load_5d(a_tile + j * T::MN_BLOCK_BYTES, &tp.a, a_c[j],
                            ox * p.stride_w + a_x[j], oy * p.stride_h + a_y[j],
                            oz * p.stride_d + a_z[j], n, full);
 #pragma unroll
         for (int j = 0; j < B_BOXES; ++j)
-            vx_tma_load_5d(b_tile + j * T::MN_BLOCK_BYTES, &tp.dy, b_c0 + 64 * j, ox, oy, oz, n,
+            vx_tma_load_5d(b_tile + j * T::MN_BLOCK_BYTES, &tp.b, b_c0 + 64 * j, ox, oy, oz, n,
                            full);
         if (++x == tp.boxes_w) {
             x = 0;
@@ -470,7 +550,8 @@ struct VxTmaBackwardWeights {
 };
 
 template <class T>
-__device__ __forceinline__ void vx_tma_backward_weights(const Conv3dTmaParams& tp, float* dw) {
+__device__ __forceinline__ void vx_tma_backward_weights(const Conv3dTmaParams& tp, const float*,
+                                                        float* dw) {
     const Conv3dParams& p = tp.conv;
     const int boxes = p.n * tp.boxes_d * tp.boxes_h * tp.boxes_w;
     const int per_split = p.split_len / T::BK;
@@ -482,16 +563,24 @@ __device__ __forceinline__ void vx_tma_backward_weights(const Conv3dTmaParams& t
     vx_pipe_store_weights<T>(acc, p, dw);
 }
 
-// A backward-weights kernel on the tensor memory accelerator: (params, dw partials).
-#define VX_CONV_TMA_KERNEL(name, Tile)                                                       \
+// A convolution pass on the tensor memory accelerator (vx_tma_forward,
+// vx_tma_backward_weights): (params, bias or null, out).
+#define VX_CONV_TMA_KERNEL(name, pass, Tile)                                                 \
     extern "C" __global__ void __launch_bounds__(Tile::THREADS, 1)                           \
-        name(const __grid_constant__ Conv3dTmaParams p, float* __restrict__ out) {           \
-        vx_tma_backward_weights<Tile>(p, out);                                               \
+        name(const __grid_constant__ Conv3dTmaParams p, const float* __restrict__ bias,      \
+             float* __restrict__ out) {                                                      \
+        pass<Tile>(p, bias, out);                                                            \
     }
 
-VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma128, VxWgmmaTma128<VxBf16>)
-VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma64, VxWgmmaTma64<VxBf16>)
-VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma256, VxWgmmaTma256<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_fwd_bf16_tma128, vx_tma_forward, VxWgmmaTma128<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_fwd_bf16_tma64, vx_tma_forward, VxWgmmaTma64<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_fwd_bf16_tma256, vx_tma_forward, VxWgmmaTma256<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_fwd_tf32_tma128, vx_tma_forward, VxWgmmaTma128<VxTf32>)
+VX_CONV_TMA_KERNEL(conv3d_fwd_tf32_tma64, vx_tma_forward, VxWgmmaTma64<VxTf32>)
+VX_CONV_TMA_KERNEL(conv3d_fwd_tf32_tma256, vx_tma_forward, VxWgmmaTma256<VxTf32>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma128, vx_tma_backward_weights, VxWgmmaTma128<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma64, vx_tma_backward_weights, VxWgmmaTma64<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma256, vx_tma_backward_weights, VxWgmmaTma256<VxBf16>)
 
 VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg128, vx_pipe_forward, VxWgmmaN128<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg64, vx_pipe_forward, VxWgmmaN64<VxBf16>)
@@ -641,17 +730,23 @@ extern "C" int emu_conv3d_wgmma(const char* name, const EmuDims* d, const Conv3d
 // emu_tensor_map_encode_tiled over the packed operands. 0, -1 (emu_last_error()), or -2 for
 // no such kernel.
 extern "C" int emu_conv3d_tma(const char* name, const EmuDims* d, const Conv3dTmaParams* p,
-                              float* out) {
+                              const float* bias, float* out) {
     static const struct {
         const char* name;
-        void (*kernel)(Conv3dTmaParams, float*);
+        void (*kernel)(Conv3dTmaParams, const float*, float*);
     } kernels[] = {
+        {"conv3d_fwd_bf16_tma128", conv3d_fwd_bf16_tma128},
+        {"conv3d_fwd_bf16_tma64", conv3d_fwd_bf16_tma64},
+        {"conv3d_fwd_bf16_tma256", conv3d_fwd_bf16_tma256},
+        {"conv3d_fwd_tf32_tma128", conv3d_fwd_tf32_tma128},
+        {"conv3d_fwd_tf32_tma64", conv3d_fwd_tf32_tma64},
+        {"conv3d_fwd_tf32_tma256", conv3d_fwd_tf32_tma256},
         {"conv3d_bwd_weight_bf16_tma128", conv3d_bwd_weight_bf16_tma128},
         {"conv3d_bwd_weight_bf16_tma64", conv3d_bwd_weight_bf16_tma64},
         {"conv3d_bwd_weight_bf16_tma256", conv3d_bwd_weight_bf16_tma256},
     };
     for (const auto& k : kernels)
-        if (!std::strcmp(k.name, name)) return emu_launch(*d, k.kernel, *p, out);
+        if (!std::strcmp(k.name, name)) return emu_launch(*d, k.kernel, *p, bias, out);
     return -2;
 }
 
@@ -681,11 +776,12 @@ extern "C" int emu_tensor_map_encode_tiled(VxTensorMap* map, int data_type, unsi
     m.base = static_cast<const unsigned char*>(address);
     for (unsigned i = 0; i < 5; ++i) {
         const bool used = i < rank;
+        ok = ok && (!used || (dims[i] >= 1 && dims[i] <= (1ull << 32) && box[i] >= 1 &&
+                              box[i] <= 256 && element_strides[i] >= 1 &&
+                              element_strides[i] <= 8));
         m.dims[i] = used ? dims[i] : 1;
-        m.box[i] = static_cast<unsigned short>(used ? box[i] : 1);
-        m.element_strides[i] = static_cast<unsigned char>(used ? element_strides[i] : 1);
-        ok = ok && m.dims[i] >= 1 && m.dims[i] <= (1ull << 32) && m.box[i] >= 1 &&
-             m.box[i] <= 256 && m.element_strides[i] >= 1 && m.element_strides[i] <= 8;
+        m.box[i] = static_cast<unsigned short>(used && ok ? box[i] : 1);
+        m.element_strides[i] = static_cast<unsigned char>(used && ok ? element_strides[i] : 1);
         if (i >= 1) {
             m.strides[i - 1] = used ? strides[i - 1] : 0;
             ok = ok && (!used || (strides[i - 1] % 16 == 0 && strides[i - 1] < (1ull << 40)));

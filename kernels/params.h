@@ -100,15 +100,21 @@ struct alignas(64) VxTensorMap {
     unsigned long long words[16];
 };
 
-// Backward weights on the tensor memory accelerator (conv3d_wgmma.cu, *_tma*): tensor maps
-// over the packed x [n][in_d][in_h][in_w][cin_p] and dy [n][out_d][out_h][out_w][cout_p]
-// (dimensions innermost first: channels, w, h, d, n), whose boxes are 64 channels of
-// box_d x box_h x box_w output voxels (x's taken every stride voxels). A reduction step is
-// one box; boxes_d x boxes_h x boxes_w of them tile a sample's output, and each split of
-// the reduction takes conv.split_len / 64 of the samples' boxes in order.
+// A convolution pass on the tensor memory accelerator (conv3d_wgmma.cu, *_tma*): tensor
+// maps over its packed operands a and b, whose boxes tile the samples' output in boxes of
+// box_d x box_h x box_w voxels, boxes_d x boxes_h x boxes_w per sample, each box read at
+// its windows in x, taken every stride voxels (dimensions innermost first: channels, w, h,
+// d, n).
+// - Forward: a is x [n][in_d][in_h][in_w][cin_p], b the weights [cout][taps * cin_p] (a
+//   [cout][tap][cin_p] pack); a block's rows are one box, a reduction step is a tap and a
+//   row's bytes (128) of its channels; `conv.split_len` splits the reduction as the other
+//   kernels do.
+// - Backward weights: a is x, b is dy [n][out_d][out_h][out_w][cout_p]; a reduction step is
+//   one box of 64 voxels by 64 channels, and each split takes conv.split_len / 64 of the
+//   samples' boxes in order.
 struct Conv3dTmaParams {
-    VxTensorMap x;
-    VxTensorMap dy;
+    VxTensorMap a;
+    VxTensorMap b;
     Conv3dParams conv;
     int box_d, box_h, box_w;
     int boxes_d, boxes_h, boxes_w;

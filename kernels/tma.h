@@ -49,7 +49,7 @@ namespace vx_tma_emu {
 // them.
 struct Map {
     unsigned mark;
-    unsigned char rank, elem_bytes, swizzle, oob_nan;
+    unsigned char rank, elem_bytes, swizzle;
     const unsigned char* base;
     unsigned long long dims[5];
     unsigned long long strides[4];  // bytes, of dimensions 1..4

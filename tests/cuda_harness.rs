@@ -77,8 +77,8 @@ fn param_structs_have_the_cpp_layout() {
     check_layout!(
         "Conv3dTmaParams",
         Conv3dTmaParams {
-            x,
-            dy,
+            a,
+            b,
             conv,
             box_d,
             box_h,

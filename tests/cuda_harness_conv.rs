@@ -1067,7 +1067,8 @@ fn tf32_wgmma_ws_tiles() {
 /// `WgTma64`): boxes that overhang the output (w 7 in boxes 8 wide), 'same' windows that
 /// start outside x, a block of taps past the last (27 x 64 rows end half way through a
 /// 128-row block), dy boxes that read past cout (72, 40 and 200 columns), a strided layer (x's
-/// boxes taken every other voxel), a 'valid' one, a 1x1x1 one and a reduction split in two.
+/// boxes taken every other voxel), a 'valid' one, a 1x1x1 one, a reduction split in two, and
+/// a 2x2x2 transposed convolution (its backward weights a stride-2 convolution's).
 /// Channels that do not pad to 64, and boxes that would overhang by more than a quarter,
 /// keep the other kernels.
 #[test]
@@ -1075,6 +1076,11 @@ fn bf16_wgmma_tma_backward_weights() {
     use ConvTile::{WgTma128, WgTma64};
     let mut rng = Rng::new(94);
     let target = ConvTarget::new(528).with_wgmma(true).with_wgmma_tma(true);
+    let k2s2 = ConvTranspose3dSpec {
+        stride: [2; 3],
+        padding: [[0, 0]; 3],
+        output_padding: [0; 3],
+    };
     let cases = [
         (
             conv([2, 6, 8, 7, 64], [3, 3, 3, 64, 72], 1, Padding::Same),
@@ -1098,6 +1104,11 @@ fn bf16_wgmma_tma_backward_weights() {
         ),
         (
             conv([2, 4, 8, 8, 64], [1, 1, 1, 64, 200], 1, Padding::Same),
+            WgTma128,
+            1,
+        ),
+        (
+            transposed([1, 4, 4, 4, 72], [2, 2, 2, 64, 72], k2s2),
             WgTma128,
             1,
         ),
@@ -1136,6 +1147,29 @@ fn bf16_wgmma_tma_backward_weights() {
         );
         assert_eq!(ran.splits, splits, "{g:?}");
     }
+    // More shapes, each with the 128- and 256-row tiles: a split that starts inside the
+    // second of three samples; 60 channels padded to 64 into 200 columns, strided; an
+    // anisotropic even kernel, 'valid', strided; a 2x2x2 'same' kernel (padding after
+    // only); stride 4.
+    for g in [
+        conv([3, 6, 8, 8, 64], [3, 3, 3, 64, 64], 1, Padding::Same),
+        conv([1, 8, 8, 16, 60], [3, 3, 3, 60, 200], 2, Padding::Same),
+        conv([2, 3, 9, 16, 128], [1, 3, 2, 128, 96], 2, Padding::Valid),
+        conv([1, 8, 8, 8, 64], [2, 2, 2, 64, 128], 1, Padding::Same),
+        conv([2, 16, 16, 16, 64], [3, 3, 3, 64, 64], 4, Padding::Same),
+    ] {
+        for t in [target, m256] {
+            let plan = ConvPlan::new(&g, ConvPass::BackwardWeight, ConvPrecision::Bf16, t);
+            assert!(plan.unwrap().tma.is_some(), "{g:?}");
+            check_pass(
+                &g,
+                ConvPass::BackwardWeight,
+                ConvPrecision::Bf16,
+                t,
+                &mut rng,
+            );
+        }
+    }
     let first = ConvPlan::new(
         &cases[0].0,
         ConvPass::BackwardWeight,
@@ -1160,15 +1194,97 @@ fn bf16_wgmma_tma_backward_weights() {
         tma.is_none() && !matches!(tile, WgTma128 | WgTma64),
         "{tile:?}"
     );
-    // Forward, backward data and tf32 never take them.
+    // Backward data and tf32's backward weights never take them.
     for (pass, precision) in [
-        (ConvPass::Forward, ConvPrecision::Bf16),
         (ConvPass::BackwardData, ConvPrecision::Bf16),
         (ConvPass::BackwardWeight, ConvPrecision::Tf32),
     ] {
         let plan = ConvPlan::new(&cases[0].0, pass, precision, target).unwrap();
         assert!(plan.tma.is_none(), "{pass:?} {precision:?}");
     }
+}
+
+/// The forward on the tiles the tensor memory accelerator fills: a block's rows are a box
+/// of output voxels (128; 256 on `WgTma256`), overhanging the output (w 7 in boxes 8 wide)
+/// or not; 'same' windows that start outside x, a strided layer, a 'valid' one, a 1x1x1
+/// one; weight boxes that read past cout (72, 40, 200 columns), a reduction split in three
+/// (the bias added once). Input channels that do not pad to a row of the box keep the
+/// other kernels.
+fn wgmma_tma_forward(precision: ConvPrecision, rng: &mut Rng) {
+    use ConvTile::{WgTma128, WgTma256, WgTma64};
+    let target = ConvTarget::new(528).with_wgmma(true).with_wgmma_tma(true);
+    let m256 = target.with_wgmma_m256(true);
+    let cases = [
+        (
+            conv([2, 6, 8, 7, 64], [3, 3, 3, 64, 72], 1, Padding::Same),
+            target,
+            WgTma128,
+        ),
+        (
+            conv([1, 16, 16, 16, 64], [3, 3, 3, 64, 40], 2, Padding::Same),
+            target,
+            WgTma64,
+        ),
+        (
+            conv([1, 6, 10, 10, 64], [3, 3, 3, 64, 64], 1, Padding::Valid),
+            target,
+            WgTma64,
+        ),
+        (
+            conv([2, 4, 8, 8, 64], [1, 1, 1, 64, 200], 1, Padding::Same),
+            target,
+            WgTma128,
+        ),
+        (
+            conv([1, 8, 8, 8, 64], [3, 3, 3, 64, 72], 1, Padding::Same),
+            m256,
+            WgTma256,
+        ),
+        // An even kernel, 'same' (padding after only).
+        (
+            conv([1, 8, 8, 16, 64], [2, 2, 2, 64, 64], 1, Padding::Same),
+            target,
+            WgTma64,
+        ),
+        // An anisotropic kernel, 'valid': 8 x 14 x 15 voxels in boxes of 1 x 8 x 16.
+        (
+            conv([1, 8, 16, 16, 128], [1, 3, 2, 128, 72], 1, Padding::Valid),
+            target,
+            WgTma128,
+        ),
+        // Boxes of 1 x 4 x 32: rows along w and h of different lengths.
+        (
+            conv([1, 4, 4, 32, 64], [3, 3, 3, 64, 64], 1, Padding::Same),
+            target,
+            WgTma64,
+        ),
+    ];
+    for (i, (g, target, tile)) in cases.iter().enumerate() {
+        let plan = ConvPlan::new(g, ConvPass::Forward, precision, *target).unwrap();
+        assert_eq!(plan.kernel.tile, *tile, "{precision} {g:?}");
+        assert!(plan.tma.is_some(), "{g:?}");
+        let ran = check_pass(g, ConvPass::Forward, precision, *target, rng);
+        assert!(i > 0 || ran.splits > 1, "{precision} {g:?}: not split");
+    }
+    let boxes = ConvPlan::new(&cases[0].0, ConvPass::Forward, precision, target)
+        .unwrap()
+        .tma
+        .unwrap();
+    assert!(boxes.padded_voxels(2) > 2 * 6 * 8 * 7, "{boxes:?} overhang");
+    // 40 input channels pad to 40: a step of the box would hold two taps.
+    let g = conv([2, 6, 8, 8, 40], [3, 3, 3, 40, 72], 1, Padding::Same);
+    let plan = ConvPlan::new(&g, ConvPass::Forward, precision, target).unwrap();
+    assert!(plan.tma.is_none(), "{:?}", plan.kernel);
+}
+
+#[test]
+fn bf16_wgmma_tma_forward() {
+    wgmma_tma_forward(ConvPrecision::Bf16, &mut Rng::new(95));
+}
+
+#[test]
+fn tf32_wgmma_tma_forward() {
+    wgmma_tma_forward(ConvPrecision::Tf32, &mut Rng::new(96));
 }
 
 #[test]

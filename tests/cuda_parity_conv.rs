@@ -601,7 +601,7 @@ fn wgmma_ws_convolutions_match_cpu() {
 }
 
 /// Geometries whose bf16 backward weights the tensor memory accelerator's tiles take, and
-/// the tile: a deep layer (128 -> 128 at 16^3), a strided one into 320 columns (64-wide
+/// the tile (`WGMMA_TMA_FORWARD_TILES` gives the forward's): a deep layer (128 -> 128 at 16^3), a strided one into 320 columns (64-wide
 /// tiles), boxes that overhang the output (w 7 in boxes 8 wide) into 72 columns (dy's
 /// boxes read past cout), and a 'valid' one.
 fn wgmma_tma_cases() -> [(ConvGeometry, ConvTile); 4] {
@@ -633,46 +633,80 @@ fn wgmma_tma_target() -> ConvTarget {
         .with_wgmma_tma(true)
 }
 
+/// The forward's tiles on `wgmma_tma_cases` (None: a 4^3 output, under one box of 128
+/// voxels, keeps the other kernels).
+const WGMMA_TMA_FORWARD_TILES: [Option<ConvTile>; 4] = [
+    Some(ConvTile::WgTma128),
+    None,
+    Some(ConvTile::WgTma128),
+    Some(ConvTile::WgTma64),
+];
+
 /// An H100's plan (wgmma and the tensor memory accelerator's tiles on) takes the tiles
-/// `wgmma_tma_cases` names for bf16 backward weights, so that the GPU test below runs them.
+/// `wgmma_tma_cases` names for bf16 backward weights, and `WGMMA_TMA_FORWARD_TILES` for
+/// the forward at bf16 and tf32, so that the GPU test below runs them.
 #[test]
 fn wgmma_tma_cases_plan_their_tiles_on_an_h100() {
-    for (g, tile) in wgmma_tma_cases() {
+    for ((g, tile), forward) in wgmma_tma_cases().into_iter().zip(WGMMA_TMA_FORWARD_TILES) {
         let pass = ConvPass::BackwardWeight;
         let plan = ConvPlan::new(&g, pass, ConvPrecision::Bf16, wgmma_tma_target()).unwrap();
         assert_eq!(plan.kernel.tile, tile, "{g:?}");
         assert!(plan.tma.is_some(), "{g:?}");
+        for precision in [ConvPrecision::Bf16, ConvPrecision::Tf32] {
+            let pass = ConvPass::Forward;
+            let plan = ConvPlan::new(&g, pass, precision, wgmma_tma_target()).unwrap();
+            assert_eq!(
+                plan.tma.map(|_| plan.kernel.tile),
+                forward,
+                "{precision} {g:?}"
+            );
+        }
     }
     let m256 = wgmma_tma_target().with_wgmma_m256(true);
     let deep = &wgmma_tma_cases()[0].0;
-    let plan = ConvPlan::new(deep, ConvPass::BackwardWeight, ConvPrecision::Bf16, m256).unwrap();
-    assert_eq!(plan.kernel.tile, ConvTile::WgTma256);
+    for pass in [ConvPass::Forward, ConvPass::BackwardWeight] {
+        let plan = ConvPlan::new(deep, pass, ConvPrecision::Bf16, m256).unwrap();
+        assert_eq!(plan.kernel.tile, ConvTile::WgTma256, "{pass:?}");
+    }
 }
 
-/// bf16 backward weights on the tensor memory accelerator (`VOXSEG_WGMMA_TMA`, then also
-/// `VOXSEG_WGMMA_M256` for the 256 x 128 tile on the deep case): the tensor
+/// The forward (bf16, tf32) and bf16 backward weights on the tensor memory accelerator
+/// (`VOXSEG_WGMMA_TMA`, then also `VOXSEG_WGMMA_M256` for the 256 x 128 tiles on the deep
+/// case): the tensor
 /// maps the driver encodes from our arguments, their boxes, zero fill and swizzle, and the
 /// mbarriers' transaction bytes, which the harness only emulates; every pass of each case
 /// runs (forward and backward data on their usual kernels).
 #[test]
 #[ignore = "needs a CUDA device"]
-fn wgmma_tma_backward_weights_match_cpu() {
+fn wgmma_tma_convolutions_match_cpu() {
     let _serial = serial();
     let gpu = device();
     let _restore = RestoreSettings::new(&gpu);
     plan_like(&gpu, wgmma_tma_target());
-    gpu.set_conv_precision(ConvPrecision::Bf16);
     let cases = wgmma_tma_cases();
-    for (g, tile) in &cases {
-        let plan = gpu.conv_plan(g, ConvPass::BackwardWeight).unwrap();
-        assert_eq!(plan.kernel.tile, *tile, "{g:?}");
+    for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
+        gpu.set_conv_precision(precision);
+        for ((g, tile), forward) in cases.iter().zip(WGMMA_TMA_FORWARD_TILES) {
+            let plan = gpu.conv_plan(g, ConvPass::Forward).unwrap();
+            assert_eq!(
+                plan.tma.map(|_| plan.kernel.tile),
+                forward,
+                "{precision} {g:?}"
+            );
+            if precision == ConvPrecision::Bf16 {
+                let plan = gpu.conv_plan(g, ConvPass::BackwardWeight).unwrap();
+                assert_eq!(plan.kernel.tile, *tile, "{g:?}");
+            }
+        }
+        check_every_pass(&gpu, &cases.map(|(g, _)| g));
     }
-    check_every_pass(&gpu, &cases.map(|(g, _)| g));
     // The 256 x 128 tile, four warpgroups multiplying.
     gpu.set_wgmma_m256(true);
     let deep = cases[0].0;
-    let plan = gpu.conv_plan(&deep, ConvPass::BackwardWeight).unwrap();
-    assert_eq!(plan.kernel.tile, ConvTile::WgTma256);
+    for pass in [ConvPass::Forward, ConvPass::BackwardWeight] {
+        let plan = gpu.conv_plan(&deep, pass).unwrap();
+        assert_eq!(plan.kernel.tile, ConvTile::WgTma256, "{pass:?}");
+    }
     check_every_pass(&gpu, &[deep]);
 }
 

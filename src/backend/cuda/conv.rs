@@ -16,15 +16,15 @@
 //! `0`), and, with a [`Reach`] each (off, measured, all), the L1 gathers
 //! (`VOXSEG_GATHER_L1`) and the halo kernels (`VOXSEG_CONV_HALO`, kernels/conv3d_halo.cu).
 //! The 256 x 128 wgmma tile (`VOXSEG_WGMMA_M256`), the warp-specialized tiles
-//! (`VOXSEG_WGMMA_WS`) and bf16 backward weights on the tensor memory accelerator
-//! (`VOXSEG_WGMMA_TMA`) are off until a GPU has timed them;
+//! (`VOXSEG_WGMMA_WS`) and the forward and bf16 backward weights on the tensor memory
+//! accelerator (`VOXSEG_WGMMA_TMA`) are off until a GPU has timed them;
 //! `VOXSEG_WGMMA_N64_WEIGHTS` (a [`Reach`]) moves 64-column backward weights between
 //! mma.sync and wgmma.
 use super::conv_plan::{
     wgmma_probe_depth, ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, Reach,
     CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
 };
-use super::conv_tma::{tma_params, TiledMap};
+use super::conv_tma::{tma_params, TiledMap, TMA_DATA_TYPE_BF16};
 use super::device::{driver_error, Cuda, CudaStorage};
 use super::params::{LaunchDims, TensorMap};
 use super::ptx::PTX_MODULES;
@@ -53,9 +53,9 @@ pub const WGMMA_M256_ENV: &str = "VOXSEG_WGMMA_M256";
 /// on a GPU).
 pub const WGMMA_WS_ENV: &str = "VOXSEG_WGMMA_WS";
 
-/// The environment variable that runs bf16 backward weights on the wgmma tiles the tensor
-/// memory accelerator fills, where the plan allows (`1` or `on`; off by default: not yet
-/// run on a GPU).
+/// The environment variable that runs the forward and bf16 backward weights on the wgmma
+/// tiles the tensor memory accelerator fills, where the plan allows (`1` or `on`; off by
+/// default: not yet run on a GPU).
 pub const WGMMA_TMA_ENV: &str = "VOXSEG_WGMMA_TMA";
 
 /// The environment variable that sets the [`Reach`] of wgmma over backward weights into 64
@@ -77,16 +77,24 @@ pub const HALO_ENV: &str = "VOXSEG_CONV_HALO";
 pub const PACK_CACHE_ENV: &str = "VOXSEG_PACK_CACHE";
 
 /// `map` over the packed operand at device address `at`, as the driver encodes it for the
-/// tensor memory accelerator (bf16, the 128-byte swizzle, zero fill); `kernel` names the
-/// launch in an error.
+/// tensor memory accelerator (bf16 or 32-bit words, the 128-byte swizzle, zero fill);
+/// `kernel` names the launch in an error.
 fn encode_tiled(map: &TiledMap, at: sys::CUdeviceptr, kernel: &str) -> Result<TensorMap> {
+    use sys::CUtensorMapDataType::{
+        CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, CU_TENSOR_MAP_DATA_TYPE_UINT32,
+    };
+    let data_type = if map.data_type == TMA_DATA_TYPE_BF16 {
+        CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+    } else {
+        CU_TENSOR_MAP_DATA_TYPE_UINT32
+    };
     let mut encoded = std::mem::MaybeUninit::<sys::CUtensorMap>::uninit();
     // SAFETY: the arrays hold the rank's 5 dimensions (4 strides) and outlive the call,
     // which writes the 128-byte map; `at` is a live pool allocation on this device.
     let status = unsafe {
         sys::cuTensorMapEncodeTiled(
             encoded.as_mut_ptr(),
-            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+            data_type,
             5,
             at as *mut std::ffi::c_void,
             map.dims.as_ptr(),
@@ -342,25 +350,35 @@ impl Cuda {
         let module = plan.module();
         let f = self.function(module, name)?;
         allow_shared(self.ordinal(), module, name, &f, plan.dims.shared_bytes)?;
-        if let Some(boxes) = &plan.tma {
-            let [x_map, dy_map] = TiledMap::backward_weights(&plan.params, boxes);
-            let (x, _x_read) = a.block().device_ptr(self.stream());
-            let (dy, _dy_read) = b.block().device_ptr(self.stream());
+        let null: u64 = 0;
+        if let Some((boxes, [a_map, b_map])) = plan.tma_maps() {
+            // The raw driver call that encodes the maps needs the context current here.
+            self.stream()
+                .context()
+                .bind_to_thread()
+                .map_err(|e| driver_error("binding the context", e))?;
+            let (a_at, _a_read) = a.block().device_ptr(self.stream());
+            let (b_at, _b_read) = b.block().device_ptr(self.stream());
             let params = tma_params(
                 &plan.params,
-                boxes,
-                encode_tiled(&x_map, x, name)?,
-                encode_tiled(&dy_map, dy, name)?,
+                &boxes,
+                encode_tiled(&a_map, a_at, name)?,
+                encode_tiled(&b_map, b_at, name)?,
             );
             let mut args = self.stream().launch_builder(&f);
-            args.arg(&params).arg(out.block_mut());
-            // SAFETY: the kernel takes (params, out); the maps describe the plan's packs of
-            // x and dy, which a and b are (the callers checked their sources against the
-            // geometry), and out holds the plan's workspace_len elements.
+            args.arg(&params);
+            match bias {
+                Some(bias) => args.arg(bias.block()),
+                None => args.arg(&null),
+            };
+            args.arg(out.block_mut());
+            // SAFETY: the kernel takes (params, bias, out); the maps describe the plan's
+            // packs of its operands, which a and b are (the callers checked their sources
+            // against the geometry), bias is the pass's or null (never read then), and out
+            // holds the plan's workspace_len elements.
             unsafe { args.launch(config(&plan.dims)) }.map_err(|e| driver_error(name, e))?;
             return Ok(());
         }
-        let null: u64 = 0;
         let mut args = self.stream().launch_builder(&f);
         args.arg(&plan.params).arg(a.block()).arg(b.block());
         match bias {
@@ -461,15 +479,15 @@ impl Cuda {
         self.update_conv_settings(|s| s.wgmma_ws = on);
     }
 
-    /// Whether bf16 backward weights runs on the tiles the tensor memory accelerator fills
-    /// (where wgmma is on and the plan allows): what `set_wgmma_tma` set, else
+    /// Whether the forward and bf16 backward weights run on the tiles the tensor memory
+    /// accelerator fills (where wgmma is on and the plan allows): what `set_wgmma_tma` set, else
     /// `VOXSEG_WGMMA_TMA` (off unless `1` or `on`).
     pub fn wgmma_tma(&self) -> Result<bool> {
         Ok(self.conv_settings()?.wgmma_tma)
     }
 
-    /// Runs bf16 backward weights on the tensor memory accelerator's tiles (where wgmma is
-    /// on and the plan allows) or not, whatever `VOXSEG_WGMMA_TMA` says.
+    /// Runs the forward and bf16 backward weights on the tensor memory accelerator's tiles
+    /// (where wgmma is on and the plan allows) or not, whatever `VOXSEG_WGMMA_TMA` says.
     pub fn set_wgmma_tma(&self, on: bool) {
         self.update_conv_settings(|s| s.wgmma_tma = on);
     }

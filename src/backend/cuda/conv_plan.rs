@@ -19,8 +19,8 @@
 //!   blocks of 64). `ConvTarget::wgmma_m256` runs the 128 x 128 wgmma tiles as 256 x 128
 //!   over four warpgroups, and `ConvTarget::wgmma_ws` the other 128 x 128 and 128 x 64
 //!   ones warp-specialized (one or two warpgroups copy, two multiply), and
-//!   `ConvTarget::wgmma_tma` bf16 backward weights on tiles that the tensor memory
-//!   accelerator fills from one thread, box by box of output voxels (`conv_tma`); all three
+//!   `ConvTarget::wgmma_tma` forward and bf16 backward weights on tiles that the tensor
+//!   memory accelerator fills from one thread, box by box of output voxels (`conv_tma`); all three
 //!   are off by default until a GPU has timed them.
 //! - Halo (`ConvTarget::halo`): a stride-1 pass whose plan is mma.sync runs the kernels
 //!   of kernels/conv3d_halo.cu instead, which copy each tap row's input window once for the
@@ -36,7 +36,7 @@
 //!   only the taps that reach its voxels.
 //! - Splits: when the tiles alone give fewer blocks than the device wants, the reduction is
 //!   cut into slices of whole K steps (grid.z) whose partial results a sum adds.
-use super::conv_tma::ConvTmaBoxes;
+use super::conv_tma::{ConvTmaBoxes, TiledMap, TMA_WEIGHT_BOX_VOXELS};
 use super::params::{Conv3dParams, Conv3dShape, LaunchDims};
 use crate::error::{Error, Result};
 use crate::tensor_ops::conv::ConvGeometry;
@@ -135,10 +135,10 @@ const WGMMA_N64_WEIGHT_MAX_STEPS: u64 = 16;
 const WGMMA_N64_WEIGHT_LONG_MAX_TILES: u64 = 4;
 /// The wgmma pair runs full 64-column grids over more than this many wgmma steps.
 const WGMMA_PAIR_MIN_STEPS: u64 = 2;
-/// The tensor-memory-accelerator tiles take a pass whose input channels pad to whole
-/// blocks of this many rows (one tap each) and whose boxes overhang its output by at most
-/// this factor.
-const TMA_BLOCK_ROWS: u64 = 64;
+/// The tensor-memory-accelerator tiles take backward weights whose input channels pad to
+/// whole blocks of this many rows (one tap each), and a pass whose boxes overhang its
+/// output by at most this factor.
+const TMA_WEIGHT_BLOCK_ROWS: u32 = 64;
 const TMA_MAX_OVERHANG: f64 = 1.25;
 /// A split covers at least this many K steps.
 const MIN_STEPS_PER_SPLIT: u64 = 8;
@@ -264,7 +264,7 @@ pub enum ConvTile {
     /// The same, 128 x 64.
     WgWs64,
     /// Hopper wgmma, 128 x 128, its stages filled by the tensor memory accelerator
-    /// (backward weights, bf16).
+    /// (forward; backward weights at bf16).
     WgTma128,
     /// The same, 128 x 64.
     WgTma64,
@@ -512,6 +512,12 @@ impl ConvKernel {
             (BackwardData, Tf32, WgWs64) => "conv3d_bwd_data_tf32_ws64",
             (BackwardData, Bf16, WgWs64) => "conv3d_bwd_data_bf16_ws64",
             (BackwardWeight, Bf16, WgWs64) => "conv3d_bwd_weight_bf16_ws64",
+            (Forward, Bf16, WgTma128) => "conv3d_fwd_bf16_tma128",
+            (Forward, Bf16, WgTma64) => "conv3d_fwd_bf16_tma64",
+            (Forward, Bf16, WgTma256) => "conv3d_fwd_bf16_tma256",
+            (Forward, Tf32, WgTma128) => "conv3d_fwd_tf32_tma128",
+            (Forward, Tf32, WgTma64) => "conv3d_fwd_tf32_tma64",
+            (Forward, Tf32, WgTma256) => "conv3d_fwd_tf32_tma256",
             (BackwardWeight, Bf16, WgTma128) => "conv3d_bwd_weight_bf16_tma128",
             (BackwardWeight, Bf16, WgTma64) => "conv3d_bwd_weight_bf16_tma64",
             (BackwardWeight, Bf16, WgTma256) => "conv3d_bwd_weight_bf16_tma256",
@@ -790,7 +796,8 @@ pub struct ConvPlan {
     /// L1 (`<module>_l1`).
     pub gather_l1: bool,
     /// The kernel reads its packed operands through tensor maps whose boxes tile the
-    /// output so (`ConvTile::WgTma128`, `WgTma64`; kernels/params.h, Conv3dTmaParams).
+    /// output so (`ConvTile::WgTma128`, `WgTma64`, `WgTma256`; kernels/params.h,
+    /// Conv3dTmaParams).
     pub tma: Option<ConvTmaBoxes>,
 }
 
@@ -851,10 +858,11 @@ pub struct ConvTarget {
     /// The wgmma tiles of 128 x 128 (that stay so) and 128 x 64 (the pair too) run
     /// warp-specialized (`ConvTile::WgWs128`, `WgWs64`).
     pub wgmma_ws: bool,
-    /// bf16 backward weights into more than 32 columns, over input channels padded to a
-    /// multiple of 64, runs on the tiles the tensor memory accelerator fills
-    /// (`ConvTile::WgTma128`, `WgTma64`; `WgTma256` for 128 x 128 tiles where `wgmma_m256`
-    /// is on too) where its boxes overhang the output by at most `TMA_MAX_OVERHANG`.
+    /// Forward, and bf16 backward weights, into more than 32 columns run on the tiles the
+    /// tensor memory accelerator fills (`ConvTile::WgTma128`, `WgTma64`; `WgTma256` for
+    /// 128 x 128 tiles where `wgmma_m256` is on too) where `ConvPlan::tma` allows; there
+    /// they take precedence over the pair, the 64-column reach, the warp-specialized and
+    /// halo tiles and the L1 gathers.
     pub wgmma_tma: bool,
     /// Backward weights into 64 columns runs wgmma within this reach: measured, over at
     /// most `WGMMA_N64_WEIGHT_MAX_STEPS` steps or on fewer than
@@ -1429,8 +1437,11 @@ impl ConvPlan {
         )))
     }
 
-    /// The plan of a bf16 backward-weights pass on the tiles the tensor memory accelerator
-    /// fills, where the target has them on (`ConvTarget::wgmma_tma`) and they take it.
+    /// The plan of a pass on the tiles the tensor memory accelerator fills, where the
+    /// target has them on (`ConvTarget::wgmma_tma`) and they take it: forward (bf16, tf32)
+    /// and bf16 backward weights into more than 32 columns, over input channels padded to
+    /// whole boxes (a row of 128 bytes in forward, 64 for backward weights' blocks of 64
+    /// rows), whose boxes overhang the output by at most `TMA_MAX_OVERHANG`.
     fn tma(
         g: &ConvGeometry,
         p: &Conv3dParams,
@@ -1438,12 +1449,16 @@ impl ConvPlan {
         precision: ConvPrecision,
         target: ConvTarget,
     ) -> Result<Option<Self>> {
-        let bf16_weights = pass == ConvPass::BackwardWeight && precision == ConvPrecision::Bf16;
-        if !(bf16_weights && target.wgmma && target.wgmma_tma) {
+        let takes = match pass {
+            ConvPass::Forward => precision != ConvPrecision::F32,
+            ConvPass::BackwardWeight => precision == ConvPrecision::Bf16,
+            ConvPass::BackwardData => false,
+        };
+        if !(takes && target.wgmma && target.wgmma_tma) {
             return Ok(None);
         }
+        let forward = pass == ConvPass::Forward;
         let gm = gemm(p, pass, precision.channel_multiple() as u64);
-        let cin_p = (p.cin as u64).next_multiple_of(precision.channel_multiple() as u64);
         let tile = match tc_tile(gm.cols) {
             ConvTile::TcN128 if target.wgmma_m256 && gm.rows > CONV_TC_BM as u64 => {
                 ConvTile::WgTma256
@@ -1452,23 +1467,38 @@ impl ConvPlan {
             ConvTile::TcN64 => ConvTile::WgTma64,
             _ => return Ok(None),
         };
-        let Some(boxes) = ConvTmaBoxes::new(p) else {
-            return Ok(None);
-        };
-        let depth = boxes.padded_voxels(p.n);
-        if !cin_p.is_multiple_of(TMA_BLOCK_ROWS)
-            || depth as f64 > TMA_MAX_OVERHANG * gm.depth as f64
-        {
-            return Ok(None);
-        }
         let kernel = ConvKernel {
             pass,
             precision,
             tile,
         };
         let (bm, bn, bk) = kernel.shape();
-        let (bm, bn, bk) = (bm as u64, bn as u64, bk as u64);
-        let tiles = [gm.rows.div_ceil(bm), gm.cols.div_ceil(bn)];
+        let box_voxels = if forward {
+            bm
+        } else {
+            TMA_WEIGHT_BOX_VOXELS as u32
+        };
+        let Some(boxes) = ConvTmaBoxes::new(p, box_voxels as i32) else {
+            return Ok(None);
+        };
+        let covered = boxes.padded_voxels(p.n);
+        let voxels = p.output_voxels() as u64;
+        let cin_p = (p.cin as u64).next_multiple_of(precision.channel_multiple() as u64);
+        let block_rows = if forward { bk } else { TMA_WEIGHT_BLOCK_ROWS };
+        if !cin_p.is_multiple_of(block_rows as u64)
+            || covered as f64 > TMA_MAX_OVERHANG * voxels as f64
+            || covered > i32::MAX as u64
+        {
+            return Ok(None);
+        }
+        let (bn, bk) = (bn as u64, bk as u64);
+        // Forward: a row block per box, the reduction over (tap, channel); backward
+        // weights: the reduction over the boxes' voxels.
+        let (tiles, depth) = if forward {
+            ([boxes.boxes(p.n), gm.cols.div_ceil(bn)], gm.depth)
+        } else {
+            ([gm.rows.div_ceil(bm as u64), gm.cols.div_ceil(bn)], covered)
+        };
         let (splits, split_len) = split_reduction(
             &kernel,
             target.blocks,
@@ -1478,7 +1508,7 @@ impl ConvPlan {
             MAX_GRID_YZ,
         );
         let grid = [tiles[0], tiles[1], splits];
-        if !fits_grid(grid) || depth > i32::MAX as u64 {
+        if !fits_grid(grid) {
             return Ok(None);
         }
         let packs = packs(g, pass, precision, target.blocks, None)?;
@@ -1486,6 +1516,19 @@ impl ConvPlan {
             tma: Some(boxes),
             ..Self::launch(kernel, p, grid, [splits, split_len], Some(packs))
         }))
+    }
+
+    /// The boxes and tensor maps (but their addresses) of a plan on the tensor memory
+    /// accelerator's tiles, over its packed operands a and b.
+    pub fn tma_maps(&self) -> Option<(ConvTmaBoxes, [TiledMap; 2])> {
+        let boxes = self.tma?;
+        let forward = self.kernel.pass == ConvPass::Forward;
+        let (_, bn, _) = self.kernel.shape();
+        let precision = self.kernel.precision;
+        Some((
+            boxes,
+            TiledMap::operands(&self.params, precision, forward, &boxes, bn),
+        ))
     }
 
     pub fn splits(&self) -> usize {

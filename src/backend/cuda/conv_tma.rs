@@ -1,27 +1,34 @@
-//! Backward weights on the tensor memory accelerator (kernels/conv3d_wgmma.cu, `*_tma*`):
-//! how boxes of output voxels tile the reduction, and the tensor maps over the packed
-//! operands, as the arguments of `cuTensorMapEncodeTiled` that the device launcher passes
-//! to the driver and the harness to its twin.
+//! Convolution passes on the tensor memory accelerator (kernels/conv3d_wgmma.cu, `*_tma*`):
+//! how boxes of output voxels tile a pass, and the tensor maps over its packed operands, as
+//! the arguments of `cuTensorMapEncodeTiled` that the device launcher passes to the driver
+//! and the harness to its twin.
 //!
-//! A reduction step is one box of 64 output voxels (box_d x box_h x box_w, powers of two)
-//! by 64 channels: dy's box at the voxels, x's at their windows plus the block's tap, read
-//! every stride voxels. Elements outside a tensor arrive as zeros, so the convolution's
-//! padding and the boxes that overhang the output cost nothing but their copies: a voxel
-//! past the output has dy = 0.
+//! Boxes are box_d x box_h x box_w output voxels (powers of two) by a 128-byte row of
+//! channels; x's box is read at the voxels' windows plus a tap, every stride voxels.
+//! Elements outside a tensor arrive as zeros, so the convolution's padding costs nothing
+//! but its copies, and so do boxes that overhang the output: forward stores none of their
+//! rows, and in backward weights a voxel past the output has dy = 0.
+//! - Forward: a block's rows are one box of 128 (256) voxels; a reduction step is a tap
+//!   and a row of channels, A x's box, B the weights of the block's output channels.
+//! - Backward weights: a reduction step is one box of 64 voxels, A x's box at each of the
+//!   block's taps (64 channels each), B dy's box.
+use super::conv_plan::ConvPrecision;
 use super::params::{Conv3dParams, Conv3dTmaParams, TensorMap};
 
-/// Output voxels in a box: one 128-byte row of bf16 per voxel makes a reduction step.
-pub const TMA_BOX_VOXELS: i32 = 64;
-/// Channels in a box: one 128-byte row of bf16, the 128-byte swizzle's.
-pub const TMA_BOX_CHANNELS: i32 = 64;
+/// Output voxels in a backward-weights box: one 128-byte row of bf16 per voxel makes a
+/// reduction step.
+pub const TMA_WEIGHT_BOX_VOXELS: i32 = 64;
+/// Bytes of channels in a box: the 128-byte swizzle's row.
+const TMA_BOX_ROW_BYTES: i32 = 128;
 /// The largest traversal stride and box extent of a tensor map.
 const MAX_ELEMENT_STRIDE: i32 = 8;
 const MAX_BOX_DIM: i32 = 256;
 
-/// `CU_TENSOR_MAP_DATA_TYPE_BFLOAT16`, `CU_TENSOR_MAP_SWIZZLE_128B`,
-/// `CU_TENSOR_MAP_L2_PROMOTION_L2_128B`: how the maps are encoded (the harness takes the
-/// driver's enum values).
+/// `CU_TENSOR_MAP_DATA_TYPE_BFLOAT16`, `_UINT32` (packed tf32: bits copied as they are),
+/// `CU_TENSOR_MAP_SWIZZLE_128B`, `CU_TENSOR_MAP_L2_PROMOTION_L2_128B`: how the maps are
+/// encoded (the harness takes the driver's enum values).
 pub const TMA_DATA_TYPE_BF16: i32 = 9;
+pub const TMA_DATA_TYPE_U32: i32 = 2;
 pub const TMA_SWIZZLE_128B: i32 = 3;
 pub const TMA_L2_PROMOTION_128B: i32 = 2;
 
@@ -33,10 +40,10 @@ pub struct ConvTmaBoxes {
 }
 
 impl ConvTmaBoxes {
-    /// The box shape that overhangs the output of `p` least (ties go to the longer rows
-    /// along w, then h), or None where the tensor map cannot stride over x: a stride past
-    /// 8, or a box's window past 256 voxels along an axis.
-    pub fn new(p: &Conv3dParams) -> Option<Self> {
+    /// The box shape of `voxels` voxels that overhangs the output of `p` least (ties go to
+    /// the longer rows along w, then h), or None where the tensor map cannot stride over x:
+    /// a stride past 8, or a box's window past 256 voxels along an axis.
+    pub fn new(p: &Conv3dParams, voxels: i32) -> Option<Self> {
         let out = [p.out_d, p.out_h, p.out_w];
         let stride = [p.stride_d, p.stride_h, p.stride_w];
         if stride.iter().any(|&s| s > MAX_ELEMENT_STRIDE) {
@@ -44,15 +51,15 @@ impl ConvTmaBoxes {
         }
         let fits = |shape: [i32; 3]| (0..3).all(|i| shape[i] * stride[i] <= MAX_BOX_DIM);
         let count = |shape: [i32; 3]| std::array::from_fn(|i| (out[i] + shape[i] - 1) / shape[i]);
-        let powers = || (0..=6).map(|e| 1i32 << e);
+        let powers = || (0..=8).map(|e| 1i32 << e);
         let padded = |shape: [i32; 3]| -> u64 {
             let count: [i32; 3] = count(shape);
             (0..3).map(|i| (count[i] * shape[i]) as u64).product()
         };
         powers()
             .flat_map(|d| powers().map(move |h| (d, h)))
-            .filter(|&(d, h)| TMA_BOX_VOXELS % (d * h) == 0)
-            .map(|(d, h)| [d, h, TMA_BOX_VOXELS / (d * h)])
+            .filter(|&(d, h)| voxels % (d * h) == 0)
+            .map(|(d, h)| [d, h, voxels / (d * h)])
             .filter(|&shape| fits(shape))
             .min_by_key(|&shape| (padded(shape), -shape[2], -shape[1]))
             .map(|shape| Self {
@@ -61,18 +68,24 @@ impl ConvTmaBoxes {
             })
     }
 
-    /// Voxel rows the reduction runs over: every box of every sample.
+    /// Boxes of every sample.
+    pub fn boxes(&self, samples: i32) -> u64 {
+        samples as u64 * self.count.iter().map(|&c| c as u64).product::<u64>()
+    }
+
+    /// Voxels the boxes of every sample cover.
     pub fn padded_voxels(&self, samples: i32) -> u64 {
-        let per_box = TMA_BOX_VOXELS as u64;
-        samples as u64 * self.count.iter().map(|&c| c as u64).product::<u64>() * per_box
+        self.boxes(samples) * self.shape.iter().map(|&c| c as u64).product::<u64>()
     }
 }
 
 /// The arguments of `cuTensorMapEncodeTiled` for one packed operand, besides its address:
-/// rank 5 (channels, w, h, d, samples: innermost first), bf16, no interleave, the 128-byte
-/// swizzle, no L2 promotion, zero fill.
+/// rank 5 (innermost first; an activation's channels, w, h, d, samples), elements of
+/// `data_type`, no interleave, the 128-byte swizzle, 128-byte L2 promotion, zero fill.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TiledMap {
+    /// `TMA_DATA_TYPE_BF16` or `TMA_DATA_TYPE_U32`.
+    pub data_type: i32,
     pub dims: [u64; 5],
     /// Bytes between consecutive elements of dimensions 1..4.
     pub strides: [u64; 4],
@@ -81,17 +94,26 @@ pub struct TiledMap {
 }
 
 impl TiledMap {
-    /// A packed NDHWC volume of `[n, d, h, w]` voxels of `channels` bf16 (a multiple of 8),
-    /// boxes of 64 channels by `shape` voxels taken every `stride`.
-    fn volume(dims: [i32; 5], channels: i32, shape: [i32; 3], stride: [i32; 3]) -> Self {
-        let [n, d, h, w, _] = dims.map(|v| v as u64);
-        let row = channels as u64 * 2;
+    /// A packed NDHWC volume of `[n, d, h, w]` voxels of `channels` elements of
+    /// `precision` (whole 16-byte chunks), boxes of a 128-byte row of channels by `shape`
+    /// voxels taken every `stride`.
+    fn volume(
+        precision: ConvPrecision,
+        dims: [i32; 4],
+        channels: i32,
+        shape: [i32; 3],
+        stride: [i32; 3],
+    ) -> Self {
+        let [n, d, h, w] = dims.map(|v| v as u64);
+        let bytes = element_bytes(precision);
+        let row = channels as u64 * bytes as u64;
         let u = |v: i32| v as u32;
         Self {
+            data_type: data_type(precision),
             dims: [channels as u64, w, h, d, n],
             strides: [row, row * w, row * w * h, row * w * h * d],
             box_dims: [
-                u(TMA_BOX_CHANNELS),
+                u(TMA_BOX_ROW_BYTES / bytes),
                 u(shape[2] * stride[2]),
                 u(shape[1] * stride[1]),
                 u(shape[0] * stride[0]),
@@ -101,30 +123,67 @@ impl TiledMap {
         }
     }
 
-    /// The maps of backward weights' packed x and dy (channels padded to 8) for `boxes`.
-    pub fn backward_weights(p: &Conv3dParams, boxes: &ConvTmaBoxes) -> [Self; 2] {
-        let pad = |c: i32| (c + 7) / 8 * 8;
-        let x = [p.n, p.in_d, p.in_h, p.in_w, 0];
-        let dy = [p.n, p.out_d, p.out_h, p.out_w, 0];
+    /// The maps of a pass's packed operands a and b (channels padded to whole chunks) for
+    /// `boxes`: forward's x and weights (`bn` output channels a box), backward weights' x
+    /// and dy (bf16).
+    pub fn operands(
+        p: &Conv3dParams,
+        precision: ConvPrecision,
+        forward: bool,
+        boxes: &ConvTmaBoxes,
+        bn: u32,
+    ) -> [Self; 2] {
+        let chunk = precision.channel_multiple() as i32;
+        let pad = |c: i32| (c + chunk - 1) / chunk * chunk;
+        let x_dims = [p.n, p.in_d, p.in_h, p.in_w];
         let stride = [p.stride_d, p.stride_h, p.stride_w];
-        [
-            Self::volume(x, pad(p.cin), boxes.shape, stride),
-            Self::volume(dy, pad(p.cout), boxes.shape, [1; 3]),
-        ]
+        let x = Self::volume(precision, x_dims, pad(p.cin), boxes.shape, stride);
+        if !forward {
+            let dy_dims = [p.n, p.out_d, p.out_h, p.out_w];
+            return [
+                x,
+                Self::volume(precision, dy_dims, pad(p.cout), boxes.shape, [1; 3]),
+            ];
+        }
+        // The weights, packed [cout][tap][cin_p], as rows of taps * cin_p.
+        let row = (p.k_d * p.k_h * p.k_w * pad(p.cin)) as u64;
+        let bytes = element_bytes(precision);
+        let row_bytes = row * bytes as u64;
+        let all = row_bytes * p.cout as u64;
+        let weights = Self {
+            data_type: data_type(precision),
+            dims: [row, p.cout as u64, 1, 1, 1],
+            strides: [row_bytes, all, all, all],
+            box_dims: [(TMA_BOX_ROW_BYTES / bytes) as u32, bn, 1, 1, 1],
+            element_strides: [1; 5],
+        };
+        [x, weights]
     }
 }
 
-/// The kernel's parameters: `p` (splits in box voxels, as the plan made them), the boxes,
-/// and x's and dy's maps as encoded at the packed operands.
+fn element_bytes(precision: ConvPrecision) -> i32 {
+    precision.packed_bytes().unwrap_or(4) as i32
+}
+
+fn data_type(precision: ConvPrecision) -> i32 {
+    if precision == ConvPrecision::Bf16 {
+        TMA_DATA_TYPE_BF16
+    } else {
+        TMA_DATA_TYPE_U32
+    }
+}
+
+/// The kernel's parameters: `p` (splits as the plan made them), the boxes, and a's and b's
+/// maps as encoded at the packed operands.
 pub fn tma_params(
     p: &Conv3dParams,
     boxes: &ConvTmaBoxes,
-    x: TensorMap,
-    dy: TensorMap,
+    a: TensorMap,
+    b: TensorMap,
 ) -> Conv3dTmaParams {
     Conv3dTmaParams {
-        x,
-        dy,
+        a,
+        b,
         conv: *p,
         box_d: boxes.shape[0],
         box_h: boxes.shape[1],
@@ -165,22 +224,49 @@ mod tests {
         }
     }
 
+    impl ConvTmaBoxes {
+        fn new64(p: &Conv3dParams) -> Option<Self> {
+            Self::new(p, TMA_WEIGHT_BOX_VOXELS)
+        }
+    }
+
+    #[test]
+    fn encoding_constants_are_the_drivers() {
+        use cudarc::driver::sys::{
+            CUtensorMapDataType as Data, CUtensorMapL2promotion as L2,
+            CUtensorMapSwizzle as Swizzle,
+        };
+        assert_eq!(
+            TMA_DATA_TYPE_BF16,
+            Data::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 as i32
+        );
+        assert_eq!(
+            TMA_DATA_TYPE_U32,
+            Data::CU_TENSOR_MAP_DATA_TYPE_UINT32 as i32
+        );
+        assert_eq!(TMA_SWIZZLE_128B, Swizzle::CU_TENSOR_MAP_SWIZZLE_128B as i32);
+        assert_eq!(
+            TMA_L2_PROMOTION_128B,
+            L2::CU_TENSOR_MAP_L2_PROMOTION_L2_128B as i32
+        );
+    }
+
     #[test]
     fn boxes_overhang_the_output_least_and_prefer_long_rows() {
         // Powers of two at least 4 tile exactly; among exact tilings the longest w rows.
-        let b = ConvTmaBoxes::new(&params([16, 16, 16], 1)).unwrap();
+        let b = ConvTmaBoxes::new64(&params([16, 16, 16], 1)).unwrap();
         assert_eq!((b.shape, b.count), ([1, 4, 16], [16, 4, 1]));
-        let b = ConvTmaBoxes::new(&params([4, 4, 4], 1)).unwrap();
+        let b = ConvTmaBoxes::new64(&params([4, 4, 4], 1)).unwrap();
         assert_eq!((b.shape, b.count), ([4, 4, 4], [1, 1, 1]));
-        let b = ConvTmaBoxes::new(&params([8, 8, 8], 1)).unwrap();
+        let b = ConvTmaBoxes::new64(&params([8, 8, 8], 1)).unwrap();
         assert_eq!(b.shape, [1, 8, 8]);
         // 6 x 8 x 7: no shape tiles w exactly but 1 wide, which pads d and h (448 rows);
         // 8 wide rows pad w to 8 (384 rows, as 2 x 4 x 8 does, whose rows along h are
         // shorter).
-        let b = ConvTmaBoxes::new(&params([6, 8, 7], 1)).unwrap();
+        let b = ConvTmaBoxes::new64(&params([6, 8, 7], 1)).unwrap();
         assert_eq!((b.shape, b.count), ([1, 8, 8], [6, 1, 1]));
         // 4 x 8 x 10 tiles exactly in 4 x 8 x 2.
-        let b = ConvTmaBoxes::new(&params([4, 8, 10], 1)).unwrap();
+        let b = ConvTmaBoxes::new64(&params([4, 8, 10], 1)).unwrap();
         assert_eq!((b.shape, b.count), ([4, 8, 2], [1, 1, 5]));
         assert_eq!(b.padded_voxels(2), 2 * 320);
     }
@@ -188,17 +274,17 @@ mod tests {
     #[test]
     fn strided_windows_stay_within_a_maps_limits() {
         // Stride 8: a box's window of 64 voxels along w would be 512 wide.
-        let b = ConvTmaBoxes::new(&params([32, 32, 32], 8)).unwrap();
+        let b = ConvTmaBoxes::new64(&params([32, 32, 32], 8)).unwrap();
         assert!(b.shape.iter().all(|&s| s * 8 <= 256), "{b:?}");
         assert_eq!(b.shape.iter().product::<i32>(), 64);
-        assert_eq!(ConvTmaBoxes::new(&params([4, 4, 4], 9)), None);
+        assert_eq!(ConvTmaBoxes::new64(&params([4, 4, 4], 9)), None);
     }
 
     #[test]
     fn maps_describe_the_packed_volumes_innermost_first() {
         let p = params([4, 8, 10], 2);
-        let b = ConvTmaBoxes::new(&p).unwrap();
-        let [x, dy] = TiledMap::backward_weights(&p, &b);
+        let b = ConvTmaBoxes::new64(&p).unwrap();
+        let [x, dy] = TiledMap::operands(&p, ConvPrecision::Bf16, false, &b, 128);
         assert_eq!(x.dims, [64, 20, 16, 8, 2]);
         assert_eq!(x.strides, [128, 128 * 20, 128 * 20 * 16, 128 * 20 * 16 * 8]);
         let [bd, bh, bw] = b.shape.map(|v| v as u32);
@@ -210,5 +296,25 @@ mod tests {
         assert_eq!(dy.strides[0], 80);
         assert_eq!(dy.box_dims, [64, bw, bh, bd, 1]);
         assert_eq!(dy.element_strides, [1; 5]);
+        assert_eq!(
+            (x.data_type, dy.data_type),
+            (TMA_DATA_TYPE_BF16, TMA_DATA_TYPE_BF16)
+        );
+    }
+
+    #[test]
+    fn forward_maps_read_a_row_of_channels_and_the_blocks_weight_rows() {
+        let p = params([4, 8, 8], 1);
+        let b = ConvTmaBoxes::new(&p, 128).unwrap();
+        assert_eq!(b.shape.iter().product::<i32>(), 128);
+        let [x, w] = TiledMap::operands(&p, ConvPrecision::Tf32, true, &b, 64);
+        // tf32: 32 channels (128 bytes) a box, as 4-byte words.
+        assert_eq!(x.box_dims[0], 32);
+        assert_eq!(x.strides[0], 64 * 4);
+        assert_eq!(x.data_type, TMA_DATA_TYPE_U32);
+        // Weights [40][27 * 64]: a box is 32 of a row's elements by 64 output channels.
+        assert_eq!(w.dims, [27 * 64, 40, 1, 1, 1]);
+        assert_eq!(w.strides[0], 27 * 64 * 4);
+        assert_eq!(w.box_dims, [32, 64, 1, 1, 1]);
     }
 }

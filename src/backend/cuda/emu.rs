@@ -425,7 +425,7 @@ pub mod conv {
         ConvPrecision, CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
     };
     use crate::backend::cuda::conv_tma::{
-        tma_params, TiledMap, TMA_DATA_TYPE_BF16, TMA_L2_PROMOTION_128B, TMA_SWIZZLE_128B,
+        tma_params, TiledMap, TMA_L2_PROMOTION_128B, TMA_SWIZZLE_128B,
     };
     use crate::backend::cuda::params::{Conv3dParams, Conv3dTmaParams, LaunchDims, TensorMap};
     use std::ffi::{c_char, c_int, c_longlong, c_void, CString};
@@ -501,6 +501,7 @@ pub mod conv {
             name: *const c_char,
             d: *const LaunchDims,
             p: *const Conv3dTmaParams,
+            bias: *const f32,
             out: *mut f32,
         ) -> c_int;
         #[allow(clippy::too_many_arguments)] // cuTensorMapEncodeTiled's
@@ -726,17 +727,17 @@ pub mod conv {
         let (name_ptr, dims, p, out_ptr) =
             (c_name.as_ptr(), &plan.dims, plan.params, out.as_mut_ptr());
         let _reads = GlobalReads::allow(&[(a.cast(), a_bytes), (b.cast(), b_bytes)]);
-        if let Some(boxes) = &plan.tma {
-            let [x_map, dy_map] = TiledMap::backward_weights(&plan.params, boxes);
+        if let Some((boxes, [a_map, b_map])) = plan.tma_maps() {
             let params = tma_params(
                 &plan.params,
-                boxes,
-                encode_tiled(&x_map, a)?,
-                encode_tiled(&dy_map, b)?,
+                &boxes,
+                encode_tiled(&a_map, a)?,
+                encode_tiled(&b_map, b)?,
             );
-            // SAFETY: the maps describe packed x and dy, which a and b hold (the callers
-            // checked their lengths against the plan's packs); out holds workspace_len.
-            let code = unsafe { emu_conv3d_tma(name_ptr, dims, &params, out_ptr) };
+            // SAFETY: the maps describe the plan's packs of its operands, which a and b hold
+            // (the callers checked their lengths); bias is the pass's or null (never read
+            // then); out holds workspace_len.
+            let code = unsafe { emu_conv3d_tma(name_ptr, dims, &params, bias, out_ptr) };
             if code == -2 {
                 return Err(format!("the harness has no kernel {name}"));
             }
@@ -771,7 +772,7 @@ pub mod conv {
         let code = unsafe {
             emu_tensor_map_encode_tiled(
                 &mut encoded,
-                TMA_DATA_TYPE_BF16,
+                map.data_type,
                 5,
                 at.cast(),
                 map.dims.as_ptr(),

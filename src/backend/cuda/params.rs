@@ -152,13 +152,13 @@ pub struct TensorMap {
     pub words: [u64; 16],
 }
 
-/// Backward weights on the tensor memory accelerator (kernels/params.h says how the maps
-/// and boxes tile the reduction).
+/// A convolution pass on the tensor memory accelerator: tensor maps over its packed
+/// operands and the boxes that tile its output (kernels/params.h says how).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv3dTmaParams {
-    pub x: TensorMap,
-    pub dy: TensorMap,
+    pub a: TensorMap,
+    pub b: TensorMap,
     pub conv: Conv3dParams,
     pub box_d: i32,
     pub box_h: i32,
