@@ -414,43 +414,55 @@ __device__ __forceinline__ void vx_tma_box_of(const Conv3dTmaParams& tp, int box
     x = rest - y * tp.boxes_w;
 }
 
-// The forward's operands as boxes (Conv3dTmaParams): the block's rows are one box of BM
-// output voxels (box_d x box_h x box_w), step s is reduction step s of the split: tap t
-// and BK of its padded channels, A the box's windows at t (x, taken every stride voxels;
-// zeros outside x), B the BN output channels' weights at those (tap, channel) columns
-// (packed [cout][tap][cin_p] as a [cout][taps * cin_p] tensor; zeros past cout). Both
-// land as k-major tiles in the 128-byte swizzle, A's rows in the box's voxel order.
-template <class T>
-struct VxTmaForward {
+// The forward's operands as boxes (Conv3dTmaParams), or backward data's at stride 1
+// (DATA): the block's rows are one box of BM result voxels (box_d x box_h x box_w of y, or
+// of dx), step s is reduction step s of the split: kernel tap t and BK of the reduction's
+// padded channels (x's; dy's), A the box's windows at t (the forward's x at corner * stride
+// - pad + t, taken every stride voxels; backward data's dy at corner + pad - t; zeros
+// outside the tensor), B the block's BN result channels' weights at those (tap, channel)
+// columns (packed [cout][tap][cin_p], or [cin][tap][cout_p], as [rows][taps * channels];
+// zeros past the last row). Both land as k-major tiles in the 128-byte swizzle, A's rows
+// in the box's voxel order.
+template <class T, bool DATA>
+struct VxTmaGather {
     const Conv3dTmaParams& tp;
-    int chunks, cin_p;
+    int chunks, channels;
     // The next step's tap (z, y, x) and channel chunk.
     int kz, ky, kx, chunk;
-    // The block's box: sample n, x's window corner of its first voxel.
+    // The block's box: sample n, the window corner of its first voxel before the tap.
     int n, iz, iy, ix;
 
-    __device__ __forceinline__ VxTmaForward(const Conv3dTmaParams& tp_, int step)
-        : tp(tp_) {
+    __device__ __forceinline__ VxTmaGather(const Conv3dTmaParams& tp_, int step) : tp(tp_) {
         const Conv3dParams& p = tp.conv;
-        cin_p = vx_pad<typename T::Prec>(p.cin);
-        chunks = cin_p / T::BK;
+        channels = vx_pad<typename T::Prec>(DATA ? p.cout : p.cin);
+        chunks = channels / T::BK;
         const int tap = step / chunks;
         chunk = step - tap * chunks;
         vx_split3(tap, p.k_h, p.k_w, kz, ky, kx);
         int bz, by, bx;
         vx_tma_box_of(tp, blockIdx.x, n, bz, by, bx);
-        iz = bz * tp.box_d * p.stride_d - p.pad_d;
-        iy = by * tp.box_h * p.stride_h - p.pad_h;
-        ix = bx * tp.box_w * p.stride_w - p.pad_w;
+        if constexpr (DATA) {
+            iz = bz * tp.box_d + p.pad_d;
+            iy = by * tp.box_h + p.pad_h;
+            ix = bx * tp.box_w + p.pad_w;
+        } else {
+            iz = bz * tp.box_d * p.stride_d - p.pad_d;
+            iy = by * tp.box_h * p.stride_h - p.pad_h;
+            ix = bx * tp.box_w * p.stride_w - p.pad_w;
+        }
     }
 
     __device__ __forceinline__ void load(unsigned char* a_tile, unsigned char* b_tile,
                                          unsigned long long* full) {
         const Conv3dParams& p = tp.conv;
         const int c0 = chunk * T::BK;
-        vx_tma_load_5d(a_tile, &tp.a, c0, ix + kx, iy + ky, iz + kz, n, full);
+        if constexpr (DATA) {
+            vx_tma_load_5d(a_tile, &tp.a, c0, ix - kx, iy - ky, iz - kz, n, full);
+        } else {
+            vx_tma_load_5d(a_tile, &tp.a, c0, ix + kx, iy + ky, iz + kz, n, full);
+        }
         const int tap = (kz * p.k_h + ky) * p.k_w + kx;
-        vx_tma_load_5d(b_tile, &tp.b, tap * cin_p + c0, blockIdx.y * T::BN, 0, 0, 0, full);
+        vx_tma_load_5d(b_tile, &tp.b, tap * channels + c0, blockIdx.y * T::BN, 0, 0, 0, full);
         if (++chunk == chunks) {
             chunk = 0;
             vx_next_tap(kz, ky, kx, p.k_h, p.k_w);
@@ -458,30 +470,46 @@ struct VxTmaForward {
     }
 };
 
-template <class T>
-__device__ __forceinline__ void vx_tma_forward(const Conv3dTmaParams& tp, const float* bias,
-                                               float* y) {
+// The forward (y from x), or backward data at stride 1 (DATA: dx from dy), on the tensor
+// memory accelerator; row `local` of a block is voxel `local` of its box, and none past
+// the result is stored.
+template <class T, bool DATA>
+__device__ __forceinline__ void vx_tma_gather_pass(const Conv3dTmaParams& tp, const float* bias,
+                                                   float* out) {
     const Conv3dParams& p = tp.conv;
-    const int k_total = p.k_d * p.k_h * p.k_w * vx_pad<typename T::Prec>(p.cin);
+    const int k_total = p.k_d * p.k_h * p.k_w * vx_pad<typename T::Prec>(DATA ? p.cout : p.cin);
     int k_begin, k_end;
     vx_split_range(p, blockIdx.z, k_total, k_begin, k_end);
-    VxTmaForward<T> ld(tp, k_begin / T::BK);
+    VxTmaGather<T, DATA> ld(tp, k_begin / T::BK);
     VxPipeAcc<T> acc = {};
     T::KMajorLoop::template run<T>(ld, (k_end - k_begin) / T::BK, acc);
-    // Row `local` of the block is voxel local of its box; none past the output.
+    const int d = DATA ? p.in_d : p.out_d, h = DATA ? p.in_h : p.out_h;
+    const int w = DATA ? p.in_w : p.out_w, cols = DATA ? p.cin : p.cout;
     int n, bz, by, bx;
     vx_tma_box_of(tp, blockIdx.x, n, bz, by, bx);
-    const int voxels = p.n * p.out_d * p.out_h * p.out_w;
     vx_pipe_store<T>(
-        acc, static_cast<int>(gridDim.x) * T::BM, p.cout,
+        acc, static_cast<int>(gridDim.x) * T::BM, cols,
         [&](int local, int) {
             const int x = bx * tp.box_w + local % tp.box_w;
             const int y = by * tp.box_h + local / tp.box_w % tp.box_h;
             const int z = bz * tp.box_d + local / (tp.box_w * tp.box_h);
-            const bool inside = z < p.out_d && y < p.out_h && x < p.out_w;
-            return inside ? ((n * p.out_d + z) * p.out_h + y) * p.out_w + x : -1;
+            const bool inside = z < d && y < h && x < w;
+            return inside ? ((n * d + z) * h + y) * w + x : -1;
         },
-        blockIdx.z == 0 ? bias : nullptr, y + static_cast<size_t>(blockIdx.z) * voxels * p.cout);
+        blockIdx.z == 0 ? bias : nullptr,
+        out + static_cast<size_t>(blockIdx.z) * p.n * d * h * w * cols);
+}
+
+template <class T>
+__device__ __forceinline__ void vx_tma_forward(const Conv3dTmaParams& tp, const float* bias,
+                                               float* y) {
+    vx_tma_gather_pass<T, false>(tp, bias, y);
+}
+
+template <class T>
+__device__ __forceinline__ void vx_tma_backward_data(const Conv3dTmaParams& tp,
+                                                     const float* bias, float* dx) {
+    vx_tma_gather_pass<T, true>(tp, bias, dx);
 }
 
 // Backward weights' operands as boxes (Conv3dTmaParams): step s is box s of the split, A's
@@ -564,7 +592,7 @@ __device__ __forceinline__ void vx_tma_backward_weights(const Conv3dTmaParams& t
 }
 
 // A convolution pass on the tensor memory accelerator (vx_tma_forward,
-// vx_tma_backward_weights): (params, bias or null, out).
+// vx_tma_backward_data, vx_tma_backward_weights): (params, bias or null, out).
 #define VX_CONV_TMA_KERNEL(name, pass, Tile)                                                 \
     extern "C" __global__ void __launch_bounds__(Tile::THREADS, 1)                           \
         name(const __grid_constant__ Conv3dTmaParams p, const float* __restrict__ bias,      \
@@ -578,6 +606,12 @@ VX_CONV_TMA_KERNEL(conv3d_fwd_bf16_tma256, vx_tma_forward, VxWgmmaTma256<VxBf16>
 VX_CONV_TMA_KERNEL(conv3d_fwd_tf32_tma128, vx_tma_forward, VxWgmmaTma128<VxTf32>)
 VX_CONV_TMA_KERNEL(conv3d_fwd_tf32_tma64, vx_tma_forward, VxWgmmaTma64<VxTf32>)
 VX_CONV_TMA_KERNEL(conv3d_fwd_tf32_tma256, vx_tma_forward, VxWgmmaTma256<VxTf32>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_data_bf16_tma128, vx_tma_backward_data, VxWgmmaTma128<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_data_bf16_tma64, vx_tma_backward_data, VxWgmmaTma64<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_data_bf16_tma256, vx_tma_backward_data, VxWgmmaTma256<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_data_tf32_tma128, vx_tma_backward_data, VxWgmmaTma128<VxTf32>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_data_tf32_tma64, vx_tma_backward_data, VxWgmmaTma64<VxTf32>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_data_tf32_tma256, vx_tma_backward_data, VxWgmmaTma256<VxTf32>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma128, vx_tma_backward_weights, VxWgmmaTma128<VxBf16>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma64, vx_tma_backward_weights, VxWgmmaTma64<VxBf16>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma256, vx_tma_backward_weights, VxWgmmaTma256<VxBf16>)
@@ -741,6 +775,12 @@ extern "C" int emu_conv3d_tma(const char* name, const EmuDims* d, const Conv3dTm
         {"conv3d_fwd_tf32_tma128", conv3d_fwd_tf32_tma128},
         {"conv3d_fwd_tf32_tma64", conv3d_fwd_tf32_tma64},
         {"conv3d_fwd_tf32_tma256", conv3d_fwd_tf32_tma256},
+        {"conv3d_bwd_data_bf16_tma128", conv3d_bwd_data_bf16_tma128},
+        {"conv3d_bwd_data_bf16_tma64", conv3d_bwd_data_bf16_tma64},
+        {"conv3d_bwd_data_bf16_tma256", conv3d_bwd_data_bf16_tma256},
+        {"conv3d_bwd_data_tf32_tma128", conv3d_bwd_data_tf32_tma128},
+        {"conv3d_bwd_data_tf32_tma64", conv3d_bwd_data_tf32_tma64},
+        {"conv3d_bwd_data_tf32_tma256", conv3d_bwd_data_tf32_tma256},
         {"conv3d_bwd_weight_bf16_tma128", conv3d_bwd_weight_bf16_tma128},
         {"conv3d_bwd_weight_bf16_tma64", conv3d_bwd_weight_bf16_tma64},
         {"conv3d_bwd_weight_bf16_tma256", conv3d_bwd_weight_bf16_tma256},

@@ -600,27 +600,36 @@ fn wgmma_ws_convolutions_match_cpu() {
     }
 }
 
-/// Geometries whose bf16 backward weights the tensor memory accelerator's tiles take, and
-/// the tile (`WGMMA_TMA_FORWARD_TILES` gives the forward's): a deep layer (128 -> 128 at 16^3), a strided one into 320 columns (64-wide
-/// tiles), boxes that overhang the output (w 7 in boxes 8 wide) into 72 columns (dy's
-/// boxes read past cout), and a 'valid' one.
-fn wgmma_tma_cases() -> [(ConvGeometry, ConvTile); 4] {
+/// Geometries and the tiles the tensor memory accelerator's plans give their forward,
+/// backward data (both at bf16 and tf32) and bf16 backward weights (None: not on those
+/// tiles): a deep layer (128 -> 128 at 16^3); a strided one into 320 columns (64-wide
+/// tiles; a 4^3 output is under one box of 128 voxels, and backward data takes stride 1
+/// only); boxes that overhang the output (w 7 in boxes 8 wide) into 72 columns (dy's and
+/// the weights' boxes read past cout; backward data's 72 reduction channels do not fill a
+/// row); two 'valid' ones (an output of 6 x 6 x 14 that boxes of 128 would overhang by
+/// half).
+fn wgmma_tma_cases() -> [(ConvGeometry, [Option<ConvTile>; 3]); 5] {
+    use ConvTile::{WgTma128, WgTma64};
     [
         (
             conv([2, 16, 16, 16, 128], [3, 3, 3, 128, 128], 1, 1),
-            ConvTile::WgTma128,
+            [Some(WgTma128), Some(WgTma128), Some(WgTma128)],
         ),
         (
             conv([1, 8, 8, 8, 256], [3, 3, 3, 256, 320], 2, 1),
-            ConvTile::WgTma64,
+            [None, None, Some(WgTma64)],
         ),
         (
             conv([2, 6, 8, 7, 64], [3, 3, 3, 64, 72], 1, 1),
-            ConvTile::WgTma128,
+            [Some(WgTma128), None, Some(WgTma128)],
         ),
         (
             conv([1, 10, 10, 10, 64], [3, 3, 3, 64, 64], 1, 0),
-            ConvTile::WgTma64,
+            [Some(WgTma64), None, Some(WgTma64)],
+        ),
+        (
+            conv([1, 8, 8, 16, 64], [3, 3, 3, 64, 64], 1, 0),
+            [None, Some(WgTma64), Some(WgTma64)],
         ),
     ]
 }
@@ -633,49 +642,55 @@ fn wgmma_tma_target() -> ConvTarget {
         .with_wgmma_tma(true)
 }
 
-/// The forward's tiles on `wgmma_tma_cases` (None: a 4^3 output, under one box of 128
-/// voxels, keeps the other kernels).
-const WGMMA_TMA_FORWARD_TILES: [Option<ConvTile>; 4] = [
-    Some(ConvTile::WgTma128),
-    None,
-    Some(ConvTile::WgTma128),
-    Some(ConvTile::WgTma64),
-];
+/// The tile of the plan `plan_of` makes for `pass` at `precision`, where it is a tensor
+/// memory accelerator's; None where it is not, or where the pass at that precision has
+/// none (tf32's backward weights).
+fn tma_tile(plan_of: impl Fn(ConvPass) -> ConvPlan, pass: ConvPass) -> Option<ConvTile> {
+    let plan = plan_of(pass);
+    plan.tma.map(|_| plan.kernel.tile)
+}
+
+/// What `wgmma_tma_cases` says of `pass` at `precision`.
+fn tma_expected(
+    tiles: &[Option<ConvTile>; 3],
+    pass: ConvPass,
+    precision: ConvPrecision,
+) -> Option<ConvTile> {
+    match pass {
+        ConvPass::Forward => tiles[0],
+        ConvPass::BackwardData => tiles[1],
+        ConvPass::BackwardWeight if precision == ConvPrecision::Bf16 => tiles[2],
+        ConvPass::BackwardWeight => None,
+    }
+}
 
 /// An H100's plan (wgmma and the tensor memory accelerator's tiles on) takes the tiles
-/// `wgmma_tma_cases` names for bf16 backward weights, and `WGMMA_TMA_FORWARD_TILES` for
-/// the forward at bf16 and tf32, so that the GPU test below runs them.
+/// `wgmma_tma_cases` names, so that the GPU test below runs them; with the 256-row tiles
+/// also on, the deep case takes them in every pass.
 #[test]
 fn wgmma_tma_cases_plan_their_tiles_on_an_h100() {
-    for ((g, tile), forward) in wgmma_tma_cases().into_iter().zip(WGMMA_TMA_FORWARD_TILES) {
-        let pass = ConvPass::BackwardWeight;
-        let plan = ConvPlan::new(&g, pass, ConvPrecision::Bf16, wgmma_tma_target()).unwrap();
-        assert_eq!(plan.kernel.tile, tile, "{g:?}");
-        assert!(plan.tma.is_some(), "{g:?}");
+    for (g, tiles) in wgmma_tma_cases() {
         for precision in [ConvPrecision::Bf16, ConvPrecision::Tf32] {
-            let pass = ConvPass::Forward;
-            let plan = ConvPlan::new(&g, pass, precision, wgmma_tma_target()).unwrap();
-            assert_eq!(
-                plan.tma.map(|_| plan.kernel.tile),
-                forward,
-                "{precision} {g:?}"
-            );
+            let plan_of = |pass| ConvPlan::new(&g, pass, precision, wgmma_tma_target()).unwrap();
+            for pass in PASSES {
+                let want = tma_expected(&tiles, pass, precision);
+                assert_eq!(tma_tile(plan_of, pass), want, "{precision} {pass:?} {g:?}");
+            }
         }
     }
     let m256 = wgmma_tma_target().with_wgmma_m256(true);
     let deep = &wgmma_tma_cases()[0].0;
-    for pass in [ConvPass::Forward, ConvPass::BackwardWeight] {
+    for pass in PASSES {
         let plan = ConvPlan::new(deep, pass, ConvPrecision::Bf16, m256).unwrap();
         assert_eq!(plan.kernel.tile, ConvTile::WgTma256, "{pass:?}");
     }
 }
 
-/// The forward (bf16, tf32) and bf16 backward weights on the tensor memory accelerator
-/// (`VOXSEG_WGMMA_TMA`, then also `VOXSEG_WGMMA_M256` for the 256 x 128 tiles on the deep
-/// case): the tensor
-/// maps the driver encodes from our arguments, their boxes, zero fill and swizzle, and the
-/// mbarriers' transaction bytes, which the harness only emulates; every pass of each case
-/// runs (forward and backward data on their usual kernels).
+/// Every pass on the tensor memory accelerator where `wgmma_tma_cases` says
+/// (`VOXSEG_WGMMA_TMA`; then also `VOXSEG_WGMMA_M256` for the 256 x 128 tiles on the deep
+/// case), at tf32 and bf16: the tensor maps the driver encodes from our arguments, their
+/// boxes, zero fill and swizzle, and the mbarriers' transaction bytes, which the harness
+/// only emulates. A wrong byte count would hang the test rather than fail it.
 #[test]
 #[ignore = "needs a CUDA device"]
 fn wgmma_tma_convolutions_match_cpu() {
@@ -686,24 +701,19 @@ fn wgmma_tma_convolutions_match_cpu() {
     let cases = wgmma_tma_cases();
     for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
         gpu.set_conv_precision(precision);
-        for ((g, tile), forward) in cases.iter().zip(WGMMA_TMA_FORWARD_TILES) {
-            let plan = gpu.conv_plan(g, ConvPass::Forward).unwrap();
-            assert_eq!(
-                plan.tma.map(|_| plan.kernel.tile),
-                forward,
-                "{precision} {g:?}"
-            );
-            if precision == ConvPrecision::Bf16 {
-                let plan = gpu.conv_plan(g, ConvPass::BackwardWeight).unwrap();
-                assert_eq!(plan.kernel.tile, *tile, "{g:?}");
+        for (g, tiles) in &cases {
+            for pass in PASSES {
+                let want = tma_expected(tiles, pass, precision);
+                let got = tma_tile(|pass| gpu.conv_plan(g, pass).unwrap(), pass);
+                assert_eq!(got, want, "{precision} {pass:?} {g:?}");
             }
         }
         check_every_pass(&gpu, &cases.map(|(g, _)| g));
     }
-    // The 256 x 128 tile, four warpgroups multiplying.
+    // The 256 x 128 tiles, four warpgroups multiplying.
     gpu.set_wgmma_m256(true);
     let deep = cases[0].0;
-    for pass in [ConvPass::Forward, ConvPass::BackwardWeight] {
+    for pass in PASSES {
         let plan = gpu.conv_plan(&deep, pass).unwrap();
         assert_eq!(plan.kernel.tile, ConvTile::WgTma256, "{pass:?}");
     }

@@ -19,9 +19,9 @@
 //!   blocks of 64). `ConvTarget::wgmma_m256` runs the 128 x 128 wgmma tiles as 256 x 128
 //!   over four warpgroups, and `ConvTarget::wgmma_ws` the other 128 x 128 and 128 x 64
 //!   ones warp-specialized (one or two warpgroups copy, two multiply), and
-//!   `ConvTarget::wgmma_tma` forward and bf16 backward weights on tiles that the tensor
-//!   memory accelerator fills from one thread, box by box of output voxels (`conv_tma`); all three
-//!   are off by default until a GPU has timed them.
+//!   `ConvTarget::wgmma_tma` forward, stride-1 backward data and bf16 backward weights on
+//!   tiles that the tensor memory accelerator fills from one thread, box by box of voxels
+//!   (`conv_tma`); all three are off by default until a GPU has timed them.
 //! - Halo (`ConvTarget::halo`): a stride-1 pass whose plan is mma.sync runs the kernels
 //!   of kernels/conv3d_halo.cu instead, which copy each tap row's input window once for the
 //!   taps along w, from operands packed with zero borders: where k_w is 2 or 3, the borders
@@ -264,7 +264,7 @@ pub enum ConvTile {
     /// The same, 128 x 64.
     WgWs64,
     /// Hopper wgmma, 128 x 128, its stages filled by the tensor memory accelerator
-    /// (forward; backward weights at bf16).
+    /// (forward, backward data at stride 1; backward weights at bf16).
     WgTma128,
     /// The same, 128 x 64.
     WgTma64,
@@ -518,6 +518,12 @@ impl ConvKernel {
             (Forward, Tf32, WgTma128) => "conv3d_fwd_tf32_tma128",
             (Forward, Tf32, WgTma64) => "conv3d_fwd_tf32_tma64",
             (Forward, Tf32, WgTma256) => "conv3d_fwd_tf32_tma256",
+            (BackwardData, Bf16, WgTma128) => "conv3d_bwd_data_bf16_tma128",
+            (BackwardData, Bf16, WgTma64) => "conv3d_bwd_data_bf16_tma64",
+            (BackwardData, Bf16, WgTma256) => "conv3d_bwd_data_bf16_tma256",
+            (BackwardData, Tf32, WgTma128) => "conv3d_bwd_data_tf32_tma128",
+            (BackwardData, Tf32, WgTma64) => "conv3d_bwd_data_tf32_tma64",
+            (BackwardData, Tf32, WgTma256) => "conv3d_bwd_data_tf32_tma256",
             (BackwardWeight, Bf16, WgTma128) => "conv3d_bwd_weight_bf16_tma128",
             (BackwardWeight, Bf16, WgTma64) => "conv3d_bwd_weight_bf16_tma64",
             (BackwardWeight, Bf16, WgTma256) => "conv3d_bwd_weight_bf16_tma256",
@@ -858,8 +864,8 @@ pub struct ConvTarget {
     /// The wgmma tiles of 128 x 128 (that stay so) and 128 x 64 (the pair too) run
     /// warp-specialized (`ConvTile::WgWs128`, `WgWs64`).
     pub wgmma_ws: bool,
-    /// Forward, and bf16 backward weights, into more than 32 columns run on the tiles the
-    /// tensor memory accelerator fills (`ConvTile::WgTma128`, `WgTma64`; `WgTma256` for
+    /// Forward, backward data at stride 1 and bf16 backward weights, into more than 32
+    /// columns, run on the tiles the tensor memory accelerator fills (`ConvTile::WgTma128`, `WgTma64`; `WgTma256` for
     /// 128 x 128 tiles where `wgmma_m256` is on too) where `ConvPlan::tma` allows; there
     /// they take precedence over the pair, the 64-column reach, the warp-specialized and
     /// halo tiles and the L1 gathers.
@@ -1438,10 +1444,11 @@ impl ConvPlan {
     }
 
     /// The plan of a pass on the tiles the tensor memory accelerator fills, where the
-    /// target has them on (`ConvTarget::wgmma_tma`) and they take it: forward (bf16, tf32)
-    /// and bf16 backward weights into more than 32 columns, over input channels padded to
-    /// whole boxes (a row of 128 bytes in forward, 64 for backward weights' blocks of 64
-    /// rows), whose boxes overhang the output by at most `TMA_MAX_OVERHANG`.
+    /// target has them on (`ConvTarget::wgmma_tma`) and they take it: forward and backward
+    /// data at stride 1 (bf16, tf32) and bf16 backward weights, into more than 32 columns,
+    /// over reduction channels padded to whole boxes (a row of 128 bytes; 64 channels for
+    /// backward weights' blocks of 64 rows), whose boxes overhang the result by at most
+    /// `TMA_MAX_OVERHANG`.
     fn tma(
         g: &ConvGeometry,
         p: &Conv3dParams,
@@ -1449,15 +1456,16 @@ impl ConvPlan {
         precision: ConvPrecision,
         target: ConvTarget,
     ) -> Result<Option<Self>> {
+        let stride = [p.stride_d, p.stride_h, p.stride_w];
         let takes = match pass {
             ConvPass::Forward => precision != ConvPrecision::F32,
+            ConvPass::BackwardData => precision != ConvPrecision::F32 && stride == [1; 3],
             ConvPass::BackwardWeight => precision == ConvPrecision::Bf16,
-            ConvPass::BackwardData => false,
         };
         if !(takes && target.wgmma && target.wgmma_tma) {
             return Ok(None);
         }
-        let forward = pass == ConvPass::Forward;
+        let weights = pass == ConvPass::BackwardWeight;
         let gm = gemm(p, pass, precision.channel_multiple() as u64);
         let tile = match tc_tile(gm.cols) {
             ConvTile::TcN128 if target.wgmma_m256 && gm.rows > CONV_TC_BM as u64 => {
@@ -1473,31 +1481,43 @@ impl ConvPlan {
             tile,
         };
         let (bm, bn, bk) = kernel.shape();
-        let box_voxels = if forward {
-            bm
-        } else {
-            TMA_WEIGHT_BOX_VOXELS as u32
+        // The boxes tile the result's voxels (backward weights: dy's), read at windows of
+        // the stride; a box is a row block, or backward weights' reduction step.
+        let (result, window_stride) = match pass {
+            ConvPass::BackwardData => ([p.in_d, p.in_h, p.in_w], [1; 3]),
+            _ => ([p.out_d, p.out_h, p.out_w], stride),
         };
-        let Some(boxes) = ConvTmaBoxes::new(p, box_voxels as i32) else {
+        let box_voxels = if weights {
+            TMA_WEIGHT_BOX_VOXELS as u32
+        } else {
+            bm
+        };
+        let Some(boxes) = ConvTmaBoxes::new(result, window_stride, box_voxels as i32) else {
             return Ok(None);
         };
         let covered = boxes.padded_voxels(p.n);
-        let voxels = p.output_voxels() as u64;
-        let cin_p = (p.cin as u64).next_multiple_of(precision.channel_multiple() as u64);
-        let block_rows = if forward { bk } else { TMA_WEIGHT_BLOCK_ROWS };
-        if !cin_p.is_multiple_of(block_rows as u64)
+        let voxels = p.n as u64 * result.iter().map(|&v| v as u64).product::<u64>();
+        // The reduction's channels fill whole steps (backward weights: whole row blocks of
+        // one tap).
+        let (channels, block) = match pass {
+            ConvPass::Forward => (p.cin, bk),
+            ConvPass::BackwardData => (p.cout, bk),
+            ConvPass::BackwardWeight => (p.cin, TMA_WEIGHT_BLOCK_ROWS),
+        };
+        let padded = (channels as u64).next_multiple_of(precision.channel_multiple() as u64);
+        if !padded.is_multiple_of(block as u64)
             || covered as f64 > TMA_MAX_OVERHANG * voxels as f64
             || covered > i32::MAX as u64
         {
             return Ok(None);
         }
         let (bn, bk) = (bn as u64, bk as u64);
-        // Forward: a row block per box, the reduction over (tap, channel); backward
-        // weights: the reduction over the boxes' voxels.
-        let (tiles, depth) = if forward {
-            ([boxes.boxes(p.n), gm.cols.div_ceil(bn)], gm.depth)
-        } else {
+        // Forward and backward data: a row block per box, the reduction over (tap,
+        // channel); backward weights: the reduction over the boxes' voxels.
+        let (tiles, depth) = if weights {
             ([gm.rows.div_ceil(bm as u64), gm.cols.div_ceil(bn)], covered)
+        } else {
+            ([boxes.boxes(p.n), gm.cols.div_ceil(bn)], gm.depth)
         };
         let (splits, split_len) = split_reduction(
             &kernel,
@@ -1522,12 +1542,11 @@ impl ConvPlan {
     /// accelerator's tiles, over its packed operands a and b.
     pub fn tma_maps(&self) -> Option<(ConvTmaBoxes, [TiledMap; 2])> {
         let boxes = self.tma?;
-        let forward = self.kernel.pass == ConvPass::Forward;
         let (_, bn, _) = self.kernel.shape();
-        let precision = self.kernel.precision;
+        let (pass, precision) = (self.kernel.pass, self.kernel.precision);
         Some((
             boxes,
-            TiledMap::operands(&self.params, precision, forward, &boxes, bn),
+            TiledMap::operands(&self.params, precision, pass, &boxes, bn),
         ))
     }
 

@@ -10,9 +10,11 @@
 //! rows, and in backward weights a voxel past the output has dy = 0.
 //! - Forward: a block's rows are one box of 128 (256) voxels; a reduction step is a tap
 //!   and a row of channels, A x's box, B the weights of the block's output channels.
+//! - Backward data at stride 1: as the forward, over dx's voxels, A dy's box (at the
+//!   voxels plus the padding minus the tap), B the weights of the block's input channels.
 //! - Backward weights: a reduction step is one box of 64 voxels, A x's box at each of the
 //!   block's taps (64 channels each), B dy's box.
-use super::conv_plan::ConvPrecision;
+use super::conv_plan::{ConvPass, ConvPrecision};
 use super::params::{Conv3dParams, Conv3dTmaParams, TensorMap};
 
 /// Output voxels in a backward-weights box: one 128-byte row of bf16 per voxel makes a
@@ -40,12 +42,11 @@ pub struct ConvTmaBoxes {
 }
 
 impl ConvTmaBoxes {
-    /// The box shape of `voxels` voxels that overhangs the output of `p` least (ties go to
-    /// the longer rows along w, then h), or None where the tensor map cannot stride over x:
-    /// a stride past 8, or a box's window past 256 voxels along an axis.
-    pub fn new(p: &Conv3dParams, voxels: i32) -> Option<Self> {
-        let out = [p.out_d, p.out_h, p.out_w];
-        let stride = [p.stride_d, p.stride_h, p.stride_w];
+    /// The box shape of `voxels` voxels that overhangs a result of `out` voxels (d, h, w)
+    /// least (ties go to the longer rows along w, then h), or None where the tensor map
+    /// cannot take the windows read every `stride` voxels: a stride past 8, or a box's
+    /// window past 256 voxels along an axis.
+    pub fn new(out: [i32; 3], stride: [i32; 3], voxels: i32) -> Option<Self> {
         if stride.iter().any(|&s| s > MAX_ELEMENT_STRIDE) {
             return None;
         }
@@ -124,40 +125,40 @@ impl TiledMap {
     }
 
     /// The maps of a pass's packed operands a and b (channels padded to whole chunks) for
-    /// `boxes`: forward's x and weights (`bn` output channels a box), backward weights' x
-    /// and dy (bf16).
+    /// `boxes`: forward's x and weights, backward data's dy and weights (`bn` result
+    /// channels a box), backward weights' x and dy (bf16).
     pub fn operands(
         p: &Conv3dParams,
         precision: ConvPrecision,
-        forward: bool,
+        pass: ConvPass,
         boxes: &ConvTmaBoxes,
         bn: u32,
     ) -> [Self; 2] {
         let chunk = precision.channel_multiple() as i32;
         let pad = |c: i32| (c + chunk - 1) / chunk * chunk;
         let x_dims = [p.n, p.in_d, p.in_h, p.in_w];
+        let dy_dims = [p.n, p.out_d, p.out_h, p.out_w];
         let stride = [p.stride_d, p.stride_h, p.stride_w];
-        let x = Self::volume(precision, x_dims, pad(p.cin), boxes.shape, stride);
-        if !forward {
-            let dy_dims = [p.n, p.out_d, p.out_h, p.out_w];
-            return [
-                x,
-                Self::volume(precision, dy_dims, pad(p.cout), boxes.shape, [1; 3]),
-            ];
-        }
-        // The weights, packed [cout][tap][cin_p], as rows of taps * cin_p.
-        let row = (p.k_d * p.k_h * p.k_w * pad(p.cin)) as u64;
+        let x = || Self::volume(precision, x_dims, pad(p.cin), boxes.shape, stride);
+        let dy = || Self::volume(precision, dy_dims, pad(p.cout), boxes.shape, [1; 3]);
+        // The weights, packed [rows][tap][channels], as rows of taps * channels.
+        let (a, rows, channels) = match pass {
+            ConvPass::BackwardWeight => return [x(), dy()],
+            ConvPass::Forward => (x(), p.cout, pad(p.cin)),
+            ConvPass::BackwardData => (dy(), p.cin, pad(p.cout)),
+        };
+        let row = (p.k_d * p.k_h * p.k_w * channels) as u64;
         let bytes = element_bytes(precision);
         let row_bytes = row * bytes as u64;
-        let all = row_bytes * p.cout as u64;
+        let all = row_bytes * rows as u64;
         let weights = Self {
             data_type: data_type(precision),
-            dims: [row, p.cout as u64, 1, 1, 1],
+            dims: [row, rows as u64, 1, 1, 1],
             strides: [row_bytes, all, all, all],
             box_dims: [(TMA_BOX_ROW_BYTES / bytes) as u32, bn, 1, 1, 1],
             element_strides: [1; 5],
         };
-        [x, weights]
+        [a, weights]
     }
 }
 
@@ -226,7 +227,12 @@ mod tests {
 
     impl ConvTmaBoxes {
         fn new64(p: &Conv3dParams) -> Option<Self> {
-            Self::new(p, TMA_WEIGHT_BOX_VOXELS)
+            let out = [p.out_d, p.out_h, p.out_w];
+            Self::new(
+                out,
+                [p.stride_d, p.stride_h, p.stride_w],
+                TMA_WEIGHT_BOX_VOXELS,
+            )
         }
     }
 
@@ -284,7 +290,8 @@ mod tests {
     fn maps_describe_the_packed_volumes_innermost_first() {
         let p = params([4, 8, 10], 2);
         let b = ConvTmaBoxes::new64(&p).unwrap();
-        let [x, dy] = TiledMap::operands(&p, ConvPrecision::Bf16, false, &b, 128);
+        let [x, dy] =
+            TiledMap::operands(&p, ConvPrecision::Bf16, ConvPass::BackwardWeight, &b, 128);
         assert_eq!(x.dims, [64, 20, 16, 8, 2]);
         assert_eq!(x.strides, [128, 128 * 20, 128 * 20 * 16, 128 * 20 * 16 * 8]);
         let [bd, bh, bw] = b.shape.map(|v| v as u32);
@@ -305,9 +312,9 @@ mod tests {
     #[test]
     fn forward_maps_read_a_row_of_channels_and_the_blocks_weight_rows() {
         let p = params([4, 8, 8], 1);
-        let b = ConvTmaBoxes::new(&p, 128).unwrap();
+        let b = ConvTmaBoxes::new([4, 8, 8], [1; 3], 128).unwrap();
         assert_eq!(b.shape.iter().product::<i32>(), 128);
-        let [x, w] = TiledMap::operands(&p, ConvPrecision::Tf32, true, &b, 64);
+        let [x, w] = TiledMap::operands(&p, ConvPrecision::Tf32, ConvPass::Forward, &b, 64);
         // tf32: 32 channels (128 bytes) a box, as 4-byte words.
         assert_eq!(x.box_dims[0], 32);
         assert_eq!(x.strides[0], 64 * 4);
@@ -316,5 +323,11 @@ mod tests {
         assert_eq!(w.dims, [27 * 64, 40, 1, 1, 1]);
         assert_eq!(w.strides[0], 27 * 64 * 4);
         assert_eq!(w.box_dims, [32, 64, 1, 1, 1]);
+        // Backward data: dy's 40 channels (a row of 32 a box) and the weights [64][27 * 40].
+        let [dy, w] = TiledMap::operands(&p, ConvPrecision::Tf32, ConvPass::BackwardData, &b, 64);
+        assert_eq!(dy.dims, [40, 8, 8, 4, 2]);
+        assert_eq!(dy.element_strides, [1; 5]);
+        assert_eq!(w.dims, [27 * 40, 64, 1, 1, 1]);
+        assert_eq!(w.strides[0], 27 * 40 * 4);
     }
 }
