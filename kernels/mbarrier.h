@@ -66,7 +66,8 @@ inline void store(unsigned long long* bar, State s) {
         s.arrived = 0;
         s.parity ^= 1;
     }
-    const unsigned w[2] = {s.expected | s.arrived << 16, static_cast<unsigned>(s.tx) << 1 | s.parity};
+    const unsigned w[2] = {s.expected | s.arrived << 16,
+                           static_cast<unsigned>(s.tx) << 1 | s.parity};
     std::memcpy(bar, w, sizeof w);
 }
 

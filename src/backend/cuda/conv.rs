@@ -481,15 +481,15 @@ impl Cuda {
     }
 
     /// Whether the forward, stride-1 backward data and bf16 backward weights run on the
-    /// tiles the tensor memory accelerator fills (where wgmma is on and the plan allows): what `set_wgmma_tma` set, else
-    /// `VOXSEG_WGMMA_TMA` (off unless `1` or `on`).
+    /// tiles the tensor memory accelerator fills (where wgmma is on and the plan allows):
+    /// what `set_wgmma_tma` set, else `VOXSEG_WGMMA_TMA` (off unless `1` or `on`).
     pub fn wgmma_tma(&self) -> Result<bool> {
         Ok(self.conv_settings()?.wgmma_tma)
     }
 
     /// Runs the forward, stride-1 backward data and bf16 backward weights on the tensor
-    /// memory accelerator's tiles
-    /// (where wgmma is on and the plan allows) or not, whatever `VOXSEG_WGMMA_TMA` says.
+    /// memory accelerator's tiles (where wgmma is on and the plan allows) or not, whatever
+    /// `VOXSEG_WGMMA_TMA` says.
     pub fn set_wgmma_tma(&self, on: bool) {
         self.update_conv_settings(|s| s.wgmma_tma = on);
     }

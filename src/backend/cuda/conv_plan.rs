@@ -865,10 +865,10 @@ pub struct ConvTarget {
     /// warp-specialized (`ConvTile::WgWs128`, `WgWs64`).
     pub wgmma_ws: bool,
     /// Forward, backward data at stride 1 and bf16 backward weights, into more than 32
-    /// columns, run on the tiles the tensor memory accelerator fills (`ConvTile::WgTma128`, `WgTma64`; `WgTma256` for
-    /// 128 x 128 tiles where `wgmma_m256` is on too) where `ConvPlan::tma` allows; there
-    /// they take precedence over the pair, the 64-column reach, the warp-specialized and
-    /// halo tiles and the L1 gathers.
+    /// columns, run on the tiles the tensor memory accelerator fills (`ConvTile::WgTma128`,
+    /// `WgTma64`; `WgTma256` for 128 x 128 tiles where `wgmma_m256` is on too) where
+    /// `ConvPlan::tma` allows; there they take precedence over the pair, the 64-column
+    /// reach, the warp-specialized and halo tiles and the L1 gathers.
     pub wgmma_tma: bool,
     /// Backward weights into 64 columns runs wgmma within this reach: measured, over at
     /// most `WGMMA_N64_WEIGHT_MAX_STEPS` steps or on fewer than
