@@ -2,7 +2,7 @@
 # Builds, here, what scripts/gpu-check.sh runs on a GPU machine that has no Rust toolchain:
 # the CUDA test binaries and the voxseg binary, with the kernels required, stripped into
 # the git-ignored gpu-bin/, and gpu-bin.tar.gz, the same compressed (each binary embeds
-# the PTX text: at 7f71438, 274 MB unpacked, 44 MB packed in release), which is what to
+# the PTX text: at d48e67e, 332 MB unpacked, 52 MB packed in release), which is what to
 # carry to the GPU machine (the device tool carries 64 MiB at most, the working tree
 # included); gpu-check.sh and gpu-session.sh unpack it there. Dev profile unless --release.
 #   scripts/gpu-bundle.sh [--release]
