@@ -173,6 +173,18 @@ __device__ __forceinline__ void vx_wgmma_step(float (&d)[T::BN / 2], unsigned a_
     }
 }
 
+// The stage after `stage` in a ring of STAGES; with `lap`, the parity of the laps the ring
+// has completed (an mbarrier phase's), flipped as it wraps.
+template <int STAGES>
+__device__ __forceinline__ void vx_ring_next(int& stage) {
+    stage = stage + 1 == STAGES ? 0 : stage + 1;
+}
+template <int STAGES>
+__device__ __forceinline__ void vx_ring_next(int& stage, unsigned& lap) {
+    vx_ring_next<STAGES>(stage);
+    lap ^= stage == 0;
+}
+
 // One warpgroup's wgmmas over the whole reduction step held in ring stage `stage`, whose
 // descriptors are stage 0's (a_low0, b_low0) plus the stage's offset, as one commit group.
 template <class T, bool MN_MAJOR>
@@ -229,8 +241,8 @@ struct VxWgmmaLoop {
             }
             vx_cp_async_commit();
             ld.ahead(i);
-            stage = stage + 1 == T::STAGES ? 0 : stage + 1;
-            next_stage = next_stage + 1 == T::STAGES ? 0 : next_stage + 1;
+            vx_ring_next<T::STAGES>(stage);
+            vx_ring_next<T::STAGES>(next_stage);
             vx_wgmma_wait<1>();
         }
         vx_wgmma_wait<0>();
@@ -261,8 +273,7 @@ __device__ __forceinline__ void vx_wgmma_consume(int steps, unsigned char* smem,
         vx_wgmma_wait<1>();
         if (i > 0 && signals) vx_mbar_arrive(&empty[previous]);
         previous = stage;
-        stage = stage + 1 == T::STAGES ? 0 : stage + 1;
-        lap ^= stage == 0;
+        vx_ring_next<T::STAGES>(stage, lap);
     }
     vx_wgmma_wait<0>();
     vx_wgmma_hold(d);
@@ -327,16 +338,15 @@ struct VxWgmmaWsLoop {
                 vx_cp_async_wait<LAG<T>>();
                 vx_fence_proxy_async_shared();
                 vx_mbar_arrive(&full[published]);
-                published = published + 1 == T::STAGES ? 0 : published + 1;
+                vx_ring_next<T::STAGES>(published);
             }
-            stage = stage + 1 == T::STAGES ? 0 : stage + 1;
-            lap ^= stage == 0;
+            vx_ring_next<T::STAGES>(stage, lap);
         }
         vx_cp_async_wait<0>();
         vx_fence_proxy_async_shared();
         for (int s = steps < LAG<T> ? 0 : steps - LAG<T>; s < steps; ++s) {
             vx_mbar_arrive(&full[published]);
-            published = published + 1 == T::STAGES ? 0 : published + 1;
+            vx_ring_next<T::STAGES>(published);
         }
     }
 };
@@ -394,24 +404,17 @@ struct VxWgmmaTmaLoop {
                 vx_mbar_arrive_expect_tx(&full[stage], T::STAGE_BYTES);
                 unsigned char* tiles = smem + stage * T::STAGE_BYTES;
                 ld.load(tiles, tiles + T::A_BYTES, &full[stage]);
-                stage = stage + 1 == T::STAGES ? 0 : stage + 1;
-                lap ^= stage == 0;
+                vx_ring_next<T::STAGES>(stage, lap);
             }
         }
     }
 };
 
-// Box `box` of the boxes that tile the samples' outputs (Conv3dTmaParams), in order: its
+// Box `box` of the boxes that tile the samples' results (Conv3dTmaParams), in order: its
 // sample and its place (z, y, x) in boxes.
 __device__ __forceinline__ void vx_tma_box_of(const Conv3dTmaParams& tp, int box, int& n,
                                               int& z, int& y, int& x) {
-    const int per_sample = tp.boxes_d * tp.boxes_h * tp.boxes_w;
-    n = box / per_sample;
-    int rest = box - n * per_sample;
-    z = rest / (tp.boxes_h * tp.boxes_w);
-    rest -= z * tp.boxes_h * tp.boxes_w;
-    y = rest / tp.boxes_w;
-    x = rest - y * tp.boxes_w;
+    vx_split_voxel(box, tp.boxes_d, tp.boxes_h, tp.boxes_w, n, z, y, x);
 }
 
 // The forward's operands as boxes (Conv3dTmaParams), or backward data's at stride 1
@@ -490,9 +493,9 @@ __device__ __forceinline__ void vx_tma_gather_pass(const Conv3dTmaParams& tp, co
     vx_pipe_store<T>(
         acc, static_cast<int>(gridDim.x) * T::BM, cols,
         [&](int local, int) {
-            const int x = bx * tp.box_w + local % tp.box_w;
-            const int y = by * tp.box_h + local / tp.box_w % tp.box_h;
-            const int z = bz * tp.box_d + local / (tp.box_w * tp.box_h);
+            int z, y, x;
+            vx_split3(local, tp.box_h, tp.box_w, z, y, x);
+            z += bz * tp.box_d, y += by * tp.box_h, x += bx * tp.box_w;
             const bool inside = z < d && y < h && x < w;
             return inside ? ((n * d + z) * h + y) * w + x : -1;
         },
@@ -564,16 +567,7 @@ struct VxTmaBackwardWeights {
         for (int j = 0; j < B_BOXES; ++j)
             vx_tma_load_5d(b_tile + j * T::MN_BLOCK_BYTES, &tp.b, b_c0 + 64 * j, ox, oy, oz, n,
                            full);
-        if (++x == tp.boxes_w) {
-            x = 0;
-            if (++y == tp.boxes_h) {
-                y = 0;
-                if (++z == tp.boxes_d) {
-                    z = 0;
-                    ++n;
-                }
-            }
-        }
+        vx_advance_voxel(n, z, y, x, 0, 0, 0, 1, tp.boxes_d, tp.boxes_h, tp.boxes_w);
     }
 };
 
