@@ -8,7 +8,7 @@
 # case; scripts/bench_table.py reads
 # the precision from each); the exit status is non-zero if any step failed. Uses the
 # machine's nvcc, or the repository's .cuda/ if it was carried along.
-# - With gpu-bin/ or gpu-bin.tar.gz present (scripts/gpu-bundle.sh, for machines without
+# - With gpu-bin/ or gpu-bin.tar.xz present (scripts/gpu-bundle.sh, for machines without
 #   Rust): runs the prebuilt binaries from it: the test binaries and `voxseg bench`.
 # - Otherwise builds with cargo (VOXSEG_REQUIRE_CUDA=1, release) and runs every test.
 set -uo pipefail
@@ -17,9 +17,7 @@ out="${OUT:-$repo/gpu-check-out}"
 mkdir -p "$out"
 cd "$repo"
 # The bundle travels packed (scripts/gpu-bundle.sh).
-if [[ ! -d gpu-bin && -f gpu-bin.tar.gz ]]; then
-    tar -xzf gpu-bin.tar.gz
-fi
+source scripts/gpu-unpack.sh
 
 if ! nvcc="$(scripts/nvcc-path.sh)"; then
     echo "gpu-check: no nvcc" | tee "$out/summary.txt"

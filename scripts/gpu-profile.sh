@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Nsight Compute reports of the kernels behind `voxseg bench` cases, with the prebuilt
-# binaries of scripts/gpu-bundle.sh (gpu-bin.tar.gz or gpu-bin/): for each case of CASES
+# binaries of scripts/gpu-bundle.sh (gpu-bin.tar.xz or gpu-bin/): for each case of CASES
 # (";"-separated `--filter` texts, each naming one case), KERNELS consecutive kernel
 # launches after the first SKIP (past the input fills and warm-up calls, so whole calls:
 # packs, convolution, partial sum), with the sections that say where time goes (speed of
@@ -11,9 +11,7 @@
 # $OUT/ncu_<precision>[_wgmma|_mma].txt.
 #   PRECISION=bf16 WGMMA=1 CASES="conv3d.fwd 2x16x16x16x256->256 k3s1" scripts/gpu-profile.sh
 set -u
-if [[ ! -d gpu-bin && -f gpu-bin.tar.gz ]]; then
-    tar -xzf gpu-bin.tar.gz
-fi
+source scripts/gpu-unpack.sh
 out="${OUT:-gpu-profile-out}"
 mkdir -p "$out"
 precision="${PRECISION:-bf16}" wgmma="${WGMMA:-}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One short, bounded GPU session with prebuilt binaries (scripts/gpu-bundle.sh --release,
-# carried as gpu-bin.tar.gz or gpu-bin/): every kernel module compiled by the driver once
+# carried as gpu-bin.tar.xz or gpu-bin/): every kernel module compiled by the driver once
 # (JIT_LIMIT), the CUDA parity tests (all test binaries at once, each conv test in its own
 # process: they check values, not time), then, one at a time, our benchmarks, the
 # PyTorch/cuDNN reference on the same card, and the quickstart on the GPU. Every step has
@@ -37,9 +37,7 @@
 #   OURS="bf16:conv bf16+wgmma:conv" REF_PRECISIONS=bf16 REF_CASES=conv scripts/gpu-session.sh
 set -u
 # The bundle travels packed (scripts/gpu-bundle.sh).
-if [[ ! -d gpu-bin && -f gpu-bin.tar.gz ]]; then
-    tar -xzf gpu-bin.tar.gz
-fi
+source scripts/gpu-unpack.sh
 out="${OUT:-gpu-session-out}"
 mkdir -p "$out"
 deadline="${DEADLINE:-540}"
