@@ -417,37 +417,45 @@ __device__ __forceinline__ void vx_tma_box_of(const Conv3dTmaParams& tp, int box
     vx_split_voxel(box, tp.boxes_d, tp.boxes_h, tp.boxes_w, n, z, y, x);
 }
 
-// The forward's operands as boxes (Conv3dTmaParams), or backward data's at stride 1
-// (DATA): the block's rows are one box of BM result voxels (box_d x box_h x box_w of y, or
-// of dx), step s is reduction step s of the split: kernel tap t and BK of the reduction's
-// padded channels (x's; dy's), A the box's windows at t (the forward's x at corner * stride
-// - pad + t, taken every stride voxels; backward data's dy at corner + pad - t; zeros
-// outside the tensor), B the block's BN result channels' weights at those (tap, channel)
-// columns (packed [cout][tap][cin_p], or [cin][tap][cout_p], as [rows][taps * channels];
-// zeros past the last row). Both land as k-major tiles in the 128-byte swizzle, A's rows
-// in the box's voxel order.
+// The forward's operands as boxes (Conv3dTmaParams), or backward data's over one stride
+// phase (DATA; VxPhase, the only one at stride 1): the block's rows are one box of BM result
+// voxels (box_d x box_h x box_w of y, or of the phase's grid of dx voxels), step s is
+// reduction step s of the split: tap t of the window (the kernel's taps; the phase's) and BK
+// of the reduction's padded channels (x's; dy's), A the box's windows at t (the forward's x
+// at corner * stride - pad + t, taken every stride voxels; backward data's dy at corner +
+// lo + t; zeros outside the tensor), B the block's BN result channels' weights at the kernel
+// tap of t and those channels (packed [cout][tap][cin_p], or [cin][tap][cout_p], as
+// [rows][taps * channels]; zeros past the last row). Both land as k-major tiles in the
+// 128-byte swizzle, A's rows in the box's voxel order.
 template <class T, bool DATA>
 struct VxTmaGather {
     const Conv3dTmaParams& tp;
+    const VxPhase& ph;
     int chunks, channels;
-    // The next step's tap (z, y, x) and channel chunk.
-    int kz, ky, kx, chunk;
-    // The block's box: sample n, the window corner of its first voxel before the tap.
+    // The window's taps along h and w (the kernel's; the phase's).
+    int taps_h, taps_w;
+    // The next step's tap (z, y, x) of the window and channel chunk.
+    int tz, ty, tx, chunk;
+    // The block's box: sample n, the window corner of its first voxel.
     int n, iz, iy, ix;
 
-    __device__ __forceinline__ VxTmaGather(const Conv3dTmaParams& tp_, int step) : tp(tp_) {
+    __device__ __forceinline__ VxTmaGather(const Conv3dTmaParams& tp_, const VxPhase& ph_,
+                                           int step)
+        : tp(tp_), ph(ph_) {
         const Conv3dParams& p = tp.conv;
         channels = vx_pad<typename T::Prec>(DATA ? p.cout : p.cin);
         chunks = channels / T::BK;
+        taps_h = DATA ? ph.taps[1] : p.k_h;
+        taps_w = DATA ? ph.taps[2] : p.k_w;
         const int tap = step / chunks;
         chunk = step - tap * chunks;
-        vx_split3(tap, p.k_h, p.k_w, kz, ky, kx);
+        vx_split3(tap, taps_h, taps_w, tz, ty, tx);
         int bz, by, bx;
         vx_tma_box_of(tp, blockIdx.x, n, bz, by, bx);
         if constexpr (DATA) {
-            iz = bz * tp.box_d + p.pad_d;
-            iy = by * tp.box_h + p.pad_h;
-            ix = bx * tp.box_w + p.pad_w;
+            iz = bz * tp.box_d + ph.lo[0];
+            iy = by * tp.box_h + ph.lo[1];
+            ix = bx * tp.box_w + ph.lo[2];
         } else {
             iz = bz * tp.box_d * p.stride_d - p.pad_d;
             iy = by * tp.box_h * p.stride_h - p.pad_h;
@@ -459,48 +467,67 @@ struct VxTmaGather {
                                          unsigned long long* full) {
         const Conv3dParams& p = tp.conv;
         const int c0 = chunk * T::BK;
-        if constexpr (DATA) {
-            vx_tma_load_5d(a_tile, &tp.a, c0, ix - kx, iy - ky, iz - kz, n, full);
-        } else {
-            vx_tma_load_5d(a_tile, &tp.a, c0, ix + kx, iy + ky, iz + kz, n, full);
-        }
-        const int tap = (kz * p.k_h + ky) * p.k_w + kx;
+        vx_tma_load_5d(a_tile, &tp.a, c0, ix + tx, iy + ty, iz + tz, n, full);
+        const int tap =
+            DATA ? vx_phase_kernel_tap(p, ph, tz, ty, tx) : (tz * p.k_h + ty) * p.k_w + tx;
         vx_tma_load_5d(b_tile, &tp.b, tap * channels + c0, blockIdx.y * T::BN, 0, 0, 0, full);
         if (++chunk == chunks) {
             chunk = 0;
-            vx_next_tap(kz, ky, kx, p.k_h, p.k_w);
+            vx_next_tap(tz, ty, tx, taps_h, taps_w);
         }
     }
 };
 
-// The forward (y from x), or backward data at stride 1 (DATA: dx from dy), on the tensor
-// memory accelerator; row `local` of a block is voxel `local` of its box, and none past
-// the result is stored.
+// The forward (y from x), or backward data (DATA: dx from dy; grid.z runs over (split,
+// stride phase), phase fastest, and the boxes tile the largest phase's grid), on the tensor
+// memory accelerator; row `local` of a block is voxel `local` of its box, and none past the
+// result (the phase's grid) is stored. A phase whose window has no taps (a kernel smaller
+// than the stride) stores zeros, or the bias.
 template <class T, bool DATA>
 __device__ __forceinline__ void vx_tma_gather_pass(const Conv3dTmaParams& tp, const float* bias,
                                                    float* out) {
     const Conv3dParams& p = tp.conv;
-    const int k_total = p.k_d * p.k_h * p.k_w * vx_pad<typename T::Prec>(DATA ? p.cout : p.cin);
-    int k_begin, k_end;
-    vx_split_range(p, blockIdx.z, k_total, k_begin, k_end);
-    VxTmaGather<T, DATA> ld(tp, k_begin / T::BK);
-    VxPipeAcc<T> acc = {};
-    T::KMajorLoop::template run<T>(ld, (k_end - k_begin) / T::BK, acc);
-    const int d = DATA ? p.in_d : p.out_d, h = DATA ? p.in_h : p.out_h;
-    const int w = DATA ? p.in_w : p.out_w, cols = DATA ? p.cin : p.cout;
+    const int phases = DATA ? p.stride_d * p.stride_h * p.stride_w : 1;
+    const int split = static_cast<int>(blockIdx.z) / phases;
+    VxPhase ph = {};
+    int grid_d = p.out_d, grid_h = p.out_h, grid_w = p.out_w;
+    int taps = p.k_d * p.k_h * p.k_w;
+    if constexpr (DATA) {
+        ph = vx_phase(p, static_cast<int>(blockIdx.z) - split * phases);
+        grid_d = ph.grid[0], grid_h = ph.grid[1], grid_w = ph.grid[2];
+        taps = ph.taps[0] * ph.taps[1] * ph.taps[2];
+    }
     int n, bz, by, bx;
     vx_tma_box_of(tp, blockIdx.x, n, bz, by, bx);
+    bz *= tp.box_d, by *= tp.box_h, bx *= tp.box_w;
+    // Where the phases' grids differ (sizes not a multiple of the stride), the boxes of the
+    // largest may lie past a smaller one's.
+    if (bz >= grid_d || by >= grid_h || bx >= grid_w) return;
+    const int k_total = taps * vx_pad<typename T::Prec>(DATA ? p.cout : p.cin);
+    int k_begin, k_end;
+    vx_split_range(p, split, k_total, k_begin, k_end);
+    VxPipeAcc<T> acc = {};
+    if (k_begin < k_end) {
+        VxTmaGather<T, DATA> ld(tp, ph, k_begin / T::BK);
+        T::KMajorLoop::template run<T>(ld, (k_end - k_begin) / T::BK, acc);
+    }
+    const int d = DATA ? p.in_d : p.out_d, h = DATA ? p.in_h : p.out_h;
+    const int w = DATA ? p.in_w : p.out_w, cols = DATA ? p.cin : p.cout;
     vx_pipe_store<T>(
         acc, static_cast<int>(gridDim.x) * T::BM, cols,
         [&](int local, int) {
             int z, y, x;
             vx_split3(local, tp.box_h, tp.box_w, z, y, x);
-            z += bz * tp.box_d, y += by * tp.box_h, x += bx * tp.box_w;
-            const bool inside = z < d && y < h && x < w;
-            return inside ? ((n * d + z) * h + y) * w + x : -1;
+            z += bz, y += by, x += bx;
+            if (z >= grid_d || y >= grid_h || x >= grid_w) return -1;
+            if constexpr (DATA) {
+                z = z * p.stride_d + ph.r[0];
+                y = y * p.stride_h + ph.r[1];
+                x = x * p.stride_w + ph.r[2];
+            }
+            return ((n * d + z) * h + y) * w + x;
         },
-        blockIdx.z == 0 ? bias : nullptr,
-        out + static_cast<size_t>(blockIdx.z) * p.n * d * h * w * cols);
+        split == 0 ? bias : nullptr, out + static_cast<size_t>(split) * p.n * d * h * w * cols);
 }
 
 template <class T>

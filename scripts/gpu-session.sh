@@ -26,9 +26,8 @@
 # "+pairs" the pair where the plan allows (the default), "+m256" runs the 128 x 128 wgmma
 # tiles as 256 x 128 (VOXSEG_WGMMA_M256=1; off by default until timed), "+ws" runs the
 # 128 x 128 tiles that stay so and the 128 x 64 ones (the pair too) warp-specialized
-# (VOXSEG_WGMMA_WS=1; off until timed), "+tma" runs the forward, stride-1 backward data
-# and bf16 backward weights on the tiles the tensor memory accelerator fills where the plan
-# allows
+# (VOXSEG_WGMMA_WS=1; off until timed), "+tma" runs the forward, backward data and bf16
+# backward weights on the tiles the tensor memory accelerator fills where the plan allows
 # (VOXSEG_WGMMA_TMA=1; off until timed), "+n64w" runs every
 # 64-column backward weights on wgmma (VOXSEG_WGMMA_N64_WEIGHTS=all), "+non64w" none
 # (=off); without them each runs where an H100 measured it faster (so "+l1" leaves the

@@ -1277,18 +1277,62 @@ fn wgmma_tma_forward(precision: ConvPrecision, rng: &mut Rng) {
     assert!(plan.tma.is_none(), "{:?}", plan.kernel);
 }
 
-/// Backward data at stride 1 on the tiles the tensor memory accelerator fills: a block's
-/// rows are a box of dx's voxels, A dy's box at the voxels plus the padding minus the tap
-/// ('same' windows past both ends of dy, 'valid' ones that start before it, an even
-/// kernel's padding after only), boxes that overhang dx (w 7 in boxes 8 wide), weight
-/// boxes past cin (72, 200 columns), anisotropic and 1x1x1 kernels, the 256-row tile, a
-/// reduction split. Strided layers and reduction channels that do not fill a row keep the
-/// other kernels.
+/// Backward data on the tiles the tensor memory accelerator fills: a block's rows are a
+/// box of one stride phase's dx voxels (every voxel at stride 1), A dy's box at the voxels
+/// plus the phase's offset and tap ('same' windows past both ends of dy, 'valid' ones that
+/// start before it, an even kernel's padding after only), boxes that overhang dx (w 7 in
+/// boxes 8 wide), weight boxes past cin (72, 200 columns), anisotropic and 1x1x1 kernels,
+/// the 256-row tile, a reduction split; at stride 2, phases of one and two taps per axis,
+/// phase grids of different sizes (an odd depth, whose smaller phases leave the last
+/// box of the largest one's grid to store nothing), phases that no tap reaches (a 1x1x1
+/// kernel: dx is 0 there), an anisotropic stride and a transposed 2x2x2 convolution's
+/// forward (a tap per phase), the first split (its one-tap phase's second slice empty). Reduction channels that
+/// do not fill a row keep the other kernels, and so do phase grids that boxes would
+/// overhang by more than a quarter.
 fn wgmma_tma_backward_data(precision: ConvPrecision, rng: &mut Rng) {
     use ConvTile::{WgTma128, WgTma256, WgTma64};
     let target = ConvTarget::new(528).with_wgmma(true).with_wgmma_tma(true);
     let m256 = target.with_wgmma_m256(true);
     let pass = ConvPass::BackwardData;
+    let anisotropic = ConvGeometry::conv3d(
+        &Shape::new(&[1, 8, 16, 16, 72]),
+        &Shape::new(&[3, 3, 3, 72, 64]),
+        &Conv3dSpec {
+            stride: [1, 2, 2],
+            padding: Padding::Same,
+        },
+    )
+    .unwrap();
+    let strided = [
+        (
+            conv([1, 15, 16, 16, 64], [3, 3, 3, 64, 128], 2, Padding::Same),
+            WgTma64,
+        ),
+        (
+            conv([1, 16, 16, 16, 64], [1, 1, 1, 64, 64], 2, Padding::Valid),
+            WgTma64,
+        ),
+        (anisotropic, WgTma128),
+        (
+            transposed(
+                [1, 8, 8, 8, 128],
+                [2, 2, 2, 64, 128],
+                ConvTranspose3dSpec {
+                    stride: [2; 3],
+                    padding: [[0, 0]; 3],
+                    output_padding: [0; 3],
+                },
+            ),
+            WgTma64,
+        ),
+    ];
+    for (i, (g, tile)) in strided.iter().enumerate() {
+        let plan = ConvPlan::new(g, pass, precision, target).unwrap();
+        assert_eq!(plan.kernel.tile, *tile, "{precision} {g:?}");
+        assert!(plan.tma.is_some(), "{g:?}");
+        let ran = check_pass(g, pass, precision, target, rng);
+        assert!(i > 0 || ran.splits > 1, "{precision} {g:?}: not split");
+    }
     let cases = [
         (
             conv([2, 6, 8, 7, 72], [3, 3, 3, 72, 64], 1, Padding::Same),
@@ -1334,7 +1378,7 @@ fn wgmma_tma_backward_data(precision: ConvPrecision, rng: &mut Rng) {
         .unwrap();
     assert!(boxes.padded_voxels(2) > 2 * 6 * 8 * 7, "{boxes:?} overhang");
     for g in [
-        conv([1, 16, 16, 16, 64], [3, 3, 3, 64, 64], 2, Padding::Same),
+        conv([1, 8, 8, 8, 64], [3, 3, 3, 64, 64], 2, Padding::Same),
         conv([2, 6, 8, 8, 64], [3, 3, 3, 64, 40], 1, Padding::Same),
     ] {
         let plan = ConvPlan::new(&g, pass, precision, target).unwrap();

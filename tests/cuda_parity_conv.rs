@@ -603,12 +603,13 @@ fn wgmma_ws_convolutions_match_cpu() {
 /// Geometries and the tiles the tensor memory accelerator's plans give their forward,
 /// backward data (both at bf16 and tf32) and bf16 backward weights (None: not on those
 /// tiles): a deep layer (128 -> 128 at 16^3); a strided one into 320 columns (64-wide
-/// tiles; a 4^3 output is under one box of 128 voxels, and backward data takes stride 1
-/// only); boxes that overhang the output (w 7 in boxes 8 wide) into 72 columns (dy's and
+/// tiles; a 4^3 output, and backward data's 4^3 stride phases, are under one box of 128
+/// voxels); a strided one whose backward data runs its 8 phases on boxes of their 8^3
+/// grids; boxes that overhang the output (w 7 in boxes 8 wide) into 72 columns (dy's and
 /// the weights' boxes read past cout; backward data's 72 reduction channels do not fill a
 /// row); two 'valid' ones (an output of 6 x 6 x 14 that boxes of 128 would overhang by
 /// half).
-fn wgmma_tma_cases() -> [(ConvGeometry, [Option<ConvTile>; 3]); 5] {
+fn wgmma_tma_cases() -> [(ConvGeometry, [Option<ConvTile>; 3]); 6] {
     use ConvTile::{WgTma128, WgTma64};
     [
         (
@@ -618,6 +619,10 @@ fn wgmma_tma_cases() -> [(ConvGeometry, [Option<ConvTile>; 3]); 5] {
         (
             conv([1, 8, 8, 8, 256], [3, 3, 3, 256, 320], 2, 1),
             [None, None, Some(WgTma64)],
+        ),
+        (
+            conv([2, 16, 16, 16, 64], [3, 3, 3, 64, 128], 2, 1),
+            [Some(WgTma128), Some(WgTma64), Some(WgTma128)],
         ),
         (
             conv([2, 6, 8, 7, 64], [3, 3, 3, 64, 72], 1, 1),

@@ -16,7 +16,7 @@
 //! `0`), and, with a [`Reach`] each (off, measured, all), the L1 gathers
 //! (`VOXSEG_GATHER_L1`) and the halo kernels (`VOXSEG_CONV_HALO`, kernels/conv3d_halo.cu).
 //! The 256 x 128 wgmma tile (`VOXSEG_WGMMA_M256`), the warp-specialized tiles
-//! (`VOXSEG_WGMMA_WS`) and the forward, stride-1 backward data and bf16 backward weights
+//! (`VOXSEG_WGMMA_WS`) and the forward, backward data and bf16 backward weights
 //! on the tensor memory accelerator (`VOXSEG_WGMMA_TMA`) are off until a GPU has timed
 //! them;
 //! `VOXSEG_WGMMA_N64_WEIGHTS` (a [`Reach`]) moves 64-column backward weights between
@@ -54,7 +54,7 @@ pub const WGMMA_M256_ENV: &str = "VOXSEG_WGMMA_M256";
 /// on a GPU).
 pub const WGMMA_WS_ENV: &str = "VOXSEG_WGMMA_WS";
 
-/// The environment variable that runs the forward, stride-1 backward data and bf16
+/// The environment variable that runs the forward, backward data and bf16
 /// backward weights on the wgmma tiles the tensor memory accelerator fills, where the plan
 /// allows (`1` or `on`; off by default: not yet run on a GPU).
 pub const WGMMA_TMA_ENV: &str = "VOXSEG_WGMMA_TMA";
@@ -480,14 +480,14 @@ impl Cuda {
         self.update_conv_settings(|s| s.wgmma_ws = on);
     }
 
-    /// Whether the forward, stride-1 backward data and bf16 backward weights run on the
+    /// Whether the forward, backward data and bf16 backward weights run on the
     /// tiles the tensor memory accelerator fills (where wgmma is on and the plan allows):
     /// what `set_wgmma_tma` set, else `VOXSEG_WGMMA_TMA` (off unless `1` or `on`).
     pub fn wgmma_tma(&self) -> Result<bool> {
         Ok(self.conv_settings()?.wgmma_tma)
     }
 
-    /// Runs the forward, stride-1 backward data and bf16 backward weights on the tensor
+    /// Runs the forward, backward data and bf16 backward weights on the tensor
     /// memory accelerator's tiles (where wgmma is on and the plan allows) or not, whatever
     /// `VOXSEG_WGMMA_TMA` says.
     pub fn set_wgmma_tma(&self, on: bool) {

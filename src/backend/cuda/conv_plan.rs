@@ -19,7 +19,7 @@
 //!   blocks of 64). `ConvTarget::wgmma_m256` runs the 128 x 128 wgmma tiles as 256 x 128
 //!   over four warpgroups, and `ConvTarget::wgmma_ws` the other 128 x 128 and 128 x 64
 //!   ones warp-specialized (one or two warpgroups copy, two multiply), and
-//!   `ConvTarget::wgmma_tma` forward, stride-1 backward data and bf16 backward weights on
+//!   `ConvTarget::wgmma_tma` forward, backward data and bf16 backward weights on
 //!   tiles that the tensor memory accelerator fills from one thread, box by box of voxels
 //!   (`conv_tma`); all three are off by default until a GPU has timed them.
 //! - Halo (`ConvTarget::halo`): a stride-1 pass whose plan is mma.sync runs the kernels
@@ -264,7 +264,7 @@ pub enum ConvTile {
     /// The same, 128 x 64.
     WgWs64,
     /// Hopper wgmma, 128 x 128, its stages filled by the tensor memory accelerator
-    /// (forward, backward data at stride 1; backward weights at bf16).
+    /// (forward, backward data; backward weights at bf16).
     WgTma128,
     /// The same, 128 x 64.
     WgTma64,
@@ -864,7 +864,7 @@ pub struct ConvTarget {
     /// The wgmma tiles of 128 x 128 (that stay so) and 128 x 64 (the pair too) run
     /// warp-specialized (`ConvTile::WgWs128`, `WgWs64`).
     pub wgmma_ws: bool,
-    /// Forward, backward data at stride 1 and bf16 backward weights, into more than 32
+    /// Forward, backward data and bf16 backward weights, into more than 32
     /// columns, run on the tiles the tensor memory accelerator fills (`ConvTile::WgTma128`,
     /// `WgTma64`; `WgTma256` for 128 x 128 tiles where `wgmma_m256` is on too) where
     /// `ConvPlan::tma` allows; there they take precedence over the pair, the 64-column
@@ -1445,10 +1445,11 @@ impl ConvPlan {
 
     /// The plan of a pass on the tiles the tensor memory accelerator fills, where the
     /// target has them on (`ConvTarget::wgmma_tma`) and they take it: forward and backward
-    /// data at stride 1 (bf16, tf32) and bf16 backward weights, into more than 32 columns,
-    /// over reduction channels padded to whole boxes (a row of 128 bytes; 64 channels for
+    /// data (bf16, tf32) and bf16 backward weights, into more than 32 columns, over
+    /// reduction channels padded to whole boxes (a row of 128 bytes; 64 channels for
     /// backward weights' blocks of 64 rows), whose boxes overhang the result by at most
-    /// `TMA_MAX_OVERHANG`.
+    /// `TMA_MAX_OVERHANG`. Backward data's boxes tile the largest stride phase's grid, in
+    /// every phase (grid.z).
     fn tma(
         g: &ConvGeometry,
         p: &Conv3dParams,
@@ -1458,8 +1459,7 @@ impl ConvPlan {
     ) -> Result<Option<Self>> {
         let stride = [p.stride_d, p.stride_h, p.stride_w];
         let takes = match pass {
-            ConvPass::Forward => precision != ConvPrecision::F32,
-            ConvPass::BackwardData => precision != ConvPrecision::F32 && stride == [1; 3],
+            ConvPass::Forward | ConvPass::BackwardData => precision != ConvPrecision::F32,
             ConvPass::BackwardWeight => precision == ConvPrecision::Bf16,
         };
         if !(takes && target.wgmma && target.wgmma_tma) {
@@ -1481,10 +1481,20 @@ impl ConvPlan {
             tile,
         };
         let (bm, bn, bk) = kernel.shape();
-        // The boxes tile the result's voxels (backward weights: dy's), read at windows of
-        // the stride; a box is a row block, or backward weights' reduction step.
+        // The boxes tile the result's voxels (backward weights: dy's; backward data: the
+        // largest stride phase's, r = 0, ceil(in / s) per axis), read at windows of the
+        // stride (backward data: dy's at stride 1); a box is a row block, or backward
+        // weights' reduction step.
+        let phase_grid = |i: i32, s: i32| (i + s - 1) / s;
         let (result, window_stride) = match pass {
-            ConvPass::BackwardData => ([p.in_d, p.in_h, p.in_w], [1; 3]),
+            ConvPass::BackwardData => (
+                [
+                    phase_grid(p.in_d, p.stride_d),
+                    phase_grid(p.in_h, p.stride_h),
+                    phase_grid(p.in_w, p.stride_w),
+                ],
+                [1; 3],
+            ),
             _ => ([p.out_d, p.out_h, p.out_w], stride),
         };
         let box_voxels = if weights {
@@ -1495,8 +1505,12 @@ impl ConvPlan {
         let Some(boxes) = ConvTmaBoxes::new(result, window_stride, box_voxels as i32) else {
             return Ok(None);
         };
-        let covered = boxes.padded_voxels(p.n);
-        let voxels = p.n as u64 * result.iter().map(|&v| v as u64).product::<u64>();
+        // Every phase's boxes, against the voxels they hold.
+        let covered = boxes.padded_voxels(p.n) * gm.layers;
+        let voxels = match pass {
+            ConvPass::BackwardData => p.input_voxels() as u64,
+            _ => p.n as u64 * result.iter().map(|&v| v as u64).product::<u64>(),
+        };
         // The reduction's channels fill whole steps (backward weights: whole row blocks of
         // one tap).
         let (channels, block) = match pass {
@@ -1512,8 +1526,9 @@ impl ConvPlan {
             return Ok(None);
         }
         let (bn, bk) = (bn as u64, bk as u64);
-        // Forward and backward data: a row block per box, the reduction over (tap,
-        // channel); backward weights: the reduction over the boxes' voxels.
+        // Forward and backward data: a row block per box (and phase), the reduction over
+        // (tap, channel), the longest phase's; backward weights: the reduction over the
+        // boxes' voxels.
         let (tiles, depth) = if weights {
             ([gm.rows.div_ceil(bm as u64), gm.cols.div_ceil(bn)], covered)
         } else {
@@ -1522,12 +1537,12 @@ impl ConvPlan {
         let (splits, split_len) = split_reduction(
             &kernel,
             target.blocks,
-            tiles[0] * tiles[1],
+            tiles[0] * tiles[1] * gm.layers,
             depth,
             bk,
-            MAX_GRID_YZ,
+            (MAX_GRID_YZ / gm.layers).max(1),
         );
-        let grid = [tiles[0], tiles[1], splits];
+        let grid = [tiles[0], tiles[1], splits * gm.layers];
         if !fits_grid(grid) {
             return Ok(None);
         }

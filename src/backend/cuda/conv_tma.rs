@@ -10,8 +10,10 @@
 //! rows, and in backward weights a voxel past the output has dy = 0.
 //! - Forward: a block's rows are one box of 128 (256) voxels; a reduction step is a tap
 //!   and a row of channels, A x's box, B the weights of the block's output channels.
-//! - Backward data at stride 1: as the forward, over dx's voxels, A dy's box (at the
-//!   voxels plus the padding minus the tap), B the weights of the block's input channels.
+//! - Backward data: as the forward, over one stride phase's grid of dx's voxels (grid.z;
+//!   every voxel at stride 1), A dy's box at the voxels plus the phase's offset and tap
+//!   (kernels/conv3d_common.h, `VxPhase`), B the weights of the block's input channels at
+//!   the tap's kernel index.
 //! - Backward weights: a reduction step is one box of 64 voxels, A x's box at each of the
 //!   block's taps (64 channels each), B dy's box.
 use super::conv_plan::{ConvPass, ConvPrecision};
