@@ -275,8 +275,66 @@ fn details(
     }
 }
 
-const NORM_SHAPE: &str = "2x64x64x64x32";
 const NORM_OPS: [&str; 2] = ["instnorm_lrelu.fwd", "instnorm_lrelu.bwd"];
+
+/// One instance norm + LeakyReLU of the suite: `[n, size^3, channels]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NormBenchShape {
+    pub size: usize,
+    pub channels: usize,
+    /// "sweep" or "brats".
+    pub suite: &'static str,
+    /// The network layers with this shape (brats).
+    pub layers: Vec<String>,
+}
+
+impl NormBenchShape {
+    fn dims(&self) -> [usize; 5] {
+        let s = self.size;
+        [BRATS_BATCH, s, s, s, self.channels]
+    }
+
+    /// "NxDxHxWxC".
+    pub fn key(&self) -> String {
+        self.dims().map(|d| d.to_string()).join("x")
+    }
+}
+
+/// The sweep's norm (the CPU suite's shape), then the network's: each encoder stage's
+/// (after its two convolutions) and each decoder stage's, repeated shapes merged, as
+/// scripts/bench_reference.py lists them.
+pub fn cuda_norm_shapes() -> Vec<NormBenchShape> {
+    let mut shapes = vec![NormBenchShape {
+        size: 64,
+        channels: 32,
+        suite: "sweep",
+        layers: Vec::new(),
+    }];
+    let sizes: Vec<usize> = (0..BRATS_WIDTHS.len()).map(|i| BRATS_PATCH >> i).collect();
+    let stages = BRATS_WIDTHS.iter().zip(&sizes).enumerate();
+    let encoder = stages
+        .clone()
+        .map(|(i, (&w, &s))| (format!("enc{i}"), s, w));
+    let decoder = stages
+        .take(BRATS_WIDTHS.len() - 1)
+        .map(|(i, (&w, &s))| (format!("dec{i}"), s, w));
+    for (layer, size, channels) in encoder.chain(decoder) {
+        match shapes
+            .iter_mut()
+            .find(|n| n.size == size && n.channels == channels)
+        {
+            Some(shape) if shape.suite == "brats" => shape.layers.push(layer),
+            Some(_) => {}
+            None => shapes.push(NormBenchShape {
+                size,
+                channels,
+                suite: "brats",
+                layers: vec![layer],
+            }),
+        }
+    }
+    shapes
+}
 
 /// The nnU-Net BraTS network's training step.
 fn brats_step() -> StepShape {
@@ -299,13 +357,15 @@ pub fn cuda_case_names() -> Vec<String> {
             names.push(format!("{} {}", shape.op(d), shape.key()));
         }
     }
-    names.extend(NORM_OPS.map(|op| format!("{op} {NORM_SHAPE}")));
+    for shape in cuda_norm_shapes() {
+        names.extend(NORM_OPS.map(|op| format!("{op} {}", shape.key())));
+    }
     names.push(format!("unet_step {}", brats_step().name()));
     names
 }
 
-/// Instance norm + LeakyReLU (the CPU suite's shape, fused kernels) and a whole training
-/// step of the nnU-Net BraTS network (forward with deep supervision, Dice + BCE on 3
+/// Instance norm + LeakyReLU (fused kernels; the CPU suite's shape and the network's) and
+/// a whole training step of the nnU-Net BraTS network (forward with deep supervision, Dice + BCE on 3
 /// regions, backward, clipping at 12, SGD Nesterov), named as the reference names them.
 fn model_cases(
     cuda: &Cuda,
@@ -317,19 +377,22 @@ fn model_cases(
     use crate::tensor_ops::UnaryOp;
     let want = |op: &str, shape: &str| filter.is_none_or(|f| format!("{op} {shape}").contains(f));
     let mut results = Vec::new();
-    let norm_shape = NORM_SHAPE;
-    for op in NORM_OPS {
-        if !want(op, norm_shape) {
+    for (shape, op) in cuda_norm_shapes()
+        .into_iter()
+        .flat_map(|shape| NORM_OPS.map(|op| (shape.clone(), op)))
+    {
+        let norm_shape = shape.key();
+        if !want(op, &norm_shape) {
             continue;
         }
-        let dims = [2, 64, 64, 64, 32];
+        let dims = shape.dims();
         let x = Tensor::from_storage(
             cuda,
             Shape::new(&dims),
             cuda.uniform(SEED, 4, 0, dims.iter().product())?,
         )?;
-        let gamma = Tensor::full(cuda, [32], 1.0)?;
-        let beta = Tensor::zeros(cuda, [32])?;
+        let gamma = Tensor::full(cuda, [shape.channels], 1.0)?;
+        let beta = Tensor::zeros(cuda, [shape.channels])?;
         let act = Some(UnaryOp::LeakyRelu(0.01));
         let backward = op.ends_with("bwd");
         // The tape's backward uploads the seed gradient (a host copy): not capturable.
@@ -359,10 +422,13 @@ fn model_cases(
         let timed = time_case(cuda, &format!("{op} {norm_shape}"), timing, &mut run)?;
         results.push(BenchResult {
             op: op.into(),
-            shape: norm_shape.into(),
+            shape: norm_shape,
             ms: timed.ms,
             gflops: 0.0,
-            details: Some(details(cuda, precision, &timed, "sweep", "norm")),
+            details: Some(BenchDetails {
+                layer: (!shape.layers.is_empty()).then(|| shape.layers.join(",")),
+                ..details(cuda, precision, &timed, shape.suite, "norm")
+            }),
         });
     }
     let step = brats_step();
@@ -599,6 +665,30 @@ mod tests {
         let keys: std::collections::HashSet<_> =
             shapes.iter().map(|s| (s.family(), s.key())).collect();
         assert_eq!(keys.len(), shapes.len(), "no shape twice");
+    }
+
+    #[test]
+    fn norm_shapes_follow_the_reference_naming() {
+        let shapes = cuda_norm_shapes();
+        let named: Vec<_> = shapes
+            .iter()
+            .map(|s| (s.key(), s.suite, s.layers.join(",")))
+            .collect();
+        let row = |key: &str, suite, layers: &str| (key.to_string(), suite, layers.to_string());
+        assert_eq!(
+            named,
+            [
+                row("2x64x64x64x32", "sweep", ""),
+                row("2x128x128x128x32", "brats", "enc0,dec0"),
+                row("2x64x64x64x64", "brats", "enc1,dec1"),
+                row("2x32x32x32x128", "brats", "enc2,dec2"),
+                row("2x16x16x16x256", "brats", "enc3,dec3"),
+                row("2x8x8x8x320", "brats", "enc4,dec4"),
+                row("2x4x4x4x320", "brats", "enc5"),
+            ]
+        );
+        let names = cuda_case_names();
+        assert!(names.contains(&"instnorm_lrelu.bwd 2x128x128x128x32".to_string()));
     }
 
     #[test]
