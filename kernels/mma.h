@@ -219,24 +219,43 @@ inline void vx_mma_bf16(float (&d)[4], const unsigned (&a)[4], const unsigned (&
     });
 }
 
-// cp.async as a plain synchronous copy (or zero fill) at issue time; commit and wait do
-// nothing. So the harness checks addresses (a read outside the launch's buffers fails it),
-// zero fills and the ring's slot reuse (a slot overwritten while a warp still reads it
-// shows up), but it cannot show a missing or too weak wait_group: the GPU parity tests
-// cover that.
-inline void vx_cp_async16(void* dst, const void* src, bool valid) {
-    if (valid && emu_check_global_read(src, 16)) {
-        std::memcpy(dst, src, 16);
-    } else {
-        std::memset(dst, 0, 16);
+namespace vx_cp_async_emu {
+
+// A 16-byte copy (src null: a zero fill) as it waits in its commit group.
+struct Copy {
+    void* dst;
+    const void* src;
+    static constexpr int KIND = EMU_DEFER_COPIES;
+    // Copies issued for steps past a loop's last are never waited for, as on a GPU.
+    static constexpr const char* UNRETIRED = nullptr;
+    void operator()() const {
+        if (src != nullptr) {
+            std::memcpy(dst, src, 16);
+        } else {
+            std::memset(dst, 0, 16);
+        }
     }
+};
+using Queue = EmuAsyncQueue<Copy>;
+
+}  // namespace vx_cp_async_emu
+
+// cp.async checks its address when issued (a read outside the launch's buffers fails the
+// launch) and copies, or zero-fills, when the wait_group that retires its group runs
+// (EmuAsyncQueue): a slot read before that wait, or overwritten while a warp still reads
+// it, shows up as a wrong result.
+inline void vx_cp_async16(void* dst, const void* src, bool valid) {
+    const bool reads = valid && emu_check_global_read(src, 16);
+    vx_cp_async_emu::Queue::issue({dst, reads ? src : nullptr});
 }
 inline void vx_cp_async16_activation(void* dst, const void* src, bool valid) {
     vx_cp_async16(dst, src, valid);
 }
-inline void vx_cp_async_commit() {}
+inline void vx_cp_async_commit() { vx_cp_async_emu::Queue::commit(); }
 template <int PENDING>
-inline void vx_cp_async_wait() {}
+inline void vx_cp_async_wait() {
+    vx_cp_async_emu::Queue::retire(PENDING);
+}
 
 namespace vx_ldmatrix_emu {
 

@@ -307,6 +307,23 @@ inline void run(float (&d)[N / 2], unsigned long long a, unsigned long long b) {
     }
 }
 
+// This thread's share of a wgmma, as it waits in its commit group.
+struct Pending {
+    void (*run)(float*, unsigned long long, unsigned long long);
+    float* d;
+    unsigned long long a, b;
+    static constexpr int KIND = EMU_DEFER_READS;
+    static constexpr const char* UNRETIRED =
+        "wgmma: a thread ended with wgmmas that no wait_group retired";
+    void operator()() const { run(d, a, b); }
+};
+using Queue = EmuAsyncQueue<Pending>;
+
+template <int N, int K, int ELEM_BYTES, bool MN_MAJOR>
+inline void run_pending(float* d, unsigned long long a, unsigned long long b) {
+    run<N, K, ELEM_BYTES, MN_MAJOR>(*reinterpret_cast<float(*)[N / 2]>(d), a, b);
+}
+
 }  // namespace vx_wgmma_emu
 
 inline unsigned vx_shared_address(const void* p) {
@@ -315,23 +332,28 @@ inline unsigned vx_shared_address(const void* p) {
                                  static_cast<const unsigned char*>(emu_dynamic_shared()));
 }
 
-// The wgmma computes when issued (so the harness cannot show a missing wait_group or
-// fence: the GPU parity tests cover them); the fences, commit and wait do nothing.
+// A wgmma computes (reads its operands from shared memory and adds to the accumulators)
+// when the wait_group that retires its group runs (EmuAsyncQueue), the latest moment a GPU
+// allows: a stage released or refilled before that wait, or accumulators read before it,
+// show up as wrong results. A missing fence.proxy.async or wgmma.fence cannot show here
+// (the GPU parity tests cover them); they do nothing.
 inline void vx_fence_proxy_async_shared() {}
 inline void vx_wgmma_fence() {}
-inline void vx_wgmma_commit() {}
+inline void vx_wgmma_commit() { vx_wgmma_emu::Queue::commit(); }
 template <int PENDING>
-inline void vx_wgmma_wait() {}
+inline void vx_wgmma_wait() {
+    vx_wgmma_emu::Queue::retire(PENDING);
+}
 template <int R>
 inline void vx_wgmma_hold(float (&)[R]) {}
 
 template <int N, bool MN_MAJOR>
 inline void vx_wgmma_bf16(float (&d)[N / 2], unsigned long long a, unsigned long long b) {
-    vx_wgmma_emu::run<N, 16, 2, MN_MAJOR>(d, a, b);
+    vx_wgmma_emu::Queue::issue({vx_wgmma_emu::run_pending<N, 16, 2, MN_MAJOR>, d, a, b});
 }
 template <int N>
 inline void vx_wgmma_tf32(float (&d)[N / 2], unsigned long long a, unsigned long long b) {
-    vx_wgmma_emu::run<N, 8, 4, false>(d, a, b);
+    vx_wgmma_emu::Queue::issue({vx_wgmma_emu::run_pending<N, 8, 4, false>, d, a, b});
 }
 
 #endif

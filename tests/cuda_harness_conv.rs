@@ -1053,14 +1053,24 @@ fn wgmma_ws_tiles(precision: ConvPrecision, rng: &mut Rng) {
     assert_eq!(plan.kernel.tile, ConvTile::WgM256);
 }
 
+/// The warp-specialized tiles, then again with only the copies deferred
+/// (`emu::Deferred::Copies`): a step published before its copies' wait would otherwise
+/// be read late enough to meet them.
+fn wgmma_ws_tiles_both_ways(precision: ConvPrecision, seed: u64) {
+    wgmma_ws_tiles(precision, &mut Rng::new(seed));
+    emu::set_deferred(emu::Deferred::Copies);
+    wgmma_ws_tiles(precision, &mut Rng::new(seed));
+    emu::set_deferred(emu::Deferred::ReadsAndCopies);
+}
+
 #[test]
 fn bf16_wgmma_ws_tiles() {
-    wgmma_ws_tiles(ConvPrecision::Bf16, &mut Rng::new(92));
+    wgmma_ws_tiles_both_ways(ConvPrecision::Bf16, 92);
 }
 
 #[test]
 fn tf32_wgmma_ws_tiles() {
-    wgmma_ws_tiles(ConvPrecision::Tf32, &mut Rng::new(93));
+    wgmma_ws_tiles_both_ways(ConvPrecision::Tf32, 93);
 }
 
 /// bf16 backward weights on the tiles the tensor memory accelerator fills (`WgTma128`,

@@ -46,6 +46,8 @@ struct Launch {
 };
 
 thread_local Launch* active = nullptr;
+thread_local std::vector<void (*)()> block_end_hooks;
+thread_local int deferred_kinds = EMU_DEFER_READS | EMU_DEFER_COPIES;
 thread_local std::string last_error;
 thread_local std::vector<std::unique_ptr<char[]>> stacks;
 
@@ -158,9 +160,11 @@ bool run_block(Launch& l) {
                  std::to_string(alive) +
                  " threads wait at barriers or mbarriers that cannot complete (a barrier or "
                  "shuffle in divergent code? an mbarrier phase that never comes?)");
+            for (void (*hook)() : block_end_hooks) hook();
             return false;
         }
     }
+    for (void (*hook)() : block_end_hooks) hook();
     return true;
 }
 
@@ -258,6 +262,18 @@ void emu_named_barrier(unsigned id, unsigned threads) {
 }
 
 void emu_yield() { yield_to_scheduler(); }
+
+unsigned emu_thread_index() { return unsigned(active->current); }
+
+extern "C" void emu_set_deferred(int kinds) { deferred_kinds = kinds; }
+
+int emu_deferred() { return deferred_kinds; }
+
+void emu_on_block_end(void (*hook)()) {
+    for (void (*h)() : block_end_hooks)
+        if (h == hook) return;
+    block_end_hooks.push_back(hook);
+}
 
 void emu_progress() { ++active->progress; }
 

@@ -44,16 +44,22 @@
 // - Tensor-core fragments are not provided: a kernel that uses them must wrap them in
 //   __device__ functions with a host twin (kernels/mma.h does so for mma.sync, ldmatrix
 //   and cp.async).
-// - cp.async copies synchronously when issued and its commit/wait do nothing, so a missing
-//   or too weak cp.async.wait_group cannot show here; the GPU parity tests cover it.
+// - cp.async and wgmma run when the wait_group that retires their commit group runs
+//   (EmuAsyncQueue, below), the latest moment a GPU allows: a copy's slot read before its
+//   wait, a stage refilled or released before the wgmmas reading it are retired, or
+//   accumulators read before their wait, show up as wrong results (where a late read
+//   meets a late copy, a test reruns the kernel with the copies alone deferred,
+//   emu_set_deferred). A wait stronger than needed cannot show (it only costs time on a
+//   GPU).
 // - mbarriers (kernels/mbarrier.h) are a count and a phase in their 8 bytes of shared
 //   memory; a thread waiting for a phase yields to the block's other threads until it
 //   completes, so a producer that overwrites a stage its consumers have not released, or a
-//   consumer that reads one not yet filled, shows up as a wrong result or a deadlock. As
-//   copies and wgmmas complete when issued, an arrival made too early within its step (a
-//   stage released before wgmma.wait_group, one published before cp.async.wait_group) or
-//   a missing fence.proxy.async cannot show here; the GPU parity tests cover them. Named
-//   barriers (bar.sync id, count) meet `count` threads.
+//   consumer that reads one not yet filled, shows up as a wrong result or a deadlock; so
+//   does an arrival made too early within its step (a stage released before
+//   wgmma.wait_group, one published before cp.async.wait_group), as the deferred work then
+//   runs after the other side has moved on. A missing fence.proxy.async or wgmma.fence
+//   cannot show here; the GPU parity tests cover them. Named barriers (bar.sync id, count)
+//   meet `count` threads.
 // - Tensor memory accelerator copies (kernels/tma.h) read their box from a tensor map the
 //   harness encoded (emu_tensor_map_encode_tiled: the driver's documented checks, but only
 //   5-dimensional tiles, no interleave, zero fill, and the 128-byte swizzle on rows of 128
@@ -72,7 +78,9 @@
 #include <cmath>
 #include <cstddef>
 #include <cstring>
+#include <deque>
 #include <math.h>
+#include <vector>
 
 #define __global__
 #define __device__
@@ -147,6 +155,79 @@ bool emu_check_global_read(const void* src, size_t bytes);
 // Fails the running launch with `msg` (for emulated instructions given what they cannot
 // model); the thread goes on, and the launch returns -1 when it ends.
 void emu_fail(const char* msg);
+
+// The running thread's index in its block (x fastest).
+unsigned emu_thread_index();
+// Runs `hook` after every block this OS thread runs from now on, before the launch
+// returns (so a failure it reports fails that launch); a hook registered twice runs once.
+void emu_on_block_end(void (*hook)());
+
+// The kinds of asynchronous work EmuAsyncQueue defers: wgmma's reads of its operands (and
+// its accumulation), cp.async's copies. Deferring the reads shows a stage refilled before
+// the tensor cores are done with it, deferring the copies a stage read before they land;
+// as the fibers run, deferring both can hide the second (a late read meets a late copy),
+// so a test may run a kernel again with the copies alone deferred.
+constexpr int EMU_DEFER_READS = 1, EMU_DEFER_COPIES = 2;
+// Sets the kinds deferred in this OS thread's next launches (both until set).
+extern "C" void emu_set_deferred(int kinds);
+int emu_deferred();
+
+// Work that an emulated asynchronous instruction (wgmma, cp.async) defers until a wait
+// retires it: per thread of the running block, the operations issued since the last
+// commit, then the committed groups, oldest first. Running each at the latest moment its
+// instruction allows makes a stage released before its wait (the tensor cores may still
+// read it) or read before its copies' wait show up as wrong results. Work of a kind not
+// deferred (emu_set_deferred, Op::KIND) runs when issued. At a block's end, work no wait
+// retired fails the launch with Op::UNRETIRED, or is dropped where that is null (copies
+// issued ahead of a loop's last step).
+template <class Op>
+class EmuAsyncQueue {
+  public:
+    static void issue(const Op& op) {
+        if (emu_deferred() & Op::KIND) {
+            mine().open.push_back(op);
+        } else {
+            op();
+        }
+    }
+    static void commit() {
+        Queue& q = mine();
+        q.groups.push_back(std::move(q.open));
+        q.open.clear();
+    }
+    // Runs the oldest committed groups until at most `pending` remain.
+    static void retire(size_t pending) {
+        Queue& q = mine();
+        while (q.groups.size() > pending) {
+            for (const Op& op : q.groups.front()) op();
+            q.groups.pop_front();
+        }
+    }
+
+  private:
+    struct Queue {
+        std::vector<Op> open;
+        std::deque<std::vector<Op>> groups;
+    };
+    static std::vector<Queue>& queues() {
+        static thread_local std::vector<Queue> q;
+        return q;
+    }
+    static Queue& mine() {
+        emu_on_block_end(&at_block_end);
+        std::vector<Queue>& qs = queues();
+        const unsigned t = emu_thread_index();
+        if (qs.size() <= t) qs.resize(t + 1);
+        return qs[t];
+    }
+    static void at_block_end() {
+        for (Queue& q : queues()) {
+            if (Op::UNRETIRED != nullptr && (!q.open.empty() || !q.groups.empty()))
+                emu_fail(Op::UNRETIRED);
+            q = Queue{};
+        }
+    }
+};
 
 inline void __syncthreads() { emu_sync_block(); }
 inline void __syncwarp(unsigned = 0xffffffffu) { emu_sync_warp(); }

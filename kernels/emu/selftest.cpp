@@ -74,15 +74,22 @@ __global__ void selftest_deadlock(float* out) {
 }
 VX_EMU_ENTRY(selftest_deadlock, (float* out), (out))
 
-// Thread t copies src[4t..4t+4] into shared memory by an async copy, and a zero fill from
-// far past src that reads nothing, then out[4t..4t+4] = the copy: the harness must trap
-// the first copy where it leaves the registered buffers, and never the second.
+// Thread t copies src[4t..4t+4] into shared memory by an async copy, after a zero fill from
+// far past src that reads nothing, then out[4t..4t+4] = the copy once waited for: the
+// harness must trap the first copy where it leaves the registered buffers, and never the
+// second. The copies land at the wait: read before it, the tile still holds what the
+// thread wrote there (else the output is off by 1000).
 __global__ void selftest_global_read(const float* src, float* out) {
     __shared__ float tile[1024][4];
     const unsigned t = threadIdx.x;
     const uintptr_t far = reinterpret_cast<uintptr_t>(src) + (uintptr_t(1) << 40);
+    tile[t][0] = -1.0f;
     vx_cp_async16(tile[t], reinterpret_cast<const void*>(far), false);
     vx_cp_async16(tile[t], src + 4 * t, true);
-    for (int i = 0; i < 4; ++i) out[4 * t + i] = tile[t][i];
+    vx_cp_async_commit();
+    const float before = tile[t][0];
+    vx_cp_async_wait<0>();
+    const float deferred = before == -1.0f ? 0.0f : 1000.0f;
+    for (int i = 0; i < 4; ++i) out[4 * t + i] = tile[t][i] + deferred;
 }
 VX_EMU_ENTRY(selftest_global_read, (const float* src, float* out), (src, out))

@@ -92,6 +92,30 @@ extern "C" {
     fn emu_selftest_global_read(d: *const LaunchDims, src: *const f32, out: *mut f32) -> c_int;
     fn emu_allow_global_read(base: *const c_void, bytes: usize);
     fn emu_clear_global_reads();
+    fn emu_set_deferred(kinds: c_int);
+}
+
+/// What asynchronous work the harness runs at the wait that retires it rather than when
+/// issued (kernels/emu/cuda_emu.h, `EmuAsyncQueue`), in this OS thread's launches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deferred {
+    /// wgmma's operand reads and cp.async's copies (the default): shows stages refilled
+    /// before the tensor cores are done with them, and most read before their copies land.
+    ReadsAndCopies,
+    /// cp.async's copies alone (wgmma reads when issued): shows a stage published to its
+    /// readers before its copies' wait, which a late read could meet after the copy.
+    Copies,
+}
+
+/// Sets what this thread's next launches defer; `Deferred::ReadsAndCopies` until set.
+pub fn set_deferred(deferred: Deferred) {
+    // EMU_DEFER_READS = 1, EMU_DEFER_COPIES = 2 (cuda_emu.h).
+    let kinds = match deferred {
+        Deferred::ReadsAndCopies => 3,
+        Deferred::Copies => 2,
+    };
+    // SAFETY: sets a thread-local flag of the harness.
+    unsafe { emu_set_deferred(kinds) }
 }
 
 /// The global buffers this thread's launches may read through async copies while it lives;
