@@ -1296,9 +1296,9 @@ fn wgmma_tma_forward(precision: ConvPrecision, rng: &mut Rng) {
 /// phase grids of different sizes (an odd depth, whose smaller phases leave the last
 /// box of the largest one's grid to store nothing), phases that no tap reaches (a 1x1x1
 /// kernel: dx is 0 there), an anisotropic stride and a transposed 2x2x2 convolution's
-/// forward (a tap per phase), the first split (its one-tap phase's second slice empty). Reduction channels that
-/// do not fill a row keep the other kernels, and so do phase grids that boxes would
-/// overhang by more than a quarter.
+/// forward (a tap per phase), the first split (its one-tap phase's second slice empty).
+/// Reduction channels that do not fill a row keep the other kernels, and so do phase grids
+/// that boxes would overhang by more than a quarter.
 fn wgmma_tma_backward_data(precision: ConvPrecision, rng: &mut Rng) {
     use ConvTile::{WgTma128, WgTma256, WgTma64};
     let target = ConvTarget::new(528).with_wgmma(true).with_wgmma_tma(true);

@@ -321,7 +321,7 @@ pub fn cuda_norm_shapes() -> Vec<NormBenchShape> {
     for (layer, size, channels) in encoder.chain(decoder) {
         match shapes
             .iter_mut()
-            .find(|n| n.size == size && n.channels == channels)
+            .find(|s| s.size == size && s.channels == channels)
         {
             Some(shape) if shape.suite == "brats" => shape.layers.push(layer),
             Some(_) => {}
@@ -365,8 +365,9 @@ pub fn cuda_case_names() -> Vec<String> {
 }
 
 /// Instance norm + LeakyReLU (fused kernels; the CPU suite's shape and the network's) and
-/// a whole training step of the nnU-Net BraTS network (forward with deep supervision, Dice + BCE on 3
-/// regions, backward, clipping at 12, SGD Nesterov), named as the reference names them.
+/// a whole training step of the nnU-Net BraTS network (forward with deep supervision,
+/// Dice + BCE on 3 regions, backward, clipping at 12, SGD Nesterov), named as the
+/// reference names them.
 fn model_cases(
     cuda: &Cuda,
     filter: Option<&str>,
