@@ -1073,6 +1073,24 @@ fn tf32_wgmma_ws_tiles() {
     wgmma_ws_tiles_both_ways(ConvPrecision::Tf32, 93);
 }
 
+/// Runs `pass` of each case on the tensor memory accelerator's tiles at its target: the
+/// plan takes the case's tile and matches the CPU (check_pass); the first case's reduction
+/// is split.
+fn check_tma_cases(
+    cases: &[(ConvGeometry, ConvTarget, ConvTile)],
+    pass: ConvPass,
+    precision: ConvPrecision,
+    rng: &mut Rng,
+) {
+    for (i, (g, target, tile)) in cases.iter().enumerate() {
+        let plan = ConvPlan::new(g, pass, precision, *target).unwrap();
+        assert_eq!(plan.kernel.tile, *tile, "{precision} {g:?}");
+        assert!(plan.tma.is_some(), "{g:?}");
+        let ran = check_pass(g, pass, precision, *target, rng);
+        assert!(i > 0 || ran.splits > 1, "{precision} {g:?}: not split");
+    }
+}
+
 /// bf16 backward weights on the tiles the tensor memory accelerator fills (`WgTma128`,
 /// `WgTma64`): boxes that overhang the output (w 7 in boxes 8 wide), 'same' windows that
 /// start outside x, a block of taps past the last (27 x 64 rows end half way through a
@@ -1269,13 +1287,7 @@ fn wgmma_tma_forward(precision: ConvPrecision, rng: &mut Rng) {
             WgTma64,
         ),
     ];
-    for (i, (g, target, tile)) in cases.iter().enumerate() {
-        let plan = ConvPlan::new(g, ConvPass::Forward, precision, *target).unwrap();
-        assert_eq!(plan.kernel.tile, *tile, "{precision} {g:?}");
-        assert!(plan.tma.is_some(), "{g:?}");
-        let ran = check_pass(g, ConvPass::Forward, precision, *target, rng);
-        assert!(i > 0 || ran.splits > 1, "{precision} {g:?}: not split");
-    }
+    check_tma_cases(&cases, ConvPass::Forward, precision, rng);
     let boxes = ConvPlan::new(&cases[0].0, ConvPass::Forward, precision, target)
         .unwrap()
         .tma
@@ -1316,13 +1328,15 @@ fn wgmma_tma_backward_data(precision: ConvPrecision, rng: &mut Rng) {
     let strided = [
         (
             conv([1, 15, 16, 16, 64], [3, 3, 3, 64, 128], 2, Padding::Same),
+            target,
             WgTma64,
         ),
         (
             conv([1, 16, 16, 16, 64], [1, 1, 1, 64, 64], 2, Padding::Valid),
+            target,
             WgTma64,
         ),
-        (anisotropic, WgTma128),
+        (anisotropic, target, WgTma128),
         (
             transposed(
                 [1, 8, 8, 8, 128],
@@ -1333,16 +1347,11 @@ fn wgmma_tma_backward_data(precision: ConvPrecision, rng: &mut Rng) {
                     output_padding: [0; 3],
                 },
             ),
+            target,
             WgTma64,
         ),
     ];
-    for (i, (g, tile)) in strided.iter().enumerate() {
-        let plan = ConvPlan::new(g, pass, precision, target).unwrap();
-        assert_eq!(plan.kernel.tile, *tile, "{precision} {g:?}");
-        assert!(plan.tma.is_some(), "{g:?}");
-        let ran = check_pass(g, pass, precision, target, rng);
-        assert!(i > 0 || ran.splits > 1, "{precision} {g:?}: not split");
-    }
+    check_tma_cases(&strided, pass, precision, rng);
     let cases = [
         (
             conv([2, 6, 8, 7, 72], [3, 3, 3, 72, 64], 1, Padding::Same),
@@ -1375,13 +1384,7 @@ fn wgmma_tma_backward_data(precision: ConvPrecision, rng: &mut Rng) {
             WgTma256,
         ),
     ];
-    for (i, (g, target, tile)) in cases.iter().enumerate() {
-        let plan = ConvPlan::new(g, pass, precision, *target).unwrap();
-        assert_eq!(plan.kernel.tile, *tile, "{precision} {g:?}");
-        assert!(plan.tma.is_some(), "{g:?}");
-        let ran = check_pass(g, pass, precision, *target, rng);
-        assert!(i > 0 || ran.splits > 1, "{precision} {g:?}: not split");
-    }
+    check_tma_cases(&cases, pass, precision, rng);
     let boxes = ConvPlan::new(&cases[0].0, pass, precision, target)
         .unwrap()
         .tma
