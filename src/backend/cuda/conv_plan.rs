@@ -967,20 +967,20 @@ fn gemm(p: &Conv3dParams, pass: ConvPass, multiple: u64) -> Gemm {
             layers: 1,
         },
         ConvPass::BackwardData => {
-            // The largest phase: r = 0 has ceil(in / s) voxels per axis; the residue with
-            // first tap 0 has ceil(k / s) taps.
+            // The largest phase (largest_phase_grid); the residue with first tap 0 has
+            // ceil(k / s) taps.
             let axes = [
-                (p.in_d, p.k_d, p.stride_d),
-                (p.in_h, p.k_h, p.stride_h),
-                (p.in_w, p.k_w, p.stride_w),
+                (p.k_d, p.stride_d),
+                (p.k_h, p.stride_h),
+                (p.k_w, p.stride_w),
             ];
-            let rows: u64 = axes.iter().map(|&(i, _, s)| v(i).div_ceil(v(s))).product();
-            let taps: u64 = axes.iter().map(|&(_, k, s)| v(k).div_ceil(v(s))).product();
+            let rows: u64 = largest_phase_grid(p).iter().map(|&g| v(g)).product();
+            let taps: u64 = axes.iter().map(|&(k, s)| v(k).div_ceil(v(s))).product();
             Gemm {
                 rows: v(p.n) * rows,
                 cols: v(p.cin),
                 depth: taps * pad(p.cout),
-                layers: axes.iter().map(|&(_, _, s)| v(s)).product(),
+                layers: axes.iter().map(|&(_, s)| v(s)).product(),
             }
         }
         ConvPass::BackwardWeight => Gemm {
@@ -990,6 +990,16 @@ fn gemm(p: &Conv3dParams, pass: ConvPass, multiple: u64) -> Gemm {
             layers: 1,
         },
     }
+}
+
+/// Backward data's largest stride phase's voxels per axis (d, h, w): r = 0, ceil(in / s).
+fn largest_phase_grid(p: &Conv3dParams) -> [i32; 3] {
+    let axes = [
+        (p.in_d, p.stride_d),
+        (p.in_h, p.stride_h),
+        (p.in_w, p.stride_w),
+    ];
+    axes.map(|(i, s)| (i + s - 1) / s)
 }
 
 /// (splits, elements per split) of a reduction of `depth` in steps of `bk` for `tiles`
@@ -1485,16 +1495,8 @@ impl ConvPlan {
         // largest stride phase's, r = 0, ceil(in / s) per axis), read at windows of the
         // stride (backward data: dy's at stride 1); a box is a row block, or backward
         // weights' reduction step.
-        let phase_grid = |i: i32, s: i32| (i + s - 1) / s;
         let (result, window_stride) = match pass {
-            ConvPass::BackwardData => (
-                [
-                    phase_grid(p.in_d, p.stride_d),
-                    phase_grid(p.in_h, p.stride_h),
-                    phase_grid(p.in_w, p.stride_w),
-                ],
-                [1; 3],
-            ),
+            ConvPass::BackwardData => (largest_phase_grid(p), [1; 3]),
             _ => ([p.out_d, p.out_h, p.out_w], stride),
         };
         let box_voxels = if weights {
