@@ -35,6 +35,19 @@ __device__ __forceinline__ bool vx_mbar_try_wait(unsigned long long* bar, unsign
     return done != 0;
 }
 
+// The low 32 bits of the GPU's global timer (nanoseconds, wrapping every 4.29 s): one
+// register, where the 256-row tile's multiplying warps have no second one to spare.
+__device__ __forceinline__ unsigned vx_global_timer_lo_ns() {
+    unsigned t;
+    asm volatile("mov.u32 %0, %%globaltimer_lo;" : "=r"(t));
+    return t;
+}
+
+// A wait longer than this traps the kernel: a phase that can never complete (a transaction
+// byte count the copies do not meet, a missing arrival) then fails the launch within
+// seconds instead of hanging the process until a test's time limit ends it.
+constexpr unsigned VX_MBAR_TIMEOUT_NS = 4000000000u;
+
 // Meets `threads` threads (whole warps) of the block at barrier `id` (1..15; 0 is
 // __syncthreads'), ordering their shared-memory accesses as __syncthreads does.
 __device__ __forceinline__ void vx_named_barrier(unsigned id, unsigned threads) {
@@ -105,11 +118,15 @@ inline void vx_named_barrier(unsigned id, unsigned threads) { emu_named_barrier(
 
 #endif
 
-// Waits until the phase of parity `parity` of `bar` has completed.
+// Waits until the phase of parity `parity` of `bar` has completed (on a GPU, trapping
+// after VX_MBAR_TIMEOUT_NS; the timer is read only once the first try fails; the harness
+// reports a deadlock itself).
 __device__ __forceinline__ void vx_mbar_wait(unsigned long long* bar, unsigned parity) {
 #ifdef __CUDACC__
-    while (!vx_mbar_try_wait(bar, parity)) {
-    }
+    if (vx_mbar_try_wait(bar, parity)) return;
+    const unsigned start = vx_global_timer_lo_ns();
+    while (!vx_mbar_try_wait(bar, parity))
+        if (vx_global_timer_lo_ns() - start > VX_MBAR_TIMEOUT_NS) __trap();
 #else
     while (!vx_mbar_try_wait(bar, parity)) emu_yield();
     emu_progress();

@@ -94,9 +94,10 @@ struct Conv3dParams {
 };
 
 // A tensor map of the tensor memory accelerator (CUtensorMap): 128 opaque bytes at a
-// 64-byte boundary, written by the driver (cuTensorMapEncodeTiled) or, for the harness, by
-// emu_tensor_map_encode_tiled (kernels/conv3d_wgmma.cu).
-struct alignas(64) VxTensorMap {
+// 128-byte boundary (CUDA 13's CUtensorMap; the driver asks for 64), written by the driver
+// (cuTensorMapEncodeTiled) or, for the harness, by emu_tensor_map_encode_tiled
+// (kernels/conv3d_wgmma.cu).
+struct alignas(128) VxTensorMap {
     unsigned long long words[16];
 };
 
@@ -118,7 +119,7 @@ struct Conv3dTmaParams {
     Conv3dParams conv;
     int box_d, box_h, box_w;
     int boxes_d, boxes_h, boxes_w;
-    int pad_[6];  // to the maps' 64-byte alignment
+    int pad_[6];  // to the maps' 128-byte alignment
 };
 
 // Pooling, resampling, channel ranges, padding, flips and the SSIM window filter.

@@ -792,7 +792,7 @@ pub mod conv {
     pub fn encode_tiled(map: &TiledMap, at: *const u8) -> Result<TensorMap, String> {
         let mut encoded = TensorMap::default();
         // SAFETY: the arrays hold the rank's 5 dimensions (4 strides) and outlive the call,
-        // which writes the 128-byte, 64-byte-aligned map.
+        // which writes the 128-byte, 128-byte-aligned map.
         let code = unsafe {
             emu_tensor_map_encode_tiled(
                 &mut encoded,

@@ -144,9 +144,10 @@ pub struct Conv3dParams {
     pub split_len: i32,
 }
 
-/// A tensor map of the tensor memory accelerator (`CUtensorMap`): 128 opaque bytes that the
-/// driver's `cuTensorMapEncodeTiled` (or the harness's twin) writes.
-#[repr(C, align(64))]
+/// A tensor map of the tensor memory accelerator (`CUtensorMap`): 128 opaque bytes at a
+/// 128-byte boundary, as CUDA 13 declares it, that the driver's `cuTensorMapEncodeTiled`
+/// (or the harness's twin) writes.
+#[repr(C, align(128))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TensorMap {
     pub words: [u64; 16],
