@@ -57,6 +57,9 @@ struct VxWgmmaTile {
     static constexpr int ROW_CHUNKS = ROW_BYTES / 16;
     static constexpr int BK = ROW_BYTES / static_cast<int>(sizeof(Elem));
     static constexpr int K_STEPS = BK / P::MMA_K;  // wgmmas per step
+    // A stage holds each operand as one tile of ROW_BYTES rows (VxWgmmaSw64Of: two, one
+    // after the other, of SUB_K elements a row) in the swizzle of SWIZZLE_BYTES.
+    static constexpr int SWIZZLE_BYTES = ROW_BYTES, SUBTILES = 1, SUB_K = BK;
     static constexpr int STAGES = STAGES_;
     static_assert(STAGES >= 3, "a stage in the tensor cores' hands, one being copied, one ahead");
     // Blocks per SM: one for the rings of 64 and 128 columns, two (at most 128 registers)
@@ -85,6 +88,33 @@ struct VxWgmmaTile {
     template <int CHUNKS>
     __device__ __forceinline__ static int mn_major_offset(int r, int c) {
         return (c >> 3) * MN_BLOCK_BYTES + k_major_offset(r, c & 7);
+    }
+    // Chunk c of k-major row r of an operand of `rows` rows (A's BM, B's BN).
+    __device__ __forceinline__ static int operand_offset(int, int r, int c) {
+        return k_major_offset(r, c);
+    }
+};
+
+// A k-major tile (filled by the tensor memory accelerator only: VxWgmmaTmaOf) whose stage
+// holds each operand as two sub-tiles of 64-byte rows in the 64-byte swizzle (32 bf16 of
+// the reduction a row), A's two then B's two, each at a 1024-byte boundary: a reduction
+// step is two boxes of 32 channels, so a layer whose channels fill no 128-byte row (32 a
+// tap) still takes boxes, and the wgmmas and the stage's bytes are the Base's.
+template <class Base>
+struct VxWgmmaSw64Of : Base {
+    static constexpr int SWIZZLE_BYTES = 64, SUBTILES = Base::ROW_BYTES / SWIZZLE_BYTES;
+    static constexpr int SUB_K = Base::BK / SUBTILES;
+    static_assert(Base::A_BYTES / SUBTILES % VX_WGMMA_ATOM_BYTES == 0 &&
+                      Base::B_BYTES / SUBTILES % VX_WGMMA_ATOM_BYTES == 0 &&
+                      Base::K_STEPS % SUBTILES == 0,
+                  "whole wgmma K steps in each sub-tile, every sub-tile at a 1024-byte boundary");
+    // The cp.async loaders place chunks by the 128-byte swizzle: not for these tiles.
+    __device__ static int k_major_offset(int, int) = delete;
+    template <int CHUNKS>
+    __device__ static int mn_major_offset(int, int) = delete;
+    __device__ __forceinline__ static int operand_offset(int rows, int r, int c) {
+        return (c >> 2) * rows * SWIZZLE_BYTES + r * SWIZZLE_BYTES +
+               (((c & 3) ^ ((r >> 1) & 3)) << 4);
     }
 };
 
@@ -145,14 +175,14 @@ __device__ __forceinline__ void vx_wgmma_stage_descs(unsigned wg, unsigned a, un
         a_low = vx_wgmma_desc_low(a + wg * T::MN_BLOCK_BYTES, T::MN_BLOCK_BYTES);
         b_low = vx_wgmma_desc_low(b, T::MN_BLOCK_BYTES);
     } else {
-        a_low = vx_wgmma_desc_low(a + wg * (T::A_BYTES / T::WARPGROUPS), 16);
+        a_low = vx_wgmma_desc_low(a + wg * (T::A_BYTES / T::SUBTILES / T::WARPGROUPS), 16);
         b_low = vx_wgmma_desc_low(b, 16);
     }
 }
 
 // One warpgroup's wgmma over K step k of the stage whose descriptors' low words are a_low
-// and b_low (vx_wgmma_stage_descs): a K step is 32 bytes into the rows of a K-major tile,
-// 16 rows of 128 bytes down an MN-major one.
+// and b_low (vx_wgmma_stage_descs): a K step is 32 bytes into the rows of a K-major tile
+// (its sub-tile's, in order), 16 rows of 128 bytes down an MN-major one.
 template <class T, bool MN_MAJOR>
 __device__ __forceinline__ void vx_wgmma_step(float (&d)[T::BN / 2], unsigned a_low,
                                               unsigned b_low, int k) {
@@ -162,9 +192,12 @@ __device__ __forceinline__ void vx_wgmma_step(float (&d)[T::BN / 2], unsigned a_
         vx_wgmma_bf16<T::BN, true>(d, vx_wgmma_desc_of(a_low + k * K_STEP),
                                    vx_wgmma_desc_of(b_low + k * K_STEP));
     } else {
-        constexpr unsigned K_STEP = 32 >> 4;
-        const unsigned long long ad = vx_wgmma_desc_of(a_low + k * K_STEP);
-        const unsigned long long bd = vx_wgmma_desc_of(b_low + k * K_STEP);
+        constexpr int PER_SUB = T::K_STEPS / T::SUBTILES;
+        const int sub = k / PER_SUB, within = k % PER_SUB;
+        const unsigned a_offset = (sub * (T::A_BYTES / T::SUBTILES) + within * 32) >> 4;
+        const unsigned b_offset = (sub * (T::B_BYTES / T::SUBTILES) + within * 32) >> 4;
+        const unsigned long long ad = vx_wgmma_desc_of<T::SWIZZLE_BYTES>(a_low + a_offset);
+        const unsigned long long bd = vx_wgmma_desc_of<T::SWIZZLE_BYTES>(b_low + b_offset);
         if constexpr (T::Prec::PER_CHUNK == 8) {
             vx_wgmma_bf16<T::BN, false>(d, ad, bd);
         } else {
@@ -375,6 +408,11 @@ using VxWgmmaTma64 = VxWgmmaTmaOf<VxWgmmaN64<P>, VX_CONV_WGMMA_TMA_THREADS>;
 // 640 threads leave each at most 96 registers, and its accumulators take 64.
 template <class P>
 using VxWgmmaTma256 = VxWgmmaTmaOf<VxWgmmaM256<P>, VX_CONV_WGMMA_TMA256_THREADS>;
+// 128 x 128 and 128 x 64 over 32 channels a box (forward and backward data, bf16).
+template <class P>
+using VxWgmmaTma128Sw64 = VxWgmmaSw64Of<VxWgmmaTma128<P>>;
+template <class P>
+using VxWgmmaTma64Sw64 = VxWgmmaSw64Of<VxWgmmaTma64<P>>;
 
 // The main loop of VxWgmmaTmaOf: stage s's `full` completes when its one arrival (the
 // copying thread's, which armed it with the stage's bytes) and the bytes of the step's
@@ -426,14 +464,16 @@ __device__ __forceinline__ void vx_tma_box_of(const Conv3dTmaParams& tp, int box
 // lo + t; zeros outside the tensor), B the block's BN result channels' weights at the kernel
 // tap of t and those channels (packed [cout][tap][cin_p], or [cin][tap][cout_p], as
 // [rows][taps * channels]; zeros past the last row). Both land as k-major tiles in the
-// 128-byte swizzle, A's rows in the box's voxel order.
+// 128-byte swizzle, A's rows in the box's voxel order; on VxWgmmaSw64Of, as its sub-tiles,
+// each a box of SUB_K channels at the next (tap, channels), zeros past the window's last
+// tap (an odd number of them at 32 channels: both boxes read past the channels).
 template <class T, bool DATA>
 struct VxTmaGather {
     const Conv3dTmaParams& tp;
     const VxPhase& ph;
     int chunks, channels;
-    // The window's taps along h and w (the kernel's; the phase's).
-    int taps_h, taps_w;
+    // The window's taps along d, h and w (the kernel's; the phase's).
+    int taps_d, taps_h, taps_w;
     // The next step's tap (z, y, x) of the window and channel chunk.
     int tz, ty, tx, chunk;
     // The block's box: sample n, the window corner of its first voxel.
@@ -444,11 +484,13 @@ struct VxTmaGather {
         : tp(tp_), ph(ph_) {
         const Conv3dParams& p = tp.conv;
         channels = vx_pad<typename T::Prec>(DATA ? p.cout : p.cin);
-        chunks = channels / T::BK;
+        chunks = channels / T::SUB_K;
+        taps_d = DATA ? ph.taps[0] : p.k_d;
         taps_h = DATA ? ph.taps[1] : p.k_h;
         taps_w = DATA ? ph.taps[2] : p.k_w;
-        const int tap = step / chunks;
-        chunk = step - tap * chunks;
+        const int sub = step * T::SUBTILES;
+        const int tap = sub / chunks;
+        chunk = sub - tap * chunks;
         vx_split3(tap, taps_h, taps_w, tz, ty, tx);
         int bz, by, bx;
         vx_tma_box_of(tp, blockIdx.x, n, bz, by, bx);
@@ -466,14 +508,23 @@ struct VxTmaGather {
     __device__ __forceinline__ void load(unsigned char* a_tile, unsigned char* b_tile,
                                          unsigned long long* full) {
         const Conv3dParams& p = tp.conv;
-        const int c0 = chunk * T::BK;
-        vx_tma_load_5d(a_tile, &tp.a, c0, ix + tx, iy + ty, iz + tz, n, full);
-        const int tap =
-            DATA ? vx_phase_kernel_tap(p, ph, tz, ty, tx) : (tz * p.k_h + ty) * p.k_w + tx;
-        vx_tma_load_5d(b_tile, &tp.b, tap * channels + c0, blockIdx.y * T::BN, 0, 0, 0, full);
-        if (++chunk == chunks) {
-            chunk = 0;
-            vx_next_tap(tz, ty, tx, taps_h, taps_w);
+#pragma unroll
+        for (int j = 0; j < T::SUBTILES; ++j) {
+            // Past the window's last tap, channel `channels` of x (dy) and column
+            // `taps * channels` of the weights are outside both maps.
+            const bool inside = tz < taps_d;
+            const int c0 = inside ? chunk * T::SUB_K : channels;
+            vx_tma_load_5d(a_tile + j * (T::A_BYTES / T::SUBTILES), &tp.a, c0, ix + tx, iy + ty,
+                           iz + tz, n, full);
+            const int tap =
+                DATA ? vx_phase_kernel_tap(p, ph, tz, ty, tx) : (tz * p.k_h + ty) * p.k_w + tx;
+            const int column = inside ? tap * channels + c0 : p.k_d * p.k_h * p.k_w * channels;
+            vx_tma_load_5d(b_tile + j * (T::B_BYTES / T::SUBTILES), &tp.b, column,
+                           blockIdx.y * T::BN, 0, 0, 0, full);
+            if (++chunk == chunks) {
+                chunk = 0;
+                vx_next_tap(tz, ty, tx, taps_h, taps_w);
+            }
         }
     }
 };
@@ -509,7 +560,7 @@ __device__ __forceinline__ void vx_tma_gather_pass(const Conv3dTmaParams& tp, co
     VxPipeAcc<T> acc = {};
     if (k_begin < k_end) {
         VxTmaGather<T, DATA> ld(tp, ph, k_begin / T::BK);
-        T::KMajorLoop::template run<T>(ld, (k_end - k_begin) / T::BK, acc);
+        T::KMajorLoop::template run<T>(ld, (k_end - k_begin + T::BK - 1) / T::BK, acc);
     }
     const int d = DATA ? p.in_d : p.out_d, h = DATA ? p.in_h : p.out_h;
     const int w = DATA ? p.in_w : p.out_w, cols = DATA ? p.cin : p.cout;
@@ -633,6 +684,12 @@ VX_CONV_TMA_KERNEL(conv3d_bwd_data_bf16_tma256, vx_tma_backward_data, VxWgmmaTma
 VX_CONV_TMA_KERNEL(conv3d_bwd_data_tf32_tma128, vx_tma_backward_data, VxWgmmaTma128<VxTf32>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_data_tf32_tma64, vx_tma_backward_data, VxWgmmaTma64<VxTf32>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_data_tf32_tma256, vx_tma_backward_data, VxWgmmaTma256<VxTf32>)
+VX_CONV_TMA_KERNEL(conv3d_fwd_bf16_tma128s64, vx_tma_forward, VxWgmmaTma128Sw64<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_fwd_bf16_tma64s64, vx_tma_forward, VxWgmmaTma64Sw64<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_data_bf16_tma128s64, vx_tma_backward_data,
+                   VxWgmmaTma128Sw64<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_data_bf16_tma64s64, vx_tma_backward_data,
+                   VxWgmmaTma64Sw64<VxBf16>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma128, vx_tma_backward_weights, VxWgmmaTma128<VxBf16>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma64, vx_tma_backward_weights, VxWgmmaTma64<VxBf16>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma256, vx_tma_backward_weights, VxWgmmaTma256<VxBf16>)
@@ -687,7 +744,8 @@ __device__ __forceinline__ void vx_wgmma_probe(const float* a, const float* b, f
         const bool in_a = i < T::BM * K;
         const int row = (in_a ? i : i - T::BM * K) / K, k = i % K;
         const float v = in_a ? a[row * K + k] : b[row * K + k];
-        int offset = T::k_major_offset(row, k * BYTES / 16) + k * BYTES % 16;
+        int offset =
+            T::operand_offset(in_a ? T::BM : T::BN, row, k * BYTES / 16) + k * BYTES % 16;
         if constexpr (MN_MAJOR) {
             offset = (in_a ? T::template mn_major_offset<T::BM / 8>(k, row / 8)
                            : T::template mn_major_offset<T::BN / 8>(k, row / 8)) +
@@ -733,6 +791,8 @@ VX_WGMMA_PROBE(wgmma_probe_tf32_n64, VxWgmmaN64<VxTf32>, false)
 VX_WGMMA_PROBE(wgmma_probe_tf32_n32, VxWgmmaN32<VxTf32>, false)
 VX_WGMMA_PROBE(wgmma_probe_bf16_mn_n128, VxWgmmaN128<VxBf16>, true)
 VX_WGMMA_PROBE(wgmma_probe_bf16_mn_n64, VxWgmmaN64<VxBf16>, true)
+VX_WGMMA_PROBE(wgmma_probe_bf16_sw64_n128, VxWgmmaSw64Of<VxWgmmaN128<VxBf16>>, false)
+VX_WGMMA_PROBE(wgmma_probe_bf16_sw64_n64, VxWgmmaSw64Of<VxWgmmaN64<VxBf16>>, false)
 
 #ifndef __CUDACC__
 // The harness entry for every conv kernel of this file, by name, on packed operands (as
@@ -802,6 +862,10 @@ extern "C" int emu_conv3d_tma(const char* name, const EmuDims* d, const Conv3dTm
         {"conv3d_bwd_data_tf32_tma128", conv3d_bwd_data_tf32_tma128},
         {"conv3d_bwd_data_tf32_tma64", conv3d_bwd_data_tf32_tma64},
         {"conv3d_bwd_data_tf32_tma256", conv3d_bwd_data_tf32_tma256},
+        {"conv3d_fwd_bf16_tma128s64", conv3d_fwd_bf16_tma128s64},
+        {"conv3d_fwd_bf16_tma64s64", conv3d_fwd_bf16_tma64s64},
+        {"conv3d_bwd_data_bf16_tma128s64", conv3d_bwd_data_bf16_tma128s64},
+        {"conv3d_bwd_data_bf16_tma64s64", conv3d_bwd_data_bf16_tma64s64},
         {"conv3d_bwd_weight_bf16_tma128", conv3d_bwd_weight_bf16_tma128},
         {"conv3d_bwd_weight_bf16_tma64", conv3d_bwd_weight_bf16_tma64},
         {"conv3d_bwd_weight_bf16_tma256", conv3d_bwd_weight_bf16_tma256},
@@ -813,8 +877,9 @@ extern "C" int emu_conv3d_tma(const char* name, const EmuDims* d, const Conv3dTm
 
 // cuTensorMapEncodeTiled for the harness (the same arguments, the driver's enum values):
 // checks what the driver's documentation requires, and what the harness's copies model
-// (no interleave; the 128-byte swizzle only on rows of exactly 128 bytes; zero fill), then
-// keeps the arguments in `map` for vx_tma_load_5d. 0, or 1 (CUDA_ERROR_INVALID_VALUE).
+// (no interleave; the 128- and 64-byte swizzles only on rows of exactly 128 and 64 bytes;
+// zero fill), then keeps the arguments in `map` for vx_tma_load_5d. 0, or 1
+// (CUDA_ERROR_INVALID_VALUE).
 extern "C" int emu_tensor_map_encode_tiled(VxTensorMap* map, int data_type, unsigned rank,
                                            const void* address, const unsigned long long* dims,
                                            const unsigned long long* strides,
@@ -827,7 +892,9 @@ extern "C" int emu_tensor_map_encode_tiled(VxTensorMap* map, int data_type, unsi
     const auto at = reinterpret_cast<unsigned long long>(address);
     bool ok = reinterpret_cast<unsigned long long>(map) % 64 == 0 && data_type >= 0 &&
               data_type < 13 && rank >= 1 && rank <= 5 && at % 16 == 0 && interleave == 0 &&
-              (swizzle == 0 || swizzle == vx_tma_emu::SWIZZLE_128B) && l2_promotion >= 0 &&
+              (swizzle == 0 || swizzle == vx_tma_emu::SWIZZLE_64B ||
+               swizzle == vx_tma_emu::SWIZZLE_128B) &&
+              l2_promotion >= 0 &&
               l2_promotion <= 3 && oob_fill == 0;
     if (!ok) return 1;
     m.mark = vx_tma_emu::MARK;
@@ -849,7 +916,8 @@ extern "C" int emu_tensor_map_encode_tiled(VxTensorMap* map, int data_type, unsi
         }
     }
     const unsigned inner = m.box[0] * m.elem_bytes;
-    ok = ok && inner % 16 == 0 && (swizzle == 0 || inner == 128);
+    ok = ok && inner % 16 == 0 &&
+         (swizzle == 0 || inner == (swizzle == vx_tma_emu::SWIZZLE_128B ? 128u : 64u));
     if (!ok) return 1;
     std::memset(map, 0, sizeof *map);
     std::memcpy(map, &m, sizeof m);

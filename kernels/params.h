@@ -108,7 +108,8 @@ struct alignas(128) VxTensorMap {
 // d, n).
 // - Forward: a is x [n][in_d][in_h][in_w][cin_p], b the weights [cout][taps * cin_p] (a
 //   [cout][tap][cin_p] pack); a block's rows are one box, a reduction step is a tap and a
-//   row's bytes (128) of its channels; `conv.split_len` splits the reduction as the other
+//   row's bytes (128) of its channels (on the 64-byte-swizzle tiles, two boxes of 64 bytes:
+//   the next two (tap, channels)); `conv.split_len` splits the reduction as the other
 //   kernels do.
 // - Backward weights: a is x, b is dy [n][out_d][out_h][out_w][cout_p]; a reduction step is
 //   one box of 64 voxels by 64 channels, and each split takes conv.split_len / 64 of the

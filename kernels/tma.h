@@ -27,7 +27,7 @@ __device__ __forceinline__ void vx_mbar_arrive_expect_tx(unsigned long long* bar
 }
 
 // Copies the box of `map` at coordinates (c0 innermost .. c4) to `dst` (128-byte aligned;
-// 1024 for the 128-byte swizzle), completing its bytes on `bar`. `map` is a kernel
+// 1024 for the 128-byte swizzle, 512 for the 64-byte one), completing its bytes on `bar`. `map` is a kernel
 // parameter (__grid_constant__).
 __device__ __forceinline__ void vx_tma_load_5d(void* dst, const VxTensorMap* map, int c0,
                                                int c1, int c2, int c3, int c4,
@@ -58,7 +58,21 @@ struct Map {
 };
 static_assert(sizeof(Map) <= sizeof(VxTensorMap), "a Map fits a tensor map's bytes");
 constexpr unsigned MARK = 0x564D4150;  // "VMAP"
+constexpr unsigned SWIZZLE_64B = 2;    // CU_TENSOR_MAP_SWIZZLE_64B
 constexpr unsigned SWIZZLE_128B = 3;   // CU_TENSOR_MAP_SWIZZLE_128B
+
+// Bytes of a swizzle's atom (8 of its rows), or 128 (a destination's alignment) unswizzled.
+inline unsigned swizzle_atom(unsigned swizzle) {
+    return swizzle == SWIZZLE_128B ? 1024 : swizzle == SWIZZLE_64B ? 512 : 128;
+}
+
+// Shared address `a` of a box's byte placed by the swizzle: its 16-byte chunk XORed with
+// address bits [7:9] (128-byte) or [7:8] (64-byte), as wgmma reads them (kernels/wgmma.h).
+inline unsigned swizzled(unsigned swizzle, unsigned a) {
+    if (swizzle == SWIZZLE_128B) return a ^ ((a >> 7) & 7) << 4;
+    if (swizzle == SWIZZLE_64B) return a ^ ((a >> 7) & 3) << 4;
+    return a;
+}
 
 // Completes `bytes` transaction bytes on `bar`. A GPU lets a phase's bytes complete before
 // they are expected; here copies complete at issue, and a kernel arms the mbarrier first,
@@ -100,8 +114,8 @@ inline void vx_tma_load_5d(void* dst, const VxTensorMap* map, int c0, int c1, in
         return;
     }
     const unsigned origin = vx_shared_address(dst);
-    if (origin % 128 != 0 || (m.swizzle == SWIZZLE_128B && origin % 1024 != 0)) {
-        emu_fail("tma: a destination off its 128-byte (swizzled: 1024-byte) boundary");
+    if (origin % swizzle_atom(m.swizzle) != 0) {
+        emu_fail("tma: a destination off its 128-byte (swizzled: atom) boundary");
         return;
     }
     const long long c[5] = {c0, c1, c2, c3, c4};
@@ -143,8 +157,8 @@ inline void vx_tma_load_5d(void* dst, const VxTensorMap* map, int c0, int c1, in
                         std::memcpy(row + (first - c[0]) * m.elem_bytes, src, run);
                     }
                     for (long long k = 0; k < row_bytes; k += 16) {
-                        unsigned a = origin + static_cast<unsigned>(row_index * row_bytes + k);
-                        if (m.swizzle == SWIZZLE_128B) a ^= ((a >> 7) & 7) << 4;
+                        const unsigned a = swizzled(
+                            m.swizzle, origin + static_cast<unsigned>(row_index * row_bytes + k));
                         std::memcpy(const_cast<unsigned char*>(window) +
                                         (a - vx_wgmma_emu::SHARED_ORIGIN),
                                     row + k, 16);

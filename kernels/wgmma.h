@@ -4,10 +4,12 @@
 // wgmma.mma_async (PTX ISA, "Asynchronous Warpgroup Level Matrix Multiply-Accumulate"):
 // the 128 threads of a warpgroup (4 consecutive warps, the first a multiple of 4) compute
 // D (64 x N, f32 in registers) += A (64 x K) B (K x N), K = 16 for bf16 and 8 for tf32,
-// both operands read from shared memory through 64-bit matrix descriptors, always in the
+// both operands read from shared memory through 64-bit matrix descriptors, in the
 // 128-byte swizzle: rows of 128 bytes, 8 rows to a 1024-byte atom whose byte address bits
 // [4:6] (the 16-byte chunk) are XORed with bits [7:9] (the row in the atom), taken from the
-// shared-memory address itself, so atoms start at 1024-byte boundaries. Two layouts:
+// shared-memory address itself, so atoms start at 1024-byte boundaries; or, K-major only,
+// in the 64-byte swizzle: rows of 64 bytes, 8 rows to a 512-byte atom, address bits [4:5]
+// XORed with bits [7:8] (a pair of rows), SBO = 512. Two layouts:
 //   - K-major (rows of A and columns of B with K contiguous, [row][k] tiles; bf16 and
 //     tf32): a row is 128 bytes of K; atoms follow each other along M (or N) every
 //     SBO = 1024 bytes (LBO unused); the k-th K step of 16 bf16 / 8 tf32 (32 bytes) starts
@@ -16,7 +18,7 @@
 //     at one k; blocks of 64 along MN follow each other every LBO bytes, groups of 8 k rows
 //     every SBO = 1024 bytes, so the k-th K step of 16 starts 2048 k bytes in.
 // Descriptor: bits 0-13 start address >> 4, 16-29 LBO >> 4, 32-45 SBO >> 4, 49-51 base
-// offset (0: atoms aligned), 62-63 swizzle (1: 128 bytes).
+// offset (0: atoms aligned), 62-63 swizzle (1: 128 bytes, 2: 64 bytes).
 // D fragments: warp w of the warpgroup holds rows 16 w + g and 16 w + g + 8 (g = lane / 4,
 // t = lane % 4), d[4 j + e] = D[16 w + g + 8 (e / 2)][8 j + 2 t + e % 2]: per warp, the
 // m16n8 accumulator layout of mma.sync repeated over the N / 8 column blocks.
@@ -32,8 +34,13 @@
 // Bytes of one 128-byte-swizzle atom: 8 rows of 128 bytes.
 constexpr unsigned VX_WGMMA_ATOM_BYTES = 1024;
 
-// The high word of every descriptor: SBO one atom, the 128-byte swizzle.
+// Bytes of one 64-byte-swizzle atom: 8 rows of 64 bytes.
+constexpr unsigned VX_WGMMA_ATOM64_BYTES = 512;
+
+// The high word of a descriptor in the 128-byte swizzle (SBO one atom), and in the 64-byte
+// one (the swizzle is in that word's bits 30-31).
 constexpr unsigned VX_WGMMA_DESC_HIGH = (VX_WGMMA_ATOM_BYTES >> 4) | 1u << 30;
+constexpr unsigned VX_WGMMA_DESC_HIGH_SW64 = (VX_WGMMA_ATOM64_BYTES >> 4) | 2u << 30;
 
 // The low word of the descriptor of a 128-byte-swizzled operand at shared address
 // `address` with the given LBO. Operands `offset` bytes further on have the low word plus
@@ -43,9 +50,12 @@ __device__ __forceinline__ unsigned vx_wgmma_desc_low(unsigned address, unsigned
     return ((address & 0x3FFFF) >> 4) | ((lbo & 0x3FFFF) >> 4) << 16;
 }
 
-// The descriptor whose low word is `low`.
+// The descriptor whose low word is `low`, in the swizzle of SWIZZLE_BYTES (128 or 64).
+template <int SWIZZLE_BYTES = 128>
 __device__ __forceinline__ unsigned long long vx_wgmma_desc_of(unsigned low) {
-    return static_cast<unsigned long long>(VX_WGMMA_DESC_HIGH) << 32 | low;
+    static_assert(SWIZZLE_BYTES == 128 || SWIZZLE_BYTES == 64, "the swizzles the tiles use");
+    constexpr unsigned HIGH = SWIZZLE_BYTES == 128 ? VX_WGMMA_DESC_HIGH : VX_WGMMA_DESC_HIGH_SW64;
+    return static_cast<unsigned long long>(HIGH) << 32 | low;
 }
 
 #ifdef __CUDACC__
@@ -257,18 +267,25 @@ inline float element(unsigned long long desc, int row, int k) {
     const unsigned sbo = static_cast<unsigned>((desc >> 32) & 0x3FFF) << 4;
     const unsigned base_offset = static_cast<unsigned>((desc >> 49) & 7);
     const unsigned swizzle = static_cast<unsigned>(desc >> 62);
-    const bool k_in_row = ((start >> 7) & 7) == 0 && (start & 127) + K * ELEM_BYTES <= 128;
-    const bool modelled = MN_MAJOR ? start % VX_WGMMA_ATOM_BYTES == 0 : k_in_row;
-    if (swizzle != 1 || base_offset != 0 || !modelled) {
-        emu_fail("wgmma: only operands in the 128-byte swizzle from 8-row atoms at 1024-byte "
-                 "boundaries (K-major: K steps inside the rows) are emulated");
+    // Rows of 128 bytes (swizzle 1) or, K-major only, 64 (swizzle 2); the atom's rows XOR
+    // the chunk with address bits [7:9] or [7:8].
+    const unsigned row_bytes = swizzle == 2 ? 64 : 128;
+    const unsigned atom = 8 * row_bytes;
+    const bool k_in_row =
+        start % atom < row_bytes && start % row_bytes + K * ELEM_BYTES <= row_bytes;
+    const bool modelled = MN_MAJOR ? swizzle == 1 && start % atom == 0 : k_in_row;
+    if ((swizzle != 1 && swizzle != 2) || base_offset != 0 || !modelled) {
+        emu_fail("wgmma: only operands in the 128-byte swizzle (or, K-major, the 64-byte one) "
+                 "from 8-row atoms at their boundaries (K-major: K steps inside the rows) are "
+                 "emulated");
         return NAN;
     }
     const unsigned logical =
         MN_MAJOR ? start + (row / 64) * lbo + (k / 8) * sbo + (k % 8) * 128 +
                        (row % 64) * ELEM_BYTES
-                 : start + (row / 8) * sbo + (row % 8) * 128 + k * ELEM_BYTES;
-    const unsigned physical = logical ^ (((logical >> 7) & 7) << 4);
+                 : start + (row / 8) * sbo + (row % 8) * row_bytes + k * ELEM_BYTES;
+    const unsigned bits = swizzle == 2 ? 3 : 7;
+    const unsigned physical = logical ^ (((logical >> 7) & bits) << 4);
     const size_t offset = physical - SHARED_ORIGIN;
     if (physical < SHARED_ORIGIN || offset + ELEM_BYTES > emu_dynamic_shared_bytes()) {
         emu_fail("wgmma: an operand outside dynamic shared memory");

@@ -582,42 +582,36 @@ fn wgmma_reference(precision: ConvPrecision, a: &[f32], b: &[f32], n: usize) -> 
     out
 }
 
-/// The (precision, mn-major) pairs the wgmma kernels use.
-const WGMMA_LAYOUTS: [(ConvPrecision, bool); 3] = [
-    (ConvPrecision::Tf32, false),
-    (ConvPrecision::Bf16, false),
-    (ConvPrecision::Bf16, true),
-];
-
 #[test]
 fn wgmma_reads_swizzled_tiles_and_writes_the_accumulator_layout() {
     let mut rng = Rng::new(85);
-    for (precision, mn_major) in WGMMA_LAYOUTS {
-        let widths: &[usize] = if mn_major { &[128, 64] } else { &[128, 64, 32] };
+    for (precision, layout, widths) in WGMMA_PROBES {
         for &n in widths {
             let k = wgmma_probe_depth(precision);
             let a = random(&mut rng, 128 * k, -1.0, 1.0);
             let b = random(&mut rng, n * k, -1.0, 1.0);
             let mut out = poisoned(128 * n);
-            emu_conv::wgmma_probe(precision, mn_major, n, &a, &b, &mut out).unwrap();
+            emu_conv::wgmma_probe(precision, layout, n, &a, &b, &mut out).unwrap();
             let out = written(&out, 128 * n);
             let e = max_rel(out, &wgmma_reference(precision, &a, &b, n));
             assert!(
                 e < 1e-6,
-                "{precision} mn-major {mn_major} n {n}: max relative error {e:e}"
+                "{precision} {layout:?} n {n}: max relative error {e:e}"
             );
         }
     }
-    let mut out = poisoned(128 * 128);
-    let tf32_mn = emu_conv::wgmma_probe(
-        ConvPrecision::Tf32,
-        true,
-        128,
-        &[0.0; 4096],
-        &[0.0; 4096],
-        &mut out,
-    );
-    assert!(tf32_mn.is_err(), "wgmma has no mn-major tf32");
+    for layout in [WgmmaLayout::MnMajor, WgmmaLayout::KMajorSw64] {
+        let mut out = poisoned(128 * 128);
+        let tf32 = emu_conv::wgmma_probe(
+            ConvPrecision::Tf32,
+            layout,
+            128,
+            &[0.0; 4096],
+            &[0.0; 4096],
+            &mut out,
+        );
+        assert!(tf32.is_err(), "no {layout:?} tf32 probe");
+    }
 }
 
 #[test]
@@ -1397,6 +1391,81 @@ fn wgmma_tma_backward_data(precision: ConvPrecision, rng: &mut Rng) {
         let plan = ConvPlan::new(&g, pass, precision, target).unwrap();
         assert!(plan.tma.is_none(), "{g:?}: {:?}", plan.kernel);
     }
+}
+
+/// bf16 forward and backward data whose reduction channels fill half a 128-byte row (32, or
+/// 96: three boxes a tap) on the tiles of two 64-byte-swizzled boxes a step (`WgTma128Sw64`,
+/// `WgTma64Sw64`): 27 taps (the last step's second boxes past the window: zeros), splits,
+/// a strided layer, an even kernel, stride phases of one to eight taps (backward data), a
+/// transposed 2x2x2 forward (one tap a phase). tf32 rows of 32 channels are whole; 16 keep
+/// the other kernels.
+#[test]
+fn bf16_wgmma_tma_half_rows() {
+    use ConvTile::{WgTma128Sw64, WgTma64Sw64};
+    let mut rng = Rng::new(99);
+    let target = ConvTarget::new(528).with_wgmma(true).with_wgmma_tma(true);
+    let k2s2 = ConvTranspose3dSpec {
+        stride: [2; 3],
+        padding: [[0, 0]; 3],
+        output_padding: [0; 3],
+    };
+    let forward = [
+        (
+            conv([2, 6, 8, 7, 96], [3, 3, 3, 96, 72], 1, Padding::Same),
+            target,
+            WgTma128Sw64,
+        ),
+        (
+            conv([2, 6, 8, 7, 32], [3, 3, 3, 32, 72], 1, Padding::Same),
+            target,
+            WgTma128Sw64,
+        ),
+        (
+            conv([1, 16, 16, 16, 32], [3, 3, 3, 32, 64], 2, Padding::Same),
+            target,
+            WgTma64Sw64,
+        ),
+        (
+            conv([1, 8, 8, 16, 32], [2, 2, 2, 32, 64], 1, Padding::Same),
+            target,
+            WgTma64Sw64,
+        ),
+    ];
+    check_tma_cases(&forward, ConvPass::Forward, ConvPrecision::Bf16, &mut rng);
+    let data = [
+        (
+            conv([2, 6, 8, 7, 72], [3, 3, 3, 72, 96], 1, Padding::Same),
+            target,
+            WgTma128Sw64,
+        ),
+        (
+            conv([2, 6, 8, 7, 72], [3, 3, 3, 72, 32], 1, Padding::Same),
+            target,
+            WgTma128Sw64,
+        ),
+        (
+            conv([2, 8, 8, 8, 64], [3, 3, 3, 64, 32], 1, Padding::Same),
+            target,
+            WgTma64Sw64,
+        ),
+        (
+            conv([1, 15, 16, 16, 64], [3, 3, 3, 64, 32], 2, Padding::Same),
+            target,
+            WgTma64Sw64,
+        ),
+        (
+            transposed([1, 8, 8, 8, 32], [2, 2, 2, 64, 32], k2s2),
+            target,
+            WgTma64Sw64,
+        ),
+    ];
+    check_tma_cases(&data, ConvPass::BackwardData, ConvPrecision::Bf16, &mut rng);
+    let tf32 = |cin: usize| {
+        let g = conv([1, 8, 8, 8, cin], [3, 3, 3, cin, 64], 1, Padding::Same);
+        ConvPlan::new(&g, ConvPass::Forward, ConvPrecision::Tf32, target).unwrap()
+    };
+    assert_eq!(tf32(32).kernel.tile, ConvTile::WgTma64);
+    assert!(tf32(16).tma.is_none(), "{:?}", tf32(16).kernel);
 }
 
 #[test]

@@ -18,7 +18,7 @@ mod common;
 use common::{device, fresh_seed, max_rel, norm_rel, random, serial};
 use voxseg::backend::cpu::Cpu64;
 use voxseg::backend::cuda::conv_plan::{
-    wgmma_probe_depth, ConvPass, ConvPlan, ConvPrecision, ConvTarget, ConvTile, Reach,
+    wgmma_probe_depth, ConvPass, ConvPlan, ConvPrecision, ConvTarget, ConvTile, Reach, WGMMA_PROBES,
 };
 use voxseg::backend::cuda::emu::conv as emu_conv;
 use voxseg::backend::cuda::{graph_reps, Cuda};
@@ -387,23 +387,18 @@ fn wgmma_matches_the_harness_twin() {
     let gpu = device();
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);
-    for (precision, mn_major) in [
-        (ConvPrecision::Tf32, false),
-        (ConvPrecision::Bf16, false),
-        (ConvPrecision::Bf16, true),
-    ] {
-        let widths: &[usize] = if mn_major { &[128, 64] } else { &[128, 64, 32] };
+    for (precision, layout, widths) in WGMMA_PROBES {
         for &n in widths {
             let k = wgmma_probe_depth(precision);
             let a = random(&mut rng, 128 * k, -1.0, 1.0);
             let b = random(&mut rng, n * k, -1.0, 1.0);
-            let got = gpu.wgmma_probe(precision, mn_major, n, &a, &b).unwrap();
+            let got = gpu.wgmma_probe(precision, layout, n, &a, &b).unwrap();
             let mut want = vec![f32::NAN; 128 * n];
-            emu_conv::wgmma_probe(precision, mn_major, n, &a, &b, &mut want).unwrap();
+            emu_conv::wgmma_probe(precision, layout, n, &a, &b, &mut want).unwrap();
             for i in 0..128 * n {
                 assert!(
                     (got[i] - want[i]).abs() <= 1e-5 * want[i].abs().max(1.0),
-                    "{precision} mn-major {mn_major} n {n} D[{}][{}]: device {} twin {} \
+                    "{precision} {layout:?} n {n} D[{}][{}]: device {} twin {} \
                      (seed {seed})",
                     i / n,
                     i % n,
@@ -723,6 +718,63 @@ fn wgmma_tma_convolutions_match_cpu() {
         assert_eq!(plan.kernel.tile, ConvTile::WgTma256, "{pass:?}");
     }
     check_every_pass(&gpu, &[deep]);
+}
+
+/// bf16 geometries and the tiles of two 64-byte-swizzled boxes a step that their forward and
+/// backward data plan (None: not those tiles): the encoder's strided 32 -> 64 layer, the
+/// decoder's 64 -> 32 one (its data gradient reduces over 32 channels), and 96 channels (three
+/// boxes a tap) into 72 columns.
+fn wgmma_tma_half_row_cases() -> [(ConvGeometry, [Option<ConvTile>; 2]); 3] {
+    use ConvTile::{WgTma128Sw64, WgTma64Sw64};
+    [
+        (
+            conv([2, 16, 16, 16, 32], [3, 3, 3, 32, 64], 2, 1),
+            [Some(WgTma64Sw64), None],
+        ),
+        (
+            conv([2, 8, 8, 8, 64], [3, 3, 3, 64, 32], 1, 1),
+            [None, Some(WgTma64Sw64)],
+        ),
+        (
+            conv([1, 8, 8, 8, 96], [3, 3, 3, 96, 72], 1, 1),
+            [Some(WgTma128Sw64), None],
+        ),
+    ]
+}
+
+/// The tiles of the forward and backward data plans that `plan_of` makes, where they are
+/// the tensor memory accelerator's.
+fn half_row_tiles(plan_of: impl Fn(ConvPass) -> ConvPlan) -> [Option<ConvTile>; 2] {
+    [ConvPass::Forward, ConvPass::BackwardData].map(|pass| tma_tile(&plan_of, pass))
+}
+
+#[test]
+fn wgmma_tma_half_row_cases_plan_their_tiles_on_an_h100() {
+    for (g, tiles) in wgmma_tma_half_row_cases() {
+        let plan_of =
+            |pass| ConvPlan::new(&g, pass, ConvPrecision::Bf16, wgmma_tma_target()).unwrap();
+        assert_eq!(half_row_tiles(plan_of), tiles, "{g:?}");
+    }
+}
+
+/// bf16 forward and backward data on the tiles of two 64-byte-swizzled boxes a step
+/// (`wgmma_tma_half_row_cases`): the driver's maps in the 64-byte swizzle, the boxes past
+/// the window's last tap (wholly outside both maps: zeros that still count their bytes),
+/// and the wgmma descriptors of that swizzle in a pass (the probes check them alone).
+#[test]
+#[ignore = "needs a CUDA device"]
+fn wgmma_tma_half_rows_match_cpu() {
+    let _serial = serial();
+    let gpu = device();
+    let _restore = RestoreSettings::new(&gpu);
+    plan_like(&gpu, wgmma_tma_target());
+    gpu.set_conv_precision(ConvPrecision::Bf16);
+    let cases = wgmma_tma_half_row_cases();
+    for (g, tiles) in &cases {
+        let got = half_row_tiles(|pass| gpu.conv_plan(g, pass).unwrap());
+        assert_eq!(got, *tiles, "{g:?}");
+    }
+    check_every_pass(&gpu, &cases.map(|(g, _)| g));
 }
 
 /// The build variant whose activation gathers also go through L1 (`VOXSEG_GATHER_L1`):

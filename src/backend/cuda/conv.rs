@@ -22,10 +22,10 @@
 //! `VOXSEG_WGMMA_N64_WEIGHTS` (a [`Reach`]) moves 64-column backward weights between
 //! mma.sync and wgmma.
 use super::conv_plan::{
-    wgmma_probe_depth, ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, Reach,
+    wgmma_probe_depth, ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, Reach, WgmmaLayout,
     CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
 };
-use super::conv_tma::{tma_params, TiledMap, TMA_DATA_TYPE_BF16};
+use super::conv_tma::{tma_params, TiledMap, TMA_DATA_TYPE_BF16, TMA_SWIZZLE_64B};
 use super::device::{driver_error, Cuda, CudaStorage};
 use super::params::{LaunchDims, TensorMap};
 use super::ptx::PTX_MODULES;
@@ -78,8 +78,8 @@ pub const HALO_ENV: &str = "VOXSEG_CONV_HALO";
 pub const PACK_CACHE_ENV: &str = "VOXSEG_PACK_CACHE";
 
 /// `map` over the packed operand at device address `at`, as the driver encodes it for the
-/// tensor memory accelerator (bf16 or 32-bit words, the 128-byte swizzle, zero fill);
-/// `kernel` names the launch in an error.
+/// tensor memory accelerator (bf16 or 32-bit words, the 128- or 64-byte swizzle, zero
+/// fill); `kernel` names the launch in an error.
 fn encode_tiled(map: &TiledMap, at: sys::CUdeviceptr, kernel: &str) -> Result<TensorMap> {
     use sys::CUtensorMapDataType::{
         CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, CU_TENSOR_MAP_DATA_TYPE_UINT32,
@@ -88,6 +88,11 @@ fn encode_tiled(map: &TiledMap, at: sys::CUdeviceptr, kernel: &str) -> Result<Te
         CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
     } else {
         CU_TENSOR_MAP_DATA_TYPE_UINT32
+    };
+    let swizzle = if map.swizzle == TMA_SWIZZLE_64B {
+        sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_64B
+    } else {
+        sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B
     };
     let mut encoded = std::mem::MaybeUninit::<sys::CUtensorMap>::uninit();
     // SAFETY: the arrays hold the rank's 5 dimensions (4 strides) and outlive the call,
@@ -103,7 +108,7 @@ fn encode_tiled(map: &TiledMap, at: sys::CUdeviceptr, kernel: &str) -> Result<Te
             map.box_dims.as_ptr(),
             map.element_strides.as_ptr(),
             sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
-            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            swizzle,
             sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
             sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
         )
@@ -631,7 +636,7 @@ impl Cuda {
     pub fn wgmma_probe(
         &self,
         precision: ConvPrecision,
-        mn_major: bool,
+        layout: WgmmaLayout,
         n: usize,
         a: &[f32],
         b: &[f32],
@@ -639,19 +644,22 @@ impl Cuda {
         if !self.supports_wgmma() {
             return Err(Error::config("wgmma_probe", self.why_no_wgmma()));
         }
-        let name = match (precision, mn_major, n) {
-            (ConvPrecision::Bf16, false, 128) => "wgmma_probe_bf16_n128",
-            (ConvPrecision::Bf16, false, 64) => "wgmma_probe_bf16_n64",
-            (ConvPrecision::Bf16, false, 32) => "wgmma_probe_bf16_n32",
-            (ConvPrecision::Tf32, false, 128) => "wgmma_probe_tf32_n128",
-            (ConvPrecision::Tf32, false, 64) => "wgmma_probe_tf32_n64",
-            (ConvPrecision::Tf32, false, 32) => "wgmma_probe_tf32_n32",
-            (ConvPrecision::Bf16, true, 128) => "wgmma_probe_bf16_mn_n128",
-            (ConvPrecision::Bf16, true, 64) => "wgmma_probe_bf16_mn_n64",
+        use WgmmaLayout::*;
+        let name = match (precision, layout, n) {
+            (ConvPrecision::Bf16, KMajor, 128) => "wgmma_probe_bf16_n128",
+            (ConvPrecision::Bf16, KMajor, 64) => "wgmma_probe_bf16_n64",
+            (ConvPrecision::Bf16, KMajor, 32) => "wgmma_probe_bf16_n32",
+            (ConvPrecision::Tf32, KMajor, 128) => "wgmma_probe_tf32_n128",
+            (ConvPrecision::Tf32, KMajor, 64) => "wgmma_probe_tf32_n64",
+            (ConvPrecision::Tf32, KMajor, 32) => "wgmma_probe_tf32_n32",
+            (ConvPrecision::Bf16, MnMajor, 128) => "wgmma_probe_bf16_mn_n128",
+            (ConvPrecision::Bf16, MnMajor, 64) => "wgmma_probe_bf16_mn_n64",
+            (ConvPrecision::Bf16, KMajorSw64, 128) => "wgmma_probe_bf16_sw64_n128",
+            (ConvPrecision::Bf16, KMajorSw64, 64) => "wgmma_probe_bf16_sw64_n64",
             _ => {
                 return Err(Error::config(
                     "wgmma_probe",
-                    format!("no {precision} probe with {n} columns (mn-major: {mn_major})"),
+                    format!("no {precision} probe with {n} columns ({layout:?})"),
                 ))
             }
         };

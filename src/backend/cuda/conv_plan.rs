@@ -122,6 +122,27 @@ pub const WGMMA_PROBE_SHARED_BYTES: u32 =
 pub fn wgmma_probe_depth(precision: ConvPrecision) -> usize {
     CONV_WGMMA_STEP_BYTES as usize / precision.packed_bytes().unwrap_or(4)
 }
+
+/// How a wgmma tile lays a stage's operands out in shared memory (the probes').
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WgmmaLayout {
+    /// K-major rows of 128 bytes, the 128-byte swizzle (bf16, tf32).
+    KMajor,
+    /// MN-major: rows of 64 elements at one k, the 128-byte swizzle (bf16 only).
+    MnMajor,
+    /// K-major in two sub-tiles of 64-byte rows, the 64-byte swizzle (bf16;
+    /// `ConvTile::WgTma128Sw64`, `WgTma64Sw64`).
+    KMajorSw64,
+}
+
+/// Every wgmma probe (kernels/conv3d_wgmma.cu's `wgmma_probe_*`): precision, layout and
+/// the tile widths the kernels use it at.
+pub const WGMMA_PROBES: [(ConvPrecision, WgmmaLayout, &[usize]); 4] = [
+    (ConvPrecision::Tf32, WgmmaLayout::KMajor, &[128, 64, 32]),
+    (ConvPrecision::Bf16, WgmmaLayout::KMajor, &[128, 64, 32]),
+    (ConvPrecision::Bf16, WgmmaLayout::MnMajor, &[128, 64]),
+    (ConvPrecision::Bf16, WgmmaLayout::KMajorSw64, &[128, 64]),
+];
 /// Threads of a pack block.
 const PACK_THREADS: u32 = 256;
 
@@ -270,6 +291,11 @@ pub enum ConvTile {
     WgTma64,
     /// The same, 256 x 128 (four warpgroups multiply).
     WgTma256,
+    /// `WgTma128` over boxes of 32 bf16 channels, two a step (the 64-byte swizzle):
+    /// forward and backward data whose reduction channels fill no 128-byte row.
+    WgTma128Sw64,
+    /// The same, 128 x 64.
+    WgTma64Sw64,
     /// mma.sync reusing the input window along w (kernels/conv3d_halo.cu), 128 x 128.
     HaloN128,
     /// The same, 128 x 64.
@@ -301,7 +327,15 @@ impl ConvTile {
                 | Self::WgTma128
                 | Self::WgTma64
                 | Self::WgTma256
+                | Self::WgTma128Sw64
+                | Self::WgTma64Sw64
         )
+    }
+
+    /// A tile of two 64-byte-swizzled boxes a reduction step (the tensor memory
+    /// accelerator's over 32 bf16 channels a tap).
+    pub fn is_sw64(self) -> bool {
+        matches!(self, Self::WgTma128Sw64 | Self::WgTma64Sw64)
     }
 
     /// A halo tile (kernels/conv3d_halo.cu).
@@ -352,8 +386,14 @@ impl ConvKernel {
             ConvTile::TcN128 | ConvTile::HaloN128 => tc(128),
             ConvTile::TcN64 | ConvTile::HaloN64 => tc(64),
             ConvTile::TcN32 | ConvTile::HaloN32 => tc(32),
-            ConvTile::WgN128 | ConvTile::WgWs128 | ConvTile::WgTma128 => wg(128),
-            ConvTile::WgN64 | ConvTile::WgN64Pair | ConvTile::WgWs64 | ConvTile::WgTma64 => wg(64),
+            ConvTile::WgN128 | ConvTile::WgWs128 | ConvTile::WgTma128 | ConvTile::WgTma128Sw64 => {
+                wg(128)
+            }
+            ConvTile::WgN64
+            | ConvTile::WgN64Pair
+            | ConvTile::WgWs64
+            | ConvTile::WgTma64
+            | ConvTile::WgTma64Sw64 => wg(64),
             ConvTile::WgN32 => wg(32),
             ConvTile::WgM256 | ConvTile::WgTma256 => {
                 (CONV_WGMMA_M256_BM, CONV_WGMMA_M256_BN, wg(128).2)
@@ -376,7 +416,14 @@ impl ConvKernel {
             (_, _, ConvTile::WgM256) => CONV_WGMMA_M256_THREADS,
             (_, _, ConvTile::WgWs128) => CONV_WGMMA_WS128_THREADS,
             (_, _, ConvTile::WgWs64) => CONV_WGMMA_WS64_THREADS,
-            (_, _, ConvTile::WgTma128 | ConvTile::WgTma64) => CONV_WGMMA_TMA_THREADS,
+            (
+                _,
+                _,
+                ConvTile::WgTma128
+                | ConvTile::WgTma64
+                | ConvTile::WgTma128Sw64
+                | ConvTile::WgTma64Sw64,
+            ) => CONV_WGMMA_TMA_THREADS,
             (_, _, ConvTile::WgTma256) => CONV_WGMMA_TMA256_THREADS,
             (_, _, tile) if tile.is_wgmma() => CONV_WGMMA_THREADS,
             (_, _, ConvTile::HaloWeight32x32 | ConvTile::HaloWeight64x32) => 3 * 32,
@@ -395,7 +442,10 @@ impl ConvKernel {
             ConvTile::WgM256 => CONV_WGMMA_M256_THREADS,
             ConvTile::WgWs128 => CONV_WGMMA_WS128_THREADS,
             ConvTile::WgWs64 => CONV_WGMMA_WS64_THREADS,
-            ConvTile::WgTma128 | ConvTile::WgTma64 => CONV_WGMMA_TMA_THREADS,
+            ConvTile::WgTma128
+            | ConvTile::WgTma64
+            | ConvTile::WgTma128Sw64
+            | ConvTile::WgTma64Sw64 => CONV_WGMMA_TMA_THREADS,
             ConvTile::WgTma256 => CONV_WGMMA_TMA256_THREADS,
             ConvTile::HaloN128 | ConvTile::HaloN64 => 2 * CONV_THREADS,
             ConvTile::HaloN32 => 3 * CONV_THREADS,
@@ -413,10 +463,11 @@ impl ConvKernel {
         let (bm, bn, _) = self.shape();
         match (self.precision, self.tile) {
             (ConvPrecision::F32, _) => 0,
-            (_, ConvTile::WgN128 | ConvTile::WgWs128 | ConvTile::WgTma128) => {
-                CONV_WGMMA_STAGES_N128 * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN
-            }
-            (_, ConvTile::WgN64 | ConvTile::WgWs64 | ConvTile::WgTma64) => {
+            (
+                _,
+                ConvTile::WgN128 | ConvTile::WgWs128 | ConvTile::WgTma128 | ConvTile::WgTma128Sw64,
+            ) => CONV_WGMMA_STAGES_N128 * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN,
+            (_, ConvTile::WgN64 | ConvTile::WgWs64 | ConvTile::WgTma64 | ConvTile::WgTma64Sw64) => {
                 CONV_WGMMA_STAGES_N64 * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN
             }
             (_, ConvTile::WgN32) => {
@@ -524,6 +575,10 @@ impl ConvKernel {
             (BackwardData, Tf32, WgTma128) => "conv3d_bwd_data_tf32_tma128",
             (BackwardData, Tf32, WgTma64) => "conv3d_bwd_data_tf32_tma64",
             (BackwardData, Tf32, WgTma256) => "conv3d_bwd_data_tf32_tma256",
+            (Forward, Bf16, WgTma128Sw64) => "conv3d_fwd_bf16_tma128s64",
+            (Forward, Bf16, WgTma64Sw64) => "conv3d_fwd_bf16_tma64s64",
+            (BackwardData, Bf16, WgTma128Sw64) => "conv3d_bwd_data_bf16_tma128s64",
+            (BackwardData, Bf16, WgTma64Sw64) => "conv3d_bwd_data_bf16_tma64s64",
             (BackwardWeight, Bf16, WgTma128) => "conv3d_bwd_weight_bf16_tma128",
             (BackwardWeight, Bf16, WgTma64) => "conv3d_bwd_weight_bf16_tma64",
             (BackwardWeight, Bf16, WgTma256) => "conv3d_bwd_weight_bf16_tma256",
@@ -1456,8 +1511,9 @@ impl ConvPlan {
     /// The plan of a pass on the tiles the tensor memory accelerator fills, where the
     /// target has them on (`ConvTarget::wgmma_tma`) and they take it: forward and backward
     /// data (bf16, tf32) and bf16 backward weights, into more than 32 columns, over
-    /// reduction channels padded to whole boxes (a row of 128 bytes; 64 channels for
-    /// backward weights' blocks of 64 rows), whose boxes overhang the result by at most
+    /// reduction channels padded to whole boxes (a row of 128 bytes, or at bf16 half a row
+    /// on `WgTma128Sw64` and `WgTma64Sw64`; 64 channels for backward weights' blocks of 64
+    /// rows), whose boxes overhang the result by at most
     /// `TMA_MAX_OVERHANG`. Backward data's boxes tile the largest stride phase's grid, in
     /// every phase (grid.z).
     fn tma(
@@ -1477,7 +1533,28 @@ impl ConvPlan {
         }
         let weights = pass == ConvPass::BackwardWeight;
         let gm = gemm(p, pass, precision.channel_multiple() as u64);
+        // The reduction's channels fill whole boxes: a 128-byte row (forward and backward
+        // data; at bf16 also half a row, two boxes a step, the 64-byte swizzle), or whole
+        // 64-row blocks of one tap (backward weights).
+        let channels = match pass {
+            ConvPass::Forward | ConvPass::BackwardWeight => p.cin,
+            ConvPass::BackwardData => p.cout,
+        };
+        let padded = (channels as u64).next_multiple_of(precision.channel_multiple() as u64);
+        let row = wgmma_probe_depth(precision) as u64;
+        let (sw64, block) = if weights {
+            (false, TMA_WEIGHT_BLOCK_ROWS as u64)
+        } else if precision == ConvPrecision::Bf16 && !padded.is_multiple_of(row) {
+            (true, row / 2)
+        } else {
+            (false, row)
+        };
+        if !padded.is_multiple_of(block) {
+            return Ok(None);
+        }
         let tile = match tc_tile(gm.cols) {
+            ConvTile::TcN128 if sw64 => ConvTile::WgTma128Sw64,
+            ConvTile::TcN64 if sw64 => ConvTile::WgTma64Sw64,
             ConvTile::TcN128 if target.wgmma_m256 && gm.rows > CONV_TC_BM as u64 => {
                 ConvTile::WgTma256
             }
@@ -1513,18 +1590,7 @@ impl ConvPlan {
             ConvPass::BackwardData => p.input_voxels() as u64,
             _ => p.n as u64 * result.iter().map(|&v| v as u64).product::<u64>(),
         };
-        // The reduction's channels fill whole steps (backward weights: whole row blocks of
-        // one tap).
-        let (channels, block) = match pass {
-            ConvPass::Forward => (p.cin, bk),
-            ConvPass::BackwardData => (p.cout, bk),
-            ConvPass::BackwardWeight => (p.cin, TMA_WEIGHT_BLOCK_ROWS),
-        };
-        let padded = (channels as u64).next_multiple_of(precision.channel_multiple() as u64);
-        if !padded.is_multiple_of(block as u64)
-            || covered as f64 > TMA_MAX_OVERHANG * voxels as f64
-            || covered > i32::MAX as u64
-        {
+        if covered as f64 > TMA_MAX_OVERHANG * voxels as f64 || covered > i32::MAX as u64 {
             return Ok(None);
         }
         let (bn, bk) = (bn as u64, bk as u64);
@@ -1563,7 +1629,14 @@ impl ConvPlan {
         let (pass, precision) = (self.kernel.pass, self.kernel.precision);
         Some((
             boxes,
-            TiledMap::operands(&self.params, precision, pass, &boxes, bn),
+            TiledMap::operands(
+                &self.params,
+                precision,
+                pass,
+                &boxes,
+                bn,
+                self.kernel.tile.is_sw64(),
+            ),
         ))
     }
 

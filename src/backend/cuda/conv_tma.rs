@@ -4,7 +4,9 @@
 //! and the harness to its twin.
 //!
 //! Boxes are box_d x box_h x box_w output voxels (powers of two) by a 128-byte row of
-//! channels; x's box is read at the voxels' windows plus a tap, every stride voxels.
+//! channels (or, for bf16 reductions over 32 channels a tap, 64 bytes, two boxes a step in
+//! the 64-byte swizzle); x's box is read at the voxels' windows plus a tap, every stride
+//! voxels.
 //! Elements outside a tensor arrive as zeros, so the convolution's padding costs nothing
 //! but its copies, and so do boxes that overhang the output: forward stores none of their
 //! rows, and in backward weights a voxel past the output has dy = 0.
@@ -22,18 +24,21 @@ use super::params::{Conv3dParams, Conv3dTmaParams, TensorMap};
 /// Output voxels in a backward-weights box: one 128-byte row of bf16 per voxel makes a
 /// reduction step.
 pub const TMA_WEIGHT_BOX_VOXELS: i32 = 64;
-/// Bytes of channels in a box: the 128-byte swizzle's row.
+/// Bytes of channels in a box: the 128-byte swizzle's row, or the 64-byte one's
+/// (`ConvTile::WgTma128Sw64`, `WgTma64Sw64`).
 const TMA_BOX_ROW_BYTES: i32 = 128;
+const TMA_BOX_HALF_ROW_BYTES: i32 = 64;
 /// The largest traversal stride and box extent of a tensor map.
 const MAX_ELEMENT_STRIDE: i32 = 8;
 const MAX_BOX_DIM: i32 = 256;
 
 /// `CU_TENSOR_MAP_DATA_TYPE_BFLOAT16`, `_UINT32` (packed tf32: bits copied as they are),
-/// `CU_TENSOR_MAP_SWIZZLE_128B`, `CU_TENSOR_MAP_L2_PROMOTION_L2_128B`: how the maps are
-/// encoded (the harness takes the driver's enum values).
+/// `CU_TENSOR_MAP_SWIZZLE_128B`, `_64B`, `CU_TENSOR_MAP_L2_PROMOTION_L2_128B`: how the
+/// maps are encoded (the harness takes the driver's enum values).
 pub const TMA_DATA_TYPE_BF16: i32 = 9;
 pub const TMA_DATA_TYPE_U32: i32 = 2;
 pub const TMA_SWIZZLE_128B: i32 = 3;
+pub const TMA_SWIZZLE_64B: i32 = 2;
 pub const TMA_L2_PROMOTION_128B: i32 = 2;
 
 /// How boxes tile each sample's output: voxels per box and boxes along (d, h, w).
@@ -84,11 +89,14 @@ impl ConvTmaBoxes {
 
 /// The arguments of `cuTensorMapEncodeTiled` for one packed operand, besides its address:
 /// rank 5 (innermost first; an activation's channels, w, h, d, samples), elements of
-/// `data_type`, no interleave, the 128-byte swizzle, 128-byte L2 promotion, zero fill.
+/// `data_type`, no interleave, the swizzle whose row the box's channels fill, 128-byte L2
+/// promotion, zero fill.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TiledMap {
     /// `TMA_DATA_TYPE_BF16` or `TMA_DATA_TYPE_U32`.
     pub data_type: i32,
+    /// `TMA_SWIZZLE_128B` or `TMA_SWIZZLE_64B`.
+    pub swizzle: i32,
     pub dims: [u64; 5],
     /// Bytes between consecutive elements of dimensions 1..4.
     pub strides: [u64; 4],
@@ -98,14 +106,14 @@ pub struct TiledMap {
 
 impl TiledMap {
     /// A packed NDHWC volume of `[n, d, h, w]` voxels of `channels` elements of
-    /// `precision` (whole 16-byte chunks), boxes of a 128-byte row of channels by `shape`
-    /// voxels taken every `stride`.
+    /// `precision` (whole 16-byte chunks), boxes of a row of `row_bytes` (128 or 64) of
+    /// channels by `shape` voxels taken every `stride`.
     fn volume(
         precision: ConvPrecision,
         dims: [i32; 4],
         channels: i32,
-        shape: [i32; 3],
-        stride: [i32; 3],
+        [shape, stride]: [[i32; 3]; 2],
+        row_bytes: i32,
     ) -> Self {
         let [n, d, h, w] = dims.map(|v| v as u64);
         let bytes = element_bytes(precision);
@@ -113,10 +121,11 @@ impl TiledMap {
         let u = |v: i32| v as u32;
         Self {
             data_type: data_type(precision),
+            swizzle: swizzle(row_bytes),
             dims: [channels as u64, w, h, d, n],
             strides: [row, row * w, row * w * h, row * w * h * d],
             box_dims: [
-                u(TMA_BOX_ROW_BYTES / bytes),
+                u(row_bytes / bytes),
                 u(shape[2] * stride[2]),
                 u(shape[1] * stride[1]),
                 u(shape[0] * stride[0]),
@@ -128,21 +137,44 @@ impl TiledMap {
 
     /// The maps of a pass's packed operands a and b (channels padded to whole chunks) for
     /// `boxes`: forward's x and weights, backward data's dy and weights (`bn` result
-    /// channels a box), backward weights' x and dy (bf16).
+    /// channels a box; `half_rows`: boxes of 64 bytes of channels), backward weights' x and
+    /// dy (bf16).
     pub fn operands(
         p: &Conv3dParams,
         precision: ConvPrecision,
         pass: ConvPass,
         boxes: &ConvTmaBoxes,
         bn: u32,
+        half_rows: bool,
     ) -> [Self; 2] {
         let chunk = precision.channel_multiple() as i32;
         let pad = |c: i32| (c + chunk - 1) / chunk * chunk;
         let x_dims = [p.n, p.in_d, p.in_h, p.in_w];
         let dy_dims = [p.n, p.out_d, p.out_h, p.out_w];
         let stride = [p.stride_d, p.stride_h, p.stride_w];
-        let x = || Self::volume(precision, x_dims, pad(p.cin), boxes.shape, stride);
-        let dy = || Self::volume(precision, dy_dims, pad(p.cout), boxes.shape, [1; 3]);
+        let row_bytes = if half_rows {
+            TMA_BOX_HALF_ROW_BYTES
+        } else {
+            TMA_BOX_ROW_BYTES
+        };
+        let x = || {
+            Self::volume(
+                precision,
+                x_dims,
+                pad(p.cin),
+                [boxes.shape, stride],
+                row_bytes,
+            )
+        };
+        let dy = || {
+            Self::volume(
+                precision,
+                dy_dims,
+                pad(p.cout),
+                [boxes.shape, [1; 3]],
+                row_bytes,
+            )
+        };
         // The weights, packed [rows][tap][channels], as rows of taps * channels.
         let (a, rows, channels) = match pass {
             ConvPass::BackwardWeight => return [x(), dy()],
@@ -151,13 +183,14 @@ impl TiledMap {
         };
         let row = (p.k_d * p.k_h * p.k_w * channels) as u64;
         let bytes = element_bytes(precision);
-        let row_bytes = row * bytes as u64;
-        let all = row_bytes * rows as u64;
+        let weight_row_bytes = row * bytes as u64;
+        let all = weight_row_bytes * rows as u64;
         let weights = Self {
             data_type: data_type(precision),
+            swizzle: swizzle(row_bytes),
             dims: [row, rows as u64, 1, 1, 1],
-            strides: [row_bytes, all, all, all],
-            box_dims: [(TMA_BOX_ROW_BYTES / bytes) as u32, bn, 1, 1, 1],
+            strides: [weight_row_bytes, all, all, all],
+            box_dims: [(row_bytes / bytes) as u32, bn, 1, 1, 1],
             element_strides: [1; 5],
         };
         [a, weights]
@@ -166,6 +199,14 @@ impl TiledMap {
 
 fn element_bytes(precision: ConvPrecision) -> i32 {
     precision.packed_bytes().unwrap_or(4) as i32
+}
+
+fn swizzle(row_bytes: i32) -> i32 {
+    if row_bytes == TMA_BOX_HALF_ROW_BYTES {
+        TMA_SWIZZLE_64B
+    } else {
+        TMA_SWIZZLE_128B
+    }
 }
 
 fn data_type(precision: ConvPrecision) -> i32 {
@@ -253,6 +294,7 @@ mod tests {
             Data::CU_TENSOR_MAP_DATA_TYPE_UINT32 as i32
         );
         assert_eq!(TMA_SWIZZLE_128B, Swizzle::CU_TENSOR_MAP_SWIZZLE_128B as i32);
+        assert_eq!(TMA_SWIZZLE_64B, Swizzle::CU_TENSOR_MAP_SWIZZLE_64B as i32);
         assert_eq!(
             TMA_L2_PROMOTION_128B,
             L2::CU_TENSOR_MAP_L2_PROMOTION_L2_128B as i32
@@ -292,8 +334,14 @@ mod tests {
     fn maps_describe_the_packed_volumes_innermost_first() {
         let p = params([4, 8, 10], 2);
         let b = ConvTmaBoxes::new64(&p).unwrap();
-        let [x, dy] =
-            TiledMap::operands(&p, ConvPrecision::Bf16, ConvPass::BackwardWeight, &b, 128);
+        let [x, dy] = TiledMap::operands(
+            &p,
+            ConvPrecision::Bf16,
+            ConvPass::BackwardWeight,
+            &b,
+            128,
+            false,
+        );
         assert_eq!(x.dims, [64, 20, 16, 8, 2]);
         assert_eq!(x.strides, [128, 128 * 20, 128 * 20 * 16, 128 * 20 * 16 * 8]);
         let [bd, bh, bw] = b.shape.map(|v| v as u32);
@@ -316,7 +364,7 @@ mod tests {
         let p = params([4, 8, 8], 1);
         let b = ConvTmaBoxes::new([4, 8, 8], [1; 3], 128).unwrap();
         assert_eq!(b.shape.iter().product::<i32>(), 128);
-        let [x, w] = TiledMap::operands(&p, ConvPrecision::Tf32, ConvPass::Forward, &b, 64);
+        let [x, w] = TiledMap::operands(&p, ConvPrecision::Tf32, ConvPass::Forward, &b, 64, false);
         // tf32: 32 channels (128 bytes) a box, as 4-byte words.
         assert_eq!(x.box_dims[0], 32);
         assert_eq!(x.strides[0], 64 * 4);
@@ -326,10 +374,35 @@ mod tests {
         assert_eq!(w.strides[0], 27 * 64 * 4);
         assert_eq!(w.box_dims, [32, 64, 1, 1, 1]);
         // Backward data: dy's 40 channels (a row of 32 a box) and the weights [64][27 * 40].
-        let [dy, w] = TiledMap::operands(&p, ConvPrecision::Tf32, ConvPass::BackwardData, &b, 64);
+        let [dy, w] = TiledMap::operands(
+            &p,
+            ConvPrecision::Tf32,
+            ConvPass::BackwardData,
+            &b,
+            64,
+            false,
+        );
         assert_eq!(dy.dims, [40, 8, 8, 4, 2]);
         assert_eq!(dy.element_strides, [1; 5]);
         assert_eq!(w.dims, [27 * 40, 64, 1, 1, 1]);
         assert_eq!(w.strides[0], 27 * 40 * 4);
+        assert_eq!(
+            (dy.swizzle, w.swizzle),
+            (TMA_SWIZZLE_128B, TMA_SWIZZLE_128B)
+        );
+    }
+
+    #[test]
+    fn half_row_maps_read_32_bf16_channels_in_the_64_byte_swizzle() {
+        let p = Conv3dParams {
+            cin: 32,
+            ..params([4, 8, 8], 1)
+        };
+        let b = ConvTmaBoxes::new([4, 8, 8], [1; 3], 128).unwrap();
+        let [x, w] = TiledMap::operands(&p, ConvPrecision::Bf16, ConvPass::Forward, &b, 64, true);
+        assert_eq!((x.box_dims[0], x.strides[0]), (32, 64));
+        assert_eq!(w.dims, [27 * 32, 40, 1, 1, 1]);
+        assert_eq!(w.box_dims, [32, 64, 1, 1, 1]);
+        assert_eq!((x.swizzle, w.swizzle), (TMA_SWIZZLE_64B, TMA_SWIZZLE_64B));
     }
 }

@@ -446,11 +446,9 @@ pub mod conv {
     use super::{need, status, EmuResult, GlobalReads};
     use crate::backend::cuda::conv_plan::{
         wgmma_probe_depth, ConvBorderPackParams, ConvPack, ConvPackKind, ConvPackParams, ConvPlan,
-        ConvPrecision, CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
+        ConvPrecision, WgmmaLayout, CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
     };
-    use crate::backend::cuda::conv_tma::{
-        tma_params, TiledMap, TMA_L2_PROMOTION_128B, TMA_SWIZZLE_128B,
-    };
+    use crate::backend::cuda::conv_tma::{tma_params, TiledMap, TMA_L2_PROMOTION_128B};
     use crate::backend::cuda::params::{Conv3dParams, Conv3dTmaParams, LaunchDims, TensorMap};
     use std::ffi::{c_char, c_int, c_longlong, c_void, CString};
 
@@ -516,6 +514,18 @@ pub mod conv {
             out: *mut f32,
         ) -> c_int;
         fn emu_wgmma_probe_bf16_mn_n64(
+            d: *const LaunchDims,
+            a: *const f32,
+            b: *const f32,
+            out: *mut f32,
+        ) -> c_int;
+        fn emu_wgmma_probe_bf16_sw64_n128(
+            d: *const LaunchDims,
+            a: *const f32,
+            b: *const f32,
+            out: *mut f32,
+        ) -> c_int;
+        fn emu_wgmma_probe_bf16_sw64_n64(
             d: *const LaunchDims,
             a: *const f32,
             b: *const f32,
@@ -804,7 +814,7 @@ pub mod conv {
                 map.box_dims.as_ptr(),
                 map.element_strides.as_ptr(),
                 0,
-                TMA_SWIZZLE_128B,
+                map.swizzle,
                 TMA_L2_PROMOTION_128B,
                 0,
             )
@@ -942,24 +952,27 @@ pub mod conv {
     /// only) mn-major, all row-major f32 (rounded by the kernel); `Cuda::wgmma_probe` on a device.
     pub fn wgmma_probe(
         precision: ConvPrecision,
-        mn_major: bool,
+        layout: WgmmaLayout,
         n: usize,
         a: &[f32],
         b: &[f32],
         out: &mut [f32],
     ) -> EmuResult {
-        let run: WgmmaProbe = match (precision, mn_major, n) {
-            (ConvPrecision::Bf16, false, 128) => emu_wgmma_probe_bf16_n128,
-            (ConvPrecision::Bf16, false, 64) => emu_wgmma_probe_bf16_n64,
-            (ConvPrecision::Bf16, false, 32) => emu_wgmma_probe_bf16_n32,
-            (ConvPrecision::Tf32, false, 128) => emu_wgmma_probe_tf32_n128,
-            (ConvPrecision::Tf32, false, 64) => emu_wgmma_probe_tf32_n64,
-            (ConvPrecision::Tf32, false, 32) => emu_wgmma_probe_tf32_n32,
-            (ConvPrecision::Bf16, true, 128) => emu_wgmma_probe_bf16_mn_n128,
-            (ConvPrecision::Bf16, true, 64) => emu_wgmma_probe_bf16_mn_n64,
+        use WgmmaLayout::*;
+        let run: WgmmaProbe = match (precision, layout, n) {
+            (ConvPrecision::Bf16, KMajor, 128) => emu_wgmma_probe_bf16_n128,
+            (ConvPrecision::Bf16, KMajor, 64) => emu_wgmma_probe_bf16_n64,
+            (ConvPrecision::Bf16, KMajor, 32) => emu_wgmma_probe_bf16_n32,
+            (ConvPrecision::Tf32, KMajor, 128) => emu_wgmma_probe_tf32_n128,
+            (ConvPrecision::Tf32, KMajor, 64) => emu_wgmma_probe_tf32_n64,
+            (ConvPrecision::Tf32, KMajor, 32) => emu_wgmma_probe_tf32_n32,
+            (ConvPrecision::Bf16, MnMajor, 128) => emu_wgmma_probe_bf16_mn_n128,
+            (ConvPrecision::Bf16, MnMajor, 64) => emu_wgmma_probe_bf16_mn_n64,
+            (ConvPrecision::Bf16, KMajorSw64, 128) => emu_wgmma_probe_bf16_sw64_n128,
+            (ConvPrecision::Bf16, KMajorSw64, 64) => emu_wgmma_probe_bf16_sw64_n64,
             _ => {
                 return Err(format!(
-                    "no {precision} wgmma probe with {n} columns (mn-major: {mn_major})"
+                    "no {precision} wgmma probe with {n} columns ({layout:?})"
                 ))
             }
         };
