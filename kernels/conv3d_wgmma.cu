@@ -794,7 +794,37 @@ VX_WGMMA_PROBE(wgmma_probe_bf16_mn_n64, VxWgmmaN64<VxBf16>, true)
 VX_WGMMA_PROBE(wgmma_probe_bf16_sw64_n128, VxWgmmaSw64Of<VxWgmmaN128<VxBf16>>, false)
 VX_WGMMA_PROBE(wgmma_probe_bf16_sw64_n64, VxWgmmaSw64Of<VxWgmmaN64<VxBf16>>, false)
 
+// The tensor memory accelerator's copy of the box of `map` at (c0 .. c4) into shared memory
+// at a 1024-byte boundary (reserve 1024 + bytes), `bytes` (the box's, a multiple of 4) armed
+// on an mbarrier, then those shared bytes as the copy left them (zero fill and swizzle
+// included) to `out`. Checks the harness's twin of the copies against a GPU's: which element
+// lands where, which are zeros, and that a box wholly outside the tensor still completes
+// its bytes (else the wait traps).
+extern "C" __global__ void __launch_bounds__(128)
+    tma_probe(const __grid_constant__ VxTensorMap map, int c0, int c1, int c2, int c3, int c4,
+              int bytes, unsigned* __restrict__ out) {
+    __shared__ unsigned long long landed;
+    unsigned char* smem = vx_wgmma_shared();
+    if (threadIdx.x == 0) {
+        vx_mbar_init(&landed, 1);
+        vx_fence_mbarrier_init();
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        vx_mbar_arrive_expect_tx(&landed, static_cast<unsigned>(bytes));
+        vx_tma_load_5d(smem, &map, c0, c1, c2, c3, c4, &landed);
+    }
+    vx_mbar_wait(&landed, 0);
+    const unsigned* words = reinterpret_cast<const unsigned*>(smem);
+    for (int i = threadIdx.x; i < bytes / 4; i += blockDim.x) out[i] = words[i];
+}
+
 #ifndef __CUDACC__
+extern "C" int emu_tma_probe(const EmuDims* d, const VxTensorMap* map, int c0, int c1, int c2,
+                             int c3, int c4, int bytes, unsigned* out) {
+    return emu_launch(*d, tma_probe, *map, c0, c1, c2, c3, c4, bytes, out);
+}
+
 // The harness entry for every conv kernel of this file, by name, on packed operands (as
 // emu_conv3d_pipe).
 extern "C" int emu_conv3d_wgmma(const char* name, const EmuDims* d, const Conv3dParams p,

@@ -11,9 +11,13 @@
 //! (inputs O(1), reductions of at most ~600 terms).
 mod common;
 
-use common::{check_layout, emu_sum, max_rel, norm_rel, poisoned, random, written};
+use common::{
+    check_layout, emu_sum, max_rel, norm_rel, poisoned, random, tma_box_reference, tma_probe_cases,
+    tma_tensor, written,
+};
 use voxseg::backend::cpu::Cpu64;
 use voxseg::backend::cuda::conv_plan::*;
+use voxseg::backend::cuda::conv_tma::TMA_DATA_TYPE_BF16;
 use voxseg::backend::cuda::emu::{self, conv as emu_conv};
 use voxseg::rng::Rng;
 use voxseg::tensor::Shape;
@@ -611,6 +615,33 @@ fn wgmma_reads_swizzled_tiles_and_writes_the_accumulator_layout() {
             &mut out,
         );
         assert!(tf32.is_err(), "no {layout:?} tf32 probe");
+    }
+}
+
+/// The harness's twin of the tensor memory accelerator's box copies leaves what the tensor
+/// map's rules say (`tma_box_reference`): zero fill (partly and wholly outside), the 128-
+/// and 64-byte swizzles, traversal strides, bf16 and 32-bit elements.
+#[test]
+fn tma_twin_copies_boxes_as_tensor_maps_say() {
+    for (map, coords) in tma_probe_cases() {
+        let elem = if map.data_type == TMA_DATA_TYPE_BF16 {
+            2
+        } else {
+            4
+        };
+        let (data, _) = tma_tensor(map.dims, elem);
+        let words = map.box_bytes() as usize / 4;
+        let mut out = vec![0xDEAD_BEEF; words];
+        emu_conv::tma_probe(&map, &data, coords, &mut out).unwrap();
+        let want = tma_box_reference(&map, &data, coords);
+        assert_eq!(out, want, "{map:?} at {coords:?}");
+        let zeros = want.iter().filter(|&&w| w == 0).count();
+        let outside = coords[0] >= map.dims[0] as i32 || coords[1] >= map.dims[1] as i32;
+        assert_eq!(
+            zeros == words,
+            outside,
+            "{map:?} at {coords:?}: {zeros} zero words"
+        );
     }
 }
 

@@ -15,11 +15,15 @@
 //! The conv precision is per device, so the tests that set it hold `common::serial()`.
 mod common;
 
-use common::{device, fresh_seed, max_rel, norm_rel, random, serial};
+use common::{
+    device, fresh_seed, max_rel, norm_rel, random, serial, tma_box_reference, tma_probe_cases,
+    tma_tensor,
+};
 use voxseg::backend::cpu::Cpu64;
 use voxseg::backend::cuda::conv_plan::{
     wgmma_probe_depth, ConvPass, ConvPlan, ConvPrecision, ConvTarget, ConvTile, Reach, WGMMA_PROBES,
 };
+use voxseg::backend::cuda::conv_tma::TMA_DATA_TYPE_BF16;
 use voxseg::backend::cuda::emu::conv as emu_conv;
 use voxseg::backend::cuda::{graph_reps, Cuda};
 use voxseg::backend::BackendBase;
@@ -592,6 +596,34 @@ fn wgmma_ws_convolutions_match_cpu() {
             }
         }
         check_every_pass(&gpu, &cases.map(|(g, _)| g));
+    }
+}
+
+/// The tensor memory accelerator's box copies on the device leave what the harness's twin
+/// and the tensor map's rules (`tma_box_reference`) say, bit for bit: zero fill, boxes
+/// wholly outside the tensor (their bytes still complete, or the wait traps), both
+/// swizzles, traversal strides, bf16 and 32-bit elements. Runs before the convolutions on
+/// the same copies, to tell a wrong twin from a wrong kernel.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn tma_copies_match_the_harness_twin() {
+    let gpu = device();
+    for (map, coords) in tma_probe_cases() {
+        let elem = if map.data_type == TMA_DATA_TYPE_BF16 {
+            2
+        } else {
+            4
+        };
+        let (data, _) = tma_tensor(map.dims, elem);
+        let got = gpu.tma_probe(&map, &data, coords).unwrap();
+        let mut twin = vec![0; got.len()];
+        emu_conv::tma_probe(&map, &data, coords, &mut twin).unwrap();
+        assert_eq!(got, twin, "device against twin: {map:?} at {coords:?}");
+        assert_eq!(
+            got,
+            tma_box_reference(&map, &data, coords),
+            "{map:?} at {coords:?}"
+        );
     }
 }
 

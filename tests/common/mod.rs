@@ -1,10 +1,12 @@
 //! Helpers shared by the CUDA test binaries (tests/cuda_harness*.rs, tests/cuda_parity*.rs):
 //! poisoned outputs with guard tails, random inputs, the device with poisoned buffers, fresh
-//! seeds, element-wise comparisons whose tolerance each test file states, and a small U-Net.
+//! seeds, element-wise comparisons whose tolerance each test file states, a small U-Net,
+//! and the tensor memory accelerator probe's cases with their reference.
 // Each test binary compiles this module and uses only a subset of it.
 #![allow(dead_code)]
 
 use std::time::{SystemTime, UNIX_EPOCH};
+use voxseg::backend::cuda::conv_tma::TiledMap;
 use voxseg::backend::cuda::emu;
 use voxseg::backend::cuda::launch::{column_sum, ReducePlan};
 use voxseg::backend::cuda::Cuda;
@@ -273,4 +275,167 @@ pub fn small_unet() -> UNetConfig {
         strides: Vec::new(),
         kernels: Vec::new(),
     }
+}
+
+/// A tensor for the tensor memory accelerator's probe (`tma_probe`): `dims` (innermost
+/// first) of elements of `elem_bytes` (2: bf16, 4: 32-bit words), contiguous, element i
+/// holding i + 1 (never 0, so zero fill shows), as 32-bit words.
+pub fn tma_tensor(dims: [u64; 5], elem_bytes: u64) -> (Vec<u32>, [u64; 4]) {
+    let count: u64 = dims.iter().product();
+    let mut bytes = Vec::with_capacity((count * elem_bytes) as usize);
+    for i in 0..count {
+        bytes.extend_from_slice(&(i + 1).to_le_bytes()[..elem_bytes as usize]);
+    }
+    bytes.resize(bytes.len().next_multiple_of(4), 0);
+    let words = bytes
+        .chunks(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let row = dims[0] * elem_bytes;
+    let strides = [
+        row,
+        row * dims[1],
+        row * dims[1] * dims[2],
+        row * dims[1] * dims[2] * dims[3],
+    ];
+    (words, strides)
+}
+
+/// The probe's cases: maps over `tma_tensor`s and box coordinates (innermost first). bf16
+/// [64, 5, 4, 3, 2] and 32-bit [32, 5, 4, 3, 2] tensors; boxes in the 128-byte swizzle
+/// (w partly before the tensor; wholly past its channels; wholly past w), in the 64-byte
+/// one (rows of 32 bf16, w partly past the end), taken every other voxel along w and h, and
+/// of 32-bit words.
+pub fn tma_probe_cases() -> Vec<(TiledMap, [i32; 5])> {
+    use voxseg::backend::cuda::conv_tma::{
+        TMA_DATA_TYPE_BF16, TMA_DATA_TYPE_U32, TMA_SWIZZLE_128B, TMA_SWIZZLE_64B,
+    };
+    let map = |data_type, dims: [u64; 5], swizzle, box_dims, element_strides| {
+        let elem = if data_type == TMA_DATA_TYPE_BF16 {
+            2
+        } else {
+            4
+        };
+        TiledMap {
+            data_type,
+            swizzle,
+            dims,
+            strides: tma_tensor(dims, elem).1,
+            box_dims,
+            element_strides,
+        }
+    };
+    let bf16 = [64, 5, 4, 3, 2];
+    let words = [32, 5, 4, 3, 2];
+    let rows = map(
+        TMA_DATA_TYPE_BF16,
+        bf16,
+        TMA_SWIZZLE_128B,
+        [64, 4, 2, 1, 1],
+        [1; 5],
+    );
+    vec![
+        (rows, [0, -1, 1, 0, 1]),
+        (rows, [64, 0, 0, 0, 0]),
+        (rows, [0, 10, 0, 0, 0]),
+        (
+            map(
+                TMA_DATA_TYPE_BF16,
+                bf16,
+                TMA_SWIZZLE_64B,
+                [32, 8, 2, 1, 1],
+                [1; 5],
+            ),
+            [32, 0, 2, 2, 1],
+        ),
+        (
+            map(
+                TMA_DATA_TYPE_BF16,
+                bf16,
+                TMA_SWIZZLE_128B,
+                [64, 4, 4, 1, 1],
+                [1, 2, 2, 1, 1],
+            ),
+            [0, -1, -1, 1, 0],
+        ),
+        (
+            map(
+                TMA_DATA_TYPE_U32,
+                words,
+                TMA_SWIZZLE_128B,
+                [32, 2, 2, 2, 1],
+                [1; 5],
+            ),
+            [0, 3, 2, 1, 1],
+        ),
+    ]
+}
+
+/// What a box copy leaves in shared memory from a 1024-byte boundary, as 32-bit words, by
+/// the tensor map's rules written out here (independently of the harness's twin): the
+/// box's rows (dimension 1 fastest, each dimension's elements every element stride) of
+/// box_dims[0] elements, those outside the tensor zeros, each 16-byte chunk at its offset
+/// with bits [4:6] XORed by bits [7:9] (128-byte swizzle) or [4:5] by [7:8] (64-byte).
+pub fn tma_box_reference(map: &TiledMap, data: &[u32], c: [i32; 5]) -> Vec<u32> {
+    use voxseg::backend::cuda::conv_tma::{TMA_DATA_TYPE_BF16, TMA_SWIZZLE_128B, TMA_SWIZZLE_64B};
+    let elem = if map.data_type == TMA_DATA_TYPE_BF16 {
+        2
+    } else {
+        4
+    };
+    let src: Vec<u8> = data.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let n: Vec<i64> = (0..5)
+        .map(|i| {
+            let (b, s) = (map.box_dims[i] as i64, map.element_strides[i] as i64);
+            if i == 0 {
+                b
+            } else {
+                (b + s - 1) / s
+            }
+        })
+        .collect();
+    let row_bytes = n[0] * elem;
+    let mut out = vec![0u8; (row_bytes * n[1] * n[2] * n[3] * n[4]) as usize];
+    let mut row = 0i64;
+    for j4 in 0..n[4] {
+        for j3 in 0..n[3] {
+            for j2 in 0..n[2] {
+                for j1 in 0..n[1] {
+                    let j = [0, j1, j2, j3, j4];
+                    for e in 0..n[0] {
+                        let g: Vec<i64> = (0..5)
+                            .map(|i| {
+                                c[i] as i64
+                                    + if i == 0 {
+                                        e
+                                    } else {
+                                        j[i] * map.element_strides[i] as i64
+                                    }
+                            })
+                            .collect();
+                        let inside = (0..5).all(|i| g[i] >= 0 && g[i] < map.dims[i] as i64);
+                        let logical = row * row_bytes + e * elem;
+                        let physical = match map.swizzle {
+                            TMA_SWIZZLE_128B => logical ^ (((logical >> 7) & 7) << 4),
+                            TMA_SWIZZLE_64B => logical ^ (((logical >> 7) & 3) << 4),
+                            _ => logical,
+                        } as usize;
+                        if inside {
+                            let at = g[0] * elem
+                                + (1..5)
+                                    .map(|i| g[i] * map.strides[i - 1] as i64)
+                                    .sum::<i64>();
+                            let at = at as usize;
+                            out[physical..physical + elem as usize]
+                                .copy_from_slice(&src[at..at + elem as usize]);
+                        }
+                    }
+                    row += 1;
+                }
+            }
+        }
+    }
+    out.chunks(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }

@@ -25,7 +25,10 @@ use super::conv_plan::{
     wgmma_probe_depth, ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, Reach, WgmmaLayout,
     CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
 };
-use super::conv_tma::{tma_params, TiledMap, TMA_DATA_TYPE_BF16, TMA_SWIZZLE_64B};
+use super::conv_tma::{
+    tma_params, TiledMap, TMA_DATA_TYPE_BF16, TMA_PROBE_MAX_BOX_BYTES, TMA_PROBE_SHARED_BYTES,
+    TMA_SWIZZLE_64B,
+};
 use super::device::{driver_error, Cuda, CudaStorage};
 use super::params::{LaunchDims, TensorMap};
 use super::ptx::PTX_MODULES;
@@ -684,6 +687,54 @@ impl Cuda {
         // the shared memory it asks for.
         unsafe { args.launch(config(&dims)) }.map_err(|e| driver_error(name, e))?;
         self.download(&out)
+    }
+
+    /// The shared-memory bytes (as 32-bit words) that the tensor memory accelerator's copy
+    /// of the box of `map` over `data` at `coords` (innermost first) leaves, zero fill and
+    /// swizzle included (kernels/conv3d_wgmma.cu's tma_probe); `data` holds the tensor the
+    /// map's dimensions and strides describe, the box at most `TMA_PROBE_MAX_BOX_BYTES`.
+    /// Checks the harness's twin of the copies, and the transaction bytes of boxes wholly
+    /// outside the tensor (a wait that never completes traps the kernel).
+    pub fn tma_probe(&self, map: &TiledMap, data: &[u32], coords: [i32; 5]) -> Result<Vec<u32>> {
+        if !self.supports_wgmma() {
+            return Err(Error::config("tma_probe", self.why_no_wgmma()));
+        }
+        let bytes = map.box_bytes();
+        let tensor = map.strides[3] * map.dims[4];
+        if bytes > TMA_PROBE_MAX_BOX_BYTES as u64 || (data.len() as u64) * 4 < tensor {
+            return Err(Error::shape(
+                "tma_probe",
+                format!("a box of {bytes} bytes over {} words: {map:?}", data.len()),
+            ));
+        }
+        let words: Vec<f32> = data.iter().map(|&w| f32::from_bits(w)).collect();
+        let src = self.upload(&words)?;
+        let mut out = self.alloc(bytes as usize / 4)?;
+        let name = "tma_probe";
+        let f = self.function("conv3d_wgmma", name)?;
+        let dims = LaunchDims {
+            shared_bytes: TMA_PROBE_SHARED_BYTES,
+            ..LaunchDims::linear([1, 1, 1], 128)
+        };
+        allow_shared(self.ordinal(), "conv3d_wgmma", name, &f, dims.shared_bytes)?;
+        self.stream()
+            .context()
+            .bind_to_thread()
+            .map_err(|e| driver_error("binding the context", e))?;
+        let (at, _read) = src.block().device_ptr(self.stream());
+        let encoded = encode_tiled(map, at, name)?;
+        let byte_count = bytes as i32;
+        let mut args = self.stream().launch_builder(&f);
+        args.arg(&encoded);
+        for c in &coords {
+            args.arg(c);
+        }
+        args.arg(&byte_count).arg(out.block_mut());
+        // SAFETY: (map, c0..c4, bytes, out) as the kernel takes them; the map describes
+        // src (its extent checked above), out holds the box's words, and the shared memory
+        // holds the box past its alignment.
+        unsafe { args.launch(config(&dims)) }.map_err(|e| driver_error(name, e))?;
+        Ok(self.download(&out)?.into_iter().map(f32::to_bits).collect())
     }
 
     /// Each lane's registers from the ldmatrix wrappers (kernels/mma.h) on `rows` (32 rows

@@ -197,6 +197,29 @@ impl TiledMap {
     }
 }
 
+impl TiledMap {
+    /// Bytes of one box: the elements it loads (per dimension, the box over its traversal
+    /// stride; the innermost whole) times their size.
+    pub fn box_bytes(&self) -> u64 {
+        let elem = if self.data_type == TMA_DATA_TYPE_BF16 {
+            2
+        } else {
+            4
+        };
+        (1..5)
+            .map(|i| self.box_dims[i].div_ceil(self.element_strides[i]) as u64)
+            .product::<u64>()
+            * self.box_dims[0] as u64
+            * elem
+    }
+}
+
+/// The largest box the tensor memory accelerator's probe (kernels/conv3d_wgmma.cu,
+/// `tma_probe`) copies, and its dynamic shared memory: that box and the slack that aligns
+/// it to 1024 bytes.
+pub const TMA_PROBE_MAX_BOX_BYTES: u32 = 16384;
+pub const TMA_PROBE_SHARED_BYTES: u32 = 1024 + TMA_PROBE_MAX_BOX_BYTES;
+
 fn element_bytes(precision: ConvPrecision) -> i32 {
     precision.packed_bytes().unwrap_or(4) as i32
 }

@@ -448,7 +448,10 @@ pub mod conv {
         wgmma_probe_depth, ConvBorderPackParams, ConvPack, ConvPackKind, ConvPackParams, ConvPlan,
         ConvPrecision, WgmmaLayout, CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
     };
-    use crate::backend::cuda::conv_tma::{tma_params, TiledMap, TMA_L2_PROMOTION_128B};
+    use crate::backend::cuda::conv_tma::{
+        tma_params, TiledMap, TMA_L2_PROMOTION_128B, TMA_PROBE_MAX_BOX_BYTES,
+        TMA_PROBE_SHARED_BYTES,
+    };
     use crate::backend::cuda::params::{Conv3dParams, Conv3dTmaParams, LaunchDims, TensorMap};
     use std::ffi::{c_char, c_int, c_longlong, c_void, CString};
 
@@ -552,6 +555,18 @@ pub mod conv {
             swizzle: c_int,
             l2_promotion: c_int,
             oob_fill: c_int,
+        ) -> c_int;
+        #[allow(clippy::too_many_arguments)] // the kernel's
+        fn emu_tma_probe(
+            d: *const LaunchDims,
+            map: *const TensorMap,
+            c0: c_int,
+            c1: c_int,
+            c2: c_int,
+            c3: c_int,
+            c4: c_int,
+            bytes: c_int,
+            out: *mut u32,
         ) -> c_int;
         fn emu_conv3d_pipe(
             name: *const c_char,
@@ -823,6 +838,44 @@ pub mod conv {
             return Err(format!("the harness refused the tensor map {map:?}"));
         }
         Ok(encoded)
+    }
+
+    /// The shared-memory bytes (as 32-bit words, into `out`) that the harness's twin of the
+    /// tensor memory accelerator's copy of the box of `map` over `data` at `coords` leaves
+    /// (`Cuda::tma_probe` on a device).
+    pub fn tma_probe(map: &TiledMap, data: &[u32], coords: [i32; 5], out: &mut [u32]) -> EmuResult {
+        let bytes = map.box_bytes();
+        need(
+            "data",
+            data.len(),
+            (map.strides[3] * map.dims[4]).div_ceil(4),
+        )?;
+        need("out", out.len(), bytes / 4)?;
+        if bytes > TMA_PROBE_MAX_BOX_BYTES as u64 {
+            return Err(format!("a box of {bytes} bytes: {map:?}"));
+        }
+        let encoded = encode_tiled(map, data.as_ptr().cast())?;
+        let _reads = GlobalReads::allow(&[(data.as_ptr().cast(), data.len() * 4)]);
+        let d = LaunchDims {
+            shared_bytes: TMA_PROBE_SHARED_BYTES,
+            ..LaunchDims::linear([1, 1, 1], 128)
+        };
+        let [c0, c1, c2, c3, c4] = coords;
+        // SAFETY: the map describes data (its extent checked above), whose reads are
+        // registered; out holds the box's words.
+        status(unsafe {
+            emu_tma_probe(
+                &d,
+                &encoded,
+                c0,
+                c1,
+                c2,
+                c3,
+                c4,
+                bytes as c_int,
+                out.as_mut_ptr(),
+            )
+        })
     }
 
     /// The dynamic shared memory the halo kernel `name` (kernels/conv3d_halo.cu) uses, from

@@ -261,3 +261,4 @@ unsafe impl cudarc::driver::DeviceRepr for BroadcastParams {}
 unsafe impl cudarc::driver::DeviceRepr for UniformParams {}
 unsafe impl cudarc::driver::DeviceRepr for Conv3dParams {}
 unsafe impl cudarc::driver::DeviceRepr for Conv3dTmaParams {}
+unsafe impl cudarc::driver::DeviceRepr for TensorMap {}
