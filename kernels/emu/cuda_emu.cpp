@@ -265,7 +265,9 @@ void emu_yield() { yield_to_scheduler(); }
 
 unsigned emu_thread_index() { return unsigned(active->current); }
 
-extern "C" void emu_set_deferred(int kinds) { deferred_kinds = kinds; }
+extern "C" void emu_set_deferred(int reads, int copies) {
+    deferred_kinds = (reads ? EMU_DEFER_READS : 0) | (copies ? EMU_DEFER_COPIES : 0);
+}
 
 int emu_deferred() { return deferred_kinds; }
 

@@ -168,8 +168,9 @@ void emu_on_block_end(void (*hook)());
 // as the fibers run, deferring both can hide the second (a late read meets a late copy),
 // so a test may run a kernel again with the copies alone deferred.
 constexpr int EMU_DEFER_READS = 1, EMU_DEFER_COPIES = 2;
-// Sets the kinds deferred in this OS thread's next launches (both until set).
-extern "C" void emu_set_deferred(int kinds);
+// Sets whether this OS thread's next launches defer wgmma's reads and cp.async's copies
+// (both until set).
+extern "C" void emu_set_deferred(int reads, int copies);
 int emu_deferred();
 
 // Work that an emulated asynchronous instruction (wgmma, cp.async) defers until a wait

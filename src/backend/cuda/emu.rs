@@ -92,7 +92,7 @@ extern "C" {
     fn emu_selftest_global_read(d: *const LaunchDims, src: *const f32, out: *mut f32) -> c_int;
     fn emu_allow_global_read(base: *const c_void, bytes: usize);
     fn emu_clear_global_reads();
-    fn emu_set_deferred(kinds: c_int);
+    fn emu_set_deferred(reads: c_int, copies: c_int);
 }
 
 /// What asynchronous work the harness runs at the wait that retires it rather than when
@@ -109,13 +109,9 @@ pub enum Deferred {
 
 /// Sets what this thread's next launches defer; `Deferred::ReadsAndCopies` until set.
 pub fn set_deferred(deferred: Deferred) {
-    // EMU_DEFER_READS = 1, EMU_DEFER_COPIES = 2 (cuda_emu.h).
-    let kinds = match deferred {
-        Deferred::ReadsAndCopies => 3,
-        Deferred::Copies => 2,
-    };
+    let reads = deferred == Deferred::ReadsAndCopies;
     // SAFETY: sets a thread-local flag of the harness.
-    unsafe { emu_set_deferred(kinds) }
+    unsafe { emu_set_deferred(c_int::from(reads), 1) }
 }
 
 /// The global buffers this thread's launches may read through async copies while it lives;
