@@ -59,7 +59,8 @@ step() {
     timeout "$limit" "$@"
     log "$name: exit $?, $((SECONDS - start)) s (limit $limit)"
 }
-nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader >"$out/summary.txt" 2>&1
+nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>&1 |
+    tee "$out/summary.txt"
 tests_dir="$(mktemp -d)"
 ours_dir="$(mktemp -d)"
 # The convolution tests share one lock (each changes the device's settings): each runs in
@@ -197,5 +198,6 @@ if [[ -n "${SANITIZE:-}" ]]; then
         done
     fi
 fi
-grep -E "^=== |test result|FAILED|panicked|ERROR SUMMARY|listed no tests" "$out/tests.log" | head -120 >>"$out/summary.txt"
-cat "$out/summary.txt"
+# Every line of summary.txt has been printed as it was written (log), these last too.
+grep -E "^=== |test result|FAILED|panicked|ERROR SUMMARY|listed no tests" "$out/tests.log" |
+    head -120 | tee -a "$out/summary.txt"
