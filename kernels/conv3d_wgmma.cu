@@ -820,6 +820,8 @@ extern "C" __global__ void __launch_bounds__(128)
 }
 
 #ifndef __CUDACC__
+// The harness entry of tma_probe, the map by pointer (Rust passes no 128-byte-aligned
+// struct by value across the C boundary).
 extern "C" int emu_tma_probe(const EmuDims* d, const VxTensorMap* map, int c0, int c1, int c2,
                              int c3, int c4, int bytes, unsigned* out) {
     return emu_launch(*d, tma_probe, *map, c0, c1, c2, c3, c4, bytes, out);
@@ -924,8 +926,7 @@ extern "C" int emu_tensor_map_encode_tiled(VxTensorMap* map, int data_type, unsi
               data_type < 13 && rank >= 1 && rank <= 5 && at % 16 == 0 && interleave == 0 &&
               (swizzle == 0 || swizzle == vx_tma_emu::SWIZZLE_64B ||
                swizzle == vx_tma_emu::SWIZZLE_128B) &&
-              l2_promotion >= 0 &&
-              l2_promotion <= 3 && oob_fill == 0;
+              l2_promotion >= 0 && l2_promotion <= 3 && oob_fill == 0;
     if (!ok) return 1;
     m.mark = vx_tma_emu::MARK;
     m.rank = static_cast<unsigned char>(rank);

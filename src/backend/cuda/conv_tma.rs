@@ -112,7 +112,8 @@ impl TiledMap {
         precision: ConvPrecision,
         dims: [i32; 4],
         channels: i32,
-        [shape, stride]: [[i32; 3]; 2],
+        shape: [i32; 3],
+        stride: [i32; 3],
         row_bytes: i32,
     ) -> Self {
         let [n, d, h, w] = dims.map(|v| v as u64);
@@ -162,7 +163,8 @@ impl TiledMap {
                 precision,
                 x_dims,
                 pad(p.cin),
-                [boxes.shape, stride],
+                boxes.shape,
+                stride,
                 row_bytes,
             )
         };
@@ -171,7 +173,8 @@ impl TiledMap {
                 precision,
                 dy_dims,
                 pad(p.cout),
-                [boxes.shape, [1; 3]],
+                boxes.shape,
+                [1; 3],
                 row_bytes,
             )
         };
@@ -195,9 +198,7 @@ impl TiledMap {
         };
         [a, weights]
     }
-}
 
-impl TiledMap {
     /// Bytes of one box: the elements it loads (per dimension, the box over its traversal
     /// stride; the innermost whole) times their size.
     pub fn box_bytes(&self) -> u64 {
