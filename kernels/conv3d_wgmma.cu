@@ -415,8 +415,8 @@ template <class P>
 using VxWgmmaTma64Sw64 = VxWgmmaSw64Of<VxWgmmaTma64<P>>;
 
 // The main loop of VxWgmmaTmaOf: stage s's `full` completes when its one arrival (the
-// copying thread's, which armed it with the stage's bytes) and the bytes of the step's
-// boxes are in; its `empty` as VxWgmmaWsLoop's.
+// copying thread's, which armed it with the loader's stage_bytes()) and the bytes of the
+// step's boxes are in; its `empty` as VxWgmmaWsLoop's.
 template <bool MN_MAJOR>
 struct VxWgmmaTmaLoop {
     template <class T, class Loader>
@@ -439,7 +439,7 @@ struct VxWgmmaTmaLoop {
             for (int s = 0; s < steps; ++s) {
                 // Step s - STAGES's wgmmas have completed (passes at once in the first lap).
                 vx_mbar_wait(&empty[stage], lap ^ 1);
-                vx_mbar_arrive_expect_tx(&full[stage], T::STAGE_BYTES);
+                vx_mbar_arrive_expect_tx(&full[stage], ld.stage_bytes());
                 unsigned char* tiles = smem + stage * T::STAGE_BYTES;
                 ld.load(tiles, tiles + T::A_BYTES, &full[stage]);
                 vx_ring_next<T::STAGES>(stage, lap);
@@ -504,6 +504,8 @@ struct VxTmaGather {
             ix = bx * tp.box_w * p.stride_w - p.pad_w;
         }
     }
+
+    __device__ __forceinline__ unsigned stage_bytes() const { return T::STAGE_BYTES; }
 
     __device__ __forceinline__ void load(unsigned char* a_tile, unsigned char* b_tile,
                                          unsigned long long* full) {
@@ -594,20 +596,24 @@ __device__ __forceinline__ void vx_tma_backward_data(const Conv3dTmaParams& tp,
 }
 
 // Backward weights' operands as boxes (Conv3dTmaParams): step s is box s of the split, A's
-// 64-row blocks (one tap, 64 of its padded channels, the taps past the last reading
-// nothing: channel cin_p is outside x) from x at the box's window corner plus the tap, B's
-// 64-column blocks from dy at the box. Each box lands as one mn-major block of the tile (64
-// elements by 64 voxel rows of 128 bytes, in the 128-byte swizzle), its voxels in the same
-// order in both.
+// 64-row blocks (one tap, 64 of its padded channels) from x at the box's window corner plus
+// the tap, B's 64-column blocks from dy at the box. Each box lands as one mn-major block of
+// the tile (64 elements by 64 voxel rows of 128 bytes, in the 128-byte swizzle), its voxels
+// in the same order in both. Blocks of taps past the last are not copied (nor armed): their
+// rows hold what the stage held before and are never stored, so no copy of a box wholly
+// outside x is needed.
 template <class T>
 struct VxTmaBackwardWeights {
     static constexpr int A_BOXES = T::BM / 64, B_BOXES = T::BN / 64;
     static_assert(T::MN_BLOCK_BYTES == 64 * 128 && T::BK == 64,
                   "a box is one mn-major block of 64 voxels by 64 bf16");
     const Conv3dTmaParams& tp;
-    // x's coordinates of block j relative to a box's output corner (times the strides).
+    // x's coordinates of block j relative to a box's output corner (times the strides);
+    // a_c[j] < 0 past the last tap.
     int a_c[A_BOXES], a_z[A_BOXES], a_y[A_BOXES], a_x[A_BOXES];
     int b_c0;
+    // The bytes of a step's copies.
+    unsigned bytes;
     // The output corner of the next box, in boxes: sample n, (z, y, x).
     int n, z, y, x;
 
@@ -616,13 +622,15 @@ struct VxTmaBackwardWeights {
         const Conv3dParams& p = tp.conv;
         const int cin_p = vx_pad<typename T::Prec>(p.cin);
         const int taps = p.k_d * p.k_h * p.k_w;
+        bytes = T::STAGE_BYTES;
 #pragma unroll
         for (int j = 0; j < A_BOXES; ++j) {
             const int row = blockIdx.x * T::BM + 64 * j;
             const int tap = row / cin_p;
             int kz, ky, kx;
             vx_split3(tap, p.k_h, p.k_w, kz, ky, kx);
-            a_c[j] = tap < taps ? row - tap * cin_p : cin_p;
+            a_c[j] = tap < taps ? row - tap * cin_p : -1;
+            if (tap >= taps) bytes -= T::MN_BLOCK_BYTES;
             a_z[j] = kz - p.pad_d;
             a_y[j] = ky - p.pad_h;
             a_x[j] = kx - p.pad_w;
@@ -631,6 +639,8 @@ struct VxTmaBackwardWeights {
         vx_tma_box_of(tp, box, n, z, y, x);
     }
 
+    __device__ __forceinline__ unsigned stage_bytes() const { return bytes; }
+
     // The next step's boxes into a_tile and b_tile, completing on `full`; then the box after.
     __device__ __forceinline__ void load(unsigned char* a_tile, unsigned char* b_tile,
                                          unsigned long long* full) {
@@ -638,9 +648,10 @@ struct VxTmaBackwardWeights {
         const int oz = z * tp.box_d, oy = y * tp.box_h, ox = x * tp.box_w;
 #pragma unroll
         for (int j = 0; j < A_BOXES; ++j)
-            vx_tma_load_5d(a_tile + j * T::MN_BLOCK_BYTES, &tp.a, a_c[j],
-                           ox * p.stride_w + a_x[j], oy * p.stride_h + a_y[j],
-                           oz * p.stride_d + a_z[j], n, full);
+            if (a_c[j] >= 0)
+                vx_tma_load_5d(a_tile + j * T::MN_BLOCK_BYTES, &tp.a, a_c[j],
+                               ox * p.stride_w + a_x[j], oy * p.stride_h + a_y[j],
+                               oz * p.stride_d + a_z[j], n, full);
 #pragma unroll
         for (int j = 0; j < B_BOXES; ++j)
             vx_tma_load_5d(b_tile + j * T::MN_BLOCK_BYTES, &tp.b, b_c0 + 64 * j, ox, oy, oz, n,
