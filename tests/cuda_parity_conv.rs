@@ -602,8 +602,8 @@ fn wgmma_ws_convolutions_match_cpu() {
 /// The tensor memory accelerator's box copies on the device leave what the harness's twin
 /// and the tensor map's rules (`tma_box_reference`) say, bit for bit: zero fill, boxes
 /// wholly outside the tensor (their bytes still complete, or the wait traps), both
-/// swizzles, traversal strides, bf16 and 32-bit elements. Runs before the convolutions on
-/// the same copies, to tell a wrong twin from a wrong kernel.
+/// swizzles, traversal strides, bf16 and 32-bit elements. The copies alone: where the
+/// convolutions on them fail, this tells a wrong twin from a wrong kernel.
 #[test]
 #[ignore = "needs a CUDA device"]
 fn tma_copies_match_the_harness_twin() {
