@@ -13,11 +13,10 @@ mod common;
 
 use common::{
     check_layout, emu_sum, max_rel, norm_rel, poisoned, random, tma_box_reference, tma_probe_cases,
-    tma_tensor, written,
+    written,
 };
 use voxseg::backend::cpu::Cpu64;
 use voxseg::backend::cuda::conv_plan::*;
-use voxseg::backend::cuda::conv_tma::TMA_DATA_TYPE_BF16;
 use voxseg::backend::cuda::emu::{self, conv as emu_conv};
 use voxseg::rng::Rng;
 use voxseg::tensor::Shape;
@@ -623,13 +622,7 @@ fn wgmma_reads_swizzled_tiles_and_writes_the_accumulator_layout() {
 /// and 64-byte swizzles, traversal strides, bf16 and 32-bit elements.
 #[test]
 fn tma_twin_copies_boxes_as_tensor_maps_say() {
-    for (map, coords) in tma_probe_cases() {
-        let elem = if map.data_type == TMA_DATA_TYPE_BF16 {
-            2
-        } else {
-            4
-        };
-        let (data, _) = tma_tensor(map.dims, elem);
+    for (map, data, coords) in tma_probe_cases() {
         let words = map.box_bytes() as usize / 4;
         let mut out = vec![0xDEAD_BEEF; words];
         emu_conv::tma_probe(&map, &data, coords, &mut out).unwrap();

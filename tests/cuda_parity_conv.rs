@@ -17,13 +17,11 @@ mod common;
 
 use common::{
     device, fresh_seed, max_rel, norm_rel, random, serial, tma_box_reference, tma_probe_cases,
-    tma_tensor,
 };
 use voxseg::backend::cpu::Cpu64;
 use voxseg::backend::cuda::conv_plan::{
     wgmma_probe_depth, ConvPass, ConvPlan, ConvPrecision, ConvTarget, ConvTile, Reach, WGMMA_PROBES,
 };
-use voxseg::backend::cuda::conv_tma::TMA_DATA_TYPE_BF16;
 use voxseg::backend::cuda::emu::conv as emu_conv;
 use voxseg::backend::cuda::{graph_reps, Cuda};
 use voxseg::backend::BackendBase;
@@ -608,13 +606,7 @@ fn wgmma_ws_convolutions_match_cpu() {
 #[ignore = "needs a CUDA device"]
 fn tma_copies_match_the_harness_twin() {
     let gpu = device();
-    for (map, coords) in tma_probe_cases() {
-        let elem = if map.data_type == TMA_DATA_TYPE_BF16 {
-            2
-        } else {
-            4
-        };
-        let (data, _) = tma_tensor(map.dims, elem);
+    for (map, data, coords) in tma_probe_cases() {
         let got = gpu.tma_probe(&map, &data, coords).unwrap();
         let mut twin = vec![0; got.len()];
         emu_conv::tma_probe(&map, &data, coords, &mut twin).unwrap();

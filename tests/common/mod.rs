@@ -277,53 +277,48 @@ pub fn small_unet() -> UNetConfig {
     }
 }
 
-/// A tensor for the tensor memory accelerator's probe (`tma_probe`): `dims` (innermost
-/// first) of elements of `elem_bytes` (2: bf16, 4: 32-bit words), contiguous, element i
-/// holding i + 1 (never 0, so zero fill shows), as 32-bit words.
-pub fn tma_tensor(dims: [u64; 5], elem_bytes: u64) -> (Vec<u32>, [u64; 4]) {
-    let count: u64 = dims.iter().product();
-    let mut bytes = Vec::with_capacity((count * elem_bytes) as usize);
-    for i in 0..count {
-        bytes.extend_from_slice(&(i + 1).to_le_bytes()[..elem_bytes as usize]);
+/// The words of a tensor for the tensor memory accelerator's probe (`tma_probe`) as `map`
+/// describes it (contiguous), element i holding i + 1 (never 0, so zero fill shows).
+pub fn tma_tensor(map: &TiledMap) -> Vec<u32> {
+    let elem = map.element_bytes() as usize;
+    let count = map.tensor_bytes() as usize / elem;
+    let mut bytes = Vec::with_capacity(count * elem);
+    for i in 0..count as u64 {
+        bytes.extend_from_slice(&(i + 1).to_le_bytes()[..elem]);
     }
     bytes.resize(bytes.len().next_multiple_of(4), 0);
-    let words = bytes
+    bytes
         .chunks(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    let row = dims[0] * elem_bytes;
-    let strides = [
-        row,
-        row * dims[1],
-        row * dims[1] * dims[2],
-        row * dims[1] * dims[2] * dims[3],
-    ];
-    (words, strides)
+        .collect()
 }
 
-/// The probe's cases: maps over `tma_tensor`s and box coordinates (innermost first). bf16
+/// The probe's cases: maps, the `tma_tensor`s under them, and box coordinates (innermost
+/// first). bf16
 /// [64, 5, 4, 3, 2] and 32-bit [32, 5, 4, 3, 2] tensors; boxes in the 128-byte swizzle
 /// (w partly before the tensor; wholly past its channels; wholly past w), in the 64-byte
 /// one (rows of 32 bf16, w partly past the end), taken every other voxel along w and h, and
 /// of 32-bit words.
-pub fn tma_probe_cases() -> Vec<(TiledMap, [i32; 5])> {
+pub fn tma_probe_cases() -> Vec<(TiledMap, Vec<u32>, [i32; 5])> {
     use voxseg::backend::cuda::conv_tma::{
         TMA_DATA_TYPE_BF16, TMA_DATA_TYPE_U32, TMA_SWIZZLE_128B, TMA_SWIZZLE_64B,
     };
+    // Contiguous: each dimension's stride the one before it times its extent.
     let map = |data_type, dims: [u64; 5], swizzle, box_dims, element_strides| {
-        let elem = if data_type == TMA_DATA_TYPE_BF16 {
-            2
-        } else {
-            4
-        };
-        TiledMap {
+        let mut map = TiledMap {
             data_type,
             swizzle,
             dims,
-            strides: tma_tensor(dims, elem).1,
+            strides: [0; 4],
             box_dims,
             element_strides,
+        };
+        let mut stride = dims[0] * map.element_bytes();
+        for i in 0..4 {
+            map.strides[i] = stride;
+            stride *= dims[i + 1];
         }
+        map
     };
     let bf16 = [64, 5, 4, 3, 2];
     let words = [32, 5, 4, 3, 2];
@@ -369,6 +364,9 @@ pub fn tma_probe_cases() -> Vec<(TiledMap, [i32; 5])> {
             [0, 3, 2, 1, 1],
         ),
     ]
+    .into_iter()
+    .map(|(map, coords)| (map, tma_tensor(&map), coords))
+    .collect()
 }
 
 /// What a box copy leaves in shared memory from a 1024-byte boundary, as 32-bit words, by
@@ -377,12 +375,8 @@ pub fn tma_probe_cases() -> Vec<(TiledMap, [i32; 5])> {
 /// box_dims[0] elements, those outside the tensor zeros, each 16-byte chunk at its offset
 /// with bits [4:6] XORed by bits [7:9] (128-byte swizzle) or [4:5] by [7:8] (64-byte).
 pub fn tma_box_reference(map: &TiledMap, data: &[u32], c: [i32; 5]) -> Vec<u32> {
-    use voxseg::backend::cuda::conv_tma::{TMA_DATA_TYPE_BF16, TMA_SWIZZLE_128B, TMA_SWIZZLE_64B};
-    let elem = if map.data_type == TMA_DATA_TYPE_BF16 {
-        2
-    } else {
-        4
-    };
+    use voxseg::backend::cuda::conv_tma::{TMA_SWIZZLE_128B, TMA_SWIZZLE_64B};
+    let elem = map.element_bytes() as i64;
     let src: Vec<u8> = data.iter().flat_map(|w| w.to_le_bytes()).collect();
     let n: Vec<i64> = (0..5)
         .map(|i| {

@@ -700,8 +700,7 @@ impl Cuda {
             return Err(Error::config("tma_probe", self.why_no_wgmma()));
         }
         let bytes = map.box_bytes();
-        let tensor = map.strides[3] * map.dims[4];
-        if bytes > TMA_PROBE_MAX_BOX_BYTES as u64 || (data.len() as u64) * 4 < tensor {
+        if bytes > TMA_PROBE_MAX_BOX_BYTES as u64 || (data.len() as u64) * 4 < map.tensor_bytes() {
             return Err(Error::shape(
                 "tma_probe",
                 format!("a box of {bytes} bytes over {} words: {map:?}", data.len()),

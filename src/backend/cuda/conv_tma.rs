@@ -199,19 +199,29 @@ impl TiledMap {
         [a, weights]
     }
 
-    /// Bytes of one box: the elements it loads (per dimension, the box over its traversal
-    /// stride; the innermost whole) times their size.
-    pub fn box_bytes(&self) -> u64 {
-        let elem = if self.data_type == TMA_DATA_TYPE_BF16 {
+    /// Bytes of one element: 2 (bf16) or 4 (32-bit words).
+    pub fn element_bytes(&self) -> u64 {
+        if self.data_type == TMA_DATA_TYPE_BF16 {
             2
         } else {
             4
-        };
+        }
+    }
+
+    /// Bytes of the tensor the map describes: its outermost dimension's stride times its
+    /// extent.
+    pub fn tensor_bytes(&self) -> u64 {
+        self.strides[3] * self.dims[4]
+    }
+
+    /// Bytes of one box: the elements it loads (per dimension, the box over its traversal
+    /// stride; the innermost whole) times their size.
+    pub fn box_bytes(&self) -> u64 {
         (1..5)
             .map(|i| self.box_dims[i].div_ceil(self.element_strides[i]) as u64)
             .product::<u64>()
             * self.box_dims[0] as u64
-            * elem
+            * self.element_bytes()
     }
 }
 

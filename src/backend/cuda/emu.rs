@@ -841,11 +841,7 @@ pub mod conv {
     /// (`Cuda::tma_probe` on a device).
     pub fn tma_probe(map: &TiledMap, data: &[u32], coords: [i32; 5], out: &mut [u32]) -> EmuResult {
         let bytes = map.box_bytes();
-        need(
-            "data",
-            data.len(),
-            (map.strides[3] * map.dims[4]).div_ceil(4),
-        )?;
+        need("data", data.len(), map.tensor_bytes().div_ceil(4))?;
         need("out", out.len(), bytes / 4)?;
         if bytes > TMA_PROBE_MAX_BOX_BYTES as u64 {
             return Err(format!("a box of {bytes} bytes: {map:?}"));
