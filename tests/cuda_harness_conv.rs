@@ -162,6 +162,13 @@ fn conv(x: [usize; 5], w: [usize; 5], stride: usize, padding: Padding) -> ConvGe
     ConvGeometry::conv3d(&Shape::new(&x), &Shape::new(&w), &spec).unwrap()
 }
 
+/// The U-Net's up-convolution: a 2x2x2 kernel at stride 2, no padding.
+const K2S2: ConvTranspose3dSpec = ConvTranspose3dSpec {
+    stride: [2; 3],
+    padding: [[0, 0]; 3],
+    output_padding: [0; 3],
+};
+
 fn transposed(x: [usize; 5], w: [usize; 5], spec: ConvTranspose3dSpec) -> ConvGeometry {
     ConvGeometry::conv_transpose3d(&Shape::new(&x), &Shape::new(&w), &spec).unwrap()
 }
@@ -730,11 +737,6 @@ fn heads_and_tiny_reductions_use_the_narrow_and_shallow_tiles() {
 #[test]
 fn transposed_convolutions_with_bias() {
     let mut rng = Rng::new(74);
-    let k2s2 = ConvTranspose3dSpec {
-        stride: [2; 3],
-        padding: [[0, 0]; 3],
-        output_padding: [0; 3],
-    };
     // k3 s2, cropping one voxel before and after, plus output padding: every phase has a
     // different number of taps and the last voxels are reached by none.
     let k3s2 = ConvTranspose3dSpec {
@@ -743,7 +745,7 @@ fn transposed_convolutions_with_bias() {
         output_padding: [1, 0, 1],
     };
     let cases = [
-        transposed([2, 3, 4, 3, 8], [2, 2, 2, 4, 8], k2s2),
+        transposed([2, 3, 4, 3, 8], [2, 2, 2, 4, 8], K2S2),
         transposed([1, 3, 3, 4, 6], [3, 3, 3, 5, 6], k3s2),
         transposed([1, 4, 3, 3, 8], [3, 3, 3, 12, 8], k3s2),
     ];
@@ -858,11 +860,6 @@ fn padded_channels_every_kernel_shape_and_tile(
     kernels: Kernels,
     rng: &mut Rng,
 ) {
-    let k2s2 = ConvTranspose3dSpec {
-        stride: [2; 3],
-        padding: [[0, 0]; 3],
-        output_padding: [0; 3],
-    };
     let cases = [
         // cin 4 (padded to 8 at BF16), cout 36, batch 2: 128 x 64 tiles and a partial one.
         conv([2, 5, 6, 7, 4], [3, 3, 3, 4, 36], 1, Padding::Same),
@@ -883,7 +880,7 @@ fn padded_channels_every_kernel_shape_and_tile(
         // 'valid', 12 -> 8, batch 2.
         conv([2, 6, 5, 7, 12], [3, 3, 3, 12, 8], 1, Padding::Valid),
         // The 2x2x2 stride-2 transposed conv of a decoder: 8 one-tap phases.
-        transposed([2, 3, 4, 3, 8], [2, 2, 2, 36, 8], k2s2),
+        transposed([2, 3, 4, 3, 8], [2, 2, 2, 36, 8], K2S2),
         // 72 channels in, 36 out: a 128-wide data gradient over padded output channels.
         conv([1, 4, 5, 3, 72], [1, 1, 2, 72, 36], 1, Padding::Same),
         // 1x1x1, 30 -> 20: both results into 32 columns over a reduction of one step.
@@ -1122,11 +1119,6 @@ fn bf16_wgmma_tma_backward_weights() {
     use ConvTile::{WgTma128, WgTma64};
     let mut rng = Rng::new(94);
     let target = ConvTarget::new(528).with_wgmma(true).with_wgmma_tma(true);
-    let k2s2 = ConvTranspose3dSpec {
-        stride: [2; 3],
-        padding: [[0, 0]; 3],
-        output_padding: [0; 3],
-    };
     let cases = [
         (
             conv([2, 6, 8, 7, 64], [3, 3, 3, 64, 72], 1, Padding::Same),
@@ -1154,7 +1146,7 @@ fn bf16_wgmma_tma_backward_weights() {
             1,
         ),
         (
-            transposed([1, 4, 4, 4, 72], [2, 2, 2, 64, 72], k2s2),
+            transposed([1, 4, 4, 4, 72], [2, 2, 2, 64, 72], K2S2),
             WgTma128,
             1,
         ),
@@ -1356,15 +1348,7 @@ fn wgmma_tma_backward_data(precision: ConvPrecision, rng: &mut Rng) {
         ),
         (anisotropic, target, WgTma128),
         (
-            transposed(
-                [1, 8, 8, 8, 128],
-                [2, 2, 2, 64, 128],
-                ConvTranspose3dSpec {
-                    stride: [2; 3],
-                    padding: [[0, 0]; 3],
-                    output_padding: [0; 3],
-                },
-            ),
+            transposed([1, 8, 8, 8, 128], [2, 2, 2, 64, 128], K2S2),
             target,
             WgTma64,
         ),
@@ -1428,11 +1412,6 @@ fn bf16_wgmma_tma_half_rows() {
     use ConvTile::{WgTma128Sw64, WgTma64Sw64};
     let mut rng = Rng::new(99);
     let target = ConvTarget::new(528).with_wgmma(true).with_wgmma_tma(true);
-    let k2s2 = ConvTranspose3dSpec {
-        stride: [2; 3],
-        padding: [[0, 0]; 3],
-        output_padding: [0; 3],
-    };
     let forward = [
         (
             conv([2, 6, 8, 7, 96], [3, 3, 3, 96, 72], 1, Padding::Same),
@@ -1478,7 +1457,7 @@ fn bf16_wgmma_tma_half_rows() {
             WgTma64Sw64,
         ),
         (
-            transposed([1, 8, 8, 8, 32], [2, 2, 2, 64, 32], k2s2),
+            transposed([1, 8, 8, 8, 32], [2, 2, 2, 64, 32], K2S2),
             target,
             WgTma64Sw64,
         ),
