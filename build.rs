@@ -11,6 +11,12 @@
 //!    the cfg `voxseg_has_ptx` is set. Without nvcc, or when a kernel fails to compile, the
 //!    list is empty and a warning says why: the binary runs on the CPU only. With
 //!    `VOXSEG_REQUIRE_CUDA=1` either case fails the build instead.
+//!    With `VOXSEG_CUDA_SASS=sm_90` (one architecture) nvcc's ptxas also assembles each
+//!    module's PTX into machine code (SASS) for that architecture, or for its `a` variant
+//!    where the module targets that (sm_90a), embedded beside the PTX: a GPU of that
+//!    architecture then loads it as it is, instead of the driver compiling the PTX first
+//!    (seconds per large module, in every fresh process without a warm cache). A module
+//!    that needs a newer architecture than the one named gets no SASS.
 //! 2. Always: the same kernels/*.cu are compiled as host C++ against kernels/emu/cuda_emu.h
 //!    into a static library (the CPU execution harness), which src/backend/cuda/emu.rs
 //!    calls so that `cargo test` runs the kernels without a GPU.
@@ -30,6 +36,7 @@ fn main() {
         "CUDA_PATH",
         "PATH",
         "VOXSEG_CUDA_ARCH",
+        "VOXSEG_CUDA_SASS",
         "VOXSEG_REQUIRE_CUDA",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
@@ -73,6 +80,7 @@ fn no_ptx(out: &Path, why: &str) {
     }
     println!("cargo:warning=building without CUDA kernels (CPU only): {why}");
     write_ptx_table(out, &[]);
+    write_sass_table(out, None, &[]);
 }
 
 fn build_ptx(manifest: &Path, out: &Path, kernels: &[PathBuf]) {
@@ -84,11 +92,16 @@ fn build_ptx(manifest: &Path, out: &Path, kernels: &[PathBuf]) {
         return;
     };
     let arch = env::var("VOXSEG_CUDA_ARCH").unwrap_or_else(|_| DEFAULT_ARCH.to_string());
-    if !arch
-        .strip_prefix("sm_")
-        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric()))
-    {
+    if !looks_like_arch(&arch) {
         panic!("VOXSEG_CUDA_ARCH must look like sm_80, got {arch:?}");
+    }
+    let sass_arch = env::var("VOXSEG_CUDA_SASS").ok().filter(|a| !a.is_empty());
+    if let Some(a) = &sass_arch {
+        if a.strip_prefix("sm_")
+            .is_none_or(|n| n.parse::<u32>().is_err())
+        {
+            panic!("VOXSEG_CUDA_SASS must look like sm_90, got {a:?}");
+        }
     }
     // The PyPI toolchain keeps its headers beside bin/; a system CUDA has them there too.
     let root = nvcc.parent().and_then(Path::parent).map(Path::to_path_buf);
@@ -124,7 +137,7 @@ fn build_ptx(manifest: &Path, out: &Path, kernels: &[PathBuf]) {
         }
         cmd.arg("-o").arg(&ptx).arg(cu);
         match cmd.output() {
-            Ok(o) if o.status.success() => modules.push(name),
+            Ok(o) if o.status.success() => modules.push((name, file_arch)),
             Ok(o) => {
                 let msg = format!(
                     "nvcc failed on {}: {}",
@@ -140,8 +153,101 @@ fn build_ptx(manifest: &Path, out: &Path, kernels: &[PathBuf]) {
             }
         }
     }
-    write_ptx_table(out, &modules);
+    let sass = match &sass_arch {
+        Some(a) => assemble_sass(&nvcc, out, &modules, a),
+        None => Vec::new(),
+    };
+    let names: Vec<String> = modules.into_iter().map(|(name, _)| name).collect();
+    write_ptx_table(out, &names);
+    write_sass_table(out, sass_arch.as_deref(), &sass);
     println!("cargo:rustc-cfg=voxseg_has_ptx");
+}
+
+/// `sm_` followed by letters and digits.
+fn looks_like_arch(arch: &str) -> bool {
+    arch.strip_prefix("sm_")
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// The architecture to assemble a module built for `module_arch` into, given the SASS
+/// architecture asked for (`sm_90`): that one, or its `a` variant for a module that targets
+/// it (sm_90a code runs on compute capability 9.0 only); none for a module that needs a
+/// newer architecture.
+fn sass_target(module_arch: &str, sass_arch: &str) -> Option<String> {
+    let number = |a: &str| -> Option<(u32, String)> {
+        let n = a.strip_prefix("sm_")?;
+        let digits: String = n.chars().take_while(char::is_ascii_digit).collect();
+        Some((digits.parse().ok()?, n[digits.len()..].to_string()))
+    };
+    let (module_number, module_suffix) = number(module_arch)?;
+    let (sass_number, _) = number(sass_arch)?;
+    if module_suffix.is_empty() && module_number <= sass_number {
+        Some(sass_arch.to_string())
+    } else if module_number == sass_number {
+        Some(module_arch.to_string())
+    } else {
+        None
+    }
+}
+
+/// Assembles each module's PTX in OUT_DIR into OUT_DIR/<module>.cubin with nvcc's ptxas, on
+/// as many threads as the machine has: (module name, architecture) of each cubin. A failure
+/// fails the build when CUDA is required, and otherwise leaves that module to the driver.
+fn assemble_sass(
+    nvcc: &Path,
+    out: &Path,
+    modules: &[(String, String)],
+    sass_arch: &str,
+) -> Vec<(String, String)> {
+    let ptxas = nvcc.with_file_name("ptxas");
+    let jobs: Vec<(String, String)> = modules
+        .iter()
+        .filter_map(|(name, arch)| Some((name.clone(), sass_target(arch, sass_arch)?)))
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(jobs.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((name, target)) = jobs.get(i) else {
+                    break;
+                };
+                let outcome = Command::new(&ptxas)
+                    .arg(format!("-arch={target}"))
+                    .arg("-o")
+                    .arg(out.join(format!("{name}.cubin")))
+                    .arg(out.join(format!("{name}.ptx")))
+                    .output();
+                let failure = match outcome {
+                    Ok(o) if o.status.success() => None,
+                    Ok(o) => Some(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+                    Err(e) => Some(format!("cannot run {}: {e}", ptxas.display())),
+                };
+                results
+                    .lock()
+                    .expect("no assembling thread panics")
+                    .push((i, failure));
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("no assembling thread panics");
+    results.sort_by_key(|(i, _)| *i);
+    let mut assembled = Vec::new();
+    for (i, failure) in results {
+        let (name, target) = &jobs[i];
+        match failure {
+            None => assembled.push((name.clone(), target.clone())),
+            Some(why) if require_cuda() => {
+                panic!("VOXSEG_REQUIRE_CUDA=1 but ptxas failed on {name}.ptx for {target}: {why}")
+            }
+            Some(why) => println!(
+                "cargo:warning=no {target} SASS for {name} (the driver will compile its PTX): {why}"
+            ),
+        }
+    }
+    assembled
 }
 
 /// The architecture a kernel file's first line names (`// voxseg-arch: sm_90a`), if any.
@@ -149,10 +255,7 @@ fn arch_line(cu: &Path) -> Option<String> {
     let text =
         fs::read_to_string(cu).unwrap_or_else(|e| panic!("cannot read {}: {e}", cu.display()));
     let arch = text.lines().next()?.strip_prefix("// voxseg-arch:")?.trim();
-    if !arch
-        .strip_prefix("sm_")
-        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric()))
-    {
+    if !looks_like_arch(arch) {
         panic!(
             "{}: voxseg-arch must look like sm_90a, got {arch:?}",
             cu.display()
@@ -199,6 +302,25 @@ fn write_ptx_table(out: &Path, modules: &[String]) {
     }
     src.push_str("];\n");
     let path = out.join("kernels_ptx.rs");
+    fs::write(&path, src).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+/// OUT_DIR/kernels_sass.rs: `SASS_ARCH`, the architecture asked for, and `SASS_MODULES`,
+/// (module name, architecture, machine code) per module assembled for it.
+fn write_sass_table(out: &Path, sass_arch: Option<&str>, modules: &[(String, String)]) {
+    let mut src = format!(
+        "/// The architecture `VOXSEG_CUDA_SASS` named when this binary was built, if any.\n\
+         pub const SASS_ARCH: Option<&str> = {sass_arch:?};\n\
+         /// (module name, architecture, cubin) for each module build.rs assembled for it.\n\
+         pub const SASS_MODULES: &[(&str, &str, &[u8])] = &[\n"
+    );
+    for (m, arch) in modules {
+        src.push_str(&format!(
+            "    ({m:?}, {arch:?}, include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{m}.cubin\"))),\n"
+        ));
+    }
+    src.push_str("];\n");
+    let path = out.join("kernels_sass.rs");
     fs::write(&path, src).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
 }
 

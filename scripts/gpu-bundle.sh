@@ -7,7 +7,8 @@
 # Each binary embeds the same PTX text, so xz's dictionary spans the whole tar to find it
 # again: at 5aa0462 (release), 332 MB unpacked, 6.4 MB packed, against 52 MB with gzip,
 # whose 32 KiB window sees each copy anew; it takes about 2 minutes on 2 cores. Dev profile
-# unless --release.
+# unless --release. The modules also travel as machine code for VOXSEG_CUDA_SASS (default
+# sm_90, the H100 and H200: see build.rs), so that the GPU machine's driver compiles no PTX.
 #   scripts/gpu-bundle.sh [--release]
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,7 +18,8 @@ if [[ "${1:-}" == "--release" ]]; then
     profile=(--release)
 fi
 NVCC="${NVCC:-$(scripts/nvcc-path.sh)}"
-export NVCC VOXSEG_REQUIRE_CUDA=1
+VOXSEG_CUDA_SASS="${VOXSEG_CUDA_SASS:-sm_90}"
+export NVCC VOXSEG_REQUIRE_CUDA=1 VOXSEG_CUDA_SASS
 
 rm -rf gpu-bin
 mkdir gpu-bin

@@ -31,7 +31,8 @@
 # backward weights on the tiles the tensor memory accelerator fills where the plan allows
 # (VOXSEG_WGMMA_TMA=1; off until timed), "+n64w" runs every
 # 64-column backward weights on wgmma (VOXSEG_WGMMA_N64_WEIGHTS=all), "+non64w" none
-# (=off); without them each runs where an H100 measured it faster (so "+l1" leaves the
+# (=off), "+jit" loads every module from its PTX (the driver's compilation) instead of the
+# machine code the bundle carries for the card (VOXSEG_SASS=off); without them each runs where an H100 measured it faster (so "+l1" leaves the
 # halo's passes on the halo, which has no L1 build). E.g. "bf16+mma+percall:conv" into
 # ours_bf16_mma_percall.jsonl.
 #   OURS="bf16:conv bf16+wgmma:conv" REF_PRECISIONS=bf16 REF_CASES=conv scripts/gpu-session.sh
@@ -96,9 +97,11 @@ run_tests() {
 export -f run_tests
 export tests_dir
 # The driver compiles each PTX module when a process first loads it (the halo, pipe and
-# wgmma modules are 3-5 MB of PTX each) and caches the result on disk: one process loads
+# wgmma modules are 3-7 MB of PTX each) and caches the result on disk: one process loads
 # every module first, so that the tests and benchmarks after it start compiled instead of
-# each compiling the same modules side by side. The cache must hold them all.
+# each compiling the same modules side by side. The cache must hold them all. Where the
+# bundle carries machine code for the card (VOXSEG_CUDA_SASS, sm_90 by default) nothing is
+# compiled, and this step checks that every module loads from it.
 export CUDA_CACHE_MAXSIZE=4294967296
 step "${JIT_LIMIT:-150}" "every module compiles and loads (the driver's cache)" \
     bash -c "gpu-bin/test-cuda_parity --include-ignored --exact every_kernel_module_loads \
@@ -139,6 +142,7 @@ for item in $ours; do
         ws) vars+=(VOXSEG_WGMMA_WS=1) ;;
         tma) vars+=(VOXSEG_WGMMA_TMA=1) ;;
         n64w) vars+=(VOXSEG_WGMMA_N64_WEIGHTS=all) ;;
+        jit) vars+=(VOXSEG_SASS=off) ;;
         non64w) vars+=(VOXSEG_WGMMA_N64_WEIGHTS=off) ;;
         l1) vars+=(VOXSEG_GATHER_L1=all) ;;
         nol1) vars+=(VOXSEG_GATHER_L1=off) ;;

@@ -11,7 +11,10 @@ mod common;
 
 use common::{assert_parity_within, device, fresh_seed, random, Tolerance, UNARY_OPS};
 use voxseg::backend::cpu::Cpu;
-use voxseg::backend::cuda::{targets_sm90a, Cuda, PTX_MODULES};
+use voxseg::backend::cuda::{
+    compute_capability_of, targets_sm90a, Cuda, ModuleCode, PTX_MODULES, SASS_ARCH, SASS_ENV,
+    SASS_MODULES,
+};
 use voxseg::backend::BackendBase;
 use voxseg::rng::{uniform_at, Rng};
 use voxseg::tensor_ops::reduce::Axis1;
@@ -20,21 +23,37 @@ use voxseg::tensor_ops::{BinaryKernel, BinaryOp, ReduceKernel, UnaryKernel, Unar
 const TOL: f32 = 1e-5;
 
 /// Every embedded module this device can run compiles (the driver's JIT) and loads: all on
-/// compute capability 9.0, elsewhere all but the sm_90a ones. scripts/gpu-session.sh runs
-/// this first, alone, so that the tests after it find the modules in the driver's cache.
+/// compute capability 9.0, elsewhere all but the sm_90a ones; each from the machine code
+/// build.rs assembled where that is for this device (`VOXSEG_CUDA_SASS`), unless
+/// `VOXSEG_SASS=off`. scripts/gpu-session.sh runs this first, alone, so that the tests
+/// after it find the modules compiled (in the driver's cache where they come from PTX).
 #[test]
 #[ignore = "needs a CUDA device"]
 fn every_kernel_module_loads() {
     let gpu = device();
     let loaded = gpu.load_every_module().unwrap();
+    println!("{SASS_ARCH:?} machine code built; loaded: {loaded:?}");
+    let names: Vec<&str> = loaded.iter().map(|(name, _)| *name).collect();
     let runnable: Vec<&str> = PTX_MODULES
         .iter()
         .filter(|(_, ptx)| gpu.compute_capability() == (9, 0) || !targets_sm90a(ptx))
         .map(|(name, _)| *name)
         .collect();
-    assert_eq!(loaded, runnable);
+    assert_eq!(names, runnable);
     for module in ["conv3d_pipe", "conv3d_halo", "norm", "optim_step"] {
-        assert!(loaded.contains(&module), "{module} not among {loaded:?}");
+        assert!(names.contains(&module), "{module} not among {names:?}");
+    }
+    let sass_off = std::env::var(SASS_ENV).is_ok_and(|v| v == "off");
+    for (name, code) in loaded {
+        let has_sass = SASS_MODULES.iter().any(|&(module, arch, _)| {
+            module == name && compute_capability_of(arch) == Some(gpu.compute_capability())
+        });
+        let expected = if has_sass && !sass_off {
+            ModuleCode::Sass
+        } else {
+            ModuleCode::Ptx
+        };
+        assert_eq!(code, expected, "{name}");
     }
 }
 

@@ -1,7 +1,9 @@
-//! The device: a CUDA context and stream (cudarc, driver API loaded at run time), the PTX
-//! modules embedded by build.rs loaded once per process and device, and the buffer pool.
+//! The device: a CUDA context and stream (cudarc, driver API loaded at run time), the
+//! kernel modules embedded by build.rs loaded once per process and device (from SASS where
+//! it was assembled for this device, else from PTX), and the buffer pool.
 use super::pool::{Pool, PoolHold, PoolStats, RawAlloc};
 use super::ptx::PTX_MODULES;
+use super::sass::{sass_for, sass_turned_off, SASS_ENV};
 pub use super::storage::CudaStorage;
 use crate::backend::BackendBase;
 use crate::error::{Error, Result};
@@ -93,7 +95,7 @@ struct Inner {
     pool: Arc<Pool<StreamAlloc>>,
     /// A graph capture of `stream` is in progress (timing): host copies are refused.
     capturing: AtomicBool,
-    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    modules: Mutex<HashMap<&'static str, (Arc<CudaModule>, ModuleCode)>>,
     /// By (module, kernel): a build variant's module holds kernels of the same names.
     functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
 }
@@ -279,7 +281,7 @@ impl Cuda {
         if let Some(f) = self.lock_functions().get(&(module, name)) {
             return Ok(f.clone());
         }
-        let m = self.module(module)?;
+        let (m, _) = self.module(module)?;
         let f = m
             .load_function(name)
             .map_err(|e| driver_error(&format!("loading kernel {name} from {module}.ptx"), e))?;
@@ -297,23 +299,23 @@ impl Cuda {
     }
 
     /// Loads every embedded module this device can run (the sm_90a ones only on compute
-    /// capability 9.0) and returns their names. The driver compiles a module's PTX for the
-    /// device when it is first loaded, and keeps the result in its cache
-    /// (`CUDA_CACHE_PATH`): loading all at once fails early for a module the driver cannot
-    /// compile, and lets processes started after it find them compiled.
-    pub fn load_every_module(&self) -> Result<Vec<&'static str>> {
+    /// capability 9.0) and returns their names with the code each was loaded from. The
+    /// driver compiles a module's PTX for the device when it is first loaded, and keeps the
+    /// result in its cache (`CUDA_CACHE_PATH`): loading all at once fails early for a
+    /// module the driver cannot compile, and lets processes started after it find them
+    /// compiled. A module with SASS for this device needs no compiling.
+    pub fn load_every_module(&self) -> Result<Vec<(&'static str, ModuleCode)>> {
         let hopper = self.compute_capability() == (9, 0);
         let mut loaded = Vec::new();
         for &(name, ptx) in PTX_MODULES {
             if hopper || !targets_sm90a(ptx) {
-                self.module(name)?;
-                loaded.push(name);
+                loaded.push((name, self.module(name)?.1));
             }
         }
         Ok(loaded)
     }
 
-    fn module(&self, module: &'static str) -> Result<Arc<CudaModule>> {
+    fn module(&self, module: &'static str) -> Result<(Arc<CudaModule>, ModuleCode)> {
         let mut modules = self.inner.modules.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = modules.get(module) {
             return Ok(m.clone());
@@ -326,14 +328,42 @@ impl Cuda {
                 backend: "cuda",
                 msg: format!("no PTX module {module} was built"),
             })?;
-        let m = self
-            .stream()
-            .context()
-            .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
-            .map_err(|e| driver_error(&format!("loading {module}.ptx"), e))?;
-        modules.insert(module, m.clone());
-        Ok(m)
+        let context = self.stream().context();
+        let sass = sass_for(module, self.compute_capability()).filter(|_| !sass_turned_off());
+        let from_sass = sass.and_then(|(arch, cubin)| {
+            match context.load_module(cudarc::nvrtc::Ptx::from_binary(cubin.to_vec())) {
+                Ok(m) => Some((m, ModuleCode::Sass)),
+                // The PTX still runs: say why the machine code did not, and go on.
+                Err(e) => {
+                    eprintln!(
+                        "warning: {module}'s {arch} machine code did not load ({e}); the \
+                         driver compiles its PTX instead ({SASS_ENV}=off skips the machine code)"
+                    );
+                    None
+                }
+            }
+        });
+        let loaded = match from_sass {
+            Some(loaded) => loaded,
+            None => {
+                let m = context
+                    .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+                    .map_err(|e| driver_error(&format!("loading {module}.ptx"), e))?;
+                (m, ModuleCode::Ptx)
+            }
+        };
+        modules.insert(module, loaded.clone());
+        Ok(loaded)
     }
+}
+
+/// What a kernel module was loaded from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleCode {
+    /// Machine code build.rs assembled for this device's architecture (`VOXSEG_CUDA_SASS`).
+    Sass,
+    /// PTX, compiled by the driver when loaded (or taken from its cache).
+    Ptx,
 }
 
 impl BackendBase for Cuda {

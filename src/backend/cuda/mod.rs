@@ -50,6 +50,7 @@ pub mod params_stitch;
 pub mod pool;
 mod pooling;
 mod ptx;
+mod sass;
 mod softmax;
 mod ssim;
 mod stitch;
@@ -58,7 +59,10 @@ mod timing;
 mod upsample;
 
 pub use conv_plan::{ConvPrecision, CONV_PRECISION_ENV};
-pub use device::{cuda_available, targets_sm90a, Cuda, CudaStorage, StreamAlloc, BUILT_WITH_PTX};
+pub use device::{
+    cuda_available, targets_sm90a, Cuda, CudaStorage, ModuleCode, StreamAlloc, BUILT_WITH_PTX,
+};
 pub use pool::PoolStats;
 pub use ptx::PTX_MODULES;
+pub use sass::{compute_capability_of, SASS_ARCH, SASS_ENV, SASS_MODULES};
 pub use timing::graph_reps;
