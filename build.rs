@@ -293,7 +293,7 @@ fn write_ptx_table(out: &Path, modules: &[String]) {
     let mut src = String::from(
         "/// (module name, PTX) for each kernels/*.cu, compiled by build.rs; empty when nvcc\n\
          /// was not available.\n\
-         pub const PTX_MODULES: &[(&str, &str)] = &[\n",
+         pub static PTX_MODULES: &[(&str, &str)] = &[\n",
     );
     for m in modules {
         src.push_str(&format!(
@@ -310,9 +310,9 @@ fn write_ptx_table(out: &Path, modules: &[String]) {
 fn write_sass_table(out: &Path, sass_arch: Option<&str>, modules: &[(String, String)]) {
     let mut src = format!(
         "/// The architecture `VOXSEG_CUDA_SASS` named when this binary was built, if any.\n\
-         pub const SASS_ARCH: Option<&str> = {sass_arch:?};\n\
+         pub static SASS_ARCH: Option<&str> = {sass_arch:?};\n\
          /// (module name, architecture, cubin) for each module build.rs assembled for it.\n\
-         pub const SASS_MODULES: &[(&str, &str, &[u8])] = &[\n"
+         pub static SASS_MODULES: &[(&str, &str, &[u8])] = &[\n"
     );
     for (m, arch) in modules {
         src.push_str(&format!(
