@@ -377,6 +377,52 @@ fn the_documented_manifest_example_loads() {
 
 // ---- bad input ----
 
+/// A manifest's case ids name the files written for each case: one that is a path, empty or
+/// hidden would write outside the output folder or where `evaluate` does not look; and a
+/// modality listed twice is a mistake, not a second channel.
+#[test]
+fn manifests_with_unusable_case_ids_or_a_modality_twice_are_refused() {
+    let tmp = TempDir::new("manifest-ids");
+    let manifest = |modalities: serde_json::Value, id: &str| {
+        serde_json::json!({
+            "format": "voxseg-manifest",
+            "version": 1,
+            "modalities": modalities,
+            "labels": [{"name": "background", "value": 0}, {"name": "tumour", "value": 1}],
+            "cases": [{"id": id, "images": {"t1": "a/t1.nii.gz"}, "label": "a/seg.nii.gz"}],
+        })
+    };
+    let path = tmp.0.join("manifest.json");
+    for (id, why) in [
+        ("../evil", "path separator"),
+        ("/tmp/x", "path separator"),
+        ("sub\\dir", "path separator"),
+        ("", "is empty"),
+        (".hidden", "starts with '.'"),
+        ("tab\there", "control character"),
+    ] {
+        std::fs::write(&path, manifest(serde_json::json!(["t1"]), id).to_string()).unwrap();
+        let err = err_text(detect(&path));
+        assert_mentions(&err, &["manifest.json", "case id", why]);
+    }
+    std::fs::write(
+        &path,
+        manifest(serde_json::json!(["t1", "t1"]), "a").to_string(),
+    )
+    .unwrap();
+    assert_mentions(
+        &err_text(detect(&path)),
+        &["manifest.json", "'t1' is listed twice"],
+    );
+    // The same manifest with a usable id gets as far as the files, which are missing.
+    std::fs::write(
+        &path,
+        manifest(serde_json::json!(["t1"]), "case-1_a").to_string(),
+    )
+    .unwrap();
+    assert_mentions(&err_text(detect(&path)), &["case-1_a", "missing"]);
+}
+
 fn brats_dataset(name: &str, storage: SynthStorage) -> TempDir {
     let tmp = TempDir::new(name);
     synth(&tmp.0, 2, SynthLayout::Brats2021, storage);

@@ -529,26 +529,41 @@ fn normalise(
     }
 }
 
+impl PreprocessSpec {
+    /// Fails on settings no case could be preprocessed with (those that do not depend on the
+    /// case: the statistics' channel count is checked against each case).
+    pub fn validate(&self) -> Result<()> {
+        if let Intensity::PercentileClip { lo, hi, .. } = self.intensity {
+            if !(0.0..=100.0).contains(&lo) || !(0.0..=100.0).contains(&hi) || lo >= hi {
+                return Err(Error::config(
+                    "percentile clip",
+                    format!("need 0 <= lo < hi <= 100, got lo {lo}, hi {hi}"),
+                ));
+            }
+        }
+        if let Some(t) = self.target_spacing {
+            if t.iter().any(|&s| !(s.is_finite() && s > 0.0)) {
+                return Err(Error::config(
+                    "target spacing",
+                    format!("{t:?} is not positive"),
+                ));
+            }
+        }
+        if let Some(code) = &self.orientation {
+            crate::data::orient::check_orientation(code)?;
+        }
+        if !self.background_value.is_finite() {
+            return Err(Error::config(
+                "background value",
+                format!("{} is not a finite number", self.background_value),
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn check_spec(spec: &PreprocessSpec, channels: usize) -> Result<()> {
-    if let Intensity::PercentileClip { lo, hi, .. } = spec.intensity {
-        if !(0.0..=100.0).contains(&lo) || !(0.0..=100.0).contains(&hi) || lo >= hi {
-            return Err(Error::config(
-                "percentile clip",
-                format!("need 0 <= lo < hi <= 100, got lo {lo}, hi {hi}"),
-            ));
-        }
-    }
-    if let Some(t) = spec.target_spacing {
-        if t.iter().any(|&s| !(s.is_finite() && s > 0.0)) {
-            return Err(Error::config(
-                "target spacing",
-                format!("{t:?} is not positive"),
-            ));
-        }
-    }
-    if let Some(code) = &spec.orientation {
-        crate::data::orient::check_orientation(code)?;
-    }
+    spec.validate()?;
     if let Statistics::PerDataset(ds) = &spec.statistics {
         if ds.channels.len() != channels {
             return Err(Error::config(

@@ -264,6 +264,9 @@ impl TrainConfig {
             }
         }
         self.validate_loss_target()?;
+        self.schedule.validate()?;
+        self.augment.validate()?;
+        self.preprocess.validate()?;
         if self.features == Some(0) || self.max_features == Some(0) {
             return bad(
                 "features",
@@ -382,5 +385,37 @@ mod tests {
         assert!(json.contains(r#""precision":"bf16""#), "{json}");
         let err = serde_json::from_str::<TrainConfig>(r#"{"precision": "fp16"}"#).unwrap_err();
         assert!(err.to_string().contains("fp16"), "{err}");
+    }
+
+    /// A configuration file sets augmentation, schedule and preprocessing fields directly:
+    /// values their code cannot use are refused before training starts, naming the field.
+    #[test]
+    fn file_settings_the_flags_cannot_reach_are_validated_too() {
+        let refused = |json: &str, names: &[&str]| {
+            let cfg: TrainConfig = serde_json::from_str(json).unwrap();
+            let err = cfg.validate().expect_err(json).to_string();
+            for name in names {
+                assert!(err.contains(name), "{json}: {err}");
+            }
+        };
+        refused(
+            r#"{"augment": {"noise": {"p": 1, "max_variance": -5}}}"#,
+            &["augment.noise.max_variance", "-5"],
+        );
+        refused(
+            r#"{"augment": {"gamma": {"p": 0.3, "p_inverted": 0.1, "range": [-1, 1.5]}}}"#,
+            &["augment.gamma.range"],
+        );
+        refused(r#"{"augment": {"mirror_p": 3}}"#, &["augment.mirror_p"]);
+        refused(
+            r#"{"schedule": {"kind": "poly", "exponent": -3}}"#,
+            &["learning-rate schedule", "-3"],
+        );
+        refused(
+            r#"{"preprocess": {"orientation": "XYZ"}}"#,
+            &["orientation", "XYZ"],
+        );
+        let default: TrainConfig = serde_json::from_str("{}").unwrap();
+        default.validate().unwrap();
     }
 }

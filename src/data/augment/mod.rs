@@ -13,6 +13,7 @@ pub mod spatial;
 
 pub use spatial::{elastic_field, extract, Displacement, GridView, SpatialTransform};
 
+use crate::error::{Error, Result};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -252,6 +253,99 @@ impl AugmentSpec {
                 range: [1.0, 1.0],
             },
         }
+    }
+
+    /// Fails, naming the field, on a value the transforms cannot use: a probability outside
+    /// [0, 1], a range whose ends are reversed, not finite, or outside what its transform
+    /// takes (a configuration file sets every field; the defaults pass).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, msg: String| Err(Error::config(format!("augment.{field}"), msg));
+        let mut chances = vec![
+            ("mirror_p", self.mirror_p),
+            ("rotation.p", self.rotation.p),
+            ("scaling.p", self.scaling.p),
+            ("translation.p", self.translation.p),
+            ("elastic.p", self.elastic.p),
+            ("noise.p", self.noise.p),
+            ("blur.p", self.blur.p),
+            ("blur.p_per_channel", self.blur.p_per_channel),
+            ("brightness.p", self.brightness.p),
+            ("brightness.p_per_channel", self.brightness.p_per_channel),
+            ("contrast.p", self.contrast.p),
+            ("contrast.p_per_channel", self.contrast.p_per_channel),
+            ("low_res.p", self.low_res.p),
+            ("low_res.p_per_channel", self.low_res.p_per_channel),
+            ("gamma.p", self.gamma.p),
+            ("gamma.p_inverted", self.gamma.p_inverted),
+        ];
+        if let Some(r) = self.in_plane_rotation {
+            chances.push(("in_plane_rotation.p", r.p));
+        }
+        for (field, p) in chances {
+            if !(0.0..=1.0).contains(&p) {
+                return bad(field, format!("{p} is not a probability in [0, 1]"));
+            }
+        }
+        let mut amounts = vec![
+            ("rotation.max_degrees", self.rotation.max_degrees),
+            ("elastic.magnitude", self.elastic.magnitude),
+            ("noise.max_variance", self.noise.max_variance),
+        ];
+        if let Some(r) = self.in_plane_rotation {
+            amounts.push(("in_plane_rotation.max_degrees", r.max_degrees));
+        }
+        for (field, v) in amounts {
+            if !(v >= 0.0 && v.is_finite()) {
+                return bad(field, format!("{v} must be a finite number >= 0"));
+            }
+        }
+        let spacing = self.elastic.control_spacing;
+        if !(spacing > 0.0 && spacing.is_finite()) {
+            return bad(
+                "elastic.control_spacing",
+                format!("{spacing} must be a positive number of voxels"),
+            );
+        }
+        // (field, range, what its ends must satisfy, that condition as words)
+        let positive = |v: f64| v > 0.0;
+        let non_negative = |v: f64| v >= 0.0;
+        let zoom = |v: f64| v > 0.0 && v <= 1.0;
+        let ranges: [(&str, [f64; 2], &dyn Fn(f64) -> bool, &str); 5] = [
+            ("scaling.range", self.scaling.range, &positive, "above 0"),
+            ("blur.range", self.blur.range, &non_negative, "at least 0"),
+            (
+                "brightness.range",
+                self.brightness.range,
+                &non_negative,
+                "at least 0",
+            ),
+            (
+                "contrast.range",
+                self.contrast.range,
+                &non_negative,
+                "at least 0",
+            ),
+            ("low_res.range", self.low_res.range, &zoom, "in (0, 1]"),
+        ];
+        for (field, [lo, hi], allowed, words) in ranges {
+            if !(lo.is_finite() && hi.is_finite() && lo <= hi && allowed(lo) && allowed(hi)) {
+                return bad(
+                    field,
+                    format!("[{lo}, {hi}] must be finite, low to high, and {words}"),
+                );
+            }
+        }
+        let [lo, hi] = self.gamma.range;
+        if !(lo > 0.0 && lo <= 1.0 && hi >= 1.0 && hi.is_finite()) {
+            return bad(
+                "gamma.range",
+                format!(
+                    "[{lo}, {hi}] must run from a gamma in (0, 1] to one of at least 1 \
+                     (half the draws fall below 1, half above)"
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// Draws the plan for one sample of `channels` channels and patch size `patch` (x, y, z),
@@ -546,6 +640,53 @@ mod tests {
                 .iter()
                 .all(|op| !matches!(op, IntensityOp::LowRes { keep: Some(_), .. })));
         }
+    }
+
+    #[test]
+    fn validation_passes_the_defaults_and_names_each_bad_field() {
+        assert!(AugmentSpec::default().validate().is_ok());
+        assert!(AugmentSpec::none().validate().is_ok());
+        let refused = |change: fn(&mut AugmentSpec), field: &str| {
+            let mut spec = AugmentSpec::default();
+            change(&mut spec);
+            let msg = spec.validate().expect_err(field).to_string();
+            assert!(msg.contains(&format!("augment.{field}")), "{field}: {msg}");
+        };
+        refused(|s| s.mirror_p = -1.0, "mirror_p");
+        refused(|s| s.mirror_p = 3.0, "mirror_p");
+        refused(|s| s.rotation.p = 5.0, "rotation.p");
+        refused(|s| s.gamma.p_inverted = f64::NAN, "gamma.p_inverted");
+        refused(
+            |s| {
+                s.in_plane_rotation = Some(Rotation {
+                    p: 2.0,
+                    max_degrees: 10.0,
+                })
+            },
+            "in_plane_rotation.p",
+        );
+        refused(|s| s.noise.max_variance = -5.0, "noise.max_variance");
+        refused(
+            |s| s.rotation.max_degrees = f64::INFINITY,
+            "rotation.max_degrees",
+        );
+        refused(
+            |s| s.elastic.control_spacing = 0.0,
+            "elastic.control_spacing",
+        );
+        refused(|s| s.scaling.range = [1.4, 0.7], "scaling.range");
+        refused(|s| s.scaling.range = [-1.0, 0.0], "scaling.range");
+        refused(|s| s.scaling.range = [0.0, 0.0], "scaling.range");
+        refused(|s| s.blur.range = [-1.0, 1.0], "blur.range");
+        refused(|s| s.contrast.range = [0.5, f64::NAN], "contrast.range");
+        refused(|s| s.low_res.range = [0.5, 2.0], "low_res.range");
+        refused(|s| s.gamma.range = [-1.0, 1.5], "gamma.range");
+        refused(|s| s.gamma.range = [0.5, 0.8], "gamma.range");
+        let mut edge = AugmentSpec::default();
+        edge.gamma.range = [1.0, 1.0];
+        edge.scaling.range = [1.0, 1.0];
+        edge.blur.range = [0.0, 0.0];
+        assert!(edge.validate().is_ok());
     }
 
     #[test]

@@ -56,6 +56,23 @@ enum ManifestImage {
     Channel { path: String, channel: usize },
 }
 
+/// Why a case id cannot name the files written for it (`<out>/<id>.nii.gz` and the like),
+/// if it cannot: a path of its own would write outside the output folder, and a leading dot
+/// hides the file.
+fn unusable_case_id(id: &str) -> Option<&'static str> {
+    if id.is_empty() {
+        Some("is empty")
+    } else if id.contains(['/', '\\']) {
+        Some("contains a path separator: an id names files in the output folder")
+    } else if id.starts_with('.') {
+        Some("starts with '.': its output files would be hidden")
+    } else if id.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else {
+        None
+    }
+}
+
 pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
     let m: Manifest = serde_json::from_value(json.clone())
         .map_err(|e| Error::file(json_path, format!("invalid voxseg manifest: {e}")))?;
@@ -73,6 +90,22 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
     }
     if m.modalities.is_empty() {
         return Err(Error::file(json_path, "'modalities' is empty"));
+    }
+    for (i, modality) in m.modalities.iter().enumerate() {
+        if m.modalities[..i].contains(modality) {
+            return Err(Error::file(
+                json_path,
+                format!("modality '{modality}' is listed twice in 'modalities'"),
+            ));
+        }
+    }
+    if let Some((id, why)) = m
+        .cases
+        .iter()
+        .chain(&m.test_cases)
+        .find_map(|c| unusable_case_id(&c.id).map(|why| (&c.id, why)))
+    {
+        return Err(Error::file(json_path, format!("case id {id:?} {why}")));
     }
     let root = json_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut labels = m.labels;
