@@ -209,6 +209,45 @@ fn an_unreadable_case_is_reported_and_the_others_are_predicted() {
     std::fs::remove_dir_all(&data).unwrap();
 }
 
+/// A case whose image file is gone fails alone, as an unreadable one does, naming the file:
+/// the other cases are predicted.
+#[test]
+fn a_case_missing_its_image_is_reported_and_the_others_are_predicted() {
+    let f = fixture();
+    let data = f.root.join("missing-image");
+    let _ = std::fs::remove_dir_all(&data);
+    copy_tree(&f.msd, &data);
+    let listing = detect(&data).unwrap();
+    let case = listing.cases[1].clone();
+    std::fs::remove_file(&case.images[0].path).unwrap();
+    let out = out_dir("missing-image-out");
+    let r = predict(&data, &out, &["--split", "all"]);
+    assert!(!r.ok, "a failed case must fail the command: {}", r.stdout);
+    let reported = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with(&format!("error: case {} not predicted", case.id)))
+        .unwrap_or_else(|| panic!("{}", r.stderr));
+    assert!(
+        reported.contains(&case.images[0].path.display().to_string())
+            && reported.contains("missing"),
+        "{reported}"
+    );
+    assert!(
+        r.stderr.contains("1 of the 5 cases could not be predicted"),
+        "{}",
+        r.stderr
+    );
+    let written: Vec<String> = listing
+        .cases
+        .iter()
+        .filter(|c| c.id != case.id)
+        .map(|c| format!("{}.nii.gz", c.id))
+        .collect();
+    assert_eq!(sorted_entries(&out), written, "{}", r.stdout);
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
 #[test]
 fn a_split_from_another_dataset_names_all_and_unlabelled() {
     let f = fixture();

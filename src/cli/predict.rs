@@ -102,14 +102,21 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
         batch: 2,
     };
     predictor.window(&opts)?;
+    let mut missing = Vec::new();
     let (dataset, cases) = if let Some(data) = &a.data {
         // Only the model's modalities must exist (a dataset may lack one it does not use),
-        // and no label: prediction never reads them.
+        // and no label: prediction never reads them. A case missing one fails alone, as a
+        // corrupt one does, and the others are predicted.
         let listing = list(data)?;
         let channels = listing
             .dataset
             .select_modalities(&predictor.card.modalities)?;
-        let dataset = listing.require_images(&channels)?;
+        missing = listing
+            .missing
+            .into_iter()
+            .filter(|m| m.needed_for(&channels, false))
+            .collect();
+        let dataset = listing.dataset;
         let runs: Vec<RunDir> = a
             .model
             .iter()
@@ -183,7 +190,11 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
     let mut failed: Vec<&str> = Vec::new();
     let mut removed: Vec<PathBuf> = Vec::new();
     for case in &cases {
-        match predictor.predict_case(&dataset, case, &a.out, &opts) {
+        let predicted = match missing.iter().find(|m| m.case == case.id) {
+            Some(file) => Err(file.to_error()),
+            None => predictor.predict_case(&dataset, case, &a.out, &opts),
+        };
+        match predicted {
             Ok(p) => {
                 say!("{}: {}", p.case, p.labels.display());
                 if a.force {

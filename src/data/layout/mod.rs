@@ -131,12 +131,6 @@ impl Listing {
         self.require_files(|m| m.needed_for(channels, true))
     }
 
-    /// As [`Listing::require`], for a reader of images only (prediction): a missing label
-    /// file is no obstacle.
-    pub fn require_images(self, channels: &[usize]) -> Result<Dataset> {
-        self.require_files(|m| m.needed_for(channels, false))
-    }
-
     /// As [`Listing::require`], for a reader of labels only (evaluation): missing images
     /// are no obstacle.
     pub fn require_labels(self) -> Result<Dataset> {
