@@ -57,9 +57,14 @@ fn copy_mapped(label: &Path, out: &Path, map: &[(u8, u8)]) {
 
 /// A run directory holding only a model card with this label convention.
 fn run_with_labels(dir: &Path, name: &str, spec: LabelSpec) -> PathBuf {
+    run_with_target(dir, name, spec, TargetSpec::Regions)
+}
+
+/// As `run_with_labels`, for a model trained on `target`.
+fn run_with_target(dir: &Path, name: &str, spec: LabelSpec, target: TargetSpec) -> PathBuf {
     let run = dir.join(name);
     std::fs::create_dir_all(&run).unwrap();
-    let regions = spec.regions().len().max(1);
+    let regions = target.channels(&spec);
     let unet = UNetConfig::nnunet(4, regions);
     ModelCard {
         format: CARD_FORMAT.into(),
@@ -79,7 +84,7 @@ fn run_with_labels(dir: &Path, name: &str, spec: LabelSpec) -> PathBuf {
         modalities: ["t1", "t1ce", "t2", "flair"].map(String::from).to_vec(),
         layout: LayoutKind::Brats2021,
         label_spec: spec,
-        target: TargetSpec::Regions,
+        target,
         preprocess: PreprocessSpec::default(),
         patch: [16; 3],
     }
@@ -637,6 +642,94 @@ fn evaluate(pred: &Path, truth: &Path, extra: &[&str]) -> Outcome {
     let mut args = vec!["evaluate", "--pred", s(pred), "--truth", s(truth)];
     args.extend_from_slice(extra);
     voxseg(&args)
+}
+
+/// A model trained on one class writes that class alone: its predictions are scored on that
+/// class, matched by name in the reference's convention, and not on regions (WT, TC) it was
+/// never trained to find.
+#[test]
+fn a_single_class_model_is_scored_on_its_class_alone() {
+    let dir = temp_dir("single-class");
+    let target: TargetSpec = "class:ET".parse().unwrap();
+    let run = run_with_target(&dir, "run-et", LabelSpec::brats2021(), target);
+    // BraTS 2023 truth (ED 2, ET 3) and a perfect ET-only prediction in 2021's values (4).
+    let (pred, truth) = (dir.join("pred"), dir.join("truth"));
+    std::fs::create_dir_all(&pred).unwrap();
+    std::fs::create_dir_all(&truth).unwrap();
+    write_mask(
+        &truth.join("a.nii.gz"),
+        &[([1, 1, 1], [7, 7, 7], 2), ([2, 2, 2], [4, 4, 4], 3)],
+    );
+    write_mask(&pred.join("a.nii.gz"), &[([2, 2, 2], [4, 4, 4], 4)]);
+    let out = dir.join("scores.json");
+    let r = evaluate(
+        &pred,
+        &truth,
+        &[
+            "--labels",
+            "brats2023",
+            "--model",
+            s(&run),
+            "--out",
+            s(&out),
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("trained on class ET alone: only ET is scored"),
+        "{}",
+        r.stderr
+    );
+    let report = EvalReport::read_json(&out).unwrap();
+    assert_eq!(
+        report.mean.keys().collect::<Vec<_>>(),
+        ["ET"],
+        "{}",
+        r.stdout
+    );
+    assert_eq!(report.mean["ET"].dice, 1.0);
+    assert!(
+        !r.stdout
+            .lines()
+            .any(|l| l.starts_with("WT") || l.starts_with("TC")),
+        "{}",
+        r.stdout
+    );
+    // A class the reference's convention lacks cannot be scored.
+    let necrosis = LabelSpec::new(
+        vec![
+            LabelClass {
+                name: "background".into(),
+                file_value: 0,
+            },
+            LabelClass {
+                name: "necrosis".into(),
+                file_value: 1,
+            },
+        ],
+        Vec::new(),
+    )
+    .unwrap();
+    let run = run_with_target(
+        &dir,
+        "run-necrosis",
+        necrosis,
+        "class:necrosis".parse().unwrap(),
+    );
+    write_mask(&pred.join("a.nii.gz"), &[([2, 2, 2], [4, 4, 4], 1)]);
+    let r = evaluate(
+        &pred,
+        &truth,
+        &["--labels", "brats2023", "--model", s(&run)],
+    );
+    assert!(!r.ok, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("class 'necrosis'") && r.stderr.contains("\"NCR\""),
+        "{}",
+        r.stderr
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

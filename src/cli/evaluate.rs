@@ -92,8 +92,23 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     run.display()
                 );
             }
-            Some(ModelCard::load(&card)?.label_spec)
+            let card = ModelCard::load(&card)?;
+            let class = card
+                .target
+                .single_class(&card.label_spec)?
+                .map(|c| card.label_spec.classes()[c as usize].name.clone());
+            if let Some(class) = &class {
+                eprintln!(
+                    "note: {} was trained on class {class} alone: only {class} is scored",
+                    run.display()
+                );
+            }
+            Some((card.label_spec, class))
         }
+    };
+    let (model_spec, model_class) = match model_spec {
+        Some((spec, class)) => (Some(spec), class),
+        None => (None, None),
     };
     let reference = Reference::open(&a.truth, labels.as_ref().or(model_spec.as_ref()))?;
     if let Some(l) = labels
@@ -137,6 +152,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         &EvalOptions {
             cases: cases.as_deref(),
             pred_spec: model_spec.as_ref(),
+            pred_class: model_class.as_deref(),
             missing,
         },
     )?;

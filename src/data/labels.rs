@@ -358,6 +358,15 @@ impl TargetSpec {
         }
     }
 
+    /// The one foreground class a `class:` target predicts (internal index); None for the
+    /// other targets.
+    pub fn single_class(&self, spec: &LabelSpec) -> Result<Option<u8>> {
+        match self {
+            TargetSpec::Class(r) => self.resolve(spec, r).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     fn resolve(&self, spec: &LabelSpec, r: &ClassRef) -> Result<u8> {
         let found = match r {
             ClassRef::Index(i) => (*i > 0 && *i < spec.classes.len()).then_some(*i as u8),

@@ -79,6 +79,38 @@ pub fn match_regions(pred: &LabelSpec, truth: &LabelSpec) -> Result<Vec<(Region,
         .collect())
 }
 
+/// The class `name` in both conventions, as one region each (prediction, reference); an
+/// error where either lacks a foreground class of that name.
+pub fn match_class(name: &str, pred: &LabelSpec, truth: &LabelSpec) -> Result<(Region, Region)> {
+    let region = |spec: &LabelSpec, whose: &str| {
+        spec.class_by_name(name)
+            .filter(|&c| c > 0)
+            .map(|c| {
+                let class = &spec.classes()[c as usize];
+                Region::new(class.name.clone(), &[class.file_value])
+            })
+            .ok_or_else(|| {
+                let names: Vec<&str> = spec
+                    .classes()
+                    .iter()
+                    .skip(1)
+                    .map(|c| c.name.as_str())
+                    .collect();
+                Error::config(
+                    "label conventions",
+                    format!(
+                        "the predictions hold class '{name}', which {whose} convention does not \
+                         have (its classes: {names:?}); the two cannot be compared"
+                    ),
+                )
+            })
+    };
+    Ok((
+        region(pred, "the prediction's")?,
+        region(truth, "the reference's")?,
+    ))
+}
+
 /// Reads a label map and checks every value against `spec`, as training does: a value
 /// outside the convention is an error naming the file, the value, its (x, y, z) and the
 /// allowed values; `whose` names the convention, `hint` (may be empty) says how to fix it.
@@ -311,6 +343,10 @@ pub struct EvalOptions<'a> {
     pub cases: Option<&'a [String]>,
     /// The predictions' label convention (a model's); None: the reference's.
     pub pred_spec: Option<&'a LabelSpec>,
+    /// The one class the predictions hold, by name (a model trained on `class:NAME`): only
+    /// that class is scored, against the reference's class of the same name. Its regions
+    /// would compare the one class with unions it was never trained to find.
+    pub pred_class: Option<&'a str>,
     /// What to do with reference cases (of `cases`, or all labelled ones) lacking a
     /// prediction.
     pub missing: Missing,
@@ -337,6 +373,7 @@ pub fn evaluate(
         &EvalOptions {
             cases,
             pred_spec: None,
+            pred_class: None,
             missing,
         },
     )
@@ -353,7 +390,10 @@ pub fn evaluate_reference(
 ) -> Result<EvalReport> {
     let truth_spec = &reference.spec;
     let pred_spec = opts.pred_spec.unwrap_or(truth_spec);
-    let regions = match_regions(pred_spec, truth_spec)?;
+    let regions = match opts.pred_class {
+        None => match_regions(pred_spec, truth_spec)?,
+        Some(name) => vec![match_class(name, pred_spec, truth_spec)?],
+    };
     let pairs: Vec<(&Region, &Region)> = regions.iter().map(|(p, t)| (p, t)).collect();
     let (pred_whose, pred_hint) = if opts.pred_spec.is_some() {
         ("the model's label convention", "")
