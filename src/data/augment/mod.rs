@@ -306,35 +306,37 @@ impl AugmentSpec {
                 format!("{spacing} must be a positive number of voxels"),
             );
         }
-        // (field, range, what its ends must satisfy, that condition as words)
-        let positive = |v: f64| v > 0.0;
-        let non_negative = |v: f64| v >= 0.0;
-        let zoom = |v: f64| v > 0.0 && v <= 1.0;
-        let ranges: [(&str, [f64; 2], &dyn Fn(f64) -> bool, &str); 5] = [
-            ("scaling.range", self.scaling.range, &positive, "above 0"),
-            ("blur.range", self.blur.range, &non_negative, "at least 0"),
-            (
-                "brightness.range",
-                self.brightness.range,
-                &non_negative,
-                "at least 0",
-            ),
-            (
-                "contrast.range",
-                self.contrast.range,
-                &non_negative,
-                "at least 0",
-            ),
-            ("low_res.range", self.low_res.range, &zoom, "in (0, 1]"),
-        ];
-        for (field, [lo, hi], allowed, words) in ranges {
-            if !(lo.is_finite() && hi.is_finite() && lo <= hi && allowed(lo) && allowed(hi)) {
-                return bad(
+        // A range's ends must be finite, in order, and each one its transform can take.
+        let range = |field: &str, [lo, hi]: [f64; 2], allowed: fn(f64) -> bool, words: &str| {
+            if lo.is_finite() && hi.is_finite() && lo <= hi && allowed(lo) && allowed(hi) {
+                Ok(())
+            } else {
+                bad(
                     field,
                     format!("[{lo}, {hi}] must be finite, low to high, and {words}"),
-                );
+                )
             }
-        }
+        };
+        range("scaling.range", self.scaling.range, |v| v > 0.0, "above 0")?;
+        range("blur.range", self.blur.range, |v| v >= 0.0, "at least 0")?;
+        range(
+            "brightness.range",
+            self.brightness.range,
+            |v| v >= 0.0,
+            "at least 0",
+        )?;
+        range(
+            "contrast.range",
+            self.contrast.range,
+            |v| v >= 0.0,
+            "at least 0",
+        )?;
+        range(
+            "low_res.range",
+            self.low_res.range,
+            |v| v > 0.0 && v <= 1.0,
+            "in (0, 1]",
+        )?;
         let [lo, hi] = self.gamma.range;
         if !(lo > 0.0 && lo <= 1.0 && hi >= 1.0 && hi.is_finite()) {
             return bad(
