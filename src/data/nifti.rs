@@ -360,16 +360,27 @@ impl NiftiFile {
                 )))
             }
         }
+        // The reader takes the byte order from dim[0] (a value outside 1..=7 reads as the
+        // other order); sizeof_hdr has already said which order the file is in, so a bad
+        // dim[0] is reported as the file holds it, not byte-swapped.
+        let little_endian = sizeof_hdr(&bytes).is_some_and(|(le, _)| le == 348);
+        let dim0_bytes = [bytes[40], bytes[41]];
+        let dim0 = if little_endian {
+            i16::from_le_bytes(dim0_bytes)
+        } else {
+            i16::from_be_bytes(dim0_bytes)
+        };
+        if !(1..=7).contains(&dim0) {
+            return Err(bad(format!(
+                "invalid dim[0] = {dim0}: the number of dimensions must be 1 to 7"
+            )));
+        }
         let h = ::nifti::NiftiHeader::from_reader(&bytes[..HEADER_SIZE])
             .map_err(|e| bad(format!("invalid NIfTI header: {e}")))?;
         let datatype = VoxelType::from_code(h.datatype).map_err(bad)?;
         // The header's dims are signed 16-bit numbers; the reader hands them over unsigned.
         let signed = h.dim.map(|d| d as i16);
-        let ndim = signed[0];
-        if !(1..=7).contains(&ndim) {
-            return Err(bad(format!("invalid dim[0] = {ndim}")));
-        }
-        let ndim = ndim as usize;
+        let ndim = dim0 as usize;
         if let Some(i) = (1..=ndim).find(|&i| signed[i] < 0) {
             return Err(bad(format!(
                 "dimension {i} has the negative size {} (dims {:?})",
@@ -1047,6 +1058,18 @@ mod tests {
                 && err.contains("\"hello, t\""),
             "{err}"
         );
+
+        // dim[0] outside 1..=7 in a little-endian file: the value as stored, not as the
+        // other byte order would read it (9 is 2304 byte-swapped), in either order.
+        let mut ndim = clean();
+        ndim[40..42].copy_from_slice(&9i16.to_le_bytes());
+        let err = open(&ndim);
+        assert!(err.contains("invalid dim[0] = 9:"), "{err}");
+        let mut big = clean();
+        swap_header_to_big_endian(&mut big);
+        big[40..42].copy_from_slice(&0i16.to_be_bytes());
+        let err = open(&big);
+        assert!(err.contains("invalid dim[0] = 0:"), "{err}");
 
         let mut magic = clean();
         magic[344..348].copy_from_slice(b"xy\x01\0");
