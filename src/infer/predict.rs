@@ -6,13 +6,14 @@
 use super::{interleave_channels, predict_logits, probabilities, SlidingWindow};
 use crate::backend::Backend;
 use crate::data::case::{load_case, load_label, NanPolicy};
-use crate::data::labels::TargetSpec;
+use crate::data::labels::{LabelSpec, TargetSpec};
 use crate::data::layout::{CaseFiles, Dataset, ImageFile, MODALITY_ALIASES};
 use crate::data::nifti::{write_label_map, write_probability_map, NiftiHeaderInfo};
 use crate::data::orient::{reorient, AxisMap};
 use crate::data::preprocess::{paste_back_probs, preprocess, PreprocessSpec, PreprocessedCase};
 use crate::error::{Error, Result};
 use crate::log::{captioned_overlay, write_png};
+use crate::metrics::evaluate::regions_of;
 use crate::nn::Model;
 use crate::train::card::{describe_labels, CHECKPOINT_IDENTITY_KEY};
 use crate::train::checkpoint::read_checkpoint_metadata;
@@ -431,7 +432,7 @@ impl<B: Backend> Predictor<B> {
     pub fn convention_warning(&self, dataset: &Dataset, run: &Path) -> Option<String> {
         let model = &self.card.label_spec;
         let data = &dataset.label_spec;
-        if model.classes() == data.classes() {
+        if scores_alike(model, data) {
             return None;
         }
         Some(format!(
@@ -589,9 +590,58 @@ impl<B: Backend> Predictor<B> {
     }
 }
 
+/// Whether predictions in convention `a` are scored the same read in convention `b`: the
+/// same label values, and regions of the same names over the same values (class names may
+/// differ: "necrosis" for "NCR").
+fn scores_alike(a: &LabelSpec, b: &LabelSpec) -> bool {
+    a.file_values() == b.file_values() && regions_of(a) == regions_of(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Another dataset's label names over BraTS 2021's values and regions score alike (no
+    /// warning needed); other values, or regions over other values, do not.
+    #[test]
+    fn conventions_score_alike_by_values_and_regions_not_class_names() {
+        use crate::data::labels::LabelClass;
+        let spec = |names: [&str; 4], values: [u8; 4], regions: &[(&str, &[u8])]| {
+            let classes = names
+                .iter()
+                .zip(values)
+                .map(|(&name, file_value)| LabelClass {
+                    name: name.into(),
+                    file_value,
+                })
+                .collect();
+            let regions = regions
+                .iter()
+                .map(|(n, c)| (n.to_string(), c.to_vec()))
+                .collect();
+            LabelSpec::new(classes, regions).unwrap()
+        };
+        let tumour: &[(&str, &[u8])] = &[("WT", &[1, 2, 3]), ("TC", &[1, 3]), ("ET", &[3])];
+        let named = spec(
+            ["background", "necrosis", "oedema", "enhancing"],
+            [0, 1, 2, 4],
+            tumour,
+        );
+        assert!(scores_alike(&LabelSpec::brats2021(), &named));
+        assert!(!scores_alike(
+            &LabelSpec::brats2021(),
+            &LabelSpec::brats2023()
+        ));
+        let shifted = spec(["background", "NCR", "ED", "ET"], [0, 1, 2, 3], tumour);
+        assert!(!scores_alike(&LabelSpec::brats2021(), &shifted));
+        let other_regions: &[(&str, &[u8])] = &[("WT", &[1, 2, 3]), ("TC", &[1]), ("ET", &[3])];
+        let regrouped = spec(
+            ["background", "NCR", "ED", "ET"],
+            [0, 1, 2, 4],
+            other_regions,
+        );
+        assert!(!scores_alike(&LabelSpec::brats2021(), &regrouped));
+    }
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|m| m.to_string()).collect()
