@@ -111,22 +111,20 @@ pub fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
     // Re-running replaces the quickstart's own files; anything else in the folder is the
     // user's, and the folder is refused unless --force.
     const OWN: [&str; 4] = ["data", "run", "predictions", "evaluation.json"];
-    if let Ok(entries) = std::fs::read_dir(&opts.out) {
-        let foreign: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !OWN.contains(&n.as_str()))
-            .collect();
-        if !foreign.is_empty() && !opts.force {
-            return Err(Error::config(
-                "out",
-                format!(
-                    "{} holds files that are not the quickstart's ({}); choose another --out or use --force",
-                    opts.out.display(),
-                    foreign.join(", ")
-                ),
-            ));
-        }
+    // A plain file at --out, or a folder that cannot be read, is refused before anything.
+    let foreign: Vec<String> = crate::data::out_dir::entries("out", &opts.out)?
+        .into_iter()
+        .filter(|n| !OWN.contains(&n.as_str()))
+        .collect();
+    if !foreign.is_empty() && !opts.force {
+        return Err(Error::config(
+            "out",
+            format!(
+                "{} holds files that are not the quickstart's ({}); choose another --out or use --force",
+                opts.out.display(),
+                foreign.join(", ")
+            ),
+        ));
     }
     for dir in [&data, &run_dir, &predictions] {
         if dir.exists() {
