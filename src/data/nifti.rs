@@ -177,6 +177,40 @@ impl NiftiHeaderInfo {
         }
     }
 
+    /// Why the transform `affine` would use cannot place the voxels in space, if it cannot:
+    /// a sform (`sform_code > 0`) with a value that is not a number or a singular 3x3 part
+    /// (e.g. all zeros), or a qform whose quaternion or offset is not a number.
+    fn unusable_transform(&self) -> Option<String> {
+        if self.sform_code > 0 {
+            let m = self.sform_affine();
+            let why = if m.iter().flatten().any(|v| !v.is_finite()) {
+                "holds a value that is not a number"
+            } else {
+                let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+                    - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+                    + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+                if det != 0.0 {
+                    return None;
+                }
+                "is singular (its 3x3 part has determinant 0: all zeros, or two axes alike)"
+            };
+            return Some(format!(
+                "the sform (srow_x/y/z, sform_code {}) {why}; fix it, or set sform_code to 0 \
+                 so that the qform places the voxels",
+                self.sform_code
+            ));
+        }
+        let qform = self.quatern.iter().chain(&self.qoffset);
+        if self.qform_code > 0 && qform.clone().any(|v| !v.is_finite()) {
+            return Some(format!(
+                "the qform (quatern_b/c/d, qoffset_x/y/z, qform_code {}) holds a value that is \
+                 not a number",
+                self.qform_code
+            ));
+        }
+        None
+    }
+
     /// The voxel-to-world transform the NIfTI standard prefers: the sform when
     /// `sform_code > 0`, else the qform (which, with `qform_code == 0`, is just the voxel
     /// size on the diagonal). 4x4, row-major.
@@ -422,6 +456,12 @@ impl NiftiFile {
                 datatype.name()
             )));
         }
+        if let Some(i) = (1..=3).find(|&i| !h.pixdim[i].is_finite()) {
+            return Err(bad(format!(
+                "pixdim[{i}] (a voxel size) is {}: not a number",
+                h.pixdim[i]
+            )));
+        }
         let spacing = [1usize, 2, 3].map(|i| {
             let p = h.pixdim[i].abs() as f64;
             if p.is_finite() && p > 0.0 {
@@ -445,6 +485,9 @@ impl NiftiFile {
             scl_slope: h.scl_slope,
             scl_inter: h.scl_inter,
         };
+        if let Some(why) = header.unusable_transform() {
+            return Err(bad(why));
+        }
         bytes.truncate(offset + needed);
         bytes.drain(..offset);
         Ok(Self {
@@ -1070,6 +1113,32 @@ mod tests {
         big[40..42].copy_from_slice(&0i16.to_be_bytes());
         let err = open(&big);
         assert!(err.contains("invalid dim[0] = 0:"), "{err}");
+
+        // The transform in use must place the voxels: srow_x starts at byte 280, the
+        // quaternion at 256, pixdim at 76.
+        let mut nan_sform = clean();
+        nan_sform[280..284].copy_from_slice(&f32::NAN.to_le_bytes());
+        let err = open(&nan_sform);
+        assert!(
+            err.contains("the sform (srow_x/y/z, sform_code 1) holds a value that is not a number"),
+            "{err}"
+        );
+        let mut zero_sform = clean();
+        zero_sform[280..328].fill(0);
+        let err = open(&zero_sform);
+        assert!(err.contains("sform_code 1) is singular"), "{err}");
+        // Unused (sform_code 0), a zero sform is no obstacle.
+        zero_sform[254..256].copy_from_slice(&0i16.to_le_bytes());
+        std::fs::write(&path, &zero_sform).unwrap();
+        NiftiFile::open(&path).unwrap();
+        let mut nan_qform = zero_sform.clone();
+        nan_qform[256..260].copy_from_slice(&f32::INFINITY.to_le_bytes());
+        let err = open(&nan_qform);
+        assert!(err.contains("the qform (quatern_b/c/d"), "{err}");
+        let mut nan_pixdim = clean();
+        nan_pixdim[80..84].copy_from_slice(&f32::NAN.to_le_bytes());
+        let err = open(&nan_pixdim);
+        assert!(err.contains("pixdim[1] (a voxel size) is NaN"), "{err}");
 
         let mut magic = clean();
         magic[344..348].copy_from_slice(b"xy\x01\0");
