@@ -107,6 +107,72 @@ pub fn load_case(
     ))
 }
 
+/// What is wrong with each file of `case` on its own, file by file: unreadable files, NaN or
+/// infinite voxels (with `NanPolicy::Error`) and label values outside the convention, each
+/// in the words `load_case` uses. `load_case` stops at the first problem; this finds the
+/// others of the same case, for `voxseg check`. Problems between files (their grids) need
+/// every file readable and are `load_case`'s.
+pub fn file_problems(
+    dataset: &Dataset,
+    case: &CaseFiles,
+    modalities: &[usize],
+    nan_policy: NanPolicy,
+) -> Vec<Error> {
+    let mut problems = Vec::new();
+    let mut opened: Vec<&Path> = Vec::new();
+    for image in modalities.iter().filter_map(|&m| case.images.get(m)) {
+        if opened.contains(&image.path.as_path()) {
+            continue;
+        }
+        opened.push(&image.path);
+        let file = match NiftiFile::open(&image.path) {
+            Ok(file) => file,
+            Err(e) => {
+                problems.push(in_case(&case.id, e));
+                continue;
+            }
+        };
+        let channels = modalities
+            .iter()
+            .filter_map(|&m| case.images.get(m))
+            .filter(|i| i.path == image.path)
+            .map(|i| i.channel.unwrap_or(0))
+            .filter(|&c| c < file.header().channels);
+        for channel in channels {
+            let checked = file
+                .channel(channel)
+                .map_err(|e| in_case(&case.id, e))
+                .and_then(|mut data| {
+                    if nan_policy == NanPolicy::Error {
+                        let dims = file.header().dims;
+                        handle_non_finite(&case.id, &image.path, &mut data, dims, nan_policy)?;
+                    }
+                    Ok(())
+                });
+            if let Err(e) = checked {
+                problems.push(e);
+            }
+        }
+    }
+    if let Some(path) = &case.label {
+        let values = NiftiFile::open(path)
+            .map_err(|e| in_case(&case.id, e))
+            .and_then(|file| {
+                let values = file.channel(0)?;
+                Ok((values, file.header().dims))
+            });
+        match values {
+            Err(e) => problems.push(e),
+            Ok((values, dims)) => {
+                if let Err(e) = dataset.label_spec.to_classes(&values, dims, &case.id, path) {
+                    problems.push(e);
+                }
+            }
+        }
+    }
+    problems
+}
+
 /// The label map of case `case` at `path` as class indices, checked to be 3D and on the
 /// images' grid (`grid`, read from `grid_path`).
 pub fn load_label(

@@ -1,7 +1,7 @@
 //! A dataset's integrity check, like nnU-Net's `--verify_dataset_integrity`: every case is
-//! read and validated as training would read it, and every case's problem is reported
-//! rather than only the first one met.
-use super::case::{load_case, NanPolicy};
+//! read and validated as training would read it, and every case's problems are reported
+//! (each file's, read on its own) rather than only the first one met.
+use super::case::{file_problems, load_case, NanPolicy};
 use super::layout::{Dataset, Listing};
 use super::orient::{majority, orientation, AxisMap};
 use crate::error::few;
@@ -18,8 +18,9 @@ pub struct CaseCheck {
     pub spacing: Option<[f64; 3]>,
     /// Where its voxel axes point (see [`orientation`]), when the case could be read.
     pub orientation: Option<String>,
-    /// Why training would refuse the case.
-    pub problem: Option<String>,
+    /// Why training would refuse the case: every problem of each file on its own, and the
+    /// first between files (grids) where each file is readable.
+    pub problems: Vec<String>,
     /// What does not stop training but is probably a mistake.
     pub warnings: Vec<String>,
 }
@@ -32,7 +33,7 @@ pub struct DatasetCheck {
 
 impl DatasetCheck {
     pub fn problems(&self) -> usize {
-        self.cases.iter().filter(|c| c.problem.is_some()).count()
+        self.cases.iter().filter(|c| !c.problems.is_empty()).count()
     }
 
     /// The report: what the dataset holds, then one line per problem and per warning.
@@ -85,7 +86,7 @@ impl DatasetCheck {
             }
         }
         for c in &self.cases {
-            if let Some(p) = &c.problem {
+            for p in &c.problems {
                 out += &format!("problem: {p}\n");
             }
             for w in &c.warnings {
@@ -211,7 +212,7 @@ pub fn check_dataset(listing: &Listing, modalities: &[usize], nan: NanPolicy) ->
                 dims: None,
                 spacing: None,
                 orientation: None,
-                problem: None,
+                problems: Vec::new(),
                 warnings: Vec::new(),
             };
             let missing: Vec<String> = listing
@@ -219,11 +220,22 @@ pub fn check_dataset(listing: &Listing, modalities: &[usize], nan: NanPolicy) ->
                 .map(|m| m.to_error().to_string())
                 .collect();
             if !missing.is_empty() {
-                check.problem = Some(missing.join("; "));
+                check.problems = missing;
                 return check;
             }
             match load_case(dataset, files, modalities, nan) {
-                Err(e) => check.problem = Some(e.to_string()),
+                // load_case stops at the first problem: each file is also read on its own,
+                // so that one run names all of them.
+                Err(e) => {
+                    let first = e.to_string();
+                    check.problems = file_problems(dataset, files, modalities, nan)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                    if !check.problems.contains(&first) {
+                        check.problems.insert(0, first);
+                    }
+                }
                 Ok((case, header)) => {
                     check.dims = Some(case.dims());
                     check.spacing = Some(case.spacing());
@@ -280,13 +292,14 @@ mod tests {
         assert_eq!(clean.problems(), 0);
         assert!(clean.cases.iter().all(|c| c.dims == Some([16, 16, 16])));
 
-        // Case 1: a label value BraTS 2021 does not use. Case 2: a truncated image. Case 3:
-        // an empty label map (a warning only).
+        // Case 1: a label value BraTS 2021 does not use. Case 2: a truncated image and the
+        // same bad label value. Case 3: an empty label map (a warning only).
         let label_of = |i: usize| dataset.cases[i].label.clone().unwrap();
         let grid = |i: usize| NiftiFile::open(&label_of(i)).unwrap().header().clone();
         let mut bad = vec![0u8; 16 * 16 * 16];
         bad[5] = 3;
         write_label_map(&label_of(1), &grid(1), &bad).unwrap();
+        write_label_map(&label_of(2), &grid(2), &bad).unwrap();
         let image = dataset.cases[2].images[0].path.clone();
         let bytes = std::fs::read(&image).unwrap();
         std::fs::write(&image, &bytes[..bytes.len() / 2]).unwrap();
@@ -294,14 +307,27 @@ mod tests {
 
         let checked = check_dataset(&listing, &modalities, NanPolicy::Error);
         assert_eq!(checked.problems(), 2, "{:?}", checked.cases);
-        let problem = |i: usize| checked.cases[i].problem.clone().unwrap_or_default();
+        let problems = |i: usize| checked.cases[i].problems.clone();
+        assert_eq!(problems(1).len(), 1, "{:?}", problems(1));
         assert!(
-            problem(1).contains("label value 3 at (x=5, y=0, z=0)"),
-            "{}",
-            problem(1)
+            problems(1)[0].contains("label value 3 at (x=5, y=0, z=0)"),
+            "{:?}",
+            problems(1)
         );
-        assert!(problem(2).contains(&dataset.cases[2].id), "{}", problem(2));
-        assert!(checked.cases[0].problem.is_none() && checked.cases[3].problem.is_none());
+        // Both of case 2's problems, the truncated image first (load_case met it first).
+        assert_eq!(problems(2).len(), 2, "{:?}", problems(2));
+        assert!(
+            problems(2)[0].contains(&image.display().to_string())
+                && problems(2)[0].contains(&dataset.cases[2].id),
+            "{:?}",
+            problems(2)
+        );
+        assert!(
+            problems(2)[1].contains("label value 3 at (x=5, y=0, z=0)"),
+            "{:?}",
+            problems(2)
+        );
+        assert!(problems(0).is_empty() && problems(3).is_empty());
         assert_eq!(
             checked.cases[3].warnings,
             vec!["the label map has no foreground"]
@@ -312,7 +338,7 @@ mod tests {
             report.ends_with("4 case(s) checked: 2 readable, 2 with a problem"),
             "{report}"
         );
-        assert_eq!(report.matches("problem: ").count(), 2, "{report}");
+        assert_eq!(report.matches("problem: ").count(), 3, "{report}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -340,11 +366,24 @@ mod tests {
         let modalities = listing.dataset.all_modalities();
         let strict = check_dataset(&listing, &modalities, NanPolicy::Error);
         assert_eq!(strict.problems(), 1, "{:?}", strict.cases);
-        let problem = strict.cases[1].problem.clone().unwrap();
-        assert!(problem.contains("1 NaN/Inf voxel(s)"), "{problem}");
+        let problems = &strict.cases[1].problems;
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("1 NaN/Inf voxel(s)"), "{problems:?}");
         let replaced = check_dataset(&listing, &modalities, NanPolicy::ReplaceWithZero);
         assert_eq!(replaced.problems(), 0, "{:?}", replaced.cases);
         assert_eq!(replaced.cases[1].dims, Some([16, 16, 16]));
+        // A second modality truncated too: both problems, the NaN first (met first).
+        let t2 = listing.dataset.cases[1].images[2].path.clone();
+        let bytes = std::fs::read(&t2).unwrap();
+        std::fs::write(&t2, &bytes[..bytes.len() / 2]).unwrap();
+        let both = check_dataset(&listing, &modalities, NanPolicy::Error);
+        let problems = &both.cases[1].problems;
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("1 NaN/Inf voxel(s)"), "{problems:?}");
+        assert!(
+            problems[1].starts_with(&t2.display().to_string()),
+            "{problems:?}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
