@@ -94,8 +94,9 @@ pub struct Args {
     /// Validate every this many epochs [default: 1].
     #[arg(long)]
     val_every: Option<usize>,
-    /// Stop cleanly after this many minutes (positive), after a last validation; on
-    /// --resume a new budget for this invocation [default: none, or the run's].
+    /// Stop cleanly after this many minutes (positive), saving `last`; an epoch cut short
+    /// is validated when resumed. On --resume a new budget for this invocation [default:
+    /// none, or the run's].
     #[arg(long)]
     time_limit: Option<f64>,
     /// Seed of the split, initialisation, sampling and augmentation [default: 42].

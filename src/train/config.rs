@@ -65,7 +65,8 @@ pub struct TrainConfig {
     /// Patch (D, H, W); `None` = planned.
     pub patch: Option<[usize; 3]>,
     pub val_every: usize,
-    /// Stop cleanly after this many minutes of this invocation (after a last validation);
+    /// Stop cleanly after this many minutes of this invocation (saving `last`; an epoch cut
+    /// short is validated when resumed);
     /// positive and at most [`MAX_TIME_LIMIT_MINUTES`].
     pub time_limit_minutes: Option<f64>,
     pub seed: u64,
