@@ -69,6 +69,7 @@ struct VxWgmmaTile {
     // VxPipeBackwardWeights).
     static constexpr bool SPARE_REGISTERS = true;
     static constexpr int A_BYTES = BM * ROW_BYTES, B_BYTES = BN * ROW_BYTES;
+    static constexpr int A_SUB_BYTES = A_BYTES / SUBTILES, B_SUB_BYTES = B_BYTES / SUBTILES;
     static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
     static_assert((BM == VX_CONV_TC_BM && THREADS == VX_CONV_WGMMA_THREADS) ||
                       (BM == VX_CONV_WGMMA_M256_BM && THREADS == VX_CONV_WGMMA_M256_THREADS),
@@ -104,8 +105,10 @@ template <class Base>
 struct VxWgmmaSw64Of : Base {
     static constexpr int SWIZZLE_BYTES = 64, SUBTILES = Base::ROW_BYTES / SWIZZLE_BYTES;
     static constexpr int SUB_K = Base::BK / SUBTILES;
-    static_assert(Base::A_BYTES / SUBTILES % VX_WGMMA_ATOM_BYTES == 0 &&
-                      Base::B_BYTES / SUBTILES % VX_WGMMA_ATOM_BYTES == 0 &&
+    static constexpr int A_SUB_BYTES = Base::A_BYTES / SUBTILES;
+    static constexpr int B_SUB_BYTES = Base::B_BYTES / SUBTILES;
+    static_assert(A_SUB_BYTES % VX_WGMMA_ATOM_BYTES == 0 &&
+                      B_SUB_BYTES % VX_WGMMA_ATOM_BYTES == 0 &&
                       Base::K_STEPS % SUBTILES == 0,
                   "whole wgmma K steps in each sub-tile, every sub-tile at a 1024-byte boundary");
     // The cp.async loaders place chunks by the 128-byte swizzle: not for these tiles.
@@ -175,7 +178,7 @@ __device__ __forceinline__ void vx_wgmma_stage_descs(unsigned wg, unsigned a, un
         a_low = vx_wgmma_desc_low(a + wg * T::MN_BLOCK_BYTES, T::MN_BLOCK_BYTES);
         b_low = vx_wgmma_desc_low(b, T::MN_BLOCK_BYTES);
     } else {
-        a_low = vx_wgmma_desc_low(a + wg * (T::A_BYTES / T::SUBTILES / T::WARPGROUPS), 16);
+        a_low = vx_wgmma_desc_low(a + wg * (T::A_SUB_BYTES / T::WARPGROUPS), 16);
         b_low = vx_wgmma_desc_low(b, 16);
     }
 }
@@ -194,8 +197,8 @@ __device__ __forceinline__ void vx_wgmma_step(float (&d)[T::BN / 2], unsigned a_
     } else {
         constexpr int PER_SUB = T::K_STEPS / T::SUBTILES;
         const int sub = k / PER_SUB, within = k % PER_SUB;
-        const unsigned a_offset = (sub * (T::A_BYTES / T::SUBTILES) + within * 32) >> 4;
-        const unsigned b_offset = (sub * (T::B_BYTES / T::SUBTILES) + within * 32) >> 4;
+        const unsigned a_offset = (sub * T::A_SUB_BYTES + within * 32) >> 4;
+        const unsigned b_offset = (sub * T::B_SUB_BYTES + within * 32) >> 4;
         const unsigned long long ad = vx_wgmma_desc_of<T::SWIZZLE_BYTES>(a_low + a_offset);
         const unsigned long long bd = vx_wgmma_desc_of<T::SWIZZLE_BYTES>(b_low + b_offset);
         if constexpr (T::Prec::PER_CHUNK == 8) {
@@ -516,12 +519,12 @@ struct VxTmaGather {
             // `taps * channels` of the weights are outside both maps.
             const bool inside = tz < taps_d;
             const int c0 = inside ? chunk * T::SUB_K : channels;
-            vx_tma_load_5d(a_tile + j * (T::A_BYTES / T::SUBTILES), &tp.a, c0, ix + tx, iy + ty,
+            vx_tma_load_5d(a_tile + j * T::A_SUB_BYTES, &tp.a, c0, ix + tx, iy + ty,
                            iz + tz, n, full);
             const int tap =
                 DATA ? vx_phase_kernel_tap(p, ph, tz, ty, tx) : (tz * p.k_h + ty) * p.k_w + tx;
             const int column = inside ? tap * channels + c0 : p.k_d * p.k_h * p.k_w * channels;
-            vx_tma_load_5d(b_tile + j * (T::B_BYTES / T::SUBTILES), &tp.b, column,
+            vx_tma_load_5d(b_tile + j * T::B_SUB_BYTES, &tp.b, column,
                            blockIdx.y * T::BN, 0, 0, 0, full);
             if (++chunk == chunks) {
                 chunk = 0;

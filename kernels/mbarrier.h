@@ -120,7 +120,9 @@ inline void vx_named_barrier(unsigned id, unsigned threads) { emu_named_barrier(
 
 // Waits until the phase of parity `parity` of `bar` has completed (on a GPU, trapping
 // after VX_MBAR_TIMEOUT_NS; the timer is read only once the first try fails; the harness
-// reports a deadlock itself).
+// reports a deadlock itself). Where wgmmas are in flight (the multiplying warps' loops)
+// ptxas puts a wgmma wait before the trap (its C7517 note, "warpgroup.wait is injected"):
+// on the trap's path alone, so the loop's waits stay as written (scripts/sass-loops.sh).
 __device__ __forceinline__ void vx_mbar_wait(unsigned long long* bar, unsigned parity) {
 #ifdef __CUDACC__
     if (vx_mbar_try_wait(bar, parity)) return;
