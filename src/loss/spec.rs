@@ -23,11 +23,12 @@ pub enum LossSpec {
     Wbce { pos_weight: f64 },
     /// Softmax cross-entropy against class indices.
     Ce,
-    /// Mean squared error of the raw outputs against dense targets.
+    /// Mean squared error of the sigmoid probabilities against dense targets.
     Mse,
-    /// Mean absolute error of the raw outputs against dense targets.
+    /// Mean absolute error of the sigmoid probabilities against dense targets.
     Mae,
-    /// 1 - SSIM of the raw outputs against dense targets.
+    /// 1 - SSIM of the sigmoid probabilities against dense targets (data range 1 by
+    /// default, the probabilities' own).
     Ssim(SsimOptions),
 }
 
@@ -79,9 +80,12 @@ impl LossSpec {
                     "ce needs class-index targets, got region channels",
                 )),
             },
-            LossSpec::Mse => mse(logits, &dense()?),
-            LossSpec::Mae => mae(logits, &dense()?),
-            LossSpec::Ssim(opts) => ssim3d(logits, &dense()?, opts),
+            // Prediction reads these channels through a sigmoid, as the BCE family's: the
+            // loss must score the same probabilities, not the logits (a logit trained
+            // towards 0 is a probability of 0.5).
+            LossSpec::Mse => mse(&logits.sigmoid()?, &dense()?),
+            LossSpec::Mae => mae(&logits.sigmoid()?, &dense()?),
+            LossSpec::Ssim(opts) => ssim3d(&logits.sigmoid()?, &dense()?, opts),
         }
     }
 }
@@ -166,6 +170,19 @@ mod tests {
             err.contains("dice") && err.contains("[1, 1, 1, 2, 2]"),
             "{err}"
         );
+    }
+
+    /// MSE and MAE score the probabilities prediction thresholds: a logit of 0 is 0.5 away
+    /// from either target, and a large logit is close to a target of 1.
+    #[test]
+    fn mse_and_mae_score_sigmoid_probabilities() {
+        let b = Cpu64::new();
+        let x = Var::constant(Tensor::from_host(&b, [1, 1, 1, 2, 1], &[0.0, 20.0]).unwrap());
+        let t = Target::Regions(Tensor::from_host(&b, [1, 1, 1, 2, 1], &[1.0, 1.0]).unwrap());
+        let value = |spec: LossSpec| spec.compute(&x, &t).unwrap().value().item().unwrap();
+        let far = 1.0 - 1.0 / (1.0 + (-20.0f64).exp());
+        assert!((value(LossSpec::Mse) - (0.25 + far * far) / 2.0).abs() < 1e-12);
+        assert!((value(LossSpec::Mae) - (0.5 + far) / 2.0).abs() < 1e-12);
     }
 
     #[test]
