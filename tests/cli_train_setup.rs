@@ -53,6 +53,62 @@ fn tensorboard_holds(run: &Path, needle: &str) -> bool {
     })
 }
 
+/// The learning rate a run records: the optimiser's default (SGD 0.01, Adam 0.001) whether
+/// the optimiser comes from --optimizer or a --config file, and a rate the file sets is
+/// kept when --optimizer changes the optimiser.
+#[test]
+fn the_default_learning_rate_follows_the_optimiser_however_it_is_chosen() {
+    let dir = temp_dir("lr-defaults");
+    let data = brats_dataset(&dir, 16, 4);
+    let d = data.to_str().unwrap();
+    let write = |name: &str, json: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, json).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let adam_file = write("adam.json", r#"{"optimizer": "adam"}"#);
+    let lr_file = write("lr.json", r#"{"lr": 0.0005}"#);
+    for (name, extra, lr) in [
+        ("flag", vec!["--optimizer", "adam"], 0.001),
+        ("file", vec!["--config", &adam_file], 0.001),
+        (
+            "file-lr",
+            vec!["--config", &lr_file, "--optimizer", "adam"],
+            0.0005,
+        ),
+        ("sgd", vec![], 0.01),
+    ] {
+        let run = dir.join(name);
+        let mut args = vec![
+            "train",
+            "--data",
+            d,
+            "--out",
+            run.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--features",
+            "4",
+            "--max-features",
+            "8",
+            "--batch",
+            "1",
+            "--workers",
+            "1",
+            "--no-augment",
+            "--epochs",
+            "1",
+            "--iters-per-epoch",
+            "1",
+        ];
+        args.extend(extra);
+        assert_ok(&voxseg_in(&dir, &args));
+        let config = read_json(&run.join("config.json"));
+        assert_eq!(config["lr"].as_f64(), Some(lr), "{name}: {config}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_split_without_validation_cases_trains_without_made_up_scores() {
     let dir = temp_dir("noval");

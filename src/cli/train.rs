@@ -61,13 +61,14 @@ pub struct Args {
     /// [default: sgd, Nesterov momentum 0.99, nnU-Net's recipe].
     #[arg(long, value_enum)]
     optimizer: Option<OptimizerArg>,
-    /// Initial learning rate [default: 0.01].
+    /// Initial learning rate [default: 0.01 for SGD, 0.001 for Adam, AdamW and lazy Adam].
     #[arg(long)]
     lr: Option<f64>,
     /// constant, poly, cosine, step:EVERY:GAMMA, plateau:FACTOR:PATIENCE [default: poly].
     #[arg(long)]
     schedule: Option<String>,
-    /// Decoupled weight decay (SGD, AdamW) [default: 3e-5].
+    /// Weight decay: added to the gradient for SGD and Adam, decoupled for AdamW; lazy Adam
+    /// takes none [default: SGD 3e-5, Adam 0, AdamW 0.004].
     #[arg(long)]
     weight_decay: Option<f64>,
     /// L1 penalty on the weights, added to the loss [default: 0].
@@ -215,6 +216,8 @@ impl Args {
             Some(p) => TrainConfig::from_file_with_keys(p)?,
             None => (TrainConfig::default(), Vec::new()),
         };
+        // A learning rate the file sets is kept when --optimizer changes the optimiser.
+        let lr_from_file = requested.iter().any(|k| k == "lr");
         let mut asked = |key: &str| requested.push(key.to_string());
         macro_rules! set {
             ($field:ident) => {
@@ -285,7 +288,7 @@ impl Args {
                 }
             };
             asked("optimizer");
-            if self.lr.is_none() {
+            if self.lr.is_none() && !lr_from_file {
                 c.lr = c.optimizer.default_lr();
             }
         }

@@ -170,11 +170,15 @@ impl TrainConfig {
         let bad =
             |e: serde_json::Error| Error::file(path, format!("not a valid training config: {e}"));
         let value: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
-        let keys = value
+        let keys: Vec<String> = value
             .as_object()
             .map(|o| o.keys().cloned().collect())
             .unwrap_or_default();
         let mut cfg: TrainConfig = serde_json::from_value(value).map_err(bad)?;
+        // Without "lr", the optimiser's own default, as with --optimizer.
+        if !keys.iter().any(|k| k == "lr") {
+            cfg.lr = cfg.optimizer.default_lr();
+        }
         let folder = path.parent().unwrap_or(Path::new(""));
         for p in [&mut cfg.data, &mut cfg.out]
             .into_iter()
