@@ -234,6 +234,59 @@ fn named_slot(stem: &str, modalities: &[String]) -> Option<usize> {
     })
 }
 
+/// Warnings for loose input files whose names suggest another order than the model's
+/// (`modalities`): a file named for one modality given in another's slot, or for one the
+/// model does not take, or files naming different cases.
+fn input_name_warnings(modalities: &[String], files: &[PathBuf]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (slot, file) in files.iter().enumerate() {
+        let stem = image_stem(file);
+        let named = named_slot(&stem, modalities);
+        if let (None, Some(other)) = (named, named_brats_modality(&stem)) {
+            warnings.push(format!(
+                "warning: {} is given as input {} ({}) but its name says {other}, which \
+                 the model does not take; it takes {} in this order",
+                file.display(),
+                slot + 1,
+                modalities[slot],
+                modalities.join(", ")
+            ));
+        }
+        if let Some(named) = named.filter(|&n| n != slot) {
+            warnings.push(format!(
+                "warning: {} is given as input {} ({}) but its name says {}; the model \
+                 takes {} in this order",
+                file.display(),
+                slot + 1,
+                modalities[slot],
+                modalities[named],
+                modalities.join(", ")
+            ));
+        }
+    }
+    let mut ids: Vec<String> = files.iter().map(|f| case_id_of(f, modalities)).collect();
+    ids.dedup();
+    if ids.len() > 1 {
+        warnings.push(format!(
+            "warning: the --input files name different cases ({}); the output is named {}",
+            ids.join(", "),
+            ids[0]
+        ));
+    }
+    warnings
+}
+
+/// The modality a file name names by its last `_`/`-`/`.` separated part when that is a
+/// BraTS modality name or alias (`CASE_t1`, `CASE-t2f`), whether or not the model takes it.
+fn named_brats_modality(stem: &str) -> Option<String> {
+    let (_, last) = stem.rsplit_once(['_', '-', '.'])?;
+    let last = last.to_ascii_lowercase();
+    MODALITY_ALIASES
+        .iter()
+        .any(|g| g.contains(&last.as_str()))
+        .then_some(last)
+}
+
 /// A file's name without its folder and `.nii.gz` / `.nii`.
 fn image_stem(path: &Path) -> String {
     let name = path
@@ -249,11 +302,10 @@ fn image_stem(path: &Path) -> String {
 /// The case id a file name stands for: its stem without a part that names a modality.
 fn case_id_of(path: &Path, modalities: &[String]) -> String {
     let stem = image_stem(path);
-    match (
-        named_slot(&stem, modalities),
-        stem.rsplit_once(['_', '-', '.']),
-    ) {
-        (Some(_), Some((case, _))) if !case.is_empty() => case.to_string(),
+    let names_modality =
+        named_slot(&stem, modalities).is_some() || named_brats_modality(&stem).is_some();
+    match stem.rsplit_once(['_', '-', '.']) {
+        Some((case, _)) if names_modality && !case.is_empty() => case.to_string(),
         _ => stem,
     }
 }
@@ -395,36 +447,10 @@ impl<B: Backend> Predictor<B> {
         })
     }
 
-    /// Warnings for loose input files whose names suggest another order than the model's:
-    /// a file named for one modality given in another's slot, or files naming different
-    /// cases.
+    /// Warnings for loose input files whose names suggest another order than the model's
+    /// (see the free function of the same name).
     pub fn input_name_warnings(&self, files: &[PathBuf]) -> Vec<String> {
-        let modalities = &self.card.modalities;
-        let mut warnings = Vec::new();
-        for (slot, file) in files.iter().enumerate() {
-            let named = named_slot(&image_stem(file), modalities);
-            if let Some(named) = named.filter(|&n| n != slot) {
-                warnings.push(format!(
-                    "warning: {} is given as input {} ({}) but its name says {}; the model \
-                     takes {} in this order",
-                    file.display(),
-                    slot + 1,
-                    modalities[slot],
-                    modalities[named],
-                    modalities.join(", ")
-                ));
-            }
-        }
-        let mut ids: Vec<String> = files.iter().map(|f| case_id_of(f, modalities)).collect();
-        ids.dedup();
-        if ids.len() > 1 {
-            warnings.push(format!(
-                "warning: the --input files name different cases ({}); the output is named {}",
-                ids.join(", "),
-                ids[0]
-            ));
-        }
-        warnings
+        input_name_warnings(&self.card.modalities, files)
     }
 
     /// A warning when `dataset`'s label convention is not the model's: predictions are
@@ -727,5 +753,34 @@ mod tests {
         );
         assert_eq!(id("brain.nii", &brats), "brain");
         assert_eq!(id("x/_t1.nii.gz", &brats), "_t1");
+        // A modality the model does not take still names no part of the case id.
+        let flair = names(&["flair"]);
+        assert_eq!(named_slot("Case_7_t1", &flair), None);
+        assert_eq!(named_brats_modality("Case_7_t1").as_deref(), Some("t1"));
+        assert_eq!(named_brats_modality("Case_7_0001"), None);
+        assert_eq!(id("x/Case_7_t1.nii.gz", &flair), "Case_7");
+        assert_eq!(id("x/Case_7_0001.nii.gz", &flair), "Case_7_0001");
+    }
+
+    #[test]
+    fn an_input_named_for_a_modality_the_model_does_not_take_is_warned_about() {
+        let files = |names: &[&str]| -> Vec<PathBuf> {
+            names
+                .iter()
+                .map(|n| PathBuf::from(format!("x/Case_7_{n}.nii.gz")))
+                .collect()
+        };
+        let warnings = input_name_warnings(&names(&["flair"]), &files(&["t1"]));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("Case_7_t1.nii.gz is given as input 1 (flair)")
+                && warnings[0].contains("its name says t1, which the model does not take"),
+            "{warnings:?}"
+        );
+        // The case is Case_7 in both files: no warning of different cases.
+        let warnings = input_name_warnings(&names(&["flair", "t1ce"]), &files(&["t1", "t1ce"]));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("input 1 (flair)"), "{warnings:?}");
+        assert!(input_name_warnings(&names(&["flair"]), &files(&["flair"])).is_empty());
     }
 }
