@@ -64,7 +64,8 @@ pub struct Args {
     /// Initial learning rate [default: 0.01 for SGD, 0.001 for Adam, AdamW and lazy Adam].
     #[arg(long)]
     lr: Option<f64>,
-    /// constant, poly, cosine, step:EVERY:GAMMA, plateau:FACTOR:PATIENCE [default: poly].
+    /// constant, poly, cosine[:WARMUP_EPOCHS], step:EVERY:GAMMA, plateau:FACTOR:PATIENCE
+    /// [default: poly].
     #[arg(long)]
     schedule: Option<String>,
     /// Weight decay: added to the gradient for SGD and Adam, decoupled for AdamW; lazy Adam
@@ -182,7 +183,7 @@ fn parse_loss(s: &str) -> anyhow::Result<voxseg::loss::LossSpec> {
 fn parse_schedule(s: &str) -> anyhow::Result<LrSchedule> {
     let parts: Vec<&str> = s.split(':').collect();
     let bad = || {
-        anyhow::anyhow!("invalid --schedule: '{s}': expected constant, poly, cosine, step:EVERY:GAMMA or plateau:FACTOR:PATIENCE")
+        anyhow::anyhow!("invalid --schedule: '{s}': expected constant, poly, cosine[:WARMUP_EPOCHS], step:EVERY:GAMMA or plateau:FACTOR:PATIENCE")
     };
     let schedule = match parts.as_slice() {
         ["constant"] => LrSchedule::Constant,

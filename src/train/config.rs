@@ -270,6 +270,18 @@ impl TrainConfig {
         }
         self.validate_loss_target()?;
         self.schedule.validate()?;
+        if let LrSchedule::Cosine { warmup_epochs } = self.schedule {
+            if warmup_epochs >= self.epochs {
+                return bad(
+                    "schedule",
+                    format!(
+                        "cosine warm-up of {warmup_epochs} epochs leaves none of the {} epochs \
+                         to decay over",
+                        self.epochs
+                    ),
+                );
+            }
+        }
         self.augment.validate()?;
         self.preprocess.validate()?;
         if self.features == Some(0) || self.max_features == Some(0) {
@@ -415,6 +427,10 @@ mod tests {
         refused(
             r#"{"schedule": {"kind": "poly", "exponent": -3}}"#,
             &["learning-rate schedule", "-3"],
+        );
+        refused(
+            r#"{"epochs": 4, "schedule": {"kind": "cosine", "warmup_epochs": 5}}"#,
+            &["cosine warm-up of 5 epochs", "4 epochs"],
         );
         refused(
             r#"{"preprocess": {"orientation": "XYZ"}}"#,
