@@ -284,7 +284,7 @@ impl Cuda {
         let (m, _) = self.module(module)?;
         let f = m
             .load_function(name)
-            .map_err(|e| driver_error(&format!("loading kernel {name} from {module}.ptx"), e))?;
+            .map_err(|e| driver_error(&format!("loading kernel {name} from module {module}"), e))?;
         self.lock_functions().insert((module, name), f.clone());
         Ok(f)
     }
