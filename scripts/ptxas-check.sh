@@ -4,8 +4,8 @@
 # stack and spills per kernel, and fails if any kernel spills registers to local memory or
 # has a stack frame (local arrays, or a helper or lambda that was not inlined) or if
 # ptxas serialises wgmma instructions (its "wgmma.mma_async instructions are
-# serialized" advice: the tensor cores would then wait for every instruction), build
-# variants included. Usable in
+# serialized" advice: the tensor cores would then wait for every instruction) or injects
+# wgmma waits anywhere but before the mbarrier trap (below), build variants included. Usable in
 # CI wherever nvcc is (no GPU needed).
 #   scripts/ptxas-check.sh [sm_XX]
 set -euo pipefail
@@ -55,7 +55,25 @@ for build in "${builds[@]}"; do
         status=1
     fi
 done
+# ptxas injects a wgmma wait wherever the accumulators might be used while wgmmas are in
+# flight (its C7517 note), which would serialise a main loop as surely as the advice
+# above. The only place it is expected is before vx_mbar_wait's trap (kernels/mbarrier.h):
+# built without the trap, a kernel file that issues wgmma must draw no such note.
+for cu in "$repo"/kernels/*.cu; do
+    grep -q "wgmma" "$cu" || continue
+    name="$(basename "$cu" .cu)"
+    file_arch="$(head -n 1 "$cu" | sed -n 's|^// voxseg-arch: *||p')"
+    if ! "$nvcc" -cubin -arch="${file_arch:-$arch}" -std=c++17 "${includes[@]}" \
+        -DVX_MBAR_NO_TRAP -o "$work/$name-notrap.cubin" "$cu" 2>"$work/$name-notrap.log"; then
+        cat "$work/$name-notrap.log" >&2
+        exit 1
+    fi
+    if grep "C7517" "$work/$name-notrap.log" >&2; then
+        echo "$name: ptxas injects wgmma waits outside the mbarrier trap" >&2
+        status=1
+    fi
+done
 if [[ $status -ne 0 ]]; then
-    echo "register spills, stack frames or serialised wgmma found for $arch" >&2
+    echo "register spills, stack frames, serialised wgmma or injected wgmma waits found for $arch" >&2
 fi
 exit $status
