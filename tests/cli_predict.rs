@@ -7,7 +7,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use voxseg::data::nifti::{write_label_map, NiftiFile};
+use voxseg::data::nifti::{write_label_map, write_nifti, NiftiFile, VoxelData};
 use voxseg::data::synth::SynthLayout;
 use voxseg::train::checkpoint::{load_checkpoint, save_checkpoint};
 use voxseg::train::{train, RunOptions, TrainConfig};
@@ -463,4 +463,52 @@ fn one_4d_input_file_gives_every_modality_as_the_dataset_does() {
         "{}",
         r.stderr
     );
+    // A 4D file of three channels for a four-modality model names no channel: refused.
+    let source = NiftiFile::open(&image).unwrap();
+    let three: Vec<f32> = (0..3).flat_map(|c| source.channel(c).unwrap()).collect();
+    let three_path = f.root.join("three-channels.nii.gz");
+    write_nifti(
+        &three_path,
+        source.header(),
+        3,
+        VoxelData::Float32(&three),
+        (1.0, 0.0),
+    )
+    .unwrap();
+    let r = predict(
+        &f.run,
+        &out_dir("input-three"),
+        &["--input", s(&three_path)],
+    );
+    assert!(
+        !r.ok
+            && r.stderr
+                .contains("three-channels.nii.gz: holds 3 channel(s); the model takes 4"),
+        "{}",
+        r.stderr
+    );
+    // Blank images are predicted, with a warning per constant modality.
+    let blank_path = f.root.join("blank.nii.gz");
+    let blank = vec![0.0f32; three.len() / 3 * 4];
+    write_nifti(
+        &blank_path,
+        source.header(),
+        4,
+        VoxelData::Float32(&blank),
+        (1.0, 0.0),
+    )
+    .unwrap();
+    let r = predict(
+        &f.run,
+        &out_dir("input-blank"),
+        &["--input", s(&blank_path)],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let constant: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("image is constant (0); its segmentation is not to be trusted"))
+        .collect();
+    assert_eq!(constant.len(), 4, "{}", r.stderr);
+    assert!(constant[0].contains("the FLAIR image"), "{}", r.stderr);
 }

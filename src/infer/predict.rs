@@ -8,7 +8,7 @@ use crate::backend::Backend;
 use crate::data::case::{load_case, load_label, NanPolicy};
 use crate::data::labels::{LabelSpec, TargetSpec};
 use crate::data::layout::{CaseFiles, Dataset, ImageFile, MODALITY_ALIASES};
-use crate::data::nifti::{write_label_map, write_probability_map, NiftiHeaderInfo};
+use crate::data::nifti::{write_label_map, write_probability_map, NiftiFile, NiftiHeaderInfo};
 use crate::data::orient::{reorient, AxisMap};
 use crate::data::preprocess::{paste_back_probs, preprocess, PreprocessSpec, PreprocessedCase};
 use crate::error::{Error, Result};
@@ -421,6 +421,21 @@ impl<B: Backend> Predictor<B> {
                 ),
             ));
         }
+        // A 4D file of other channels than the model's (an MSD image of all four for a
+        // model of two) names no channel: which of them the model takes is unknown.
+        if one_4d {
+            let channels = NiftiFile::open(&files[0])?.header().channels;
+            if channels != n {
+                return Err(Error::file(
+                    &files[0],
+                    format!(
+                        "holds {channels} channel(s); the model takes {n} in this order: {}; \
+                         give a 4D file of exactly those, or one file per modality",
+                        self.card.modalities.join(", ")
+                    ),
+                ));
+            }
+        }
         // `CASE_t1.nii.gz` (BraTS) or `CASE_0000.nii.gz` (nnU-Net) names the case `CASE`.
         let id = case_id_of(&files[0], &self.card.modalities);
         Ok(Dataset {
@@ -500,6 +515,18 @@ impl<B: Backend> Predictor<B> {
             ..case.clone()
         };
         let (data, header) = load_case(dataset, &images_only, &channels, nan)?;
+        // A blank or constant image carries nothing to segment; the network's answer for it
+        // is not to be trusted (`check` warns of the same).
+        for (volume, name) in data.channels.iter().zip(&self.card.modalities) {
+            let first = volume.data.first().copied().unwrap_or(0.0);
+            if volume.data.iter().all(|&v| v == first) {
+                eprintln!(
+                    "warning: case {}: the {name} image is constant ({first}); its \
+                     segmentation is not to be trusted",
+                    case.id
+                );
+            }
+        }
         let files = OutputFiles::new(&case.id, out, opts);
         let k = self.card.model.out_channels();
         // Outside the brain crop: background (for classes, certainly class 0).
