@@ -316,6 +316,16 @@ fn nnunet_v2_raw_with_classes_or_regions() {
     std::fs::remove_file(tmp.0.join("imagesTr/BRATS_000_0002.nii.gz")).unwrap();
     let err = err_text(detect(&tmp.0));
     assert_mentions(&err, &["BRATS_000", "BRATS_000_0002.nii.gz", "missing"]);
+
+    // nnU-Net's "ignore" label (sparse annotation) is refused, not trained as a class.
+    let tmp = TempDir::new("nnunet-ignore");
+    write_nnunet(
+        &tmp.0,
+        1,
+        serde_json::json!({"background": 0, "edema": 1, "non-enhancing tumor": 2, "ignore": 3}),
+    );
+    let err = err_text(detect(&tmp.0));
+    assert_mentions(&err, &["dataset.json", "'ignore' (3)", "not support"]);
 }
 
 #[test]

@@ -192,6 +192,18 @@ fn label_spec(json_path: &Path, json: &Value) -> Result<LabelSpec> {
             )
         })
     };
+    // nnU-Net v2's "ignore" label marks unannotated voxels (sparse annotation), left out of
+    // its loss; trained as a class it would teach the network to predict "unannotated".
+    if let Some(v) = obj.get("ignore") {
+        return Err(Error::file(
+            json_path,
+            format!(
+                "labels: 'ignore' ({v}) marks unannotated voxels for nnU-Net's sparse-annotation \
+                 training, which voxseg does not support; remove the label (and those voxels' \
+                 value from the label maps) to train on fully annotated cases"
+            ),
+        ));
+    }
     let mut named: Vec<(u64, String)> = Vec::new();
     let mut regions: Vec<(String, Vec<u64>)> = Vec::new();
     let mut region_based = false;
