@@ -249,15 +249,30 @@ impl LabelSpec {
             match self.class_of_value(v) {
                 Some(c) => out.push(c),
                 None => {
+                    // A float label map written by resampling or arithmetic holds values a
+                    // hair off its integers: say so, rather than only that the value is
+                    // foreign.
+                    let nearest = v.round();
+                    let round_off = v.fract() != 0.0
+                        && (v - nearest).abs() < 1e-3
+                        && self.class_of_value(nearest).is_some();
+                    let hint = if round_off {
+                        format!(
+                            " (float round-off of {nearest}? round the label map to integers \
+                             and store it as an integer type)"
+                        )
+                    } else {
+                        String::new()
+                    };
                     return Err(Error::file(
                         path,
                         format!(
                             "case {case}: label value {v} at {} is not one of \
-                             this layout's values {:?}",
+                             this layout's values {:?}{hint}",
                             crate::data::grid::position_text(i, dims),
                             self.file_values()
                         ),
-                    ))
+                    ));
                 }
             }
         }
@@ -540,9 +555,23 @@ mod tests {
                 && err.contains("value 3 at (x=1, y=1, z=1)"),
             "{err}"
         );
-        assert!(s21
-            .to_classes(&[1.5], [1, 1, 1], "c", Path::new("s"))
-            .is_err());
+        let err = |v: f32| {
+            s21.to_classes(&[v], [1, 1, 1], "c", Path::new("s"))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(!err(1.5).contains("round-off"), "{}", err(1.5));
+        assert!(
+            err(1.000_000_1).contains("float round-off of 1?"),
+            "{}",
+            err(1.000_000_1)
+        );
+        // Near an integer the layout does not use (3): no such hint.
+        assert!(
+            !err(3.000_000_2).contains("round-off"),
+            "{}",
+            err(3.000_000_2)
+        );
 
         let s23 = LabelSpec::brats2023();
         assert_eq!(s23.class_of_value(3.0), Some(3));
