@@ -36,6 +36,38 @@ pub fn regions_of(spec: &LabelSpec) -> Vec<Region> {
         .collect()
 }
 
+/// Whether two region names are the same region: equal but for case, or the BraTS
+/// abbreviation and nnU-Net's spelled-out name ("WT" and "whole tumor").
+fn same_region_name(a: &str, b: &str) -> bool {
+    const SPELLED: [(&str, &[&str]); 3] = [
+        (
+            "wt",
+            &["whole tumor", "whole tumour", "whole_tumor", "whole_tumour"],
+        ),
+        (
+            "tc",
+            &["tumor core", "tumour core", "tumor_core", "tumour_core"],
+        ),
+        (
+            "et",
+            &[
+                "enhancing tumor",
+                "enhancing tumour",
+                "enhancing_tumor",
+                "enhancing_tumour",
+            ],
+        ),
+    ];
+    let canonical = |name: &str| {
+        let lower = name.to_ascii_lowercase();
+        SPELLED
+            .iter()
+            .find(|(_, spelled)| spelled.contains(&lower.as_str()))
+            .map_or(lower, |(short, _)| short.to_string())
+    };
+    canonical(a) == canonical(b)
+}
+
 /// Pairs each region of the reference's convention with the region of the same name
 /// (case-insensitive) in the prediction's, as (prediction, reference). A region that only
 /// one convention has is an error naming it.
@@ -44,7 +76,7 @@ pub fn match_regions(pred: &LabelSpec, truth: &LabelSpec) -> Result<Vec<(Region,
     let names = |rs: &[Region]| rs.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
     let unmatched = |from: &[Region], to: &[Region]| {
         from.iter()
-            .find(|r| !to.iter().any(|o| o.name.eq_ignore_ascii_case(&r.name)))
+            .find(|r| !to.iter().any(|o| same_region_name(&o.name, &r.name)))
             .map(|r| r.name.clone())
     };
     if let Some(name) = unmatched(&t, &p) {
@@ -71,7 +103,7 @@ pub fn match_regions(pred: &LabelSpec, truth: &LabelSpec) -> Result<Vec<(Region,
         .map(|tr| {
             let pr = p
                 .iter()
-                .find(|r| r.name.eq_ignore_ascii_case(&tr.name))
+                .find(|r| same_region_name(&r.name, &tr.name))
                 .expect("every reference region was matched above")
                 .clone();
             (pr, tr)
@@ -504,6 +536,16 @@ pub fn evaluate_reference(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nnunet_spelled_region_names_match_the_brats_abbreviations() {
+        assert!(same_region_name("WT", "whole tumor"));
+        assert!(same_region_name("Tumour Core", "tc"));
+        assert!(same_region_name("enhancing_tumor", "ET"));
+        assert!(same_region_name("edema", "EDEMA"));
+        assert!(!same_region_name("WT", "TC"));
+        assert!(!same_region_name("whole tumor", "tumor core"));
+    }
 
     /// A 4x4x4 grid of 1 x 1 x 2 mm with this sform (rows x, y, z).
     fn grid(srow: [[f32; 4]; 3]) -> NiftiHeaderInfo {
