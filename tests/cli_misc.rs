@@ -335,38 +335,30 @@ fn preprocess_force_never_writes_into_the_data_nor_replaces_what_is_not_a_comple
 #[test]
 fn quickstart_refuses_a_file_or_a_foreign_folder_as_out_before_writing() {
     let dir = temp_dir("quickstart-out");
+    // Refused with `why`, before the quickstart announces anything it writes.
+    let refused = |out: &Path, why: &str| {
+        let r = voxseg(&[
+            "quickstart",
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ]);
+        assert!(!r.ok, "{}", r.stdout);
+        assert!(
+            r.stderr.contains(why) && !r.stderr.contains("writing"),
+            "{}",
+            r.stderr
+        );
+    };
     let file = dir.join("afile");
     std::fs::write(&file, b"mine").unwrap();
-    let r = voxseg(&[
-        "quickstart",
-        "--out",
-        file.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
-    assert!(!r.ok, "{}", r.stdout);
-    assert!(
-        r.stderr.contains("afile is a file, not a folder") && !r.stderr.contains("writing"),
-        "{}",
-        r.stderr
-    );
+    refused(&file, "afile is a file, not a folder");
     assert_eq!(std::fs::read(&file).unwrap(), b"mine");
     let folder = dir.join("folder");
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::write(folder.join("notes.txt"), b"mine").unwrap();
-    let r = voxseg(&[
-        "quickstart",
-        "--out",
-        folder.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
-    assert!(!r.ok, "{}", r.stdout);
-    assert!(
-        r.stderr.contains("not the quickstart's (notes.txt)") && !r.stderr.contains("writing"),
-        "{}",
-        r.stderr
-    );
+    refused(&folder, "not the quickstart's (notes.txt)");
     assert_eq!(sorted_entries(&folder), ["notes.txt"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -465,16 +465,21 @@ fn one_4d_input_file_gives_every_modality_as_the_dataset_does() {
     );
     // A 4D file of three channels for a four-modality model names no channel: refused.
     let source = NiftiFile::open(&image).unwrap();
+    // A 4D file `name` of `channels` channels on the image's grid.
+    let write_4d = |name: &str, channels: usize, data: &[f32]| {
+        let path = f.root.join(name);
+        write_nifti(
+            &path,
+            source.header(),
+            channels,
+            VoxelData::Float32(data),
+            (1.0, 0.0),
+        )
+        .unwrap();
+        path
+    };
     let three: Vec<f32> = (0..3).flat_map(|c| source.channel(c).unwrap()).collect();
-    let three_path = f.root.join("three-channels.nii.gz");
-    write_nifti(
-        &three_path,
-        source.header(),
-        3,
-        VoxelData::Float32(&three),
-        (1.0, 0.0),
-    )
-    .unwrap();
+    let three_path = write_4d("three-channels.nii.gz", 3, &three);
     let r = predict(
         &f.run,
         &out_dir("input-three"),
@@ -488,16 +493,7 @@ fn one_4d_input_file_gives_every_modality_as_the_dataset_does() {
         r.stderr
     );
     // Blank images are predicted, with a warning per constant modality.
-    let blank_path = f.root.join("blank.nii.gz");
-    let blank = vec![0.0f32; three.len() / 3 * 4];
-    write_nifti(
-        &blank_path,
-        source.header(),
-        4,
-        VoxelData::Float32(&blank),
-        (1.0, 0.0),
-    )
-    .unwrap();
+    let blank_path = write_4d("blank.nii.gz", 4, &vec![0.0f32; three.len() / 3 * 4]);
     let r = predict(
         &f.run,
         &out_dir("input-blank"),

@@ -14,9 +14,17 @@ fn assert_ok(r: &Outcome) {
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
 }
 
-/// A small, fast run of one epoch of two steps.
+/// A small, fast run of one epoch of two steps, with Adam at 0.001.
 fn train_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
+    let mut args = small_run_args(data, out);
+    args.extend(["--optimizer", "adam", "--lr=0.001"]);
+    args.extend(extra);
+    args
+}
+
+/// A small, fast run of one epoch of two steps, with the default optimiser and rate.
+fn small_run_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
         "train",
         "--data",
         data,
@@ -33,16 +41,11 @@ fn train_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str
         "--workers",
         "1",
         "--no-augment",
-        "--optimizer",
-        "adam",
-        "--lr=0.001",
         "--epochs",
         "1",
         "--iters-per-epoch",
         "2",
-    ];
-    args.extend(extra);
-    args
+    ]
 }
 
 /// Whether any TensorBoard event file of the run holds `needle` (a tag name).
@@ -79,28 +82,8 @@ fn the_default_learning_rate_follows_the_optimiser_however_it_is_chosen() {
         ("sgd", vec![], 0.01),
     ] {
         let run = dir.join(name);
-        let mut args = vec![
-            "train",
-            "--data",
-            d,
-            "--out",
-            run.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--features",
-            "4",
-            "--max-features",
-            "8",
-            "--batch",
-            "1",
-            "--workers",
-            "1",
-            "--no-augment",
-            "--epochs",
-            "1",
-            "--iters-per-epoch",
-            "1",
-        ];
+        let out = run.to_str().unwrap();
+        let mut args = small_run_args(d, out);
         args.extend(extra);
         assert_ok(&voxseg_in(&dir, &args));
         let config = read_json(&run.join("config.json"));
