@@ -87,6 +87,7 @@ fn run_with_target(dir: &Path, name: &str, spec: LabelSpec, target: TargetSpec) 
         target,
         preprocess: PreprocessSpec::default(),
         patch: [16; 3],
+        training_spacing: None,
     }
     .save(&run.join("model.json"))
     .unwrap();

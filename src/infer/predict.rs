@@ -527,6 +527,9 @@ impl<B: Backend> Predictor<B> {
                 );
             }
         }
+        if let Some(warning) = spacing_warning(&self.card, &case.id, data.spacing()) {
+            eprintln!("{warning}");
+        }
         let files = OutputFiles::new(&case.id, out, opts);
         let k = self.card.model.out_channels();
         // Outside the brain crop: background (for classes, certainly class 0).
@@ -643,6 +646,35 @@ impl<B: Backend> Predictor<B> {
     }
 }
 
+/// A warning when case `case`'s voxel size (x, y, z, mm) is far from the training cases'
+/// and the model does not resample (no `target_spacing`): a network sees structures at the
+/// scale it was trained on. The sizes are compared as sorted triples, so that a case stored
+/// in another axis order is not flagged for it.
+fn spacing_warning(card: &ModelCard, case: &str, spacing: [f64; 3]) -> Option<String> {
+    /// A ratio beyond this on any axis is warned of.
+    const FAR: f64 = 1.5;
+    let trained = card.training_spacing?;
+    if card.preprocess.target_spacing.is_some() {
+        return None;
+    }
+    let sorted = |mut s: [f64; 3]| {
+        s.sort_by(f64::total_cmp);
+        s
+    };
+    let (a, b) = (sorted(spacing), sorted(trained));
+    let far = a.iter().zip(&b).any(|(x, y)| x / y > FAR || y / x > FAR);
+    let show = |s: [f64; 3]| s.map(|v| format!("{:.2}", v)).join("x");
+    far.then(|| {
+        format!(
+            "warning: case {case}: voxel size {} mm is far from the training cases' {} mm, \
+             and the model does not resample (no target_spacing): resample the case, or \
+             train with target_spacing",
+            show(spacing),
+            show(trained)
+        )
+    })
+}
+
 /// Whether predictions in convention `a` are scored the same read in convention `b`: the
 /// same label values, and regions of the same names over the same values (class names may
 /// differ: "necrosis" for "NCR").
@@ -656,6 +688,58 @@ mod tests {
 
     /// Another dataset's label names over BraTS 2021's values and regions score alike (no
     /// warning needed); other values, or regions over other values, do not.
+    #[test]
+    fn a_voxel_size_far_from_training_is_warned_of_unless_the_model_resamples() {
+        use crate::nn::unet::UNetConfig;
+        use crate::nn::ModelSpec;
+        use crate::train::plan::Plan;
+        let unet = UNetConfig::nnunet(1, 3);
+        let mut card = ModelCard {
+            format: crate::train::card::CARD_FORMAT.into(),
+            plan: Plan {
+                patch: [8; 3],
+                batch: 1,
+                base_features: unet.base_features,
+                max_features: unet.max_features,
+                depth: unet.depth,
+                strides: Vec::new(),
+                kernels: Vec::new(),
+                step_gflop: 1.0,
+                activation_bytes: 1,
+                device: "cpu".into(),
+            },
+            model: ModelSpec::Unet(unet),
+            modalities: vec!["t1".into()],
+            layout: crate::data::layout::LayoutKind::Brats2021,
+            label_spec: LabelSpec::brats2021(),
+            target: TargetSpec::Regions,
+            preprocess: PreprocessSpec::default(),
+            patch: [8; 3],
+            training_spacing: Some([1.0; 3]),
+        };
+        // A card written before the spacing was recorded reads as None: no warning.
+        let mut old = serde_json::to_value(&card).unwrap();
+        old.as_object_mut().unwrap().remove("training_spacing");
+        card = serde_json::from_value(old).unwrap();
+        assert_eq!(card.training_spacing, None, "older cards read without it");
+        assert_eq!(spacing_warning(&card, "c", [1.0, 1.0, 3.0]), None);
+        card.training_spacing = Some([1.0, 1.0, 1.0]);
+        let warning = spacing_warning(&card, "c", [1.0, 1.0, 3.0]).unwrap();
+        assert!(
+            warning.contains(
+                "case c: voxel size 1.00x1.00x3.00 mm is far from the training \
+                              cases' 1.00x1.00x1.00 mm"
+            ),
+            "{warning}"
+        );
+        assert_eq!(spacing_warning(&card, "c", [1.2, 0.9, 1.0]), None);
+        // Another axis order of the same voxel size is not flagged.
+        card.training_spacing = Some([1.0, 3.0, 1.0]);
+        assert_eq!(spacing_warning(&card, "c", [3.0, 1.0, 1.0]), None);
+        card.preprocess.target_spacing = Some([1.0; 3]);
+        assert_eq!(spacing_warning(&card, "c", [1.0, 1.0, 5.0]), None);
+    }
+
     #[test]
     fn conventions_score_alike_by_values_and_regions_not_class_names() {
         use crate::data::labels::LabelClass;

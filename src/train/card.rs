@@ -22,6 +22,10 @@ pub struct ModelCard {
     pub preprocess: PreprocessSpec,
     pub patch: [usize; 3],
     pub plan: Plan,
+    /// Median voxel size (x, y, z) in mm of the training cases, as the network saw them;
+    /// None in cards written before it was recorded.
+    #[serde(default)]
+    pub training_spacing: Option<[f64; 3]>,
 }
 
 pub const CARD_FORMAT: &str = "voxseg-model-1";

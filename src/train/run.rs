@@ -1723,6 +1723,8 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
         preprocess: data.preprocess.clone(),
         patch: plan.patch,
         plan: plan.clone(),
+        // The summary's spacing runs (z, y, x), as planning's shapes do.
+        training_spacing: Some([2, 1, 0].map(|a| summary.median_spacing[a])),
     };
     card.save(&run.model())?;
     create_dir(&run.checkpoints())?;
