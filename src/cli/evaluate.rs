@@ -106,10 +106,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             Some((card.label_spec, class))
         }
     };
-    let (model_spec, model_class) = match model_spec {
-        Some((spec, class)) => (Some(spec), class),
-        None => (None, None),
-    };
+    let (model_spec, model_class) = model_spec.unzip();
+    let model_class = model_class.flatten();
     let reference = Reference::open(&a.truth, labels.as_ref().or(model_spec.as_ref()))?;
     if let Some(l) = labels
         .as_ref()

@@ -241,8 +241,7 @@ pub fn check_dataset(listing: &Listing, modalities: &[usize], nan: NanPolicy) ->
                     check.spacing = Some(case.spacing());
                     check.orientation = Some(orientation(&header.affine()));
                     for (volume, &m) in case.channels.iter().zip(modalities) {
-                        let first = volume.data.first().copied().unwrap_or(0.0);
-                        if volume.data.iter().all(|&v| v == first) {
+                        if let Some(first) = volume.constant_value() {
                             check.warnings.push(format!(
                                 "the {} image is constant ({first})",
                                 dataset.modalities[m]

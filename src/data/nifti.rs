@@ -359,9 +359,11 @@ impl NiftiFile {
 
     fn parse(path: &Path, mut bytes: Vec<u8>) -> Result<Self> {
         let bad = |msg: String| Error::file(path, msg);
-        match sizeof_hdr(&bytes) {
+        // sizeof_hdr reads 348 in the file's byte order.
+        let little_endian = match sizeof_hdr(&bytes) {
             None => return Err(bad("file is empty or shorter than a NIfTI header".into())),
-            Some((348, _)) | Some((_, 348)) => {}
+            Some((348, _)) => true,
+            Some((_, 348)) => false,
             Some((540, _)) | Some((_, 540)) => {
                 return Err(bad(
                     "NIfTI-2 files are not supported (convert to NIfTI-1)".into()
@@ -372,7 +374,7 @@ impl NiftiFile {
                     "not a NIfTI-1 file: the header size (sizeof_hdr) is {size}, not 348"
                 )))
             }
-        }
+        };
         if bytes.len() < HEADER_SIZE {
             return Err(bad(format!(
                 "truncated: {} bytes, shorter than the 348-byte header",
@@ -397,7 +399,6 @@ impl NiftiFile {
         // The reader takes the byte order from dim[0] (a value outside 1..=7 reads as the
         // other order); sizeof_hdr has already said which order the file is in, so a bad
         // dim[0] is reported as the file holds it, not byte-swapped.
-        let little_endian = sizeof_hdr(&bytes).is_some_and(|(le, _)| le == 348);
         let dim0_bytes = [bytes[40], bytes[41]];
         let dim0 = if little_endian {
             i16::from_le_bytes(dim0_bytes)

@@ -32,6 +32,12 @@ impl Volume {
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
     }
+    /// The value every voxel holds, if they all hold one (0 for an empty volume): a blank or
+    /// constant image, which `check` and `predict` warn of.
+    pub fn constant_value(&self) -> Option<f32> {
+        let first = self.data.first().copied().unwrap_or(0.0);
+        self.data.iter().all(|&v| v == first).then_some(first)
+    }
     /// Sizes as (depth, height, width) = (z, y, x), the tensor order.
     pub fn dims_dhw(&self) -> [usize; 3] {
         [self.dims[2], self.dims[1], self.dims[0]]

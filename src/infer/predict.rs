@@ -518,8 +518,7 @@ impl<B: Backend> Predictor<B> {
         // A blank or constant image carries nothing to segment; the network's answer for it
         // is not to be trusted (`check` warns of the same).
         for (volume, name) in data.channels.iter().zip(&self.card.modalities) {
-            let first = volume.data.first().copied().unwrap_or(0.0);
-            if volume.data.iter().all(|&v| v == first) {
+            if let Some(first) = volume.constant_value() {
                 eprintln!(
                     "warning: case {}: the {name} image is constant ({first}); its \
                      segmentation is not to be trusted",
@@ -686,8 +685,6 @@ fn scores_alike(a: &LabelSpec, b: &LabelSpec) -> bool {
 mod tests {
     use super::*;
 
-    /// Another dataset's label names over BraTS 2021's values and regions score alike (no
-    /// warning needed); other values, or regions over other values, do not.
     #[test]
     fn a_voxel_size_far_from_training_is_warned_of_unless_the_model_resamples() {
         use crate::nn::unet::UNetConfig;
@@ -728,7 +725,7 @@ mod tests {
         assert!(
             warning.contains(
                 "case c: voxel size 1.00x1.00x3.00 mm is far from the training \
-                              cases' 1.00x1.00x1.00 mm"
+                 cases' 1.00x1.00x1.00 mm"
             ),
             "{warning}"
         );
@@ -740,6 +737,8 @@ mod tests {
         assert_eq!(spacing_warning(&card, "c", [1.0, 1.0, 5.0]), None);
     }
 
+    /// Another dataset's label names over BraTS 2021's values and regions score alike (no
+    /// warning needed); other values, or regions over other values, do not.
     #[test]
     fn conventions_score_alike_by_values_and_regions_not_class_names() {
         use crate::data::labels::LabelClass;
