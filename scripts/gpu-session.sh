@@ -24,15 +24,16 @@
 # "+l1" runs every tensor-core pass from the build variant whose activation gathers go
 # through L1 (VOXSEG_GATHER_L1=all), "+nol1" none (=off), "+halo" runs every stride-1 pass
 # the plan allows on the halo kernels (VOXSEG_CONV_HALO=all), "+nohalo" none (=off),
-# "+pairs" the pair where the plan allows (the default), "+m256" runs the 128 x 128 wgmma
-# tiles as 256 x 128 (VOXSEG_WGMMA_M256=1; off by default until timed), "+ws" runs the
+# "+pairs" the pair where the plan allows (the default), "+m256" runs every 128 x 128
+# wgmma tile as 256 x 128 (VOXSEG_WGMMA_M256=all), "+nom256" none (=off), "+ws" runs the
 # 128 x 128 tiles that stay so and the 128 x 64 ones (the pair too) warp-specialized
-# (VOXSEG_WGMMA_WS=1; off until timed), "+tma" runs the forward, backward data and bf16
-# backward weights on the tiles the tensor memory accelerator fills where the plan allows
-# (VOXSEG_WGMMA_TMA=1; off until timed), "+n64w" runs every
-# 64-column backward weights on wgmma (VOXSEG_WGMMA_N64_WEIGHTS=all), "+non64w" none
-# (=off), "+jit" loads every module from its PTX (the driver's compilation) instead of the
-# machine code the bundle carries for the card (VOXSEG_SASS=off); without them each runs where an H100 measured it faster (so "+l1" leaves the
+# (VOXSEG_WGMMA_WS=1; off by default, measured slower), "+tma" runs the forward, backward
+# data and bf16 backward weights on the tiles the tensor memory accelerator fills wherever
+# the plan allows (VOXSEG_WGMMA_TMA=all), "+notma" nowhere (=off), "+non64w" runs
+# 64-column backward weights on mma.sync (VOXSEG_WGMMA_N64_WEIGHTS=off), "+jit" loads
+# every module from its PTX (the driver's compilation) instead of the machine code the
+# bundle carries for the card (VOXSEG_SASS=off); without them each runs where an H100
+# measured it faster (so "+l1" leaves the
 # halo's passes on the halo, which has no L1 build). E.g. "bf16+mma+percall:conv" into
 # ours_bf16_mma_percall.jsonl.
 #   OURS="bf16:conv bf16+wgmma:conv" REF_PRECISIONS=bf16 REF_CASES=conv scripts/gpu-session.sh
@@ -45,7 +46,10 @@ deadline="${DEADLINE:-540}"
 ours="${OURS:-fp32:conv tf32:conv bf16:conv fp32:unet_step bf16:unet_step fp32:instnorm}"
 ref_precisions="${REF_PRECISIONS:-fp32,tf32,bf16}"
 ref_cases="${REF_CASES:-conv,norm}"
-log() { echo "$*" | tee -a "$out/summary.txt"; }
+# A step's stdout may go to a file (the benchmarks' JSON lines): the log goes to the
+# script's own stdout (fd 3).
+exec 3>&1
+log() { echo "$*" | tee -a "$out/summary.txt" >&3; }
 # step LIMIT NAME COMMAND...: runs COMMAND under min(LIMIT, time left), or skips it.
 step() {
     local limit="$1" name="$2"
@@ -138,10 +142,11 @@ for item in $ours; do
         percall) vars+=(VOXSEG_PACK_CACHE=off) ;;
         pairs) vars+=(VOXSEG_WGMMA_PAIRS=1) ;;
         nopairs) vars+=(VOXSEG_WGMMA_PAIRS=0) ;;
-        m256) vars+=(VOXSEG_WGMMA_M256=1) ;;
+        m256) vars+=(VOXSEG_WGMMA_M256=all) ;;
+        nom256) vars+=(VOXSEG_WGMMA_M256=off) ;;
         ws) vars+=(VOXSEG_WGMMA_WS=1) ;;
-        tma) vars+=(VOXSEG_WGMMA_TMA=1) ;;
-        n64w) vars+=(VOXSEG_WGMMA_N64_WEIGHTS=all) ;;
+        tma) vars+=(VOXSEG_WGMMA_TMA=all) ;;
+        notma) vars+=(VOXSEG_WGMMA_TMA=off) ;;
         jit) vars+=(VOXSEG_SASS=off) ;;
         non64w) vars+=(VOXSEG_WGMMA_N64_WEIGHTS=off) ;;
         l1) vars+=(VOXSEG_GATHER_L1=all) ;;

@@ -979,7 +979,9 @@ fn wgmma_m256_tiles_over_several_row_blocks(precision: ConvPrecision, rng: &mut 
         conv([2, 5, 6, 7, 72], [3, 3, 3, 72, 72], 1, Padding::Same),
         conv([2, 13, 12, 13, 72], [3, 3, 3, 72, 120], 2, Padding::Same),
     ];
-    let target = ConvTarget::new(528).with_wgmma(true).with_wgmma_m256(true);
+    let target = ConvTarget::new(528)
+        .with_wgmma(true)
+        .with_wgmma_m256(Reach::All);
     for g in &cases {
         for pass in PASSES {
             let plan = ConvPlan::new(g, pass, precision, target).unwrap();
@@ -996,9 +998,9 @@ fn wgmma_m256_tiles_over_several_row_blocks(precision: ConvPrecision, rng: &mut 
     assert_eq!(plan.kernel.tile, ConvTile::WgN128, "120 rows");
 }
 
-/// Backward weights into 64 columns over a long reduction on several tiles, which the
-/// measured rule keeps on mma.sync, on wgmma where `VOXSEG_WGMMA_N64_WEIGHTS=all` puts it:
-/// 27 x 24 rows (6 tiles) over 1320 voxels (21 steps of 64).
+/// Backward weights into 64 columns over a long reduction on several tiles, on wgmma
+/// (mma.sync where `VOXSEG_WGMMA_N64_WEIGHTS=off` puts it): 27 x 24 rows (6 tiles) over
+/// 1320 voxels (21 steps of 64).
 #[test]
 fn long_64_column_backward_weights_on_wgmma() {
     let g = conv([1, 11, 10, 12, 24], [3, 3, 3, 24, 40], 1, Padding::Same);
@@ -1009,14 +1011,13 @@ fn long_64_column_backward_weights_on_wgmma() {
             .kernel
             .tile
     };
-    assert_eq!(tile(hopper), ConvTile::TcN64);
-    let all = hopper.with_wgmma_n64_weights(Reach::All);
-    assert_eq!(tile(all), ConvTile::WgN64);
+    assert_eq!(tile(hopper.with_wgmma_n64_weights(false)), ConvTile::TcN64);
+    assert_eq!(tile(hopper), ConvTile::WgN64);
     check_pass(
         &g,
         ConvPass::BackwardWeight,
         ConvPrecision::Bf16,
-        all,
+        hopper,
         &mut Rng::new(91),
     );
 }
@@ -1063,7 +1064,7 @@ fn wgmma_ws_tiles(precision: ConvPrecision, rng: &mut Rng) {
             check_pass(g, pass, precision, target, rng);
         }
     }
-    let both = target.with_wgmma_m256(true);
+    let both = target.with_wgmma_m256(Reach::All);
     let plan = ConvPlan::new(&cases[0].0, ConvPass::Forward, precision, both).unwrap();
     assert_eq!(plan.kernel.tile, ConvTile::WgM256);
 }
@@ -1118,7 +1119,9 @@ fn check_tma_cases(
 fn bf16_wgmma_tma_backward_weights() {
     use ConvTile::{WgTma128, WgTma64};
     let mut rng = Rng::new(94);
-    let target = ConvTarget::new(528).with_wgmma(true).with_wgmma_tma(true);
+    let target = ConvTarget::new(528)
+        .with_wgmma(true)
+        .with_wgmma_tma(Reach::All);
     let cases = [
         (
             conv([2, 6, 8, 7, 64], [3, 3, 3, 64, 72], 1, Padding::Same),
@@ -1166,7 +1169,7 @@ fn bf16_wgmma_tma_backward_weights() {
     }
     // With the 256-row tiles on, 128-column tiles of more than 128 rows take WgTma256;
     // 27 x 64 rows end three quarters of the way through the last 256-row block.
-    let m256 = target.with_wgmma_m256(true);
+    let m256 = target.with_wgmma_m256(Reach::All);
     for (g, splits) in [(&cases[0].0, 1), (&cases[4].0, 1)] {
         let plan = ConvPlan::new(g, ConvPass::BackwardWeight, ConvPrecision::Bf16, m256);
         let tile = plan.unwrap().kernel.tile;
@@ -1250,8 +1253,10 @@ fn bf16_wgmma_tma_backward_weights() {
 /// other kernels.
 fn wgmma_tma_forward(precision: ConvPrecision, rng: &mut Rng) {
     use ConvTile::{WgTma128, WgTma256, WgTma64};
-    let target = ConvTarget::new(528).with_wgmma(true).with_wgmma_tma(true);
-    let m256 = target.with_wgmma_m256(true);
+    let target = ConvTarget::new(528)
+        .with_wgmma(true)
+        .with_wgmma_tma(Reach::All);
+    let m256 = target.with_wgmma_m256(Reach::All);
     let cases = [
         (
             conv([2, 6, 8, 7, 64], [3, 3, 3, 64, 72], 1, Padding::Same),
@@ -1323,8 +1328,10 @@ fn wgmma_tma_forward(precision: ConvPrecision, rng: &mut Rng) {
 /// that boxes would overhang by more than a quarter.
 fn wgmma_tma_backward_data(precision: ConvPrecision, rng: &mut Rng) {
     use ConvTile::{WgTma128, WgTma256, WgTma64};
-    let target = ConvTarget::new(528).with_wgmma(true).with_wgmma_tma(true);
-    let m256 = target.with_wgmma_m256(true);
+    let target = ConvTarget::new(528)
+        .with_wgmma(true)
+        .with_wgmma_tma(Reach::All);
+    let m256 = target.with_wgmma_m256(Reach::All);
     let pass = ConvPass::BackwardData;
     let anisotropic = ConvGeometry::conv3d(
         &Shape::new(&[1, 8, 16, 16, 72]),
@@ -1411,7 +1418,9 @@ fn wgmma_tma_backward_data(precision: ConvPrecision, rng: &mut Rng) {
 fn bf16_wgmma_tma_half_rows() {
     use ConvTile::{WgTma128Sw64, WgTma64Sw64};
     let mut rng = Rng::new(99);
-    let target = ConvTarget::new(528).with_wgmma(true).with_wgmma_tma(true);
+    let target = ConvTarget::new(528)
+        .with_wgmma(true)
+        .with_wgmma_tma(Reach::All);
     let forward = [
         (
             conv([2, 6, 8, 7, 96], [3, 3, 3, 96, 72], 1, Padding::Same),

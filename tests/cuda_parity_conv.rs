@@ -53,10 +53,10 @@ struct RestoreSettings<'a> {
     precision: ConvPrecision,
     wgmma: bool,
     wgmma_pairs: bool,
-    wgmma_m256: bool,
+    wgmma_m256: Reach,
     wgmma_ws: bool,
-    wgmma_tma: bool,
-    wgmma_n64_weights: Reach,
+    wgmma_tma: Reach,
+    wgmma_n64_weights: bool,
     gather_l1: Reach,
     halo: Reach,
     pack_cache: bool,
@@ -365,6 +365,8 @@ fn wgmma_convolutions_match_cpu() {
     let gpu = device();
     let _restore = RestoreSettings::new(&gpu);
     gpu.set_wgmma(true).unwrap();
+    // The tiles that the warpgroups fill themselves.
+    gpu.set_wgmma_tma(Reach::Off);
     let mut cases = padded_cases();
     cases.extend([
         conv([2, 17, 16, 15, 32], [3, 3, 3, 32, 64], 2, 1),
@@ -485,6 +487,8 @@ fn wgmma_pair_convolutions_match_cpu() {
     let _restore = RestoreSettings::new(&gpu);
     gpu.set_wgmma(true).unwrap();
     gpu.set_wgmma_pairs(true);
+    // The tensor memory accelerator's tiles would take the wide backward weights.
+    gpu.set_wgmma_tma(Reach::Off);
     let layer = conv([2, 24, 24, 24, 64], [3, 3, 3, 64, 64], 1, 1);
     let wide = conv([1, 6, 6, 6, 640], [3, 3, 3, 640, 64], 1, 1);
     for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
@@ -509,7 +513,9 @@ fn wgmma_m256_convolutions_match_cpu() {
     let gpu = device();
     let _restore = RestoreSettings::new(&gpu);
     gpu.set_wgmma(true).unwrap();
-    gpu.set_wgmma_m256(true);
+    gpu.set_wgmma_m256(Reach::All);
+    // The 256-row tiles that the tensor memory accelerator does not fill.
+    gpu.set_wgmma_tma(Reach::Off);
     let layer = conv([2, 12, 12, 12, 128], [3, 3, 3, 128, 128], 1, 1);
     let strided = conv([1, 11, 10, 9, 72], [3, 3, 3, 72, 120], 2, 1);
     for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
@@ -663,7 +669,7 @@ fn wgmma_tma_target() -> ConvTarget {
     ConvTarget::new(4 * 132)
         .with_wgmma(true)
         .with_wgmma_pairs(true)
-        .with_wgmma_tma(true)
+        .with_wgmma_tma(Reach::All)
 }
 
 /// The tile of the plan `plan_of` makes for `pass` at `precision`, where it is a tensor
@@ -702,7 +708,7 @@ fn wgmma_tma_cases_plan_their_tiles_on_an_h100() {
             }
         }
     }
-    let m256 = wgmma_tma_target().with_wgmma_m256(true);
+    let m256 = wgmma_tma_target().with_wgmma_m256(Reach::All);
     let deep = &wgmma_tma_cases()[0].0;
     for pass in PASSES {
         let plan = ConvPlan::new(deep, pass, ConvPrecision::Bf16, m256).unwrap();
@@ -735,7 +741,7 @@ fn wgmma_tma_convolutions_match_cpu() {
         check_every_pass(&gpu, &cases.map(|(g, _)| g));
     }
     // The 256 x 128 tiles, four warpgroups multiplying.
-    gpu.set_wgmma_m256(true);
+    gpu.set_wgmma_m256(Reach::All);
     let deep = cases[0].0;
     for pass in PASSES {
         let plan = gpu.conv_plan(&deep, pass).unwrap();
@@ -810,8 +816,10 @@ fn l1_gather_variant_matches_cpu() {
     let gpu = device();
     let _restore = RestoreSettings::new(&gpu);
     gpu.set_gather_l1(Reach::All);
-    // The halo kernels have no L1 build: keep every pass on the gathering kernels.
+    // The halo kernels and the tensor memory accelerator's tiles have no L1 build: keep
+    // every pass on the gathering kernels.
     gpu.set_halo(Reach::Off);
+    gpu.set_wgmma_tma(Reach::Off);
     let families = if gpu.supports_wgmma() {
         vec![false, true]
     } else {

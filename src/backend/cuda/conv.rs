@@ -15,12 +15,11 @@
 //! with its switch: the wgmma pair on full 64-column grids (`VOXSEG_WGMMA_PAIRS`, on unless
 //! `0`), and, with a [`Reach`] each (off, measured, all), the L1 gathers
 //! (`VOXSEG_GATHER_L1`) and the halo kernels (`VOXSEG_CONV_HALO`, kernels/conv3d_halo.cu).
-//! The 256 x 128 wgmma tile (`VOXSEG_WGMMA_M256`), the warp-specialized tiles
-//! (`VOXSEG_WGMMA_WS`) and the forward, backward data and bf16 backward weights
-//! on the tensor memory accelerator (`VOXSEG_WGMMA_TMA`) are off until a GPU has timed
-//! them;
-//! `VOXSEG_WGMMA_N64_WEIGHTS` (a [`Reach`]) moves 64-column backward weights between
-//! mma.sync and wgmma.
+//! Since 2026-11-27, also by measure (a [`Reach`] each): the forward, backward data and
+//! bf16 backward weights on the tensor memory accelerator's tiles (`VOXSEG_WGMMA_TMA`) and
+//! the 256 x 128 wgmma tiles (`VOXSEG_WGMMA_M256`). The warp-specialized tiles
+//! (`VOXSEG_WGMMA_WS`) are off, as an H100 measured them slower;
+//! `VOXSEG_WGMMA_N64_WEIGHTS=off` moves 64-column backward weights from wgmma to mma.sync.
 use super::conv_plan::{
     wgmma_probe_depth, ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, Reach, WgmmaLayout,
     CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
@@ -48,23 +47,23 @@ pub const WGMMA_ENV: &str = "VOXSEG_WGMMA";
 /// of blocks per SM (`0` or `off`; on by default where wgmma runs).
 pub const WGMMA_PAIRS_ENV: &str = "VOXSEG_WGMMA_PAIRS";
 
-/// The environment variable that runs the 128 x 128 wgmma tiles as 256 x 128 (`1` or `on`;
-/// off by default: not yet timed on a GPU).
+/// The environment variable that sets the [`Reach`] of the 256 x 128 wgmma tiles over the
+/// 128 x 128 ones: `off`, `measured` (the default: the tensor memory accelerator's tiles
+/// on large grids and long backward weights, `ConvPlan::tma`) or `all`.
 pub const WGMMA_M256_ENV: &str = "VOXSEG_WGMMA_M256";
 
 /// The environment variable that runs the two-warpgroup wgmma tiles (128 x 128 that stay
-/// so, 128 x 64 and its pair) warp-specialized (`1` or `on`; off by default: not yet timed
-/// on a GPU).
+/// so, 128 x 64 and its pair) warp-specialized (`1` or `on`; off by default: an H100
+/// measured them slower, 2026-11-27).
 pub const WGMMA_WS_ENV: &str = "VOXSEG_WGMMA_WS";
 
-/// The environment variable that runs the forward, backward data and bf16
-/// backward weights on the wgmma tiles the tensor memory accelerator fills, where the plan
-/// allows (`1` or `on`; off by default: not yet run on a GPU).
+/// The environment variable that sets the [`Reach`] of the tiles the tensor memory
+/// accelerator fills over forward, backward data and bf16 backward weights: `off`,
+/// `measured` (the default, `ConvPlan::tma`) or `all` (wherever the plan allows).
 pub const WGMMA_TMA_ENV: &str = "VOXSEG_WGMMA_TMA";
 
-/// The environment variable that sets the [`Reach`] of wgmma over backward weights into 64
-/// columns: `off` (mma.sync), `measured` (the default: short reductions, few tiles, full
-/// grids as the pair) or `all` (long reductions on many tiles too).
+/// The environment variable that keeps backward weights into 64 columns on mma.sync (`0`
+/// or `off`; on wgmma by default where wgmma runs).
 pub const WGMMA_N64_WEIGHTS_ENV: &str = "VOXSEG_WGMMA_N64_WEIGHTS";
 
 /// The environment variable that sets the [`Reach`] of the tensor-core kernels' build
@@ -135,10 +134,10 @@ struct ConvSettings {
     precision: ConvPrecision,
     wgmma: bool,
     wgmma_pairs: bool,
-    wgmma_m256: bool,
+    wgmma_m256: Reach,
     wgmma_ws: bool,
-    wgmma_tma: bool,
-    wgmma_n64_weights: Reach,
+    wgmma_tma: Reach,
+    wgmma_n64_weights: bool,
     gather_l1: Reach,
     halo: Reach,
     cache_packs: bool,
@@ -150,10 +149,10 @@ impl Default for ConvSettings {
             precision: ConvPrecision::default(),
             wgmma: false,
             wgmma_pairs: true,
-            wgmma_m256: false,
+            wgmma_m256: Reach::default(),
             wgmma_ws: false,
-            wgmma_tma: false,
-            wgmma_n64_weights: Reach::default(),
+            wgmma_tma: Reach::default(),
+            wgmma_n64_weights: true,
             gather_l1: Reach::default(),
             halo: Reach::default(),
             cache_packs: true,
@@ -319,10 +318,10 @@ impl Cuda {
             Ok(asked.unwrap_or(default))
         };
         let wgmma_pairs = wgmma_switch(WGMMA_PAIRS_ENV, true)?;
-        let wgmma_m256 = wgmma_switch(WGMMA_M256_ENV, false)?;
+        let wgmma_m256 = reach_from_env(WGMMA_M256_ENV)?;
         let wgmma_ws = wgmma_switch(WGMMA_WS_ENV, false)?;
-        let wgmma_tma = wgmma_switch(WGMMA_TMA_ENV, false)?;
-        let wgmma_n64_weights = reach_from_env(WGMMA_N64_WEIGHTS_ENV)?;
+        let wgmma_tma = reach_from_env(WGMMA_TMA_ENV)?;
+        let wgmma_n64_weights = switch_from_env(WGMMA_N64_WEIGHTS_ENV)?.unwrap_or(true);
         let gather_l1 = reach_from_env(GATHER_L1_ENV)?;
         let halo = reach_from_env(HALO_ENV)?;
         let cache_packs = switch_from_env(PACK_CACHE_ENV)?.unwrap_or(true);
@@ -464,16 +463,16 @@ impl Cuda {
         self.update_conv_settings(|s| s.wgmma_pairs = on);
     }
 
-    /// Whether the 128 x 128 wgmma tiles run as 256 x 128 (where wgmma is on): what
-    /// `set_wgmma_m256` set, else `VOXSEG_WGMMA_M256` (off unless `1` or `on`).
-    pub fn wgmma_m256(&self) -> Result<bool> {
+    /// Where the 128 x 128 wgmma tiles run as 256 x 128 (where wgmma is on): what
+    /// `set_wgmma_m256` set, else `VOXSEG_WGMMA_M256` (measured by default).
+    pub fn wgmma_m256(&self) -> Result<Reach> {
         Ok(self.conv_settings()?.wgmma_m256)
     }
 
-    /// Runs the 128 x 128 wgmma tiles as 256 x 128 (where wgmma is on) or not, whatever
+    /// Sets where the 128 x 128 wgmma tiles run as 256 x 128, whatever
     /// `VOXSEG_WGMMA_M256` says.
-    pub fn set_wgmma_m256(&self, on: bool) {
-        self.update_conv_settings(|s| s.wgmma_m256 = on);
+    pub fn set_wgmma_m256(&self, reach: Reach) {
+        self.update_conv_settings(|s| s.wgmma_m256 = reach);
     }
 
     /// Whether the two-warpgroup wgmma tiles run warp-specialized (where wgmma is on): what
@@ -488,30 +487,30 @@ impl Cuda {
         self.update_conv_settings(|s| s.wgmma_ws = on);
     }
 
-    /// Whether the forward, backward data and bf16 backward weights run on the
-    /// tiles the tensor memory accelerator fills (where wgmma is on and the plan allows):
-    /// what `set_wgmma_tma` set, else `VOXSEG_WGMMA_TMA` (off unless `1` or `on`).
-    pub fn wgmma_tma(&self) -> Result<bool> {
+    /// Where the forward, backward data and bf16 backward weights run on the tiles the
+    /// tensor memory accelerator fills (where wgmma is on and the plan allows): what
+    /// `set_wgmma_tma` set, else `VOXSEG_WGMMA_TMA` (measured by default).
+    pub fn wgmma_tma(&self) -> Result<Reach> {
         Ok(self.conv_settings()?.wgmma_tma)
     }
 
-    /// Runs the forward, backward data and bf16 backward weights on the tensor
-    /// memory accelerator's tiles (where wgmma is on and the plan allows) or not, whatever
-    /// `VOXSEG_WGMMA_TMA` says.
-    pub fn set_wgmma_tma(&self, on: bool) {
-        self.update_conv_settings(|s| s.wgmma_tma = on);
+    /// Sets where the forward, backward data and bf16 backward weights run on the tensor
+    /// memory accelerator's tiles, whatever `VOXSEG_WGMMA_TMA` says.
+    pub fn set_wgmma_tma(&self, reach: Reach) {
+        self.update_conv_settings(|s| s.wgmma_tma = reach);
     }
 
-    /// Where backward weights into 64 columns runs wgmma (where wgmma is on): what
-    /// `set_wgmma_n64_weights` set, else `VOXSEG_WGMMA_N64_WEIGHTS` (measured by default).
-    pub fn wgmma_n64_weights(&self) -> Result<Reach> {
+    /// Whether backward weights into 64 columns runs wgmma (where wgmma is on): what
+    /// `set_wgmma_n64_weights` set, else `VOXSEG_WGMMA_N64_WEIGHTS` (on unless `0` or
+    /// `off`).
+    pub fn wgmma_n64_weights(&self) -> Result<bool> {
         Ok(self.conv_settings()?.wgmma_n64_weights)
     }
 
-    /// Sets where backward weights into 64 columns runs wgmma, whatever
-    /// `VOXSEG_WGMMA_N64_WEIGHTS` says.
-    pub fn set_wgmma_n64_weights(&self, reach: Reach) {
-        self.update_conv_settings(|s| s.wgmma_n64_weights = reach);
+    /// Runs backward weights into 64 columns on wgmma (where wgmma is on) or on mma.sync,
+    /// whatever `VOXSEG_WGMMA_N64_WEIGHTS` says.
+    pub fn set_wgmma_n64_weights(&self, on: bool) {
+        self.update_conv_settings(|s| s.wgmma_n64_weights = on);
     }
 
     /// Where the tensor-core convolutions run the build variant whose activation gathers go

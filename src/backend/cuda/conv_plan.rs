@@ -16,12 +16,13 @@
 //!   kernels/conv3d_wgmma.cu (two warpgroups, `wgmma` from 128-byte-swizzled shared tiles,
 //!   a K step of 128 bytes per row) instead of mma.sync, except in backward weights at
 //!   TF32 or into 32 columns (wgmma reads its mn-major tiles only in 16-bit types and
-//!   blocks of 64). `ConvTarget::wgmma_m256` runs the 128 x 128 wgmma tiles as 256 x 128
-//!   over four warpgroups, and `ConvTarget::wgmma_ws` the other 128 x 128 and 128 x 64
-//!   ones warp-specialized (one or two warpgroups copy, two multiply), and
-//!   `ConvTarget::wgmma_tma` forward, backward data and bf16 backward weights on
-//!   tiles that the tensor memory accelerator fills from one thread, box by box of voxels
-//!   (`conv_tma`); all three are off by default until a GPU has timed them.
+//!   blocks of 64). `ConvTarget::wgmma_tma` runs forward, backward data and bf16 backward
+//!   weights on tiles that the tensor memory accelerator fills from one thread, box by box
+//!   of voxels (`conv_tma`), and `ConvTarget::wgmma_m256` runs the 128 x 128 wgmma tiles
+//!   as 256 x 128 over four warpgroups; on an H100 both by default where it measured them
+//!   faster ([`Reach::Measured`], `ConvPlan::tma`). `ConvTarget::wgmma_ws` runs the other
+//!   128 x 128 and 128 x 64 tiles warp-specialized (one or two warpgroups copy, two
+//!   multiply): off by default, as an H100 measured it slower.
 //! - Halo (`ConvTarget::halo`): a stride-1 pass whose plan is mma.sync runs the kernels
 //!   of kernels/conv3d_halo.cu instead, which copy each tap row's input window once for the
 //!   taps along w, from operands packed with zero borders: where k_w is 2 or 3, the borders
@@ -150,10 +151,6 @@ const PACK_THREADS: u32 = 256;
 /// run their 32-column results on wgmma.
 const WGMMA_N32_MIN_STEPS: u64 = 2;
 const WGMMA_N32_MAX_STEPS: u64 = 4;
-/// Backward weights into 64 columns over more than this many wgmma steps runs wgmma only
-/// on fewer than WGMMA_N64_WEIGHT_LONG_MAX_TILES tiles.
-const WGMMA_N64_WEIGHT_MAX_STEPS: u64 = 16;
-const WGMMA_N64_WEIGHT_LONG_MAX_TILES: u64 = 4;
 /// The wgmma pair runs full 64-column grids over more than this many wgmma steps.
 const WGMMA_PAIR_MIN_STEPS: u64 = 2;
 /// The tensor-memory-accelerator tiles take backward weights whose input channels pad to
@@ -161,6 +158,16 @@ const WGMMA_PAIR_MIN_STEPS: u64 = 2;
 /// output by at most this factor.
 const TMA_WEIGHT_BLOCK_ROWS: u32 = 64;
 const TMA_MAX_OVERHANG: f64 = 1.25;
+/// Within [`Reach::Measured`], forward and backward data take the tensor memory
+/// accelerator's 128-column tiles over reductions (taps x padded channels, the longest
+/// phase's) of at least TMA_MIN_DEPTH_128, and its 64-column tiles over at least
+/// TMA_MIN_DEPTH_64 (see `ConvPlan::tma`).
+const TMA_MIN_DEPTH_128: u64 = 512;
+const TMA_MIN_DEPTH_64: u64 = 2048;
+/// Within [`Reach::Measured`], the 128 x 128 tensor-memory-accelerator tiles of forward and
+/// backward data run as 256 x 128 where they number more than the SMs, and those of
+/// backward weights where the pass takes at least TMA_M256_WEIGHT_MIN_MACS multiply-adds.
+const TMA_M256_WEIGHT_MIN_MACS: u64 = 1 << 34;
 /// A split covers at least this many K steps.
 const MIN_STEPS_PER_SPLIT: u64 = 8;
 const MAX_GRID_YZ: u64 = 65_535;
@@ -913,23 +920,23 @@ pub struct ConvTarget {
     /// `WGMMA_PAIR_MIN_STEPS` wgmma steps, run the wgmma pair (`ConvTile::WgN64Pair`)
     /// instead of mma.sync.
     pub wgmma_pairs: bool,
-    /// The 128 x 128 wgmma tiles of results of more than 128 rows run as 256 x 128
+    /// The 128 x 128 wgmma tiles of results of more than 128 rows run as 256 x 128 within
+    /// this reach: measured, the tensor memory accelerator's tiles where `ConvPlan::tma`
+    /// says (`ConvTile::WgTma256`); all, those everywhere and the others too
     /// (`ConvTile::WgM256`).
-    pub wgmma_m256: bool,
+    pub wgmma_m256: Reach,
     /// The wgmma tiles of 128 x 128 (that stay so) and 128 x 64 (the pair too) run
     /// warp-specialized (`ConvTile::WgWs128`, `WgWs64`).
     pub wgmma_ws: bool,
     /// Forward, backward data and bf16 backward weights, into more than 32
     /// columns, run on the tiles the tensor memory accelerator fills (`ConvTile::WgTma128`,
-    /// `WgTma64`; `WgTma256` for 128 x 128 tiles where `wgmma_m256` is on too) where
-    /// `ConvPlan::tma` allows; there they take precedence over the pair, the 64-column
-    /// reach, the warp-specialized and halo tiles and the L1 gathers.
-    pub wgmma_tma: bool,
-    /// Backward weights into 64 columns runs wgmma within this reach: measured, over at
-    /// most `WGMMA_N64_WEIGHT_MAX_STEPS` steps or on fewer than
-    /// `WGMMA_N64_WEIGHT_LONG_MAX_TILES` tiles, and on full grids as the pair; all, the
-    /// long reductions on many tiles too (where the other 64-column rules allow wgmma).
-    pub wgmma_n64_weights: Reach,
+    /// `WgTma64`, `WgTma256`) within this reach, where `ConvPlan::tma` allows; there they
+    /// take precedence over the pair, the warp-specialized and halo tiles and the L1
+    /// gathers.
+    pub wgmma_tma: Reach,
+    /// Backward weights into 64 columns runs wgmma (where the other 64-column rules allow
+    /// it), else mma.sync.
+    pub wgmma_n64_weights: bool,
     /// Stride-1 passes that would run on mma.sync run the halo kernels
     /// (kernels/conv3d_halo.cu) where the plan allows (`ConvPlan::halo`), within this reach.
     pub halo: Reach,
@@ -939,16 +946,17 @@ pub struct ConvTarget {
 }
 
 impl ConvTarget {
-    /// A device filled by `blocks` blocks, without wgmma.
+    /// A device filled by `blocks` blocks, without wgmma and with the optional kernels
+    /// (the tensor memory accelerator's and 256-row tiles, the halo, the L1 gathers) off.
     pub fn new(blocks: u32) -> Self {
         Self {
             blocks,
             wgmma: false,
             wgmma_pairs: false,
-            wgmma_m256: false,
+            wgmma_m256: Reach::Off,
             wgmma_ws: false,
-            wgmma_tma: false,
-            wgmma_n64_weights: Reach::Measured,
+            wgmma_tma: Reach::Off,
+            wgmma_n64_weights: true,
             halo: Reach::Off,
             gather_l1: Reach::Off,
         }
@@ -965,7 +973,7 @@ impl ConvTarget {
         }
     }
 
-    pub fn with_wgmma_m256(self, wgmma_m256: bool) -> Self {
+    pub fn with_wgmma_m256(self, wgmma_m256: Reach) -> Self {
         Self { wgmma_m256, ..self }
     }
 
@@ -973,11 +981,11 @@ impl ConvTarget {
         Self { wgmma_ws, ..self }
     }
 
-    pub fn with_wgmma_tma(self, wgmma_tma: bool) -> Self {
+    pub fn with_wgmma_tma(self, wgmma_tma: Reach) -> Self {
         Self { wgmma_tma, ..self }
     }
 
-    pub fn with_wgmma_n64_weights(self, wgmma_n64_weights: Reach) -> Self {
+    pub fn with_wgmma_n64_weights(self, wgmma_n64_weights: bool) -> Self {
         Self {
             wgmma_n64_weights,
             ..self
@@ -1254,6 +1262,19 @@ fn gathers_through_l1(
     reach.admits(gathered_channels(p, pass) <= precision.channel_multiple() as i32 && overlapping)
 }
 
+/// Whether the measured rule runs a pass's 128 x 128 tensor-memory-accelerator tiles as
+/// 256 x 128 (`ConvPlan::tma`): forward and backward data where the 128-row tiles number
+/// more than the SMs, backward weights (whose reduction, `gm.depth`, is over voxels) where
+/// it takes at least `TMA_M256_WEIGHT_MIN_MACS` multiply-adds.
+fn tma_m256_measured(gm: &Gemm, weights: bool, target: ConvTarget) -> bool {
+    if weights {
+        gm.rows * gm.cols * gm.depth >= TMA_M256_WEIGHT_MIN_MACS
+    } else {
+        gm.rows.div_ceil(CONV_TC_BM as u64) * gm.cols.div_ceil(128) * gm.layers
+            > target.sms() as u64
+    }
+}
+
 impl ConvPlan {
     /// The module whose kernel runs the pass: the kernel's, or its L1 variant.
     pub fn module(&self) -> &'static str {
@@ -1287,11 +1308,11 @@ impl ConvPlan {
             // - 128 columns: wgmma, 0.4-0.94x the time, except over a single step (1.0-1.2x);
             // - 64 columns: wgmma where its tiles fill less than one per SM (0.72-0.97x;
             //   with one block per SM its step is bound by issuing the copies, and on a
-            //   full grid mma.sync's two blocks per SM hide that better: 1.05-1.5x); but
-            //   backward weights over more than 16 steps (65536 voxels and more) only on
-            //   fewer than 4 tiles: there the split reductions on 7-27 tiles took 1.09-1.47x
-            //   mma.sync's time, the two-tile ones (transposed 2x2x2 convolutions into 32
-            //   channels) 0.82-0.97x, and the short ones on 80-100 tiles 0.79-0.88x. On
+            //   full grid mma.sync's two blocks per SM hide that better: 1.05-1.5x);
+            //   backward weights too, since its steps fill their voxel tables without
+            //   divisions (9505e1b): the split reductions over 32^3 to 128^3 took
+            //   0.53-0.68x mma.sync's time (2026-11-27), where they had taken 1.09-1.47x
+            //   (2026-11-26). On
             //   full grids the wgmma pair of blocks per SM (a 4-stage ring each), where the
             //   target has it, over more than 2 steps: 0.87-0.98x mma.sync's time; over 1
             //   or 2 (a head's backward data, 4^3 and 8^3 backward weights) 1.02-1.07x;
@@ -1305,17 +1326,14 @@ impl ConvPlan {
             let step = wgmma_probe_depth(precision) as u64;
             let wgmma_n64_tiles =
                 gm.rows.div_ceil(CONV_TC_BM as u64) * gm.cols.div_ceil(64) * gm.layers;
-            let long_weights = mn_major
-                && gm.depth > WGMMA_N64_WEIGHT_MAX_STEPS * step
-                && wgmma_n64_tiles >= WGMMA_N64_WEIGHT_LONG_MAX_TILES;
-            // Where 64-column backward weights may run wgmma (the rule above is
-            // `Reach::Measured`).
-            let n64_weights = !mn_major || target.wgmma_n64_weights.admits(!long_weights);
+            let n64_weights = !mn_major || target.wgmma_n64_weights;
             let n32_steps = WGMMA_N32_MIN_STEPS * step + 1..=WGMMA_N32_MAX_STEPS * step;
             let wgmma = match tc_tile(gm.cols) {
                 t if !target.wgmma || (mn_major && precision == ConvPrecision::Tf32) => t,
                 ConvTile::TcN128
-                    if gm.depth > step && target.wgmma_m256 && gm.rows > CONV_TC_BM as u64 =>
+                    if gm.depth > step
+                        && target.wgmma_m256 == Reach::All
+                        && gm.rows > CONV_TC_BM as u64 =>
                 {
                     ConvTile::WgM256
                 }
@@ -1327,7 +1345,7 @@ impl ConvPlan {
                     if target.wgmma_pairs
                         && wgmma_n64_tiles >= target.sms() as u64
                         && gm.depth > WGMMA_PAIR_MIN_STEPS * step
-                        && (!mn_major || target.wgmma_n64_weights != Reach::Off) =>
+                        && n64_weights =>
                 {
                     ConvTile::WgN64Pair
                 }
@@ -1335,7 +1353,8 @@ impl ConvPlan {
                 t => t,
             };
             // The warp-specialized tiles take the two-warpgroup wgmma tiles' places, the
-            // pair's too (not yet timed: `ConvTarget::wgmma_ws`).
+            // pair's too, where asked for (`ConvTarget::wgmma_ws`): an H100 measured them
+            // 0.96-1.59x the time of the tiles they replace, most 1.05-1.35x (2026-11-27).
             match wgmma {
                 ConvTile::WgN128 if target.wgmma_ws => ConvTile::WgWs128,
                 ConvTile::WgN64 | ConvTile::WgN64Pair if target.wgmma_ws => ConvTile::WgWs64,
@@ -1516,6 +1535,21 @@ impl ConvPlan {
     /// rows), whose boxes overhang the result by at most
     /// `TMA_MAX_OVERHANG`. Backward data's boxes tile the largest stride phase's grid, in
     /// every phase (grid.z).
+    ///
+    /// [`Reach::Measured`] is where an H100 measured them faster (bf16 and tf32,
+    /// 2026-11-27, BENCHMARKS.md), against the plan without them:
+    /// - backward weights (bf16): every case, 0.36-0.95x the time;
+    /// - forward and backward data on 128 columns over reductions of 512 (taps x channels)
+    ///   and more: 0.69-0.94x; over 256 (a transposed 2x2x2 convolution's one-tap phases
+    ///   of 256 channels), 1.07x;
+    /// - on 64 columns over 2048 and more: 0.66-0.95x; over 128 to 1728, 1.03-1.80x;
+    /// - the two 64-byte-swizzled boxes a step (`WgTma128Sw64`, `WgTma64Sw64`: reductions
+    ///   of 32 channels a tap, 256 to 864 long): 1.20-1.38x, so only within `Reach::All`.
+    ///
+    /// The 256-row tiles (`ConvTarget::wgmma_m256`) against 128 rows on these tiles:
+    /// forward and backward data 0.85-0.93x where the 128-row tiles number 256 and more,
+    /// 1.05-1.42x at 128 and fewer (a 132-SM device); backward weights 0.85-0.88x over
+    /// 2.9e10 multiply-adds and more, 1.12-1.83x at 1.5e10 and fewer.
     fn tma(
         g: &ConvGeometry,
         p: &Conv3dParams,
@@ -1528,7 +1562,7 @@ impl ConvPlan {
             ConvPass::Forward | ConvPass::BackwardData => precision != ConvPrecision::F32,
             ConvPass::BackwardWeight => precision == ConvPrecision::Bf16,
         };
-        if !(takes && target.wgmma && target.wgmma_tma) {
+        if !(takes && target.wgmma && target.wgmma_tma != Reach::Off) {
             return Ok(None);
         }
         let weights = pass == ConvPass::BackwardWeight;
@@ -1555,12 +1589,28 @@ impl ConvPlan {
         let tile = match tc_tile(gm.cols) {
             ConvTile::TcN128 if sw64 => ConvTile::WgTma128Sw64,
             ConvTile::TcN64 if sw64 => ConvTile::WgTma64Sw64,
-            ConvTile::TcN128 if target.wgmma_m256 && gm.rows > CONV_TC_BM as u64 => {
-                ConvTile::WgTma256
-            }
             ConvTile::TcN128 => ConvTile::WgTma128,
             ConvTile::TcN64 => ConvTile::WgTma64,
             _ => return Ok(None),
+        };
+        let measured = match tile {
+            _ if weights => true,
+            ConvTile::WgTma128 => gm.depth >= TMA_MIN_DEPTH_128,
+            ConvTile::WgTma64 => gm.depth >= TMA_MIN_DEPTH_64,
+            _ => false,
+        };
+        if !target.wgmma_tma.admits(measured) {
+            return Ok(None);
+        }
+        let tile = if tile == ConvTile::WgTma128
+            && gm.rows > CONV_TC_BM as u64
+            && target
+                .wgmma_m256
+                .admits(tma_m256_measured(&gm, weights, target))
+        {
+            ConvTile::WgTma256
+        } else {
+            tile
         };
         let kernel = ConvKernel {
             pass,
@@ -2068,21 +2118,10 @@ mod tests {
         assert_eq!(full.kernel.tile, ConvTile::TcN64, "512 tiles");
         let few = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 64], Forward, Bf16);
         assert_eq!(few.kernel.tile, ConvTile::WgN64, "8 tiles");
-        // Backward weights into 64 columns: wgmma over at most 16 steps of 64 voxels,
-        // mma.sync over the long split reductions.
-        let short = plan([2, 8, 8, 8, 64], [3, 3, 3, 64, 64], BackwardWeight, Bf16);
-        assert_eq!(short.kernel.tile, ConvTile::WgN64, "1024 voxels");
-        let long = plan([2, 16, 16, 16, 64], [3, 3, 3, 64, 64], BackwardWeight, Bf16);
-        assert_eq!(long.kernel.tile, ConvTile::TcN64, "8192 voxels on 14 tiles");
-        let two_tiles = plan([2, 16, 16, 16, 32], [2, 2, 2, 32, 64], BackwardWeight, Bf16);
-        assert_eq!(
-            two_tiles.kernel.tile,
-            ConvTile::WgN64,
-            "8192 voxels on 2 tiles"
-        );
-        // Within reach `all` the long ones run wgmma too; within `off` none does.
-        let reach = |r, g: &ConvGeometry| {
-            let target = hopper.with_wgmma_n64_weights(r);
+        // Backward weights into 64 columns on fewer tiles than SMs: wgmma over short and
+        // long reductions alike; with the switch off, mma.sync.
+        let n64_weights = |on, g: &ConvGeometry| {
+            let target = hopper.with_wgmma_n64_weights(on);
             ConvPlan::new(g, BackwardWeight, Bf16, target)
                 .unwrap()
                 .kernel
@@ -2090,12 +2129,12 @@ mod tests {
         };
         let long_g = conv([2, 16, 16, 16, 64], [3, 3, 3, 64, 64], 1);
         let short_g = conv([2, 8, 8, 8, 64], [3, 3, 3, 64, 64], 1);
-        assert_eq!(reach(Reach::All, &long_g), ConvTile::WgN64);
-        assert_eq!(reach(Reach::Off, &short_g), ConvTile::TcN64);
+        assert_eq!(n64_weights(true, &short_g), ConvTile::WgN64, "1024 voxels");
+        assert_eq!(n64_weights(true, &long_g), ConvTile::WgN64, "8192 voxels");
+        assert_eq!(n64_weights(false, &short_g), ConvTile::TcN64);
+        assert_eq!(n64_weights(false, &long_g), ConvTile::TcN64);
         let wide_g = conv([1, 6, 6, 6, 640], [3, 3, 3, 640, 64], 1);
-        let pairs_off = hopper
-            .with_wgmma_pairs(true)
-            .with_wgmma_n64_weights(Reach::Off);
+        let pairs_off = hopper.with_wgmma_pairs(true).with_wgmma_n64_weights(false);
         let wide = ConvPlan::new(&wide_g, BackwardWeight, Bf16, pairs_off).unwrap();
         assert_eq!(
             wide.kernel.tile,
@@ -2133,9 +2172,8 @@ mod tests {
             );
         }
         assert_eq!(paired(BackwardWeight, Tf32, 640, 8).tile, ConvTile::TcN64);
-        // A long backward-weights reduction on 14 tiles: neither the single block nor,
-        // short of a full grid, the pair.
-        assert_eq!(paired(BackwardWeight, Bf16, 64, 16).tile, ConvTile::TcN64);
+        // A long backward-weights reduction on 14 tiles: the single block.
+        assert_eq!(paired(BackwardWeight, Bf16, 64, 16).tile, ConvTile::WgN64);
         assert_eq!(paired(Forward, Bf16, 64, 8).tile, ConvTile::WgN64);
         // Full grids over at most two steps keep mma.sync: a head's data gradient (3
         // outputs, 8 packed), backward weights over 2 x 4^3 voxels.
@@ -2405,5 +2443,106 @@ mod tests {
         s.input = [2048, 2048, 1024];
         let e = Conv3dParams::new(&s).unwrap_err().to_string();
         assert!(e.contains("32-bit"), "{e}");
+    }
+
+    /// The tensor memory accelerator's tiles and their 256-row form on the BraTS layers
+    /// where an H100 measured them (bf16, 2026-11-27; `ConvPlan::tma`), by default
+    /// (`Reach::Measured`), and everywhere the plan allows within `Reach::All`.
+    #[test]
+    fn tma_tiles_take_the_layers_where_an_h100_measured_them_faster() {
+        use ConvPass::{BackwardData, BackwardWeight, Forward};
+        use ConvTile::{WgN64, WgN64Pair, WgTma128, WgTma256, WgTma64, WgTma64Sw64};
+        let measured = ConvTarget::new(H100)
+            .with_wgmma(true)
+            .with_wgmma_pairs(true)
+            .with_wgmma_tma(Reach::Measured)
+            .with_wgmma_m256(Reach::Measured);
+        let tile = |g: &ConvGeometry, pass, target| {
+            let plan = ConvPlan::new(g, pass, ConvPrecision::Bf16, target).unwrap();
+            (plan.kernel.tile, plan.tma.is_some())
+        };
+        let cases = [
+            // 32^3 x 128 -> 128: 512 tiles of 128 rows, a reduction of 3456.
+            (
+                conv([2, 32, 32, 32, 128], [3, 3, 3, 128, 128], 1),
+                Forward,
+                WgTma256,
+            ),
+            (
+                conv([2, 32, 32, 32, 128], [3, 3, 3, 128, 128], 1),
+                BackwardWeight,
+                WgTma256,
+            ),
+            // 16^3 x 256: 128 tiles (fewer than the SMs), 1.5e10 multiply-adds.
+            (
+                conv([2, 16, 16, 16, 256], [3, 3, 3, 256, 256], 1),
+                Forward,
+                WgTma128,
+            ),
+            (
+                conv([2, 16, 16, 16, 256], [3, 3, 3, 256, 256], 1),
+                BackwardWeight,
+                WgTma128,
+            ),
+            // 16^3 x 512 -> 256: its data gradient has 512 columns, 256 tiles.
+            (
+                conv([2, 16, 16, 16, 512], [3, 3, 3, 512, 256], 1),
+                BackwardData,
+                WgTma256,
+            ),
+            // 64 columns: over 3456 on the tiles, over 1728 not (the pair).
+            (
+                conv([2, 64, 64, 64, 128], [3, 3, 3, 128, 64], 1),
+                Forward,
+                WgTma64,
+            ),
+            (
+                conv([2, 32, 32, 32, 64], [3, 3, 3, 64, 64], 1),
+                Forward,
+                WgN64Pair,
+            ),
+            (
+                conv([2, 32, 32, 32, 64], [3, 3, 3, 64, 64], 1),
+                BackwardWeight,
+                WgTma64,
+            ),
+            // A transposed 2x2x2 convolution's forward, the data gradient of this one:
+            // one tap of 256 channels.
+            (
+                conv([2, 32, 32, 32, 128], [2, 2, 2, 128, 256], 2),
+                BackwardData,
+                ConvTile::WgN128,
+            ),
+            // 32 channels a tap take the 64-byte swizzle only within `Reach::All`.
+            (
+                conv([2, 128, 128, 128, 32], [3, 3, 3, 32, 64], 2),
+                Forward,
+                WgN64Pair,
+            ),
+        ];
+        for (g, pass, want) in &cases {
+            let (got, tma) = tile(g, *pass, measured);
+            assert_eq!(got, *want, "{pass:?} {g:?}");
+            assert_eq!(
+                tma,
+                matches!(want, WgTma128 | WgTma256 | WgTma64),
+                "{pass:?} {g:?}"
+            );
+        }
+        let all = measured.with_wgmma_tma(Reach::All);
+        let half_rows = &cases[9].0;
+        assert_eq!(tile(half_rows, Forward, all), (WgTma64Sw64, true));
+        assert_eq!(tile(&cases[6].0, Forward, all), (WgTma64, true));
+        let off = measured.with_wgmma_tma(Reach::Off);
+        assert_eq!(tile(&cases[5].0, Forward, off), (WgN64Pair, false));
+        // Without the 256-row tiles, and with them everywhere.
+        let m128 = measured.with_wgmma_m256(Reach::Off);
+        assert_eq!(tile(&cases[0].0, Forward, m128), (WgTma128, true));
+        let m256 = measured.with_wgmma_m256(Reach::All);
+        assert_eq!(tile(&cases[2].0, Forward, m256), (WgTma256, true));
+        // Short 64-column backward weights stay off the tiles where no box fits; the 8^3
+        // layer's 8 tiles run wgmma.
+        let few = conv([2, 8, 8, 8, 64], [3, 3, 3, 64, 64], 1);
+        assert_eq!(tile(&few, Forward, measured).0, WgN64);
     }
 }
