@@ -17,15 +17,18 @@
 //! events on the stream, at least 5 and at most 30 within 0.5 s of device time, and their
 //! median. The GPU idles at each start event, so an eager run also counts the host's
 //! launches (4-5 per tensor-core convolution: two packs, the conv, the partial sum), which
-//! dominate small cases. The op cases (convolutions, instance norm forward) are therefore
-//! timed as scripts/bench_reference.py times cuDNN: `graph_reps` calls (enough for about
-//! 2 ms, at most 50) captured into one CUDA graph, one untimed replay, then replays between
+//! dominate small cases. The op cases (convolutions, instance norm forward and backward)
+//! are therefore timed as scripts/bench_reference.py times cuDNN: `graph_reps` calls
+//! (enough for about 2 ms, at most 50) captured into one CUDA graph, one untimed replay,
+//! then replays between
 //! events (as many as the 0.5 s budget allows, 5 to 30); `ms` is the median replay time /
 //! `graph_reps`, with `timing` "graph" and the eager median as `ms_eager`. A case whose
 //! calls cannot be captured (with `VOXSEG_POOL=off` every call allocates) keeps the eager
-//! figure, `timing` "events", with a note on stderr. The instance norm backward runs the
-//! tape, whose backward uploads the loss's seed gradient from the host, which a graph
-//! cannot replay: it and the training step are always eager ("events"). Each run includes
+//! figure, `timing` "events", with a note on stderr. The instance norm backward is the
+//! backend's alone (dx, dgamma and dbeta from saved tensors and a random dy, as the
+//! reference takes PyTorch's gradients; until 2026-11-27 it ran the tape's forward and
+//! backward, eager). The training step, whose tape uploads the loss's seed gradient from
+//! the host, which a graph cannot replay, is always eager ("events"). Each run includes
 //! its pool allocations (served by the cache after warm-up) and, for split reductions, the
 //! partial sum. Between shapes the pool's cache is released. Figures measured before graph
 //! timing (BENCHMARKS.md up to 2026-11-26) are eager, launch overhead included.
@@ -373,9 +376,8 @@ fn model_cases(
     filter: Option<&str>,
     precision: ConvPrecision,
 ) -> Result<Vec<BenchResult>> {
-    use crate::autograd::{LeafId, Tape, Var};
     use crate::tensor::Tensor;
-    use crate::tensor_ops::UnaryOp;
+    use crate::tensor_ops::norm::{NormKernel, NormKind, NormParams};
     let want = |op: &str, shape: &str| filter.is_none_or(|f| format!("{op} {shape}").contains(f));
     let mut results = Vec::new();
     for (shape, op) in cuda_norm_shapes()
@@ -386,41 +388,38 @@ fn model_cases(
         if !want(op, &norm_shape) {
             continue;
         }
-        let dims = shape.dims();
-        let x = Tensor::from_storage(
-            cuda,
-            Shape::new(&dims),
-            cuda.uniform(SEED, 4, 0, dims.iter().product())?,
-        )?;
-        let gamma = Tensor::full(cuda, [shape.channels], 1.0)?;
-        let beta = Tensor::zeros(cuda, [shape.channels])?;
-        let act = Some(UnaryOp::LeakyRelu(0.01));
-        let backward = op.ends_with("bwd");
-        // The tape's backward uploads the seed gradient (a host copy): not capturable.
-        let timing = if backward {
-            Timing::Eager
-        } else {
-            Timing::Graph
+        let [n, d, h, w, c] = shape.dims();
+        let numel = n * d * h * w * c;
+        let x = cuda.uniform(SEED, 4, 0, numel)?;
+        let gamma = cuda.upload(&vec![1.0; c])?;
+        let beta = cuda.upload(&vec![0.0; c])?;
+        let p = NormParams {
+            n,
+            spatial: d * h * w,
+            c,
+            groups: c,
+            eps: 1e-5,
+            neg_slope: 0.01,
+            kind: NormKind::Group,
+            fixed_stats: false,
         };
+        // The forward: statistics, then the fused normalisation and LeakyReLU. The
+        // backward: dx, dgamma and dbeta from the forward's saved tensors and a random dy,
+        // as the reference takes PyTorch's gradients of (x, weight, bias).
+        let (mean, var) = cuda.norm_stats(&x, &p)?;
+        let y = cuda.norm_forward(&x, &mean, &var, Some(&gamma), Some(&beta), &p)?;
+        let dy = cuda.uniform(SEED, 5, 0, numel)?;
         let mut run = || -> Result<()> {
-            let tape = Tape::new();
-            let xv = if backward {
-                tape.leaf(x.clone(), LeafId::fresh())
+            if op.ends_with("bwd") {
+                let needs = [true; 3];
+                cuda.norm_backward(&x, &y, &dy, &mean, &var, Some(&gamma), &p, needs)?;
             } else {
-                Var::constant(x.clone())
-            };
-            let y = xv.instance_norm(
-                Some(&Var::constant(gamma.clone())),
-                Some(&Var::constant(beta.clone())),
-                1e-5,
-                act,
-            )?;
-            if backward {
-                tape.backward(&y.sum()?)?;
+                let (mean, var) = cuda.norm_stats(&x, &p)?;
+                cuda.norm_forward(&x, &mean, &var, Some(&gamma), Some(&beta), &p)?;
             }
             Ok(())
         };
-        let timed = time_case(cuda, &format!("{op} {norm_shape}"), timing, &mut run)?;
+        let timed = time_case(cuda, &format!("{op} {norm_shape}"), Timing::Graph, &mut run)?;
         results.push(BenchResult {
             op: op.into(),
             shape: norm_shape,
