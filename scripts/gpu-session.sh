@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One short, bounded GPU session with prebuilt binaries (scripts/gpu-bundle.sh --release,
 # carried as gpu-bin.tar.xz or gpu-bin/): every kernel module compiled by the driver once
-# (JIT_LIMIT), the CUDA parity tests (all test binaries at once, each conv test in its own
-# process: they check values, not time), then, one at a time, our benchmarks, the
+# (JIT_LIMIT), the CUDA parity tests (TEST_LIMIT; all test binaries at once, each conv
+# test in its own process, TEST_RAYON_THREADS CPU threads each, default 1: they check
+# values, not time), then, one at a time, our benchmarks, the
 # PyTorch/cuDNN reference on the same card, and the quickstart on the GPU. Every step has
 # its own time limit, clamped to what is left of DEADLINE seconds (default 540) for the
 # whole script, so one slow step cannot eat the lease. Results go to $OUT in at most eight
@@ -111,7 +112,12 @@ step "${JIT_LIMIT:-150}" "every module compiles and loads (the driver's cache)" 
     bash -c "gpu-bin/test-cuda_parity --include-ignored --exact every_kernel_module_loads \
         >'$tests_dir/every_kernel_module_loads.log' 2>&1 &&
         grep -q '1 passed' '$tests_dir/every_kernel_module_loads.log'"
-step "${TEST_LIMIT:-180}" "tests (all binaries at once)" bash -c run_tests
+# About 34 test processes run side by side on the machine's 16 cores, each checking against
+# f64 CPU references that rayon spreads over every core: one thread each instead of 16,
+# so that they share the cores rather than spin on them (call 6: a halo pass's two
+# references, 0.7 s alone on 2 cores here, took 5-14 s there among the others).
+step "${TEST_LIMIT:-180}" "tests (all binaries at once)" \
+    env RAYON_NUM_THREADS="${TEST_RAYON_THREADS:-1}" bash -c run_tests
 for f in "$tests_dir"/*.log; do
     echo "=== $(basename "$f" .log)" >>"$out/tests.log"
     cat "$f" >>"$out/tests.log"
