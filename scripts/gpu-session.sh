@@ -62,7 +62,8 @@ step() {
     fi
     ((limit > left)) && limit=$left
     local start=$SECONDS
-    timeout "$limit" "$@"
+    # 3>&-: a step's processes do not hold the log's descriptor.
+    timeout "$limit" "$@" 3>&-
     log "$name: exit $?, $((SECONDS - start)) s (limit $limit)"
 }
 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>&1 |

@@ -534,7 +534,7 @@ fn wgmma_m256_convolutions_match_cpu() {
 
 /// Geometries and the warp-specialized tile each pass takes (but tf32's backward weights,
 /// which has no wgmma kernel): a layer of 128 channels, a strided one, and 40 -> 64 over a
-/// reduction of 7 steps (long ones into 64 columns stay on mma.sync).
+/// reduction of 7 steps.
 fn wgmma_ws_cases() -> [(ConvGeometry, ConvTile); 3] {
     [
         (

@@ -870,7 +870,7 @@ pub struct ConvPlan {
 }
 
 /// Where the plan runs an optional kernel family or build variant (the halo kernels, the
-/// L1 gathers): nowhere, where an H100 measured it faster than the alternative (the
+/// L1 gathers, the tensor memory accelerator's and 256-row wgmma tiles): nowhere, where an H100 measured it faster than the alternative (the
 /// default), or wherever it can run. Parsed from `off` (or `0`), `measured`, `all` (or `1`,
 /// `on`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -934,8 +934,8 @@ pub struct ConvTarget {
     /// take precedence over the pair, the warp-specialized and halo tiles and the L1
     /// gathers.
     pub wgmma_tma: Reach,
-    /// Backward weights into 64 columns runs wgmma (where the other 64-column rules allow
-    /// it), else mma.sync.
+    /// Backward weights into 64 columns runs wgmma, the tensor memory accelerator's tiles
+    /// too (where the other 64-column rules allow it), else mma.sync.
     pub wgmma_n64_weights: bool,
     /// Stride-1 passes that would run on mma.sync run the halo kernels
     /// (kernels/conv3d_halo.cu) where the plan allows (`ConvPlan::halo`), within this reach.
@@ -1549,7 +1549,9 @@ impl ConvPlan {
     /// The 256-row tiles (`ConvTarget::wgmma_m256`) against 128 rows on these tiles:
     /// forward and backward data 0.85-0.93x where the 128-row tiles number 256 and more,
     /// 1.05-1.42x at 128 and fewer (a 132-SM device); backward weights 0.85-0.88x over
-    /// 2.9e10 multiply-adds and more, 1.12-1.83x at 1.5e10 and fewer.
+    /// 2.9e10 multiply-adds and more, 1.12-1.83x at 1.5e10 and fewer. Where the 256-row
+    /// tile's boxes do not tile the result, the 128-row tile does the pass. Backward
+    /// weights into 64 columns take none of these tiles where `wgmma_n64_weights` is off.
     fn tma(
         g: &ConvGeometry,
         p: &Conv3dParams,
@@ -1557,7 +1559,6 @@ impl ConvPlan {
         precision: ConvPrecision,
         target: ConvTarget,
     ) -> Result<Option<Self>> {
-        let stride = [p.stride_d, p.stride_h, p.stride_w];
         let takes = match pass {
             ConvPass::Forward | ConvPass::BackwardData => precision != ConvPrecision::F32,
             ConvPass::BackwardWeight => precision == ConvPrecision::Bf16,
@@ -1599,19 +1600,39 @@ impl ConvPlan {
             ConvTile::WgTma64 => gm.depth >= TMA_MIN_DEPTH_64,
             _ => false,
         };
-        if !target.wgmma_tma.admits(measured) {
+        // Backward weights into 64 columns keeps off wgmma where the target says so.
+        let n64_weights_off = weights && tile == ConvTile::WgTma64 && !target.wgmma_n64_weights;
+        if !target.wgmma_tma.admits(measured) || n64_weights_off {
             return Ok(None);
         }
-        let tile = if tile == ConvTile::WgTma128
+        // The 256-row tile where it is asked for and its boxes fit; else 128 rows.
+        if tile == ConvTile::WgTma128
             && gm.rows > CONV_TC_BM as u64
             && target
                 .wgmma_m256
                 .admits(tma_m256_measured(&gm, weights, target))
         {
-            ConvTile::WgTma256
-        } else {
-            tile
-        };
+            let plan = Self::tma_tile(g, p, pass, precision, target, ConvTile::WgTma256)?;
+            if plan.is_some() {
+                return Ok(plan);
+            }
+        }
+        Self::tma_tile(g, p, pass, precision, target, tile)
+    }
+
+    /// The plan of a pass on the tensor memory accelerator's `tile`, where its boxes tile
+    /// the result (see `tma`).
+    fn tma_tile(
+        g: &ConvGeometry,
+        p: &Conv3dParams,
+        pass: ConvPass,
+        precision: ConvPrecision,
+        target: ConvTarget,
+        tile: ConvTile,
+    ) -> Result<Option<Self>> {
+        let weights = pass == ConvPass::BackwardWeight;
+        let stride = [p.stride_d, p.stride_h, p.stride_w];
+        let gm = gemm(p, pass, precision.channel_multiple() as u64);
         let kernel = ConvKernel {
             pass,
             precision,
@@ -2540,9 +2561,22 @@ mod tests {
         assert_eq!(tile(&cases[0].0, Forward, m128), (WgTma128, true));
         let m256 = measured.with_wgmma_m256(Reach::All);
         assert_eq!(tile(&cases[2].0, Forward, m256), (WgTma256, true));
-        // Short 64-column backward weights stay off the tiles where no box fits; the 8^3
-        // layer's 8 tiles run wgmma.
+        // A forward over 1728 on 64 columns keeps wgmma without the accelerator.
         let few = conv([2, 8, 8, 8, 64], [3, 3, 3, 64, 64], 1);
         assert_eq!(tile(&few, Forward, measured).0, WgN64);
+        // 250 tiles of 128 rows ask for 256, but no box of 256 voxels tiles a 20^3 result
+        // within the allowed overhang: the 128-row tile takes the pass.
+        let odd = conv([2, 20, 20, 20, 256], [3, 3, 3, 256, 256], 1);
+        let p = conv_params(&odd).unwrap();
+        let m256 = ConvPlan::tma_tile(&odd, &p, Forward, ConvPrecision::Bf16, measured, WgTma256);
+        assert!(m256.unwrap().is_none());
+        assert_eq!(tile(&odd, Forward, measured), (WgTma128, true));
+        // With 64-column backward weights kept on mma.sync, the accelerator takes none.
+        let n64_off = measured.with_wgmma_n64_weights(false);
+        assert_eq!(
+            tile(&cases[7].0, BackwardWeight, n64_off),
+            (ConvTile::TcN64, false)
+        );
+        assert_eq!(tile(&cases[1].0, BackwardWeight, n64_off), (WgTma256, true));
     }
 }
