@@ -2472,7 +2472,7 @@ mod tests {
     #[test]
     fn tma_tiles_take_the_layers_where_an_h100_measured_them_faster() {
         use ConvPass::{BackwardData, BackwardWeight, Forward};
-        use ConvTile::{WgN64, WgN64Pair, WgTma128, WgTma256, WgTma64, WgTma64Sw64};
+        use ConvTile::{WgN128, WgN64, WgN64Pair, WgTma128, WgTma256, WgTma64, WgTma64Sw64};
         let measured = ConvTarget::new(H100)
             .with_wgmma(true)
             .with_wgmma_pairs(true)
@@ -2482,91 +2482,52 @@ mod tests {
             let plan = ConvPlan::new(g, pass, ConvPrecision::Bf16, target).unwrap();
             (plan.kernel.tile, plan.tma.is_some())
         };
+        let cube = |size, cin, cout| conv([2, size, size, size, cin], [3, 3, 3, cin, cout], 1);
+        // 32^3 x 128 -> 128: 512 tiles of 128 rows, a reduction of 3456.
+        let deep = cube(32, 128, 128);
+        // 16^3 x 256: 128 tiles (fewer than the SMs), 1.5e10 multiply-adds.
+        let small = cube(16, 256, 256);
+        // 16^3 x 512 -> 256: its data gradient has 512 columns, 256 tiles.
+        let wide = cube(16, 512, 256);
+        // 64 columns: over 3456 on the tiles, over 1728 not (the pair).
+        let long64 = cube(64, 128, 64);
+        let short64 = cube(32, 64, 64);
+        // A transposed 2x2x2 convolution's forward, the data gradient of this one: one tap
+        // of 256 channels.
+        let one_tap = conv([2, 32, 32, 32, 128], [2, 2, 2, 128, 256], 2);
+        // 32 channels a tap take the 64-byte swizzle only within `Reach::All`.
+        let half_rows = conv([2, 128, 128, 128, 32], [3, 3, 3, 32, 64], 2);
         let cases = [
-            // 32^3 x 128 -> 128: 512 tiles of 128 rows, a reduction of 3456.
-            (
-                conv([2, 32, 32, 32, 128], [3, 3, 3, 128, 128], 1),
-                Forward,
-                WgTma256,
-            ),
-            (
-                conv([2, 32, 32, 32, 128], [3, 3, 3, 128, 128], 1),
-                BackwardWeight,
-                WgTma256,
-            ),
-            // 16^3 x 256: 128 tiles (fewer than the SMs), 1.5e10 multiply-adds.
-            (
-                conv([2, 16, 16, 16, 256], [3, 3, 3, 256, 256], 1),
-                Forward,
-                WgTma128,
-            ),
-            (
-                conv([2, 16, 16, 16, 256], [3, 3, 3, 256, 256], 1),
-                BackwardWeight,
-                WgTma128,
-            ),
-            // 16^3 x 512 -> 256: its data gradient has 512 columns, 256 tiles.
-            (
-                conv([2, 16, 16, 16, 512], [3, 3, 3, 512, 256], 1),
-                BackwardData,
-                WgTma256,
-            ),
-            // 64 columns: over 3456 on the tiles, over 1728 not (the pair).
-            (
-                conv([2, 64, 64, 64, 128], [3, 3, 3, 128, 64], 1),
-                Forward,
-                WgTma64,
-            ),
-            (
-                conv([2, 32, 32, 32, 64], [3, 3, 3, 64, 64], 1),
-                Forward,
-                WgN64Pair,
-            ),
-            (
-                conv([2, 32, 32, 32, 64], [3, 3, 3, 64, 64], 1),
-                BackwardWeight,
-                WgTma64,
-            ),
-            // A transposed 2x2x2 convolution's forward, the data gradient of this one:
-            // one tap of 256 channels.
-            (
-                conv([2, 32, 32, 32, 128], [2, 2, 2, 128, 256], 2),
-                BackwardData,
-                ConvTile::WgN128,
-            ),
-            // 32 channels a tap take the 64-byte swizzle only within `Reach::All`.
-            (
-                conv([2, 128, 128, 128, 32], [3, 3, 3, 32, 64], 2),
-                Forward,
-                WgN64Pair,
-            ),
+            (&deep, Forward, WgTma256),
+            (&deep, BackwardWeight, WgTma256),
+            (&small, Forward, WgTma128),
+            (&small, BackwardWeight, WgTma128),
+            (&wide, BackwardData, WgTma256),
+            (&long64, Forward, WgTma64),
+            (&short64, Forward, WgN64Pair),
+            (&short64, BackwardWeight, WgTma64),
+            (&one_tap, BackwardData, WgN128),
+            (&half_rows, Forward, WgN64Pair),
         ];
-        for (g, pass, want) in &cases {
-            let (got, tma) = tile(g, *pass, measured);
-            assert_eq!(got, *want, "{pass:?} {g:?}");
-            assert_eq!(
-                tma,
-                matches!(want, WgTma128 | WgTma256 | WgTma64),
-                "{pass:?} {g:?}"
-            );
+        for (g, pass, want) in cases {
+            let tma = matches!(want, WgTma128 | WgTma256 | WgTma64);
+            assert_eq!(tile(g, pass, measured), (want, tma), "{pass:?} {g:?}");
         }
         let all = measured.with_wgmma_tma(Reach::All);
-        let half_rows = &cases[9].0;
-        assert_eq!(tile(half_rows, Forward, all), (WgTma64Sw64, true));
-        assert_eq!(tile(&cases[6].0, Forward, all), (WgTma64, true));
+        assert_eq!(tile(&half_rows, Forward, all), (WgTma64Sw64, true));
+        assert_eq!(tile(&short64, Forward, all), (WgTma64, true));
         let off = measured.with_wgmma_tma(Reach::Off);
-        assert_eq!(tile(&cases[5].0, Forward, off), (WgN64Pair, false));
+        assert_eq!(tile(&long64, Forward, off), (WgN64Pair, false));
         // Without the 256-row tiles, and with them everywhere.
         let m128 = measured.with_wgmma_m256(Reach::Off);
-        assert_eq!(tile(&cases[0].0, Forward, m128), (WgTma128, true));
+        assert_eq!(tile(&deep, Forward, m128), (WgTma128, true));
         let m256 = measured.with_wgmma_m256(Reach::All);
-        assert_eq!(tile(&cases[2].0, Forward, m256), (WgTma256, true));
+        assert_eq!(tile(&small, Forward, m256), (WgTma256, true));
         // A forward over 1728 on 64 columns keeps wgmma without the accelerator.
-        let few = conv([2, 8, 8, 8, 64], [3, 3, 3, 64, 64], 1);
-        assert_eq!(tile(&few, Forward, measured).0, WgN64);
+        assert_eq!(tile(&cube(8, 64, 64), Forward, measured), (WgN64, false));
         // 250 tiles of 128 rows ask for 256, but no box of 256 voxels tiles a 20^3 result
         // within the allowed overhang: the 128-row tile takes the pass.
-        let odd = conv([2, 20, 20, 20, 256], [3, 3, 3, 256, 256], 1);
+        let odd = cube(20, 256, 256);
         let p = conv_params(&odd).unwrap();
         let m256 = ConvPlan::tma_tile(&odd, &p, Forward, ConvPrecision::Bf16, measured, WgTma256);
         assert!(m256.unwrap().is_none());
@@ -2574,9 +2535,9 @@ mod tests {
         // With 64-column backward weights kept on mma.sync, the accelerator takes none.
         let n64_off = measured.with_wgmma_n64_weights(false);
         assert_eq!(
-            tile(&cases[7].0, BackwardWeight, n64_off),
+            tile(&short64, BackwardWeight, n64_off),
             (ConvTile::TcN64, false)
         );
-        assert_eq!(tile(&cases[1].0, BackwardWeight, n64_off), (WgTma256, true));
+        assert_eq!(tile(&deep, BackwardWeight, n64_off), (WgTma256, true));
     }
 }
