@@ -870,9 +870,9 @@ pub struct ConvPlan {
 }
 
 /// Where the plan runs an optional kernel family or build variant (the halo kernels, the
-/// L1 gathers, the tensor memory accelerator's and 256-row wgmma tiles): nowhere, where an H100 measured it faster than the alternative (the
-/// default), or wherever it can run. Parsed from `off` (or `0`), `measured`, `all` (or `1`,
-/// `on`).
+/// L1 gathers, the tensor memory accelerator's and 256-row wgmma tiles): nowhere, where an
+/// H100 measured it faster than the alternative (the default), or wherever it can run.
+/// Parsed from `off` (or `0`), `measured`, `all` (or `1`, `on`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Reach {
     Off,
