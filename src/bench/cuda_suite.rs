@@ -20,9 +20,9 @@
 //! dominate small cases. The op cases (convolutions, instance norm forward and backward)
 //! are therefore timed as scripts/bench_reference.py times cuDNN: `graph_reps` calls
 //! (enough for about 2 ms, at most 50) captured into one CUDA graph, one untimed replay,
-//! then replays between
-//! events (as many as the 0.5 s budget allows, 5 to 30); `ms` is the median replay time /
-//! `graph_reps`, with `timing` "graph" and the eager median as `ms_eager`. A case whose
+//! then replays between events (as many as the 0.5 s budget allows, 5 to 30); `ms` is the
+//! median replay time / `graph_reps`, with `timing` "graph" and the eager median as
+//! `ms_eager`. A case whose
 //! calls cannot be captured (with `VOXSEG_POOL=off` every call allocates) keeps the eager
 //! figure, `timing` "events", with a note on stderr. The instance norm backward is the
 //! backend's alone (dx, dgamma and dbeta from saved tensors and a random dy, as the
