@@ -1605,6 +1605,11 @@ impl ConvPlan {
         if !target.wgmma_tma.admits(measured) || n64_weights_off {
             return Ok(None);
         }
+        let kernel = |tile| ConvKernel {
+            pass,
+            precision,
+            tile,
+        };
         // The 256-row tile where it is asked for and its boxes fit; else 128 rows.
         if tile == ConvTile::WgTma128
             && gm.rows > CONV_TC_BM as u64
@@ -1612,32 +1617,26 @@ impl ConvPlan {
                 .wgmma_m256
                 .admits(tma_m256_measured(&gm, weights, target))
         {
-            let plan = Self::tma_tile(g, p, pass, precision, target, ConvTile::WgTma256)?;
+            let plan = Self::tma_tile(g, p, kernel(ConvTile::WgTma256), target, &gm)?;
             if plan.is_some() {
                 return Ok(plan);
             }
         }
-        Self::tma_tile(g, p, pass, precision, target, tile)
+        Self::tma_tile(g, p, kernel(tile), target, &gm)
     }
 
-    /// The plan of a pass on the tensor memory accelerator's `tile`, where its boxes tile
-    /// the result (see `tma`).
+    /// The plan of `kernel`, a tensor memory accelerator's tile, on a pass whose GEMM is
+    /// `gm`, where its boxes tile the result (see `tma`).
     fn tma_tile(
         g: &ConvGeometry,
         p: &Conv3dParams,
-        pass: ConvPass,
-        precision: ConvPrecision,
+        kernel: ConvKernel,
         target: ConvTarget,
-        tile: ConvTile,
+        gm: &Gemm,
     ) -> Result<Option<Self>> {
+        let (pass, precision) = (kernel.pass, kernel.precision);
         let weights = pass == ConvPass::BackwardWeight;
         let stride = [p.stride_d, p.stride_h, p.stride_w];
-        let gm = gemm(p, pass, precision.channel_multiple() as u64);
-        let kernel = ConvKernel {
-            pass,
-            precision,
-            tile,
-        };
         let (bm, bn, bk) = kernel.shape();
         // The boxes tile the result's voxels (backward weights: dy's; backward data: the
         // largest stride phase's, r = 0, ceil(in / s) per axis), read at windows of the
@@ -2529,7 +2528,13 @@ mod tests {
         // within the allowed overhang: the 128-row tile takes the pass.
         let odd = cube(20, 256, 256);
         let p = conv_params(&odd).unwrap();
-        let m256 = ConvPlan::tma_tile(&odd, &p, Forward, ConvPrecision::Bf16, measured, WgTma256);
+        let kernel = ConvKernel {
+            pass: Forward,
+            precision: ConvPrecision::Bf16,
+            tile: WgTma256,
+        };
+        let gm = gemm(&p, Forward, ConvPrecision::Bf16.channel_multiple() as u64);
+        let m256 = ConvPlan::tma_tile(&odd, &p, kernel, measured, &gm);
         assert!(m256.unwrap().is_none());
         assert_eq!(tile(&odd, Forward, measured), (WgTma128, true));
         // With 64-column backward weights kept on mma.sync, the accelerator takes none.
