@@ -2,7 +2,8 @@
 // voxseg-variant: l1 VX_GATHER_L1
 // 3D convolution on Hopper's warpgroup tensor-core instructions (wgmma, kernels/wgmma.h):
 // forward and backward data in BF16 or TF32, backward weights in BF16 on 128 or 64 columns
-// (its tiles are mn-major, which wgmma reads only for 16-bit types and blocks of 64). The
+// (its tiles are mn-major, which wgmma reads only for 16-bit types and blocks of 64), and
+// in TF32 over operands packed channel-major (k-major tiles; vx_tma_backward_weights_kmajor). The
 // loaders, packed operands and store are those of the mma.sync kernels (conv3d_pipe.h;
 // packs from conv3d_pipe.cu), with tiles laid out for wgmma. Built for sm_90a only (the
 // first line tells build.rs and ptxas-check.sh), so it loads on compute capability 9.0
@@ -677,6 +678,118 @@ __device__ __forceinline__ void vx_tma_backward_weights(const Conv3dTmaParams& t
     vx_pipe_store_weights<T>(acc, p, dw);
 }
 
+// Backward weights at tf32, whose operands wgmma reads k-major only (Conv3dTmaParams): x
+// and dy packed channel-major into one bordered grid (conv3d_pack_channel_major_tf32), so
+// that dw[tap][ci][co] = sum over the grid's voxels v of x[ci][v + offset(tap)] dy[co][v],
+// offset(tap) = (kz grid_h + ky) grid_w + kx: dy sits at the grid's voxels (z, y, x) < out,
+// x at its padding, and at every voxel where dy is not zero the taps' neighbours are the
+// window's, zeros outside x included (the border); elsewhere dy is zero. Step s is 32
+// voxels of the grid from v = 32 s: A's 64-row blocks (one tap, 64 of its channels) a box
+// of x's 64 channels at v + offset(tap), B one box of dy's BN channels at v, each landing as
+// k-major rows of 128 bytes (32 voxels) in the 128-byte swizzle. Blocks of taps past the
+// last are neither copied nor armed (as VxTmaBackwardWeights); reads before the grid or
+// past its last voxel arrive as zeros.
+template <class T>
+struct VxTmaBackwardWeightsKMajor {
+    static constexpr int A_BOXES = T::BM / 64;
+    static constexpr int BLOCK_BYTES = 64 * T::ROW_BYTES;
+    static_assert(T::BK == 32 && T::A_BYTES == A_BOXES * BLOCK_BYTES,
+                  "a step is one 128-byte row of 32 tf32 voxels per channel");
+    const Conv3dTmaParams& tp;
+    // Block j's tap offset in the grid and first channel; a_c[j] < 0 past the last tap.
+    int a_offset[A_BOXES], a_c[A_BOXES];
+    int b_c0;
+    unsigned bytes;
+    // The next step's first voxel of the grid.
+    int v;
+
+    __device__ __forceinline__ VxTmaBackwardWeightsKMajor(const Conv3dTmaParams& tp_, int step)
+        : tp(tp_) {
+        const Conv3dParams& p = tp.conv;
+        const int cin_p = vx_pad<typename T::Prec>(p.cin);
+        const int taps = p.k_d * p.k_h * p.k_w;
+        bytes = T::STAGE_BYTES;
+#pragma unroll
+        for (int j = 0; j < A_BOXES; ++j) {
+            const int row = blockIdx.x * T::BM + 64 * j;
+            const int tap = row / cin_p;
+            int kz, ky, kx;
+            vx_split3(tap, p.k_h, p.k_w, kz, ky, kx);
+            a_c[j] = tap < taps ? row - tap * cin_p : -1;
+            if (tap >= taps) bytes -= BLOCK_BYTES;
+            a_offset[j] = (kz * tp.grid_h + ky) * tp.grid_w + kx;
+        }
+        b_c0 = blockIdx.y * T::BN;
+        v = step * T::BK;
+    }
+
+    __device__ __forceinline__ unsigned stage_bytes() const { return bytes; }
+
+    __device__ __forceinline__ void load(unsigned char* a_tile, unsigned char* b_tile,
+                                         unsigned long long* full) {
+#pragma unroll
+        for (int j = 0; j < A_BOXES; ++j)
+            if (a_c[j] >= 0)
+                vx_tma_load_5d(a_tile + j * BLOCK_BYTES, &tp.a, v + a_offset[j], a_c[j], 0, 0,
+                               0, full);
+        vx_tma_load_5d(b_tile, &tp.b, v, b_c0, 0, 0, 0, full);
+        v += T::BK;
+    }
+};
+
+template <class T>
+__device__ __forceinline__ void vx_tma_backward_weights_kmajor(const Conv3dTmaParams& tp,
+                                                               const float*, float* dw) {
+    const Conv3dParams& p = tp.conv;
+    const int steps = (tp.grid_voxels + T::BK - 1) / T::BK;
+    const int per_split = p.split_len / T::BK;
+    const int begin = blockIdx.z * per_split;
+    const int end = begin + per_split < steps ? begin + per_split : steps;
+    VxTmaBackwardWeightsKMajor<T> ld(tp, begin);
+    VxPipeAcc<T> acc = {};
+    T::KMajorLoop::template run<T>(ld, end - begin, acc);
+    vx_pipe_store_weights<T>(acc, p, dw);
+}
+
+// The channel-major pack of tf32 backward weights on wgmma: f32 activations
+// [n][d][h][w][c] to tf32 [c][padded], element v < n out_d out_h out_w of channel ch's row
+// holding the bordered grid's voxel v = ((nn out_d + z) out_h + y) out_w + x, i.e. source
+// voxel (z - before_d, y - before_h, x - before_w), or zero outside the source and past
+// the grid. A block transposes 32 voxels by 32 channels through shared memory, so that
+// both its reads (a voxel's channels) and its writes (a channel's voxels) are rows.
+constexpr int VX_CHANNEL_MAJOR_TILE = 32;
+extern "C" __global__ void __launch_bounds__(256)
+    conv3d_pack_channel_major_tf32(const ConvBorderPackParams p, const float* __restrict__ src,
+                                   unsigned* __restrict__ dst) {
+    constexpr int TILE = VX_CHANNEL_MAJOR_TILE, ROWS = 256 / TILE;
+    __shared__ float tile[TILE][TILE + 1];
+    const int voxels = p.n * p.out_d * p.out_h * p.out_w;
+    const int v0 = static_cast<int>(blockIdx.x) * TILE, c0 = static_cast<int>(blockIdx.y) * TILE;
+    const int lane = static_cast<int>(threadIdx.x) % TILE;
+    const int row = static_cast<int>(threadIdx.x) / TILE;
+    for (int r = row; r < TILE; r += ROWS) {
+        const int v = v0 + r, c = c0 + lane;
+        float value = 0.0f;
+        if (v < voxels && c < p.c) {
+            int nn, z, y, x;
+            vx_split_voxel(v, p.out_d, p.out_h, p.out_w, nn, z, y, x);
+            const int sz = z - p.before_d, sy = y - p.before_h, sx = x - p.before_w;
+            if (vx_inside(sz, sy, sx, p.d, p.h, p.w))
+                value = src[(((static_cast<size_t>(nn) * p.d + sz) * p.h + sy) * p.w + sx) * p.c +
+                            c];
+        }
+        tile[r][lane] = value;
+    }
+    __syncthreads();
+    for (int r = row; r < TILE; r += ROWS) {
+        const int c = c0 + r, v = v0 + lane;
+        if (c < p.c && v < p.padded)
+            dst[static_cast<size_t>(c) * p.padded + v] = vx_tf32(tile[lane][r]);
+    }
+}
+VX_EMU_ENTRY(conv3d_pack_channel_major_tf32,
+             (const ConvBorderPackParams p, const float* src, unsigned* dst), (p, src, dst))
+
 // A convolution pass on the tensor memory accelerator (vx_tma_forward,
 // vx_tma_backward_data, vx_tma_backward_weights): (params, bias or null, out).
 #define VX_CONV_TMA_KERNEL(name, pass, Tile)                                                 \
@@ -707,6 +820,10 @@ VX_CONV_TMA_KERNEL(conv3d_bwd_data_bf16_tma64s64, vx_tma_backward_data,
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma128, vx_tma_backward_weights, VxWgmmaTma128<VxBf16>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma64, vx_tma_backward_weights, VxWgmmaTma64<VxBf16>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma256, vx_tma_backward_weights, VxWgmmaTma256<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_weight_tf32_tma128, vx_tma_backward_weights_kmajor,
+                   VxWgmmaTma128<VxTf32>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_weight_tf32_tma64, vx_tma_backward_weights_kmajor,
+                   VxWgmmaTma64<VxTf32>)
 
 VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg128, vx_pipe_forward, VxWgmmaN128<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg64, vx_pipe_forward, VxWgmmaN64<VxBf16>)
@@ -915,6 +1032,8 @@ extern "C" int emu_conv3d_tma(const char* name, const EmuDims* d, const Conv3dTm
         {"conv3d_bwd_weight_bf16_tma128", conv3d_bwd_weight_bf16_tma128},
         {"conv3d_bwd_weight_bf16_tma64", conv3d_bwd_weight_bf16_tma64},
         {"conv3d_bwd_weight_bf16_tma256", conv3d_bwd_weight_bf16_tma256},
+        {"conv3d_bwd_weight_tf32_tma128", conv3d_bwd_weight_tf32_tma128},
+        {"conv3d_bwd_weight_tf32_tma64", conv3d_bwd_weight_tf32_tma64},
     };
     for (const auto& k : kernels)
         if (!std::strcmp(k.name, name)) return emu_launch(*d, k.kernel, *p, bias, out);

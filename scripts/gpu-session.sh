@@ -31,7 +31,9 @@
 # (VOXSEG_WGMMA_WS=1; off by default, measured slower), "+tma" runs the forward, backward
 # data and bf16 backward weights on the tiles the tensor memory accelerator fills wherever
 # the plan allows (VOXSEG_WGMMA_TMA=all), "+notma" nowhere (=off), "+non64w" runs
-# 64-column backward weights on mma.sync (VOXSEG_WGMMA_N64_WEIGHTS=off), "+jit" loads
+# 64-column backward weights on mma.sync (VOXSEG_WGMMA_N64_WEIGHTS=off), "+tf32w" runs
+# stride-1 tf32 backward weights on the tensor memory accelerator's tiles over
+# channel-major packs (VOXSEG_WGMMA_TF32_WEIGHTS=1; off by default, not yet timed), "+jit" loads
 # every module from its PTX (the driver's compilation) instead of the machine code the
 # bundle carries for the card (VOXSEG_SASS=off); without them each runs where an H100
 # measured it faster (so "+l1" leaves the
@@ -156,6 +158,7 @@ for item in $ours; do
         notma) vars+=(VOXSEG_WGMMA_TMA=off) ;;
         jit) vars+=(VOXSEG_SASS=off) ;;
         non64w) vars+=(VOXSEG_WGMMA_N64_WEIGHTS=off) ;;
+        tf32w) vars+=(VOXSEG_WGMMA_TF32_WEIGHTS=1) ;;
         l1) vars+=(VOXSEG_GATHER_L1=all) ;;
         nol1) vars+=(VOXSEG_GATHER_L1=off) ;;
         halo) vars+=(VOXSEG_CONV_HALO=all) ;;

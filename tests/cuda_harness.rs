@@ -86,6 +86,9 @@ fn param_structs_have_the_cpp_layout() {
             boxes_d,
             boxes_h,
             boxes_w,
+            grid_h,
+            grid_w,
+            grid_voxels,
             pad_
         }
     );

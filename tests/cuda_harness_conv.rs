@@ -17,6 +17,7 @@ use common::{
 };
 use voxseg::backend::cpu::Cpu64;
 use voxseg::backend::cuda::conv_plan::*;
+use voxseg::backend::cuda::conv_tma::ConvTmaTiling;
 use voxseg::backend::cuda::emu::{self, conv as emu_conv};
 use voxseg::rng::Rng;
 use voxseg::tensor::Shape;
@@ -304,7 +305,7 @@ fn check_packs<E: emu_conv::Packed + PartialEq + std::fmt::Debug>(
             dims,
         })
     };
-    let cases = [
+    let mut cases = vec![
         (ConvPackKind::Rows, [700, 1, 5]),
         (ConvPackKind::Rows, [300, 1, 12]),
         (ConvPackKind::Rows, [200, 1, 6]),
@@ -317,18 +318,51 @@ fn check_packs<E: emu_conv::Packed + PartialEq + std::fmt::Debug>(
         (bordered(1, [4, 3, 6], [-1, 1, 2], [3, 5, 9]), [72, 1, 12]),
         (bordered(2, [6, 6, 6], [1, 1, 1], [8, 8, 8]), [432, 1, 16]),
     ];
+    // Channel-major (tf32 only): rows of 5 * 7 * 6 * 2 = 420 voxels (a whole number of
+    // chunks) and 3 * 5 * 9 = 135 (padded to 136), over more than one 32 x 32 block
+    // along both.
+    let channel_major = |n: i32, source: [i32; 3], before, dims| {
+        ConvPackKind::ChannelMajor(ConvBorder {
+            n,
+            source,
+            before,
+            dims,
+        })
+    };
+    if precision == ConvPrecision::Tf32 {
+        cases.push((
+            channel_major(2, [3, 4, 5], [1, 2, 0], [5, 7, 6]),
+            [120, 1, 37],
+        ));
+        cases.push((
+            channel_major(1, [4, 3, 6], [-1, 1, 2], [3, 5, 9]),
+            [72, 1, 70],
+        ));
+    }
     for (kind, [a, b, c]) in cases {
         let pack = ConvPack::new(kind, precision, [a, b, c], 1).unwrap();
         let multiple = precision.channel_multiple();
         let padded = match kind {
             ConvPackKind::Rows | ConvPackKind::Bordered(_) => c.next_multiple_of(multiple),
             ConvPackKind::Transposed => b.next_multiple_of(multiple),
+            ConvPackKind::ChannelMajor(border) => {
+                let dims = border.dims.iter().product::<i32>() * border.n;
+                (dims as usize).next_multiple_of(multiple)
+            }
         };
         assert_eq!(pack.params.padded as usize, padded);
-        assert!(
-            pack.dims.grid[0] <= 2,
-            "two blocks at most: a grid-stride loop"
-        );
+        if let ConvPackKind::ChannelMajor(_) = kind {
+            assert!(
+                pack.dims.grid[0] > 1 && pack.dims.grid[1] > 1,
+                "{:?}",
+                pack.dims
+            );
+        } else {
+            assert!(
+                pack.dims.grid[0] <= 2,
+                "two blocks at most: a grid-stride loop"
+            );
+        }
         let src = random(rng, a * b * c, -2.0, 2.0);
         let n = pack.packed_len();
         let mut dst = vec![E::NAN; n + 8];
@@ -349,7 +383,9 @@ fn check_packs<E: emu_conv::Packed + PartialEq + std::fmt::Debug>(
                 .flat_map(|ci| (0..a).flat_map(move |ai| (0..padded).map(move |bi| (ai, bi, ci))))
                 .map(|(ai, bi, ci)| if bi < b { bits(at(ai, bi, ci)) } else { zero })
                 .collect(),
-            ConvPackKind::Bordered(border) => {
+            ConvPackKind::Bordered(border) | ConvPackKind::ChannelMajor(border) => {
+                let channel_major = matches!(kind, ConvPackKind::ChannelMajor(_));
+                let per_voxel = if channel_major { c } else { padded };
                 let [d, h, w] = border.source;
                 let [od, oh, ow] = border.dims;
                 let mut want = Vec::new();
@@ -363,7 +399,7 @@ fn check_packs<E: emu_conv::Packed + PartialEq + std::fmt::Debug>(
                                     && (0..h).contains(&sy)
                                     && (0..w).contains(&sx);
                                 let voxel = (((nn * d + sz) * h + sy) * w + sx) as usize;
-                                want.extend((0..padded).map(|ci| {
+                                want.extend((0..per_voxel).map(|ci| {
                                     if inside && ci < c {
                                         bits(src[voxel * c + ci])
                                     } else {
@@ -374,7 +410,16 @@ fn check_packs<E: emu_conv::Packed + PartialEq + std::fmt::Debug>(
                         }
                     }
                 }
-                want
+                if channel_major {
+                    // The same voxels, channel by channel, each row padded with zeros.
+                    let voxels = want.len() / c;
+                    (0..c)
+                        .flat_map(|ci| (0..padded).map(move |v| (ci, v)))
+                        .map(|(ci, v)| if v < voxels { want[v * c + ci] } else { zero })
+                        .collect()
+                } else {
+                    want
+                }
             }
         };
         assert_eq!(want.len(), n);
@@ -1217,7 +1262,7 @@ fn bf16_wgmma_tma_backward_weights() {
         ConvPrecision::Bf16,
         target,
     );
-    let boxes = first.unwrap().tma.unwrap();
+    let boxes = first.unwrap().tma.and_then(|t| t.boxes()).unwrap();
     assert!(boxes.padded_voxels(2) > 2 * 6 * 8 * 7, "{boxes:?} overhang");
     let other = |g: &ConvGeometry| {
         let plan = ConvPlan::new(g, ConvPass::BackwardWeight, ConvPrecision::Bf16, target).unwrap();
@@ -1235,7 +1280,7 @@ fn bf16_wgmma_tma_backward_weights() {
         tma.is_none() && !matches!(tile, WgTma128 | WgTma64),
         "{tile:?}"
     );
-    // tf32's backward weights never takes them.
+    // tf32's backward weights takes them only where `wgmma_tf32_weights` is on.
     let plan = ConvPlan::new(
         &cases[0].0,
         ConvPass::BackwardWeight,
@@ -1243,6 +1288,87 @@ fn bf16_wgmma_tma_backward_weights() {
         target,
     );
     assert!(plan.unwrap().tma.is_none());
+}
+
+/// tf32 backward weights on the tensor memory accelerator's tiles over channel-major packs
+/// (`ConvTmaTiling::Grid`): 'same' 3x3x3 windows on odd sizes (the grid's border voxels,
+/// rows crossing from one sample's grid to the next), a block of taps past the last (27 x
+/// 64 rows end half way through a 128-row block), 128-row blocks over two taps' channels
+/// (192 a tap), 64 columns (`WgTma64`) and dy's boxes past cout (72 and 200 columns), a
+/// 'valid' layer, an anisotropic 1x3x3 kernel with 'same' padding on two axes only, a
+/// 1x1x1 one, and a reduction split (the first case). Strides, x's channels in no whole
+/// 64-row blocks, 32 columns, and the switch or the tensor memory accelerator's tiles off
+/// keep the other kernels.
+#[test]
+fn tf32_wgmma_tma_grid_backward_weights() {
+    use ConvTile::{WgTma128, WgTma64};
+    let mut rng = Rng::new(95);
+    let target = ConvTarget::new(528)
+        .with_wgmma(true)
+        .with_wgmma_tma(Reach::Measured)
+        .with_wgmma_tf32_weights(true);
+    let cases = [
+        (
+            conv([2, 5, 6, 7, 64], [3, 3, 3, 64, 72], 1, Padding::Same),
+            target,
+            WgTma128,
+        ),
+        (
+            conv([1, 6, 5, 6, 192], [3, 3, 3, 192, 64], 1, Padding::Same),
+            target,
+            WgTma64,
+        ),
+        (
+            conv([1, 5, 7, 9, 64], [3, 3, 3, 64, 200], 1, Padding::Valid),
+            target,
+            WgTma128,
+        ),
+        (
+            conv([2, 3, 6, 5, 128], [1, 3, 3, 128, 64], 1, Padding::Same),
+            target,
+            WgTma64,
+        ),
+        (
+            conv([2, 4, 5, 6, 64], [1, 1, 1, 64, 128], 1, Padding::Same),
+            target,
+            WgTma128,
+        ),
+    ];
+    check_tma_cases(
+        &cases,
+        ConvPass::BackwardWeight,
+        ConvPrecision::Tf32,
+        &mut rng,
+    );
+    let grid = |g: &ConvGeometry, t: ConvTarget| {
+        let plan = ConvPlan::new(g, ConvPass::BackwardWeight, ConvPrecision::Tf32, t).unwrap();
+        match plan.tma {
+            Some(ConvTmaTiling::Grid(grid)) => Some(grid),
+            _ => None,
+        }
+    };
+    // The first case's grid: 7 x 8 x 9 voxels a sample, two samples, rows of whole chunks.
+    let first = grid(&cases[0].0, target).unwrap();
+    assert_eq!(
+        (first.dims, first.voxels, first.row_len),
+        ([7, 8, 9], 1008, 1008)
+    );
+    let same = |x: [usize; 5], w: [usize; 5], stride| conv(x, w, stride, Padding::Same);
+    for (g, t) in [
+        (same([1, 8, 8, 8, 64], [3, 3, 3, 64, 64], 2), target),
+        (same([1, 6, 6, 6, 96], [3, 3, 3, 96, 64], 1), target),
+        (same([1, 6, 6, 6, 64], [3, 3, 3, 64, 32], 1), target),
+        (
+            same([1, 6, 6, 6, 64], [3, 3, 3, 64, 64], 1),
+            target.with_wgmma_tf32_weights(false),
+        ),
+        (
+            same([1, 6, 6, 6, 64], [3, 3, 3, 64, 64], 1),
+            target.with_wgmma_tma(Reach::Off),
+        ),
+    ] {
+        assert_eq!(grid(&g, t), None, "{g:?}");
+    }
 }
 
 /// The forward on the tiles the tensor memory accelerator fills: a block's rows are a box
@@ -1306,6 +1432,7 @@ fn wgmma_tma_forward(precision: ConvPrecision, rng: &mut Rng) {
     let boxes = ConvPlan::new(&cases[0].0, ConvPass::Forward, precision, target)
         .unwrap()
         .tma
+        .and_then(|t| t.boxes())
         .unwrap();
     assert!(boxes.padded_voxels(2) > 2 * 6 * 8 * 7, "{boxes:?} overhang");
     // 40 input channels pad to 40: a step of the box would hold two taps.
@@ -1397,6 +1524,7 @@ fn wgmma_tma_backward_data(precision: ConvPrecision, rng: &mut Rng) {
     let boxes = ConvPlan::new(&cases[0].0, pass, precision, target)
         .unwrap()
         .tma
+        .and_then(|t| t.boxes())
         .unwrap();
     assert!(boxes.padded_voxels(2) > 2 * 6 * 8 * 7, "{boxes:?} overhang");
     for g in [

@@ -22,6 +22,7 @@ use voxseg::backend::cpu::Cpu64;
 use voxseg::backend::cuda::conv_plan::{
     wgmma_probe_depth, ConvPass, ConvPlan, ConvPrecision, ConvTarget, ConvTile, Reach, WGMMA_PROBES,
 };
+use voxseg::backend::cuda::conv_tma::ConvTmaTiling;
 use voxseg::backend::cuda::emu::conv as emu_conv;
 use voxseg::backend::cuda::{graph_reps, Cuda};
 use voxseg::backend::BackendBase;
@@ -57,6 +58,7 @@ struct RestoreSettings<'a> {
     wgmma_ws: bool,
     wgmma_tma: Reach,
     wgmma_n64_weights: bool,
+    wgmma_tf32_weights: bool,
     gather_l1: Reach,
     halo: Reach,
     pack_cache: bool,
@@ -73,6 +75,7 @@ impl<'a> RestoreSettings<'a> {
             wgmma_ws: gpu.wgmma_ws().unwrap(),
             wgmma_tma: gpu.wgmma_tma().unwrap(),
             wgmma_n64_weights: gpu.wgmma_n64_weights().unwrap(),
+            wgmma_tf32_weights: gpu.wgmma_tf32_weights().unwrap(),
             gather_l1: gpu.gather_l1().unwrap(),
             halo: gpu.halo().unwrap(),
             pack_cache: gpu.pack_cache().unwrap(),
@@ -91,6 +94,7 @@ impl Drop for RestoreSettings<'_> {
         gpu.set_wgmma_ws(self.wgmma_ws);
         gpu.set_wgmma_tma(self.wgmma_tma);
         gpu.set_wgmma_n64_weights(self.wgmma_n64_weights);
+        gpu.set_wgmma_tf32_weights(self.wgmma_tf32_weights);
         gpu.set_gather_l1(self.gather_l1);
         gpu.set_halo(self.halo);
         gpu.set_pack_cache(self.pack_cache);
@@ -106,6 +110,7 @@ fn plan_like(gpu: &Cuda, target: ConvTarget) {
     gpu.set_wgmma_ws(target.wgmma_ws);
     gpu.set_wgmma_tma(target.wgmma_tma);
     gpu.set_wgmma_n64_weights(target.wgmma_n64_weights);
+    gpu.set_wgmma_tf32_weights(target.wgmma_tf32_weights);
     gpu.set_halo(target.halo);
     gpu.set_gather_l1(target.gather_l1);
 }
@@ -168,6 +173,10 @@ fn convolutions_match_cpu_at_every_precision() {
 /// Every pass of every geometry at the device's current precision against the CPU
 /// backend (see the module comment for the measures).
 fn check_every_pass(gpu: &Cuda, geometries: &[ConvGeometry]) {
+    check_passes(gpu, geometries, &PASSES);
+}
+
+fn check_passes(gpu: &Cuda, geometries: &[ConvGeometry], passes: &[ConvPass]) {
     let cpu = Cpu64::new();
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);
@@ -175,7 +184,7 @@ fn check_every_pass(gpu: &Cuda, geometries: &[ConvGeometry]) {
         let nx = g.n * g.input_voxels() * g.cin;
         let ny = g.n * g.output_voxels() * g.cout;
         let nw = g.kernel_volume() * g.cin * g.cout;
-        for pass in PASSES {
+        for &pass in passes {
             let plan = gpu.conv_plan(g, pass).unwrap();
             let used = plan.kernel.precision;
             let what = format!("{pass:?} {:?} {g:?} (seed {seed})", plan.kernel);
@@ -748,6 +757,69 @@ fn wgmma_tma_convolutions_match_cpu() {
         assert_eq!(plan.kernel.tile, ConvTile::WgTma256, "{pass:?}");
     }
     check_every_pass(&gpu, &[deep]);
+}
+
+/// tf32 backward weights over channel-major packs (`ConvTmaTiling::Grid`) and the tile each
+/// plans: the deepest layers' 320 -> 320 (64 columns) on two samples, 128 -> 128 at 16^3,
+/// dy's boxes past cout (72 columns) on odd sizes, and a 'valid' layer.
+fn wgmma_tma_grid_cases() -> [(ConvGeometry, ConvTile); 4] {
+    use ConvTile::{WgTma128, WgTma64};
+    [
+        (conv([2, 6, 6, 6, 320], [3, 3, 3, 320, 320], 1, 1), WgTma64),
+        (
+            conv([1, 16, 16, 16, 128], [3, 3, 3, 128, 128], 1, 1),
+            WgTma128,
+        ),
+        (conv([2, 6, 8, 7, 64], [3, 3, 3, 64, 72], 1, 1), WgTma128),
+        (conv([1, 10, 10, 10, 64], [3, 3, 3, 64, 64], 1, 0), WgTma64),
+    ]
+}
+
+/// An H100 with the tensor memory accelerator's tiles where measured and tf32 backward
+/// weights over channel-major packs on.
+fn wgmma_tma_grid_target() -> ConvTarget {
+    wgmma_tma_target()
+        .with_wgmma_tma(Reach::Measured)
+        .with_wgmma_tf32_weights(true)
+}
+
+/// The tile of a tf32 backward weights over channel-major packs, None for any other plan.
+fn grid_tile(plan: &ConvPlan) -> Option<ConvTile> {
+    matches!(plan.tma, Some(ConvTmaTiling::Grid(_))).then_some(plan.kernel.tile)
+}
+
+#[test]
+fn wgmma_tma_grid_cases_plan_their_tiles_on_an_h100() {
+    for (g, tile) in wgmma_tma_grid_cases() {
+        let plan = ConvPlan::new(
+            &g,
+            ConvPass::BackwardWeight,
+            ConvPrecision::Tf32,
+            wgmma_tma_grid_target(),
+        )
+        .unwrap();
+        assert_eq!(grid_tile(&plan), Some(tile), "{g:?}");
+    }
+}
+
+/// tf32 backward weights over channel-major packs (`VOXSEG_WGMMA_TF32_WEIGHTS`,
+/// `wgmma_tma_grid_cases`): the channel-major pack, the driver's two-dimensional maps over
+/// it read at voxel offsets that are not multiples of a chunk, and tf32 wgmma on k-major
+/// tiles in backward weights, which the harness only emulates.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn wgmma_tma_grid_backward_weights_match_cpu() {
+    let _serial = serial();
+    let gpu = device();
+    let _restore = RestoreSettings::new(&gpu);
+    plan_like(&gpu, wgmma_tma_grid_target());
+    gpu.set_conv_precision(ConvPrecision::Tf32);
+    let cases = wgmma_tma_grid_cases();
+    for (g, tile) in &cases {
+        let plan = gpu.conv_plan(g, ConvPass::BackwardWeight).unwrap();
+        assert_eq!(grid_tile(&plan), Some(*tile), "{g:?}");
+    }
+    check_passes(&gpu, &cases.map(|(g, _)| g), &[ConvPass::BackwardWeight]);
 }
 
 /// bf16 geometries and the tiles of two 64-byte-swizzled boxes a step that their forward and

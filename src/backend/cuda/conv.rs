@@ -66,6 +66,11 @@ pub const WGMMA_TMA_ENV: &str = "VOXSEG_WGMMA_TMA";
 /// or `off`; on wgmma by default where wgmma runs).
 pub const WGMMA_N64_WEIGHTS_ENV: &str = "VOXSEG_WGMMA_N64_WEIGHTS";
 
+/// The environment variable that runs stride-1 tf32 backward weights on the tensor memory
+/// accelerator's tiles over channel-major packs (`1` or `on`; off by default until an H100
+/// has timed it, `ConvPlan::tma_grid_weights`).
+pub const WGMMA_TF32_WEIGHTS_ENV: &str = "VOXSEG_WGMMA_TF32_WEIGHTS";
+
 /// The environment variable that sets the [`Reach`] of the tensor-core kernels' build
 /// variant whose activation gathers also go through L1 (kernels/mma.h,
 /// `vx_cp_async16_activation`): `off`, `measured` (the default) or `all`.
@@ -138,6 +143,7 @@ struct ConvSettings {
     wgmma_ws: bool,
     wgmma_tma: Reach,
     wgmma_n64_weights: bool,
+    wgmma_tf32_weights: bool,
     gather_l1: Reach,
     halo: Reach,
     cache_packs: bool,
@@ -153,6 +159,7 @@ impl Default for ConvSettings {
             wgmma_ws: false,
             wgmma_tma: Reach::default(),
             wgmma_n64_weights: true,
+            wgmma_tf32_weights: false,
             gather_l1: Reach::default(),
             halo: Reach::default(),
             cache_packs: true,
@@ -322,6 +329,7 @@ impl Cuda {
         let wgmma_ws = wgmma_switch(WGMMA_WS_ENV, false)?;
         let wgmma_tma = reach_from_env(WGMMA_TMA_ENV)?;
         let wgmma_n64_weights = switch_from_env(WGMMA_N64_WEIGHTS_ENV)?.unwrap_or(true);
+        let wgmma_tf32_weights = wgmma_switch(WGMMA_TF32_WEIGHTS_ENV, false)?;
         let gather_l1 = reach_from_env(GATHER_L1_ENV)?;
         let halo = reach_from_env(HALO_ENV)?;
         let cache_packs = switch_from_env(PACK_CACHE_ENV)?.unwrap_or(true);
@@ -333,6 +341,7 @@ impl Cuda {
             wgmma_ws,
             wgmma_tma,
             wgmma_n64_weights,
+            wgmma_tf32_weights,
             gather_l1,
             halo,
             cache_packs,
@@ -359,7 +368,7 @@ impl Cuda {
         let f = self.function(module, name)?;
         allow_shared(self.ordinal(), module, name, &f, plan.dims.shared_bytes)?;
         let null: u64 = 0;
-        if let Some((boxes, [a_map, b_map])) = plan.tma_maps() {
+        if let Some((tiling, [a_map, b_map])) = plan.tma_maps() {
             // The raw driver call that encodes the maps needs the context current here.
             self.stream()
                 .context()
@@ -369,7 +378,7 @@ impl Cuda {
             let (b_at, _b_read) = b.block().device_ptr(self.stream());
             let params = tma_params(
                 &plan.params,
-                &boxes,
+                &tiling,
                 encode_tiled(&a_map, a_at, name)?,
                 encode_tiled(&b_map, b_at, name)?,
             );
@@ -513,6 +522,21 @@ impl Cuda {
         self.update_conv_settings(|s| s.wgmma_n64_weights = on);
     }
 
+    /// Whether stride-1 tf32 backward weights runs on the tensor memory accelerator's tiles
+    /// over channel-major packs (where wgmma and those tiles are on): what
+    /// `set_wgmma_tf32_weights` set, else `VOXSEG_WGMMA_TF32_WEIGHTS` (off unless `1` or
+    /// `on`).
+    pub fn wgmma_tf32_weights(&self) -> Result<bool> {
+        Ok(self.conv_settings()?.wgmma_tf32_weights)
+    }
+
+    /// Runs stride-1 tf32 backward weights over channel-major packs (where wgmma and the
+    /// tensor memory accelerator's tiles are on) or not, whatever
+    /// `VOXSEG_WGMMA_TF32_WEIGHTS` says.
+    pub fn set_wgmma_tf32_weights(&self, on: bool) {
+        self.update_conv_settings(|s| s.wgmma_tf32_weights = on);
+    }
+
     /// Where the tensor-core convolutions run the build variant whose activation gathers go
     /// through L1: what `set_gather_l1` set, else `VOXSEG_GATHER_L1` (measured by default).
     pub fn gather_l1(&self) -> Result<Reach> {
@@ -558,6 +582,7 @@ impl Cuda {
             .with_wgmma_ws(s.wgmma_ws)
             .with_wgmma_tma(s.wgmma_tma)
             .with_wgmma_n64_weights(s.wgmma_n64_weights)
+            .with_wgmma_tf32_weights(s.wgmma_tf32_weights)
             .with_halo(s.halo)
             .with_gather_l1(s.gather_l1);
         ConvPlan::new(g, pass, s.precision, target)

@@ -20,7 +20,10 @@
 //!   weights on tiles that the tensor memory accelerator fills from one thread, box by box
 //!   of voxels (`conv_tma`), and `ConvTarget::wgmma_m256` runs the 128 x 128 wgmma tiles
 //!   as 256 x 128 over four warpgroups; on an H100 both by default where it measured them
-//!   faster ([`Reach::Measured`], `ConvPlan::tma`). `ConvTarget::wgmma_ws` runs the other
+//!   faster ([`Reach::Measured`], `ConvPlan::tma`). `ConvTarget::wgmma_tf32_weights` runs
+//!   stride-1 tf32 backward weights on those tiles too, over operands packed channel-major
+//!   (k-major, the only layout wgmma reads tf32 in; off by default until an H100 measures
+//!   it, `ConvPlan::tma_grid_weights`). `ConvTarget::wgmma_ws` runs the other
 //!   128 x 128 and 128 x 64 tiles warp-specialized (one or two warpgroups copy, two
 //!   multiply): off by default, as an H100 measured it slower.
 //! - Halo (`ConvTarget::halo`): a stride-1 pass whose plan is mma.sync runs the kernels
@@ -37,7 +40,10 @@
 //!   only the taps that reach its voxels.
 //! - Splits: when the tiles alone give fewer blocks than the device wants, the reduction is
 //!   cut into slices of whole K steps (grid.z) whose partial results a sum adds.
-use super::conv_tma::{ConvTmaBoxes, TiledMap, TMA_WEIGHT_BOX_VOXELS};
+use super::conv_tma::{
+    ConvTmaBoxes, ConvTmaGrid, ConvTmaTiling, TiledMap, TMA_GRID_BLOCK_ROWS, TMA_GRID_STEP_VOXELS,
+    TMA_WEIGHT_BOX_VOXELS,
+};
 use super::params::{Conv3dParams, Conv3dShape, LaunchDims};
 use crate::error::{Error, Result};
 use crate::tensor_ops::conv::ConvGeometry;
@@ -146,6 +152,8 @@ pub const WGMMA_PROBES: [(ConvPrecision, WgmmaLayout, &[usize]); 4] = [
 ];
 /// Threads of a pack block.
 const PACK_THREADS: u32 = 256;
+/// Voxels and channels of a block of the channel-major pack (`VX_CHANNEL_MAJOR_TILE`).
+pub const CHANNEL_MAJOR_PACK_TILE: u32 = 32;
 
 /// Reductions of more than WGMMA_N32_MIN_STEPS and at most WGMMA_N32_MAX_STEPS wgmma steps
 /// run their 32-column results on wgmma.
@@ -589,6 +597,8 @@ impl ConvKernel {
             (BackwardWeight, Bf16, WgTma128) => "conv3d_bwd_weight_bf16_tma128",
             (BackwardWeight, Bf16, WgTma64) => "conv3d_bwd_weight_bf16_tma64",
             (BackwardWeight, Bf16, WgTma256) => "conv3d_bwd_weight_bf16_tma256",
+            (BackwardWeight, Tf32, WgTma128) => "conv3d_bwd_weight_tf32_tma128",
+            (BackwardWeight, Tf32, WgTma64) => "conv3d_bwd_weight_tf32_tma64",
             (Forward, Bf16, HaloN128) => "conv3d_fwd_bf16_halo128",
             (Forward, Bf16, HaloN64) => "conv3d_fwd_bf16_halo64",
             (Forward, Bf16, HaloN32) => "conv3d_fwd_bf16_halo32",
@@ -718,6 +728,10 @@ pub enum ConvPackKind {
     /// Activations `[a = voxels][b = 1][c]` placed inside zero borders: the halo kernels'
     /// A operand.
     Bordered(ConvBorder),
+    /// Activations `[a = voxels][b = 1][c]` placed inside zero borders, channel-major
+    /// (`[c][row_len]`, voxels contiguous; tf32 only): k-major backward weights' operands
+    /// (`ConvPlan::tma_grid_weights`).
+    ChannelMajor(ConvBorder),
 }
 
 /// The conversion of one f32 operand to the packed buffer (bf16 or tf32) a tensor-core
@@ -747,18 +761,28 @@ impl ConvPack {
             ));
         }
         let per_chunk = precision.channel_multiple();
+        let bordered = |border: ConvBorder| -> Result<usize> {
+            let [source, bordered] = border.voxels();
+            if b != 1 || a != source {
+                return Err(Error::shape(
+                    "conv3d (cuda pack)",
+                    format!("{border:?} does not describe a source of [{a}, {b}, {c}]"),
+                ));
+            }
+            Ok(bordered)
+        };
         let (kept, padded) = match kind {
             ConvPackKind::Rows => (a * b, c.next_multiple_of(per_chunk)),
             ConvPackKind::Transposed => (a * c, b.next_multiple_of(per_chunk)),
-            ConvPackKind::Bordered(border) => {
-                let [source, bordered] = border.voxels();
-                if b != 1 || a != source {
-                    return Err(Error::shape(
+            ConvPackKind::Bordered(border) => (bordered(border)?, c.next_multiple_of(per_chunk)),
+            ConvPackKind::ChannelMajor(border) => {
+                if precision != ConvPrecision::Tf32 {
+                    return Err(Error::config(
                         "conv3d (cuda pack)",
-                        format!("{border:?} does not describe a source of [{a}, {b}, {c}]"),
+                        "channel-major packs are tf32 only",
                     ));
                 }
-                (bordered, c.next_multiple_of(per_chunk))
+                (c, bordered(border)?.next_multiple_of(per_chunk))
             }
         };
         let chunks = kept * padded / per_chunk;
@@ -771,14 +795,31 @@ impl ConvPack {
                 format!("[{a}, {b}, {c}] exceeds the pack kernels' 32-bit chunk indices"),
             ));
         };
-        let blocks = chunks
-            .div_ceil(PACK_THREADS as usize)
-            .clamp(1, 2 * target_blocks.max(1) as usize);
+        let dims = match kind {
+            // A block per 32 voxels by 32 channels (kernels/conv3d_wgmma.cu).
+            ConvPackKind::ChannelMajor(_) => {
+                let tiles = |v: i32| (v as u32).div_ceil(CHANNEL_MAJOR_PACK_TILE);
+                let grid = [tiles(padded), tiles(c), 1];
+                if grid[1] as u64 > MAX_GRID_YZ {
+                    return Err(Error::shape(
+                        "conv3d (cuda pack)",
+                        format!("{c} channels exceed the channel-major pack's grid"),
+                    ));
+                }
+                LaunchDims::linear(grid, PACK_THREADS)
+            }
+            _ => {
+                let blocks = chunks
+                    .div_ceil(PACK_THREADS as usize)
+                    .clamp(1, 2 * target_blocks.max(1) as usize);
+                LaunchDims::linear([blocks as u32, 1, 1], PACK_THREADS)
+            }
+        };
         Ok(Self {
             kind,
             precision,
             params: ConvPackParams { a, b, c, padded },
-            dims: LaunchDims::linear([blocks as u32, 1, 1], PACK_THREADS),
+            dims,
         })
     }
 
@@ -787,6 +828,7 @@ impl ConvPack {
             (ConvPackKind::Rows, ConvPrecision::Tf32) => "conv3d_pack_rows_tf32",
             (ConvPackKind::Transposed, ConvPrecision::Tf32) => "conv3d_pack_transposed_tf32",
             (ConvPackKind::Bordered(_), ConvPrecision::Tf32) => "conv3d_pack_bordered_tf32",
+            (ConvPackKind::ChannelMajor(_), _) => "conv3d_pack_channel_major_tf32",
             (ConvPackKind::Rows, _) => "conv3d_pack_rows_bf16",
             (ConvPackKind::Transposed, _) => "conv3d_pack_transposed_bf16",
             (ConvPackKind::Bordered(_), _) => "conv3d_pack_bordered_bf16",
@@ -797,14 +839,15 @@ impl ConvPack {
     pub fn module(&self) -> &'static str {
         match self.kind {
             ConvPackKind::Bordered(_) => "conv3d_halo",
+            ConvPackKind::ChannelMajor(_) => "conv3d_wgmma",
             _ => "conv3d_pipe",
         }
     }
 
-    /// The bordered pack kernel's parameters (None for the other kinds, which take
-    /// `params`).
+    /// The bordered and channel-major pack kernels' parameters (`padded`: the channel-major
+    /// rows' length), None for the other kinds, which take `params`.
     pub fn border_params(&self) -> Option<ConvBorderPackParams> {
-        let ConvPackKind::Bordered(b) = self.kind else {
+        let (ConvPackKind::Bordered(b) | ConvPackKind::ChannelMajor(b)) = self.kind else {
             return None;
         };
         let [d, h, w] = b.source;
@@ -844,6 +887,7 @@ impl ConvPack {
             ConvPackKind::Rows => p.a as usize * p.b as usize,
             ConvPackKind::Transposed => p.a as usize * p.c as usize,
             ConvPackKind::Bordered(border) => border.voxels()[1],
+            ConvPackKind::ChannelMajor(_) => p.c as usize,
         };
         rows * p.padded as usize
     }
@@ -863,10 +907,9 @@ pub struct ConvPlan {
     /// The kernel runs from its module's build variant whose activation gathers go through
     /// L1 (`<module>_l1`).
     pub gather_l1: bool,
-    /// The kernel reads its packed operands through tensor maps whose boxes tile the
-    /// output so (`ConvTile::WgTma128`, `WgTma64`, `WgTma256`; kernels/params.h,
-    /// Conv3dTmaParams).
-    pub tma: Option<ConvTmaBoxes>,
+    /// The kernel reads its packed operands through tensor maps, tiled so
+    /// (`ConvTile::WgTma128`, `WgTma64`, `WgTma256`; kernels/params.h, Conv3dTmaParams).
+    pub tma: Option<ConvTmaTiling>,
 }
 
 /// Where the plan runs an optional kernel family or build variant (the halo kernels, the
@@ -937,6 +980,9 @@ pub struct ConvTarget {
     /// Backward weights into 64 columns runs wgmma, the tensor memory accelerator's tiles
     /// too (where the other 64-column rules allow it), else mma.sync.
     pub wgmma_n64_weights: bool,
+    /// Stride-1 tf32 backward weights run on the tensor memory accelerator's tiles over
+    /// channel-major packs (`ConvPlan::tma_grid_weights`), where `wgmma_tma` is not off.
+    pub wgmma_tf32_weights: bool,
     /// Stride-1 passes that would run on mma.sync run the halo kernels
     /// (kernels/conv3d_halo.cu) where the plan allows (`ConvPlan::halo`), within this reach.
     pub halo: Reach,
@@ -957,6 +1003,7 @@ impl ConvTarget {
             wgmma_ws: false,
             wgmma_tma: Reach::Off,
             wgmma_n64_weights: true,
+            wgmma_tf32_weights: false,
             halo: Reach::Off,
             gather_l1: Reach::Off,
         }
@@ -988,6 +1035,13 @@ impl ConvTarget {
     pub fn with_wgmma_n64_weights(self, wgmma_n64_weights: bool) -> Self {
         Self {
             wgmma_n64_weights,
+            ..self
+        }
+    }
+
+    pub fn with_wgmma_tf32_weights(self, wgmma_tf32_weights: bool) -> Self {
+        Self {
+            wgmma_tf32_weights,
             ..self
         }
     }
@@ -1559,12 +1613,15 @@ impl ConvPlan {
         precision: ConvPrecision,
         target: ConvTarget,
     ) -> Result<Option<Self>> {
-        let takes = match pass {
-            ConvPass::Forward | ConvPass::BackwardData => precision != ConvPrecision::F32,
-            ConvPass::BackwardWeight => precision == ConvPrecision::Bf16,
-        };
-        if !(takes && target.wgmma && target.wgmma_tma != Reach::Off) {
+        if !(target.wgmma && target.wgmma_tma != Reach::Off) {
             return Ok(None);
+        }
+        match (pass, precision) {
+            (_, ConvPrecision::F32) => return Ok(None),
+            (ConvPass::BackwardWeight, ConvPrecision::Tf32) => {
+                return Self::tma_grid_weights(p, target);
+            }
+            _ => {}
         }
         let weights = pass == ConvPass::BackwardWeight;
         let gm = gemm(p, pass, precision.channel_multiple() as u64);
@@ -1686,28 +1743,125 @@ impl ConvPlan {
         }
         let packs = packs(g, pass, precision, target.blocks, None)?;
         Ok(Some(Self {
-            tma: Some(boxes),
+            tma: Some(ConvTmaTiling::Boxes(boxes)),
             ..Self::launch(kernel, p, grid, [splits, split_len], Some(packs))
         }))
     }
 
-    /// The boxes and tensor maps (but their addresses) of a plan on the tensor memory
+    /// The plan of a tf32 backward weights on the tensor memory accelerator's tiles
+    /// (kernels/conv3d_wgmma.cu, `vx_tma_backward_weights_kmajor`), where the target has
+    /// them on (`ConvTarget::wgmma_tf32_weights`): wgmma reads tf32 only k-major, so x and dy
+    /// are packed channel-major into one bordered grid of out + k - 1 voxels per axis
+    /// (`ConvTmaGrid`) and the reduction runs over all of its voxels, the border's adding
+    /// zeros: 1.2x the output's voxels at 32^3 with a 3^3 kernel, 1.4x at 16^3, 2x at 8^3.
+    /// Stride 1 only (a strided one's grid would hold stride^3 times the voxels), x's
+    /// channels in whole 64-row blocks of one tap, results of more than 32 columns (the
+    /// 128- and 64-column tiles as `tc_tile` picks them). Not yet timed on a GPU.
+    fn tma_grid_weights(p: &Conv3dParams, target: ConvTarget) -> Result<Option<Self>> {
+        let (pass, precision) = (ConvPass::BackwardWeight, ConvPrecision::Tf32);
+        let stride = [p.stride_d, p.stride_h, p.stride_w];
+        if !target.wgmma_tf32_weights
+            || stride != [1, 1, 1]
+            || !(p.cin as u32).is_multiple_of(TMA_GRID_BLOCK_ROWS)
+        {
+            return Ok(None);
+        }
+        let tile = match tc_tile(p.cout as u64) {
+            ConvTile::TcN128 => ConvTile::WgTma128,
+            ConvTile::TcN64 => ConvTile::WgTma64,
+            _ => return Ok(None),
+        };
+        let k = [p.k_d, p.k_h, p.k_w];
+        let out = [p.out_d, p.out_h, p.out_w];
+        let dims: [i32; 3] = std::array::from_fn(|i| out[i] + k[i] - 1);
+        let border = |source, before| ConvBorder {
+            n: p.n,
+            source,
+            before,
+            dims,
+        };
+        let x_border = border([p.in_d, p.in_h, p.in_w], [p.pad_d, p.pad_h, p.pad_w]);
+        let dy_border = border(out, [0; 3]);
+        let voxels = x_border.voxels()[1] as u64;
+        let chunk = precision.channel_multiple() as u64;
+        let row_len = voxels.next_multiple_of(chunk);
+        // Tap offsets and box coordinates run past the last voxel by up to a tap span and a
+        // step: all within the kernel's int coordinates.
+        let [_, h, w] = dims.map(|v| v as u64);
+        let span = (k[0] as u64 - 1) * h * w + (k[1] as u64 - 1) * w + k[2] as u64;
+        if row_len + span + TMA_GRID_STEP_VOXELS as u64 > i32::MAX as u64 {
+            return Ok(None);
+        }
+        let kernel = ConvKernel {
+            pass,
+            precision,
+            tile,
+        };
+        let gm = gemm(p, pass, chunk);
+        let (bm, bn, bk) = kernel.shape();
+        let tiles = gm.rows.div_ceil(bm as u64) * gm.cols.div_ceil(bn as u64);
+        let (splits, split_len) = split_reduction(
+            &kernel,
+            target.blocks,
+            tiles,
+            voxels,
+            bk as u64,
+            MAX_GRID_YZ,
+        );
+        let grid = [
+            gm.rows.div_ceil(bm as u64),
+            gm.cols.div_ceil(bn as u64),
+            splits,
+        ];
+        if !fits_grid(grid) {
+            return Ok(None);
+        }
+        let packs = [
+            ConvPack::new(
+                ConvPackKind::ChannelMajor(x_border),
+                precision,
+                [p.input_voxels(), 1, p.cin as usize],
+                target.blocks,
+            )?,
+            ConvPack::new(
+                ConvPackKind::ChannelMajor(dy_border),
+                precision,
+                [p.output_voxels(), 1, p.cout as usize],
+                target.blocks,
+            )?,
+        ];
+        let tiling = ConvTmaGrid {
+            dims,
+            voxels: voxels as i32,
+            row_len: row_len as i32,
+        };
+        Ok(Some(Self {
+            tma: Some(ConvTmaTiling::Grid(tiling)),
+            ..Self::launch(kernel, p, grid, [splits, split_len], Some(packs))
+        }))
+    }
+
+    /// The tiling and tensor maps (but their addresses) of a plan on the tensor memory
     /// accelerator's tiles, over its packed operands a and b.
-    pub fn tma_maps(&self) -> Option<(ConvTmaBoxes, [TiledMap; 2])> {
-        let boxes = self.tma?;
+    pub fn tma_maps(&self) -> Option<(ConvTmaTiling, [TiledMap; 2])> {
+        let tiling = self.tma?;
         let (_, bn, _) = self.kernel.shape();
         let (pass, precision) = (self.kernel.pass, self.kernel.precision);
-        Some((
-            boxes,
-            TiledMap::operands(
+        let maps = match &tiling {
+            ConvTmaTiling::Boxes(boxes) => TiledMap::operands(
                 &self.params,
                 precision,
                 pass,
-                &boxes,
+                boxes,
                 bn,
                 self.kernel.tile.is_sw64(),
             ),
-        ))
+            ConvTmaTiling::Grid(grid) => [
+                TiledMap::channel_major(self.params.cin, grid.row_len, TMA_GRID_BLOCK_ROWS),
+                TiledMap::channel_major(self.params.cout, grid.row_len, bn),
+            ],
+        };
+        Some((tiling, maps))
     }
 
     pub fn splits(&self) -> usize {

@@ -18,12 +18,20 @@
 //!   the tap's kernel index.
 //! - Backward weights: a reduction step is one box of 64 voxels, A x's box at each of the
 //!   block's taps (64 channels each), B dy's box.
+//! - Backward weights at tf32, which wgmma reads k-major only: x and dy packed
+//!   channel-major into one bordered grid ([`ConvTmaGrid`]), a reduction step 32 of its
+//!   voxels, A x's rows at each of the block's taps (a flat offset in the grid), B dy's.
 use super::conv_plan::{ConvPass, ConvPrecision};
 use super::params::{Conv3dParams, Conv3dTmaParams, TensorMap};
 
 /// Output voxels in a backward-weights box: one 128-byte row of bf16 per voxel makes a
 /// reduction step.
 pub const TMA_WEIGHT_BOX_VOXELS: i32 = 64;
+/// Grid voxels in a k-major (tf32) backward-weights step: a 128-byte row of tf32 per
+/// channel.
+pub const TMA_GRID_STEP_VOXELS: i32 = 32;
+/// Rows (channels of one tap) of a k-major backward-weights box of x.
+pub const TMA_GRID_BLOCK_ROWS: u32 = 64;
 /// Bytes of channels in a box: the 128-byte swizzle's row, or the 64-byte one's
 /// (`ConvTile::WgTma128Sw64`, `WgTma64Sw64`).
 const TMA_BOX_ROW_BYTES: i32 = 128;
@@ -84,6 +92,35 @@ impl ConvTmaBoxes {
     /// Voxels the boxes of every sample cover.
     pub fn padded_voxels(&self, samples: i32) -> u64 {
         self.boxes(samples) * self.shape.iter().map(|&c| c as u64).product::<u64>()
+    }
+}
+
+/// The bordered grid of a k-major (tf32) backward weights (kernels/params.h,
+/// Conv3dTmaParams): `dims` voxels a sample (out + k - 1 per axis), `voxels` over all
+/// samples, each channel's row of the channel-major packs `row_len` long (whole 16-byte
+/// chunks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvTmaGrid {
+    pub dims: [i32; 3],
+    pub voxels: i32,
+    pub row_len: i32,
+}
+
+/// How a pass on the tensor memory accelerator's tiles walks its operands: boxes of output
+/// voxels, or a k-major backward weights' bordered grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvTmaTiling {
+    Boxes(ConvTmaBoxes),
+    Grid(ConvTmaGrid),
+}
+
+impl ConvTmaTiling {
+    /// The boxes of a box tiling; None for a grid.
+    pub fn boxes(&self) -> Option<ConvTmaBoxes> {
+        match self {
+            Self::Boxes(boxes) => Some(*boxes),
+            Self::Grid(_) => None,
+        }
     }
 }
 
@@ -199,6 +236,22 @@ impl TiledMap {
         [a, weights]
     }
 
+    /// A channel-major tf32 pack of `channels` rows of `row_len` voxels
+    /// (`ConvPackKind::ChannelMajor`), boxes of 32 voxels (a 128-byte row) by `box_rows`
+    /// channels: rank 5 as the others, its outer three dimensions 1.
+    pub fn channel_major(channels: i32, row_len: i32, box_rows: u32) -> Self {
+        let row = row_len as u64 * 4;
+        let all = row * channels as u64;
+        Self {
+            data_type: TMA_DATA_TYPE_U32,
+            swizzle: TMA_SWIZZLE_128B,
+            dims: [row_len as u64, channels as u64, 1, 1, 1],
+            strides: [row, all, all, all],
+            box_dims: [TMA_GRID_STEP_VOXELS as u32, box_rows, 1, 1, 1],
+            element_strides: [1; 5],
+        }
+    }
+
     /// Bytes of one element: 2 (bf16) or 4 (32-bit words).
     pub fn element_bytes(&self) -> u64 {
         if self.data_type == TMA_DATA_TYPE_BF16 {
@@ -251,25 +304,32 @@ fn data_type(precision: ConvPrecision) -> i32 {
     }
 }
 
-/// The kernel's parameters: `p` (splits as the plan made them), the boxes, and a's and b's
-/// maps as encoded at the packed operands.
+/// The kernel's parameters: `p` (splits as the plan made them), the tiling, and a's and
+/// b's maps as encoded at the packed operands.
 pub fn tma_params(
     p: &Conv3dParams,
-    boxes: &ConvTmaBoxes,
+    tiling: &ConvTmaTiling,
     a: TensorMap,
     b: TensorMap,
 ) -> Conv3dTmaParams {
+    let (shape, count, grid) = match tiling {
+        ConvTmaTiling::Boxes(boxes) => (boxes.shape, boxes.count, [0; 3]),
+        ConvTmaTiling::Grid(g) => ([0; 3], [0; 3], [g.dims[1], g.dims[2], g.voxels]),
+    };
     Conv3dTmaParams {
         a,
         b,
         conv: *p,
-        box_d: boxes.shape[0],
-        box_h: boxes.shape[1],
-        box_w: boxes.shape[2],
-        boxes_d: boxes.count[0],
-        boxes_h: boxes.count[1],
-        boxes_w: boxes.count[2],
-        pad_: [0; 6],
+        box_d: shape[0],
+        box_h: shape[1],
+        box_w: shape[2],
+        boxes_d: count[0],
+        boxes_h: count[1],
+        boxes_w: count[2],
+        grid_h: grid[0],
+        grid_w: grid[1],
+        grid_voxels: grid[2],
+        pad_: [0; 3],
     }
 }
 
@@ -424,6 +484,34 @@ mod tests {
             (dy.swizzle, w.swizzle),
             (TMA_SWIZZLE_128B, TMA_SWIZZLE_128B)
         );
+    }
+
+    #[test]
+    fn channel_major_maps_read_a_row_of_32_voxels_by_the_boxs_channels() {
+        let m = TiledMap::channel_major(320, 1004, 64);
+        assert_eq!(m.dims, [1004, 320, 1, 1, 1]);
+        let row = 1004 * 4;
+        assert_eq!(m.strides, [row, row * 320, row * 320, row * 320]);
+        assert_eq!(m.box_dims, [32, 64, 1, 1, 1]);
+        assert_eq!((m.box_bytes(), m.tensor_bytes()), (32 * 64 * 4, row * 320));
+        assert_eq!(
+            (m.data_type, m.swizzle),
+            (TMA_DATA_TYPE_U32, TMA_SWIZZLE_128B)
+        );
+        let grid = ConvTmaTiling::Grid(ConvTmaGrid {
+            dims: [10, 11, 12],
+            voxels: 2 * 1320,
+            row_len: 2 * 1320,
+        });
+        let p = tma_params(
+            &params([8, 9, 10], 1),
+            &grid,
+            TensorMap::default(),
+            TensorMap::default(),
+        );
+        assert_eq!((p.grid_h, p.grid_w, p.grid_voxels), (11, 12, 2640));
+        assert_eq!((p.box_d, p.boxes_w), (0, 0));
+        assert_eq!(grid.boxes(), None);
     }
 
     #[test]

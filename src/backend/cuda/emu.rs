@@ -595,6 +595,12 @@ pub mod conv {
             src: *const f32,
             dst: *mut c_void,
         ) -> c_int;
+        fn emu_conv3d_pack_channel_major_tf32(
+            d: *const LaunchDims,
+            p: ConvBorderPackParams,
+            src: *const f32,
+            dst: *mut c_void,
+        ) -> c_int;
         fn emu_conv3d_pack_rows_bf16(
             d: *const LaunchDims,
             p: ConvPackParams,
@@ -772,10 +778,10 @@ pub mod conv {
         let (name_ptr, dims, p, out_ptr) =
             (c_name.as_ptr(), &plan.dims, plan.params, out.as_mut_ptr());
         let _reads = GlobalReads::allow(&[(a.cast(), a_bytes), (b.cast(), b_bytes)]);
-        if let Some((boxes, [a_map, b_map])) = plan.tma_maps() {
+        if let Some((tiling, [a_map, b_map])) = plan.tma_maps() {
             let params = tma_params(
                 &plan.params,
-                &boxes,
+                &tiling,
                 encode_tiled(&a_map, a)?,
                 encode_tiled(&b_map, b)?,
             );
@@ -913,10 +919,10 @@ pub mod conv {
         // (the bordered kernel: its border params) describe the source and packed buffer.
         status(unsafe {
             if let Some(border) = pack.border_params() {
-                let run = if tf32 {
-                    emu_conv3d_pack_bordered_tf32
-                } else {
-                    emu_conv3d_pack_bordered_bf16
+                let run = match (pack.kind, tf32) {
+                    (ConvPackKind::ChannelMajor(_), _) => emu_conv3d_pack_channel_major_tf32,
+                    (_, true) => emu_conv3d_pack_bordered_tf32,
+                    (_, false) => emu_conv3d_pack_bordered_bf16,
                 };
                 run(&pack.dims, border, src, dst)
             } else {

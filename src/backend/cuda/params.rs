@@ -167,7 +167,10 @@ pub struct Conv3dTmaParams {
     pub boxes_d: i32,
     pub boxes_h: i32,
     pub boxes_w: i32,
-    pub pad_: [i32; 6],
+    pub grid_h: i32,
+    pub grid_w: i32,
+    pub grid_voxels: i32,
+    pub pad_: [i32; 3],
 }
 
 /// The sizes of a 3D convolution, NDHWC, weights `[kd, kh, kw, cin, cout]`; spatial
