@@ -679,16 +679,28 @@ __device__ __forceinline__ void vx_tma_backward_weights(const Conv3dTmaParams& t
 }
 
 // Backward weights at tf32, whose operands wgmma reads k-major only (Conv3dTmaParams): x
-// and dy packed channel-major into one bordered grid (conv3d_pack_channel_major_tf32), so
-// that dw[tap][ci][co] = sum over the grid's voxels v of x[ci][v + offset(tap)] dy[co][v],
-// offset(tap) = (kz grid_h + ky) grid_w + kx: dy sits at the grid's voxels (z, y, x) < out,
-// x at its padding, and at every voxel where dy is not zero the taps' neighbours are the
-// window's, zeros outside x included (the border); elsewhere dy is zero. Step s is 32
-// voxels of the grid from v = 32 s: A's 64-row blocks (one tap, 64 of its channels) a box
-// of x's 64 channels at v + offset(tap), B one box of dy's BN channels at v, each landing as
-// k-major rows of 128 bytes (32 voxels) in the 128-byte swizzle. Blocks of taps past the
-// last are neither copied nor armed (as VxTmaBackwardWeights); reads before the grid or
-// past its last voxel arrive as zeros.
+// and dy packed channel-major (conv3d_pack_channel_major_tf32) into grids of the same
+// shape, dy at the grid's voxels (z, y, x) < out and x split into its stride phases, so
+// that dw[tap][ci][co] = sum over the grid's voxels v of x[ci][offset(tap) + v] dy[co][v].
+// Along an axis, tap t reads x at stride o + t - pad = stride (o + q) + r (0 <= r <
+// stride): phase r's grid at o + q + before, before = ceil(pad / stride) making it at
+// least 0; offset(tap) is phase r's first voxel (r grid_voxels, phases rz slowest) plus
+// the flat offset of (q + before) per axis. Where dy is not zero every tap's neighbour is
+// the window's (zeros outside x: the border); elsewhere dy is zero. Step s is 32 voxels of
+// the grid from v = 32 s: A's 64-row blocks (one tap, 64 of its channels) a box of x's 64
+// channels at offset(tap) + v, B one box of dy's BN channels at v, each landing as k-major
+// rows of 128 bytes (32 voxels) in the 128-byte swizzle. Blocks of taps past the last are
+// neither copied nor armed (as VxTmaBackwardWeights); reads past the pack's rows arrive as
+// zeros.
+// Kernel index k along an axis of padding `pad` and `stride`, as the grid reads it: x's
+// phase r and the phase grid's offset q + before (VxTmaBackwardWeightsKMajor).
+__device__ __forceinline__ void vx_grid_tap(int k, int pad, int stride, int& offset, int& r) {
+    const int before = (pad + stride - 1) / stride;
+    const int t = k - pad + before * stride;  // >= 0
+    offset = t / stride;
+    r = t - offset * stride;
+}
+
 template <class T>
 struct VxTmaBackwardWeightsKMajor {
     static constexpr int A_BOXES = T::BM / 64;
@@ -717,7 +729,12 @@ struct VxTmaBackwardWeightsKMajor {
             vx_split3(tap, p.k_h, p.k_w, kz, ky, kx);
             a_c[j] = tap < taps ? row - tap * cin_p : -1;
             if (tap >= taps) bytes -= BLOCK_BYTES;
-            a_offset[j] = (kz * tp.grid_h + ky) * tp.grid_w + kx;
+            int qz, rz, qy, ry, qx, rx;
+            vx_grid_tap(kz, p.pad_d, p.stride_d, qz, rz);
+            vx_grid_tap(ky, p.pad_h, p.stride_h, qy, ry);
+            vx_grid_tap(kx, p.pad_w, p.stride_w, qx, rx);
+            const int phase = (rz * p.stride_h + ry) * p.stride_w + rx;
+            a_offset[j] = phase * tp.grid_voxels + (qz * tp.grid_h + qy) * tp.grid_w + qx;
         }
         b_c0 = blockIdx.y * T::BN;
         v = step * T::BK;
@@ -751,19 +768,17 @@ __device__ __forceinline__ void vx_tma_backward_weights_kmajor(const Conv3dTmaPa
     vx_pipe_store_weights<T>(acc, p, dw);
 }
 
-// The channel-major pack of tf32 backward weights on wgmma: f32 activations
-// [n][d][h][w][c] to tf32 [c][padded], element v < n out_d out_h out_w of channel ch's row
-// holding the bordered grid's voxel v = ((nn out_d + z) out_h + y) out_w + x, i.e. source
-// voxel (z - before_d, y - before_h, x - before_w), or zero outside the source and past
-// the grid. A block transposes 32 voxels by 32 channels through shared memory, so that
-// both its reads (a voxel's channels) and its writes (a channel's voxels) are rows.
+// The channel-major pack of tf32 backward weights on wgmma (ConvChannelMajorPackParams):
+// element v of channel ch's row is voxel v of the phases' grids, in order. A block
+// transposes 32 voxels by 32 channels through shared memory, so that both its reads (a
+// voxel's channels) and its writes (a channel's voxels) are rows.
 constexpr int VX_CHANNEL_MAJOR_TILE = 32;
 extern "C" __global__ void __launch_bounds__(256)
-    conv3d_pack_channel_major_tf32(const ConvBorderPackParams p, const float* __restrict__ src,
-                                   unsigned* __restrict__ dst) {
+    conv3d_pack_channel_major_tf32(const ConvChannelMajorPackParams p,
+                                   const float* __restrict__ src, unsigned* __restrict__ dst) {
     constexpr int TILE = VX_CHANNEL_MAJOR_TILE, ROWS = 256 / TILE;
     __shared__ float tile[TILE][TILE + 1];
-    const int voxels = p.n * p.out_d * p.out_h * p.out_w;
+    const int voxels = p.phase_len * p.stride_d * p.stride_h * p.stride_w;
     const int v0 = static_cast<int>(blockIdx.x) * TILE, c0 = static_cast<int>(blockIdx.y) * TILE;
     const int lane = static_cast<int>(threadIdx.x) % TILE;
     const int row = static_cast<int>(threadIdx.x) / TILE;
@@ -771,9 +786,13 @@ extern "C" __global__ void __launch_bounds__(256)
         const int v = v0 + r, c = c0 + lane;
         float value = 0.0f;
         if (v < voxels && c < p.c) {
-            int nn, z, y, x;
-            vx_split_voxel(v, p.out_d, p.out_h, p.out_w, nn, z, y, x);
-            const int sz = z - p.before_d, sy = y - p.before_h, sx = x - p.before_w;
+            const int phase = v / p.phase_len;
+            int nn, z, y, x, rz, ry, rx;
+            vx_split_voxel(v - phase * p.phase_len, p.grid_d, p.grid_h, p.grid_w, nn, z, y, x);
+            vx_split3(phase, p.stride_h, p.stride_w, rz, ry, rx);
+            const int sz = p.stride_d * (z - p.before_d) + rz;
+            const int sy = p.stride_h * (y - p.before_h) + ry;
+            const int sx = p.stride_w * (x - p.before_w) + rx;
             if (vx_inside(sz, sy, sx, p.d, p.h, p.w))
                 value = src[(((static_cast<size_t>(nn) * p.d + sz) * p.h + sy) * p.w + sx) * p.c +
                             c];
@@ -788,7 +807,8 @@ extern "C" __global__ void __launch_bounds__(256)
     }
 }
 VX_EMU_ENTRY(conv3d_pack_channel_major_tf32,
-             (const ConvBorderPackParams p, const float* src, unsigned* dst), (p, src, dst))
+             (const ConvChannelMajorPackParams p, const float* src, unsigned* dst),
+             (p, src, dst))
 
 // A convolution pass on the tensor memory accelerator (vx_tma_forward,
 // vx_tma_backward_data, vx_tma_backward_weights): (params, bias or null, out).

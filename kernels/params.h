@@ -115,11 +115,12 @@ struct alignas(128) VxTensorMap {
 //   one box of 64 voxels by 64 channels, and each split takes conv.split_len / 64 of the
 //   samples' boxes in order.
 // - Backward weights at tf32 (k-major: voxels contiguous): a is x, b is dy, each packed
-//   channel-major, [channels][row_len], into one grid of grid_d x grid_h x grid_w voxels a
-//   sample (out + k - 1 per axis: x at its padding, dy at 0, zeros elsewhere), the
-//   samples' grids one after another (grid_voxels in all); the maps are [row_len][channels]
-//   (innermost first; the rest 1), a reduction step is 32 voxels of the grid, and each
-//   split takes conv.split_len / 32 steps in order. The box fields are unused.
+//   channel-major, [channels][row_len] (ConvChannelMajorPackParams), into grids of
+//   grid_d x grid_h x grid_w voxels a sample, the samples' grids one after another
+//   (grid_voxels in all): dy's at 0, x's one per stride phase; the maps are
+//   [row_len][channels] (innermost first; the rest 1), a reduction step is 32 voxels of the
+//   grid, and each split takes conv.split_len / 32 steps in order. The box fields are
+//   unused.
 struct Conv3dTmaParams {
     VxTensorMap a;
     VxTensorMap b;

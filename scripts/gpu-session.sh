@@ -32,8 +32,8 @@
 # data and bf16 backward weights on the tiles the tensor memory accelerator fills wherever
 # the plan allows (VOXSEG_WGMMA_TMA=all), "+notma" nowhere (=off), "+non64w" runs
 # 64-column backward weights on mma.sync (VOXSEG_WGMMA_N64_WEIGHTS=off), "+tf32w" runs
-# stride-1 tf32 backward weights on the tensor memory accelerator's tiles over
-# channel-major packs (VOXSEG_WGMMA_TF32_WEIGHTS=1; off by default, not yet timed), "+jit" loads
+# tf32 backward weights on the tensor memory accelerator's tiles over channel-major packs
+# (VOXSEG_WGMMA_TF32_WEIGHTS=1; off by default, not yet timed), "+jit" loads
 # every module from its PTX (the driver's compilation) instead of the machine code the
 # bundle carries for the card (VOXSEG_SASS=off); without them each runs where an H100
 # measured it faster (so "+l1" leaves the

@@ -275,6 +275,27 @@ fn pack_params_have_the_cpp_layout() {
             out_w
         }
     );
+    check_layout!(
+        "ConvChannelMajorPackParams",
+        ConvChannelMajorPackParams {
+            n,
+            d,
+            h,
+            w,
+            c,
+            padded,
+            before_d,
+            before_h,
+            before_w,
+            grid_d,
+            grid_h,
+            grid_w,
+            stride_d,
+            stride_h,
+            stride_w,
+            phase_len
+        }
+    );
 }
 
 /// The bf16 bits of `x` rounded to nearest even (by arithmetic, see `round_bf16`).
@@ -318,26 +339,38 @@ fn check_packs<E: emu_conv::Packed + PartialEq + std::fmt::Debug>(
         (bordered(1, [4, 3, 6], [-1, 1, 2], [3, 5, 9]), [72, 1, 12]),
         (bordered(2, [6, 6, 6], [1, 1, 1], [8, 8, 8]), [432, 1, 16]),
     ];
-    // Channel-major (tf32 only): rows of 5 * 7 * 6 * 2 = 420 voxels (a whole number of
-    // chunks) and 3 * 5 * 9 = 135 (padded to 136), over more than one 32 x 32 block
-    // along both.
-    let channel_major = |n: i32, source: [i32; 3], before, dims| {
-        ConvPackKind::ChannelMajor(ConvBorder {
+    // Channel-major (tf32 only), over more than one 32 x 32 block along both: at stride 1
+    // rows of 5 * 7 * 6 * 2 = 420 voxels (a whole number of chunks) and 3 * 5 * 9 = 135
+    // (padded to 136, one source cropped); strided, 2 x 2 x 1 phases of 2 x 4 x 4 x 8
+    // voxels, and 1 x 2 x 3 phases of 3 x 3 x 3 (a source longer than the grids reach).
+    let channel_major = |n: i32, source: [i32; 3], before, dims, stride| {
+        ConvPackKind::ChannelMajor(ConvPhaseGrid {
             n,
             source,
             before,
             dims,
+            stride,
         })
     };
     if precision == ConvPrecision::Tf32 {
-        cases.push((
-            channel_major(2, [3, 4, 5], [1, 2, 0], [5, 7, 6]),
-            [120, 1, 37],
-        ));
-        cases.push((
-            channel_major(1, [4, 3, 6], [-1, 1, 2], [3, 5, 9]),
-            [72, 1, 70],
-        ));
+        cases.extend([
+            (
+                channel_major(2, [3, 4, 5], [1, 2, 0], [5, 7, 6], [1; 3]),
+                [120, 1, 37],
+            ),
+            (
+                channel_major(1, [4, 3, 6], [-1, 1, 2], [3, 5, 9], [1; 3]),
+                [72, 1, 70],
+            ),
+            (
+                channel_major(2, [5, 6, 7], [1, 1, 0], [4, 4, 8], [2, 2, 1]),
+                [420, 1, 37],
+            ),
+            (
+                channel_major(1, [4, 6, 11], [0, 1, 1], [3, 3, 3], [1, 2, 3]),
+                [264, 1, 40],
+            ),
+        ]);
     }
     for (kind, [a, b, c]) in cases {
         let pack = ConvPack::new(kind, precision, [a, b, c], 1).unwrap();
@@ -345,10 +378,7 @@ fn check_packs<E: emu_conv::Packed + PartialEq + std::fmt::Debug>(
         let padded = match kind {
             ConvPackKind::Rows | ConvPackKind::Bordered(_) => c.next_multiple_of(multiple),
             ConvPackKind::Transposed => b.next_multiple_of(multiple),
-            ConvPackKind::ChannelMajor(border) => {
-                let dims = border.dims.iter().product::<i32>() * border.n;
-                (dims as usize).next_multiple_of(multiple)
-            }
+            ConvPackKind::ChannelMajor(grid) => grid.voxels().next_multiple_of(multiple),
         };
         assert_eq!(pack.params.padded as usize, padded);
         if let ConvPackKind::ChannelMajor(_) = kind {
@@ -383,9 +413,47 @@ fn check_packs<E: emu_conv::Packed + PartialEq + std::fmt::Debug>(
                 .flat_map(|ci| (0..a).flat_map(move |ai| (0..padded).map(move |bi| (ai, bi, ci))))
                 .map(|(ai, bi, ci)| if bi < b { bits(at(ai, bi, ci)) } else { zero })
                 .collect(),
-            ConvPackKind::Bordered(border) | ConvPackKind::ChannelMajor(border) => {
-                let channel_major = matches!(kind, ConvPackKind::ChannelMajor(_));
-                let per_voxel = if channel_major { c } else { padded };
+            ConvPackKind::ChannelMajor(grid) => {
+                let [d, h, w] = grid.source;
+                let [gd, gh, gw] = grid.dims;
+                let [sd, sh, sw] = grid.stride;
+                let [bd, bh, bw] = grid.before;
+                // The source voxel of each voxel of the phases' grids, in order (None
+                // outside the source).
+                let mut voxels = Vec::new();
+                for phase in 0..sd * sh * sw {
+                    let (rz, ry, rx) = (phase / (sh * sw), phase / sw % sh, phase % sw);
+                    for nn in 0..grid.n {
+                        for z in 0..gd {
+                            for y in 0..gh {
+                                for x in 0..gw {
+                                    let s = [
+                                        sd * (z - bd) + rz,
+                                        sh * (y - bh) + ry,
+                                        sw * (x - bw) + rx,
+                                    ];
+                                    let inside = (0..d).contains(&s[0])
+                                        && (0..h).contains(&s[1])
+                                        && (0..w).contains(&s[2]);
+                                    let voxel = (((nn * d + s[0]) * h + s[1]) * w + s[2]) as usize;
+                                    voxels.push(inside.then_some(voxel));
+                                }
+                            }
+                        }
+                    }
+                }
+                let mut want = Vec::new();
+                for ci in 0..c {
+                    for v in 0..padded {
+                        want.push(match voxels.get(v).copied().flatten() {
+                            Some(voxel) => bits(src[voxel * c + ci]),
+                            None => zero,
+                        });
+                    }
+                }
+                want
+            }
+            ConvPackKind::Bordered(border) => {
                 let [d, h, w] = border.source;
                 let [od, oh, ow] = border.dims;
                 let mut want = Vec::new();
@@ -399,7 +467,7 @@ fn check_packs<E: emu_conv::Packed + PartialEq + std::fmt::Debug>(
                                     && (0..h).contains(&sy)
                                     && (0..w).contains(&sx);
                                 let voxel = (((nn * d + sz) * h + sy) * w + sx) as usize;
-                                want.extend((0..per_voxel).map(|ci| {
+                                want.extend((0..padded).map(|ci| {
                                     if inside && ci < c {
                                         bits(src[voxel * c + ci])
                                     } else {
@@ -410,16 +478,7 @@ fn check_packs<E: emu_conv::Packed + PartialEq + std::fmt::Debug>(
                         }
                     }
                 }
-                if channel_major {
-                    // The same voxels, channel by channel, each row padded with zeros.
-                    let voxels = want.len() / c;
-                    (0..c)
-                        .flat_map(|ci| (0..padded).map(move |v| (ci, v)))
-                        .map(|(ci, v)| if v < voxels { want[v * c + ci] } else { zero })
-                        .collect()
-                } else {
-                    want
-                }
+                want
             }
         };
         assert_eq!(want.len(), n);
@@ -1296,9 +1355,10 @@ fn bf16_wgmma_tma_backward_weights() {
 /// 64 rows end half way through a 128-row block), 128-row blocks over two taps' channels
 /// (192 a tap), 64 columns (`WgTma64`) and dy's boxes past cout (72 and 200 columns), a
 /// 'valid' layer, an anisotropic 1x3x3 kernel with 'same' padding on two axes only, a
-/// 1x1x1 one, and a reduction split (the first case). Strides, x's channels in no whole
-/// 64-row blocks, 32 columns, and the switch or the tensor memory accelerator's tiles off
-/// keep the other kernels.
+/// 1x1x1 one, stride 2 (x split into 8 phases: 'same' on odd sizes, 'valid'), a 2x2x2
+/// transposed convolution (its backward weights a stride-2 convolution's), and a
+/// reduction split (the first case). x's channels in no whole 64-row blocks, 32 columns,
+/// and the switch or the tensor memory accelerator's tiles off keep the other kernels.
 #[test]
 fn tf32_wgmma_tma_grid_backward_weights() {
     use ConvTile::{WgTma128, WgTma64};
@@ -1333,6 +1393,21 @@ fn tf32_wgmma_tma_grid_backward_weights() {
             target,
             WgTma128,
         ),
+        (
+            conv([2, 8, 7, 9, 64], [3, 3, 3, 64, 72], 2, Padding::Same),
+            target,
+            WgTma128,
+        ),
+        (
+            conv([1, 9, 9, 10, 128], [3, 3, 3, 128, 64], 2, Padding::Valid),
+            target,
+            WgTma64,
+        ),
+        (
+            transposed([2, 4, 3, 5, 64], [2, 2, 2, 64, 64], K2S2),
+            target,
+            WgTma64,
+        ),
     ];
     check_tma_cases(
         &cases,
@@ -1350,12 +1425,20 @@ fn tf32_wgmma_tma_grid_backward_weights() {
     // The first case's grid: 7 x 8 x 9 voxels a sample, two samples, rows of whole chunks.
     let first = grid(&cases[0].0, target).unwrap();
     assert_eq!(
-        (first.dims, first.voxels, first.row_len),
-        ([7, 8, 9], 1008, 1008)
+        (first.dims, first.voxels, first.row_lens),
+        ([7, 8, 9], 1008, [1008; 2])
     );
+    // Stride 2, 'same' on 8 x 7 x 9: out 4 x 4 x 5, taps reading phase grid offsets -1..0,
+    // so grids of 5 x 5 x 6; x's row holds the 8 phases'.
+    let strided = grid(&cases[5].0, target).unwrap();
+    assert_eq!(
+        (strided.dims, strided.voxels, strided.row_lens),
+        ([5, 5, 6], 300, [8 * 300, 300])
+    );
+    // The transposed 2x2x2's grid is its result's: no border.
+    assert_eq!(grid(&cases[7].0, target).unwrap().dims, [4, 3, 5]);
     let same = |x: [usize; 5], w: [usize; 5], stride| conv(x, w, stride, Padding::Same);
     for (g, t) in [
-        (same([1, 8, 8, 8, 64], [3, 3, 3, 64, 64], 2), target),
         (same([1, 6, 6, 6, 96], [3, 3, 3, 96, 64], 1), target),
         (same([1, 6, 6, 6, 64], [3, 3, 3, 64, 32], 1), target),
         (

@@ -761,8 +761,9 @@ fn wgmma_tma_convolutions_match_cpu() {
 
 /// tf32 backward weights over channel-major packs (`ConvTmaTiling::Grid`) and the tile each
 /// plans: the deepest layers' 320 -> 320 (64 columns) on two samples, 128 -> 128 at 16^3,
-/// dy's boxes past cout (72 columns) on odd sizes, and a 'valid' layer.
-fn wgmma_tma_grid_cases() -> [(ConvGeometry, ConvTile); 4] {
+/// dy's boxes past cout (72 columns) on odd sizes, a 'valid' layer, a stride-2 one (x in 8
+/// phases) and a 2x2x2 transposed one.
+fn wgmma_tma_grid_cases() -> [(ConvGeometry, ConvTile); 6] {
     use ConvTile::{WgTma128, WgTma64};
     [
         (conv([2, 6, 6, 6, 320], [3, 3, 3, 320, 320], 1, 1), WgTma64),
@@ -772,6 +773,22 @@ fn wgmma_tma_grid_cases() -> [(ConvGeometry, ConvTile); 4] {
         ),
         (conv([2, 6, 8, 7, 64], [3, 3, 3, 64, 72], 1, 1), WgTma128),
         (conv([1, 10, 10, 10, 64], [3, 3, 3, 64, 64], 1, 0), WgTma64),
+        (
+            conv([1, 12, 12, 12, 128], [3, 3, 3, 128, 256], 2, 1),
+            WgTma128,
+        ),
+        (
+            transposed(
+                [1, 4, 4, 4, 320],
+                [2, 2, 2, 256, 320],
+                ConvTranspose3dSpec {
+                    stride: [2; 3],
+                    padding: [[0, 0]; 3],
+                    output_padding: [0; 3],
+                },
+            ),
+            WgTma64,
+        ),
     ]
 }
 

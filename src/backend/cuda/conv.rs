@@ -66,7 +66,7 @@ pub const WGMMA_TMA_ENV: &str = "VOXSEG_WGMMA_TMA";
 /// or `off`; on wgmma by default where wgmma runs).
 pub const WGMMA_N64_WEIGHTS_ENV: &str = "VOXSEG_WGMMA_N64_WEIGHTS";
 
-/// The environment variable that runs stride-1 tf32 backward weights on the tensor memory
+/// The environment variable that runs tf32 backward weights on the tensor memory
 /// accelerator's tiles over channel-major packs (`1` or `on`; off by default until an H100
 /// has timed it, `ConvPlan::tma_grid_weights`).
 pub const WGMMA_TF32_WEIGHTS_ENV: &str = "VOXSEG_WGMMA_TF32_WEIGHTS";
@@ -423,16 +423,17 @@ impl Cuda {
         let mut dst = self.alloc_pack(pack)?;
         let name = pack.name();
         let f = self.function(pack.module(), name)?;
-        let border = pack.border_params();
+        let (border, channel_major) = (pack.border_params(), pack.channel_major_params());
         let mut args = self.stream().launch_builder(&f);
-        match &border {
-            Some(border) => args.arg(border),
-            None => args.arg(&pack.params),
+        match (&border, &channel_major) {
+            (Some(border), _) => args.arg(border),
+            (_, Some(channel_major)) => args.arg(channel_major),
+            _ => args.arg(&pack.params),
         };
         args.arg(src.block()).arg(dst.block_mut());
-        // SAFETY: (params, src, dst) as the pack kernels take them (the bordered kernel its
-        // own params); src holds the source_len elements the params describe (checked
-        // above) and dst packed_len elements of element_bytes each.
+        // SAFETY: (params, src, dst) as the pack kernels take them (the bordered and
+        // channel-major kernels their own params); src holds the source_len elements the
+        // params describe (checked above) and dst packed_len elements of element_bytes each.
         unsafe { args.launch(config(&pack.dims)) }.map_err(|e| driver_error(name, e))?;
         Ok(dst)
     }
@@ -522,7 +523,7 @@ impl Cuda {
         self.update_conv_settings(|s| s.wgmma_n64_weights = on);
     }
 
-    /// Whether stride-1 tf32 backward weights runs on the tensor memory accelerator's tiles
+    /// Whether tf32 backward weights runs on the tensor memory accelerator's tiles
     /// over channel-major packs (where wgmma and those tiles are on): what
     /// `set_wgmma_tf32_weights` set, else `VOXSEG_WGMMA_TF32_WEIGHTS` (off unless `1` or
     /// `on`).
@@ -530,7 +531,7 @@ impl Cuda {
         Ok(self.conv_settings()?.wgmma_tf32_weights)
     }
 
-    /// Runs stride-1 tf32 backward weights over channel-major packs (where wgmma and the
+    /// Runs tf32 backward weights over channel-major packs (where wgmma and the
     /// tensor memory accelerator's tiles are on) or not, whatever
     /// `VOXSEG_WGMMA_TF32_WEIGHTS` says.
     pub fn set_wgmma_tf32_weights(&self, on: bool) {

@@ -21,7 +21,7 @@
 //!   of voxels (`conv_tma`), and `ConvTarget::wgmma_m256` runs the 128 x 128 wgmma tiles
 //!   as 256 x 128 over four warpgroups; on an H100 both by default where it measured them
 //!   faster ([`Reach::Measured`], `ConvPlan::tma`). `ConvTarget::wgmma_tf32_weights` runs
-//!   stride-1 tf32 backward weights on those tiles too, over operands packed channel-major
+//!   tf32 backward weights on those tiles too, over operands packed channel-major
 //!   (k-major, the only layout wgmma reads tf32 in; off by default until an H100 measures
 //!   it, `ConvPlan::tma_grid_weights`). `ConvTarget::wgmma_ws` runs the other
 //!   128 x 128 and 128 x 64 tiles warp-specialized (one or two warpgroups copy, two
@@ -711,6 +711,66 @@ pub struct ConvBorder {
     pub dims: [i32; 3],
 }
 
+/// Parameters of the channel-major pack kernel (`ConvChannelMajorPackParams` in
+/// kernels/params_conv.h).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvChannelMajorPackParams {
+    pub n: i32,
+    pub d: i32,
+    pub h: i32,
+    pub w: i32,
+    pub c: i32,
+    pub padded: i32,
+    pub before_d: i32,
+    pub before_h: i32,
+    pub before_w: i32,
+    pub grid_d: i32,
+    pub grid_h: i32,
+    pub grid_w: i32,
+    pub stride_d: i32,
+    pub stride_h: i32,
+    pub stride_w: i32,
+    pub phase_len: i32,
+}
+
+// SAFETY: #[repr(C)] plain integers, the layout of ConvChannelMajorPackParams (checked by a
+// test).
+unsafe impl cudarc::driver::DeviceRepr for ConvChannelMajorPackParams {}
+
+/// Where a channel-major pack puts its source: `n` samples of `source` voxels (d, h, w)
+/// split into their `stride` phases, phase r's voxel z along an axis holding source voxel
+/// stride (z - before) + r, in grids of `dims` voxels a sample, one per phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvPhaseGrid {
+    pub n: i32,
+    pub source: [i32; 3],
+    pub before: [i32; 3],
+    pub dims: [i32; 3],
+    pub stride: [i32; 3],
+}
+
+impl ConvPhaseGrid {
+    /// Voxels of one phase's grids over all samples.
+    pub fn phase_len(&self) -> usize {
+        self.dims
+            .iter()
+            .fold(self.n as usize, |acc, &v| acc * v as usize)
+    }
+
+    /// Voxels of every phase's grids.
+    pub fn voxels(&self) -> usize {
+        self.phase_len() * self.stride.iter().product::<i32>() as usize
+    }
+
+    /// Voxels of the source over all samples.
+    fn source_voxels(&self) -> usize {
+        self.source
+            .iter()
+            .fold(self.n as usize, |acc, &v| acc * v as usize)
+    }
+}
+
 impl ConvBorder {
     /// Voxels of the source, and of the bordered volumes, over all samples.
     fn voxels(&self) -> [usize; 2] {
@@ -728,10 +788,10 @@ pub enum ConvPackKind {
     /// Activations `[a = voxels][b = 1][c]` placed inside zero borders: the halo kernels'
     /// A operand.
     Bordered(ConvBorder),
-    /// Activations `[a = voxels][b = 1][c]` placed inside zero borders, channel-major
-    /// (`[c][row_len]`, voxels contiguous; tf32 only): k-major backward weights' operands
-    /// (`ConvPlan::tma_grid_weights`).
-    ChannelMajor(ConvBorder),
+    /// Activations `[a = voxels][b = 1][c]` split into stride phases inside zero borders,
+    /// channel-major (`[c][row_len]`, voxels contiguous; tf32 only): k-major backward
+    /// weights' operands (`ConvPlan::tma_grid_weights`).
+    ChannelMajor(ConvPhaseGrid),
 }
 
 /// The conversion of one f32 operand to the packed buffer (bf16 or tf32) a tensor-core
@@ -775,14 +835,20 @@ impl ConvPack {
             ConvPackKind::Rows => (a * b, c.next_multiple_of(per_chunk)),
             ConvPackKind::Transposed => (a * c, b.next_multiple_of(per_chunk)),
             ConvPackKind::Bordered(border) => (bordered(border)?, c.next_multiple_of(per_chunk)),
-            ConvPackKind::ChannelMajor(border) => {
+            ConvPackKind::ChannelMajor(grid) => {
                 if precision != ConvPrecision::Tf32 {
                     return Err(Error::config(
                         "conv3d (cuda pack)",
                         "channel-major packs are tf32 only",
                     ));
                 }
-                (c, bordered(border)?.next_multiple_of(per_chunk))
+                if b != 1 || a != grid.source_voxels() {
+                    return Err(Error::shape(
+                        "conv3d (cuda pack)",
+                        format!("{grid:?} does not describe a source of [{a}, {b}, {c}]"),
+                    ));
+                }
+                (c, grid.voxels().next_multiple_of(per_chunk))
             }
         };
         let chunks = kept * padded / per_chunk;
@@ -844,10 +910,39 @@ impl ConvPack {
         }
     }
 
-    /// The bordered and channel-major pack kernels' parameters (`padded`: the channel-major
-    /// rows' length), None for the other kinds, which take `params`.
+    /// The channel-major pack kernel's parameters (None for the other kinds).
+    pub fn channel_major_params(&self) -> Option<ConvChannelMajorPackParams> {
+        let ConvPackKind::ChannelMajor(g) = self.kind else {
+            return None;
+        };
+        let [d, h, w] = g.source;
+        let [before_d, before_h, before_w] = g.before;
+        let [grid_d, grid_h, grid_w] = g.dims;
+        let [stride_d, stride_h, stride_w] = g.stride;
+        Some(ConvChannelMajorPackParams {
+            n: g.n,
+            d,
+            h,
+            w,
+            c: self.params.c,
+            padded: self.params.padded,
+            before_d,
+            before_h,
+            before_w,
+            grid_d,
+            grid_h,
+            grid_w,
+            stride_d,
+            stride_h,
+            stride_w,
+            phase_len: g.phase_len() as i32,
+        })
+    }
+
+    /// The bordered pack kernel's parameters (None for the other kinds, which take
+    /// `params`, or `channel_major_params`).
     pub fn border_params(&self) -> Option<ConvBorderPackParams> {
-        let (ConvPackKind::Bordered(b) | ConvPackKind::ChannelMajor(b)) = self.kind else {
+        let ConvPackKind::Bordered(b) = self.kind else {
             return None;
         };
         let [d, h, w] = b.source;
@@ -980,7 +1075,7 @@ pub struct ConvTarget {
     /// Backward weights into 64 columns runs wgmma, the tensor memory accelerator's tiles
     /// too (where the other 64-column rules allow it), else mma.sync.
     pub wgmma_n64_weights: bool,
-    /// Stride-1 tf32 backward weights run on the tensor memory accelerator's tiles over
+    /// tf32 backward weights run on the tensor memory accelerator's tiles over
     /// channel-major packs (`ConvPlan::tma_grid_weights`), where `wgmma_tma` is not off.
     pub wgmma_tf32_weights: bool,
     /// Stride-1 passes that would run on mma.sync run the halo kernels
@@ -1751,19 +1846,19 @@ impl ConvPlan {
     /// The plan of a tf32 backward weights on the tensor memory accelerator's tiles
     /// (kernels/conv3d_wgmma.cu, `vx_tma_backward_weights_kmajor`), where the target has
     /// them on (`ConvTarget::wgmma_tf32_weights`): wgmma reads tf32 only k-major, so x and dy
-    /// are packed channel-major into one bordered grid of out + k - 1 voxels per axis
-    /// (`ConvTmaGrid`) and the reduction runs over all of its voxels, the border's adding
-    /// zeros: 1.2x the output's voxels at 32^3 with a 3^3 kernel, 1.4x at 16^3, 2x at 8^3.
-    /// Stride 1 only (a strided one's grid would hold stride^3 times the voxels), x's
-    /// channels in whole 64-row blocks of one tap, results of more than 32 columns (the
-    /// 128- and 64-column tiles as `tc_tile` picks them). Not yet timed on a GPU.
+    /// are packed channel-major (`ConvPackKind::ChannelMajor`) into grids of one shape
+    /// (`ConvTmaGrid`), dy's at 0 and x's one per stride phase, each tap reading one phase at
+    /// one offset. Along an axis the taps read phase grid voxels o + q + before, q from
+    /// floor(-pad / s) to floor((k - 1 - pad) / s), before = ceil(pad / s), so the grid is
+    /// out + q_max - q_min long; the reduction runs over all of its voxels, the border's
+    /// adding zeros: with a 3^3 'same' kernel 1.2x the output's voxels at 32^3, 1.4x at 16^3,
+    /// 2x at 8^3 (stride 1), 1.2x at 16^3 (stride 2); none for a 2^3 stride-2 one (a
+    /// transposed convolution's). x's channels fill whole 64-row blocks of one tap, results
+    /// have more than 32 columns (the 128- and 64-column tiles as `tc_tile` picks them).
+    /// Not yet timed on a GPU.
     fn tma_grid_weights(p: &Conv3dParams, target: ConvTarget) -> Result<Option<Self>> {
         let (pass, precision) = (ConvPass::BackwardWeight, ConvPrecision::Tf32);
-        let stride = [p.stride_d, p.stride_h, p.stride_w];
-        if !target.wgmma_tf32_weights
-            || stride != [1, 1, 1]
-            || !(p.cin as u32).is_multiple_of(TMA_GRID_BLOCK_ROWS)
-        {
+        if !target.wgmma_tf32_weights || !(p.cin as u32).is_multiple_of(TMA_GRID_BLOCK_ROWS) {
             return Ok(None);
         }
         let tile = match tc_tile(p.cout as u64) {
@@ -1772,24 +1867,32 @@ impl ConvPlan {
             _ => return Ok(None),
         };
         let k = [p.k_d, p.k_h, p.k_w];
+        let pad = [p.pad_d, p.pad_h, p.pad_w];
+        let stride = [p.stride_d, p.stride_h, p.stride_w];
         let out = [p.out_d, p.out_h, p.out_w];
-        let dims: [i32; 3] = std::array::from_fn(|i| out[i] + k[i] - 1);
-        let border = |source, before| ConvBorder {
+        let before: [i32; 3] = std::array::from_fn(|i| (pad[i] + stride[i] - 1) / stride[i]);
+        let dims: [i32; 3] =
+            std::array::from_fn(|i| out[i] + (k[i] - 1 - pad[i]).div_euclid(stride[i]) + before[i]);
+        let x_grid = ConvPhaseGrid {
             n: p.n,
-            source,
+            source: [p.in_d, p.in_h, p.in_w],
             before,
             dims,
+            stride,
         };
-        let x_border = border([p.in_d, p.in_h, p.in_w], [p.pad_d, p.pad_h, p.pad_w]);
-        let dy_border = border(out, [0; 3]);
-        let voxels = x_border.voxels()[1] as u64;
+        let dy_grid = ConvPhaseGrid {
+            source: out,
+            before: [0; 3],
+            stride: [1; 3],
+            ..x_grid
+        };
+        let voxels = dy_grid.phase_len() as u64;
         let chunk = precision.channel_multiple() as u64;
-        let row_len = voxels.next_multiple_of(chunk);
-        // Tap offsets and box coordinates run past the last voxel by up to a tap span and a
-        // step: all within the kernel's int coordinates.
-        let [_, h, w] = dims.map(|v| v as u64);
-        let span = (k[0] as u64 - 1) * h * w + (k[1] as u64 - 1) * w + k[2] as u64;
-        if row_len + span + TMA_GRID_STEP_VOXELS as u64 > i32::MAX as u64 {
+        let row_lens =
+            [x_grid.voxels(), dy_grid.voxels()].map(|v| (v as u64).next_multiple_of(chunk));
+        // A tap's offset (a phase's first voxel and a span of the grid) plus a step's box
+        // stays within the kernel's int coordinates.
+        if row_lens[0] + voxels + TMA_GRID_STEP_VOXELS as u64 > i32::MAX as u64 {
             return Ok(None);
         }
         let kernel = ConvKernel {
@@ -1799,32 +1902,28 @@ impl ConvPlan {
         };
         let gm = gemm(p, pass, chunk);
         let (bm, bn, bk) = kernel.shape();
-        let tiles = gm.rows.div_ceil(bm as u64) * gm.cols.div_ceil(bn as u64);
+        let tiles = [gm.rows.div_ceil(bm as u64), gm.cols.div_ceil(bn as u64)];
         let (splits, split_len) = split_reduction(
             &kernel,
             target.blocks,
-            tiles,
+            tiles[0] * tiles[1],
             voxels,
             bk as u64,
             MAX_GRID_YZ,
         );
-        let grid = [
-            gm.rows.div_ceil(bm as u64),
-            gm.cols.div_ceil(bn as u64),
-            splits,
-        ];
+        let grid = [tiles[0], tiles[1], splits];
         if !fits_grid(grid) {
             return Ok(None);
         }
         let packs = [
             ConvPack::new(
-                ConvPackKind::ChannelMajor(x_border),
+                ConvPackKind::ChannelMajor(x_grid),
                 precision,
                 [p.input_voxels(), 1, p.cin as usize],
                 target.blocks,
             )?,
             ConvPack::new(
-                ConvPackKind::ChannelMajor(dy_border),
+                ConvPackKind::ChannelMajor(dy_grid),
                 precision,
                 [p.output_voxels(), 1, p.cout as usize],
                 target.blocks,
@@ -1833,7 +1932,7 @@ impl ConvPlan {
         let tiling = ConvTmaGrid {
             dims,
             voxels: voxels as i32,
-            row_len: row_len as i32,
+            row_lens: row_lens.map(|v| v as i32),
         };
         Ok(Some(Self {
             tma: Some(ConvTmaTiling::Grid(tiling)),
@@ -1857,8 +1956,8 @@ impl ConvPlan {
                 self.kernel.tile.is_sw64(),
             ),
             ConvTmaTiling::Grid(grid) => [
-                TiledMap::channel_major(self.params.cin, grid.row_len, TMA_GRID_BLOCK_ROWS),
-                TiledMap::channel_major(self.params.cout, grid.row_len, bn),
+                TiledMap::channel_major(self.params.cin, grid.row_lens[0], TMA_GRID_BLOCK_ROWS),
+                TiledMap::channel_major(self.params.cout, grid.row_lens[1], bn),
             ],
         };
         Some((tiling, maps))

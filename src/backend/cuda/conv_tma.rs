@@ -95,15 +95,15 @@ impl ConvTmaBoxes {
     }
 }
 
-/// The bordered grid of a k-major (tf32) backward weights (kernels/params.h,
-/// Conv3dTmaParams): `dims` voxels a sample (out + k - 1 per axis), `voxels` over all
-/// samples, each channel's row of the channel-major packs `row_len` long (whole 16-byte
-/// chunks).
+/// The grid of a k-major (tf32) backward weights (kernels/params.h, Conv3dTmaParams):
+/// `dims` voxels a sample, `voxels` over all samples (dy's, and each of x's stride
+/// phases'), each channel's row of x's and dy's channel-major packs `row_lens` long (every
+/// phase's voxels, in whole 16-byte chunks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvTmaGrid {
     pub dims: [i32; 3],
     pub voxels: i32,
-    pub row_len: i32,
+    pub row_lens: [i32; 2],
 }
 
 /// How a pass on the tensor memory accelerator's tiles walks its operands: boxes of output
@@ -501,7 +501,7 @@ mod tests {
         let grid = ConvTmaTiling::Grid(ConvTmaGrid {
             dims: [10, 11, 12],
             voxels: 2 * 1320,
-            row_len: 2 * 1320,
+            row_lens: [2 * 1320; 2],
         });
         let p = tma_params(
             &params([8, 9, 10], 1),

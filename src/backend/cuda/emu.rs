@@ -441,8 +441,9 @@ pub mod stitch;
 pub mod conv {
     use super::{need, status, EmuResult, GlobalReads};
     use crate::backend::cuda::conv_plan::{
-        wgmma_probe_depth, ConvBorderPackParams, ConvPack, ConvPackKind, ConvPackParams, ConvPlan,
-        ConvPrecision, WgmmaLayout, CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
+        wgmma_probe_depth, ConvBorderPackParams, ConvChannelMajorPackParams, ConvPack,
+        ConvPackKind, ConvPackParams, ConvPlan, ConvPrecision, WgmmaLayout, CONV_WGMMA_THREADS,
+        WGMMA_PROBE_SHARED_BYTES,
     };
     use crate::backend::cuda::conv_tma::{
         tma_params, TiledMap, TMA_L2_PROMOTION_128B, TMA_PROBE_MAX_BOX_BYTES,
@@ -597,7 +598,7 @@ pub mod conv {
         ) -> c_int;
         fn emu_conv3d_pack_channel_major_tf32(
             d: *const LaunchDims,
-            p: ConvBorderPackParams,
+            p: ConvChannelMajorPackParams,
             src: *const f32,
             dst: *mut c_void,
         ) -> c_int;
@@ -916,15 +917,18 @@ pub mod conv {
         let tf32 = pack.precision == ConvPrecision::Tf32;
         let (src, dst) = (src.as_ptr(), dst.as_mut_ptr().cast());
         // SAFETY: lengths and element size checked against the pack above, whose params
-        // (the bordered kernel: its border params) describe the source and packed buffer.
+        // (the bordered and channel-major kernels: their own) describe the source and packed
+        // buffer.
         status(unsafe {
             if let Some(border) = pack.border_params() {
-                let run = match (pack.kind, tf32) {
-                    (ConvPackKind::ChannelMajor(_), _) => emu_conv3d_pack_channel_major_tf32,
-                    (_, true) => emu_conv3d_pack_bordered_tf32,
-                    (_, false) => emu_conv3d_pack_bordered_bf16,
+                let run = if tf32 {
+                    emu_conv3d_pack_bordered_tf32
+                } else {
+                    emu_conv3d_pack_bordered_bf16
                 };
                 run(&pack.dims, border, src, dst)
+            } else if let Some(channel_major) = pack.channel_major_params() {
+                emu_conv3d_pack_channel_major_tf32(&pack.dims, channel_major, src, dst)
             } else {
                 let run = match (pack.kind == ConvPackKind::Transposed, tf32) {
                     (true, true) => emu_conv3d_pack_transposed_tf32,
