@@ -958,28 +958,37 @@ fn halo_cases_plan_their_tiles_on_an_h100() {
     }
 }
 
-/// The halo kernels (`VOXSEG_CONV_HALO`) on grids that fill an H100's resident blocks:
-/// every tile of every pass, from operands packed inside zero borders (wgmma off, so that
-/// the 128 columns run the halo too).
-#[test]
-#[ignore = "needs a CUDA device"]
-fn halo_convolutions_match_cpu() {
+/// The halo kernels (`VOXSEG_CONV_HALO`) at `precision` on grids that fill an H100's
+/// resident blocks: every tile of every pass, from operands packed inside zero borders
+/// (wgmma off, so that the 128 columns run the halo too). One test per precision: their
+/// f64 references took one process past 170 s beside the other tests (call 7).
+fn check_halo_convolutions(precision: ConvPrecision) {
     let _serial = serial();
     let gpu = device();
     let _restore = RestoreSettings::new(&gpu);
     gpu.set_wgmma(false).unwrap();
     gpu.set_halo(Reach::All);
+    gpu.set_conv_precision(precision);
     let cases = halo_cases();
-    for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
-        gpu.set_conv_precision(precision);
-        for (g, tiles) in &cases {
-            for (pass, want) in PASSES.into_iter().zip(tiles) {
-                let tile = gpu.conv_plan(g, pass).unwrap().kernel.tile;
-                assert_eq!(tile, *want, "{pass:?} {g:?}");
-            }
+    for (g, tiles) in &cases {
+        for (pass, want) in PASSES.into_iter().zip(tiles) {
+            let tile = gpu.conv_plan(g, pass).unwrap().kernel.tile;
+            assert_eq!(tile, *want, "{pass:?} {g:?}");
         }
-        check_every_pass(&gpu, &cases.map(|(g, _)| g));
     }
+    check_every_pass(&gpu, &cases.map(|(g, _)| g));
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn halo_convolutions_match_cpu_tf32() {
+    check_halo_convolutions(ConvPrecision::Tf32);
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn halo_convolutions_match_cpu_bf16() {
+    check_halo_convolutions(ConvPrecision::Bf16);
 }
 
 /// Kernels that the other GPU tests' geometries never reach (an audit of 2026-11-26 ran
