@@ -1167,6 +1167,26 @@ fn check_memory(cfg: &TrainConfig, p: &Plan, spec: &ModelSpec, device: &Device) 
     Ok(())
 }
 
+/// Why turning deep supervision off changes nothing, where it does not: a U-Net of fewer
+/// than 4 stages has no auxiliary outputs (they come from the decoder's stages 1 to
+/// depth - 3), and the FCN has none at all.
+fn deep_supervision_note(cfg: &TrainConfig, spec: &ModelSpec) -> Option<String> {
+    if cfg.deep_supervision {
+        return None;
+    }
+    match spec {
+        ModelSpec::Unet(net) if net.depth < 4 => Some(format!(
+            "deep supervision off changes nothing here: a U-Net of {} stages has no auxiliary \
+             outputs (they start at 4 stages, --depth)",
+            net.depth
+        )),
+        ModelSpec::Unet(_) => None,
+        ModelSpec::Fcn(_) => Some(
+            "deep supervision off changes nothing here: the FCN has no auxiliary outputs".into(),
+        ),
+    }
+}
+
 fn model_spec(cfg: &TrainConfig, p: &Plan, in_channels: usize, out_channels: usize) -> ModelSpec {
     let features = cfg.features.unwrap_or(32);
     match cfg.model {
@@ -1805,6 +1825,9 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
             state.step
         ));
     }
+    if let Some(note) = deep_supervision_note(&cfg, &spec) {
+        eprintln!("note: {note}");
+    }
     if !validates {
         eprintln!(
             "note: the split has no validation cases: no validation runs, and checkpoints/best \
@@ -1992,6 +2015,42 @@ fn advance(state: &TrainState, epoch_done: bool) -> TrainState {
 mod tests {
     use super::*;
     use crate::metrics::Confusion;
+    use crate::nn::layers::NormKind;
+
+    /// Turning deep supervision off is noted where it changes nothing: U-Nets of fewer
+    /// than 4 stages and the FCN.
+    #[test]
+    fn deep_supervision_off_is_noted_where_it_changes_nothing() {
+        let unet = |depth| {
+            ModelSpec::Unet(UNetConfig {
+                depth,
+                ..UNetConfig::nnunet(4, 3)
+            })
+        };
+        let off = TrainConfig {
+            deep_supervision: false,
+            ..TrainConfig::default()
+        };
+        let note = deep_supervision_note(&off, &unet(3)).unwrap();
+        assert!(note.contains("3 stages"), "{note}");
+        assert_eq!(deep_supervision_note(&off, &unet(4)), None);
+        assert_eq!(
+            deep_supervision_note(&TrainConfig::default(), &unet(3)),
+            None
+        );
+        let fcn = ModelSpec::Fcn(FcnConfig {
+            in_channels: 4,
+            out_channels: 3,
+            features: 8,
+            levels: 2,
+            blocks_per_level: 2,
+            norm: NormKind::Instance,
+            activation: Activation::LeakyRelu { slope: 0.01 },
+            dropout: 0.0,
+            init: Init::HeNormal,
+        });
+        assert!(deep_supervision_note(&off, &fcn).unwrap().contains("FCN"));
+    }
 
     /// The backend's counts against a host decode of the probabilities, for every kind of
     /// target: the validator's Dice must not change by moving the decision.
