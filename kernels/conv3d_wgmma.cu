@@ -599,6 +599,19 @@ __device__ __forceinline__ void vx_tma_backward_data(const Conv3dTmaParams& tp,
     vx_tma_gather_pass<T, true>(tp, bias, dx);
 }
 
+// Block j of a backward-weights tile's rows (64 rows of one tap: blockIdx.x's tile, rows
+// (tap, padded input channel)): its first channel, or -1 past the last tap, and the tap's
+// kernel index (kz, ky, kx).
+template <class T>
+__device__ __forceinline__ int vx_weight_block(const Conv3dParams& p, int j, int& kz, int& ky,
+                                               int& kx) {
+    const int cin_p = vx_pad<typename T::Prec>(p.cin);
+    const int row = blockIdx.x * T::BM + 64 * j;
+    const int tap = row / cin_p;
+    vx_split3(tap, p.k_h, p.k_w, kz, ky, kx);
+    return tap < p.k_d * p.k_h * p.k_w ? row - tap * cin_p : -1;
+}
+
 // Backward weights' operands as boxes (Conv3dTmaParams): step s is box s of the split, A's
 // 64-row blocks (one tap, 64 of its padded channels) from x at the box's window corner plus
 // the tap, B's 64-column blocks from dy at the box. Each box lands as one mn-major block of
@@ -624,17 +637,12 @@ struct VxTmaBackwardWeights {
     __device__ __forceinline__ VxTmaBackwardWeights(const Conv3dTmaParams& tp_, int box)
         : tp(tp_) {
         const Conv3dParams& p = tp.conv;
-        const int cin_p = vx_pad<typename T::Prec>(p.cin);
-        const int taps = p.k_d * p.k_h * p.k_w;
         bytes = T::STAGE_BYTES;
 #pragma unroll
         for (int j = 0; j < A_BOXES; ++j) {
-            const int row = blockIdx.x * T::BM + 64 * j;
-            const int tap = row / cin_p;
             int kz, ky, kx;
-            vx_split3(tap, p.k_h, p.k_w, kz, ky, kx);
-            a_c[j] = tap < taps ? row - tap * cin_p : -1;
-            if (tap >= taps) bytes -= T::MN_BLOCK_BYTES;
+            a_c[j] = vx_weight_block<T>(p, j, kz, ky, kx);
+            if (a_c[j] < 0) bytes -= T::MN_BLOCK_BYTES;
             a_z[j] = kz - p.pad_d;
             a_y[j] = ky - p.pad_h;
             a_x[j] = kx - p.pad_w;
@@ -718,17 +726,12 @@ struct VxTmaBackwardWeightsKMajor {
     __device__ __forceinline__ VxTmaBackwardWeightsKMajor(const Conv3dTmaParams& tp_, int step)
         : tp(tp_) {
         const Conv3dParams& p = tp.conv;
-        const int cin_p = vx_pad<typename T::Prec>(p.cin);
-        const int taps = p.k_d * p.k_h * p.k_w;
         bytes = T::STAGE_BYTES;
 #pragma unroll
         for (int j = 0; j < A_BOXES; ++j) {
-            const int row = blockIdx.x * T::BM + 64 * j;
-            const int tap = row / cin_p;
             int kz, ky, kx;
-            vx_split3(tap, p.k_h, p.k_w, kz, ky, kx);
-            a_c[j] = tap < taps ? row - tap * cin_p : -1;
-            if (tap >= taps) bytes -= BLOCK_BYTES;
+            a_c[j] = vx_weight_block<T>(p, j, kz, ky, kx);
+            if (a_c[j] < 0) bytes -= BLOCK_BYTES;
             int qz, rz, qy, ry, qx, rx;
             vx_grid_tap(kz, p.pad_d, p.stride_d, qz, rz);
             vx_grid_tap(ky, p.pad_h, p.stride_h, qy, ry);

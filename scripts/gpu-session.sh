@@ -30,7 +30,7 @@
 # 128 x 128 tiles that stay so and the 128 x 64 ones (the pair too) warp-specialized
 # (VOXSEG_WGMMA_WS=1; off by default, measured slower), "+tma" runs the forward, backward
 # data and bf16 backward weights on the tiles the tensor memory accelerator fills wherever
-# the plan allows (VOXSEG_WGMMA_TMA=all), "+notma" nowhere (=off), "+non64w" runs
+# the plan allows (VOXSEG_WGMMA_TMA=all), "+notma" nowhere (=off, tf32w's too), "+non64w" runs
 # 64-column backward weights on mma.sync (VOXSEG_WGMMA_N64_WEIGHTS=off), "+tf32w" runs
 # tf32 backward weights on the tensor memory accelerator's tiles over channel-major packs
 # (VOXSEG_WGMMA_TF32_WEIGHTS=1; off by default, not yet timed), "+jit" loads

@@ -345,10 +345,12 @@ fn check_packs<E: emu_conv::Packed + PartialEq + std::fmt::Debug>(
     // voxels, and 1 x 2 x 3 phases of 3 x 3 x 3 (a source longer than the grids reach).
     let channel_major = |n: i32, source: [i32; 3], before, dims, stride| {
         ConvPackKind::ChannelMajor(ConvPhaseGrid {
-            n,
-            source,
-            before,
-            dims,
+            border: ConvBorder {
+                n,
+                source,
+                before,
+                dims,
+            },
             stride,
         })
     };
@@ -414,16 +416,16 @@ fn check_packs<E: emu_conv::Packed + PartialEq + std::fmt::Debug>(
                 .map(|(ai, bi, ci)| if bi < b { bits(at(ai, bi, ci)) } else { zero })
                 .collect(),
             ConvPackKind::ChannelMajor(grid) => {
-                let [d, h, w] = grid.source;
-                let [gd, gh, gw] = grid.dims;
+                let [d, h, w] = grid.border.source;
+                let [gd, gh, gw] = grid.border.dims;
                 let [sd, sh, sw] = grid.stride;
-                let [bd, bh, bw] = grid.before;
+                let [bd, bh, bw] = grid.border.before;
                 // The source voxel of each voxel of the phases' grids, in order (None
                 // outside the source).
                 let mut voxels = Vec::new();
                 for phase in 0..sd * sh * sw {
                     let (rz, ry, rx) = (phase / (sh * sw), phase / sw % sh, phase % sw);
-                    for nn in 0..grid.n {
+                    for nn in 0..grid.border.n {
                         for z in 0..gd {
                             for y in 0..gh {
                                 for x in 0..gw {
@@ -1357,8 +1359,11 @@ fn bf16_wgmma_tma_backward_weights() {
 /// 'valid' layer, an anisotropic 1x3x3 kernel with 'same' padding on two axes only, a
 /// 1x1x1 one, stride 2 (x split into 8 phases: 'same' on odd sizes, 'valid'), a 2x2x2
 /// transposed convolution (its backward weights a stride-2 convolution's), and a
-/// reduction split (the first case). x's channels in no whole 64-row blocks, 32 columns,
-/// and the switch or the tensor memory accelerator's tiles off keep the other kernels.
+/// reduction split (the first case); then an anisotropic stride, a kernel smaller than its
+/// stride, padding past the stride (5^3 at stride 2), more padding before than after, and
+/// a 3x3x3 transposed convolution with output padding. x's channels in no whole 64-row
+/// blocks, 32 columns, 64 columns with `wgmma_n64_weights` off, and the switch or the
+/// tensor memory accelerator's tiles off keep the other kernels.
 #[test]
 fn tf32_wgmma_tma_grid_backward_weights() {
     use ConvTile::{WgTma128, WgTma64};
@@ -1437,6 +1442,64 @@ fn tf32_wgmma_tma_grid_backward_weights() {
     );
     // The transposed 2x2x2's grid is its result's: no border.
     assert_eq!(grid(&cases[7].0, target).unwrap().dims, [4, 3, 5]);
+    let spec = |x: [usize; 5], w: [usize; 5], stride, padding| {
+        let spec = Conv3dSpec { stride, padding };
+        ConvGeometry::conv3d(&Shape::new(&x), &Shape::new(&w), &spec).unwrap()
+    };
+    let k3s2 = ConvTranspose3dSpec {
+        stride: [2; 3],
+        padding: [[1, 1]; 3],
+        output_padding: [1; 3],
+    };
+    let more = [
+        (
+            spec(
+                [1, 5, 8, 9, 64],
+                [3, 3, 3, 64, 40],
+                [1, 2, 2],
+                Padding::Same,
+            ),
+            target,
+            WgTma64,
+        ),
+        (
+            spec([2, 5, 6, 7, 64], [1, 1, 1, 64, 48], [2; 3], Padding::Same),
+            target,
+            WgTma64,
+        ),
+        (
+            spec([1, 9, 8, 7, 64], [5, 5, 5, 64, 40], [2; 3], Padding::Same),
+            target,
+            WgTma64,
+        ),
+        (
+            spec(
+                [1, 5, 6, 7, 64],
+                [3, 3, 3, 64, 40],
+                [1; 3],
+                Padding::Explicit([[2, 0], [1, 1], [0, 2]]),
+            ),
+            target,
+            WgTma64,
+        ),
+        (
+            transposed([1, 3, 4, 3, 40], [3, 3, 3, 64, 40], k3s2),
+            target,
+            WgTma64,
+        ),
+    ];
+    for (g, t, tile) in &more {
+        let plan = ConvPlan::new(g, ConvPass::BackwardWeight, ConvPrecision::Tf32, *t).unwrap();
+        assert_eq!(plan.kernel.tile, *tile, "{g:?}");
+        assert!(grid(g, *t).is_some(), "{g:?}");
+        check_pass(
+            g,
+            ConvPass::BackwardWeight,
+            ConvPrecision::Tf32,
+            *t,
+            &mut rng,
+        );
+    }
     let same = |x: [usize; 5], w: [usize; 5], stride| conv(x, w, stride, Padding::Same);
     for (g, t) in [
         (same([1, 6, 6, 6, 96], [3, 3, 3, 96, 64], 1), target),
@@ -1448,6 +1511,10 @@ fn tf32_wgmma_tma_grid_backward_weights() {
         (
             same([1, 6, 6, 6, 64], [3, 3, 3, 64, 64], 1),
             target.with_wgmma_tma(Reach::Off),
+        ),
+        (
+            same([1, 6, 6, 6, 64], [3, 3, 3, 64, 64], 1),
+            target.with_wgmma_n64_weights(false),
         ),
     ] {
         assert_eq!(grid(&g, t), None, "{g:?}");

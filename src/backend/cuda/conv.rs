@@ -20,6 +20,9 @@
 //! the 256 x 128 wgmma tiles (`VOXSEG_WGMMA_M256`). The warp-specialized tiles
 //! (`VOXSEG_WGMMA_WS`) are off, as an H100 measured them slower;
 //! `VOXSEG_WGMMA_N64_WEIGHTS=off` moves 64-column backward weights from wgmma to mma.sync.
+//! `VOXSEG_WGMMA_TF32_WEIGHTS=1` runs tf32 backward weights on the tensor memory
+//! accelerator's tiles over channel-major packs (off: not yet timed; inert where
+//! `VOXSEG_WGMMA_TMA` is off).
 use super::conv_plan::{
     wgmma_probe_depth, ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, Reach, WgmmaLayout,
     CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
@@ -59,7 +62,8 @@ pub const WGMMA_WS_ENV: &str = "VOXSEG_WGMMA_WS";
 
 /// The environment variable that sets the [`Reach`] of the tiles the tensor memory
 /// accelerator fills over forward, backward data and bf16 backward weights: `off`,
-/// `measured` (the default, `ConvPlan::tma`) or `all` (wherever the plan allows).
+/// `measured` (the default, `ConvPlan::tma`) or `all` (wherever the plan allows); `off`
+/// also keeps tf32 backward weights off them (`VOXSEG_WGMMA_TF32_WEIGHTS`).
 pub const WGMMA_TMA_ENV: &str = "VOXSEG_WGMMA_TMA";
 
 /// The environment variable that keeps backward weights into 64 columns on mma.sync (`0`

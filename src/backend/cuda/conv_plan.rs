@@ -300,7 +300,8 @@ pub enum ConvTile {
     /// The same, 128 x 64.
     WgWs64,
     /// Hopper wgmma, 128 x 128, its stages filled by the tensor memory accelerator
-    /// (forward, backward data; backward weights at bf16).
+    /// (forward, backward data; backward weights at bf16, and at tf32 over channel-major
+    /// packs).
     WgTma128,
     /// The same, 128 x 64.
     WgTma64,
@@ -738,42 +739,31 @@ pub struct ConvChannelMajorPackParams {
 // test).
 unsafe impl cudarc::driver::DeviceRepr for ConvChannelMajorPackParams {}
 
-/// Where a channel-major pack puts its source: `n` samples of `source` voxels (d, h, w)
-/// split into their `stride` phases, phase r's voxel z along an axis holding source voxel
-/// stride (z - before) + r, in grids of `dims` voxels a sample, one per phase.
+/// Where a channel-major pack puts its source: `border.n` samples of `border.source` voxels
+/// (d, h, w) split into their `stride` phases, phase r's voxel z along an axis holding
+/// source voxel stride (z - before) + r, in grids of `border.dims` voxels a sample, one per
+/// phase (at stride 1, the source inside zero borders).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConvPhaseGrid {
-    pub n: i32,
-    pub source: [i32; 3],
-    pub before: [i32; 3],
-    pub dims: [i32; 3],
+    pub border: ConvBorder,
     pub stride: [i32; 3],
 }
 
 impl ConvPhaseGrid {
     /// Voxels of one phase's grids over all samples.
     pub fn phase_len(&self) -> usize {
-        self.dims
-            .iter()
-            .fold(self.n as usize, |acc, &v| acc * v as usize)
+        self.border.voxels()[1]
     }
 
     /// Voxels of every phase's grids.
     pub fn voxels(&self) -> usize {
         self.phase_len() * self.stride.iter().product::<i32>() as usize
     }
-
-    /// Voxels of the source over all samples.
-    fn source_voxels(&self) -> usize {
-        self.source
-            .iter()
-            .fold(self.n as usize, |acc, &v| acc * v as usize)
-    }
 }
 
 impl ConvBorder {
     /// Voxels of the source, and of the bordered volumes, over all samples.
-    fn voxels(&self) -> [usize; 2] {
+    pub fn voxels(&self) -> [usize; 2] {
         [self.source, self.dims].map(|d| d.iter().fold(self.n as usize, |acc, &v| acc * v as usize))
     }
 }
@@ -842,7 +832,7 @@ impl ConvPack {
                         "channel-major packs are tf32 only",
                     ));
                 }
-                if b != 1 || a != grid.source_voxels() {
+                if b != 1 || a != grid.border.voxels()[0] {
                     return Err(Error::shape(
                         "conv3d (cuda pack)",
                         format!("{grid:?} does not describe a source of [{a}, {b}, {c}]"),
@@ -915,12 +905,12 @@ impl ConvPack {
         let ConvPackKind::ChannelMajor(g) = self.kind else {
             return None;
         };
-        let [d, h, w] = g.source;
-        let [before_d, before_h, before_w] = g.before;
-        let [grid_d, grid_h, grid_w] = g.dims;
+        let [d, h, w] = g.border.source;
+        let [before_d, before_h, before_w] = g.border.before;
+        let [grid_d, grid_h, grid_w] = g.border.dims;
         let [stride_d, stride_h, stride_w] = g.stride;
         Some(ConvChannelMajorPackParams {
-            n: g.n,
+            n: g.border.n,
             d,
             h,
             w,
@@ -1066,7 +1056,8 @@ pub struct ConvTarget {
     /// The wgmma tiles of 128 x 128 (that stay so) and 128 x 64 (the pair too) run
     /// warp-specialized (`ConvTile::WgWs128`, `WgWs64`).
     pub wgmma_ws: bool,
-    /// Forward, backward data and bf16 backward weights, into more than 32
+    /// Forward, backward data and bf16 backward weights (tf32's too, where
+    /// `wgmma_tf32_weights` is on), into more than 32
     /// columns, run on the tiles the tensor memory accelerator fills (`ConvTile::WgTma128`,
     /// `WgTma64`, `WgTma256`) within this reach, where `ConvPlan::tma` allows; there they
     /// take precedence over the pair, the warp-specialized and halo tiles and the L1
@@ -1683,7 +1674,7 @@ impl ConvPlan {
     /// on `WgTma128Sw64` and `WgTma64Sw64`; 64 channels for backward weights' blocks of 64
     /// rows), whose boxes overhang the result by at most
     /// `TMA_MAX_OVERHANG`. Backward data's boxes tile the largest stride phase's grid, in
-    /// every phase (grid.z).
+    /// every phase (grid.z). tf32 backward weights goes to `tma_grid_weights`.
     ///
     /// [`Reach::Measured`] is where an H100 measured them faster (bf16 and tf32,
     /// 2026-11-27, BENCHMARKS.md), against the plan without them:
@@ -1854,8 +1845,8 @@ impl ConvPlan {
     /// adding zeros: with a 3^3 'same' kernel 1.2x the output's voxels at 32^3, 1.4x at 16^3,
     /// 2x at 8^3 (stride 1), 1.2x at 16^3 (stride 2); none for a 2^3 stride-2 one (a
     /// transposed convolution's). x's channels fill whole 64-row blocks of one tap, results
-    /// have more than 32 columns (the 128- and 64-column tiles as `tc_tile` picks them).
-    /// Not yet timed on a GPU.
+    /// have more than 32 columns (the 128- and 64-column tiles as `tc_tile` picks them; 64
+    /// only where `wgmma_n64_weights` is on). Not yet timed on a GPU.
     fn tma_grid_weights(p: &Conv3dParams, target: ConvTarget) -> Result<Option<Self>> {
         let (pass, precision) = (ConvPass::BackwardWeight, ConvPrecision::Tf32);
         if !target.wgmma_tf32_weights || !(p.cin as u32).is_multiple_of(TMA_GRID_BLOCK_ROWS) {
@@ -1863,7 +1854,7 @@ impl ConvPlan {
         }
         let tile = match tc_tile(p.cout as u64) {
             ConvTile::TcN128 => ConvTile::WgTma128,
-            ConvTile::TcN64 => ConvTile::WgTma64,
+            ConvTile::TcN64 if target.wgmma_n64_weights => ConvTile::WgTma64,
             _ => return Ok(None),
         };
         let k = [p.k_d, p.k_h, p.k_w];
@@ -1873,18 +1864,19 @@ impl ConvPlan {
         let before: [i32; 3] = std::array::from_fn(|i| (pad[i] + stride[i] - 1) / stride[i]);
         let dims: [i32; 3] =
             std::array::from_fn(|i| out[i] + (k[i] - 1 - pad[i]).div_euclid(stride[i]) + before[i]);
-        let x_grid = ConvPhaseGrid {
+        let border = |source, before| ConvBorder {
             n: p.n,
-            source: [p.in_d, p.in_h, p.in_w],
+            source,
             before,
             dims,
+        };
+        let x_grid = ConvPhaseGrid {
+            border: border([p.in_d, p.in_h, p.in_w], before),
             stride,
         };
         let dy_grid = ConvPhaseGrid {
-            source: out,
-            before: [0; 3],
+            border: border(out, [0; 3]),
             stride: [1; 3],
-            ..x_grid
         };
         let voxels = dy_grid.phase_len() as u64;
         let chunk = precision.channel_multiple() as u64;
@@ -1915,20 +1907,22 @@ impl ConvPlan {
         if !fits_grid(grid) {
             return Ok(None);
         }
-        let packs = [
+        // Packs past their kernel's 32-bit indices keep the pass on mma.sync.
+        let pack = |grid, voxels, c: i32| {
             ConvPack::new(
-                ConvPackKind::ChannelMajor(x_grid),
+                ConvPackKind::ChannelMajor(grid),
                 precision,
-                [p.input_voxels(), 1, p.cin as usize],
+                [voxels, 1, c as usize],
                 target.blocks,
-            )?,
-            ConvPack::new(
-                ConvPackKind::ChannelMajor(dy_grid),
-                precision,
-                [p.output_voxels(), 1, p.cout as usize],
-                target.blocks,
-            )?,
-        ];
+            )
+        };
+        let (Ok(x_pack), Ok(dy_pack)) = (
+            pack(x_grid, p.input_voxels(), p.cin),
+            pack(dy_grid, p.output_voxels(), p.cout),
+        ) else {
+            return Ok(None);
+        };
+        let packs = [x_pack, dy_pack];
         let tiling = ConvTmaGrid {
             dims,
             voxels: voxels as i32,

@@ -19,8 +19,9 @@
 //! - Backward weights: a reduction step is one box of 64 voxels, A x's box at each of the
 //!   block's taps (64 channels each), B dy's box.
 //! - Backward weights at tf32, which wgmma reads k-major only: x and dy packed
-//!   channel-major into one bordered grid ([`ConvTmaGrid`]), a reduction step 32 of its
-//!   voxels, A x's rows at each of the block's taps (a flat offset in the grid), B dy's.
+//!   channel-major into bordered grids of one shape ([`ConvTmaGrid`]; x's one per stride
+//!   phase), a reduction step 32 of their voxels, A x's rows at each of the block's taps
+//!   (one phase's grid at a flat offset), B dy's.
 use super::conv_plan::{ConvPass, ConvPrecision};
 use super::params::{Conv3dParams, Conv3dTmaParams, TensorMap};
 
