@@ -847,6 +847,8 @@ VX_CONV_TMA_KERNEL(conv3d_bwd_weight_tf32_tma128, vx_tma_backward_weights_kmajor
                    VxWgmmaTma128<VxTf32>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_tf32_tma64, vx_tma_backward_weights_kmajor,
                    VxWgmmaTma64<VxTf32>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_weight_tf32_tma256, vx_tma_backward_weights_kmajor,
+                   VxWgmmaTma256<VxTf32>)
 
 VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg128, vx_pipe_forward, VxWgmmaN128<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg64, vx_pipe_forward, VxWgmmaN64<VxBf16>)
@@ -1057,6 +1059,7 @@ extern "C" int emu_conv3d_tma(const char* name, const EmuDims* d, const Conv3dTm
         {"conv3d_bwd_weight_bf16_tma256", conv3d_bwd_weight_bf16_tma256},
         {"conv3d_bwd_weight_tf32_tma128", conv3d_bwd_weight_tf32_tma128},
         {"conv3d_bwd_weight_tf32_tma64", conv3d_bwd_weight_tf32_tma64},
+        {"conv3d_bwd_weight_tf32_tma256", conv3d_bwd_weight_tf32_tma256},
     };
     for (const auto& k : kernels)
         if (!std::strcmp(k.name, name)) return emu_launch(*d, k.kernel, *p, bias, out);

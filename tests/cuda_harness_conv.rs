@@ -1488,15 +1488,22 @@ fn tf32_wgmma_tma_grid_backward_weights() {
             WgTma64,
         ),
     ];
-    for (g, t, tile) in &more {
-        let plan = ConvPlan::new(g, ConvPass::BackwardWeight, ConvPrecision::Tf32, *t).unwrap();
-        assert_eq!(plan.kernel.tile, *tile, "{g:?}");
-        assert!(grid(g, *t).is_some(), "{g:?}");
+    // 256 x 128 where the 256-row tiles are asked for: 27 x 64 rows end three quarters of
+    // the way through the last block; 1 x 1 x 1 x 64 rows fit none and keep 128.
+    let m256 = target.with_wgmma_m256(Reach::All);
+    let m256_cases = [
+        (cases[0].0, m256, ConvTile::WgTma256),
+        (cases[4].0, m256, WgTma128),
+    ];
+    for (g, t, tile) in more.into_iter().chain(m256_cases) {
+        let plan = ConvPlan::new(&g, ConvPass::BackwardWeight, ConvPrecision::Tf32, t).unwrap();
+        assert_eq!(plan.kernel.tile, tile, "{g:?}");
+        assert!(grid(&g, t).is_some(), "{g:?}");
         check_pass(
-            g,
+            &g,
             ConvPass::BackwardWeight,
             ConvPrecision::Tf32,
-            *t,
+            t,
             &mut rng,
         );
     }

@@ -817,6 +817,10 @@ fn wgmma_tma_grid_cases_plan_their_tiles_on_an_h100() {
         .unwrap();
         assert_eq!(grid_tile(&plan), Some(tile), "{g:?}");
     }
+    let m256 = wgmma_tma_grid_target().with_wgmma_m256(Reach::All);
+    let deep = wgmma_tma_grid_cases()[1].0;
+    let plan = ConvPlan::new(&deep, ConvPass::BackwardWeight, ConvPrecision::Tf32, m256);
+    assert_eq!(grid_tile(&plan.unwrap()), Some(ConvTile::WgTma256));
 }
 
 /// tf32 backward weights over channel-major packs (`VOXSEG_WGMMA_TF32_WEIGHTS`,
@@ -837,6 +841,12 @@ fn wgmma_tma_grid_backward_weights_match_cpu() {
         assert_eq!(grid_tile(&plan), Some(*tile), "{g:?}");
     }
     check_passes(&gpu, &cases.map(|(g, _)| g), &[ConvPass::BackwardWeight]);
+    // The 256 x 128 tile, four warpgroups multiplying.
+    gpu.set_wgmma_m256(Reach::All);
+    let deep = cases[1].0;
+    let plan = gpu.conv_plan(&deep, ConvPass::BackwardWeight).unwrap();
+    assert_eq!(grid_tile(&plan), Some(ConvTile::WgTma256));
+    check_passes(&gpu, &[deep], &[ConvPass::BackwardWeight]);
 }
 
 /// bf16 geometries and the tiles of two 64-byte-swizzled boxes a step that their forward and

@@ -600,6 +600,7 @@ impl ConvKernel {
             (BackwardWeight, Bf16, WgTma256) => "conv3d_bwd_weight_bf16_tma256",
             (BackwardWeight, Tf32, WgTma128) => "conv3d_bwd_weight_tf32_tma128",
             (BackwardWeight, Tf32, WgTma64) => "conv3d_bwd_weight_tf32_tma64",
+            (BackwardWeight, Tf32, WgTma256) => "conv3d_bwd_weight_tf32_tma256",
             (Forward, Bf16, HaloN128) => "conv3d_fwd_bf16_halo128",
             (Forward, Bf16, HaloN64) => "conv3d_fwd_bf16_halo64",
             (Forward, Bf16, HaloN32) => "conv3d_fwd_bf16_halo32",
@@ -1846,13 +1847,26 @@ impl ConvPlan {
     /// 2x at 8^3 (stride 1), 1.2x at 16^3 (stride 2); none for a 2^3 stride-2 one (a
     /// transposed convolution's). x's channels fill whole 64-row blocks of one tap, results
     /// have more than 32 columns (the 128- and 64-column tiles as `tc_tile` picks them; 64
-    /// only where `wgmma_n64_weights` is on). Not yet timed on a GPU.
+    /// only where `wgmma_n64_weights` is on; 128 as 256 x 128 within `wgmma_m256`). Not yet
+    /// timed on a GPU.
     fn tma_grid_weights(p: &Conv3dParams, target: ConvTarget) -> Result<Option<Self>> {
         let (pass, precision) = (ConvPass::BackwardWeight, ConvPrecision::Tf32);
         if !target.wgmma_tf32_weights || !(p.cin as u32).is_multiple_of(TMA_GRID_BLOCK_ROWS) {
             return Ok(None);
         }
+        let chunk = precision.channel_multiple() as u64;
+        let gm = gemm(p, pass, chunk);
+        // 256 x 128 by bf16's measured rule (`tma_m256_measured`: long reductions), which
+        // a tf32 step, at half bf16's rate, can only favour more.
         let tile = match tc_tile(p.cout as u64) {
+            ConvTile::TcN128
+                if gm.rows > CONV_TC_BM as u64
+                    && target
+                        .wgmma_m256
+                        .admits(tma_m256_measured(&gm, true, target)) =>
+            {
+                ConvTile::WgTma256
+            }
             ConvTile::TcN128 => ConvTile::WgTma128,
             ConvTile::TcN64 if target.wgmma_n64_weights => ConvTile::WgTma64,
             _ => return Ok(None),
@@ -1879,7 +1893,6 @@ impl ConvPlan {
             stride: [1; 3],
         };
         let voxels = dy_grid.phase_len() as u64;
-        let chunk = precision.channel_multiple() as u64;
         let row_lens =
             [x_grid.voxels(), dy_grid.voxels()].map(|v| (v as u64).next_multiple_of(chunk));
         // A tap's offset (a phase's first voxel and a span of the grid) plus a step's box
@@ -1892,7 +1905,6 @@ impl ConvPlan {
             precision,
             tile,
         };
-        let gm = gemm(p, pass, chunk);
         let (bm, bn, bk) = kernel.shape();
         let tiles = [gm.rows.div_ceil(bm as u64), gm.cols.div_ceil(bn as u64)];
         let (splits, split_len) = split_reduction(
