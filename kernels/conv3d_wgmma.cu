@@ -3,11 +3,11 @@
 // 3D convolution on Hopper's warpgroup tensor-core instructions (wgmma, kernels/wgmma.h):
 // forward and backward data in BF16 or TF32, backward weights in BF16 on 128 or 64 columns
 // (its tiles are mn-major, which wgmma reads only for 16-bit types and blocks of 64), and
-// in TF32 over operands packed channel-major (k-major tiles; vx_tma_backward_weights_kmajor). The
-// loaders, packed operands and store are those of the mma.sync kernels (conv3d_pipe.h;
-// packs from conv3d_pipe.cu), with tiles laid out for wgmma. Built for sm_90a only (the
-// first line tells build.rs and ptxas-check.sh), so it loads on compute capability 9.0
-// devices and nowhere else.
+// in TF32 over operands packed channel-major (k-major tiles,
+// vx_tma_backward_weights_kmajor). The loaders, packed operands and store are those of the
+// mma.sync kernels (conv3d_pipe.h; packs from conv3d_pipe.cu), with tiles laid out for
+// wgmma. Built for sm_90a only (the first line tells build.rs and ptxas-check.sh), so it
+// loads on compute capability 9.0 devices and nowhere else.
 //
 // A block of two warpgroups computes a 128 x BN tile (BN = 128, 64, or 32 in forward and
 // backward data; 64 also as a pair of blocks per SM with a shorter ring), a block of four a
@@ -686,6 +686,15 @@ __device__ __forceinline__ void vx_tma_backward_weights(const Conv3dTmaParams& t
     vx_pipe_store_weights<T>(acc, p, dw);
 }
 
+// Kernel index k along an axis of padding `pad` and `stride`, as the grid reads it: x's
+// phase r and the phase grid's offset q + before (VxTmaBackwardWeightsKMajor).
+__device__ __forceinline__ void vx_grid_tap(int k, int pad, int stride, int& offset, int& r) {
+    const int before = (pad + stride - 1) / stride;
+    const int t = k - pad + before * stride;  // >= 0
+    offset = t / stride;
+    r = t - offset * stride;
+}
+
 // Backward weights at tf32, whose operands wgmma reads k-major only (Conv3dTmaParams): x
 // and dy packed channel-major (conv3d_pack_channel_major_tf32) into grids of the same
 // shape, dy at the grid's voxels (z, y, x) < out and x split into its stride phases, so
@@ -700,15 +709,6 @@ __device__ __forceinline__ void vx_tma_backward_weights(const Conv3dTmaParams& t
 // rows of 128 bytes (32 voxels) in the 128-byte swizzle. Blocks of taps past the last are
 // neither copied nor armed (as VxTmaBackwardWeights); reads past the pack's rows arrive as
 // zeros.
-// Kernel index k along an axis of padding `pad` and `stride`, as the grid reads it: x's
-// phase r and the phase grid's offset q + before (VxTmaBackwardWeightsKMajor).
-__device__ __forceinline__ void vx_grid_tap(int k, int pad, int stride, int& offset, int& r) {
-    const int before = (pad + stride - 1) / stride;
-    const int t = k - pad + before * stride;  // >= 0
-    offset = t / stride;
-    r = t - offset * stride;
-}
-
 template <class T>
 struct VxTmaBackwardWeightsKMajor {
     static constexpr int A_BOXES = T::BM / 64;

@@ -833,12 +833,7 @@ impl ConvPack {
                         "channel-major packs are tf32 only",
                     ));
                 }
-                if b != 1 || a != grid.border.voxels()[0] {
-                    return Err(Error::shape(
-                        "conv3d (cuda pack)",
-                        format!("{grid:?} does not describe a source of [{a}, {b}, {c}]"),
-                    ));
-                }
+                bordered(grid.border)?;
                 (c, grid.voxels().next_multiple_of(per_chunk))
             }
         };
