@@ -334,6 +334,12 @@ impl Cuda {
         let wgmma_tma = reach_from_env(WGMMA_TMA_ENV)?;
         let wgmma_n64_weights = switch_from_env(WGMMA_N64_WEIGHTS_ENV)?.unwrap_or(true);
         let wgmma_tf32_weights = wgmma_switch(WGMMA_TF32_WEIGHTS_ENV, false)?;
+        if wgmma && wgmma_tf32_weights && wgmma_tma == Reach::Off {
+            eprintln!(
+                "{WGMMA_TF32_WEIGHTS_ENV}=1 has no effect: {WGMMA_TMA_ENV}=off keeps the tensor \
+                 memory accelerator's tiles off"
+            );
+        }
         let gather_l1 = reach_from_env(GATHER_L1_ENV)?;
         let halo = reach_from_env(HALO_ENV)?;
         let cache_packs = switch_from_env(PACK_CACHE_ENV)?.unwrap_or(true);
