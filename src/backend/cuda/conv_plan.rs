@@ -2017,6 +2017,30 @@ mod tests {
     /// 39 768 215 (padded to 39 768 216: 4 294 967 328 bytes) it does not, though both pass
     /// the params' 32-bit element counts (other limits, such as the grid's, may still
     /// refuse such a layer).
+    /// Channel-major packs are tf32 only and must describe their source; their rows hold
+    /// every phase's grids, in whole chunks, and a block covers 32 voxels by 32 channels.
+    #[test]
+    fn channel_major_packs_check_their_precision_and_source() {
+        let grid = ConvPhaseGrid {
+            border: ConvBorder {
+                n: 2,
+                source: [5, 6, 7],
+                before: [1, 1, 0],
+                dims: [4, 4, 8],
+            },
+            stride: [2, 2, 1],
+        };
+        let kind = ConvPackKind::ChannelMajor(grid);
+        let pack = ConvPack::new(kind, ConvPrecision::Tf32, [420, 1, 40], 1).unwrap();
+        assert_eq!((grid.phase_len(), grid.voxels()), (256, 1024));
+        assert_eq!((pack.params.padded, pack.packed_len()), (1024, 40 * 1024));
+        assert_eq!(pack.dims.grid, [32, 2, 1]);
+        let bf16 = ConvPack::new(kind, ConvPrecision::Bf16, [420, 1, 40], 1).unwrap_err();
+        assert!(bf16.to_string().contains("tf32 only"), "{bf16}");
+        let wrong = ConvPack::new(kind, ConvPrecision::Tf32, [419, 1, 40], 1).unwrap_err();
+        assert!(wrong.to_string().contains("does not describe"), "{wrong}");
+    }
+
     #[test]
     fn packed_weight_rows_beyond_32_bit_strides_are_refused() {
         let target = ConvTarget::new(528);
