@@ -1366,18 +1366,26 @@ fn bf16_wgmma_tma_backward_weights() {
 /// tensor memory accelerator's tiles off keep the other kernels.
 #[test]
 fn tf32_wgmma_tma_grid_backward_weights() {
-    use ConvTile::{WgTma128, WgTma64};
+    use ConvTile::{WgTma128, WgTma256, WgTma64};
     let mut rng = Rng::new(95);
     let target = ConvTarget::new(528)
         .with_wgmma(true)
         .with_wgmma_tma(Reach::Measured)
         .with_wgmma_tf32_weights(true);
+    let m256 = target.with_wgmma_m256(Reach::All);
+    let spec = |x: [usize; 5], w: [usize; 5], stride, padding| {
+        let spec = Conv3dSpec { stride, padding };
+        ConvGeometry::conv3d(&Shape::new(&x), &Shape::new(&w), &spec).unwrap()
+    };
+    let k3s2 = ConvTranspose3dSpec {
+        stride: [2; 3],
+        padding: [[1, 1]; 3],
+        output_padding: [1; 3],
+    };
+    let same_odd = conv([2, 5, 6, 7, 64], [3, 3, 3, 64, 72], 1, Padding::Same);
+    let pointwise = conv([2, 4, 5, 6, 64], [1, 1, 1, 64, 128], 1, Padding::Same);
     let cases = [
-        (
-            conv([2, 5, 6, 7, 64], [3, 3, 3, 64, 72], 1, Padding::Same),
-            target,
-            WgTma128,
-        ),
+        (same_odd, target, WgTma128),
         (
             conv([1, 6, 5, 6, 192], [3, 3, 3, 192, 64], 1, Padding::Same),
             target,
@@ -1393,11 +1401,7 @@ fn tf32_wgmma_tma_grid_backward_weights() {
             target,
             WgTma64,
         ),
-        (
-            conv([2, 4, 5, 6, 64], [1, 1, 1, 64, 128], 1, Padding::Same),
-            target,
-            WgTma128,
-        ),
+        (pointwise, target, WgTma128),
         (
             conv([2, 8, 7, 9, 64], [3, 3, 3, 64, 72], 2, Padding::Same),
             target,
@@ -1413,45 +1417,6 @@ fn tf32_wgmma_tma_grid_backward_weights() {
             target,
             WgTma64,
         ),
-    ];
-    check_tma_cases(
-        &cases,
-        ConvPass::BackwardWeight,
-        ConvPrecision::Tf32,
-        &mut rng,
-    );
-    let grid = |g: &ConvGeometry, t: ConvTarget| {
-        let plan = ConvPlan::new(g, ConvPass::BackwardWeight, ConvPrecision::Tf32, t).unwrap();
-        match plan.tma {
-            Some(ConvTmaTiling::Grid(grid)) => Some(grid),
-            _ => None,
-        }
-    };
-    // The first case's grid: 7 x 8 x 9 voxels a sample, two samples, rows of whole chunks.
-    let first = grid(&cases[0].0, target).unwrap();
-    assert_eq!(
-        (first.dims, first.voxels, first.row_lens),
-        ([7, 8, 9], 1008, [1008; 2])
-    );
-    // Stride 2, 'same' on 8 x 7 x 9: out 4 x 4 x 5, taps reading phase grid offsets -1..0,
-    // so grids of 5 x 5 x 6; x's row holds the 8 phases'.
-    let strided = grid(&cases[5].0, target).unwrap();
-    assert_eq!(
-        (strided.dims, strided.voxels, strided.row_lens),
-        ([5, 5, 6], 300, [8 * 300, 300])
-    );
-    // The transposed 2x2x2's grid is its result's: no border.
-    assert_eq!(grid(&cases[7].0, target).unwrap().dims, [4, 3, 5]);
-    let spec = |x: [usize; 5], w: [usize; 5], stride, padding| {
-        let spec = Conv3dSpec { stride, padding };
-        ConvGeometry::conv3d(&Shape::new(&x), &Shape::new(&w), &spec).unwrap()
-    };
-    let k3s2 = ConvTranspose3dSpec {
-        stride: [2; 3],
-        padding: [[1, 1]; 3],
-        output_padding: [1; 3],
-    };
-    let more = [
         (
             spec(
                 [1, 5, 8, 9, 64],
@@ -1487,26 +1452,42 @@ fn tf32_wgmma_tma_grid_backward_weights() {
             target,
             WgTma64,
         ),
+        // 256 x 128 where the 256-row tiles are asked for: 27 x 64 rows end three quarters
+        // of the way through the last block; 1 x 1 x 1 x 64 rows fit none and keep 128.
+        (same_odd, m256, WgTma256),
+        (pointwise, m256, WgTma128),
     ];
-    // 256 x 128 where the 256-row tiles are asked for: 27 x 64 rows end three quarters of
-    // the way through the last block; 1 x 1 x 1 x 64 rows fit none and keep 128.
-    let m256 = target.with_wgmma_m256(Reach::All);
-    let m256_cases = [
-        (cases[0].0, m256, ConvTile::WgTma256),
-        (cases[4].0, m256, WgTma128),
-    ];
-    for (g, t, tile) in more.into_iter().chain(m256_cases) {
-        let plan = ConvPlan::new(&g, ConvPass::BackwardWeight, ConvPrecision::Tf32, t).unwrap();
-        assert_eq!(plan.kernel.tile, tile, "{g:?}");
-        assert!(grid(&g, t).is_some(), "{g:?}");
-        check_pass(
-            &g,
-            ConvPass::BackwardWeight,
-            ConvPrecision::Tf32,
-            t,
-            &mut rng,
-        );
+    check_tma_cases(
+        &cases,
+        ConvPass::BackwardWeight,
+        ConvPrecision::Tf32,
+        &mut rng,
+    );
+    let grid = |g: &ConvGeometry, t: ConvTarget| {
+        let plan = ConvPlan::new(g, ConvPass::BackwardWeight, ConvPrecision::Tf32, t).unwrap();
+        match plan.tma {
+            Some(ConvTmaTiling::Grid(grid)) => Some(grid),
+            _ => None,
+        }
+    };
+    for (g, t, _) in &cases {
+        assert!(grid(g, *t).is_some(), "{g:?}");
     }
+    // The first case's grid: 7 x 8 x 9 voxels a sample, two samples, rows of whole chunks.
+    let first = grid(&same_odd, target).unwrap();
+    assert_eq!(
+        (first.dims, first.voxels, first.row_lens),
+        ([7, 8, 9], 1008, [1008; 2])
+    );
+    // Stride 2, 'same' on 8 x 7 x 9: out 4 x 4 x 5, taps reading phase grid offsets -1..0,
+    // so grids of 5 x 5 x 6; x's row holds the 8 phases'.
+    let strided = grid(&cases[5].0, target).unwrap();
+    assert_eq!(
+        (strided.dims, strided.voxels, strided.row_lens),
+        ([5, 5, 6], 300, [8 * 300, 300])
+    );
+    // The transposed 2x2x2's grid is its result's: no border.
+    assert_eq!(grid(&cases[7].0, target).unwrap().dims, [4, 3, 5]);
     let same = |x: [usize; 5], w: [usize; 5], stride| conv(x, w, stride, Padding::Same);
     for (g, t) in [
         (same([1, 6, 6, 6, 96], [3, 3, 3, 96, 64], 1), target),

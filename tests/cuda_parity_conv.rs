@@ -123,6 +123,13 @@ fn conv(x: [usize; 5], w: [usize; 5], stride: usize, pad: usize) -> ConvGeometry
     ConvGeometry::conv3d(&Shape::new(&x), &Shape::new(&w), &spec).unwrap()
 }
 
+/// The U-Net's up-convolution: a 2x2x2 kernel at stride 2, no padding.
+const K2S2: ConvTranspose3dSpec = ConvTranspose3dSpec {
+    stride: [2; 3],
+    padding: [[0, 0]; 3],
+    output_padding: [0; 3],
+};
+
 fn transposed(x: [usize; 5], w: [usize; 5], spec: ConvTranspose3dSpec) -> ConvGeometry {
     ConvGeometry::conv_transpose3d(&Shape::new(&x), &Shape::new(&w), &spec).unwrap()
 }
@@ -131,11 +138,6 @@ fn transposed(x: [usize; 5], w: [usize; 5], spec: ConvTranspose3dSpec) -> ConvGe
 /// 32^3, a strided downsampling, a deep layer that splits its reductions, the 1x1x1 head,
 /// a 2x2x2 transposed conv and a 3x3x3 stride-2 transposed conv with output padding.
 fn geometries() -> Vec<ConvGeometry> {
-    let k2s2 = ConvTranspose3dSpec {
-        stride: [2; 3],
-        padding: [[0, 0]; 3],
-        output_padding: [0; 3],
-    };
     let k3s2 = ConvTranspose3dSpec {
         stride: [2; 3],
         padding: [[1, 1]; 3],
@@ -147,7 +149,7 @@ fn geometries() -> Vec<ConvGeometry> {
         conv([2, 17, 16, 15, 32], [3, 3, 3, 32, 64], 2, 1),
         conv([2, 4, 4, 4, 320], [3, 3, 3, 320, 320], 1, 1),
         conv([2, 20, 21, 22, 32], [1, 1, 1, 32, 3], 1, 0),
-        transposed([2, 9, 8, 7, 64], [2, 2, 2, 32, 64], k2s2),
+        transposed([2, 9, 8, 7, 64], [2, 2, 2, 32, 64], K2S2),
         transposed([1, 6, 7, 5, 20], [3, 3, 3, 12, 20], k3s2),
     ]
 }
@@ -346,18 +348,13 @@ fn tensor_core_convolutions_on_padded_channels_match_cpu() {
 
 /// The geometries of `tensor_core_convolutions_on_padded_channels_match_cpu`.
 fn padded_cases() -> Vec<ConvGeometry> {
-    let k2s2 = ConvTranspose3dSpec {
-        stride: [2; 3],
-        padding: [[0, 0]; 3],
-        output_padding: [0; 3],
-    };
     vec![
         same([2, 20, 18, 16, 4], [3, 3, 3, 4, 36], 1),
         same([2, 16, 15, 17, 12], [3, 1, 1, 12, 72], 1),
         same([2, 13, 12, 14, 40], [3, 3, 3, 40, 3], 2),
         same([1, 16, 17, 15, 8], [1, 1, 1, 8, 130], 1),
         conv([2, 10, 11, 12, 12], [3, 3, 3, 12, 8], 1, 0),
-        transposed([2, 8, 7, 9, 64], [2, 2, 2, 36, 64], k2s2),
+        transposed([2, 8, 7, 9, 64], [2, 2, 2, 36, 64], K2S2),
         same([1, 6, 6, 6, 64], [3, 3, 3, 64, 256], 1),
         same([2, 14, 13, 15, 5], [3, 3, 3, 5, 7], 1),
     ]
@@ -778,15 +775,7 @@ fn wgmma_tma_grid_cases() -> [(ConvGeometry, ConvTile); 6] {
             WgTma128,
         ),
         (
-            transposed(
-                [1, 4, 4, 4, 320],
-                [2, 2, 2, 256, 320],
-                ConvTranspose3dSpec {
-                    stride: [2; 3],
-                    padding: [[0, 0]; 3],
-                    output_padding: [0; 3],
-                },
-            ),
+            transposed([1, 4, 4, 4, 320], [2, 2, 2, 256, 320], K2S2),
             WgTma64,
         ),
     ]
