@@ -7,10 +7,12 @@
 // first element of the column's statistic (which keeps E[d^2] - E[d]^2 accurate when the
 // mean is large against the spread); the second pass adds a statistic's columns and splits.
 // Forward: per (o, ch) coefficients a, b in f64 (rounded once, as the CPU does), then one
-// pass y = act(x a + b), which may also write y packed for a tensor-core convolution.
-// Backward: a reduction of dz and dz (x - mean) (dz being the
-// gradient at the pre-activation, read off y), the dx coefficients and dgamma, dbeta from
-// it, then one pass dx = k1 dz + k2 (x - mean) + k3.
+// pass y = act(x a + b), which may also write y packed for a tensor-core convolution. Both
+// round as the CPU backend does, so y matches it bit for bit.
+// Backward: the forward's coefficients a, b again (norm_affine), a reduction of dz and
+// dz (x - mean) (dz being the gradient at the pre-activation, whose sign is that of
+// z = x a + b, recomputed bit for bit as the forward computed it, so y need not be kept),
+// the dx coefficients and dgamma, dbeta from it, then one pass dx = k1 dz + k2 (x - mean) + k3.
 #include "common.h"
 #include "conv3d_pipe.h"
 
@@ -18,7 +20,8 @@ typedef unsigned long long vx_u64;
 
 // Two sums per column q = (o, i) of the [outer, mid, inner] view over the rows of split
 // blockIdx.y, with the block layout of vx_reduce_axis1 (reduce.h). `load.ref(o, i)` is a
-// per-column constant, `load.add(e, ref, a, b)` adds element e's terms. Writes plane 0 and
+// per-column constant (of the load's choosing), `load.add(e, ref, a, b)` adds element e's
+// terms. Writes plane 0 and
 // plane 1 of `partial`, each [outer, splits, inner].
 template <class Load>
 __device__ __forceinline__ void vx_norm_reduce2(const ReduceParams& r, const Load& load,
@@ -35,7 +38,7 @@ __device__ __forceinline__ void vx_norm_reduce2(const ReduceParams& r, const Loa
 
     double a = 0.0, b = 0.0;
     if (active) {
-        const double ref = load.ref(o, i);
+        const auto ref = load.ref(o, i);
         const vx_u64 base = o * r.mid * r.inner + i;
         for (vx_u64 m = m0 + tid / cols; m < m1; m += rows) load.add(base + m * r.inner, ref, a, b);
     }
@@ -143,7 +146,8 @@ extern "C" __global__ void __launch_bounds__(256)
         const double scale = (p.has_gamma ? static_cast<double>(gamma[ch]) : 1.0) * rstd;
         const double shift = p.has_beta ? static_cast<double>(beta[ch]) : 0.0;
         coef[k] = static_cast<float>(scale);
-        coef[count + k] = static_cast<float>(shift - static_cast<double>(mean[s]) * scale);
+        const double centre = __dmul_rn(static_cast<double>(mean[s]), scale);
+        coef[count + k] = static_cast<float>(shift - centre);
     }
 }
 VX_EMU_ENTRY(norm_affine,
@@ -160,11 +164,18 @@ __device__ __forceinline__ I vx_norm_coef_index(const NormKernelParams& p, I i) 
     return o * c + i % c;
 }
 
+// The pre-activation z = x a + b, rounded after the product and after the sum as the CPU
+// backend rounds it (__fmul_rn is never fused), so that the forward, the backward (which
+// recomputes z for the activation's slope) and the CPU choose the same slopes.
+__device__ __forceinline__ float vx_norm_z(float x, float a, float b) {
+    return __fmul_rn(x, a) + b;
+}
+
 // y = act(x a + b) of one element whose coefficients a, b are at k and planes + k.
 template <class I>
 __device__ __forceinline__ float vx_norm_y(const NormKernelParams& p, const float* coef,
                                            I planes, I k, float x) {
-    const float z = x * coef[k] + coef[planes + k];
+    const float z = vx_norm_z(x, coef[k], coef[planes + k]);
     return z > 0.0f ? z : z * p.neg_slope;
 }
 
@@ -258,39 +269,51 @@ __device__ __forceinline__ void vx_norm_apply_packed(const NormKernelParams& p, 
 VX_NORM_APPLY_PACKED(norm_apply_bf16_pack, VxBf16)
 VX_NORM_APPLY_PACKED(norm_apply_tf32_pack, VxTf32)
 
-// The gradient at the pre-activation: y > 0 exactly where it is (neg_slope >= 0).
-__device__ __forceinline__ float vx_norm_dz(const NormKernelParams& p, float y, float dy) {
-    return y > 0.0f ? dy : dy * p.neg_slope;
+// The gradient at the pre-activation z: the slope is 1 where z > 0, as the forward chose
+// (neg_slope >= 0).
+__device__ __forceinline__ float vx_norm_dz(const NormKernelParams& p, float z, float dy) {
+    return z > 0.0f ? dy : dy * p.neg_slope;
 }
 
+// A column's mean and the forward's coefficients a, b.
+struct VxNormBackwardColumn {
+    double mean;
+    float a;
+    float b;
+};
+
+// `affine` is norm_affine's output for the forward's statistics, gamma and beta.
 struct VxNormBackwardLoad {
     NormKernelParams p;
     const float* x;
-    const float* y;
+    const float* affine;
     const float* dy;
     const float* mean;
-    __device__ __forceinline__ double ref(vx_u64 o, vx_u64 i) const {
-        return mean[vx_norm_stat(p, o, i)];
+    __device__ __forceinline__ VxNormBackwardColumn ref(vx_u64 o, vx_u64 i) const {
+        const vx_u64 k = o * p.c + i;
+        return {mean[vx_norm_stat(p, o, i)], affine[k], affine[p.outer * p.c + k]};
     }
-    __device__ __forceinline__ void add(vx_u64 e, double ref, double& a, double& b) const {
-        const double g = vx_norm_dz(p, y[e], dy[e]);
+    __device__ __forceinline__ void add(vx_u64 e, const VxNormBackwardColumn& col, double& a,
+                                        double& b) const {
+        const float z = vx_norm_z(x[e], col.a, col.b);
+        const double g = vx_norm_dz(p, z, dy[e]);
         a += g;
-        b += g * (static_cast<double>(x[e]) - ref);
+        b += g * (static_cast<double>(x[e]) - col.mean);
     }
 };
 
 // Backward pass 1: per column, sum dz (plane 0) and sum dz (x - mean) (plane 1).
 extern "C" __global__ void __launch_bounds__(VX_REDUCE_THREADS)
     norm_backward_partial(const ReduceParams r, const NormKernelParams p,
-                          const float* __restrict__ x, const float* __restrict__ y,
+                          const float* __restrict__ x, const float* __restrict__ affine,
                           const float* __restrict__ dy, const float* __restrict__ mean,
                           double* __restrict__ partial) {
-    vx_norm_reduce2(r, VxNormBackwardLoad{p, x, y, dy, mean}, partial);
+    vx_norm_reduce2(r, VxNormBackwardLoad{p, x, affine, dy, mean}, partial);
 }
 VX_EMU_ENTRY(norm_backward_partial,
-             (const ReduceParams r, const NormKernelParams p, const float* x, const float* y,
-              const float* dy, const float* mean, double* partial),
-             (r, p, x, y, dy, mean, partial))
+             (const ReduceParams r, const NormKernelParams p, const float* x,
+              const float* affine, const float* dy, const float* mean, double* partial),
+             (r, p, x, affine, dy, mean, partial))
 
 // One thread per statistic: the coefficients of dx = k1 dz + k2 (x - k4) + k3 for each of
 // its (outer slice, channel) pairs k, in planes k1, k2, k3, k4 of outer * c. With fixed
@@ -358,22 +381,24 @@ VX_EMU_ENTRY(norm_backward_affine,
               const float* var, unsigned beta, float* out),
              (r, p, partial, var, beta, out))
 
-// dx = k1 dz + k2 (x - k4) + k3 of one element, coefficient kj at k + (j - 1) planes.
+// dx = k1 dz + k2 (x - k4) + k3 of one element, coefficient kj at k + (j - 1) planes, the
+// forward's a, b (for dz's slope) at k and planes + k of `affine`.
 template <class I>
-__device__ __forceinline__ float vx_norm_dx_value(const NormKernelParams& p, const float* coef,
-                                                  I planes, I k, float x, float y, float dy) {
-    const float g = vx_norm_dz(p, y, dy);
+__device__ __forceinline__ float vx_norm_dx_value(const NormKernelParams& p, const float* affine,
+                                                  const float* coef, I planes, I k, float x,
+                                                  float dy) {
+    const float g = vx_norm_dz(p, vx_norm_z(x, affine[k], affine[planes + k]), dy);
     return coef[k] * g + coef[planes + k] * (x - coef[3 * planes + k]) + coef[2 * planes + k];
 }
 
 template <class I>
 __device__ __forceinline__ void vx_norm_dx(const NormKernelParams& p, const float* x,
-                                           const float* y, const float* dy, const float* coef,
-                                           float* dx) {
+                                           const float* affine, const float* dy,
+                                           const float* coef, float* dx) {
     const I n = static_cast<I>(p.outer * p.mid * p.c);
     const I planes = static_cast<I>(p.outer * p.c);
     for (I i = static_cast<I>(vx_thread_index()); i < n; i += static_cast<I>(vx_thread_stride()))
-        dx[i] = vx_norm_dx_value(p, coef, planes, vx_norm_coef_index(p, i), x[i], y[i], dy[i]);
+        dx[i] = vx_norm_dx_value(p, affine, coef, planes, vx_norm_coef_index(p, i), x[i], dy[i]);
 }
 
 // vx_norm_dx that also writes dx packed (vx_norm_write_packed): dx is the gradient at the
@@ -381,35 +406,34 @@ __device__ __forceinline__ void vx_norm_dx(const NormKernelParams& p, const floa
 // packed.
 template <class P, class I>
 __device__ __forceinline__ void vx_norm_dx_packed(const NormKernelParams& p, const float* x,
-                                                  const float* y, const float* dy,
+                                                  const float* affine, const float* dy,
                                                   const float* coef, float* dx, VxU4* packed) {
     const I planes = static_cast<I>(p.outer * p.c);
     vx_norm_write_packed<P, I>(p, dx, packed, [&](I e, I k, float(&v)[4]) {
-        float xs[4], ys[4], ds[4];
+        float xs[4], ds[4];
         vx_load4_lanes(x + e, xs);
-        vx_load4_lanes(y + e, ys);
         vx_load4_lanes(dy + e, ds);
 #pragma unroll
         for (int t = 0; t < 4; ++t)
-            v[t] = vx_norm_dx_value(p, coef, planes, k + t, xs[t], ys[t], ds[t]);
+            v[t] = vx_norm_dx_value(p, affine, coef, planes, k + t, xs[t], ds[t]);
     });
 }
 
 #define VX_NORM_DX_PACKED(name, Precision)                                                 \
     extern "C" __global__ void __launch_bounds__(256)                                      \
         name(const NormKernelParams p, const float* __restrict__ x,                        \
-             const float* __restrict__ y, const float* __restrict__ dy,                    \
+             const float* __restrict__ affine, const float* __restrict__ dy,               \
              const float* __restrict__ coef, float* __restrict__ dx,                       \
              VxU4* __restrict__ packed) {                                                  \
         if (p.outer * p.mid * p.c <= VX_NORM_MAX_32)                                       \
-            vx_norm_dx_packed<Precision, unsigned>(p, x, y, dy, coef, dx, packed);         \
+            vx_norm_dx_packed<Precision, unsigned>(p, x, affine, dy, coef, dx, packed);    \
         else                                                                               \
-            vx_norm_dx_packed<Precision, vx_u64>(p, x, y, dy, coef, dx, packed);           \
+            vx_norm_dx_packed<Precision, vx_u64>(p, x, affine, dy, coef, dx, packed);      \
     }                                                                                      \
     VX_EMU_ENTRY(name,                                                                     \
-                 (const NormKernelParams p, const float* x, const float* y, const float* dy, \
-                  const float* coef, float* dx, VxU4* packed),                             \
-                 (p, x, y, dy, coef, dx, packed))
+                 (const NormKernelParams p, const float* x, const float* affine,           \
+                  const float* dy, const float* coef, float* dx, VxU4* packed),            \
+                 (p, x, affine, dy, coef, dx, packed))
 
 VX_NORM_DX_PACKED(norm_backward_dx_bf16_pack, VxBf16)
 VX_NORM_DX_PACKED(norm_backward_dx_tf32_pack, VxTf32)
@@ -417,17 +441,17 @@ VX_NORM_DX_PACKED(norm_backward_dx_tf32_pack, VxTf32)
 // Backward pass 2: dx = k1 dz + k2 (x - k4) + k3.
 extern "C" __global__ void __launch_bounds__(256)
     norm_backward_dx(const NormKernelParams p, const float* __restrict__ x,
-                     const float* __restrict__ y, const float* __restrict__ dy,
+                     const float* __restrict__ affine, const float* __restrict__ dy,
                      const float* __restrict__ coef, float* __restrict__ dx) {
     if (p.outer * p.mid * p.c <= VX_NORM_MAX_32)
-        vx_norm_dx<unsigned>(p, x, y, dy, coef, dx);
+        vx_norm_dx<unsigned>(p, x, affine, dy, coef, dx);
     else
-        vx_norm_dx<vx_u64>(p, x, y, dy, coef, dx);
+        vx_norm_dx<vx_u64>(p, x, affine, dy, coef, dx);
 }
 VX_EMU_ENTRY(norm_backward_dx,
-             (const NormKernelParams p, const float* x, const float* y, const float* dy,
+             (const NormKernelParams p, const float* x, const float* affine, const float* dy,
               const float* coef, float* dx),
-             (p, x, y, dy, coef, dx))
+             (p, x, affine, dy, coef, dx))
 
 // moving = momentum * moving + (1 - momentum) * correction * batch, in f64, in place.
 extern "C" __global__ void __launch_bounds__(256)

@@ -189,15 +189,26 @@ type Grads = (Option<Vec<f32>>, Option<Vec<f32>>, Option<Vec<f32>>);
 fn emu_norm_backward(
     plan: &NormPlan,
     x: &[f32],
-    y: &[f32],
     dy: &[f32],
     mean: &[f32],
     var: &[f32],
     gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
     needs: [bool; 3],
 ) -> Grads {
     let k = plan.params;
     let c = k.c as usize;
+    let mut forward_coef = vec![f32::NAN; 2 * k.pairs()];
+    emu::norm::affine(
+        &plan.pairs_dims,
+        k,
+        mean,
+        var,
+        gamma,
+        beta,
+        &mut forward_coef,
+    )
+    .unwrap();
     let affine = needs[1] || needs[2];
     let partial = (k.fixed_stats == 0 || affine).then(|| {
         let mut partial = vec![f64::NAN; plan.partial_len()];
@@ -206,7 +217,7 @@ fn emu_norm_backward(
             plan.reduce,
             k,
             x,
-            y,
+            &forward_coef,
             dy,
             mean,
             &mut partial,
@@ -246,7 +257,8 @@ fn emu_norm_backward(
         )
         .unwrap();
         let mut dx = poisoned(x.len());
-        emu::norm::backward_dx(&plan.element_dims, k, x, y, dy, &coef, &mut dx).unwrap();
+        emu::norm::backward_dx(&plan.element_dims, k, x, &forward_coef, dy, &coef, &mut dx)
+            .unwrap();
         written(&dx, x.len()).to_vec()
     });
     (dx, dgamma, dbeta)
@@ -306,15 +318,15 @@ fn check_norm(p: NormParams, seed: u64, target_blocks: u32) -> u32 {
             assert_close_scaled(&format!("{what} y"), &y, &want_y);
 
             for needs in [[true; 3], [true, false, false], [false, true, true]] {
-                let got = emu_norm_backward(&plan, &x, &y, &dy, &mean, &var, g, needs);
+                let got = emu_norm_backward(&plan, &x, &dy, &mean, &var, g, b, needs);
                 let want = cpu
                     .norm_backward(
                         &x,
-                        &want_y,
                         &dy,
                         &want_mean,
                         &want_var,
                         gv.as_ref(),
+                        bv.as_ref(),
                         &p,
                         needs,
                     )
@@ -387,8 +399,9 @@ fn check_norm_packs<E: emu::conv::Packed + PartialEq + std::fmt::Debug>(
     let k = plan.params;
     let n = p.numel();
     let what = format!("{p:?} {}", pack.precision);
-    let [x, y, dy] = [(); 3].map(|_| random(rng, n, -2.0, 2.0));
+    let [x, dy] = [(); 2].map(|_| random(rng, n, -2.0, 2.0));
     let coef = random(rng, 4 * k.pairs(), -1.5, 1.5);
+    let forward_coef = random(rng, 2 * k.pairs(), -1.5, 1.5);
     let packed_of = |v: &[f32]| {
         let mut want = vec![nan; pack.packed_len()];
         emu::conv::conv3d_pack(pack, v, &mut want).unwrap();
@@ -423,7 +436,16 @@ fn check_norm_packs<E: emu::conv::Packed + PartialEq + std::fmt::Debug>(
     assert!(packed == packed_of(written(&want_y, n)), "{what}: y's pack");
 
     let mut want_dx = poisoned(n);
-    emu::norm::backward_dx(&plan.element_dims, k, &x, &y, &dy, &coef, &mut want_dx).unwrap();
+    emu::norm::backward_dx(
+        &plan.element_dims,
+        k,
+        &x,
+        &forward_coef,
+        &dy,
+        &coef,
+        &mut want_dx,
+    )
+    .unwrap();
     let mut got_dx = poisoned(n);
     let mut packed = vec![nan; pack.packed_len()];
     emu::norm::backward_dx_packed(
@@ -431,7 +453,7 @@ fn check_norm_packs<E: emu::conv::Packed + PartialEq + std::fmt::Debug>(
         k,
         pack,
         &x,
-        &y,
+        &forward_coef,
         &dy,
         &coef,
         &mut got_dx,
@@ -518,15 +540,42 @@ fn eval_mode_with_fixed_statistics_matches_the_cpu_backend() {
         .unwrap();
     assert_close_scaled("eval y", &y, &want_y);
     for needs in [[true; 3], [true, false, false], [false, true, true]] {
-        let got = emu_norm_backward(&plan, &x, &y, &dy, &mean, &var, Some(&gamma), needs);
+        let (g, b) = (Some(&gamma[..]), Some(&beta[..]));
+        let got = emu_norm_backward(&plan, &x, &dy, &mean, &var, g, b, needs);
         let want = cpu
-            .norm_backward(&x, &want_y, &dy, &mean, &var, Some(&gamma), &p, needs)
+            .norm_backward(&x, &dy, &mean, &var, Some(&gamma), Some(&beta), &p, needs)
             .unwrap();
         check_grads(
             &format!("eval needs {needs:?}"),
             got,
             (want.dx, want.dgamma, want.dbeta),
         );
+    }
+}
+
+/// The device's backward chooses the forward's slopes, 1 exactly where the pre-activation
+/// is positive, at zero and one step either side of it included, as the CPU backend does
+/// (its unit test `backward_slopes_follow_the_forwards_pre_activation`): fixed statistics
+/// with rstd = 1 and b = beta - mean = -0.5 make dx the slope itself.
+#[test]
+fn norm_backward_slopes_follow_the_forwards_pre_activation() {
+    let tiny = 2f32.powi(-20);
+    let x = [0.5, 0.5 + tiny, 0.5 - tiny, 3.0, -1.0];
+    let p = NormParams {
+        eps: 0.25,
+        neg_slope: 0.01,
+        fixed_stats: true,
+        ..norm_params([1, 1, 1, x.len(), 1], NormKind::Batch, 1)
+    };
+    let plan = NormPlan::new(NormKernelParams::new(&p, true, true), 8, 3);
+    let (mean, var, gamma, beta) = ([0.75], [0.75], [1.0], [0.25]);
+    let (g, b) = (Some(&gamma[..]), Some(&beta[..]));
+    let y = emu_norm_forward(&plan, &x, &mean, &var, g, b);
+    let (dx, _, _) = emu_norm_backward(&plan, &x, &[1.0; 5], &mean, &var, g, b, [true; 3]);
+    let dx = dx.unwrap();
+    assert_eq!(dx, [0.01, 1.0, 0.01, 1.0, 0.01]);
+    for (y, dx) in y.iter().zip(&dx) {
+        assert_eq!(*y > 0.0, *dx == 1.0, "y {y}, dx {dx}");
     }
 }
 

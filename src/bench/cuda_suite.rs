@@ -404,15 +404,16 @@ fn model_cases(
             fixed_stats: false,
         };
         // The forward: statistics, then the fused normalisation and LeakyReLU. The
-        // backward: dx, dgamma and dbeta from the forward's saved tensors and a random dy,
+        // backward: dx, dgamma and dbeta from what the forward saves (x, the statistics,
+        // gamma and beta) and a random dy,
         // as the reference takes PyTorch's gradients of (x, weight, bias).
         let (mean, var) = cuda.norm_stats(&x, &p)?;
-        let y = cuda.norm_forward(&x, &mean, &var, Some(&gamma), Some(&beta), &p)?;
         let dy = cuda.uniform(SEED, 5, 0, numel)?;
         let mut run = || -> Result<()> {
             if op.ends_with("bwd") {
                 let needs = [true; 3];
-                cuda.norm_backward(&x, &y, &dy, &mean, &var, Some(&gamma), &p, needs)?;
+                let (gamma, beta) = (Some(&gamma), Some(&beta));
+                cuda.norm_backward(&x, &dy, &mean, &var, gamma, beta, &p, needs)?;
             } else {
                 let (mean, var) = cuda.norm_stats(&x, &p)?;
                 cuda.norm_forward(&x, &mean, &var, Some(&gamma), Some(&beta), &p)?;

@@ -1,6 +1,7 @@
 //! `NormKernel` for `Cuda` (kernels/norm.cu): statistics by a two-level f64 reduction,
 //! the normalisation with its affine and fused activation in one pass over memory, the
-//! backward in two passes with small per-statistic and per-channel kernels in between.
+//! backward in two passes with small per-statistic and per-channel kernels in between (it
+//! recomputes the forward's coefficients instead of reading the forward's output).
 //! Where the convolutions run on the tensor cores, the normalisation also writes its output
 //! (the next convolution's x) and its input's gradient (the previous convolution's dy)
 //! packed for them, and keeps each pack beside its buffer (`storage`), so the convolutions
@@ -32,6 +33,35 @@ impl Cuda {
             return Ok(None);
         }
         Ok(norm_pack(p, self.conv_precision()?, self.target_blocks()))
+    }
+
+    /// The forward's coefficients `a, b` of `y = act(x a + b)`, per (outer slice, channel),
+    /// in two planes; an absent gamma or beta is not read (its flag is 0).
+    fn norm_affine(
+        &self,
+        plan: &NormPlan,
+        mean: &CudaStorage,
+        var: &CudaStorage,
+        gamma: Option<&CudaStorage>,
+        beta: Option<&CudaStorage>,
+    ) -> Result<CudaStorage> {
+        let mut coef = self.alloc(2 * plan.params.pairs())?;
+        // `mean` stands in for an absent gamma or beta.
+        call_kernel!(
+            self,
+            "norm",
+            "norm_affine",
+            &plan.pairs_dims,
+            [
+                &plan.params,
+                mean.block(),
+                var.block(),
+                gamma.unwrap_or(mean).block(),
+                beta.unwrap_or(mean).block(),
+                coef.block_mut()
+            ]
+        )?;
+        Ok(coef)
     }
 
     /// `activation_pack` with a buffer for it; None, leaving the convolution to pack for
@@ -95,22 +125,7 @@ impl NormKernel for Cuda {
             p.check_len("gamma/beta", g.len(), p.c)?;
         }
         let plan = self.norm_plan(p, gamma.is_some(), beta.is_some());
-        let mut coef = self.alloc(2 * plan.params.pairs())?;
-        // An absent gamma or beta is not read (its flag is 0); `mean` stands in.
-        call_kernel!(
-            self,
-            "norm",
-            "norm_affine",
-            &plan.pairs_dims,
-            [
-                &plan.params,
-                mean.block(),
-                var.block(),
-                gamma.unwrap_or(mean).block(),
-                beta.unwrap_or(mean).block(),
-                coef.block_mut()
-            ]
-        )?;
+        let coef = self.norm_affine(&plan, mean, var, gamma, beta)?;
         let mut y = self.alloc(x.len())?;
         match self.activation_pack_buffer(&plan.params)? {
             None => call_kernel!(
@@ -148,24 +163,27 @@ impl NormKernel for Cuda {
     fn norm_backward(
         &self,
         x: &CudaStorage,
-        y: &CudaStorage,
         dy: &CudaStorage,
         mean: &CudaStorage,
         var: &CudaStorage,
         gamma: Option<&CudaStorage>,
+        beta: Option<&CudaStorage>,
         p: &NormParams,
         needs: [bool; 3],
     ) -> Result<NormGrads<CudaStorage>> {
         p.validate()?;
-        for (what, len) in [("x", x.len()), ("y", y.len()), ("dy", dy.len())] {
+        for (what, len) in [("x", x.len()), ("dy", dy.len())] {
             p.check_len(what, len, p.numel())?;
         }
         p.check_len("mean", mean.len(), p.stats_len())?;
         p.check_len("variance", var.len(), p.stats_len())?;
-        if let Some(g) = gamma {
-            p.check_len("gamma", g.len(), p.c)?;
+        for g in [gamma, beta].into_iter().flatten() {
+            p.check_len("gamma/beta", g.len(), p.c)?;
         }
-        let plan = self.norm_plan(p, gamma.is_some(), false);
+        let plan = self.norm_plan(p, gamma.is_some(), beta.is_some());
+        // The forward's coefficients, for the activation's slope (the kernels recompute
+        // the pre-activation from x with them).
+        let forward_coef = self.norm_affine(&plan, mean, var, gamma, beta)?;
         let affine = needs[1] || needs[2];
         // Pass 1, per column: sum dz and sum dz (x - mean).
         let partial = if !p.fixed_stats || affine {
@@ -179,7 +197,7 @@ impl NormKernel for Cuda {
                     &plan.reduce,
                     &plan.params,
                     x.block(),
-                    y.block(),
+                    forward_coef.block(),
                     dy.block(),
                     mean.block(),
                     partial.block_mut()
@@ -236,14 +254,14 @@ impl NormKernel for Cuda {
             )?;
             let mut dx = self.alloc(x.len())?;
             let params = &plan.params;
-            let (x, y, dy, coef) = (x.block(), y.block(), dy.block(), coef.block());
+            let (x, ab, dy, coef) = (x.block(), forward_coef.block(), dy.block(), coef.block());
             match self.activation_pack_buffer(params)? {
                 None => call_kernel!(
                     self,
                     "norm",
                     "norm_backward_dx",
                     &plan.element_dims,
-                    [params, x, y, dy, coef, dx.block_mut()]
+                    [params, x, ab, dy, coef, dx.block_mut()]
                 )?,
                 Some((pack, mut packed)) => {
                     let name = match pack.precision {
@@ -255,7 +273,7 @@ impl NormKernel for Cuda {
                         "norm",
                         name,
                         &plan.element_dims,
-                        [params, x, y, dy, coef, dx.block_mut(), packed.block_mut()]
+                        [params, x, ab, dy, coef, dx.block_mut(), packed.block_mut()]
                     )?;
                     dx.packs()
                         .get_or_try_insert(pack, || Ok::<_, Error>(packed))?;

@@ -79,32 +79,77 @@ fn map_rows<E: Element>(out: &mut [E], p: &NormParams, f: impl Fn(usize, usize, 
         });
 }
 
+/// The forward's coefficients, `y = act(x * a + b)`, per (example, channel): `a` in the
+/// first `n * c` values, `b` in the rest. The backward computes them again, the same way,
+/// for the activation's slope.
+fn affine_coefficients<E: Element>(
+    mean: &[E],
+    var: &[E],
+    gamma: Option<&Vec<E>>,
+    beta: Option<&Vec<E>>,
+    p: &NormParams,
+) -> Vec<E> {
+    let rstd = inv_std(var, p.eps);
+    let pairs = p.n * p.c;
+    let mut ab = vec![E::zero(); 2 * pairs];
+    for ex in 0..p.n {
+        for ch in 0..p.c {
+            let s = p.stat_index(ex, ch);
+            let g = gamma.map_or(1.0, |g| g[ch].as_f64());
+            let scale = g * rstd[s];
+            ab[ex * p.c + ch] = E::of(scale);
+            ab[pairs + ex * p.c + ch] =
+                E::of(beta.map_or(0.0, |b| b[ch].as_f64()) - mean[s].as_f64() * scale);
+        }
+    }
+    ab
+}
+
+/// The pre-activation `x * a + b`: one expression for the forward and the backward, so
+/// that the backward's slope is the one the forward applied.
+#[inline(always)]
+fn pre_activation<E: Element>(x: E, a: E, b: E) -> E {
+    x * a + b
+}
+
+/// The activation's slope at pre-activation `z` (slope >= 0, so y > 0 exactly where z > 0).
+#[inline(always)]
+fn slope_at<E: Element>(z: E, slope: E) -> E {
+    if z > E::zero() {
+        E::one()
+    } else {
+        slope
+    }
+}
+
 /// `y = leaky(x * a + b)` over one row. A function of its own: its slices are known not to
 /// overlap, the slope is a value, and the select has no branch, so the loop vectorises.
 #[inline(always)]
 fn affine_leaky<E: Element>(y: &mut [E], x: &[E], a: &[E], b: &[E], slope: E) {
     for (((o, &v), &a), &b) in y.iter_mut().zip(x).zip(a).zip(b) {
-        let z = v * a + b;
-        *o = z * if z > E::zero() { E::one() } else { slope };
+        let z = pre_activation(v, a, b);
+        *o = z * slope_at(z, slope);
     }
 }
 
 /// One row's share of the backward sums: `sum_dz += dz` and `sum_dz_x += dz (x - mean)`,
-/// where dz is the gradient at the pre-activation (y > 0 exactly where it is, slope >= 0).
+/// where dz is the gradient at the pre-activation `x * a + b`.
 #[inline(always)]
 fn sum_gradient_row<E: Element>(
     sum_dz: &mut [f64],
     sum_dz_x: &mut [f64],
     x: &[E],
-    y: &[E],
+    (a, b): (&[E], &[E]),
     dy: &[E],
     mean: &[f64],
     slope: E,
 ) {
     let c = sum_dz.len();
-    let (sum_dz_x, x, y, dy, mean) = (&mut sum_dz_x[..c], &x[..c], &y[..c], &dy[..c], &mean[..c]);
+    let (sum_dz_x, x, dy, mean) = (&mut sum_dz_x[..c], &x[..c], &dy[..c], &mean[..c]);
+    let (a, b) = (&a[..c], &b[..c]);
     for ch in 0..c {
-        let g = (dy[ch] * if y[ch] > E::zero() { E::one() } else { slope }).as_f64();
+        let z = pre_activation(x[ch], a[ch], b[ch]);
+        let g = (dy[ch] * slope_at(z, slope)).as_f64();
         sum_dz[ch] += g;
         sum_dz_x[ch] += g * (x[ch].as_f64() - mean[ch]);
     }
@@ -119,8 +164,9 @@ struct DxCoefficients<E> {
 }
 
 impl<E: Element> DxCoefficients<E> {
+    /// One row of dx; `(a, b)` are the forward's coefficients of the row's example.
     #[inline(always)]
-    fn row(&self, ex: usize, out: &mut [E], x: &[E], y: &[E], dy: &[E], slope: E) {
+    fn row(&self, ex: usize, out: &mut [E], x: &[E], (a, b): (&[E], &[E]), dy: &[E], slope: E) {
         let c = out.len();
         let at = ex * c..(ex + 1) * c;
         let (kd, kc, k0, mu) = (
@@ -129,9 +175,9 @@ impl<E: Element> DxCoefficients<E> {
             &self.constant[at.clone()],
             &self.mean[at],
         );
-        let (x, y, dy) = (&x[..c], &y[..c], &dy[..c]);
+        let (x, dy, a, b) = (&x[..c], &dy[..c], &a[..c], &b[..c]);
         for i in 0..c {
-            let dz = dy[i] * if y[i] > E::zero() { E::one() } else { slope };
+            let dz = dy[i] * slope_at(pre_activation(x[i], a[i], b[i]), slope);
             out[i] = kd[i] * dz + kc[i] * (x[i] - mu[i]) + k0[i];
         }
     }
@@ -200,20 +246,8 @@ impl<E: Element> NormKernel for CpuBackend<E> {
         for g in [gamma, beta].into_iter().flatten() {
             p.check_len("gamma/beta", g.len(), p.c)?;
         }
-        let rstd = inv_std(var, p.eps);
-        // y = act(x * a + b) with a, b per (example, channel).
-        let mut a = vec![E::zero(); p.n * p.c];
-        let mut b = vec![E::zero(); p.n * p.c];
-        for ex in 0..p.n {
-            for ch in 0..p.c {
-                let s = p.stat_index(ex, ch);
-                let g = gamma.map_or(1.0, |g| g[ch].as_f64());
-                let scale = g * rstd[s];
-                a[ex * p.c + ch] = E::of(scale);
-                b[ex * p.c + ch] =
-                    E::of(beta.map_or(0.0, |b| b[ch].as_f64()) - mean[s].as_f64() * scale);
-            }
-        }
+        let ab = affine_coefficients(mean, var, gamma, beta, p);
+        let (a, b) = ab.split_at(p.n * p.c);
         let slope = E::of(p.neg_slope);
         let mut y = vec![E::zero(); x.len()];
         map_rows(&mut y, p, |ex, at, yrow| {
@@ -232,25 +266,28 @@ impl<E: Element> NormKernel for CpuBackend<E> {
     fn norm_backward(
         &self,
         x: &Vec<E>,
-        y: &Vec<E>,
         dy: &Vec<E>,
         mean: &Vec<E>,
         var: &Vec<E>,
         gamma: Option<&Vec<E>>,
+        beta: Option<&Vec<E>>,
         p: &NormParams,
         needs: [bool; 3],
     ) -> Result<NormGrads<Vec<E>>> {
         p.validate()?;
-        for (what, len) in [("x", x.len()), ("y", y.len()), ("dy", dy.len())] {
+        for (what, len) in [("x", x.len()), ("dy", dy.len())] {
             p.check_len(what, len, p.numel())?;
         }
         p.check_len("mean", mean.len(), p.stats_len())?;
         p.check_len("variance", var.len(), p.stats_len())?;
-        if let Some(g) = gamma {
-            p.check_len("gamma", g.len(), p.c)?;
+        for g in [gamma, beta].into_iter().flatten() {
+            p.check_len("gamma/beta", g.len(), p.c)?;
         }
         let c = p.c;
         let rstd = inv_std(var, p.eps);
+        let ab = affine_coefficients(mean, var, gamma, beta, p);
+        let (a, b) = ab.split_at(p.n * c);
+        let coefficients = |ex: usize| (&a[ex * c..][..c], &b[ex * c..][..c]);
         let slope = E::of(p.neg_slope);
         let gamma_at = |ch: usize| gamma.map_or(1.0, |g| g[ch].as_f64());
 
@@ -268,13 +305,10 @@ impl<E: Element> NormKernel for CpuBackend<E> {
                     let r: Vec<f64> = stat.iter().map(|&s| rstd[s]).collect();
                     let mut acc = vec![0.0f64; 2 * c];
                     let (sum_dz, sum_dz_xhat) = acc.split_at_mut(c);
-                    let (xs, ys, dys) = (&x[range.clone()], &y[range.clone()], &dy[range]);
-                    for ((xr, yr), dyr) in xs
-                        .chunks_exact(c)
-                        .zip(ys.chunks_exact(c))
-                        .zip(dys.chunks_exact(c))
-                    {
-                        sum_gradient_row(sum_dz, sum_dz_xhat, xr, yr, dyr, &mu, slope);
+                    let (xs, dys) = (&x[range.clone()], &dy[range]);
+                    for (xr, dyr) in xs.chunks_exact(c).zip(dys.chunks_exact(c)) {
+                        let ab = coefficients(ex);
+                        sum_gradient_row(sum_dz, sum_dz_xhat, xr, ab, dyr, &mu, slope);
                     }
                     // sum dz xhat = rstd * sum dz (x - mean)
                     for (s, r) in sum_dz_xhat.iter_mut().zip(&r) {
@@ -335,7 +369,7 @@ impl<E: Element> NormKernel for CpuBackend<E> {
             let mut dx = vec![E::zero(); x.len()];
             map_rows(&mut dx, p, |ex, at, out| {
                 let row = at..at + out.len();
-                k.row(ex, out, &x[row.clone()], &y[row.clone()], &dy[row], slope);
+                k.row(ex, out, &x[row.clone()], coefficients(ex), &dy[row], slope);
             });
             dx
         });

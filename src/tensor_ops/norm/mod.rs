@@ -117,17 +117,19 @@ pub trait NormKernel: BackendBase {
         beta: Option<&Self::Storage>,
         p: &NormParams,
     ) -> Result<Self::Storage>;
-    /// Gradients with respect to x, gamma and beta, as flagged in `needs`. `y` is the
-    /// forward's output, from which the activation's slope at each element is read.
+    /// Gradients with respect to x, gamma and beta, as flagged in `needs`. The activation's
+    /// slope at each element is that of the forward's pre-activation, computed again from
+    /// x, the statistics, gamma and beta exactly as the forward computed it, so the output
+    /// need not be kept for the backward.
     #[allow(clippy::too_many_arguments)]
     fn norm_backward(
         &self,
         x: &Self::Storage,
-        y: &Self::Storage,
         dy: &Self::Storage,
         mean: &Self::Storage,
         var: &Self::Storage,
         gamma: Option<&Self::Storage>,
+        beta: Option<&Self::Storage>,
         p: &NormParams,
         needs: [bool; 3],
     ) -> Result<NormGrads<Self::Storage>>;
@@ -212,25 +214,25 @@ fn normalize<B: Backend>(
     let mut inputs = vec![x];
     inputs.extend(gamma);
     inputs.extend(beta);
-    Ok(Var::from_op(op, y.clone(), &inputs, || NormBackward {
+    Ok(Var::from_op(op, y, &inputs, || NormBackward {
         x: x.value().clone(),
-        y,
         mean: mean.clone(),
         var: var.clone(),
         gamma: gamma.map(|g| g.value().clone()),
-        has_beta: beta.is_some(),
+        beta: beta.map(|b| b.value().clone()),
         p,
     }))
 }
 
-/// Saves the input, the output (for the activation's slope) and the statistics.
+/// Saves the input, the statistics and the affine: not the output, whose activation slope
+/// the backward computes again from these (the output is often kept by the next layer
+/// only in a converted form, and so is freed).
 struct NormBackward<B: Backend> {
     x: Tensor<B>,
-    y: Tensor<B>,
     mean: Tensor<B>,
     var: Tensor<B>,
     gamma: Option<Tensor<B>>,
-    has_beta: bool,
+    beta: Option<Tensor<B>>,
     p: NormParams,
 }
 
@@ -241,16 +243,19 @@ impl<B: Backend> BackwardOp<B> for NormBackward<B> {
         needs: &[bool],
     ) -> Result<Vec<Option<Tensor<B>>>> {
         let gamma_slot = self.gamma.as_ref().map(|_| 1);
-        let beta_slot = self.has_beta.then(|| 1 + usize::from(gamma_slot.is_some()));
+        let beta_slot = self
+            .beta
+            .as_ref()
+            .map(|_| 1 + usize::from(gamma_slot.is_some()));
         let wants = |slot: Option<usize>| slot.is_some_and(|i| needs[i]);
         let be = self.x.backend();
         let grads = be.norm_backward(
             self.x.storage(),
-            self.y.storage(),
             grad.storage(),
             self.mean.storage(),
             self.var.storage(),
             self.gamma.as_ref().map(|g| g.storage()),
+            self.beta.as_ref().map(|b| b.storage()),
             &self.p,
             [needs[0], wants(gamma_slot), wants(beta_slot)],
         )?;
@@ -533,6 +538,57 @@ mod tests {
     }
 
     const ACTS: [Option<UnaryOp>; 3] = [None, Some(UnaryOp::Relu), Some(UnaryOp::LeakyRelu(0.2))];
+
+    /// The backward's slope is the forward's: 1 exactly where the pre-activation is
+    /// positive, at zero and one step either side of it included. With fixed statistics
+    /// chosen so that rstd = 1 and b = beta - mean = -0.5 (beta counts: without it the
+    /// slopes would differ), dx is dz itself.
+    #[test]
+    fn backward_slopes_follow_the_forwards_pre_activation() {
+        let tiny = 2f32.powi(-20);
+        let x = [0.5, 0.5 + tiny, 0.5 - tiny, 3.0, -1.0];
+        let p = NormParams {
+            n: 1,
+            spatial: x.len(),
+            c: 1,
+            groups: 1,
+            eps: 0.25,
+            neg_slope: 0.01,
+            kind: NormKind::Batch,
+            fixed_stats: true,
+        };
+        fn run<B: Backend>(b: &B, x: &[f32], p: &NormParams) -> (Vec<f64>, Vec<f64>) {
+            let up = |v: &[f32]| Tensor::from_f32(b, [v.len()], v).unwrap();
+            let (x, dy) = (up(x), up(&vec![1.0; x.len()]));
+            let (mean, var, gamma, beta) = (up(&[0.75]), up(&[0.75]), up(&[1.0]), up(&[0.25]));
+            fn s<B: Backend>(t: &Tensor<B>) -> &B::Storage {
+                t.storage()
+            }
+            let (g, bt) = (Some(s(&gamma)), Some(s(&beta)));
+            let y = b.norm_forward(s(&x), s(&mean), s(&var), g, bt, p).unwrap();
+            let dx = b
+                .norm_backward(s(&x), s(&dy), s(&mean), s(&var), g, bt, p, [true; 3])
+                .unwrap()
+                .dx
+                .unwrap();
+            let host = |v: B::Storage| Tensor::from_storage(b, Shape::new(&[p.spatial]), v);
+            (
+                host(y).unwrap().to_vec_f64().unwrap(),
+                host(dx).unwrap().to_vec_f64().unwrap(),
+            )
+        }
+        for (what, (y, dx)) in [
+            ("f64", run(&Cpu64::new(), &x, &p)),
+            ("f32", run(&Cpu::new(), &x, &p)),
+        ] {
+            // The slope in the backend's precision.
+            let low = if what == "f32" { 0.01f32 as f64 } else { 0.01 };
+            assert_eq!(dx, [low, 1.0, low, 1.0, low], "{what}");
+            for (y, dx) in y.iter().zip(&dx) {
+                assert_eq!(*y > 0.0, *dx == 1.0, "{what}: y {y}, dx {dx}");
+            }
+        }
+    }
 
     #[test]
     fn batch_norm_train_gives_zero_mean_unit_variance_per_channel() {
@@ -871,16 +927,13 @@ mod tests {
         let grads64 = {
             let b = Cpu64::new();
             let (m, v) = b.norm_stats(x64.storage(), &p).unwrap();
-            let y = b
-                .norm_forward(x64.storage(), &m, &v, Some(g64.storage()), None, &p)
-                .unwrap();
             b.norm_backward(
                 x64.storage(),
-                &y,
                 &dy,
                 &m,
                 &v,
                 Some(g64.storage()),
+                None,
                 &p,
                 [true; 3],
             )
@@ -889,16 +942,13 @@ mod tests {
         let grads32 = {
             let b = Cpu::new();
             let (m, v) = b.norm_stats(x32.storage(), &p).unwrap();
-            let y = b
-                .norm_forward(x32.storage(), &m, &v, Some(g32.storage()), None, &p)
-                .unwrap();
             b.norm_backward(
                 x32.storage(),
-                &y,
                 &dy32,
                 &m,
                 &v,
                 Some(g32.storage()),
+                None,
                 &p,
                 [true; 3],
             )

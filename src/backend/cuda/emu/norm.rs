@@ -61,7 +61,7 @@ extern "C" {
         d: *const LaunchDims,
         p: NormKernelParams,
         x: *const f32,
-        y: *const f32,
+        affine: *const f32,
         dy: *const f32,
         coef: *const f32,
         dx: *mut f32,
@@ -71,7 +71,7 @@ extern "C" {
         d: *const LaunchDims,
         p: NormKernelParams,
         x: *const f32,
-        y: *const f32,
+        affine: *const f32,
         dy: *const f32,
         coef: *const f32,
         dx: *mut f32,
@@ -82,7 +82,7 @@ extern "C" {
         r: ReduceParams,
         p: NormKernelParams,
         x: *const f32,
-        y: *const f32,
+        affine: *const f32,
         dy: *const f32,
         mean: *const f32,
         partial: *mut f64,
@@ -110,7 +110,7 @@ extern "C" {
         d: *const LaunchDims,
         p: NormKernelParams,
         x: *const f32,
-        y: *const f32,
+        affine: *const f32,
         dy: *const f32,
         coef: *const f32,
         dx: *mut f32,
@@ -233,12 +233,19 @@ fn check_apply(p: &NormKernelParams, x: &[f32], coef: &[f32], y: &[f32]) -> EmuR
     need("y", y.len(), p.numel() as u64)
 }
 
-/// The lengths `backward_dx` and `backward_dx_packed` need: x, y, dy and dx, and coef.
-fn check_dx(p: &NormKernelParams, elements: [&[f32]; 4], coef: &[f32]) -> EmuResult {
+/// The lengths `backward_dx` and `backward_dx_packed` need: x, dy and dx, the forward's
+/// coefficients (`affine`'s output) and the backward's.
+fn check_dx(
+    p: &NormKernelParams,
+    elements: [&[f32]; 3],
+    affine: &[f32],
+    coef: &[f32],
+) -> EmuResult {
     check_params(p)?;
-    for (what, v) in ["x", "y", "dy", "dx"].into_iter().zip(elements) {
+    for (what, v) in ["x", "dy", "dx"].into_iter().zip(elements) {
         need(what, v.len(), p.numel() as u64)?;
     }
+    need("affine", affine.len(), 2 * p.pairs() as u64)?;
     need("coef", coef.len(), 4 * p.pairs() as u64)
 }
 
@@ -307,29 +314,24 @@ pub fn backward_dx_packed<E: Packed>(
     p: NormKernelParams,
     pack: &ConvPack,
     x: &[f32],
-    y: &[f32],
+    affine: &[f32],
     dy: &[f32],
     coef: &[f32],
     dx: &mut [f32],
     packed: &mut [E],
 ) -> EmuResult {
-    check_dx(&p, [x, y, dy, dx], coef)?;
-    let f32s = [
-        ("x", x.as_ptr()),
-        ("y", y.as_ptr()),
-        ("dy", dy.as_ptr()),
-        ("dx", dx.as_ptr()),
-    ];
+    check_dx(&p, [x, dy, dx], affine, coef)?;
+    let f32s = [("x", x.as_ptr()), ("dy", dy.as_ptr()), ("dx", dx.as_ptr())];
     check_pack(&p, pack, packed, &f32s)?;
-    let (x, y, dy, coef) = (x.as_ptr(), y.as_ptr(), dy.as_ptr(), coef.as_ptr());
+    let (x, affine, dy, coef) = (x.as_ptr(), affine.as_ptr(), dy.as_ptr(), coef.as_ptr());
     let (dx, out) = (dx.as_mut_ptr(), packed.as_mut_ptr());
     // SAFETY: lengths, element size and alignment checked above.
     status(unsafe {
         match pack.precision {
             ConvPrecision::Tf32 => {
-                emu_norm_backward_dx_tf32_pack(d, p, x, y, dy, coef, dx, out.cast())
+                emu_norm_backward_dx_tf32_pack(d, p, x, affine, dy, coef, dx, out.cast())
             }
-            _ => emu_norm_backward_dx_bf16_pack(d, p, x, y, dy, coef, dx, out.cast()),
+            _ => emu_norm_backward_dx_bf16_pack(d, p, x, affine, dy, coef, dx, out.cast()),
         }
     })
 }
@@ -340,15 +342,16 @@ pub fn backward_partial(
     r: ReduceParams,
     p: NormKernelParams,
     x: &[f32],
-    y: &[f32],
+    affine: &[f32],
     dy: &[f32],
     mean: &[f32],
     partial: &mut [f64],
 ) -> EmuResult {
     let np = partial_len(d, &r, &p)?;
-    for (what, len) in [("x", x.len()), ("y", y.len()), ("dy", dy.len())] {
+    for (what, len) in [("x", x.len()), ("dy", dy.len())] {
         need(what, len, p.numel() as u64)?;
     }
+    need("affine", affine.len(), 2 * p.pairs() as u64)?;
     need("mean", mean.len(), p.stats_len() as u64)?;
     need("partial", partial.len(), np)?;
     // SAFETY: lengths checked against the params above.
@@ -358,7 +361,7 @@ pub fn backward_partial(
             r,
             p,
             x.as_ptr(),
-            y.as_ptr(),
+            affine.as_ptr(),
             dy.as_ptr(),
             mean.as_ptr(),
             partial.as_mut_ptr(),
@@ -439,19 +442,19 @@ pub fn backward_dx(
     d: &LaunchDims,
     p: NormKernelParams,
     x: &[f32],
-    y: &[f32],
+    affine: &[f32],
     dy: &[f32],
     coef: &[f32],
     dx: &mut [f32],
 ) -> EmuResult {
-    check_dx(&p, [x, y, dy, dx], coef)?;
+    check_dx(&p, [x, dy, dx], affine, coef)?;
     // SAFETY: lengths checked against the params above.
     status(unsafe {
         emu_norm_backward_dx(
             d,
             p,
             x.as_ptr(),
-            y.as_ptr(),
+            affine.as_ptr(),
             dy.as_ptr(),
             coef.as_ptr(),
             dx.as_mut_ptr(),
