@@ -33,7 +33,9 @@
 # the plan allows (VOXSEG_WGMMA_TMA=all), "+notma" nowhere (=off, tf32w's too), "+non64w" runs
 # 64-column backward weights on mma.sync (VOXSEG_WGMMA_N64_WEIGHTS=off), "+tf32w" runs
 # tf32 backward weights on the tensor memory accelerator's tiles over channel-major packs
-# (VOXSEG_WGMMA_TF32_WEIGHTS=1; off by default, not yet timed), "+jit" loads
+# (VOXSEG_WGMMA_TF32_WEIGHTS=1; off by default, not yet timed), "+savepacked" has the
+# tape keep only the packs of the tensor-core convolutions' inputs that their weight
+# gradients read (VOXSEG_SAVE_PACKED_INPUTS=1; off by default, not yet run), "+jit" loads
 # every module from its PTX (the driver's compilation) instead of the machine code the
 # bundle carries for the card (VOXSEG_SASS=off); without them each runs where an H100
 # measured it faster (so "+l1" leaves the
@@ -159,6 +161,7 @@ for item in $ours; do
         jit) vars+=(VOXSEG_SASS=off) ;;
         non64w) vars+=(VOXSEG_WGMMA_N64_WEIGHTS=off) ;;
         tf32w) vars+=(VOXSEG_WGMMA_TF32_WEIGHTS=1) ;;
+        savepacked) vars+=(VOXSEG_SAVE_PACKED_INPUTS=1) ;;
         l1) vars+=(VOXSEG_GATHER_L1=all) ;;
         nol1) vars+=(VOXSEG_GATHER_L1=off) ;;
         halo) vars+=(VOXSEG_CONV_HALO=all) ;;

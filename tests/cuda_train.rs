@@ -117,3 +117,73 @@ fn after_the_first_step_a_step_allocates_nothing_new() {
         "device allocations after warm-up: {before} -> {after}"
     );
 }
+
+/// With `set_save_packed_inputs` the tape keeps, of each tensor-core convolution's input,
+/// only the pack its weight gradient reads: a step's loss and gradients are those it has
+/// without, and what the forward leaves allocated for the backward is smaller (the norms'
+/// f32 outputs and the decoder's concatenations are freed once the forward has read them).
+#[test]
+#[ignore = "needs a CUDA device"]
+fn saving_packed_inputs_keeps_the_gradients_and_frees_the_f32_inputs() {
+    use voxseg::backend::cuda::conv_plan::ConvPrecision;
+    let _serial = common::serial();
+    let cuda = Cuda::new(0).unwrap();
+    let (precision, saving) = (
+        cuda.conv_precision().unwrap(),
+        cuda.save_packed_inputs().unwrap(),
+    );
+    let run = |save: bool| -> (f64, Vec<(String, Vec<f32>)>, u64) {
+        cuda.set_save_packed_inputs(save);
+        let mut model = Model::new(&cuda, &spec(), 5).unwrap();
+        let (x, t) = batch(3);
+        let before = cuda.pool_stats().allocated_bytes;
+        let tape = Tape::new();
+        let out = model
+            .forward(
+                &Var::constant(Tensor::from_f32(&cuda, [2, 16, 16, 16, 4], &x).unwrap()),
+                &Ctx::train(tape.clone(), 3),
+            )
+            .unwrap();
+        let target = Target::Regions(Tensor::from_f32(&cuda, [2, 16, 16, 16, 3], &t).unwrap());
+        let loss = dice_ce(&out[0], &target).unwrap();
+        drop(out);
+        let kept = cuda.pool_stats().allocated_bytes - before;
+        let value = loss.value().item().unwrap();
+        let grads = tape.backward(&loss).unwrap();
+        let named = model
+            .params()
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    grads.get(p.id).unwrap().to_vec_f32().unwrap(),
+                )
+            })
+            .collect();
+        (value, named, kept)
+    };
+    for p in [ConvPrecision::Bf16, ConvPrecision::Tf32] {
+        cuda.set_conv_precision(p);
+        let (full_loss, full_grads, full_kept) = run(false);
+        let (packed_loss, packed_grads, packed_kept) = run(true);
+        assert_eq!(packed_loss, full_loss, "{p}: loss");
+        for ((name, g), (_, f)) in packed_grads.iter().zip(&full_grads) {
+            let scale = f.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+            let err = g
+                .iter()
+                .zip(f)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                err <= 1e-5 * scale,
+                "{p}: gradient of {name} differs by {err}"
+            );
+        }
+        assert!(
+            (packed_kept as f64) <= 0.8 * full_kept as f64,
+            "{p}: the forward left {packed_kept} bytes for the backward, {full_kept} without \
+             saving packed inputs"
+        );
+    }
+    cuda.set_conv_precision(precision);
+    cuda.set_save_packed_inputs(saving);
+}

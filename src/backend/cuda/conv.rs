@@ -23,6 +23,10 @@
 //! `VOXSEG_WGMMA_TF32_WEIGHTS=1` runs tf32 backward weights on the tensor memory
 //! accelerator's tiles over channel-major packs (off: not yet timed; inert where
 //! `VOXSEG_WGMMA_TMA` is off).
+//!
+//! `VOXSEG_SAVE_PACKED_INPUTS=1` has the tape keep, of a tensor-core convolution's input,
+//! only the pack its weight gradient reads (`conv3d_saved_input`), so that the f32 input
+//! is freed once the forward is done with it (off until a GPU has run it).
 use super::conv_plan::{
     wgmma_probe_depth, ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, Reach, WgmmaLayout,
     CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
@@ -88,6 +92,11 @@ pub const HALO_ENV: &str = "VOXSEG_CONV_HALO";
 /// The environment variable that turns keeping operand packs off (`0` or `off`).
 pub const PACK_CACHE_ENV: &str = "VOXSEG_PACK_CACHE";
 
+/// The environment variable that has the tape keep, of a tensor-core convolution's input,
+/// only the pack its weight gradient reads (`1` or `on`; off by default until a GPU has
+/// run it). Inert where packs are not kept (`VOXSEG_PACK_CACHE=off`).
+pub const SAVE_PACKED_INPUTS_ENV: &str = "VOXSEG_SAVE_PACKED_INPUTS";
+
 /// `map` over the packed operand at device address `at`, as the driver encodes it for the
 /// tensor memory accelerator (bf16 or 32-bit words, the 128- or 64-byte swizzle, zero
 /// fill); `kernel` names the launch in an error.
@@ -151,6 +160,7 @@ struct ConvSettings {
     gather_l1: Reach,
     halo: Reach,
     cache_packs: bool,
+    save_packed_inputs: bool,
 }
 
 impl Default for ConvSettings {
@@ -167,6 +177,7 @@ impl Default for ConvSettings {
             gather_l1: Reach::default(),
             halo: Reach::default(),
             cache_packs: true,
+            save_packed_inputs: false,
         }
     }
 }
@@ -343,6 +354,12 @@ impl Cuda {
         let gather_l1 = reach_from_env(GATHER_L1_ENV)?;
         let halo = reach_from_env(HALO_ENV)?;
         let cache_packs = switch_from_env(PACK_CACHE_ENV)?.unwrap_or(true);
+        let save_packed_inputs = switch_from_env(SAVE_PACKED_INPUTS_ENV)?.unwrap_or(false);
+        if save_packed_inputs && !cache_packs {
+            eprintln!(
+                "{SAVE_PACKED_INPUTS_ENV}=1 has no effect: {PACK_CACHE_ENV}=off keeps no packs"
+            );
+        }
         let s = ConvSettings {
             precision,
             wgmma,
@@ -355,6 +372,7 @@ impl Cuda {
             gather_l1,
             halo,
             cache_packs,
+            save_packed_inputs,
         };
         map.insert(self.ordinal(), s);
         Ok(s)
@@ -453,6 +471,17 @@ impl Cuda {
     /// is in progress (a pack made then is written only when the graph replays, and not at
     /// all if the capture fails).
     fn packed(&self, pack: &ConvPack, src: &CudaStorage) -> Result<Arc<CudaStorage>> {
+        if src.packs_only_of().is_some() {
+            return src.packs().get(pack).ok_or_else(|| Error::Backend {
+                backend: "cuda",
+                msg: format!(
+                    "a convolution's input was saved only as the pack its weight gradient \
+                     read when it was saved; this pass needs {:?} {:?} (were the \
+                     convolution settings changed between the forward and the backward?)",
+                    pack.kind, pack.precision
+                ),
+            });
+        }
         if !self.conv_settings()?.cache_packs {
             return Ok(Arc::new(self.pack(pack, src)?));
         }
@@ -583,6 +612,18 @@ impl Cuda {
         self.update_conv_settings(|s| s.cache_packs = on);
     }
 
+    /// Whether the tape keeps, of a tensor-core convolution's input, only the pack its
+    /// weight gradient reads (`conv3d_saved_input`): what `set_save_packed_inputs` set, else
+    /// `VOXSEG_SAVE_PACKED_INPUTS` (off unless `1` or `on`).
+    pub fn save_packed_inputs(&self) -> Result<bool> {
+        Ok(self.conv_settings()?.save_packed_inputs)
+    }
+
+    /// Turns saving packed inputs on or off for this device, whatever the environment says.
+    pub fn set_save_packed_inputs(&self, on: bool) {
+        self.update_conv_settings(|s| s.save_packed_inputs = on);
+    }
+
     /// The plan this device runs `pass` of `g` with, at its current precision.
     pub fn conv_plan(&self, g: &ConvGeometry, pass: ConvPass) -> Result<ConvPlan> {
         let s = self.conv_settings()?;
@@ -611,6 +652,17 @@ impl Cuda {
         let plan = self.conv_plan(g, pass)?;
         let mut out = self.alloc(plan.workspace_len())?;
         match &plan.packs {
+            None if a.packs_only_of().is_some() || b.packs_only_of().is_some() => {
+                return Err(Error::Backend {
+                    backend: "cuda",
+                    msg: format!(
+                        "conv3d {pass:?}: an operand was saved only packed, and this pass \
+                         reads f32 ({} convolutions; were the settings changed between the \
+                         forward and the backward?)",
+                        plan.kernel.precision
+                    ),
+                });
+            }
             None => self.launch_conv(&plan, a, b, bias, &mut out)?,
             Some([pack_a, pack_b]) => {
                 let (a, b) = (self.packed(pack_a, a)?, self.packed(pack_b, b)?);
@@ -909,9 +961,42 @@ impl Conv3dKernel for Cuda {
     ) -> Result<CudaStorage> {
         let op = "conv3d backward_weight";
         g.validate(op)?;
-        check_len(op, "x", x.len(), g.n * g.input_voxels() * g.cin)?;
-        check_len(op, "dy", dy.len(), g.n * g.output_voxels() * g.cout)?;
+        // Either operand may be a convolution's input saved packed (`conv3d_saved_input`).
+        let contents_len = |s: &CudaStorage| s.packs_only_of().unwrap_or(s.len());
+        check_len(op, "x", contents_len(x), g.n * g.input_voxels() * g.cin)?;
+        check_len(op, "dy", contents_len(dy), g.n * g.output_voxels() * g.cout)?;
         self.conv_pass(g, ConvPass::BackwardWeight, x, dy, None)
+    }
+
+    /// The pack of `x` that this device's weight gradient of `g` reads, alone, where
+    /// saving packed inputs is on, packs are kept and no graph capture is in progress, and
+    /// that gradient reads `x` packed; else None (the tape keeps `x`). The pack is also kept
+    /// beside `x` (a forward pass that reads it finds it).
+    fn conv3d_saved_input(
+        &self,
+        x: &CudaStorage,
+        g: &ConvGeometry,
+        transposed: bool,
+    ) -> Result<Option<CudaStorage>> {
+        let s = self.conv_settings()?;
+        if !(s.save_packed_inputs && s.cache_packs) || self.capturing() {
+            return Ok(None);
+        }
+        let plan = self.conv_plan(g, ConvPass::BackwardWeight)?;
+        let Some([pack_x, pack_dy]) = plan.packs else {
+            return Ok(None);
+        };
+        // A transposed convolution's input is the dy of the weight gradient it runs.
+        let pack = if transposed { pack_dy } else { pack_x };
+        let op = "conv3d saved input";
+        check_len(op, "x", x.len(), pack.source_len())?;
+        let packed = self.packed(&pack, x)?;
+        Ok(Some(CudaStorage::packs_only(
+            self.alloc(0)?,
+            x.len(),
+            pack,
+            packed,
+        )))
     }
 }
 

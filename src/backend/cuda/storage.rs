@@ -9,6 +9,12 @@
 //! norms write the packs of the activations they produce themselves (norm.rs). The buffer's
 //! contents change only through `block_mut`, which drops every conversion, and the
 //! conversions are returned to the pool with the buffer.
+//!
+//! A buffer may also hold only a conversion: what the tape keeps of a convolution's input
+//! for the weight gradient, when that gradient reads the input packed
+//! (`Conv3dKernel::conv3d_saved_input`). Its f32 contents are gone, and its `len` is 0 so
+//! that every operand check refuses it; only the convolutions' packed operands read it.
+use super::conv_plan::ConvPack;
 use super::device::StreamAlloc;
 use super::pool::PoolBlock;
 use cudarc::driver::CudaSlice;
@@ -17,7 +23,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// A device buffer of f32: a pool block, the element count in use, and its conversions.
 pub struct CudaStorage {
     block: PoolBlock<StreamAlloc>,
-    packs: Derived<super::conv_plan::ConvPack, CudaStorage>,
+    packs: Derived<ConvPack, CudaStorage>,
+    /// Set on a buffer that holds only packs (see the module docs): the element count of
+    /// the f32 contents they were made from. `block` is then an empty stub.
+    packs_only: Option<usize>,
 }
 
 impl CudaStorage {
@@ -25,7 +34,27 @@ impl CudaStorage {
         Self {
             block,
             packs: Derived::default(),
+            packs_only: None,
         }
+    }
+    /// A buffer that holds only `packed`, the `pack` of contents of `source_len` elements,
+    /// in place of the block of `stub` (an empty buffer).
+    pub(super) fn packs_only(
+        stub: CudaStorage,
+        source_len: usize,
+        pack: ConvPack,
+        packed: Arc<CudaStorage>,
+    ) -> Self {
+        Self {
+            block: stub.block,
+            packs: Derived::with(pack, packed),
+            packs_only: Some(source_len),
+        }
+    }
+    /// For a buffer that holds only packs, the element count of the contents they were
+    /// made from.
+    pub(super) fn packs_only_of(&self) -> Option<usize> {
+        self.packs_only
     }
     /// Elements requested (the block may hold more).
     pub fn len(&self) -> usize {
@@ -43,7 +72,7 @@ impl CudaStorage {
         self.block.block_mut()
     }
     /// The conversions of this buffer the convolutions keep (see the module docs).
-    pub(super) fn packs(&self) -> &Derived<super::conv_plan::ConvPack, CudaStorage> {
+    pub(super) fn packs(&self) -> &Derived<ConvPack, CudaStorage> {
         &self.packs
     }
 }
@@ -62,6 +91,13 @@ impl<K, V> Default for Derived<K, V> {
 }
 
 impl<K: PartialEq, V> Derived<K, V> {
+    /// Holding `value` under `key`.
+    pub fn with(key: K, value: Arc<V>) -> Self {
+        Self {
+            entries: Mutex::new(vec![(key, value)]),
+        }
+    }
+
     /// The value under `key`, made by `make` (and kept) when there is none.
     pub fn get_or_try_insert<E>(
         &self,

@@ -39,13 +39,27 @@ pub trait Conv3dKernel: BackendBase {
         bias: Option<&Self::Storage>,
         g: &ConvGeometry,
     ) -> Result<Self::Storage>;
-    /// The gradient `dw [kd, kh, kw, Cin, Cout]` of the forward.
+    /// The gradient `dw [kd, kh, kw, Cin, Cout]` of the forward. `x` (or, for a transposed
+    /// convolution, `dy`) may be what `conv3d_saved_input` returned.
     fn conv3d_backward_weight(
         &self,
         x: &Self::Storage,
         dy: &Self::Storage,
         g: &ConvGeometry,
     ) -> Result<Self::Storage>;
+    /// What the tape keeps of a convolution's input `x` for the weight gradient (of a
+    /// transposed one if `transposed`: its input is that gradient's dy). None, the default,
+    /// keeps `x` itself. A backend whose weight gradient reads `x` converted may return the
+    /// conversion alone, for `conv3d_backward_weight` to take in `x`'s place, so that `x`
+    /// is freed once nothing else holds it.
+    fn conv3d_saved_input(
+        &self,
+        _x: &Self::Storage,
+        _g: &ConvGeometry,
+        _transposed: bool,
+    ) -> Result<Option<Self::Storage>> {
+        Ok(None)
+    }
 }
 
 fn check_bias<B: Backend>(
@@ -112,9 +126,27 @@ fn conv_transpose3d_with<B: Backend>(
     Tensor::from_storage(x.backend(), g.input_shape(), y)
 }
 
-/// Saves the input and the weight (each needed for the other's gradient) and the geometry.
+/// What a convolution's backward keeps of its input: the input, or what the backend
+/// keeps of it for the weight gradient (`Conv3dKernel::conv3d_saved_input`).
+enum SavedInput<B: Backend> {
+    Value(Tensor<B>),
+    Converted(B::Storage),
+}
+
+impl<B: Backend> SavedInput<B> {
+    fn storage(&self) -> &B::Storage {
+        match self {
+            SavedInput::Value(t) => t.storage(),
+            SavedInput::Converted(s) => s,
+        }
+    }
+}
+
+/// Saves the input (or its conversion) and the weight, each needed for the other's
+/// gradient, the input's shape and the geometry.
 struct ConvBackward<B: Backend> {
-    x: Tensor<B>,
+    x: SavedInput<B>,
+    x_shape: Shape,
     w: Tensor<B>,
     geom: ConvGeometry,
     transposed: bool,
@@ -134,7 +166,7 @@ impl<B: Backend> BackwardOp<B> for ConvBackward<B> {
             } else {
                 be.conv3d_backward_data(grad.storage(), self.w.storage(), None, g)?
             };
-            Some(Tensor::from_storage(be, self.x.shape().clone(), s)?)
+            Some(Tensor::from_storage(be, self.x_shape.clone(), s)?)
         } else {
             None
         };
@@ -201,8 +233,19 @@ impl<B: Backend> Var<B> {
     ) -> Result<Var<B>> {
         let mut inputs = vec![self, w];
         inputs.extend(bias);
+        let saved = if inputs.iter().any(|v| v.is_tracked()) {
+            self.backend()
+                .conv3d_saved_input(self.value().storage(), &geom, transposed)?
+        } else {
+            None
+        };
+        let x = match saved {
+            Some(converted) => SavedInput::Converted(converted),
+            None => SavedInput::Value(self.value().clone()),
+        };
         Ok(Var::from_op(op, y, &inputs, || ConvBackward {
-            x: self.value().clone(),
+            x,
+            x_shape: self.shape().clone(),
             w: w.value().clone(),
             geom,
             transposed,
