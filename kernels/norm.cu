@@ -8,7 +8,8 @@
 // mean is large against the spread); the second pass adds a statistic's columns and splits.
 // Forward: per (o, ch) coefficients a, b in f64 (rounded once, as the CPU does), then one
 // pass y = act(x a + b), which may also write y packed for a tensor-core convolution. Both
-// round as the CPU backend does, so y matches it bit for bit.
+// round as the CPU backend does, so, given the same statistics, y and the backward's slopes
+// match it bit for bit.
 // Backward: the forward's coefficients a, b again (norm_affine), a reduction of dz and
 // dz (x - mean) (dz being the gradient at the pre-activation, whose sign is that of
 // z = x a + b, recomputed bit for bit as the forward computed it, so y need not be kept),

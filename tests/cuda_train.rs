@@ -120,15 +120,26 @@ fn after_the_first_step_a_step_allocates_nothing_new() {
 
 /// With `set_save_packed_inputs` the tape keeps, of each tensor-core convolution's input,
 /// only the pack its weight gradient reads: a step's loss and gradients are those it has
-/// without, and what the forward leaves allocated for the backward is smaller (the norms'
-/// f32 outputs and the decoder's concatenations are freed once the forward has read them).
+/// without, and what the forward leaves allocated for the backward is smaller (each conv's
+/// f32 input, here the dropout outputs and the decoder's concatenations, is freed once the
+/// forward has read it).
 #[test]
 #[ignore = "needs a CUDA device"]
 fn saving_packed_inputs_keeps_the_gradients_and_frees_the_f32_inputs() {
     use voxseg::backend::cuda::conv_plan::ConvPrecision;
     let _serial = common::serial();
     let cuda = Cuda::new(0).unwrap();
-    let (precision, saving) = (
+    /// Puts the device's settings back, whether the test passes or not (the other tests of
+    /// this process share them).
+    struct Restore<'a>(&'a Cuda, ConvPrecision, bool);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            self.0.set_conv_precision(self.1);
+            self.0.set_save_packed_inputs(self.2);
+        }
+    }
+    let _restore = Restore(
+        &cuda,
         cuda.conv_precision().unwrap(),
         cuda.save_packed_inputs().unwrap(),
     );
@@ -184,6 +195,4 @@ fn saving_packed_inputs_keeps_the_gradients_and_frees_the_f32_inputs() {
              saving packed inputs"
         );
     }
-    cuda.set_conv_precision(precision);
-    cuda.set_save_packed_inputs(saving);
 }

@@ -142,10 +142,10 @@ impl<B: Backend> SavedInput<B> {
     }
 }
 
-/// Saves the input (or its conversion) and the weight, each needed for the other's
-/// gradient, the input's shape and the geometry.
+/// Saves the input (or its conversion; nothing when the weight takes no gradient) and the
+/// weight, each needed for the other's gradient, the input's shape and the geometry.
 struct ConvBackward<B: Backend> {
-    x: SavedInput<B>,
+    x: Option<SavedInput<B>>,
     x_shape: Shape,
     w: Tensor<B>,
     geom: ConvGeometry,
@@ -171,10 +171,15 @@ impl<B: Backend> BackwardOp<B> for ConvBackward<B> {
             None
         };
         let dw = if needs[1] {
+            // Recorded with an untracked weight, the op is never asked for its gradient.
+            let x = self.x.as_ref().ok_or_else(|| Error::Backend {
+                backend: "autograd",
+                msg: "conv3d: a weight gradient asked of a convolution recorded without one".into(),
+            })?;
             let s = if self.transposed {
-                be.conv3d_backward_weight(grad.storage(), self.x.storage(), g)?
+                be.conv3d_backward_weight(grad.storage(), x.storage(), g)?
             } else {
-                be.conv3d_backward_weight(self.x.storage(), grad.storage(), g)?
+                be.conv3d_backward_weight(x.storage(), grad.storage(), g)?
             };
             Some(Tensor::from_storage(be, self.w.shape().clone(), s)?)
         } else {
@@ -233,15 +238,17 @@ impl<B: Backend> Var<B> {
     ) -> Result<Var<B>> {
         let mut inputs = vec![self, w];
         inputs.extend(bias);
-        let saved = if inputs.iter().any(|v| v.is_tracked()) {
-            self.backend()
-                .conv3d_saved_input(self.value().storage(), &geom, transposed)?
+        // The input is read only by the weight gradient: kept when the weight takes one.
+        let x = if w.is_tracked() {
+            let be = self.backend();
+            Some(
+                match be.conv3d_saved_input(self.value().storage(), &geom, transposed)? {
+                    Some(converted) => SavedInput::Converted(converted),
+                    None => SavedInput::Value(self.value().clone()),
+                },
+            )
         } else {
             None
-        };
-        let x = match saved {
-            Some(converted) => SavedInput::Converted(converted),
-            None => SavedInput::Value(self.value().clone()),
         };
         Ok(Var::from_op(op, y, &inputs, || ConvBackward {
             x,
@@ -293,6 +300,57 @@ mod tests {
             .conv3d(&var(&Cpu64::new(), &[1, 3, 3, 1, 1], &kernel), None, &spec)
             .unwrap();
         assert_eq!(y.value().to_vec_f64().unwrap(), want);
+    }
+
+    /// A frozen (untracked) weight: the input's gradient is the one a tracked weight gives,
+    /// and the weight gets none (the record keeps no input for it), for both kinds.
+    #[test]
+    fn a_frozen_weight_still_passes_the_input_its_gradient() {
+        use crate::autograd::{LeafId, Tape};
+        let b = Cpu::new();
+        let data = |len: usize| {
+            (0..len)
+                .map(|i| ((i * 7) % 5) as f64 - 2.0)
+                .collect::<Vec<_>>()
+        };
+        let (xd, wd) = (data(2 * 3 * 3 * 2 * 2), data(2 * 2 * 2 * 2 * 3));
+        for transposed in [false, true] {
+            let grads = |freeze: bool| {
+                let tape = Tape::new();
+                let (x_id, w_id) = (LeafId::fresh(), LeafId::fresh());
+                let x = tape.leaf(var(&b, &[2, 3, 3, 2, 2], &xd).into_value(), x_id);
+                // [k, k, k, Cin, Cout], or [k, k, k, Cout, Cin] for the transposed.
+                let w_dims = if transposed {
+                    [2, 2, 2, 3, 2]
+                } else {
+                    [2, 2, 2, 2, 3]
+                };
+                let w = var(&b, &w_dims, &wd).into_value();
+                let w = if freeze {
+                    Var::constant(w)
+                } else {
+                    tape.leaf(w, w_id)
+                };
+                let y = if transposed {
+                    let spec = ConvTranspose3dSpec {
+                        stride: [2; 3],
+                        padding: [[0; 2]; 3],
+                        output_padding: [0; 3],
+                    };
+                    x.conv_transpose3d(&w, None, &spec).unwrap()
+                } else {
+                    x.conv3d(&w, None, &Conv3dSpec::default()).unwrap()
+                };
+                let loss = y.mul(&y).unwrap().sum().unwrap();
+                let g = tape.backward(&loss).unwrap();
+                let dx = g.get(x_id).unwrap().to_vec().unwrap();
+                (dx, g.get(w_id).is_some())
+            };
+            let (frozen_dx, frozen_dw) = grads(true);
+            let (tracked_dx, tracked_dw) = grads(false);
+            assert_eq!(frozen_dx, tracked_dx, "transposed {transposed}");
+            assert!(!frozen_dw && tracked_dw, "transposed {transposed}");
+        }
     }
 
     #[test]

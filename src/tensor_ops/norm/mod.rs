@@ -4,8 +4,8 @@
 //! group of channels and D, H, W (instance norm: one channel per group, layer norm: one
 //! group). One kernel family serves all of them: statistics, then
 //! `y = act(gamma * (x - mean) / sqrt(var + eps) + beta)` in a single pass over memory, and a
-//! backward that recovers the activation's slope from `y`, so nothing but `x`, `y` and the
-//! statistics is saved.
+//! backward that recomputes the pre-activation `x * a + b` (as the forward rounded it) for
+//! the activation's slope, so `x`, the statistics and the affine are saved, not `y`.
 mod cpu;
 
 use crate::autograd::{BackwardOp, Var};
