@@ -18,7 +18,7 @@ mod common;
 use common::{
     device, fresh_seed, max_rel, norm_rel, random, serial, tma_box_reference, tma_probe_cases,
 };
-use voxseg::backend::cpu::Cpu64;
+use voxseg::backend::cpu::{Cpu, Cpu64};
 use voxseg::backend::cuda::conv_plan::{
     wgmma_probe_depth, ConvPass, ConvPlan, ConvPrecision, ConvTarget, ConvTile, Reach, WGMMA_PROBES,
 };
@@ -179,7 +179,7 @@ fn check_every_pass(gpu: &Cuda, geometries: &[ConvGeometry]) {
 }
 
 fn check_passes(gpu: &Cuda, geometries: &[ConvGeometry], passes: &[ConvPass]) {
-    let cpu = Cpu64::new();
+    let (cpu, cpu32) = (Cpu64::new(), Cpu::new());
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);
     for g in geometries {
@@ -216,10 +216,26 @@ fn check_passes(gpu: &Cuda, geometries: &[ConvGeometry], passes: &[ConvPass]) {
             .unwrap();
             let got = gpu.download(&out).unwrap();
             let on_gpu = started.elapsed();
+            // In f64 for the f32 kernels; for the tensor-core ones, whose bounds are a
+            // hundred times the f32 backend's rounding on these sums, in f32, which is many
+            // times faster (the large cases' f64 references outran the tests' limit).
             let reference = |round: ConvPrecision| -> Vec<f64> {
                 let (a, b) = (round_with(round, &a), round_with(round, &b));
                 let bias: Option<Vec<f64>> =
                     bias.as_ref().map(|v| v.iter().map(|&x| x as f64).collect());
+                if used != ConvPrecision::F32 {
+                    let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+                    let (a, b) = (f32s(&a), f32s(&b));
+                    let bias = bias.as_deref().map(f32s);
+                    let out = match pass {
+                        ConvPass::Forward => cpu32.conv3d_forward(&a, &b, bias.as_ref(), g),
+                        ConvPass::BackwardData => {
+                            cpu32.conv3d_backward_data(&a, &b, bias.as_ref(), g)
+                        }
+                        ConvPass::BackwardWeight => cpu32.conv3d_backward_weight(&a, &b, g),
+                    };
+                    return out.unwrap().into_iter().map(f64::from).collect();
+                }
                 match pass {
                     ConvPass::Forward => cpu.conv3d_forward(&a, &b, bias.as_ref(), g),
                     ConvPass::BackwardData => cpu.conv3d_backward_data(&a, &b, bias.as_ref(), g),
