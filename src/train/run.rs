@@ -4,8 +4,8 @@ use super::card::{ModelCard, CARD_FORMAT, CHECKPOINT_IDENTITY_KEY};
 use super::checkpoint::{load_checkpoint, save_checkpoint};
 use super::config::{ModelKind, TrainConfig, RESUMABLE_SETTINGS};
 use super::plan::{
-    min_patch_for_depth, model_estimate, plan, stages_for, step_memory_bytes, DataSummary, Plan,
-    PlanDevice,
+    gpu_step_peak_bytes, min_patch_for_depth, model_estimate, model_parameters, plan, stages_for,
+    step_memory_bytes, DataSummary, Plan, PlanDevice,
 };
 use crate::autograd::{Gradients, Tape, Var};
 use crate::backend::cpu::Cpu;
@@ -1139,10 +1139,7 @@ fn check_memory(cfg: &TrainConfig, p: &Plan, spec: &ModelSpec, device: &Device) 
     let (Device::Cpu { .. }, Some(available)) = (device, available_memory()) else {
         return Ok(());
     };
-    let slots = match cfg.optimizer {
-        crate::optim::OptimizerSpec::Sgd { .. } => 1,
-        _ => 2,
-    };
+    let slots = optimizer_slots(cfg);
     let queued = cfg
         .queue_depth
         .saturating_add(cfg.workers)
@@ -1165,6 +1162,56 @@ fn check_memory(cfg: &TrainConfig, p: &Plan, spec: &ModelSpec, device: &Device) 
         ));
     }
     Ok(())
+}
+
+/// Values the optimiser keeps per parameter: SGD's momentum, or Adam's two moments.
+fn optimizer_slots(cfg: &TrainConfig) -> usize {
+    match cfg.optimizer {
+        crate::optim::OptimizerSpec::Sgd { .. } => 1,
+        _ => 2,
+    }
+}
+
+/// On a GPU, a warning when the step's pool peak, as the planner models it
+/// (`gpu_step_peak_bytes`), would not fit in the device's free memory: a patch, batch or
+/// width given on the command line can ask for more than the plan would have chosen. A
+/// warning, not a refusal: the model is an estimate, and the run may still fit.
+fn gpu_memory_warning(
+    cfg: &TrainConfig,
+    p: &Plan,
+    spec: &ModelSpec,
+    device: &Device,
+) -> Result<Option<String>> {
+    let PlanDevice::Gpu {
+        free_bytes,
+        packed_bytes,
+    } = plan_device(device, cfg.precision)?
+    else {
+        return Ok(None);
+    };
+    // Weights, their gradients and the optimiser's values, in f32.
+    let weights = model_parameters(spec) * 4.0 * (2 + optimizer_slots(cfg)) as f64;
+    let need = gpu_step_peak_bytes(p.activation_bytes, packed_bytes) + weights;
+    Ok(memory_shortfall(p, need, free_bytes))
+}
+
+/// The warning of `gpu_memory_warning` for a step needing `need` bytes of `free`.
+fn memory_shortfall(p: &Plan, need: f64, free: u64) -> Option<String> {
+    if need <= free as f64 {
+        return None;
+    }
+    let gib = |b: f64| b / (1u64 << 30) as f64;
+    Some(format!(
+        "batch {}, patch {:?} and widths {} to {} need about {:.1} GiB of GPU memory; the GPU \
+         has {:.1} GiB free, so training may run out of memory: lower --batch, --patch or \
+         --features (`voxseg plan` shows what the planner fits)",
+        p.batch,
+        p.patch,
+        p.base_features,
+        p.max_features,
+        gib(need),
+        gib(free as f64)
+    ))
 }
 
 /// Why turning deep supervision off changes nothing, where it does not: a U-Net of fewer
@@ -1709,6 +1756,9 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
         (plan.step_gflop, plan.activation_bytes) = model_estimate(&spec, plan.patch, plan.batch);
     }
     check_memory(&cfg, &plan, &spec, device)?;
+    if let Some(warning) = gpu_memory_warning(&cfg, &plan, &spec, device)? {
+        eprintln!("warning: {warning}");
+    }
     cfg.preprocess = data.preprocess.clone();
     let validates = !data.val.is_empty();
     if !validates && matches!(cfg.schedule, LrSchedule::ReduceOnPlateau { .. }) {
@@ -2016,6 +2066,37 @@ mod tests {
     use super::*;
     use crate::metrics::Confusion;
     use crate::nn::layers::NormKind;
+
+    /// A step the GPU's free memory cannot hold, by the planner's model, is warned of with
+    /// the numbers and the flags that lower it; one that fits is not.
+    #[test]
+    fn a_step_larger_than_the_gpus_free_memory_is_warned_of() {
+        let p = Plan {
+            patch: [160, 192, 160],
+            batch: 4,
+            base_features: 32,
+            max_features: 320,
+            depth: 6,
+            strides: Vec::new(),
+            kernels: Vec::new(),
+            step_gflop: 0.0,
+            activation_bytes: 0,
+            device: "gpu".into(),
+        };
+        let gib = (1u64 << 30) as f64;
+        let w = memory_shortfall(&p, 20.5 * gib, 12 << 30).unwrap();
+        for part in [
+            "batch 4",
+            "[160, 192, 160]",
+            "32 to 320",
+            "20.5 GiB",
+            "12.0 GiB free",
+        ] {
+            assert!(w.contains(part), "{part} missing from {w}");
+        }
+        assert!(w.contains("--batch, --patch or --features"), "{w}");
+        assert_eq!(memory_shortfall(&p, 11.5 * gib, 12 << 30), None);
+    }
 
     /// Turning deep supervision off is noted where it changes nothing: U-Nets of fewer
     /// than 4 stages and the FCN.

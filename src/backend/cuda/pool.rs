@@ -43,6 +43,15 @@ pub fn size_class(len: usize) -> usize {
     len.div_ceil(step) * step
 }
 
+/// `bytes` in MiB, or in GiB from 1 GiB on.
+fn human_bytes(bytes: u64) -> String {
+    const MIB: f64 = (1u64 << 20) as f64;
+    match bytes as f64 / MIB {
+        mib if mib < 1024.0 => format!("{mib:.1} MiB"),
+        mib => format!("{:.2} GiB", mib / 1024.0),
+    }
+}
+
 pub struct Pool<A: RawAlloc> {
     raw: A,
     caching: bool,
@@ -160,15 +169,18 @@ impl<A: RawAlloc> Pool<A> {
         })
     }
 
-    /// A new block, after freeing the cache once if the device is out of memory.
+    /// A new block, after freeing the cache once if the device is out of memory. A block
+    /// that still does not fit fails with the sizes involved.
     fn alloc_raw(&self, class: usize) -> Result<A::Block> {
         let block = match self.raw.alloc(class) {
             Ok(b) => b,
             Err(first) => {
-                if self.release_cached() == 0 {
-                    return Err(first);
-                }
-                self.raw.alloc(class)?
+                let retried = if self.release_cached() == 0 {
+                    Err(first)
+                } else {
+                    self.raw.alloc(class)
+                };
+                retried.map_err(|e| self.allocation_failure(class, e))?
             }
         };
         let mut st = self.lock();
@@ -177,6 +189,21 @@ impl<A: RawAlloc> Pool<A> {
         s.reserved_bytes += class as u64 * F32_BYTES;
         s.peak_reserved_bytes = s.peak_reserved_bytes.max(s.reserved_bytes);
         Ok(block)
+    }
+
+    fn allocation_failure(&self, class: usize, cause: Error) -> Error {
+        let s = self.stats();
+        Error::Backend {
+            backend: "pool",
+            msg: format!(
+                "a device buffer of {} could not be allocated with {} in live buffers (peak \
+                 {}) and the pool's cache freed ({cause}); the work needs more device memory \
+                 than is free",
+                human_bytes(class as u64 * F32_BYTES),
+                human_bytes(s.allocated_bytes),
+                human_bytes(s.peak_allocated_bytes)
+            ),
+        }
     }
 
     /// Frees every cached block; returns how many bytes were released (none while held).
@@ -361,6 +388,29 @@ mod tests {
             "the cached 4096 were freed"
         );
         assert!(p.alloc(4096).is_err(), "nothing cached left to free");
+    }
+
+    /// A block that does not fit even after the cache is freed fails naming its size, the
+    /// live and peak bytes, and the allocator's own error.
+    #[test]
+    fn a_failed_allocation_says_how_much_was_asked_and_held() {
+        let (p, _) = pool(true, 1 << 20);
+        let held = p.alloc(3 << 18).unwrap();
+        drop(p.alloc(1 << 16).unwrap());
+        let err = match p.alloc(1 << 19) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("2 MiB fitted beside 3 MiB in 4 MiB"),
+        };
+        for part in [
+            "buffer of 2.0 MiB",
+            "3.0 MiB in live buffers",
+            "peak 3.2 MiB",
+            "out of memory",
+        ] {
+            assert!(err.contains(part), "{part} missing from {err}");
+        }
+        drop(held);
+        assert_eq!(human_bytes(3 << 30), "3.00 GiB");
     }
 
     #[test]
