@@ -3,7 +3,7 @@
 //! from the device (the caching pool serves every buffer).
 mod common;
 
-use voxseg::autograd::{Tape, Var};
+use voxseg::autograd::{Gradients, Tape, Var};
 use voxseg::backend::cpu::Cpu;
 use voxseg::backend::cuda::Cuda;
 use voxseg::backend::Backend;
@@ -33,13 +33,18 @@ fn batch(seed: u64) -> (Vec<f32>, Vec<f32>) {
     (x, t)
 }
 
-/// One step: loss, and the gradients by parameter name.
-fn step<B: Backend>(
+/// Gradients by parameter name, downloaded.
+type Named = Vec<(String, Vec<f32>)>;
+
+/// The loss of batch `seed`, and its gradients, downloaded by parameter name and as the
+/// backend holds them; `between` runs after the forward (the model's outputs dropped),
+/// before the backward.
+fn loss_and_gradients<B: Backend>(
     b: &B,
     model: &mut Model<B>,
-    opt: &mut dyn Optimizer<B>,
     seed: u64,
-) -> (f64, Vec<(String, Vec<f32>)>) {
+    between: impl FnOnce(),
+) -> (f64, Named, Gradients<B>) {
     let (x, t) = batch(seed);
     let tape = Tape::new();
     let out = model
@@ -50,6 +55,8 @@ fn step<B: Backend>(
         .unwrap();
     let target = Target::Regions(Tensor::from_f32(b, [2, 16, 16, 16, 3], &t).unwrap());
     let loss = dice_ce(&out[0], &target).unwrap();
+    drop(out);
+    between();
     let value = loss.value().item().unwrap();
     let grads = tape.backward(&loss).unwrap();
     let named = model
@@ -62,6 +69,17 @@ fn step<B: Backend>(
             )
         })
         .collect();
+    (value, named, grads)
+}
+
+/// One step: loss, and the gradients by parameter name.
+fn step<B: Backend>(
+    b: &B,
+    model: &mut Model<B>,
+    opt: &mut dyn Optimizer<B>,
+    seed: u64,
+) -> (f64, Named) {
+    let (value, named, grads) = loss_and_gradients(b, model, seed, || ());
     let mut params = model.params_mut();
     opt.step(&mut params, &grads, 1e-2).unwrap();
     (value, named)
@@ -143,34 +161,14 @@ fn saving_packed_inputs_keeps_the_gradients_and_frees_the_f32_inputs() {
         cuda.conv_precision().unwrap(),
         cuda.save_packed_inputs().unwrap(),
     );
-    let run = |save: bool| -> (f64, Vec<(String, Vec<f32>)>, u64) {
+    let run = |save: bool| -> (f64, Named, u64) {
         cuda.set_save_packed_inputs(save);
         let mut model = Model::new(&cuda, &spec(), 5).unwrap();
-        let (x, t) = batch(3);
         let before = cuda.pool_stats().allocated_bytes;
-        let tape = Tape::new();
-        let out = model
-            .forward(
-                &Var::constant(Tensor::from_f32(&cuda, [2, 16, 16, 16, 4], &x).unwrap()),
-                &Ctx::train(tape.clone(), 3),
-            )
-            .unwrap();
-        let target = Target::Regions(Tensor::from_f32(&cuda, [2, 16, 16, 16, 3], &t).unwrap());
-        let loss = dice_ce(&out[0], &target).unwrap();
-        drop(out);
-        let kept = cuda.pool_stats().allocated_bytes - before;
-        let value = loss.value().item().unwrap();
-        let grads = tape.backward(&loss).unwrap();
-        let named = model
-            .params()
-            .iter()
-            .map(|p| {
-                (
-                    p.name.clone(),
-                    grads.get(p.id).unwrap().to_vec_f32().unwrap(),
-                )
-            })
-            .collect();
+        let mut kept = 0;
+        let (value, named, _) = loss_and_gradients(&cuda, &mut model, 3, || {
+            kept = cuda.pool_stats().allocated_bytes - before;
+        });
         (value, named, kept)
     };
     for p in [ConvPrecision::Bf16, ConvPrecision::Tf32] {
