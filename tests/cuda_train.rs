@@ -134,6 +134,11 @@ fn after_the_first_step_a_step_allocates_nothing_new() {
         after, before,
         "device allocations after warm-up: {before} -> {after}"
     );
+    // What training reports as the run's device memory: the pool's peak, above what the
+    // model and its optimiser hold between steps.
+    use voxseg::backend::BackendBase;
+    let peak = cuda.memory_peak_bytes().unwrap();
+    assert!(peak > cuda.pool_stats().allocated_bytes, "peak {peak}");
 }
 
 /// With `set_save_packed_inputs` the tape keeps, of each tensor-core convolution's input,

@@ -69,6 +69,9 @@ fn train_files_resume_predict() {
     let first = lines[0]["train_loss"].as_f64().unwrap();
     let last = lines[2]["train_loss"].as_f64().unwrap();
     assert!(last < first, "train loss {first} -> {last}");
+    // The CPU counts no device memory: no such key, and none in the summary.
+    assert!(lines.iter().all(|l| l.get("device_peak_bytes").is_none()));
+    assert_eq!(summary.memory_peak_bytes, None);
 
     // The run's files exist and parse.
     for f in ["config.json", "split.json", "model.json"] {

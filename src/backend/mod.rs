@@ -61,6 +61,11 @@ pub trait BackendBase: Clone + Send + Sync + std::fmt::Debug + 'static {
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }
+    /// The most bytes this backend's buffers have held at once, where it counts them (a
+    /// GPU's pool); None where it does not (the CPU).
+    fn memory_peak_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 pub use crate::tensor_ops::Backend;

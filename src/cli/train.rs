@@ -383,6 +383,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     print_best(&summary);
+    if let Some(peak) = summary.memory_peak_bytes {
+        say!(
+            "device memory: at most {:.2} GiB in tensors (the CUDA context and the pool's \
+             cached blocks take more)",
+            peak as f64 / (1u64 << 30) as f64
+        );
+    }
     say!("checkpoints: {}", summary.run.checkpoints().display());
     say!(
         "tensorboard: tensorboard --logdir {}",

@@ -144,6 +144,9 @@ pub struct TrainSummary {
     /// On resume: the resumable settings that changed for the epochs this call trained, as
     /// "name old -> new"; empty when nothing was trained.
     pub resume_changes: Vec<String>,
+    /// The most device memory the run's tensors held at once, where the backend counts it
+    /// (a GPU).
+    pub memory_peak_bytes: Option<u64>,
 }
 
 /// Trains as `cfg` says on the device it names (on resume: as the run's `config.json` says,
@@ -1146,7 +1149,6 @@ fn check_memory(cfg: &TrainConfig, p: &Plan, spec: &ModelSpec, device: &Device) 
         .saturating_add(1);
     let need = step_memory_bytes(p, spec, slots, queued);
     if need > available {
-        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         return Err(Error::config(
             "batch",
             format!(
@@ -1733,6 +1735,7 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
             last_validation: None,
             ending: Ending::AlreadyComplete,
             resume_changes: Vec::new(),
+            memory_peak_bytes: None,
         });
     }
     let saved_split = resume.then(|| run.split());
@@ -2014,10 +2017,16 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
         }
         if steps_now > 0 {
             record["seconds"] = serde_json::json!(base_seconds + started.elapsed().as_secs_f64());
+            if let Some(peak) = backend.memory_peak_bytes() {
+                record["device_peak_bytes"] = serde_json::json!(peak);
+            }
             jsonl.write(&record)?;
         }
         tb.add_scalar("lr", lr as f32, state.step)?;
         tb.add_scalar("perf/patches_per_second", patches_per_s as f32, state.step)?;
+        if let Some(peak) = backend.memory_peak_bytes() {
+            tb.add_scalar("perf/device_peak_gib", gib(peak) as f32, state.step)?;
+        }
         tb.flush()?;
         if !validates && steps_now > 0 {
             state.best_epoch = Some(state.epoch);
@@ -2046,7 +2055,13 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
         last_validation,
         ending,
         resume_changes: changes,
+        memory_peak_bytes: backend.memory_peak_bytes(),
     })
+}
+
+/// Bytes in GiB.
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
 }
 
 /// The state after an epoch: the next epoch when it was complete, else where it stopped.

@@ -377,6 +377,9 @@ impl BackendBase for Cuda {
             self.inner.ordinal, self.inner.device
         )
     }
+    fn memory_peak_bytes(&self) -> Option<u64> {
+        Some(self.pool_stats().peak_allocated_bytes)
+    }
     fn upload(&self, data: &[f32]) -> Result<CudaStorage> {
         self.refuse_while_capturing("upload")?;
         let mut s = self.alloc(data.len())?;
