@@ -201,7 +201,16 @@ fn plan_prints_the_plan_train_uses() {
     for seed in ["0", "1"] {
         let r = voxseg_in(&elsewhere, &["plan", "--config", c, "--seed", seed]);
         assert_eq!(r.code, Some(0), "{}", r.stderr);
-        let planned: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let mut planned: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        // Beside the plan, the memory one step of it takes: weights and activations of
+        // this small network are a few MB, and at most a GB.
+        let memory = planned
+            .as_object_mut()
+            .unwrap()
+            .remove("step_memory_bytes")
+            .unwrap();
+        let memory = memory.as_u64().unwrap();
+        assert!((1 << 20..1 << 30).contains(&memory), "{memory} bytes");
         let run = dir.join(format!("run{seed}"));
         let r = voxseg_in(
             &elsewhere,

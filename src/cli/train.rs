@@ -510,7 +510,10 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
     if !target_given {
         default_target(&mut c);
     }
-    let plan = voxseg::train::run::plan_for_config(&c)?;
-    say!("{}", serde_json::to_string_pretty(&plan)?);
+    let (plan, memory) = voxseg::train::run::plan_for_config(&c)?;
+    // With the memory one step takes at its peak on the device, by the planner's models.
+    let mut shown = serde_json::to_value(&plan)?;
+    shown["step_memory_bytes"] = serde_json::json!(memory);
+    say!("{}", serde_json::to_string_pretty(&shown)?);
     Ok(())
 }

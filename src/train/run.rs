@@ -1134,6 +1134,27 @@ fn available_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// One training step's peak memory on `device`, by the planner's models: on a GPU the
+/// pool's peak (`gpu_step_peak_bytes`) and the weights with their gradients and optimiser
+/// values; on the CPU `step_memory_bytes`, the loader's queued batches included.
+fn step_memory(cfg: &TrainConfig, p: &Plan, spec: &ModelSpec, device: &PlanDevice) -> u64 {
+    let slots = optimizer_slots(cfg);
+    match device {
+        PlanDevice::Gpu { packed_bytes, .. } => {
+            let weights = model_parameters(spec) * 4.0 * (2 + slots) as f64;
+            (gpu_step_peak_bytes(p.activation_bytes, *packed_bytes) + weights).min(u64::MAX as f64)
+                as u64
+        }
+        PlanDevice::Cpu { .. } => {
+            let queued = cfg
+                .queue_depth
+                .saturating_add(cfg.workers)
+                .saturating_add(1);
+            step_memory_bytes(p, spec, slots, queued)
+        }
+    }
+}
+
 /// On the CPU, refuses a step that would not fit in the machine's available memory, before
 /// the model or the loader allocate anything (a GPU run fails cleanly on its own). It runs
 /// once the cases are loaded (planning needs their sizes), so the memory they take is
@@ -1142,12 +1163,7 @@ fn check_memory(cfg: &TrainConfig, p: &Plan, spec: &ModelSpec, device: &Device) 
     let (Device::Cpu { .. }, Some(available)) = (device, available_memory()) else {
         return Ok(());
     };
-    let slots = optimizer_slots(cfg);
-    let queued = cfg
-        .queue_depth
-        .saturating_add(cfg.workers)
-        .saturating_add(1);
-    let need = step_memory_bytes(p, spec, slots, queued);
+    let need = step_memory(cfg, p, spec, &plan_device(device, cfg.precision)?);
     if need > available {
         return Err(Error::config(
             "batch",
@@ -1184,25 +1200,22 @@ fn gpu_memory_warning(
     spec: &ModelSpec,
     device: &Device,
 ) -> Result<Option<String>> {
-    let PlanDevice::Gpu {
-        free_bytes,
-        packed_bytes,
-    } = plan_device(device, cfg.precision)?
-    else {
+    let gpu = plan_device(device, cfg.precision)?;
+    let PlanDevice::Gpu { free_bytes, .. } = gpu else {
         return Ok(None);
     };
-    // Weights, their gradients and the optimiser's values, in f32.
-    let weights = model_parameters(spec) * 4.0 * (2 + optimizer_slots(cfg)) as f64;
-    let need = gpu_step_peak_bytes(p.activation_bytes, packed_bytes) + weights;
-    Ok(memory_shortfall(p, need, free_bytes))
+    Ok(memory_shortfall(
+        p,
+        step_memory(cfg, p, spec, &gpu),
+        free_bytes,
+    ))
 }
 
 /// The warning of `gpu_memory_warning` for a step needing `need` bytes of `free`.
-fn memory_shortfall(p: &Plan, need: f64, free: u64) -> Option<String> {
-    if need <= free as f64 {
+fn memory_shortfall(p: &Plan, need: u64, free: u64) -> Option<String> {
+    if need <= free {
         return None;
     }
-    let gib = |b: f64| b / (1u64 << 30) as f64;
     Some(format!(
         "batch {}, patch {:?} and widths {} to {} need about {:.1} GiB of GPU memory; the GPU \
          has {:.1} GiB free, so training may run out of memory: lower --batch, --patch or \
@@ -1212,7 +1225,7 @@ fn memory_shortfall(p: &Plan, need: f64, free: u64) -> Option<String> {
         p.base_features,
         p.max_features,
         gib(need),
-        gib(free as f64)
+        gib(free)
     ))
 }
 
@@ -1650,7 +1663,9 @@ fn install_interrupt_handler() {
 /// cases outside the test set of the split it would make (its seed and fractions, or its
 /// split file; every fold of a cross-validation has the same), with the values `cfg` sets
 /// filled in.
-pub fn plan_for_config(cfg: &TrainConfig) -> Result<Plan> {
+/// The plan `train` would use, and one step's peak memory on the device by the planner's
+/// models (`step_memory`).
+pub fn plan_for_config(cfg: &TrainConfig) -> Result<(Plan, u64)> {
     cfg.validate()?;
     let device = resolve(cfg.device.parse::<DeviceRequest>()?)?;
     let (dataset, channels, _) = open_dataset(cfg)?;
@@ -1691,7 +1706,10 @@ pub fn plan_for_config(cfg: &TrainConfig) -> Result<Plan> {
         cfg.target.channels(&dataset.label_spec),
     );
     let mut cfg = cfg.clone();
-    resolve_plan(&mut cfg, &summary, largest_grid(&grids), &device).map(|(p, _)| p)
+    let (p, _) = resolve_plan(&mut cfg, &summary, largest_grid(&grids), &device)?;
+    let spec = model_spec(&cfg, &p, summary.in_channels, summary.out_channels);
+    let memory = step_memory(&cfg, &p, &spec, &plan_device(&device, cfg.precision)?);
+    Ok((p, memory))
 }
 
 /// The run's configuration as `config.json` records it: paths absolute (so that `--resume`
@@ -2098,8 +2116,7 @@ mod tests {
             activation_bytes: 0,
             device: "gpu".into(),
         };
-        let gib = (1u64 << 30) as f64;
-        let w = memory_shortfall(&p, 20.5 * gib, 12 << 30).unwrap();
+        let w = memory_shortfall(&p, 41 << 29, 12 << 30).unwrap();
         for part in [
             "batch 4",
             "[160, 192, 160]",
@@ -2110,7 +2127,7 @@ mod tests {
             assert!(w.contains(part), "{part} missing from {w}");
         }
         assert!(w.contains("--batch, --patch or --features"), "{w}");
-        assert_eq!(memory_shortfall(&p, 11.5 * gib, 12 << 30), None);
+        assert_eq!(memory_shortfall(&p, 23 << 29, 12 << 30), None);
     }
 
     /// Turning deep supervision off is noted where it changes nothing: U-Nets of fewer
