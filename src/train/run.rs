@@ -1662,9 +1662,8 @@ fn install_interrupt_handler() {
 /// The plan a new run with `cfg` would use: planned, as training plans, from the cropped
 /// cases outside the test set of the split it would make (its seed and fractions, or its
 /// split file; every fold of a cross-validation has the same), with the values `cfg` sets
-/// filled in.
-/// The plan `train` would use, and one step's peak memory on the device by the planner's
-/// models (`step_memory`).
+/// filled in; and one step's peak memory on the device by the planner's models
+/// (`step_memory`).
 pub fn plan_for_config(cfg: &TrainConfig) -> Result<(Plan, u64)> {
     cfg.validate()?;
     let device = resolve(cfg.device.parse::<DeviceRequest>()?)?;
