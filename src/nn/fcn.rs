@@ -250,18 +250,7 @@ mod tests {
         let estimated = fcn_activation_bytes(&config, patch, batch);
         assert_eq!(estimated, 4 * counted as u64);
 
-        let plan = Plan {
-            patch,
-            batch,
-            base_features: 4,
-            max_features: 16,
-            depth: 3,
-            strides: Vec::new(),
-            kernels: Vec::new(),
-            step_gflop: 0.0,
-            activation_bytes: 0,
-            device: "cpu".into(),
-        };
+        let plan = Plan::of_sizes(patch, batch, [4, 16], 3);
         let (_, unet) = estimate(patch, batch, &plan.unet(2, 3));
         assert_ne!(estimated, unet);
         // The memory check counts these activations, plus weights, gradients and two

@@ -60,6 +60,28 @@ impl Plan {
         self.depth = stages.depth();
         (self.strides, self.kernels) = stages.stored();
     }
+    /// A CPU plan of these sizes with isotropic stages and no estimates (for tests that
+    /// need a plan's sizes only).
+    #[cfg(test)]
+    pub(crate) fn of_sizes(
+        patch: [usize; 3],
+        batch: usize,
+        [base_features, max_features]: [usize; 2],
+        depth: usize,
+    ) -> Self {
+        Self {
+            patch,
+            batch,
+            base_features,
+            max_features,
+            depth,
+            strides: Vec::new(),
+            kernels: Vec::new(),
+            step_gflop: 0.0,
+            activation_bytes: 0,
+            device: "cpu".into(),
+        }
+    }
     /// nnU-Net's U-Net with this plan's widths and stages.
     pub fn unet(&self, in_channels: usize, out_channels: usize) -> UNetConfig {
         UNetConfig {
@@ -602,18 +624,7 @@ mod tests {
             );
         }
         let huge = 10_000_000_000;
-        let p = Plan {
-            patch: [16; 3],
-            batch: 2,
-            base_features: huge,
-            max_features: huge,
-            depth: 5,
-            strides: Vec::new(),
-            kernels: Vec::new(),
-            step_gflop: 0.0,
-            activation_bytes: 0,
-            device: "cpu".into(),
-        };
+        let p = Plan::of_sizes([16; 3], 2, [huge, huge], 5);
         let spec = ModelSpec::Unet(crate::nn::unet::UNetConfig {
             base_features: huge,
             max_features: huge,

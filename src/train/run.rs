@@ -2103,18 +2103,7 @@ mod tests {
     /// the numbers and the flags that lower it; one that fits is not.
     #[test]
     fn a_step_larger_than_the_gpus_free_memory_is_warned_of() {
-        let p = Plan {
-            patch: [160, 192, 160],
-            batch: 4,
-            base_features: 32,
-            max_features: 320,
-            depth: 6,
-            strides: Vec::new(),
-            kernels: Vec::new(),
-            step_gflop: 0.0,
-            activation_bytes: 0,
-            device: "gpu".into(),
-        };
+        let p = Plan::of_sizes([160, 192, 160], 4, [32, 320], 6);
         let w = memory_shortfall(&p, 41 << 29, 12 << 30).unwrap();
         for part in [
             "batch 4",
