@@ -72,6 +72,21 @@ fn loss_and_gradients<B: Backend>(
     (value, named, grads)
 }
 
+/// Each gradient of `got` within `rel` times the largest magnitude (at least 1e-6) of its
+/// twin in `want`.
+fn assert_gradients_close(what: &str, got: (&Named, &str), want: (&Named, &str), rel: f32) {
+    assert_eq!(got.0.len(), want.0.len(), "{what}: parameters");
+    for ((name, g), (_, w)) in got.0.iter().zip(want.0) {
+        let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+        common::assert_within(
+            &format!("{what}: gradient of {name}"),
+            (got.1, g),
+            (want.1, w),
+            common::Tolerance::at_most(rel, scale),
+        );
+    }
+}
+
 /// One step: loss, and the gradients by parameter name.
 fn step<B: Backend>(
     b: &B,
@@ -102,17 +117,7 @@ fn unet_training_step_matches_the_cpu() {
             (gl - cl).abs() <= 1e-4 * cl.abs().max(1.0),
             "step {s}: loss {gl} vs {cl}"
         );
-        for ((name, g), (_, c)) in gg.iter().zip(&cg) {
-            let scale = c.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
-            let err = g
-                .iter()
-                .zip(c)
-                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(
-                err <= 1e-3 * scale,
-                "step {s}: gradient of {name} differs by {err} (scale {scale})"
-            );
-        }
+        assert_gradients_close(&format!("step {s}"), (&gg, "cuda"), (&cg, "cpu"), 1e-3);
     }
 }
 
@@ -181,17 +186,8 @@ fn saving_packed_inputs_keeps_the_gradients_and_frees_the_f32_inputs() {
         let (full_loss, full_grads, full_kept) = run(false);
         let (packed_loss, packed_grads, packed_kept) = run(true);
         assert_eq!(packed_loss, full_loss, "{p}: loss");
-        for ((name, g), (_, f)) in packed_grads.iter().zip(&full_grads) {
-            let scale = f.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
-            let err = g
-                .iter()
-                .zip(f)
-                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(
-                err <= 1e-5 * scale,
-                "{p}: gradient of {name} differs by {err}"
-            );
-        }
+        let (packed, full) = ((&packed_grads, "packed"), (&full_grads, "full"));
+        assert_gradients_close(&p.to_string(), packed, full, 1e-5);
         assert!(
             (packed_kept as f64) <= 0.8 * full_kept as f64,
             "{p}: the forward left {packed_kept} bytes for the backward, {full_kept} without \
