@@ -781,6 +781,7 @@ extern "C" __global__ void __launch_bounds__(256)
                                    const float* __restrict__ src, unsigned* __restrict__ dst) {
     constexpr int TILE = VX_CHANNEL_MAJOR_TILE, ROWS = 256 / TILE;
     __shared__ float tile[TILE][TILE + 1];
+    const ConvBorderPackParams& g = p.grid;
     const int voxels = p.phase_len * p.stride_d * p.stride_h * p.stride_w;
     const int v0 = static_cast<int>(blockIdx.x) * TILE, c0 = static_cast<int>(blockIdx.y) * TILE;
     const int lane = static_cast<int>(threadIdx.x) % TILE;
@@ -788,16 +789,16 @@ extern "C" __global__ void __launch_bounds__(256)
     for (int r = row; r < TILE; r += ROWS) {
         const int v = v0 + r, c = c0 + lane;
         float value = 0.0f;
-        if (v < voxels && c < p.c) {
+        if (v < voxels && c < g.c) {
             const int phase = v / p.phase_len;
             int nn, z, y, x, rz, ry, rx;
-            vx_split_voxel(v - phase * p.phase_len, p.grid_d, p.grid_h, p.grid_w, nn, z, y, x);
+            vx_split_voxel(v - phase * p.phase_len, g.out_d, g.out_h, g.out_w, nn, z, y, x);
             vx_split3(phase, p.stride_h, p.stride_w, rz, ry, rx);
-            const int sz = p.stride_d * (z - p.before_d) + rz;
-            const int sy = p.stride_h * (y - p.before_h) + ry;
-            const int sx = p.stride_w * (x - p.before_w) + rx;
-            if (vx_inside(sz, sy, sx, p.d, p.h, p.w))
-                value = src[(((static_cast<size_t>(nn) * p.d + sz) * p.h + sy) * p.w + sx) * p.c +
+            const int sz = p.stride_d * (z - g.before_d) + rz;
+            const int sy = p.stride_h * (y - g.before_h) + ry;
+            const int sx = p.stride_w * (x - g.before_w) + rx;
+            if (vx_inside(sz, sy, sx, g.d, g.h, g.w))
+                value = src[(((static_cast<size_t>(nn) * g.d + sz) * g.h + sy) * g.w + sx) * g.c +
                             c];
         }
         tile[r][lane] = value;
@@ -805,8 +806,8 @@ extern "C" __global__ void __launch_bounds__(256)
     __syncthreads();
     for (int r = row; r < TILE; r += ROWS) {
         const int c = c0 + r, v = v0 + lane;
-        if (c < p.c && v < p.padded)
-            dst[static_cast<size_t>(c) * p.padded + v] = vx_tf32(tile[lane][r]);
+        if (c < g.c && v < g.padded)
+            dst[static_cast<size_t>(c) * g.padded + v] = vx_tf32(tile[lane][r]);
     }
 }
 VX_EMU_ENTRY(conv3d_pack_channel_major_tf32,

@@ -95,17 +95,14 @@ struct ConvBorderPackParams {
 };
 
 // The channel-major pack of tf32 backward weights on wgmma (conv3d_wgmma.cu): f32
-// activations [n][d][h][w][c] to tf32 [c][padded], each channel's row one grid of
-// phase_len = n grid_d grid_h grid_w voxels per stride phase (rz, ry, rx), the phases in
-// order (rz slowest): voxel (z, y, x) of sample nn in phase r holds source voxel
-// (stride_d (z - before_d) + rz, ..), zeros outside the source and past the last phase.
-// At stride 1 that is the source placed inside zero borders. padded * c fits a size_t,
-// padded an int.
+// activations [n][d][h][w][c] (grid's source) to tf32 [c][grid.padded], each channel's
+// row one grid of phase_len = n out_d out_h out_w voxels (grid's bordered volume) per
+// stride phase (rz, ry, rx), the phases in order (rz slowest): voxel (z, y, x) of sample
+// nn in phase r holds source voxel (stride_d (z - before_d) + rz, ..), zeros outside the
+// source and past the last phase. At stride 1 that is the bordered pack's layout,
+// channel-major. padded * c fits a size_t, padded an int.
 struct ConvChannelMajorPackParams {
-    int n, d, h, w, c;
-    int padded;
-    int before_d, before_h, before_w;
-    int grid_d, grid_h, grid_w;
+    ConvBorderPackParams grid;
     int stride_d, stride_h, stride_w;
     int phase_len;
 };

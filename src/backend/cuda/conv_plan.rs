@@ -718,18 +718,9 @@ pub struct ConvBorder {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvChannelMajorPackParams {
-    pub n: i32,
-    pub d: i32,
-    pub h: i32,
-    pub w: i32,
-    pub c: i32,
-    pub padded: i32,
-    pub before_d: i32,
-    pub before_h: i32,
-    pub before_w: i32,
-    pub grid_d: i32,
-    pub grid_h: i32,
-    pub grid_w: i32,
+    /// The source, its offset in each phase's grid and the grid's size (`out_*`), as a
+    /// bordered pack of it at stride 1 would take them.
+    pub grid: ConvBorderPackParams,
     pub stride_d: i32,
     pub stride_h: i32,
     pub stride_w: i32,
@@ -901,23 +892,9 @@ impl ConvPack {
         let ConvPackKind::ChannelMajor(g) = self.kind else {
             return None;
         };
-        let [d, h, w] = g.border.source;
-        let [before_d, before_h, before_w] = g.border.before;
-        let [grid_d, grid_h, grid_w] = g.border.dims;
         let [stride_d, stride_h, stride_w] = g.stride;
         Some(ConvChannelMajorPackParams {
-            n: g.border.n,
-            d,
-            h,
-            w,
-            c: self.params.c,
-            padded: self.params.padded,
-            before_d,
-            before_h,
-            before_w,
-            grid_d,
-            grid_h,
-            grid_w,
+            grid: self.bordered(g.border),
             stride_d,
             stride_h,
             stride_w,
@@ -931,10 +908,15 @@ impl ConvPack {
         let ConvPackKind::Bordered(b) = self.kind else {
             return None;
         };
+        Some(self.bordered(b))
+    }
+
+    /// `b` with this pack's channels, as the bordered pack kernel takes it.
+    fn bordered(&self, b: ConvBorder) -> ConvBorderPackParams {
         let [d, h, w] = b.source;
         let [before_d, before_h, before_w] = b.before;
         let [out_d, out_h, out_w] = b.dims;
-        Some(ConvBorderPackParams {
+        ConvBorderPackParams {
             n: b.n,
             d,
             h,
@@ -947,7 +929,7 @@ impl ConvPack {
             out_d,
             out_h,
             out_w,
-        })
+        }
     }
 
     /// Bytes of one packed element (2 for bf16, 4 for tf32).
