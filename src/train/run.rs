@@ -1168,12 +1168,9 @@ fn check_memory(cfg: &TrainConfig, p: &Plan, spec: &ModelSpec, device: &Device) 
         return Err(Error::config(
             "batch",
             format!(
-                "batch {}, patch {:?} and widths {} to {} need about {:.1} GiB; this machine has \
-                 {:.1} GiB available: lower --batch, --patch or --features",
-                p.batch,
-                p.patch,
-                p.base_features,
-                p.max_features,
+                "{} need about {:.1} GiB; this machine has {:.1} GiB available: lower --batch, \
+                 --patch or --features",
+                step_sizes(p),
                 gib(need),
                 gib(available)
             ),
@@ -1217,16 +1214,21 @@ fn memory_shortfall(p: &Plan, need: u64, free: u64) -> Option<String> {
         return None;
     }
     Some(format!(
-        "batch {}, patch {:?} and widths {} to {} need about {:.1} GiB of GPU memory; the GPU \
-         has {:.1} GiB free, so training may run out of memory: lower --batch, --patch or \
-         --features (`voxseg plan` shows what the planner fits)",
-        p.batch,
-        p.patch,
-        p.base_features,
-        p.max_features,
+        "{} need about {:.1} GiB of GPU memory; the GPU has {:.1} GiB free, so training may \
+         run out of memory: lower --batch, --patch or --features (`voxseg plan` shows what \
+         the planner fits)",
+        step_sizes(p),
         gib(need),
         gib(free)
     ))
+}
+
+/// The sizes of `p` that set a step's memory, as the memory messages name them.
+fn step_sizes(p: &Plan) -> String {
+    format!(
+        "batch {}, patch {:?} and widths {} to {}",
+        p.batch, p.patch, p.base_features, p.max_features
+    )
 }
 
 /// Why turning deep supervision off changes nothing, where it does not: a U-Net of fewer
