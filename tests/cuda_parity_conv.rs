@@ -18,14 +18,14 @@ mod common;
 use common::{
     device, fresh_seed, max_rel, norm_rel, random, serial, tma_box_reference, tma_probe_cases,
 };
-use voxseg::backend::cpu::{Cpu, Cpu64};
+use voxseg::backend::cpu::{Cpu, Cpu64, CpuBackend};
 use voxseg::backend::cuda::conv_plan::{
     wgmma_probe_depth, ConvPass, ConvPlan, ConvPrecision, ConvTarget, ConvTile, Reach, WGMMA_PROBES,
 };
 use voxseg::backend::cuda::conv_tma::ConvTmaTiling;
 use voxseg::backend::cuda::emu::conv as emu_conv;
 use voxseg::backend::cuda::{graph_reps, Cuda};
-use voxseg::backend::BackendBase;
+use voxseg::backend::{BackendBase, Element};
 use voxseg::rng::Rng;
 use voxseg::tensor::Shape;
 use voxseg::tensor_ops::conv::{Conv3dSpec, ConvGeometry, ConvTranspose3dSpec, Padding};
@@ -223,25 +223,12 @@ fn check_passes(gpu: &Cuda, geometries: &[ConvGeometry], passes: &[ConvPass]) {
                 let (a, b) = (round_with(round, &a), round_with(round, &b));
                 let bias: Option<Vec<f64>> =
                     bias.as_ref().map(|v| v.iter().map(|&x| x as f64).collect());
-                if used != ConvPrecision::F32 {
-                    let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
-                    let (a, b) = (f32s(&a), f32s(&b));
-                    let bias = bias.as_deref().map(f32s);
-                    let out = match pass {
-                        ConvPass::Forward => cpu32.conv3d_forward(&a, &b, bias.as_ref(), g),
-                        ConvPass::BackwardData => {
-                            cpu32.conv3d_backward_data(&a, &b, bias.as_ref(), g)
-                        }
-                        ConvPass::BackwardWeight => cpu32.conv3d_backward_weight(&a, &b, g),
-                    };
-                    return out.unwrap().into_iter().map(f64::from).collect();
+                let operands = (&a[..], &b[..], bias.as_deref());
+                if used == ConvPrecision::F32 {
+                    cpu_pass(&cpu, pass, operands, g)
+                } else {
+                    cpu_pass(&cpu32, pass, operands, g)
                 }
-                match pass {
-                    ConvPass::Forward => cpu.conv3d_forward(&a, &b, bias.as_ref(), g),
-                    ConvPass::BackwardData => cpu.conv3d_backward_data(&a, &b, bias.as_ref(), g),
-                    ConvPass::BackwardWeight => cpu.conv3d_backward_weight(&a, &b, g),
-                }
-                .unwrap()
             };
             let rounded = reference(used);
             let e = max_rel(&got, &rounded);
@@ -267,6 +254,27 @@ fn check_passes(gpu: &Cuda, geometries: &[ConvGeometry], passes: &[ConvPass]) {
             );
         }
     }
+}
+
+/// `pass` of `g` on a CPU backend from operands `(a, b, bias)` exact in its element type,
+/// as f64.
+fn cpu_pass<E: Element>(
+    be: &CpuBackend<E>,
+    pass: ConvPass,
+    (a, b, bias): (&[f64], &[f64], Option<&[f64]>),
+    g: &ConvGeometry,
+) -> Vec<f64> {
+    let of = |v: &[f64]| v.iter().map(|&x| E::of(x)).collect::<Vec<E>>();
+    let (a, b, bias) = (of(a), of(b), bias.map(of));
+    match pass {
+        ConvPass::Forward => be.conv3d_forward(&a, &b, bias.as_ref(), g),
+        ConvPass::BackwardData => be.conv3d_backward_data(&a, &b, bias.as_ref(), g),
+        ConvPass::BackwardWeight => be.conv3d_backward_weight(&a, &b, g),
+    }
+    .unwrap()
+    .into_iter()
+    .map(|v| v.as_f64())
+    .collect()
 }
 
 fn same(x: [usize; 5], w: [usize; 5], stride: usize) -> ConvGeometry {
