@@ -12,8 +12,8 @@
 mod common;
 
 use common::{
-    check_layout, emu_sum, max_rel, norm_rel, poisoned, random, tma_box_reference, tma_probe_cases,
-    written,
+    check_layout, cpu_pass, emu_sum, max_rel, norm_rel, poisoned, random, tma_box_reference,
+    tma_probe_cases, written,
 };
 use voxseg::backend::cpu::Cpu64;
 use voxseg::backend::cuda::conv_plan::*;
@@ -22,7 +22,6 @@ use voxseg::backend::cuda::emu::{self, conv as emu_conv};
 use voxseg::rng::Rng;
 use voxseg::tensor::Shape;
 use voxseg::tensor_ops::conv::{Conv3dSpec, ConvGeometry, ConvTranspose3dSpec, Padding};
-use voxseg::tensor_ops::Conv3dKernel;
 
 /// TF32 as cvt.rna.tf32.f32 rounds: to 11 significant bits, ties away from zero, computed
 /// by arithmetic (independently of the kernels' bit manipulation).
@@ -85,15 +84,9 @@ fn reference(
     bias: Option<&[f32]>,
     round: fn(f32) -> f32,
 ) -> Vec<f64> {
-    let cpu = Cpu64::new();
     let r = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| round(x) as f64).collect() };
     let (a, b, bias) = (r(a), r(b), bias.map(to64));
-    match pass {
-        ConvPass::Forward => cpu.conv3d_forward(&a, &b, bias.as_ref(), g),
-        ConvPass::BackwardData => cpu.conv3d_backward_data(&a, &b, bias.as_ref(), g),
-        ConvPass::BackwardWeight => cpu.conv3d_backward_weight(&a, &b, g),
-    }
-    .unwrap()
+    cpu_pass(&Cpu64::new(), pass, (&a, &b, bias.as_deref()), g)
 }
 
 /// What one checked pass ran.

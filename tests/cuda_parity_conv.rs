@@ -16,16 +16,17 @@
 mod common;
 
 use common::{
-    device, fresh_seed, max_rel, norm_rel, random, serial, tma_box_reference, tma_probe_cases,
+    cpu_pass, device, fresh_seed, max_rel, norm_rel, random, serial, tma_box_reference,
+    tma_probe_cases,
 };
-use voxseg::backend::cpu::{Cpu, Cpu64, CpuBackend};
+use voxseg::backend::cpu::{Cpu, Cpu64};
 use voxseg::backend::cuda::conv_plan::{
     wgmma_probe_depth, ConvPass, ConvPlan, ConvPrecision, ConvTarget, ConvTile, Reach, WGMMA_PROBES,
 };
 use voxseg::backend::cuda::conv_tma::ConvTmaTiling;
 use voxseg::backend::cuda::emu::conv as emu_conv;
 use voxseg::backend::cuda::{graph_reps, Cuda};
-use voxseg::backend::{BackendBase, Element};
+use voxseg::backend::BackendBase;
 use voxseg::rng::Rng;
 use voxseg::tensor::Shape;
 use voxseg::tensor_ops::conv::{Conv3dSpec, ConvGeometry, ConvTranspose3dSpec, Padding};
@@ -254,27 +255,6 @@ fn check_passes(gpu: &Cuda, geometries: &[ConvGeometry], passes: &[ConvPass]) {
             );
         }
     }
-}
-
-/// `pass` of `g` on a CPU backend from operands `(a, b, bias)` exact in its element type,
-/// as f64.
-fn cpu_pass<E: Element>(
-    be: &CpuBackend<E>,
-    pass: ConvPass,
-    (a, b, bias): (&[f64], &[f64], Option<&[f64]>),
-    g: &ConvGeometry,
-) -> Vec<f64> {
-    let of = |v: &[f64]| v.iter().map(|&x| E::of(x)).collect::<Vec<E>>();
-    let (a, b, bias) = (of(a), of(b), bias.map(of));
-    match pass {
-        ConvPass::Forward => be.conv3d_forward(&a, &b, bias.as_ref(), g),
-        ConvPass::BackwardData => be.conv3d_backward_data(&a, &b, bias.as_ref(), g),
-        ConvPass::BackwardWeight => be.conv3d_backward_weight(&a, &b, g),
-    }
-    .unwrap()
-    .into_iter()
-    .map(|v| v.as_f64())
-    .collect()
 }
 
 fn same(x: [usize; 5], w: [usize; 5], stride: usize) -> ConvGeometry {

@@ -1,21 +1,26 @@
 //! Helpers shared by the CUDA test binaries (tests/cuda_harness*.rs, tests/cuda_parity*.rs):
 //! poisoned outputs with guard tails, random inputs, the device with poisoned buffers, fresh
 //! seeds, element-wise comparisons whose tolerance each test file states, a small U-Net,
-//! and the tensor memory accelerator probe's cases with their reference.
+//! the tensor memory accelerator probe's cases with their reference, and convolution
+//! references on a CPU backend.
 // Each test binary compiles this module and uses only a subset of it.
 #![allow(dead_code)]
 
 use std::time::{SystemTime, UNIX_EPOCH};
+use voxseg::backend::cpu::CpuBackend;
+use voxseg::backend::cuda::conv_plan::ConvPass;
 use voxseg::backend::cuda::conv_tma::TiledMap;
 use voxseg::backend::cuda::emu;
 use voxseg::backend::cuda::launch::{column_sum, ReducePlan};
 use voxseg::backend::cuda::Cuda;
+use voxseg::backend::Element;
 use voxseg::nn::layers::{Activation, NormKind};
 use voxseg::nn::unet::{Downsample, UNetConfig, Upsample};
 use voxseg::nn::Init;
 use voxseg::rng::Rng;
+use voxseg::tensor_ops::conv::ConvGeometry;
 use voxseg::tensor_ops::reduce::Axis1;
-use voxseg::tensor_ops::UnaryOp;
+use voxseg::tensor_ops::{Conv3dKernel, UnaryOp};
 
 /// Length of the sentinel tail after every harness output buffer.
 pub const GUARD: usize = 37;
@@ -432,4 +437,25 @@ pub fn tma_box_reference(map: &TiledMap, data: &[u32], c: [i32; 5]) -> Vec<u32> 
     out.chunks(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
+}
+
+/// `pass` of `g` on a CPU backend from operands `(a, b, bias)` exact in its element type,
+/// as f64.
+pub fn cpu_pass<E: Element>(
+    be: &CpuBackend<E>,
+    pass: ConvPass,
+    (a, b, bias): (&[f64], &[f64], Option<&[f64]>),
+    g: &ConvGeometry,
+) -> Vec<f64> {
+    let of = |v: &[f64]| v.iter().map(|&x| E::of(x)).collect::<Vec<E>>();
+    let (a, b, bias) = (of(a), of(b), bias.map(of));
+    match pass {
+        ConvPass::Forward => be.conv3d_forward(&a, &b, bias.as_ref(), g),
+        ConvPass::BackwardData => be.conv3d_backward_data(&a, &b, bias.as_ref(), g),
+        ConvPass::BackwardWeight => be.conv3d_backward_weight(&a, &b, g),
+    }
+    .unwrap()
+    .into_iter()
+    .map(|v| v.as_f64())
+    .collect()
 }
