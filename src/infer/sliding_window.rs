@@ -245,8 +245,7 @@ mod tests {
     use super::*;
     use crate::backend::cpu::Cpu;
     use crate::nn::fcn::FcnConfig;
-    use crate::nn::layers::{Activation, NormKind};
-    use crate::nn::{Init, ModelSpec};
+    use crate::nn::ModelSpec;
     use crate::rng::Rng;
 
     #[test]
@@ -407,17 +406,7 @@ mod tests {
     }
 
     fn small_fcn(b: &Cpu) -> Model<Cpu> {
-        let spec = ModelSpec::Fcn(FcnConfig {
-            in_channels: 2,
-            out_channels: 3,
-            features: 4,
-            levels: 1,
-            blocks_per_level: 1,
-            norm: NormKind::Instance,
-            activation: Activation::LeakyRelu { slope: 0.01 },
-            dropout: 0.0,
-            init: Init::HeNormal,
-        });
+        let spec = ModelSpec::Fcn(FcnConfig::of_sizes([2, 3], 4, 1, 1));
         Model::new(b, &spec, 11).unwrap()
     }
 

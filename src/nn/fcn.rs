@@ -25,6 +25,28 @@ pub struct FcnConfig {
 }
 
 impl FcnConfig {
+    /// An FCN of these sizes with instance norm, LeakyReLU(0.01), no dropout and He
+    /// initialisation (for tests that vary only the sizes).
+    #[cfg(test)]
+    pub(crate) fn of_sizes(
+        [in_channels, out_channels]: [usize; 2],
+        features: usize,
+        levels: usize,
+        blocks_per_level: usize,
+    ) -> Self {
+        Self {
+            in_channels,
+            out_channels,
+            features,
+            levels,
+            blocks_per_level,
+            norm: NormKind::Instance,
+            activation: Activation::LeakyRelu { slope: 0.01 },
+            dropout: 0.0,
+            init: Init::HeNormal,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.in_channels == 0
             || self.out_channels == 0
@@ -208,17 +230,7 @@ mod tests {
     /// counted layer by layer: exact (tolerance 0), odd sizes included.
     #[test]
     fn activation_estimate_counts_the_real_layer_outputs_and_is_not_the_unets() {
-        let config = FcnConfig {
-            in_channels: 2,
-            out_channels: 3,
-            features: 4,
-            levels: 2,
-            blocks_per_level: 2,
-            norm: NormKind::Instance,
-            activation: Activation::LeakyRelu { slope: 0.01 },
-            dropout: 0.0,
-            init: Init::HeNormal,
-        };
+        let config = FcnConfig::of_sizes([2, 3], 4, 2, 2);
         let (patch, batch) = ([9, 12, 10], 2);
         let b = Cpu::new();
         let mut fcn = Fcn::new(&b, config.clone(), 1).unwrap();

@@ -129,25 +129,13 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 mod tests {
     use super::*;
     use crate::nn::fcn::FcnConfig;
-    use crate::nn::layers::{Activation, NormKind};
-    use crate::nn::Init;
 
     fn identity() -> CheckpointIdentity {
         CheckpointIdentity {
             modalities: vec!["t1".into(), "flair".into()],
             label_spec: LabelSpec::brats2021(),
             target: TargetSpec::Regions,
-            model: ModelSpec::Fcn(FcnConfig {
-                in_channels: 2,
-                out_channels: 3,
-                features: 4,
-                levels: 1,
-                blocks_per_level: 1,
-                norm: NormKind::Instance,
-                activation: Activation::LeakyRelu { slope: 0.01 },
-                dropout: 0.0,
-                init: Init::HeNormal,
-            }),
+            model: ModelSpec::Fcn(FcnConfig::of_sizes([2, 3], 4, 1, 1)),
         }
     }
 

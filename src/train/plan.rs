@@ -599,20 +599,9 @@ mod tests {
     #[test]
     fn fcn_parameters_match_the_built_fcn_and_huge_widths_saturate() {
         use crate::nn::fcn::FcnConfig;
-        use crate::nn::layers::{Activation, NormKind};
-        use crate::nn::{Init, Model, ModelSpec};
+        use crate::nn::{Model, ModelSpec};
         for levels in [0, 2] {
-            let spec = ModelSpec::Fcn(FcnConfig {
-                in_channels: 4,
-                out_channels: 3,
-                features: 4,
-                levels,
-                blocks_per_level: 2,
-                norm: NormKind::Instance,
-                activation: Activation::LeakyRelu { slope: 0.01 },
-                dropout: 0.0,
-                init: Init::HeNormal,
-            });
+            let spec = ModelSpec::Fcn(FcnConfig::of_sizes([4, 3], 4, levels, 2));
             let built = Model::new(&crate::backend::cpu::Cpu::new(), &spec, 1)
                 .unwrap()
                 .parameter_count() as f64;

@@ -2099,7 +2099,6 @@ fn advance(state: &TrainState, epoch_done: bool) -> TrainState {
 mod tests {
     use super::*;
     use crate::metrics::Confusion;
-    use crate::nn::layers::NormKind;
 
     /// A step the GPU's free memory cannot hold, by the planner's model, is warned of with
     /// the numbers and the flags that lower it; one that fits is not.
@@ -2141,17 +2140,7 @@ mod tests {
             deep_supervision_note(&TrainConfig::default(), &unet(3)),
             None
         );
-        let fcn = ModelSpec::Fcn(FcnConfig {
-            in_channels: 4,
-            out_channels: 3,
-            features: 8,
-            levels: 2,
-            blocks_per_level: 2,
-            norm: NormKind::Instance,
-            activation: Activation::LeakyRelu { slope: 0.01 },
-            dropout: 0.0,
-            init: Init::HeNormal,
-        });
+        let fcn = ModelSpec::Fcn(FcnConfig::of_sizes([4, 3], 8, 2, 2));
         assert!(deep_supervision_note(&off, &fcn).unwrap().contains("FCN"));
     }
 
