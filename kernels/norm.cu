@@ -10,10 +10,12 @@
 // pass y = act(x a + b), which may also write y packed for a tensor-core convolution. Both
 // round as the CPU backend does, so, given the same statistics, y and the backward's slopes
 // match it bit for bit.
-// Backward: the forward's coefficients a, b again (norm_affine), a reduction of dz and
-// dz (x - mean) (dz being the gradient at the pre-activation, whose sign is that of
-// z = x a + b, recomputed bit for bit as the forward computed it, so y need not be kept),
-// the dx coefficients and dgamma, dbeta from it, then one pass dx = k1 dz + k2 (x - mean) + k3.
+// Backward, three launches: a reduction of dz and dz (x - mean) (dz being the gradient at
+// the pre-activation, whose sign is that of z = x a + b, recomputed bit for bit as the
+// forward computed it from the same coefficients, so y need not be kept); one kernel for the
+// dx coefficients, the forward's a, b and dgamma, dbeta; then one pass
+// dx = k1 dz + k2 (x - mean) + k3. Few launches matter at the deep layers' small sizes,
+// where each launch costs more than its memory traffic.
 #include "common.h"
 #include "conv3d_pipe.h"
 
@@ -133,22 +135,44 @@ VX_EMU_ENTRY(norm_stats_finish,
               const float* x, float* mean, float* var),
              (r, p, partial, x, mean, var))
 
-// One thread per (outer slice, channel) k: coef[k] = a = gamma * rstd and
-// coef[outer * c + k] = b = beta - mean * a, so that the forward is y = act(x a + b).
+// 1 / sqrt(var + eps) of statistic s, in f64 as the CPU computes it.
+__device__ __forceinline__ double vx_norm_rstd(const NormKernelParams& p, const float* var,
+                                               vx_u64 s) {
+    return 1.0 / sqrt(static_cast<double>(var[s]) + p.eps);
+}
+
+// The forward's coefficients of channel ch, whose statistic is s with `rstd`:
+// a = gamma * rstd and b = beta - mean * a, so that the forward is y = act(x a + b). Every
+// kernel that needs them computes them here, so the forward and the backward's recomputed
+// pre-activation agree bit for bit.
+struct VxNormAffine {
+    float a;
+    float b;
+};
+__device__ __forceinline__ VxNormAffine vx_norm_forward_coefs(const NormKernelParams& p,
+                                                              const float* mean, double rstd,
+                                                              const float* gamma,
+                                                              const float* beta, vx_u64 s,
+                                                              vx_u64 ch) {
+    const double scale = (p.has_gamma ? static_cast<double>(gamma[ch]) : 1.0) * rstd;
+    const double shift = p.has_beta ? static_cast<double>(beta[ch]) : 0.0;
+    const double centre = __dmul_rn(static_cast<double>(mean[s]), scale);
+    return {static_cast<float>(scale), static_cast<float>(shift - centre)};
+}
+
+// One thread per (outer slice, channel) k: coef[k] = a and coef[outer * c + k] = b
+// (vx_norm_forward_coefs).
 extern "C" __global__ void __launch_bounds__(256)
     norm_affine(const NormKernelParams p, const float* __restrict__ mean,
                 const float* __restrict__ var, const float* __restrict__ gamma,
                 const float* __restrict__ beta, float* __restrict__ coef) {
     const vx_u64 count = p.outer * p.c;
     for (vx_u64 k = vx_thread_index(); k < count; k += vx_thread_stride()) {
-        const vx_u64 ch = k % p.c;
-        const vx_u64 s = vx_norm_stat(p, k / p.c, ch);
-        const double rstd = 1.0 / sqrt(static_cast<double>(var[s]) + p.eps);
-        const double scale = (p.has_gamma ? static_cast<double>(gamma[ch]) : 1.0) * rstd;
-        const double shift = p.has_beta ? static_cast<double>(beta[ch]) : 0.0;
-        coef[k] = static_cast<float>(scale);
-        const double centre = __dmul_rn(static_cast<double>(mean[s]), scale);
-        coef[count + k] = static_cast<float>(shift - centre);
+        const vx_u64 ch = k % p.c, s = vx_norm_stat(p, k / p.c, ch);
+        const VxNormAffine f =
+            vx_norm_forward_coefs(p, mean, vx_norm_rstd(p, var, s), gamma, beta, s, ch);
+        coef[k] = f.a;
+        coef[count + k] = f.b;
     }
 }
 VX_EMU_ENTRY(norm_affine,
@@ -279,24 +303,26 @@ __device__ __forceinline__ float vx_norm_dz(const NormKernelParams& p, float z, 
 // A column's mean and the forward's coefficients a, b.
 struct VxNormBackwardColumn {
     double mean;
-    float a;
-    float b;
+    VxNormAffine forward;
 };
 
-// `affine` is norm_affine's output for the forward's statistics, gamma and beta.
+// Each column computes the forward's coefficients once (vx_norm_forward_coefs); an absent
+// gamma or beta is not read.
 struct VxNormBackwardLoad {
     NormKernelParams p;
     const float* x;
-    const float* affine;
     const float* dy;
     const float* mean;
+    const float* var;
+    const float* gamma;
+    const float* beta;
     __device__ __forceinline__ VxNormBackwardColumn ref(vx_u64 o, vx_u64 i) const {
-        const vx_u64 k = o * p.c + i;
-        return {mean[vx_norm_stat(p, o, i)], affine[k], affine[p.outer * p.c + k]};
+        const vx_u64 s = vx_norm_stat(p, o, i);
+        return {mean[s], vx_norm_forward_coefs(p, mean, vx_norm_rstd(p, var, s), gamma, beta, s, i)};
     }
     __device__ __forceinline__ void add(vx_u64 e, const VxNormBackwardColumn& col, double& a,
                                         double& b) const {
-        const float z = vx_norm_z(x[e], col.a, col.b);
+        const float z = vx_norm_z(x[e], col.forward.a, col.forward.b);
         const double g = vx_norm_dz(p, z, dy[e]);
         a += g;
         b += g * (static_cast<double>(x[e]) - col.mean);
@@ -306,100 +332,109 @@ struct VxNormBackwardLoad {
 // Backward pass 1: per column, sum dz (plane 0) and sum dz (x - mean) (plane 1).
 extern "C" __global__ void __launch_bounds__(VX_REDUCE_THREADS)
     norm_backward_partial(const ReduceParams r, const NormKernelParams p,
-                          const float* __restrict__ x, const float* __restrict__ affine,
-                          const float* __restrict__ dy, const float* __restrict__ mean,
+                          const float* __restrict__ x, const float* __restrict__ dy,
+                          const float* __restrict__ mean, const float* __restrict__ var,
+                          const float* __restrict__ gamma, const float* __restrict__ beta,
                           double* __restrict__ partial) {
-    vx_norm_reduce2(r, VxNormBackwardLoad{p, x, affine, dy, mean}, partial);
+    vx_norm_reduce2(r, VxNormBackwardLoad{p, x, dy, mean, var, gamma, beta}, partial);
 }
 VX_EMU_ENTRY(norm_backward_partial,
-             (const ReduceParams r, const NormKernelParams p, const float* x,
-              const float* affine, const float* dy, const float* mean, double* partial),
-             (r, p, x, affine, dy, mean, partial))
+             (const ReduceParams r, const NormKernelParams p, const float* x, const float* dy,
+              const float* mean, const float* var, const float* gamma, const float* beta,
+              double* partial),
+             (r, p, x, dy, mean, var, gamma, beta, partial))
 
-// One thread per statistic: the coefficients of dx = k1 dz + k2 (x - k4) + k3 for each of
-// its (outer slice, channel) pairs k, in planes k1, k2, k3, k4 of outer * c. With fixed
-// statistics only k1 is non-zero and the partials are not read.
-extern "C" __global__ void __launch_bounds__(256)
-    norm_backward_coef(const ReduceParams r, const NormKernelParams p,
-                       const double* __restrict__ partial, const float* __restrict__ mean,
-                       const float* __restrict__ var, const float* __restrict__ gamma,
-                       float* __restrict__ coef) {
+// The dx coefficients of statistic s's pairs (see norm_backward_finish).
+__device__ __forceinline__ void vx_norm_dx_coefs(const ReduceParams& r, const NormKernelParams& p,
+                                                 const double* partial, const float* mean,
+                                                 const float* var, const float* gamma,
+                                                 const float* beta, vx_u64 s, float* coef) {
     const vx_u64 groups = p.c / p.cpg, planes = p.outer * p.c;
     const double count = static_cast<double>(p.mid) * static_cast<double>(p.cpg);
-    for (vx_u64 s = vx_thread_index(); s < p.outer * groups; s += vx_thread_stride()) {
-        const vx_u64 o = s / groups, first = (s - o * groups) * p.cpg;
-        const double rstd = 1.0 / sqrt(static_cast<double>(var[s]) + p.eps);
-        double sum_dxhat = 0.0, sum_dxhat_xhat = 0.0;
-        if (!p.fixed_stats) {
-            for (vx_u64 ch = first; ch < first + p.cpg; ++ch) {
-                const double g = p.has_gamma ? static_cast<double>(gamma[ch]) : 1.0;
-                double sdz, sdzx;
-                vx_norm_column_totals(r, partial, o, ch, sdz, sdzx);
-                sum_dxhat += g * sdz;
-                sum_dxhat_xhat += g * (sdzx * rstd);
-            }
-        }
+    const vx_u64 o = s / groups, first = (s - o * groups) * p.cpg;
+    const double rstd = vx_norm_rstd(p, var, s);
+    double sum_dxhat = 0.0, sum_dxhat_xhat = 0.0;
+    if (!p.fixed_stats) {
         for (vx_u64 ch = first; ch < first + p.cpg; ++ch) {
-            const vx_u64 k = o * p.c + ch;
             const double g = p.has_gamma ? static_cast<double>(gamma[ch]) : 1.0;
-            coef[k] = static_cast<float>(rstd * g);
-            coef[planes + k] = static_cast<float>(-rstd * rstd * sum_dxhat_xhat / count);
-            coef[2 * planes + k] = static_cast<float>(-rstd * sum_dxhat / count);
-            coef[3 * planes + k] = mean[s];
-        }
-    }
-}
-VX_EMU_ENTRY(norm_backward_coef,
-             (const ReduceParams r, const NormKernelParams p, const double* partial,
-              const float* mean, const float* var, const float* gamma, float* coef),
-             (r, p, partial, mean, var, gamma, coef))
-
-// One thread per channel, over every outer slice: out = dgamma = sum dz xhat, or with
-// `beta` set, out = dbeta = sum dz.
-extern "C" __global__ void __launch_bounds__(256)
-    norm_backward_affine(const ReduceParams r, const NormKernelParams p,
-                         const double* __restrict__ partial, const float* __restrict__ var,
-                         unsigned beta, float* __restrict__ out) {
-    const vx_u64 groups = p.c / p.cpg;
-    for (vx_u64 ch = vx_thread_index(); ch < p.c; ch += vx_thread_stride()) {
-        const vx_u64 group = ch / p.cpg;
-        double sum = 0.0;
-        for (vx_u64 o = 0; o < p.outer; ++o) {
             double sdz, sdzx;
             vx_norm_column_totals(r, partial, o, ch, sdz, sdzx);
-            if (beta) {
-                sum += sdz;
-            } else {
-                const double v = static_cast<double>(var[o * groups + group]);
-                sum += sdzx * (1.0 / sqrt(v + p.eps));
-            }
+            sum_dxhat += g * sdz;
+            sum_dxhat_xhat += g * (sdzx * rstd);
         }
-        out[ch] = static_cast<float>(sum);
+    }
+    for (vx_u64 ch = first; ch < first + p.cpg; ++ch) {
+        const vx_u64 k = o * p.c + ch;
+        const double g = p.has_gamma ? static_cast<double>(gamma[ch]) : 1.0;
+        coef[k] = static_cast<float>(rstd * g);
+        coef[planes + k] = static_cast<float>(-rstd * rstd * sum_dxhat_xhat / count);
+        coef[2 * planes + k] = static_cast<float>(-rstd * sum_dxhat / count);
+        coef[3 * planes + k] = mean[s];
+        const VxNormAffine f = vx_norm_forward_coefs(p, mean, rstd, gamma, beta, s, ch);
+        coef[4 * planes + k] = f.a;
+        coef[5 * planes + k] = f.b;
     }
 }
-VX_EMU_ENTRY(norm_backward_affine,
-             (const ReduceParams r, const NormKernelParams p, const double* partial,
-              const float* var, unsigned beta, float* out),
-             (r, p, partial, var, beta, out))
+
+// Channel ch's dgamma = sum dz xhat and dbeta = sum dz over every outer slice, as asked.
+__device__ __forceinline__ void vx_norm_affine_grads(const ReduceParams& r,
+                                                     const NormKernelParams& p,
+                                                     const double* partial, const float* var,
+                                                     unsigned grads, vx_u64 ch, float* dgamma,
+                                                     float* dbeta) {
+    const vx_u64 groups = p.c / p.cpg, group = ch / p.cpg;
+    double sum_x = 0.0, sum = 0.0;
+    for (vx_u64 o = 0; o < p.outer; ++o) {
+        double sdz, sdzx;
+        vx_norm_column_totals(r, partial, o, ch, sdz, sdzx);
+        sum += sdz;
+        sum_x += sdzx * vx_norm_rstd(p, var, o * groups + group);
+    }
+    if (grads & VX_NORM_GRAD_GAMMA) dgamma[ch] = static_cast<float>(sum_x);
+    if (grads & VX_NORM_GRAD_BETA) dbeta[ch] = static_cast<float>(sum);
+}
+
+// Backward, between the passes; `grads` (VX_NORM_GRAD_*) says what to write. Thread t
+// handles statistic t for dx: the coefficients of dx = k1 dz + k2 (x - k4) + k3 and the
+// forward's a, b of each of its (outer slice, channel) pairs k, in planes k1, k2, k3, k4, a, b
+// of outer * c (with fixed statistics only k1 is non-zero and the partials are not read);
+// and channel t for dgamma and dbeta. Unwritten outputs and an absent gamma or beta are not
+// touched.
+extern "C" __global__ void __launch_bounds__(256)
+    norm_backward_finish(const ReduceParams r, const NormKernelParams p, unsigned grads,
+                         const double* __restrict__ partial, const float* __restrict__ mean,
+                         const float* __restrict__ var, const float* __restrict__ gamma,
+                         const float* __restrict__ beta, float* __restrict__ coef,
+                         float* __restrict__ dgamma, float* __restrict__ dbeta) {
+    const vx_u64 stats = (grads & VX_NORM_GRAD_DX) ? p.outer * (p.c / p.cpg) : 0;
+    const vx_u64 channels = (grads & (VX_NORM_GRAD_GAMMA | VX_NORM_GRAD_BETA)) ? p.c : 0;
+    for (vx_u64 t = vx_thread_index(); t < max(stats, channels); t += vx_thread_stride()) {
+        if (t < stats) vx_norm_dx_coefs(r, p, partial, mean, var, gamma, beta, t, coef);
+        if (t < channels) vx_norm_affine_grads(r, p, partial, var, grads, t, dgamma, dbeta);
+    }
+}
+VX_EMU_ENTRY(norm_backward_finish,
+             (const ReduceParams r, const NormKernelParams p, unsigned grads,
+              const double* partial, const float* mean, const float* var, const float* gamma,
+              const float* beta, float* coef, float* dgamma, float* dbeta),
+             (r, p, grads, partial, mean, var, gamma, beta, coef, dgamma, dbeta))
 
 // dx = k1 dz + k2 (x - k4) + k3 of one element, coefficient kj at k + (j - 1) planes, the
-// forward's a, b (for dz's slope) at k and planes + k of `affine`.
+// forward's a, b (for dz's slope) at k + 4 planes and k + 5 planes (norm_backward_finish).
 template <class I>
-__device__ __forceinline__ float vx_norm_dx_value(const NormKernelParams& p, const float* affine,
-                                                  const float* coef, I planes, I k, float x,
-                                                  float dy) {
-    const float g = vx_norm_dz(p, vx_norm_z(x, affine[k], affine[planes + k]), dy);
+__device__ __forceinline__ float vx_norm_dx_value(const NormKernelParams& p, const float* coef,
+                                                  I planes, I k, float x, float dy) {
+    const float g = vx_norm_dz(p, vx_norm_z(x, coef[4 * planes + k], coef[5 * planes + k]), dy);
     return coef[k] * g + coef[planes + k] * (x - coef[3 * planes + k]) + coef[2 * planes + k];
 }
 
 template <class I>
 __device__ __forceinline__ void vx_norm_dx(const NormKernelParams& p, const float* x,
-                                           const float* affine, const float* dy,
-                                           const float* coef, float* dx) {
+                                           const float* dy, const float* coef, float* dx) {
     const I n = static_cast<I>(p.outer * p.mid * p.c);
     const I planes = static_cast<I>(p.outer * p.c);
     for (I i = static_cast<I>(vx_thread_index()); i < n; i += static_cast<I>(vx_thread_stride()))
-        dx[i] = vx_norm_dx_value(p, affine, coef, planes, vx_norm_coef_index(p, i), x[i], dy[i]);
+        dx[i] = vx_norm_dx_value(p, coef, planes, vx_norm_coef_index(p, i), x[i], dy[i]);
 }
 
 // vx_norm_dx that also writes dx packed (vx_norm_write_packed): dx is the gradient at the
@@ -407,8 +442,8 @@ __device__ __forceinline__ void vx_norm_dx(const NormKernelParams& p, const floa
 // packed.
 template <class P, class I>
 __device__ __forceinline__ void vx_norm_dx_packed(const NormKernelParams& p, const float* x,
-                                                  const float* affine, const float* dy,
-                                                  const float* coef, float* dx, VxU4* packed) {
+                                                  const float* dy, const float* coef, float* dx,
+                                                  VxU4* packed) {
     const I planes = static_cast<I>(p.outer * p.c);
     vx_norm_write_packed<P, I>(p, dx, packed, [&](I e, I k, float(&v)[4]) {
         float xs[4], ds[4];
@@ -416,25 +451,24 @@ __device__ __forceinline__ void vx_norm_dx_packed(const NormKernelParams& p, con
         vx_load4_lanes(dy + e, ds);
 #pragma unroll
         for (int t = 0; t < 4; ++t)
-            v[t] = vx_norm_dx_value(p, affine, coef, planes, k + t, xs[t], ds[t]);
+            v[t] = vx_norm_dx_value(p, coef, planes, k + t, xs[t], ds[t]);
     });
 }
 
 #define VX_NORM_DX_PACKED(name, Precision)                                                 \
     extern "C" __global__ void __launch_bounds__(256)                                      \
         name(const NormKernelParams p, const float* __restrict__ x,                        \
-             const float* __restrict__ affine, const float* __restrict__ dy,               \
-             const float* __restrict__ coef, float* __restrict__ dx,                       \
-             VxU4* __restrict__ packed) {                                                  \
+             const float* __restrict__ dy, const float* __restrict__ coef,                 \
+             float* __restrict__ dx, VxU4* __restrict__ packed) {                          \
         if (p.outer * p.mid * p.c <= VX_NORM_MAX_32)                                       \
-            vx_norm_dx_packed<Precision, unsigned>(p, x, affine, dy, coef, dx, packed);    \
+            vx_norm_dx_packed<Precision, unsigned>(p, x, dy, coef, dx, packed);            \
         else                                                                               \
-            vx_norm_dx_packed<Precision, vx_u64>(p, x, affine, dy, coef, dx, packed);      \
+            vx_norm_dx_packed<Precision, vx_u64>(p, x, dy, coef, dx, packed);              \
     }                                                                                      \
     VX_EMU_ENTRY(name,                                                                     \
-                 (const NormKernelParams p, const float* x, const float* affine,           \
-                  const float* dy, const float* coef, float* dx, VxU4* packed),            \
-                 (p, x, affine, dy, coef, dx, packed))
+                 (const NormKernelParams p, const float* x, const float* dy,               \
+                  const float* coef, float* dx, VxU4* packed),                             \
+                 (p, x, dy, coef, dx, packed))
 
 VX_NORM_DX_PACKED(norm_backward_dx_bf16_pack, VxBf16)
 VX_NORM_DX_PACKED(norm_backward_dx_tf32_pack, VxTf32)
@@ -442,17 +476,17 @@ VX_NORM_DX_PACKED(norm_backward_dx_tf32_pack, VxTf32)
 // Backward pass 2: dx = k1 dz + k2 (x - k4) + k3.
 extern "C" __global__ void __launch_bounds__(256)
     norm_backward_dx(const NormKernelParams p, const float* __restrict__ x,
-                     const float* __restrict__ affine, const float* __restrict__ dy,
-                     const float* __restrict__ coef, float* __restrict__ dx) {
+                     const float* __restrict__ dy, const float* __restrict__ coef,
+                     float* __restrict__ dx) {
     if (p.outer * p.mid * p.c <= VX_NORM_MAX_32)
-        vx_norm_dx<unsigned>(p, x, affine, dy, coef, dx);
+        vx_norm_dx<unsigned>(p, x, dy, coef, dx);
     else
-        vx_norm_dx<vx_u64>(p, x, affine, dy, coef, dx);
+        vx_norm_dx<vx_u64>(p, x, dy, coef, dx);
 }
 VX_EMU_ENTRY(norm_backward_dx,
-             (const NormKernelParams p, const float* x, const float* affine, const float* dy,
-              const float* coef, float* dx),
-             (p, x, affine, dy, coef, dx))
+             (const NormKernelParams p, const float* x, const float* dy, const float* coef,
+              float* dx),
+             (p, x, dy, coef, dx))
 
 // moving = momentum * moving + (1 - momentum) * correction * batch, in f64, in place.
 extern "C" __global__ void __launch_bounds__(256)

@@ -19,6 +19,11 @@ struct NormKernelParams {
     unsigned fixed_stats;  // statistics were given (eval): no gradient through them
 };
 
+// What norm_backward_finish writes: bits of its `grads` argument.
+#define VX_NORM_GRAD_DX 1u
+#define VX_NORM_GRAD_GAMMA 2u
+#define VX_NORM_GRAD_BETA 4u
+
 // moving[i] = momentum * moving[i] + (1 - momentum) * correction * batch[i].
 struct NormMovingParams {
     unsigned long long n;

@@ -18,13 +18,17 @@ use common::{check_layout, guarded, largest_magnitude, poisoned, random, written
 use voxseg::backend::cpu::Cpu;
 use voxseg::backend::cuda::block_sum::{BlockSumPlan, SUM_THREADS};
 use voxseg::backend::cuda::emu;
+use voxseg::backend::cuda::emu::norm::{NormFinishOutputs, NormInputs};
 use voxseg::backend::cuda::launch::{self, ReducePlan};
 use voxseg::backend::cuda::params::LaunchDims;
 use voxseg::backend::cuda::params_bce::BceKernelParams;
 use voxseg::backend::cuda::params_cross_entropy::CrossEntropyKernelParams;
 use voxseg::backend::cuda::params_dropout::DropoutKernelParams;
 use voxseg::backend::cuda::params_matmul::*;
-use voxseg::backend::cuda::params_norm::{NormKernelParams, NormMovingParams, NormPlan};
+use voxseg::backend::cuda::params_norm::{
+    NormKernelParams, NormMovingParams, NormPlan, NORM_BACKWARD_COEF_PLANES, NORM_GRAD_BETA,
+    NORM_GRAD_DX, NORM_GRAD_GAMMA,
+};
 use voxseg::backend::cuda::params_softmax::SoftmaxKernelParams;
 use voxseg::rng::Rng;
 use voxseg::tensor_ops::bce::BceParams;
@@ -139,6 +143,9 @@ fn param_structs_have_the_cpp_layout() {
         ("VX_MATMUL_BK", MATMUL_BK),
         ("VX_MATMUL_THREADS", MATMUL_THREADS),
         ("VX_SUM_THREADS", SUM_THREADS),
+        ("VX_NORM_GRAD_DX", NORM_GRAD_DX),
+        ("VX_NORM_GRAD_GAMMA", NORM_GRAD_GAMMA),
+        ("VX_NORM_GRAD_BETA", NORM_GRAD_BETA),
     ] {
         assert_eq!(emu::launch_constant(name), Some(value), "{name}");
     }
@@ -176,7 +183,13 @@ fn emu_norm_forward(
 ) -> Vec<f32> {
     let k = plan.params;
     let mut coef = vec![f32::NAN; 2 * k.pairs()];
-    emu::norm::affine(&plan.pairs_dims, k, mean, var, gamma, beta, &mut coef).unwrap();
+    let inputs = NormInputs {
+        mean,
+        var,
+        gamma,
+        beta,
+    };
+    emu::norm::affine(&plan.pairs_dims, k, &inputs, &mut coef).unwrap();
     let mut y = poisoned(x.len());
     emu::norm::apply(&plan.element_dims, k, x, &coef, &mut y).unwrap();
     written(&y, x.len()).to_vec()
@@ -198,67 +211,48 @@ fn emu_norm_backward(
 ) -> Grads {
     let k = plan.params;
     let c = k.c as usize;
-    let mut forward_coef = vec![f32::NAN; 2 * k.pairs()];
-    emu::norm::affine(
-        &plan.pairs_dims,
-        k,
+    let inputs = NormInputs {
         mean,
         var,
         gamma,
         beta,
-        &mut forward_coef,
-    )
-    .unwrap();
-    let affine = needs[1] || needs[2];
-    let partial = (k.fixed_stats == 0 || affine).then(|| {
+    };
+    let partial = (k.fixed_stats == 0 || needs[1] || needs[2]).then(|| {
         let mut partial = vec![f64::NAN; plan.partial_len()];
         emu::norm::backward_partial(
             &plan.reduce_dims,
             plan.reduce,
             k,
             x,
-            &forward_coef,
             dy,
-            mean,
+            &inputs,
             &mut partial,
         )
         .unwrap();
         partial
     });
-    let affine_grad = |beta: bool| {
-        let partial = partial.as_ref()?;
-        needs[1 + usize::from(beta)].then(|| {
-            let mut out = poisoned(c);
-            emu::norm::backward_affine(
-                &plan.channel_dims,
-                plan.reduce,
-                k,
-                partial,
-                var,
-                beta,
-                &mut out,
-            )
-            .unwrap();
-            written(&out, c).to_vec()
-        })
+    let coef_len = NORM_BACKWARD_COEF_PLANES * k.pairs();
+    let mut coef = vec![f32::NAN; coef_len];
+    let (mut dgamma, mut dbeta) = (poisoned(c), poisoned(c));
+    let outputs = NormFinishOutputs {
+        coef: needs[0].then_some(&mut coef[..]),
+        dgamma: needs[1].then_some(&mut dgamma[..]),
+        dbeta: needs[2].then_some(&mut dbeta[..]),
     };
-    let (dgamma, dbeta) = (affine_grad(false), affine_grad(true));
+    emu::norm::backward_finish(
+        &plan.finish_dims,
+        plan.reduce,
+        k,
+        partial.as_deref(),
+        &inputs,
+        outputs,
+    )
+    .unwrap();
+    let dgamma = needs[1].then(|| written(&dgamma, c).to_vec());
+    let dbeta = needs[2].then(|| written(&dbeta, c).to_vec());
     let dx = needs[0].then(|| {
-        let mut coef = vec![f32::NAN; 4 * k.pairs()];
-        emu::norm::backward_coef(
-            &plan.stats_dims,
-            plan.reduce,
-            k,
-            partial.as_deref(),
-            mean,
-            var,
-            gamma,
-            &mut coef,
-        )
-        .unwrap();
         let mut dx = poisoned(x.len());
-        emu::norm::backward_dx(&plan.element_dims, k, x, &forward_coef, dy, &coef, &mut dx)
-            .unwrap();
+        emu::norm::backward_dx(&plan.element_dims, k, x, dy, &coef, &mut dx).unwrap();
         written(&dx, x.len()).to_vec()
     });
     (dx, dgamma, dbeta)
@@ -400,8 +394,7 @@ fn check_norm_packs<E: emu::conv::Packed + PartialEq + std::fmt::Debug>(
     let n = p.numel();
     let what = format!("{p:?} {}", pack.precision);
     let [x, dy] = [(); 2].map(|_| random(rng, n, -2.0, 2.0));
-    let coef = random(rng, 4 * k.pairs(), -1.5, 1.5);
-    let forward_coef = random(rng, 2 * k.pairs(), -1.5, 1.5);
+    let coef = random(rng, NORM_BACKWARD_COEF_PLANES * k.pairs(), -1.5, 1.5);
     let packed_of = |v: &[f32]| {
         let mut want = vec![nan; pack.packed_len()];
         emu::conv::conv3d_pack(pack, v, &mut want).unwrap();
@@ -436,16 +429,7 @@ fn check_norm_packs<E: emu::conv::Packed + PartialEq + std::fmt::Debug>(
     assert!(packed == packed_of(written(&want_y, n)), "{what}: y's pack");
 
     let mut want_dx = poisoned(n);
-    emu::norm::backward_dx(
-        &plan.element_dims,
-        k,
-        &x,
-        &forward_coef,
-        &dy,
-        &coef,
-        &mut want_dx,
-    )
-    .unwrap();
+    emu::norm::backward_dx(&plan.element_dims, k, &x, &dy, &coef, &mut want_dx).unwrap();
     let mut got_dx = poisoned(n);
     let mut packed = vec![nan; pack.packed_len()];
     emu::norm::backward_dx_packed(
@@ -453,7 +437,6 @@ fn check_norm_packs<E: emu::conv::Packed + PartialEq + std::fmt::Debug>(
         k,
         pack,
         &x,
-        &forward_coef,
         &dy,
         &coef,
         &mut got_dx,

@@ -270,6 +270,9 @@ extern "C" long long vx_launch_constant(const char* name) {
     if (!std::strcmp(name, "VX_MATMUL_BK")) return VX_MATMUL_BK;
     if (!std::strcmp(name, "VX_MATMUL_THREADS")) return VX_MATMUL_THREADS;
     if (!std::strcmp(name, "VX_SUM_THREADS")) return VX_SUM_THREADS;
+    if (!std::strcmp(name, "VX_NORM_GRAD_DX")) return VX_NORM_GRAD_DX;
+    if (!std::strcmp(name, "VX_NORM_GRAD_GAMMA")) return VX_NORM_GRAD_GAMMA;
+    if (!std::strcmp(name, "VX_NORM_GRAD_BETA")) return VX_NORM_GRAD_BETA;
     if (!std::strcmp(name, "VX_OPTIM_THREADS")) return VX_OPTIM_THREADS;
     if (!std::strcmp(name, "VX_DICE_THREADS")) return VX_DICE_THREADS;
     if (!std::strcmp(name, "VX_CONFUSION_THREADS")) return VX_CONFUSION_THREADS;

@@ -1,7 +1,7 @@
 //! `NormKernel` for `Cuda` (kernels/norm.cu): statistics by a two-level f64 reduction,
 //! the normalisation with its affine and fused activation in one pass over memory, the
-//! backward in two passes with small per-statistic and per-channel kernels in between (it
-//! recomputes the forward's coefficients instead of reading the forward's output).
+//! backward in two passes with one small kernel in between (it recomputes the forward's
+//! coefficients instead of reading the forward's output).
 //! Where the convolutions run on the tensor cores, the normalisation also writes its output
 //! (the next convolution's x) and its input's gradient (the previous convolution's dy)
 //! packed for them, and keeps each pack beside its buffer (`storage`), so the convolutions
@@ -11,7 +11,10 @@ use super::conv_plan::{ConvPack, ConvPrecision};
 use super::device::{Cuda, CudaStorage};
 use super::kernel_call::call_kernel;
 use super::launch::elementwise;
-use super::params_norm::{norm_pack, NormKernelParams, NormMovingParams, NormPlan};
+use super::params_norm::{
+    norm_grad_bits, norm_pack, NormKernelParams, NormMovingParams, NormPlan,
+    NORM_BACKWARD_COEF_PLANES,
+};
 use crate::error::{Error, Result};
 use crate::tensor_ops::norm::{NormGrads, NormKernel, NormParams};
 
@@ -181,12 +184,10 @@ impl NormKernel for Cuda {
             p.check_len("gamma/beta", g.len(), p.c)?;
         }
         let plan = self.norm_plan(p, gamma.is_some(), beta.is_some());
-        // The forward's coefficients, for the activation's slope (the kernels recompute
-        // the pre-activation from x with them).
-        let forward_coef = self.norm_affine(&plan, mean, var, gamma, beta)?;
-        let affine = needs[1] || needs[2];
+        // An absent gamma or beta is not read (its flag is 0): `mean` stands in for it.
+        let (gamma, beta) = (gamma.unwrap_or(mean), beta.unwrap_or(mean));
         // Pass 1, per column: sum dz and sum dz (x - mean).
-        let partial = if !p.fixed_stats || affine {
+        let partial = if !p.fixed_stats || needs[1] || needs[2] {
             let mut partial = self.alloc_f64(plan.partial_len())?;
             call_kernel!(
                 self,
@@ -197,9 +198,11 @@ impl NormKernel for Cuda {
                     &plan.reduce,
                     &plan.params,
                     x.block(),
-                    forward_coef.block(),
                     dy.block(),
                     mean.block(),
+                    var.block(),
+                    gamma.block(),
+                    beta.block(),
                     partial.block_mut()
                 ]
             )?;
@@ -208,60 +211,46 @@ impl NormKernel for Cuda {
             None
         };
 
-        // dgamma (beta = 0) and dbeta (beta = 1) per channel, as asked.
-        let affine_grad = |beta: u32| -> Result<Option<CudaStorage>> {
-            let (Some(partial), true) = (&partial, needs[1 + beta as usize]) else {
-                return Ok(None);
-            };
-            let mut out = self.alloc(p.c)?;
-            call_kernel!(
-                self,
-                "norm",
-                "norm_backward_affine",
-                &plan.channel_dims,
-                [
-                    &plan.reduce,
-                    &plan.params,
-                    partial.block(),
-                    var.block(),
-                    &beta,
-                    out.block_mut()
-                ]
-            )?;
-            Ok(Some(out))
-        };
-        let dgamma = affine_grad(0)?;
-        let dbeta = affine_grad(1)?;
+        // Between the passes, one launch: dx's coefficients, dgamma and dbeta, as asked.
+        // Every output gets its buffer (a few values per channel); the kernel writes those
+        // `grads` asks for.
+        let mut coef = self.alloc(NORM_BACKWARD_COEF_PLANES * plan.params.pairs())?;
+        let mut dgamma = self.alloc(p.c)?;
+        let mut dbeta = self.alloc(p.c)?;
+        let grads = norm_grad_bits(needs);
+        call_kernel!(
+            self,
+            "norm",
+            "norm_backward_finish",
+            &plan.finish_dims,
+            [
+                &plan.reduce,
+                &plan.params,
+                &grads,
+                partial.as_ref().unwrap_or(x).block(),
+                mean.block(),
+                var.block(),
+                gamma.block(),
+                beta.block(),
+                coef.block_mut(),
+                dgamma.block_mut(),
+                dbeta.block_mut()
+            ]
+        )?;
+        let (dgamma, dbeta) = (needs[1].then_some(dgamma), needs[2].then_some(dbeta));
 
+        // Pass 2: dx = k1 dz + k2 (x - mean) + k3.
         let dx = if needs[0] {
-            let mut coef = self.alloc(4 * plan.params.pairs())?;
-            // Without partials (fixed statistics) the kernel does not read them; an absent
-            // gamma is not read either.
-            call_kernel!(
-                self,
-                "norm",
-                "norm_backward_coef",
-                &plan.stats_dims,
-                [
-                    &plan.reduce,
-                    &plan.params,
-                    partial.as_ref().unwrap_or(x).block(),
-                    mean.block(),
-                    var.block(),
-                    gamma.unwrap_or(mean).block(),
-                    coef.block_mut()
-                ]
-            )?;
             let mut dx = self.alloc(x.len())?;
             let params = &plan.params;
-            let (x, ab, dy, coef) = (x.block(), forward_coef.block(), dy.block(), coef.block());
+            let (x, dy, coef) = (x.block(), dy.block(), coef.block());
             match self.activation_pack_buffer(params)? {
                 None => call_kernel!(
                     self,
                     "norm",
                     "norm_backward_dx",
                     &plan.element_dims,
-                    [params, x, ab, dy, coef, dx.block_mut()]
+                    [params, x, dy, coef, dx.block_mut()]
                 )?,
                 Some((pack, mut packed)) => {
                     let name = match pack.precision {
@@ -273,7 +262,7 @@ impl NormKernel for Cuda {
                         "norm",
                         name,
                         &plan.element_dims,
-                        [params, x, ab, dy, coef, dx.block_mut(), packed.block_mut()]
+                        [params, x, dy, coef, dx.block_mut(), packed.block_mut()]
                     )?;
                     dx.packs()
                         .get_or_try_insert(pack, || Ok::<_, Error>(packed))?;

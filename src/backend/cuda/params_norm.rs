@@ -84,6 +84,24 @@ impl NormKernelParams {
     }
 }
 
+/// What `norm_backward_finish` writes: bits of its `grads` argument (params_norm.h).
+pub const NORM_GRAD_DX: u32 = 1;
+pub const NORM_GRAD_GAMMA: u32 = 2;
+pub const NORM_GRAD_BETA: u32 = 4;
+
+/// The `grads` bits of a backward that needs `[dx, dgamma, dbeta]`.
+pub fn norm_grad_bits(needs: [bool; 3]) -> u32 {
+    [NORM_GRAD_DX, NORM_GRAD_GAMMA, NORM_GRAD_BETA]
+        .into_iter()
+        .zip(needs)
+        .filter(|&(_, need)| need)
+        .fold(0, |bits, (bit, _)| bits | bit)
+}
+
+/// Planes of the backward's per-pair coefficients (`norm_backward_finish`): k1, k2, k3, k4
+/// of dx and the forward's a, b.
+pub const NORM_BACKWARD_COEF_PLANES: usize = 6;
+
 /// `moving = momentum * moving + (1 - momentum) * correction * batch`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -101,12 +119,12 @@ pub struct NormPlan {
     /// sums, `[outer, splits, c]` each.
     pub reduce: ReduceParams,
     pub reduce_dims: LaunchDims,
-    /// One thread per statistic (`norm_stats_finish`, `norm_backward_coef`).
+    /// One thread per statistic (`norm_stats_finish`).
     pub stats_dims: LaunchDims,
     /// One thread per (outer slice, channel) (`norm_affine`).
     pub pairs_dims: LaunchDims,
-    /// One thread per channel (`norm_backward_affine`).
-    pub channel_dims: LaunchDims,
+    /// One thread per statistic or channel, whichever are more (`norm_backward_finish`).
+    pub finish_dims: LaunchDims,
     /// Grid-stride over the elements (`norm_apply`, `norm_backward_dx`).
     pub element_dims: LaunchDims,
 }
@@ -122,7 +140,7 @@ impl NormPlan {
             reduce_dims: reduce.first_dims,
             stats_dims: elementwise(params.stats_len(), max_blocks),
             pairs_dims: elementwise(params.pairs(), max_blocks),
-            channel_dims: elementwise(params.c as usize, max_blocks),
+            finish_dims: elementwise(params.stats_len().max(params.c as usize), max_blocks),
             element_dims: elementwise(params.numel(), max_blocks),
         }
     }

@@ -5,7 +5,9 @@ use super::conv::{aligned16, check_packed, Packed};
 use super::{need, status, EmuResult};
 use crate::backend::cuda::conv_plan::{ConvPack, ConvPrecision};
 use crate::backend::cuda::params::{LaunchDims, ReduceParams};
-use crate::backend::cuda::params_norm::{norm_pack, NormKernelParams, NormMovingParams};
+use crate::backend::cuda::params_norm::{
+    norm_grad_bits, norm_pack, NormKernelParams, NormMovingParams, NORM_BACKWARD_COEF_PLANES,
+};
 use std::ffi::c_int;
 
 extern "C" {
@@ -61,7 +63,6 @@ extern "C" {
         d: *const LaunchDims,
         p: NormKernelParams,
         x: *const f32,
-        affine: *const f32,
         dy: *const f32,
         coef: *const f32,
         dx: *mut f32,
@@ -71,7 +72,6 @@ extern "C" {
         d: *const LaunchDims,
         p: NormKernelParams,
         x: *const f32,
-        affine: *const f32,
         dy: *const f32,
         coef: *const f32,
         dx: *mut f32,
@@ -82,35 +82,31 @@ extern "C" {
         r: ReduceParams,
         p: NormKernelParams,
         x: *const f32,
-        affine: *const f32,
         dy: *const f32,
         mean: *const f32,
+        var: *const f32,
+        gamma: *const f32,
+        beta: *const f32,
         partial: *mut f64,
     ) -> c_int;
-    fn emu_norm_backward_coef(
+    fn emu_norm_backward_finish(
         d: *const LaunchDims,
         r: ReduceParams,
         p: NormKernelParams,
+        grads: u32,
         partial: *const f64,
         mean: *const f32,
         var: *const f32,
         gamma: *const f32,
+        beta: *const f32,
         coef: *mut f32,
-    ) -> c_int;
-    fn emu_norm_backward_affine(
-        d: *const LaunchDims,
-        r: ReduceParams,
-        p: NormKernelParams,
-        partial: *const f64,
-        var: *const f32,
-        beta: u32,
-        out: *mut f32,
+        dgamma: *mut f32,
+        dbeta: *mut f32,
     ) -> c_int;
     fn emu_norm_backward_dx(
         d: *const LaunchDims,
         p: NormKernelParams,
         x: *const f32,
-        affine: *const f32,
         dy: *const f32,
         coef: *const f32,
         dx: *mut f32,
@@ -195,34 +191,42 @@ pub fn stats_finish(
     })
 }
 
+/// The statistics, gamma and beta that a norm's forward normalises with (and its backward
+/// differentiates).
+pub struct NormInputs<'a> {
+    pub mean: &'a [f32],
+    pub var: &'a [f32],
+    pub gamma: Option<&'a [f32]>,
+    pub beta: Option<&'a [f32]>,
+}
+
+impl NormInputs<'_> {
+    /// Their pointers, an absent gamma or beta null (its flag is 0, so it is not read),
+    /// once their lengths are checked.
+    fn pointers(&self, p: &NormKernelParams) -> Result<[*const f32; 4], String> {
+        need("mean", self.mean.len(), p.stats_len() as u64)?;
+        need("var", self.var.len(), p.stats_len() as u64)?;
+        Ok([
+            self.mean.as_ptr(),
+            self.var.as_ptr(),
+            optional("gamma", self.gamma, p.has_gamma, p.c)?,
+            optional("beta", self.beta, p.has_beta, p.c)?,
+        ])
+    }
+}
+
 pub fn affine(
     d: &LaunchDims,
     p: NormKernelParams,
-    mean: &[f32],
-    var: &[f32],
-    gamma: Option<&[f32]>,
-    beta: Option<&[f32]>,
+    inputs: &NormInputs,
     coef: &mut [f32],
 ) -> EmuResult {
     check_params(&p)?;
-    need("mean", mean.len(), p.stats_len() as u64)?;
-    need("var", var.len(), p.stats_len() as u64)?;
-    let gamma = optional("gamma", gamma, p.has_gamma, p.c)?;
-    let beta = optional("beta", beta, p.has_beta, p.c)?;
+    let [mean, var, gamma, beta] = inputs.pointers(&p)?;
     need("coef", coef.len(), 2 * p.pairs() as u64)?;
     // SAFETY: lengths checked against the params above; absent inputs are null and
     // their flags are 0, so the kernel does not read them.
-    status(unsafe {
-        emu_norm_affine(
-            d,
-            p,
-            mean.as_ptr(),
-            var.as_ptr(),
-            gamma,
-            beta,
-            coef.as_mut_ptr(),
-        )
-    })
+    status(unsafe { emu_norm_affine(d, p, mean, var, gamma, beta, coef.as_mut_ptr()) })
 }
 
 /// The lengths `apply` and `apply_packed` need.
@@ -233,20 +237,19 @@ fn check_apply(p: &NormKernelParams, x: &[f32], coef: &[f32], y: &[f32]) -> EmuR
     need("y", y.len(), p.numel() as u64)
 }
 
-/// The lengths `backward_dx` and `backward_dx_packed` need: x, dy and dx, the forward's
-/// coefficients (`affine`'s output) and the backward's.
-fn check_dx(
-    p: &NormKernelParams,
-    elements: [&[f32]; 3],
-    affine: &[f32],
-    coef: &[f32],
-) -> EmuResult {
+/// The lengths `backward_dx` and `backward_dx_packed` need: x, dy and dx, and the
+/// backward's coefficients (`backward_finish`'s).
+fn check_dx(p: &NormKernelParams, elements: [&[f32]; 3], coef: &[f32]) -> EmuResult {
     check_params(p)?;
     for (what, v) in ["x", "dy", "dx"].into_iter().zip(elements) {
         need(what, v.len(), p.numel() as u64)?;
     }
-    need("affine", affine.len(), 2 * p.pairs() as u64)?;
-    need("coef", coef.len(), 4 * p.pairs() as u64)
+    need("coef", coef.len(), coef_len(p))
+}
+
+/// Values of `backward_finish`'s coefficient planes.
+fn coef_len(p: &NormKernelParams) -> u64 {
+    (NORM_BACKWARD_COEF_PLANES * p.pairs()) as u64
 }
 
 pub fn apply(
@@ -314,126 +317,107 @@ pub fn backward_dx_packed<E: Packed>(
     p: NormKernelParams,
     pack: &ConvPack,
     x: &[f32],
-    affine: &[f32],
     dy: &[f32],
     coef: &[f32],
     dx: &mut [f32],
     packed: &mut [E],
 ) -> EmuResult {
-    check_dx(&p, [x, dy, dx], affine, coef)?;
+    check_dx(&p, [x, dy, dx], coef)?;
     let f32s = [("x", x.as_ptr()), ("dy", dy.as_ptr()), ("dx", dx.as_ptr())];
     check_pack(&p, pack, packed, &f32s)?;
-    let (x, affine, dy, coef) = (x.as_ptr(), affine.as_ptr(), dy.as_ptr(), coef.as_ptr());
+    let (x, dy, coef) = (x.as_ptr(), dy.as_ptr(), coef.as_ptr());
     let (dx, out) = (dx.as_mut_ptr(), packed.as_mut_ptr());
     // SAFETY: lengths, element size and alignment checked above.
     status(unsafe {
         match pack.precision {
             ConvPrecision::Tf32 => {
-                emu_norm_backward_dx_tf32_pack(d, p, x, affine, dy, coef, dx, out.cast())
+                emu_norm_backward_dx_tf32_pack(d, p, x, dy, coef, dx, out.cast())
             }
-            _ => emu_norm_backward_dx_bf16_pack(d, p, x, affine, dy, coef, dx, out.cast()),
+            _ => emu_norm_backward_dx_bf16_pack(d, p, x, dy, coef, dx, out.cast()),
         }
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn backward_partial(
     d: &LaunchDims,
     r: ReduceParams,
     p: NormKernelParams,
     x: &[f32],
-    affine: &[f32],
     dy: &[f32],
-    mean: &[f32],
+    inputs: &NormInputs,
     partial: &mut [f64],
 ) -> EmuResult {
     let np = partial_len(d, &r, &p)?;
     for (what, len) in [("x", x.len()), ("dy", dy.len())] {
         need(what, len, p.numel() as u64)?;
     }
-    need("affine", affine.len(), 2 * p.pairs() as u64)?;
-    need("mean", mean.len(), p.stats_len() as u64)?;
+    let [mean, var, gamma, beta] = inputs.pointers(&p)?;
     need("partial", partial.len(), np)?;
-    // SAFETY: lengths checked against the params above.
+    // SAFETY: lengths checked against the params above; an absent gamma or beta is null
+    // and its flag 0.
     status(unsafe {
         emu_norm_backward_partial(
             d,
             r,
             p,
             x.as_ptr(),
-            affine.as_ptr(),
             dy.as_ptr(),
-            mean.as_ptr(),
+            mean,
+            var,
+            gamma,
+            beta,
             partial.as_mut_ptr(),
         )
     })
 }
 
-/// `partial` may be None only with fixed statistics (the kernel does not read it then).
-#[allow(clippy::too_many_arguments)]
-pub fn backward_coef(
+/// What `backward_finish` writes: dx's coefficients, dgamma, dbeta, each where given.
+pub struct NormFinishOutputs<'a> {
+    pub coef: Option<&'a mut [f32]>,
+    pub dgamma: Option<&'a mut [f32]>,
+    pub dbeta: Option<&'a mut [f32]>,
+}
+
+fn output(what: &str, v: &mut Option<&mut [f32]>, len: u64) -> Result<*mut f32, String> {
+    match v {
+        Some(v) => {
+            need(what, v.len(), len)?;
+            Ok(v.as_mut_ptr())
+        }
+        None => Ok(std::ptr::null_mut()),
+    }
+}
+
+/// `partial` may be None only with fixed statistics and neither dgamma nor dbeta (the
+/// kernel does not read it then).
+pub fn backward_finish(
     d: &LaunchDims,
     r: ReduceParams,
     p: NormKernelParams,
     partial: Option<&[f64]>,
-    mean: &[f32],
-    var: &[f32],
-    gamma: Option<&[f32]>,
-    coef: &mut [f32],
+    inputs: &NormInputs,
+    mut outputs: NormFinishOutputs,
 ) -> EmuResult {
     let np = partial_len(d, &r, &p)?;
+    let affine = outputs.dgamma.is_some() || outputs.dbeta.is_some();
     let partial = match partial {
         Some(v) => {
             need("partial", v.len(), np)?;
             v.as_ptr()
         }
-        None if p.fixed_stats != 0 => std::ptr::null(),
-        None => return Err("the partial sums are needed without fixed statistics".into()),
+        None if p.fixed_stats != 0 && !affine => std::ptr::null(),
+        None => return Err("the partial sums are needed".into()),
     };
-    need("mean", mean.len(), p.stats_len() as u64)?;
-    need("var", var.len(), p.stats_len() as u64)?;
-    let gamma = optional("gamma", gamma, p.has_gamma, p.c)?;
-    need("coef", coef.len(), 4 * p.pairs() as u64)?;
-    // SAFETY: lengths checked against the params above; an absent gamma or partial is not
-    // read (flags).
+    let [mean, var, gamma, beta] = inputs.pointers(&p)?;
+    let coef = output("coef", &mut outputs.coef, coef_len(&p))?;
+    let dgamma = output("dgamma", &mut outputs.dgamma, p.c)?;
+    let dbeta = output("dbeta", &mut outputs.dbeta, p.c)?;
+    let grads = norm_grad_bits([!coef.is_null(), !dgamma.is_null(), !dbeta.is_null()]);
+    // SAFETY: lengths checked against the params above; absent inputs and outputs are
+    // null, and the flags and `grads` keep the kernel from touching them.
     status(unsafe {
-        emu_norm_backward_coef(
-            d,
-            r,
-            p,
-            partial,
-            mean.as_ptr(),
-            var.as_ptr(),
-            gamma,
-            coef.as_mut_ptr(),
-        )
-    })
-}
-
-/// dgamma into `out`, or dbeta with `beta`.
-pub fn backward_affine(
-    d: &LaunchDims,
-    r: ReduceParams,
-    p: NormKernelParams,
-    partial: &[f64],
-    var: &[f32],
-    beta: bool,
-    out: &mut [f32],
-) -> EmuResult {
-    let np = partial_len(d, &r, &p)?;
-    need("partial", partial.len(), np)?;
-    need("var", var.len(), p.stats_len() as u64)?;
-    need("out", out.len(), p.c)?;
-    // SAFETY: lengths checked against the params above.
-    status(unsafe {
-        emu_norm_backward_affine(
-            d,
-            r,
-            p,
-            partial.as_ptr(),
-            var.as_ptr(),
-            beta.into(),
-            out.as_mut_ptr(),
+        emu_norm_backward_finish(
+            d, r, p, grads, partial, mean, var, gamma, beta, coef, dgamma, dbeta,
         )
     })
 }
@@ -442,19 +426,17 @@ pub fn backward_dx(
     d: &LaunchDims,
     p: NormKernelParams,
     x: &[f32],
-    affine: &[f32],
     dy: &[f32],
     coef: &[f32],
     dx: &mut [f32],
 ) -> EmuResult {
-    check_dx(&p, [x, dy, dx], affine, coef)?;
+    check_dx(&p, [x, dy, dx], coef)?;
     // SAFETY: lengths checked against the params above.
     status(unsafe {
         emu_norm_backward_dx(
             d,
             p,
             x.as_ptr(),
-            affine.as_ptr(),
             dy.as_ptr(),
             coef.as_ptr(),
             dx.as_mut_ptr(),
