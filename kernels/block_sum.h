@@ -11,7 +11,7 @@
 // meaningless). Every thread of the block must call it; it may be called once per kernel.
 template <int N>
 __device__ __forceinline__ void vx_block_sum(double (&v)[N]) {
-    __shared__ double warp_totals[N][VX_SUM_THREADS / 32];
+    VX_SHARED(double, warp_totals, [N][VX_SUM_THREADS / 32]);
     const unsigned lane = threadIdx.x % warpSize, warp = threadIdx.x / warpSize;
 #pragma unroll
     for (int j = 0; j < N; ++j)

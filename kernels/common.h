@@ -26,6 +26,18 @@
 #define VX_DYNAMIC_SHARED(T, name) T* name = static_cast<T*>(emu_dynamic_shared())
 #endif
 
+// VX_SHARED(type, name, dims): static shared memory `__shared__ type name dims;` (dims is
+// empty or array bounds such as [2][32]). In the harness it is a buffer per declaration
+// that each block finds poisoned, as a GPU's holds garbage (cuda_emu.h).
+#ifdef __CUDACC__
+#define VX_SHARED(type, name, dims) __shared__ type name dims
+#else
+#define VX_SHARED(type, name, dims)                                                   \
+    static thread_local EmuSharedSlot name##_emu_slot_;                               \
+    type(&name) dims = *static_cast<type(*) dims>(                                    \
+        emu_static_shared(name##_emu_slot_, sizeof(type dims), alignof(type dims)))
+#endif
+
 // VX_EMU_EXPECT(cond, msg): a contract the kernel's code relies on but does not check on a
 // GPU, where checking would cost instructions; the harness fails the launch with msg when
 // cond is false. Nothing for nvcc.

@@ -53,7 +53,7 @@ __device__ __forceinline__ bool vx_in_region(
 extern "C" __global__ void __launch_bounds__(VX_CONFUSION_THREADS, 4)
     region_confusion(const ConfusionKernelParams p, const float* __restrict__ logits,
                      const float* __restrict__ labels, unsigned long long* __restrict__ counts) {
-    __shared__ unsigned int block_counts[3 * VX_CONFUSION_MAX_REGIONS];
+    VX_SHARED(unsigned int, block_counts, [3 * VX_CONFUSION_MAX_REGIONS]);
     for (unsigned i = threadIdx.x; i < 3 * VX_CONFUSION_MAX_REGIONS; i += blockDim.x)
         block_counts[i] = 0;
     __syncthreads();

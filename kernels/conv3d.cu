@@ -134,7 +134,7 @@ struct VxSimtForward {
 template <class T>
 __device__ __forceinline__ void vx_simt_forward(const Conv3dParams& p, const float* x,
                                                 const float* w, const float* bias, float* y) {
-    __shared__ VxSimtShared<T> s;
+    VX_SHARED(VxSimtShared<T>, s, );
     const int k_total = p.k_d * p.k_h * p.k_w * p.cin;
     int k_begin, k_end;
     vx_split_range(p, blockIdx.z, k_total, k_begin, k_end);
@@ -215,7 +215,7 @@ template <class T>
 __device__ __forceinline__ void vx_simt_backward_data(const Conv3dParams& p, const float* dy,
                                                       const float* w, const float* bias,
                                                       float* dx) {
-    __shared__ VxSimtShared<T> s;
+    VX_SHARED(VxSimtShared<T>, s, );
     const int phases = p.stride_d * p.stride_h * p.stride_w;
     const int split = blockIdx.z / phases;
     const VxPhase ph = vx_phase(p, blockIdx.z % phases);
@@ -296,8 +296,8 @@ template <class T>
 __device__ __forceinline__ void vx_simt_backward_weights(const Conv3dParams& p, const float* x,
                                                          const float* dy, const float*,
                                                          float* dw) {
-    __shared__ VxSimtShared<T> s;
-    __shared__ VxVoxelSteps<T::BK> steps;
+    VX_SHARED(VxSimtShared<T>, s, );
+    VX_SHARED(VxVoxelSteps<T::BK>, steps, );
     const int m_total = p.n * p.out_d * p.out_h * p.out_w;
     int m_begin, m_end;
     vx_split_range(p, blockIdx.z, m_total, m_begin, m_end);

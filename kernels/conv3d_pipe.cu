@@ -124,7 +124,7 @@ VX_CONV_TC_KERNEL(conv3d_bwd_weight_tf32_n32, vx_pipe_backward_weights, VxPipeN3
 // .x4 .trans, in that order.
 extern "C" __global__ void __launch_bounds__(32)
     ldmatrix_probe(const VxBf16Bits* __restrict__ src, unsigned* __restrict__ out) {
-    __shared__ VxU4 tile[32];
+    VX_SHARED(VxU4, tile, [32]);
     const int lane = threadIdx.x;
     tile[lane] = reinterpret_cast<const VxU4*>(src)[lane];
     __syncwarp();
@@ -158,8 +158,8 @@ __device__ __forceinline__ void vx_fragment_probe(const typename P::Elem* a,
     using E = typename P::Elem;
     constexpr int MN_CHUNKS = T::BM / P::PER_CHUNK;
     static_assert(T::BM == T::BN, "one mn-major layout for both operands");
-    __shared__ VxU4 k_major[2][16 * 4];
-    __shared__ VxU4 mn_major[2][T::BK * MN_CHUNKS];
+    VX_SHARED(VxU4, k_major, [2][16 * 4]);
+    VX_SHARED(VxU4, mn_major, [2][T::BK * MN_CHUNKS]);
     const int lane = threadIdx.x;
     for (int i = lane; i < T::BK * MN_CHUNKS; i += 32)
         mn_major[0][i] = mn_major[1][i] = VxU4{0, 0, 0, 0};

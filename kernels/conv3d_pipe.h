@@ -289,7 +289,7 @@ template <class T>
 __device__ __forceinline__ void vx_pipe_forward(const Conv3dParams& p, const typename T::Elem* x,
                                                 const typename T::Elem* w, const float* bias,
                                                 float* y) {
-    __shared__ typename VxPipeForward<T>::Shared s;
+    VX_SHARED(typename VxPipeForward<T>::Shared, s, );
     const int k_total = p.k_d * p.k_h * p.k_w * vx_pad<typename T::Prec>(p.cin);
     int k_begin, k_end;
     vx_split_range(p, blockIdx.z, k_total, k_begin, k_end);
@@ -393,7 +393,7 @@ __device__ __forceinline__ void vx_pipe_backward_data(const Conv3dParams& p,
                                                       const typename T::Elem* dy,
                                                       const typename T::Elem* w,
                                                       const float* bias, float* dx) {
-    __shared__ typename VxPipeBackwardData<T>::Shared s;
+    VX_SHARED(typename VxPipeBackwardData<T>::Shared, s, );
     const int phases = p.stride_d * p.stride_h * p.stride_w;
     const int split = blockIdx.z / phases;
     const VxPhase ph = vx_phase(p, blockIdx.z % phases);
@@ -588,7 +588,7 @@ __device__ __forceinline__ void vx_pipe_backward_weights(const Conv3dParams& p,
                                                          const typename T::Elem* x,
                                                          const typename T::Elem* dy,
                                                          const float*, float* dw) {
-    __shared__ typename VxPipeBackwardWeights<T>::Shared s;
+    VX_SHARED(typename VxPipeBackwardWeights<T>::Shared, s, );
     const int m_total = p.n * p.out_d * p.out_h * p.out_w;
     int m_begin, m_end;
     vx_split_range(p, blockIdx.z, m_total, m_begin, m_end);

@@ -336,7 +336,8 @@ struct VxWgmmaWsLoop {
     template <class T, class Loader>
     __device__ __forceinline__ static void run(Loader& ld, int steps, VxPipeAcc<T>& acc) {
         static_assert(LAG<T> >= 2, "a ring of at least 5 stages");
-        __shared__ unsigned long long full[T::STAGES], empty[T::STAGES];
+        VX_SHARED(unsigned long long, full, [T::STAGES]);
+        VX_SHARED(unsigned long long, empty, [T::STAGES]);
         unsigned char* smem = vx_wgmma_shared();
         const bool copies = T::mma_thread() < 0;
         if (copies) ld.begin();
@@ -425,7 +426,8 @@ template <bool MN_MAJOR>
 struct VxWgmmaTmaLoop {
     template <class T, class Loader>
     __device__ __forceinline__ static void run(Loader& ld, int steps, VxPipeAcc<T>& acc) {
-        __shared__ unsigned long long full[T::STAGES], empty[T::STAGES];
+        VX_SHARED(unsigned long long, full, [T::STAGES]);
+        VX_SHARED(unsigned long long, empty, [T::STAGES]);
         unsigned char* smem = vx_wgmma_shared();
         if (threadIdx.x == 0) {
             for (int s = 0; s < T::STAGES; ++s) {
@@ -780,7 +782,7 @@ extern "C" __global__ void __launch_bounds__(256)
     conv3d_pack_channel_major_tf32(const ConvChannelMajorPackParams p,
                                    const float* __restrict__ src, unsigned* __restrict__ dst) {
     constexpr int TILE = VX_CHANNEL_MAJOR_TILE, ROWS = 256 / TILE;
-    __shared__ float tile[TILE][TILE + 1];
+    VX_SHARED(float, tile, [TILE][TILE + 1]);
     const ConvBorderPackParams& g = p.grid;
     const int voxels = p.phase_len * p.stride_d * p.stride_h * p.stride_w;
     const int v0 = static_cast<int>(blockIdx.x) * TILE, c0 = static_cast<int>(blockIdx.y) * TILE;
@@ -960,7 +962,7 @@ VX_WGMMA_PROBE(wgmma_probe_bf16_sw64_n64, VxWgmmaSw64Of<VxWgmmaN64<VxBf16>>, fal
 extern "C" __global__ void __launch_bounds__(128)
     tma_probe(const __grid_constant__ VxTensorMap map, int c0, int c1, int c2, int c3, int c4,
               int bytes, unsigned* __restrict__ out) {
-    __shared__ unsigned long long landed;
+    VX_SHARED(unsigned long long, landed, );
     unsigned char* smem = vx_wgmma_shared();
     if (threadIdx.x == 0) {
         vx_mbar_init(&landed, 1);

@@ -30,7 +30,7 @@ __device__ __forceinline__ DiceLane vx_dice_lane(const DiceKernelParams& p) {
 extern "C" __global__ void __launch_bounds__(VX_DICE_THREADS)
     dice_sums_partial(const DiceKernelParams p, const float* __restrict__ prob,
                       const float* __restrict__ target, double* __restrict__ partial) {
-    __shared__ double sums[3][VX_DICE_THREADS];
+    VX_SHARED(double, sums, [3][VX_DICE_THREADS]);
     const DiceLane l = vx_dice_lane(p);
     double acc[3] = {0.0, 0.0, 0.0};
     if (l.active) {

@@ -12,8 +12,8 @@ extern "C" __global__ void __launch_bounds__(VX_MATMUL_THREADS)
     constexpr int BM = VX_MATMUL_BM, BN = VX_MATMUL_BN, BK = VX_MATMUL_BK;
     constexpr int LOADS = BM * BK / VX_MATMUL_THREADS;  // tile elements per thread
     static_assert(BM == BN && LOADS * VX_MATMUL_THREADS == BM * BK, "tile shape");
-    __shared__ float a_tile[BK][BM + 1];
-    __shared__ float b_tile[BK][BN + 1];
+    VX_SHARED(float, a_tile, [BK][BM + 1]);
+    VX_SHARED(float, b_tile, [BK][BN + 1]);
 
     const unsigned tid = threadIdx.x;
     const unsigned tx = tid % 16, ty = tid / 16;

@@ -49,7 +49,7 @@ __device__ __forceinline__ void vx_norm_reduce2(const ReduceParams& r, const Loa
         a += __shfl_xor_sync(0xffffffffu, a, offset);
         b += __shfl_xor_sync(0xffffffffu, b, offset);
     }
-    __shared__ double warp_sums[2][VX_REDUCE_THREADS / 32][32];
+    VX_SHARED(double, warp_sums, [2][VX_REDUCE_THREADS / 32][32]);
     const unsigned lane = tid % warpSize;
     if (lane < cols) {
         warp_sums[0][tid / warpSize][lane] = a;

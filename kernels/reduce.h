@@ -34,7 +34,7 @@ __device__ __forceinline__ void vx_reduce_axis1(const ReduceParams& p, Load load
     for (unsigned offset = warpSize / 2; offset >= cols; offset /= 2)
         acc += __shfl_xor_sync(0xffffffffu, acc, offset);
 
-    __shared__ double warp_sums[VX_REDUCE_THREADS / 32][32];
+    VX_SHARED(double, warp_sums, [VX_REDUCE_THREADS / 32][32]);
     const unsigned lane = tid % warpSize;
     if (lane < cols) warp_sums[tid / warpSize][lane] = acc;
     __syncthreads();

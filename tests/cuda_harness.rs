@@ -175,6 +175,30 @@ fn harness_atomics_and_dynamic_shared_memory() {
 }
 
 #[test]
+fn harness_poisons_static_shared_memory_for_every_block() {
+    let n = 64;
+    let mut out = vec![0.0f32; 3 * 3 * n];
+    selftest::static_shared(&dims(3, n as u32), &mut out).unwrap();
+    for (b, block) in out.chunks(3 * n).enumerate() {
+        assert!(
+            block[..n].iter().all(|v| v.is_nan()),
+            "block {b} starts poisoned, with nothing of the block before"
+        );
+        for t in 0..n {
+            assert_eq!(
+                block[n + t],
+                (b * 1000 + (t + 1) % n + 1) as f32,
+                "block {b}"
+            );
+        }
+        assert!(
+            block[2 * n..].iter().all(|&v| v == (b + 7) as f32),
+            "block {b}: a helper's static shared memory is the same in every call"
+        );
+    }
+}
+
+#[test]
 fn harness_reports_deadlocks_and_bad_launches() {
     let mut out = vec![0.0f32; 1024];
     let err = selftest::deadlock(&dims(1, 32), &mut out).unwrap_err();

@@ -2,8 +2,10 @@
 // switched round-robin at barriers. See the header for the model and its limits.
 #include "cuda_emu.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <string>
 #include <ucontext.h>
 #include <vector>
@@ -50,6 +52,9 @@ thread_local std::vector<void (*)()> block_end_hooks;
 thread_local int deferred_kinds = EMU_DEFER_READS | EMU_DEFER_COPIES;
 thread_local std::string last_error;
 thread_local std::vector<std::unique_ptr<char[]>> stacks;
+// Counts the blocks this OS thread has started, so a static shared slot knows whether it
+// was poisoned for the running one.
+thread_local unsigned long long blocks_started = 0;
 
 struct GlobalBuffer {
     uintptr_t begin, end;
@@ -148,6 +153,7 @@ bool run_block(Launch& l) {
     for (unsigned w = 0; w < l.warps.size(); ++w) l.warps[w] = Barrier{0, l.warp_lanes[w], 0};
     for (Barrier& b : l.named) b = Barrier{};
     std::fill(l.dynamic_shared.begin(), l.dynamic_shared.end(), 0xFF);
+    ++blocks_started;
     for (unsigned t = 0; t < n; ++t) prepare(l, t);
     unsigned alive = n;
     while (alive > 0) {
@@ -282,6 +288,23 @@ void emu_progress() { ++active->progress; }
 void* emu_dynamic_shared() { return active->dynamic_shared.data(); }
 
 size_t emu_dynamic_shared_bytes() { return active->dynamic_shared.size(); }
+
+// Static shared memory is at least 16-byte aligned on a GPU; vector loads rely on it.
+void* emu_static_shared(EmuSharedSlot& slot, size_t bytes, size_t align) {
+    if (slot.memory == nullptr) {
+        slot.align = std::max<size_t>(align, 16);
+        slot.memory = ::operator new(bytes, std::align_val_t{slot.align});
+    }
+    if (slot.block != blocks_started) {
+        std::memset(slot.memory, 0xFF, bytes);
+        slot.block = blocks_started;
+    }
+    return slot.memory;
+}
+
+EmuSharedSlot::~EmuSharedSlot() {
+    if (memory != nullptr) ::operator delete(memory, std::align_val_t{align});
+}
 
 void emu_fail(const char* msg) { fail(msg); }
 

@@ -19,7 +19,10 @@
 // - atomicAdd goes through std::atomic_ref.
 // - Dynamic shared memory (VX_DYNAMIC_SHARED in common.h, shared_bytes at launch) is a
 //   per-launch buffer refilled with 0xFF bytes (NaN as f32/f64) before every block, so a
-//   read of a value no thread wrote shows up as NaN in the results.
+//   read of a value no thread wrote shows up as NaN in the results. Static shared memory
+//   (VX_SHARED in common.h) is a buffer per declaration and OS thread, refilled with 0xFF
+//   bytes by the first thread of each block that reaches the declaration, so a value left
+//   by an earlier block is not read either.
 //
 // What is not emulated faithfully, and how it is covered
 // - Timing, warp divergence cost, occupancy, bank conflicts: not modelled. Covered by
@@ -30,8 +33,6 @@
 //   between warps that a GPU would expose only sometimes, missing `volatile`, and
 //   warp-synchronous code without __syncwarp() are not caught. The GPU parity tests
 //   (tests/cuda_parity.rs) cover them.
-// - Static __shared__ arrays are not cleared or poisoned between blocks (they keep the
-//   previous block's values, where a GPU has garbage).
 // - Out-of-bounds accesses are trapped only for async copies (cp.async, kernels/mma.h):
 //   a copy that reads must lie inside a global buffer the launch's wrapper registered
 //   (emu_allow_global_read), so a stray read whose value the kernel discards, which no
@@ -88,7 +89,9 @@
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __grid_constant__
-#define __shared__ static thread_local
+// Static shared memory is declared with VX_SHARED (common.h), which the harness poisons
+// per block; a plain __shared__ would keep an earlier block's values.
+#define __shared__ static_assert(false, "declare static shared memory with VX_SHARED (common.h)");
 
 struct uint3 {
     unsigned x, y, z;
@@ -144,6 +147,19 @@ void emu_progress();
 void emu_warp_exchange(const void* value, void* out, unsigned bytes, unsigned mask, int src_lane);
 void* emu_dynamic_shared();
 size_t emu_dynamic_shared_bytes();
+
+// The storage of one static shared declaration (VX_SHARED) on this OS thread.
+struct EmuSharedSlot {
+    void* memory = nullptr;
+    size_t align = 0;
+    unsigned long long block = 0;  // the block it was last poisoned for
+    EmuSharedSlot() = default;
+    EmuSharedSlot(const EmuSharedSlot&) = delete;
+    EmuSharedSlot& operator=(const EmuSharedSlot&) = delete;
+    ~EmuSharedSlot();
+};
+// `slot`'s `bytes`, allocated on first use, filled with 0xFF once per block.
+void* emu_static_shared(EmuSharedSlot& slot, size_t bytes, size_t align);
 // The global buffers this OS thread's next launches may read through async copies, until
 // emu_clear_global_reads(). The Rust wrappers of the kernels that copy asynchronously
 // register their operands; an async copy in a launch that registered none fails it.

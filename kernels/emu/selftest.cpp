@@ -1,12 +1,12 @@
-// Kernels that exercise the harness itself (barriers, shuffles, atomics, dynamic shared
-// memory, error reports), so that a kernel test failing can be trusted to be the kernel.
+// Kernels that exercise the harness itself (barriers, shuffles, atomics, dynamic and
+// static shared memory, error reports), so that a kernel test failing can be trusted to be the kernel.
 // Host-only: nvcc never sees this file.
 #include "../common.h"
 #include "../mma.h"
 
 // Thread t publishes t + 1, then reads its neighbour's value after the barrier.
 __global__ void selftest_barrier(float* out) {
-    __shared__ float s[1024];
+    VX_SHARED(float, s, [1024]);
     const unsigned t = threadIdx.x;
     s[t] = float(t + 1);
     __syncthreads();
@@ -19,7 +19,7 @@ VX_EMU_ENTRY(selftest_barrier, (float* out), (out))
 // the correct exchange gives the neighbour's t + 1): a missing barrier shows up
 // deterministically.
 __global__ void selftest_missing_barrier(float* out) {
-    __shared__ float s[1024];
+    VX_SHARED(float, s, [1024]);
     const unsigned t = threadIdx.x;
     s[t] = 0.0f;
     __syncthreads();
@@ -63,6 +63,30 @@ __global__ void selftest_dynamic_shared(float* out) {
 }
 VX_EMU_ENTRY(selftest_dynamic_shared, (float* out), (out))
 
+// Static shared memory of a helper: every call in a block reaches the same storage.
+__device__ float* selftest_helper_slot() {
+    VX_SHARED(float, slot, [1]);
+    return slot;
+}
+
+// Per block b of n threads, at out[3 n b ..]: thread t's value in static shared memory
+// before writing (poison, NaN, in every block: nothing is left from the block before), then
+// its neighbour's b * 1000 + t + 1 after a barrier, then what thread 0 wrote through one
+// call of a helper, read through another call after a barrier.
+__global__ void selftest_static_shared(float* out) {
+    VX_SHARED(float, s, [1024]);
+    const unsigned t = threadIdx.x, n = blockDim.x;
+    float* at = out + 3 * n * blockIdx.x;
+    at[t] = s[t];
+    __syncthreads();
+    s[t] = float(blockIdx.x * 1000 + t + 1);
+    if (t == 0) *selftest_helper_slot() = float(blockIdx.x + 7);
+    __syncthreads();
+    at[n + t] = s[(t + 1) % n];
+    at[2 * n + t] = *selftest_helper_slot();
+}
+VX_EMU_ENTRY(selftest_static_shared, (float* out), (out))
+
 // Half of a warp waits at a shuffle, the other half at __syncthreads(): neither can
 // complete, which the harness must report rather than hang.
 __global__ void selftest_deadlock(float* out) {
@@ -80,7 +104,7 @@ VX_EMU_ENTRY(selftest_deadlock, (float* out), (out))
 // second. The copies land at the wait: read before it, the tile still holds what the
 // thread wrote there (else the output is off by 1000).
 __global__ void selftest_global_read(const float* src, float* out) {
-    __shared__ float tile[1024][4];
+    VX_SHARED(float, tile, [1024][4]);
     const unsigned t = threadIdx.x;
     const uintptr_t far = reinterpret_cast<uintptr_t>(src) + (uintptr_t(1) << 40);
     tile[t][0] = -1.0f;

@@ -88,6 +88,7 @@ extern "C" {
     fn emu_selftest_shuffle(d: *const LaunchDims, out: *mut f32) -> c_int;
     fn emu_selftest_atomic(d: *const LaunchDims, out: *mut f32) -> c_int;
     fn emu_selftest_dynamic_shared(d: *const LaunchDims, out: *mut f32) -> c_int;
+    fn emu_selftest_static_shared(d: *const LaunchDims, out: *mut f32) -> c_int;
     fn emu_selftest_deadlock(d: *const LaunchDims, out: *mut f32) -> c_int;
     fn emu_selftest_global_read(d: *const LaunchDims, src: *const f32, out: *mut f32) -> c_int;
     fn emu_allow_global_read(base: *const c_void, bytes: usize);
@@ -394,6 +395,19 @@ pub mod selftest {
         )?;
         // SAFETY: two elements per thread; shared memory holds one float per thread.
         status(unsafe { emu_selftest_dynamic_shared(d, out.as_mut_ptr()) })
+    }
+    /// Poisoned, exchanged and helper-held static shared memory (at most 1024 threads a
+    /// block, one dimension).
+    pub fn static_shared(d: &LaunchDims, out: &mut [f32]) -> EmuResult {
+        need("out", out.len(), 3 * threads(d))?;
+        if d.block[0] > 1024 || d.block[1] * d.block[2] != 1 {
+            return Err(format!(
+                "block {:?}: one dimension of at most 1024",
+                d.block
+            ));
+        }
+        // SAFETY: three elements per thread; shared memory holds 1024 floats.
+        status(unsafe { emu_selftest_static_shared(d, out.as_mut_ptr()) })
     }
     /// Shuffle and barrier in divergent code: must fail with a deadlock report.
     pub fn deadlock(d: &LaunchDims, out: &mut [f32]) -> EmuResult {
