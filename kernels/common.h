@@ -32,10 +32,11 @@
 #ifdef __CUDACC__
 #define VX_SHARED(type, name, dims) __shared__ type name dims
 #else
-#define VX_SHARED(type, name, dims)                                                   \
-    static thread_local EmuSharedSlot name##_emu_slot_;                               \
-    type(&name) dims = *static_cast<type(*) dims>(                                    \
-        emu_static_shared(name##_emu_slot_, sizeof(type dims), alignof(type dims)))
+#define VX_SHARED(type, name, dims)                                              \
+    static thread_local EmuSharedSlot name##_emu_slot_;                          \
+    using name##_emu_type_ = type dims;                                          \
+    name##_emu_type_& name = *static_cast<name##_emu_type_*>(emu_static_shared(  \
+        name##_emu_slot_, sizeof(name##_emu_type_), alignof(name##_emu_type_)))
 #endif
 
 // VX_EMU_EXPECT(cond, msg): a contract the kernel's code relies on but does not check on a
