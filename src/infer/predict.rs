@@ -693,18 +693,12 @@ mod tests {
         let unet = UNetConfig::nnunet(1, 3);
         let mut card = ModelCard {
             format: crate::train::card::CARD_FORMAT.into(),
-            plan: Plan {
-                patch: [8; 3],
-                batch: 1,
-                base_features: unet.base_features,
-                max_features: unet.max_features,
-                depth: unet.depth,
-                strides: Vec::new(),
-                kernels: Vec::new(),
-                step_gflop: 1.0,
-                activation_bytes: 1,
-                device: "cpu".into(),
-            },
+            plan: Plan::of_sizes(
+                [8; 3],
+                1,
+                [unet.base_features, unet.max_features],
+                unet.depth,
+            ),
             model: ModelSpec::Unet(unet),
             modalities: vec!["t1".into()],
             layout: crate::data::layout::LayoutKind::Brats2021,
