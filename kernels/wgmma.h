@@ -353,13 +353,19 @@ inline unsigned vx_shared_address(const void* p) {
 // when the wait_group that retires its group runs (EmuAsyncQueue), the latest moment a GPU
 // allows: a stage released or refilled before that wait, or accumulators read before it,
 // show up as wrong results. A missing fence.proxy.async or wgmma.fence cannot show here
-// (the GPU parity tests cover them); they do nothing.
+// (the GPU parity tests cover them); they do nothing. wgmma.wait_group is .sync, and when
+// it returns the warp's retired wgmmas have completed, for all its lanes: here each lane
+// runs its share as it reaches the wait, then the warp meets, so no lane goes on (to release
+// the stage they read, say) before every lane's share has read it, and a warp's lanes
+// never drift apart by a whole phase of the mbarriers they wait on between waits. The other
+// .sync wgmma instructions run per thread.
 inline void vx_fence_proxy_async_shared() {}
 inline void vx_wgmma_fence() {}
 inline void vx_wgmma_commit() { vx_wgmma_emu::Queue::commit(); }
 template <int PENDING>
 inline void vx_wgmma_wait() {
     vx_wgmma_emu::Queue::retire(PENDING);
+    emu_sync_warp();
 }
 template <int R>
 inline void vx_wgmma_hold(float (&)[R]) {}

@@ -156,9 +156,14 @@ bool run_block(Launch& l) {
     ++blocks_started;
     for (unsigned t = 0; t < n; ++t) prepare(l, t);
     unsigned alive = n;
-    while (alive > 0) {
+    // Rounds alternate between thread order and its reverse, starting with the order of
+    // the block's parity, so that a read racing a write another thread makes between the
+    // same two barriers comes before it in some block or round, whichever thread is first.
+    const unsigned linear = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    for (unsigned round = linear % 2; alive > 0; ++round) {
         unsigned long long before = l.progress;
-        for (unsigned t = 0; t < n; ++t) {
+        for (unsigned i = 0; i < n; ++i) {
+            const unsigned t = round % 2 == 0 ? i : n - 1 - i;
             if (!l.fibers[t].done && resume(l, t)) --alive;
         }
         if (alive > 0 && l.progress == before) {

@@ -4,8 +4,10 @@
 // Model
 // - Blocks run one after another on the calling OS thread. The threads of a block are
 //   fibers (ucontext) on that thread, switched only at __syncthreads(), __syncwarp() and
-//   warp shuffles, round-robin in thread order. So a launch is deterministic, and
-//   concurrent launches from different test threads share nothing.
+//   warp shuffles, round-robin in rounds that alternate between thread order and its
+//   reverse (even blocks start in thread order, odd ones in reverse). So a launch is
+//   deterministic, concurrent launches from different test threads share nothing, and a
+//   race between two threads shows whichever of them a GPU runs first.
 // - blockIdx/threadIdx/blockDim/gridDim are thread_local variables the scheduler sets
 //   before resuming each fiber. __shared__ is `static thread_local`: one copy per OS
 //   thread, which all fibers of the running block share; blocks never overlap in time.
@@ -29,7 +31,8 @@
 //   `ptxas -v` (scripts/ptxas-check.sh: registers, spills) and by GPU runs
 //   (scripts/gpu-check.sh).
 // - The memory model: fibers interleave only at barriers, so a missing barrier shows up
-//   deterministically as a wrong result when one thread runs ahead of another, but races
+//   deterministically as a wrong result (in the blocks or rounds whose order runs the
+//   reading thread first), but races
 //   between warps that a GPU would expose only sometimes, missing `volatile`, and
 //   warp-synchronous code without __syncwarp() are not caught. The GPU parity tests
 //   (tests/cuda_parity.rs) cover them.

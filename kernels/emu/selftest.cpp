@@ -14,19 +14,21 @@ __global__ void selftest_barrier(float* out) {
 }
 VX_EMU_ENTRY(selftest_barrier, (float* out), (out))
 
-// The same exchange without the barrier. Threads run one at a time between barriers, so
-// all but one read their neighbour's slot before the neighbour writes it (zero, where
-// the correct exchange gives the neighbour's t + 1): a missing barrier shows up
-// deterministically.
-__global__ void selftest_missing_barrier(float* out) {
+// The same exchange without the barrier, with neighbour t + step (mod n), per block at
+// out[n b ..]. Threads run one at a time between barriers, in thread order or its reverse
+// (alternating by block and round), so in some block nearly all threads read their
+// neighbour's slot before the neighbour writes it (zero, where the correct exchange gives
+// the neighbour's t + 1): a missing barrier shows up deterministically, whether the reader
+// comes before or after the writer in thread order.
+__global__ void selftest_missing_barrier(float* out, int step) {
     VX_SHARED(float, s, [1024]);
-    const unsigned t = threadIdx.x;
+    const unsigned t = threadIdx.x, n = blockDim.x;
     s[t] = 0.0f;
     __syncthreads();
     s[t] = float(t + 1);
-    out[t] = s[(t + 1) % blockDim.x];
+    out[blockIdx.x * n + t] = s[(t + n + step) % n];
 }
-VX_EMU_ENTRY(selftest_missing_barrier, (float* out), (out))
+VX_EMU_ENTRY(selftest_missing_barrier, (float* out, int step), (out, step))
 
 // out[4t..4t+4] = lane ^ 5 via xor (float), lane + 3 via down (int, clamped), the warp
 // sum of (lane + 1) via an xor butterfly in double, and lane 7's thread index via a

@@ -84,7 +84,7 @@ extern "C" {
     fn emu_uniform_fill(d: *const LaunchDims, p: UniformParams, out: *mut f32) -> c_int;
 
     fn emu_selftest_barrier(d: *const LaunchDims, out: *mut f32) -> c_int;
-    fn emu_selftest_missing_barrier(d: *const LaunchDims, out: *mut f32) -> c_int;
+    fn emu_selftest_missing_barrier(d: *const LaunchDims, out: *mut f32, step: c_int) -> c_int;
     fn emu_selftest_shuffle(d: *const LaunchDims, out: *mut f32) -> c_int;
     fn emu_selftest_atomic(d: *const LaunchDims, out: *mut f32) -> c_int;
     fn emu_selftest_dynamic_shared(d: *const LaunchDims, out: *mut f32) -> c_int;
@@ -367,11 +367,16 @@ pub mod selftest {
         // SAFETY: one element per launched thread.
         status(unsafe { emu_selftest_barrier(d, out.as_mut_ptr()) })
     }
-    /// The same exchange without the barrier (one block).
-    pub fn missing_barrier(d: &LaunchDims, out: &mut [f32]) -> EmuResult {
+    /// The same exchange without the barrier, with neighbour `t + step`, per block.
+    pub fn missing_barrier(d: &LaunchDims, step: i32, out: &mut [f32]) -> EmuResult {
         need("out", out.len(), threads(d))?;
-        // SAFETY: one element per launched thread.
-        status(unsafe { emu_selftest_missing_barrier(d, out.as_mut_ptr()) })
+        if d.block[0] > 1024 || d.block[1] * d.block[2] != 1 || d.grid[1] * d.grid[2] != 1 {
+            return Err(format!(
+                "{d:?}: one dimension, at most 1024 threads a block"
+            ));
+        }
+        // SAFETY: one element per launched thread; shared memory holds 1024 floats.
+        status(unsafe { emu_selftest_missing_barrier(d, out.as_mut_ptr(), step) })
     }
     /// Four values per thread from xor, down, butterfly and broadcast shuffles (one block).
     pub fn shuffle(d: &LaunchDims, out: &mut [f32]) -> EmuResult {
