@@ -54,7 +54,8 @@
 //   accumulators read before their wait, show up as wrong results (where a late read
 //   meets a late copy, a test reruns the kernel with the copies alone deferred,
 //   emu_set_deferred). A wait stronger than needed cannot show (it only costs time on a
-//   GPU).
+//   GPU). wgmma.wait_group, .sync on a GPU, meets the warp once each lane has run its share
+//   (kernels/wgmma.h), so a lane does not go on before its warp's wgmmas have completed.
 // - mbarriers (kernels/mbarrier.h) are a count and a phase in their 8 bytes of shared
 //   memory; a thread waiting for a phase yields to the block's other threads until it
 //   completes, so a producer that overwrites a stage its consumers have not released, or a
