@@ -6,7 +6,7 @@
 //! (the next convolution's x) and its input's gradient (the previous convolution's dy)
 //! packed for them, and keeps each pack beside its buffer (`storage`), so the convolutions
 //! reading them pack nothing.
-//! Shapes are checked as the CPU reference checks them, with the same messages.
+//! Shapes are checked as the CPU reference checks them (`NormParams::check_lens`).
 use super::conv_plan::{ConvPack, ConvPrecision};
 use super::device::{Cuda, CudaStorage};
 use super::kernel_call::call_kernel;
@@ -16,7 +16,7 @@ use super::params_norm::{
     NORM_BACKWARD_COEF_PLANES,
 };
 use crate::error::{Error, Result};
-use crate::tensor_ops::norm::{NormGrads, NormKernel, NormParams};
+use crate::tensor_ops::norm::{check_moving_lens, NormGrads, NormKernel, NormParams};
 
 impl Cuda {
     fn norm_plan(&self, p: &NormParams, has_gamma: bool, has_beta: bool) -> NormPlan {
@@ -120,13 +120,8 @@ impl NormKernel for Cuda {
         beta: Option<&CudaStorage>,
         p: &NormParams,
     ) -> Result<CudaStorage> {
-        p.validate()?;
-        p.check_len("x", x.len(), p.numel())?;
-        p.check_len("mean", mean.len(), p.stats_len())?;
-        p.check_len("variance", var.len(), p.stats_len())?;
-        for g in [gamma, beta].into_iter().flatten() {
-            p.check_len("gamma/beta", g.len(), p.c)?;
-        }
+        let affine = [gamma.map(|g| g.len()), beta.map(|b| b.len())];
+        p.check_lens(&[("x", x.len())], mean.len(), var.len(), affine)?;
         let plan = self.norm_plan(p, gamma.is_some(), beta.is_some());
         let coef = self.norm_affine(&plan, mean, var, gamma, beta)?;
         let mut y = self.alloc(x.len())?;
@@ -174,15 +169,9 @@ impl NormKernel for Cuda {
         p: &NormParams,
         needs: [bool; 3],
     ) -> Result<NormGrads<CudaStorage>> {
-        p.validate()?;
-        for (what, len) in [("x", x.len()), ("dy", dy.len())] {
-            p.check_len(what, len, p.numel())?;
-        }
-        p.check_len("mean", mean.len(), p.stats_len())?;
-        p.check_len("variance", var.len(), p.stats_len())?;
-        for g in [gamma, beta].into_iter().flatten() {
-            p.check_len("gamma/beta", g.len(), p.c)?;
-        }
+        let elements = [("x", x.len()), ("dy", dy.len())];
+        let affine = [gamma.map(|g| g.len()), beta.map(|b| b.len())];
+        p.check_lens(&elements, mean.len(), var.len(), affine)?;
         let plan = self.norm_plan(p, gamma.is_some(), beta.is_some());
         // An absent gamma or beta is not read (its flag is 0): `mean` stands in for it.
         let (gamma, beta) = (gamma.unwrap_or(mean), beta.unwrap_or(mean));
@@ -282,16 +271,7 @@ impl NormKernel for Cuda {
         momentum: f64,
         correction: f64,
     ) -> Result<()> {
-        if moving.len() != batch.len() {
-            return Err(Error::shape(
-                "update_moving_stats",
-                format!(
-                    "{} moving values for {} batch values",
-                    moving.len(),
-                    batch.len()
-                ),
-            ));
-        }
+        check_moving_lens(moving.len(), batch.len())?;
         let n = moving.len();
         if n == 0 {
             return Ok(());

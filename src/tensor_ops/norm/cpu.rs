@@ -1,7 +1,7 @@
-use super::{NormGrads, NormKernel, NormParams};
+use super::{check_moving_lens, NormGrads, NormKernel, NormParams};
 use crate::backend::cpu::{CpuBackend, PAR_CHUNK};
 use crate::backend::Element;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use rayon::prelude::*;
 
 /// Count, mean and sum of squared deviations of a set of values; two sets merge exactly
@@ -239,13 +239,8 @@ impl<E: Element> NormKernel for CpuBackend<E> {
         beta: Option<&Vec<E>>,
         p: &NormParams,
     ) -> Result<Vec<E>> {
-        p.validate()?;
-        p.check_len("x", x.len(), p.numel())?;
-        p.check_len("mean", mean.len(), p.stats_len())?;
-        p.check_len("variance", var.len(), p.stats_len())?;
-        for g in [gamma, beta].into_iter().flatten() {
-            p.check_len("gamma/beta", g.len(), p.c)?;
-        }
+        let affine = [gamma.map(|g| g.len()), beta.map(|b| b.len())];
+        p.check_lens(&[("x", x.len())], mean.len(), var.len(), affine)?;
         let ab = affine_coefficients(mean, var, gamma, beta, p);
         let (a, b) = ab.split_at(p.n * p.c);
         let slope = E::of(p.neg_slope);
@@ -274,15 +269,9 @@ impl<E: Element> NormKernel for CpuBackend<E> {
         p: &NormParams,
         needs: [bool; 3],
     ) -> Result<NormGrads<Vec<E>>> {
-        p.validate()?;
-        for (what, len) in [("x", x.len()), ("dy", dy.len())] {
-            p.check_len(what, len, p.numel())?;
-        }
-        p.check_len("mean", mean.len(), p.stats_len())?;
-        p.check_len("variance", var.len(), p.stats_len())?;
-        for g in [gamma, beta].into_iter().flatten() {
-            p.check_len("gamma/beta", g.len(), p.c)?;
-        }
+        let elements = [("x", x.len()), ("dy", dy.len())];
+        let affine = [gamma.map(|g| g.len()), beta.map(|b| b.len())];
+        p.check_lens(&elements, mean.len(), var.len(), affine)?;
         let c = p.c;
         let rstd = inv_std(var, p.eps);
         let ab = affine_coefficients(mean, var, gamma, beta, p);
@@ -383,16 +372,7 @@ impl<E: Element> NormKernel for CpuBackend<E> {
         momentum: f64,
         correction: f64,
     ) -> Result<()> {
-        if moving.len() != batch.len() {
-            return Err(Error::shape(
-                "update_moving_stats",
-                format!(
-                    "{} moving values for {} batch values",
-                    moving.len(),
-                    batch.len()
-                ),
-            ));
-        }
+        check_moving_lens(moving.len(), batch.len())?;
         for (m, b) in moving.iter_mut().zip(batch) {
             *m = E::of(momentum * m.as_f64() + (1.0 - momentum) * correction * b.as_f64());
         }

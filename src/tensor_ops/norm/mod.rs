@@ -68,6 +68,27 @@ impl NormParams {
         }
         Ok(())
     }
+    /// Validates `self` and the lengths a forward or backward reads: each of `elements`
+    /// (x, and dy for the backward) `numel`, the statistics `stats_len`, a present gamma or
+    /// beta one per channel. Every backend checks with this, so with the same messages.
+    pub fn check_lens(
+        &self,
+        elements: &[(&str, usize)],
+        mean: usize,
+        var: usize,
+        affine: [Option<usize>; 2],
+    ) -> Result<()> {
+        self.validate()?;
+        for &(what, len) in elements {
+            self.check_len(what, len, self.numel())?;
+        }
+        self.check_len("mean", mean, self.stats_len())?;
+        self.check_len("variance", var, self.stats_len())?;
+        for len in affine.into_iter().flatten() {
+            self.check_len("gamma/beta", len, self.c)?;
+        }
+        Ok(())
+    }
     /// How many means (and variances) there are.
     pub fn stats_len(&self) -> usize {
         match self.kind {
@@ -89,6 +110,17 @@ impl NormParams {
             NormKind::Group => ex * self.groups + ch / (self.c / self.groups),
         }
     }
+}
+
+/// Fails unless the moving statistics and the batch's have the same length.
+pub fn check_moving_lens(moving: usize, batch: usize) -> Result<()> {
+    if moving != batch {
+        return Err(Error::shape(
+            "update_moving_stats",
+            format!("{moving} moving values for {batch} batch values"),
+        ));
+    }
+    Ok(())
 }
 
 /// Gradients of a normalisation; each is present when it was asked for.
@@ -543,6 +575,34 @@ mod tests {
     /// positive, at zero and one step either side of it included. With fixed statistics
     /// chosen so that rstd = 1 and b = beta - mean = -0.5 (beta counts: without it the
     /// slopes would differ), dx is dz itself.
+    #[test]
+    fn kernels_refuse_buffers_of_the_wrong_length_naming_them() {
+        let cpu = Cpu::new();
+        let p = NormParams {
+            n: 2,
+            spatial: 3,
+            c: 2,
+            groups: 2,
+            eps: 1e-5,
+            neg_slope: 0.01,
+            kind: NormKind::Group,
+            fixed_stats: false,
+        };
+        let (x, stats, ch) = (vec![1.0f32; 12], vec![1.0f32; 4], vec![1.0f32; 2]);
+        let short = vec![1.0f32; 3];
+        fn err<T>(r: Result<T>) -> String {
+            r.err().map(|e| e.to_string()).unwrap_or_default()
+        }
+        let forward = cpu.norm_forward(&x, &stats, &stats, Some(&ch), Some(&short), &p);
+        assert!(err(forward).contains("gamma/beta has 3 elements, expected 2"));
+        let backward = cpu.norm_backward(&x, &short, &stats, &stats, None, None, &p, [true; 3]);
+        assert!(err(backward).contains("dy has 3 elements, expected 12"));
+        let backward = cpu.norm_backward(&x, &x, &stats, &short, None, None, &p, [true; 3]);
+        assert!(err(backward).contains("variance has 3 elements, expected 4"));
+        let moving = cpu.norm_update_moving(&mut stats.clone(), &short, 0.9, 1.0);
+        assert!(err(moving).contains("4 moving values for 3 batch values"));
+    }
+
     #[test]
     fn backward_slopes_follow_the_forwards_pre_activation() {
         let tiny = 2f32.powi(-20);
