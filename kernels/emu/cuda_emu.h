@@ -9,8 +9,8 @@
 //   deterministic, concurrent launches from different test threads share nothing, and a
 //   race between two threads shows whichever of them a GPU runs first.
 // - blockIdx/threadIdx/blockDim/gridDim are thread_local variables the scheduler sets
-//   before resuming each fiber. __shared__ is `static thread_local`: one copy per OS
-//   thread, which all fibers of the running block share; blocks never overlap in time.
+//   before resuming each fiber. Shared memory is per OS thread (below), which all fibers
+//   of the running block share; blocks never overlap in time.
 // - __syncthreads() is a barrier over the block's live threads (threads that returned
 //   count as arrived, as on sm_70+). A round in which no thread can move is reported as a
 //   deadlock and the launch fails (e.g. __syncthreads() or a shuffle in divergent code).
@@ -32,10 +32,9 @@
 //   (scripts/gpu-check.sh).
 // - The memory model: fibers interleave only at barriers, so a missing barrier shows up
 //   deterministically as a wrong result (in the blocks or rounds whose order runs the
-//   reading thread first), but races
-//   between warps that a GPU would expose only sometimes, missing `volatile`, and
-//   warp-synchronous code without __syncwarp() are not caught. The GPU parity tests
-//   (tests/cuda_parity.rs) cover them.
+//   reading thread first), but races between warps that a GPU would expose only
+//   sometimes, missing `volatile`, and warp-synchronous code without __syncwarp() are not
+//   caught. The GPU parity tests (tests/cuda_parity.rs) cover them.
 // - Out-of-bounds accesses are trapped only for async copies (cp.async, kernels/mma.h):
 //   a copy that reads must lie inside a global buffer the launch's wrapper registered
 //   (emu_allow_global_read), so a stray read whose value the kernel discards, which no

@@ -1,5 +1,6 @@
 // Kernels that exercise the harness itself (barriers, shuffles, atomics, dynamic and
-// static shared memory, error reports), so that a kernel test failing can be trusted to be the kernel.
+// static shared memory, error reports), so that a kernel test failing can be trusted to be
+// the kernel.
 // Host-only: nvcc never sees this file.
 #include "../common.h"
 #include "../mma.h"
