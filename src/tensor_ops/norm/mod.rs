@@ -571,10 +571,8 @@ mod tests {
 
     const ACTS: [Option<UnaryOp>; 3] = [None, Some(UnaryOp::Relu), Some(UnaryOp::LeakyRelu(0.2))];
 
-    /// The backward's slope is the forward's: 1 exactly where the pre-activation is
-    /// positive, at zero and one step either side of it included. With fixed statistics
-    /// chosen so that rstd = 1 and b = beta - mean = -0.5 (beta counts: without it the
-    /// slopes would differ), dx is dz itself.
+    /// Every backend checks lengths with `NormParams::check_lens` and `check_moving_lens`:
+    /// the CPU's errors name the buffer, its length and the one expected.
     #[test]
     fn kernels_refuse_buffers_of_the_wrong_length_naming_them() {
         let cpu = Cpu::new();
@@ -603,6 +601,10 @@ mod tests {
         assert!(err(moving).contains("4 moving values for 3 batch values"));
     }
 
+    /// The backward's slope is the forward's: 1 exactly where the pre-activation is
+    /// positive, at zero and one step either side of it included. With fixed statistics
+    /// chosen so that rstd = 1 and b = beta - mean = -0.5 (beta counts: without it the
+    /// slopes would differ), dx is dz itself.
     #[test]
     fn backward_slopes_follow_the_forwards_pre_activation() {
         let tiny = 2f32.powi(-20);
