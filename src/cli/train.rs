@@ -387,7 +387,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         say!(
             "device memory: at most {:.2} GiB in tensors (the CUDA context and the pool's \
              cached blocks take more)",
-            peak as f64 / (1u64 << 30) as f64
+            voxseg::train::run::gib(peak)
         );
     }
     say!("checkpoints: {}", summary.run.checkpoints().display());

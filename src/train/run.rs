@@ -2034,16 +2034,17 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
             }
             last_validation = Some(val);
         }
+        let device_peak = backend.memory_peak_bytes();
         if steps_now > 0 {
             record["seconds"] = serde_json::json!(base_seconds + started.elapsed().as_secs_f64());
-            if let Some(peak) = backend.memory_peak_bytes() {
+            if let Some(peak) = device_peak {
                 record["device_peak_bytes"] = serde_json::json!(peak);
             }
             jsonl.write(&record)?;
         }
         tb.add_scalar("lr", lr as f32, state.step)?;
         tb.add_scalar("perf/patches_per_second", patches_per_s as f32, state.step)?;
-        if let Some(peak) = backend.memory_peak_bytes() {
+        if let Some(peak) = device_peak {
             tb.add_scalar("perf/device_peak_gib", gib(peak) as f32, state.step)?;
         }
         tb.flush()?;
@@ -2078,8 +2079,8 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
     })
 }
 
-/// Bytes in GiB.
-fn gib(bytes: u64) -> f64 {
+/// Bytes in GiB, as the memory messages and logs give them.
+pub fn gib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
 }
 
