@@ -5,7 +5,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 fn conv(c: &mut Criterion) {
     let mut group = c.benchmark_group("conv");
     group.sample_size(10);
-    for case in voxseg::bench::cpu_cases().expect("bench cases") {
+    for case in voxseg::bench::cpu_cases(voxseg::backend::cpu::Cpu::new()).expect("bench cases") {
         let name = format!("{} {}", case.op, case.shape);
         group.throughput(Throughput::Elements(case.flops as u64));
         // Inputs are allocated on the first call only, which criterion makes only for the

@@ -27,7 +27,7 @@ pub struct QuickstartOptions {
     pub out: PathBuf,
     pub minutes: f64,
     pub device: String,
-    /// Convolution arithmetic on CUDA (see `TrainConfig::precision`).
+    /// Convolution arithmetic (see `TrainConfig::precision`).
     pub precision: Option<ConvPrecision>,
     pub seed: u64,
     pub force: bool,
@@ -169,7 +169,14 @@ pub fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
     std::fs::create_dir_all(&predictions)
         .map_err(|e| Error::io(format!("creating {}", predictions.display()), e))?;
     let split = match crate::backend::device::resolve(opts.device.parse()?)? {
-        Device::Cpu { .. } => predict_test(&Cpu::new(), &run_dir, &data, &predictions)?,
+        Device::Cpu { .. } => predict_test(
+            &Cpu::new()
+                .with_conv_precision(opts.precision.unwrap_or_default())
+                .0,
+            &run_dir,
+            &data,
+            &predictions,
+        )?,
         Device::Cuda { ordinal, .. } => {
             predict_test(&Cuda::new(ordinal)?, &run_dir, &data, &predictions)?
         }

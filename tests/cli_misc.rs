@@ -637,7 +637,7 @@ fn bench_names_the_ops_when_a_filter_matches_nothing_and_notes_cpu_precision() {
         stdout: out,
         stderr: err,
         ..
-    } = voxseg(&["bench", "--filter", "zzzz", "--precision", "bf16"]);
+    } = voxseg(&["bench", "--filter", "zzzz", "--precision", "tf32"]);
     assert!(!ok && out.is_empty(), "{out}");
     assert!(
         err.contains("'zzzz' matches no case")
@@ -646,7 +646,10 @@ fn bench_names_the_ops_when_a_filter_matches_nothing_and_notes_cpu_precision() {
         "{err}"
     );
     assert!(
-        err.contains("--precision bf16 applies to CUDA convolutions only"),
+        err.contains(
+            "precision tf32 on the CPU: tf32 is arithmetic of NVIDIA's tensor cores; \
+             convolutions run in f32"
+        ),
         "{err}"
     );
 }

@@ -150,7 +150,13 @@ fn random_storage(be: &Cpu, shape: &Shape, seed: u64) -> Result<Vec<f32>> {
 }
 
 /// The three passes of a 3x3x3 'same' convolution, batch 2, `size`^3 voxels.
-fn conv3d_cases(cases: &mut Vec<BenchCase>, size: usize, cin: usize, cout: usize) -> Result<()> {
+fn conv3d_cases(
+    cases: &mut Vec<BenchCase>,
+    be: Cpu,
+    size: usize,
+    cin: usize,
+    cout: usize,
+) -> Result<()> {
     let x = Shape::new(&[2, size, size, size, cin]);
     let w = Shape::new(&[3, 3, 3, cin, cout]);
     let g = ConvGeometry::conv3d(&x, &w, &Conv3dSpec::default())?;
@@ -160,7 +166,7 @@ fn conv3d_cases(cases: &mut Vec<BenchCase>, size: usize, cin: usize, cout: usize
             op: format!("conv3d.{}", pass.name()),
             shape: shape.clone(),
             flops: g.flops(),
-            prepare: Box::new(move || pass.prepare(g, false)),
+            prepare: Box::new(move || pass.prepare(be, g, false)),
         });
     }
     Ok(())
@@ -169,6 +175,7 @@ fn conv3d_cases(cases: &mut Vec<BenchCase>, size: usize, cin: usize, cout: usize
 /// The three passes of a 2x2x2 stride-2 transposed convolution, batch 2, `size`^3 input.
 fn conv_transpose3d_cases(
     cases: &mut Vec<BenchCase>,
+    be: Cpu,
     size: usize,
     cin: usize,
     cout: usize,
@@ -187,7 +194,7 @@ fn conv_transpose3d_cases(
             op: format!("conv3d_transpose.{}", pass.name()),
             shape: shape.clone(),
             flops: g.flops(),
-            prepare: Box::new(move || pass.prepare(g, true)),
+            prepare: Box::new(move || pass.prepare(be, g, true)),
         });
     }
     Ok(())
@@ -211,10 +218,9 @@ impl Pass {
         }
     }
 
-    /// Allocates the inputs of this pass for `g` (of a transposed convolution when
+    /// Allocates the inputs of this pass for `g` on `be` (of a transposed convolution when
     /// `transposed`: its x is the geometry's output, its y the geometry's input).
-    fn prepare(self, g: ConvGeometry, transposed: bool) -> Result<BenchRun> {
-        let be = Cpu::new();
+    fn prepare(self, be: Cpu, g: ConvGeometry, transposed: bool) -> Result<BenchRun> {
         // Conv input side (x of a convolution, y of a transposed one) and output side.
         let small = random_storage(&be, &g.input_shape(), 1)?;
         let large = random_storage(&be, &g.output_shape(), 2)?;
@@ -234,15 +240,15 @@ impl Pass {
     }
 }
 
-/// Every CPU case, in report order.
-pub fn cpu_cases() -> Result<Vec<BenchCase>> {
+/// Every CPU case, in report order, run on `be` (which sets the convolutions' precision).
+pub fn cpu_cases(be: Cpu) -> Result<Vec<BenchCase>> {
     let mut cases = Vec::new();
     for (size, cin, cout) in [(64, 32, 32), (32, 64, 64), (16, 128, 128), (8, 256, 256)] {
-        conv3d_cases(&mut cases, size, cin, cout)?;
+        conv3d_cases(&mut cases, be, size, cin, cout)?;
     }
-    conv_transpose3d_cases(&mut cases, 32, 64, 32)?;
+    conv_transpose3d_cases(&mut cases, be, 32, 64, 32)?;
     instance_norm_cases(&mut cases, 64, 32);
-    cases.push(unet_step_case(cpu_step()));
+    cases.push(unet_step_case(be, cpu_step()));
     Ok(cases)
 }
 
@@ -261,13 +267,12 @@ pub fn cpu_step() -> step::StepShape {
 }
 
 /// A whole U-Net training step (see [`step`]).
-fn unet_step_case(shape: step::StepShape) -> BenchCase {
+fn unet_step_case(b: Cpu, shape: step::StepShape) -> BenchCase {
     BenchCase {
         op: "unet_step".into(),
         shape: shape.name(),
         flops: 0.0,
         prepare: Box::new(move || {
-            let b = Cpu::new();
             let dims = Shape::new(&shape.input_dims());
             let x = crate::tensor::Tensor::from_storage(
                 &b,
@@ -350,8 +355,8 @@ pub fn check_filter(filter: &str, names: &[String]) -> Result<()> {
 }
 
 /// Runs the CPU cases that `filter` selects (all without one).
-pub fn cpu_suite(filter: Option<&str>) -> Result<Vec<BenchResult>> {
-    cpu_cases()?
+pub fn cpu_suite(be: Cpu, filter: Option<&str>) -> Result<Vec<BenchResult>> {
+    cpu_cases(be)?
         .into_iter()
         .filter(|c| c.matches(filter))
         .map(run_case)
@@ -424,7 +429,7 @@ mod tests {
 
     #[test]
     fn suite_lists_the_conv_cases_and_filters_them() {
-        let cases = cpu_cases().unwrap();
+        let cases = cpu_cases(Cpu::new()).unwrap();
         // 4 shapes x 3 conv passes, 3 transposed-conv passes, instance norm fwd and bwd,
         // the training step.
         assert_eq!(cases.len(), 18);
@@ -443,7 +448,9 @@ mod tests {
         assert_eq!(t[2].op, "conv3d_transpose.bwd_weight");
         assert_eq!(t[2].shape, "2x32x32x32x64->32 k2s2");
         assert_eq!(t[2].flops, 2.0 * 2.0 * 32768.0 * 64.0 * 32.0 * 8.0);
-        assert!(cpu_suite(Some("no such case")).unwrap().is_empty());
+        assert!(cpu_suite(Cpu::new(), Some("no such case"))
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -461,7 +468,7 @@ mod tests {
             op: "conv3d.bwd_weight".into(),
             shape: "tiny".into(),
             flops: g.flops(),
-            prepare: Box::new(move || Pass::BackwardWeight.prepare(g, false)),
+            prepare: Box::new(move || Pass::BackwardWeight.prepare(Cpu::new(), g, false)),
         };
         let r = run_case(case).unwrap();
         assert!(r.ms > 0.0 && r.gflops > 0.0, "{r:?}");

@@ -1,4 +1,5 @@
 use clap::Args as ClapArgs;
+use voxseg::backend::cpu::Cpu;
 use voxseg::backend::cuda::{ConvPrecision, Cuda};
 use voxseg::bench::{check_filter, cuda_suite::cuda_suite, BenchResult};
 
@@ -16,7 +17,8 @@ pub struct Args {
     /// are named as scripts/bench_reference.py names them, e.g. "2x64x64x64x32->32 k3s1".
     #[arg(long)]
     filter: Option<String>,
-    /// Convolution precision on CUDA: fp32, tf32 or bf16.
+    /// Convolution precision: fp32, tf32 or bf16 on CUDA; fp32 or bf16 on the CPU (bf16
+    /// where it has AVX512-BF16).
     #[arg(long, default_value = "fp32")]
     precision: String,
 }
@@ -42,21 +44,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let precision: ConvPrecision = a.precision.parse()?;
     let results = match a.device.as_str() {
         "cpu" => {
-            let mut names: Vec<String> = voxseg::bench::cpu_cases()?
+            let cpu = Cpu::at_precision(Some(precision));
+            let mut names: Vec<String> = voxseg::bench::cpu_cases(cpu)?
                 .iter()
                 .map(|c| format!("{} {}", c.op, c.shape))
                 .collect();
             names.push(format!("{LOADER_OP} {LOADER_SHAPE}"));
-            if precision != ConvPrecision::F32 {
-                eprintln!(
-                    "note: --precision {precision} applies to CUDA convolutions only; \
-                     the CPU cases run in fp32"
-                );
-            }
             if let Some(f) = filter {
                 check_filter(f, &names)?;
             }
-            let mut r = voxseg::bench::cpu_suite(filter)?;
+            let mut r = voxseg::bench::cpu_suite(cpu, filter)?;
             if filter.is_none_or(|f| names.last().is_some_and(|n| n.contains(f))) {
                 r.push(loader_case()?);
             }

@@ -56,7 +56,8 @@ pub struct Args {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
-    /// Convolution arithmetic on CUDA: fp32, tf32 or bf16 (tensor cores, f32 accumulation).
+    /// Convolution arithmetic: fp32, tf32 or bf16 on CUDA (tensor cores, f32 accumulation);
+    /// fp32 or bf16 (f32 accumulation) on CPUs with AVX512-BF16.
     #[arg(long)]
     precision: Option<ConvPrecision>,
     /// Also write a picture per case.
@@ -69,7 +70,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     match resolve(a.device.parse::<DeviceRequest>()?)? {
-        Device::Cpu { .. } => run_on(&Cpu::new(), &a),
+        Device::Cpu { .. } => run_on(&Cpu::at_precision(a.precision), &a),
         Device::Cuda { ordinal, .. } => {
             let cuda = voxseg::backend::cuda::Cuda::new(ordinal)?;
             if let Some(p) = a.precision {

@@ -13,7 +13,8 @@ pub struct Args {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
-    /// Convolution arithmetic on CUDA: fp32, tf32 or bf16 (tensor cores, f32 accumulation).
+    /// Convolution arithmetic: fp32, tf32 or bf16 on CUDA (tensor cores, f32 accumulation);
+    /// fp32 or bf16 (f32 accumulation) on CPUs with AVX512-BF16.
     #[arg(long)]
     precision: Option<ConvPrecision>,
     /// Seed of the synthetic data and of the training run.

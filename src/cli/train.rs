@@ -24,7 +24,8 @@ pub struct Args {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long)]
     device: Option<String>,
-    /// Convolution arithmetic on CUDA: fp32, tf32 or bf16 (tensor cores, f32 accumulation).
+    /// Convolution arithmetic: fp32, tf32 or bf16 on CUDA (tensor cores, f32 accumulation);
+    /// fp32 or bf16 (f32 accumulation) on CPUs with AVX512-BF16.
     #[arg(long)]
     precision: Option<ConvPrecision>,
     /// Modalities in input order, e.g. t1,t1ce,t2,flair.

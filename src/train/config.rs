@@ -36,7 +36,8 @@ pub struct TrainConfig {
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     pub device: String,
     /// Convolution arithmetic on a CUDA device (fp32, tf32 or bf16 tensor cores, f32
-    /// accumulation); `None`: `VOXSEG_CONV_PRECISION`, else fp32. The CPU computes in f32.
+    /// accumulation); `None`: `VOXSEG_CONV_PRECISION`, else fp32. On the CPU fp32, or bf16
+    /// operands with f32 sums where it has AVX512-BF16 (tf32 there runs in fp32).
     pub precision: Option<ConvPrecision>,
     /// Modalities in input-channel order; empty = all the dataset has, in its order.
     pub modalities: Vec<String>,

@@ -167,14 +167,7 @@ pub fn train(cfg: TrainConfig, opts: RunOptions) -> Result<TrainSummary> {
         *why = "as the run's config.json records".into();
     }
     match &device {
-        Device::Cpu { .. } => {
-            if let Some(p) = start.cfg.precision.filter(|&p| p != ConvPrecision::F32) {
-                eprintln!(
-                    "note: precision {p} applies to CUDA convolutions; the CPU computes in f32"
-                );
-            }
-            train_on(&Cpu::new(), &device, start)
-        }
+        Device::Cpu { .. } => train_on(&Cpu::at_precision(start.cfg.precision), &device, start),
         Device::Cuda { ordinal, .. } => {
             let cuda = crate::backend::cuda::Cuda::new(*ordinal)?;
             if let Some(p) = start.cfg.precision {

@@ -1,5 +1,7 @@
 //! The CPU backend: host vectors, kernels threaded with rayon. It is the numerical
-//! reference for every CUDA kernel and runs in f32 (training) or f64 (gradient checks).
+//! reference for every CUDA kernel and runs in f32 (training) or f64 (gradient checks);
+//! its f32 convolutions can multiply bf16 operands instead, on CPUs with AVX512-BF16.
+use crate::backend::cuda::ConvPrecision;
 use crate::backend::{BackendBase, Element};
 use crate::error::Result;
 use std::marker::PhantomData;
@@ -7,6 +9,8 @@ use std::marker::PhantomData;
 #[derive(Clone, Copy, Default)]
 pub struct CpuBackend<E: Element> {
     _e: PhantomData<E>,
+    /// F32, or Bf16 where the CPU has the instructions and E is f32.
+    conv_precision: ConvPrecision,
 }
 
 /// The f32 CPU backend used for training and inference.
@@ -16,7 +20,55 @@ pub type Cpu64 = CpuBackend<f64>;
 
 impl<E: Element> CpuBackend<E> {
     pub fn new() -> Self {
-        Self { _e: PhantomData }
+        Self {
+            _e: PhantomData,
+            conv_precision: ConvPrecision::F32,
+        }
+    }
+
+    /// This backend with its convolutions at `asked` where the CPU can: bf16 operands with
+    /// f32 sums need f32 elements and AVX512-BF16, and no CPU has TF32 arithmetic. Returns,
+    /// where it computes in f32 instead, why.
+    pub fn with_conv_precision(self, asked: ConvPrecision) -> (Self, Option<String>) {
+        let why_not = match asked {
+            ConvPrecision::F32 => None,
+            ConvPrecision::Tf32 => Some("tf32 is arithmetic of NVIDIA's tensor cores".to_string()),
+            ConvPrecision::Bf16 if E::NAME != "f32" => {
+                Some(format!("bf16 products serve f32 tensors, not {}", E::NAME))
+            }
+            ConvPrecision::Bf16 if !crate::tensor_ops::conv::bf16_products_available() => {
+                Some("this CPU has no AVX512-BF16 instructions".to_string())
+            }
+            ConvPrecision::Bf16 => None,
+        };
+        let conv_precision = if why_not.is_some() {
+            ConvPrecision::F32
+        } else {
+            asked
+        };
+        (
+            Self {
+                conv_precision,
+                ..self
+            },
+            why_not
+                .map(|why| format!("precision {asked} on the CPU: {why}; convolutions run in f32")),
+        )
+    }
+
+    /// A backend with its convolutions at `precision` (None: f32) where the CPU can; says so
+    /// on stderr where it computes in f32 instead.
+    pub fn at_precision(precision: Option<ConvPrecision>) -> Self {
+        let (cpu, note) = Self::new().with_conv_precision(precision.unwrap_or_default());
+        if let Some(note) = note {
+            eprintln!("note: {note}");
+        }
+        cpu
+    }
+
+    /// The arithmetic of this backend's convolutions: F32 or Bf16.
+    pub fn conv_precision(&self) -> ConvPrecision {
+        self.conv_precision
     }
 }
 
@@ -31,8 +83,12 @@ impl<E: Element> BackendBase for CpuBackend<E> {
     type Storage = Vec<E>;
 
     fn name(&self) -> String {
+        let convs = match self.conv_precision {
+            ConvPrecision::F32 => String::new(),
+            p => format!(", {p} convolutions"),
+        };
         format!(
-            "cpu ({} threads, {})",
+            "cpu ({} threads, {}{convs})",
             rayon::current_num_threads(),
             E::NAME
         )
@@ -68,4 +124,71 @@ pub(crate) fn ndhwc_offset(
     x: usize,
 ) -> usize {
     (((n * dhw[0] + z) * dhw[1] + y) * dhw[2] + x) * c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor_ops::conv::{bf16_products_available, Conv3dKernel, ConvGeometry};
+
+    #[test]
+    fn conv_precision_falls_back_to_f32_with_the_reason() {
+        let (cpu, note) = Cpu::new().with_conv_precision(ConvPrecision::Tf32);
+        assert_eq!(cpu.conv_precision(), ConvPrecision::F32);
+        assert!(note
+            .unwrap()
+            .contains("tf32 is arithmetic of NVIDIA's tensor cores"));
+        let (cpu, note) = Cpu64::new().with_conv_precision(ConvPrecision::Bf16);
+        assert_eq!(cpu.conv_precision(), ConvPrecision::F32);
+        assert!(note.unwrap().contains("not f64"));
+        let (cpu, note) = Cpu::new().with_conv_precision(ConvPrecision::Bf16);
+        if bf16_products_available() {
+            assert_eq!((cpu.conv_precision(), note), (ConvPrecision::Bf16, None));
+            assert!(cpu.name().contains("bf16 convolutions"), "{}", cpu.name());
+        } else {
+            assert_eq!(cpu.conv_precision(), ConvPrecision::F32);
+            assert!(note.unwrap().contains("no AVX512-BF16"));
+        }
+    }
+
+    /// At bf16 the backend's convolution multiplies rounded operands: within bf16's error of
+    /// the f32 result, and not equal to it.
+    #[test]
+    fn a_bf16_backend_convolves_rounded_operands() {
+        let (bf16, _) = Cpu::new().with_conv_precision(ConvPrecision::Bf16);
+        if bf16.conv_precision() != ConvPrecision::Bf16 {
+            eprintln!("no AVX512-BF16 on this CPU: the bf16 convolutions are not exercised");
+            return;
+        }
+        let g = ConvGeometry {
+            n: 1,
+            input: [6, 5, 4],
+            cin: 24,
+            output: [6, 5, 4],
+            cout: 16,
+            kernel: [3, 3, 3],
+            stride: [1, 1, 1],
+            pad_before: [1, 1, 1],
+        };
+        let mut rng = crate::rng::Rng::new(3);
+        let mut values = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| rng.uniform_range(-1.0, 1.0) as f32)
+                .collect()
+        };
+        let x = values(g.n * g.input_voxels() * g.cin);
+        let w = values(g.kernel_volume() * g.cin * g.cout);
+        let exact = Cpu::new().conv3d_forward(&x, &w, None, &g).unwrap();
+        let rounded = bf16.conv3d_forward(&x, &w, None, &g).unwrap();
+        let scale = exact.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = exact
+            .iter()
+            .zip(&rounded)
+            .fold(0f32, |m, (e, r)| m.max((e - r).abs()));
+        assert!(worst > 0.0, "bf16 gave the f32 result exactly");
+        assert!(
+            worst < 2e-2 * scale,
+            "worst {worst} against a scale of {scale}"
+        );
+    }
 }

@@ -8,14 +8,18 @@
 //! gathered into a small scratch matrix (NDHWC keeps each tap's channels contiguous), never
 //! a whole-volume im2col. rayon splits the tiles; backward-weight sums per-thread partials.
 use super::geometry::ConvGeometry;
+use super::product::{copy_row, Gemm, TileProduct};
 #[cfg(target_arch = "x86_64")]
-use super::product::Avx512;
-use super::product::{Gemm, TileProduct};
+use super::product::{Avx512, Avx512Bf16};
 use super::Conv3dKernel;
 use crate::backend::cpu::CpuBackend;
+use crate::backend::cpu::PAR_CHUNK;
+use crate::backend::cuda::ConvPrecision;
 use crate::backend::Element;
 use crate::error::{check_len, Result};
 use rayon::prelude::*;
+use std::any::TypeId;
+use std::borrow::Cow;
 use std::ops::Range;
 
 /// Target width (taps x channels) of one gathered block: a tile's block stays in L2 while
@@ -170,21 +174,6 @@ fn tile_rows(rows: usize, max: usize, multiple: usize, per_thread: usize) -> usi
         .clamp(multiple, max.next_multiple_of(multiple))
 }
 
-/// `dst = src`, in 16-element chunks so that the copy is inlined as vector moves rather
-/// than a call (most rows are one tap's channels: tens to hundreds of values).
-#[inline(always)]
-fn copy_row<E: Copy>(dst: &mut [E], src: &[E]) {
-    let mut d = dst.chunks_exact_mut(16);
-    let mut s = src.chunks_exact(16);
-    for (d, s) in (&mut d).zip(&mut s) {
-        let chunk: &[E; 16] = s.try_into().expect("chunks_exact gives 16");
-        d.copy_from_slice(chunk);
-    }
-    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
-        *d = *s;
-    }
-}
-
 /// One contiguous copy of a gathered row whose kernel window lies inside the source:
 /// `len` values from `src` (relative to the window's first voxel) to column `col`.
 #[derive(Clone, Copy, Debug)]
@@ -243,6 +232,11 @@ impl Gatherer {
         self.blocks[bi].len() * self.low.cs
     }
 
+    /// Columns of every block, in order: the rows of B that each block multiplies.
+    fn widths(&self) -> Vec<usize> {
+        (0..self.blocks.len()).map(|bi| self.width(bi)).collect()
+    }
+
     /// Where lowered rows `[row0, row0 + m)` already lie in the source, contiguous: a
     /// single tap at offset 0 over a grid equal to the source (a 1x1x1 convolution, or a
     /// stride phase of a transposed convolution whose kernel equals its stride).
@@ -253,16 +247,24 @@ impl Gatherer {
         (identity && row0 + m <= low.rows()).then(|| row0 * low.cs..(row0 + m) * low.cs)
     }
 
-    /// Writes lowered rows `[row0, row0 + m)` of block `bi` into `dst` (row stride `ld`).
-    /// Columns past the block's width are left as they are.
+    /// Columns of block `bi` as an engine reads them: its width padded to the K group.
+    fn padded_width<E: Element, P: TileProduct<E>>(&self, bi: usize) -> usize {
+        self.width(bi).next_multiple_of(P::K_GROUP)
+    }
+
+    /// Writes lowered rows `[row0, row0 + m)` of block `bi` of `src` (already an engine's
+    /// operands) into `dst` (row stride `ld`), with zeros in the `padded - width` columns
+    /// that pad it to the engine's K group. Columns past those are left as they are.
     #[inline(always)]
-    fn gather<E: Element>(
+    #[allow(clippy::too_many_arguments)]
+    fn gather<O: Copy + Default>(
         &self,
-        src: &[E],
+        src: &[O],
         row0: usize,
         m: usize,
         bi: usize,
-        dst: &mut [E],
+        padded: usize,
+        dst: &mut [O],
         ld: usize,
     ) {
         let low = &self.low;
@@ -279,7 +281,7 @@ impl Gatherer {
                 (h * low.step[1]) as isize + low.offset[1],
                 (w * low.step[2]) as isize + low.offset[2],
             ];
-            let row = &mut dst[i * ld..i * ld + width];
+            let row = &mut dst[i * ld..i * ld + padded];
             let inside =
                 (0..3).all(|a| base[a] >= 0 && base[a] as usize + low.taps[a] <= low.src[a]);
             if inside {
@@ -293,7 +295,7 @@ impl Gatherer {
             } else {
                 for (t, out) in self.offsets[taps.clone()]
                     .iter()
-                    .zip(row.chunks_exact_mut(cs))
+                    .zip(row[..width].chunks_exact_mut(cs))
                 {
                     let (z, y, x) = (base[0] + t[0], base[1] + t[1], base[2] + t[2]);
                     // A negative coordinate wraps to a huge usize and fails the bound too.
@@ -301,32 +303,41 @@ impl Gatherer {
                         let at = (((b * sd + z as usize) * sh + y as usize) * sw + x as usize) * cs;
                         copy_row(out, &src[at..at + cs]);
                     } else {
-                        out.fill(E::zero());
+                        out.fill(O::default());
                     }
                 }
             }
+            row[width..].fill(O::default());
             cur.advance();
         }
     }
 }
 
-/// A B operand `[k, n]` split into column panels, each stored `[k][width]` contiguously,
-/// columns padded with zeros to the engine's multiple.
-struct PackedB<E> {
-    data: Vec<E>,
-    k: usize,
+/// A B operand `[k, n]` as an engine reads it: split into column panels, each stored
+/// contiguously, columns padded with zeros to the engine's multiple. Within a panel, the rows
+/// of each block (the gatherer's tap blocks) are padded with zeros to the engine's K group,
+/// and each group of rows is stored `[width][K_GROUP]`.
+struct PackedB<O> {
+    data: Vec<O>,
+    /// Rows of all blocks, each padded to the K group.
+    k_pad: usize,
     n_pad: usize,
+    /// (first padded row, padded rows) of each block.
+    blocks: Vec<(usize, usize)>,
     /// (first column, width) of each panel.
     panels: Vec<(usize, usize)>,
 }
 
-impl<E: Element> PackedB<E> {
-    /// Packs the `k` rows that `fill_row(r, row)` writes (`n` values each).
-    fn new<P: TileProduct<E>>(
-        k: usize,
+impl<O: Copy + Default> PackedB<O> {
+    /// Packs the rows that `fill_row(r, row)` writes (`n` values each), `block_rows[i]` rows
+    /// to block `i`, in order.
+    fn new<E: Element, P: TileProduct<E, Operand = O>>(
+        p: P,
+        block_rows: &[usize],
         n: usize,
         mut fill_row: impl FnMut(usize, &mut [E]),
     ) -> Self {
+        let group = P::K_GROUP;
         let n_pad = n.next_multiple_of(P::COLS);
         let mut panels = Vec::new();
         let mut col = 0;
@@ -335,28 +346,61 @@ impl<E: Element> PackedB<E> {
             panels.push((col, width));
             col += width;
         }
-        let mut data = vec![E::zero(); k * n_pad];
+        let mut blocks = Vec::with_capacity(block_rows.len());
+        let mut k_pad = 0;
+        for &rows in block_rows {
+            let padded = rows.next_multiple_of(group);
+            blocks.push((k_pad, padded));
+            k_pad += padded;
+        }
+        let mut data = vec![O::default(); k_pad * n_pad];
         let mut row = vec![E::zero(); n_pad];
-        for r in 0..k {
-            fill_row(r, &mut row[..n]);
-            for &(col, width) in &panels {
-                let at = k * col + r * width;
-                data[at..at + width].copy_from_slice(&row[col..col + width]);
+        let mut operands = vec![O::default(); n_pad];
+        let mut r = 0;
+        for (&(first, _), &rows) in blocks.iter().zip(block_rows) {
+            for at in first..first + rows {
+                fill_row(r, &mut row[..n]);
+                r += 1;
+                p.load_row(&mut operands, &row);
+                let (q, lane) = (at / group, at % group);
+                for &(col, width) in &panels {
+                    let base = k_pad * col + q * width * group + lane;
+                    for (j, v) in operands[col..col + width].iter().enumerate() {
+                        data[base + j * group] = *v;
+                    }
+                }
             }
         }
         Self {
             data,
-            k,
+            k_pad,
             n_pad,
+            blocks,
             panels,
         }
     }
 
-    /// Rows `rows` of the panel starting at column `col` with `width` columns.
-    fn panel_rows(&self, col: usize, width: usize, rows: Range<usize>) -> &[E] {
-        let start = self.k * col;
-        &self.data[start + rows.start * width..start + rows.end * width]
+    /// Block `bi` of the panel starting at column `col` with `width` columns; its groups of
+    /// rows lie `width * K_GROUP` apart.
+    fn panel_block(&self, col: usize, width: usize, bi: usize) -> &[O] {
+        let (first, rows) = self.blocks[bi];
+        let start = self.k_pad * col + first * width;
+        &self.data[start..start + rows * width]
     }
+}
+
+/// `src` as `p`'s operands: in place where they are its elements, else converted once per
+/// call (a lowered tile reads each value once per tap, so converting there would repeat it).
+fn operands<'a, E: Element, P: TileProduct<E>>(p: P, src: &'a [E]) -> Cow<'a, [P::Operand]> {
+    if TypeId::of::<E>() == TypeId::of::<P::Operand>() {
+        // SAFETY: the cast is between a type and itself.
+        return Cow::Borrowed(unsafe { &*(src as *const [E] as *const [P::Operand]) });
+    }
+    let mut out = vec![P::Operand::default(); src.len()];
+    out.par_chunks_mut(PAR_CHUNK)
+        .zip(src.par_chunks(PAR_CHUNK))
+        .for_each(|(o, s)| p.within(|| p.load_row(o, s)));
+    Cow::Owned(out)
 }
 
 /// An output buffer that parallel tasks write at disjoint voxels.
@@ -388,11 +432,12 @@ impl<E> SharedOut<E> {
 }
 
 /// One lowered product whose result rows are voxels of the output: row `(b, g)` goes to
-/// voxel `(b, g * out_step + out_phase)` of an output of spatial size `out_dims`.
-struct DataJob<'a, E> {
+/// voxel `(b, g * out_step + out_phase)` of an output of spatial size `out_dims`. `O` is the
+/// engine's operand type.
+struct DataJob<'a, O> {
     rows: Gatherer,
-    b: PackedB<E>,
-    src: &'a [E],
+    b: PackedB<O>,
+    src: &'a [O],
     out_dims: [usize; 3],
     out_step: [usize; 3],
     out_phase: [usize; 3],
@@ -403,33 +448,33 @@ struct DataJob<'a, E> {
 #[allow(clippy::too_many_arguments)]
 fn data_tile<E: Element, P: TileProduct<E>>(
     p: P,
-    job: &DataJob<E>,
+    job: &DataJob<P::Operand>,
     row0: usize,
     m: usize,
-    a: &mut [E],
+    a: &mut [P::Operand],
     c: &mut [E],
     n_out: usize,
     bias: Option<&[E]>,
     out: SharedOut<E>,
 ) {
-    let cs = job.rows.low.cs;
     let m_pad = m.next_multiple_of(P::ROWS);
     let n_pad = job.b.n_pad;
     if job.rows.blocks.is_empty() {
         c[..m * n_pad].fill(E::zero());
     }
-    for (bi, blk) in job.rows.blocks.iter().enumerate() {
-        let kc = job.rows.width(bi);
-        let a: &[E] = match job.rows.in_source(row0, m_pad) {
+    for bi in 0..job.rows.blocks.len() {
+        let kc = job.rows.padded_width::<E, P>(bi);
+        let unpadded = kc == job.rows.width(bi);
+        let a: &[P::Operand] = match job.rows.in_source(row0, m_pad).filter(|_| unpadded) {
             Some(range) => &job.src[range],
             None => {
                 // Rows m..m_pad keep stale values: their results are never written out.
-                job.rows.gather(job.src, row0, m, bi, a, kc);
+                job.rows.gather(job.src, row0, m, bi, kc, a, kc);
                 &a[..m_pad * kc]
             }
         };
         for &(col, width) in &job.b.panels {
-            let b = job.b.panel_rows(col, width, blk.start * cs..blk.end * cs);
+            let b = job.b.panel_block(col, width, bi);
             p.mul(
                 m_pad,
                 width,
@@ -438,7 +483,7 @@ fn data_tile<E: Element, P: TileProduct<E>>(
                 kc,
                 1,
                 b,
-                width,
+                width * P::K_GROUP,
                 &mut c[col..],
                 n_pad,
                 bi > 0,
@@ -474,7 +519,7 @@ fn data_tile<E: Element, P: TileProduct<E>>(
 /// interleave in the output and read the same source rows) run together.
 fn run_data<E: Element, P: TileProduct<E>>(
     p: P,
-    jobs: &[DataJob<E>],
+    jobs: &[DataJob<P::Operand>],
     n_out: usize,
     bias: Option<&[E]>,
     out: &mut [E],
@@ -495,7 +540,7 @@ fn run_data<E: Element, P: TileProduct<E>>(
         .collect();
     let kc_max = jobs
         .iter()
-        .flat_map(|j| (0..j.rows.blocks.len()).map(|bi| j.rows.width(bi)))
+        .flat_map(|j| (0..j.rows.blocks.len()).map(|bi| j.rows.padded_width::<E, P>(bi)))
         .max()
         .unwrap_or(0);
     let n_pad = jobs.iter().map(|j| j.b.n_pad).max().unwrap_or(0);
@@ -504,7 +549,7 @@ fn run_data<E: Element, P: TileProduct<E>>(
     tasks.par_iter().for_each_init(
         || {
             (
-                vec![E::zero(); tile_pad * kc_max],
+                vec![P::Operand::default(); tile_pad * kc_max],
                 vec![E::zero(); tile_pad * n_pad],
             )
         },
@@ -527,13 +572,14 @@ fn forward<E: Element, P: TileProduct<E>>(
 ) {
     let rows = Gatherer::new(Lowering::forward(g));
     let n = g.cout;
-    let b = PackedB::new::<P>(g.kernel_volume() * g.cin, n, |r, row| {
+    let b = PackedB::new(p, &rows.widths(), n, |r, row| {
         row.copy_from_slice(&w[r * n..(r + 1) * n])
     });
+    let x = operands(p, x);
     let job = DataJob {
         rows,
         b,
-        src: x,
+        src: &x,
         out_dims: g.output,
         out_step: [1; 3],
         out_phase: [0; 3],
@@ -551,6 +597,7 @@ fn backward_data<E: Element, P: TileProduct<E>>(
 ) {
     let (cin, cout) = (g.cin, g.cout);
     let [_, kh, kw] = g.kernel;
+    let dy = operands(p, dy);
     let mut jobs = Vec::new();
     for rd in 0..g.stride[0] {
         for rh in 0..g.stride[1] {
@@ -569,17 +616,18 @@ fn backward_data<E: Element, P: TileProduct<E>>(
                         }
                     }
                 }
+                let rows = Gatherer::new(low);
                 // B row (tap, co), column ci = w[kernel index of tap, ci, co].
-                let b = PackedB::new::<P>(low.tap_count() * cout, cin, |r, row| {
+                let b = PackedB::new(p, &rows.widths(), cin, |r, row| {
                     let (k, co) = (tap_kernel[r / cout], r % cout);
                     for (ci, v) in row.iter_mut().enumerate() {
                         *v = w[(k * cin + ci) * cout + co];
                     }
                 });
                 jobs.push(DataJob {
-                    rows: Gatherer::new(low),
+                    rows,
                     b,
-                    src: dy,
+                    src: &dy,
                     out_dims: g.input,
                     out_step: g.stride,
                     out_phase: phase,
@@ -601,19 +649,27 @@ struct WeightPlan {
     padded: Vec<usize>,
     /// Voxels per tile.
     tile: usize,
-    /// Whether dy rows need copying to a padded width for the engine.
+    /// Whether dy rows are copied into the engine's layout (padded width, K groups, operand
+    /// type) rather than read in place.
     copy_dy: bool,
 }
 
-/// Scratch tiles of one task of the weight gradient.
-struct WeightScratch<E> {
-    a: Vec<E>,
-    dy: Vec<E>,
+/// Scratch tiles of one task of the weight gradient, in the engine's operand type `O`.
+struct WeightScratch<O> {
+    /// The lowered tile transposed: K groups of voxels, each `[block rows][K_GROUP]`.
+    a: Vec<O>,
+    /// dy's rows in the engine's layout, where `copy_dy`.
+    dy: Vec<O>,
+    /// Where K groups pair voxels: the lowered tile as rows of voxels, ...
+    rows: Vec<O>,
+    /// ... and zeros, the missing second voxel of a tile of odd length.
+    zeros: Vec<O>,
 }
 
 impl WeightPlan {
     /// A plan for `n` output channels whose tiles give each thread `per_thread` or more.
     fn new<E: Element, P: TileProduct<E>>(rows: Gatherer, n: usize, per_thread: usize) -> Self {
+        assert!(P::K_GROUP <= 2, "weight gradients pair voxels at most");
         let padded = (0..rows.blocks.len())
             .map(|bi| rows.width(bi).next_multiple_of(P::ROWS))
             .collect();
@@ -623,60 +679,101 @@ impl WeightPlan {
             n,
             n_pad: n.next_multiple_of(P::COLS),
             padded,
-            copy_dy: !n.is_multiple_of(P::COLS),
+            copy_dy: !n.is_multiple_of(P::COLS) || P::K_GROUP > 1,
         }
     }
 
-    fn scratch<E: Element>(&self) -> WeightScratch<E> {
+    fn scratch<E: Element, P: TileProduct<E>>(&self) -> WeightScratch<P::Operand> {
         let kc_max = self.padded.iter().copied().max().unwrap_or(0);
+        let voxels = self.tile.next_multiple_of(P::K_GROUP);
+        let pairs = P::K_GROUP > 1;
+        let zeros = |len: usize| vec![P::Operand::default(); len];
         WeightScratch {
-            a: vec![E::zero(); self.tile * kc_max],
-            dy: if self.copy_dy {
-                vec![E::zero(); self.tile * self.n_pad]
-            } else {
-                Vec::new()
-            },
+            a: zeros(voxels * kc_max),
+            dy: zeros(if self.copy_dy { voxels * self.n_pad } else { 0 }),
+            rows: zeros(if pairs { self.tile * kc_max } else { 0 }),
+            zeros: zeros(if pairs { kc_max.max(self.n) } else { 0 }),
         }
     }
 
-    /// Adds the product of voxels `[r0, r0 + m)` at block `bi` to `acc` (row stride n_pad).
+    /// Adds the product of voxels `[r0, r0 + m)` at block `bi` to `acc` (row stride n_pad);
+    /// `x` and `dy` are already the engine's operands.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn accumulate<E: Element, P: TileProduct<E>>(
         &self,
         p: P,
-        x: &[E],
-        dy: &[E],
+        x: &[P::Operand],
+        dy: &[P::Operand],
         r0: usize,
         m: usize,
         bi: usize,
-        s: &mut WeightScratch<E>,
+        s: &mut WeightScratch<P::Operand>,
         acc: &mut [E],
     ) {
+        let group = P::K_GROUP;
         let (n, n_pad, kcp) = (self.n, self.n_pad, self.padded[bi]);
-        let (b, b_ps) = if self.copy_dy {
-            let rows_in = dy[r0 * n..(r0 + m) * n].chunks_exact(n);
-            for (dst, src) in s.dy.chunks_exact_mut(n_pad).zip(rows_in) {
-                copy_row(&mut dst[..n], src);
+        let len = m.next_multiple_of(group);
+        let dy_rows = &dy[r0 * n..(r0 + m) * n];
+        // Voxel v of the tile is group v / G, lane v % G; padding voxels are zeros, padding
+        // columns stay zero from the allocation.
+        let voxel = |rows, v, width| voxel_or_zeros(rows, &s.zeros, v, m, width);
+        let (b, b_ps) = match (self.copy_dy, group) {
+            (false, _) => (dy_rows, n),
+            (true, 1) => {
+                for (dst, src) in s.dy.chunks_exact_mut(n_pad).zip(dy_rows.chunks_exact(n)) {
+                    copy_row(&mut dst[..n], src);
+                }
+                (&s.dy[..m * n_pad], n_pad)
             }
-            (&s.dy[..m * n_pad], n_pad)
-        } else {
-            (&dy[r0 * n..(r0 + m) * n], n)
+            (true, _) => {
+                for (q, dst) in s.dy[..len * n_pad].chunks_exact_mut(2 * n_pad).enumerate() {
+                    let first = voxel(dy_rows, 2 * q, n);
+                    let second = voxel(dy_rows, 2 * q + 1, n);
+                    p.pair_rows(&mut dst[..2 * n], first, second);
+                }
+                (&s.dy[..len * n_pad], 2 * n_pad)
+            }
         };
-        self.rows.gather(x, r0, m, bi, &mut s.a, kcp);
+        let width = self.rows.padded_width::<E, P>(bi);
+        if group == 1 {
+            self.rows.gather(x, r0, m, bi, width, &mut s.a, kcp);
+        } else {
+            self.rows.gather(x, r0, m, bi, width, &mut s.rows, kcp);
+            for (q, dst) in s.a[..len * kcp].chunks_exact_mut(2 * kcp).enumerate() {
+                let first = voxel(&s.rows, 2 * q, kcp);
+                let second = voxel(&s.rows, 2 * q + 1, kcp);
+                p.pair_rows(dst, first, second);
+            }
+        }
         p.mul(
             kcp,
             n_pad,
-            m,
-            &s.a[..m * kcp],
+            len,
+            &s.a[..len * kcp],
             1,
-            kcp,
+            kcp * group,
             b,
             b_ps,
             acc,
             n_pad,
             true,
         );
+    }
+}
+
+/// Row `v` (of `width` values) of a tile of `m` rows, or zeros past its end.
+fn voxel_or_zeros<'a, O>(
+    rows: &'a [O],
+    zeros: &'a [O],
+    v: usize,
+    m: usize,
+    width: usize,
+) -> &'a [O] {
+    if v < m {
+        &rows[v * width..(v + 1) * width]
+    } else {
+        &zeros[..width]
     }
 }
 
@@ -688,14 +785,15 @@ fn backward_weight<E: Element, P: TileProduct<E>>(
     dw: &mut [E],
 ) {
     let rows = Gatherer::new(Lowering::forward(g));
+    let (x, dy) = (operands(p, x), operands(p, dy));
     // With enough tap blocks, tasks own blocks of dw and no partial sums are needed;
     // otherwise tasks take tiles of voxels and each thread keeps a partial dw.
     if rows.blocks.len() >= 4 * rayon::current_num_threads() {
         let plan = WeightPlan::new::<E, P>(rows, g.cout, 1);
-        weight_by_blocks(p, &plan, x, dy, g.cin, dw);
+        weight_by_blocks(p, &plan, &x, &dy, g.cin, dw);
     } else {
         let plan = WeightPlan::new::<E, P>(rows, g.cout, 2);
-        weight_by_tiles(p, &plan, x, dy, g.cin, dw);
+        weight_by_tiles(p, &plan, &x, &dy, g.cin, dw);
     }
 }
 
@@ -703,8 +801,8 @@ fn backward_weight<E: Element, P: TileProduct<E>>(
 fn weight_by_blocks<E: Element, P: TileProduct<E>>(
     p: P,
     plan: &WeightPlan,
-    x: &[E],
-    dy: &[E],
+    x: &[P::Operand],
+    dy: &[P::Operand],
     cin: usize,
     dw: &mut [E],
 ) {
@@ -712,7 +810,7 @@ fn weight_by_blocks<E: Element, P: TileProduct<E>>(
     let total = plan.rows.low.rows();
     let shared = SharedOut::new(dw);
     (0..plan.rows.blocks.len()).into_par_iter().for_each(|bi| {
-        let mut s = plan.scratch();
+        let mut s = plan.scratch::<E, P>();
         let mut acc = vec![E::zero(); plan.padded[bi] * n_pad];
         p.within(
             #[inline(always)]
@@ -740,8 +838,8 @@ fn weight_by_blocks<E: Element, P: TileProduct<E>>(
 fn weight_by_tiles<E: Element, P: TileProduct<E>>(
     p: P,
     plan: &WeightPlan,
-    x: &[E],
-    dy: &[E],
+    x: &[P::Operand],
+    dy: &[P::Operand],
     cin: usize,
     dw: &mut [E],
 ) {
@@ -763,7 +861,7 @@ fn weight_by_tiles<E: Element, P: TileProduct<E>>(
         .into_par_iter()
         .map(|g| {
             let mut acc = vec![E::zero(); acc_rows * n_pad];
-            let mut s = plan.scratch();
+            let mut s = plan.scratch::<E, P>();
             p.within(
                 #[inline(always)]
                 || {
@@ -811,14 +909,56 @@ fn check_geometry<E>(
     Ok(())
 }
 
-/// The AVX-512 engine when `E` is f32 and the CPU has it.
+/// The engines faster than `Gemm`, each only constructed where the CPU has its instructions.
+enum FastEngine {
+    #[cfg(target_arch = "x86_64")]
+    F32(Avx512),
+    #[cfg(target_arch = "x86_64")]
+    Bf16(Avx512Bf16),
+}
+
+/// The fastest engine for `E` at `precision`: bf16 products where asked and the CPU has
+/// them, else the f32 ones where `E` is f32 and the CPU has AVX-512.
 #[cfg(target_arch = "x86_64")]
-fn fast_engine<E: Element>() -> Option<Avx512> {
-    if std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>() {
-        Avx512::detect()
-    } else {
-        None
+fn fast_engine<E: Element>(precision: ConvPrecision) -> Option<FastEngine> {
+    if TypeId::of::<E>() != TypeId::of::<f32>() {
+        return None;
     }
+    let bf16 = (precision == ConvPrecision::Bf16)
+        .then(Avx512Bf16::detect)
+        .flatten()
+        .map(FastEngine::Bf16);
+    bf16.or_else(|| Avx512::detect().map(FastEngine::F32))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn fast_engine<E: Element>(_: ConvPrecision) -> Option<FastEngine> {
+    None
+}
+
+/// Whether this CPU has the instructions of the bf16 convolution products.
+pub fn bf16_products_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return Avx512Bf16::detect().is_some();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Runs `$fast` with `$p` bound to `$backend`'s fast engine (which reads slices as f32), or
+/// `$slow` with `$p` bound to `Gemm` where there is none.
+macro_rules! on_engine {
+    ($backend:expr, $p:ident => $fast:expr, $slow:expr) => {
+        match fast_engine::<E>($backend.conv_precision()) {
+            #[cfg(target_arch = "x86_64")]
+            Some(FastEngine::F32($p)) => $fast,
+            #[cfg(target_arch = "x86_64")]
+            Some(FastEngine::Bf16($p)) => $fast,
+            None => {
+                let $p = Gemm;
+                $slow
+            }
+        }
+    };
 }
 
 /// `s` seen as f32; only called where `fast_engine::<E>()` established that E is f32.
@@ -844,12 +984,11 @@ impl<E: Element> Conv3dKernel for CpuBackend<E> {
         let bias = bias.map(|b| b.as_slice());
         check_geometry("conv3d forward", g, ("x", x), ("w", w, wlen), bias)?;
         let mut y = vec![E::zero(); g.n * g.output_voxels() * g.cout];
-        #[cfg(target_arch = "x86_64")]
-        if let Some(p) = fast_engine::<E>() {
-            forward(p, f32s(x), f32s(w), bias.map(f32s), g, f32s_mut(&mut y));
-            return Ok(y);
-        }
-        forward(Gemm, x, w, bias, g, &mut y);
+        on_engine!(
+            self,
+            p => forward(p, f32s(x), f32s(w), bias.map(f32s), g, f32s_mut(&mut y)),
+            forward(p, x, w, bias, g, &mut y)
+        );
         Ok(y)
     }
 
@@ -869,12 +1008,11 @@ impl<E: Element> Conv3dKernel for CpuBackend<E> {
             check_len(op, "bias", b.len(), g.cin)?;
         }
         let mut dx = vec![E::zero(); g.n * g.input_voxels() * g.cin];
-        #[cfg(target_arch = "x86_64")]
-        if let Some(p) = fast_engine::<E>() {
-            backward_data(p, f32s(dy), f32s(w), bias.map(f32s), g, f32s_mut(&mut dx));
-            return Ok(dx);
-        }
-        backward_data(Gemm, dy, w, bias, g, &mut dx);
+        on_engine!(
+            self,
+            p => backward_data(p, f32s(dy), f32s(w), bias.map(f32s), g, f32s_mut(&mut dx)),
+            backward_data(p, dy, w, bias, g, &mut dx)
+        );
         Ok(dx)
     }
 
@@ -888,12 +1026,11 @@ impl<E: Element> Conv3dKernel for CpuBackend<E> {
             None,
         )?;
         let mut dw = vec![E::zero(); g.kernel_volume() * g.cin * g.cout];
-        #[cfg(target_arch = "x86_64")]
-        if let Some(p) = fast_engine::<E>() {
-            backward_weight(p, f32s(x), f32s(dy), g, f32s_mut(&mut dw));
-            return Ok(dw);
-        }
-        backward_weight(Gemm, x, dy, g, &mut dw);
+        on_engine!(
+            self,
+            p => backward_weight(p, f32s(x), f32s(dy), g, f32s_mut(&mut dw)),
+            backward_weight(p, x, dy, g, &mut dw)
+        );
         Ok(dw)
     }
 }
@@ -1034,36 +1171,62 @@ mod tests {
         }
     }
 
-    /// The f32 fast path and the generic engine agree (the generic one is what f64 uses).
+    /// Runs every pass through `fast` and through the generic engine (what f64 uses) on the
+    /// operands as `fast` rounds them (`round`): odd channel counts and block widths, several
+    /// tap blocks (both weight splits), strides, an odd voxel count and a 1x1x1 convolution.
     #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn avx512_and_gemm_engines_agree_where_available() {
-        let Some(fast) = Avx512::detect() else {
-            eprintln!("no AVX-512 on this CPU: the f32 fast path is not exercised");
-            return;
+    fn check_fast_engine<P: TileProduct<f32>>(fast: P, round: fn(f32) -> f32) {
+        let geometry = |n, input, cin, output, cout, kernel, stride, pad_before| ConvGeometry {
+            n,
+            input,
+            cin,
+            output,
+            cout,
+            kernel,
+            stride,
+            pad_before,
         };
-        // One tap block with odd channel counts; several tap blocks (both weight splits).
         for g in [
-            ConvGeometry {
-                n: 2,
-                input: [5, 6, 7],
-                cin: 19,
-                output: [3, 3, 4],
-                cout: 37,
-                kernel: [3, 2, 3],
-                stride: [2, 2, 2],
-                pad_before: [1, 0, 1],
-            },
-            ConvGeometry {
-                n: 1,
-                input: [4, 3, 5],
-                cin: 45,
-                output: [4, 3, 5],
-                cout: 48,
-                kernel: [3, 3, 3],
-                stride: [1, 1, 1],
-                pad_before: [1, 1, 1],
-            },
+            geometry(
+                2,
+                [5, 6, 7],
+                19,
+                [3, 3, 4],
+                37,
+                [3, 2, 3],
+                [2, 2, 2],
+                [1, 0, 1],
+            ),
+            geometry(
+                1,
+                [4, 3, 5],
+                45,
+                [4, 3, 5],
+                48,
+                [3, 3, 3],
+                [1, 1, 1],
+                [1, 1, 1],
+            ),
+            geometry(
+                1,
+                [3, 3, 3],
+                5,
+                [3, 3, 3],
+                16,
+                [3, 3, 3],
+                [1, 1, 1],
+                [1, 1, 1],
+            ),
+            geometry(
+                1,
+                [3, 4, 5],
+                7,
+                [3, 4, 5],
+                16,
+                [1, 1, 1],
+                [1, 1, 1],
+                [0, 0, 0],
+            ),
         ] {
             let mut rng = crate::rng::Rng::new(7);
             let mut values = |n: usize| -> Vec<f32> {
@@ -1075,33 +1238,54 @@ mod tests {
             let w = values(g.kernel_volume() * g.cin * g.cout);
             let dy = values(g.n * g.output_voxels() * g.cout);
             let bias = values(g.cout);
+            let rounded = |v: &[f32]| -> Vec<f32> { v.iter().map(|&x| round(x)).collect() };
+            let (rx, rw, rdy) = (rounded(&x), rounded(&w), rounded(&dy));
             let close = |a: &[f32], b: &[f32], what: &str| {
                 assert_eq!(a.len(), b.len());
                 for (i, (u, v)) in a.iter().zip(b).enumerate() {
                     assert!(
                         (u - v).abs() <= 1e-4 * (1.0 + v.abs()),
-                        "{what} {i}: {u} vs {v}"
+                        "{what} {i}: {u} vs {v} ({g:?})"
                     );
                 }
             };
             let mut y = (vec![0.0; dy.len()], vec![0.0; dy.len()]);
             forward(fast, &x, &w, Some(&bias), &g, &mut y.0);
-            forward(Gemm, &x, &w, Some(&bias), &g, &mut y.1);
+            forward(Gemm, &rx, &rw, Some(&bias), &g, &mut y.1);
             close(&y.0, &y.1, "forward");
             let mut dx = (vec![0.0; x.len()], vec![0.0; x.len()]);
             backward_data(fast, &dy, &w, None, &g, &mut dx.0);
-            backward_data(Gemm, &dy, &w, None, &g, &mut dx.1);
+            backward_data(Gemm, &rdy, &rw, None, &g, &mut dx.1);
             close(&dx.0, &dx.1, "backward_data");
             let mut want = vec![0.0; w.len()];
-            backward_weight(Gemm, &x, &dy, &g, &mut want);
+            backward_weight(Gemm, &rx, &rdy, &g, &mut want);
             let rows = || Gatherer::new(Lowering::forward(&g));
             let mut dw = vec![0.0; w.len()];
-            let plan = WeightPlan::new::<f32, Avx512>(rows(), g.cout, 1);
-            weight_by_blocks(fast, &plan, &x, &dy, g.cin, &mut dw);
+            let (ox, ody) = (operands(fast, &x), operands(fast, &dy));
+            let plan = WeightPlan::new::<f32, P>(rows(), g.cout, 1);
+            weight_by_blocks(fast, &plan, &ox, &ody, g.cin, &mut dw);
             close(&dw, &want, "backward_weight by blocks");
-            let plan = WeightPlan::new::<f32, Avx512>(rows(), g.cout, 2);
-            weight_by_tiles(fast, &plan, &x, &dy, g.cin, &mut dw);
+            let plan = WeightPlan::new::<f32, P>(rows(), g.cout, 2);
+            weight_by_tiles(fast, &plan, &ox, &ody, g.cin, &mut dw);
             close(&dw, &want, "backward_weight by tiles");
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_and_gemm_engines_agree_where_available() {
+        match Avx512::detect() {
+            Some(p) => check_fast_engine(p, |x| x),
+            None => eprintln!("no AVX-512 on this CPU: the f32 fast path is not exercised"),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_bf16_engine_agrees_with_gemm_on_rounded_operands_where_available() {
+        match Avx512Bf16::detect() {
+            Some(p) => check_fast_engine(p, |x| half::bf16::from_f32(x).to_f32()),
+            None => eprintln!("no AVX512-BF16 on this CPU: the bf16 fast path is not exercised"),
         }
     }
 }

@@ -1,11 +1,18 @@
 //! The one primitive the lowered convolutions need: C (+)= A * B on a tile, where A is read
-//! with arbitrary row/depth strides and B rows are contiguous. Two engines implement it:
-//! hand-written AVX-512 micro-kernels for f32 (the fast path), and the `gemm` crate for any
-//! element type (f64 gradient checks, CPUs without AVX-512).
+//! with arbitrary row/depth strides and B rows are contiguous. Three engines implement it:
+//! hand-written AVX-512 micro-kernels for f32 (the fast path), the same over bf16 operands
+//! with AVX512-BF16 dot products and f32 sums (`--precision bf16` on CPUs that have them),
+//! and the `gemm` crate for any element type (f64 gradient checks, CPUs without AVX-512).
 use crate::backend::Element;
 
-/// A matrix-product engine for lowered convolution tiles.
+/// A matrix-product engine for lowered convolution tiles. Its operands are stored as
+/// `Operand` (E itself, or bf16) and its reduction steps come in groups of `K_GROUP`, which
+/// lie side by side in memory (a bf16 dot product multiplies pairs).
 pub(super) trait TileProduct<E: Element>: Copy + Send + Sync {
+    /// What A and B hold once gathered or packed; `Default` is zero.
+    type Operand: Copy + Default + Send + Sync + 'static;
+    /// Reduction lengths passed to [`TileProduct::mul`] must be multiples of this.
+    const K_GROUP: usize;
     /// Row counts passed to [`TileProduct::mul`] must be multiples of this.
     const ROWS: usize;
     /// Column counts passed to [`TileProduct::mul`] must be multiples of this.
@@ -13,8 +20,32 @@ pub(super) trait TileProduct<E: Element>: Copy + Send + Sync {
     /// Widest column panel a packed B operand should be split into.
     const PANEL: usize;
 
-    /// `c[r * c_rs + j] (+)= sum_p a[r * a_rs + p * a_ps] * b[p * b_ps + j]` for `r < rows`,
-    /// `j < cols`, `p < len`; overwrites `c` unless `accumulate`. One of `a_rs`, `a_ps` is 1.
+    /// `dst[i] = src[i]` as operands (rounded to the operand type).
+    fn load_row(&self, dst: &mut [Self::Operand], src: &[E]);
+
+    /// `dst[2 i] = first[i]`, `dst[2 i + 1] = second[i]`: two rows of reduction steps made
+    /// one row of K groups, for engines whose `K_GROUP` is 2.
+    fn pair_rows(
+        &self,
+        dst: &mut [Self::Operand],
+        first: &[Self::Operand],
+        second: &[Self::Operand],
+    ) {
+        assert!(
+            first.len() == second.len() && dst.len() == 2 * first.len(),
+            "pair_rows: lengths differ"
+        );
+        for ((d, a), b) in dst.chunks_exact_mut(2).zip(first).zip(second) {
+            d[0] = *a;
+            d[1] = *b;
+        }
+    }
+
+    /// `c[r * c_rs + j] (+)= sum_p A(r, p) * B(p, j)` for `r < rows`, `j < cols`,
+    /// `p < len`; overwrites `c` unless `accumulate`. With G = `K_GROUP`, step p lies in group
+    /// p / G at lane p % G: `B(p, j) = b[(p / G) * b_ps + j * G + p % G]`, and A is either
+    /// rows (`a_ps == 1`: `A(r, p) = a[r * a_rs + p]`) or groups (`a_rs == 1`:
+    /// `A(r, p) = a[(p / G) * a_ps + r * G + p % G]`). With G = 1 these are plain strides.
     /// Panics when a range falls outside its slice.
     #[allow(clippy::too_many_arguments)]
     fn mul(
@@ -22,10 +53,10 @@ pub(super) trait TileProduct<E: Element>: Copy + Send + Sync {
         rows: usize,
         cols: usize,
         len: usize,
-        a: &[E],
+        a: &[Self::Operand],
         a_rs: usize,
         a_ps: usize,
-        b: &[E],
+        b: &[Self::Operand],
         b_ps: usize,
         c: &mut [E],
         c_rs: usize,
@@ -37,36 +68,76 @@ pub(super) trait TileProduct<E: Element>: Copy + Send + Sync {
     fn within<R>(&self, f: impl FnOnce() -> R) -> R;
 }
 
-/// Asserts that every element `mul` touches lies inside its slice.
-#[allow(clippy::too_many_arguments)]
-fn check_ranges(
+/// Where a product's operands lie: its sizes, strides and K group (see [`TileProduct::mul`]).
+#[derive(Clone, Copy, Debug)]
+struct Extent {
     rows: usize,
     cols: usize,
     len: usize,
-    a_len: usize,
     a_rs: usize,
     a_ps: usize,
-    b_len: usize,
     b_ps: usize,
-    c_len: usize,
     c_rs: usize,
-) {
-    if rows == 0 || cols == 0 {
-        return;
+    group: usize,
+}
+
+impl Extent {
+    /// Asserts that every element `mul` touches lies inside its slice, and that the layout
+    /// is one the engines read.
+    fn check(&self, a_len: usize, b_len: usize, c_len: usize) {
+        let Extent {
+            rows,
+            cols,
+            len,
+            a_rs,
+            a_ps,
+            b_ps,
+            c_rs,
+            group,
+        } = *self;
+        assert!(
+            len.is_multiple_of(group),
+            "tile product: a reduction of {len} is not a multiple of its group {group}"
+        );
+        assert!(
+            a_ps == 1 || a_rs == 1,
+            "tile product: A needs a unit stride"
+        );
+        if rows == 0 || cols == 0 {
+            return;
+        }
+        assert!(
+            (rows - 1) * c_rs + cols <= c_len,
+            "tile product: C out of range"
+        );
+        if len > 0 {
+            let groups = len / group;
+            let a_last = if a_ps == 1 {
+                (rows - 1) * a_rs + len - 1
+            } else {
+                (groups - 1) * a_ps + rows * group - 1
+            };
+            assert!(a_last < a_len, "tile product: A out of range");
+            assert!(
+                (groups - 1) * b_ps + cols * group <= b_len,
+                "tile product: B out of range"
+            );
+        }
     }
-    assert!(
-        (rows - 1) * c_rs + cols <= c_len,
-        "tile product: C out of range"
-    );
-    if len > 0 {
-        assert!(
-            (rows - 1) * a_rs + (len - 1) * a_ps < a_len,
-            "tile product: A out of range"
-        );
-        assert!(
-            (len - 1) * b_ps + cols <= b_len,
-            "tile product: B out of range"
-        );
+}
+
+/// `dst = src`, in 16-element chunks so that the copy is inlined as vector moves rather
+/// than a call (most rows are one tap's channels: tens to hundreds of values).
+#[inline(always)]
+pub(super) fn copy_row<E: Copy>(dst: &mut [E], src: &[E]) {
+    let mut d = dst.chunks_exact_mut(16);
+    let mut s = src.chunks_exact(16);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let chunk: &[E; 16] = s.try_into().expect("chunks_exact gives 16");
+        d.copy_from_slice(chunk);
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
     }
 }
 
@@ -75,9 +146,15 @@ fn check_ranges(
 pub(super) struct Gemm;
 
 impl<E: Element> TileProduct<E> for Gemm {
+    type Operand = E;
+    const K_GROUP: usize = 1;
     const ROWS: usize = 1;
     const COLS: usize = 1;
     const PANEL: usize = usize::MAX;
+
+    fn load_row(&self, dst: &mut [E], src: &[E]) {
+        copy_row(dst, src);
+    }
 
     fn mul(
         &self,
@@ -93,22 +170,21 @@ impl<E: Element> TileProduct<E> for Gemm {
         c_rs: usize,
         accumulate: bool,
     ) {
-        check_ranges(
+        Extent {
             rows,
             cols,
             len,
-            a.len(),
             a_rs,
             a_ps,
-            b.len(),
             b_ps,
-            c.len(),
             c_rs,
-        );
+            group: 1,
+        }
+        .check(a.len(), b.len(), c.len());
         if rows == 0 || cols == 0 {
             return;
         }
-        // SAFETY: check_ranges bounds every index gemm reads or writes; E is f32 or f64.
+        // SAFETY: Extent::check bounds every index gemm reads or writes; E is f32 or f64.
         unsafe {
             gemm::gemm(
                 rows,
@@ -140,11 +216,12 @@ impl<E: Element> TileProduct<E> for Gemm {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(super) use avx512::Avx512;
+pub(super) use avx512::{Avx512, Avx512Bf16};
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{check_ranges, TileProduct};
+    use super::{copy_row, Extent, TileProduct};
+    use half::bf16;
     use std::arch::x86_64::*;
 
     /// Rows of one micro-kernel call: 12 rows x 2 vectors = 24 accumulators, leaving
@@ -165,19 +242,92 @@ mod avx512 {
         }
     }
 
-    /// One MR x (NV * 16) tile of C over `len` steps. `ROW_CONTIGUOUS`: A's depth stride is 1
-    /// (rows `a_s` apart, as in a lowered input tile); otherwise its row stride is 1 (steps
-    /// `a_s` apart, as in a transposed tile).
+    /// AVX512-BF16 micro-kernels: bf16 operands, f32 sums, two reduction steps per dot
+    /// product (twice the multiply-adds of an f32 FMA on CPUs that run both at one a cycle).
+    /// Only constructed where the CPU has AVX-512F, AVX-512BW and AVX512-BF16.
+    #[derive(Clone, Copy, Debug)]
+    pub(in crate::tensor_ops::conv) struct Avx512Bf16 {
+        _detected: (),
+    }
+
+    impl Avx512Bf16 {
+        /// `Some` when this CPU supports the instructions.
+        pub(in crate::tensor_ops::conv) fn detect() -> Option<Self> {
+            (is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512bf16"))
+            .then_some(Self { _detected: () })
+        }
+    }
+
+    /// The arithmetic of one micro-kernel: how B vectors are loaded, how an A value (or
+    /// pair) is broadcast, and the multiply-add.
+    trait Lanes {
+        type Operand: Copy;
+        type Vector: Copy;
+        /// Reduction steps per multiply-add (1, or 2 for a bf16 pair).
+        const GROUP: usize;
+        unsafe fn load(p: *const Self::Operand) -> Self::Vector;
+        unsafe fn broadcast(p: *const Self::Operand) -> Self::Vector;
+        unsafe fn fma(acc: __m512, a: Self::Vector, b: Self::Vector) -> __m512;
+    }
+
+    struct F32Lanes;
+
+    impl Lanes for F32Lanes {
+        type Operand = f32;
+        type Vector = __m512;
+        const GROUP: usize = 1;
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m512 {
+            _mm512_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn broadcast(p: *const f32) -> __m512 {
+            _mm512_set1_ps(*p)
+        }
+        #[inline(always)]
+        unsafe fn fma(acc: __m512, a: __m512, b: __m512) -> __m512 {
+            _mm512_fmadd_ps(a, b, acc)
+        }
+    }
+
+    struct Bf16Lanes;
+
+    impl Lanes for Bf16Lanes {
+        type Operand = bf16;
+        type Vector = __m512bh;
+        const GROUP: usize = 2;
+        #[inline(always)]
+        unsafe fn load(p: *const bf16) -> __m512bh {
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(p.cast()))
+        }
+        #[inline(always)]
+        unsafe fn broadcast(p: *const bf16) -> __m512bh {
+            let pair = p.cast::<i32>().read_unaligned();
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(pair))
+        }
+        #[inline(always)]
+        unsafe fn fma(acc: __m512, a: __m512bh, b: __m512bh) -> __m512 {
+            _mm512_dpbf16_ps(acc, a, b)
+        }
+    }
+
+    /// One MR x (NV * 16) tile of C over `groups` groups of reduction steps. `ROW_CONTIGUOUS`:
+    /// A's rows are `a_s` apart, each with its steps side by side (a lowered input tile);
+    /// otherwise its groups are `a_s` apart, each holding every row's group side by side (a
+    /// transposed tile). B's groups are `b_gs` apart.
     ///
-    /// SAFETY: the caller guarantees AVX-512F and that every address is in range.
+    /// SAFETY: the caller guarantees the instructions of `L` and that every address is in
+    /// range.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn micro<const NV: usize, const ROW_CONTIGUOUS: bool>(
-        len: usize,
-        a: *const f32,
+    unsafe fn micro<L: Lanes, const NV: usize, const ROW_CONTIGUOUS: bool>(
+        groups: usize,
+        a: *const L::Operand,
         a_s: usize,
-        b: *const f32,
-        b_ps: usize,
+        b: *const L::Operand,
+        b_gs: usize,
         c: *mut f32,
         c_rs: usize,
         accumulate: bool,
@@ -192,28 +342,25 @@ mod avx512 {
         }
         let mut ap = a;
         let mut bp = b;
-        for _ in 0..len {
-            let mut bv = [_mm512_setzero_ps(); NV];
-            for (v, x) in bv.iter_mut().enumerate() {
-                *x = _mm512_loadu_ps(bp.add(v * LANES));
-            }
+        for _ in 0..groups {
+            let bv: [L::Vector; NV] =
+                std::array::from_fn(|v| L::load(bp.add(v * LANES * L::GROUP)));
             for (r, row) in acc.iter_mut().enumerate() {
-                let s = if ROW_CONTIGUOUS {
-                    *ap.add(r * a_s)
+                let av = if ROW_CONTIGUOUS {
+                    L::broadcast(ap.add(r * a_s))
                 } else {
-                    *ap.add(r)
+                    L::broadcast(ap.add(r * L::GROUP))
                 };
-                let av = _mm512_set1_ps(s);
                 for (x, bx) in row.iter_mut().zip(&bv) {
-                    *x = _mm512_fmadd_ps(av, *bx, *x);
+                    *x = L::fma(*x, av, *bx);
                 }
             }
             ap = if ROW_CONTIGUOUS {
-                ap.add(1)
+                ap.add(L::GROUP)
             } else {
                 ap.add(a_s)
             };
-            bp = bp.add(b_ps);
+            bp = bp.add(b_gs);
         }
         for (r, row) in acc.iter().enumerate() {
             for (v, x) in row.iter().enumerate() {
@@ -224,57 +371,131 @@ mod avx512 {
 
     /// Column panels of 32 (the last may be 16), rows in groups of MR.
     ///
-    /// SAFETY: AVX-512F present; ranges checked by `check_ranges`; rows % MR == 0 and
-    /// cols % 16 == 0.
-    #[target_feature(enable = "avx512f")]
+    /// SAFETY: the instructions of `L` present; ranges checked by `Extent::check`;
+    /// rows % MR == 0, cols % 16 == 0 and len % L::GROUP == 0.
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn mul_f32<const ROW_CONTIGUOUS: bool>(
+    unsafe fn mul_tiles<L: Lanes, const ROW_CONTIGUOUS: bool>(
         rows: usize,
         cols: usize,
         len: usize,
-        a: *const f32,
+        a: *const L::Operand,
         a_s: usize,
-        b: *const f32,
-        b_ps: usize,
+        b: *const L::Operand,
+        b_gs: usize,
         c: *mut f32,
         c_rs: usize,
         accumulate: bool,
     ) {
+        let groups = len / L::GROUP;
         let mut j = 0;
         while j < cols {
             let wide = cols - j >= 2 * LANES;
+            let b_j = b.add(j * L::GROUP);
             for r0 in (0..rows).step_by(MR) {
                 let a_r = if ROW_CONTIGUOUS {
                     a.add(r0 * a_s)
                 } else {
-                    a.add(r0)
+                    a.add(r0 * L::GROUP)
                 };
                 let c_r = c.add(r0 * c_rs + j);
                 if wide {
-                    micro::<2, ROW_CONTIGUOUS>(
-                        len,
-                        a_r,
-                        a_s,
-                        b.add(j),
-                        b_ps,
-                        c_r,
-                        c_rs,
-                        accumulate,
+                    micro::<L, 2, ROW_CONTIGUOUS>(
+                        groups, a_r, a_s, b_j, b_gs, c_r, c_rs, accumulate,
                     );
                 } else {
-                    micro::<1, ROW_CONTIGUOUS>(
-                        len,
-                        a_r,
-                        a_s,
-                        b.add(j),
-                        b_ps,
-                        c_r,
-                        c_rs,
-                        accumulate,
+                    micro::<L, 1, ROW_CONTIGUOUS>(
+                        groups, a_r, a_s, b_j, b_gs, c_r, c_rs, accumulate,
                     );
                 }
             }
             j += if wide { 2 * LANES } else { LANES };
+        }
+    }
+
+    /// Checks a product's shape and ranges, then runs `mul_tiles` in the layout its strides
+    /// name.
+    ///
+    /// SAFETY: the instructions of `L` present.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn mul_checked<L: Lanes>(
+        rows: usize,
+        cols: usize,
+        len: usize,
+        a: &[L::Operand],
+        a_rs: usize,
+        a_ps: usize,
+        b: &[L::Operand],
+        b_ps: usize,
+        c: &mut [f32],
+        c_rs: usize,
+        accumulate: bool,
+    ) {
+        assert!(
+            rows.is_multiple_of(MR) && cols.is_multiple_of(LANES),
+            "tile product: {rows} x {cols} is not a multiple of {MR} x {LANES}"
+        );
+        Extent {
+            rows,
+            cols,
+            len,
+            a_rs,
+            a_ps,
+            b_ps,
+            c_rs,
+            group: L::GROUP,
+        }
+        .check(a.len(), b.len(), c.len());
+        // Extent::check bounds every address (including the padded rows and columns, which
+        // the assert above makes whole micro-tiles).
+        let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+        if a_ps == 1 {
+            mul_tiles::<L, true>(rows, cols, len, a, a_rs, b, b_ps, c, c_rs, accumulate)
+        } else {
+            mul_tiles::<L, false>(rows, cols, len, a, a_ps, b, b_ps, c, c_rs, accumulate)
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    fn mul_f32(
+        rows: usize,
+        cols: usize,
+        len: usize,
+        a: &[f32],
+        a_rs: usize,
+        a_ps: usize,
+        b: &[f32],
+        b_ps: usize,
+        c: &mut [f32],
+        c_rs: usize,
+        accumulate: bool,
+    ) {
+        // SAFETY: this function's target features are those of F32Lanes.
+        unsafe {
+            mul_checked::<F32Lanes>(rows, cols, len, a, a_rs, a_ps, b, b_ps, c, c_rs, accumulate)
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[allow(clippy::too_many_arguments)]
+    fn mul_bf16(
+        rows: usize,
+        cols: usize,
+        len: usize,
+        a: &[bf16],
+        a_rs: usize,
+        a_ps: usize,
+        b: &[bf16],
+        b_ps: usize,
+        c: &mut [f32],
+        c_rs: usize,
+        accumulate: bool,
+    ) {
+        // SAFETY: this function's target features are those of Bf16Lanes.
+        unsafe {
+            mul_checked::<Bf16Lanes>(rows, cols, len, a, a_rs, a_ps, b, b_ps, c, c_rs, accumulate)
         }
     }
 
@@ -283,10 +504,22 @@ mod avx512 {
         f()
     }
 
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    fn run_with_avx512_bf16<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+
     impl TileProduct<f32> for Avx512 {
+        type Operand = f32;
+        const K_GROUP: usize = 1;
         const ROWS: usize = MR;
         const COLS: usize = LANES;
         const PANEL: usize = 2 * LANES;
+
+        #[inline(always)]
+        fn load_row(&self, dst: &mut [f32], src: &[f32]) {
+            copy_row(dst, src);
+        }
 
         fn mul(
             &self,
@@ -302,60 +535,112 @@ mod avx512 {
             c_rs: usize,
             accumulate: bool,
         ) {
-            assert!(
-                rows.is_multiple_of(MR) && cols.is_multiple_of(LANES),
-                "tile product: {rows} x {cols} is not a multiple of {MR} x {LANES}"
-            );
-            check_ranges(
-                rows,
-                cols,
-                len,
-                a.len(),
-                a_rs,
-                a_ps,
-                b.len(),
-                b_ps,
-                c.len(),
-                c_rs,
-            );
-            // SAFETY: `Avx512` exists only where AVX-512F was detected; check_ranges bounds
-            // every address (including the padded rows and columns, which the asserts above
-            // make whole micro-tiles).
-            unsafe {
-                if a_ps == 1 {
-                    mul_f32::<true>(
-                        rows,
-                        cols,
-                        len,
-                        a.as_ptr(),
-                        a_rs,
-                        b.as_ptr(),
-                        b_ps,
-                        c.as_mut_ptr(),
-                        c_rs,
-                        accumulate,
-                    )
-                } else {
-                    assert_eq!(a_rs, 1, "tile product: A needs a unit stride");
-                    mul_f32::<false>(
-                        rows,
-                        cols,
-                        len,
-                        a.as_ptr(),
-                        a_ps,
-                        b.as_ptr(),
-                        b_ps,
-                        c.as_mut_ptr(),
-                        c_rs,
-                        accumulate,
-                    )
-                }
-            }
+            // SAFETY: `Avx512` exists only where AVX-512F was detected.
+            unsafe { mul_f32(rows, cols, len, a, a_rs, a_ps, b, b_ps, c, c_rs, accumulate) }
         }
 
         fn within<R>(&self, f: impl FnOnce() -> R) -> R {
             // SAFETY: `Avx512` exists only where AVX-512F was detected.
             unsafe { run_with_avx512(f) }
+        }
+    }
+
+    impl TileProduct<f32> for Avx512Bf16 {
+        type Operand = bf16;
+        const K_GROUP: usize = 2;
+        const ROWS: usize = MR;
+        const COLS: usize = LANES;
+        const PANEL: usize = 2 * LANES;
+
+        /// Rounds to nearest even, 16 values an instruction.
+        #[inline(always)]
+        fn load_row(&self, dst: &mut [bf16], src: &[f32]) {
+            assert_eq!(dst.len(), src.len(), "load_row: lengths differ");
+            let mut d = dst.chunks_exact_mut(LANES);
+            let mut s = src.chunks_exact(LANES);
+            for (d, s) in (&mut d).zip(&mut s) {
+                // SAFETY: `Avx512Bf16` exists only where its instructions were detected;
+                // both chunks hold LANES values.
+                unsafe {
+                    let v = _mm512_cvtneps_pbh(_mm512_loadu_ps(s.as_ptr()));
+                    _mm256_storeu_si256(
+                        d.as_mut_ptr().cast(),
+                        std::mem::transmute::<__m256bh, __m256i>(v),
+                    );
+                }
+            }
+            for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+                *d = bf16::from_f32(*s);
+            }
+        }
+
+        /// 32 pairs an instruction pair: each half of the output interleaves 16 values of
+        /// each row.
+        #[inline(always)]
+        fn pair_rows(&self, dst: &mut [bf16], first: &[bf16], second: &[bf16]) {
+            const HALF: usize = 2 * LANES;
+            /// Word k of each output: from `first` at k / 2 for even k, from `second`
+            /// (index bit 5) for odd k; the high output starts 16 values on.
+            const LOW: [u16; HALF] = pair_index(0);
+            const HIGH: [u16; HALF] = pair_index(LANES as u16);
+            const fn pair_index(from: u16) -> [u16; HALF] {
+                let mut idx = [0; HALF];
+                let mut k = 0;
+                while k < HALF {
+                    idx[k] = from + (k / 2) as u16 + if k % 2 == 1 { HALF as u16 } else { 0 };
+                    k += 1;
+                }
+                idx
+            }
+            assert!(
+                first.len() == second.len() && dst.len() == 2 * first.len(),
+                "pair_rows: lengths differ"
+            );
+            let whole = first.len() / HALF * HALF;
+            for i in (0..whole).step_by(HALF) {
+                // SAFETY: `Avx512Bf16` exists only where AVX-512BW was detected; the loads
+                // read HALF values of each row from i < whole, and the stores write 2 HALF
+                // values of dst from 2 i.
+                unsafe {
+                    let a = _mm512_loadu_si512(first.as_ptr().add(i).cast());
+                    let b = _mm512_loadu_si512(second.as_ptr().add(i).cast());
+                    let low = _mm512_loadu_si512(LOW.as_ptr().cast());
+                    let high = _mm512_loadu_si512(HIGH.as_ptr().cast());
+                    let out = dst.as_mut_ptr().add(2 * i);
+                    _mm512_storeu_si512(out.cast(), _mm512_permutex2var_epi16(a, low, b));
+                    _mm512_storeu_si512(
+                        out.add(HALF).cast(),
+                        _mm512_permutex2var_epi16(a, high, b),
+                    );
+                }
+            }
+            for (i, (a, b)) in first[whole..].iter().zip(&second[whole..]).enumerate() {
+                dst[2 * (whole + i)] = *a;
+                dst[2 * (whole + i) + 1] = *b;
+            }
+        }
+
+        fn mul(
+            &self,
+            rows: usize,
+            cols: usize,
+            len: usize,
+            a: &[bf16],
+            a_rs: usize,
+            a_ps: usize,
+            b: &[bf16],
+            b_ps: usize,
+            c: &mut [f32],
+            c_rs: usize,
+            accumulate: bool,
+        ) {
+            // SAFETY: `Avx512Bf16` exists only where its instructions were detected.
+            unsafe { mul_bf16(rows, cols, len, a, a_rs, a_ps, b, b_ps, c, c_rs, accumulate) }
+        }
+
+        fn within<R>(&self, f: impl FnOnce() -> R) -> R {
+            // SAFETY: `Avx512Bf16` exists only where its instructions were detected.
+            unsafe { run_with_avx512_bf16(f) }
         }
     }
 }
@@ -364,36 +649,6 @@ mod avx512 {
 mod tests {
     use super::*;
 
-    /// Plain triple loop with the same strides.
-    #[allow(clippy::too_many_arguments)]
-    fn reference(
-        rows: usize,
-        cols: usize,
-        len: usize,
-        a: &[f32],
-        a_rs: usize,
-        a_ps: usize,
-        b: &[f32],
-        b_ps: usize,
-        c: &mut [f32],
-        c_rs: usize,
-        accumulate: bool,
-    ) {
-        for r in 0..rows {
-            for j in 0..cols {
-                let mut s = if accumulate {
-                    c[r * c_rs + j] as f64
-                } else {
-                    0.0
-                };
-                for p in 0..len {
-                    s += a[r * a_rs + p * a_ps] as f64 * b[p * b_ps + j] as f64;
-                }
-                c[r * c_rs + j] = s as f32;
-            }
-        }
-    }
-
     fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut rng = crate::rng::Rng::new(seed);
         (0..n)
@@ -401,35 +656,71 @@ mod tests {
             .collect()
     }
 
-    fn check_engine<P: TileProduct<f32>>(p: P) {
+    /// Multiplies random matrices through `p` in both A layouts, against a plain triple
+    /// loop in f64 over the operands as `round` leaves them.
+    fn check_engine<P: TileProduct<f32>>(p: P, round: fn(f32) -> f32) {
+        let g = P::K_GROUP;
         for &(rows, cols, len, row_contiguous, accumulate) in &[
-            (24usize, 48usize, 37usize, true, false),
-            (36, 32, 5, false, true),
-            (12, 16, 1, true, true),
+            (24usize, 48usize, 38usize, true, false),
+            (36, 32, 6, false, true),
+            (12, 16, 2, true, true),
             (48, 80, 70, false, false),
         ] {
             let (a_rs, a_ps) = if row_contiguous {
-                (len + 3, 1)
+                (len + 4, 1)
             } else {
-                (1, rows + 5)
+                (1, rows * g + 6)
             };
-            let a = values((rows - 1) * a_rs + (len - 1) * a_ps + 1, 1);
-            let b_ps = cols + 16;
-            let b = values((len - 1) * b_ps + cols, 2);
+            let b_ps = (cols + 16) * g;
+            let a_at = |r: usize, k: usize| {
+                if row_contiguous {
+                    r * a_rs + k
+                } else {
+                    (k / g) * a_ps + r * g + k % g
+                }
+            };
+            let b_at = |k: usize, j: usize| (k / g) * b_ps + j * g + k % g;
+            let a_logical = values(rows * len, 1);
+            let b_logical = values(len * cols, 2);
+            let mut a = vec![P::Operand::default(); a_at(rows - 1, len - 1) + 1];
+            let mut b = vec![P::Operand::default(); b_at(len - 1, cols - 1) + 1];
+            for r in 0..rows {
+                for k in 0..len {
+                    let at = a_at(r, k);
+                    p.load_row(&mut a[at..at + 1], &a_logical[r * len + k..][..1]);
+                }
+            }
+            for k in 0..len {
+                for j in 0..cols {
+                    let at = b_at(k, j);
+                    p.load_row(&mut b[at..at + 1], &b_logical[k * cols + j..][..1]);
+                }
+            }
             let c_rs = cols + 7;
             let init = values((rows - 1) * c_rs + cols, 3);
             let mut want = init.clone();
+            for r in 0..rows {
+                for j in 0..cols {
+                    let mut s = if accumulate {
+                        init[r * c_rs + j] as f64
+                    } else {
+                        0.0
+                    };
+                    for k in 0..len {
+                        s += round(a_logical[r * len + k]) as f64
+                            * round(b_logical[k * cols + j]) as f64;
+                    }
+                    want[r * c_rs + j] = s as f32;
+                }
+            }
             let mut got = init.clone();
-            reference(
-                rows, cols, len, &a, a_rs, a_ps, &b, b_ps, &mut want, c_rs, accumulate,
-            );
             p.mul(
                 rows, cols, len, &a, a_rs, a_ps, &b, b_ps, &mut got, c_rs, accumulate,
             );
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                    "element {i}: {g} vs {w}"
+                    "element {i}: {g} vs {w} (rows {rows}, row_contiguous {row_contiguous})"
                 );
             }
         }
@@ -437,15 +728,70 @@ mod tests {
 
     #[test]
     fn gemm_engine_matches_reference() {
-        check_engine(Gemm);
+        check_engine(Gemm, |x| x);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx512_engine_matches_reference_where_available() {
         match Avx512::detect() {
-            Some(p) => check_engine(p),
+            Some(p) => check_engine(p, |x| x),
             None => eprintln!("no AVX-512 on this CPU: the f32 fast path is not exercised"),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_bf16_engine_matches_reference_on_rounded_operands_where_available() {
+        match Avx512Bf16::detect() {
+            Some(p) => check_engine(p, |x| half::bf16::from_f32(x).to_f32()),
+            None => eprintln!("no AVX512-BF16 on this CPU: the bf16 fast path is not exercised"),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn bf16_rows_round_to_nearest_even_like_the_half_crate() {
+        let Some(p) = Avx512Bf16::detect() else {
+            eprintln!("no AVX512-BF16 on this CPU: the bf16 fast path is not exercised");
+            return;
+        };
+        // 35 values: two whole vectors and a scalar tail; ties, signs, tiny and huge values.
+        let mut src: Vec<f32> = values(30, 4).iter().map(|v| v * 1e3).collect();
+        src.extend([
+            1.0 + 1.0 / 256.0,
+            -(1.0 + 3.0 / 256.0),
+            1e-30,
+            f32::MAX,
+            -0.0,
+        ]);
+        let mut got = vec![half::bf16::ZERO; src.len()];
+        p.load_row(&mut got, &src);
+        for (g, s) in got.iter().zip(&src) {
+            assert_eq!(g.to_bits(), half::bf16::from_f32(*s).to_bits(), "{s}");
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn bf16_pair_rows_interleaves_whole_vectors_and_the_tail() {
+        let Some(p) = Avx512Bf16::detect() else {
+            eprintln!("no AVX512-BF16 on this CPU: the bf16 fast path is not exercised");
+            return;
+        };
+        // 70 values a row: two whole halves of 32 and a tail of 6.
+        let row = |seed| -> Vec<half::bf16> {
+            values(70, seed)
+                .iter()
+                .map(|&v| half::bf16::from_f32(v))
+                .collect()
+        };
+        let (first, second) = (row(5), row(6));
+        let mut got = vec![half::bf16::ZERO; 140];
+        p.pair_rows(&mut got, &first, &second);
+        for i in 0..70 {
+            assert_eq!(got[2 * i], first[i], "first {i}");
+            assert_eq!(got[2 * i + 1], second[i], "second {i}");
         }
     }
 }
