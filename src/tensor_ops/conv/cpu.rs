@@ -649,8 +649,8 @@ struct WeightPlan {
     padded: Vec<usize>,
     /// Voxels per tile.
     tile: usize,
-    /// Whether dy rows are copied into the engine's layout (padded width, K groups, operand
-    /// type) rather than read in place.
+    /// Whether dy rows are copied into the engine's layout (a padded width, K groups)
+    /// rather than read in place.
     copy_dy: bool,
 }
 
