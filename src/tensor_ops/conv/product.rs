@@ -458,48 +458,6 @@ mod avx512 {
     }
 
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    fn mul_f32(
-        rows: usize,
-        cols: usize,
-        len: usize,
-        a: &[f32],
-        a_rs: usize,
-        a_ps: usize,
-        b: &[f32],
-        b_ps: usize,
-        c: &mut [f32],
-        c_rs: usize,
-        accumulate: bool,
-    ) {
-        // SAFETY: this function's target features are those of F32Lanes.
-        unsafe {
-            mul_checked::<F32Lanes>(rows, cols, len, a, a_rs, a_ps, b, b_ps, c, c_rs, accumulate)
-        }
-    }
-
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    #[allow(clippy::too_many_arguments)]
-    fn mul_bf16(
-        rows: usize,
-        cols: usize,
-        len: usize,
-        a: &[bf16],
-        a_rs: usize,
-        a_ps: usize,
-        b: &[bf16],
-        b_ps: usize,
-        c: &mut [f32],
-        c_rs: usize,
-        accumulate: bool,
-    ) {
-        // SAFETY: this function's target features are those of Bf16Lanes.
-        unsafe {
-            mul_checked::<Bf16Lanes>(rows, cols, len, a, a_rs, a_ps, b, b_ps, c, c_rs, accumulate)
-        }
-    }
-
-    #[target_feature(enable = "avx512f")]
     fn run_with_avx512<R>(f: impl FnOnce() -> R) -> R {
         f()
     }
@@ -535,8 +493,15 @@ mod avx512 {
             c_rs: usize,
             accumulate: bool,
         ) {
-            // SAFETY: `Avx512` exists only where AVX-512F was detected.
-            unsafe { mul_f32(rows, cols, len, a, a_rs, a_ps, b, b_ps, c, c_rs, accumulate) }
+            self.within(
+                #[inline(always)]
+                // SAFETY: `within` enables AVX-512F, the instructions of F32Lanes.
+                || unsafe {
+                    mul_checked::<F32Lanes>(
+                        rows, cols, len, a, a_rs, a_ps, b, b_ps, c, c_rs, accumulate,
+                    )
+                },
+            )
         }
 
         fn within<R>(&self, f: impl FnOnce() -> R) -> R {
@@ -634,8 +599,16 @@ mod avx512 {
             c_rs: usize,
             accumulate: bool,
         ) {
-            // SAFETY: `Avx512Bf16` exists only where its instructions were detected.
-            unsafe { mul_bf16(rows, cols, len, a, a_rs, a_ps, b, b_ps, c, c_rs, accumulate) }
+            self.within(
+                #[inline(always)]
+                // SAFETY: `within` enables AVX-512F and AVX512-BF16, the instructions of
+                // Bf16Lanes.
+                || unsafe {
+                    mul_checked::<Bf16Lanes>(
+                        rows, cols, len, a, a_rs, a_ps, b, b_ps, c, c_rs, accumulate,
+                    )
+                },
+            )
         }
 
         fn within<R>(&self, f: impl FnOnce() -> R) -> R {
