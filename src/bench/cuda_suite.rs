@@ -594,8 +594,11 @@ fn time_case(
 }
 
 /// The median device time of `run` after the warm-up, and the pool's new device
-/// allocations during the timed runs.
+/// allocations during the timed runs. The pool's peaks start over here, so that a case's
+/// `pool_peak_bytes` is what was live when it began (its inputs, a model) and what it
+/// allocated, not an earlier case's.
 fn time_median(cuda: &Cuda, run: &mut dyn FnMut() -> Result<()>) -> Result<Timed> {
+    cuda.reset_pool_peaks();
     for _ in 0..WARMUP_RUNS {
         run()?;
     }

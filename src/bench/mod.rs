@@ -69,7 +69,8 @@ pub struct BenchDetails {
     /// (`VOXSEG_PACK_CACHE=off`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub packs: Option<String>,
-    /// The pool's peak of allocated bytes so far in the process.
+    /// The pool's peak of allocated bytes during the case: what was live when its timing
+    /// began (its inputs, a model) and what it allocated.
     pub pool_peak_bytes: u64,
     /// Device allocations the pool has made so far, and those made during the timed runs
     /// (0 once the cache is warm).

@@ -207,6 +207,10 @@ impl Cuda {
     pub fn pool_stats(&self) -> PoolStats {
         self.inner.pool.stats()
     }
+    /// Starts the pool's peaks over from what it holds now (see `Pool::reset_peaks`).
+    pub fn reset_pool_peaks(&self) {
+        self.inner.pool.reset_peaks()
+    }
     /// Frees the pool's cached blocks; returns the bytes released.
     pub fn release_cached(&self) -> u64 {
         self.inner.pool.release_cached()

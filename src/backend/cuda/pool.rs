@@ -110,6 +110,15 @@ impl<A: RawAlloc> Pool<A> {
         self.lock().stats
     }
 
+    /// Starts both peaks over from what is allocated and reserved now, so that they measure
+    /// what comes after (one benchmark case rather than the whole process).
+    pub fn reset_peaks(&self) {
+        let mut st = self.lock();
+        let s = &mut st.stats;
+        s.peak_allocated_bytes = s.allocated_bytes;
+        s.peak_reserved_bytes = s.reserved_bytes;
+    }
+
     /// Until the returned hold drops, a request the cache cannot serve fails instead of
     /// allocating device memory, and `release_cached` frees nothing: the blocks handed out
     /// and returned meanwhile stay this pool's, at the same addresses.
@@ -355,7 +364,14 @@ mod tests {
         let d = p.alloc(1020).unwrap();
         assert_eq!(p.stats().device_allocations, 3, "class busy: new block");
         assert_eq!(p.stats().peak_allocated_bytes, (1024 * 2 + 4096) * 4);
-        drop((b, c, d));
+        drop((b, d));
+        p.reset_peaks();
+        let s = p.stats();
+        assert_eq!(s.peak_allocated_bytes, 1024 * 4, "what is live: c");
+        assert_eq!(s.peak_reserved_bytes, s.reserved_bytes);
+        let e = p.alloc(4000).unwrap();
+        assert_eq!(p.stats().peak_allocated_bytes, (1024 + 4096) * 4);
+        drop((c, e));
         assert_eq!(p.stats().allocated_bytes, 0);
         assert_eq!(live.load(Ordering::Relaxed), 1024 * 2 + 4096);
         assert_eq!(p.release_cached(), (1024 * 2 + 4096) * 4);
