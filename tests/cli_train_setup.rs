@@ -1,7 +1,7 @@
 //! How `voxseg train` sets a run up, through the binary on tiny synthetic data: a split
 //! without validation cases, an `--out` inside or onto a dataset, one plan for every fold,
 //! `classes` for a dataset without regions, validation cases without foreground, the device
-//! line on resume, and ensemble refusals in the user's words.
+//! line on resume, bf16 convolutions on the CPU, and ensemble refusals in the user's words.
 use std::path::{Path, PathBuf};
 
 mod cli_common;
@@ -359,6 +359,64 @@ fn validation_cases_without_foreground_are_warned_about() {
         "{}",
         r.stderr
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--precision bf16` on the CPU trains (bf16 products where the CPU has AVX512-BF16, else
+/// f32 with a note saying why), the run records it, and a resume may go back to fp32.
+#[test]
+fn cpu_training_at_bf16_is_recorded_and_resumes_at_fp32() {
+    let dir = temp_dir("cpu-bf16");
+    let data = brats_dataset(&dir, 16, 4);
+    let run = dir.join("run");
+    let o = run.to_str().unwrap();
+    let r = voxseg_in(
+        &dir,
+        &train_args(data.to_str().unwrap(), o, &["--precision", "bf16"]),
+    );
+    assert_ok(&r);
+    let noted = r
+        .stderr
+        .contains("precision bf16 on the CPU: this CPU has no AVX512-BF16");
+    assert_eq!(
+        noted,
+        !voxseg::tensor_ops::conv::bf16_products_available(),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(read_json(&run.join("config.json"))["precision"], "bf16");
+    let losses: Vec<f64> = metrics(&run)
+        .iter()
+        .filter_map(|m| m["train_loss"].as_f64())
+        .collect();
+    assert!(
+        !losses.is_empty() && losses.iter().all(|l| l.is_finite()),
+        "{losses:?}"
+    );
+    let r = voxseg_in(
+        &dir,
+        &[
+            "train",
+            "--out",
+            o,
+            "--resume",
+            "--epochs",
+            "2",
+            "--precision",
+            "fp32",
+        ],
+    );
+    assert_ok(&r);
+    let said = format!("{}{}", r.stdout, r.stderr);
+    let resumed = said
+        .lines()
+        .find(|l| l.starts_with("resuming"))
+        .unwrap_or("");
+    assert!(
+        resumed.contains("precision") && resumed.contains("bf16 -> ") && resumed.contains("fp32"),
+        "{said}"
+    );
+    assert_eq!(read_json(&run.join("config.json"))["precision"], "fp32");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
