@@ -39,7 +39,11 @@ pub enum Device {
 impl Device {
     pub fn describe(&self) -> String {
         match self {
-            Device::Cpu { why } => format!("cpu ({} threads): {why}", rayon::current_num_threads()),
+            Device::Cpu { why } => format!(
+                "cpu ({} threads, convolutions by {}): {why}",
+                rayon::current_num_threads(),
+                crate::tensor_ops::conv::conv_engine_name::<f32>(Default::default())
+            ),
             Device::Cuda { ordinal, name } => format!("cuda:{ordinal} ({name})"),
         }
     }

@@ -49,7 +49,7 @@ pub trait BackendBase: Clone + Send + Sync + std::fmt::Debug + 'static {
     type E: Element;
     type Storage: Send + Sync + 'static;
 
-    /// A human-readable description, e.g. "cpu (2 threads, f32)".
+    /// A human-readable description, e.g. "cpu (2 threads, f32, convolutions by AVX2)".
     fn name(&self) -> String;
     fn upload(&self, data: &[Self::E]) -> Result<Self::Storage>;
     fn download(&self, storage: &Self::Storage) -> Result<Vec<Self::E>>;

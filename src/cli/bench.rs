@@ -1,6 +1,7 @@
 use clap::Args as ClapArgs;
 use voxseg::backend::cpu::Cpu;
 use voxseg::backend::cuda::{ConvPrecision, Cuda};
+use voxseg::backend::BackendBase;
 use voxseg::bench::{check_filter, cuda_suite::cuda_suite, BenchResult};
 
 #[derive(ClapArgs)]
@@ -45,6 +46,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let results = match a.device.as_str() {
         "cpu" => {
             let cpu = Cpu::at_precision(Some(precision));
+            eprintln!("device: {}", cpu.name());
             let mut names: Vec<String> = voxseg::bench::cpu_cases(cpu)?
                 .iter()
                 .map(|c| format!("{} {}", c.op, c.shape))

@@ -83,12 +83,13 @@ impl<E: Element> BackendBase for CpuBackend<E> {
     type Storage = Vec<E>;
 
     fn name(&self) -> String {
+        let engine = crate::tensor_ops::conv::conv_engine_name::<E>(self.conv_precision);
         let convs = match self.conv_precision {
-            ConvPrecision::F32 => String::new(),
-            p => format!(", {p} convolutions"),
+            ConvPrecision::F32 => format!("convolutions by {engine}"),
+            p => format!("{p} convolutions by {engine}"),
         };
         format!(
-            "cpu ({} threads, {}{convs})",
+            "cpu ({} threads, {}, {convs})",
             rayon::current_num_threads(),
             E::NAME
         )
@@ -144,11 +145,39 @@ mod tests {
         let (cpu, note) = Cpu::new().with_conv_precision(ConvPrecision::Bf16);
         if bf16_products_available() {
             assert_eq!((cpu.conv_precision(), note), (ConvPrecision::Bf16, None));
-            assert!(cpu.name().contains("bf16 convolutions"), "{}", cpu.name());
+            assert!(
+                cpu.name().contains("bf16 convolutions by AVX512-BF16"),
+                "{}",
+                cpu.name()
+            );
         } else {
             assert_eq!(cpu.conv_precision(), ConvPrecision::F32);
             assert!(note.unwrap().contains("no AVX512-BF16"));
         }
+    }
+
+    #[test]
+    fn name_says_what_multiplies_the_convolutions() {
+        let f64_name = Cpu64::new().name();
+        assert!(
+            f64_name.ends_with(" threads, f64, convolutions by gemm)"),
+            "{f64_name}"
+        );
+        let f32_name = Cpu::new().name();
+        #[cfg(target_arch = "x86_64")]
+        let want = if is_x86_feature_detected!("avx512f") {
+            "AVX-512"
+        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            "AVX2"
+        } else {
+            "gemm"
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let want = "gemm";
+        assert!(
+            f32_name.ends_with(&format!(" threads, f32, convolutions by {want})")),
+            "{f32_name}"
+        );
     }
 
     /// At bf16 the backend's convolution multiplies rounded operands: within bf16's error of

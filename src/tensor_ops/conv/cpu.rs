@@ -10,7 +10,7 @@
 use super::geometry::ConvGeometry;
 use super::product::{copy_row, Gemm, TileProduct};
 #[cfg(target_arch = "x86_64")]
-use super::product::{Avx512, Avx512Bf16};
+use super::product::{Avx2, Avx512, Avx512Bf16};
 use super::Conv3dKernel;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::cpu::PAR_CHUNK;
@@ -912,13 +912,15 @@ fn check_geometry<E>(
 /// The engines faster than `Gemm`, each only constructed where the CPU has its instructions.
 enum FastEngine {
     #[cfg(target_arch = "x86_64")]
-    F32(Avx512),
+    Avx2(Avx2),
     #[cfg(target_arch = "x86_64")]
-    Bf16(Avx512Bf16),
+    Avx512(Avx512),
+    #[cfg(target_arch = "x86_64")]
+    Avx512Bf16(Avx512Bf16),
 }
 
 /// The fastest engine for `E` at `precision`: bf16 products where asked and the CPU has
-/// them, else the f32 ones where `E` is f32 and the CPU has AVX-512.
+/// them, else, where `E` is f32, the f32 ones of AVX-512 or else of AVX2 + FMA.
 #[cfg(target_arch = "x86_64")]
 fn fast_engine<E: Element>(precision: ConvPrecision) -> Option<FastEngine> {
     if TypeId::of::<E>() != TypeId::of::<f32>() {
@@ -927,13 +929,27 @@ fn fast_engine<E: Element>(precision: ConvPrecision) -> Option<FastEngine> {
     let bf16 = (precision == ConvPrecision::Bf16)
         .then(Avx512Bf16::detect)
         .flatten()
-        .map(FastEngine::Bf16);
-    bf16.or_else(|| Avx512::detect().map(FastEngine::F32))
+        .map(FastEngine::Avx512Bf16);
+    bf16.or_else(|| Avx512::detect().map(FastEngine::Avx512))
+        .or_else(|| Avx2::detect().map(FastEngine::Avx2))
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 fn fast_engine<E: Element>(_: ConvPrecision) -> Option<FastEngine> {
     None
+}
+
+/// What multiplies `E`'s convolutions at `precision` on this CPU, for the backend's name.
+pub fn conv_engine_name<E: Element>(precision: ConvPrecision) -> &'static str {
+    match fast_engine::<E>(precision) {
+        #[cfg(target_arch = "x86_64")]
+        Some(FastEngine::Avx2(_)) => "AVX2",
+        #[cfg(target_arch = "x86_64")]
+        Some(FastEngine::Avx512(_)) => "AVX-512",
+        #[cfg(target_arch = "x86_64")]
+        Some(FastEngine::Avx512Bf16(_)) => "AVX512-BF16",
+        None => "gemm",
+    }
 }
 
 /// Whether this CPU has the instructions of the bf16 convolution products.
@@ -950,9 +966,11 @@ macro_rules! on_engine {
     ($backend:expr, $p:ident => $fast:expr, $slow:expr) => {
         match fast_engine::<E>($backend.conv_precision()) {
             #[cfg(target_arch = "x86_64")]
-            Some(FastEngine::F32($p)) => $fast,
+            Some(FastEngine::Avx2($p)) => $fast,
             #[cfg(target_arch = "x86_64")]
-            Some(FastEngine::Bf16($p)) => $fast,
+            Some(FastEngine::Avx512($p)) => $fast,
+            #[cfg(target_arch = "x86_64")]
+            Some(FastEngine::Avx512Bf16($p)) => $fast,
             None => {
                 let $p = Gemm;
                 $slow
@@ -1273,10 +1291,19 @@ mod tests {
 
     #[cfg(target_arch = "x86_64")]
     #[test]
+    fn avx2_and_gemm_engines_agree_where_available() {
+        match Avx2::detect() {
+            Some(p) => check_fast_engine(p, |x| x),
+            None => eprintln!("no AVX2 + FMA on this CPU: that f32 fast path is not exercised"),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
     fn avx512_and_gemm_engines_agree_where_available() {
         match Avx512::detect() {
             Some(p) => check_fast_engine(p, |x| x),
-            None => eprintln!("no AVX-512 on this CPU: the f32 fast path is not exercised"),
+            None => eprintln!("no AVX-512 on this CPU: that f32 fast path is not exercised"),
         }
     }
 

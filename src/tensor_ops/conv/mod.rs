@@ -8,7 +8,7 @@ mod cpu;
 mod geometry;
 mod product;
 
-pub use cpu::bf16_products_available;
+pub use cpu::{bf16_products_available, conv_engine_name};
 pub use geometry::{
     conv3d_output_size, conv_transpose3d_output_size, Conv3dSpec, ConvGeometry,
     ConvTranspose3dSpec, Padding,

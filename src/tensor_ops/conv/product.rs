@@ -1,8 +1,9 @@
 //! The one primitive the lowered convolutions need: C (+)= A * B on a tile, where A is read
-//! with arbitrary row/depth strides and B rows are contiguous. Three engines implement it:
-//! hand-written AVX-512 micro-kernels for f32 (the fast path), the same over bf16 operands
-//! with AVX512-BF16 dot products and f32 sums (`--precision bf16` on CPUs that have them),
-//! and the `gemm` crate for any element type (f64 gradient checks, CPUs without AVX-512).
+//! with arbitrary row/depth strides and B rows are contiguous. Four engines implement it:
+//! hand-written f32 micro-kernels for AVX-512 and for AVX2 + FMA (the fast paths), the
+//! AVX-512 one over bf16 operands with AVX512-BF16 dot products and f32 sums (`--precision
+//! bf16` on CPUs that have them), and the `gemm` crate for any element type (f64 gradient
+//! checks, CPUs with neither).
 use crate::backend::Element;
 
 /// A matrix-product engine for lowered convolution tiles. Its operands are stored as
@@ -216,18 +217,36 @@ impl<E: Element> TileProduct<E> for Gemm {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(super) use avx512::{Avx512, Avx512Bf16};
+pub(super) use x86::{Avx2, Avx512, Avx512Bf16};
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+mod x86 {
     use super::{copy_row, Extent, TileProduct};
     use half::bf16;
     use std::arch::x86_64::*;
 
-    /// Rows of one micro-kernel call: 12 rows x 2 vectors = 24 accumulators, leaving
-    /// registers for the two B vectors and the broadcast A value.
-    const MR: usize = 12;
+    /// Rows of one AVX-512 micro-kernel call: 12 rows x 2 vectors = 24 accumulators of the
+    /// 32 registers, leaving registers for the two B vectors and the broadcast A value.
+    const MR_AVX512: usize = 12;
+    /// Rows of one AVX2 micro-kernel call: 6 rows x 2 vectors = 12 accumulators of the 16.
+    const MR_AVX2: usize = 6;
+    /// f32 sums in one AVX-512 vector.
     const LANES: usize = 16;
+
+    /// AVX2 + FMA f32 micro-kernels (the CPUs without AVX-512: most Intel laptops and
+    /// desktops, AMD before Zen 4). Only constructed where the CPU has both.
+    #[derive(Clone, Copy, Debug)]
+    pub(in crate::tensor_ops::conv) struct Avx2 {
+        _detected: (),
+    }
+
+    impl Avx2 {
+        /// `Some` when this CPU supports the instructions.
+        pub(in crate::tensor_ops::conv) fn detect() -> Option<Self> {
+            (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+                .then_some(Self { _detected: () })
+        }
+    }
 
     /// AVX-512 f32 micro-kernels. Only constructed where the CPU has AVX-512F.
     #[derive(Clone, Copy, Debug)]
@@ -260,24 +279,78 @@ mod avx512 {
         }
     }
 
-    /// The arithmetic of one micro-kernel: how B vectors are loaded, how an A value (or
-    /// pair) is broadcast, and the multiply-add.
+    /// The arithmetic of one micro-kernel: its f32 accumulator vector, how B vectors are
+    /// loaded, how an A value (or pair) is broadcast, and the multiply-add.
     trait Lanes {
         type Operand: Copy;
         type Vector: Copy;
+        type Sums: Copy;
         /// Reduction steps per multiply-add (1, or 2 for a bf16 pair).
         const GROUP: usize;
+        /// f32 sums in one `Sums` vector (columns of C per vector).
+        const WIDTH: usize;
+        unsafe fn zero() -> Self::Sums;
+        unsafe fn load_sums(p: *const f32) -> Self::Sums;
+        unsafe fn store_sums(p: *mut f32, v: Self::Sums);
         unsafe fn load(p: *const Self::Operand) -> Self::Vector;
         unsafe fn broadcast(p: *const Self::Operand) -> Self::Vector;
-        unsafe fn fma(acc: __m512, a: Self::Vector, b: Self::Vector) -> __m512;
+        unsafe fn fma(acc: Self::Sums, a: Self::Vector, b: Self::Vector) -> Self::Sums;
     }
 
-    struct F32Lanes;
+    struct F32x8;
 
-    impl Lanes for F32Lanes {
+    impl Lanes for F32x8 {
+        type Operand = f32;
+        type Vector = __m256;
+        type Sums = __m256;
+        const GROUP: usize = 1;
+        const WIDTH: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> __m256 {
+            _mm256_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn load_sums(p: *const f32) -> __m256 {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store_sums(p: *mut f32, v: __m256) {
+            _mm256_storeu_ps(p, v)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn broadcast(p: *const f32) -> __m256 {
+            _mm256_broadcast_ss(&*p)
+        }
+        #[inline(always)]
+        unsafe fn fma(acc: __m256, a: __m256, b: __m256) -> __m256 {
+            _mm256_fmadd_ps(a, b, acc)
+        }
+    }
+
+    struct F32x16;
+
+    impl Lanes for F32x16 {
         type Operand = f32;
         type Vector = __m512;
+        type Sums = __m512;
         const GROUP: usize = 1;
+        const WIDTH: usize = LANES;
+        #[inline(always)]
+        unsafe fn zero() -> __m512 {
+            _mm512_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn load_sums(p: *const f32) -> __m512 {
+            _mm512_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store_sums(p: *mut f32, v: __m512) {
+            _mm512_storeu_ps(p, v)
+        }
         #[inline(always)]
         unsafe fn load(p: *const f32) -> __m512 {
             _mm512_loadu_ps(p)
@@ -292,12 +365,26 @@ mod avx512 {
         }
     }
 
-    struct Bf16Lanes;
+    struct Bf16x32;
 
-    impl Lanes for Bf16Lanes {
+    impl Lanes for Bf16x32 {
         type Operand = bf16;
         type Vector = __m512bh;
+        type Sums = __m512;
         const GROUP: usize = 2;
+        const WIDTH: usize = LANES;
+        #[inline(always)]
+        unsafe fn zero() -> __m512 {
+            _mm512_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn load_sums(p: *const f32) -> __m512 {
+            _mm512_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store_sums(p: *mut f32, v: __m512) {
+            _mm512_storeu_ps(p, v)
+        }
         #[inline(always)]
         unsafe fn load(p: *const bf16) -> __m512bh {
             std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(p.cast()))
@@ -313,16 +400,16 @@ mod avx512 {
         }
     }
 
-    /// One MR x (NV * 16) tile of C over `groups` groups of reduction steps. `ROW_CONTIGUOUS`:
-    /// A's rows are `a_s` apart, each with its steps side by side (a lowered input tile);
-    /// otherwise its groups are `a_s` apart, each holding every row's group side by side (a
-    /// transposed tile). B's groups are `b_gs` apart.
+    /// One MR x (NV * L::WIDTH) tile of C over `groups` groups of reduction steps.
+    /// `ROW_CONTIGUOUS`: A's rows are `a_s` apart, each with its steps side by side (a
+    /// lowered input tile); otherwise its groups are `a_s` apart, each holding every row's
+    /// group side by side (a transposed tile). B's groups are `b_gs` apart.
     ///
     /// SAFETY: the caller guarantees the instructions of `L` and that every address is in
     /// range.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn micro<L: Lanes, const NV: usize, const ROW_CONTIGUOUS: bool>(
+    unsafe fn micro<L: Lanes, const MR: usize, const NV: usize, const ROW_CONTIGUOUS: bool>(
         groups: usize,
         a: *const L::Operand,
         a_s: usize,
@@ -332,11 +419,11 @@ mod avx512 {
         c_rs: usize,
         accumulate: bool,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+        let mut acc = [[L::zero(); NV]; MR];
         if accumulate {
             for (r, row) in acc.iter_mut().enumerate() {
                 for (v, x) in row.iter_mut().enumerate() {
-                    *x = _mm512_loadu_ps(c.add(r * c_rs + v * LANES));
+                    *x = L::load_sums(c.add(r * c_rs + v * L::WIDTH));
                 }
             }
         }
@@ -344,7 +431,7 @@ mod avx512 {
         let mut bp = b;
         for _ in 0..groups {
             let bv: [L::Vector; NV] =
-                std::array::from_fn(|v| L::load(bp.add(v * LANES * L::GROUP)));
+                std::array::from_fn(|v| L::load(bp.add(v * L::WIDTH * L::GROUP)));
             for (r, row) in acc.iter_mut().enumerate() {
                 let av = if ROW_CONTIGUOUS {
                     L::broadcast(ap.add(r * a_s))
@@ -364,18 +451,18 @@ mod avx512 {
         }
         for (r, row) in acc.iter().enumerate() {
             for (v, x) in row.iter().enumerate() {
-                _mm512_storeu_ps(c.add(r * c_rs + v * LANES), *x);
+                L::store_sums(c.add(r * c_rs + v * L::WIDTH), *x);
             }
         }
     }
 
-    /// Column panels of 32 (the last may be 16), rows in groups of MR.
+    /// Column panels of two vectors (the last may be one), rows in groups of MR.
     ///
     /// SAFETY: the instructions of `L` present; ranges checked by `Extent::check`;
-    /// rows % MR == 0, cols % 16 == 0 and len % L::GROUP == 0.
+    /// rows % MR == 0, cols % L::WIDTH == 0 and len % L::GROUP == 0.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn mul_tiles<L: Lanes, const ROW_CONTIGUOUS: bool>(
+    unsafe fn mul_tiles<L: Lanes, const MR: usize, const ROW_CONTIGUOUS: bool>(
         rows: usize,
         cols: usize,
         len: usize,
@@ -390,7 +477,7 @@ mod avx512 {
         let groups = len / L::GROUP;
         let mut j = 0;
         while j < cols {
-            let wide = cols - j >= 2 * LANES;
+            let wide = cols - j >= 2 * L::WIDTH;
             let b_j = b.add(j * L::GROUP);
             for r0 in (0..rows).step_by(MR) {
                 let a_r = if ROW_CONTIGUOUS {
@@ -400,16 +487,16 @@ mod avx512 {
                 };
                 let c_r = c.add(r0 * c_rs + j);
                 if wide {
-                    micro::<L, 2, ROW_CONTIGUOUS>(
+                    micro::<L, MR, 2, ROW_CONTIGUOUS>(
                         groups, a_r, a_s, b_j, b_gs, c_r, c_rs, accumulate,
                     );
                 } else {
-                    micro::<L, 1, ROW_CONTIGUOUS>(
+                    micro::<L, MR, 1, ROW_CONTIGUOUS>(
                         groups, a_r, a_s, b_j, b_gs, c_r, c_rs, accumulate,
                     );
                 }
             }
-            j += if wide { 2 * LANES } else { LANES };
+            j += if wide { 2 * L::WIDTH } else { L::WIDTH };
         }
     }
 
@@ -419,7 +506,7 @@ mod avx512 {
     /// SAFETY: the instructions of `L` present.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn mul_checked<L: Lanes>(
+    unsafe fn mul_checked<L: Lanes, const MR: usize>(
         rows: usize,
         cols: usize,
         len: usize,
@@ -433,8 +520,9 @@ mod avx512 {
         accumulate: bool,
     ) {
         assert!(
-            rows.is_multiple_of(MR) && cols.is_multiple_of(LANES),
-            "tile product: {rows} x {cols} is not a multiple of {MR} x {LANES}"
+            rows.is_multiple_of(MR) && cols.is_multiple_of(L::WIDTH),
+            "tile product: {rows} x {cols} is not a multiple of {MR} x {}",
+            L::WIDTH
         );
         Extent {
             rows,
@@ -451,10 +539,15 @@ mod avx512 {
         // the assert above makes whole micro-tiles).
         let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
         if a_ps == 1 {
-            mul_tiles::<L, true>(rows, cols, len, a, a_rs, b, b_ps, c, c_rs, accumulate)
+            mul_tiles::<L, MR, true>(rows, cols, len, a, a_rs, b, b_ps, c, c_rs, accumulate)
         } else {
-            mul_tiles::<L, false>(rows, cols, len, a, a_ps, b, b_ps, c, c_rs, accumulate)
+            mul_tiles::<L, MR, false>(rows, cols, len, a, a_ps, b, b_ps, c, c_rs, accumulate)
         }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn run_with_avx2<R>(f: impl FnOnce() -> R) -> R {
+        f()
     }
 
     #[target_feature(enable = "avx512f")]
@@ -467,10 +560,53 @@ mod avx512 {
         f()
     }
 
+    impl TileProduct<f32> for Avx2 {
+        type Operand = f32;
+        const K_GROUP: usize = 1;
+        const ROWS: usize = MR_AVX2;
+        const COLS: usize = F32x8::WIDTH;
+        const PANEL: usize = 2 * F32x8::WIDTH;
+
+        #[inline(always)]
+        fn load_row(&self, dst: &mut [f32], src: &[f32]) {
+            copy_row(dst, src);
+        }
+
+        fn mul(
+            &self,
+            rows: usize,
+            cols: usize,
+            len: usize,
+            a: &[f32],
+            a_rs: usize,
+            a_ps: usize,
+            b: &[f32],
+            b_ps: usize,
+            c: &mut [f32],
+            c_rs: usize,
+            accumulate: bool,
+        ) {
+            self.within(
+                #[inline(always)]
+                // SAFETY: `within` enables AVX2 and FMA, the instructions of F32x8.
+                || unsafe {
+                    mul_checked::<F32x8, MR_AVX2>(
+                        rows, cols, len, a, a_rs, a_ps, b, b_ps, c, c_rs, accumulate,
+                    )
+                },
+            )
+        }
+
+        fn within<R>(&self, f: impl FnOnce() -> R) -> R {
+            // SAFETY: `Avx2` exists only where AVX2 and FMA were detected.
+            unsafe { run_with_avx2(f) }
+        }
+    }
+
     impl TileProduct<f32> for Avx512 {
         type Operand = f32;
         const K_GROUP: usize = 1;
-        const ROWS: usize = MR;
+        const ROWS: usize = MR_AVX512;
         const COLS: usize = LANES;
         const PANEL: usize = 2 * LANES;
 
@@ -495,9 +631,9 @@ mod avx512 {
         ) {
             self.within(
                 #[inline(always)]
-                // SAFETY: `within` enables AVX-512F, the instructions of F32Lanes.
+                // SAFETY: `within` enables AVX-512F, the instructions of F32x16.
                 || unsafe {
-                    mul_checked::<F32Lanes>(
+                    mul_checked::<F32x16, MR_AVX512>(
                         rows, cols, len, a, a_rs, a_ps, b, b_ps, c, c_rs, accumulate,
                     )
                 },
@@ -513,7 +649,7 @@ mod avx512 {
     impl TileProduct<f32> for Avx512Bf16 {
         type Operand = bf16;
         const K_GROUP: usize = 2;
-        const ROWS: usize = MR;
+        const ROWS: usize = MR_AVX512;
         const COLS: usize = LANES;
         const PANEL: usize = 2 * LANES;
 
@@ -602,9 +738,9 @@ mod avx512 {
             self.within(
                 #[inline(always)]
                 // SAFETY: `within` enables AVX-512F and AVX512-BF16, the instructions of
-                // Bf16Lanes.
+                // Bf16x32.
                 || unsafe {
-                    mul_checked::<Bf16Lanes>(
+                    mul_checked::<Bf16x32, MR_AVX512>(
                         rows, cols, len, a, a_rs, a_ps, b, b_ps, c, c_rs, accumulate,
                     )
                 },
@@ -630,15 +766,19 @@ mod tests {
     }
 
     /// Multiplies random matrices through `p` in both A layouts, against a plain triple
-    /// loop in f64 over the operands as `round` leaves them.
+    /// loop in f64 over the operands as `round` leaves them. Shapes are whole micro-tiles
+    /// (rows in units of at least 6, columns of at least 8), with odd vector counts so that
+    /// the one-vector panel runs too.
     fn check_engine<P: TileProduct<f32>>(p: P, round: fn(f32) -> f32) {
         let g = P::K_GROUP;
-        for &(rows, cols, len, row_contiguous, accumulate) in &[
-            (24usize, 48usize, 38usize, true, false),
-            (36, 32, 6, false, true),
-            (12, 16, 2, true, true),
-            (48, 80, 70, false, false),
+        let (row_unit, col_unit) = (P::ROWS.max(6), P::COLS.max(8));
+        for &(row_tiles, col_vectors, len, row_contiguous, accumulate) in &[
+            (2usize, 3usize, 38usize, true, false),
+            (3, 2, 6, false, true),
+            (1, 1, 2, true, true),
+            (4, 5, 70, false, false),
         ] {
+            let (rows, cols) = (row_tiles * row_unit, col_vectors * col_unit);
             let (a_rs, a_ps) = if row_contiguous {
                 (len + 4, 1)
             } else {
@@ -706,10 +846,19 @@ mod tests {
 
     #[cfg(target_arch = "x86_64")]
     #[test]
+    fn avx2_engine_matches_reference_where_available() {
+        match Avx2::detect() {
+            Some(p) => check_engine(p, |x| x),
+            None => eprintln!("no AVX2 + FMA on this CPU: that f32 fast path is not exercised"),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
     fn avx512_engine_matches_reference_where_available() {
         match Avx512::detect() {
             Some(p) => check_engine(p, |x| x),
-            None => eprintln!("no AVX-512 on this CPU: the f32 fast path is not exercised"),
+            None => eprintln!("no AVX-512 on this CPU: that f32 fast path is not exercised"),
         }
     }
 
