@@ -700,3 +700,21 @@ fn every_flag_and_argument_of_every_subcommand_has_help() {
     }
     assert!(bare.is_empty(), "without help: {bare:#?}");
 }
+
+#[test]
+fn info_names_the_cpu_convolution_engine_and_whether_bf16_runs() {
+    let Outcome { ok, stdout, .. } = voxseg(&["info"]);
+    assert!(ok, "{stdout}");
+    let cpu = stdout
+        .lines()
+        .find(|l| l.starts_with("cpu: "))
+        .unwrap_or_else(|| panic!("no cpu line in {stdout}"));
+    let engine = voxseg::tensor_ops::conv::conv_engine_name::<f32>(Default::default());
+    assert!(
+        cpu.contains(&format!(" threads, f32 convolutions by {engine}, ")),
+        "{cpu}"
+    );
+    let bf16 = voxseg::tensor_ops::conv::bf16_products_available();
+    assert_eq!(cpu.ends_with("with --precision bf16"), bf16, "{cpu}");
+    assert_eq!(cpu.ends_with("no bf16 (no AVX512-BF16)"), !bf16, "{cpu}");
+}

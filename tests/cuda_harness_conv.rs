@@ -1157,11 +1157,10 @@ fn wgmma_ws_tiles(precision: ConvPrecision, rng: &mut Rng) {
     assert_eq!(plan.kernel.tile, ConvTile::WgM256);
 }
 
-/// The warp-specialized tiles, then again with only the copies deferred
-/// (`emu::Deferred::Copies`): a step published before its copies' wait would otherwise
-/// be read late enough to meet them.
-fn wgmma_ws_tiles_both_ways(precision: ConvPrecision, seed: u64) {
-    wgmma_ws_tiles(precision, &mut Rng::new(seed));
+/// The warp-specialized tiles with only the copies deferred (`emu::Deferred::Copies`): a
+/// step published before its copies' wait would otherwise be read late enough to meet
+/// them. Separate tests from the default deferral, so that the test threads share them.
+fn wgmma_ws_tiles_with_copies_deferred(precision: ConvPrecision, seed: u64) {
     emu::set_deferred(emu::Deferred::Copies);
     wgmma_ws_tiles(precision, &mut Rng::new(seed));
     emu::set_deferred(emu::Deferred::ReadsAndCopies);
@@ -1169,12 +1168,22 @@ fn wgmma_ws_tiles_both_ways(precision: ConvPrecision, seed: u64) {
 
 #[test]
 fn bf16_wgmma_ws_tiles() {
-    wgmma_ws_tiles_both_ways(ConvPrecision::Bf16, 92);
+    wgmma_ws_tiles(ConvPrecision::Bf16, &mut Rng::new(92));
+}
+
+#[test]
+fn bf16_wgmma_ws_tiles_with_copies_deferred() {
+    wgmma_ws_tiles_with_copies_deferred(ConvPrecision::Bf16, 92);
 }
 
 #[test]
 fn tf32_wgmma_ws_tiles() {
-    wgmma_ws_tiles_both_ways(ConvPrecision::Tf32, 93);
+    wgmma_ws_tiles(ConvPrecision::Tf32, &mut Rng::new(93));
+}
+
+#[test]
+fn tf32_wgmma_ws_tiles_with_copies_deferred() {
+    wgmma_ws_tiles_with_copies_deferred(ConvPrecision::Tf32, 93);
 }
 
 /// Runs `pass` of each case on the tensor memory accelerator's tiles at its target: the

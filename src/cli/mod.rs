@@ -93,7 +93,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Info => {
             println!("voxseg {}", env!("CARGO_PKG_VERSION"));
-            println!("cpu: {} threads", rayon::current_num_threads());
+            let bf16 = if voxseg::tensor_ops::conv::bf16_products_available() {
+                "bf16 by AVX512-BF16 with --precision bf16"
+            } else {
+                "no bf16 (no AVX512-BF16)"
+            };
+            println!(
+                "cpu: {} threads, f32 convolutions by {}, {bf16}",
+                rayon::current_num_threads(),
+                voxseg::tensor_ops::conv::conv_engine_name::<f32>(Default::default())
+            );
             match voxseg::backend::cuda::cuda_available() {
                 Ok(name) => println!("cuda: {name}"),
                 Err(why) => println!("cuda: not usable ({why})"),
