@@ -560,91 +560,57 @@ mod x86 {
         f()
     }
 
-    impl TileProduct<f32> for Avx2 {
-        type Operand = f32;
-        const K_GROUP: usize = 1;
-        const ROWS: usize = MR_AVX2;
-        const COLS: usize = F32x8::WIDTH;
-        const PANEL: usize = 2 * F32x8::WIDTH;
+    /// The f32 engine `$engine`: micro-kernels of `$lanes` x `$rows` rows, run with the
+    /// instructions `$run` enables (those `$engine::detect` found).
+    macro_rules! f32_engine {
+        ($engine:ident, $lanes:ident, $rows:expr, $run:ident) => {
+            impl TileProduct<f32> for $engine {
+                type Operand = f32;
+                const K_GROUP: usize = 1;
+                const ROWS: usize = $rows;
+                const COLS: usize = $lanes::WIDTH;
+                const PANEL: usize = 2 * $lanes::WIDTH;
 
-        #[inline(always)]
-        fn load_row(&self, dst: &mut [f32], src: &[f32]) {
-            copy_row(dst, src);
-        }
-
-        fn mul(
-            &self,
-            rows: usize,
-            cols: usize,
-            len: usize,
-            a: &[f32],
-            a_rs: usize,
-            a_ps: usize,
-            b: &[f32],
-            b_ps: usize,
-            c: &mut [f32],
-            c_rs: usize,
-            accumulate: bool,
-        ) {
-            self.within(
                 #[inline(always)]
-                // SAFETY: `within` enables AVX2 and FMA, the instructions of F32x8.
-                || unsafe {
-                    mul_checked::<F32x8, MR_AVX2>(
-                        rows, cols, len, a, a_rs, a_ps, b, b_ps, c, c_rs, accumulate,
-                    )
-                },
-            )
-        }
+                fn load_row(&self, dst: &mut [f32], src: &[f32]) {
+                    copy_row(dst, src);
+                }
 
-        fn within<R>(&self, f: impl FnOnce() -> R) -> R {
-            // SAFETY: `Avx2` exists only where AVX2 and FMA were detected.
-            unsafe { run_with_avx2(f) }
-        }
+                fn mul(
+                    &self,
+                    rows: usize,
+                    cols: usize,
+                    len: usize,
+                    a: &[f32],
+                    a_rs: usize,
+                    a_ps: usize,
+                    b: &[f32],
+                    b_ps: usize,
+                    c: &mut [f32],
+                    c_rs: usize,
+                    accumulate: bool,
+                ) {
+                    self.within(
+                        #[inline(always)]
+                        // SAFETY: `within` enables the instructions of `$lanes`.
+                        || unsafe {
+                            mul_checked::<$lanes, { $rows }>(
+                                rows, cols, len, a, a_rs, a_ps, b, b_ps, c, c_rs, accumulate,
+                            )
+                        },
+                    )
+                }
+
+                fn within<R>(&self, f: impl FnOnce() -> R) -> R {
+                    // SAFETY: the engine exists only where its instructions were detected.
+                    unsafe { $run(f) }
+                }
+            }
+        };
     }
 
-    impl TileProduct<f32> for Avx512 {
-        type Operand = f32;
-        const K_GROUP: usize = 1;
-        const ROWS: usize = MR_AVX512;
-        const COLS: usize = LANES;
-        const PANEL: usize = 2 * LANES;
-
-        #[inline(always)]
-        fn load_row(&self, dst: &mut [f32], src: &[f32]) {
-            copy_row(dst, src);
-        }
-
-        fn mul(
-            &self,
-            rows: usize,
-            cols: usize,
-            len: usize,
-            a: &[f32],
-            a_rs: usize,
-            a_ps: usize,
-            b: &[f32],
-            b_ps: usize,
-            c: &mut [f32],
-            c_rs: usize,
-            accumulate: bool,
-        ) {
-            self.within(
-                #[inline(always)]
-                // SAFETY: `within` enables AVX-512F, the instructions of F32x16.
-                || unsafe {
-                    mul_checked::<F32x16, MR_AVX512>(
-                        rows, cols, len, a, a_rs, a_ps, b, b_ps, c, c_rs, accumulate,
-                    )
-                },
-            )
-        }
-
-        fn within<R>(&self, f: impl FnOnce() -> R) -> R {
-            // SAFETY: `Avx512` exists only where AVX-512F was detected.
-            unsafe { run_with_avx512(f) }
-        }
-    }
+    f32_engine!(Avx2, F32x8, MR_AVX2, run_with_avx2);
+    f32_engine!(Avx512, F32x16, MR_AVX512, run_with_avx512);
 
     impl TileProduct<f32> for Avx512Bf16 {
         type Operand = bf16;
