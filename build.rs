@@ -47,8 +47,35 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
     let kernels = kernel_sources(&manifest.join("kernels"));
 
-    build_ptx(&manifest, &out, &kernels);
-    build_harness(&manifest, &kernels);
+    // The harness's host compiler and nvcc run side by side: on a 2-core CI machine the
+    // build script is otherwise minutes on the critical path of every build.
+    std::thread::scope(|scope| {
+        scope.spawn(|| build_harness(&manifest, &kernels));
+        build_ptx(&manifest, &out, &kernels);
+    });
+}
+
+/// `work` applied to every job on as many threads as the machine has, largest jobs taken
+/// first as the caller orders them; the results in the jobs' order.
+fn run_parallel<T: Sync, R: Send>(jobs: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(jobs.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else {
+                    break;
+                };
+                let result = work(job);
+                results.lock().expect("no job panics").push((i, result));
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("no job panics");
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// kernels/*.cu, sorted by name.
@@ -105,17 +132,21 @@ fn build_ptx(manifest: &Path, out: &Path, kernels: &[PathBuf]) {
     }
     // The PyPI toolchain keeps its headers beside bin/; a system CUDA has them there too.
     let root = nvcc.parent().and_then(Path::parent).map(Path::to_path_buf);
-    let mut modules = Vec::new();
-    let builds = kernels.iter().flat_map(|cu| {
-        let plain = (module_name(cu), None);
-        let variants = variant_lines(cu)
-            .into_iter()
-            .map(|(suffix, define)| (format!("{}_{suffix}", module_name(cu)), Some(define)));
-        std::iter::once(plain)
-            .chain(variants)
-            .map(move |(name, define)| (cu, name, define))
-    });
-    for (cu, name, define) in builds {
+    let mut builds: Vec<(&PathBuf, String, Option<String>)> = kernels
+        .iter()
+        .flat_map(|cu| {
+            let plain = (module_name(cu), None);
+            let variants = variant_lines(cu)
+                .into_iter()
+                .map(|(suffix, define)| (format!("{}_{suffix}", module_name(cu)), Some(define)));
+            std::iter::once(plain)
+                .chain(variants)
+                .map(move |(name, define)| (cu, name, define))
+        })
+        .collect();
+    // The convolution modules take most of nvcc's time: start them first.
+    builds.sort_by_key(|(cu, _, _)| std::cmp::Reverse(fs::metadata(cu).map_or(0, |m| m.len())));
+    let outcomes = run_parallel(&builds, |(cu, name, define)| {
         let ptx = out.join(format!("{name}.ptx"));
         let file_arch = arch_line(cu).unwrap_or_else(|| arch.clone());
         let mut cmd = Command::new(&nvcc);
@@ -137,22 +168,26 @@ fn build_ptx(manifest: &Path, out: &Path, kernels: &[PathBuf]) {
         }
         cmd.arg("-o").arg(&ptx).arg(cu);
         match cmd.output() {
-            Ok(o) if o.status.success() => modules.push((name, file_arch)),
-            Ok(o) => {
-                let msg = format!(
-                    "nvcc failed on {}: {}",
-                    cu.display(),
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                no_ptx(out, &msg);
-                return;
-            }
-            Err(e) => {
-                no_ptx(out, &format!("cannot run {}: {e}", nvcc.display()));
+            Ok(o) if o.status.success() => Ok(file_arch),
+            Ok(o) => Err(format!(
+                "nvcc failed on {}: {}",
+                cu.display(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => Err(format!("cannot run {}: {e}", nvcc.display())),
+        }
+    });
+    let mut modules = Vec::new();
+    for ((_, name, _), outcome) in builds.iter().zip(outcomes) {
+        match outcome {
+            Ok(file_arch) => modules.push((name.clone(), file_arch)),
+            Err(why) => {
+                no_ptx(out, &why);
                 return;
             }
         }
     }
+    modules.sort();
     let sass = match &sass_arch {
         Some(a) => assemble_sass(&nvcc, out, &modules, a),
         None => Vec::new(),
@@ -204,39 +239,21 @@ fn assemble_sass(
         .iter()
         .filter_map(|(name, arch)| Some((name.clone(), sass_target(arch, sass_arch)?)))
         .collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..threads.min(jobs.len()) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((name, target)) = jobs.get(i) else {
-                    break;
-                };
-                let outcome = Command::new(&ptxas)
-                    .arg(format!("-arch={target}"))
-                    .arg("-o")
-                    .arg(out.join(format!("{name}.cubin")))
-                    .arg(out.join(format!("{name}.ptx")))
-                    .output();
-                let failure = match outcome {
-                    Ok(o) if o.status.success() => None,
-                    Ok(o) => Some(String::from_utf8_lossy(&o.stderr).trim().to_string()),
-                    Err(e) => Some(format!("cannot run {}: {e}", ptxas.display())),
-                };
-                results
-                    .lock()
-                    .expect("no assembling thread panics")
-                    .push((i, failure));
-            });
+    let failures = run_parallel(&jobs, |(name, target)| {
+        let outcome = Command::new(&ptxas)
+            .arg(format!("-arch={target}"))
+            .arg("-o")
+            .arg(out.join(format!("{name}.cubin")))
+            .arg(out.join(format!("{name}.ptx")))
+            .output();
+        match outcome {
+            Ok(o) if o.status.success() => None,
+            Ok(o) => Some(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+            Err(e) => Some(format!("cannot run {}: {e}", ptxas.display())),
         }
     });
-    let mut results = results.into_inner().expect("no assembling thread panics");
-    results.sort_by_key(|(i, _)| *i);
     let mut assembled = Vec::new();
-    for (i, failure) in results {
-        let (name, target) = &jobs[i];
+    for ((name, target), failure) in jobs.iter().zip(failures) {
         match failure {
             None => assembled.push((name.clone(), target.clone())),
             Some(why) if require_cuda() => {

@@ -257,53 +257,71 @@ namespace vx_wgmma_emu {
 // kernels' alignment of their ring is exercised.
 constexpr unsigned SHARED_ORIGIN = 0x410;
 
-// The value of element k < K of row `row` (of M or N) of the operand described by `desc`,
-// K-major or MN-major, or NaN (and a failed launch) for a descriptor this emulation does
-// not model.
+// An operand of one wgmma, K-major or MN-major, its descriptor decoded once: the value of
+// element k < K of its row `row` (of M or N), or NaN (and a failed launch) for a descriptor
+// this emulation does not model or an element outside dynamic shared memory.
 template <int K, int ELEM_BYTES, bool MN_MAJOR>
-inline float element(unsigned long long desc, int row, int k) {
-    const unsigned start = static_cast<unsigned>(desc & 0x3FFF) << 4;
-    const unsigned lbo = static_cast<unsigned>((desc >> 16) & 0x3FFF) << 4;
-    const unsigned sbo = static_cast<unsigned>((desc >> 32) & 0x3FFF) << 4;
-    const unsigned base_offset = static_cast<unsigned>((desc >> 49) & 7);
-    const unsigned swizzle = static_cast<unsigned>(desc >> 62);
-    // Rows of 128 bytes (swizzle 1) or, K-major only, 64 (swizzle 2); the atom's rows XOR
-    // the chunk with address bits [7:9] or [7:8].
-    const unsigned row_bytes = swizzle == 2 ? 64 : 128;
-    const unsigned atom = 8 * row_bytes;
-    const bool k_in_row =
-        start % atom < row_bytes && start % row_bytes + K * ELEM_BYTES <= row_bytes;
-    const bool modelled = MN_MAJOR ? swizzle == 1 && start % atom == 0 : k_in_row;
-    if ((swizzle != 1 && swizzle != 2) || base_offset != 0 || !modelled) {
-        emu_fail("wgmma: only operands in the 128-byte swizzle (or, K-major, the 64-byte one) "
-                 "from 8-row atoms at their boundaries (K-major: K steps inside the rows) are "
-                 "emulated");
-        return NAN;
+class Operand {
+  public:
+    explicit Operand(unsigned long long desc)
+        : start_(static_cast<unsigned>(desc & 0x3FFF) << 4),
+          lbo_(static_cast<unsigned>((desc >> 16) & 0x3FFF) << 4),
+          sbo_(static_cast<unsigned>((desc >> 32) & 0x3FFF) << 4),
+          // Rows of 128 bytes (swizzle 1) or, K-major only, 64 (swizzle 2); the atom's rows
+          // XOR the chunk with address bits [7:9] or [7:8].
+          row_bytes_(desc >> 62 == 2 ? 64 : 128),
+          swizzle_bits_(desc >> 62 == 2 ? 3 : 7),
+          shared_(static_cast<const unsigned char*>(emu_dynamic_shared())),
+          shared_bytes_(emu_dynamic_shared_bytes()) {
+        const unsigned base_offset = static_cast<unsigned>((desc >> 49) & 7);
+        const unsigned swizzle = static_cast<unsigned>(desc >> 62);
+        const unsigned atom = 8 * row_bytes_;
+        const bool k_in_row =
+            start_ % atom < row_bytes_ && start_ % row_bytes_ + K * ELEM_BYTES <= row_bytes_;
+        const bool modelled = MN_MAJOR ? swizzle == 1 && start_ % atom == 0 : k_in_row;
+        modelled_ = (swizzle == 1 || swizzle == 2) && base_offset == 0 && modelled;
+        if (!modelled_)
+            emu_fail("wgmma: only operands in the 128-byte swizzle (or, K-major, the 64-byte "
+                     "one) from 8-row atoms at their boundaries (K-major: K steps inside the "
+                     "rows) are emulated");
     }
-    const unsigned logical =
-        MN_MAJOR ? start + (row / 64) * lbo + (k / 8) * sbo + (k % 8) * 128 +
-                       (row % 64) * ELEM_BYTES
-                 : start + (row / 8) * sbo + (row % 8) * row_bytes + k * ELEM_BYTES;
-    const unsigned bits = swizzle == 2 ? 3 : 7;
-    const unsigned physical = logical ^ (((logical >> 7) & bits) << 4);
-    const size_t offset = physical - SHARED_ORIGIN;
-    if (physical < SHARED_ORIGIN || offset + ELEM_BYTES > emu_dynamic_shared_bytes()) {
-        emu_fail("wgmma: an operand outside dynamic shared memory");
-        return NAN;
+
+    bool modelled() const { return modelled_; }
+
+    float at(int row, int k) const {
+        const unsigned logical =
+            MN_MAJOR ? start_ + (row / 64) * lbo_ + (k / 8) * sbo_ + (k % 8) * 128 +
+                           (row % 64) * ELEM_BYTES
+                     : start_ + (row / 8) * sbo_ + (row % 8) * row_bytes_ + k * ELEM_BYTES;
+        const unsigned physical = logical ^ (((logical >> 7) & swizzle_bits_) << 4);
+        const size_t offset = physical - SHARED_ORIGIN;
+        if (physical < SHARED_ORIGIN || offset + ELEM_BYTES > shared_bytes_) {
+            emu_fail("wgmma: an operand outside dynamic shared memory");
+            return NAN;
+        }
+        const unsigned char* p = shared_ + offset;
+        if constexpr (ELEM_BYTES == 2) {
+            unsigned short bits;
+            std::memcpy(&bits, p, 2);
+            return __uint_as_float(static_cast<unsigned>(bits) << 16);
+        } else {
+            unsigned bits;
+            std::memcpy(&bits, p, 4);
+            return __uint_as_float(bits & 0xFFFFE000u);  // the tensor core reads 19 bits of tf32
+        }
     }
-    const unsigned char* p = static_cast<const unsigned char*>(emu_dynamic_shared()) + offset;
-    if constexpr (ELEM_BYTES == 2) {
-        unsigned short bits;
-        std::memcpy(&bits, p, 2);
-        return __uint_as_float(static_cast<unsigned>(bits) << 16);
-    } else {
-        unsigned bits;
-        std::memcpy(&bits, p, 4);
-        return __uint_as_float(bits & 0xFFFFE000u);  // the tensor core reads 19 bits of tf32
-    }
-}
+
+  private:
+    unsigned start_, lbo_, sbo_, row_bytes_, swizzle_bits_;
+    const unsigned char* shared_;
+    size_t shared_bytes_;
+    bool modelled_ = false;
+};
 
 // This thread's accumulators += A B by the D fragment layout, K elements of ELEM_BYTES.
+// Accumulator i is row 16 warp + g + 8 ((i % 4) / 2), column 8 (i / 4) + 2 t + i % 2: the
+// thread's two rows of A are read once, and each column of B once for the four
+// accumulators that share it (the harness spends most of its time here).
 template <int N, int K, int ELEM_BYTES, bool MN_MAJOR>
 inline void run(float (&d)[N / 2], unsigned long long a, unsigned long long b) {
     const unsigned tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
@@ -311,16 +329,26 @@ inline void run(float (&d)[N / 2], unsigned long long a, unsigned long long b) {
         emu_fail("wgmma in a block that is not whole warpgroups");
         return;
     }
+    const Operand<K, ELEM_BYTES, MN_MAJOR> a_op(a), b_op(b);
+    if (!a_op.modelled() || !b_op.modelled()) {
+        for (float& v : d) v = NAN;
+        return;
+    }
     const int warp = static_cast<int>(tid % 128 / 32), lane = static_cast<int>(tid % 32);
     const int g = lane >> 2, t = lane & 3;
-    for (int i = 0; i < N / 2; ++i) {
-        const int row = 16 * warp + g + 8 * ((i % 4) / 2);
-        const int col = 8 * (i / 4) + 2 * t + i % 2;
-        float acc = d[i];
-        for (int k = 0; k < K; ++k)
-            acc = fmaf(element<K, ELEM_BYTES, MN_MAJOR>(a, row, k),
-                       element<K, ELEM_BYTES, MN_MAJOR>(b, col, k), acc);
-        d[i] = acc;
+    float rows[2][K];
+    for (int h = 0; h < 2; ++h)
+        for (int k = 0; k < K; ++k) rows[h][k] = a_op.at(16 * warp + g + 8 * h, k);
+    for (int j = 0; j < N / 8; ++j) {
+        float cols[2][K];
+        for (int c = 0; c < 2; ++c)
+            for (int k = 0; k < K; ++k) cols[c][k] = b_op.at(8 * j + 2 * t + c, k);
+        for (int q = 0; q < 4; ++q) {
+            const int h = q / 2, c = q % 2;
+            float acc = d[4 * j + q];
+            for (int k = 0; k < K; ++k) acc = fmaf(rows[h][k], cols[c][k], acc);
+            d[4 * j + q] = acc;
+        }
     }
 }
 

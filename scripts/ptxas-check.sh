@@ -20,8 +20,6 @@ done
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-printf '%-28s %5s %6s %7s %7s\n' kernel regs stack spill_st spill_ld
-status=0
 # Each kernel file, and each build variant its leading comment names
 # (`// voxseg-variant: <suffix> <MACRO>`, see build.rs) with -D<MACRO>.
 builds=()
@@ -31,13 +29,18 @@ for cu in "$repo"/kernels/*.cu; do
         builds+=("$cu:$(basename "$cu" .cu)_$suffix:$macro")
     done < <(sed -n '/^\/\//!q; s|^// voxseg-variant: *||p' "$cu")
 done
-for build in "${builds[@]}"; do
-    IFS=: read -r cu name macro <<<"$build"
+
+# One build with `ptxas -v`: its table rows in $work/<name>.rows; $work/<name>.bad when it
+# spills, has a stack frame or serialises wgmma; $work/<name>.failed when it does not compile.
+check_build() {
+    local cu name macro file_arch
+    IFS=: read -r cu name macro <<<"$1"
     file_arch="$(head -n 1 "$cu" | sed -n 's|^// voxseg-arch: *||p')"
     if ! "$nvcc" -cubin -arch="${file_arch:-$arch}" -std=c++17 -Xptxas -v "${includes[@]}" \
         ${macro:+-D"$macro"} -o "$work/$name.cubin" "$cu" 2>"$work/$name.log"; then
         cat "$work/$name.log" >&2
-        exit 1
+        touch "$work/$name.failed"
+        return
     fi
     # ptxas -v: "Compiling entry function 'k' ...", then "N bytes stack frame, S bytes spill
     # stores, L bytes spill loads", then "Used R registers, ...".
@@ -49,31 +52,58 @@ for build in "${builds[@]}"; do
             printf "%-28s %5s %6s %7s %7s\n", kernel, regs, stack, st, ld
             if (st + 0 > 0 || ld + 0 > 0 || stack + 0 > 0) bad = 1
         }
-        END { exit bad }' "$work/$name.log" || status=1
+        END { exit bad }' "$work/$name.log" >"$work/$name.rows" || touch "$work/$name.bad"
     if grep -i "wgmma.*serializ" "$work/$name.log" >&2; then
         echo "$name: ptxas serialises wgmma" >&2
-        status=1
+        touch "$work/$name.bad"
     fi
-done
+}
+
 # ptxas injects a wgmma wait wherever the accumulators might be used while wgmmas are in
 # flight (its C7517 note), which would serialise a main loop as surely as the advice
 # above. The only place it is expected is before vx_mbar_wait's trap (kernels/mbarrier.h):
 # built without the trap, a kernel file that issues wgmma must draw no such note.
-for cu in "$repo"/kernels/*.cu; do
-    grep -q "wgmma" "$cu" || continue
-    name="$(basename "$cu" .cu)"
+check_no_trap() {
+    local cu="$1" name file_arch
+    name="$(basename "$cu" .cu)-notrap"
     file_arch="$(head -n 1 "$cu" | sed -n 's|^// voxseg-arch: *||p')"
     if ! "$nvcc" -cubin -arch="${file_arch:-$arch}" -std=c++17 "${includes[@]}" \
-        -DVX_MBAR_NO_TRAP -o "$work/$name-notrap.cubin" "$cu" 2>"$work/$name-notrap.log"; then
-        cat "$work/$name-notrap.log" >&2
-        exit 1
+        -DVX_MBAR_NO_TRAP -o "$work/$name.cubin" "$cu" 2>"$work/$name.log"; then
+        cat "$work/$name.log" >&2
+        touch "$work/$name.failed"
+        return
     fi
-    if grep "C7517" "$work/$name-notrap.log" >&2; then
+    if grep "C7517" "$work/$name.log" >&2; then
         echo "$name: ptxas injects wgmma waits outside the mbarrier trap" >&2
-        status=1
+        touch "$work/$name.bad"
     fi
+}
+
+# As many compilers at once as there are cores: serially this takes minutes.
+parallel=$(nproc 2>/dev/null || echo 1)
+throttle() {
+    while (($(jobs -rp | wc -l) >= parallel)); do wait -n || true; done
+}
+for build in "${builds[@]}"; do
+    throttle
+    check_build "$build" &
 done
-if [[ $status -ne 0 ]]; then
-    echo "register spills, stack frames, serialised wgmma or injected wgmma waits found for $arch" >&2
+for cu in "$repo"/kernels/*.cu; do
+    grep -q "wgmma" "$cu" || continue
+    throttle
+    check_no_trap "$cu" &
+done
+wait
+
+if compgen -G "$work/*.failed" >/dev/null; then
+    exit 1
 fi
-exit $status
+printf '%-28s %5s %6s %7s %7s\n' kernel regs stack spill_st spill_ld
+for build in "${builds[@]}"; do
+    IFS=: read -r _ name _ <<<"$build"
+    cat "$work/$name.rows"
+done
+if compgen -G "$work/*.bad" >/dev/null; then
+    echo "register spills, stack frames, serialised wgmma or injected wgmma waits found for $arch" >&2
+    exit 1
+fi
