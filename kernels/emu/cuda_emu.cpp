@@ -7,10 +7,95 @@
 #include <memory>
 #include <new>
 #include <string>
-#include <ucontext.h>
 #include <vector>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#define EMU_ASM_SWITCH 1
+#else
+#include <ucontext.h>
+#endif
+
 namespace {
+
+[[noreturn]] void fiber_main();
+
+#if EMU_ASM_SWITCH
+// Fibers switch by a few instructions of our own instead of swapcontext, which saves and
+// restores the signal mask with a system call every time: the harness switches at every
+// barrier of every emulated thread, and swapcontext made a third of its run time.
+// vx_emu_switch(from, to) pushes the callee-saved registers and the SSE and x87 control
+// words (the System V ABI's preserved state) on the running stack, stores the stack
+// pointer in *from, and pops the same from `to`.
+extern "C" void vx_emu_switch(void** from, void* to);
+asm(R"(
+    .text
+    .p2align 4
+    .globl vx_emu_switch
+    .hidden vx_emu_switch
+    .type vx_emu_switch, @function
+vx_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size vx_emu_switch, .-vx_emu_switch
+)");
+
+struct Context {
+    void* sp = nullptr;
+};
+
+// A stack on which the first switch to `c` enters fiber_main as if called: control words as
+// the running thread has them, zeroed registers (a zero frame pointer ends backtraces),
+// fiber_main's address for `ret`, and below the top a zero return address, so that the
+// stack pointer is 8 modulo 16 on entry as the ABI wants.
+void start_context(Context& c, char* stack, size_t bytes, Context&) {
+    auto top = reinterpret_cast<uintptr_t>(stack + bytes) & ~uintptr_t{15};
+    auto* sp = reinterpret_cast<uint64_t*>(top);
+    *--sp = 0;
+    *--sp = reinterpret_cast<uint64_t>(&fiber_main);
+    for (int r = 0; r < 6; ++r) *--sp = 0;
+    uint32_t mxcsr;
+    uint16_t fpucw;
+    asm volatile("stmxcsr %0" : "=m"(mxcsr));
+    asm volatile("fnstcw %0" : "=m"(fpucw));
+    *--sp = uint64_t{mxcsr} | uint64_t{fpucw} << 32;
+    c.sp = sp;
+}
+
+void switch_context(Context& from, Context& to) { vx_emu_switch(&from.sp, to.sp); }
+#else
+struct Context {
+    ucontext_t uc;
+};
+
+void start_context(Context& c, char* stack, size_t bytes, Context& link) {
+    getcontext(&c.uc);
+    c.uc.uc_stack.ss_sp = stack;
+    c.uc.uc_stack.ss_size = bytes;
+    c.uc.uc_link = &link.uc;
+    makecontext(&c.uc, fiber_main, 0);
+}
+
+void switch_context(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+#endif
 
 // Kernels keep small register tiles on the stack; 64 KiB leaves a wide margin.
 constexpr size_t kStackBytes = 64 * 1024;
@@ -26,14 +111,14 @@ struct Barrier {
 };
 
 struct Fiber {
-    ucontext_t context;
+    Context context;
     uint3 tid;
     unsigned warp;
     bool done;
 };
 
 struct Launch {
-    ucontext_t scheduler;
+    Context scheduler;
     std::vector<Fiber> fibers;
     Barrier block;
     std::vector<Barrier> warps;
@@ -67,7 +152,7 @@ void fail(const std::string& msg) {
 
 void yield_to_scheduler() {
     Launch& l = *active;
-    swapcontext(&l.fibers[l.current].context, &l.scheduler);
+    switch_context(l.fibers[l.current].context, l.scheduler);
 }
 
 void release_if_complete(Barrier& b) {
@@ -89,10 +174,10 @@ void barrier_wait(Barrier& b) {
     while (b.generation == gen) yield_to_scheduler();
 }
 
+// Runs on the fiber's stack and never returns: the scheduler does not resume a done fiber.
 void fiber_main() {
     Launch& l = *active;
     l.body(l.ctx);
-    // Runs on this fiber's stack, then uc_link returns to the scheduler.
     Fiber& f = l.fibers[l.current];
     f.done = true;
     ++l.progress;
@@ -100,6 +185,8 @@ void fiber_main() {
     release_if_complete(l.block);
     --l.warps[f.warp].live;
     release_if_complete(l.warps[f.warp]);
+    switch_context(f.context, l.scheduler);
+    __builtin_unreachable();
 }
 
 std::string dims(dim3 d) {
@@ -129,20 +216,16 @@ bool check_dims(dim3 grid, dim3 block, size_t shared_bytes) {
 __attribute__((noinline)) void prepare(Launch& l, unsigned t) {
     Fiber& f = l.fibers[t];
     f.done = false;
-    getcontext(&f.context);
-    f.context.uc_stack.ss_sp = stacks[t].get();
-    f.context.uc_stack.ss_size = kStackBytes;
-    f.context.uc_link = &l.scheduler;
-    makecontext(&f.context, fiber_main, 0);
+    start_context(f.context, stacks[t].get(), kStackBytes, l.scheduler);
 }
 
 // Runs fiber t until it waits at a barrier or returns; true when it returned. Kept out of
-// run_block so that no local of the round-robin loop lives across swapcontext.
+// run_block so that no local of the round-robin loop lives across the switch.
 __attribute__((noinline)) bool resume(Launch& l, unsigned t) {
     Fiber& f = l.fibers[t];
     l.current = t;
     threadIdx = f.tid;
-    swapcontext(&l.scheduler, &f.context);
+    switch_context(l.scheduler, f.context);
     return f.done;
 }
 

@@ -3,11 +3,12 @@
 //
 // Model
 // - Blocks run one after another on the calling OS thread. The threads of a block are
-//   fibers (ucontext) on that thread, switched only at __syncthreads(), __syncwarp() and
-//   warp shuffles, round-robin in rounds that alternate between thread order and its
-//   reverse (even blocks start in thread order, odd ones in reverse). So a launch is
-//   deterministic, concurrent launches from different test threads share nothing, and a
-//   race between two threads shows whichever of them a GPU runs first.
+//   fibers on that thread (a switch of our own on x86-64, ucontext elsewhere), switched
+//   only at __syncthreads(), __syncwarp() and warp shuffles, round-robin in rounds that
+//   alternate between thread order and its reverse (even blocks start in thread order,
+//   odd ones in reverse). So a launch is deterministic, concurrent launches from different
+//   test threads share nothing, and a race between two threads shows whichever of them a
+//   GPU runs first.
 // - blockIdx/threadIdx/blockDim/gridDim are thread_local variables the scheduler sets
 //   before resuming each fiber. Shared memory is per OS thread (below), which all fibers
 //   of the running block share; blocks never overlap in time.
