@@ -279,19 +279,55 @@ mod x86 {
         }
     }
 
+    /// A vector of f32 sums: zeroed, or loaded from a row of C and stored back.
+    trait SumVector: Copy {
+        /// f32 sums in one vector (columns of C per vector).
+        const WIDTH: usize;
+        unsafe fn zero() -> Self;
+        unsafe fn load(p: *const f32) -> Self;
+        unsafe fn store(self, p: *mut f32);
+    }
+
+    impl SumVector for __m256 {
+        const WIDTH: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            _mm256_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm256_storeu_ps(p, self)
+        }
+    }
+
+    impl SumVector for __m512 {
+        const WIDTH: usize = LANES;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            _mm512_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            _mm512_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm512_storeu_ps(p, self)
+        }
+    }
+
     /// The arithmetic of one micro-kernel: its f32 accumulator vector, how B vectors are
     /// loaded, how an A value (or pair) is broadcast, and the multiply-add.
     trait Lanes {
         type Operand: Copy;
         type Vector: Copy;
-        type Sums: Copy;
+        type Sums: SumVector;
         /// Reduction steps per multiply-add (1, or 2 for a bf16 pair).
         const GROUP: usize;
-        /// f32 sums in one `Sums` vector (columns of C per vector).
-        const WIDTH: usize;
-        unsafe fn zero() -> Self::Sums;
-        unsafe fn load_sums(p: *const f32) -> Self::Sums;
-        unsafe fn store_sums(p: *mut f32, v: Self::Sums);
         unsafe fn load(p: *const Self::Operand) -> Self::Vector;
         unsafe fn broadcast(p: *const Self::Operand) -> Self::Vector;
         unsafe fn fma(acc: Self::Sums, a: Self::Vector, b: Self::Vector) -> Self::Sums;
@@ -304,19 +340,6 @@ mod x86 {
         type Vector = __m256;
         type Sums = __m256;
         const GROUP: usize = 1;
-        const WIDTH: usize = 8;
-        #[inline(always)]
-        unsafe fn zero() -> __m256 {
-            _mm256_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn load_sums(p: *const f32) -> __m256 {
-            _mm256_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn store_sums(p: *mut f32, v: __m256) {
-            _mm256_storeu_ps(p, v)
-        }
         #[inline(always)]
         unsafe fn load(p: *const f32) -> __m256 {
             _mm256_loadu_ps(p)
@@ -338,19 +361,6 @@ mod x86 {
         type Vector = __m512;
         type Sums = __m512;
         const GROUP: usize = 1;
-        const WIDTH: usize = LANES;
-        #[inline(always)]
-        unsafe fn zero() -> __m512 {
-            _mm512_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn load_sums(p: *const f32) -> __m512 {
-            _mm512_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn store_sums(p: *mut f32, v: __m512) {
-            _mm512_storeu_ps(p, v)
-        }
         #[inline(always)]
         unsafe fn load(p: *const f32) -> __m512 {
             _mm512_loadu_ps(p)
@@ -372,19 +382,6 @@ mod x86 {
         type Vector = __m512bh;
         type Sums = __m512;
         const GROUP: usize = 2;
-        const WIDTH: usize = LANES;
-        #[inline(always)]
-        unsafe fn zero() -> __m512 {
-            _mm512_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn load_sums(p: *const f32) -> __m512 {
-            _mm512_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn store_sums(p: *mut f32, v: __m512) {
-            _mm512_storeu_ps(p, v)
-        }
         #[inline(always)]
         unsafe fn load(p: *const bf16) -> __m512bh {
             std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(p.cast()))
@@ -400,7 +397,7 @@ mod x86 {
         }
     }
 
-    /// One MR x (NV * L::WIDTH) tile of C over `groups` groups of reduction steps.
+    /// One MR x (NV * L::Sums::WIDTH) tile of C over `groups` groups of reduction steps.
     /// `ROW_CONTIGUOUS`: A's rows are `a_s` apart, each with its steps side by side (a
     /// lowered input tile); otherwise its groups are `a_s` apart, each holding every row's
     /// group side by side (a transposed tile). B's groups are `b_gs` apart.
@@ -419,11 +416,11 @@ mod x86 {
         c_rs: usize,
         accumulate: bool,
     ) {
-        let mut acc = [[L::zero(); NV]; MR];
+        let mut acc = [[L::Sums::zero(); NV]; MR];
         if accumulate {
             for (r, row) in acc.iter_mut().enumerate() {
                 for (v, x) in row.iter_mut().enumerate() {
-                    *x = L::load_sums(c.add(r * c_rs + v * L::WIDTH));
+                    *x = L::Sums::load(c.add(r * c_rs + v * L::Sums::WIDTH));
                 }
             }
         }
@@ -431,7 +428,7 @@ mod x86 {
         let mut bp = b;
         for _ in 0..groups {
             let bv: [L::Vector; NV] =
-                std::array::from_fn(|v| L::load(bp.add(v * L::WIDTH * L::GROUP)));
+                std::array::from_fn(|v| L::load(bp.add(v * L::Sums::WIDTH * L::GROUP)));
             for (r, row) in acc.iter_mut().enumerate() {
                 let av = if ROW_CONTIGUOUS {
                     L::broadcast(ap.add(r * a_s))
@@ -451,7 +448,7 @@ mod x86 {
         }
         for (r, row) in acc.iter().enumerate() {
             for (v, x) in row.iter().enumerate() {
-                L::store_sums(c.add(r * c_rs + v * L::WIDTH), *x);
+                x.store(c.add(r * c_rs + v * L::Sums::WIDTH));
             }
         }
     }
@@ -459,7 +456,7 @@ mod x86 {
     /// Column panels of two vectors (the last may be one), rows in groups of MR.
     ///
     /// SAFETY: the instructions of `L` present; ranges checked by `Extent::check`;
-    /// rows % MR == 0, cols % L::WIDTH == 0 and len % L::GROUP == 0.
+    /// rows % MR == 0, cols % L::Sums::WIDTH == 0 and len % L::GROUP == 0.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     unsafe fn mul_tiles<L: Lanes, const MR: usize, const ROW_CONTIGUOUS: bool>(
@@ -477,7 +474,7 @@ mod x86 {
         let groups = len / L::GROUP;
         let mut j = 0;
         while j < cols {
-            let wide = cols - j >= 2 * L::WIDTH;
+            let wide = cols - j >= 2 * L::Sums::WIDTH;
             let b_j = b.add(j * L::GROUP);
             for r0 in (0..rows).step_by(MR) {
                 let a_r = if ROW_CONTIGUOUS {
@@ -496,7 +493,11 @@ mod x86 {
                     );
                 }
             }
-            j += if wide { 2 * L::WIDTH } else { L::WIDTH };
+            j += if wide {
+                2 * L::Sums::WIDTH
+            } else {
+                L::Sums::WIDTH
+            };
         }
     }
 
@@ -520,9 +521,9 @@ mod x86 {
         accumulate: bool,
     ) {
         assert!(
-            rows.is_multiple_of(MR) && cols.is_multiple_of(L::WIDTH),
+            rows.is_multiple_of(MR) && cols.is_multiple_of(L::Sums::WIDTH),
             "tile product: {rows} x {cols} is not a multiple of {MR} x {}",
-            L::WIDTH
+            L::Sums::WIDTH
         );
         Extent {
             rows,
@@ -568,8 +569,8 @@ mod x86 {
                 type Operand = f32;
                 const K_GROUP: usize = 1;
                 const ROWS: usize = $rows;
-                const COLS: usize = $lanes::WIDTH;
-                const PANEL: usize = 2 * $lanes::WIDTH;
+                const COLS: usize = <$lanes as Lanes>::Sums::WIDTH;
+                const PANEL: usize = 2 * <$lanes as Lanes>::Sums::WIDTH;
 
                 #[inline(always)]
                 fn load_row(&self, dst: &mut [f32], src: &[f32]) {
