@@ -718,3 +718,35 @@ fn info_names_the_cpu_convolution_engine_and_whether_bf16_runs() {
     assert_eq!(cpu.ends_with("with --precision bf16"), bf16, "{cpu}");
     assert_eq!(cpu.ends_with("no bf16 (no AVX512-BF16)"), !bf16, "{cpu}");
 }
+
+#[test]
+fn cpu_bench_lines_say_where_and_at_which_precision_they_ran() {
+    let Outcome {
+        ok, stdout, stderr, ..
+    } = voxseg(&[
+        "bench",
+        "--device",
+        "cpu",
+        "--json",
+        "--filter",
+        "conv3d.fwd 2x8x8x8x256->256 k3s1",
+    ]);
+    assert!(ok, "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let line = &lines[0];
+    assert_eq!(line["op"], "conv3d.fwd");
+    assert_eq!(line["impl"], "voxseg");
+    assert_eq!(line["precision"], "fp32");
+    let engine = voxseg::tensor_ops::conv::conv_engine_name::<f32>(Default::default());
+    let device = line["device"].as_str().unwrap_or_default();
+    assert!(
+        device.starts_with("cpu (") && device.ends_with(&format!("convolutions by {engine})")),
+        "{line}"
+    );
+    assert!(line["ms"].as_f64().is_some_and(|ms| ms > 0.0), "{line}");
+    assert!(stderr.contains(&format!("device: {device}")), "{stderr}");
+}

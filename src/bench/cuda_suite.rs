@@ -33,7 +33,7 @@
 //! partial sum. Between shapes the pool's cache is released. Figures measured before graph
 //! timing (BENCHMARKS.md up to 2026-11-26) are eager, launch overhead included.
 use super::step::{step_runner, StepShape};
-use super::{BenchDetails, BenchResult};
+use super::{BenchDetails, BenchResult, RunInfo};
 use crate::backend::cuda::conv_plan::{ConvPass, ConvPrecision};
 use crate::backend::cuda::{graph_reps, Cuda};
 use crate::backend::BackendBase;
@@ -250,17 +250,13 @@ pub fn cuda_suite(
     results
 }
 
-fn details(
-    cuda: &Cuda,
-    precision: ConvPrecision,
-    timed: &Timed,
-    suite: &str,
-    kernel: &str,
-) -> BenchDetails {
+fn run_info(cuda: &Cuda, precision: ConvPrecision) -> RunInfo {
+    RunInfo::new(precision, cuda.device_name().into())
+}
+
+fn details(cuda: &Cuda, timed: &Timed, suite: &str, kernel: &str) -> BenchDetails {
     let pool = cuda.pool_stats();
     BenchDetails {
-        implementation: "voxseg".into(),
-        precision: precision.name().into(),
         flop: 0.0,
         tflops: 0.0,
         timing: timed.timing.into(),
@@ -269,7 +265,6 @@ fn details(
         iters: timed.runs,
         suite: suite.into(),
         layer: None,
-        device: cuda.device_name().into(),
         kernel: kernel.into(),
         packs: None,
         pool_peak_bytes: pool.peak_allocated_bytes,
@@ -426,9 +421,10 @@ fn model_cases(
             shape: norm_shape,
             ms: timed.ms,
             gflops: 0.0,
+            run: run_info(cuda, precision),
             details: Some(BenchDetails {
                 layer: (!shape.layers.is_empty()).then(|| shape.layers.join(",")),
-                ..details(cuda, precision, &timed, shape.suite, "norm")
+                ..details(cuda, &timed, shape.suite, "norm")
             }),
         });
     }
@@ -448,7 +444,8 @@ fn model_cases(
             shape: step_shape,
             ms: timed.ms,
             gflops: 0.0,
-            details: Some(details(cuda, precision, &timed, "brats", "model")),
+            run: run_info(cuda, precision),
+            details: Some(details(cuda, &timed, "brats", "model")),
         });
     }
     Ok(results)
@@ -501,13 +498,14 @@ fn run_shapes(
                 shape: key.clone(),
                 ms: timed.ms,
                 gflops,
+                run: run_info(cuda, precision),
                 details: Some(BenchDetails {
                     flop,
                     tflops: gflops / 1e3,
                     layer: (!shape.layers.is_empty()).then(|| shape.layers.join(",")),
                     packs: (precision != ConvPrecision::F32)
                         .then(|| if packs_kept { "kept" } else { "per call" }.into()),
-                    ..details(cuda, precision, &timed, shape.suite, &kernel)
+                    ..details(cuda, &timed, shape.suite, &kernel)
                 }),
             });
         }
@@ -711,9 +709,8 @@ mod tests {
             shape: "2x64x64x64x32->32 k3s1".into(),
             ms: 2.0,
             gflops: 3000.0,
+            run: RunInfo::new(ConvPrecision::Tf32, "NVIDIA H100".into()),
             details: Some(BenchDetails {
-                implementation: "voxseg".into(),
-                precision: "tf32".into(),
                 flop: 6e9,
                 tflops: 3.0,
                 timing: timing.into(),
@@ -722,7 +719,6 @@ mod tests {
                 iters: 30,
                 suite: "sweep".into(),
                 layer: None,
-                device: "NVIDIA H100".into(),
                 kernel: "conv3d_fwd_tf32_n32".into(),
                 packs: Some("kept".into()),
                 pool_peak_bytes: 1 << 30,

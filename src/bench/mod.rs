@@ -7,6 +7,7 @@ pub mod cuda_suite;
 pub mod step;
 
 use crate::backend::cpu::Cpu;
+use crate::backend::cuda::ConvPrecision;
 use crate::backend::BackendBase;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -25,20 +26,46 @@ pub struct BenchResult {
     /// Floating-point operations per second of that median run, in 1e9 (0 when the case
     /// does not count operations).
     pub gflops: f64,
+    /// What ran the case, as further top-level JSON keys.
+    #[serde(flatten)]
+    pub run: RunInfo,
     /// What a device run adds (none for the CPU suite), as further top-level JSON keys.
     #[serde(flatten)]
     pub details: Option<BenchDetails>,
+}
+
+/// What ran a case, named as scripts/bench_reference.py names it, so that a line says on
+/// which device and at which precision it was measured.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunInfo {
+    /// "voxseg".
+    #[serde(rename = "impl")]
+    pub implementation: String,
+    /// The convolutions' precision: "fp32", "tf32" or "bf16".
+    pub precision: String,
+    /// The GPU's name, or the CPU backend's (its threads and convolution engine).
+    pub device: String,
+}
+
+impl RunInfo {
+    pub fn new(precision: ConvPrecision, device: String) -> Self {
+        Self {
+            implementation: "voxseg".into(),
+            precision: precision.name().into(),
+            device,
+        }
+    }
+
+    /// The CPU backend `be`.
+    pub fn cpu(be: &Cpu) -> Self {
+        Self::new(be.conv_precision(), be.name())
+    }
 }
 
 /// Keys of a device benchmark line beyond op, shape, ms and gflops, named as
 /// scripts/bench_reference.py names them so that scripts/bench_table.py joins the two.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct BenchDetails {
-    /// "voxseg".
-    #[serde(rename = "impl")]
-    pub implementation: String,
-    /// "fp32", "tf32" or "bf16".
-    pub precision: String,
     /// Floating-point operations of one run.
     pub flop: f64,
     /// gflops / 1000.
@@ -60,7 +87,6 @@ pub struct BenchDetails {
     /// The network layers of this shape, comma-separated (brats cases).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layer: Option<String>,
-    pub device: String,
     /// The kernel the launch plan chose.
     pub kernel: String,
     /// Tensor-core convolutions: "kept" when the operands' bf16/tf32 packs are made by the
@@ -125,8 +151,8 @@ pub fn time_median_ms(
     })
 }
 
-/// Prepares and times one case.
-pub fn run_case(case: BenchCase) -> Result<BenchResult> {
+/// Prepares and times one case, which `run` describes.
+pub fn run_case(case: BenchCase, run_info: &RunInfo) -> Result<BenchResult> {
     let mut run = (case.prepare)()?;
     let ms = time_median_ms(&mut run, 5, 21, 2.0)?;
     Ok(BenchResult {
@@ -138,6 +164,7 @@ pub fn run_case(case: BenchCase) -> Result<BenchResult> {
         } else {
             0.0
         },
+        run: run_info.clone(),
         details: None,
     })
 }
@@ -357,10 +384,11 @@ pub fn check_filter(filter: &str, names: &[String]) -> Result<()> {
 
 /// Runs the CPU cases that `filter` selects (all without one).
 pub fn cpu_suite(be: Cpu, filter: Option<&str>) -> Result<Vec<BenchResult>> {
+    let run_info = RunInfo::cpu(&be);
     cpu_cases(be)?
         .into_iter()
         .filter(|c| c.matches(filter))
-        .map(run_case)
+        .map(|case| run_case(case, &run_info))
         .collect()
 }
 
@@ -471,8 +499,10 @@ mod tests {
             flops: g.flops(),
             prepare: Box::new(move || Pass::BackwardWeight.prepare(Cpu::new(), g, false)),
         };
-        let r = run_case(case).unwrap();
+        let r = run_case(case, &RunInfo::cpu(&Cpu::new())).unwrap();
         assert!(r.ms > 0.0 && r.gflops > 0.0, "{r:?}");
+        assert_eq!(r.run.precision, "fp32");
+        assert!(r.run.device.starts_with("cpu ("), "{r:?}");
     }
 
     #[test]
@@ -482,6 +512,10 @@ mod tests {
             shape: "2x8x8x8x256->256 k3s1".into(),
             ms: 12.5,
             gflops: 96.25,
+            run: RunInfo::new(
+                ConvPrecision::Bf16,
+                "cpu (2 threads, f32, bf16 convolutions by AVX512-BF16)".into(),
+            ),
             details: None,
         }];
         let table = format_table(&results);
@@ -492,7 +526,9 @@ mod tests {
         );
         assert_eq!(
             json_lines(&results).unwrap(),
-            "{\"op\":\"conv3d.fwd\",\"shape\":\"2x8x8x8x256->256 k3s1\",\"ms\":12.5,\"gflops\":96.25}\n"
+            "{\"op\":\"conv3d.fwd\",\"shape\":\"2x8x8x8x256->256 k3s1\",\"ms\":12.5,\"gflops\":96.25,\
+             \"impl\":\"voxseg\",\"precision\":\"bf16\",\
+             \"device\":\"cpu (2 threads, f32, bf16 convolutions by AVX512-BF16)\"}\n"
         );
     }
 
@@ -515,6 +551,7 @@ mod tests {
             shape: "2x8".into(),
             ms: 1.5,
             gflops: 0.0,
+            run: RunInfo::cpu(&Cpu::new()),
             details: None,
         };
         let table = format_table(&[memory_bound]);

@@ -2,7 +2,7 @@ use clap::Args as ClapArgs;
 use voxseg::backend::cpu::Cpu;
 use voxseg::backend::cuda::{ConvPrecision, Cuda};
 use voxseg::backend::BackendBase;
-use voxseg::bench::{check_filter, cuda_suite::cuda_suite, BenchResult};
+use voxseg::bench::{check_filter, cuda_suite::cuda_suite, BenchResult, RunInfo};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -29,13 +29,14 @@ const LOADER_SHAPE: &str = "2x128x128x128x4 nnunet-augmentation 2 workers";
 
 /// The data loader at nnU-Net's BraTS size: 128^3 patches, batch 2, 4 modalities, the
 /// default augmentation, 2 workers; reported as milliseconds per batch.
-fn loader_case() -> anyhow::Result<BenchResult> {
+fn loader_case(cpu: &Cpu) -> anyhow::Result<BenchResult> {
     let per_second = voxseg::data::loader::loader_benchmark(2, 40, 7)?;
     Ok(BenchResult {
         op: LOADER_OP.into(),
         shape: LOADER_SHAPE.into(),
         ms: 1000.0 / per_second,
         gflops: 0.0,
+        run: RunInfo::cpu(cpu),
         details: None,
     })
 }
@@ -57,7 +58,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             }
             let mut r = voxseg::bench::cpu_suite(cpu, filter)?;
             if filter.is_none_or(|f| names.last().is_some_and(|n| n.contains(f))) {
-                r.push(loader_case()?);
+                r.push(loader_case(&cpu)?);
             }
             r
         }
