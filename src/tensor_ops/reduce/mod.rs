@@ -152,6 +152,40 @@ mod tests {
     }
 
     #[test]
+    fn column_sums_of_every_width_match_a_plain_loop() {
+        for cols in [1, 2, 3, 5, 16, 17, 40] {
+            for rows in [1, 7, 63, 64, 65, 1000, 4099] {
+                let x: Vec<f64> = (0..rows * cols)
+                    .map(|i| ((i * 7919) % 1013) as f64 / 64.0 - 7.0)
+                    .collect();
+                let mut expected = vec![0.0f64; cols];
+                for row in x.chunks_exact(cols) {
+                    for (e, v) in expected.iter_mut().zip(row) {
+                        *e += v;
+                    }
+                }
+                // Multiples of 1/64 below 2^53 add exactly in any order.
+                assert_eq!(sum_to_cols(&x, cols), expected, "{rows} x {cols}");
+            }
+        }
+    }
+
+    #[test]
+    fn broadcasts_over_tasks_of_many_rows_match_a_plain_loop() {
+        let b = Cpu::new();
+        for (outer, mid, inner) in [(1, 40_000, 1), (3, 7_000, 1), (2, 5_000, 3), (2, 3, 40)] {
+            let v = Axis1 { outer, mid, inner };
+            let x: Vec<f32> = (0..outer * inner).map(|i| i as f32 + 0.5).collect();
+            let y = b.broadcast_axis1(&x, v).unwrap();
+            let expected: Vec<f32> = (0..outer)
+                .flat_map(|o| (0..mid).flat_map(move |_| (0..inner).map(move |i| o * inner + i)))
+                .map(|i| i as f32 + 0.5)
+                .collect();
+            assert_eq!(y, expected, "{v:?}");
+        }
+    }
+
+    #[test]
     fn gradients_of_sums() {
         let b = Cpu64::new();
         let x = Tensor::from_host(
