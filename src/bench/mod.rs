@@ -151,7 +151,7 @@ pub fn time_median_ms(
     })
 }
 
-/// Prepares and times one case, which `run` describes.
+/// Prepares and times one case; `run_info` says what runs it.
 pub fn run_case(case: BenchCase, run_info: &RunInfo) -> Result<BenchResult> {
     let mut run = (case.prepare)()?;
     let ms = time_median_ms(&mut run, 5, 21, 2.0)?;
