@@ -92,33 +92,47 @@ mod tests {
 
     #[test]
     fn filter_matches_a_direct_triple_sum() {
+        // The second shape's W pass has more rows than one CPU task holds.
+        for dims in [[2, 4, 3, 5, 2], [1, 5, 40, 100, 1]] {
+            check_filter_against_triple_sum(dims);
+        }
+    }
+
+    fn check_filter_against_triple_sum(dims: [usize; 5]) {
         let b = Cpu64::new();
-        let dims = [2, 4, 3, 5, 2];
+        let [batch, depth, height, width, channels] = dims;
         let n: usize = dims.iter().product();
         let data: Vec<f64> = (0..n).map(|i| (i as f64 * 0.29).sin()).collect();
         let taps = [0.25, 0.5, 0.25];
         let x = Var::constant(Tensor::from_host(&b, dims, &data).unwrap());
         let y = x.window_filter(&taps).unwrap();
-        assert_eq!(y.dims(), &[2, 2, 1, 3, 2]);
+        let (od, oh, ow) = (depth - 2, height - 2, width - 2);
+        assert_eq!(y.dims(), &[batch, od, oh, ow, channels]);
         let y = y.value().to_vec().unwrap();
         let at = |n: usize, d: usize, h: usize, w: usize, c: usize| {
-            data[(((n * 4 + d) * 3 + h) * 5 + w) * 2 + c]
+            data[(((n * depth + d) * height + h) * width + w) * channels + c]
         };
         let mut idx = 0;
-        for n in 0..2 {
-            for d in 0..2 {
-                for w in 0..3 {
-                    for c in 0..2 {
-                        let mut want = 0.0;
-                        for (i, ti) in taps.iter().enumerate() {
-                            for (j, tj) in taps.iter().enumerate() {
-                                for (k, tk) in taps.iter().enumerate() {
-                                    want += ti * tj * tk * at(n, d + i, j, w + k, c);
+        for n in 0..batch {
+            for d in 0..od {
+                for h in 0..oh {
+                    for w in 0..ow {
+                        for c in 0..channels {
+                            let mut want = 0.0;
+                            for (i, ti) in taps.iter().enumerate() {
+                                for (j, tj) in taps.iter().enumerate() {
+                                    for (k, tk) in taps.iter().enumerate() {
+                                        want += ti * tj * tk * at(n, d + i, h + j, w + k, c);
+                                    }
                                 }
                             }
+                            assert!(
+                                (y[idx] - want).abs() < 1e-12,
+                                "{dims:?} {idx}: {} vs {want}",
+                                y[idx]
+                            );
+                            idx += 1;
                         }
-                        assert!((y[idx] - want).abs() < 1e-12, "{idx}: {} vs {want}", y[idx]);
-                        idx += 1;
                     }
                 }
             }
