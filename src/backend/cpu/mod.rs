@@ -115,6 +115,26 @@ impl<E: Element> BackendBase for CpuBackend<E> {
 /// scheduling, small enough to split a 64^3x32 activation across threads.
 pub const PAR_CHUNK: usize = 1 << 14;
 
+/// `f(row, out_row)` over the rows of `row_len` elements of `out`, threaded in tasks of
+/// whole rows, about PAR_CHUNK elements each: a task per row would be one per voxel where
+/// rows are a few channels.
+pub(crate) fn par_rows_mut<E: Send>(
+    out: &mut [E],
+    row_len: usize,
+    f: impl Fn(usize, &mut [E]) + Sync,
+) {
+    use rayon::prelude::*;
+    let row_len = row_len.max(1);
+    let rows = (PAR_CHUNK / row_len).max(1);
+    out.par_chunks_mut(rows * row_len)
+        .enumerate()
+        .for_each(|(task, chunk)| {
+            for (r, row) in chunk.chunks_exact_mut(row_len).enumerate() {
+                f(task * rows + r, row);
+            }
+        });
+}
+
 /// Offset of cell (n, z, y, x, 0) in an NDHWC buffer with spatial size `dhw`.
 pub(crate) fn ndhwc_offset(
     dhw: [usize; 3],

@@ -1,5 +1,5 @@
 use super::{check_moving_lens, NormGrads, NormKernel, NormParams};
-use crate::backend::cpu::{CpuBackend, PAR_CHUNK};
+use crate::backend::cpu::{par_rows_mut, CpuBackend, PAR_CHUNK};
 use crate::backend::Element;
 use crate::error::Result;
 use rayon::prelude::*;
@@ -68,15 +68,7 @@ fn inv_std<E: Element>(var: &[E], eps: f64) -> Vec<f64> {
 /// Fills `out` row by row (`c` values per voxel), threaded by chunks of rows:
 /// `f(example, index of the row's first element, output row)`.
 fn map_rows<E: Element>(out: &mut [E], p: &NormParams, f: impl Fn(usize, usize, &mut [E]) + Sync) {
-    let rows = (PAR_CHUNK / p.c.max(1)).max(1);
-    out.par_chunks_mut(rows * p.c)
-        .enumerate()
-        .for_each(|(chunk, oc)| {
-            for (r, orow) in oc.chunks_exact_mut(p.c).enumerate() {
-                let row = chunk * rows + r;
-                f(row / p.spatial, row * p.c, orow);
-            }
-        });
+    par_rows_mut(out, p.c, |row, orow| f(row / p.spatial, row * p.c, orow));
 }
 
 /// The forward's coefficients, `y = act(x * a + b)`, per (example, channel): `a` in the

@@ -1,8 +1,7 @@
 use super::SsimWindowKernel;
-use crate::backend::cpu::{CpuBackend, PAR_CHUNK};
+use crate::backend::cpu::{par_rows_mut, CpuBackend};
 use crate::backend::Element;
 use crate::error::{Error, Result};
-use rayon::prelude::*;
 
 /// A tensor viewed as `[outer, len, inner]` for filtering along `len`.
 #[derive(Clone, Copy)]
@@ -12,30 +11,11 @@ struct AxisView {
     inner: usize,
 }
 
-/// Rows of `inner` elements per rayon task, about PAR_CHUNK elements in all: a task per
-/// row would be one per voxel where `inner` is a few channels.
-fn rows_per_task(inner: usize) -> usize {
-    (PAR_CHUNK / inner.max(1)).max(1)
-}
-
-/// `f(row, out)` over the rows of `inner` elements of `out`, in parallel tasks of whole rows.
-fn for_each_row<E: Element>(out: &mut [E], inner: usize, f: impl Fn(usize, &mut [E]) + Sync) {
-    let inner = inner.max(1);
-    let rows = rows_per_task(inner);
-    out.par_chunks_mut(rows * inner)
-        .enumerate()
-        .for_each(|(task, chunk)| {
-            for (r, row) in chunk.chunks_exact_mut(inner).enumerate() {
-                f(task * rows + r, row);
-            }
-        });
-}
-
 /// `y[o, i, :] = sum_t taps[t] x[o, i + t, :]` for `i < len - k + 1`.
 fn filter_axis<E: Element>(x: &[E], v: AxisView, taps: &[E]) -> Vec<E> {
     let out_len = v.len + 1 - taps.len();
     let mut y = vec![E::zero(); v.outer * out_len * v.inner];
-    for_each_row(&mut y, v.inner, |row, yr| {
+    par_rows_mut(&mut y, v.inner, |row, yr| {
         let (o, i) = (row / out_len, row % out_len);
         for (t, &tap) in taps.iter().enumerate() {
             let start = (o * v.len + i + t) * v.inner;
@@ -52,7 +32,7 @@ fn filter_axis<E: Element>(x: &[E], v: AxisView, taps: &[E]) -> Vec<E> {
 fn filter_axis_adjoint<E: Element>(dy: &[E], v: AxisView, taps: &[E]) -> Vec<E> {
     let out_len = v.len + 1 - taps.len();
     let mut dx = vec![E::zero(); v.outer * v.len * v.inner];
-    for_each_row(&mut dx, v.inner, |row, dr| {
+    par_rows_mut(&mut dx, v.inner, |row, dr| {
         let (o, j) = (row / v.len, row % v.len);
         for (t, &tap) in taps.iter().enumerate() {
             if j < t || j - t >= out_len {
