@@ -30,18 +30,27 @@ for cu in "$repo"/kernels/*.cu; do
     done < <(sed -n '/^\/\//!q; s|^// voxseg-variant: *||p' "$cu")
 done
 
+# compile_cubin <cu> <name> [nvcc flags...]: $work/<name>.cubin for the file's architecture,
+# nvcc's messages in $work/<name>.log; on failure prints them, marks $work/<name>.failed and
+# returns 1.
+compile_cubin() {
+    local cu="$1" name="$2" file_arch
+    shift 2
+    file_arch="$(head -n 1 "$cu" | sed -n 's|^// voxseg-arch: *||p')"
+    if ! "$nvcc" -cubin -arch="${file_arch:-$arch}" -std=c++17 "${includes[@]}" "$@" \
+        -o "$work/$name.cubin" "$cu" 2>"$work/$name.log"; then
+        cat "$work/$name.log" >&2
+        touch "$work/$name.failed"
+        return 1
+    fi
+}
+
 # One build with `ptxas -v`: its table rows in $work/<name>.rows; $work/<name>.bad when it
 # spills, has a stack frame or serialises wgmma; $work/<name>.failed when it does not compile.
 check_build() {
-    local cu name macro file_arch
+    local cu name macro
     IFS=: read -r cu name macro <<<"$1"
-    file_arch="$(head -n 1 "$cu" | sed -n 's|^// voxseg-arch: *||p')"
-    if ! "$nvcc" -cubin -arch="${file_arch:-$arch}" -std=c++17 -Xptxas -v "${includes[@]}" \
-        ${macro:+-D"$macro"} -o "$work/$name.cubin" "$cu" 2>"$work/$name.log"; then
-        cat "$work/$name.log" >&2
-        touch "$work/$name.failed"
-        return
-    fi
+    compile_cubin "$cu" "$name" -Xptxas -v ${macro:+-D"$macro"} || return 0
     # ptxas -v: "Compiling entry function 'k' ...", then "N bytes stack frame, S bytes spill
     # stores, L bytes spill loads", then "Used R registers, ...".
     awk -v file="$name" '
@@ -64,15 +73,9 @@ check_build() {
 # above. The only place it is expected is before vx_mbar_wait's trap (kernels/mbarrier.h):
 # built without the trap, a kernel file that issues wgmma must draw no such note.
 check_no_trap() {
-    local cu="$1" name file_arch
+    local cu="$1" name
     name="$(basename "$cu" .cu)-notrap"
-    file_arch="$(head -n 1 "$cu" | sed -n 's|^// voxseg-arch: *||p')"
-    if ! "$nvcc" -cubin -arch="${file_arch:-$arch}" -std=c++17 "${includes[@]}" \
-        -DVX_MBAR_NO_TRAP -o "$work/$name.cubin" "$cu" 2>"$work/$name.log"; then
-        cat "$work/$name.log" >&2
-        touch "$work/$name.failed"
-        return
-    fi
+    compile_cubin "$cu" "$name" -DVX_MBAR_NO_TRAP || return 0
     if grep "C7517" "$work/$name.log" >&2; then
         echo "$name: ptxas injects wgmma waits outside the mbarrier trap" >&2
         touch "$work/$name.bad"
