@@ -264,22 +264,22 @@ template <int K, int ELEM_BYTES, bool MN_MAJOR>
 class Operand {
   public:
     explicit Operand(unsigned long long desc)
-        : start_(static_cast<unsigned>(desc & 0x3FFF) << 4),
+        : swizzle_(static_cast<unsigned>(desc >> 62)),
+          start_(static_cast<unsigned>(desc & 0x3FFF) << 4),
           lbo_(static_cast<unsigned>((desc >> 16) & 0x3FFF) << 4),
           sbo_(static_cast<unsigned>((desc >> 32) & 0x3FFF) << 4),
           // Rows of 128 bytes (swizzle 1) or, K-major only, 64 (swizzle 2); the atom's rows
           // XOR the chunk with address bits [7:9] or [7:8].
-          row_bytes_(desc >> 62 == 2 ? 64 : 128),
-          swizzle_bits_(desc >> 62 == 2 ? 3 : 7),
+          row_bytes_(swizzle_ == 2 ? 64 : 128),
+          swizzle_bits_(swizzle_ == 2 ? 3 : 7),
           shared_(static_cast<const unsigned char*>(emu_dynamic_shared())),
           shared_bytes_(emu_dynamic_shared_bytes()) {
         const unsigned base_offset = static_cast<unsigned>((desc >> 49) & 7);
-        const unsigned swizzle = static_cast<unsigned>(desc >> 62);
         const unsigned atom = 8 * row_bytes_;
         const bool k_in_row =
             start_ % atom < row_bytes_ && start_ % row_bytes_ + K * ELEM_BYTES <= row_bytes_;
-        const bool modelled = MN_MAJOR ? swizzle == 1 && start_ % atom == 0 : k_in_row;
-        modelled_ = (swizzle == 1 || swizzle == 2) && base_offset == 0 && modelled;
+        const bool modelled = MN_MAJOR ? swizzle_ == 1 && start_ % atom == 0 : k_in_row;
+        modelled_ = (swizzle_ == 1 || swizzle_ == 2) && base_offset == 0 && modelled;
         if (!modelled_)
             emu_fail("wgmma: only operands in the 128-byte swizzle (or, K-major, the 64-byte "
                      "one) from 8-row atoms at their boundaries (K-major: K steps inside the "
@@ -312,7 +312,7 @@ class Operand {
     }
 
   private:
-    unsigned start_, lbo_, sbo_, row_bytes_, swizzle_bits_;
+    unsigned swizzle_, start_, lbo_, sbo_, row_bytes_, swizzle_bits_;
     const unsigned char* shared_;
     size_t shared_bytes_;
     bool modelled_ = false;

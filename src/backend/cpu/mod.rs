@@ -4,6 +4,7 @@
 use crate::backend::cuda::ConvPrecision;
 use crate::backend::{BackendBase, Element};
 use crate::error::Result;
+use std::any::TypeId;
 use std::marker::PhantomData;
 
 #[derive(Clone, Copy, Default)]
@@ -33,7 +34,7 @@ impl<E: Element> CpuBackend<E> {
         let why_not = match asked {
             ConvPrecision::F32 => None,
             ConvPrecision::Tf32 => Some("tf32 is arithmetic of NVIDIA's tensor cores".to_string()),
-            ConvPrecision::Bf16 if E::NAME != "f32" => {
+            ConvPrecision::Bf16 if TypeId::of::<E>() != TypeId::of::<f32>() => {
                 Some(format!("bf16 products serve f32 tensors, not {}", E::NAME))
             }
             ConvPrecision::Bf16 if !crate::tensor_ops::conv::bf16_products_available() => {
