@@ -324,6 +324,62 @@ fn a_checkpoint_of_another_run_is_refused_and_an_old_one_warned_about() {
 }
 
 #[test]
+fn a_checkpoint_of_a_run_that_trained_on_the_test_cases_or_other_preprocessing_is_refused() {
+    let f = fixture();
+    let other = out_dir("other-split-run");
+    copy_tree(&f.run, &other);
+    let checkpoint = f.run.join("checkpoints/last.safetensors");
+    let predict_with_checkpoint = |out: &Path| {
+        predict(
+            &other,
+            out,
+            &["--data", s(&f.msd), "--checkpoint", s(&checkpoint)],
+        )
+    };
+
+    // The same card, but a split that holds out one of the checkpoint run's training cases.
+    let split_path = other.join("split.json");
+    let mut split: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&split_path).unwrap()).unwrap();
+    let trained_on = split["train"].as_array_mut().unwrap().pop().unwrap();
+    split["test"]
+        .as_array_mut()
+        .unwrap()
+        .push(trained_on.clone());
+    std::fs::write(&split_path, serde_json::to_vec(&split).unwrap()).unwrap();
+    let out = out_dir("leak-pred");
+    let r = predict_with_checkpoint(&out);
+    assert!(!r.ok, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("belongs to another run")
+            && r.stderr.contains("did not hold out 1 of the")
+            && r.stderr.contains(trained_on.as_str().unwrap())
+            && r.stderr.lines().count() == 1,
+        "{}",
+        r.stderr
+    );
+    assert!(!out.exists());
+
+    // The run's own split again, but other preprocessing in its model card.
+    std::fs::copy(f.run.join("split.json"), &split_path).unwrap();
+    let card_path = other.join("model.json");
+    let mut card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&card_path).unwrap()).unwrap();
+    card["preprocess"]["background_value"] = serde_json::json!(-1.0);
+    std::fs::write(&card_path, serde_json::to_vec(&card).unwrap()).unwrap();
+    let r = predict_with_checkpoint(&out);
+    assert!(!r.ok, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("it was trained with preprocessing")
+            && r.stderr.contains("\"background_value\":0.0")
+            && r.stderr.contains("\"background_value\":-1.0"),
+        "{}",
+        r.stderr
+    );
+    assert!(!out.exists());
+}
+
+#[test]
 fn input_files_in_the_wrong_order_are_warned_about_and_named_by_case() {
     let f = fixture();
     let case = "SynthBraTS2021_00000";

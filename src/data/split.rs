@@ -249,14 +249,18 @@ impl Split {
 
     /// Reads a split written by `save` and checks it against the dataset's ids.
     pub fn load(path: &Path, dataset: &[String]) -> Result<Split> {
-        let bytes =
-            std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        let split: Split =
-            serde_json::from_slice(&bytes).map_err(|e| Error::file(path, e.to_string()))?;
+        let split = Self::read(path)?;
         split
             .check(dataset)
             .map_err(|e| Error::file(path, e.to_string()))?;
         Ok(split)
+    }
+
+    /// Reads a split written by `save`, without a dataset to check it against.
+    pub fn read(path: &Path) -> Result<Split> {
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::file(path, e.to_string()))
     }
 
     /// The split a `--split-file` gives: our `{"train", "val", "test"}` lists, or with

@@ -11,11 +11,12 @@ use crate::data::layout::{CaseFiles, Dataset, ImageFile, MODALITY_ALIASES};
 use crate::data::nifti::{write_label_map, write_probability_map, NiftiFile, NiftiHeaderInfo};
 use crate::data::orient::{reorient, AxisMap};
 use crate::data::preprocess::{paste_back_probs, preprocess, PreprocessSpec, PreprocessedCase};
+use crate::data::split::Split;
 use crate::error::{Error, Result};
 use crate::log::{captioned_overlay, write_png};
 use crate::metrics::evaluate::regions_of;
 use crate::nn::Model;
-use crate::train::card::{describe_labels, CHECKPOINT_IDENTITY_KEY};
+use crate::train::card::{describe_labels, CheckpointIdentity, CHECKPOINT_IDENTITY_KEY};
 use crate::train::checkpoint::read_checkpoint_metadata;
 use crate::train::run::{load_state, RunDir};
 use crate::train::ModelCard;
@@ -188,31 +189,50 @@ fn check_checkpoint_identity(
             dir.model().display()
         )));
     };
-    let trained = serde_json::from_str(json).map_err(|e| {
+    let trained: CheckpointIdentity = serde_json::from_str(json).map_err(|e| {
         Error::file(
             path,
             format!("unreadable {CHECKPOINT_IDENTITY_KEY} metadata: {e}"),
         )
     })?;
-    let differences = card.identity().differences(&trained);
-    if differences.is_empty() {
-        return Ok(None);
+    let differences = card.identity(None).differences(&trained);
+    let another_run = |what: String| {
+        Error::file(
+            path,
+            format!(
+                "this checkpoint belongs to another run: {what}; use a checkpoint of {} or that \
+                 run's folder as --model",
+                dir.root.display()
+            ),
+        )
+    };
+    if !differences.is_empty() {
+        let what: Vec<String> = differences
+            .iter()
+            .map(|(field, run, checkpoint)| {
+                format!("{field} {checkpoint}, the run's model.json says {run}")
+            })
+            .collect();
+        return Err(another_run(format!(
+            "it was trained with {}",
+            what.join("; ")
+        )));
     }
-    let what: Vec<String> = differences
-        .iter()
-        .map(|(field, run, checkpoint)| {
-            format!("{field} {checkpoint}, the run's model.json says {run}")
-        })
-        .collect();
-    Err(Error::file(
-        path,
-        format!(
-            "this checkpoint belongs to another run: it was trained with {}; use a checkpoint \
-             of {} or that run's folder as --model",
-            what.join("; "),
-            dir.root.display()
-        ),
-    ))
+    // Its weights may have seen the run's test cases: scores of them would be no test.
+    if dir.split().is_file() {
+        let split = Split::read(&dir.split())?;
+        let unseen = trained.not_held_out(split.test_ids());
+        if let Some(first) = unseen.first() {
+            return Err(another_run(format!(
+                "its run did not hold out {} of the {} test cases of {} (e.g. {first}), so it \
+                 may have trained on them",
+                unseen.len(),
+                split.test_ids().len(),
+                dir.split().display()
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// The model's input slot a file name names by its last `_`/`-`/`.` separated part: a

@@ -54,25 +54,38 @@ impl ModelCard {
 /// The checkpoint metadata key holding the [`CheckpointIdentity`] of the run that wrote it.
 pub const CHECKPOINT_IDENTITY_KEY: &str = "voxseg_card";
 
-/// What a checkpoint's weights mean: the parts of the model card that must agree for its
-/// outputs to be read correctly. Training stores it (as JSON) in every checkpoint, so a
-/// checkpoint given to another run's `model.json` is refused instead of producing
-/// plausible-looking nonsense (other modality order, other label values).
+/// What a checkpoint's weights mean, and which cases they never saw: the parts of the model
+/// card that must agree for its outputs to be read correctly, and its run's test cases.
+/// Training stores it (as JSON) in every checkpoint, so a checkpoint given to another run's
+/// `model.json` is refused instead of producing plausible-looking nonsense (other modality
+/// order, other label values, other normalisation) or scoring a test case it trained on.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CheckpointIdentity {
     pub modalities: Vec<String>,
     pub label_spec: LabelSpec,
     pub target: TargetSpec,
     pub model: ModelSpec,
+    /// The preprocessing of its inputs, dataset statistics included; None in checkpoints
+    /// written before it was recorded.
+    #[serde(default)]
+    pub preprocess: Option<PreprocessSpec>,
+    /// The test cases its run held out; None in checkpoints written before they were
+    /// recorded.
+    #[serde(default)]
+    pub held_out: Option<Vec<String>>,
 }
 
 impl ModelCard {
-    pub fn identity(&self) -> CheckpointIdentity {
+    /// The identity of the checkpoints of a run training with this card and holding out
+    /// `held_out` (None: unknown, as for comparing cards alone).
+    pub fn identity(&self, held_out: Option<&[String]>) -> CheckpointIdentity {
         CheckpointIdentity {
             modalities: self.modalities.clone(),
             label_spec: self.label_spec.clone(),
             target: self.target.clone(),
             model: self.model.clone(),
+            preprocess: Some(self.preprocess.clone()),
+            held_out: held_out.map(<[String]>::to_vec),
         }
     }
 }
@@ -116,7 +129,26 @@ impl CheckpointIdentity {
         if self.model != other.model {
             out.push(("network".into(), json(&self.model), json(&other.model)));
         }
+        if let (Some(mine), Some(theirs)) = (&self.preprocess, &other.preprocess) {
+            if mine != theirs {
+                out.push(("preprocessing".into(), json(mine), json(theirs)));
+            }
+        }
         out
+    }
+
+    /// Of `test` (a run's test cases), those this checkpoint's run did not hold out, so it
+    /// may have trained on them; empty where it held them all out or did not record which.
+    pub fn not_held_out<'a>(&self, test: &'a [String]) -> Vec<&'a str> {
+        let Some(held_out) = &self.held_out else {
+            return Vec::new();
+        };
+        let held_out: std::collections::HashSet<&str> =
+            held_out.iter().map(String::as_str).collect();
+        test.iter()
+            .map(String::as_str)
+            .filter(|id| !held_out.contains(id))
+            .collect()
     }
 }
 
@@ -136,6 +168,8 @@ mod tests {
             label_spec: LabelSpec::brats2021(),
             target: TargetSpec::Regions,
             model: ModelSpec::Fcn(FcnConfig::of_sizes([2, 3], 4, 1, 1)),
+            preprocess: Some(PreprocessSpec::default()),
+            held_out: Some(vec!["a".into(), "b".into()]),
         }
     }
 
@@ -163,5 +197,47 @@ mod tests {
             (found[1].1.as_str(), found[1].2.as_str()),
             ("regions", "classes")
         );
+    }
+
+    #[test]
+    fn other_preprocessing_differs_and_an_unrecorded_one_does_not() {
+        let run = identity();
+        let mut other = identity();
+        other.preprocess = Some(PreprocessSpec {
+            crop_to_nonzero: false,
+            ..PreprocessSpec::default()
+        });
+        let found = run.differences(&other);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "preprocessing");
+        assert!(
+            found[0].2.contains("\"crop_to_nonzero\":false"),
+            "{found:?}"
+        );
+        other.preprocess = None;
+        assert!(run.differences(&other).is_empty());
+    }
+
+    #[test]
+    fn test_cases_a_checkpoint_did_not_hold_out_are_named() {
+        let checkpoint = identity();
+        let test = ["b".to_string(), "c".to_string(), "d".to_string()];
+        assert_eq!(checkpoint.not_held_out(&test), ["c", "d"]);
+        assert!(checkpoint.not_held_out(&test[..1]).is_empty());
+        let unrecorded = CheckpointIdentity {
+            held_out: None,
+            ..identity()
+        };
+        assert!(unrecorded.not_held_out(&test).is_empty());
+    }
+
+    #[test]
+    fn identities_of_older_checkpoints_read_without_preprocessing_or_test_cases() {
+        let mut json: serde_json::Value = serde_json::to_value(identity()).unwrap();
+        let fields = json.as_object_mut().unwrap();
+        fields.remove("preprocess");
+        fields.remove("held_out");
+        let old: CheckpointIdentity = serde_json::from_value(json).unwrap();
+        assert_eq!((old.preprocess, old.held_out), (None, None));
     }
 }

@@ -1,6 +1,6 @@
 //! One training run, start to finish: the run directory, data, planning, the model, the
 //! loop with validation, logs and checkpoints, resuming, time limits and Ctrl-C.
-use super::card::{ModelCard, CARD_FORMAT, CHECKPOINT_IDENTITY_KEY};
+use super::card::{CheckpointIdentity, ModelCard, CARD_FORMAT, CHECKPOINT_IDENTITY_KEY};
 use super::checkpoint::{load_checkpoint, save_checkpoint};
 use super::config::{ModelKind, TrainConfig, RESUMABLE_SETTINGS};
 use super::plan::{
@@ -1566,7 +1566,7 @@ impl<B: Backend> Validator<'_, B> {
 
 fn save_state<B: Backend>(
     path: &Path,
-    card: &ModelCard,
+    identity: &CheckpointIdentity,
     model: &Model<B>,
     opt: &dyn Optimizer<B>,
     state: &TrainState,
@@ -1591,7 +1591,7 @@ fn save_state<B: Backend>(
     meta.insert("optimizer".to_string(), opt.kind().to_string());
     meta.insert(
         CHECKPOINT_IDENTITY_KEY.to_string(),
-        serde_json::to_string(&card.identity()).map_err(|e| Error::file(path, e.to_string()))?,
+        serde_json::to_string(identity).map_err(|e| Error::file(path, e.to_string()))?,
     );
     save_checkpoint(path, &tensors, &meta)
 }
@@ -1812,6 +1812,7 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
         training_spacing: Some([2, 1, 0].map(|a| summary.median_spacing[a])),
     };
     card.save(&run.model())?;
+    let identity = card.identity(Some(split.test_ids()));
     create_dir(&run.checkpoints())?;
 
     let mut model = Model::new(backend, &spec, cfg.seed)?;
@@ -2019,7 +2020,7 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
                 state.schedule = Some(schedule.clone());
                 save_state(
                     &run.checkpoint("best"),
-                    &card,
+                    &identity,
                     &model,
                     opt.as_ref(),
                     &advance(&state, epoch_done),
@@ -2047,7 +2048,13 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
         state = advance(&state, epoch_done);
         state.seconds = base_seconds + started.elapsed().as_secs_f64();
         state.schedule = Some(schedule.clone());
-        save_state(&run.checkpoint("last"), &card, &model, opt.as_ref(), &state)?;
+        save_state(
+            &run.checkpoint("last"),
+            &identity,
+            &model,
+            opt.as_ref(),
+            &state,
+        )?;
         if !validates {
             // Byte for byte the same file: without validation there is nothing to choose.
             let last = run.checkpoint("last");
