@@ -14,6 +14,7 @@ use crate::infer::{PredictOptions, Predictor};
 use crate::metrics::evaluate::evaluate;
 use crate::metrics::EvalReport;
 use crate::optim::LrSchedule;
+use crate::train::run::RunDir;
 use crate::train::{RunOptions, TrainConfig};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -195,14 +196,27 @@ pub fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
     })
 }
 
-/// Predicts the test cases of the run's split with its best checkpoint (with pictures).
+/// Predicts the test cases of the run's split with its best checkpoint (with pictures), or
+/// its last where the budget ended training before any epoch was validated.
 fn predict_test<B: Backend>(backend: &B, run: &Path, data: &Path, out: &Path) -> Result<Split> {
-    let mut predictor = Predictor::open(backend, run, "best")?;
+    let dir = RunDir {
+        root: run.to_path_buf(),
+    };
+    let checkpoint = if dir.checkpoint("best").exists() {
+        "best"
+    } else {
+        eprintln!(
+            "note: training stopped before its first validation; predicting with the last \
+             checkpoint (a longer --minutes validates and keeps the best)"
+        );
+        "last"
+    };
+    let mut predictor = Predictor::open(backend, run, checkpoint)?;
     let dataset = crate::data::layout::detect(data)?;
     let ids: Vec<String> = dataset.cases.iter().map(|c| c.id.clone()).collect();
     let split = Split::load(&run.join("split.json"), &ids)?;
     let opts = PredictOptions {
-        checkpoint: "best".into(),
+        checkpoint: checkpoint.into(),
         overlap: 0.5,
         tta: false,
         probabilities: false,
@@ -218,4 +232,51 @@ fn predict_test<B: Backend>(backend: &B, run: &Path, data: &Path, out: &Path) ->
         predictor.predict_case(&dataset, case, out, &opts)?;
     }
     Ok(split)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_stopped_before_its_first_validation_predicts_with_its_last_checkpoint() {
+        let root = std::env::temp_dir().join(format!("voxseg-qs-last-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let data = root.join("data");
+        write_dataset(&SynthOptions {
+            out: data.clone(),
+            cases: 6,
+            size: [24; 3],
+            seed: 3,
+            layout: SynthLayout::Brats2021,
+            storage: SynthStorage::Int16,
+        })
+        .unwrap();
+        let run = root.join("run");
+        let cfg = TrainConfig {
+            features: Some(4),
+            max_features: Some(8),
+            depth: Some(2),
+            patch: Some([16; 3]),
+            batch: Some(1),
+            epochs: 1,
+            iters_per_epoch: 1,
+            workers: 1,
+            augment: crate::data::augment::AugmentSpec::none(),
+            ..train_config(data.clone(), run.clone(), "cpu", 3, 1.0)
+        };
+        crate::train::train(cfg, RunOptions::default()).unwrap();
+        // As when the time limit ends training before its first validation.
+        let best = run.join("checkpoints/best.safetensors");
+        std::fs::remove_file(&best).unwrap();
+
+        let out = root.join("predictions");
+        std::fs::create_dir_all(&out).unwrap();
+        let split = predict_test(&Cpu::new(), &run, &data, &out).unwrap();
+        assert!(!split.test_ids().is_empty());
+        for id in split.test_ids() {
+            assert!(out.join(format!("{id}.nii.gz")).is_file(), "{id}");
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
