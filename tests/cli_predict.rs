@@ -231,6 +231,30 @@ fn existing_outputs_are_refused_before_any_case_is_predicted() {
     assert!(r.ok, "{}", r.stderr);
     assert_ne!(std::fs::read(&probs).unwrap(), b"old");
     assert!(truth.exists());
+
+    // An uncompressed label map of the case is one of its outputs too (evaluate would read
+    // it beside ours): refused, and removed by --force. Labels of a case this run does not
+    // predict stay, with a note.
+    let uncompressed = out.join(format!("{UNLABELLED}.nii"));
+    std::fs::write(&uncompressed, b"old labels").unwrap();
+    std::fs::write(out.join("SynthBrain_001.nii.gz"), b"other").unwrap();
+    let r = predict(&f.run, &out, &args);
+    assert!(
+        !r.ok && r.stderr.contains("(1 of them this run does not write;"),
+        "{}",
+        r.stderr
+    );
+    let r = predict(&f.run, &out, &[&args[..], &["--force"]].concat());
+    assert!(r.ok, "{}", r.stderr);
+    assert!(!uncompressed.exists());
+    assert!(
+        r.stderr.contains(&format!(
+            "{} also holds the labels of 1 case(s) this run did not predict (SynthBrain_001)",
+            out.display()
+        )),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

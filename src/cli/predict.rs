@@ -238,6 +238,16 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
             few(&names)
         );
     }
+    let others = labels_of_other_cases(&a.out, &cases);
+    if !others.is_empty() {
+        eprintln!(
+            "note: {} also holds the labels of {} case(s) this run did not predict ({}), an \
+             earlier run's; evaluate scores every case it finds unless given --split",
+            a.out.display(),
+            others.len(),
+            few(&others)
+        );
+    }
     if !failed.is_empty() {
         anyhow::bail!(
             "{} of the {} cases could not be predicted ({}); the other {} were written to {}",
@@ -249,6 +259,29 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The case ids of the label maps in `out` (`ID.nii.gz`, `ID.nii`) that are not among
+/// `cases`, sorted.
+fn labels_of_other_cases(out: &Path, cases: &[voxseg::data::layout::CaseFiles]) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|name| {
+            let id = name
+                .strip_suffix(".nii.gz")
+                .or_else(|| name.strip_suffix(".nii"))?;
+            (!id.starts_with('.')
+                && !id.ends_with("_probabilities")
+                && !cases.iter().any(|c| c.id == id))
+            .then(|| id.to_string())
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 /// Removes those of `paths` that exist; returns them.

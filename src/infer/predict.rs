@@ -53,6 +53,9 @@ pub struct OutputFiles {
     pub probabilities: Option<(PathBuf, PathBuf)>,
     /// `CASE.png`.
     pub picture: Option<PathBuf>,
+    /// `CASE.nii`: no run writes it, but `evaluate` reads it as the case's labels, so an
+    /// earlier one is an output of the case too.
+    pub uncompressed_labels: Option<PathBuf>,
 }
 
 impl OutputFiles {
@@ -62,6 +65,7 @@ impl OutputFiles {
 
     fn with(case: &str, out: &Path, probabilities: bool, picture: bool) -> Self {
         OutputFiles {
+            uncompressed_labels: None,
             labels: out.join(format!("{case}.nii.gz")),
             probabilities: probabilities.then(|| {
                 (
@@ -73,9 +77,13 @@ impl OutputFiles {
         }
     }
 
-    /// Every file a predict run may write for `case`, whatever its options.
+    /// Every file a predict run may write for `case`, whatever its options, and the labels
+    /// `evaluate` would read beside them.
     pub fn every(case: &str, out: &Path) -> Self {
-        Self::with(case, out, true, true)
+        Self {
+            uncompressed_labels: Some(out.join(format!("{case}.nii"))),
+            ..Self::with(case, out, true, true)
+        }
     }
 
     /// The files of `case` that some predict run writes but a run with `opts` does not
@@ -119,6 +127,7 @@ impl OutputFiles {
             all.extend([image.as_path(), sidecar.as_path()]);
         }
         all.extend(self.picture.as_deref());
+        all.extend(self.uncompressed_labels.as_deref());
         all
     }
 }
@@ -843,15 +852,19 @@ mod tests {
             [
                 "o/c1_probabilities.nii.gz",
                 "o/c1_probabilities.json",
-                "o/c1.png"
+                "o/c1.png",
+                "o/c1.nii"
             ]
         );
         assert_eq!(
             names(OutputFiles::not_written("c1", out, &opts(true, false))),
-            ["o/c1.png"]
+            ["o/c1.png", "o/c1.nii"]
         );
-        assert!(OutputFiles::not_written("c1", out, &opts(true, true)).is_empty());
-        assert_eq!(OutputFiles::every("c1", out).all().len(), 4);
+        assert_eq!(
+            names(OutputFiles::not_written("c1", out, &opts(true, true))),
+            ["o/c1.nii"]
+        );
+        assert_eq!(OutputFiles::every("c1", out).all().len(), 5);
     }
 
     #[test]
