@@ -19,6 +19,7 @@ where
     F: FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 {
     let tmp = temp_path(path);
+    let _in_flight = crate::interrupt::InFlight::register(&tmp);
     let attempt = (|| -> std::io::Result<()> {
         let file = File::create(&tmp)?;
         let mut w = BufWriter::new(file);

@@ -37,6 +37,7 @@ pub mod bench;
 pub mod data;
 pub mod error;
 pub mod infer;
+pub mod interrupt;
 pub mod large_blocks;
 pub mod log;
 pub mod loss;

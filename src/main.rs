@@ -8,6 +8,8 @@ static ALLOC: voxseg::large_blocks::LargeBlockAlloc = voxseg::large_blocks::Larg
 
 fn main() {
     let args = cli::Cli::parse();
+    // Ctrl-C removes the temporary files of the writes in flight before exiting.
+    voxseg::interrupt::install();
     if args.only_prints() {
         exit_quietly_on_closed_stdout();
     }

@@ -750,3 +750,38 @@ fn cpu_bench_lines_say_where_and_at_which_precision_they_ran() {
     assert!(line["ms"].as_f64().is_some_and(|ms| ms > 0.0), "{line}");
     assert!(stderr.contains(&format!("device: {device}")), "{stderr}");
 }
+
+/// Ctrl-C outside training ends the command at once with 130 and leaves none of the
+/// temporary files of its atomic writes (here synth's, which writes many at a time).
+#[test]
+fn ctrl_c_exits_130_and_leaves_no_temporary_file() {
+    let dir = temp_dir("ctrl-c");
+    let out = dir.join("synth");
+    let child = Command::new(env!("CARGO_BIN_EXE_voxseg"))
+        .args(["synth", "--out", out.to_str().unwrap(), "--cases", "400"])
+        .args(["--size", "64"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the first case's folder is there, writes are in flight.
+    let started = std::time::Instant::now();
+    while !out.is_dir() || std::fs::read_dir(&out).unwrap().count() < 2 {
+        assert!(started.elapsed().as_secs() < 60, "synth wrote nothing");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Our own child, not yet reaped, so the pid is still its.
+    let pid = child.id().to_string();
+    let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(sent.success(), "kill -INT {pid}: {sent}");
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(130), "{stderr}");
+    assert!(stderr.ends_with("interrupted\n"), "{stderr}");
+    let temporary: Vec<PathBuf> = snapshot(&out)
+        .into_keys()
+        .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(temporary.is_empty(), "{temporary:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -38,12 +38,8 @@ use crate::tensor_ops::confusion::{ConfusionSpec, Decision};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Set by Ctrl-C: the loop saves `last` and returns.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Where a run keeps its files.
 #[derive(Clone, Debug)]
@@ -1649,11 +1645,6 @@ fn histograms<B: Backend>(
     Ok(())
 }
 
-fn install_interrupt_handler() {
-    // A second installation (several runs in one process) keeps the first handler.
-    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
-}
-
 /// The plan a new run with `cfg` would use: planned, as training plans, from the cropped
 /// cases outside the test set of the split it would make (its seed and fractions, or its
 /// split file; every fold of a cross-validation has the same), with the values `cfg` sets
@@ -1868,8 +1859,9 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
             tta: false,
         },
     };
-    install_interrupt_handler();
-    INTERRUPTED.store(false, Ordering::SeqCst);
+    // Ctrl-C ends the epoch's loop, which saves `last` and returns.
+    crate::interrupt::install();
+    let interrupt = crate::interrupt::Polling::start();
     // Validated to fit; a limit that still does not fit an Instant is no limit.
     let deadline = cfg.time_limit_minutes.and_then(|m| {
         Duration::try_from_secs_f64(m * 60.0)
@@ -1928,7 +1920,7 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
         let mut steps_now = 0usize;
         let mut last_grads = None;
         while state.iter < cfg.iters_per_epoch {
-            if INTERRUPTED.load(Ordering::SeqCst) {
+            if interrupt.requested() {
                 ending = Ending::Interrupted;
                 break;
             }

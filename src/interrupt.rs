@@ -1,0 +1,96 @@
+//! Ctrl-C. While a loop polls for it (training, which then saves its state and returns),
+//! it is only noted. Otherwise the process ends at once with 130 (128 + SIGINT, as a shell
+//! reports it), first removing the temporary files of the atomic writes in flight, so an
+//! interrupted command leaves no partial file behind.
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
+
+static REQUESTED: AtomicBool = AtomicBool::new(false);
+static POLLERS: AtomicUsize = AtomicUsize::new(0);
+static IN_FLIGHT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static INSTALL: Once = Once::new();
+
+/// Installs the handler (once per process; later calls do nothing).
+pub fn install() {
+    INSTALL.call_once(|| {
+        // Fails only where another handler was installed first; that one then decides.
+        let _ = ctrlc::set_handler(on_interrupt);
+    });
+}
+
+fn on_interrupt() {
+    if POLLERS.load(Ordering::SeqCst) > 0 {
+        REQUESTED.store(true, Ordering::SeqCst);
+        return;
+    }
+    // Held until the exit: a write that has not registered its file yet cannot start one.
+    let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+    for tmp in in_flight.drain(..) {
+        let _ = std::fs::remove_file(tmp);
+    }
+    eprintln!("interrupted");
+    std::process::exit(130);
+}
+
+/// While one lives, Ctrl-C is noted for [`requested`] instead of ending the process.
+pub struct Polling(());
+
+impl Polling {
+    /// Starts polling, forgetting any earlier request.
+    pub fn start() -> Self {
+        REQUESTED.store(false, Ordering::SeqCst);
+        POLLERS.fetch_add(1, Ordering::SeqCst);
+        Polling(())
+    }
+
+    /// Whether Ctrl-C was pressed since polling started.
+    pub fn requested(&self) -> bool {
+        REQUESTED.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Polling {
+    fn drop(&mut self) {
+        POLLERS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A temporary file being written, removed by an interruption until dropped.
+pub(crate) struct InFlight(PathBuf);
+
+impl InFlight {
+    /// Registers `tmp` before it is created.
+    pub(crate) fn register(tmp: &Path) -> Self {
+        lock().push(tmp.to_path_buf());
+        InFlight(tmp.to_path_buf())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut in_flight = lock();
+        if let Some(i) = in_flight.iter().position(|p| *p == self.0) {
+            in_flight.swap_remove(i);
+        }
+    }
+}
+
+fn lock() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_in_flight_are_registered_until_dropped() {
+        let tmp = Path::new("/nonexistent/.a.tmp");
+        let held = |p: &Path| lock().iter().any(|q| q == p);
+        let guard = InFlight::register(tmp);
+        assert!(held(tmp));
+        drop(guard);
+        assert!(!held(tmp));
+    }
+}
