@@ -558,6 +558,27 @@ fn predictions_of_unlabelled_test_cases_are_left_out_with_a_warning() {
         stderr.contains("stranger") && stderr.contains("no reference label"),
         "{stderr}"
     );
+    // Also when a split picks the cases to score.
+    let split = dir.join("split.json");
+    let ids: Vec<String> = cases[..2].iter().map(|(id, _)| id.clone()).collect();
+    Split::from_lists(vec![ids[0].clone()], vec![], vec![ids[1].clone()], &ids)
+        .unwrap()
+        .save(&split)
+        .unwrap();
+    let Outcome { ok, stderr, .. } = voxseg(&[
+        &"evaluate" as Arg,
+        &"--pred",
+        &pred,
+        &"--truth",
+        &data,
+        &"--split",
+        &split,
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("stranger") && stderr.contains("no reference label"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -446,19 +446,20 @@ pub fn evaluate_reference(
     };
 
     let found = label_files(pred)?;
+    // A prediction of a case the reference does not know is an error also when a subset
+    // is scored: it names another dataset's cases, or a mistyped id.
+    if let Some(extra) = found
+        .keys()
+        .find(|id| !reference.labels.contains_key(*id) && !reference.unlabelled.contains(*id))
+    {
+        return Err(Error::data(
+            extra.as_str(),
+            format!("no reference label in {}", reference.root.display()),
+        ));
+    }
     let wanted: Vec<String> = match opts.cases {
         Some(cases) => cases.to_vec(),
-        None => {
-            if let Some(extra) = found.keys().find(|id| {
-                !reference.labels.contains_key(*id) && !reference.unlabelled.contains(*id)
-            }) {
-                return Err(Error::data(
-                    extra.as_str(),
-                    format!("no reference label in {}", reference.root.display()),
-                ));
-            }
-            reference.labels.keys().cloned().collect()
-        }
+        None => reference.labels.keys().cloned().collect(),
     };
     let missing: Vec<String> = wanted
         .iter()
