@@ -148,7 +148,7 @@ struct Member<B: Backend> {
 }
 
 /// Loads `run`'s model card and a checkpoint (`best`, `last` or a path), refusing a
-/// checkpoint trained with another card (modalities, labels, target, network).
+/// checkpoint of another run (see `check_checkpoint_identity`).
 fn open_member<B: Backend>(backend: &B, run: &Path, checkpoint: &str) -> Result<Member<B>> {
     let dir = RunDir {
         root: run.to_path_buf(),
@@ -182,8 +182,10 @@ fn open_member<B: Backend>(backend: &B, run: &Path, checkpoint: &str) -> Result<
     Ok(Member { card, model })
 }
 
-/// Refuses a checkpoint whose recorded model card differs from the run's `model.json`;
-/// returns a warning for a checkpoint that records none (written before voxseg stored it).
+/// Refuses a checkpoint whose recorded model card differs from the run's `model.json`
+/// (modalities, labels, target, network, preprocessing), or whose run did not hold out the
+/// run's test cases; returns a warning for a checkpoint that records no card (written
+/// before voxseg stored it).
 fn check_checkpoint_identity(
     path: &Path,
     dir: &RunDir,
@@ -230,12 +232,12 @@ fn check_checkpoint_identity(
     // Its weights may have seen the run's test cases: scores of them would be no test.
     if dir.split().is_file() {
         let split = Split::read(&dir.split())?;
-        let unseen = trained.not_held_out(split.test_ids());
-        if let Some(first) = unseen.first() {
+        let not_held_out = trained.not_held_out(split.test_ids());
+        if let Some(first) = not_held_out.first() {
             return Err(another_run(format!(
                 "its run did not hold out {} of the {} test cases of {} (e.g. {first}), so it \
                  may have trained on them",
-                unseen.len(),
+                not_held_out.len(),
                 split.test_ids().len(),
                 dir.split().display()
             )));
@@ -379,7 +381,7 @@ struct SharedCase {
 
 impl<B: Backend> Predictor<B> {
     /// Loads `run`'s model card and a checkpoint (`best`, `last` or a path), refusing a
-    /// checkpoint trained with another card (modalities, labels, target, network).
+    /// checkpoint of another run.
     pub fn open(backend: &B, run: &Path, checkpoint: &str) -> Result<Self> {
         let first = open_member(backend, run, checkpoint)?;
         Ok(Self {
