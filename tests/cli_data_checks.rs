@@ -359,6 +359,58 @@ fn nnunet_layout_names_orphan_labels_a_wrong_count_and_a_wrong_file_ending() {
 }
 
 #[test]
+fn check_reports_every_layout_problem_then_checks_the_cases() {
+    let dir = temp_dir("nnunet-stray");
+    let root = dir.join("Dataset003_Stray");
+    nnunet_dataset(&root, 3, 3, ".nii.gz");
+    // A channel channel_names does not declare, a file not named CASE_XXXX, and a NaN in
+    // another case: each is named, and the clean case still passes.
+    let first = root.join("imagesTr/case_000_0000.nii.gz");
+    let stray = root.join("imagesTr/case_001_0004.nii.gz");
+    let odd = root.join("imagesTr/notes.nii.gz");
+    std::fs::copy(&first, &stray).unwrap();
+    std::fs::copy(&first, &odd).unwrap();
+    let header = NiftiHeaderInfo::new([8, 8, 8], [1.0; 3]);
+    let mut image = vec![1.0f32; 512];
+    image[9] = f32::NAN;
+    write_nifti(&first, &header, 1, VoxelData::Float32(&image), (1.0, 0.0)).unwrap();
+    let Outcome {
+        ok,
+        stdout: out,
+        stderr: err,
+        ..
+    } = voxseg(&["check", "--data", s(&root)]);
+    assert!(!ok, "{out}{err}");
+    for line in [
+        format!(
+            "problem: {}: case case_001: channel 0004 is not in channel_names (1 channels)",
+            stray.display()
+        ),
+        format!(
+            "problem: {}: name is not CASE_XXXX with a 4-digit channel number",
+            odd.display()
+        ),
+        format!(
+            "problem: {}: case case_000: 1 NaN/Inf voxel(s)",
+            first.display()
+        ),
+    ] {
+        assert!(out.contains(&line), "{line}\n{out}");
+    }
+    assert!(
+        out.ends_with(
+            "1 problem(s) in the listing; 3 case(s) checked: 1 readable, 2 with a problem\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        err.contains("1 problem(s) in the listing; 2 case(s) would be refused"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn check_names_replace_nan_and_prints_spacings_as_written() {
     let dir = temp_dir("nan-spacing");
     let (manifest, mut image) = ct_manifest(&dir, [0.8, 0.8, 3.0]);

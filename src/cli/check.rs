@@ -31,10 +31,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let check = check_dataset(&listing, &channels, nan);
     say!("{}", check.report(dataset, &names));
-    if check.problems() > 0 {
+    if check.failed() {
         anyhow::bail!(
-            "{}: {} case(s) would be refused by training or prediction{}",
+            "{}: {}{} case(s) would be refused by training or prediction{}",
             a.data.display(),
+            match check.listing.len() {
+                0 => String::new(),
+                n => format!("{n} problem(s) in the listing; "),
+            },
             check.problems(),
             if a.replace_nan {
                 " with --replace-nan"

@@ -109,6 +109,7 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
         // and no label: prediction never reads them. A case missing one fails alone, as a
         // corrupt one does, and the others are predicted.
         let listing = list(data)?;
+        listing.refuse_problems()?;
         let channels = listing
             .dataset
             .select_modalities(&predictor.card.modalities)?;

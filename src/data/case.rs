@@ -1,6 +1,6 @@
 //! Loading one case: the selected modalities and the label, checked against each other.
 use crate::data::labels::LabelSpec;
-use crate::data::layout::{CaseFiles, Dataset};
+use crate::data::layout::{CaseFiles, Dataset, ImageFile};
 use crate::data::nifti::{NiftiFile, NiftiHeaderInfo};
 use crate::data::volume::{CaseData, LabelVolume, Volume};
 use crate::error::{Error, Result};
@@ -26,151 +26,157 @@ pub enum NanPolicy {
 /// internal classes. Checks that every file has the same shape and affine as the first
 /// selected image; the returned header is that image's grid (with one channel), the
 /// reference for writing predictions. Each file is read once, however many channels
-/// are taken from it.
+/// are taken from it. The error is the first problem [`read_case`] meets.
 pub fn load_case(
     dataset: &Dataset,
     case: &CaseFiles,
     modalities: &[usize],
     nan_policy: NanPolicy,
 ) -> Result<(CaseData, NiftiHeaderInfo)> {
+    let read = read_case(dataset, case, modalities, nan_policy, &[]);
+    match read.loaded {
+        Some(loaded) => Ok(loaded),
+        None => Err(read
+            .problems
+            .into_iter()
+            .next()
+            .expect("a case that is not loaded has a problem")),
+    }
+}
+
+/// What reading a case found: the case, when every file was read and fits the others, and
+/// every problem met otherwise.
+pub struct CaseRead {
+    pub loaded: Option<(CaseData, NiftiHeaderInfo)>,
+    pub problems: Vec<Error>,
+}
+
+/// Reads `case` as [`load_case`] does, but on past a problem, so that one run names every
+/// problem of the case (for `voxseg check`): each file unreadable, on another grid than the
+/// first readable image, with NaN voxels (with `NanPolicy::Error`) or label values outside
+/// the convention. Files in `skip` (known to be missing) are not read, and the case is then
+/// not loaded.
+pub fn read_case(
+    dataset: &Dataset,
+    case: &CaseFiles,
+    modalities: &[usize],
+    nan_policy: NanPolicy,
+    skip: &[&Path],
+) -> CaseRead {
+    let failed = |problems| CaseRead {
+        loaded: None,
+        problems,
+    };
     if modalities.is_empty() {
-        return Err(Error::data(
+        return failed(vec![Error::data(
             format!("case {}", case.id),
             "no modality selected",
-        ));
+        )]);
     }
-    let mut files: Vec<NiftiFile> = Vec::new();
+    let mut problems = Vec::new();
+    // Each path once; None when it is skipped or unreadable (reported once).
+    let mut files: Vec<(&Path, Option<NiftiFile>)> = Vec::new();
     let mut channels = Vec::with_capacity(modalities.len());
     let mut reference: Option<(NiftiHeaderInfo, &Path)> = None;
     for &m in modalities {
-        let image = case.images.get(m).ok_or_else(|| {
-            Error::data(
+        let Some(image) = case.images.get(m) else {
+            problems.push(Error::data(
                 format!("case {}", case.id),
                 format!(
                     "modality index {m} is out of range (the dataset has {})",
                     dataset.modalities.len()
                 ),
-            )
-        })?;
-        let slot = match files.iter().position(|f| f.path() == image.path) {
+            ));
+            continue;
+        };
+        let slot = match files.iter().position(|(p, _)| *p == image.path) {
             Some(i) => i,
             None => {
-                files.push(NiftiFile::open(&image.path).map_err(|e| in_case(&case.id, e))?);
+                let opened = if skip.contains(&image.path.as_path()) {
+                    None
+                } else {
+                    match NiftiFile::open(&image.path) {
+                        Ok(file) => Some(file),
+                        Err(e) => {
+                            problems.push(in_case(&case.id, e));
+                            None
+                        }
+                    }
+                };
+                if let Some(header) = opened.as_ref().map(NiftiFile::header) {
+                    match &reference {
+                        None => {
+                            let mut grid = header.clone();
+                            grid.channels = 1;
+                            reference = Some((grid, &image.path));
+                        }
+                        Some((grid, first)) => {
+                            if let Err(e) =
+                                check_same_grid(&case.id, grid, first, header, &image.path)
+                            {
+                                problems.push(e);
+                            }
+                        }
+                    }
+                }
+                files.push((&image.path, opened));
                 files.len() - 1
             }
         };
-        let file = &files[slot];
-        let header = file.header();
-        let channel = match image.channel {
-            None if header.channels != 1 => {
-                return Err(Error::file(
-                    &image.path,
-                    format!(
-                        "case {}: the {} image is 4D with {} channels; a 3D image was expected",
-                        case.id, image.modality, header.channels
-                    ),
-                ))
-            }
-            None => 0,
-            Some(c) => c,
+        let Some(file) = &files[slot].1 else {
+            continue;
         };
-        match &reference {
-            None => {
-                let mut grid = header.clone();
-                grid.channels = 1;
-                reference = Some((grid, &image.path));
-            }
-            Some((grid, first)) => check_same_grid(&case.id, grid, first, header, &image.path)?,
+        let header = file.header();
+        let volume = image_channel(case, image, header).and_then(|c| {
+            let mut data = file.channel(c).map_err(|e| in_case(&case.id, e))?;
+            handle_non_finite(&case.id, &image.path, &mut data, header.dims, nan_policy)?;
+            Ok(Volume::new(header.dims, header.spacing, data))
+        });
+        match volume {
+            Ok(volume) => channels.push(volume),
+            Err(e) => problems.push(e),
         }
-        let mut data = file.channel(channel).map_err(|e| in_case(&case.id, e))?;
-        handle_non_finite(&case.id, &image.path, &mut data, header.dims, nan_policy)?;
-        channels.push(Volume::new(header.dims, header.spacing, data));
     }
-    let (grid, first) = reference.expect("at least one modality was loaded");
+    let grid = reference.as_ref().map(|(g, p)| (g, *p));
     let label = match &case.label {
-        None => None,
-        Some(path) => Some(load_label(
-            &dataset.label_spec,
-            &case.id,
-            path,
-            &grid,
-            first,
-        )?),
+        Some(path) if !skip.contains(&path.as_path()) => {
+            let (label, errors) = read_label(&dataset.label_spec, &case.id, path, grid);
+            problems.extend(errors);
+            label
+        }
+        _ => None,
     };
-    Ok((
-        CaseData {
-            id: case.id.clone(),
-            channels,
-            label,
+    let skipped = files.iter().any(|(_, f)| f.is_none()) || case.label.is_some() && label.is_none();
+    match reference {
+        Some((grid, _)) if problems.is_empty() && !skipped => CaseRead {
+            loaded: Some((
+                CaseData {
+                    id: case.id.clone(),
+                    channels,
+                    label,
+                },
+                grid,
+            )),
+            problems,
         },
-        grid,
-    ))
+        _ => failed(problems),
+    }
 }
 
-/// What is wrong with each file of `case` on its own, file by file: unreadable files, NaN or
-/// infinite voxels (with `NanPolicy::Error`) and label values outside the convention, each
-/// in the words `load_case` uses. `load_case` stops at the first problem; this finds the
-/// others of the same case, for `voxseg check`. Problems between files (their grids) need
-/// every file readable and are `load_case`'s.
-pub fn file_problems(
-    dataset: &Dataset,
-    case: &CaseFiles,
-    modalities: &[usize],
-    nan_policy: NanPolicy,
-) -> Vec<Error> {
-    let mut problems = Vec::new();
-    let mut opened: Vec<&Path> = Vec::new();
-    for image in modalities.iter().filter_map(|&m| case.images.get(m)) {
-        if opened.contains(&image.path.as_path()) {
-            continue;
-        }
-        opened.push(&image.path);
-        let file = match NiftiFile::open(&image.path) {
-            Ok(file) => file,
-            Err(e) => {
-                problems.push(in_case(&case.id, e));
-                continue;
-            }
-        };
-        let channels = modalities
-            .iter()
-            .filter_map(|&m| case.images.get(m))
-            .filter(|i| i.path == image.path)
-            .map(|i| i.channel.unwrap_or(0))
-            .filter(|&c| c < file.header().channels);
-        for channel in channels {
-            let checked = file
-                .channel(channel)
-                .map_err(|e| in_case(&case.id, e))
-                .and_then(|mut data| {
-                    if nan_policy == NanPolicy::Error {
-                        let dims = file.header().dims;
-                        handle_non_finite(&case.id, &image.path, &mut data, dims, nan_policy)?;
-                    }
-                    Ok(())
-                });
-            if let Err(e) = checked {
-                problems.push(e);
-            }
-        }
+/// The channel of `header`'s file that holds `image`: a 3D image's only one, or the one the
+/// layout names in a 4D file.
+fn image_channel(case: &CaseFiles, image: &ImageFile, header: &NiftiHeaderInfo) -> Result<usize> {
+    match image.channel {
+        None if header.channels != 1 => Err(Error::file(
+            &image.path,
+            format!(
+                "case {}: the {} image is 4D with {} channels; a 3D image was expected",
+                case.id, image.modality, header.channels
+            ),
+        )),
+        None => Ok(0),
+        Some(c) => Ok(c),
     }
-    if let Some(path) = &case.label {
-        let values = NiftiFile::open(path)
-            .map_err(|e| in_case(&case.id, e))
-            .and_then(|file| {
-                let values = file.channel(0)?;
-                Ok((values, file.header().dims))
-            });
-        match values {
-            Err(e) => problems.push(e),
-            Ok((values, dims)) => {
-                if let Err(e) = dataset.label_spec.to_classes(&values, dims, &case.id, path) {
-                    problems.push(e);
-                }
-            }
-        }
-    }
-    problems
 }
 
 /// The label map of case `case` at `path` as class indices, checked to be 3D and on the
@@ -182,24 +188,62 @@ pub fn load_label(
     grid: &NiftiHeaderInfo,
     grid_path: &Path,
 ) -> Result<LabelVolume> {
-    let file = NiftiFile::open(path).map_err(|e| in_case(case, e))?;
+    match read_label(spec, case, path, Some((grid, grid_path))) {
+        (Some(label), _) => Ok(label),
+        (None, errors) => Err(errors
+            .into_iter()
+            .next()
+            .expect("a label that is not read has a problem")),
+    }
+}
+
+/// [`load_label`] on past a problem: the label when it is fine, and every problem found
+/// (unreadable, 4D, off the images' grid when one is known, values outside the convention).
+fn read_label(
+    spec: &LabelSpec,
+    case: &str,
+    path: &Path,
+    grid: Option<(&NiftiHeaderInfo, &Path)>,
+) -> (Option<LabelVolume>, Vec<Error>) {
+    let file = match NiftiFile::open(path) {
+        Ok(file) => file,
+        Err(e) => return (None, vec![in_case(case, e)]),
+    };
     let header = file.header();
     if header.channels != 1 {
-        return Err(Error::file(
+        let e = Error::file(
             path,
             format!(
                 "case {case}: the label is 4D with {} channels; a 3D label map was expected",
                 header.channels
             ),
-        ));
+        );
+        return (None, vec![e]);
     }
-    check_same_grid(case, grid, grid_path, header, path)?;
-    let values = file.channel(0)?;
-    Ok(LabelVolume {
-        dims: header.dims,
-        spacing: header.spacing,
-        data: spec.to_classes(&values, header.dims, case, path)?,
-    })
+    let mut problems = Vec::new();
+    if let Some((grid, grid_path)) = grid {
+        if let Err(e) = check_same_grid(case, grid, grid_path, header, path) {
+            problems.push(e);
+        }
+    }
+    let classes = file
+        .channel(0)
+        .and_then(|values| spec.to_classes(&values, header.dims, case, path));
+    match classes {
+        Ok(data) if problems.is_empty() => (
+            Some(LabelVolume {
+                dims: header.dims,
+                spacing: header.spacing,
+                data,
+            }),
+            problems,
+        ),
+        Ok(_) => (None, problems),
+        Err(e) => {
+            problems.push(e);
+            (None, problems)
+        }
+    }
 }
 
 /// Adds the case to a file error, so a corrupt file names the case it belongs to.

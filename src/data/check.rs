@@ -1,11 +1,12 @@
 //! A dataset's integrity check, like nnU-Net's `--verify_dataset_integrity`: every case is
 //! read and validated as training would read it, and every case's problems are reported
 //! (each file's, read on its own) rather than only the first one met.
-use super::case::{file_problems, load_case, NanPolicy};
-use super::layout::{Dataset, Listing};
+use super::case::{read_case, NanPolicy};
+use super::layout::{Dataset, Listing, MissingFile};
 use super::orient::{majority, orientation, AxisMap};
 use crate::error::few;
 use rayon::prelude::*;
+use std::path::Path;
 
 /// What reading one case found.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,8 +19,8 @@ pub struct CaseCheck {
     pub spacing: Option<[f64; 3]>,
     /// Where its voxel axes point (see [`orientation`]), when the case could be read.
     pub orientation: Option<String>,
-    /// Why training would refuse the case: every problem of each file on its own, and the
-    /// first between files (grids) where each file is readable.
+    /// Why training would refuse the case: every missing file, and every problem of each
+    /// file that exists, on its own and against the case's first readable image (grids).
     pub problems: Vec<String>,
     /// What does not stop training but is probably a mistake.
     pub warnings: Vec<String>,
@@ -28,12 +29,20 @@ pub struct CaseCheck {
 /// Every case of a dataset, checked.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DatasetCheck {
+    /// What the layout found wrong that is no one case's (a case id listed twice).
+    pub listing: Vec<String>,
     pub cases: Vec<CaseCheck>,
 }
 
 impl DatasetCheck {
+    /// How many cases have a problem.
     pub fn problems(&self) -> usize {
         self.cases.iter().filter(|c| !c.problems.is_empty()).count()
+    }
+
+    /// Whether training or prediction would refuse the dataset, or some of its cases.
+    pub fn failed(&self) -> bool {
+        self.problems() > 0 || !self.listing.is_empty()
     }
 
     /// The report: what the dataset holds, then one line per problem and per warning.
@@ -85,6 +94,9 @@ impl DatasetCheck {
                 out += &format!("warning: {w}\n");
             }
         }
+        for p in &self.listing {
+            out += &format!("problem: {p}\n");
+        }
         for c in &self.cases {
             for p in &c.problems {
                 out += &format!("problem: {p}\n");
@@ -92,6 +104,9 @@ impl DatasetCheck {
             for w in &c.warnings {
                 out += &format!("warning: case {}: {w}\n", c.id);
             }
+        }
+        if !self.listing.is_empty() {
+            out += &format!("{} problem(s) in the listing; ", self.listing.len());
         }
         out += &format!(
             "{} case(s) checked: {} readable, {} with a problem",
@@ -195,7 +210,8 @@ pub fn grid_warnings(stored: &[(&str, &str, [f64; 3])], frame: Option<&str>) -> 
 
 /// Reads every case (labelled and unlabelled) with the modalities `modalities` (indices into
 /// `dataset.modalities`), as training and prediction read them with the NaN policy `nan`:
-/// missing files (every one, of the selected modalities and the labels), unreadable files,
+/// the listing's problems, missing files (every one, of the selected modalities and the
+/// labels), unreadable files,
 /// shape and affine mismatches, label values outside the layout's convention and (with
 /// `NanPolicy::Error`) NaN or infinite voxels are problems; an empty label map or an image
 /// that is constant is a warning. With `NanPolicy::ReplaceWithZero` the loader warns of
@@ -215,59 +231,58 @@ pub fn check_dataset(listing: &Listing, modalities: &[usize], nan: NanPolicy) ->
                 problems: Vec::new(),
                 warnings: Vec::new(),
             };
-            let missing: Vec<String> = listing
-                .missing_for(&files.id, modalities)
-                .map(|m| m.to_error().to_string())
+            let missing: Vec<&MissingFile> = listing.missing_for(&files.id, modalities).collect();
+            let skip: Vec<&Path> = missing.iter().map(|m| m.path.as_path()).collect();
+            // Every file that exists is read, whatever is wrong with the others, so that
+            // one run names every problem of the case.
+            let read = read_case(dataset, files, modalities, nan, &skip);
+            let listed = listing
+                .problems
+                .iter()
+                .filter(|p| p.case.as_deref() == Some(files.id.as_str()));
+            check.problems = listed
+                .map(|p| p.to_error())
+                .chain(missing.iter().map(|m| m.to_error()))
+                .chain(read.problems)
+                .map(|e| e.to_string())
                 .collect();
-            if !missing.is_empty() {
-                check.problems = missing;
-                return check;
-            }
-            match load_case(dataset, files, modalities, nan) {
-                // load_case stops at the first problem: each file is also read on its own,
-                // so that one run names all of them.
-                Err(e) => {
-                    let first = e.to_string();
-                    check.problems = file_problems(dataset, files, modalities, nan)
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect();
-                    if !check.problems.contains(&first) {
-                        check.problems.insert(0, first);
+            if let Some((case, header)) = read.loaded {
+                check.dims = Some(case.dims());
+                check.spacing = Some(case.spacing());
+                check.orientation = Some(orientation(&header.affine()));
+                for (volume, &m) in case.channels.iter().zip(modalities) {
+                    if let Some(first) = volume.constant_value() {
+                        check.warnings.push(format!(
+                            "the {} image is constant ({first})",
+                            dataset.modalities[m]
+                        ));
                     }
                 }
-                Ok((case, header)) => {
-                    check.dims = Some(case.dims());
-                    check.spacing = Some(case.spacing());
-                    check.orientation = Some(orientation(&header.affine()));
-                    for (volume, &m) in case.channels.iter().zip(modalities) {
-                        if let Some(first) = volume.constant_value() {
-                            check.warnings.push(format!(
-                                "the {} image is constant ({first})",
-                                dataset.modalities[m]
-                            ));
-                        }
-                    }
-                    if let Some(label) = &case.label {
-                        if label.data.iter().all(|&c| c == 0) {
-                            check
-                                .warnings
-                                .push("the label map has no foreground".into());
-                        }
+                if let Some(label) = &case.label {
+                    if label.data.iter().all(|&c| c == 0) {
+                        check
+                            .warnings
+                            .push("the label map has no foreground".into());
                     }
                 }
             }
             check
         })
         .collect();
-    DatasetCheck { cases }
+    let listing = listing
+        .problems
+        .iter()
+        .filter(|p| p.case.is_none())
+        .map(|p| p.to_error().to_string())
+        .collect();
+    DatasetCheck { listing, cases }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::data::layout::list;
-    use crate::data::nifti::{write_label_map, NiftiFile};
+    use crate::data::nifti::{write_label_map, NiftiFile, NiftiHeaderInfo};
     use crate::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage};
 
     #[test]
@@ -313,7 +328,7 @@ mod tests {
             "{:?}",
             problems(1)
         );
-        // Both of case 2's problems, the truncated image first (load_case met it first).
+        // Both of case 2's problems, the truncated image first (in file order).
         assert_eq!(problems(2).len(), 2, "{:?}", problems(2));
         assert!(
             problems(2)[0].contains(&image.display().to_string())
@@ -382,6 +397,83 @@ mod tests {
         assert!(
             problems[1].starts_with(&t2.display().to_string()),
             "{problems:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_file_a_nan_and_every_grid_mismatch_are_all_reported() {
+        use crate::data::nifti::{write_nifti, VoxelData};
+        let dir = std::env::temp_dir().join(format!("voxseg-check-all-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        write_dataset(&SynthOptions {
+            out: dir.clone(),
+            cases: 2,
+            size: [16, 16, 16],
+            seed: 3,
+            layout: SynthLayout::Brats2021,
+            storage: SynthStorage::Float32,
+        })
+        .unwrap();
+        let listing = list(&dir).unwrap();
+        let case = |i: usize| listing.dataset.cases[i].clone();
+        let rewrite = |path: &std::path::Path,
+                       edit: &dyn Fn(&mut NiftiHeaderInfo, &mut Vec<f32>)| {
+            let file = NiftiFile::open(path).unwrap();
+            let (mut header, mut voxels) = (file.header().clone(), file.channel(0).unwrap());
+            edit(&mut header, &mut voxels);
+            write_nifti(path, &header, 1, VoxelData::Float32(&voxels), (1.0, 0.0)).unwrap();
+        };
+        let smaller = |h: &mut NiftiHeaderInfo, v: &mut Vec<f32>| {
+            h.dims = [14, 16, 16];
+            v.truncate(14 * 16 * 16);
+        };
+        // Case 0: no flair, a NaN in t1ce, t2 14x16x16, the label 20 mm off.
+        std::fs::remove_file(&case(0).images[3].path).unwrap();
+        rewrite(&case(0).images[1].path, &|_, v| v[3] = f32::NAN);
+        rewrite(&case(0).images[2].path, &smaller);
+        let seg = case(0).label.unwrap();
+        let file = NiftiFile::open(&seg).unwrap();
+        let mut shifted = file.header().clone();
+        shifted.srow[0][3] += 20.0;
+        let values: Vec<u8> = file.channel(0).unwrap().iter().map(|&v| v as u8).collect();
+        write_label_map(&seg, &shifted, &values).unwrap();
+        // Case 1: t2 14x16x16 and flair 20 mm off.
+        rewrite(&case(1).images[2].path, &smaller);
+        rewrite(&case(1).images[3].path, &|h, _| h.srow[1][3] -= 20.0);
+
+        let listing = list(&dir).unwrap();
+        let checked = check_dataset(&listing, &[0, 1, 2, 3], NanPolicy::Error);
+        let problems = &checked.cases[0].problems;
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(
+            problems[0].contains("missing flair image file"),
+            "{problems:?}"
+        );
+        assert!(problems[1].contains("1 NaN/Inf voxel(s)"), "{problems:?}");
+        assert!(
+            problems[2].contains("_t2.nii.gz: case")
+                && problems[2].contains("size 14x16x16 differs from the reference's 16x16x16"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[3].contains("_seg.nii.gz: case") && problems[3].contains("origin ("),
+            "{problems:?}"
+        );
+        let problems = &checked.cases[1].problems;
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("_t2.nii.gz: case") && problems[0].contains("size 14x16x16"));
+        assert!(
+            problems[1].contains("_flair.nii.gz: case") && problems[1].contains("origin ("),
+            "{problems:?}"
+        );
+        // With --replace-nan the NaN is no longer a problem; the grids still are.
+        let replaced = check_dataset(&listing, &[0, 1, 2, 3], NanPolicy::ReplaceWithZero);
+        assert_eq!(
+            replaced.cases[0].problems.len(),
+            3,
+            "{:?}",
+            replaced.cases[0]
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

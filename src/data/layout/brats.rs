@@ -142,7 +142,11 @@ pub fn detect(root: &Path) -> Result<Listing> {
         cases,
         test_cases: Vec::new(),
     };
-    Ok(Listing { dataset, missing })
+    Ok(Listing {
+        dataset,
+        missing,
+        problems: Vec::new(),
+    })
 }
 
 fn preview(entries: &[(String, PathBuf)]) -> String {

@@ -1,7 +1,10 @@
 //! The voxseg manifest: a JSON file describing one's own data, for folders that follow no
 //! standard layout. Paths are relative to the manifest's folder (or absolute). See
 //! docs/DATA.md and docs/manifest-example.json.
-use super::{note_missing, CaseFiles, Dataset, ImageFile, LayoutKind, Listing, Provides};
+use super::{
+    duplicate_ids, note_missing, CaseFiles, Dataset, ImageFile, LayoutKind, Listing,
+    ListingProblem, Provides,
+};
 use crate::data::labels::{LabelClass, LabelSpec};
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -99,14 +102,6 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
             ));
         }
     }
-    if let Some((id, why)) = m
-        .cases
-        .iter()
-        .chain(&m.test_cases)
-        .find_map(|c| unusable_case_id(&c.id).map(|why| (&c.id, why)))
-    {
-        return Err(Error::file(json_path, format!("case id {id:?} {why}")));
-    }
     let root = json_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut labels = m.labels;
     labels.sort_by_key(|l| l.value);
@@ -147,84 +142,75 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
         LabelSpec::new(classes, regions).map_err(|e| Error::file(json_path, e.to_string()))?;
 
     let mut missing = Vec::new();
-    let mut case_files = |c: &ManifestCase, allow_label: bool| -> Result<CaseFiles> {
-        if let Some(extra) = c.images.keys().find(|k| !m.modalities.contains(k)) {
-            return Err(Error::file(
-                json_path,
-                format!(
+    // Why an entry cannot be a case, in words; the others are listed all the same.
+    let mut case_files =
+        |c: &ManifestCase, allow_label: bool| -> std::result::Result<CaseFiles, String> {
+            if let Some(why) = unusable_case_id(&c.id) {
+                return Err(format!("case id {:?} {why}", c.id));
+            }
+            if let Some(extra) = c.images.keys().find(|k| !m.modalities.contains(k)) {
+                return Err(format!(
                     "case {}: image '{extra}' is not one of the modalities {:?}",
                     c.id, m.modalities
-                ),
-            ));
-        }
-        let mut images = Vec::with_capacity(m.modalities.len());
-        for (index, modality) in m.modalities.iter().enumerate() {
-            let (rel, channel) = match c.images.get(modality) {
-                Some(ManifestImage::Path(p)) => (p, None),
-                Some(ManifestImage::Channel { path, channel }) => (path, Some(*channel)),
-                None => {
-                    return Err(Error::file(
-                        json_path,
-                        format!("case {}: no '{modality}' image", c.id),
-                    ))
-                }
-            };
-            let path = resolve(&root, rel);
-            note_missing(
-                &mut missing,
-                &c.id,
-                &path,
-                &format!("{modality} image file"),
-                Provides::Channel(index),
-            );
-            images.push(ImageFile {
-                modality: modality.clone(),
-                path,
-                channel,
-            });
-        }
-        let label = match (&c.label, allow_label) {
-            (Some(_), false) => {
-                return Err(Error::file(
-                    json_path,
-                    format!("test case {}: test cases carry no label", c.id),
-                ))
+                ));
             }
-            (Some(rel), true) => {
+            let mut images = Vec::with_capacity(m.modalities.len());
+            for (index, modality) in m.modalities.iter().enumerate() {
+                let (rel, channel) = match c.images.get(modality) {
+                    Some(ManifestImage::Path(p)) => (p, None),
+                    Some(ManifestImage::Channel { path, channel }) => (path, Some(*channel)),
+                    None => return Err(format!("case {}: no '{modality}' image", c.id)),
+                };
                 let path = resolve(&root, rel);
-                note_missing(&mut missing, &c.id, &path, "label file", Provides::Label);
-                Some(path)
+                note_missing(
+                    &mut missing,
+                    &c.id,
+                    &path,
+                    &format!("{modality} image file"),
+                    Provides::Channel(index),
+                );
+                images.push(ImageFile {
+                    modality: modality.clone(),
+                    path,
+                    channel,
+                });
             }
-            (None, _) => None,
+            let label = match (&c.label, allow_label) {
+                (Some(_), false) => {
+                    return Err(format!("test case {}: test cases carry no label", c.id))
+                }
+                (Some(rel), true) => {
+                    let path = resolve(&root, rel);
+                    note_missing(&mut missing, &c.id, &path, "label file", Provides::Label);
+                    Some(path)
+                }
+                (None, _) => None,
+            };
+            Ok(CaseFiles {
+                id: c.id.clone(),
+                images,
+                label,
+            })
         };
-        Ok(CaseFiles {
-            id: c.id.clone(),
-            images,
-            label,
-        })
+    let mut problems = Vec::new();
+    let mut listed = |entries: &[ManifestCase], labels: bool| {
+        let mut out = Vec::with_capacity(entries.len());
+        for c in entries {
+            match case_files(c, labels) {
+                Ok(files) => out.push(files),
+                Err(msg) => problems.push(ListingProblem {
+                    case: None,
+                    path: json_path.to_path_buf(),
+                    msg,
+                }),
+            }
+        }
+        out
     };
-    let cases = m
-        .cases
-        .iter()
-        .map(|c| case_files(c, true))
-        .collect::<Result<Vec<_>>>()?;
-    let test_cases = m
-        .test_cases
-        .iter()
-        .map(|c| case_files(c, false))
-        .collect::<Result<Vec<_>>>()?;
-    let mut ids: Vec<&str> = cases
-        .iter()
-        .chain(&test_cases)
-        .map(|c| c.id.as_str())
-        .collect();
-    ids.sort_unstable();
-    if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
-        return Err(Error::file(
-            json_path,
-            format!("case id '{}' appears twice", w[0]),
-        ));
-    }
+    let cases = listed(&m.cases, true);
+    let test_cases = listed(&m.test_cases, false);
+    let all: Vec<&CaseFiles> = cases.iter().chain(&test_cases).collect();
+    problems.extend(duplicate_ids(json_path, &all));
     let labelled = cases.iter().filter(|c| c.label.is_some()).count();
     if labelled > 0 && labelled < cases.len() {
         let missing = cases
@@ -248,7 +234,11 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
         cases,
         test_cases,
     };
-    Ok(Listing { dataset, missing })
+    Ok(Listing {
+        dataset,
+        missing,
+        problems,
+    })
 }
 
 fn resolve(root: &Path, rel: &str) -> PathBuf {

@@ -2,7 +2,7 @@
 //! and the label convention, from a folder in one of the layouts people use (BraTS 2021,
 //! BraTS 2023+, MSD Task01, nnU-Net v2 raw) or from a voxseg JSON manifest.
 use crate::data::labels::{LabelClass, LabelSpec};
-use crate::error::{Error, Result};
+use crate::error::{few, Error, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -105,15 +105,58 @@ impl MissingFile {
     }
 }
 
-/// A dataset as its layout lists it, with the files it names that do not exist, so a
-/// command can report all of them and need only those of the modalities it reads.
+/// What the layout found wrong while listing, beyond missing files: a file it cannot place
+/// (a channel the dataset does not declare, two files for one image), a case listed twice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListingProblem {
+    /// The case it belongs to; None for the dataset as a whole.
+    pub case: Option<String>,
+    pub path: PathBuf,
+    pub msg: String,
+}
+
+impl ListingProblem {
+    pub fn to_error(&self) -> Error {
+        Error::file(&self.path, self.msg.clone())
+    }
+}
+
+/// A dataset as its layout lists it, with the files it names that do not exist and the
+/// other problems met while listing, so a command can report all of them (and the cases
+/// that are fine) and need only the files of the modalities it reads.
 #[derive(Clone, Debug)]
 pub struct Listing {
     pub dataset: Dataset,
     pub missing: Vec<MissingFile>,
+    pub problems: Vec<ListingProblem>,
 }
 
 impl Listing {
+    /// An error naming the listing's problems (the first few), if it has any: no command
+    /// may read a dataset whose layout it cannot trust.
+    pub fn refuse_problems(&self) -> Result<()> {
+        match self.problems.as_slice() {
+            [] => Ok(()),
+            [one] => Err(one.to_error()),
+            many => {
+                let named: Vec<String> = many.iter().map(|p| p.to_error().to_string()).collect();
+                Err(Error::data(
+                    format!(
+                        "{} dataset {}",
+                        self.dataset.layout,
+                        self.dataset.root.display()
+                    ),
+                    format!(
+                        "{} problems: {}; `voxseg check --data {}` lists them all",
+                        many.len(),
+                        few(&named),
+                        self.dataset.root.display()
+                    ),
+                ))
+            }
+        }
+    }
+
     /// The missing files of case `id` that reading `channels` needs.
     pub fn missing_for<'a>(
         &'a self,
@@ -138,6 +181,7 @@ impl Listing {
     }
 
     fn require_files(self, needed: impl Fn(&MissingFile) -> bool) -> Result<Dataset> {
+        self.refuse_problems()?;
         let needed: Vec<&MissingFile> = self.missing.iter().filter(|m| needed(m)).collect();
         match needed.as_slice() {
             [] => Ok(self.dataset),
@@ -195,6 +239,26 @@ pub(crate) fn note_missing(
     }
 }
 
+/// A problem for each case id that `cases` hold more than once (found in `json_path`).
+pub(crate) fn duplicate_ids(json_path: &Path, cases: &[&CaseFiles]) -> Vec<ListingProblem> {
+    let mut ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut repeated: Vec<&str> = ids
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    repeated.dedup();
+    repeated
+        .into_iter()
+        .map(|id| ListingProblem {
+            case: None,
+            path: json_path.to_path_buf(),
+            msg: format!("case id '{id}' appears twice"),
+        })
+        .collect()
+}
+
 /// Finds the layout of `path` and lists its cases, every file they need checked to exist.
 /// `path` is a dataset folder or a manifest file; nothing is read beyond JSON.
 pub fn detect(path: &Path) -> Result<Dataset> {
@@ -216,6 +280,8 @@ pub fn list(path: &Path) -> Result<Listing> {
     };
     let dataset = &listing.dataset;
     if dataset.cases.is_empty() && dataset.test_cases.is_empty() {
+        // Every case may have been set aside for a problem: those say why.
+        listing.refuse_problems()?;
         return Err(Error::data(
             format!("{} dataset {}", dataset.layout, path.display()),
             "contains no cases",

@@ -111,7 +111,11 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
         cases,
         test_cases,
     };
-    Ok(Listing { dataset, missing })
+    Ok(Listing {
+        dataset,
+        missing,
+        problems: Vec::new(),
+    })
 }
 
 fn is_junk(path: &Path) -> bool {

@@ -4,7 +4,7 @@
 //! `file_ending`.
 use super::{
     classes_from_values, list_dir, note_missing, numbered_names, CaseFiles, Dataset, ImageFile,
-    LayoutKind, Listing, MissingFile, Provides,
+    LayoutKind, Listing, ListingProblem, MissingFile, Provides,
 };
 use crate::data::labels::LabelSpec;
 use crate::error::{Error, Result};
@@ -38,13 +38,14 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
     let label_spec = label_spec(json_path, json)?;
     let modalities: Vec<String> = channels.iter().map(|(_, n)| n.clone()).collect();
 
-    let mut missing = Vec::new();
+    let (mut missing, mut problems) = (Vec::new(), Vec::new());
     let cases = list_cases(
         &root.join("imagesTr"),
         ending,
         &modalities,
         Some(&root.join("labelsTr")),
         &mut missing,
+        &mut problems,
     )?;
     if let Some(n) = json.get("numTraining").and_then(|v| v.as_u64()) {
         if n != cases.len() as u64 {
@@ -58,7 +59,7 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
     }
     let ts = root.join("imagesTs");
     let test_cases = if ts.is_dir() {
-        list_cases(&ts, ending, &modalities, None, &mut missing)?
+        list_cases(&ts, ending, &modalities, None, &mut missing, &mut problems)?
     } else {
         Vec::new()
     };
@@ -70,18 +71,24 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
         cases,
         test_cases,
     };
-    Ok(Listing { dataset, missing })
+    Ok(Listing {
+        dataset,
+        missing,
+        problems,
+    })
 }
 
 /// Groups `CASE_XXXX{ending}` files into cases; a channel (and, when `labels` is given,
 /// a label file) that a case lacks goes into `missing`, and so do the images of a label
-/// file whose case has none.
+/// file whose case has none. A file named otherwise, or a channel `channel_names` does not
+/// declare, goes into `problems`, and the others are listed all the same.
 fn list_cases(
     dir: &Path,
     ending: &str,
     modalities: &[String],
     labels: Option<&Path>,
     missing: &mut Vec<MissingFile>,
+    problems: &mut Vec<ListingProblem>,
 ) -> Result<Vec<CaseFiles>> {
     if !dir.is_dir() {
         return Err(Error::file(dir, "missing folder (nnU-Net layout)"));
@@ -98,10 +105,12 @@ fn list_cases(
             Some((case, ch.parse::<usize>().ok().filter(|_| ch.len() == 4)?))
         });
         let Some((case, channel)) = parsed else {
-            return Err(Error::file(
+            problems.push(ListingProblem {
+                case: None,
                 path,
-                "name is not CASE_XXXX with a 4-digit channel number",
-            ));
+                msg: "name is not CASE_XXXX with a 4-digit channel number".into(),
+            });
+            continue;
         };
         by_case
             .entry(case.to_string())
@@ -150,14 +159,15 @@ fn list_cases(
                 channel: None,
             });
         }
-        if let Some((c, path)) = files.into_iter().next() {
-            return Err(Error::file(
+        for (c, path) in files {
+            problems.push(ListingProblem {
+                case: Some(id.clone()),
                 path,
-                format!(
+                msg: format!(
                     "case {id}: channel {c:04} is not in channel_names ({} channels)",
                     modalities.len()
                 ),
-            ));
+            });
         }
         let label = match labels {
             Some(dir) => {
