@@ -479,6 +479,45 @@ mod tests {
     }
 
     #[test]
+    fn msd_ids_listed_twice_are_reported() {
+        let dir = std::env::temp_dir().join(format!("voxseg-check-msd-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        write_dataset(&SynthOptions {
+            out: dir.clone(),
+            cases: 3,
+            size: [8, 8, 8],
+            seed: 4,
+            layout: SynthLayout::Msd,
+            storage: SynthStorage::Float32,
+        })
+        .unwrap();
+        let json_path = dir.join("dataset.json");
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+        let training = json["training"].as_array().unwrap().clone();
+        let first = training[0]["image"].as_str().unwrap().to_string();
+        json["training"]
+            .as_array_mut()
+            .unwrap()
+            .push(training[1].clone());
+        json["test"] = serde_json::json!([first]);
+        std::fs::write(&json_path, json.to_string()).unwrap();
+        let listing = list(&dir).unwrap();
+        let ids: Vec<String> = listing.dataset.cases.iter().map(|c| c.id.clone()).collect();
+        let checked = check_dataset(&listing, &[0, 1, 2, 3], NanPolicy::Error);
+        let twice = |id: &str| format!("{}: case id '{id}' appears twice", json_path.display());
+        assert_eq!(checked.listing, vec![twice(&ids[0]), twice(&ids[1])]);
+        assert!(checked.failed());
+        assert_eq!(checked.problems(), 0, "{:?}", checked.cases);
+        let err = listing.require_all().unwrap_err().to_string();
+        assert!(
+            err.contains("2 problems") && err.contains(&twice(&ids[0])),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn mixed_orientations_and_spacings_are_named_in_one_line_each() {
         let mut affine = [[0.0; 4]; 4];
         (affine[0][0], affine[1][1], affine[2][2]) = (1.0, 1.0, 5.0);

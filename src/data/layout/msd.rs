@@ -2,8 +2,8 @@
 //! `labels` ({"0": "background", ...}), `training` ([{"image", "label"}]) and `test`
 //! (paths); images are 4D with one channel per modality, labels 3D.
 use super::{
-    classes_from_values, is_junk_name, note_missing, numbered_names, CaseFiles, Dataset, ImageFile,
-    LayoutKind, Listing, Provides,
+    classes_from_values, duplicate_ids, is_junk_name, note_missing, numbered_names, CaseFiles,
+    Dataset, ImageFile, LayoutKind, Listing, Provides,
 };
 use crate::data::labels::LabelSpec;
 use crate::error::{Error, Result};
@@ -103,6 +103,10 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
             label: None,
         });
     }
+    // Training splits and prediction writes by case id: an id twice (a repeated `training`
+    // entry, a training image under `test` too) cannot be told apart.
+    let all: Vec<&CaseFiles> = cases.iter().chain(&test_cases).collect();
+    let problems = duplicate_ids(json_path, &all);
     let dataset = Dataset {
         layout: LayoutKind::Msd,
         root,
@@ -114,7 +118,7 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
     Ok(Listing {
         dataset,
         missing,
-        problems: Vec::new(),
+        problems,
     })
 }
 
