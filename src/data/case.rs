@@ -1,6 +1,6 @@
 //! Loading one case: the selected modalities and the label, checked against each other.
 use crate::data::labels::LabelSpec;
-use crate::data::layout::{CaseFiles, Dataset, ImageFile};
+use crate::data::layout::{CaseFiles, Dataset, ImageFile, LayoutKind};
 use crate::data::nifti::{NiftiFile, NiftiHeaderInfo};
 use crate::data::volume::{CaseData, LabelVolume, Volume};
 use crate::error::{Error, Result};
@@ -95,10 +95,13 @@ pub fn read_case(
                 let opened = if skip.contains(&image.path.as_path()) {
                     None
                 } else {
-                    match NiftiFile::open(&image.path) {
+                    match NiftiFile::open(&image.path)
+                        .map_err(|e| in_case(&case.id, e))
+                        .and_then(|file| fits_layout(dataset, case, image, file))
+                    {
                         Ok(file) => Some(file),
                         Err(e) => {
-                            problems.push(in_case(&case.id, e));
+                            problems.push(e);
                             None
                         }
                     }
@@ -161,6 +164,31 @@ pub fn read_case(
         },
         _ => failed(problems),
     }
+}
+
+/// `file`, unless its layout says otherwise: an MSD 4D image (one `image` names a channel
+/// of) holds exactly the modalities its dataset.json declares, in order; one with more or
+/// fewer is not the image described. (`predict --input` gives an MSD model's modalities as
+/// 3D files: those name no channel.)
+fn fits_layout(
+    dataset: &Dataset,
+    case: &CaseFiles,
+    image: &ImageFile,
+    file: NiftiFile,
+) -> Result<NiftiFile> {
+    let channels = file.header().channels;
+    let four_d = image.channel.is_some();
+    if dataset.layout == LayoutKind::Msd && four_d && channels != dataset.modalities.len() {
+        return Err(Error::file(
+            file.path(),
+            format!(
+                "case {}: {channels} channels, dataset.json declares {} modalities",
+                case.id,
+                dataset.modalities.len()
+            ),
+        ));
+    }
+    Ok(file)
 }
 
 /// The channel of `header`'s file that holds `image`: a 3D image's only one, or the one the

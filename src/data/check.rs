@@ -479,7 +479,8 @@ mod tests {
     }
 
     #[test]
-    fn msd_ids_listed_twice_are_reported() {
+    fn msd_ids_listed_twice_and_extra_channels_are_reported() {
+        use crate::data::nifti::{write_nifti, VoxelData};
         let dir = std::env::temp_dir().join(format!("voxseg-check-msd-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         write_dataset(&SynthOptions {
@@ -502,13 +503,33 @@ mod tests {
             .push(training[1].clone());
         json["test"] = serde_json::json!([first]);
         std::fs::write(&json_path, json.to_string()).unwrap();
+        // Case 2's image holds 6 channels where dataset.json declares 4 modalities.
+        let listing = list(&dir).unwrap();
+        let image = listing.dataset.cases[2].images[0].path.clone();
+        let file = NiftiFile::open(&image).unwrap();
+        let mut voxels: Vec<f32> = (0..4).flat_map(|c| file.channel(c).unwrap()).collect();
+        voxels.extend(file.channel(0).unwrap());
+        voxels.extend(file.channel(1).unwrap());
+        let mut header = file.header().clone();
+        header.channels = 1;
+        write_nifti(&image, &header, 6, VoxelData::Float32(&voxels), (1.0, 0.0)).unwrap();
+
         let listing = list(&dir).unwrap();
         let ids: Vec<String> = listing.dataset.cases.iter().map(|c| c.id.clone()).collect();
         let checked = check_dataset(&listing, &[0, 1, 2, 3], NanPolicy::Error);
         let twice = |id: &str| format!("{}: case id '{id}' appears twice", json_path.display());
         assert_eq!(checked.listing, vec![twice(&ids[0]), twice(&ids[1])]);
         assert!(checked.failed());
-        assert_eq!(checked.problems(), 0, "{:?}", checked.cases);
+        assert_eq!(checked.problems(), 1, "{:?}", checked.cases);
+        let problems = &checked.cases[2].problems;
+        assert_eq!(
+            problems,
+            &vec![format!(
+                "{}: case {}: 6 channels, dataset.json declares 4 modalities",
+                image.display(),
+                ids[2]
+            )]
+        );
         let err = listing.require_all().unwrap_err().to_string();
         assert!(
             err.contains("2 problems") && err.contains(&twice(&ids[0])),
