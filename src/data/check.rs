@@ -539,6 +539,46 @@ mod tests {
     }
 
     #[test]
+    fn a_brats_image_as_both_nii_gz_and_nii_is_refused_and_the_rest_checked() {
+        let dir = std::env::temp_dir().join(format!("voxseg-check-twice-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        write_dataset(&SynthOptions {
+            out: dir.clone(),
+            cases: 2,
+            size: [8, 8, 8],
+            seed: 5,
+            layout: SynthLayout::Brats2021,
+            storage: SynthStorage::Int16,
+        })
+        .unwrap();
+        let listing = list(&dir).unwrap();
+        let gz = listing.dataset.cases[1].images[2].path.clone();
+        let nii = gz.with_extension("").with_extension("nii");
+        let file = NiftiFile::open(&gz).unwrap();
+        let values = vec![0u8; 512];
+        write_label_map(&nii, file.header(), &values).unwrap();
+        let listing = list(&dir).unwrap();
+        assert_eq!(listing.dataset.cases[1].images[2].path, gz);
+        let checked = check_dataset(&listing, &[0, 1, 2, 3], NanPolicy::Error);
+        assert_eq!(
+            checked.cases[1].problems,
+            vec![format!(
+                "{}: case {}: both this file and {} exist; remove the one that is not meant",
+                nii.display(),
+                listing.dataset.cases[1].id,
+                gz.display()
+            )]
+        );
+        assert!(checked.cases[0].problems.is_empty());
+        assert!(listing
+            .require_all()
+            .unwrap_err()
+            .to_string()
+            .contains("both this file"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn mixed_orientations_and_spacings_are_named_in_one_line_each() {
         let mut affine = [[0.0; 4]; 4];
         (affine[0][0], affine[1][1], affine[2][2]) = (1.0, 1.0, 5.0);

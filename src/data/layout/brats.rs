@@ -1,7 +1,10 @@
 //! BraTS folders: one folder per case, named like the case, holding one file per modality
 //! and the segmentation. 2021: `CASE/CASE_{t1,t1ce,t2,flair,seg}.nii.gz`, labels 0,1,2,4.
 //! 2023 and later: `CASE/CASE-{t1n,t1c,t2w,t2f,seg}.nii.gz`, enhancing = 3.
-use super::{list_dir, CaseFiles, Dataset, ImageFile, LayoutKind, Listing, MissingFile, Provides};
+use super::{
+    list_dir, CaseFiles, Dataset, ImageFile, LayoutKind, Listing, ListingProblem, MissingFile,
+    Provides,
+};
 use crate::data::labels::LabelSpec;
 use crate::error::{few, Error, Result};
 use std::path::{Path, PathBuf};
@@ -25,12 +28,38 @@ const BRATS2023: Convention = Convention {
 };
 
 impl Convention {
-    /// The case's file for `suffix`, .nii.gz preferred over .nii; None if neither exists.
-    fn find(&self, dir: &Path, id: &str, suffix: &str) -> Option<PathBuf> {
+    /// The case's files for `suffix` that exist: the .nii.gz, the .nii, or both.
+    fn find(&self, dir: &Path, id: &str, suffix: &str) -> Vec<PathBuf> {
         ["nii.gz", "nii"]
             .iter()
             .map(|ext| dir.join(format!("{id}{}{suffix}.{ext}", self.separator)))
-            .find(|p| p.is_file())
+            .filter(|p| p.is_file())
+            .collect()
+    }
+
+    /// The case's file for `suffix`, if one exists. Both a .nii.gz and a .nii may be two
+    /// versions of the image: which one is meant cannot be told, so that is a problem (the
+    /// .nii.gz is listed, to check the rest of the case).
+    fn one(
+        &self,
+        dir: &Path,
+        id: &str,
+        suffix: &str,
+        problems: &mut Vec<ListingProblem>,
+    ) -> Option<PathBuf> {
+        let mut found = self.find(dir, id, suffix);
+        if let [gz, nii] = found.as_slice() {
+            problems.push(ListingProblem {
+                case: Some(id.to_string()),
+                path: nii.clone(),
+                msg: format!(
+                    "case {id}: both this file and {} exist; remove the one that is not meant",
+                    gz.display()
+                ),
+            });
+        }
+        found.truncate(1);
+        found.pop()
     }
 
     fn expected(&self, dir: &Path, id: &str, suffix: &str) -> PathBuf {
@@ -40,7 +69,7 @@ impl Convention {
     fn matches(&self, dir: &Path, id: &str) -> bool {
         self.modalities
             .iter()
-            .any(|m| self.find(dir, id, m).is_some())
+            .any(|m| !self.find(dir, id, m).is_empty())
     }
 }
 
@@ -83,20 +112,22 @@ pub fn detect(root: &Path) -> Result<Listing> {
         })?;
 
     let mut cases = Vec::with_capacity(case_dirs.len());
-    let mut missing = Vec::new();
+    let (mut missing, mut problems) = (Vec::new(), Vec::new());
     for (id, dir) in &case_dirs {
         let mut images = Vec::with_capacity(4);
         for (c, m) in convention.modalities.iter().enumerate() {
-            let path = convention.find(dir, id, m).unwrap_or_else(|| {
-                let expected = convention.expected(dir, id, m);
-                missing.push(MissingFile {
-                    case: id.clone(),
-                    path: expected.clone(),
-                    what: format!("{m} image file"),
-                    provides: Provides::Channel(c),
+            let path = convention
+                .one(dir, id, m, &mut problems)
+                .unwrap_or_else(|| {
+                    let expected = convention.expected(dir, id, m);
+                    missing.push(MissingFile {
+                        case: id.clone(),
+                        path: expected.clone(),
+                        what: format!("{m} image file"),
+                        provides: Provides::Channel(c),
+                    });
+                    expected
                 });
-                expected
-            });
             images.push(ImageFile {
                 modality: m.to_string(),
                 path,
@@ -106,7 +137,7 @@ pub fn detect(root: &Path) -> Result<Listing> {
         cases.push(CaseFiles {
             id: id.clone(),
             images,
-            label: convention.find(dir, id, "seg"),
+            label: convention.one(dir, id, "seg", &mut problems),
         });
     }
     let labelled = cases.iter().filter(|c| c.label.is_some()).count();
@@ -145,7 +176,7 @@ pub fn detect(root: &Path) -> Result<Listing> {
     Ok(Listing {
         dataset,
         missing,
-        problems: Vec::new(),
+        problems,
     })
 }
 
