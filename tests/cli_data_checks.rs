@@ -407,6 +407,19 @@ fn check_reports_every_layout_problem_then_checks_the_cases() {
         err.contains("1 problem(s) in the listing; 2 case(s) would be refused"),
         "{err}"
     );
+
+    // A NIfTI file is no dataset.
+    let Outcome {
+        ok, stderr: err, ..
+    } = voxseg(&["check", "--data", s(&first)]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: is a NIfTI file, not a dataset folder or a JSON manifest",
+            first.display()
+        )),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

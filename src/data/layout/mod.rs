@@ -271,6 +271,16 @@ pub fn list(path: &Path) -> Result<Listing> {
     if !path.exists() {
         return Err(Error::file(path, "does not exist"));
     }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase());
+    if path.is_file() && name.is_some_and(|n| n.ends_with(".nii") || n.ends_with(".nii.gz")) {
+        return Err(Error::file(
+            path,
+            "is a NIfTI file, not a dataset folder or a JSON manifest: --data takes a BraTS, \
+             MSD or nnU-Net folder, or a voxseg manifest",
+        ));
+    }
     let listing = if path.is_file() {
         from_json_file(path)?
     } else if path.join("dataset.json").is_file() {
