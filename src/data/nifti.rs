@@ -13,7 +13,6 @@
 //! the data and writes the file atomically.
 use crate::data::volume::Volume;
 use crate::error::{Error, Result};
-use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use std::io::{Read, Write};
@@ -302,19 +301,75 @@ pub struct NiftiFile {
     voxel_bytes: Vec<u8>,
 }
 
+/// Decompresses a .nii.gz: every gzip member in turn, keeping only the bytes the NIfTI
+/// header declares (header, extensions, voxels). Whatever a member holds beyond them is
+/// decompressed to check the stream and dropped, so a stream padded with hundreds of MB
+/// never sits in memory. After the last member, nothing or zero bytes (padding some tools
+/// add; nibabel and `gzip -t` accept it) may follow.
 fn gunzip(path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
+    let broken = |e: std::io::Error| {
+        let why = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            "the gzip stream ends early (truncated file)".to_string()
+        } else {
+            format!("broken gzip stream ({e})")
+        };
+        Error::file(path, why)
+    };
     let mut out = Vec::with_capacity(bytes.len().saturating_mul(4));
-    MultiGzDecoder::new(bytes)
-        .read_to_end(&mut out)
-        .map_err(|e| {
-            let why = if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                "the gzip stream ends early (truncated file)".to_string()
+    let mut rest = bytes;
+    loop {
+        let mut member = flate2::bufread::GzDecoder::new(rest);
+        loop {
+            let want = if out.len() < HEADER_SIZE {
+                HEADER_SIZE
             } else {
-                format!("broken gzip stream ({e})")
+                declared_len(&out).unwrap_or(usize::MAX)
             };
-            Error::file(path, why)
-        })?;
-    Ok(out)
+            if out.len() >= want {
+                break;
+            }
+            let more = (want - out.len()) as u64;
+            if (&mut member)
+                .take(more)
+                .read_to_end(&mut out)
+                .map_err(broken)?
+                == 0
+            {
+                break;
+            }
+        }
+        std::io::copy(&mut member, &mut std::io::sink()).map_err(broken)?;
+        rest = member.into_inner();
+        if rest.iter().all(|&b| b == 0) {
+            return Ok(out);
+        }
+        if !rest.starts_with(&[0x1f, 0x8b]) {
+            return Err(Error::file(
+                path,
+                format!(
+                    "trailing data after the gzip stream ({} bytes that are neither another \
+                     gzip member nor zero padding)",
+                    rest.len()
+                ),
+            ));
+        }
+    }
+}
+
+/// The bytes a NIfTI-1 file needs by its header (`header`, at least 348 bytes): the voxel
+/// offset plus the voxels; None when the header cannot say (`parse` then names the fault).
+fn declared_len(header: &[u8]) -> Option<usize> {
+    let h = ::nifti::NiftiHeader::from_reader(header.get(..HEADER_SIZE)?).ok()?;
+    let ndim = usize::from(h.dim[0]).clamp(1, 7);
+    let size = VoxelType::from_code(h.datatype).ok()?.size_of();
+    let offset = h.vox_offset;
+    if !offset.is_finite() || offset < 0.0 {
+        return None;
+    }
+    h.dim[1..=ndim]
+        .iter()
+        .try_fold(size, |acc, &d| acc.checked_mul(usize::from(d)))?
+        .checked_add(offset as usize)
 }
 
 /// Bytes as a quoted string with non-printable bytes escaped, e.g. `"ab\x00\x01"`.
@@ -981,6 +1036,51 @@ mod tests {
         );
         let err = read_volume(&path).unwrap_err().to_string();
         assert!(err.contains("4D image with 3 channels"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn gzip_padding_members_and_trailing_data() {
+        let dir = temp_dir("gzip");
+        let reference = NiftiHeaderInfo::new([4, 4, 4], [1.0; 3]);
+        let mut plain = header_bytes(&reference, 1, VoxelType::Uint8, (1.0, 0.0));
+        plain.extend((0..64u8).map(|v| v * 3));
+        let gz = |data: &[u8]| {
+            let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
+            enc.write_all(data).unwrap();
+            enc.finish().unwrap()
+        };
+        let path = dir.join("g.nii.gz");
+        let open = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).unwrap();
+            NiftiFile::open(&path)
+        };
+        let want: Vec<f32> = (0..64u8).map(|v| (v * 3) as f32).collect();
+        // Zero padding after the stream, as some tools write it.
+        let mut padded = gz(&plain);
+        padded.extend([0u8; 1000]);
+        assert_eq!(open(&padded).unwrap().channel(0).unwrap(), want);
+        // Two members (header, then voxels), read as one stream.
+        let mut members = gz(&plain[..DATA_OFFSET]);
+        members.extend(gz(&plain[DATA_OFFSET..]));
+        assert_eq!(open(&members).unwrap().channel(0).unwrap(), want);
+        // Decompressed bytes beyond the declared voxels are dropped.
+        let mut long = plain.clone();
+        long.extend(vec![0u8; 1 << 20]);
+        let file = open(&gz(&long)).unwrap();
+        assert_eq!(file.voxel_bytes.len(), 64);
+        assert_eq!(file.channel(0).unwrap(), want);
+        // Anything else after the stream is named as what it is.
+        let mut trailing = gz(&plain);
+        trailing.extend(b"junk");
+        let err = open(&trailing).unwrap_err().to_string();
+        assert!(
+            err.contains("g.nii.gz: trailing data after the gzip stream (4 bytes"),
+            "{err}"
+        );
+        let whole = gz(&plain);
+        let err = open(&whole[..whole.len() - 4]).unwrap_err().to_string();
+        assert!(err.contains("ends early (truncated file)"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
