@@ -588,6 +588,33 @@ impl NiftiFile {
                 *v = *v * slope + inter;
             }
         }
+        // A finite value the file holds that float32 cannot (1e39 in float64, or after
+        // scaling) reads as infinite: it is not a NaN/Inf of the file, and --replace-nan
+        // must not zero it unsaid.
+        if out.iter().any(|v| !v.is_finite()) {
+            let t = self.header.datatype;
+            let outside: Vec<usize> = (0..n)
+                .filter(|&i| {
+                    !out[i].is_finite() && stored_is_finite(bytes, t, self.little_endian, i)
+                })
+                .collect();
+            if let Some(&first) = outside.first() {
+                return Err(Error::file(
+                    &self.path,
+                    format!(
+                        "{} voxel value(s) outside the float32 range (about ±3.4e38){}, the \
+                         first at {}; voxseg reads voxels as float32",
+                        outside.len(),
+                        if self.scaling().is_some() {
+                            " once scaled by scl_slope and scl_inter"
+                        } else {
+                            ""
+                        },
+                        crate::data::grid::position_text(first, self.header.dims)
+                    ),
+                ));
+            }
+        }
         Ok(out)
     }
 
@@ -598,6 +625,33 @@ impl NiftiFile {
             self.header.spacing,
             self.channel(c)?,
         ))
+    }
+}
+
+/// Whether voxel `i` of `bytes` holds a finite number as stored (integers always do).
+fn stored_is_finite(bytes: &[u8], t: VoxelType, little: bool, i: usize) -> bool {
+    let n = t.size_of();
+    let b = &bytes[i * n..(i + 1) * n];
+    match t {
+        VoxelType::Float32 => {
+            let a: [u8; 4] = b.try_into().expect("4 bytes");
+            let v = if little {
+                f32::from_le_bytes(a)
+            } else {
+                f32::from_be_bytes(a)
+            };
+            v.is_finite()
+        }
+        VoxelType::Float64 => {
+            let a: [u8; 8] = b.try_into().expect("8 bytes");
+            let v = if little {
+                f64::from_le_bytes(a)
+            } else {
+                f64::from_be_bytes(a)
+            };
+            v.is_finite()
+        }
+        _ => true,
     }
 }
 
@@ -1036,6 +1090,46 @@ mod tests {
         );
         let err = read_volume(&path).unwrap_err().to_string();
         assert!(err.contains("4D image with 3 channels"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn finite_values_beyond_float32_are_named_as_such_not_as_nan() {
+        let dir = temp_dir("range");
+        let reference = NiftiHeaderInfo::new([2, 2, 1], [1.0; 3]);
+        let path = dir.join("wide.nii");
+        let write = |values: [f64; 4], slope: f32| {
+            let mut bytes = header_bytes(&reference, 1, VoxelType::Float64, (slope, 0.0));
+            bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+            std::fs::write(&path, &bytes).unwrap();
+            NiftiFile::open(&path).unwrap()
+        };
+        let err = write([1.0, 1e39, f64::NAN, -1e300], 1.0)
+            .channel(0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("wide.nii: 2 voxel value(s) outside the float32 range")
+                && err.contains("the first at (x=1, y=0, z=0)")
+                && !err.contains("NaN"),
+            "{err}"
+        );
+        let err = write([1.0, 2.0, 3e38, 4.0], 10.0)
+            .channel(0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("1 voxel value(s) outside the float32 range (about ±3.4e38) once scaled")
+                && err.contains("(x=0, y=1, z=0)"),
+            "{err}"
+        );
+        // NaN and infinity as stored stay the caller's to handle (refuse or replace).
+        let big = 2f64.powi(126);
+        let v = write([1.0, f64::INFINITY, f64::NAN, big], 1.0)
+            .channel(0)
+            .unwrap();
+        assert_eq!((v[0], v[1], v[3]), (1.0, f32::INFINITY, 2f32.powi(126)));
+        assert!(v[2].is_nan());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
