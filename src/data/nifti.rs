@@ -518,13 +518,18 @@ impl NiftiFile {
                 h.pixdim[i]
             )));
         }
-        let spacing = [1usize, 2, 3].map(|i| {
-            let p = h.pixdim[i].abs() as f64;
-            if p.is_finite() && p > 0.0 {
-                p
-            } else {
-                1.0
-            }
+        // A zero voxel size places every voxel at one point; reading it as 1 mm would
+        // silently disagree with an sform that says otherwise. Axes beyond dim[0] (a 2D
+        // image's z) have no size to give.
+        if let Some(i) = (1..=ndim.min(3)).find(|&i| h.pixdim[i] == 0.0) {
+            return Err(bad(format!(
+                "pixdim[{i}] (the voxel size along {}) is 0; a voxel size must be positive",
+                ["x", "y", "z"][i - 1]
+            )));
+        }
+        let spacing = [1usize, 2, 3].map(|i| match h.pixdim[i].abs() as f64 {
+            0.0 => 1.0,
+            p => p,
         });
         let header = NiftiHeaderInfo {
             dims: [dim[0], dim[1], dim[2]],
@@ -1334,6 +1339,17 @@ mod tests {
         nan_pixdim[80..84].copy_from_slice(&f32::NAN.to_le_bytes());
         let err = open(&nan_pixdim);
         assert!(err.contains("pixdim[1] (a voxel size) is NaN"), "{err}");
+
+        // A zero (or negative zero) voxel size is refused, not read as 1 mm.
+        for zero in [0.0f32, -0.0] {
+            let mut flat = clean();
+            flat[84..88].copy_from_slice(&zero.to_le_bytes());
+            let err = open(&flat);
+            assert!(
+                err.contains("x.nii: pixdim[2] (the voxel size along y) is 0"),
+                "{err}"
+            );
+        }
 
         let mut magic = clean();
         magic[344..348].copy_from_slice(b"xy\x01\0");
