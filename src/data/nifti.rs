@@ -531,6 +531,28 @@ impl NiftiFile {
             0.0 => 1.0,
             p => p,
         });
+        // 5 (template) came after the first NIfTI-1 release; nibabel reads it too.
+        for (name, code) in [("qform_code", h.qform_code), ("sform_code", h.sform_code)] {
+            if !(0..=5).contains(&code) {
+                return Err(bad(format!(
+                    "{name} is {code}; a transform code is 0 (unset) to 5 (unknown, scanner, \
+                     aligned, Talairach, MNI, template)"
+                )));
+            }
+        }
+        // The qform's rotation is a unit quaternion whose first part is sqrt(1 - b² - c² - d²):
+        // beyond rounding, b² + c² + d² > 1 is no rotation, and its matrix would skew the grid.
+        let squares: f64 = [h.quatern_b, h.quatern_c, h.quatern_d]
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum();
+        if h.qform_code > 0 && squares.is_finite() && squares > 1.0 + 1e-6 {
+            return Err(bad(format!(
+                "the qform quaternion (quatern_b/c/d {}, {}, {}, qform_code {}) is not a \
+                 rotation: b² + c² + d² = {squares:.4} exceeds 1",
+                h.quatern_b, h.quatern_c, h.quatern_d, h.qform_code
+            )));
+        }
         let header = NiftiHeaderInfo {
             dims: [dim[0], dim[1], dim[2]],
             channels: dim[3],
@@ -1350,6 +1372,30 @@ mod tests {
                 "{err}"
             );
         }
+        // Transform codes beyond 5, and a qform quaternion that is no rotation.
+        let mut code = clean();
+        code[254..256].copy_from_slice(&99i16.to_le_bytes());
+        assert!(open(&code).contains("x.nii: sform_code is 99"));
+        let mut code = clean();
+        code[252..254].copy_from_slice(&(-5i16).to_le_bytes());
+        assert!(open(&code).contains("x.nii: qform_code is -5"));
+        let mut skew = clean();
+        for at in [256, 260, 264] {
+            skew[at..at + 4].copy_from_slice(&0.9f32.to_le_bytes());
+        }
+        let err = open(&skew);
+        assert!(
+            err.contains("x.nii: the qform quaternion") && err.contains("= 2.4300 exceeds 1"),
+            "{err}"
+        );
+        // A unit quaternion written at f32 precision is one.
+        let mut turned = clean();
+        let half = std::f32::consts::FRAC_1_SQRT_2;
+        for (at, v) in [(256, half), (260, 0.0), (264, half)] {
+            turned[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        std::fs::write(&path, &turned).unwrap();
+        NiftiFile::open(&path).unwrap();
 
         let mut magic = clean();
         magic[344..348].copy_from_slice(b"xy\x01\0");
