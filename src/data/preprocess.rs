@@ -82,6 +82,11 @@ impl Default for PreprocessSpec {
     }
 }
 
+/// Most voxels a preprocessed grid may have (512 Mi, 2 GiB per float32 channel): a target
+/// spacing or minimum size that asks for more is a mistake, refused before any allocation
+/// (one of 1.5e13 voxels aborted the process).
+pub const MAX_GRID_VOXELS: usize = 1 << 29;
+
 /// Number of steps of the quantile table: entry i is the (100 i / QUANTILE_STEPS)th percentile.
 const QUANTILE_STEPS: usize = 1000;
 /// Mask voxels per case and channel pooled for the dataset's quantiles (evenly strided).
@@ -549,6 +554,18 @@ impl PreprocessSpec {
                 ));
             }
         }
+        if let Some(size) = self.min_size {
+            let voxels = size.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            if voxels.is_none_or(|n| n > MAX_GRID_VOXELS) {
+                return Err(Error::config(
+                    "preprocess.min_size",
+                    format!(
+                        "{size:?} is {} voxels, more than the {MAX_GRID_VOXELS} a grid may have",
+                        size.iter().map(|&d| d as f64).product::<f64>()
+                    ),
+                ));
+            }
+        }
         if let Some(code) = &self.orientation {
             crate::data::orient::check_orientation(code)?;
         }
@@ -628,9 +645,26 @@ pub fn preprocess(case: &CaseData, spec: &PreprocessSpec) -> Result<Preprocessed
 
     let (resampled_dims, grid_spacing) = match spec.target_spacing {
         Some(target) => {
-            let new_dims = [0, 1, 2].map(|a| {
-                ((cropped_dims[a] as f64 * spacing[a] / target[a]).round() as usize).max(1)
+            let sizes = [0, 1, 2].map(|a| {
+                (cropped_dims[a] as f64 * spacing[a] / target[a])
+                    .round()
+                    .max(1.0)
             });
+            let voxels: f64 = sizes.iter().product();
+            if voxels > MAX_GRID_VOXELS as f64 {
+                return Err(Error::config(
+                    "preprocess.target_spacing",
+                    format!(
+                        "{target:?} mm resamples case {} ({} voxels of {:?} mm) to {} = {voxels} \
+                         voxels, more than the {MAX_GRID_VOXELS} a grid may have",
+                        case.id,
+                        size_text(cropped_dims.map(|d| d as f64)),
+                        spacing,
+                        size_text(sizes),
+                    ),
+                ));
+            }
+            let new_dims = sizes.map(|s| s as usize);
             let new_mask = grid::resample_nearest(&mask, cropped_dims, new_dims);
             for ch in channels.iter_mut() {
                 *ch = grid::resample_linear(ch, cropped_dims, 1, new_dims);
@@ -650,6 +684,19 @@ pub fn preprocess(case: &CaseData, spec: &PreprocessSpec) -> Result<Preprocessed
 
     let min_xyz = spec.min_size.map_or([1; 3], |[d, h, w]| [w, h, d]);
     let grid_dims = [0, 1, 2].map(|a| resampled_dims[a].max(min_xyz[a]));
+    // Each bound alone may pass and their mix not (one axis from each).
+    let voxels = grid_dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if voxels.is_none_or(|n| n > MAX_GRID_VOXELS) {
+        return Err(Error::config(
+            "preprocess.min_size",
+            format!(
+                "{:?} pads case {} to {} voxels, more than the {MAX_GRID_VOXELS} a grid may have",
+                spec.min_size.unwrap_or_default(),
+                case.id,
+                size_text(grid_dims.map(|d| d as f64)),
+            ),
+        ));
+    }
     let pad_before = [0, 1, 2].map(|a| (grid_dims[a] - resampled_dims[a]) / 2);
     if grid_dims != resampled_dims {
         for ch in channels.iter_mut() {
@@ -683,6 +730,11 @@ pub fn preprocess(case: &CaseData, spec: &PreprocessSpec) -> Result<Preprocessed
         spacing: grid_spacing,
         background_value: spec.background_value,
     })
+}
+
+/// A size as `AxBxC`.
+fn size_text(dims: [f64; 3]) -> String {
+    format!("{}x{}x{}", dims[0], dims[1], dims[2])
 }
 
 fn check_prediction_len(len: usize, per_voxel: usize, crop: &CropBox) -> Result<()> {
@@ -789,6 +841,50 @@ mod tests {
             m,
             (vals.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n).sqrt(),
         )
+    }
+
+    #[test]
+    fn grids_beyond_the_voxel_bound_are_refused_naming_the_key() {
+        let case = box_case();
+        let tiny = PreprocessSpec {
+            target_spacing: Some([0.001; 3]),
+            ..PreprocessSpec::default()
+        };
+        let err = preprocess(&case, &tiny).unwrap_err().to_string();
+        assert!(
+            err.starts_with("invalid preprocess.target_spacing: [0.001, 0.001, 0.001] mm")
+                && err.contains("case box (6x6x4 voxels of [1.0, 1.0, 2.0] mm) to 6000x6000x8000")
+                && err.contains("288000000000 voxels, more than the 536870912"),
+            "{err}"
+        );
+        let huge = PreprocessSpec {
+            min_size: Some([100_000; 3]),
+            ..PreprocessSpec::default()
+        };
+        let err = huge.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "invalid preprocess.min_size: [100000, 100000, 100000] is 1000000000000000 voxels"
+            ),
+            "{err}"
+        );
+        // Each passes alone; together (x and y from one, z from the other) they do not.
+        let mixed = PreprocessSpec {
+            target_spacing: Some([1.0, 1.0, 0.0001]),
+            min_size: Some([1, 20_000, 20_000]),
+            ..PreprocessSpec::default()
+        };
+        let err = preprocess(&case, &mixed).unwrap_err().to_string();
+        assert!(
+            err.contains("pads case box to 20000x20000x80000 voxels"),
+            "{err}"
+        );
+        let fine = PreprocessSpec {
+            target_spacing: Some([0.5, 0.5, 1.0]),
+            min_size: Some([16, 16, 16]),
+            ..PreprocessSpec::default()
+        };
+        assert_eq!(preprocess(&case, &fine).unwrap().dims(), [16, 16, 16]);
     }
 
     #[test]
