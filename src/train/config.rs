@@ -168,18 +168,8 @@ impl TrainConfig {
     pub fn from_file_with_keys(path: &Path) -> Result<(Self, Vec<String>)> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        let bad =
-            |e: serde_json::Error| Error::file(path, format!("not a valid training config: {e}"));
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
-        let keys: Vec<String> = value
-            .as_object()
-            .map(|o| o.keys().cloned().collect())
-            .unwrap_or_default();
-        let mut cfg: TrainConfig = serde_json::from_value(value).map_err(bad)?;
-        // Without "lr", the optimiser's own default, as with --optimizer.
-        if !keys.iter().any(|k| k == "lr") {
-            cfg.lr = cfg.optimizer.default_lr();
-        }
+        let (mut cfg, keys) = Self::parse(&text)
+            .map_err(|msg| Error::file(path, format!("not a valid training config: {msg}")))?;
         let folder = path.parent().unwrap_or(Path::new(""));
         for p in [&mut cfg.data, &mut cfg.out]
             .into_iter()
@@ -189,6 +179,31 @@ impl TrainConfig {
             if !p.as_os_str().is_empty() && p.is_relative() {
                 *p = folder.join(&*p);
             }
+        }
+        Ok((cfg, keys))
+    }
+
+    /// A config file's text, and the settings it names; the error says what is wrong.
+    fn parse(text: &str) -> std::result::Result<(Self, Vec<String>), String> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let keys: Vec<String> = value
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        let mut cfg: TrainConfig =
+            serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+        // Serde skips unknown keys inside nested objects; what it skipped is missing from
+        // the configuration written back out.
+        let resolved = serde_json::to_value(&cfg).map_err(|e| e.to_string())?;
+        if let Some((key, known)) = ignored_key(&value, &resolved, "") {
+            return Err(format!(
+                "unknown key `{key}` (expected one of {})",
+                known.join(", ")
+            ));
+        }
+        // Without "lr", the optimiser's own default, as with --optimizer.
+        if !keys.iter().any(|k| k == "lr") {
+            cfg.lr = cfg.optimizer.default_lr();
         }
         Ok((cfg, keys))
     }
@@ -367,6 +382,31 @@ impl TrainConfig {
     }
 }
 
+/// The first key of `given` that `resolved` lacks, as a dotted path, with the keys
+/// `resolved` has there. Only objects on both sides are compared: a bare name (`"dice"`)
+/// stands for an object of its own.
+fn ignored_key(
+    given: &serde_json::Value,
+    resolved: &serde_json::Value,
+    path: &str,
+) -> Option<(String, Vec<String>)> {
+    let (serde_json::Value::Object(given), serde_json::Value::Object(resolved)) = (given, resolved)
+    else {
+        return None;
+    };
+    given.iter().find_map(|(key, value)| {
+        let at = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        match resolved.get(key) {
+            None => Some((at, resolved.keys().map(|k| format!("`{k}`")).collect())),
+            Some(r) => ignored_key(value, r, &at),
+        }
+    })
+}
+
 /// Parses `D,H,W` (or a single `N` for a cube).
 pub fn parse_triple(name: &str, s: &str) -> Result<[usize; 3]> {
     let parts: Vec<&str> = s.split(',').map(str::trim).collect();
@@ -439,5 +479,62 @@ mod tests {
         );
         let default: TrainConfig = serde_json::from_str("{}").unwrap();
         default.validate().unwrap();
+    }
+
+    /// A typo anywhere in the file is refused with its path, not skipped.
+    #[test]
+    fn unknown_nested_keys_are_refused_with_their_path() {
+        for (json, key, known) in [
+            (
+                r#"{"optimizer": {"kind": "sgd", "momentun": 0.5}}"#,
+                "optimizer.momentun",
+                "`momentum`",
+            ),
+            (
+                r#"{"augment": {"mirror_P": 0}}"#,
+                "augment.mirror_P",
+                "`mirror_p`",
+            ),
+            (
+                r#"{"preprocess": {"bogus": 1}}"#,
+                "preprocess.bogus",
+                "`intensity`",
+            ),
+            (
+                r#"{"loss": {"kind": "dice", "smooth": 1}}"#,
+                "loss.smooth",
+                "`kind`",
+            ),
+            (
+                r#"{"schedule": {"kind": "poly", "exp": 2}}"#,
+                "schedule.exp",
+                "`exponent`",
+            ),
+            (
+                r#"{"preprocess": {"intensity": {"kind": "min_max", "lo": 3}}}"#,
+                "preprocess.intensity.lo",
+                "`kind`",
+            ),
+            (
+                r#"{"split": {"train": 0.7, "val": 0.15, "test": 0.15, "x": 1}}"#,
+                "split.x",
+                "`test`",
+            ),
+        ] {
+            let err = TrainConfig::parse(json).expect_err(json);
+            assert!(
+                err.starts_with(&format!("unknown key `{key}` ")),
+                "{json}: {err}"
+            );
+            assert!(err.contains(known), "{json}: {err}");
+        }
+        let (cfg, keys) = TrainConfig::parse(
+            r#"{"loss": "dice", "optimizer": {"kind": "adam", "eps": 1e-8}, "epochs": 3}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.loss, LossSpec::Dice);
+        assert_eq!(cfg.epochs, 3);
+        assert_eq!(cfg.lr, 1e-3);
+        assert_eq!(keys, ["epochs", "loss", "optimizer"]);
     }
 }
