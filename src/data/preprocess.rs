@@ -21,14 +21,28 @@ pub enum Intensity {
     MinMax,
     /// Clip to the `lo` and `hi` percentiles (0..100), then normalise as `then` says.
     PercentileClip {
+        #[serde(default = "clip_lo")]
         lo: f64,
+        #[serde(default = "clip_hi")]
         hi: f64,
+        #[serde(default = "clip_then")]
         then: AfterClip,
     },
     /// Each value replaced by its quantile (the empirical CDF), so the result is about
     /// uniform in [0, 1].
     HistogramEqualisation,
     None,
+}
+
+// nnU-Net's CT clip: the 0.5th and 99.5th percentiles, then a z-score.
+fn clip_lo() -> f64 {
+    0.5
+}
+fn clip_hi() -> f64 {
+    99.5
+}
+fn clip_then() -> AfterClip {
+    AfterClip::ZScore
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -190,8 +190,26 @@ impl TrainConfig {
             .as_object()
             .map(|o| o.keys().cloned().collect())
             .unwrap_or_default();
-        let mut cfg: TrainConfig =
-            serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+        for (key, parts) in [
+            ("split", &["train", "val", "test"][..]),
+            ("folds", &["count", "index"]),
+        ] {
+            // These parts decide together (fractions summing to 1, a fold of a count), so
+            // one given alone cannot keep the others' defaults.
+            if let Some(serde_json::Value::Object(given)) = value.get(key) {
+                if let Some(missing) = parts.iter().find(|p| !given.contains_key(**p)) {
+                    return Err(format!(
+                        "`{key}` lacks `{missing}`: give {} together",
+                        parts.join(", ")
+                    ));
+                }
+            }
+        }
+        // The file over the defaults, so a nested object given in part keeps the defaults
+        // of the keys it leaves out.
+        let mut merged = serde_json::to_value(TrainConfig::default()).map_err(|e| e.to_string())?;
+        overlay(&mut merged, value.clone());
+        let mut cfg: TrainConfig = serde_json::from_value(merged).map_err(|e| e.to_string())?;
         // Serde skips unknown keys inside nested objects; what it skipped is missing from
         // the configuration written back out.
         let resolved = serde_json::to_value(&cfg).map_err(|e| e.to_string())?;
@@ -382,6 +400,28 @@ impl TrainConfig {
     }
 }
 
+/// `given` laid over `base`: objects key by key, anything else replaced. An object naming
+/// another `kind` (loss, optimiser, schedule, intensity) replaces the default whole: the
+/// default's keys belong to its own kind.
+fn overlay(base: &mut serde_json::Value, given: serde_json::Value) {
+    use serde_json::Value::Object;
+    match (base, given) {
+        (Object(base), Object(given))
+            if given.get("kind").is_none() || given.get("kind") == base.get("kind") =>
+        {
+            for (key, value) in given {
+                match base.get_mut(&key) {
+                    Some(slot) => overlay(slot, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, given) => *base = given,
+    }
+}
+
 /// The first key of `given` that `resolved` lacks, as a dotted path, with the keys
 /// `resolved` has there. Only objects on both sides are compared: a bare name (`"dice"`)
 /// stands for an object of its own.
@@ -536,5 +576,95 @@ mod tests {
         assert_eq!(cfg.epochs, 3);
         assert_eq!(cfg.lr, 1e-3);
         assert_eq!(keys, ["epochs", "loss", "optimizer"]);
+    }
+
+    /// A nested object given in part keeps the documented defaults of what it leaves out.
+    #[test]
+    fn omitted_nested_keys_keep_their_defaults() {
+        let parse = |json: &str| {
+            TrainConfig::parse(json)
+                .unwrap_or_else(|e| panic!("{json}: {e}"))
+                .0
+        };
+        let default = TrainConfig::default();
+        let mirror = parse(r#"{"augment": {"mirror_p": 0.0}}"#);
+        assert_eq!(
+            mirror.augment,
+            AugmentSpec {
+                mirror_p: 0.0,
+                ..AugmentSpec::default()
+            }
+        );
+        assert_eq!(
+            mirror
+                .augment
+                .in_plane_rotation
+                .map(|r| (r.p, r.max_degrees)),
+            Some((0.2, 180.0))
+        );
+        let rotation = parse(r#"{"augment": {"rotation": {"p": 0.0}}}"#).augment;
+        assert_eq!(
+            (rotation.rotation.p, rotation.rotation.max_degrees),
+            (0.0, 30.0)
+        );
+        let in_plane = parse(r#"{"augment": {"in_plane_rotation": {"p": 0.5}}}"#).augment;
+        assert_eq!(
+            in_plane.in_plane_rotation.map(|r| (r.p, r.max_degrees)),
+            Some((0.5, 180.0))
+        );
+        let off = parse(r#"{"augment": {"in_plane_rotation": null}}"#).augment;
+        assert_eq!(off.in_plane_rotation, None);
+        let clip = parse(r#"{"preprocess": {"intensity": {"kind": "percentile_clip"}}}"#);
+        assert_eq!(
+            clip.preprocess,
+            PreprocessSpec {
+                intensity: crate::data::preprocess::Intensity::PercentileClip {
+                    lo: 0.5,
+                    hi: 99.5,
+                    then: crate::data::preprocess::AfterClip::ZScore,
+                },
+                ..PreprocessSpec::default()
+            }
+        );
+        let sgd = parse(r#"{"optimizer": {"momentum": 0.9}}"#).optimizer;
+        assert_eq!(
+            sgd,
+            OptimizerSpec::Sgd {
+                momentum: 0.9,
+                nesterov: true,
+                weight_decay: 3e-5
+            }
+        );
+        // Another kind replaces the default whole, with its own defaults.
+        let step = parse(r#"{"schedule": {"kind": "step", "every": 3, "gamma": 0.5}}"#);
+        assert_eq!(
+            step.schedule,
+            LrSchedule::Step {
+                every: 3,
+                gamma: 0.5
+            }
+        );
+        assert_eq!(step.split, default.split);
+        for (json, words) in [
+            (
+                r#"{"split": {"train": 0.7, "val": 0.3}}"#,
+                "`split` lacks `test`: give train, val, test together",
+            ),
+            (
+                r#"{"folds": {"count": 3}}"#,
+                "`folds` lacks `index`: give count, index together",
+            ),
+        ] {
+            let err = TrainConfig::parse(json).expect_err(json);
+            assert_eq!(err, words, "{json}");
+        }
+        let split = parse(r#"{"split": {"train": 0.5, "val": 0.5, "test": 0}}"#).split;
+        assert_eq!((split.train, split.val, split.test), (0.5, 0.5, 0.0));
+        let err = TrainConfig::parse(r#"{"augment": {"rotation": {"p": 0.1, "max_degree": 9}}}"#)
+            .unwrap_err();
+        assert!(
+            err.starts_with("unknown key `augment.rotation.max_degree` "),
+            "{err}"
+        );
     }
 }
