@@ -65,8 +65,8 @@ pub struct Args {
     /// Initial learning rate [default: 0.01 for SGD, 0.001 for Adam, AdamW and lazy Adam].
     #[arg(long)]
     lr: Option<f64>,
-    /// constant, poly, cosine[:WARMUP_EPOCHS], step:EVERY:GAMMA, plateau:FACTOR:PATIENCE
-    /// [default: poly].
+    /// constant, poly, cosine[:WARMUP_EPOCHS], step[:EVERY:GAMMA] (30, 0.1),
+    /// plateau[:FACTOR:PATIENCE] (0.1, 10) [default: poly].
     #[arg(long)]
     schedule: Option<String>,
     /// Weight decay: added to the gradient for SGD and Adam, decoupled for AdamW; lazy Adam
@@ -165,9 +165,8 @@ enum OptimizerArg {
 fn parse_loss(s: &str) -> anyhow::Result<voxseg::loss::LossSpec> {
     let (kind, arg) = s.split_once(':').map_or((s, None), |(k, a)| (k, Some(a)));
     let mut json = serde_json::json!({ "kind": kind });
-    if kind == "wbce" {
+    if let (Some(arg), "wbce") = (arg, kind) {
         let w: f64 = arg
-            .unwrap_or("5")
             .parse()
             .map_err(|_| anyhow::anyhow!("invalid --loss: '{s}': wbce takes wbce:POS_WEIGHT"))?;
         json["pos_weight"] = serde_json::json!(w);
@@ -184,11 +183,14 @@ fn parse_loss(s: &str) -> anyhow::Result<voxseg::loss::LossSpec> {
 fn parse_schedule(s: &str) -> anyhow::Result<LrSchedule> {
     let parts: Vec<&str> = s.split(':').collect();
     let bad = || {
-        anyhow::anyhow!("invalid --schedule: '{s}': expected constant, poly, cosine[:WARMUP_EPOCHS], step:EVERY:GAMMA or plateau:FACTOR:PATIENCE")
+        anyhow::anyhow!("invalid --schedule: '{s}': expected constant, poly, cosine[:WARMUP_EPOCHS], step[:EVERY:GAMMA] or plateau[:FACTOR:PATIENCE]")
     };
     let schedule = match parts.as_slice() {
         ["constant"] => LrSchedule::Constant,
         ["poly"] => LrSchedule::nnunet(),
+        // The configuration's bare names, with the same defaults.
+        ["step"] => serde_json::from_value(serde_json::json!({"kind": "step"}))?,
+        ["plateau"] => serde_json::from_value(serde_json::json!({"kind": "reduce_on_plateau"}))?,
         ["cosine"] => LrSchedule::Cosine { warmup_epochs: 0 },
         ["cosine", w] => LrSchedule::Cosine {
             warmup_epochs: w.parse().map_err(|_| bad())?,

@@ -19,8 +19,11 @@ pub enum LossSpec {
     Dice,
     /// BCE with logits against region channels.
     Bce,
-    /// BCE with the positive term weighted by `pos_weight`.
-    Wbce { pos_weight: f64 },
+    /// BCE with the positive term weighted by `pos_weight` (5 when omitted).
+    Wbce {
+        #[serde(default = "wbce_pos_weight")]
+        pos_weight: f64,
+    },
     /// Softmax cross-entropy against class indices.
     Ce,
     /// Mean squared error of the sigmoid probabilities against dense targets.
@@ -30,6 +33,10 @@ pub enum LossSpec {
     /// 1 - SSIM of the sigmoid probabilities against dense targets (data range 1 by
     /// default, the probabilities' own).
     Ssim(SsimOptions),
+}
+
+fn wbce_pos_weight() -> f64 {
+    5.0
 }
 
 impl LossSpec {
@@ -135,10 +142,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown variant `focal`"), "{err}");
-        let err = serde_json::from_str::<LossSpec>(r#""wbce""#)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("pos_weight"), "{err}");
+        assert_eq!(
+            serde_json::from_str::<LossSpec>(r#""wbce""#).unwrap(),
+            LossSpec::Wbce { pos_weight: 5.0 }
+        );
     }
 
     #[test]

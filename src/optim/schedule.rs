@@ -10,9 +10,12 @@ use crate::error::{Error, Result};
 #[serde(remote = "Self", tag = "kind", rename_all = "snake_case")]
 pub enum LrSchedule {
     Constant,
-    /// `base * gamma^(epoch / every)` (integer division).
+    /// `base * gamma^(epoch / every)` (integer division); by default a tenth every 30
+    /// epochs, the classic ImageNet recipe.
     Step {
+        #[serde(default = "step_every")]
         every: usize,
+        #[serde(default = "step_gamma")]
         gamma: f64,
     },
     /// nnU-Net: `base * (1 - epoch / max_epochs)^exponent` (exponent 0.9 there).
@@ -30,9 +33,13 @@ pub enum LrSchedule {
     /// `max(base * factor^reductions, min_lr)`: as Keras' ReduceLROnPlateau (no cooldown,
     /// improvement = strictly lower), one reduction after `patience` observations in a row
     /// without a new best validation loss, the count restarting after each reduction.
+    /// Keras' defaults: factor 0.1, patience 10, min_lr 0.
     ReduceOnPlateau {
+        #[serde(default = "plateau_factor")]
         factor: f64,
+        #[serde(default = "plateau_patience")]
         patience: usize,
+        #[serde(default)]
         min_lr: f64,
         #[serde(default)]
         state: PlateauState,
@@ -41,6 +48,18 @@ pub enum LrSchedule {
 
 fn poly_exponent() -> f64 {
     0.9
+}
+fn step_every() -> usize {
+    30
+}
+fn step_gamma() -> f64 {
+    0.1
+}
+fn plateau_factor() -> f64 {
+    0.1
+}
+fn plateau_patience() -> usize {
+    10
 }
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -159,6 +178,22 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<LrSchedule>(r#""constant""#).unwrap(),
             LrSchedule::Constant
+        );
+        assert_eq!(
+            serde_json::from_str::<LrSchedule>(r#""step""#).unwrap(),
+            LrSchedule::Step {
+                every: 30,
+                gamma: 0.1
+            }
+        );
+        assert_eq!(
+            serde_json::from_str::<LrSchedule>(r#""reduce_on_plateau""#).unwrap(),
+            LrSchedule::ReduceOnPlateau {
+                factor: 0.1,
+                patience: 10,
+                min_lr: 0.0,
+                state: PlateauState::default()
+            }
         );
         assert_eq!(
             serde_json::to_string(&LrSchedule::Constant).unwrap(),
