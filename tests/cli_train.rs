@@ -57,6 +57,12 @@ fn bad_values_are_refused_before_anything_is_written() {
         (&["--loss", "wbce:0"], &["wbce:0", "positive"]),
         (&["--loss", "wbce:-2"], &["wbce:-2"]),
         (
+            &["--loss", "dice:3"],
+            &["--loss", "'dice:3'", "dice takes no parameter"],
+        ),
+        (&["--loss", "ssim:7"], &["ssim takes no parameter"]),
+        (&["--loss", "bce:"], &["'bce:'", "bce takes no parameter"]),
+        (
             &["--features", "8", "--max-features", "4"],
             &["max-features", "4 is below --features 8"],
         ),

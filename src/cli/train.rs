@@ -165,6 +165,12 @@ enum OptimizerArg {
 fn parse_loss(s: &str) -> anyhow::Result<voxseg::loss::LossSpec> {
     let (kind, arg) = s.split_once(':').map_or((s, None), |(k, a)| (k, Some(a)));
     let mut json = serde_json::json!({ "kind": kind });
+    let plain = ["dice_ce", "dice", "bce", "ce", "mse", "mae", "ssim"];
+    if arg.is_some() && plain.contains(&kind) {
+        anyhow::bail!(
+            "invalid --loss: '{s}': {kind} takes no parameter (only wbce:POS_WEIGHT does)"
+        );
+    }
     if let (Some(arg), "wbce") = (arg, kind) {
         let w: f64 = arg
             .parse()
