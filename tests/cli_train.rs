@@ -68,6 +68,10 @@ fn bad_values_are_refused_before_anything_is_written() {
         ),
         (&["--dropout", "1"], &["dropout", "[0, 1)"]),
         (&["--dropout=-0.1"], &["dropout"]),
+        (
+            &["--workers", "100000"],
+            &["workers", "100000", "at most 256"],
+        ),
         (&["--loss", "ce"], &["ce", "use --target classes"]),
         (
             &["--loss", "bce", "--target", "classes"],

@@ -105,7 +105,7 @@ pub struct Args {
     /// Seed of the split, initialisation, sampling and augmentation [default: 42].
     #[arg(long)]
     seed: Option<u64>,
-    /// Data-loading threads [default: 2].
+    /// Data-loading threads, at most 256 [default: 2].
     #[arg(long)]
     workers: Option<usize>,
     /// Normalise with statistics over the training cases instead of per case.

@@ -144,6 +144,10 @@ impl Default for TrainConfig {
 /// can hold, so no later conversion can overflow.
 pub const MAX_TIME_LIMIT_MINUTES: f64 = 1e8;
 
+/// The most data-loading threads: far more than the cores of any machine keep busy, and
+/// few enough that spawning them cannot exhaust the process's threads (100000 aborted).
+pub const MAX_WORKERS: usize = 256;
+
 /// The settings a resumed run may change: they decide how long and where the rest of the run
 /// goes, not what it computes. Every other setting is fixed by the run's `config.json`.
 pub const RESUMABLE_SETTINGS: [&str; 7] = [
@@ -365,6 +369,16 @@ impl TrainConfig {
             return bad(
                 "workers",
                 "workers and queue depth must be at least 1".into(),
+            );
+        }
+        if self.workers > MAX_WORKERS {
+            return bad(
+                "workers",
+                format!(
+                    "{}: at most {MAX_WORKERS} data-loading threads (a few per core keep \
+                     a GPU fed)",
+                    self.workers
+                ),
             );
         }
         Ok(())
