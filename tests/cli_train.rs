@@ -72,6 +72,14 @@ fn bad_values_are_refused_before_anything_is_written() {
             &["--workers", "100000"],
             &["workers", "100000", "at most 256"],
         ),
+        (
+            &["--epochs", "18446744073709551615", "--iters-per-epoch", "2"],
+            &[
+                "epochs",
+                "18446744073709551615 epochs of 2 iterations",
+                "counted",
+            ],
+        ),
         (&["--loss", "ce"], &["ce", "use --target classes"]),
         (
             &["--loss", "bce", "--target", "classes"],

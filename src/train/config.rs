@@ -264,6 +264,16 @@ impl TrainConfig {
                 "epochs and iterations per epoch must be positive".into(),
             );
         }
+        // The run counts its steps in total; a count that overflows would wrap.
+        if self.epochs.checked_mul(self.iters_per_epoch).is_none() {
+            return bad(
+                "epochs",
+                format!(
+                    "{} epochs of {} iterations is more steps than can be counted",
+                    self.epochs, self.iters_per_epoch
+                ),
+            );
+        }
         if self.val_every == 0 {
             return bad("val-every", "must be at least 1".into());
         }
