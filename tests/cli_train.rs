@@ -57,6 +57,18 @@ fn bad_values_are_refused_before_anything_is_written() {
         (&["--loss", "wbce:0"], &["wbce:0", "positive"]),
         (&["--loss", "wbce:-2"], &["wbce:-2"]),
         (
+            &["--model", "fcn", "--depth", "8"],
+            &["invalid depth", "8: the FCN takes at most 6"],
+        ),
+        (
+            &["--model", "fcn", "--depth", "3", "--patch", "8"],
+            &[
+                "3 does not fit the patch [8, 8, 8]",
+                "allows depth 2",
+                "--patch >= 16",
+            ],
+        ),
+        (
             &["--loss", "dice:3"],
             &["--loss", "'dice:3'", "dice takes no parameter"],
         ),

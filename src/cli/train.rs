@@ -44,7 +44,8 @@ pub struct Args {
     /// Widest stage [default: from `voxseg plan`: 320 on a GPU, 64 on a CPU].
     #[arg(long)]
     max_features: Option<usize>,
-    /// Resolution stages of the U-Net (FCN: levels + 1) [default: from the patch, as nnU-Net].
+    /// Resolution stages of the U-Net (FCN: levels + 1, at most 6) [default: from the
+    /// patch, as nnU-Net].
     #[arg(long)]
     depth: Option<usize>,
     /// Normalisation after each convolution [default: instance].

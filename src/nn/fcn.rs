@@ -9,6 +9,16 @@ use crate::rng::Rng;
 use crate::tensor_ops::conv::{Conv3dSpec, Padding};
 use crate::tensor_ops::pool::{Pool3dSpec, PoolPadding};
 
+/// The most 2x downsamplings (a depth of 6, as `--depth` counts the FCN: levels + 1).
+pub const MAX_LEVELS: usize = 5;
+
+/// The deepest FCN (levels + 1) a patch allows: each level halves every axis, and the
+/// deepest keeps at least 4 voxels on each, as the U-Net's deepest stage does.
+pub fn depth_for_patch(patch: [usize; 3]) -> usize {
+    let shortest = patch.into_iter().min().unwrap_or(0);
+    1 + (1..=MAX_LEVELS).take_while(|&l| shortest >= 4 << l).count()
+}
+
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FcnConfig {
     pub in_channels: usize,
@@ -58,8 +68,11 @@ impl FcnConfig {
                 "channels, features and blocks per level must be positive",
             ));
         }
-        if self.levels > 5 {
-            return Err(Error::config("fcn", "at most 5 downsampling levels"));
+        if self.levels > MAX_LEVELS {
+            return Err(Error::config(
+                "fcn",
+                format!("at most {MAX_LEVELS} downsampling levels"),
+            ));
         }
         Ok(())
     }
@@ -225,6 +238,15 @@ mod tests {
     use crate::train::plan::{
         estimate, fcn_activation_bytes, model_parameters, step_memory_bytes, Plan,
     };
+
+    #[test]
+    fn the_shortest_axis_decides_the_depth_a_patch_allows() {
+        assert_eq!(depth_for_patch([16; 3]), 3);
+        assert_eq!(depth_for_patch([31, 64, 64]), 3);
+        assert_eq!(depth_for_patch([32, 64, 64]), 4);
+        assert_eq!(depth_for_patch([7, 128, 128]), 1);
+        assert_eq!(depth_for_patch([1024; 3]), MAX_LEVELS + 1);
+    }
 
     /// The estimate against the elements the real layers output in a training forward,
     /// counted layer by layer: exact (tolerance 0), odd sizes included.

@@ -350,6 +350,17 @@ impl TrainConfig {
             if !(1..=8).contains(&d) {
                 return bad("depth", format!("{d}: must be between 1 and 8"));
             }
+            let fcn_most = crate::nn::fcn::MAX_LEVELS + 1;
+            if self.model == ModelKind::Fcn && d > fcn_most {
+                return bad(
+                    "depth",
+                    format!(
+                        "{d}: the FCN takes at most {fcn_most} (levels + 1, at most {} \
+                         downsamplings)",
+                        fcn_most - 1
+                    ),
+                );
+            }
         }
         let fr = [self.split.train, self.split.val, self.split.test];
         if fr.iter().any(|f| !(0.0..=1.0).contains(f))

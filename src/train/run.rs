@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::infer::{interleave_channels, predict_volume, probabilities, SlidingWindow};
 use crate::log::{captioned_overlay, EventWriter, JsonlWriter, Progress};
 use crate::loss::{check_finite, Target};
-use crate::nn::fcn::FcnConfig;
+use crate::nn::fcn::{self, FcnConfig};
 use crate::nn::layers::Activation;
 use crate::nn::unet::{Downsample, Stages, UNetConfig, Upsample};
 use crate::nn::{Ctx, Init, Model, ModelSpec, Module};
@@ -1057,6 +1057,24 @@ fn resolve_plan(
                 ),
             ));
         }
+        Some(d) if cfg.model == ModelKind::Fcn && d > fcn::depth_for_patch(p.patch) => {
+            return Err(Error::config(
+                "depth",
+                format!(
+                    "{d} does not fit the patch {:?}: the FCN halves every axis at each of its \
+                     {} levels and the deepest needs at least 4 voxels on each, so it allows \
+                     depth {}; use --patch >= {} for depth {d}, or a lower --depth",
+                    p.patch,
+                    d - 1,
+                    fcn::depth_for_patch(p.patch),
+                    4 << (d - 1)
+                ),
+            ));
+        }
+        // The FCN halves every axis, so its shortest one may allow less than the U-Net's.
+        None if cfg.model == ModelKind::Fcn => {
+            cfg.depth = Some(fits.min(fcn::depth_for_patch(p.patch)));
+        }
         None if fits < planned_depth => {
             let downsamplings = match fits - 1 {
                 0 => "no downsampling".to_string(),
@@ -1264,7 +1282,7 @@ fn model_spec(cfg: &TrainConfig, p: &Plan, in_channels: usize, out_channels: usi
             in_channels,
             out_channels,
             features,
-            levels: cfg.depth.unwrap_or(3).saturating_sub(1).min(5),
+            levels: cfg.depth.unwrap_or(3).saturating_sub(1),
             blocks_per_level: 2,
             norm: cfg.norm,
             activation: Activation::LeakyRelu { slope: 0.01 },
