@@ -246,6 +246,30 @@ fn every_fold_and_plan_use_one_plan() {
     std::fs::write(&file, split.to_string()).unwrap();
     let f = file.to_str().unwrap();
     let from_file = plan(&["--split-file", f]);
+    // nnU-Net's splits_final.json needs a fold, in `plan` as in `train`.
+    let nnunet = dir.join("splits_final.json");
+    let folds = serde_json::json!([{"train": split["train"], "val": split["val"]}]);
+    std::fs::write(&nnunet, folds.to_string()).unwrap();
+    let n = nnunet.to_str().unwrap();
+    assert_eq!(
+        plan(&["--split-file", n, "--fold", "0"])["patch"],
+        from_file["patch"]
+    );
+    let r = voxseg_in(
+        &dir,
+        &[
+            "plan",
+            "--data",
+            d,
+            "--device",
+            "cpu",
+            "--split-file",
+            n,
+            "--fold",
+            "1",
+        ],
+    );
+    assert_refused(&r, &["fold", "1"]);
     let run = dir.join("given");
     let r = voxseg_in(
         &dir,

@@ -487,6 +487,14 @@ pub struct PlanArgs {
     /// Plan from this split file's train and val cases, as train --split-file does.
     #[arg(long)]
     split_file: Option<PathBuf>,
+    /// Plan fold K (from 0), as train --fold does: with --split-file, entry K of nnU-Net's
+    /// splits_final.json; otherwise every fold plans alike (from the cases outside the
+    /// shared test set).
+    #[arg(long)]
+    fold: Option<usize>,
+    /// Number of cross-validation folds [default: the config's, else 5].
+    #[arg(long, requires = "fold")]
+    folds: Option<usize>,
 }
 
 /// Prints the plan `train` with the same data, config, seed and device would use.
@@ -513,6 +521,12 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = a.split_file {
         c.split_file = Some(path);
+    }
+    if let Some(index) = a.fold {
+        c.folds = Some(voxseg::train::config::Folds {
+            count: a.folds.or(c.folds.map(|f| f.count)).unwrap_or(5),
+            index,
+        });
     }
     if c.data.as_os_str().is_empty() {
         anyhow::bail!("--data is required (a dataset folder or a manifest)");
