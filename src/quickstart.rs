@@ -14,6 +14,7 @@ use crate::infer::{PredictOptions, Predictor};
 use crate::metrics::evaluate::evaluate;
 use crate::metrics::EvalReport;
 use crate::optim::LrSchedule;
+use crate::train::config::MAX_TIME_LIMIT_MINUTES;
 use crate::train::run::RunDir;
 use crate::train::{RunOptions, TrainConfig};
 use std::path::{Path, PathBuf};
@@ -106,6 +107,18 @@ pub fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
             ),
         ));
     }
+    // Training takes its time limit from --minutes: checked here, before any data is
+    // written, and in the quickstart's words.
+    if opts.minutes > MAX_TIME_LIMIT_MINUTES {
+        return Err(Error::config(
+            "minutes",
+            format!(
+                "{}: --minutes is at most {MAX_TIME_LIMIT_MINUTES:e}",
+                opts.minutes
+            ),
+        ));
+    }
+    let device = crate::backend::device::resolve(opts.device.parse()?)?;
     let data = opts.out.join("data");
     let run_dir = opts.out.join("run");
     let predictions = opts.out.join("predictions");
@@ -169,7 +182,7 @@ pub fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
 
     std::fs::create_dir_all(&predictions)
         .map_err(|e| Error::io(format!("creating {}", predictions.display()), e))?;
-    let split = match crate::backend::device::resolve(opts.device.parse()?)? {
+    let split = match device {
         Device::Cpu { .. } => predict_test(
             &Cpu::new()
                 .with_conv_precision(opts.precision.unwrap_or_default())

@@ -8,7 +8,7 @@ use voxseg::data::synth::{write_dataset, SynthLayout, SynthOptions, SynthStorage
 
 mod cli_common;
 
-use cli_common::{preprocess, sorted_entries, temp_dir, voxseg, Outcome};
+use cli_common::{assert_refused, preprocess, sorted_entries, temp_dir, voxseg, Outcome};
 
 fn synth(out: &Path, cases: usize, layout: SynthLayout) {
     cli_common::synth(out, layout, cases, 16, 1);
@@ -360,6 +360,21 @@ fn quickstart_refuses_a_file_or_a_foreign_folder_as_out_before_writing() {
     std::fs::write(folder.join("notes.txt"), b"mine").unwrap();
     refused(&folder, "not the quickstart's (notes.txt)");
     assert_eq!(sorted_entries(&folder), ["notes.txt"]);
+    // Its own flags are checked before the data is written too.
+    let fresh = dir.join("fresh");
+    for (flags, words) in [
+        (
+            &["--minutes", "1e300"][..],
+            &["invalid minutes", "--minutes is at most"][..],
+        ),
+        (&["--device", "bogus"], &["invalid device", "'bogus'"]),
+    ] {
+        let mut args = vec!["quickstart", "--out", fresh.to_str().unwrap()];
+        args.extend(flags);
+        let r = voxseg(&args);
+        assert_refused(&r, words);
+        assert!(!fresh.join("data").exists(), "{flags:?} wrote data");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
