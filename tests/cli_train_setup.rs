@@ -500,3 +500,41 @@ fn ensembles_name_targets_as_flags_and_refuse_a_run_given_twice() {
     assert!(!dir.join("preds").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Without --precision, the CPU takes `VOXSEG_CONV_PRECISION` as a GPU does: a bad value is
+/// refused before the run folder is made, and bf16 gets the flag's note where the CPU
+/// computes in f32.
+#[test]
+fn cpu_training_takes_the_precision_variable_as_the_flag() {
+    let dir = temp_dir("cpu-precision-env");
+    let data = brats_dataset(&dir, 16, 4);
+    let run = dir.join("run");
+    let o = run.to_str().unwrap();
+    let with_env = |value: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_voxseg"))
+            .current_dir(&dir)
+            .env("VOXSEG_CONV_PRECISION", value)
+            .args(train_args(data.to_str().unwrap(), o, &[]))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = with_env("bogus");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("invalid VOXSEG_CONV_PRECISION") && stderr.contains("\"bogus\""),
+        "{stderr}"
+    );
+    assert!(!run.exists());
+    let (code, stderr) = with_env("bf16");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stderr.contains("note: precision bf16 on the CPU: this CPU has no AVX512-BF16"),
+        !voxseg::tensor_ops::conv::bf16_products_available(),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -46,7 +46,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let precision: ConvPrecision = a.precision.parse()?;
     let results = match a.device.as_str() {
         "cpu" => {
-            let cpu = Cpu::at_precision(Some(precision));
+            let cpu = Cpu::at_precision(Some(precision))?;
             eprintln!("device: {}", cpu.name());
             let mut names: Vec<String> = voxseg::bench::cpu_cases(cpu)?
                 .iter()

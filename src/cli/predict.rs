@@ -70,7 +70,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     match resolve(a.device.parse::<DeviceRequest>()?)? {
-        Device::Cpu { .. } => run_on(&Cpu::at_precision(a.precision), &a),
+        Device::Cpu { .. } => run_on(&Cpu::at_precision(a.precision)?, &a),
         Device::Cuda { ordinal, .. } => {
             let cuda = voxseg::backend::cuda::Cuda::new(ordinal)?;
             if let Some(p) = a.precision {

@@ -255,6 +255,11 @@ impl TrainConfig {
                 );
             }
         }
+        // Without a precision the device takes the environment's: a bad one is refused here,
+        // before the run folder is made.
+        if self.precision.is_none() {
+            ConvPrecision::from_env()?;
+        }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad("lr", format!("{} must be a positive number", self.lr));
         }

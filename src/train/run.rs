@@ -163,7 +163,7 @@ pub fn train(cfg: TrainConfig, opts: RunOptions) -> Result<TrainSummary> {
         *why = "as the run's config.json records".into();
     }
     match &device {
-        Device::Cpu { .. } => train_on(&Cpu::at_precision(start.cfg.precision), &device, start),
+        Device::Cpu { .. } => train_on(&Cpu::at_precision(start.cfg.precision)?, &device, start),
         Device::Cuda { ordinal, .. } => {
             let cuda = crate::backend::cuda::Cuda::new(*ordinal)?;
             if let Some(p) = start.cfg.precision {

@@ -57,14 +57,19 @@ impl<E: Element> CpuBackend<E> {
         )
     }
 
-    /// A backend with its convolutions at `precision` (None: f32) where the CPU can; says so
-    /// on stderr where it computes in f32 instead.
-    pub fn at_precision(precision: Option<ConvPrecision>) -> Self {
-        let (cpu, note) = Self::new().with_conv_precision(precision.unwrap_or_default());
+    /// A backend with its convolutions at `precision` (None: `VOXSEG_CONV_PRECISION`, else
+    /// f32, as a CUDA device takes it) where the CPU can; says so on stderr where it
+    /// computes in f32 instead. Fails when the variable names no precision.
+    pub fn at_precision(precision: Option<ConvPrecision>) -> Result<Self> {
+        let asked = match precision {
+            Some(p) => p,
+            None => ConvPrecision::from_env()?.unwrap_or_default(),
+        };
+        let (cpu, note) = Self::new().with_conv_precision(asked);
         if let Some(note) = note {
             eprintln!("note: {note}");
         }
-        cpu
+        Ok(cpu)
     }
 
     /// The arithmetic of this backend's convolutions: F32 or Bf16.
