@@ -20,7 +20,7 @@ impl std::str::FromStr for DeviceRequest {
         match s.to_ascii_lowercase().as_str() {
             "auto" => Ok(DeviceRequest::Auto),
             "cpu" => Ok(DeviceRequest::Cpu),
-            "cuda" | "gpu" => Ok(DeviceRequest::Cuda(0)),
+            "cuda" => Ok(DeviceRequest::Cuda(0)),
             other => match other.strip_prefix("cuda:") {
                 Some(n) => n.parse().map(DeviceRequest::Cuda).map_err(|_| bad()),
                 None => Err(bad()),
@@ -90,6 +90,12 @@ mod tests {
         let err = "tpu".parse::<DeviceRequest>().unwrap_err().to_string();
         assert!(err.contains("tpu") && err.contains("cuda:N"), "{err}");
         assert!("cuda:x".parse::<DeviceRequest>().is_err());
+        // Undocumented, and a name of no device kind: refused rather than read as cuda:0.
+        let err = "gpu".parse::<DeviceRequest>().unwrap_err().to_string();
+        assert!(
+            err.contains("'gpu': expected auto, cpu, cuda or cuda:N"),
+            "{err}"
+        );
     }
 
     #[test]
