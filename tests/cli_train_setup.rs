@@ -225,6 +225,20 @@ fn every_fold_and_plan_use_one_plan() {
         serde_json::from_str(&r.stdout).unwrap()
     };
     let shared = plan(&[]);
+    // `auto` says which device it planned for and why, as train does, beside the JSON.
+    let r = voxseg_in(&dir, &["plan", "--data", d, "--device", "auto"]);
+    assert_ok(&r);
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("device: "))
+        .unwrap_or_default();
+    let planned = serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()["device"].clone();
+    if planned == "cpu" {
+        assert!(line.contains("): no usable GPU ("), "{}", r.stderr);
+    } else {
+        assert!(line.starts_with("device: cuda:0 ("), "{}", r.stderr);
+    }
     for fold in ["0", "1", "2"] {
         let run = dir.join(format!("fold{fold}"));
         let extra = ["--fold", fold, "--folds", "3", "--seed", "1"];

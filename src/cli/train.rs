@@ -534,7 +534,9 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
     if !target_given {
         default_target(&mut c);
     }
-    let (plan, memory) = voxseg::train::run::plan_for_config(&c)?;
+    let (plan, memory, device) = voxseg::train::run::plan_for_config(&c)?;
+    // Standard output is the plan's JSON; why this device, as train says it, goes beside.
+    eprintln!("device: {}", device.describe());
     // With the memory one step takes at its peak on the device, by the planner's models.
     let mut shown = serde_json::to_value(&plan)?;
     shown["step_memory_bytes"] = serde_json::json!(memory);

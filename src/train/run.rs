@@ -1667,8 +1667,8 @@ fn histograms<B: Backend>(
 /// cases outside the test set of the split it would make (its seed and fractions, or its
 /// split file; every fold of a cross-validation has the same), with the values `cfg` sets
 /// filled in; and one step's peak memory on the device by the planner's models
-/// (`step_memory`).
-pub fn plan_for_config(cfg: &TrainConfig) -> Result<(Plan, u64)> {
+/// (`step_memory`); and the device planned for, with why it was chosen.
+pub fn plan_for_config(cfg: &TrainConfig) -> Result<(Plan, u64, Device)> {
     cfg.validate()?;
     let device = resolve(cfg.device.parse::<DeviceRequest>()?)?;
     let (dataset, channels, _) = open_dataset(cfg)?;
@@ -1712,7 +1712,7 @@ pub fn plan_for_config(cfg: &TrainConfig) -> Result<(Plan, u64)> {
     let (p, _) = resolve_plan(&mut cfg, &summary, largest_grid(&grids), &device)?;
     let spec = model_spec(&cfg, &p, summary.in_channels, summary.out_channels);
     let memory = step_memory(&cfg, &p, &spec, &plan_device(&device, cfg.precision)?);
-    Ok((p, memory))
+    Ok((p, memory, device))
 }
 
 /// The run's configuration as `config.json` records it: paths absolute (so that `--resume`
