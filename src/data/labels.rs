@@ -297,11 +297,27 @@ impl LabelSpec {
 }
 
 /// A class given by name or by internal index.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(untagged)]
 pub enum ClassRef {
     Index(usize),
     Name(String),
+}
+
+// By hand: the derived untagged form answers anything else with "data did not match any
+// variant of untagged enum ClassRef".
+impl<'de> serde::Deserialize<'de> for ClassRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let value = <serde_json::Value as serde::Deserialize>::deserialize(d)?;
+        let index = value.as_u64().and_then(|i| usize::try_from(i).ok());
+        match (value, index) {
+            (serde_json::Value::String(name), _) => Ok(ClassRef::Name(name)),
+            (_, Some(i)) => Ok(ClassRef::Index(i)),
+            (other, None) => Err(serde::de::Error::custom(format!(
+                "a class is a name or an index from 1 (0 is the background), not {other}"
+            ))),
+        }
+    }
 }
 
 /// What a network is trained to output.

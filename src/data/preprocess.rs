@@ -56,11 +56,33 @@ pub enum AfterClip {
 }
 
 /// Where the normalisation statistics come from.
+// `remote = "Self"`: the derived code becomes inherent functions, which the impls below
+// call; deserialising refuses a bare "per_dataset" in words a user can act on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(remote = "Self", rename_all = "snake_case")]
 pub enum Statistics {
     PerCase,
+    /// Filled in by training from its training cases (`dataset_statistics`).
     PerDataset(DatasetStats),
+}
+
+impl Serialize for Statistics {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        Statistics::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Statistics {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let value = <serde_json::Value as Deserialize>::deserialize(d)?;
+        if value == "per_dataset" {
+            return Err(serde::de::Error::custom(
+                "\"statistics\": \"per_dataset\" is not set by hand: \"dataset_statistics\": \
+                 true computes them over the training cases",
+            ));
+        }
+        Statistics::deserialize(value).map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -189,6 +189,7 @@ impl TrainConfig {
 
     /// A config file's text, and the settings it names; the error says what is wrong.
     fn parse(text: &str) -> std::result::Result<(Self, Vec<String>), String> {
+        serde_json::from_str::<NoDuplicateKeys>(text).map_err(|e| e.to_string())?;
         let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let keys: Vec<String> = value
             .as_object()
@@ -440,6 +441,61 @@ impl TrainConfig {
     }
 }
 
+/// Any JSON in which no object names a key twice (serde_json keeps the last silently).
+struct NoDuplicateKeys;
+
+impl<'de> Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicateKeys)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
+    type Value = NoDuplicateKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Self, A::Error> {
+        while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(self)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            map.next_value::<NoDuplicateKeys>()?;
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!("key `{key}` given twice")));
+            }
+        }
+        Ok(self)
+    }
+}
+
 /// `given` laid over `base`: objects key by key, anything else replaced. An object naming
 /// another `kind` (loss, optimiser, schedule, intensity) replaces the default whole: the
 /// default's keys belong to its own kind.
@@ -616,6 +672,42 @@ mod tests {
         assert_eq!(cfg.epochs, 3);
         assert_eq!(cfg.lr, 1e-3);
         assert_eq!(keys, ["epochs", "loss", "optimizer"]);
+    }
+
+    /// Mistakes serde words cryptically are told in the config's terms.
+    #[test]
+    fn cryptic_mistakes_are_told_plainly() {
+        for (json, words) in [
+            (
+                r#"{"target": {"class": -1}}"#,
+                "a class is a name or an index from 1 (0 is the background), not -1",
+            ),
+            (
+                r#"{"preprocess": {"statistics": "per_dataset"}}"#,
+                "\"dataset_statistics\": true computes them",
+            ),
+            (
+                r#"{"epochs": 1, "epochs": 2}"#,
+                "key `epochs` given twice at line 1",
+            ),
+            (
+                r#"{"augment": {"noise": {"p": 0, "p": 1}}}"#,
+                "key `p` given twice",
+            ),
+        ] {
+            let err = TrainConfig::parse(json).expect_err(json);
+            assert!(err.contains(words), "{json}: {err}");
+        }
+        let (cfg, _) = TrainConfig::parse(r#"{"target": {"class": 2}}"#).unwrap();
+        assert_eq!(
+            cfg.target,
+            TargetSpec::Class(crate::data::labels::ClassRef::Index(2))
+        );
+        let (cfg, _) = TrainConfig::parse(r#"{"target": {"class": "ET"}}"#).unwrap();
+        assert_eq!(
+            cfg.target,
+            TargetSpec::Class(crate::data::labels::ClassRef::Name("ET".into()))
+        );
     }
 
     /// A nested object given in part keeps the documented defaults of what it leaves out.
