@@ -187,6 +187,13 @@ impl TrainConfig {
         Ok((cfg, keys))
     }
 
+    /// A config file's text, read as `--config` reads it (without the path resolution).
+    pub fn from_json(text: &str) -> Result<Self> {
+        Self::parse(text)
+            .map(|(cfg, _)| cfg)
+            .map_err(|msg| Error::config("config", msg))
+    }
+
     /// A config file's text, and the settings it names; the error says what is wrong.
     fn parse(text: &str) -> std::result::Result<(Self, Vec<String>), String> {
         serde_json::from_str::<NoDuplicateKeys>(text).map_err(|e| e.to_string())?;
