@@ -140,21 +140,18 @@ impl Listing {
             [one] => Err(one.to_error()),
             many => {
                 let named: Vec<String> = many.iter().map(|p| p.to_error().to_string()).collect();
-                Err(Error::data(
-                    format!(
-                        "{} dataset {}",
-                        self.dataset.layout,
-                        self.dataset.root.display()
-                    ),
-                    format!(
-                        "{} problems: {}; `voxseg check --data {}` lists them all",
-                        many.len(),
-                        few(&named),
-                        self.dataset.root.display()
-                    ),
-                ))
+                Err(self.for_check(format!("{} problems: {}", many.len(), few(&named))))
             }
         }
+    }
+
+    /// An error of the dataset saying `what`, and that `voxseg check` lists everything.
+    fn for_check(&self, what: String) -> Error {
+        let root = self.dataset.root.display();
+        Error::data(
+            format!("{} dataset {root}", self.dataset.layout),
+            format!("{what}; `voxseg check --data {root}` lists them all"),
+        )
     }
 
     /// The missing files of case `id` that reading `channels` needs.
@@ -197,19 +194,11 @@ impl Listing {
                     0 => String::new(),
                     n => format!(" and {n} more"),
                 };
-                Err(Error::data(
-                    format!(
-                        "{} dataset {}",
-                        self.dataset.layout,
-                        self.dataset.root.display()
-                    ),
-                    format!(
-                        "{} files are missing: {}{more}; `voxseg check --data {}` lists them all",
-                        many.len(),
-                        named.join(", "),
-                        self.dataset.root.display()
-                    ),
-                ))
+                Err(self.for_check(format!(
+                    "{} files are missing: {}{more}",
+                    many.len(),
+                    named.join(", ")
+                )))
             }
         }
     }
