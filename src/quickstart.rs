@@ -113,7 +113,7 @@ pub fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
         return Err(Error::config(
             "minutes",
             format!(
-                "{}: --minutes is at most {MAX_TIME_LIMIT_MINUTES:e}",
+                "{:e}: --minutes is at most {MAX_TIME_LIMIT_MINUTES:e}",
                 opts.minutes
             ),
         ));

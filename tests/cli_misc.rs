@@ -365,7 +365,7 @@ fn quickstart_refuses_a_file_or_a_foreign_folder_as_out_before_writing() {
     for (flags, words) in [
         (
             &["--minutes", "1e300"][..],
-            &["invalid minutes", "--minutes is at most"][..],
+            &["invalid minutes: 1e300: --minutes is at most 1e8"][..],
         ),
         (&["--device", "bogus"], &["invalid device", "'bogus'"]),
     ] {

@@ -395,8 +395,9 @@ fn a_checkpoint_of_a_run_that_trained_on_the_test_cases_or_other_preprocessing_i
     assert!(!r.ok, "{}", r.stdout);
     assert!(
         r.stderr.contains("it was trained with preprocessing")
-            && r.stderr.contains("\"background_value\":0.0")
-            && r.stderr.contains("\"background_value\":-1.0"),
+            && r.stderr.contains("preprocessing {background_value: 0.0}")
+            && r.stderr
+                .contains("model.json says {background_value: -1.0}"),
         "{}",
         r.stderr
     );

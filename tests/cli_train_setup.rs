@@ -539,10 +539,15 @@ fn cpu_training_takes_the_precision_variable_as_the_flag() {
     let (code, stderr) = with_env("bogus");
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains("invalid VOXSEG_CONV_PRECISION") && stderr.contains("\"bogus\""),
+        stderr.contains("invalid VOXSEG_CONV_PRECISION: \"bogus\" is not one of"),
         "{stderr}"
     );
     assert!(!run.exists());
+    // Set to nothing, as a shell unsets it for one command: f32, without a note.
+    let (code, stderr) = with_env("");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("precision"), "{stderr}");
+    std::fs::remove_dir_all(&run).unwrap();
     let (code, stderr) = with_env("bf16");
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(

@@ -520,8 +520,8 @@ impl NiftiFile {
         }
         // A zero voxel size places every voxel at one point; reading it as 1 mm would
         // silently disagree with an sform that says otherwise. Axes beyond dim[0] (a 2D
-        // image's z) have no size to give.
-        if let Some(i) = (1..=ndim.min(3)).find(|&i| h.pixdim[i] == 0.0) {
+        // image's z), and axes of one voxel (a single slice), have no spacing to give.
+        if let Some(i) = (1..=ndim.min(3)).find(|&i| h.pixdim[i] == 0.0 && dim[i - 1] > 1) {
             return Err(bad(format!(
                 "pixdim[{i}] (the voxel size along {}) is 0; a voxel size must be positive",
                 ["x", "y", "z"][i - 1]
@@ -549,7 +549,7 @@ impl NiftiFile {
         if h.qform_code > 0 && squares.is_finite() && squares > 1.0 + 1e-6 {
             return Err(bad(format!(
                 "the qform quaternion (quatern_b/c/d {}, {}, {}, qform_code {}) is not a \
-                 rotation: b² + c² + d² = {squares:.4} exceeds 1",
+                 rotation: b² + c² + d² = {squares:.6} exceeds 1",
                 h.quatern_b, h.quatern_c, h.quatern_d, h.qform_code
             )));
         }
@@ -1372,6 +1372,13 @@ mod tests {
                 "{err}"
             );
         }
+        // A single slice has no spacing along its one voxel: 1 mm, as before.
+        let slice = NiftiHeaderInfo::new([2, 2, 1], [1.0; 3]);
+        let mut flat = header_bytes(&slice, 1, VoxelType::Uint8, (1.0, 0.0));
+        flat.extend([0u8; 4]);
+        flat[88..92].copy_from_slice(&0f32.to_le_bytes());
+        std::fs::write(&path, &flat).unwrap();
+        assert_eq!(NiftiFile::open(&path).unwrap().header().spacing, [1.0; 3]);
         // Transform codes beyond 5, and a qform quaternion that is no rotation.
         let mut code = clean();
         code[254..256].copy_from_slice(&99i16.to_le_bytes());
@@ -1385,7 +1392,7 @@ mod tests {
         }
         let err = open(&skew);
         assert!(
-            err.contains("x.nii: the qform quaternion") && err.contains("= 2.4300 exceeds 1"),
+            err.contains("x.nii: the qform quaternion") && err.contains("= 2.430000 exceeds 1"),
             "{err}"
         );
         // A unit quaternion written at f32 precision is one.

@@ -131,7 +131,8 @@ impl CheckpointIdentity {
         }
         if let (Some(mine), Some(theirs)) = (&self.preprocess, &other.preprocess) {
             if mine != theirs {
-                out.push(("preprocessing".into(), json(mine), json(theirs)));
+                let (mine, theirs) = differing_keys(&json_value(mine), &json_value(theirs));
+                out.push(("preprocessing".into(), mine, theirs));
             }
         }
         out
@@ -155,6 +156,37 @@ impl CheckpointIdentity {
 /// Compact JSON of a spec, for messages (these types always serialise).
 fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
+}
+
+fn json_value<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_default()
+}
+
+/// The keys in which two JSON objects differ, each side as `{key: value, ...}` with long
+/// values cut short: dataset statistics run to kilobytes.
+fn differing_keys(a: &serde_json::Value, b: &serde_json::Value) -> (String, String) {
+    const LONGEST: usize = 60;
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return (a.to_string(), b.to_string());
+    };
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let side = |o: &serde_json::Map<String, serde_json::Value>| {
+        let fields: Vec<String> = keys
+            .iter()
+            .filter(|k| a.get(**k) != b.get(**k))
+            .map(|k| {
+                let v = o.get(*k).map_or("none".to_string(), |v| v.to_string());
+                match v.char_indices().nth(LONGEST) {
+                    Some((cut, _)) => format!("{k}: {}…", &v[..cut]),
+                    None => format!("{k}: {v}"),
+                }
+            })
+            .collect();
+        format!("{{{}}}", fields.join(", "))
+    };
+    (side(a), side(b))
 }
 
 #[cfg(test)]
@@ -209,13 +241,30 @@ mod tests {
         });
         let found = run.differences(&other);
         assert_eq!(found.len(), 1, "{found:?}");
-        assert_eq!(found[0].0, "preprocessing");
-        assert!(
-            found[0].2.contains("\"crop_to_nonzero\":false"),
-            "{found:?}"
+        assert_eq!(
+            found[0],
+            (
+                "preprocessing".to_string(),
+                "{crop_to_nonzero: true}".to_string(),
+                "{crop_to_nonzero: false}".to_string()
+            )
         );
         other.preprocess = None;
         assert!(run.differences(&other).is_empty());
+    }
+
+    #[test]
+    fn differing_keys_name_only_what_differs_and_cut_long_values() {
+        let long: Vec<f64> = (0..40).map(f64::from).collect();
+        let a = serde_json::json!({"same": 1, "stats": long, "only_a": true});
+        let b = serde_json::json!({"same": 1, "stats": "per_case"});
+        let (left, right) = differing_keys(&a, &b);
+        assert_eq!(right, r#"{only_a: none, stats: "per_case"}"#);
+        let cut = format!(
+            "{{only_a: true, stats: {}…}}",
+            &a["stats"].to_string()[..60]
+        );
+        assert_eq!(left, cut);
     }
 
     #[test]

@@ -300,6 +300,12 @@ impl TrainConfig {
         }
         if let Some(t) = self.time_limit_minutes {
             if !(t > 0.0 && t <= MAX_TIME_LIMIT_MINUTES) {
+                // 1e300 written out would be 301 digits.
+                let t = if t.abs() > MAX_TIME_LIMIT_MINUTES {
+                    format!("{t:e}")
+                } else {
+                    t.to_string()
+                };
                 return bad(
                     "time-limit",
                     format!(

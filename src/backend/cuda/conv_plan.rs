@@ -230,10 +230,12 @@ impl ConvPrecision {
     /// The precision `VOXSEG_CONV_PRECISION` names, None when it is unset.
     pub fn from_env() -> Result<Option<Self>> {
         match std::env::var(CONV_PRECISION_ENV) {
-            Ok(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|e: Error| Error::config(CONV_PRECISION_ENV, e.to_string())),
+            // `VOXSEG_CONV_PRECISION= voxseg ...` is how a shell unsets it for one command.
+            Ok(v) if v.trim().is_empty() => Ok(None),
+            Ok(v) => v.parse().map(Some).map_err(|e: Error| match e {
+                Error::Config { msg, .. } => Error::config(CONV_PRECISION_ENV, msg),
+                other => other,
+            }),
             Err(std::env::VarError::NotPresent) => Ok(None),
             Err(e) => Err(Error::config(CONV_PRECISION_ENV, e.to_string())),
         }
