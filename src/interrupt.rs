@@ -25,7 +25,7 @@ fn on_interrupt() {
         return;
     }
     // Held until the exit: a write that has not registered its file yet cannot start one.
-    let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut in_flight = lock();
     for tmp in in_flight.drain(..) {
         let _ = std::fs::remove_file(tmp);
     }

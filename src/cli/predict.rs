@@ -8,6 +8,7 @@ use voxseg::data::layout::list;
 use voxseg::error::few;
 use voxseg::error::Error;
 use voxseg::infer::{select_cases, OutputFiles, PredictOptions, PredictSplit, Predictor};
+use voxseg::metrics::evaluate::label_case_id;
 use voxseg::train::RunDir;
 
 #[derive(ClapArgs)]
@@ -262,23 +263,14 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The case ids of the label maps in `out` (`ID.nii.gz`, `ID.nii`) that are not among
-/// `cases`, sorted.
+/// The cases whose labels `evaluate` would find in `out` that are not among `cases`, sorted.
 fn labels_of_other_cases(out: &Path, cases: &[voxseg::data::layout::CaseFiles]) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(out) else {
         return Vec::new();
     };
     let mut ids: Vec<String> = entries
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter_map(|name| {
-            let id = name
-                .strip_suffix(".nii.gz")
-                .or_else(|| name.strip_suffix(".nii"))?;
-            (!id.starts_with('.')
-                && !id.ends_with("_probabilities")
-                && !cases.iter().any(|c| c.id == id))
-            .then(|| id.to_string())
-        })
+        .filter_map(|e| label_case_id(&e.ok()?.path()))
+        .filter(|id| !cases.iter().any(|c| c.id == *id))
         .collect();
     ids.sort();
     ids.dedup();

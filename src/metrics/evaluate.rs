@@ -189,7 +189,9 @@ fn label_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
     for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-        let Some(id) = case_id(&path) else { continue };
+        let Some(id) = label_case_id(&path) else {
+            continue;
+        };
         if let Some(other) = found.insert(id.clone(), path.clone()) {
             let mut both = [other, path].map(|p| p.display().to_string());
             both.sort();
@@ -206,7 +208,9 @@ fn label_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
     Ok(found)
 }
 
-fn case_id(path: &Path) -> Option<String> {
+/// The case whose labels `evaluate` reads `path` as (`CASE.nii.gz` or `CASE.nii`; not a
+/// probability map or a hidden file), or None.
+pub fn label_case_id(path: &Path) -> Option<String> {
     let name = path.file_name()?.to_str()?;
     let id = name
         .strip_suffix(".nii.gz")
