@@ -334,10 +334,7 @@ impl Args {
             asked("cache");
         }
         if let Some(index) = self.fold {
-            c.folds = Some(voxseg::train::config::Folds {
-                count: self.folds.or(c.folds.map(|f| f.count)).unwrap_or(5),
-                index,
-            });
+            c.folds = Some(asked_folds(index, self.folds, c.folds));
             asked("folds");
         }
         if let Some(path) = self.split_file {
@@ -497,6 +494,19 @@ pub struct PlanArgs {
     folds: Option<usize>,
 }
 
+/// The folds `--fold K [--folds N]` ask for: fold K of N, else of the configuration's
+/// count, else of 5.
+fn asked_folds(
+    index: usize,
+    count: Option<usize>,
+    configured: Option<voxseg::train::config::Folds>,
+) -> voxseg::train::config::Folds {
+    voxseg::train::config::Folds {
+        count: count.or(configured.map(|f| f.count)).unwrap_or(5),
+        index,
+    }
+}
+
 /// Prints the plan `train` with the same data, config, seed and device would use.
 pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
     let (mut c, keys) = match &a.config {
@@ -523,10 +533,7 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
         c.split_file = Some(path);
     }
     if let Some(index) = a.fold {
-        c.folds = Some(voxseg::train::config::Folds {
-            count: a.folds.or(c.folds.map(|f| f.count)).unwrap_or(5),
-            index,
-        });
+        c.folds = Some(asked_folds(index, a.folds, c.folds));
     }
     if c.data.as_os_str().is_empty() {
         anyhow::bail!("--data is required (a dataset folder or a manifest)");
