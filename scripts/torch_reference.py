@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/torch_reference.json: layers, activations, norms and losses computed
 by PyTorch (and MONAI for Dice and SSIM) on small random inputs, forward and backward, for
-tests/torch_reference.rs to compare voxseg's CPU backend against.
+tests/torch_reference.rs to compare voxseg's CPU backend against; and
+tests/fixtures/unet_reference.json: nnU-Net's own U-Net (PlainConvUNet of
+dynamic_network_architectures) with random weights, its outputs and gradients.
 
 Our gradient checks show that each backward matches its own forward; these cases show that
 the forward is the operation people mean by its name: Keras 'same' padding, transposed
@@ -17,22 +19,26 @@ losses the target (region channels, or class indices stored as floats).
 
 Regenerate (CPU only, a few seconds):
   python3 -m venv /tmp/torchenv
-  /tmp/torchenv/bin/pip install torch==2.15.0 monai==1.6.1 numpy
+  /tmp/torchenv/bin/pip install torch==2.15.0 monai==1.6.1 dynamic-network-architectures==0.4.4 numpy
   /tmp/torchenv/bin/python scripts/torch_reference.py
 """
 import json
 import math
 from pathlib import Path
 
+import dynamic_network_architectures
 import monai
 import torch
 import torch.nn.functional as F
+from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from monai.losses import DiceLoss
 from monai.metrics.regression import compute_ssim_and_cs
 
 torch.manual_seed(20261128)
 DT = torch.float64
-OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "torch_reference.json"
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+OUT = FIXTURES / "torch_reference.json"
+UNET_OUT = FIXTURES / "unet_reference.json"
 # f64 all the way: what is left is rounding.
 TIGHT = 1e-10
 cases = []
@@ -303,6 +309,110 @@ def loss_cases():
     add("loss_ssim_gaussian7", {"kind": "ssim"}, logits, target, 1.0 - ssim.to(DT).mean(), False, tolerance=2e-5)
 
 
+def unet_case():
+    """nnU-Net's PlainConvUNet with anisotropic first stages, weights in voxseg's names and
+    layouts. Two conventions differ and are bridged here, not hidden: voxseg pads strided
+    convolutions as Keras 'same' (nnU-Net pads (k - 1) / 2 on both sides), so a hook pads
+    those inputs Keras' way; voxseg concatenates (skip, upsampled) where nnU-Net
+    concatenates (upsampled, skip), so the decoder's first kernels swap their input
+    halves. Biases of convolutions followed by instance norm are random: the norm cancels
+    them, and voxseg has none. voxseg's transposed convolutions have no bias: zero here."""
+    strides = [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]
+    kernels = [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]]
+    features = [2, 4, 4, 4]
+    net = PlainConvUNet(2, 4, features, torch.nn.Conv3d, kernels, strides, 2, 3, 2, conv_bias=True,
+                        norm_op=torch.nn.InstanceNorm3d, norm_op_kwargs={"eps": 1e-5, "affine": True},
+                        nonlin=torch.nn.LeakyReLU, nonlin_kwargs={"negative_slope": 0.01},
+                        deep_supervision=True).to(DT)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(dyadic(torch.rand(p.shape, dtype=DT) + 0.5))
+            elif name.startswith("decoder.transpconvs") and name.endswith("bias"):
+                p.zero_()
+            else:
+                p.copy_(dyadic(torch.rand(p.shape, dtype=DT) - 0.5))
+    for s, stride in enumerate(strides):
+        conv = net.encoder.stages[s][0].convs[0].conv
+        if stride != [1, 1, 1]:
+            conv.padding = (0, 0, 0)
+            conv.register_forward_pre_hook(
+                lambda m, args: (pad_ncdhw(args[0], [same_padding(args[0].shape[2 + a], m.kernel_size[a], m.stride[a])
+                                                     for a in range(3)]),))
+
+    # voxseg's name -> (PyTorch parameter, its layout as a function of voxseg's tensor)
+    mapping = {}
+    def conv(ours, theirs, swap_halves=False):
+        weight = dict(net.named_parameters())[theirs]
+        def to_ours(w):
+            w = w.permute(2, 3, 4, 1, 0)  # [cout, cin, kd, kh, kw] -> [kd, kh, kw, cin, cout]
+            if swap_halves:
+                half = w.shape[3] // 2
+                w = torch.cat([w[:, :, :, half:], w[:, :, :, :half]], dim=3)
+            return w
+        mapping[ours] = (weight, to_ours)
+    def plain(ours, theirs):
+        mapping[ours] = (dict(net.named_parameters())[theirs], lambda t: t)
+    for s in range(4):
+        for i in range(2):
+            conv(f"encoder.{s}.block{i}.conv.weight", f"encoder.stages.{s}.0.convs.{i}.conv.weight")
+            plain(f"encoder.{s}.block{i}.norm.gamma", f"encoder.stages.{s}.0.convs.{i}.norm.weight")
+            plain(f"encoder.{s}.block{i}.norm.beta", f"encoder.stages.{s}.0.convs.{i}.norm.bias")
+    for j in range(3):
+        s = 2 - j  # nnU-Net counts decoder stages from the bottom
+        up = dict(net.named_parameters())[f"decoder.transpconvs.{j}.weight"]
+        mapping[f"up.{s}.weight"] = (up, lambda w: w.permute(2, 3, 4, 1, 0))  # [cin, cout, k] -> [k, cout, cin]
+        for i in range(2):
+            conv(f"decoder.{s}.block{i}.conv.weight", f"decoder.stages.{j}.convs.{i}.conv.weight", swap_halves=i == 0)
+            plain(f"decoder.{s}.block{i}.norm.gamma", f"decoder.stages.{j}.convs.{i}.norm.weight")
+            plain(f"decoder.{s}.block{i}.norm.beta", f"decoder.stages.{j}.convs.{i}.norm.bias")
+    # voxseg's heads: full resolution and the auxiliary ones above the lowest decoder stage.
+    for s in range(2):
+        conv(f"head.{s}.weight", f"decoder.seg_layers.{2 - s}.weight")
+        plain(f"head.{s}.bias", f"decoder.seg_layers.{2 - s}.bias")
+
+    x = rand(1, 8, 8, 8, 2, lo=-2.0, hi=2.0)
+    outputs = net(to_ncdhw(x))
+    dys = [dyadic(torch.randn(o.shape, dtype=DT)) for o in outputs[:2]]
+    loss = sum((o * dy).sum() for o, dy in zip(outputs, dys))
+    # Gradients of the input and of one parameter of each kind and place (all of them
+    # would double the fixture).
+    checked = ["encoder.0.block0.conv.weight", "encoder.1.block0.conv.weight", "encoder.3.block1.norm.gamma",
+               "up.2.weight", "decoder.0.block0.conv.weight", "decoder.1.block0.norm.beta", "head.0.weight",
+               "head.1.bias"]
+    grads = torch.autograd.grad(loss, [x] + [mapping[k][0] for k in checked])
+    data = {
+        "header": header(),
+        "config": {"in_channels": 2, "out_channels": 3, "features": features, "strides": strides,
+                   "kernels": kernels, "eps": 1e-5, "slope": 0.01},
+        "x": flat(x),
+        "params": {k: flat(f(p)) for k, (p, f) in mapping.items()},
+        "dy": [flat(to_ndhwc(dy)) for dy in dys],
+        "outputs": [flat(to_ndhwc(o)) for o in outputs[:2]],
+        "grad_x": flat(grads[0]),
+        "grads": {k: flat(mapping[k][1](g)) for k, g in zip(checked, grads[1:])},
+    }
+    write(UNET_OUT, data)
+
+
+def header():
+    return {
+        "generator": "scripts/torch_reference.py",
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "dynamic_network_architectures": "0.4.4",
+        "layouts": "NDHWC tensors; conv kernels [kd,kh,kw,cin,cout]; transposed [kd,kh,kw,cout,cin]; dense [in,out]",
+    }
+
+
+def write(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, separators=(",", ":")) + "\n")
+    tmp.replace(path)
+    print(f"{path}: {path.stat().st_size} bytes")
+
+
 conv_cases()
 conv_transpose_cases()
 dense_cases()
@@ -312,14 +422,5 @@ norm_cases()
 activation_cases()
 loss_cases()
 
-header = {
-    "generator": "scripts/torch_reference.py",
-    "torch": torch.__version__,
-    "monai": monai.__version__,
-    "layouts": "NDHWC tensors; conv kernels [kd,kh,kw,cin,cout]; transposed [kd,kh,kw,cout,cin]; dense [in,out]",
-}
-OUT.parent.mkdir(parents=True, exist_ok=True)
-tmp = OUT.with_suffix(".json.tmp")
-tmp.write_text(json.dumps({"header": header, "cases": cases}, separators=(",", ":")) + "\n")
-tmp.replace(OUT)
-print(f"{OUT}: {len(cases)} cases, {OUT.stat().st_size} bytes")
+write(OUT, {"header": header(), "cases": cases})
+unet_case()

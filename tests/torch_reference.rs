@@ -1,6 +1,6 @@
 //! Layers, activations, norms and losses against PyTorch (MONAI for soft Dice and SSIM):
 //! the outputs and gradients of the cases in tests/fixtures/torch_reference.json, written
-//! by scripts/torch_reference.py. The gradient checks show that each backward matches its
+//! by scripts/torch_reference.py; and the U-Net against nnU-Net's (unet_reference.json). The gradient checks show that each backward matches its
 //! own forward; these show that the forward is what the operation's name means to a user
 //! of those tools. Run on the f64 CPU backend to the reference's precision, and on the f32
 //! backend to f32's.
@@ -11,6 +11,9 @@ use voxseg::backend::cpu::{Cpu, Cpu64};
 use voxseg::backend::{Backend, Element};
 use voxseg::error::Result;
 use voxseg::loss::{LossSpec, Target};
+use voxseg::nn::layers::{Activation, NormKind};
+use voxseg::nn::unet::{Downsample, UNet, UNetConfig, Upsample};
+use voxseg::nn::{Ctx, Init};
 use voxseg::tensor::Tensor;
 use voxseg::tensor_ops::conv::{Conv3dSpec, ConvTranspose3dSpec, Padding};
 use voxseg::tensor_ops::{update_moving_stats, Pool3dSpec, PoolPadding, UnaryOp};
@@ -341,4 +344,122 @@ fn f32_backend_matches_pytorch_to_f32_precision() {
     let (failures, worst) = check_all(&Cpu::new(), |c| c.tolerance.max(2e-5));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     eprintln!("f32: largest relative error {worst:e}");
+}
+
+#[derive(Deserialize)]
+struct UNetConfigFixture {
+    in_channels: usize,
+    out_channels: usize,
+    features: Vec<usize>,
+    strides: Vec<[usize; 3]>,
+    kernels: Vec<[usize; 3]>,
+    eps: f64,
+    slope: f64,
+}
+
+#[derive(Deserialize)]
+struct UNetFixture {
+    config: UNetConfigFixture,
+    x: Array,
+    params: BTreeMap<String, Array>,
+    dy: Vec<Array>,
+    outputs: Vec<Array>,
+    grad_x: Array,
+    grads: BTreeMap<String, Array>,
+}
+
+/// voxseg's U-Net against nnU-Net's PlainConvUNet (dynamic_network_architectures) with the
+/// same weights: both outputs of deep supervision and the gradients of the input and of one
+/// parameter of each kind. The fixture bridges the two documented differences (Keras
+/// padding of strided convolutions, the order of the concatenated halves).
+#[test]
+fn unet_matches_nnunet_plain_conv_unet() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/unet_reference.json"
+    );
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let f: UNetFixture = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let c = &f.config;
+    // Widths double from the base up to the cap, as the fixture's do.
+    let (base, max) = (c.features[0], *c.features.iter().max().unwrap());
+    let cfg = UNetConfig {
+        in_channels: c.in_channels,
+        out_channels: c.out_channels,
+        base_features: base,
+        max_features: max,
+        depth: c.features.len(),
+        convs_per_stage: 2,
+        norm: NormKind::Instance,
+        activation: Activation::LeakyRelu { slope: c.slope },
+        downsample: Downsample::StridedConv,
+        upsample: Upsample::TransposedConv,
+        deep_supervision: true,
+        dropout: 0.0,
+        init: Init::HeNormal,
+        strides: c.strides.clone(),
+        kernels: c.kernels.clone(),
+    };
+    let widths: Vec<usize> = (0..cfg.depth).map(|s| cfg.features(s)).collect();
+    assert_eq!(widths, c.features);
+    let b = Cpu64::new();
+    let mut net = UNet::new(&b, cfg, 1).unwrap();
+    let mut loaded = 0;
+    for p in net.params_mut() {
+        let a = f
+            .params
+            .get(&p.name)
+            .unwrap_or_else(|| panic!("{} not in the fixture", p.name));
+        assert_eq!(p.value.dims(), a.shape.as_slice(), "{}", p.name);
+        p.value = tensor(&b, a);
+        loaded += 1;
+    }
+    assert_eq!(loaded, f.params.len(), "parameters the U-Net does not have");
+    // The U-Net's instance norms use nnU-Net's eps.
+    assert_eq!(c.eps, 1e-5);
+
+    let tape = Tape::new();
+    let x_id = LeafId::fresh();
+    let x = tape.leaf(tensor(&b, &f.x), x_id);
+    let outputs = net.forward(&x, &Ctx::train(tape.clone(), 0)).unwrap();
+    assert_eq!(outputs.len(), f.outputs.len(), "deep supervision outputs");
+    let mut loss: Option<Var<Cpu64>> = None;
+    for ((out, want), dy) in outputs.iter().zip(&f.outputs).zip(&f.dy) {
+        assert_eq!(out.dims(), want.shape.as_slice());
+        let err = relative_error(&out.value().to_vec_f64().unwrap(), &want.data);
+        assert!(
+            err < 1e-10,
+            "output {:?}: relative error {err:e}",
+            want.shape
+        );
+        let term = out
+            .mul(&Var::constant(tensor(&b, dy)))
+            .unwrap()
+            .sum()
+            .unwrap();
+        loss = Some(match loss {
+            None => term,
+            Some(l) => l.add(&term).unwrap(),
+        });
+    }
+    let grads = tape.backward(&loss.unwrap()).unwrap();
+    let grad = |id| grads.get(id).unwrap().to_vec_f64().unwrap();
+    let err = relative_error(&grad(x_id), &f.grad_x.data);
+    assert!(err < 1e-10, "gradient of the input: relative error {err:e}");
+    for p in net.params() {
+        if let Some(want) = f.grads.get(&p.name) {
+            let err = relative_error(&grad(p.id), &want.data);
+            assert!(
+                err < 1e-10,
+                "gradient of {}: relative error {err:e}",
+                p.name
+            );
+        }
+    }
+    let checked = net
+        .params()
+        .iter()
+        .filter(|p| f.grads.contains_key(&p.name))
+        .count();
+    assert_eq!(checked, f.grads.len());
 }
