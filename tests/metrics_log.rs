@@ -3,6 +3,10 @@
 //! them from Rust, and leaves them for `scripts/check_interop.py` (TensorBoard's
 //! EventAccumulator, Python safetensors, nibabel).
 //!
+//! Also checks Dice, HD95, the surface they measure from, sensitivity and specificity
+//! against medpy's (the reference voxseg follows) on the mask pairs of
+//! `fixtures/metrics_reference.json`, written by `scripts/metrics_reference.py`.
+//!
 //! The files stay in `$VOXSEG_INTEROP_DIR`, or `<target>/tmp/interop` when unset:
 //! `run/` (events, checkpoints, metrics), `pred/case_001.nii.gz`, `ref_t1.nii.gz`; `run/`
 //! and `pred/` there are replaced on each run.
@@ -11,7 +15,9 @@ use nifti::NiftiObject;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use voxseg::log::{overlay_slices, write_png, EventWriter, JsonlWriter};
-use voxseg::metrics::{score_case, EvalReport, Region};
+use voxseg::metrics::{
+    distance, score_case, score_masks, Confusion, EmptyHd95, EvalReport, Region, LEGACY_EMPTY_HD95,
+};
 use voxseg::train::checkpoint::{load_checkpoint, save_checkpoint};
 
 const DIMS: [usize; 3] = [12, 10, 8];
@@ -161,4 +167,144 @@ fn writes_files_other_tools_read() {
         .write_nifti(&pred_arr)
         .unwrap();
     eprintln!("interop files in {}", root.display());
+}
+
+/// Whether `got` is within 1e-9 of `want`, relative (so exactly 0 where medpy has 0).
+fn close(got: f64, want: f64) -> bool {
+    (got - want).abs() <= 1e-9 * want.abs()
+}
+
+/// One fixture case: its name, dims, spacing, prediction and reference masks.
+fn fixture_case(case: &serde_json::Value) -> (&str, [usize; 3], [f64; 3], Vec<bool>, Vec<bool>) {
+    let dims: [usize; 3] = serde_json::from_value(case["dims"].clone()).unwrap();
+    let spacing: [f64; 3] = serde_json::from_value(case["spacing"].clone()).unwrap();
+    let voxels = dims.iter().product();
+    // Runs [start, length, ...] of x-fastest flat indices, voxseg's own layout.
+    let mask = |key: &str| {
+        let runs: Vec<usize> = serde_json::from_value(case[key].clone()).unwrap();
+        let mut m = vec![false; voxels];
+        for run in runs.chunks(2) {
+            m[run[0]..run[0] + run[1]].fill(true);
+        }
+        m
+    };
+    let name = case["name"].as_str().unwrap();
+    (name, dims, spacing, mask("pred"), mask("truth"))
+}
+
+#[test]
+fn dice_hd95_and_surfaces_match_medpy() {
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/metrics_reference.json")).unwrap();
+    let mut scored = 0;
+    for case in fixture["cases"].as_array().unwrap() {
+        let (name, dims, spacing, pred, truth) = fixture_case(case);
+        let medpy = &case["medpy"];
+        let Some(want_hd95) = medpy["hd95"].as_f64() else {
+            continue; // an empty mask: see empty_masks_follow_the_documented_rule
+        };
+        let c = Confusion::count(&pred, &truth);
+        let want = medpy["dc"].as_f64().unwrap();
+        assert!(
+            close(c.dice(), want),
+            "{name}: Dice {} vs medpy {want}",
+            c.dice()
+        );
+        let got = distance::hd95(&pred, &truth, dims, spacing).unwrap();
+        assert!(
+            close(got, want_hd95),
+            "{name}: HD95 {got} vs medpy {want_hd95}"
+        );
+        let swapped = distance::hd95(&truth, &pred, dims, spacing).unwrap();
+        assert!(close(swapped, want_hd95), "{name}: HD95 of b, a {swapped}");
+        let surfaces: [usize; 2] = serde_json::from_value(medpy["surface_voxels"].clone()).unwrap();
+        let count = |m: &[bool]| distance::boundary(m, dims).iter().filter(|&&b| b).count();
+        assert_eq!(
+            [count(&pred), count(&truth)],
+            surfaces,
+            "{name}: surface voxels"
+        );
+        let want = medpy["sensitivity"].as_f64().unwrap();
+        assert!(
+            close(c.sensitivity(), want),
+            "{name}: sensitivity {}",
+            c.sensitivity()
+        );
+        if let Some(want) = medpy["specificity"].as_f64() {
+            assert!(
+                close(c.specificity(), want),
+                "{name}: specificity {}",
+                c.specificity()
+            );
+        }
+        // These cases would score differently with the spacing on the wrong axes.
+        if name.ends_with("strong_aniso") {
+            let reversed = [spacing[2], spacing[1], spacing[0]];
+            let wrong = distance::hd95(&pred, &truth, dims, reversed).unwrap();
+            assert!(
+                (wrong - want_hd95).abs() > 0.5 * want_hd95,
+                "{name}: {wrong}"
+            );
+        }
+        scored += 1;
+    }
+    assert_eq!(scored, 33, "cases scored against medpy");
+}
+
+/// medpy's hd95 refuses an empty mask, and its dc is NaN for two: voxseg's documented rule
+/// applies instead (Dice 1 and HD95 0 for two empty masks; Dice 0 and the empty-mask HD95
+/// for one; sensitivity 1 where the reference is empty, where medpy's is 0).
+#[test]
+fn empty_masks_follow_the_documented_rule() {
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/metrics_reference.json")).unwrap();
+    let mut seen = Vec::new();
+    for case in fixture["cases"].as_array().unwrap() {
+        let (name, dims, spacing, pred, truth) = fixture_case(case);
+        if case["medpy"]["hd95"].is_number() {
+            continue;
+        }
+        assert!(case["medpy"]["hd95_error"].is_string(), "{name}");
+        let (pred_empty, truth_empty) = (!pred.contains(&true), !truth.contains(&true));
+        assert!(pred_empty || truth_empty, "{name}");
+        assert_eq!(distance::hd95(&pred, &truth, dims, spacing), None, "{name}");
+        // The image's extent, 10 x 8 x 6 voxels of 0.5 x 0.8 x 2.5 mm: 5 x 6.4 x 15 mm.
+        let diagonal = EmptyHd95::ImageDiagonal.mm(dims, spacing);
+        assert!(
+            close(diagonal, (25.0f64 + 40.96 + 225.0).sqrt()),
+            "{diagonal}"
+        );
+        let s = score_masks(&pred, &truth, dims, spacing, diagonal);
+        let one_empty = pred_empty != truth_empty;
+        let want = if one_empty {
+            (0.0, diagonal)
+        } else {
+            (1.0, 0.0)
+        };
+        assert_eq!((s.dice, s.hd95), want, "{name}");
+        if one_empty {
+            assert_eq!(case["medpy"]["dc"].as_f64(), Some(0.0), "{name}");
+        }
+        let want_sensitivity = if truth_empty { 1.0 } else { 0.0 };
+        assert_eq!(s.sensitivity, want_sensitivity, "{name}");
+        // The BraTS rule: 373.13 mm, the BraTS volume's diagonal, on any image.
+        let labels = |m: &[bool]| m.iter().map(|&v| u8::from(v)).collect::<Vec<_>>();
+        let region = [Region::new("WT", &[1])];
+        let brats = score_case(
+            name,
+            &labels(&pred),
+            &labels(&truth),
+            dims,
+            spacing,
+            &region,
+        )
+        .unwrap()
+        .regions["WT"];
+        let want_hd95 = if one_empty { LEGACY_EMPTY_HD95 } else { 0.0 };
+        assert_eq!(brats.hd95, want_hd95, "{name}");
+        seen.push(name);
+    }
+    assert_eq!(seen, ["empty_pred", "empty_truth", "both_empty"]);
+    let brats_diagonal = (240.0f64 * 240.0 + 240.0 * 240.0 + 155.0 * 155.0).sqrt();
+    assert!((LEGACY_EMPTY_HD95 - brats_diagonal).abs() < 1e-5);
 }
