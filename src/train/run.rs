@@ -1292,12 +1292,16 @@ fn model_spec(cfg: &TrainConfig, p: &Plan, in_channels: usize, out_channels: usi
     }
 }
 
-/// The label map of a batch at another resolution, by nearest neighbour.
+/// The label map of a batch at an auxiliary output's resolution: output voxel i takes input
+/// voxel floor((i + 0.5) * from / to), the centre of its block (PyTorch's 'nearest-exact',
+/// as nnU-Net downsamples its deep-supervision targets). The block's first voxel would sit
+/// 1, 3 and 7 voxels from where the Keras-padded strided convolutions centre the 2x, 4x and
+/// 8x outputs' voxels (on the block's last voxel); its centre sits 0, 1 and 3 away.
 fn downsample_labels(labels: &[u8], n: usize, from: [usize; 3], to: [usize; 3]) -> Vec<u8> {
     if from == to {
         return labels.to_vec();
     }
-    let pick = |i: usize, a: usize| (i * from[a] / to[a]).min(from[a] - 1);
+    let pick = |i: usize, a: usize| ((2 * i + 1) * from[a] / (2 * to[a])).min(from[a] - 1);
     let mut out = Vec::with_capacity(n * to.iter().product::<usize>());
     for b in 0..n {
         for z in 0..to[0] {
@@ -2195,12 +2199,27 @@ mod tests {
     }
 
     #[test]
-    fn labels_downsample_by_nearest_and_weights_halve() {
-        let labels: Vec<u8> = (0..2 * 4 * 4 * 4).map(|i| (i % 5) as u8).collect();
-        let down = downsample_labels(&labels, 2, [4, 4, 4], [2, 2, 2]);
+    fn labels_downsample_to_block_centres_and_weights_halve() {
+        // Each voxel's own index, so the picked source voxels can be read off.
+        let index = |n: usize| (0..n).collect::<Vec<usize>>();
+        let labels = index(2 * 4 * 4 * 4);
+        let pick = |labels: &[usize], n, from: [usize; 3], to: [usize; 3]| {
+            let bytes: Vec<u8> = labels.iter().map(|&i| i as u8).collect();
+            downsample_labels(&bytes, n, from, to)
+                .into_iter()
+                .map(usize::from)
+                .collect::<Vec<_>>()
+        };
+        let down = pick(&labels, 2, [4, 4, 4], [2, 2, 2]);
         assert_eq!(down.len(), 16);
-        assert_eq!(down[1], labels[2]);
-        assert_eq!(down[8], labels[64]);
+        // (z, y, x) = (1, 1, 1), (1, 1, 3): the second voxel of each pair.
+        assert_eq!(&down[..2], &[21, 23]);
+        assert_eq!(down[8], 64 + 21);
+        // 8 -> 2 takes voxels 2 and 6 (the block centres); an axis kept whole keeps every
+        // voxel; 5 -> 3 (an odd patch) takes 0, 2 and 4.
+        assert_eq!(pick(&index(8), 1, [1, 1, 8], [1, 1, 2]), [2, 6]);
+        assert_eq!(pick(&index(6), 1, [1, 3, 2], [1, 3, 1]), [1, 3, 5]);
+        assert_eq!(pick(&index(5), 1, [1, 1, 5], [1, 1, 3]), [0, 2, 4]);
         let w = supervision_weights(3);
         assert!((w[0] - 4.0 / 7.0).abs() < 1e-12 && (w[2] - 1.0 / 7.0).abs() < 1e-12);
     }
