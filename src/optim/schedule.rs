@@ -137,7 +137,9 @@ impl LrSchedule {
         else {
             return false;
         };
-        if state.best.is_none_or(|best| val_loss < best) {
+        // No best yet counts as +inf (Keras and torch start there), so a NaN, even the
+        // first loss, is never a new best that no later loss could beat.
+        if val_loss < state.best.unwrap_or(f64::INFINITY) {
             state.best = Some(val_loss);
             state.bad_epochs = 0;
             return false;
@@ -253,6 +255,23 @@ mod tests {
         )
         .unwrap();
         assert!(close(config.lr(1e-3, 0, 10), 1e-3));
+    }
+
+    #[test]
+    fn a_nan_loss_is_never_the_best() {
+        let mut s = LrSchedule::ReduceOnPlateau {
+            factor: 0.5,
+            patience: 3,
+            min_lr: 0.0,
+            state: PlateauState::default(),
+        };
+        let losses = [f64::NAN, 0.8, 0.7, f64::NAN, 0.7, 0.75, 0.6];
+        let reduced: Vec<bool> = losses.iter().map(|&l| s.observe(l)).collect();
+        assert_eq!(reduced, [false, false, false, false, false, true, false]);
+        let LrSchedule::ReduceOnPlateau { state, .. } = &s else {
+            unreachable!()
+        };
+        assert_eq!((state.best, state.bad_epochs), (Some(0.6), 0));
     }
 
     #[test]
