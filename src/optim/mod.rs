@@ -17,6 +17,8 @@ mod state;
 mod convergence_tests;
 #[cfg(test)]
 mod test_util;
+#[cfg(test)]
+mod torch_reference_tests;
 
 pub use adam::{Adam, AdamW, LazyAdam};
 pub use clip::clip_grad_norm;
