@@ -165,6 +165,8 @@ impl<B: Backend> AdamW<B> {
 /// Adam that updates an entry (its moments and its value) only where the gradient is
 /// non-zero, as TensorFlow Addons' LazyAdam does for the rows of a sparse gradient. On a
 /// gradient without exact zeros it equals Adam; bias corrections use the global step count.
+/// eps sits where Adam's does (LazyAdam and PyTorch's SparseAdam add it to `sqrt(v)` before
+/// the bias correction, as Keras' Adam: a difference of order eps).
 pub struct LazyAdam<B: Backend> {
     betas: Betas,
     state: OptimState<B>,
