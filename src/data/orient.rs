@@ -22,31 +22,84 @@ fn world_axis(letter: char) -> Option<(usize, bool)> {
 
 /// The world direction each voxel axis (x, y, z) points along most closely, in RAS+ letters:
 /// "RAS" for an identity affine, "LPS" for a DICOM-like one, "SRA" when the axes are permuted.
-/// Each world axis goes to one voxel axis, the closest pairs first (as nibabel's
-/// `io_orientation`), so an oblique grid gets a valid code too.
+/// Computed as nibabel's `io_orientation` (5.x) does, so that the code is the one nibabel's
+/// `aff2axcodes` (and the tools built on it) gives for oblique and sheared grids too: the
+/// axes, scaled to unit length, are replaced by the closest orthogonal ones (a registration's
+/// slight shear would otherwise decide ambiguous axes), then the axis closest to a world
+/// axis is named first, each axis after the free world axis it is closest to.
 pub fn orientation(affine: &[[f64; 4]; 4]) -> String {
     const LETTERS: [[char; 2]; 3] = [['R', 'L'], ['A', 'P'], ['S', 'I']];
-    // Direction cosines: each voxel axis's column scaled to unit length.
-    let cosine = |world: usize, axis: usize| {
-        let norm = (0..3).map(|w| affine[w][axis].powi(2)).sum::<f64>().sqrt();
-        if norm > 0.0 {
-            affine[world][axis] / norm
-        } else {
-            (world == axis) as u8 as f64
-        }
-    };
+    let r = closest_orthogonal(unit_axes(affine));
+    let strength = |axis: usize| (0..3).map(|w| r[w][axis].abs()).fold(0.0, f64::max);
+    // A stable sort: equally strong axes keep the order x, y, z, as in nibabel.
+    let mut axes = [0, 1, 2];
+    axes.sort_by(|&a, &b| strength(b).total_cmp(&strength(a)));
     let mut letters = [' '; 3];
-    let (mut world_free, mut axis_free) = ([true; 3], [true; 3]);
-    for _ in 0..3 {
-        let (world, axis) = (0..3)
-            .flat_map(|w| (0..3).map(move |a| (w, a)))
-            .filter(|&(w, a)| world_free[w] && axis_free[a])
-            .max_by(|&(w1, a1), &(w2, a2)| cosine(w1, a1).abs().total_cmp(&cosine(w2, a2).abs()))
-            .expect("a free pair remains while letters are missing");
-        letters[axis] = LETTERS[world][(cosine(world, axis) < 0.0) as usize];
-        (world_free[world], axis_free[axis]) = (false, false);
+    let mut world_free = [true; 3];
+    for axis in axes {
+        // Of equally close world axes the first, as numpy's argmax.
+        let world = (0..3)
+            .filter(|&w| world_free[w])
+            .reduce(|best, w| {
+                if r[w][axis].abs() > r[best][axis].abs() {
+                    w
+                } else {
+                    best
+                }
+            })
+            .expect("a world axis is free while a voxel axis is unnamed");
+        letters[axis] = LETTERS[world][(r[world][axis] < 0.0) as usize];
+        world_free[world] = false;
     }
     letters.iter().collect()
+}
+
+/// The 3x3 part of `affine` with each column (voxel axis) scaled to unit length; an axis of
+/// length 0 points along its own world axis.
+fn unit_axes(affine: &[[f64; 4]; 4]) -> [[f64; 3]; 3] {
+    let mut m = [[0.0; 3]; 3];
+    for axis in 0..3 {
+        let norm = (0..3).map(|w| affine[w][axis].powi(2)).sum::<f64>().sqrt();
+        for (w, row) in m.iter_mut().enumerate() {
+            row[axis] = if norm > 0.0 {
+                affine[w][axis] / norm
+            } else {
+                (w == axis) as u8 as f64
+            };
+        }
+    }
+    m
+}
+
+/// The orthogonal matrix closest to `m` (the polar factor U V^T of its SVD, which nibabel
+/// takes), by Newton's iteration X <- (X + X^-T) / 2; `m` itself when it is singular.
+fn closest_orthogonal(m: [[f64; 3]; 3]) -> [[f64; 3]; 3] {
+    let mut x = m;
+    for _ in 0..100 {
+        // X^-T is the cofactor matrix over the determinant.
+        let cofactor: [[f64; 3]; 3] = std::array::from_fn(|i| {
+            std::array::from_fn(|j| {
+                let (i1, i2, j1, j2) = ((i + 1) % 3, (i + 2) % 3, (j + 1) % 3, (j + 2) % 3);
+                x[i1][j1] * x[i2][j2] - x[i1][j2] * x[i2][j1]
+            })
+        });
+        let det: f64 = (0..3).map(|j| x[0][j] * cofactor[0][j]).sum();
+        if det.abs() < 1e-12 || !det.is_finite() {
+            return m;
+        }
+        let mut change = 0.0f64;
+        for i in 0..3 {
+            for j in 0..3 {
+                let next = 0.5 * (x[i][j] + cofactor[i][j] / det);
+                change = change.max((next - x[i][j]).abs());
+                x[i][j] = next;
+            }
+        }
+        if change < 1e-15 {
+            break;
+        }
+    }
+    x
 }
 
 /// Each axis's world axis and sign for a three-letter code naming each world axis once.
@@ -276,6 +329,24 @@ mod tests {
         ];
         let code = orientation(&oblique);
         assert!(check_orientation(&code).is_ok(), "{code}");
+        // A strongly oblique grid with a slight shear, as nibabel 5.4 names it: the shear is
+        // dropped first (naming the axes as they are gave "SAL").
+        let sheared = [
+            [0.592, 0.6152, -0.7102, 0.0],
+            [-0.5587, 1.4575, -0.1807, 0.0],
+            [0.4401, 0.9655, 0.7035, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        assert_eq!(orientation(&sheared), "RAS");
+        // Degenerate affines still get a valid code: an axis of length 0 points along its
+        // own world axis, and two axes alike (no orthogonal matrix is closest) are named as
+        // they are.
+        let mut flat = affine("LPS", [1.0, 2.0, 3.0]);
+        flat[2][2] = 0.0;
+        assert_eq!(orientation(&flat), "LPS");
+        let mut twins = affine("RAS", [1.0; 3]);
+        (twins[0][1], twins[1][1]) = (1.0, 0.0);
+        assert_eq!(orientation(&twins), "RAS");
     }
 
     /// Stepping along each axis of the reoriented volume moves toward that axis's letter in
