@@ -8,7 +8,11 @@ use voxseg::data::case::{load_case, NanPolicy};
 use voxseg::data::inspect::inspect_file;
 use voxseg::data::labels::LabelSpec;
 use voxseg::data::layout::{detect, LayoutKind};
-use voxseg::data::nifti::{write_label_map, write_nifti, NiftiFile, VoxelData};
+use voxseg::data::nifti::{
+    write_label_map, write_nifti, write_probability_map, NiftiFile, NiftiHeaderInfo, VoxelData,
+    VoxelType,
+};
+use voxseg::data::orient::{orientation, AxisMap};
 use voxseg::data::synth::{
     generate_case, write_dataset, SynthCase, SynthLayout, SynthOptions, SynthStorage, ENHANCING,
     NECROSIS, OEDEMA,
@@ -674,4 +678,244 @@ fn empty_and_unknown_folders_are_refused() {
     });
     std::fs::write(tmp.0.join("dataset.json"), msd.to_string()).unwrap();
     assert_mentions(&err_text(detect(&tmp.0)), &["MSD dataset", "no cases"]);
+}
+
+/// The files and what nibabel reads from them, written by scripts/nifti_reference.py.
+fn nibabel_reference() -> (PathBuf, serde_json::Value) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let text = std::fs::read_to_string(fixtures.join("nifti_reference.json")).unwrap();
+    (fixtures.join("nifti"), serde_json::from_str(&text).unwrap())
+}
+
+fn json_floats(v: &serde_json::Value) -> Vec<f64> {
+    let list = v.as_array().unwrap_or_else(|| panic!("not a list: {v}"));
+    list.iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+fn json_matrix(v: &serde_json::Value) -> [[f64; 4]; 4] {
+    let rows: Vec<Vec<f64>> = v.as_array().unwrap().iter().map(json_floats).collect();
+    std::array::from_fn(|r| std::array::from_fn(|c| rows[r][c]))
+}
+
+fn max_difference<'a>(
+    a: impl IntoIterator<Item = &'a f64>,
+    b: impl IntoIterator<Item = &'a f64>,
+) -> f64 {
+    let pairs = a.into_iter().zip(b);
+    pairs.map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+fn matrix_distance(a: &[[f64; 4]; 4], b: &[[f64; 4]; 4]) -> f64 {
+    max_difference(a.iter().flatten(), b.iter().flatten())
+}
+
+/// The header's transforms are nibabel's (or, where the case says so, the value voxseg gives
+/// by the NIfTI-1 reference library): the one in use, the qform and sform with their codes,
+/// the voxel size and the orientation code. Returns the largest affine difference.
+fn assert_geometry_as_reference(name: &str, h: &NiftiHeaderInfo, case: &serde_json::Value) -> f64 {
+    let expected = case.get("voxseg").unwrap_or(case);
+    let mut worst = 0.0f64;
+    let mut check = |what: &str, got: [[f64; 4]; 4], want: &serde_json::Value| {
+        let d = matrix_distance(&got, &json_matrix(want));
+        assert!(
+            d <= 1e-6,
+            "{name}: {what} {got:?}, reference {want} ({d:e} apart)"
+        );
+        worst = worst.max(d);
+    };
+    check("affine", h.affine(), &expected["affine"]);
+    assert_eq!(i64::from(h.sform_code), case["sform_code"], "{name}");
+    assert_eq!(i64::from(h.qform_code), case["qform_code"], "{name}");
+    if h.sform_code > 0 {
+        check("sform", h.sform_affine(), &case["sform"]);
+    }
+    if h.qform_code > 0 {
+        check(
+            "qform",
+            h.qform_affine(),
+            expected.get("qform").unwrap_or(&case["qform"]),
+        );
+    }
+    // pixdim as stored (f32) on both sides, up to JSON's decimal rounding; a 2D image has no
+    // z to compare.
+    let zooms = json_floats(&case["zooms"]);
+    let d = max_difference(&h.spacing, &zooms);
+    assert!(
+        d < 1e-12,
+        "{name}: voxel size {:?}, nibabel {zooms:?}",
+        h.spacing
+    );
+    assert_eq!(orientation(&h.affine()), expected["axcodes"], "{name}");
+    worst
+}
+
+/// voxseg reads the files nibabel wrote as nibabel reads them: every datatype with and
+/// without scl_slope/scl_inter, the qform and sform by the standard's precedence, voxel
+/// sizes, orientation codes, and reorientation (as `as_closest_canonical` and
+/// `as_reoriented`). Regenerate the fixtures with scripts/nifti_reference.py.
+#[test]
+fn nifti_files_read_as_nibabel_reads_them() {
+    let (dir, reference) = nibabel_reference();
+    let cases = reference["cases"].as_array().unwrap();
+    assert!(cases.len() >= 50, "{} cases", cases.len());
+    let (mut worst_value, mut worst_affine, mut reoriented) = ((0.0f64, ""), 0.0f64, 0);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let path = dir.join(case["file"].as_str().unwrap());
+        if let Some(why) = case["refused"].as_str() {
+            let err = err_text(NiftiFile::open(&path));
+            assert_mentions(&err, &[case["file"].as_str().unwrap(), why]);
+            continue;
+        }
+        let file = NiftiFile::open(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let h = file.header();
+        // nibabel's shape is [i, j(, k(, t))]: voxseg's x, y, z and channels.
+        let mut shape = [1usize; 4];
+        for (axis, size) in json_floats(&case["shape"]).into_iter().enumerate() {
+            shape[axis] = size as usize;
+        }
+        assert_eq!(
+            (h.dims, h.channels),
+            ([shape[0], shape[1], shape[2]], shape[3]),
+            "{name}"
+        );
+        assert_eq!(h.datatype.name(), case["datatype"], "{name}");
+        let slope_inter = json_floats(&case["slope_inter"]);
+        let (slope, inter) = file.scaling().unwrap_or((1.0, 0.0));
+        let scaling = [f64::from(slope), f64::from(inter)];
+        assert!(
+            max_difference(&scaling, &slope_inter) < 1e-12,
+            "{name}: scaling {scaling:?}, nibabel {slope_inter:?}"
+        );
+
+        // Channel by channel, x fastest: nibabel's array flattened i fastest.
+        let values: Vec<f32> = (0..h.channels)
+            .flat_map(|c| file.channel(c).unwrap())
+            .collect();
+        let want = json_floats(&case["values"]);
+        assert_eq!(values.len(), want.len(), "{name}");
+        // nibabel scales in float64, voxseg in float32: a few roundings, each within half an
+        // f32 step of the stored value, of its product with the slope or of the intercept.
+        let inter = slope_inter[1].abs();
+        for (i, (&got, &w)) in values.iter().zip(&want).enumerate() {
+            let tolerance = 3.0 * f64::from(f32::EPSILON) * (w.abs() + 2.0 * inter);
+            let d = (f64::from(got) - w).abs();
+            assert!(
+                d <= tolerance,
+                "{name} voxel {i}: voxseg {got}, nibabel {w}"
+            );
+            if d > 0.0 && d / w.abs().max(1.0) > worst_value.0 {
+                worst_value = (d / w.abs().max(1.0), name);
+            }
+        }
+        if let Some(convention) = case.get("voxseg") {
+            let nibabel = json_matrix(&case["affine"]);
+            assert!(
+                matrix_distance(&h.affine(), &nibabel) > 1e-3,
+                "{name}: voxseg now agrees with nibabel; drop the note {convention}"
+            );
+        }
+        worst_affine = worst_affine.max(assert_geometry_as_reference(name, h, case));
+
+        let code = orientation(&h.affine());
+        for target in case["reoriented"].as_array().into_iter().flatten() {
+            let to = target["code"].as_str().unwrap();
+            let map = AxisMap::between(&code, to).unwrap();
+            let dims = json_floats(&target["shape"])
+                .into_iter()
+                .map(|d| d as usize);
+            assert_eq!(
+                map.axes(h.dims).to_vec(),
+                dims.collect::<Vec<_>>(),
+                "{name} {to}"
+            );
+            let zooms = json_floats(&target["zooms"]);
+            let spacing = map.axes(h.spacing);
+            let d = max_difference(&spacing, &zooms);
+            assert!(
+                d < 1e-12,
+                "{name} to {to}: voxel size {spacing:?}, nibabel {zooms:?}"
+            );
+            let there: Vec<f64> = map
+                .apply(h.dims, 1, &values)
+                .into_iter()
+                .map(f64::from)
+                .collect();
+            assert_eq!(there, json_floats(&target["values"]), "{name} to {to}");
+            reoriented += 1;
+        }
+    }
+    assert!(
+        reoriented >= 40,
+        "only {reoriented} reorientations compared"
+    );
+    println!(
+        "largest differences from nibabel: voxel value {:e} (relative, {}), affine {worst_affine:e}",
+        worst_value.0, worst_value.1
+    );
+}
+
+/// Label and probability maps written on the reference files' headers keep their geometry
+/// (both transforms with their codes) as nibabel read it. With VOXSEG_NIFTI_WRITTEN=DIR the
+/// maps stay in DIR for `scripts/nifti_reference.py --check DIR` to open with nibabel.
+#[test]
+fn maps_written_on_nibabel_headers_keep_their_geometry() {
+    let (dir, reference) = nibabel_reference();
+    let tmp = TempDir::new("nibabel-written");
+    let out = std::env::var_os("VOXSEG_NIFTI_WRITTEN").map_or(tmp.0.clone(), PathBuf::from);
+    std::fs::create_dir_all(&out).unwrap();
+    let cases = reference["cases"].as_array().unwrap();
+    let written_on = reference["written_on"].as_array().unwrap();
+    assert!(!written_on.is_empty());
+    for name in written_on {
+        let case = cases.iter().find(|c| c["name"] == *name).unwrap();
+        let name = name.as_str().unwrap();
+        let file = NiftiFile::open(&dir.join(case["file"].as_str().unwrap())).unwrap();
+        let grid = file.header();
+        let [nx, ny, nz] = grid.dims;
+        // As the script's `written_values`: labels (x + 2y + 3z) % 5 and two probability
+        // channels ((x + 3y + 5z + c) % 8) / 8, given channels last.
+        let (mut labels, mut probabilities) = (Vec::new(), Vec::new());
+        for z in 0..nz {
+            for y in 0..ny {
+                for x in 0..nx {
+                    labels.push(((x + 2 * y + 3 * z) % 5) as u8);
+                    for c in 0..2 {
+                        probabilities.push(((x + 3 * y + 5 * z + c) % 8) as f32 / 8.0);
+                    }
+                }
+            }
+        }
+        let label_path = out.join(format!("{name}_label.nii.gz"));
+        write_label_map(&label_path, grid, &labels).unwrap();
+        let prob_path = out.join(format!("{name}_prob.nii.gz"));
+        write_probability_map(&prob_path, grid, 2, &probabilities, "channels: a,b").unwrap();
+
+        for (path, channels, datatype) in [
+            (&label_path, 1, VoxelType::Uint8),
+            (&prob_path, 2, VoxelType::Float32),
+        ] {
+            let back = NiftiFile::open(path).unwrap();
+            let h = back.header();
+            assert_eq!(
+                (h.datatype, h.channels, h.dims),
+                (datatype, channels, grid.dims)
+            );
+            assert_eq!(back.scaling(), Some((1.0, 0.0)), "{name}");
+            assert_eq!(
+                (h.qfac, h.quatern, h.qoffset, h.srow),
+                (grid.qfac, grid.quatern, grid.qoffset, grid.srow),
+                "{name}: the transforms are copied as stored"
+            );
+            assert_geometry_as_reference(name, h, case);
+            for c in 0..channels {
+                let want: Vec<f32> = if channels == 1 {
+                    labels.iter().map(|&l| f32::from(l)).collect()
+                } else {
+                    probabilities.iter().skip(c).step_by(2).copied().collect()
+                };
+                assert_eq!(back.channel(c).unwrap(), want, "{name} channel {c}");
+            }
+        }
+    }
 }
