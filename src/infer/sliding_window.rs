@@ -45,21 +45,45 @@ impl SlidingWindow {
     }
 }
 
-/// Window start positions along one axis: evenly spread from 0 to size - patch with a
-/// stride of at most patch * (1 - overlap).
+/// Window start positions along one axis, nnU-Net's `compute_steps_for_sliding_window`:
+/// the fewest windows with a stride of at most patch * (1 - overlap), evenly spread from 0
+/// to size - patch, rounded half to even as numpy rounds (so the same windows as nnU-Net's).
+/// The stride is at least one voxel, where nnU-Net would repeat positions.
 pub fn window_starts(size: usize, patch: usize, overlap: f64) -> Vec<usize> {
     if size <= patch {
         return vec![0];
     }
     let max_step = ((patch as f64) * (1.0 - overlap)).max(1.0);
     let n = ((size - patch) as f64 / max_step).ceil() as usize + 1;
-    let span = (size - patch) as f64;
+    let step = (size - patch) as f64 / (n - 1) as f64;
     (0..n)
-        .map(|i| ((i as f64 * span / (n - 1) as f64).round()) as usize)
+        .map(|i| (step * i as f64).round_ties_even() as usize)
         .collect()
 }
 
-/// Gaussian importance map over a patch, sigma = patch / 8 per axis, peak 1, no zeros.
+/// Zero voxels before an axis of `size` in its window when the patch is larger: the image
+/// is centred, the odd voxel of padding after it, as nnU-Net's `pad_nd_image` pads it and
+/// as training sees such a case on average (overhanging the patch by a random amount on
+/// each side), rather than pushed into one corner.
+pub fn window_offset(size: usize, patch: usize) -> usize {
+    patch.saturating_sub(size) / 2
+}
+
+/// The mirrorings of the input that are averaged, as flips of (d, h, w): with `tta` all 8
+/// combinations, each weighing 1/8 (nnU-Net's test-time mirroring over its three axes).
+pub fn mirrorings(tta: bool) -> Vec<[bool; 3]> {
+    if tta {
+        (0..8)
+            .map(|m| [m & 4 != 0, m & 2 != 0, m & 1 != 0])
+            .collect()
+    } else {
+        vec![[false; 3]]
+    }
+}
+
+/// Gaussian importance map over a patch, sigma = patch / 8 per axis, peak 1, no zeros:
+/// nnU-Net's `compute_gaussian`, but centred at (n - 1) / 2 on every axis, so symmetric
+/// under mirroring, where nnU-Net centres an even axis on voxel n / 2.
 pub fn gaussian_weights(patch: [usize; 3]) -> Vec<f32> {
     let axis = |n: usize| -> Vec<f64> {
         let c = (n as f64 - 1.0) / 2.0;
@@ -136,8 +160,8 @@ fn cut_windows<B: Backend>(
 }
 
 /// Weighted average of the model's full-resolution logits over all windows: `[D, H, W, K]`
-/// on the host. `image` is `[D, H, W, C]` (channels last). Volumes smaller than the patch
-/// are zero-padded. Uploads the image once and downloads the logits once; see
+/// on the host. `image` is `[D, H, W, C]` (channels last). An axis shorter than the patch
+/// is centred in a zero-padded window ([`window_offset`]). Uploads the image once and downloads the logits once; see
 /// [`predict_volume`].
 pub fn predict_logits<B: Backend>(
     model: &mut Model<B>,
@@ -181,17 +205,24 @@ pub fn predict_volume<B: Backend>(
         ));
     }
     let be = image.backend();
+    let patch = opts.patch;
+    // Axes shorter than the patch are padded to it, the image centred, and cropped back.
+    let dims = [d, h, w].map(|n| n as isize);
+    let before = [0, 1, 2].map(|a| window_offset(dims[a] as usize, patch[a]) as isize);
+    let after = [0, 1, 2].map(|a| (patch[a] as isize - dims[a] - before[a]).max(0));
+    let padded = before != [0; 3] || after != [0; 3];
+    let padded_image;
+    let image = if padded {
+        padded_image = pad3d(image, before, after, 0.0)?;
+        &padded_image
+    } else {
+        image
+    };
+    let [_, d, h, w, _] = image.shape().ndhwc("predict")?;
     let dims = [d, h, w];
     let k = model.spec().out_channels();
-    let patch = opts.patch;
     let weights = Tensor::from_f32(be, patch, &gaussian_weights(patch))?;
-    let flips: Vec<[bool; 3]> = if opts.tta {
-        (0..8)
-            .map(|m| [m & 4 != 0, m & 2 != 0, m & 1 != 0])
-            .collect()
-    } else {
-        vec![[false; 3]]
-    };
+    let flips = mirrorings(opts.tta);
     let mut acc = Tensor::zeros(be, [1, d, h, w, k])?;
     let mut norm = Tensor::zeros(be, [1, d, h, w, 1])?;
     let ctx = Ctx::<B>::eval();
@@ -237,7 +268,12 @@ pub fn predict_volume<B: Backend>(
         let summed = summed.expect("at least one mirroring");
         accumulate_windows(&mut acc, &mut norm, &summed, &weights, group)?;
     }
-    divide_by_weights(acc, &norm)
+    let logits = divide_by_weights(acc, &norm)?;
+    if padded {
+        pad3d(&logits, before.map(|b| -b), after.map(|a| -a), 0.0)
+    } else {
+        Ok(logits)
+    }
 }
 
 #[cfg(test)]
@@ -268,7 +304,8 @@ mod tests {
     }
 
     /// The host stitching `predict_logits` did before it ran on the backend: windows cut,
-    /// mirrored, downloaded and accumulated on the host. Kept here as the expected value.
+    /// mirrored, downloaded and accumulated on the host. Kept here as the expected value;
+    /// since then it centres an image smaller than the patch, as the backend does.
     mod host {
         use super::*;
 
@@ -317,7 +354,41 @@ mod tests {
             out
         }
 
+        /// Axes shorter than the patch padded to it with the image centred, predicted,
+        /// and the padding cut off again.
         pub fn predict_logits(
+            model: &mut Model<Cpu>,
+            backend: &Cpu,
+            image: &[f32],
+            dims: [usize; 3],
+            channels: usize,
+            opts: &SlidingWindow,
+        ) -> Vec<f32> {
+            let k = model.spec().out_channels();
+            let padded = [0, 1, 2].map(|a| dims[a].max(opts.patch[a]));
+            let before = [0, 1, 2].map(|a| window_offset(dims[a], opts.patch[a]));
+            let mut big = vec![0.0; padded.iter().product::<usize>() * channels];
+            let mut out = vec![0.0; dims.iter().product::<usize>() * k];
+            let voxels = |d: [usize; 3]| {
+                (0..d[0]).flat_map(move |z| {
+                    (0..d[1]).flat_map(move |y| (0..d[2]).map(move |x| [z, y, x]))
+                })
+            };
+            let at = |d: [usize; 3], p: [usize; 3]| (p[0] * d[1] + p[1]) * d[2] + p[2];
+            for (i, p) in voxels(dims).enumerate() {
+                let q = at(padded, [0, 1, 2].map(|a| p[a] + before[a]));
+                big[q * channels..(q + 1) * channels]
+                    .copy_from_slice(&image[i * channels..(i + 1) * channels]);
+            }
+            let logits = predict_padded(model, backend, &big, padded, channels, opts);
+            for (i, p) in voxels(dims).enumerate() {
+                let q = at(padded, [0, 1, 2].map(|a| p[a] + before[a]));
+                out[i * k..(i + 1) * k].copy_from_slice(&logits[q * k..(q + 1) * k]);
+            }
+            out
+        }
+
+        fn predict_padded(
             model: &mut Model<Cpu>,
             backend: &Cpu,
             image: &[f32],
@@ -330,13 +401,7 @@ mod tests {
             let pvox: usize = patch.iter().product();
             let weights = gaussian_weights(patch);
             let windows = window_grid(dims, patch, opts.overlap);
-            let flips: Vec<[bool; 3]> = if opts.tta {
-                (0..8)
-                    .map(|m| [m & 4 != 0, m & 2 != 0, m & 1 != 0])
-                    .collect()
-            } else {
-                vec![[false; 3]]
-            };
+            let flips = mirrorings(opts.tta);
             let total: usize = dims.iter().product();
             let mut acc = vec![0.0f32; total * k];
             let mut norm = vec![0.0f32; total];
