@@ -93,7 +93,8 @@ pub struct PreprocessSpec {
     pub statistics: Statistics,
     /// Value of every voxel outside the brain mask after normalisation (and of padding).
     pub background_value: f32,
-    /// Voxel size in mm along (x, y, z) to resample to: trilinear for images, nearest for labels.
+    /// Voxel size in mm along (x, y, z) to resample to: nnU-Net's grid size, but trilinear
+    /// for images and nearest for labels (nnU-Net: cubic, and linear on one-hot labels).
     pub target_spacing: Option<[f64; 3]>,
     /// Smallest grid as (d, h, w) = (z, y, x); smaller grids are padded with background.
     pub min_size: Option<[usize; 3]>,
@@ -681,9 +682,11 @@ pub fn preprocess(case: &CaseData, spec: &PreprocessSpec) -> Result<Preprocessed
 
     let (resampled_dims, grid_spacing) = match spec.target_spacing {
         Some(target) => {
+            // nnU-Net's `compute_new_shape`: the same product, in its order, and Python's
+            // rounding (half to even), so a size ending in .5 gives nnU-Net's grid too.
             let sizes = [0, 1, 2].map(|a| {
-                (cropped_dims[a] as f64 * spacing[a] / target[a])
-                    .round()
+                (spacing[a] / target[a] * cropped_dims[a] as f64)
+                    .round_ties_even()
                     .max(1.0)
             });
             let voxels: f64 = sizes.iter().product();
