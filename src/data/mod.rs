@@ -19,4 +19,7 @@ pub mod split;
 pub mod synth;
 pub mod volume;
 
+#[cfg(test)]
+mod nnunet_reference_tests;
+
 pub use volume::{CaseData, LabelVolume, Volume};

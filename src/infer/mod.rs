@@ -6,6 +6,9 @@ pub mod select;
 pub mod sliding_window;
 mod volume_io;
 
+#[cfg(test)]
+mod nnunet_reference_tests;
+
 pub use predict::{OutputFiles, PredictOptions, Predicted, Predictor};
 pub use select::{select_cases, PredictSplit};
 pub use sliding_window::{predict_logits, predict_volume, SlidingWindow};
