@@ -140,6 +140,7 @@ fn whole_case_prediction_matches_cpu_and_allocates_nothing_new_after_the_first_c
         overlap: 0.5,
         batch: 2,
         tta: true,
+        pad_value: -0.5,
     };
     let mut gm = Model::new(&gpu, &unet(), 3).unwrap();
     let mut cm = Model::new(&cpu, &unet(), 3).unwrap();

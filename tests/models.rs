@@ -339,6 +339,7 @@ fn sliding_window_over_one_window_equals_the_direct_forward() {
         overlap: 0.5,
         batch: 2,
         tta: false,
+        pad_value: 0.0,
     };
     let windowed = predict_logits(&mut m, &b, &img, [8, 8, 8], 2, &opts).unwrap();
     let max_err = direct

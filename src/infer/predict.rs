@@ -364,6 +364,7 @@ fn window_for(card: &ModelCard, opts: &PredictOptions) -> Result<SlidingWindow> 
         overlap: opts.overlap,
         batch: opts.batch,
         tta: opts.tta,
+        pad_value: card.preprocess.background_value,
     };
     window.validate()?;
     Ok(window)

@@ -25,6 +25,9 @@ pub struct SlidingWindow {
     pub batch: usize,
     /// Average over all 8 mirrorings of the input.
     pub tta: bool,
+    /// Image value around an axis shorter than the patch: the preprocessing's
+    /// `background_value`, which training's patches see beyond a case.
+    pub pad_value: f32,
 }
 
 impl SlidingWindow {
@@ -33,6 +36,12 @@ impl SlidingWindow {
             return Err(Error::config(
                 "overlap",
                 format!("{} is not in [0, 1)", self.overlap),
+            ));
+        }
+        if !self.pad_value.is_finite() {
+            return Err(Error::config(
+                "sliding window",
+                format!("pad value {} is not finite", self.pad_value),
             ));
         }
         if self.patch.contains(&0) || self.batch == 0 {
@@ -161,8 +170,8 @@ fn cut_windows<B: Backend>(
 
 /// Weighted average of the model's full-resolution logits over all windows: `[D, H, W, K]`
 /// on the host. `image` is `[D, H, W, C]` (channels last). An axis shorter than the patch
-/// is centred in a zero-padded window ([`window_offset`]). Uploads the image once and downloads the logits once; see
-/// [`predict_volume`].
+/// is centred in a window padded with `opts.pad_value` ([`window_offset`]). Uploads the
+/// image once and downloads the logits once; see [`predict_volume`].
 pub fn predict_logits<B: Backend>(
     model: &mut Model<B>,
     backend: &B,
@@ -213,7 +222,7 @@ pub fn predict_volume<B: Backend>(
     let padded = before != [0; 3] || after != [0; 3];
     let padded_image;
     let image = if padded {
-        padded_image = pad3d(image, before, after, 0.0)?;
+        padded_image = pad3d(image, before, after, f64::from(opts.pad_value))?;
         &padded_image
     } else {
         image
@@ -354,8 +363,8 @@ mod tests {
             out
         }
 
-        /// Axes shorter than the patch padded to it with the image centred, predicted,
-        /// and the padding cut off again.
+        /// Axes shorter than the patch padded to it with `pad_value`, the image centred,
+        /// predicted, and the padding cut off again.
         pub fn predict_logits(
             model: &mut Model<Cpu>,
             backend: &Cpu,
@@ -367,7 +376,7 @@ mod tests {
             let k = model.spec().out_channels();
             let padded = [0, 1, 2].map(|a| dims[a].max(opts.patch[a]));
             let before = [0, 1, 2].map(|a| window_offset(dims[a], opts.patch[a]));
-            let mut big = vec![0.0; padded.iter().product::<usize>() * channels];
+            let mut big = vec![opts.pad_value; padded.iter().product::<usize>() * channels];
             let mut out = vec![0.0; dims.iter().product::<usize>() * k];
             let voxels = |d: [usize; 3]| {
                 (0..d[0]).flat_map(move |z| {
@@ -497,6 +506,7 @@ mod tests {
                     overlap: 0.5,
                     batch,
                     tta,
+                    pad_value: -0.75,
                 };
                 let got = predict_logits(&mut model, &b, &image, dims, 2, &opts).unwrap();
                 let want = host::predict_logits(&mut model, &b, &image, dims, 2, &opts);
@@ -520,6 +530,7 @@ mod tests {
             overlap: 0.5,
             batch: 1,
             tta: false,
+            pad_value: 0.0,
         };
         let err = predict_logits(&mut model, &b, &[0.0; 10], [2, 2, 2], 2, &opts)
             .unwrap_err()

@@ -1879,6 +1879,7 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
             overlap: cfg.val_overlap,
             batch: batch_size,
             tta: false,
+            pad_value: cfg.preprocess.background_value,
         },
     };
     // Ctrl-C ends the epoch's loop, which saves `last` and returns.
