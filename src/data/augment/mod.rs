@@ -65,7 +65,8 @@ pub struct Elastic {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Noise {
     pub p: f64,
-    /// The variance is uniform in [0, max_variance], the same for all channels.
+    /// The noise's standard deviation is uniform in [0, max_variance], the same for all
+    /// channels: named after nnU-Net's `noise_variance`, whose draw it too uses as the std.
     pub max_variance: f64,
 }
 
@@ -386,7 +387,7 @@ impl AugmentSpec {
 
         let mut ops = Vec::new();
         if rng.bernoulli(self.noise.p) {
-            let std = rng.uniform_range(0.0, self.noise.max_variance).sqrt() as f32;
+            let std = rng.uniform_range(0.0, self.noise.max_variance) as f32;
             ops.extend((0..channels).map(|channel| IntensityOp::Noise {
                 channel,
                 std,
