@@ -74,9 +74,19 @@ pub fn add_noise(values: &mut [f32], std: f32, seed: u64) {
     }
 }
 
-/// Normalised Gaussian kernel of standard deviation `sigma`, radius ceil(3 sigma).
+/// Normalised Gaussian kernel of standard deviation `sigma`, as wide as nnU-Net's: 6 sigma + 0.5
+/// taps rounded (half to even) to the nearest odd number, so about 3 sigma each side.
 fn gaussian_kernel(sigma: f64) -> Vec<f32> {
-    let radius = (3.0 * sigma).ceil().max(1.0) as isize;
+    let width = 6.0 * sigma + 0.5;
+    let rounded = width.round_ties_even();
+    let taps = if rounded % 2.0 == 1.0 {
+        rounded
+    } else if width >= rounded {
+        rounded + 1.0
+    } else {
+        rounded - 1.0
+    };
+    let radius = (taps as isize - 1) / 2;
     let raw: Vec<f64> = (-radius..=radius)
         .map(|t| (-(t * t) as f64 / (2.0 * sigma * sigma)).exp())
         .collect();
@@ -84,8 +94,8 @@ fn gaussian_kernel(sigma: f64) -> Vec<f32> {
     raw.iter().map(|&v| (v / sum) as f32).collect()
 }
 
-/// Gaussian blur with a separate sigma (in voxels) per axis (x, y, z); borders replicate the
-/// edge voxel. `scratch` is reused between calls.
+/// Gaussian blur with a separate sigma (in voxels) per axis (x, y, z); borders reflect about the
+/// edge voxel (d c b | a b c d), as nnU-Net pads. `scratch` is reused between calls.
 pub fn gaussian_blur(
     values: &mut [f32],
     dims: [usize; 3],
@@ -107,7 +117,13 @@ pub fn gaussian_blur(
 fn blur_axis(src: &[f32], dst: &mut [f32], dims: [usize; 3], axis: usize, kernel: &[f32]) {
     let radius = (kernel.len() / 2) as isize;
     let n = dims[axis];
-    let clamp = |i: isize| i.clamp(0, n as isize - 1) as usize;
+    // Reflection about both edges has period 2 (n - 1), so kernels longer than the axis fold
+    // back again; axes of one voxel are never blurred.
+    let period = 2 * (n as isize - 1);
+    let reflect = |i: isize| {
+        let m = i.rem_euclid(period);
+        (if m >= n as isize { period - m } else { m }) as usize
+    };
     if axis == 0 {
         for (s, d) in src.chunks(n).zip(dst.chunks_mut(n)) {
             for (i, out) in d.iter_mut().enumerate() {
@@ -119,7 +135,7 @@ fn blur_axis(src: &[f32], dst: &mut [f32], dims: [usize; 3], axis: usize, kernel
                     kernel
                         .iter()
                         .enumerate()
-                        .map(|(t, &k)| k * s[clamp(i + t as isize - radius)])
+                        .map(|(t, &k)| k * s[reflect(i + t as isize - radius)])
                         .sum()
                 };
             }
@@ -135,7 +151,7 @@ fn blur_axis(src: &[f32], dst: &mut [f32], dims: [usize; 3], axis: usize, kernel
             let out = &mut dst[block + i * inner..block + (i + 1) * inner];
             out.fill(0.0);
             for (t, &k) in kernel.iter().enumerate() {
-                let j = clamp(i as isize + t as isize - radius);
+                let j = reflect(i as isize + t as isize - radius);
                 let row = &src[block + j * inner..block + (j + 1) * inner];
                 for (d, &v) in out.iter_mut().zip(row) {
                     *d += k * v;
