@@ -224,15 +224,17 @@ pub fn adjust_contrast(values: &mut [f32], factor: f32) {
 }
 
 /// Simulates a coarser scan: nearest-neighbour downsampling by `zoom` (< 1) then trilinear
-/// upsampling back to `dims`; axis `keep`, if any, keeps its resolution (the slice axis of
-/// an anisotropic patch, already the coarse one).
+/// upsampling back to `dims` (nnU-Net's "nearest-exact" and trilinear, voxel centres
+/// aligned); axis `keep`, if any, keeps its resolution (the slice axis of an anisotropic
+/// patch, already the coarse one).
 pub fn simulate_low_resolution(
     values: &mut [f32],
     dims: [usize; 3],
     zoom: f64,
     keep: Option<usize>,
 ) {
-    let mut coarse = dims.map(|d| ((d as f64 * zoom).round() as usize).max(1));
+    // Half to even, as nnU-Net's Python round(): 9 voxels at zoom 0.5 become 4, not 5.
+    let mut coarse = dims.map(|d| ((d as f64 * zoom).round_ties_even() as usize).max(1));
     if let Some(axis) = keep {
         coarse[axis] = dims[axis];
     }
