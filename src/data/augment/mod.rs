@@ -9,6 +9,8 @@
 //! about that axis (up to +-180 degrees by default), scaling only across it, and simulated low
 //! resolution leaving it alone.
 pub mod intensity;
+#[cfg(test)]
+mod nnunet_reference_tests;
 pub mod spatial;
 
 pub use spatial::{elastic_field, extract, Displacement, GridView, SpatialTransform};
