@@ -99,11 +99,13 @@ const MAX_STAGES: usize = 6;
 const MIN_EDGE: usize = 4;
 
 /// The U-Net's stages for `patch` (D, H, W) of data at `spacing` mm (D, H, W), by nnU-Net's
-/// rule: at each downsampling, of the axes that keep at least 4 voxels when halved, those
-/// whose current spacing is under twice the finest of them are halved (a lone axis only
-/// while it has 12 voxels); the others keep stride 1, and their spacing catches up as the
-/// finer axes' doubles. A stage's kernel is 3 on an axis once its spacing is under twice
-/// the finest, 1 before (and on an axis of one voxel). At most 6 stages.
+/// rule (`get_pool_and_conv_props`): at each downsampling, of the axes of at least 8 voxels,
+/// those whose current spacing is under twice the finest of them are halved, rounding up as
+/// the strided convolutions do (a lone axis only while it has 12 voxels); the others keep
+/// stride 1, and their spacing catches up as the finer axes' doubles. A stage's kernel is 3
+/// on an axis once its spacing is under twice the finest, 1 before; the deepest stage's is 3
+/// on every axis. An axis of one voxel always has kernel 1 (3 would only read padding). At
+/// most 6 stages, where nnU-Net has no limit.
 /// Isotropic data halves every axis together, as long as the smallest allows.
 pub fn stages_for(patch: [usize; 3], spacing: [f64; 3]) -> Stages {
     stages_up_to(patch, spacing, MAX_STAGES)
@@ -126,10 +128,7 @@ fn stages_up_to(patch: [usize; 3], spacing: [f64; 3], max_stages: usize) -> Stag
             }
         }
         stages.kernels.push(kernel);
-        if stages.depth() >= max_stages {
-            return stages;
-        }
-        let fits: Vec<usize> = (0..3).filter(|&a| size[a] / 2 >= MIN_EDGE).collect();
+        let fits: Vec<usize> = (0..3).filter(|&a| size[a] >= 2 * MIN_EDGE).collect();
         let finest_fit = fits
             .iter()
             .map(|&a| spacing[a])
@@ -138,15 +137,22 @@ fn stages_up_to(patch: [usize; 3], spacing: [f64; 3], max_stages: usize) -> Stag
             .into_iter()
             .filter(|&a| spacing[a] < 2.0 * finest_fit)
             .collect();
-        match pooled[..] {
-            [] => return stages,
-            [a] if size[a] < 3 * MIN_EDGE => return stages,
-            _ => {}
+        let deepest = match pooled[..] {
+            [] => true,
+            [a] => size[a] < 3 * MIN_EDGE,
+            _ => false,
+        };
+        if deepest || stages.depth() >= max_stages {
+            let last = stages.kernels.last_mut().expect("a stage was pushed");
+            for a in 0..3 {
+                last[a] = if size[a] > 1 { 3 } else { 1 };
+            }
+            return stages;
         }
         let mut stride = [1; 3];
         for a in pooled {
             stride[a] = 2;
-            size[a] /= 2;
+            size[a] = size[a].div_ceil(2);
             spacing[a] *= 2.0;
         }
         stages.strides.push(stride);
@@ -474,7 +480,8 @@ mod tests {
             (p.patch, p.batch, p.base_features, p.max_features, p.depth),
             ([128, 128, 128], 2, 32, 320, 6)
         );
-        // A smallest case of 120 voxels caps the patch, and 120 / 2^5 < 4 leaves 5 stages.
+        // A smallest case of 120 voxels caps the patch; halving rounds up, as the strided
+        // convolutions do (120, 60, 30, 15, 8, 4), so it keeps 6 stages, as nnU-Net plans.
         let p = plan(
             &brats_like(),
             &PlanDevice::Gpu {
@@ -483,7 +490,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!((p.patch, p.depth), ([120, 128, 120], 5));
+        assert_eq!((p.patch, p.depth), ([120, 128, 120], 6));
     }
 
     /// The pool peaks an H100 measured for the BraTS step (BENCHMARKS.md, 2026-11-26,
@@ -700,13 +707,20 @@ mod tests {
 
     /// The planner before per-axis pooling: every axis halved together while the smallest
     /// keeps 4 voxels.
+    /// Stages of isotropic data: one more while the smallest side has 8 voxels to halve
+    /// (rounding up), at most 6.
     fn isotropic_depth(patch: [usize; 3]) -> usize {
-        let smallest = *patch.iter().min().unwrap();
-        (1..6).take_while(|d| smallest >> d >= 4).count() + 1
+        let mut side = *patch.iter().min().unwrap();
+        let mut depth = 1;
+        while depth < MAX_STAGES && side >= 2 * MIN_EDGE {
+            side = side.div_ceil(2);
+            depth += 1;
+        }
+        depth
     }
 
     #[test]
-    fn isotropic_data_plans_the_network_it_planned_before() {
+    fn isotropic_data_plans_an_isotropic_network() {
         let mut devices = vec![cpu()];
         devices.extend((0..8).map(|t| PlanDevice::Cpu {
             step_gflop_budget: 12.0 * (1 << t) as f64,
@@ -753,5 +767,51 @@ mod tests {
         let (gflop, bytes) = estimate([128; 3], 2, &net);
         // The values of the isotropic-only estimate this one replaced, to the last bit.
         assert_eq!((gflop, bytes), (5792.814071808, 7_144_079_360));
+    }
+
+    /// `stages_for` against nnU-Net v2's `get_pool_and_conv_props` on 165 spacings and
+    /// patches (tests/fixtures/plan_reference.json, from scripts/plan_reference.py): the same
+    /// strides and kernels, except where voxseg stops at 6 stages (the 6th then being the
+    /// deepest, kernel 3 everywhere) and on an axis of one voxel (kernel 1: 3 reads padding).
+    #[test]
+    fn stages_are_nnunets() {
+        #[derive(serde::Deserialize)]
+        struct Case {
+            spacing: [f64; 3],
+            patch: [usize; 3],
+            strides: Vec<[usize; 3]>,
+            kernels: Vec<[usize; 3]>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Fixture {
+            cases: Vec<Case>,
+        }
+        let fixture: Fixture =
+            serde_json::from_str(include_str!("../../tests/fixtures/plan_reference.json")).unwrap();
+        assert_eq!(fixture.cases.len(), 165);
+        let mut capped = 0;
+        for c in &fixture.cases {
+            let ours = stages_for(c.patch, c.spacing);
+            let depth = c.strides.len().min(MAX_STAGES);
+            let mut want = Stages {
+                strides: c.strides[..depth].to_vec(),
+                kernels: c.kernels[..depth].to_vec(),
+            };
+            if c.strides.len() > MAX_STAGES {
+                want.kernels[depth - 1] = [3; 3];
+                capped += 1;
+            }
+            for k in &mut want.kernels {
+                for a in 0..3 {
+                    if c.patch[a] == 1 {
+                        k[a] = 1;
+                    }
+                }
+            }
+            assert_eq!(ours, want, "spacing {:?}, patch {:?}", c.spacing, c.patch);
+        }
+        // The cap and the single-voxel axis are both exercised.
+        assert!(capped >= 5, "{capped}");
+        assert!(fixture.cases.iter().any(|c| c.patch.contains(&1)));
     }
 }
