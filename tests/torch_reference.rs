@@ -63,6 +63,13 @@ fn param<T: serde::de::DeserializeOwned>(case: &Case, key: &str) -> T {
     serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{}: {key}: {e}", case.name))
 }
 
+/// A list of numbers among the case's parameters as a tensor `[len]`.
+fn vector<B: Backend>(b: &B, case: &Case, key: &str) -> Tensor<B> {
+    let data: Vec<f64> = param(case, key);
+    let shape = vec![data.len()];
+    tensor(b, &Array { shape, data })
+}
+
 fn padding(case: &Case) -> Padding {
     match param::<String>(case, "padding").as_str() {
         "same" => Padding::Same,
@@ -160,17 +167,10 @@ fn compute<B: Backend>(b: &B, case: &Case, v: &BTreeMap<String, Var<B>>) -> Resu
                 param(case, "eps"),
                 fused(case),
             )?;
-            let stat = |k: &str| {
-                let values: Vec<f64> = param(case, k);
-                tensor(
-                    b,
-                    &Array {
-                        shape: vec![values.len()],
-                        data: values,
-                    },
-                )
-            };
-            let (mut mm, mut mv) = (stat("moving_mean_before"), stat("moving_var_before"));
+            let (mut mm, mut mv) = (
+                vector(b, case, "moving_mean_before"),
+                vector(b, case, "moving_var_before"),
+            );
             let count = x.value().numel() / x.shape().last();
             update_moving_stats(
                 &mut mm,
@@ -183,26 +183,14 @@ fn compute<B: Backend>(b: &B, case: &Case, v: &BTreeMap<String, Var<B>>) -> Resu
             moving = Some([mm.to_vec_f64()?, mv.to_vec_f64()?]);
             y
         }
-        "batch_norm_eval" => {
-            let stat = |k: &str| {
-                let values: Vec<f64> = param(case, k);
-                tensor(
-                    b,
-                    &Array {
-                        shape: vec![values.len()],
-                        data: values,
-                    },
-                )
-            };
-            input("x").batch_norm_eval(
-                Some(input("gamma")),
-                Some(input("beta")),
-                &stat("mean"),
-                &stat("var"),
-                param(case, "eps"),
-                fused(case),
-            )?
-        }
+        "batch_norm_eval" => input("x").batch_norm_eval(
+            Some(input("gamma")),
+            Some(input("beta")),
+            &vector(b, case, "mean"),
+            &vector(b, case, "var"),
+            param(case, "eps"),
+            fused(case),
+        )?,
         "loss" => loss(b, case, input("logits"))?,
         op => activation(op, input("x"))?,
     };
