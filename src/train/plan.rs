@@ -144,8 +144,8 @@ fn stages_up_to(patch: [usize; 3], spacing: [f64; 3], max_stages: usize) -> Stag
         };
         if deepest || stages.depth() >= max_stages {
             let last = stages.kernels.last_mut().expect("a stage was pushed");
-            for a in 0..3 {
-                last[a] = if size[a] > 1 { 3 } else { 1 };
+            for (k, &side) in last.iter_mut().zip(&size) {
+                *k = if side > 1 { 3 } else { 1 };
             }
             return stages;
         }
@@ -802,9 +802,9 @@ mod tests {
                 capped += 1;
             }
             for k in &mut want.kernels {
-                for a in 0..3 {
-                    if c.patch[a] == 1 {
-                        k[a] = 1;
+                for (k, &side) in k.iter_mut().zip(&c.patch) {
+                    if side == 1 {
+                        *k = 1;
                     }
                 }
             }
