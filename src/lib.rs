@@ -36,6 +36,8 @@ pub mod backend;
 pub mod bench;
 pub mod data;
 pub mod error;
+#[cfg(test)]
+pub(crate) mod fixture_json;
 pub mod infer;
 pub mod interrupt;
 pub mod large_blocks;

@@ -7,25 +7,11 @@ use super::preprocess::{
     brain_mask, dataset_stats, preprocess, AfterClip, Intensity, PreprocessSpec, Statistics,
 };
 use super::{CaseData, Volume};
+use crate::fixture_json::{floats, list, usizes};
 use serde_json::Value;
 
 fn fixture() -> Value {
     serde_json::from_str(include_str!("../../tests/fixtures/nnunet_reference.json")).unwrap()
-}
-
-fn list(v: &Value) -> &Vec<Value> {
-    v.as_array().unwrap_or_else(|| panic!("not a list: {v}"))
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    list(v).iter().map(|x| x.as_f64().unwrap()).collect()
-}
-
-fn usizes(v: &Value) -> Vec<usize> {
-    list(v)
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect()
 }
 
 /// A (z, y, x) triple of the fixture as (x, y, z).

@@ -4,21 +4,11 @@
 //! mirrorings of `_internal_maybe_mirror_and_predict`). Patch axes are (d, h, w) = (z, y, x)
 //! on both sides.
 use super::sliding_window::{gaussian_weights, mirrorings, window_offset, window_starts};
+use crate::fixture_json::{list, usizes};
 use serde_json::Value;
 
 fn fixture() -> Value {
     serde_json::from_str(include_str!("../../tests/fixtures/nnunet_reference.json")).unwrap()
-}
-
-fn list(v: &Value) -> &Vec<Value> {
-    v.as_array().unwrap_or_else(|| panic!("not a list: {v}"))
-}
-
-fn usizes(v: &Value) -> Vec<usize> {
-    list(v)
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect()
 }
 
 /// Window starts along one axis in the image's own coordinates, as `predict_volume` places

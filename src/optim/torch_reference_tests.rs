@@ -6,6 +6,7 @@ use super::{clip_grad_norm, l1_l2_penalty, LrSchedule, OptimizerSpec};
 use crate::autograd::{LeafId, Tape, Var};
 use crate::backend::cpu::{Cpu, Cpu64};
 use crate::backend::{Backend, Element};
+use crate::fixture_json::{floats, list};
 use crate::nn::Param;
 use crate::optim::test_util::gradients;
 use crate::tensor::Tensor;
@@ -16,18 +17,6 @@ const F64_REL: f64 = 1e-10;
 
 fn fixture() -> Value {
     serde_json::from_str(include_str!("../../tests/fixtures/optim_reference.json")).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not a list: {v}"))
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
-fn list(v: &Value) -> &Vec<Value> {
-    v.as_array().unwrap_or_else(|| panic!("not a list: {v}"))
 }
 
 /// The largest relative difference seen, for the report printed with `--nocapture`.

@@ -6,6 +6,7 @@
 use super::intensity::gamma;
 use super::spatial::{extract, GridView, SpatialTransform};
 use super::{apply_intensity, AugmentSpec, IntensityOp, ANISOTROPY_THRESHOLD};
+use crate::fixture_json::floats;
 use crate::rng::Rng;
 use serde_json::Value;
 
@@ -16,14 +17,6 @@ fn fixture() -> Value {
         "../../../tests/fixtures/augment_reference.json"
     ))
     .unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not a list: {v}"))
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
 }
 
 fn pair(v: &Value) -> [f64; 2] {
