@@ -124,6 +124,14 @@ impl Default for PreprocessSpec {
 /// (one of 1.5e13 voxels aborted the process).
 pub const MAX_GRID_VOXELS: usize = 1 << 29;
 
+/// Whether a grid of `dims` voxels holds more than [`MAX_GRID_VOXELS`] (or more than a
+/// `usize` counts).
+fn over_grid_limit(dims: [usize; 3]) -> bool {
+    dims.iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .is_none_or(|n| n > MAX_GRID_VOXELS)
+}
+
 /// Number of steps of the quantile table: entry i is the (100 i / QUANTILE_STEPS)th percentile.
 const QUANTILE_STEPS: usize = 1000;
 /// Mask voxels per case and channel pooled for the dataset's quantiles (evenly strided).
@@ -592,8 +600,7 @@ impl PreprocessSpec {
             }
         }
         if let Some(size) = self.min_size {
-            let voxels = size.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-            if voxels.is_none_or(|n| n > MAX_GRID_VOXELS) {
+            if over_grid_limit(size) {
                 return Err(Error::config(
                     "preprocess.min_size",
                     format!(
@@ -724,8 +731,7 @@ pub fn preprocess(case: &CaseData, spec: &PreprocessSpec) -> Result<Preprocessed
     let min_xyz = spec.min_size.map_or([1; 3], |[d, h, w]| [w, h, d]);
     let grid_dims = [0, 1, 2].map(|a| resampled_dims[a].max(min_xyz[a]));
     // Each bound alone may pass and their mix not (one axis from each).
-    let voxels = grid_dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-    if voxels.is_none_or(|n| n > MAX_GRID_VOXELS) {
+    if over_grid_limit(grid_dims) {
         return Err(Error::config(
             "preprocess.min_size",
             format!(
