@@ -170,32 +170,14 @@ fn missing_predictions_are_warned_listed_scored_empty_or_refused() {
         .unwrap()
         .save(&split)
         .unwrap();
-    let Outcome { ok, stderr, .. } = voxseg(&[
-        &"evaluate" as Arg,
-        &"--pred",
-        &pred,
-        &"--truth",
-        &data,
-        &"--split",
-        &split,
-    ]);
+    let Outcome { ok, stderr, .. } = evaluate(&pred, &data, &["--split", s(&split)]);
     assert!(
         !ok && stderr.contains("1 of the 2") && stderr.contains(absent.as_str()),
         "{stderr}"
     );
     let Outcome {
         ok, stdout, stderr, ..
-    } = voxseg(&[
-        &"evaluate" as Arg,
-        &"--pred",
-        &pred,
-        &"--truth",
-        &data,
-        &"--split",
-        &split,
-        &"--missing",
-        &"empty",
-    ]);
+    } = evaluate(&pred, &data, &["--split", s(&split), "--missing", "empty"]);
     assert!(ok, "{stderr}");
     let wt = stdout.lines().find(|l| l.starts_with("WT")).unwrap();
     assert_eq!(
@@ -565,15 +547,7 @@ fn predictions_of_unlabelled_test_cases_are_left_out_with_a_warning() {
         .unwrap()
         .save(&split)
         .unwrap();
-    let Outcome { ok, stderr, .. } = voxseg(&[
-        &"evaluate" as Arg,
-        &"--pred",
-        &pred,
-        &"--truth",
-        &data,
-        &"--split",
-        &split,
-    ]);
+    let Outcome { ok, stderr, .. } = evaluate(&pred, &data, &["--split", s(&split)]);
     assert!(!ok);
     assert!(
         stderr.contains("stranger") && stderr.contains("no reference label"),
