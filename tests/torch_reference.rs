@@ -113,9 +113,9 @@ fn activation<B: Backend>(op: &str, x: &Var<B>) -> Result<Var<B>> {
     }
 }
 
-/// What a case computed: its outputs, and moving statistics where it updates them.
+/// What a case computed: its output, and moving statistics where it updates them.
 struct Computed<B: Backend> {
-    outputs: BTreeMap<String, Var<B>>,
+    y: Var<B>,
     moving: Option<[Vec<f64>; 2]>,
 }
 
@@ -194,11 +194,7 @@ fn compute<B: Backend>(b: &B, case: &Case, v: &BTreeMap<String, Var<B>>) -> Resu
         "loss" => loss(b, case, input("logits"))?,
         op => activation(op, input("x"))?,
     };
-    let name = if case.op == "loss" { "loss" } else { "y" };
-    Ok(Computed {
-        outputs: BTreeMap::from([(name.to_string(), y)]),
-        moving,
-    })
+    Ok(Computed { y, moving })
 }
 
 fn loss<B: Backend>(b: &B, case: &Case, logits: &Var<B>) -> Result<Var<B>> {
@@ -261,16 +257,11 @@ fn check_all<B: Backend>(b: &B, tolerance: impl Fn(&Case) -> f64) -> (Vec<String
             .map(|(k, a)| (k.clone(), tape.leaf(tensor(b, a), ids[k.as_str()])))
             .collect();
         let computed = compute(b, case, &vars).unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        let mut total: Option<Var<B>> = None;
-        for (k, y) in &computed.outputs {
-            let dy = Var::constant(tensor(b, &case.dy[k]));
-            let term = y.mul(&dy).and_then(|p| p.sum()).unwrap();
-            total = Some(match total {
-                None => term,
-                Some(t) => t.add(&term).unwrap(),
-            });
-        }
-        let grads = tape.backward(&total.expect("an output")).unwrap();
+        assert_eq!(case.outputs.len(), 1, "{}: one output", case.name);
+        let (name, want) = case.outputs.iter().next().expect("an output");
+        let dy = Var::constant(tensor(b, &case.dy[name]));
+        let loss = computed.y.mul(&dy).and_then(|p| p.sum()).unwrap();
+        let grads = tape.backward(&loss).unwrap();
         let mut compare = |what: String, got: Vec<f64>, want: &[f64]| {
             let err = if got.len() == want.len() {
                 relative_error(&got, want)
@@ -286,16 +277,13 @@ fn check_all<B: Backend>(b: &B, tolerance: impl Fn(&Case) -> f64) -> (Vec<String
                 ));
             }
         };
-        for (k, want) in &case.outputs {
-            let got = computed.outputs[k].value();
-            compare(format!("output {k}"), got.to_vec_f64().unwrap(), &want.data);
-            assert_eq!(
-                got.dims(),
-                want.shape.as_slice(),
-                "{} output {k}",
-                case.name
-            );
-        }
+        let got = computed.y.value();
+        compare(
+            format!("output {name}"),
+            got.to_vec_f64().unwrap(),
+            &want.data,
+        );
+        assert_eq!(got.dims(), want.shape.as_slice(), "{} output", case.name);
         for (k, want) in &case.grads {
             let got = grads.get(ids[k.as_str()]).map(|g| g.to_vec_f64().unwrap());
             compare(
