@@ -1,6 +1,8 @@
 //! Prediction: sliding-window inference with Gaussian weighting, test-time mirroring,
 //! the conversions between volumes, tensors and probabilities, which cases `--split`
 //! selects, and `predict` on cases.
+mod components;
+pub mod postprocess;
 pub mod predict;
 pub mod select;
 pub mod sliding_window;
@@ -9,6 +11,7 @@ mod volume_io;
 #[cfg(test)]
 mod nnunet_reference_tests;
 
+pub use postprocess::Postprocess;
 pub use predict::{OutputFiles, PredictOptions, Predicted, Predictor};
 pub use select::{select_cases, PredictSplit};
 pub use sliding_window::{predict_logits, predict_volume, SlidingWindow};

@@ -1,0 +1,423 @@
+//! Postprocessing of predicted label maps: the connected-component filters nnU-Net and
+//! MONAI apply after prediction, and the BraTS rule that drops a region predicted too
+//! small to trust. A spec is a comma-separated list of steps, applied in order:
+//!
+//! - `largest[:NAME]`: keep only the largest connected component (every one of that size
+//!   on a tie, as nnU-Net does);
+//! - `min-component[:NAME]:N`: remove the connected components of fewer than N voxels;
+//! - `min-volume[:NAME]:N`: remove all of it when it holds fewer than N voxels in all;
+//! - `none`: nothing.
+//!
+//! Without NAME a step acts on the whole foreground, whose removed voxels become
+//! background. NAME is a region (BraTS's WT, TC, ET) or a class of the model's label
+//! convention. A removed voxel of a region leaves that region but stays in the region that
+//! encloses it: it takes the class the enclosing region is painted with (a removed ET voxel
+//! becomes NCR, still tumour core), and background where nothing encloses it. nnU-Net sets
+//! removed voxels of any region to background, which punches holes in the regions around.
+//! Components are 26-connected.
+use super::components::{label_components, Connectivity};
+use crate::data::labels::LabelSpec;
+use crate::error::{Error, Result};
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Filter {
+    Largest,
+    MinComponent(usize),
+    MinVolume(usize),
+}
+
+/// One step, resolved against a label convention.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Step {
+    filter: Filter,
+    /// The region or class the step acts on, as the spec named it; None: all foreground.
+    name: Option<String>,
+    /// Per internal class: whether its voxels belong to the mask the step filters.
+    member: Vec<bool>,
+    /// The class a removed voxel takes.
+    replacement: u8,
+}
+
+/// A parsed postprocessing spec for one label convention (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Postprocess {
+    steps: Vec<Step>,
+}
+
+const GRAMMAR: &str = "largest[:NAME], min-component[:NAME]:N, min-volume[:NAME]:N or none, \
+                       comma-separated";
+
+impl Postprocess {
+    /// Parses `text` for label convention `spec`; an unknown step, name or size is an error
+    /// that lists what is allowed.
+    pub fn parse(text: &str, spec: &LabelSpec) -> Result<Self> {
+        let bad = |msg: String| Error::config("postprocess", msg);
+        let mut steps = Vec::new();
+        for item in text.split(',').map(str::trim) {
+            if item.eq_ignore_ascii_case("none") {
+                continue;
+            }
+            let parts: Vec<&str> = item.split(':').map(str::trim).collect();
+            let size = |s: &str| -> Result<usize> {
+                s.parse::<usize>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| bad(format!("'{item}': {s} is not a voxel count (1 or more)")))
+            };
+            let (filter, name) = match (parts[0].to_ascii_lowercase().as_str(), &parts[1..]) {
+                ("largest", []) => (Filter::Largest, None),
+                ("largest", [name]) => (Filter::Largest, Some(*name)),
+                ("min-component", [n]) => (Filter::MinComponent(size(n)?), None),
+                ("min-component", [name, n]) => (Filter::MinComponent(size(n)?), Some(*name)),
+                ("min-volume", [n]) => (Filter::MinVolume(size(n)?), None),
+                ("min-volume", [name, n]) => (Filter::MinVolume(size(n)?), Some(*name)),
+                _ => return Err(bad(format!("'{item}' is not a step; steps are {GRAMMAR}"))),
+            };
+            steps.push(Step::resolve(filter, name, spec)?);
+        }
+        Ok(Self { steps })
+    }
+
+    /// Whether the spec does nothing.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Applies the steps in order to a map of internal classes on a grid of `dims` voxels
+    /// (first axis fastest).
+    pub fn apply(&self, classes: &mut [u8], dims: [usize; 3]) {
+        for step in &self.steps {
+            step.apply(classes, dims);
+        }
+    }
+
+    /// This spec followed by `other`'s steps.
+    pub fn then(&self, other: &Postprocess) -> Postprocess {
+        Postprocess {
+            steps: self.steps.iter().chain(&other.steps).cloned().collect(),
+        }
+    }
+}
+
+impl fmt::Display for Postprocess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.steps.is_empty() {
+            return f.write_str("none");
+        }
+        let items: Vec<String> = self.steps.iter().map(Step::to_string).collect();
+        f.write_str(&items.join(","))
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (filter, size) = match self.filter {
+            Filter::Largest => ("largest", None),
+            Filter::MinComponent(n) => ("min-component", Some(n)),
+            Filter::MinVolume(n) => ("min-volume", Some(n)),
+        };
+        f.write_str(filter)?;
+        if let Some(name) = &self.name {
+            write!(f, ":{name}")?;
+        }
+        if let Some(n) = size {
+            write!(f, ":{n}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Step {
+    fn resolve(filter: Filter, name: Option<&str>, spec: &LabelSpec) -> Result<Self> {
+        let k = spec.num_classes();
+        let Some(name) = name else {
+            return Ok(Step {
+                filter,
+                name: None,
+                member: (0..k).map(|c| c > 0).collect(),
+                replacement: 0,
+            });
+        };
+        let regions = spec.regions();
+        if let Some(i) = regions
+            .iter()
+            .position(|r| r.name.eq_ignore_ascii_case(name))
+        {
+            let own = &regions[i].classes;
+            // The nearest region listed before it that holds all of its classes.
+            let replacement = regions[..i]
+                .iter()
+                .rev()
+                .find(|r| own.iter().all(|c| r.classes.contains(c)))
+                .map_or(0, |r| r.paint);
+            return Ok(Step {
+                filter,
+                name: Some(regions[i].name.clone()),
+                member: (0..k as u8).map(|c| own.contains(&c)).collect(),
+                replacement,
+            });
+        }
+        match spec.class_by_name(name).filter(|&c| c > 0) {
+            Some(class) => Ok(Step {
+                filter,
+                name: Some(spec.classes()[class as usize].name.clone()),
+                member: (0..k as u8).map(|c| c == class).collect(),
+                replacement: 0,
+            }),
+            None => {
+                let mut names: Vec<String> = regions.iter().map(|r| r.name.clone()).collect();
+                for class in spec.class_names().into_iter().skip(1) {
+                    if !names.iter().any(|n| n.eq_ignore_ascii_case(&class)) {
+                        names.push(class);
+                    }
+                }
+                Err(Error::config(
+                    "postprocess",
+                    format!(
+                        "'{name}' is neither a region nor a foreground class of the labels; \
+                         they are {}",
+                        names.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+
+    fn apply(&self, classes: &mut [u8], dims: [usize; 3]) {
+        let mask: Vec<bool> = classes.iter().map(|&c| self.member[c as usize]).collect();
+        let remove: Vec<bool> = match self.filter {
+            Filter::MinVolume(n) => {
+                let total = mask.iter().filter(|&&m| m).count();
+                if total >= n {
+                    return;
+                }
+                mask
+            }
+            Filter::Largest | Filter::MinComponent(_) => {
+                let found = label_components(&mask, dims, Connectivity::Corners);
+                let Some(&largest) = found.sizes.iter().max() else {
+                    return;
+                };
+                let removed: Vec<bool> = found
+                    .sizes
+                    .iter()
+                    .map(|&s| match self.filter {
+                        Filter::MinComponent(n) => s < n,
+                        _ => s < largest,
+                    })
+                    .collect();
+                found
+                    .labels
+                    .iter()
+                    .map(|&l| l != 0 && removed[l as usize - 1])
+                    .collect()
+            }
+        };
+        for (c, r) in classes.iter_mut().zip(remove) {
+            if r {
+                *c = self.replacement;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// BraTS 2021's internal classes: 0 background, 1 NCR, 2 ED, 3 ET.
+    fn brats() -> LabelSpec {
+        LabelSpec::brats2021()
+    }
+
+    #[test]
+    fn specs_parse_to_their_canonical_text_and_bad_ones_are_named() {
+        let spec = brats();
+        let p = Postprocess::parse(
+            " largest , largest:wt,min-component:ET:20, min-volume:tc:200",
+            &spec,
+        )
+        .unwrap();
+        assert_eq!(
+            p.to_string(),
+            "largest,largest:WT,min-component:ET:20,min-volume:TC:200"
+        );
+        assert!(Postprocess::parse("none", &spec).unwrap().is_empty());
+        assert_eq!(
+            Postprocess::parse("min-component:5", &spec)
+                .unwrap()
+                .to_string(),
+            "min-component:5"
+        );
+        let err = |t: &str| Postprocess::parse(t, &spec).unwrap_err().to_string();
+        assert!(err("biggest").contains("'biggest' is not a step; steps are largest[:NAME]"));
+        assert!(err("largest:XX").contains("'XX' is neither a region nor a foreground class"));
+        assert!(
+            err("largest:XX").contains("WT, TC, ET, NCR, ED"),
+            "{}",
+            err("largest:XX")
+        );
+        assert!(err("min-volume:ET:0").contains("0 is not a voxel count"));
+        assert!(err("min-volume:ET:-3").contains("-3 is not a voxel count"));
+        assert!(err("largest:background").contains("neither a region nor a foreground class"));
+        assert!(err("largest:WT:3").contains("is not a step"));
+    }
+
+    /// `text` applied to a row of classes (a grid of n x 1 x 1).
+    fn applied(text: &str, classes: &[u8]) -> Vec<u8> {
+        let mut out = classes.to_vec();
+        Postprocess::parse(text, &brats())
+            .unwrap()
+            .apply(&mut out, [classes.len(), 1, 1]);
+        out
+    }
+
+    #[test]
+    fn largest_keeps_the_biggest_component_and_every_tie() {
+        // Components of the foreground: 3 voxels, 1 voxel, 3 voxels.
+        let classes = [1, 2, 3, 0, 2, 0, 1, 1, 2];
+        assert_eq!(
+            applied("largest", &classes),
+            [1, 2, 3, 0, 0, 0, 1, 1, 2],
+            "both 3-voxel components stay"
+        );
+        // Only WT's components count, of its classes.
+        assert_eq!(
+            applied("largest:WT", &[2, 2, 0, 1, 0, 3, 3, 3]),
+            [0, 0, 0, 0, 0, 3, 3, 3]
+        );
+    }
+
+    #[test]
+    fn a_removed_region_voxel_takes_the_enclosing_regions_class() {
+        // ET components of 2 and 1 voxels inside a tumour: the lone ET voxel becomes NCR
+        // (TC's class) and stays tumour core.
+        assert_eq!(
+            applied("largest:ET", &[1, 3, 3, 1, 3, 1]),
+            [1, 3, 3, 1, 1, 1]
+        );
+        // TC's removed voxels become oedema (WT's class), whatever their class.
+        assert_eq!(
+            applied("largest:TC", &[1, 3, 1, 2, 3, 2, 0]),
+            [1, 3, 1, 2, 2, 2, 0]
+        );
+        // A class that is no region (NCR here) goes to background.
+        assert_eq!(applied("largest:NCR", &[1, 1, 0, 1, 2]), [1, 1, 0, 0, 2]);
+    }
+
+    #[test]
+    fn min_volume_drops_a_small_region_whole_and_min_component_its_small_parts() {
+        // BraTS's rule: an ET of 3 voxels, under 4, becomes NCR.
+        assert_eq!(
+            applied("min-volume:ET:4", &[3, 3, 0, 3, 2]),
+            [1, 1, 0, 1, 2]
+        );
+        assert_eq!(
+            applied("min-volume:ET:3", &[3, 3, 0, 3, 2]),
+            [3, 3, 0, 3, 2]
+        );
+        assert_eq!(
+            applied("min-component:2", &[1, 1, 0, 2, 0, 3, 3, 3]),
+            [1, 1, 0, 0, 0, 3, 3, 3]
+        );
+        // Steps run in order: ET's lone voxel becomes NCR, then TC, down to 1 voxel, oedema.
+        assert_eq!(
+            applied("min-component:ET:2,min-volume:TC:2", &[3, 0, 2, 2]),
+            [2, 0, 2, 2]
+        );
+    }
+
+    #[test]
+    fn an_empty_map_is_left_alone() {
+        assert_eq!(
+            applied("largest,largest:ET,min-component:3", &[0; 4]),
+            [0; 4]
+        );
+    }
+
+    /// nnU-Net's and scikit-image's values, from `scripts/postprocess_reference.py`.
+    fn reference() -> serde_json::Value {
+        serde_json::from_str(include_str!(
+            "../../tests/fixtures/postprocess_reference.json"
+        ))
+        .unwrap()
+    }
+
+    fn bytes(v: &serde_json::Value) -> Vec<u8> {
+        crate::fixture_json::usizes(v)
+            .into_iter()
+            .map(|x| x as u8)
+            .collect()
+    }
+
+    #[test]
+    fn components_match_scikit_image_at_every_connectivity() {
+        let fixture = reference();
+        let dims: [usize; 3] = serde_json::from_value(fixture["dims"].clone()).unwrap();
+        for case in crate::fixture_json::list(&fixture["cases"]) {
+            let name = case["name"].as_str().unwrap();
+            let mask: Vec<bool> = bytes(&case["labels"]).iter().map(|&c| c > 0).collect();
+            for (key, connectivity) in [
+                ("1", Connectivity::Faces),
+                ("2", Connectivity::Edges),
+                ("3", Connectivity::Corners),
+            ] {
+                let theirs = crate::fixture_json::usizes(&case["components"][key]);
+                let ours = label_components(&mask, dims, connectivity);
+                // The same partition: each of our components is exactly one of theirs.
+                let mut theirs_of_ours = vec![None; ours.sizes.len()];
+                for (&o, &t) in ours.labels.iter().zip(&theirs) {
+                    assert_eq!(o == 0, t == 0, "{name} connectivity {key}");
+                    if o != 0 {
+                        let seen = theirs_of_ours[o as usize - 1].get_or_insert(t);
+                        assert_eq!(*seen, t, "{name} connectivity {key}: component {o} splits");
+                    }
+                }
+                let count = theirs.iter().max().copied().unwrap_or(0);
+                assert_eq!(ours.sizes.len(), count, "{name} connectivity {key}");
+            }
+        }
+    }
+
+    #[test]
+    fn largest_component_filters_match_nnunet() {
+        let fixture = reference();
+        let dims: [usize; 3] = serde_json::from_value(fixture["dims"].clone()).unwrap();
+        // Classes without regions: a removed voxel of any class becomes background, as in
+        // nnU-Net.
+        let spec = LabelSpec::new(
+            ["background", "a", "b", "c"]
+                .iter()
+                .zip(0u8..)
+                .map(|(name, file_value)| crate::data::labels::LabelClass {
+                    name: name.to_string(),
+                    file_value,
+                })
+                .collect(),
+            Vec::new(),
+        )
+        .unwrap();
+        let mut changed = 0;
+        for case in crate::fixture_json::list(&fixture["cases"]) {
+            let name = case["name"].as_str().unwrap();
+            let labels = bytes(&case["labels"]);
+            let mut check = |text: &str, want: Vec<u8>| {
+                let mut got = labels.clone();
+                Postprocess::parse(text, &spec)
+                    .unwrap()
+                    .apply(&mut got, dims);
+                assert_eq!(got, want, "{name}: {text}");
+                changed += (want != labels) as usize;
+            };
+            check("largest", bytes(&case["largest_foreground"]));
+            for (value, class) in [("1", "a"), ("2", "b"), ("3", "c")] {
+                check(
+                    &format!("largest:{class}"),
+                    bytes(&case["largest_per_label"][value]),
+                );
+            }
+        }
+        assert!(changed >= 20, "only {changed} filters changed their map");
+    }
+}
