@@ -236,6 +236,7 @@ fn predict_test<B: Backend>(backend: &B, run: &Path, data: &Path, out: &Path) ->
         png: true,
         replace_nan: false,
         batch: 2,
+        postprocess: Default::default(),
     };
     for case in dataset
         .cases

@@ -4,7 +4,8 @@
 //! the model's convention by region name against the reference's, bad `--out`, `--subset`
 //! and `--split` are refused before any scoring, a prediction on another grid than its
 //! reference is refused saying what differs, `CASE.nii` predictions are read (a case with
-//! both endings is refused), and non-BraTS data get the image diagonal as the empty-mask HD95.
+//! both endings is refused), non-BraTS data get the image diagonal as the empty-mask HD95,
+//! and postprocessing is found on the Dice (--find-postprocessing) or given (--postprocess).
 use std::path::{Path, PathBuf};
 use voxseg::data::labels::{LabelClass, LabelSpec, TargetSpec};
 use voxseg::data::layout::{detect, LayoutKind};
@@ -840,5 +841,107 @@ fn empty_masks_on_non_brats_data_get_the_image_diagonal_as_hd95() {
     }
     assert!(penalised > 0, "no region had a reference to miss: {v}");
     assert!(diagonals[0].1 < 100.0, "{diagonals:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--find-postprocessing` keeps the steps that raise the Dice and scores with them: a
+/// stray oedema voxel goes with `largest`, a 2-voxel ET where the reference has none with
+/// `min-volume:ET:10` (the real 18-voxel ET stays). `--postprocess` scores given steps, and
+/// a step naming no region of the convention is refused.
+#[test]
+fn postprocessing_is_found_on_the_dice_and_applied_before_scoring() {
+    let dir = temp_dir("postprocess");
+    let (pred, truth) = (dir.join("pred"), dir.join("truth"));
+    std::fs::create_dir_all(&pred).unwrap();
+    std::fs::create_dir_all(&truth).unwrap();
+    let tumour = [([1, 1, 1], [8, 8, 8], 2), ([2, 2, 2], [6, 6, 6], 1)];
+    let et = ([3, 3, 3], [6, 6, 5], 4);
+    let stray_ed = ([9, 9, 9], [10, 10, 10], 2);
+    let tiny_et = ([3, 3, 3], [4, 4, 5], 4);
+    write_mask(&truth.join("a.nii.gz"), &[tumour[0], tumour[1], et]);
+    write_mask(
+        &pred.join("a.nii.gz"),
+        &[tumour[0], tumour[1], et, stray_ed],
+    );
+    write_mask(&truth.join("b.nii.gz"), &tumour);
+    write_mask(&pred.join("b.nii.gz"), &[tumour[0], tumour[1], tiny_et]);
+    let labels = ["--labels", "brats2021"];
+
+    let json = dir.join("found.json");
+    let r = evaluate(
+        &pred,
+        &truth,
+        &[
+            labels[0],
+            labels[1],
+            "--find-postprocessing",
+            "--out",
+            s(&json),
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let kept: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.ends_with(" yes"))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(kept, ["largest", "min-volume:ET:10"], "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("chosen: --postprocess largest,min-volume:ET:10 (mean Dice WT 0.99"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("ET 0.5000 -> 1.0000"), "{}", r.stdout);
+    let v = read_json(&json);
+    assert_eq!(v["postprocess"], "largest,min-volume:ET:10");
+    for region in ["WT", "TC", "ET"] {
+        assert_eq!(v["mean"][region]["dice"], 1.0, "{region}: {v}");
+    }
+    // The files are scored as they are without the option, and not changed by it.
+    let plain = dir.join("plain.json");
+    let r = evaluate(&pred, &truth, &[labels[0], labels[1], "--out", s(&plain)]);
+    assert!(r.ok, "{}", r.stderr);
+    let v = read_json(&plain);
+    assert_eq!(v["mean"]["ET"]["dice"], 0.5);
+    assert!(v.get("postprocess").is_none(), "{v}");
+
+    let given = dir.join("given.json");
+    let r = evaluate(
+        &pred,
+        &truth,
+        &[
+            labels[0],
+            labels[1],
+            "--postprocess",
+            "largest",
+            "--out",
+            s(&given),
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let v = read_json(&given);
+    assert_eq!(v["postprocess"], "largest");
+    assert_eq!(
+        (
+            v["mean"]["WT"]["dice"].as_f64(),
+            v["mean"]["ET"]["dice"].as_f64()
+        ),
+        (Some(1.0), Some(0.5))
+    );
+
+    let r = evaluate(
+        &pred,
+        &truth,
+        &[labels[0], labels[1], "--postprocess", "largest:edema"],
+    );
+    assert!(!r.ok);
+    assert!(
+        r.stderr
+            .contains("'edema' is neither a region nor a foreground class of the labels; they are WT, TC, ET, NCR, ED"),
+        "{}",
+        r.stderr
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -3,7 +3,7 @@
 //! labels are not read, that existing outputs are refused before anything is predicted,
 //! that a failed check leaves no --out behind, that another run's checkpoint is refused,
 //! that --input names are checked, that the probabilities record their channel order, and
-//! the label-convention warning.
+//! the label-convention warning, and that --postprocess cleans the written labels.
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -588,4 +588,65 @@ fn one_4d_input_file_gives_every_modality_as_the_dataset_does() {
         .collect();
     assert_eq!(constant.len(), 4, "{}", r.stderr);
     assert!(constant[0].contains("the FLAIR image"), "{}", r.stderr);
+}
+
+/// `--postprocess` cleans the written labels as the library's steps do, and a step naming
+/// no region of the model's labels is refused before anything is written.
+#[test]
+fn postprocessing_applies_to_the_written_labels() {
+    use voxseg::data::labels::LabelSpec;
+    use voxseg::infer::Postprocess;
+    let f = fixture();
+    let labels_of = |out: &Path, steps: &[&str]| -> Vec<u8> {
+        let mut args = vec!["--data", s(&f.msd), "--split", "unlabelled"];
+        args.extend_from_slice(steps);
+        let r = predict(&f.run, out, &args);
+        assert!(r.ok, "{}", r.stderr);
+        let file = NiftiFile::open(&out.join(format!("{UNLABELLED}.nii.gz"))).unwrap();
+        file.channel(0).unwrap().iter().map(|&v| v as u8).collect()
+    };
+    let plain = labels_of(&out_dir("pp-none"), &[]);
+    // The MSD labels: 1 oedema, 2 non-enhancing, 3 enhancing; TC is {2, 3}.
+    let core = plain.iter().filter(|&&v| v >= 2).count();
+    assert!(core > 0, "the model predicts some tumour core");
+    let out = out_dir("pp-largest");
+    let steps = "largest,min-component:ET:3,min-volume:TC:100000000";
+    let cleaned = labels_of(&out, &["--postprocess", steps]);
+    let header = NiftiFile::open(&out.join(format!("{UNLABELLED}.nii.gz")))
+        .unwrap()
+        .header()
+        .clone();
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.run.join("model.json")).unwrap()).unwrap();
+    let spec: LabelSpec = serde_json::from_value(card["label_spec"].clone()).unwrap();
+    let mut want: Vec<u8> = plain
+        .iter()
+        .map(|&v| spec.class_of_value(v as f32).unwrap())
+        .collect();
+    Postprocess::parse(steps, &spec)
+        .unwrap()
+        .apply(&mut want, header.dims);
+    assert_eq!(cleaned, spec.to_file_values(&want).unwrap());
+    // The whole core became oedema, WT's class.
+    assert!(cleaned.iter().all(|&v| v <= 1), "TC removed whole");
+    let oedema = |m: &[u8]| m.iter().filter(|&&v| v == 1).count();
+    assert!(
+        oedema(&cleaned) >= oedema(&plain) + core / 2,
+        "the core became oedema"
+    );
+
+    let out = out_dir("pp-bad");
+    let r = predict(
+        &f.run,
+        &out,
+        &["--data", s(&f.msd), "--postprocess", "largest:XX"],
+    );
+    assert!(!r.ok);
+    assert!(
+        r.stderr
+            .contains("'XX' is neither a region nor a foreground class"),
+        "{}",
+        r.stderr
+    );
+    assert!(!out.exists(), "nothing written");
 }

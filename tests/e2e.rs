@@ -146,6 +146,7 @@ fn train_files_resume_predict() {
         png: true,
         replace_nan: false,
         batch: 2,
+        postprocess: Default::default(),
     };
     for case in dataset
         .cases

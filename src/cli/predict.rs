@@ -7,7 +7,9 @@ use voxseg::backend::Backend;
 use voxseg::data::layout::list;
 use voxseg::error::few;
 use voxseg::error::Error;
-use voxseg::infer::{select_cases, OutputFiles, PredictOptions, PredictSplit, Predictor};
+use voxseg::infer::{
+    select_cases, OutputFiles, Postprocess, PredictOptions, PredictSplit, Predictor,
+};
 use voxseg::metrics::evaluate::label_case_id;
 use voxseg::train::RunDir;
 
@@ -67,6 +69,16 @@ pub struct Args {
     /// Read NaN/Inf voxels as 0 (with a warning) instead of refusing the case.
     #[arg(long)]
     replace_nan: bool,
+    /// Clean each label map before it is written (not the probabilities), with steps
+    /// applied in order: largest[:NAME] keeps the largest connected component, of the
+    /// whole foreground or of region/class NAME; min-component[:NAME]:N removes components
+    /// of fewer than N voxels; min-volume[:NAME]:N removes NAME whole when it has fewer than
+    /// N voxels (BraTS: min-volume:ET:200 turns a small ET into NCR); connectivity:6|18|26
+    /// sets which voxels touch (default 26). A removed voxel of a region takes the class of
+    /// the region around it, else background. `voxseg evaluate
+    /// --find-postprocessing` picks steps on validation cases, as nnU-Net does.
+    #[arg(long, value_name = "STEPS", default_value = "none")]
+    postprocess: String,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -102,8 +114,12 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
         png: a.png,
         replace_nan: a.replace_nan,
         batch: 2,
+        postprocess: Postprocess::parse(&a.postprocess, &predictor.card.label_spec)?,
     };
     predictor.window(&opts)?;
+    if !opts.postprocess.is_empty() {
+        say!("postprocessing each label map: {}", opts.postprocess);
+    }
     let mut missing = Vec::new();
     let (dataset, cases) = if let Some(data) = &a.data {
         // Only the model's modalities must exist (a dataset may lack one it does not use),

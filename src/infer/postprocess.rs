@@ -6,7 +6,9 @@
 //!   on a tie, as nnU-Net does);
 //! - `min-component[:NAME]:N`: remove the connected components of fewer than N voxels;
 //! - `min-volume[:NAME]:N`: remove all of it when it holds fewer than N voxels in all;
-//! - `none`: nothing.
+//! - `none`: nothing;
+//! - `connectivity:6|18|26`: which voxels touch, for every step of the spec: 6 share a
+//!   face, 18 a face or an edge, 26 (the default, nnU-Net's and MONAI's) any corner.
 //!
 //! Without NAME a step acts on the whole foreground, whose removed voxels become
 //! background. NAME is a region (BraTS's WT, TC, ET) or a class of the model's label
@@ -14,7 +16,6 @@
 //! encloses it: it takes the class the enclosing region is painted with (a removed ET voxel
 //! becomes NCR, still tumour core), and background where nothing encloses it. nnU-Net sets
 //! removed voxels of any region to background, which punches holes in the regions around.
-//! Components are 26-connected.
 use super::components::{label_components, Connectivity};
 use crate::data::labels::LabelSpec;
 use crate::error::{Error, Result};
@@ -39,21 +40,32 @@ struct Step {
     replacement: u8,
 }
 
-/// A parsed postprocessing spec for one label convention (see the module docs).
+/// A parsed postprocessing spec for one label convention (see the module docs); the
+/// default does nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Postprocess {
     steps: Vec<Step>,
+    connectivity: Connectivity,
 }
 
-const GRAMMAR: &str = "largest[:NAME], min-component[:NAME]:N, min-volume[:NAME]:N or none, \
-                       comma-separated";
+impl Default for Postprocess {
+    fn default() -> Self {
+        Self {
+            steps: Vec::new(),
+            connectivity: Connectivity::Corners,
+        }
+    }
+}
+
+const GRAMMAR: &str = "largest[:NAME], min-component[:NAME]:N, min-volume[:NAME]:N, \
+                       connectivity:6|18|26 or none, comma-separated";
 
 impl Postprocess {
     /// Parses `text` for label convention `spec`; an unknown step, name or size is an error
     /// that lists what is allowed.
     pub fn parse(text: &str, spec: &LabelSpec) -> Result<Self> {
         let bad = |msg: String| Error::config("postprocess", msg);
-        let mut steps = Vec::new();
+        let mut parsed = Self::default();
         for item in text.split(',').map(str::trim) {
             if item.eq_ignore_ascii_case("none") {
                 continue;
@@ -66,6 +78,15 @@ impl Postprocess {
                     .ok_or_else(|| bad(format!("'{item}': {s} is not a voxel count (1 or more)")))
             };
             let (filter, name) = match (parts[0].to_ascii_lowercase().as_str(), &parts[1..]) {
+                ("connectivity", [n]) => {
+                    parsed.connectivity = match *n {
+                        "6" => Connectivity::Faces,
+                        "18" => Connectivity::Edges,
+                        "26" => Connectivity::Corners,
+                        _ => return Err(bad(format!("'{item}': connectivity is 6, 18 or 26"))),
+                    };
+                    continue;
+                }
                 ("largest", []) => (Filter::Largest, None),
                 ("largest", [name]) => (Filter::Largest, Some(*name)),
                 ("min-component", [n]) => (Filter::MinComponent(size(n)?), None),
@@ -74,9 +95,9 @@ impl Postprocess {
                 ("min-volume", [name, n]) => (Filter::MinVolume(size(n)?), Some(*name)),
                 _ => return Err(bad(format!("'{item}' is not a step; steps are {GRAMMAR}"))),
             };
-            steps.push(Step::resolve(filter, name, spec)?);
+            parsed.steps.push(Step::resolve(filter, name, spec)?);
         }
-        Ok(Self { steps })
+        Ok(parsed)
     }
 
     /// Whether the spec does nothing.
@@ -88,14 +109,15 @@ impl Postprocess {
     /// (first axis fastest).
     pub fn apply(&self, classes: &mut [u8], dims: [usize; 3]) {
         for step in &self.steps {
-            step.apply(classes, dims);
+            step.apply(classes, dims, self.connectivity);
         }
     }
 
-    /// This spec followed by `other`'s steps.
+    /// This spec followed by `other`'s steps, at this spec's connectivity.
     pub fn then(&self, other: &Postprocess) -> Postprocess {
         Postprocess {
             steps: self.steps.iter().chain(&other.steps).cloned().collect(),
+            connectivity: self.connectivity,
         }
     }
 }
@@ -105,7 +127,12 @@ impl fmt::Display for Postprocess {
         if self.steps.is_empty() {
             return f.write_str("none");
         }
-        let items: Vec<String> = self.steps.iter().map(Step::to_string).collect();
+        let mut items: Vec<String> = match self.connectivity {
+            Connectivity::Faces => vec!["connectivity:6".into()],
+            Connectivity::Edges => vec!["connectivity:18".into()],
+            Connectivity::Corners => Vec::new(),
+        };
+        items.extend(self.steps.iter().map(Step::to_string));
         f.write_str(&items.join(","))
     }
 }
@@ -184,7 +211,7 @@ impl Step {
         }
     }
 
-    fn apply(&self, classes: &mut [u8], dims: [usize; 3]) {
+    fn apply(&self, classes: &mut [u8], dims: [usize; 3], connectivity: Connectivity) {
         let mask: Vec<bool> = classes.iter().map(|&c| self.member[c as usize]).collect();
         let remove: Vec<bool> = match self.filter {
             Filter::MinVolume(n) => {
@@ -195,7 +222,7 @@ impl Step {
                 mask
             }
             Filter::Largest | Filter::MinComponent(_) => {
-                let found = label_components(&mask, dims, Connectivity::Corners);
+                let found = label_components(&mask, dims, connectivity);
                 let Some(&largest) = found.sizes.iter().max() else {
                     return;
                 };
@@ -251,6 +278,13 @@ mod tests {
             "min-component:5"
         );
         let err = |t: &str| Postprocess::parse(t, &spec).unwrap_err().to_string();
+        assert_eq!(
+            Postprocess::parse("largest,connectivity:6", &spec)
+                .unwrap()
+                .to_string(),
+            "connectivity:6,largest"
+        );
+        assert!(err("connectivity:8").contains("connectivity is 6, 18 or 26"));
         assert!(err("biggest").contains("'biggest' is not a step; steps are largest[:NAME]"));
         assert!(err("largest:XX").contains("'XX' is neither a region nor a foreground class"));
         assert!(
@@ -326,6 +360,29 @@ mod tests {
             applied("min-component:ET:2,min-volume:TC:2", &[3, 0, 2, 2]),
             [2, 0, 2, 2]
         );
+    }
+
+    #[test]
+    fn connectivity_decides_which_voxels_form_one_component() {
+        // A 3x2x2 grid: two face-joined ET voxels, and a third touching one of them only at
+        // a corner.
+        let spec = brats();
+        let mut classes = [0u8; 12];
+        for at in [0, 1, 11] {
+            classes[at] = 3;
+        }
+        let run = |text: &str| {
+            let mut out = classes.to_vec();
+            Postprocess::parse(text, &spec)
+                .unwrap()
+                .apply(&mut out, [3, 2, 2]);
+            out
+        };
+        let mut lone_dropped = classes.to_vec();
+        lone_dropped[11] = 1;
+        assert_eq!(run("largest:ET"), classes, "26-connected: one component");
+        assert_eq!(run("largest:ET,connectivity:18"), lone_dropped);
+        assert_eq!(run("connectivity:6,largest:ET"), lone_dropped);
     }
 
     #[test]

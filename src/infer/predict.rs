@@ -3,7 +3,7 @@
 //! (nnU-Net's region painting or argmax), pasted back into its full volume and written in
 //! the label convention of the layout the model was trained on, with the input's header.
 //! Reference labels are never needed: a case is predicted from its images alone.
-use super::{interleave_channels, predict_logits, probabilities, SlidingWindow};
+use super::{interleave_channels, predict_logits, probabilities, Postprocess, SlidingWindow};
 use crate::backend::Backend;
 use crate::data::case::{load_case, load_label, NanPolicy};
 use crate::data::labels::{LabelSpec, TargetSpec};
@@ -33,6 +33,8 @@ pub struct PredictOptions {
     pub replace_nan: bool,
     /// Windows per forward pass.
     pub batch: usize,
+    /// Applied to each label map before it is written (not to the probabilities).
+    pub postprocess: Postprocess,
 }
 
 /// What was written for one case.
@@ -609,10 +611,11 @@ impl<B: Backend> Predictor<B> {
                 *mean += p * share;
             }
         }
-        let full = self
+        let mut full = self
             .card
             .target
             .decode(&self.card.label_spec, &full_probs)?;
+        opts.postprocess.apply(&mut full, data.dims());
         let values = self.card.label_spec.to_file_values(&full)?;
         write_label_map(&files.labels, &header, &values)?;
         if let Some((image, sidecar)) = &files.probabilities {
@@ -845,6 +848,7 @@ mod tests {
             png,
             replace_nan: false,
             batch: 1,
+            postprocess: Postprocess::default(),
         };
         let out = Path::new("o");
         let names = |paths: Vec<PathBuf>| -> Vec<String> {

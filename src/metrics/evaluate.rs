@@ -10,6 +10,7 @@ use crate::data::layout::{is_junk_name, list};
 use crate::data::nifti::{read_volume, NiftiHeaderInfo};
 use crate::data::split::{Split, Subset};
 use crate::error::{few, Error, Result};
+use crate::infer::Postprocess;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -386,6 +387,8 @@ pub struct EvalOptions<'a> {
     /// What to do with reference cases (of `cases`, or all labelled ones) lacking a
     /// prediction.
     pub missing: Missing,
+    /// Applied to each prediction before it is scored (parsed for `pred_spec`).
+    pub postprocess: Option<&'a Postprocess>,
 }
 
 /// Scores every `CASE.nii.gz` (or `CASE.nii`) in `pred` (or only `cases`) against the reference: `truth`
@@ -411,8 +414,171 @@ pub fn evaluate(
             pred_spec: None,
             pred_class: None,
             missing,
+            postprocess: None,
         },
     )
+}
+
+/// The cases an evaluation scores, with what it needs to read them.
+pub(crate) struct CasePlan<'a> {
+    reference: &'a Reference,
+    pub(crate) pred_spec: &'a LabelSpec,
+    /// Whether `pred_spec` is a model's rather than the reference's.
+    model_convention: bool,
+    /// Each scored region as the prediction's file values and as the reference's.
+    pub(crate) regions: Vec<(Region, Region)>,
+    /// Case ids to score, sorted.
+    pub(crate) cases: Vec<String>,
+    /// Reference cases (of those asked for) without a prediction, sorted.
+    pub(crate) missing: Vec<String>,
+    found: BTreeMap<String, PathBuf>,
+    postprocess: Option<&'a Postprocess>,
+}
+
+/// One case read for scoring: label values of prediction (postprocessed, in the
+/// prediction's convention) and reference, on the reference's grid.
+pub(crate) struct CasePair {
+    pub(crate) pred: Vec<u8>,
+    pub(crate) truth: Vec<u8>,
+    pub(crate) grid: NiftiHeaderInfo,
+}
+
+impl<'a> CasePlan<'a> {
+    /// Lists the cases `opts` asks for in `pred`: a prediction of a case the reference does
+    /// not know is an error, and so are missing predictions with `Missing::Error`.
+    pub(crate) fn new(
+        pred: &Path,
+        reference: &'a Reference,
+        opts: &EvalOptions<'a>,
+    ) -> Result<Self> {
+        let truth_spec = &reference.spec;
+        let pred_spec = opts.pred_spec.unwrap_or(truth_spec);
+        let regions = match opts.pred_class {
+            None => match_regions(pred_spec, truth_spec)?,
+            Some(name) => vec![match_class(name, pred_spec, truth_spec)?],
+        };
+        let found = label_files(pred)?;
+        // A prediction of a case the reference does not know is an error also when a
+        // subset is scored: it names another dataset's cases, or a mistyped id.
+        if let Some(extra) = found
+            .keys()
+            .find(|id| !reference.labels.contains_key(*id) && !reference.unlabelled.contains(*id))
+        {
+            return Err(Error::data(
+                extra.as_str(),
+                format!("no reference label in {}", reference.root.display()),
+            ));
+        }
+        let wanted: Vec<String> = match opts.cases {
+            Some(cases) => cases.to_vec(),
+            None => reference.labels.keys().cloned().collect(),
+        };
+        let mut missing: Vec<String> = wanted
+            .iter()
+            .filter(|id| !found.contains_key(*id))
+            .cloned()
+            .collect();
+        missing.sort();
+        if !missing.is_empty() && opts.missing == Missing::Error {
+            return Err(Error::data(
+                pred.display().to_string(),
+                format!(
+                    "{} of the {} cases to score have no prediction CASE.nii.gz or CASE.nii ({})",
+                    missing.len(),
+                    wanted.len(),
+                    few(&missing)
+                ),
+            ));
+        }
+        let mut cases = wanted;
+        cases.sort();
+        if opts.missing == Missing::Skip {
+            cases.retain(|id| !missing.contains(id));
+        }
+        if cases.is_empty() {
+            return Err(Error::data(
+                pred.display().to_string(),
+                "no predictions (CASE.nii.gz or CASE.nii) to evaluate",
+            ));
+        }
+        Ok(Self {
+            reference,
+            pred_spec,
+            model_convention: opts.pred_spec.is_some(),
+            regions,
+            cases,
+            missing,
+            found,
+            postprocess: opts.postprocess,
+        })
+    }
+
+    /// Reads case `id`'s reference and prediction (all background where it has none),
+    /// checks their values and grids, and postprocesses the prediction.
+    pub(crate) fn read(&self, id: &str) -> Result<CasePair> {
+        let reference = self.reference;
+        let (pred_whose, pred_hint) = if self.model_convention {
+            ("the model's label convention", "")
+        } else {
+            (
+                "the reference's label convention",
+                "; if the predictions come from a model trained on another convention, pass \
+                 --model RUN",
+            )
+        };
+        let (truth_whose, truth_hint) = if reference.is_dataset {
+            ("the dataset's label convention", "")
+        } else {
+            (
+                "the convention named for the reference",
+                "; name the reference's convention with --labels",
+            )
+        };
+        let truth_path = reference.labels.get(id).ok_or_else(|| {
+            Error::data(
+                id,
+                format!("no reference label in {}", reference.root.display()),
+            )
+        })?;
+        let (truth, grid) = read_labels(truth_path, &reference.spec, truth_whose, truth_hint)?;
+        let mut pred = match self.found.get(id) {
+            None => vec![self.pred_spec.classes()[0].file_value; truth.len()],
+            Some(pred_path) => {
+                let (p, pred_grid) = read_labels(pred_path, self.pred_spec, pred_whose, pred_hint)?;
+                if let Some(what) = grid_difference(&pred_grid, &grid) {
+                    return Err(Error::file(
+                        pred_path,
+                        format!(
+                            "not on the grid of its reference {}: {what}; a prediction must \
+                             keep the reference's voxel grid and affine (undo any \
+                             reorientation or resampling before scoring)",
+                            truth_path.display()
+                        ),
+                    ));
+                }
+                p
+            }
+        };
+        if let Some(steps) = self.postprocess {
+            pred = postprocess_values(steps, self.pred_spec, &pred, grid.dims)?;
+        }
+        Ok(CasePair { pred, truth, grid })
+    }
+}
+
+/// `steps` applied to a label map of `spec`'s file values (checked to be the spec's).
+pub(crate) fn postprocess_values(
+    steps: &Postprocess,
+    spec: &LabelSpec,
+    values: &[u8],
+    dims: [usize; 3],
+) -> Result<Vec<u8>> {
+    let mut classes: Vec<u8> = values
+        .iter()
+        .map(|&v| spec.class_of_value(v as f32).unwrap_or(0))
+        .collect();
+    steps.apply(&mut classes, dims);
+    spec.to_file_values(&classes)
 }
 
 /// Scores the predictions in `pred` against `reference` as `opts` says. Without
@@ -424,118 +590,29 @@ pub fn evaluate_reference(
     reference: &Reference,
     opts: &EvalOptions,
 ) -> Result<EvalReport> {
-    let truth_spec = &reference.spec;
-    let pred_spec = opts.pred_spec.unwrap_or(truth_spec);
-    let regions = match opts.pred_class {
-        None => match_regions(pred_spec, truth_spec)?,
-        Some(name) => vec![match_class(name, pred_spec, truth_spec)?],
-    };
-    let pairs: Vec<(&Region, &Region)> = regions.iter().map(|(p, t)| (p, t)).collect();
-    let (pred_whose, pred_hint) = if opts.pred_spec.is_some() {
-        ("the model's label convention", "")
-    } else {
-        (
-            "the reference's label convention",
-            "; if the predictions come from a model trained on another convention, pass \
-             --model RUN",
-        )
-    };
-    let (truth_whose, truth_hint) = if reference.is_dataset {
-        ("the dataset's label convention", "")
-    } else {
-        (
-            "the convention named for the reference",
-            "; name the reference's convention with --labels",
-        )
-    };
-
-    let found = label_files(pred)?;
-    // A prediction of a case the reference does not know is an error also when a subset
-    // is scored: it names another dataset's cases, or a mistyped id.
-    if let Some(extra) = found
-        .keys()
-        .find(|id| !reference.labels.contains_key(*id) && !reference.unlabelled.contains(*id))
-    {
-        return Err(Error::data(
-            extra.as_str(),
-            format!("no reference label in {}", reference.root.display()),
-        ));
-    }
-    let wanted: Vec<String> = match opts.cases {
-        Some(cases) => cases.to_vec(),
-        None => reference.labels.keys().cloned().collect(),
-    };
-    let missing: Vec<String> = wanted
-        .iter()
-        .filter(|id| !found.contains_key(*id))
-        .cloned()
-        .collect();
-    if !missing.is_empty() && opts.missing == Missing::Error {
-        return Err(Error::data(
-            pred.display().to_string(),
-            format!(
-                "{} of the {} cases to score have no prediction CASE.nii.gz or CASE.nii ({})",
-                missing.len(),
-                wanted.len(),
-                few(&missing)
-            ),
-        ));
-    }
-    let mut to_score = wanted;
-    to_score.sort();
-    if opts.missing == Missing::Skip {
-        to_score.retain(|id| !missing.contains(id));
-    }
-    if to_score.is_empty() {
-        return Err(Error::data(
-            pred.display().to_string(),
-            "no predictions (CASE.nii.gz or CASE.nii) to evaluate",
-        ));
-    }
-    let background = pred_spec.classes()[0].file_value;
-    let rule = empty_hd95_rule(truth_spec);
+    let plan = CasePlan::new(pred, reference, opts)?;
+    let pairs: Vec<(&Region, &Region)> = plan.regions.iter().map(|(p, t)| (p, t)).collect();
+    let rule = empty_hd95_rule(&reference.spec);
     let mut empty_hd95 = BTreeMap::new();
-    let scores: Vec<CaseScores> = to_score
+    let scores: Vec<CaseScores> = plan
+        .cases
         .iter()
         .map(|id| {
-            let truth_path = reference.labels.get(id).ok_or_else(|| {
-                Error::data(
-                    id.as_str(),
-                    format!("no reference label in {}", reference.root.display()),
-                )
-            })?;
-            let (t, grid) = read_labels(truth_path, truth_spec, truth_whose, truth_hint)?;
-            let p = match found.get(id) {
-                None => vec![background; t.len()],
-                Some(pred_path) => {
-                    let (p, pred_grid) = read_labels(pred_path, pred_spec, pred_whose, pred_hint)?;
-                    if let Some(what) = grid_difference(&pred_grid, &grid) {
-                        return Err(Error::file(
-                            pred_path,
-                            format!(
-                                "not on the grid of its reference {}: {what}; a prediction \
-                                 must keep the reference's voxel grid and affine (undo any \
-                                 reorientation or resampling before scoring)",
-                                truth_path.display()
-                            ),
-                        ));
-                    }
-                    p
-                }
-            };
+            let CasePair { pred, truth, grid } = plan.read(id)?;
             let empty = rule.mm(grid.dims, grid.spacing);
             empty_hd95.insert(id.clone(), empty);
-            score_case_across(id, &p, &t, grid.dims, grid.spacing, empty, &pairs)
+            score_case_across(id, &pred, &truth, grid.dims, grid.spacing, empty, &pairs)
         })
         .collect::<Result<_>>()?;
     let order = pairs.iter().map(|(_, t)| t.name.clone()).collect();
     Ok(EvalReport::new(scores)
-        .with_missing(missing, opts.missing == Missing::Empty)
+        .with_missing(plan.missing, opts.missing == Missing::Empty)
         .with_empty_hd95(EmptyHd95Used {
             rule,
             mm: empty_hd95,
         })
-        .with_region_order(order))
+        .with_region_order(order)
+        .with_postprocess(opts.postprocess.map(ToString::to_string)))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 pub mod dice;
 pub mod distance;
 pub mod evaluate;
+pub mod postprocess_search;
 pub mod report;
 
 pub use dice::Confusion;

@@ -39,6 +39,9 @@ pub struct EvalReport {
     /// report read back writes its regions in the same order.
     #[serde(default)]
     pub region_order: Vec<String>,
+    /// The postprocessing applied to the predictions before scoring (its spec), if any.
+    #[serde(default)]
+    pub postprocess: Option<String>,
 }
 
 impl EvalReport {
@@ -78,7 +81,14 @@ impl EvalReport {
             missing_scored_as_empty: false,
             empty_hd95: None,
             region_order: Vec::new(),
+            postprocess: None,
         }
+    }
+
+    /// Records the postprocessing applied before scoring.
+    pub fn with_postprocess(mut self, spec: Option<String>) -> Self {
+        self.postprocess = spec;
+        self
     }
 
     /// Records the empty-mask HD95 rule and the value it gave each case.
@@ -212,7 +222,8 @@ impl Serialize for EvalReport {
                 regions: self.regions_in_order(&c.regions),
             })
             .collect();
-        let fields = 5 + usize::from(self.empty_hd95.is_some());
+        let fields =
+            5 + usize::from(self.empty_hd95.is_some()) + usize::from(self.postprocess.is_some());
         let mut s = serializer.serialize_struct("EvalReport", fields)?;
         s.serialize_field("cases", &cases)?;
         s.serialize_field("mean", &OrderedRegions(self.regions_in_order(&self.mean)))?;
@@ -224,6 +235,11 @@ impl Serialize for EvalReport {
             s.skip_field("empty_hd95")?;
         }
         s.serialize_field("region_order", &self.region_order)?;
+        if let Some(spec) = &self.postprocess {
+            s.serialize_field("postprocess", spec)?;
+        } else {
+            s.skip_field("postprocess")?;
+        }
         s.end()
     }
 }
