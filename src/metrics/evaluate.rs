@@ -567,7 +567,7 @@ impl<'a> CasePlan<'a> {
 }
 
 /// `steps` applied to a label map of `spec`'s file values (checked to be the spec's).
-pub(crate) fn postprocess_values(
+fn postprocess_values(
     steps: &Postprocess,
     spec: &LabelSpec,
     values: &[u8],

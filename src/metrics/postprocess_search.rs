@@ -13,11 +13,13 @@
 //!
 //! Each kept step applies to the trials after it. Dice is measured on every case at once,
 //! held in memory cropped to the box around its foreground (which changes no Dice and no
-//! component).
-use super::evaluate::{postprocess_values, CasePair, CasePlan, EvalOptions, Reference};
+//! component) as the steps kept so far left it.
+use super::evaluate::{CasePair, CasePlan, EvalOptions, Reference};
 use super::Confusion;
+use crate::data::labels::LabelSpec;
 use crate::error::Result;
 use crate::infer::Postprocess;
+use rayon::prelude::*;
 use std::path::Path;
 
 /// The voxel counts tried for removing a region whole.
@@ -46,7 +48,8 @@ pub struct PostprocessChoice {
     pub dice_after: Vec<f64>,
 }
 
-/// A case cut to the box around the foreground of its prediction and reference.
+/// A case cut to the box around the foreground of its prediction and reference: the
+/// prediction as internal classes, the reference as file values.
 struct Cropped {
     pred: Vec<u8>,
     truth: Vec<u8>,
@@ -77,24 +80,24 @@ fn bounding_box(
     (hi[0] > 0).then_some((lo, hi))
 }
 
-fn crop(pair: CasePair, pred_background: u8, truth_background: u8) -> Cropped {
+/// `pair` cropped, its prediction turned into internal classes of `spec`.
+fn crop(pair: CasePair, spec: &LabelSpec, truth_background: u8) -> Cropped {
+    let pred_background = spec.classes()[0].file_value;
     let dims = pair.grid.dims;
     let foreground =
         |i: usize| pair.pred[i] != pred_background || pair.truth[i] != truth_background;
-    let Some((lo, hi)) = bounding_box(dims, foreground) else {
-        return Cropped {
-            pred: vec![pred_background],
-            truth: vec![truth_background],
-            dims: [1; 3],
-        };
-    };
+    let (lo, hi) = bounding_box(dims, foreground).unwrap_or(([0; 3], [1; 3]));
     let size = [0, 1, 2].map(|a| hi[a] - lo[a]);
     let mut pred = Vec::with_capacity(size.iter().product());
     let mut truth = Vec::with_capacity(pred.capacity());
     for z in lo[2]..hi[2] {
         for y in lo[1]..hi[1] {
             let row = (z * dims[1] + y) * dims[0];
-            pred.extend_from_slice(&pair.pred[row + lo[0]..row + hi[0]]);
+            pred.extend(
+                pair.pred[row + lo[0]..row + hi[0]]
+                    .iter()
+                    .map(|&v| spec.class_of_value(v as f32).unwrap_or(0)),
+            );
             truth.extend_from_slice(&pair.truth[row + lo[0]..row + hi[0]]);
         }
     }
@@ -102,6 +105,94 @@ fn crop(pair: CasePair, pred_background: u8, truth_background: u8) -> Cropped {
         pred,
         truth,
         dims: size,
+    }
+}
+
+/// The scored regions as lookup tables: per internal class of the prediction and per file
+/// value of the reference, whether it is in each region.
+struct Membership {
+    pred: Vec<Vec<bool>>,
+    truth: Vec<Vec<bool>>,
+}
+
+impl Membership {
+    fn new(plan: &CasePlan) -> Self {
+        let spec = plan.pred_spec;
+        let pred = spec
+            .classes()
+            .iter()
+            .map(|c| {
+                plan.regions
+                    .iter()
+                    .map(|(p, _)| p.labels.contains(&c.file_value))
+                    .collect()
+            })
+            .collect();
+        let truth = (0..=255u8)
+            .map(|v| {
+                plan.regions
+                    .iter()
+                    .map(|(_, t)| t.labels.contains(&v))
+                    .collect()
+            })
+            .collect();
+        Self { pred, truth }
+    }
+
+    /// Each region's Dice of one case's prediction `pred` (classes) against `truth`.
+    fn dice(&self, pred: &[u8], truth: &[u8]) -> Vec<f64> {
+        let regions = self.truth[0].len();
+        let mut counts = vec![Confusion::default(); regions];
+        for (&p, &t) in pred.iter().zip(truth) {
+            let (pm, tm) = (&self.pred[p as usize], &self.truth[t as usize]);
+            for (c, (&a, &b)) in counts.iter_mut().zip(pm.iter().zip(tm)) {
+                match (a, b) {
+                    (true, true) => c.true_pos += 1,
+                    (true, false) => c.false_pos += 1,
+                    (false, true) => c.false_neg += 1,
+                    (false, false) => {}
+                }
+            }
+        }
+        counts.iter().map(Confusion::dice).collect()
+    }
+}
+
+/// The cases as the steps kept so far left them, and their mean Dice per region.
+struct Search {
+    cases: Vec<Cropped>,
+    membership: Membership,
+    dice: Vec<f64>,
+}
+
+impl Search {
+    /// One more step applied to every case: the cases it leaves and their mean Dice.
+    fn trial(&self, step: &Postprocess) -> (Vec<Vec<u8>>, Vec<f64>) {
+        let results: Vec<(Vec<u8>, Vec<f64>)> = self
+            .cases
+            .par_iter()
+            .map(|case| {
+                let mut pred = case.pred.clone();
+                step.apply(&mut pred, case.dims);
+                let dice = self.membership.dice(&pred, &case.truth);
+                (pred, dice)
+            })
+            .collect();
+        let mut mean = vec![0.0; self.dice.len()];
+        for (_, dice) in &results {
+            for (m, d) in mean.iter_mut().zip(dice) {
+                *m += d / results.len() as f64;
+            }
+        }
+        (results.into_iter().map(|(p, _)| p).collect(), mean)
+    }
+
+    /// Makes a trial's cases the current ones.
+    fn keep(&mut self, cases: Vec<Vec<u8>>, dice: Vec<f64>) {
+        for (case, pred) in self.cases.iter_mut().zip(cases) {
+            case.pred = pred;
+        }
+        self.dice = dice;
     }
 }
 
@@ -117,92 +208,83 @@ pub fn find_postprocessing(
         ..*opts
     };
     let plan = CasePlan::new(pred, reference, &opts)?;
-    let pred_background = plan.pred_spec.classes()[0].file_value;
     let truth_background = reference.spec().classes()[0].file_value;
     let cases: Vec<Cropped> = plan
         .cases
         .iter()
-        .map(|id| Ok(crop(plan.read(id)?, pred_background, truth_background)))
+        .map(|id| Ok(crop(plan.read(id)?, plan.pred_spec, truth_background)))
         .collect::<Result<_>>()?;
-    let mean_dice = |steps: &Postprocess| -> Result<Vec<f64>> {
-        let mut sums = vec![0.0; plan.regions.len()];
-        for case in &cases {
-            let pred = postprocess_values(steps, plan.pred_spec, &case.pred, case.dims)?;
-            for (sum, (p, t)) in sums.iter_mut().zip(&plan.regions) {
-                let pm: Vec<bool> = pred.iter().map(|v| p.labels.contains(v)).collect();
-                let tm: Vec<bool> = case.truth.iter().map(|v| t.labels.contains(v)).collect();
-                *sum += Confusion::count(&pm, &tm).dice();
-            }
-        }
-        Ok(sums.iter().map(|s| s / cases.len() as f64).collect())
+    let membership = Membership::new(&plan);
+    let mut search = Search {
+        dice: vec![0.0; plan.regions.len()],
+        cases,
+        membership,
     };
+    let (_, before) = search.trial(&Postprocess::default());
+    search.dice = before.clone();
     let overall = |d: &[f64]| d.iter().sum::<f64>() / d.len() as f64;
     let parse = |text: &str| Postprocess::parse(text, plan.pred_spec);
     let names: Vec<String> = plan.regions.iter().map(|(_, t)| t.name.clone()).collect();
-
     let mut chosen = Postprocess::default();
-    let before = mean_dice(&chosen)?;
-    let mut current = before.clone();
     let mut trials = Vec::new();
 
     let step = parse("largest")?;
-    let after = mean_dice(&step)?;
-    let kept =
-        overall(&after) > overall(&current) && after.iter().zip(&current).all(|(a, b)| a >= b);
+    let (cases, after) = search.trial(&step);
+    let now = &search.dice;
+    let kept = overall(&after) > overall(now) && after.iter().zip(now).all(|(a, b)| a >= b);
     trials.push(Trial {
         step: step.to_string(),
         judged_on: "all regions".into(),
-        dice_before: overall(&current),
+        dice_before: overall(now),
         dice_after: overall(&after),
         kept,
     });
     if kept {
-        chosen = step;
-        current = after;
+        chosen = chosen.then(&step);
+        search.keep(cases, after);
     }
 
     if plan.regions.len() > 1 {
         for (r, (p, _)) in plan.regions.iter().enumerate() {
-            let candidate = chosen.then(&parse(&format!("largest:{}", p.name))?);
-            let after = mean_dice(&candidate)?;
-            let kept = after[r] > current[r];
+            let step = parse(&format!("largest:{}", p.name))?;
+            let (cases, after) = search.trial(&step);
+            let kept = after[r] > search.dice[r];
             trials.push(Trial {
-                step: format!("largest:{}", p.name),
+                step: step.to_string(),
                 judged_on: names[r].clone(),
-                dice_before: current[r],
+                dice_before: search.dice[r],
                 dice_after: after[r],
                 kept,
             });
             if kept {
-                chosen = candidate;
-                current = after;
+                chosen = chosen.then(&step);
+                search.keep(cases, after);
             }
         }
     }
 
     for (r, (p, _)) in plan.regions.iter().enumerate() {
         // The ladder's best count (the smallest on a tie) is the trial of this region.
-        let mut best: Option<(Postprocess, Vec<f64>, String)> = None;
+        let mut best: Option<(Postprocess, Vec<Vec<u8>>, Vec<f64>)> = None;
         for n in MIN_VOLUME_LADDER {
-            let text = format!("min-volume:{}:{n}", p.name);
-            let candidate = chosen.then(&parse(&text)?);
-            let after = mean_dice(&candidate)?;
-            if best.as_ref().is_none_or(|(_, d, _)| after[r] > d[r]) {
-                best = Some((candidate, after, text));
+            let step = parse(&format!("min-volume:{}:{n}", p.name))?;
+            let (cases, after) = search.trial(&step);
+            if best.as_ref().is_none_or(|(_, _, d)| after[r] > d[r]) {
+                best = Some((step, cases, after));
             }
         }
-        let (candidate, after, text) = best.expect("the ladder is not empty");
-        let kept = after[r] > current[r];
+        let (step, cases, after) = best.expect("the ladder is not empty");
+        let kept = after[r] > search.dice[r];
         trials.push(Trial {
-            step: text,
+            step: step.to_string(),
             judged_on: names[r].clone(),
-            dice_before: current[r],
+            dice_before: search.dice[r],
             dice_after: after[r],
             kept,
         });
         if kept {
-            chosen = candidate;
-            current = after;
+            chosen = chosen.then(&step);
+            search.keep(cases, after);
         }
     }
 
@@ -211,7 +293,7 @@ pub fn find_postprocessing(
         trials,
         regions: names,
         dice_before: before,
-        dice_after: current,
+        dice_after: search.dice,
     })
 }
 
