@@ -475,6 +475,7 @@ fn probabilities_record_their_channel_order() {
     .unwrap();
     assert_eq!(sidecar["channels"], serde_json::json!(["WT", "TC", "ET"]));
     assert_eq!(sidecar["activation"], "sigmoid");
+    assert_eq!(sidecar["labels_postprocessed_with"], "none");
     assert_eq!(
         sidecar["image"],
         format!("{UNLABELLED}_probabilities.nii.gz")

@@ -632,6 +632,8 @@ impl<B: Backend> Predictor<B> {
                 "activation": activation,
                 "target": self.card.target,
                 "note": "channel c of the image's 4th dimension is the probability of channels[c]",
+                // The label map may differ from these probabilities by the postprocessing.
+                "labels_postprocessed_with": opts.postprocess.to_string(),
             });
             let text = serde_json::to_string_pretty(&about)
                 .map_err(|e| Error::file(sidecar, e.to_string()))?;
