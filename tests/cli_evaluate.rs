@@ -896,6 +896,20 @@ fn postprocessing_is_found_on_the_dice_and_applied_before_scoring() {
     assert!(r.stdout.contains("ET 0.5000 -> 1.0000"), "{}", r.stdout);
     let v = read_json(&json);
     assert_eq!(v["postprocess"], "largest,min-volume:ET:10");
+    let trials = v["postprocess_trials"].as_array().unwrap();
+    assert_eq!(trials[0]["step"], "largest");
+    assert_eq!(trials[0]["kept"], true);
+    assert_eq!(
+        trials.len(),
+        7,
+        "largest, then of each region, then a min-volume per region: {v}"
+    );
+    assert!(
+        r.stdout
+            .contains("(the cases they were chosen on, so the scores flatter them)"),
+        "{}",
+        r.stdout
+    );
     for region in ["WT", "TC", "ET"] {
         assert_eq!(v["mean"][region]["dice"], 1.0, "{region}: {v}");
     }

@@ -596,7 +596,7 @@ fn one_4d_input_file_gives_every_modality_as_the_dataset_does() {
 #[test]
 fn postprocessing_applies_to_the_written_labels() {
     use voxseg::data::labels::LabelSpec;
-    use voxseg::infer::Postprocess;
+    use voxseg::infer::{Postprocess, Predicts};
     let f = fixture();
     let labels_of = |out: &Path, steps: &[&str]| -> Vec<u8> {
         let mut args = vec!["--data", s(&f.msd), "--split", "unlabelled"];
@@ -624,7 +624,7 @@ fn postprocessing_applies_to_the_written_labels() {
         .iter()
         .map(|&v| spec.class_of_value(v as f32).unwrap())
         .collect();
-    Postprocess::parse(steps, &spec)
+    Postprocess::parse(steps, &spec, Predicts::AnyClass)
         .unwrap()
         .apply(&mut want, header.dims);
     assert_eq!(cleaned, spec.to_file_values(&want).unwrap());

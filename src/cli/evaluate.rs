@@ -2,7 +2,7 @@ use clap::{Args as ClapArgs, ValueEnum};
 use std::path::{Path, PathBuf};
 use voxseg::data::labels::LabelSpec;
 use voxseg::error::few;
-use voxseg::infer::Postprocess;
+use voxseg::infer::{Postprocess, Predicts};
 use voxseg::metrics::evaluate::{evaluate_reference, EvalOptions, Missing, Reference};
 use voxseg::metrics::postprocess_search::find_postprocessing;
 use voxseg::train::card::ModelCard;
@@ -168,6 +168,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         missing,
         postprocess: None,
     };
+    let mut trials = Vec::new();
     let postprocess = if a.find_postprocessing {
         if a.split.is_some() && a.subset == "test" {
             eprintln!(
@@ -177,18 +178,28 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         let choice = find_postprocessing(&a.pred, &reference, &opts)?;
         say!("{}", choice.to_table().trim_end_matches('\n'));
+        trials = choice.trials;
         Some(choice.chosen)
     } else {
+        let predicts = model_class
+            .as_deref()
+            .and_then(|name| pred_spec.class_by_name(name))
+            .map_or(Predicts::AnyClass, Predicts::OneClass);
         a.postprocess
             .as_deref()
-            .map(|text| Postprocess::parse(text, pred_spec))
+            .map(|text| Postprocess::parse(text, pred_spec, predicts))
             .transpose()?
     };
     opts.postprocess = postprocess.as_ref().filter(|p| !p.is_empty());
     if let Some(steps) = opts.postprocess {
-        say!("scores of the predictions postprocessed with {steps}:");
+        let chosen_here = if a.find_postprocessing {
+            " (the cases they were chosen on, so the scores flatter them)"
+        } else {
+            ""
+        };
+        say!("scores of the predictions postprocessed with {steps}{chosen_here}:");
     }
-    let report = evaluate_reference(&a.pred, &reference, &opts)?;
+    let report = evaluate_reference(&a.pred, &reference, &opts)?.with_postprocess_trials(trials);
     if !report.missing.is_empty() {
         let total = cases
             .as_ref()

@@ -8,7 +8,7 @@ use voxseg::data::layout::list;
 use voxseg::error::few;
 use voxseg::error::Error;
 use voxseg::infer::{
-    select_cases, OutputFiles, Postprocess, PredictOptions, PredictSplit, Predictor,
+    select_cases, OutputFiles, Postprocess, PredictOptions, PredictSplit, Predictor, Predicts,
 };
 use voxseg::metrics::evaluate::label_case_id;
 use voxseg::train::RunDir;
@@ -114,12 +114,13 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
         png: a.png,
         replace_nan: a.replace_nan,
         batch: 2,
-        postprocess: Postprocess::parse(&a.postprocess, &predictor.card.label_spec)?,
+        postprocess: Postprocess::parse(
+            &a.postprocess,
+            &predictor.card.label_spec,
+            Predicts::of(&predictor.card.target, &predictor.card.label_spec)?,
+        )?,
     };
     predictor.window(&opts)?;
-    if !opts.postprocess.is_empty() {
-        say!("postprocessing each label map: {}", opts.postprocess);
-    }
     let mut missing = Vec::new();
     let (dataset, cases) = if let Some(data) = &a.data {
         // Only the model's modalities must exist (a dataset may lack one it does not use),
@@ -206,6 +207,9 @@ fn run_on<B: Backend>(backend: &B, a: &Args) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&a.out)
         .map_err(|e| anyhow::anyhow!("creating {}: {e}", a.out.display()))?;
+    if !opts.postprocess.is_empty() {
+        say!("postprocessing each label map: {}", opts.postprocess);
+    }
     let mut failed: Vec<&str> = Vec::new();
     let mut removed: Vec<PathBuf> = Vec::new();
     for case in &cases {

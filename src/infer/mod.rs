@@ -11,7 +11,7 @@ mod volume_io;
 #[cfg(test)]
 mod nnunet_reference_tests;
 
-pub use postprocess::Postprocess;
+pub use postprocess::{Postprocess, Predicts};
 pub use predict::{OutputFiles, PredictOptions, Predicted, Predictor};
 pub use select::{select_cases, PredictSplit};
 pub use sliding_window::{predict_logits, predict_volume, SlidingWindow};

@@ -3,22 +3,31 @@
 //! small to trust. A spec is a comma-separated list of steps, applied in order:
 //!
 //! - `largest[:NAME]`: keep only the largest connected component (every one of that size
-//!   on a tie, as nnU-Net does);
+//!   on a tie, as nnU-Net does; MONAI keeps one);
 //! - `min-component[:NAME]:N`: remove the connected components of fewer than N voxels;
 //! - `min-volume[:NAME]:N`: remove all of it when it holds fewer than N voxels in all;
 //! - `none`: nothing;
 //! - `connectivity:6|18|26`: which voxels touch, for every step of the spec: 6 share a
-//!   face, 18 a face or an edge, 26 (the default, nnU-Net's and MONAI's) any corner.
+//!   face, 18 a face or an edge, 26 any corner. 26 is the default, as in nnU-Net and
+//!   MONAI's `KeepLargestConnectedComponent`; MONAI's `RemoveSmallObjects` and
+//!   scikit-image's `remove_small_objects` use 6.
 //!
-//! Without NAME a step acts on the whole foreground, whose removed voxels become
-//! background. NAME is a region (BraTS's WT, TC, ET) or a class of the model's label
-//! convention. A removed voxel of a region leaves that region but stays in the region that
-//! encloses it: it takes the class the enclosing region is painted with (a removed ET voxel
-//! becomes NCR, still tumour core), and background where nothing encloses it. nnU-Net sets
-//! removed voxels of any region to background, which punches holes in the regions around.
+//! Without NAME a step acts on the whole foreground: with regions, their union (the
+//! tumour; a class in no region, such as BraTS 2024's resection cavity, is left alone),
+//! else every class but background; its removed voxels become background. NAME is a region
+//! (BraTS's WT, TC, ET; nnU-Net's spelled-out "tumor core" names the same) or a foreground
+//! class. A removed voxel keeps the regions around what it is removed from: a removed
+//! region voxel takes the class the nearest enclosing region is painted with (ET -> NCR,
+//! still tumour core; TC -> ED), a removed class voxel the class of the most specific region
+//! around it that another class paints (NCR -> ED), and background where there is none.
+//! nnU-Net sets removed voxels to background, which punches holes in the regions around.
+//! (Regions that overlap without nesting, which an nnU-Net `dataset.json` may declare,
+//! cannot all be kept this way: the voxel takes the enclosing region's class.) For a model
+//! of one class (`class:NAME`) every removed voxel becomes background.
 use super::components::{label_components, Connectivity};
-use crate::data::labels::LabelSpec;
+use crate::data::labels::{LabelSpec, TargetSpec};
 use crate::error::{Error, Result};
+use crate::metrics::evaluate::same_region_name;
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,22 +69,51 @@ impl Default for Postprocess {
 const GRAMMAR: &str = "largest[:NAME], min-component[:NAME]:N, min-volume[:NAME]:N, \
                        connectivity:6|18|26 or none, comma-separated";
 
+/// What a map of predicted classes can hold, which decides what a removed voxel becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Predicts {
+    /// Any class of the convention.
+    AnyClass,
+    /// Background and this one class (a model trained on `class:NAME`).
+    OneClass(u8),
+}
+
+impl Predicts {
+    /// What a model trained on `target` predicts.
+    pub fn of(target: &TargetSpec, spec: &LabelSpec) -> Result<Self> {
+        Ok(target
+            .single_class(spec)?
+            .map_or(Predicts::AnyClass, Predicts::OneClass))
+    }
+}
+
 impl Postprocess {
-    /// Parses `text` for label convention `spec`; an unknown step, name or size is an error
-    /// that lists what is allowed.
-    pub fn parse(text: &str, spec: &LabelSpec) -> Result<Self> {
+    /// Parses `text` for maps of label convention `spec` that hold what `predicts` says; an
+    /// unknown step, name or size is an error that lists what is allowed.
+    pub fn parse(text: &str, spec: &LabelSpec, predicts: Predicts) -> Result<Self> {
         let bad = |msg: String| Error::config("postprocess", msg);
         let mut parsed = Self::default();
         for item in text.split(',').map(str::trim) {
             if item.eq_ignore_ascii_case("none") {
                 continue;
             }
+            if item.is_empty() {
+                return Err(bad(format!(
+                    "'{text}' has an empty step (a doubled or trailing comma); steps are {GRAMMAR}"
+                )));
+            }
             let parts: Vec<&str> = item.split(':').map(str::trim).collect();
             let size = |s: &str| -> Result<usize> {
-                s.parse::<usize>()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| bad(format!("'{item}': {s} is not a voxel count (1 or more)")))
+                match s.parse::<i128>() {
+                    Ok(n) if n > 0 && n <= usize::MAX as i128 => Ok(n as usize),
+                    Ok(_) => Err(bad(format!(
+                        "'{item}': {s} is not a voxel count (1 or more)"
+                    ))),
+                    Err(_) => Err(bad(format!(
+                        "'{item}' needs a voxel count: {}[:NAME]:N",
+                        parts[0]
+                    ))),
+                }
             };
             let (filter, name) = match (parts[0].to_ascii_lowercase().as_str(), &parts[1..]) {
                 ("connectivity", [n]) => {
@@ -95,7 +133,9 @@ impl Postprocess {
                 ("min-volume", [name, n]) => (Filter::MinVolume(size(n)?), Some(*name)),
                 _ => return Err(bad(format!("'{item}' is not a step; steps are {GRAMMAR}"))),
             };
-            parsed.steps.push(Step::resolve(filter, name, spec)?);
+            parsed
+                .steps
+                .push(Step::resolve(filter, name, spec, predicts)?);
         }
         Ok(parsed)
     }
@@ -156,59 +196,64 @@ impl fmt::Display for Step {
 }
 
 impl Step {
-    fn resolve(filter: Filter, name: Option<&str>, spec: &LabelSpec) -> Result<Self> {
-        let k = spec.num_classes();
-        let Some(name) = name else {
-            return Ok(Step {
-                filter,
-                name: None,
-                member: (0..k).map(|c| c > 0).collect(),
-                replacement: 0,
-            });
-        };
+    fn resolve(
+        filter: Filter,
+        name: Option<&str>,
+        spec: &LabelSpec,
+        predicts: Predicts,
+    ) -> Result<Self> {
+        let k = spec.num_classes() as u8;
         let regions = spec.regions();
-        if let Some(i) = regions
-            .iter()
-            .position(|r| r.name.eq_ignore_ascii_case(name))
-        {
-            let own = &regions[i].classes;
-            // The nearest region listed before it that holds all of its classes.
-            let replacement = regions[..i]
-                .iter()
-                .rev()
-                .find(|r| own.iter().all(|c| r.classes.contains(c)))
-                .map_or(0, |r| r.paint);
-            return Ok(Step {
-                filter,
-                name: Some(regions[i].name.clone()),
-                member: (0..k as u8).map(|c| own.contains(&c)).collect(),
-                replacement,
-            });
-        }
-        match spec.class_by_name(name).filter(|&c| c > 0) {
-            Some(class) => Ok(Step {
-                filter,
-                name: Some(spec.classes()[class as usize].name.clone()),
-                member: (0..k as u8).map(|c| c == class).collect(),
-                replacement: 0,
-            }),
+        let (name, member, replacement) = match name {
+            // The foreground: with regions, their union (a class in none, such as BraTS
+            // 2024's resection cavity, is another structure, not part of the tumour).
             None => {
-                let mut names: Vec<String> = regions.iter().map(|r| r.name.clone()).collect();
-                for class in spec.class_names().into_iter().skip(1) {
-                    if !names.iter().any(|n| n.eq_ignore_ascii_case(&class)) {
-                        names.push(class);
-                    }
-                }
-                Err(Error::config(
-                    "postprocess",
-                    format!(
-                        "'{name}' is neither a region nor a foreground class of the labels; \
-                         they are {}",
-                        names.join(", ")
-                    ),
-                ))
+                let in_foreground = |c: u8| {
+                    c > 0 && (regions.is_empty() || regions.iter().any(|r| r.classes.contains(&c)))
+                };
+                (None, (0..k).map(in_foreground).collect(), 0)
             }
-        }
+            Some(name) => {
+                if let Some(i) = regions.iter().position(|r| same_region_name(&r.name, name)) {
+                    let own = &regions[i].classes;
+                    // The nearest region listed before it that holds all of its classes.
+                    let replacement = regions[..i]
+                        .iter()
+                        .rev()
+                        .find(|r| own.iter().all(|c| r.classes.contains(c)))
+                        .map_or(0, |r| r.paint);
+                    let member = (0..k).map(|c| own.contains(&c)).collect();
+                    (Some(regions[i].name.clone()), member, replacement)
+                } else if let Some(class) = spec.class_by_name(name).filter(|&c| c > 0) {
+                    // The most specific region around the class that another class paints.
+                    let replacement = regions
+                        .iter()
+                        .rev()
+                        .find(|r| r.classes.contains(&class) && r.paint != class)
+                        .map_or(0, |r| r.paint);
+                    let member = (0..k).map(|c| c == class).collect();
+                    let name = spec.classes()[class as usize].name.clone();
+                    (Some(name), member, replacement)
+                } else {
+                    return Err(unknown_name(name, spec));
+                }
+            }
+        };
+        Ok(match predicts {
+            Predicts::AnyClass => Step {
+                filter,
+                name,
+                member,
+                replacement,
+            },
+            // Nothing else can be written: the model's one class, filtered, or background.
+            Predicts::OneClass(class) => Step {
+                filter,
+                name,
+                member: (0..k).map(|c| c == class).collect(),
+                replacement: 0,
+            },
+        })
     }
 
     fn apply(&self, classes: &mut [u8], dims: [usize; 3], connectivity: Connectivity) {
@@ -249,6 +294,36 @@ impl Step {
     }
 }
 
+/// The error for a step naming no region or class of `spec`, with the names there are (and
+/// which class a label file's value stands for, as nnU-Net users name labels by value).
+fn unknown_name(name: &str, spec: &LabelSpec) -> Error {
+    let mut names: Vec<String> = spec.regions().iter().map(|r| r.name.clone()).collect();
+    for class in spec.class_names().into_iter().skip(1) {
+        if !names.iter().any(|n| n.eq_ignore_ascii_case(&class)) {
+            names.push(class);
+        }
+    }
+    let value_hint = name
+        .parse::<u8>()
+        .ok()
+        .and_then(|v| spec.class_of_value(v as f32))
+        .filter(|&c| c > 0)
+        .map(|c| {
+            format!(
+                "; file value {name} is class {}: name it so",
+                spec.classes()[c as usize].name
+            )
+        })
+        .unwrap_or_default();
+    Error::config(
+        "postprocess",
+        format!(
+            "'{name}' is neither a region nor a foreground class of the labels; they are {}{value_hint}",
+            names.join(", ")
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,22 +339,29 @@ mod tests {
         let p = Postprocess::parse(
             " largest , largest:wt,min-component:ET:20, min-volume:tc:200",
             &spec,
+            Predicts::AnyClass,
         )
         .unwrap();
         assert_eq!(
             p.to_string(),
             "largest,largest:WT,min-component:ET:20,min-volume:TC:200"
         );
-        assert!(Postprocess::parse("none", &spec).unwrap().is_empty());
+        assert!(Postprocess::parse("none", &spec, Predicts::AnyClass)
+            .unwrap()
+            .is_empty());
         assert_eq!(
-            Postprocess::parse("min-component:5", &spec)
+            Postprocess::parse("min-component:5", &spec, Predicts::AnyClass)
                 .unwrap()
                 .to_string(),
             "min-component:5"
         );
-        let err = |t: &str| Postprocess::parse(t, &spec).unwrap_err().to_string();
+        let err = |t: &str| {
+            Postprocess::parse(t, &spec, Predicts::AnyClass)
+                .unwrap_err()
+                .to_string()
+        };
         assert_eq!(
-            Postprocess::parse("largest,connectivity:6", &spec)
+            Postprocess::parse("largest,connectivity:6", &spec, Predicts::AnyClass)
                 .unwrap()
                 .to_string(),
             "connectivity:6,largest"
@@ -296,12 +378,27 @@ mod tests {
         assert!(err("min-volume:ET:-3").contains("-3 is not a voxel count"));
         assert!(err("largest:background").contains("neither a region nor a foreground class"));
         assert!(err("largest:WT:3").contains("is not a step"));
+        assert!(err("largest,").contains("an empty step (a doubled or trailing comma)"));
+        assert!(err("min-volume:ET")
+            .contains("'min-volume:ET' needs a voxel count: min-volume[:NAME]:N"));
+        assert!(
+            err("largest:4").contains("file value 4 is class ET: name it so"),
+            "{}",
+            err("largest:4")
+        );
+        // nnU-Net's spelled-out region names name the same regions.
+        assert_eq!(
+            Postprocess::parse("largest:Tumor Core", &spec, Predicts::AnyClass)
+                .unwrap()
+                .to_string(),
+            "largest:TC"
+        );
     }
 
     /// `text` applied to a row of classes (a grid of n x 1 x 1).
     fn applied(text: &str, classes: &[u8]) -> Vec<u8> {
         let mut out = classes.to_vec();
-        Postprocess::parse(text, &brats())
+        Postprocess::parse(text, &brats(), Predicts::AnyClass)
             .unwrap()
             .apply(&mut out, [classes.len(), 1, 1]);
         out
@@ -336,8 +433,10 @@ mod tests {
             applied("largest:TC", &[1, 3, 1, 2, 3, 2, 0]),
             [1, 3, 1, 2, 2, 2, 0]
         );
-        // A class that is no region (NCR here) goes to background.
-        assert_eq!(applied("largest:NCR", &[1, 1, 0, 1, 2]), [1, 1, 0, 0, 2]);
+        // A class's removed voxels take the class of the region around it that another
+        // class paints: NCR's (TC paints NCR itself) oedema, WT's; oedema's background.
+        assert_eq!(applied("largest:NCR", &[1, 1, 0, 1, 2]), [1, 1, 0, 2, 2]);
+        assert_eq!(applied("largest:ED", &[2, 2, 0, 2, 1]), [2, 2, 0, 0, 1]);
     }
 
     #[test]
@@ -373,7 +472,7 @@ mod tests {
         }
         let run = |text: &str| {
             let mut out = classes.to_vec();
-            Postprocess::parse(text, &spec)
+            Postprocess::parse(text, &spec, Predicts::AnyClass)
                 .unwrap()
                 .apply(&mut out, [3, 2, 2]);
             out
@@ -383,6 +482,48 @@ mod tests {
         assert_eq!(run("largest:ET"), classes, "26-connected: one component");
         assert_eq!(run("largest:ET,connectivity:18"), lone_dropped);
         assert_eq!(run("connectivity:6,largest:ET"), lone_dropped);
+    }
+
+    #[test]
+    fn the_foreground_is_the_union_of_the_regions_so_other_classes_stay() {
+        // BraTS 2023: RC (class 4) is in no region; the tumour (1-3) is the foreground.
+        let spec = LabelSpec::brats2023();
+        let mut map = vec![2, 2, 2, 0, 4, 4, 4, 4, 0, 1];
+        Postprocess::parse("largest", &spec, Predicts::AnyClass)
+            .unwrap()
+            .apply(&mut map, [10, 1, 1]);
+        assert_eq!(map, [2, 2, 2, 0, 4, 4, 4, 4, 0, 0]);
+        // Without regions every class but background is foreground.
+        let plain = LabelSpec::new(spec.classes().to_vec(), Vec::new()).unwrap();
+        let mut map = vec![2, 2, 2, 0, 4, 4, 4, 4, 0, 1];
+        Postprocess::parse("largest", &plain, Predicts::AnyClass)
+            .unwrap()
+            .apply(&mut map, [10, 1, 1]);
+        assert_eq!(map, [0, 0, 0, 0, 4, 4, 4, 4, 0, 0]);
+    }
+
+    #[test]
+    fn a_one_class_model_gets_background_for_every_removed_voxel() {
+        // A `class:ET` model writes only 0 and ET: a removed ET voxel must not become NCR.
+        let spec = brats();
+        for text in ["largest:ET", "largest:TC", "largest", "min-volume:ET:4"] {
+            let mut map = vec![3, 3, 0, 3];
+            Postprocess::parse(text, &spec, Predicts::OneClass(3))
+                .unwrap()
+                .apply(&mut map, [4, 1, 1]);
+            let want: &[u8] = if text.starts_with("min-volume") {
+                &[0, 0, 0, 0]
+            } else {
+                &[3, 3, 0, 0]
+            };
+            assert_eq!(map, want, "{text}");
+        }
+        let target: TargetSpec = "class:ET".parse().unwrap();
+        assert_eq!(Predicts::of(&target, &spec).unwrap(), Predicts::OneClass(3));
+        assert_eq!(
+            Predicts::of(&TargetSpec::Regions, &spec).unwrap(),
+            Predicts::AnyClass
+        );
     }
 
     #[test]
@@ -461,7 +602,7 @@ mod tests {
             let labels = bytes(&case["labels"]);
             let mut check = |text: &str, want: Vec<u8>| {
                 let mut got = labels.clone();
-                Postprocess::parse(text, &spec)
+                Postprocess::parse(text, &spec, Predicts::AnyClass)
                     .unwrap()
                     .apply(&mut got, dims);
                 assert_eq!(got, want, "{name}: {text}");

@@ -10,7 +10,7 @@ use crate::data::layout::{is_junk_name, list};
 use crate::data::nifti::{read_volume, NiftiHeaderInfo};
 use crate::data::split::{Split, Subset};
 use crate::error::{few, Error, Result};
-use crate::infer::Postprocess;
+use crate::infer::{Postprocess, Predicts};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -39,7 +39,7 @@ pub fn regions_of(spec: &LabelSpec) -> Vec<Region> {
 
 /// Whether two region names are the same region: equal but for case, or the BraTS
 /// abbreviation and nnU-Net's spelled-out name ("WT" and "whole tumor").
-fn same_region_name(a: &str, b: &str) -> bool {
+pub(crate) fn same_region_name(a: &str, b: &str) -> bool {
     const SPELLED: [(&str, &[&str]); 3] = [
         (
             "wt",
@@ -425,6 +425,8 @@ pub(crate) struct CasePlan<'a> {
     pub(crate) pred_spec: &'a LabelSpec,
     /// Whether `pred_spec` is a model's rather than the reference's.
     model_convention: bool,
+    /// What the predictions can hold (one class, for a model trained on one).
+    pub(crate) predicts: Predicts,
     /// Each scored region as the prediction's file values and as the reference's.
     pub(crate) regions: Vec<(Region, Region)>,
     /// Case ids to score, sorted.
@@ -505,6 +507,10 @@ impl<'a> CasePlan<'a> {
             reference,
             pred_spec,
             model_convention: opts.pred_spec.is_some(),
+            predicts: opts
+                .pred_class
+                .and_then(|name| pred_spec.class_by_name(name))
+                .map_or(Predicts::AnyClass, Predicts::OneClass),
             regions,
             cases,
             missing,

@@ -7,7 +7,8 @@
 //! 2. With more than one region, for each in turn: keep its largest component, if that
 //!    raises its own Dice (nnU-Net's rule).
 //! 3. For each region in turn: remove it whole below a voxel count, the count of a fixed
-//!    ladder that gives it the highest Dice, if that raises its Dice (Isensee et al., BraTS 2020: an enhancing tumour
+//!    ladder that gives it the highest Dice without lowering another region's, if that
+//!    raises its Dice (Isensee et al., BraTS 2020: an enhancing tumour
 //!    predicted tiny is more often a false alarm than a real one, and an empty reference
 //!    scores Dice 1 only against an empty prediction).
 //!
@@ -26,7 +27,7 @@ use std::path::Path;
 pub const MIN_VOLUME_LADDER: [usize; 9] = [10, 20, 50, 100, 200, 300, 500, 750, 1000];
 
 /// One tried step and what it did to the Dice it was judged on.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Trial {
     /// The step, as `--postprocess` takes it.
     pub step: String,
@@ -223,7 +224,7 @@ pub fn find_postprocessing(
     let (_, before) = search.trial(&Postprocess::default());
     search.dice = before.clone();
     let overall = |d: &[f64]| d.iter().sum::<f64>() / d.len() as f64;
-    let parse = |text: &str| Postprocess::parse(text, plan.pred_spec);
+    let parse = |text: &str| Postprocess::parse(text, plan.pred_spec, plan.predicts);
     let names: Vec<String> = plan.regions.iter().map(|(_, t)| t.name.clone()).collect();
     let mut chosen = Postprocess::default();
     let mut trials = Vec::new();
@@ -264,16 +265,21 @@ pub fn find_postprocessing(
     }
 
     for (r, (p, _)) in plan.regions.iter().enumerate() {
-        // The ladder's best count (the smallest on a tie) is the trial of this region.
-        let mut best: Option<(Postprocess, Vec<Vec<u8>>, Vec<f64>)> = None;
+        // The ladder's count that scores the region best (the smallest on a tie) without
+        // lowering another region: a region dropped whole passes its voxels to the one
+        // around it, so the others change too.
+        let mut best: Option<(Postprocess, Vec<f64>)> = None;
         for n in MIN_VOLUME_LADDER {
             let step = parse(&format!("min-volume:{}:{n}", p.name))?;
-            let (cases, after) = search.trial(&step);
-            if best.as_ref().is_none_or(|(_, _, d)| after[r] > d[r]) {
-                best = Some((step, cases, after));
+            let (_, after) = search.trial(&step);
+            let others_hold = (0..after.len()).all(|o| o == r || after[o] >= search.dice[o]);
+            if others_hold && best.as_ref().is_none_or(|(_, d)| after[r] > d[r]) {
+                best = Some((step, after));
             }
         }
-        let (step, cases, after) = best.expect("the ladder is not empty");
+        let Some((step, after)) = best else {
+            continue;
+        };
         let kept = after[r] > search.dice[r];
         trials.push(Trial {
             step: step.to_string(),
@@ -283,6 +289,7 @@ pub fn find_postprocessing(
             kept,
         });
         if kept {
+            let (cases, after) = search.trial(&step);
             chosen = chosen.then(&step);
             search.keep(cases, after);
         }
@@ -298,24 +305,21 @@ pub fn find_postprocessing(
 }
 
 impl PostprocessChoice {
-    /// The trials and the choice, aligned for a terminal.
+    /// The trials and the choice, aligned for a terminal; the choice is quoted for a shell
+    /// where its names need it ("tumor core").
     pub fn to_table(&self) -> String {
         use std::fmt::Write as _;
-        let width = self
-            .trials
-            .iter()
-            .map(|t| t.step.len())
-            .max()
-            .unwrap_or(0)
-            .max(4);
+        let longest = |len: fn(&Trial) -> usize| self.trials.iter().map(len).max().unwrap_or(0);
+        let step_w = longest(|t| t.step.len()).max(4);
+        let judged_w = longest(|t| t.judged_on.len()).max(9);
         let mut out = format!(
-            "{:<width$} {:<12} {:>11} {:>10}  kept\n",
+            "{:<step_w$} {:<judged_w$} {:>11} {:>10}  kept\n",
             "step", "judged on", "Dice before", "Dice after"
         );
         for t in &self.trials {
             let _ = writeln!(
                 out,
-                "{:<width$} {:<12} {:>11.4} {:>10.4}  {}",
+                "{:<step_w$} {:<judged_w$} {:>11.4} {:>10.4}  {}",
                 t.step,
                 t.judged_on,
                 t.dice_before,
@@ -329,12 +333,72 @@ impl PostprocessChoice {
             .zip(self.dice_before.iter().zip(&self.dice_after))
             .map(|(r, (b, a))| format!("{r} {b:.4} -> {a:.4}"))
             .collect();
+        let spec = self.chosen.to_string();
+        let plain = spec
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ":,._-".contains(c));
+        let shown = if plain {
+            spec
+        } else {
+            format!("'{}'", spec.replace('\'', "'\\''"))
+        };
         let _ = writeln!(
             out,
-            "chosen: --postprocess {} (mean Dice {})",
-            self.chosen,
+            "chosen: --postprocess {shown} (mean Dice {})",
             dice.join(", ")
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::labels::LabelClass;
+    use crate::infer::Predicts;
+
+    #[test]
+    fn the_choice_is_quoted_for_a_shell_where_a_name_has_a_space() {
+        // nnU-Net's spelled-out region names.
+        let classes = ["background", "edema", "non-enhancing", "enhancing"]
+            .iter()
+            .zip(0u8..)
+            .map(|(name, file_value)| LabelClass {
+                name: name.to_string(),
+                file_value,
+            })
+            .collect();
+        let regions = vec![
+            ("whole tumor".to_string(), vec![1, 2, 3]),
+            ("tumor core".to_string(), vec![2, 3]),
+            ("enhancing tumor".to_string(), vec![3]),
+        ];
+        let spec = LabelSpec::new(classes, regions).unwrap();
+        let chosen = Postprocess::parse("largest,largest:TC", &spec, Predicts::AnyClass).unwrap();
+        let choice = PostprocessChoice {
+            chosen,
+            trials: vec![Trial {
+                step: "largest:tumor core".into(),
+                judged_on: "tumor core".into(),
+                dice_before: 0.5,
+                dice_after: 0.75,
+                kept: true,
+            }],
+            regions: vec!["whole tumor".into(), "tumor core".into()],
+            dice_before: vec![0.9, 0.5],
+            dice_after: vec![0.9, 0.75],
+        };
+        let table = choice.to_table();
+        assert!(
+            table.contains(
+                "chosen: --postprocess 'largest,largest:tumor core' (mean Dice whole tumor \
+                 0.9000 -> 0.9000, tumor core 0.5000 -> 0.7500)"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("largest:tumor core tumor core      0.5000     0.7500  yes"),
+            "{table}"
+        );
     }
 }

@@ -1,4 +1,5 @@
 //! Per-case and mean scores of an evaluation, as JSON, CSV and a terminal table.
+use super::postprocess_search::Trial;
 use super::{EmptyHd95Used, Scores};
 use crate::atomic;
 use crate::error::{Error, Result};
@@ -42,6 +43,9 @@ pub struct EvalReport {
     /// The postprocessing applied to the predictions before scoring (its spec), if any.
     #[serde(default)]
     pub postprocess: Option<String>,
+    /// The steps `--find-postprocessing` tried, in order; empty without it.
+    #[serde(default)]
+    pub postprocess_trials: Vec<Trial>,
 }
 
 impl EvalReport {
@@ -82,7 +86,14 @@ impl EvalReport {
             empty_hd95: None,
             region_order: Vec::new(),
             postprocess: None,
+            postprocess_trials: Vec::new(),
         }
+    }
+
+    /// Records the trials of a postprocessing search.
+    pub fn with_postprocess_trials(mut self, trials: Vec<Trial>) -> Self {
+        self.postprocess_trials = trials;
+        self
     }
 
     /// Records the postprocessing applied before scoring.
@@ -222,8 +233,10 @@ impl Serialize for EvalReport {
                 regions: self.regions_in_order(&c.regions),
             })
             .collect();
-        let fields =
-            5 + usize::from(self.empty_hd95.is_some()) + usize::from(self.postprocess.is_some());
+        let fields = 5
+            + usize::from(self.empty_hd95.is_some())
+            + usize::from(self.postprocess.is_some())
+            + usize::from(!self.postprocess_trials.is_empty());
         let mut s = serializer.serialize_struct("EvalReport", fields)?;
         s.serialize_field("cases", &cases)?;
         s.serialize_field("mean", &OrderedRegions(self.regions_in_order(&self.mean)))?;
@@ -239,6 +252,11 @@ impl Serialize for EvalReport {
             s.serialize_field("postprocess", spec)?;
         } else {
             s.skip_field("postprocess")?;
+        }
+        if self.postprocess_trials.is_empty() {
+            s.skip_field("postprocess_trials")?;
+        } else {
+            s.serialize_field("postprocess_trials", &self.postprocess_trials)?;
         }
         s.end()
     }
