@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 
 /// Summarises one file: `path`, `shape` (3 or 4 sizes), `voxel_size` (mm, x y z),
-/// `datatype`, `scl_slope`/`scl_inter`, `qform_code`/`sform_code`, `affine` (4x4,
+/// `datatype`, `scl_slope`/`scl_inter`, `qform_code`/`sform_code`, `affine` (4x4, mm,
 /// row-major: the sform when sform_code > 0, else the qform), and `min`, `max`, `mean` of
 /// the finite voxels after scaling, with `non_finite` counting the others.
 pub fn inspect_file(path: &Path) -> Result<Value> {

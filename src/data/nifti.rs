@@ -5,12 +5,16 @@
 //! converting anything, so a corrupt or truncated file is an `Error::File` naming the file
 //! and the problem, never a panic or a huge allocation. Voxels are converted to f32 with
 //! `scl_slope`/`scl_inter` applied (slope 0 or non-finite = no scaling, as the standard and
-//! nibabel do). The buffer order is the file's: x fastest, then y, z, and the 4th dimension
-//! (channels) slowest, which is exactly `Volume`'s order.
+//! nibabel do). Voxel sizes and affines are in mm: the file's spatial unit (`xyzt_units`) scales them,
+//! as ITK (and so nnU-Net) scales the voxel size. The buffer order is the file's: x
+//! fastest, then y, z, and the 4th dimension (channels) slowest, which is exactly
+//! `Volume`'s order.
 //!
 //! Writing builds the 348-byte header from a `NiftiHeaderInfo` (the geometry of a
 //! reference image: shape, voxel size, qform and sform with their codes), gzips it with
-//! the data and writes the file atomically.
+//! the data and writes the file atomically. The header keeps the reference's units, and
+//! its voxel size goes back into them, so a map written on an image's header means what
+//! the image's header means.
 use crate::data::volume::Volume;
 use crate::error::{Error, Result};
 use flate2::write::GzEncoder;
@@ -104,6 +108,16 @@ impl VoxelType {
     }
 }
 
+/// Millimetres per unit of a file's spatial coordinates (`xyzt_units & 7`): 1000 for
+/// metres, 0.001 for micrometres, 1 for mm and for unknown (0), as ITK reads them.
+fn mm_per_unit(xyzt_units: u8) -> f64 {
+    match xyzt_units & 0x07 {
+        1 => 1e3,
+        3 => 1e-3,
+        _ => 1.0,
+    }
+}
+
 /// What is kept of a file's header: enough to check that images of a case share a grid
 /// and to write an output on the same grid (shape, voxel size, qform and sform with codes).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -112,7 +126,7 @@ pub struct NiftiHeaderInfo {
     pub dims: [usize; 3],
     /// Size of the 4th dimension (1 for a 3D image).
     pub channels: usize,
-    /// Voxel size in mm along x, y, z (|pixdim[1..4]|).
+    /// Voxel size in mm along x, y, z: |pixdim[1..4]| scaled from the file's spatial unit.
     pub spacing: [f64; 3],
     /// `pixdim[0]`: the qform's handedness, -1 or 1.
     pub qfac: f32,
@@ -120,11 +134,11 @@ pub struct NiftiHeaderInfo {
     pub sform_code: i16,
     /// Quaternion b, c, d of the qform rotation.
     pub quatern: [f32; 3],
-    /// qform translation (qoffset_x, y, z).
+    /// qform translation (qoffset_x, y, z), as stored (in the file's spatial unit).
     pub qoffset: [f32; 3],
-    /// sform rows x, y, z.
+    /// sform rows x, y, z, as stored (in the file's spatial unit).
     pub srow: [[f32; 4]; 3],
-    /// Spatial and temporal units (`xyzt_units`).
+    /// Spatial and temporal units (`xyzt_units`), written back as read.
     pub xyzt_units: u8,
     /// The file's voxel type (informational; writers choose their own).
     pub datatype: VoxelType,
@@ -160,19 +174,20 @@ impl NiftiHeaderInfo {
     }
 
     /// Sets the qform from a unit quaternion (w, b, c, d) with `w >= 0`, a handedness
-    /// (`qfac`, the sign of the z axis) and a translation, and makes the sform equal to it,
-    /// so both transforms describe the same grid.
+    /// (`qfac`, the sign of the z axis) and a translation in mm, and makes the sform equal
+    /// to it, so both transforms describe the same grid.
     pub fn set_rotation(&mut self, quaternion: [f64; 4], qfac: f32, offset: [f64; 3]) {
         let [w, b, c, d] = quaternion;
         let sign = if w < 0.0 { -1.0 } else { 1.0 };
         self.quatern = [(sign * b) as f32, (sign * c) as f32, (sign * d) as f32];
         self.qfac = if qfac < 0.0 { -1.0 } else { 1.0 };
-        self.qoffset = offset.map(|v| v as f32);
+        let unit = mm_per_unit(self.xyzt_units);
+        self.qoffset = offset.map(|v| (v / unit) as f32);
         self.qform_code = self.qform_code.max(1);
         self.sform_code = self.sform_code.max(1);
         let a = self.qform_affine();
         for (row, out) in a.iter().take(3).zip(self.srow.iter_mut()) {
-            *out = row.map(|v| v as f32);
+            *out = row.map(|v| (v / unit) as f32);
         }
     }
 
@@ -210,7 +225,7 @@ impl NiftiHeaderInfo {
         None
     }
 
-    /// The voxel-to-world transform the NIfTI standard prefers: the sform when
+    /// The voxel-to-world transform (world in mm) the NIfTI standard prefers: the sform when
     /// `sform_code > 0`, else the qform (which, with `qform_code == 0`, is just the voxel
     /// size on the diagonal). 4x4, row-major.
     pub fn affine(&self) -> [[f64; 4]; 4] {
@@ -221,12 +236,15 @@ impl NiftiHeaderInfo {
         }
     }
 
+    /// The sform as a matrix, world in mm.
     pub fn sform_affine(&self) -> [[f64; 4]; 4] {
-        let r = |i: usize| self.srow[i].map(|v| v as f64);
+        let unit = mm_per_unit(self.xyzt_units);
+        let r = |i: usize| self.srow[i].map(|v| v as f64 * unit);
         [r(0), r(1), r(2), [0.0, 0.0, 0.0, 1.0]]
     }
 
-    /// The qform as a matrix (NIfTI-1 "method 2"); "method 1" when `qform_code == 0`.
+    /// The qform as a matrix (NIfTI-1 "method 2"); "method 1" when `qform_code == 0`. World
+    /// in mm, as `spacing` is.
     pub fn qform_affine(&self) -> [[f64; 4]; 4] {
         let [sx, sy, sz] = self.spacing;
         if self.qform_code <= 0 {
@@ -257,7 +275,9 @@ impl NiftiHeaderInfo {
             ],
         ];
         let scale = [sx, sy, sz * if self.qfac < 0.0 { -1.0 } else { 1.0 }];
-        let o = self.qoffset.map(|v| v as f64);
+        let o = self
+            .qoffset
+            .map(|v| v as f64 * mm_per_unit(self.xyzt_units));
         let mut m = [[0.0; 4]; 4];
         for i in 0..3 {
             for j in 0..3 {
@@ -529,7 +549,7 @@ impl NiftiFile {
         }
         let spacing = [1usize, 2, 3].map(|i| match h.pixdim[i].abs() as f64 {
             0.0 => 1.0,
-            p => p,
+            p => p * mm_per_unit(h.xyzt_units),
         });
         // 5 (template) came after the first NIfTI-1 release; nibabel reads it too.
         for (name, code) in [("qform_code", h.qform_code), ("sform_code", h.sform_code)] {
@@ -802,11 +822,14 @@ fn header_bytes(
     }
     put_i16(&mut h, 70, voxel_type.code());
     put_i16(&mut h, 72, (voxel_type.size_of() * 8) as i16);
+    // Back into the reference's unit, which the header keeps: the f32 cast restores the
+    // stored pixdim, the scaling there and back being off by f64 roundings at most.
+    let unit = mm_per_unit(reference.xyzt_units);
     let pixdim = [
         reference.qfac,
-        reference.spacing[0] as f32,
-        reference.spacing[1] as f32,
-        reference.spacing[2] as f32,
+        (reference.spacing[0] / unit) as f32,
+        (reference.spacing[1] / unit) as f32,
+        (reference.spacing[2] / unit) as f32,
         1.0,
         1.0,
         1.0,
@@ -945,6 +968,7 @@ pub fn write_probability_map(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::case::grid_difference;
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("voxseg-nifti-{name}-{}", std::process::id()));
@@ -1411,6 +1435,84 @@ mod tests {
             err.contains(r#"bad magic "xy\x01\x00" at byte 344"#),
             "{err}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A 2x2x2 uint8 file whose `xyzt_units` is `units` (seconds in the temporal bits, which
+    /// do not matter), with voxel size `size` and sform origin `origin` in those units.
+    fn file_in_units(units: u8, size: f32, origin: f32) -> Vec<u8> {
+        let reference = NiftiHeaderInfo::new([2, 2, 2], [1.0; 3]);
+        let mut b = header_bytes(&reference, 1, VoxelType::Uint8, (1.0, 0.0));
+        b[123] = units | 8;
+        for (axis, at) in [80, 84, 88].into_iter().enumerate() {
+            b[at..at + 4].copy_from_slice(&size.to_le_bytes());
+            let diagonal = 280 + 16 * axis + 4 * axis;
+            b[diagonal..diagonal + 4].copy_from_slice(&size.to_le_bytes());
+            let offset = 280 + 16 * axis + 12;
+            b[offset..offset + 4].copy_from_slice(&origin.to_le_bytes());
+        }
+        b.extend(0..8u8);
+        b
+    }
+
+    #[test]
+    fn spatial_units_give_mm_and_are_written_back_as_stored() {
+        let dir = temp_dir("units");
+        let open = |name: &str, bytes: &[u8]| {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            NiftiFile::open(&path).unwrap().header().clone()
+        };
+        // 1 mm voxels and an origin 20 mm along each axis, in metres, micrometres and mm.
+        let metres = open("m.nii", &file_in_units(1, 0.001, 0.02));
+        let microns = open("um.nii", &file_in_units(3, 1000.0, 20000.0));
+        let mm = open("mm.nii", &file_in_units(2, 1.0, 20.0));
+        for s in metres.spacing {
+            assert!((s - 1.0).abs() < 1e-6, "{:?}", metres.spacing);
+        }
+        assert_eq!(microns.spacing, [1.0; 3]);
+        let a = metres.affine();
+        assert!(
+            (a[0][0] - 1.0).abs() < 1e-6 && (a[2][3] - 20.0).abs() < 1e-5,
+            "{a:?}"
+        );
+        assert_eq!(microns.affine(), mm.affine());
+        // The qform's offset is in the file's unit as well.
+        let mut qform = metres.clone();
+        (qform.sform_code, qform.qoffset) = (0, [0.02; 3]);
+        assert!(
+            qform.affine_distance(&metres) < 1e-5,
+            "{:?}",
+            qform.affine()
+        );
+        // Unknown units are taken as mm.
+        let unknown = open("unknown.nii", &file_in_units(0, 0.5, 20.0));
+        assert_eq!(unknown.spacing, [0.5; 3]);
+        // The same grid in other units is the same grid; the same numbers in other units are
+        // not (1 mm against 1 m voxels).
+        assert_eq!(grid_difference(&metres, &mm), None);
+        assert_eq!(grid_difference(&microns, &mm), None);
+        let mm_numbers = open("mm-numbers.nii", &file_in_units(2, 0.001, 0.02));
+        let what = grid_difference(&metres, &mm_numbers).unwrap();
+        assert!(
+            what.starts_with("voxel size 1.000x1.000x1.000 mm"),
+            "{what}"
+        );
+
+        // A map written on a header keeps its units, voxel size and transforms as stored.
+        for (name, header) in [("m", &metres), ("um", &microns)] {
+            let source = std::fs::read(dir.join(format!("{name}.nii"))).unwrap();
+            let out = dir.join(format!("{name}-label.nii"));
+            write_label_map(&out, header, &[0; 8]).unwrap();
+            let written = std::fs::read(&out).unwrap();
+            for field in [76..108, 123..124, 252..328] {
+                assert_eq!(
+                    written[field.clone()],
+                    source[field.clone()],
+                    "{name} {field:?}"
+                );
+            }
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
