@@ -5,7 +5,8 @@
 //! converting anything, so a corrupt or truncated file is an `Error::File` naming the file
 //! and the problem, never a panic or a huge allocation. Voxels are converted to f32 with
 //! `scl_slope`/`scl_inter` applied (slope 0 or non-finite = no scaling, as the standard and
-//! nibabel do). Voxel sizes and affines are in mm: the file's spatial unit (`xyzt_units`) scales them,
+//! nibabel do; a valid slope with a non-finite intercept is refused, as nibabel refuses it).
+//! Voxel sizes and affines are in mm: the file's spatial unit (`xyzt_units`) scales them,
 //! as ITK (and so nnU-Net) scales the voxel size. The buffer order is the file's: x
 //! fastest, then y, z, and the 4th dimension (channels) slowest, which is exactly
 //! `Volume`'s order.
@@ -573,6 +574,14 @@ impl NiftiFile {
                 h.quatern_b, h.quatern_c, h.quatern_d, h.qform_code
             )));
         }
+        // nibabel refuses this too: reading the intercept as 0 would shift every value.
+        if h.scl_slope != 0.0 && h.scl_slope.is_finite() && !h.scl_inter.is_finite() {
+            return Err(bad(format!(
+                "scl_inter (the intercept) is {} with scl_slope {}: not a finite number, so the \
+                 voxel values cannot be scaled",
+                h.scl_inter, h.scl_slope
+            )));
+        }
         let header = NiftiHeaderInfo {
             dims: [dim[0], dim[1], dim[2]],
             channels: dim[3],
@@ -609,10 +618,11 @@ impl NiftiFile {
         &self.header
     }
 
-    /// The (slope, intercept) applied when converting, or None when the file asks for none.
+    /// The (slope, intercept) applied when converting, or None when the file asks for none
+    /// (`open` refused a valid slope with a non-finite intercept).
     pub fn scaling(&self) -> Option<(f32, f32)> {
         let (s, i) = (self.header.scl_slope, self.header.scl_inter);
-        (s != 0.0 && s.is_finite()).then_some((s, if i.is_finite() { i } else { 0.0 }))
+        (s != 0.0 && s.is_finite()).then_some((s, i))
     }
 
     /// Channel `c` (the 4th dimension) as f32, scaled, x fastest.
@@ -1513,6 +1523,33 @@ mod tests {
                 );
             }
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_slope_with_a_non_finite_intercept_is_refused() {
+        let dir = temp_dir("inter");
+        let path = dir.join("ct.nii");
+        let open = |slope: f32, inter: f32| {
+            let mut b = file_in_units(2, 1.0, 0.0);
+            b[112..116].copy_from_slice(&slope.to_le_bytes());
+            b[116..120].copy_from_slice(&inter.to_le_bytes());
+            std::fs::write(&path, &b).unwrap();
+            NiftiFile::open(&path)
+        };
+        for inter in [f32::NAN, f32::INFINITY] {
+            let err = open(2.0, inter).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!(
+                    "ct.nii: scl_inter (the intercept) is {inter} with scl_slope 2: not a \
+                     finite number"
+                )),
+                "{err}"
+            );
+        }
+        // Without a valid slope there is no scaling, whatever the intercept.
+        assert_eq!(open(0.0, f32::NAN).unwrap().scaling(), None);
+        assert_eq!(open(f32::NAN, f32::NAN).unwrap().scaling(), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
