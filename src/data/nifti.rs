@@ -7,7 +7,7 @@
 //! `scl_slope`/`scl_inter` applied (slope 0 or non-finite = no scaling, as the standard and
 //! nibabel do; a valid slope with a non-finite intercept is refused, as nibabel refuses it).
 //! Voxel sizes and affines are in mm: the file's spatial unit (`xyzt_units`) scales them,
-//! as ITK (and so nnU-Net) scales the voxel size. The buffer order is the file's: x
+//! as ITK (and so nnU-Net) scales voxel size and origin. The buffer order is the file's: x
 //! fastest, then y, z, and the 4th dimension (channels) slowest, which is exactly
 //! `Volume`'s order.
 //!
