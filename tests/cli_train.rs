@@ -1,7 +1,7 @@
 //! `voxseg train` and `voxseg plan` as a user meets them, on tiny synthetic data: bad values
 //! are refused before anything is written, a resumed run keeps its configuration, Ctrl-C
 //! exits 130 with a way to continue and no duplicate metrics, memory and depth are checked,
-//! and `plan` prints the plan `train` uses.
+//! `plan` prints the plan `train` uses, and `--early-stop` ends a run that stopped improving.
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -628,5 +628,91 @@ fn explicit_widths_win_over_planned_ones() {
         );
         assert_eq!(model["plan"]["max_features"], widths.1, "{flags:?}");
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--early-stop N` ends the run after N validations in a row without a new best (here none
+/// can come: the rate is too small to move a weight), keeps `best` at the best epoch, and a
+/// resumed run trains on only with a larger patience.
+#[test]
+fn early_stopping_ends_the_run_after_its_patience_and_resumes_with_a_larger_one() {
+    let dir = temp_dir("early-stop");
+    brats_dataset(&dir, 24, 3);
+    let out = dir.join("run");
+    let o = out.to_str().unwrap();
+    let mut args = vec!["train", "--data", "data", "--out", "run"];
+    args.extend(&SMALL[..SMALL.len() - 1]);
+    args.extend([
+        "--lr=1e-30",
+        "--epochs",
+        "6",
+        "--iters-per-epoch",
+        "1",
+        "--patch",
+        "16",
+        "--early-stop",
+        "2",
+    ]);
+    let r = voxseg_in(&dir, &args);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout.contains(
+            "stopped early at epoch 3: 2 validation(s) in a row brought no new best; to train \
+             on: voxseg train --out"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stderr.contains(
+            "early stop: 2 validation(s) in a row without a better mean Dice than epoch 0's"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stdout
+            .contains("(epoch 0: the highest mean validation Dice"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(metrics(&out).len(), 3);
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["early_stop_patience"], 2);
+
+    // Resumed as it was: it has already stopped, and trains nothing.
+    let r = voxseg_in(&dir, &["train", "--out", o, "--resume"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout.contains("stopped early at epoch 3"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(metrics(&out).len(), 3);
+    // A larger patience trains on until it runs out too.
+    let r = voxseg_in(
+        &dir,
+        &["train", "--out", o, "--resume", "--early-stop", "3"],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("stopped early at epoch 4: 3 validation(s)"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(metrics(&out).len(), 4);
+
+    let r = voxseg_in(
+        &dir,
+        &["train", "--out", o, "--resume", "--early-stop", "0"],
+    );
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the patience is a count of validations"),
+        "{}",
+        r.stderr
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -103,6 +103,11 @@ pub struct Args {
     /// none, or the run's].
     #[arg(long)]
     time_limit: Option<f64>,
+    /// Stop once this many validations in a row bring no new best mean validation Dice
+    /// (Keras' EarlyStopping patience; a validation runs every --val-every epochs);
+    /// checkpoints/best keeps the best epoch. May change on --resume [default: none].
+    #[arg(long, value_name = "PATIENCE")]
+    early_stop: Option<usize>,
     /// Seed of the split, initialisation, sampling and augmentation [default: 42].
     #[arg(long)]
     seed: Option<u64>,
@@ -321,6 +326,10 @@ impl Args {
             c.time_limit_minutes = Some(t);
             asked("time_limit_minutes");
         }
+        if let Some(p) = self.early_stop {
+            c.early_stop_patience = Some(p);
+            asked("early_stop_patience");
+        }
         if self.dataset_statistics {
             c.dataset_statistics = true;
             asked("dataset_statistics");
@@ -417,6 +426,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "stopped by the time limit at epoch {done}, step {}; continue with: {resume} \
              [--time-limit MIN]",
             summary.state.step
+        ),
+        Ending::EarlyStopped => say!(
+            "stopped early at epoch {done}: {} validation(s) in a row brought no new best; to \
+             train on: {resume} --early-stop N (N above {})",
+            summary.state.validations_since_best,
+            summary.state.validations_since_best
         ),
         Ending::Finished | Ending::AlreadyComplete => {}
     }

@@ -70,6 +70,9 @@ pub struct TrainConfig {
     /// short is validated when resumed);
     /// positive and at most [`MAX_TIME_LIMIT_MINUTES`].
     pub time_limit_minutes: Option<f64>,
+    /// Stop once this many validations in a row bring no new best mean validation Dice
+    /// (Keras' `EarlyStopping` patience, counted in validations); `None`: train every epoch.
+    pub early_stop_patience: Option<usize>,
     pub seed: u64,
     pub workers: usize,
     pub queue_depth: usize,
@@ -123,6 +126,7 @@ impl Default for TrainConfig {
             patch: None,
             val_every: 1,
             time_limit_minutes: None,
+            early_stop_patience: None,
             seed: 42,
             workers: 2,
             queue_depth: 4,
@@ -150,9 +154,10 @@ pub const MAX_WORKERS: usize = 256;
 
 /// The settings a resumed run may change: they decide how long and where the rest of the run
 /// goes, not what it computes. Every other setting is fixed by the run's `config.json`.
-pub const RESUMABLE_SETTINGS: [&str; 7] = [
+pub const RESUMABLE_SETTINGS: [&str; 8] = [
     "epochs",
     "time_limit_minutes",
+    "early_stop_patience",
     "workers",
     "queue_depth",
     "val_every",
@@ -297,6 +302,14 @@ impl TrainConfig {
             if p.contains(&0) {
                 return bad("patch", format!("{p:?} has a zero size"));
             }
+        }
+        if self.early_stop_patience == Some(0) {
+            return bad(
+                "early-stop",
+                "0: the patience is a count of validations without a new best, at least 1; \
+                 leave it out to train every epoch"
+                    .into(),
+            );
         }
         if let Some(t) = self.time_limit_minutes {
             if !(t > 0.0 && t <= MAX_TIME_LIMIT_MINUTES) {

@@ -99,6 +99,8 @@ pub struct TrainState {
     /// The epoch whose validation gave `best_score`; without validation cases (no score),
     /// the last epoch trained, whose weights `best` then holds as `last` does.
     pub best_epoch: Option<usize>,
+    /// Validations since the one that gave `best_score`, for early stopping.
+    pub validations_since_best: usize,
     pub schedule: Option<LrSchedule>,
     pub seconds: f64,
     /// Sum and count of the training losses of the `iter` steps done in `epoch`, so that an
@@ -118,6 +120,9 @@ pub enum Ending {
     TimeLimit,
     /// Ctrl-C stopped it; `--resume` continues.
     Interrupted,
+    /// `early_stop_patience` validations in a row brought no new best (or had already, on
+    /// resume: nothing was trained); `--resume --early-stop` with a larger patience continues.
+    EarlyStopped,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -271,6 +276,7 @@ fn refuse_dataset_as_out(out: &Path) -> Result<()> {
 fn flag_name(key: &str) -> String {
     match key {
         "time_limit_minutes" => "--time-limit".into(),
+        "early_stop_patience" => "--early-stop".into(),
         "deep_supervision" => "--no-deep-supervision".into(),
         "augment" => "--no-augment".into(),
         "folds" => "--fold/--folds".into(),
@@ -520,6 +526,9 @@ fn resume_config(
     let asks = |key: &str| opts.requested.iter().any(|k| k == key);
     if asks("time_limit_minutes") {
         cfg.time_limit_minutes = asked.time_limit_minutes;
+    }
+    if asks("early_stop_patience") {
+        cfg.early_stop_patience = asked.early_stop_patience;
     }
     if asks("workers") {
         cfg.workers = asked.workers;
@@ -1751,14 +1760,24 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
         schedule: Some(cfg.schedule.clone()),
         ..TrainState::default()
     });
-    if state.epoch >= cfg.epochs {
+    let patience = cfg.early_stop_patience;
+    let early_stopped =
+        move |s: &TrainState| patience.is_some_and(|p| s.validations_since_best >= p);
+    let untrained = if state.epoch >= cfg.epochs {
+        Some(Ending::AlreadyComplete)
+    } else if early_stopped(&state) {
+        Some(Ending::EarlyStopped)
+    } else {
+        None
+    };
+    if let Some(ending) = untrained {
         return Ok(TrainSummary {
             run,
             device: device.describe(),
             epochs: cfg.epochs,
             state,
             last_validation: None,
-            ending: Ending::AlreadyComplete,
+            ending,
             resume_changes: Vec::new(),
             memory_peak_bytes: None,
         });
@@ -1794,6 +1813,13 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
             "schedule",
             "plateau lowers the rate when the validation loss stalls, and the split has no \
              validation cases: use poly, cosine or step, or give the split validation cases",
+        ));
+    }
+    if !validates && cfg.early_stop_patience.is_some() {
+        return Err(Error::config(
+            "early-stop",
+            "early stopping waits for validations without a new best, and the split has no \
+             validation cases: leave --early-stop out, or give the split validation cases",
         ));
     }
 
@@ -2031,6 +2057,7 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
             if state.best_score.is_none_or(|b| val.mean_dice > b) {
                 state.best_score = Some(val.mean_dice);
                 state.best_epoch = Some(state.epoch);
+                state.validations_since_best = 0;
                 state.seconds = base_seconds + started.elapsed().as_secs_f64();
                 state.schedule = Some(schedule.clone());
                 save_state(
@@ -2040,6 +2067,18 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
                     opt.as_ref(),
                     &advance(&state, epoch_done),
                 )?;
+            } else {
+                state.validations_since_best += 1;
+            }
+            if early_stopped(&state) {
+                ending = Ending::EarlyStopped;
+                progress.println(&format!(
+                    "early stop: {} validation(s) in a row without a better mean Dice than \
+                     epoch {}'s {:.4}",
+                    state.validations_since_best,
+                    state.best_epoch.unwrap_or(0),
+                    state.best_score.unwrap_or(f64::NAN)
+                ));
             }
             last_validation = Some(val);
         }
@@ -2077,7 +2116,7 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
                 .map_err(|e| Error::io(format!("reading {}", last.display()), e))?;
             crate::atomic::write_bytes(&run.checkpoint("best"), &bytes)?;
         }
-        if stopped {
+        if ending != Ending::Finished {
             break;
         }
     }
