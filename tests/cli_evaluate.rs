@@ -5,7 +5,8 @@
 //! and `--split` are refused before any scoring, a prediction on another grid than its
 //! reference is refused saying what differs, `CASE.nii` predictions are read (a case with
 //! both endings is refused), non-BraTS data get the image diagonal as the empty-mask HD95,
-//! and postprocessing is found on the Dice (--find-postprocessing) or given (--postprocess).
+//! postprocessing is found on the Dice (--find-postprocessing) or given (--postprocess), and
+//! `voxseg postprocess` cleans a folder of maps into another.
 use std::path::{Path, PathBuf};
 use voxseg::data::labels::{LabelClass, LabelSpec, TargetSpec};
 use voxseg::data::layout::{detect, LayoutKind};
@@ -954,6 +955,69 @@ fn postprocessing_is_found_on_the_dice_and_applied_before_scoring() {
     assert!(
         r.stderr
             .contains("'edema' is neither a region nor a foreground class of the labels; they are WT, TC, ET, NCR, ED"),
+        "{}",
+        r.stderr
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `voxseg postprocess` writes each map of a folder, cleaned, under its own name into
+/// another folder, and leaves the inputs as they were; existing outputs, the input folder
+/// as --out and values outside the convention are refused.
+#[test]
+fn postprocess_cleans_a_folder_of_maps_into_another() {
+    let dir = temp_dir("postprocess-folder");
+    let (pred, clean) = (dir.join("pred"), dir.join("clean"));
+    std::fs::create_dir_all(&pred).unwrap();
+    let tumour = ([1, 1, 1], [5, 5, 5], 2);
+    write_mask(&pred.join("a.nii.gz"), &[tumour, ([8, 8, 8], [9, 9, 9], 2)]);
+    write_mask(&pred.join("b.nii"), &[tumour]);
+    let before = std::fs::read(pred.join("a.nii.gz")).unwrap();
+    let postprocess = |extra: &[&str]| {
+        let mut args = vec!["postprocess", "--pred", s(&pred), "--steps", "largest"];
+        args.extend_from_slice(extra);
+        voxseg(&args)
+    };
+    let r = postprocess(&["--out", s(&clean), "--labels", "brats2021"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("a: 1 voxel(s) changed"), "{}", r.stdout);
+    assert!(r.stdout.contains("b: 0 voxel(s) changed"), "{}", r.stdout);
+    assert!(r.stdout.contains("2 map(s) written to"), "{}", r.stdout);
+    let a = NiftiFile::open(&clean.join("a.nii.gz")).unwrap();
+    let values: Vec<f32> = a.channel(0).unwrap();
+    assert_eq!(
+        values.iter().filter(|&&v| v == 2.0).count(),
+        64,
+        "the stray voxel went"
+    );
+    assert_eq!(values[(8 * 10 + 8) * 10 + 8], 0.0);
+    assert_eq!(a.header().dims, [10, 10, 10]);
+    assert!(clean.join("b.nii").is_file(), "written under its own name");
+    assert_eq!(std::fs::read(pred.join("a.nii.gz")).unwrap(), before);
+
+    let r = postprocess(&["--out", s(&clean), "--labels", "brats2021"]);
+    assert!(!r.ok);
+    assert!(
+        r.stderr
+            .contains("already exists (2 of the 2 maps to write do); pass --force"),
+        "{}",
+        r.stderr
+    );
+    assert!(postprocess(&["--out", s(&clean), "--labels", "brats2021", "--force"]).ok);
+    let r = postprocess(&["--out", s(&pred), "--labels", "brats2021"]);
+    assert!(
+        r.stderr.contains("is the folder of the predictions"),
+        "{}",
+        r.stderr
+    );
+    let r = postprocess(&["--out", s(&clean)]);
+    assert!(!r.ok && r.stderr.contains("--labels"), "{}", r.stderr);
+
+    write_mask(&pred.join("c.nii.gz"), &[([1, 1, 1], [2, 2, 2], 3)]);
+    let r = postprocess(&["--out", s(&dir.join("other")), "--labels", "brats2021"]);
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains("c.nii.gz") && r.stderr.contains("label value 3"),
         "{}",
         r.stderr
     );

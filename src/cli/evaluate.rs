@@ -51,6 +51,27 @@ pub struct Args {
     find_postprocessing: bool,
 }
 
+/// The label convention `--labels` names.
+pub fn named_labels(name: &str) -> anyhow::Result<LabelSpec> {
+    match name {
+        "brats2021" => Ok(LabelSpec::brats2021()),
+        "brats2023" => Ok(LabelSpec::brats2023()),
+        other => anyhow::bail!("invalid --labels: '{other}': expected brats2021 or brats2023"),
+    }
+}
+
+/// The model card of the run `--model` names.
+pub fn run_card(run: &Path) -> anyhow::Result<ModelCard> {
+    let card = run.join("model.json");
+    if !card.is_file() {
+        anyhow::bail!(
+            "invalid --model: {} is not a run directory (no model.json)",
+            run.display()
+        );
+    }
+    Ok(ModelCard::load(&card)?)
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum MissingArg {
     Skip,
@@ -89,25 +110,11 @@ fn check_out(out: &Path) -> anyhow::Result<OutFormat> {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let format = a.out.as_deref().map(check_out).transpose()?;
-    let labels = match a.labels.as_deref() {
-        None => None,
-        Some("brats2021") => Some(LabelSpec::brats2021()),
-        Some("brats2023") => Some(LabelSpec::brats2023()),
-        Some(other) => {
-            anyhow::bail!("invalid --labels: '{other}': expected brats2021 or brats2023")
-        }
-    };
+    let labels = a.labels.as_deref().map(named_labels).transpose()?;
     let model_spec = match &a.model {
         None => None,
         Some(run) => {
-            let card = run.join("model.json");
-            if !card.is_file() {
-                anyhow::bail!(
-                    "invalid --model: {} is not a run directory (no model.json)",
-                    run.display()
-                );
-            }
-            let card = ModelCard::load(&card)?;
+            let card = run_card(run)?;
             let class = card
                 .target
                 .single_class(&card.label_spec)?

@@ -14,6 +14,7 @@ mod bench;
 mod check;
 mod data;
 mod evaluate;
+mod postprocess;
 mod predict;
 mod quickstart;
 mod train;
@@ -50,6 +51,8 @@ enum Command {
     /// Score predicted label maps against reference labels (Dice, HD95, ...).
     #[command(allow_negative_numbers = true)]
     Evaluate(evaluate::Args),
+    /// Clean a folder of predicted label maps with postprocessing steps, into another folder.
+    Postprocess(postprocess::Args),
     /// Print header facts and intensity statistics of NIfTI files as JSON.
     #[command(allow_negative_numbers = true)]
     Inspect(data::InspectArgs),
@@ -86,6 +89,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plan(a) => train::plan(a),
         Command::Predict(a) => predict::run(a),
         Command::Evaluate(a) => evaluate::run(a),
+        Command::Postprocess(a) => postprocess::run(a),
         Command::Inspect(a) => data::inspect(a),
         Command::Synth(a) => data::synth(a),
         Command::Check(a) => check::run(a),

@@ -1,8 +1,10 @@
 //! Prediction: sliding-window inference with Gaussian weighting, test-time mirroring,
 //! the conversions between volumes, tensors and probabilities, which cases `--split`
-//! selects, and `predict` on cases.
+//! selects, `predict` on cases, and the postprocessing of label maps (connected
+//! components), in prediction or on a folder of maps already written.
 mod components;
 pub mod postprocess;
+pub mod postprocess_folder;
 pub mod predict;
 pub mod select;
 pub mod sliding_window;

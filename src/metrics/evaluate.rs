@@ -148,7 +148,7 @@ pub fn match_class(name: &str, pred: &LabelSpec, truth: &LabelSpec) -> Result<(R
 /// outside the convention is an error naming the file, the value, its (x, y, z) and the
 /// allowed values; `whose` names the convention, `hint` (may be empty) says how to fix it.
 /// Returns the values and the file's header (its grid).
-fn read_labels(
+pub(crate) fn read_labels(
     path: &Path,
     spec: &LabelSpec,
     whose: &str,
@@ -185,7 +185,7 @@ fn read_labels(
 
 /// The label maps in `dir` (`CASE.nii.gz` or `CASE.nii`) by case id. One case with both
 /// endings is an error: which of the two to score would be a guess.
-fn label_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
+pub(crate) fn label_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
     let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
     let entries =
         std::fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
