@@ -999,7 +999,7 @@ fn postprocess_cleans_a_folder_of_maps_into_another() {
     assert!(!r.ok);
     assert!(
         r.stderr
-            .contains("already exists (2 of the 2 maps to write do); pass --force"),
+            .contains("already exists (2 earlier map(s) of these 2 cases in"),
         "{}",
         r.stderr
     );
@@ -1013,13 +1013,29 @@ fn postprocess_cleans_a_folder_of_maps_into_another() {
     let r = postprocess(&["--out", s(&clean)]);
     assert!(!r.ok && r.stderr.contains("--labels"), "{}", r.stderr);
 
+    // An earlier output with the other ending is the same case's: refused, then replaced.
+    std::fs::rename(pred.join("b.nii"), pred.join("b.nii.gz")).unwrap();
+    std::fs::remove_file(clean.join("a.nii.gz")).unwrap();
+    let r = postprocess(&["--out", s(&clean), "--labels", "brats2021"]);
+    assert!(
+        r.stderr.contains("b.nii already exists (1 earlier map(s)"),
+        "{}",
+        r.stderr
+    );
+    let r = postprocess(&["--out", s(&clean), "--labels", "brats2021", "--force"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(clean.join("b.nii.gz").is_file() && !clean.join("b.nii").exists());
+
+    // A bad map anywhere stops the run before anything is written.
     write_mask(&pred.join("c.nii.gz"), &[([1, 1, 1], [2, 2, 2], 3)]);
-    let r = postprocess(&["--out", s(&dir.join("other")), "--labels", "brats2021"]);
+    let other = dir.join("other");
+    let r = postprocess(&["--out", s(&other), "--labels", "brats2021"]);
     assert!(!r.ok);
     assert!(
         r.stderr.contains("c.nii.gz") && r.stderr.contains("label value 3"),
         "{}",
         r.stderr
     );
+    assert!(!other.exists(), "nothing written");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -704,15 +704,22 @@ fn early_stopping_ends_the_run_after_its_patience_and_resumes_with_a_larger_one(
     );
     assert_eq!(metrics(&out).len(), 4);
 
+    // A patience that runs out on the last epoch ends a finished run, not a stopped one.
+    let mut last = args.clone();
+    last[4] = "last";
+    let at = last.iter().position(|a| *a == "6").unwrap();
+    last[at] = "3";
+    let r = voxseg_in(&dir, &last);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stdout.contains("epochs done: 3/3"), "{}", r.stdout);
+    assert!(!r.stdout.contains("stopped early"), "{}", r.stdout);
+    // 0 turns it off: the rest of the epochs are trained.
     let r = voxseg_in(
         &dir,
         &["train", "--out", o, "--resume", "--early-stop", "0"],
     );
-    assert_eq!(r.code, Some(1), "{}", r.stderr);
-    assert!(
-        r.stderr.contains("the patience is a count of validations"),
-        "{}",
-        r.stderr
-    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stdout.contains("epochs done: 6/6"), "{}", r.stdout);
+    assert_eq!(metrics(&out).len(), 6);
     std::fs::remove_dir_all(&dir).unwrap();
 }

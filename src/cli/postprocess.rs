@@ -25,7 +25,7 @@ pub struct Args {
     /// Label convention of the predictions without --model: brats2021 or brats2023.
     #[arg(long, conflicts_with = "model")]
     labels: Option<String>,
-    /// Overwrite maps that already exist in --out.
+    /// Replace maps of these cases that already exist in --out (either ending).
     #[arg(long)]
     force: bool,
 }
@@ -45,32 +45,40 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let steps = Postprocess::parse(&a.steps, &spec, predicts)?;
     voxseg::data::out_dir::entries("--out", &a.out)?;
     let planned = planned_outputs(&a.pred, &a.out)?;
-    if !a.force {
-        let existing: Vec<&PathBuf> = planned
-            .iter()
-            .map(|(_, _, out)| out)
-            .filter(|p| p.exists())
-            .collect();
-        if let Some(first) = existing.first() {
-            anyhow::bail!(
-                "{} already exists ({} of the {} maps to write do); pass --force to overwrite",
-                first.display(),
-                existing.len(),
-                planned.len()
-            );
-        }
+    // A case's earlier output with either ending counts: evaluate would find both.
+    let existing: Vec<&PathBuf> = planned
+        .iter()
+        .flat_map(|p| [&p.output, &p.other_ending])
+        .filter(|p| p.exists())
+        .collect();
+    match existing.first() {
+        Some(first) if !a.force => anyhow::bail!(
+            "{} already exists ({} earlier map(s) of these {} cases in {}); pass --force to \
+             replace them",
+            first.display(),
+            existing.len(),
+            planned.len(),
+            a.out.display()
+        ),
+        _ => {}
     }
-    std::fs::create_dir_all(&a.out)
-        .map_err(|e| anyhow::anyhow!("creating {}: {e}", a.out.display()))?;
     say!("postprocessing with {steps}");
-    let cleaned = postprocess_folder(&a.pred, &a.out, &steps, &spec)?;
-    for c in &cleaned {
+    let cleaned = postprocess_folder(&planned, &steps, &spec, |c| {
         say!(
             "{}: {} voxel(s) changed -> {}",
             c.case,
             c.changed,
             c.written.display()
         );
+    })?;
+    if a.force {
+        for p in &planned {
+            if p.other_ending.exists() {
+                std::fs::remove_file(&p.other_ending)
+                    .map_err(|e| anyhow::anyhow!("removing {}: {e}", p.other_ending.display()))?;
+                say!("removed the earlier {}", p.other_ending.display());
+            }
+        }
     }
     let changed = cleaned.iter().filter(|c| c.changed > 0).count();
     say!(

@@ -105,7 +105,8 @@ pub struct Args {
     time_limit: Option<f64>,
     /// Stop once this many validations in a row bring no new best mean validation Dice
     /// (Keras' EarlyStopping patience; a validation runs every --val-every epochs);
-    /// checkpoints/best keeps the best epoch. May change on --resume [default: none].
+    /// checkpoints/best keeps the best epoch. May change on --resume, where 0 turns it off
+    /// [default: none].
     #[arg(long, value_name = "PATIENCE")]
     early_stop: Option<usize>,
     /// Seed of the split, initialisation, sampling and augmentation [default: 42].
@@ -327,7 +328,7 @@ impl Args {
             asked("time_limit_minutes");
         }
         if let Some(p) = self.early_stop {
-            c.early_stop_patience = Some(p);
+            c.early_stop_patience = (p > 0).then_some(p);
             asked("early_stop_patience");
         }
         if self.dataset_statistics {

@@ -26,7 +26,9 @@ use std::time::UNIX_EPOCH;
 const INDEX_FILE: &str = "cache.json";
 /// 2: the brain mask fills holes, so a case with exact zeros inside the object preprocesses
 /// differently from a format-1 cache.
-const FORMAT_VERSION: u32 = 2;
+/// 3: voxel sizes are in mm by the file's `xyzt_units`, so a case stored in metres or
+/// micrometres has another spacing (and, resampled, other arrays) than in a format-2 cache.
+const FORMAT_VERSION: u32 = 3;
 
 /// What `<id>.json` holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -18,9 +18,20 @@ pub struct Cleaned {
     pub changed: usize,
 }
 
+/// One map to clean: its case, where it is read from and where it is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Planned {
+    pub case: String,
+    pub input: PathBuf,
+    pub output: PathBuf,
+    /// The case's map with the other ending (`CASE.nii` beside `CASE.nii.gz`) in the output
+    /// folder: an earlier output, which `evaluate` would find beside this one.
+    pub other_ending: PathBuf,
+}
+
 /// The maps `postprocess_folder` would write from `pred` into `out` (`CASE.nii.gz` or
-/// `CASE.nii`, as found), by case id.
-pub fn planned_outputs(pred: &Path, out: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>> {
+/// `CASE.nii`, as found), sorted by case.
+pub fn planned_outputs(pred: &Path, out: &Path) -> Result<Vec<Planned>> {
     let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
     if same(pred, out) {
         return Err(Error::config(
@@ -42,42 +53,65 @@ pub fn planned_outputs(pred: &Path, out: &Path) -> Result<Vec<(String, PathBuf, 
     Ok(found
         .into_iter()
         .map(|(case, input)| {
-            let name = input.file_name().map(PathBuf::from).unwrap_or_default();
-            (case, input, out.join(name))
+            let gz = input.to_string_lossy().ends_with(".gz");
+            let (name, other) = if gz {
+                (format!("{case}.nii.gz"), format!("{case}.nii"))
+            } else {
+                (format!("{case}.nii"), format!("{case}.nii.gz"))
+            };
+            Planned {
+                output: out.join(name),
+                other_ending: out.join(other),
+                case,
+                input,
+            }
         })
         .collect())
 }
 
-/// Applies `steps` to every label map in `pred` (values checked against `spec`, the
-/// convention the steps were parsed for) and writes each into `out`, which must exist.
+/// Applies `steps` to every map of `planned` (values checked against `spec`, the
+/// convention the steps were parsed for) and writes each where it is planned, creating the
+/// output folder. Every map is read and checked before the first is written, so a bad map
+/// leaves no output behind; `written` hears of each map as it is written.
 pub fn postprocess_folder(
-    pred: &Path,
-    out: &Path,
+    planned: &[Planned],
     steps: &Postprocess,
     spec: &LabelSpec,
+    mut written: impl FnMut(&Cleaned),
 ) -> Result<Vec<Cleaned>> {
-    planned_outputs(pred, out)?
-        .into_iter()
-        .map(|(case, input, written)| {
-            let (values, header) = read_labels(
-                &input,
-                spec,
-                "the label convention named for them",
-                "; name the predictions' convention with --model RUN or --labels",
-            )?;
+    let read = |input: &Path| {
+        read_labels(
+            input,
+            spec,
+            "the label convention named for them",
+            "; name the predictions' convention with --model RUN or --labels",
+        )
+    };
+    for p in planned {
+        read(&p.input)?;
+    }
+    if let Some(dir) = planned.first().and_then(|p| p.output.parent()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    planned
+        .iter()
+        .map(|p| {
+            let (values, header) = read(&p.input)?;
             let mut classes: Vec<u8> = values
                 .iter()
                 .map(|&v| spec.class_of_value(v as f32).unwrap_or(0))
                 .collect();
             steps.apply(&mut classes, header.dims);
             let cleaned = spec.to_file_values(&classes)?;
-            let changed = values.iter().zip(&cleaned).filter(|(a, b)| a != b).count();
-            write_label_map(&written, &header, &cleaned)?;
-            Ok(Cleaned {
-                case,
-                written,
-                changed,
-            })
+            write_label_map(&p.output, &header, &cleaned)?;
+            let done = Cleaned {
+                case: p.case.clone(),
+                written: p.output.clone(),
+                changed: values.iter().zip(&cleaned).filter(|(a, b)| a != b).count(),
+            };
+            written(&done);
+            Ok(done)
         })
         .collect()
 }

@@ -307,7 +307,7 @@ impl TrainConfig {
             return bad(
                 "early-stop",
                 "0: the patience is a count of validations without a new best, at least 1; \
-                 leave it out to train every epoch"
+                 null trains every epoch"
                     .into(),
             );
         }

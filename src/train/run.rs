@@ -2070,7 +2070,8 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
             } else {
                 state.validations_since_best += 1;
             }
-            if early_stopped(&state) {
+            // On the last epoch the run ends anyway: it finished, nothing was cut short.
+            if early_stopped(&state) && state.epoch + 1 < cfg.epochs {
                 ending = Ending::EarlyStopped;
                 progress.println(&format!(
                     "early stop: {} validation(s) in a row without a better mean Dice than \
