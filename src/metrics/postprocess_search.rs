@@ -195,6 +195,31 @@ impl Search {
         }
         self.dice = dice;
     }
+
+    /// Records the trial of `step`, judged on region `r`'s Dice, whose cases and Dice are
+    /// `outcome`; keeps the step (appending it to `chosen`) if it raised that Dice.
+    fn judge_on_region(
+        &mut self,
+        step: Postprocess,
+        r: usize,
+        name: &str,
+        (cases, after): (Vec<Vec<u8>>, Vec<f64>),
+        chosen: &mut Postprocess,
+        trials: &mut Vec<Trial>,
+    ) {
+        let kept = after[r] > self.dice[r];
+        trials.push(Trial {
+            step: step.to_string(),
+            judged_on: name.to_string(),
+            dice_before: self.dice[r],
+            dice_after: after[r],
+            kept,
+        });
+        if kept {
+            *chosen = chosen.then(&step);
+            self.keep(cases, after);
+        }
+    }
 }
 
 /// Finds the postprocessing for the predictions in `pred`, scored against `reference` as
@@ -248,19 +273,8 @@ pub fn find_postprocessing(
     if plan.regions.len() > 1 {
         for (r, (p, _)) in plan.regions.iter().enumerate() {
             let step = parse(&format!("largest:{}", p.name))?;
-            let (cases, after) = search.trial(&step);
-            let kept = after[r] > search.dice[r];
-            trials.push(Trial {
-                step: step.to_string(),
-                judged_on: names[r].clone(),
-                dice_before: search.dice[r],
-                dice_after: after[r],
-                kept,
-            });
-            if kept {
-                chosen = chosen.then(&step);
-                search.keep(cases, after);
-            }
+            let outcome = search.trial(&step);
+            search.judge_on_region(step, r, &names[r], outcome, &mut chosen, &mut trials);
         }
     }
 
@@ -277,21 +291,9 @@ pub fn find_postprocessing(
                 best = Some((step, after));
             }
         }
-        let Some((step, after)) = best else {
-            continue;
-        };
-        let kept = after[r] > search.dice[r];
-        trials.push(Trial {
-            step: step.to_string(),
-            judged_on: names[r].clone(),
-            dice_before: search.dice[r],
-            dice_after: after[r],
-            kept,
-        });
-        if kept {
-            let (cases, after) = search.trial(&step);
-            chosen = chosen.then(&step);
-            search.keep(cases, after);
+        if let Some((step, _)) = best {
+            let outcome = search.trial(&step);
+            search.judge_on_region(step, r, &names[r], outcome, &mut chosen, &mut trials);
         }
     }
 
