@@ -153,6 +153,22 @@ impl Postprocess {
         }
     }
 
+    /// `apply` to a label map of `spec`'s file values (already checked to be the spec's),
+    /// as they are read from and written to files.
+    pub fn apply_to_file_values(
+        &self,
+        spec: &LabelSpec,
+        values: &[u8],
+        dims: [usize; 3],
+    ) -> Result<Vec<u8>> {
+        let mut classes: Vec<u8> = values
+            .iter()
+            .map(|&v| spec.class_of_value(v as f32).unwrap_or(0))
+            .collect();
+        self.apply(&mut classes, dims);
+        spec.to_file_values(&classes)
+    }
+
     /// This spec followed by `other`'s steps, at this spec's connectivity.
     pub fn then(&self, other: &Postprocess) -> Postprocess {
         Postprocess {

@@ -98,12 +98,7 @@ pub fn postprocess_folder(
         .iter()
         .map(|p| {
             let (values, header) = read(&p.input)?;
-            let mut classes: Vec<u8> = values
-                .iter()
-                .map(|&v| spec.class_of_value(v as f32).unwrap_or(0))
-                .collect();
-            steps.apply(&mut classes, header.dims);
-            let cleaned = spec.to_file_values(&classes)?;
+            let cleaned = steps.apply_to_file_values(spec, &values, header.dims)?;
             write_label_map(&p.output, &header, &cleaned)?;
             let done = Cleaned {
                 case: p.case.clone(),

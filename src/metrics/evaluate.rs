@@ -566,25 +566,10 @@ impl<'a> CasePlan<'a> {
             }
         };
         if let Some(steps) = self.postprocess {
-            pred = postprocess_values(steps, self.pred_spec, &pred, grid.dims)?;
+            pred = steps.apply_to_file_values(self.pred_spec, &pred, grid.dims)?;
         }
         Ok(CasePair { pred, truth, grid })
     }
-}
-
-/// `steps` applied to a label map of `spec`'s file values (checked to be the spec's).
-fn postprocess_values(
-    steps: &Postprocess,
-    spec: &LabelSpec,
-    values: &[u8],
-    dims: [usize; 3],
-) -> Result<Vec<u8>> {
-    let mut classes: Vec<u8> = values
-        .iter()
-        .map(|&v| spec.class_of_value(v as f32).unwrap_or(0))
-        .collect();
-    steps.apply(&mut classes, dims);
-    spec.to_file_values(&classes)
 }
 
 /// Scores the predictions in `pred` against `reference` as `opts` says. Without
