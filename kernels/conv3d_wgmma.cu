@@ -708,9 +708,11 @@ __device__ __forceinline__ void vx_grid_tap(int k, int pad, int stride, int& off
 // the window's (zeros outside x: the border); elsewhere dy is zero. Step s is 32 voxels of
 // the grid from v = 32 s: A's 64-row blocks (one tap, 64 of its channels) a box of x's 64
 // channels at offset(tap) + v, B one box of dy's BN channels at v, each landing as k-major
-// rows of 128 bytes (32 voxels) in the 128-byte swizzle. Blocks of taps past the last are
-// neither copied nor armed (as VxTmaBackwardWeights); reads past the pack's rows arrive as
-// zeros.
+// rows of 128 bytes (32 voxels) in the 128-byte swizzle. A box starts only at a 16-byte
+// chunk (kernels/tma.h) and the grid's rows are whole chunks, so a tap whose offset is
+// r = offset % 4 voxels into a chunk reads x's copy r (packed r voxels further on) at
+// offset - r. Blocks of taps past the last are neither copied nor armed (as
+// VxTmaBackwardWeights); reads past the pack's rows arrive as zeros.
 template <class T>
 struct VxTmaBackwardWeightsKMajor {
     static constexpr int A_BOXES = T::BM / 64;
@@ -718,8 +720,9 @@ struct VxTmaBackwardWeightsKMajor {
     static_assert(T::BK == 32 && T::A_BYTES == A_BOXES * BLOCK_BYTES,
                   "a step is one 128-byte row of 32 tf32 voxels per channel");
     const Conv3dTmaParams& tp;
-    // Block j's tap offset in the grid and first channel; a_c[j] < 0 past the last tap.
-    int a_offset[A_BOXES], a_c[A_BOXES];
+    // Block j's tap offset in the grid, down to a chunk, and its copy of x (the offset's
+    // remainder); its first channel, a_c[j] < 0 past the last tap.
+    int a_offset[A_BOXES], a_shift[A_BOXES], a_c[A_BOXES];
     int b_c0;
     unsigned bytes;
     // The next step's first voxel of the grid.
@@ -739,7 +742,9 @@ struct VxTmaBackwardWeightsKMajor {
             vx_grid_tap(ky, p.pad_h, p.stride_h, qy, ry);
             vx_grid_tap(kx, p.pad_w, p.stride_w, qx, rx);
             const int phase = (rz * p.stride_h + ry) * p.stride_w + rx;
-            a_offset[j] = phase * tp.grid_voxels + (qz * tp.grid_h + qy) * tp.grid_w + qx;
+            const int offset = phase * tp.grid_voxels + (qz * tp.grid_h + qy) * tp.grid_w + qx;
+            a_shift[j] = offset % VX_TMA_GRID_CHUNK_VOXELS;
+            a_offset[j] = offset - a_shift[j];
         }
         b_c0 = blockIdx.y * T::BN;
         v = step * T::BK;
@@ -752,8 +757,8 @@ struct VxTmaBackwardWeightsKMajor {
 #pragma unroll
         for (int j = 0; j < A_BOXES; ++j)
             if (a_c[j] >= 0)
-                vx_tma_load_5d(a_tile + j * BLOCK_BYTES, &tp.a, v + a_offset[j], a_c[j], 0, 0,
-                               0, full);
+                vx_tma_load_5d(a_tile + j * BLOCK_BYTES, &tp.a, v + a_offset[j], a_c[j],
+                               a_shift[j], 0, 0, full);
         vx_tma_load_5d(b_tile, &tp.b, v, b_c0, 0, 0, 0, full);
         v += T::BK;
     }
@@ -774,9 +779,9 @@ __device__ __forceinline__ void vx_tma_backward_weights_kmajor(const Conv3dTmaPa
 }
 
 // The channel-major pack of tf32 backward weights on wgmma (ConvChannelMajorPackParams):
-// element v of channel ch's row is voxel v of the phases' grids, in order. A block
-// transposes 32 voxels by 32 channels through shared memory, so that both its reads (a
-// voxel's channels) and its writes (a channel's voxels) are rows.
+// element v of channel ch's row of copy s (blockIdx.z) is voxel v + s of the phases'
+// grids, in order. A block transposes 32 voxels by 32 channels through shared memory, so
+// that both its reads (a voxel's channels) and its writes (a channel's voxels) are rows.
 constexpr int VX_CHANNEL_MAJOR_TILE = 32;
 extern "C" __global__ void __launch_bounds__(256)
     conv3d_pack_channel_major_tf32(const ConvChannelMajorPackParams p,
@@ -786,10 +791,11 @@ extern "C" __global__ void __launch_bounds__(256)
     const ConvBorderPackParams& g = p.grid;
     const int voxels = p.phase_len * p.stride_d * p.stride_h * p.stride_w;
     const int v0 = static_cast<int>(blockIdx.x) * TILE, c0 = static_cast<int>(blockIdx.y) * TILE;
+    const int shift = static_cast<int>(blockIdx.z);
     const int lane = static_cast<int>(threadIdx.x) % TILE;
     const int row = static_cast<int>(threadIdx.x) / TILE;
     for (int r = row; r < TILE; r += ROWS) {
-        const int v = v0 + r, c = c0 + lane;
+        const int v = v0 + r + shift, c = c0 + lane;
         float value = 0.0f;
         if (v < voxels && c < g.c) {
             const int phase = v / p.phase_len;
@@ -809,7 +815,7 @@ extern "C" __global__ void __launch_bounds__(256)
     for (int r = row; r < TILE; r += ROWS) {
         const int c = c0 + r, v = v0 + lane;
         if (c < g.c && v < g.padded)
-            dst[static_cast<size_t>(c) * g.padded + v] = vx_tf32(tile[lane][r]);
+            dst[(static_cast<size_t>(shift) * g.c + c) * g.padded + v] = vx_tf32(tile[lane][r]);
     }
 }
 VX_EMU_ENTRY(conv3d_pack_channel_major_tf32,

@@ -45,7 +45,8 @@ __device__ __forceinline__ unsigned vx_global_timer_lo_ns() {
 
 // A wait longer than this traps the kernel: a phase that can never complete (a transaction
 // byte count the copies do not meet, a missing arrival) then fails the launch within
-// seconds instead of hanging the process until a test's time limit ends it.
+// seconds instead of hanging the process until a test's time limit ends it. The launch
+// then fails with CUDA_ERROR_ILLEGAL_INSTRUCTION, as a malformed instruction's does.
 constexpr unsigned VX_MBAR_TIMEOUT_NS = 4000000000u;
 
 // Meets `threads` threads (whole warps) of the block at barrier `id` (1..15; 0 is

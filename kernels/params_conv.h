@@ -47,6 +47,9 @@ constexpr int VX_CONV_WGMMA_WS64_THREADS = 512;
 // whose threads issues the copies; the 256 x 128 one, four that multiply and one more.
 constexpr int VX_CONV_WGMMA_TMA_THREADS = 384;
 constexpr int VX_CONV_WGMMA_TMA256_THREADS = 640;
+// Voxels of a 16-byte chunk of tf32 backward weights' channel-major packs, where a box's
+// innermost coordinate must fall (kernels/tma.h), and the most copies of x they hold.
+constexpr int VX_TMA_GRID_CHUNK_VOXELS = 4;
 // The 256 x 128 wgmma tile: VX_CONV_WGMMA_M256_BM rows by VX_CONV_WGMMA_M256_BN columns,
 // four warpgroups (VX_CONV_WGMMA_M256_THREADS), one block per SM, a ring of
 // VX_CONV_WGMMA_STAGES_M256.

@@ -27,8 +27,10 @@ __device__ __forceinline__ void vx_mbar_arrive_expect_tx(unsigned long long* bar
 }
 
 // Copies the box of `map` at coordinates (c0 innermost .. c4) to `dst` (128-byte aligned;
-// 1024 for the 128-byte swizzle, 512 for the 64-byte one), completing its bytes on `bar`. `map` is a kernel
-// parameter (__grid_constant__).
+// 1024 for the 128-byte swizzle, 512 for the 64-byte one), completing its bytes on `bar`.
+// `map` is a kernel parameter (__grid_constant__). c0 times the element's bytes must be a
+// multiple of 16: an H200 raises CUDA_ERROR_ILLEGAL_INSTRUCTION on any other (call 8,
+// 2026-11-28), which the harness twin reports as a failed launch.
 __device__ __forceinline__ void vx_tma_load_5d(void* dst, const VxTensorMap* map, int c0,
                                                int c1, int c2, int c3, int c4,
                                                unsigned long long* bar) {
@@ -116,6 +118,12 @@ inline void vx_tma_load_5d(void* dst, const VxTensorMap* map, int c0, int c1, in
     const unsigned origin = vx_shared_address(dst);
     if (origin % swizzle_atom(m.swizzle) != 0) {
         emu_fail("tma: a destination off its 128-byte (swizzled: atom) boundary");
+        return;
+    }
+    // A GPU raises an illegal instruction for a box whose innermost coordinate is not on
+    // a 16-byte boundary of the tensor's rows (whatever the map's alignment).
+    if ((static_cast<long long>(c0) * m.elem_bytes) % 16 != 0) {
+        emu_fail("tma: an innermost coordinate off a 16-byte boundary");
         return;
     }
     const long long c[5] = {c0, c1, c2, c3, c4};

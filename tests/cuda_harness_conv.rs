@@ -17,7 +17,7 @@ use common::{
 };
 use voxseg::backend::cpu::Cpu64;
 use voxseg::backend::cuda::conv_plan::*;
-use voxseg::backend::cuda::conv_tma::ConvTmaTiling;
+use voxseg::backend::cuda::conv_tma::{ConvTmaTiling, TMA_GRID_CHUNK_VOXELS};
 use voxseg::backend::cuda::emu::{self, conv as emu_conv};
 use voxseg::rng::Rng;
 use voxseg::tensor::Shape;
@@ -196,6 +196,7 @@ fn tile_constants_match_params_conv_h() {
         ("VX_CONV_WGMMA_WS64_THREADS", CONV_WGMMA_WS64_THREADS),
         ("VX_CONV_WGMMA_TMA_THREADS", CONV_WGMMA_TMA_THREADS),
         ("VX_CONV_WGMMA_TMA256_THREADS", CONV_WGMMA_TMA256_THREADS),
+        ("VX_TMA_GRID_CHUNK_VOXELS", TMA_GRID_CHUNK_VOXELS as u32),
         ("VX_CONV_WGMMA_ALIGN", CONV_WGMMA_ALIGN),
         ("VX_CONV_HALO_ROWS", CONV_HALO_ROWS),
         ("VX_CONV_HALO_MAX_KW", CONV_HALO_MAX_KW),
@@ -322,10 +323,11 @@ fn check_packs<E: emu_conv::Packed + PartialEq + std::fmt::Debug>(
         (bordered(2, [6, 6, 6], [1, 1, 1], [8, 8, 8]), [432, 1, 16]),
     ];
     // Channel-major (tf32 only), over more than one 32 x 32 block along both: at stride 1
-    // rows of 5 * 7 * 6 * 2 = 420 voxels (a whole number of chunks) and 3 * 5 * 9 = 135
-    // (padded to 136, one source cropped); strided, 2 x 2 x 1 phases of 2 x 4 x 4 x 8
-    // voxels, and 1 x 2 x 3 phases of 3 x 3 x 3 (a source longer than the grids reach).
-    let channel_major = |n: i32, source: [i32; 3], before, dims, stride| {
+    // rows of 5 * 7 * 6 * 2 = 420 voxels (a whole number of chunks; three copies, each a
+    // voxel further on) and 3 * 5 * 9 = 135 (padded to 136, one source cropped; four
+    // copies); strided, 2 x 2 x 1 phases of 2 x 4 x 4 x 8 voxels (two copies), and 1 x 2 x 3
+    // phases of 3 x 3 x 3 (a source longer than the grids reach).
+    let channel_major = |n: i32, source: [i32; 3], before, dims, stride, shifts| {
         ConvPackKind::ChannelMajor(ConvPhaseGrid {
             border: ConvBorder {
                 n,
@@ -334,24 +336,25 @@ fn check_packs<E: emu_conv::Packed + PartialEq + std::fmt::Debug>(
                 dims,
             },
             stride,
+            shifts,
         })
     };
     if precision == ConvPrecision::Tf32 {
         cases.extend([
             (
-                channel_major(2, [3, 4, 5], [1, 2, 0], [5, 7, 6], [1; 3]),
+                channel_major(2, [3, 4, 5], [1, 2, 0], [5, 7, 6], [1; 3], 3),
                 [120, 1, 37],
             ),
             (
-                channel_major(1, [4, 3, 6], [-1, 1, 2], [3, 5, 9], [1; 3]),
+                channel_major(1, [4, 3, 6], [-1, 1, 2], [3, 5, 9], [1; 3], 4),
                 [72, 1, 70],
             ),
             (
-                channel_major(2, [5, 6, 7], [1, 1, 0], [4, 4, 8], [2, 2, 1]),
+                channel_major(2, [5, 6, 7], [1, 1, 0], [4, 4, 8], [2, 2, 1], 2),
                 [420, 1, 37],
             ),
             (
-                channel_major(1, [4, 6, 11], [0, 1, 1], [3, 3, 3], [1, 2, 3]),
+                channel_major(1, [4, 6, 11], [0, 1, 1], [3, 3, 3], [1, 2, 3], 1),
                 [264, 1, 40],
             ),
         ]);
@@ -427,12 +430,14 @@ fn check_packs<E: emu_conv::Packed + PartialEq + std::fmt::Debug>(
                     }
                 }
                 let mut want = Vec::new();
-                for ci in 0..c {
-                    for v in 0..padded {
-                        want.push(match voxels.get(v).copied().flatten() {
-                            Some(voxel) => bits(src[voxel * c + ci]),
-                            None => zero,
-                        });
+                for shift in 0..grid.shifts as usize {
+                    for ci in 0..c {
+                        for v in 0..padded {
+                            want.push(match voxels.get(v + shift).copied().flatten() {
+                                Some(voxel) => bits(src[voxel * c + ci]),
+                                None => zero,
+                            });
+                        }
                     }
                 }
                 want
@@ -1464,21 +1469,31 @@ fn tf32_wgmma_tma_grid_backward_weights() {
     for (g, t, _) in &cases {
         assert!(grid(g, *t).is_some(), "{g:?}");
     }
-    // The first case's grid: 7 x 8 x 9 voxels a sample, two samples, rows of whole chunks.
+    // The first case's grid: 7 x 8 x 9 voxels a sample, rows of whole chunks (so 12 along
+    // w), two samples; x packed three times, for the taps' offsets 0, 1 and 2 along w.
     let first = grid(&same_odd, target).unwrap();
     assert_eq!(
-        (first.dims, first.voxels, first.row_lens),
-        ([7, 8, 9], 1008, [1008; 2])
+        (first.dims, first.voxels, first.row_lens, first.x_shifts),
+        ([7, 8, 12], 1344, [1344; 2], 3)
     );
     // Stride 2, 'same' on 8 x 7 x 9: out 4 x 4 x 5, taps reading phase grid offsets -1..0,
-    // so grids of 5 x 5 x 6; x's row holds the 8 phases'.
+    // so grids of 5 x 5 x 6 (8 along w); x's row holds the 8 phases', packed twice.
     let strided = grid(&cases[5].0, target).unwrap();
     assert_eq!(
-        (strided.dims, strided.voxels, strided.row_lens),
-        ([5, 5, 6], 300, [8 * 300, 300])
+        (
+            strided.dims,
+            strided.voxels,
+            strided.row_lens,
+            strided.x_shifts
+        ),
+        ([5, 5, 8], 400, [8 * 400, 400], 2)
     );
-    // The transposed 2x2x2's grid is its result's: no border.
-    assert_eq!(grid(&cases[7].0, target).unwrap().dims, [4, 3, 5]);
+    // The transposed 2x2x2's grid is its result's (8 along w): no border, one copy of x.
+    let transposed_grid = grid(&cases[7].0, target).unwrap();
+    assert_eq!(
+        (transposed_grid.dims, transposed_grid.x_shifts),
+        ([4, 3, 8], 1)
+    );
     let same = |x: [usize; 5], w: [usize; 5], stride| conv(x, w, stride, Padding::Same);
     for (g, t) in [
         (same([1, 6, 6, 6, 96], [3, 3, 3, 96, 64], 1), target),

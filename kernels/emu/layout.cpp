@@ -304,6 +304,7 @@ extern "C" long long vx_launch_constant(const char* name) {
     if (!std::strcmp(name, "VX_CONV_WGMMA_WS64_THREADS")) return VX_CONV_WGMMA_WS64_THREADS;
     if (!std::strcmp(name, "VX_CONV_WGMMA_TMA_THREADS")) return VX_CONV_WGMMA_TMA_THREADS;
     if (!std::strcmp(name, "VX_CONV_WGMMA_TMA256_THREADS")) return VX_CONV_WGMMA_TMA256_THREADS;
+    if (!std::strcmp(name, "VX_TMA_GRID_CHUNK_VOXELS")) return VX_TMA_GRID_CHUNK_VOXELS;
     if (!std::strcmp(name, "VX_CONV_HALO_ROWS")) return VX_CONV_HALO_ROWS;
     if (!std::strcmp(name, "VX_CONV_HALO_MAX_KW")) return VX_CONV_HALO_MAX_KW;
     if (!std::strcmp(name, "VX_CONV_HALO_STAGES_N128")) return VX_CONV_HALO_STAGES_N128;

@@ -41,8 +41,8 @@
 //! - Splits: when the tiles alone give fewer blocks than the device wants, the reduction is
 //!   cut into slices of whole K steps (grid.z) whose partial results a sum adds.
 use super::conv_tma::{
-    ConvTmaBoxes, ConvTmaGrid, ConvTmaTiling, TiledMap, TMA_GRID_BLOCK_ROWS, TMA_GRID_STEP_VOXELS,
-    TMA_WEIGHT_BOX_VOXELS,
+    ConvTmaBoxes, ConvTmaGrid, ConvTmaTiling, TiledMap, TMA_GRID_BLOCK_ROWS, TMA_GRID_CHUNK_VOXELS,
+    TMA_GRID_STEP_VOXELS, TMA_WEIGHT_BOX_VOXELS,
 };
 use super::params::{Conv3dParams, Conv3dShape, LaunchDims};
 use crate::error::{Error, Result};
@@ -736,11 +736,14 @@ unsafe impl cudarc::driver::DeviceRepr for ConvChannelMajorPackParams {}
 /// Where a channel-major pack puts its source: `border.n` samples of `border.source` voxels
 /// (d, h, w) split into their `stride` phases, phase r's voxel z along an axis holding
 /// source voxel stride (z - before) + r, in grids of `border.dims` voxels a sample, one per
-/// phase (at stride 1, the source inside zero borders).
+/// phase (at stride 1, the source inside zero borders); packed `shifts` times, copy s's
+/// row starting s voxels further on (the voxels of a k-major backward weights' taps that
+/// read within a 16-byte chunk, `TMA_GRID_CHUNK_VOXELS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConvPhaseGrid {
     pub border: ConvBorder,
     pub stride: [i32; 3],
+    pub shifts: i32,
 }
 
 impl ConvPhaseGrid {
@@ -773,8 +776,8 @@ pub enum ConvPackKind {
     /// A operand.
     Bordered(ConvBorder),
     /// Activations `[a = voxels][b = 1][c]` split into stride phases inside zero borders,
-    /// channel-major (`[c][row_len]`, voxels contiguous; tf32 only): k-major backward
-    /// weights' operands (`ConvPlan::tma_grid_weights`).
+    /// channel-major (`[shift][c][row_len]`, voxels contiguous; tf32 only): k-major
+    /// backward weights' operands (`ConvPlan::tma_grid_weights`).
     ChannelMajor(ConvPhaseGrid),
 }
 
@@ -827,7 +830,16 @@ impl ConvPack {
                     ));
                 }
                 bordered(grid.border)?;
-                (c, grid.voxels().next_multiple_of(per_chunk))
+                if !(1..=TMA_GRID_CHUNK_VOXELS).contains(&grid.shifts) {
+                    return Err(Error::config(
+                        "conv3d (cuda pack)",
+                        format!("{} shifts of a channel-major pack", grid.shifts),
+                    ));
+                }
+                (
+                    c * grid.shifts as usize,
+                    grid.voxels().next_multiple_of(per_chunk),
+                )
             }
         };
         let chunks = kept * padded / per_chunk;
@@ -841,10 +853,10 @@ impl ConvPack {
             ));
         };
         let dims = match kind {
-            // A block per 32 voxels by 32 channels (kernels/conv3d_wgmma.cu).
-            ConvPackKind::ChannelMajor(_) => {
+            // A block per 32 voxels by 32 channels of one shift (kernels/conv3d_wgmma.cu).
+            ConvPackKind::ChannelMajor(g) => {
                 let tiles = |v: i32| (v as u32).div_ceil(CHANNEL_MAJOR_PACK_TILE);
-                let grid = [tiles(padded), tiles(c), 1];
+                let grid = [tiles(padded), tiles(c), g.shifts as u32];
                 if grid[1] as u64 > MAX_GRID_YZ {
                     return Err(Error::shape(
                         "conv3d (cuda pack)",
@@ -952,7 +964,7 @@ impl ConvPack {
             ConvPackKind::Rows => p.a as usize * p.b as usize,
             ConvPackKind::Transposed => p.a as usize * p.c as usize,
             ConvPackKind::Bordered(border) => border.voxels()[1],
-            ConvPackKind::ChannelMajor(_) => p.c as usize,
+            ConvPackKind::ChannelMajor(g) => p.c as usize * g.shifts as usize,
         };
         rows * p.padded as usize
     }
@@ -1821,10 +1833,13 @@ impl ConvPlan {
     /// (`ConvTmaGrid`), dy's at 0 and x's one per stride phase, each tap reading one phase at
     /// one offset. Along an axis the taps read phase grid voxels o + q + before, q from
     /// floor(-pad / s) to floor((k - 1 - pad) / s), before = ceil(pad / s), so the grid is
-    /// out + q_max - q_min long; the reduction runs over all of its voxels, the border's
-    /// adding zeros: with a 3^3 'same' kernel 1.2x the output's voxels at 32^3, 1.4x at 16^3,
-    /// 2x at 8^3 (stride 1), 1.2x at 16^3 (stride 2); none for a 2^3 stride-2 one (a
-    /// transposed convolution's). x's channels fill whole 64-row blocks of one tap, results
+    /// out + q_max - q_min long (along w, rounded up to whole 16-byte chunks); the reduction
+    /// runs over all of its voxels, the border's adding zeros: with a 3^3 'same' kernel 1.2x
+    /// the output's voxels at 32^3, 1.4x at 16^3, 2x at 8^3 (stride 1), 1.2x at 16^3 (stride
+    /// 2); none for a 2^3 stride-2 one (a transposed convolution's). A tap's offset is then
+    /// its offset along w within a chunk, and a box may only start at a chunk: x is packed
+    /// once per such shift (three times for a 3^3 kernel at stride 1, twice at stride 2),
+    /// and a tap reads the copy that starts its offset's remainder further on. x's channels fill whole 64-row blocks of one tap, results
     /// have more than 32 columns (the 128- and 64-column tiles as `tc_tile` picks them; 64
     /// only where `wgmma_n64_weights` is on; 128 as 256 x 128 within `wgmma_m256`). Not yet
     /// timed on a GPU.
@@ -1855,8 +1870,16 @@ impl ConvPlan {
         let stride = [p.stride_d, p.stride_h, p.stride_w];
         let out = [p.out_d, p.out_h, p.out_w];
         let before: [i32; 3] = std::array::from_fn(|i| (pad[i] + stride[i] - 1) / stride[i]);
-        let dims: [i32; 3] =
-            std::array::from_fn(|i| out[i] + (k[i] - 1 - pad[i]).div_euclid(stride[i]) + before[i]);
+        let reach: [i32; 3] =
+            std::array::from_fn(|i| (k[i] - 1 - pad[i]).div_euclid(stride[i]) + before[i]);
+        let chunk_voxels = TMA_GRID_CHUNK_VOXELS;
+        let dims = [
+            out[0] + reach[0],
+            out[1] + reach[1],
+            (out[2] + reach[2] + chunk_voxels - 1) / chunk_voxels * chunk_voxels,
+        ];
+        // The taps' offsets along w run from 0 to reach[2].
+        let x_shifts = (reach[2] + 1).min(chunk_voxels);
         let border = |source, before| ConvBorder {
             n: p.n,
             source,
@@ -1866,10 +1889,12 @@ impl ConvPlan {
         let x_grid = ConvPhaseGrid {
             border: border([p.in_d, p.in_h, p.in_w], before),
             stride,
+            shifts: x_shifts,
         };
         let dy_grid = ConvPhaseGrid {
             border: border(out, [0; 3]),
             stride: [1; 3],
+            shifts: 1,
         };
         let voxels = dy_grid.phase_len() as u64;
         let row_lens =
@@ -1918,6 +1943,7 @@ impl ConvPlan {
             dims,
             voxels: voxels as i32,
             row_lens: row_lens.map(|v| v as i32),
+            x_shifts,
         };
         Ok(Some(Self {
             tma: Some(ConvTmaTiling::Grid(tiling)),
@@ -1941,8 +1967,13 @@ impl ConvPlan {
                 self.kernel.tile.is_sw64(),
             ),
             ConvTmaTiling::Grid(grid) => [
-                TiledMap::channel_major(self.params.cin, grid.row_lens[0], TMA_GRID_BLOCK_ROWS),
-                TiledMap::channel_major(self.params.cout, grid.row_lens[1], bn),
+                TiledMap::channel_major(
+                    self.params.cin,
+                    grid.row_lens[0],
+                    TMA_GRID_BLOCK_ROWS,
+                    grid.x_shifts,
+                ),
+                TiledMap::channel_major(self.params.cout, grid.row_lens[1], bn, 1),
             ],
         };
         Some((tiling, maps))
@@ -2013,12 +2044,21 @@ mod tests {
                 dims: [4, 4, 8],
             },
             stride: [2, 2, 1],
+            shifts: 3,
         };
         let kind = ConvPackKind::ChannelMajor(grid);
         let pack = ConvPack::new(kind, ConvPrecision::Tf32, [420, 1, 40], 1).unwrap();
         assert_eq!((grid.phase_len(), grid.voxels()), (256, 1024));
-        assert_eq!((pack.params.padded, pack.packed_len()), (1024, 40 * 1024));
-        assert_eq!(pack.dims.grid, [32, 2, 1]);
+        assert_eq!(
+            (pack.params.padded, pack.packed_len()),
+            (1024, 3 * 40 * 1024)
+        );
+        assert_eq!(pack.dims.grid, [32, 2, 3]);
+        for shifts in [0, 5] {
+            let kind = ConvPackKind::ChannelMajor(ConvPhaseGrid { shifts, ..grid });
+            let refused = ConvPack::new(kind, ConvPrecision::Tf32, [420, 1, 40], 1).unwrap_err();
+            assert!(refused.to_string().contains("shifts"), "{refused}");
+        }
         let bf16 = ConvPack::new(kind, ConvPrecision::Bf16, [420, 1, 40], 1).unwrap_err();
         assert!(bf16.to_string().contains("tf32 only"), "{bf16}");
         let wrong = ConvPack::new(kind, ConvPrecision::Tf32, [419, 1, 40], 1).unwrap_err();

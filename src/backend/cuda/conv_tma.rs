@@ -33,6 +33,11 @@ pub const TMA_WEIGHT_BOX_VOXELS: i32 = 64;
 pub const TMA_GRID_STEP_VOXELS: i32 = 32;
 /// Rows (channels of one tap) of a k-major backward-weights box of x.
 pub const TMA_GRID_BLOCK_ROWS: u32 = 64;
+/// Voxels of a 16-byte chunk of a channel-major tf32 row: a box's innermost coordinate
+/// must be a multiple of it (any other raises an illegal instruction on an H200), so a
+/// k-major backward weights' grid rows are a multiple of it long, and x is packed once per
+/// shift of its taps' offsets within a chunk.
+pub const TMA_GRID_CHUNK_VOXELS: i32 = 4;
 /// Bytes of channels in a box: the 128-byte swizzle's row, or the 64-byte one's
 /// (`ConvTile::WgTma128Sw64`, `WgTma64Sw64`).
 const TMA_BOX_ROW_BYTES: i32 = 128;
@@ -97,14 +102,16 @@ impl ConvTmaBoxes {
 }
 
 /// The grid of a k-major (tf32) backward weights (kernels/params.h, Conv3dTmaParams):
-/// `dims` voxels a sample, `voxels` over all samples (dy's, and each of x's stride
-/// phases'), each channel's row of x's and dy's channel-major packs `row_lens` long (every
-/// phase's voxels, in whole 16-byte chunks).
+/// `dims` voxels a sample (rows of whole 16-byte chunks), `voxels` over all samples (dy's,
+/// and each of x's stride phases'), each channel's row of x's and dy's channel-major packs
+/// `row_lens` long (every phase's voxels, in whole 16-byte chunks), x's packed
+/// `x_shifts` times (`ConvPhaseGrid::shifts`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvTmaGrid {
     pub dims: [i32; 3],
     pub voxels: i32,
     pub row_lens: [i32; 2],
+    pub x_shifts: i32,
 }
 
 /// How a pass on the tensor memory accelerator's tiles walks its operands: boxes of output
@@ -237,17 +244,18 @@ impl TiledMap {
         [a, weights]
     }
 
-    /// A channel-major tf32 pack of `channels` rows of `row_len` voxels
+    /// A channel-major tf32 pack of `shifts` copies of `channels` rows of `row_len` voxels
     /// (`ConvPackKind::ChannelMajor`), boxes of 32 voxels (a 128-byte row) by `box_rows`
-    /// channels: rank 5 as the others, its outer three dimensions 1.
-    pub fn channel_major(channels: i32, row_len: i32, box_rows: u32) -> Self {
+    /// channels of one copy: rank 5 as the others, its outer two dimensions 1.
+    pub fn channel_major(channels: i32, row_len: i32, box_rows: u32, shifts: i32) -> Self {
         let row = row_len as u64 * 4;
-        let all = row * channels as u64;
+        let copy = row * channels as u64;
+        let all = copy * shifts as u64;
         Self {
             data_type: TMA_DATA_TYPE_U32,
             swizzle: TMA_SWIZZLE_128B,
-            dims: [row_len as u64, channels as u64, 1, 1, 1],
-            strides: [row, all, all, all],
+            dims: [row_len as u64, channels as u64, shifts as u64, 1, 1],
+            strides: [row, copy, all, all],
             box_dims: [TMA_GRID_STEP_VOXELS as u32, box_rows, 1, 1, 1],
             element_strides: [1; 5],
         }
@@ -489,12 +497,12 @@ mod tests {
 
     #[test]
     fn channel_major_maps_read_a_row_of_32_voxels_by_the_boxs_channels() {
-        let m = TiledMap::channel_major(320, 1004, 64);
-        assert_eq!(m.dims, [1004, 320, 1, 1, 1]);
+        let m = TiledMap::channel_major(320, 1004, 64, 3);
+        assert_eq!(m.dims, [1004, 320, 3, 1, 1]);
         let row = 1004 * 4;
-        assert_eq!(m.strides, [row, row * 320, row * 320, row * 320]);
+        assert_eq!(m.strides, [row, row * 320, row * 960, row * 960]);
         assert_eq!(m.box_dims, [32, 64, 1, 1, 1]);
-        assert_eq!((m.box_bytes(), m.tensor_bytes()), (32 * 64 * 4, row * 320));
+        assert_eq!((m.box_bytes(), m.tensor_bytes()), (32 * 64 * 4, row * 960));
         assert_eq!(
             (m.data_type, m.swizzle),
             (TMA_DATA_TYPE_U32, TMA_SWIZZLE_128B)
@@ -503,6 +511,7 @@ mod tests {
             dims: [10, 11, 12],
             voxels: 2 * 1320,
             row_lens: [2 * 1320; 2],
+            x_shifts: 3,
         });
         let p = tma_params(
             &params([8, 9, 10], 1),
