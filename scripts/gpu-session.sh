@@ -35,7 +35,9 @@
 # tf32 backward weights on the tensor memory accelerator's tiles over channel-major packs
 # (VOXSEG_WGMMA_TF32_WEIGHTS=1; off by default, not yet timed), "+savepacked" has the
 # tape keep only the packs of the tensor-core convolutions' inputs that their weight
-# gradients read (VOXSEG_SAVE_PACKED_INPUTS=1; off by default, not yet run), "+jit" loads
+# gradients read (VOXSEG_SAVE_PACKED_INPUTS=1; off by default), "+waves" splits reductions
+# whose tiles fill less than a wave by whole waves (VOXSEG_SPLIT_WAVES=1; off by default,
+# not yet timed), "+jit" loads
 # every module from its PTX (the driver's compilation) instead of the machine code the
 # bundle carries for the card (VOXSEG_SASS=off); without them each runs where an H100
 # measured it faster (so "+l1" leaves the
@@ -162,6 +164,7 @@ for item in $ours; do
         non64w) vars+=(VOXSEG_WGMMA_N64_WEIGHTS=off) ;;
         tf32w) vars+=(VOXSEG_WGMMA_TF32_WEIGHTS=1) ;;
         savepacked) vars+=(VOXSEG_SAVE_PACKED_INPUTS=1) ;;
+        waves) vars+=(VOXSEG_SPLIT_WAVES=1) ;;
         l1) vars+=(VOXSEG_GATHER_L1=all) ;;
         nol1) vars+=(VOXSEG_GATHER_L1=off) ;;
         halo) vars+=(VOXSEG_CONV_HALO=all) ;;

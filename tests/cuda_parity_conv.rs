@@ -59,6 +59,7 @@ struct RestoreSettings<'a> {
     wgmma_ws: bool,
     wgmma_tma: Reach,
     wgmma_n64_weights: bool,
+    split_waves: bool,
     wgmma_tf32_weights: bool,
     gather_l1: Reach,
     halo: Reach,
@@ -76,6 +77,7 @@ impl<'a> RestoreSettings<'a> {
             wgmma_ws: gpu.wgmma_ws().unwrap(),
             wgmma_tma: gpu.wgmma_tma().unwrap(),
             wgmma_n64_weights: gpu.wgmma_n64_weights().unwrap(),
+            split_waves: gpu.split_waves().unwrap(),
             wgmma_tf32_weights: gpu.wgmma_tf32_weights().unwrap(),
             gather_l1: gpu.gather_l1().unwrap(),
             halo: gpu.halo().unwrap(),
@@ -95,6 +97,7 @@ impl Drop for RestoreSettings<'_> {
         gpu.set_wgmma_ws(self.wgmma_ws);
         gpu.set_wgmma_tma(self.wgmma_tma);
         gpu.set_wgmma_n64_weights(self.wgmma_n64_weights);
+        gpu.set_split_waves(self.split_waves);
         gpu.set_wgmma_tf32_weights(self.wgmma_tf32_weights);
         gpu.set_gather_l1(self.gather_l1);
         gpu.set_halo(self.halo);
@@ -111,6 +114,7 @@ fn plan_like(gpu: &Cuda, target: ConvTarget) {
     gpu.set_wgmma_ws(target.wgmma_ws);
     gpu.set_wgmma_tma(target.wgmma_tma);
     gpu.set_wgmma_n64_weights(target.wgmma_n64_weights);
+    gpu.set_split_waves(target.split_waves);
     gpu.set_wgmma_tf32_weights(target.wgmma_tf32_weights);
     gpu.set_halo(target.halo);
     gpu.set_gather_l1(target.gather_l1);
@@ -814,6 +818,31 @@ fn wgmma_tma_grid_cases_plan_their_tiles_on_an_h100() {
     let deep = wgmma_tma_grid_cases()[1].0;
     let plan = ConvPlan::new(&deep, ConvPass::BackwardWeight, ConvPrecision::Tf32, m256);
     assert_eq!(grid_tile(&plan.unwrap()), Some(ConvTile::WgTma256));
+}
+
+/// Backward weights split by whole waves (`VOXSEG_SPLIT_WAVES`): a layer of 27 tiles
+/// whose one-wave split leaves a fifth of the SMs idle (bf16 on the tensor memory
+/// accelerator's 128 x 64 tiles) takes more slices, and matches the CPU backend as the
+/// one-wave split does.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn split_waves_backward_weights_match_cpu() {
+    let _serial = serial();
+    let gpu = device();
+    let _restore = RestoreSettings::new(&gpu);
+    plan_like(&gpu, wgmma_tma_target().with_wgmma_tma(Reach::Measured));
+    gpu.set_conv_precision(ConvPrecision::Bf16);
+    let g = conv([2, 32, 32, 32, 128], [3, 3, 3, 128, 64], 1, 1);
+    let one_wave = gpu.conv_plan(&g, ConvPass::BackwardWeight).unwrap();
+    gpu.set_split_waves(true);
+    let waves = gpu.conv_plan(&g, ConvPass::BackwardWeight).unwrap();
+    assert!(
+        waves.splits() > one_wave.splits(),
+        "{} splits, {} without whole waves",
+        waves.splits(),
+        one_wave.splits()
+    );
+    check_passes(&gpu, &[g], &[ConvPass::BackwardWeight]);
 }
 
 /// tf32 backward weights over channel-major packs (`VOXSEG_WGMMA_TF32_WEIGHTS`,

@@ -20,6 +20,8 @@
 //! the 256 x 128 wgmma tiles (`VOXSEG_WGMMA_M256`). The warp-specialized tiles
 //! (`VOXSEG_WGMMA_WS`) are off, as an H100 measured them slower;
 //! `VOXSEG_WGMMA_N64_WEIGHTS=off` moves 64-column backward weights from wgmma to mma.sync.
+//! `VOXSEG_SPLIT_WAVES=1` splits reductions whose tiles fill less than a wave by a model of
+//! whole waves (`ConvTarget::split_waves`; off until a GPU has timed it).
 //! `VOXSEG_WGMMA_TF32_WEIGHTS=1` runs tf32 backward weights on the tensor memory
 //! accelerator's tiles over channel-major packs (off: not yet timed; inert where
 //! `VOXSEG_WGMMA_TMA` is off).
@@ -73,6 +75,11 @@ pub const WGMMA_TMA_ENV: &str = "VOXSEG_WGMMA_TMA";
 /// The environment variable that keeps backward weights into 64 columns on mma.sync (`0`
 /// or `off`; on wgmma by default where wgmma runs).
 pub const WGMMA_N64_WEIGHTS_ENV: &str = "VOXSEG_WGMMA_N64_WEIGHTS";
+
+/// The environment variable that splits reductions whose tiles fill less than a wave by a
+/// model of whole waves (`1` or `on`; off by default until an H100 has timed it,
+/// `ConvTarget::split_waves`).
+pub const SPLIT_WAVES_ENV: &str = "VOXSEG_SPLIT_WAVES";
 
 /// The environment variable that runs tf32 backward weights on the tensor memory
 /// accelerator's tiles over channel-major packs (`1` or `on`; off by default until an H100
@@ -156,6 +163,7 @@ struct ConvSettings {
     wgmma_ws: bool,
     wgmma_tma: Reach,
     wgmma_n64_weights: bool,
+    split_waves: bool,
     wgmma_tf32_weights: bool,
     gather_l1: Reach,
     halo: Reach,
@@ -173,6 +181,7 @@ impl Default for ConvSettings {
             wgmma_ws: false,
             wgmma_tma: Reach::default(),
             wgmma_n64_weights: true,
+            split_waves: false,
             wgmma_tf32_weights: false,
             gather_l1: Reach::default(),
             halo: Reach::default(),
@@ -344,6 +353,7 @@ impl Cuda {
         let wgmma_ws = wgmma_switch(WGMMA_WS_ENV, false)?;
         let wgmma_tma = reach_from_env(WGMMA_TMA_ENV)?;
         let wgmma_n64_weights = switch_from_env(WGMMA_N64_WEIGHTS_ENV)?.unwrap_or(true);
+        let split_waves = switch_from_env(SPLIT_WAVES_ENV)?.unwrap_or(false);
         let wgmma_tf32_weights = wgmma_switch(WGMMA_TF32_WEIGHTS_ENV, false)?;
         if wgmma && wgmma_tf32_weights && wgmma_tma == Reach::Off {
             eprintln!(
@@ -368,6 +378,7 @@ impl Cuda {
             wgmma_ws,
             wgmma_tma,
             wgmma_n64_weights,
+            split_waves,
             wgmma_tf32_weights,
             gather_l1,
             halo,
@@ -562,6 +573,17 @@ impl Cuda {
         self.update_conv_settings(|s| s.wgmma_n64_weights = on);
     }
 
+    /// Whether reductions whose tiles fill less than a wave are split by whole waves: what
+    /// `set_split_waves` set, else `VOXSEG_SPLIT_WAVES` (off unless `1` or `on`).
+    pub fn split_waves(&self) -> Result<bool> {
+        Ok(self.conv_settings()?.split_waves)
+    }
+
+    /// Splits reductions by whole waves or by one, whatever `VOXSEG_SPLIT_WAVES` says.
+    pub fn set_split_waves(&self, on: bool) {
+        self.update_conv_settings(|s| s.split_waves = on);
+    }
+
     /// Whether tf32 backward weights runs on the tensor memory accelerator's tiles
     /// over channel-major packs (where wgmma and those tiles are on): what
     /// `set_wgmma_tf32_weights` set, else `VOXSEG_WGMMA_TF32_WEIGHTS` (off unless `1` or
@@ -634,6 +656,7 @@ impl Cuda {
             .with_wgmma_ws(s.wgmma_ws)
             .with_wgmma_tma(s.wgmma_tma)
             .with_wgmma_n64_weights(s.wgmma_n64_weights)
+            .with_split_waves(s.split_waves)
             .with_wgmma_tf32_weights(s.wgmma_tf32_weights)
             .with_halo(s.halo)
             .with_gather_l1(s.gather_l1);

@@ -178,6 +178,10 @@ const TMA_MIN_DEPTH_64: u64 = 2048;
 const TMA_M256_WEIGHT_MIN_MACS: u64 = 1 << 34;
 /// A split covers at least this many K steps.
 const MIN_STEPS_PER_SPLIT: u64 = 8;
+/// Where `ConvTarget::split_waves` is on: what a block costs besides its K steps (filling
+/// its ring, storing its tile), in K steps, and the most waves a split reduction may take.
+const BLOCK_OVERHEAD_STEPS: u64 = 8;
+const MAX_SPLIT_WAVES: u64 = 4;
 const MAX_GRID_YZ: u64 = 65_535;
 
 /// The environment variable that sets the initial [`ConvPrecision`] of a `Cuda` device.
@@ -1058,6 +1062,9 @@ pub struct ConvTarget {
     /// Backward weights into 64 columns runs wgmma, the tensor memory accelerator's tiles
     /// too (where the other 64-column rules allow it), else mma.sync.
     pub wgmma_n64_weights: bool,
+    /// A reduction whose tiles fill less than one wave is split by a model of whole waves
+    /// (`split_reduction`) rather than into as many slices as one wave holds.
+    pub split_waves: bool,
     /// tf32 backward weights run on the tensor memory accelerator's tiles over
     /// channel-major packs (`ConvPlan::tma_grid_weights`), where `wgmma_tma` is not off.
     pub wgmma_tf32_weights: bool,
@@ -1081,6 +1088,7 @@ impl ConvTarget {
             wgmma_ws: false,
             wgmma_tma: Reach::Off,
             wgmma_n64_weights: true,
+            split_waves: false,
             wgmma_tf32_weights: false,
             halo: Reach::Off,
             gather_l1: Reach::Off,
@@ -1113,6 +1121,13 @@ impl ConvTarget {
     pub fn with_wgmma_n64_weights(self, wgmma_n64_weights: bool) -> Self {
         Self {
             wgmma_n64_weights,
+            ..self
+        }
+    }
+
+    pub fn with_split_waves(self, split_waves: bool) -> Self {
+        Self {
+            split_waves,
             ..self
         }
     }
@@ -1198,26 +1213,43 @@ fn largest_phase_grid(p: &Conv3dParams) -> [i32; 3] {
 }
 
 /// (splits, elements per split) of a reduction of `depth` in steps of `bk` for `tiles`
-/// tiles of `kernel`: split only when the tiles fill less than half the device (a split
-/// writes every result once per slice and costs a sum, which a full wave does not repay),
-/// into slices of at least `MIN_STEPS_PER_SPLIT` steps.
+/// tiles of `kernel` on `target`: split only when the tiles fill less than half the device
+/// (a split writes every result once per slice and costs a sum, which a full wave does not
+/// repay), into slices of at least `MIN_STEPS_PER_SPLIT` steps: as many as one wave holds,
+/// or with `split_waves`, the count whose whole waves take least by `split_cost`.
 fn split_reduction(
     kernel: &ConvKernel,
-    target_blocks: u32,
+    target: ConvTarget,
     tiles: u64,
     depth: u64,
     bk: u64,
     max_splits: u64,
 ) -> (u64, u64) {
-    // `target_blocks` counts 4 blocks of CONV_THREADS per SM; a kernel fills an SM with
+    // `target.blocks` counts 4 blocks of CONV_THREADS per SM; a kernel fills an SM with
     // as many of its own blocks as the SM holds at once.
-    let wanted_blocks = target_blocks as u64 * kernel.resident_threads_per_sm() as u64
+    let wave = target.blocks as u64 * kernel.resident_threads_per_sm() as u64
         / (4 * kernel.threads()) as u64;
     let steps = depth.div_ceil(bk);
-    let useful = (steps / MIN_STEPS_PER_SPLIT).max(1);
-    let splits = (wanted_blocks / tiles).min(useful).clamp(1, max_splits);
+    let useful = (steps / MIN_STEPS_PER_SPLIT).max(1).min(max_splits);
+    let one_wave = (wave / tiles).clamp(1, useful);
+    let splits = if target.split_waves && one_wave > 1 {
+        let most = (MAX_SPLIT_WAVES * wave / tiles).clamp(1, useful);
+        (one_wave..=most)
+            .min_by_key(|&s| (split_cost(tiles, s, steps, wave), s))
+            .unwrap_or(one_wave)
+    } else {
+        one_wave
+    };
     let split_len = steps.div_ceil(splits) * bk;
     (depth.div_ceil(split_len).max(1), split_len)
+}
+
+/// The time, in K steps, of `tiles` tiles split `splits` ways over `steps` steps, a wave
+/// holding `wave` blocks: whole waves, each as long as a block's slice and its overhead.
+/// At 8192 steps, one wave of 27 tiles split 4 ways (108 of 132 blocks) costs 2056, four
+/// waves split 19 ways (513 blocks) 1760.
+fn split_cost(tiles: u64, splits: u64, steps: u64, wave: u64) -> u64 {
+    (tiles * splits).div_ceil(wave) * (steps.div_ceil(splits) + BLOCK_OVERHEAD_STEPS)
 }
 
 /// Whether a grid fits the device's limits (and the kernels' int block indices).
@@ -1511,8 +1543,7 @@ impl ConvPlan {
         let (bm, bn, bk) = (bm as u64, bn as u64, bk as u64);
         let tiles = gm.rows.div_ceil(bm) * gm.cols.div_ceil(bn) * gm.layers;
         let max_splits = (MAX_GRID_YZ / gm.layers).max(1);
-        let (splits, split_len) =
-            split_reduction(&kernel, target_blocks, tiles, gm.depth, bk, max_splits);
+        let (splits, split_len) = split_reduction(&kernel, target, tiles, gm.depth, bk, max_splits);
         let grid = [
             gm.rows.div_ceil(bm),
             gm.cols.div_ceil(bn),
@@ -1622,7 +1653,7 @@ impl ConvPlan {
             let tiles = [tiles, gm.cols.div_ceil(bn)];
             let (splits, split_len) = split_reduction(
                 &kernel,
-                target.blocks,
+                target,
                 tiles[0] * tiles[1],
                 halo.rows(),
                 bk,
@@ -1809,7 +1840,7 @@ impl ConvPlan {
         };
         let (splits, split_len) = split_reduction(
             &kernel,
-            target.blocks,
+            target,
             tiles[0] * tiles[1] * gm.layers,
             depth,
             bk,
@@ -1913,7 +1944,7 @@ impl ConvPlan {
         let tiles = [gm.rows.div_ceil(bm as u64), gm.cols.div_ceil(bn as u64)];
         let (splits, split_len) = split_reduction(
             &kernel,
-            target.blocks,
+            target,
             tiles[0] * tiles[1],
             voxels,
             bk as u64,
@@ -2027,11 +2058,45 @@ mod tests {
     /// The H100's 132 SMs, as `Cuda::target_blocks` counts them.
     const H100: u32 = 4 * 132;
 
-    /// A packed weight row must fit the loaders' 32-bit strides: at TF32 a 3x3x3 kernel
-    /// over 39 768 212 channels (4 294 966 896 bytes a row) passes that check, over
-    /// 39 768 215 (padded to 39 768 216: 4 294 967 328 bytes) it does not, though both pass
-    /// the params' 32-bit element counts (other limits, such as the grid's, may still
-    /// refuse such a layer).
+    /// With `split_waves`, a reduction whose tiles fill less than a wave takes the split
+    /// whose whole waves cost least: the decoder's 128 -> 64 layer at 64^3 (27 tiles of
+    /// 128 x 64 over 8192 steps) from 4 ways (108 blocks, one wave) to 19 (513 blocks, four
+    /// waves); one that fills a wave already, or is too short to split, stays as it was.
+    #[test]
+    fn split_waves_splits_a_part_filled_wave_into_whole_waves() {
+        let hopper = ConvTarget::new(H100)
+            .with_wgmma(true)
+            .with_wgmma_tma(Reach::Measured);
+        let splits = |g: &ConvGeometry, pass, waves| {
+            let target = hopper.with_split_waves(waves);
+            let plan = ConvPlan::new(g, pass, ConvPrecision::Bf16, target).unwrap();
+            (plan.kernel.tile, plan.dims.grid, plan.splits())
+        };
+        let dec1 = conv([2, 64, 64, 64, 128], [3, 3, 3, 128, 64], 1);
+        let weights = ConvPass::BackwardWeight;
+        assert_eq!(
+            splits(&dec1, weights, false),
+            (ConvTile::WgTma64, [27, 1, 4], 4)
+        );
+        assert_eq!(
+            splits(&dec1, weights, true),
+            (ConvTile::WgTma64, [27, 1, 19], 19)
+        );
+        assert!(split_cost(27, 19, 8192, 132) < split_cost(27, 4, 8192, 132));
+        for pass in [ConvPass::Forward, ConvPass::BackwardData] {
+            assert_eq!(
+                splits(&dec1, pass, true),
+                splits(&dec1, pass, false),
+                "{pass:?}"
+            );
+        }
+        let short = conv([1, 4, 4, 4, 64], [3, 3, 3, 64, 64], 1);
+        assert_eq!(
+            splits(&short, weights, true),
+            splits(&short, weights, false)
+        );
+    }
+
     /// Channel-major packs are tf32 only and must describe their source; their rows hold
     /// every phase's grids, in whole chunks, and a block covers 32 voxels by 32 channels.
     #[test]
@@ -2065,6 +2130,11 @@ mod tests {
         assert!(wrong.to_string().contains("does not describe"), "{wrong}");
     }
 
+    /// A packed weight row must fit the loaders' 32-bit strides: at TF32 a 3x3x3 kernel
+    /// over 39 768 212 channels (4 294 966 896 bytes a row) passes that check, over
+    /// 39 768 215 (padded to 39 768 216: 4 294 967 328 bytes) it does not, though both pass
+    /// the params' 32-bit element counts (other limits, such as the grid's, may still
+    /// refuse such a layer).
     #[test]
     fn packed_weight_rows_beyond_32_bit_strides_are_refused() {
         let target = ConvTarget::new(528);
