@@ -268,6 +268,7 @@ fn details(cuda: &Cuda, timed: &Timed, suite: &str, kernel: &str) -> BenchDetail
         kernel: kernel.into(),
         packs: None,
         pool_peak_bytes: pool.peak_allocated_bytes,
+        forward_live_bytes: None,
         pool_device_allocations: pool.device_allocations,
         timed_device_allocations: timed.device_allocations,
     }
@@ -436,7 +437,12 @@ fn model_cases(
             Shape::new(&step.input_dims()),
             cuda.uniform(SEED, 5, 0, step.input_dims().iter().product())?,
         )?;
-        let mut train = step_runner(cuda, &step, x, SEED)?;
+        let forward_live = std::rc::Rc::new(std::cell::Cell::new(0));
+        let probe = {
+            let (forward_live, cuda) = (forward_live.clone(), cuda.clone());
+            move || forward_live.set(cuda.pool_stats().allocated_bytes)
+        };
+        let mut train = step_runner(cuda, &step, x, SEED, probe)?;
         let mut run = || train().map(|_| ());
         let timed = time_median(cuda, &mut run)?;
         results.push(BenchResult {
@@ -445,7 +451,10 @@ fn model_cases(
             ms: timed.ms,
             gflops: 0.0,
             run: run_info(cuda, precision),
-            details: Some(details(cuda, &timed, "brats", "model")),
+            details: Some(BenchDetails {
+                forward_live_bytes: Some(forward_live.get()),
+                ..details(cuda, &timed, "brats", "model")
+            }),
         });
     }
     Ok(results)
@@ -722,6 +731,7 @@ mod tests {
                 kernel: "conv3d_fwd_tf32_n32".into(),
                 packs: Some("kept".into()),
                 pool_peak_bytes: 1 << 30,
+                forward_live_bytes: None,
                 pool_device_allocations: 12,
                 timed_device_allocations: 0,
             }),
@@ -748,7 +758,7 @@ mod tests {
         }
         assert_eq!(eager["precision"], "tf32");
         assert_eq!(eager["timing"], "events");
-        for absent in ["layer", "ms_eager", "graph_reps"] {
+        for absent in ["layer", "ms_eager", "graph_reps", "forward_live_bytes"] {
             assert!(eager.get(absent).is_none(), "{absent} in {eager}");
         }
         let graph = line("graph", Some(2.75), Some(7));

@@ -98,6 +98,10 @@ pub struct BenchDetails {
     /// The pool's peak of allocated bytes during the case: what was live when its timing
     /// began (its inputs, a model) and what it allocated.
     pub pool_peak_bytes: u64,
+    /// The training step: the pool's allocated bytes once the forward and the loss are
+    /// built, before the backward (what the tape saved, with the model and its inputs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forward_live_bytes: Option<u64>,
     /// Device allocations the pool has made so far, and those made during the timed runs
     /// (0 once the cache is warm).
     pub pool_device_allocations: u64,
@@ -307,7 +311,7 @@ fn unet_step_case(b: Cpu, shape: step::StepShape) -> BenchCase {
                 dims.clone(),
                 random_storage(&b, &dims, 5)?,
             )?;
-            let mut train = step::step_runner(&b, &shape, x, 5)?;
+            let mut train = step::step_runner(&b, &shape, x, 5, || ())?;
             let run: BenchRun = Box::new(move || train().map(|_| ()));
             Ok(run)
         }),

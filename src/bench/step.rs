@@ -57,12 +57,14 @@ impl StepShape {
 
 /// A step of `shape`'s network on input `x` (of `shape.input_dims()`), to be called
 /// repeatedly: each call trains the same model one more step and returns the loss (left on
-/// the device, so that timing does not wait for it).
+/// the device, so that timing does not wait for it). `after_forward` runs once the forward
+/// and the loss are built, before the backward (where the tape holds the most it saved).
 pub fn step_runner<B: Backend>(
     backend: &B,
     shape: &StepShape,
     x: Tensor<B>,
     seed: u64,
+    mut after_forward: impl FnMut(),
 ) -> Result<impl FnMut() -> Result<Tensor<B>>> {
     let spec = ModelSpec::Unet(shape.config());
     let mut model = Model::new(backend, &spec, seed)?;
@@ -83,6 +85,7 @@ pub fn step_runner<B: Backend>(
             });
         }
         let loss = loss.ok_or_else(|| Error::shape("unet_step", "no output"))?;
+        after_forward();
         let mut grads = tape.backward(&loss)?;
         clip_grad_norm(&mut grads, 12.0)?;
         let mut params = model.params_mut();
@@ -116,10 +119,14 @@ mod tests {
             .map(|i| ((i * 37) % 17) as f32 / 17.0 - 0.5)
             .collect();
         let x = Tensor::from_storage(&be, Shape::new(&shape.input_dims()), data).unwrap();
-        let mut run = step_runner(&be, &shape, x, 3).unwrap();
+        let forwards = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counted = forwards.clone();
+        let mut run =
+            step_runner(&be, &shape, x, 3, move || counted.set(counted.get() + 1)).unwrap();
         let losses: Vec<f32> = (0..6)
             .map(|_| run().unwrap().to_vec().unwrap()[0])
             .collect();
+        assert_eq!(forwards.get(), 6, "after_forward once a step");
         assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
         assert!(
             losses[5] < losses[0] - 0.05,
