@@ -23,7 +23,7 @@ nnU-Net 2.8.1 (get_training_transforms, 3D, not dummy-2D) against voxseg's Augme
 | 1     | rotation         | 0.2       | -                            | each of 3 angles U(+-30 deg); dummy 2D: one in-plane angle U(+-180 deg) | same (`rotation`, `in_plane_rotation`) |
 | 1     | scaling          | 0.2       | -                            | U(0.7, 1.4), same for all axes; >1 = larger region | same                           |
 | 1     | elastic          | 0         | -                            | -                                     | p 0                                     |
-| 1     | interpolation    | -         | -                            | image trilinear, zeros outside; seg one-hot linear, -1 (then 0) outside | image trilinear, `background` outside; label nearest, 0 outside |
+| 1     | interpolation    | -         | -                            | image trilinear, zeros outside; seg one-hot linear, -1 (then 0) outside | image trilinear, `background` outside; label the same as nnU-Net's |
 | 2     | Gaussian noise   | 0.1       | all channels, same std       | std U(0, 0.1) (named noise_variance)  | same after fix (was std sqrt(U(0, 0.1))) |
 | 3     | Gaussian blur    | 0.2       | p 0.5 each, own sigma        | sigma U(0.5, 1) per axis; kernel round_odd(6 sigma + 0.5) taps, reflect borders | same after fix (was ceil(3 sigma) radius, edge-replicating borders) |
 | 4     | brightness (x m) | 0.15      | p 1, own factor              | BGContrast(0.75, 1.25): half U(0.75, 1), half U(1, 1.25) | U(0.75, 1.25): same distribution for this symmetric range |
@@ -205,21 +205,22 @@ def main():
     pos = (g + 1) * np.array(DIMS) / 2 - 0.5
     pos = pos[:, ::-1]  # then the y mirror
     label = (np.arange(np.prod(DIMS)) % 4).reshape(DIMS)
-    # voxseg's label path: nearest (round half up) at that position, 0 outside.
-    near = np.floor(pos + 0.5).astype(int)
-    inside = np.all((near >= 0) & (near < np.array(DIMS)), axis=-1)
-    nearest = np.where(inside, label[tuple(np.clip(near, 0, np.array(DIMS) - 1).transpose(3, 0, 1, 2))], 0)
-    # nnU-Net's own label path (one-hot linear, -1 outside, then -1 -> 0), for the report only.
+    # nnU-Net's label path: one-hot linear, -1 outside (then -1 -> 0, as nnU-Net's later
+    # RemoveLabelTransform does). For the report: where the nearest voxel (rounded half up,
+    # 0 outside) would differ.
     seg = sp._apply_to_segmentation(torch.from_numpy(label[None]).short(), **params)
     seg = MirrorTransform(allowed_axes=(0, 1, 2))._apply_to_segmentation(seg, axes=[1])[0].numpy()
     seg = np.where(seg < 0, 0, seg)
+    near = np.floor(pos + 0.5).astype(int)
+    inside = np.all((near >= 0) & (near < np.array(DIMS)), axis=-1)
+    nearest = np.where(inside, label[tuple(np.clip(near, 0, np.array(DIMS) - 1).transpose(3, 0, 1, 2))], 0)
     fixture["spatial"] = {
         "angles": angles, "scale": scale, "patch": list(patch), "mirror": [False, True, False],
         "centre": [(d - 1) / 2 for d in DIMS],
         "positions": [flat(pos[..., a]) for a in range(3)],
         "output": channels(out),
         "label_input": [int(v) for v in label.transpose(2, 1, 0).ravel()],
-        "label_nearest": [int(v) for v in nearest.transpose(2, 1, 0).ravel()],
+        "label_nnunet": [int(v) for v in seg.transpose(2, 1, 0).ravel()],
         "label_nnunet_differs_from_nearest": int((seg != nearest).sum()),
     }
     print("spatial: nnU-Net's one-hot linear label differs from nearest at",

@@ -406,9 +406,11 @@ mod tests {
             assert!(images.iter().all(|v| v.is_finite()));
             with_foreground += label.iter().any(|&l| l > 0) as usize;
         }
-        // Centred on foreground; a scaled-up rotated grid can step over the single class-2
-        // voxel, so not every patch keeps it.
-        assert!(with_foreground >= 12, "{with_foreground}");
+        // Centred on foreground; but a label holds a sample point only where it has the
+        // largest share of the point's eight neighbours (as nnU-Net samples labels), which
+        // the single class-2 voxel has only next to its centre and the 2x2x2 class-1 block
+        // only inside its one central cell: a rotated, scaled-up grid can step over both.
+        assert!(with_foreground >= 10, "{with_foreground}");
         assert_eq!(run(3), run(3));
         assert_ne!(run(3).0, run(4).0);
     }

@@ -1,7 +1,8 @@
 //! The spatial half of augmentation: mirroring, rotation, scaling, translation and elastic
 //! deformation composed into one map from patch voxels to source voxels, applied once to all
-//! channels (trilinear) and the label (nearest) straight from the whole case grid, so a rotated
-//! patch is filled with real data wherever the case has any (no empty corners).
+//! channels (trilinear) and the label (as nnU-Net does: each label's trilinear share, the
+//! largest wins, `linear_label`) straight from the whole case grid, so a rotated patch is
+//! filled with real data wherever the case has any (no empty corners).
 //!
 //! Positions are (x, y, z) in voxels. Patch voxel `i` has offset `o = i - (p - 1) / 2` from the
 //! patch centre; its source position is `centre + shift + matrix * o + displacement[i]`.
@@ -214,6 +215,71 @@ const TILE: [usize; 3] = [32, 16, 16];
 /// far larger than the f32 rounding of the coordinates.
 const MARGIN: f64 = 1e-3;
 
+/// The label of corners outside the grid in `linear_label`: a label of its own (nnU-Net's
+/// padding label, -1), which gives background where it wins.
+const OUTSIDE: i16 = -1;
+
+/// The label nnU-Net's linear segmentation sampling (batchgeneratorsv2's SpatialTransform,
+/// `mode_seg` bilinear, padding label -1) gives a point whose trilinear corners (x fastest)
+/// carry `corners` and whose fractional position in its cell is `w`: each label scores its
+/// corners' weights, times 1000, rounded to f16 (so that near ties become ties, as there);
+/// the highest score wins, a tie going to `nearest` (the label of the nearest corner, halves
+/// rounded to even) where it is among the tied, else to the lowest label. Where the
+/// corners agree, which is almost everywhere, that is their label.
+fn linear_label(corners: &[i16; 8], w: [f32; 3], nearest: i16) -> u8 {
+    let first = corners[0];
+    if corners.iter().all(|&c| c == first) {
+        return first.max(0) as u8;
+    }
+    let mut scores: [(i16, f32); 8] = [(0, 0.0); 8];
+    let mut n = 0;
+    for (corner, &l) in corners.iter().enumerate() {
+        let weight: f32 = (0..3)
+            .map(|a| {
+                if (corner >> a) & 1 == 1 {
+                    w[a]
+                } else {
+                    1.0 - w[a]
+                }
+            })
+            .product();
+        match scores[..n].iter_mut().find(|(label, _)| *label == l) {
+            Some((_, score)) => *score += 1000.0 * weight,
+            None => {
+                scores[n] = (l, 1000.0 * weight);
+                n += 1;
+            }
+        }
+    }
+    let scores = &mut scores[..n];
+    for (_, score) in scores.iter_mut() {
+        *score = half::f16::from_f32(*score).to_f32();
+    }
+    let best = scores.iter().map(|&(_, s)| s).fold(f32::MIN, f32::max);
+    let winner = if scores.iter().any(|&(l, s)| l == nearest && s == best) {
+        nearest
+    } else {
+        scores
+            .iter()
+            .filter(|&&(_, s)| s == best)
+            .map(|&(l, _)| l)
+            .min()
+            .unwrap_or(OUTSIDE)
+    };
+    winner.max(0) as u8
+}
+
+/// The corner (0 or 1) along an axis nearest to a point `w` into its cell, halves to the
+/// even voxel of `floor` (nnU-Net's nearest sampling rounds as `nearbyint` does).
+#[inline]
+fn nearest_offset(floor: i32, w: f32) -> i32 {
+    if w == 0.5 {
+        floor.rem_euclid(2)
+    } else {
+        (w > 0.5) as i32
+    }
+}
+
 /// Floor as an integer, exact, without the libm call `f32::floor` becomes on baseline x86-64.
 #[inline]
 fn floor_i32(v: f32) -> i32 {
@@ -278,10 +344,15 @@ impl PointSampler<'_, '_> {
         let (ix, iy, iz) = (x as i32 as usize, y as i32 as usize, z as i32 as usize);
         let (wx, wy, wz) = (x - ix as f32, y - iy as f32, z - iz as f32);
         let base = (iz * self.ny + iy) * nx + ix;
-        // Nearest for the label: round half up, inside the grid here.
-        let near =
-            base + (wx >= 0.5) as usize + (wy >= 0.5) as usize * nx + (wz >= 0.5) as usize * nxy;
-        label[o] = self.src.label[near];
+        let src = self.src.label;
+        let corners: [i16; 8] = std::array::from_fn(|c| {
+            let at = base + (c & 1) + ((c >> 1) & 1) * nx + (c >> 2) * nxy;
+            src[at] as i16
+        });
+        let near = nearest_offset(ix as i32, wx)
+            + 2 * nearest_offset(iy as i32, wy)
+            + 4 * nearest_offset(iz as i32, wz);
+        label[o] = linear_label(&corners, [wx, wy, wz], corners[near as usize]);
         for (c, ch) in self.src.channels.iter().enumerate() {
             // One bounds check for the 2x2x2 neighbourhood.
             let cell = &ch[base..base + nxy + nx + 2];
@@ -294,22 +365,30 @@ impl PointSampler<'_, '_> {
         }
     }
 
-    /// Any point: corners outside the grid count as background, the label there as 0.
+    /// Any point: corners outside the grid count as background, and carry their own label
+    /// (`OUTSIDE`, background where it wins).
     fn checked(&self, [x, y, z]: [f32; 3], o: usize, images: &mut [f32], label: &mut [u8]) {
         let (nx, ny, last, bg) = (self.nx, self.ny, self.last, self.src.background);
         let (ix, iy, iz) = (floor_i32(x), floor_i32(y), floor_i32(z));
         let w = [x - ix as f32, y - iy as f32, z - iz as f32];
         let in_grid = |v: i32, a: usize| v >= 0 && v <= last[a];
-        let r = [
-            ix + (w[0] >= 0.5) as i32,
-            iy + (w[1] >= 0.5) as i32,
-            iz + (w[2] >= 0.5) as i32,
-        ];
-        label[o] = if (0..3).all(|a| in_grid(r[a], a)) {
-            self.src.label[(r[2] as usize * ny + r[1] as usize) * nx + r[0] as usize]
-        } else {
-            0
+        let label_at = |p: [i32; 3]| {
+            if (0..3).all(|a| in_grid(p[a], a)) {
+                self.src.label[(p[2] as usize * ny + p[1] as usize) * nx + p[0] as usize] as i16
+            } else {
+                OUTSIDE
+            }
         };
+        let corners: [i16; 8] = std::array::from_fn(|c| {
+            label_at([
+                ix + (c & 1) as i32,
+                iy + ((c >> 1) & 1) as i32,
+                iz + (c >> 2) as i32,
+            ])
+        });
+        let near =
+            nearest_offset(ix, w[0]) + 2 * nearest_offset(iy, w[1]) + 4 * nearest_offset(iz, w[2]);
+        label[o] = linear_label(&corners, w, corners[near as usize]);
         let far = [ix, iy, iz].iter().zip(last).any(|(&v, l)| v < -1 || v > l);
         for (c, ch) in self.src.channels.iter().enumerate() {
             let mut acc = 0.0f32;
@@ -335,7 +414,7 @@ impl PointSampler<'_, '_> {
     }
 }
 
-/// Trilinear (images) and nearest (label) sampling along the mapped coordinates, row by row:
+/// Trilinear (images) and linear (label, `linear_label`) sampling along the mapped coordinates, row by row:
 /// along a patch row the source position advances by the matrix's first column, so the part of
 /// a row that is well inside the grid is found once and sampled without checks. Coordinates
 /// are f32 (exact to about 1e-5 voxels at these sizes).
@@ -428,6 +507,39 @@ mod tests {
         let mut out_label = vec![0; grid::voxels(patch)];
         extract(&view, centre, t, patch, &mut out, &mut out_label);
         (out, out_label)
+    }
+
+    /// A label wins by its share of the eight corners (rounded to f16, so near ties are
+    /// ties); a tie goes to the nearest corner's label where it is tied, else to the lowest;
+    /// corners outside the grid win as background.
+    #[test]
+    fn labels_take_the_largest_trilinear_share() {
+        let o = OUTSIDE;
+        assert_eq!(linear_label(&[3; 8], [0.2, 0.9, 0.5], 3), 3);
+        // Split along x: 2 at x0, 5 at x1; the larger share wins whatever the nearest says.
+        let split = [2, 5, 2, 5, 2, 5, 2, 5];
+        assert_eq!(linear_label(&split, [0.4, 0.3, 0.7], 5), 2);
+        assert_eq!(linear_label(&split, [0.6, 0.3, 0.7], 2), 5);
+        // Halfway (and within f16's rounding of it), the nearest corner decides.
+        assert_eq!(linear_label(&split, [0.5, 0.3, 0.7], 5), 5);
+        assert_eq!(linear_label(&split, [0.5, 0.3, 0.7], 2), 2);
+        assert_eq!(linear_label(&split, [0.50004, 0.3, 0.7], 2), 2);
+        // 1 and 4 share the low z face, 7 has the high one: 7 wins with half, and at a third
+        // of the way up all three tie, the nearest deciding where it is one of them, else
+        // the lowest.
+        let three = [1, 1, 4, 4, 7, 7, 7, 7];
+        assert_eq!(linear_label(&three, [0.3, 0.5, 0.5], 4), 7);
+        let third = [0.3, 0.5, 1.0 / 3.0];
+        assert_eq!(linear_label(&three, third, 4), 4);
+        assert_eq!(linear_label(&three, third, 7), 7);
+        assert_eq!(linear_label(&three, third, 9), 1);
+        // Mostly outside the grid: background, though the one inside corner is a label.
+        let edge = [o, o, o, o, o, o, o, 6];
+        assert_eq!(linear_label(&edge, [0.5, 0.5, 0.5], 6), 0);
+        assert_eq!(linear_label(&edge, [0.9, 0.9, 0.9], 6), 6);
+        // Halves round to the even voxel.
+        assert_eq!((nearest_offset(4, 0.5), nearest_offset(5, 0.5)), (0, 1));
+        assert_eq!((nearest_offset(-3, 0.5), nearest_offset(4, 0.49)), (1, 0));
     }
 
     #[test]
