@@ -390,7 +390,8 @@ fn resume_keeps_the_runs_settings_and_says_what_changed() {
         r.stdout
     );
     assert_eq!(metrics(&out).len(), 2);
-    // Nothing is trained, so nothing is said to have changed.
+    // Nothing is trained, so nothing is said to have changed, and what was asked for is
+    // said not to have been applied (config.json keeps the run's setting).
     let r = resume(&["--workers", "2"]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(r.stdout.contains("is already complete"), "{}", r.stdout);
@@ -400,6 +401,15 @@ fn resume_keeps_the_runs_settings_and_says_what_changed() {
         r.stdout,
         r.stderr
     );
+    assert!(
+        r.stderr
+            .contains("nothing was trained, so these were not applied (nor written to config.json): --workers 1 -> 2"),
+        "{}",
+        r.stderr
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["workers"], 1);
     assert_refused(
         &resume(&["--epochs", "1"]),
         &["1 is below the 2 epochs", "--epochs 2"],

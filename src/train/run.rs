@@ -145,6 +145,9 @@ pub struct TrainSummary {
     /// On resume: the resumable settings that changed for the epochs this call trained, as
     /// "name old -> new"; empty when nothing was trained.
     pub resume_changes: Vec<String>,
+    /// On a resume that trained nothing (the run complete, or stopped early): the changes
+    /// it was asked for, which it neither applied nor wrote to `config.json`.
+    pub unapplied_changes: Vec<String>,
     /// The most device memory the run's tensors held at once, where the backend counts it
     /// (a GPU).
     pub memory_peak_bytes: Option<u64>,
@@ -1779,6 +1782,7 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
             last_validation: None,
             ending,
             resume_changes: Vec::new(),
+            unapplied_changes: changes,
             memory_peak_bytes: None,
         });
     }
@@ -2130,6 +2134,7 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
         last_validation,
         ending,
         resume_changes: changes,
+        unapplied_changes: Vec::new(),
         memory_peak_bytes: backend.memory_peak_bytes(),
     })
 }
