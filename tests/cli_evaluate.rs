@@ -1006,10 +1006,20 @@ fn postprocess_cleans_a_folder_of_maps_into_another() {
     assert!(postprocess(&["--out", s(&clean), "--labels", "brats2021", "--force"]).ok);
     let r = postprocess(&["--out", s(&pred), "--labels", "brats2021"]);
     assert!(
-        r.stderr.contains("is the folder of the predictions"),
+        r.stderr.contains("is the same folder as --pred"),
         "{}",
         r.stderr
     );
+    // Inside it too: a later listing of the predictions would not see them, but a person
+    // would find cleaned and raw maps mixed.
+    let inner = pred.join("clean");
+    let r = postprocess(&["--out", s(&inner), "--labels", "brats2021"]);
+    assert!(
+        !r.ok && r.stderr.contains("is inside --pred"),
+        "{}",
+        r.stderr
+    );
+    assert!(!inner.exists(), "nothing written");
     let r = postprocess(&["--out", s(&clean)]);
     assert!(!r.ok && r.stderr.contains("--labels"), "{}", r.stderr);
 

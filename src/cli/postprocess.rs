@@ -10,7 +10,7 @@ pub struct Args {
     #[arg(long)]
     pred: PathBuf,
     /// Folder to write the postprocessed maps into, under the same names (created if
-    /// missing; never the --pred folder).
+    /// missing; neither the --pred folder nor inside it).
     #[arg(long)]
     out: PathBuf,
     /// The steps, as `voxseg predict --postprocess` takes them: largest[:NAME],

@@ -32,17 +32,7 @@ pub struct Planned {
 /// The maps `postprocess_folder` would write from `pred` into `out` (`CASE.nii.gz` or
 /// `CASE.nii`, as found), sorted by case.
 pub fn planned_outputs(pred: &Path, out: &Path) -> Result<Vec<Planned>> {
-    let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
-    if same(pred, out) {
-        return Err(Error::config(
-            "out",
-            format!(
-                "{} is the folder of the predictions: write the postprocessed maps to another \
-                 folder (inputs are never overwritten)",
-                out.display()
-            ),
-        ));
-    }
+    crate::data::out_dir::refuse_inside("--out", out, "--pred", pred)?;
     let found = label_files(pred)?;
     if found.is_empty() {
         return Err(Error::data(
