@@ -145,8 +145,16 @@ impl EvalReport {
     /// One row per case and region:
     /// `case,region,dice,hd95,sensitivity,specificity,prediction`, where `prediction` is
     /// `found` or `missing`; a missing case that was not scored has empty scores.
+    /// One row per case and region; with postprocessing, a last column names its steps
+    /// (the same on every row), as the JSON report's `postprocess` does.
     pub fn to_csv(&self) -> String {
-        let mut out = String::from("case,region,dice,hd95,sensitivity,specificity,prediction\n");
+        let mut out = String::from("case,region,dice,hd95,sensitivity,specificity,prediction");
+        let steps = self.postprocess.as_deref().map(csv_field);
+        out.push_str(if steps.is_some() {
+            ",postprocess\n"
+        } else {
+            "\n"
+        });
         let mut rows: Vec<(&str, &str, Option<&Scores>)> = Vec::new();
         for c in &self.cases {
             for (region, s) in self.regions_in_order(&c.regions) {
@@ -172,12 +180,16 @@ impl EvalReport {
                 || ",,,".to_string(),
                 |s| format!("{},{},{},{}", s.dice, s.hd95, s.sensitivity, s.specificity),
             );
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "{},{},{scores},{found}",
                 csv_field(case),
                 csv_field(region)
             );
+            let _ = match &steps {
+                Some(steps) => writeln!(out, ",{steps}"),
+                None => writeln!(out),
+            };
         }
         out
     }
@@ -405,6 +417,22 @@ mod tests {
         );
         assert_eq!(lines[1], "a,ET,1,0,0.5,1,found");
         assert_eq!(lines[4], "\"b,2\",WT,0.6,4,0.5,1,found");
+        // Scored after postprocessing: its steps on every row.
+        let cleaned = EvalReport {
+            postprocess: Some("largest,min-volume:ET:50".into()),
+            ..report()
+        };
+        let csv = cleaned.to_csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(
+            lines[0],
+            "case,region,dice,hd95,sensitivity,specificity,prediction,postprocess"
+        );
+        assert_eq!(
+            lines[1],
+            "a,ET,1,0,0.5,1,found,\"largest,min-volume:ET:50\""
+        );
+        assert_eq!(lines.len(), 5);
     }
 
     #[test]
