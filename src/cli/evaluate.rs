@@ -3,7 +3,9 @@ use std::path::{Path, PathBuf};
 use voxseg::data::labels::LabelSpec;
 use voxseg::error::few;
 use voxseg::infer::{Postprocess, Predicts};
-use voxseg::metrics::evaluate::{evaluate_reference, EvalOptions, Missing, Reference};
+use voxseg::metrics::evaluate::{
+    evaluate_reference, missing_predictions, EvalOptions, Missing, Reference,
+};
 use voxseg::metrics::postprocess_search::find_postprocessing;
 use voxseg::train::card::ModelCard;
 
@@ -175,6 +177,29 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         missing,
         postprocess: None,
     };
+    // Said before anything is scored, the search included, which chooses on the same cases.
+    let missing_cases = missing_predictions(&a.pred, &reference, &opts)?;
+    if !missing_cases.is_empty() {
+        let total = cases
+            .as_ref()
+            .map_or_else(|| reference.ids().count(), |c| c.len());
+        let what = format!(
+            "{} of the {total} labelled reference cases in {} have no prediction in {} ({})",
+            missing_cases.len(),
+            a.truth.display(),
+            a.pred.display(),
+            few(&missing_cases)
+        );
+        if opts.missing == Missing::Empty {
+            eprintln!("note: {what}; they are scored as empty predictions");
+        } else {
+            eprintln!(
+                "warning: {what}; they are not scored. To score one subset of a run pass \
+                 --split RUN/split.json --subset test; to count them as failures pass \
+                 --missing empty"
+            );
+        }
+    }
     let mut trials = Vec::new();
     let postprocess = if a.find_postprocessing {
         if a.split.is_some() && a.subset == "test" {
@@ -207,27 +232,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         say!("scores of the predictions postprocessed with {steps}{chosen_here}:");
     }
     let report = evaluate_reference(&a.pred, &reference, &opts)?.with_postprocess_trials(trials);
-    if !report.missing.is_empty() {
-        let total = cases
-            .as_ref()
-            .map_or_else(|| reference.ids().count(), |c| c.len());
-        let what = format!(
-            "{} of the {total} labelled reference cases in {} have no prediction in {} ({})",
-            report.missing.len(),
-            a.truth.display(),
-            a.pred.display(),
-            few(&report.missing)
-        );
-        if report.missing_scored_as_empty {
-            eprintln!("note: {what}; they are scored as empty predictions");
-        } else {
-            eprintln!(
-                "warning: {what}; they are not scored. To score one subset of a run pass \
-                 --split RUN/split.json --subset test; to count them as failures pass \
-                 --missing empty"
-            );
-        }
-    }
     say!("{}", report.to_table().trim_end_matches('\n'));
     if let (Some(out), Some(format)) = (&a.out, format) {
         match format {

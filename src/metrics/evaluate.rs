@@ -420,6 +420,17 @@ pub fn evaluate(
 }
 
 /// The cases an evaluation scores, with what it needs to read them.
+/// The reference cases (those `opts` asks for) without a prediction in `pred`, sorted; the
+/// errors `evaluate_reference` would give first (a prediction of an unknown case, missing
+/// predictions with `Missing::Error`, nothing to score). Lists files, reads none.
+pub fn missing_predictions(
+    pred: &Path,
+    reference: &Reference,
+    opts: &EvalOptions,
+) -> Result<Vec<String>> {
+    Ok(CasePlan::new(pred, reference, opts)?.missing)
+}
+
 pub(crate) struct CasePlan<'a> {
     reference: &'a Reference,
     pub(crate) pred_spec: &'a LabelSpec,
