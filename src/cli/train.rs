@@ -395,7 +395,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     say!("run: {}", run.display());
-    say!("device: {}", summary.device);
+    if summary.trained {
+        say!("device: {}", summary.device);
+    }
     say!("epochs done: {done}/{total}, steps: {}", summary.state.step);
     if let Some(v) = &summary.last_validation {
         let dice: Vec<String> = v.dice.iter().map(|(k, d)| format!("{k} {d:.3}")).collect();

@@ -148,6 +148,9 @@ pub struct TrainSummary {
     /// On a resume that trained nothing (the run complete, or stopped early): the changes
     /// it was asked for, which it neither applied nor wrote to `config.json`.
     pub unapplied_changes: Vec<String>,
+    /// Whether this call trained (false where the run was complete or had stopped early:
+    /// then `device` is where it would have run).
+    pub trained: bool,
     /// The most device memory the run's tensors held at once, where the backend counts it
     /// (a GPU).
     pub memory_peak_bytes: Option<u64>,
@@ -1783,6 +1786,7 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
             ending,
             resume_changes: Vec::new(),
             unapplied_changes: changes,
+            trained: false,
             memory_peak_bytes: None,
         });
     }
@@ -2135,6 +2139,7 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
         ending,
         resume_changes: changes,
         unapplied_changes: Vec::new(),
+        trained: true,
         memory_peak_bytes: backend.memory_peak_bytes(),
     })
 }

@@ -1865,11 +1865,12 @@ impl ConvPlan {
     /// one offset. Along an axis the taps read phase grid voxels o + q + before, q from
     /// floor(-pad / s) to floor((k - 1 - pad) / s), before = ceil(pad / s), so the grid is
     /// out + q_max - q_min long (along w, rounded up to whole 16-byte chunks); the reduction
-    /// runs over all of its voxels, the border's adding zeros: with a 3^3 'same' kernel 1.2x
-    /// the output's voxels at 32^3, 1.4x at 16^3, 2x at 8^3 (stride 1), 1.2x at 16^3 (stride
-    /// 2); none for a 2^3 stride-2 one (a transposed convolution's). A tap's offset is then
-    /// its offset along w within a chunk, and a box may only start at a chunk: x is packed
-    /// once per such shift (three times for a 3^3 kernel at stride 1, twice at stride 2),
+    /// runs over all of its voxels, the border's adding zeros: with a 3^3 'same' kernel 1.27x
+    /// the output's voxels at 32^3, 1.58x at 16^3, 2.34x at 8^3 (stride 1), 1.41x at 16^3
+    /// (stride 2); for a 2^3 stride-2 one (a transposed convolution's) only w's rounding
+    /// (none where the output's w is a multiple of 4). A tap's offset is then its offset
+    /// along w within a chunk, and a box may only start at a chunk: x is packed once per
+    /// such shift, at most 4 (three times for a 3^3 kernel at stride 1, twice at stride 2),
     /// and a tap reads the copy that starts its offset's remainder further on. x's channels fill whole 64-row blocks of one tap, results
     /// have more than 32 columns (the 128- and 64-column tiles as `tc_tile` picks them; 64
     /// only where `wgmma_n64_weights` is on; 128 as 256 x 128 within `wgmma_m256`). Not yet
