@@ -1234,7 +1234,10 @@ fn split_reduction(
     let one_wave = (wave / tiles).clamp(1, useful);
     let splits = if target.split_waves && one_wave > 1 {
         let most = (MAX_SPLIT_WAVES * wave / tiles).clamp(1, useful);
+        // A split of s takes slices of ceil(steps / s) steps, which may need fewer than s.
+        let slices = |s: u64| steps.div_ceil(steps.div_ceil(s));
         (one_wave..=most)
+            .map(slices)
             .min_by_key(|&s| (split_cost(tiles, s, steps, wave), s))
             .unwrap_or(one_wave)
     } else {
