@@ -46,6 +46,8 @@ struct VxWgmmaTile {
     using KMajorLoop = VxWgmmaLoop<false>;
     using MnMajorLoop = VxWgmmaLoop<true>;
     static constexpr int WARPGROUPS = WARPGROUPS_;
+    // The warpgroups split the rows (VxWgmmaTmaCols: the columns).
+    static constexpr bool SPLIT_N = false;
     static constexpr int THREADS = 128 * WARPGROUPS;
     // Every thread copies and multiplies (conv3d_pipe.h), but in VxWgmmaWsOf.
     static constexpr int LOAD_THREADS = THREADS;
@@ -175,7 +177,11 @@ __device__ __forceinline__ unsigned vx_wgmma_group() {
 template <class T, bool MN_MAJOR>
 __device__ __forceinline__ void vx_wgmma_stage_descs(unsigned wg, unsigned a, unsigned b,
                                                      unsigned& a_low, unsigned& b_low) {
-    if constexpr (MN_MAJOR) {
+    if constexpr (T::SPLIT_N) {
+        static_assert(MN_MAJOR && T::BM == 64, "one block of 64 rows, shared by the warpgroups");
+        a_low = vx_wgmma_desc_low(a, T::MN_BLOCK_BYTES);
+        b_low = vx_wgmma_desc_low(b + wg * (T::BN / 64) * T::MN_BLOCK_BYTES, T::MN_BLOCK_BYTES);
+    } else if constexpr (MN_MAJOR) {
         a_low = vx_wgmma_desc_low(a + wg * T::MN_BLOCK_BYTES, T::MN_BLOCK_BYTES);
         b_low = vx_wgmma_desc_low(b, T::MN_BLOCK_BYTES);
     } else {
@@ -418,6 +424,39 @@ template <class P>
 using VxWgmmaTma128Sw64 = VxWgmmaSw64Of<VxWgmmaTma128<P>>;
 template <class P>
 using VxWgmmaTma64Sw64 = VxWgmmaSw64Of<VxWgmmaTma64<P>>;
+
+// Backward weights of at most 64 output channels with the channels as the rows
+// (bf16, mn-major, the tensor memory accelerator's; vx_tma_backward_weights_cols): a block
+// computes dw^T for 64 output channels (A, one box of dy) by 256 (tap, input channel)
+// columns (B, four boxes of x), its two multiplying warpgroups 128 columns each, so that
+// their wgmmas are m64n128 where the 128 x 64 tile's are m64n64 (three quarters of the
+// shared-memory reads per multiply-add), and the producer warpgroup of VxWgmmaTmaOf.
+template <class P>
+struct VxWgmmaTmaCols {
+    using Prec = P;
+    using Elem = typename P::Elem;
+    using MnMajorLoop = VxWgmmaTmaLoop<true>;
+    static constexpr int WARPGROUPS = 2;
+    static constexpr bool SPLIT_N = true;
+    static constexpr int THREADS = 128 * WARPGROUPS + 128;
+    static_assert(THREADS == VX_CONV_WGMMA_TMA_THREADS, "params_conv.h");
+    __device__ __forceinline__ static int mma_thread() {
+        const int tid = static_cast<int>(threadIdx.x);
+        return tid < 128 * WARPGROUPS ? tid : -1;
+    }
+    // Per warpgroup: 64 rows by BN columns; the block's B holds COLS.
+    static constexpr int BM = 64, BN = 128, COLS = WARPGROUPS * BN;
+    static constexpr int MT = 1, NT = BN / 8;
+    static constexpr int ROW_BYTES = VX_CONV_WGMMA_STEP_BYTES;
+    static constexpr int BK = ROW_BYTES / static_cast<int>(sizeof(Elem));
+    static constexpr int K_STEPS = BK / P::MMA_K;
+    static constexpr int MN_BLOCK_BYTES = BK * ROW_BYTES;
+    static constexpr int A_BYTES = MN_BLOCK_BYTES, B_BYTES = COLS / 64 * MN_BLOCK_BYTES;
+    static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
+    static constexpr int STAGES = VX_CONV_WGMMA_STAGES_N128;
+    static_assert(P::PER_CHUNK == 8 && ROW_BYTES == 128 && BK == 64,
+                  "bf16: a box row is 64 channels of one voxel");
+};
 
 // The main loop of VxWgmmaTmaOf: stage s's `full` completes when its one arrival (the
 // copying thread's, which armed it with the loader's stage_bytes()) and the bytes of the
@@ -688,6 +727,105 @@ __device__ __forceinline__ void vx_tma_backward_weights(const Conv3dTmaParams& t
     vx_pipe_store_weights<T>(acc, p, dw);
 }
 
+// Backward weights on VxWgmmaTmaCols: as VxTmaBackwardWeights with the operands' roles
+// swapped. blockIdx.x is a block of 256 (tap, padded input channel) columns, blockIdx.y
+// one of 64 output channels; step s is box s of the split: A one box of dy's 64 channels
+// at the box, B four boxes of x (each one tap, 64 of its channels) at the box's window
+// corner plus the tap. Boxes of taps past the last are neither copied nor armed.
+template <class T>
+struct VxTmaBackwardWeightsCols {
+    static constexpr int B_BOXES = T::COLS / 64;
+    const Conv3dTmaParams& tp;
+    int b_c[B_BOXES], b_z[B_BOXES], b_y[B_BOXES], b_x[B_BOXES];
+    int a_c0;
+    unsigned bytes;
+    int n, z, y, x;
+
+    __device__ __forceinline__ VxTmaBackwardWeightsCols(const Conv3dTmaParams& tp_, int box)
+        : tp(tp_) {
+        const Conv3dParams& p = tp.conv;
+        const int cin_p = vx_pad<typename T::Prec>(p.cin);
+        bytes = T::STAGE_BYTES;
+#pragma unroll
+        for (int j = 0; j < B_BOXES; ++j) {
+            const int col = blockIdx.x * T::COLS + 64 * j;
+            const int tap = col / cin_p;
+            int kz, ky, kx;
+            vx_split3(tap, p.k_h, p.k_w, kz, ky, kx);
+            b_c[j] = tap < p.k_d * p.k_h * p.k_w ? col - tap * cin_p : -1;
+            if (b_c[j] < 0) bytes -= T::MN_BLOCK_BYTES;
+            b_z[j] = kz - p.pad_d;
+            b_y[j] = ky - p.pad_h;
+            b_x[j] = kx - p.pad_w;
+        }
+        a_c0 = blockIdx.y * T::BM;
+        vx_tma_box_of(tp, box, n, z, y, x);
+    }
+
+    __device__ __forceinline__ unsigned stage_bytes() const { return bytes; }
+
+    __device__ __forceinline__ void load(unsigned char* a_tile, unsigned char* b_tile,
+                                         unsigned long long* full) {
+        const Conv3dParams& p = tp.conv;
+        const int oz = z * tp.box_d, oy = y * tp.box_h, ox = x * tp.box_w;
+        vx_tma_load_5d(a_tile, &tp.b, a_c0, ox, oy, oz, n, full);
+#pragma unroll
+        for (int j = 0; j < B_BOXES; ++j)
+            if (b_c[j] >= 0)
+                vx_tma_load_5d(b_tile + j * T::MN_BLOCK_BYTES, &tp.a, b_c[j],
+                               ox * p.stride_w + b_x[j], oy * p.stride_h + b_y[j],
+                               oz * p.stride_d + b_z[j], n, full);
+        vx_advance_voxel(n, z, y, x, 0, 0, 0, 1, tp.boxes_d, tp.boxes_h, tp.boxes_w);
+    }
+};
+
+// dw[tap][ci][co] from VxWgmmaTmaCols' accumulators: warpgroup w's thread holds rows
+// (output channels) 16 (warp % 4) + g (+ 8) and columns 128 w + 8 j + 2 t (+ 1), the
+// wgmma D fragment; split z's partial at dw + z taps cin cout.
+template <class T>
+__device__ __forceinline__ void vx_store_weights_cols(const VxPipeAcc<T>& acc,
+                                                      const Conv3dParams& p, float* dw) {
+    const int tid = T::mma_thread();
+    if (tid < 0) return;
+    // The warp-major accumulator array is, per thread, the wgmma D fragment.
+    const float* d = &acc[0][0][0];
+    const int cin_p = vx_pad<typename T::Prec>(p.cin);
+    const int taps = p.k_d * p.k_h * p.k_w;
+    const int warp = tid / 32, lane = tid % 32, g = lane >> 2, t = lane & 3;
+    const int row0 = blockIdx.y * T::BM + 16 * (warp % 4) + g;
+    const int col0 = blockIdx.x * T::COLS + (warp / 4) * T::BN + 2 * t;
+    float* out = dw + static_cast<size_t>(blockIdx.z) * taps * p.cin * p.cout;
+#pragma unroll
+    for (int j = 0; j < T::BN / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int col = col0 + 8 * j + e;
+            const int tap = col / cin_p, c = col - tap * cin_p;
+            if (tap >= taps || c >= p.cin) continue;
+            float* dst = out + static_cast<size_t>(tap * p.cin + c) * p.cout;
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int co = row0 + 8 * h;
+                if (co < p.cout) dst[co] = d[4 * j + 2 * h + e];
+            }
+        }
+    }
+}
+
+template <class T>
+__device__ __forceinline__ void vx_tma_backward_weights_cols(const Conv3dTmaParams& tp,
+                                                             const float*, float* dw) {
+    const Conv3dParams& p = tp.conv;
+    const int boxes = p.n * tp.boxes_d * tp.boxes_h * tp.boxes_w;
+    const int per_split = p.split_len / T::BK;
+    const int begin = blockIdx.z * per_split;
+    const int end = begin + per_split < boxes ? begin + per_split : boxes;
+    VxTmaBackwardWeightsCols<T> ld(tp, begin);
+    VxPipeAcc<T> acc = {};
+    T::MnMajorLoop::template run<T>(ld, end - begin, acc);
+    vx_store_weights_cols<T>(acc, p, dw);
+}
+
 // Kernel index k along an axis of padding `pad` and `stride`, as the grid reads it: x's
 // phase r and the phase grid's offset q + before (VxTmaBackwardWeightsKMajor).
 __device__ __forceinline__ void vx_grid_tap(int k, int pad, int stride, int& offset, int& r) {
@@ -852,6 +990,8 @@ VX_CONV_TMA_KERNEL(conv3d_bwd_data_bf16_tma64s64, vx_tma_backward_data,
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma128, vx_tma_backward_weights, VxWgmmaTma128<VxBf16>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma64, vx_tma_backward_weights, VxWgmmaTma64<VxBf16>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma256, vx_tma_backward_weights, VxWgmmaTma256<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tmacols, vx_tma_backward_weights_cols,
+                   VxWgmmaTmaCols<VxBf16>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_tf32_tma128, vx_tma_backward_weights_kmajor,
                    VxWgmmaTma128<VxTf32>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_tf32_tma64, vx_tma_backward_weights_kmajor,
@@ -1066,6 +1206,7 @@ extern "C" int emu_conv3d_tma(const char* name, const EmuDims* d, const Conv3dTm
         {"conv3d_bwd_weight_bf16_tma128", conv3d_bwd_weight_bf16_tma128},
         {"conv3d_bwd_weight_bf16_tma64", conv3d_bwd_weight_bf16_tma64},
         {"conv3d_bwd_weight_bf16_tma256", conv3d_bwd_weight_bf16_tma256},
+        {"conv3d_bwd_weight_bf16_tmacols", conv3d_bwd_weight_bf16_tmacols},
         {"conv3d_bwd_weight_tf32_tma128", conv3d_bwd_weight_tf32_tma128},
         {"conv3d_bwd_weight_tf32_tma64", conv3d_bwd_weight_tf32_tma64},
         {"conv3d_bwd_weight_tf32_tma256", conv3d_bwd_weight_tf32_tma256},

@@ -37,7 +37,8 @@
 # tape keep only the packs of the tensor-core convolutions' inputs that their weight
 # gradients read (VOXSEG_SAVE_PACKED_INPUTS=1; off by default), "+waves" splits reductions
 # whose tiles fill less than a wave by whole waves (VOXSEG_SPLIT_WAVES=1; off by default,
-# not yet timed), "+jit" loads
+# not yet timed), "+cols" runs bf16 backward weights into 64-column blocks on the transposed
+# tile (VOXSEG_WGMMA_COLS_WEIGHTS=1; off by default, not yet timed), "+jit" loads
 # every module from its PTX (the driver's compilation) instead of the machine code the
 # bundle carries for the card (VOXSEG_SASS=off); without them each runs where an H100
 # measured it faster (so "+l1" leaves the
@@ -165,6 +166,7 @@ for item in $ours; do
         tf32w) vars+=(VOXSEG_WGMMA_TF32_WEIGHTS=1) ;;
         savepacked) vars+=(VOXSEG_SAVE_PACKED_INPUTS=1) ;;
         waves) vars+=(VOXSEG_SPLIT_WAVES=1) ;;
+        cols) vars+=(VOXSEG_WGMMA_COLS_WEIGHTS=1) ;;
         l1) vars+=(VOXSEG_GATHER_L1=all) ;;
         nol1) vars+=(VOXSEG_GATHER_L1=off) ;;
         halo) vars+=(VOXSEG_CONV_HALO=all) ;;

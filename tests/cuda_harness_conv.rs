@@ -1347,6 +1347,48 @@ fn bf16_wgmma_tma_backward_weights() {
     assert!(plan.unwrap().tma.is_none());
 }
 
+/// bf16 backward weights on 64-column blocks computed transposed (`WgTmaCols`, where
+/// `wgmma_cols_weights` asks for it): 64 and 40 output channels (dy's box reading past
+/// cout), 160 (three blocks of output channels, the last part-filled), 27 x 64 rows ending
+/// in the seventh 256-row block (taps past the last), 192 input channels (a 256-row block
+/// over two taps), stride 2, 'valid', a 1x1x1 kernel, a 2x2x2 transposed convolution, and
+/// a split reduction. Without the switch the 128 x 64 tile stays.
+#[test]
+fn bf16_wgmma_tma_cols_backward_weights() {
+    let mut rng = Rng::new(97);
+    let target = ConvTarget::new(528)
+        .with_wgmma(true)
+        .with_wgmma_tma(Reach::All)
+        .with_wgmma_cols_weights(true);
+    let cases = [
+        conv([1, 8, 8, 16, 64], [3, 3, 3, 64, 64], 1, Padding::Same),
+        conv([1, 8, 8, 8, 128], [3, 3, 3, 128, 40], 2, Padding::Same),
+        conv([1, 6, 10, 10, 64], [3, 3, 3, 64, 64], 1, Padding::Valid),
+        conv([1, 4, 8, 8, 192], [3, 3, 3, 192, 48], 1, Padding::Same),
+        conv([2, 4, 8, 8, 192], [1, 1, 1, 192, 64], 1, Padding::Same),
+        transposed([1, 4, 4, 4, 64], [2, 2, 2, 64, 64], K2S2),
+        conv([1, 4, 8, 8, 64], [3, 3, 3, 64, 160], 1, Padding::Same),
+    ];
+    let mut split = false;
+    for g in &cases {
+        let plan = ConvPlan::new(g, ConvPass::BackwardWeight, ConvPrecision::Bf16, target).unwrap();
+        assert_eq!(plan.kernel.tile, ConvTile::WgTmaCols, "{g:?}");
+        assert!(plan.tma.is_some(), "{g:?}");
+        let off = target.with_wgmma_cols_weights(false);
+        let plain = ConvPlan::new(g, ConvPass::BackwardWeight, ConvPrecision::Bf16, off);
+        assert_eq!(plain.unwrap().kernel.tile, ConvTile::WgTma64, "{g:?}");
+        let ran = check_pass(
+            g,
+            ConvPass::BackwardWeight,
+            ConvPrecision::Bf16,
+            target,
+            &mut rng,
+        );
+        split |= ran.splits > 1;
+    }
+    assert!(split, "no case split its reduction");
+}
+
 /// tf32 backward weights on the tensor memory accelerator's tiles over channel-major packs
 /// (`ConvTmaTiling::Grid`): 'same' 3x3x3 windows on odd sizes (the grid's border voxels,
 /// rows crossing from one sample's grid to the next), a block of taps past the last (27 x

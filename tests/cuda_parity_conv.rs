@@ -60,6 +60,7 @@ struct RestoreSettings<'a> {
     wgmma_tma: Reach,
     wgmma_n64_weights: bool,
     split_waves: bool,
+    wgmma_cols_weights: bool,
     wgmma_tf32_weights: bool,
     gather_l1: Reach,
     halo: Reach,
@@ -78,6 +79,7 @@ impl<'a> RestoreSettings<'a> {
             wgmma_tma: gpu.wgmma_tma().unwrap(),
             wgmma_n64_weights: gpu.wgmma_n64_weights().unwrap(),
             split_waves: gpu.split_waves().unwrap(),
+            wgmma_cols_weights: gpu.wgmma_cols_weights().unwrap(),
             wgmma_tf32_weights: gpu.wgmma_tf32_weights().unwrap(),
             gather_l1: gpu.gather_l1().unwrap(),
             halo: gpu.halo().unwrap(),
@@ -98,6 +100,7 @@ impl Drop for RestoreSettings<'_> {
         gpu.set_wgmma_tma(self.wgmma_tma);
         gpu.set_wgmma_n64_weights(self.wgmma_n64_weights);
         gpu.set_split_waves(self.split_waves);
+        gpu.set_wgmma_cols_weights(self.wgmma_cols_weights);
         gpu.set_wgmma_tf32_weights(self.wgmma_tf32_weights);
         gpu.set_gather_l1(self.gather_l1);
         gpu.set_halo(self.halo);
@@ -115,6 +118,7 @@ fn plan_like(gpu: &Cuda, target: ConvTarget) {
     gpu.set_wgmma_tma(target.wgmma_tma);
     gpu.set_wgmma_n64_weights(target.wgmma_n64_weights);
     gpu.set_split_waves(target.split_waves);
+    gpu.set_wgmma_cols_weights(target.wgmma_cols_weights);
     gpu.set_wgmma_tf32_weights(target.wgmma_tf32_weights);
     gpu.set_halo(target.halo);
     gpu.set_gather_l1(target.gather_l1);
@@ -818,6 +822,54 @@ fn wgmma_tma_grid_cases_plan_their_tiles_on_an_h100() {
     let deep = wgmma_tma_grid_cases()[1].0;
     let plan = ConvPlan::new(&deep, ConvPass::BackwardWeight, ConvPrecision::Tf32, m256);
     assert_eq!(grid_tile(&plan.unwrap()), Some(ConvTile::WgTma256));
+}
+
+/// bf16 backward weights into 64-column blocks computed transposed
+/// (`VOXSEG_WGMMA_COLS_WEIGHTS`, `ConvTile::WgTmaCols`), which the harness only emulates:
+/// 64 output channels over 64 and 128 input channels (the decoder's layers, smaller), 40
+/// (dy's box past cout), 160 (three blocks of output channels), stride 2, and a 2x2x2
+/// transposed convolution.
+fn wgmma_tma_cols_cases() -> [ConvGeometry; 5] {
+    [
+        conv([2, 16, 16, 16, 64], [3, 3, 3, 64, 64], 1, 1),
+        conv([1, 16, 16, 16, 128], [3, 3, 3, 128, 64], 1, 1),
+        conv([1, 16, 16, 16, 128], [3, 3, 3, 128, 40], 2, 1),
+        conv([1, 8, 8, 8, 64], [3, 3, 3, 64, 160], 1, 1),
+        transposed([1, 8, 8, 8, 64], [2, 2, 2, 64, 64], K2S2),
+    ]
+}
+
+/// An H100 with the tensor memory accelerator's tiles where measured and the transposed
+/// 64-column backward weights on.
+fn wgmma_tma_cols_target() -> ConvTarget {
+    wgmma_tma_target()
+        .with_wgmma_tma(Reach::Measured)
+        .with_wgmma_cols_weights(true)
+}
+
+#[test]
+fn wgmma_tma_cols_cases_plan_their_tile_on_an_h100() {
+    for g in wgmma_tma_cols_cases() {
+        let pass = ConvPass::BackwardWeight;
+        let plan = ConvPlan::new(&g, pass, ConvPrecision::Bf16, wgmma_tma_cols_target());
+        assert_eq!(plan.unwrap().kernel.tile, ConvTile::WgTmaCols, "{g:?}");
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn wgmma_tma_cols_backward_weights_match_cpu() {
+    let _serial = serial();
+    let gpu = device();
+    let _restore = RestoreSettings::new(&gpu);
+    plan_like(&gpu, wgmma_tma_cols_target());
+    gpu.set_conv_precision(ConvPrecision::Bf16);
+    let cases = wgmma_tma_cols_cases();
+    for g in &cases {
+        let plan = gpu.conv_plan(g, ConvPass::BackwardWeight).unwrap();
+        assert_eq!(plan.kernel.tile, ConvTile::WgTmaCols, "{g:?}");
+    }
+    check_passes(&gpu, &cases, &[ConvPass::BackwardWeight]);
 }
 
 /// Backward weights split by whole waves (`VOXSEG_SPLIT_WAVES`): a layer of 27 tiles

@@ -22,6 +22,8 @@
 //! `VOXSEG_WGMMA_N64_WEIGHTS=off` moves 64-column backward weights from wgmma to mma.sync.
 //! `VOXSEG_SPLIT_WAVES=1` splits reductions whose tiles fill less than a wave by a model of
 //! whole waves (`ConvTarget::split_waves`; off until a GPU has timed it).
+//! `VOXSEG_WGMMA_COLS_WEIGHTS=1` runs bf16 backward weights into 64-column blocks transposed,
+//! on m64n128 wgmmas (`ConvTile::WgTmaCols`; off until a GPU has timed it).
 //! `VOXSEG_WGMMA_TF32_WEIGHTS=1` runs tf32 backward weights on the tensor memory
 //! accelerator's tiles over channel-major packs (off: not yet timed; inert where
 //! `VOXSEG_WGMMA_TMA` is off).
@@ -80,6 +82,11 @@ pub const WGMMA_N64_WEIGHTS_ENV: &str = "VOXSEG_WGMMA_N64_WEIGHTS";
 /// model of whole waves (`1` or `on`; off by default until an H100 has timed it,
 /// `ConvTarget::split_waves`).
 pub const SPLIT_WAVES_ENV: &str = "VOXSEG_SPLIT_WAVES";
+
+/// The environment variable that runs bf16 backward weights into 64-column blocks on the
+/// tensor memory accelerator's transposed tile (`1` or `on`; off by default until an H100
+/// has timed it, `ConvTile::WgTmaCols`).
+pub const WGMMA_COLS_WEIGHTS_ENV: &str = "VOXSEG_WGMMA_COLS_WEIGHTS";
 
 /// The environment variable that runs tf32 backward weights on the tensor memory
 /// accelerator's tiles over channel-major packs (`1` or `on`; off by default until an H100
@@ -164,6 +171,7 @@ struct ConvSettings {
     wgmma_tma: Reach,
     wgmma_n64_weights: bool,
     split_waves: bool,
+    wgmma_cols_weights: bool,
     wgmma_tf32_weights: bool,
     gather_l1: Reach,
     halo: Reach,
@@ -182,6 +190,7 @@ impl Default for ConvSettings {
             wgmma_tma: Reach::default(),
             wgmma_n64_weights: true,
             split_waves: false,
+            wgmma_cols_weights: false,
             wgmma_tf32_weights: false,
             gather_l1: Reach::default(),
             halo: Reach::default(),
@@ -354,6 +363,7 @@ impl Cuda {
         let wgmma_tma = reach_from_env(WGMMA_TMA_ENV)?;
         let wgmma_n64_weights = switch_from_env(WGMMA_N64_WEIGHTS_ENV)?.unwrap_or(true);
         let split_waves = switch_from_env(SPLIT_WAVES_ENV)?.unwrap_or(false);
+        let wgmma_cols_weights = wgmma_switch(WGMMA_COLS_WEIGHTS_ENV, false)?;
         let wgmma_tf32_weights = wgmma_switch(WGMMA_TF32_WEIGHTS_ENV, false)?;
         if wgmma && wgmma_tf32_weights && wgmma_tma == Reach::Off {
             eprintln!(
@@ -379,6 +389,7 @@ impl Cuda {
             wgmma_tma,
             wgmma_n64_weights,
             split_waves,
+            wgmma_cols_weights,
             wgmma_tf32_weights,
             gather_l1,
             halo,
@@ -584,6 +595,20 @@ impl Cuda {
         self.update_conv_settings(|s| s.split_waves = on);
     }
 
+    /// Whether bf16 backward weights into 64-column blocks run transposed
+    /// (`ConvTile::WgTmaCols`, where wgmma and the tensor memory accelerator's tiles are
+    /// on): what `set_wgmma_cols_weights` set, else `VOXSEG_WGMMA_COLS_WEIGHTS` (off unless
+    /// `1` or `on`).
+    pub fn wgmma_cols_weights(&self) -> Result<bool> {
+        Ok(self.conv_settings()?.wgmma_cols_weights)
+    }
+
+    /// Runs bf16 backward weights into 64-column blocks transposed or not, whatever
+    /// `VOXSEG_WGMMA_COLS_WEIGHTS` says.
+    pub fn set_wgmma_cols_weights(&self, on: bool) {
+        self.update_conv_settings(|s| s.wgmma_cols_weights = on);
+    }
+
     /// Whether tf32 backward weights runs on the tensor memory accelerator's tiles
     /// over channel-major packs (where wgmma and those tiles are on): what
     /// `set_wgmma_tf32_weights` set, else `VOXSEG_WGMMA_TF32_WEIGHTS` (off unless `1` or
@@ -657,6 +682,7 @@ impl Cuda {
             .with_wgmma_tma(s.wgmma_tma)
             .with_wgmma_n64_weights(s.wgmma_n64_weights)
             .with_split_waves(s.split_waves)
+            .with_wgmma_cols_weights(s.wgmma_cols_weights)
             .with_wgmma_tf32_weights(s.wgmma_tf32_weights)
             .with_halo(s.halo)
             .with_gather_l1(s.gather_l1);

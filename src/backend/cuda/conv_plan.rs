@@ -313,6 +313,11 @@ pub enum ConvTile {
     WgTma64,
     /// The same, 256 x 128 (four warpgroups multiply).
     WgTma256,
+    /// bf16 backward weights of `WgTma64`'s 64-column blocks on the tensor memory
+    /// accelerator, computed transposed (kernels/conv3d_wgmma.cu, `VxWgmmaTmaCols`): 256
+    /// rows (tap, input channel) by 64 columns (output channels) of the result, each
+    /// warpgroup's wgmmas m64n128 over 128 of the rows.
+    WgTmaCols,
     /// `WgTma128` over boxes of 32 bf16 channels, two a step (the 64-byte swizzle):
     /// forward and backward data whose reduction channels fill no 128-byte row.
     WgTma128Sw64,
@@ -349,6 +354,7 @@ impl ConvTile {
                 | Self::WgTma128
                 | Self::WgTma64
                 | Self::WgTma256
+                | Self::WgTmaCols
                 | Self::WgTma128Sw64
                 | Self::WgTma64Sw64
         )
@@ -420,6 +426,7 @@ impl ConvKernel {
             ConvTile::WgM256 | ConvTile::WgTma256 => {
                 (CONV_WGMMA_M256_BM, CONV_WGMMA_M256_BN, wg(128).2)
             }
+            ConvTile::WgTmaCols => (2 * 128, 64, wg(64).2),
             ConvTile::HaloWeight32x32 => halo_weight(32, 32),
             ConvTile::HaloWeight64x32 => halo_weight(64, 32),
             ConvTile::HaloWeight64x64 => halo_weight(64, 64),
@@ -443,6 +450,7 @@ impl ConvKernel {
                 _,
                 ConvTile::WgTma128
                 | ConvTile::WgTma64
+                | ConvTile::WgTmaCols
                 | ConvTile::WgTma128Sw64
                 | ConvTile::WgTma64Sw64,
             ) => CONV_WGMMA_TMA_THREADS,
@@ -466,6 +474,7 @@ impl ConvKernel {
             ConvTile::WgWs64 => CONV_WGMMA_WS64_THREADS,
             ConvTile::WgTma128
             | ConvTile::WgTma64
+            | ConvTile::WgTmaCols
             | ConvTile::WgTma128Sw64
             | ConvTile::WgTma64Sw64 => CONV_WGMMA_TMA_THREADS,
             ConvTile::WgTma256 => CONV_WGMMA_TMA256_THREADS,
@@ -487,7 +496,11 @@ impl ConvKernel {
             (ConvPrecision::F32, _) => 0,
             (
                 _,
-                ConvTile::WgN128 | ConvTile::WgWs128 | ConvTile::WgTma128 | ConvTile::WgTma128Sw64,
+                ConvTile::WgN128
+                | ConvTile::WgWs128
+                | ConvTile::WgTma128
+                | ConvTile::WgTmaCols
+                | ConvTile::WgTma128Sw64,
             ) => CONV_WGMMA_STAGES_N128 * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN,
             (_, ConvTile::WgN64 | ConvTile::WgWs64 | ConvTile::WgTma64 | ConvTile::WgTma64Sw64) => {
                 CONV_WGMMA_STAGES_N64 * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN
@@ -604,6 +617,7 @@ impl ConvKernel {
             (BackwardWeight, Bf16, WgTma128) => "conv3d_bwd_weight_bf16_tma128",
             (BackwardWeight, Bf16, WgTma64) => "conv3d_bwd_weight_bf16_tma64",
             (BackwardWeight, Bf16, WgTma256) => "conv3d_bwd_weight_bf16_tma256",
+            (BackwardWeight, Bf16, WgTmaCols) => "conv3d_bwd_weight_bf16_tmacols",
             (BackwardWeight, Tf32, WgTma128) => "conv3d_bwd_weight_tf32_tma128",
             (BackwardWeight, Tf32, WgTma64) => "conv3d_bwd_weight_tf32_tma64",
             (BackwardWeight, Tf32, WgTma256) => "conv3d_bwd_weight_tf32_tma256",
@@ -1065,6 +1079,9 @@ pub struct ConvTarget {
     /// A reduction whose tiles fill less than one wave is split by a model of whole waves
     /// (`split_reduction`) rather than into as many slices as one wave holds.
     pub split_waves: bool,
+    /// bf16 backward weights that would take the tensor memory accelerator's 128 x 64 tile
+    /// take `ConvTile::WgTmaCols` instead.
+    pub wgmma_cols_weights: bool,
     /// tf32 backward weights run on the tensor memory accelerator's tiles over
     /// channel-major packs (`ConvPlan::tma_grid_weights`), where `wgmma_tma` is not off.
     pub wgmma_tf32_weights: bool,
@@ -1089,6 +1106,7 @@ impl ConvTarget {
             wgmma_tma: Reach::Off,
             wgmma_n64_weights: true,
             split_waves: false,
+            wgmma_cols_weights: false,
             wgmma_tf32_weights: false,
             halo: Reach::Off,
             gather_l1: Reach::Off,
@@ -1128,6 +1146,13 @@ impl ConvTarget {
     pub fn with_split_waves(self, split_waves: bool) -> Self {
         Self {
             split_waves,
+            ..self
+        }
+    }
+
+    pub fn with_wgmma_cols_weights(self, wgmma_cols_weights: bool) -> Self {
+        Self {
+            wgmma_cols_weights,
             ..self
         }
     }
@@ -1779,6 +1804,18 @@ impl ConvPlan {
             precision,
             tile,
         };
+        // 64 columns of bf16 backward weights computed transposed, where asked for (not yet
+        // timed on a GPU).
+        if weights
+            && tile == ConvTile::WgTma64
+            && precision == ConvPrecision::Bf16
+            && target.wgmma_cols_weights
+        {
+            let plan = Self::tma_tile(g, p, kernel(ConvTile::WgTmaCols), target, &gm)?;
+            if plan.is_some() {
+                return Ok(plan);
+            }
+        }
         // The 256-row tile where it is asked for and its boxes fit; else 128 rows.
         if tile == ConvTile::WgTma128
             && gm.rows > CONV_TC_BM as u64
