@@ -55,6 +55,8 @@ struct VxWgmmaTile {
     // The accumulators as conv3d_pipe.h stores them: each warp 16 rows of m16n8 tiles.
     static constexpr int WARPS_M = 4 * WARPGROUPS, WARPS_N = 1, WM = 16, WN = BN_;
     static constexpr int BM = WARPS_M * WM, BN = BN_;
+    // The block's columns (VxWgmmaTmaCols: those of all its warpgroups).
+    static constexpr int COLS = BN;
     static constexpr int MT = 1, NT = BN / 8;
     static constexpr int ROW_BYTES = VX_CONV_WGMMA_STEP_BYTES;
     static constexpr int ROW_CHUNKS = ROW_BYTES / 16;
@@ -425,8 +427,8 @@ using VxWgmmaTma128Sw64 = VxWgmmaSw64Of<VxWgmmaTma128<P>>;
 template <class P>
 using VxWgmmaTma64Sw64 = VxWgmmaSw64Of<VxWgmmaTma64<P>>;
 
-// Backward weights of at most 64 output channels with the channels as the rows
-// (bf16, mn-major, the tensor memory accelerator's; vx_tma_backward_weights_cols): a block
+// Backward weights in blocks of 64 output channels with the channels as the rows
+// (bf16, mn-major, the tensor memory accelerator's; vx_tma_backward_weights): a block
 // computes dw^T for 64 output channels (A, one box of dy) by 256 (tap, input channel)
 // columns (B, four boxes of x), its two multiplying warpgroups 128 columns each, so that
 // their wgmmas are m64n128 where the 128 x 64 tile's are m64n64 (three quarters of the
@@ -640,36 +642,39 @@ __device__ __forceinline__ void vx_tma_backward_data(const Conv3dTmaParams& tp,
     vx_tma_gather_pass<T, true>(tp, bias, dx);
 }
 
-// Block j of a backward-weights tile's rows (64 rows of one tap: blockIdx.x's tile, rows
-// (tap, padded input channel)): its first channel, or -1 past the last tap, and the tap's
-// kernel index (kz, ky, kx).
+// The block of 64 backward-weights rows (tap, padded input channel) from `row` (one tap's):
+// its first channel, or -1 past the last tap, and the tap's kernel index (kz, ky, kx).
 template <class T>
-__device__ __forceinline__ int vx_weight_block(const Conv3dParams& p, int j, int& kz, int& ky,
+__device__ __forceinline__ int vx_weight_block(const Conv3dParams& p, int row, int& kz, int& ky,
                                                int& kx) {
     const int cin_p = vx_pad<typename T::Prec>(p.cin);
-    const int row = blockIdx.x * T::BM + 64 * j;
     const int tap = row / cin_p;
     vx_split3(tap, p.k_h, p.k_w, kz, ky, kx);
     return tap < p.k_d * p.k_h * p.k_w ? row - tap * cin_p : -1;
 }
 
-// Backward weights' operands as boxes (Conv3dTmaParams): step s is box s of the split, A's
-// 64-row blocks (one tap, 64 of its padded channels) from x at the box's window corner plus
-// the tap, B's 64-column blocks from dy at the box. Each box lands as one mn-major block of
-// the tile (64 elements by 64 voxel rows of 128 bytes, in the 128-byte swizzle), its voxels
-// in the same order in both. Blocks of taps past the last are not copied (nor armed): their
-// rows hold what the stage held before and are never stored, so no copy of a box wholly
-// outside x is needed.
+// Backward weights' operands as boxes (Conv3dTmaParams): step s is box s of the split:
+// x's 64-row blocks (one tap, 64 of its padded channels) at the box's window corner plus
+// the tap, and dy's blocks of 64 channels at the box. On the tiles whose warpgroups split
+// the rows, x's blocks are A (the block's BM rows of (tap, channel)) and dy's B (its BN
+// output channels); on VxWgmmaTmaCols (SPLIT_N, dw computed transposed) dy's one block is A
+// and x's four are B. Each box lands as one mn-major block of the tile (64 elements by 64
+// voxel rows of 128 bytes, in the 128-byte swizzle), its voxels in the same order in both.
+// Blocks of taps past the last are not copied (nor armed): their rows hold what the stage
+// held before and are never stored, so no copy of a box wholly outside x is needed.
 template <class T>
 struct VxTmaBackwardWeights {
-    static constexpr int A_BOXES = T::BM / 64, B_BOXES = T::BN / 64;
+    // The block's (tap, channel) rows and output channels, as x's and dy's blocks.
+    static constexpr int X_ROWS = T::SPLIT_N ? T::COLS : T::BM;
+    static constexpr int DY_ROWS = T::SPLIT_N ? T::BM : T::COLS;
+    static constexpr int X_BOXES = X_ROWS / 64, DY_BOXES = DY_ROWS / 64;
     static_assert(T::MN_BLOCK_BYTES == 64 * 128 && T::BK == 64,
                   "a box is one mn-major block of 64 voxels by 64 bf16");
     const Conv3dTmaParams& tp;
     // x's coordinates of block j relative to a box's output corner (times the strides);
-    // a_c[j] < 0 past the last tap.
-    int a_c[A_BOXES], a_z[A_BOXES], a_y[A_BOXES], a_x[A_BOXES];
-    int b_c0;
+    // x_c[j] < 0 past the last tap.
+    int x_c[X_BOXES], x_z[X_BOXES], x_y[X_BOXES], x_x[X_BOXES];
+    int dy_c0;
     // The bytes of a step's copies.
     unsigned bytes;
     // The output corner of the next box, in boxes: sample n, (z, y, x).
@@ -680,15 +685,15 @@ struct VxTmaBackwardWeights {
         const Conv3dParams& p = tp.conv;
         bytes = T::STAGE_BYTES;
 #pragma unroll
-        for (int j = 0; j < A_BOXES; ++j) {
+        for (int j = 0; j < X_BOXES; ++j) {
             int kz, ky, kx;
-            a_c[j] = vx_weight_block<T>(p, j, kz, ky, kx);
-            if (a_c[j] < 0) bytes -= T::MN_BLOCK_BYTES;
-            a_z[j] = kz - p.pad_d;
-            a_y[j] = ky - p.pad_h;
-            a_x[j] = kx - p.pad_w;
+            x_c[j] = vx_weight_block<T>(p, blockIdx.x * X_ROWS + 64 * j, kz, ky, kx);
+            if (x_c[j] < 0) bytes -= T::MN_BLOCK_BYTES;
+            x_z[j] = kz - p.pad_d;
+            x_y[j] = ky - p.pad_h;
+            x_x[j] = kx - p.pad_w;
         }
-        b_c0 = blockIdx.y * T::BN;
+        dy_c0 = blockIdx.y * DY_ROWS;
         vx_tma_box_of(tp, box, n, z, y, x);
     }
 
@@ -698,83 +703,19 @@ struct VxTmaBackwardWeights {
     __device__ __forceinline__ void load(unsigned char* a_tile, unsigned char* b_tile,
                                          unsigned long long* full) {
         const Conv3dParams& p = tp.conv;
+        unsigned char* x_tile = T::SPLIT_N ? b_tile : a_tile;
+        unsigned char* dy_tile = T::SPLIT_N ? a_tile : b_tile;
         const int oz = z * tp.box_d, oy = y * tp.box_h, ox = x * tp.box_w;
 #pragma unroll
-        for (int j = 0; j < A_BOXES; ++j)
-            if (a_c[j] >= 0)
-                vx_tma_load_5d(a_tile + j * T::MN_BLOCK_BYTES, &tp.a, a_c[j],
-                               ox * p.stride_w + a_x[j], oy * p.stride_h + a_y[j],
-                               oz * p.stride_d + a_z[j], n, full);
+        for (int j = 0; j < X_BOXES; ++j)
+            if (x_c[j] >= 0)
+                vx_tma_load_5d(x_tile + j * T::MN_BLOCK_BYTES, &tp.a, x_c[j],
+                               ox * p.stride_w + x_x[j], oy * p.stride_h + x_y[j],
+                               oz * p.stride_d + x_z[j], n, full);
 #pragma unroll
-        for (int j = 0; j < B_BOXES; ++j)
-            vx_tma_load_5d(b_tile + j * T::MN_BLOCK_BYTES, &tp.b, b_c0 + 64 * j, ox, oy, oz, n,
-                           full);
-        vx_advance_voxel(n, z, y, x, 0, 0, 0, 1, tp.boxes_d, tp.boxes_h, tp.boxes_w);
-    }
-};
-
-template <class T>
-__device__ __forceinline__ void vx_tma_backward_weights(const Conv3dTmaParams& tp, const float*,
-                                                        float* dw) {
-    const Conv3dParams& p = tp.conv;
-    const int boxes = p.n * tp.boxes_d * tp.boxes_h * tp.boxes_w;
-    const int per_split = p.split_len / T::BK;
-    const int begin = blockIdx.z * per_split;
-    const int end = begin + per_split < boxes ? begin + per_split : boxes;
-    VxTmaBackwardWeights<T> ld(tp, begin);
-    VxPipeAcc<T> acc = {};
-    T::MnMajorLoop::template run<T>(ld, end - begin, acc);
-    vx_pipe_store_weights<T>(acc, p, dw);
-}
-
-// Backward weights on VxWgmmaTmaCols: as VxTmaBackwardWeights with the operands' roles
-// swapped. blockIdx.x is a block of 256 (tap, padded input channel) columns, blockIdx.y
-// one of 64 output channels; step s is box s of the split: A one box of dy's 64 channels
-// at the box, B four boxes of x (each one tap, 64 of its channels) at the box's window
-// corner plus the tap. Boxes of taps past the last are neither copied nor armed.
-template <class T>
-struct VxTmaBackwardWeightsCols {
-    static constexpr int B_BOXES = T::COLS / 64;
-    const Conv3dTmaParams& tp;
-    int b_c[B_BOXES], b_z[B_BOXES], b_y[B_BOXES], b_x[B_BOXES];
-    int a_c0;
-    unsigned bytes;
-    int n, z, y, x;
-
-    __device__ __forceinline__ VxTmaBackwardWeightsCols(const Conv3dTmaParams& tp_, int box)
-        : tp(tp_) {
-        const Conv3dParams& p = tp.conv;
-        const int cin_p = vx_pad<typename T::Prec>(p.cin);
-        bytes = T::STAGE_BYTES;
-#pragma unroll
-        for (int j = 0; j < B_BOXES; ++j) {
-            const int col = blockIdx.x * T::COLS + 64 * j;
-            const int tap = col / cin_p;
-            int kz, ky, kx;
-            vx_split3(tap, p.k_h, p.k_w, kz, ky, kx);
-            b_c[j] = tap < p.k_d * p.k_h * p.k_w ? col - tap * cin_p : -1;
-            if (b_c[j] < 0) bytes -= T::MN_BLOCK_BYTES;
-            b_z[j] = kz - p.pad_d;
-            b_y[j] = ky - p.pad_h;
-            b_x[j] = kx - p.pad_w;
-        }
-        a_c0 = blockIdx.y * T::BM;
-        vx_tma_box_of(tp, box, n, z, y, x);
-    }
-
-    __device__ __forceinline__ unsigned stage_bytes() const { return bytes; }
-
-    __device__ __forceinline__ void load(unsigned char* a_tile, unsigned char* b_tile,
-                                         unsigned long long* full) {
-        const Conv3dParams& p = tp.conv;
-        const int oz = z * tp.box_d, oy = y * tp.box_h, ox = x * tp.box_w;
-        vx_tma_load_5d(a_tile, &tp.b, a_c0, ox, oy, oz, n, full);
-#pragma unroll
-        for (int j = 0; j < B_BOXES; ++j)
-            if (b_c[j] >= 0)
-                vx_tma_load_5d(b_tile + j * T::MN_BLOCK_BYTES, &tp.a, b_c[j],
-                               ox * p.stride_w + b_x[j], oy * p.stride_h + b_y[j],
-                               oz * p.stride_d + b_z[j], n, full);
+        for (int j = 0; j < DY_BOXES; ++j)
+            vx_tma_load_5d(dy_tile + j * T::MN_BLOCK_BYTES, &tp.b, dy_c0 + 64 * j, ox, oy, oz,
+                           n, full);
         vx_advance_voxel(n, z, y, x, 0, 0, 0, 1, tp.boxes_d, tp.boxes_h, tp.boxes_w);
     }
 };
@@ -813,17 +754,21 @@ __device__ __forceinline__ void vx_store_weights_cols(const VxPipeAcc<T>& acc,
 }
 
 template <class T>
-__device__ __forceinline__ void vx_tma_backward_weights_cols(const Conv3dTmaParams& tp,
-                                                             const float*, float* dw) {
+__device__ __forceinline__ void vx_tma_backward_weights(const Conv3dTmaParams& tp, const float*,
+                                                        float* dw) {
     const Conv3dParams& p = tp.conv;
     const int boxes = p.n * tp.boxes_d * tp.boxes_h * tp.boxes_w;
     const int per_split = p.split_len / T::BK;
     const int begin = blockIdx.z * per_split;
     const int end = begin + per_split < boxes ? begin + per_split : boxes;
-    VxTmaBackwardWeightsCols<T> ld(tp, begin);
+    VxTmaBackwardWeights<T> ld(tp, begin);
     VxPipeAcc<T> acc = {};
     T::MnMajorLoop::template run<T>(ld, end - begin, acc);
-    vx_store_weights_cols<T>(acc, p, dw);
+    if constexpr (T::SPLIT_N) {
+        vx_store_weights_cols<T>(acc, p, dw);
+    } else {
+        vx_pipe_store_weights<T>(acc, p, dw);
+    }
 }
 
 // Kernel index k along an axis of padding `pad` and `stride`, as the grid reads it: x's
@@ -873,7 +818,7 @@ struct VxTmaBackwardWeightsKMajor {
 #pragma unroll
         for (int j = 0; j < A_BOXES; ++j) {
             int kz, ky, kx;
-            a_c[j] = vx_weight_block<T>(p, j, kz, ky, kx);
+            a_c[j] = vx_weight_block<T>(p, blockIdx.x * T::BM + 64 * j, kz, ky, kx);
             if (a_c[j] < 0) bytes -= BLOCK_BYTES;
             int qz, rz, qy, ry, qx, rx;
             vx_grid_tap(kz, p.pad_d, p.stride_d, qz, rz);
@@ -990,7 +935,7 @@ VX_CONV_TMA_KERNEL(conv3d_bwd_data_bf16_tma64s64, vx_tma_backward_data,
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma128, vx_tma_backward_weights, VxWgmmaTma128<VxBf16>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma64, vx_tma_backward_weights, VxWgmmaTma64<VxBf16>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma256, vx_tma_backward_weights, VxWgmmaTma256<VxBf16>)
-VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tmacols, vx_tma_backward_weights_cols,
+VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tmacols, vx_tma_backward_weights,
                    VxWgmmaTmaCols<VxBf16>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_tf32_tma128, vx_tma_backward_weights_kmajor,
                    VxWgmmaTma128<VxTf32>)
