@@ -419,7 +419,6 @@ pub fn evaluate(
     )
 }
 
-/// The cases an evaluation scores, with what it needs to read them.
 /// The reference cases (those `opts` asks for) without a prediction in `pred`, sorted; the
 /// errors `evaluate_reference` would give first (a prediction of an unknown case, missing
 /// predictions with `Missing::Error`, nothing to score). Lists files, reads none.
@@ -431,6 +430,7 @@ pub fn missing_predictions(
     Ok(CasePlan::new(pred, reference, opts)?.missing)
 }
 
+/// The cases an evaluation scores, with what it needs to read them.
 pub(crate) struct CasePlan<'a> {
     reference: &'a Reference,
     pub(crate) pred_spec: &'a LabelSpec,

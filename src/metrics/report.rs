@@ -144,9 +144,9 @@ impl EvalReport {
 
     /// One row per case and region:
     /// `case,region,dice,hd95,sensitivity,specificity,prediction`, where `prediction` is
-    /// `found` or `missing`; a missing case that was not scored has empty scores.
-    /// One row per case and region; with postprocessing, a last column names its steps
-    /// (the same on every row), as the JSON report's `postprocess` does.
+    /// `found` or `missing`; a missing case that was not scored has empty scores. With
+    /// postprocessing, a last column `postprocess` names its steps (the same on every row),
+    /// as the JSON report's `postprocess` does.
     pub fn to_csv(&self) -> String {
         let mut out = String::from("case,region,dice,hd95,sensitivity,specificity,prediction");
         let steps = self.postprocess.as_deref().map(csv_field);

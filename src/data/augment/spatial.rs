@@ -414,10 +414,10 @@ impl PointSampler<'_, '_> {
     }
 }
 
-/// Trilinear (images) and linear (label, `linear_label`) sampling along the mapped coordinates, row by row:
-/// along a patch row the source position advances by the matrix's first column, so the part of
-/// a row that is well inside the grid is found once and sampled without checks. Coordinates
-/// are f32 (exact to about 1e-5 voxels at these sizes).
+/// Trilinear (images) and linear (label, `linear_label`) sampling along the mapped
+/// coordinates, row by row: along a patch row the source position advances by the matrix's
+/// first column, so the part of a row that is well inside the grid is found once and sampled
+/// without checks. Coordinates are f32 (exact to about 1e-5 voxels at these sizes).
 fn interpolate(
     src: &GridView,
     origin: [f64; 3],
