@@ -280,6 +280,16 @@ fn nearest_offset(floor: i32, w: f32) -> i32 {
     }
 }
 
+/// `linear_label` of a point `w` into the cell whose low corner is `floor`, its corners
+/// (x fastest) carrying `corners`, the nearest taken from among them.
+#[inline]
+fn cell_label(corners: &[i16; 8], floor: [i32; 3], w: [f32; 3]) -> u8 {
+    let near = (0..3)
+        .map(|a| nearest_offset(floor[a], w[a]) << a)
+        .sum::<i32>();
+    linear_label(corners, w, corners[near as usize])
+}
+
 /// Floor as an integer, exact, without the libm call `f32::floor` becomes on baseline x86-64.
 #[inline]
 fn floor_i32(v: f32) -> i32 {
@@ -349,10 +359,8 @@ impl PointSampler<'_, '_> {
             let at = base + (c & 1) + ((c >> 1) & 1) * nx + (c >> 2) * nxy;
             src[at] as i16
         });
-        let near = nearest_offset(ix as i32, wx)
-            + 2 * nearest_offset(iy as i32, wy)
-            + 4 * nearest_offset(iz as i32, wz);
-        label[o] = linear_label(&corners, [wx, wy, wz], corners[near as usize]);
+        let floor = [ix, iy, iz].map(|v| v as i32);
+        label[o] = cell_label(&corners, floor, [wx, wy, wz]);
         for (c, ch) in self.src.channels.iter().enumerate() {
             // One bounds check for the 2x2x2 neighbourhood.
             let cell = &ch[base..base + nxy + nx + 2];
@@ -386,9 +394,7 @@ impl PointSampler<'_, '_> {
                 iz + (c >> 2) as i32,
             ])
         });
-        let near =
-            nearest_offset(ix, w[0]) + 2 * nearest_offset(iy, w[1]) + 4 * nearest_offset(iz, w[2]);
-        label[o] = linear_label(&corners, w, corners[near as usize]);
+        label[o] = cell_label(&corners, [ix, iy, iz], w);
         let far = [ix, iy, iz].iter().zip(last).any(|(&v, l)| v < -1 || v > l);
         for (c, ch) in self.src.channels.iter().enumerate() {
             let mut acc = 0.0f32;
