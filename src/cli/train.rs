@@ -380,10 +380,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let summary = voxseg::train::train(cfg, opts)?;
     let run = &summary.run.root;
     let (done, total) = (summary.state.epoch, summary.epochs);
-    if !summary.unapplied_changes.is_empty() {
+    if !summary.trained && !summary.resume_changes.is_empty() {
         eprintln!(
             "note: nothing was trained, so these were not applied (nor written to config.json): {}",
-            summary.unapplied_changes.join(", ")
+            summary.resume_changes.join(", ")
         );
     }
     if summary.ending == Ending::AlreadyComplete {

@@ -142,12 +142,9 @@ pub struct TrainSummary {
     pub epochs: usize,
     pub last_validation: Option<Validation>,
     pub ending: Ending,
-    /// On resume: the resumable settings that changed for the epochs this call trained, as
-    /// "name old -> new"; empty when nothing was trained.
+    /// On resume: the resumable settings asked to change, as "name old -> new"; applied
+    /// (and written to `config.json`) only where the call `trained`.
     pub resume_changes: Vec<String>,
-    /// On a resume that trained nothing (the run complete, or stopped early): the changes
-    /// it was asked for, which it neither applied nor wrote to `config.json`.
-    pub unapplied_changes: Vec<String>,
     /// Whether this call trained (false where the run was complete or had stopped early:
     /// then `device` is where it would have run).
     pub trained: bool,
@@ -1784,8 +1781,7 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
             state,
             last_validation: None,
             ending,
-            resume_changes: Vec::new(),
-            unapplied_changes: changes,
+            resume_changes: changes,
             trained: false,
             memory_peak_bytes: None,
         });
@@ -2138,7 +2134,6 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
         last_validation,
         ending,
         resume_changes: changes,
-        unapplied_changes: Vec::new(),
         trained: true,
         memory_peak_bytes: backend.memory_peak_bytes(),
     })
