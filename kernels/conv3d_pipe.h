@@ -567,6 +567,13 @@ struct VxPipeBackwardWeights {
     }
 };
 
+// dw's row (tap, input channel) of backward weights' GEMM row r (tap, padded channel, cin_p
+// of them a tap), or -1 for a padding channel.
+__device__ __forceinline__ int vx_weight_row(const Conv3dParams& p, int cin_p, int r) {
+    const int tap = r / cin_p, c = r - tap * cin_p;
+    return c < p.cin ? tap * p.cin + c : -1;
+}
+
 // Writes backward weights' accumulators, rows (tap, padded channel), into this split's
 // partial of dw [tap][cin][cout].
 template <class T>
@@ -575,11 +582,7 @@ __device__ __forceinline__ void vx_pipe_store_weights(const VxPipeAcc<T>& acc,
     const int cin_p = vx_pad<typename T::Prec>(p.cin);
     const int taps = p.k_d * p.k_h * p.k_w;
     vx_pipe_store<T>(
-        acc, taps * cin_p, p.cout,
-        [&](int, int r) {
-            const int tap = r / cin_p, c = r - tap * cin_p;
-            return c < p.cin ? tap * p.cin + c : -1;
-        },
+        acc, taps * cin_p, p.cout, [&](int, int r) { return vx_weight_row(p, cin_p, r); },
         nullptr, dw + static_cast<size_t>(blockIdx.z) * taps * p.cin * p.cout);
 }
 

@@ -741,9 +741,9 @@ __device__ __forceinline__ void vx_store_weights_cols(const VxPipeAcc<T>& acc,
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
             const int col = col0 + 8 * j + e;
-            const int tap = col / cin_p, c = col - tap * cin_p;
-            if (tap >= taps || c >= p.cin) continue;
-            float* dst = out + static_cast<size_t>(tap * p.cin + c) * p.cout;
+            const int row = col < taps * cin_p ? vx_weight_row(p, cin_p, col) : -1;
+            if (row < 0) continue;
+            float* dst = out + static_cast<size_t>(row) * p.cout;
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 const int co = row0 + 8 * h;
