@@ -10,8 +10,8 @@
 // loads on compute capability 9.0 devices and nowhere else.
 //
 // A block of two warpgroups computes a 128 x BN tile (BN = 128, 64, or 32 in forward and
-// backward data; 64 also as a pair of blocks per SM with a shorter ring), a block of four a
-// 256 x 128 tile: warpgroup w rows 64 w .. 64 w + 63, all BN columns, one wgmma per K step
+// backward data; 64 also as a pair of blocks per SM with a shorter ring, or transposed,
+// VxWgmmaTmaCols), a block of four a 256 x 128 tile: warpgroup w rows 64 w .. 64 w + 63, all BN columns, one wgmma per K step
 // of 16 bf16 / 8 tf32, four per reduction step of 128 bytes per row. Tiles are in the
 // 128-byte swizzle (chunk c of a 128-byte row r at chunk c ^ (r % 8)): k-major in forward
 // and backward data (a row is 64 bf16 / 32 tf32 of the reduction), mn-major in backward
@@ -179,10 +179,13 @@ __device__ __forceinline__ unsigned vx_wgmma_group() {
 template <class T, bool MN_MAJOR>
 __device__ __forceinline__ void vx_wgmma_stage_descs(unsigned wg, unsigned a, unsigned b,
                                                      unsigned& a_low, unsigned& b_low) {
-    if constexpr (T::SPLIT_N) {
-        static_assert(MN_MAJOR && T::BM == 64, "one block of 64 rows, shared by the warpgroups");
+    if constexpr (T::SPLIT_N && MN_MAJOR) {
+        static_assert(T::BM == 64, "one block of 64 rows, shared by the warpgroups");
         a_low = vx_wgmma_desc_low(a, T::MN_BLOCK_BYTES);
         b_low = vx_wgmma_desc_low(b + wg * (T::BN / 64) * T::MN_BLOCK_BYTES, T::MN_BLOCK_BYTES);
+    } else if constexpr (T::SPLIT_N) {
+        a_low = vx_wgmma_desc_low(a, 16);
+        b_low = vx_wgmma_desc_low(b + wg * (T::B_SUB_BYTES / T::WARPGROUPS), 16);
     } else if constexpr (MN_MAJOR) {
         a_low = vx_wgmma_desc_low(a + wg * T::MN_BLOCK_BYTES, T::MN_BLOCK_BYTES);
         b_low = vx_wgmma_desc_low(b, T::MN_BLOCK_BYTES);
@@ -427,16 +430,20 @@ using VxWgmmaTma128Sw64 = VxWgmmaSw64Of<VxWgmmaTma128<P>>;
 template <class P>
 using VxWgmmaTma64Sw64 = VxWgmmaSw64Of<VxWgmmaTma64<P>>;
 
-// Backward weights in blocks of 64 output channels with the channels as the rows
-// (bf16, mn-major, the tensor memory accelerator's; vx_tma_backward_weights): a block
-// computes dw^T for 64 output channels (A, one box of dy) by 256 (tap, input channel)
-// columns (B, four boxes of x), its two multiplying warpgroups 128 columns each, so that
-// their wgmmas are m64n128 where the 128 x 64 tile's are m64n64 (three quarters of the
-// shared-memory reads per multiply-add), and the producer warpgroup of VxWgmmaTmaOf.
+// A result of 64-channel blocks computed transposed, on the tensor memory accelerator: the
+// block's 64 result channels are the rows (A, one box), 256 columns (B) follow, and its two
+// multiplying warpgroups take 128 columns each, so that their wgmmas are m64n128 where the
+// 128 x 64 tile's are m64n64 (three quarters of the shared-memory reads per multiply-add);
+// the producer warpgroup is VxWgmmaTmaOf's. Backward weights (bf16, mn-major,
+// vx_tma_backward_weights): dw^T, 64 output channels (a box of dy) by 256 (tap, input
+// channel) columns (four boxes of x). Forward and backward data (k-major, vx_tma_gather_pass):
+// y^T (dx^T), 64 result channels (a box of the weights) by one box of 256 voxels (x's; dy's),
+// a row of the reduction's channels per step (VxWgmmaSw64Of: two boxes of half a row).
 template <class P>
 struct VxWgmmaTmaCols {
     using Prec = P;
     using Elem = typename P::Elem;
+    using KMajorLoop = VxWgmmaTmaLoop<false>;
     using MnMajorLoop = VxWgmmaTmaLoop<true>;
     static constexpr int WARPGROUPS = 2;
     static constexpr bool SPLIT_N = true;
@@ -452,13 +459,22 @@ struct VxWgmmaTmaCols {
     static constexpr int ROW_BYTES = VX_CONV_WGMMA_STEP_BYTES;
     static constexpr int BK = ROW_BYTES / static_cast<int>(sizeof(Elem));
     static constexpr int K_STEPS = BK / P::MMA_K;
+    static constexpr int SWIZZLE_BYTES = ROW_BYTES, SUBTILES = 1, SUB_K = BK;
+    // An mn-major block: 64 elements by BK rows (bf16: one box of 64 voxels by 64 channels).
     static constexpr int MN_BLOCK_BYTES = BK * ROW_BYTES;
-    static constexpr int A_BYTES = MN_BLOCK_BYTES, B_BYTES = COLS / 64 * MN_BLOCK_BYTES;
+    // Rows of 128 bytes either way: k-major rows are the result's rows or columns, mn-major
+    // ones (bf16) the BK reduction voxels of each block of 64.
+    static constexpr int A_BYTES = BM * ROW_BYTES, B_BYTES = COLS * ROW_BYTES;
+    static constexpr int A_SUB_BYTES = A_BYTES, B_SUB_BYTES = B_BYTES;
     static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
     static constexpr int STAGES = VX_CONV_WGMMA_STAGES_N128;
-    static_assert(P::PER_CHUNK == 8 && ROW_BYTES == 128 && BK == 64,
-                  "bf16: a box row is 64 channels of one voxel");
+    static_assert(ROW_BYTES == 128 && A_BYTES % VX_WGMMA_ATOM_BYTES == 0 &&
+                      (B_SUB_BYTES / WARPGROUPS) % VX_WGMMA_ATOM_BYTES == 0,
+                  "128-byte rows; each warpgroup's columns at an atom boundary");
 };
+// The same over boxes of 32 bf16 channels, two a step (forward and backward data).
+template <class P>
+using VxWgmmaTmaColsSw64 = VxWgmmaSw64Of<VxWgmmaTmaCols<P>>;
 
 // The main loop of VxWgmmaTmaOf: stage s's `full` completes when its one arrival (the
 // copying thread's, which armed it with the loader's stage_bytes()) and the bytes of the
@@ -503,19 +519,25 @@ __device__ __forceinline__ void vx_tma_box_of(const Conv3dTmaParams& tp, int box
 }
 
 // The forward's operands as boxes (Conv3dTmaParams), or backward data's over one stride
-// phase (DATA; VxPhase, the only one at stride 1): the block's rows are one box of BM result
-// voxels (box_d x box_h x box_w of y, or of the phase's grid of dx voxels), step s is
-// reduction step s of the split: tap t of the window (the kernel's taps; the phase's) and BK
-// of the reduction's padded channels (x's; dy's), A the box's windows at t (the forward's x
-// at corner * stride - pad + t, taken every stride voxels; backward data's dy at corner +
-// lo + t; zeros outside the tensor), B the block's BN result channels' weights at the kernel
-// tap of t and those channels (packed [cout][tap][cin_p], or [cin][tap][cout_p], as
-// [rows][taps * channels]; zeros past the last row). Both land as k-major tiles in the
-// 128-byte swizzle, A's rows in the box's voxel order; on VxWgmmaSw64Of, as its sub-tiles,
-// each a box of SUB_K channels at the next (tap, channels), zeros past the window's last
-// tap (an odd number of them at 32 channels: both boxes read past the channels).
+// phase (DATA; VxPhase, the only one at stride 1): the block's voxels are one box of
+// X_ROWS result voxels (box_d x box_h x box_w of y, or of the phase's grid of dx voxels),
+// step s is reduction step s of the split: tap t of the window (the kernel's taps; the
+// phase's) and BK of the reduction's padded channels (x's; dy's). The box's windows at t
+// (the forward's x at corner * stride - pad + t, taken every stride voxels; backward data's
+// dy at corner + lo + t; zeros outside the tensor) are A, and the weights of the block's
+// W_ROWS result channels at the kernel tap of t and those channels (packed
+// [cout][tap][cin_p], or [cin][tap][cout_p], as [rows][taps * channels]; zeros past the
+// last row) are B; on VxWgmmaTmaCols (SPLIT_N, the result computed transposed) the weights
+// are A and the voxels B. Both land as k-major tiles in the 128-byte swizzle, the voxels'
+// rows in the box's order; on VxWgmmaSw64Of, as its sub-tiles, each a box of SUB_K
+// channels at the next (tap, channels), zeros past the window's last tap (an odd number of
+// them at 32 channels: both boxes read past the channels).
 template <class T, bool DATA>
 struct VxTmaGather {
+    static constexpr int X_ROWS = T::SPLIT_N ? T::COLS : T::BM;
+    static constexpr int W_ROWS = T::SPLIT_N ? T::BM : T::COLS;
+    static constexpr int X_SUB_BYTES = T::SPLIT_N ? T::B_SUB_BYTES : T::A_SUB_BYTES;
+    static constexpr int W_SUB_BYTES = T::SPLIT_N ? T::A_SUB_BYTES : T::B_SUB_BYTES;
     const Conv3dTmaParams& tp;
     const VxPhase& ph;
     int chunks, channels;
@@ -557,19 +579,21 @@ struct VxTmaGather {
     __device__ __forceinline__ void load(unsigned char* a_tile, unsigned char* b_tile,
                                          unsigned long long* full) {
         const Conv3dParams& p = tp.conv;
+        unsigned char* x_tile = T::SPLIT_N ? b_tile : a_tile;
+        unsigned char* w_tile = T::SPLIT_N ? a_tile : b_tile;
 #pragma unroll
         for (int j = 0; j < T::SUBTILES; ++j) {
             // Past the window's last tap, channel `channels` of x (dy) and column
             // `taps * channels` of the weights are outside both maps.
             const bool inside = tz < taps_d;
             const int c0 = inside ? chunk * T::SUB_K : channels;
-            vx_tma_load_5d(a_tile + j * T::A_SUB_BYTES, &tp.a, c0, ix + tx, iy + ty,
-                           iz + tz, n, full);
+            vx_tma_load_5d(x_tile + j * X_SUB_BYTES, &tp.a, c0, ix + tx, iy + ty, iz + tz, n,
+                           full);
             const int tap =
                 DATA ? vx_phase_kernel_tap(p, ph, tz, ty, tx) : (tz * p.k_h + ty) * p.k_w + tx;
             const int column = inside ? tap * channels + c0 : p.k_d * p.k_h * p.k_w * channels;
-            vx_tma_load_5d(b_tile + j * T::B_SUB_BYTES, &tp.b, column,
-                           blockIdx.y * T::BN, 0, 0, 0, full);
+            vx_tma_load_5d(w_tile + j * W_SUB_BYTES, &tp.b, column, blockIdx.y * W_ROWS, 0, 0,
+                           0, full);
             if (++chunk == chunks) {
                 chunk = 0;
                 vx_next_tap(tz, ty, tx, taps_h, taps_w);
@@ -577,6 +601,61 @@ struct VxTmaGather {
         }
     }
 };
+
+// Floats a column of VxWgmmaTmaCols' staged result takes in shared memory (vx_store_cols):
+// 64 channels and 4 more, so that a warp's fragment writes (8 channels of each of 4
+// columns, 2 apart) fall in 32 different banks.
+constexpr int VX_COLS_STAGED_STRIDE = 68;
+
+// Writes the accumulators of a tile computed transposed (VxWgmmaTmaCols), as vx_pipe_store
+// writes the others': result channel c (the block's row, blockIdx.y BM + 16 (warp % 4) + g
+// (+ 8) in warpgroup w's D fragment) of the block's column `local` (128 w + 8 j + 2 t (+ 1);
+// GEMM row r = blockIdx.x COLS + local) goes to out[out_row(local, r) * cols + c] (skipped
+// where out_row < 0), plus bias[c] when there is a bias. Once every warpgroup's wgmmas
+// have read the ring, the fragments are staged there column by column, and each warp
+// writes 32 columns a row at a time (lane i finds column i's row): 256 contiguous bytes a
+// store, where storing the fragments would write 32-byte pieces of 4 columns.
+template <class T, class OutRow>
+__device__ __forceinline__ void vx_store_cols(const VxPipeAcc<T>& acc, int cols, OutRow out_row,
+                                              const float* bias, float* out) {
+    constexpr int STRIDE = VX_COLS_STAGED_STRIDE, WARPS = 4 * T::WARPGROUPS;
+    static_assert(T::BM == 64 && T::COLS == 32 * WARPS &&
+                      T::COLS * STRIDE * 4 <= T::STAGES * T::STAGE_BYTES,
+                  "a warp's 32 columns of 64 channels; the staged result fits in the ring");
+    const int tid = T::mma_thread();
+    if (tid < 0) return;
+    float* staged = reinterpret_cast<float*>(vx_wgmma_shared());
+    // The warp-major accumulator array is, per thread, the wgmma D fragment.
+    const float* d = &acc[0][0][0];
+    const int warp = tid / 32, lane = tid % 32, g = lane >> 2, t = lane & 3;
+    vx_named_barrier(1, 128 * T::WARPGROUPS);
+    const int row0 = 16 * (warp % 4) + g, local0 = (warp / 4) * T::BN + 2 * t;
+#pragma unroll
+    for (int j = 0; j < T::BN / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+                staged[(local0 + 8 * j + e) * STRIDE + row0 + 8 * h] = d[4 * j + 2 * h + e];
+    vx_named_barrier(1, 128 * T::WARPGROUPS);
+    const int first = 32 * warp;
+    const int mine = out_row(first + lane, static_cast<int>(blockIdx.x) * T::COLS + first + lane);
+    const int c = blockIdx.y * T::BM + 2 * lane;
+    const bool has0 = c < cols, has1 = c + 1 < cols, pairs = has1 && cols % 2 == 0;
+    const float add0 = bias && has0 ? bias[c] : 0.0f, add1 = bias && has1 ? bias[c + 1] : 0.0f;
+    for (int i = 0; i < 32; ++i) {
+        const int o = __shfl_sync(0xffffffffu, mine, i);
+        if (o < 0 || !has0) continue;
+        const VxF2 v = *reinterpret_cast<const VxF2*>(staged + (first + i) * STRIDE + 2 * lane);
+        float* dst = out + static_cast<size_t>(o) * cols + c;
+        if (pairs) {
+            *reinterpret_cast<VxF2*>(dst) = VxF2{v.x + add0, v.y + add1};
+        } else {
+            dst[0] = v.x + add0;
+            if (has1) dst[1] = v.y + add1;
+        }
+    }
+}
 
 // The forward (y from x), or backward data (DATA: dx from dy; grid.z runs over (split,
 // stride phase), phase fastest, and the boxes tile the largest phase's grid), on the tensor
@@ -613,21 +692,26 @@ __device__ __forceinline__ void vx_tma_gather_pass(const Conv3dTmaParams& tp, co
     }
     const int d = DATA ? p.in_d : p.out_d, h = DATA ? p.in_h : p.out_h;
     const int w = DATA ? p.in_w : p.out_w, cols = DATA ? p.cin : p.cout;
-    vx_pipe_store<T>(
-        acc, static_cast<int>(gridDim.x) * T::BM, cols,
-        [&](int local, int) {
-            int z, y, x;
-            vx_split3(local, tp.box_h, tp.box_w, z, y, x);
-            z += bz, y += by, x += bx;
-            if (z >= grid_d || y >= grid_h || x >= grid_w) return -1;
-            if constexpr (DATA) {
-                z = z * p.stride_d + ph.r[0];
-                y = y * p.stride_h + ph.r[1];
-                x = x * p.stride_w + ph.r[2];
-            }
-            return ((n * d + z) * h + y) * w + x;
-        },
-        split == 0 ? bias : nullptr, out + static_cast<size_t>(split) * p.n * d * h * w * cols);
+    const auto voxel = [&](int local, int) {
+        int z, y, x;
+        vx_split3(local, tp.box_h, tp.box_w, z, y, x);
+        z += bz, y += by, x += bx;
+        if (z >= grid_d || y >= grid_h || x >= grid_w) return -1;
+        if constexpr (DATA) {
+            z = z * p.stride_d + ph.r[0];
+            y = y * p.stride_h + ph.r[1];
+            x = x * p.stride_w + ph.r[2];
+        }
+        return ((n * d + z) * h + y) * w + x;
+    };
+    const float* split_bias = split == 0 ? bias : nullptr;
+    float* split_out = out + static_cast<size_t>(split) * p.n * d * h * w * cols;
+    if constexpr (T::SPLIT_N) {
+        vx_store_cols<T>(acc, cols, voxel, split_bias, split_out);
+    } else {
+        vx_pipe_store<T>(acc, static_cast<int>(gridDim.x) * T::BM, cols, voxel, split_bias,
+                         split_out);
+    }
 }
 
 template <class T>
@@ -720,39 +804,6 @@ struct VxTmaBackwardWeights {
     }
 };
 
-// dw[tap][ci][co] from VxWgmmaTmaCols' accumulators: warpgroup w's thread holds rows
-// (output channels) 16 (warp % 4) + g (+ 8) and columns 128 w + 8 j + 2 t (+ 1), the
-// wgmma D fragment; split z's partial at dw + z taps cin cout.
-template <class T>
-__device__ __forceinline__ void vx_store_weights_cols(const VxPipeAcc<T>& acc,
-                                                      const Conv3dParams& p, float* dw) {
-    const int tid = T::mma_thread();
-    if (tid < 0) return;
-    // The warp-major accumulator array is, per thread, the wgmma D fragment.
-    const float* d = &acc[0][0][0];
-    const int cin_p = vx_pad<typename T::Prec>(p.cin);
-    const int taps = p.k_d * p.k_h * p.k_w;
-    const int warp = tid / 32, lane = tid % 32, g = lane >> 2, t = lane & 3;
-    const int row0 = blockIdx.y * T::BM + 16 * (warp % 4) + g;
-    const int col0 = blockIdx.x * T::COLS + (warp / 4) * T::BN + 2 * t;
-    float* out = dw + static_cast<size_t>(blockIdx.z) * taps * p.cin * p.cout;
-#pragma unroll
-    for (int j = 0; j < T::BN / 8; ++j) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-            const int col = col0 + 8 * j + e;
-            const int row = col < taps * cin_p ? vx_weight_row(p, cin_p, col) : -1;
-            if (row < 0) continue;
-            float* dst = out + static_cast<size_t>(row) * p.cout;
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int co = row0 + 8 * h;
-                if (co < p.cout) dst[co] = d[4 * j + 2 * h + e];
-            }
-        }
-    }
-}
-
 template <class T>
 __device__ __forceinline__ void vx_tma_backward_weights(const Conv3dTmaParams& tp, const float*,
                                                         float* dw) {
@@ -765,7 +816,12 @@ __device__ __forceinline__ void vx_tma_backward_weights(const Conv3dTmaParams& t
     VxPipeAcc<T> acc = {};
     T::MnMajorLoop::template run<T>(ld, end - begin, acc);
     if constexpr (T::SPLIT_N) {
-        vx_store_weights_cols<T>(acc, p, dw);
+        const int cin_p = vx_pad<typename T::Prec>(p.cin);
+        const int taps = p.k_d * p.k_h * p.k_w;
+        vx_store_cols<T>(
+            acc, p.cout,
+            [&](int, int r) { return r < taps * cin_p ? vx_weight_row(p, cin_p, r) : -1; },
+            nullptr, dw + static_cast<size_t>(blockIdx.z) * taps * p.cin * p.cout);
     } else {
         vx_pipe_store_weights<T>(acc, p, dw);
     }
@@ -932,6 +988,13 @@ VX_CONV_TMA_KERNEL(conv3d_bwd_data_bf16_tma128s64, vx_tma_backward_data,
                    VxWgmmaTma128Sw64<VxBf16>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_data_bf16_tma64s64, vx_tma_backward_data,
                    VxWgmmaTma64Sw64<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_fwd_bf16_tmacols, vx_tma_forward, VxWgmmaTmaCols<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_fwd_tf32_tmacols, vx_tma_forward, VxWgmmaTmaCols<VxTf32>)
+VX_CONV_TMA_KERNEL(conv3d_fwd_bf16_tmacolss64, vx_tma_forward, VxWgmmaTmaColsSw64<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_data_bf16_tmacols, vx_tma_backward_data, VxWgmmaTmaCols<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_data_tf32_tmacols, vx_tma_backward_data, VxWgmmaTmaCols<VxTf32>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_data_bf16_tmacolss64, vx_tma_backward_data,
+                   VxWgmmaTmaColsSw64<VxBf16>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma128, vx_tma_backward_weights, VxWgmmaTma128<VxBf16>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma64, vx_tma_backward_weights, VxWgmmaTma64<VxBf16>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma256, vx_tma_backward_weights, VxWgmmaTma256<VxBf16>)
@@ -1148,6 +1211,12 @@ extern "C" int emu_conv3d_tma(const char* name, const EmuDims* d, const Conv3dTm
         {"conv3d_fwd_bf16_tma64s64", conv3d_fwd_bf16_tma64s64},
         {"conv3d_bwd_data_bf16_tma128s64", conv3d_bwd_data_bf16_tma128s64},
         {"conv3d_bwd_data_bf16_tma64s64", conv3d_bwd_data_bf16_tma64s64},
+        {"conv3d_fwd_bf16_tmacols", conv3d_fwd_bf16_tmacols},
+        {"conv3d_fwd_tf32_tmacols", conv3d_fwd_tf32_tmacols},
+        {"conv3d_fwd_bf16_tmacolss64", conv3d_fwd_bf16_tmacolss64},
+        {"conv3d_bwd_data_bf16_tmacols", conv3d_bwd_data_bf16_tmacols},
+        {"conv3d_bwd_data_tf32_tmacols", conv3d_bwd_data_tf32_tmacols},
+        {"conv3d_bwd_data_bf16_tmacolss64", conv3d_bwd_data_bf16_tmacolss64},
         {"conv3d_bwd_weight_bf16_tma128", conv3d_bwd_weight_bf16_tma128},
         {"conv3d_bwd_weight_bf16_tma64", conv3d_bwd_weight_bf16_tma64},
         {"conv3d_bwd_weight_bf16_tma256", conv3d_bwd_weight_bf16_tma256},

@@ -1794,6 +1794,111 @@ fn bf16_wgmma_tma_half_rows() {
     assert!(tf32(16).tma.is_none(), "{:?}", tf32(16).kernel);
 }
 
+/// Forward and backward data into 64 columns computed transposed (`WgTmaCols`; at bf16 over
+/// half rows `WgTmaColsSw64`, where `wgmma_cols_gather` asks for it): a block's columns are
+/// one box of 256 voxels, its rows 64 result channels (40: the weights' box past the last
+/// row, the store past the channels). Forward: boxes that overhang the output (w 7 in 8),
+/// 'same' and 'valid' windows, strided, an even kernel, rows of 32 along w, the bias
+/// added once over a split reduction. Backward data: a strided layer's phases (an odd
+/// depth, phase grids of two sizes), phases no tap reaches (a 1x1x1 kernel at stride 2), a
+/// transposed 2x2x2 convolution's forward (the decoder's up-convolution). Without the
+/// switch the 128 x 64 tiles stay.
+fn wgmma_tma_cols_gather(precision: ConvPrecision, rng: &mut Rng) {
+    use ConvTile::{WgTmaCols, WgTmaColsSw64};
+    let target = ConvTarget::new(528)
+        .with_wgmma(true)
+        .with_wgmma_tma(Reach::All)
+        .with_wgmma_cols_gather(true);
+    let bf16 = precision == ConvPrecision::Bf16;
+    let case = |g, tile| (g, target, tile);
+    let mut forward = vec![
+        case(
+            conv([1, 8, 8, 8, 64], [3, 3, 3, 64, 64], 1, Padding::Same),
+            WgTmaCols,
+        ),
+        case(
+            conv([2, 4, 8, 7, 64], [3, 3, 3, 64, 64], 1, Padding::Same),
+            WgTmaCols,
+        ),
+        case(
+            conv([1, 16, 16, 16, 64], [3, 3, 3, 64, 40], 2, Padding::Same),
+            WgTmaCols,
+        ),
+        case(
+            conv([1, 6, 10, 10, 64], [3, 3, 3, 64, 64], 1, Padding::Valid),
+            WgTmaCols,
+        ),
+        case(
+            conv([1, 8, 8, 16, 64], [2, 2, 2, 64, 64], 1, Padding::Same),
+            WgTmaCols,
+        ),
+        case(
+            conv([1, 4, 4, 32, 128], [3, 3, 3, 128, 64], 1, Padding::Same),
+            WgTmaCols,
+        ),
+    ];
+    let mut data = vec![
+        case(
+            conv([1, 15, 16, 16, 64], [3, 3, 3, 64, 128], 2, Padding::Same),
+            WgTmaCols,
+        ),
+        case(
+            conv([1, 8, 8, 8, 64], [3, 3, 3, 64, 64], 1, Padding::Same),
+            WgTmaCols,
+        ),
+        case(
+            conv([1, 8, 8, 16, 40], [3, 3, 3, 40, 64], 1, Padding::Same),
+            WgTmaCols,
+        ),
+        case(
+            conv([1, 16, 16, 16, 64], [1, 1, 1, 64, 64], 2, Padding::Valid),
+            WgTmaCols,
+        ),
+        case(
+            transposed([1, 8, 8, 8, 128], [2, 2, 2, 64, 128], K2S2),
+            WgTmaCols,
+        ),
+    ];
+    // Reductions of 32 channels a tap: half rows at bf16, whole ones at tf32.
+    let half = if bf16 { WgTmaColsSw64 } else { WgTmaCols };
+    forward.push(case(
+        conv([1, 8, 8, 8, 32], [3, 3, 3, 32, 64], 1, Padding::Same),
+        half,
+    ));
+    forward.push(case(
+        conv([1, 16, 16, 16, 32], [3, 3, 3, 32, 64], 2, Padding::Same),
+        half,
+    ));
+    data.push(case(
+        conv([1, 8, 8, 8, 64], [3, 3, 3, 64, 32], 1, Padding::Same),
+        half,
+    ));
+    data.push(case(
+        transposed([1, 8, 8, 8, 32], [2, 2, 2, 64, 32], K2S2),
+        half,
+    ));
+    check_tma_cases(&forward, ConvPass::Forward, precision, rng);
+    check_tma_cases(&data, ConvPass::BackwardData, precision, rng);
+    let off = target.with_wgmma_cols_gather(false);
+    for (g, pass) in [
+        (&forward[0].0, ConvPass::Forward),
+        (&data[1].0, ConvPass::BackwardData),
+    ] {
+        let plan = ConvPlan::new(g, pass, precision, off).unwrap();
+        assert_eq!(plan.kernel.tile, ConvTile::WgTma64, "{pass:?} {g:?}");
+    }
+}
+
+#[test]
+fn bf16_wgmma_tma_cols_gather() {
+    wgmma_tma_cols_gather(ConvPrecision::Bf16, &mut Rng::new(100));
+}
+
+#[test]
+fn tf32_wgmma_tma_cols_gather() {
+    wgmma_tma_cols_gather(ConvPrecision::Tf32, &mut Rng::new(101));
+}
+
 #[test]
 fn bf16_wgmma_tma_backward_data() {
     wgmma_tma_backward_data(ConvPrecision::Bf16, &mut Rng::new(97));

@@ -61,6 +61,7 @@ struct RestoreSettings<'a> {
     wgmma_n64_weights: bool,
     split_waves: bool,
     wgmma_cols_weights: bool,
+    wgmma_cols_gather: bool,
     wgmma_tf32_weights: bool,
     gather_l1: Reach,
     halo: Reach,
@@ -80,6 +81,7 @@ impl<'a> RestoreSettings<'a> {
             wgmma_n64_weights: gpu.wgmma_n64_weights().unwrap(),
             split_waves: gpu.split_waves().unwrap(),
             wgmma_cols_weights: gpu.wgmma_cols_weights().unwrap(),
+            wgmma_cols_gather: gpu.wgmma_cols_gather().unwrap(),
             wgmma_tf32_weights: gpu.wgmma_tf32_weights().unwrap(),
             gather_l1: gpu.gather_l1().unwrap(),
             halo: gpu.halo().unwrap(),
@@ -101,6 +103,7 @@ impl Drop for RestoreSettings<'_> {
         gpu.set_wgmma_n64_weights(self.wgmma_n64_weights);
         gpu.set_split_waves(self.split_waves);
         gpu.set_wgmma_cols_weights(self.wgmma_cols_weights);
+        gpu.set_wgmma_cols_gather(self.wgmma_cols_gather);
         gpu.set_wgmma_tf32_weights(self.wgmma_tf32_weights);
         gpu.set_gather_l1(self.gather_l1);
         gpu.set_halo(self.halo);
@@ -119,6 +122,7 @@ fn plan_like(gpu: &Cuda, target: ConvTarget) {
     gpu.set_wgmma_n64_weights(target.wgmma_n64_weights);
     gpu.set_split_waves(target.split_waves);
     gpu.set_wgmma_cols_weights(target.wgmma_cols_weights);
+    gpu.set_wgmma_cols_gather(target.wgmma_cols_gather);
     gpu.set_wgmma_tf32_weights(target.wgmma_tf32_weights);
     gpu.set_halo(target.halo);
     gpu.set_gather_l1(target.gather_l1);
@@ -870,6 +874,130 @@ fn wgmma_tma_cols_backward_weights_match_cpu() {
         assert_eq!(plan.kernel.tile, ConvTile::WgTmaCols, "{g:?}");
     }
     check_passes(&gpu, &cases, &[ConvPass::BackwardWeight]);
+}
+
+/// An H100 with the tensor memory accelerator's tiles where measured and forward and
+/// backward data into 64 columns computed transposed.
+fn wgmma_tma_cols_gather_target() -> ConvTarget {
+    wgmma_tma_target()
+        .with_wgmma_tma(Reach::Measured)
+        .with_wgmma_cols_gather(true)
+}
+
+/// The nnU-Net BraTS layers whose bf16 forward or backward data into 64 columns an H200
+/// timed over 1.5x cuDNN (call 8, BENCHMARKS.md) take the transposed tiles where
+/// `VOXSEG_WGMMA_COLS_GATHER` asks: enc1.conv0's forward (32 channels a tap: half rows),
+/// the backward data of enc1.conv1, enc2.conv0 (stride 2) and dec0.conv0 (half rows), and
+/// dec1.up's forward (a transposed convolution's: its geometry's backward data).
+#[test]
+fn wgmma_tma_cols_gather_takes_the_slow_brats_layers_on_an_h100() {
+    use ConvPass::{BackwardData, Forward};
+    use ConvTile::{WgTmaCols, WgTmaColsSw64};
+    let layers = [
+        (
+            "enc1.conv0",
+            conv([2, 128, 128, 128, 32], [3, 3, 3, 32, 64], 2, 1),
+            Forward,
+            WgTmaColsSw64,
+        ),
+        (
+            "enc1.conv1",
+            conv([2, 64, 64, 64, 64], [3, 3, 3, 64, 64], 1, 1),
+            BackwardData,
+            WgTmaCols,
+        ),
+        (
+            "enc2.conv0",
+            conv([2, 64, 64, 64, 64], [3, 3, 3, 64, 128], 2, 1),
+            BackwardData,
+            WgTmaCols,
+        ),
+        (
+            "dec0.conv0",
+            conv([2, 128, 128, 128, 64], [3, 3, 3, 64, 32], 1, 1),
+            BackwardData,
+            WgTmaColsSw64,
+        ),
+        (
+            "dec1.up",
+            transposed([2, 32, 32, 32, 128], [2, 2, 2, 64, 128], K2S2),
+            BackwardData,
+            WgTmaCols,
+        ),
+    ];
+    for (layer, g, pass, tile) in layers {
+        let plan = ConvPlan::new(
+            &g,
+            pass,
+            ConvPrecision::Bf16,
+            wgmma_tma_cols_gather_target(),
+        );
+        assert_eq!(plan.unwrap().kernel.tile, tile, "{layer} {pass:?}");
+        let off = wgmma_tma_cols_gather_target().with_wgmma_cols_gather(false);
+        let plain = ConvPlan::new(&g, pass, ConvPrecision::Bf16, off).unwrap();
+        assert!(
+            !matches!(plain.kernel.tile, WgTmaCols | WgTmaColsSw64),
+            "{layer}"
+        );
+    }
+}
+
+/// Forward and backward data into 64 columns computed transposed
+/// (`VOXSEG_WGMMA_COLS_GATHER`, `ConvTile::WgTmaCols`, `WgTmaColsSw64`), which the harness
+/// only emulates: the slow BraTS layers' shapes, smaller (enc1.conv0's stride-2 forward over
+/// 32 channels, enc1.conv1's and enc2.conv0's backward data, dec1.up's forward), 40 result
+/// channels (the store past the last), and an odd size whose boxes overhang.
+fn wgmma_tma_cols_gather_cases() -> [(ConvGeometry, ConvPass); 6] {
+    use ConvPass::{BackwardData, Forward};
+    [
+        (conv([2, 32, 32, 32, 32], [3, 3, 3, 32, 64], 2, 1), Forward),
+        (
+            conv([1, 16, 16, 16, 64], [3, 3, 3, 64, 64], 1, 1),
+            BackwardData,
+        ),
+        (
+            conv([1, 32, 32, 32, 64], [3, 3, 3, 64, 128], 2, 1),
+            BackwardData,
+        ),
+        (
+            transposed([1, 16, 16, 16, 128], [2, 2, 2, 64, 128], K2S2),
+            BackwardData,
+        ),
+        (conv([1, 16, 16, 16, 64], [3, 3, 3, 64, 40], 1, 1), Forward),
+        (conv([1, 16, 16, 15, 64], [3, 3, 3, 64, 64], 1, 1), Forward),
+    ]
+}
+
+fn is_cols_gather(tile: ConvTile) -> bool {
+    matches!(tile, ConvTile::WgTmaCols | ConvTile::WgTmaColsSw64)
+}
+
+#[test]
+fn wgmma_tma_cols_gather_cases_plan_their_tiles_on_an_h100() {
+    for precision in [ConvPrecision::Bf16, ConvPrecision::Tf32] {
+        for (g, pass) in wgmma_tma_cols_gather_cases() {
+            let plan = ConvPlan::new(&g, pass, precision, wgmma_tma_cols_gather_target());
+            let tile = plan.unwrap().kernel.tile;
+            assert!(is_cols_gather(tile), "{precision} {pass:?} {g:?}: {tile:?}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn wgmma_tma_cols_gather_matches_cpu() {
+    let _serial = serial();
+    let gpu = device();
+    let _restore = RestoreSettings::new(&gpu);
+    plan_like(&gpu, wgmma_tma_cols_gather_target());
+    for precision in [ConvPrecision::Bf16, ConvPrecision::Tf32] {
+        gpu.set_conv_precision(precision);
+        for (g, pass) in &wgmma_tma_cols_gather_cases() {
+            let tile = gpu.conv_plan(g, *pass).unwrap().kernel.tile;
+            assert!(is_cols_gather(tile), "{precision} {pass:?} {g:?}: {tile:?}");
+            check_passes(&gpu, std::slice::from_ref(g), &[*pass]);
+        }
+    }
 }
 
 /// Backward weights split by whole waves (`VOXSEG_SPLIT_WAVES`): a layer of 27 tiles

@@ -23,7 +23,9 @@
 //! `VOXSEG_SPLIT_WAVES=1` splits reductions whose tiles fill less than a wave by a model of
 //! whole waves (`ConvTarget::split_waves`; off until a GPU has timed it).
 //! `VOXSEG_WGMMA_COLS_WEIGHTS=1` runs bf16 backward weights into 64-column blocks transposed,
-//! on m64n128 wgmmas (`ConvTile::WgTmaCols`; off until a GPU has timed it).
+//! on m64n128 wgmmas (`ConvTile::WgTmaCols`; off until a GPU has timed it), and
+//! `VOXSEG_WGMMA_COLS_GATHER=1` forward and backward data into 64 columns (`WgTmaCols`,
+//! `WgTmaColsSw64`; the same).
 //! `VOXSEG_WGMMA_TF32_WEIGHTS=1` runs tf32 backward weights on the tensor memory
 //! accelerator's tiles over channel-major packs (off: not yet timed; inert where
 //! `VOXSEG_WGMMA_TMA` is off).
@@ -87,6 +89,11 @@ pub const SPLIT_WAVES_ENV: &str = "VOXSEG_SPLIT_WAVES";
 /// tensor memory accelerator's transposed tile (`1` or `on`; off by default until an H100
 /// has timed it, `ConvTile::WgTmaCols`).
 pub const WGMMA_COLS_WEIGHTS_ENV: &str = "VOXSEG_WGMMA_COLS_WEIGHTS";
+
+/// The environment variable that runs forward and backward data into 64 columns on the
+/// tensor memory accelerator's transposed tiles (`1` or `on`; off by default until an H100
+/// has timed it, `ConvTarget::wgmma_cols_gather`).
+pub const WGMMA_COLS_GATHER_ENV: &str = "VOXSEG_WGMMA_COLS_GATHER";
 
 /// The environment variable that runs tf32 backward weights on the tensor memory
 /// accelerator's tiles over channel-major packs (`1` or `on`; off by default until an H100
@@ -172,6 +179,7 @@ struct ConvSettings {
     wgmma_n64_weights: bool,
     split_waves: bool,
     wgmma_cols_weights: bool,
+    wgmma_cols_gather: bool,
     wgmma_tf32_weights: bool,
     gather_l1: Reach,
     halo: Reach,
@@ -191,6 +199,7 @@ impl Default for ConvSettings {
             wgmma_n64_weights: true,
             split_waves: false,
             wgmma_cols_weights: false,
+            wgmma_cols_gather: false,
             wgmma_tf32_weights: false,
             gather_l1: Reach::default(),
             halo: Reach::default(),
@@ -364,6 +373,7 @@ impl Cuda {
         let wgmma_n64_weights = switch_from_env(WGMMA_N64_WEIGHTS_ENV)?.unwrap_or(true);
         let split_waves = switch_from_env(SPLIT_WAVES_ENV)?.unwrap_or(false);
         let wgmma_cols_weights = wgmma_switch(WGMMA_COLS_WEIGHTS_ENV, false)?;
+        let wgmma_cols_gather = wgmma_switch(WGMMA_COLS_GATHER_ENV, false)?;
         let wgmma_tf32_weights = wgmma_switch(WGMMA_TF32_WEIGHTS_ENV, false)?;
         if wgmma && wgmma_tf32_weights && wgmma_tma == Reach::Off {
             eprintln!(
@@ -390,6 +400,7 @@ impl Cuda {
             wgmma_n64_weights,
             split_waves,
             wgmma_cols_weights,
+            wgmma_cols_gather,
             wgmma_tf32_weights,
             gather_l1,
             halo,
@@ -609,6 +620,20 @@ impl Cuda {
         self.update_conv_settings(|s| s.wgmma_cols_weights = on);
     }
 
+    /// Whether forward and backward data into 64 columns run transposed
+    /// (`ConvTile::WgTmaCols`, `WgTmaColsSw64`, where wgmma and the tensor memory
+    /// accelerator's tiles are on): what `set_wgmma_cols_gather` set, else
+    /// `VOXSEG_WGMMA_COLS_GATHER` (off unless `1` or `on`).
+    pub fn wgmma_cols_gather(&self) -> Result<bool> {
+        Ok(self.conv_settings()?.wgmma_cols_gather)
+    }
+
+    /// Runs forward and backward data into 64 columns transposed or not, whatever
+    /// `VOXSEG_WGMMA_COLS_GATHER` says.
+    pub fn set_wgmma_cols_gather(&self, on: bool) {
+        self.update_conv_settings(|s| s.wgmma_cols_gather = on);
+    }
+
     /// Whether tf32 backward weights runs on the tensor memory accelerator's tiles
     /// over channel-major packs (where wgmma and those tiles are on): what
     /// `set_wgmma_tf32_weights` set, else `VOXSEG_WGMMA_TF32_WEIGHTS` (off unless `1` or
@@ -683,6 +708,7 @@ impl Cuda {
             .with_wgmma_n64_weights(s.wgmma_n64_weights)
             .with_split_waves(s.split_waves)
             .with_wgmma_cols_weights(s.wgmma_cols_weights)
+            .with_wgmma_cols_gather(s.wgmma_cols_gather)
             .with_wgmma_tf32_weights(s.wgmma_tf32_weights)
             .with_halo(s.halo)
             .with_gather_l1(s.gather_l1);

@@ -313,11 +313,14 @@ pub enum ConvTile {
     WgTma64,
     /// The same, 256 x 128 (four warpgroups multiply).
     WgTma256,
-    /// bf16 backward weights of `WgTma64`'s 64-column blocks on the tensor memory
-    /// accelerator, computed transposed (kernels/conv3d_wgmma.cu, `VxWgmmaTmaCols`): 256
-    /// rows (tap, input channel) by 64 columns (output channels) of the result, each
-    /// warpgroup's wgmmas m64n128 over 128 of the rows.
+    /// `WgTma64`'s 64-column blocks on the tensor memory accelerator, computed transposed
+    /// (kernels/conv3d_wgmma.cu, `VxWgmmaTmaCols`): 256 rows by 64 columns of the result,
+    /// each warpgroup's wgmmas m64n128 over 128 of the rows: bf16 backward weights (rows
+    /// (tap, input channel)), and forward and backward data (rows a box of 256 voxels).
     WgTmaCols,
+    /// `WgTmaCols` over boxes of 32 bf16 channels, two a step (forward and backward data, as
+    /// `WgTma64Sw64`).
+    WgTmaColsSw64,
     /// `WgTma128` over boxes of 32 bf16 channels, two a step (the 64-byte swizzle):
     /// forward and backward data whose reduction channels fill no 128-byte row.
     WgTma128Sw64,
@@ -355,6 +358,7 @@ impl ConvTile {
                 | Self::WgTma64
                 | Self::WgTma256
                 | Self::WgTmaCols
+                | Self::WgTmaColsSw64
                 | Self::WgTma128Sw64
                 | Self::WgTma64Sw64
         )
@@ -363,7 +367,10 @@ impl ConvTile {
     /// A tile of two 64-byte-swizzled boxes a reduction step (the tensor memory
     /// accelerator's over 32 bf16 channels a tap).
     pub fn is_sw64(self) -> bool {
-        matches!(self, Self::WgTma128Sw64 | Self::WgTma64Sw64)
+        matches!(
+            self,
+            Self::WgTma128Sw64 | Self::WgTma64Sw64 | Self::WgTmaColsSw64
+        )
     }
 
     /// A halo tile (kernels/conv3d_halo.cu).
@@ -426,7 +433,7 @@ impl ConvKernel {
             ConvTile::WgM256 | ConvTile::WgTma256 => {
                 (CONV_WGMMA_M256_BM, CONV_WGMMA_M256_BN, wg(128).2)
             }
-            ConvTile::WgTmaCols => (2 * 128, 64, wg(64).2),
+            ConvTile::WgTmaCols | ConvTile::WgTmaColsSw64 => (2 * 128, 64, wg(64).2),
             ConvTile::HaloWeight32x32 => halo_weight(32, 32),
             ConvTile::HaloWeight64x32 => halo_weight(64, 32),
             ConvTile::HaloWeight64x64 => halo_weight(64, 64),
@@ -451,6 +458,7 @@ impl ConvKernel {
                 ConvTile::WgTma128
                 | ConvTile::WgTma64
                 | ConvTile::WgTmaCols
+                | ConvTile::WgTmaColsSw64
                 | ConvTile::WgTma128Sw64
                 | ConvTile::WgTma64Sw64,
             ) => CONV_WGMMA_TMA_THREADS,
@@ -475,6 +483,7 @@ impl ConvKernel {
             ConvTile::WgTma128
             | ConvTile::WgTma64
             | ConvTile::WgTmaCols
+            | ConvTile::WgTmaColsSw64
             | ConvTile::WgTma128Sw64
             | ConvTile::WgTma64Sw64 => CONV_WGMMA_TMA_THREADS,
             ConvTile::WgTma256 => CONV_WGMMA_TMA256_THREADS,
@@ -500,6 +509,7 @@ impl ConvKernel {
                 | ConvTile::WgWs128
                 | ConvTile::WgTma128
                 | ConvTile::WgTmaCols
+                | ConvTile::WgTmaColsSw64
                 | ConvTile::WgTma128Sw64,
             ) => CONV_WGMMA_STAGES_N128 * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN,
             (_, ConvTile::WgN64 | ConvTile::WgWs64 | ConvTile::WgTma64 | ConvTile::WgTma64Sw64) => {
@@ -614,6 +624,12 @@ impl ConvKernel {
             (Forward, Bf16, WgTma64Sw64) => "conv3d_fwd_bf16_tma64s64",
             (BackwardData, Bf16, WgTma128Sw64) => "conv3d_bwd_data_bf16_tma128s64",
             (BackwardData, Bf16, WgTma64Sw64) => "conv3d_bwd_data_bf16_tma64s64",
+            (Forward, Bf16, WgTmaCols) => "conv3d_fwd_bf16_tmacols",
+            (Forward, Tf32, WgTmaCols) => "conv3d_fwd_tf32_tmacols",
+            (Forward, Bf16, WgTmaColsSw64) => "conv3d_fwd_bf16_tmacolss64",
+            (BackwardData, Bf16, WgTmaCols) => "conv3d_bwd_data_bf16_tmacols",
+            (BackwardData, Tf32, WgTmaCols) => "conv3d_bwd_data_tf32_tmacols",
+            (BackwardData, Bf16, WgTmaColsSw64) => "conv3d_bwd_data_bf16_tmacolss64",
             (BackwardWeight, Bf16, WgTma128) => "conv3d_bwd_weight_bf16_tma128",
             (BackwardWeight, Bf16, WgTma64) => "conv3d_bwd_weight_bf16_tma64",
             (BackwardWeight, Bf16, WgTma256) => "conv3d_bwd_weight_bf16_tma256",
@@ -1082,6 +1098,10 @@ pub struct ConvTarget {
     /// bf16 backward weights that would take the tensor memory accelerator's 128 x 64 tile
     /// take `ConvTile::WgTmaCols` instead.
     pub wgmma_cols_weights: bool,
+    /// Forward and backward data into 64 columns take `ConvTile::WgTmaCols` (or
+    /// `WgTmaColsSw64`) wherever the 128 x 64 tiles of the tensor memory accelerator could
+    /// run them, measured or not (where `wgmma_tma` is not off).
+    pub wgmma_cols_gather: bool,
     /// tf32 backward weights run on the tensor memory accelerator's tiles over
     /// channel-major packs (`ConvPlan::tma_grid_weights`), where `wgmma_tma` is not off.
     pub wgmma_tf32_weights: bool,
@@ -1107,6 +1127,7 @@ impl ConvTarget {
             wgmma_n64_weights: true,
             split_waves: false,
             wgmma_cols_weights: false,
+            wgmma_cols_gather: false,
             wgmma_tf32_weights: false,
             halo: Reach::Off,
             gather_l1: Reach::Off,
@@ -1153,6 +1174,13 @@ impl ConvTarget {
     pub fn with_wgmma_cols_weights(self, wgmma_cols_weights: bool) -> Self {
         Self {
             wgmma_cols_weights,
+            ..self
+        }
+    }
+
+    pub fn with_wgmma_cols_gather(self, wgmma_cols_gather: bool) -> Self {
+        Self {
+            wgmma_cols_gather,
             ..self
         }
     }
@@ -1743,6 +1771,9 @@ impl ConvPlan {
     /// 2.9e10 multiply-adds and more, 1.12-1.83x at 1.5e10 and fewer. Where the 256-row
     /// tile's boxes do not tile the result, the 128-row tile does the pass. Backward
     /// weights into 64 columns take none of these tiles where `wgmma_n64_weights` is off.
+    /// The transposed tiles (`ConvTile::WgTmaCols`, `WgTmaColsSw64`), where the target asks
+    /// for them, replace the 128 x 64 ones: for forward and backward data within any reach
+    /// but off, where their 256-voxel boxes tile the result.
     fn tma(
         g: &ConvGeometry,
         p: &Conv3dParams,
@@ -1794,16 +1825,30 @@ impl ConvPlan {
             ConvTile::WgTma64 => gm.depth >= TMA_MIN_DEPTH_64,
             _ => false,
         };
-        // Backward weights into 64 columns keeps off wgmma where the target says so.
-        let n64_weights_off = weights && tile == ConvTile::WgTma64 && !target.wgmma_n64_weights;
-        if !target.wgmma_tma.admits(measured) || n64_weights_off {
-            return Ok(None);
-        }
         let kernel = |tile| ConvKernel {
             pass,
             precision,
             tile,
         };
+        // Forward and backward data into 64 columns computed transposed, where asked for
+        // (not yet timed on a GPU), measured reach or not: the 128 x 64 tiles' slow cases
+        // are those it is for.
+        let cols_gather = match tile {
+            ConvTile::WgTma64 => ConvTile::WgTmaCols,
+            ConvTile::WgTma64Sw64 => ConvTile::WgTmaColsSw64,
+            _ => tile,
+        };
+        if !weights && target.wgmma_cols_gather && cols_gather != tile {
+            let plan = Self::tma_tile(g, p, kernel(cols_gather), target, &gm)?;
+            if plan.is_some() {
+                return Ok(plan);
+            }
+        }
+        // Backward weights into 64 columns keeps off wgmma where the target says so.
+        let n64_weights_off = weights && tile == ConvTile::WgTma64 && !target.wgmma_n64_weights;
+        if !target.wgmma_tma.admits(measured) || n64_weights_off {
+            return Ok(None);
+        }
         // 64 columns of bf16 backward weights computed transposed, where asked for (not yet
         // timed on a GPU).
         if weights

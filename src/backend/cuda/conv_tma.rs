@@ -11,7 +11,9 @@
 //! but its copies, and so do boxes that overhang the output: forward stores none of their
 //! rows, and in backward weights a voxel past the output has dy = 0.
 //! - Forward: a block's rows are one box of 128 (256) voxels; a reduction step is a tap
-//!   and a row of channels, A x's box, B the weights of the block's output channels.
+//!   and a row of channels, A x's box, B the weights of the block's output channels. The
+//!   transposed tiles (`WgTmaCols`) swap them: the block's 64 output channels' weights
+//!   are A and its columns one box of 256 voxels, B.
 //! - Backward data: as the forward, over one stride phase's grid of dx's voxels (grid.z;
 //!   every voxel at stride 1), A dy's box at the voxels plus the phase's offset and tap
 //!   (kernels/conv3d_common.h, `VxPhase`), B the weights of the block's input channels at
