@@ -10,9 +10,10 @@
 // loads on compute capability 9.0 devices and nowhere else.
 //
 // A block of two warpgroups computes a 128 x BN tile (BN = 128, 64, or 32 in forward and
-// backward data; 64 also as a pair of blocks per SM with a shorter ring, or transposed,
-// VxWgmmaTmaCols), a block of four a 256 x 128 tile: warpgroup w rows 64 w .. 64 w + 63, all BN columns, one wgmma per K step
-// of 16 bf16 / 8 tf32, four per reduction step of 128 bytes per row. Tiles are in the
+// backward data; 64 also as a pair of blocks per SM with a shorter ring), a block of four a
+// 256 x 128 tile: warpgroup w rows 64 w .. 64 w + 63, all BN columns (VxWgmmaTmaCols, a
+// 64-column result computed transposed: 64 rows, columns 128 w .. 128 w + 127), one wgmma
+// per K step of 16 bf16 / 8 tf32, four per reduction step of 128 bytes per row. Tiles are in the
 // 128-byte swizzle (chunk c of a 128-byte row r at chunk c ^ (r % 8)): k-major in forward
 // and backward data (a row is 64 bf16 / 32 tf32 of the reduction), mn-major in backward
 // weights (a row is 64 rows or columns of the result at one voxel of the reduction, the BK
@@ -114,8 +115,11 @@ struct VxWgmmaSw64Of : Base {
     static constexpr int B_SUB_BYTES = Base::B_BYTES / SUBTILES;
     static_assert(A_SUB_BYTES % VX_WGMMA_ATOM_BYTES == 0 &&
                       B_SUB_BYTES % VX_WGMMA_ATOM_BYTES == 0 &&
+                      (!Base::SPLIT_N ||
+                       B_SUB_BYTES / Base::WARPGROUPS % VX_WGMMA_ATOM_BYTES == 0) &&
                       Base::K_STEPS % SUBTILES == 0,
-                  "whole wgmma K steps in each sub-tile, every sub-tile at a 1024-byte boundary");
+                  "whole wgmma K steps in each sub-tile, every sub-tile (and warpgroup's "
+                  "columns of one) at a 1024-byte boundary");
     // The cp.async loaders place chunks by the 128-byte swizzle: not for these tiles.
     __device__ static int k_major_offset(int, int) = delete;
     template <int CHUNKS>
@@ -174,8 +178,9 @@ __device__ __forceinline__ unsigned vx_wgmma_group() {
 }
 
 // The low words of warpgroup wg's descriptors of a stage whose A and B tiles start at
-// shared addresses a and b: A from the warpgroup's 64 rows, B from all BN columns, at K
-// step 0 (vx_wgmma_step adds the steps).
+// shared addresses a and b: A from the warpgroup's 64 rows, B from all BN columns (SPLIT_N:
+// A all 64 rows, B the warpgroup's BN of the COLS columns), at K step 0 (vx_wgmma_step adds
+// the steps).
 template <class T, bool MN_MAJOR>
 __device__ __forceinline__ void vx_wgmma_stage_descs(unsigned wg, unsigned a, unsigned b,
                                                      unsigned& a_low, unsigned& b_low) {
@@ -628,6 +633,9 @@ __device__ __forceinline__ void vx_store_cols(const VxPipeAcc<T>& acc, int cols,
     // The warp-major accumulator array is, per thread, the wgmma D fragment.
     const float* d = &acc[0][0][0];
     const int warp = tid / 32, lane = tid % 32, g = lane >> 2, t = lane & 3;
+    // The ring's last reads were the tensor cores' (the async proxy): ordered before this
+    // thread's writes to it, then every warpgroup's wgmmas are past.
+    vx_fence_proxy_async_shared();
     vx_named_barrier(1, 128 * T::WARPGROUPS);
     const int row0 = 16 * (warp % 4) + g, local0 = (warp / 4) * T::BN + 2 * t;
 #pragma unroll

@@ -375,11 +375,17 @@ impl Cuda {
         let wgmma_cols_weights = wgmma_switch(WGMMA_COLS_WEIGHTS_ENV, false)?;
         let wgmma_cols_gather = wgmma_switch(WGMMA_COLS_GATHER_ENV, false)?;
         let wgmma_tf32_weights = wgmma_switch(WGMMA_TF32_WEIGHTS_ENV, false)?;
-        if wgmma && wgmma_tf32_weights && wgmma_tma == Reach::Off {
-            eprintln!(
-                "{WGMMA_TF32_WEIGHTS_ENV}=1 has no effect: {WGMMA_TMA_ENV}=off keeps the tensor \
-                 memory accelerator's tiles off"
-            );
+        for (name, on) in [
+            (WGMMA_TF32_WEIGHTS_ENV, wgmma_tf32_weights),
+            (WGMMA_COLS_WEIGHTS_ENV, wgmma_cols_weights),
+            (WGMMA_COLS_GATHER_ENV, wgmma_cols_gather),
+        ] {
+            if wgmma && on && wgmma_tma == Reach::Off {
+                eprintln!(
+                    "{name}=1 has no effect: {WGMMA_TMA_ENV}=off keeps the tensor memory \
+                     accelerator's tiles off"
+                );
+            }
         }
         let gather_l1 = reach_from_env(GATHER_L1_ENV)?;
         let halo = reach_from_env(HALO_ENV)?;
