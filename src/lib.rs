@@ -40,6 +40,7 @@ pub mod error;
 pub(crate) mod fixture_json;
 pub mod infer;
 pub mod interrupt;
+mod json_keys;
 pub mod large_blocks;
 pub mod log;
 pub mod loss;

@@ -669,6 +669,13 @@ fn empty_and_unknown_folders_are_refused() {
     );
     std::fs::write(tmp.0.join("dataset.json"), b"{not json").unwrap();
     assert_mentions(&err_text(detect(&tmp.0)), &["dataset.json", "invalid JSON"]);
+    // serde_json would keep the second "0" silently.
+    let repeated = br#"{"modality": {"0": "FLAIR", "0": "T1"}, "training": []}"#;
+    std::fs::write(tmp.0.join("dataset.json"), repeated).unwrap();
+    assert_mentions(
+        &err_text(detect(&tmp.0)),
+        &["dataset.json", "key `0` given twice", "line 1"],
+    );
 
     let msd = serde_json::json!({
         "modality": {"0": "FLAIR"},

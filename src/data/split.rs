@@ -276,6 +276,8 @@ impl Split {
     ) -> Result<(Split, Vec<String>)> {
         let bytes =
             std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        crate::json_keys::refuse_repeated_keys(&bytes)
+            .map_err(|e| Error::file(path, e.to_string()))?;
         let value: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| Error::file(path, e.to_string()))?;
         let mut notes = Vec::new();
@@ -588,6 +590,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("fold 0: unknown field `valid`"), "{err}");
+        // serde_json would keep the second `val` silently.
+        let twice = dir.join("twice.json");
+        std::fs::write(
+            &twice,
+            r#"{"train": ["case_000"], "val": [], "val": ["case_001"]}"#,
+        )
+        .unwrap();
+        let err = Split::from_split_file(&twice, &all, None, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("twice.json") && err.contains("key `val` given twice"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

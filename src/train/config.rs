@@ -19,9 +19,9 @@ pub enum ModelKind {
     Fcn,
 }
 
-/// Which fold of k-fold cross-validation a run trains.
+/// Which fold of k-fold cross-validation a run trains. An unknown key is refused by
+/// `TrainConfig::parse`, which names its path (`folds.<key>`), as for the other nested keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Folds {
     pub count: usize,
     /// From 0.
@@ -201,7 +201,7 @@ impl TrainConfig {
 
     /// A config file's text, and the settings it names; the error says what is wrong.
     fn parse(text: &str) -> std::result::Result<(Self, Vec<String>), String> {
-        serde_json::from_str::<NoDuplicateKeys>(text).map_err(|e| e.to_string())?;
+        crate::json_keys::refuse_repeated_keys(text.as_bytes()).map_err(|e| e.to_string())?;
         let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let keys: Vec<String> = value
             .as_object()
@@ -464,61 +464,6 @@ impl TrainConfig {
             }
             _ => Ok(()),
         }
-    }
-}
-
-/// Any JSON in which no object names a key twice (serde_json keeps the last silently).
-struct NoDuplicateKeys;
-
-impl<'de> Deserialize<'de> for NoDuplicateKeys {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        d.deserialize_any(NoDuplicateKeys)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
-    type Value = NoDuplicateKeys;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("JSON")
-    }
-    fn visit_bool<E>(self, _: bool) -> std::result::Result<Self, E> {
-        Ok(self)
-    }
-    fn visit_i64<E>(self, _: i64) -> std::result::Result<Self, E> {
-        Ok(self)
-    }
-    fn visit_u64<E>(self, _: u64) -> std::result::Result<Self, E> {
-        Ok(self)
-    }
-    fn visit_f64<E>(self, _: f64) -> std::result::Result<Self, E> {
-        Ok(self)
-    }
-    fn visit_str<E>(self, _: &str) -> std::result::Result<Self, E> {
-        Ok(self)
-    }
-    fn visit_unit<E>(self) -> std::result::Result<Self, E> {
-        Ok(self)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(
-        self,
-        mut seq: A,
-    ) -> std::result::Result<Self, A::Error> {
-        while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
-        Ok(self)
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(
-        self,
-        mut map: A,
-    ) -> std::result::Result<Self, A::Error> {
-        let mut seen = std::collections::HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            map.next_value::<NoDuplicateKeys>()?;
-            if !seen.insert(key.clone()) {
-                return Err(serde::de::Error::custom(format!("key `{key}` given twice")));
-            }
-        }
-        Ok(self)
     }
 }
 
@@ -818,11 +763,18 @@ mod tests {
         }
         let split = parse(r#"{"split": {"train": 0.5, "val": 0.5, "test": 0}}"#).split;
         assert_eq!((split.train, split.val, split.test), (0.5, 0.5, 0.0));
-        let err = TrainConfig::parse(r#"{"augment": {"rotation": {"p": 0.1, "max_degree": 9}}}"#)
-            .unwrap_err();
-        assert!(
-            err.starts_with("unknown key `augment.rotation.max_degree` "),
-            "{err}"
-        );
+        for (json, path) in [
+            (
+                r#"{"augment": {"rotation": {"p": 0.1, "max_degree": 9}}}"#,
+                "augment.rotation.max_degree",
+            ),
+            (
+                r#"{"folds": {"count": 5, "index": 0, "fold": 1}}"#,
+                "folds.fold",
+            ),
+        ] {
+            let err = TrainConfig::parse(json).unwrap_err();
+            assert!(err.starts_with(&format!("unknown key `{path}` ")), "{err}");
+        }
     }
 }
