@@ -812,6 +812,24 @@ struct VxTmaBackwardWeights {
     }
 };
 
+// Writes backward weights' accumulators, rows (tap, padded channel), into this split's
+// partial of dw [tap][cin][cout]: transposed on VxWgmmaTmaCols (dw^T's rows are the output
+// channels), else as the mma.sync tiles do.
+template <class T>
+__device__ __forceinline__ void vx_store_weights(const VxPipeAcc<T>& acc, const Conv3dParams& p,
+                                                 float* dw) {
+    if constexpr (T::SPLIT_N) {
+        const int cin_p = vx_pad<typename T::Prec>(p.cin);
+        const int taps = p.k_d * p.k_h * p.k_w;
+        vx_store_cols<T>(
+            acc, p.cout,
+            [&](int, int r) { return r < taps * cin_p ? vx_weight_row(p, cin_p, r) : -1; },
+            nullptr, dw + static_cast<size_t>(blockIdx.z) * taps * p.cin * p.cout);
+    } else {
+        vx_pipe_store_weights<T>(acc, p, dw);
+    }
+}
+
 template <class T>
 __device__ __forceinline__ void vx_tma_backward_weights(const Conv3dTmaParams& tp, const float*,
                                                         float* dw) {
@@ -823,16 +841,7 @@ __device__ __forceinline__ void vx_tma_backward_weights(const Conv3dTmaParams& t
     VxTmaBackwardWeights<T> ld(tp, begin);
     VxPipeAcc<T> acc = {};
     T::MnMajorLoop::template run<T>(ld, end - begin, acc);
-    if constexpr (T::SPLIT_N) {
-        const int cin_p = vx_pad<typename T::Prec>(p.cin);
-        const int taps = p.k_d * p.k_h * p.k_w;
-        vx_store_cols<T>(
-            acc, p.cout,
-            [&](int, int r) { return r < taps * cin_p ? vx_weight_row(p, cin_p, r) : -1; },
-            nullptr, dw + static_cast<size_t>(blockIdx.z) * taps * p.cin * p.cout);
-    } else {
-        vx_pipe_store_weights<T>(acc, p, dw);
-    }
+    vx_store_weights<T>(acc, p, dw);
 }
 
 // Kernel index k along an axis of padding `pad` and `stride`, as the grid reads it: x's
@@ -854,7 +863,8 @@ __device__ __forceinline__ void vx_grid_tap(int k, int pad, int stride, int& off
 // the flat offset of (q + before) per axis. Where dy is not zero every tap's neighbour is
 // the window's (zeros outside x: the border); elsewhere dy is zero. Step s is 32 voxels of
 // the grid from v = 32 s: A's 64-row blocks (one tap, 64 of its channels) a box of x's 64
-// channels at offset(tap) + v, B one box of dy's BN channels at v, each landing as k-major
+// channels at offset(tap) + v, B one box of dy's BN channels at v (VxWgmmaTmaCols: dy's 64
+// channels are A and x's four blocks B), each landing as k-major
 // rows of 128 bytes (32 voxels) in the 128-byte swizzle. A box starts only at a 16-byte
 // chunk (kernels/tma.h) and the grid's rows are whole chunks, so a tap whose offset is
 // r = offset % 4 voxels into a chunk reads x's copy r (packed r voxels further on) at
@@ -862,15 +872,19 @@ __device__ __forceinline__ void vx_grid_tap(int k, int pad, int stride, int& off
 // VxTmaBackwardWeights); reads past the pack's rows arrive as zeros.
 template <class T>
 struct VxTmaBackwardWeightsKMajor {
-    static constexpr int A_BOXES = T::BM / 64;
+    // The block's (tap, channel) rows and output channels, as x's and dy's boxes (on
+    // VxWgmmaTmaCols, SPLIT_N: dw computed transposed, dy's box is A and x's B).
+    static constexpr int X_ROWS = T::SPLIT_N ? T::COLS : T::BM;
+    static constexpr int DY_ROWS = T::SPLIT_N ? T::BM : T::COLS;
+    static constexpr int X_BOXES = X_ROWS / 64;
     static constexpr int BLOCK_BYTES = 64 * T::ROW_BYTES;
-    static_assert(T::BK == 32 && T::A_BYTES == A_BOXES * BLOCK_BYTES,
+    static_assert(T::BK == 32 && X_ROWS * T::ROW_BYTES == X_BOXES * BLOCK_BYTES,
                   "a step is one 128-byte row of 32 tf32 voxels per channel");
     const Conv3dTmaParams& tp;
     // Block j's tap offset in the grid, down to a chunk, and its copy of x (the offset's
-    // remainder); its first channel, a_c[j] < 0 past the last tap.
-    int a_offset[A_BOXES], a_shift[A_BOXES], a_c[A_BOXES];
-    int b_c0;
+    // remainder); its first channel, x_c[j] < 0 past the last tap.
+    int x_offset[X_BOXES], x_shift[X_BOXES], x_c[X_BOXES];
+    int dy_c0;
     unsigned bytes;
     // The next step's first voxel of the grid.
     int v;
@@ -880,20 +894,20 @@ struct VxTmaBackwardWeightsKMajor {
         const Conv3dParams& p = tp.conv;
         bytes = T::STAGE_BYTES;
 #pragma unroll
-        for (int j = 0; j < A_BOXES; ++j) {
+        for (int j = 0; j < X_BOXES; ++j) {
             int kz, ky, kx;
-            a_c[j] = vx_weight_block<T>(p, blockIdx.x * T::BM + 64 * j, kz, ky, kx);
-            if (a_c[j] < 0) bytes -= BLOCK_BYTES;
+            x_c[j] = vx_weight_block<T>(p, blockIdx.x * X_ROWS + 64 * j, kz, ky, kx);
+            if (x_c[j] < 0) bytes -= BLOCK_BYTES;
             int qz, rz, qy, ry, qx, rx;
             vx_grid_tap(kz, p.pad_d, p.stride_d, qz, rz);
             vx_grid_tap(ky, p.pad_h, p.stride_h, qy, ry);
             vx_grid_tap(kx, p.pad_w, p.stride_w, qx, rx);
             const int phase = (rz * p.stride_h + ry) * p.stride_w + rx;
             const int offset = phase * tp.grid_voxels + (qz * tp.grid_h + qy) * tp.grid_w + qx;
-            a_shift[j] = offset % VX_TMA_GRID_CHUNK_VOXELS;
-            a_offset[j] = offset - a_shift[j];
+            x_shift[j] = offset % VX_TMA_GRID_CHUNK_VOXELS;
+            x_offset[j] = offset - x_shift[j];
         }
-        b_c0 = blockIdx.y * T::BN;
+        dy_c0 = blockIdx.y * DY_ROWS;
         v = step * T::BK;
     }
 
@@ -901,12 +915,14 @@ struct VxTmaBackwardWeightsKMajor {
 
     __device__ __forceinline__ void load(unsigned char* a_tile, unsigned char* b_tile,
                                          unsigned long long* full) {
+        unsigned char* x_tile = T::SPLIT_N ? b_tile : a_tile;
+        unsigned char* dy_tile = T::SPLIT_N ? a_tile : b_tile;
 #pragma unroll
-        for (int j = 0; j < A_BOXES; ++j)
-            if (a_c[j] >= 0)
-                vx_tma_load_5d(a_tile + j * BLOCK_BYTES, &tp.a, v + a_offset[j], a_c[j],
-                               a_shift[j], 0, 0, full);
-        vx_tma_load_5d(b_tile, &tp.b, v, b_c0, 0, 0, 0, full);
+        for (int j = 0; j < X_BOXES; ++j)
+            if (x_c[j] >= 0)
+                vx_tma_load_5d(x_tile + j * BLOCK_BYTES, &tp.a, v + x_offset[j], x_c[j],
+                               x_shift[j], 0, 0, full);
+        vx_tma_load_5d(dy_tile, &tp.b, v, dy_c0, 0, 0, 0, full);
         v += T::BK;
     }
 };
@@ -922,7 +938,7 @@ __device__ __forceinline__ void vx_tma_backward_weights_kmajor(const Conv3dTmaPa
     VxTmaBackwardWeightsKMajor<T> ld(tp, begin);
     VxPipeAcc<T> acc = {};
     T::KMajorLoop::template run<T>(ld, end - begin, acc);
-    vx_pipe_store_weights<T>(acc, p, dw);
+    vx_store_weights<T>(acc, p, dw);
 }
 
 // The channel-major pack of tf32 backward weights on wgmma (ConvChannelMajorPackParams):
@@ -1014,6 +1030,8 @@ VX_CONV_TMA_KERNEL(conv3d_bwd_weight_tf32_tma64, vx_tma_backward_weights_kmajor,
                    VxWgmmaTma64<VxTf32>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_tf32_tma256, vx_tma_backward_weights_kmajor,
                    VxWgmmaTma256<VxTf32>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_weight_tf32_tmacols, vx_tma_backward_weights_kmajor,
+                   VxWgmmaTmaCols<VxTf32>)
 
 VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg128, vx_pipe_forward, VxWgmmaN128<VxBf16>)
 VX_CONV_TC_KERNEL(conv3d_fwd_bf16_wg64, vx_pipe_forward, VxWgmmaN64<VxBf16>)
@@ -1232,6 +1250,7 @@ extern "C" int emu_conv3d_tma(const char* name, const EmuDims* d, const Conv3dTm
         {"conv3d_bwd_weight_tf32_tma128", conv3d_bwd_weight_tf32_tma128},
         {"conv3d_bwd_weight_tf32_tma64", conv3d_bwd_weight_tf32_tma64},
         {"conv3d_bwd_weight_tf32_tma256", conv3d_bwd_weight_tf32_tma256},
+        {"conv3d_bwd_weight_tf32_tmacols", conv3d_bwd_weight_tf32_tmacols},
     };
     for (const auto& k : kernels)
         if (!std::strcmp(k.name, name)) return emu_launch(*d, k.kernel, *p, bias, out);

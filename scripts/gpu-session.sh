@@ -37,9 +37,10 @@
 # tape keep only the packs of the tensor-core convolutions' inputs that their weight
 # gradients read (VOXSEG_SAVE_PACKED_INPUTS=1; off by default), "+waves" splits reductions
 # whose tiles fill less than a wave by whole waves (VOXSEG_SPLIT_WAVES=1; off by default,
-# not yet timed), "+cols" runs bf16 backward weights into 64-column blocks on the transposed
-# tile (VOXSEG_WGMMA_COLS_WEIGHTS=1; off by default, not yet timed), "+colsgather" the
-# forward and backward data into 64 columns (VOXSEG_WGMMA_COLS_GATHER=1; the same), "+jit" loads
+# not yet timed), "+cols" runs backward weights into 64-column blocks on the transposed
+# tile (bf16; tf32 with +tf32w; VOXSEG_WGMMA_COLS_WEIGHTS=1; off by default, not yet
+# timed), "+colsgather" the forward and backward data into 64 columns
+# (VOXSEG_WGMMA_COLS_GATHER=1; the same), "+jit" loads
 # every module from its PTX (the driver's compilation) instead of the machine code the
 # bundle carries for the card (VOXSEG_SASS=off); without them each runs where an H100
 # measured it faster (so "+l1" leaves the

@@ -1557,6 +1557,72 @@ fn tf32_wgmma_tma_grid_backward_weights() {
     }
 }
 
+/// tf32 backward weights over channel-major packs into 64-column blocks computed transposed
+/// (`WgTmaCols`, where `wgmma_cols_weights` asks for it): dy's box of 64 output channels is
+/// A, four blocks of x's taps B. A 1x1x1 kernel over a long reduction (split), 192 input
+/// channels (a 256-row block over two taps; taps past the last), an anisotropic kernel, stride 2 'valid', a transposed 2x2x2 convolution,
+/// 40 and 48 output channels (dy's box past cout) at an anisotropic stride, a 1x1x1 kernel
+/// at stride 2 and a 5^3 one, explicit padding, a 3x3x3 transposed convolution with output
+/// padding.
+#[test]
+fn tf32_wgmma_tma_grid_cols_backward_weights() {
+    let mut rng = Rng::new(102);
+    let target = ConvTarget::new(528)
+        .with_wgmma(true)
+        .with_wgmma_tma(Reach::Measured)
+        .with_wgmma_tf32_weights(true)
+        .with_wgmma_cols_weights(true);
+    let spec = |x: [usize; 5], w: [usize; 5], stride, padding| {
+        let spec = Conv3dSpec { stride, padding };
+        ConvGeometry::conv3d(&Shape::new(&x), &Shape::new(&w), &spec).unwrap()
+    };
+    let k3s2 = ConvTranspose3dSpec {
+        stride: [2; 3],
+        padding: [[1, 1]; 3],
+        output_padding: [1; 3],
+    };
+    let geometries = [
+        conv([2, 8, 8, 16, 64], [1, 1, 1, 64, 64], 1, Padding::Same),
+        conv([1, 6, 5, 6, 192], [3, 3, 3, 192, 64], 1, Padding::Same),
+        conv([2, 3, 6, 5, 128], [1, 3, 3, 128, 64], 1, Padding::Same),
+        conv([1, 9, 9, 10, 128], [3, 3, 3, 128, 64], 2, Padding::Valid),
+        transposed([2, 4, 3, 5, 64], [2, 2, 2, 64, 64], K2S2),
+        spec(
+            [1, 5, 8, 9, 64],
+            [3, 3, 3, 64, 40],
+            [1, 2, 2],
+            Padding::Same,
+        ),
+        spec([2, 5, 6, 7, 64], [1, 1, 1, 64, 48], [2; 3], Padding::Same),
+        spec([1, 9, 8, 7, 64], [5, 5, 5, 64, 40], [2; 3], Padding::Same),
+        spec(
+            [1, 5, 6, 7, 64],
+            [3, 3, 3, 64, 40],
+            [1; 3],
+            Padding::Explicit([[2, 0], [1, 1], [0, 2]]),
+        ),
+        transposed([1, 3, 4, 3, 40], [3, 3, 3, 64, 40], k3s2),
+    ];
+    let cases: Vec<_> = geometries
+        .into_iter()
+        .map(|g| (g, target, ConvTile::WgTmaCols))
+        .collect();
+    check_tma_cases(
+        &cases,
+        ConvPass::BackwardWeight,
+        ConvPrecision::Tf32,
+        &mut rng,
+    );
+    let off = target.with_wgmma_cols_weights(false);
+    let plan = ConvPlan::new(
+        &cases[0].0,
+        ConvPass::BackwardWeight,
+        ConvPrecision::Tf32,
+        off,
+    );
+    assert_eq!(plan.unwrap().kernel.tile, ConvTile::WgTma64);
+}
+
 /// The forward on the tiles the tensor memory accelerator fills: a block's rows are a box
 /// of output voxels (128; 256 on `WgTma256`), overhanging the output (w 7 in boxes 8 wide)
 /// or not; 'same' windows that start outside x, a strided layer, a 'valid' one, a 1x1x1

@@ -828,11 +828,11 @@ fn wgmma_tma_grid_cases_plan_their_tiles_on_an_h100() {
     assert_eq!(grid_tile(&plan.unwrap()), Some(ConvTile::WgTma256));
 }
 
-/// bf16 backward weights into 64-column blocks computed transposed
-/// (`VOXSEG_WGMMA_COLS_WEIGHTS`, `ConvTile::WgTmaCols`), which the harness only emulates:
-/// 64 output channels over 64 and 128 input channels (the decoder's layers, smaller), 40
-/// (dy's box past cout), 160 (three blocks of output channels), stride 2, and a 2x2x2
-/// transposed convolution.
+/// Backward weights into 64-column blocks computed transposed (`VOXSEG_WGMMA_COLS_WEIGHTS`,
+/// `ConvTile::WgTmaCols`), which the harness only emulates, at bf16 and at tf32 over
+/// channel-major packs: 64 output channels over 64 and 128 input channels (the decoder's
+/// layers, smaller), 40 (dy's box past cout), 160 (three blocks of output channels),
+/// stride 2, and a 2x2x2 transposed convolution.
 fn wgmma_tma_cols_cases() -> [ConvGeometry; 5] {
     [
         conv([2, 16, 16, 16, 64], [3, 3, 3, 64, 64], 1, 1),
@@ -843,20 +843,27 @@ fn wgmma_tma_cols_cases() -> [ConvGeometry; 5] {
     ]
 }
 
-/// An H100 with the tensor memory accelerator's tiles where measured and the transposed
-/// 64-column backward weights on.
+/// An H100 with the tensor memory accelerator's tiles where measured, tf32 backward weights
+/// on them, and the transposed 64-column backward weights on.
 fn wgmma_tma_cols_target() -> ConvTarget {
     wgmma_tma_target()
         .with_wgmma_tma(Reach::Measured)
+        .with_wgmma_tf32_weights(true)
         .with_wgmma_cols_weights(true)
 }
 
 #[test]
 fn wgmma_tma_cols_cases_plan_their_tile_on_an_h100() {
-    for g in wgmma_tma_cols_cases() {
-        let pass = ConvPass::BackwardWeight;
-        let plan = ConvPlan::new(&g, pass, ConvPrecision::Bf16, wgmma_tma_cols_target());
-        assert_eq!(plan.unwrap().kernel.tile, ConvTile::WgTmaCols, "{g:?}");
+    for precision in [ConvPrecision::Bf16, ConvPrecision::Tf32] {
+        for g in wgmma_tma_cols_cases() {
+            let pass = ConvPass::BackwardWeight;
+            let plan = ConvPlan::new(&g, pass, precision, wgmma_tma_cols_target());
+            assert_eq!(
+                plan.unwrap().kernel.tile,
+                ConvTile::WgTmaCols,
+                "{precision} {g:?}"
+            );
+        }
     }
 }
 
@@ -867,13 +874,15 @@ fn wgmma_tma_cols_backward_weights_match_cpu() {
     let gpu = device();
     let _restore = RestoreSettings::new(&gpu);
     plan_like(&gpu, wgmma_tma_cols_target());
-    gpu.set_conv_precision(ConvPrecision::Bf16);
     let cases = wgmma_tma_cols_cases();
-    for g in &cases {
-        let plan = gpu.conv_plan(g, ConvPass::BackwardWeight).unwrap();
-        assert_eq!(plan.kernel.tile, ConvTile::WgTmaCols, "{g:?}");
+    for precision in [ConvPrecision::Bf16, ConvPrecision::Tf32] {
+        gpu.set_conv_precision(precision);
+        for g in &cases {
+            let plan = gpu.conv_plan(g, ConvPass::BackwardWeight).unwrap();
+            assert_eq!(plan.kernel.tile, ConvTile::WgTmaCols, "{precision} {g:?}");
+        }
+        check_passes(&gpu, &cases, &[ConvPass::BackwardWeight]);
     }
-    check_passes(&gpu, &cases, &[ConvPass::BackwardWeight]);
 }
 
 /// An H100 with the tensor memory accelerator's tiles where measured and forward and

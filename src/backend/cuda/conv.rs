@@ -22,7 +22,7 @@
 //! `VOXSEG_WGMMA_N64_WEIGHTS=off` moves 64-column backward weights from wgmma to mma.sync.
 //! `VOXSEG_SPLIT_WAVES=1` splits reductions whose tiles fill less than a wave by a model of
 //! whole waves (`ConvTarget::split_waves`; off until a GPU has timed it).
-//! `VOXSEG_WGMMA_COLS_WEIGHTS=1` runs bf16 backward weights into 64-column blocks transposed,
+//! `VOXSEG_WGMMA_COLS_WEIGHTS=1` runs backward weights into 64-column blocks transposed,
 //! on m64n128 wgmmas (`ConvTile::WgTmaCols`; off until a GPU has timed it), and
 //! `VOXSEG_WGMMA_COLS_GATHER=1` forward and backward data into 64 columns (`WgTmaCols`,
 //! `WgTmaColsSw64`; the same).
@@ -85,8 +85,9 @@ pub const WGMMA_N64_WEIGHTS_ENV: &str = "VOXSEG_WGMMA_N64_WEIGHTS";
 /// `ConvTarget::split_waves`).
 pub const SPLIT_WAVES_ENV: &str = "VOXSEG_SPLIT_WAVES";
 
-/// The environment variable that runs bf16 backward weights into 64-column blocks on the
-/// tensor memory accelerator's transposed tile (`1` or `on`; off by default until an H100
+/// The environment variable that runs backward weights into 64-column blocks on the tensor
+/// memory accelerator's transposed tile (bf16; tf32 where `VOXSEG_WGMMA_TF32_WEIGHTS` puts it
+/// on those tiles) (`1` or `on`; off by default until an H100
 /// has timed it, `ConvTile::WgTmaCols`).
 pub const WGMMA_COLS_WEIGHTS_ENV: &str = "VOXSEG_WGMMA_COLS_WEIGHTS";
 
@@ -612,7 +613,7 @@ impl Cuda {
         self.update_conv_settings(|s| s.split_waves = on);
     }
 
-    /// Whether bf16 backward weights into 64-column blocks run transposed
+    /// Whether backward weights into 64-column blocks run transposed
     /// (`ConvTile::WgTmaCols`, where wgmma and the tensor memory accelerator's tiles are
     /// on): what `set_wgmma_cols_weights` set, else `VOXSEG_WGMMA_COLS_WEIGHTS` (off unless
     /// `1` or `on`).
@@ -620,7 +621,7 @@ impl Cuda {
         Ok(self.conv_settings()?.wgmma_cols_weights)
     }
 
-    /// Runs bf16 backward weights into 64-column blocks transposed or not, whatever
+    /// Runs backward weights into 64-column blocks transposed or not, whatever
     /// `VOXSEG_WGMMA_COLS_WEIGHTS` says.
     pub fn set_wgmma_cols_weights(&self, on: bool) {
         self.update_conv_settings(|s| s.wgmma_cols_weights = on);

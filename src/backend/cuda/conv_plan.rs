@@ -315,8 +315,9 @@ pub enum ConvTile {
     WgTma256,
     /// `WgTma64`'s 64-column blocks on the tensor memory accelerator, computed transposed
     /// (kernels/conv3d_wgmma.cu, `VxWgmmaTmaCols`): 256 rows by 64 columns of the result,
-    /// each warpgroup's wgmmas m64n128 over 128 of the rows: bf16 backward weights (rows
-    /// (tap, input channel)), and forward and backward data (rows a box of 256 voxels).
+    /// each warpgroup's wgmmas m64n128 over 128 of the rows: backward weights (rows (tap,
+    /// input channel); bf16, and tf32 over channel-major packs), and forward and backward
+    /// data (rows a box of 256 voxels).
     WgTmaCols,
     /// `WgTmaCols` over boxes of 32 bf16 channels, two a step (forward and backward data, as
     /// `WgTma64Sw64`).
@@ -637,6 +638,7 @@ impl ConvKernel {
             (BackwardWeight, Tf32, WgTma128) => "conv3d_bwd_weight_tf32_tma128",
             (BackwardWeight, Tf32, WgTma64) => "conv3d_bwd_weight_tf32_tma64",
             (BackwardWeight, Tf32, WgTma256) => "conv3d_bwd_weight_tf32_tma256",
+            (BackwardWeight, Tf32, WgTmaCols) => "conv3d_bwd_weight_tf32_tmacols",
             (Forward, Bf16, HaloN128) => "conv3d_fwd_bf16_halo128",
             (Forward, Bf16, HaloN64) => "conv3d_fwd_bf16_halo64",
             (Forward, Bf16, HaloN32) => "conv3d_fwd_bf16_halo32",
@@ -1095,8 +1097,8 @@ pub struct ConvTarget {
     /// A reduction whose tiles fill less than one wave is split by a model of whole waves
     /// (`split_reduction`) rather than into as many slices as one wave holds.
     pub split_waves: bool,
-    /// bf16 backward weights that would take the tensor memory accelerator's 128 x 64 tile
-    /// take `ConvTile::WgTmaCols` instead.
+    /// Backward weights that would take the tensor memory accelerator's 128 x 64 tile (bf16,
+    /// and tf32 over channel-major packs) take `ConvTile::WgTmaCols` instead.
     pub wgmma_cols_weights: bool,
     /// Forward and backward data into 64 columns take `ConvTile::WgTmaCols` (or
     /// `WgTmaColsSw64`) wherever the 128 x 64 tiles of the tensor memory accelerator could
@@ -1956,10 +1958,11 @@ impl ConvPlan {
     /// (none where the output's w is a multiple of 4). A tap's offset is then its offset
     /// along w within a chunk, and a box may only start at a chunk: x is packed once per
     /// such shift, at most 4 (three times for a 3^3 kernel at stride 1, twice at stride 2),
-    /// and a tap reads the copy that starts its offset's remainder further on. x's channels fill whole 64-row blocks of one tap, results
-    /// have more than 32 columns (the 128- and 64-column tiles as `tc_tile` picks them; 64
-    /// only where `wgmma_n64_weights` is on; 128 as 256 x 128 within `wgmma_m256`). Not yet
-    /// timed on a GPU.
+    /// and a tap reads the copy that starts its offset's remainder further on. x's channels
+    /// fill whole 64-row blocks of one tap, results have more than 32 columns (the 128- and
+    /// 64-column tiles as `tc_tile` picks them; 64 only where `wgmma_n64_weights` is on, and
+    /// computed transposed, `ConvTile::WgTmaCols`, where `wgmma_cols_weights` is; 128 as
+    /// 256 x 128 within `wgmma_m256`). Not yet timed on a GPU.
     fn tma_grid_weights(p: &Conv3dParams, target: ConvTarget) -> Result<Option<Self>> {
         let (pass, precision) = (ConvPass::BackwardWeight, ConvPrecision::Tf32);
         if !target.wgmma_tf32_weights || !(p.cin as u32).is_multiple_of(TMA_GRID_BLOCK_ROWS) {
@@ -1979,6 +1982,9 @@ impl ConvPlan {
                 ConvTile::WgTma256
             }
             ConvTile::TcN128 => ConvTile::WgTma128,
+            ConvTile::TcN64 if target.wgmma_n64_weights && target.wgmma_cols_weights => {
+                ConvTile::WgTmaCols
+            }
             ConvTile::TcN64 if target.wgmma_n64_weights => ConvTile::WgTma64,
             _ => return Ok(None),
         };
