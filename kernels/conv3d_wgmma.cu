@@ -439,9 +439,10 @@ using VxWgmmaTma64Sw64 = VxWgmmaSw64Of<VxWgmmaTma64<P>>;
 // block's 64 result channels are the rows (A, one box), 256 columns (B) follow, and its two
 // multiplying warpgroups take 128 columns each, so that their wgmmas are m64n128 where the
 // 128 x 64 tile's are m64n64 (three quarters of the shared-memory reads per multiply-add);
-// the producer warpgroup is VxWgmmaTmaOf's. Backward weights (bf16, mn-major,
-// vx_tma_backward_weights): dw^T, 64 output channels (a box of dy) by 256 (tap, input
-// channel) columns (four boxes of x). Forward and backward data (k-major, vx_tma_gather_pass):
+// the producer warpgroup is VxWgmmaTmaOf's. Backward weights: dw^T, 64 output channels (a
+// box of dy) by 256 (tap, input channel) columns (four boxes of x), at bf16 mn-major
+// (vx_tma_backward_weights), at tf32 k-major over channel-major packs
+// (vx_tma_backward_weights_kmajor). Forward and backward data (k-major, vx_tma_gather_pass):
 // y^T (dx^T), 64 result channels (a box of the weights) by one box of 256 voxels (x's; dy's),
 // a row of the reduction's channels per step (VxWgmmaSw64Of: two boxes of half a row).
 template <class P>
@@ -878,7 +879,9 @@ struct VxTmaBackwardWeightsKMajor {
     static constexpr int DY_ROWS = T::SPLIT_N ? T::BM : T::COLS;
     static constexpr int X_BOXES = X_ROWS / 64;
     static constexpr int BLOCK_BYTES = 64 * T::ROW_BYTES;
-    static_assert(T::BK == 32 && X_ROWS * T::ROW_BYTES == X_BOXES * BLOCK_BYTES,
+    static_assert(T::BK == 32 &&
+                      (T::SPLIT_N ? T::B_BYTES : T::A_BYTES) == X_BOXES * BLOCK_BYTES &&
+                      (T::SPLIT_N ? T::A_BYTES : T::B_BYTES) == DY_ROWS * T::ROW_BYTES,
                   "a step is one 128-byte row of 32 tf32 voxels per channel");
     const Conv3dTmaParams& tp;
     // Block j's tap offset in the grid, down to a chunk, and its copy of x (the offset's

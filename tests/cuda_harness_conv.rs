@@ -1560,10 +1560,11 @@ fn tf32_wgmma_tma_grid_backward_weights() {
 /// tf32 backward weights over channel-major packs into 64-column blocks computed transposed
 /// (`WgTmaCols`, where `wgmma_cols_weights` asks for it): dy's box of 64 output channels is
 /// A, four blocks of x's taps B. A 1x1x1 kernel over a long reduction (split), 192 input
-/// channels (a 256-row block over two taps; taps past the last), an anisotropic kernel, stride 2 'valid', a transposed 2x2x2 convolution,
-/// 40 and 48 output channels (dy's box past cout) at an anisotropic stride, a 1x1x1 kernel
-/// at stride 2 and a 5^3 one, explicit padding, a 3x3x3 transposed convolution with output
-/// padding.
+/// channels (a 256-row block over two taps; taps past the last), an anisotropic kernel,
+/// stride 2 'valid', a transposed 2x2x2 convolution, 40 and 48 output channels (dy's box
+/// past cout) at an anisotropic stride, 160 (three blocks of output channels, the last
+/// part-filled), a 1x1x1 kernel at stride 2 and a 5^3 one, explicit padding, a 3x3x3
+/// transposed convolution with output padding.
 #[test]
 fn tf32_wgmma_tma_grid_cols_backward_weights() {
     let mut rng = Rng::new(102);
@@ -1593,6 +1594,7 @@ fn tf32_wgmma_tma_grid_cols_backward_weights() {
             [1, 2, 2],
             Padding::Same,
         ),
+        conv([1, 6, 5, 6, 64], [3, 3, 3, 64, 160], 1, Padding::Same),
         spec([2, 5, 6, 7, 64], [1, 1, 1, 64, 48], [2; 3], Padding::Same),
         spec([1, 9, 8, 7, 64], [5, 5, 5, 64, 40], [2; 3], Padding::Same),
         spec(
@@ -1863,12 +1865,12 @@ fn bf16_wgmma_tma_half_rows() {
 /// Forward and backward data into 64 columns computed transposed (`WgTmaCols`; at bf16 over
 /// half rows `WgTmaColsSw64`, where `wgmma_cols_gather` asks for it): a block's columns are
 /// one box of 256 voxels, its rows 64 result channels (40: the weights' box past the last
-/// row, the store past the channels). Forward: boxes that overhang the output (w 7 in 8),
-/// 'same' and 'valid' windows, strided, an even kernel, rows of 32 along w, the bias
-/// added once over a split reduction. Backward data: a strided layer's phases (an odd
-/// depth, phase grids of two sizes), phases no tap reaches (a 1x1x1 kernel at stride 2), a
-/// transposed 2x2x2 convolution's forward (the decoder's up-convolution). Without the
-/// switch the 128 x 64 tiles stay.
+/// row, the store past the channels; 160 and 192: blocks of them). Forward: boxes that
+/// overhang the output (w 7 in 8), 'same' and 'valid' windows, strided, an even kernel,
+/// rows of 32 along w, the bias added once over a split reduction. Backward data: a strided
+/// layer's phases (an odd depth, phase grids of two sizes), phases no tap reaches (a 1x1x1
+/// kernel at stride 2), a transposed 2x2x2 convolution's forward (the decoder's
+/// up-convolution). Without the switch the 128 x 64 tiles stay.
 fn wgmma_tma_cols_gather(precision: ConvPrecision, rng: &mut Rng) {
     use ConvTile::{WgTmaCols, WgTmaColsSw64};
     let target = ConvTarget::new(528)
@@ -1902,6 +1904,11 @@ fn wgmma_tma_cols_gather(precision: ConvPrecision, rng: &mut Rng) {
             conv([1, 4, 4, 32, 128], [3, 3, 3, 128, 64], 1, Padding::Same),
             WgTmaCols,
         ),
+        // Three blocks of 64 result channels.
+        case(
+            conv([1, 8, 8, 8, 64], [3, 3, 3, 64, 192], 1, Padding::Same),
+            WgTmaCols,
+        ),
     ];
     let mut data = vec![
         case(
@@ -1922,6 +1929,11 @@ fn wgmma_tma_cols_gather(precision: ConvPrecision, rng: &mut Rng) {
         ),
         case(
             transposed([1, 8, 8, 8, 128], [2, 2, 2, 64, 128], K2S2),
+            WgTmaCols,
+        ),
+        // Three blocks of result channels, the last part-filled.
+        case(
+            conv([1, 8, 8, 8, 160], [3, 3, 3, 160, 64], 1, Padding::Same),
             WgTmaCols,
         ),
     ];

@@ -388,6 +388,12 @@ impl Cuda {
                 );
             }
         }
+        if wgmma && wgmma_cols_weights && !wgmma_n64_weights {
+            eprintln!(
+                "{WGMMA_COLS_WEIGHTS_ENV}=1 has no effect: {WGMMA_N64_WEIGHTS_ENV}=off keeps \
+                 backward weights into 64 columns off wgmma"
+            );
+        }
         let gather_l1 = reach_from_env(GATHER_L1_ENV)?;
         let halo = reach_from_env(HALO_ENV)?;
         let cache_packs = switch_from_env(PACK_CACHE_ENV)?.unwrap_or(true);
