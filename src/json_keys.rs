@@ -49,10 +49,11 @@ impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
         let mut seen = std::collections::HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
-            map.next_value::<NoDuplicateKeys>()?;
+            // Before its value: the error's position is then the repeated key's.
             if !seen.insert(key.clone()) {
                 return Err(serde::de::Error::custom(format!("key `{key}` given twice")));
             }
+            map.next_value::<NoDuplicateKeys>()?;
         }
         Ok(self)
     }

@@ -669,12 +669,13 @@ fn empty_and_unknown_folders_are_refused() {
     );
     std::fs::write(tmp.0.join("dataset.json"), b"{not json").unwrap();
     assert_mentions(&err_text(detect(&tmp.0)), &["dataset.json", "invalid JSON"]);
-    // serde_json would keep the second "0" silently.
-    let repeated = br#"{"modality": {"0": "FLAIR", "0": "T1"}, "training": []}"#;
+    // serde_json would keep the second "0" silently; the error points at it.
+    let repeated =
+        "{\n  \"modality\": {\"0\": \"FLAIR\",\n    \"0\": \"T1\"},\n  \"training\": []\n}";
     std::fs::write(tmp.0.join("dataset.json"), repeated).unwrap();
     assert_mentions(
         &err_text(detect(&tmp.0)),
-        &["dataset.json", "key `0` given twice", "line 1"],
+        &["dataset.json", "key `0` given twice at line 3 column 7"],
     );
 
     let msd = serde_json::json!({

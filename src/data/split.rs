@@ -276,10 +276,10 @@ impl Split {
     ) -> Result<(Split, Vec<String>)> {
         let bytes =
             std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        crate::json_keys::refuse_repeated_keys(&bytes)
-            .map_err(|e| Error::file(path, e.to_string()))?;
         let value: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| Error::file(path, e.to_string()))?;
+        crate::json_keys::refuse_repeated_keys(&bytes)
+            .map_err(|e| Error::file(path, e.to_string()))?;
         let mut notes = Vec::new();
         let split = match (value, fold) {
             (serde_json::Value::Array(folds), _) if folds.is_empty() => {

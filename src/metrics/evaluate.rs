@@ -328,6 +328,8 @@ impl Reference {
             .map_err(|e| Error::io(format!("reading {}", split.display()), e))?;
         let parsed: Split = serde_json::from_slice(&bytes)
             .map_err(|e| Error::file(split, format!("not a split file: {e}")))?;
+        crate::json_keys::refuse_repeated_keys(&bytes)
+            .map_err(|e| Error::file(split, e.to_string()))?;
         let ids = parsed.subset(subset.parse::<Subset>()?).to_vec();
         let unknown: Vec<&String> = ids
             .iter()

@@ -312,9 +312,11 @@ fn from_json_file(path: &Path) -> Result<Listing> {
 pub(crate) fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-    let invalid = |e: serde_json::Error| Error::file(path, format!("invalid JSON: {e}"));
-    crate::json_keys::refuse_repeated_keys(text.as_bytes()).map_err(invalid)?;
-    serde_json::from_str(&text).map_err(invalid)
+    let value =
+        serde_json::from_str(&text).map_err(|e| Error::file(path, format!("invalid JSON: {e}")))?;
+    crate::json_keys::refuse_repeated_keys(text.as_bytes())
+        .map_err(|e| Error::file(path, e.to_string()))?;
+    Ok(value)
 }
 
 /// Names macOS and archivers leave behind (`._x.nii.gz`, `.DS_Store`, `__MACOSX`).
