@@ -526,9 +526,10 @@ __device__ __forceinline__ void vx_tma_box_of(const Conv3dTmaParams& tp, int box
 
 // The forward's operands as boxes (Conv3dTmaParams), or backward data's over one stride
 // phase (DATA; VxPhase, the only one at stride 1): the block's voxels are one box of
-// X_ROWS result voxels (box_d x box_h x box_w of y, or of the phase's grid of dx voxels),
-// step s is reduction step s of the split: tap t of the window (the kernel's taps; the
-// phase's) and BK of the reduction's padded channels (x's; dy's). The box's windows at t
+// result voxels (BM, or COLS on VxWgmmaTmaCols: box_d x box_h x box_w of y, or of the
+// phase's grid of dx voxels), step s is reduction step s of the split: tap t of the window
+// (the kernel's taps; the phase's) and BK of the reduction's padded channels (x's; dy's).
+// The box's windows at t
 // (the forward's x at corner * stride - pad + t, taken every stride voxels; backward data's
 // dy at corner + lo + t; zeros outside the tensor) are A, and the weights of the block's
 // W_ROWS result channels at the kernel tap of t and those channels (packed
@@ -540,7 +541,6 @@ __device__ __forceinline__ void vx_tma_box_of(const Conv3dTmaParams& tp, int box
 // them at 32 channels: both boxes read past the channels).
 template <class T, bool DATA>
 struct VxTmaGather {
-    static constexpr int X_ROWS = T::SPLIT_N ? T::COLS : T::BM;
     static constexpr int W_ROWS = T::SPLIT_N ? T::BM : T::COLS;
     static constexpr int X_SUB_BYTES = T::SPLIT_N ? T::B_SUB_BYTES : T::A_SUB_BYTES;
     static constexpr int W_SUB_BYTES = T::SPLIT_N ? T::A_SUB_BYTES : T::B_SUB_BYTES;
