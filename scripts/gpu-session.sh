@@ -33,14 +33,14 @@
 # the plan allows (VOXSEG_WGMMA_TMA=all), "+notma" nowhere (=off, tf32w's too), "+non64w" runs
 # 64-column backward weights on mma.sync (VOXSEG_WGMMA_N64_WEIGHTS=off), "+tf32w" runs
 # tf32 backward weights on the tensor memory accelerator's tiles over channel-major packs
-# (VOXSEG_WGMMA_TF32_WEIGHTS=1; off by default, not yet timed), "+savepacked" has the
-# tape keep only the packs of the tensor-core convolutions' inputs that their weight
-# gradients read (VOXSEG_SAVE_PACKED_INPUTS=1; off by default), "+waves" splits reductions
-# whose tiles fill less than a wave by whole waves (VOXSEG_SPLIT_WAVES=1; off by default,
-# not yet timed), "+cols" runs backward weights into 64-column blocks on the transposed
-# tile (bf16; tf32 with +tf32w; VOXSEG_WGMMA_COLS_WEIGHTS=1; off by default, not yet
-# timed), "+colsgather" the forward and backward data into 64 columns
-# (VOXSEG_WGMMA_COLS_GATHER=1; the same), "+jit" loads
+# (VOXSEG_WGMMA_TF32_WEIGHTS=1; off by default), "+nosavepacked" has the tape keep the
+# tensor-core convolutions' f32 inputs instead of only the packs their weight gradients
+# read (VOXSEG_SAVE_PACKED_INPUTS=0), "+waves" splits reductions whose tiles fill less than
+# a wave by whole waves (VOXSEG_SPLIT_WAVES=1; off by default), "+cols" runs backward
+# weights into 64-column blocks on the transposed tile wherever it tiles them (bf16; tf32
+# with +tf32w; VOXSEG_WGMMA_COLS_WEIGHTS=all; by default where measured), "+nocols" nowhere
+# (=off), "+colsgather" the forward and backward data into 64 columns likewise
+# (VOXSEG_WGMMA_COLS_GATHER=all), "+nocolsgather" (=off), "+jit" loads
 # every module from its PTX (the driver's compilation) instead of the machine code the
 # bundle carries for the card (VOXSEG_SASS=off); without them each runs where an H100
 # measured it faster (so "+l1" leaves the
@@ -166,10 +166,12 @@ for item in $ours; do
         jit) vars+=(VOXSEG_SASS=off) ;;
         non64w) vars+=(VOXSEG_WGMMA_N64_WEIGHTS=off) ;;
         tf32w) vars+=(VOXSEG_WGMMA_TF32_WEIGHTS=1) ;;
-        savepacked) vars+=(VOXSEG_SAVE_PACKED_INPUTS=1) ;;
+        nosavepacked) vars+=(VOXSEG_SAVE_PACKED_INPUTS=0) ;;
         waves) vars+=(VOXSEG_SPLIT_WAVES=1) ;;
-        cols) vars+=(VOXSEG_WGMMA_COLS_WEIGHTS=1) ;;
-        colsgather) vars+=(VOXSEG_WGMMA_COLS_GATHER=1) ;;
+        cols) vars+=(VOXSEG_WGMMA_COLS_WEIGHTS=all) ;;
+        nocols) vars+=(VOXSEG_WGMMA_COLS_WEIGHTS=off) ;;
+        colsgather) vars+=(VOXSEG_WGMMA_COLS_GATHER=all) ;;
+        nocolsgather) vars+=(VOXSEG_WGMMA_COLS_GATHER=off) ;;
         l1) vars+=(VOXSEG_GATHER_L1=all) ;;
         nol1) vars+=(VOXSEG_GATHER_L1=off) ;;
         halo) vars+=(VOXSEG_CONV_HALO=all) ;;

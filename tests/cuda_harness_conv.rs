@@ -1359,7 +1359,7 @@ fn bf16_wgmma_tma_cols_backward_weights() {
     let target = ConvTarget::new(528)
         .with_wgmma(true)
         .with_wgmma_tma(Reach::All)
-        .with_wgmma_cols_weights(true);
+        .with_wgmma_cols_weights(Reach::All);
     let cases = [
         conv([1, 8, 8, 16, 64], [3, 3, 3, 64, 64], 1, Padding::Same),
         conv([1, 8, 8, 8, 128], [3, 3, 3, 128, 40], 2, Padding::Same),
@@ -1374,7 +1374,7 @@ fn bf16_wgmma_tma_cols_backward_weights() {
         let plan = ConvPlan::new(g, ConvPass::BackwardWeight, ConvPrecision::Bf16, target).unwrap();
         assert_eq!(plan.kernel.tile, ConvTile::WgTmaCols, "{g:?}");
         assert!(plan.tma.is_some(), "{g:?}");
-        let off = target.with_wgmma_cols_weights(false);
+        let off = target.with_wgmma_cols_weights(Reach::Off);
         let plain = ConvPlan::new(g, ConvPass::BackwardWeight, ConvPrecision::Bf16, off);
         assert_eq!(plain.unwrap().kernel.tile, ConvTile::WgTma64, "{g:?}");
         let ran = check_pass(
@@ -1572,7 +1572,7 @@ fn tf32_wgmma_tma_grid_cols_backward_weights() {
         .with_wgmma(true)
         .with_wgmma_tma(Reach::Measured)
         .with_wgmma_tf32_weights(true)
-        .with_wgmma_cols_weights(true);
+        .with_wgmma_cols_weights(Reach::All);
     let spec = |x: [usize; 5], w: [usize; 5], stride, padding| {
         let spec = Conv3dSpec { stride, padding };
         ConvGeometry::conv3d(&Shape::new(&x), &Shape::new(&w), &spec).unwrap()
@@ -1615,7 +1615,7 @@ fn tf32_wgmma_tma_grid_cols_backward_weights() {
         ConvPrecision::Tf32,
         &mut rng,
     );
-    let off = target.with_wgmma_cols_weights(false);
+    let off = target.with_wgmma_cols_weights(Reach::Off);
     let plan = ConvPlan::new(
         &cases[0].0,
         ConvPass::BackwardWeight,
@@ -1876,7 +1876,7 @@ fn wgmma_tma_cols_gather(precision: ConvPrecision, rng: &mut Rng) {
     let target = ConvTarget::new(528)
         .with_wgmma(true)
         .with_wgmma_tma(Reach::All)
-        .with_wgmma_cols_gather(true);
+        .with_wgmma_cols_gather(Reach::All);
     let bf16 = precision == ConvPrecision::Bf16;
     let case = |g, tile| (g, target, tile);
     let mut forward = vec![
@@ -1957,7 +1957,7 @@ fn wgmma_tma_cols_gather(precision: ConvPrecision, rng: &mut Rng) {
     ));
     check_tma_cases(&forward, ConvPass::Forward, precision, rng);
     check_tma_cases(&data, ConvPass::BackwardData, precision, rng);
-    let off = target.with_wgmma_cols_gather(false);
+    let off = target.with_wgmma_cols_gather(Reach::Off);
     for (g, pass) in [
         (&forward[0].0, ConvPass::Forward),
         (&data[1].0, ConvPass::BackwardData),

@@ -60,8 +60,8 @@ struct RestoreSettings<'a> {
     wgmma_tma: Reach,
     wgmma_n64_weights: bool,
     split_waves: bool,
-    wgmma_cols_weights: bool,
-    wgmma_cols_gather: bool,
+    wgmma_cols_weights: Reach,
+    wgmma_cols_gather: Reach,
     wgmma_tf32_weights: bool,
     gather_l1: Reach,
     halo: Reach,
@@ -849,7 +849,7 @@ fn wgmma_tma_cols_target() -> ConvTarget {
     wgmma_tma_target()
         .with_wgmma_tma(Reach::Measured)
         .with_wgmma_tf32_weights(true)
-        .with_wgmma_cols_weights(true)
+        .with_wgmma_cols_weights(Reach::All)
 }
 
 #[test]
@@ -890,64 +890,148 @@ fn wgmma_tma_cols_backward_weights_match_cpu() {
 fn wgmma_tma_cols_gather_target() -> ConvTarget {
     wgmma_tma_target()
         .with_wgmma_tma(Reach::Measured)
-        .with_wgmma_cols_gather(true)
+        .with_wgmma_cols_gather(Reach::All)
 }
 
-/// The nnU-Net BraTS layers whose bf16 forward or backward data into 64 columns an H200
-/// timed over 1.5x cuDNN (call 8, BENCHMARKS.md) take the transposed tiles where
-/// `VOXSEG_WGMMA_COLS_GATHER` asks: enc1.conv0's forward (32 channels a tap: half rows),
-/// the backward data of enc1.conv1, enc2.conv0 (stride 2) and dec0.conv0 (half rows), and
-/// dec1.up's forward (a transposed convolution's: its geometry's backward data).
+/// Within their measured reach (the default), the transposed 64-column tiles take the
+/// nnU-Net BraTS layers an H200 timed faster on them (2026-11-28, BENCHMARKS.md) and leave
+/// the others on the 128 x 64 tiles: forward and backward data where the taps overlap
+/// (enc1.conv0's stride-2 forward over 32 channels a tap, the backward data of enc1.conv1,
+/// enc2.conv0 and dec0.conv0), not a transposed convolution's 2x2x2 stride-2 passes (dec1.up's
+/// forward, dec0.up's backward data); bf16 backward weights over 1024 of dy's voxels and more
+/// (dec1.conv0, dec4.conv0), not over 128 (enc5's) nor a transposed convolution's (dec3.up);
+/// tf32 backward weights over channel-major packs only at 64^3 (dec1.conv0, not dec4.conv0).
 #[test]
-fn wgmma_tma_cols_gather_takes_the_slow_brats_layers_on_an_h100() {
-    use ConvPass::{BackwardData, Forward};
-    use ConvTile::{WgTmaCols, WgTmaColsSw64};
+fn cols_tiles_take_the_brats_layers_measured_faster_on_an_h200() {
+    use ConvPass::{BackwardData, BackwardWeight, Forward};
+    use ConvPrecision::{Bf16, Tf32};
+    let measured = wgmma_tma_target()
+        .with_wgmma_tma(Reach::Measured)
+        .with_wgmma_cols_gather(Reach::Measured)
+        .with_wgmma_cols_weights(Reach::Measured);
+    let tf32w = measured.with_wgmma_tf32_weights(true);
     let layers = [
         (
             "enc1.conv0",
             conv([2, 128, 128, 128, 32], [3, 3, 3, 32, 64], 2, 1),
             Forward,
-            WgTmaColsSw64,
+            Bf16,
+            true,
         ),
         (
             "enc1.conv1",
             conv([2, 64, 64, 64, 64], [3, 3, 3, 64, 64], 1, 1),
             BackwardData,
-            WgTmaCols,
+            Bf16,
+            true,
         ),
         (
             "enc2.conv0",
             conv([2, 64, 64, 64, 64], [3, 3, 3, 64, 128], 2, 1),
             BackwardData,
-            WgTmaCols,
+            Tf32,
+            true,
         ),
         (
             "dec0.conv0",
             conv([2, 128, 128, 128, 64], [3, 3, 3, 64, 32], 1, 1),
             BackwardData,
-            WgTmaColsSw64,
+            Bf16,
+            true,
         ),
         (
             "dec1.up",
             transposed([2, 32, 32, 32, 128], [2, 2, 2, 64, 128], K2S2),
             BackwardData,
-            WgTmaCols,
+            Bf16,
+            false,
+        ),
+        (
+            "dec0.up",
+            transposed([2, 64, 64, 64, 64], [2, 2, 2, 32, 64], K2S2),
+            Forward,
+            Bf16,
+            false,
+        ),
+        (
+            "dec1.conv0",
+            conv([2, 64, 64, 64, 128], [3, 3, 3, 128, 64], 1, 1),
+            BackwardWeight,
+            Bf16,
+            true,
+        ),
+        (
+            "dec4.conv0",
+            conv([2, 8, 8, 8, 640], [3, 3, 3, 640, 320], 1, 1),
+            BackwardWeight,
+            Bf16,
+            true,
+        ),
+        (
+            "enc5.conv1",
+            conv([2, 4, 4, 4, 320], [3, 3, 3, 320, 320], 1, 1),
+            BackwardWeight,
+            Bf16,
+            false,
+        ),
+        (
+            "enc5.conv0",
+            conv([2, 8, 8, 8, 320], [3, 3, 3, 320, 320], 2, 1),
+            BackwardWeight,
+            Bf16,
+            false,
+        ),
+        (
+            "dec3.up",
+            transposed([2, 8, 8, 8, 320], [2, 2, 2, 256, 320], K2S2),
+            BackwardWeight,
+            Bf16,
+            false,
         ),
     ];
-    for (layer, g, pass, tile) in layers {
-        let plan = ConvPlan::new(
-            &g,
-            pass,
-            ConvPrecision::Bf16,
-            wgmma_tma_cols_gather_target(),
-        );
-        assert_eq!(plan.unwrap().kernel.tile, tile, "{layer} {pass:?}");
-        let off = wgmma_tma_cols_gather_target().with_wgmma_cols_gather(false);
-        let plain = ConvPlan::new(&g, pass, ConvPrecision::Bf16, off).unwrap();
+    for (layer, g, pass, precision, cols) in layers {
+        let tile = ConvPlan::new(&g, pass, precision, measured)
+            .unwrap()
+            .kernel
+            .tile;
+        assert_eq!(is_transposed_tile(tile), cols, "{layer} {pass:?}: {tile:?}");
+        // Everywhere they tile the result, the transposed tiles run these layers.
+        let all = measured
+            .with_wgmma_cols_gather(Reach::All)
+            .with_wgmma_cols_weights(Reach::All);
+        let tile = ConvPlan::new(&g, pass, precision, all).unwrap().kernel.tile;
         assert!(
-            !matches!(plain.kernel.tile, WgTmaCols | WgTmaColsSw64),
-            "{layer}"
+            is_transposed_tile(tile),
+            "{layer} {pass:?} within all: {tile:?}"
         );
+        let off = measured
+            .with_wgmma_cols_gather(Reach::Off)
+            .with_wgmma_cols_weights(Reach::Off);
+        let tile = ConvPlan::new(&g, pass, precision, off).unwrap().kernel.tile;
+        assert!(!is_transposed_tile(tile), "{layer} {pass:?} off: {tile:?}");
+    }
+    for (layer, g, cols) in [
+        (
+            "dec1.conv0",
+            conv([2, 64, 64, 64, 128], [3, 3, 3, 128, 64], 1, 1),
+            true,
+        ),
+        (
+            "dec4.conv0",
+            conv([2, 8, 8, 8, 640], [3, 3, 3, 640, 320], 1, 1),
+            false,
+        ),
+    ] {
+        let tile = ConvPlan::new(&g, BackwardWeight, Tf32, tf32w)
+            .unwrap()
+            .kernel
+            .tile;
+        let expected = if cols {
+            ConvTile::WgTmaCols
+        } else {
+            ConvTile::WgTma64
+        };
+        assert_eq!(tile, expected, "tf32 {layer}");
     }
 }
 
@@ -977,7 +1061,7 @@ fn wgmma_tma_cols_gather_cases() -> [(ConvGeometry, ConvPass); 6] {
     ]
 }
 
-fn is_cols_gather(tile: ConvTile) -> bool {
+fn is_transposed_tile(tile: ConvTile) -> bool {
     matches!(tile, ConvTile::WgTmaCols | ConvTile::WgTmaColsSw64)
 }
 
@@ -987,7 +1071,10 @@ fn wgmma_tma_cols_gather_cases_plan_their_tiles_on_an_h100() {
         for (g, pass) in wgmma_tma_cols_gather_cases() {
             let plan = ConvPlan::new(&g, pass, precision, wgmma_tma_cols_gather_target());
             let tile = plan.unwrap().kernel.tile;
-            assert!(is_cols_gather(tile), "{precision} {pass:?} {g:?}: {tile:?}");
+            assert!(
+                is_transposed_tile(tile),
+                "{precision} {pass:?} {g:?}: {tile:?}"
+            );
         }
     }
 }
@@ -1003,7 +1090,10 @@ fn wgmma_tma_cols_gather_matches_cpu() {
         gpu.set_conv_precision(precision);
         for (g, pass) in &wgmma_tma_cols_gather_cases() {
             let tile = gpu.conv_plan(g, *pass).unwrap().kernel.tile;
-            assert!(is_cols_gather(tile), "{precision} {pass:?} {g:?}: {tile:?}");
+            assert!(
+                is_transposed_tile(tile),
+                "{precision} {pass:?} {g:?}: {tile:?}"
+            );
             check_passes(&gpu, std::slice::from_ref(g), &[*pass]);
         }
     }

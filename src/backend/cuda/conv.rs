@@ -21,18 +21,19 @@
 //! (`VOXSEG_WGMMA_WS`) are off, as an H100 measured them slower;
 //! `VOXSEG_WGMMA_N64_WEIGHTS=off` moves 64-column backward weights from wgmma to mma.sync.
 //! `VOXSEG_SPLIT_WAVES=1` splits reductions whose tiles fill less than a wave by a model of
-//! whole waves (`ConvTarget::split_waves`; off until a GPU has timed it).
-//! `VOXSEG_WGMMA_COLS_WEIGHTS=1` runs backward weights into 64-column blocks transposed,
-//! on m64n128 wgmmas (`ConvTile::WgTmaCols`; off until a GPU has timed it), and
-//! `VOXSEG_WGMMA_COLS_GATHER=1` forward and backward data into 64 columns (`WgTmaCols`,
-//! `WgTmaColsSw64`; the same).
+//! whole waves (`ConvTarget::split_waves`; off: an H200 timed it at 0.82-1.05x the time
+//! per pass, and no faster in the training step).
+//! Since 2026-11-28, by measure (a [`Reach`] each): backward weights into 64-column blocks
+//! computed transposed, on m64n128 wgmmas (`VOXSEG_WGMMA_COLS_WEIGHTS`,
+//! `ConvTile::WgTmaCols`), and forward and backward data into 64 columns
+//! (`VOXSEG_WGMMA_COLS_GATHER`, `WgTmaCols`, `WgTmaColsSw64`).
 //! `VOXSEG_WGMMA_TF32_WEIGHTS=1` runs tf32 backward weights on the tensor memory
-//! accelerator's tiles over channel-major packs (off: not yet timed; inert where
-//! `VOXSEG_WGMMA_TMA` is off).
+//! accelerator's tiles over channel-major packs (off: its packs made the training step
+//! slower; inert where `VOXSEG_WGMMA_TMA` is off).
 //!
-//! `VOXSEG_SAVE_PACKED_INPUTS=1` has the tape keep, of a tensor-core convolution's input,
-//! only the pack its weight gradient reads (`conv3d_saved_input`), so that the f32 input
-//! is freed once the forward is done with it (off until a GPU has run it).
+//! The tape keeps, of a tensor-core convolution's input, only the pack its weight gradient
+//! reads (`conv3d_saved_input`), so that the f32 input is freed once the forward is done
+//! with it (`VOXSEG_SAVE_PACKED_INPUTS`, on unless `0` or `off`).
 use super::conv_plan::{
     wgmma_probe_depth, ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, Reach, WgmmaLayout,
     CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
@@ -81,24 +82,24 @@ pub const WGMMA_TMA_ENV: &str = "VOXSEG_WGMMA_TMA";
 pub const WGMMA_N64_WEIGHTS_ENV: &str = "VOXSEG_WGMMA_N64_WEIGHTS";
 
 /// The environment variable that splits reductions whose tiles fill less than a wave by a
-/// model of whole waves (`1` or `on`; off by default until an H100 has timed it,
-/// `ConvTarget::split_waves`).
+/// model of whole waves (`1` or `on`; off by default: an H200's training step was no
+/// faster with it, `ConvTarget::split_waves`).
 pub const SPLIT_WAVES_ENV: &str = "VOXSEG_SPLIT_WAVES";
 
-/// The environment variable that runs backward weights into 64-column blocks on the tensor
-/// memory accelerator's transposed tile (bf16; tf32 where `VOXSEG_WGMMA_TF32_WEIGHTS` puts it
-/// on those tiles) (`1` or `on`; off by default until an H100
-/// has timed it, `ConvTile::WgTmaCols`).
+/// The environment variable that sets the [`Reach`] of backward weights into 64-column
+/// blocks on the tensor memory accelerator's transposed tile (bf16; tf32 where
+/// `VOXSEG_WGMMA_TF32_WEIGHTS` puts it on those tiles; `ConvTile::WgTmaCols`): `off`,
+/// `measured` (the default: `ConvTarget::wgmma_cols_weights`) or `all`.
 pub const WGMMA_COLS_WEIGHTS_ENV: &str = "VOXSEG_WGMMA_COLS_WEIGHTS";
 
-/// The environment variable that runs forward and backward data into 64 columns on the
-/// tensor memory accelerator's transposed tiles (`1` or `on`; off by default until an H100
-/// has timed it, `ConvTarget::wgmma_cols_gather`).
+/// The environment variable that sets the [`Reach`] of forward and backward data into 64
+/// columns on the tensor memory accelerator's transposed tiles: `off`, `measured` (the
+/// default: `ConvTarget::wgmma_cols_gather`) or `all`.
 pub const WGMMA_COLS_GATHER_ENV: &str = "VOXSEG_WGMMA_COLS_GATHER";
 
 /// The environment variable that runs tf32 backward weights on the tensor memory
-/// accelerator's tiles over channel-major packs (`1` or `on`; off by default until an H100
-/// has timed it, `ConvPlan::tma_grid_weights`).
+/// accelerator's tiles over channel-major packs (`1` or `on`; off by default: slower in an
+/// H200's training step, `ConvPlan::tma_grid_weights`).
 pub const WGMMA_TF32_WEIGHTS_ENV: &str = "VOXSEG_WGMMA_TF32_WEIGHTS";
 
 /// The environment variable that sets the [`Reach`] of the tensor-core kernels' build
@@ -115,8 +116,8 @@ pub const HALO_ENV: &str = "VOXSEG_CONV_HALO";
 pub const PACK_CACHE_ENV: &str = "VOXSEG_PACK_CACHE";
 
 /// The environment variable that has the tape keep, of a tensor-core convolution's input,
-/// only the pack its weight gradient reads (`1` or `on`; off by default until a GPU has
-/// run it). Inert where packs are not kept (`VOXSEG_PACK_CACHE=off`).
+/// only the pack its weight gradient reads (on unless `0` or `off`). Inert where packs are
+/// not kept (`VOXSEG_PACK_CACHE=off`).
 pub const SAVE_PACKED_INPUTS_ENV: &str = "VOXSEG_SAVE_PACKED_INPUTS";
 
 /// `map` over the packed operand at device address `at`, as the driver encodes it for the
@@ -179,8 +180,8 @@ struct ConvSettings {
     wgmma_tma: Reach,
     wgmma_n64_weights: bool,
     split_waves: bool,
-    wgmma_cols_weights: bool,
-    wgmma_cols_gather: bool,
+    wgmma_cols_weights: Reach,
+    wgmma_cols_gather: Reach,
     wgmma_tf32_weights: bool,
     gather_l1: Reach,
     halo: Reach,
@@ -199,13 +200,13 @@ impl Default for ConvSettings {
             wgmma_tma: Reach::default(),
             wgmma_n64_weights: true,
             split_waves: false,
-            wgmma_cols_weights: false,
-            wgmma_cols_gather: false,
+            wgmma_cols_weights: Reach::default(),
+            wgmma_cols_gather: Reach::default(),
             wgmma_tf32_weights: false,
             gather_l1: Reach::default(),
             halo: Reach::default(),
             cache_packs: true,
-            save_packed_inputs: false,
+            save_packed_inputs: true,
         }
     }
 }
@@ -373,36 +374,50 @@ impl Cuda {
         let wgmma_tma = reach_from_env(WGMMA_TMA_ENV)?;
         let wgmma_n64_weights = switch_from_env(WGMMA_N64_WEIGHTS_ENV)?.unwrap_or(true);
         let split_waves = switch_from_env(SPLIT_WAVES_ENV)?.unwrap_or(false);
-        let wgmma_cols_weights = wgmma_switch(WGMMA_COLS_WEIGHTS_ENV, false)?;
-        let wgmma_cols_gather = wgmma_switch(WGMMA_COLS_GATHER_ENV, false)?;
+        let wgmma_cols_weights = reach_from_env(WGMMA_COLS_WEIGHTS_ENV)?;
+        let wgmma_cols_gather = reach_from_env(WGMMA_COLS_GATHER_ENV)?;
         let wgmma_tf32_weights = wgmma_switch(WGMMA_TF32_WEIGHTS_ENV, false)?;
-        for (name, on) in [
-            (WGMMA_TF32_WEIGHTS_ENV, wgmma_tf32_weights),
-            (WGMMA_COLS_WEIGHTS_ENV, wgmma_cols_weights),
-            (WGMMA_COLS_GATHER_ENV, wgmma_cols_gather),
-        ] {
-            if wgmma && on && wgmma_tma == Reach::Off {
+        // A switch set to something other than off that another setting makes inert:
+        // said once, as the settings are made.
+        let asked = |name: &str| {
+            std::env::var(name).is_ok_and(|v| !matches!(v.parse::<Reach>(), Ok(Reach::Off)))
+        };
+        for name in [WGMMA_COLS_WEIGHTS_ENV, WGMMA_COLS_GATHER_ENV] {
+            if asked(name) && !wgmma {
                 eprintln!(
-                    "{name}=1 has no effect: {WGMMA_TMA_ENV}=off keeps the tensor memory \
+                    "{name} has no effect: the wgmma kernels are off on {}",
+                    self.device_name()
+                );
+            }
+        }
+        for name in [
+            WGMMA_TF32_WEIGHTS_ENV,
+            WGMMA_COLS_WEIGHTS_ENV,
+            WGMMA_COLS_GATHER_ENV,
+        ] {
+            if wgmma && asked(name) && wgmma_tma == Reach::Off {
+                eprintln!(
+                    "{name} has no effect: {WGMMA_TMA_ENV}=off keeps the tensor memory \
                      accelerator's tiles off"
                 );
             }
         }
-        if wgmma && wgmma_cols_weights && !wgmma_n64_weights {
+        if wgmma && asked(WGMMA_COLS_WEIGHTS_ENV) && !wgmma_n64_weights {
             eprintln!(
-                "{WGMMA_COLS_WEIGHTS_ENV}=1 has no effect: {WGMMA_N64_WEIGHTS_ENV}=off keeps \
+                "{WGMMA_COLS_WEIGHTS_ENV} has no effect: {WGMMA_N64_WEIGHTS_ENV}=off keeps \
                  backward weights into 64 columns off wgmma"
             );
         }
         let gather_l1 = reach_from_env(GATHER_L1_ENV)?;
         let halo = reach_from_env(HALO_ENV)?;
         let cache_packs = switch_from_env(PACK_CACHE_ENV)?.unwrap_or(true);
-        let save_packed_inputs = switch_from_env(SAVE_PACKED_INPUTS_ENV)?.unwrap_or(false);
-        if save_packed_inputs && !cache_packs {
+        let save_packed_inputs = switch_from_env(SAVE_PACKED_INPUTS_ENV)?;
+        if save_packed_inputs == Some(true) && !cache_packs {
             eprintln!(
                 "{SAVE_PACKED_INPUTS_ENV}=1 has no effect: {PACK_CACHE_ENV}=off keeps no packs"
             );
         }
+        let save_packed_inputs = save_packed_inputs.unwrap_or(true);
         let s = ConvSettings {
             precision,
             wgmma,
@@ -619,32 +634,32 @@ impl Cuda {
         self.update_conv_settings(|s| s.split_waves = on);
     }
 
-    /// Whether backward weights into 64-column blocks run transposed
+    /// Where backward weights into 64-column blocks run transposed
     /// (`ConvTile::WgTmaCols`, where wgmma and the tensor memory accelerator's tiles are
-    /// on): what `set_wgmma_cols_weights` set, else `VOXSEG_WGMMA_COLS_WEIGHTS` (off unless
-    /// `1` or `on`).
-    pub fn wgmma_cols_weights(&self) -> Result<bool> {
+    /// on): what `set_wgmma_cols_weights` set, else `VOXSEG_WGMMA_COLS_WEIGHTS` (measured
+    /// by default).
+    pub fn wgmma_cols_weights(&self) -> Result<Reach> {
         Ok(self.conv_settings()?.wgmma_cols_weights)
     }
 
-    /// Runs backward weights into 64-column blocks transposed or not, whatever
+    /// Sets where backward weights into 64-column blocks run transposed, whatever
     /// `VOXSEG_WGMMA_COLS_WEIGHTS` says.
-    pub fn set_wgmma_cols_weights(&self, on: bool) {
-        self.update_conv_settings(|s| s.wgmma_cols_weights = on);
+    pub fn set_wgmma_cols_weights(&self, reach: Reach) {
+        self.update_conv_settings(|s| s.wgmma_cols_weights = reach);
     }
 
-    /// Whether forward and backward data into 64 columns run transposed
+    /// Where forward and backward data into 64 columns run transposed
     /// (`ConvTile::WgTmaCols`, `WgTmaColsSw64`, where wgmma and the tensor memory
     /// accelerator's tiles are on): what `set_wgmma_cols_gather` set, else
-    /// `VOXSEG_WGMMA_COLS_GATHER` (off unless `1` or `on`).
-    pub fn wgmma_cols_gather(&self) -> Result<bool> {
+    /// `VOXSEG_WGMMA_COLS_GATHER` (measured by default).
+    pub fn wgmma_cols_gather(&self) -> Result<Reach> {
         Ok(self.conv_settings()?.wgmma_cols_gather)
     }
 
-    /// Runs forward and backward data into 64 columns transposed or not, whatever
+    /// Sets where forward and backward data into 64 columns run transposed, whatever
     /// `VOXSEG_WGMMA_COLS_GATHER` says.
-    pub fn set_wgmma_cols_gather(&self, on: bool) {
-        self.update_conv_settings(|s| s.wgmma_cols_gather = on);
+    pub fn set_wgmma_cols_gather(&self, reach: Reach) {
+        self.update_conv_settings(|s| s.wgmma_cols_gather = reach);
     }
 
     /// Whether tf32 backward weights runs on the tensor memory accelerator's tiles
@@ -699,7 +714,7 @@ impl Cuda {
 
     /// Whether the tape keeps, of a tensor-core convolution's input, only the pack its
     /// weight gradient reads (`conv3d_saved_input`): what `set_save_packed_inputs` set, else
-    /// `VOXSEG_SAVE_PACKED_INPUTS` (off unless `1` or `on`).
+    /// `VOXSEG_SAVE_PACKED_INPUTS` (on unless `0` or `off`).
     pub fn save_packed_inputs(&self) -> Result<bool> {
         Ok(self.conv_settings()?.save_packed_inputs)
     }

@@ -22,8 +22,11 @@
 //!   as 256 x 128 over four warpgroups; on an H100 both by default where it measured them
 //!   faster ([`Reach::Measured`], `ConvPlan::tma`). `ConvTarget::wgmma_tf32_weights` runs
 //!   tf32 backward weights on those tiles too, over operands packed channel-major
-//!   (k-major, the only layout wgmma reads tf32 in; off by default until an H100 measures
-//!   it, `ConvPlan::tma_grid_weights`). `ConvTarget::wgmma_ws` runs the other
+//!   (k-major, the only layout wgmma reads tf32 in; off by default: its packs made an
+//!   H200's training step slower, `ConvPlan::tma_grid_weights`). Passes into 64 columns
+//!   take transposed tiles (`ConvTile::WgTmaCols`: the 64 result columns as wgmma's rows,
+//!   256 voxels or (tap, channel) rows as its columns) where an H200 measured them faster
+//!   (`ConvTarget::wgmma_cols_gather`, `wgmma_cols_weights`). `ConvTarget::wgmma_ws` runs the other
 //!   128 x 128 and 128 x 64 tiles warp-specialized (one or two warpgroups copy, two
 //!   multiply): off by default, as an H100 measured it slower.
 //! - Halo (`ConvTarget::halo`): a stride-1 pass whose plan is mma.sync runs the kernels
@@ -172,6 +175,11 @@ const TMA_MAX_OVERHANG: f64 = 1.25;
 /// TMA_MIN_DEPTH_64 (see `ConvPlan::tma`).
 const TMA_MIN_DEPTH_128: u64 = 512;
 const TMA_MIN_DEPTH_64: u64 = 2048;
+/// Within [`Reach::Measured`], backward weights into 64 columns run on the transposed tile
+/// over reductions of at least this many of dy's voxels (bf16; tf32 over channel-major
+/// packs), see `cols_weights_measured`.
+const COLS_WEIGHTS_MIN_VOXELS: u64 = 1024;
+const COLS_WEIGHTS_MIN_VOXELS_TF32: u64 = 1 << 19;
 /// Within [`Reach::Measured`], the 128 x 128 tensor-memory-accelerator tiles of forward and
 /// backward data run as 256 x 128 where they number more than the SMs, and those of
 /// backward weights where the pass takes at least TMA_M256_WEIGHT_MIN_MACS multiply-adds.
@@ -1098,12 +1106,14 @@ pub struct ConvTarget {
     /// (`split_reduction`) rather than into as many slices as one wave holds.
     pub split_waves: bool,
     /// Backward weights that would take the tensor memory accelerator's 128 x 64 tile (bf16,
-    /// and tf32 over channel-major packs) take `ConvTile::WgTmaCols` instead.
-    pub wgmma_cols_weights: bool,
+    /// and tf32 over channel-major packs) take `ConvTile::WgTmaCols` instead, within this
+    /// reach (`cols_weights_measured`).
+    pub wgmma_cols_weights: Reach,
     /// Forward and backward data into 64 columns take `ConvTile::WgTmaCols` (or
     /// `WgTmaColsSw64`) wherever the 128 x 64 tiles of the tensor memory accelerator could
-    /// run them, measured or not (where `wgmma_tma` is not off).
-    pub wgmma_cols_gather: bool,
+    /// run them, within the measured reach of those tiles or not (where `wgmma_tma` is not
+    /// off), within this reach (`cols_gather_measured`).
+    pub wgmma_cols_gather: Reach,
     /// tf32 backward weights run on the tensor memory accelerator's tiles over
     /// channel-major packs (`ConvPlan::tma_grid_weights`), where `wgmma_tma` is not off.
     pub wgmma_tf32_weights: bool,
@@ -1128,8 +1138,8 @@ impl ConvTarget {
             wgmma_tma: Reach::Off,
             wgmma_n64_weights: true,
             split_waves: false,
-            wgmma_cols_weights: false,
-            wgmma_cols_gather: false,
+            wgmma_cols_weights: Reach::Off,
+            wgmma_cols_gather: Reach::Off,
             wgmma_tf32_weights: false,
             halo: Reach::Off,
             gather_l1: Reach::Off,
@@ -1173,14 +1183,14 @@ impl ConvTarget {
         }
     }
 
-    pub fn with_wgmma_cols_weights(self, wgmma_cols_weights: bool) -> Self {
+    pub fn with_wgmma_cols_weights(self, wgmma_cols_weights: Reach) -> Self {
         Self {
             wgmma_cols_weights,
             ..self
         }
     }
 
-    pub fn with_wgmma_cols_gather(self, wgmma_cols_gather: bool) -> Self {
+    pub fn with_wgmma_cols_gather(self, wgmma_cols_gather: Reach) -> Self {
         Self {
             wgmma_cols_gather,
             ..self
@@ -1480,8 +1490,42 @@ fn gathers_through_l1(
     precision: ConvPrecision,
     reach: Reach,
 ) -> bool {
-    let overlapping = p.k_d > p.stride_d || p.k_h > p.stride_h || p.k_w > p.stride_w;
-    reach.admits(gathered_channels(p, pass) <= precision.channel_multiple() as i32 && overlapping)
+    reach.admits(
+        gathered_channels(p, pass) <= precision.channel_multiple() as i32 && taps_overlap(p),
+    )
+}
+
+/// Whether neighbouring taps read overlapping windows: the kernel is wider than its stride
+/// along some axis (not so a transposed convolution's 2x2x2 stride-2 geometry, whose every
+/// tap is a stride phase of its own).
+fn taps_overlap(p: &Conv3dParams) -> bool {
+    p.k_d > p.stride_d || p.k_h > p.stride_h || p.k_w > p.stride_w
+}
+
+/// Whether the measured rule runs forward or backward data into 64 columns on the
+/// transposed tiles (`ConvTile::WgTmaCols`, `WgTmaColsSw64`) rather than the 128 x 64 ones.
+/// Measured on an H200 (2026-11-28, BENCHMARKS.md), against the plan without them: where
+/// the taps overlap, 0.79-0.94x the time (bf16 and tf32: the BraTS layers at 128^3 to 8^3,
+/// stride 1 and 2, 32 and 64 channels a tap); a transposed convolution's 2x2x2 stride-2
+/// passes, 1.06-1.57x.
+fn cols_gather_measured(p: &Conv3dParams) -> bool {
+    taps_overlap(p)
+}
+
+/// Whether the measured rule runs backward weights into 64 columns on the transposed tile
+/// (`ConvTile::WgTmaCols`) rather than the 128 x 64 one: where the taps overlap and the
+/// reduction runs over at least `COLS_WEIGHTS_MIN_VOXELS` of dy's voxels at bf16,
+/// `COLS_WEIGHTS_MIN_VOXELS_TF32` at tf32 (over channel-major packs). Measured on an H200
+/// (2026-11-28, BENCHMARKS.md), against the 128 x 64 tile: bf16 0.61-0.97x over 1024
+/// voxels and more (the BraTS layers at 64^3 to 8^3), 1.10x over 128 (4^3; 8^3 at stride
+/// 2), a transposed convolution's 2x2x2 stride 2 1.35-1.45x; tf32 0.72-0.83x at 64^3, 1.07x
+/// at 32^3, 0.98-1.16x at 8^3.
+fn cols_weights_measured(p: &Conv3dParams, precision: ConvPrecision) -> bool {
+    let min_voxels = match precision {
+        ConvPrecision::Tf32 => COLS_WEIGHTS_MIN_VOXELS_TF32,
+        _ => COLS_WEIGHTS_MIN_VOXELS,
+    };
+    taps_overlap(p) && p.output_voxels() as u64 >= min_voxels
 }
 
 /// Whether the measured rule runs a pass's 128 x 128 tensor-memory-accelerator tiles as
@@ -1773,9 +1817,10 @@ impl ConvPlan {
     /// 2.9e10 multiply-adds and more, 1.12-1.83x at 1.5e10 and fewer. Where the 256-row
     /// tile's boxes do not tile the result, the 128-row tile does the pass. Backward
     /// weights into 64 columns take none of these tiles where `wgmma_n64_weights` is off.
-    /// The transposed tiles (`ConvTile::WgTmaCols`, `WgTmaColsSw64`), where the target asks
-    /// for them, replace the 128 x 64 ones: for forward and backward data within any reach
-    /// but off, where their 256-voxel boxes tile the result.
+    /// The transposed tiles (`ConvTile::WgTmaCols`, `WgTmaColsSw64`), within the target's
+    /// reach for them (`cols_gather_measured`, `cols_weights_measured`), replace the
+    /// 128 x 64 ones: for forward and backward data within any `wgmma_tma` reach but off,
+    /// where their 256-voxel boxes tile the result.
     fn tma(
         g: &ConvGeometry,
         p: &Conv3dParams,
@@ -1832,15 +1877,18 @@ impl ConvPlan {
             precision,
             tile,
         };
-        // Forward and backward data into 64 columns computed transposed, where asked for
-        // (not yet timed on a GPU), measured reach or not: the 128 x 64 tiles' slow cases
-        // are those it is for.
+        // Forward and backward data into 64 columns computed transposed within its reach,
+        // whatever the 128 x 64 tiles' measured reach: their slow cases are those it is
+        // for.
         let cols_gather = match tile {
             ConvTile::WgTma64 => ConvTile::WgTmaCols,
             ConvTile::WgTma64Sw64 => ConvTile::WgTmaColsSw64,
             _ => tile,
         };
-        if !weights && target.wgmma_cols_gather && cols_gather != tile {
+        if !weights
+            && cols_gather != tile
+            && target.wgmma_cols_gather.admits(cols_gather_measured(p))
+        {
             let plan = Self::tma_tile(g, p, kernel(cols_gather), target, &gm)?;
             if plan.is_some() {
                 return Ok(plan);
@@ -1851,12 +1899,13 @@ impl ConvPlan {
         if !target.wgmma_tma.admits(measured) || n64_weights_off {
             return Ok(None);
         }
-        // 64 columns of bf16 backward weights computed transposed, where asked for (not yet
-        // timed on a GPU).
+        // 64 columns of bf16 backward weights computed transposed within its reach.
         if weights
             && tile == ConvTile::WgTma64
             && precision == ConvPrecision::Bf16
-            && target.wgmma_cols_weights
+            && target
+                .wgmma_cols_weights
+                .admits(cols_weights_measured(p, precision))
         {
             let plan = Self::tma_tile(g, p, kernel(ConvTile::WgTmaCols), target, &gm)?;
             if plan.is_some() {
@@ -1961,8 +2010,12 @@ impl ConvPlan {
     /// and a tap reads the copy that starts its offset's remainder further on. x's channels
     /// fill whole 64-row blocks of one tap, results have more than 32 columns (the 128- and
     /// 64-column tiles as `tc_tile` picks them; 64 only where `wgmma_n64_weights` is on, and
-    /// computed transposed, `ConvTile::WgTmaCols`, where `wgmma_cols_weights` is; 128 as
-    /// 256 x 128 within `wgmma_m256`). Not yet timed on a GPU.
+    /// computed transposed, `ConvTile::WgTmaCols`, within `wgmma_cols_weights`; 128 as
+    /// 256 x 128 within `wgmma_m256`). Off by default: an H200 timed its kernels at
+    /// 0.29-0.97x the mma.sync ones' time on the BraTS layers but the smallest (up to 1.78x
+    /// at 8^3 and 4^3 into 320 channels; 2026-11-28, BENCHMARKS.md), yet the packs, made
+    /// anew in each step, cost more than that saves: the training step took 83.5 ms
+    /// against 77.5.
     fn tma_grid_weights(p: &Conv3dParams, target: ConvTarget) -> Result<Option<Self>> {
         let (pass, precision) = (ConvPass::BackwardWeight, ConvPrecision::Tf32);
         if !target.wgmma_tf32_weights || !(p.cin as u32).is_multiple_of(TMA_GRID_BLOCK_ROWS) {
@@ -1982,7 +2035,12 @@ impl ConvPlan {
                 ConvTile::WgTma256
             }
             ConvTile::TcN128 => ConvTile::WgTma128,
-            ConvTile::TcN64 if target.wgmma_n64_weights && target.wgmma_cols_weights => {
+            ConvTile::TcN64
+                if target.wgmma_n64_weights
+                    && target
+                        .wgmma_cols_weights
+                        .admits(cols_weights_measured(p, precision)) =>
+            {
                 ConvTile::WgTmaCols
             }
             ConvTile::TcN64 if target.wgmma_n64_weights => ConvTile::WgTma64,
