@@ -66,6 +66,7 @@ struct RestoreSettings<'a> {
     gather_l1: Reach,
     halo: Reach,
     pack_cache: bool,
+    save_packed_inputs: bool,
 }
 
 impl<'a> RestoreSettings<'a> {
@@ -86,6 +87,7 @@ impl<'a> RestoreSettings<'a> {
             gather_l1: gpu.gather_l1().unwrap(),
             halo: gpu.halo().unwrap(),
             pack_cache: gpu.pack_cache().unwrap(),
+            save_packed_inputs: gpu.save_packed_inputs().unwrap(),
         }
     }
 }
@@ -108,6 +110,7 @@ impl Drop for RestoreSettings<'_> {
         gpu.set_gather_l1(self.gather_l1);
         gpu.set_halo(self.halo);
         gpu.set_pack_cache(self.pack_cache);
+        gpu.set_save_packed_inputs(self.save_packed_inputs);
     }
 }
 
@@ -1505,6 +1508,55 @@ fn kept_packs_serve_later_passes_and_go_with_writes() {
             "{precision}: the step changed nothing"
         );
     }
+}
+
+/// A convolution's input saved for its weight gradient (`conv3d_saved_input`) at tf32 on
+/// the halo kernels, whose pack is a bordered grid larger than x: once the forward has kept
+/// that pack beside x (which keeping x would keep too) the tape saves the pack alone, with
+/// x's values; before it, it keeps x rather than make a larger pack.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn a_saved_input_is_the_pack_the_forward_kept_even_when_larger() {
+    let _serial = serial();
+    let gpu = device();
+    let _restore = RestoreSettings::new(&gpu);
+    gpu.set_wgmma(false).unwrap();
+    gpu.set_halo(Reach::All);
+    gpu.set_pack_cache(true);
+    gpu.set_save_packed_inputs(true);
+    gpu.set_conv_precision(ConvPrecision::Tf32);
+    let g = conv([2, 24, 40, 40, 16], [3, 3, 3, 16, 16], 1, 1);
+    let plan = gpu.conv_plan(&g, ConvPass::BackwardWeight).unwrap();
+    assert_eq!(plan.kernel.tile, ConvTile::HaloWeight32x32);
+    let pack = plan.packs.unwrap()[0];
+    let x_len = g.n * g.input_voxels() * g.cin;
+    assert!(
+        pack.packed_len() * pack.element_bytes() > x_len * 4,
+        "the bordered pack is larger than x"
+    );
+    let mut rng = Rng::new(fresh_seed());
+    let x = random(&mut rng, x_len, -1.0, 1.0);
+    let w = random(&mut rng, g.kernel_volume() * g.cin * g.cout, -1.0, 1.0);
+    let dy = random(&mut rng, g.n * g.output_voxels() * g.cout, -1.0, 1.0);
+    let (gx, gw, gdy) = (
+        gpu.upload(&x).unwrap(),
+        gpu.upload(&w).unwrap(),
+        gpu.upload(&dy).unwrap(),
+    );
+    assert!(
+        gpu.conv3d_saved_input(&gx, &g, false).unwrap().is_none(),
+        "a pack larger than x made only to be saved"
+    );
+    gpu.conv3d_forward(&gx, &gw, None, &g).unwrap();
+    let saved = gpu.conv3d_saved_input(&gx, &g, false).unwrap();
+    let saved = saved.expect("the forward's kept pack saved in place of x");
+    let from_saved = gpu.conv3d_backward_weight(&saved, &gdy, &g).unwrap();
+    let from_x = gpu.conv3d_backward_weight(&gx, &gdy, &g).unwrap();
+    assert_eq!(
+        gpu.download(&from_saved).unwrap(),
+        gpu.download(&from_x).unwrap(),
+        "the weight gradient from the saved pack"
+    );
 }
 
 #[test]

@@ -1073,10 +1073,13 @@ impl Conv3dKernel for Cuda {
 
     /// The pack of `x` that this device's weight gradient of `g` reads, alone, where
     /// saving packed inputs is on, packs are kept and no graph capture is in progress, and
-    /// that gradient reads `x` packed into no more bytes than `x` holds; else None (the tape
-    /// keeps `x`). The pack is also kept beside `x` (a forward pass that reads it finds it).
+    /// that gradient reads `x` packed, into a pack already kept beside `x` (the forward's,
+    /// or a norm's) or one of no more bytes than `x` holds; else None (the tape keeps `x`).
+    /// The pack is also kept beside `x` (a forward pass that reads it finds it). Keeping `x`
+    /// keeps the packs beside it too, so a kept pack, however large (the halo kernels'
+    /// bordered grids), frees `x`; a pack not yet made is made only where it is no larger:
     /// tf32 backward weights over channel-major packs read one larger than `x` (a bordered
-    /// grid, x packed once per tap shift): saving it would keep more than it frees.
+    /// grid, x packed once per tap shift), which would keep more than it frees.
     fn conv3d_saved_input(
         &self,
         x: &CudaStorage,
@@ -1093,7 +1096,8 @@ impl Conv3dKernel for Cuda {
         };
         // A transposed convolution's input is the dy of the weight gradient it runs.
         let pack = if transposed { pack_dy } else { pack_x };
-        if pack.packed_len() * pack.element_bytes() > x.len() * std::mem::size_of::<f32>() {
+        let larger = pack.packed_len() * pack.element_bytes() > x.len() * size_of::<f32>();
+        if larger && x.packs().get(&pack).is_none() {
             return Ok(None);
         }
         let op = "conv3d saved input";
