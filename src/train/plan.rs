@@ -190,8 +190,8 @@ pub fn min_patch_for_depth(depth: usize, spacing: [f64; 3]) -> [usize; 3] {
 /// the tape keeps in place of the tensor-core convolutions' inputs (bordered ones for the
 /// halo kernels), workspaces, weights and optimiser state. Fitted to the pool peaks of the
 /// BraTS step (batch 2, 128^3, widths 32 to 320: 7.14 GB of activations; BENCHMARKS.md):
-/// 8.78 GB at fp32 (an H100, 2026-11-26; 8.29 on an H200), 9.44 GB at bf16 and 13.12 GB at
-/// tf32 (an H200, 2026-11-28, the tape keeping packs), 1.23, 1.32 and 1.84 times the
+/// 8.78 GB at fp32 (an H100, 2026-11-26; 8.29 on an H200), 9.44 GB at bf16 and 12.05 GB at
+/// tf32 (an H200, 2026-11-28, the tape keeping packs), 1.23, 1.32 and 1.69 times the
 /// activations, rounded up. Not linear in the packed bytes: at tf32 the kept pack is as
 /// large as the input it replaces. With `VOXSEG_SAVE_PACKED_INPUTS=0` the tape keeps the
 /// inputs too, and the peak is 1.58 times at bf16 (11.31 GB) and 1.99 at tf32 (14.19 GB),
@@ -200,7 +200,7 @@ pub fn gpu_step_peak_bytes(activation_bytes: u64, packed_bytes: u32) -> f64 {
     let per_activation_byte = match packed_bytes {
         0 => 1.25,
         1 | 2 => 1.34,
-        _ => 1.86,
+        _ => 1.71,
     };
     activation_bytes as f64 * per_activation_byte
 }
@@ -518,7 +518,7 @@ mod tests {
         for (packed_bytes, measured) in [
             (0, 8_778_835_456u64),
             (2, 9_438_812_672),
-            (4, 13_123_327_744),
+            (4, 12_049_586_688),
         ] {
             let model = gpu_step_peak_bytes(bytes, packed_bytes);
             assert!(
