@@ -35,16 +35,16 @@
 # tf32 backward weights on the tensor memory accelerator's tiles over channel-major packs
 # (VOXSEG_WGMMA_TF32_WEIGHTS=1; off by default), "+nosavepacked" has the tape keep the
 # tensor-core convolutions' f32 inputs instead of only the packs their weight gradients
-# read (VOXSEG_SAVE_PACKED_INPUTS=0), "+waves" splits reductions whose tiles fill less than
-# a wave by whole waves (VOXSEG_SPLIT_WAVES=1; off by default), "+cols" runs backward
-# weights into 64-column blocks on the transposed tile wherever it tiles them (bf16; tf32
-# with +tf32w; VOXSEG_WGMMA_COLS_WEIGHTS=all; by default where measured), "+nocols" nowhere
-# (=off), "+colsgather" the forward and backward data into 64 columns likewise
-# (VOXSEG_WGMMA_COLS_GATHER=all), "+nocolsgather" (=off), "+jit" loads
-# every module from its PTX (the driver's compilation) instead of the machine code the
-# bundle carries for the card (VOXSEG_SASS=off); without them each runs where an H100
-# measured it faster (so "+l1" leaves the
-# halo's passes on the halo, which has no L1 build). E.g. "bf16+mma+percall:conv" into
+# read (VOXSEG_SAVE_PACKED_INPUTS=0; "+savepacked", =1, is the default since ada6409),
+# "+waves" splits reductions whose tiles fill less than a wave by whole waves
+# (VOXSEG_SPLIT_WAVES=1; off by default), "+cols" runs backward weights into 64-column
+# blocks on the transposed tile wherever it tiles them (bf16; tf32 with +tf32w;
+# VOXSEG_WGMMA_COLS_WEIGHTS=all; by default where measured), "+nocols" nowhere (=off),
+# "+colsgather" the forward and backward data into 64 columns likewise
+# (VOXSEG_WGMMA_COLS_GATHER=all), "+nocolsgather" (=off), "+jit" loads every module from
+# its PTX (the driver's compilation) instead of the machine code the bundle carries for the
+# card (VOXSEG_SASS=off); without them each runs where a GPU measured it faster (so "+l1"
+# leaves the halo's passes on the halo, which has no L1 build). E.g. "bf16+mma+percall:conv" into
 # ours_bf16_mma_percall.jsonl.
 #   OURS="bf16:conv bf16+wgmma:conv" REF_PRECISIONS=bf16 REF_CASES=conv scripts/gpu-session.sh
 set -u
@@ -166,6 +166,7 @@ for item in $ours; do
         jit) vars+=(VOXSEG_SASS=off) ;;
         non64w) vars+=(VOXSEG_WGMMA_N64_WEIGHTS=off) ;;
         tf32w) vars+=(VOXSEG_WGMMA_TF32_WEIGHTS=1) ;;
+        savepacked) vars+=(VOXSEG_SAVE_PACKED_INPUTS=1) ;;
         nosavepacked) vars+=(VOXSEG_SAVE_PACKED_INPUTS=0) ;;
         waves) vars+=(VOXSEG_SPLIT_WAVES=1) ;;
         cols) vars+=(VOXSEG_WGMMA_COLS_WEIGHTS=all) ;;

@@ -900,10 +900,12 @@ fn wgmma_tma_cols_gather_target() -> ConvTarget {
 /// nnU-Net BraTS layers an H200 timed faster on them (2026-11-28, BENCHMARKS.md) and leave
 /// the others on the 128 x 64 tiles: forward and backward data where the taps overlap
 /// (enc1.conv0's stride-2 forward over 32 channels a tap, the backward data of enc1.conv1,
-/// enc2.conv0 and dec0.conv0), not a transposed convolution's 2x2x2 stride-2 passes (dec1.up's
-/// forward, dec0.up's backward data); bf16 backward weights over 1024 of dy's voxels and more
-/// (dec1.conv0, dec4.conv0), not over 128 (enc5's) nor a transposed convolution's (dec3.up);
-/// tf32 backward weights over channel-major packs only at 64^3 (dec1.conv0, not dec4.conv0).
+/// enc2.conv0 at tf32 and dec0.conv0), not bf16 backward data of a strided convolution
+/// (enc2.conv0), nor a transposed convolution's 2x2x2 stride-2 passes (dec1.up's forward,
+/// dec0.up's backward data); bf16 backward weights over 1024 of dy's voxels and more
+/// (dec1.conv0, dec4.conv0), not over 128 (enc5's) nor a transposed convolution's
+/// (dec3.up); tf32 backward weights over channel-major packs only over 2 x 64^3 voxels
+/// (dec1.conv0; not a 64-channel layer at 2 x 32^3, nor dec4.conv0).
 #[test]
 fn cols_tiles_take_the_brats_layers_measured_faster_on_an_h200() {
     use ConvPass::{BackwardData, BackwardWeight, Forward};
@@ -934,6 +936,13 @@ fn cols_tiles_take_the_brats_layers_measured_faster_on_an_h200() {
             BackwardData,
             Tf32,
             true,
+        ),
+        (
+            "enc2.conv0",
+            conv([2, 64, 64, 64, 64], [3, 3, 3, 64, 128], 2, 1),
+            BackwardData,
+            Bf16,
+            false,
         ),
         (
             "dec0.conv0",
@@ -1018,6 +1027,11 @@ fn cols_tiles_take_the_brats_layers_measured_faster_on_an_h200() {
             "dec1.conv0",
             conv([2, 64, 64, 64, 128], [3, 3, 3, 128, 64], 1, 1),
             true,
+        ),
+        (
+            "32^3 64 -> 64",
+            conv([2, 32, 32, 32, 64], [3, 3, 3, 64, 64], 1, 1),
+            false,
         ),
         (
             "dec4.conv0",
@@ -1529,6 +1543,12 @@ fn a_saved_input_is_the_pack_the_forward_kept_even_when_larger() {
     let plan = gpu.conv_plan(&g, ConvPass::BackwardWeight).unwrap();
     assert_eq!(plan.kernel.tile, ConvTile::HaloWeight32x32);
     let pack = plan.packs.unwrap()[0];
+    let forward = gpu.conv_plan(&g, ConvPass::Forward).unwrap();
+    assert_eq!(
+        forward.packs.unwrap()[0],
+        pack,
+        "the forward reads x as the gradient does"
+    );
     let x_len = g.n * g.input_voxels() * g.cin;
     assert!(
         pack.packed_len() * pack.element_bytes() > x_len * 4,

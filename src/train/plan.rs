@@ -22,9 +22,9 @@ pub struct DataSummary {
 pub enum PlanDevice {
     /// A CPU: plan for a compute budget per training step (GFLOP).
     Cpu { step_gflop_budget: f64 },
-    /// A GPU with this much free memory (bytes), whose convolutions keep a conversion of
-    /// each input of `packed_bytes` per element beside it (2 at bf16, 4 at tf32, 0 at fp32;
-    /// src/backend/cuda/storage.rs).
+    /// A GPU with this much free memory (bytes), whose convolutions convert their inputs
+    /// to `packed_bytes` per element (2 at bf16, 4 at tf32, 0 at fp32), which the tape keeps
+    /// in the inputs' place (src/backend/cuda/storage.rs, `gpu_step_peak_bytes`).
     Gpu { free_bytes: u64, packed_bytes: u32 },
 }
 
@@ -199,7 +199,7 @@ pub fn min_patch_for_depth(depth: usize, spacing: [f64; 3]) -> [usize; 3] {
 pub fn gpu_step_peak_bytes(activation_bytes: u64, packed_bytes: u32) -> f64 {
     let per_activation_byte = match packed_bytes {
         0 => 1.25,
-        1 | 2 => 1.34,
+        2 => 1.34,
         _ => 1.71,
     };
     activation_bytes as f64 * per_activation_byte

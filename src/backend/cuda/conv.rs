@@ -32,8 +32,9 @@
 //! slower; inert where `VOXSEG_WGMMA_TMA` is off).
 //!
 //! The tape keeps, of a tensor-core convolution's input, only the pack its weight gradient
-//! reads (`conv3d_saved_input`), so that the f32 input is freed once the forward is done
-//! with it (`VOXSEG_SAVE_PACKED_INPUTS`, on unless `0` or `off`).
+//! reads (`conv3d_saved_input`; not a pack larger than the input that the forward did not
+//! keep), so that the f32 input is freed once the forward is done with it
+//! (`VOXSEG_SAVE_PACKED_INPUTS`, on unless `0` or `off`).
 use super::conv_plan::{
     wgmma_probe_depth, ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, Reach, WgmmaLayout,
     CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
@@ -1073,13 +1074,14 @@ impl Conv3dKernel for Cuda {
 
     /// The pack of `x` that this device's weight gradient of `g` reads, alone, where
     /// saving packed inputs is on, packs are kept and no graph capture is in progress, and
-    /// that gradient reads `x` packed, into a pack already kept beside `x` (the forward's,
-    /// or a norm's) or one of no more bytes than `x` holds; else None (the tape keeps `x`).
-    /// The pack is also kept beside `x` (a forward pass that reads it finds it). Keeping `x`
-    /// keeps the packs beside it too, so a kept pack, however large (the halo kernels'
-    /// bordered grids), frees `x`; a pack not yet made is made only where it is no larger:
-    /// tf32 backward weights over channel-major packs read one larger than `x` (a bordered
-    /// grid, x packed once per tap shift), which would keep more than it frees.
+    /// that gradient reads `x` packed, into a pack the forward already kept beside `x` or
+    /// one of no more bytes than `x` holds; else None (the tape keeps `x`). The pack is also
+    /// kept beside `x` (a forward pass that reads it finds it). Keeping `x` keeps the packs
+    /// beside it too, so a kept pack, however large (the halo kernels' bordered grids),
+    /// frees `x`; a pack not yet made is made only where it is no larger: tf32 backward
+    /// weights over channel-major packs read one larger than `x` (a bordered grid, x packed
+    /// once per tap shift), which would keep more than it frees. `x` holding only packs
+    /// already (a saved input) is kept as it is.
     fn conv3d_saved_input(
         &self,
         x: &CudaStorage,
@@ -1087,7 +1089,10 @@ impl Conv3dKernel for Cuda {
         transposed: bool,
     ) -> Result<Option<CudaStorage>> {
         let s = self.conv_settings()?;
-        if !(s.save_packed_inputs && s.cache_packs) || self.capturing() {
+        if !(s.save_packed_inputs && s.cache_packs)
+            || self.capturing()
+            || x.packs_only_of().is_some()
+        {
             return Ok(None);
         }
         let plan = self.conv_plan(g, ConvPass::BackwardWeight)?;
@@ -1096,7 +1101,8 @@ impl Conv3dKernel for Cuda {
         };
         // A transposed convolution's input is the dy of the weight gradient it runs.
         let pack = if transposed { pack_dy } else { pack_x };
-        let larger = pack.packed_len() * pack.element_bytes() > x.len() * size_of::<f32>();
+        let x_bytes = x.len() * std::mem::size_of::<f32>();
+        let larger = pack.packed_len() * pack.element_bytes() > x_bytes;
         if larger && x.packs().get(&pack).is_none() {
             return Ok(None);
         }

@@ -26,9 +26,9 @@
 //!   H200's training step slower, `ConvPlan::tma_grid_weights`). Passes into 64 columns
 //!   take transposed tiles (`ConvTile::WgTmaCols`: the 64 result columns as wgmma's rows,
 //!   256 voxels or (tap, channel) rows as its columns) where an H200 measured them faster
-//!   (`ConvTarget::wgmma_cols_gather`, `wgmma_cols_weights`). `ConvTarget::wgmma_ws` runs the other
-//!   128 x 128 and 128 x 64 tiles warp-specialized (one or two warpgroups copy, two
-//!   multiply): off by default, as an H100 measured it slower.
+//!   (`ConvTarget::wgmma_cols_gather`, `wgmma_cols_weights`). `ConvTarget::wgmma_ws` runs
+//!   the other 128 x 128 and 128 x 64 tiles warp-specialized (one or two warpgroups copy,
+//!   two multiply): off by default, as an H100 measured it slower.
 //! - Halo (`ConvTarget::halo`): a stride-1 pass whose plan is mma.sync runs the kernels
 //!   of kernels/conv3d_halo.cu instead, which copy each tap row's input window once for the
 //!   taps along w, from operands packed with zero borders: where k_w is 2 or 3, the borders
@@ -1034,8 +1034,9 @@ pub struct ConvPlan {
 }
 
 /// Where the plan runs an optional kernel family or build variant (the halo kernels, the
-/// L1 gathers, the tensor memory accelerator's and 256-row wgmma tiles): nowhere, where an
-/// H100 measured it faster than the alternative (the default), or wherever it can run.
+/// L1 gathers, the tensor memory accelerator's, 256-row and transposed wgmma tiles):
+/// nowhere, where a GPU measured it faster than the alternative (the default; each rule
+/// says which GPU), or wherever it can run.
 /// Parsed from `off` (or `0`), `measured`, `all` (or `1`, `on`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Reach {
@@ -1505,21 +1506,26 @@ fn taps_overlap(p: &Conv3dParams) -> bool {
 /// Whether the measured rule runs forward or backward data into 64 columns on the
 /// transposed tiles (`ConvTile::WgTmaCols`, `WgTmaColsSw64`) rather than the 128 x 64 ones.
 /// Measured on an H200 (2026-11-28, BENCHMARKS.md), against the plan without them: where
-/// the taps overlap, 0.79-0.94x the time (bf16 and tf32: the BraTS layers at 128^3 to 8^3,
-/// stride 1 and 2, 32 and 64 channels a tap); a transposed convolution's 2x2x2 stride-2
-/// passes, 1.06-1.57x.
-fn cols_gather_measured(p: &Conv3dParams) -> bool {
-    taps_overlap(p)
+/// the taps overlap, 0.79-1.00x the time (bf16 and tf32: the BraTS layers at 128^3 to 8^3,
+/// stride 1 and 2, 32 to 640 channels a tap), but for bf16 backward data of a strided
+/// convolution (enc2.conv0: 1.02x in one call, 1.11x in another; tf32 0.93x); a
+/// transposed convolution's 2x2x2 stride-2 passes, 1.01-1.57x.
+fn cols_gather_measured(p: &Conv3dParams, pass: ConvPass, precision: ConvPrecision) -> bool {
+    let strided = p.stride_d > 1 || p.stride_h > 1 || p.stride_w > 1;
+    let strided_bf16_data =
+        strided && pass == ConvPass::BackwardData && precision == ConvPrecision::Bf16;
+    taps_overlap(p) && !strided_bf16_data
 }
 
 /// Whether the measured rule runs backward weights into 64 columns on the transposed tile
 /// (`ConvTile::WgTmaCols`) rather than the 128 x 64 one: where the taps overlap and the
-/// reduction runs over at least `COLS_WEIGHTS_MIN_VOXELS` of dy's voxels at bf16,
-/// `COLS_WEIGHTS_MIN_VOXELS_TF32` at tf32 (over channel-major packs). Measured on an H200
-/// (2026-11-28, BENCHMARKS.md), against the 128 x 64 tile: bf16 0.61-0.97x over 1024
-/// voxels and more (the BraTS layers at 64^3 to 8^3), 1.10x over 128 (4^3; 8^3 at stride
-/// 2), a transposed convolution's 2x2x2 stride 2 1.35-1.45x; tf32 0.72-0.83x at 64^3, 1.07x
-/// at 32^3, 0.98-1.16x at 8^3.
+/// reduction runs over at least `COLS_WEIGHTS_MIN_VOXELS` of dy's voxels (n x D x H x W:
+/// 2 x 64^3 = 2^19 for the BraTS step's 64^3 layers) at bf16, `COLS_WEIGHTS_MIN_VOXELS_TF32`
+/// at tf32 (over channel-major packs). Measured on an H200 (2026-11-28, BENCHMARKS.md),
+/// against the 128 x 64 tile: bf16 0.61-0.97x over 1024 voxels and more (the BraTS layers
+/// at 64^3 to 8^3), 1.10x over 128 (4^3; 8^3 at stride 2), a transposed convolution's
+/// 2x2x2 stride 2 1.35-1.45x; tf32 0.74-0.84x over 2 x 64^3, 1.07x over 2 x 32^3,
+/// 0.96-1.14x over 2 x 8^3, 1.06-1.11x over 2 x 4^3.
 fn cols_weights_measured(p: &Conv3dParams, precision: ConvPrecision) -> bool {
     let min_voxels = match precision {
         ConvPrecision::Tf32 => COLS_WEIGHTS_MIN_VOXELS_TF32,
@@ -1887,7 +1893,9 @@ impl ConvPlan {
         };
         if !weights
             && cols_gather != tile
-            && target.wgmma_cols_gather.admits(cols_gather_measured(p))
+            && target
+                .wgmma_cols_gather
+                .admits(cols_gather_measured(p, pass, precision))
         {
             let plan = Self::tma_tile(g, p, kernel(cols_gather), target, &gm)?;
             if plan.is_some() {
