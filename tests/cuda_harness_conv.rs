@@ -149,10 +149,17 @@ const PASSES: [ConvPass; 3] = [
 ];
 
 fn conv(x: [usize; 5], w: [usize; 5], stride: usize, padding: Padding) -> ConvGeometry {
-    let spec = Conv3dSpec {
-        stride: [stride; 3],
-        padding,
-    };
+    conv_strided(x, w, [stride; 3], padding)
+}
+
+/// A convolution whose stride differs along the axes.
+fn conv_strided(
+    x: [usize; 5],
+    w: [usize; 5],
+    stride: [usize; 3],
+    padding: Padding,
+) -> ConvGeometry {
+    let spec = Conv3dSpec { stride, padding };
     ConvGeometry::conv3d(&Shape::new(&x), &Shape::new(&w), &spec).unwrap()
 }
 
@@ -161,6 +168,14 @@ const K2S2: ConvTranspose3dSpec = ConvTranspose3dSpec {
     stride: [2; 3],
     padding: [[0, 0]; 3],
     output_padding: [0; 3],
+};
+
+/// A 3x3x3 stride-2 transposed convolution cropping one voxel on each side, with one voxel
+/// of output padding: the inverse of a stride-2 'same' convolution's shape.
+const K3S2: ConvTranspose3dSpec = ConvTranspose3dSpec {
+    stride: [2; 3],
+    padding: [[1, 1]; 3],
+    output_padding: [1; 3],
 };
 
 fn transposed(x: [usize; 5], w: [usize; 5], spec: ConvTranspose3dSpec) -> ConvGeometry {
@@ -883,16 +898,7 @@ fn split_reductions_sum_their_partials() {
     let deep = conv([1, 4, 4, 4, 20], [3, 3, 3, 20, 8], 1, Padding::Same);
     let wide = conv([1, 8, 8, 9, 4], [3, 3, 3, 4, 8], 1, Padding::Same);
     // Backward data over two stride phases with a split: (split, phase) share grid.z.
-    let spec = Conv3dSpec {
-        stride: [2, 1, 1],
-        padding: Padding::Same,
-    };
-    let phased = ConvGeometry::conv3d(
-        &Shape::new(&[1, 4, 3, 3, 8]),
-        &Shape::new(&[3, 3, 3, 8, 32]),
-        &spec,
-    )
-    .unwrap();
+    let phased = conv_strided([1, 4, 3, 3, 8], [3, 3, 3, 8, 32], [2, 1, 1], Padding::Same);
     for precision in ConvPrecision::ALL {
         for (g, pass) in [
             (&deep, ConvPass::Forward),
@@ -1411,15 +1417,6 @@ fn tf32_wgmma_tma_grid_backward_weights() {
         .with_wgmma_tma(Reach::Measured)
         .with_wgmma_tf32_weights(true);
     let m256 = target.with_wgmma_m256(Reach::All);
-    let spec = |x: [usize; 5], w: [usize; 5], stride, padding| {
-        let spec = Conv3dSpec { stride, padding };
-        ConvGeometry::conv3d(&Shape::new(&x), &Shape::new(&w), &spec).unwrap()
-    };
-    let k3s2 = ConvTranspose3dSpec {
-        stride: [2; 3],
-        padding: [[1, 1]; 3],
-        output_padding: [1; 3],
-    };
     let same_odd = conv([2, 5, 6, 7, 64], [3, 3, 3, 64, 72], 1, Padding::Same);
     let pointwise = conv([2, 4, 5, 6, 64], [1, 1, 1, 64, 128], 1, Padding::Same);
     let cases = [
@@ -1456,7 +1453,7 @@ fn tf32_wgmma_tma_grid_backward_weights() {
             WgTma64,
         ),
         (
-            spec(
+            conv_strided(
                 [1, 5, 8, 9, 64],
                 [3, 3, 3, 64, 40],
                 [1, 2, 2],
@@ -1466,17 +1463,17 @@ fn tf32_wgmma_tma_grid_backward_weights() {
             WgTma64,
         ),
         (
-            spec([2, 5, 6, 7, 64], [1, 1, 1, 64, 48], [2; 3], Padding::Same),
+            conv_strided([2, 5, 6, 7, 64], [1, 1, 1, 64, 48], [2; 3], Padding::Same),
             target,
             WgTma64,
         ),
         (
-            spec([1, 9, 8, 7, 64], [5, 5, 5, 64, 40], [2; 3], Padding::Same),
+            conv_strided([1, 9, 8, 7, 64], [5, 5, 5, 64, 40], [2; 3], Padding::Same),
             target,
             WgTma64,
         ),
         (
-            spec(
+            conv_strided(
                 [1, 5, 6, 7, 64],
                 [3, 3, 3, 64, 40],
                 [1; 3],
@@ -1486,7 +1483,7 @@ fn tf32_wgmma_tma_grid_backward_weights() {
             WgTma64,
         ),
         (
-            transposed([1, 3, 4, 3, 40], [3, 3, 3, 64, 40], k3s2),
+            transposed([1, 3, 4, 3, 40], [3, 3, 3, 64, 40], K3S2),
             target,
             WgTma64,
         ),
@@ -1573,37 +1570,28 @@ fn tf32_wgmma_tma_grid_cols_backward_weights() {
         .with_wgmma_tma(Reach::Measured)
         .with_wgmma_tf32_weights(true)
         .with_wgmma_cols_weights(Reach::All);
-    let spec = |x: [usize; 5], w: [usize; 5], stride, padding| {
-        let spec = Conv3dSpec { stride, padding };
-        ConvGeometry::conv3d(&Shape::new(&x), &Shape::new(&w), &spec).unwrap()
-    };
-    let k3s2 = ConvTranspose3dSpec {
-        stride: [2; 3],
-        padding: [[1, 1]; 3],
-        output_padding: [1; 3],
-    };
     let geometries = [
         conv([2, 8, 8, 16, 64], [1, 1, 1, 64, 64], 1, Padding::Same),
         conv([1, 6, 5, 6, 192], [3, 3, 3, 192, 64], 1, Padding::Same),
         conv([2, 3, 6, 5, 128], [1, 3, 3, 128, 64], 1, Padding::Same),
         conv([1, 9, 9, 10, 128], [3, 3, 3, 128, 64], 2, Padding::Valid),
         transposed([2, 4, 3, 5, 64], [2, 2, 2, 64, 64], K2S2),
-        spec(
+        conv_strided(
             [1, 5, 8, 9, 64],
             [3, 3, 3, 64, 40],
             [1, 2, 2],
             Padding::Same,
         ),
         conv([1, 6, 5, 6, 64], [3, 3, 3, 64, 160], 1, Padding::Same),
-        spec([2, 5, 6, 7, 64], [1, 1, 1, 64, 48], [2; 3], Padding::Same),
-        spec([1, 9, 8, 7, 64], [5, 5, 5, 64, 40], [2; 3], Padding::Same),
-        spec(
+        conv_strided([2, 5, 6, 7, 64], [1, 1, 1, 64, 48], [2; 3], Padding::Same),
+        conv_strided([1, 9, 8, 7, 64], [5, 5, 5, 64, 40], [2; 3], Padding::Same),
+        conv_strided(
             [1, 5, 6, 7, 64],
             [3, 3, 3, 64, 40],
             [1; 3],
             Padding::Explicit([[2, 0], [1, 1], [0, 2]]),
         ),
-        transposed([1, 3, 4, 3, 40], [3, 3, 3, 64, 40], k3s2),
+        transposed([1, 3, 4, 3, 40], [3, 3, 3, 64, 40], K3S2),
     ];
     let cases: Vec<_> = geometries
         .into_iter()
@@ -1714,15 +1702,12 @@ fn wgmma_tma_backward_data(precision: ConvPrecision, rng: &mut Rng) {
         .with_wgmma_tma(Reach::All);
     let m256 = target.with_wgmma_m256(Reach::All);
     let pass = ConvPass::BackwardData;
-    let anisotropic = ConvGeometry::conv3d(
-        &Shape::new(&[1, 8, 16, 16, 72]),
-        &Shape::new(&[3, 3, 3, 72, 64]),
-        &Conv3dSpec {
-            stride: [1, 2, 2],
-            padding: Padding::Same,
-        },
-    )
-    .unwrap();
+    let anisotropic = conv_strided(
+        [1, 8, 16, 16, 72],
+        [3, 3, 3, 72, 64],
+        [1, 2, 2],
+        Padding::Same,
+    );
     let strided = [
         (
             conv([1, 15, 16, 16, 64], [3, 3, 3, 64, 128], 2, Padding::Same),
