@@ -1370,9 +1370,7 @@ impl HaloGeometry {
         let pad = [p.pad_d, p.pad_h, p.pad_w];
         let input = [p.in_d, p.in_h, p.in_w];
         let output = [p.out_d, p.out_h, p.out_w];
-        if [p.stride_d, p.stride_h, p.stride_w] != [1, 1, 1]
-            || !(2..=CONV_HALO_MAX_KW as i32).contains(&p.k_w)
-        {
+        if p.strided() || !(2..=CONV_HALO_MAX_KW as i32).contains(&p.k_w) {
             return None;
         }
         let flipped_before = [0, 1, 2].map(|i| k[i] - 1 - pad[i]);
@@ -1511,9 +1509,8 @@ fn taps_overlap(p: &Conv3dParams) -> bool {
 /// convolution (enc2.conv0: 1.02x in one call, 1.11x in another; tf32 0.93x); a
 /// transposed convolution's 2x2x2 stride-2 passes, 1.01-1.57x.
 fn cols_gather_measured(p: &Conv3dParams, pass: ConvPass, precision: ConvPrecision) -> bool {
-    let strided = p.stride_d > 1 || p.stride_h > 1 || p.stride_w > 1;
     let strided_bf16_data =
-        strided && pass == ConvPass::BackwardData && precision == ConvPrecision::Bf16;
+        p.strided() && pass == ConvPass::BackwardData && precision == ConvPrecision::Bf16;
     taps_overlap(p) && !strided_bf16_data
 }
 

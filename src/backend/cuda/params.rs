@@ -246,6 +246,10 @@ impl Conv3dParams {
     pub fn input_voxels(&self) -> usize {
         (self.n * self.in_d * self.in_h * self.in_w) as usize
     }
+    /// Whether the stride exceeds 1 along some axis.
+    pub fn strided(&self) -> bool {
+        self.stride_d > 1 || self.stride_h > 1 || self.stride_w > 1
+    }
     /// Patch length kd * kh * kw * cin (rows of the weight gradient).
     pub fn patch_len(&self) -> usize {
         (self.k_d * self.k_h * self.k_w * self.cin) as usize
