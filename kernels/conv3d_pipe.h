@@ -102,19 +102,20 @@ __device__ __forceinline__ void vx_ring_prologue(Loader& ld, unsigned char* ring
     }
 }
 
-// Writes the accumulators: GEMM row r (block-local `local`) goes to
-// out[out_row(local, r) * cols + col] (skipped when out_row < 0), plus bias[col] when there
-// is a bias. The threads that multiply store (T::mma_thread() is this thread's index among
-// them, negative for one that only copies).
+// Writes the accumulators of the tile whose first column is `col_base`: GEMM row r
+// (block-local `local`) goes to out[out_row(local, r) * cols + col] (skipped when
+// out_row < 0), plus bias[col] when there is a bias. The threads that multiply store
+// (T::mma_thread() is this thread's index among them, negative for one that only copies).
 template <class T, class OutRow>
-__device__ __forceinline__ void vx_pipe_store(const VxPipeAcc<T>& acc, int rows, int cols,
-                                              OutRow out_row, const float* bias, float* out) {
+__device__ __forceinline__ void vx_pipe_store_at(const VxPipeAcc<T>& acc, int rows, int cols,
+                                                 int col_base, OutRow out_row,
+                                                 const float* bias, float* out) {
     const int tid = T::mma_thread();
     if (tid < 0) return;
     const int warp = tid / 32, lane = tid % 32;
     const int g = lane >> 2, t = lane & 3;
     const int local0 = (warp / T::WARPS_N) * T::WM;
-    const int col0 = blockIdx.y * T::BN + (warp % T::WARPS_N) * T::WN + 2 * t;
+    const int col0 = col_base + (warp % T::WARPS_N) * T::WN + 2 * t;
 #pragma unroll
     for (int i = 0; i < T::MT; ++i) {
 #pragma unroll
@@ -144,6 +145,14 @@ __device__ __forceinline__ void vx_pipe_store(const VxPipeAcc<T>& acc, int rows,
             }
         }
     }
+}
+
+// vx_pipe_store_at for the tile of grid column blockIdx.y.
+template <class T, class OutRow>
+__device__ __forceinline__ void vx_pipe_store(const VxPipeAcc<T>& acc, int rows, int cols,
+                                              OutRow out_row, const float* bias, float* out) {
+    vx_pipe_store_at<T>(acc, rows, cols, static_cast<int>(blockIdx.y) * T::BN, out_row, bias,
+                        out);
 }
 
 // The next tap of a row-major (d, h, w) tap grid.

@@ -74,6 +74,14 @@ constexpr int VX_CONV_HALO_STAGES_N32 = 4;
 // VX_CONV_HALO_WEIGHT_EXTRA_ROWS more; a ring of VX_CONV_HALO_WEIGHT_STAGES stages.
 constexpr int VX_CONV_HALO_WEIGHT_EXTRA_ROWS = 8;
 constexpr int VX_CONV_HALO_WEIGHT_STAGES = 4;
+// Phase kernels (conv3d_phase.cu, mma.sync): backward data of a convolution whose taps do
+// not overlap (kernel == stride, no padding; a transposed convolution's 2x2x2 stride-2
+// forward). A block of VX_CONV_THREADS threads keeps its VX_CONV_TC_BM rows' whole
+// reduction in shared memory, at most VX_CONV_PHASE_MAX_STEPS steps of
+// VX_CONV_PIPE_STEP_BYTES per row, and runs every (tap, VX_CONV_PHASE_BN columns) tile of
+// its grid.y share from it, each tile's B in one of two buffers of that many steps.
+constexpr int VX_CONV_PHASE_MAX_STEPS = 4;
+constexpr int VX_CONV_PHASE_BN = 64;
 // The tensor-core convolutions' operand packing (conv3d_pipe.cu): f32 source [a][b][c] to
 // bf16 or tf32, the padded dimension rounded up with zeros to whole 16-byte chunks (a
 // multiple of 8 bf16 or 4 tf32).

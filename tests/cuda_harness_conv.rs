@@ -223,6 +223,8 @@ fn tile_constants_match_params_conv_h() {
             CONV_HALO_WEIGHT_EXTRA_ROWS,
         ),
         ("VX_CONV_HALO_WEIGHT_STAGES", CONV_HALO_WEIGHT_STAGES),
+        ("VX_CONV_PHASE_MAX_STEPS", CONV_PHASE_MAX_STEPS),
+        ("VX_CONV_PHASE_BN", CONV_PHASE_BN),
     ] {
         assert_eq!(emu::launch_constant(name), Some(value), "{name}");
     }
@@ -2115,4 +2117,155 @@ fn bf16_halo_kernels_on_every_tile() {
 #[test]
 fn tf32_halo_kernels_on_every_tile() {
     halo_kernels_on_every_tile(ConvPrecision::Tf32, &mut Rng::new(88));
+}
+
+/// Transposed convolutions whose kernel equals their stride (k x k x k at stride k, the
+/// anisotropic 1x2x2 at 1x2x2), as the phase kernel's cases need them.
+fn transposed_k_eq_s(x: [usize; 5], w: [usize; 5], stride: [usize; 3]) -> ConvGeometry {
+    let spec = ConvTranspose3dSpec {
+        stride,
+        padding: [[0, 0]; 3],
+        output_padding: [0; 3],
+    };
+    transposed(x, w, spec)
+}
+
+/// The phase kernel (kernels/conv3d_phase.cu) on backward data whose taps do not overlap:
+/// transposed 2x2x2 stride-2 forwards (the U-Net's up-convolutions) and a 1x2x2 one, a
+/// convolution's 3^3 stride-3 backward data; dy channels that end a step or a chunk part
+/// way, up to the most a block keeps; input channels that end a 64-column block part way or
+/// fill two; rows that end a block part way; shares of up to 5 tiles, and empty ones.
+fn phase_kernel_on_taps_that_do_not_overlap(precision: ConvPrecision, rng: &mut Rng) {
+    // The most dy channels a block keeps: 256 bytes a row.
+    let widest = 256 / precision.packed_bytes().unwrap();
+    let cases = [
+        // 12 -> 20: one step, part of it padding; 210 rows, two row blocks.
+        transposed_k_eq_s([2, 5, 3, 7, 12], [2, 2, 2, 20, 12], [2; 3]),
+        // 40 -> 72: steps that end part way; two column blocks, the second 8 wide.
+        transposed_k_eq_s([1, 4, 6, 5, 40], [2, 2, 2, 72, 40], [2; 3]),
+        // 1x2x2 at 1x2x2: 384 rows, three row blocks.
+        transposed_k_eq_s([2, 3, 8, 8, 16], [1, 2, 2, 24, 16], [1, 2, 2]),
+        // The widest reduction a block keeps.
+        transposed_k_eq_s([1, 3, 4, 5, widest], [2, 2, 2, 16, widest], [2; 3]),
+        // A convolution's backward data at 3^3 stride 3: 27 taps, shares of 3.
+        conv([1, 6, 9, 3, 8], [3, 3, 3, 8, 16], 3, Padding::Valid),
+    ];
+    let target = ConvTarget::new(4).with_phase(true);
+    let (mut longest_share, mut empty_shares) = (0, false);
+    for g in &cases {
+        let plan = ConvPlan::new(g, ConvPass::BackwardData, precision, target).unwrap();
+        let p = &plan.params;
+        let tiles = (p.k_d * p.k_h * p.k_w) as u32 * (p.cin as u32).div_ceil(CONV_PHASE_BN);
+        let share = tiles.div_ceil(plan.dims.grid[1]);
+        longest_share = longest_share.max(share);
+        empty_shares |= share * (plan.dims.grid[1] - 1) >= tiles;
+        let ran = check_pass(g, ConvPass::BackwardData, precision, target, rng);
+        assert_eq!(ran.kernel.tile, ConvTile::Phase64, "{g:?}");
+        assert_eq!(ran.splits, 1, "{g:?}");
+        // The other passes keep their kernels.
+        for pass in [ConvPass::Forward, ConvPass::BackwardWeight] {
+            let plan = ConvPlan::new(g, pass, precision, target).unwrap();
+            assert_ne!(plan.kernel.tile, ConvTile::Phase64, "{pass:?} {g:?}");
+        }
+    }
+    // A B buffer refilled (a third tile), and blocks with no tile at all.
+    assert!(
+        longest_share >= 3 && empty_shares,
+        "{longest_share} {empty_shares}"
+    );
+}
+
+#[test]
+fn bf16_phase_kernel_on_taps_that_do_not_overlap() {
+    phase_kernel_on_taps_that_do_not_overlap(ConvPrecision::Bf16, &mut Rng::new(91));
+}
+
+#[test]
+fn tf32_phase_kernel_on_taps_that_do_not_overlap() {
+    phase_kernel_on_taps_that_do_not_overlap(ConvPrecision::Tf32, &mut Rng::new(92));
+}
+
+/// The phase kernel takes only backward data whose every input voxel one tap reaches, with
+/// dy channels a block can keep, and only where the target asks for it; there it comes
+/// before the wgmma and tensor-memory-accelerator tiles.
+#[test]
+fn phase_kernel_plans_only_what_it_runs() {
+    let on = ConvTarget::new(4 * 132).with_phase(true);
+    let up = transposed_k_eq_s([2, 32, 32, 32, 128], [2, 2, 2, 64, 128], [2; 3]);
+    let data = |g: &ConvGeometry, precision, target| {
+        ConvPlan::new(g, ConvPass::BackwardData, precision, target)
+            .unwrap()
+            .kernel
+            .tile
+    };
+    let hopper = on
+        .with_wgmma(true)
+        .with_wgmma_tma(Reach::Measured)
+        .with_wgmma_cols_gather(Reach::Measured);
+    assert_eq!(data(&up, ConvPrecision::Bf16, on), ConvTile::Phase64);
+    assert_eq!(data(&up, ConvPrecision::Bf16, hopper), ConvTile::Phase64);
+    assert_ne!(
+        data(&up, ConvPrecision::Bf16, hopper.with_phase(false)),
+        ConvTile::Phase64
+    );
+    // The BraTS dec1.up: 512 row blocks, two shares of the 8 tiles fill two waves of an
+    // H100's 3 x 132 resident blocks.
+    let plan = ConvPlan::new(&up, ConvPass::BackwardData, ConvPrecision::Bf16, on).unwrap();
+    assert_eq!(plan.dims.grid, [512, 2, 1]);
+    assert_eq!(plan.dims.shared_bytes, 64 * 1024);
+    // 128 tf32 channels are 512 bytes a row, over the 256 a block keeps.
+    assert_ne!(data(&up, ConvPrecision::Tf32, on), ConvTile::Phase64);
+    let wide = transposed_k_eq_s([1, 4, 4, 4, 136], [2, 2, 2, 16, 136], [2; 3]);
+    assert_ne!(data(&wide, ConvPrecision::Bf16, on), ConvTile::Phase64);
+    let not_phase = [
+        // Overlapping taps.
+        transposed([1, 4, 4, 4, 16], [3, 3, 3, 8, 16], K3S2),
+        conv([1, 8, 8, 8, 16], [3, 3, 3, 16, 8], 2, Padding::Same),
+        // Output padding: the last voxels take no tap.
+        transposed(
+            [1, 4, 4, 4, 16],
+            [2, 2, 2, 8, 16],
+            ConvTranspose3dSpec {
+                output_padding: [1, 0, 0],
+                ..K2S2
+            },
+        ),
+        // Cropping.
+        transposed(
+            [1, 4, 4, 4, 16],
+            [2, 2, 2, 8, 16],
+            ConvTranspose3dSpec {
+                padding: [[1, 1], [0, 0], [0, 0]],
+                ..K2S2
+            },
+        ),
+        // A convolution whose input the output does not tile: 9 voxels at stride 2.
+        conv([1, 9, 8, 8, 16], [2, 2, 2, 16, 8], 2, Padding::Valid),
+    ];
+    for g in &not_phase {
+        for precision in [ConvPrecision::Bf16, ConvPrecision::Tf32] {
+            assert_ne!(data(g, precision, on), ConvTile::Phase64, "{g:?}");
+        }
+    }
+    assert_eq!(data(&up, ConvPrecision::F32, on), ConvTile::Wide);
+}
+
+/// The phase kernels' launches get the shared memory their tile keeps (the harness would
+/// not trap a tile larger than its launch).
+#[test]
+fn phase_launches_get_their_tiles_shared_memory() {
+    for precision in [ConvPrecision::Bf16, ConvPrecision::Tf32] {
+        let kernel = ConvKernel {
+            pass: ConvPass::BackwardData,
+            precision,
+            tile: ConvTile::Phase64,
+        };
+        let name = kernel.name().unwrap();
+        assert_eq!(
+            Some(kernel.shared_bytes()),
+            emu_conv::phase_shared_bytes(name),
+            "{name}"
+        );
+    }
+    assert_eq!(emu_conv::phase_shared_bytes("conv3d_fwd_bf16_n64"), None);
 }

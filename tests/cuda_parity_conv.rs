@@ -65,6 +65,7 @@ struct RestoreSettings<'a> {
     wgmma_tf32_weights: bool,
     gather_l1: Reach,
     halo: Reach,
+    phase: bool,
     pack_cache: bool,
     save_packed_inputs: bool,
 }
@@ -86,6 +87,7 @@ impl<'a> RestoreSettings<'a> {
             wgmma_tf32_weights: gpu.wgmma_tf32_weights().unwrap(),
             gather_l1: gpu.gather_l1().unwrap(),
             halo: gpu.halo().unwrap(),
+            phase: gpu.phase().unwrap(),
             pack_cache: gpu.pack_cache().unwrap(),
             save_packed_inputs: gpu.save_packed_inputs().unwrap(),
         }
@@ -109,6 +111,7 @@ impl Drop for RestoreSettings<'_> {
         gpu.set_wgmma_tf32_weights(self.wgmma_tf32_weights);
         gpu.set_gather_l1(self.gather_l1);
         gpu.set_halo(self.halo);
+        gpu.set_phase(self.phase);
         gpu.set_pack_cache(self.pack_cache);
         gpu.set_save_packed_inputs(self.save_packed_inputs);
     }
@@ -129,6 +132,7 @@ fn plan_like(gpu: &Cuda, target: ConvTarget) {
     gpu.set_wgmma_tf32_weights(target.wgmma_tf32_weights);
     gpu.set_halo(target.halo);
     gpu.set_gather_l1(target.gather_l1);
+    gpu.set_phase(target.phase);
 }
 
 fn conv(x: [usize; 5], w: [usize; 5], stride: usize, pad: usize) -> ConvGeometry {
@@ -1113,6 +1117,71 @@ fn wgmma_tma_cols_gather_matches_cpu() {
             );
             check_passes(&gpu, std::slice::from_ref(g), &[*pass]);
         }
+    }
+}
+
+/// The phase kernel's cases (`VOXSEG_CONV_PHASE`): the BraTS decoder's up-convolutions
+/// dec0.up (one sample) and dec1.up (at bf16 only: its 128 channels are too many tf32 for
+/// a block), one at a quarter of dec1.up's rows, and a 1x2x2 one whose channels end a step
+/// and a column block part way.
+fn phase_cases(precision: ConvPrecision) -> Vec<ConvGeometry> {
+    let mut cases = vec![
+        transposed([1, 64, 64, 64, 64], [2, 2, 2, 32, 64], K2S2),
+        transposed([1, 16, 16, 32, 64], [2, 2, 2, 32, 64], K2S2),
+        transposed(
+            [2, 8, 30, 30, 40],
+            [1, 2, 2, 72, 40],
+            ConvTranspose3dSpec {
+                stride: [1, 2, 2],
+                ..K2S2
+            },
+        ),
+    ];
+    if precision == ConvPrecision::Bf16 {
+        cases.push(transposed([2, 32, 32, 32, 128], [2, 2, 2, 64, 128], K2S2));
+    }
+    cases
+}
+
+fn phase_target() -> ConvTarget {
+    ConvTarget::new(4 * 132)
+        .with_wgmma(true)
+        .with_wgmma_tma(Reach::Measured)
+        .with_phase(true)
+}
+
+#[test]
+fn phase_cases_plan_their_tile_on_an_h100() {
+    for precision in [ConvPrecision::Bf16, ConvPrecision::Tf32] {
+        for g in phase_cases(precision) {
+            let plan = ConvPlan::new(&g, ConvPass::BackwardData, precision, phase_target());
+            let tile = plan.unwrap().kernel.tile;
+            assert_eq!(tile, ConvTile::Phase64, "{precision} {g:?}");
+        }
+    }
+}
+
+/// The phase kernel on a GPU: every case of `phase_cases`, at both precisions, against the
+/// CPU backend.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn phase_kernel_matches_cpu() {
+    let _serial = serial();
+    let gpu = device();
+    let _restore = RestoreSettings::new(&gpu);
+    plan_like(&gpu, phase_target());
+    for precision in [ConvPrecision::Bf16, ConvPrecision::Tf32] {
+        gpu.set_conv_precision(precision);
+        let cases = phase_cases(precision);
+        for g in &cases {
+            let tile = gpu
+                .conv_plan(g, ConvPass::BackwardData)
+                .unwrap()
+                .kernel
+                .tile;
+            assert_eq!(tile, ConvTile::Phase64, "{precision} {g:?}");
+        }
+        check_passes(&gpu, &cases, &[ConvPass::BackwardData]);
     }
 }
 

@@ -312,6 +312,8 @@ extern "C" long long vx_launch_constant(const char* name) {
     if (!std::strcmp(name, "VX_CONV_HALO_STAGES_N32")) return VX_CONV_HALO_STAGES_N32;
     if (!std::strcmp(name, "VX_CONV_HALO_WEIGHT_EXTRA_ROWS")) return VX_CONV_HALO_WEIGHT_EXTRA_ROWS;
     if (!std::strcmp(name, "VX_CONV_HALO_WEIGHT_STAGES")) return VX_CONV_HALO_WEIGHT_STAGES;
+    if (!std::strcmp(name, "VX_CONV_PHASE_MAX_STEPS")) return VX_CONV_PHASE_MAX_STEPS;
+    if (!std::strcmp(name, "VX_CONV_PHASE_BN")) return VX_CONV_PHASE_BN;
     if (!std::strcmp(name, "VX_CONV_WGMMA_ALIGN")) return VX_CONV_WGMMA_ALIGN;
     return -1;
 }

@@ -113,6 +113,11 @@ pub const GATHER_L1_ENV: &str = "VOXSEG_GATHER_L1";
 /// most 32 columns) or `all`.
 pub const HALO_ENV: &str = "VOXSEG_CONV_HALO";
 
+/// The environment variable that runs backward data whose taps do not overlap (a transposed
+/// convolution's 2x2x2 stride-2 forward) on the phase kernel (kernels/conv3d_phase.cu;
+/// `1` or `on`; off by default: no GPU has timed it yet).
+pub const PHASE_ENV: &str = "VOXSEG_CONV_PHASE";
+
 /// The environment variable that turns keeping operand packs off (`0` or `off`).
 pub const PACK_CACHE_ENV: &str = "VOXSEG_PACK_CACHE";
 
@@ -186,6 +191,7 @@ struct ConvSettings {
     wgmma_tf32_weights: bool,
     gather_l1: Reach,
     halo: Reach,
+    phase: bool,
     cache_packs: bool,
     save_packed_inputs: bool,
 }
@@ -206,6 +212,7 @@ impl Default for ConvSettings {
             wgmma_tf32_weights: false,
             gather_l1: Reach::default(),
             halo: Reach::default(),
+            phase: false,
             cache_packs: true,
             save_packed_inputs: true,
         }
@@ -411,6 +418,7 @@ impl Cuda {
         }
         let gather_l1 = reach_from_env(GATHER_L1_ENV)?;
         let halo = reach_from_env(HALO_ENV)?;
+        let phase = switch_from_env(PHASE_ENV)?.unwrap_or(false);
         let cache_packs = switch_from_env(PACK_CACHE_ENV)?.unwrap_or(true);
         let save_packed_inputs = switch_from_env(SAVE_PACKED_INPUTS_ENV)?;
         if save_packed_inputs == Some(true) && !cache_packs {
@@ -433,6 +441,7 @@ impl Cuda {
             wgmma_tf32_weights,
             gather_l1,
             halo,
+            phase,
             cache_packs,
             save_packed_inputs,
         };
@@ -702,6 +711,17 @@ impl Cuda {
         self.update_conv_settings(|s| s.halo = reach);
     }
 
+    /// Whether backward data whose taps do not overlap runs on the phase kernel (as far as
+    /// the plan allows): what `set_phase` set, else `VOXSEG_CONV_PHASE` (off by default).
+    pub fn phase(&self) -> Result<bool> {
+        Ok(self.conv_settings()?.phase)
+    }
+
+    /// Turns the phase kernel on or off for this device, whatever `VOXSEG_CONV_PHASE` says.
+    pub fn set_phase(&self, on: bool) {
+        self.update_conv_settings(|s| s.phase = on);
+    }
+
     /// Whether convolutions keep their operands' packs beside them (see `storage`): what
     /// `set_pack_cache` set, else `VOXSEG_PACK_CACHE` (on unless `0` or `off`).
     pub fn pack_cache(&self) -> Result<bool> {
@@ -740,7 +760,8 @@ impl Cuda {
             .with_wgmma_cols_gather(s.wgmma_cols_gather)
             .with_wgmma_tf32_weights(s.wgmma_tf32_weights)
             .with_halo(s.halo)
-            .with_gather_l1(s.gather_l1);
+            .with_gather_l1(s.gather_l1)
+            .with_phase(s.phase);
         ConvPlan::new(g, pass, s.precision, target)
     }
 

@@ -123,6 +123,14 @@ pub const CONV_HALO_STAGES_N32: u32 = 4;
 /// (`VX_CONV_HALO_WEIGHT_STAGES`).
 pub const CONV_HALO_WEIGHT_EXTRA_ROWS: u32 = 8;
 pub const CONV_HALO_WEIGHT_STAGES: u32 = 4;
+/// The phase kernels (kernels/conv3d_phase.cu): the most reduction steps of
+/// `CONV_PIPE_STEP_BYTES` per row a block keeps (`VX_CONV_PHASE_MAX_STEPS`: 128 bf16 or 64
+/// tf32 channels), and the columns of one of its tiles (`VX_CONV_PHASE_BN`).
+pub const CONV_PHASE_MAX_STEPS: u32 = 4;
+pub const CONV_PHASE_BN: u32 = 64;
+/// Blocks of a phase kernel an SM holds: its shared memory (A and two B buffers of
+/// `CONV_PHASE_MAX_STEPS` steps, 64 KB) and its 138 registers (ptxas, sm_90) allow three.
+const CONV_PHASE_BLOCKS_PER_SM: u32 = 3;
 /// Dynamic shared memory of the wgmma probes (kernels/conv3d_wgmma.cu): the alignment
 /// slack and one stage of the widest tile (128 + 128 rows of 128 bytes).
 pub const WGMMA_PROBE_SHARED_BYTES: u32 =
@@ -349,6 +357,9 @@ pub enum ConvTile {
     HaloWeight64x64,
     /// 64 channels of each of 3 taps along w, 128 columns.
     HaloWeight64x128,
+    /// Backward data whose taps do not overlap (kernels/conv3d_phase.cu): 128 rows of dy
+    /// kept whole in shared memory, run against every (tap, 64 columns) tile of a share.
+    Phase64,
 }
 
 impl ConvTile {
@@ -412,6 +423,7 @@ impl ConvKernel {
             (ConvPrecision::F32, _) => "conv3d",
             (_, tile) if tile.is_wgmma() => "conv3d_wgmma",
             (_, tile) if tile.is_halo() => "conv3d_halo",
+            (_, ConvTile::Phase64) => "conv3d_phase",
             _ => "conv3d_pipe",
         }
     }
@@ -447,6 +459,7 @@ impl ConvKernel {
             ConvTile::HaloWeight64x32 => halo_weight(64, 32),
             ConvTile::HaloWeight64x64 => halo_weight(64, 64),
             ConvTile::HaloWeight64x128 => halo_weight(64, 128),
+            ConvTile::Phase64 => tc(CONV_PHASE_BN),
         }
     }
 
@@ -502,6 +515,7 @@ impl ConvKernel {
             ConvTile::HaloWeight32x32 => 5 * 96,
             ConvTile::HaloWeight64x32 | ConvTile::HaloWeight64x64 => 384,
             ConvTile::HaloWeight64x128 => 192,
+            ConvTile::Phase64 => CONV_PHASE_BLOCKS_PER_SM * CONV_THREADS,
             _ => 4 * CONV_THREADS,
         }
     }
@@ -546,6 +560,7 @@ impl ConvKernel {
                 let a = (CONV_PIPE_STEP_BYTES + CONV_HALO_WEIGHT_EXTRA_ROWS * bytes) * bm;
                 CONV_HALO_WEIGHT_STAGES * (a + CONV_PIPE_STEP_BYTES * bn)
             }
+            (_, ConvTile::Phase64) => (bm + 2 * bn) * CONV_PHASE_MAX_STEPS * CONV_PIPE_STEP_BYTES,
             _ => CONV_PIPE_STAGES * (bm + bn) * CONV_PIPE_STEP_BYTES,
         }
     }
@@ -667,6 +682,8 @@ impl ConvKernel {
             (BackwardWeight, Tf32, HaloWeight64x32) => "conv3d_bwd_weight_tf32_halo64x32",
             (BackwardWeight, Tf32, HaloWeight64x64) => "conv3d_bwd_weight_tf32_halo64x64",
             (BackwardWeight, Tf32, HaloWeight64x128) => "conv3d_bwd_weight_tf32_halo64x128",
+            (BackwardData, Bf16, Phase64) => "conv3d_bwd_data_bf16_phase64",
+            (BackwardData, Tf32, Phase64) => "conv3d_bwd_data_tf32_phase64",
             _ => return None,
         })
     }
@@ -1124,6 +1141,9 @@ pub struct ConvTarget {
     /// The tensor-core kernels run from their L1-gathering build variant within this
     /// reach (`gathers_through_l1`).
     pub gather_l1: Reach,
+    /// Backward data whose taps do not overlap runs the phase kernel where it can
+    /// (`ConvPlan::phase`), ahead of every other tile.
+    pub phase: bool,
 }
 
 impl ConvTarget {
@@ -1144,6 +1164,7 @@ impl ConvTarget {
             wgmma_tf32_weights: false,
             halo: Reach::Off,
             gather_l1: Reach::Off,
+            phase: false,
         }
     }
 
@@ -1211,6 +1232,10 @@ impl ConvTarget {
 
     pub fn with_gather_l1(self, gather_l1: Reach) -> Self {
         Self { gather_l1, ..self }
+    }
+
+    pub fn with_phase(self, phase: bool) -> Self {
+        Self { phase, ..self }
     }
 
     /// The device's SMs (`blocks` counts 4 blocks of CONV_THREADS per SM).
@@ -1501,6 +1526,27 @@ fn taps_overlap(p: &Conv3dParams) -> bool {
     p.k_d > p.stride_d || p.k_h > p.stride_h || p.k_w > p.stride_w
 }
 
+/// Whether the phase kernel (kernels/conv3d_phase.cu) runs `pass`: tensor-core backward
+/// data of a convolution whose kernel equals its stride along every axis, without padding,
+/// whose output tiles its input exactly (in = out * stride: every dx voxel takes one tap),
+/// and whose dy channels, packed, fit the `CONV_PHASE_MAX_STEPS` steps a block keeps.
+fn phase_runs(p: &Conv3dParams, pass: ConvPass, precision: ConvPrecision) -> bool {
+    let Some(bytes) = precision.packed_bytes() else {
+        return false;
+    };
+    let axes = [
+        (p.k_d, p.stride_d, p.pad_d, p.in_d, p.out_d),
+        (p.k_h, p.stride_h, p.pad_h, p.in_h, p.out_h),
+        (p.k_w, p.stride_w, p.pad_w, p.in_w, p.out_w),
+    ];
+    let reduction_bytes = (p.cout as usize).next_multiple_of(precision.channel_multiple()) * bytes;
+    pass == ConvPass::BackwardData
+        && axes
+            .iter()
+            .all(|&(k, s, pad, input, output)| k == s && pad == 0 && input == output * s)
+        && reduction_bytes <= (CONV_PHASE_MAX_STEPS * CONV_PIPE_STEP_BYTES) as usize
+}
+
 /// Whether the measured rule runs forward or backward data into 64 columns on the
 /// transposed tiles (`ConvTile::WgTmaCols`, `WgTmaColsSw64`) rather than the 128 x 64 ones.
 /// Measured on an H200 (2026-11-28, BENCHMARKS.md), against the plan without them: where
@@ -1566,6 +1612,9 @@ impl ConvPlan {
         let p = conv_params(g)?;
         check_packed_strides(g, precision)?;
         let tensor_cores = precision != ConvPrecision::F32;
+        if let Some(plan) = Self::phase(g, &p, pass, precision, target)? {
+            return Ok(plan);
+        }
         if let Some(plan) = Self::tma(g, &p, pass, precision, target)? {
             return Ok(plan);
         }
@@ -1697,6 +1746,42 @@ impl ConvPlan {
             gather_l1: false,
             tma: None,
         }
+    }
+
+    /// The phase kernel's plan (`ConvTile::Phase64`) where the target asks for it and
+    /// `phase_runs` says the kernel runs the pass: grid.x over dy's rows in blocks of 128,
+    /// grid.y over shares of the (tap, 64 columns) tiles, as few shares as give at least
+    /// two waves of resident blocks (each share reads the block's rows again).
+    fn phase(
+        g: &ConvGeometry,
+        p: &Conv3dParams,
+        pass: ConvPass,
+        precision: ConvPrecision,
+        target: ConvTarget,
+    ) -> Result<Option<Self>> {
+        if !(target.phase && phase_runs(p, pass, precision)) {
+            return Ok(None);
+        }
+        let kernel = ConvKernel {
+            pass,
+            precision,
+            tile: ConvTile::Phase64,
+        };
+        let v = |x: i32| x as u64;
+        let row_blocks = (p.output_voxels() as u64).div_ceil(CONV_TC_BM as u64);
+        let tiles = v(p.k_d) * v(p.k_h) * v(p.k_w) * v(p.cin).div_ceil(CONV_PHASE_BN as u64);
+        let waves = 2 * (target.sms() * CONV_PHASE_BLOCKS_PER_SM) as u64;
+        let shares = waves.div_ceil(row_blocks).clamp(1, tiles.min(MAX_GRID_YZ));
+        let grid = [row_blocks, shares, 1];
+        if !fits_grid(grid) {
+            return Err(Error::shape(
+                "conv3d (cuda)",
+                format!("{g:?}: grid {grid:?} exceeds the device's limits"),
+            ));
+        }
+        let packs = packs(g, pass, precision, target.blocks, None)?;
+        let depth = (p.cout as u64).next_multiple_of(precision.channel_multiple() as u64);
+        Ok(Some(Self::launch(kernel, p, grid, [1, depth], Some(packs))))
     }
 
     /// The halo plan of a pass that would run on the mma.sync `tile`, where the target's

@@ -603,6 +603,16 @@ pub mod conv {
             out: *mut f32,
         ) -> c_int;
         fn emu_conv3d_halo_shared_bytes(name: *const c_char) -> c_longlong;
+        fn emu_conv3d_phase(
+            name: *const c_char,
+            d: *const LaunchDims,
+            p: Conv3dParams,
+            a: *const c_void,
+            b: *const c_void,
+            bias: *const f32,
+            out: *mut f32,
+        ) -> c_int;
+        fn emu_conv3d_phase_shared_bytes(name: *const c_char) -> c_longlong;
         fn emu_conv3d_pack_bordered_bf16(
             d: *const LaunchDims,
             p: ConvBorderPackParams,
@@ -825,6 +835,9 @@ pub mod conv {
                 "conv3d_halo" => {
                     emu_conv3d_halo(name_ptr, dims, p, a.cast(), b.cast(), bias, out_ptr)
                 }
+                "conv3d_phase" => {
+                    emu_conv3d_phase(name_ptr, dims, p, a.cast(), b.cast(), bias, out_ptr)
+                }
                 _ => emu_conv3d_pipe(name_ptr, dims, p, a.cast(), b.cast(), bias, out_ptr),
             }
         };
@@ -902,6 +915,15 @@ pub mod conv {
         let name = CString::new(name).ok()?;
         // SAFETY: a NUL-terminated string that outlives the call.
         let bytes = unsafe { emu_conv3d_halo_shared_bytes(name.as_ptr()) };
+        u32::try_from(bytes).ok()
+    }
+
+    /// The dynamic shared memory the phase kernel `name` (kernels/conv3d_phase.cu) uses,
+    /// from its tile's own constants; None for no such kernel.
+    pub fn phase_shared_bytes(name: &str) -> Option<u32> {
+        let name = CString::new(name).ok()?;
+        // SAFETY: a NUL-terminated string that outlives the call.
+        let bytes = unsafe { emu_conv3d_phase_shared_bytes(name.as_ptr()) };
         u32::try_from(bytes).ok()
     }
 
