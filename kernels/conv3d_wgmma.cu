@@ -306,19 +306,22 @@ struct VxWgmmaLoop {
 // The multiplying warps' loop of the warp-specialized tiles: per step, wait for the
 // stage's `full`, issue its wgmmas behind the previous step's, and once those have completed
 // (wait_group 1, which the warpgroup passes together) release the previous step's stage on
-// its `empty` (lane 0 of each warp arrives).
+// its `empty` (lane 0 of each warp arrives); the last step's stage once all have completed.
+// The ring position (stage, lap) carries over to the next call (vx_tma_gather_loop's
+// next tile).
 template <class T, bool MN_MAJOR>
-__device__ __forceinline__ void vx_wgmma_consume(int steps, unsigned char* smem,
-                                                 unsigned long long* full,
-                                                 unsigned long long* empty, VxPipeAcc<T>& acc) {
+__device__ __forceinline__ void vx_wgmma_consume_at(int steps, unsigned char* smem,
+                                                    unsigned long long* full,
+                                                    unsigned long long* empty,
+                                                    VxPipeAcc<T>& acc, int& stage,
+                                                    unsigned& lap) {
     float(&d)[T::BN / 2] = reinterpret_cast<float(&)[T::BN / 2]>(acc[0]);
     vx_wgmma_hold(d);
     unsigned a_low0, b_low0;
     const unsigned ring = vx_shared_address(smem);
     vx_wgmma_stage_descs<T, MN_MAJOR>(vx_wgmma_group<T>(), ring, ring + T::A_BYTES, a_low0,
                                       b_low0);
-    int stage = 0, previous = 0;
-    unsigned lap = 0;
+    int previous = stage;
     const bool signals = threadIdx.x % 32 == 0;
     for (int i = 0; i < steps; ++i) {
         vx_mbar_wait(&full[stage], lap);
@@ -329,7 +332,17 @@ __device__ __forceinline__ void vx_wgmma_consume(int steps, unsigned char* smem,
         vx_ring_next<T::STAGES>(stage, lap);
     }
     vx_wgmma_wait<0>();
+    if (steps > 0 && signals) vx_mbar_arrive(&empty[previous]);
     vx_wgmma_hold(d);
+}
+
+template <class T, bool MN_MAJOR>
+__device__ __forceinline__ void vx_wgmma_consume(int steps, unsigned char* smem,
+                                                 unsigned long long* full,
+                                                 unsigned long long* empty, VxPipeAcc<T>& acc) {
+    int stage = 0;
+    unsigned lap = 0;
+    vx_wgmma_consume_at<T, MN_MAJOR>(steps, smem, full, empty, acc, stage, lap);
 }
 
 // The warp-specialized main loop (VxWgmmaWsOf). Per stage, `full` completes when every
@@ -553,10 +566,14 @@ struct VxTmaGather {
     int tz, ty, tx, chunk;
     // The block's box: sample n, the window corner of its first voxel.
     int n, iz, iy, ix;
+    // The first weight row (column) of the block's column block.
+    int w_row;
 
+    // The loader of box `box` (of the boxes that tile the result) and column block
+    // `column_block`, from reduction step `step` on.
     __device__ __forceinline__ VxTmaGather(const Conv3dTmaParams& tp_, const VxPhase& ph_,
-                                           int step)
-        : tp(tp_), ph(ph_) {
+                                           int step, int box, int column_block)
+        : tp(tp_), ph(ph_), w_row(column_block * W_ROWS) {
         const Conv3dParams& p = tp.conv;
         channels = vx_pad<typename T::Prec>(DATA ? p.cout : p.cin);
         chunks = channels / T::SUB_K;
@@ -568,7 +585,7 @@ struct VxTmaGather {
         chunk = sub - tap * chunks;
         vx_split3(tap, taps_h, taps_w, tz, ty, tx);
         int bz, by, bx;
-        vx_tma_box_of(tp, blockIdx.x, n, bz, by, bx);
+        vx_tma_box_of(tp, box, n, bz, by, bx);
         if constexpr (DATA) {
             iz = bz * tp.box_d + ph.lo[0];
             iy = by * tp.box_h + ph.lo[1];
@@ -598,8 +615,7 @@ struct VxTmaGather {
             const int tap =
                 DATA ? vx_phase_kernel_tap(p, ph, tz, ty, tx) : (tz * p.k_h + ty) * p.k_w + tx;
             const int column = inside ? tap * channels + c0 : p.k_d * p.k_h * p.k_w * channels;
-            vx_tma_load_5d(w_tile + j * W_SUB_BYTES, &tp.b, column, blockIdx.y * W_ROWS, 0, 0,
-                           0, full);
+            vx_tma_load_5d(w_tile + j * W_SUB_BYTES, &tp.b, column, w_row, 0, 0, 0, full);
             if (++chunk == chunks) {
                 chunk = 0;
                 vx_next_tap(tz, ty, tx, taps_h, taps_w);
@@ -666,6 +682,27 @@ __device__ __forceinline__ void vx_store_cols(const VxPipeAcc<T>& acc, int cols,
     }
 }
 
+// The result voxel (y's; at DATA dx's) of row `local` of the box whose first voxel is
+// (bz, by, bx) of sample n in the result's grid (at DATA the phase's), or -1 past that grid.
+template <bool DATA>
+__device__ __forceinline__ int vx_tma_result_voxel(const Conv3dTmaParams& tp, const VxPhase& ph,
+                                                   int n, int bz, int by, int bx, int local) {
+    const Conv3dParams& p = tp.conv;
+    int z, y, x;
+    vx_split3(local, tp.box_h, tp.box_w, z, y, x);
+    z += bz, y += by, x += bx;
+    if constexpr (DATA) {
+        if (z >= ph.grid[0] || y >= ph.grid[1] || x >= ph.grid[2]) return -1;
+        z = z * p.stride_d + ph.r[0];
+        y = y * p.stride_h + ph.r[1];
+        x = x * p.stride_w + ph.r[2];
+        return ((n * p.in_d + z) * p.in_h + y) * p.in_w + x;
+    } else {
+        if (z >= p.out_d || y >= p.out_h || x >= p.out_w) return -1;
+        return ((n * p.out_d + z) * p.out_h + y) * p.out_w + x;
+    }
+}
+
 // The forward (y from x), or backward data (DATA: dx from dy; grid.z runs over (split,
 // stride phase), phase fastest, and the boxes tile the largest phase's grid), on the tensor
 // memory accelerator; row `local` of a block is voxel `local` of its box, and none past the
@@ -696,22 +733,14 @@ __device__ __forceinline__ void vx_tma_gather_pass(const Conv3dTmaParams& tp, co
     vx_split_range(p, split, k_total, k_begin, k_end);
     VxPipeAcc<T> acc = {};
     if (k_begin < k_end) {
-        VxTmaGather<T, DATA> ld(tp, ph, k_begin / T::BK);
+        VxTmaGather<T, DATA> ld(tp, ph, k_begin / T::BK, static_cast<int>(blockIdx.x),
+                                static_cast<int>(blockIdx.y));
         T::KMajorLoop::template run<T>(ld, (k_end - k_begin + T::BK - 1) / T::BK, acc);
     }
     const int d = DATA ? p.in_d : p.out_d, h = DATA ? p.in_h : p.out_h;
     const int w = DATA ? p.in_w : p.out_w, cols = DATA ? p.cin : p.cout;
     const auto voxel = [&](int local, int) {
-        int z, y, x;
-        vx_split3(local, tp.box_h, tp.box_w, z, y, x);
-        z += bz, y += by, x += bx;
-        if (z >= grid_d || y >= grid_h || x >= grid_w) return -1;
-        if constexpr (DATA) {
-            z = z * p.stride_d + ph.r[0];
-            y = y * p.stride_h + ph.r[1];
-            x = x * p.stride_w + ph.r[2];
-        }
-        return ((n * d + z) * h + y) * w + x;
+        return vx_tma_result_voxel<DATA>(tp, ph, n, bz, by, bx, local);
     };
     const float* split_bias = split == 0 ? bias : nullptr;
     float* split_out = out + static_cast<size_t>(split) * p.n * d * h * w * cols;
@@ -733,6 +762,146 @@ template <class T>
 __device__ __forceinline__ void vx_tma_backward_data(const Conv3dTmaParams& tp,
                                                      const float* bias, float* dx) {
     vx_tma_gather_pass<T, true>(tp, bias, dx);
+}
+
+// Writes the accumulators of a tile computed transposed (VxWgmmaTmaCols) straight from the
+// fragments, leaving the ring to the next tile's copies: result channel c = `column_block`
+// BM + 16 (warp % 4) + g (+ 8) of the block's column local = 128 (warp / 4) + 8 j + 2 t
+// (+ 1) goes to out[voxels[local] * cols + c] (skipped where voxels[local] < 0), plus
+// bias[c] when there is a bias. A warp's store writes 8 channels of 4 columns: four
+// 32-byte pieces.
+template <class T>
+__device__ __forceinline__ void vx_store_cols_direct(const VxPipeAcc<T>& acc, int cols,
+                                                     int column_block, const int* voxels,
+                                                     const float* bias, float* out) {
+    const int tid = T::mma_thread();
+    if (tid < 0) return;
+    const float* d = &acc[0][0][0];
+    const int warp = tid / 32, lane = tid % 32, g = lane >> 2, t = lane & 3;
+    const int c0 = column_block * T::BM + 16 * (warp % 4) + g;
+    const int local0 = (warp / 4) * T::BN + 2 * t;
+    bool has[2];
+    float add[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        has[h] = c0 + 8 * h < cols;
+        add[h] = bias && has[h] ? bias[c0 + 8 * h] : 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < T::BN / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int o = voxels[local0 + 8 * j + e];
+            if (o < 0) continue;
+            float* dst = out + static_cast<size_t>(o) * cols + c0;
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+                if (has[h]) dst[8 * h] = d[4 * j + 2 * h + e] + add[h];
+        }
+}
+
+// vx_tma_gather_pass on the transposed tiles (VxWgmmaTmaCols, unsplit), persistent: block b
+// runs tiles b, b + gridDim.x, ... of the grid the plan would otherwise launch (boxes
+// fastest, then column blocks, then stride phases). The producer thread runs on into the
+// next tile's stages while the warpgroups store the last tile's results, which they write
+// from their fragments (vx_store_cols_direct) so that the ring stays the copies'; the ring
+// position carries over from tile to tile on both sides.
+template <class T, bool DATA>
+__device__ __forceinline__ void vx_tma_gather_loop(const Conv3dTmaParams& tp, const float* bias,
+                                                   float* out) {
+    static_assert(T::SPLIT_N && T::COLS == 128 * T::WARPGROUPS,
+                  "the transposed tiles: a column per multiplying thread");
+    const Conv3dParams& p = tp.conv;
+    const int phases = DATA ? p.stride_d * p.stride_h * p.stride_w : 1;
+    const int boxes = p.n * tp.boxes_d * tp.boxes_h * tp.boxes_w;
+    const int cols = DATA ? p.cin : p.cout;
+    const int column_blocks = (cols + T::BM - 1) / T::BM;
+    const int tiles = boxes * column_blocks * phases;
+    const int channels = vx_pad<typename T::Prec>(DATA ? p.cout : p.cin);
+    VX_SHARED(unsigned long long, full, [T::STAGES]);
+    VX_SHARED(unsigned long long, empty, [T::STAGES]);
+    // The result voxel of each of the tile's columns (vx_store_cols_direct).
+    VX_SHARED(int, voxels, [T::COLS]);
+    unsigned char* smem = vx_wgmma_shared();
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < T::STAGES; ++s) {
+            vx_mbar_init(&full[s], 1);
+            vx_mbar_init(&empty[s], T::WARPGROUPS * 4);
+        }
+        vx_fence_mbarrier_init();
+    }
+    __syncthreads();
+    // Tile t's box (sample n, first voxel bz, by, bx in the result's or phase's grid),
+    // column block and phase; its reduction steps, or -1 where the box lies past the
+    // phase's grid (the boxes tile the largest phase's).
+    struct Tile {
+        int box, column_block, n, bz, by, bx, steps;
+        VxPhase ph;
+    };
+    const auto tile_at = [&](int t) {
+        Tile tl;
+        tl.box = t % boxes;
+        const int rest = t / boxes;
+        tl.column_block = rest % column_blocks;
+        tl.ph = {};
+        int taps = p.k_d * p.k_h * p.k_w, grid_d = p.out_d, grid_h = p.out_h, grid_w = p.out_w;
+        if constexpr (DATA) {
+            tl.ph = vx_phase(p, rest / column_blocks);
+            taps = tl.ph.taps[0] * tl.ph.taps[1] * tl.ph.taps[2];
+            grid_d = tl.ph.grid[0], grid_h = tl.ph.grid[1], grid_w = tl.ph.grid[2];
+        }
+        vx_tma_box_of(tp, tl.box, tl.n, tl.bz, tl.by, tl.bx);
+        tl.bz *= tp.box_d, tl.by *= tp.box_h, tl.bx *= tp.box_w;
+        const bool inside = tl.bz < grid_d && tl.by < grid_h && tl.bx < grid_w;
+        tl.steps = inside ? (taps * channels + T::BK - 1) / T::BK : -1;
+        return tl;
+    };
+    int stage = 0;
+    unsigned lap = 0;
+    const int first = static_cast<int>(blockIdx.x), step = static_cast<int>(gridDim.x);
+    // The warpgroup's role, warp-uniform as far as ptxas can tell: under a branch on
+    // threadIdx it serializes the wgmmas of a loop over tiles (its C7518 advice).
+    const int warpgroup = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / 128, 0);
+    if (warpgroup < T::WARPGROUPS) {
+        const int tid = T::mma_thread();
+        for (int t = first; t < tiles; t += step) {
+            const Tile tl = tile_at(t);
+            if (tl.steps < 0) continue;
+            VxPipeAcc<T> acc = {};
+            vx_wgmma_consume_at<T, false>(tl.steps, smem, full, empty, acc, stage, lap);
+            // Every warp is done with the last tile's voxels.
+            vx_named_barrier(1, 128 * T::WARPGROUPS);
+            voxels[tid] = vx_tma_result_voxel<DATA>(tp, tl.ph, tl.n, tl.bz, tl.by, tl.bx, tid);
+            vx_named_barrier(1, 128 * T::WARPGROUPS);
+            vx_store_cols_direct<T>(acc, cols, tl.column_block, voxels, bias, out);
+        }
+    } else if (threadIdx.x == T::THREADS - 128) {
+        for (int t = first; t < tiles; t += step) {
+            const Tile tl = tile_at(t);
+            if (tl.steps <= 0) continue;
+            VxTmaGather<T, DATA> ld(tp, tl.ph, 0, tl.box, tl.column_block);
+            for (int s = 0; s < tl.steps; ++s) {
+                // Step s - STAGES (of this tile or the last) has been multiplied.
+                vx_mbar_wait(&empty[stage], lap ^ 1);
+                vx_mbar_arrive_expect_tx(&full[stage], ld.stage_bytes());
+                unsigned char* tiles_at = smem + stage * T::STAGE_BYTES;
+                ld.load(tiles_at, tiles_at + T::A_BYTES, &full[stage]);
+                vx_ring_next<T::STAGES>(stage, lap);
+            }
+        }
+    }
+}
+
+template <class T>
+__device__ __forceinline__ void vx_tma_forward_loop(const Conv3dTmaParams& tp, const float* bias,
+                                                    float* y) {
+    vx_tma_gather_loop<T, false>(tp, bias, y);
+}
+
+template <class T>
+__device__ __forceinline__ void vx_tma_backward_data_loop(const Conv3dTmaParams& tp,
+                                                          const float* bias, float* dx) {
+    vx_tma_gather_loop<T, true>(tp, bias, dx);
 }
 
 // The block of 64 backward-weights rows (tap, padded input channel) from `row` (one tap's):
@@ -1022,6 +1191,15 @@ VX_CONV_TMA_KERNEL(conv3d_bwd_data_bf16_tmacols, vx_tma_backward_data, VxWgmmaTm
 VX_CONV_TMA_KERNEL(conv3d_bwd_data_tf32_tmacols, vx_tma_backward_data, VxWgmmaTmaCols<VxTf32>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_data_bf16_tmacolss64, vx_tma_backward_data,
                    VxWgmmaTmaColsSw64<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_fwd_bf16_tmacolsp, vx_tma_forward_loop, VxWgmmaTmaCols<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_fwd_tf32_tmacolsp, vx_tma_forward_loop, VxWgmmaTmaCols<VxTf32>)
+VX_CONV_TMA_KERNEL(conv3d_fwd_bf16_tmacolss64p, vx_tma_forward_loop, VxWgmmaTmaColsSw64<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_data_bf16_tmacolsp, vx_tma_backward_data_loop,
+                   VxWgmmaTmaCols<VxBf16>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_data_tf32_tmacolsp, vx_tma_backward_data_loop,
+                   VxWgmmaTmaCols<VxTf32>)
+VX_CONV_TMA_KERNEL(conv3d_bwd_data_bf16_tmacolss64p, vx_tma_backward_data_loop,
+                   VxWgmmaTmaColsSw64<VxBf16>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma128, vx_tma_backward_weights, VxWgmmaTma128<VxBf16>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma64, vx_tma_backward_weights, VxWgmmaTma64<VxBf16>)
 VX_CONV_TMA_KERNEL(conv3d_bwd_weight_bf16_tma256, vx_tma_backward_weights, VxWgmmaTma256<VxBf16>)
@@ -1246,6 +1424,12 @@ extern "C" int emu_conv3d_tma(const char* name, const EmuDims* d, const Conv3dTm
         {"conv3d_bwd_data_bf16_tmacols", conv3d_bwd_data_bf16_tmacols},
         {"conv3d_bwd_data_tf32_tmacols", conv3d_bwd_data_tf32_tmacols},
         {"conv3d_bwd_data_bf16_tmacolss64", conv3d_bwd_data_bf16_tmacolss64},
+        {"conv3d_fwd_bf16_tmacolsp", conv3d_fwd_bf16_tmacolsp},
+        {"conv3d_fwd_tf32_tmacolsp", conv3d_fwd_tf32_tmacolsp},
+        {"conv3d_fwd_bf16_tmacolss64p", conv3d_fwd_bf16_tmacolss64p},
+        {"conv3d_bwd_data_bf16_tmacolsp", conv3d_bwd_data_bf16_tmacolsp},
+        {"conv3d_bwd_data_tf32_tmacolsp", conv3d_bwd_data_tf32_tmacolsp},
+        {"conv3d_bwd_data_bf16_tmacolss64p", conv3d_bwd_data_bf16_tmacolss64p},
         {"conv3d_bwd_weight_bf16_tma128", conv3d_bwd_weight_bf16_tma128},
         {"conv3d_bwd_weight_bf16_tma64", conv3d_bwd_weight_bf16_tma64},
         {"conv3d_bwd_weight_bf16_tma256", conv3d_bwd_weight_bf16_tma256},

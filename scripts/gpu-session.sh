@@ -43,7 +43,9 @@
 # "+colsgather" the forward and backward data into 64 columns likewise
 # (VOXSEG_WGMMA_COLS_GATHER=all), "+nocolsgather" (=off), "+phase" runs backward data
 # whose taps do not overlap (the 2x2x2 stride-2 transposed forwards) on the phase kernel
-# (VOXSEG_CONV_PHASE=1; off by default, not yet timed), "+jit" loads every module from
+# (VOXSEG_CONV_PHASE=1; off by default, not yet timed), "+persist" runs the forward and
+# backward data on the transposed tiles persistently, a block per SM looping over the
+# tiles (VOXSEG_WGMMA_PERSIST=1; off by default, not yet timed), "+jit" loads every module from
 # its PTX (the driver's compilation) instead of the machine code the bundle carries for the
 # card (VOXSEG_SASS=off); without them each runs where a GPU measured it faster (so "+l1"
 # leaves the halo's passes on the halo, which has no L1 build). E.g. "bf16+mma+percall:conv" into
@@ -180,6 +182,7 @@ for item in $ours; do
         halo) vars+=(VOXSEG_CONV_HALO=all) ;;
         nohalo) vars+=(VOXSEG_CONV_HALO=off) ;;
         phase) vars+=(VOXSEG_CONV_PHASE=1) ;;
+        persist) vars+=(VOXSEG_WGMMA_PERSIST=1) ;;
         *) log "unknown variant $v in $item" && continue 2 ;;
         esac
         file+="_$v"

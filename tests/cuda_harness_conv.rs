@@ -1954,6 +1954,73 @@ fn wgmma_tma_cols_gather(precision: ConvPrecision, rng: &mut Rng) {
     }
 }
 
+/// The transposed tiles' forward and backward data run persistently
+/// (`ConvTarget::wgmma_persist`) by a device of two SMs: each of the two blocks loops over
+/// many tiles, its ring carried from tile to tile. Forward: boxes that overhang the output,
+/// a strided layer into 40 channels, three blocks of result channels, 32 channels a tap
+/// (bf16: two half-row boxes a step). Backward data: a strided layer's phases (grids of two
+/// sizes: boxes past the smaller are skipped), phases no tap reaches (bias only), a
+/// transposed 2x2x2 convolution's forward, three blocks of result channels, 32 channels.
+fn wgmma_tma_cols_persistent(precision: ConvPrecision, rng: &mut Rng) {
+    let target = ConvTarget::new(8)
+        .with_wgmma(true)
+        .with_wgmma_tma(Reach::All)
+        .with_wgmma_cols_gather(Reach::All)
+        .with_wgmma_persist(true);
+    let forward = [
+        conv([2, 8, 8, 7, 64], [3, 3, 3, 64, 64], 1, Padding::Same),
+        conv([1, 32, 16, 16, 64], [3, 3, 3, 64, 40], 2, Padding::Same),
+        conv([1, 8, 8, 8, 64], [3, 3, 3, 64, 192], 1, Padding::Same),
+        conv([1, 32, 16, 16, 32], [3, 3, 3, 32, 64], 2, Padding::Same),
+    ];
+    let data = [
+        conv([1, 15, 16, 16, 64], [3, 3, 3, 64, 128], 2, Padding::Same),
+        conv([1, 16, 16, 16, 64], [1, 1, 1, 64, 64], 2, Padding::Valid),
+        transposed([1, 8, 8, 8, 128], [2, 2, 2, 64, 128], K2S2),
+        conv([1, 8, 8, 8, 160], [3, 3, 3, 160, 64], 1, Padding::Same),
+        conv([1, 16, 8, 8, 64], [3, 3, 3, 64, 32], 1, Padding::Same),
+    ];
+    let mut ran = std::collections::HashSet::new();
+    for (pass, cases) in [
+        (ConvPass::Forward, &forward[..]),
+        (ConvPass::BackwardData, &data[..]),
+    ] {
+        for g in cases {
+            let plan = ConvPlan::new(g, pass, precision, target).unwrap();
+            let as_grid = ConvPlan::new(g, pass, precision, target.with_wgmma_persist(false));
+            let tiles: u32 = as_grid.unwrap().dims.grid.iter().product();
+            assert!(
+                matches!(
+                    plan.kernel.tile,
+                    ConvTile::WgTmaColsLoop | ConvTile::WgTmaColsSw64Loop
+                ),
+                "{precision} {pass:?} {g:?}: {:?}",
+                plan.kernel.tile
+            );
+            assert_eq!(plan.dims.grid, [2, 1, 1], "{pass:?} {g:?}");
+            assert!(tiles >= 4, "{pass:?} {g:?}: {tiles} tiles for two blocks");
+            let got = check_pass(g, pass, precision, target, rng);
+            ran.insert(got.kernel.tile);
+        }
+    }
+    let half_rows = precision == ConvPrecision::Bf16;
+    assert_eq!(
+        ran.contains(&ConvTile::WgTmaColsSw64Loop),
+        half_rows,
+        "{ran:?}"
+    );
+}
+
+#[test]
+fn bf16_wgmma_tma_cols_persistent() {
+    wgmma_tma_cols_persistent(ConvPrecision::Bf16, &mut Rng::new(102));
+}
+
+#[test]
+fn tf32_wgmma_tma_cols_persistent() {
+    wgmma_tma_cols_persistent(ConvPrecision::Tf32, &mut Rng::new(103));
+}
+
 #[test]
 fn bf16_wgmma_tma_cols_gather() {
     wgmma_tma_cols_gather(ConvPrecision::Bf16, &mut Rng::new(100));

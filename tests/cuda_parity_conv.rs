@@ -66,6 +66,7 @@ struct RestoreSettings<'a> {
     gather_l1: Reach,
     halo: Reach,
     phase: bool,
+    wgmma_persist: bool,
     pack_cache: bool,
     save_packed_inputs: bool,
 }
@@ -88,6 +89,7 @@ impl<'a> RestoreSettings<'a> {
             gather_l1: gpu.gather_l1().unwrap(),
             halo: gpu.halo().unwrap(),
             phase: gpu.phase().unwrap(),
+            wgmma_persist: gpu.wgmma_persist().unwrap(),
             pack_cache: gpu.pack_cache().unwrap(),
             save_packed_inputs: gpu.save_packed_inputs().unwrap(),
         }
@@ -112,6 +114,7 @@ impl Drop for RestoreSettings<'_> {
         gpu.set_gather_l1(self.gather_l1);
         gpu.set_halo(self.halo);
         gpu.set_phase(self.phase);
+        gpu.set_wgmma_persist(self.wgmma_persist);
         gpu.set_pack_cache(self.pack_cache);
         gpu.set_save_packed_inputs(self.save_packed_inputs);
     }
@@ -133,6 +136,7 @@ fn plan_like(gpu: &Cuda, target: ConvTarget) {
     gpu.set_halo(target.halo);
     gpu.set_gather_l1(target.gather_l1);
     gpu.set_phase(target.phase);
+    gpu.set_wgmma_persist(target.wgmma_persist);
 }
 
 fn conv(x: [usize; 5], w: [usize; 5], stride: usize, pad: usize) -> ConvGeometry {
@@ -1182,6 +1186,81 @@ fn phase_kernel_matches_cpu() {
             assert_eq!(tile, ConvTile::Phase64, "{precision} {g:?}");
         }
         check_passes(&gpu, &cases, &[ConvPass::BackwardData]);
+    }
+}
+
+/// The persistent transposed tiles' cases (`VOXSEG_WGMMA_PERSIST`), each on a grid large
+/// enough not to split its reduction: the two slow BraTS passes they are for, at a quarter
+/// of their voxels (enc1.conv0's stride-2 forward over 32 channels a tap, dec0.conv0's
+/// backward data into 64 channels), enc2.conv0's strided backward data (eight phases) and
+/// dec1.up's forward (a transposed 2x2x2 convolution's one-tap phases).
+fn persistent_cases() -> [(ConvGeometry, ConvPass); 4] {
+    [
+        (
+            conv([2, 64, 64, 128, 32], [3, 3, 3, 32, 64], 2, 1),
+            ConvPass::Forward,
+        ),
+        (
+            conv([1, 64, 64, 128, 64], [3, 3, 3, 64, 32], 1, 1),
+            ConvPass::BackwardData,
+        ),
+        (
+            conv([1, 64, 64, 64, 64], [3, 3, 3, 64, 128], 2, 1),
+            ConvPass::BackwardData,
+        ),
+        (
+            transposed([2, 32, 32, 32, 128], [2, 2, 2, 64, 128], K2S2),
+            ConvPass::BackwardData,
+        ),
+    ]
+}
+
+fn persistent_target() -> ConvTarget {
+    wgmma_tma_cols_gather_target().with_wgmma_persist(true)
+}
+
+fn is_persistent_tile(tile: ConvTile) -> bool {
+    matches!(tile, ConvTile::WgTmaColsLoop | ConvTile::WgTmaColsSw64Loop)
+}
+
+#[test]
+fn persistent_cases_plan_their_tiles_on_an_h100() {
+    for precision in [ConvPrecision::Bf16, ConvPrecision::Tf32] {
+        for (g, pass) in persistent_cases() {
+            let plan = ConvPlan::new(&g, pass, precision, persistent_target()).unwrap();
+            assert!(
+                is_persistent_tile(plan.kernel.tile),
+                "{precision} {pass:?} {g:?}: {:?}",
+                plan.kernel.tile
+            );
+            let [blocks, y, z] = plan.dims.grid;
+            assert!(
+                blocks <= 132 && y == 1 && z == 1,
+                "{precision} {pass:?} {g:?}"
+            );
+        }
+    }
+}
+
+/// The persistent transposed tiles on a GPU, every case of `persistent_cases` at both
+/// precisions, against the CPU backend.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn persistent_cols_tiles_match_cpu() {
+    let _serial = serial();
+    let gpu = device();
+    let _restore = RestoreSettings::new(&gpu);
+    plan_like(&gpu, persistent_target());
+    for precision in [ConvPrecision::Bf16, ConvPrecision::Tf32] {
+        gpu.set_conv_precision(precision);
+        for (g, pass) in &persistent_cases() {
+            let tile = gpu.conv_plan(g, *pass).unwrap().kernel.tile;
+            assert!(
+                is_persistent_tile(tile),
+                "{precision} {pass:?} {g:?}: {tile:?}"
+            );
+            check_passes(&gpu, std::slice::from_ref(g), &[*pass]);
+        }
     }
 }
 

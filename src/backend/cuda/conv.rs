@@ -118,6 +118,11 @@ pub const HALO_ENV: &str = "VOXSEG_CONV_HALO";
 /// `1` or `on`; off by default: no GPU has timed it yet).
 pub const PHASE_ENV: &str = "VOXSEG_CONV_PHASE";
 
+/// The environment variable that runs forward and backward data on the transposed tiles
+/// persistently, a block per SM looping over the tiles (`1` or `on`; off by default: no
+/// GPU has timed it yet; `ConvTile::WgTmaColsLoop`).
+pub const WGMMA_PERSIST_ENV: &str = "VOXSEG_WGMMA_PERSIST";
+
 /// The environment variable that turns keeping operand packs off (`0` or `off`).
 pub const PACK_CACHE_ENV: &str = "VOXSEG_PACK_CACHE";
 
@@ -192,6 +197,7 @@ struct ConvSettings {
     gather_l1: Reach,
     halo: Reach,
     phase: bool,
+    wgmma_persist: bool,
     cache_packs: bool,
     save_packed_inputs: bool,
 }
@@ -213,6 +219,7 @@ impl Default for ConvSettings {
             gather_l1: Reach::default(),
             halo: Reach::default(),
             phase: false,
+            wgmma_persist: false,
             cache_packs: true,
             save_packed_inputs: true,
         }
@@ -402,6 +409,7 @@ impl Cuda {
             WGMMA_TF32_WEIGHTS_ENV,
             WGMMA_COLS_WEIGHTS_ENV,
             WGMMA_COLS_GATHER_ENV,
+            WGMMA_PERSIST_ENV,
         ] {
             if wgmma && asked(name) && wgmma_tma == Reach::Off {
                 eprintln!(
@@ -419,6 +427,7 @@ impl Cuda {
         let gather_l1 = reach_from_env(GATHER_L1_ENV)?;
         let halo = reach_from_env(HALO_ENV)?;
         let phase = switch_from_env(PHASE_ENV)?.unwrap_or(false);
+        let wgmma_persist = wgmma_switch(WGMMA_PERSIST_ENV, false)?;
         let cache_packs = switch_from_env(PACK_CACHE_ENV)?.unwrap_or(true);
         let save_packed_inputs = switch_from_env(SAVE_PACKED_INPUTS_ENV)?;
         if save_packed_inputs == Some(true) && !cache_packs {
@@ -442,6 +451,7 @@ impl Cuda {
             gather_l1,
             halo,
             phase,
+            wgmma_persist,
             cache_packs,
             save_packed_inputs,
         };
@@ -722,6 +732,18 @@ impl Cuda {
         self.update_conv_settings(|s| s.phase = on);
     }
 
+    /// Whether forward and backward data on the transposed tiles run persistently: what
+    /// `set_wgmma_persist` set, else `VOXSEG_WGMMA_PERSIST` (off by default).
+    pub fn wgmma_persist(&self) -> Result<bool> {
+        Ok(self.conv_settings()?.wgmma_persist)
+    }
+
+    /// Turns the persistent transposed tiles on or off for this device, whatever
+    /// `VOXSEG_WGMMA_PERSIST` says.
+    pub fn set_wgmma_persist(&self, on: bool) {
+        self.update_conv_settings(|s| s.wgmma_persist = on);
+    }
+
     /// Whether convolutions keep their operands' packs beside them (see `storage`): what
     /// `set_pack_cache` set, else `VOXSEG_PACK_CACHE` (on unless `0` or `off`).
     pub fn pack_cache(&self) -> Result<bool> {
@@ -761,7 +783,8 @@ impl Cuda {
             .with_wgmma_tf32_weights(s.wgmma_tf32_weights)
             .with_halo(s.halo)
             .with_gather_l1(s.gather_l1)
-            .with_phase(s.phase);
+            .with_phase(s.phase)
+            .with_wgmma_persist(s.wgmma_persist);
         ConvPlan::new(g, pass, s.precision, target)
     }
 

@@ -36,6 +36,12 @@
 //!   backward-weights block's rows) and, for forward and backward data, the grid fills the
 //!   device; backward weights splits as the others. By default only into 32 columns, where
 //!   an H100 measured them faster ([`Reach::Measured`]).
+//! - Phase (`ConvTarget::phase`, off by default): backward data whose taps do not overlap
+//!   (kernel equal to stride, no padding: a transposed convolution's 2x2x2 stride-2
+//!   forward) runs kernels/conv3d_phase.cu, which keeps a block's dy rows in shared memory
+//!   and runs every (tap, 64 columns) tile of its share from them.
+//! - Persistent (`ConvTarget::wgmma_persist`, off by default): forward and backward data on
+//!   the transposed tiles, unsplit, run as a block per SM looping over the tiles.
 //! - L1 gathers (`ConvTarget::gather_l1`): the build variant of the tensor-core modules
 //!   whose activation gathers go through L1, by default where a tap's channels fit one
 //!   16-byte chunk and several taps read overlapping windows (a first layer).
@@ -338,6 +344,12 @@ pub enum ConvTile {
     /// `WgTmaCols` over boxes of 32 bf16 channels, two a step (forward and backward data, as
     /// `WgTma64Sw64`).
     WgTmaColsSw64,
+    /// `WgTmaCols`' forward and backward data run persistently (`ConvPlan::persistent`):
+    /// a block per SM loops over the tiles, its copies of the next tile overlapping the
+    /// store of the last.
+    WgTmaColsLoop,
+    /// The same of `WgTmaColsSw64`.
+    WgTmaColsSw64Loop,
     /// `WgTma128` over boxes of 32 bf16 channels, two a step (the 64-byte swizzle):
     /// forward and backward data whose reduction channels fill no 128-byte row.
     WgTma128Sw64,
@@ -379,6 +391,8 @@ impl ConvTile {
                 | Self::WgTma256
                 | Self::WgTmaCols
                 | Self::WgTmaColsSw64
+                | Self::WgTmaColsLoop
+                | Self::WgTmaColsSw64Loop
                 | Self::WgTma128Sw64
                 | Self::WgTma64Sw64
         )
@@ -389,7 +403,7 @@ impl ConvTile {
     pub fn is_sw64(self) -> bool {
         matches!(
             self,
-            Self::WgTma128Sw64 | Self::WgTma64Sw64 | Self::WgTmaColsSw64
+            Self::WgTma128Sw64 | Self::WgTma64Sw64 | Self::WgTmaColsSw64 | Self::WgTmaColsSw64Loop
         )
     }
 
@@ -454,7 +468,10 @@ impl ConvKernel {
             ConvTile::WgM256 | ConvTile::WgTma256 => {
                 (CONV_WGMMA_M256_BM, CONV_WGMMA_M256_BN, wg(128).2)
             }
-            ConvTile::WgTmaCols | ConvTile::WgTmaColsSw64 => (2 * 128, 64, wg(64).2),
+            ConvTile::WgTmaCols
+            | ConvTile::WgTmaColsSw64
+            | ConvTile::WgTmaColsLoop
+            | ConvTile::WgTmaColsSw64Loop => (2 * 128, 64, wg(64).2),
             ConvTile::HaloWeight32x32 => halo_weight(32, 32),
             ConvTile::HaloWeight64x32 => halo_weight(64, 32),
             ConvTile::HaloWeight64x64 => halo_weight(64, 64),
@@ -481,6 +498,8 @@ impl ConvKernel {
                 | ConvTile::WgTma64
                 | ConvTile::WgTmaCols
                 | ConvTile::WgTmaColsSw64
+                | ConvTile::WgTmaColsLoop
+                | ConvTile::WgTmaColsSw64Loop
                 | ConvTile::WgTma128Sw64
                 | ConvTile::WgTma64Sw64,
             ) => CONV_WGMMA_TMA_THREADS,
@@ -506,6 +525,8 @@ impl ConvKernel {
             | ConvTile::WgTma64
             | ConvTile::WgTmaCols
             | ConvTile::WgTmaColsSw64
+            | ConvTile::WgTmaColsLoop
+            | ConvTile::WgTmaColsSw64Loop
             | ConvTile::WgTma128Sw64
             | ConvTile::WgTma64Sw64 => CONV_WGMMA_TMA_THREADS,
             ConvTile::WgTma256 => CONV_WGMMA_TMA256_THREADS,
@@ -533,6 +554,8 @@ impl ConvKernel {
                 | ConvTile::WgTma128
                 | ConvTile::WgTmaCols
                 | ConvTile::WgTmaColsSw64
+                | ConvTile::WgTmaColsLoop
+                | ConvTile::WgTmaColsSw64Loop
                 | ConvTile::WgTma128Sw64,
             ) => CONV_WGMMA_STAGES_N128 * (bm + bn) * CONV_WGMMA_STEP_BYTES + CONV_WGMMA_ALIGN,
             (_, ConvTile::WgN64 | ConvTile::WgWs64 | ConvTile::WgTma64 | ConvTile::WgTma64Sw64) => {
@@ -654,6 +677,12 @@ impl ConvKernel {
             (BackwardData, Bf16, WgTmaCols) => "conv3d_bwd_data_bf16_tmacols",
             (BackwardData, Tf32, WgTmaCols) => "conv3d_bwd_data_tf32_tmacols",
             (BackwardData, Bf16, WgTmaColsSw64) => "conv3d_bwd_data_bf16_tmacolss64",
+            (Forward, Bf16, WgTmaColsLoop) => "conv3d_fwd_bf16_tmacolsp",
+            (Forward, Tf32, WgTmaColsLoop) => "conv3d_fwd_tf32_tmacolsp",
+            (Forward, Bf16, WgTmaColsSw64Loop) => "conv3d_fwd_bf16_tmacolss64p",
+            (BackwardData, Bf16, WgTmaColsLoop) => "conv3d_bwd_data_bf16_tmacolsp",
+            (BackwardData, Tf32, WgTmaColsLoop) => "conv3d_bwd_data_tf32_tmacolsp",
+            (BackwardData, Bf16, WgTmaColsSw64Loop) => "conv3d_bwd_data_bf16_tmacolss64p",
             (BackwardWeight, Bf16, WgTma128) => "conv3d_bwd_weight_bf16_tma128",
             (BackwardWeight, Bf16, WgTma64) => "conv3d_bwd_weight_bf16_tma64",
             (BackwardWeight, Bf16, WgTma256) => "conv3d_bwd_weight_bf16_tma256",
@@ -1144,6 +1173,9 @@ pub struct ConvTarget {
     /// Backward data whose taps do not overlap runs the phase kernel where it can
     /// (`ConvPlan::phase`), ahead of every other tile.
     pub phase: bool,
+    /// Forward and backward data on the transposed tiles run persistently where their
+    /// reduction is not split (`ConvPlan::persistent`).
+    pub wgmma_persist: bool,
 }
 
 impl ConvTarget {
@@ -1165,6 +1197,7 @@ impl ConvTarget {
             halo: Reach::Off,
             gather_l1: Reach::Off,
             phase: false,
+            wgmma_persist: false,
         }
     }
 
@@ -1236,6 +1269,13 @@ impl ConvTarget {
 
     pub fn with_phase(self, phase: bool) -> Self {
         Self { phase, ..self }
+    }
+
+    pub fn with_wgmma_persist(self, wgmma_persist: bool) -> Self {
+        Self {
+            wgmma_persist,
+            ..self
+        }
     }
 
     /// The device's SMs (`blocks` counts 4 blocks of CONV_THREADS per SM).
@@ -1980,8 +2020,8 @@ impl ConvPlan {
                 .admits(cols_gather_measured(p, pass, precision))
         {
             let plan = Self::tma_tile(g, p, kernel(cols_gather), target, &gm)?;
-            if plan.is_some() {
-                return Ok(plan);
+            if let Some(plan) = plan {
+                return Ok(Some(plan.persistent(target)));
             }
         }
         // Backward weights into 64 columns keeps off wgmma where the target says so.
@@ -2081,6 +2121,36 @@ impl ConvPlan {
             tma: Some(ConvTmaTiling::Boxes(boxes)),
             ..Self::launch(kernel, p, grid, [splits, split_len], Some(packs))
         }))
+    }
+
+    /// `self`, a forward or backward data on the transposed tiles, run persistently
+    /// (`ConvTile::WgTmaColsLoop`, `WgTmaColsSw64Loop`; kernels/conv3d_wgmma.cu,
+    /// `vx_tma_gather_loop`) where the target asks for it and the reduction is not split:
+    /// a block per SM (fewer for fewer tiles), each looping over the tiles of the grid it
+    /// replaces; else `self`.
+    fn persistent(self, target: ConvTarget) -> Self {
+        let tile = match self.kernel.tile {
+            ConvTile::WgTmaCols => ConvTile::WgTmaColsLoop,
+            ConvTile::WgTmaColsSw64 => ConvTile::WgTmaColsSw64Loop,
+            _ => return self,
+        };
+        if !target.wgmma_persist || self.splits() > 1 {
+            return self;
+        }
+        let kernel = ConvKernel {
+            tile,
+            ..self.kernel
+        };
+        let tiles: u64 = self.dims.grid.iter().map(|&v| v as u64).product();
+        let blocks = tiles.min(target.sms() as u64) as u32;
+        Self {
+            kernel,
+            dims: LaunchDims {
+                shared_bytes: kernel.shared_bytes(),
+                ..LaunchDims::linear([blocks, 1, 1], kernel.threads())
+            },
+            ..self
+        }
     }
 
     /// The plan of a tf32 backward weights on the tensor memory accelerator's tiles
