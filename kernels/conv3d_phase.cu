@@ -79,6 +79,12 @@ __device__ __forceinline__ void vx_phase_backward_data(const Conv3dParams& p,
     const int first = static_cast<int>(blockIdx.y) * share;
     const int last = min(tiles, first + share);
     const int row0 = static_cast<int>(blockIdx.x) * T::BM;
+    VX_EMU_EXPECT(steps <= T::MAX_STEPS && p.k_d == p.stride_d && p.k_h == p.stride_h &&
+                      p.k_w == p.stride_w && p.pad_d == 0 && p.pad_h == 0 && p.pad_w == 0 &&
+                      p.in_d == p.out_d * p.stride_d && p.in_h == p.out_h * p.stride_h &&
+                      p.in_w == p.out_w * p.stride_w,
+                  "a reduction the block keeps, taps that tile the input (ConvPlan::phase)");
+    // A grid of more shares than tiles (the plans make none) leaves the last ones empty.
     if (first >= last) return;
 
     for (int r = threadIdx.x; r < T::BM; r += T::THREADS) {

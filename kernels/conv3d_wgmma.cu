@@ -818,6 +818,7 @@ __device__ __forceinline__ void vx_tma_gather_loop(const Conv3dTmaParams& tp, co
     const int column_blocks = (cols + T::BM - 1) / T::BM;
     const int tiles = boxes * column_blocks * phases;
     const int channels = vx_pad<typename T::Prec>(DATA ? p.cout : p.cin);
+    VX_EMU_EXPECT(p.splits == 1, "an unsplit reduction (ConvPlan::persistent)");
     VX_SHARED(unsigned long long, full, [T::STAGES]);
     VX_SHARED(unsigned long long, empty, [T::STAGES]);
     // The result voxel of each of the tile's columns (vx_store_cols_direct).

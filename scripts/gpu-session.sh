@@ -33,7 +33,8 @@
 # the plan allows (VOXSEG_WGMMA_TMA=all), "+notma" nowhere (=off, tf32w's too), "+non64w" runs
 # 64-column backward weights on mma.sync (VOXSEG_WGMMA_N64_WEIGHTS=off), "+tf32w" runs
 # tf32 backward weights on the tensor memory accelerator's tiles over channel-major packs
-# (VOXSEG_WGMMA_TF32_WEIGHTS=1; off by default), "+nosavepacked" has the tape keep the
+# wherever the plan allows (VOXSEG_WGMMA_TF32_WEIGHTS=all; by default where measured),
+# "+notf32w" nowhere (=off), "+nosavepacked" has the tape keep the
 # tensor-core convolutions' f32 inputs instead of only the packs their weight gradients
 # read (VOXSEG_SAVE_PACKED_INPUTS=0; "+savepacked", =1, is the default since ada6409),
 # "+waves" splits reductions whose tiles fill less than a wave by whole waves
@@ -169,7 +170,8 @@ for item in $ours; do
         notma) vars+=(VOXSEG_WGMMA_TMA=off) ;;
         jit) vars+=(VOXSEG_SASS=off) ;;
         non64w) vars+=(VOXSEG_WGMMA_N64_WEIGHTS=off) ;;
-        tf32w) vars+=(VOXSEG_WGMMA_TF32_WEIGHTS=1) ;;
+        tf32w) vars+=(VOXSEG_WGMMA_TF32_WEIGHTS=all) ;;
+        notf32w) vars+=(VOXSEG_WGMMA_TF32_WEIGHTS=off) ;;
         savepacked) vars+=(VOXSEG_SAVE_PACKED_INPUTS=1) ;;
         nosavepacked) vars+=(VOXSEG_SAVE_PACKED_INPUTS=0) ;;
         waves) vars+=(VOXSEG_SPLIT_WAVES=1) ;;

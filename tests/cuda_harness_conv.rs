@@ -1417,7 +1417,7 @@ fn tf32_wgmma_tma_grid_backward_weights() {
     let target = ConvTarget::new(528)
         .with_wgmma(true)
         .with_wgmma_tma(Reach::Measured)
-        .with_wgmma_tf32_weights(true);
+        .with_wgmma_tf32_weights(Reach::All);
     let m256 = target.with_wgmma_m256(Reach::All);
     let same_odd = conv([2, 5, 6, 7, 64], [3, 3, 3, 64, 72], 1, Padding::Same);
     let pointwise = conv([2, 4, 5, 6, 64], [1, 1, 1, 64, 128], 1, Padding::Same);
@@ -1541,7 +1541,7 @@ fn tf32_wgmma_tma_grid_backward_weights() {
         (same([1, 6, 6, 6, 64], [3, 3, 3, 64, 32], 1), target),
         (
             same([1, 6, 6, 6, 64], [3, 3, 3, 64, 64], 1),
-            target.with_wgmma_tf32_weights(false),
+            target.with_wgmma_tf32_weights(Reach::Off),
         ),
         (
             same([1, 6, 6, 6, 64], [3, 3, 3, 64, 64], 1),
@@ -1570,7 +1570,7 @@ fn tf32_wgmma_tma_grid_cols_backward_weights() {
     let target = ConvTarget::new(528)
         .with_wgmma(true)
         .with_wgmma_tma(Reach::Measured)
-        .with_wgmma_tf32_weights(true)
+        .with_wgmma_tf32_weights(Reach::All)
         .with_wgmma_cols_weights(Reach::All);
     let geometries = [
         conv([2, 8, 8, 16, 64], [1, 1, 1, 64, 64], 1, Padding::Same),
@@ -1959,8 +1959,10 @@ fn wgmma_tma_cols_gather(precision: ConvPrecision, rng: &mut Rng) {
 /// many tiles, its ring carried from tile to tile. Forward: boxes that overhang the output,
 /// a strided layer into 40 channels, three blocks of result channels, 32 channels a tap
 /// (bf16: two half-row boxes a step). Backward data: a strided layer's phases (grids of two
-/// sizes: boxes past the smaller are skipped), phases no tap reaches (bias only), a
-/// transposed 2x2x2 convolution's forward, three blocks of result channels, 32 channels.
+/// sizes), one whose boxes of the larger phases' grid lie past the smaller's along d (9 at
+/// stride 2: phase grids of 5 and 4 planes; those tiles are skipped on both sides), phases
+/// no tap reaches (bias only), a transposed 2x2x2 convolution's forward, three blocks of
+/// result channels, 32 channels.
 fn wgmma_tma_cols_persistent(precision: ConvPrecision, rng: &mut Rng) {
     let target = ConvTarget::new(8)
         .with_wgmma(true)
@@ -1975,6 +1977,7 @@ fn wgmma_tma_cols_persistent(precision: ConvPrecision, rng: &mut Rng) {
     ];
     let data = [
         conv([1, 15, 16, 16, 64], [3, 3, 3, 64, 128], 2, Padding::Same),
+        conv([1, 9, 32, 32, 64], [3, 3, 3, 64, 64], 2, Padding::Same),
         conv([1, 16, 16, 16, 64], [1, 1, 1, 64, 64], 2, Padding::Valid),
         transposed([1, 8, 8, 8, 128], [2, 2, 2, 64, 128], K2S2),
         conv([1, 8, 8, 8, 160], [3, 3, 3, 160, 64], 1, Padding::Same),
@@ -2201,7 +2204,8 @@ fn transposed_k_eq_s(x: [usize; 5], w: [usize; 5], stride: [usize; 3]) -> ConvGe
 /// transposed 2x2x2 stride-2 forwards (the U-Net's up-convolutions) and a 1x2x2 one, a
 /// convolution's 3^3 stride-3 backward data; dy channels that end a step or a chunk part
 /// way, up to the most a block keeps; input channels that end a 64-column block part way or
-/// fill two; rows that end a block part way; shares of up to 5 tiles, and empty ones.
+/// fill two; rows that end a block part way; shares of up to 5 tiles, none empty, and a
+/// grid given more shares than tiles (the last ones empty).
 fn phase_kernel_on_taps_that_do_not_overlap(precision: ConvPrecision, rng: &mut Rng) {
     // The most dy channels a block keeps: 256 bytes a row.
     let widest = 256 / precision.packed_bytes().unwrap();
@@ -2218,14 +2222,17 @@ fn phase_kernel_on_taps_that_do_not_overlap(precision: ConvPrecision, rng: &mut 
         conv([1, 6, 9, 3, 8], [3, 3, 3, 8, 16], 3, Padding::Valid),
     ];
     let target = ConvTarget::new(4).with_phase(true);
-    let (mut longest_share, mut empty_shares) = (0, false);
+    let mut longest_share = 0;
     for g in &cases {
         let plan = ConvPlan::new(g, ConvPass::BackwardData, precision, target).unwrap();
         let p = &plan.params;
         let tiles = (p.k_d * p.k_h * p.k_w) as u32 * (p.cin as u32).div_ceil(CONV_PHASE_BN);
         let share = tiles.div_ceil(plan.dims.grid[1]);
         longest_share = longest_share.max(share);
-        empty_shares |= share * (plan.dims.grid[1] - 1) >= tiles;
+        assert!(
+            share * (plan.dims.grid[1] - 1) < tiles,
+            "{g:?}: an empty share"
+        );
         let ran = check_pass(g, ConvPass::BackwardData, precision, target, rng);
         assert_eq!(ran.kernel.tile, ConvTile::Phase64, "{g:?}");
         assert_eq!(ran.splits, 1, "{g:?}");
@@ -2235,11 +2242,27 @@ fn phase_kernel_on_taps_that_do_not_overlap(precision: ConvPrecision, rng: &mut 
             assert_ne!(plan.kernel.tile, ConvTile::Phase64, "{pass:?} {g:?}");
         }
     }
-    // A B buffer refilled (a third tile), and blocks with no tile at all.
-    assert!(
-        longest_share >= 3 && empty_shares,
-        "{longest_share} {empty_shares}"
+    // A B buffer refilled (a third tile).
+    assert!(longest_share >= 3, "{longest_share}");
+    // 8 tiles over 6 shares of 2: the last two blocks of each row block have none.
+    let g = &cases[0];
+    let mut plan = ConvPlan::new(g, ConvPass::BackwardData, precision, target).unwrap();
+    plan.dims.grid[1] = 6;
+    let (na, nb, nbias) = plan.operand_lens();
+    let a = random(rng, na, -1.0, 1.0);
+    let b = random(rng, nb, -1.0, 1.0);
+    let bias = random(rng, nbias.unwrap(), -1.0, 1.0);
+    let got = run(&plan, &a, &b, Some(&bias));
+    let want = reference(
+        g,
+        ConvPass::BackwardData,
+        &a,
+        &b,
+        Some(&bias),
+        rounder(precision),
     );
+    let e = max_rel(&got, &want);
+    assert!(e < 1e-5, "six shares of 8 tiles: max relative error {e:e}");
 }
 
 #[test]

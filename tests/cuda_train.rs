@@ -157,12 +157,12 @@ fn after_the_first_step_a_step_allocates_nothing_new() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn saving_packed_inputs_keeps_the_gradients_and_frees_the_f32_inputs() {
-    use voxseg::backend::cuda::conv_plan::ConvPrecision;
+    use voxseg::backend::cuda::conv_plan::{ConvPrecision, Reach};
     let _serial = common::serial();
     let cuda = Cuda::new(0).unwrap();
     /// Puts the device's settings back, whether the test passes or not (the other tests of
     /// this process share them).
-    struct Restore<'a>(&'a Cuda, ConvPrecision, bool, bool);
+    struct Restore<'a>(&'a Cuda, ConvPrecision, bool, Reach);
     impl Drop for Restore<'_> {
         fn drop(&mut self) {
             self.0.set_conv_precision(self.1);
@@ -204,7 +204,7 @@ fn saving_packed_inputs_keeps_the_gradients_and_frees_the_f32_inputs() {
     for (name, spec, p, tf32w, most_kept) in cases {
         let what = format!("{name} {p}{}", if tf32w { " +tf32w" } else { "" });
         cuda.set_conv_precision(p);
-        cuda.set_wgmma_tf32_weights(tf32w);
+        cuda.set_wgmma_tf32_weights(if tf32w { Reach::All } else { Reach::Off });
         let (full_loss, full_grads, full_kept) = run(&spec, false);
         let (packed_loss, packed_grads, packed_kept) = run(&spec, true);
         assert_eq!(packed_loss, full_loss, "{what}: loss");

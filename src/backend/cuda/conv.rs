@@ -27,9 +27,10 @@
 //! computed transposed, on m64n128 wgmmas (`VOXSEG_WGMMA_COLS_WEIGHTS`,
 //! `ConvTile::WgTmaCols`), and forward and backward data into 64 columns
 //! (`VOXSEG_WGMMA_COLS_GATHER`, `WgTmaCols`, `WgTmaColsSw64`).
-//! `VOXSEG_WGMMA_TF32_WEIGHTS=1` runs tf32 backward weights on the tensor memory
-//! accelerator's tiles over channel-major packs (off: its packs made the training step
-//! slower; inert where `VOXSEG_WGMMA_TMA` is off).
+//! `VOXSEG_WGMMA_TF32_WEIGHTS` sets where tf32 backward weights run on the tensor memory
+//! accelerator's tiles over channel-major packs (a [`Reach`]; by default only where an
+//! H200 timed them faster with their packs made on every call: everywhere, their packs
+//! made the training step slower; inert where `VOXSEG_WGMMA_TMA` is off).
 //!
 //! The tape keeps, of a tensor-core convolution's input, only the pack its weight gradient
 //! reads (`conv3d_saved_input`; not a pack larger than the input that the forward did not
@@ -98,9 +99,10 @@ pub const WGMMA_COLS_WEIGHTS_ENV: &str = "VOXSEG_WGMMA_COLS_WEIGHTS";
 /// default: `ConvTarget::wgmma_cols_gather`) or `all`.
 pub const WGMMA_COLS_GATHER_ENV: &str = "VOXSEG_WGMMA_COLS_GATHER";
 
-/// The environment variable that runs tf32 backward weights on the tensor memory
-/// accelerator's tiles over channel-major packs (`1` or `on`; off by default: slower in an
-/// H200's training step, `ConvPlan::tma_grid_weights`).
+/// The environment variable that sets the [`Reach`] of tf32 backward weights on the tensor
+/// memory accelerator's tiles over channel-major packs: `off`, `measured` (the default:
+/// `ConvTarget::wgmma_tf32_weights`) or `all` (slower in an H200's training step,
+/// `ConvPlan::tma_grid_weights`).
 pub const WGMMA_TF32_WEIGHTS_ENV: &str = "VOXSEG_WGMMA_TF32_WEIGHTS";
 
 /// The environment variable that sets the [`Reach`] of the tensor-core kernels' build
@@ -193,7 +195,7 @@ struct ConvSettings {
     split_waves: bool,
     wgmma_cols_weights: Reach,
     wgmma_cols_gather: Reach,
-    wgmma_tf32_weights: bool,
+    wgmma_tf32_weights: Reach,
     gather_l1: Reach,
     halo: Reach,
     phase: bool,
@@ -215,7 +217,7 @@ impl Default for ConvSettings {
             split_waves: false,
             wgmma_cols_weights: Reach::default(),
             wgmma_cols_gather: Reach::default(),
-            wgmma_tf32_weights: false,
+            wgmma_tf32_weights: Reach::default(),
             gather_l1: Reach::default(),
             halo: Reach::default(),
             phase: false,
@@ -391,7 +393,7 @@ impl Cuda {
         let split_waves = switch_from_env(SPLIT_WAVES_ENV)?.unwrap_or(false);
         let wgmma_cols_weights = reach_from_env(WGMMA_COLS_WEIGHTS_ENV)?;
         let wgmma_cols_gather = reach_from_env(WGMMA_COLS_GATHER_ENV)?;
-        let wgmma_tf32_weights = wgmma_switch(WGMMA_TF32_WEIGHTS_ENV, false)?;
+        let wgmma_tf32_weights = reach_from_env(WGMMA_TF32_WEIGHTS_ENV)?;
         // A switch set to something other than off that another setting makes inert:
         // said once, as the settings are made.
         let asked = |name: &str| {
@@ -682,19 +684,17 @@ impl Cuda {
         self.update_conv_settings(|s| s.wgmma_cols_gather = reach);
     }
 
-    /// Whether tf32 backward weights runs on the tensor memory accelerator's tiles
-    /// over channel-major packs (where wgmma and those tiles are on): what
-    /// `set_wgmma_tf32_weights` set, else `VOXSEG_WGMMA_TF32_WEIGHTS` (off unless `1` or
-    /// `on`).
-    pub fn wgmma_tf32_weights(&self) -> Result<bool> {
+    /// Where tf32 backward weights run on the tensor memory accelerator's tiles over
+    /// channel-major packs (where wgmma and those tiles are on): what
+    /// `set_wgmma_tf32_weights` set, else `VOXSEG_WGMMA_TF32_WEIGHTS` (measured by default).
+    pub fn wgmma_tf32_weights(&self) -> Result<Reach> {
         Ok(self.conv_settings()?.wgmma_tf32_weights)
     }
 
-    /// Runs tf32 backward weights over channel-major packs (where wgmma and the
-    /// tensor memory accelerator's tiles are on) or not, whatever
-    /// `VOXSEG_WGMMA_TF32_WEIGHTS` says.
-    pub fn set_wgmma_tf32_weights(&self, on: bool) {
-        self.update_conv_settings(|s| s.wgmma_tf32_weights = on);
+    /// Sets where tf32 backward weights run over channel-major packs (where wgmma and the
+    /// tensor memory accelerator's tiles are on), whatever `VOXSEG_WGMMA_TF32_WEIGHTS` says.
+    pub fn set_wgmma_tf32_weights(&self, reach: Reach) {
+        self.update_conv_settings(|s| s.wgmma_tf32_weights = reach);
     }
 
     /// Where the tensor-core convolutions run the build variant whose activation gathers go

@@ -198,6 +198,9 @@ const COLS_WEIGHTS_MIN_VOXELS_TF32: u64 = 1 << 19;
 /// backward data run as 256 x 128 where they number more than the SMs, and those of
 /// backward weights where the pass takes at least TMA_M256_WEIGHT_MIN_MACS multiply-adds.
 const TMA_M256_WEIGHT_MIN_MACS: u64 = 1 << 34;
+/// tf32 backward weights over channel-major packs by the measured rule: at least this many
+/// multiply-adds (`tf32_weights_measured`).
+const TF32_WEIGHTS_MIN_MACS: u64 = 10_000_000_000;
 /// A split covers at least this many K steps.
 const MIN_STEPS_PER_SPLIT: u64 = 8;
 /// Where `ConvTarget::split_waves` is on: what a block costs besides its K steps (filling
@@ -1162,8 +1165,9 @@ pub struct ConvTarget {
     /// off), within this reach (`cols_gather_measured`).
     pub wgmma_cols_gather: Reach,
     /// tf32 backward weights run on the tensor memory accelerator's tiles over
-    /// channel-major packs (`ConvPlan::tma_grid_weights`), where `wgmma_tma` is not off.
-    pub wgmma_tf32_weights: bool,
+    /// channel-major packs (`ConvPlan::tma_grid_weights`), where `wgmma_tma` is not off,
+    /// within this reach (`tf32_weights_measured`).
+    pub wgmma_tf32_weights: Reach,
     /// Stride-1 passes that would run on mma.sync run the halo kernels
     /// (kernels/conv3d_halo.cu) where the plan allows (`ConvPlan::halo`), within this reach.
     pub halo: Reach,
@@ -1193,7 +1197,7 @@ impl ConvTarget {
             split_waves: false,
             wgmma_cols_weights: Reach::Off,
             wgmma_cols_gather: Reach::Off,
-            wgmma_tf32_weights: false,
+            wgmma_tf32_weights: Reach::Off,
             halo: Reach::Off,
             gather_l1: Reach::Off,
             phase: false,
@@ -1252,7 +1256,7 @@ impl ConvTarget {
         }
     }
 
-    pub fn with_wgmma_tf32_weights(self, wgmma_tf32_weights: bool) -> Self {
+    pub fn with_wgmma_tf32_weights(self, wgmma_tf32_weights: Reach) -> Self {
         Self {
             wgmma_tf32_weights,
             ..self
@@ -1617,6 +1621,20 @@ fn cols_weights_measured(p: &Conv3dParams, precision: ConvPrecision) -> bool {
     taps_overlap(p) && p.output_voxels() as u64 >= min_voxels
 }
 
+/// Whether the measured rule runs tf32 backward weights on the tensor memory accelerator's
+/// tiles over channel-major packs (`ConvPlan::tma_grid_weights`): stride 1, into the
+/// 128-column tiles (`tc_tile`), over at least `TF32_WEIGHTS_MIN_MACS` multiply-adds
+/// (`gm`). Measured on an H200 (2026-11-28, call 10, BENCHMARKS.md) with both channel-major
+/// packs made on every call, against mma.sync over the row packs (which the norms write in
+/// a training step, so kept between calls): the BraTS layers at 16^3 into 256 channels and
+/// at 32^3 into 128, 1.5e10-5.8e10 multiply-adds, 0.72-0.94x the time; 16^3 and 8^3 at
+/// 1.8e9-3.6e9, 1.05-1.26x; strided layers 1.76-4.0x; 64-column results 1.29-2.55x.
+fn tf32_weights_measured(p: &Conv3dParams, gm: &Gemm) -> bool {
+    !p.strided()
+        && tc_tile(gm.cols) == ConvTile::TcN128
+        && gm.rows * gm.cols * gm.depth >= TF32_WEIGHTS_MIN_MACS
+}
+
 /// Whether the measured rule runs a pass's 128 x 128 tensor-memory-accelerator tiles as
 /// 256 x 128 (`ConvPlan::tma`): forward and backward data where the 128-row tiles number
 /// more than the SMs, backward weights (whose reduction, `gm.depth`, is over voxels) where
@@ -1791,7 +1809,8 @@ impl ConvPlan {
     /// The phase kernel's plan (`ConvTile::Phase64`) where the target asks for it and
     /// `phase_runs` says the kernel runs the pass: grid.x over dy's rows in blocks of 128,
     /// grid.y over shares of the (tap, 64 columns) tiles, as few shares as give at least
-    /// two waves of resident blocks (each share reads the block's rows again).
+    /// two waves of resident blocks (each share reads the block's rows again), each share
+    /// as long as those and none empty.
     fn phase(
         g: &ConvGeometry,
         p: &Conv3dParams,
@@ -1812,6 +1831,7 @@ impl ConvPlan {
         let tiles = v(p.k_d) * v(p.k_h) * v(p.k_w) * v(p.cin).div_ceil(CONV_PHASE_BN as u64);
         let waves = 2 * (target.sms() * CONV_PHASE_BLOCKS_PER_SM) as u64;
         let shares = waves.div_ceil(row_blocks).clamp(1, tiles.min(MAX_GRID_YZ));
+        let shares = tiles.div_ceil(tiles.div_ceil(shares));
         let grid = [row_blocks, shares, 1];
         if !fits_grid(grid) {
             return Err(Error::shape(
@@ -2171,18 +2191,23 @@ impl ConvPlan {
     /// fill whole 64-row blocks of one tap, results have more than 32 columns (the 128- and
     /// 64-column tiles as `tc_tile` picks them; 64 only where `wgmma_n64_weights` is on, and
     /// computed transposed, `ConvTile::WgTmaCols`, within `wgmma_cols_weights`; 128 as
-    /// 256 x 128 within `wgmma_m256`). Off by default: an H200 timed its kernels at
+    /// 256 x 128 within `wgmma_m256`). Everywhere, an H200 timed its kernels at
     /// 0.29-0.97x the mma.sync ones' time on the BraTS layers but the smallest (up to 1.78x
     /// at 8^3 and 4^3 into 320 channels; 2026-11-28, BENCHMARKS.md), yet the packs, made
     /// anew in each step, cost more than that saves: the training step took 83.5 ms
-    /// against 77.5.
+    /// against 77.5. So by default only within the measured reach, where the kernels and
+    /// their packs together took less time (`tf32_weights_measured`).
     fn tma_grid_weights(p: &Conv3dParams, target: ConvTarget) -> Result<Option<Self>> {
         let (pass, precision) = (ConvPass::BackwardWeight, ConvPrecision::Tf32);
-        if !target.wgmma_tf32_weights || !(p.cin as u32).is_multiple_of(TMA_GRID_BLOCK_ROWS) {
-            return Ok(None);
-        }
         let chunk = precision.channel_multiple() as u64;
         let gm = gemm(p, pass, chunk);
+        if !target
+            .wgmma_tf32_weights
+            .admits(tf32_weights_measured(p, &gm))
+            || !(p.cin as u32).is_multiple_of(TMA_GRID_BLOCK_ROWS)
+        {
+            return Ok(None);
+        }
         // 256 x 128 by bf16's measured rule (`tma_m256_measured`: long reductions), which
         // a tf32 step, at half bf16's rate, can only favour more.
         let tile = match tc_tile(p.cout as u64) {
