@@ -399,7 +399,11 @@ impl Cuda {
         let asked = |name: &str| {
             std::env::var(name).is_ok_and(|v| !matches!(v.parse::<Reach>(), Ok(Reach::Off)))
         };
-        for name in [WGMMA_COLS_WEIGHTS_ENV, WGMMA_COLS_GATHER_ENV] {
+        for name in [
+            WGMMA_COLS_WEIGHTS_ENV,
+            WGMMA_COLS_GATHER_ENV,
+            WGMMA_TF32_WEIGHTS_ENV,
+        ] {
             if asked(name) && !wgmma {
                 eprintln!(
                     "{name} has no effect: the wgmma kernels are off on {}",
