@@ -1627,8 +1627,9 @@ fn cols_weights_measured(p: &Conv3dParams, precision: ConvPrecision) -> bool {
 /// (`gm`). Measured on an H200 (2026-11-28, call 10, BENCHMARKS.md) with both channel-major
 /// packs made on every call, against mma.sync over the row packs (which the norms write in
 /// a training step, so kept between calls): the BraTS layers at 16^3 into 256 channels and
-/// at 32^3 into 128, 1.5e10-5.8e10 multiply-adds, 0.72-0.94x the time; 16^3 and 8^3 at
-/// 1.8e9-3.6e9, 1.05-1.26x; strided layers 1.76-4.0x; 64-column results 1.29-2.55x.
+/// at 32^3 into 128, 1.5e10-5.8e10 multiply-adds, 0.72-0.94x the time; on 128-column
+/// tiles, 16^3 and 8^3 at 1.8e9-3.6e9, 1.05-1.26x, and strided layers (transposed
+/// convolutions' too) 1.66-3.99x; on 64-column tiles (320 channels too), 1.29-2.92x.
 fn tf32_weights_measured(p: &Conv3dParams, gm: &Gemm) -> bool {
     !p.strided()
         && tc_tile(gm.cols) == ConvTile::TcN128
