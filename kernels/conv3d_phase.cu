@@ -126,9 +126,9 @@ __device__ __forceinline__ void vx_phase_backward_data(const Conv3dParams& p,
         __syncthreads();
         if (j + 2 < last) load_b(j + 2, b_tile);
         vx_cp_async_commit();
-        const int tap = j % taps;
-        const int kz = tap / (p.k_h * p.k_w), ky = tap / p.k_w % p.k_h, kx = tap % p.k_w;
-        const int tap_offset = (kz * p.in_h + ky) * p.in_w + kx;
+        int kz, ky, kx;
+        vx_split3(j % taps, p.k_h, p.k_w, kz, ky, kx);
+        const int tap_offset = vx_tap_offset(kz, ky, kx, p.in_h, p.in_w);
         vx_pipe_store_at<T>(
             acc, rows, p.cin, (j / taps) * T::BN,
             [&](int local, int) { return base[local] < 0 ? -1 : base[local] + tap_offset; },

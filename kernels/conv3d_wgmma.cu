@@ -703,6 +703,38 @@ __device__ __forceinline__ int vx_tma_result_voxel(const Conv3dTmaParams& tp, co
     }
 }
 
+// Box `box` of the boxes that tile a gather pass's result, at DATA in stride phase
+// `phase`: its sample n and first voxel (bz, by, bx) in the result's grid (the phase's),
+// the taps of its window, and whether it lies inside that grid (where the phases' grids
+// differ, sizes not a multiple of the stride, the boxes of the largest may lie past a
+// smaller one's).
+template <bool DATA>
+struct VxGatherBox {
+    VxPhase ph;
+    int n, bz, by, bx, taps;
+    bool inside;
+
+    __device__ __forceinline__ VxGatherBox(const Conv3dTmaParams& tp, int box, int phase) {
+        const Conv3dParams& p = tp.conv;
+        ph = {};
+        int grid_d = p.out_d, grid_h = p.out_h, grid_w = p.out_w;
+        taps = p.k_d * p.k_h * p.k_w;
+        if constexpr (DATA) {
+            ph = vx_phase(p, phase);
+            grid_d = ph.grid[0], grid_h = ph.grid[1], grid_w = ph.grid[2];
+            taps = ph.taps[0] * ph.taps[1] * ph.taps[2];
+        }
+        vx_tma_box_of(tp, box, n, bz, by, bx);
+        bz *= tp.box_d, by *= tp.box_h, bx *= tp.box_w;
+        inside = bz < grid_d && by < grid_h && bx < grid_w;
+    }
+
+    // The result voxel of the box's row `local` (vx_tma_result_voxel).
+    __device__ __forceinline__ int voxel(const Conv3dTmaParams& tp, int local) const {
+        return vx_tma_result_voxel<DATA>(tp, ph, n, bz, by, bx, local);
+    }
+};
+
 // The forward (y from x), or backward data (DATA: dx from dy; grid.z runs over (split,
 // stride phase), phase fastest, and the boxes tile the largest phase's grid), on the tensor
 // memory accelerator; row `local` of a block is voxel `local` of its box, and none past the
@@ -714,34 +746,21 @@ __device__ __forceinline__ void vx_tma_gather_pass(const Conv3dTmaParams& tp, co
     const Conv3dParams& p = tp.conv;
     const int phases = DATA ? p.stride_d * p.stride_h * p.stride_w : 1;
     const int split = static_cast<int>(blockIdx.z) / phases;
-    VxPhase ph = {};
-    int grid_d = p.out_d, grid_h = p.out_h, grid_w = p.out_w;
-    int taps = p.k_d * p.k_h * p.k_w;
-    if constexpr (DATA) {
-        ph = vx_phase(p, static_cast<int>(blockIdx.z) - split * phases);
-        grid_d = ph.grid[0], grid_h = ph.grid[1], grid_w = ph.grid[2];
-        taps = ph.taps[0] * ph.taps[1] * ph.taps[2];
-    }
-    int n, bz, by, bx;
-    vx_tma_box_of(tp, blockIdx.x, n, bz, by, bx);
-    bz *= tp.box_d, by *= tp.box_h, bx *= tp.box_w;
-    // Where the phases' grids differ (sizes not a multiple of the stride), the boxes of the
-    // largest may lie past a smaller one's.
-    if (bz >= grid_d || by >= grid_h || bx >= grid_w) return;
-    const int k_total = taps * vx_pad<typename T::Prec>(DATA ? p.cout : p.cin);
+    const VxGatherBox<DATA> b(tp, static_cast<int>(blockIdx.x),
+                              static_cast<int>(blockIdx.z) - split * phases);
+    if (!b.inside) return;
+    const int k_total = b.taps * vx_pad<typename T::Prec>(DATA ? p.cout : p.cin);
     int k_begin, k_end;
     vx_split_range(p, split, k_total, k_begin, k_end);
     VxPipeAcc<T> acc = {};
     if (k_begin < k_end) {
-        VxTmaGather<T, DATA> ld(tp, ph, k_begin / T::BK, static_cast<int>(blockIdx.x),
+        VxTmaGather<T, DATA> ld(tp, b.ph, k_begin / T::BK, static_cast<int>(blockIdx.x),
                                 static_cast<int>(blockIdx.y));
         T::KMajorLoop::template run<T>(ld, (k_end - k_begin + T::BK - 1) / T::BK, acc);
     }
     const int d = DATA ? p.in_d : p.out_d, h = DATA ? p.in_h : p.out_h;
     const int w = DATA ? p.in_w : p.out_w, cols = DATA ? p.cin : p.cout;
-    const auto voxel = [&](int local, int) {
-        return vx_tma_result_voxel<DATA>(tp, ph, n, bz, by, bx, local);
-    };
+    const auto voxel = [&](int local, int) { return b.voxel(tp, local); };
     const float* split_bias = split == 0 ? bias : nullptr;
     float* split_out = out + static_cast<size_t>(split) * p.n * d * h * w * cols;
     if constexpr (T::SPLIT_N) {
@@ -832,30 +851,17 @@ __device__ __forceinline__ void vx_tma_gather_loop(const Conv3dTmaParams& tp, co
         vx_fence_mbarrier_init();
     }
     __syncthreads();
-    // Tile t's box (sample n, first voxel bz, by, bx in the result's or phase's grid),
-    // column block and phase; its reduction steps, or -1 where the box lies past the
-    // phase's grid (the boxes tile the largest phase's).
+    // Tile t: its box (of the phase), column block, and reduction steps, or -1 where the
+    // box lies past the phase's grid.
     struct Tile {
-        int box, column_block, n, bz, by, bx, steps;
-        VxPhase ph;
+        int box, column_block, steps;
+        VxGatherBox<DATA> b;
     };
     const auto tile_at = [&](int t) {
-        Tile tl;
-        tl.box = t % boxes;
-        const int rest = t / boxes;
-        tl.column_block = rest % column_blocks;
-        tl.ph = {};
-        int taps = p.k_d * p.k_h * p.k_w, grid_d = p.out_d, grid_h = p.out_h, grid_w = p.out_w;
-        if constexpr (DATA) {
-            tl.ph = vx_phase(p, rest / column_blocks);
-            taps = tl.ph.taps[0] * tl.ph.taps[1] * tl.ph.taps[2];
-            grid_d = tl.ph.grid[0], grid_h = tl.ph.grid[1], grid_w = tl.ph.grid[2];
-        }
-        vx_tma_box_of(tp, tl.box, tl.n, tl.bz, tl.by, tl.bx);
-        tl.bz *= tp.box_d, tl.by *= tp.box_h, tl.bx *= tp.box_w;
-        const bool inside = tl.bz < grid_d && tl.by < grid_h && tl.bx < grid_w;
-        tl.steps = inside ? (taps * channels + T::BK - 1) / T::BK : -1;
-        return tl;
+        const int box = t % boxes, rest = t / boxes;
+        const VxGatherBox<DATA> b(tp, box, rest / column_blocks);
+        const int steps = b.inside ? (b.taps * channels + T::BK - 1) / T::BK : -1;
+        return Tile{box, rest % column_blocks, steps, b};
     };
     int stage = 0;
     unsigned lap = 0;
@@ -872,7 +878,7 @@ __device__ __forceinline__ void vx_tma_gather_loop(const Conv3dTmaParams& tp, co
             vx_wgmma_consume_at<T, false>(tl.steps, smem, full, empty, acc, stage, lap);
             // Every warp is done with the last tile's voxels.
             vx_named_barrier(1, 128 * T::WARPGROUPS);
-            voxels[tid] = vx_tma_result_voxel<DATA>(tp, tl.ph, tl.n, tl.bz, tl.by, tl.bx, tid);
+            voxels[tid] = tl.b.voxel(tp, tid);
             vx_named_barrier(1, 128 * T::WARPGROUPS);
             vx_store_cols_direct<T>(acc, cols, tl.column_block, voxels, bias, out);
         }
@@ -880,7 +886,7 @@ __device__ __forceinline__ void vx_tma_gather_loop(const Conv3dTmaParams& tp, co
         for (int t = first; t < tiles; t += step) {
             const Tile tl = tile_at(t);
             if (tl.steps <= 0) continue;
-            VxTmaGather<T, DATA> ld(tp, tl.ph, 0, tl.box, tl.column_block);
+            VxTmaGather<T, DATA> ld(tp, tl.b.ph, 0, tl.box, tl.column_block);
             for (int s = 0; s < tl.steps; ++s) {
                 // Step s - STAGES (of this tile or the last) has been multiplied.
                 vx_mbar_wait(&empty[stage], lap ^ 1);
