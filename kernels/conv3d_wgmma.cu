@@ -1121,29 +1121,36 @@ __device__ __forceinline__ void vx_tma_backward_weights_kmajor(const Conv3dTmaPa
 }
 
 // The channel-major pack of tf32 backward weights on wgmma (ConvChannelMajorPackParams):
-// element v of channel ch's row of copy s (blockIdx.z) is voxel v + s of the phases'
-// grids, in order. A block transposes 32 voxels by 32 channels through shared memory, so
-// that both its reads (a voxel's channels) and its writes (a channel's voxels) are rows.
-constexpr int VX_CHANNEL_MAJOR_TILE = 32;
-extern "C" __global__ void __launch_bounds__(256)
+// element v of channel ch's row of copy s is voxel v + s of the phases' grids, in order. A
+// block transposes 64 voxels by 32 channels through shared memory, so that both its reads
+// (a voxel's channels) and its writes (a channel's voxels) are rows. It reads the 64 +
+// shifts - 1 voxels its copies span once and writes every copy from them. A warp splits
+// only its first voxel's index and steps through its run of voxels with carries: the
+// divisions of a split per voxel made the pack bound by integer instructions.
+constexpr int VX_CHANNEL_MAJOR_VOXELS = 64, VX_CHANNEL_MAJOR_CHANNELS = 32;
+constexpr int VX_CHANNEL_MAJOR_THREADS = 256;
+extern "C" __global__ void __launch_bounds__(VX_CHANNEL_MAJOR_THREADS)
     conv3d_pack_channel_major_tf32(const ConvChannelMajorPackParams p,
                                    const float* __restrict__ src, unsigned* __restrict__ dst) {
-    constexpr int TILE = VX_CHANNEL_MAJOR_TILE, ROWS = 256 / TILE;
-    VX_SHARED(float, tile, [TILE][TILE + 1]);
+    constexpr int TV = VX_CHANNEL_MAJOR_VOXELS, TC = VX_CHANNEL_MAJOR_CHANNELS;
+    constexpr int WARPS = VX_CHANNEL_MAJOR_THREADS / 32;
+    constexpr int MAX_ROWS = TV + VX_TMA_GRID_CHUNK_VOXELS - 1;
+    constexpr int WARP_ROWS = (MAX_ROWS + WARPS - 1) / WARPS;
+    VX_SHARED(float, tile, [MAX_ROWS][TC + 1]);
     const ConvBorderPackParams& g = p.grid;
     const int voxels = p.phase_len * p.stride_d * p.stride_h * p.stride_w;
-    const int v0 = static_cast<int>(blockIdx.x) * TILE, c0 = static_cast<int>(blockIdx.y) * TILE;
-    const int shift = static_cast<int>(blockIdx.z);
-    const int lane = static_cast<int>(threadIdx.x) % TILE;
-    const int row = static_cast<int>(threadIdx.x) / TILE;
-    for (int r = row; r < TILE; r += ROWS) {
-        const int v = v0 + r + shift, c = c0 + lane;
+    const int v0 = static_cast<int>(blockIdx.x) * TV, c0 = static_cast<int>(blockIdx.y) * TC;
+    const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
+    const int c = c0 + lane;
+    const int rows = TV + p.shifts - 1;
+    const int first = warp * WARP_ROWS;
+    const int phase = (v0 + first) / p.phase_len;
+    int nn, z, y, x, rz, ry, rx;
+    vx_split_voxel(v0 + first - phase * p.phase_len, g.out_d, g.out_h, g.out_w, nn, z, y, x);
+    vx_split3(phase, p.stride_h, p.stride_w, rz, ry, rx);
+    for (int r = first; r < first + WARP_ROWS && r < rows; ++r) {
         float value = 0.0f;
-        if (v < voxels && c < g.c) {
-            const int phase = v / p.phase_len;
-            int nn, z, y, x, rz, ry, rx;
-            vx_split_voxel(v - phase * p.phase_len, g.out_d, g.out_h, g.out_w, nn, z, y, x);
-            vx_split3(phase, p.stride_h, p.stride_w, rz, ry, rx);
+        if (v0 + r < voxels && c < g.c) {
             const int sz = p.stride_d * (z - g.before_d) + rz;
             const int sy = p.stride_h * (y - g.before_h) + ry;
             const int sx = p.stride_w * (x - g.before_w) + rx;
@@ -1152,13 +1159,26 @@ extern "C" __global__ void __launch_bounds__(256)
                             c];
         }
         tile[r][lane] = value;
+        vx_advance_voxel(nn, z, y, x, 0, 0, 0, 1, g.out_d, g.out_h, g.out_w);
+        if (nn == g.n) {
+            // The next phase's grids (past the last phase, masked by `voxels`).
+            int wrapped = 0;
+            nn = 0;
+            vx_advance_voxel(wrapped, rz, ry, rx, 0, 0, 0, 1, p.stride_d, p.stride_h, p.stride_w);
+        }
     }
     __syncthreads();
-    for (int r = row; r < TILE; r += ROWS) {
-        const int c = c0 + r, v = v0 + lane;
-        if (c < g.c && v < g.padded)
-            dst[(static_cast<size_t>(shift) * g.c + c) * g.padded + v] = vx_tf32(tile[lane][r]);
-    }
+    for (int s = 0; s < p.shifts; ++s)
+        for (int r = warp; r < TC; r += WARPS) {
+            const int ch = c0 + r;
+            if (ch >= g.c) break;
+            unsigned* row = dst + (static_cast<size_t>(s) * g.c + ch) * g.padded;
+#pragma unroll
+            for (int i = 0; i < TV; i += 32) {
+                const int v = v0 + i + lane;
+                if (v < g.padded) row[v] = vx_tf32(tile[i + lane + s][r]);
+            }
+        }
 }
 VX_EMU_ENTRY(conv3d_pack_channel_major_tf32,
              (const ConvChannelMajorPackParams p, const float* src, unsigned* dst),

@@ -111,9 +111,11 @@ struct ConvBorderPackParams {
 // stride phase (rz, ry, rx), the phases in order (rz slowest): voxel (z, y, x) of sample
 // nn in phase r holds source voxel (stride_d (z - before_d) + rz, ..), zeros outside the
 // source and past the last phase. At stride 1 that is the bordered pack's layout,
-// channel-major. padded * c fits a size_t, padded an int.
+// channel-major. `shifts` copies (1 to VX_TMA_GRID_CHUNK_VOXELS), copy s's rows starting s
+// voxels further on: [shift][c][padded]. padded * c * shifts fits a size_t, padded an int.
 struct ConvChannelMajorPackParams {
     ConvBorderPackParams grid;
     int stride_d, stride_h, stride_w;
     int phase_len;
+    int shifts;
 };

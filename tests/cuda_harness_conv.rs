@@ -293,7 +293,8 @@ fn pack_params_have_the_cpp_layout() {
             stride_d,
             stride_h,
             stride_w,
-            phase_len
+            phase_len,
+            shifts
         }
     );
 }
@@ -339,11 +340,14 @@ fn check_packs<E: emu_conv::Packed + PartialEq + std::fmt::Debug>(
         (bordered(1, [4, 3, 6], [-1, 1, 2], [3, 5, 9]), [72, 1, 12]),
         (bordered(2, [6, 6, 6], [1, 1, 1], [8, 8, 8]), [432, 1, 16]),
     ];
-    // Channel-major (tf32 only), over more than one 32 x 32 block along both: at stride 1
+    // Channel-major (tf32 only), over more than one 64 x 32 block along both: at stride 1
     // rows of 5 * 7 * 6 * 2 = 420 voxels (a whole number of chunks; three copies, each a
     // voxel further on) and 3 * 5 * 9 = 135 (padded to 136, one source cropped; four
     // copies); strided, 2 x 2 x 1 phases of 2 x 4 x 4 x 8 voxels (two copies), and 1 x 2 x 3
-    // phases of 3 x 3 x 3 (a source longer than the grids reach).
+    // phases of 3 x 3 x 3 (a source longer than the grids reach); 15 samples of 5 x 1 x 1
+    // voxels (a block stepping over a row, a plane and a sample at every voxel; four copies),
+    // and two phases of 2 x 2 x 2 x 5 voxels inside the source (a warp's run of voxels
+    // stepping from one phase into the next).
     let channel_major = |n: i32, source: [i32; 3], before, dims, stride, shifts| {
         ConvPackKind::ChannelMajor(ConvPhaseGrid {
             border: ConvBorder {
@@ -373,6 +377,14 @@ fn check_packs<E: emu_conv::Packed + PartialEq + std::fmt::Debug>(
             (
                 channel_major(1, [4, 6, 11], [0, 1, 1], [3, 3, 3], [1, 2, 3], 1),
                 [264, 1, 40],
+            ),
+            (
+                channel_major(15, [3, 1, 1], [1, 0, 0], [5, 1, 1], [1; 3], 4),
+                [45, 1, 33],
+            ),
+            (
+                channel_major(2, [2, 2, 10], [0; 3], [2, 2, 5], [1, 1, 2], 2),
+                [80, 1, 33],
             ),
         ]);
     }

@@ -102,6 +102,7 @@ extern "C" long long vx_param_layout(const char* type, const char* field) {
     VX_FIELD(ConvChannelMajorPackParams, stride_h)
     VX_FIELD(ConvChannelMajorPackParams, stride_w)
     VX_FIELD(ConvChannelMajorPackParams, phase_len)
+    VX_FIELD(ConvChannelMajorPackParams, shifts)
     VX_SIZE(EmuDims)
     VX_FIELD(EmuDims, grid)
     VX_FIELD(EmuDims, block)

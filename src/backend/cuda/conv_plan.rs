@@ -169,8 +169,9 @@ pub const WGMMA_PROBES: [(ConvPrecision, WgmmaLayout, &[usize]); 4] = [
 ];
 /// Threads of a pack block.
 const PACK_THREADS: u32 = 256;
-/// Voxels and channels of a block of the channel-major pack (`VX_CHANNEL_MAJOR_TILE`).
-pub const CHANNEL_MAJOR_PACK_TILE: u32 = 32;
+/// Voxels and channels of a block of the channel-major pack (`VX_CHANNEL_MAJOR_VOXELS`,
+/// `VX_CHANNEL_MAJOR_CHANNELS`), which writes every copy.
+pub const CHANNEL_MAJOR_PACK_TILE: [u32; 2] = [64, 32];
 
 /// Reductions of more than WGMMA_N32_MIN_STEPS and at most WGMMA_N32_MAX_STEPS wgmma steps
 /// run their 32-column results on wgmma.
@@ -820,6 +821,8 @@ pub struct ConvChannelMajorPackParams {
     pub stride_h: i32,
     pub stride_w: i32,
     pub phase_len: i32,
+    /// Copies, each a voxel further on than the last (`ConvPhaseGrid::shifts`).
+    pub shifts: i32,
 }
 
 // SAFETY: #[repr(C)] plain integers, the layout of ConvChannelMajorPackParams (checked by a
@@ -946,10 +949,14 @@ impl ConvPack {
             ));
         };
         let dims = match kind {
-            // A block per 32 voxels by 32 channels of one shift (kernels/conv3d_wgmma.cu).
-            ConvPackKind::ChannelMajor(g) => {
-                let tiles = |v: i32| (v as u32).div_ceil(CHANNEL_MAJOR_PACK_TILE);
-                let grid = [tiles(padded), tiles(c), g.shifts as u32];
+            // A block per 64 voxels by 32 channels, every copy (kernels/conv3d_wgmma.cu).
+            ConvPackKind::ChannelMajor(_) => {
+                let [voxels, channels] = CHANNEL_MAJOR_PACK_TILE;
+                let grid = [
+                    (padded as u32).div_ceil(voxels),
+                    (c as u32).div_ceil(channels),
+                    1,
+                ];
                 if grid[1] as u64 > MAX_GRID_YZ {
                     return Err(Error::shape(
                         "conv3d (cuda pack)",
@@ -1006,6 +1013,7 @@ impl ConvPack {
             stride_h,
             stride_w,
             phase_len: g.phase_len() as i32,
+            shifts: g.shifts,
         })
     }
 
@@ -2434,7 +2442,8 @@ mod tests {
     }
 
     /// Channel-major packs are tf32 only and must describe their source; their rows hold
-    /// every phase's grids, in whole chunks, and a block covers 32 voxels by 32 channels.
+    /// every phase's grids, in whole chunks, and a block covers 64 voxels by 32 channels of
+    /// every copy.
     #[test]
     fn channel_major_packs_check_their_precision_and_source() {
         let grid = ConvPhaseGrid {
@@ -2454,7 +2463,8 @@ mod tests {
             (pack.params.padded, pack.packed_len()),
             (1024, 3 * 40 * 1024)
         );
-        assert_eq!(pack.dims.grid, [32, 2, 3]);
+        assert_eq!(pack.dims.grid, [16, 2, 1]);
+        assert_eq!(pack.channel_major_params().unwrap().shifts, 3);
         for shifts in [0, 5] {
             let kind = ConvPackKind::ChannelMajor(ConvPhaseGrid { shifts, ..grid });
             let refused = ConvPack::new(kind, ConvPrecision::Tf32, [420, 1, 40], 1).unwrap_err();
