@@ -187,6 +187,42 @@ fn missing_predictions_are_warned_listed_scored_empty_or_refused() {
         ["WT", "2", "0.5000"],
         "{stdout}"
     );
+
+    // An existing --out is replaced only with --force, and never when it is an input.
+    let before = std::fs::read(&json).unwrap();
+    let Outcome { ok, stderr, .. } = evaluate(&pred, &data, &["--out", s(&json)]);
+    assert!(
+        !ok && stderr.contains("already exists") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&json).unwrap(), before);
+    let Outcome { ok, stderr, .. } = evaluate(&pred, &data, &["--out", s(&json), "--force"]);
+    assert!(ok, "{stderr}");
+    let split_bytes = std::fs::read(&split).unwrap();
+    // A JSON file the reference folder holds (as an MSD or nnU-Net dataset.json).
+    let dataset_json = data.join("notes.json");
+    std::fs::write(&dataset_json, "{}").unwrap();
+    for (input, what) in [
+        (&split, "the --split file"),
+        (&dataset_json, "of the reference"),
+    ] {
+        let Outcome { ok, stderr, .. } = evaluate(
+            &pred,
+            &data,
+            &[
+                "--split",
+                s(&split),
+                "--missing",
+                "empty",
+                "--out",
+                s(input),
+                "--force",
+            ],
+        );
+        assert!(!ok && stderr.contains(what), "{stderr}");
+    }
+    assert_eq!(std::fs::read(&split).unwrap(), split_bytes);
+    assert_eq!(std::fs::read_to_string(&dataset_json).unwrap(), "{}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -312,6 +348,7 @@ fn model_convention_is_scored_by_region_name_against_the_reference() {
             &"brats2023",
             &"--out",
             &out,
+            &"--force",
         ];
         if model {
             a.extend([&"--model" as Arg, &run21]);

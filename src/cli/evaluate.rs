@@ -38,6 +38,9 @@ pub struct Args {
     /// Write the scores as JSON (.json) or CSV (.csv).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Replace an --out file that already exists (never one of this command's inputs).
+    #[arg(long, requires = "out")]
+    force: bool,
     /// Postprocess each prediction before scoring it, as `voxseg predict --postprocess`
     /// does (largest[:NAME], min-component[:NAME]:N, min-volume[:NAME]:N,
     /// connectivity:6|18|26), to see what the steps would change.
@@ -87,7 +90,7 @@ enum OutFormat {
     Csv,
 }
 
-fn check_out(out: &Path) -> anyhow::Result<OutFormat> {
+fn check_out(a: &Args, out: &Path) -> anyhow::Result<OutFormat> {
     let format = match out.extension().and_then(|e| e.to_str()) {
         Some("json") => OutFormat::Json,
         Some("csv") => OutFormat::Csv,
@@ -107,11 +110,50 @@ fn check_out(out: &Path) -> anyhow::Result<OutFormat> {
             parent.display()
         );
     }
+    if out.exists() {
+        if let Some(input) = input_at(a, out) {
+            anyhow::bail!(
+                "invalid --out: '{}' is {input}, which evaluate only reads; choose another --out",
+                out.display()
+            );
+        }
+        if !a.force {
+            anyhow::bail!(
+                "invalid --out: '{}' already exists; pass --force to replace it",
+                out.display()
+            );
+        }
+    }
     Ok(format)
 }
 
+/// What `out`, an existing file, is among this command's inputs, if it is one: the split
+/// file, a file of the reference, a prediction's sidecar or a file of the run.
+fn input_at(a: &Args, out: &Path) -> Option<String> {
+    let out = std::fs::canonicalize(out).ok()?;
+    let same = |p: &Path| std::fs::canonicalize(p).is_ok_and(|p| p == out);
+    let under = |dir: &Path| std::fs::canonicalize(dir).is_ok_and(|d| out.starts_with(d));
+    if a.split.as_deref().is_some_and(same) {
+        return Some("the --split file".into());
+    }
+    if under(&a.truth) {
+        return Some(format!("a file of the reference {}", a.truth.display()));
+    }
+    let name = out.file_name()?.to_string_lossy();
+    if under(&a.pred) && name.ends_with("_probabilities.json") {
+        return Some(format!("a prediction's sidecar in {}", a.pred.display()));
+    }
+    let run_file = ["model.json", "config.json", "split.json"];
+    if let Some(run) = &a.model {
+        if run_file.iter().any(|f| same(&run.join(f))) {
+            return Some(format!("a file of the run {}", run.display()));
+        }
+    }
+    None
+}
+
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let format = a.out.as_deref().map(check_out).transpose()?;
+    let format = a.out.as_deref().map(|out| check_out(&a, out)).transpose()?;
     let labels = a.labels.as_deref().map(named_labels).transpose()?;
     let model_spec = match &a.model {
         None => None,

@@ -101,26 +101,36 @@ impl OutputFiles {
             .collect()
     }
 
-    /// The first input image of `cases` that one of their outputs in `out` would replace
-    /// (e.g. a 4D `--input brain.nii.gz` predicted into its own folder as `brain.nii.gz`),
-    /// compared as the file system resolves them. `--force` would overwrite it, or delete it
-    /// when the case fails, so predict refuses such an `--out`.
+    /// The first input file of `cases`, an image or a reference label, that one of their
+    /// outputs in `out` would replace (e.g. a 4D `--input brain.nii.gz` predicted into its
+    /// own folder as `brain.nii.gz`, or a manifest's labels stored as `DIR/CASE.nii.gz`
+    /// predicted into `DIR`), compared as the file system resolves them. `--force` would
+    /// overwrite it, or delete it when the case fails, so predict refuses such an `--out`.
     pub fn over_input(cases: &[CaseFiles], out: &Path) -> Option<PathBuf> {
         let resolved = |p: &Path| -> Option<PathBuf> {
             let dir = std::fs::canonicalize(p.parent()?).ok()?;
             Some(dir.join(p.file_name()?))
         };
-        cases.iter().find_map(|case| {
-            let outputs: Vec<PathBuf> = Self::every(&case.id, out)
-                .all()
-                .into_iter()
-                .filter_map(resolved)
-                .collect();
-            case.images
-                .iter()
-                .find(|img| resolved(&img.path).is_some_and(|r| outputs.contains(&r)))
-                .map(|img| img.path.clone())
-        })
+        let outputs: std::collections::HashSet<PathBuf> = cases
+            .iter()
+            .flat_map(|case| {
+                Self::every(&case.id, out)
+                    .all()
+                    .into_iter()
+                    .filter_map(resolved)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        cases
+            .iter()
+            .flat_map(|case| {
+                case.images
+                    .iter()
+                    .map(|img| &img.path)
+                    .chain(case.label.as_ref())
+            })
+            .find(|input| resolved(input).is_some_and(|r| outputs.contains(&r)))
+            .cloned()
     }
 
     pub fn all(&self) -> Vec<&Path> {
@@ -837,6 +847,35 @@ mod tests {
         assert!(OutputFiles::over_input(&cases, &dotted).is_some());
         assert_eq!(OutputFiles::over_input(&cases, &other), None);
         assert_eq!(OutputFiles::over_input(&cases, &dir.join("missing")), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A manifest's reference labels stored as `DIR/CASE.nii.gz` are inputs too, and one
+    /// case's output may land on another case's file.
+    #[test]
+    fn an_output_that_would_replace_a_reference_label_is_found() {
+        let dir = std::env::temp_dir().join(format!("voxseg-over-label-{}", std::process::id()));
+        let labels = dir.join("labels");
+        std::fs::create_dir_all(&labels).unwrap();
+        let case = |id: &str, label: Option<PathBuf>| CaseFiles {
+            id: id.into(),
+            images: vec![ImageFile {
+                modality: "t1".into(),
+                path: dir.join(format!("{id}_t1.nii.gz")),
+                channel: None,
+            }],
+            label,
+        };
+        let label = labels.join("a.nii.gz");
+        let cases = [case("a", Some(label.clone())), case("b", None)];
+        assert_eq!(OutputFiles::over_input(&cases, &labels), Some(label));
+        assert_eq!(OutputFiles::over_input(&cases, &dir), None);
+        // Case a_t1's prediction would be written over case a's image.
+        let crossed = [case("a", None), case("a_t1", None)];
+        assert_eq!(
+            OutputFiles::over_input(&crossed, &dir),
+            Some(dir.join("a_t1.nii.gz"))
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
