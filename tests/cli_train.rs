@@ -667,7 +667,7 @@ fn early_stopping_ends_the_run_after_its_patience_and_resumes_with_a_larger_one(
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(
         r.stdout.contains(
-            "stopped early at epoch 3: 2 validation(s) in a row brought no new best; to train \
+            "stopped early after epoch 2: 2 validation(s) in a row brought no new best; to train \
              on: voxseg train --out"
         ),
         "{}",
@@ -695,7 +695,7 @@ fn early_stopping_ends_the_run_after_its_patience_and_resumes_with_a_larger_one(
     let r = voxseg_in(&dir, &["train", "--out", o, "--resume"]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(
-        r.stdout.contains("stopped early at epoch 3") && !r.stdout.contains("device:"),
+        r.stdout.contains("stopped early after epoch 2") && !r.stdout.contains("device:"),
         "{}",
         r.stdout
     );
@@ -708,7 +708,7 @@ fn early_stopping_ends_the_run_after_its_patience_and_resumes_with_a_larger_one(
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(
         r.stdout
-            .contains("stopped early at epoch 4: 3 validation(s)"),
+            .contains("stopped early after epoch 3: 3 validation(s)"),
         "{}",
         r.stdout
     );

@@ -100,6 +100,29 @@ fn train_files_resume_predict() {
         .to_string();
     assert!(err.contains("already holds a run"), "{err}");
 
+    // A folder of other files is refused, even with --force, and left as it was.
+    let foreign = dir.join("foreign");
+    std::fs::create_dir_all(foreign.join("checkpoints")).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
+    let err = train(
+        tiny_config(&data, &foreign, 1),
+        RunOptions {
+            force: true,
+            ..RunOptions::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("holds files that are not a run's (notes.txt)"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(foreign.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    assert_eq!(std::fs::read_dir(&foreign).unwrap().count(), 2);
+
     // Resume: 3 epochs then 2 more equal 5 epochs straight through, bit for bit.
     let resumed = train(
         tiny_config(&data, &run, 5),

@@ -1,4 +1,5 @@
 //! Choosing where to run: `--device auto|cpu|cuda[:N]`.
+use crate::backend::cuda::conv_plan::ConvPrecision;
 use crate::error::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,12 +39,23 @@ pub enum Device {
 
 impl Device {
     pub fn describe(&self) -> String {
+        self.describe_at(ConvPrecision::default())
+    }
+
+    /// As `describe`, naming the convolutions' precision on the CPU where it is not f32.
+    pub fn describe_at(&self, precision: ConvPrecision) -> String {
         match self {
-            Device::Cpu { why } => format!(
-                "cpu ({} threads, convolutions by {}): {why}",
-                rayon::current_num_threads(),
-                crate::tensor_ops::conv::conv_engine_name::<f32>(Default::default())
-            ),
+            Device::Cpu { why } => {
+                let engine = crate::tensor_ops::conv::conv_engine_name::<f32>(precision);
+                let convs = match precision {
+                    ConvPrecision::F32 => format!("convolutions by {engine}"),
+                    p => format!("{p} convolutions by {engine}"),
+                };
+                format!(
+                    "cpu ({} threads, {convs}): {why}",
+                    rayon::current_num_threads()
+                )
+            }
             Device::Cuda { ordinal, name } => format!("cuda:{ordinal} ({name})"),
         }
     }

@@ -22,7 +22,8 @@ pub struct Args {
     /// A dataset folder (cases chosen by --split).
     #[arg(long, conflicts_with = "input")]
     data: Option<PathBuf>,
-    /// One case given as files, one per modality in the model's order.
+    /// One case given as files, one per modality in the model's order, or as one 4D file
+    /// holding them all (MSD's images), its channels in the model's order.
     #[arg(long, num_args = 1..)]
     input: Vec<PathBuf>,
     /// Folder for the predictions (`CASE.nii.gz`, in the model's label convention).

@@ -140,7 +140,8 @@ pub struct Args {
     #[arg(long)]
     no_augment: bool,
     /// Continue the run in --out from its last checkpoint, with its config.json; only
-    /// --epochs, --time-limit, --workers, --val-every, --device and --precision may change.
+    /// --epochs, --time-limit, --early-stop, --workers, --val-every, --device and --precision
+    /// may change.
     #[arg(long)]
     resume: bool,
     /// Start over in an --out that holds another run.
@@ -437,8 +438,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             summary.state.step
         ),
         Ending::EarlyStopped => say!(
-            "stopped early at epoch {done}: {} validation(s) in a row brought no new best; to \
+            "stopped early after epoch {}: {} validation(s) in a row brought no new best; to \
              train on: {resume} --early-stop N (N above {})",
+            done.saturating_sub(1),
             summary.state.validations_since_best,
             summary.state.validations_since_best
         ),

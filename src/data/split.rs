@@ -260,7 +260,20 @@ impl Split {
     pub fn read(path: &Path) -> Result<Split> {
         let bytes =
             std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::file(path, e.to_string()))
+        Self::from_json(&bytes).map_err(|e| Error::file(path, e))
+    }
+
+    /// A split's JSON: an object of the three lists. serde alone would also read a list of
+    /// three lists, by position.
+    pub fn from_json(bytes: &[u8]) -> std::result::Result<Split, String> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if !value.is_object() {
+            return Err(
+                "expected an object of lists: {\"train\": [..], \"val\": [..], \"test\": [..]}"
+                    .into(),
+            );
+        }
+        serde_json::from_value(value).map_err(|e| e.to_string())
     }
 
     /// The split a `--split-file` gives: our `{"train", "val", "test"}` lists, or with
@@ -312,7 +325,14 @@ impl Split {
                         ),
                     ));
                 }
-                let lists: FoldLists = serde_json::from_value(folds.swap_remove(k))
+                let entry = folds.swap_remove(k);
+                if !entry.is_object() {
+                    return Err(Error::file(
+                        path,
+                        format!("fold {k}: expected an object {{\"train\": [..], \"val\": [..]}}"),
+                    ));
+                }
+                let lists: FoldLists = serde_json::from_value(entry)
                     .map_err(|e| Error::file(path, format!("fold {k}: {e}")))?;
                 let test = if unlabelled > 0 {
                     format!(
@@ -419,6 +439,37 @@ mod tests {
             err.contains("'dev'") && err.contains("test, val or train"),
             "{err}"
         );
+    }
+
+    /// A list of three lists would be read by position: only an object is a split.
+    #[test]
+    fn a_split_is_an_object_of_three_lists() {
+        let split = Split::from_json(br#"{"train": ["a"], "val": ["b"], "test": ["c"]}"#).unwrap();
+        assert_eq!(
+            (split.train, split.val, split.test),
+            (
+                vec!["a".to_string()],
+                vec!["b".to_string()],
+                vec!["c".to_string()]
+            )
+        );
+        for json in [r#"[["a"], ["b"], ["c"]]"#, "[]", r#""train""#] {
+            let err = Split::from_json(json.as_bytes()).unwrap_err();
+            assert!(
+                err.starts_with("expected an object of lists"),
+                "{json}: {err}"
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("voxseg-split-fold-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("splits_final.json");
+        std::fs::write(&path, r#"[[["a"], ["b"]]]"#).unwrap();
+        let ids = ["a".to_string(), "b".to_string()];
+        let err = Split::from_split_file(&path, &ids, Some(0), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fold 0: expected an object"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::{interleave_channels, predict_logits, probabilities, Postprocess, Sli
 use crate::backend::Backend;
 use crate::data::case::{load_case, load_label, NanPolicy};
 use crate::data::labels::{LabelSpec, TargetSpec};
-use crate::data::layout::{CaseFiles, Dataset, ImageFile, MODALITY_ALIASES};
+use crate::data::layout::{same_modality, CaseFiles, Dataset, ImageFile, MODALITY_ALIASES};
 use crate::data::nifti::{write_label_map, write_probability_map, NiftiFile, NiftiHeaderInfo};
 use crate::data::orient::{reorient, AxisMap};
 use crate::data::preprocess::{paste_back_probs, preprocess, PreprocessSpec, PreprocessedCase};
@@ -268,20 +268,26 @@ fn named_slot(stem: &str, modalities: &[String]) -> Option<usize> {
         // A number past the model's inputs is part of the case id, not a channel.
         return last.parse().ok().filter(|&c| c < modalities.len());
     }
-    modalities.iter().position(|m| {
-        let m = m.to_ascii_lowercase();
-        m == last
-            || MODALITY_ALIASES
-                .iter()
-                .any(|g| g.contains(&m.as_str()) && g.contains(&last.as_str()))
-    })
+    modalities.iter().position(|m| same_modality(m, &last))
 }
 
 /// Warnings for loose input files whose names suggest another order than the model's
 /// (`modalities`): a file named for one modality given in another's slot, or for one the
-/// model does not take, or files naming different cases.
+/// model does not take, or files naming different cases. A single file for a model of
+/// several modalities is a 4D image whose channels nothing names: a note says the order
+/// they are taken in.
 fn input_name_warnings(modalities: &[String], files: &[PathBuf]) -> Vec<String> {
     let mut warnings = Vec::new();
+    if let ([file], [_, _, ..]) = (files, modalities) {
+        warnings.push(format!(
+            "note: {} is taken as one 4D image whose channels are, in order, {}: its file \
+             does not name them (an MSD task lists its order under \"modality\" in its \
+             dataset.json); reorder the channels, or give one file per modality, if they differ",
+            file.display(),
+            modalities.join(", ")
+        ));
+        return warnings;
+    }
     for (slot, file) in files.iter().enumerate() {
         let stem = image_stem(file);
         let named = named_slot(&stem, modalities);
@@ -410,7 +416,13 @@ impl<B: Backend> Predictor<B> {
     pub fn add_model(&mut self, run: &Path, checkpoint: &str) -> Result<()> {
         let member = open_member(&self.backend, run, checkpoint)?;
         let (ours, theirs) = (&self.card, &member.card);
-        let differs = if theirs.modalities != ours.modalities {
+        let same_modalities = theirs.modalities.len() == ours.modalities.len()
+            && theirs
+                .modalities
+                .iter()
+                .zip(&ours.modalities)
+                .all(|(a, b)| same_modality(a, b));
+        let differs = if !same_modalities {
             Some(format!(
                 "modalities {}, the first model's are {}",
                 theirs.modalities.join(","),
@@ -967,5 +979,17 @@ mod tests {
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("input 1 (flair)"), "{warnings:?}");
         assert!(input_name_warnings(&names(&["flair"]), &files(&["flair"])).is_empty());
+    }
+
+    #[test]
+    fn a_single_input_for_several_modalities_says_the_channel_order() {
+        let model = names(&["t1", "t1ce", "t2", "flair"]);
+        let notes = input_name_warnings(&model, &[PathBuf::from("x/BRATS_001.nii.gz")]);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with("note: x/BRATS_001.nii.gz is taken as one 4D image")
+                && notes[0].contains("in order, t1, t1ce, t2, flair"),
+            "{notes:?}"
+        );
     }
 }

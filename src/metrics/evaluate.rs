@@ -326,7 +326,7 @@ impl Reference {
     pub fn split_subset(&self, split: &Path, subset: &str) -> Result<Vec<String>> {
         let bytes = std::fs::read(split)
             .map_err(|e| Error::io(format!("reading {}", split.display()), e))?;
-        let parsed: Split = serde_json::from_slice(&bytes)
+        let parsed = Split::from_json(&bytes)
             .map_err(|e| Error::file(split, format!("not a split file: {e}")))?;
         crate::json_keys::refuse_repeated_keys(&bytes)
             .map_err(|e| Error::file(split, e.to_string()))?;

@@ -226,10 +226,18 @@ impl TrainConfig {
         // of the keys it leaves out.
         let mut merged = serde_json::to_value(TrainConfig::default()).map_err(|e| e.to_string())?;
         overlay(&mut merged, value.clone());
+        if !value.is_object() {
+            return Err("expected a JSON object of settings".into());
+        }
         let mut cfg: TrainConfig = serde_json::from_value(merged).map_err(|e| e.to_string())?;
         // Serde skips unknown keys inside nested objects; what it skipped is missing from
         // the configuration written back out.
         let resolved = serde_json::to_value(&cfg).map_err(|e| e.to_string())?;
+        if let Some(key) = array_for_object(&value, &resolved, "") {
+            return Err(format!(
+                "`{key}` is an array: give an object of named settings"
+            ));
+        }
         if let Some((key, known)) = ignored_key(&value, &resolved, "") {
             return Err(format!(
                 "unknown key `{key}` (expected one of {})",
@@ -514,6 +522,28 @@ fn ignored_key(
     })
 }
 
+/// The first key of `given` holding an array where `resolved` holds an object, as a dotted
+/// path: serde reads a struct from an array by position, which skips the key checks.
+fn array_for_object(
+    given: &serde_json::Value,
+    resolved: &serde_json::Value,
+    path: &str,
+) -> Option<String> {
+    use serde_json::Value::{Array, Object};
+    match (given, resolved) {
+        (Array(_), Object(_)) => Some(path.to_string()),
+        (Object(given), Object(resolved)) => given.iter().find_map(|(key, value)| {
+            let at = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            array_for_object(value, resolved.get(key)?, &at)
+        }),
+        _ => None,
+    }
+}
+
 /// Parses `D,H,W` (or a single `N` for a cube).
 pub fn parse_triple(name: &str, s: &str) -> Result<[usize; 3]> {
     let parts: Vec<&str> = s.split(',').map(str::trim).collect();
@@ -775,6 +805,30 @@ mod tests {
         ] {
             let err = TrainConfig::parse(json).unwrap_err();
             assert!(err.starts_with(&format!("unknown key `{path}` ")), "{err}");
+        }
+    }
+
+    /// serde reads a struct from an array by position, past every key check: an array
+    /// where the config has an object is refused, at the top level and nested.
+    #[test]
+    fn arrays_in_place_of_objects_are_refused() {
+        for json in ["[]", r#"["data", "out", "cpu"]"#, "7", r#""dice""#] {
+            let err = TrainConfig::parse(json).unwrap_err();
+            assert_eq!(err, "expected a JSON object of settings", "{json}");
+        }
+        for (json, path) in [
+            (r#"{"split": [0.5, 0.25, 0.25]}"#, "split"),
+            (r#"{"augment": [0.0]}"#, "augment"),
+            (r#"{"augment": {"rotation": [0.1, 9]}}"#, "augment.rotation"),
+            (r#"{"folds": [5, 0]}"#, "folds"),
+            (r#"{"preprocess": [false]}"#, "preprocess"),
+        ] {
+            let err = TrainConfig::parse(json).unwrap_err();
+            assert_eq!(
+                err,
+                format!("`{path}` is an array: give an object of named settings"),
+                "{json}"
+            );
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::data::preprocess::{dataset_stats, preprocess, PreprocessedCase, Stati
 use crate::data::sampler::{InMemoryCase, PatchSource};
 use crate::data::split::Split;
 use crate::data::CaseData;
-use crate::error::{Error, Result};
+use crate::error::{few, Error, Result};
 use crate::infer::{interleave_channels, predict_volume, probabilities, SlidingWindow};
 use crate::log::{captioned_overlay, EventWriter, JsonlWriter, Progress};
 use crate::loss::{check_finite, Target};
@@ -234,6 +234,9 @@ fn prepare_run_dir(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunStart> {
         });
     }
     refuse_dataset_as_out(&run.root)?;
+    if !has_run {
+        refuse_foreign_files(&run.root)?;
+    }
     if has_run && !opts.force {
         return Err(Error::config(
             "out",
@@ -272,6 +275,41 @@ fn refuse_dataset_as_out(out: &Path) -> Result<()> {
         )),
         Err(_) => Ok(()),
     }
+}
+
+/// Refuses an `--out` folder that holds no run (no `config.json`) but files other than a
+/// run's own (what an older voxseg left when a run failed before writing its config): the
+/// run's files would be mixed with them, and replace any of the same name (`--force` starts
+/// a run over, it does not take over a folder of other files).
+fn refuse_foreign_files(out: &Path) -> Result<()> {
+    const RUN_FILES: [&str; 5] = [
+        "split.json",
+        "model.json",
+        "metrics.jsonl",
+        "checkpoints",
+        "tb",
+    ];
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Ok(());
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !RUN_FILES.contains(&name.as_str()))
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    names.sort();
+    Err(Error::config(
+        "--out",
+        format!(
+            "{} holds files that are not a run's ({}) and no run (no config.json): the run's \
+             files would be mixed with these; choose a new or empty folder",
+            out.display(),
+            few(&names)
+        ),
+    ))
 }
 
 /// How a user sets a configuration key: its flag, or the config file for the keys that
@@ -1832,15 +1870,17 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
         remove_run(&run)?;
     }
     create_dir(&run.root)?;
+    // config.json first: it marks the folder as a run's, which --force and --resume accept,
+    // whatever else fails to be written after it.
+    let recorded = recorded_config(&cfg, &data.modalities, device);
+    let config_text = serde_json::to_string_pretty(&recorded)
+        .map_err(|e| Error::file(run.config(), e.to_string()))?;
+    crate::atomic::write_bytes(&run.config(), config_text.as_bytes())?;
     // A new run's split is the one it trains on, whatever file an older run left; a
     // resumed run read its own (or, if it had none, made the same one again).
     if !resume || !run.split().exists() {
         split.save(&run.split())?;
     }
-    let recorded = recorded_config(&cfg, &data.modalities, device);
-    let config_text = serde_json::to_string_pretty(&recorded)
-        .map_err(|e| Error::file(run.config(), e.to_string()))?;
-    crate::atomic::write_bytes(&run.config(), config_text.as_bytes())?;
     let card = ModelCard {
         format: CARD_FORMAT.into(),
         model: spec.clone(),
@@ -1955,7 +1995,7 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
     }
     progress.println(&format!(
         "training on {} | {} parameters | patch {:?} batch {} | {} train / {} val cases{}",
-        device.describe(),
+        device.describe_at(cfg.precision.unwrap_or_default()),
         model.parameter_count(),
         plan.patch,
         batch_size,

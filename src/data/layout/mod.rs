@@ -402,6 +402,17 @@ pub(crate) const MODALITY_ALIASES: [&[&str]; 4] = [
     &["flair", "t2f", "t2-flair", "t2flair"],
 ];
 
+/// Whether two modality names name the same modality: equal but for case, or aliases of
+/// one BraTS modality (`T1` and `t1n`, `t1ce` and `T1c`, ...), as `select_modalities`
+/// matches them.
+pub fn same_modality(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim().to_ascii_lowercase(), b.trim().to_ascii_lowercase());
+    a == b
+        || MODALITY_ALIASES
+            .iter()
+            .any(|g| g.contains(&a.as_str()) && g.contains(&b.as_str()))
+}
+
 impl Dataset {
     /// Resolves requested modality names to indices into `modalities`, in the requested
     /// order. Names match case-insensitively, either exactly or as an alias of one of the
@@ -501,6 +512,16 @@ mod tests {
             cases: vec![],
             test_cases: vec![],
         }
+    }
+
+    #[test]
+    fn modality_names_match_across_case_and_aliases() {
+        assert!(same_modality("T1", "t1"));
+        assert!(same_modality("FLAIR", "t2f"));
+        assert!(same_modality("t1ce", "T1c"));
+        assert!(same_modality("ADC", "adc"));
+        assert!(!same_modality("t1", "t1ce"));
+        assert!(!same_modality("t2", "flair"));
     }
 
     #[test]
