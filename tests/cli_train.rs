@@ -108,6 +108,42 @@ fn bad_values_are_refused_before_anything_is_written() {
         assert_refused(&r, words);
         assert!(!out.exists(), "{flags:?} left {o} behind");
     }
+    // SSIM's options, which only a config sets, and its window against the outputs.
+    let ssim: &[(&str, &[&str])] = &[
+        (
+            r#"{"kind": "ssim", "window": {"kind": "uniform", "size": 100}}"#,
+            &[
+                "loss.window.size",
+                "a window of 100 voxels does not fit",
+                "at most",
+            ],
+        ),
+        (
+            r#"{"kind": "ssim", "data_range": 0}"#,
+            &["loss.data_range", "0 must be positive"],
+        ),
+        (
+            r#"{"kind": "ssim", "window": {"kind": "gaussian", "size": 5, "sigma": 0}}"#,
+            &["loss.window.sigma"],
+        ),
+        (
+            r#"{"kind": "ssim", "window": {"kind": "uniform", "size": 0}}"#,
+            &["loss.window.size", "at least 1"],
+        ),
+    ];
+    for (i, (loss, words)) in ssim.iter().enumerate() {
+        let config = dir.join(format!("ssim{i}.json"));
+        std::fs::write(&config, format!(r#"{{"loss": {loss}}}"#)).unwrap();
+        let c = config.to_str().unwrap();
+        let r = voxseg_in(
+            &dir,
+            &[
+                "train", "--data", d, "--out", o, "--device", "cpu", "--config", c,
+            ],
+        );
+        assert_refused(&r, words);
+        assert!(!out.exists(), "{loss} left {o} behind");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

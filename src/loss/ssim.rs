@@ -23,8 +23,8 @@ impl SsimWindow {
             SsimWindow::Gaussian { size, sigma } => {
                 if !(sigma > 0.0 && sigma.is_finite()) {
                     return Err(Error::config(
-                        "ssim window",
-                        format!("sigma {sigma} must be positive"),
+                        "loss.window.sigma",
+                        format!("{sigma} must be positive"),
                     ));
                 }
                 (
@@ -34,7 +34,7 @@ impl SsimWindow {
             }
         };
         if size == 0 {
-            return Err(Error::config("ssim window", "size must be at least 1"));
+            return Err(Error::config("loss.window.size", "must be at least 1"));
         }
         let centre = (size as f64 - 1.0) / 2.0;
         let raw: Vec<f64> = (0..size).map(|i| weights(i as f64 - centre)).collect();
@@ -69,17 +69,38 @@ impl Default for SsimOptions {
     }
 }
 
+impl SsimOptions {
+    /// Refuses options no SSIM can be computed with, naming the config key at fault
+    /// (`loss.data_range`, `loss.window.size`, ...).
+    pub fn validate(&self) -> Result<()> {
+        if !(self.data_range > 0.0 && self.data_range.is_finite()) {
+            return Err(Error::config(
+                "loss.data_range",
+                format!("{} must be positive", self.data_range),
+            ));
+        }
+        for (key, k) in [("loss.k1", self.k1), ("loss.k2", self.k2)] {
+            if !(k >= 0.0 && k.is_finite()) {
+                return Err(Error::config(key, format!("{k} must be 0 or more")));
+            }
+        }
+        self.window.taps().map(drop)
+    }
+
+    /// The window's taps along an axis.
+    pub fn window_size(&self) -> usize {
+        match self.window {
+            SsimWindow::Uniform { size } | SsimWindow::Gaussian { size, .. } => size,
+        }
+    }
+}
+
 /// `1 - mean SSIM` over every window position that lies inside the volume ('valid'),
 /// every channel and every sample of NDHWC `x` and `y` (same shape). Local statistics are
 /// window-weighted population moments (no n-1 correction). 0 for identical inputs.
 pub fn ssim3d<B: Backend>(x: &Var<B>, y: &Var<B>, opts: &SsimOptions) -> Result<Var<B>> {
     x.shape().expect_eq(y.shape(), "ssim3d")?;
-    if !(opts.data_range > 0.0 && opts.data_range.is_finite()) {
-        return Err(Error::config(
-            "ssim data_range",
-            format!("{} must be positive", opts.data_range),
-        ));
-    }
+    opts.validate()?;
     let taps = opts.window.taps()?;
     let c1 = (opts.k1 * opts.data_range).powi(2);
     let c2 = (opts.k2 * opts.data_range).powi(2);

@@ -152,6 +152,21 @@ impl UNetConfig {
             None => [2; 3],
         }
     }
+    /// The spatial size of each output the training loss scores for a `patch`: the full
+    /// resolution's, then with deep supervision those of the stages that have a head.
+    pub fn supervised_sizes(&self, patch: [usize; 3]) -> Vec<[usize; 3]> {
+        let mut size = patch;
+        let mut sizes = vec![patch];
+        for s in 1..self.depth {
+            let stride = self.stride(s);
+            size = [0, 1, 2].map(|a| size[a] / stride[a].max(1));
+            if self.deep_supervision && s + 2 < self.depth {
+                sizes.push(size);
+            }
+        }
+        sizes
+    }
+
     /// The convolution kernel of stage `s` (D, H, W).
     pub fn kernel(&self, s: usize) -> [usize; 3] {
         self.kernels.get(s).copied().unwrap_or([3; 3])
@@ -474,6 +489,21 @@ impl<B: Backend> UNet<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The loss scores the full resolution and, with deep supervision, every stage with a
+    /// head (all but the two deepest), each the patch over the strides down to it.
+    #[test]
+    fn supervised_sizes_follow_the_heads_and_strides() {
+        let mut net = UNetConfig::nnunet(4, 3);
+        net.depth = 5;
+        net.strides = vec![[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]];
+        assert_eq!(
+            net.supervised_sizes([32, 64, 64]),
+            vec![[32, 64, 64], [32, 32, 32], [16, 16, 16]]
+        );
+        net.deep_supervision = false;
+        assert_eq!(net.supervised_sizes([32, 64, 64]), vec![[32, 64, 64]]);
+    }
     use crate::autograd::{check_gradients, Tape};
     use crate::backend::cpu::{Cpu, Cpu64};
     use crate::tensor::Tensor;

@@ -448,6 +448,9 @@ impl TrainConfig {
     /// CE scores one class per voxel; the BCE family, MSE, MAE and SSIM score channels.
     fn validate_loss_target(&self) -> Result<()> {
         let classes = self.target == TargetSpec::Classes;
+        if let LossSpec::Ssim(opts) = &self.loss {
+            opts.validate()?;
+        }
         match &self.loss {
             LossSpec::Ce if !classes => Err(Error::config(
                 "loss",

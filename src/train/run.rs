@@ -26,7 +26,7 @@ use crate::data::CaseData;
 use crate::error::{few, Error, Result};
 use crate::infer::{interleave_channels, predict_volume, probabilities, SlidingWindow};
 use crate::log::{captioned_overlay, EventWriter, JsonlWriter, Progress};
-use crate::loss::{check_finite, Target};
+use crate::loss::{check_finite, LossSpec, Target};
 use crate::nn::fcn::{self, FcnConfig};
 use crate::nn::layers::Activation;
 use crate::nn::unet::{Downsample, Stages, UNetConfig, Upsample};
@@ -1393,6 +1393,36 @@ fn make_target<B: Backend>(
     })
 }
 
+/// SSIM's window must fit inside every output the loss scores ('valid' positions only):
+/// checked before the run's files are written, not at the first step.
+fn check_ssim_window(cfg: &TrainConfig, plan: &Plan, spec: &ModelSpec) -> Result<()> {
+    let LossSpec::Ssim(opts) = &cfg.loss else {
+        return Ok(());
+    };
+    let sizes = match spec {
+        ModelSpec::Unet(net) => net.supervised_sizes(plan.patch),
+        ModelSpec::Fcn(_) => vec![plan.patch],
+    };
+    let window = opts.window_size();
+    let Some(small) = sizes.iter().find(|s| s.iter().any(|&a| a < window)) else {
+        return Ok(());
+    };
+    let fit = small.iter().min().copied().unwrap_or(0);
+    let deep = if sizes.len() > 1 {
+        ", or --no-deep-supervision (the smaller outputs' loss)"
+    } else {
+        ""
+    };
+    Err(Error::config(
+        "loss.window.size",
+        format!(
+            "a window of {window} voxels does not fit an output of {small:?} the loss scores \
+             (patch {:?}): use a window of at most {fit}, a larger --patch{deep}",
+            plan.patch
+        ),
+    ))
+}
+
 /// Deep-supervision weights: 1/2^i over the outputs, normalised (nnU-Net).
 fn supervision_weights(outputs: usize) -> Vec<f64> {
     let raw: Vec<f64> = (0..outputs).map(|i| 0.5f64.powi(i as i32)).collect();
@@ -1845,6 +1875,7 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
         (plan.step_gflop, plan.activation_bytes) = model_estimate(&spec, plan.patch, plan.batch);
     }
     check_memory(&cfg, &plan, &spec, device)?;
+    check_ssim_window(&cfg, &plan, &spec)?;
     if let Some(warning) = gpu_memory_warning(&cfg, &plan, &spec, device)? {
         eprintln!("warning: {warning}");
     }
