@@ -90,9 +90,18 @@ fn train_files_resume_predict() {
         .unwrap()
         .filter_map(|e| e.ok())
         .collect();
-    assert!(events
+    let events = events
         .iter()
-        .any(|e| e.file_name().to_string_lossy().contains("tfevents")));
+        .find(|e| e.file_name().to_string_lossy().contains("tfevents"))
+        .expect("an events file");
+    let bytes = std::fs::read(events.path()).unwrap();
+    for tag in ["train/loss", "val/loss", "val/mean_dice", "val/dice_"] {
+        assert!(
+            bytes.windows(tag.len()).any(|w| w == tag.as_bytes()),
+            "no {tag} scalar in {}",
+            events.path().display()
+        );
+    }
 
     // A run directory that holds a run is refused without --resume or --force.
     let err = train(tiny_config(&data, &run, 3), RunOptions::default())

@@ -2107,6 +2107,8 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
             let (val, picture) = validator.run(&mut model, &data.val)?;
             schedule.observe(val.loss);
             tb.add_scalar("val/loss", val.loss as f32, state.step)?;
+            // What `best` is chosen on.
+            tb.add_scalar("val/mean_dice", val.mean_dice as f32, state.step)?;
             for (name, d) in &val.dice {
                 tb.add_scalar(&format!("val/dice_{name}"), *d as f32, state.step)?;
             }
