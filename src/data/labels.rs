@@ -167,7 +167,8 @@ impl LabelSpec {
     }
 
     /// A spec from named classes; when the names are recognisably the brain-tumour
-    /// sub-regions (oedema, non-enhancing/necrotic core, enhancing), WT/TC/ET are added,
+    /// sub-regions (oedema, non-enhancing/necrotic core, enhancing, or their BraTS
+    /// abbreviations ED/SNFH, NCR, ET), WT/TC/ET are added,
     /// as for MSD Task01 (1 oedema, 2 non-enhancing, 3 enhancing -> WT {1,2,3}, TC {2,3},
     /// ET {3}).
     pub fn with_tumour_regions_by_name(classes: Vec<LabelClass>) -> Result<Self> {
@@ -182,7 +183,7 @@ impl LabelSpec {
             (hits.len() == 1).then(|| hits[0])
         };
         let core = |n: &str| n.contains("non enhancing") || n.contains("necro") || n == "ncr";
-        let enhancing = |n: &str| n.contains("enhancing") && !core(n);
+        let enhancing = |n: &str| (n.contains("enhancing") && !core(n)) || n == "et";
         let oedema = |n: &str| n.contains("edema") || n == "ed" || n == "snfh";
         let tumour = (find(&oedema), find(&core), find(&enhancing));
         let regions = match tumour {
@@ -620,6 +621,27 @@ mod tests {
                 ("WT".into(), vec![1, 2, 3], 1),
                 ("TC".into(), vec![2, 3], 2),
                 ("ET".into(), vec![3], 3)
+            ]
+        );
+        // BraTS' abbreviations, in nnU-Net's order of the BraTS conversion.
+        let short = LabelSpec::with_tumour_regions_by_name(class_list(&[
+            ("background", 0),
+            ("ED", 1),
+            ("NCR", 2),
+            ("ET", 3),
+        ]))
+        .unwrap();
+        let r: Vec<(String, Vec<u8>)> = short
+            .regions()
+            .iter()
+            .map(|r| (r.name.clone(), r.classes.clone()))
+            .collect();
+        assert_eq!(
+            r,
+            vec![
+                ("WT".into(), vec![1, 2, 3]),
+                ("TC".into(), vec![2, 3]),
+                ("ET".into(), vec![3])
             ]
         );
         let plain = LabelSpec::with_tumour_regions_by_name(class_list(&[
