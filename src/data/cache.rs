@@ -751,6 +751,38 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A label byte past the case's classes (a damaged cache file) fails the patch that
+    /// reads it, naming the case, rather than the batch's target encoding.
+    #[test]
+    fn a_damaged_label_byte_names_its_case() {
+        let dir = temp_dir("label-byte");
+        let case = phantom_case("d", [6, 5, 4], 1, 3);
+        let classes = InMemoryCase::new(case.clone()).unwrap().foreground().len();
+        write_cache([Ok(entry(case, vec![]))], &PreprocessSpec::default(), &dir).unwrap();
+        let label = dir.join("d.label.u8");
+        let mut bytes = std::fs::read(&label).unwrap();
+        bytes.fill(200);
+        std::fs::write(&label, &bytes).unwrap();
+        let (_, cached) = open_cache(&dir, &dir).unwrap();
+        let sources: Vec<Arc<dyn PatchSource>> =
+            cached.into_iter().map(|c| Arc::new(c) as _).collect();
+        let opts = LoaderOptions {
+            patch: [4, 4, 4],
+            augment: AugmentSpec::default(),
+            seed: 7,
+            ..LoaderOptions::default()
+        };
+        let err = make_batch(&sources, &opts, 0, &mut SampleScratch::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("d: a patch holds label class 200")
+                && err.contains(&format!("0..={classes}")),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn changed_or_vanished_sources_are_refused_and_old_caches_still_open() {
         let dir = temp_dir("sources");

@@ -230,6 +230,18 @@ pub fn sample_patch(
         background: src.background_value(),
     };
     augment::extract(&view, centre, &plan.spatial, p, images, label);
+    // Classes past the case's foreground lists can only come from a damaged cache file
+    // (a loaded label map is checked against its convention): say which case, here.
+    let classes = src.foreground().len();
+    if let Some(&bad) = label.iter().find(|&&l| l as usize > classes) {
+        return Err(Error::data(
+            src.id(),
+            format!(
+                "a patch holds label class {bad}, but the case has classes 0..={classes} \
+                 (is its cache file damaged? `voxseg preprocess --force` rebuilds it)"
+            ),
+        ));
+    }
     augment::apply_intensity(&plan.intensity, images, p, &mut scratch.blur);
     Ok(())
 }
