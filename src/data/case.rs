@@ -318,6 +318,15 @@ pub fn grid_difference(pred: &NiftiHeaderInfo, truth: &NiftiHeaderInfo) -> Optio
             size(truth.dims)
         ));
     }
+    // The voxel size voxseg resamples and measures with is pixdim's, which a file may
+    // state apart from its affine: compared on its own.
+    if (0..3).any(|i| (pred.spacing[i] - truth.spacing[i]).abs() > AFFINE_TOLERANCE) {
+        return Some(format!(
+            "voxel size {} mm (pixdim) differs from the reference's {} mm",
+            triple(pred.spacing),
+            triple(truth.spacing)
+        ));
+    }
     if pred.affine_distance(truth) <= AFFINE_TOLERANCE {
         return None;
     }

@@ -703,6 +703,16 @@ mod tests {
             grid_difference(&turned, &coarse).as_deref(),
             Some("the affines differ by up to 0.0025")
         );
+        // The same affine with another pixdim: the voxel size voxseg would use differs.
+        let mut stretched = truth.clone();
+        stretched.spacing = [2.0, 1.0, 2.0];
+        assert_eq!(
+            grid_difference(&stretched, &truth).as_deref(),
+            Some(
+                "voxel size 2.000x1.000x2.000 mm (pixdim) differs from the reference's \
+                 1.000x1.000x2.000 mm"
+            )
+        );
         let mut larger = truth.clone();
         larger.dims = [4, 4, 5];
         assert_eq!(
