@@ -428,6 +428,20 @@ fn manifests_with_unusable_case_ids_or_a_modality_twice_are_refused() {
         &err_text(detect(&path)),
         &["manifest.json", "'t1' is listed twice"],
     );
+    // An image that is neither a path nor a 4D file's channel says what an image is.
+    for image in [
+        serde_json::json!(5),
+        serde_json::json!({"path": "a/all.nii.gz", "channel": -1}),
+        serde_json::json!({"path": "a/all.nii.gz"}),
+    ] {
+        let mut m = manifest(serde_json::json!(["t1"]), "a");
+        m["cases"][0]["images"]["t1"] = image;
+        std::fs::write(&path, m.to_string()).unwrap();
+        assert_mentions(
+            &err_text(detect(&path)),
+            &["manifest.json", "an image is a path", "\"channel\": 0"],
+        );
+    }
     // The same manifest with a usable id gets as far as the files, which are missing.
     std::fs::write(
         &path,

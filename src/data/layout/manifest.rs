@@ -52,11 +52,40 @@ struct ManifestCase {
 }
 
 /// An image is a path, or a path and the channel of a 4D file.
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
 enum ManifestImage {
     Path(String),
     Channel { path: String, channel: usize },
+}
+
+// By hand rather than `#[serde(untagged)]`, whose error for a wrong value says only that
+// no variant matched.
+impl<'de> serde::Deserialize<'de> for ManifestImage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        use serde_json::Value;
+        let value = Value::deserialize(d)?;
+        let expected = || {
+            D::Error::custom(format!(
+                "an image is a path (\"t1.nii.gz\") or a 4D file's channel \
+                 ({{\"path\": \"img.nii.gz\", \"channel\": 0}}), not {value}"
+            ))
+        };
+        match &value {
+            Value::String(path) => Ok(ManifestImage::Path(path.clone())),
+            Value::Object(fields) if fields.len() == 2 => {
+                let path = fields.get("path").and_then(Value::as_str);
+                let channel = fields.get("channel").and_then(Value::as_u64);
+                match (path, channel.and_then(|c| usize::try_from(c).ok())) {
+                    (Some(path), Some(channel)) => Ok(ManifestImage::Channel {
+                        path: path.to_string(),
+                        channel,
+                    }),
+                    _ => Err(expected()),
+                }
+            }
+            _ => Err(expected()),
+        }
+    }
 }
 
 /// Why a case id cannot name the files written for it (`<out>/<id>.nii.gz` and the like),

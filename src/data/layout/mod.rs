@@ -514,6 +514,26 @@ mod tests {
         }
     }
 
+    /// An invalid label convention is the dataset.json's fault: the error names the file.
+    #[test]
+    fn label_spec_errors_name_the_dataset_json() {
+        let dir = std::env::temp_dir().join(format!("voxseg-bad-labels-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let json = dir.join("dataset.json");
+        std::fs::write(
+            &json,
+            r#"{"modality": {"0": "FLAIR"}, "training": [], "test": [],
+                "labels": {"0": "background", "1": "edema", "2": "edema"}}"#,
+        )
+        .unwrap();
+        let err = list(&dir).err().unwrap().to_string();
+        assert!(
+            err.contains(&json.display().to_string()) && err.contains("'edema' is used twice"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn modality_names_match_across_case_and_aliases() {
         assert!(same_modality("T1", "t1"));

@@ -40,7 +40,8 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
         ));
     }
     let classes = classes_from_values(json_path, &numbered_names(json_path, json, "labels")?)?;
-    let label_spec = LabelSpec::with_tumour_regions_by_name(classes)?;
+    let label_spec = LabelSpec::with_tumour_regions_by_name(classes)
+        .map_err(|e| Error::file(json_path, e.to_string()))?;
     let mut missing = Vec::new();
     let images_of = |id: &str, image: PathBuf, missing: &mut Vec<_>| -> Vec<ImageFile> {
         note_missing(missing, id, &image, "image file", Provides::AllChannels);

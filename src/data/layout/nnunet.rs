@@ -238,7 +238,8 @@ fn label_spec(json_path: &Path, json: &Value) -> Result<LabelSpec> {
     }
     if !region_based {
         named.sort();
-        return LabelSpec::with_tumour_regions_by_name(classes_from_values(json_path, &named)?);
+        return LabelSpec::with_tumour_regions_by_name(classes_from_values(json_path, &named)?)
+            .map_err(|e| Error::file(json_path, e.to_string()));
     }
     let mut values: Vec<u64> = regions
         .iter()
@@ -266,5 +267,5 @@ fn label_spec(json_path: &Path, json: &Value) -> Result<LabelSpec> {
             (name, idx)
         })
         .collect();
-    LabelSpec::new(classes, regions)
+    LabelSpec::new(classes, regions).map_err(|e| Error::file(json_path, e.to_string()))
 }
