@@ -316,6 +316,34 @@ fn nnunet_v2_raw_with_classes_or_regions() {
     assert_eq!(names, ["whole tumor", "tumor core", "enhancing tumor"]);
     let paints: Vec<u8> = ds.label_spec.regions().iter().map(|r| r.paint).collect();
     assert_eq!(paints, [2, 1, 3]);
+    // nnU-Net's regions_class_order must paint what voxseg paints: WT 2 (ED), TC 1 (NCR),
+    // ET 4, in any order; a missing region or a value no region holds alone is refused.
+    let json_path = tmp.0.join("dataset.json");
+    let plain: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let with_order = |order: serde_json::Value| {
+        let mut j = plain.clone();
+        j["regions_class_order"] = order;
+        std::fs::write(&json_path, j.to_string()).unwrap();
+    };
+    with_order(serde_json::json!([2, 1, 4]));
+    assert!(detect(&tmp.0).is_ok());
+    for bad in [
+        serde_json::json!([1, 2]),
+        serde_json::json!([7, 1, 4]),
+        serde_json::json!("1,2,4"),
+    ] {
+        with_order(bad.clone());
+        assert_mentions(
+            &err_text(detect(&tmp.0)),
+            &[
+                "dataset.json",
+                "regions_class_order",
+                "whole tumor 2, tumor core 1, enhancing tumor 4",
+            ],
+        );
+    }
+    std::fs::write(&json_path, plain.to_string()).unwrap();
 
     std::fs::remove_file(tmp.0.join("imagesTr/BRATS_000_0002.nii.gz")).unwrap();
     let err = err_text(detect(&tmp.0));

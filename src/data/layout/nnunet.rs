@@ -267,5 +267,47 @@ fn label_spec(json_path: &Path, json: &Value) -> Result<LabelSpec> {
             (name, idx)
         })
         .collect();
-    LabelSpec::new(classes, regions).map_err(|e| Error::file(json_path, e.to_string()))
+    let spec =
+        LabelSpec::new(classes, regions).map_err(|e| Error::file(json_path, e.to_string()))?;
+    check_regions_class_order(json_path, json, &spec)?;
+    Ok(spec)
+}
+
+/// nnU-Net's `regions_class_order` gives the label value each region paints. voxseg paints
+/// each region with the one label only it holds (nested regions, largest first), so the
+/// file's values must be those, one per region. (serde_json keeps no key order, so the
+/// values are compared as a set, not region by region.)
+fn check_regions_class_order(json_path: &Path, json: &Value, spec: &LabelSpec) -> Result<()> {
+    let Some(order) = json.get("regions_class_order") else {
+        return Ok(());
+    };
+    let painted: Vec<u64> = spec
+        .regions()
+        .iter()
+        .map(|r| u64::from(spec.classes()[r.paint as usize].file_value))
+        .collect();
+    let given: Option<Vec<u64>> = order
+        .as_array()
+        .map(|a| a.iter().map(Value::as_u64).collect::<Option<Vec<_>>>())
+        .unwrap_or(None);
+    let (mut want, mut got) = (painted.clone(), given.clone().unwrap_or_default());
+    want.sort_unstable();
+    got.sort_unstable();
+    if given.is_none() || want != got {
+        return Err(Error::file(
+            json_path,
+            format!(
+                "regions_class_order {order} does not paint the {} regions with the labels \
+                 only each holds, {painted:?} ({}), as voxseg writes predictions",
+                spec.regions().len(),
+                spec.regions()
+                    .iter()
+                    .zip(&painted)
+                    .map(|(r, v)| format!("{} {v}", r.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
