@@ -358,8 +358,14 @@ fn model_convention_is_scored_by_region_name_against_the_reference() {
     let Outcome { ok, stderr, .. } = args(false);
     assert!(ok, "{stderr}");
     assert_eq!(EvalReport::read_json(&out).unwrap().mean["ET"].dice, 0.0);
+    // Their 4s read as the resection cavity: the likely mix-up is named.
+    assert!(
+        stderr.contains("hold label 4 and never 3") && stderr.contains("--model RUN"),
+        "{stderr}"
+    );
     let Outcome { ok, stderr, .. } = args(true);
     assert!(ok, "{stderr}");
+    assert!(!stderr.contains("never 3"), "{stderr}");
     let mean = EvalReport::read_json(&out).unwrap().mean;
     assert_eq!(
         (mean["WT"].dice, mean["TC"].dice, mean["ET"].dice),

@@ -274,6 +274,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         say!("scores of the predictions postprocessed with {steps}{chosen_here}:");
     }
     let report = evaluate_reference(&a.pred, &reference, &opts)?.with_postprocess_trials(trials);
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
     say!("{}", report.to_table().trim_end_matches('\n'));
     if let (Some(out), Some(format)) = (&a.out, format) {
         match format {

@@ -598,18 +598,24 @@ pub fn evaluate_reference(
     let pairs: Vec<(&Region, &Region)> = plan.regions.iter().map(|(p, t)| (p, t)).collect();
     let rule = empty_hd95_rule(&reference.spec);
     let mut empty_hd95 = BTreeMap::new();
+    let mut values = ConventionValues::default();
     let scores: Vec<CaseScores> = plan
         .cases
         .iter()
         .map(|id| {
             let CasePair { pred, truth, grid } = plan.read(id)?;
+            values.add(&pred, &truth);
             let empty = rule.mm(grid.dims, grid.spacing);
             empty_hd95.insert(id.clone(), empty);
             score_case_across(id, &pred, &truth, grid.dims, grid.spacing, empty, &pairs)
         })
         .collect::<Result<_>>()?;
     let order = pairs.iter().map(|(_, t)| t.name.clone()).collect();
+    let warnings = (!plan.model_convention && reference.spec == LabelSpec::brats2023())
+        .then(|| values.brats2021_on_brats2023())
+        .flatten();
     Ok(EvalReport::new(scores)
+        .with_warnings(warnings)
         .with_missing(plan.missing, opts.missing == Missing::Empty)
         .with_empty_hd95(EmptyHd95Used {
             rule,
@@ -619,9 +625,63 @@ pub fn evaluate_reference(
         .with_postprocess(opts.postprocess.map(ToString::to_string)))
 }
 
+/// Which label values the predictions and the references hold, over all cases.
+struct ConventionValues {
+    pred: [bool; 256],
+    truth: [bool; 256],
+}
+
+impl Default for ConventionValues {
+    fn default() -> Self {
+        Self {
+            pred: [false; 256],
+            truth: [false; 256],
+        }
+    }
+}
+
+impl ConventionValues {
+    fn add(&mut self, pred: &[u8], truth: &[u8]) {
+        for &v in pred {
+            self.pred[v as usize] = true;
+        }
+        for &v in truth {
+            self.truth[v as usize] = true;
+        }
+    }
+
+    /// BraTS 2021 predictions read as BraTS 2023 labels: ET written as 4 is 2023's
+    /// resection cavity, which is valid, so nothing else says so. Predictions that hold 4
+    /// and never 3, where the references hold 3, are most likely that.
+    fn brats2021_on_brats2023(&self) -> Option<String> {
+        (self.pred[4] && !self.pred[3] && self.truth[3]).then(|| {
+            "the predictions hold label 4 and never 3, while the references' enhancing tumour \
+             is 3 (BraTS 2023): if they come from a model trained on BraTS 2021 labels (ET = \
+             4), 4 is read here as the resection cavity and ET scores 0; pass --model RUN to \
+             read them in their model's convention"
+                .to_string()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn brats2021_predictions_on_brats2023_references_are_suspected() {
+        let mut values = ConventionValues::default();
+        values.add(&[0, 1, 2, 4], &[0, 1, 2, 3]);
+        assert!(values
+            .brats2021_on_brats2023()
+            .unwrap()
+            .contains("--model RUN"));
+        values.add(&[3], &[0]);
+        assert_eq!(values.brats2021_on_brats2023(), None);
+        let mut cavity = ConventionValues::default();
+        cavity.add(&[0, 4], &[0, 4]);
+        assert_eq!(cavity.brats2021_on_brats2023(), None);
+    }
 
     #[test]
     fn nnunet_spelled_region_names_match_the_brats_abbreviations() {

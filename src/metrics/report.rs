@@ -46,6 +46,10 @@ pub struct EvalReport {
     /// The steps `--find-postprocessing` tried, in order; empty without it.
     #[serde(default)]
     pub postprocess_trials: Vec<Trial>,
+    /// What the scoring noticed that makes the scores doubtful, for the user, not the
+    /// report files.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 impl EvalReport {
@@ -87,7 +91,14 @@ impl EvalReport {
             region_order: Vec::new(),
             postprocess: None,
             postprocess_trials: Vec::new(),
+            warnings: Vec::new(),
         }
+    }
+
+    /// Adds a warning about the scores.
+    pub fn with_warnings(mut self, warnings: impl IntoIterator<Item = String>) -> Self {
+        self.warnings.extend(warnings);
+        self
     }
 
     /// Records the trials of a postprocessing search.
