@@ -404,7 +404,9 @@ fn check_reports_every_layout_problem_then_checks_the_cases() {
         "{out}"
     );
     assert!(
-        err.contains("1 problem(s) in the listing; 2 case(s) would be refused"),
+        err.contains(
+            "1 problem(s) in the listing; 2 case(s) with a problem: training refuses them"
+        ),
         "{err}"
     );
 

@@ -108,6 +108,19 @@ fn bad_values_are_refused_before_anything_is_written() {
         assert_refused(&r, words);
         assert!(!out.exists(), "{flags:?} left {o} behind");
     }
+    // A negative size is read as the value it is (not as an unknown flag) and refused as
+    // clap refuses a bad value.
+    let r = voxseg_in(
+        &dir,
+        &["train", "--data", d, "--out", o, "--patch", "-16,16,16"],
+    );
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("'-16,16,16' is not D,H,W (positive integers)"),
+        "{}",
+        r.stderr
+    );
     // SSIM's options, which only a config sets, and its window against the outputs.
     let ssim: &[(&str, &[&str])] = &[
         (

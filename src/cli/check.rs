@@ -33,7 +33,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     say!("{}", check.report(dataset, &names));
     if check.failed() {
         anyhow::bail!(
-            "{}: {}{} case(s) would be refused by training or prediction{}",
+            "{}: {}{} case(s) with a problem: training refuses them, and predict skips them \
+             (writing the others){}",
             a.data.display(),
             match check.listing.len() {
                 0 => String::new(),

@@ -93,7 +93,7 @@ pub struct Args {
     #[arg(long)]
     batch: Option<usize>,
     /// Patch D,H,W (or one number for a cube) [default: from `voxseg plan`].
-    #[arg(long, value_parser = super::triple)]
+    #[arg(long, value_parser = super::triple, allow_hyphen_values = true)]
     patch: Option<[usize; 3]>,
     /// Validate every this many epochs [default: 1].
     #[arg(long)]

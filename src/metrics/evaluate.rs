@@ -475,13 +475,15 @@ impl<'a> CasePlan<'a> {
         let found = label_files(pred)?;
         // A prediction of a case the reference does not know is an error also when a
         // subset is scored: it names another dataset's cases, or a mistyped id.
-        if let Some(extra) = found
-            .keys()
-            .find(|id| !reference.labels.contains_key(*id) && !reference.unlabelled.contains(*id))
-        {
-            return Err(Error::data(
-                extra.as_str(),
-                format!("no reference label in {}", reference.root.display()),
+        if let Some((extra, file)) = found.iter().find(|(id, _)| {
+            !reference.labels.contains_key(*id) && !reference.unlabelled.contains(*id)
+        }) {
+            return Err(Error::file(
+                file,
+                format!(
+                    "a prediction of case '{extra}', which has no reference label in {}",
+                    reference.root.display()
+                ),
             ));
         }
         let wanted: Vec<String> = match opts.cases {
@@ -511,10 +513,13 @@ impl<'a> CasePlan<'a> {
             cases.retain(|id| !missing.contains(id));
         }
         if cases.is_empty() {
-            return Err(Error::data(
-                pred.display().to_string(),
-                "no predictions (CASE.nii.gz or CASE.nii) to evaluate",
-            ));
+            let why = if found.is_empty() {
+                "no predictions (CASE.nii.gz or CASE.nii) to evaluate"
+            } else {
+                "no predictions of labelled cases to evaluate (those here are of the dataset's \
+                 unlabelled cases, which have no reference)"
+            };
+            return Err(Error::data(pred.display().to_string(), why));
         }
         Ok(Self {
             reference,
