@@ -149,6 +149,48 @@ fn synthetic_msd_float32_loads_selected_modalities_in_requested_order() {
 }
 
 #[test]
+fn synthetic_nnunet_reads_back_as_nnunets_brats_conversion() {
+    let tmp = TempDir::new("nnunet-synth");
+    synth(&tmp.0, 2, SynthLayout::NnUnet, SynthStorage::Float32);
+    let ds = detect(&tmp.0).unwrap();
+    assert_eq!(ds.layout, LayoutKind::NnUnet);
+    assert_eq!(ds.modalities, ["T1", "T1ce", "T2", "FLAIR"]);
+    assert_eq!(ds.cases.len(), 2);
+    // Region-based labels with regions_class_order [1, 2, 3]: WT paints oedema (1), TC
+    // necrosis (2), ET enhancing (3).
+    let regions: Vec<(&str, &[u8], u8)> = ds
+        .label_spec
+        .regions()
+        .iter()
+        .map(|r| (r.name.as_str(), r.classes.as_slice(), r.paint))
+        .collect();
+    assert_eq!(
+        regions,
+        [
+            ("whole tumor", &[1, 2, 3][..], 1),
+            ("tumor core", &[2, 3][..], 2),
+            ("enhancing tumor", &[3][..], 3)
+        ]
+    );
+    let truth = generate_case(SIZE, 11, 1);
+    let (data, _) = load_case(&ds, &ds.cases[1], &ds.all_modalities(), NanPolicy::Error).unwrap();
+    for m in 0..4 {
+        assert_eq!(data.channels[m].data, truth.images[m], "modality {m}");
+    }
+    let expected: Vec<u8> = truth
+        .labels
+        .iter()
+        .map(|&c| match c {
+            OEDEMA => 1,
+            NECROSIS => 2,
+            ENHANCING => 3,
+            _ => 0,
+        })
+        .collect();
+    assert_eq!(data.label.unwrap().data, expected);
+}
+
+#[test]
 fn loading_and_inspecting_never_modify_input_files() {
     let tmp = TempDir::new("readonly");
     synth(&tmp.0, 2, SynthLayout::Brats2021, SynthStorage::Int16);

@@ -42,7 +42,7 @@ pub struct SynthArgs {
     /// Seed the cases are drawn from: the same seed gives the same dataset.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// brats2021 or msd.
+    /// brats2021, msd or nnunet.
     #[arg(long, default_value = "brats2021")]
     layout: SynthLayout,
     /// int16 or float32.

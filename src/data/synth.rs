@@ -27,6 +27,11 @@ pub enum SynthLayout {
     /// MSD Task01: `dataset.json`, 4D `imagesTr/CASE.nii.gz` (FLAIR, T1w, t1gd, T2w),
     /// `labelsTr/CASE.nii.gz` with 1 oedema, 2 non-enhancing, 3 enhancing.
     Msd,
+    /// nnU-Net v2 raw, as its BraTS conversion writes it: `dataset.json` (channel_names,
+    /// region-based labels, regions_class_order), `imagesTr/CASE_000{0..3}.nii.gz` (T1,
+    /// T1ce, T2, FLAIR), `labelsTr/CASE.nii.gz` with 1 oedema, 2 necrosis, 3 enhancing.
+    #[serde(rename = "nnunet")]
+    NnUnet,
 }
 
 /// How image voxels are stored.
@@ -44,9 +49,10 @@ impl std::str::FromStr for SynthLayout {
         match s.to_ascii_lowercase().as_str() {
             "brats2021" | "brats" => Ok(SynthLayout::Brats2021),
             "msd" => Ok(SynthLayout::Msd),
+            "nnunet" | "nnu-net" => Ok(SynthLayout::NnUnet),
             _ => Err(Error::config(
                 "layout",
-                format!("'{s}': expected brats2021 or msd"),
+                format!("'{s}': expected brats2021, msd or nnunet"),
             )),
         }
     }
@@ -596,17 +602,18 @@ pub fn write_dataset(opts: &SynthOptions) -> Result<()> {
         &opts.out.join(SYNTH_MARKER),
         b"written by voxseg synth; `voxseg synth --force` may replace this folder\n",
     )?;
-    if opts.layout == SynthLayout::Msd {
+    if opts.layout != SynthLayout::Brats2021 {
         create_dir(&opts.out.join("imagesTr"))?;
         create_dir(&opts.out.join("labelsTr"))?;
     }
     (0..opts.cases)
         .into_par_iter()
         .try_for_each(|index| write_case(opts, index))?;
-    if opts.layout == SynthLayout::Msd {
-        write_msd_json(opts)?;
+    match opts.layout {
+        SynthLayout::Brats2021 => Ok(()),
+        SynthLayout::Msd => write_msd_json(opts),
+        SynthLayout::NnUnet => write_nnunet_json(opts),
     }
-    Ok(())
 }
 
 fn msd_id(index: usize) -> String {
@@ -646,7 +653,48 @@ fn write_case(opts: &SynthOptions, index: usize) -> Result<()> {
             let label = opts.out.join("labelsTr").join(format!("{id}.nii.gz"));
             write_label_map(&label, &case.header, &values)
         }
+        SynthLayout::NnUnet => {
+            let id = msd_id(index);
+            for m in 0..MODALITIES.len() {
+                let path = opts
+                    .out
+                    .join("imagesTr")
+                    .join(format!("{id}_{m:04}.nii.gz"));
+                write_images(&path, &case.header, &[&case.images[m]], opts.storage, index)?;
+            }
+            let values: Vec<u8> = case.labels.iter().map(|&c| nnunet_label(c)).collect();
+            let label = opts.out.join("labelsTr").join(format!("{id}.nii.gz"));
+            write_label_map(&label, &case.header, &values)
+        }
     }
+}
+
+/// nnU-Net's BraTS numbering (its conversion script): 1 oedema, 2 necrosis, 3 enhancing.
+fn nnunet_label(class: u8) -> u8 {
+    match class {
+        OEDEMA => 1,
+        NECROSIS => 2,
+        other => other,
+    }
+}
+
+fn write_nnunet_json(opts: &SynthOptions) -> Result<()> {
+    let json = serde_json::json!({
+        "name": "SynthBrainTumour",
+        "description": "Synthetic BraTS-like data written by voxseg synth",
+        "channel_names": {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"},
+        "labels": {
+            "background": 0,
+            "whole tumor": [1, 2, 3],
+            "tumor core": [2, 3],
+            "enhancing tumor": [3]
+        },
+        "regions_class_order": [1, 2, 3],
+        "numTraining": opts.cases,
+        "file_ending": ".nii.gz",
+    });
+    let text = serde_json::to_string_pretty(&json).expect("JSON values serialise");
+    crate::atomic::write_bytes(&opts.out.join("dataset.json"), text.as_bytes())
 }
 
 fn write_msd_json(opts: &SynthOptions) -> Result<()> {
