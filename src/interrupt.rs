@@ -1,4 +1,5 @@
-//! Ctrl-C. While a loop polls for it (training, which then saves its state and returns),
+//! Ctrl-C (SIGINT), and SIGTERM and SIGHUP, which `timeout`, `kill`, cluster time limits and
+//! `docker stop` send. While a loop polls for it (training, which then saves its state and returns),
 //! it is only noted. Otherwise the process ends at once with 130 (128 + SIGINT, as a shell
 //! reports it), first removing the temporary files of the atomic writes in flight, so an
 //! interrupted command leaves no partial file behind.

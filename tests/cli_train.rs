@@ -547,6 +547,53 @@ fn ctrl_c_exits_130_and_the_resumed_epoch_has_one_row_over_all_its_steps() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// SIGTERM (what `timeout`, `kill`, SLURM and `docker stop` send) ends a training as
+/// Ctrl-C does; while one trains, a second training of its folder is refused; a killed
+/// write's temporary checkpoint is removed when the run is taken up again.
+#[cfg(target_os = "linux")]
+#[test]
+fn sigterm_saves_last_and_a_run_folder_trains_one_process_at_a_time() {
+    let dir = temp_dir("sigterm");
+    let data = brats_dataset(&dir, 24, 3);
+    let d = data.to_str().unwrap();
+    let schedule = ["--epochs", "2", "--iters-per-epoch", "100", "--patch", "16"];
+    let run = dir.join("run");
+    let o = run.to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_voxseg"))
+        .args(train_args(d, o, &schedule))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("iter 1/") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no progress line");
+    }
+    let pid = child.id().to_string();
+    let second = voxseg_in(&dir, &["train", "--out", o, "--resume"]);
+    assert_refused(
+        &second,
+        &[&format!("in use by another voxseg train (process {pid})")],
+    );
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success(), "kill -TERM {pid}: {sent}");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("interrupted at epoch 0, step "), "{stdout}");
+    assert!(run.join("checkpoints/last.safetensors").exists());
+    assert!(!run.join(".voxseg-train.lock").exists());
+    // What a SIGKILL during a checkpoint write leaves behind.
+    let stale = run.join("checkpoints/.last.safetensors.4294967.tmp");
+    std::fs::write(&stale, b"half a checkpoint").unwrap();
+    let r = voxseg_in(&dir, &["train", "--out", o, "--resume", "--epochs", "1"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(!stale.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn folds_and_split_files_choose_the_split() {
     use voxseg::data::split::{Split, SplitFractions};

@@ -2,6 +2,7 @@
 pub mod card;
 pub mod checkpoint;
 pub mod config;
+pub mod lock;
 pub mod plan;
 pub mod run;
 

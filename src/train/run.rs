@@ -3,6 +3,7 @@
 use super::card::{CheckpointIdentity, ModelCard, CARD_FORMAT, CHECKPOINT_IDENTITY_KEY};
 use super::checkpoint::{load_checkpoint, save_checkpoint};
 use super::config::{ModelKind, TrainConfig, RESUMABLE_SETTINGS};
+use super::lock::{is_temp_file, remove_stale_temp_files, RunLock, LOCK_FILE};
 use super::plan::{
     gpu_step_peak_bytes, min_patch_for_depth, model_estimate, model_parameters, plan, stages_for,
     step_memory_bytes, DataSummary, Plan, PlanDevice,
@@ -282,12 +283,13 @@ fn refuse_dataset_as_out(out: &Path) -> Result<()> {
 /// run's files would be mixed with them, and replace any of the same name (`--force` starts
 /// a run over, it does not take over a folder of other files).
 fn refuse_foreign_files(out: &Path) -> Result<()> {
-    const RUN_FILES: [&str; 5] = [
+    const RUN_FILES: [&str; 6] = [
         "split.json",
         "model.json",
         "metrics.jsonl",
         "checkpoints",
         "tb",
+        LOCK_FILE,
     ];
     let Ok(entries) = std::fs::read_dir(out) else {
         return Ok(());
@@ -295,7 +297,7 @@ fn refuse_foreign_files(out: &Path) -> Result<()> {
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| !RUN_FILES.contains(&name.as_str()))
+        .filter(|name| !RUN_FILES.contains(&name.as_str()) && !is_temp_file(name))
         .collect();
     if names.is_empty() {
         return Ok(());
@@ -1896,11 +1898,15 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
         ));
     }
 
-    // Every check has passed: the run's files are written from here on.
+    // Every check has passed: the run's files are written from here on, by this process
+    // alone (the lock lives until training returns).
+    create_dir(&run.root)?;
+    let _lock = RunLock::acquire(&run.root)?;
     if replace {
         remove_run(&run)?;
     }
-    create_dir(&run.root)?;
+    remove_stale_temp_files(&run.root)?;
+    remove_stale_temp_files(&run.checkpoints())?;
     // config.json first: it marks the folder as a run's, which --force and --resume accept,
     // whatever else fails to be written after it.
     let recorded = recorded_config(&cfg, &data.modalities, device);
