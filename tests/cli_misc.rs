@@ -426,7 +426,10 @@ fn check_replace_nan_accepts_cases_that_training_with_it_accepts() {
     let Outcome {
         ok, stderr: err, ..
     } = voxseg(&["check", "--data", data.to_str().unwrap()]);
-    assert!(!ok && err.contains("1 case(s) with a problem: training refuses them"), "{err}");
+    assert!(
+        !ok && err.contains("1 case(s) with a problem: training refuses them"),
+        "{err}"
+    );
     let Outcome {
         ok,
         stdout: out,

@@ -152,6 +152,28 @@ fn a_split_without_validation_cases_trains_without_made_up_scores() {
         };
         assert!(checkpoint("best") == checkpoint("last"), "{name}");
     }
+    // A process killed between writing last and best leaves a best that is not the epoch
+    // last names best: a resume makes it last's copy again, and says so.
+    let run = dir.join("file");
+    std::fs::remove_file(run.join("checkpoints/best.safetensors")).unwrap();
+    let r = voxseg_in(
+        &dir,
+        &[
+            "train",
+            "--out",
+            run.to_str().unwrap(),
+            "--resume",
+            "--epochs",
+            "3",
+        ],
+    );
+    assert_ok(&r);
+    assert!(
+        r.stderr
+            .contains("was not the best epoch's (1, as last records); made it a copy of last"),
+        "{}",
+        r.stderr
+    );
     // A plateau schedule watches the validation loss: refused before anything is written.
     let run = dir.join("plateau");
     let r = voxseg_in(

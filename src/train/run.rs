@@ -1944,6 +1944,7 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
             &mut model,
             Some(opt.as_mut()),
         )?;
+        repair_best(&run, &state)?;
     }
     let mut schedule = state
         .schedule
@@ -2049,6 +2050,8 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
         // Steps of this epoch in this call; the loss sum covers the epoch's earlier steps too.
         let mut steps_now = 0usize;
         let mut last_grads = None;
+        // Whether this epoch's validation set a new best (`best` is then written after `last`).
+        let mut new_best = false;
         while state.iter < cfg.iters_per_epoch {
             if interrupt.requested() {
                 ending = Ending::Interrupted;
@@ -2141,15 +2144,7 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
                 state.best_score = Some(val.mean_dice);
                 state.best_epoch = Some(state.epoch);
                 state.validations_since_best = 0;
-                state.seconds = base_seconds + started.elapsed().as_secs_f64();
-                state.schedule = Some(schedule.clone());
-                save_state(
-                    &run.checkpoint("best"),
-                    &identity,
-                    &model,
-                    opt.as_ref(),
-                    &advance(&state, epoch_done),
-                )?;
+                new_best = true;
             } else {
                 state.validations_since_best += 1;
             }
@@ -2193,12 +2188,11 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
             opt.as_ref(),
             &state,
         )?;
-        if !validates {
-            // Byte for byte the same file: without validation there is nothing to choose.
-            let last = run.checkpoint("last");
-            let bytes = std::fs::read(&last)
-                .map_err(|e| Error::io(format!("reading {}", last.display()), e))?;
-            crate::atomic::write_bytes(&run.checkpoint("best"), &bytes)?;
+        if new_best || !validates {
+            // Byte for byte `last`, written after it: a process killed in between leaves a
+            // `last` whose state names this epoch best, which a resume repairs
+            // (`repair_best`); without validation there is nothing to choose.
+            copy_last_to_best(&run)?;
         }
         if ending != Ending::Finished {
             break;
@@ -2224,6 +2218,34 @@ pub fn gib(bytes: u64) -> f64 {
 }
 
 /// The state after an epoch: the next epoch when it was complete, else where it stopped.
+/// `best` as a copy of `last`, the file the epoch just saved.
+fn copy_last_to_best(run: &RunDir) -> Result<()> {
+    let last = run.checkpoint("last");
+    let bytes =
+        std::fs::read(&last).map_err(|e| Error::io(format!("reading {}", last.display()), e))?;
+    crate::atomic::write_bytes(&run.checkpoint("best"), &bytes)
+}
+
+/// Where `last` was saved at the end of the epoch its state names best but `best` is not
+/// that epoch's (a process killed between the two writes), `best` becomes `last` again.
+fn repair_best(run: &RunDir, last: &TrainState) -> Result<()> {
+    let best_is_last = last.iter == 0 && last.best_epoch.is_some_and(|e| e + 1 == last.epoch);
+    if !best_is_last {
+        return Ok(());
+    }
+    let best = run.checkpoint("best");
+    let same = best.exists() && read_state(&best).is_ok_and(|b| b.step == last.step);
+    if !same {
+        eprintln!(
+            "note: {} was not the best epoch's ({}, as last records); made it a copy of last",
+            best.display(),
+            last.epoch - 1
+        );
+        copy_last_to_best(run)?;
+    }
+    Ok(())
+}
+
 fn advance(state: &TrainState, epoch_done: bool) -> TrainState {
     let mut next = state.clone();
     if epoch_done {
