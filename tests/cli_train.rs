@@ -466,6 +466,27 @@ fn resume_keeps_the_runs_settings_and_says_what_changed() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Starts `voxseg args` and returns once the first training step's progress line is out:
+/// the interrupt handler is then in place and the epoch has begun. The child's stderr is
+/// returned to be kept open while it runs.
+fn train_until_first_step(
+    args: &[&str],
+) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_voxseg"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("iter 1/") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no progress line");
+    }
+    (child, stderr)
+}
+
 #[test]
 fn ctrl_c_exits_130_and_the_resumed_epoch_has_one_row_over_all_its_steps() {
     let dir = temp_dir("interrupt");
@@ -474,20 +495,8 @@ fn ctrl_c_exits_130_and_the_resumed_epoch_has_one_row_over_all_its_steps() {
     let schedule = ["--epochs", "2", "--iters-per-epoch", "100", "--patch", "16"];
     let run = dir.join("run");
     let o = run.to_str().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_voxseg"))
-        .args(train_args(d, o, &schedule))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // After the first step's progress line the handler is in place and the epoch has begun;
     // SIGINT is what Ctrl-C sends.
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.starts_with("iter 1/") {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "no progress line");
-    }
+    let (child, _stderr) = train_until_first_step(&train_args(d, o, &schedule));
     // Our own child, not yet reaped, so the pid is still its.
     let pid = child.id().to_string();
     let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
@@ -559,18 +568,7 @@ fn sigterm_saves_last_and_a_run_folder_trains_one_process_at_a_time() {
     let schedule = ["--epochs", "2", "--iters-per-epoch", "100", "--patch", "16"];
     let run = dir.join("run");
     let o = run.to_str().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_voxseg"))
-        .args(train_args(d, o, &schedule))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.starts_with("iter 1/") {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "no progress line");
-    }
+    let (child, _stderr) = train_until_first_step(&train_args(d, o, &schedule));
     let pid = child.id().to_string();
     let second = voxseg_in(&dir, &["train", "--out", o, "--resume"]);
     assert_refused(
