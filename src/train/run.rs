@@ -2217,7 +2217,6 @@ pub fn gib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
 }
 
-/// The state after an epoch: the next epoch when it was complete, else where it stopped.
 /// `best` as a copy of `last`, the file the epoch just saved.
 fn copy_last_to_best(run: &RunDir) -> Result<()> {
     let last = run.checkpoint("last");
@@ -2246,6 +2245,7 @@ fn repair_best(run: &RunDir, last: &TrainState) -> Result<()> {
     Ok(())
 }
 
+/// The state after an epoch: the next epoch when it was complete, else where it stopped.
 fn advance(state: &TrainState, epoch_done: bool) -> TrainState {
     let mut next = state.clone();
     if epoch_done {
