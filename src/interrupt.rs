@@ -15,10 +15,42 @@ static INSTALL: Once = Once::new();
 /// Installs the handler (once per process; later calls do nothing).
 pub fn install() {
     INSTALL.call_once(|| {
+        let hangup_ignored = hangup_ignored();
         // Fails only where another handler was installed first; that one then decides.
         let _ = ctrlc::set_handler(on_interrupt);
+        if hangup_ignored {
+            ignore_hangup();
+        }
     });
 }
+
+/// Whether SIGHUP is ignored, as `nohup` leaves it: a training started so must outlive the
+/// terminal, so the handler (which also takes SIGHUP) gives it back.
+#[cfg(target_os = "linux")]
+fn hangup_ignored() -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn ignore_hangup() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no code.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn hangup_ignored() -> bool {
+    false
+}
+
+#[cfg(not(target_os = "linux"))]
+fn ignore_hangup() {}
 
 fn on_interrupt() {
     if POLLERS.load(Ordering::SeqCst) > 0 {

@@ -405,7 +405,7 @@ fn check_reports_every_layout_problem_then_checks_the_cases() {
     );
     assert!(
         err.contains(
-            "1 problem(s) in the listing; 2 case(s) with a problem: training refuses them"
+            "1 problem(s) in the listing, for which training and predict refuse the dataset; 2 case(s) with a problem"
         ),
         "{err}"
     );

@@ -199,12 +199,21 @@ fn missing_predictions_are_warned_listed_scored_empty_or_refused() {
     let Outcome { ok, stderr, .. } = evaluate(&pred, &data, &["--out", s(&json), "--force"]);
     assert!(ok, "{stderr}");
     let split_bytes = std::fs::read(&split).unwrap();
-    // A JSON file the reference folder holds (as an MSD or nnU-Net dataset.json).
-    let dataset_json = data.join("notes.json");
-    std::fs::write(&dataset_json, "{}").unwrap();
+    // A file in one of the reference's case folders is the reference's; a report at the
+    // folder's top is the user's, replaced with --force.
+    let case_file = data.join(&cases[0].0).join("notes.json");
+    std::fs::write(&case_file, "{}").unwrap();
+    let top = data.join("scores.json");
+    std::fs::write(&top, "{}").unwrap();
+    let Outcome { ok, stderr, .. } = evaluate(
+        &pred,
+        &data,
+        &["--missing", "empty", "--out", s(&top), "--force"],
+    );
+    assert!(ok, "{stderr}");
     for (input, what) in [
         (&split, "the --split file"),
-        (&dataset_json, "of the reference"),
+        (&case_file, "of the reference"),
     ] {
         let Outcome { ok, stderr, .. } = evaluate(
             &pred,
@@ -222,7 +231,7 @@ fn missing_predictions_are_warned_listed_scored_empty_or_refused() {
         assert!(!ok && stderr.contains(what), "{stderr}");
     }
     assert_eq!(std::fs::read(&split).unwrap(), split_bytes);
-    assert_eq!(std::fs::read_to_string(&dataset_json).unwrap(), "{}");
+    assert_eq!(std::fs::read_to_string(&case_file).unwrap(), "{}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -472,15 +472,21 @@ fn resume_keeps_the_runs_settings_and_says_what_changed() {
 fn train_until_first_step(
     args: &[&str],
 ) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_voxseg"))
-        .args(args)
+    until_first_step(Command::new(env!("CARGO_BIN_EXE_voxseg")).args(args))
+}
+
+/// As `train_until_first_step`, for a command that runs voxseg (e.g. under `nohup`).
+fn until_first_step(
+    command: &mut Command,
+) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
-    while !line.starts_with("iter 1/") {
+    while !line.starts_with("iter ") {
         line.clear();
         assert!(stderr.read_line(&mut line).unwrap() > 0, "no progress line");
     }
@@ -582,13 +588,33 @@ fn sigterm_saves_last_and_a_run_folder_trains_one_process_at_a_time() {
     assert_eq!(out.status.code(), Some(130), "{stdout}");
     assert!(stdout.contains("interrupted at epoch 0, step "), "{stdout}");
     assert!(run.join("checkpoints/last.safetensors").exists());
-    assert!(!run.join(".voxseg-train.lock").exists());
     // What a SIGKILL during a checkpoint write leaves behind.
     let stale = run.join("checkpoints/.last.safetensors.4294967.tmp");
     std::fs::write(&stale, b"half a checkpoint").unwrap();
     let r = voxseg_in(&dir, &["train", "--out", o, "--resume", "--epochs", "1"]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(!stale.exists());
+    // Under nohup (SIGHUP ignored) a hangup leaves the training running; Ctrl-C still ends it.
+    let (mut child, _stderr) = until_first_step(
+        Command::new("nohup")
+            .arg(env!("CARGO_BIN_EXE_voxseg"))
+            .args(["train", "--out", o, "--resume", "--epochs", "4"]),
+    );
+    let pid = child.id().to_string();
+    let kill = |signal: &str| {
+        let sent = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(sent.success(), "kill {signal} {pid}: {sent}");
+    };
+    kill("-HUP");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "a hangup under nohup ended the training"
+    );
+    kill("-INT");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -32,21 +32,24 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let check = check_dataset(&listing, &channels, nan);
     say!("{}", check.report(dataset, &names));
     if check.failed() {
-        anyhow::bail!(
-            "{}: {}{} case(s) with a problem: training refuses them, and predict skips them \
-             (writing the others){}",
-            a.data.display(),
-            match check.listing.len() {
-                0 => String::new(),
-                n => format!("{n} problem(s) in the listing; "),
-            },
-            check.problems(),
-            if a.replace_nan {
-                " with --replace-nan"
-            } else {
-                ""
-            }
-        );
+        let nan = if a.replace_nan {
+            " with --replace-nan"
+        } else {
+            ""
+        };
+        let cases = check.problems();
+        match check.listing.len() {
+            0 => anyhow::bail!(
+                "{}: {cases} case(s) with a problem{nan}: training refuses them, and predict \
+                 skips them (writing the others)",
+                a.data.display()
+            ),
+            n => anyhow::bail!(
+                "{}: {n} problem(s) in the listing, for which training and predict refuse the \
+                 dataset; {cases} case(s) with a problem{nan}",
+                a.data.display()
+            ),
+        }
     }
     Ok(())
 }

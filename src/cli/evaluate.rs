@@ -136,10 +136,15 @@ fn input_at(a: &Args, out: &Path) -> Option<String> {
     if a.split.as_deref().is_some_and(same) {
         return Some("the --split file".into());
     }
-    if under(&a.truth) {
-        return Some(format!("a file of the reference {}", a.truth.display()));
-    }
     let name = out.file_name()?.to_string_lossy();
+    // The reference's own files: a manifest given as --truth, a dataset.json, the label
+    // maps and anything in a case's folder. A report at the folder's top is the user's.
+    if let Ok(truth) = std::fs::canonicalize(&a.truth) {
+        let at_top = out.parent() == Some(truth.as_path());
+        if out == truth || (out.starts_with(&truth) && (!at_top || name == "dataset.json")) {
+            return Some(format!("a file of the reference {}", a.truth.display()));
+        }
+    }
     if under(&a.pred) && name.ends_with("_probabilities.json") {
         return Some(format!("a prediction's sidecar in {}", a.pred.display()));
     }

@@ -159,7 +159,8 @@ impl UNetConfig {
         let mut sizes = vec![patch];
         for s in 1..self.depth {
             let stride = self.stride(s);
-            size = [0, 1, 2].map(|a| size[a] / stride[a].max(1));
+            // 'same' padding rounds up, in the strided convolutions and the pooling alike.
+            size = [0, 1, 2].map(|a| size[a].div_ceil(stride[a].max(1)));
             if self.deep_supervision && s + 2 < self.depth {
                 sizes.push(size);
             }
@@ -503,6 +504,12 @@ mod tests {
         );
         net.deep_supervision = false;
         assert_eq!(net.supervised_sizes([32, 64, 64]), vec![[32, 64, 64]]);
+        // Odd sizes round up, as the network's 'same' padding does.
+        net.deep_supervision = true;
+        assert_eq!(
+            net.supervised_sizes([29, 29, 29]),
+            vec![[29, 29, 29], [29, 15, 15], [15, 8, 8]]
+        );
     }
     use crate::autograd::{check_gradients, Tape};
     use crate::backend::cpu::{Cpu, Cpu64};

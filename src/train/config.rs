@@ -224,19 +224,23 @@ impl TrainConfig {
         }
         // The file over the defaults, so a nested object given in part keeps the defaults
         // of the keys it leaves out.
-        let mut merged = serde_json::to_value(TrainConfig::default()).map_err(|e| e.to_string())?;
-        overlay(&mut merged, value.clone());
         if !value.is_object() {
             return Err("expected a JSON object of settings".into());
         }
-        let mut cfg: TrainConfig = serde_json::from_value(merged).map_err(|e| e.to_string())?;
+        let defaults = serde_json::to_value(TrainConfig::default()).map_err(|e| e.to_string())?;
+        let mut merged = defaults.clone();
+        overlay(&mut merged, value.clone());
+        let array_message =
+            |key: String| format!("`{key}` is an array: give an object of named settings");
+        let mut cfg: TrainConfig = serde_json::from_value(merged).map_err(|e| {
+            // An array serde could not read by position either: say what is wrong with it.
+            array_for_object(&value, &defaults, "").map_or_else(|| e.to_string(), array_message)
+        })?;
         // Serde skips unknown keys inside nested objects; what it skipped is missing from
         // the configuration written back out.
         let resolved = serde_json::to_value(&cfg).map_err(|e| e.to_string())?;
         if let Some(key) = array_for_object(&value, &resolved, "") {
-            return Err(format!(
-                "`{key}` is an array: give an object of named settings"
-            ));
+            return Err(array_message(key));
         }
         if let Some((key, known)) = ignored_key(&value, &resolved, "") {
             return Err(format!(

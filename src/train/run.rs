@@ -1409,7 +1409,7 @@ fn check_ssim_window(cfg: &TrainConfig, plan: &Plan, spec: &ModelSpec) -> Result
     let Some(small) = sizes.iter().find(|s| s.iter().any(|&a| a < window)) else {
         return Ok(());
     };
-    let fit = small.iter().min().copied().unwrap_or(0);
+    let fit = sizes.iter().flatten().min().copied().unwrap_or(0);
     let deep = if sizes.len() > 1 {
         ", or --no-deep-supervision (the smaller outputs' loss)"
     } else {
@@ -1846,7 +1846,7 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
     if let Some(ending) = untrained {
         return Ok(TrainSummary {
             run,
-            device: device.describe(),
+            device: device.describe_at(cfg.precision.unwrap_or_default()),
             epochs: cfg.epochs,
             state,
             last_validation: None,
@@ -2201,7 +2201,7 @@ fn train_on<B: Backend>(backend: &B, device: &Device, start: RunStart) -> Result
     progress.finish();
     Ok(TrainSummary {
         run,
-        device: device.describe(),
+        device: device.describe_at(cfg.precision.unwrap_or_default()),
         epochs: cfg.epochs,
         state,
         last_validation,
