@@ -669,6 +669,38 @@ fn disagreeing_shapes_and_affines_are_named() {
         ],
     );
 
+    // The first image (the reference) the odd one: it is blamed, not the three that agree
+    // with each other, nor the label that agrees with them.
+    write_nifti(
+        &flair,
+        good.header(),
+        1,
+        VoxelData::Float32(&data),
+        (1.0, 0.0),
+    )
+    .unwrap();
+    let t1 = brats_file(&tmp.0, 1, "t1");
+    write_nifti(&t1, &header, 1, VoxelData::Float32(&small), (1.0, 0.0)).unwrap();
+    let ds = detect(&tmp.0).unwrap();
+    let read = voxseg::data::case::read_case(
+        &ds,
+        &ds.cases[1],
+        &ds.all_modalities(),
+        NanPolicy::Error,
+        &[],
+    );
+    let problems: Vec<String> = read.problems.iter().map(|e| e.to_string()).collect();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_mentions(
+        &problems[0],
+        &[
+            "_t1.nii.gz",
+            "size 16x14x11",
+            "the case's other 3 images share one grid",
+            "_t1ce.nii.gz",
+        ],
+    );
+
     let seg = brats_file(&tmp.0, 0, "seg");
     let labels = vec![0u8; header.voxel_count()];
     write_label_map(&seg, &header, &labels).unwrap();

@@ -53,7 +53,8 @@ pub struct CaseRead {
 
 /// Reads `case` as [`load_case`] does, but on past a problem, so that one run names every
 /// problem of the case (for `voxseg check`): each file unreadable, on another grid than the
-/// first readable image, with NaN voxels (with `NanPolicy::Error`) or label values outside
+/// first readable image (or that image, when all the others share a grid it is off), with
+/// NaN voxels (with `NanPolicy::Error`) or label values outside
 /// the convention. Files in `skip` (known to be missing) are not read, and the case is then
 /// not loaded.
 pub fn read_case(
@@ -78,6 +79,11 @@ pub fn read_case(
     let mut files: Vec<(&Path, Option<NiftiFile>)> = Vec::new();
     let mut channels = Vec::with_capacity(modalities.len());
     let mut reference: Option<(NiftiHeaderInfo, &Path)> = None;
+    // Files off the reference's grid (their problem's index, header, path), and how many are
+    // on it: when every other file is off it, and all on one grid, the reference is the odd
+    // one (see `blame_odd_reference`).
+    let mut off_grid: Vec<(usize, NiftiHeaderInfo, &Path)> = Vec::new();
+    let mut on_grid = 0usize;
     for &m in modalities {
         let Some(image) = case.images.get(m) else {
             problems.push(Error::data(
@@ -114,10 +120,12 @@ pub fn read_case(
                             reference = Some((grid, &image.path));
                         }
                         Some((grid, first)) => {
-                            if let Err(e) =
-                                check_same_grid(&case.id, grid, first, header, &image.path)
-                            {
-                                problems.push(e);
+                            match check_same_grid(&case.id, grid, first, header, &image.path) {
+                                Ok(()) => on_grid += 1,
+                                Err(e) => {
+                                    off_grid.push((problems.len(), header.clone(), &image.path));
+                                    problems.push(e);
+                                }
                             }
                         }
                     }
@@ -140,7 +148,27 @@ pub fn read_case(
             Err(e) => problems.push(e),
         }
     }
-    let grid = reference.as_ref().map(|(g, p)| (g, *p));
+    let (blame, others_grid) = reference
+        .as_ref()
+        .and_then(|(grid, path)| blame_odd_reference(&case.id, grid, path, &off_grid, on_grid))
+        .unzip();
+    // The others' grid holds the label to theirs when the reference is the odd one.
+    let grid = match &others_grid {
+        Some((header, path)) => Some((header, *path)),
+        None => reference.as_ref().map(|(g, p)| (g, *p)),
+    };
+    if let Some(blame) = blame {
+        let indices: Vec<usize> = off_grid.iter().map(|(i, _, _)| *i).collect();
+        problems = std::iter::once(blame)
+            .chain(
+                std::mem::take(&mut problems)
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| !indices.contains(i))
+                    .map(|(_, e)| e),
+            )
+            .collect();
+    }
     let label = match &case.label {
         Some(path) if !skip.contains(&path.as_path()) => {
             let (label, errors) = read_label(&dataset.label_spec, &case.id, path, grid);
@@ -164,6 +192,39 @@ pub fn read_case(
         },
         _ => failed(problems),
     }
+}
+
+/// When the reference (a case's first image) is off the grid that every other image of the
+/// case shares (two or more of them), the problem is the reference's: one error on it, and
+/// the others' grid (a header and its file) to hold the label to.
+fn blame_odd_reference<'a>(
+    case: &str,
+    reference: &NiftiHeaderInfo,
+    reference_path: &Path,
+    off_grid: &[(usize, NiftiHeaderInfo, &'a Path)],
+    on_grid: usize,
+) -> Option<(Error, (NiftiHeaderInfo, &'a Path))> {
+    let [(_, first, first_path), rest @ ..] = off_grid else {
+        return None;
+    };
+    if on_grid > 0
+        || rest.is_empty()
+        || rest
+            .iter()
+            .any(|(_, h, _)| grid_difference(h, first).is_some())
+    {
+        return None;
+    }
+    let what = grid_difference(reference, first)?;
+    let error = Error::file(
+        reference_path,
+        format!(
+            "case {case}: {what} (the case's other {} images share one grid, e.g. {})",
+            off_grid.len(),
+            first_path.display()
+        ),
+    );
+    Some((error, (first.clone(), *first_path)))
 }
 
 /// `file`, unless its layout says otherwise: an MSD 4D image (one `image` names a channel
