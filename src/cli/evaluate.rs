@@ -8,6 +8,7 @@ use voxseg::metrics::evaluate::{
 };
 use voxseg::metrics::postprocess_search::find_postprocessing;
 use voxseg::train::card::ModelCard;
+use voxseg::train::run::RunDir;
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -148,10 +149,13 @@ fn input_at(a: &Args, out: &Path) -> Option<String> {
     if under(&a.pred) && name.ends_with("_probabilities.json") {
         return Some(format!("a prediction's sidecar in {}", a.pred.display()));
     }
-    let run_file = ["model.json", "config.json", "split.json"];
-    if let Some(run) = &a.model {
-        if run_file.iter().any(|f| same(&run.join(f))) {
-            return Some(format!("a file of the run {}", run.display()));
+    if let Some(root) = &a.model {
+        let run = RunDir { root: root.clone() };
+        if [run.model(), run.config(), run.split()]
+            .iter()
+            .any(|f| same(f))
+        {
+            return Some(format!("a file of the run {}", root.display()));
         }
     }
     None

@@ -379,9 +379,10 @@ pub fn grid_difference(pred: &NiftiHeaderInfo, truth: &NiftiHeaderInfo) -> Optio
             size(truth.dims)
         ));
     }
+    let close = |u: [f64; 3], v: [f64; 3]| (0..3).all(|i| (u[i] - v[i]).abs() <= AFFINE_TOLERANCE);
     // The voxel size voxseg resamples and measures with is pixdim's, which a file may
     // state apart from its affine: compared on its own.
-    if (0..3).any(|i| (pred.spacing[i] - truth.spacing[i]).abs() > AFFINE_TOLERANCE) {
+    if !close(pred.spacing, truth.spacing) {
         return Some(format!(
             "voxel size {} mm (pixdim) differs from the reference's {} mm",
             triple(pred.spacing),
@@ -394,7 +395,6 @@ pub fn grid_difference(pred: &NiftiHeaderInfo, truth: &NiftiHeaderInfo) -> Optio
     let (a, b) = (pred.affine(), truth.affine());
     let column = |m: &[[f64; 4]; 4], j: usize| [m[0][j], m[1][j], m[2][j]];
     let norm = |v: [f64; 3]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
-    let close = |u: [f64; 3], v: [f64; 3]| (0..3).all(|i| (u[i] - v[i]).abs() <= AFFINE_TOLERANCE);
     let mut what = Vec::new();
     let (sizes_a, sizes_b) = (
         [0, 1, 2].map(|j| norm(column(&a, j))),

@@ -73,6 +73,11 @@ impl SsimOptions {
     /// Refuses options no SSIM can be computed with, naming the config key at fault
     /// (`loss.data_range`, `loss.window.size`, ...).
     pub fn validate(&self) -> Result<()> {
+        self.checked_taps().map(drop)
+    }
+
+    /// The window's taps, once every option is checked (`validate`).
+    fn checked_taps(&self) -> Result<Vec<f64>> {
         if !(self.data_range > 0.0 && self.data_range.is_finite()) {
             return Err(Error::config(
                 "loss.data_range",
@@ -84,7 +89,7 @@ impl SsimOptions {
                 return Err(Error::config(key, format!("{k} must be 0 or more")));
             }
         }
-        self.window.taps().map(drop)
+        self.window.taps()
     }
 
     /// The window's taps along an axis.
@@ -100,8 +105,7 @@ impl SsimOptions {
 /// window-weighted population moments (no n-1 correction). 0 for identical inputs.
 pub fn ssim3d<B: Backend>(x: &Var<B>, y: &Var<B>, opts: &SsimOptions) -> Result<Var<B>> {
     x.shape().expect_eq(y.shape(), "ssim3d")?;
-    opts.validate()?;
-    let taps = opts.window.taps()?;
+    let taps = opts.checked_taps()?;
     let c1 = (opts.k1 * opts.data_range).powi(2);
     let c2 = (opts.k2 * opts.data_range).powi(2);
     let mean_x = x.window_filter(&taps)?;

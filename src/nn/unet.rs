@@ -152,16 +152,22 @@ impl UNetConfig {
             None => [2; 3],
         }
     }
-    /// The spatial size of each output the training loss scores for a `patch`: the full
-    /// resolution's, then with deep supervision those of the stages that have a head.
+    /// Whether decoder stage `s` has an output head: the full resolution's, and with deep
+    /// supervision every stage but the two deepest.
+    pub fn has_head(&self, s: usize) -> bool {
+        s == 0 || (self.deep_supervision && s + 2 < self.depth)
+    }
+
+    /// The spatial size of each output the training loss scores for a `patch`: those of
+    /// the stages that have a head (`has_head`), the full resolution first.
     pub fn supervised_sizes(&self, patch: [usize; 3]) -> Vec<[usize; 3]> {
         let mut size = patch;
-        let mut sizes = vec![patch];
-        for s in 1..self.depth {
+        let mut sizes = Vec::new();
+        for s in 0..self.depth {
             let stride = self.stride(s);
             // 'same' padding rounds up, in the strided convolutions and the pooling alike.
             size = [0, 1, 2].map(|a| size[a].div_ceil(stride[a].max(1)));
-            if self.deep_supervision && s + 2 < self.depth {
+            if self.has_head(s) {
                 sizes.push(size);
             }
         }
@@ -351,7 +357,7 @@ impl<B: Backend> UNet<B> {
                 [1; 3],
                 &mut rng,
             )?);
-            if s == 0 || (cfg.deep_supervision && s + 2 < cfg.depth) {
+            if cfg.has_head(s) {
                 heads.push(head(
                     backend,
                     &format!("head.{s}"),

@@ -70,6 +70,13 @@ impl RunDir {
     pub fn tensorboard(&self) -> PathBuf {
         self.root.join("tb")
     }
+    /// The files a run writes (`--force` removes them), then its folders.
+    fn own_entries(&self) -> ([PathBuf; 4], [PathBuf; 2]) {
+        (
+            [self.config(), self.split(), self.model(), self.metrics()],
+            [self.checkpoints(), self.tensorboard()],
+        )
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -236,7 +243,7 @@ fn prepare_run_dir(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunStart> {
     }
     refuse_dataset_as_out(&run.root)?;
     if !has_run {
-        refuse_foreign_files(&run.root)?;
+        refuse_foreign_files(&run)?;
     }
     if has_run && !opts.force {
         return Err(Error::config(
@@ -282,22 +289,17 @@ fn refuse_dataset_as_out(out: &Path) -> Result<()> {
 /// run's own (what an older voxseg left when a run failed before writing its config): the
 /// run's files would be mixed with them, and replace any of the same name (`--force` starts
 /// a run over, it does not take over a folder of other files).
-fn refuse_foreign_files(out: &Path) -> Result<()> {
-    const RUN_FILES: [&str; 6] = [
-        "split.json",
-        "model.json",
-        "metrics.jsonl",
-        "checkpoints",
-        "tb",
-        LOCK_FILE,
-    ];
-    let Ok(entries) = std::fs::read_dir(out) else {
+fn refuse_foreign_files(run: &RunDir) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(&run.root) else {
         return Ok(());
     };
+    let (files, dirs) = run.own_entries();
+    let own: Vec<PathBuf> = files.into_iter().chain(dirs).collect();
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
+        .filter(|e| !own.contains(&e.path()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| !RUN_FILES.contains(&name.as_str()) && !is_temp_file(name))
+        .filter(|name| name != LOCK_FILE && !is_temp_file(name))
         .collect();
     if names.is_empty() {
         return Ok(());
@@ -308,7 +310,7 @@ fn refuse_foreign_files(out: &Path) -> Result<()> {
         format!(
             "{} holds files that are not a run's ({}) and no run (no config.json): the run's \
              files would be mixed with these; choose a new or empty folder",
-            out.display(),
+            run.root.display(),
             few(&names)
         ),
     ))
@@ -629,10 +631,11 @@ fn read_state(path: &Path) -> Result<TrainState> {
 
 /// Removes the files of the run `--force` replaces.
 fn remove_run(run: &RunDir) -> Result<()> {
-    for file in [run.config(), run.split(), run.model(), run.metrics()] {
+    let (files, dirs) = run.own_entries();
+    for file in files {
         remove_if_present(&file)?;
     }
-    for dir in [run.checkpoints(), run.tensorboard()] {
+    for dir in dirs {
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;

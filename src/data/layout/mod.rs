@@ -425,14 +425,7 @@ impl Dataset {
                 .modalities
                 .iter()
                 .position(|m| m.to_ascii_lowercase() == want);
-            let aliased = || {
-                let group = MODALITY_ALIASES
-                    .iter()
-                    .find(|g| g.contains(&want.as_str()))?;
-                self.modalities
-                    .iter()
-                    .position(|m| group.contains(&m.to_ascii_lowercase().as_str()))
-            };
+            let aliased = || self.modalities.iter().position(|m| same_modality(m, &want));
             let index = exact.or_else(aliased).ok_or_else(|| {
                 Error::config(
                     "modalities",

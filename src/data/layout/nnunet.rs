@@ -286,14 +286,16 @@ fn check_regions_class_order(json_path: &Path, json: &Value, spec: &LabelSpec) -
         .iter()
         .map(|r| u64::from(spec.classes()[r.paint as usize].file_value))
         .collect();
-    let given: Option<Vec<u64>> = order
-        .as_array()
-        .map(|a| a.iter().map(Value::as_u64).collect::<Option<Vec<_>>>())
-        .unwrap_or(None);
-    let (mut want, mut got) = (painted.clone(), given.clone().unwrap_or_default());
+    let mut want = painted.clone();
     want.sort_unstable();
-    got.sort_unstable();
-    if given.is_none() || want != got {
+    let given = order
+        .as_array()
+        .and_then(|a| a.iter().map(Value::as_u64).collect::<Option<Vec<_>>>());
+    let paints_them = given.is_some_and(|mut got| {
+        got.sort_unstable();
+        got == want
+    });
+    if !paints_them {
         return Err(Error::file(
             json_path,
             format!(
