@@ -41,9 +41,9 @@
 // ---------------------------------------------------------------------------------------
 // Bordered pack
 
-template <class P>
+template <class P, class Store>
 __device__ __forceinline__ void vx_pack_bordered(const ConvBorderPackParams& p,
-                                                 const float* src, typename P::Elem* dst) {
+                                                 const float* src, const Store& store) {
     const unsigned chunks_per_voxel = static_cast<unsigned>(p.padded) / P::PER_CHUNK;
     const unsigned voxels = static_cast<unsigned>(p.n) * p.out_d * p.out_h * p.out_w;
     const unsigned chunks = voxels * chunks_per_voxel;
@@ -62,7 +62,7 @@ __device__ __forceinline__ void vx_pack_bordered(const ConvBorderPackParams& p,
 #pragma unroll
             for (int j = 0; j < P::PER_CHUNK; ++j) vals[j] = 0.0f;
         }
-        *reinterpret_cast<VxU4*>(dst + static_cast<size_t>(v) * p.padded + c0) = P::chunk(vals);
+        store(static_cast<size_t>(v) * p.padded + c0, vals);
     }
 }
 
@@ -70,13 +70,27 @@ __device__ __forceinline__ void vx_pack_bordered(const ConvBorderPackParams& p,
     extern "C" __global__ void __launch_bounds__(256)                                        \
         name(const ConvBorderPackParams p, const float* __restrict__ src,                    \
              Precision::Elem* __restrict__ dst) {                                            \
-        vx_pack_bordered<Precision>(p, src, dst);                                            \
+        vx_pack_bordered<Precision>(p, src, VxPackStore<Precision>{dst});                    \
     }                                                                                        \
     VX_EMU_ENTRY(name, (const ConvBorderPackParams p, const float* src, Precision::Elem* dst), \
                  (p, src, dst))
 
 VX_CONV_BORDER_PACK(conv3d_pack_bordered_bf16, VxBf16)
 VX_CONV_BORDER_PACK(conv3d_pack_bordered_tf32, VxTf32)
+
+// The bordered pack of tf32 backward weights on the bf16 kernels: three copies
+// (params_conv.h, ConvBorderBf16x3PackParams).
+extern "C" __global__ void __launch_bounds__(256)
+    conv3d_pack_bordered_bf16x3(const ConvBorderBf16x3PackParams p,
+                                const float* __restrict__ src, VxBf16Bits* __restrict__ dst) {
+    const ConvBorderPackParams& g = p.pack;
+    const size_t copy_len =
+        static_cast<size_t>(g.n) * g.out_d * g.out_h * g.out_w * static_cast<size_t>(g.padded);
+    vx_pack_bordered<VxBf16>(g, src, VxBf16x3Store{dst, copy_len, p.residual_copies});
+}
+VX_EMU_ENTRY(conv3d_pack_bordered_bf16x3,
+             (const ConvBorderBf16x3PackParams p, const float* src, VxBf16Bits* dst),
+             (p, src, dst))
 
 // ---------------------------------------------------------------------------------------
 // Tiles

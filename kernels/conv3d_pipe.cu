@@ -34,10 +34,11 @@
 // ---------------------------------------------------------------------------------------
 // Packing
 
-// dst [b][a][padded] from src [a][b][c]: one 16-byte chunk per thread and step.
-template <class P>
+// dst [b][a][padded] from src [a][b][c]: one 16-byte chunk per thread and step, handed to
+// store(element offset in one copy, values) (VxPackStore, VxBf16x3Store).
+template <class P, class Store>
 __device__ __forceinline__ void vx_pack_rows(const ConvPackParams& p, const float* src,
-                                             typename P::Elem* dst) {
+                                             const Store& store) {
     const unsigned chunks_per_row = static_cast<unsigned>(p.padded) / P::PER_CHUNK;
     const unsigned chunks =
         static_cast<unsigned>(p.a) * static_cast<unsigned>(p.b) * chunks_per_row;
@@ -53,15 +54,15 @@ __device__ __forceinline__ void vx_pack_rows(const ConvPackParams& p, const floa
         }
         float v[P::PER_CHUNK];
         vx_load_chunk(src + static_cast<size_t>(src_row) * p.c, c0, p.c, v);
-        *reinterpret_cast<VxU4*>(dst + static_cast<size_t>(row) * p.padded + c0) = P::chunk(v);
+        store(static_cast<size_t>(row) * p.padded + c0, v);
     }
 }
 
 // dst [c][a][padded] from src [a][b][c]. Consecutive threads take consecutive c, so the
 // strided gather of a chunk's values of b is coalesced across the warp.
-template <class P>
+template <class P, class Store>
 __device__ __forceinline__ void vx_pack_transposed(const ConvPackParams& p, const float* src,
-                                                   typename P::Elem* dst) {
+                                                   const Store& store) {
     const unsigned chunks_per_row = static_cast<unsigned>(p.padded) / P::PER_CHUNK;
     const unsigned c = static_cast<unsigned>(p.c);
     const unsigned chunks = static_cast<unsigned>(p.a) * chunks_per_row * c;
@@ -75,8 +76,7 @@ __device__ __forceinline__ void vx_pack_transposed(const ConvPackParams& p, cons
 #pragma unroll
         for (int j = 0; j < P::PER_CHUNK; ++j)
             v[j] = b0 + j < p.b ? s[static_cast<size_t>(b0 + j) * p.c] : 0.0f;
-        *reinterpret_cast<VxU4*>(dst + (static_cast<size_t>(ci) * p.a + ai) * p.padded + b0) =
-            P::chunk(v);
+        store((static_cast<size_t>(ci) * p.a + ai) * p.padded + b0, v);
     }
 }
 
@@ -84,7 +84,7 @@ __device__ __forceinline__ void vx_pack_transposed(const ConvPackParams& p, cons
     extern "C" __global__ void __launch_bounds__(256)                                      \
         name(const ConvPackParams p, const float* __restrict__ src,                        \
              Precision::Elem* __restrict__ dst) {                                          \
-        pack<Precision>(p, src, dst);                                                      \
+        pack<Precision>(p, src, VxPackStore<Precision>{dst});                              \
     }                                                                                      \
     VX_EMU_ENTRY(name, (const ConvPackParams p, const float* src, Precision::Elem* dst), \
                  (p, src, dst))
@@ -93,6 +93,17 @@ VX_CONV_PACK(conv3d_pack_rows_bf16, vx_pack_rows, VxBf16)
 VX_CONV_PACK(conv3d_pack_transposed_bf16, vx_pack_transposed, VxBf16)
 VX_CONV_PACK(conv3d_pack_rows_tf32, vx_pack_rows, VxTf32)
 VX_CONV_PACK(conv3d_pack_transposed_tf32, vx_pack_transposed, VxTf32)
+
+// The rows pack of tf32 backward weights on the bf16 kernels: three copies
+// (params_conv.h, ConvBf16x3PackParams).
+extern "C" __global__ void __launch_bounds__(256)
+    conv3d_pack_rows_bf16x3(const ConvBf16x3PackParams p, const float* __restrict__ src,
+                            VxBf16Bits* __restrict__ dst) {
+    const size_t copy_len = static_cast<size_t>(p.pack.a) * p.pack.b * p.pack.padded;
+    vx_pack_rows<VxBf16>(p.pack, src, VxBf16x3Store{dst, copy_len, p.residual_copies});
+}
+VX_EMU_ENTRY(conv3d_pack_rows_bf16x3,
+             (const ConvBf16x3PackParams p, const float* src, VxBf16Bits* dst), (p, src, dst))
 
 // ---------------------------------------------------------------------------------------
 // Kernels (tiles and main loops: conv3d_sync.h)

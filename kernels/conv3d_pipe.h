@@ -59,6 +59,48 @@ struct VxTf32 {
     }
 };
 
+// A pack's store of one chunk: its values rounded to P at element `at` of dst.
+template <class P>
+struct VxPackStore {
+    typename P::Elem* dst;
+    __device__ __forceinline__ void operator()(size_t at, const float (&v)[P::PER_CHUNK]) const {
+        *reinterpret_cast<VxU4*>(dst + at) = P::chunk(v);
+    }
+};
+
+// x - hi, hi being bf16 bits of x's rounding; 0 where hi is not finite (an infinity or NaN
+// stays in hi, and its residual would be NaN).
+__device__ __forceinline__ float vx_bf16_residual(float x, unsigned hi_bits) {
+    const unsigned hi = hi_bits << 16;
+    return (hi & 0x7F800000u) == 0x7F800000u ? 0.0f : x - __uint_as_float(hi);
+}
+
+// The store of the bf16x3 packs (ConvBf16x3PackParams): each chunk in all three copies,
+// as hi = bf16(x) or, in the copies whose bit residual_copies sets, lo = bf16(x - hi)
+// (x - hi is exact in f32). The kernel's sum over the three copies of a pair of operands
+// packed (hi, hi, lo) and (hi, lo, hi) is hi hi' + hi lo' + lo hi': x x' but for lo lo' and
+// lo's rounding, about 2^-16 of it, against tf32's 2^-11.
+struct VxBf16x3Store {
+    VxBf16Bits* dst;
+    size_t copy_len;
+    int residual_copies;
+    __device__ __forceinline__ void operator()(size_t at, const float (&v)[8]) const {
+        const VxU4 hi = vx_bf16_chunk(v);
+        const unsigned words[4] = {hi.x, hi.y, hi.z, hi.w};
+        float r[8];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            r[2 * j] = vx_bf16_residual(v[2 * j], words[j] & 0xFFFFu);
+            r[2 * j + 1] = vx_bf16_residual(v[2 * j + 1], words[j] >> 16);
+        }
+        const VxU4 lo = vx_bf16_chunk(r);
+#pragma unroll
+        for (int copy = 0; copy < 3; ++copy)
+            *reinterpret_cast<VxU4*>(dst + copy * copy_len + at) =
+                (residual_copies >> copy) & 1 ? lo : hi;
+    }
+};
+
 // Channels padded to whole 16-byte chunks.
 template <class P>
 __device__ __forceinline__ int vx_pad(int c) {

@@ -105,6 +105,22 @@ struct ConvBorderPackParams {
     int out_d, out_h, out_w;
 };
 
+// tf32 backward weights on the bf16 kernels (conv3d_pack_rows_bf16x3,
+// conv3d_pack_bordered_bf16x3): the pack's layout (rows or bordered, bf16) three times over,
+// copy after copy, each a value's bf16 rounding hi or, in the copies whose bit
+// residual_copies sets, the rounding of its residual x - hi (VxBf16x3Store). The bf16
+// kernel runs on the three copies as one batch of 3 n samples. padded * rows * 3 fits a
+// size_t, the chunk count of one copy an int.
+struct ConvBf16x3PackParams {
+    ConvPackParams pack;
+    int residual_copies;
+};
+
+struct ConvBorderBf16x3PackParams {
+    ConvBorderPackParams pack;
+    int residual_copies;
+};
+
 // The channel-major pack of tf32 backward weights on wgmma (conv3d_wgmma.cu): f32
 // activations [n][d][h][w][c] (grid's source) to tf32 [c][grid.padded], each channel's
 // row one grid of phase_len = n out_d out_h out_w voxels (grid's bordered volume) per

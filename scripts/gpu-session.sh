@@ -46,7 +46,9 @@
 # whose taps do not overlap (the 2x2x2 stride-2 transposed forwards) on the phase kernel
 # (VOXSEG_CONV_PHASE=1; off by default, not yet timed), "+persist" runs the forward and
 # backward data on the transposed tiles persistently, a block per SM looping over the
-# tiles (VOXSEG_WGMMA_PERSIST=1; off by default, not yet timed), "+jit" loads every module from
+# tiles (VOXSEG_WGMMA_PERSIST=1; off by default, not yet timed), "+bf16x3" runs tf32
+# backward weights as three bf16 products on the bf16 kernels (VOXSEG_CONV_TF32_BF16X3=1;
+# off by default, not yet timed), "+jit" loads every module from
 # its PTX (the driver's compilation) instead of the machine code the bundle carries for the
 # card (VOXSEG_SASS=off); without them each runs where a GPU measured it faster (so "+l1"
 # leaves the halo's passes on the halo, which has no L1 build). E.g. "bf16+mma+percall:conv" into
@@ -185,6 +187,7 @@ for item in $ours; do
         nohalo) vars+=(VOXSEG_CONV_HALO=off) ;;
         phase) vars+=(VOXSEG_CONV_PHASE=1) ;;
         persist) vars+=(VOXSEG_WGMMA_PERSIST=1) ;;
+        bf16x3) vars+=(VOXSEG_CONV_TF32_BF16X3=1) ;;
         *) log "unknown variant $v in $item" && continue 2 ;;
         esac
         file+="_$v"

@@ -89,6 +89,33 @@ fn reference(
     cpu_pass(&Cpu64::new(), pass, (&a, &b, bias.as_deref()), g)
 }
 
+/// The CPU backend's backward weights in f64 on (x, dy) as a bf16x3 plan's kernel reads
+/// them (`ConvPlan::bf16x3`): hi hi' + hi lo' + lo hi', hi a value's bf16 rounding and lo
+/// that of its residual, split by arithmetic.
+fn bf16x3_reference(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f64> {
+    let hi = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| round_bf16(x) as f64).collect() };
+    let lo = |v: &[f32]| -> Vec<f64> {
+        v.iter()
+            .map(|&x| round_bf16(x - round_bf16(x)) as f64)
+            .collect()
+    };
+    let cpu = Cpu64::new();
+    let pass = |x: &[f64], dy: &[f64]| cpu_pass(&cpu, ConvPass::BackwardWeight, (x, dy, None), g);
+    let parts = [
+        pass(&hi(x), &hi(dy)),
+        pass(&hi(x), &lo(dy)),
+        pass(&lo(x), &hi(dy)),
+    ];
+    (0..parts[0].len())
+        .map(|i| parts.iter().map(|p| p[i]).sum())
+        .collect()
+}
+
+/// The relative norm error that tf32 backward weights as three bf16 products stay below,
+/// against the unrounded result: a hundredth of tf32's bound (they measure about 4e-6 on
+/// inputs of O(1), against tf32's 2e-4 to 3e-4).
+const BF16X3_TOL: f64 = 2e-5;
+
 /// What one checked pass ran.
 struct Ran {
     kernel: ConvKernel,
@@ -113,7 +140,12 @@ fn check_pass(
     assert_eq!(got.len(), plan.out_len);
     let what = format!("{pass:?} {:?} splits {} {g:?}", plan.kernel, plan.splits());
     let used = plan.kernel.precision;
-    let rounded = reference(g, pass, &a, &b, bias.as_deref(), rounder(used));
+    let bf16x3 = plan.is_bf16x3();
+    let rounded = if bf16x3 {
+        bf16x3_reference(g, &a, &b)
+    } else {
+        reference(g, pass, &a, &b, bias.as_deref(), rounder(used))
+    };
     let e = max_rel(&got, &rounded);
     assert!(
         e < 1e-5,
@@ -122,7 +154,9 @@ fn check_pass(
     if used != ConvPrecision::F32 {
         let exact = reference(g, pass, &a, &b, bias.as_deref(), |x| x);
         let e = norm_rel(&got, &exact);
-        let tol = if used == ConvPrecision::Tf32 {
+        let tol = if bf16x3 {
+            BF16X3_TOL
+        } else if used == ConvPrecision::Tf32 {
             2e-3
         } else {
             1e-2
@@ -284,6 +318,20 @@ fn pack_params_have_the_cpp_layout() {
             out_d,
             out_h,
             out_w
+        }
+    );
+    check_layout!(
+        "ConvBf16x3PackParams",
+        ConvBf16x3PackParams {
+            pack,
+            residual_copies
+        }
+    );
+    check_layout!(
+        "ConvBorderBf16x3PackParams",
+        ConvBorderBf16x3PackParams {
+            pack,
+            residual_copies
         }
     );
     check_layout!(
@@ -2370,4 +2418,180 @@ fn phase_launches_get_their_tiles_shared_memory() {
         );
     }
     assert_eq!(emu_conv::phase_shared_bytes("conv3d_fwd_bf16_n64"), None);
+}
+
+/// The bf16x3 packs (`ConvPack::bf16x3`) write the one-copy bf16 pack of their source's
+/// rounding hi in the copies their residual bits leave clear, and of its residual
+/// x - hi in the others, rows and bordered, for a batch of three times the source's: among
+/// the values, infinities and NaN (whose residual is 0), values exact in bf16 (residual 0),
+/// ties, and values that round up to the next power of two.
+#[test]
+fn bf16x3_packs_write_hi_and_residual_copies() {
+    let mut rng = Rng::new(130);
+    let tripled_border = |n: i32| ConvBorder {
+        n,
+        source: [2, 3, 4],
+        before: [1, 0, 1],
+        dims: [4, 4, 6],
+    };
+    let cases = [
+        (ConvPackKind::Rows, ConvPackKind::Rows, [3 * 70, 1, 13]),
+        (
+            ConvPackKind::Bordered(tripled_border(6)),
+            ConvPackKind::Bordered(tripled_border(2)),
+            [6 * 24, 1, 8],
+        ),
+    ];
+    for (tripled, one, [a, b, c]) in cases {
+        let whole = ConvPack::new(tripled, ConvPrecision::Bf16, [a, b, c], 1).unwrap();
+        let mut src = random(&mut rng, a / 3 * c, -3.0, 3.0);
+        let specials = [
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            1.5,
+            -0.0,
+            1.0 + 3.0 / 128.0,
+            1.0 + 1.0 / 256.0,
+            f32::from_bits(0x3F7F_FFFF),
+            1e-39,
+        ];
+        src[..specials.len()].copy_from_slice(&specials);
+        let hi: Vec<f32> = src.iter().map(|&x| round_bf16(x)).collect();
+        let lo: Vec<f32> = src
+            .iter()
+            .zip(&hi)
+            .map(|(&x, &h)| if h.is_finite() { x - h } else { 0.0 })
+            .collect();
+        assert_eq!(lo[5], 0.0, "1 + 3/128 is exact in bf16");
+        assert_eq!((hi[6], lo[6]), (1.0, 1.0 / 256.0), "a tie rounds to even");
+        assert!(hi[7] == 1.0 && lo[7] < 0.0, "rounds up to the next power");
+        let single = ConvPack::new(one, ConvPrecision::Bf16, [a / 3, b, c], 1).unwrap();
+        let packed_one = |values: &[f32]| {
+            let mut dst = vec![<u16 as emu_conv::Packed>::NAN; single.packed_len()];
+            emu_conv::conv3d_pack(&single, values, &mut dst).unwrap();
+            dst
+        };
+        let (hi_pack, lo_pack) = (packed_one(&hi), packed_one(&lo));
+        for residual in [0b100, 0b010, 0b011] {
+            let pack = whole.bf16x3(residual, 1).unwrap();
+            assert_eq!(pack.packed_len(), whole.packed_len());
+            assert_eq!(pack.source_len(), src.len());
+            let n = pack.packed_len();
+            let mut dst = vec![<u16 as emu_conv::Packed>::NAN; n + 8];
+            dst[n..].fill(0xABCD);
+            emu_conv::conv3d_pack(&pack, &src, &mut dst).unwrap();
+            assert!(
+                dst[n..].iter().all(|&g| g == 0xABCD),
+                "{tripled:?}: past its end"
+            );
+            for (copy, got) in dst[..n].chunks(n / 3).enumerate() {
+                let want = if residual >> copy & 1 == 1 {
+                    &lo_pack
+                } else {
+                    &hi_pack
+                };
+                assert_eq!(
+                    got,
+                    &want[..],
+                    "{tripled:?} residual {residual:b} copy {copy}"
+                );
+            }
+        }
+    }
+    let transposed = ConvPack::new(ConvPackKind::Transposed, ConvPrecision::Bf16, [3, 4, 5], 1);
+    assert!(transposed.unwrap().bf16x3(0b100, 1).is_err());
+    let tf32 = ConvPack::new(ConvPackKind::Rows, ConvPrecision::Tf32, [6, 1, 4], 1);
+    assert!(tf32.unwrap().bf16x3(0b100, 1).is_err());
+}
+
+/// tf32 backward weights as three bf16 products (`ConvPlan::bf16x3`): the bf16 kernel the
+/// plan picks for three times the samples, over x packed (hi, hi, lo) and dy (hi, lo, hi),
+/// within 1e-5 of hi hi' + hi lo' + lo hi' in f64 and within `BF16X3_TOL` of the unrounded
+/// result. On mma.sync (no wgmma) and the halo kernels, and on wgmma's tiles, the tensor
+/// memory accelerator's and the transposed 64-column ones: odd channels (5, 12, 3
+/// columns), 'same' and 'valid', stride 2, a 1x1x1 head and a 2x2x2 transposed
+/// convolution. Forward and backward data, and tf32 without the switch, keep tf32.
+#[test]
+fn tf32_backward_weights_as_three_bf16_products() {
+    let mut rng = Rng::new(131);
+    let ampere = ConvTarget::new(432).with_tf32_bf16x3(true);
+    let hopper = ConvTarget::new(528)
+        .with_wgmma(true)
+        .with_wgmma_tma(Reach::All)
+        .with_tf32_bf16x3(true);
+    let cases = [
+        (
+            conv([1, 5, 6, 7, 5], [3, 3, 3, 5, 12], 1, Padding::Same),
+            ampere,
+        ),
+        (
+            conv([2, 7, 6, 5, 12], [3, 3, 3, 12, 16], 2, Padding::Same),
+            ampere,
+        ),
+        (
+            conv([2, 4, 5, 6, 32], [1, 1, 1, 32, 3], 1, Padding::Same),
+            ampere,
+        ),
+        (transposed([1, 3, 4, 5, 8], [2, 2, 2, 16, 8], K2S2), ampere),
+        (
+            conv([1, 2, 30, 30, 32], [1, 3, 3, 32, 32], 1, Padding::Same),
+            ampere.with_halo(Reach::All),
+        ),
+        (
+            conv([1, 8, 8, 8, 64], [3, 3, 3, 64, 128], 1, Padding::Same),
+            hopper,
+        ),
+        (
+            conv([1, 6, 10, 10, 64], [3, 3, 3, 64, 64], 1, Padding::Valid),
+            hopper.with_wgmma_cols_weights(Reach::All),
+        ),
+    ];
+    let mut tiles = Vec::new();
+    for (g, target) in &cases {
+        let plan = ConvPlan::new(g, ConvPass::BackwardWeight, ConvPrecision::Tf32, *target);
+        let plan = plan.unwrap();
+        assert_eq!(plan.kernel.precision, ConvPrecision::Bf16, "{g:?}");
+        assert_eq!(plan.params.n as usize, 3 * g.n, "{g:?}");
+        let copies = plan.packs.map(|p| p.map(|pack| pack.copies));
+        assert_eq!(
+            copies,
+            Some([
+                ConvPackCopies::Bf16x3 { residual: 0b100 },
+                ConvPackCopies::Bf16x3 { residual: 0b010 }
+            ]),
+            "{g:?}"
+        );
+        let ran = check_pass(
+            g,
+            ConvPass::BackwardWeight,
+            ConvPrecision::Tf32,
+            *target,
+            &mut rng,
+        );
+        tiles.push(ran.kernel.tile);
+        for pass in [ConvPass::Forward, ConvPass::BackwardData] {
+            let plan = ConvPlan::new(g, pass, ConvPrecision::Tf32, *target).unwrap();
+            assert_eq!(plan.kernel.precision, ConvPrecision::Tf32, "{pass:?} {g:?}");
+        }
+        let off = ConvTarget {
+            tf32_bf16x3: false,
+            ..*target
+        };
+        let plan = ConvPlan::new(g, ConvPass::BackwardWeight, ConvPrecision::Tf32, off).unwrap();
+        assert_eq!(plan.kernel.precision, ConvPrecision::Tf32, "{g:?}");
+    }
+    use ConvTile::*;
+    assert_eq!(
+        tiles,
+        [
+            TcN32,
+            TcN32,
+            TcN32,
+            TcN32,
+            HaloWeight32x32,
+            WgTma128,
+            WgTmaCols
+        ]
+    );
 }

@@ -492,14 +492,15 @@ fn run_shapes(
             };
             let op = shape.op(direction);
             let timed = time_case(cuda, &format!("{op} {key}"), Timing::Graph, &mut run)?;
-            // The L1 build variant runs the same kernel names: the label says which ran.
+            // The L1 build variant runs the same kernel names, and tf32 backward weights as
+            // three bf16 products the bf16 kernels: the label says which ran.
             let plan = cuda.conv_plan(&g, pass)?;
             let name = plan.kernel.name().unwrap_or("?");
-            let kernel = if plan.gather_l1 {
-                format!("{name}+l1")
-            } else {
-                name.to_string()
-            };
+            let kernel = format!(
+                "{name}{}{}",
+                if plan.gather_l1 { "+l1" } else { "" },
+                if plan.is_bf16x3() { "+bf16x3" } else { "" }
+            );
             let flop = g.flops();
             let gflops = flop / timed.ms / 1e6;
             results.push(BenchResult {

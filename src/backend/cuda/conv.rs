@@ -32,13 +32,16 @@
 //! H200 timed them faster with their packs made on every call: everywhere, their packs
 //! made the training step slower; inert where `VOXSEG_WGMMA_TMA` is off).
 //!
+//! `VOXSEG_CONV_TF32_BF16X3=1` runs tf32 backward weights as three bf16 products on the
+//! bf16 kernels (`ConvPlan::bf16x3`; off until a GPU has timed it).
+//!
 //! The tape keeps, of a tensor-core convolution's input, only the pack its weight gradient
 //! reads (`conv3d_saved_input`; not a pack larger than the input that the forward did not
 //! keep), so that the f32 input is freed once the forward is done with it
 //! (`VOXSEG_SAVE_PACKED_INPUTS`, on unless `0` or `off`).
 use super::conv_plan::{
-    wgmma_probe_depth, ConvPack, ConvPass, ConvPlan, ConvPrecision, ConvTarget, Reach, WgmmaLayout,
-    CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
+    wgmma_probe_depth, ConvPack, ConvPackArgs, ConvPass, ConvPlan, ConvPrecision, ConvTarget,
+    Reach, WgmmaLayout, CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
 };
 use super::conv_tma::{
     tma_params, TiledMap, TMA_DATA_TYPE_BF16, TMA_PROBE_MAX_BOX_BYTES, TMA_PROBE_SHARED_BYTES,
@@ -125,6 +128,10 @@ pub const PHASE_ENV: &str = "VOXSEG_CONV_PHASE";
 /// GPU has timed it yet; `ConvTile::WgTmaColsLoop`).
 pub const WGMMA_PERSIST_ENV: &str = "VOXSEG_WGMMA_PERSIST";
 
+/// The environment variable that runs tf32 backward weights as three bf16 products on the
+/// bf16 kernels (`1` or `on`; off by default: no GPU has timed it yet; `ConvPlan::bf16x3`).
+pub const TF32_BF16X3_ENV: &str = "VOXSEG_CONV_TF32_BF16X3";
+
 /// The environment variable that turns keeping operand packs off (`0` or `off`).
 pub const PACK_CACHE_ENV: &str = "VOXSEG_PACK_CACHE";
 
@@ -200,6 +207,7 @@ struct ConvSettings {
     halo: Reach,
     phase: bool,
     wgmma_persist: bool,
+    tf32_bf16x3: bool,
     cache_packs: bool,
     save_packed_inputs: bool,
 }
@@ -222,6 +230,7 @@ impl Default for ConvSettings {
             halo: Reach::default(),
             phase: false,
             wgmma_persist: false,
+            tf32_bf16x3: false,
             cache_packs: true,
             save_packed_inputs: true,
         }
@@ -434,6 +443,7 @@ impl Cuda {
         let halo = reach_from_env(HALO_ENV)?;
         let phase = switch_from_env(PHASE_ENV)?.unwrap_or(false);
         let wgmma_persist = wgmma_switch(WGMMA_PERSIST_ENV, false)?;
+        let tf32_bf16x3 = switch_from_env(TF32_BF16X3_ENV)?.unwrap_or(false);
         let cache_packs = switch_from_env(PACK_CACHE_ENV)?.unwrap_or(true);
         let save_packed_inputs = switch_from_env(SAVE_PACKED_INPUTS_ENV)?;
         if save_packed_inputs == Some(true) && !cache_packs {
@@ -458,6 +468,7 @@ impl Cuda {
             halo,
             phase,
             wgmma_persist,
+            tf32_bf16x3,
             cache_packs,
             save_packed_inputs,
         };
@@ -538,16 +549,18 @@ impl Cuda {
         let mut dst = self.alloc_pack(pack)?;
         let name = pack.name();
         let f = self.function(pack.module(), name)?;
-        let (border, channel_major) = (pack.border_params(), pack.channel_major_params());
+        let params = pack.args();
         let mut args = self.stream().launch_builder(&f);
-        match (&border, &channel_major) {
-            (Some(border), _) => args.arg(border),
-            (_, Some(channel_major)) => args.arg(channel_major),
-            _ => args.arg(&pack.params),
+        match &params {
+            ConvPackArgs::Rows(p) => args.arg(p),
+            ConvPackArgs::Bordered(p) => args.arg(p),
+            ConvPackArgs::ChannelMajor(p) => args.arg(p),
+            ConvPackArgs::RowsBf16x3(p) => args.arg(p),
+            ConvPackArgs::BorderedBf16x3(p) => args.arg(p),
         };
         args.arg(src.block()).arg(dst.block_mut());
-        // SAFETY: (params, src, dst) as the pack kernels take them (the bordered and
-        // channel-major kernels their own params); src holds the source_len elements the
+        // SAFETY: (params, src, dst) as the pack kernels take them (each kind its own
+        // params, `ConvPackArgs`); src holds the source_len elements the
         // params describe (checked above) and dst packed_len elements of element_bytes each.
         unsafe { args.launch(config(&pack.dims)) }.map_err(|e| driver_error(name, e))?;
         Ok(dst)
@@ -748,6 +761,18 @@ impl Cuda {
         self.update_conv_settings(|s| s.wgmma_persist = on);
     }
 
+    /// Whether tf32 backward weights run as three bf16 products: what `set_tf32_bf16x3` set,
+    /// else `VOXSEG_CONV_TF32_BF16X3` (off by default).
+    pub fn tf32_bf16x3(&self) -> Result<bool> {
+        Ok(self.conv_settings()?.tf32_bf16x3)
+    }
+
+    /// Turns tf32 backward weights as three bf16 products on or off for this device,
+    /// whatever `VOXSEG_CONV_TF32_BF16X3` says.
+    pub fn set_tf32_bf16x3(&self, on: bool) {
+        self.update_conv_settings(|s| s.tf32_bf16x3 = on);
+    }
+
     /// Whether convolutions keep their operands' packs beside them (see `storage`): what
     /// `set_pack_cache` set, else `VOXSEG_PACK_CACHE` (on unless `0` or `off`).
     pub fn pack_cache(&self) -> Result<bool> {
@@ -788,7 +813,8 @@ impl Cuda {
             .with_halo(s.halo)
             .with_gather_l1(s.gather_l1)
             .with_phase(s.phase)
-            .with_wgmma_persist(s.wgmma_persist);
+            .with_wgmma_persist(s.wgmma_persist)
+            .with_tf32_bf16x3(s.tf32_bf16x3);
         ConvPlan::new(g, pass, s.precision, target)
     }
 

@@ -829,6 +829,31 @@ pub struct ConvChannelMajorPackParams {
 // test).
 unsafe impl cudarc::driver::DeviceRepr for ConvChannelMajorPackParams {}
 
+/// Parameters of the bf16x3 rows pack (`ConvBf16x3PackParams` in kernels/params_conv.h):
+/// the rows pack's, and the copies that hold residuals (bit s: copy s).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvBf16x3PackParams {
+    pub pack: ConvPackParams,
+    pub residual_copies: i32,
+}
+
+// SAFETY: #[repr(C)] plain integers, the layout of ConvBf16x3PackParams (checked by a test).
+unsafe impl cudarc::driver::DeviceRepr for ConvBf16x3PackParams {}
+
+/// Parameters of the bf16x3 bordered pack (`ConvBorderBf16x3PackParams` in
+/// kernels/params_conv.h).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvBorderBf16x3PackParams {
+    pub pack: ConvBorderPackParams,
+    pub residual_copies: i32,
+}
+
+// SAFETY: #[repr(C)] plain integers, the layout of ConvBorderBf16x3PackParams (checked by a
+// test).
+unsafe impl cudarc::driver::DeviceRepr for ConvBorderBf16x3PackParams {}
+
 /// Where a channel-major pack puts its source: `border.n` samples of `border.source` voxels
 /// (d, h, w) split into their `stride` phases, phase r's voxel z along an axis holding
 /// source voxel stride (z - before) + r, in grids of `border.dims` voxels a sample, one per
@@ -877,6 +902,28 @@ pub enum ConvPackKind {
     ChannelMajor(ConvPhaseGrid),
 }
 
+/// The copies of its source a pack writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConvPackCopies {
+    /// One, rounded to the pack's precision.
+    One,
+    /// Three bf16 copies one after another, as one batch three times the source's, for tf32
+    /// backward weights on the bf16 kernels (`ConvPlan::bf16x3`): each value x as its
+    /// rounding hi or, in the copies whose bit `residual` sets, as the rounding of x - hi
+    /// (kernels/params_conv.h, `ConvBf16x3PackParams`).
+    Bf16x3 { residual: u8 },
+}
+
+/// The kernel parameters of a pack, by kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvPackArgs {
+    Rows(ConvPackParams),
+    Bordered(ConvBorderPackParams),
+    ChannelMajor(ConvChannelMajorPackParams),
+    RowsBf16x3(ConvBf16x3PackParams),
+    BorderedBf16x3(ConvBorderBf16x3PackParams),
+}
+
 /// The conversion of one f32 operand to the packed buffer (bf16 or tf32) a tensor-core
 /// kernel reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -884,6 +931,7 @@ pub struct ConvPack {
     pub kind: ConvPackKind,
     /// `Tf32` or `Bf16`: what the elements are rounded to.
     pub precision: ConvPrecision,
+    pub copies: ConvPackCopies,
     pub params: ConvPackParams,
     pub dims: LaunchDims,
 }
@@ -975,12 +1023,52 @@ impl ConvPack {
         Ok(Self {
             kind,
             precision,
+            copies: ConvPackCopies::One,
             params: ConvPackParams { a, b, c, padded },
             dims,
         })
     }
 
+    /// This bf16 pack of activations of 3 n samples (rows or bordered) as the bf16x3 pack
+    /// of n samples that writes the same buffer: three copies of its n samples' pack,
+    /// those whose bit `residual` sets holding the residuals.
+    pub fn bf16x3(&self, residual: u8, target_blocks: u32) -> Result<Self> {
+        let p = self.params;
+        let third = |v: i32| (v % 3 == 0).then_some(v / 3);
+        let kind = match self.kind {
+            ConvPackKind::Rows if p.b == 1 => third(p.a).map(|_| ConvPackKind::Rows),
+            ConvPackKind::Bordered(border) => {
+                third(border.n).map(|n| ConvPackKind::Bordered(ConvBorder { n, ..border }))
+            }
+            _ => None,
+        };
+        let (Some(kind), Some(a), ConvPrecision::Bf16, ConvPackCopies::One) =
+            (kind, third(p.a), self.precision, self.copies)
+        else {
+            return Err(Error::config(
+                "conv3d (cuda pack)",
+                format!("{self:?} has no bf16x3 form: it packs no batch of 3 n samples in bf16"),
+            ));
+        };
+        let one = Self::new(
+            kind,
+            ConvPrecision::Bf16,
+            [a as usize, p.b as usize, p.c as usize],
+            target_blocks,
+        )?;
+        Ok(Self {
+            copies: ConvPackCopies::Bf16x3 { residual },
+            ..one
+        })
+    }
+
     pub fn name(&self) -> &'static str {
+        if let ConvPackCopies::Bf16x3 { .. } = self.copies {
+            return match self.kind {
+                ConvPackKind::Bordered(_) => "conv3d_pack_bordered_bf16x3",
+                _ => "conv3d_pack_rows_bf16x3",
+            };
+        }
         match (self.kind, self.precision) {
             (ConvPackKind::Rows, ConvPrecision::Tf32) => "conv3d_pack_rows_tf32",
             (ConvPackKind::Transposed, ConvPrecision::Tf32) => "conv3d_pack_transposed_tf32",
@@ -1001,29 +1089,37 @@ impl ConvPack {
         }
     }
 
-    /// The channel-major pack kernel's parameters (None for the other kinds).
-    pub fn channel_major_params(&self) -> Option<ConvChannelMajorPackParams> {
-        let ConvPackKind::ChannelMajor(g) = self.kind else {
-            return None;
+    /// The pack kernel's parameters.
+    pub fn args(&self) -> ConvPackArgs {
+        let residual_copies = match self.copies {
+            ConvPackCopies::One => None,
+            ConvPackCopies::Bf16x3 { residual } => Some(residual as i32),
         };
-        let [stride_d, stride_h, stride_w] = g.stride;
-        Some(ConvChannelMajorPackParams {
-            grid: self.bordered(g.border),
-            stride_d,
-            stride_h,
-            stride_w,
-            phase_len: g.phase_len() as i32,
-            shifts: g.shifts,
-        })
-    }
-
-    /// The bordered pack kernel's parameters (None for the other kinds, which take
-    /// `params`, or `channel_major_params`).
-    pub fn border_params(&self) -> Option<ConvBorderPackParams> {
-        let ConvPackKind::Bordered(b) = self.kind else {
-            return None;
-        };
-        Some(self.bordered(b))
+        match (self.kind, residual_copies) {
+            (ConvPackKind::Bordered(b), None) => ConvPackArgs::Bordered(self.bordered(b)),
+            (ConvPackKind::Bordered(b), Some(residual_copies)) => {
+                ConvPackArgs::BorderedBf16x3(ConvBorderBf16x3PackParams {
+                    pack: self.bordered(b),
+                    residual_copies,
+                })
+            }
+            (ConvPackKind::ChannelMajor(g), _) => {
+                let [stride_d, stride_h, stride_w] = g.stride;
+                ConvPackArgs::ChannelMajor(ConvChannelMajorPackParams {
+                    grid: self.bordered(g.border),
+                    stride_d,
+                    stride_h,
+                    stride_w,
+                    phase_len: g.phase_len() as i32,
+                    shifts: g.shifts,
+                })
+            }
+            (_, None) => ConvPackArgs::Rows(self.params),
+            (_, Some(residual_copies)) => ConvPackArgs::RowsBf16x3(ConvBf16x3PackParams {
+                pack: self.params,
+                residual_copies,
+            }),
+        }
     }
 
     /// `b` with this pack's channels, as the bordered pack kernel takes it.
@@ -1067,7 +1163,11 @@ impl ConvPack {
             ConvPackKind::Bordered(border) => border.voxels()[1],
             ConvPackKind::ChannelMajor(g) => p.c as usize * g.shifts as usize,
         };
-        rows * p.padded as usize
+        let copies = match self.copies {
+            ConvPackCopies::One => 1,
+            ConvPackCopies::Bf16x3 { .. } => 3,
+        };
+        rows * p.padded as usize * copies
     }
 }
 
@@ -1188,6 +1288,9 @@ pub struct ConvTarget {
     /// Forward and backward data on the transposed tiles run persistently where their
     /// reduction is not split (`ConvPlan::persistent`).
     pub wgmma_persist: bool,
+    /// tf32 backward weights run as three bf16 products on the bf16 kernels
+    /// (`ConvPlan::bf16x3`), ahead of every other tile.
+    pub tf32_bf16x3: bool,
 }
 
 impl ConvTarget {
@@ -1210,6 +1313,7 @@ impl ConvTarget {
             gather_l1: Reach::Off,
             phase: false,
             wgmma_persist: false,
+            tf32_bf16x3: false,
         }
     }
 
@@ -1286,6 +1390,13 @@ impl ConvTarget {
     pub fn with_wgmma_persist(self, wgmma_persist: bool) -> Self {
         Self {
             wgmma_persist,
+            ..self
+        }
+    }
+
+    pub fn with_tf32_bf16x3(self, tf32_bf16x3: bool) -> Self {
+        Self {
+            tf32_bf16x3,
             ..self
         }
     }
@@ -1679,6 +1790,9 @@ impl ConvPlan {
         let p = conv_params(g)?;
         check_packed_strides(g, precision)?;
         let tensor_cores = precision != ConvPrecision::F32;
+        if let Some(plan) = Self::bf16x3(g, pass, precision, target)? {
+            return Ok(plan);
+        }
         if let Some(plan) = Self::phase(g, &p, pass, precision, target)? {
             return Ok(plan);
         }
@@ -2326,6 +2440,50 @@ impl ConvPlan {
         }))
     }
 
+    /// tf32 backward weights as three bf16 products, where `target.tf32_bf16x3` asks: the
+    /// bf16 plan of `g` over a batch of 3 n samples, whose operands are x packed as
+    /// (hi, hi, lo) and dy as (hi, lo, hi) (`ConvPackCopies::Bf16x3`), so that the sum
+    /// over the batch is hi hi' + hi lo' + lo hi'. That is x dy but for lo lo' and the
+    /// rounding of lo, about 2^-16 of each product against tf32's 2^-11, on kernels whose
+    /// backward weights read mn-major tiles on wgmma (which tf32 cannot) at twice tf32's
+    /// rate. None elsewhere, and where the bf16 plan has none for 3 n samples: the
+    /// geometry is `g`'s but for the batch, so only the kernels' 32-bit indices can refuse
+    /// it, and the tf32 plan runs.
+    fn bf16x3(
+        g: &ConvGeometry,
+        pass: ConvPass,
+        precision: ConvPrecision,
+        target: ConvTarget,
+    ) -> Result<Option<Self>> {
+        if !(target.tf32_bf16x3
+            && pass == ConvPass::BackwardWeight
+            && precision == ConvPrecision::Tf32)
+        {
+            return Ok(None);
+        }
+        let tripled = ConvGeometry { n: 3 * g.n, ..*g };
+        let Ok(mut plan) = Self::new(&tripled, pass, ConvPrecision::Bf16, target) else {
+            return Ok(None);
+        };
+        let Some([x, dy]) = plan.packs else {
+            return Err(Error::config(
+                "conv3d (cuda)",
+                format!("the bf16 plan of {tripled:?} packs no operands"),
+            ));
+        };
+        plan.packs = Some([
+            x.bf16x3(0b100, target.blocks)?,
+            dy.bf16x3(0b010, target.blocks)?,
+        ]);
+        Ok(Some(plan))
+    }
+
+    /// Whether the plan runs tf32 backward weights as three bf16 products (`bf16x3`).
+    pub fn is_bf16x3(&self) -> bool {
+        self.packs
+            .is_some_and(|[x, _]| matches!(x.copies, ConvPackCopies::Bf16x3 { .. }))
+    }
+
     /// The tiling and tensor maps (but their addresses) of a plan on the tensor memory
     /// accelerator's tiles, over its packed operands a and b.
     pub fn tma_maps(&self) -> Option<(ConvTmaTiling, [TiledMap; 2])> {
@@ -2372,15 +2530,20 @@ impl ConvPlan {
         })
     }
 
-    /// Elements of the kernel's operands a and b, and of the bias it takes (None: none).
+    /// Elements of the pass's f32 operands a and b (its packs' sources: a bf16x3 plan's
+    /// kernel runs on three times as many samples), and of the bias it takes (None: none).
     pub fn operand_lens(&self) -> (usize, usize, Option<usize>) {
         let p = &self.params;
         let x = p.input_voxels() * p.cin as usize;
         let dy = p.output_voxels() * p.cout as usize;
-        match self.kernel.pass {
+        let (a, b, bias) = match self.kernel.pass {
             ConvPass::Forward => (x, p.weight_len(), Some(p.cout as usize)),
             ConvPass::BackwardData => (dy, p.weight_len(), Some(p.cin as usize)),
             ConvPass::BackwardWeight => (x, dy, None),
+        };
+        match &self.packs {
+            Some([pack_a, pack_b]) => (pack_a.source_len(), pack_b.source_len(), bias),
+            None => (a, b, bias),
         }
     }
 }
@@ -2401,6 +2564,37 @@ mod tests {
 
     /// The H100's 132 SMs, as `Cuda::target_blocks` counts them.
     const H100: u32 = 4 * 132;
+
+    /// tf32 backward weights as three bf16 products: the bf16 plan of three times the
+    /// samples, over the f32 operands of `g`'s (the packs' sources), x packed (hi, hi, lo)
+    /// and dy (hi, lo, hi); a batch whose tripled voxels exceed the kernels' 32-bit
+    /// indices keeps the tf32 plan, and so do the other passes.
+    #[test]
+    fn tf32_backward_weights_as_three_bf16_products_plan() {
+        let target = ConvTarget::new(H100)
+            .with_wgmma(true)
+            .with_wgmma_tma(Reach::Measured)
+            .with_tf32_bf16x3(true);
+        let g = conv([2, 16, 16, 16, 256], [3, 3, 3, 256, 256], 1);
+        let plan = ConvPlan::new(&g, ConvPass::BackwardWeight, ConvPrecision::Tf32, target);
+        let plan = plan.unwrap();
+        assert_eq!(plan.kernel.precision, ConvPrecision::Bf16);
+        assert_eq!(plan.params.n, 6);
+        let x_len = 2 * 16 * 16 * 16 * 256;
+        assert_eq!(plan.operand_lens(), (x_len, x_len, None));
+        let [x, dy] = plan.packs.unwrap();
+        assert_eq!(x.copies, ConvPackCopies::Bf16x3 { residual: 0b100 });
+        assert_eq!(dy.copies, ConvPackCopies::Bf16x3 { residual: 0b010 });
+        assert_eq!(x.packed_len(), 3 * x_len);
+        assert!(matches!(x.args(), ConvPackArgs::RowsBf16x3(p) if p.pack.a == 2 * 4096));
+        for pass in [ConvPass::Forward, ConvPass::BackwardData] {
+            let plan = ConvPlan::new(&g, pass, ConvPrecision::Tf32, target).unwrap();
+            assert_eq!(plan.kernel.precision, ConvPrecision::Tf32, "{pass:?}");
+        }
+        let huge = conv([1, 1024, 1024, 700, 1], [3, 3, 3, 1, 8], 1);
+        let plan = ConvPlan::new(&huge, ConvPass::BackwardWeight, ConvPrecision::Tf32, target);
+        assert_eq!(plan.unwrap().kernel.precision, ConvPrecision::Tf32);
+    }
 
     /// With `split_waves`, a reduction whose tiles fill less than a wave takes the split
     /// whose whole waves cost least: the decoder's 128 -> 64 layer at 64^3 (27 tiles of
@@ -2464,7 +2658,10 @@ mod tests {
             (1024, 3 * 40 * 1024)
         );
         assert_eq!(pack.dims.grid, [16, 2, 1]);
-        assert_eq!(pack.channel_major_params().unwrap().shifts, 3);
+        let ConvPackArgs::ChannelMajor(params) = pack.args() else {
+            panic!("{pack:?} is no channel-major pack");
+        };
+        assert_eq!(params.shifts, 3);
         for shifts in [0, 5] {
             let kind = ConvPackKind::ChannelMajor(ConvPhaseGrid { shifts, ..grid });
             let refused = ConvPack::new(kind, ConvPrecision::Tf32, [420, 1, 40], 1).unwrap_err();

@@ -460,9 +460,9 @@ pub mod stitch;
 pub mod conv {
     use super::{need, status, EmuResult, GlobalReads};
     use crate::backend::cuda::conv_plan::{
-        wgmma_probe_depth, ConvBorderPackParams, ConvChannelMajorPackParams, ConvPack,
-        ConvPackKind, ConvPackParams, ConvPlan, ConvPrecision, WgmmaLayout, CONV_WGMMA_THREADS,
-        WGMMA_PROBE_SHARED_BYTES,
+        wgmma_probe_depth, ConvBf16x3PackParams, ConvBorderBf16x3PackParams, ConvBorderPackParams,
+        ConvChannelMajorPackParams, ConvPack, ConvPackArgs, ConvPackKind, ConvPackParams, ConvPlan,
+        ConvPrecision, WgmmaLayout, CONV_WGMMA_THREADS, WGMMA_PROBE_SHARED_BYTES,
     };
     use crate::backend::cuda::conv_tma::{
         tma_params, TiledMap, TMA_L2_PROMOTION_128B, TMA_PROBE_MAX_BOX_BYTES,
@@ -622,6 +622,18 @@ pub mod conv {
         fn emu_conv3d_pack_bordered_tf32(
             d: *const LaunchDims,
             p: ConvBorderPackParams,
+            src: *const f32,
+            dst: *mut c_void,
+        ) -> c_int;
+        fn emu_conv3d_pack_bordered_bf16x3(
+            d: *const LaunchDims,
+            p: ConvBorderBf16x3PackParams,
+            src: *const f32,
+            dst: *mut c_void,
+        ) -> c_int;
+        fn emu_conv3d_pack_rows_bf16x3(
+            d: *const LaunchDims,
+            p: ConvBf16x3PackParams,
             src: *const f32,
             dst: *mut c_void,
         ) -> c_int;
@@ -957,27 +969,25 @@ pub mod conv {
         check_packed(pack, dst)?;
         let tf32 = pack.precision == ConvPrecision::Tf32;
         let (src, dst) = (src.as_ptr(), dst.as_mut_ptr().cast());
+        let d = &pack.dims;
         // SAFETY: lengths and element size checked against the pack above, whose params
-        // (the bordered and channel-major kernels: their own) describe the source and packed
-        // buffer.
+        // (each kind its own, `ConvPackArgs`) describe the source and packed buffer.
         status(unsafe {
-            if let Some(border) = pack.border_params() {
-                let run = if tf32 {
-                    emu_conv3d_pack_bordered_tf32
-                } else {
-                    emu_conv3d_pack_bordered_bf16
-                };
-                run(&pack.dims, border, src, dst)
-            } else if let Some(channel_major) = pack.channel_major_params() {
-                emu_conv3d_pack_channel_major_tf32(&pack.dims, channel_major, src, dst)
-            } else {
-                let run = match (pack.kind == ConvPackKind::Transposed, tf32) {
-                    (true, true) => emu_conv3d_pack_transposed_tf32,
-                    (true, false) => emu_conv3d_pack_transposed_bf16,
-                    (false, true) => emu_conv3d_pack_rows_tf32,
-                    (false, false) => emu_conv3d_pack_rows_bf16,
-                };
-                run(&pack.dims, pack.params, src, dst)
+            match pack.args() {
+                ConvPackArgs::Bordered(p) if tf32 => emu_conv3d_pack_bordered_tf32(d, p, src, dst),
+                ConvPackArgs::Bordered(p) => emu_conv3d_pack_bordered_bf16(d, p, src, dst),
+                ConvPackArgs::BorderedBf16x3(p) => emu_conv3d_pack_bordered_bf16x3(d, p, src, dst),
+                ConvPackArgs::ChannelMajor(p) => emu_conv3d_pack_channel_major_tf32(d, p, src, dst),
+                ConvPackArgs::RowsBf16x3(p) => emu_conv3d_pack_rows_bf16x3(d, p, src, dst),
+                ConvPackArgs::Rows(p) => {
+                    let run = match (pack.kind == ConvPackKind::Transposed, tf32) {
+                        (true, true) => emu_conv3d_pack_transposed_tf32,
+                        (true, false) => emu_conv3d_pack_transposed_bf16,
+                        (false, true) => emu_conv3d_pack_rows_tf32,
+                        (false, false) => emu_conv3d_pack_rows_bf16,
+                    };
+                    run(d, p, src, dst)
+                }
             }
         })
     }
