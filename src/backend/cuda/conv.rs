@@ -1149,13 +1149,14 @@ impl Conv3dKernel for Cuda {
     /// The pack of `x` that this device's weight gradient of `g` reads, alone, where
     /// saving packed inputs is on, packs are kept and no graph capture is in progress, and
     /// that gradient reads `x` packed, into a pack the forward already kept beside `x` or
-    /// one of no more bytes than `x` holds; else None (the tape keeps `x`). The pack is also
-    /// kept beside `x` (a forward pass that reads it finds it). Keeping `x` keeps the packs
-    /// beside it too, so a kept pack, however large (the halo kernels' bordered grids),
-    /// frees `x`; a pack not yet made is made only where it is no larger: tf32 backward
-    /// weights over channel-major packs read one larger than `x` (a bordered grid, x packed
-    /// once per tap shift), which would keep more than it frees. `x` holding only packs
-    /// already (a saved input) is kept as it is.
+    /// one of no more bytes than `x` and the packs kept beside it hold; else None (the tape
+    /// keeps `x`). The pack is also kept beside `x` (a forward pass that reads it finds it).
+    /// Keeping `x` keeps the packs beside it too, so a kept pack, however large (the halo
+    /// kernels' bordered grids), frees `x`; a pack not yet made is made only where it is no
+    /// larger than all that: tf32 backward weights over channel-major packs read one larger
+    /// (a bordered grid, x packed once per tap shift), which would keep more than it frees;
+    /// their bf16x3 packs (6 bytes an element) take the place of x and its tf32 pack (8).
+    /// `x` holding only packs already (a saved input) is kept as it is.
     fn conv3d_saved_input(
         &self,
         x: &CudaStorage,
@@ -1175,8 +1176,8 @@ impl Conv3dKernel for Cuda {
         };
         // A transposed convolution's input is the dy of the weight gradient it runs.
         let pack = if transposed { pack_dy } else { pack_x };
-        let x_bytes = x.len() * std::mem::size_of::<f32>();
-        let larger = pack.packed_len() * pack.element_bytes() > x_bytes;
+        let kept_bytes = x.len() * std::mem::size_of::<f32>() + x.kept_pack_bytes();
+        let larger = pack.packed_len() * pack.element_bytes() > kept_bytes;
         if larger && x.packs().get(&pack).is_none() {
             return Ok(None);
         }

@@ -914,7 +914,8 @@ pub enum ConvPackCopies {
     Bf16x3 { residual: u8 },
 }
 
-/// The kernel parameters of a pack, by kind.
+/// The kernel parameters of a pack, one variant per kernel signature (the rows and the
+/// transposed packs take the same).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvPackArgs {
     Rows(ConvPackParams),
@@ -1036,7 +1037,7 @@ impl ConvPack {
         let p = self.params;
         let third = |v: i32| (v % 3 == 0).then_some(v / 3);
         let kind = match self.kind {
-            ConvPackKind::Rows if p.b == 1 => third(p.a).map(|_| ConvPackKind::Rows),
+            ConvPackKind::Rows if p.b == 1 => Some(ConvPackKind::Rows),
             ConvPackKind::Bordered(border) => {
                 third(border.n).map(|n| ConvPackKind::Bordered(ConvBorder { n, ..border }))
             }

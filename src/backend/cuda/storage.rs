@@ -75,6 +75,14 @@ impl CudaStorage {
     pub(super) fn packs(&self) -> &Derived<ConvPack, CudaStorage> {
         &self.packs
     }
+    /// Bytes of the conversions kept beside this buffer.
+    pub(super) fn kept_pack_bytes(&self) -> usize {
+        self.packs
+            .lock()
+            .iter()
+            .map(|(pack, _)| pack.packed_len() * pack.element_bytes())
+            .sum()
+    }
 }
 
 /// Values computed from a buffer's contents, each under the key that says how.
