@@ -69,7 +69,9 @@ struct VxPackStore {
 };
 
 // x - hi, hi being bf16 bits of x's rounding; 0 where hi is not finite (an infinity or NaN
-// stays in hi, and its residual would be NaN).
+// stays in hi, and its residual would be NaN). An infinite x still makes NaN sums where
+// tf32 makes infinities (inf times the other operand's residual 0): non-finite gradients
+// either way.
 __device__ __forceinline__ float vx_bf16_residual(float x, unsigned hi_bits) {
     const unsigned hi = hi_bits << 16;
     return (hi & 0x7F800000u) == 0x7F800000u ? 0.0f : x - __uint_as_float(hi);

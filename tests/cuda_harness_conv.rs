@@ -2422,9 +2422,10 @@ fn phase_launches_get_their_tiles_shared_memory() {
 
 /// The bf16x3 packs (`ConvPack::bf16x3`) write the one-copy bf16 pack of their source's
 /// rounding hi in the copies their residual bits leave clear, and of its residual
-/// x - hi in the others, rows and bordered, for a batch of three times the source's: among
-/// the values, infinities and NaN (whose residual is 0), values exact in bf16 (residual 0),
-/// ties, and values that round up to the next power of two.
+/// x - hi in the others, rows and bordered, for a batch of three times the source's (the
+/// rows over a grid-stride loop): among the values, infinities, NaN and a value that
+/// overflows bf16 (whose residual is 0), values exact in bf16 (residual 0), ties, and values
+/// that round up to the next power of two.
 #[test]
 fn bf16x3_packs_write_hi_and_residual_copies() {
     let mut rng = Rng::new(130);
@@ -2435,13 +2436,14 @@ fn bf16x3_packs_write_hi_and_residual_copies() {
         dims: [4, 4, 6],
     };
     let cases = [
-        (ConvPackKind::Rows, ConvPackKind::Rows, [3 * 70, 1, 13]),
+        (ConvPackKind::Rows, ConvPackKind::Rows, [3 * 700, 1, 13]),
         (
             ConvPackKind::Bordered(tripled_border(6)),
             ConvPackKind::Bordered(tripled_border(2)),
             [6 * 24, 1, 8],
         ),
     ];
+    let mut looped = false;
     for (tripled, one, [a, b, c]) in cases {
         let whole = ConvPack::new(tripled, ConvPrecision::Bf16, [a, b, c], 1).unwrap();
         let mut src = random(&mut rng, a / 3 * c, -3.0, 3.0);
@@ -2455,6 +2457,7 @@ fn bf16x3_packs_write_hi_and_residual_copies() {
             1.0 + 1.0 / 256.0,
             f32::from_bits(0x3F7F_FFFF),
             1e-39,
+            f32::MAX,
         ];
         src[..specials.len()].copy_from_slice(&specials);
         let hi: Vec<f32> = src.iter().map(|&x| round_bf16(x)).collect();
@@ -2466,6 +2469,7 @@ fn bf16x3_packs_write_hi_and_residual_copies() {
         assert_eq!(lo[5], 0.0, "1 + 3/128 is exact in bf16");
         assert_eq!((hi[6], lo[6]), (1.0, 1.0 / 256.0), "a tie rounds to even");
         assert!(hi[7] == 1.0 && lo[7] < 0.0, "rounds up to the next power");
+        assert!(hi[9].is_infinite() && lo[9] == 0.0, "overflows bf16");
         let single = ConvPack::new(one, ConvPrecision::Bf16, [a / 3, b, c], 1).unwrap();
         let packed_one = |values: &[f32]| {
             let mut dst = vec![<u16 as emu_conv::Packed>::NAN; single.packed_len()];
@@ -2476,6 +2480,8 @@ fn bf16x3_packs_write_hi_and_residual_copies() {
         for residual in [0b100, 0b010, 0b011] {
             let pack = whole.bf16x3(residual, 1).unwrap();
             assert_eq!(pack.packed_len(), whole.packed_len());
+            let threads = pack.dims.grid[0] as usize * pack.dims.block[0] as usize;
+            looped |= pack.packed_len() / 3 / 8 > threads;
             assert_eq!(pack.source_len(), src.len());
             let n = pack.packed_len();
             let mut dst = vec![<u16 as emu_conv::Packed>::NAN; n + 8];
@@ -2499,6 +2505,7 @@ fn bf16x3_packs_write_hi_and_residual_copies() {
             }
         }
     }
+    assert!(looped, "no case ran the grid-stride loop twice");
     let transposed = ConvPack::new(ConvPackKind::Transposed, ConvPrecision::Bf16, [3, 4, 5], 1);
     assert!(transposed.unwrap().bf16x3(0b100, 1).is_err());
     let tf32 = ConvPack::new(ConvPackKind::Rows, ConvPrecision::Tf32, [6, 1, 4], 1);
@@ -2535,7 +2542,7 @@ fn tf32_backward_weights_as_three_bf16_products() {
         ),
         (transposed([1, 3, 4, 5, 8], [2, 2, 2, 16, 8], K2S2), ampere),
         (
-            conv([1, 2, 30, 30, 32], [1, 3, 3, 32, 32], 1, Padding::Same),
+            conv([2, 2, 30, 30, 32], [1, 3, 3, 32, 32], 1, Padding::Same),
             ampere.with_halo(Reach::All),
         ),
         (

@@ -153,7 +153,9 @@ fn after_the_first_step_a_step_allocates_nothing_new() {
 /// forward has read it). The small network's weight gradients (32 columns at most) save the
 /// row packs of mma.sync and the halo kernels; a wider one's save the TMA tiles' packs at
 /// bf16, and with `set_wgmma_tf32_weights` at tf32 keep x where the channel-major pack its
-/// gradient reads (a bordered grid, x once per tap shift) would take more bytes than x.
+/// gradient reads (a bordered grid, x once per tap shift) would take more bytes than x and
+/// its tf32 pack; with `set_tf32_bf16x3` they save the bf16x3 packs (6 bytes an element)
+/// in place of x and its tf32 pack (8).
 #[test]
 #[ignore = "needs a CUDA device"]
 fn saving_packed_inputs_keeps_the_gradients_and_frees_the_f32_inputs() {

@@ -36,8 +36,9 @@
 //! bf16 kernels (`ConvPlan::bf16x3`; off until a GPU has timed it).
 //!
 //! The tape keeps, of a tensor-core convolution's input, only the pack its weight gradient
-//! reads (`conv3d_saved_input`; not a pack larger than the input that the forward did not
-//! keep), so that the f32 input is freed once the forward is done with it
+//! reads (`conv3d_saved_input`; not a pack larger than the input and the packs only it
+//! holds, unless the forward made it already), so that the f32 input is freed once the
+//! forward is done with it
 //! (`VOXSEG_SAVE_PACKED_INPUTS`, on unless `0` or `off`).
 use super::conv_plan::{
     wgmma_probe_depth, ConvPack, ConvPackArgs, ConvPass, ConvPlan, ConvPrecision, ConvTarget,
@@ -576,9 +577,9 @@ impl Cuda {
                 backend: "cuda",
                 msg: format!(
                     "a convolution's input was saved only as the pack its weight gradient \
-                     read when it was saved; this pass needs {:?} {:?} (were the \
+                     read when it was saved; this pass needs {:?} {:?} {:?} (were the \
                      convolution settings changed between the forward and the backward?)",
-                    pack.kind, pack.precision
+                    pack.kind, pack.precision, pack.copies
                 ),
             });
         }
@@ -1149,13 +1150,15 @@ impl Conv3dKernel for Cuda {
     /// The pack of `x` that this device's weight gradient of `g` reads, alone, where
     /// saving packed inputs is on, packs are kept and no graph capture is in progress, and
     /// that gradient reads `x` packed, into a pack the forward already kept beside `x` or
-    /// one of no more bytes than `x` and the packs kept beside it hold; else None (the tape
+    /// one of no more bytes than `x` and the packs only `x` holds; else None (the tape
     /// keeps `x`). The pack is also kept beside `x` (a forward pass that reads it finds it).
     /// Keeping `x` keeps the packs beside it too, so a kept pack, however large (the halo
     /// kernels' bordered grids), frees `x`; a pack not yet made is made only where it is no
-    /// larger than all that: tf32 backward weights over channel-major packs read one larger
-    /// (a bordered grid, x packed once per tap shift), which would keep more than it frees;
-    /// their bf16x3 packs (6 bytes an element) take the place of x and its tf32 pack (8).
+    /// larger than what keeping `x` would keep: tf32 backward weights over channel-major
+    /// packs read one larger (a bordered grid, x packed once per tap shift), which would
+    /// keep more than it frees; their bf16x3 packs (6 bytes an element) take the place of x
+    /// and its tf32 pack (8). Where another reference holds `x` until the forward ends (a
+    /// U-Net's skip connections), the pack adds to the forward's memory until then.
     /// `x` holding only packs already (a saved input) is kept as it is.
     fn conv3d_saved_input(
         &self,
@@ -1176,7 +1179,7 @@ impl Conv3dKernel for Cuda {
         };
         // A transposed convolution's input is the dy of the weight gradient it runs.
         let pack = if transposed { pack_dy } else { pack_x };
-        let kept_bytes = x.len() * std::mem::size_of::<f32>() + x.kept_pack_bytes();
+        let kept_bytes = x.len() * std::mem::size_of::<f32>() + x.pack_bytes_held_alone();
         let larger = pack.packed_len() * pack.element_bytes() > kept_bytes;
         if larger && x.packs().get(&pack).is_none() {
             return Ok(None);

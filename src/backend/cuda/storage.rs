@@ -75,11 +75,14 @@ impl CudaStorage {
     pub(super) fn packs(&self) -> &Derived<ConvPack, CudaStorage> {
         &self.packs
     }
-    /// Bytes of the conversions kept beside this buffer.
-    pub(super) fn kept_pack_bytes(&self) -> usize {
+    /// Bytes of the conversions kept beside this buffer that nothing else holds (a saved
+    /// input holds the pack it was saved as): what dropping the buffer would free besides
+    /// its block.
+    pub(super) fn pack_bytes_held_alone(&self) -> usize {
         self.packs
             .lock()
             .iter()
+            .filter(|(_, packed)| Arc::strong_count(packed) == 1)
             .map(|(pack, _)| pack.packed_len() * pack.element_bytes())
             .sum()
     }
