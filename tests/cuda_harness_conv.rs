@@ -2363,6 +2363,15 @@ fn phase_kernel_plans_only_what_it_runs() {
     let plan = ConvPlan::new(&up, ConvPass::BackwardData, ConvPrecision::Bf16, on).unwrap();
     assert_eq!(plan.dims.grid, [512, 2, 1]);
     assert_eq!(plan.dims.shared_bytes, 64 * 1024);
+    // Three such blocks per SM fit only the largest shared-memory carveout.
+    assert!(plan.kernel.needs_most_shared());
+    let gathering = ConvPlan::new(
+        &up,
+        ConvPass::BackwardData,
+        ConvPrecision::Bf16,
+        hopper.with_phase(false),
+    );
+    assert!(!gathering.unwrap().kernel.needs_most_shared());
     // 128 tf32 channels are 512 bytes a row, over the 256 a block keeps.
     assert_ne!(data(&up, ConvPrecision::Tf32, on), ConvTile::Phase64);
     let wide = transposed_k_eq_s([1, 4, 4, 4, 136], [2, 2, 2, 16, 136], [2; 3]);

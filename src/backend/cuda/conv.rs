@@ -277,12 +277,15 @@ fn reach_from_env(name: &str) -> Result<Reach> {
 /// Lets `f` (kernel `name` on device `ordinal`) use `bytes` of dynamic shared memory, once
 /// per kernel and device. Without opting in, a kernel's dynamic and static shared memory
 /// together must stay within 48 KiB, so every kernel with dynamic shared memory opts in.
+/// With `most_shared`, the kernel also asks for the largest shared-memory share of the
+/// SM's L1 (its carveout), which the driver otherwise chooses.
 fn allow_shared(
     ordinal: usize,
     module: &'static str,
     name: &'static str,
     f: &CudaFunction,
     bytes: u32,
+    most_shared: bool,
 ) -> Result<()> {
     type Kernel = (usize, &'static str, &'static str);
     static ALLOWED: OnceLock<Mutex<HashSet<Kernel>>> = OnceLock::new();
@@ -298,6 +301,13 @@ fn allow_shared(
         bytes as i32,
     )
     .map_err(|e| driver_error(&format!("{name}: {bytes} bytes of shared memory"), e))?;
+    if most_shared {
+        f.set_attribute(
+            CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+            100,
+        )
+        .map_err(|e| driver_error(&format!("{name}: the largest shared-memory carveout"), e))?;
+    }
     allowed.insert((ordinal, module, name));
     Ok(())
 }
@@ -493,7 +503,15 @@ impl Cuda {
         })?;
         let module = plan.module();
         let f = self.function(module, name)?;
-        allow_shared(self.ordinal(), module, name, &f, plan.dims.shared_bytes)?;
+        let most_shared = plan.kernel.needs_most_shared();
+        allow_shared(
+            self.ordinal(),
+            module,
+            name,
+            &f,
+            plan.dims.shared_bytes,
+            most_shared,
+        )?;
         let null: u64 = 0;
         if let Some((tiling, [a_map, b_map])) = plan.tma_maps() {
             // The raw driver call that encodes the maps needs the context current here.
@@ -946,7 +964,14 @@ impl Cuda {
             shared_bytes: WGMMA_PROBE_SHARED_BYTES,
             ..LaunchDims::linear([1, 1, 1], CONV_WGMMA_THREADS)
         };
-        allow_shared(self.ordinal(), "conv3d_wgmma", name, &f, dims.shared_bytes)?;
+        allow_shared(
+            self.ordinal(),
+            "conv3d_wgmma",
+            name,
+            &f,
+            dims.shared_bytes,
+            false,
+        )?;
         let mut args = self.stream().launch_builder(&f);
         args.arg(a.block()).arg(b.block()).arg(out.block_mut());
         // SAFETY: (a, b, out) as the kernel takes them, of the lengths checked above, with
@@ -981,7 +1006,14 @@ impl Cuda {
             shared_bytes: TMA_PROBE_SHARED_BYTES,
             ..LaunchDims::linear([1, 1, 1], 128)
         };
-        allow_shared(self.ordinal(), "conv3d_wgmma", name, &f, dims.shared_bytes)?;
+        allow_shared(
+            self.ordinal(),
+            "conv3d_wgmma",
+            name,
+            &f,
+            dims.shared_bytes,
+            false,
+        )?;
         self.stream()
             .context()
             .bind_to_thread()

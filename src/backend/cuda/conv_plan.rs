@@ -545,6 +545,14 @@ impl ConvKernel {
         }
     }
 
+    /// Whether the kernel's blocks per SM fit only the largest shared-memory carveout: the
+    /// phase kernel's three (`CONV_PHASE_BLOCKS_PER_SM`) take 3 x 67,072 bytes with their
+    /// static and the driver's reserved shared memory, 512 bytes over the 196 KB option
+    /// below Hopper's largest (228 KB).
+    pub fn needs_most_shared(&self) -> bool {
+        self.tile == ConvTile::Phase64
+    }
+
     /// Dynamic shared memory of a launch: the tensor-core kernels' ring of A and B tiles
     /// (for wgmma, plus the slack that aligns it).
     pub fn shared_bytes(&self) -> u32 {
