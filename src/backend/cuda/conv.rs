@@ -579,8 +579,8 @@ impl Cuda {
         };
         args.arg(src.block()).arg(dst.block_mut());
         // SAFETY: (params, src, dst) as the pack kernels take them (each kind its own
-        // params, `ConvPackArgs`); src holds the source_len elements the
-        // params describe (checked above) and dst packed_len elements of element_bytes each.
+        // params, `ConvPackArgs`); src holds the source_len elements the params describe
+        // (checked above) and dst packed_len elements of element_bytes each.
         unsafe { args.launch(config(&pack.dims)) }.map_err(|e| driver_error(name, e))?;
         Ok(dst)
     }
