@@ -769,11 +769,18 @@ fn cpu_bench_lines_say_where_and_at_which_precision_they_ran() {
     assert!(stderr.contains(&format!("device: {device}")), "{stderr}");
 }
 
-/// Ctrl-C outside training ends the command at once with 130 and leaves none of the
-/// temporary files of its atomic writes (here synth's, which writes many at a time).
+/// Ctrl-C outside training ends the command at once with 130 (128 + SIGINT), SIGTERM
+/// with 143, and neither leaves any of the temporary files of its atomic writes (here
+/// synth's, which writes many at a time).
 #[test]
 fn ctrl_c_exits_130_and_leaves_no_temporary_file() {
-    let dir = temp_dir("ctrl-c");
+    for (signal, status) in [("-INT", 130), ("-TERM", 143)] {
+        interrupt_synth(signal, status);
+    }
+}
+
+fn interrupt_synth(signal: &str, status: i32) {
+    let dir = temp_dir(&format!("interrupt{signal}"));
     let out = dir.join("synth");
     let child = Command::new(env!("CARGO_BIN_EXE_voxseg"))
         .args(["synth", "--out", out.to_str().unwrap(), "--cases", "400"])
@@ -790,11 +797,11 @@ fn ctrl_c_exits_130_and_leaves_no_temporary_file() {
     }
     // Our own child, not yet reaped, so the pid is still its.
     let pid = child.id().to_string();
-    let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    assert!(sent.success(), "kill -INT {pid}: {sent}");
+    let sent = Command::new("kill").args([signal, &pid]).status().unwrap();
+    assert!(sent.success(), "kill {signal} {pid}: {sent}");
     let done = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&done.stderr);
-    assert_eq!(done.status.code(), Some(130), "{stderr}");
+    assert_eq!(done.status.code(), Some(status), "{signal}: {stderr}");
     assert!(stderr.ends_with("interrupted\n"), "{stderr}");
     let temporary: Vec<PathBuf> = snapshot(&out)
         .into_keys()

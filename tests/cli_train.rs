@@ -563,8 +563,9 @@ fn ctrl_c_exits_130_and_the_resumed_epoch_has_one_row_over_all_its_steps() {
 }
 
 /// SIGTERM (what `timeout`, `kill`, SLURM and `docker stop` send) ends a training as
-/// Ctrl-C does; while one trains, a second training of its folder is refused; a killed
-/// write's temporary checkpoint is removed when the run is taken up again.
+/// Ctrl-C does, with 143 (128 + SIGTERM) where Ctrl-C exits with 130; while one trains, a
+/// second training of its folder is refused; a killed write's temporary checkpoint is
+/// removed when the run is taken up again.
 #[cfg(target_os = "linux")]
 #[test]
 fn sigterm_saves_last_and_a_run_folder_trains_one_process_at_a_time() {
@@ -585,7 +586,7 @@ fn sigterm_saves_last_and_a_run_folder_trains_one_process_at_a_time() {
     assert!(sent.success(), "kill -TERM {pid}: {sent}");
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    assert_eq!(out.status.code(), Some(143), "128 + SIGTERM: {stdout}");
     assert!(stdout.contains("interrupted at epoch 0, step "), "{stdout}");
     assert!(run.join("checkpoints/last.safetensors").exists());
     // What a SIGKILL during a checkpoint write leaves behind.

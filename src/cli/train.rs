@@ -429,8 +429,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 summary.state.step,
                 summary.run.checkpoint("last").display()
             );
-            // 128 + SIGINT, as a shell reports a command Ctrl-C stopped.
-            std::process::exit(130);
+            // 128 + the signal, as a shell reports a command it stopped.
+            std::process::exit(voxseg::interrupt::exit_status());
         }
         Ending::TimeLimit => say!(
             "stopped by the time limit at epoch {done}, step {}; continue with: {resume} \
