@@ -498,6 +498,33 @@ fn bad_out_subset_and_split_are_refused_before_scoring() {
         "{stderr}"
     );
 
+    // A case listed twice would be scored twice and weigh double in the means, and an
+    // empty subset has nothing to score: both are refused, naming the split file.
+    let (a, b) = (&cases[0].0, &cases[1].0);
+    for (lists, why) in [
+        (
+            format!(r#"{{"train": ["{a}"], "val": [], "test": ["{b}", "{b}"]}}"#),
+            format!("case '{b}' appears twice"),
+        ),
+        (
+            format!(r#"{{"train": ["{b}"], "val": [], "test": ["{a}", "{b}"]}}"#),
+            format!("case '{b}' appears twice"),
+        ),
+        (
+            format!(r#"{{"train": ["{a}", "{b}"], "val": [], "test": []}}"#),
+            "its 'test' subset lists no cases".to_string(),
+        ),
+    ] {
+        std::fs::write(&split, lists).unwrap();
+        let Outcome {
+            ok, stdout, stderr, ..
+        } = run(&[&"--split", &split]);
+        assert!(
+            !ok && stdout.is_empty() && stderr.contains(&why) && stderr.contains("split.json"),
+            "{stderr}"
+        );
+    }
+
     // --labels naming another convention than the dataset's is refused, not ignored.
     let Outcome { ok, stderr, .. } = run(&[&"--labels", &"brats2023"]);
     assert!(
@@ -538,6 +565,37 @@ fn a_reference_dataset_missing_an_image_is_still_scored_from_its_labels() {
     let Outcome { ok, stderr, .. } =
         voxseg(&[&"evaluate" as Arg, &"--pred", &pred, &"--truth", &data]);
     assert!(!ok && stderr.contains(&cases[1].0), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A BraTS reference kept as its segmentations alone (CASE/CASE_seg.nii.gz, no images) is
+/// still a BraTS dataset to evaluate: its convention and labels are what scoring reads.
+#[test]
+fn a_brats_reference_of_segmentations_alone_is_scored() {
+    let dir = temp_dir("seg-only");
+    let data = dataset(&dir, SynthLayout::Brats2021, 3);
+    let cases = labelled(&data);
+    let pred = dir.join("pred");
+    std::fs::create_dir_all(&pred).unwrap();
+    for (id, label) in &cases {
+        std::fs::copy(label, pred.join(format!("{id}.nii.gz"))).unwrap();
+        for m in ["t1", "t1ce", "t2", "flair"] {
+            std::fs::remove_file(data.join(format!("{id}/{id}_{m}.nii.gz"))).unwrap();
+        }
+    }
+    let out = dir.join("scores.json");
+    let Outcome { ok, stderr, .. } = voxseg(&[
+        &"evaluate" as Arg,
+        &"--pred",
+        &pred,
+        &"--truth",
+        &data,
+        &"--out",
+        &out,
+    ]);
+    assert!(ok, "{stderr}");
+    let report: EvalReport = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(report.cases.len(), 3);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

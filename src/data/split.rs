@@ -201,12 +201,7 @@ impl Split {
 
     fn check(&self, dataset: &[String]) -> Result<()> {
         let known = check_unique(dataset, "dataset")?;
-        let all: Vec<String> = [&self.train, &self.val, &self.test]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect();
-        check_unique(&all, "split")?;
+        let all = self.check_each_case_once()?;
         if let Some(unknown) = all.iter().find(|id| !known.contains(*id)) {
             return Err(Error::data(
                 "split",
@@ -217,6 +212,17 @@ impl Split {
             return Err(Error::data("split", "no training cases"));
         }
         Ok(())
+    }
+
+    /// The split's cases, each of which must appear once (in one subset, once there).
+    pub fn check_each_case_once(&self) -> Result<Vec<String>> {
+        let all: Vec<String> = [&self.train, &self.val, &self.test]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        check_unique(&all, "split")?;
+        Ok(all)
     }
 
     /// What training and validation may see.

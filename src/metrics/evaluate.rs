@@ -330,7 +330,18 @@ impl Reference {
             .map_err(|e| Error::file(split, format!("not a split file: {e}")))?;
         crate::json_keys::refuse_repeated_keys(&bytes)
             .map_err(|e| Error::file(split, e.to_string()))?;
+        // A case twice would be scored twice and weigh double in every mean; training
+        // refuses such a split file too.
+        parsed
+            .check_each_case_once()
+            .map_err(|e| Error::file(split, e.to_string()))?;
         let ids = parsed.subset(subset.parse::<Subset>()?).to_vec();
+        if ids.is_empty() {
+            return Err(Error::file(
+                split,
+                format!("its '{subset}' subset lists no cases: nothing to score"),
+            ));
+        }
         let unknown: Vec<&String> = ids
             .iter()
             .filter(|id| !self.labels.contains_key(*id))

@@ -66,9 +66,12 @@ impl Convention {
         dir.join(format!("{id}{}{suffix}.nii.gz", self.separator))
     }
 
+    /// Whether the case folder holds a file of this convention: an image, or only the
+    /// segmentation (a reference folder for evaluate, which scores labels alone).
     fn matches(&self, dir: &Path, id: &str) -> bool {
         self.modalities
             .iter()
+            .chain(&["seg"])
             .any(|m| !self.find(dir, id, m).is_empty())
     }
 }
@@ -105,7 +108,8 @@ pub fn detect(root: &Path) -> Result<Listing> {
                 root,
                 format!(
                     "unknown layout: the folders ({}) hold no BraTS-named files \
-                     (CASE/CASE_t1.nii.gz or CASE/CASE-t1n.nii.gz), and there is no dataset.json",
+                     (CASE/CASE_t1.nii.gz, CASE/CASE-t1n.nii.gz or CASE/CASE_seg.nii.gz), and \
+                     there is no dataset.json",
                     preview(&case_dirs)
                 ),
             )
