@@ -639,12 +639,10 @@ impl NiftiFile {
         let n = self.header.voxel_count();
         let size = self.header.datatype.size_of();
         let bytes = &self.voxel_bytes[c * n * size..(c + 1) * n * size];
-        let mut out = convert(bytes, self.header.datatype, self.little_endian);
-        if let Some((slope, inter)) = self.scaling() {
-            for v in &mut out {
-                *v = *v * slope + inter;
-            }
-        }
+        let scaling = self
+            .scaling()
+            .map(|(slope, inter)| (slope as f64, inter as f64));
+        let out = convert(bytes, self.header.datatype, self.little_endian, scaling);
         // A finite value the file holds that float32 cannot (1e39 in float64, or after
         // scaling) reads as infinite: it is not a NaN/Inf of the file, and --replace-nan
         // must not zero it unsaid.
@@ -662,7 +660,7 @@ impl NiftiFile {
                         "{} voxel value(s) outside the float32 range (about ±3.4e38){}, the \
                          first at {}; voxseg reads voxels as float32",
                         outside.len(),
-                        if self.scaling().is_some() {
+                        if scaling.is_some_and(|scaling| scaling != (1.0, 0.0)) {
                             " once scaled by scl_slope and scl_inter"
                         } else {
                             ""
@@ -712,25 +710,37 @@ fn stored_is_finite(bytes: &[u8], t: VoxelType, little: bool, i: usize) -> bool 
     }
 }
 
-fn convert(bytes: &[u8], t: VoxelType, little: bool) -> Vec<f32> {
+/// The stored values as f32, each scaled by `scaling` (slope, intercept) first where given.
+/// The scaling is applied in f64, before the one rounding to f32: stored integers beyond
+/// f32's 2^24 that an intercept brings back into range (a label stored as v + 2^24 with
+/// intercept -2^24) keep their value.
+fn convert(bytes: &[u8], t: VoxelType, little: bool, scaling: Option<(f64, f64)>) -> Vec<f32> {
+    let value = |v: f64| match scaling {
+        Some((slope, inter)) => (v * slope + inter) as f32,
+        None => v as f32,
+    };
     macro_rules! conv {
         ($ty:ty, $n:expr) => {
             bytes
                 .chunks_exact($n)
                 .map(|c| {
                     let a: [u8; $n] = c.try_into().expect("chunk size");
-                    (if little {
+                    let v = if little {
                         <$ty>::from_le_bytes(a)
                     } else {
                         <$ty>::from_be_bytes(a)
-                    }) as f32
+                    };
+                    match scaling {
+                        Some(_) => value(v as f64),
+                        None => v as f32,
+                    }
                 })
                 .collect()
         };
     }
     match t {
-        VoxelType::Uint8 => bytes.iter().map(|&b| b as f32).collect(),
-        VoxelType::Int8 => bytes.iter().map(|&b| b as i8 as f32).collect(),
+        VoxelType::Uint8 => bytes.iter().map(|&b| value(b as f64)).collect(),
+        VoxelType::Int8 => bytes.iter().map(|&b| value(b as i8 as f64)).collect(),
         VoxelType::Uint16 => conv!(u16, 2),
         VoxelType::Int16 => conv!(i16, 2),
         VoxelType::Uint32 => conv!(u32, 4),
@@ -1264,6 +1274,20 @@ mod tests {
             .to_string();
         assert!(err.contains("2 voxels given"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Scaling is applied before the one rounding to f32: int32 labels stored as
+    /// v + 2^24 with intercept -2^24 read back as v (in f32 first, 2^24 + 1 rounds to 2^24
+    /// and the label to 0).
+    #[test]
+    fn scaling_applies_before_rounding_to_f32() {
+        let reference = NiftiHeaderInfo::new([3, 1, 1], [1.0; 3]);
+        let mut bytes = header_bytes(&reference, 1, VoxelType::Int32, (1.0, -16_777_216.0));
+        for v in [16_777_216i32, 16_777_217, 16_777_220] {
+            bytes.extend(v.to_le_bytes());
+        }
+        let file = NiftiFile::parse(Path::new("offset.nii"), bytes).unwrap();
+        assert_eq!(file.channel(0).unwrap(), vec![0.0, 1.0, 4.0]);
     }
 
     #[test]
