@@ -342,6 +342,24 @@ fn nnunet_layout_names_orphan_labels_a_wrong_count_and_a_wrong_file_ending() {
         "{err}"
     );
 
+    // A test case named as a training case: predictions and splits go by case id.
+    let twice = dir.join("Dataset003_Twice");
+    nnunet_dataset(&twice, 2, 2, ".nii.gz");
+    std::fs::create_dir_all(twice.join("imagesTs")).unwrap();
+    let test_image = twice.join("imagesTs/case_001_0000.nii.gz");
+    std::fs::copy(twice.join("imagesTr/case_001_0000.nii.gz"), &test_image).unwrap();
+    let Outcome {
+        ok, stdout: out, ..
+    } = voxseg(&["check", "--data", s(&twice)]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{}: case id 'case_001' is in both imagesTr and imagesTs",
+            test_image.display()
+        )),
+        "{out}"
+    );
+
     let nii = dir.join("Dataset002_Ending");
     nnunet_dataset(&nii, 2, 2, ".nii");
     let Outcome {

@@ -63,6 +63,23 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
     } else {
         Vec::new()
     };
+    // Splits and prediction writes go by case id: a test case named as a training case
+    // cannot be told apart from it.
+    for case in &test_cases {
+        if cases.iter().any(|c| c.id == case.id) {
+            problems.push(ListingProblem {
+                case: Some(case.id.clone()),
+                path: case
+                    .images
+                    .first()
+                    .map_or_else(|| ts.clone(), |i| i.path.clone()),
+                msg: format!(
+                    "case id '{}' is in both imagesTr and imagesTs; rename one of them",
+                    case.id
+                ),
+            });
+        }
+    }
     let dataset = Dataset {
         layout: LayoutKind::NnUnet,
         root,
