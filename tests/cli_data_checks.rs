@@ -220,6 +220,42 @@ fn check_reports_every_missing_file_of_a_manifest() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A manifest that gives one file for two modalities, or a case's label as its image, is
+/// refused by check, naming the case.
+#[test]
+fn check_refuses_a_file_given_twice_in_a_manifest_case() {
+    let dir = temp_dir("twice-manifest");
+    let (manifest, _) = ct_manifest(&dir, [1.0; 3]);
+    let mut json = read_json(&manifest);
+    json["cases"].as_array_mut().unwrap().push(
+        serde_json::json!({"id": "c1", "images": {"ct": "c0_seg.nii.gz"}, "label": "c0_seg.nii.gz"}),
+    );
+    std::fs::write(&manifest, serde_json::to_vec(&json).unwrap()).unwrap();
+    let Outcome {
+        ok, stdout: out, ..
+    } = voxseg(&["check", "--data", s(&manifest)]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("case c1: the label file is also its 'ct' image"),
+        "{out}"
+    );
+    let mut json = read_json(&manifest);
+    json["modalities"] = serde_json::json!(["ct", "pet"]);
+    json["cases"] = serde_json::json!([
+        {"id": "c0", "images": {"ct": "c0.nii.gz", "pet": "c0.nii.gz"}, "label": "c0_seg.nii.gz"}
+    ]);
+    std::fs::write(&manifest, serde_json::to_vec(&json).unwrap()).unwrap();
+    let Outcome {
+        ok, stdout, stderr, ..
+    } = voxseg(&["check", "--data", s(&manifest)]);
+    assert!(!ok, "{stdout}");
+    assert!(
+        stderr.contains("case c0: images 'ct' and 'pet' are the same file"),
+        "{stdout}{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn split_files_note_unused_cases_and_accept_nnunet_folds_with_fold() {
     let dir = temp_dir("splits");

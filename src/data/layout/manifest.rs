@@ -215,6 +215,30 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
                 }
                 (None, _) => None,
             };
+            // One file (or 4D channel) for two modalities, or the label as an image, is a
+            // mistake in the manifest: the network would see the same data twice, or the
+            // answer.
+            for (i, a) in images.iter().enumerate() {
+                if let Some(b) = images[..i]
+                    .iter()
+                    .find(|b| b.path == a.path && b.channel.unwrap_or(0) == a.channel.unwrap_or(0))
+                {
+                    return Err(format!(
+                        "case {}: images '{}' and '{}' are the same file{}",
+                        c.id,
+                        b.modality,
+                        a.modality,
+                        a.channel
+                            .map_or(String::new(), |ch| format!(" and channel {ch}"))
+                    ));
+                }
+                if label.as_ref() == Some(&a.path) {
+                    return Err(format!(
+                        "case {}: the label file is also its '{}' image",
+                        c.id, a.modality
+                    ));
+                }
+            }
             Ok(CaseFiles {
                 id: c.id.clone(),
                 images,
