@@ -42,6 +42,23 @@ fn labelled(data: &Path) -> Vec<(String, PathBuf)> {
         .collect()
 }
 
+/// The report of `evaluate --pred PRED --truth DATA --out DIR/scores.json`, which must
+/// succeed.
+fn scores(dir: &Path, pred: &Path, data: &Path) -> EvalReport {
+    let out = dir.join("scores.json");
+    let Outcome { ok, stderr, .. } = voxseg(&[
+        &"evaluate" as Arg,
+        &"--pred",
+        &pred,
+        &"--truth",
+        &data,
+        &"--out",
+        &out,
+    ]);
+    assert!(ok, "{stderr}");
+    serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
+}
+
 /// Writes `label` to `out` with every value mapped through `map` (old, new).
 fn copy_mapped(label: &Path, out: &Path, map: &[(u8, u8)]) {
     let file = NiftiFile::open(label).unwrap();
@@ -547,19 +564,7 @@ fn a_reference_dataset_missing_an_image_is_still_scored_from_its_labels() {
     for (id, label) in &cases {
         std::fs::copy(label, pred.join(format!("{id}.nii.gz"))).unwrap();
     }
-    let out = dir.join("scores.json");
-    let Outcome { ok, stderr, .. } = voxseg(&[
-        &"evaluate" as Arg,
-        &"--pred",
-        &pred,
-        &"--truth",
-        &data,
-        &"--out",
-        &out,
-    ]);
-    assert!(ok, "{stderr}");
-    let report: EvalReport = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    assert_eq!(report.cases.len(), 3);
+    assert_eq!(scores(&dir, &pred, &data).cases.len(), 3);
     // A missing label is still an error: it is what evaluation reads.
     std::fs::remove_file(&cases[1].1).unwrap();
     let Outcome { ok, stderr, .. } =
@@ -583,19 +588,7 @@ fn a_brats_reference_of_segmentations_alone_is_scored() {
             std::fs::remove_file(data.join(format!("{id}/{id}_{m}.nii.gz"))).unwrap();
         }
     }
-    let out = dir.join("scores.json");
-    let Outcome { ok, stderr, .. } = voxseg(&[
-        &"evaluate" as Arg,
-        &"--pred",
-        &pred,
-        &"--truth",
-        &data,
-        &"--out",
-        &out,
-    ]);
-    assert!(ok, "{stderr}");
-    let report: EvalReport = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    assert_eq!(report.cases.len(), 3);
+    assert_eq!(scores(&dir, &pred, &data).cases.len(), 3);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
