@@ -256,6 +256,50 @@ fn check_refuses_a_file_given_twice_in_a_manifest_case() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// An MSD `dataset.json` entry is a case whatever its name, but for the macOS metadata
+/// files (`._NAME`) MSD's archives hold; a `numTraining` other than the entries listed is
+/// said.
+#[test]
+fn msd_entries_are_cases_but_macos_metadata_and_numtraining_is_checked() {
+    let dir = temp_dir("msd-names");
+    let data = dir.join("data");
+    synth(&data, SynthLayout::Msd, 3, 16, 5);
+    let json_path = data.join("dataset.json");
+    let mut json = read_json(&json_path);
+    let first = json["training"][0]["image"].as_str().unwrap().to_string();
+    let renamed = first.replace("imagesTr/", "imagesTr/_");
+    std::fs::rename(data.join(&first), data.join(&renamed)).unwrap();
+    json["training"][0]["image"] = serde_json::json!(renamed);
+    let metadata = first.replace("imagesTr/", "imagesTr/._");
+    std::fs::write(data.join(&metadata), b"macOS metadata").unwrap();
+    let label = json["training"][0]["label"].clone();
+    json["training"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"image": metadata, "label": label}));
+    std::fs::write(&json_path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let Outcome {
+        ok, stdout, stderr, ..
+    } = voxseg(&["check", "--data", s(&data)]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("3 labelled case(s)"), "{stdout}");
+    assert!(
+        !stderr.contains("warning"),
+        "numTraining 3 matches the 3 cases: {stderr}"
+    );
+    json["numTraining"] = serde_json::json!(5);
+    std::fs::write(&json_path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let Outcome {
+        ok, stdout, stderr, ..
+    } = voxseg(&["check", "--data", s(&data)]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("numTraining is 5, but 'training' lists 3 case(s)"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn split_files_note_unused_cases_and_accept_nnunet_folds_with_fold() {
     let dir = temp_dir("splits");

@@ -2,8 +2,8 @@
 //! `labels` ({"0": "background", ...}), `training` ([{"image", "label"}]) and `test`
 //! (paths); images are 4D with one channel per modality, labels 3D.
 use super::{
-    classes_from_values, duplicate_ids, is_junk_name, note_missing, numbered_names, CaseFiles,
-    Dataset, ImageFile, LayoutKind, Listing, Provides,
+    classes_from_values, duplicate_ids, note_missing, numbered_names, CaseFiles, Dataset,
+    ImageFile, LayoutKind, Listing, Provides,
 };
 use crate::data::labels::LabelSpec;
 use crate::error::{Error, Result};
@@ -73,7 +73,7 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
             })
         };
         let image = resolve(&root, field("image")?);
-        if is_junk(&image) {
+        if is_metadata(&image) {
             continue;
         }
         let id = case_id(&image);
@@ -85,6 +85,16 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
             label: Some(label),
         });
     }
+    if let Some(n) = json.get("numTraining").and_then(|v| v.as_u64()) {
+        if n != cases.len() as u64 {
+            eprintln!(
+                "warning: {}: numTraining is {n}, but 'training' lists {} case(s); the cases \
+                 listed are used",
+                json_path.display(),
+                cases.len()
+            );
+        }
+    }
     let mut test_cases = Vec::new();
     for entry in list("test")? {
         let rel = entry
@@ -94,7 +104,7 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
                 Error::file(json_path, format!("a 'test' entry is not a path: {entry}"))
             })?;
         let image = resolve(&root, rel);
-        if is_junk(&image) {
+        if is_metadata(&image) {
             continue;
         }
         let id = case_id(&image);
@@ -123,7 +133,10 @@ pub fn load(json_path: &Path, json: &Value) -> Result<Listing> {
     })
 }
 
-fn is_junk(path: &Path) -> bool {
+/// Whether a listed image is a macOS metadata file (`._NAME`), which MSD's archives hold
+/// beside every image: a `dataset.json` that lists one means no case. Other names, `_` or
+/// `.` first included, are what the file lists, and are cases.
+fn is_metadata(path: &Path) -> bool {
     path.file_name()
-        .is_some_and(|n| is_junk_name(&n.to_string_lossy()))
+        .is_some_and(|n| n.to_string_lossy().starts_with("._"))
 }
