@@ -603,6 +603,8 @@ fn predictions_of_unlabelled_test_cases_are_left_out_with_a_warning() {
         serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
     let test_entry = json["training"].as_array_mut().unwrap().pop().unwrap();
     json["test"] = serde_json::json!([test_entry["image"]]);
+    json["numTraining"] = serde_json::json!(json["training"].as_array().unwrap().len());
+    json["numTest"] = serde_json::json!(1);
     std::fs::write(&json_path, json.to_string()).unwrap();
     let pred = dir.join("pred");
     std::fs::create_dir_all(&pred).unwrap();

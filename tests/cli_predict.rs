@@ -45,6 +45,8 @@ fn fixture() -> &'static Fixture {
         )
         .unwrap();
         json["test"] = serde_json::json!([format!("./imagesTs/{UNLABELLED}.nii.gz")]);
+        json["numTraining"] = serde_json::json!(json["training"].as_array().unwrap().len());
+        json["numTest"] = serde_json::json!(1);
         std::fs::write(&json_path, serde_json::to_vec(&json).unwrap()).unwrap();
         let brats = root.join("brats");
         synth(&brats, SynthLayout::Brats2021, 1, 24, 5);
