@@ -422,6 +422,30 @@ fn nnunet_layout_names_orphan_labels_a_wrong_count_and_a_wrong_file_ending() {
         "{err}"
     );
 
+    // One case's image stored under the other ending: missing, and the file there named.
+    let ending = dir.join("Dataset004_OneNii");
+    nnunet_dataset(&ending, 2, 2, ".nii.gz");
+    let gz = ending.join("imagesTr/case_001_0000.nii.gz");
+    let nii = ending.join("imagesTr/case_001_0000.nii");
+    let bytes = std::fs::read(&gz).unwrap();
+    let mut decoded = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut decoded)
+        .unwrap();
+    std::fs::write(&nii, decoded).unwrap();
+    std::fs::remove_file(&gz).unwrap();
+    let Outcome {
+        ok, stdout: out, ..
+    } = voxseg(&["check", "--data", s(&ending)]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "case case_001: missing CT (channel 0000) image file ({} exists, but \
+             dataset.json's file_ending is \".nii.gz\")",
+            nii.display()
+        )),
+        "{out}"
+    );
+
     // A test case named as a training case: predictions and splits go by case id.
     let twice = dir.join("Dataset003_Twice");
     nnunet_dataset(&twice, 2, 2, ".nii.gz");

@@ -160,14 +160,35 @@ fn list_cases(
             ""
         };
         for (c, m) in modalities.iter().enumerate() {
-            let path = files
-                .remove(&c)
-                .unwrap_or_else(|| dir.join(format!("{id}_{c:04}{ending}")));
+            // A file under the other ending is not this dataset's (file_ending), but is
+            // likely what was meant.
+            let (path, elsewhere) = match files.remove(&c) {
+                Some(path) => (path, String::new()),
+                None => {
+                    let other = dir.join(format!("{id}_{c:04}{other_ending}"));
+                    let elsewhere = if other.is_file() {
+                        format!(
+                            " ({} exists, but dataset.json's file_ending is \"{ending}\")",
+                            other.display()
+                        )
+                    } else {
+                        String::new()
+                    };
+                    (dir.join(format!("{id}_{c:04}{ending}")), elsewhere)
+                }
+            };
             note_missing(
                 missing,
                 &id,
                 &path,
-                &format!("{m} (channel {c:04}) image file{label_only}"),
+                &format!(
+                    "{m} (channel {c:04}) image file{}",
+                    if elsewhere.is_empty() {
+                        label_only
+                    } else {
+                        &elsewhere
+                    }
+                ),
                 Provides::Channel(c),
             );
             images.push(ImageFile {
