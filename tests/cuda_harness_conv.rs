@@ -12,8 +12,8 @@
 mod common;
 
 use common::{
-    check_layout, cpu_pass, emu_sum, max_rel, norm_rel, poisoned, random, tma_box_reference,
-    tma_probe_cases, written,
+    bf16x3_reference, check_layout, cpu_pass, emu_sum, max_rel, norm_rel, poisoned, random,
+    tma_box_reference, tma_probe_cases, written,
 };
 use voxseg::backend::cpu::Cpu64;
 use voxseg::backend::cuda::conv_plan::*;
@@ -89,28 +89,6 @@ fn reference(
     cpu_pass(&Cpu64::new(), pass, (&a, &b, bias.as_deref()), g)
 }
 
-/// The CPU backend's backward weights in f64 on (x, dy) as a bf16x3 plan's kernel reads
-/// them (`ConvPlan::bf16x3`): hi hi' + hi lo' + lo hi', hi a value's bf16 rounding and lo
-/// that of its residual, split by arithmetic.
-fn bf16x3_reference(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f64> {
-    let hi = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| round_bf16(x) as f64).collect() };
-    let lo = |v: &[f32]| -> Vec<f64> {
-        v.iter()
-            .map(|&x| round_bf16(x - round_bf16(x)) as f64)
-            .collect()
-    };
-    let cpu = Cpu64::new();
-    let pass = |x: &[f64], dy: &[f64]| cpu_pass(&cpu, ConvPass::BackwardWeight, (x, dy, None), g);
-    let parts = [
-        pass(&hi(x), &hi(dy)),
-        pass(&hi(x), &lo(dy)),
-        pass(&lo(x), &hi(dy)),
-    ];
-    (0..parts[0].len())
-        .map(|i| parts.iter().map(|p| p[i]).sum())
-        .collect()
-}
-
 /// The relative norm error that tf32 backward weights as three bf16 products stay below,
 /// against the unrounded result: a hundredth of tf32's bound (they measure about 4e-6 on
 /// inputs of O(1), against tf32's 2e-4 to 3e-4).
@@ -142,7 +120,8 @@ fn check_pass(
     let used = plan.kernel.precision;
     let bf16x3 = plan.is_bf16x3();
     let rounded = if bf16x3 {
-        bf16x3_reference(g, &a, &b)
+        let hi = |v: &[f32]| v.iter().map(|&x| round_bf16(x)).collect();
+        bf16x3_reference(&Cpu64::new(), g, &a, &b, hi)
     } else {
         reference(g, pass, &a, &b, bias.as_deref(), rounder(used))
     };

@@ -16,8 +16,8 @@
 mod common;
 
 use common::{
-    cpu_pass, device, fresh_seed, max_rel, norm_rel, random, serial, tma_box_reference,
-    tma_probe_cases,
+    bf16x3_reference, cpu_pass, device, fresh_seed, max_rel, norm_rel, random, serial,
+    tma_box_reference, tma_probe_cases,
 };
 use voxseg::backend::cpu::{Cpu, Cpu64};
 use voxseg::backend::cuda::conv_plan::{
@@ -260,7 +260,12 @@ fn check_passes(gpu: &Cuda, geometries: &[ConvGeometry], passes: &[ConvPass]) {
                 }
             };
             let rounded = if bf16x3 {
-                bf16x3_reference(&cpu32, g, &a, &b)
+                // The twin's bf16 rounding, which the rounding test checks bit for bit.
+                let hi = |v: &[f32]| {
+                    let rounded = round_with(ConvPrecision::Bf16, v);
+                    rounded.into_iter().map(|x| x as f32).collect()
+                };
+                bf16x3_reference(&cpu32, g, &a, &b, hi)
             } else {
                 reference(used)
             };
@@ -292,31 +297,6 @@ fn check_passes(gpu: &Cuda, geometries: &[ConvGeometry], passes: &[ConvPass]) {
             );
         }
     }
-}
-
-/// Backward weights on (x, dy) as a bf16x3 plan's kernel reads them
-/// (`ConvPlan::bf16x3`): hi hi' + hi lo' + lo hi', each product by the CPU backend in f32,
-/// hi a value's bf16 rounding (the harness twin's) and lo that of its residual.
-fn bf16x3_reference(cpu: &Cpu, g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f64> {
-    let parts = |v: &[f32]| {
-        let hi = round_with(ConvPrecision::Bf16, v);
-        let residual: Vec<f32> = v
-            .iter()
-            .zip(&hi)
-            .map(|(&x, &h)| if h.is_finite() { x - h as f32 } else { 0.0 })
-            .collect();
-        (hi, round_with(ConvPrecision::Bf16, &residual))
-    };
-    let ((x_hi, x_lo), (dy_hi, dy_lo)) = (parts(x), parts(dy));
-    let pass = |x: &[f64], dy: &[f64]| cpu_pass(cpu, ConvPass::BackwardWeight, (x, dy, None), g);
-    let products = [
-        pass(&x_hi, &dy_hi),
-        pass(&x_hi, &dy_lo),
-        pass(&x_lo, &dy_hi),
-    ];
-    (0..products[0].len())
-        .map(|i| products.iter().map(|p| p[i]).sum())
-        .collect()
 }
 
 /// tf32 backward weights as three bf16 products (`VOXSEG_CONV_TF32_BF16X3`) on the

@@ -131,21 +131,24 @@ fn synthetic_msd_float32_loads_selected_modalities_in_requested_order() {
     for m in 0..4 {
         assert_eq!(data.channels[m].data, truth.images[m], "modality {m}");
     }
-    // MSD numbering: 1 oedema, 2 non-enhancing/necrotic, 3 enhancing.
-    let expected: Vec<u8> = truth
-        .labels
-        .iter()
-        .map(|&c| match c {
-            NECROSIS => 2,
-            OEDEMA => 1,
-            ENHANCING => 3,
-            _ => 0,
-        })
-        .collect();
-    assert_eq!(data.label.unwrap().data, expected);
+    assert_eq!(data.label.unwrap().data, msd_numbering(&truth.labels));
     let (two, _) = load_case(&ds, &ds.cases[0], &[2], NanPolicy::Error).unwrap();
     assert_eq!(two.channels.len(), 1);
     assert_eq!(two.channels[0].data, generate_case(SIZE, 11, 0).images[1]);
+}
+
+/// Synthetic tissue classes in MSD's numbering, which nnU-Net's BraTS conversion shares:
+/// 1 oedema, 2 non-enhancing/necrotic, 3 enhancing.
+fn msd_numbering(classes: &[u8]) -> Vec<u8> {
+    classes
+        .iter()
+        .map(|&c| match c {
+            OEDEMA => 1,
+            NECROSIS => 2,
+            ENHANCING => 3,
+            _ => 0,
+        })
+        .collect()
 }
 
 #[test]
@@ -177,17 +180,7 @@ fn synthetic_nnunet_reads_back_as_nnunets_brats_conversion() {
     for m in 0..4 {
         assert_eq!(data.channels[m].data, truth.images[m], "modality {m}");
     }
-    let expected: Vec<u8> = truth
-        .labels
-        .iter()
-        .map(|&c| match c {
-            OEDEMA => 1,
-            NECROSIS => 2,
-            ENHANCING => 3,
-            _ => 0,
-        })
-        .collect();
-    assert_eq!(data.label.unwrap().data, expected);
+    assert_eq!(data.label.unwrap().data, msd_numbering(&truth.labels));
 }
 
 #[test]

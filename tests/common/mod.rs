@@ -439,6 +439,39 @@ pub fn tma_box_reference(map: &TiledMap, data: &[u32], c: [i32; 5]) -> Vec<u32> 
         .collect()
 }
 
+/// Backward weights of `g` on (x, dy) as a bf16x3 plan's kernel reads them
+/// (`ConvPlan::bf16x3`): hi hi' + hi lo' + lo hi', each product on `be`, where `hi` gives
+/// values' bf16 roundings and lo is the rounding of the residual x - hi (0 where hi is not
+/// finite, as the pack kernels have it).
+pub fn bf16x3_reference<E: Element>(
+    be: &CpuBackend<E>,
+    g: &ConvGeometry,
+    x: &[f32],
+    dy: &[f32],
+    hi: impl Fn(&[f32]) -> Vec<f32>,
+) -> Vec<f64> {
+    let parts = |v: &[f32]| {
+        let high = hi(v);
+        let residual: Vec<f32> = v
+            .iter()
+            .zip(&high)
+            .map(|(&x, &h)| if h.is_finite() { x - h } else { 0.0 })
+            .collect();
+        let wide = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<f64>>();
+        (wide(hi(&residual)), wide(high))
+    };
+    let ((x_lo, x_hi), (dy_lo, dy_hi)) = (parts(x), parts(dy));
+    let pass = |x: &[f64], dy: &[f64]| cpu_pass(be, ConvPass::BackwardWeight, (x, dy, None), g);
+    let products = [
+        pass(&x_hi, &dy_hi),
+        pass(&x_hi, &dy_lo),
+        pass(&x_lo, &dy_hi),
+    ];
+    (0..products[0].len())
+        .map(|i| products.iter().map(|p| p[i]).sum())
+        .collect()
+}
+
 /// `pass` of `g` on a CPU backend from operands `(a, b, bias)` exact in its element type,
 /// as f64.
 pub fn cpu_pass<E: Element>(
